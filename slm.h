@@ -246,3 +246,1799 @@ SLM_API float       slm_bf16_to_fp32(uint16_t h);
 }
 #endif
 #endif /* SLM_H */
+
+/* =========================================================================
+   IMPLEMENTATION
+   ========================================================================= */
+#ifdef SLM_IMPLEMENTATION
+#ifndef SLM__IMPLEMENTED
+#define SLM__IMPLEMENTED
+
+/* ---- config and platform ------------------------------------------------
+   Everything the includer may override, and the few platform facilities the
+   library touches: the allocator, file mapping, OpenMP. No other OS calls. */
+
+#include <string.h>
+#include <math.h>
+#include <limits.h>
+#include <stdarg.h>
+
+#if !defined(SLM_MALLOC) || !defined(SLM_FREE)
+#include <stdlib.h>
+#define SLM_MALLOC(sz) malloc(sz)
+#define SLM_REALLOC(p, sz) realloc(p, sz)
+#define SLM_FREE(p) free(p)
+#endif
+#ifndef SLM_ASSERT
+#include <assert.h>
+#define SLM_ASSERT(x) assert(x)
+#endif
+
+#ifndef SLM_NO_STDIO
+#include <stdio.h>
+#if defined(_WIN32)
+#ifndef WIN32_LEAN_AND_MEAN
+#define WIN32_LEAN_AND_MEAN
+#endif
+#include <windows.h>
+#define SLM__MMAP_WIN32 1
+#elif defined(__unix__) || defined(__APPLE__)
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <fcntl.h>
+#include <unistd.h>
+#define SLM__MMAP_POSIX 1
+#endif
+#endif
+
+#if defined(_OPENMP) && !defined(SLM_NO_THREADS)
+#include <omp.h>
+#define SLM__OPENMP 1
+#endif
+
+#define SLM__MIN(a, b) ((a) < (b) ? (a) : (b))
+#define SLM__MAX(a, b) ((a) > (b) ? (a) : (b))
+#define SLM__ALIGN 64
+
+/* ---- allocation, logging, errors ----------------------------------------
+   Every allocation goes through the model's allocator; every message is
+   formatted by a small local formatter so that SLM_NO_STDIO builds keep
+   their error detail. Messages are written to a caller-owned buffer (load)
+   or to the session (everything after load) and optionally to the log. */
+
+static void *slm__default_alloc(size_t size, void *user) { (void)user; return SLM_MALLOC(size); }
+static void slm__default_free(void *ptr, void *user) { (void)user; SLM_FREE(ptr); }
+
+static slm_allocator slm__allocator_or_default(slm_allocator a) {
+    if (!a.alloc || !a.free) { a.alloc = slm__default_alloc; a.free = slm__default_free; a.user = NULL; }
+    return a;
+}
+static void *slm__alloc(const slm_allocator *a, size_t size) { return size ? a->alloc(size, a->user) : NULL; }
+static void *slm__calloc(const slm_allocator *a, size_t n, size_t elem) {
+    void *p;
+    if (n == 0 || elem == 0 || n > (size_t)-1 / elem) return NULL;
+    p = a->alloc(n * elem, a->user);
+    if (p) memset(p, 0, n * elem);
+    return p;
+}
+static void slm__free(const slm_allocator *a, void *p) { if (p) a->free(p, a->user); }
+
+/* A vsnprintf subset: %s %c %d %u %x %lld %llu %zu %g %%. Always terminates. */
+static size_t slm__vformat(char *buf, size_t cap, const char *fmt, va_list ap) {
+    size_t n = 0;
+    char tmp[48];
+#define SLM__PUT(ch) do { if (n + 1 < cap) buf[n] = (ch); n++; } while (0)
+    for (; *fmt; fmt++) {
+        const char *s = tmp; int len = 0, neg = 0;
+        unsigned long long u = 0; int base = 10;
+        if (*fmt != '%') { SLM__PUT(*fmt); continue; }
+        fmt++;
+        if (*fmt == 's') { s = va_arg(ap, const char *); if (!s) s = "(null)"; while (*s) SLM__PUT(*s++); continue; }
+        if (*fmt == 'c') { SLM__PUT((char)va_arg(ap, int)); continue; }
+        if (*fmt == '%') { SLM__PUT('%'); continue; }
+        if (*fmt == 'g') {
+            /* enough for messages: sign, integer part, 4 decimals */
+            double d = va_arg(ap, double), ip;
+            unsigned long long frac;
+            if (d != d) { s = "nan"; while (*s) SLM__PUT(*s++); continue; }
+            if (d < 0) { SLM__PUT('-'); d = -d; }
+            if (d > 1e18) { s = "inf"; while (*s) SLM__PUT(*s++); continue; }
+            ip = floor(d); frac = (unsigned long long)((d - ip) * 10000.0 + 0.5);
+            if (frac >= 10000) { ip += 1; frac -= 10000; }
+            u = (unsigned long long)ip;
+            do { tmp[len++] = (char)('0' + u % 10); u /= 10; } while (u);
+            while (len) SLM__PUT(tmp[--len]);
+            if (frac) { int k; char f[4]; for (k = 3; k >= 0; k--) { f[k] = (char)('0' + frac % 10); frac /= 10; }
+                        k = 4; while (k > 0 && f[k - 1] == '0') k--; SLM__PUT('.'); { int j; for (j = 0; j < k; j++) SLM__PUT(f[j]); } }
+            continue;
+        }
+        if (*fmt == 'd') { long long v = va_arg(ap, int); neg = v < 0; u = neg ? 0ull - (unsigned long long)v : (unsigned long long)v; }
+        else if (*fmt == 'u') u = va_arg(ap, unsigned);
+        else if (*fmt == 'x') { u = va_arg(ap, unsigned); base = 16; }
+        else if (*fmt == 'z' && fmt[1] == 'u') { fmt++; u = va_arg(ap, size_t); }
+        else if (fmt[0] == 'l' && fmt[1] == 'l' && fmt[2] == 'd') {
+            long long v = va_arg(ap, long long); fmt += 2; neg = v < 0;
+            u = neg ? 0ull - (unsigned long long)v : (unsigned long long)v;
+        } else if (fmt[0] == 'l' && fmt[1] == 'l' && fmt[2] == 'u') { fmt += 2; u = va_arg(ap, unsigned long long); }
+        else { SLM__PUT('%'); if (!*fmt) break; SLM__PUT(*fmt); continue; }
+        do { tmp[len++] = "0123456789abcdef"[u % (unsigned)base]; u /= (unsigned)base; } while (u);
+        if (neg) SLM__PUT('-');
+        while (len) SLM__PUT(tmp[--len]);
+    }
+    if (cap) buf[n < cap ? n : cap - 1] = 0;
+#undef SLM__PUT
+    return n;
+}
+
+static void slm__format(char *buf, size_t cap, const char *fmt, ...) {
+    va_list ap; va_start(ap, fmt); slm__vformat(buf, cap, fmt, ap); va_end(ap);
+}
+
+SLM_API const char *slm_result_str(slm_result r) {
+    switch (r) {
+    case SLM_OK: return "ok";
+    case SLM_ERR_IO: return "i/o error";
+    case SLM_ERR_FORMAT: return "malformed model file";
+    case SLM_ERR_UNSUPPORTED: return "unsupported";
+    case SLM_ERR_OOM: return "out of memory";
+    case SLM_ERR_INVALID_ARG: return "invalid argument";
+    case SLM_ERR_CONTEXT_FULL: return "context full";
+    case SLM_ERR_CANCELLED: return "cancelled";
+    }
+    return "unknown result";
+}
+
+/* ---- number formats -----------------------------------------------------
+   f16/bf16 conversion in portable C (bit-exact, round to nearest even) and the
+   block formats: q8_0 = {f16 d; i8 q[32]}, q4_0 = {f16 d; u8 q[16]}, the GGUF
+   layouts, so GGUF tensors import as a copy. Quantizers round exactly as
+   GGML's reference ones, so a converted model matches llama.cpp's. */
+
+#define SLM__QK 32
+typedef struct { uint16_t d; int8_t q[SLM__QK]; } slm__block_q8_0;
+typedef struct { uint16_t d; uint8_t q[SLM__QK / 2]; } slm__block_q4_0;
+
+static uint32_t slm__f32_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+static float slm__bits_f32(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+
+SLM_API float slm_fp16_to_fp32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
+    if (exp == 0x1f) return slm__bits_f32(sign | 0x7f800000u | (man << 13));
+    if (exp == 0) {
+        if (man == 0) return slm__bits_f32(sign);
+        /* subnormal: value = man * 2^-24 exactly representable in f32 */
+        return sign ? -(float)man * 5.9604644775390625e-8f : (float)man * 5.9604644775390625e-8f;
+    }
+    return slm__bits_f32(sign | ((exp + 112u) << 23) | (man << 13));
+}
+
+SLM_API uint16_t slm_fp32_to_fp16(float f) {
+    uint32_t x = slm__f32_bits(f), sign = (x >> 16) & 0x8000u, ax = x & 0x7fffffffu;
+    if (ax >= 0x7f800000u) return (uint16_t)(sign | 0x7c00u | (ax > 0x7f800000u ? 0x200u : 0u));
+    if (ax >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u);   /* rounds to >= 65520: inf */
+    if (ax < 0x38800000u) {                                       /* below 2^-14: subnormal */
+        uint32_t shift, man, r, half;
+        if (ax < 0x33000000u) return (uint16_t)sign;              /* below 2^-25: rounds to 0 */
+        shift = 126u - (ax >> 23);                                /* 14..24 */
+        man = (ax & 0x7fffffu) | 0x800000u;
+        r = man >> shift; half = 1u << (shift - 1);
+        if ((man & ((half << 1) - 1)) > half || ((man & ((half << 1) - 1)) == half && (r & 1u))) r++;
+        return (uint16_t)(sign | r);
+    } else {
+        uint32_t r = ax - 0x38000000u;                            /* rebias 127 -> 15 */
+        uint32_t lower = r & 0x1fffu;
+        r >>= 13;
+        if (lower > 0x1000u || (lower == 0x1000u && (r & 1u))) r++;
+        return (uint16_t)(sign | r);
+    }
+}
+
+SLM_API float slm_bf16_to_fp32(uint16_t h) { return slm__bits_f32((uint32_t)h << 16); }
+SLM_API uint16_t slm_fp32_to_bf16(float f) {
+    uint32_t x = slm__f32_bits(f);
+    if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40u);   /* quiet NaN */
+    return (uint16_t)((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
+}
+
+SLM_API const char *slm_type_name(int type) {
+    switch (type) {
+    case SLM_TYPE_F32: return "f32";
+    case SLM_TYPE_F16: return "f16";
+    case SLM_TYPE_BF16: return "bf16";
+    case SLM_TYPE_Q8_0: return "q8_0";
+    case SLM_TYPE_Q4_0: return "q4_0";
+    }
+    return NULL;
+}
+
+SLM_API int slm_type_block_size(int type) {
+    switch (type) {
+    case SLM_TYPE_F32: case SLM_TYPE_F16: case SLM_TYPE_BF16: return 1;
+    case SLM_TYPE_Q8_0: case SLM_TYPE_Q4_0: return SLM__QK;
+    }
+    return 0;
+}
+
+static size_t slm__type_block_bytes(int type) {
+    switch (type) {
+    case SLM_TYPE_F32: return 4;
+    case SLM_TYPE_F16: case SLM_TYPE_BF16: return 2;
+    case SLM_TYPE_Q8_0: return sizeof(slm__block_q8_0);
+    case SLM_TYPE_Q4_0: return sizeof(slm__block_q4_0);
+    }
+    return 0;
+}
+
+SLM_API size_t slm_type_row_size(int type, int64_t n) {
+    int bs = slm_type_block_size(type);
+    uint64_t blocks;
+    if (bs == 0 || n < 0 || n % bs) return 0;
+    blocks = (uint64_t)(n / bs);
+    if (blocks > (uint64_t)((size_t)-1 / slm__type_block_bytes(type))) return 0;
+    return (size_t)blocks * slm__type_block_bytes(type);
+}
+
+static void slm__quantize_q8_0(const float *x, slm__block_q8_0 *y, int64_t n) {
+    int64_t b; int j;
+    for (b = 0; b < n / SLM__QK; b++) {
+        float amax = 0.0f, d, id;
+        for (j = 0; j < SLM__QK; j++) amax = SLM__MAX(amax, fabsf(x[b * SLM__QK + j]));
+        d = amax / 127.0f;
+        id = d != 0.0f ? 1.0f / d : 0.0f;
+        y[b].d = slm_fp32_to_fp16(d);
+        for (j = 0; j < SLM__QK; j++) y[b].q[j] = (int8_t)roundf(x[b * SLM__QK + j] * id);
+    }
+}
+
+static void slm__quantize_q4_0(const float *x, slm__block_q4_0 *y, int64_t n) {
+    int64_t b; int j;
+    for (b = 0; b < n / SLM__QK; b++) {
+        const float *xb = x + b * SLM__QK;
+        float amax = 0.0f, max = 0.0f, d, id;
+        for (j = 0; j < SLM__QK; j++)
+            if (fabsf(xb[j]) > amax) { amax = fabsf(xb[j]); max = xb[j]; }
+        d = max / -8.0f;
+        id = d != 0.0f ? 1.0f / d : 0.0f;
+        y[b].d = slm_fp32_to_fp16(d);
+        for (j = 0; j < SLM__QK / 2; j++) {
+            int q0 = (int)(int8_t)(xb[j] * id + 8.5f), q1 = (int)(int8_t)(xb[j + SLM__QK / 2] * id + 8.5f);
+            q0 = SLM__MIN(15, q0); q1 = SLM__MIN(15, q1);
+            y[b].q[j] = (uint8_t)(q0 | (q1 << 4));
+        }
+    }
+}
+
+SLM_API slm_result slm_quantize_row(int type, const float *src, void *dst, int64_t n) {
+    int64_t i;
+    if (!src || !dst || n < 0 || (n && !slm_type_row_size(type, n))) return SLM_ERR_INVALID_ARG;
+    switch (type) {
+    case SLM_TYPE_F32: memcpy(dst, src, (size_t)n * 4); break;
+    case SLM_TYPE_F16: for (i = 0; i < n; i++) { uint16_t h = slm_fp32_to_fp16(src[i]); memcpy((char *)dst + 2 * i, &h, 2); } break;
+    case SLM_TYPE_BF16: for (i = 0; i < n; i++) { uint16_t h = slm_fp32_to_bf16(src[i]); memcpy((char *)dst + 2 * i, &h, 2); } break;
+    case SLM_TYPE_Q8_0: slm__quantize_q8_0(src, (slm__block_q8_0 *)dst, n); break;
+    case SLM_TYPE_Q4_0: slm__quantize_q4_0(src, (slm__block_q4_0 *)dst, n); break;
+    default: return SLM_ERR_INVALID_ARG;
+    }
+    return SLM_OK;
+}
+
+SLM_API slm_result slm_dequantize_row(int type, const void *src, float *dst, int64_t n) {
+    int64_t i, b; int j;
+    const uint8_t *p = (const uint8_t *)src;
+    if (!src || !dst || n < 0 || (n && !slm_type_row_size(type, n))) return SLM_ERR_INVALID_ARG;
+    switch (type) {
+    case SLM_TYPE_F32: memcpy(dst, src, (size_t)n * 4); break;
+    case SLM_TYPE_F16: for (i = 0; i < n; i++) { uint16_t h; memcpy(&h, p + 2 * i, 2); dst[i] = slm_fp16_to_fp32(h); } break;
+    case SLM_TYPE_BF16: for (i = 0; i < n; i++) { uint16_t h; memcpy(&h, p + 2 * i, 2); dst[i] = slm_bf16_to_fp32(h); } break;
+    case SLM_TYPE_Q8_0:
+        for (b = 0; b < n / SLM__QK; b++) {
+            const slm__block_q8_0 *blk = (const slm__block_q8_0 *)p + b;
+            float d = slm_fp16_to_fp32(blk->d);
+            for (j = 0; j < SLM__QK; j++) dst[b * SLM__QK + j] = (float)blk->q[j] * d;
+        }
+        break;
+    case SLM_TYPE_Q4_0:
+        for (b = 0; b < n / SLM__QK; b++) {
+            const slm__block_q4_0 *blk = (const slm__block_q4_0 *)p + b;
+            float d = slm_fp16_to_fp32(blk->d);
+            for (j = 0; j < SLM__QK / 2; j++) {
+                dst[b * SLM__QK + j] = (float)((blk->q[j] & 0x0f) - 8) * d;
+                dst[b * SLM__QK + j + SLM__QK / 2] = (float)((blk->q[j] >> 4) - 8) * d;
+            }
+        }
+        break;
+    default: return SLM_ERR_INVALID_ARG;
+    }
+    return SLM_OK;
+}
+
+/* ---- file format and loading --------------------------------------------
+   Owns the model: maps (or reads, or borrows) the .slm bytes, checks every
+   count, size and offset against the file size before anything is used, and
+   builds the immutable slm_model: tensor directory, layer table, tokenizer
+   tables. Allocations here are bounded by the file size, so a hostile header
+   cannot make the loader reserve gigabytes. The byte layout is FORMAT.md. */
+
+#define SLM__HEADER_SIZE 128
+#define SLM__TOKHDR_SIZE 64
+#define SLM__TENSOR_ENTRY_SIZE 96
+#define SLM__TENSOR_NAME_MAX 64
+#define SLM__FLAG_TIED 1u
+#define SLM__FLAG_QKV_BIAS 2u
+#define SLM__FLAG_QK_NORM 4u
+#define SLM__TOKFLAG_ADD_BOS 1u
+#define SLM__TOKFLAG_ADD_EOS 2u
+#define SLM__TOKFLAG_SPACE_PREFIX 4u
+#define SLM__TOKFLAG_ESCAPE_SPACES 8u
+
+typedef struct slm__tensor {
+    const char *name;
+    int type, n_dims;
+    int64_t ne[4];
+    uint64_t offset, size;
+    const void *data;
+} slm__tensor;
+
+typedef struct slm__layer {
+    const slm__tensor *attn_norm, *wq, *wk, *wv, *wo, *bq, *bk, *bv, *q_norm, *k_norm;
+    const slm__tensor *ffn_norm, *w_gate, *w_up, *w_down;
+} slm__layer;
+
+typedef struct slm__vocab {
+    int kind, pre, n_tokens, n_merges;
+    unsigned flags;
+    slm_token bos, eos, eot, pad, unk, fim_pre, fim_suf, fim_mid;
+    int chat_template;
+    const float *scores;
+    const uint32_t *text_off;      /* n_tokens + 1 offsets into text */
+    const uint32_t *merges;
+    const uint8_t *types;
+    const char *text;
+    int32_t *hash;                 /* open addressing, text -> lowest id */
+    uint32_t hash_mask;
+    char *piece;                   /* decoded bytes of every token (byte tokens, U+2581) */
+    uint32_t *piece_off;
+    slm_token byte_token[256];     /* id of each <0xXX> token, -1 if none */
+    slm_token *special;            /* control / user-defined tokens, longest first */
+    int n_special;
+    int max_piece_len;
+} slm__vocab;
+
+struct slm_model {
+    slm_allocator alloc;
+    slm_log_fn log;
+    void *log_user;
+    const uint8_t *file;
+    uint64_t file_size;
+    void *owned;                   /* buffer holding `file` when read or copied */
+    void *map_addr;                /* mapping holding `file` */
+    size_t map_len;
+#ifdef SLM__MMAP_WIN32
+    HANDLE map_handle;
+#endif
+    slm_model_info info;
+    slm__tensor *tensors;
+    int n_tensors;
+    slm__layer *layers;
+    const slm__tensor *tok_embd, *output_norm, *output;
+    slm__vocab vocab;
+    int n_meta;
+    const char **meta;             /* key, value, key, value... */
+};
+
+typedef struct slm__loader {
+    slm_model *m;
+    char *error;
+    size_t error_cap;
+} slm__loader;
+
+static void slm__log(slm_log_fn fn, void *user, int level, const char *fmt, ...) {
+    char msg[512];
+    va_list ap;
+    if (!fn) return;
+    va_start(ap, fmt); slm__vformat(msg, sizeof msg, fmt, ap); va_end(ap);
+    fn(user, level, msg);
+}
+
+static slm_result slm__load_fail(slm__loader *ld, slm_result code, const char *fmt, ...) {
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt); slm__vformat(msg, sizeof msg, fmt, ap); va_end(ap);
+    if (ld->error && ld->error_cap) slm__format(ld->error, ld->error_cap, "%s", msg);
+    if (ld->m) slm__log(ld->m->log, ld->m->log_user, SLM_LOG_ERROR, "%s", msg);
+    return code;
+}
+
+static uint16_t slm__rd16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+static uint32_t slm__rd32(const uint8_t *p) {
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+static uint64_t slm__rd64(const uint8_t *p) { return (uint64_t)slm__rd32(p) | ((uint64_t)slm__rd32(p + 4) << 32); }
+static float slm__rdf32(const uint8_t *p) { return slm__bits_f32(slm__rd32(p)); }
+
+/* off/size describe a range inside a file of file_size bytes, overflow-safe. */
+static int slm__range_ok(uint64_t off, uint64_t size, uint64_t file_size) {
+    return off <= file_size && size <= file_size - off;
+}
+
+static int slm__host_is_little_endian(void) { const uint16_t one = 1; return *(const uint8_t *)&one == 1; }
+
+#ifndef SLM_NO_STDIO
+static slm_result slm__map_file(slm__loader *ld, const char *path, int no_mmap) {
+    slm_model *m = ld->m;
+#if defined(SLM__MMAP_POSIX)
+    if (!no_mmap) {
+        struct stat st;
+        void *addr;
+        int fd = open(path, O_RDONLY);
+        if (fd < 0) return slm__load_fail(ld, SLM_ERR_IO, "cannot open '%s'", path);
+        if (fstat(fd, &st) != 0) { close(fd); return slm__load_fail(ld, SLM_ERR_IO, "cannot stat '%s'", path); }
+        if (!S_ISREG(st.st_mode)) { close(fd); return slm__load_fail(ld, SLM_ERR_IO, "'%s' is not a regular file", path); }
+        if (st.st_size < SLM__HEADER_SIZE) {
+            close(fd);
+            return slm__load_fail(ld, SLM_ERR_FORMAT, "'%s' is %llu bytes, smaller than the %d-byte .slm header",
+                                  path, (unsigned long long)st.st_size, SLM__HEADER_SIZE);
+        }
+        if ((uint64_t)st.st_size > (uint64_t)(size_t)-1) { close(fd); return slm__load_fail(ld, SLM_ERR_UNSUPPORTED, "'%s' is too large for this address space", path); }
+        addr = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+        close(fd);
+        if (addr == MAP_FAILED) return slm__load_fail(ld, SLM_ERR_IO, "cannot map '%s'", path);
+        m->map_addr = addr; m->map_len = (size_t)st.st_size;
+        m->file = (const uint8_t *)addr; m->file_size = (uint64_t)st.st_size;
+        return SLM_OK;
+    }
+#elif defined(SLM__MMAP_WIN32)
+    if (!no_mmap) {
+        LARGE_INTEGER sz;
+        HANDLE f = CreateFileA(path, GENERIC_READ, FILE_SHARE_READ, NULL, OPEN_EXISTING, FILE_ATTRIBUTE_NORMAL, NULL);
+        HANDLE map; void *addr;
+        if (f == INVALID_HANDLE_VALUE) return slm__load_fail(ld, SLM_ERR_IO, "cannot open '%s'", path);
+        if (!GetFileSizeEx(f, &sz)) { CloseHandle(f); return slm__load_fail(ld, SLM_ERR_IO, "cannot stat '%s'", path); }
+        if (sz.QuadPart < SLM__HEADER_SIZE) {
+            CloseHandle(f);
+            return slm__load_fail(ld, SLM_ERR_FORMAT, "'%s' is %llu bytes, smaller than the %d-byte .slm header",
+                                  path, (unsigned long long)sz.QuadPart, SLM__HEADER_SIZE);
+        }
+        if ((uint64_t)sz.QuadPart > (uint64_t)(size_t)-1) { CloseHandle(f); return slm__load_fail(ld, SLM_ERR_UNSUPPORTED, "'%s' is too large for this address space", path); }
+        map = CreateFileMappingA(f, NULL, PAGE_READONLY, 0, 0, NULL);
+        CloseHandle(f);
+        if (!map) return slm__load_fail(ld, SLM_ERR_IO, "cannot map '%s'", path);
+        addr = MapViewOfFile(map, FILE_MAP_READ, 0, 0, 0);
+        if (!addr) { CloseHandle(map); return slm__load_fail(ld, SLM_ERR_IO, "cannot map '%s'", path); }
+        m->map_handle = map; m->map_addr = addr; m->map_len = (size_t)sz.QuadPart;
+        m->file = (const uint8_t *)addr; m->file_size = (uint64_t)sz.QuadPart;
+        return SLM_OK;
+    }
+#endif
+    {
+        /* Read into a 64-byte aligned buffer, growing as we go: no ftell, so
+           pipes and files over 2 GiB on 32-bit longs work alike. */
+        FILE *f = fopen(path, "rb");
+        size_t cap = 1 << 20, len = 0;
+        uint8_t *buf = NULL;
+        (void)no_mmap;
+        if (!f) return slm__load_fail(ld, SLM_ERR_IO, "cannot open '%s'", path);
+        for (;;) {
+            size_t got;
+            if (!buf || len == cap) {
+                uint8_t *nb;
+                if (buf) {
+                    if (cap > ((size_t)-1 - SLM__ALIGN) / 2) { fclose(f); return slm__load_fail(ld, SLM_ERR_OOM, "'%s' is too large to read into memory", path); }
+                    cap *= 2;
+                }
+                nb = (uint8_t *)slm__alloc(&m->alloc, cap + SLM__ALIGN);
+                if (!nb) { fclose(f); return slm__load_fail(ld, SLM_ERR_OOM, "out of memory reading '%s'", path); }
+                {
+                    uint8_t *aligned = nb + ((SLM__ALIGN - ((uintptr_t)nb % SLM__ALIGN)) % SLM__ALIGN);
+                    if (buf) memcpy(aligned, buf, len);
+                    slm__free(&m->alloc, m->owned);
+                    m->owned = nb; buf = aligned;
+                }
+            }
+            got = fread(buf + len, 1, cap - len, f);
+            len += got;
+            if (got == 0) break;
+        }
+        if (ferror(f)) { fclose(f); return slm__load_fail(ld, SLM_ERR_IO, "error reading '%s'", path); }
+        fclose(f);
+        m->file = buf; m->file_size = len;
+        return SLM_OK;
+    }
+}
+#endif
+
+static void slm__unmap(slm_model *m) {
+#if defined(SLM__MMAP_POSIX)
+    if (m->map_addr) munmap(m->map_addr, m->map_len);
+#elif defined(SLM__MMAP_WIN32)
+    if (m->map_addr) { UnmapViewOfFile(m->map_addr); CloseHandle(m->map_handle); }
+#endif
+    m->map_addr = NULL;
+}
+
+static const slm__tensor *slm__find_tensor(const slm_model *m, const char *name) {
+    int i;
+    for (i = 0; i < m->n_tensors; i++)
+        if (strcmp(m->tensors[i].name, name) == 0) return &m->tensors[i];
+    return NULL;
+}
+
+/* A required (or, with `optional`, possibly absent) tensor of an exact shape and an allowed type. */
+static slm_result slm__bind_tensor(slm__loader *ld, const slm__tensor **out, const char *name,
+                                   int64_t ne0, int64_t ne1, int float_only, int optional) {
+    const slm__tensor *t = slm__find_tensor(ld->m, name);
+    *out = t;
+    if (!t) return optional ? SLM_OK : slm__load_fail(ld, SLM_ERR_FORMAT, "tensor '%s' is missing", name);
+    if (t->ne[0] != ne0 || t->ne[1] != ne1 || t->ne[2] != 1 || t->ne[3] != 1)
+        return slm__load_fail(ld, SLM_ERR_FORMAT, "tensor '%s' has shape [%lld, %lld, %lld, %lld], expected [%lld, %lld]",
+                              name, (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2], (long long)t->ne[3],
+                              (long long)ne0, (long long)ne1);
+    if (float_only && t->type != SLM_TYPE_F32)
+        return slm__load_fail(ld, SLM_ERR_UNSUPPORTED, "tensor '%s' is %s; norms and biases must be f32", name, slm_type_name(t->type));
+    return SLM_OK;
+}
+
+static slm_result slm__parse_tensors(slm__loader *ld, uint64_t dir_off, uint64_t dir_size, uint32_t n_tensors) {
+    slm_model *m = ld->m;
+    uint32_t i;
+    int d;
+    if (dir_off % 4) return slm__load_fail(ld, SLM_ERR_FORMAT, "tensor directory offset %llu is not 4-byte aligned", (unsigned long long)dir_off);
+    if ((uint64_t)n_tensors > dir_size / SLM__TENSOR_ENTRY_SIZE)
+        return slm__load_fail(ld, SLM_ERR_FORMAT, "tensor directory of %llu bytes cannot hold %u tensors", (unsigned long long)dir_size, n_tensors);
+    if (n_tensors == 0) return SLM_OK;
+    m->tensors = (slm__tensor *)slm__calloc(&m->alloc, n_tensors, sizeof(slm__tensor));
+    if (!m->tensors) return slm__load_fail(ld, SLM_ERR_OOM, "out of memory for %u tensors", n_tensors);
+    m->n_tensors = (int)n_tensors;
+    for (i = 0; i < n_tensors; i++) {
+        const uint8_t *e = m->file + dir_off + (uint64_t)i * SLM__TENSOR_ENTRY_SIZE;
+        slm__tensor *t = &m->tensors[i];
+        uint64_t rows = 1, row_size;
+        if (!memchr(e, 0, SLM__TENSOR_NAME_MAX)) return slm__load_fail(ld, SLM_ERR_FORMAT, "tensor %u: name is not NUL-terminated", i);
+        t->name = (const char *)e;
+        t->type = (int)slm__rd32(e + 64);
+        t->n_dims = (int)slm__rd32(e + 68);
+        t->offset = slm__rd64(e + 88);
+        if (!slm_type_name(t->type)) return slm__load_fail(ld, SLM_ERR_UNSUPPORTED, "tensor '%s': unknown type %u", t->name, (unsigned)t->type);
+        if (slm__rd32(e + 68) < 1 || slm__rd32(e + 68) > 4) return slm__load_fail(ld, SLM_ERR_FORMAT, "tensor '%s': %u dimensions", t->name, (unsigned)slm__rd32(e + 68));
+        for (d = 0; d < 4; d++) {
+            uint32_t ne = slm__rd32(e + 72 + 4 * d);
+            if (ne == 0 || (d >= t->n_dims && ne != 1)) return slm__load_fail(ld, SLM_ERR_FORMAT, "tensor '%s': dimension %d is %u", t->name, d, ne);
+            t->ne[d] = ne;
+            if (d > 0) {
+                if (rows > m->file_size / ne) return slm__load_fail(ld, SLM_ERR_FORMAT, "tensor '%s' is larger than the file", t->name);
+                rows *= ne;
+            }
+        }
+        row_size = slm_type_row_size(t->type, t->ne[0]);
+        if (!row_size) return slm__load_fail(ld, SLM_ERR_FORMAT, "tensor '%s': row length %lld is not a multiple of the %s block of %d",
+                                             t->name, (long long)t->ne[0], slm_type_name(t->type), slm_type_block_size(t->type));
+        if (rows > m->file_size / row_size) return slm__load_fail(ld, SLM_ERR_FORMAT, "tensor '%s' is larger than the file", t->name);
+        t->size = rows * row_size;
+        if (t->offset % SLM__ALIGN) return slm__load_fail(ld, SLM_ERR_FORMAT, "tensor '%s': offset %llu is not %d-byte aligned", t->name, (unsigned long long)t->offset, SLM__ALIGN);
+        if (!slm__range_ok(t->offset, t->size, m->file_size))
+            return slm__load_fail(ld, SLM_ERR_FORMAT, "tensor '%s': bytes %llu..%llu are past the end of the %llu-byte file",
+                                  t->name, (unsigned long long)t->offset, (unsigned long long)(t->offset + t->size), (unsigned long long)m->file_size);
+        if (t->offset < SLM__HEADER_SIZE) return slm__load_fail(ld, SLM_ERR_FORMAT, "tensor '%s' overlaps the header", t->name);
+        t->data = m->file + t->offset;
+    }
+    return SLM_OK;
+}
+
+static slm_result slm__bind_layers(slm__loader *ld) {
+    slm_model *m = ld->m;
+    slm_model_info *in = &m->info;
+    int64_t dim = in->dim, q_dim = (int64_t)in->n_heads * in->head_dim, kv_dim = (int64_t)in->n_kv_heads * in->head_dim;
+    int64_t ffn = in->ffn_dim;
+    int l, bias = in->qkv_bias, qkn = in->qk_norm;
+    slm_result r;
+    char name[SLM__TENSOR_NAME_MAX];
+    m->layers = (slm__layer *)slm__calloc(&m->alloc, (size_t)in->n_layers, sizeof(slm__layer));
+    if (!m->layers) return slm__load_fail(ld, SLM_ERR_OOM, "out of memory for %d layers", in->n_layers);
+#define SLM__BIND(field, suffix, ne0, ne1, float_only, present) \
+    slm__format(name, sizeof name, "blk.%d." suffix, l); \
+    if ((r = slm__bind_tensor(ld, &L->field, name, ne0, ne1, float_only, !(present))) != SLM_OK) return r; \
+    if (!(present) && L->field) return slm__load_fail(ld, SLM_ERR_FORMAT, "tensor '%s' is present but the header flags say it is not used", name);
+    for (l = 0; l < in->n_layers; l++) {
+        slm__layer *L = &m->layers[l];
+        SLM__BIND(attn_norm, "attn_norm.weight", dim, 1, 1, 1)
+        SLM__BIND(wq, "attn_q.weight", dim, q_dim, 0, 1)
+        SLM__BIND(wk, "attn_k.weight", dim, kv_dim, 0, 1)
+        SLM__BIND(wv, "attn_v.weight", dim, kv_dim, 0, 1)
+        SLM__BIND(wo, "attn_output.weight", q_dim, dim, 0, 1)
+        SLM__BIND(bq, "attn_q.bias", q_dim, 1, 1, bias)
+        SLM__BIND(bk, "attn_k.bias", kv_dim, 1, 1, bias)
+        SLM__BIND(bv, "attn_v.bias", kv_dim, 1, 1, bias)
+        SLM__BIND(q_norm, "attn_q_norm.weight", in->head_dim, 1, 1, qkn)
+        SLM__BIND(k_norm, "attn_k_norm.weight", in->head_dim, 1, 1, qkn)
+        SLM__BIND(ffn_norm, "ffn_norm.weight", dim, 1, 1, 1)
+        SLM__BIND(w_gate, "ffn_gate.weight", dim, ffn, 0, 1)
+        SLM__BIND(w_up, "ffn_up.weight", dim, ffn, 0, 1)
+        SLM__BIND(w_down, "ffn_down.weight", ffn, dim, 0, 1)
+    }
+#undef SLM__BIND
+    if ((r = slm__bind_tensor(ld, &m->tok_embd, "token_embd.weight", dim, in->n_vocab, 0, 0)) != SLM_OK) return r;
+    if ((r = slm__bind_tensor(ld, &m->output_norm, "output_norm.weight", dim, 1, 1, 0)) != SLM_OK) return r;
+    if ((r = slm__bind_tensor(ld, &m->output, "output.weight", dim, in->n_vocab, 0, in->tied_embeddings)) != SLM_OK) return r;
+    if (in->tied_embeddings) {
+        if (m->output) return slm__load_fail(ld, SLM_ERR_FORMAT, "'output.weight' is present but the header says the embeddings are tied");
+        m->output = m->tok_embd;
+    }
+    return SLM_OK;
+}
+
+static slm_result slm__parse_metadata(slm__loader *ld, uint64_t off, uint64_t size) {
+    slm_model *m = ld->m;
+    const uint8_t *p = m->file + off, *end = p + size;
+    uint32_t count, i;
+    if (size == 0) return SLM_OK;
+    if (size < 4) return slm__load_fail(ld, SLM_ERR_FORMAT, "metadata section of %llu bytes is truncated", (unsigned long long)size);
+    count = slm__rd32(p); p += 4;
+    if ((uint64_t)count > (size - 4) / 10) return slm__load_fail(ld, SLM_ERR_FORMAT, "metadata section claims %u entries in %llu bytes", count, (unsigned long long)size);
+    if (count == 0) return SLM_OK;
+    m->meta = (const char **)slm__calloc(&m->alloc, (size_t)count * 2, sizeof(char *));
+    if (!m->meta) return slm__load_fail(ld, SLM_ERR_OOM, "out of memory for metadata");
+    for (i = 0; i < count * 2; i++) {
+        uint32_t len;
+        if (end - p < 4) return slm__load_fail(ld, SLM_ERR_FORMAT, "metadata entry %u is truncated", i / 2);
+        len = slm__rd32(p); p += 4;
+        if ((uint64_t)len >= (uint64_t)(end - p) || p[len] != 0)
+            return slm__load_fail(ld, SLM_ERR_FORMAT, "metadata entry %u: string of %u bytes overruns the section or lacks its NUL", i / 2, len);
+        m->meta[i] = (const char *)p;
+        p += len + 1;
+    }
+    m->n_meta = (int)count;
+    return SLM_OK;
+}
+
+static slm_result slm__parse_vocab(slm__loader *ld, uint64_t off, uint64_t size);
+static slm_result slm__build_vocab_tables(slm__loader *ld);
+
+static slm_result slm__parse_file(slm__loader *ld) {
+    slm_model *m = ld->m;
+    slm_model_info *in = &m->info;
+    const uint8_t *h = m->file;
+    uint32_t major, minor, header_size, arch, flags, n_tensors, u;
+    uint64_t tok_off, tok_size, meta_off, meta_size, dir_off, dir_size;
+    slm_result r;
+    int i;
+
+    if (m->file_size < SLM__HEADER_SIZE)
+        return slm__load_fail(ld, SLM_ERR_FORMAT, "file is %llu bytes, smaller than the %d-byte .slm header", (unsigned long long)m->file_size, SLM__HEADER_SIZE);
+    if (memcmp(h, "SLM\0", 4) != 0) {
+        if (memcmp(h, "GGUF", 4) == 0) return slm__load_fail(ld, SLM_ERR_FORMAT, "this is a GGUF file; convert it with slm-convert first");
+        return slm__load_fail(ld, SLM_ERR_FORMAT, "not a .slm file (bad magic)");
+    }
+    major = slm__rd16(h + 4); minor = slm__rd16(h + 6);
+    in->format_major = (int)major; in->format_minor = (int)minor;
+    if (major > SLM_FORMAT_VERSION_MAJOR)
+        return slm__load_fail(ld, SLM_ERR_UNSUPPORTED, "file format version %u.%u is newer than this library's %d.%d; update slm.h",
+                              major, minor, SLM_FORMAT_VERSION_MAJOR, SLM_FORMAT_VERSION_MINOR);
+    if (major == 0) return slm__load_fail(ld, SLM_ERR_FORMAT, "file format version 0 does not exist");
+    header_size = slm__rd32(h + 8);
+    if (header_size < SLM__HEADER_SIZE || header_size > m->file_size)
+        return slm__load_fail(ld, SLM_ERR_FORMAT, "header size %u is out of range", header_size);
+    arch = slm__rd32(h + 12);
+    if (arch < SLM_ARCH_LLAMA || arch > SLM_ARCH_QWEN3) return slm__load_fail(ld, SLM_ERR_UNSUPPORTED, "unknown architecture id %u", arch);
+    in->arch = (int)arch;
+    in->arch_name = arch == SLM_ARCH_LLAMA ? "llama" : arch == SLM_ARCH_QWEN2 ? "qwen2" : "qwen3";
+
+    {   /* hyper-parameters: bounds that keep every product below 2^62 */
+        static const char *const names[] = { "n_vocab", "dim", "n_layers", "n_heads", "n_kv_heads", "head_dim", "ffn_dim", "max_seq" };
+        static const uint32_t limits[] = { 1u << 22, 1u << 16, 1u << 10, 1u << 10, 1u << 10, 1u << 12, 1u << 20, 1u << 24 };
+        int *fields[8];
+        fields[0] = &in->n_vocab; fields[1] = &in->dim; fields[2] = &in->n_layers; fields[3] = &in->n_heads;
+        fields[4] = &in->n_kv_heads; fields[5] = &in->head_dim; fields[6] = &in->ffn_dim; fields[7] = &in->max_seq;
+        n_tensors = slm__rd32(h + 72);
+        for (i = 0; i < 8; i++) {
+            u = slm__rd32(h + 16 + 4 * i);
+            if (u > limits[i] || (u == 0 && n_tensors > 0))
+                return slm__load_fail(ld, SLM_ERR_FORMAT, "%s = %u is out of range (1..%u)", names[i], u, limits[i]);
+            *fields[i] = (int)u;
+        }
+    }
+    in->rope_theta = slm__rdf32(h + 48);
+    in->rope_freq_scale = slm__rdf32(h + 52);
+    in->norm_eps = slm__rdf32(h + 56);
+    flags = slm__rd32(h + 60);
+    in->tied_embeddings = (flags & SLM__FLAG_TIED) != 0;
+    in->qkv_bias = (flags & SLM__FLAG_QKV_BIAS) != 0;
+    in->qk_norm = (flags & SLM__FLAG_QK_NORM) != 0;
+    in->rope_kind = (int)slm__rd32(h + 68);
+    in->n_tensors = (int)n_tensors;
+    if (n_tensors > 0) {
+        if (in->n_heads % in->n_kv_heads) return slm__load_fail(ld, SLM_ERR_FORMAT, "n_heads %d is not a multiple of n_kv_heads %d", in->n_heads, in->n_kv_heads);
+        if (in->head_dim % 2) return slm__load_fail(ld, SLM_ERR_FORMAT, "head_dim %d is odd", in->head_dim);
+        if (!(in->rope_theta > 0.0f && in->rope_theta < 1e30f) || !(in->rope_freq_scale > 0.0f && in->rope_freq_scale < 1e30f) ||
+            !(in->norm_eps >= 0.0f && in->norm_eps < 1.0f))
+            return slm__load_fail(ld, SLM_ERR_FORMAT, "rope theta %g, rope scale %g or norm epsilon %g is out of range",
+                                  (double)in->rope_theta, (double)in->rope_freq_scale, (double)in->norm_eps);
+        if (slm__rd32(h + 64) != 0) return slm__load_fail(ld, SLM_ERR_UNSUPPORTED, "activation %u is not supported", slm__rd32(h + 64));
+        if (in->rope_kind != 0 && in->rope_kind != 1) return slm__load_fail(ld, SLM_ERR_UNSUPPORTED, "rope kind %d is not supported", in->rope_kind);
+        if (flags & ~(SLM__FLAG_TIED | SLM__FLAG_QKV_BIAS | SLM__FLAG_QK_NORM))
+            return slm__load_fail(ld, SLM_ERR_UNSUPPORTED, "unknown model flags 0x%x", flags);
+    }
+    tok_off = slm__rd64(h + 80); tok_size = slm__rd64(h + 88);
+    meta_off = slm__rd64(h + 96); meta_size = slm__rd64(h + 104);
+    dir_off = slm__rd64(h + 112); dir_size = slm__rd64(h + 120);
+    if (!slm__range_ok(tok_off, tok_size, m->file_size) || tok_off < header_size)
+        return slm__load_fail(ld, SLM_ERR_FORMAT, "tokenizer section (offset %llu, %llu bytes) is outside the %llu-byte file",
+                              (unsigned long long)tok_off, (unsigned long long)tok_size, (unsigned long long)m->file_size);
+    if (!slm__range_ok(meta_off, meta_size, m->file_size) || (meta_size && meta_off < header_size))
+        return slm__load_fail(ld, SLM_ERR_FORMAT, "metadata section (offset %llu, %llu bytes) is outside the %llu-byte file",
+                              (unsigned long long)meta_off, (unsigned long long)meta_size, (unsigned long long)m->file_size);
+    if (!slm__range_ok(dir_off, dir_size, m->file_size) || (dir_size && dir_off < header_size))
+        return slm__load_fail(ld, SLM_ERR_FORMAT, "tensor directory (offset %llu, %llu bytes) is outside the %llu-byte file",
+                              (unsigned long long)dir_off, (unsigned long long)dir_size, (unsigned long long)m->file_size);
+    if ((r = slm__parse_vocab(ld, tok_off, tok_size)) != SLM_OK) return r;
+    if ((r = slm__parse_metadata(ld, meta_off, meta_size)) != SLM_OK) return r;
+    if ((r = slm__parse_tensors(ld, dir_off, dir_size, n_tensors)) != SLM_OK) return r;
+    if (n_tensors > 0) {
+        if (m->vocab.n_tokens > in->n_vocab)
+            return slm__load_fail(ld, SLM_ERR_FORMAT, "tokenizer has %d tokens but the model only %d", m->vocab.n_tokens, in->n_vocab);
+        if ((r = slm__bind_layers(ld)) != SLM_OK) return r;
+    } else {
+        in->n_vocab = m->vocab.n_tokens;
+    }
+    if ((r = slm__build_vocab_tables(ld)) != SLM_OK) return r;
+
+    {   /* summary figures for slm_model_info */
+        uint64_t by_type[31] = {0};
+        uint64_t best = 0;
+        in->weight_type = -1;
+        for (i = 0; i < m->n_tensors; i++) {
+            const slm__tensor *t = &m->tensors[i];
+            uint64_t n = (uint64_t)t->ne[0] * (uint64_t)t->ne[1] * (uint64_t)t->ne[2] * (uint64_t)t->ne[3];
+            in->n_params += n;
+            if (t->ne[1] > 1 && t->type <= 30) by_type[t->type] += n;
+        }
+        for (i = 0; i <= 30; i++) if (by_type[i] > best) { best = by_type[i]; in->weight_type = i; }
+    }
+    in->file_size = m->file_size;
+    in->tokenizer_kind = m->vocab.kind;
+    in->n_tokens = m->vocab.n_tokens;
+    in->bos = m->vocab.bos; in->eos = m->vocab.eos; in->eot = m->vocab.eot;
+    in->pad = m->vocab.pad; in->unk = m->vocab.unk;
+    in->add_bos = (m->vocab.flags & SLM__TOKFLAG_ADD_BOS) != 0 && m->vocab.bos >= 0;
+    in->chat_template = m->vocab.chat_template;
+    in->name = slm_model_meta(m, "name");
+    if (!in->name) in->name = "";
+    return SLM_OK;
+}
+
+SLM_API const char *slm_model_meta(const slm_model *m, const char *key) {
+    int i;
+    if (!m || !key) return NULL;
+    for (i = 0; i < m->n_meta; i++)
+        if (strcmp(m->meta[2 * i], key) == 0) return m->meta[2 * i + 1];
+    return NULL;
+}
+
+SLM_API void slm_model_free(slm_model *m) {
+    slm_allocator a;
+    if (!m) return;
+    a = m->alloc;
+    slm__unmap(m);
+    slm__free(&a, m->owned);
+    slm__free(&a, m->tensors);
+    slm__free(&a, m->layers);
+    slm__free(&a, (void *)m->meta);
+    slm__free(&a, m->vocab.hash);
+    slm__free(&a, m->vocab.piece);
+    slm__free(&a, m->vocab.piece_off);
+    slm__free(&a, m->vocab.special);
+    slm__free(&a, m);
+}
+
+SLM_API slm_result slm_model_load(slm_model **out, const slm_model_desc *desc) {
+    slm__loader ld;
+    slm_allocator a;
+    slm_model *m;
+    slm_result r;
+    if (out) *out = NULL;
+    memset(&ld, 0, sizeof ld);
+    if (desc) { ld.error = desc->error; ld.error_cap = desc->error_cap; }
+    if (ld.error && ld.error_cap) ld.error[0] = 0;
+    if (!out || !desc) return slm__load_fail(&ld, SLM_ERR_INVALID_ARG, "slm_model_load: out and desc are required");
+    if ((desc->path != NULL) == (desc->data != NULL))
+        return slm__load_fail(&ld, SLM_ERR_INVALID_ARG, "slm_model_load: set exactly one of desc.path and desc.data");
+    if (!slm__host_is_little_endian()) return slm__load_fail(&ld, SLM_ERR_UNSUPPORTED, "big-endian hosts are not supported");
+    a = slm__allocator_or_default(desc->alloc);
+    m = (slm_model *)slm__calloc(&a, 1, sizeof(slm_model));
+    if (!m) return slm__load_fail(&ld, SLM_ERR_OOM, "out of memory");
+    m->alloc = a; m->log = desc->log; m->log_user = desc->log_user;
+    ld.m = m;
+    if (desc->data) {
+        if ((uintptr_t)desc->data % SLM__ALIGN == 0) {
+            m->file = (const uint8_t *)desc->data;
+        } else {
+            /* tensors are read in place as floats: give them their alignment */
+            uint8_t *buf = (uint8_t *)slm__alloc(&a, desc->size + SLM__ALIGN);
+            if (!buf) { slm_model_free(m); return slm__load_fail(&ld, SLM_ERR_OOM, "out of memory copying the %zu-byte model", desc->size); }
+            m->owned = buf;
+            buf += (SLM__ALIGN - ((uintptr_t)buf % SLM__ALIGN)) % SLM__ALIGN;
+            memcpy(buf, desc->data, desc->size);
+            m->file = buf;
+            slm__log(m->log, m->log_user, SLM_LOG_DEBUG, "model bytes are not %d-byte aligned: copied", SLM__ALIGN);
+        }
+        m->file_size = desc->size;
+    } else {
+#ifdef SLM_NO_STDIO
+        slm_model_free(m);
+        return slm__load_fail(&ld, SLM_ERR_UNSUPPORTED, "built with SLM_NO_STDIO: load from desc.data");
+#else
+        r = slm__map_file(&ld, desc->path, desc->no_mmap);
+        if (r != SLM_OK) { slm_model_free(m); return r; }
+#endif
+    }
+    r = slm__parse_file(&ld);
+    if (r != SLM_OK) { slm_model_free(m); return r; }
+    slm__log(m->log, m->log_user, SLM_LOG_INFO, "loaded %s model: %d layers, dim %d, %d tokens",
+             m->info.arch_name, m->info.n_layers, m->info.dim, m->info.n_vocab);
+    *out = m;
+    return SLM_OK;
+}
+
+SLM_API const slm_model_info *slm_model_info_get(const slm_model *m) { return m ? &m->info : NULL; }
+
+SLM_API slm_result slm_model_tensor_get(const slm_model *m, int index, slm_tensor_info *out) {
+    const slm__tensor *t;
+    if (!m || !out || index < 0 || index >= m->n_tensors) return SLM_ERR_INVALID_ARG;
+    t = &m->tensors[index];
+    out->name = t->name; out->type = t->type; out->n_dims = t->n_dims;
+    memcpy(out->ne, t->ne, sizeof out->ne);
+    out->offset = t->offset; out->size = t->size;
+    return SLM_OK;
+}
+
+/* ---- tokenizer -----------------------------------------------------------
+   Owns text <-> tokens. The vocabulary lives in the file; at load we add a
+   hash from text to id, the decoded bytes of every token, the byte-fallback
+   table and the list of special tokens. Encoding is SentencePiece BPE as
+   llama2.c and llama.cpp do it: optional dummy leading space, split into
+   UTF-8 characters, repeatedly merge the adjacent pair whose joined text is
+   the highest-scoring token (leftmost on ties), then byte fallback for what
+   is left unknown. A heap keeps that O(n log n) for long prompts. */
+
+static uint32_t slm__hash_bytes(const char *s, size_t n) {
+    uint32_t h = 2166136261u;
+    size_t i;
+    for (i = 0; i < n; i++) { h ^= (uint8_t)s[i]; h *= 16777619u; }
+    return h;
+}
+
+static const char *slm__vocab_text(const slm__vocab *v, int id, uint32_t *len) {
+    *len = v->text_off[id + 1] - v->text_off[id];
+    return v->text + v->text_off[id];
+}
+
+static slm_token slm__vocab_find(const slm__vocab *v, const char *s, size_t n) {
+    uint32_t i = slm__hash_bytes(s, n) & v->hash_mask;
+    for (;; i = (i + 1) & v->hash_mask) {
+        int32_t id = v->hash[i];
+        uint32_t len;
+        const char *t;
+        if (id < 0) return -1;
+        t = slm__vocab_text(v, id, &len);
+        if (len == n && memcmp(t, s, n) == 0) return id;
+    }
+}
+
+static slm_result slm__parse_vocab(slm__loader *ld, uint64_t off, uint64_t size) {
+    slm_model *m = ld->m;
+    slm__vocab *v = &m->vocab;
+    const uint8_t *p = m->file + off;
+    uint64_t need;
+    uint32_t n, blob, i;
+    slm_token *ids[8];
+    if (off % 4) return slm__load_fail(ld, SLM_ERR_FORMAT, "tokenizer section offset %llu is not 4-byte aligned", (unsigned long long)off);
+    if (size < SLM__TOKHDR_SIZE) return slm__load_fail(ld, SLM_ERR_FORMAT, "tokenizer section of %llu bytes is truncated", (unsigned long long)size);
+    v->kind = (int)slm__rd32(p);
+    v->pre = (int)slm__rd32(p + 4);
+    n = slm__rd32(p + 8);
+    v->n_merges = (int)slm__rd32(p + 12);
+    if (v->kind != SLM_TOKENIZER_SPM && v->kind != SLM_TOKENIZER_BPE) return slm__load_fail(ld, SLM_ERR_UNSUPPORTED, "unknown tokenizer kind %d", v->kind);
+    if (v->kind == SLM_TOKENIZER_BPE) return slm__load_fail(ld, SLM_ERR_UNSUPPORTED, "byte-level BPE tokenizers are not supported by this version of slm.h");
+    if (n == 0 || n > (1u << 22)) return slm__load_fail(ld, SLM_ERR_FORMAT, "tokenizer token count %u is out of range", n);
+    if (slm__rd32(p + 12) > (1u << 24)) return slm__load_fail(ld, SLM_ERR_FORMAT, "tokenizer merge count %u is out of range", slm__rd32(p + 12));
+    v->n_tokens = (int)n;
+    ids[0] = &v->bos; ids[1] = &v->eos; ids[2] = &v->eot; ids[3] = &v->pad;
+    ids[4] = &v->unk; ids[5] = &v->fim_pre; ids[6] = &v->fim_suf; ids[7] = &v->fim_mid;
+    for (i = 0; i < 8; i++) {
+        int32_t id = (int32_t)slm__rd32(p + 16 + 4 * i);
+        if (id < -1 || id >= (int32_t)n) return slm__load_fail(ld, SLM_ERR_FORMAT, "special token id %d is out of range", (int)id);
+        *ids[i] = id;
+    }
+    v->chat_template = (int)slm__rd32(p + 48);
+    v->flags = slm__rd32(p + 52);
+    blob = slm__rd32(p + 56);
+    need = SLM__TOKHDR_SIZE + 4ull * n + 4ull * (n + 1) + 8ull * (uint32_t)v->n_merges + n + blob;
+    if (need > size) return slm__load_fail(ld, SLM_ERR_FORMAT, "tokenizer section needs %llu bytes but has %llu", (unsigned long long)need, (unsigned long long)size);
+    v->scores = (const float *)(p + SLM__TOKHDR_SIZE);
+    v->text_off = (const uint32_t *)(v->scores + n);
+    v->merges = v->text_off + n + 1;
+    v->types = (const uint8_t *)(v->merges + 2ull * (uint32_t)v->n_merges);
+    v->text = (const char *)(v->types + n);
+    if (v->text_off[0] != 0 || v->text_off[n] != blob) return slm__load_fail(ld, SLM_ERR_FORMAT, "token text offsets do not span the text blob");
+    for (i = 0; i < n; i++) {
+        if (v->text_off[i + 1] < v->text_off[i]) return slm__load_fail(ld, SLM_ERR_FORMAT, "token %u: text offsets decrease", i);
+        if (v->types[i] > SLM_TOKEN_BYTE) return slm__load_fail(ld, SLM_ERR_FORMAT, "token %u: unknown type %u", i, (unsigned)v->types[i]);
+    }
+    for (i = 0; i < 2u * (uint32_t)v->n_merges; i++)
+        if (v->merges[i] >= n) return slm__load_fail(ld, SLM_ERR_FORMAT, "merge %u names token %u of %u", i / 2, v->merges[i], n);
+    return SLM_OK;
+}
+
+static int slm__hex_digit(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+}
+
+/* "<0xXX>" -> XX, else -1 */
+static int slm__byte_token_value(const char *t, uint32_t len) {
+    int hi, lo;
+    if (len != 6 || t[0] != '<' || t[1] != '0' || t[2] != 'x' || t[5] != '>') return -1;
+    hi = slm__hex_digit(t[3]); lo = slm__hex_digit(t[4]);
+    return hi < 0 || lo < 0 ? -1 : hi * 16 + lo;
+}
+
+static slm_result slm__build_vocab_tables(slm__loader *ld) {
+    slm_model *m = ld->m;
+    slm__vocab *v = &m->vocab;
+    const slm_allocator *a = &m->alloc;
+    uint32_t hash_size = 16, i, n = (uint32_t)v->n_tokens, plen = 0;
+    int escape = (v->flags & SLM__TOKFLAG_ESCAPE_SPACES) != 0;
+    while (hash_size < 2 * n) hash_size *= 2;
+    v->hash = (int32_t *)slm__alloc(a, (size_t)hash_size * sizeof(int32_t));
+    v->piece = (char *)slm__alloc(a, (size_t)v->text_off[n] + 1);
+    v->piece_off = (uint32_t *)slm__alloc(a, ((size_t)n + 1) * sizeof(uint32_t));
+    if (!v->hash || !v->piece || !v->piece_off) return slm__load_fail(ld, SLM_ERR_OOM, "out of memory for the tokenizer tables");
+    memset(v->hash, 0xff, (size_t)hash_size * sizeof(int32_t));
+    v->hash_mask = hash_size - 1;
+    for (i = 0; i < 256; i++) v->byte_token[i] = -1;
+    for (i = 0; i < n; i++) {
+        uint32_t len, j, h;
+        const char *t = slm__vocab_text(v, (int)i, &len);
+        int byte = v->types[i] == SLM_TOKEN_BYTE ? slm__byte_token_value(t, len) : -1;
+        for (h = slm__hash_bytes(t, len) & v->hash_mask; v->hash[h] >= 0; h = (h + 1) & v->hash_mask) {
+            uint32_t l2;
+            const char *t2 = slm__vocab_text(v, v->hash[h], &l2);
+            if (l2 == len && memcmp(t2, t, len) == 0) break;   /* duplicate text: the lowest id keeps it */
+        }
+        if (v->hash[h] < 0) v->hash[h] = (int32_t)i;
+        v->piece_off[i] = plen;
+        if (byte >= 0) {
+            if (v->byte_token[byte] < 0) v->byte_token[byte] = (slm_token)i;
+            v->piece[plen++] = (char)byte;
+        } else {
+            for (j = 0; j < len; j++) {
+                if (escape && j + 2 < len && (uint8_t)t[j] == 0xE2 && (uint8_t)t[j + 1] == 0x96 && (uint8_t)t[j + 2] == 0x81) {
+                    v->piece[plen++] = ' '; j += 2;
+                } else {
+                    v->piece[plen++] = t[j];
+                }
+            }
+        }
+        if ((int)(plen - v->piece_off[i]) > v->max_piece_len) v->max_piece_len = (int)(plen - v->piece_off[i]);
+        if ((v->types[i] == SLM_TOKEN_CONTROL || v->types[i] == SLM_TOKEN_USER_DEFINED) && len > 0) v->n_special++;
+    }
+    v->piece_off[n] = plen;
+    if (v->n_special) {
+        int k = 0, x, y;
+        v->special = (slm_token *)slm__alloc(a, (size_t)v->n_special * sizeof(slm_token));
+        if (!v->special) return slm__load_fail(ld, SLM_ERR_OOM, "out of memory for the tokenizer tables");
+        for (i = 0; i < n; i++)
+            if ((v->types[i] == SLM_TOKEN_CONTROL || v->types[i] == SLM_TOKEN_USER_DEFINED) && v->text_off[i + 1] > v->text_off[i])
+                v->special[k++] = (slm_token)i;
+        /* longest first, so the longest special token wins at a position (insertion sort: few of them) */
+        for (x = 1; x < k; x++) {
+            slm_token t = v->special[x];
+            uint32_t tl = v->text_off[t + 1] - v->text_off[t];
+            for (y = x; y > 0 && v->text_off[v->special[y - 1] + 1] - v->text_off[v->special[y - 1]] < tl; y--) v->special[y] = v->special[y - 1];
+            v->special[y] = t;
+        }
+    }
+    return SLM_OK;
+}
+
+typedef struct { int prev, next; uint32_t start, len; } slm__sym;
+typedef struct { float score; int left; uint32_t len; } slm__bigram;
+
+/* max-heap on score, then on the leftmost position */
+static int slm__bigram_before(const slm__bigram *a, const slm__bigram *b) {
+    return a->score > b->score || (a->score == b->score && a->left < b->left);
+}
+static void slm__heap_push(slm__bigram *h, int *n, slm__bigram b) {
+    int i = (*n)++;
+    while (i > 0 && slm__bigram_before(&b, &h[(i - 1) / 2])) { h[i] = h[(i - 1) / 2]; i = (i - 1) / 2; }
+    h[i] = b;
+}
+static slm__bigram slm__heap_pop(slm__bigram *h, int *n) {
+    slm__bigram top = h[0], last = h[--(*n)];
+    int i = 0;
+    for (;;) {
+        int c = 2 * i + 1;
+        if (c >= *n) break;
+        if (c + 1 < *n && slm__bigram_before(&h[c + 1], &h[c])) c++;
+        if (!slm__bigram_before(&h[c], &last)) break;
+        h[i] = h[c]; i = c;
+    }
+    if (*n > 0) h[i] = last;
+    return top;
+}
+
+/* Length of the UTF-8 character starting at s[0] (1 for an invalid byte). */
+static int slm__utf8_len(const char *s, size_t avail) {
+    uint8_t c = (uint8_t)s[0];
+    int n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 1;
+    int i;
+    if ((size_t)n > avail) return 1;
+    for (i = 1; i < n; i++) if (((uint8_t)s[i] & 0xC0) != 0x80) return 1;
+    return n;
+}
+
+typedef struct slm__tok_out { slm_token *out; int cap, n; } slm__tok_out;
+static void slm__tok_emit(slm__tok_out *o, slm_token t) { if (o->n < o->cap) o->out[o->n] = t; o->n++; }
+
+static void slm__spm_try_merge(const slm__vocab *v, const char *buf, const slm__sym *sym, int l, int r,
+                               slm__bigram *heap, int *n_heap) {
+    slm__bigram b;
+    slm_token id;
+    if (l < 0 || r < 0) return;
+    id = slm__vocab_find(v, buf + sym[l].start, sym[l].len + sym[r].len);
+    if (id < 0) return;
+    b.score = v->scores[id]; b.left = l; b.len = sym[l].len + sym[r].len;
+    slm__heap_push(heap, n_heap, b);
+}
+
+/* One run of plain text (no special tokens inside). Returns 0 on OOM. */
+static int slm__spm_encode(const slm_model *m, const char *text, size_t len, int space_prefix, slm__tok_out *o) {
+    const slm__vocab *v = &m->vocab;
+    const slm_allocator *a = &m->alloc;
+    int escape = (v->flags & SLM__TOKFLAG_ESCAPE_SPACES) != 0;
+    size_t cap, blen = 0, i;
+    char *buf;
+    slm__sym *sym;
+    slm__bigram *heap;
+    int n_sym = 0, n_heap = 0, s;
+    if (len == 0) return 1;
+    if (len > ((size_t)-1 - 8) / 3 / sizeof(slm__bigram)) return 0;
+    cap = (len + 1) * 3;
+    buf = (char *)slm__alloc(a, cap);
+    sym = (slm__sym *)slm__alloc(a, (len + 1) * sizeof(slm__sym));
+    heap = (slm__bigram *)slm__alloc(a, (len + 1) * 3 * sizeof(slm__bigram));
+    if (!buf || !sym || !heap) { slm__free(a, buf); slm__free(a, sym); slm__free(a, heap); return 0; }
+    if (space_prefix) {
+        if (escape) { buf[blen++] = (char)0xE2; buf[blen++] = (char)0x96; buf[blen++] = (char)0x81; }
+        else buf[blen++] = ' ';
+    }
+    for (i = 0; i < len; i++) {
+        if (escape && text[i] == ' ') { buf[blen++] = (char)0xE2; buf[blen++] = (char)0x96; buf[blen++] = (char)0x81; }
+        else buf[blen++] = text[i];
+    }
+    for (i = 0; i < blen; n_sym++) {
+        int cl = slm__utf8_len(buf + i, blen - i);
+        sym[n_sym].start = (uint32_t)i; sym[n_sym].len = (uint32_t)cl;
+        sym[n_sym].prev = n_sym - 1; sym[n_sym].next = n_sym + 1;
+        i += (size_t)cl;
+    }
+    sym[n_sym - 1].next = -1;
+    for (s = 0; s + 1 < n_sym; s++) slm__spm_try_merge(v, buf, sym, s, s + 1, heap, &n_heap);
+    while (n_heap > 0) {
+        slm__bigram b = slm__heap_pop(heap, &n_heap);
+        int l = b.left, r = sym[l].next;
+        if (sym[l].len == 0 || r < 0 || sym[l].len + sym[r].len != b.len) continue;   /* stale */
+        sym[l].len += sym[r].len;
+        sym[r].len = 0;
+        sym[l].next = sym[r].next;
+        if (sym[l].next >= 0) sym[sym[l].next].prev = l;
+        slm__spm_try_merge(v, buf, sym, sym[l].prev, l, heap, &n_heap);
+        slm__spm_try_merge(v, buf, sym, l, sym[l].next, heap, &n_heap);
+    }
+    for (s = 0; s >= 0; s = sym[s].next) {
+        slm_token id = slm__vocab_find(v, buf + sym[s].start, sym[s].len);
+        if (id >= 0) { slm__tok_emit(o, id); continue; }
+        for (i = 0; i < sym[s].len; i++) {
+            slm_token b = v->byte_token[(uint8_t)buf[sym[s].start + i]];
+            if (b >= 0) slm__tok_emit(o, b);
+            else if (v->unk >= 0) slm__tok_emit(o, v->unk);
+        }
+    }
+    slm__free(a, buf); slm__free(a, sym); slm__free(a, heap);
+    return 1;
+}
+
+SLM_API int slm_tokenize(const slm_model *m, const char *text, size_t len, int flags, slm_token *out, int cap) {
+    const slm__vocab *v;
+    slm__tok_out o;
+    size_t frag = 0, i = 0;
+    int prev_special = 1, add_special = (flags & SLM_TOK_BOS) != 0;
+    if (!m || (!text && len) || cap < 0 || (!out && cap > 0) || (flags & ~(SLM_TOK_BOS | SLM_TOK_SPECIAL))) return 0;
+    if (len > (size_t)INT_MAX / 4) return 0;
+    v = &m->vocab;
+    o.out = out; o.cap = cap; o.n = 0;
+    if (add_special && (v->flags & SLM__TOKFLAG_ADD_BOS) && v->bos >= 0) slm__tok_emit(&o, v->bos);
+    while (i <= len) {
+        slm_token special = -1;
+        uint32_t slen = 0;
+        if ((flags & SLM_TOK_SPECIAL) && i < len) {
+            int k;
+            for (k = 0; k < v->n_special; k++) {
+                const char *t = slm__vocab_text(v, v->special[k], &slen);
+                if (slen <= len - i && t[0] == text[i] && memcmp(t, text + i, slen) == 0) { special = v->special[k]; break; }
+            }
+        }
+        if (special < 0 && i < len) { i++; continue; }
+        if (i > frag) {
+            /* SentencePiece adds its dummy space at the start and after each special token */
+            if (!slm__spm_encode(m, text + frag, i - frag, prev_special && (v->flags & SLM__TOKFLAG_SPACE_PREFIX), &o)) return 0;
+            prev_special = 0;
+        }
+        if (i == len) break;
+        slm__tok_emit(&o, special);
+        prev_special = 1;
+        i += slen; frag = i;
+    }
+    if (add_special && (v->flags & SLM__TOKFLAG_ADD_EOS) && v->eos >= 0) slm__tok_emit(&o, v->eos);
+    return o.n <= cap ? o.n : -o.n;
+}
+
+SLM_API const char *slm_token_piece(const slm_model *m, slm_token t, int *len) {
+    if (len) *len = 0;
+    if (!m || t < 0 || t >= m->vocab.n_tokens) return NULL;
+    if (len) *len = (int)(m->vocab.piece_off[t + 1] - m->vocab.piece_off[t]);
+    return m->vocab.piece + m->vocab.piece_off[t];
+}
+
+SLM_API int slm_token_type(const slm_model *m, slm_token t) {
+    if (!m || t < 0 || t >= m->vocab.n_tokens) return -1;
+    return m->vocab.types[t] ? (int)m->vocab.types[t] : (int)SLM_TOKEN_NORMAL;
+}
+
+/* ---- kernels -------------------------------------------------------------
+   The kernel boundary: one dot product per weight type between a weight row
+   and the activations, and slm__matvec, which runs a whole matrix over one
+   activation vector and splits the rows across threads. f32/f16/bf16 weights
+   meet float activations; q8_0/q4_0 weights meet activations quantized to
+   q8_0, integer dot products per 32-block, as GGML does. These plain C
+   versions are the reference that every SIMD version is tested against. */
+
+static float slm__dot_f32(const float *w, const float *x, int n) {
+    float sum = 0.0f;
+    int j;
+    for (j = 0; j < n; j++) sum += w[j] * x[j];
+    return sum;
+}
+
+static float slm__dot_f16(const uint16_t *w, const float *x, int n) {
+    float sum = 0.0f;
+    int j;
+    for (j = 0; j < n; j++) sum += slm_fp16_to_fp32(w[j]) * x[j];
+    return sum;
+}
+
+static float slm__dot_bf16(const uint16_t *w, const float *x, int n) {
+    float sum = 0.0f;
+    int j;
+    for (j = 0; j < n; j++) sum += slm_bf16_to_fp32(w[j]) * x[j];
+    return sum;
+}
+
+static float slm__dot_q8_0_q8_0(const slm__block_q8_0 *w, const slm__block_q8_0 *x, int n_blocks) {
+    float sum = 0.0f;
+    int b, j;
+    for (b = 0; b < n_blocks; b++) {
+        int sumi = 0;
+        for (j = 0; j < SLM__QK; j++) sumi += w[b].q[j] * x[b].q[j];
+        sum += (float)sumi * (slm_fp16_to_fp32(w[b].d) * slm_fp16_to_fp32(x[b].d));
+    }
+    return sum;
+}
+
+static float slm__dot_q4_0_q8_0(const slm__block_q4_0 *w, const slm__block_q8_0 *x, int n_blocks) {
+    float sum = 0.0f;
+    int b, j;
+    for (b = 0; b < n_blocks; b++) {
+        int sumi = 0;
+        for (j = 0; j < SLM__QK / 2; j++)
+            sumi += ((w[b].q[j] & 0x0f) - 8) * x[b].q[j] + ((w[b].q[j] >> 4) - 8) * x[b].q[j + SLM__QK / 2];
+        sum += (float)sumi * (slm_fp16_to_fp32(w[b].d) * slm_fp16_to_fp32(x[b].d));
+    }
+    return sum;
+}
+
+/* One output row of W x. `xq` is x already quantized to q8_0 (quantized weights only). */
+static float slm__row_dot(const slm__tensor *w, int row, const float *x, const slm__block_q8_0 *xq) {
+    int n = (int)w->ne[0];
+    const uint8_t *r = (const uint8_t *)w->data + (size_t)row * slm_type_row_size(w->type, n);
+    switch (w->type) {
+    case SLM_TYPE_F32: return slm__dot_f32((const float *)r, x, n);
+    case SLM_TYPE_F16: return slm__dot_f16((const uint16_t *)r, x, n);
+    case SLM_TYPE_BF16: return slm__dot_bf16((const uint16_t *)r, x, n);
+    case SLM_TYPE_Q8_0: return slm__dot_q8_0_q8_0((const slm__block_q8_0 *)r, xq, n / SLM__QK);
+    case SLM_TYPE_Q4_0: return slm__dot_q4_0_q8_0((const slm__block_q4_0 *)r, xq, n / SLM__QK);
+    }
+    return 0.0f;
+}
+
+/* ---- transformer forward pass ---------------------------------------------
+   Owns the session: KV cache, activation buffers, and the per-token pass
+   embedding -> n_layers x (RMSNorm, q/k/v with optional bias and q/k norm,
+   RoPE, grouped-query causal attention, output projection, RMSNorm, SwiGLU)
+   -> final RMSNorm -> logits. The arithmetic order follows llama2.c's run.c
+   so an f32 model reproduces it. All buffers are allocated in
+   slm_session_new; nothing is allocated per token. */
+
+typedef struct slm__cand { float logit; slm_token id; } slm__cand;   /* sampler scratch */
+
+struct slm_session {
+    const slm_model *model;
+    slm_allocator alloc;
+    int n_ctx, n_threads, kv_type, n_past, logits_valid;
+    int kv_dim, q_dim;
+    slm_token *tokens;             /* what the KV cache holds, n_ctx */
+    float *x, *xb, *xb2, *q, *k, *v, *hb, *hb2, *att, *logits;
+    slm__block_q8_0 *xq;           /* activations quantized for q8_0/q4_0 weights */
+    void *key_cache, *value_cache; /* [layer][pos][kv_dim], f32 or f16 */
+    float *rope_freq, *rope_cos, *rope_sin;
+    slm__cand *cand;
+    uint64_t rng;
+    char error[512];
+};
+
+static slm_result slm__fail(slm_session *s, slm_result code, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt); slm__vformat(s->error, sizeof s->error, fmt, ap); va_end(ap);
+    slm__log(s->model->log, s->model->log_user, SLM_LOG_ERROR, "%s", s->error);
+    return code;
+}
+
+static void slm__matvec(slm_session *s, const slm__tensor *w, const float *x, float *y) {
+    int rows = (int)w->ne[1], i;
+    const slm__block_q8_0 *xq = NULL;
+    if (w->type == SLM_TYPE_Q8_0 || w->type == SLM_TYPE_Q4_0) {
+        slm__quantize_q8_0(x, s->xq, w->ne[0]);
+        xq = s->xq;
+    }
+#ifdef SLM__OPENMP
+#pragma omp parallel for num_threads(s->n_threads) schedule(static) if (s->n_threads > 1 && (int64_t)rows * w->ne[0] >= 65536)
+#endif
+    for (i = 0; i < rows; i++) y[i] = slm__row_dot(w, i, x, xq);
+}
+
+static void slm__rmsnorm(float *o, const float *x, const float *weight, int n, float eps) {
+    float ss = 0.0f;
+    int j;
+    for (j = 0; j < n; j++) ss += x[j] * x[j];
+    ss /= (float)n;
+    ss += eps;
+    ss = 1.0f / sqrtf(ss);
+    for (j = 0; j < n; j++) o[j] = weight[j] * (ss * x[j]);
+}
+
+static void slm__softmax(float *x, int n) {
+    float max = x[0], sum = 0.0f;
+    int i;
+    for (i = 1; i < n; i++) if (x[i] > max) max = x[i];
+    for (i = 0; i < n; i++) { x[i] = expf(x[i] - max); sum += x[i]; }
+    for (i = 0; i < n; i++) x[i] /= sum;
+}
+
+static void slm__add_bias(float *x, const slm__tensor *b, int n) {
+    const float *bias = (const float *)b->data;
+    int i;
+    for (i = 0; i < n; i++) x[i] += bias[i];
+}
+
+static void slm__rope(const slm_session *s, float *vec, int n_heads) {
+    const slm_model_info *in = &s->model->info;
+    int hd = in->head_dim, half = hd / 2, h, i;
+    int stride = in->rope_kind == 1 ? half : 1;   /* partner of element i: i+half (NeoX) or i+1 */
+    for (h = 0; h < n_heads; h++) {
+        float *v = vec + (size_t)h * hd;
+        for (i = 0; i < half; i++) {
+            int a = in->rope_kind == 1 ? i : 2 * i;
+            float v0 = v[a], v1 = v[a + stride], c = s->rope_cos[i], sn = s->rope_sin[i];
+            v[a] = v0 * c - v1 * sn;
+            v[a + stride] = v0 * sn + v1 * c;
+        }
+    }
+}
+
+static float *slm__kv_f32(const slm_session *s, void *cache, int layer, int pos) {
+    return (float *)cache + ((size_t)layer * s->n_ctx + pos) * s->kv_dim;
+}
+static uint16_t *slm__kv_f16(const slm_session *s, void *cache, int layer, int pos) {
+    return (uint16_t *)cache + ((size_t)layer * s->n_ctx + pos) * s->kv_dim;
+}
+
+static void slm__attention(slm_session *s, int layer, int pos) {
+    const slm_model_info *in = &s->model->info;
+    int hd = in->head_dim, group = in->n_heads / in->n_kv_heads, h;
+    float scale = sqrtf((float)hd);
+#ifdef SLM__OPENMP
+#pragma omp parallel for num_threads(s->n_threads) schedule(static) if (s->n_threads > 1 && pos >= 64)
+#endif
+    for (h = 0; h < in->n_heads; h++) {
+        const float *q = s->q + (size_t)h * hd;
+        float *att = s->att + (size_t)h * s->n_ctx, *out = s->xb2 + (size_t)h * hd;
+        size_t kv_off = (size_t)(h / group) * hd;
+        int t, i;
+        for (t = 0; t <= pos; t++) {
+            float score = 0.0f;
+            if (s->kv_type == SLM_TYPE_F32) {
+                const float *k = slm__kv_f32(s, s->key_cache, layer, t) + kv_off;
+                for (i = 0; i < hd; i++) score += q[i] * k[i];
+            } else {
+                const uint16_t *k = slm__kv_f16(s, s->key_cache, layer, t) + kv_off;
+                for (i = 0; i < hd; i++) score += q[i] * slm_fp16_to_fp32(k[i]);
+            }
+            att[t] = score / scale;
+        }
+        slm__softmax(att, pos + 1);
+        for (i = 0; i < hd; i++) out[i] = 0.0f;
+        for (t = 0; t <= pos; t++) {
+            float a = att[t];
+            if (s->kv_type == SLM_TYPE_F32) {
+                const float *v = slm__kv_f32(s, s->value_cache, layer, t) + kv_off;
+                for (i = 0; i < hd; i++) out[i] += a * v[i];
+            } else {
+                const uint16_t *v = slm__kv_f16(s, s->value_cache, layer, t) + kv_off;
+                for (i = 0; i < hd; i++) out[i] += a * slm_fp16_to_fp32(v[i]);
+            }
+        }
+    }
+}
+
+/* Runs one token at position s->n_past; computes logits only when asked. */
+static void slm__forward(slm_session *s, slm_token token, int want_logits) {
+    const slm_model *m = s->model;
+    const slm_model_info *in = &m->info;
+    int dim = in->dim, hd = in->head_dim, pos = s->n_past, l, i;
+    float eps = in->norm_eps, pos_f = (float)pos * in->rope_freq_scale;
+
+    slm_dequantize_row(m->tok_embd->type, (const uint8_t *)m->tok_embd->data + (size_t)token * slm_type_row_size(m->tok_embd->type, dim), s->x, dim);
+    for (i = 0; i < hd / 2; i++) {
+        float val = pos_f * s->rope_freq[i];
+        s->rope_cos[i] = cosf(val);
+        s->rope_sin[i] = sinf(val);
+    }
+    for (l = 0; l < in->n_layers; l++) {
+        const slm__layer *L = &m->layers[l];
+        slm__rmsnorm(s->xb, s->x, (const float *)L->attn_norm->data, dim, eps);
+        slm__matvec(s, L->wq, s->xb, s->q);
+        slm__matvec(s, L->wk, s->xb, s->k);
+        slm__matvec(s, L->wv, s->xb, s->v);
+        if (L->bq) { slm__add_bias(s->q, L->bq, s->q_dim); slm__add_bias(s->k, L->bk, s->kv_dim); slm__add_bias(s->v, L->bv, s->kv_dim); }
+        if (L->q_norm) {
+            for (i = 0; i < in->n_heads; i++) slm__rmsnorm(s->q + (size_t)i * hd, s->q + (size_t)i * hd, (const float *)L->q_norm->data, hd, eps);
+            for (i = 0; i < in->n_kv_heads; i++) slm__rmsnorm(s->k + (size_t)i * hd, s->k + (size_t)i * hd, (const float *)L->k_norm->data, hd, eps);
+        }
+        slm__rope(s, s->q, in->n_heads);
+        slm__rope(s, s->k, in->n_kv_heads);
+        if (s->kv_type == SLM_TYPE_F32) {
+            memcpy(slm__kv_f32(s, s->key_cache, l, pos), s->k, (size_t)s->kv_dim * sizeof(float));
+            memcpy(slm__kv_f32(s, s->value_cache, l, pos), s->v, (size_t)s->kv_dim * sizeof(float));
+        } else {
+            uint16_t *kc = slm__kv_f16(s, s->key_cache, l, pos), *vc = slm__kv_f16(s, s->value_cache, l, pos);
+            for (i = 0; i < s->kv_dim; i++) { kc[i] = slm_fp32_to_fp16(s->k[i]); vc[i] = slm_fp32_to_fp16(s->v[i]); }
+        }
+        slm__attention(s, l, pos);
+        slm__matvec(s, L->wo, s->xb2, s->xb);
+        for (i = 0; i < dim; i++) s->x[i] += s->xb[i];
+
+        slm__rmsnorm(s->xb, s->x, (const float *)L->ffn_norm->data, dim, eps);
+        slm__matvec(s, L->w_gate, s->xb, s->hb);
+        slm__matvec(s, L->w_up, s->xb, s->hb2);
+        for (i = 0; i < in->ffn_dim; i++) {
+            float val = s->hb[i];
+            val *= (1.0f / (1.0f + expf(-val)));   /* SiLU */
+            s->hb[i] = val * s->hb2[i];
+        }
+        slm__matvec(s, L->w_down, s->hb, s->xb);
+        for (i = 0; i < dim; i++) s->x[i] += s->xb[i];
+    }
+    s->tokens[pos] = token;
+    s->n_past = pos + 1;
+    if (want_logits) {
+        slm__rmsnorm(s->x, s->x, (const float *)m->output_norm->data, dim, eps);
+        slm__matvec(s, m->output, s->x, s->logits);
+    }
+}
+
+SLM_API void slm_session_free(slm_session *s) {
+    const slm_allocator *a;
+    if (!s) return;
+    a = &s->alloc;
+    slm__free(a, s->tokens); slm__free(a, s->x); slm__free(a, s->xb); slm__free(a, s->xb2);
+    slm__free(a, s->q); slm__free(a, s->k); slm__free(a, s->v); slm__free(a, s->hb); slm__free(a, s->hb2);
+    slm__free(a, s->att); slm__free(a, s->logits); slm__free(a, s->xq);
+    slm__free(a, s->key_cache); slm__free(a, s->value_cache);
+    slm__free(a, s->rope_freq); slm__free(a, s->rope_cos); slm__free(a, s->rope_sin);
+    slm__free(a, s->cand);
+    a->free(s, a->user);
+}
+
+static uint64_t slm__splitmix64(uint64_t *state) {
+    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static void slm__seed(slm_session *s, uint64_t seed) { s->rng = seed ? seed : 0x5EEDu; }
+
+SLM_API slm_result slm_session_new(slm_session **out, const slm_model *m, const slm_session_desc *desc) {
+    slm_session_desc d;
+    const slm_model_info *in;
+    slm_allocator a;
+    slm_session *s;
+    uint64_t kv_elems;
+    size_t kv_bytes, elt;
+    int scratch, i;
+    if (out) *out = NULL;
+    if (!out || !m) return SLM_ERR_INVALID_ARG;
+    in = &m->info;
+    memset(&d, 0, sizeof d);
+    if (desc) d = *desc;
+    if (d.n_ctx < 0 || d.n_threads < 0 || (d.kv_type != 0 && d.kv_type != SLM_TYPE_F32 && d.kv_type != SLM_TYPE_F16)) {
+        slm__log(m->log, m->log_user, SLM_LOG_ERROR, "slm_session_new: n_ctx %d, n_threads %d or kv_type %d is invalid", d.n_ctx, d.n_threads, d.kv_type);
+        return SLM_ERR_INVALID_ARG;
+    }
+    if (in->n_tensors == 0) {
+        slm__log(m->log, m->log_user, SLM_LOG_ERROR, "slm_session_new: the model file holds only a tokenizer");
+        return SLM_ERR_UNSUPPORTED;
+    }
+    if (d.n_ctx == 0) d.n_ctx = SLM__MIN(in->max_seq, 4096);
+    if (d.n_ctx > in->max_seq) slm__log(m->log, m->log_user, SLM_LOG_WARN, "n_ctx %d is longer than the model's training context %d", d.n_ctx, in->max_seq);
+    if (d.n_ctx > (1 << 24)) return SLM_ERR_INVALID_ARG;
+#ifdef SLM__OPENMP
+    if (d.n_threads == 0) d.n_threads = omp_get_max_threads();
+#else
+    d.n_threads = 1;
+#endif
+    if (d.n_threads > 512) d.n_threads = 512;
+    if (d.kv_type == 0) d.kv_type = SLM_TYPE_F32;
+
+    a = m->alloc;
+    s = (slm_session *)slm__calloc(&a, 1, sizeof(slm_session));
+    if (!s) return SLM_ERR_OOM;
+    s->model = m; s->alloc = a;
+    s->n_ctx = d.n_ctx; s->n_threads = d.n_threads; s->kv_type = d.kv_type;
+    s->q_dim = in->n_heads * in->head_dim;
+    s->kv_dim = in->n_kv_heads * in->head_dim;
+    elt = d.kv_type == SLM_TYPE_F32 ? 4 : 2;
+    kv_elems = (uint64_t)in->n_layers * (uint64_t)d.n_ctx * (uint64_t)s->kv_dim;
+    if (kv_elems > (uint64_t)((size_t)-1 / elt)) { slm_session_free(s); return SLM_ERR_OOM; }
+    kv_bytes = (size_t)kv_elems * elt;
+    scratch = SLM__MAX(SLM__MAX(in->dim, s->q_dim), in->ffn_dim);
+    s->tokens = (slm_token *)slm__calloc(&a, (size_t)d.n_ctx, sizeof(slm_token));
+    s->x = (float *)slm__calloc(&a, (size_t)scratch, sizeof(float));
+    s->xb = (float *)slm__calloc(&a, (size_t)scratch, sizeof(float));
+    s->xb2 = (float *)slm__calloc(&a, (size_t)scratch, sizeof(float));
+    s->q = (float *)slm__calloc(&a, (size_t)s->q_dim, sizeof(float));
+    s->k = (float *)slm__calloc(&a, (size_t)s->kv_dim, sizeof(float));
+    s->v = (float *)slm__calloc(&a, (size_t)s->kv_dim, sizeof(float));
+    s->hb = (float *)slm__calloc(&a, (size_t)in->ffn_dim, sizeof(float));
+    s->hb2 = (float *)slm__calloc(&a, (size_t)in->ffn_dim, sizeof(float));
+    s->att = (float *)slm__calloc(&a, (size_t)in->n_heads * (size_t)d.n_ctx, sizeof(float));
+    s->logits = (float *)slm__calloc(&a, (size_t)in->n_vocab, sizeof(float));
+    s->xq = (slm__block_q8_0 *)slm__calloc(&a, (size_t)scratch / SLM__QK + 1, sizeof(slm__block_q8_0));
+    s->key_cache = slm__calloc(&a, kv_bytes, 1);
+    s->value_cache = slm__calloc(&a, kv_bytes, 1);
+    s->rope_freq = (float *)slm__calloc(&a, (size_t)in->head_dim / 2, sizeof(float));
+    s->rope_cos = (float *)slm__calloc(&a, (size_t)in->head_dim / 2, sizeof(float));
+    s->rope_sin = (float *)slm__calloc(&a, (size_t)in->head_dim / 2, sizeof(float));
+    s->cand = (slm__cand *)slm__calloc(&a, (size_t)in->n_vocab, sizeof(slm__cand));
+    if (!s->tokens || !s->x || !s->xb || !s->xb2 || !s->q || !s->k || !s->v || !s->hb || !s->hb2 || !s->att ||
+        !s->logits || !s->xq || !s->key_cache || !s->value_cache || !s->rope_freq || !s->rope_cos || !s->rope_sin || !s->cand) {
+        slm__log(m->log, m->log_user, SLM_LOG_ERROR, "slm_session_new: out of memory (KV cache %zu bytes)", kv_bytes * 2);
+        slm_session_free(s);
+        return SLM_ERR_OOM;
+    }
+    for (i = 0; i < in->head_dim / 2; i++)
+        s->rope_freq[i] = 1.0f / powf(in->rope_theta, (float)(2 * i) / (float)in->head_dim);
+    slm__seed(s, 0);
+    *out = s;
+    return SLM_OK;
+}
+
+SLM_API const char *slm_session_error(const slm_session *s) { return s ? s->error : ""; }
+SLM_API int slm_session_n_past(const slm_session *s) { return s ? s->n_past : -1; }
+SLM_API int slm_session_n_ctx(const slm_session *s) { return s ? s->n_ctx : -1; }
+
+SLM_API slm_result slm_eval(slm_session *s, const slm_token *tokens, int n) {
+    int i, n_vocab;
+    if (!s) return SLM_ERR_INVALID_ARG;
+    if (!tokens || n <= 0) return slm__fail(s, SLM_ERR_INVALID_ARG, "slm_eval: need at least one token (got %d)", n);
+    if (n > s->n_ctx - s->n_past)
+        return slm__fail(s, SLM_ERR_CONTEXT_FULL, "slm_eval: %d tokens do not fit: %d of the %d-token context are used", n, s->n_past, s->n_ctx);
+    n_vocab = s->model->info.n_vocab;
+    for (i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= n_vocab)
+            return slm__fail(s, SLM_ERR_INVALID_ARG, "slm_eval: token %d at index %d is outside the vocabulary of %d", (int)tokens[i], i, n_vocab);
+    s->logits_valid = 0;
+    for (i = 0; i < n; i++) slm__forward(s, tokens[i], i == n - 1);
+    s->logits_valid = 1;
+    return SLM_OK;
+}
+
+SLM_API const float *slm_logits(const slm_session *s) { return s && s->logits_valid ? s->logits : NULL; }
+
+SLM_API slm_result slm_rewind(slm_session *s, int n_keep) {
+    if (!s) return SLM_ERR_INVALID_ARG;
+    if (n_keep < 0 || n_keep > s->n_past)
+        return slm__fail(s, SLM_ERR_INVALID_ARG, "slm_rewind: n_keep %d is outside 0..%d", n_keep, s->n_past);
+    if (n_keep != s->n_past) s->logits_valid = 0;
+    s->n_past = n_keep;
+    return SLM_OK;
+}
+
+/* ---- sampler ---------------------------------------------------------------
+   Owns the choice of the next token from the logits: repetition penalty,
+   then greedy argmax (temperature <= 0) or temperature, top-k, softmax,
+   min-p, top-p and a draw from the session's seeded generator. Ties always
+   go to the lower id, so equal seeds give equal text. */
+
+static int slm__cand_cmp(const void *pa, const void *pb) {
+    const slm__cand *a = (const slm__cand *)pa, *b = (const slm__cand *)pb;
+    if (a->logit != b->logit) return a->logit > b->logit ? -1 : 1;
+    return a->id < b->id ? -1 : a->id > b->id;
+}
+
+/* Moves the k best candidates to the front (unordered): quickselect. */
+static void slm__select_top(slm__cand *c, int n, int k) {
+    int lo = 0, hi = n - 1;
+    while (lo < hi) {
+        slm__cand pivot = c[lo + (hi - lo) / 2], t;
+        int i = lo, j = hi;
+        while (i <= j) {
+            while (slm__cand_cmp(&c[i], &pivot) < 0) i++;
+            while (slm__cand_cmp(&c[j], &pivot) > 0) j--;
+            if (i <= j) { t = c[i]; c[i] = c[j]; c[j] = t; i++; j--; }
+        }
+        if (k - 1 <= j) hi = j;
+        else if (k - 1 >= i) lo = i;
+        else break;
+    }
+}
+
+SLM_API slm_token slm_sample(slm_session *s, const slm_gen_opts *opts) {
+    slm_gen_opts o;
+    slm__cand *c;
+    int n, i;
+    float penalty;
+    if (!s) return -1;
+    if (!s->logits_valid) { slm__fail(s, SLM_ERR_INVALID_ARG, "slm_sample: no logits: evaluate tokens first"); return -1; }
+    memset(&o, 0, sizeof o);
+    if (opts) o = *opts;
+    n = s->model->info.n_vocab;
+    c = s->cand;
+    for (i = 0; i < n; i++) { c[i].logit = s->logits[i]; c[i].id = i; }
+    penalty = o.repeat_penalty;
+    if (penalty > 0.0f && penalty != 1.0f) {
+        int last_n = o.repeat_last_n > 0 ? o.repeat_last_n : 64, t;
+        /* penalise each recent token once: mark with the sign-preserving transform, then skip repeats */
+        for (t = SLM__MAX(0, s->n_past - last_n); t < s->n_past; t++) {
+            slm_token id = s->tokens[t];
+            int seen = 0, u;
+            for (u = SLM__MAX(0, s->n_past - last_n); u < t; u++) if (s->tokens[u] == id) { seen = 1; break; }
+            if (seen) continue;
+            c[id].logit = c[id].logit > 0.0f ? c[id].logit / penalty : c[id].logit * penalty;
+        }
+    }
+    if (!(o.temperature > 0.0f)) {
+        int best = 0;
+        for (i = 1; i < n; i++) if (c[i].logit > c[best].logit) best = i;
+        return c[best].id;
+    }
+    for (i = 0; i < n; i++) c[i].logit /= o.temperature;
+    if (o.top_k > 0 && o.top_k < n) { slm__select_top(c, n, o.top_k); n = o.top_k; }
+    {   /* softmax over the candidates; logit now holds a probability */
+        float max = c[0].logit, sum = 0.0f, r, acc;
+        for (i = 1; i < n; i++) if (c[i].logit > max) max = c[i].logit;
+        for (i = 0; i < n; i++) { c[i].logit = expf(c[i].logit - max); sum += c[i].logit; }
+        for (i = 0; i < n; i++) c[i].logit /= sum;
+        if (o.min_p > 0.0f && o.min_p <= 1.0f) {
+            float pmax = 1.0f / sum, keep = o.min_p * pmax;   /* the best candidate had exp(0) = 1 */
+            int k = 0;
+            for (i = 0; i < n; i++) if (c[i].logit >= keep) c[k++] = c[i];
+            n = k;
+        }
+        if (o.top_p > 0.0f && o.top_p < 1.0f) {
+            /* candidates below (1-p)/(n-1) can never be inside the nucleus: drop them before sorting */
+            float cutoff = (1.0f - o.top_p) / (float)(n > 1 ? n - 1 : 1), cum = 0.0f;
+            int k = 0;
+            for (i = 0; i < n; i++) if (c[i].logit >= cutoff) c[k++] = c[i];
+            if (k == 0) k = n; /* cannot happen: the best candidate is >= 1/n */
+            qsort(c, (size_t)k, sizeof *c, slm__cand_cmp);
+            for (i = 0; i < k; i++) { cum += c[i].logit; if (cum >= o.top_p) { i++; break; } }
+            n = i;
+        }
+        sum = 0.0f;
+        for (i = 0; i < n; i++) sum += c[i].logit;
+        r = (float)(slm__splitmix64(&s->rng) >> 40) / 16777216.0f * sum;
+        acc = 0.0f;
+        for (i = 0; i < n; i++) { acc += c[i].logit; if (r < acc) return c[i].id; }
+        return c[n - 1].id;
+    }
+}
+
+/* ---- generation ------------------------------------------------------------
+   Owns slm_generate: reuse of the cached prefix, the token loop, and the text
+   stream. Text is released to the caller only when it is whole UTF-8 and can
+   no longer turn into a stop string; the held-back tail is flushed at the
+   end, so nothing the model wrote is lost. */
+
+typedef struct slm__stream {
+    const slm_gen_opts *o;
+    char *out;
+    size_t out_cap, out_len;
+    char *hold;
+    size_t hold_len, hold_cap;
+    size_t max_stop;
+    int cancelled;
+} slm__stream;
+
+static void slm__emit(slm__stream *st, const char *p, size_t n) {
+    size_t i;
+    if (n == 0) return;
+    for (i = 0; i < n; i++) { if (st->out_len + 1 < st->out_cap) st->out[st->out_len] = p[i]; st->out_len++; }
+    if (st->o->on_token && !st->cancelled && st->o->on_token(st->o->user, p, (int)n)) st->cancelled = 1;
+}
+
+/* Bytes at the end of s[0..n) that start a UTF-8 character still missing bytes. */
+static size_t slm__utf8_incomplete_tail(const char *s, size_t n) {
+    size_t k;
+    for (k = 1; k <= 3 && k <= n; k++) {
+        uint8_t c = (uint8_t)s[n - k];
+        if ((c & 0xC0) == 0x80) continue;
+        {
+            size_t need = (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 1;
+            return need > k ? k : 0;
+        }
+    }
+    return 0;
+}
+
+/* Appends a piece; returns 1 when a stop string ended the text. */
+static int slm__stream_push(slm__stream *st, const char *p, size_t n) {
+    const slm_gen_opts *o = st->o;
+    size_t safe, i, best = (size_t)-1;
+    int k;
+    memcpy(st->hold + st->hold_len, p, n);
+    st->hold_len += n;
+    for (k = 0; k < o->n_stop; k++) {
+        size_t sl = o->stop[k] ? strlen(o->stop[k]) : 0;
+        if (!sl || sl > st->hold_len) continue;
+        for (i = 0; i + sl <= st->hold_len && i < best; i++)
+            if (memcmp(st->hold + i, o->stop[k], sl) == 0) { best = i; break; }
+    }
+    if (best != (size_t)-1) { slm__emit(st, st->hold, best); st->hold_len = 0; return 1; }
+    safe = st->hold_len - slm__utf8_incomplete_tail(st->hold, st->hold_len);
+    for (k = 0; k < o->n_stop; k++) {
+        /* keep back the longest tail that could still grow into this stop string */
+        size_t sl = o->stop[k] ? strlen(o->stop[k]) : 0, t;
+        for (t = SLM__MIN(sl - (sl > 0), st->hold_len); t > 0; t--)
+            if (memcmp(st->hold + st->hold_len - t, o->stop[k], t) == 0) { if (st->hold_len - t < safe) safe = st->hold_len - t; break; }
+    }
+    slm__emit(st, st->hold, safe);
+    memmove(st->hold, st->hold + safe, st->hold_len - safe);
+    st->hold_len -= safe;
+    return 0;
+}
+
+SLM_API slm_result slm_generate(slm_session *s, const char *prompt, const slm_gen_opts *opts,
+                                char *out, size_t out_cap, size_t *out_len) {
+    const slm_model *m;
+    const slm__vocab *v;
+    slm_gen_opts o;
+    slm__stream st;
+    slm_token *toks = NULL, tok;
+    size_t plen;
+    int n, common, generated = 0, k;
+    slm_result r = SLM_OK;
+    if (out_len) *out_len = 0;
+    if (out && out_cap) out[0] = 0;
+    if (!s) return SLM_ERR_INVALID_ARG;
+    if (!prompt) return slm__fail(s, SLM_ERR_INVALID_ARG, "slm_generate: prompt is NULL");
+    if (!out && out_cap) return slm__fail(s, SLM_ERR_INVALID_ARG, "slm_generate: out is NULL but out_cap is %zu", out_cap);
+    memset(&o, 0, sizeof o);
+    if (opts) o = *opts;
+    if (o.max_tokens < 0 || o.n_stop < 0 || (o.n_stop > 0 && !o.stop) || o.top_k < 0 || o.repeat_last_n < 0 ||
+        o.temperature != o.temperature || o.top_p != o.top_p || o.min_p != o.min_p || o.repeat_penalty < 0.0f)
+        return slm__fail(s, SLM_ERR_INVALID_ARG, "slm_generate: invalid options (max_tokens %d, n_stop %d, top_k %d)", o.max_tokens, o.n_stop, o.top_k);
+    m = s->model; v = &m->vocab;
+
+    plen = strlen(prompt);
+    n = slm_tokenize(m, prompt, plen, SLM_TOK_BOS | SLM_TOK_SPECIAL, NULL, 0);
+    if (n < 0) n = -n;
+    if (n > s->n_ctx) return slm__fail(s, SLM_ERR_CONTEXT_FULL, "slm_generate: the prompt is %d tokens, the context %d", n, s->n_ctx);
+    if (n > 0) {
+        toks = (slm_token *)slm__alloc(&s->alloc, (size_t)n * sizeof(slm_token));
+        if (!toks) return slm__fail(s, SLM_ERR_OOM, "slm_generate: out of memory");
+        if (slm_tokenize(m, prompt, plen, SLM_TOK_BOS | SLM_TOK_SPECIAL, toks, n) != n) {
+            slm__free(&s->alloc, toks);
+            return slm__fail(s, SLM_ERR_OOM, "slm_generate: out of memory tokenizing the prompt");
+        }
+    } else if (!s->logits_valid) {
+        return slm__fail(s, SLM_ERR_INVALID_ARG, "slm_generate: empty prompt and nothing evaluated to continue from");
+    }
+    /* reuse what the cache already holds; the last prompt token is re-run unless its logits are current */
+    for (common = 0; common < n && common < s->n_past && s->tokens[common] == toks[common]; common++) {}
+    if (n > 0 && !(common == n && s->n_past == n && s->logits_valid)) {
+        if (common == n) common--;
+        slm_rewind(s, common);
+        r = slm_eval(s, toks + common, n - common);
+    }
+    slm__free(&s->alloc, toks);
+    if (r != SLM_OK) return r;
+
+    memset(&st, 0, sizeof st);
+    st.o = &o; st.out = out; st.out_cap = out_cap;
+    for (k = 0; k < o.n_stop; k++) if (o.stop[k] && strlen(o.stop[k]) > st.max_stop) st.max_stop = strlen(o.stop[k]);
+    st.hold_cap = st.max_stop + (size_t)v->max_piece_len + 8;
+    st.hold = (char *)slm__alloc(&s->alloc, st.hold_cap);
+    if (!st.hold) return slm__fail(s, SLM_ERR_OOM, "slm_generate: out of memory");
+    slm__seed(s, o.seed);
+
+    for (;;) {
+        const char *piece;
+        int piece_len;
+        if (o.max_tokens > 0 && generated >= o.max_tokens) break;
+        tok = slm_sample(s, &o);
+        if (tok < 0) { r = SLM_ERR_INVALID_ARG; break; }
+        if (tok == v->eos || tok == v->eot) break;
+        generated++;
+        if (slm_token_type(m, tok) != SLM_TOKEN_CONTROL) {
+            piece = slm_token_piece(m, tok, &piece_len);
+            if (piece && slm__stream_push(&st, piece, (size_t)piece_len)) break;
+            if (st.cancelled) { r = SLM_ERR_CANCELLED; break; }
+        }
+        if (o.max_tokens > 0 && generated >= o.max_tokens) break;
+        if (s->n_past >= s->n_ctx) {
+            r = slm__fail(s, SLM_ERR_CONTEXT_FULL, "slm_generate: the %d-token context filled after %d generated tokens", s->n_ctx, generated);
+            break;
+        }
+        slm__forward(s, tok, 1);
+        s->logits_valid = 1;
+    }
+    if (r != SLM_ERR_CANCELLED) slm__emit(&st, st.hold, st.hold_len);
+    if (st.cancelled && r == SLM_OK) r = SLM_ERR_CANCELLED;
+    if (r == SLM_ERR_CANCELLED) slm__format(s->error, sizeof s->error, "slm_generate: cancelled by on_token after %d tokens", generated);
+    slm__free(&s->alloc, st.hold);
+    if (out && out_cap) out[st.out_len < out_cap ? st.out_len : out_cap - 1] = 0;
+    if (out_len) *out_len = st.out_len;
+    return r;
+}
+
+
+#endif /* SLM__IMPLEMENTED */
+#endif /* SLM_IMPLEMENTATION */
+
+/*
+------------------------------------------------------------------------------
+MIT License
+
+Copyright (c) 2026 the slm authors
+
+Permission is hereby granted, free of charge, to any person obtaining a copy
+of this software and associated documentation files (the "Software"), to deal
+in the Software without restriction, including without limitation the rights
+to use, copy, modify, merge, publish, distribute, sublicense, and/or sell
+copies of the Software, and to permit persons to whom the Software is
+furnished to do so, subject to the following conditions:
+
+The above copyright notice and this permission notice shall be included in
+all copies or substantial portions of the Software.
+
+THE SOFTWARE IS PROVIDED "AS IS", WITHOUT WARRANTY OF ANY KIND, EXPRESS OR
+IMPLIED, INCLUDING BUT NOT LIMITED TO THE WARRANTIES OF MERCHANTABILITY,
+FITNESS FOR A PARTICULAR PURPOSE AND NONINFRINGEMENT. IN NO EVENT SHALL THE
+AUTHORS OR COPYRIGHT HOLDERS BE LIABLE FOR ANY CLAIM, DAMAGES OR OTHER
+LIABILITY, WHETHER IN AN ACTION OF CONTRACT, TORT OR OTHERWISE, ARISING FROM,
+OUT OF OR IN CONNECTION WITH THE SOFTWARE OR THE USE OR OTHER DEALINGS IN THE
+SOFTWARE.
+------------------------------------------------------------------------------
+*/

@@ -49,6 +49,7 @@
 #define SLM_VERSION_MAJOR 0
 #define SLM_VERSION_MINOR 1
 #define SLM_VERSION_PATCH 0
+#define SLM_VERSION_STRING "0.1.0"
 #define SLM_FORMAT_VERSION_MAJOR 1   /* .slm files this code writes and reads */
 #define SLM_FORMAT_VERSION_MINOR 0
 
@@ -90,13 +91,29 @@ typedef enum slm_type {
 typedef enum slm_arch { SLM_ARCH_LLAMA = 1, SLM_ARCH_QWEN2 = 2, SLM_ARCH_QWEN3 = 3 } slm_arch;
 typedef enum slm_tokenizer_kind { SLM_TOKENIZER_SPM = 1, SLM_TOKENIZER_BPE = 2 } slm_tokenizer_kind;
 
+/* How byte-level BPE splits text into words before merging (FORMAT.md, tokenizer.pre). */
+typedef enum slm_pretok {
+    SLM_PRETOK_NONE = 0,
+    SLM_PRETOK_GPT2 = 1,       /* 's|'t|... ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+ */
+    SLM_PRETOK_LLAMA3 = 2,     /* (?i:'s|...)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|... */
+    SLM_PRETOK_QWEN2 = 3,      /* as LLAMA3 with single digits \p{N} */
+    SLM_PRETOK_STARCODER = 4   /* digits split one by one, then GPT2 */
+} slm_pretok;
+
+/* Built-in chat formatters (FORMAT.md, tokenizer.chat_template). */
+typedef enum slm_chat_template {
+    SLM_CHAT_NONE = 0, SLM_CHAT_CHATML = 1, SLM_CHAT_LLAMA2 = 2, SLM_CHAT_LLAMA3 = 3,
+    SLM_CHAT_PHI3 = 4, SLM_CHAT_GEMMA = 5, SLM_CHAT_ZEPHYR = 6
+} slm_chat_template;
+
 /* Token types, numbered as in GGUF. */
 enum { SLM_TOKEN_NORMAL = 1, SLM_TOKEN_UNKNOWN = 2, SLM_TOKEN_CONTROL = 3,
        SLM_TOKEN_USER_DEFINED = 4, SLM_TOKEN_UNUSED = 5, SLM_TOKEN_BYTE = 6 };
 
 /* slm_tokenize flags */
-enum { SLM_TOK_BOS = 1,       /* prepend BOS when the model has one */
-       SLM_TOK_SPECIAL = 2 }; /* recognise control tokens written as text, e.g. "<|im_end|>" */
+enum { SLM_TOK_BOS = 1,       /* add the special tokens the model's tokenizer adds (BOS for most) */
+       SLM_TOK_SPECIAL = 2 }; /* recognise control tokens written as text, e.g. "<|im_end|>";
+                                 user-defined tokens are always recognised */
 
 enum { SLM_LOG_ERROR = 0, SLM_LOG_WARN = 1, SLM_LOG_INFO = 2, SLM_LOG_DEBUG = 3 };
 
@@ -215,8 +232,8 @@ SLM_API int slm_tokenize(const slm_model *model, const char *text, size_t len, i
 SLM_API const char *slm_token_piece(const slm_model *model, slm_token token, int *len);
 SLM_API int slm_token_type(const slm_model *model, slm_token token);   /* SLM_TOKEN_*, -1 if invalid */
 
-/* Appends n tokens (1 <= n <= n_ctx - n_past) to the cache and computes the
-   logits of the last one. */
+/* Appends n tokens to the cache and computes the logits of the last one.
+   SLM_ERR_CONTEXT_FULL when n > n_ctx - n_past (nothing is evaluated). */
 SLM_API slm_result   slm_eval(slm_session *session, const slm_token *tokens, int n);
 /* n_vocab logits of the last evaluated position, or NULL when there are none. */
 SLM_API const float *slm_logits(const slm_session *session);
@@ -237,6 +254,11 @@ SLM_API size_t      slm_type_row_size(int type, int64_t n);
    Quantization rounds exactly as GGML's reference quantizers. */
 SLM_API slm_result  slm_quantize_row(int type, const float *src, void *dst, int64_t n);
 SLM_API slm_result  slm_dequantize_row(int type, const void *src, float *dst, int64_t n);
+/* The split rule of a llama.cpp pre-tokenizer name ("gpt-2", "llama-bpe", "qwen2",
+   "smollm"...), or -1 when slm.h does not implement that rule. */
+SLM_API int         slm_pretok_from_name(const char *name);
+/* The built-in formatter matching a Jinja chat template's text, SLM_CHAT_NONE if none does. */
+SLM_API int         slm_chat_template_detect(const char *template_text);
 SLM_API uint16_t    slm_fp32_to_fp16(float f);
 SLM_API float       slm_fp16_to_fp32(uint16_t h);
 SLM_API uint16_t    slm_fp32_to_bf16(float f);
@@ -486,7 +508,11 @@ static void slm__quantize_q8_0(const float *x, slm__block_q8_0 *y, int64_t n) {
         d = amax / 127.0f;
         id = d != 0.0f ? 1.0f / d : 0.0f;
         y[b].d = slm_fp32_to_fp16(d);
-        for (j = 0; j < SLM__QK; j++) y[b].q[j] = (int8_t)roundf(x[b * SLM__QK + j] * id);
+        for (j = 0; j < SLM__QK; j++) {
+            float v = roundf(x[b * SLM__QK + j] * id);
+            /* finite input is already in range; NaN/inf must not reach the int conversion */
+            y[b].q[j] = (int8_t)(v >= -127.0f ? (v <= 127.0f ? v : 127.0f) : (v < 0.0f ? -127.0f : 0.0f));
+        }
     }
 }
 
@@ -501,8 +527,9 @@ static void slm__quantize_q4_0(const float *x, slm__block_q4_0 *y, int64_t n) {
         id = d != 0.0f ? 1.0f / d : 0.0f;
         y[b].d = slm_fp32_to_fp16(d);
         for (j = 0; j < SLM__QK / 2; j++) {
-            int q0 = (int)(int8_t)(xb[j] * id + 8.5f), q1 = (int)(int8_t)(xb[j + SLM__QK / 2] * id + 8.5f);
-            q0 = SLM__MIN(15, q0); q1 = SLM__MIN(15, q1);
+            float v0 = xb[j] * id + 8.5f, v1 = xb[j + SLM__QK / 2] * id + 8.5f;
+            int q0 = v0 >= 0.0f ? (v0 < 15.0f ? (int)v0 : 15) : 0;   /* NaN reads as 0 */
+            int q1 = v1 >= 0.0f ? (v1 < 15.0f ? (int)v1 : 15) : 0;
             y[b].q[j] = (uint8_t)(q0 | (q1 << 4));
         }
     }
@@ -570,6 +597,7 @@ SLM_API slm_result slm_dequantize_row(int type, const void *src, float *dst, int
 #define SLM__TOKFLAG_ADD_EOS 2u
 #define SLM__TOKFLAG_SPACE_PREFIX 4u
 #define SLM__TOKFLAG_ESCAPE_SPACES 8u
+#define SLM__TOKFLAG_IGNORE_MERGES 16u
 
 typedef struct slm__tensor {
     const char *name;
@@ -595,6 +623,8 @@ typedef struct slm__vocab {
     const uint8_t *types;
     const char *text;
     int32_t *hash;                 /* open addressing, text -> lowest id */
+    int32_t *merge_hash;           /* open addressing, (left, right) -> lowest rank */
+    uint32_t merge_mask;
     uint32_t hash_mask;
     char *piece;                   /* decoded bytes of every token (byte tokens, U+2581) */
     uint32_t *piece_off;
@@ -1023,6 +1053,7 @@ SLM_API void slm_model_free(slm_model *m) {
     slm__free(&a, m->layers);
     slm__free(&a, (void *)m->meta);
     slm__free(&a, m->vocab.hash);
+    slm__free(&a, m->vocab.merge_hash);
     slm__free(&a, m->vocab.piece);
     slm__free(&a, m->vocab.piece_off);
     slm__free(&a, m->vocab.special);
@@ -1099,11 +1130,56 @@ SLM_API slm_result slm_model_tensor_get(const slm_model *m, int index, slm_tenso
    the highest-scoring token (leftmost on ties), then byte fallback for what
    is left unknown. A heap keeps that O(n log n) for long prompts. */
 
+/* Decodes one code point as llama.cpp does (lead byte and continuation bytes
+   checked, nothing else); an invalid byte reads as U+FFFD and consumes 1. */
+static size_t slm__utf8_decode(const uint8_t *s, size_t avail, uint32_t *cp) {
+    uint8_t c = s[0];
+    if (c < 0x80) { *cp = c; return 1; }
+    if ((c & 0xE0) == 0xC0 && avail >= 2 && (s[1] & 0xC0) == 0x80) { *cp = ((uint32_t)(c & 0x1F) << 6) | (s[1] & 0x3Fu); return 2; }
+    if ((c & 0xF0) == 0xE0 && avail >= 3 && (s[1] & 0xC0) == 0x80 && (s[2] & 0xC0) == 0x80) {
+        *cp = ((uint32_t)(c & 0x0F) << 12) | ((uint32_t)(s[1] & 0x3F) << 6) | (s[2] & 0x3Fu); return 3;
+    }
+    if ((c & 0xF8) == 0xF0 && avail >= 4 && (s[1] & 0xC0) == 0x80 && (s[2] & 0xC0) == 0x80 && (s[3] & 0xC0) == 0x80) {
+        *cp = ((uint32_t)(c & 0x07) << 18) | ((uint32_t)(s[1] & 0x3F) << 12) | ((uint32_t)(s[2] & 0x3F) << 6) | (s[3] & 0x3Fu); return 4;
+    }
+    *cp = 0xFFFD;
+    return 1;
+}
+
+static size_t slm__utf8_encode(uint32_t cp, char *out) {
+    if (cp < 0x80) { out[0] = (char)cp; return 1; }
+    if (cp < 0x800) { out[0] = (char)(0xC0 | (cp >> 6)); out[1] = (char)(0x80 | (cp & 0x3F)); return 2; }
+    if (cp < 0x10000) { out[0] = (char)(0xE0 | (cp >> 12)); out[1] = (char)(0x80 | ((cp >> 6) & 0x3F)); out[2] = (char)(0x80 | (cp & 0x3F)); return 3; }
+    out[0] = (char)(0xF0 | (cp >> 18)); out[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+    out[2] = (char)(0x80 | ((cp >> 6) & 0x3F)); out[3] = (char)(0x80 | (cp & 0x3F));
+    return 4;
+}
+
+/* GPT-2's byte-to-Unicode map: printable Latin-1 bytes stand for themselves,
+   the other 68 bytes take the code points from 256 up, in byte order. */
+static uint32_t slm__byte_to_cp(uint8_t b) {
+    if ((b >= 33 && b <= 126) || (b >= 161 && b <= 172) || b >= 174) return b;
+    if (b <= 32) return 256u + b;
+    if (b <= 160) return 289u + (b - 127u);
+    return 323u;   /* 173, the soft hyphen */
+}
+static int slm__cp_to_byte(uint32_t cp) {
+    if ((cp >= 33 && cp <= 126) || (cp >= 161 && cp <= 172) || (cp >= 174 && cp <= 255)) return (int)cp;
+    if (cp >= 256 && cp <= 288) return (int)(cp - 256);
+    if (cp >= 289 && cp <= 322) return (int)(cp - 289 + 127);
+    if (cp == 323) return 173;
+    return -1;
+}
+
 static uint32_t slm__hash_bytes(const char *s, size_t n) {
     uint32_t h = 2166136261u;
     size_t i;
     for (i = 0; i < n; i++) { h ^= (uint8_t)s[i]; h *= 16777619u; }
     return h;
+}
+
+static uint32_t slm__pair_hash(slm_token l, slm_token r) {
+    return ((uint32_t)l * 2654435761u) ^ ((uint32_t)r * 2246822519u + 0x9E3779B9u);
 }
 
 static const char *slm__vocab_text(const slm__vocab *v, int id, uint32_t *len) {
@@ -1137,7 +1213,8 @@ static slm_result slm__parse_vocab(slm__loader *ld, uint64_t off, uint64_t size)
     n = slm__rd32(p + 8);
     v->n_merges = (int)slm__rd32(p + 12);
     if (v->kind != SLM_TOKENIZER_SPM && v->kind != SLM_TOKENIZER_BPE) return slm__load_fail(ld, SLM_ERR_UNSUPPORTED, "unknown tokenizer kind %d", v->kind);
-    if (v->kind == SLM_TOKENIZER_BPE) return slm__load_fail(ld, SLM_ERR_UNSUPPORTED, "byte-level BPE tokenizers are not supported by this version of slm.h");
+    if (v->kind == SLM_TOKENIZER_BPE && (v->pre < SLM_PRETOK_NONE || v->pre > SLM_PRETOK_STARCODER))
+        return slm__load_fail(ld, SLM_ERR_UNSUPPORTED, "unknown pre-tokenizer %d", v->pre);
     if (n == 0 || n > (1u << 22)) return slm__load_fail(ld, SLM_ERR_FORMAT, "tokenizer token count %u is out of range", n);
     if (slm__rd32(p + 12) > (1u << 24)) return slm__load_fail(ld, SLM_ERR_FORMAT, "tokenizer merge count %u is out of range", slm__rd32(p + 12));
     v->n_tokens = (int)n;
@@ -1211,6 +1288,16 @@ static slm_result slm__build_vocab_tables(slm__loader *ld) {
         if (byte >= 0) {
             if (v->byte_token[byte] < 0) v->byte_token[byte] = (slm_token)i;
             v->piece[plen++] = (char)byte;
+        } else if (v->kind == SLM_TOKENIZER_BPE && (v->types[i] == SLM_TOKEN_NORMAL || v->types[i] == 0)) {
+            /* undo the byte-to-Unicode spelling; a code point outside it stays as written */
+            for (j = 0; j < len;) {
+                uint32_t c;
+                size_t k = slm__utf8_decode((const uint8_t *)t + j, len - j, &c);
+                int b = k > 1 || (uint8_t)t[j] < 0x80 ? slm__cp_to_byte(c) : -1;
+                if (b >= 0) v->piece[plen++] = (char)b;
+                else { memcpy(v->piece + plen, t + j, k); plen += (uint32_t)k; }
+                j += (uint32_t)k;
+            }
         } else {
             for (j = 0; j < len; j++) {
                 if (escape && j + 2 < len && (uint8_t)t[j] == 0xE2 && (uint8_t)t[j + 1] == 0x96 && (uint8_t)t[j + 2] == 0x81) {
@@ -1224,6 +1311,24 @@ static slm_result slm__build_vocab_tables(slm__loader *ld) {
         if ((v->types[i] == SLM_TOKEN_CONTROL || v->types[i] == SLM_TOKEN_USER_DEFINED) && len > 0) v->n_special++;
     }
     v->piece_off[n] = plen;
+    if (v->n_merges > 0) {
+        uint32_t size = 16, r;
+        while (size < 2u * (uint32_t)v->n_merges) size *= 2;
+        v->merge_hash = (int32_t *)slm__alloc(a, (size_t)size * sizeof(int32_t));
+        if (!v->merge_hash) return slm__load_fail(ld, SLM_ERR_OOM, "out of memory for the merge table");
+        memset(v->merge_hash, 0xff, (size_t)size * sizeof(int32_t));
+        v->merge_mask = size - 1;
+        for (r = 0; r < (uint32_t)v->n_merges; r++) {
+            slm_token l = (slm_token)v->merges[2 * r], rt = (slm_token)v->merges[2 * r + 1];
+            uint32_t h = slm__pair_hash(l, rt) & v->merge_mask;
+            while (v->merge_hash[h] >= 0) {
+                int32_t e = v->merge_hash[h];
+                if ((slm_token)v->merges[2 * e] == l && (slm_token)v->merges[2 * e + 1] == rt) break;
+                h = (h + 1) & v->merge_mask;
+            }
+            if (v->merge_hash[h] < 0) v->merge_hash[h] = (int32_t)r;
+        }
+    }
     if (v->n_special) {
         int k = 0, x, y;
         v->special = (slm_token *)slm__alloc(a, (size_t)v->n_special * sizeof(slm_token));
@@ -1349,6 +1454,434 @@ static int slm__spm_encode(const slm_model *m, const char *text, size_t len, int
     return 1;
 }
 
+/* Byte-level BPE (GPT-2 family). The text is first split into words by the
+   vocabulary's pre-tokenizer rule (hand-written matchers for the regexes
+   llama.cpp and Hugging Face use, driven by the Unicode class table below);
+   each word's bytes are spelled in GPT-2's byte-to-Unicode alphabet and
+   merged pair by pair in merge-rank order. Invalid UTF-8 becomes U+FFFD, as
+   in llama.cpp. */
+
+/* BEGIN GENERATED UNICODE TABLE */
+/* Generated by tools/gen-unicode-tables.py from Unicode 14.0.0: do not edit. */
+/* Code point classes: each entry is (first code point << 2 | class), the class holding up to the
+   next entry; class 0 other, 1 letter \p{L}, 2 number \p{N}, 3 white space \s. */
+#define SLM__UCLASS_COUNT 1534
+static const uint32_t slm__uclass_table[SLM__UCLASS_COUNT] = {
+    0x0, 0x27, 0x38, 0x83, 0x84, 0xc2, 0xe8, 0x105, 0x16c, 0x185,
+    0x1ec, 0x217, 0x218, 0x283, 0x284, 0x2a9, 0x2ac, 0x2ca, 0x2d0, 0x2d5,
+    0x2d8, 0x2e6, 0x2e9, 0x2ec, 0x2f2, 0x2fc, 0x301, 0x35c, 0x361, 0x3dc,
+    0x3e1, 0xb08, 0xb19, 0xb48, 0xb81, 0xb94, 0xbb1, 0xbb4, 0xbb9, 0xbbc,
+    0xdc1, 0xdd4, 0xdd9, 0xde0, 0xde9, 0xdf8, 0xdfd, 0xe00, 0xe19, 0xe1c,
+    0xe21, 0xe2c, 0xe31, 0xe34, 0xe39, 0xe88, 0xe8d, 0xfd8, 0xfdd, 0x1208,
+    0x1229, 0x14c0, 0x14c5, 0x155c, 0x1565, 0x1568, 0x1581, 0x1624, 0x1741, 0x17ac,
+    0x17bd, 0x17cc, 0x1881, 0x192c, 0x1982, 0x19a8, 0x19b9, 0x19c0, 0x19c5, 0x1b50,
+    0x1b55, 0x1b58, 0x1b95, 0x1b9c, 0x1bb9, 0x1bc2, 0x1be9, 0x1bf4, 0x1bfd, 0x1c00,
+    0x1c41, 0x1c44, 0x1c49, 0x1cc0, 0x1d35, 0x1e98, 0x1ec5, 0x1ec8, 0x1f02, 0x1f29,
+    0x1fac, 0x1fd1, 0x1fd8, 0x1fe9, 0x1fec, 0x2001, 0x2058, 0x2069, 0x206c, 0x2091,
+    0x2094, 0x20a1, 0x20a4, 0x2101, 0x2164, 0x2181, 0x21ac, 0x21c1, 0x2220, 0x2225,
+    0x223c, 0x2281, 0x2328, 0x2411, 0x24e8, 0x24f5, 0x24f8, 0x2541, 0x2544, 0x2561,
+    0x2588, 0x259a, 0x25c0, 0x25c5, 0x2604, 0x2615, 0x2634, 0x263d, 0x2644, 0x264d,
+    0x26a4, 0x26a9, 0x26c4, 0x26c9, 0x26cc, 0x26d9, 0x26e8, 0x26f5, 0x26f8, 0x2739,
+    0x273c, 0x2771, 0x2778, 0x277d, 0x2788, 0x279a, 0x27c1, 0x27c8, 0x27d2, 0x27e8,
+    0x27f1, 0x27f4, 0x2815, 0x282c, 0x283d, 0x2844, 0x284d, 0x28a4, 0x28a9, 0x28c4,
+    0x28c9, 0x28d0, 0x28d5, 0x28dc, 0x28e1, 0x28e8, 0x2965, 0x2974, 0x2979, 0x297c,
+    0x299a, 0x29c0, 0x29c9, 0x29d4, 0x2a15, 0x2a38, 0x2a3d, 0x2a48, 0x2a4d, 0x2aa4,
+    0x2aa9, 0x2ac4, 0x2ac9, 0x2ad0, 0x2ad5, 0x2ae8, 0x2af5, 0x2af8, 0x2b41, 0x2b44,
+    0x2b81, 0x2b88, 0x2b9a, 0x2bc0, 0x2be5, 0x2be8, 0x2c15, 0x2c34, 0x2c3d, 0x2c44,
+    0x2c4d, 0x2ca4, 0x2ca9, 0x2cc4, 0x2cc9, 0x2cd0, 0x2cd5, 0x2ce8, 0x2cf5, 0x2cf8,
+    0x2d71, 0x2d78, 0x2d7d, 0x2d88, 0x2d9a, 0x2dc0, 0x2dc5, 0x2dca, 0x2de0, 0x2e0d,
+    0x2e10, 0x2e15, 0x2e2c, 0x2e39, 0x2e44, 0x2e49, 0x2e58, 0x2e65, 0x2e6c, 0x2e71,
+    0x2e74, 0x2e79, 0x2e80, 0x2e8d, 0x2e94, 0x2ea1, 0x2eac, 0x2eb9, 0x2ee8, 0x2f41,
+    0x2f44, 0x2f9a, 0x2fcc, 0x3015, 0x3034, 0x3039, 0x3044, 0x3049, 0x30a4, 0x30a9,
+    0x30e8, 0x30f5, 0x30f8, 0x3161, 0x316c, 0x3175, 0x3178, 0x3181, 0x3188, 0x319a,
+    0x31c0, 0x31e2, 0x31fc, 0x3201, 0x3204, 0x3215, 0x3234, 0x3239, 0x3244, 0x3249,
+    0x32a4, 0x32a9, 0x32d0, 0x32d5, 0x32e8, 0x32f5, 0x32f8, 0x3375, 0x337c, 0x3381,
+    0x3388, 0x339a, 0x33c0, 0x33c5, 0x33cc, 0x3411, 0x3434, 0x3439, 0x3444, 0x3449,
+    0x34ec, 0x34f5, 0x34f8, 0x3539, 0x353c, 0x3551, 0x355c, 0x3562, 0x357d, 0x3588,
+    0x359a, 0x35e4, 0x35e9, 0x3600, 0x3615, 0x365c, 0x3669, 0x36c8, 0x36cd, 0x36f0,
+    0x36f5, 0x36f8, 0x3701, 0x371c, 0x379a, 0x37c0, 0x3805, 0x38c4, 0x38c9, 0x38d0,
+    0x3901, 0x391c, 0x3942, 0x3968, 0x3a05, 0x3a0c, 0x3a11, 0x3a14, 0x3a19, 0x3a2c,
+    0x3a31, 0x3a90, 0x3a95, 0x3a98, 0x3a9d, 0x3ac4, 0x3ac9, 0x3ad0, 0x3af5, 0x3af8,
+    0x3b01, 0x3b14, 0x3b19, 0x3b1c, 0x3b42, 0x3b68, 0x3b71, 0x3b80, 0x3c01, 0x3c04,
+    0x3c82, 0x3cd0, 0x3d01, 0x3d20, 0x3d25, 0x3db4, 0x3e21, 0x3e34, 0x4001, 0x40ac,
+    0x40fd, 0x4102, 0x4128, 0x4141, 0x4158, 0x4169, 0x4178, 0x4185, 0x4188, 0x4195,
+    0x419c, 0x41b9, 0x41c4, 0x41d5, 0x4208, 0x4239, 0x423c, 0x4242, 0x4268, 0x4281,
+    0x4318, 0x431d, 0x4320, 0x4335, 0x4338, 0x4341, 0x43ec, 0x43f1, 0x4924, 0x4929,
+    0x4938, 0x4941, 0x495c, 0x4961, 0x4964, 0x4969, 0x4978, 0x4981, 0x4a24, 0x4a29,
+    0x4a38, 0x4a41, 0x4ac4, 0x4ac9, 0x4ad8, 0x4ae1, 0x4afc, 0x4b01, 0x4b04, 0x4b09,
+    0x4b18, 0x4b21, 0x4b5c, 0x4b61, 0x4c44, 0x4c49, 0x4c58, 0x4c61, 0x4d6c, 0x4da6,
+    0x4df4, 0x4e01, 0x4e40, 0x4e81, 0x4fd8, 0x4fe1, 0x4ff8, 0x5005, 0x59b4, 0x59bd,
+    0x5a03, 0x5a05, 0x5a6c, 0x5a81, 0x5bac, 0x5bba, 0x5bc5, 0x5be4, 0x5c01, 0x5c48,
+    0x5c7d, 0x5cc8, 0x5d01, 0x5d48, 0x5d81, 0x5db4, 0x5db9, 0x5dc4, 0x5e01, 0x5ed0,
+    0x5f5d, 0x5f60, 0x5f71, 0x5f74, 0x5f82, 0x5fa8, 0x5fc2, 0x5fe8, 0x6042, 0x6068,
+    0x6081, 0x61e4, 0x6201, 0x6214, 0x621d, 0x62a4, 0x62a9, 0x62ac, 0x62c1, 0x63d8,
+    0x6401, 0x647c, 0x651a, 0x6541, 0x65b8, 0x65c1, 0x65d4, 0x6601, 0x66b0, 0x66c1,
+    0x6728, 0x6742, 0x676c, 0x6801, 0x685c, 0x6881, 0x6954, 0x6a02, 0x6a28, 0x6a42,
+    0x6a68, 0x6a9d, 0x6aa0, 0x6c15, 0x6cd0, 0x6d15, 0x6d34, 0x6d42, 0x6d68, 0x6e0d,
+    0x6e84, 0x6eb9, 0x6ec2, 0x6ee9, 0x6f98, 0x7001, 0x7090, 0x7102, 0x7128, 0x7135,
+    0x7142, 0x7169, 0x71f8, 0x7201, 0x7224, 0x7241, 0x72ec, 0x72f5, 0x7300, 0x73a5,
+    0x73b4, 0x73b9, 0x73d0, 0x73d5, 0x73dc, 0x73e9, 0x73ec, 0x7401, 0x7700, 0x7801,
+    0x7c58, 0x7c61, 0x7c78, 0x7c81, 0x7d18, 0x7d21, 0x7d38, 0x7d41, 0x7d60, 0x7d65,
+    0x7d68, 0x7d6d, 0x7d70, 0x7d75, 0x7d78, 0x7d7d, 0x7df8, 0x7e01, 0x7ed4, 0x7ed9,
+    0x7ef4, 0x7ef9, 0x7efc, 0x7f09, 0x7f14, 0x7f19, 0x7f34, 0x7f41, 0x7f50, 0x7f59,
+    0x7f70, 0x7f81, 0x7fb4, 0x7fc9, 0x7fd4, 0x7fd9, 0x7ff4, 0x8003, 0x802c, 0x80a3,
+    0x80a8, 0x80bf, 0x80c0, 0x817f, 0x8180, 0x81c2, 0x81c5, 0x81c8, 0x81d2, 0x81e8,
+    0x81fd, 0x8202, 0x8228, 0x8241, 0x8274, 0x8409, 0x840c, 0x841d, 0x8420, 0x8429,
+    0x8450, 0x8455, 0x8458, 0x8465, 0x8478, 0x8491, 0x8494, 0x8499, 0x849c, 0x84a1,
+    0x84a4, 0x84a9, 0x84b8, 0x84bd, 0x84e8, 0x84f1, 0x8500, 0x8515, 0x8528, 0x8539,
+    0x853c, 0x8542, 0x860d, 0x8616, 0x8628, 0x9182, 0x9270, 0x93aa, 0x9400, 0x9dda,
+    0x9e50, 0xb001, 0xb394, 0xb3ad, 0xb3bc, 0xb3c9, 0xb3d0, 0xb3f6, 0xb3f8, 0xb401,
+    0xb498, 0xb49d, 0xb4a0, 0xb4b5, 0xb4b8, 0xb4c1, 0xb5a0, 0xb5bd, 0xb5c0, 0xb601,
+    0xb65c, 0xb681, 0xb69c, 0xb6a1, 0xb6bc, 0xb6c1, 0xb6dc, 0xb6e1, 0xb6fc, 0xb701,
+    0xb71c, 0xb721, 0xb73c, 0xb741, 0xb75c, 0xb761, 0xb77c, 0xb8bd, 0xb8c0, 0xc003,
+    0xc004, 0xc015, 0xc01e, 0xc020, 0xc086, 0xc0a8, 0xc0c5, 0xc0d8, 0xc0e2, 0xc0ed,
+    0xc0f4, 0xc105, 0xc25c, 0xc275, 0xc280, 0xc285, 0xc3ec, 0xc3f1, 0xc400, 0xc415,
+    0xc4c0, 0xc4c5, 0xc63c, 0xc64a, 0xc658, 0xc681, 0xc700, 0xc7c1, 0xc800, 0xc882,
+    0xc8a8, 0xc922, 0xc940, 0xc946, 0xc980, 0xca02, 0xca28, 0xcac6, 0xcb00, 0xd001,
+    0x13700, 0x13801, 0x29234, 0x29341, 0x293f8, 0x29401, 0x29834, 0x29841, 0x29882, 0x298a9,
+    0x298b0, 0x29901, 0x299bc, 0x299fd, 0x29a78, 0x29a81, 0x29b9a, 0x29bc0, 0x29c5d, 0x29c80,
+    0x29c89, 0x29e24, 0x29e2d, 0x29f2c, 0x29f41, 0x29f48, 0x29f4d, 0x29f50, 0x29f55, 0x29f68,
+    0x29fc9, 0x2a008, 0x2a00d, 0x2a018, 0x2a01d, 0x2a02c, 0x2a031, 0x2a08c, 0x2a0c2, 0x2a0d8,
+    0x2a101, 0x2a1d0, 0x2a209, 0x2a2d0, 0x2a342, 0x2a368, 0x2a3c9, 0x2a3e0, 0x2a3ed, 0x2a3f0,
+    0x2a3f5, 0x2a3fc, 0x2a402, 0x2a429, 0x2a498, 0x2a4c1, 0x2a51c, 0x2a581, 0x2a5f4, 0x2a611,
+    0x2a6cc, 0x2a73d, 0x2a742, 0x2a768, 0x2a781, 0x2a794, 0x2a799, 0x2a7c2, 0x2a7e9, 0x2a7fc,
+    0x2a801, 0x2a8a4, 0x2a901, 0x2a90c, 0x2a911, 0x2a930, 0x2a942, 0x2a968, 0x2a981, 0x2a9dc,
+    0x2a9e9, 0x2a9ec, 0x2a9f9, 0x2aac0, 0x2aac5, 0x2aac8, 0x2aad5, 0x2aadc, 0x2aae5, 0x2aaf8,
+    0x2ab01, 0x2ab04, 0x2ab09, 0x2ab0c, 0x2ab6d, 0x2ab78, 0x2ab81, 0x2abac, 0x2abc9, 0x2abd4,
+    0x2ac05, 0x2ac1c, 0x2ac25, 0x2ac3c, 0x2ac45, 0x2ac5c, 0x2ac81, 0x2ac9c, 0x2aca1, 0x2acbc,
+    0x2acc1, 0x2ad6c, 0x2ad71, 0x2ada8, 0x2adc1, 0x2af8c, 0x2afc2, 0x2afe8, 0x2b001, 0x35e90,
+    0x35ec1, 0x35f1c, 0x35f2d, 0x35ff0, 0x3e401, 0x3e9b8, 0x3e9c1, 0x3eb68, 0x3ec01, 0x3ec1c,
+    0x3ec4d, 0x3ec60, 0x3ec75, 0x3ec78, 0x3ec7d, 0x3eca4, 0x3eca9, 0x3ecdc, 0x3ece1, 0x3ecf4,
+    0x3ecf9, 0x3ecfc, 0x3ed01, 0x3ed08, 0x3ed0d, 0x3ed14, 0x3ed19, 0x3eec8, 0x3ef4d, 0x3f4f8,
+    0x3f541, 0x3f640, 0x3f649, 0x3f720, 0x3f7c1, 0x3f7f0, 0x3f9c1, 0x3f9d4, 0x3f9d9, 0x3fbf4,
+    0x3fc42, 0x3fc68, 0x3fc85, 0x3fcec, 0x3fd05, 0x3fd6c, 0x3fd99, 0x3fefc, 0x3ff09, 0x3ff20,
+    0x3ff29, 0x3ff40, 0x3ff49, 0x3ff60, 0x3ff69, 0x3ff74, 0x40001, 0x40030, 0x40035, 0x4009c,
+    0x400a1, 0x400ec, 0x400f1, 0x400f8, 0x400fd, 0x40138, 0x40141, 0x40178, 0x40201, 0x403ec,
+    0x4041e, 0x404d0, 0x40502, 0x405e4, 0x4062a, 0x40630, 0x40a01, 0x40a74, 0x40a81, 0x40b44,
+    0x40b86, 0x40bf0, 0x40c01, 0x40c82, 0x40c90, 0x40cb5, 0x40d06, 0x40d09, 0x40d2a, 0x40d2c,
+    0x40d41, 0x40dd8, 0x40e01, 0x40e78, 0x40e81, 0x40f10, 0x40f21, 0x40f40, 0x40f46, 0x40f58,
+    0x41001, 0x41278, 0x41282, 0x412a8, 0x412c1, 0x41350, 0x41361, 0x413f0, 0x41401, 0x414a0,
+    0x414c1, 0x41590, 0x415c1, 0x415ec, 0x415f1, 0x4162c, 0x41631, 0x4164c, 0x41651, 0x41658,
+    0x4165d, 0x41688, 0x4168d, 0x416c8, 0x416cd, 0x416e8, 0x416ed, 0x416f4, 0x41801, 0x41cdc,
+    0x41d01, 0x41d58, 0x41d81, 0x41da0, 0x41e01, 0x41e18, 0x41e1d, 0x41ec4, 0x41ec9, 0x41eec,
+    0x42001, 0x42018, 0x42021, 0x42024, 0x42029, 0x420d8, 0x420dd, 0x420e4, 0x420f1, 0x420f4,
+    0x420fd, 0x42158, 0x42162, 0x42181, 0x421dc, 0x421e6, 0x42201, 0x4227c, 0x4229e, 0x422c0,
+    0x42381, 0x423cc, 0x423d1, 0x423d8, 0x423ee, 0x42401, 0x4245a, 0x42470, 0x42481, 0x424e8,
+    0x42601, 0x426e0, 0x426f2, 0x426f9, 0x42702, 0x42740, 0x4274a, 0x42801, 0x42804, 0x42841,
+    0x42850, 0x42855, 0x42860, 0x42865, 0x428d8, 0x42902, 0x42924, 0x42981, 0x429f6, 0x429fc,
+    0x42a01, 0x42a76, 0x42a80, 0x42b01, 0x42b20, 0x42b25, 0x42b94, 0x42bae, 0x42bc0, 0x42c01,
+    0x42cd8, 0x42d01, 0x42d58, 0x42d62, 0x42d81, 0x42dcc, 0x42de2, 0x42e01, 0x42e48, 0x42ea6,
+    0x42ec0, 0x43001, 0x43124, 0x43201, 0x432cc, 0x43301, 0x433cc, 0x433ea, 0x43401, 0x43490,
+    0x434c2, 0x434e8, 0x43982, 0x439fc, 0x43a01, 0x43aa8, 0x43ac1, 0x43ac8, 0x43c01, 0x43c76,
+    0x43c9d, 0x43ca0, 0x43cc1, 0x43d18, 0x43d46, 0x43d54, 0x43dc1, 0x43e08, 0x43ec1, 0x43f16,
+    0x43f30, 0x43f81, 0x43fdc, 0x4400d, 0x440e0, 0x4414a, 0x441c0, 0x441c5, 0x441cc, 0x441d5,
+    0x441d8, 0x4420d, 0x442c0, 0x44341, 0x443a4, 0x443c2, 0x443e8, 0x4440d, 0x4449c, 0x444da,
+    0x44500, 0x44511, 0x44514, 0x4451d, 0x44520, 0x44541, 0x445cc, 0x445d9, 0x445dc, 0x4460d,
+    0x446cc, 0x44705, 0x44714, 0x44742, 0x44769, 0x4476c, 0x44771, 0x44774, 0x44786, 0x447d4,
+    0x44801, 0x44848, 0x4484d, 0x448b0, 0x44a01, 0x44a1c, 0x44a21, 0x44a24, 0x44a29, 0x44a38,
+    0x44a3d, 0x44a78, 0x44a7d, 0x44aa4, 0x44ac1, 0x44b7c, 0x44bc2, 0x44be8, 0x44c15, 0x44c34,
+    0x44c3d, 0x44c44, 0x44c4d, 0x44ca4, 0x44ca9, 0x44cc4, 0x44cc9, 0x44cd0, 0x44cd5, 0x44ce8,
+    0x44cf5, 0x44cf8, 0x44d41, 0x44d44, 0x44d75, 0x44d88, 0x45001, 0x450d4, 0x4511d, 0x4512c,
+    0x45142, 0x45168, 0x4517d, 0x45188, 0x45201, 0x452c0, 0x45311, 0x45318, 0x4531d, 0x45320,
+    0x45342, 0x45368, 0x45601, 0x456bc, 0x45761, 0x45770, 0x45801, 0x458c0, 0x45911, 0x45914,
+    0x45942, 0x45968, 0x45a01, 0x45aac, 0x45ae1, 0x45ae4, 0x45b02, 0x45b28, 0x45c01, 0x45c6c,
+    0x45cc2, 0x45cf0, 0x45d01, 0x45d1c, 0x46001, 0x460b0, 0x46281, 0x46382, 0x463cc, 0x463fd,
+    0x4641c, 0x46425, 0x46428, 0x46431, 0x46450, 0x46455, 0x4645c, 0x46461, 0x464c0, 0x464fd,
+    0x46500, 0x46505, 0x46508, 0x46542, 0x46568, 0x46681, 0x466a0, 0x466a9, 0x46744, 0x46785,
+    0x46788, 0x4678d, 0x46790, 0x46801, 0x46804, 0x4682d, 0x468cc, 0x468e9, 0x468ec, 0x46941,
+    0x46944, 0x46971, 0x46a28, 0x46a75, 0x46a78, 0x46ac1, 0x46be4, 0x47001, 0x47024, 0x47029,
+    0x470bc, 0x47101, 0x47104, 0x47142, 0x471b4, 0x471c9, 0x47240, 0x47401, 0x4741c, 0x47421,
+    0x47428, 0x4742d, 0x474c4, 0x47519, 0x4751c, 0x47542, 0x47568, 0x47581, 0x47598, 0x4759d,
+    0x475a4, 0x475a9, 0x47628, 0x47661, 0x47664, 0x47682, 0x476a8, 0x47b81, 0x47bcc, 0x47ec1,
+    0x47ec4, 0x47f02, 0x47f54, 0x48001, 0x48e68, 0x49002, 0x491bc, 0x49201, 0x49510, 0x4be41,
+    0x4bfc4, 0x4c001, 0x4d0bc, 0x51001, 0x5191c, 0x5a001, 0x5a8e4, 0x5a901, 0x5a97c, 0x5a982,
+    0x5a9a8, 0x5a9c1, 0x5aafc, 0x5ab02, 0x5ab28, 0x5ab41, 0x5abb8, 0x5ac01, 0x5acc0, 0x5ad01,
+    0x5ad10, 0x5ad42, 0x5ad68, 0x5ad6e, 0x5ad88, 0x5ad8d, 0x5ade0, 0x5adf5, 0x5ae40, 0x5b901,
+    0x5ba02, 0x5ba5c, 0x5bc01, 0x5bd2c, 0x5bd41, 0x5bd44, 0x5be4d, 0x5be80, 0x5bf81, 0x5bf88,
+    0x5bf8d, 0x5bf90, 0x5c001, 0x61fe0, 0x62001, 0x63358, 0x63401, 0x63424, 0x6bfc1, 0x6bfd0,
+    0x6bfd5, 0x6bff0, 0x6bff5, 0x6bffc, 0x6c001, 0x6c48c, 0x6c541, 0x6c54c, 0x6c591, 0x6c5a0,
+    0x6c5c1, 0x6cbf0, 0x6f001, 0x6f1ac, 0x6f1c1, 0x6f1f4, 0x6f201, 0x6f224, 0x6f241, 0x6f268,
+    0x74b82, 0x74bd0, 0x74d82, 0x74de4, 0x75001, 0x75154, 0x75159, 0x75274, 0x75279, 0x75280,
+    0x75289, 0x7528c, 0x75295, 0x7529c, 0x752a5, 0x752b4, 0x752b9, 0x752e8, 0x752ed, 0x752f0,
+    0x752f5, 0x75310, 0x75315, 0x75418, 0x7541d, 0x7542c, 0x75435, 0x75454, 0x75459, 0x75474,
+    0x75479, 0x754e8, 0x754ed, 0x754fc, 0x75501, 0x75514, 0x75519, 0x7551c, 0x75529, 0x75544,
+    0x75549, 0x75a98, 0x75aa1, 0x75b04, 0x75b09, 0x75b6c, 0x75b71, 0x75bec, 0x75bf1, 0x75c54,
+    0x75c59, 0x75cd4, 0x75cd9, 0x75d3c, 0x75d41, 0x75dbc, 0x75dc1, 0x75e24, 0x75e29, 0x75ea4,
+    0x75ea9, 0x75f0c, 0x75f11, 0x75f30, 0x75f3a, 0x76000, 0x77c01, 0x77c7c, 0x78401, 0x784b4,
+    0x784dd, 0x784f8, 0x78502, 0x78528, 0x78539, 0x7853c, 0x78a41, 0x78ab8, 0x78b01, 0x78bb0,
+    0x78bc2, 0x78be8, 0x79f81, 0x79f9c, 0x79fa1, 0x79fb0, 0x79fb5, 0x79fbc, 0x79fc1, 0x79ffc,
+    0x7a001, 0x7a314, 0x7a31e, 0x7a340, 0x7a401, 0x7a510, 0x7a52d, 0x7a530, 0x7a542, 0x7a568,
+    0x7b1c6, 0x7b2b0, 0x7b2b6, 0x7b2c0, 0x7b2c6, 0x7b2d4, 0x7b406, 0x7b4b8, 0x7b4be, 0x7b4f8,
+    0x7b801, 0x7b810, 0x7b815, 0x7b880, 0x7b885, 0x7b88c, 0x7b891, 0x7b894, 0x7b89d, 0x7b8a0,
+    0x7b8a5, 0x7b8cc, 0x7b8d1, 0x7b8e0, 0x7b8e5, 0x7b8e8, 0x7b8ed, 0x7b8f0, 0x7b909, 0x7b90c,
+    0x7b91d, 0x7b920, 0x7b925, 0x7b928, 0x7b92d, 0x7b930, 0x7b935, 0x7b940, 0x7b945, 0x7b94c,
+    0x7b951, 0x7b954, 0x7b95d, 0x7b960, 0x7b965, 0x7b968, 0x7b96d, 0x7b970, 0x7b975, 0x7b978,
+    0x7b97d, 0x7b980, 0x7b985, 0x7b98c, 0x7b991, 0x7b994, 0x7b99d, 0x7b9ac, 0x7b9b1, 0x7b9cc,
+    0x7b9d1, 0x7b9e0, 0x7b9e5, 0x7b9f4, 0x7b9f9, 0x7b9fc, 0x7ba01, 0x7ba28, 0x7ba2d, 0x7ba70,
+    0x7ba85, 0x7ba90, 0x7ba95, 0x7baa8, 0x7baad, 0x7baf0, 0x7c402, 0x7c434, 0x7efc2, 0x7efe8,
+    0x80001, 0xa9b80, 0xa9c01, 0xadce4, 0xadd01, 0xae078, 0xae081, 0xb3a88, 0xb3ac1, 0xbaf84,
+    0xbe001, 0xbe878, 0xc0001, 0xc4d2c,
+};
+/* END GENERATED UNICODE TABLE */
+
+enum { SLM__CL_OTHER = 0, SLM__CL_LETTER = 1, SLM__CL_NUMBER = 2, SLM__CL_SPACE = 3, SLM__CL_END = 4 };
+
+static int slm__uclass(uint32_t cp) {
+    int lo = 0, hi = SLM__UCLASS_COUNT - 1;
+    if (cp >= 0x110000) return SLM__CL_OTHER;
+    while (lo < hi) {   /* last entry whose start <= cp */
+        int mid = (lo + hi + 1) / 2;
+        if ((slm__uclass_table[mid] >> 2) <= cp) lo = mid; else hi = mid - 1;
+    }
+    return (int)(slm__uclass_table[lo] & 3u);
+}
+
+SLM_API int slm_pretok_from_name(const char *name) {
+    static const char *const gpt2[] = { "gpt-2", "phi-2", "jina-es", "jina-de", "gigachat", "jina-v2-es", "jina-v2-de",
+                                        "a.x-4.0", "mellum", "modern-bert", "jina-v1-en", "jina-v2-code", "roberta-bpe",
+                                        "exaone4", "mpt", "olmo", "jais", "trillion", "granite-docling", NULL };
+    static const char *const llama3[] = { "llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral",
+                                          "midm-2.0", "lfm2", "jina-v5-nano", "dbrx", "smaug-bpe", NULL };
+    static const char *const qwen2[] = { "qwen2", "deepseek-r1-qwen", "kormo", "f2llmv2", "megrez", "stablelm2", "hunyuan", NULL };
+    static const char *const starcoder[] = { "starcoder", "refact", "command-r", "smollm", "codeshell", "exaone", "minerva-7b", NULL };
+    static const char *const *const lists[4] = { gpt2, llama3, qwen2, starcoder };
+    int l, i;
+    if (!name) return -1;
+    for (l = 0; l < 4; l++)
+        for (i = 0; lists[l][i]; i++)
+            if (strcmp(lists[l][i], name) == 0) return l + 1;
+    return -1;
+}
+
+SLM_API int slm_chat_template_detect(const char *t) {
+    if (!t || !*t) return SLM_CHAT_NONE;
+    if (strstr(t, "<|im_start|>")) return SLM_CHAT_CHATML;
+    if (strstr(t, "<|start_header_id|>")) return SLM_CHAT_LLAMA3;
+    if (strstr(t, "<start_of_turn>")) return SLM_CHAT_GEMMA;
+    if (strstr(t, "<|user|>") && strstr(t, "<|end|>")) return SLM_CHAT_PHI3;
+    if (strstr(t, "<|user|>")) return SLM_CHAT_ZEPHYR;
+    if (strstr(t, "[INST]")) return SLM_CHAT_LLAMA2;
+    return SLM_CHAT_NONE;
+}
+
+typedef struct slm__words {
+    const uint32_t *cp;
+    const uint8_t *cl;
+    size_t *ends;          /* word end positions, in code points */
+    size_t n;
+} slm__words;
+
+static int slm__cl_at(const slm__words *w, size_t pos, size_t end) { return pos < end ? w->cl[pos] : SLM__CL_END; }
+static uint32_t slm__cp_at(const slm__words *w, size_t pos, size_t end) { return pos < end ? w->cp[pos] : 0xFFFFFFFFu; }
+static void slm__word_end(slm__words *w, size_t *prev, size_t end) { if (end > *prev) w->ends[w->n++] = end; *prev = end; }
+static uint32_t slm__ascii_lower(uint32_t c) { return c >= 'A' && c <= 'Z' ? c + 32 : c; }
+#define SLM__IS_OTHER(c) ((c) == SLM__CL_OTHER)
+
+/* 's|'t|'re|'ve|'m|'ll|'d (case-insensitive when asked); returns its length or 0 */
+static size_t slm__contraction(const slm__words *w, size_t pos, size_t end, int any_case) {
+    uint32_t a, b;
+    if (w->cp[pos] != '\'' || pos + 1 >= end) return 0;
+    a = w->cp[pos + 1]; if (any_case) a = slm__ascii_lower(a);
+    if (a == 's' || a == 't' || a == 'm' || a == 'd') return 2;
+    if (pos + 2 >= end) return 0;
+    b = w->cp[pos + 2]; if (any_case) b = slm__ascii_lower(b);
+    return ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l')) ? 3 : 0;
+}
+
+/* \s+(?!\S)|\s+ at pos, which holds white space */
+static size_t slm__space_run(const slm__words *w, size_t pos, size_t end) {
+    size_t n = 0;
+    while (slm__cl_at(w, pos + n, end) == SLM__CL_SPACE) n++;
+    return (n > 1 && pos + n < end) ? n - 1 : n;
+}
+
+static void slm__split_gpt2(slm__words *w, size_t begin, size_t end) {
+    size_t pos = begin, prev = begin;
+    while (pos < end) {
+        uint32_t c = w->cp[pos];
+        int cl = w->cl[pos], cl2 = c == ' ' ? slm__cl_at(w, pos + 1, end) : cl;
+        size_t k = slm__contraction(w, pos, end, 0);
+        if (k) { pos += k; slm__word_end(w, &prev, pos); continue; }
+        if (cl2 == SLM__CL_LETTER || cl2 == SLM__CL_NUMBER || SLM__IS_OTHER(cl2)) {
+            pos += (c == ' ');
+            while (slm__cl_at(w, pos, end) == cl2) pos++;
+            slm__word_end(w, &prev, pos);
+            continue;
+        }
+        if (cl == SLM__CL_SPACE) { pos += slm__space_run(w, pos, end); slm__word_end(w, &prev, pos); continue; }
+        slm__word_end(w, &prev, ++pos);
+    }
+}
+
+/* Llama-3 (max_digits 3) and Qwen2 (max_digits 1) */
+static void slm__split_llama3(slm__words *w, size_t begin, size_t end, int max_digits) {
+    size_t pos = begin, prev = begin;
+    while (pos < end) {
+        uint32_t c = w->cp[pos];
+        int cl = w->cl[pos], cl2;
+        size_t k = slm__contraction(w, pos, end, 1);
+        if (k) { pos += k; slm__word_end(w, &prev, pos); continue; }
+        /* [^\r\n\p{L}\p{N}]?\p{L}+ */
+        if (!(c == '\r' || c == '\n' || cl == SLM__CL_NUMBER) && (cl == SLM__CL_LETTER || slm__cl_at(w, pos + 1, end) == SLM__CL_LETTER)) {
+            pos++;
+            while (slm__cl_at(w, pos, end) == SLM__CL_LETTER) pos++;
+            slm__word_end(w, &prev, pos);
+            continue;
+        }
+        /* \p{N}{1,max_digits} */
+        if (cl == SLM__CL_NUMBER) {
+            int n = 0;
+            while (n < max_digits && slm__cl_at(w, pos, end) == SLM__CL_NUMBER) { pos++; n++; }
+            slm__word_end(w, &prev, pos);
+            continue;
+        }
+        /* ' '?[^\s\p{L}\p{N}]+[\r\n]* */
+        cl2 = c == ' ' ? slm__cl_at(w, pos + 1, end) : cl;
+        if (SLM__IS_OTHER(cl2)) {
+            pos += (c == ' ');
+            while (SLM__IS_OTHER(slm__cl_at(w, pos, end))) pos++;
+            while (slm__cp_at(w, pos, end) == '\r' || slm__cp_at(w, pos, end) == '\n') pos++;
+            slm__word_end(w, &prev, pos);
+            continue;
+        }
+        if (cl == SLM__CL_SPACE) {
+            /* \s*[\r\n]+ : white space up to and including its last line break */
+            size_t n = 0, last_nl = 0;
+            while (slm__cl_at(w, pos + n, end) == SLM__CL_SPACE) {
+                if (w->cp[pos + n] == '\r' || w->cp[pos + n] == '\n') last_nl = pos + n + 1;
+                n++;
+            }
+            pos = last_nl ? last_nl : pos + slm__space_run(w, pos, end);
+            slm__word_end(w, &prev, pos);
+            continue;
+        }
+        slm__word_end(w, &prev, ++pos);
+    }
+}
+
+static void slm__pretokenize(slm__words *w, size_t n_cp, int pre) {
+    size_t i, start = 0;
+    switch (pre) {
+    case SLM_PRETOK_LLAMA3: slm__split_llama3(w, 0, n_cp, 3); break;
+    case SLM_PRETOK_QWEN2: slm__split_llama3(w, 0, n_cp, 1); break;
+    case SLM_PRETOK_STARCODER:
+        /* each digit stands alone; the GPT-2 rule runs on the text between them */
+        for (i = 0; i <= n_cp; i++) {
+            if (i < n_cp && w->cl[i] != SLM__CL_NUMBER) continue;
+            slm__split_gpt2(w, start, i);
+            if (i < n_cp) w->ends[w->n++] = i + 1;
+            start = i + 1;
+        }
+        break;
+    case SLM_PRETOK_GPT2: slm__split_gpt2(w, 0, n_cp); break;
+    default: if (n_cp) w->ends[w->n++] = n_cp; break;
+    }
+}
+
+static int32_t slm__bpe_rank(const slm__vocab *v, slm_token l, slm_token r) {
+    uint32_t i;
+    if (l < 0 || r < 0 || !v->merge_hash) return -1;
+    for (i = slm__pair_hash(l, r);; i++) {
+        int32_t rank = v->merge_hash[i & v->merge_mask];
+        if (rank < 0) return -1;
+        if ((slm_token)v->merges[2 * rank] == l && (slm_token)v->merges[2 * rank + 1] == r) return rank;
+    }
+}
+
+static void slm__bpe_try_merge(const slm__vocab *v, const char *buf, const slm__sym *sym, int l, int r,
+                               slm__bigram *heap, int *n_heap) {
+    slm__bigram b;
+    int32_t rank;
+    if (l < 0 || r < 0) return;
+    rank = slm__bpe_rank(v, slm__vocab_find(v, buf + sym[l].start, sym[l].len), slm__vocab_find(v, buf + sym[r].start, sym[r].len));
+    if (rank < 0) return;
+    b.score = -(float)rank; b.left = l; b.len = sym[l].len + sym[r].len;
+    slm__heap_push(heap, n_heap, b);
+}
+
+/* Merges one word already spelled in the byte-to-Unicode alphabet. */
+static void slm__bpe_word(const slm__vocab *v, const char *buf, size_t len, slm__sym *sym, slm__bigram *heap, slm__tok_out *o) {
+    int n_sym = 0, n_heap = 0, s;
+    size_t i;
+    slm_token whole;
+    if ((v->flags & SLM__TOKFLAG_IGNORE_MERGES) && (whole = slm__vocab_find(v, buf, len)) >= 0) { slm__tok_emit(o, whole); return; }
+    for (i = 0; i < len; n_sym++) {
+        int cl = slm__utf8_len(buf + i, len - i);
+        sym[n_sym].start = (uint32_t)i; sym[n_sym].len = (uint32_t)cl;
+        sym[n_sym].prev = n_sym - 1; sym[n_sym].next = n_sym + 1;
+        i += (size_t)cl;
+    }
+    sym[n_sym - 1].next = -1;
+    for (s = 0; s + 1 < n_sym; s++) slm__bpe_try_merge(v, buf, sym, s, s + 1, heap, &n_heap);
+    while (n_heap > 0) {
+        slm__bigram b = slm__heap_pop(heap, &n_heap);
+        int l = b.left, r = sym[l].next;
+        if (sym[l].len == 0 || r < 0 || sym[l].len + sym[r].len != b.len) continue;   /* stale */
+        sym[l].len += sym[r].len;
+        sym[r].len = 0;
+        sym[l].next = sym[r].next;
+        if (sym[l].next >= 0) sym[sym[l].next].prev = l;
+        slm__bpe_try_merge(v, buf, sym, sym[l].prev, l, heap, &n_heap);
+        slm__bpe_try_merge(v, buf, sym, l, sym[l].next, heap, &n_heap);
+    }
+    for (s = 0; s >= 0; s = sym[s].next) {
+        slm_token id = slm__vocab_find(v, buf + sym[s].start, sym[s].len);
+        if (id >= 0) { slm__tok_emit(o, id); continue; }
+        for (i = 0; i < sym[s].len; i++) {   /* as llama.cpp: single bytes that happen to be tokens */
+            slm_token b = slm__vocab_find(v, buf + sym[s].start + i, 1);
+            if (b >= 0) slm__tok_emit(o, b);
+        }
+    }
+}
+
+/* One run of plain text with no special tokens inside. Returns 0 on OOM. */
+static int slm__bpe_encode(const slm_model *m, const char *text, size_t len, slm__tok_out *o) {
+    const slm__vocab *v = &m->vocab;
+    const slm_allocator *a = &m->alloc;
+    uint32_t *cp;
+    uint8_t *cl;
+    size_t *ends, n_cp = 0, i, w, word_start = 0, max_word = 0;
+    char *buf;
+    slm__sym *sym;
+    slm__bigram *heap;
+    slm__words words;
+    int ok = 0;
+    if (len == 0) return 1;
+    cp = (uint32_t *)slm__alloc(a, len * sizeof(uint32_t));
+    cl = (uint8_t *)slm__alloc(a, len);
+    ends = (size_t *)slm__alloc(a, (len + 1) * sizeof(size_t));
+    if (!cp || !cl || !ends) goto done;
+    for (i = 0; i < len; n_cp++) {
+        i += slm__utf8_decode((const uint8_t *)text + i, len - i, &cp[n_cp]);
+        cl[n_cp] = (uint8_t)slm__uclass(cp[n_cp]);
+    }
+    words.cp = cp; words.cl = cl; words.ends = ends; words.n = 0;
+    slm__pretokenize(&words, n_cp, v->pre);
+    for (w = 0; w < words.n; w++) { if (ends[w] - word_start > max_word) max_word = ends[w] - word_start; word_start = ends[w]; }
+    /* a code point is at most 4 UTF-8 bytes, each spelled as at most 2 bytes */
+    buf = (char *)slm__alloc(a, max_word * 8 + 1);
+    sym = (slm__sym *)slm__alloc(a, (max_word * 4 + 1) * sizeof(slm__sym));
+    heap = (slm__bigram *)slm__alloc(a, (max_word * 4 + 1) * 3 * sizeof(slm__bigram));
+    if (buf && sym && heap) {
+        word_start = 0;
+        for (w = 0; w < words.n; w++) {
+            size_t blen = 0, c;
+            for (c = word_start; c < ends[w]; c++) {
+                char u[4];
+                size_t k, n = slm__utf8_encode(cp[c], u);
+                for (k = 0; k < n; k++) blen += slm__utf8_encode(slm__byte_to_cp((uint8_t)u[k]), buf + blen);
+            }
+            slm__bpe_word(v, buf, blen, sym, heap, o);
+            word_start = ends[w];
+        }
+        ok = 1;
+    }
+    slm__free(a, buf); slm__free(a, sym); slm__free(a, heap);
+done:
+    slm__free(a, cp); slm__free(a, cl); slm__free(a, ends);
+    return ok;
+}
+
 SLM_API int slm_tokenize(const slm_model *m, const char *text, size_t len, int flags, slm_token *out, int cap) {
     const slm__vocab *v;
     slm__tok_out o;
@@ -1362,17 +1895,20 @@ SLM_API int slm_tokenize(const slm_model *m, const char *text, size_t len, int f
     while (i <= len) {
         slm_token special = -1;
         uint32_t slen = 0;
-        if ((flags & SLM_TOK_SPECIAL) && i < len) {
+        if (i < len) {
             int k;
             for (k = 0; k < v->n_special; k++) {
                 const char *t = slm__vocab_text(v, v->special[k], &slen);
+                if (!(flags & SLM_TOK_SPECIAL) && v->types[v->special[k]] == SLM_TOKEN_CONTROL) continue;
                 if (slen <= len - i && t[0] == text[i] && memcmp(t, text + i, slen) == 0) { special = v->special[k]; break; }
             }
         }
         if (special < 0 && i < len) { i++; continue; }
         if (i > frag) {
             /* SentencePiece adds its dummy space at the start and after each special token */
-            if (!slm__spm_encode(m, text + frag, i - frag, prev_special && (v->flags & SLM__TOKFLAG_SPACE_PREFIX), &o)) return 0;
+            int ok = v->kind == SLM_TOKENIZER_BPE ? slm__bpe_encode(m, text + frag, i - frag, &o)
+                   : slm__spm_encode(m, text + frag, i - frag, prev_special && (v->flags & SLM__TOKFLAG_SPACE_PREFIX), &o);
+            if (!ok) return 0;
             prev_special = 0;
         }
         if (i == len) break;

@@ -56,7 +56,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#ifdef SLM_STATIC
+#if defined(SLM_STATIC) && (defined(__GNUC__) || defined(__clang__))
+#define SLM_API __attribute__((unused)) static   /* the includer may not call every function */
+#elif defined(SLM_STATIC)
 #define SLM_API static
 #else
 #define SLM_API extern
@@ -182,14 +184,30 @@ SLM_API const char *slm_model_meta(const slm_model *model, const char *key);
 typedef struct slm_session_desc {   /* zero = default */
     int n_ctx;        /* context length; 0 = min(model max_seq, 4096) */
     int n_threads;    /* 0 = all processors (1 without threads) */
-    int kv_type;      /* KV cache: 0 = default (f32), SLM_TYPE_F32 or SLM_TYPE_F16 */
+    int kv_type;      /* KV cache: 0 = default (f32 for float models, f16 for quantized ones),
+                         SLM_TYPE_F32 or SLM_TYPE_F16 */
+    char *error;      /* optional: why slm_session_new failed, NUL-terminated */
+    size_t error_cap;
 } slm_session_desc;
+
+typedef enum slm_stop_reason {
+    SLM_STOP_NONE = 0, SLM_STOP_END_OF_TEXT, SLM_STOP_MAX_TOKENS, SLM_STOP_STRING,
+    SLM_STOP_CANCELLED, SLM_STOP_CONTEXT_FULL, SLM_STOP_ERROR
+} slm_stop_reason;
+
+typedef struct slm_gen_stats {      /* what the last slm_generate did */
+    int n_prompt;                   /* prompt tokens */
+    int n_cached;                   /* of those, already in the cache and not evaluated again */
+    int n_generated;                /* tokens sampled */
+    int stop_reason;                /* slm_stop_reason */
+} slm_gen_stats;
 
 SLM_API slm_result  slm_session_new(slm_session **out, const slm_model *model, const slm_session_desc *desc);
 SLM_API void        slm_session_free(slm_session *session);
 SLM_API const char *slm_session_error(const slm_session *session);   /* "" when none */
 SLM_API int         slm_session_n_past(const slm_session *session);  /* tokens in the KV cache, -1 on NULL */
 SLM_API int         slm_session_n_ctx(const slm_session *session);   /* -1 on NULL */
+SLM_API slm_result  slm_session_stats(const slm_session *session, slm_gen_stats *out);
 
 /* ---- generation -------------------------------------------------------- */
 
@@ -318,6 +336,11 @@ SLM_API float       slm_bf16_to_fp32(uint16_t h);
 #define SLM__OPENMP 1
 #endif
 
+#if defined(__GNUC__) || defined(__clang__)
+#define SLM__MAYBE_UNUSED __attribute__((unused))
+#else
+#define SLM__MAYBE_UNUSED
+#endif
 #define SLM__MIN(a, b) ((a) < (b) ? (a) : (b))
 #define SLM__MAX(a, b) ((a) > (b) ? (a) : (b))
 #define SLM__ALIGN 64
@@ -349,7 +372,7 @@ static void slm__free(const slm_allocator *a, void *p) { if (p) a->free(p, a->us
 static size_t slm__vformat(char *buf, size_t cap, const char *fmt, va_list ap) {
     size_t n = 0;
     char tmp[48];
-#define SLM__PUT(ch) do { if (n + 1 < cap) buf[n] = (ch); n++; } while (0)
+#define SLM__PUT(ch) do { char put_ = (char)(ch); if (n + 1 < cap) buf[n] = put_; n++; } while (0)
     for (; *fmt; fmt++) {
         const char *s = tmp; int len = 0, neg = 0;
         unsigned long long u = 0; int base = 10;
@@ -1671,7 +1694,7 @@ typedef struct slm__words {
     size_t n;
 } slm__words;
 
-static int slm__cl_at(const slm__words *w, size_t pos, size_t end) { return pos < end ? w->cl[pos] : SLM__CL_END; }
+static int slm__cl_at(const slm__words *w, size_t pos, size_t end) { return pos < end ? (int)w->cl[pos] : (int)SLM__CL_END; }
 static uint32_t slm__cp_at(const slm__words *w, size_t pos, size_t end) { return pos < end ? w->cp[pos] : 0xFFFFFFFFu; }
 static void slm__word_end(slm__words *w, size_t *prev, size_t end) { if (end > *prev) w->ends[w->n++] = end; *prev = end; }
 static uint32_t slm__ascii_lower(uint32_t c) { return c >= 'A' && c <= 'Z' ? c + 32 : c; }
@@ -1934,34 +1957,44 @@ SLM_API int slm_token_type(const slm_model *m, slm_token t) {
 
 /* ---- kernels -------------------------------------------------------------
    The kernel boundary: one dot product per weight type between a weight row
-   and the activations, and slm__matvec, which runs a whole matrix over one
-   activation vector and splits the rows across threads. f32/f16/bf16 weights
-   meet float activations; q8_0/q4_0 weights meet activations quantized to
-   q8_0, integer dot products per 32-block, as GGML does. These plain C
-   versions are the reference that every SIMD version is tested against. */
+   and one token's activations. f32/f16/bf16 weights meet float activations;
+   q8_0/q4_0 weights meet activations quantized to q8_0, with integer dot
+   products per 32-block as GGML does. Each `_ref` function is the plain C
+   reference; the SIMD version of the same name sits right below it and is
+   tested against it. slm__matmul runs a slice of a matrix's rows over a batch
+   of tokens with these same dot products, so a token gives bit-identical
+   results whether it is evaluated alone or in a batch, on any thread count. */
 
-static float slm__dot_f32(const float *w, const float *x, int n) {
+#if !defined(SLM_NO_SIMD) && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__FMA__)
+#define SLM__AVX512 1
+#include <immintrin.h>
+#elif !defined(SLM_NO_SIMD) && defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#define SLM__AVX2 1
+#include <immintrin.h>
+#endif
+
+SLM__MAYBE_UNUSED static float slm__dot_f32_ref(const float *w, const float *x, int n) {
     float sum = 0.0f;
     int j;
     for (j = 0; j < n; j++) sum += w[j] * x[j];
     return sum;
 }
 
-static float slm__dot_f16(const uint16_t *w, const float *x, int n) {
+SLM__MAYBE_UNUSED static float slm__dot_f16_ref(const uint16_t *w, const float *x, int n) {
     float sum = 0.0f;
     int j;
     for (j = 0; j < n; j++) sum += slm_fp16_to_fp32(w[j]) * x[j];
     return sum;
 }
 
-static float slm__dot_bf16(const uint16_t *w, const float *x, int n) {
+SLM__MAYBE_UNUSED static float slm__dot_bf16_ref(const uint16_t *w, const float *x, int n) {
     float sum = 0.0f;
     int j;
     for (j = 0; j < n; j++) sum += slm_bf16_to_fp32(w[j]) * x[j];
     return sum;
 }
 
-static float slm__dot_q8_0_q8_0(const slm__block_q8_0 *w, const slm__block_q8_0 *x, int n_blocks) {
+SLM__MAYBE_UNUSED static float slm__dot_q8_0_ref(const slm__block_q8_0 *w, const slm__block_q8_0 *x, int n_blocks) {
     float sum = 0.0f;
     int b, j;
     for (b = 0; b < n_blocks; b++) {
@@ -1972,7 +2005,7 @@ static float slm__dot_q8_0_q8_0(const slm__block_q8_0 *w, const slm__block_q8_0 
     return sum;
 }
 
-static float slm__dot_q4_0_q8_0(const slm__block_q4_0 *w, const slm__block_q8_0 *x, int n_blocks) {
+SLM__MAYBE_UNUSED static float slm__dot_q4_0_ref(const slm__block_q4_0 *w, const slm__block_q8_0 *x, int n_blocks) {
     float sum = 0.0f;
     int b, j;
     for (b = 0; b < n_blocks; b++) {
@@ -1984,7 +2017,189 @@ static float slm__dot_q4_0_q8_0(const slm__block_q4_0 *w, const slm__block_q8_0 
     return sum;
 }
 
-/* One output row of W x. `xq` is x already quantized to q8_0 (quantized weights only). */
+#if defined(SLM__AVX512)
+#if defined(__GNUC__) && !defined(__clang__)
+/* g++ 12 (C++) reports casts inside its own AVX-512 headers as uninitialised: a false positive */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+static float slm__hsum512(__m512 v) { return _mm512_reduce_add_ps(v); }
+
+/* u8 x s8 products summed in groups of four into 16 int32 lanes */
+static __m512i slm__dot_u8s8_512(__m512i u, __m512i s) {
+#if defined(__AVX512VNNI__)
+    return _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, s);
+#else
+    return _mm512_madd_epi16(_mm512_maddubs_epi16(u, s), _mm512_set1_epi16(1));
+#endif
+}
+
+static float slm__dot_f32(const float *w, const float *x, int n) {
+    __m512 acc = _mm512_setzero_ps();
+    int j = 0;
+    for (; j + 16 <= n; j += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(w + j), _mm512_loadu_ps(x + j), acc);
+    if (j < n) {
+        __mmask16 m = (__mmask16)((1u << (n - j)) - 1);
+        acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, w + j), _mm512_maskz_loadu_ps(m, x + j), acc);
+    }
+    return slm__hsum512(acc);
+}
+
+static float slm__dot_f16(const uint16_t *w, const float *x, int n) {
+    __m512 acc = _mm512_setzero_ps();
+    int j = 0;
+    for (; j + 16 <= n; j += 16)
+        acc = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(w + j))), _mm512_loadu_ps(x + j), acc);
+    if (j < n) {
+        __mmask16 m = (__mmask16)((1u << (n - j)) - 1);
+        acc = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, w + j)), _mm512_maskz_loadu_ps(m, x + j), acc);
+    }
+    return slm__hsum512(acc);
+}
+
+static float slm__dot_bf16(const uint16_t *w, const float *x, int n) {
+    __m512 acc = _mm512_setzero_ps();
+    int j = 0;
+    for (; j + 16 <= n; j += 16) {
+        __m512i h = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(w + j)));
+        acc = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(h, 16)), _mm512_loadu_ps(x + j), acc);
+    }
+    if (j < n) {
+        __mmask16 m = (__mmask16)((1u << (n - j)) - 1);
+        __m512i h = _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, w + j));
+        acc = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32(h, 16)), _mm512_maskz_loadu_ps(m, x + j), acc);
+    }
+    return slm__hsum512(acc);
+}
+
+/* the two blocks' scales, each broadcast over its 8 lanes */
+static __m512 slm__block_scales(const slm__block_q8_0 *x, uint16_t dw0, uint16_t dw1, int b) {
+    __m256 lo = _mm256_set1_ps(slm_fp16_to_fp32(dw0) * slm_fp16_to_fp32(x[b].d));
+    __m256 hi = _mm256_set1_ps(slm_fp16_to_fp32(dw1) * slm_fp16_to_fp32(x[b + 1].d));
+    return _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1);
+}
+
+static __m512i slm__load_2x32(const int8_t *a, const int8_t *b) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)a)), _mm256_loadu_si256((const __m256i *)b), 1);
+}
+
+static float slm__dot_q8_0(const slm__block_q8_0 *w, const slm__block_q8_0 *x, int n_blocks) {
+    __m512 acc = _mm512_setzero_ps();
+    int b = 0;
+    for (; b + 2 <= n_blocks; b += 2) {
+        __m512i xv = slm__load_2x32(x[b].q, x[b + 1].q), wv = slm__load_2x32(w[b].q, w[b + 1].q);
+        /* u8 x s8 only: move x's sign onto w */
+        __m512i ax = _mm512_abs_epi8(xv);
+        __m512i sw = _mm512_mask_sub_epi8(wv, _mm512_movepi8_mask(xv), _mm512_setzero_si512(), wv);
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(slm__dot_u8s8_512(ax, sw)), slm__block_scales(x, w[b].d, w[b + 1].d, b), acc);
+    }
+    return slm__hsum512(acc) + (b < n_blocks ? slm__dot_q8_0_ref(w + b, x + b, n_blocks - b) : 0.0f);
+}
+
+static float slm__dot_q4_0(const slm__block_q4_0 *w, const slm__block_q8_0 *x, int n_blocks) {
+    __m512 acc = _mm512_setzero_ps();
+    const __m256i low4 = _mm256_set1_epi8(0x0f);
+    const __m512i eight = _mm512_set1_epi8(8);
+    int b = 0;
+    for (; b + 2 <= n_blocks; b += 2) {
+        __m256i ab = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)w[b].q)),
+                                             _mm_loadu_si128((const __m128i *)w[b + 1].q), 1);
+        __m256i lo = _mm256_and_si256(ab, low4), hi = _mm256_and_si256(_mm256_srli_epi16(ab, 4), low4);
+        /* [b.lo b.hi | b+1.lo b+1.hi] matches the activation order of two blocks */
+        __m512i wv = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_permute2x128_si256(lo, hi, 0x20)),
+                                        _mm256_permute2x128_si256(lo, hi, 0x31), 1);
+        __m512i xv = slm__load_2x32(x[b].q, x[b + 1].q);
+        __m512i sumi = _mm512_sub_epi32(slm__dot_u8s8_512(wv, xv), slm__dot_u8s8_512(eight, xv));
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi), slm__block_scales(x, w[b].d, w[b + 1].d, b), acc);
+    }
+    return slm__hsum512(acc) + (b < n_blocks ? slm__dot_q4_0_ref(w + b, x + b, n_blocks - b) : 0.0f);
+}
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+
+#elif defined(SLM__AVX2)
+static float slm__hsum256(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+static float slm__dot_f32(const float *w, const float *x, int n) {
+    __m256 acc = _mm256_setzero_ps();
+    int j = 0;
+    float sum;
+    for (; j + 8 <= n; j += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(w + j), _mm256_loadu_ps(x + j), acc);
+    sum = slm__hsum256(acc);
+    for (; j < n; j++) sum += w[j] * x[j];
+    return sum;
+}
+
+static float slm__dot_f16(const uint16_t *w, const float *x, int n) {
+    __m256 acc = _mm256_setzero_ps();
+    int j = 0;
+    float sum;
+    for (; j + 8 <= n; j += 8)
+        acc = _mm256_fmadd_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(w + j))), _mm256_loadu_ps(x + j), acc);
+    sum = slm__hsum256(acc);
+    for (; j < n; j++) sum += slm_fp16_to_fp32(w[j]) * x[j];
+    return sum;
+}
+
+static float slm__dot_bf16(const uint16_t *w, const float *x, int n) {
+    __m256 acc = _mm256_setzero_ps();
+    int j = 0;
+    float sum;
+    for (; j + 8 <= n; j += 8) {
+        __m256i h = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(w + j)));
+        acc = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(h, 16)), _mm256_loadu_ps(x + j), acc);
+    }
+    sum = slm__hsum256(acc);
+    for (; j < n; j++) sum += slm_bf16_to_fp32(w[j]) * x[j];
+    return sum;
+}
+
+/* signed x signed bytes summed in groups of four into 8 int32 lanes */
+static __m256i slm__dot_s8s8_256(__m256i w, __m256i x) {
+    __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(w, x));
+    return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+}
+
+static float slm__dot_q8_0(const slm__block_q8_0 *w, const slm__block_q8_0 *x, int n_blocks) {
+    __m256 acc = _mm256_setzero_ps();
+    int b;
+    for (b = 0; b < n_blocks; b++) {
+        __m256i sumi = slm__dot_s8s8_256(_mm256_loadu_si256((const __m256i *)w[b].q), _mm256_loadu_si256((const __m256i *)x[b].q));
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(slm_fp16_to_fp32(w[b].d) * slm_fp16_to_fp32(x[b].d)), acc);
+    }
+    return slm__hsum256(acc);
+}
+
+static float slm__dot_q4_0(const slm__block_q4_0 *w, const slm__block_q8_0 *x, int n_blocks) {
+    __m256 acc = _mm256_setzero_ps();
+    const __m128i low4 = _mm_set1_epi8(0x0f), eight = _mm_set1_epi8(8);
+    int b;
+    for (b = 0; b < n_blocks; b++) {
+        __m128i q = _mm_loadu_si128((const __m128i *)w[b].q);
+        __m128i lo = _mm_sub_epi8(_mm_and_si128(q, low4), eight), hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), low4), eight);
+        __m256i wv = _mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1);
+        __m256i sumi = slm__dot_s8s8_256(wv, _mm256_loadu_si256((const __m256i *)x[b].q));
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(slm_fp16_to_fp32(w[b].d) * slm_fp16_to_fp32(x[b].d)), acc);
+    }
+    return slm__hsum256(acc);
+}
+
+#else
+#define slm__dot_f32 slm__dot_f32_ref
+#define slm__dot_f16 slm__dot_f16_ref
+#define slm__dot_bf16 slm__dot_bf16_ref
+#define slm__dot_q8_0 slm__dot_q8_0_ref
+#define slm__dot_q4_0 slm__dot_q4_0_ref
+#endif
+
+/* One output of W x: row `row` against one token's activations (x, or xq for quantized weights). */
 static float slm__row_dot(const slm__tensor *w, int row, const float *x, const slm__block_q8_0 *xq) {
     int n = (int)w->ne[0];
     const uint8_t *r = (const uint8_t *)w->data + (size_t)row * slm_type_row_size(w->type, n);
@@ -1992,34 +2207,66 @@ static float slm__row_dot(const slm__tensor *w, int row, const float *x, const s
     case SLM_TYPE_F32: return slm__dot_f32((const float *)r, x, n);
     case SLM_TYPE_F16: return slm__dot_f16((const uint16_t *)r, x, n);
     case SLM_TYPE_BF16: return slm__dot_bf16((const uint16_t *)r, x, n);
-    case SLM_TYPE_Q8_0: return slm__dot_q8_0_q8_0((const slm__block_q8_0 *)r, xq, n / SLM__QK);
-    case SLM_TYPE_Q4_0: return slm__dot_q4_0_q8_0((const slm__block_q4_0 *)r, xq, n / SLM__QK);
+    case SLM_TYPE_Q8_0: return slm__dot_q8_0((const slm__block_q8_0 *)r, xq, n / SLM__QK);
+    case SLM_TYPE_Q4_0: return slm__dot_q4_0((const slm__block_q4_0 *)r, xq, n / SLM__QK);
     }
     return 0.0f;
 }
 
+static int slm__type_is_quantized(int type) { return type == SLM_TYPE_Q8_0 || type == SLM_TYPE_Q4_0; }
+
+/* y[t][r] (or += with accumulate) for rows r0..r1 of w and n_tok tokens. Rows
+   go in groups of four so each group's weights are read from memory once and
+   reused from cache by every token of the batch. */
+static void slm__matmul(const slm__tensor *w, int r0, int r1, const float *x, size_t x_stride,
+                        const slm__block_q8_0 *xq, size_t xq_stride, int n_tok, float *y, size_t y_stride, int accumulate) {
+    int r, t, rr;
+    for (r = r0; r < r1; r += 4) {
+        int r_end = SLM__MIN(r + 4, r1);
+        for (t = 0; t < n_tok; t++) {
+            const float *xt = x + (size_t)t * x_stride;
+            const slm__block_q8_0 *xqt = xq ? xq + (size_t)t * xq_stride : NULL;
+            float *yt = y + (size_t)t * y_stride;
+            for (rr = r; rr < r_end; rr++) {
+                float d = slm__row_dot(w, rr, xt, xqt);
+                if (accumulate) yt[rr] += d; else yt[rr] = d;
+            }
+        }
+    }
+}
+
 /* ---- transformer forward pass ---------------------------------------------
-   Owns the session: KV cache, activation buffers, and the per-token pass
-   embedding -> n_layers x (RMSNorm, q/k/v with optional bias and q/k norm,
-   RoPE, grouped-query causal attention, output projection, RMSNorm, SwiGLU)
-   -> final RMSNorm -> logits. The arithmetic order follows llama2.c's run.c
-   so an f32 model reproduces it. All buffers are allocated in
-   slm_session_new; nothing is allocated per token. */
+   Owns the session: KV cache, activation buffers, and the pass over a batch
+   of tokens: embedding -> n_layers x (RMSNorm, q/k/v with optional bias and
+   q/k norm, RoPE, grouped-query causal attention, output projection, RMSNorm,
+   SwiGLU) -> final RMSNorm -> logits of the last token. The whole pass is one
+   parallel region: every step splits its work (rows of a matrix, tokens,
+   heads) by thread index and ends at a barrier, so threads start once per
+   call, not once per operation, and each output is computed by the same code
+   whatever the thread count. Elementwise arithmetic follows llama2.c's run.c.
+   All buffers are allocated in slm_session_new; nothing is allocated per
+   token. */
+
+#define SLM__BATCH 64   /* tokens per pass of slm_eval: enough to reuse each weight row from cache */
 
 typedef struct slm__cand { float logit; slm_token id; } slm__cand;   /* sampler scratch */
 
 struct slm_session {
     const slm_model *model;
     slm_allocator alloc;
-    int n_ctx, n_threads, kv_type, n_past, logits_valid;
-    int kv_dim, q_dim;
+    int n_ctx, n_threads, kv_type, n_past, logits_valid, n_batch;
+    int kv_dim, q_dim, xq_blocks;
     slm_token *tokens;             /* what the KV cache holds, n_ctx */
-    float *x, *xb, *xb2, *q, *k, *v, *hb, *hb2, *att, *logits;
-    slm__block_q8_0 *xq;           /* activations quantized for q8_0/q4_0 weights */
+    float *x, *xn, *q, *k, *v, *ao, *hb, *hb2;   /* [n_batch][width] */
+    float *att;                    /* [n_threads][n_ctx] attention scores */
+    float *rope_cs;                /* [n_batch][head_dim/2][2] cos, sin */
+    float *logits;
+    slm__block_q8_0 *xq;           /* [n_batch][xq_blocks] activations quantized for q8_0/q4_0 weights */
     void *key_cache, *value_cache; /* [layer][pos][kv_dim], f32 or f16 */
-    float *rope_freq, *rope_cos, *rope_sin;
+    float *rope_freq;
     slm__cand *cand;
     uint64_t rng;
+    slm_gen_stats stats;
     char error[512];
 };
 
@@ -2028,19 +2275,6 @@ static slm_result slm__fail(slm_session *s, slm_result code, const char *fmt, ..
     va_start(ap, fmt); slm__vformat(s->error, sizeof s->error, fmt, ap); va_end(ap);
     slm__log(s->model->log, s->model->log_user, SLM_LOG_ERROR, "%s", s->error);
     return code;
-}
-
-static void slm__matvec(slm_session *s, const slm__tensor *w, const float *x, float *y) {
-    int rows = (int)w->ne[1], i;
-    const slm__block_q8_0 *xq = NULL;
-    if (w->type == SLM_TYPE_Q8_0 || w->type == SLM_TYPE_Q4_0) {
-        slm__quantize_q8_0(x, s->xq, w->ne[0]);
-        xq = s->xq;
-    }
-#ifdef SLM__OPENMP
-#pragma omp parallel for num_threads(s->n_threads) schedule(static) if (s->n_threads > 1 && (int64_t)rows * w->ne[0] >= 65536)
-#endif
-    for (i = 0; i < rows; i++) y[i] = slm__row_dot(w, i, x, xq);
 }
 
 static void slm__rmsnorm(float *o, const float *x, const float *weight, int n, float eps) {
@@ -2061,138 +2295,220 @@ static void slm__softmax(float *x, int n) {
     for (i = 0; i < n; i++) x[i] /= sum;
 }
 
-static void slm__add_bias(float *x, const slm__tensor *b, int n) {
-    const float *bias = (const float *)b->data;
+static void slm__add_bias(float *x, const slm__tensor *b, int offset, int n) {
+    const float *bias = (const float *)b->data + offset;
     int i;
     for (i = 0; i < n; i++) x[i] += bias[i];
 }
 
-static void slm__rope(const slm_session *s, float *vec, int n_heads) {
+static void slm__rope_head(const slm_session *s, float *v, const float *cs) {
     const slm_model_info *in = &s->model->info;
-    int hd = in->head_dim, half = hd / 2, h, i;
-    int stride = in->rope_kind == 1 ? half : 1;   /* partner of element i: i+half (NeoX) or i+1 */
-    for (h = 0; h < n_heads; h++) {
-        float *v = vec + (size_t)h * hd;
-        for (i = 0; i < half; i++) {
-            int a = in->rope_kind == 1 ? i : 2 * i;
-            float v0 = v[a], v1 = v[a + stride], c = s->rope_cos[i], sn = s->rope_sin[i];
-            v[a] = v0 * c - v1 * sn;
-            v[a + stride] = v0 * sn + v1 * c;
-        }
+    int half = in->head_dim / 2, i;
+    int stride = in->rope_kind == 1 ? half : 1;   /* partner of element a: a+half (NeoX) or a+1 */
+    for (i = 0; i < half; i++) {
+        int a = in->rope_kind == 1 ? i : 2 * i;
+        float v0 = v[a], v1 = v[a + stride], c = cs[2 * i], sn = cs[2 * i + 1];
+        v[a] = v0 * c - v1 * sn;
+        v[a + stride] = v0 * sn + v1 * c;
     }
 }
 
-static float *slm__kv_f32(const slm_session *s, void *cache, int layer, int pos) {
-    return (float *)cache + ((size_t)layer * s->n_ctx + pos) * s->kv_dim;
-}
-static uint16_t *slm__kv_f16(const slm_session *s, void *cache, int layer, int pos) {
-    return (uint16_t *)cache + ((size_t)layer * s->n_ctx + pos) * s->kv_dim;
+static void *slm__kv_at(const slm_session *s, void *cache, int layer, int pos) {
+    size_t i = ((size_t)layer * s->n_ctx + pos) * s->kv_dim;
+    return s->kv_type == SLM_TYPE_F32 ? (void *)((float *)cache + i) : (void *)((uint16_t *)cache + i);
 }
 
-static void slm__attention(slm_session *s, int layer, int pos) {
-    const slm_model_info *in = &s->model->info;
-    int hd = in->head_dim, group = in->n_heads / in->n_kv_heads, h;
-    float scale = sqrtf((float)hd);
+/* [*a, *b): this thread's share of n items */
+static void slm__share(int n, int ith, int nth, int *a, int *b) {
+    *a = (int)((int64_t)n * ith / nth);
+    *b = (int)((int64_t)n * (ith + 1) / nth);
+}
+
+static void slm__barrier(void) {
 #ifdef SLM__OPENMP
-#pragma omp parallel for num_threads(s->n_threads) schedule(static) if (s->n_threads > 1 && pos >= 64)
+#pragma omp barrier
 #endif
-    for (h = 0; h < in->n_heads; h++) {
-        const float *q = s->q + (size_t)h * hd;
-        float *att = s->att + (size_t)h * s->n_ctx, *out = s->xb2 + (size_t)h * hd;
-        size_t kv_off = (size_t)(h / group) * hd;
-        int t, i;
-        for (t = 0; t <= pos; t++) {
-            float score = 0.0f;
-            if (s->kv_type == SLM_TYPE_F32) {
-                const float *k = slm__kv_f32(s, s->key_cache, layer, t) + kv_off;
-                for (i = 0; i < hd; i++) score += q[i] * k[i];
-            } else {
-                const uint16_t *k = slm__kv_f16(s, s->key_cache, layer, t) + kv_off;
-                for (i = 0; i < hd; i++) score += q[i] * slm_fp16_to_fp32(k[i]);
-            }
-            att[t] = score / scale;
-        }
-        slm__softmax(att, pos + 1);
-        for (i = 0; i < hd; i++) out[i] = 0.0f;
-        for (t = 0; t <= pos; t++) {
-            float a = att[t];
-            if (s->kv_type == SLM_TYPE_F32) {
-                const float *v = slm__kv_f32(s, s->value_cache, layer, t) + kv_off;
-                for (i = 0; i < hd; i++) out[i] += a * v[i];
-            } else {
-                const uint16_t *v = slm__kv_f16(s, s->value_cache, layer, t) + kv_off;
-                for (i = 0; i < hd; i++) out[i] += a * slm_fp16_to_fp32(v[i]);
-            }
+}
+
+/* Rows [a, b) of the stacked matrices w[0..count) (each w[i]->ne[1] rows) over the batch. */
+static void slm__matmul_stacked(const slm_session *s, const slm__tensor *const *w, float *const *y, const int *y_stride,
+                                int count, int a, int b, const float *x, size_t x_stride, int n_tok, int accumulate) {
+    int i, off = 0;
+    for (i = 0; i < count; i++) {
+        int rows = (int)w[i]->ne[1], lo = SLM__MAX(a - off, 0), hi = SLM__MIN(b - off, rows);
+        if (lo < hi)
+            slm__matmul(w[i], lo, hi, x, x_stride, slm__type_is_quantized(w[i]->type) ? s->xq : NULL,
+                        (size_t)s->xq_blocks, n_tok, y[i], (size_t)y_stride[i], accumulate);
+        off += rows;
+    }
+}
+
+/* Quantizes this thread's tokens of x (width n) when w needs q8_0 activations. */
+static void slm__quantize_tokens(const slm_session *s, const slm__tensor *w, const float *x, size_t stride, int n, int n_tok, int ith, int nth) {
+    int t;
+    if (!slm__type_is_quantized(w->type)) return;
+    for (t = ith; t < n_tok; t += nth) slm__quantize_q8_0(x + (size_t)t * stride, s->xq + (size_t)t * s->xq_blocks, n);
+}
+
+static void slm__attend(slm_session *s, int layer, int t, int h, float *att) {
+    const slm_model_info *in = &s->model->info;
+    int hd = in->head_dim, pos = s->n_past + t, p, i;
+    const float *q = s->q + (size_t)t * s->q_dim + (size_t)h * hd;
+    float *out = s->ao + (size_t)t * s->q_dim + (size_t)h * hd, scale = sqrtf((float)hd);
+    size_t kv_off = (size_t)(h / (in->n_heads / in->n_kv_heads)) * hd;
+    for (p = 0; p <= pos; p++) {
+        float score = s->kv_type == SLM_TYPE_F32
+            ? slm__dot_f32((const float *)slm__kv_at(s, s->key_cache, layer, p) + kv_off, q, hd)
+            : slm__dot_f16((const uint16_t *)slm__kv_at(s, s->key_cache, layer, p) + kv_off, q, hd);
+        att[p] = score / scale;
+    }
+    slm__softmax(att, pos + 1);
+    for (i = 0; i < hd; i++) out[i] = 0.0f;
+    for (p = 0; p <= pos; p++) {
+        float a = att[p];
+        if (s->kv_type == SLM_TYPE_F32) {
+            const float *v = (const float *)slm__kv_at(s, s->value_cache, layer, p) + kv_off;
+            for (i = 0; i < hd; i++) out[i] += a * v[i];
+        } else {
+            const uint16_t *v = (const uint16_t *)slm__kv_at(s, s->value_cache, layer, p) + kv_off;
+            for (i = 0; i < hd; i++) out[i] += a * slm_fp16_to_fp32(v[i]);
         }
     }
 }
 
-/* Runs one token at position s->n_past; computes logits only when asked. */
-static void slm__forward(slm_session *s, slm_token token, int want_logits) {
+/* One thread's part of the pass over tokens[0..n) at positions n_past.. */
+static void slm__forward_worker(slm_session *s, const slm_token *tokens, int n, int want_logits, int ith, int nth) {
     const slm_model *m = s->model;
     const slm_model_info *in = &m->info;
-    int dim = in->dim, hd = in->head_dim, pos = s->n_past, l, i;
-    float eps = in->norm_eps, pos_f = (float)pos * in->rope_freq_scale;
+    int dim = in->dim, hd = in->head_dim, ffn = in->ffn_dim, qd = s->q_dim, kvd = s->kv_dim;
+    int n_heads = in->n_heads, n_kv = in->n_kv_heads, l, t, i, a, b;
+    float eps = in->norm_eps, *att = s->att + (size_t)ith * s->n_ctx;
 
-    slm_dequantize_row(m->tok_embd->type, (const uint8_t *)m->tok_embd->data + (size_t)token * slm_type_row_size(m->tok_embd->type, dim), s->x, dim);
-    for (i = 0; i < hd / 2; i++) {
-        float val = pos_f * s->rope_freq[i];
-        s->rope_cos[i] = cosf(val);
-        s->rope_sin[i] = sinf(val);
+    for (t = ith; t < n; t += nth) {
+        float pos_f = (float)(s->n_past + t) * in->rope_freq_scale, *cs = s->rope_cs + (size_t)t * hd;
+        slm_dequantize_row(m->tok_embd->type, (const uint8_t *)m->tok_embd->data + (size_t)tokens[t] * slm_type_row_size(m->tok_embd->type, dim),
+                           s->x + (size_t)t * dim, dim);
+        for (i = 0; i < hd / 2; i++) {
+            float val = pos_f * s->rope_freq[i];
+            cs[2 * i] = cosf(val);
+            cs[2 * i + 1] = sinf(val);
+        }
     }
     for (l = 0; l < in->n_layers; l++) {
         const slm__layer *L = &m->layers[l];
-        slm__rmsnorm(s->xb, s->x, (const float *)L->attn_norm->data, dim, eps);
-        slm__matvec(s, L->wq, s->xb, s->q);
-        slm__matvec(s, L->wk, s->xb, s->k);
-        slm__matvec(s, L->wv, s->xb, s->v);
-        if (L->bq) { slm__add_bias(s->q, L->bq, s->q_dim); slm__add_bias(s->k, L->bk, s->kv_dim); slm__add_bias(s->v, L->bv, s->kv_dim); }
-        if (L->q_norm) {
-            for (i = 0; i < in->n_heads; i++) slm__rmsnorm(s->q + (size_t)i * hd, s->q + (size_t)i * hd, (const float *)L->q_norm->data, hd, eps);
-            for (i = 0; i < in->n_kv_heads; i++) slm__rmsnorm(s->k + (size_t)i * hd, s->k + (size_t)i * hd, (const float *)L->k_norm->data, hd, eps);
-        }
-        slm__rope(s, s->q, in->n_heads);
-        slm__rope(s, s->k, in->n_kv_heads);
-        if (s->kv_type == SLM_TYPE_F32) {
-            memcpy(slm__kv_f32(s, s->key_cache, l, pos), s->k, (size_t)s->kv_dim * sizeof(float));
-            memcpy(slm__kv_f32(s, s->value_cache, l, pos), s->v, (size_t)s->kv_dim * sizeof(float));
-        } else {
-            uint16_t *kc = slm__kv_f16(s, s->key_cache, l, pos), *vc = slm__kv_f16(s, s->value_cache, l, pos);
-            for (i = 0; i < s->kv_dim; i++) { kc[i] = slm_fp32_to_fp16(s->k[i]); vc[i] = slm_fp32_to_fp16(s->v[i]); }
-        }
-        slm__attention(s, l, pos);
-        slm__matvec(s, L->wo, s->xb2, s->xb);
-        for (i = 0; i < dim; i++) s->x[i] += s->xb[i];
+        const slm__tensor *qkv_w[3];
+        float *qkv_y[3];
+        int qkv_stride[3];
+        qkv_w[0] = L->wq; qkv_w[1] = L->wk; qkv_w[2] = L->wv;
+        qkv_y[0] = s->q; qkv_y[1] = s->k; qkv_y[2] = s->v;
+        qkv_stride[0] = qd; qkv_stride[1] = kvd; qkv_stride[2] = kvd;
+        slm__barrier();
 
-        slm__rmsnorm(s->xb, s->x, (const float *)L->ffn_norm->data, dim, eps);
-        slm__matvec(s, L->w_gate, s->xb, s->hb);
-        slm__matvec(s, L->w_up, s->xb, s->hb2);
-        for (i = 0; i < in->ffn_dim; i++) {
-            float val = s->hb[i];
-            val *= (1.0f / (1.0f + expf(-val)));   /* SiLU */
-            s->hb[i] = val * s->hb2[i];
+        /* attention block */
+        for (t = ith; t < n; t += nth) slm__rmsnorm(s->xn + (size_t)t * dim, s->x + (size_t)t * dim, (const float *)L->attn_norm->data, dim, eps);
+        slm__quantize_tokens(s, L->wq, s->xn, (size_t)dim, dim, n, ith, nth);
+        slm__barrier();
+        slm__share(qd + 2 * kvd, ith, nth, &a, &b);
+        slm__matmul_stacked(s, qkv_w, qkv_y, qkv_stride, 3, a, b, s->xn, (size_t)dim, n, 0);
+        slm__barrier();
+        slm__share(n * (n_heads + n_kv), ith, nth, &a, &b);
+        for (i = a; i < b; i++) {
+            int tt = i / (n_heads + n_kv), h = i % (n_heads + n_kv);
+            const float *cs = s->rope_cs + (size_t)tt * hd;
+            if (h < n_heads) {
+                float *q = s->q + (size_t)tt * qd + (size_t)h * hd;
+                if (L->bq) slm__add_bias(q, L->bq, h * hd, hd);
+                if (L->q_norm) slm__rmsnorm(q, q, (const float *)L->q_norm->data, hd, eps);
+                slm__rope_head(s, q, cs);
+            } else {
+                int j, kh = h - n_heads;
+                float *k = s->k + (size_t)tt * kvd + (size_t)kh * hd, *v = s->v + (size_t)tt * kvd + (size_t)kh * hd;
+                void *kc = slm__kv_at(s, s->key_cache, l, s->n_past + tt), *vc = slm__kv_at(s, s->value_cache, l, s->n_past + tt);
+                if (L->bk) { slm__add_bias(k, L->bk, kh * hd, hd); slm__add_bias(v, L->bv, kh * hd, hd); }
+                if (L->k_norm) slm__rmsnorm(k, k, (const float *)L->k_norm->data, hd, eps);
+                slm__rope_head(s, k, cs);
+                if (s->kv_type == SLM_TYPE_F32) {
+                    memcpy((float *)kc + (size_t)kh * hd, k, (size_t)hd * sizeof(float));
+                    memcpy((float *)vc + (size_t)kh * hd, v, (size_t)hd * sizeof(float));
+                } else {
+                    for (j = 0; j < hd; j++) {
+                        ((uint16_t *)kc)[(size_t)kh * hd + j] = slm_fp32_to_fp16(k[j]);
+                        ((uint16_t *)vc)[(size_t)kh * hd + j] = slm_fp32_to_fp16(v[j]);
+                    }
+                }
+            }
         }
-        slm__matvec(s, L->w_down, s->hb, s->xb);
-        for (i = 0; i < dim; i++) s->x[i] += s->xb[i];
+        slm__barrier();
+        slm__share(n * n_heads, ith, nth, &a, &b);
+        for (i = a; i < b; i++) slm__attend(s, l, i / n_heads, i % n_heads, att);
+        slm__barrier();
+        if (slm__type_is_quantized(L->wo->type)) {
+            slm__quantize_tokens(s, L->wo, s->ao, (size_t)qd, qd, n, ith, nth);
+            slm__barrier();
+        }
+        slm__share(dim, ith, nth, &a, &b);
+        slm__matmul_stacked(s, &L->wo, &s->x, &dim, 1, a, b, s->ao, (size_t)qd, n, 1);   /* x += Wo attn */
+        slm__barrier();
+
+        /* feed-forward block */
+        for (t = ith; t < n; t += nth) slm__rmsnorm(s->xn + (size_t)t * dim, s->x + (size_t)t * dim, (const float *)L->ffn_norm->data, dim, eps);
+        slm__quantize_tokens(s, L->w_gate, s->xn, (size_t)dim, dim, n, ith, nth);
+        slm__barrier();
+        slm__share(ffn, ith, nth, &a, &b);
+        slm__matmul_stacked(s, &L->w_gate, &s->hb, &ffn, 1, a, b, s->xn, (size_t)dim, n, 0);
+        slm__matmul_stacked(s, &L->w_up, &s->hb2, &ffn, 1, a, b, s->xn, (size_t)dim, n, 0);
+        for (t = 0; t < n; t++) {
+            float *g = s->hb + (size_t)t * ffn, *u = s->hb2 + (size_t)t * ffn;
+            for (i = a; i < b; i++) {
+                float val = g[i];
+                val *= (1.0f / (1.0f + expf(-val)));   /* SiLU */
+                g[i] = val * u[i];
+            }
+        }
+        slm__barrier();
+        if (slm__type_is_quantized(L->w_down->type)) {
+            slm__quantize_tokens(s, L->w_down, s->hb, (size_t)ffn, ffn, n, ith, nth);
+            slm__barrier();
+        }
+        slm__share(dim, ith, nth, &a, &b);
+        slm__matmul_stacked(s, &L->w_down, &s->x, &dim, 1, a, b, s->hb, (size_t)ffn, n, 1);   /* x += Wdown h */
     }
-    s->tokens[pos] = token;
-    s->n_past = pos + 1;
-    if (want_logits) {
-        slm__rmsnorm(s->x, s->x, (const float *)m->output_norm->data, dim, eps);
-        slm__matvec(s, m->output, s->x, s->logits);
+    if (!want_logits) return;
+    slm__barrier();
+    if (ith == 0) {
+        slm__rmsnorm(s->xn, s->x + (size_t)(n - 1) * dim, (const float *)m->output_norm->data, dim, eps);
+        slm__quantize_tokens(s, m->output, s->xn, (size_t)dim, dim, 1, 0, 1);
     }
+    slm__barrier();
+    slm__share(in->n_vocab, ith, nth, &a, &b);
+    slm__matmul_stacked(s, &m->output, &s->logits, &in->n_vocab, 1, a, b, s->xn, (size_t)dim, 1, 0);
+}
+
+/* Runs n <= n_batch tokens at positions n_past.. and appends them to the cache. */
+static void slm__forward(slm_session *s, const slm_token *tokens, int n, int want_logits) {
+#ifdef SLM__OPENMP
+    /* a pass costs about n_params x n multiply-adds; below ~4M per thread the
+       barriers cost more than the second thread saves */
+    int nth = (int)SLM__MIN((uint64_t)s->n_threads, s->model->info.n_params * (uint64_t)n / 4000000u + 1u);
+    if (nth > 1) {
+#pragma omp parallel num_threads(nth)
+        slm__forward_worker(s, tokens, n, want_logits, omp_get_thread_num(), omp_get_num_threads());
+    } else
+#endif
+    slm__forward_worker(s, tokens, n, want_logits, 0, 1);
+    memcpy(s->tokens + s->n_past, tokens, (size_t)n * sizeof(slm_token));
+    s->n_past += n;
 }
 
 SLM_API void slm_session_free(slm_session *s) {
     const slm_allocator *a;
     if (!s) return;
     a = &s->alloc;
-    slm__free(a, s->tokens); slm__free(a, s->x); slm__free(a, s->xb); slm__free(a, s->xb2);
-    slm__free(a, s->q); slm__free(a, s->k); slm__free(a, s->v); slm__free(a, s->hb); slm__free(a, s->hb2);
-    slm__free(a, s->att); slm__free(a, s->logits); slm__free(a, s->xq);
+    slm__free(a, s->tokens); slm__free(a, s->x); slm__free(a, s->xn); slm__free(a, s->q); slm__free(a, s->k);
+    slm__free(a, s->v); slm__free(a, s->ao); slm__free(a, s->hb); slm__free(a, s->hb2);
+    slm__free(a, s->att); slm__free(a, s->rope_cs); slm__free(a, s->logits); slm__free(a, s->xq);
     slm__free(a, s->key_cache); slm__free(a, s->value_cache);
-    slm__free(a, s->rope_freq); slm__free(a, s->rope_cos); slm__free(a, s->rope_sin);
-    slm__free(a, s->cand);
+    slm__free(a, s->rope_freq); slm__free(a, s->cand);
     a->free(s, a->user);
 }
 
@@ -2205,73 +2521,79 @@ static uint64_t slm__splitmix64(uint64_t *state) {
 
 static void slm__seed(slm_session *s, uint64_t seed) { s->rng = seed ? seed : 0x5EEDu; }
 
+static slm_result slm__session_new_fail(const slm_model *m, const slm_session_desc *d, slm_result code, const char *fmt, ...) {
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt); slm__vformat(msg, sizeof msg, fmt, ap); va_end(ap);
+    if (d->error && d->error_cap) slm__format(d->error, d->error_cap, "%s", msg);
+    slm__log(m->log, m->log_user, SLM_LOG_ERROR, "%s", msg);
+    return code;
+}
+
 SLM_API slm_result slm_session_new(slm_session **out, const slm_model *m, const slm_session_desc *desc) {
     slm_session_desc d;
     const slm_model_info *in;
     slm_allocator a;
     slm_session *s;
     uint64_t kv_elems;
-    size_t kv_bytes, elt;
-    int scratch, i;
+    size_t kv_bytes, elt, nb;
+    int i;
     if (out) *out = NULL;
     if (!out || !m) return SLM_ERR_INVALID_ARG;
     in = &m->info;
     memset(&d, 0, sizeof d);
     if (desc) d = *desc;
-    if (d.n_ctx < 0 || d.n_threads < 0 || (d.kv_type != 0 && d.kv_type != SLM_TYPE_F32 && d.kv_type != SLM_TYPE_F16)) {
-        slm__log(m->log, m->log_user, SLM_LOG_ERROR, "slm_session_new: n_ctx %d, n_threads %d or kv_type %d is invalid", d.n_ctx, d.n_threads, d.kv_type);
-        return SLM_ERR_INVALID_ARG;
-    }
-    if (in->n_tensors == 0) {
-        slm__log(m->log, m->log_user, SLM_LOG_ERROR, "slm_session_new: the model file holds only a tokenizer");
-        return SLM_ERR_UNSUPPORTED;
-    }
+    if (d.error && d.error_cap) d.error[0] = 0;
+    if (d.n_ctx < 0 || d.n_ctx > (1 << 24) || d.n_threads < 0 || (d.kv_type != 0 && d.kv_type != SLM_TYPE_F32 && d.kv_type != SLM_TYPE_F16))
+        return slm__session_new_fail(m, &d, SLM_ERR_INVALID_ARG, "slm_session_new: n_ctx %d, n_threads %d or kv_type %d is invalid", d.n_ctx, d.n_threads, d.kv_type);
+    if (in->n_tensors == 0)
+        return slm__session_new_fail(m, &d, SLM_ERR_UNSUPPORTED, "slm_session_new: the model file holds only a tokenizer (no weights)");
     if (d.n_ctx == 0) d.n_ctx = SLM__MIN(in->max_seq, 4096);
     if (d.n_ctx > in->max_seq) slm__log(m->log, m->log_user, SLM_LOG_WARN, "n_ctx %d is longer than the model's training context %d", d.n_ctx, in->max_seq);
-    if (d.n_ctx > (1 << 24)) return SLM_ERR_INVALID_ARG;
 #ifdef SLM__OPENMP
     if (d.n_threads == 0) d.n_threads = omp_get_max_threads();
 #else
     d.n_threads = 1;
 #endif
     if (d.n_threads > 512) d.n_threads = 512;
-    if (d.kv_type == 0) d.kv_type = SLM_TYPE_F32;
+    /* f32 models keep an f32 cache so they reproduce float references; quantized ones halve it */
+    if (d.kv_type == 0) d.kv_type = slm__type_is_quantized(in->weight_type) ? SLM_TYPE_F16 : SLM_TYPE_F32;
 
     a = m->alloc;
     s = (slm_session *)slm__calloc(&a, 1, sizeof(slm_session));
-    if (!s) return SLM_ERR_OOM;
+    if (!s) return slm__session_new_fail(m, &d, SLM_ERR_OOM, "slm_session_new: out of memory");
     s->model = m; s->alloc = a;
     s->n_ctx = d.n_ctx; s->n_threads = d.n_threads; s->kv_type = d.kv_type;
+    s->n_batch = SLM__MIN(SLM__BATCH, d.n_ctx);
     s->q_dim = in->n_heads * in->head_dim;
     s->kv_dim = in->n_kv_heads * in->head_dim;
+    s->xq_blocks = SLM__MAX(SLM__MAX(in->dim, s->q_dim), in->ffn_dim) / SLM__QK + 1;
     elt = d.kv_type == SLM_TYPE_F32 ? 4 : 2;
     kv_elems = (uint64_t)in->n_layers * (uint64_t)d.n_ctx * (uint64_t)s->kv_dim;
-    if (kv_elems > (uint64_t)((size_t)-1 / elt)) { slm_session_free(s); return SLM_ERR_OOM; }
+    if (kv_elems > (uint64_t)((size_t)-1 / elt)) { slm_session_free(s); return slm__session_new_fail(m, &d, SLM_ERR_OOM, "slm_session_new: a KV cache of %llu values does not fit in memory", (unsigned long long)kv_elems * 2); }
     kv_bytes = (size_t)kv_elems * elt;
-    scratch = SLM__MAX(SLM__MAX(in->dim, s->q_dim), in->ffn_dim);
+    nb = (size_t)s->n_batch;
     s->tokens = (slm_token *)slm__calloc(&a, (size_t)d.n_ctx, sizeof(slm_token));
-    s->x = (float *)slm__calloc(&a, (size_t)scratch, sizeof(float));
-    s->xb = (float *)slm__calloc(&a, (size_t)scratch, sizeof(float));
-    s->xb2 = (float *)slm__calloc(&a, (size_t)scratch, sizeof(float));
-    s->q = (float *)slm__calloc(&a, (size_t)s->q_dim, sizeof(float));
-    s->k = (float *)slm__calloc(&a, (size_t)s->kv_dim, sizeof(float));
-    s->v = (float *)slm__calloc(&a, (size_t)s->kv_dim, sizeof(float));
-    s->hb = (float *)slm__calloc(&a, (size_t)in->ffn_dim, sizeof(float));
-    s->hb2 = (float *)slm__calloc(&a, (size_t)in->ffn_dim, sizeof(float));
-    s->att = (float *)slm__calloc(&a, (size_t)in->n_heads * (size_t)d.n_ctx, sizeof(float));
+    s->x = (float *)slm__calloc(&a, nb * (size_t)in->dim, sizeof(float));
+    s->xn = (float *)slm__calloc(&a, nb * (size_t)in->dim, sizeof(float));
+    s->q = (float *)slm__calloc(&a, nb * (size_t)s->q_dim, sizeof(float));
+    s->k = (float *)slm__calloc(&a, nb * (size_t)s->kv_dim, sizeof(float));
+    s->v = (float *)slm__calloc(&a, nb * (size_t)s->kv_dim, sizeof(float));
+    s->ao = (float *)slm__calloc(&a, nb * (size_t)s->q_dim, sizeof(float));
+    s->hb = (float *)slm__calloc(&a, nb * (size_t)in->ffn_dim, sizeof(float));
+    s->hb2 = (float *)slm__calloc(&a, nb * (size_t)in->ffn_dim, sizeof(float));
+    s->att = (float *)slm__calloc(&a, (size_t)d.n_threads * (size_t)d.n_ctx, sizeof(float));
+    s->rope_cs = (float *)slm__calloc(&a, nb * (size_t)in->head_dim, sizeof(float));
     s->logits = (float *)slm__calloc(&a, (size_t)in->n_vocab, sizeof(float));
-    s->xq = (slm__block_q8_0 *)slm__calloc(&a, (size_t)scratch / SLM__QK + 1, sizeof(slm__block_q8_0));
+    s->xq = (slm__block_q8_0 *)slm__calloc(&a, nb * (size_t)s->xq_blocks, sizeof(slm__block_q8_0));
     s->key_cache = slm__calloc(&a, kv_bytes, 1);
     s->value_cache = slm__calloc(&a, kv_bytes, 1);
     s->rope_freq = (float *)slm__calloc(&a, (size_t)in->head_dim / 2, sizeof(float));
-    s->rope_cos = (float *)slm__calloc(&a, (size_t)in->head_dim / 2, sizeof(float));
-    s->rope_sin = (float *)slm__calloc(&a, (size_t)in->head_dim / 2, sizeof(float));
     s->cand = (slm__cand *)slm__calloc(&a, (size_t)in->n_vocab, sizeof(slm__cand));
-    if (!s->tokens || !s->x || !s->xb || !s->xb2 || !s->q || !s->k || !s->v || !s->hb || !s->hb2 || !s->att ||
-        !s->logits || !s->xq || !s->key_cache || !s->value_cache || !s->rope_freq || !s->rope_cos || !s->rope_sin || !s->cand) {
-        slm__log(m->log, m->log_user, SLM_LOG_ERROR, "slm_session_new: out of memory (KV cache %zu bytes)", kv_bytes * 2);
+    if (!s->tokens || !s->x || !s->xn || !s->q || !s->k || !s->v || !s->ao || !s->hb || !s->hb2 || !s->att || !s->rope_cs ||
+        !s->logits || !s->xq || !s->key_cache || !s->value_cache || !s->rope_freq || !s->cand) {
         slm_session_free(s);
-        return SLM_ERR_OOM;
+        return slm__session_new_fail(m, &d, SLM_ERR_OOM, "slm_session_new: out of memory (KV cache %zu bytes)", kv_bytes * 2);
     }
     for (i = 0; i < in->head_dim / 2; i++)
         s->rope_freq[i] = 1.0f / powf(in->rope_theta, (float)(2 * i) / (float)in->head_dim);
@@ -2283,6 +2605,11 @@ SLM_API slm_result slm_session_new(slm_session **out, const slm_model *m, const 
 SLM_API const char *slm_session_error(const slm_session *s) { return s ? s->error : ""; }
 SLM_API int slm_session_n_past(const slm_session *s) { return s ? s->n_past : -1; }
 SLM_API int slm_session_n_ctx(const slm_session *s) { return s ? s->n_ctx : -1; }
+SLM_API slm_result slm_session_stats(const slm_session *s, slm_gen_stats *out) {
+    if (!s || !out) return SLM_ERR_INVALID_ARG;
+    *out = s->stats;
+    return SLM_OK;
+}
 
 SLM_API slm_result slm_eval(slm_session *s, const slm_token *tokens, int n) {
     int i, n_vocab;
@@ -2295,7 +2622,10 @@ SLM_API slm_result slm_eval(slm_session *s, const slm_token *tokens, int n) {
         if (tokens[i] < 0 || tokens[i] >= n_vocab)
             return slm__fail(s, SLM_ERR_INVALID_ARG, "slm_eval: token %d at index %d is outside the vocabulary of %d", (int)tokens[i], i, n_vocab);
     s->logits_valid = 0;
-    for (i = 0; i < n; i++) slm__forward(s, tokens[i], i == n - 1);
+    for (i = 0; i < n; i += s->n_batch) {
+        int chunk = SLM__MIN(s->n_batch, n - i);
+        slm__forward(s, tokens + i, chunk, i + chunk == n);
+    }
     s->logits_valid = 1;
     return SLM_OK;
 }
@@ -2340,6 +2670,12 @@ static void slm__select_top(slm__cand *c, int n, int k) {
     }
 }
 
+static int slm__opts_valid(const slm_gen_opts *o) {
+    return o->max_tokens >= 0 && o->n_stop >= 0 && (o->n_stop == 0 || o->stop) && o->top_k >= 0 && o->repeat_last_n >= 0 &&
+           o->temperature == o->temperature && o->top_p >= 0.0f && o->min_p >= 0.0f && o->min_p <= 1.0f &&
+           o->repeat_penalty >= 0.0f && o->repeat_penalty < 1e30f;   /* comparisons are false for NaN */
+}
+
 SLM_API slm_token slm_sample(slm_session *s, const slm_gen_opts *opts) {
     slm_gen_opts o;
     slm__cand *c;
@@ -2349,6 +2685,7 @@ SLM_API slm_token slm_sample(slm_session *s, const slm_gen_opts *opts) {
     if (!s->logits_valid) { slm__fail(s, SLM_ERR_INVALID_ARG, "slm_sample: no logits: evaluate tokens first"); return -1; }
     memset(&o, 0, sizeof o);
     if (opts) o = *opts;
+    if (!slm__opts_valid(&o)) { slm__fail(s, SLM_ERR_INVALID_ARG, "slm_sample: invalid options (top_k %d, top_p %g, min_p %g)", o.top_k, (double)o.top_p, (double)o.min_p); return -1; }
     n = s->model->info.n_vocab;
     c = s->cand;
     for (i = 0; i < n; i++) { c[i].logit = s->logits[i]; c[i].id = i; }
@@ -2473,23 +2810,26 @@ SLM_API slm_result slm_generate(slm_session *s, const char *prompt, const slm_ge
     slm__stream st;
     slm_token *toks = NULL, tok;
     size_t plen;
-    int n, common, generated = 0, k;
+    int n, common, k, strip_space;
     slm_result r = SLM_OK;
     if (out_len) *out_len = 0;
     if (out && out_cap) out[0] = 0;
     if (!s) return SLM_ERR_INVALID_ARG;
+    memset(&s->stats, 0, sizeof s->stats);
+    s->stats.stop_reason = SLM_STOP_ERROR;
     if (!prompt) return slm__fail(s, SLM_ERR_INVALID_ARG, "slm_generate: prompt is NULL");
     if (!out && out_cap) return slm__fail(s, SLM_ERR_INVALID_ARG, "slm_generate: out is NULL but out_cap is %zu", out_cap);
     memset(&o, 0, sizeof o);
     if (opts) o = *opts;
-    if (o.max_tokens < 0 || o.n_stop < 0 || (o.n_stop > 0 && !o.stop) || o.top_k < 0 || o.repeat_last_n < 0 ||
-        o.temperature != o.temperature || o.top_p != o.top_p || o.min_p != o.min_p || o.repeat_penalty < 0.0f)
-        return slm__fail(s, SLM_ERR_INVALID_ARG, "slm_generate: invalid options (max_tokens %d, n_stop %d, top_k %d)", o.max_tokens, o.n_stop, o.top_k);
+    if (!slm__opts_valid(&o))
+        return slm__fail(s, SLM_ERR_INVALID_ARG, "slm_generate: invalid options (max_tokens %d, n_stop %d, top_k %d, top_p %g, min_p %g)",
+                         o.max_tokens, o.n_stop, o.top_k, (double)o.top_p, (double)o.min_p);
     m = s->model; v = &m->vocab;
 
     plen = strlen(prompt);
     n = slm_tokenize(m, prompt, plen, SLM_TOK_BOS | SLM_TOK_SPECIAL, NULL, 0);
     if (n < 0) n = -n;
+    s->stats.n_prompt = n;
     if (n > s->n_ctx) return slm__fail(s, SLM_ERR_CONTEXT_FULL, "slm_generate: the prompt is %d tokens, the context %d", n, s->n_ctx);
     if (n > 0) {
         toks = (slm_token *)slm__alloc(&s->alloc, (size_t)n * sizeof(slm_token));
@@ -2501,10 +2841,14 @@ SLM_API slm_result slm_generate(slm_session *s, const char *prompt, const slm_ge
     } else if (!s->logits_valid) {
         return slm__fail(s, SLM_ERR_INVALID_ARG, "slm_generate: empty prompt and nothing evaluated to continue from");
     }
+    /* SentencePiece's dummy space belongs to the prompt's first word; with no
+       prompt text it would lead the output, so drop it as llama2.c does */
+    strip_space = plen == 0 && n == 1 && toks[0] == v->bos && (v->flags & SLM__TOKFLAG_SPACE_PREFIX);
     /* reuse what the cache already holds; the last prompt token is re-run unless its logits are current */
     for (common = 0; common < n && common < s->n_past && s->tokens[common] == toks[common]; common++) {}
+    s->stats.n_cached = common;
     if (n > 0 && !(common == n && s->n_past == n && s->logits_valid)) {
-        if (common == n) common--;
+        if (common == n) { common--; s->stats.n_cached = common; }
         slm_rewind(s, common);
         r = slm_eval(s, toks + common, n - common);
     }
@@ -2519,36 +2863,38 @@ SLM_API slm_result slm_generate(slm_session *s, const char *prompt, const slm_ge
     if (!st.hold) return slm__fail(s, SLM_ERR_OOM, "slm_generate: out of memory");
     slm__seed(s, o.seed);
 
-    for (;;) {
+    s->stats.stop_reason = SLM_STOP_NONE;
+    while (s->stats.stop_reason == SLM_STOP_NONE) {
         const char *piece;
         int piece_len;
-        if (o.max_tokens > 0 && generated >= o.max_tokens) break;
         tok = slm_sample(s, &o);
-        if (tok < 0) { r = SLM_ERR_INVALID_ARG; break; }
-        if (tok == v->eos || tok == v->eot) break;
-        generated++;
-        if (slm_token_type(m, tok) != SLM_TOKEN_CONTROL) {
-            piece = slm_token_piece(m, tok, &piece_len);
-            if (piece && slm__stream_push(&st, piece, (size_t)piece_len)) break;
-            if (st.cancelled) { r = SLM_ERR_CANCELLED; break; }
+        if (tok < 0) { r = SLM_ERR_INVALID_ARG; s->stats.stop_reason = SLM_STOP_ERROR; break; }
+        if (tok == v->eos || tok == v->eot) { s->stats.stop_reason = SLM_STOP_END_OF_TEXT; break; }
+        s->stats.n_generated++;
+        if (slm_token_type(m, tok) != SLM_TOKEN_CONTROL && (piece = slm_token_piece(m, tok, &piece_len)) != NULL) {
+            if (strip_space && piece_len > 0 && piece[0] == ' ') { piece++; piece_len--; }
+            strip_space = 0;
+            if (slm__stream_push(&st, piece, (size_t)piece_len)) s->stats.stop_reason = SLM_STOP_STRING;
+            else if (st.cancelled) { r = SLM_ERR_CANCELLED; s->stats.stop_reason = SLM_STOP_CANCELLED; }
         }
-        if (o.max_tokens > 0 && generated >= o.max_tokens) break;
+        if (s->stats.stop_reason != SLM_STOP_NONE) break;
+        if (o.max_tokens > 0 && s->stats.n_generated >= o.max_tokens) { s->stats.stop_reason = SLM_STOP_MAX_TOKENS; break; }
         if (s->n_past >= s->n_ctx) {
-            r = slm__fail(s, SLM_ERR_CONTEXT_FULL, "slm_generate: the %d-token context filled after %d generated tokens", s->n_ctx, generated);
+            r = slm__fail(s, SLM_ERR_CONTEXT_FULL, "slm_generate: the %d-token context filled after %d generated tokens", s->n_ctx, s->stats.n_generated);
+            s->stats.stop_reason = SLM_STOP_CONTEXT_FULL;
             break;
         }
-        slm__forward(s, tok, 1);
+        slm__forward(s, &tok, 1, 1);
         s->logits_valid = 1;
     }
     if (r != SLM_ERR_CANCELLED) slm__emit(&st, st.hold, st.hold_len);
-    if (st.cancelled && r == SLM_OK) r = SLM_ERR_CANCELLED;
-    if (r == SLM_ERR_CANCELLED) slm__format(s->error, sizeof s->error, "slm_generate: cancelled by on_token after %d tokens", generated);
+    if (st.cancelled && r == SLM_OK) { r = SLM_ERR_CANCELLED; s->stats.stop_reason = SLM_STOP_CANCELLED; }
+    if (r == SLM_ERR_CANCELLED) slm__format(s->error, sizeof s->error, "slm_generate: cancelled by on_token after %d tokens", s->stats.n_generated);
     slm__free(&s->alloc, st.hold);
     if (out && out_cap) out[st.out_len < out_cap ? st.out_len : out_cap - 1] = 0;
     if (out_len) *out_len = st.out_len;
     return r;
 }
-
 
 #endif /* SLM__IMPLEMENTED */
 #endif /* SLM_IMPLEMENTATION */

@@ -1,0 +1,57 @@
+# slm - build, demo and tests.
+#   make                  ./slm and ./slm-convert
+#   make demo             fetch stories260K, convert it, print a story
+#   make test             fast suite (< 5 min, installs nothing)
+#   make test-extended    sanitizers and slow checks (may apt-get install)
+#   make ARCH=            portable build (no -march=native)
+#   make OPENMP=          build without OpenMP
+
+CC ?= cc
+CXX ?= c++
+
+# -march=native when the compiler takes it; `make ARCH=` for a portable build.
+ifeq ($(origin ARCH),undefined)
+ARCH := $(shell $(CC) -march=native -E -x c /dev/null >/dev/null 2>&1 && echo -march=native)
+endif
+# -fopenmp when the compiler (and its runtime) can build and link with it.
+ifeq ($(origin OPENMP),undefined)
+OPENMP := $(shell printf 'int main(void){return 0;}' | $(CC) -fopenmp -x c - -o /dev/null >/dev/null 2>&1 && echo -fopenmp)
+endif
+
+CFLAGS ?= -O2 -g $(ARCH)
+WARNINGS = -Wall -Wextra
+LDLIBS = -lm
+
+SLM_MODELS ?= ../shared/models
+export SLM_MODELS
+
+.PHONY: all demo test test-extended clean
+
+all: slm slm-convert
+
+slm: examples/slm.c slm.h
+	$(CC) $(CFLAGS) $(WARNINGS) $(OPENMP) -I. -o $@ examples/slm.c $(LDFLAGS) $(LDLIBS)
+
+slm-convert: tools/slm-convert.c slm.h
+	$(CC) $(CFLAGS) $(WARNINGS) $(OPENMP) -I. -o $@ tools/slm-convert.c $(LDFLAGS) $(LDLIBS)
+
+models/stories260K.slm: | slm-convert
+	tools/fetch-stories260K.sh models
+	./slm-convert --type f32 models/stories260K.bin models/tok512.bin $@
+
+demo: all models/stories260K.slm
+	./slm run -m models/stories260K.slm -p "Once upon a time" -n 200
+	@echo
+
+# The suites report a failed build as a failed test and still end with their
+# "N passed, N failed" line.
+test:
+	@$(MAKE) --no-print-directory all; \
+	SLM_BUILD_STATUS=$$? CC="$(CC)" CXX="$(CXX)" CFLAGS="$(CFLAGS)" OPENMP="$(OPENMP)" tests/run.sh
+
+test-extended:
+	@$(MAKE) --no-print-directory all; \
+	SLM_BUILD_STATUS=$$? CC="$(CC)" CXX="$(CXX)" CFLAGS="$(CFLAGS)" OPENMP="$(OPENMP)" tests/extended.sh
+
+clean:
+	rm -rf slm slm-convert build

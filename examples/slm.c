@@ -1,0 +1,1199 @@
+/* slm - command-line front end of slm.h, the one-header small language model
+   runtime.
+
+       slm run      -m MODEL -p PROMPT [options]   generate text
+       slm info     -m MODEL                       describe a model file
+       slm tokenize -m MODEL (-f FILE | TEXT)      print token ids or pieces
+
+   Scripts and tests parse what this program prints (see "Command-line
+   contract" in DESIGN.md), so the output formats below are kept exact: data
+   goes to stdout, everything else (statistics, notes, errors) to stderr;
+   exit status 0 on success, 1 on any error. It uses only slm.h's public API.
+
+   Build: gcc -std=c99 -O2 -Wall -Wextra -fopenmp -o slm examples/slm.c -lm
+*/
+
+/* clock_gettime, fileno and isatty are POSIX, hidden by a strict -std=c99. */
+#if !defined(_WIN32) && !defined(__APPLE__) && !defined(_POSIX_C_SOURCE)
+#define _POSIX_C_SOURCE 200809L
+#endif
+
+#define SLM_IMPLEMENTATION
+#include "../slm.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <float.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#ifdef _WIN32
+#ifndef WIN32_LEAN_AND_MEAN
+#define WIN32_LEAN_AND_MEAN
+#endif
+#include <windows.h>
+#include <fcntl.h>
+#include <io.h>
+#else
+#include <unistd.h>
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define CLI_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
+#else
+#define CLI_PRINTF(fmt, args)
+#endif
+
+#define MAX_STOP_STRINGS 16
+
+/* ======================================================================== */
+/* Platform                                                                  */
+/* ======================================================================== */
+
+/* Seconds on a clock that never jumps, for speed measurements only. */
+static double now_seconds(void)
+{
+#ifdef _WIN32
+    LARGE_INTEGER freq, count;
+    QueryPerformanceFrequency(&freq);
+    QueryPerformanceCounter(&count);
+    return (double)count.QuadPart / (double)freq.QuadPart;
+#else
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+#endif
+}
+
+static int is_terminal(FILE *f)
+{
+#ifdef _WIN32
+    return _isatty(_fileno(f));
+#else
+    return isatty(fileno(f));
+#endif
+}
+
+/* Windows would turn "\n" into "\r\n" and stop reading at ^Z; outputs are
+   byte for byte and -f - must read every byte. */
+static void use_binary_stdio(void)
+{
+#ifdef _WIN32
+    _setmode(_fileno(stdout), _O_BINARY);
+    _setmode(_fileno(stdin), _O_BINARY);
+#endif
+}
+
+/* ======================================================================== */
+/* Command-line parsing                                                      */
+/* ======================================================================== */
+
+/* A cursor over one command's arguments. Options take their value from the
+   next argument or after '=' (--temp=0.5); "--" ends the options so a TEXT
+   may start with '-'. */
+typedef struct args {
+    int argc, i;
+    char **argv;
+    const char *cmd;       /* command name, for messages */
+    const char *arg;       /* the current argument */
+    const char *opt;       /* the option just matched, as the user knows it */
+    const char *inline_value;
+    int options_ended;
+} args;
+
+static void args_init(args *a, const char *cmd, int argc, char **argv)
+{
+    memset(a, 0, sizeof *a);
+    a->cmd = cmd;
+    a->argc = argc;
+    a->argv = argv;
+    a->i = 0;   /* argv[0] is the command name */
+}
+
+static int args_next(args *a)
+{
+    a->opt = NULL;
+    a->inline_value = NULL;
+    while (++a->i < a->argc) {
+        a->arg = a->argv[a->i];
+        if (!a->options_ended && strcmp(a->arg, "--") == 0) {
+            a->options_ended = 1;
+            continue;
+        }
+        return 1;
+    }
+    return 0;
+}
+
+static void usage_error_v(const char *cmd, const char *fmt, va_list ap)
+{
+    fprintf(stderr, "slm %s: ", cmd);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, " (see 'slm %s --help')\n", cmd);
+}
+
+/* One line on stderr with a pointer to --help; returns the exit status. */
+static int CLI_PRINTF(2, 3) usage_error(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    usage_error_v(cmd, fmt, ap);
+    va_end(ap);
+    return 1;
+}
+
+static int CLI_PRINTF(2, 3) arg_error(const args *a, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    usage_error_v(a->cmd, fmt, ap);
+    va_end(ap);
+    return 1;
+}
+
+static int is_option_like(const args *a)
+{
+    return !a->options_ended && a->arg[0] == '-' && a->arg[1] != '\0';
+}
+
+/* Matches an option that takes a value: -x, --long or --long=VALUE. */
+static int args_opt(args *a, const char *short_name, const char *long_name)
+{
+    if (!is_option_like(a)) return 0;
+    if (short_name && strcmp(a->arg, short_name) == 0) {
+        a->opt = short_name;
+        return 1;
+    }
+    if (long_name) {
+        size_t n = strlen(long_name);
+        if (strncmp(a->arg, long_name, n) == 0 && (a->arg[n] == '\0' || a->arg[n] == '=')) {
+            a->opt = long_name;
+            a->inline_value = a->arg[n] == '=' ? a->arg + n + 1 : NULL;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Matches a switch, which takes no value. */
+static int args_flag(args *a, const char *short_name, const char *long_name)
+{
+    if (!is_option_like(a)) return 0;
+    return (short_name && strcmp(a->arg, short_name) == 0) ||
+           (long_name && strcmp(a->arg, long_name) == 0);
+}
+
+static int args_help(args *a)
+{
+    return args_flag(a, "-h", "--help");
+}
+
+/* The value of the option just matched, taken verbatim even when it starts
+   with '-' (a prompt may); NULL after reporting a missing one. */
+static const char *args_value(args *a)
+{
+    if (a->inline_value) return a->inline_value;
+    if (a->i + 1 >= a->argc) {
+        arg_error(a, "option %s needs a value", a->opt);
+        return NULL;
+    }
+    return a->argv[++a->i];
+}
+
+static int unknown_argument(const args *a)
+{
+    if (is_option_like(a)) return arg_error(a, "unknown option '%s'", a->arg);
+    return arg_error(a, "unexpected argument '%s'", a->arg);
+}
+
+/* Strict number parsing: the whole string, no leading blanks, no overflow. */
+enum { NUM_OK, NUM_BAD, NUM_RANGE };
+
+static int parse_long(const char *s, long *out)
+{
+    char *end;
+    long v;
+    if (*s == '\0' || isspace((unsigned char)*s)) return NUM_BAD;
+    errno = 0;
+    v = strtol(s, &end, 10);
+    if (*end != '\0') return NUM_BAD;
+    if (errno == ERANGE) return NUM_RANGE;
+    *out = v;
+    return NUM_OK;
+}
+
+static int parse_u64(const char *s, uint64_t *out)
+{
+    char *end;
+    unsigned long long v;
+    /* strtoull would quietly wrap "-1" around to the largest value */
+    if (!isdigit((unsigned char)*s)) return NUM_BAD;
+    errno = 0;
+    v = strtoull(s, &end, 10);
+    if (*end != '\0') return NUM_BAD;
+    if (errno == ERANGE) return NUM_RANGE;
+    *out = (uint64_t)v;
+    return NUM_OK;
+}
+
+static int parse_double(const char *s, double *out)
+{
+    char *end;
+    double v;
+    if (*s == '\0' || isspace((unsigned char)*s)) return NUM_BAD;
+    errno = 0;
+    v = strtod(s, &end);
+    if (*end != '\0' || isnan(v)) return NUM_BAD;
+    if (isinf(v)) return NUM_RANGE;   /* "inf", or too large for a double */
+    *out = v;
+    return NUM_OK;
+}
+
+/* Reads the option's value as an integer in [lo, hi]; 0 after an error. */
+static int args_int(args *a, long lo, long hi, int *out)
+{
+    long v = 0;
+    const char *s = args_value(a);
+    int r;
+    if (!s) return 0;
+    r = parse_long(s, &v);
+    if (r == NUM_BAD) {
+        arg_error(a, "%s expects an integer, got '%s'", a->opt, s);
+        return 0;
+    }
+    if (r == NUM_RANGE) {
+        arg_error(a, "%s is out of range: '%s'", a->opt, s);
+        return 0;
+    }
+    if (v < lo || v > hi) {
+        if (hi == INT_MAX) arg_error(a, "%s must be at least %ld, got '%s'", a->opt, lo, s);
+        else arg_error(a, "%s must be between %ld and %ld, got '%s'", a->opt, lo, hi, s);
+        return 0;
+    }
+    *out = (int)v;
+    return 1;
+}
+
+/* Reads the option's value as a finite number in [lo, hi]; 0 after an error. */
+static int args_float(args *a, double lo, double hi, float *out)
+{
+    double v = 0;
+    const char *s = args_value(a);
+    int r;
+    if (!s) return 0;
+    r = parse_double(s, &v);
+    if (r == NUM_BAD) {
+        arg_error(a, "%s expects a number, got '%s'", a->opt, s);
+        return 0;
+    }
+    if (r == NUM_RANGE) {
+        arg_error(a, "%s is out of range: '%s'", a->opt, s);
+        return 0;
+    }
+    if (v < lo || v > hi) {
+        if (hi >= FLT_MAX) arg_error(a, "%s must be at least %g, got '%s'", a->opt, lo, s);
+        else arg_error(a, "%s must be between %g and %g, got '%s'", a->opt, lo, hi, s);
+        return 0;
+    }
+    *out = (float)v;
+    return 1;
+}
+
+static int args_u64(args *a, uint64_t *out)
+{
+    const char *s = args_value(a);
+    int r;
+    if (!s) return 0;
+    r = parse_u64(s, out);
+    if (r == NUM_BAD) {
+        arg_error(a, "%s expects a non-negative integer, got '%s'", a->opt, s);
+        return 0;
+    }
+    if (r == NUM_RANGE) {
+        arg_error(a, "%s is out of range: '%s'", a->opt, s);
+        return 0;
+    }
+    return 1;
+}
+
+/* ======================================================================== */
+/* Options every model-reading command shares                                */
+/* ======================================================================== */
+
+typedef struct model_opts {
+    const char *path;
+    int no_mmap;
+    int verbose;
+} model_opts;
+
+#define MODEL_OPTS_USAGE \
+    "  -m, --model FILE    the .slm model (required)\n" \
+    "      --no-mmap       read the file into memory instead of mapping it\n" \
+    "  -v, --verbose       show the library's log messages\n" \
+    "  -h, --help          show this help\n"
+
+enum { OPT_NO_MATCH, OPT_OK, OPT_ERROR };
+
+static int parse_model_opt(args *a, model_opts *mo)
+{
+    if (args_opt(a, "-m", "--model")) {
+        mo->path = args_value(a);
+        return mo->path ? OPT_OK : OPT_ERROR;
+    }
+    if (args_flag(a, NULL, "--no-mmap")) {
+        mo->no_mmap = 1;
+        return OPT_OK;
+    }
+    if (args_flag(a, "-v", "--verbose")) {
+        mo->verbose = 1;
+        return OPT_OK;
+    }
+    return OPT_NO_MATCH;
+}
+
+static void log_to_stderr(void *user, int level, const char *message)
+{
+    static const char *const names[] = { "error", "warning", "info", "debug" };
+    size_t n = strlen(message);
+    (void)user;
+    fprintf(stderr, "slm: %s: %s%s", level >= 0 && level <= 3 ? names[level] : "log",
+            message, n > 0 && message[n - 1] == '\n' ? "" : "\n");
+}
+
+/* Loads the model or prints why not; returns NULL on failure. */
+static slm_model *load_model(const char *cmd, const model_opts *mo)
+{
+    char detail[512];
+    slm_model_desc desc;
+    slm_model *model = NULL;
+    slm_result r;
+
+    detail[0] = '\0';
+    memset(&desc, 0, sizeof desc);
+    desc.path = mo->path;
+    desc.no_mmap = mo->no_mmap;
+    desc.error = detail;
+    desc.error_cap = sizeof detail;
+    if (mo->verbose) desc.log = log_to_stderr;
+
+    r = slm_model_load(&model, &desc);
+    if (r != SLM_OK) {
+        fprintf(stderr, "slm %s: cannot load '%s': %s\n", cmd, mo->path,
+                detail[0] ? detail : slm_result_str(r));
+        slm_model_free(model);
+        return NULL;
+    }
+    return model;
+}
+
+/* ======================================================================== */
+/* Helpers                                                                   */
+/* ======================================================================== */
+
+/* Length of the valid UTF-8 sequence at s (at most n bytes), 0 if invalid:
+   overlong forms, surrogates and code points past U+10FFFF do not count. */
+static int utf8_sequence_length(const unsigned char *s, int n)
+{
+    int len, i;
+    uint32_t cp;
+    if (s[0] < 0x80) return 1;
+    if (s[0] >= 0xC2 && s[0] <= 0xDF) { len = 2; cp = s[0] & 0x1Fu; }
+    else if (s[0] >= 0xE0 && s[0] <= 0xEF) { len = 3; cp = s[0] & 0x0Fu; }
+    else if (s[0] >= 0xF0 && s[0] <= 0xF4) { len = 4; cp = s[0] & 0x07u; }
+    else return 0;
+    if (n < len) return 0;
+    for (i = 1; i < len; i++) {
+        if ((s[i] & 0xC0) != 0x80) return 0;
+        cp = (cp << 6) | (s[i] & 0x3Fu);
+    }
+    if ((len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
+        (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
+        return 0;
+    return len;
+}
+
+/* Writes bytes so that every one is visible and the result stays one word on
+   one line: C escapes for control bytes, quotes and backslashes, \x20 for a
+   space when asked, \xNN for bytes that are not valid UTF-8. */
+static void write_escaped(FILE *f, const char *text, int len, int escape_space)
+{
+    const unsigned char *s = (const unsigned char *)text;
+    int i = 0;
+    while (i < len) {
+        unsigned char c = s[i];
+        int n;
+        switch (c) {
+        case '\n': fputs("\\n", f); i++; continue;
+        case '\r': fputs("\\r", f); i++; continue;
+        case '\t': fputs("\\t", f); i++; continue;
+        case '\\': fputs("\\\\", f); i++; continue;
+        case '"':  fputs("\\\"", f); i++; continue;
+        default: break;
+        }
+        if (c < 0x20 || c == 0x7F || (c == ' ' && escape_space)) {
+            fprintf(f, "\\x%02x", c);
+            i++;
+            continue;
+        }
+        n = utf8_sequence_length(s + i, len - i);
+        if (n == 0) {
+            fprintf(f, "\\x%02x", c);
+            i++;
+        } else {
+            fwrite(s + i, 1, (size_t)n, f);
+            i += n;
+        }
+    }
+}
+
+/* Reads a whole file ("-" = stdin) as bytes into a malloc'd buffer, with a
+   NUL after the data for convenience; returns 0 after printing why not. */
+static int read_file(const char *cmd, const char *path, char **data, size_t *size)
+{
+    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    int ok = 1;
+
+    if (!f) {
+        fprintf(stderr, "slm %s: cannot open '%s': %s\n", cmd, path, strerror(errno));
+        return 0;
+    }
+    for (;;) {
+        size_t got;
+        if (cap - len < 4096 + 1) {
+            size_t new_cap = cap ? cap * 2 : 65536;
+            char *p = new_cap > cap ? (char *)realloc(buf, new_cap) : NULL;
+            if (!p) {
+                fprintf(stderr, "slm %s: '%s' does not fit in memory\n", cmd, path);
+                ok = 0;
+                break;
+            }
+            buf = p;
+            cap = new_cap;
+        }
+        got = fread(buf + len, 1, cap - len - 1, f);
+        len += got;
+        if (got == 0) {
+            if (ferror(f)) {
+                fprintf(stderr, "slm %s: cannot read '%s': %s\n", cmd, path, strerror(errno));
+                ok = 0;
+            }
+            break;
+        }
+    }
+    if (f != stdin) fclose(f);
+    if (!ok) {
+        free(buf);
+        return 0;
+    }
+    buf[len] = '\0';
+    *data = buf;
+    *size = len;
+    return 1;
+}
+
+/* Tokenizes into a malloc'd array (*out may be NULL when there are no
+   tokens); returns the count, or -1 after printing why not. A stack buffer
+   serves short texts, and its result sizes the heap buffer for long ones. */
+static int tokenize_alloc(const char *cmd, const slm_model *model, const char *text, size_t len,
+                          int flags, slm_token **out)
+{
+    slm_token small[512];
+    slm_token *buf;
+    int n = slm_tokenize(model, text, len, flags, small, (int)(sizeof small / sizeof small[0]));
+
+    *out = NULL;
+    if (n == 0) return 0;
+    if (n > 0) {
+        buf = (slm_token *)malloc((size_t)n * sizeof *buf);
+        if (!buf) goto oom;
+        memcpy(buf, small, (size_t)n * sizeof *buf);
+    } else {
+        int needed = -n;
+        buf = (slm_token *)malloc((size_t)needed * sizeof *buf);
+        if (!buf) goto oom;
+        n = slm_tokenize(model, text, len, flags, buf, needed);
+        if (n != needed) {
+            fprintf(stderr, "slm %s: tokenizer failed (%d tokens, then %d)\n", cmd, needed, n);
+            free(buf);
+            return -1;
+        }
+    }
+    *out = buf;
+    return n;
+oom:
+    fprintf(stderr, "slm %s: out of memory for %d tokens\n", cmd, n < 0 ? -n : n);
+    return -1;
+}
+
+/* "1.5K", "134.5M", "1.2B": sizes people read at a glance. */
+static const char *human_count(uint64_t n, char *buf, size_t cap)
+{
+    if (n >= 1000000000u) snprintf(buf, cap, "%.2fB", (double)n / 1e9);
+    else if (n >= 1000000u) snprintf(buf, cap, "%.2fM", (double)n / 1e6);
+    else if (n >= 1000u) snprintf(buf, cap, "%.2fK", (double)n / 1e3);
+    else snprintf(buf, cap, "%u", (unsigned)n);
+    return buf;
+}
+
+static const char *human_bytes(uint64_t n, char *buf, size_t cap)
+{
+    if (n >= (uint64_t)1 << 30) snprintf(buf, cap, "%.2f GiB", (double)n / (1024.0 * 1024 * 1024));
+    else if (n >= (uint64_t)1 << 20) snprintf(buf, cap, "%.2f MiB", (double)n / (1024.0 * 1024));
+    else if (n >= (uint64_t)1 << 10) snprintf(buf, cap, "%.2f KiB", (double)n / 1024.0);
+    else snprintf(buf, cap, "%u B", (unsigned)n);
+    return buf;
+}
+
+static const char *type_name(int type, char *buf, size_t cap)
+{
+    const char *name = slm_type_name(type);
+    if (name) return name;
+    snprintf(buf, cap, "type %d", type);
+    return buf;
+}
+
+static const char *chat_template_name(int id, char *buf, size_t cap)
+{
+    switch (id) {
+    case SLM_CHAT_NONE:   return "none";
+    case SLM_CHAT_CHATML: return "chatml";
+    case SLM_CHAT_LLAMA2: return "llama2";
+    case SLM_CHAT_LLAMA3: return "llama3";
+    case SLM_CHAT_PHI3:   return "phi3";
+    case SLM_CHAT_GEMMA:  return "gemma";
+    case SLM_CHAT_ZEPHYR: return "zephyr";
+    default: break;
+    }
+    snprintf(buf, cap, "%d (unknown)", id);
+    return buf;
+}
+
+static const char *yes_no(int b) { return b ? "yes" : "no"; }
+
+/* ======================================================================== */
+/* slm run                                                                   */
+/* ======================================================================== */
+
+static const char run_usage[] =
+    "usage: slm run -m MODEL -p PROMPT [options]\n"
+    "\n"
+    "Continues PROMPT. stdout gets the prompt and then the generated text, byte\n"
+    "for byte, streamed as it comes; statistics go to stderr.\n"
+    "\n"
+    "options:\n"
+    "  -p, --prompt TEXT        the text to continue (required)\n"
+    "  -n, --n-predict N        tokens to generate (default 256; 0 = until the end\n"
+    "                           of the text or a full context)\n"
+    "      --temp T             sampling temperature (default 0.8; 0 = greedy)\n"
+    "      --top-k K            sample among the K likeliest tokens (default 0 = off)\n"
+    "      --top-p P            nucleus sampling threshold (default 0.95; 1 = off)\n"
+    "      --min-p P            drop tokens below P x the likeliest (default 0 = off)\n"
+    "      --repeat-penalty R   penalise recent tokens (default 1 = off)\n"
+    "      --repeat-last-n N    tokens the penalty looks back (default 64)\n"
+    "      --stop TEXT          stop before TEXT; may be repeated\n"
+    "      --seed S             random seed (default: from the clock, shown on stderr)\n"
+    "  -t, --threads N          threads (default 0 = all processors)\n"
+    "  -c, --ctx N              context length (default 0 = min(model max_seq, 4096))\n"
+    MODEL_OPTS_USAGE;
+
+typedef struct run_opts {
+    model_opts model;
+    const char *prompt;
+    int n_predict;
+    float temperature, top_p, min_p, repeat_penalty;
+    int top_k, repeat_last_n;
+    uint64_t seed;
+    int seed_given;
+    const char *stop[MAX_STOP_STRINGS];
+    int n_stop;
+    int n_threads, n_ctx;
+} run_opts;
+
+/* What the token callback needs to stream the text and time the phases. */
+typedef struct stream_state {
+    FILE *out;
+    double t_first;        /* first text out: the prompt was processed by then */
+    size_t n_bytes;
+    char last_byte;
+    int write_failed;
+} stream_state;
+
+static int stream_piece(void *user, const char *piece, int len)
+{
+    stream_state *st = (stream_state *)user;
+    if (st->n_bytes == 0) st->t_first = now_seconds();
+    if (len <= 0) return 0;
+    if (fwrite(piece, 1, (size_t)len, st->out) != (size_t)len || fflush(st->out) != 0) {
+        st->write_failed = 1;
+        return 1;   /* nobody is reading: stop generating */
+    }
+    st->n_bytes += (size_t)len;
+    st->last_byte = piece[len - 1];
+    return 0;
+}
+
+/* A run without --seed should differ from the last one; mixing the wall
+   clock with the monotonic one keeps two runs in the same second apart. */
+static uint64_t seed_from_clock(void)
+{
+    uint64_t z = (uint64_t)time(NULL) ^ ((uint64_t)(now_seconds() * 1e9) << 17);
+    z += 0x9E3779B97F4A7C15u;   /* splitmix64 finaliser */
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9u;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBu;
+    z ^= z >> 31;
+    return z ? z : 1;   /* 0 would mean the library's fixed default */
+}
+
+static int parse_run_args(int argc, char **argv, run_opts *o, int *exit_code)
+{
+    args a;
+    args_init(&a, "run", argc, argv);
+    memset(o, 0, sizeof *o);
+    o->n_predict = 256;
+    o->temperature = 0.8f;
+    o->top_p = 0.95f;
+    o->repeat_penalty = 1.0f;
+    *exit_code = 1;
+
+    while (args_next(&a)) {
+        int r = parse_model_opt(&a, &o->model);
+        if (r == OPT_ERROR) return 0;
+        if (r == OPT_OK) continue;
+        if (args_help(&a)) {
+            fputs(run_usage, stdout);
+            *exit_code = 0;
+            return 0;
+        }
+        if (args_opt(&a, "-p", "--prompt")) {
+            if (!(o->prompt = args_value(&a))) return 0;
+        } else if (args_opt(&a, "-n", "--n-predict")) {
+            if (!args_int(&a, 0, INT_MAX, &o->n_predict)) return 0;
+        } else if (args_opt(&a, NULL, "--temp")) {
+            if (!args_float(&a, 0.0, FLT_MAX, &o->temperature)) return 0;
+        } else if (args_opt(&a, NULL, "--top-k")) {
+            if (!args_int(&a, 0, INT_MAX, &o->top_k)) return 0;
+        } else if (args_opt(&a, NULL, "--top-p")) {
+            if (!args_float(&a, 0.0, 1.0, &o->top_p)) return 0;
+        } else if (args_opt(&a, NULL, "--min-p")) {
+            if (!args_float(&a, 0.0, 1.0, &o->min_p)) return 0;
+        } else if (args_opt(&a, NULL, "--repeat-penalty")) {
+            if (!args_float(&a, 0.0, FLT_MAX, &o->repeat_penalty)) return 0;
+        } else if (args_opt(&a, NULL, "--repeat-last-n")) {
+            if (!args_int(&a, 0, INT_MAX, &o->repeat_last_n)) return 0;
+        } else if (args_opt(&a, NULL, "--stop")) {
+            const char *s = args_value(&a);
+            if (!s) return 0;
+            if (*s == '\0') return arg_error(&a, "--stop needs a non-empty text"), 0;
+            if (o->n_stop == MAX_STOP_STRINGS)
+                return arg_error(&a, "at most %d --stop strings", MAX_STOP_STRINGS), 0;
+            o->stop[o->n_stop++] = s;
+        } else if (args_opt(&a, NULL, "--seed")) {
+            if (!args_u64(&a, &o->seed)) return 0;
+            o->seed_given = 1;
+        } else if (args_opt(&a, "-t", "--threads")) {
+            if (!args_int(&a, 0, 4096, &o->n_threads)) return 0;
+        } else if (args_opt(&a, "-c", "--ctx")) {
+            if (!args_int(&a, 0, INT_MAX, &o->n_ctx)) return 0;
+        } else {
+            unknown_argument(&a);
+            return 0;
+        }
+    }
+    if (!o->model.path) return usage_error("run", "missing -m MODEL"), 0;
+    if (!o->prompt) return usage_error("run", "missing -p PROMPT"), 0;
+    if (!o->seed_given) o->seed = seed_from_clock();
+    return 1;
+}
+
+static void fill_gen_opts(const run_opts *o, stream_state *st, slm_gen_opts *g)
+{
+    memset(g, 0, sizeof *g);
+    g->max_tokens = o->n_predict;
+    g->temperature = o->temperature;
+    g->top_k = o->top_k;
+    g->top_p = o->top_p;
+    g->min_p = o->min_p;
+    g->repeat_penalty = o->repeat_penalty;
+    g->repeat_last_n = o->repeat_last_n;
+    g->seed = o->seed;
+    g->stop = o->n_stop ? o->stop : NULL;
+    g->n_stop = o->n_stop;
+    g->on_token = stream_piece;
+    g->user = st;
+}
+
+/* slm_generate does not say how many tokens it drew, so the count comes from
+   the cache: each drawn token is evaluated before the next is drawn, so all
+   but the last are in it. The last is counted unless it was end of text,
+   which is not part of the output. From outside, a run that ended on end of
+   text looks like one that ended on max_tokens or a stop string one token
+   earlier; the guess below is off by one only in those rare overlaps. */
+static int generated_tokens(const run_opts *o, slm_result r, int n_prompt, int n_past)
+{
+    int evaluated = n_past - n_prompt;
+    if (evaluated < 0) return 0;
+    if (r != SLM_OK) return evaluated + 1;   /* context full or cancelled */
+    if (o->n_predict > 0 && evaluated + 1 >= o->n_predict) return o->n_predict;
+    return o->n_stop > 0 ? evaluated + 1 : evaluated;
+}
+
+static void print_rate(const char *what, int n, double seconds)
+{
+    if (n > 0 && seconds > 0) fprintf(stderr, "%s %.1f tok/s", what, (double)n / seconds);
+    else fprintf(stderr, "%s n/a", what);
+}
+
+static void print_run_stats(const run_opts *o, int n_prompt, int n_gen,
+                            double t_start, double t_first, double t_end)
+{
+    /* The library reports no phase timings, so the first piece of text marks
+       the end of the prompt: the first generated token costs no extra
+       forward pass, so generation speed counts the tokens after it. */
+    fprintf(stderr, "%d tokens generated, %d prompt tokens; ", n_gen, n_prompt);
+    print_rate("prompt", n_prompt, t_first - t_start);
+    fputs(", ", stderr);
+    print_rate("generation", n_gen - 1, t_end - t_first);
+    if (o->temperature > 0) fprintf(stderr, "; seed %llu", (unsigned long long)o->seed);
+    fputc('\n', stderr);
+}
+
+static int cmd_run(int argc, char **argv)
+{
+    run_opts o;
+    slm_model *model = NULL;
+    slm_session *session = NULL;
+    slm_session_desc sd;
+    slm_gen_opts gen;
+    stream_state st;
+    slm_token *prompt_tokens = NULL;
+    int exit_code = 1, n_prompt, n_gen;
+    double t_start, t_end;
+    slm_result r;
+
+    if (!parse_run_args(argc, argv, &o, &exit_code)) return exit_code;
+    exit_code = 1;
+
+    if (!(model = load_model("run", &o.model))) goto done;
+    /* slm_session_new would refuse it with no more detail than "unsupported" */
+    if (slm_model_info_get(model)->n_tensors == 0) {
+        fprintf(stderr, "slm run: '%s' holds only a tokenizer, no weights to generate with\n",
+                o.model.path);
+        goto done;
+    }
+
+    memset(&sd, 0, sizeof sd);
+    sd.n_ctx = o.n_ctx;
+    sd.n_threads = o.n_threads;
+    r = slm_session_new(&session, model, &sd);
+    if (r != SLM_OK) {
+        fprintf(stderr, "slm run: cannot start a session: %s\n", slm_result_str(r));
+        goto done;
+    }
+
+    /* Counted the way slm_generate tokenizes, for the statistics only. */
+    n_prompt = tokenize_alloc("run", model, o.prompt, strlen(o.prompt),
+                              SLM_TOK_BOS | SLM_TOK_SPECIAL, &prompt_tokens);
+    if (n_prompt < 0) goto done;
+    /* Refused before the prompt is echoed, so a failed run prints nothing. */
+    if (n_prompt > slm_session_n_ctx(session)) {
+        fprintf(stderr, "slm run: the prompt is %d tokens, more than the context (%d); see -c\n",
+                n_prompt, slm_session_n_ctx(session));
+        goto done;
+    }
+
+    memset(&st, 0, sizeof st);
+    st.out = stdout;
+    fill_gen_opts(&o, &st, &gen);
+
+    if (fputs(o.prompt, stdout) == EOF || fflush(stdout) != 0) {
+        fprintf(stderr, "slm run: cannot write to stdout\n");
+        goto done;
+    }
+    st.last_byte = o.prompt[0] ? o.prompt[strlen(o.prompt) - 1] : '\n';
+
+    t_start = now_seconds();
+    r = slm_generate(session, o.prompt, &gen, NULL, 0, NULL);
+    t_end = now_seconds();
+    if (st.n_bytes == 0) st.t_first = t_end;
+
+    n_gen = generated_tokens(&o, r, n_prompt, slm_session_n_past(session));
+
+    if (st.write_failed) {
+        fprintf(stderr, "slm run: cannot write to stdout\n");
+        goto done;
+    }
+    /* Keep the statistics off the last line of text on a terminal. */
+    if (st.last_byte != '\n' && is_terminal(stdout) && is_terminal(stderr)) fputc('\n', stderr);
+
+    if (r == SLM_ERR_CONTEXT_FULL && (st.n_bytes > 0 || n_gen > 0)) {
+        fprintf(stderr, "slm run: note: the context (%d tokens) is full; generation stopped there\n",
+                slm_session_n_ctx(session));
+    } else if (r != SLM_OK) {
+        const char *detail = slm_session_error(session);
+        fprintf(stderr, "slm run: generation failed: %s%s%s\n", slm_result_str(r),
+                detail && detail[0] ? ": " : "", detail ? detail : "");
+        goto done;
+    }
+    print_run_stats(&o, n_prompt, n_gen, t_start, st.t_first, t_end);
+    exit_code = 0;
+
+done:
+    free(prompt_tokens);
+    slm_session_free(session);
+    slm_model_free(model);
+    return exit_code;
+}
+
+/* ======================================================================== */
+/* slm info                                                                  */
+/* ======================================================================== */
+
+static const char info_usage[] =
+    "usage: slm info -m MODEL\n"
+    "\n"
+    "Describes a .slm file as 'key: value' lines: architecture and shapes,\n"
+    "weight types, tokenizer and its special tokens, metadata. Works on\n"
+    "tokenizer-only files too.\n"
+    "\n"
+    "options:\n"
+    MODEL_OPTS_USAGE;
+
+/* Tensors of one type: how many and how many bytes. */
+typedef struct type_tally {
+    int type, count;
+    uint64_t bytes;
+} type_tally;
+
+#define MAX_TALLIES 16
+
+static int tally_tensor_types(const slm_model *model, int n_tensors, type_tally *t, int max)
+{
+    int i, j, n = 0;
+    for (i = 0; i < n_tensors; i++) {
+        slm_tensor_info ti;
+        if (slm_model_tensor_get(model, i, &ti) != SLM_OK) continue;
+        for (j = 0; j < n && t[j].type != ti.type; j++) {}
+        if (j == n) {
+            if (n == max) continue;   /* more types than anyone has made yet */
+            t[n].type = ti.type;
+            t[n].count = 0;
+            t[n].bytes = 0;
+            n++;
+        }
+        t[j].count++;
+        t[j].bytes += ti.size;
+    }
+    return n;
+}
+
+static void print_special_token(const slm_model *model, const char *key, slm_token id)
+{
+    const char *piece;
+    int len = 0;
+    printf("%s: %d", key, (int)id);
+    if (id >= 0 && (piece = slm_token_piece(model, id, &len)) != NULL) {
+        fputs(" \"", stdout);
+        write_escaped(stdout, piece, len, 0);
+        fputc('"', stdout);
+    }
+    fputc('\n', stdout);
+}
+
+static void print_model_info(const slm_model *model, const char *path)
+{
+    static const char *const meta_keys[] = { "source", "license", "converter" };
+    const slm_model_info *mi = slm_model_info_get(model);
+    type_tally tally[MAX_TALLIES];
+    char b1[64], b2[64];
+    int i, n_types;
+
+    printf("file: %s\n", path);
+    printf("file_size: %llu (%s)\n", (unsigned long long)mi->file_size,
+           human_bytes(mi->file_size, b1, sizeof b1));
+    printf("format: %d.%d\n", mi->format_major, mi->format_minor);
+    printf("name: %s\n", mi->name ? mi->name : "");
+    for (i = 0; i < (int)(sizeof meta_keys / sizeof meta_keys[0]); i++) {
+        const char *v = slm_model_meta(model, meta_keys[i]);
+        if (v) printf("%s: %s\n", meta_keys[i], v);
+    }
+    printf("arch: %s\n", mi->arch_name ? mi->arch_name : "unknown");
+    printf("n_vocab: %d\n", mi->n_vocab);
+    printf("dim: %d\n", mi->dim);
+    printf("n_layers: %d\n", mi->n_layers);
+    printf("n_heads: %d\n", mi->n_heads);
+    printf("n_kv_heads: %d\n", mi->n_kv_heads);
+    printf("head_dim: %d\n", mi->head_dim);
+    printf("ffn_dim: %d\n", mi->ffn_dim);
+    printf("max_seq: %d\n", mi->max_seq);
+    printf("rope_theta: %g\n", (double)mi->rope_theta);
+    printf("rope_freq_scale: %g\n", (double)mi->rope_freq_scale);
+    printf("rope_kind: %d (%s)\n", mi->rope_kind,
+           mi->rope_kind == 0 ? "adjacent pairs" : mi->rope_kind == 1 ? "neox halves" : "unknown");
+    printf("norm_eps: %g\n", (double)mi->norm_eps);
+    printf("tied_embeddings: %s\n", yes_no(mi->tied_embeddings));
+    printf("qkv_bias: %s\n", yes_no(mi->qkv_bias));
+    printf("qk_norm: %s\n", yes_no(mi->qk_norm));
+    printf("n_params: %llu (%s)\n", (unsigned long long)mi->n_params,
+           human_count(mi->n_params, b1, sizeof b1));
+    if (mi->weight_type < 0) printf("weight_type: none (tokenizer only)\n");
+    else printf("weight_type: %s\n", type_name(mi->weight_type, b1, sizeof b1));
+    printf("n_tensors: %d\n", mi->n_tensors);
+
+    n_types = tally_tensor_types(model, mi->n_tensors, tally, MAX_TALLIES);
+    printf("tensor_types:");
+    for (i = 0; i < n_types; i++)
+        printf("%s %s %d (%s)", i ? "," : "", type_name(tally[i].type, b1, sizeof b1),
+               tally[i].count, human_bytes(tally[i].bytes, b2, sizeof b2));
+    printf("%s\n", n_types ? "" : " none");
+
+    printf("tokenizer: %s\n", mi->tokenizer_kind == SLM_TOKENIZER_SPM ? "sentencepiece"
+                              : mi->tokenizer_kind == SLM_TOKENIZER_BPE ? "byte-level bpe"
+                              : "unknown");
+    printf("n_tokens: %d\n", mi->n_tokens);
+    printf("add_bos: %s\n", yes_no(mi->add_bos));
+    print_special_token(model, "bos", mi->bos);
+    print_special_token(model, "eos", mi->eos);
+    print_special_token(model, "eot", mi->eot);
+    print_special_token(model, "pad", mi->pad);
+    print_special_token(model, "unk", mi->unk);
+    printf("chat_template: %s\n", chat_template_name(mi->chat_template, b1, sizeof b1));
+}
+
+static int cmd_info(int argc, char **argv)
+{
+    model_opts mo;
+    slm_model *model;
+    args a;
+
+    memset(&mo, 0, sizeof mo);
+    args_init(&a, "info", argc, argv);
+    while (args_next(&a)) {
+        int r = parse_model_opt(&a, &mo);
+        if (r == OPT_ERROR) return 1;
+        if (r == OPT_OK) continue;
+        if (args_help(&a)) {
+            fputs(info_usage, stdout);
+            return 0;
+        }
+        return unknown_argument(&a);
+    }
+    if (!mo.path) return usage_error("info", "missing -m MODEL");
+
+    if (!(model = load_model("info", &mo))) return 1;
+    print_model_info(model, mo.path);
+    slm_model_free(model);
+    return 0;
+}
+
+/* ======================================================================== */
+/* slm tokenize                                                              */
+/* ======================================================================== */
+
+static const char tokenize_usage[] =
+    "usage: slm tokenize -m MODEL [--no-bos] [--special] [--pieces] (-f FILE | TEXT)\n"
+    "\n"
+    "Prints the token ids of TEXT, or of FILE's bytes read verbatim ('-' for\n"
+    "stdin), space-separated on one line.\n"
+    "\n"
+    "options:\n"
+    "  -f, --file FILE     tokenize the bytes of FILE\n"
+    "      --no-bos        do not prepend the BOS token\n"
+    "      --special       recognise control tokens written as text, e.g. <|im_end|>\n"
+    "      --pieces        print each token's text instead of its id, with spaces,\n"
+    "                      control bytes and invalid UTF-8 escaped (\\x20, \\n, \\xff)\n"
+    MODEL_OPTS_USAGE;
+
+typedef struct tokenize_opts {
+    model_opts model;
+    const char *file, *text;
+    int flags, pieces;
+} tokenize_opts;
+
+static int parse_tokenize_args(int argc, char **argv, tokenize_opts *o, int *exit_code)
+{
+    args a;
+    args_init(&a, "tokenize", argc, argv);
+    memset(o, 0, sizeof *o);
+    o->flags = SLM_TOK_BOS;
+    *exit_code = 1;
+
+    while (args_next(&a)) {
+        int r = parse_model_opt(&a, &o->model);
+        if (r == OPT_ERROR) return 0;
+        if (r == OPT_OK) continue;
+        if (args_help(&a)) {
+            fputs(tokenize_usage, stdout);
+            *exit_code = 0;
+            return 0;
+        }
+        if (args_opt(&a, "-f", "--file")) {
+            if (!(o->file = args_value(&a))) return 0;
+        } else if (args_flag(&a, NULL, "--no-bos")) {
+            o->flags &= ~SLM_TOK_BOS;
+        } else if (args_flag(&a, NULL, "--special")) {
+            o->flags |= SLM_TOK_SPECIAL;
+        } else if (args_flag(&a, NULL, "--pieces")) {
+            o->pieces = 1;
+        } else if (!is_option_like(&a) && !o->text) {
+            o->text = a.arg;
+        } else {
+            unknown_argument(&a);
+            return 0;
+        }
+    }
+    if (!o->model.path) return usage_error("tokenize", "missing -m MODEL"), 0;
+    if (o->file && o->text) return usage_error("tokenize", "give either -f FILE or TEXT, not both"), 0;
+    if (!o->file && !o->text) return usage_error("tokenize", "missing TEXT or -f FILE"), 0;
+    return 1;
+}
+
+static void print_tokens(const slm_model *model, const slm_token *tokens, int n, int pieces)
+{
+    int i;
+    for (i = 0; i < n; i++) {
+        if (i) fputc(' ', stdout);
+        if (pieces) {
+            int len = 0;
+            const char *p = slm_token_piece(model, tokens[i], &len);
+            if (p) write_escaped(stdout, p, len, 1);
+            else printf("<invalid:%d>", (int)tokens[i]);
+        } else {
+            printf("%d", (int)tokens[i]);
+        }
+    }
+    fputc('\n', stdout);
+}
+
+static int cmd_tokenize(int argc, char **argv)
+{
+    tokenize_opts o;
+    slm_model *model = NULL;
+    slm_token *tokens = NULL;
+    char *file_data = NULL;
+    const char *text;
+    size_t len;
+    int n, exit_code = 1;
+
+    if (!parse_tokenize_args(argc, argv, &o, &exit_code)) return exit_code;
+    exit_code = 1;
+
+    if (o.file) {
+        if (!read_file("tokenize", o.file, &file_data, &len)) goto done;
+        text = file_data;
+    } else {
+        text = o.text;
+        len = strlen(text);
+    }
+    if (!(model = load_model("tokenize", &o.model))) goto done;
+
+    n = tokenize_alloc("tokenize", model, text, len, o.flags, &tokens);
+    if (n < 0) goto done;
+    print_tokens(model, tokens, n, o.pieces);
+    exit_code = 0;
+
+done:
+    free(tokens);
+    free(file_data);
+    slm_model_free(model);
+    return exit_code;
+}
+
+/* ======================================================================== */
+/* Dispatch                                                                  */
+/* ======================================================================== */
+
+typedef struct command {
+    const char *name;
+    int (*main)(int argc, char **argv);   /* argv[0] is the command name */
+    const char *usage;
+    const char *summary;
+} command;
+
+static const command commands[] = {
+    { "run",      cmd_run,      run_usage,      "generate text that continues a prompt" },
+    { "info",     cmd_info,     info_usage,     "describe a model file" },
+    { "tokenize", cmd_tokenize, tokenize_usage, "print the tokens of a text or a file" },
+};
+
+#define N_COMMANDS ((int)(sizeof commands / sizeof commands[0]))
+
+static const command *find_command(const char *name)
+{
+    int i;
+    for (i = 0; i < N_COMMANDS; i++)
+        if (strcmp(commands[i].name, name) == 0) return &commands[i];
+    return NULL;
+}
+
+static void print_usage(FILE *f)
+{
+    int i;
+    fprintf(f, "slm %d.%d.%d - small language models on the device\n\n"
+               "usage: slm COMMAND [options]\n\ncommands:\n",
+            SLM_VERSION_MAJOR, SLM_VERSION_MINOR, SLM_VERSION_PATCH);
+    for (i = 0; i < N_COMMANDS; i++) fprintf(f, "  %-10s  %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\n'slm COMMAND --help' describes a command's options.\n");
+}
+
+static void print_command_names(FILE *f)
+{
+    int i;
+    for (i = 0; i < N_COMMANDS; i++) fprintf(f, "%s%s", i ? ", " : "", commands[i].name);
+}
+
+static int help_command(int argc, char **argv)
+{
+    const command *c;
+    if (argc < 3) {
+        print_usage(stdout);
+        return 0;
+    }
+    if (!(c = find_command(argv[2]))) {
+        fprintf(stderr, "slm help: unknown command '%s' (commands: ", argv[2]);
+        print_command_names(stderr);
+        fprintf(stderr, ")\n");
+        return 1;
+    }
+    fputs(c->usage, stdout);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    const command *c;
+    int exit_code;
+
+    use_binary_stdio();
+    if (argc < 2) {
+        print_usage(stderr);
+        return 1;
+    }
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0)
+        return help_command(argc, argv);
+    if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0) {
+        printf("slm %d.%d.%d (.slm format %d.%d)\n", SLM_VERSION_MAJOR, SLM_VERSION_MINOR,
+               SLM_VERSION_PATCH, SLM_FORMAT_VERSION_MAJOR, SLM_FORMAT_VERSION_MINOR);
+        return 0;
+    }
+    if (!(c = find_command(argv[1]))) {
+        fprintf(stderr, "slm: unknown command '%s' (commands: ", argv[1]);
+        print_command_names(stderr);
+        fprintf(stderr, "; see 'slm --help')\n");
+        return 1;
+    }
+
+    exit_code = c->main(argc - 1, argv + 1);
+    /* Output lost to a full disk or a closed pipe is a failure too. */
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        if (exit_code == 0) fprintf(stderr, "slm %s: cannot write to stdout\n", c->name);
+        return 1;
+    }
+    return exit_code;
+}

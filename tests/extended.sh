@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# tests/extended.sh - the slow checks behind `make test-extended`.
+#
+#   1. the whole suite (tests/run.sh: conversions, test_slm, CLI checks) with
+#      ./slm, ./slm-convert and test_slm built under AddressSanitizer +
+#      UndefinedBehaviorSanitizer (gcc, else clang), no recovery
+#   2. test_slm with the scalar kernels (-DSLM_NO_SIMD) and a portable build
+#   3. the compile matrix with clang when `make test` could not run it
+# Installs what it needs with apt-get when missing (skips with the reason when
+# it cannot). Ends with "N passed, N failed[, N skipped]".
+set -u
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+CC=${CC:-cc}
+CFLAGS=${CFLAGS:--O2 -g}
+OPENMP=${OPENMP-}
+BUILD=build
+mkdir -p "$BUILD"
+passed=0 failed=0 skipped=0
+T0=$(date +%s)
+pass() { passed=$((passed + 1)); echo "[ PASS ] $1"; }
+fail() { failed=$((failed + 1)); echo "[ FAIL ] $1"; shift; for l in "$@"; do echo "    $l"; done; }
+skip() { skipped=$((skipped + 1)); echo "[ SKIP ] $1: $2"; }
+
+APT_UPDATED=0
+apt_install() { # packages...
+    command -v apt-get >/dev/null 2>&1 || { echo "    no apt-get"; return 1; }
+    local sudo=
+    if [ "$(id -u)" != 0 ]; then
+        if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then sudo="sudo -n"; else echo "    not root and no sudo"; return 1; fi
+    fi
+    if [ $APT_UPDATED = 0 ]; then
+        $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null 2>&1 || true
+        APT_UPDATED=1
+    fi
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null 2>&1
+}
+
+# add_counts LOGFILE NAME: adds a sub-run's final "N passed, N failed[, N skipped]"
+add_counts() {
+    local line
+    line=$(tail -n 1 "$1")
+    if [[ $line =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed(,\ ([0-9]+)\ skipped)?$ ]]; then
+        passed=$((passed + BASH_REMATCH[1]))
+        failed=$((failed + BASH_REMATCH[2]))
+        skipped=$((skipped + ${BASH_REMATCH[4]:-0}))
+    else
+        fail "$2 finished" "its last line was: $line"
+    fi
+}
+
+probe() { # compiler flags...: can it build and run a program with these flags?
+    local cc=$1; shift
+    printf '#include <stdlib.h>\nint main(void){char *p=malloc(4);p[0]=1;free(p);return 0;}\n' >"$BUILD/probe.c"
+    "$cc" "$@" -o "$BUILD/probe" "$BUILD/probe.c" >/dev/null 2>&1 && "$BUILD/probe" >/dev/null 2>&1
+}
+
+if [ -n "${SLM_BUILD_STATUS:-}" ] && [ "$SLM_BUILD_STATUS" != 0 ]; then
+    fail "make all builds ./slm and ./slm-convert" "exit status $SLM_BUILD_STATUS"
+fi
+
+# ---------------------------------------------------------------------------
+# 1. sanitizers
+# ---------------------------------------------------------------------------
+SAN="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer"
+SAN_CC=
+for c in gcc clang; do
+    command -v $c >/dev/null 2>&1 || continue
+    if probe $c $SAN; then SAN_CC=$c; break; fi
+done
+if [ -z "$SAN_CC" ]; then
+    echo "== installing a compiler with sanitizer runtimes"
+    apt_install gcc libasan8 libubsan1 || apt_install gcc || apt_install clang || true
+    for c in gcc clang; do
+        command -v $c >/dev/null 2>&1 && probe $c $SAN && { SAN_CC=$c; break; }
+    done
+fi
+if [ -z "$SAN_CC" ]; then
+    skip "suite under ASan+UBSan" "no compiler here builds with $SAN and apt-get could not install one"
+else
+    echo "== the suite under ASan + UBSan ($SAN_CC)"
+    SB=$BUILD/asan
+    mkdir -p "$SB"
+    SFLAGS="-O1 -g $SAN"
+    ok=1
+    for p in "slm examples/slm.c" "slm-convert tools/slm-convert.c"; do
+        set -- $p
+        # shellcheck disable=SC2086
+        if ! $SAN_CC $SFLAGS -Wall -Wextra -I. -o "$SB/$1" "$2" -lm >"$SB/$1.build.log" 2>&1; then
+            fail "build $1 with sanitizers" "$(head -n 8 "$SB/$1.build.log")"
+            ok=0
+        fi
+    done
+    if [ $ok = 1 ]; then
+        # no -fopenmp here: libgomp's thread pool would be reported as leaks
+        ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=1:abort_on_error=0:detect_stack_use_after_return=1} \
+        UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
+        CC=$SAN_CC CFLAGS="$SFLAGS" OPENMP= SLM_TEST_BUILD=$SB SLM_BIN=$SB/slm SLM_CONVERT_BIN=$SB/slm-convert \
+        SLM_TEST_SKIP_COMPILE=1 SLM_TEST_TIMEOUT=240 \
+            tests/run.sh 2>&1 | sed -u 's/^/  [asan] /' | tee "$SB/run.log"
+        sed -i 's/^  \[asan\] //' "$SB/run.log"
+        add_counts "$SB/run.log" "the suite under sanitizers"
+    fi
+fi
+
+# ---------------------------------------------------------------------------
+# 2. scalar kernels, portable build
+# ---------------------------------------------------------------------------
+for variant in "-DSLM_NO_SIMD" "portable"; do
+    VB=$BUILD/variant_${variant//[^A-Za-z0-9]/_}
+    mkdir -p "$VB"
+    if [ "$variant" = portable ]; then vflags="-O2 -g"; else vflags="$CFLAGS $variant"; fi
+    for t in f32 f16 q8_0 q4_0; do [ -f "$BUILD/stories260K_$t.slm" ] && cp "$BUILD/stories260K_$t.slm" "$VB/"; done
+    # shellcheck disable=SC2086
+    if $CC $vflags $OPENMP -Wall -Wextra -I. -o "$VB/test_slm" tests/test_slm.c -lm >"$VB/build.log" 2>&1; then
+        echo "== test_slm with $variant"
+        SLM_TEST_BUILD=$VB "$VB/test_slm" 2>&1 | sed -u "s/^/  [$variant] /" | tee "$VB/run.log"
+        sed -i "s/^  \[$variant\] //" "$VB/run.log"
+        add_counts "$VB/run.log" "test_slm $variant"
+    else
+        fail "build test_slm $variant" "$(head -n 8 "$VB/build.log")"
+    fi
+done
+
+# ---------------------------------------------------------------------------
+# 3. clang compile matrix (when make test had no clang)
+# ---------------------------------------------------------------------------
+if command -v clang >/dev/null 2>&1 && command -v clang++ >/dev/null 2>&1; then
+    echo "== clang compile matrix: already part of make test"
+else
+    echo "== installing clang for the compile matrix"
+    apt_install clang libomp-dev || apt_install clang || true
+    if command -v clang >/dev/null 2>&1 && command -v clang++ >/dev/null 2>&1; then
+        SLM_TEST_ONLY_COMPILE=1 SLM_TEST_COMPILERS=clang SLM_TEST_BUILD=$BUILD/clang-matrix CFLAGS="$CFLAGS" \
+            tests/run.sh 2>&1 | tee "$BUILD/clang-matrix.log"
+        add_counts "$BUILD/clang-matrix.log" "clang compile matrix"
+    else
+        skip "compile matrix with clang" "clang is not installed and apt-get could not install it"
+    fi
+fi
+
+echo "== tests/extended.sh: $(($(date +%s) - T0)) s"
+if [ $skipped -gt 0 ]; then
+    echo "$passed passed, $failed failed, $skipped skipped"
+else
+    echo "$passed passed, $failed failed"
+fi
+[ $failed = 0 ]

@@ -1,0 +1,341 @@
+#!/usr/bin/env bash
+# tests/run.sh - the fast suite behind `make test`.
+#
+#   1. converts stories260K (f32, f16, q8_0, q4_0, and a separate-classifier
+#      copy) into $SLM_TEST_BUILD (default build/) with ./slm-convert
+#   2. builds and runs tests/test_slm.c (unit and end-to-end tests of slm.h)
+#   3. checks the command-line contract of ./slm and ./slm-convert
+#   4. the compile matrix: C99 and C++11, gcc and clang, two translation units,
+#      with and without -fopenmp, with -DSLM_NO_SIMD
+# and ends with the line "N passed, N failed, N skipped". Exit status 1 when
+# anything failed. Installs nothing; tests whose assets are missing
+# (${SLM_MODELS:-../shared/models}) are skipped with the reason.
+#
+# Environment: CC CXX CFLAGS OPENMP (from the Makefile), SLM_MODELS,
+# SLM_TEST_BUILD, SLM_BIN, SLM_CONVERT_BIN (binaries to test, default ./slm and
+# ./slm-convert), SLM_TEST_SKIP_COMPILE=1 (no compile matrix),
+# SLM_TEST_COMPILERS ("gcc clang" by default; those not installed are skipped),
+# SLM_TEST_ONLY_COMPILE=1 (just the compile matrix).
+set -u
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+CC=${CC:-cc}
+CXX=${CXX:-c++}
+CFLAGS=${CFLAGS:--O2 -g}
+OPENMP=${OPENMP-}
+BUILD=${SLM_TEST_BUILD:-build}
+MODELS=${SLM_MODELS:-../shared/models}
+SLM=${SLM_BIN:-./slm}
+CONVERT=${SLM_CONVERT_BIN:-./slm-convert}
+export SLM_MODELS="$MODELS" SLM_TEST_BUILD="$BUILD"
+mkdir -p "$BUILD"
+
+passed=0 failed=0 skipped=0
+T0=$(date +%s)
+pass() { passed=$((passed + 1)); echo "[ PASS ] $1"; }
+fail() { failed=$((failed + 1)); echo "[ FAIL ] $1"; shift; for l in "$@"; do echo "    $l"; done; }
+skip() { skipped=$((skipped + 1)); echo "[ SKIP ] $1: $2"; }
+# check NAME CONDITION-COMMAND... : pass when the command succeeds
+check() { local name=$1; shift; if "$@"; then pass "$name"; else fail "$name" "${DETAIL:-}"; fi; DETAIL=; }
+DETAIL=
+
+if command -v timeout >/dev/null 2>&1; then TO="timeout 120"; else TO=; fi
+
+SRC=$MODELS/stories260K
+ONLY_COMPILE=${SLM_TEST_ONLY_COMPILE:-0}
+declare -A CONVERTED=()
+
+# ---------------------------------------------------------------------------
+# 1. models
+# ---------------------------------------------------------------------------
+section_models() {
+HAVE_MODEL=0
+if [ -f "$SRC/stories260K.bin" ] && [ -f "$SRC/tok512.bin" ] && [ -f "$SRC/reference_greedy.txt" ] && [ -f "$SRC/reference.json" ]; then
+    HAVE_MODEL=1
+else
+    NO_MODEL_REASON="stories260K assets not found in $SRC (set SLM_MODELS)"
+fi
+
+echo "== converting stories260K into $BUILD/"
+if [ $HAVE_MODEL = 1 ] && [ ! -x "$CONVERT" ]; then
+    HAVE_MODEL=0
+    NO_MODEL_REASON="$CONVERT was not built"
+    fail "converter built" "$CONVERT missing"
+fi
+if [ $HAVE_MODEL = 1 ]; then
+    for t in f32 f16 q8_0 q4_0; do
+        out=$BUILD/stories260K_$t.slm
+        rm -f "$out"
+        if $TO "$CONVERT" --type $t "$SRC/stories260K.bin" "$SRC/tok512.bin" "$out" >"$BUILD/convert_$t.log" 2>&1 && [ -s "$out" ]; then
+            CONVERTED[$t]=1
+            pass "convert --type $t"
+        else
+            fail "convert --type $t" "exit status $?; log: $BUILD/convert_$t.log" "$(tail -n 5 "$BUILD/convert_$t.log")"
+        fi
+    done
+    if [ -n "${CONVERTED[f32]:-}" ]; then
+        # same input, same bytes
+        rm -f "$BUILD/again_f32.slm"
+        $TO "$CONVERT" --type f32 "$SRC/stories260K.bin" "$SRC/tok512.bin" "$BUILD/again_f32.slm" >/dev/null 2>&1
+        DETAIL="two conversions of the same checkpoint differ"
+        check "convert is deterministic" cmp -s "$BUILD/stories260K_f32.slm" "$BUILD/again_f32.slm"
+        rm -f "$BUILD/again_f32.slm"
+        # without --type the source's types are kept (llama2.c: f32)
+        rm -f "$BUILD/default.slm"
+        $TO "$CONVERT" "$SRC/stories260K.bin" "$SRC/tok512.bin" "$BUILD/default.slm" >/dev/null 2>&1
+        DETAIL="no --type should keep f32"
+        check "convert without --type keeps f32" cmp -s "$BUILD/stories260K_f32.slm" "$BUILD/default.slm"
+        rm -f "$BUILD/default.slm"
+    fi
+    if [ -n "${CONVERTED[f32]:-}" ] && [ -n "${CONVERTED[f16]:-}" ] && [ -n "${CONVERTED[q8_0]:-}" ] && [ -n "${CONVERTED[q4_0]:-}" ]; then
+        s32=$(wc -c <"$BUILD/stories260K_f32.slm"); s16=$(wc -c <"$BUILD/stories260K_f16.slm")
+        s8=$(wc -c <"$BUILD/stories260K_q8_0.slm"); s4=$(wc -c <"$BUILD/stories260K_q4_0.slm")
+        echo "    sizes: f32 $s32, f16 $s16, q8_0 $s8, q4_0 $s4 bytes"
+        DETAIL="sizes f32 $s32, f16 $s16, q8_0 $s8, q4_0 $s4"
+        check "converted sizes shrink with the type" test $((s16 * 10)) -lt $((s32 * 6)) -a "$s8" -lt "$s16" -a "$s4" -lt "$s8"
+    fi
+    if [ -n "${CONVERTED[q8_0]:-}" ]; then
+        # rows of 172 (ffn_down) cannot be q8_0: the converter must say what it kept
+        DETAIL="$BUILD/convert_q8_0.log does not mention ffn_down / 172"
+        check "convert says which tensors stay float" grep -qiE 'ffn_down|w2|172' "$BUILD/convert_q8_0.log"
+    fi
+    # a llama2.c checkpoint with a separate classifier: negative vocab_size in
+    # the header, wcls appended after freq_cis (here a copy of the embedding, so
+    # the output must equal the shared-classifier model's)
+    sep=$BUILD/stories260K_sep.bin
+    cp "$SRC/stories260K.bin" "$sep" && chmod u+w "$sep"
+    printf '\000\376\377\377' | dd of="$sep" bs=1 seek=20 conv=notrunc 2>/dev/null
+    head -c $((28 + 512 * 64 * 4)) "$SRC/stories260K.bin" | tail -c $((512 * 64 * 4)) >>"$sep"
+    rm -f "$BUILD/stories260K_sep.slm"
+    if $TO "$CONVERT" "$sep" "$SRC/tok512.bin" "$BUILD/stories260K_sep.slm" >"$BUILD/convert_sep.log" 2>&1 && [ -s "$BUILD/stories260K_sep.slm" ]; then
+        CONVERTED[sep]=1
+        pass "convert a checkpoint with a separate classifier"
+    else
+        fail "convert a checkpoint with a separate classifier" "log: $BUILD/convert_sep.log" "$(tail -n 5 "$BUILD/convert_sep.log")"
+    fi
+    # a truncated checkpoint is refused with exit status 1
+    head -c 1000 "$SRC/stories260K.bin" >"$BUILD/truncated.bin"
+    $TO "$CONVERT" "$BUILD/truncated.bin" "$SRC/tok512.bin" "$BUILD/truncated.slm" >/dev/null 2>"$BUILD/convert_trunc.err"
+    rc=$?
+    DETAIL="exit status $rc, stderr: $(head -c 200 "$BUILD/convert_trunc.err")"
+    check "convert refuses a truncated checkpoint" test $rc = 1 -a -s "$BUILD/convert_trunc.err"
+    rm -f "$BUILD/truncated.bin" "$BUILD/truncated.slm"
+else
+    echo "    skipped: $NO_MODEL_REASON"
+fi
+}
+
+# ---------------------------------------------------------------------------
+# 2. the C tests
+# ---------------------------------------------------------------------------
+section_ctests() {
+echo "== tests/test_slm.c"
+TEST_BIN=$BUILD/test_slm
+# shellcheck disable=SC2086
+if $CC $CFLAGS $OPENMP -Wall -Wextra -I. -o "$TEST_BIN" tests/test_slm.c -lm 2>"$BUILD/test_slm.build.log"; then
+    [ -s "$BUILD/test_slm.build.log" ] && cat "$BUILD/test_slm.build.log"
+    "$TEST_BIN" | tee "$BUILD/test_slm.log"
+    line=$(tail -n 1 "$BUILD/test_slm.log")
+    if [[ $line =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed(,\ ([0-9]+)\ skipped)?$ ]]; then
+        passed=$((passed + BASH_REMATCH[1]))
+        failed=$((failed + BASH_REMATCH[2]))
+        skipped=$((skipped + ${BASH_REMATCH[4]:-0}))
+    else
+        fail "test_slm finished" "its last line was: $line"
+    fi
+else
+    cat "$BUILD/test_slm.build.log"
+    fail "test_slm builds" "see $BUILD/test_slm.build.log"
+fi
+}
+
+# ---------------------------------------------------------------------------
+# 3. command line
+# ---------------------------------------------------------------------------
+section_cli() {
+echo "== command line ($SLM, $CONVERT)"
+# run_cmd OUTFILE ERRFILE CMD...: sets RC
+run_cmd() { local o=$1 e=$2; shift 2; $TO "$@" </dev/null >"$o" 2>"$e"; RC=$?; }
+O=$BUILD/cli.out E=$BUILD/cli.err
+
+if [ ! -x "$SLM" ]; then
+    fail "./slm built" "$SLM missing"
+else
+    for args in "--help" "run --help" "info --help" "tokenize --help"; do
+        # shellcheck disable=SC2086
+        run_cmd "$O" "$E" "$SLM" $args
+        DETAIL="exit status $RC"
+        check "slm $args exits 0 with text" test $RC = 0 -a \( -s "$O" -o -s "$E" \)
+    done
+    run_cmd "$O" "$E" "$SLM" run --no-such-option
+    DETAIL="exit status $RC, stderr: $(head -c 200 "$E")"
+    check "slm run --no-such-option: exit 1, message on stderr" test $RC = 1 -a -s "$E"
+    run_cmd "$O" "$E" "$SLM" no-such-command
+    DETAIL="exit status $RC"
+    check "slm no-such-command: exit 1, message on stderr" test $RC = 1 -a -s "$E"
+    run_cmd "$O" "$E" "$SLM" run -m "$BUILD/no-such-model.slm" -p "x"
+    DETAIL="exit status $RC"
+    check "slm run with a missing model: exit 1, message on stderr" test $RC = 1 -a -s "$E"
+    run_cmd "$O" "$E" "$SLM"
+    DETAIL="exit status $RC"
+    check "slm without a command: exit 1, message on stderr" test $RC = 1 -a -s "$E"
+
+    M=$BUILD/stories260K_f32.slm
+    if [ $HAVE_MODEL = 0 ]; then
+        skip "slm run/tokenize/info on stories260K" "$NO_MODEL_REASON"
+    elif [ -z "${CONVERTED[f32]:-}" ]; then
+        fail "slm run/tokenize/info on stories260K" "no converted model ($M)"
+    else
+        REF=$SRC/reference_greedy.txt
+        head -c $(($(wc -c <"$REF") - 1)) "$REF" >"$BUILD/expected_run.txt"
+        run_cmd "$O" "$E" "$SLM" run -m "$M" -p "Once upon a time" -n 252 --temp 0
+        DETAIL="exit status $RC; diff <(cat $BUILD/expected_run.txt) $O: $(cmp "$BUILD/expected_run.txt" "$O" 2>&1 | head -c 200)"
+        check "slm run -n 252 --temp 0 == reference_greedy.txt (byte for byte)" eval 'test $RC = 0 && cmp -s "$BUILD/expected_run.txt" "$O"'
+        DETAIL="stderr: $(head -c 300 "$E")"
+        check "slm run reports tokens/s on stderr" grep -qi 'tok' "$E"
+        if [ -n "${CONVERTED[sep]:-}" ]; then
+            run_cmd "$O" "$E" "$SLM" run -m "$BUILD/stories260K_sep.slm" -p "Once upon a time" -n 252 --temp 0
+            DETAIL="exit status $RC; $(cmp "$BUILD/expected_run.txt" "$O" 2>&1 | head -c 200)"
+            check "separate classifier model: slm run == reference_greedy.txt" eval 'test $RC = 0 && cmp -s "$BUILD/expected_run.txt" "$O"'
+        fi
+        for t in f16 q8_0 q4_0; do
+            [ -n "${CONVERTED[$t]:-}" ] || continue
+            run_cmd "$O" "$E" "$SLM" run -m "$BUILD/stories260K_$t.slm" -p "Once upon a time" -n 40 --temp 0
+            DETAIL="exit status $RC, stdout: $(head -c 100 "$O")"
+            check "slm run on the $t model" eval 'test $RC = 0 && [ "$(head -c 16 "$O")" = "Once upon a time" ] && [ $(wc -c <"$O") -gt 60 ]'
+        done
+        run_cmd "$O" "$E" "$SLM" run -m "$M" -p "Once upon a time" -n 40 --temp 0.8 --seed 7 --top-k 40 --top-p 0.9
+        cp "$O" "$BUILD/cli_seed1.out"
+        run_cmd "$O" "$E" "$SLM" run -m "$M" -p "Once upon a time" -n 40 --temp 0.8 --seed 7 --top-k 40 --top-p 0.9 -t 1
+        DETAIL="exit status $RC; two runs with --seed 7 differ"
+        check "slm run --seed: same seed, same text (1 thread vs default)" eval 'test $RC = 0 && cmp -s "$BUILD/cli_seed1.out" "$O" && [ "$(head -c 16 "$O")" = "Once upon a time" ]'
+
+        run_cmd "$O" "$E" "$SLM" tokenize -m "$M" "Once upon a time"
+        DETAIL="exit status $RC, stdout: $(head -c 200 "$O")"
+        check "slm tokenize \"Once upon a time\" prints 1 403 407 261 378" eval 'test $RC = 0 && [ "$(cat "$O")" = "1 403 407 261 378" ]'
+        run_cmd "$O" "$E" "$SLM" tokenize -m "$M" --no-bos "Once upon a time"
+        DETAIL="exit status $RC, stdout: $(head -c 200 "$O")"
+        check "slm tokenize --no-bos" eval 'test $RC = 0 && [ "$(cat "$O")" = "403 407 261 378" ]'
+        printf 'Once upon a time' >"$BUILD/tok_input.txt"
+        run_cmd "$O" "$E" "$SLM" tokenize -m "$M" -f "$BUILD/tok_input.txt"
+        DETAIL="exit status $RC, stdout: $(head -c 200 "$O")"
+        check "slm tokenize -f FILE" eval 'test $RC = 0 && [ "$(cat "$O")" = "1 403 407 261 378" ]'
+        : >"$BUILD/empty.txt"
+        run_cmd "$O" "$E" "$SLM" tokenize -m "$M" -f "$BUILD/empty.txt"
+        DETAIL="exit status $RC, stdout: '$(head -c 200 "$O")', stderr: $(head -c 200 "$E")"
+        check "slm tokenize -f on an empty file prints just BOS" eval 'test $RC = 0 && [ "$(cat "$O")" = "1" ]'
+        printf ' \n' >"$BUILD/ws.txt"
+        run_cmd "$O" "$E" "$SLM" tokenize -m "$M" -f "$BUILD/ws.txt"
+        DETAIL="exit status $RC, stdout: '$(head -c 200 "$O")'"
+        check "slm tokenize -f on a whitespace-only file" eval 'test $RC = 0 && [[ "$(cat "$O")" =~ ^1(\ [0-9]+)+$ ]]'
+        run_cmd "$O" "$E" "$SLM" tokenize -m "$M" -f "$BUILD/no-such-file.txt"
+        DETAIL="exit status $RC"
+        check "slm tokenize -f on a missing file: exit 1" test $RC = 1 -a -s "$E"
+
+        run_cmd "$O" "$E" "$SLM" info -m "$M"
+        DETAIL="exit status $RC, stdout: $(head -c 300 "$O")"
+        check "slm info prints the model" eval 'test $RC = 0 && grep -q 512 "$O" && grep -qi llama "$O"'
+        # a tokenizer-only file tokenizes the same and cannot run
+        rm -f "$BUILD/vocab.slm"
+        run_cmd "$O" "$E" "$CONVERT" --vocab-only "$SRC/stories260K.bin" "$SRC/tok512.bin" "$BUILD/vocab.slm"
+        run_cmd "$O" "$E" "$SLM" tokenize -m "$BUILD/vocab.slm" "Once upon a time"
+        DETAIL="exit status $RC, stdout: $(head -c 200 "$O") $(head -c 200 "$E")"
+        check "slm-convert --vocab-only, then slm tokenize on it" eval 'test $RC = 0 && [ "$(cat "$O")" = "1 403 407 261 378" ]'
+        run_cmd "$O" "$E" "$SLM" run -m "$BUILD/vocab.slm" -p "Once upon a time" -n 5
+        DETAIL="exit status $RC"
+        check "slm run on a tokenizer-only file: exit 1, message on stderr" test $RC = 1 -a -s "$E"
+        run_cmd "$O" "$E" "$SLM" run -m "$M" -p "Once upon a time" -n notanumber
+        DETAIL="exit status $RC"
+        check "slm run -n notanumber: exit 1" test $RC = 1 -a -s "$E"
+    fi
+fi
+
+if [ -x "$CONVERT" ]; then
+    run_cmd "$O" "$E" "$CONVERT" --help
+    DETAIL="exit status $RC"
+    check "slm-convert --help exits 0 with text" test $RC = 0 -a \( -s "$O" -o -s "$E" \)
+    run_cmd "$O" "$E" "$CONVERT" "$BUILD/no-such.bin" "$BUILD/no-such-tok.bin" "$BUILD/never.slm"
+    DETAIL="exit status $RC"
+    check "slm-convert with missing inputs: exit 1, message on stderr" test $RC = 1 -a -s "$E"
+    run_cmd "$O" "$E" "$CONVERT" --type q5_1 "$SRC/stories260K.bin" "$SRC/tok512.bin" "$BUILD/never.slm"
+    DETAIL="exit status $RC"
+    check "slm-convert --type q5_1 (unknown): exit 1, message on stderr" test $RC = 1 -a -s "$E"
+fi
+}
+
+# ---------------------------------------------------------------------------
+# 4. compile matrix
+# ---------------------------------------------------------------------------
+section_matrix() {
+if [ "${SLM_TEST_SKIP_COMPILE:-0}" = 1 ]; then
+    echo "== compile matrix: skipped (SLM_TEST_SKIP_COMPILE=1)"
+else
+    echo "== compile matrix"
+    CB=$BUILD/compile
+    mkdir -p "$CB"
+    ARCHF=
+    case " $CFLAGS " in *" -march=native "*) ARCHF=-march=native ;; esac
+    for cc in ${SLM_TEST_COMPILERS:-gcc clang}; do
+        case $cc in gcc) cxx=g++ ;; clang) cxx=clang++ ;; *) cxx=$cc ;; esac
+        if ! command -v "$cc" >/dev/null 2>&1 || ! command -v "$cxx" >/dev/null 2>&1; then
+            skip "compile matrix with $cc" "$cc/$cxx not installed (make test-extended installs it)"
+            continue
+        fi
+        omp_ok=1
+        printf 'int main(void){return 0;}' | "$cc" -fopenmp -x c - -o "$CB/omp_probe" >/dev/null 2>&1 || omp_ok=0
+        for lang in c99 c++11; do
+            if [ $lang = c99 ]; then drv=$cc; lflags="-x c -std=c99 -pedantic"; else drv=$cxx; lflags="-x c++ -std=c++11 -pedantic"; fi
+            for variant in "" "-fopenmp" "-DSLM_NO_SIMD" "-DSLM_NO_THREADS -DSLM_NO_STDIO" "-DSLM_STATIC"; do
+                name="$cc $lang${variant:+ $variant}"
+                if [ "$variant" = -fopenmp ] && [ $omp_ok = 0 ]; then
+                    skip "$name" "$cc cannot link with -fopenmp here"
+                    continue
+                fi
+                tag=$(echo "$cc-$lang$variant" | tr -c 'A-Za-z0-9_\n-' '_')
+                flags="$lflags -Wall -Wextra -Werror -O2 $ARCHF -I. $variant"
+                log=$CB/$tag.log
+                if [ "$variant" = -DSLM_STATIC ]; then
+                    # SLM_STATIC: one translation unit that uses part of the API
+                    # shellcheck disable=SC2086
+                    if $drv $flags -DCOMPILE_SINGLE -o "$CB/$tag" tests/compile_a.c -lm >"$log" 2>&1 && "$CB/$tag" >>"$log" 2>&1; then
+                        pass "$name (one translation unit)"
+                    else
+                        fail "$name (one translation unit)" "$(head -n 8 "$log")"
+                    fi
+                    continue
+                fi
+                # shellcheck disable=SC2086
+                if $drv $flags -c -o "$CB/$tag.a.o" tests/compile_a.c >"$log" 2>&1 &&
+                   $drv $flags -c -o "$CB/$tag.b.o" tests/compile_b.c >>"$log" 2>&1 &&
+                   $drv $variant -o "$CB/$tag" "$CB/$tag.a.o" "$CB/$tag.b.o" -lm >>"$log" 2>&1 &&
+                   "$CB/$tag" >>"$log" 2>&1; then
+                    pass "$name (two translation units, linked and run)"
+                else
+                    fail "$name (two translation units, linked and run)" "$(head -n 8 "$log")"
+                fi
+            done
+        done
+    done
+fi
+
+}
+
+HAVE_MODEL=0
+if [ -n "${SLM_BUILD_STATUS:-}" ]; then
+    DETAIL="make all failed (exit status $SLM_BUILD_STATUS); see the compiler output above"
+    check "make all builds ./slm and ./slm-convert" test "$SLM_BUILD_STATUS" = 0
+fi
+if [ "$ONLY_COMPILE" != 1 ]; then
+    section_models
+    section_ctests
+    section_cli
+fi
+section_matrix
+
+echo "== tests/run.sh: $(($(date +%s) - T0)) s"
+if [ $skipped -gt 0 ]; then
+    echo "$passed passed, $failed failed, $skipped skipped"
+else
+    echo "$passed passed, $failed failed"
+fi
+[ $failed = 0 ]

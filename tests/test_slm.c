@@ -1,0 +1,2143 @@
+/* test_slm.c - unit and end-to-end tests of slm.h through its public API.
+
+   Usage: test_slm [-k SUBSTRING] [--no-fork] [--list]
+   Environment:
+     SLM_MODELS      test assets (default ../shared/models); references come
+                     from stories260K/reference.json and reference_greedy.txt,
+                     produced by llama2.c run.c, never by this code.
+     SLM_TEST_BUILD  where tests/run.sh put the converted models
+                     (default build): stories260K_{f32,f16,q8_0,q4_0}.slm
+   Each test runs in its own process (a crash or a sanitizer report fails that
+   test only). Prints a line per failing check and per test, and ends with
+   "N passed, N failed, N skipped". Exit status 1 when anything failed. */
+#if !defined(_WIN32) && !defined(_POSIX_C_SOURCE)
+#define _POSIX_C_SOURCE 200809L
+#endif
+#define SLM_IMPLEMENTATION
+#include "slm.h"
+
+#include <ctype.h>
+#include <float.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#if defined(__unix__) || defined(__APPLE__)
+#include <signal.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#define HAVE_FORK 1
+#endif
+
+/* ======================================================================== */
+/* test harness                                                             */
+/* ======================================================================== */
+
+static int g_checks_failed;   /* in the current test */
+static int g_skipped;
+static char g_skip_reason[512];
+static const char *g_models_dir = "../shared/models";
+static const char *g_build_dir = "build";
+
+#define MAX_PRINTED_FAILURES 25
+static void check_failed(const char *file, int line, const char *expr, const char *fmt, ...) {
+    g_checks_failed++;
+    if (g_checks_failed <= MAX_PRINTED_FAILURES) {
+        printf("    FAIL %s:%d: %s", file, line, expr);
+        if (fmt && *fmt) {
+            va_list ap;
+            va_start(ap, fmt);
+            printf(" -- ");
+            vprintf(fmt, ap);
+            va_end(ap);
+        }
+        printf("\n");
+    } else if (g_checks_failed == MAX_PRINTED_FAILURES + 1) {
+        printf("    (further failures of this test not printed)\n");
+    }
+    fflush(stdout);
+}
+#define CHECK(c) do { if (!(c)) check_failed(__FILE__, __LINE__, #c, NULL); } while (0)
+#define CHECKF(c, ...) do { if (!(c)) check_failed(__FILE__, __LINE__, #c, __VA_ARGS__); } while (0)
+#define SKIP(...) do { g_skipped = 1; snprintf(g_skip_reason, sizeof g_skip_reason, __VA_ARGS__); return; } while (0)
+#define NOTE(...) do { printf("    "); printf(__VA_ARGS__); printf("\n"); fflush(stdout); } while (0)
+
+static double now_sec(void) {
+#if defined(CLOCK_MONOTONIC)
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+#else
+    return (double)clock() / CLOCKS_PER_SEC;
+#endif
+}
+
+/* ======================================================================== */
+/* small utilities                                                          */
+/* ======================================================================== */
+
+static char *path_join(const char *a, const char *b) {
+    size_t n = strlen(a) + strlen(b) + 2;
+    char *p = (char *)malloc(n);
+    snprintf(p, n, "%s/%s", a, b);
+    return p;
+}
+
+static int file_exists(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (f) fclose(f);
+    return f != NULL;
+}
+
+/* Reads a whole file into a 64-byte aligned buffer of exactly its size. */
+static unsigned char *read_file(const char *path, size_t *size) {
+    FILE *f = fopen(path, "rb");
+    unsigned char *buf = NULL;
+    long n;
+    if (!f) return NULL;
+    if (fseek(f, 0, SEEK_END) != 0 || (n = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) { fclose(f); return NULL; }
+    if (posix_memalign((void **)&buf, 64, (size_t)n + 1) != 0) { fclose(f); return NULL; }
+    if ((size_t)n && fread(buf, 1, (size_t)n, f) != (size_t)n) { free(buf); fclose(f); return NULL; }
+    fclose(f);
+    buf[n] = 0;
+    *size = (size_t)n;
+    return buf;
+}
+
+/* A copy in a buffer of exactly n bytes (so ASan sees any read past n). */
+static unsigned char *exact_copy(const unsigned char *src, size_t n) {
+    void *p = NULL;
+    if (posix_memalign(&p, 64, n ? n : 1) != 0) return NULL;
+    if (n) memcpy(p, src, n);
+    return (unsigned char *)p;
+}
+
+static int write_file(const char *path, const void *data, size_t n) {
+    FILE *f = fopen(path, "wb");
+    if (!f) return 0;
+    if (n && fwrite(data, 1, n, f) != n) { fclose(f); return 0; }
+    return fclose(f) == 0;
+}
+
+static uint32_t rd32(const unsigned char *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24; }
+static uint64_t rd64(const unsigned char *p) { return (uint64_t)rd32(p) | (uint64_t)rd32(p + 4) << 32; }
+static void wr16(unsigned char *p, uint32_t v) { p[0] = (unsigned char)v; p[1] = (unsigned char)(v >> 8); }
+static void wr32(unsigned char *p, uint32_t v) { int i; for (i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i)); }
+static void wr64(unsigned char *p, uint64_t v) { int i; for (i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i)); }
+
+static int argmax(const float *x, int n) {
+    int i, best = 0;
+    for (i = 1; i < n; i++) if (x[i] > x[best]) best = i;   /* first index wins ties, as run.c */
+    return best;
+}
+
+static int ci_contains(const char *hay, const char *needle) {
+    size_t i, j, n = strlen(needle);
+    for (i = 0; hay[i]; i++) {
+        for (j = 0; j < n && hay[i + j] && tolower((unsigned char)hay[i + j]) == tolower((unsigned char)needle[j]); j++) {}
+        if (j == n) return 1;
+    }
+    return n == 0;
+}
+
+static int valid_utf8(const char *s, int n) {
+    int i = 0, j;
+    while (i < n) {
+        unsigned char c = (unsigned char)s[i];
+        int k = c < 0x80 ? 0 : (c & 0xE0) == 0xC0 ? 1 : (c & 0xF0) == 0xE0 ? 2 : (c & 0xF8) == 0xF0 ? 3 : -1;
+        if (k < 0 || i + k > n - 1) return 0;
+        for (j = 1; j <= k; j++) if (((unsigned char)s[i + j] & 0xC0) != 0x80) return 0;
+        i += k + 1;
+    }
+    return 1;
+}
+
+/* ======================================================================== */
+/* counting allocator                                                       */
+/* ======================================================================== */
+
+typedef struct {
+    long n_alloc, n_free, n_refused;
+    size_t live, peak, max_request;
+    size_t limit;            /* refuse requests that would take live above this (0 = none) */
+} counter;
+
+#define HDR 64
+static void *counting_alloc(size_t size, void *user) {
+    counter *c = (counter *)user;
+    unsigned char *p;
+    if (size > c->max_request) c->max_request = size;
+    if (c->limit && (size > c->limit || c->live + size > c->limit)) { c->n_refused++; return NULL; }
+    if (size > SIZE_MAX - HDR) { c->n_refused++; return NULL; }
+    p = (unsigned char *)malloc(size + HDR);
+    if (!p) { c->n_refused++; return NULL; }
+    memcpy(p, &size, sizeof size);
+    c->n_alloc++;
+    c->live += size;
+    if (c->live > c->peak) c->peak = c->live;
+    return p + HDR;
+}
+static void counting_free(void *ptr, void *user) {
+    counter *c = (counter *)user;
+    size_t size;
+    if (!ptr) return;
+    memcpy(&size, (unsigned char *)ptr - HDR, sizeof size);
+    c->n_free++;
+    c->live -= size;
+    free((unsigned char *)ptr - HDR);
+}
+static slm_allocator counting_allocator(counter *c) {
+    slm_allocator a;
+    a.alloc = counting_alloc;
+    a.free = counting_free;
+    a.user = c;
+    return a;
+}
+
+/* ======================================================================== */
+/* a minimal JSON reader (for reference.json)                               */
+/* ======================================================================== */
+
+enum { J_NULL, J_BOOL, J_NUM, J_STR, J_ARR, J_OBJ };
+typedef struct jv {
+    int t;
+    double num;
+    char *str; size_t len;          /* J_STR (decoded UTF-8) */
+    struct jv *items; char **keys;  /* J_ARR / J_OBJ */
+    int n;
+} jv;
+
+typedef struct { const char *p, *end; int err; } jparser;
+
+static void j_ws(jparser *P) { while (P->p < P->end && (*P->p == ' ' || *P->p == '\n' || *P->p == '\r' || *P->p == '\t')) P->p++; }
+static int j_parse(jparser *P, jv *out);
+
+static void j_put_utf8(char *buf, size_t *n, unsigned cp) {
+    if (cp < 0x80) buf[(*n)++] = (char)cp;
+    else if (cp < 0x800) { buf[(*n)++] = (char)(0xC0 | cp >> 6); buf[(*n)++] = (char)(0x80 | (cp & 63)); }
+    else if (cp < 0x10000) { buf[(*n)++] = (char)(0xE0 | cp >> 12); buf[(*n)++] = (char)(0x80 | ((cp >> 6) & 63)); buf[(*n)++] = (char)(0x80 | (cp & 63)); }
+    else { buf[(*n)++] = (char)(0xF0 | cp >> 18); buf[(*n)++] = (char)(0x80 | ((cp >> 12) & 63)); buf[(*n)++] = (char)(0x80 | ((cp >> 6) & 63)); buf[(*n)++] = (char)(0x80 | (cp & 63)); }
+}
+static int j_hex4(jparser *P, unsigned *v) {
+    int i;
+    *v = 0;
+    if (P->end - P->p < 4) return 0;
+    for (i = 0; i < 4; i++) {
+        char c = *P->p++;
+        *v <<= 4;
+        if (c >= '0' && c <= '9') *v |= (unsigned)(c - '0');
+        else if (c >= 'a' && c <= 'f') *v |= (unsigned)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F') *v |= (unsigned)(c - 'A' + 10);
+        else return 0;
+    }
+    return 1;
+}
+static int j_string(jparser *P, char **s, size_t *len) {
+    const char *q = ++P->p;   /* after the quote */
+    char *buf;
+    size_t n = 0;
+    while (q < P->end && *q != '"') q += (*q == '\\') ? 2 : 1;
+    if (q >= P->end) return 0;
+    buf = (char *)malloc((size_t)(q - P->p) + 8);
+    while (P->p < P->end && *P->p != '"') {
+        char c = *P->p++;
+        if (c != '\\') { buf[n++] = c; continue; }
+        if (P->p >= P->end) { free(buf); return 0; }
+        c = *P->p++;
+        switch (c) {
+        case 'n': buf[n++] = '\n'; break;
+        case 't': buf[n++] = '\t'; break;
+        case 'r': buf[n++] = '\r'; break;
+        case 'b': buf[n++] = '\b'; break;
+        case 'f': buf[n++] = '\f'; break;
+        case 'u': {
+            unsigned cp, lo;
+            if (!j_hex4(P, &cp)) { free(buf); return 0; }
+            if (cp >= 0xD800 && cp < 0xDC00 && P->end - P->p >= 6 && P->p[0] == '\\' && P->p[1] == 'u') {
+                P->p += 2;
+                if (!j_hex4(P, &lo)) { free(buf); return 0; }
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+            }
+            j_put_utf8(buf, &n, cp);
+            break;
+        }
+        default: buf[n++] = c; break;
+        }
+    }
+    if (P->p >= P->end) { free(buf); return 0; }
+    P->p++;
+    buf[n] = 0;
+    *s = buf;
+    *len = n;
+    return 1;
+}
+static int j_parse(jparser *P, jv *out) {
+    memset(out, 0, sizeof *out);
+    j_ws(P);
+    if (P->p >= P->end) return 0;
+    if (*P->p == '{' || *P->p == '[') {
+        int obj = *P->p == '{', cap = 0;
+        out->t = obj ? J_OBJ : J_ARR;
+        P->p++;
+        j_ws(P);
+        if (P->p < P->end && *P->p == (obj ? '}' : ']')) { P->p++; return 1; }
+        for (;;) {
+            char *key = NULL; size_t klen;
+            j_ws(P);
+            if (obj) {
+                if (P->p >= P->end || *P->p != '"' || !j_string(P, &key, &klen)) return 0;
+                j_ws(P);
+                if (P->p >= P->end || *P->p != ':') { free(key); return 0; }
+                P->p++;
+            }
+            if (out->n == cap) {
+                cap = cap ? cap * 2 : 8;
+                out->items = (jv *)realloc(out->items, (size_t)cap * sizeof(jv));
+                out->keys = (char **)realloc(out->keys, (size_t)cap * sizeof(char *));
+            }
+            out->keys[out->n] = key;
+            if (!j_parse(P, &out->items[out->n])) { out->n++; return 0; }
+            out->n++;
+            j_ws(P);
+            if (P->p < P->end && *P->p == ',') { P->p++; continue; }
+            if (P->p < P->end && *P->p == (obj ? '}' : ']')) { P->p++; return 1; }
+            return 0;
+        }
+    }
+    if (*P->p == '"') { out->t = J_STR; return j_string(P, &out->str, &out->len); }
+    if (P->end - P->p >= 4 && !strncmp(P->p, "true", 4)) { out->t = J_BOOL; out->num = 1; P->p += 4; return 1; }
+    if (P->end - P->p >= 5 && !strncmp(P->p, "false", 5)) { out->t = J_BOOL; P->p += 5; return 1; }
+    if (P->end - P->p >= 4 && !strncmp(P->p, "null", 4)) { out->t = J_NULL; P->p += 4; return 1; }
+    {
+        char *e;
+        out->t = J_NUM;
+        out->num = strtod(P->p, &e);   /* the buffer is NUL-terminated */
+        if (e == P->p) return 0;
+        P->p = e;
+        return 1;
+    }
+}
+static void j_free(jv *v) {
+    int i;
+    for (i = 0; i < v->n; i++) { j_free(&v->items[i]); if (v->keys) free(v->keys[i]); }
+    free(v->items);
+    free(v->keys);
+    free(v->str);
+}
+static const jv *j_get(const jv *v, const char *key) {
+    int i;
+    if (!v || v->t != J_OBJ) return NULL;
+    for (i = 0; i < v->n; i++) if (v->keys[i] && !strcmp(v->keys[i], key)) return &v->items[i];
+    return NULL;
+}
+/* Reads a JSON array of numbers into ints; returns the count or -1. */
+static int j_ints(const jv *v, int *out, int cap) {
+    int i;
+    if (!v || v->t != J_ARR || v->n > cap) return -1;
+    for (i = 0; i < v->n; i++) { if (v->items[i].t != J_NUM) return -1; out[i] = (int)v->items[i].num; }
+    return v->n;
+}
+
+/* ======================================================================== */
+/* the reference                                                            */
+/* ======================================================================== */
+
+#define N_GEN 256
+#define N_VOCAB 512
+typedef struct {
+    jv root;
+    int prompt_ids[16], n_prompt;
+    int gen_ids[N_GEN], n_gen;
+    int n_gen_cli;                      /* 252 */
+    float logits[4][N_VOCAB];           /* positions 0..3 */
+    char *greedy_txt; size_t greedy_len;/* reference_greedy.txt */
+    const char *prompt;
+} reference;
+static reference R;
+static int R_loaded;
+
+static int load_reference(void) {
+    char *jpath, *tpath, *dir;
+    unsigned char *json;
+    size_t jsize;
+    jparser P;
+    const jv *greedy, *full;
+    int pos, i;
+    if (R_loaded) return R_loaded > 0;
+    R_loaded = -1;
+    dir = path_join(g_models_dir, "stories260K");
+    jpath = path_join(dir, "reference.json");
+    tpath = path_join(dir, "reference_greedy.txt");
+    free(dir);
+    json = read_file(jpath, &jsize);
+    R.greedy_txt = (char *)read_file(tpath, &R.greedy_len);
+    free(jpath);
+    free(tpath);
+    if (!json || !R.greedy_txt) { free(json); return 0; }
+    P.p = (const char *)json; P.end = P.p + jsize; P.err = 0;
+    if (!j_parse(&P, &R.root)) { printf("    reference.json: parse error\n"); free(json); return 0; }
+    free(json);
+    R.prompt = j_get(&R.root, "prompt") ? j_get(&R.root, "prompt")->str : NULL;
+    R.n_prompt = j_ints(j_get(&R.root, "prompt_token_ids"), R.prompt_ids, 16);
+    greedy = j_get(&R.root, "greedy");
+    R.n_gen = j_ints(j_get(greedy, "generated_token_ids"), R.gen_ids, N_GEN);
+    R.n_gen_cli = j_get(greedy, "n_generated_by_run_cli_n256") ? (int)j_get(greedy, "n_generated_by_run_cli_n256")->num : -1;
+    full = j_get(&R.root, "logits_full_first4_positions");
+    for (pos = 0; pos < 4; pos++) {
+        char key[16];
+        const jv *a;
+        snprintf(key, sizeof key, "%d", pos);
+        a = j_get(full, key);
+        if (!a || a->t != J_ARR || a->n != N_VOCAB) { printf("    reference.json: logits of position %d missing\n", pos); return 0; }
+        for (i = 0; i < N_VOCAB; i++) R.logits[pos][i] = (float)a->items[i].num;
+    }
+    if (!R.prompt || R.n_prompt != 5 || R.n_gen != N_GEN || R.n_gen_cli != 252) {
+        printf("    reference.json: unexpected content\n");
+        return 0;
+    }
+    /* reference_greedy.txt = prompt + generated text + "\n" */
+    if (R.greedy_len < strlen(R.prompt) + 1 || memcmp(R.greedy_txt, R.prompt, strlen(R.prompt)) != 0 ||
+        R.greedy_txt[R.greedy_len - 1] != '\n') {
+        printf("    reference_greedy.txt: unexpected content\n");
+        return 0;
+    }
+    R_loaded = 1;
+    return 1;
+}
+
+/* The reference continuation (reference_greedy.txt minus the prompt and the final newline). */
+static const char *ref_cont(size_t *len) {
+    size_t p = strlen(R.prompt);
+    *len = R.greedy_len - p - 1;
+    return R.greedy_txt + p;
+}
+
+/* ======================================================================== */
+/* models                                                                   */
+/* ======================================================================== */
+
+static char *model_path(const char *type) {
+    char name[64];
+    snprintf(name, sizeof name, "stories260K_%s.slm", type);
+    return path_join(g_build_dir, name);
+}
+
+/* Needs the reference and the converted model of `type`; else the test is skipped. */
+#define NEED_MODEL(type, pathvar) \
+    char *pathvar = model_path(type); \
+    do { \
+        if (!load_reference()) { free(pathvar); SKIP("stories260K reference not found under %s (set SLM_MODELS)", g_models_dir); } \
+        if (!file_exists(pathvar)) { SKIP("%s not found (tests/run.sh converts it; stories260K missing or the conversion failed)", pathvar); } \
+    } while (0)
+
+static slm_model *load_model(const char *path) {
+    slm_model *m = NULL;
+    slm_model_desc d;
+    char err[512] = "";
+    slm_result rc;
+    memset(&d, 0, sizeof d);
+    d.path = path;
+    d.error = err;
+    d.error_cap = sizeof err;
+    rc = slm_model_load(&m, &d);
+    if (rc != SLM_OK) { printf("    FAIL: loading %s: %s: %s\n", path, slm_result_str(rc), err); g_checks_failed++; return NULL; }
+    return m;
+}
+
+static slm_session *new_session(slm_model *m, int n_ctx, int n_threads) {
+    slm_session *s = NULL;
+    slm_session_desc sd;
+    slm_result rc;
+    memset(&sd, 0, sizeof sd);
+    sd.n_ctx = n_ctx;
+    sd.n_threads = n_threads;
+    rc = slm_session_new(&s, m, &sd);
+    if (rc != SLM_OK) { printf("    FAIL: slm_session_new: %s\n", slm_result_str(rc)); g_checks_failed++; return NULL; }
+    return s;
+}
+
+/* Teacher-forced logits over the reference sequence (prompt + 256 ids), one position per call. */
+#define N_SEQ (5 + N_GEN)
+static float *teacher_forced(slm_model *m) {
+    slm_session *s = new_session(m, 0, 0);
+    float *L;
+    int i;
+    if (!s) return NULL;
+    L = (float *)malloc(sizeof(float) * N_SEQ * N_VOCAB);
+    for (i = 0; i < N_SEQ; i++) {
+        slm_token t = i < 5 ? R.prompt_ids[i] : R.gen_ids[i - 5];
+        const float *lg;
+        slm_result rc = slm_eval(s, &t, 1);
+        if (rc != SLM_OK || !(lg = slm_logits(s))) {
+            printf("    FAIL: slm_eval at position %d: %s %s\n", i, slm_result_str(rc), slm_session_error(s));
+            g_checks_failed++;
+            free(L);
+            slm_session_free(s);
+            return NULL;
+        }
+        memcpy(L + (size_t)i * N_VOCAB, lg, sizeof(float) * N_VOCAB);
+    }
+    slm_session_free(s);
+    return L;
+}
+
+/* ---- text collection through on_token ---- */
+typedef struct {
+    char buf[8192];
+    size_t len;
+    int calls;
+    int cancel_at;        /* return non-zero on this call (1-based); 0 = never */
+    int bad_utf8;
+    size_t len_before_last;
+} collector;
+
+static int collect(void *user, const char *piece, int len) {
+    collector *c = (collector *)user;
+    c->calls++;
+    c->len_before_last = c->len;
+    if (len < 0 || (len > 0 && !piece)) { c->bad_utf8++; return 1; }
+    if (!valid_utf8(piece, len)) c->bad_utf8++;
+    if (c->len + (size_t)len < sizeof c->buf) { memcpy(c->buf + c->len, piece, (size_t)len); c->len += (size_t)len; }
+    c->buf[c->len] = 0;
+    return c->cancel_at && c->calls >= c->cancel_at;
+}
+
+/* Generates into a heap string; returns it (NULL on failure) and sets rc. */
+static char *gen_text(slm_session *s, const char *prompt, const slm_gen_opts *o, slm_result *rc_out, size_t *len_out) {
+    size_t cap = 1 << 16, n = 0;
+    char *out = (char *)malloc(cap);
+    slm_result rc = slm_generate(s, prompt, o, out, cap, &n);
+    if (rc_out) *rc_out = rc;
+    if (len_out) *len_out = n;
+    if (n >= cap) { free(out); return NULL; }
+    return out;
+}
+
+/* ======================================================================== */
+/* 1. stories260K f32 against llama2.c run.c                                */
+/* ======================================================================== */
+
+static void test_model_info(void) {
+    NEED_MODEL("f32", path);
+    {
+        slm_model *m = load_model(path);
+        const slm_model_info *mi;
+        const jv *cfg = j_get(&R.root, "config");
+        int i, found_embd = 0, found_output = 0;
+        free(path);
+        if (!m) return;
+        mi = slm_model_info_get(m);
+        CHECK(mi != NULL);
+        if (!mi) { slm_model_free(m); return; }
+        CHECK(mi->arch == SLM_ARCH_LLAMA);
+        CHECK(mi->arch_name && !strcmp(mi->arch_name, "llama"));
+        CHECKF(mi->n_vocab == (int)j_get(cfg, "vocab_size")->num, "n_vocab %d", mi->n_vocab);
+        CHECKF(mi->dim == (int)j_get(cfg, "dim")->num, "dim %d", mi->dim);
+        CHECKF(mi->n_layers == (int)j_get(cfg, "n_layers")->num, "n_layers %d", mi->n_layers);
+        CHECKF(mi->n_heads == (int)j_get(cfg, "n_heads")->num, "n_heads %d", mi->n_heads);
+        CHECKF(mi->n_kv_heads == (int)j_get(cfg, "n_kv_heads")->num, "n_kv_heads %d", mi->n_kv_heads);
+        CHECKF(mi->head_dim == mi->dim / mi->n_heads, "head_dim %d", mi->head_dim);
+        CHECKF(mi->ffn_dim == (int)j_get(cfg, "hidden_dim")->num, "ffn_dim %d", mi->ffn_dim);
+        CHECKF(mi->max_seq == (int)j_get(cfg, "seq_len")->num, "max_seq %d", mi->max_seq);
+        CHECKF(mi->tied_embeddings == 1, "tied %d", mi->tied_embeddings);
+        CHECK(mi->qkv_bias == 0 && mi->qk_norm == 0);
+        CHECKF(mi->rope_kind == 0, "rope_kind %d", mi->rope_kind);
+        CHECKF(mi->rope_theta == 10000.0f, "rope_theta %g", mi->rope_theta);
+        CHECKF(mi->weight_type == SLM_TYPE_F32, "weight_type %d", mi->weight_type);
+        CHECKF(mi->tokenizer_kind == SLM_TOKENIZER_SPM, "tokenizer_kind %d", mi->tokenizer_kind);
+        CHECKF(mi->n_tokens == 512, "n_tokens %d", mi->n_tokens);
+        CHECKF(mi->bos == 1, "bos %d", mi->bos);
+        CHECKF(mi->eos == 2, "eos %d", mi->eos);
+        CHECKF(mi->format_major == SLM_FORMAT_VERSION_MAJOR && mi->format_minor == SLM_FORMAT_VERSION_MINOR,
+               "format %d.%d", mi->format_major, mi->format_minor);
+        /* 260K params: llama2.c's count (no freq_cis) */
+        CHECKF(mi->n_params == 512u * 64 + 5u * (64 + 64 * 64 * 2 + 64 * 32 * 2 + 64 + 3 * 64 * 172) + 64,
+               "n_params %llu", (unsigned long long)mi->n_params);
+        CHECK(mi->name != NULL);
+        CHECKF(mi->n_tensors == 2 + 5 * 9, "n_tensors %d", mi->n_tensors);
+        for (i = 0; i < mi->n_tensors; i++) {
+            slm_tensor_info ti;
+            CHECK(slm_model_tensor_get(m, i, &ti) == SLM_OK);
+            CHECK(ti.name != NULL);
+            if (!ti.name) continue;
+            CHECKF(ti.type == SLM_TYPE_F32, "%s type %d", ti.name, ti.type);
+            CHECKF(ti.offset % 64 == 0, "%s offset %llu", ti.name, (unsigned long long)ti.offset);
+            CHECK(ti.offset + ti.size <= mi->file_size);
+            if (!strcmp(ti.name, "token_embd.weight")) {
+                found_embd = 1;
+                CHECK(ti.n_dims == 2 && ti.ne[0] == 64 && ti.ne[1] == 512);
+                CHECK(ti.size == 64u * 512 * 4);
+            }
+            if (!strcmp(ti.name, "output.weight")) found_output = 1;
+            if (!strcmp(ti.name, "blk.0.ffn_down.weight")) CHECK(ti.n_dims == 2 && ti.ne[0] == 172 && ti.ne[1] == 64);
+            if (!strcmp(ti.name, "blk.4.attn_k.weight")) CHECK(ti.n_dims == 2 && ti.ne[0] == 64 && ti.ne[1] == 32);
+        }
+        CHECK(found_embd);
+        CHECK(!found_output);
+        slm_model_free(m);
+    }
+}
+
+/* prompt ids, logits at positions 0..3 (1e-4), then 256 greedy ids via eval/logits/argmax */
+static void greedy_lowlevel(int n_threads) {
+    NEED_MODEL("f32", path);
+    {
+        slm_model *m = load_model(path);
+        slm_session *s;
+        slm_token toks[64];
+        int n, i, pos, first_bad = -1, n_bad = 0;
+        free(path);
+        if (!m) return;
+        s = new_session(m, 0, n_threads);
+        if (!s) { slm_model_free(m); return; }
+        n = slm_tokenize(m, R.prompt, strlen(R.prompt), SLM_TOK_BOS, toks, 64);
+        CHECKF(n == R.n_prompt, "got %d ids", n);
+        for (i = 0; i < n && i < R.n_prompt; i++) CHECKF(toks[i] == R.prompt_ids[i], "id %d: %d != %d", i, toks[i], R.prompt_ids[i]);
+        CHECK(slm_logits(s) == NULL);
+        for (pos = 0; pos < 4; pos++) {
+            const float *lg;
+            float maxdiff = 0;
+            slm_token t = (slm_token)R.prompt_ids[pos];
+            CHECK(slm_eval(s, &t, 1) == SLM_OK);
+            lg = slm_logits(s);
+            CHECK(lg != NULL);
+            if (!lg) break;
+            for (i = 0; i < N_VOCAB; i++) {
+                float d = fabsf(lg[i] - R.logits[pos][i]);
+                if (!(d <= maxdiff)) maxdiff = d;   /* NaN propagates */
+            }
+            CHECKF(maxdiff <= 1e-4f, "position %d: max |logit - run.c| = %g", pos, maxdiff);
+            if (pos == 0) NOTE("position 0: max |logit - run.c| = %.3g", maxdiff);
+        }
+        {
+            slm_token t = (slm_token)R.prompt_ids[4];
+            CHECK(slm_eval(s, &t, 1) == SLM_OK);
+        }
+        CHECK(slm_session_n_past(s) == 5);
+        for (i = 0; i < N_GEN; i++) {
+            const float *lg = slm_logits(s);
+            slm_token next;
+            if (!lg) { CHECK(lg != NULL); break; }
+            next = argmax(lg, N_VOCAB);
+            if (next != R.gen_ids[i]) { n_bad++; if (first_bad < 0) first_bad = i; }
+            next = R.gen_ids[i];     /* teacher-force so one slip does not hide the rest */
+            if (i + 1 < N_GEN && slm_eval(s, &next, 1) != SLM_OK) { CHECKF(0, "slm_eval failed at generated token %d: %s", i, slm_session_error(s)); break; }
+        }
+        CHECKF(n_bad == 0, "%d of 256 greedy ids differ from run.c, first at generated token %d", n_bad, first_bad);
+        CHECK(slm_session_n_past(s) == 5 + N_GEN - 1);
+        slm_session_free(s);
+        slm_model_free(m);
+    }
+}
+static void test_greedy_lowlevel(void) { greedy_lowlevel(0); }
+static void test_greedy_lowlevel_1thread(void) { greedy_lowlevel(1); }
+
+/* The whole prompt in one slm_eval (prefill), and the rest of the sequence in one call. */
+static void test_batched_eval(void) {
+    NEED_MODEL("f32", path);
+    {
+        slm_model *m = load_model(path);
+        slm_session *s;
+        slm_token seq[N_SEQ];
+        float *tf;
+        const float *lg;
+        float maxdiff = 0;
+        int i;
+        free(path);
+        if (!m) return;
+        for (i = 0; i < N_SEQ; i++) seq[i] = i < 5 ? R.prompt_ids[i] : R.gen_ids[i - 5];
+        s = new_session(m, 0, 0);
+        if (!s) { slm_model_free(m); return; }
+        CHECK(slm_eval(s, seq, 4) == SLM_OK);
+        lg = slm_logits(s);
+        CHECK(lg != NULL);
+        if (lg) {
+            for (i = 0; i < N_VOCAB; i++) { float d = fabsf(lg[i] - R.logits[3][i]); if (!(d <= maxdiff)) maxdiff = d; }
+            CHECKF(maxdiff <= 1e-4f, "4-token prefill, position 3: max |logit - run.c| = %g", maxdiff);
+        }
+        CHECK(slm_eval(s, seq + 4, 1) == SLM_OK);
+        lg = slm_logits(s);
+        CHECK(lg && argmax(lg, N_VOCAB) == R.gen_ids[0]);
+        /* everything else in one call; the final logits must match one-at-a-time evaluation */
+        tf = teacher_forced(m);
+        CHECK(slm_eval(s, seq + 5, N_SEQ - 5) == SLM_OK);
+        CHECK(slm_session_n_past(s) == N_SEQ);
+        lg = slm_logits(s);
+        if (lg && tf) {
+            maxdiff = 0;
+            for (i = 0; i < N_VOCAB; i++) { float d = fabsf(lg[i] - tf[(size_t)(N_SEQ - 1) * N_VOCAB + i]); if (!(d <= maxdiff)) maxdiff = d; }
+            CHECKF(maxdiff <= 1e-4f, "256-token batch vs one at a time: max diff %g", maxdiff);
+        } else CHECK(lg && tf);
+        /* rewind and re-evaluate: same logits */
+        CHECK(slm_rewind(s, 100) == SLM_OK);
+        CHECK(slm_session_n_past(s) == 100);
+        CHECK(slm_eval(s, seq + 100, 1) == SLM_OK);
+        lg = slm_logits(s);
+        if (lg && tf) {
+            maxdiff = 0;
+            for (i = 0; i < N_VOCAB; i++) { float d = fabsf(lg[i] - tf[(size_t)100 * N_VOCAB + i]); if (!(d <= maxdiff)) maxdiff = d; }
+            CHECKF(maxdiff <= 1e-4f, "after rewind(100): max diff %g", maxdiff);
+        }
+        CHECK(slm_rewind(s, 0) == SLM_OK);
+        CHECK(slm_session_n_past(s) == 0);
+        CHECK(slm_eval(s, seq, 1) == SLM_OK);
+        lg = slm_logits(s);
+        if (lg) {
+            maxdiff = 0;
+            for (i = 0; i < N_VOCAB; i++) { float d = fabsf(lg[i] - R.logits[0][i]); if (!(d <= maxdiff)) maxdiff = d; }
+            CHECKF(maxdiff <= 1e-4f, "after rewind(0): max diff %g", maxdiff);
+        }
+        free(tf);
+        slm_session_free(s);
+        slm_model_free(m);
+    }
+}
+
+/* slm_generate, greedy, 252 tokens: text == reference_greedy.txt minus prompt and final "\n" */
+static void test_generate_greedy(void) {
+    NEED_MODEL("f32", path);
+    {
+        slm_model *m = load_model(path);
+        slm_session *s;
+        slm_gen_opts o;
+        collector *c = (collector *)calloc(1, sizeof *c);
+        char *out = (char *)malloc(8192);
+        size_t n = 0, rlen;
+        const char *ref = ref_cont(&rlen);
+        slm_result rc;
+        free(path);
+        if (!m) { free(c); free(out); return; }
+        s = new_session(m, 0, 0);
+        if (s) {
+            memset(&o, 0, sizeof o);
+            o.max_tokens = R.n_gen_cli;
+            o.on_token = collect;
+            o.user = c;
+            rc = slm_generate(s, R.prompt, &o, out, 8192, &n);
+            CHECKF(rc == SLM_OK, "%s: %s", slm_result_str(rc), slm_session_error(s));
+            CHECKF(n == rlen, "out_len %zu, expected %zu", n, rlen);
+            CHECKF(n < 8192 && strlen(out) == n && !memcmp(out, ref, rlen < n ? rlen : n),
+                   "generated text differs from reference_greedy.txt:\n--- got:\n%s\n--- expected:\n%.*s", out, (int)rlen, ref);
+            CHECKF(c->len == rlen && !memcmp(c->buf, ref, rlen), "on_token text differs:\n%s", c->buf);
+            CHECK(c->bad_utf8 == 0);
+            CHECK(c->calls > 0 && c->calls <= R.n_gen_cli);
+            CHECKF(slm_session_n_past(s) >= 5 + R.n_gen_cli - 1 && slm_session_n_past(s) <= 5 + R.n_gen_cli,
+                   "n_past %d", slm_session_n_past(s));
+            /* opts NULL = greedy defaults; first tokens equal */
+            slm_session_free(s);
+        }
+        free(c);
+        free(out);
+        slm_model_free(m);
+    }
+}
+
+/* ======================================================================== */
+/* 2. tokenizer                                                             */
+/* ======================================================================== */
+
+static void test_tokenizer_cases(void) {
+    NEED_MODEL("f32", path);
+    {
+        slm_model *m = load_model(path);
+        const jv *cases = j_get(j_get(&R.root, "encode_cases"), "cases");
+        int c, i;
+        free(path);
+        if (!m) return;
+        CHECK(cases && cases->t == J_ARR && cases->n >= 6);
+        for (c = 0; cases && c < cases->n; c++) {
+            const jv *text = j_get(&cases->items[c], "text");
+            int ids[256], nids = j_ints(j_get(&cases->items[c], "ids"), ids, 256);
+            slm_token got[256];
+            char dec[1024];
+            size_t dlen = 0;
+            int n;
+            CHECK(text && text->t == J_STR && nids > 1);
+            if (!text || nids <= 1) continue;
+            n = slm_tokenize(m, text->str, text->len, SLM_TOK_BOS, got, 256);
+            CHECKF(n == nids, "\"%s\": %d ids, expected %d", text->str, n, nids);
+            for (i = 0; i < n && i < nids; i++)
+                if (got[i] != ids[i]) { CHECKF(got[i] == ids[i], "\"%s\": id %d is %d, expected %d", text->str, i, got[i], ids[i]); break; }
+            /* without BOS: the same ids minus the BOS */
+            n = slm_tokenize(m, text->str, text->len, 0, got, 256);
+            CHECKF(n == nids - 1, "\"%s\" without BOS: %d ids, expected %d", text->str, n, nids - 1);
+            for (i = 0; i < n && i < nids - 1; i++)
+                if (got[i] != ids[i + 1]) { CHECKF(got[i] == ids[i + 1], "\"%s\" without BOS: id %d is %d, expected %d", text->str, i, got[i], ids[i + 1]); break; }
+            /* short buffer: -needed */
+            n = slm_tokenize(m, text->str, text->len, SLM_TOK_BOS, got, 2);
+            CHECKF(n == -nids, "\"%s\" with cap 2: %d, expected %d", text->str, n, -nids);
+            /* decode: pieces of the ids after BOS, minus the dummy prefix's space */
+            for (i = 1; i < nids; i++) {
+                int len = -1;
+                const char *p = slm_token_piece(m, ids[i], &len);
+                CHECKF(p != NULL && len >= 0, "piece of %d", ids[i]);
+                if (!p || len < 0 || dlen + (size_t)len >= sizeof dec) break;
+                memcpy(dec + dlen, p, (size_t)len);
+                dlen += (size_t)len;
+            }
+            dec[dlen] = 0;
+            CHECKF(dlen >= 1 && dec[0] == ' ' && dlen - 1 == text->len && !memcmp(dec + 1, text->str, text->len),
+                   "decode of \"%s\" gives \"%s\"", text->str, dec);
+        }
+        /* byte tokens stand for their byte; types */
+        {
+            int len = 0;
+            const char *p = slm_token_piece(m, 3 + 'A', &len);
+            CHECK(p && len == 1 && p[0] == 'A');
+            p = slm_token_piece(m, 3 + 0xE2, &len);
+            CHECK(p && len == 1 && (unsigned char)p[0] == 0xE2);
+            p = slm_token_piece(m, 3, &len);
+            CHECK(p && len == 1 && p[0] == 0);
+            CHECK(slm_token_type(m, 3) == SLM_TOKEN_BYTE);
+            CHECK(slm_token_type(m, 258) == SLM_TOKEN_BYTE);
+            CHECK(slm_token_type(m, 403) == SLM_TOKEN_NORMAL);
+        }
+        /* empty text: just BOS, or nothing */
+        {
+            slm_token got[4];
+            CHECK(slm_tokenize(m, "", 0, SLM_TOK_BOS, got, 4) == 1 && got[0] == 1);
+            CHECK(slm_tokenize(m, "", 0, 0, got, 4) == 0);
+            CHECK(slm_tokenize(m, NULL, 0, SLM_TOK_BOS, got, 4) == 1);
+        }
+        /* len is honoured: no reading up to a NUL */
+        {
+            slm_token got[16];
+            int n = slm_tokenize(m, "Once upon a time, there", 16, SLM_TOK_BOS, got, 16);
+            CHECK(n == 5 && got[4] == 378);
+        }
+        slm_model_free(m);
+    }
+}
+
+/* ======================================================================== */
+/* 3. quantized / f16 variants, teacher-forced against f32                  */
+/* ======================================================================== */
+
+static void variant(const char *type, int expect_type, double min_top1) {
+    NEED_MODEL("f32", path32);
+    {
+        char *pathq = model_path(type);
+        slm_model *m32, *mq;
+        float *a, *b;
+        double kl_sum = 0;
+        int agree = 0, pos, i;
+        if (!file_exists(pathq)) { free(path32); SKIP("%s not found", pathq); }
+        m32 = load_model(path32);
+        mq = load_model(pathq);
+        free(path32);
+        free(pathq);
+        if (!m32 || !mq) { slm_model_free(m32); slm_model_free(mq); return; }
+        /* the converter quantized what it could; rows of 172 stay float */
+        {
+            const slm_model_info *mi = slm_model_info_get(mq);
+            CHECKF(mi && mi->weight_type == expect_type, "weight_type %d", mi ? mi->weight_type : -99);
+            for (i = 0; mi && i < mi->n_tensors; i++) {
+                slm_tensor_info ti;
+                if (slm_model_tensor_get(mq, i, &ti) != SLM_OK || !ti.name) { CHECK(0); continue; }
+                if (strstr(ti.name, "norm")) CHECKF(ti.type == SLM_TYPE_F32, "%s: type %d", ti.name, ti.type);
+                else if (ti.ne[0] % 32 != 0) CHECKF(ti.type == SLM_TYPE_F16 || ti.type == SLM_TYPE_F32, "%s: type %d", ti.name, ti.type);
+                else CHECKF(ti.type == expect_type, "%s: type %d", ti.name, ti.type);
+                CHECK(ti.size == slm_type_row_size(ti.type, ti.ne[0]) * (uint64_t)(ti.ne[1] * ti.ne[2] * ti.ne[3]));
+            }
+        }
+        a = teacher_forced(m32);
+        b = teacher_forced(mq);
+        if (a && b) {
+            for (pos = 0; pos < N_SEQ; pos++) {
+                const float *p = a + (size_t)pos * N_VOCAB, *q = b + (size_t)pos * N_VOCAB;
+                double mp = p[0], mq2 = q[0], zp = 0, zq = 0, kl = 0;
+                if (argmax(p, N_VOCAB) == argmax(q, N_VOCAB)) agree++;
+                for (i = 1; i < N_VOCAB; i++) { if (p[i] > mp) mp = p[i]; if (q[i] > mq2) mq2 = q[i]; }
+                for (i = 0; i < N_VOCAB; i++) { zp += exp(p[i] - mp); zq += exp(q[i] - mq2); }
+                for (i = 0; i < N_VOCAB; i++) {
+                    double lp = p[i] - mp - log(zp), lq = q[i] - mq2 - log(zq);
+                    kl += exp(lp) * (lp - lq);
+                }
+                kl_sum += kl;
+            }
+            NOTE("%s vs f32 over %d teacher-forced positions: top-1 agreement %.2f%%, mean KL %.6f",
+                 type, N_SEQ, 100.0 * agree / N_SEQ, kl_sum / N_SEQ);
+            CHECKF(agree >= min_top1 * N_SEQ, "top-1 agreement %.2f%% < %.0f%%", 100.0 * agree / N_SEQ, 100 * min_top1);
+            CHECKF(kl_sum / N_SEQ < 1.0 && kl_sum >= 0, "mean KL %g", kl_sum / N_SEQ);
+        } else CHECK(a && b);
+        free(a);
+        free(b);
+        slm_model_free(m32);
+        slm_model_free(mq);
+    }
+}
+static void test_variant_f16(void) { variant("f16", SLM_TYPE_F16, 0.97); }
+static void test_variant_q8_0(void) { variant("q8_0", SLM_TYPE_Q8_0, 0.97); }
+static void test_variant_q4_0(void) { variant("q4_0", SLM_TYPE_Q4_0, 0.50); }
+
+/* ======================================================================== */
+/* 4. bad input                                                             */
+/* ======================================================================== */
+
+typedef struct {
+    unsigned char *data;
+    size_t size;
+    uint64_t tok_off, tok_size, meta_off, meta_size, dir_off, dir_size;
+    uint32_t n_tensors;
+    size_t required_end;      /* end of the last section or tensor */
+    size_t first_data;        /* offset of the first tensor's data */
+    int embd_index, last_index;
+} slm_file;
+
+static uint64_t type_row_bytes(uint32_t type, uint64_t n) {
+    switch (type) {
+    case 0: return 4 * n;
+    case 1: case 30: return 2 * n;
+    case 8: return n / 32 * 34;
+    case 2: return n / 32 * 18;
+    default: return 0;
+    }
+}
+
+/* Parses the layout of a valid file per FORMAT.md (independently of slm.h). */
+static int parse_slm(slm_file *F, const char *path) {
+    uint32_t i;
+    memset(F, 0, sizeof *F);
+    F->data = read_file(path, &F->size);
+    if (!F->data || F->size < 128) return 0;
+    if (memcmp(F->data, "SLM\0", 4) != 0) return 0;
+    F->tok_off = rd64(F->data + 80); F->tok_size = rd64(F->data + 88);
+    F->meta_off = rd64(F->data + 96); F->meta_size = rd64(F->data + 104);
+    F->dir_off = rd64(F->data + 112); F->dir_size = rd64(F->data + 120);
+    F->n_tensors = rd32(F->data + 72);
+    F->required_end = 128;
+    F->first_data = F->size;
+    F->embd_index = F->last_index = -1;
+#define END(o, s) do { if ((o) + (s) > F->required_end) F->required_end = (size_t)((o) + (s)); } while (0)
+    END(F->tok_off, F->tok_size);
+    END(F->meta_off, F->meta_size);
+    END(F->dir_off, F->dir_size);
+    if (F->dir_off + (uint64_t)F->n_tensors * 96 > F->size) return 0;
+    for (i = 0; i < F->n_tensors; i++) {
+        const unsigned char *e = F->data + F->dir_off + 96u * i;
+        uint64_t rows = (uint64_t)rd32(e + 76) * rd32(e + 80) * rd32(e + 84);
+        uint64_t off = rd64(e + 88), sz = type_row_bytes(rd32(e + 64), rd32(e + 72)) * rows;
+        if (!strcmp((const char *)e, "token_embd.weight")) F->embd_index = (int)i;
+        if (off < F->first_data) F->first_data = (size_t)off;
+        if (off + sz >= F->required_end) { F->required_end = (size_t)(off + sz); F->last_index = (int)i; }
+    }
+#undef END
+    return F->required_end <= F->size && F->embd_index >= 0 && F->last_index >= 0;
+}
+
+typedef struct {
+    slm_result rc;
+    char err[256];
+    counter cnt;
+    int loaded;
+} load_outcome;
+
+/* Loads bytes (an exact-size copy) from memory with a counting allocator. */
+static load_outcome load_mem(const unsigned char *bytes, size_t n) {
+    load_outcome o;
+    slm_model_desc d;
+    slm_model *m = NULL;
+    unsigned char *copy = exact_copy(bytes, n);
+    memset(&o, 0, sizeof o);
+    memset(&d, 0, sizeof d);
+    o.cnt.limit = (size_t)1 << 30;     /* refuse (and record) absurd requests instead of trying them */
+    d.data = copy;
+    d.size = n;
+    d.alloc = counting_allocator(&o.cnt);
+    d.error = o.err;
+    d.error_cap = sizeof o.err;
+    o.rc = slm_model_load(&m, &d);
+    o.loaded = m != NULL;
+    if (o.rc != SLM_OK && m != NULL) { printf("    FAIL: load failed (%s) but *out is not NULL\n", slm_result_str(o.rc)); g_checks_failed++; m = NULL; }
+    slm_model_free(m);
+    free(copy);
+    return o;
+}
+
+#define SMALL_BYTES ((size_t)16 << 20)
+
+/* A failed load: the expected code, a message, no leak, no huge allocation. */
+#define CHECK_FAILED_LOAD(o, ok_codes_expr, what) do { \
+        slm_result rc_ = (o).rc; (void)rc_; \
+        CHECKF(ok_codes_expr, "%s: got %s (%s)", what, slm_result_str((o).rc), (o).err); \
+        CHECKF((o).rc == SLM_OK || (o).err[0] != 0, "%s: empty error message", what); \
+        CHECKF((o).cnt.n_alloc == (o).cnt.n_free && (o).cnt.live == 0, "%s: %ld allocations, %ld frees", what, (o).cnt.n_alloc, (o).cnt.n_free); \
+        CHECKF((o).cnt.max_request < SMALL_BYTES && (o).cnt.peak < SMALL_BYTES, "%s: asked for %zu bytes at once (peak %zu)", what, (o).cnt.max_request, (o).cnt.peak); \
+    } while (0)
+#define IS_FORMAT (rc_ == SLM_ERR_FORMAT)
+#define IS_FORMAT_OR_UNSUP (rc_ == SLM_ERR_FORMAT || rc_ == SLM_ERR_UNSUPPORTED)
+
+static void test_truncated(void) {
+    NEED_MODEL("f32", path);
+    {
+        slm_file F;
+        size_t L, lens_cap = 4096, n_lens = 0, k;
+        size_t *lens = (size_t *)malloc(lens_cap * sizeof *lens);
+        char *tmp = path_join(g_build_dir, "truncated.tmp.slm");
+        int n_file = 0;
+        if (!parse_slm(&F, path)) { CHECKF(0, "cannot parse %s", path); free(path); free(lens); free(tmp); free(F.data); return; }
+        free(path);
+        for (L = 0; L <= 600 && L < F.required_end; L++) lens[n_lens++] = L;
+        for (L = 601; L < F.required_end && n_lens < lens_cap - 64; L += F.required_end / 300 + 1) lens[n_lens++] = L;
+        {
+            /* around every section and tensor boundary */
+            uint64_t b[8] = { F.tok_off, F.tok_off + F.tok_size, F.meta_off, F.meta_off + F.meta_size, F.dir_off, F.dir_off + F.dir_size, F.first_data, F.required_end };
+            int j, d;
+            for (j = 0; j < 8; j++) for (d = -1; d <= 1; d++) {
+                uint64_t x = b[j] + (uint64_t)(int64_t)d;
+                if (x < F.required_end && n_lens < lens_cap) lens[n_lens++] = (size_t)x;
+            }
+            for (j = 0; j < (int)F.n_tensors && n_lens + 2 < lens_cap; j++) {
+                const unsigned char *e = F.data + F.dir_off + 96u * (unsigned)j;
+                uint64_t off = rd64(e + 88);
+                if (off + 1 < F.required_end) { lens[n_lens++] = (size_t)off; lens[n_lens++] = (size_t)off + 1; }
+            }
+        }
+        NOTE("%zu truncation lengths below %zu (file %zu bytes)", n_lens, F.required_end, F.size);
+        for (k = 0; k < n_lens; k++) {
+            load_outcome o = load_mem(F.data, lens[k]);
+            char what[64];
+            snprintf(what, sizeof what, "memory, %zu bytes", lens[k]);
+            if (lens[k] == 0) CHECK_FAILED_LOAD(o, IS_FORMAT || rc_ == SLM_ERR_IO || rc_ == SLM_ERR_INVALID_ARG, what);
+            else CHECK_FAILED_LOAD(o, IS_FORMAT || rc_ == SLM_ERR_IO, what);
+            /* from a file, mmap and read, for the first 600 and every 5th of the rest */
+            if (lens[k] <= 600 || k % 5 == 0) {
+                slm_model_desc d;
+                slm_model *m = NULL;
+                char err[256] = "";
+                slm_result rc;
+                if (!write_file(tmp, F.data, lens[k])) { CHECKF(0, "cannot write %s", tmp); break; }
+                memset(&d, 0, sizeof d);
+                d.path = tmp;
+                d.no_mmap = (int)(k & 1);
+                d.error = err;
+                d.error_cap = sizeof err;
+                rc = slm_model_load(&m, &d);
+                CHECKF(rc == SLM_ERR_FORMAT || rc == SLM_ERR_IO, "file, %zu bytes, no_mmap %d: %s", lens[k], d.no_mmap, slm_result_str(rc));
+                CHECKF(err[0] != 0, "file, %zu bytes: empty message", lens[k]);
+                CHECK(rc == SLM_OK || m == NULL);
+                if (rc == SLM_OK) slm_model_free(m);
+                n_file++;
+            }
+        }
+        NOTE("%zu loads from memory, %d from files", n_lens, n_file);
+        /* trailing bytes beyond the last tensor (padding) are fine */
+        for (L = F.required_end; L <= F.size; L++) {
+            load_outcome o = load_mem(F.data, L);
+            CHECKF(o.rc == SLM_OK, "%zu of %zu bytes (all sections present): %s %s", L, F.size, slm_result_str(o.rc), o.err);
+        }
+        remove(tmp);
+        free(tmp);
+        free(lens);
+        free(F.data);
+    }
+}
+
+typedef struct {
+    const char *what;
+    size_t off;           /* relative to `base` */
+    int base;             /* 0 file, 1 tokenizer section, 2 metadata, 3 embd dir entry, 4 last tensor's entry, 5 tensor dir */
+    int width;            /* 2, 4, 8 bytes */
+    uint64_t value;
+    int expect;           /* 0 FORMAT, 1 FORMAT or UNSUPPORTED, 2 OK */
+} patch;
+
+static void test_patched(void) {
+    NEED_MODEL("f32", path);
+    {
+        slm_file F;
+        size_t i;
+        uint64_t past_end;
+        if (!parse_slm(&F, path)) { CHECKF(0, "cannot parse %s", path); free(path); free(F.data); return; }
+        free(path);
+        past_end = ((uint64_t)F.size + 63) / 64 * 64 + 64;
+        {
+            const patch P[] = {
+                { "magic", 0, 0, 4, 0x004d4c58u /* "XLM\0" */, 0 },
+                { "magic lower case", 0, 0, 4, 0x006d6c73u, 0 },
+                { "version_major 2", 4, 0, 2, 2, 1 },
+                { "version_major 0xffff", 4, 0, 2, 0xffff, 1 },
+                { "version_minor 9 (newer minor loads)", 6, 0, 2, 9, 2 },
+                { "header_size 64", 8, 0, 4, 64, 0 },
+                { "header_size 2^32-1", 8, 0, 4, 0xffffffffu, 0 },
+                { "arch 99", 12, 0, 4, 99, 1 },
+                { "n_vocab 2^31", 16, 0, 4, 0x80000000u, 1 },
+                { "n_vocab 2^32-1", 16, 0, 4, 0xffffffffu, 1 },
+                { "n_vocab 511 (< n_tokens)", 16, 0, 4, 511, 0 },
+                { "n_vocab 0", 16, 0, 4, 0, 0 },
+                { "dim 0", 20, 0, 4, 0, 0 },
+                { "dim 2^30", 20, 0, 4, 0x40000000u, 1 },
+                { "dim 65", 20, 0, 4, 65, 0 },
+                { "n_layers 6 (tensors missing)", 24, 0, 4, 6, 0 },
+                { "n_layers 2^32-1", 24, 0, 4, 0xffffffffu, 1 },
+                { "n_heads 0", 28, 0, 4, 0, 0 },
+                { "n_kv_heads 0", 32, 0, 4, 0, 0 },
+                { "n_kv_heads 3 (does not divide 8)", 32, 0, 4, 3, 0 },
+                { "n_kv_heads 16 (> n_heads)", 32, 0, 4, 16, 0 },
+                { "head_dim 0", 36, 0, 4, 0, 0 },
+                { "head_dim 7 (odd)", 36, 0, 4, 7, 0 },
+                { "head_dim 16 (q shape mismatch)", 36, 0, 4, 16, 0 },
+                { "ffn_dim 2^32-1", 40, 0, 4, 0xffffffffu, 1 },
+                { "ffn_dim 173", 40, 0, 4, 173, 0 },
+                { "flags: qkv bias without bias tensors", 60, 0, 4, 3, 0 },
+                { "n_tensors 2^32-1", 72, 0, 4, 0xffffffffu, 0 },
+                { "n_tensors 2^31", 72, 0, 4, 0x80000000u, 0 },
+                { "tokenizer_offset past the end", 80, 0, 8, 0, 0 },       /* value set below */
+                { "tokenizer_offset 2^64-16 (overflow)", 80, 0, 8, 0xfffffffffffffff0ull, 0 },
+                { "tokenizer_size 2^64-1", 88, 0, 8, 0xffffffffffffffffull, 0 },
+                { "tokenizer_size 10", 88, 0, 8, 10, 0 },
+                { "metadata_offset past the end", 96, 0, 8, 0, 0 },        /* value set below */
+                { "metadata_size 2^63", 104, 0, 8, 0x8000000000000000ull, 0 },
+                { "tensors_offset past the end", 112, 0, 8, 0, 0 },        /* value set below */
+                { "tensors_offset 2^64-64", 112, 0, 8, 0xffffffffffffffc0ull, 0 },
+                { "tensors_size wrong", 120, 0, 8, 96, 0 },
+                { "tokenizer kind 9", 0, 1, 4, 9, 1 },
+                { "tokenizer n_tokens 2^31-1", 8, 1, 4, 0x7fffffffu, 0 },
+                { "tokenizer n_tokens 2^32-1", 8, 1, 4, 0xffffffffu, 0 },
+                { "tokenizer n_tokens 513 (> n_vocab)", 8, 1, 4, 513, 0 },
+                { "tokenizer n_merges 2^32-1", 12, 1, 4, 0xffffffffu, 0 },
+                { "tokenizer bos 600", 16, 1, 4, 600, 0 },
+                { "tokenizer eos 2^31-1", 20, 1, 4, 0x7fffffffu, 0 },
+                { "tokenizer blob_size 2^32-1", 56, 1, 4, 0xffffffffu, 0 },
+                { "tokenizer blob_size 0", 56, 1, 4, 0, 0 },
+                { "tokenizer text_offsets[1] 2^32-1", 64 + 4 * 512 + 4, 1, 4, 0xffffffffu, 0 },
+                { "tokenizer text_offsets[0] 1", 64 + 4 * 512, 1, 4, 1, 0 },
+                { "tokenizer text_offsets[512] != blob_size", 64 + 4 * 512 + 4 * 512, 1, 4, 0xfffffu, 0 },
+                { "metadata count 2^32-1", 0, 2, 4, 0xffffffffu, 0 },
+                { "metadata count 2^31", 0, 2, 4, 0x80000000u, 0 },
+                { "metadata first key_len 2^32-1", 4, 2, 4, 0xffffffffu, 0 },
+                { "token_embd offset past the end", 88, 3, 8, 0, 0 },      /* value set below */
+                { "token_embd offset 2^64-64", 88, 3, 8, 0xffffffffffffffc0ull, 0 },
+                { "token_embd offset not a multiple of 64", 88, 3, 8, 0, 0 },   /* set below */
+                { "token_embd ne[1] 2^31-1", 76, 3, 4, 0x7fffffffu, 0 },
+                { "token_embd ne[0] 2^32-1", 72, 3, 4, 0xffffffffu, 0 },
+                { "token_embd ne[0]=ne[1]=2^32-1 (overflow)", 72, 3, 8, 0xffffffffffffffffull, 0 },
+                { "token_embd ne[2] 2^31-1 (an unused dim)", 80, 3, 4, 0x7fffffffu, 0 },
+                { "token_embd ne[0] 63 (shape mismatch)", 72, 3, 4, 63, 0 },
+                { "token_embd ne[0] 0", 72, 3, 4, 0, 0 },
+                { "token_embd n_dims 0", 68, 3, 4, 0, 0 },
+                { "token_embd n_dims 5", 68, 3, 4, 5, 0 },
+                { "token_embd n_dims 2^32-1", 68, 3, 4, 0xffffffffu, 0 },
+                { "token_embd type 99", 64, 3, 4, 99, 1 },
+                { "token_embd type 2^31", 64, 3, 4, 0x80000000u, 1 },
+                { "token_embd name not NUL-terminated", 0, 3, 8, 0x6161616161616161ull, 0 },   /* whole name, below */
+                { "last tensor: one more row, past the end", 0, 4, 4, 0, 0 },   /* set below */
+                { "last tensor offset past the end", 88, 4, 8, 0, 0 },     /* set below */
+            };
+            for (i = 0; i < sizeof P / sizeof P[0]; i++) {
+                unsigned char *b = exact_copy(F.data, F.size);
+                size_t at;
+                uint64_t v = P[i].value;
+                const unsigned char *embd = F.data + F.dir_off + 96u * (unsigned)F.embd_index;
+                const unsigned char *last = F.data + F.dir_off + 96u * (unsigned)F.last_index;
+                load_outcome o;
+                switch (P[i].base) {
+                case 1: at = (size_t)F.tok_off + P[i].off; break;
+                case 2: at = (size_t)F.meta_off + P[i].off; break;
+                case 3: at = (size_t)F.dir_off + 96u * (unsigned)F.embd_index + P[i].off; break;
+                case 4: at = (size_t)F.dir_off + 96u * (unsigned)F.last_index + P[i].off; break;
+                default: at = P[i].off; break;
+                }
+                if (strstr(P[i].what, "past the end") && v == 0) v = past_end;
+                if (strstr(P[i].what, "not a multiple")) v = rd64(embd + 88) + 4;
+                if (!strcmp(P[i].what, "last tensor: one more row, past the end")) {
+                    uint32_t nd = rd32(last + 68);
+                    at = (size_t)F.dir_off + 96u * (unsigned)F.last_index + 72 + 4 * (nd > 0 ? nd - 1 : 0);
+                    v = rd32(F.data + at) + 1;
+                }
+                if (at + (size_t)P[i].width > F.size) { CHECKF(0, "%s: patch outside the file", P[i].what); free(b); continue; }
+                if (strstr(P[i].what, "metadata first key") && rd32(F.data + F.meta_off) == 0) { free(b); continue; }
+                if (strstr(P[i].what, "not NUL-terminated")) memset(b + at, 'a', 64);
+                if (P[i].width == 2) wr16(b + at, (uint32_t)v);
+                else if (P[i].width == 4) wr32(b + at, (uint32_t)v);
+                else wr64(b + at, v);
+                o = load_mem(b, F.size);
+                if (P[i].expect == 0) CHECK_FAILED_LOAD(o, IS_FORMAT, P[i].what);
+                else if (P[i].expect == 1) CHECK_FAILED_LOAD(o, IS_FORMAT_OR_UNSUP, P[i].what);
+                else CHECK_FAILED_LOAD(o, rc_ == SLM_OK, P[i].what);
+                if (!strncmp(P[i].what, "version_major 2", 15))
+                    CHECKF(ci_contains(o.err, "version") && strchr(o.err, '2') && strchr(o.err, '1'),
+                           "the message should name both versions: \"%s\"", o.err);
+                free(b);
+            }
+        }
+        free(F.data);
+    }
+}
+
+/* A tokenizer-only file (n_tensors 0) loads and tokenizes; sessions are refused. */
+static void test_vocab_only_header(void) {
+    NEED_MODEL("f32", path);
+    {
+        slm_file F;
+        slm_model *m = NULL;
+        slm_model_desc d;
+        slm_session *s = NULL;
+        unsigned char *b;
+        char err[256] = "";
+        slm_result rc;
+        if (!parse_slm(&F, path)) { CHECKF(0, "cannot parse %s", path); free(path); free(F.data); return; }
+        free(path);
+        b = exact_copy(F.data, F.size);
+        wr32(b + 72, 0);
+        wr64(b + 112, F.dir_off);
+        wr64(b + 120, 0);
+        memset(&d, 0, sizeof d);
+        d.data = b;
+        d.size = F.size;
+        d.error = err;
+        d.error_cap = sizeof err;
+        rc = slm_model_load(&m, &d);
+        CHECKF(rc == SLM_OK, "%s %s", slm_result_str(rc), err);
+        if (m) {
+            slm_token t[16];
+            const slm_model_info *mi = slm_model_info_get(m);
+            CHECK(mi && mi->weight_type == -1 && mi->n_tensors == 0);
+            CHECK(slm_tokenize(m, "Once upon a time", 16, SLM_TOK_BOS, t, 16) == 5 && t[4] == 378);
+            rc = slm_session_new(&s, m, NULL);
+            CHECKF(rc != SLM_OK && s == NULL, "slm_session_new on a vocab-only model: %s", slm_result_str(rc));
+            slm_session_free(s);
+            slm_model_free(m);
+        }
+        free(b);
+        free(F.data);
+    }
+}
+
+/* Random byte mutations of everything before the tensor data: never a crash or a leak. */
+static void test_mutations(void) {
+    NEED_MODEL("f32", path);
+    {
+        slm_file F;
+        unsigned char *b;
+        uint64_t st = 0x9E3779B97F4A7C15ull;
+        int it, n_ok = 0, n_fail = 0, leaks = 0;
+        if (!parse_slm(&F, path)) { CHECKF(0, "cannot parse %s", path); free(path); free(F.data); return; }
+        free(path);
+        b = exact_copy(F.data, F.size);
+        for (it = 0; it < 3000; it++) {
+            size_t at[4];
+            int k, nm = 1 + (int)(st % 4);
+            slm_model *m = NULL;
+            slm_model_desc d;
+            counter cnt;
+            char err[128];
+            for (k = 0; k < nm; k++) {
+                st ^= st << 13; st ^= st >> 7; st ^= st << 17;
+                at[k] = (size_t)(st % F.first_data);
+                b[at[k]] = (unsigned char)(st >> 32);
+                if ((st >> 40) % 4 == 0) b[at[k]] = (unsigned char)((st >> 48) & 1 ? 0xff : 0x00);
+            }
+            memset(&d, 0, sizeof d);
+            memset(&cnt, 0, sizeof cnt);
+            cnt.limit = (size_t)1 << 30;
+            d.data = b;
+            d.size = F.size;
+            d.alloc = counting_allocator(&cnt);
+            d.error = err;
+            d.error_cap = sizeof err;
+            if (slm_model_load(&m, &d) == SLM_OK && m) {
+                slm_session *s = NULL;
+                slm_session_desc sd;
+                slm_token t[32];
+                int n, j, len;
+                n_ok++;
+                n = slm_tokenize(m, "Once upon a time \xe2\x86\x92", 20, SLM_TOK_BOS, t, 32);
+                for (j = -1; j < 600; j++) (void)slm_token_piece(m, j, &len);
+                memset(&sd, 0, sizeof sd);
+                sd.n_ctx = 8;
+                sd.n_threads = 1;
+                if (n > 0 && slm_session_new(&s, m, &sd) == SLM_OK) {
+                    (void)slm_eval(s, t, n < 3 ? n : 3);
+                    slm_session_free(s);
+                }
+                slm_model_free(m);
+            } else n_fail++;
+            if (cnt.n_alloc != cnt.n_free) leaks++;
+            if (cnt.max_request >= SMALL_BYTES) { CHECKF(0, "iteration %d asked for %zu bytes", it, cnt.max_request); }
+            for (k = 0; k < nm; k++) b[at[k]] = F.data[at[k]];
+        }
+        NOTE("3000 mutated files: %d loaded, %d refused", n_ok, n_fail);
+        CHECKF(leaks == 0, "%d iterations leaked", leaks);
+        free(b);
+        free(F.data);
+    }
+}
+
+/* ======================================================================== */
+/* 5. NULL and out-of-range arguments                                       */
+/* ======================================================================== */
+
+static void test_args_no_model(void) {
+    slm_model *m = (slm_model *)NULL;
+    slm_session *s = NULL;
+    slm_model_desc d;
+    slm_tensor_info ti;
+    slm_token t[4] = { 1, 2, 3, 4 };
+    int len = 7;
+    char err[64];
+    float f[64];
+    unsigned char q[64];
+    slm_result r;
+
+    memset(&d, 0, sizeof d);
+    CHECK(slm_model_load(NULL, &d) == SLM_ERR_INVALID_ARG);
+    CHECK(slm_model_load(&m, NULL) == SLM_ERR_INVALID_ARG && m == NULL);
+    CHECK(slm_model_load(&m, &d) == SLM_ERR_INVALID_ARG && m == NULL);   /* neither path nor data */
+    d.path = "/nonexistent/dir/model.slm";
+    d.error = err;
+    d.error_cap = sizeof err;
+    err[0] = 0;
+    r = slm_model_load(&m, &d);
+    CHECKF(r == SLM_ERR_IO && m == NULL, "%s", slm_result_str(r));
+    CHECKF(err[0] != 0 && strlen(err) < sizeof err, "error message \"%s\"", err);
+    /* error_cap 0: untouched */
+    memset(err, 'x', sizeof err);
+    d.error_cap = 0;
+    (void)slm_model_load(&m, &d);
+    CHECK(err[0] == 'x');
+    d.path = ".";       /* a directory */
+    d.error_cap = sizeof err;
+    r = slm_model_load(&m, &d);
+    CHECKF((r == SLM_ERR_IO || r == SLM_ERR_FORMAT) && m == NULL, "directory: %s", slm_result_str(r));
+    d.path = NULL;
+    d.data = NULL;
+    d.size = 100;
+    CHECK(slm_model_load(&m, &d) == SLM_ERR_INVALID_ARG && m == NULL);
+
+    slm_model_free(NULL);
+    slm_session_free(NULL);
+    CHECK(slm_model_info_get(NULL) == NULL);
+    CHECK(slm_model_tensor_get(NULL, 0, &ti) == SLM_ERR_INVALID_ARG);
+    CHECK(slm_model_meta(NULL, "name") == NULL);
+    CHECK(slm_session_new(NULL, NULL, NULL) == SLM_ERR_INVALID_ARG);
+    CHECK(slm_session_new(&s, NULL, NULL) == SLM_ERR_INVALID_ARG && s == NULL);
+    {
+        const char *e = slm_session_error(NULL);
+        CHECK(e == NULL || e[0] == 0);
+    }
+    CHECK(slm_session_n_past(NULL) == -1);
+    CHECK(slm_session_n_ctx(NULL) == -1);
+    CHECK(slm_generate(NULL, "x", NULL, NULL, 0, NULL) == SLM_ERR_INVALID_ARG);
+    CHECK(slm_tokenize(NULL, "a", 1, 0, t, 4) == 0);
+    len = 7;
+    CHECK(slm_token_piece(NULL, 1, &len) == NULL);
+    CHECK(slm_token_type(NULL, 1) == -1);
+    CHECK(slm_eval(NULL, t, 1) == SLM_ERR_INVALID_ARG);
+    CHECK(slm_logits(NULL) == NULL);
+    CHECK(slm_rewind(NULL, 0) == SLM_ERR_INVALID_ARG);
+    CHECK(slm_sample(NULL, NULL) == -1);
+
+    /* utilities */
+    {
+        int codes[] = { SLM_OK, SLM_ERR_IO, SLM_ERR_FORMAT, SLM_ERR_UNSUPPORTED, SLM_ERR_OOM, SLM_ERR_INVALID_ARG, SLM_ERR_CONTEXT_FULL, SLM_ERR_CANCELLED };
+        int i, j;
+        for (i = 0; i < 8; i++) {
+            const char *a = slm_result_str((slm_result)codes[i]);
+            CHECK(a && a[0]);
+            for (j = 0; j < i && a; j++) { const char *b = slm_result_str((slm_result)codes[j]); CHECK(b && strcmp(a, b) != 0); }
+        }
+        (void)slm_result_str((slm_result)99);
+        (void)slm_result_str((slm_result)-1);
+    }
+    CHECK(slm_type_name(SLM_TYPE_F32) && !strcmp(slm_type_name(SLM_TYPE_F32), "f32"));
+    CHECK(slm_type_name(SLM_TYPE_F16) && !strcmp(slm_type_name(SLM_TYPE_F16), "f16"));
+    CHECK(slm_type_name(SLM_TYPE_Q4_0) && !strcmp(slm_type_name(SLM_TYPE_Q4_0), "q4_0"));
+    CHECK(slm_type_name(SLM_TYPE_Q8_0) && !strcmp(slm_type_name(SLM_TYPE_Q8_0), "q8_0"));
+    CHECK(slm_type_name(SLM_TYPE_BF16) && !strcmp(slm_type_name(SLM_TYPE_BF16), "bf16"));
+    CHECK(slm_type_name(3) == NULL && slm_type_name(-1) == NULL && slm_type_name(1000) == NULL);
+    CHECK(slm_type_block_size(SLM_TYPE_F32) == 1 && slm_type_block_size(SLM_TYPE_F16) == 1 && slm_type_block_size(SLM_TYPE_BF16) == 1);
+    CHECK(slm_type_block_size(SLM_TYPE_Q8_0) == 32 && slm_type_block_size(SLM_TYPE_Q4_0) == 32);
+    CHECK(slm_type_block_size(3) == 0 && slm_type_block_size(-1) == 0);
+    CHECK(slm_type_row_size(SLM_TYPE_F32, 10) == 40);
+    CHECK(slm_type_row_size(SLM_TYPE_F16, 10) == 20);
+    CHECK(slm_type_row_size(SLM_TYPE_BF16, 10) == 20);
+    CHECK(slm_type_row_size(SLM_TYPE_Q8_0, 64) == 68);
+    CHECK(slm_type_row_size(SLM_TYPE_Q4_0, 64) == 36);
+    CHECK(slm_type_row_size(SLM_TYPE_Q8_0, 172) == 0);
+    CHECK(slm_type_row_size(SLM_TYPE_Q4_0, 33) == 0);
+    CHECK(slm_type_row_size(SLM_TYPE_F32, -1) == 0);
+    CHECK(slm_type_row_size(99, 32) == 0);
+    CHECK(slm_type_row_size(SLM_TYPE_F32, INT64_MAX) == 0);
+    memset(f, 0, sizeof f);
+    CHECK(slm_quantize_row(99, f, q, 32) == SLM_ERR_INVALID_ARG);
+    CHECK(slm_quantize_row(SLM_TYPE_Q8_0, NULL, q, 32) == SLM_ERR_INVALID_ARG);
+    CHECK(slm_quantize_row(SLM_TYPE_Q8_0, f, NULL, 32) == SLM_ERR_INVALID_ARG);
+    CHECK(slm_quantize_row(SLM_TYPE_Q8_0, f, q, 33) == SLM_ERR_INVALID_ARG);
+    CHECK(slm_quantize_row(SLM_TYPE_Q4_0, f, q, -32) == SLM_ERR_INVALID_ARG);
+    CHECK(slm_dequantize_row(99, q, f, 32) == SLM_ERR_INVALID_ARG);
+    CHECK(slm_dequantize_row(SLM_TYPE_Q8_0, NULL, f, 32) == SLM_ERR_INVALID_ARG);
+    CHECK(slm_dequantize_row(SLM_TYPE_Q8_0, q, NULL, 32) == SLM_ERR_INVALID_ARG);
+    CHECK(slm_dequantize_row(SLM_TYPE_Q4_0, q, f, 31) == SLM_ERR_INVALID_ARG);
+}
+
+/* desc.error smaller than the message: truncated, NUL-terminated, within error_cap */
+static void test_small_error_buffer(void) {
+    slm_model *m = NULL;
+    slm_model_desc d;
+    char err[64];
+    size_t cap;
+    for (cap = 1; cap <= 9; cap += 4) {
+        memset(&d, 0, sizeof d);
+        memset(err, 'x', sizeof err);
+        d.path = "/nonexistent/dir/model.slm";
+        d.error = err;
+        d.error_cap = cap;
+        CHECK(slm_model_load(&m, &d) == SLM_ERR_IO && m == NULL);
+        CHECKF(memchr(err, 0, cap) != NULL && err[cap] == 'x', "error_cap %zu", cap);
+        CHECKF(cap == 1 || err[0] != 0, "error_cap %zu: empty message", cap);
+    }
+}
+
+static void test_args_with_model(void) {
+    NEED_MODEL("f32", path);
+    {
+        slm_model *m = load_model(path);
+        slm_session *s = NULL, *s2 = NULL;
+        slm_session_desc sd;
+        slm_tensor_info ti;
+        slm_token t[8] = { 1, 403, 407, 261, 378, 0, 0, 0 }, bad;
+        slm_gen_opts o;
+        const char *stops[1] = { "x" };
+        int len, n_past;
+        char out[64];
+        size_t olen;
+        slm_result r;
+        free(path);
+        if (!m) return;
+        CHECK(slm_model_tensor_get(m, -1, &ti) == SLM_ERR_INVALID_ARG);
+        CHECK(slm_model_tensor_get(m, slm_model_info_get(m)->n_tensors, &ti) == SLM_ERR_INVALID_ARG);
+        CHECK(slm_model_tensor_get(m, 0, NULL) == SLM_ERR_INVALID_ARG);
+        CHECK(slm_model_tensor_get(m, 0, &ti) == SLM_OK);
+        CHECK(slm_model_meta(m, NULL) == NULL);
+        CHECK(slm_model_meta(m, "no such key") == NULL);
+        CHECK(slm_tokenize(m, NULL, 5, 0, t, 8) == 0);
+        CHECK(slm_tokenize(m, "a", 1, 0, NULL, 8) == 0);
+        CHECK(slm_tokenize(m, "a", 1, 0, t, -1) == 0);
+        CHECK(slm_token_piece(m, -1, &len) == NULL);
+        CHECK(slm_token_piece(m, 512, &len) == NULL);
+        CHECK(slm_token_piece(m, INT32_MIN, &len) == NULL);
+        CHECK(slm_token_type(m, -1) == -1 && slm_token_type(m, 512) == -1);
+
+        memset(&sd, 0, sizeof sd);
+        sd.n_ctx = -1;
+        CHECK(slm_session_new(&s, m, &sd) == SLM_ERR_INVALID_ARG && s == NULL);
+        sd.n_ctx = 0; sd.n_threads = -1;
+        CHECK(slm_session_new(&s, m, &sd) == SLM_ERR_INVALID_ARG && s == NULL);
+        sd.n_threads = 0; sd.kv_type = 99;
+        CHECK(slm_session_new(&s, m, &sd) == SLM_ERR_INVALID_ARG && s == NULL);
+        sd.kv_type = 0; sd.n_ctx = INT_MAX;
+        r = slm_session_new(&s, m, &sd);
+        CHECKF(r != SLM_OK && s == NULL, "n_ctx INT_MAX: %s", slm_result_str(r));
+        slm_session_free(s);
+        s = NULL;
+
+        s = new_session(m, 16, 1);
+        if (s) {
+            CHECK(slm_session_n_ctx(s) == 16);
+            CHECK(slm_session_n_past(s) == 0);
+            CHECK(slm_session_error(s) != NULL);
+            CHECK(slm_logits(s) == NULL);
+            CHECK(slm_sample(s, NULL) == -1);      /* nothing evaluated yet */
+            CHECK(slm_eval(s, NULL, 1) == SLM_ERR_INVALID_ARG);
+            CHECK(slm_eval(s, t, 0) == SLM_ERR_INVALID_ARG);
+            CHECK(slm_eval(s, t, -1) == SLM_ERR_INVALID_ARG);
+            bad = 512;
+            CHECK(slm_eval(s, &bad, 1) == SLM_ERR_INVALID_ARG);
+            bad = -1;
+            CHECK(slm_eval(s, &bad, 1) == SLM_ERR_INVALID_ARG);
+            {
+                slm_token mixed[3] = { 1, 403, 100000 };
+                CHECK(slm_eval(s, mixed, 3) == SLM_ERR_INVALID_ARG);
+            }
+            CHECK(slm_session_n_past(s) == 0);
+            {
+                const char *e = slm_session_error(s);
+                CHECKF(e && e[0], "no message after a failed slm_eval");
+            }
+            {
+                slm_token many[17];
+                int i;
+                for (i = 0; i < 17; i++) many[i] = 300;
+                r = slm_eval(s, many, 17);                 /* n > n_ctx */
+                CHECKF(r == SLM_ERR_INVALID_ARG || r == SLM_ERR_CONTEXT_FULL, "%s", slm_result_str(r));
+                CHECK(slm_session_n_past(s) == 0);
+                CHECK(slm_eval(s, t, 5) == SLM_OK);
+                r = slm_eval(s, many, 12);                 /* n > n_ctx - n_past */
+                CHECKF(r == SLM_ERR_INVALID_ARG || r == SLM_ERR_CONTEXT_FULL, "%s", slm_result_str(r));
+                CHECK(slm_session_n_past(s) == 5);
+                CHECK(slm_eval(s, many, 11) == SLM_OK);    /* exactly full */
+                CHECK(slm_session_n_past(s) == 16);
+                r = slm_eval(s, many, 1);
+                CHECKF(r == SLM_ERR_INVALID_ARG || r == SLM_ERR_CONTEXT_FULL, "%s", slm_result_str(r));
+            }
+            n_past = slm_session_n_past(s);
+            CHECK(slm_rewind(s, -1) == SLM_ERR_INVALID_ARG);
+            CHECK(slm_rewind(s, n_past + 1) == SLM_ERR_INVALID_ARG);
+            CHECK(slm_session_n_past(s) == n_past);
+            CHECK(slm_rewind(s, n_past) == SLM_OK);
+            CHECK(slm_rewind(s, 5) == SLM_OK && slm_session_n_past(s) == 5);
+
+            memset(&o, 0, sizeof o);
+            CHECK(slm_generate(s, NULL, &o, out, sizeof out, &olen) == SLM_ERR_INVALID_ARG);
+            CHECK(slm_generate(s, "x", &o, NULL, 10, &olen) == SLM_ERR_INVALID_ARG);
+            o.n_stop = 1;
+            CHECK(slm_generate(s, "x", &o, out, sizeof out, &olen) == SLM_ERR_INVALID_ARG);   /* stop NULL */
+            o.n_stop = -1;
+            o.stop = stops;
+            CHECK(slm_generate(s, "x", &o, out, sizeof out, &olen) == SLM_ERR_INVALID_ARG);
+            o.n_stop = 0;
+            o.max_tokens = -1;
+            CHECK(slm_generate(s, "x", &o, out, sizeof out, &olen) == SLM_ERR_INVALID_ARG);
+            memset(&o, 0, sizeof o);
+            o.top_k = -1;
+            CHECK(slm_generate(s, "x", &o, out, sizeof out, &olen) == SLM_ERR_INVALID_ARG);
+            memset(&o, 0, sizeof o);
+            o.top_p = -0.5f;
+            CHECK(slm_generate(s, "x", &o, out, sizeof out, &olen) == SLM_ERR_INVALID_ARG);
+            slm_session_free(s);
+        }
+        /* a session keeps working after argument errors */
+        s2 = new_session(m, 0, 0);
+        if (s2) {
+            CHECK(slm_eval(s2, t, 5) == SLM_OK);
+            CHECK(slm_sample(s2, NULL) == R.gen_ids[0]);
+            memset(&o, 0, sizeof o);
+            CHECK(slm_sample(s2, &o) == R.gen_ids[0]);
+            o.top_k = -1;
+            CHECK(slm_sample(s2, &o) == -1);           /* out-of-range option */
+            CHECK(slm_sample(s2, NULL) == R.gen_ids[0]);
+            slm_session_free(s2);
+        }
+        slm_model_free(m);
+    }
+}
+
+/* ======================================================================== */
+/* numeric utilities (values from IEEE-754 and GGML's reference quantizers) */
+/* ======================================================================== */
+
+static void test_half_conversions(void) {
+    CHECK(slm_fp32_to_fp16(1.0f) == 0x3C00);
+    CHECK(slm_fp32_to_fp16(-2.0f) == 0xC000);
+    CHECK(slm_fp32_to_fp16(0.5f) == 0x3800);
+    CHECK(slm_fp32_to_fp16(65504.0f) == 0x7BFF);
+    CHECK(slm_fp32_to_fp16(1e6f) == 0x7C00);                       /* overflow -> inf */
+    CHECK(slm_fp32_to_fp16(-0.0f) == 0x8000);
+    CHECK(slm_fp32_to_fp16(5.9604644775390625e-8f) == 0x0001);      /* smallest subnormal */
+    CHECK(slm_fp32_to_fp16(1e-9f) == 0x0000);
+    CHECK(slm_fp32_to_fp16(1.0f + 1.0f / 2048) == 0x3C00);          /* tie -> even */
+    CHECK(slm_fp32_to_fp16(1.0f + 3.0f / 2048) == 0x3C02);          /* tie -> even (up) */
+    CHECK(slm_fp32_to_fp16(1.0f + 1.0f / 1024 + 1.0f / 4096) == 0x3C01);
+    CHECK((slm_fp32_to_fp16(NAN) & 0x7C00) == 0x7C00 && (slm_fp32_to_fp16(NAN) & 0x03FF) != 0);
+    CHECK(slm_fp16_to_fp32(0x3C00) == 1.0f);
+    CHECK(slm_fp16_to_fp32(0x3555) == 0.333251953125f);
+    CHECK(slm_fp16_to_fp32(0x0001) == 5.9604644775390625e-8f);
+    CHECK(slm_fp16_to_fp32(0x7BFF) == 65504.0f);
+    CHECK(isinf(slm_fp16_to_fp32(0xFC00)) && slm_fp16_to_fp32(0xFC00) < 0);
+    CHECK(isnan(slm_fp16_to_fp32(0x7E00)));
+    CHECK(slm_fp32_to_bf16(1.0f) == 0x3F80);
+    CHECK(slm_fp32_to_bf16(3.140625f) == 0x4049);
+    CHECK(slm_fp32_to_bf16(1.0f + 1.0f / 256) == 0x3F80);           /* tie -> even */
+    CHECK(slm_fp32_to_bf16(1.0f + 3.0f / 256) == 0x3F82);
+    CHECK(slm_fp32_to_bf16(-2.0f) == 0xC000);
+    CHECK(isnan(slm_bf16_to_fp32(slm_fp32_to_bf16(NAN))));
+    CHECK(slm_bf16_to_fp32(0x4049) == 3.140625f);
+    {
+        /* every finite half round-trips */
+        unsigned h;
+        int bad = 0;
+        for (h = 0; h < 0x10000; h++) {
+            float f = slm_fp16_to_fp32((uint16_t)h);
+            if ((h & 0x7C00) == 0x7C00) continue;
+            if (slm_fp32_to_fp16(f) != h) bad++;
+        }
+        CHECKF(bad == 0, "%d halves do not round-trip", bad);
+    }
+}
+
+static void test_quantize_rows(void) {
+    float x[64], y[64];
+    unsigned char q8[2 * 34], q4[2 * 18], e8[2 * 34], e4[2 * 18];
+    int i, b;
+    uint64_t st = 12345;
+    for (i = 0; i < 64; i++) {
+        st = st * 6364136223846793005ull + 1442695040888963407ull;
+        x[i] = ((float)(st >> 40) / (float)(1 << 24) - 0.5f) * 6.0f;
+    }
+    x[7] = -3.5f;       /* block 0's largest magnitude is negative */
+    x[40] = 0.0f;
+    /* GGML quantize_row_q8_0_ref and quantize_row_q4_0_ref */
+    for (b = 0; b < 2; b++) {
+        const float *xb = x + 32 * b;
+        float amax = 0, max = 0, d, id;
+        uint16_t dh;
+        for (i = 0; i < 32; i++) if (fabsf(xb[i]) > amax) amax = fabsf(xb[i]);
+        d = amax / 127.0f;
+        id = d ? 1.0f / d : 0.0f;
+        dh = slm_fp32_to_fp16(d);
+        e8[34 * b] = (unsigned char)dh; e8[34 * b + 1] = (unsigned char)(dh >> 8);
+        for (i = 0; i < 32; i++) e8[34 * b + 2 + i] = (unsigned char)(signed char)roundf(xb[i] * id);
+        amax = 0;
+        for (i = 0; i < 32; i++) if (fabsf(xb[i]) > amax) { amax = fabsf(xb[i]); max = xb[i]; }
+        d = max / -8.0f;
+        id = d ? 1.0f / d : 0.0f;
+        dh = slm_fp32_to_fp16(d);
+        e4[18 * b] = (unsigned char)dh; e4[18 * b + 1] = (unsigned char)(dh >> 8);
+        for (i = 0; i < 16; i++) {
+            int x0 = (int)(signed char)(xb[i] * id + 8.5f), x1 = (int)(signed char)(xb[i + 16] * id + 8.5f);
+            if (x0 > 15) x0 = 15;
+            if (x1 > 15) x1 = 15;
+            e4[18 * b + 2 + i] = (unsigned char)(x0 | x1 << 4);
+        }
+    }
+    CHECK(slm_quantize_row(SLM_TYPE_Q8_0, x, q8, 64) == SLM_OK);
+    CHECK(memcmp(q8, e8, sizeof q8) == 0);
+    CHECK(slm_quantize_row(SLM_TYPE_Q4_0, x, q4, 64) == SLM_OK);
+    CHECK(memcmp(q4, e4, sizeof q4) == 0);
+    CHECK(slm_dequantize_row(SLM_TYPE_Q8_0, e8, y, 64) == SLM_OK);
+    for (b = 0; b < 2; b++) {
+        float d = slm_fp16_to_fp32((uint16_t)(e8[34 * b] | e8[34 * b + 1] << 8));
+        for (i = 0; i < 32; i++) CHECKF(y[32 * b + i] == (float)(signed char)e8[34 * b + 2 + i] * d, "q8_0 element %d", 32 * b + i);
+    }
+    CHECK(slm_dequantize_row(SLM_TYPE_Q4_0, e4, y, 64) == SLM_OK);
+    for (b = 0; b < 2; b++) {
+        float d = slm_fp16_to_fp32((uint16_t)(e4[18 * b] | e4[18 * b + 1] << 8));
+        for (i = 0; i < 16; i++) {
+            CHECKF(y[32 * b + i] == (float)((e4[18 * b + 2 + i] & 15) - 8) * d, "q4_0 element %d", 32 * b + i);
+            CHECKF(y[32 * b + i + 16] == (float)((e4[18 * b + 2 + i] >> 4) - 8) * d, "q4_0 element %d", 32 * b + i + 16);
+        }
+    }
+    {
+        uint16_t h[64], bf[64];
+        for (i = 0; i < 64; i++) { h[i] = slm_fp32_to_fp16(x[i]); bf[i] = slm_fp32_to_bf16(x[i]); }
+        CHECK(slm_quantize_row(SLM_TYPE_F16, x, q8, 32) == SLM_OK && !memcmp(q8, h, 64));
+        CHECK(slm_dequantize_row(SLM_TYPE_F16, h, y, 64) == SLM_OK);
+        for (i = 0; i < 64; i++) CHECK(y[i] == slm_fp16_to_fp32(h[i]));
+        CHECK(slm_dequantize_row(SLM_TYPE_BF16, bf, y, 64) == SLM_OK);
+        for (i = 0; i < 64; i++) CHECK(y[i] == slm_bf16_to_fp32(bf[i]));
+        CHECK(slm_quantize_row(SLM_TYPE_F32, x, y, 64) == SLM_OK && !memcmp(x, y, sizeof x));
+    }
+    /* all-zero block */
+    memset(x, 0, sizeof x);
+    CHECK(slm_quantize_row(SLM_TYPE_Q8_0, x, q8, 32) == SLM_OK && slm_dequantize_row(SLM_TYPE_Q8_0, q8, y, 32) == SLM_OK);
+    for (i = 0; i < 32; i++) CHECK(y[i] == 0.0f);
+}
+
+/* ======================================================================== */
+/* 6. generation behaviour                                                  */
+/* ======================================================================== */
+
+static void test_stop_strings(void) {
+    NEED_MODEL("f32", path);
+    {
+        slm_model *m = load_model(path);
+        slm_session *s;
+        size_t rlen, n;
+        const char *ref = ref_cont(&rlen);
+        const char *cases[][2] = { { "Lily", NULL }, { "never-in-the-text", "park." }, { "ball", "red" }, { ", she", NULL } };
+        int c;
+        free(path);
+        if (!m) return;
+        s = new_session(m, 0, 0);
+        for (c = 0; s && c < 4; c++) {
+            slm_gen_opts o;
+            collector *col = (collector *)calloc(1, sizeof *col);
+            const char *stops[2];
+            const char *first = NULL;
+            char *out;
+            slm_result rc;
+            size_t expect_len;
+            int k, ns = cases[c][1] ? 2 : 1;
+            stops[0] = cases[c][0];
+            stops[1] = cases[c][1];
+            for (k = 0; k < ns; k++) {
+                const char *f = strstr(ref, stops[k]);
+                if (f && (!first || f < first)) first = f;
+            }
+            CHECK(first != NULL);
+            if (!first) { free(col); continue; }
+            expect_len = (size_t)(first - ref);
+            memset(&o, 0, sizeof o);
+            o.max_tokens = 200;
+            o.stop = stops;
+            o.n_stop = ns;
+            o.on_token = collect;
+            o.user = col;
+            out = gen_text(s, R.prompt, &o, &rc, &n);
+            CHECKF(rc == SLM_OK, "%s", slm_result_str(rc));
+            CHECKF(out && n == expect_len && !memcmp(out, ref, expect_len), "stop \"%s\": got \"%s\", expected \"%.*s\"",
+                   stops[0], out ? out : "(null)", (int)expect_len, ref);
+            CHECKF(col->len == expect_len && !memcmp(col->buf, ref, expect_len), "stop \"%s\": on_token got \"%s\"", stops[0], col->buf);
+            free(out);
+            free(col);
+        }
+        slm_session_free(s);
+        slm_model_free(m);
+    }
+}
+
+static void test_cancel(void) {
+    NEED_MODEL("f32", path);
+    {
+        slm_model *m = load_model(path);
+        slm_session *s;
+        size_t rlen, n;
+        const char *ref = ref_cont(&rlen);
+        free(path);
+        if (!m) return;
+        s = new_session(m, 0, 0);
+        if (s) {
+            slm_gen_opts o;
+            collector *col = (collector *)calloc(1, sizeof *col);
+            char *out;
+            slm_result rc;
+            memset(&o, 0, sizeof o);
+            o.max_tokens = 100;
+            o.on_token = collect;
+            o.user = col;
+            col->cancel_at = 10;
+            out = gen_text(s, R.prompt, &o, &rc, &n);
+            CHECKF(rc == SLM_ERR_CANCELLED, "%s", slm_result_str(rc));
+            CHECKF(col->calls == 10, "on_token called %d times", col->calls);
+            CHECK(col->len > 0 && col->len <= rlen && !memcmp(col->buf, ref, col->len));
+            CHECKF(out && (n == col->len || n == col->len_before_last) && !memcmp(out, col->buf, n),
+                   "out \"%s\" (%zu bytes), delivered \"%s\"", out ? out : "(null)", n, col->buf);
+            free(out);
+            /* the session is still usable: greedy again gives the reference */
+            memset(&o, 0, sizeof o);
+            o.max_tokens = 20;
+            out = gen_text(s, R.prompt, &o, &rc, &n);
+            CHECK(rc == SLM_OK && out && n > 0 && n <= rlen && !memcmp(out, ref, n));
+            free(out);
+            free(col);
+            slm_session_free(s);
+        }
+        slm_model_free(m);
+    }
+}
+
+static void test_out_buffer(void) {
+    NEED_MODEL("f32", path);
+    {
+        slm_model *m = load_model(path);
+        slm_session *s;
+        free(path);
+        if (!m) return;
+        s = new_session(m, 0, 0);
+        if (s) {
+            slm_gen_opts o;
+            char full[4096], small[10];
+            size_t n_full = 0, n = 12345;
+            slm_result rc;
+            memset(&o, 0, sizeof o);
+            o.max_tokens = 30;
+            rc = slm_generate(s, R.prompt, &o, full, sizeof full, &n_full);
+            CHECK(rc == SLM_OK && n_full > 20 && strlen(full) == n_full);
+            memset(small, 'x', sizeof small);
+            rc = slm_generate(s, R.prompt, &o, small, sizeof small, &n);
+            CHECKF(rc == SLM_OK && n == n_full, "%s, out_len %zu (full %zu)", slm_result_str(rc), n, n_full);
+            CHECK(small[9] == 0 && !memcmp(small, full, 9));
+            n = 0;
+            rc = slm_generate(s, R.prompt, &o, NULL, 0, &n);
+            CHECKF(rc == SLM_OK && n == n_full, "out NULL: %s, out_len %zu", slm_result_str(rc), n);
+            small[0] = 'x';
+            rc = slm_generate(s, R.prompt, &o, small, 1, &n);
+            CHECK(rc == SLM_OK && n == n_full && small[0] == 0);
+            rc = slm_generate(s, R.prompt, &o, full, sizeof full, NULL);
+            CHECK(rc == SLM_OK);
+            slm_session_free(s);
+        }
+        slm_model_free(m);
+    }
+}
+
+static void test_context_full(void) {
+    NEED_MODEL("f32", path);
+    {
+        slm_model *m = load_model(path);
+        slm_session *s;
+        size_t rlen;
+        const char *ref = ref_cont(&rlen);
+        free(path);
+        if (!m) return;
+        s = new_session(m, 16, 0);
+        if (s) {
+            slm_gen_opts o;
+            char out[256];
+            size_t n = 999;
+            char *longp = (char *)malloc(R.greedy_len + 1);
+            slm_result rc;
+            memcpy(longp, R.greedy_txt, R.greedy_len);
+            longp[R.greedy_len] = 0;
+            memset(&o, 0, sizeof o);
+            o.max_tokens = 5;
+            rc = slm_generate(s, longp, &o, out, sizeof out, &n);
+            CHECKF(rc == SLM_ERR_CONTEXT_FULL, "prompt of ~260 tokens, n_ctx 16: %s", slm_result_str(rc));
+            CHECK(slm_session_error(s) && slm_session_error(s)[0]);
+            /* the context fills during generation: the text so far is delivered */
+            memset(&o, 0, sizeof o);
+            n = 0;
+            rc = slm_generate(s, R.prompt, &o, out, sizeof out, &n);
+            CHECKF(rc == SLM_ERR_CONTEXT_FULL, "unlimited generation in 16 positions: %s", slm_result_str(rc));
+            CHECKF(n > 10 && n < rlen && !memcmp(out, ref, n) && strlen(out) == n, "delivered \"%s\"", out);
+            CHECK(slm_session_n_past(s) <= 16);
+            free(longp);
+            slm_session_free(s);
+        }
+        slm_model_free(m);
+    }
+}
+
+static void test_prefix_reuse(void) {
+    NEED_MODEL("f32", path);
+    {
+        slm_model *m = load_model(path);
+        char *p1, *p2, *p3;
+        size_t n1;
+        int attempt, fast = 0;
+        slm_token tk[1024];
+        int np1, np2;
+        free(path);
+        if (!m) return;
+        /* p1: the whole reference story (~257 tokens); p2 extends it */
+        n1 = R.greedy_len - 1;
+        p1 = (char *)malloc(n1 + 1);
+        memcpy(p1, R.greedy_txt, n1);
+        p1[n1] = 0;
+        p2 = (char *)malloc(n1 + 32);
+        snprintf(p2, n1 + 32, "%s Lily smiled", p1);
+        p3 = (char *)malloc(n1 + 32);
+        snprintf(p3, n1 + 32, "%s Tom", p1);
+        np1 = slm_tokenize(m, p1, strlen(p1), SLM_TOK_BOS, tk, 1024);
+        np2 = slm_tokenize(m, p2, strlen(p2), SLM_TOK_BOS, tk, 1024);
+        CHECK(np1 > 200 && np2 > np1);
+        for (attempt = 0; attempt < 3 && !fast; attempt++) {
+            slm_session *s = new_session(m, 0, 1), *f = new_session(m, 0, 1);
+            slm_gen_opts o;
+            slm_result rc;
+            size_t la, lb;
+            char *a, *b;
+            double t0, t1, t2;
+            int before;
+            if (!s || !f) { slm_session_free(s); slm_session_free(f); break; }
+            memset(&o, 0, sizeof o);
+            o.max_tokens = 1;
+            t0 = now_sec();
+            a = gen_text(s, p1, &o, &rc, &la);
+            t1 = now_sec();
+            CHECK(rc == SLM_OK);
+            before = slm_session_n_past(s);
+            CHECKF(before == np1 || before == np1 + 1, "n_past %d after a %d-token prompt", before, np1);
+            o.max_tokens = 8;
+            t1 = now_sec();
+            free(a);
+            a = gen_text(s, p2, &o, &rc, &la);
+            t2 = now_sec();
+            CHECK(rc == SLM_OK);
+            CHECKF(slm_session_n_past(s) >= np2 && slm_session_n_past(s) <= np2 + 8, "n_past %d", slm_session_n_past(s));
+            b = gen_text(f, p2, &o, &rc, &lb);
+            CHECK(rc == SLM_OK);
+            CHECKF(a && b && la == lb && !memcmp(a, b, la), "reused session \"%s\" vs fresh \"%s\"", a ? a : "", b ? b : "");
+            NOTE("attempt %d: %d-token prompt %.2f ms, extension by %d tokens + 8 generated %.2f ms",
+                 attempt, np1, (t1 - t0) * 1e3, np2 - np1, (t2 - t1) * 1e3);
+            if ((t2 - t1) * 3 < (t1 - t0)) fast = 1;
+            free(a);
+            free(b);
+            /* a prompt that diverges: same as a fresh session */
+            a = gen_text(s, p3, &o, &rc, &la);
+            slm_session_free(f);
+            f = new_session(m, 0, 1);
+            b = f ? gen_text(f, p3, &o, &rc, &lb) : NULL;
+            CHECKF(a && b && la == lb && !memcmp(a, b, la), "diverging prompt: reused \"%s\" vs fresh \"%s\"", a ? a : "", b ? b : "");
+            free(a);
+            free(b);
+            /* the same prompt twice on one session: same text (the last prompt position re-evaluated) */
+            o.max_tokens = 16;
+            a = gen_text(s, R.prompt, &o, &rc, &la);
+            b = gen_text(s, R.prompt, &o, &rc, &lb);
+            CHECKF(a && b && la == lb && !memcmp(a, b, la), "same prompt twice: \"%s\" then \"%s\"", a ? a : "", b ? b : "");
+            free(a);
+            free(b);
+            slm_session_free(s);
+            slm_session_free(f);
+        }
+        CHECKF(fast, "extending a cached prompt was not faster than evaluating it: the cache is not reused");
+        free(p1);
+        free(p2);
+        free(p3);
+        slm_model_free(m);
+    }
+}
+
+static void test_sampling(void) {
+    NEED_MODEL("f32", path);
+    {
+        slm_model *m = load_model(path);
+        slm_gen_opts o;
+        slm_result rc;
+        size_t n, la, lb, rlen;
+        const char *ref = ref_cont(&rlen);
+        char *texts[4];
+        int i, distinct = 0, differs_from_greedy = 0;
+        free(path);
+        if (!m) return;
+        /* same seed, same text: fresh sessions, one thread vs default threads, reused session */
+        memset(&o, 0, sizeof o);
+        o.max_tokens = 60;
+        o.temperature = 0.9f;
+        o.seed = 1234;
+        for (i = 0; i < 4; i++) {
+            slm_session *s = new_session(m, 0, i == 1 ? 1 : 0);
+            texts[i] = s ? gen_text(s, R.prompt, &o, &rc, &n) : NULL;
+            CHECK(rc == SLM_OK);
+            if (i == 2 && s) { free(texts[i]); texts[i] = gen_text(s, R.prompt, &o, &rc, &n); }
+            slm_session_free(s);
+        }
+        for (i = 1; i < 4; i++)
+            CHECKF(texts[0] && texts[i] && !strcmp(texts[0], texts[i]), "seed 1234 run %d: \"%s\" vs \"%s\"", i, texts[0] ? texts[0] : "", texts[i] ? texts[i] : "");
+        for (i = 0; i < 4; i++) free(texts[i]);
+        /* different seeds give different texts; temperature sampling is not greedy */
+        for (i = 0; i < 4; i++) {
+            slm_session *s = new_session(m, 0, 0);
+            int j;
+            o.seed = (uint64_t)(i + 1);
+            texts[i] = s ? gen_text(s, R.prompt, &o, &rc, &n) : NULL;
+            slm_session_free(s);
+            if (!texts[i]) continue;
+            for (j = 0; j < i && texts[j] && strcmp(texts[j], texts[i]); j++) {}
+            if (j == i) distinct++;
+            if (strncmp(texts[i], ref, n < rlen ? n : rlen)) differs_from_greedy++;
+        }
+        CHECKF(distinct >= 2, "4 seeds gave %d distinct texts", distinct);
+        CHECKF(differs_from_greedy >= 1, "temperature 0.9 always reproduced the greedy text");
+        for (i = 0; i < 4; i++) free(texts[i]);
+        /* seed 0 is a fixed default */
+        {
+            slm_session *s = new_session(m, 0, 0);
+            char *a, *b;
+            o.seed = 0;
+            a = s ? gen_text(s, R.prompt, &o, &rc, &la) : NULL;
+            b = s ? gen_text(s, R.prompt, &o, &rc, &lb) : NULL;
+            CHECK(a && b && !strcmp(a, b));
+            free(a);
+            free(b);
+            slm_session_free(s);
+        }
+        /* filters that leave one candidate reduce to greedy */
+        {
+            int variant_i;
+            for (variant_i = 0; variant_i < 3; variant_i++) {
+                slm_session *s = new_session(m, 0, 0);
+                char *a;
+                memset(&o, 0, sizeof o);
+                o.max_tokens = 40;
+                o.temperature = 1.0f;
+                o.seed = 99;
+                if (variant_i == 0) o.top_k = 1;
+                if (variant_i == 1) o.top_p = 1e-6f;
+                if (variant_i == 2) o.min_p = 0.9999f;
+                a = s ? gen_text(s, R.prompt, &o, &rc, &la) : NULL;
+                CHECKF(rc == SLM_OK && a && la <= rlen && la > 0 && !memcmp(a, ref, la),
+                       "%s: \"%s\" is not the greedy text", variant_i == 0 ? "top_k 1" : variant_i == 1 ? "top_p 1e-6" : "min_p 0.9999", a ? a : "");
+                free(a);
+                slm_session_free(s);
+            }
+        }
+        /* repeat_penalty 1 is off */
+        {
+            slm_session *s = new_session(m, 0, 0);
+            char *a;
+            memset(&o, 0, sizeof o);
+            o.max_tokens = 40;
+            o.repeat_penalty = 1.0f;
+            a = s ? gen_text(s, R.prompt, &o, &rc, &la) : NULL;
+            CHECK(rc == SLM_OK && a && la <= rlen && !memcmp(a, ref, la));
+            free(a);
+            slm_session_free(s);
+        }
+        slm_model_free(m);
+    }
+}
+
+static void test_allocator_balance(void) {
+    NEED_MODEL("f32", path);
+    {
+        int mode;
+        for (mode = 0; mode < 3; mode++) {     /* mmap, read, memory */
+            counter cnt;
+            slm_model_desc d;
+            slm_model *m = NULL;
+            unsigned char *bytes = NULL;
+            size_t size = 0;
+            memset(&cnt, 0, sizeof cnt);
+            memset(&d, 0, sizeof d);
+            d.alloc = counting_allocator(&cnt);
+            if (mode == 2) { bytes = read_file(path, &size); d.data = bytes; d.size = size; }
+            else { d.path = path; d.no_mmap = mode; }
+            CHECK(slm_model_load(&m, &d) == SLM_OK);
+            if (m) {
+                slm_session *s = new_session(m, 64, 0);
+                if (s) {
+                    slm_gen_opts o;
+                    char out[512];
+                    memset(&o, 0, sizeof o);
+                    o.max_tokens = 20;
+                    CHECK(slm_generate(s, R.prompt, &o, out, sizeof out, NULL) == SLM_OK);
+                    slm_session_free(s);
+                }
+                CHECKF(cnt.n_alloc > 0, "mode %d: the custom allocator was never called", mode);
+                slm_model_free(m);
+            }
+            CHECKF(cnt.n_alloc == cnt.n_free && cnt.live == 0, "mode %d: %ld allocations, %ld frees, %zu bytes live",
+                   mode, cnt.n_alloc, cnt.n_free, cnt.live);
+            if (mode == 2) CHECKF(cnt.peak < size, "memory load copies the model? peak %zu bytes", cnt.peak);
+            free(bytes);
+        }
+        free(path);
+    }
+}
+
+static void log_fn(void *user, int level, const char *message) {
+    int *n = (int *)user;
+    if (level >= SLM_LOG_ERROR && level <= SLM_LOG_DEBUG && message) n[0]++;
+    else n[1]++;
+}
+
+static void test_log_and_meta(void) {
+    NEED_MODEL("f32", path);
+    {
+        slm_model *m = NULL;
+        slm_model_desc d;
+        int n_logs[2] = { 0, 0 };
+        memset(&d, 0, sizeof d);
+        d.path = path;
+        d.log = log_fn;
+        d.log_user = n_logs;
+        CHECK(slm_model_load(&m, &d) == SLM_OK);
+        if (m) {
+            const char *conv = slm_model_meta(m, "converter");
+            const slm_model_info *mi = slm_model_info_get(m);
+            CHECK(mi && mi->name && (!slm_model_meta(m, "name") || !strcmp(mi->name, slm_model_meta(m, "name"))));
+            NOTE("metadata: name \"%s\", converter \"%s\"; %d log messages", mi ? mi->name : "", conv ? conv : "(none)", n_logs[0]);
+            slm_model_free(m);
+        }
+        d.path = "/nonexistent.slm";
+        m = NULL;
+        CHECK(slm_model_load(&m, &d) == SLM_ERR_IO);
+        CHECKF(n_logs[1] == 0, "%d log calls with a bad level or a NULL message", n_logs[1]);
+        free(path);
+    }
+}
+
+/* ======================================================================== */
+/* main                                                                     */
+/* ======================================================================== */
+
+typedef struct { const char *name; void (*fn)(void); } test_case;
+static const test_case TESTS[] = {
+    { "half_conversions", test_half_conversions },
+    { "quantize_rows", test_quantize_rows },
+    { "args_no_model", test_args_no_model },
+    { "small_error_buffer", test_small_error_buffer },
+    { "model_info", test_model_info },
+    { "greedy_lowlevel", test_greedy_lowlevel },
+    { "greedy_lowlevel_1thread", test_greedy_lowlevel_1thread },
+    { "batched_eval_and_rewind", test_batched_eval },
+    { "generate_greedy", test_generate_greedy },
+    { "tokenizer_cases", test_tokenizer_cases },
+    { "variant_f16", test_variant_f16 },
+    { "variant_q8_0", test_variant_q8_0 },
+    { "variant_q4_0", test_variant_q4_0 },
+    { "truncated_files", test_truncated },
+    { "patched_files", test_patched },
+    { "vocab_only_header", test_vocab_only_header },
+    { "mutated_files", test_mutations },
+    { "args_with_model", test_args_with_model },
+    { "stop_strings", test_stop_strings },
+    { "cancel", test_cancel },
+    { "out_buffer", test_out_buffer },
+    { "context_full", test_context_full },
+    { "prefix_reuse", test_prefix_reuse },
+    { "sampling", test_sampling },
+    { "allocator_balance", test_allocator_balance },
+    { "log_and_meta", test_log_and_meta },
+};
+
+enum { RES_PASS, RES_FAIL, RES_SKIP };
+
+static int run_one(const test_case *t) {
+    double t0 = now_sec();
+    g_checks_failed = 0;
+    g_skipped = 0;
+    g_skip_reason[0] = 0;
+    t->fn();
+    fflush(stdout);
+    if (g_checks_failed) { printf("  (%d failed checks, %.2fs)\n", g_checks_failed, now_sec() - t0); return RES_FAIL; }
+    if (g_skipped) { printf("  skip reason: %s\n", g_skip_reason); return RES_SKIP; }
+    (void)t0;
+    return RES_PASS;
+}
+
+int main(int argc, char **argv) {
+    const char *filter = NULL;
+    int use_fork = 1, list = 0, i, passed = 0, failed = 0, skipped = 0;
+    int timeout = 60;
+    for (i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-k") && i + 1 < argc) filter = argv[++i];
+        else if (!strcmp(argv[i], "--no-fork")) use_fork = 0;
+        else if (!strcmp(argv[i], "--list")) list = 1;
+        else { fprintf(stderr, "usage: %s [-k SUBSTRING] [--no-fork] [--list]\n", argv[0]); return 2; }
+    }
+    if (getenv("SLM_MODELS") && *getenv("SLM_MODELS")) g_models_dir = getenv("SLM_MODELS");
+    if (getenv("SLM_TEST_BUILD") && *getenv("SLM_TEST_BUILD")) g_build_dir = getenv("SLM_TEST_BUILD");
+    if (getenv("SLM_TEST_TIMEOUT")) timeout = atoi(getenv("SLM_TEST_TIMEOUT"));
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    for (i = 0; i < (int)(sizeof TESTS / sizeof TESTS[0]); i++) {
+        const test_case *t = &TESTS[i];
+        int res;
+        double t0 = now_sec();
+        if (filter && !strstr(t->name, filter)) continue;
+        if (list) { printf("%s\n", t->name); continue; }
+        printf("[ RUN  ] %s\n", t->name);
+        fflush(stdout);
+#ifdef HAVE_FORK
+        if (use_fork) {
+            pid_t pid = fork();
+            int status = 0;
+            if (pid == 0) {
+                int r;
+                alarm((unsigned)timeout);
+                r = run_one(t);
+                fflush(stdout);
+                exit(r == RES_PASS ? 0 : r == RES_SKIP ? 77 : 1);
+            }
+            if (pid < 0 || waitpid(pid, &status, 0) != pid) { printf("  fork/wait failed\n"); res = RES_FAIL; }
+            else if (WIFSIGNALED(status)) {
+                printf("  CRASH: killed by signal %d%s\n", WTERMSIG(status), WTERMSIG(status) == SIGALRM ? " (timeout)" : "");
+                res = RES_FAIL;
+            } else if (WEXITSTATUS(status) == 0) res = RES_PASS;
+            else if (WEXITSTATUS(status) == 77) res = RES_SKIP;
+            else {
+                if (WEXITSTATUS(status) != 1) printf("  exited with status %d (sanitizer report or leak?)\n", WEXITSTATUS(status));
+                res = RES_FAIL;
+            }
+        } else
+#endif
+            res = run_one(t);
+        if (res == RES_PASS) { passed++; printf("[ PASS ] %s (%.2fs)\n", t->name, now_sec() - t0); }
+        else if (res == RES_SKIP) { skipped++; printf("[ SKIP ] %s\n", t->name); }
+        else { failed++; printf("[ FAIL ] %s (%.2fs)\n", t->name, now_sec() - t0); }
+        fflush(stdout);
+    }
+    if (list) return 0;
+    (void)use_fork;
+    if (R_loaded > 0) j_free(&R.root);
+    free(R.greedy_txt);
+    printf("%d passed, %d failed, %d skipped\n", passed, failed, skipped);
+    return failed ? 1 : 0;
+}

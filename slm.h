@@ -2248,6 +2248,9 @@ static void slm__matmul(const slm__tensor *w, int r0, int r1, const float *x, si
    token. */
 
 #define SLM__BATCH 64   /* tokens per pass of slm_eval: enough to reuse each weight row from cache */
+#ifndef SLM__WORK_PER_THREAD
+#define SLM__WORK_PER_THREAD 4000000u   /* multiply-adds that justify one more thread (tests set 1) */
+#endif
 
 typedef struct slm__cand { float logit; slm_token id; } slm__cand;   /* sampler scratch */
 
@@ -2489,7 +2492,7 @@ static void slm__forward(slm_session *s, const slm_token *tokens, int n, int wan
 #ifdef SLM__OPENMP
     /* a pass costs about n_params x n multiply-adds; below ~4M per thread the
        barriers cost more than the second thread saves */
-    int nth = (int)SLM__MIN((uint64_t)s->n_threads, s->model->info.n_params * (uint64_t)n / 4000000u + 1u);
+    int nth = (int)SLM__MIN((uint64_t)s->n_threads, s->model->info.n_params * (uint64_t)n / SLM__WORK_PER_THREAD + 1u);
     if (nth > 1) {
 #pragma omp parallel num_threads(nth)
         slm__forward_worker(s, tokens, n, want_logits, omp_get_thread_num(), omp_get_num_threads());

@@ -14,6 +14,7 @@
 #define _POSIX_C_SOURCE 200809L
 #endif
 #define SLM_IMPLEMENTATION
+#define SLM__WORK_PER_THREAD 1u   /* use every thread asked for, even on this tiny model */
 #include "slm.h"
 
 #include <ctype.h>
@@ -1879,7 +1880,7 @@ static void test_sampling(void) {
     {
         slm_model *m = load_model(path);
         slm_gen_opts o;
-        slm_result rc;
+        slm_result rc = SLM_OK;
         size_t n, la, lb, rlen;
         const char *ref = ref_cont(&rlen);
         char *texts[4];
@@ -2038,6 +2039,162 @@ static void test_log_and_meta(void) {
 /* main                                                                     */
 /* ======================================================================== */
 
+
+/* ======================================================================== */
+/* SIMD kernels against the plain C reference kernels                       */
+/* ======================================================================== */
+
+static const char *defined_vnni(void) {
+#if defined(__AVX512VNNI__)
+    return " with VNNI";
+#else
+    return "";
+#endif
+}
+
+static uint64_t g_rng = 12345;
+static float rand_float(void) {   /* uniform in [-1, 1) */
+    g_rng = g_rng * 6364136223846793005ull + 1442695040888963407ull;
+    return (float)((g_rng >> 40) & 0xffffff) / 8388608.0f - 1.0f;
+}
+
+static void test_kernels_vs_reference(void) {
+    static const int lengths[] = { 1, 3, 7, 15, 16, 17, 31, 32, 33, 64, 100, 172, 1000, 4864 };
+    static const int blocks[] = { 1, 2, 3, 5, 18, 28, 152 };
+    float *w = (float *)malloc(4864 * sizeof(float)), *x = (float *)malloc(4864 * sizeof(float));
+    uint16_t *h = (uint16_t *)malloc(4864 * sizeof(uint16_t));
+    slm__block_q8_0 *wq8 = (slm__block_q8_0 *)malloc(152 * sizeof(slm__block_q8_0)), *xq = (slm__block_q8_0 *)malloc(152 * sizeof(slm__block_q8_0));
+    slm__block_q4_0 *wq4 = (slm__block_q4_0 *)malloc(152 * sizeof(slm__block_q4_0));
+    size_t li, bi;
+    int rep, i, n_checked = 0;
+#if defined(SLM__AVX512)
+    NOTE("kernels: AVX-512%s", defined_vnni());
+#elif defined(SLM__AVX2)
+    NOTE("kernels: AVX2");
+#else
+    NOTE("kernels: plain C only (the comparison is trivially exact)");
+#endif
+    for (rep = 0; rep < 20; rep++) {
+        for (li = 0; li < sizeof lengths / sizeof lengths[0]; li++) {
+            int n = lengths[li];
+            float scale = 0, ref, got;
+            for (i = 0; i < n; i++) { w[i] = rand_float() * 3; x[i] = rand_float() * 2; scale += fabsf(w[i] * x[i]); }
+            ref = slm__dot_f32_ref(w, x, n); got = slm__dot_f32(w, x, n);
+            CHECKF(fabsf(ref - got) <= 1e-5f * scale + 1e-30f, "f32 n=%d: ref %.9g simd %.9g", n, ref, got);
+            for (i = 0; i < n; i++) h[i] = slm_fp32_to_fp16(w[i]);
+            ref = slm__dot_f16_ref(h, x, n); got = slm__dot_f16(h, x, n);
+            CHECKF(fabsf(ref - got) <= 1e-5f * scale + 1e-30f, "f16 n=%d: ref %.9g simd %.9g", n, ref, got);
+            for (i = 0; i < n; i++) h[i] = slm_fp32_to_bf16(w[i]);
+            ref = slm__dot_bf16_ref(h, x, n); got = slm__dot_bf16(h, x, n);
+            CHECKF(fabsf(ref - got) <= 1e-5f * scale + 1e-30f, "bf16 n=%d: ref %.9g simd %.9g", n, ref, got);
+            n_checked += 3;
+        }
+        for (bi = 0; bi < sizeof blocks / sizeof blocks[0]; bi++) {
+            int nb = blocks[bi], n = nb * 32;
+            float scale = 0, ref, got;
+            for (i = 0; i < n; i++) { w[i] = rand_float() * 3; x[i] = rand_float() * 2; }
+            if (rep == 0) { w[5] = 0; x[7] = -2; }   /* extremes: -127 activations and zero weights */
+            slm_quantize_row(SLM_TYPE_Q8_0, w, wq8, n);
+            slm_quantize_row(SLM_TYPE_Q4_0, w, wq4, n);
+            slm_quantize_row(SLM_TYPE_Q8_0, x, xq, n);
+            for (i = 0; i < n; i++) scale += fabsf(w[i] * x[i]);
+            ref = slm__dot_q8_0_ref(wq8, xq, nb); got = slm__dot_q8_0(wq8, xq, nb);
+            CHECKF(fabsf(ref - got) <= 1e-5f * scale, "q8_0 %d blocks: ref %.9g simd %.9g", nb, ref, got);
+            ref = slm__dot_q4_0_ref(wq4, xq, nb); got = slm__dot_q4_0(wq4, xq, nb);
+            CHECKF(fabsf(ref - got) <= 1e-5f * scale, "q4_0 %d blocks: ref %.9g simd %.9g", nb, ref, got);
+            n_checked += 2;
+        }
+    }
+    NOTE("%d kernel comparisons", n_checked);
+    free(w); free(x); free(h); free(wq8); free(xq); free(wq4);
+}
+
+/* The same logits, bit for bit, for any thread count and any batching. */
+static void test_threads_and_batches_identical(void) {
+    static const char *const types[] = { "f32", "q8_0", "q4_0", "f16" };
+    size_t ti;
+    for (ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        char *path;
+        slm_model *m;
+        slm_token seq[N_SEQ];
+        float *first = NULL;
+        int threads, i, mismatches = 0;
+        path = model_path(types[ti]);
+        if (!load_reference()) { free(path); SKIP("stories260K reference not found under %s (set SLM_MODELS)", g_models_dir); }
+        if (!file_exists(path)) { SKIP("%s not found (tests/run.sh converts it)", path); }
+        m = load_model(path);
+        free(path);
+        if (!m) return;
+        for (i = 0; i < N_SEQ; i++) seq[i] = i < 5 ? R.prompt_ids[i] : R.gen_ids[i - 5];
+        first = (float *)malloc((size_t)N_VOCAB * sizeof(float));
+        for (threads = 1; threads <= 3; threads++) {
+            int batched;
+            for (batched = 0; batched <= 1; batched++) {
+                slm_session *s = new_session(m, 0, threads);
+                const float *lg;
+                if (!s) break;
+                if (batched) CHECK(slm_eval(s, seq, 150) == SLM_OK);
+                else for (i = 0; i < 150; i++) CHECK(slm_eval(s, seq + i, 1) == SLM_OK);
+                lg = slm_logits(s);
+                CHECK(lg != NULL);
+                if (lg && threads == 1 && !batched) memcpy(first, lg, (size_t)N_VOCAB * sizeof(float));
+                else if (lg && memcmp(first, lg, (size_t)N_VOCAB * sizeof(float)) != 0) {
+                    mismatches++;
+                    CHECKF(0, "%s: %d threads, %s: logits differ from 1 thread one at a time", types[ti], threads, batched ? "batched" : "one at a time");
+                }
+                slm_session_free(s);
+            }
+        }
+        NOTE("%s: 1-3 threads x batched/one-by-one over 150 positions: %s", types[ti], mismatches ? "DIFFERENT" : "bit-identical");
+        free(first);
+        slm_model_free(m);
+    }
+}
+
+static void test_generation_stats(void) {
+    NEED_MODEL("f32", path);
+    {
+        slm_model *m = load_model(path);
+        slm_session *s;
+        slm_gen_opts o;
+        slm_gen_stats st;
+        slm_session_desc sd;
+        char out[4096], err[256];
+        const char *stops[1];
+        free(path);
+        if (!m) return;
+        s = new_session(m, 0, 0);
+        if (!s) { slm_model_free(m); return; }
+        memset(&o, 0, sizeof o);
+        o.max_tokens = 10;
+        CHECK(slm_generate(s, "Once upon a time", &o, out, sizeof out, NULL) == SLM_OK);
+        CHECK(slm_session_stats(s, &st) == SLM_OK);
+        CHECKF(st.n_prompt == 5 && st.n_cached == 0 && st.n_generated == 10 && st.stop_reason == SLM_STOP_MAX_TOKENS,
+               "prompt %d cached %d generated %d reason %d", st.n_prompt, st.n_cached, st.n_generated, st.stop_reason);
+        /* the same prompt again: all but the last prompt token come from the cache */
+        CHECK(slm_generate(s, "Once upon a time", &o, out, sizeof out, NULL) == SLM_OK);
+        CHECK(slm_session_stats(s, &st) == SLM_OK && st.n_cached == 4);
+        stops[0] = "Lily";
+        o.stop = stops; o.n_stop = 1; o.max_tokens = 0;
+        CHECK(slm_generate(s, "Once upon a time", &o, out, sizeof out, NULL) == SLM_OK);
+        CHECK(slm_session_stats(s, &st) == SLM_OK && st.stop_reason == SLM_STOP_STRING);
+        CHECK(strstr(out, "Lily") == NULL && strstr(out, "little girl named ") != NULL);
+        CHECK(slm_session_stats(s, NULL) == SLM_ERR_INVALID_ARG && slm_session_stats(NULL, &st) == SLM_ERR_INVALID_ARG);
+        /* an empty prompt starts from BOS alone; the dummy space of SentencePiece is not output */
+        memset(&o, 0, sizeof o);
+        o.max_tokens = 5;
+        CHECK(slm_generate(s, "", &o, out, sizeof out, NULL) == SLM_OK);
+        CHECKF(out[0] != ' ' && out[0] != 0, "output \"%s\"", out);
+        slm_session_free(s);
+        /* why a session could not be made */
+        memset(&sd, 0, sizeof sd);
+        sd.n_ctx = -5; sd.error = err; sd.error_cap = sizeof err;
+        CHECK(slm_session_new(&s, m, &sd) == SLM_ERR_INVALID_ARG && s == NULL);
+        CHECKF(strstr(err, "n_ctx") != NULL, "error \"%s\"", err);
+        slm_model_free(m);
+    }
+}
+
 typedef struct { const char *name; void (*fn)(void); } test_case;
 static const test_case TESTS[] = {
     { "half_conversions", test_half_conversions },
@@ -2066,6 +2223,9 @@ static const test_case TESTS[] = {
     { "sampling", test_sampling },
     { "allocator_balance", test_allocator_balance },
     { "log_and_meta", test_log_and_meta },
+    { "kernels_vs_reference", test_kernels_vs_reference },
+    { "threads_and_batches_identical", test_threads_and_batches_identical },
+    { "generation_stats", test_generation_stats },
 };
 
 enum { RES_PASS, RES_FAIL, RES_SKIP };

@@ -240,6 +240,22 @@ typedef struct slm_gen_opts {      /* zero-initialised = greedy, no limits */
 SLM_API slm_result slm_generate(slm_session *session, const char *prompt, const slm_gen_opts *opts,
                                 char *out, size_t out_cap, size_t *out_len);
 
+/* ---- chat ------------------------------------------------------------- */
+
+typedef struct slm_chat_message {
+    const char *role;        /* "system", "user" or "assistant" */
+    const char *content;
+} slm_chat_message;
+
+/* Renders messages as the model's chat template (tmpl SLM_CHAT_* or 0 for
+   the one stored in the model), ending with the assistant's turn opening
+   when add_assistant is set, ready for slm_generate (which adds BOS and
+   parses the control tokens). Writes a NUL-terminated string to out (may be
+   NULL with cap 0) and returns its full length, -1 when there is no template
+   or an argument is wrong. */
+SLM_API int slm_chat_format(const slm_model *model, int tmpl, const slm_chat_message *msgs, int n_msgs,
+                            int add_assistant, char *out, size_t cap);
+
 /* ---- low level --------------------------------------------------------- */
 
 /* Returns the token count, -needed when cap is too small, or 0 on a bad argument
@@ -677,6 +693,8 @@ typedef struct slm__vocab {
     uint32_t *piece_off;
     slm_token byte_token[256];     /* id of each <0xXX> token, -1 if none */
     slm_token *special;            /* control / user-defined tokens, longest first */
+    slm_token eog[8];              /* tokens that end generation: eos, eot and chat turn ends */
+    int n_eog;
     int n_special;
     int max_piece_len;
 } slm__vocab;
@@ -1359,6 +1377,19 @@ static slm_result slm__build_vocab_tables(slm__loader *ld) {
         if ((v->types[i] == SLM_TOKEN_CONTROL || v->types[i] == SLM_TOKEN_USER_DEFINED) && len > 0) v->n_special++;
     }
     v->piece_off[n] = plen;
+    {   /* end of generation: eos, eot, and the control tokens that close a chat turn */
+        static const char *const turn_ends[] = { "<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>" };
+        size_t k;
+        if (v->eos >= 0) v->eog[v->n_eog++] = v->eos;
+        if (v->eot >= 0 && v->eot != v->eos) v->eog[v->n_eog++] = v->eot;
+        for (k = 0; k < sizeof turn_ends / sizeof turn_ends[0] && v->n_eog < 8; k++) {
+            slm_token t = slm__vocab_find(v, turn_ends[k], strlen(turn_ends[k]));
+            int j, dup = 0;
+            if (t < 0 || v->types[t] != SLM_TOKEN_CONTROL) continue;
+            for (j = 0; j < v->n_eog; j++) dup |= v->eog[j] == t;
+            if (!dup) v->eog[v->n_eog++] = t;
+        }
+    }
     if (v->n_merges > 0) {
         uint32_t size = 16, r;
         while (size < 2u * (uint32_t)v->n_merges) size *= 2;
@@ -2964,7 +2995,8 @@ SLM_API slm_result slm_generate(slm_session *s, const char *prompt, const slm_ge
         int piece_len;
         tok = slm_sample(s, &o);
         if (tok < 0) { r = SLM_ERR_INVALID_ARG; s->stats.stop_reason = SLM_STOP_ERROR; break; }
-        if (tok == v->eos || tok == v->eot) { s->stats.stop_reason = SLM_STOP_END_OF_TEXT; break; }
+        for (k = 0; k < v->n_eog && v->eog[k] != tok; k++) {}
+        if (k < v->n_eog) { s->stats.stop_reason = SLM_STOP_END_OF_TEXT; break; }
         s->stats.n_generated++;
         if (slm_token_type(m, tok) != SLM_TOKEN_CONTROL && (piece = slm_token_piece(m, tok, &piece_len)) != NULL) {
             if (strip_space && piece_len > 0 && piece[0] == ' ') { piece++; piece_len--; }
@@ -2989,6 +3021,85 @@ SLM_API slm_result slm_generate(slm_session *s, const char *prompt, const slm_ge
     if (out && out_cap) out[st.out_len < out_cap ? st.out_len : out_cap - 1] = 0;
     if (out_len) *out_len = st.out_len;
     return r;
+}
+
+/* ---- chat templates --------------------------------------------------------
+   Owns the built-in formatters that stand in for a checkpoint's Jinja chat
+   template: the converter recognises the template text and stores which of
+   these it is; here a conversation becomes the exact prompt text the model
+   was trained on. BOS is left to the tokenizer. */
+
+typedef struct slm__writer { char *out; size_t cap, len; } slm__writer;
+static void slm__put(slm__writer *w, const char *s) {
+    for (; *s; s++) { if (w->len + 1 < w->cap) w->out[w->len] = *s; w->len++; }
+}
+
+SLM_API int slm_chat_format(const slm_model *m, int tmpl, const slm_chat_message *msgs, int n_msgs,
+                            int add_assistant, char *out, size_t cap) {
+    slm__writer w;
+    const char *system = NULL, *eos = "</s>";
+    char eos_buf[64];
+    int i, first_user = 1;
+    if (!m || n_msgs < 0 || (n_msgs > 0 && !msgs) || (!out && cap)) return -1;
+    if (tmpl == 0) tmpl = m->vocab.chat_template;
+    if (tmpl < SLM_CHAT_CHATML || tmpl > SLM_CHAT_ZEPHYR) return -1;
+    for (i = 0; i < n_msgs; i++) if (!msgs[i].role || !msgs[i].content) return -1;
+    if (m->vocab.eos >= 0) {   /* Zephyr and Llama-2 close a turn with the model's own EOS text */
+        uint32_t len;
+        const char *t = slm__vocab_text(&m->vocab, m->vocab.eos, &len);
+        if (len > 0 && len < sizeof eos_buf) { memcpy(eos_buf, t, len); eos_buf[len] = 0; eos = eos_buf; }
+    }
+    w.out = out; w.cap = cap; w.len = 0;
+    for (i = 0; i < n_msgs; i++) {
+        const char *role = msgs[i].role, *content = msgs[i].content;
+        int is_system = strcmp(role, "system") == 0, is_user = strcmp(role, "user") == 0;
+        switch (tmpl) {
+        case SLM_CHAT_CHATML:
+            slm__put(&w, "<|im_start|>"); slm__put(&w, role); slm__put(&w, "\n"); slm__put(&w, content); slm__put(&w, "<|im_end|>\n");
+            break;
+        case SLM_CHAT_LLAMA3:
+            slm__put(&w, "<|start_header_id|>"); slm__put(&w, role); slm__put(&w, "<|end_header_id|>\n\n");
+            slm__put(&w, content); slm__put(&w, "<|eot_id|>");
+            break;
+        case SLM_CHAT_PHI3:
+            slm__put(&w, "<|"); slm__put(&w, role); slm__put(&w, "|>\n"); slm__put(&w, content); slm__put(&w, "<|end|>\n");
+            break;
+        case SLM_CHAT_ZEPHYR:
+            slm__put(&w, "<|"); slm__put(&w, role); slm__put(&w, "|>\n"); slm__put(&w, content); slm__put(&w, eos); slm__put(&w, "\n");
+            break;
+        case SLM_CHAT_GEMMA:   /* no system role: it opens the first user turn */
+            if (is_system) { system = content; break; }
+            slm__put(&w, "<start_of_turn>"); slm__put(&w, is_user ? "user" : "model"); slm__put(&w, "\n");
+            if (is_user && system && first_user) { slm__put(&w, system); slm__put(&w, "\n\n"); }
+            if (is_user) first_user = 0;
+            slm__put(&w, content); slm__put(&w, "<end_of_turn>\n");
+            break;
+        case SLM_CHAT_LLAMA2:   /* [INST] <<SYS>> ... <</SYS>> user [/INST] answer</s><s>[INST] ... */
+            if (is_system) { system = content; break; }
+            if (is_user) {
+                if (!first_user) slm__put(&w, "<s>");
+                slm__put(&w, "[INST] ");
+                if (system && first_user) { slm__put(&w, "<<SYS>>\n"); slm__put(&w, system); slm__put(&w, "\n<</SYS>>\n\n"); }
+                slm__put(&w, content); slm__put(&w, " [/INST]");
+                first_user = 0;
+            } else {
+                slm__put(&w, " "); slm__put(&w, content); slm__put(&w, eos);
+            }
+            break;
+        }
+    }
+    if (add_assistant) {
+        switch (tmpl) {
+        case SLM_CHAT_CHATML: slm__put(&w, "<|im_start|>assistant\n"); break;
+        case SLM_CHAT_LLAMA3: slm__put(&w, "<|start_header_id|>assistant<|end_header_id|>\n\n"); break;
+        case SLM_CHAT_PHI3: slm__put(&w, "<|assistant|>\n"); break;
+        case SLM_CHAT_ZEPHYR: slm__put(&w, "<|assistant|>\n"); break;
+        case SLM_CHAT_GEMMA: slm__put(&w, "<start_of_turn>model\n"); break;
+        case SLM_CHAT_LLAMA2: break;   /* the model answers right after [/INST] */
+        }
+    }
+    if (cap) out[w.len < cap ? w.len : cap - 1] = 0;
+    return w.len > (size_t)INT_MAX ? -1 : (int)w.len;
 }
 
 #endif /* SLM__IMPLEMENTED */

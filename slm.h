@@ -340,6 +340,7 @@ SLM_API float       slm_bf16_to_fp32(uint16_t h);
 #define SLM__MMAP_WIN32 1
 #elif defined(__unix__) || defined(__APPLE__)
 #include <sys/mman.h>
+#include <sched.h>
 #include <sys/stat.h>
 #include <fcntl.h>
 #include <unistd.h>
@@ -2376,6 +2377,7 @@ static void slm__matmul(const slm__tensor *w, int r0, int r1, const float *x, si
 #endif
 
 typedef struct slm__cand { float logit; slm_token id; } slm__cand;   /* sampler scratch */
+typedef struct slm__step { long next, done; char pad[64 - 2 * sizeof(long)]; } slm__step;   /* one pass step's work counters, own cache line */
 
 struct slm_session {
     const slm_model *model;
@@ -2390,6 +2392,8 @@ struct slm_session {
     slm__block_q8_0 *xq;           /* [n_batch][xq_blocks] activations quantized for q8_0/q4_0 weights */
     void *key_cache, *value_cache; /* [layer][pos][kv_dim], f32 or f16 */
     float *rope_freq;
+    slm__step *steps;              /* work counters of one pass's steps */
+    int n_steps;
     slm__cand *cand;
     uint64_t rng;
     slm_gen_stats stats;
@@ -2444,17 +2448,80 @@ static void *slm__kv_at(const slm_session *s, void *cache, int layer, int pos) {
     return s->kv_type == SLM_TYPE_F32 ? (void *)((float *)cache + i) : (void *)((uint16_t *)cache + i);
 }
 
-/* [*a, *b): this thread's share of n items */
-static void slm__share(int n, int ith, int nth, int *a, int *b) {
-    *a = (int)((int64_t)n * ith / nth);
-    *b = (int)((int64_t)n * (ith + 1) / nth);
+/* Work sharing. Each step of a pass is a list of items (tokens, chunks of
+   rows, heads) that threads claim from the step's counter; a thread then
+   waits for the step's items to be done, not for the other threads to arrive,
+   so a thread the OS has set aside (another app on the core) does not stall
+   the rest: whoever runs takes the work. */
+#if defined(__GNUC__) || defined(__clang__)
+#define SLM__ATOMIC_ADD(p, v) __atomic_fetch_add((p), (v), __ATOMIC_ACQ_REL)
+#define SLM__ATOMIC_LOAD(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#elif defined(_MSC_VER)
+#include <intrin.h>
+#define SLM__ATOMIC_ADD(p, v) _InterlockedExchangeAdd((volatile long *)(p), (long)(v))
+#define SLM__ATOMIC_LOAD(p) _InterlockedOr((volatile long *)(p), 0)
+#else
+#undef SLM__OPENMP   /* no atomics known for this compiler: one thread */
+#endif
+
+
+typedef struct slm__worker {
+    slm_session *s;
+    int nth, step;
+    long local, claimed;     /* single thread: the item counter; several: items this thread did */
+} slm__worker;
+
+static long slm__next_item(slm__worker *w, long n) {
+    long i;
+#ifdef SLM__OPENMP
+    if (w->nth > 1) i = SLM__ATOMIC_ADD(&w->s->steps[w->step].next, 1L);
+    else
+#endif
+    i = w->local++;
+    if (i >= n) return -1;
+    w->claimed++;
+    return i;
 }
 
-static void slm__barrier(void) {
+/* Ends a step of n items: returns once all of them are done, by any thread. */
+static void slm__step_done(slm__worker *w, long n) {
 #ifdef SLM__OPENMP
-#pragma omp barrier
+    if (w->nth > 1) {
+        slm__step *st = &w->s->steps[w->step];
+        int spins = 0;
+        if (w->claimed) SLM__ATOMIC_ADD(&st->done, w->claimed);
+        while (SLM__ATOMIC_LOAD(&st->done) < n) {
+            if (++spins < 2000) {
+#if defined(__x86_64__) || defined(__i386__) || defined(_M_X64)
+                _mm_pause();
 #endif
+            } else {
+#if defined(SLM__MMAP_POSIX)
+                sched_yield();   /* another process has the core: let it finish */
+#elif defined(SLM__MMAP_WIN32)
+                SwitchToThread();
+#endif
+            }
+        }
+    }
+#else
+    (void)n;
+#endif
+    w->step++;
+    w->claimed = 0;
+    w->local = 0;
 }
+
+static int slm__thread_slot(int nth) {
+#ifdef SLM__OPENMP
+    if (nth > 1) return omp_get_thread_num();
+#endif
+    (void)nth;
+    return 0;
+}
+
+#define SLM__FOR_ITEMS(w, i, n) for ((i) = slm__next_item((w), (n)); (i) >= 0; (i) = slm__next_item((w), (n)))
+#define SLM__ROWS_PER_ITEM 16
 
 /* Rows [a, b) of the stacked matrices w[0..count) (each w[i]->ne[1] rows) over the batch. */
 static void slm__matmul_stacked(const slm_session *s, const slm__tensor *const *w, float *const *y, const int *y_stride,
@@ -2467,13 +2534,6 @@ static void slm__matmul_stacked(const slm_session *s, const slm__tensor *const *
                         (size_t)s->xq_blocks, n_tok, y[i], (size_t)y_stride[i], accumulate);
         off += rows;
     }
-}
-
-/* Quantizes this thread's tokens of x (width n) when w needs q8_0 activations. */
-static void slm__quantize_tokens(const slm_session *s, const slm__tensor *w, const float *x, size_t stride, int n, int n_tok, int ith, int nth) {
-    int t;
-    if (!slm__type_is_quantized(w->type)) return;
-    for (t = ith; t < n_tok; t += nth) slm__quantize_q8_0(x + (size_t)t * stride, s->xq + (size_t)t * s->xq_blocks, n);
 }
 
 static void slm__attend(slm_session *s, int layer, int t, int h, float *att) {
@@ -2502,44 +2562,60 @@ static void slm__attend(slm_session *s, int layer, int t, int h, float *att) {
     }
 }
 
+/* Rows [16 i, 16 i + 16) of matrices w[0..count) stacked on top of each other. */
+static void slm__matmul_item(const slm_session *s, long item, const slm__tensor *const *w, float *const *y, const int *y_stride,
+                             int count, const float *x, size_t x_stride, int n_tok, int accumulate) {
+    int a = (int)item * SLM__ROWS_PER_ITEM;
+    slm__matmul_stacked(s, w, y, y_stride, count, a, a + SLM__ROWS_PER_ITEM, x, x_stride, n_tok, accumulate);
+}
+
+static long slm__row_items(long rows) { return (rows + SLM__ROWS_PER_ITEM - 1) / SLM__ROWS_PER_ITEM; }
+
 /* One thread's part of the pass over tokens[0..n) at positions n_past.. */
-static void slm__forward_worker(slm_session *s, const slm_token *tokens, int n, int want_logits, int ith, int nth) {
+static void slm__forward_worker(slm_session *s, const slm_token *tokens, int n, int want_logits, int nth) {
     const slm_model *m = s->model;
     const slm_model_info *in = &m->info;
     int dim = in->dim, hd = in->head_dim, ffn = in->ffn_dim, qd = s->q_dim, kvd = s->kv_dim;
-    int n_heads = in->n_heads, n_kv = in->n_kv_heads, l, t, i, a, b;
-    float eps = in->norm_eps, *att = s->att + (size_t)ith * s->n_ctx;
+    int n_heads = in->n_heads, n_kv = in->n_kv_heads, l, t, i;
+    float eps = in->norm_eps, *att = NULL;
+    long it;
+    slm__worker w;
+    w.s = s; w.nth = nth; w.step = 0; w.local = 0; w.claimed = 0;
 
-    for (t = ith; t < n; t += nth) {
-        float pos_f = (float)(s->n_past + t) * in->rope_freq_scale, *cs = s->rope_cs + (size_t)t * hd;
-        slm_dequantize_row(m->tok_embd->type, (const uint8_t *)m->tok_embd->data + (size_t)tokens[t] * m->tok_embd->row_size,
-                           s->x + (size_t)t * dim, dim);
+    SLM__FOR_ITEMS(&w, it, n) {
+        float pos_f = (float)(s->n_past + it) * in->rope_freq_scale, *cs = s->rope_cs + (size_t)it * hd;
+        slm_dequantize_row(m->tok_embd->type, (const uint8_t *)m->tok_embd->data + (size_t)tokens[it] * m->tok_embd->row_size,
+                           s->x + (size_t)it * dim, dim);
         for (i = 0; i < hd / 2; i++) {
             float val = pos_f * s->rope_freq[i];
             cs[2 * i] = cosf(val);
             cs[2 * i + 1] = sinf(val);
         }
     }
+    slm__step_done(&w, n);
     for (l = 0; l < in->n_layers; l++) {
         const slm__layer *L = &m->layers[l];
         const slm__tensor *qkv_w[3];
         float *qkv_y[3];
         int qkv_stride[3];
+        long n_items;
         qkv_w[0] = L->wq; qkv_w[1] = L->wk; qkv_w[2] = L->wv;
         qkv_y[0] = s->q; qkv_y[1] = s->k; qkv_y[2] = s->v;
         qkv_stride[0] = qd; qkv_stride[1] = kvd; qkv_stride[2] = kvd;
-        slm__barrier();
 
         /* attention block */
-        for (t = ith; t < n; t += nth) slm__rmsnorm(s->xn + (size_t)t * dim, s->x + (size_t)t * dim, (const float *)L->attn_norm->data, dim, eps);
-        slm__quantize_tokens(s, L->wq, s->xn, (size_t)dim, dim, n, ith, nth);
-        slm__barrier();
-        slm__share(qd + 2 * kvd, ith, nth, &a, &b);
-        slm__matmul_stacked(s, qkv_w, qkv_y, qkv_stride, 3, a, b, s->xn, (size_t)dim, n, 0);
-        slm__barrier();
-        slm__share(n * (n_heads + n_kv), ith, nth, &a, &b);
-        for (i = a; i < b; i++) {
-            int tt = i / (n_heads + n_kv), h = i % (n_heads + n_kv);
+        SLM__FOR_ITEMS(&w, it, n) {
+            float *xn = s->xn + (size_t)it * dim;
+            slm__rmsnorm(xn, s->x + (size_t)it * dim, (const float *)L->attn_norm->data, dim, eps);
+            if (slm__type_is_quantized(L->wq->type)) slm__quantize_q8_0(xn, s->xq + (size_t)it * s->xq_blocks, dim);
+        }
+        slm__step_done(&w, n);
+        n_items = slm__row_items(qd + 2 * kvd);
+        SLM__FOR_ITEMS(&w, it, n_items) slm__matmul_item(s, it, qkv_w, qkv_y, qkv_stride, 3, s->xn, (size_t)dim, n, 0);
+        slm__step_done(&w, n_items);
+        n_items = (long)n * (n_heads + n_kv);
+        SLM__FOR_ITEMS(&w, it, n_items) {
+            int tt = (int)(it / (n_heads + n_kv)), h = (int)(it % (n_heads + n_kv));
             const float *cs = s->rope_cs + (size_t)tt * hd;
             if (h < n_heads) {
                 float *q = s->q + (size_t)tt * qd + (size_t)h * hd;
@@ -2564,64 +2640,75 @@ static void slm__forward_worker(slm_session *s, const slm_token *tokens, int n, 
                 }
             }
         }
-        slm__barrier();
-        slm__share(n * n_heads, ith, nth, &a, &b);
-        for (i = a; i < b; i++) slm__attend(s, l, i / n_heads, i % n_heads, att);
-        slm__barrier();
-        if (slm__type_is_quantized(L->wo->type)) {
-            slm__quantize_tokens(s, L->wo, s->ao, (size_t)qd, qd, n, ith, nth);
-            slm__barrier();
+        slm__step_done(&w, n_items);
+        n_items = (long)n * n_heads;
+        SLM__FOR_ITEMS(&w, it, n_items) {
+            /* each thread's own score row; the slot is fixed by which thread runs, not by the item */
+            if (!att) att = s->att + (size_t)slm__thread_slot(nth) * s->n_ctx;
+            slm__attend(s, l, (int)(it / n_heads), (int)(it % n_heads), att);
         }
-        slm__share(dim, ith, nth, &a, &b);
-        slm__matmul_stacked(s, &L->wo, &s->x, &dim, 1, a, b, s->ao, (size_t)qd, n, 1);   /* x += Wo attn */
-        slm__barrier();
+        slm__step_done(&w, n_items);
+        if (slm__type_is_quantized(L->wo->type)) {
+            SLM__FOR_ITEMS(&w, it, n) slm__quantize_q8_0(s->ao + (size_t)it * qd, s->xq + (size_t)it * s->xq_blocks, qd);
+            slm__step_done(&w, n);
+        }
+        n_items = slm__row_items(dim);
+        SLM__FOR_ITEMS(&w, it, n_items) slm__matmul_item(s, it, &L->wo, &s->x, &dim, 1, s->ao, (size_t)qd, n, 1);   /* x += Wo attn */
+        slm__step_done(&w, n_items);
 
         /* feed-forward block */
-        for (t = ith; t < n; t += nth) slm__rmsnorm(s->xn + (size_t)t * dim, s->x + (size_t)t * dim, (const float *)L->ffn_norm->data, dim, eps);
-        slm__quantize_tokens(s, L->w_gate, s->xn, (size_t)dim, dim, n, ith, nth);
-        slm__barrier();
-        slm__share(ffn, ith, nth, &a, &b);
-        slm__matmul_stacked(s, &L->w_gate, &s->hb, &ffn, 1, a, b, s->xn, (size_t)dim, n, 0);
-        slm__matmul_stacked(s, &L->w_up, &s->hb2, &ffn, 1, a, b, s->xn, (size_t)dim, n, 0);
-        for (t = 0; t < n; t++) {
-            float *g = s->hb + (size_t)t * ffn, *u = s->hb2 + (size_t)t * ffn;
-            for (i = a; i < b; i++) {
-                float val = g[i];
-                val *= (1.0f / (1.0f + expf(-val)));   /* SiLU */
-                g[i] = val * u[i];
+        SLM__FOR_ITEMS(&w, it, n) {
+            float *xn = s->xn + (size_t)it * dim;
+            slm__rmsnorm(xn, s->x + (size_t)it * dim, (const float *)L->ffn_norm->data, dim, eps);
+            if (slm__type_is_quantized(L->w_gate->type)) slm__quantize_q8_0(xn, s->xq + (size_t)it * s->xq_blocks, dim);
+        }
+        slm__step_done(&w, n);
+        n_items = slm__row_items(ffn);
+        SLM__FOR_ITEMS(&w, it, n_items) {
+            int a = (int)it * SLM__ROWS_PER_ITEM, b = SLM__MIN(a + SLM__ROWS_PER_ITEM, ffn);
+            slm__matmul_stacked(s, &L->w_gate, &s->hb, &ffn, 1, a, b, s->xn, (size_t)dim, n, 0);
+            slm__matmul_stacked(s, &L->w_up, &s->hb2, &ffn, 1, a, b, s->xn, (size_t)dim, n, 0);
+            for (t = 0; t < n; t++) {
+                float *g = s->hb + (size_t)t * ffn, *u = s->hb2 + (size_t)t * ffn;
+                for (i = a; i < b; i++) {
+                    float val = g[i];
+                    val *= (1.0f / (1.0f + expf(-val)));   /* SiLU */
+                    g[i] = val * u[i];
+                }
             }
         }
-        slm__barrier();
+        slm__step_done(&w, n_items);
         if (slm__type_is_quantized(L->w_down->type)) {
-            slm__quantize_tokens(s, L->w_down, s->hb, (size_t)ffn, ffn, n, ith, nth);
-            slm__barrier();
+            SLM__FOR_ITEMS(&w, it, n) slm__quantize_q8_0(s->hb + (size_t)it * ffn, s->xq + (size_t)it * s->xq_blocks, ffn);
+            slm__step_done(&w, n);
         }
-        slm__share(dim, ith, nth, &a, &b);
-        slm__matmul_stacked(s, &L->w_down, &s->x, &dim, 1, a, b, s->hb, (size_t)ffn, n, 1);   /* x += Wdown h */
+        n_items = slm__row_items(dim);
+        SLM__FOR_ITEMS(&w, it, n_items) slm__matmul_item(s, it, &L->w_down, &s->x, &dim, 1, s->hb, (size_t)ffn, n, 1);   /* x += Wdown h */
+        slm__step_done(&w, n_items);
     }
     if (!want_logits) return;
-    slm__barrier();
-    if (ith == 0) {
+    SLM__FOR_ITEMS(&w, it, 1) {
         slm__rmsnorm(s->xn, s->x + (size_t)(n - 1) * dim, (const float *)m->output_norm->data, dim, eps);
-        slm__quantize_tokens(s, m->output, s->xn, (size_t)dim, dim, 1, 0, 1);
+        if (slm__type_is_quantized(m->output->type)) slm__quantize_q8_0(s->xn, s->xq, dim);
     }
-    slm__barrier();
-    slm__share(in->n_vocab, ith, nth, &a, &b);
-    slm__matmul_stacked(s, &m->output, &s->logits, &in->n_vocab, 1, a, b, s->xn, (size_t)dim, 1, 0);
+    slm__step_done(&w, 1);
+    /* the last step needs no wait: the parallel region ends only when every thread is out */
+    SLM__FOR_ITEMS(&w, it, slm__row_items(in->n_vocab)) slm__matmul_item(s, it, &m->output, &s->logits, &in->n_vocab, 1, s->xn, (size_t)dim, 1, 0);
 }
 
 /* Runs n <= n_batch tokens at positions n_past.. and appends them to the cache. */
 static void slm__forward(slm_session *s, const slm_token *tokens, int n, int want_logits) {
 #ifdef SLM__OPENMP
     /* a pass costs about n_params x n multiply-adds; below ~4M per thread the
-       barriers cost more than the second thread saves */
+       synchronisation costs more than the second thread saves */
     int nth = (int)SLM__MIN((uint64_t)s->n_threads, s->model->info.n_params * (uint64_t)n / SLM__WORK_PER_THREAD + 1u);
     if (nth > 1) {
+        memset(s->steps, 0, (size_t)s->n_steps * sizeof(slm__step));
 #pragma omp parallel num_threads(nth)
-        slm__forward_worker(s, tokens, n, want_logits, omp_get_thread_num(), omp_get_num_threads());
+        slm__forward_worker(s, tokens, n, want_logits, omp_get_num_threads());
     } else
 #endif
-    slm__forward_worker(s, tokens, n, want_logits, 0, 1);
+    slm__forward_worker(s, tokens, n, want_logits, 1);
     memcpy(s->tokens + s->n_past, tokens, (size_t)n * sizeof(slm_token));
     s->n_past += n;
 }
@@ -2634,7 +2721,7 @@ SLM_API void slm_session_free(slm_session *s) {
     slm__free(a, s->v); slm__free(a, s->ao); slm__free(a, s->hb); slm__free(a, s->hb2);
     slm__free(a, s->att); slm__free(a, s->rope_cs); slm__free(a, s->logits); slm__free(a, s->xq);
     slm__free(a, s->key_cache); slm__free(a, s->value_cache);
-    slm__free(a, s->rope_freq); slm__free(a, s->cand);
+    slm__free(a, s->rope_freq); slm__free(a, s->cand); slm__free(a, s->steps);
     a->free(s, a->user);
 }
 
@@ -2716,8 +2803,10 @@ SLM_API slm_result slm_session_new(slm_session **out, const slm_model *m, const 
     s->value_cache = slm__calloc(&a, kv_bytes, 1);
     s->rope_freq = (float *)slm__calloc(&a, (size_t)in->head_dim / 2, sizeof(float));
     s->cand = (slm__cand *)slm__calloc(&a, (size_t)in->n_vocab, sizeof(slm__cand));
+    s->n_steps = 10 * in->n_layers + 4;
+    s->steps = (slm__step *)slm__calloc(&a, (size_t)s->n_steps, sizeof(slm__step));
     if (!s->tokens || !s->x || !s->xn || !s->q || !s->k || !s->v || !s->ao || !s->hb || !s->hb2 || !s->att || !s->rope_cs ||
-        !s->logits || !s->xq || !s->key_cache || !s->value_cache || !s->rope_freq || !s->cand) {
+        !s->logits || !s->xq || !s->key_cache || !s->value_cache || !s->rope_freq || !s->cand || !s->steps) {
         slm_session_free(s);
         return slm__session_new_fail(m, &d, SLM_ERR_OOM, "slm_session_new: out of memory (KV cache %zu bytes)", kv_bytes * 2);
     }

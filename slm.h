@@ -485,6 +485,10 @@ static float slm__bits_f32(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
 SLM_API float slm_fp16_to_fp32(uint16_t h) {
 #if defined(SLM__F16C)
     return _cvtsh_ss(h);
+#elif !defined(SLM_NO_SIMD) && defined(__aarch64__) && (defined(__GNUC__) || defined(__clang__))
+    __fp16 v;
+    memcpy(&v, &h, 2);
+    return (float)v;
 #else
     uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
     if (exp == 0x1f) return slm__bits_f32(sign | 0x7f800000u | (man << 13));
@@ -2028,6 +2032,9 @@ SLM_API int slm_token_type(const slm_model *m, slm_token t) {
 #elif !defined(SLM_NO_SIMD) && defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #define SLM__AVX2 1
 #include <immintrin.h>
+#elif !defined(SLM_NO_SIMD) && defined(__aarch64__) && defined(__ARM_NEON)
+#define SLM__NEON 1   /* with the int8 dot product when __ARM_FEATURE_DOTPROD */
+#include <arm_neon.h>
 #endif
 
 SLM__MAYBE_UNUSED static float slm__dot_f32_ref(const float *w, const float *x, int n) {
@@ -2287,6 +2294,90 @@ SLM__INLINE void slm__dotn_q4_0(const slm__block_q4_0 *const *w, int nr, const s
     SLM__UNROLL4 for (r = 0; r < nr; r++) out[r] = slm__hsum256(acc[r]);
 }
 
+
+#elif defined(SLM__NEON)
+static float slm__dot_f32(const float *w, const float *x, int n) {
+    float32x4_t acc = vdupq_n_f32(0.0f);
+    int j = 0;
+    float sum;
+    for (; j + 4 <= n; j += 4) acc = vfmaq_f32(acc, vld1q_f32(w + j), vld1q_f32(x + j));
+    sum = vaddvq_f32(acc);
+    for (; j < n; j++) sum += w[j] * x[j];
+    return sum;
+}
+
+static float slm__dot_f16(const uint16_t *w, const float *x, int n) {
+    float32x4_t acc = vdupq_n_f32(0.0f);
+    int j = 0;
+    float sum;
+    for (; j + 4 <= n; j += 4) acc = vfmaq_f32(acc, vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(w + j))), vld1q_f32(x + j));
+    sum = vaddvq_f32(acc);
+    for (; j < n; j++) sum += slm_fp16_to_fp32(w[j]) * x[j];
+    return sum;
+}
+
+static float slm__dot_bf16(const uint16_t *w, const float *x, int n) {
+    float32x4_t acc = vdupq_n_f32(0.0f);
+    int j = 0;
+    float sum;
+    for (; j + 4 <= n; j += 4) acc = vfmaq_f32(acc, vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(w + j), 16)), vld1q_f32(x + j));
+    sum = vaddvq_f32(acc);
+    for (; j < n; j++) sum += slm_bf16_to_fp32(w[j]) * x[j];
+    return sum;
+}
+
+/* sum of a[i] * b[i] over 16 signed bytes, in four int32 lanes */
+SLM__INLINE int32x4_t slm__dot_s8x16(int32x4_t acc, int8x16_t a, int8x16_t b) {
+#if defined(__ARM_FEATURE_DOTPROD)
+    return vdotq_s32(acc, a, b);
+#else
+    int16x8_t p = vmull_s8(vget_low_s8(a), vget_low_s8(b));
+    p = vmlal_s8(p, vget_high_s8(a), vget_high_s8(b));   /* |sum of two| <= 2 * 127 * 128: fits */
+    return vpadalq_s16(acc, p);
+#endif
+}
+
+/* nr (1..4) rows against one activation vector; per-row arithmetic independent of nr */
+SLM__INLINE void slm__dotn_q8_0(const slm__block_q8_0 *const *w, int nr, const slm__block_q8_0 *x, int n_blocks, float *out) {
+    float32x4_t acc[4];
+    int b, r;
+    SLM__UNROLL4 for (r = 0; r < nr; r++) acc[r] = vdupq_n_f32(0.0f);
+    for (b = 0; b < n_blocks; b++) {
+        int8x16_t x0 = vld1q_s8(x[b].q), x1 = vld1q_s8(x[b].q + 16);
+        float dx = slm_fp16_to_fp32(x[b].d);
+        SLM__UNROLL4 for (r = 0; r < nr; r++) {
+            int32x4_t sumi;
+            __builtin_prefetch((const char *)(w[r] + b) + SLM__PREFETCH);
+            sumi = slm__dot_s8x16(slm__dot_s8x16(vdupq_n_s32(0), vld1q_s8(w[r][b].q), x0), vld1q_s8(w[r][b].q + 16), x1);
+            acc[r] = vfmaq_n_f32(acc[r], vcvtq_f32_s32(sumi), slm_fp16_to_fp32(w[r][b].d) * dx);
+        }
+    }
+    SLM__UNROLL4 for (r = 0; r < nr; r++) out[r] = vaddvq_f32(acc[r]);
+}
+
+SLM__INLINE void slm__dotn_q4_0(const slm__block_q4_0 *const *w, int nr, const slm__block_q8_0 *x, int n_blocks, float *out) {
+    float32x4_t acc[4];
+    const uint8x16_t low4 = vdupq_n_u8(0x0f);
+    const int8x16_t eight = vdupq_n_s8(8);
+    int b, r;
+    SLM__UNROLL4 for (r = 0; r < nr; r++) acc[r] = vdupq_n_f32(0.0f);
+    for (b = 0; b < n_blocks; b++) {
+        int8x16_t x0 = vld1q_s8(x[b].q), x1 = vld1q_s8(x[b].q + 16);
+        float dx = slm_fp16_to_fp32(x[b].d);
+        SLM__UNROLL4 for (r = 0; r < nr; r++) {
+            uint8x16_t q;
+            int8x16_t lo, hi;
+            int32x4_t sumi;
+            __builtin_prefetch((const char *)(w[r] + b) + SLM__PREFETCH);
+            q = vld1q_u8(w[r][b].q);
+            lo = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(q, low4)), eight);
+            hi = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(q, 4)), eight);
+            sumi = slm__dot_s8x16(slm__dot_s8x16(vdupq_n_s32(0), lo, x0), hi, x1);
+            acc[r] = vfmaq_n_f32(acc[r], vcvtq_f32_s32(sumi), slm_fp16_to_fp32(w[r][b].d) * dx);
+        }
+    }
+    SLM__UNROLL4 for (r = 0; r < nr; r++) out[r] = vaddvq_f32(acc[r]);
+}
 #else
 #define slm__dot_f32 slm__dot_f32_ref
 #define slm__dot_f16 slm__dot_f16_ref

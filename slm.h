@@ -356,6 +356,14 @@ SLM_API float       slm_bf16_to_fp32(uint16_t h);
 #if defined(_OPENMP) && !defined(SLM_NO_THREADS)
 #include <omp.h>
 #define SLM__OPENMP 1
+#elif !defined(SLM_NO_THREADS) && (defined(__unix__) || defined(__APPLE__)) && (defined(__GNUC__) || defined(__clang__))
+#include <pthread.h>   /* without OpenMP (Apple's clang): the library's own thread pool */
+#include <sched.h>
+#include <unistd.h>
+#define SLM__PTHREADS 1
+#endif
+#if defined(SLM__OPENMP) || defined(SLM__PTHREADS)
+#define SLM__THREADS 1
 #endif
 
 #if defined(__GNUC__) || defined(__clang__)
@@ -2485,6 +2493,17 @@ struct slm_session {
     float *rope_freq;
     slm__step *steps;              /* work counters of one pass's steps */
     int n_steps;
+#ifdef SLM__PTHREADS
+    pthread_t *pool;               /* n_threads - 1 threads; the caller is the first of the team */
+    struct slm__pool_member *pool_members;
+    int pool_size, pool_sync_ok;
+    pthread_mutex_t pool_mu;
+    pthread_cond_t pool_start, pool_done;
+    unsigned pool_generation;
+    int pool_running, pool_quit;
+    const slm_token *job_tokens;
+    int job_n, job_logits, job_nth;
+#endif
     slm__cand *cand;
     uint64_t rng;
     slm_gen_stats stats;
@@ -2552,9 +2571,19 @@ static void *slm__kv_at(const slm_session *s, void *cache, int layer, int pos) {
 #define SLM__ATOMIC_ADD(p, v) _InterlockedExchangeAdd((volatile long *)(p), (long)(v))
 #define SLM__ATOMIC_LOAD(p) _InterlockedOr((volatile long *)(p), 0)
 #else
-#undef SLM__OPENMP   /* no atomics known for this compiler: one thread */
+#undef SLM__THREADS   /* no atomics known for this compiler: one thread */
 #endif
 
+
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define SLM__CPU_RELAX() __builtin_ia32_pause()
+#elif defined(_M_X64) || defined(_M_IX86)
+#define SLM__CPU_RELAX() _mm_pause()
+#elif defined(__aarch64__) && (defined(__GNUC__) || defined(__clang__))
+#define SLM__CPU_RELAX() __asm__ __volatile__("yield")
+#else
+#define SLM__CPU_RELAX() ((void)0)
+#endif
 
 typedef struct slm__worker {
     slm_session *s;
@@ -2564,7 +2593,7 @@ typedef struct slm__worker {
 
 static long slm__next_item(slm__worker *w, long n) {
     long i;
-#ifdef SLM__OPENMP
+#ifdef SLM__THREADS
     if (w->nth > 1) i = SLM__ATOMIC_ADD(&w->s->steps[w->step].next, 1L);
     else
 #endif
@@ -2576,18 +2605,16 @@ static long slm__next_item(slm__worker *w, long n) {
 
 /* Ends a step of n items: returns once all of them are done, by any thread. */
 static void slm__step_done(slm__worker *w, long n) {
-#ifdef SLM__OPENMP
+#ifdef SLM__THREADS
     if (w->nth > 1) {
         slm__step *st = &w->s->steps[w->step];
         int spins = 0;
         if (w->claimed) SLM__ATOMIC_ADD(&st->done, w->claimed);
         while (SLM__ATOMIC_LOAD(&st->done) < n) {
             if (++spins < 2000) {
-#if defined(__x86_64__) || defined(__i386__) || defined(_M_X64)
-                _mm_pause();
-#endif
+                SLM__CPU_RELAX();
             } else {
-#if defined(SLM__MMAP_POSIX)
+#if defined(SLM__PTHREADS) || defined(SLM__MMAP_POSIX)
                 sched_yield();   /* another process has the core: let it finish */
 #elif defined(SLM__MMAP_WIN32)
                 SwitchToThread();
@@ -2603,13 +2630,6 @@ static void slm__step_done(slm__worker *w, long n) {
     w->local = 0;
 }
 
-static int slm__thread_slot(int nth) {
-#ifdef SLM__OPENMP
-    if (nth > 1) return omp_get_thread_num();
-#endif
-    (void)nth;
-    return 0;
-}
 
 #define SLM__FOR_ITEMS(w, i, n) for ((i) = slm__next_item((w), (n)); (i) >= 0; (i) = slm__next_item((w), (n)))
 #define SLM__ROWS_PER_ITEM 16
@@ -2663,12 +2683,12 @@ static void slm__matmul_item(const slm_session *s, long item, const slm__tensor 
 static long slm__row_items(long rows) { return (rows + SLM__ROWS_PER_ITEM - 1) / SLM__ROWS_PER_ITEM; }
 
 /* One thread's part of the pass over tokens[0..n) at positions n_past.. */
-static void slm__forward_worker(slm_session *s, const slm_token *tokens, int n, int want_logits, int nth) {
+static void slm__forward_worker(slm_session *s, const slm_token *tokens, int n, int want_logits, int nth, int slot) {
     const slm_model *m = s->model;
     const slm_model_info *in = &m->info;
     int dim = in->dim, hd = in->head_dim, ffn = in->ffn_dim, qd = s->q_dim, kvd = s->kv_dim;
     int n_heads = in->n_heads, n_kv = in->n_kv_heads, l, t, i;
-    float eps = in->norm_eps, *att = NULL;
+    float eps = in->norm_eps, *att = s->att + (size_t)slot * s->n_ctx;   /* this thread's score row */
     long it;
     slm__worker w;
     w.s = s; w.nth = nth; w.step = 0; w.local = 0; w.claimed = 0;
@@ -2733,11 +2753,7 @@ static void slm__forward_worker(slm_session *s, const slm_token *tokens, int n, 
         }
         slm__step_done(&w, n_items);
         n_items = (long)n * n_heads;
-        SLM__FOR_ITEMS(&w, it, n_items) {
-            /* each thread's own score row; the slot is fixed by which thread runs, not by the item */
-            if (!att) att = s->att + (size_t)slm__thread_slot(nth) * s->n_ctx;
-            slm__attend(s, l, (int)(it / n_heads), (int)(it % n_heads), att);
-        }
+        SLM__FOR_ITEMS(&w, it, n_items) slm__attend(s, l, (int)(it / n_heads), (int)(it % n_heads), att);
         slm__step_done(&w, n_items);
         if (slm__type_is_quantized(L->wo->type)) {
             SLM__FOR_ITEMS(&w, it, n) slm__quantize_q8_0(s->ao + (size_t)it * qd, s->xq + (size_t)it * s->xq_blocks, qd);
@@ -2787,19 +2803,57 @@ static void slm__forward_worker(slm_session *s, const slm_token *tokens, int n, 
     SLM__FOR_ITEMS(&w, it, slm__row_items(in->n_vocab)) slm__matmul_item(s, it, &m->output, &s->logits, &in->n_vocab, 1, s->xn, (size_t)dim, 1, 0);
 }
 
+#ifdef SLM__PTHREADS
+typedef struct slm__pool_member { slm_session *s; int slot; } slm__pool_member;
+
+/* A pool thread: sleeps until a pass starts, takes part when its slot is in the team. */
+static void *slm__pool_main(void *arg) {
+    slm__pool_member *me = (slm__pool_member *)arg;
+    slm_session *s = me->s;
+    unsigned seen = 0;
+    pthread_mutex_lock(&s->pool_mu);
+    for (;;) {
+        while (s->pool_generation == seen && !s->pool_quit) pthread_cond_wait(&s->pool_start, &s->pool_mu);
+        if (s->pool_quit) break;
+        seen = s->pool_generation;
+        if (me->slot < s->job_nth) {
+            pthread_mutex_unlock(&s->pool_mu);
+            slm__forward_worker(s, s->job_tokens, s->job_n, s->job_logits, s->job_nth, me->slot);
+            pthread_mutex_lock(&s->pool_mu);
+            if (--s->pool_running == 0) pthread_cond_signal(&s->pool_done);
+        }
+    }
+    pthread_mutex_unlock(&s->pool_mu);
+    return NULL;
+}
+#endif
+
 /* Runs n <= n_batch tokens at positions n_past.. and appends them to the cache. */
 static void slm__forward(slm_session *s, const slm_token *tokens, int n, int want_logits) {
-#ifdef SLM__OPENMP
+#ifdef SLM__THREADS
     /* a pass costs about n_params x n multiply-adds; below ~4M per thread the
        synchronisation costs more than the second thread saves */
     int nth = (int)SLM__MIN((uint64_t)s->n_threads, s->model->info.n_params * (uint64_t)n / SLM__WORK_PER_THREAD + 1u);
     if (nth > 1) {
         memset(s->steps, 0, (size_t)s->n_steps * sizeof(slm__step));
+#if defined(SLM__OPENMP)
 #pragma omp parallel num_threads(nth)
-        slm__forward_worker(s, tokens, n, want_logits, omp_get_num_threads());
+        slm__forward_worker(s, tokens, n, want_logits, omp_get_num_threads(), omp_get_thread_num());
+#else
+        pthread_mutex_lock(&s->pool_mu);
+        s->job_tokens = tokens; s->job_n = n; s->job_logits = want_logits; s->job_nth = nth;
+        s->pool_running = nth - 1;
+        s->pool_generation++;
+        pthread_cond_broadcast(&s->pool_start);
+        pthread_mutex_unlock(&s->pool_mu);
+        slm__forward_worker(s, tokens, n, want_logits, nth, 0);
+        pthread_mutex_lock(&s->pool_mu);
+        while (s->pool_running > 0) pthread_cond_wait(&s->pool_done, &s->pool_mu);
+        pthread_mutex_unlock(&s->pool_mu);
+#endif
     } else
 #endif
-    slm__forward_worker(s, tokens, n, want_logits, 1);
+    slm__forward_worker(s, tokens, n, want_logits, 1, 0);
     memcpy(s->tokens + s->n_past, tokens, (size_t)n * sizeof(slm_token));
     s->n_past += n;
 }
@@ -2808,6 +2862,20 @@ SLM_API void slm_session_free(slm_session *s) {
     const slm_allocator *a;
     if (!s) return;
     a = &s->alloc;
+#ifdef SLM__PTHREADS
+    if (s->pool_sync_ok) {
+        int i;
+        pthread_mutex_lock(&s->pool_mu);
+        s->pool_quit = 1;
+        pthread_cond_broadcast(&s->pool_start);
+        pthread_mutex_unlock(&s->pool_mu);
+        for (i = 0; i < s->pool_size; i++) pthread_join(s->pool[i], NULL);
+        pthread_mutex_destroy(&s->pool_mu);
+        pthread_cond_destroy(&s->pool_start);
+        pthread_cond_destroy(&s->pool_done);
+    }
+    slm__free(a, s->pool); slm__free(a, s->pool_members);
+#endif
     slm__free(a, s->tokens); slm__free(a, s->x); slm__free(a, s->xn); slm__free(a, s->q); slm__free(a, s->k);
     slm__free(a, s->v); slm__free(a, s->ao); slm__free(a, s->hb); slm__free(a, s->hb2);
     slm__free(a, s->att); slm__free(a, s->rope_cs); slm__free(a, s->logits); slm__free(a, s->xq);
@@ -2854,8 +2922,10 @@ SLM_API slm_result slm_session_new(slm_session **out, const slm_model *m, const 
         return slm__session_new_fail(m, &d, SLM_ERR_UNSUPPORTED, "slm_session_new: the model file holds only a tokenizer (no weights)");
     if (d.n_ctx == 0) d.n_ctx = SLM__MIN(in->max_seq, 4096);
     if (d.n_ctx > in->max_seq) slm__log(m->log, m->log_user, SLM_LOG_WARN, "n_ctx %d is longer than the model's training context %d", d.n_ctx, in->max_seq);
-#ifdef SLM__OPENMP
+#if defined(SLM__OPENMP)
     if (d.n_threads == 0) d.n_threads = omp_get_max_threads();
+#elif defined(SLM__PTHREADS)
+    if (d.n_threads == 0) d.n_threads = (int)SLM__MAX(1L, sysconf(_SC_NPROCESSORS_ONLN));
 #else
     d.n_threads = 1;
 #endif
@@ -2904,6 +2974,29 @@ SLM_API slm_result slm_session_new(slm_session **out, const slm_model *m, const 
     for (i = 0; i < in->head_dim / 2; i++)
         s->rope_freq[i] = 1.0f / powf(in->rope_theta, (float)(2 * i) / (float)in->head_dim);
     slm__seed(s, 0);
+#ifdef SLM__PTHREADS
+    if (s->n_threads > 1) {
+        s->pool = (pthread_t *)slm__calloc(&a, (size_t)s->n_threads - 1, sizeof(pthread_t));
+        s->pool_members = (slm__pool_member *)slm__calloc(&a, (size_t)s->n_threads - 1, sizeof(slm__pool_member));
+        if (!s->pool || !s->pool_members) { slm_session_free(s); return slm__session_new_fail(m, &d, SLM_ERR_OOM, "slm_session_new: out of memory"); }
+        if (pthread_mutex_init(&s->pool_mu, NULL) == 0) {
+            if (pthread_cond_init(&s->pool_start, NULL) == 0) {
+                if (pthread_cond_init(&s->pool_done, NULL) == 0) s->pool_sync_ok = 1;
+                else pthread_cond_destroy(&s->pool_start);
+            }
+            if (!s->pool_sync_ok) pthread_mutex_destroy(&s->pool_mu);
+        }
+        for (i = 0; s->pool_sync_ok && i < s->n_threads - 1; i++) {
+            s->pool_members[i].s = s;
+            s->pool_members[i].slot = i + 1;
+            if (pthread_create(&s->pool[i], NULL, slm__pool_main, &s->pool_members[i]) != 0) break;
+            s->pool_size++;
+        }
+        if (s->pool_size < s->n_threads - 1)   /* run with the threads the system gave */
+            slm__log(m->log, m->log_user, SLM_LOG_WARN, "started %d of %d threads", s->pool_size + 1, s->n_threads);
+        s->n_threads = s->pool_size + 1;
+    }
+#endif
     *out = s;
     return SLM_OK;
 }

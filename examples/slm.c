@@ -4,6 +4,7 @@
        slm run      -m MODEL -p PROMPT [options]   generate text
        slm info     -m MODEL                       describe a model file
        slm tokenize -m MODEL (-f FILE | TEXT)      print token ids or pieces
+       slm bench    -m MODEL [options]             measure speed and memory
 
    Scripts and tests parse what this program prints (see "Command-line
    contract" in DESIGN.md), so the output formats below are kept exact: data
@@ -40,6 +41,7 @@
 #include <fcntl.h>
 #include <io.h>
 #else
+#include <sys/resource.h>
 #include <unistd.h>
 #endif
 
@@ -1106,6 +1108,545 @@ done:
 }
 
 /* ======================================================================== */
+/* slm bench                                                                 */
+/* ======================================================================== */
+
+static const char bench_usage[] =
+    "usage: slm bench -m MODEL [-p N] [-n N] [-t LIST] [-r REPS] [--ttft LIST] [--json]\n"
+    "\n"
+    "Measures the model's speed on fixed pseudo-random token ids in [0, n_vocab)\n"
+    "(nothing is tokenized), for each thread count in LIST:\n"
+    "  pp     prompt processing: one slm_eval of N_PROMPT tokens into an empty\n"
+    "         cache, in tokens/s\n"
+    "  tg     generation: N_GEN single-token slm_eval calls from an empty cache\n"
+    "         (positions 0..N_GEN-1, as llama-bench's tg), each token the greedy\n"
+    "         choice after the last; only the slm_eval calls are timed; tokens/s\n"
+    "  ttft   time to first token: slm_eval of a K-token prompt into an empty\n"
+    "         cache plus a greedy slm_sample, in milliseconds\n"
+    "  load   slm_model_load time (model loaded and freed REPS times)\n"
+    "  decode GB/s   weight bytes one token reads x tg tokens/s\n"
+    "  peak RSS      the process's peak resident memory so far (getrusage)\n"
+    "Each figure is the median of REPS runs after one warm-up run, with the\n"
+    "range (min-max). Progress goes to stderr, results to stdout.\n"
+    "\n"
+    "options:\n"
+    "  -p, --n-prompt N    prompt tokens for pp (default 512; 0 = skip pp)\n"
+    "  -n, --n-gen N       tokens for tg (default 128; 0 = skip tg)\n"
+    "  -t, --threads LIST  comma-separated thread counts (default 1,2)\n"
+    "  -r, --reps N        repetitions of each measurement (default 5)\n"
+    "      --ttft LIST     prompt lengths for time to first token (default 8,32;\n"
+    "                      0 = skip)\n"
+    "      --seed S        seed of the token ids (default 1)\n"
+    "      --json          print a JSON array with one object per thread count\n"
+    "                      instead of the table\n"
+    MODEL_OPTS_USAGE;
+
+#define BENCH_MAX_LIST 16
+
+typedef struct bench_opts {
+    model_opts model;
+    int n_prompt, n_gen, reps, json;
+    int threads[BENCH_MAX_LIST], n_threads_list;
+    int ttft[BENCH_MAX_LIST], n_ttft;
+    uint64_t seed;
+} bench_opts;
+
+/* Reads "1,2,4" into out[]; 0 after an error. A single "0" gives an empty list
+   when allow_zero says so. */
+static int args_int_list(args *a, long lo, long hi, int allow_zero, int *out, int max, int *n)
+{
+    const char *s = args_value(a), *all = s;
+    char item[32];
+    if (!s) return 0;
+    *n = 0;
+    if (allow_zero && strcmp(s, "0") == 0) return 1;
+    for (;;) {
+        const char *comma = strchr(s, ',');
+        size_t len = comma ? (size_t)(comma - s) : strlen(s);
+        long v = 0;
+        if (len > 0 && len < sizeof item) {
+            memcpy(item, s, len);
+            item[len] = '\0';
+        }
+        if (len == 0 || len >= sizeof item || parse_long(item, &v) != NUM_OK)
+            return arg_error(a, "%s expects comma-separated integers, got '%s'", a->opt, all), 0;
+        if (v < lo || v > hi)
+            return arg_error(a, "%s values must be between %ld and %ld, got %ld", a->opt, lo, hi, v), 0;
+        if (*n == max) return arg_error(a, "%s takes at most %d values", a->opt, max), 0;
+        out[(*n)++] = (int)v;
+        if (!comma) break;
+        s = comma + 1;
+    }
+    return 1;
+}
+
+static int parse_bench_args(int argc, char **argv, bench_opts *o, int *exit_code)
+{
+    args a;
+    args_init(&a, "bench", argc, argv);
+    memset(o, 0, sizeof *o);
+    o->n_prompt = 512;
+    o->n_gen = 128;
+    o->reps = 5;
+    o->threads[0] = 1;
+    o->threads[1] = 2;
+    o->n_threads_list = 2;
+    o->ttft[0] = 8;
+    o->ttft[1] = 32;
+    o->n_ttft = 2;
+    o->seed = 1;
+    *exit_code = 1;
+
+    while (args_next(&a)) {
+        int r = parse_model_opt(&a, &o->model);
+        if (r == OPT_ERROR) return 0;
+        if (r == OPT_OK) continue;
+        if (args_help(&a)) {
+            fputs(bench_usage, stdout);
+            *exit_code = 0;
+            return 0;
+        }
+        if (args_opt(&a, "-p", "--n-prompt")) {
+            if (!args_int(&a, 0, 1 << 20, &o->n_prompt)) return 0;
+        } else if (args_opt(&a, "-n", "--n-gen")) {
+            if (!args_int(&a, 0, 1 << 20, &o->n_gen)) return 0;
+        } else if (args_opt(&a, "-r", "--reps")) {
+            if (!args_int(&a, 1, 1000, &o->reps)) return 0;
+        } else if (args_opt(&a, "-t", "--threads")) {
+            if (!args_int_list(&a, 1, 512, 0, o->threads, BENCH_MAX_LIST, &o->n_threads_list)) return 0;
+        } else if (args_opt(&a, NULL, "--ttft")) {
+            if (!args_int_list(&a, 1, 1 << 20, 1, o->ttft, BENCH_MAX_LIST, &o->n_ttft)) return 0;
+        } else if (args_opt(&a, NULL, "--seed")) {
+            if (!args_u64(&a, &o->seed)) return 0;
+        } else if (args_flag(&a, NULL, "--json")) {
+            o->json = 1;
+        } else {
+            unknown_argument(&a);
+            return 0;
+        }
+    }
+    if (!o->model.path) return usage_error("bench", "missing -m MODEL"), 0;
+    if (o->n_prompt == 0 && o->n_gen == 0 && o->n_ttft == 0)
+        return usage_error("bench", "nothing to measure: -p 0, -n 0 and --ttft 0"), 0;
+    return 1;
+}
+
+/* Median and range of some measurements. */
+typedef struct bench_stat {
+    double median, min, max;
+    int n;
+} bench_stat;
+
+static int compare_doubles(const void *x, const void *y)
+{
+    double a = *(const double *)x, b = *(const double *)y;
+    return a < b ? -1 : a > b;
+}
+
+static bench_stat bench_summarize(const double *v, int n)
+{
+    bench_stat st;
+    double sorted[1000];
+    int i;
+    memset(&st, 0, sizeof st);
+    st.n = n;
+    if (n <= 0) return st;
+    for (i = 0; i < n; i++) sorted[i] = v[i];
+    qsort(sorted, (size_t)n, sizeof sorted[0], compare_doubles);
+    st.min = sorted[0];
+    st.max = sorted[n - 1];
+    st.median = n % 2 ? sorted[n / 2] : 0.5 * (sorted[n / 2 - 1] + sorted[n / 2]);
+    return st;
+}
+
+/* Peak resident set size of this process in bytes, or 0 where unknown. */
+static uint64_t peak_rss_bytes(void)
+{
+#if defined(_WIN32)
+    return 0;
+#else
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0) return 0;
+#if defined(__APPLE__)
+    return (uint64_t)ru.ru_maxrss;            /* bytes on macOS */
+#else
+    return (uint64_t)ru.ru_maxrss * 1024u;    /* kilobytes on Linux and the BSDs */
+#endif
+#endif
+}
+
+/* Deterministic token ids in [0, n_vocab): splitmix64. */
+static void bench_fill_tokens(slm_token *t, int n, int n_vocab, uint64_t seed)
+{
+    uint64_t x = seed;
+    int i;
+    for (i = 0; i < n; i++) {
+        uint64_t z = (x += 0x9E3779B97F4A7C15u);
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9u;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBu;
+        z ^= z >> 31;
+        t[i] = (slm_token)(z % (uint64_t)n_vocab);
+    }
+}
+
+/* Bytes of weights one decode step reads: every tensor, except that an
+   untied model reads one row of token_embd, not all of it. KV cache reads
+   are not counted (small next to the weights at these lengths). */
+static uint64_t bench_bytes_per_token(const slm_model *model)
+{
+    const slm_model_info *mi = slm_model_info_get(model);
+    uint64_t total = 0;
+    int i;
+    for (i = 0; i < mi->n_tensors; i++) {
+        slm_tensor_info ti;
+        if (slm_model_tensor_get(model, i, &ti) != SLM_OK) continue;
+        if (!mi->tied_embeddings && ti.name && strcmp(ti.name, "token_embd.weight") == 0 && ti.ne[1] > 0)
+            total += ti.size / (uint64_t)ti.ne[1];
+        else
+            total += ti.size;
+    }
+    return total;
+}
+
+/* What one thread count measured. */
+typedef struct bench_result {
+    int n_threads;
+    double *pp, *tg, *ttft;     /* [reps], [reps], [n_ttft][reps] */
+    uint64_t peak_rss;
+} bench_result;
+
+static int bench_fail(slm_session *s, const char *what, slm_result r)
+{
+    const char *detail = slm_session_error(s);
+    fprintf(stderr, "slm bench: %s failed: %s%s%s\n", what, slm_result_str(r),
+            detail && detail[0] ? ": " : "", detail ? detail : "");
+    return 0;
+}
+
+/* pp: one slm_eval of n tokens into an empty cache; returns tokens/s or -1. */
+static double bench_pp(slm_session *s, const slm_token *toks, int n)
+{
+    double t0, t1;
+    slm_result r = slm_rewind(s, 0);
+    if (r != SLM_OK) return bench_fail(s, "slm_rewind", r), -1;
+    t0 = now_seconds();
+    r = slm_eval(s, toks, n);
+    t1 = now_seconds();
+    if (r != SLM_OK) return bench_fail(s, "prompt slm_eval", r), -1;
+    return (double)n / (t1 - t0);
+}
+
+/* tg: n single-token evals from an empty cache, each fed the greedy choice
+   after the last; only slm_eval is timed. Returns tokens/s or -1. */
+static double bench_tg(slm_session *s, slm_token first, int n)
+{
+    double total = 0;
+    slm_token tok = first;
+    int i;
+    slm_result r = slm_rewind(s, 0);
+    if (r != SLM_OK) return bench_fail(s, "slm_rewind", r), -1;
+    for (i = 0; i < n; i++) {
+        double t0 = now_seconds(), t1;
+        r = slm_eval(s, &tok, 1);
+        t1 = now_seconds();
+        if (r != SLM_OK) return bench_fail(s, "generation slm_eval", r), -1;
+        total += t1 - t0;
+        tok = slm_sample(s, NULL);
+        if (tok < 0) return bench_fail(s, "slm_sample", SLM_ERR_INVALID_ARG), -1;
+    }
+    return (double)n / total;
+}
+
+/* ttft: eval of an n-token prompt into an empty cache + greedy sample; ms or -1. */
+static double bench_ttft(slm_session *s, const slm_token *toks, int n)
+{
+    double t0, t1;
+    slm_token tok;
+    slm_result r = slm_rewind(s, 0);
+    if (r != SLM_OK) return bench_fail(s, "slm_rewind", r), -1;
+    t0 = now_seconds();
+    r = slm_eval(s, toks, n);
+    tok = r == SLM_OK ? slm_sample(s, NULL) : -1;
+    t1 = now_seconds();
+    if (r != SLM_OK) return bench_fail(s, "prompt slm_eval", r), -1;
+    if (tok < 0) return bench_fail(s, "slm_sample", SLM_ERR_INVALID_ARG), -1;
+    return (t1 - t0) * 1e3;
+}
+
+static int bench_threads(const bench_opts *o, const slm_model *model, int n_ctx,
+                         const slm_token *toks, bench_result *res)
+{
+    slm_session *s = NULL;
+    slm_session_desc sd;
+    char detail[512];
+    int rep, k, ok = 0;
+    slm_result r;
+
+    memset(&sd, 0, sizeof sd);
+    detail[0] = '\0';
+    sd.n_ctx = n_ctx;
+    sd.n_threads = res->n_threads;
+    sd.error = detail;
+    sd.error_cap = sizeof detail;
+    r = slm_session_new(&s, model, &sd);
+    if (r != SLM_OK) {
+        fprintf(stderr, "slm bench: cannot start a session with %d threads: %s\n", res->n_threads,
+                detail[0] ? detail : slm_result_str(r));
+        return 0;
+    }
+
+    fprintf(stderr, "slm bench: %d thread%s: warm-up", res->n_threads, res->n_threads == 1 ? "" : "s");
+    if (o->n_prompt && bench_pp(s, toks, o->n_prompt) < 0) goto done;
+    if (o->n_gen && bench_tg(s, toks[0], o->n_gen < 16 ? o->n_gen : 16) < 0) goto done;
+    for (k = 0; k < o->n_ttft; k++)
+        if (bench_ttft(s, toks, o->ttft[k]) < 0) goto done;
+
+    for (rep = 0; rep < o->reps; rep++) {
+        fprintf(stderr, ", %d", rep + 1);
+        if (o->n_prompt && (res->pp[rep] = bench_pp(s, toks, o->n_prompt)) < 0) goto done;
+        /* a different first token each rep, as llama-bench draws one */
+        if (o->n_gen && (res->tg[rep] = bench_tg(s, toks[(rep + 1) % (o->n_prompt > 0 ? o->n_prompt : 1)],
+                                                 o->n_gen)) < 0)
+            goto done;
+        for (k = 0; k < o->n_ttft; k++)
+            if ((res->ttft[k * o->reps + rep] = bench_ttft(s, toks, o->ttft[k])) < 0) goto done;
+    }
+    fputc('\n', stderr);
+    res->peak_rss = peak_rss_bytes();
+    ok = 1;
+done:
+    if (!ok) fputc('\n', stderr);
+    slm_session_free(s);
+    return ok;
+}
+
+static void json_string(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (; s && *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
+        else if (c < 0x20) fprintf(f, "\\u%04x", c);
+        else fputc(c, f);
+    }
+    fputc('"', f);
+}
+
+static void json_stat(FILE *f, const char *key, const double *v, int n)
+{
+    bench_stat st = bench_summarize(v, n);
+    int i;
+    fprintf(f, "\"%s\": {\"median\": %.6g, \"min\": %.6g, \"max\": %.6g, \"samples\": [", key,
+            st.median, st.min, st.max);
+    for (i = 0; i < n; i++) fprintf(f, "%s%.6g", i ? ", " : "", v[i]);
+    fputs("]}", f);
+}
+
+/* "123.4 (120.1-125.0)" */
+static void format_stat(char *buf, size_t cap, const double *v, int n, int decimals)
+{
+    bench_stat st = bench_summarize(v, n);
+    snprintf(buf, cap, "%.*f (%.*f-%.*f)", decimals, st.median, decimals, st.min, decimals, st.max);
+}
+
+static int stat_decimals(const double *v, int n)
+{
+    double m = bench_summarize(v, n).median;
+    return m >= 100 ? 1 : m >= 10 ? 2 : 3;
+}
+
+#define BENCH_MAX_COLS (5 + BENCH_MAX_LIST)
+#define BENCH_CELL 64
+
+static void print_bench_table(const bench_opts *o, const slm_model *model, const double *load_ms,
+                              uint64_t bytes_per_token, int n_ctx, const bench_result *res, int n_res)
+{
+    const slm_model_info *mi = slm_model_info_get(model);
+    static char cells[BENCH_MAX_LIST + 1][BENCH_MAX_COLS][BENCH_CELL];
+    int width[BENCH_MAX_COLS];
+    int n_cols = 0, row, c, k;
+    char b1[64], b2[64], b3[64], b4[64];
+
+    printf("model: %s (%s%s%s, %s, %s params)\n", o->model.path, mi->name && mi->name[0] ? mi->name : "",
+           mi->name && mi->name[0] ? ", " : "", mi->arch_name ? mi->arch_name : "?",
+           type_name(mi->weight_type, b1, sizeof b1), human_count(mi->n_params, b2, sizeof b2));
+    format_stat(b4, sizeof b4, load_ms, o->reps, 2);
+    printf("file: %s; weights read per token: %s; load: %s ms%s\n",
+           human_bytes(mi->file_size, b1, sizeof b1), human_bytes(bytes_per_token, b3, sizeof b3), b4,
+           o->model.no_mmap ? " (--no-mmap)" : " (mmap)");
+    printf("context %d, KV cache default type, %d rep%s after 1 warm-up; median (min-max)\n\n", n_ctx,
+           o->reps, o->reps == 1 ? "" : "s");
+
+    snprintf(cells[0][n_cols++], BENCH_CELL, "threads");
+    if (o->n_prompt) snprintf(cells[0][n_cols++], BENCH_CELL, "pp%d tok/s", o->n_prompt);
+    if (o->n_gen) snprintf(cells[0][n_cols++], BENCH_CELL, "tg%d tok/s", o->n_gen);
+    for (k = 0; k < o->n_ttft; k++) snprintf(cells[0][n_cols++], BENCH_CELL, "ttft%d ms", o->ttft[k]);
+    if (o->n_gen) snprintf(cells[0][n_cols++], BENCH_CELL, "decode GB/s");
+    snprintf(cells[0][n_cols++], BENCH_CELL, "peak RSS");
+
+    for (row = 0; row < n_res; row++) {
+        const bench_result *r = &res[row];
+        char (*cell)[BENCH_CELL] = cells[row + 1];
+        c = 0;
+        snprintf(cell[c++], BENCH_CELL, "%d", r->n_threads);
+        if (o->n_prompt) format_stat(cell[c++], BENCH_CELL, r->pp, o->reps, stat_decimals(r->pp, o->reps));
+        if (o->n_gen) format_stat(cell[c++], BENCH_CELL, r->tg, o->reps, stat_decimals(r->tg, o->reps));
+        for (k = 0; k < o->n_ttft; k++) {
+            const double *v = r->ttft + k * o->reps;
+            format_stat(cell[c++], BENCH_CELL, v, o->reps, stat_decimals(v, o->reps));
+        }
+        if (o->n_gen)
+            snprintf(cell[c++], BENCH_CELL, "%.2f",
+                     (double)bytes_per_token * bench_summarize(r->tg, o->reps).median / 1e9);
+        if (r->peak_rss) snprintf(cell[c++], BENCH_CELL, "%s", human_bytes(r->peak_rss, b1, sizeof b1));
+        else snprintf(cell[c++], BENCH_CELL, "n/a");
+    }
+
+    for (c = 0; c < n_cols; c++) {
+        width[c] = 0;
+        for (row = 0; row <= n_res; row++) {
+            int len = (int)strlen(cells[row][c]);
+            if (len > width[c]) width[c] = len;
+        }
+    }
+    for (row = 0; row <= n_res; row++) {
+        for (c = 0; c < n_cols; c++)
+            printf("%s%*s", c ? "  " : "", width[c], cells[row][c]);
+        fputc('\n', stdout);
+    }
+}
+
+static void print_bench_json(const bench_opts *o, const slm_model *model, const double *load_ms,
+                             uint64_t bytes_per_token, int n_ctx, const bench_result *res, int n_res)
+{
+    const slm_model_info *mi = slm_model_info_get(model);
+    int row, k;
+    fputs("[\n", stdout);
+    for (row = 0; row < n_res; row++) {
+        const bench_result *r = &res[row];
+        printf("{\"model\": ");
+        json_string(stdout, o->model.path);
+        printf(", \"name\": ");
+        json_string(stdout, mi->name ? mi->name : "");
+        printf(", \"arch\": ");
+        json_string(stdout, mi->arch_name ? mi->arch_name : "");
+        printf(", \"weight_type\": ");
+        json_string(stdout, slm_type_name(mi->weight_type) ? slm_type_name(mi->weight_type) : "");
+        printf(", \"n_params\": %llu, \"file_size\": %llu, \"weight_bytes_per_token\": %llu",
+               (unsigned long long)mi->n_params, (unsigned long long)mi->file_size,
+               (unsigned long long)bytes_per_token);
+        printf(", \"n_vocab\": %d, \"n_ctx\": %d, \"mmap\": %s, \"n_threads\": %d, \"reps\": %d"
+               ", \"n_prompt\": %d, \"n_gen\": %d, ",
+               mi->n_vocab, n_ctx, o->model.no_mmap ? "false" : "true", r->n_threads, o->reps,
+               o->n_prompt, o->n_gen);
+        json_stat(stdout, "load_ms", load_ms, o->reps);
+        if (o->n_prompt) {
+            fputs(", ", stdout);
+            json_stat(stdout, "pp_tps", r->pp, o->reps);
+        }
+        if (o->n_gen) {
+            fputs(", ", stdout);
+            json_stat(stdout, "tg_tps", r->tg, o->reps);
+            printf(", \"decode_gbs\": %.6g",
+                   (double)bytes_per_token * bench_summarize(r->tg, o->reps).median / 1e9);
+        }
+        fputs(", \"ttft_ms\": [", stdout);
+        for (k = 0; k < o->n_ttft; k++) {
+            printf("%s{\"n_prompt\": %d, ", k ? ", " : "", o->ttft[k]);
+            json_stat(stdout, "ms", r->ttft + k * o->reps, o->reps);
+            fputc('}', stdout);
+        }
+        fputs("], \"peak_rss_bytes\": ", stdout);
+        if (r->peak_rss) printf("%llu", (unsigned long long)r->peak_rss);
+        else fputs("null", stdout);
+        printf("}%s\n", row + 1 < n_res ? "," : "");
+    }
+    fputs("]\n", stdout);
+}
+
+static int cmd_bench(int argc, char **argv)
+{
+    bench_opts o;
+    slm_model *model = NULL;
+    const slm_model_info *mi;
+    slm_token *toks = NULL;
+    bench_result res[BENCH_MAX_LIST];
+    double *samples = NULL;
+    double load_ms[1000];
+    uint64_t bytes_per_token;
+    int exit_code = 1, i, k, n_ctx, need, n_toks, per_result;
+
+    if (!parse_bench_args(argc, argv, &o, &exit_code)) return exit_code;
+    exit_code = 1;
+    memset(res, 0, sizeof res);
+
+    /* Load time: one warm-up load, then o.reps timed loads, one model at a
+       time so that peak RSS sees a single copy. */
+    fprintf(stderr, "slm bench: loading %s", o.model.path);
+    for (i = -1; i < o.reps; i++) {
+        double t0 = now_seconds();
+        if (!(model = load_model("bench", &o.model))) {
+            fputc('\n', stderr);
+            goto done;
+        }
+        if (i >= 0) load_ms[i] = (now_seconds() - t0) * 1e3;
+        slm_model_free(model);
+        model = NULL;
+    }
+    fputc('\n', stderr);
+    if (!(model = load_model("bench", &o.model))) goto done;
+    mi = slm_model_info_get(model);
+    if (mi->n_tensors == 0) {
+        fprintf(stderr, "slm bench: '%s' holds only a tokenizer, no weights to run\n", o.model.path);
+        goto done;
+    }
+
+    need = o.n_prompt;
+    if (o.n_gen > need) need = o.n_gen;
+    for (k = 0; k < o.n_ttft; k++)
+        if (o.ttft[k] > need) need = o.ttft[k];
+    n_ctx = o.n_prompt + o.n_gen + 8;
+    if (mi->max_seq > 0 && n_ctx > mi->max_seq) n_ctx = mi->max_seq;
+    if (need > n_ctx) {
+        fprintf(stderr, "slm bench: the model's context is %d tokens (max_seq), too short for a "
+                "%d-token run; lower -p, -n or --ttft\n", mi->max_seq, need);
+        goto done;
+    }
+
+    n_toks = o.n_prompt > 32 ? o.n_prompt : 32;
+    for (k = 0; k < o.n_ttft; k++)
+        if (o.ttft[k] > n_toks) n_toks = o.ttft[k];
+    toks = (slm_token *)malloc((size_t)n_toks * sizeof *toks);
+    per_result = o.reps * (2 + o.n_ttft);
+    samples = (double *)calloc((size_t)per_result * (size_t)o.n_threads_list, sizeof *samples);
+    if (!toks || !samples) {
+        fprintf(stderr, "slm bench: out of memory\n");
+        goto done;
+    }
+    bench_fill_tokens(toks, n_toks, mi->n_vocab, o.seed);
+    bytes_per_token = bench_bytes_per_token(model);
+
+    for (i = 0; i < o.n_threads_list; i++) {
+        bench_result *r = &res[i];
+        r->n_threads = o.threads[i];
+        r->pp = samples + (size_t)i * (size_t)per_result;
+        r->tg = r->pp + o.reps;
+        r->ttft = r->tg + o.reps;
+        if (!bench_threads(&o, model, n_ctx, toks, r)) goto done;
+    }
+
+    if (o.json) print_bench_json(&o, model, load_ms, bytes_per_token, n_ctx, res, o.n_threads_list);
+    else print_bench_table(&o, model, load_ms, bytes_per_token, n_ctx, res, o.n_threads_list);
+    exit_code = 0;
+
+done:
+    free(samples);
+    free(toks);
+    slm_model_free(model);
+    return exit_code;
+}
+
+/* ======================================================================== */
 /* Dispatch                                                                  */
 /* ======================================================================== */
 
@@ -1120,6 +1661,7 @@ static const command commands[] = {
     { "run",      cmd_run,      run_usage,      "generate text that continues a prompt" },
     { "info",     cmd_info,     info_usage,     "describe a model file" },
     { "tokenize", cmd_tokenize, tokenize_usage, "print the tokens of a text or a file" },
+    { "bench",    cmd_bench,    bench_usage,    "measure speed (tokens/s, time to first token) and memory" },
 };
 
 #define N_COMMANDS ((int)(sizeof commands / sizeof commands[0]))

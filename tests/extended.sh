@@ -3,7 +3,9 @@
 #
 #   1. the whole suite (tests/run.sh: conversions, test_slm, CLI checks) with
 #      ./slm, ./slm-convert and test_slm built under AddressSanitizer +
-#      UndefinedBehaviorSanitizer (gcc, else clang), no recovery
+#      UndefinedBehaviorSanitizer (gcc, else clang), no recovery; then
+#      SLM_TEST_FUZZ_ITERS (default 500) random mutations per input kind of
+#      GGUF, safetensors and JSON files fed to the sanitized slm-convert
 #   2. test_slm with the scalar kernels (-DSLM_NO_SIMD) and a portable build
 #   3. the compile matrix with clang when `make test` could not run it
 # Installs what it needs with apt-get when missing (skips with the reason when
@@ -100,6 +102,20 @@ else
             tests/run.sh 2>&1 | sed -u 's/^/  [asan] /' | tee "$SB/run.log"
         sed -i 's/^  \[asan\] //' "$SB/run.log"
         add_counts "$SB/run.log" "the suite under sanitizers"
+        # many more random mutations of GGUF / safetensors / JSON inputs than
+        # make test runs, converted by the sanitized slm-convert
+        if [ -x "$SB/test_slm" ]; then
+            echo "== randomized hostile inputs to slm-convert under ASan + UBSan"
+            ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=1:abort_on_error=0} \
+            UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
+            SLM_TEST_BUILD=$SB SLM_CONVERT_BIN=$SB/slm-convert SLM_BIN=$SB/slm \
+            SLM_TEST_FUZZ_ITERS=${SLM_TEST_FUZZ_ITERS:-500} SLM_TEST_TIMEOUT=1200 \
+                "$SB/test_slm" -k convert_fuzz 2>&1 | sed -u 's/^/  [fuzz] /' | tee "$SB/fuzz.log"
+            sed -i 's/^  \[fuzz\] //' "$SB/fuzz.log"
+            add_counts "$SB/fuzz.log" "randomized hostile inputs"
+        else
+            fail "randomized hostile inputs" "$SB/test_slm was not built by the sanitized suite"
+        fi
     fi
 fi
 
@@ -111,6 +127,12 @@ for variant in "-DSLM_NO_SIMD" "portable"; do
     mkdir -p "$VB"
     if [ "$variant" = portable ]; then vflags="-O2 -g"; else vflags="$CFLAGS $variant"; fi
     for t in f32 f16 q8_0 q4_0; do [ -f "$BUILD/stories260K_$t.slm" ] && cp "$BUILD/stories260K_$t.slm" "$VB/"; done
+    # the converted vocab files, parity fixtures and HF/GGUF twins of make test
+    # (the scalar kernels against llama.cpp's logits, too)
+    for d in vocab fixtures hf; do
+        rm -rf "${VB:?}/$d"
+        [ -d "$BUILD/$d" ] && ln -s "$PWD/$BUILD/$d" "$VB/$d"
+    done
     # shellcheck disable=SC2086
     if $CC $vflags $OPENMP -Wall -Wextra -I. -o "$VB/test_slm" tests/test_slm.c -lm >"$VB/build.log" 2>&1; then
         echo "== test_slm with $variant"

@@ -2,7 +2,11 @@
 # tests/run.sh - the fast suite behind `make test`.
 #
 #   1. converts stories260K (f32, f16, q8_0, q4_0, and a separate-classifier
-#      copy) into $SLM_TEST_BUILD (default build/) with ./slm-convert
+#      copy) into $SLM_TEST_BUILD (default build/) with ./slm-convert; then
+#      llama.cpp's vocab files (vocab/), the GGUF parity fixtures (fixtures/),
+#      and Hugging Face folders + GGUF twins written by tests/gen_hf_fixture.py
+#      (hf/; needs numpy for /usr/bin/python3, else skipped); truncated GGUF
+#      and safetensors/JSON inputs must be refused (exit 1, no crash, no file)
 #   2. builds and runs tests/test_slm.c (unit and end-to-end tests of slm.h)
 #   3. checks the command-line contract of ./slm and ./slm-convert
 #   4. the compile matrix: C99 and C++11, gcc and clang, two translation units,
@@ -27,7 +31,7 @@ BUILD=${SLM_TEST_BUILD:-build}
 MODELS=${SLM_MODELS:-../shared/models}
 SLM=${SLM_BIN:-./slm}
 CONVERT=${SLM_CONVERT_BIN:-./slm-convert}
-export SLM_MODELS="$MODELS" SLM_TEST_BUILD="$BUILD"
+export SLM_MODELS="$MODELS" SLM_TEST_BUILD="$BUILD" SLM_BIN="$SLM" SLM_CONVERT_BIN="$CONVERT"
 mkdir -p "$BUILD"
 
 passed=0 failed=0 skipped=0
@@ -123,6 +127,138 @@ if [ $HAVE_MODEL = 1 ]; then
 else
     echo "    skipped: $NO_MODEL_REASON"
 fi
+}
+
+# ---------------------------------------------------------------------------
+# 1b. real checkpoints: llama.cpp vocab files, GGUF parity fixtures, Hugging
+#     Face folders (tests/gen_hf_fixture.py), hostile inputs to the converter
+# ---------------------------------------------------------------------------
+# convert_one NAME OUT INPUT... : converts with the given inputs (options first)
+convert_one() {
+    local name=$1 out=$2; shift 2
+    local log=${out%.slm}.log
+    rm -f "$out"
+    if $TO "$CONVERT" "$@" "$out" >"$log" 2>&1 && [ -s "$out" ]; then
+        pass "$name"
+        return 0
+    fi
+    fail "$name" "exit status $?; log: $log" "$(tail -n 5 "$log")"
+    return 1
+}
+
+section_checkpoints() {
+VOC=$MODELS/llama-vocab FIX=$MODELS/fixtures
+echo "== converting llama.cpp vocab files, parity fixtures and Hugging Face folders into $BUILD/"
+if [ ! -x "$CONVERT" ]; then
+    skip "GGUF and Hugging Face conversions" "$CONVERT was not built"
+    return
+fi
+mkdir -p "$BUILD/vocab" "$BUILD/fixtures" "$BUILD/hf"
+# tokenizer-only files from llama.cpp's vocab GGUFs (test_slm runs their .inp/.out vectors)
+n=0
+for g in "$VOC"/ggml-vocab-*.gguf; do
+    [ -f "$g" ] || continue
+    n=$((n + 1))
+    convert_one "convert --vocab-only $(basename "$g")" "$BUILD/vocab/$(basename "$g" .gguf).slm" --vocab-only "$g"
+done
+[ $n = 0 ] && skip "convert llama.cpp vocab files" "no ggml-vocab-*.gguf in $VOC (set SLM_MODELS)"
+# the random-weight fixtures, keeping their tensor types (no --type)
+n=0
+for g in "$FIX"/*.gguf; do
+    [ -f "$g" ] || continue
+    n=$((n + 1))
+    convert_one "convert fixtures/$(basename "$g")" "$BUILD/fixtures/$(basename "$g" .gguf).slm" "$g"
+done
+[ $n = 0 ] && skip "convert the parity fixtures" "no fixtures/*.gguf in $MODELS (set SLM_MODELS)"
+# a vocab GGUF converts to the same file with or without --vocab-only
+g=$VOC/ggml-vocab-llama-spm.gguf
+if [ -f "$g" ] && [ -s "$BUILD/vocab/ggml-vocab-llama-spm.slm" ]; then
+    rm -f "$BUILD/vocab/auto.slm"
+    $TO "$CONVERT" "$g" "$BUILD/vocab/auto.slm" >/dev/null 2>&1
+    DETAIL="$CONVERT $g without --vocab-only gives a different file"
+    check "a GGUF without tensors converts to a tokenizer-only file" cmp -s "$BUILD/vocab/auto.slm" "$BUILD/vocab/ggml-vocab-llama-spm.slm"
+    rm -f "$BUILD/vocab/auto.slm"
+fi
+
+# The same random weights as a Hugging Face folder and as a GGUF (test_slm
+# compares the two conversions). Small shapes; the vocabularies are real.
+PY=${SLM_TEST_PYTHON:-/usr/bin/python3}
+if ! "$PY" -c 'import numpy' >/dev/null 2>&1; then
+    skip "Hugging Face folder vs GGUF conversions" "numpy is not available for $PY (apt-get install python3-numpy; make test installs nothing)"
+elif [ ! -f "$MODELS/tokenizers/smollm2-tokenizer.json" ] || [ ! -f "$MODELS/tokenizers/qwen2-vocab.json" ]; then
+    skip "Hugging Face folder vs GGUF conversions" "tokenizers not found in $MODELS/tokenizers (set SLM_MODELS)"
+else
+    for spec in "llama_f32|--arch llama --dtype f32 --dim 32 --heads 4 --kv-heads 2 --ffn 64" \
+                "qwen2_bf16_shards|--arch qwen2 --vocab qwen2 --dtype bf16 --tied --shards 3 --dim 32 --heads 2 --kv-heads 1 --ffn 64" \
+                "qwen3_f16_tied|--arch qwen3 --dtype f16 --tied --dim 32 --heads 4 --kv-heads 2 --head-dim 16 --ffn 64"; do
+        name=${spec%%|*} args=${spec#*|}
+        d=$BUILD/hf/$name
+        rm -rf "$d"
+        mkdir -p "$d"
+        # shellcheck disable=SC2086
+        if SLM_MODELS=$MODELS $TO "$PY" tests/gen_hf_fixture.py --out "$d" $args >"$d/gen.log" 2>&1; then
+            convert_one "convert Hugging Face folder $name" "$d/from_hf.slm" "$d/hf"
+            convert_one "convert its GGUF twin $name" "$d/from_gguf.slm" "$d/model.gguf"
+        else
+            fail "tests/gen_hf_fixture.py $args" "$(tail -n 5 "$d/gen.log")"
+        fi
+    done
+fi
+
+# Truncated inputs: exit status 1 with a message, no crash, no output file.
+HB=$BUILD/hostile.$$     # private: two runs may share $BUILD
+mkdir -p "$HB/out"
+# refuse_all NAME INPUT-TEMPLATE SOURCE LENGTHS...: truncates SOURCE to each length
+# into INPUT (a file, or a file inside a folder copy) and converts INPUT's folder or file
+refuse_all() {
+    local name=$1 target=$2 conv_in=$3 src=$4; shift 4
+    local bad=() L rc
+    for L in "$@"; do
+        head -c "$L" "$src" >"$target"
+        $TO "$CONVERT" "$conv_in" "$HB/out/model.slm" >/dev/null 2>"$HB/err"
+        rc=$?
+        if [ $rc != 1 ] || [ ! -s "$HB/err" ] || grep -qE 'Sanitizer|runtime error:' "$HB/err" || [ -n "$(ls -A "$HB/out")" ]; then
+            [ ${#bad[@]} -lt 8 ] && bad+=("length $L: exit status $rc$([ $rc -gt 128 ] && echo ' (CRASH)'), stderr: $(head -c 160 "$HB/err" | tr '\n' '|'), left: $(ls -A "$HB/out" | head -n 3 | tr '\n' ' ')")
+            rm -f "$HB/out/"*
+        fi
+    done
+    if [ ${#bad[@]} = 0 ]; then pass "$name ($# lengths)"; else fail "$name ($# lengths)" "${bad[@]}"; fi
+}
+g=$FIX/a_llama_spm_q4_0.gguf
+if [ -f "$g" ]; then
+    size=$(wc -c <"$g")
+    lens=$(seq 0 40; echo 47 48 49 63 64 65 100 255 256 1000 4095 4096)
+    for i in $(seq 1 80); do lens="$lens $((size * i / 81))"; done
+    # shellcheck disable=SC2086
+    refuse_all "slm-convert refuses truncations of a GGUF" "$HB/in.gguf" "$HB/in.gguf" "$g" $lens $((size - 32)) $((size - 1))
+    rm -f "$HB/in.gguf"
+else
+    skip "slm-convert refuses truncations of a GGUF" "$g not found (set SLM_MODELS)"
+fi
+src=$BUILD/hf/llama_f32/hf
+if [ -f "$src/model.safetensors" ] && [ -f "$src/config.json" ]; then
+    mkdir -p "$HB/hf"
+    for f in model.safetensors config.json tokenizer.json tokenizer_config.json; do
+        rm -f "$HB/hf/"*
+        for o in "$src"/*; do
+            case $o in /*) t=$o ;; *) t=$PWD/$o ;; esac
+            ln -s "$t" "$HB/hf/$(basename "$o")"
+        done
+        rm -f "$HB/hf/$f"
+        size=$(wc -c <"$src/$f")
+        lens="0 1 2 $((size / 3)) $((size / 2)) $((size - 2)) $((size - 1))"
+        if [ $f = model.safetensors ]; then
+            hlen=$(od -An -t u8 -N 8 "$src/$f" | tr -d ' ')
+            lens="$lens 7 8 9 16 $((8 + hlen - 1)) $((8 + hlen)) $((8 + hlen + 1)) $((8 + hlen + 4096))"
+        fi
+        # shellcheck disable=SC2086
+        refuse_all "slm-convert refuses a Hugging Face folder with $f truncated" "$HB/hf/$f" "$HB/hf" "$src/$f" $lens
+    done
+    rm -rf "$HB/hf"
+else
+    skip "slm-convert refuses truncated Hugging Face files" "no generated folder in $src (needs numpy for the generator)"
+fi
+rm -rf "$HB"
 }
 
 # ---------------------------------------------------------------------------
@@ -250,6 +386,33 @@ else
     fi
 fi
 
+# slm info on converted GGUF fixtures: architecture, tensor types, tokenizer, chat template
+if [ -x "$SLM" ]; then
+    for spec in "d_qwen3_f16|arch: qwen3|tensor_types: f16 [0-9]+ .*f32 [0-9]+|tokenizer: byte-level bpe|chat_template: chatml" \
+                "a_llama_spm_q8_0|arch: llama|tensor_types: q8_0 [0-9]+ .*f32 [0-9]+|tokenizer: sentencepiece|chat_template: none" \
+                "c_qwen2_f16|arch: qwen2|tensor_types: f16 [0-9]+ .*f32 [0-9]+|tokenizer: byte-level bpe|chat_template: chatml"; do
+        IFS='|' read -r fx want_arch want_types want_tok want_tmpl <<<"$spec"
+        M=$BUILD/fixtures/$fx.slm
+        if [ ! -f "$M" ]; then
+            skip "slm info on $fx.slm" "$M not converted (fixtures missing in $MODELS/fixtures?)"
+            continue
+        fi
+        run_cmd "$O" "$E" "$SLM" info -m "$M"
+        missing=
+        for re in "^$want_arch\$" "^$want_types" "^$want_tok\$" "^$want_tmpl\$" '^n_vocab: [0-9]+$' '^bos: '; do
+            grep -qE "$re" "$O" || missing="$missing [$re]"
+        done
+        DETAIL="exit status $RC; lines not found:$missing; stdout: $(tr '\n' '|' <"$O" | head -c 600)"
+        check "slm info on $fx.slm: architecture, tensor types, tokenizer, chat template" test $RC = 0 -a -z "$missing"
+    done
+    M=$BUILD/vocab/ggml-vocab-phi-3.slm
+    if [ -f "$M" ]; then
+        run_cmd "$O" "$E" "$SLM" info -m "$M"
+        DETAIL="exit status $RC; stdout: $(tr '\n' '|' <"$O" | head -c 600)"
+        check "slm info on a tokenizer-only file (phi-3 vocab)" eval 'test $RC = 0 && grep -q "^tokenizer: sentencepiece$" "$O" && grep -q "^chat_template: phi3$" "$O" && grep -q "^n_tensors: 0$" "$O"'
+    fi
+fi
+
 if [ -x "$CONVERT" ]; then
     run_cmd "$O" "$E" "$CONVERT" --help
     DETAIL="exit status $RC"
@@ -327,6 +490,7 @@ if [ -n "${SLM_BUILD_STATUS:-}" ]; then
 fi
 if [ "$ONLY_COMPILE" != 1 ]; then
     section_models
+    section_checkpoints
     section_ctests
     section_cli
 fi

@@ -1478,15 +1478,51 @@ static int slm__utf8_len(const char *s, size_t avail) {
 typedef struct slm__tok_out { slm_token *out; int cap, n; } slm__tok_out;
 static void slm__tok_emit(slm__tok_out *o, slm_token t) { if (o->n < o->cap) o->out[o->n] = t; o->n++; }
 
-static void slm__spm_try_merge(const slm__vocab *v, const char *buf, const slm__sym *sym, int l, int r,
-                               slm__bigram *heap, int *n_heap) {
+static int32_t slm__bpe_rank(const slm__vocab *v, slm_token l, slm_token r);
+
+/* Queues the pair (l, r) when it may merge: SentencePiece ranks pairs by the
+   score of the joined token, byte-level BPE by the merge list's rank. */
+static void slm__try_pair(const slm__vocab *v, const char *buf, const slm__sym *sym, int l, int r,
+                          slm__bigram *heap, int *n_heap) {
     slm__bigram b;
-    slm_token id;
     if (l < 0 || r < 0) return;
-    id = slm__vocab_find(v, buf + sym[l].start, sym[l].len + sym[r].len);
-    if (id < 0) return;
-    b.score = v->scores[id]; b.left = l; b.len = sym[l].len + sym[r].len;
+    if (v->kind == SLM_TOKENIZER_BPE) {
+        int32_t rank = slm__bpe_rank(v, slm__vocab_find(v, buf + sym[l].start, sym[l].len), slm__vocab_find(v, buf + sym[r].start, sym[r].len));
+        if (rank < 0) return;
+        b.score = -(float)rank;
+    } else {
+        slm_token id = slm__vocab_find(v, buf + sym[l].start, sym[l].len + sym[r].len);
+        if (id < 0) return;
+        b.score = v->scores[id];
+    }
+    b.left = l; b.len = sym[l].len + sym[r].len;
     slm__heap_push(heap, n_heap, b);
+}
+
+/* Splits buf into UTF-8 characters and merges adjacent pairs, best first and
+   leftmost on ties, until none merges. The result is the list sym[0], next... */
+static void slm__merge_symbols(const slm__vocab *v, const char *buf, size_t len, slm__sym *sym, slm__bigram *heap) {
+    int n_sym = 0, n_heap = 0, s;
+    size_t i;
+    for (i = 0; i < len; n_sym++) {
+        int cl = slm__utf8_len(buf + i, len - i);
+        sym[n_sym].start = (uint32_t)i; sym[n_sym].len = (uint32_t)cl;
+        sym[n_sym].prev = n_sym - 1; sym[n_sym].next = n_sym + 1;
+        i += (size_t)cl;
+    }
+    sym[n_sym - 1].next = -1;
+    for (s = 0; s + 1 < n_sym; s++) slm__try_pair(v, buf, sym, s, s + 1, heap, &n_heap);
+    while (n_heap > 0) {
+        slm__bigram b = slm__heap_pop(heap, &n_heap);
+        int l = b.left, r = sym[l].next;
+        if (sym[l].len == 0 || r < 0 || sym[l].len + sym[r].len != b.len) continue;   /* stale */
+        sym[l].len += sym[r].len;
+        sym[r].len = 0;
+        sym[l].next = sym[r].next;
+        if (sym[l].next >= 0) sym[sym[l].next].prev = l;
+        slm__try_pair(v, buf, sym, sym[l].prev, l, heap, &n_heap);
+        slm__try_pair(v, buf, sym, l, sym[l].next, heap, &n_heap);
+    }
 }
 
 /* One run of plain text (no special tokens inside). Returns 0 on OOM. */
@@ -1498,7 +1534,7 @@ static int slm__spm_encode(const slm_model *m, const char *text, size_t len, int
     char *buf;
     slm__sym *sym;
     slm__bigram *heap;
-    int n_sym = 0, n_heap = 0, s;
+    int s;
     if (len == 0) return 1;
     if (len > ((size_t)-1 - 8) / 3 / sizeof(slm__bigram)) return 0;
     cap = (len + 1) * 3;
@@ -1514,25 +1550,7 @@ static int slm__spm_encode(const slm_model *m, const char *text, size_t len, int
         if (escape && text[i] == ' ') { buf[blen++] = (char)0xE2; buf[blen++] = (char)0x96; buf[blen++] = (char)0x81; }
         else buf[blen++] = text[i];
     }
-    for (i = 0; i < blen; n_sym++) {
-        int cl = slm__utf8_len(buf + i, blen - i);
-        sym[n_sym].start = (uint32_t)i; sym[n_sym].len = (uint32_t)cl;
-        sym[n_sym].prev = n_sym - 1; sym[n_sym].next = n_sym + 1;
-        i += (size_t)cl;
-    }
-    sym[n_sym - 1].next = -1;
-    for (s = 0; s + 1 < n_sym; s++) slm__spm_try_merge(v, buf, sym, s, s + 1, heap, &n_heap);
-    while (n_heap > 0) {
-        slm__bigram b = slm__heap_pop(heap, &n_heap);
-        int l = b.left, r = sym[l].next;
-        if (sym[l].len == 0 || r < 0 || sym[l].len + sym[r].len != b.len) continue;   /* stale */
-        sym[l].len += sym[r].len;
-        sym[r].len = 0;
-        sym[l].next = sym[r].next;
-        if (sym[l].next >= 0) sym[sym[l].next].prev = l;
-        slm__spm_try_merge(v, buf, sym, sym[l].prev, l, heap, &n_heap);
-        slm__spm_try_merge(v, buf, sym, l, sym[l].next, heap, &n_heap);
-    }
+    slm__merge_symbols(v, buf, blen, sym, heap);
     for (s = 0; s >= 0; s = sym[s].next) {
         slm_token id = slm__vocab_find(v, buf + sym[s].start, sym[s].len);
         if (id >= 0) { slm__tok_emit(o, id); continue; }
@@ -1880,42 +1898,13 @@ static int32_t slm__bpe_rank(const slm__vocab *v, slm_token l, slm_token r) {
     }
 }
 
-static void slm__bpe_try_merge(const slm__vocab *v, const char *buf, const slm__sym *sym, int l, int r,
-                               slm__bigram *heap, int *n_heap) {
-    slm__bigram b;
-    int32_t rank;
-    if (l < 0 || r < 0) return;
-    rank = slm__bpe_rank(v, slm__vocab_find(v, buf + sym[l].start, sym[l].len), slm__vocab_find(v, buf + sym[r].start, sym[r].len));
-    if (rank < 0) return;
-    b.score = -(float)rank; b.left = l; b.len = sym[l].len + sym[r].len;
-    slm__heap_push(heap, n_heap, b);
-}
-
 /* Merges one word already spelled in the byte-to-Unicode alphabet. */
 static void slm__bpe_word(const slm__vocab *v, const char *buf, size_t len, slm__sym *sym, slm__bigram *heap, slm__tok_out *o) {
-    int n_sym = 0, n_heap = 0, s;
+    int s;
     size_t i;
     slm_token whole;
     if ((v->flags & SLM__TOKFLAG_IGNORE_MERGES) && (whole = slm__vocab_find(v, buf, len)) >= 0) { slm__tok_emit(o, whole); return; }
-    for (i = 0; i < len; n_sym++) {
-        int cl = slm__utf8_len(buf + i, len - i);
-        sym[n_sym].start = (uint32_t)i; sym[n_sym].len = (uint32_t)cl;
-        sym[n_sym].prev = n_sym - 1; sym[n_sym].next = n_sym + 1;
-        i += (size_t)cl;
-    }
-    sym[n_sym - 1].next = -1;
-    for (s = 0; s + 1 < n_sym; s++) slm__bpe_try_merge(v, buf, sym, s, s + 1, heap, &n_heap);
-    while (n_heap > 0) {
-        slm__bigram b = slm__heap_pop(heap, &n_heap);
-        int l = b.left, r = sym[l].next;
-        if (sym[l].len == 0 || r < 0 || sym[l].len + sym[r].len != b.len) continue;   /* stale */
-        sym[l].len += sym[r].len;
-        sym[r].len = 0;
-        sym[l].next = sym[r].next;
-        if (sym[l].next >= 0) sym[sym[l].next].prev = l;
-        slm__bpe_try_merge(v, buf, sym, sym[l].prev, l, heap, &n_heap);
-        slm__bpe_try_merge(v, buf, sym, l, sym[l].next, heap, &n_heap);
-    }
+    slm__merge_symbols(v, buf, len, sym, heap);
     for (s = 0; s >= 0; s = sym[s].next) {
         slm_token id = slm__vocab_find(v, buf + sym[s].start, sym[s].len);
         if (id >= 0) { slm__tok_emit(o, id); continue; }

@@ -2243,6 +2243,11 @@ static int load_json(const char *path, jv *out) {
 }
 
 static double j_num(const jv *v, double dflt) { return v && v->t == J_NUM ? v->num : dflt; }
+/* v[i][j] of an array of arrays (the fixtures' top-5 [id, logit] pairs), or dflt. */
+static double j_num2(const jv *v, int i, int j, double dflt) {
+    if (!v || v->t != J_ARR || i >= v->n || v->items[i].t != J_ARR || j >= v->items[i].n) return dflt;
+    return j_num(&v->items[i].items[j], dflt);
+}
 
 /* A one-thread session (these models are tiny: threads would only add
    scheduling noise) with the given KV cache type; NULL (and a failed check) on error. */
@@ -2392,10 +2397,10 @@ static void vocab_conformance(const char *vocab) {
     int n_cases = 0, n_pass = 0, n_ids_ok = 0, n_dec_ok = 0, space_prefix;
     slm_token *got = NULL;
     int *want = NULL;
-    if (!file_exists(inp_path) || !file_exists(out_path)) {
-        SKIP("%s or its .out not found (set SLM_MODELS)", inp_path);
-    }
-    if (!file_exists(slm_path)) { SKIP("%s not found (tests/run.sh converts llama-vocab/ggml-vocab-%s.gguf)", slm_path, vocab); }
+    char why[sizeof g_skip_reason] = "";
+    if (!file_exists(inp_path) || !file_exists(out_path)) snprintf(why, sizeof why, "%s or its .out not found (set SLM_MODELS)", inp_path);
+    else if (!file_exists(slm_path)) snprintf(why, sizeof why, "%s not found (tests/run.sh converts llama-vocab/ggml-vocab-%s.gguf)", slm_path, vocab);
+    if (why[0]) { free(inp_path); free(out_path); free(slm_path); SKIP("%s", why); }
     inp = read_file(inp_path, &inp_size);
     outp = read_file(out_path, &out_size);
     m = load_model(slm_path);
@@ -2696,10 +2701,11 @@ static void fixture_parity(const char *fixture) {
     parity_stats S;
     memset(&S, 0, sizeof S);
     memset(&J, 0, sizeof J);
-    if (!file_exists(json_path) || !file_exists(bin_path) || !file_exists(gguf_path)) {
-        SKIP("fixture %s not found in %s/fixtures (set SLM_MODELS)", fixture, g_models_dir);
-    }
-    if (!file_exists(slm_path)) { SKIP("%s not found (tests/run.sh converts fixtures/%s.gguf)", slm_path, fixture); }
+    char why[sizeof g_skip_reason] = "";
+    if (!file_exists(json_path) || !file_exists(bin_path) || !file_exists(gguf_path))
+        snprintf(why, sizeof why, "fixture %s not found in %s/fixtures (set SLM_MODELS)", fixture, g_models_dir);
+    else if (!file_exists(slm_path)) snprintf(why, sizeof why, "%s not found (tests/run.sh converts fixtures/%s.gguf)", slm_path, fixture);
+    if (why[0]) { free(json_path); free(bin_path); free(gguf_path); free(slm_path); SKIP("%s", why); }
     if (!load_json(json_path, &J)) { CHECKF(0, "%s: parse error", json_path); goto done; }
     bin = (float *)read_file(bin_path, &bin_size);
     m = load_model(slm_path);
@@ -2776,7 +2782,7 @@ static void fixture_parity(const char *fixture) {
             S.n_pos++;
             our_argmax = argmax(ours, n_vocab);
             if (our_argmax == their_argmax) S.top1_agree++;
-            margin = j_num(&top5->items[0].items[1], 0) - j_num(&top5->items[1].items[1], 0);
+            margin = j_num2(top5, 0, 1, 0) - j_num2(top5, 1, 1, 0);
             if (margin > gate) {
                 S.gated++;
                 if (our_argmax == their_argmax) S.gated_ok++;
@@ -2790,9 +2796,9 @@ static void fixture_parity(const char *fixture) {
             upd(&S.max_lse, fabs(lse - j_num(j_get(Q, "lse"), 1e30)));
             upd(&S.max_maxabs, fabs(max_abs - j_num(j_get(Q, "max_abs"), 1e30)));
             for (k = 0; k < top5->n; k++) {
-                int id = (int)j_num(&top5->items[k].items[0], -1);
+                int id = (int)j_num2(top5, k, 0, -1);
                 if (id < 0 || id >= n_vocab) { CHECK(id >= 0 && id < n_vocab); continue; }
-                upd(&S.max_top5, fabs((double)ours[id] - j_num(&top5->items[k].items[1], 1e30)));
+                upd(&S.max_top5, fabs((double)ours[id] - j_num2(top5, k, 1, 1e30)));
             }
             for (k = 0; k < n_probe; k++) {
                 if (probes[k] < 0 || probes[k] >= n_vocab) { CHECK(0); continue; }
@@ -2836,7 +2842,7 @@ static void fixture_parity(const char *fixture) {
            margin rule makes safe (and before an end-of-text token, where slm stops) */
         for (K = 0; K < n_gen; K++) {
             const jv *top5 = j_get(&positions->items[n_ptok - 1 + K], "top5");
-            double margin = j_num(&top5->items[0].items[1], 0) - j_num(&top5->items[1].items[1], 0);
+            double margin = j_num2(top5, 0, 1, 0) - j_num2(top5, 1, 1, 0);
             if (!(margin > gate) || gen[K] == mi->eos || gen[K] == mi->eot) break;
         }
         if (K == 0) NOTE("prompt %d: the first generated token is not margin-safe; no greedy check", pi);
@@ -2941,9 +2947,10 @@ static void hf_vs_gguf(const char *name) {
     int n_seq = 0, i, pos, n_piece_diff = 0;
     double maxdiff = 0;
     if (!file_exists(hf_path) || !file_exists(gg_path)) {
-        char *p = pathf("%s", hf_path);
+        char why[sizeof g_skip_reason];
+        snprintf(why, sizeof why, "%s not found (tests/run.sh writes it with tests/gen_hf_fixture.py, which needs numpy for /usr/bin/python3 and %s/tokenizers)", hf_path, g_models_dir);
         free(hf_path); free(gg_path);
-        SKIP("%s not found (tests/run.sh writes it with tests/gen_hf_fixture.py, which needs numpy for /usr/bin/python3 and %s/tokenizers)", p, g_models_dir);
+        SKIP("%s", why);
     }
     a = load_model(hf_path);
     b = load_model(gg_path);
@@ -3049,6 +3056,10 @@ static int hostile_init(hostile_ctx *H) {
     mkdir(H->out_dir, 0755);
     clear_dir(H->in_dir);
     clear_dir(H->out_dir);
+    if (dir_entries(H->in_dir, NULL, 0) != 0 || dir_entries(H->out_dir, NULL, 0) != 0) {
+        free(H->dir); free(H->in_dir); free(H->out_dir); free(H->out); free(H->err_path);
+        return 0;
+    }
     return 1;
 }
 static void hostile_free(hostile_ctx *H) {
@@ -3140,7 +3151,7 @@ static void test_convert_hostile_gguf(void) {
     static const char *const sources[] = { "a_llama_spm_q4_0", "b_llama_starcoder_q4_0" };
     hostile_ctx H;
     size_t si, i;
-    if (!hostile_init(&H)) { SKIP("%s not found", env_or("SLM_CONVERT_BIN", "./slm-convert")); }
+    if (!hostile_init(&H)) { SKIP("%s not found, or no empty folder could be made under %s", env_or("SLM_CONVERT_BIN", "./slm-convert"), g_build_dir); }
     for (si = 0; si < sizeof sources / sizeof sources[0]; si++) {
         char *src = pathf("%s/fixtures/%s.gguf", g_models_dir, sources[si]);
         char *in = pathf("%s/hostile.gguf", H.in_dir);
@@ -3317,7 +3328,7 @@ static void test_convert_hostile_hf(void) {
     hostile_ctx H;
     char *srcs[2];
     int si;
-    if (!hostile_init(&H)) { SKIP("%s not found", env_or("SLM_CONVERT_BIN", "./slm-convert")); }
+    if (!hostile_init(&H)) { SKIP("%s not found, or no empty folder could be made under %s", env_or("SLM_CONVERT_BIN", "./slm-convert"), g_build_dir); }
     srcs[0] = pathf("%s/hf/llama_f32/hf", g_build_dir);
     srcs[1] = pathf("%s/hf/qwen2_bf16_shards/hf", g_build_dir);
     for (si = 0; si < 2; si++) {
@@ -3464,7 +3475,7 @@ static void test_convert_fuzz(void) {
     size_t si;
     char *hf_src;
     if (iters <= 0) { SKIP("SLM_TEST_FUZZ_ITERS=%d", iters); }
-    if (!hostile_init(&H)) { SKIP("%s not found", env_or("SLM_CONVERT_BIN", "./slm-convert")); }
+    if (!hostile_init(&H)) { SKIP("%s not found, or no empty folder could be made under %s", env_or("SLM_CONVERT_BIN", "./slm-convert"), g_build_dir); }
     for (si = 0; si < sizeof sources / sizeof sources[0]; si++) {
         char *src = pathf("%s/fixtures/%s.gguf", g_models_dir, sources[si]);
         char *in = pathf("%s/fuzz.gguf", H.in_dir);
@@ -3530,6 +3541,7 @@ static void test_convert_fuzz(void) {
     free(hf_src);
     NOTE("%d mutated inputs: %d converted, %d refused, %d bad", n_runs, n_ok, n_refused, bad);
     hostile_free(&H);
+    if (n_runs == 0) SKIP("no inputs: fixtures/*_q4_0.gguf in %s and %s/hf/llama_f32 missing", g_models_dir, g_build_dir);
 }
 #endif
 

@@ -3296,6 +3296,28 @@ static void slm__put(slm__writer *w, const char *s) {
     for (; *s; s++) { if (w->len + 1 < w->cap) w->out[w->len] = *s; w->len++; }
 }
 
+/* The system prompt a ChatML template adds when a conversation has none
+   (Qwen2, SmolLM2): the literal of '<|im_start|>system\n...<|im_end|>' or of
+   `set system_message = '...'` in the Jinja source, unescaped; NULL if none. */
+static const char *slm__default_system(const char *jinja, char *buf, size_t cap) {
+    static const char *const starts[] = { "<|im_start|>system\\n", "<|im_start|>system\n", "system_message = '" };
+    size_t k, n;
+    if (!jinja || cap == 0) return NULL;
+    for (k = 0; k < sizeof starts / sizeof starts[0]; k++) {
+        const char *p = strstr(jinja, starts[k]);
+        if (!p) continue;
+        p += strlen(starts[k]);
+        for (n = 0; *p && n + 1 < cap; p++) {
+            if (k < 2 && strncmp(p, "<|im_end|>", 10) == 0) break;
+            if (*p == '\'' || *p == '{' || *p == '}') break;   /* end of the literal, or not a literal at all */
+            if (p[0] == '\\' && p[1]) { p++; buf[n++] = *p == 'n' ? '\n' : *p; continue; }
+            buf[n++] = *p;
+        }
+        if (n > 0 && (k == 2 ? *p == '\'' : strncmp(p, "<|im_end|>", 10) == 0)) { buf[n] = 0; return buf; }
+    }
+    return NULL;
+}
+
 SLM_API int slm_chat_format(const slm_model *m, int tmpl, const slm_chat_message *msgs, int n_msgs,
                             int add_assistant, char *out, size_t cap) {
     slm__writer w;
@@ -3312,6 +3334,11 @@ SLM_API int slm_chat_format(const slm_model *m, int tmpl, const slm_chat_message
         if (len > 0 && len < sizeof eos_buf) { memcpy(eos_buf, t, len); eos_buf[len] = 0; eos = eos_buf; }
     }
     w.out = out; w.cap = cap; w.len = 0;
+    if (tmpl == SLM_CHAT_CHATML && (n_msgs == 0 || strcmp(msgs[0].role, "system") != 0)) {
+        char def[512];
+        const char *d = slm__default_system(slm_model_meta(m, "chat_template"), def, sizeof def);
+        if (d) { slm__put(&w, "<|im_start|>system\n"); slm__put(&w, d); slm__put(&w, "<|im_end|>\n"); }
+    }
     for (i = 0; i < n_msgs; i++) {
         const char *role = msgs[i].role, *content = msgs[i].content;
         int is_system = strcmp(role, "system") == 0, is_user = strcmp(role, "user") == 0;

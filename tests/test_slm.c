@@ -19,7 +19,6 @@
 #define _POSIX_C_SOURCE 200809L
 #endif
 #define SLM_IMPLEMENTATION
-#define SLM__WORK_PER_THREAD 1u   /* use every thread asked for, even on this tiny model */
 #include "slm.h"
 
 #include <ctype.h>
@@ -2079,6 +2078,10 @@ static void test_kernels_vs_reference(void) {
     NOTE("kernels: AVX-512%s", defined_vnni());
 #elif defined(SLM__AVX2)
     NOTE("kernels: AVX2");
+#elif defined(SLM__NEON) && defined(__ARM_FEATURE_DOTPROD)
+    NOTE("kernels: NEON with the int8 dot product");
+#elif defined(SLM__NEON)
+    NOTE("kernels: NEON");
 #else
     NOTE("kernels: plain C only (the comparison is trivially exact)");
 #endif
@@ -3546,6 +3549,64 @@ static void test_convert_fuzz(void) {
 #endif
 
 typedef struct { const char *name; void (*fn)(void); } test_case;
+
+/* ======================================================================== */
+/* chat templates: the built-in formatters against the checkpoints' own     */
+/* Jinja templates (expected strings rendered by hand from the template     */
+/* text stored in the GGUF files of ../shared)                              */
+/* ======================================================================== */
+
+static slm_model *load_build_model(const char *rel) {
+    char *path = path_join(g_build_dir, rel);
+    slm_model *m = NULL;
+    if (path && file_exists(path)) m = load_model(path);
+    free(path);
+    return m;
+}
+
+static void test_chat_templates(void) {
+    slm_model *qwen = load_build_model("fixtures/c_qwen2_f16.slm"), *phi = load_build_model("vocab/ggml-vocab-phi-3.slm");
+    slm_chat_message conv[3];
+    char out[1024];
+    int n;
+    if (!qwen || !phi) { slm_model_free(qwen); slm_model_free(phi); SKIP("converted fixtures missing under %s (tests/run.sh makes them)", g_build_dir); }
+    conv[0].role = "user"; conv[0].content = "Hi!";
+    conv[1].role = "assistant"; conv[1].content = "Hello.";
+    conv[2].role = "user"; conv[2].content = "Bye";
+    CHECK(slm_model_info_get(qwen)->chat_template == SLM_CHAT_CHATML);
+    CHECK(slm_model_info_get(phi)->chat_template == SLM_CHAT_PHI3);
+    /* Qwen2: a conversation without a system turn gets the template's default one */
+    n = slm_chat_format(qwen, 0, conv, 1, 1, out, sizeof out);
+    CHECKF(strcmp(out, "<|im_start|>system\nYou are a helpful assistant<|im_end|>\n<|im_start|>user\nHi!<|im_end|>\n<|im_start|>assistant\n") == 0 &&
+           n == (int)strlen(out), "got \"%s\"", out);
+    {
+        slm_chat_message sys[2];
+        sys[0].role = "system"; sys[0].content = "Be brief.";
+        sys[1] = conv[0];
+        slm_chat_format(qwen, 0, sys, 2, 0, out, sizeof out);
+        CHECKF(strcmp(out, "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi!<|im_end|>\n") == 0, "got \"%s\"", out);
+    }
+    /* Phi-3: <|user|> ... <|end|> then <|assistant|>; BOS comes from the tokenizer */
+    slm_chat_format(phi, 0, conv, 3, 1, out, sizeof out);
+    CHECKF(strcmp(out, "<|user|>\nHi!<|end|>\n<|assistant|>\nHello.<|end|>\n<|user|>\nBye<|end|>\n<|assistant|>\n") == 0, "got \"%s\"", out);
+    /* sizes and arguments: like snprintf */
+    n = slm_chat_format(phi, 0, conv, 3, 1, NULL, 0);
+    CHECK(n == (int)strlen(out));
+    CHECK(slm_chat_format(phi, 0, conv, 3, 1, out, 5) == n && strlen(out) == 4);
+    CHECK(slm_chat_format(phi, 99, conv, 3, 1, out, sizeof out) == -1);
+    CHECK(slm_chat_format(NULL, 0, conv, 3, 1, out, sizeof out) == -1);
+    CHECK(slm_chat_format(phi, 0, NULL, 3, 1, out, sizeof out) == -1);
+    /* the rendered prompt tokenizes with its control tokens whole */
+    {
+        slm_token t[64];
+        const char *turn = "<|im_start|>user\nHi!<|im_end|>";
+        int k = slm_tokenize(qwen, turn, (int)strlen(turn), SLM_TOK_SPECIAL, t, 64);
+        CHECKF(k > 2 && slm_token_type(qwen, t[0]) == SLM_TOKEN_CONTROL && slm_token_type(qwen, t[k - 1]) == SLM_TOKEN_CONTROL, "%d tokens", k);
+    }
+    slm_model_free(qwen);
+    slm_model_free(phi);
+}
+
 static const test_case TESTS[] = {
     { "half_conversions", test_half_conversions },
     { "quantize_rows", test_quantize_rows },
@@ -3576,6 +3637,7 @@ static const test_case TESTS[] = {
     { "kernels_vs_reference", test_kernels_vs_reference },
     { "threads_and_batches_identical", test_threads_and_batches_identical },
     { "generation_stats", test_generation_stats },
+    { "chat_templates", test_chat_templates },
     { "vocab_llama_spm", test_vocab_llama_spm },
     { "vocab_phi_3", test_vocab_phi_3 },
     { "vocab_gpt_2", test_vocab_gpt_2 },

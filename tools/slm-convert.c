@@ -165,6 +165,7 @@ typedef struct conv_tokenizer {
     unsigned char *types;          /* [n_tokens] SLM_TOKEN_* */
     unsigned char *blob;
     uint32_t blob_size;
+    char *chat_template_text;      /* the checkpoint's Jinja source, kept as metadata */
 } conv_tokenizer;
 
 typedef struct conv_meta { const char *key; char *value; } conv_meta;
@@ -192,7 +193,7 @@ static void model_free(conv_model *m)
 {
     int i;
     free(m->tok.scores); free(m->tok.text_offsets); free(m->tok.merges);
-    free(m->tok.types); free(m->tok.blob);
+    free(m->tok.types); free(m->tok.blob); free(m->tok.chat_template_text);
     for (i = 0; i < m->n_meta; i++) free(m->meta[i].value);
     for (i = 0; i < m->n_owned; i++) free(m->owned[i]);
     free(m->owned);
@@ -1639,6 +1640,7 @@ static int gguf_read_tokenizer(gguf_file *g, conv_tokenizer *t)
     t->chat_template = b ? (uint32_t)slm_chat_template_detect(tmpl) : SLM_CHAT_NONE;
     if (b && t->chat_template == SLM_CHAT_NONE)
         warn("%s: the chat template matches none of the built-in formatters; chat will use plain text", g->path);
+    if (b && !(t->chat_template_text = str_dup(tmpl))) { fail("out of memory"); goto done; }
     rc = 0;
 done:
     tok_index_free(&ix);
@@ -1772,6 +1774,7 @@ static int read_gguf(conv_model *m, char **inputs, int n_inputs, const conv_opti
         goto done;
     }
     if (gguf_read_tokenizer(&g, &m->tok)) goto done;
+    if (m->tok.chat_template_text && model_set_meta(m, "chat_template", m->tok.chat_template_text)) goto done;
     tok_check_special_ids(&m->tok, g.path);
     tok_print_summary(&m->tok, g.path);
 
@@ -2807,6 +2810,7 @@ static int hf_read_tokenizer(conv_model *m, const char *dir)
         t->chat_template = tmpl ? (uint32_t)slm_chat_template_detect(tmpl) : SLM_CHAT_NONE;
         if (tmpl && t->chat_template == SLM_CHAT_NONE)
             warn("%s: the chat template matches none of the built-in formatters; chat will use plain text", where);
+        if (tmpl && !(t->chat_template_text = str_dup(tmpl))) { fail("out of memory"); goto done; }
     }
     tok_check_special_ids(t, where);
     if (pre_name) info("%s: pre-tokenizer detected from pre_tokenizer: %s\n", where, pre_name);
@@ -2848,6 +2852,7 @@ static int read_hf_dir(conv_model *m, char **inputs, int n_inputs, const conv_op
     }
     if (!m->hp.arch) m->hp.arch = SLM_ARCH_LLAMA;
     if (hf_read_tokenizer(m, dir)) goto done;
+    if (m->tok.chat_template_text && model_set_meta(m, "chat_template", m->tok.chat_template_text)) goto done;
 
     if (opt->vocab_only) {
         m->vocab_only = 1;

@@ -81,13 +81,18 @@ typedef enum slm_result {
     SLM_ERR_CANCELLED      /* the on_token callback asked to stop */
 } slm_result;
 
-/* Tensor types, numbered as in GGML/GGUF. */
+/* Tensor types, numbered as in GGML/GGUF. The _R16 types hold the same blocks
+   as q4_0/q8_0 with 16 rows interleaved (FORMAT.md), so that one SIMD load
+   reaches 16 rows at once: slm-convert writes them for matrices whose row
+   count is a multiple of 16. Their number is 1024 + that of their block type. */
 typedef enum slm_type {
     SLM_TYPE_F32 = 0,
     SLM_TYPE_F16 = 1,
     SLM_TYPE_Q4_0 = 2,
     SLM_TYPE_Q8_0 = 8,
-    SLM_TYPE_BF16 = 30
+    SLM_TYPE_BF16 = 30,
+    SLM_TYPE_Q4_0_R16 = 1026,
+    SLM_TYPE_Q8_0_R16 = 1032
 } slm_type;
 
 typedef enum slm_arch { SLM_ARCH_LLAMA = 1, SLM_ARCH_QWEN2 = 2, SLM_ARCH_QWEN3 = 3 } slm_arch;
@@ -151,7 +156,8 @@ typedef struct slm_model_info {
     float rope_theta, rope_freq_scale, norm_eps;
     int rope_kind;           /* 0 adjacent pairs, 1 NeoX halves */
     int tied_embeddings, qkv_bias, qk_norm;
-    int weight_type;         /* slm_type of most matrix weights; -1 for a vocab-only file */
+    int weight_type;         /* slm_type of most matrix weights (the block type for
+                                _R16 layouts); -1 for a vocab-only file */
     uint64_t n_params;
     uint64_t file_size;
     int n_tensors;
@@ -285,9 +291,14 @@ SLM_API int         slm_type_block_size(int type);       /* elements per block; 
 /* Bytes of a row of n elements; 0 for an unknown type or a length the type cannot hold. */
 SLM_API size_t      slm_type_row_size(int type, int64_t n);
 /* Converts n floats to `type` (n a multiple of the block size) and back.
-   Quantization rounds exactly as GGML's reference quantizers. */
+   Quantization rounds exactly as GGML's reference quantizers. Not for the
+   _R16 types, whose rows are not contiguous: see slm_interleave_rows. */
 SLM_API slm_result  slm_quantize_row(int type, const float *src, void *dst, int64_t n);
 SLM_API slm_result  slm_dequantize_row(int type, const void *src, float *dst, int64_t n);
+/* Rewrites n_rows rows of n q4_0 (or q8_0) elements into the SLM_TYPE_Q4_0_R16
+   (or Q8_0_R16) layout, given as type; n_rows a multiple of 16. dst and src
+   have the same size and must not overlap. */
+SLM_API slm_result  slm_interleave_rows(int type, const void *src, void *dst, int64_t n, int64_t n_rows);
 /* The split rule of a llama.cpp pre-tokenizer name ("gpt-2", "llama-bpe", "qwen2",
    "smollm"...), or -1 when slm.h does not implement that rule. */
 SLM_API int         slm_pretok_from_name(const char *name);
@@ -544,12 +555,20 @@ SLM_API const char *slm_type_name(int type) {
     case SLM_TYPE_BF16: return "bf16";
     case SLM_TYPE_Q8_0: return "q8_0";
     case SLM_TYPE_Q4_0: return "q4_0";
+    case SLM_TYPE_Q8_0_R16: return "q8_0_r16";
+    case SLM_TYPE_Q4_0_R16: return "q4_0_r16";
     }
     return NULL;
 }
 
+/* The block type of an interleaved type, the type itself otherwise. */
+static int slm__block_type(int type) {
+    return type == SLM_TYPE_Q8_0_R16 ? SLM_TYPE_Q8_0 : type == SLM_TYPE_Q4_0_R16 ? SLM_TYPE_Q4_0 : type;
+}
+static int slm__type_is_r16(int type) { return type == SLM_TYPE_Q8_0_R16 || type == SLM_TYPE_Q4_0_R16; }
+
 SLM_API int slm_type_block_size(int type) {
-    switch (type) {
+    switch (slm__block_type(type)) {
     case SLM_TYPE_F32: case SLM_TYPE_F16: case SLM_TYPE_BF16: return 1;
     case SLM_TYPE_Q8_0: case SLM_TYPE_Q4_0: return SLM__QK;
     }
@@ -557,7 +576,7 @@ SLM_API int slm_type_block_size(int type) {
 }
 
 static size_t slm__type_block_bytes(int type) {
-    switch (type) {
+    switch (slm__block_type(type)) {
     case SLM_TYPE_F32: return 4;
     case SLM_TYPE_F16: case SLM_TYPE_BF16: return 2;
     case SLM_TYPE_Q8_0: return sizeof(slm__block_q8_0);
@@ -652,6 +671,58 @@ SLM_API slm_result slm_dequantize_row(int type, const void *src, float *dst, int
     default: return SLM_ERR_INVALID_ARG;
     }
     return SLM_OK;
+}
+
+/* The _R16 layout. Rows go in groups of 16; a group of nb blocks per row is
+   nb x 16 f16 scales (block b of rows 0..15), then the quants of block b of
+   the 16 rows for b = 0..nb-1: four bytes of row 0, the same four of row 1,
+   ... row 15, then the next four bytes of each row (q8_0: 8 such 64-byte
+   lines per block; q4_0: 4 lines of the packed nibbles). One 64-byte line
+   holds the same 4 elements of 16 rows: the lanes of one int8 dot-product
+   instruction. */
+#define SLM__R16 16
+
+/* Byte offsets inside a group of an interleaved tensor. */
+static size_t slm__r16_quant_bytes(int type) { return slm__block_type(type) == SLM_TYPE_Q8_0 ? SLM__QK : SLM__QK / 2; }
+static const uint8_t *slm__r16_scales(const uint8_t *group, int b) { return group + (size_t)b * SLM__R16 * 2; }
+static const uint8_t *slm__r16_quants(int type, const uint8_t *group, int nb, int b) {
+    return group + (size_t)nb * SLM__R16 * 2 + (size_t)b * SLM__R16 * slm__r16_quant_bytes(type);
+}
+
+SLM_API slm_result slm_interleave_rows(int type, const void *src, void *dst, int64_t n, int64_t n_rows) {
+    size_t row_size = slm_type_row_size(type, n), block = slm__type_block_bytes(type), qb = slm__r16_quant_bytes(type);
+    int64_t g;
+    int nb, b, r, k;
+    if (!slm__type_is_r16(type) || !src || !dst || n <= 0 || !row_size || n_rows <= 0 || n_rows % SLM__R16 ||
+        n / SLM__QK > INT_MAX) return SLM_ERR_INVALID_ARG;
+    nb = (int)(n / SLM__QK);
+    for (g = 0; g < n_rows / SLM__R16; g++) {
+        const uint8_t *in = (const uint8_t *)src + (size_t)g * SLM__R16 * row_size;
+        uint8_t *out = (uint8_t *)dst + (size_t)g * SLM__R16 * row_size;
+        for (b = 0; b < nb; b++)
+            for (r = 0; r < SLM__R16; r++) {
+                const uint8_t *blk = in + (size_t)r * row_size + (size_t)b * block;   /* f16 d, then qb quant bytes */
+                uint8_t *q = (uint8_t *)slm__r16_quants(type, out, nb, b);
+                memcpy((uint8_t *)slm__r16_scales(out, b) + 2 * r, blk, 2);
+                for (k = 0; k < (int)qb / 4; k++) memcpy(q + (size_t)k * 4 * SLM__R16 + 4 * r, blk + 2 + 4 * k, 4);
+            }
+    }
+    return SLM_OK;
+}
+
+/* Row `row` of an interleaved tensor, as floats. */
+static void slm__r16_dequantize_row(int type, const void *data, int64_t n, int64_t row, float *dst) {
+    size_t row_size = slm_type_row_size(type, n);
+    const uint8_t *group = (const uint8_t *)data + (size_t)(row / SLM__R16) * SLM__R16 * row_size;
+    int nb = (int)(n / SLM__QK), r = (int)(row % SLM__R16), b, k;
+    size_t qb = slm__r16_quant_bytes(type);
+    uint8_t blk[sizeof(slm__block_q8_0)];
+    for (b = 0; b < nb; b++) {
+        const uint8_t *q = slm__r16_quants(type, group, nb, b);
+        memcpy(blk, slm__r16_scales(group, b) + 2 * r, 2);
+        for (k = 0; k < (int)qb / 4; k++) memcpy(blk + 2 + 4 * k, q + (size_t)k * 4 * SLM__R16 + 4 * r, 4);
+        slm_dequantize_row(slm__block_type(type), blk, dst + (size_t)b * SLM__QK, SLM__QK);
+    }
 }
 
 /* ---- file format and loading --------------------------------------------
@@ -921,6 +992,8 @@ static slm_result slm__parse_tensors(slm__loader *ld, uint64_t dir_off, uint64_t
         if (!row_size) return slm__load_fail(ld, SLM_ERR_FORMAT, "tensor '%s': row length %lld is not a multiple of the %s block of %d",
                                              t->name, (long long)t->ne[0], slm_type_name(t->type), slm_type_block_size(t->type));
         if (rows > m->file_size / row_size) return slm__load_fail(ld, SLM_ERR_FORMAT, "tensor '%s' is larger than the file", t->name);
+        if (slm__type_is_r16(t->type) && rows % SLM__R16)
+            return slm__load_fail(ld, SLM_ERR_FORMAT, "tensor '%s': %llu rows cannot be interleaved by %d", t->name, (unsigned long long)rows, SLM__R16);
         t->size = rows * row_size;
         t->row_size = (size_t)row_size;
         if (t->offset % SLM__ALIGN) return slm__load_fail(ld, SLM_ERR_FORMAT, "tensor '%s': offset %llu is not %d-byte aligned", t->name, (unsigned long long)t->offset, SLM__ALIGN);
@@ -1098,7 +1171,7 @@ static slm_result slm__parse_file(slm__loader *ld) {
             const slm__tensor *t = &m->tensors[i];
             uint64_t n = (uint64_t)t->ne[0] * (uint64_t)t->ne[1] * (uint64_t)t->ne[2] * (uint64_t)t->ne[3];
             in->n_params += n;
-            if (t->ne[1] > 1 && t->type <= 30) by_type[t->type] += n;
+            if (t->ne[1] > 1 && slm__block_type(t->type) <= 30) by_type[slm__block_type(t->type)] += n;
         }
         for (i = 0; i <= 30; i++) if (by_type[i] > best) { best = by_type[i]; in->weight_type = i; }
     }
@@ -2078,6 +2151,39 @@ SLM__MAYBE_UNUSED static float slm__dot_q4_0_ref(const slm__block_q4_0 *w, const
     return sum;
 }
 
+/* The interleaved kernels: rows 0..15 of one _R16 group (nb blocks per row)
+   against nt (1..4) tokens' activations, token t at x + t * x_stride with its
+   per-block sums of quants at xsum + t * x_stride; y[t * y_stride + r]. Each
+   row sums its blocks in order, as the row kernels above do, and the integer
+   part is exact, so only float rounding separates SIMD from reference. */
+SLM__MAYBE_UNUSED static void slm__gemm_r16_ref(int type, const uint8_t *group, int nb, const slm__block_q8_0 *x, const int32_t *xsum,
+                                                size_t x_stride, int nt, float *y, size_t y_stride) {
+    int t, r, b, j;
+    (void)xsum;
+    for (t = 0; t < nt; t++) {
+        const slm__block_q8_0 *xt = x + (size_t)t * x_stride;
+        for (r = 0; r < SLM__R16; r++) {
+            float sum = 0.0f;
+            for (b = 0; b < nb; b++) {
+                const uint8_t *q = slm__r16_quants(type, group, nb, b);
+                uint16_t dw;
+                int sumi = 0;
+                memcpy(&dw, slm__r16_scales(group, b) + 2 * r, 2);
+                if (type == SLM_TYPE_Q8_0_R16) {
+                    for (j = 0; j < SLM__QK; j++) sumi += (int8_t)q[(j / 4) * 4 * SLM__R16 + 4 * r + j % 4] * xt[b].q[j];
+                } else {
+                    for (j = 0; j < SLM__QK / 2; j++) {
+                        int byte = q[(j / 4) * 4 * SLM__R16 + 4 * r + j % 4];
+                        sumi += ((byte & 0x0f) - 8) * xt[b].q[j] + ((byte >> 4) - 8) * xt[b].q[j + SLM__QK / 2];
+                    }
+                }
+                sum += (float)sumi * (slm_fp16_to_fp32(dw) * slm_fp16_to_fp32(xt[b].d));
+            }
+            y[(size_t)t * y_stride + r] = sum;
+        }
+    }
+}
+
 #ifndef SLM__PREFETCH
 /* bytes ahead in each weight row: the hardware prefetcher alone leaves decode
    at a third of the memory bandwidth; 2048 measured best on Zen 4 */
@@ -2142,7 +2248,8 @@ static float slm__dot_bf16(const uint16_t *w, const float *x, int n) {
 
 /* two blocks' scale products, each broadcast over its 8 lanes */
 SLM__INLINE __m512 slm__pair_scales(float a, float b) {
-    return _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_set1_ps(a)), _mm256_set1_ps(b), 1);
+    /* insertf64x4, not insertf32x8: AVX-512F alone, no DQ */
+    return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(_mm256_set1_ps(a))), _mm256_castps_pd(_mm256_set1_ps(b)), 1));
 }
 
 SLM__INLINE __m512i slm__load_2x32(const int8_t *a, const int8_t *b) {
@@ -2201,6 +2308,7 @@ SLM__INLINE void slm__dotn_q4_0(const slm__block_q4_0 *const *w, int nr, const s
     SLM__UNROLL4 for (r = 0; r < nr; r++)
         out[r] = slm__hsum512(acc[r]) + (b < n_blocks ? slm__dot_q4_0_ref(w[r] + b, x + b, n_blocks - b) : 0.0f);
 }
+
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
 #endif
@@ -2389,6 +2497,164 @@ SLM__INLINE void slm__dotn_q4_0(const slm__block_q4_0 *const *w, int nr, const s
 }
 #endif
 
+/* The _R16 kernels. One 64-byte line of a group holds 4 elements of 16 rows:
+   multiplied by the same 4 activations of a token, broadcast, it adds to 16
+   row sums at once, with no horizontal sums and one vector of 16 scales per
+   block. x86 builds with AVX-512 use the 256-bit version too: a 512-bit one
+   waits for AVX-512 hardware to measure and test it on. */
+#if defined(SLM__AVX2) || defined(SLM__AVX512)
+/* the 16 f16 scales of one block as two vectors of 8 rows */
+SLM__INLINE void slm__r16_scales_f32(const uint8_t *sc, __m256 *lo, __m256 *hi) {
+#if defined(__F16C__)
+    *lo = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)sc));
+    *hi = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(sc + 16)));
+#else   /* AVX-512F without -mf16c (gcc): the 512-bit conversion */
+    __m512 v = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)sc));
+    *lo = _mm512_castps512_ps256(v);
+    *hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
+#endif
+}
+
+SLM__INLINE __m256i slm__bcast4_256(const int8_t *p) { int32_t v; memcpy(&v, p, 4); return _mm256_set1_epi32(v); }
+
+/* nt (1 or 2) is a constant at each call, so the token loops unroll into registers */
+SLM__INLINE void slm__gemm_r16_nt(int type, const uint8_t *group, int nb, const slm__block_q8_0 *x, const int32_t *xsum,
+                                  size_t xs, const int nt, float *y, size_t ys) {
+    const int is_q8 = type == SLM_TYPE_Q8_0_R16;
+    const size_t line = 4 * SLM__R16, qbytes = is_q8 ? 8 * line : 4 * line;
+    const uint8_t *q = group + (size_t)nb * SLM__R16 * 2;
+    const __m256i low4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
+    __m256 acc[2][2];
+    int b, k, t, h;
+    for (t = 0; t < nt; t++) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+    for (b = 0; b < nb; b++, q += qbytes) {
+        __m256 dw[2];
+        __m256i isum[2][2];
+        slm__r16_scales_f32(slm__r16_scales(group, b), &dw[0], &dw[1]);
+        for (k = 0; k < (int)qbytes; k += 64) _mm_prefetch((const char *)q + SLM__PREFETCH + k, _MM_HINT_T0);
+        if (is_q8) {
+            for (t = 0; t < nt; t++) isum[t][0] = isum[t][1] = _mm256_setzero_si256();
+            for (k = 0; k < 8; k++)
+                for (h = 0; h < 2; h++) {
+                    __m256i wv = _mm256_loadu_si256((const __m256i *)(q + k * line + 32 * h)), aw = _mm256_abs_epi8(wv);
+                    for (t = 0; t < nt; t++) {
+                        /* |w| times x with w's sign: u8 x s8 pairs that fit in int16 */
+                        __m256i p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(slm__bcast4_256(x[t * xs + b].q + 4 * k), wv));
+                        isum[t][h] = _mm256_add_epi32(isum[t][h], _mm256_madd_epi16(p, ones));
+                    }
+                }
+        } else {
+            /* nibble x s8 pairs stay below 2 * 15 * 127, and eight of them below 2^15:
+               the block's products add up in int16 */
+            __m256i p16[2][2];
+            for (t = 0; t < nt; t++) p16[t][0] = p16[t][1] = _mm256_setzero_si256();
+            for (k = 0; k < 4; k++)
+                for (h = 0; h < 2; h++) {
+                    __m256i wv = _mm256_loadu_si256((const __m256i *)(q + k * line + 32 * h));
+                    __m256i lo = _mm256_and_si256(wv, low4), hi = _mm256_and_si256(_mm256_srli_epi16(wv, 4), low4);
+                    for (t = 0; t < nt; t++) {
+                        const int8_t *xq = x[t * xs + b].q;
+                        p16[t][h] = _mm256_add_epi16(p16[t][h], _mm256_add_epi16(_mm256_maddubs_epi16(lo, slm__bcast4_256(xq + 4 * k)),
+                                                                                 _mm256_maddubs_epi16(hi, slm__bcast4_256(xq + SLM__QK / 2 + 4 * k))));
+                    }
+                }
+            for (t = 0; t < nt; t++)
+                for (h = 0; h < 2; h++)   /* the nibbles' offset of 8, once per block */
+                    isum[t][h] = _mm256_sub_epi32(_mm256_madd_epi16(p16[t][h], ones), _mm256_set1_epi32(8 * xsum[t * xs + b]));
+        }
+        for (t = 0; t < nt; t++) {
+            __m256 dx = _mm256_set1_ps(slm_fp16_to_fp32(x[t * xs + b].d));
+            for (h = 0; h < 2; h++) acc[t][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t][h]), _mm256_mul_ps(dw[h], dx), acc[t][h]);
+        }
+    }
+    for (t = 0; t < nt; t++) {
+        _mm256_storeu_ps(y + t * ys, acc[t][0]);
+        _mm256_storeu_ps(y + t * ys + 8, acc[t][1]);
+    }
+}
+
+#elif defined(SLM__NEON)
+/* acc + 4-byte dot products of w's four rows with lane `lane` of x, broadcast */
+#if defined(__ARM_FEATURE_DOTPROD)
+#define SLM__DOT_LANE(acc, w, x, lane) vdotq_laneq_s32((acc), (w), (x), (lane))
+#else
+/* lane j gets bytes 4j..4j+3, as vdotq does (slm__dot_s8x16 only keeps the total right) */
+SLM__INLINE int32x4_t slm__dot4_s8x16(int32x4_t acc, int8x16_t a, int8x16_t b) {
+    int16x8_t lo = vmull_s8(vget_low_s8(a), vget_low_s8(b)), hi = vmull_high_s8(a, b);
+    return vpadalq_s16(acc, vpaddq_s16(lo, hi));   /* pairs of products: |sum| <= 2 * 128 * 127 */
+}
+#define SLM__DOT_LANE(acc, w, x, lane) slm__dot4_s8x16((acc), (w), vreinterpretq_s8_s32(vdupq_laneq_s32(vreinterpretq_s32_s8(x), (lane))))
+#endif
+
+/* nt (1 or 2) is a constant at each call, so the token loops unroll into registers */
+SLM__INLINE void slm__gemm_r16_nt(int type, const uint8_t *group, int nb, const slm__block_q8_0 *x, const int32_t *xsum,
+                                  size_t xs, const int nt, float *y, size_t ys) {
+    const int is_q8 = type == SLM_TYPE_Q8_0_R16;
+    const size_t line = 4 * SLM__R16, qbytes = is_q8 ? 8 * line : 4 * line;
+    const uint8_t *q = group + (size_t)nb * SLM__R16 * 2;
+    float32x4_t acc[2][4];
+    int b, t, h;
+    for (t = 0; t < nt; t++) for (h = 0; h < 4; h++) acc[t][h] = vdupq_n_f32(0.0f);
+    for (b = 0; b < nb; b++, q += qbytes) {
+        const uint16_t *sc = (const uint16_t *)slm__r16_scales(group, b);
+        int32x4_t isum[2][4];
+        int8x16_t xlo[2], xhi[2];
+        __builtin_prefetch(q + SLM__PREFETCH);
+        __builtin_prefetch(q + SLM__PREFETCH + 128);
+        if (is_q8) { __builtin_prefetch(q + SLM__PREFETCH + 256); __builtin_prefetch(q + SLM__PREFETCH + 384); }
+        for (t = 0; t < nt; t++) {
+            xlo[t] = vld1q_s8(x[t * xs + b].q);
+            xhi[t] = vld1q_s8(x[t * xs + b].q + 16);
+            for (h = 0; h < 4; h++) isum[t][h] = vdupq_n_s32(0);
+        }
+        if (is_q8) {
+#define SLM__R16_Q8_LINE(k, xv, lane)                                                            \
+            for (h = 0; h < 4; h++) {                                                            \
+                int8x16_t wv = vld1q_s8((const int8_t *)q + (k) * line + 16 * h);               \
+                for (t = 0; t < nt; t++) isum[t][h] = SLM__DOT_LANE(isum[t][h], wv, xv[t], lane); \
+            }
+            SLM__R16_Q8_LINE(0, xlo, 0) SLM__R16_Q8_LINE(1, xlo, 1) SLM__R16_Q8_LINE(2, xlo, 2) SLM__R16_Q8_LINE(3, xlo, 3)
+            SLM__R16_Q8_LINE(4, xhi, 0) SLM__R16_Q8_LINE(5, xhi, 1) SLM__R16_Q8_LINE(6, xhi, 2) SLM__R16_Q8_LINE(7, xhi, 3)
+#undef SLM__R16_Q8_LINE
+        } else {
+            /* nibbles 0..15 as they are; the offset of 8 comes off once per block */
+#define SLM__R16_Q4_LINE(k)                                                                      \
+            for (h = 0; h < 4; h++) {                                                            \
+                uint8x16_t wv = vld1q_u8(q + (k) * line + 16 * h);                               \
+                int8x16_t lo = vreinterpretq_s8_u8(vandq_u8(wv, vdupq_n_u8(0x0f)));               \
+                int8x16_t hi = vreinterpretq_s8_u8(vshrq_n_u8(wv, 4));                            \
+                for (t = 0; t < nt; t++)                                                         \
+                    isum[t][h] = SLM__DOT_LANE(SLM__DOT_LANE(isum[t][h], lo, xlo[t], k), hi, xhi[t], k); \
+            }
+            SLM__R16_Q4_LINE(0) SLM__R16_Q4_LINE(1) SLM__R16_Q4_LINE(2) SLM__R16_Q4_LINE(3)
+#undef SLM__R16_Q4_LINE
+            for (t = 0; t < nt; t++)
+                for (h = 0; h < 4; h++) isum[t][h] = vsubq_s32(isum[t][h], vdupq_n_s32(8 * xsum[t * xs + b]));
+        }
+        for (t = 0; t < nt; t++) {
+            float dx = slm_fp16_to_fp32(x[t * xs + b].d);
+            for (h = 0; h < 4; h++) {
+                float32x4_t dw = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(sc + 4 * h)));
+                acc[t][h] = vfmaq_f32(acc[t][h], vcvtq_f32_s32(isum[t][h]), vmulq_n_f32(dw, dx));
+            }
+        }
+    }
+    for (t = 0; t < nt; t++) for (h = 0; h < 4; h++) vst1q_f32(y + t * ys + 4 * h, acc[t][h]);
+}
+
+#endif
+
+#if defined(SLM__AVX2) || defined(SLM__AVX512) || defined(SLM__NEON)
+/* two tokens per pass over the group: what the registers hold */
+static void slm__gemm_r16(int type, const uint8_t *group, int nb, const slm__block_q8_0 *x, const int32_t *xsum,
+                          size_t xs, int nt, float *y, size_t ys) {
+    for (; nt >= 2; nt -= 2, x += 2 * xs, xsum += 2 * xs, y += 2 * ys) slm__gemm_r16_nt(type, group, nb, x, xsum, xs, 2, y, ys);
+    if (nt) slm__gemm_r16_nt(type, group, nb, x, xsum, xs, 1, y, ys);
+}
+#else
+#define slm__gemm_r16 slm__gemm_r16_ref
+#endif
+
 static float slm__dot_q8_0(const slm__block_q8_0 *w, const slm__block_q8_0 *x, int n_blocks) {
     float out;
     slm__dotn_q8_0(&w, 1, x, n_blocks, &out);
@@ -2428,14 +2694,36 @@ static void slm__rows_dot(const slm__tensor *w, int row, int nr, const float *x,
     }
 }
 
-static int slm__type_is_quantized(int type) { return type == SLM_TYPE_Q8_0 || type == SLM_TYPE_Q4_0; }
+static int slm__type_is_quantized(int type) { type = slm__block_type(type); return type == SLM_TYPE_Q8_0 || type == SLM_TYPE_Q4_0; }
 
 /* y[t][r] (or += with accumulate) for rows r0..r1 of w and n_tok tokens. Rows
    go in groups of four: each group's weights are read from memory once and
    reused from cache by every token of the batch. */
 static void slm__matmul(const slm__tensor *w, int r0, int r1, const float *x, size_t x_stride,
-                        const slm__block_q8_0 *xq, size_t xq_stride, int n_tok, float *y, size_t y_stride, int accumulate) {
+                        const slm__block_q8_0 *xq, const int32_t *xsum, size_t xq_stride, int n_tok,
+                        float *y, size_t y_stride, int accumulate) {
     int r, t, i;
+    if (slm__type_is_r16(w->type)) {
+        /* whole groups of 16 rows, four tokens at a time; a group cut by r0 or
+           r1 (a stack of matrices whose sizes are not multiples of 16) is
+           computed whole and stored in part */
+        int nb = (int)(w->ne[0] / SLM__QK), g;
+        for (g = r0 / SLM__R16; g * SLM__R16 < r1; g++) {
+            const uint8_t *group = (const uint8_t *)w->data + (size_t)g * SLM__R16 * w->row_size;
+            int lo = SLM__MAX(r0 - g * SLM__R16, 0), hi = SLM__MIN(r1 - g * SLM__R16, SLM__R16);
+            for (t = 0; t < n_tok; t += 4) {
+                float d[4 * SLM__R16];
+                int nt = SLM__MIN(4, n_tok - t), tt;
+                slm__gemm_r16(w->type, group, nb, xq + (size_t)t * xq_stride, xsum + (size_t)t * xq_stride, xq_stride, nt, d, SLM__R16);
+                for (tt = 0; tt < nt; tt++) {
+                    float *yt = y + (size_t)(t + tt) * y_stride + g * SLM__R16;
+                    if (accumulate) for (i = lo; i < hi; i++) yt[i] += d[tt * SLM__R16 + i];
+                    else for (i = lo; i < hi; i++) yt[i] = d[tt * SLM__R16 + i];
+                }
+            }
+        }
+        return;
+    }
     for (r = r0; r < r1; r += 4) {
         int nr = SLM__MIN(4, r1 - r);
         for (t = 0; t < n_tok; t++) {
@@ -2478,6 +2766,7 @@ struct slm_session {
     float *rope_cs;                /* [n_batch][head_dim/2][2] cos, sin */
     float *logits;
     slm__block_q8_0 *xq;           /* [n_batch][xq_blocks] activations quantized for q8_0/q4_0 weights */
+    int32_t *xq_sum;               /* [n_batch][xq_blocks] sum of each block's quants, for the _R16 kernels */
     void *key_cache, *value_cache; /* [layer][pos][kv_dim], f32 or f16 */
     float *rope_freq;
     slm__step *steps;              /* work counters of one pass's steps */
@@ -2623,6 +2912,20 @@ static void slm__step_done(slm__worker *w, long n) {
 #define SLM__FOR_ITEMS(w, i, n) for ((i) = slm__next_item((w), (n)); (i) >= 0; (i) = slm__next_item((w), (n)))
 #define SLM__ROWS_PER_ITEM 16
 
+/* Token t's activations x[0..n) as q8_0 blocks, with each block's sum of
+   quants for the interleaved kernels. */
+static void slm__quantize_act(slm_session *s, const float *x, int t, int n) {
+    slm__block_q8_0 *q = s->xq + (size_t)t * s->xq_blocks;
+    int32_t *sum = s->xq_sum + (size_t)t * s->xq_blocks;
+    int b, j;
+    slm__quantize_q8_0(x, q, n);
+    for (b = 0; b < n / SLM__QK; b++) {
+        int v = 0;
+        for (j = 0; j < SLM__QK; j++) v += q[b].q[j];
+        sum[b] = v;
+    }
+}
+
 /* Rows [a, b) of the stacked matrices w[0..count) (each w[i]->ne[1] rows) over the batch. */
 static void slm__matmul_stacked(const slm_session *s, const slm__tensor *const *w, float *const *y, const int *y_stride,
                                 int count, int a, int b, const float *x, size_t x_stride, int n_tok, int accumulate) {
@@ -2630,7 +2933,7 @@ static void slm__matmul_stacked(const slm_session *s, const slm__tensor *const *
     for (i = 0; i < count; i++) {
         int rows = (int)w[i]->ne[1], lo = SLM__MAX(a - off, 0), hi = SLM__MIN(b - off, rows);
         if (lo < hi)
-            slm__matmul(w[i], lo, hi, x, x_stride, slm__type_is_quantized(w[i]->type) ? s->xq : NULL,
+            slm__matmul(w[i], lo, hi, x, x_stride, slm__type_is_quantized(w[i]->type) ? s->xq : NULL, s->xq_sum,
                         (size_t)s->xq_blocks, n_tok, y[i], (size_t)y_stride[i], accumulate);
         off += rows;
     }
@@ -2684,8 +2987,11 @@ static void slm__forward_worker(slm_session *s, const slm_token *tokens, int n, 
 
     SLM__FOR_ITEMS(&w, it, n) {
         float pos_f = (float)(s->n_past + it) * in->rope_freq_scale, *cs = s->rope_cs + (size_t)it * hd;
-        slm_dequantize_row(m->tok_embd->type, (const uint8_t *)m->tok_embd->data + (size_t)tokens[it] * m->tok_embd->row_size,
-                           s->x + (size_t)it * dim, dim);
+        if (slm__type_is_r16(m->tok_embd->type))
+            slm__r16_dequantize_row(m->tok_embd->type, m->tok_embd->data, dim, tokens[it], s->x + (size_t)it * dim);
+        else
+            slm_dequantize_row(m->tok_embd->type, (const uint8_t *)m->tok_embd->data + (size_t)tokens[it] * m->tok_embd->row_size,
+                               s->x + (size_t)it * dim, dim);
         for (i = 0; i < hd / 2; i++) {
             float val = pos_f * s->rope_freq[i];
             cs[2 * i] = cosf(val);
@@ -2707,7 +3013,7 @@ static void slm__forward_worker(slm_session *s, const slm_token *tokens, int n, 
         SLM__FOR_ITEMS(&w, it, n) {
             float *xn = s->xn + (size_t)it * dim;
             slm__rmsnorm(xn, s->x + (size_t)it * dim, (const float *)L->attn_norm->data, dim, eps);
-            if (slm__type_is_quantized(L->wq->type)) slm__quantize_q8_0(xn, s->xq + (size_t)it * s->xq_blocks, dim);
+            if (slm__type_is_quantized(L->wq->type)) slm__quantize_act(s, xn, (int)it, dim);
         }
         slm__step_done(&w, n);
         n_items = slm__row_items(qd + 2 * kvd);
@@ -2745,7 +3051,7 @@ static void slm__forward_worker(slm_session *s, const slm_token *tokens, int n, 
         SLM__FOR_ITEMS(&w, it, n_items) slm__attend(s, l, (int)(it / n_heads), (int)(it % n_heads), att);
         slm__step_done(&w, n_items);
         if (slm__type_is_quantized(L->wo->type)) {
-            SLM__FOR_ITEMS(&w, it, n) slm__quantize_q8_0(s->ao + (size_t)it * qd, s->xq + (size_t)it * s->xq_blocks, qd);
+            SLM__FOR_ITEMS(&w, it, n) slm__quantize_act(s, s->ao + (size_t)it * qd, (int)it, qd);
             slm__step_done(&w, n);
         }
         n_items = slm__row_items(dim);
@@ -2756,7 +3062,7 @@ static void slm__forward_worker(slm_session *s, const slm_token *tokens, int n, 
         SLM__FOR_ITEMS(&w, it, n) {
             float *xn = s->xn + (size_t)it * dim;
             slm__rmsnorm(xn, s->x + (size_t)it * dim, (const float *)L->ffn_norm->data, dim, eps);
-            if (slm__type_is_quantized(L->w_gate->type)) slm__quantize_q8_0(xn, s->xq + (size_t)it * s->xq_blocks, dim);
+            if (slm__type_is_quantized(L->w_gate->type)) slm__quantize_act(s, xn, (int)it, dim);
         }
         slm__step_done(&w, n);
         n_items = slm__row_items(ffn);
@@ -2775,7 +3081,7 @@ static void slm__forward_worker(slm_session *s, const slm_token *tokens, int n, 
         }
         slm__step_done(&w, n_items);
         if (slm__type_is_quantized(L->w_down->type)) {
-            SLM__FOR_ITEMS(&w, it, n) slm__quantize_q8_0(s->hb + (size_t)it * ffn, s->xq + (size_t)it * s->xq_blocks, ffn);
+            SLM__FOR_ITEMS(&w, it, n) slm__quantize_act(s, s->hb + (size_t)it * ffn, (int)it, ffn);
             slm__step_done(&w, n);
         }
         n_items = slm__row_items(dim);
@@ -2785,7 +3091,7 @@ static void slm__forward_worker(slm_session *s, const slm_token *tokens, int n, 
     if (!want_logits) return;
     SLM__FOR_ITEMS(&w, it, 1) {
         slm__rmsnorm(s->xn, s->x + (size_t)(n - 1) * dim, (const float *)m->output_norm->data, dim, eps);
-        if (slm__type_is_quantized(m->output->type)) slm__quantize_q8_0(s->xn, s->xq, dim);
+        if (slm__type_is_quantized(m->output->type)) slm__quantize_act(s, s->xn, 0, dim);
     }
     slm__step_done(&w, 1);
     /* the last step needs no wait: the parallel region ends only when every thread is out */
@@ -2867,7 +3173,7 @@ SLM_API void slm_session_free(slm_session *s) {
 #endif
     slm__free(a, s->tokens); slm__free(a, s->x); slm__free(a, s->xn); slm__free(a, s->q); slm__free(a, s->k);
     slm__free(a, s->v); slm__free(a, s->ao); slm__free(a, s->hb); slm__free(a, s->hb2);
-    slm__free(a, s->att); slm__free(a, s->rope_cs); slm__free(a, s->logits); slm__free(a, s->xq);
+    slm__free(a, s->att); slm__free(a, s->rope_cs); slm__free(a, s->logits); slm__free(a, s->xq); slm__free(a, s->xq_sum);
     slm__free(a, s->key_cache); slm__free(a, s->value_cache);
     slm__free(a, s->rope_freq); slm__free(a, s->cand); slm__free(a, s->steps);
     a->free(s, a->user);
@@ -2949,6 +3255,7 @@ SLM_API slm_result slm_session_new(slm_session **out, const slm_model *m, const 
     s->rope_cs = (float *)slm__calloc(&a, nb * (size_t)in->head_dim, sizeof(float));
     s->logits = (float *)slm__calloc(&a, (size_t)in->n_vocab, sizeof(float));
     s->xq = (slm__block_q8_0 *)slm__calloc(&a, nb * (size_t)s->xq_blocks, sizeof(slm__block_q8_0));
+    s->xq_sum = (int32_t *)slm__calloc(&a, nb * (size_t)s->xq_blocks, sizeof(int32_t));
     s->key_cache = slm__calloc(&a, kv_bytes, 1);
     s->value_cache = slm__calloc(&a, kv_bytes, 1);
     s->rope_freq = (float *)slm__calloc(&a, (size_t)in->head_dim / 2, sizeof(float));
@@ -2956,7 +3263,7 @@ SLM_API slm_result slm_session_new(slm_session **out, const slm_model *m, const 
     s->n_steps = 10 * in->n_layers + 4;
     s->steps = (slm__step *)slm__calloc(&a, (size_t)s->n_steps, sizeof(slm__step));
     if (!s->tokens || !s->x || !s->xn || !s->q || !s->k || !s->v || !s->ao || !s->hb || !s->hb2 || !s->att || !s->rope_cs ||
-        !s->logits || !s->xq || !s->key_cache || !s->value_cache || !s->rope_freq || !s->cand || !s->steps) {
+        !s->logits || !s->xq || !s->xq_sum || !s->key_cache || !s->value_cache || !s->rope_freq || !s->cand || !s->steps) {
         slm_session_free(s);
         return slm__session_new_fail(m, &d, SLM_ERR_OOM, "slm_session_new: out of memory (KV cache %zu bytes)", kv_bytes * 2);
     }

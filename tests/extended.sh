@@ -6,8 +6,13 @@
 #      UndefinedBehaviorSanitizer (gcc, else clang), no recovery; then
 #      SLM_TEST_FUZZ_ITERS (default 500) random mutations per input kind of
 #      GGUF, safetensors and JSON files fed to the sanitized slm-convert
-#   2. test_slm with the scalar kernels (-DSLM_NO_SIMD) and a portable build
+#   2. test_slm with the scalar kernels (-DSLM_NO_SIMD), a portable build, and
+#      with every pass split across threads even on the tiny test models
+#      (OpenMP, and the library's own pthread pool)
 #   3. the compile matrix with clang when `make test` could not run it
+#   4. the thread tests under ThreadSanitizer (pthread pool)
+#   5. the aarch64 build under qemu-aarch64: NEON with and without the int8
+#      dot product
 # Installs what it needs with apt-get when missing (skips with the reason when
 # it cannot). Ends with "N passed, N failed[, N skipped]".
 set -u
@@ -122,19 +127,33 @@ fi
 # ---------------------------------------------------------------------------
 # 2. scalar kernels, portable build
 # ---------------------------------------------------------------------------
-for variant in "-DSLM_NO_SIMD" "portable"; do
+# link_models DIR: the converted models of make test, for a test_slm built elsewhere
+link_models() {
+    local t d
+    for t in f32 f16 q8_0 q4_0 q8_0_rows q4_0_rows; do [ -f "$BUILD/stories260K_$t.slm" ] && cp "$BUILD/stories260K_$t.slm" "$1/"; done
+    # the converted vocab files, parity fixtures and HF/GGUF twins of make test
+    # (the other kernels against llama.cpp's logits, too)
+    for d in vocab fixtures hf; do
+        rm -rf "${1:?}/$d"
+        [ -d "$BUILD/$d" ] && ln -s "$PWD/$BUILD/$d" "$1/$d"
+    done
+}
+
+# every pass on several threads (SLM__WORK_PER_THREAD=1 turns off the
+# heuristic that keeps tiny models on one thread)
+for variant in "-DSLM_NO_SIMD" "portable" "forced-threads" "pthread-pool"; do
     VB=$BUILD/variant_${variant//[^A-Za-z0-9]/_}
     mkdir -p "$VB"
-    if [ "$variant" = portable ]; then vflags="-O2 -g"; else vflags="$CFLAGS $variant"; fi
-    for t in f32 f16 q8_0 q4_0; do [ -f "$BUILD/stories260K_$t.slm" ] && cp "$BUILD/stories260K_$t.slm" "$VB/"; done
-    # the converted vocab files, parity fixtures and HF/GGUF twins of make test
-    # (the scalar kernels against llama.cpp's logits, too)
-    for d in vocab fixtures hf; do
-        rm -rf "${VB:?}/$d"
-        [ -d "$BUILD/$d" ] && ln -s "$PWD/$BUILD/$d" "$VB/$d"
-    done
+    vomp=$OPENMP
+    case $variant in
+        portable) vflags="-O2 -g" ;;
+        forced-threads) vflags="$CFLAGS -DSLM__WORK_PER_THREAD=1u" ;;
+        pthread-pool) vflags="$CFLAGS -DSLM__WORK_PER_THREAD=1u"; vomp="-pthread" ;;
+        *) vflags="$CFLAGS $variant" ;;
+    esac
+    link_models "$VB"
     # shellcheck disable=SC2086
-    if $CC $vflags $OPENMP -Wall -Wextra -I. -o "$VB/test_slm" tests/test_slm.c -lm >"$VB/build.log" 2>&1; then
+    if $CC $vflags $vomp -Wall -Wextra -I. -o "$VB/test_slm" tests/test_slm.c -lm >"$VB/build.log" 2>&1; then
         echo "== test_slm with $variant"
         SLM_TEST_BUILD=$VB "$VB/test_slm" 2>&1 | sed -u "s/^/  [$variant] /" | tee "$VB/run.log"
         sed -i "s/^  \[$variant\] //" "$VB/run.log"
@@ -159,6 +178,51 @@ else
     else
         skip "compile matrix with clang" "clang is not installed and apt-get could not install it"
     fi
+fi
+
+# ---------------------------------------------------------------------------
+# 4. ThreadSanitizer on the thread tests (the pthread pool: libgomp is not
+#    instrumented, so TSan would report its internals)
+# ---------------------------------------------------------------------------
+TB=$BUILD/tsan
+mkdir -p "$TB"
+link_models "$TB"
+if probe "$CC" -fsanitize=thread -pthread; then
+    if $CC -O1 -g -fsanitize=thread -pthread -DSLM__WORK_PER_THREAD=1u -I. -o "$TB/test_slm" tests/test_slm.c -lm >"$TB/build.log" 2>&1; then
+        echo "== thread tests under ThreadSanitizer"
+        TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1} SLM_TEST_BUILD=$TB "$TB/test_slm" -k threads 2>&1 | tee "$TB/run.log"
+        add_counts "$TB/run.log" "thread tests under TSan"
+    else
+        fail "build test_slm with -fsanitize=thread" "$(head -n 8 "$TB/build.log")"
+    fi
+else
+    skip "thread tests under ThreadSanitizer" "$CC cannot build and run -fsanitize=thread programs here"
+fi
+
+# ---------------------------------------------------------------------------
+# 5. aarch64 (NEON) under qemu
+# ---------------------------------------------------------------------------
+if ! command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || ! command -v qemu-aarch64 >/dev/null 2>&1; then
+    echo "== installing the aarch64 cross compiler and qemu-user"
+    apt_install gcc-aarch64-linux-gnu qemu-user || true
+fi
+if command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 && command -v qemu-aarch64 >/dev/null 2>&1; then
+    for march in armv8-a armv8.2-a+dotprod; do
+        AB=$BUILD/aarch64_${march//[^A-Za-z0-9]/_}
+        mkdir -p "$AB"
+        link_models "$AB"
+        if aarch64-linux-gnu-gcc -O2 -march=$march -Wall -Wextra -I. -o "$AB/test_slm" tests/test_slm.c -lm -pthread >"$AB/build.log" 2>&1; then
+            echo "== test_slm for aarch64 ($march) under qemu"
+            SLM_TEST_BUILD=$AB SLM_TEST_TIMEOUT=600 QEMU_LD_PREFIX=/usr/aarch64-linux-gnu \
+                qemu-aarch64 "$AB/test_slm" 2>&1 | sed -u "s/^/  [$march] /" | tee "$AB/run.log"
+            sed -i "s/^  \[$march\] //" "$AB/run.log"
+            add_counts "$AB/run.log" "test_slm aarch64 $march"
+        else
+            fail "build test_slm for aarch64 ($march)" "$(head -n 8 "$AB/build.log")"
+        fi
+    done
+else
+    skip "aarch64 build under qemu" "aarch64-linux-gnu-gcc or qemu-aarch64 is missing and apt-get could not install them"
 fi
 
 echo "== tests/extended.sh: $(($(date +%s) - T0)) s"

@@ -67,14 +67,17 @@ if [ $HAVE_MODEL = 1 ] && [ ! -x "$CONVERT" ]; then
     fail "converter built" "$CONVERT missing"
 fi
 if [ $HAVE_MODEL = 1 ]; then
-    for t in f32 f16 q8_0 q4_0; do
+    # q8_0_rows / q4_0_rows: the same quantization without the 16-row interleave
+    for t in f32 f16 q8_0 q4_0 q8_0_rows q4_0_rows; do
         out=$BUILD/stories260K_$t.slm
+        opts=(--type "${t%_rows}")
+        [ "$t" = "${t%_rows}" ] || opts+=(--no-interleave)
         rm -f "$out"
-        if $TO "$CONVERT" --type $t "$SRC/stories260K.bin" "$SRC/tok512.bin" "$out" >"$BUILD/convert_$t.log" 2>&1 && [ -s "$out" ]; then
+        if $TO "$CONVERT" "${opts[@]}" "$SRC/stories260K.bin" "$SRC/tok512.bin" "$out" >"$BUILD/convert_$t.log" 2>&1 && [ -s "$out" ]; then
             CONVERTED[$t]=1
-            pass "convert --type $t"
+            pass "convert ${opts[*]}"
         else
-            fail "convert --type $t" "exit status $?; log: $BUILD/convert_$t.log" "$(tail -n 5 "$BUILD/convert_$t.log")"
+            fail "convert ${opts[*]}" "exit status $?; log: $BUILD/convert_$t.log" "$(tail -n 5 "$BUILD/convert_$t.log")"
         fi
     done
     if [ -n "${CONVERTED[f32]:-}" ]; then
@@ -389,7 +392,7 @@ fi
 # slm info on converted GGUF fixtures: architecture, tensor types, tokenizer, chat template
 if [ -x "$SLM" ]; then
     for spec in "d_qwen3_f16|arch: qwen3|tensor_types: f16 [0-9]+ .*f32 [0-9]+|tokenizer: byte-level bpe|chat_template: chatml" \
-                "a_llama_spm_q8_0|arch: llama|tensor_types: q8_0 [0-9]+ .*f32 [0-9]+|tokenizer: sentencepiece|chat_template: none" \
+                "a_llama_spm_q8_0|arch: llama|tensor_types: q8_0_r16 [0-9]+ .*f32 [0-9]+|tokenizer: sentencepiece|chat_template: none" \
                 "c_qwen2_f16|arch: qwen2|tensor_types: f16 [0-9]+ .*f32 [0-9]+|tokenizer: byte-level bpe|chat_template: chatml"; do
         IFS='|' read -r fx want_arch want_types want_tok want_tmpl <<<"$spec"
         M=$BUILD/fixtures/$fx.slm

@@ -825,6 +825,8 @@ static void test_tokenizer_cases(void) {
 /* 3. quantized / f16 variants, teacher-forced against f32                  */
 /* ======================================================================== */
 
+static int r16_of(int type) { return type == SLM_TYPE_Q8_0 ? SLM_TYPE_Q8_0_R16 : type == SLM_TYPE_Q4_0 ? SLM_TYPE_Q4_0_R16 : -1; }
+
 static void variant(const char *type, int expect_type, double min_top1) {
     NEED_MODEL("f32", path32);
     {
@@ -848,6 +850,8 @@ static void variant(const char *type, int expect_type, double min_top1) {
                 if (slm_model_tensor_get(mq, i, &ti) != SLM_OK || !ti.name) { CHECK(0); continue; }
                 if (strstr(ti.name, "norm")) CHECKF(ti.type == SLM_TYPE_F32, "%s: type %d", ti.name, ti.type);
                 else if (ti.ne[0] % 32 != 0) CHECKF(ti.type == SLM_TYPE_F16 || ti.type == SLM_TYPE_F32, "%s: type %d", ti.name, ti.type);
+                /* matrices of 16k rows are interleaved by default */
+                else if (r16_of(expect_type) > 0 && ti.ne[1] % 16 == 0) CHECKF(ti.type == r16_of(expect_type), "%s: type %d", ti.name, ti.type);
                 else CHECKF(ti.type == expect_type, "%s: type %d", ti.name, ti.type);
                 CHECK(ti.size == slm_type_row_size(ti.type, ti.ne[0]) * (uint64_t)(ti.ne[1] * ti.ne[2] * ti.ne[3]));
             }
@@ -881,6 +885,55 @@ static void variant(const char *type, int expect_type, double min_top1) {
 static void test_variant_f16(void) { variant("f16", SLM_TYPE_F16, 0.97); }
 static void test_variant_q8_0(void) { variant("q8_0", SLM_TYPE_Q8_0, 0.97); }
 static void test_variant_q4_0(void) { variant("q4_0", SLM_TYPE_Q4_0, 0.50); }
+
+/* The 16-row interleaved layout computes what the row-by-row layout does:
+   the same integer block sums, scaled in the same order, so the logits agree
+   to float rounding and every argmax is the same. */
+static void layouts(const char *type) {
+    char rows_name[32];
+    char *path_r16 = model_path(type), *path_rows;
+    slm_model *mr = NULL, *mp = NULL;
+    float *a = NULL, *b = NULL;
+    snprintf(rows_name, sizeof rows_name, "%s_rows", type);
+    path_rows = model_path(rows_name);
+    if (!file_exists(path_r16) || !file_exists(path_rows)) {
+        free(path_r16); free(path_rows);
+        SKIP("stories260K_%s.slm / _%s.slm not found (tests/run.sh converts them)", type, rows_name);
+    }
+    mr = load_model(path_r16);
+    mp = load_model(path_rows);
+    if (mr && mp) {
+        int n_r16 = 0, n_rows_type = 0, i, pos, same_argmax = 0;
+        double maxdiff = 0, maxabs = 0;
+        for (i = 0; i < slm_model_info_get(mr)->n_tensors; i++) {
+            slm_tensor_info ti;
+            if (slm_model_tensor_get(mr, i, &ti) == SLM_OK && (ti.type == SLM_TYPE_Q8_0_R16 || ti.type == SLM_TYPE_Q4_0_R16)) n_r16++;
+            if (slm_model_tensor_get(mp, i, &ti) == SLM_OK && (ti.type == SLM_TYPE_Q8_0_R16 || ti.type == SLM_TYPE_Q4_0_R16)) n_rows_type++;
+        }
+        CHECKF(n_r16 > 0 && n_rows_type == 0, "%d interleaved tensors in %s, %d in %s", n_r16, type, n_rows_type, rows_name);
+        a = teacher_forced(mr);
+        b = teacher_forced(mp);
+        if (a && b) {
+            for (pos = 0; pos < N_SEQ; pos++) {
+                const float *p = a + (size_t)pos * N_VOCAB, *q = b + (size_t)pos * N_VOCAB;
+                same_argmax += argmax(p, N_VOCAB) == argmax(q, N_VOCAB);
+                for (i = 0; i < N_VOCAB; i++) {
+                    if (fabs(q[i]) > maxabs) maxabs = fabs(q[i]);
+                    if (!(fabs(p[i] - q[i]) <= maxdiff)) maxdiff = fabs(p[i] - q[i]);
+                }
+            }
+            NOTE("%s: %d interleaved tensors; logits vs row by row over %d positions: max |diff| %.3g (max |logit| %.3g), same argmax at %d",
+                 type, n_r16, N_SEQ, maxdiff, maxabs, same_argmax);
+            CHECKF(maxdiff <= 1e-3 * maxabs, "max |diff| %g", maxdiff);
+            CHECK(same_argmax == N_SEQ);
+        } else CHECK(a && b);
+    }
+    free(a); free(b);
+    slm_model_free(mr); slm_model_free(mp);
+    free(path_r16); free(path_rows);
+}
+static void test_layouts_q8_0(void) { layouts("q8_0"); }
+static void test_layouts_q4_0(void) { layouts("q4_0"); }
 
 /* ======================================================================== */
 /* 4. bad input                                                             */
@@ -2051,6 +2104,7 @@ static void test_log_and_meta(void) {
 /* SIMD kernels against the plain C reference kernels                       */
 /* ======================================================================== */
 
+#if defined(SLM__AVX512)
 static const char *defined_vnni(void) {
 #if defined(__AVX512VNNI__)
     return " with VNNI";
@@ -2058,6 +2112,7 @@ static const char *defined_vnni(void) {
     return "";
 #endif
 }
+#endif
 
 static uint64_t g_rng = 12345;
 static float rand_float(void) {   /* uniform in [-1, 1) */
@@ -2118,6 +2173,80 @@ static void test_kernels_vs_reference(void) {
     }
     NOTE("%d kernel comparisons", n_checked);
     free(w); free(x); free(h); free(wq8); free(xq); free(wq4);
+}
+
+/* The interleaved (_R16) layout and its kernels: each of the 16 rows of a
+   group, against 1 to 4 tokens, agrees with the row-by-row reference dot
+   product of the same row before interleaving; the SIMD kernel agrees with
+   the _R16 reference; a row read back from the layout is the row put in. */
+static void test_kernels_r16(void) {
+    static const int blocks[] = { 1, 2, 3, 18, 28, 152 };
+    static const int types[] = { SLM_TYPE_Q8_0_R16, SLM_TYPE_Q4_0_R16 };
+    enum { ROWS = 16, NT = 4, MAXB = 152 };
+    float *w = (float *)malloc((size_t)ROWS * MAXB * 32 * sizeof(float)), *x = (float *)malloc(MAXB * 32 * sizeof(float));
+    float *back = (float *)malloc(MAXB * 32 * sizeof(float)), *plain_f = (float *)malloc(MAXB * 32 * sizeof(float));
+    uint8_t *rows = (uint8_t *)malloc((size_t)ROWS * MAXB * sizeof(slm__block_q8_0));
+    uint8_t *group = (uint8_t *)malloc((size_t)ROWS * MAXB * sizeof(slm__block_q8_0));
+    slm__block_q8_0 *xq = (slm__block_q8_0 *)malloc((size_t)NT * MAXB * sizeof(slm__block_q8_0));
+    int32_t *xsum = (int32_t *)malloc((size_t)NT * MAXB * sizeof(int32_t));
+    float ref[NT * ROWS], got[NT * ROWS];
+    size_t bi, ti;
+    int rep, i, r, t, n_checked = 0, bad_layout = 0, bad_back = 0;
+    for (rep = 0; rep < 4; rep++)
+        for (ti = 0; ti < 2; ti++)
+            for (bi = 0; bi < sizeof blocks / sizeof blocks[0]; bi++) {
+                int type = types[ti], plain = ti == 0 ? SLM_TYPE_Q8_0 : SLM_TYPE_Q4_0, nb = blocks[bi], n = nb * 32, nt;
+                size_t rs = slm_type_row_size(plain, n);
+                float scale[NT] = { 0 };
+                for (i = 0; i < ROWS * n; i++) w[i] = rand_float() * 3;
+                if (rep == 0) for (i = 0; i < n; i++) w[3 * n + i] = 0;   /* a zero row */
+                for (r = 0; r < ROWS; r++) slm_quantize_row(plain, w + (size_t)r * n, rows + (size_t)r * rs, n);
+                CHECK(slm_interleave_rows(type, rows, group, n, ROWS) == SLM_OK);
+                for (t = 0; t < NT; t++) {
+                    int b, j;
+                    for (i = 0; i < n; i++) { x[i] = rand_float() * 2; scale[t] += 3 * fabsf(x[i]); }
+                    if (rep == 1 && t == 0) for (i = 0; i < n; i++) x[i] = i % 2 ? -2.0f : 2.0f;   /* -127/127 extremes */
+                    slm_quantize_row(SLM_TYPE_Q8_0, x, xq + (size_t)t * nb, n);
+                    for (b = 0; b < nb; b++) {
+                        int v = 0;
+                        for (j = 0; j < 32; j++) v += xq[(size_t)t * nb + b].q[j];
+                        xsum[(size_t)t * nb + b] = v;
+                    }
+                }
+                for (r = 0; r < ROWS; r++) {
+                    slm__r16_dequantize_row(type, group, n, r, back);
+                    slm_dequantize_row(plain, rows + (size_t)r * rs, plain_f, n);
+                    bad_back += memcmp(back, plain_f, (size_t)n * sizeof(float)) != 0;
+                }
+                for (nt = 1; nt <= NT; nt++) {
+                    slm__gemm_r16_ref(type, group, nb, xq, xsum, (size_t)nb, nt, ref, ROWS);
+                    slm__gemm_r16(type, group, nb, xq, xsum, (size_t)nb, nt, got, ROWS);
+                    for (t = 0; t < nt; t++)
+                        for (r = 0; r < ROWS; r++) {
+                            const uint8_t *row = rows + (size_t)r * rs;
+                            float by_row = type == SLM_TYPE_Q8_0_R16 ? slm__dot_q8_0_ref((const slm__block_q8_0 *)row, xq + (size_t)t * nb, nb)
+                                                                     : slm__dot_q4_0_ref((const slm__block_q4_0 *)row, xq + (size_t)t * nb, nb);
+                            bad_layout += ref[t * ROWS + r] != by_row;
+                            CHECKF(fabsf(ref[t * ROWS + r] - got[t * ROWS + r]) <= 1e-5f * scale[t] + 1e-6f,
+                                   "%s %d blocks, %d tokens, token %d row %d: ref %.9g simd %.9g",
+                                   slm_type_name(type), nb, nt, t, r, ref[t * ROWS + r], got[t * ROWS + r]);
+                            n_checked++;
+                        }
+                }
+            }
+    CHECKF(bad_layout == 0, "%d outputs of the _R16 reference differ from the row-by-row reference", bad_layout);
+    CHECKF(bad_back == 0, "%d rows read back from the _R16 layout differ from the rows put in", bad_back);
+    /* arguments */
+    CHECK(slm_interleave_rows(SLM_TYPE_Q8_0, rows, group, 32, 16) == SLM_ERR_INVALID_ARG);
+    CHECK(slm_interleave_rows(SLM_TYPE_Q8_0_R16, rows, group, 32, 15) == SLM_ERR_INVALID_ARG);
+    CHECK(slm_interleave_rows(SLM_TYPE_Q8_0_R16, rows, group, 33, 16) == SLM_ERR_INVALID_ARG);
+    CHECK(slm_interleave_rows(SLM_TYPE_Q4_0_R16, NULL, group, 32, 16) == SLM_ERR_INVALID_ARG);
+    CHECK(slm_interleave_rows(SLM_TYPE_Q4_0_R16, rows, NULL, 32, 16) == SLM_ERR_INVALID_ARG);
+    CHECK(slm_quantize_row(SLM_TYPE_Q8_0_R16, x, group, 32) == SLM_ERR_INVALID_ARG);
+    CHECK(slm_dequantize_row(SLM_TYPE_Q4_0_R16, group, x, 32) == SLM_ERR_INVALID_ARG);
+    CHECK(strcmp(slm_type_name(SLM_TYPE_Q4_0_R16), "q4_0_r16") == 0 && slm_type_row_size(SLM_TYPE_Q8_0_R16, 64) == 68);
+    NOTE("%d interleaved kernel outputs compared", n_checked);
+    free(w); free(x); free(back); free(plain_f); free(rows); free(group); free(xq); free(xsum);
 }
 
 /* The same logits, bit for bit, for any thread count and any batching. */
@@ -2671,13 +2800,19 @@ static void check_tensors_bit_for_bit(const char *fixture, const char *gguf_path
         for (j = 0; j < mi->n_tensors; j++) {
             if (slm_model_tensor_get(m, j, &ti) != SLM_OK || !ti.name || strcmp(ti.name, t->name)) continue;
             found = 1;
-            CHECKF(ti.type == (int)t->type, "%s: %s: type %d in the .slm, %u in the GGUF", fixture, t->name, ti.type, t->type);
+            /* q8_0/q4_0 matrices may be stored with 16 rows interleaved: the same bytes, reordered */
+            int interleaved = (ti.type == SLM_TYPE_Q8_0_R16 && t->type == SLM_TYPE_Q8_0) || (ti.type == SLM_TYPE_Q4_0_R16 && t->type == SLM_TYPE_Q4_0);
+            CHECKF(ti.type == (int)t->type || interleaved, "%s: %s: type %d in the .slm, %u in the GGUF", fixture, t->name, ti.type, t->type);
             CHECKF((uint64_t)ti.ne[0] == t->ne[0] && (uint64_t)ti.ne[1] == t->ne[1], "%s: %s: shape %lld x %lld, GGUF %llu x %llu", fixture,
                    t->name, (long long)ti.ne[0], (long long)ti.ne[1], (unsigned long long)t->ne[0], (unsigned long long)t->ne[1]);
-            if (ti.type == (int)t->type && bytes && ti.size == bytes && ti.offset + bytes <= slm_size &&
+            if ((ti.type == (int)t->type || interleaved) && bytes && ti.size == bytes && ti.offset + bytes <= slm_size &&
                 G.data_off + t->offset + bytes <= G.size) {
-                if (!memcmp(slm_bytes + ti.offset, G.data + G.data_off + t->offset, bytes)) n_same++;
+                const unsigned char *want = G.data + G.data_off + t->offset;
+                unsigned char *reordered = interleaved ? (unsigned char *)malloc(bytes) : NULL;
+                if (reordered && slm_interleave_rows(ti.type, want, reordered, (int64_t)t->ne[0], (int64_t)rows) == SLM_OK) want = reordered;
+                if (!memcmp(slm_bytes + ti.offset, want, bytes)) n_same++;
                 else CHECKF(0, "%s: %s (%s): bytes differ from the GGUF's", fixture, t->name, slm_type_name(ti.type));
+                free(reordered);
             } else CHECKF(0, "%s: %s: size %llu, expected %zu", fixture, t->name, (unsigned long long)ti.size, bytes);
             break;
         }
@@ -3635,6 +3770,9 @@ static const test_case TESTS[] = {
     { "allocator_balance", test_allocator_balance },
     { "log_and_meta", test_log_and_meta },
     { "kernels_vs_reference", test_kernels_vs_reference },
+    { "kernels_r16", test_kernels_r16 },
+    { "layouts_q8_0", test_layouts_q8_0 },
+    { "layouts_q4_0", test_layouts_q4_0 },
     { "threads_and_batches_identical", test_threads_and_batches_identical },
     { "generation_stats", test_generation_stats },
     { "chat_templates", test_chat_templates },

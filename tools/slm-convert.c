@@ -187,6 +187,7 @@ typedef struct conv_options {
     int type;                      /* target type of 2-D tensors; -1 = keep the source's */
     const char *name;              /* metadata name; NULL = from the input file name */
     int vocab_only;
+    int no_interleave;             /* keep q8_0/q4_0 matrices row by row (no _R16 layout) */
 } conv_options;
 
 static void model_free(conv_model *m)
@@ -2939,6 +2940,9 @@ done:
    ====================================================================== */
 
 static int is_block_quant(int type) { return type == SLM_TYPE_Q8_0 || type == SLM_TYPE_Q4_0; }
+static int is_interleaved(int type) { return type == SLM_TYPE_Q8_0_R16 || type == SLM_TYPE_Q4_0_R16; }
+/* the type of one row before interleaving */
+static int row_type(int type) { return type == SLM_TYPE_Q8_0_R16 ? SLM_TYPE_Q8_0 : type == SLM_TYPE_Q4_0_R16 ? SLM_TYPE_Q4_0 : type; }
 
 /* 1-D tensors (norms, biases) stay f32: they are tiny and used in float math.
    2-D tensors get the requested type, or keep the source's: bf16 becomes
@@ -2965,6 +2969,9 @@ static int choose_tensor_types(conv_model *m, const conv_options *opt)
         } else {
             t->type = want;
         }
+        /* the decode kernels read 16 rows per load from the _R16 layout: same bytes, reordered */
+        if (!opt->no_interleave && is_block_quant(t->type) && t->n_dims == 2 && tensor_n_rows(t) % 16 == 0)
+            t->type = t->type == SLM_TYPE_Q8_0 ? SLM_TYPE_Q8_0_R16 : SLM_TYPE_Q4_0_R16;
         if (slm_type_row_size(t->type, t->ne[0]) == 0 || conv_row_size(t->src_type, t->ne[0]) == 0) {
             fail("%s: cannot store a row of %lld elements as %s", t->name, (long long)t->ne[0],
                  slm_type_name(t->type) ? slm_type_name(t->type) : "this type");
@@ -3174,8 +3181,9 @@ static void write_tensor_directory(conv_out *o, const conv_model *m)
 static int convert_row(const conv_tensor *t, const unsigned char *src, unsigned char *dst, float *tmp)
 {
     int64_t i, n = t->ne[0];
-    if (t->type == t->src_type) {
-        memcpy(dst, src, slm_type_row_size(t->type, n));
+    int type = row_type(t->type);
+    if (type == t->src_type) {
+        memcpy(dst, src, slm_type_row_size(type, n));
         return 0;
     }
     switch (t->src_type) {
@@ -3198,8 +3206,8 @@ static int convert_row(const conv_tensor *t, const unsigned char *src, unsigned 
     case SLM_TYPE_F16:  for (i = 0; i < n; i++) put_u16(dst + 2 * i, slm_fp32_to_fp16(tmp[i])); break;
     case SLM_TYPE_BF16: for (i = 0; i < n; i++) put_u16(dst + 2 * i, slm_fp32_to_bf16(tmp[i])); break;
     default:
-        if (slm_quantize_row(t->type, tmp, dst, n) != SLM_OK) {
-            fail("%s: cannot encode a row of %lld elements as %s", t->name, (long long)n, slm_type_name(t->type));
+        if (slm_quantize_row(type, tmp, dst, n) != SLM_OK) {
+            fail("%s: cannot encode a row of %lld elements as %s", t->name, (long long)n, slm_type_name(type));
             return -1;
         }
     }
@@ -3219,7 +3227,7 @@ static int write_tensor_data(conv_out *o, const conv_model *m)
     int64_t max_ne0 = 1;
     size_t max_row = 1;
     float *tmp;
-    unsigned char *row;
+    unsigned char *row, *group;
     int i, rc = 0;
 
     for (i = 0; i < m->n_tensors; i++) {
@@ -3229,8 +3237,9 @@ static int write_tensor_data(conv_out *o, const conv_model *m)
         if (rs > max_row) max_row = rs;
     }
     tmp = (float *)malloc((size_t)max_ne0 * sizeof(float));
-    row = (unsigned char *)malloc(max_row);
-    if (!tmp || !row) { free(tmp); free(row); fail("out of memory"); return -1; }
+    row = (unsigned char *)malloc(max_row * 16);     /* 16 rows: one group of an interleaved tensor */
+    group = (unsigned char *)malloc(max_row * 16);
+    if (!tmp || !row || !group) { free(tmp); free(row); free(group); fail("out of memory"); return -1; }
 
     for (i = 0; i < m->n_tensors && !rc && !o->err; i++) {
         const conv_tensor *t = &m->tensors[i];
@@ -3241,9 +3250,20 @@ static int write_tensor_data(conv_out *o, const conv_model *m)
 
         out_zeros_to(o, t->offset);
         if (out_check_pos(o, t->offset, t->name)) { rc = -1; break; }
-        for (r = 0; r < n_rows && !o->err; r++) {
-            if (convert_row(t, t->src + (size_t)r * src_rs, row, tmp)) { rc = -1; break; }
-            out_bytes(o, row, dst_rs);
+        if (is_interleaved(t->type)) {
+            for (r = 0; r < n_rows && !o->err && !rc; r += 16) {
+                int k;
+                for (k = 0; k < 16 && !rc; k++)
+                    if (convert_row(t, t->src + (size_t)(r + k) * src_rs, row + (size_t)k * dst_rs, tmp)) rc = -1;
+                if (rc) break;
+                if (slm_interleave_rows(t->type, row, group, t->ne[0], 16) != SLM_OK) { fail("%s: cannot interleave", t->name); rc = -1; break; }
+                out_bytes(o, group, dst_rs * 16);
+            }
+        } else {
+            for (r = 0; r < n_rows && !o->err; r++) {
+                if (convert_row(t, t->src + (size_t)r * src_rs, row, tmp)) { rc = -1; break; }
+                out_bytes(o, row, dst_rs);
+            }
         }
         if (t->n_dims == 1) snprintf(shape, sizeof shape, "[%lld]", (long long)t->ne[0]);
         else snprintf(shape, sizeof shape, "[%lld, %lld]", (long long)t->ne[0], (long long)t->ne[1]);
@@ -3254,6 +3274,7 @@ static int write_tensor_data(conv_out *o, const conv_model *m)
     }
     free(tmp);
     free(row);
+    free(group);
     return rc;
 }
 
@@ -3447,6 +3468,9 @@ static void print_usage(FILE *out)
         "                 GGML types slm does not run -> q8_0). Norms and biases stay\n"
         "                 f32; a matrix whose rows are not a multiple of 32 long becomes\n"
         "                 f16 when a quantized type is asked for.\n"
+        "  --no-interleave  store q8_0/q4_0 matrices row by row; by default those with\n"
+        "                 a multiple of 16 rows are written with 16 rows interleaved\n"
+        "                 (types q8_0_r16, q4_0_r16: same values, faster kernels)\n"
         "  --name NAME    model name stored in the metadata (default: GGUF general.name,\n"
         "                 else the input's file or folder name)\n"
         "  --vocab-only   write only the tokenizer (no tensors); a llama2.c conversion\n"
@@ -3519,6 +3543,7 @@ int main(int argc, char **argv)
                                                 free(pos); return 0; }
         else if (strcmp(a, "-q") == 0 || strcmp(a, "--quiet") == 0) { g_quiet = 1; }
         else if (strcmp(a, "--vocab-only") == 0) { opt.vocab_only = 1; }
+        else if (strcmp(a, "--no-interleave") == 0) { opt.no_interleave = 1; }
         else if (option_is(a, "--type")) {
             const char *v = option_value(argc, argv, &i, "--type");
             if (!v) goto fail;

@@ -2151,6 +2151,16 @@ SLM__MAYBE_UNUSED static float slm__dot_q4_0_ref(const slm__block_q4_0 *w, const
     return sum;
 }
 
+/* out += a * v, the weighted sum over the value cache in attention */
+SLM__MAYBE_UNUSED static void slm__axpy_f32_ref(float *out, float a, const float *v, int n) {
+    int i;
+    for (i = 0; i < n; i++) out[i] += a * v[i];
+}
+SLM__MAYBE_UNUSED static void slm__axpy_f16_ref(float *out, float a, const uint16_t *v, int n) {
+    int i;
+    for (i = 0; i < n; i++) out[i] += a * slm_fp16_to_fp32(v[i]);
+}
+
 /* The interleaved kernels: rows 0..15 of one _R16 group (nb blocks per row)
    against nt (1..4) tokens' activations, token t at x + t * x_stride with its
    per-block sums of quants at xsum + t * x_stride; y[t * y_stride + r]. Each
@@ -2503,6 +2513,24 @@ SLM__INLINE void slm__dotn_q4_0(const slm__block_q4_0 *const *w, int nr, const s
    block. x86 builds with AVX-512 use the 256-bit version too: a 512-bit one
    waits for AVX-512 hardware to measure and test it on. */
 #if defined(SLM__AVX2) || defined(SLM__AVX512)
+static void slm__axpy_f32(float *out, float a, const float *v, int n) {
+    __m256 va = _mm256_set1_ps(a);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(v + i), _mm256_loadu_ps(out + i)));
+    for (; i < n; i++) out[i] += a * v[i];
+}
+#if defined(__F16C__)
+static void slm__axpy_f16(float *out, float a, const uint16_t *v, int n) {
+    __m256 va = _mm256_set1_ps(a);
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(out + i, _mm256_fmadd_ps(va, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(v + i))), _mm256_loadu_ps(out + i)));
+    for (; i < n; i++) out[i] += a * slm_fp16_to_fp32(v[i]);
+}
+#else
+#define slm__axpy_f16 slm__axpy_f16_ref
+#endif
+
 /* the 16 f16 scales of one block as two vectors of 8 rows */
 SLM__INLINE void slm__r16_scales_f32(const uint8_t *sc, __m256 *lo, __m256 *hi) {
 #if defined(__F16C__)
@@ -2574,6 +2602,18 @@ SLM__INLINE void slm__gemm_r16_nt(int type, const uint8_t *group, int nb, const 
 }
 
 #elif defined(SLM__NEON)
+static void slm__axpy_f32(float *out, float a, const float *v, int n) {
+    int i = 0;
+    for (; i + 4 <= n; i += 4) vst1q_f32(out + i, vfmaq_n_f32(vld1q_f32(out + i), vld1q_f32(v + i), a));
+    for (; i < n; i++) out[i] += a * v[i];
+}
+static void slm__axpy_f16(float *out, float a, const uint16_t *v, int n) {
+    int i = 0;
+    for (; i + 4 <= n; i += 4)
+        vst1q_f32(out + i, vfmaq_n_f32(vld1q_f32(out + i), vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(v + i))), a));
+    for (; i < n; i++) out[i] += a * slm_fp16_to_fp32(v[i]);
+}
+
 /* acc + 4-byte dot products of w's four rows with lane `lane` of x, broadcast */
 #if defined(__ARM_FEATURE_DOTPROD)
 #define SLM__DOT_LANE(acc, w, x, lane) vdotq_laneq_s32((acc), (w), (x), (lane))
@@ -2653,6 +2693,8 @@ static void slm__gemm_r16(int type, const uint8_t *group, int nb, const slm__blo
 }
 #else
 #define slm__gemm_r16 slm__gemm_r16_ref
+#define slm__axpy_f32 slm__axpy_f32_ref
+#define slm__axpy_f16 slm__axpy_f16_ref
 #endif
 
 static float slm__dot_q8_0(const slm__block_q8_0 *w, const slm__block_q8_0 *x, int n_blocks) {
@@ -2954,14 +2996,8 @@ static void slm__attend(slm_session *s, int layer, int t, int h, float *att) {
     slm__softmax(att, pos + 1);
     for (i = 0; i < hd; i++) out[i] = 0.0f;
     for (p = 0; p <= pos; p++) {
-        float a = att[p];
-        if (s->kv_type == SLM_TYPE_F32) {
-            const float *v = (const float *)slm__kv_at(s, s->value_cache, layer, p) + kv_off;
-            for (i = 0; i < hd; i++) out[i] += a * v[i];
-        } else {
-            const uint16_t *v = (const uint16_t *)slm__kv_at(s, s->value_cache, layer, p) + kv_off;
-            for (i = 0; i < hd; i++) out[i] += a * slm_fp16_to_fp32(v[i]);
-        }
+        if (s->kv_type == SLM_TYPE_F32) slm__axpy_f32(out, att[p], (const float *)slm__kv_at(s, s->value_cache, layer, p) + kv_off, hd);
+        else slm__axpy_f16(out, att[p], (const uint16_t *)slm__kv_at(s, s->value_cache, layer, p) + kv_off, hd);
     }
 }
 

@@ -2153,7 +2153,20 @@ static void test_kernels_vs_reference(void) {
             for (i = 0; i < n; i++) h[i] = slm_fp32_to_bf16(w[i]);
             ref = slm__dot_bf16_ref(h, x, n); got = slm__dot_bf16(h, x, n);
             CHECKF(fabsf(ref - got) <= 1e-5f * scale + 1e-30f, "bf16 n=%d: ref %.9g simd %.9g", n, ref, got);
-            n_checked += 3;
+            {   /* out += a v over the value cache (f32 and f16): elementwise, so exact up to one rounding */
+                float *o_ref = (float *)malloc((size_t)n * sizeof(float)), *o_simd = (float *)malloc((size_t)n * sizeof(float));
+                float a = rand_float();
+                int bad32 = 0, bad16 = 0;
+                for (i = 0; i < n; i++) { o_ref[i] = o_simd[i] = x[i]; h[i] = slm_fp32_to_fp16(w[i]); }
+                slm__axpy_f32_ref(o_ref, a, w, n); slm__axpy_f32(o_simd, a, w, n);
+                for (i = 0; i < n; i++) bad32 += !(fabsf(o_ref[i] - o_simd[i]) <= 1e-6f * (fabsf(o_ref[i]) + fabsf(a * w[i])) + 1e-30f);
+                for (i = 0; i < n; i++) o_ref[i] = o_simd[i] = x[i];
+                slm__axpy_f16_ref(o_ref, a, h, n); slm__axpy_f16(o_simd, a, h, n);
+                for (i = 0; i < n; i++) bad16 += !(fabsf(o_ref[i] - o_simd[i]) <= 1e-6f * (fabsf(o_ref[i]) + fabsf(a * w[i])) + 1e-30f);
+                CHECKF(bad32 == 0 && bad16 == 0, "axpy n=%d: %d f32 and %d f16 elements differ", n, bad32, bad16);
+                free(o_ref); free(o_simd);
+            }
+            n_checked += 5;
         }
         for (bi = 0; bi < sizeof blocks / sizeof blocks[0]; bi++) {
             int nb = blocks[bi], n = nb * 32;

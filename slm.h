@@ -389,12 +389,17 @@ SLM_API float       slm_bf16_to_fp32(uint16_t h);
 #else
 #define SLM__INLINE static
 #endif
+/* Unrolled loops over registers: an array of vectors indexed in a loop that
+   is not unrolled lives in memory. */
 #if defined(__clang__)
 #define SLM__UNROLL4 _Pragma("unroll 4")
+#define SLM__UNROLL _Pragma("unroll")
 #elif defined(__GNUC__) && __GNUC__ >= 8
 #define SLM__UNROLL4 _Pragma("GCC unroll 4")
+#define SLM__UNROLL _Pragma("GCC unroll 16")
 #else
 #define SLM__UNROLL4
+#define SLM__UNROLL
 #endif
 #define SLM__MIN(a, b) ((a) < (b) ? (a) : (b))
 #define SLM__MAX(a, b) ((a) > (b) ? (a) : (b))
@@ -2513,14 +2518,14 @@ SLM__INLINE void slm__dotn_q4_0(const slm__block_q4_0 *const *w, int nr, const s
    block. x86 builds with AVX-512 use the 256-bit version too: a 512-bit one
    waits for AVX-512 hardware to measure and test it on. */
 #if defined(SLM__AVX2) || defined(SLM__AVX512)
-static void slm__axpy_f32(float *out, float a, const float *v, int n) {
+SLM__MAYBE_UNUSED static void slm__axpy_f32(float *out, float a, const float *v, int n) {
     __m256 va = _mm256_set1_ps(a);
     int i = 0;
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(v + i), _mm256_loadu_ps(out + i)));
     for (; i < n; i++) out[i] += a * v[i];
 }
 #if defined(__F16C__)
-static void slm__axpy_f16(float *out, float a, const uint16_t *v, int n) {
+SLM__MAYBE_UNUSED static void slm__axpy_f16(float *out, float a, const uint16_t *v, int n) {
     __m256 va = _mm256_set1_ps(a);
     int i = 0;
     for (; i + 8 <= n; i += 8)
@@ -2554,18 +2559,18 @@ SLM__INLINE void slm__gemm_r16_nt(int type, const uint8_t *group, int nb, const 
     const __m256i low4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
     __m256 acc[2][2];
     int b, k, t, h;
-    for (t = 0; t < nt; t++) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+    SLM__UNROLL for (t = 0; t < nt; t++) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
     for (b = 0; b < nb; b++, q += qbytes) {
         __m256 dw[2];
         __m256i isum[2][2];
         slm__r16_scales_f32(slm__r16_scales(group, b), &dw[0], &dw[1]);
         for (k = 0; k < (int)qbytes; k += 64) _mm_prefetch((const char *)q + SLM__PREFETCH + k, _MM_HINT_T0);
         if (is_q8) {
-            for (t = 0; t < nt; t++) isum[t][0] = isum[t][1] = _mm256_setzero_si256();
+            SLM__UNROLL for (t = 0; t < nt; t++) isum[t][0] = isum[t][1] = _mm256_setzero_si256();
             for (k = 0; k < 8; k++)
-                for (h = 0; h < 2; h++) {
+                SLM__UNROLL for (h = 0; h < 2; h++) {
                     __m256i wv = _mm256_loadu_si256((const __m256i *)(q + k * line + 32 * h)), aw = _mm256_abs_epi8(wv);
-                    for (t = 0; t < nt; t++) {
+                    SLM__UNROLL for (t = 0; t < nt; t++) {
                         /* |w| times x with w's sign: u8 x s8 pairs that fit in int16 */
                         __m256i p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(slm__bcast4_256(x[t * xs + b].q + 4 * k), wv));
                         isum[t][h] = _mm256_add_epi32(isum[t][h], _mm256_madd_epi16(p, ones));
@@ -2575,39 +2580,39 @@ SLM__INLINE void slm__gemm_r16_nt(int type, const uint8_t *group, int nb, const 
             /* nibble x s8 pairs stay below 2 * 15 * 127, and eight of them below 2^15:
                the block's products add up in int16 */
             __m256i p16[2][2];
-            for (t = 0; t < nt; t++) p16[t][0] = p16[t][1] = _mm256_setzero_si256();
+            SLM__UNROLL for (t = 0; t < nt; t++) p16[t][0] = p16[t][1] = _mm256_setzero_si256();
             for (k = 0; k < 4; k++)
-                for (h = 0; h < 2; h++) {
+                SLM__UNROLL for (h = 0; h < 2; h++) {
                     __m256i wv = _mm256_loadu_si256((const __m256i *)(q + k * line + 32 * h));
                     __m256i lo = _mm256_and_si256(wv, low4), hi = _mm256_and_si256(_mm256_srli_epi16(wv, 4), low4);
-                    for (t = 0; t < nt; t++) {
+                    SLM__UNROLL for (t = 0; t < nt; t++) {
                         const int8_t *xq = x[t * xs + b].q;
                         p16[t][h] = _mm256_add_epi16(p16[t][h], _mm256_add_epi16(_mm256_maddubs_epi16(lo, slm__bcast4_256(xq + 4 * k)),
                                                                                  _mm256_maddubs_epi16(hi, slm__bcast4_256(xq + SLM__QK / 2 + 4 * k))));
                     }
                 }
-            for (t = 0; t < nt; t++)
-                for (h = 0; h < 2; h++)   /* the nibbles' offset of 8, once per block */
+            SLM__UNROLL for (t = 0; t < nt; t++)
+                SLM__UNROLL for (h = 0; h < 2; h++)   /* the nibbles' offset of 8, once per block */
                     isum[t][h] = _mm256_sub_epi32(_mm256_madd_epi16(p16[t][h], ones), _mm256_set1_epi32(8 * xsum[t * xs + b]));
         }
-        for (t = 0; t < nt; t++) {
+        SLM__UNROLL for (t = 0; t < nt; t++) {
             __m256 dx = _mm256_set1_ps(slm_fp16_to_fp32(x[t * xs + b].d));
-            for (h = 0; h < 2; h++) acc[t][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t][h]), _mm256_mul_ps(dw[h], dx), acc[t][h]);
+            SLM__UNROLL for (h = 0; h < 2; h++) acc[t][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t][h]), _mm256_mul_ps(dw[h], dx), acc[t][h]);
         }
     }
-    for (t = 0; t < nt; t++) {
+    SLM__UNROLL for (t = 0; t < nt; t++) {
         _mm256_storeu_ps(y + t * ys, acc[t][0]);
         _mm256_storeu_ps(y + t * ys + 8, acc[t][1]);
     }
 }
 
 #elif defined(SLM__NEON)
-static void slm__axpy_f32(float *out, float a, const float *v, int n) {
+SLM__MAYBE_UNUSED static void slm__axpy_f32(float *out, float a, const float *v, int n) {
     int i = 0;
     for (; i + 4 <= n; i += 4) vst1q_f32(out + i, vfmaq_n_f32(vld1q_f32(out + i), vld1q_f32(v + i), a));
     for (; i < n; i++) out[i] += a * v[i];
 }
-static void slm__axpy_f16(float *out, float a, const uint16_t *v, int n) {
+SLM__MAYBE_UNUSED static void slm__axpy_f16(float *out, float a, const uint16_t *v, int n) {
     int i = 0;
     for (; i + 4 <= n; i += 4)
         vst1q_f32(out + i, vfmaq_n_f32(vld1q_f32(out + i), vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(v + i))), a));
@@ -2634,7 +2639,7 @@ SLM__INLINE void slm__gemm_r16_nt(int type, const uint8_t *group, int nb, const 
     const uint8_t *q = group + (size_t)nb * SLM__R16 * 2;
     float32x4_t acc[2][4];
     int b, t, h;
-    for (t = 0; t < nt; t++) for (h = 0; h < 4; h++) acc[t][h] = vdupq_n_f32(0.0f);
+    SLM__UNROLL for (t = 0; t < nt; t++) SLM__UNROLL for (h = 0; h < 4; h++) acc[t][h] = vdupq_n_f32(0.0f);
     for (b = 0; b < nb; b++, q += qbytes) {
         const uint16_t *sc = (const uint16_t *)slm__r16_scales(group, b);
         int32x4_t isum[2][4];
@@ -2642,16 +2647,16 @@ SLM__INLINE void slm__gemm_r16_nt(int type, const uint8_t *group, int nb, const 
         __builtin_prefetch(q + SLM__PREFETCH);
         __builtin_prefetch(q + SLM__PREFETCH + 128);
         if (is_q8) { __builtin_prefetch(q + SLM__PREFETCH + 256); __builtin_prefetch(q + SLM__PREFETCH + 384); }
-        for (t = 0; t < nt; t++) {
+        SLM__UNROLL for (t = 0; t < nt; t++) {
             xlo[t] = vld1q_s8(x[t * xs + b].q);
             xhi[t] = vld1q_s8(x[t * xs + b].q + 16);
-            for (h = 0; h < 4; h++) isum[t][h] = vdupq_n_s32(0);
+            SLM__UNROLL for (h = 0; h < 4; h++) isum[t][h] = vdupq_n_s32(0);
         }
         if (is_q8) {
 #define SLM__R16_Q8_LINE(k, xv, lane)                                                            \
-            for (h = 0; h < 4; h++) {                                                            \
+            SLM__UNROLL for (h = 0; h < 4; h++) {                                                            \
                 int8x16_t wv = vld1q_s8((const int8_t *)q + (k) * line + 16 * h);               \
-                for (t = 0; t < nt; t++) isum[t][h] = SLM__DOT_LANE(isum[t][h], wv, xv[t], lane); \
+                SLM__UNROLL for (t = 0; t < nt; t++) isum[t][h] = SLM__DOT_LANE(isum[t][h], wv, xv[t], lane); \
             }
             SLM__R16_Q8_LINE(0, xlo, 0) SLM__R16_Q8_LINE(1, xlo, 1) SLM__R16_Q8_LINE(2, xlo, 2) SLM__R16_Q8_LINE(3, xlo, 3)
             SLM__R16_Q8_LINE(4, xhi, 0) SLM__R16_Q8_LINE(5, xhi, 1) SLM__R16_Q8_LINE(6, xhi, 2) SLM__R16_Q8_LINE(7, xhi, 3)
@@ -2659,27 +2664,27 @@ SLM__INLINE void slm__gemm_r16_nt(int type, const uint8_t *group, int nb, const 
         } else {
             /* nibbles 0..15 as they are; the offset of 8 comes off once per block */
 #define SLM__R16_Q4_LINE(k)                                                                      \
-            for (h = 0; h < 4; h++) {                                                            \
+            SLM__UNROLL for (h = 0; h < 4; h++) {                                                            \
                 uint8x16_t wv = vld1q_u8(q + (k) * line + 16 * h);                               \
                 int8x16_t lo = vreinterpretq_s8_u8(vandq_u8(wv, vdupq_n_u8(0x0f)));               \
                 int8x16_t hi = vreinterpretq_s8_u8(vshrq_n_u8(wv, 4));                            \
-                for (t = 0; t < nt; t++)                                                         \
+                SLM__UNROLL for (t = 0; t < nt; t++)                                                         \
                     isum[t][h] = SLM__DOT_LANE(SLM__DOT_LANE(isum[t][h], lo, xlo[t], k), hi, xhi[t], k); \
             }
             SLM__R16_Q4_LINE(0) SLM__R16_Q4_LINE(1) SLM__R16_Q4_LINE(2) SLM__R16_Q4_LINE(3)
 #undef SLM__R16_Q4_LINE
-            for (t = 0; t < nt; t++)
-                for (h = 0; h < 4; h++) isum[t][h] = vsubq_s32(isum[t][h], vdupq_n_s32(8 * xsum[t * xs + b]));
+            SLM__UNROLL for (t = 0; t < nt; t++)
+                SLM__UNROLL for (h = 0; h < 4; h++) isum[t][h] = vsubq_s32(isum[t][h], vdupq_n_s32(8 * xsum[t * xs + b]));
         }
-        for (t = 0; t < nt; t++) {
+        SLM__UNROLL for (t = 0; t < nt; t++) {
             float dx = slm_fp16_to_fp32(x[t * xs + b].d);
-            for (h = 0; h < 4; h++) {
+            SLM__UNROLL for (h = 0; h < 4; h++) {
                 float32x4_t dw = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(sc + 4 * h)));
                 acc[t][h] = vfmaq_f32(acc[t][h], vcvtq_f32_s32(isum[t][h]), vmulq_n_f32(dw, dx));
             }
         }
     }
-    for (t = 0; t < nt; t++) for (h = 0; h < 4; h++) vst1q_f32(y + t * ys + 4 * h, acc[t][h]);
+    SLM__UNROLL for (t = 0; t < nt; t++) SLM__UNROLL for (h = 0; h < 4; h++) vst1q_f32(y + t * ys + 4 * h, acc[t][h]);
 }
 
 #endif
@@ -2695,6 +2700,81 @@ static void slm__gemm_r16(int type, const uint8_t *group, int nb, const slm__blo
 #define slm__gemm_r16 slm__gemm_r16_ref
 #define slm__axpy_f32 slm__axpy_f32_ref
 #define slm__axpy_f16 slm__axpy_f16_ref
+#endif
+
+/* Attention for the query heads that share one KV head: each key and value
+   row is read and converted once for up to SLM__GROUP heads, q (and out) at
+   q + i * stride. Each head's arithmetic is that of slm__dot_* and
+   slm__axpy_* above, bit for bit, so grouping changes no result. */
+#define SLM__GROUP 8
+#if defined(SLM__AVX2)
+static void slm__dot_f16_group(const uint16_t *k, const float *q, size_t stride, int nq, int n, float *out) {
+    __m256 acc[SLM__GROUP];
+    int i, j = 0;
+    for (i = 0; i < nq; i++) acc[i] = _mm256_setzero_ps();
+    for (; j + 8 <= n; j += 8) {
+        __m256 kv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(k + j)));
+        for (i = 0; i < nq; i++) acc[i] = _mm256_fmadd_ps(kv, _mm256_loadu_ps(q + i * stride + j), acc[i]);
+    }
+    for (i = 0; i < nq; i++) {
+        int jj;
+        out[i] = slm__hsum256(acc[i]);
+        for (jj = j; jj < n; jj++) out[i] += slm_fp16_to_fp32(k[jj]) * q[i * stride + jj];
+    }
+}
+static void slm__dot_f32_group(const float *k, const float *q, size_t stride, int nq, int n, float *out) {
+    __m256 acc[SLM__GROUP];
+    int i, j = 0;
+    for (i = 0; i < nq; i++) acc[i] = _mm256_setzero_ps();
+    for (; j + 8 <= n; j += 8) {
+        __m256 kv = _mm256_loadu_ps(k + j);
+        for (i = 0; i < nq; i++) acc[i] = _mm256_fmadd_ps(kv, _mm256_loadu_ps(q + i * stride + j), acc[i]);
+    }
+    for (i = 0; i < nq; i++) {
+        int jj;
+        out[i] = slm__hsum256(acc[i]);
+        for (jj = j; jj < n; jj++) out[i] += k[jj] * q[i * stride + jj];
+    }
+}
+static void slm__axpy_f16_group(float *out, size_t stride, const float *a, const uint16_t *v, int nq, int n) {
+    int i, j = 0;
+    for (; j + 8 <= n; j += 8) {
+        __m256 vv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(v + j)));
+        for (i = 0; i < nq; i++) {
+            float *o = out + i * stride + j;
+            _mm256_storeu_ps(o, _mm256_fmadd_ps(_mm256_set1_ps(a[i]), vv, _mm256_loadu_ps(o)));
+        }
+    }
+    for (; j < n; j++) for (i = 0; i < nq; i++) out[i * stride + j] += a[i] * slm_fp16_to_fp32(v[j]);
+}
+static void slm__axpy_f32_group(float *out, size_t stride, const float *a, const float *v, int nq, int n) {
+    int i, j = 0;
+    for (; j + 8 <= n; j += 8) {
+        __m256 vv = _mm256_loadu_ps(v + j);
+        for (i = 0; i < nq; i++) {
+            float *o = out + i * stride + j;
+            _mm256_storeu_ps(o, _mm256_fmadd_ps(_mm256_set1_ps(a[i]), vv, _mm256_loadu_ps(o)));
+        }
+    }
+    for (; j < n; j++) for (i = 0; i < nq; i++) out[i * stride + j] += a[i] * v[j];
+}
+#else   /* one head at a time */
+static void slm__dot_f16_group(const uint16_t *k, const float *q, size_t stride, int nq, int n, float *out) {
+    int i;
+    for (i = 0; i < nq; i++) out[i] = slm__dot_f16(k, q + i * stride, n);
+}
+static void slm__dot_f32_group(const float *k, const float *q, size_t stride, int nq, int n, float *out) {
+    int i;
+    for (i = 0; i < nq; i++) out[i] = slm__dot_f32(k, q + i * stride, n);
+}
+static void slm__axpy_f16_group(float *out, size_t stride, const float *a, const uint16_t *v, int nq, int n) {
+    int i;
+    for (i = 0; i < nq; i++) slm__axpy_f16(out + i * stride, a[i], v, n);
+}
+static void slm__axpy_f32_group(float *out, size_t stride, const float *a, const float *v, int nq, int n) {
+    int i;
+    for (i = 0; i < nq; i++) slm__axpy_f32(out + i * stride, a[i], v, n);
+}
 #endif
 
 static float slm__dot_q8_0(const slm__block_q8_0 *w, const slm__block_q8_0 *x, int n_blocks) {
@@ -2804,7 +2884,8 @@ struct slm_session {
     int kv_dim, q_dim, xq_blocks;
     slm_token *tokens;             /* what the KV cache holds, n_ctx */
     float *x, *xn, *q, *k, *v, *ao, *hb, *hb2;   /* [n_batch][width] */
-    float *att;                    /* [n_threads][n_ctx] attention scores */
+    float *att;                    /* [n_threads][att_rows][n_ctx] attention scores */
+    int att_chunks, att_rows;      /* chunks of <= SLM__GROUP query heads per KV head, heads per chunk */
     float *rope_cs;                /* [n_batch][head_dim/2][2] cos, sin */
     float *logits;
     slm__block_q8_0 *xq;           /* [n_batch][xq_blocks] activations quantized for q8_0/q4_0 weights */
@@ -2981,23 +3062,25 @@ static void slm__matmul_stacked(const slm_session *s, const slm__tensor *const *
     }
 }
 
-static void slm__attend(slm_session *s, int layer, int t, int h, float *att) {
+/* Token t's attention for query heads h0..h0+nh-1 (nh <= SLM__GROUP), which
+   share one KV head; att holds nh rows of n_ctx scores. */
+static void slm__attend(slm_session *s, int layer, int t, int h0, int nh, float *att) {
     const slm_model_info *in = &s->model->info;
-    int hd = in->head_dim, pos = s->n_past + t, p, i;
-    const float *q = s->q + (size_t)t * s->q_dim + (size_t)h * hd;
-    float *out = s->ao + (size_t)t * s->q_dim + (size_t)h * hd, scale = sqrtf((float)hd);
-    size_t kv_off = (size_t)(h / (in->n_heads / in->n_kv_heads)) * hd;
+    int hd = in->head_dim, pos = s->n_past + t, p, h;
+    const float *q = s->q + (size_t)t * s->q_dim + (size_t)h0 * hd;
+    float *out = s->ao + (size_t)t * s->q_dim + (size_t)h0 * hd, scale = sqrtf((float)hd), sc[SLM__GROUP];
+    size_t kv_off = (size_t)(h0 / (in->n_heads / in->n_kv_heads)) * hd;
     for (p = 0; p <= pos; p++) {
-        float score = s->kv_type == SLM_TYPE_F32
-            ? slm__dot_f32((const float *)slm__kv_at(s, s->key_cache, layer, p) + kv_off, q, hd)
-            : slm__dot_f16((const uint16_t *)slm__kv_at(s, s->key_cache, layer, p) + kv_off, q, hd);
-        att[p] = score / scale;
+        if (s->kv_type == SLM_TYPE_F32) slm__dot_f32_group((const float *)slm__kv_at(s, s->key_cache, layer, p) + kv_off, q, (size_t)hd, nh, hd, sc);
+        else slm__dot_f16_group((const uint16_t *)slm__kv_at(s, s->key_cache, layer, p) + kv_off, q, (size_t)hd, nh, hd, sc);
+        for (h = 0; h < nh; h++) att[(size_t)h * s->n_ctx + p] = sc[h] / scale;
     }
-    slm__softmax(att, pos + 1);
-    for (i = 0; i < hd; i++) out[i] = 0.0f;
+    for (h = 0; h < nh; h++) slm__softmax(att + (size_t)h * s->n_ctx, pos + 1);
+    for (h = 0; h < nh * hd; h++) out[h] = 0.0f;
     for (p = 0; p <= pos; p++) {
-        if (s->kv_type == SLM_TYPE_F32) slm__axpy_f32(out, att[p], (const float *)slm__kv_at(s, s->value_cache, layer, p) + kv_off, hd);
-        else slm__axpy_f16(out, att[p], (const uint16_t *)slm__kv_at(s, s->value_cache, layer, p) + kv_off, hd);
+        for (h = 0; h < nh; h++) sc[h] = att[(size_t)h * s->n_ctx + p];
+        if (s->kv_type == SLM_TYPE_F32) slm__axpy_f32_group(out, (size_t)hd, sc, (const float *)slm__kv_at(s, s->value_cache, layer, p) + kv_off, nh, hd);
+        else slm__axpy_f16_group(out, (size_t)hd, sc, (const uint16_t *)slm__kv_at(s, s->value_cache, layer, p) + kv_off, nh, hd);
     }
 }
 
@@ -3016,7 +3099,7 @@ static void slm__forward_worker(slm_session *s, const slm_token *tokens, int n, 
     const slm_model_info *in = &m->info;
     int dim = in->dim, hd = in->head_dim, ffn = in->ffn_dim, qd = s->q_dim, kvd = s->kv_dim;
     int n_heads = in->n_heads, n_kv = in->n_kv_heads, l, t, i;
-    float eps = in->norm_eps, *att = s->att + (size_t)slot * s->n_ctx;   /* this thread's score row */
+    float eps = in->norm_eps, *att = s->att + (size_t)slot * s->att_rows * s->n_ctx;   /* this thread's score rows */
     long it;
     slm__worker w;
     w.s = s; w.nth = nth; w.step = 0; w.local = 0; w.claimed = 0;
@@ -3083,8 +3166,12 @@ static void slm__forward_worker(slm_session *s, const slm_token *tokens, int n, 
             }
         }
         slm__step_done(&w, n_items);
-        n_items = (long)n * n_heads;
-        SLM__FOR_ITEMS(&w, it, n_items) slm__attend(s, l, (int)(it / n_heads), (int)(it % n_heads), att);
+        /* items: a token's query heads that share a KV head, SLM__GROUP at most */
+        n_items = (long)n * n_kv * s->att_chunks;
+        SLM__FOR_ITEMS(&w, it, n_items) {
+            int per_kv = n_heads / n_kv, c = (int)(it % s->att_chunks), h0 = (int)(it / s->att_chunks % n_kv) * per_kv + c * SLM__GROUP;
+            slm__attend(s, l, (int)(it / ((long)n_kv * s->att_chunks)), h0, SLM__MIN(SLM__GROUP, per_kv - c * SLM__GROUP), att);
+        }
         slm__step_done(&w, n_items);
         if (slm__type_is_quantized(L->wo->type)) {
             SLM__FOR_ITEMS(&w, it, n) slm__quantize_act(s, s->ao + (size_t)it * qd, (int)it, qd);
@@ -3287,7 +3374,9 @@ SLM_API slm_result slm_session_new(slm_session **out, const slm_model *m, const 
     s->ao = (float *)slm__calloc(&a, nb * (size_t)s->q_dim, sizeof(float));
     s->hb = (float *)slm__calloc(&a, nb * (size_t)in->ffn_dim, sizeof(float));
     s->hb2 = (float *)slm__calloc(&a, nb * (size_t)in->ffn_dim, sizeof(float));
-    s->att = (float *)slm__calloc(&a, (size_t)d.n_threads * (size_t)d.n_ctx, sizeof(float));
+    s->att_chunks = (in->n_heads / in->n_kv_heads + SLM__GROUP - 1) / SLM__GROUP;
+    s->att_rows = SLM__MIN(SLM__GROUP, in->n_heads / in->n_kv_heads);
+    s->att = (float *)slm__calloc(&a, (size_t)d.n_threads * (size_t)s->att_rows * (size_t)d.n_ctx, sizeof(float));
     s->rope_cs = (float *)slm__calloc(&a, nb * (size_t)in->head_dim, sizeof(float));
     s->logits = (float *)slm__calloc(&a, (size_t)in->n_vocab, sizeof(float));
     s->xq = (slm__block_q8_0 *)slm__calloc(&a, nb * (size_t)s->xq_blocks, sizeof(slm__block_q8_0));

@@ -2166,6 +2166,30 @@ static void test_kernels_vs_reference(void) {
                 CHECKF(bad32 == 0 && bad16 == 0, "axpy n=%d: %d f32 and %d f16 elements differ", n, bad32, bad16);
                 free(o_ref); free(o_simd);
             }
+            if (n <= 172) {   /* grouped attention kernels: each head bit for bit as the one-head kernels */
+                enum { G = SLM__GROUP };
+                float q[G * 172], o1[G * 172], o2[G * 172], s1[G], s2[G], a[G];
+                uint16_t k16[172];
+                int nq, j, bad = 0;
+                for (i = 0; i < G * n; i++) { q[i] = rand_float(); o1[i] = o2[i] = rand_float(); }
+                for (i = 0; i < n; i++) k16[i] = slm_fp32_to_fp16(w[i]);
+                for (i = 0; i < G; i++) a[i] = rand_float();
+                for (nq = 1; nq <= G; nq++) {
+                    slm__dot_f16_group(k16, q, (size_t)n, nq, n, s1);
+                    slm__dot_f32_group(w, q, (size_t)n, nq, n, s2);
+                    for (i = 0; i < nq; i++) {
+                        float one16 = slm__dot_f16(k16, q + i * n, n), one32 = slm__dot_f32(w, q + i * n, n);
+                        bad += memcmp(&s1[i], &one16, sizeof(float)) != 0;
+                        bad += memcmp(&s2[i], &one32, sizeof(float)) != 0;
+                    }
+                    slm__axpy_f16_group(o1, (size_t)n, a, k16, nq, n);
+                    for (i = 0; i < nq; i++) slm__axpy_f16(o2 + i * n, a[i], k16, n);
+                    slm__axpy_f32_group(o1, (size_t)n, a, w, nq, n);
+                    for (i = 0; i < nq; i++) slm__axpy_f32(o2 + i * n, a[i], w, n);
+                    for (j = 0; j < G * n; j++) bad += memcmp(&o1[j], &o2[j], sizeof(float)) != 0;
+                }
+                CHECKF(bad == 0, "grouped attention kernels n=%d: %d results differ from the one-head kernels", n, bad);
+            }
             n_checked += 5;
         }
         for (bi = 0; bi < sizeof blocks / sizeof blocks[0]; bi++) {

@@ -2522,7 +2522,7 @@ SLM__MAYBE_UNUSED static void slm__axpy_f32(float *out, float a, const float *v,
     __m256 va = _mm256_set1_ps(a);
     int i = 0;
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(v + i), _mm256_loadu_ps(out + i)));
-    for (; i < n; i++) out[i] += a * v[i];
+    for (; i < n; i++) out[i] = fmaf(a, v[i], out[i]);   /* fused, as the vector part and slm__attn_values_* */
 }
 #if defined(__F16C__)
 SLM__MAYBE_UNUSED static void slm__axpy_f16(float *out, float a, const uint16_t *v, int n) {
@@ -2530,7 +2530,7 @@ SLM__MAYBE_UNUSED static void slm__axpy_f16(float *out, float a, const uint16_t 
     int i = 0;
     for (; i + 8 <= n; i += 8)
         _mm256_storeu_ps(out + i, _mm256_fmadd_ps(va, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(v + i))), _mm256_loadu_ps(out + i)));
-    for (; i < n; i++) out[i] += a * slm_fp16_to_fp32(v[i]);
+    for (; i < n; i++) out[i] = fmaf(a, slm_fp16_to_fp32(v[i]), out[i]);
 }
 #else
 #define slm__axpy_f16 slm__axpy_f16_ref
@@ -2702,62 +2702,85 @@ static void slm__gemm_r16(int type, const uint8_t *group, int nb, const slm__blo
 #define slm__axpy_f16 slm__axpy_f16_ref
 #endif
 
-/* Attention for the query heads that share one KV head: each key and value
-   row is read and converted once for up to SLM__GROUP heads, q (and out) at
-   q + i * stride. Each head's arithmetic is that of slm__dot_* and
-   slm__axpy_* above, bit for bit, so grouping changes no result. */
+/* Attention for the query heads that share one KV head: each key row is
+   read and converted once for up to SLM__GROUP heads (q at q + i * stride),
+   and each head's output sums the value rows with its accumulators held in
+   registers. Every head's arithmetic is that of slm__dot_* and of one
+   slm__axpy_* per position, bit for bit, so neither changes a result. */
 #define SLM__GROUP 8
 #if defined(SLM__AVX2)
-static void slm__dot_f16_group(const uint16_t *k, const float *q, size_t stride, int nq, int n, float *out) {
+/* nq is a constant at each call below, so the accumulators stay in registers */
+SLM__INLINE void slm__dot_group_nq(const uint16_t *k16, const float *k32, const float *q, size_t stride, const int nq, int n, float *out) {
     __m256 acc[SLM__GROUP];
     int i, j = 0;
-    for (i = 0; i < nq; i++) acc[i] = _mm256_setzero_ps();
+    SLM__UNROLL for (i = 0; i < nq; i++) acc[i] = _mm256_setzero_ps();
     for (; j + 8 <= n; j += 8) {
-        __m256 kv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(k + j)));
-        for (i = 0; i < nq; i++) acc[i] = _mm256_fmadd_ps(kv, _mm256_loadu_ps(q + i * stride + j), acc[i]);
+        __m256 kv = k16 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(k16 + j))) : _mm256_loadu_ps(k32 + j);
+        SLM__UNROLL for (i = 0; i < nq; i++) acc[i] = _mm256_fmadd_ps(kv, _mm256_loadu_ps(q + i * stride + j), acc[i]);
     }
-    for (i = 0; i < nq; i++) {
+    for (i = 0; i < nq; i++) {   /* the tails written as in slm__dot_f16 / slm__dot_f32, for the same rounding */
+        const float *x = q + i * stride;
+        float sum = slm__hsum256(acc[i]);
         int jj;
-        out[i] = slm__hsum256(acc[i]);
-        for (jj = j; jj < n; jj++) out[i] += slm_fp16_to_fp32(k[jj]) * q[i * stride + jj];
+        if (k16) for (jj = j; jj < n; jj++) sum += slm_fp16_to_fp32(k16[jj]) * x[jj];
+        else for (jj = j; jj < n; jj++) sum += k32[jj] * x[jj];
+        out[i] = sum;
     }
+}
+static void slm__dot_group(const uint16_t *k16, const float *k32, const float *q, size_t stride, int nq, int n, float *out) {
+    switch (nq) {
+    case 1: slm__dot_group_nq(k16, k32, q, stride, 1, n, out); break;
+    case 2: slm__dot_group_nq(k16, k32, q, stride, 2, n, out); break;
+    case 3: slm__dot_group_nq(k16, k32, q, stride, 3, n, out); break;
+    case 4: slm__dot_group_nq(k16, k32, q, stride, 4, n, out); break;
+    case 5: slm__dot_group_nq(k16, k32, q, stride, 5, n, out); break;
+    case 6: slm__dot_group_nq(k16, k32, q, stride, 6, n, out); break;
+    case 7: slm__dot_group_nq(k16, k32, q, stride, 7, n, out); break;
+    default: slm__dot_group_nq(k16, k32, q, stride, 8, n, out); break;
+    }
+}
+static void slm__dot_f16_group(const uint16_t *k, const float *q, size_t stride, int nq, int n, float *out) {
+    slm__dot_group(k, NULL, q, stride, nq, n, out);
 }
 static void slm__dot_f32_group(const float *k, const float *q, size_t stride, int nq, int n, float *out) {
-    __m256 acc[SLM__GROUP];
-    int i, j = 0;
-    for (i = 0; i < nq; i++) acc[i] = _mm256_setzero_ps();
-    for (; j + 8 <= n; j += 8) {
-        __m256 kv = _mm256_loadu_ps(k + j);
-        for (i = 0; i < nq; i++) acc[i] = _mm256_fmadd_ps(kv, _mm256_loadu_ps(q + i * stride + j), acc[i]);
-    }
-    for (i = 0; i < nq; i++) {
-        int jj;
-        out[i] = slm__hsum256(acc[i]);
-        for (jj = j; jj < n; jj++) out[i] += k[jj] * q[i * stride + jj];
-    }
+    slm__dot_group(NULL, k, q, stride, nq, n, out);
 }
-static void slm__axpy_f16_group(float *out, size_t stride, const float *a, const uint16_t *v, int nq, int n) {
-    int i, j = 0;
-    for (; j + 8 <= n; j += 8) {
-        __m256 vv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(v + j)));
-        for (i = 0; i < nq; i++) {
-            float *o = out + i * stride + j;
-            _mm256_storeu_ps(o, _mm256_fmadd_ps(_mm256_set1_ps(a[i]), vv, _mm256_loadu_ps(o)));
-        }
-    }
-    for (; j < n; j++) for (i = 0; i < nq; i++) out[i * stride + j] += a[i] * slm_fp16_to_fp32(v[j]);
+/* 64 columns of one head's output in eight registers over all positions:
+   the same fused multiply-adds, in the same order, as slm__axpy_* per position */
+#define SLM__ATTN_VALUES(NAME, T, LOAD8, SCALAR)                                                        \
+static void NAME(float *out, size_t out_stride, const float *att, size_t att_stride, const T *v, size_t v_stride, \
+                 int n_pos, int nq, int n) {                                                             \
+    int h, j, p, i;                                                                                      \
+    for (h = 0; h < nq; h++) {                                                                           \
+        const float *a = att + h * att_stride;                                                           \
+        float *o = out + h * out_stride;                                                                 \
+        for (j = 0; j + 64 <= n; j += 64) {                                                              \
+            __m256 acc[8];                                                                               \
+            SLM__UNROLL for (i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();                            \
+            for (p = 0; p < n_pos; p++) {                                                                \
+                const T *vp = v + p * v_stride + j;                                                      \
+                __m256 ap = _mm256_set1_ps(a[p]);                                                        \
+                SLM__UNROLL for (i = 0; i < 8; i++) acc[i] = _mm256_fmadd_ps(ap, LOAD8(vp + 8 * i), acc[i]); \
+            }                                                                                            \
+            SLM__UNROLL for (i = 0; i < 8; i++) _mm256_storeu_ps(o + j + 8 * i, acc[i]);                 \
+        }                                                                                                \
+        for (; j + 8 <= n; j += 8) {                                                                     \
+            __m256 acc = _mm256_setzero_ps();                                                            \
+            for (p = 0; p < n_pos; p++) acc = _mm256_fmadd_ps(_mm256_set1_ps(a[p]), LOAD8(v + p * v_stride + j), acc); \
+            _mm256_storeu_ps(o + j, acc);                                                                \
+        }                                                                                                \
+        for (; j < n; j++) {                                                                             \
+            float sum = 0.0f;                                                                            \
+            for (p = 0; p < n_pos; p++) sum = fmaf(a[p], SCALAR(v[p * v_stride + j]), sum);              \
+            o[j] = sum;                                                                                  \
+        }                                                                                                \
+    }                                                                                                    \
 }
-static void slm__axpy_f32_group(float *out, size_t stride, const float *a, const float *v, int nq, int n) {
-    int i, j = 0;
-    for (; j + 8 <= n; j += 8) {
-        __m256 vv = _mm256_loadu_ps(v + j);
-        for (i = 0; i < nq; i++) {
-            float *o = out + i * stride + j;
-            _mm256_storeu_ps(o, _mm256_fmadd_ps(_mm256_set1_ps(a[i]), vv, _mm256_loadu_ps(o)));
-        }
-    }
-    for (; j < n; j++) for (i = 0; i < nq; i++) out[i * stride + j] += a[i] * v[j];
-}
+#define SLM__LOAD8_F16(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p)))
+#define SLM__LOAD8_F32(p) _mm256_loadu_ps(p)
+#define SLM__AS_FLOAT(x) (x)
+SLM__ATTN_VALUES(slm__attn_values_f16, uint16_t, SLM__LOAD8_F16, slm_fp16_to_fp32)
+SLM__ATTN_VALUES(slm__attn_values_f32, float, SLM__LOAD8_F32, SLM__AS_FLOAT)
 #else   /* one head at a time */
 static void slm__dot_f16_group(const uint16_t *k, const float *q, size_t stride, int nq, int n, float *out) {
     int i;
@@ -2767,13 +2790,22 @@ static void slm__dot_f32_group(const float *k, const float *q, size_t stride, in
     int i;
     for (i = 0; i < nq; i++) out[i] = slm__dot_f32(k, q + i * stride, n);
 }
-static void slm__axpy_f16_group(float *out, size_t stride, const float *a, const uint16_t *v, int nq, int n) {
-    int i;
-    for (i = 0; i < nq; i++) slm__axpy_f16(out + i * stride, a[i], v, n);
+/* out[h] = sum over positions p of att[h][p] * v[p], one axpy per position */
+static void slm__attn_values_f16(float *out, size_t out_stride, const float *att, size_t att_stride, const uint16_t *v,
+                                 size_t v_stride, int n_pos, int nq, int n) {
+    int h, p;
+    for (h = 0; h < nq; h++) {
+        memset(out + h * out_stride, 0, (size_t)n * sizeof(float));
+        for (p = 0; p < n_pos; p++) slm__axpy_f16(out + h * out_stride, att[h * att_stride + p], v + p * v_stride, n);
+    }
 }
-static void slm__axpy_f32_group(float *out, size_t stride, const float *a, const float *v, int nq, int n) {
-    int i;
-    for (i = 0; i < nq; i++) slm__axpy_f32(out + i * stride, a[i], v, n);
+static void slm__attn_values_f32(float *out, size_t out_stride, const float *att, size_t att_stride, const float *v,
+                                 size_t v_stride, int n_pos, int nq, int n) {
+    int h, p;
+    for (h = 0; h < nq; h++) {
+        memset(out + h * out_stride, 0, (size_t)n * sizeof(float));
+        for (p = 0; p < n_pos; p++) slm__axpy_f32(out + h * out_stride, att[h * att_stride + p], v + p * v_stride, n);
+    }
 }
 #endif
 
@@ -3076,12 +3108,12 @@ static void slm__attend(slm_session *s, int layer, int t, int h0, int nh, float 
         for (h = 0; h < nh; h++) att[(size_t)h * s->n_ctx + p] = sc[h] / scale;
     }
     for (h = 0; h < nh; h++) slm__softmax(att + (size_t)h * s->n_ctx, pos + 1);
-    for (h = 0; h < nh * hd; h++) out[h] = 0.0f;
-    for (p = 0; p <= pos; p++) {
-        for (h = 0; h < nh; h++) sc[h] = att[(size_t)h * s->n_ctx + p];
-        if (s->kv_type == SLM_TYPE_F32) slm__axpy_f32_group(out, (size_t)hd, sc, (const float *)slm__kv_at(s, s->value_cache, layer, p) + kv_off, nh, hd);
-        else slm__axpy_f16_group(out, (size_t)hd, sc, (const uint16_t *)slm__kv_at(s, s->value_cache, layer, p) + kv_off, nh, hd);
-    }
+    if (s->kv_type == SLM_TYPE_F32)
+        slm__attn_values_f32(out, (size_t)hd, att, (size_t)s->n_ctx, (const float *)slm__kv_at(s, s->value_cache, layer, 0) + kv_off,
+                             (size_t)s->kv_dim, pos + 1, nh, hd);
+    else
+        slm__attn_values_f16(out, (size_t)hd, att, (size_t)s->n_ctx, (const uint16_t *)slm__kv_at(s, s->value_cache, layer, 0) + kv_off,
+                             (size_t)s->kv_dim, pos + 1, nh, hd);
 }
 
 /* Rows [16 i, 16 i + 16) of matrices w[0..count) stacked on top of each other. */

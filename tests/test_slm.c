@@ -2168,12 +2168,11 @@ static void test_kernels_vs_reference(void) {
             }
             if (n <= 172) {   /* grouped attention kernels: each head bit for bit as the one-head kernels */
                 enum { G = SLM__GROUP };
-                float q[G * 172], o1[G * 172], o2[G * 172], s1[G], s2[G], a[G];
+                float q[G * 172], o1[G * 172], o2[G * 172], s1[G], s2[G];
                 uint16_t k16[172];
                 int nq, j, bad = 0;
                 for (i = 0; i < G * n; i++) { q[i] = rand_float(); o1[i] = o2[i] = rand_float(); }
                 for (i = 0; i < n; i++) k16[i] = slm_fp32_to_fp16(w[i]);
-                for (i = 0; i < G; i++) a[i] = rand_float();
                 for (nq = 1; nq <= G; nq++) {
                     slm__dot_f16_group(k16, q, (size_t)n, nq, n, s1);
                     slm__dot_f32_group(w, q, (size_t)n, nq, n, s2);
@@ -2182,11 +2181,27 @@ static void test_kernels_vs_reference(void) {
                         bad += memcmp(&s1[i], &one16, sizeof(float)) != 0;
                         bad += memcmp(&s2[i], &one32, sizeof(float)) != 0;
                     }
-                    slm__axpy_f16_group(o1, (size_t)n, a, k16, nq, n);
-                    for (i = 0; i < nq; i++) slm__axpy_f16(o2 + i * n, a[i], k16, n);
-                    slm__axpy_f32_group(o1, (size_t)n, a, w, nq, n);
-                    for (i = 0; i < nq; i++) slm__axpy_f32(o2 + i * n, a[i], w, n);
-                    for (j = 0; j < G * n; j++) bad += memcmp(&o1[j], &o2[j], sizeof(float)) != 0;
+                    /* each head's weighted sum of 3 value rows (overlapping windows of k16 / w) equals
+                       one axpy per row, bit for bit */
+                    {
+                        static float att3[G * 3];
+                        const int n_pos = n >= 3 ? 3 : 1;
+                        size_t vs = (size_t)(n - n_pos + 1) / (size_t)n_pos;   /* rows overlap: any stride will do */
+                        int len = n - (int)(vs * (size_t)(n_pos - 1)), p;
+                        for (i = 0; i < G * 3; i++) att3[i] = rand_float();
+                        slm__attn_values_f32(o1, (size_t)n, att3, 3, w, vs, n_pos, nq, len);
+                        for (i = 0; i < nq; i++) {
+                            memset(o2 + i * n, 0, (size_t)len * sizeof(float));
+                            for (p = 0; p < n_pos; p++) slm__axpy_f32(o2 + i * n, att3[i * 3 + p], w + (size_t)p * vs, len);
+                            for (j = 0; j < len; j++) bad += memcmp(&o1[i * n + j], &o2[i * n + j], sizeof(float)) != 0;
+                        }
+                        slm__attn_values_f16(o1, (size_t)n, att3, 3, k16, vs, n_pos, nq, len);
+                        for (i = 0; i < nq; i++) {
+                            memset(o2 + i * n, 0, (size_t)len * sizeof(float));
+                            for (p = 0; p < n_pos; p++) slm__axpy_f16(o2 + i * n, att3[i * 3 + p], k16 + (size_t)p * vs, len);
+                            for (j = 0; j < len; j++) bad += memcmp(&o1[i * n + j], &o2[i * n + j], sizeof(float)) != 0;
+                        }
+                    }
                 }
                 CHECKF(bad == 0, "grouped attention kernels n=%d: %d results differ from the one-head kernels", n, bad);
             }

@@ -2166,6 +2166,18 @@ SLM__MAYBE_UNUSED static void slm__axpy_f16_ref(float *out, float a, const uint1
     for (i = 0; i < n; i++) out[i] += a * slm_fp16_to_fp32(v[i]);
 }
 
+/* Activations to q8_0 blocks for the integer kernels, with each block's sum
+   of quants (for the _R16 kernels' offsets). */
+SLM__MAYBE_UNUSED static void slm__quantize_act_blocks_ref(const float *x, slm__block_q8_0 *q, int32_t *sum, int n) {
+    int b, j;
+    slm__quantize_q8_0(x, q, n);
+    for (b = 0; b < n / SLM__QK; b++) {
+        int v = 0;
+        for (j = 0; j < SLM__QK; j++) v += q[b].q[j];
+        sum[b] = v;
+    }
+}
+
 /* The interleaved kernels: rows 0..15 of one _R16 group (nb blocks per row)
    against nt (1..4) tokens' activations, token t at x + t * x_stride with its
    per-block sums of quants at xsum + t * x_stride; y[t * y_stride + r]. Each
@@ -2536,6 +2548,46 @@ SLM__MAYBE_UNUSED static void slm__axpy_f16(float *out, float a, const uint16_t 
 #define slm__axpy_f16 slm__axpy_f16_ref
 #endif
 
+/* As the reference, except that a product exactly halfway between two
+   integers rounds to even (as GGML's own AVX2 quantizer) and NaN becomes
+   -127 instead of 0. */
+static void slm__quantize_act_blocks(const float *x, slm__block_q8_0 *q, int32_t *sum, int n) {
+    const __m256 sign = _mm256_set1_ps(-0.0f), lim = _mm256_set1_ps(127.0f), nlim = _mm256_set1_ps(-127.0f);
+    int b, i;
+    for (b = 0; b < n / SLM__QK; b++) {
+        __m256 v[4], m;
+        __m128 m4;
+        __m256i i32[4], p16a, p16b, p8;
+        float amax, d, id;
+        SLM__UNROLL for (i = 0; i < 4; i++) v[i] = _mm256_loadu_ps(x + b * SLM__QK + 8 * i);
+        m = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1])),
+                          _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])));
+        m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        amax = _mm_cvtss_f32(m4);
+        d = amax / 127.0f;
+        id = d != 0.0f ? 1.0f / d : 0.0f;
+        q[b].d = slm_fp32_to_fp16(d);
+        SLM__UNROLL for (i = 0; i < 4; i++) {
+            __m256 r = _mm256_round_ps(_mm256_mul_ps(v[i], _mm256_set1_ps(id)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            i32[i] = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(r, nlim), lim));
+        }
+        /* packs interleave 128-bit lanes: the permute puts the 32 bytes back in order */
+        p16a = _mm256_packs_epi32(i32[0], i32[1]);
+        p16b = _mm256_packs_epi32(i32[2], i32[3]);
+        p8 = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(p16a, p16b), _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256((__m256i *)q[b].q, p8);
+        {
+            __m256i s32 = _mm256_add_epi32(_mm256_add_epi32(i32[0], i32[1]), _mm256_add_epi32(i32[2], i32[3]));
+            __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s32), _mm256_extracti128_si256(s32, 1));
+            s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
+            s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
+            sum[b] = _mm_cvtsi128_si32(s4);
+        }
+    }
+}
+
 /* the 16 f16 scales of one block as two vectors of 8 rows */
 SLM__INLINE void slm__r16_scales_f32(const uint8_t *sc, __m256 *lo, __m256 *hi) {
 #if defined(__F16C__)
@@ -2607,6 +2659,7 @@ SLM__INLINE void slm__gemm_r16_nt(int type, const uint8_t *group, int nb, const 
 }
 
 #elif defined(SLM__NEON)
+#define slm__quantize_act_blocks slm__quantize_act_blocks_ref
 SLM__MAYBE_UNUSED static void slm__axpy_f32(float *out, float a, const float *v, int n) {
     int i = 0;
     for (; i + 4 <= n; i += 4) vst1q_f32(out + i, vfmaq_n_f32(vld1q_f32(out + i), vld1q_f32(v + i), a));
@@ -2698,6 +2751,7 @@ static void slm__gemm_r16(int type, const uint8_t *group, int nb, const slm__blo
 }
 #else
 #define slm__gemm_r16 slm__gemm_r16_ref
+#define slm__quantize_act_blocks slm__quantize_act_blocks_ref
 #define slm__axpy_f32 slm__axpy_f32_ref
 #define slm__axpy_f16 slm__axpy_f16_ref
 #endif
@@ -3070,15 +3124,7 @@ static void slm__step_done(slm__worker *w, long n) {
 /* Token t's activations x[0..n) as q8_0 blocks, with each block's sum of
    quants for the interleaved kernels. */
 static void slm__quantize_act(slm_session *s, const float *x, int t, int n) {
-    slm__block_q8_0 *q = s->xq + (size_t)t * s->xq_blocks;
-    int32_t *sum = s->xq_sum + (size_t)t * s->xq_blocks;
-    int b, j;
-    slm__quantize_q8_0(x, q, n);
-    for (b = 0; b < n / SLM__QK; b++) {
-        int v = 0;
-        for (j = 0; j < SLM__QK; j++) v += q[b].q[j];
-        sum[b] = v;
-    }
+    slm__quantize_act_blocks(x, s->xq + (size_t)t * s->xq_blocks, s->xq_sum + (size_t)t * s->xq_blocks, n);
 }
 
 /* Rows [a, b) of the stacked matrices w[0..count) (each w[i]->ne[1] rows) over the batch. */

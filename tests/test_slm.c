@@ -2297,6 +2297,24 @@ static void test_kernels_r16(void) {
     CHECK(slm_quantize_row(SLM_TYPE_Q8_0_R16, x, group, 32) == SLM_ERR_INVALID_ARG);
     CHECK(slm_dequantize_row(SLM_TYPE_Q4_0_R16, group, x, 32) == SLM_ERR_INVALID_ARG);
     CHECK(strcmp(slm_type_name(SLM_TYPE_Q4_0_R16), "q4_0_r16") == 0 && slm_type_row_size(SLM_TYPE_Q8_0_R16, 64) == 68);
+    {   /* activation quantizer: the same scales; quants equal but for ties, which SIMD rounds to even */
+        static float xa[MAXB * 32];
+        static slm__block_q8_0 qr[MAXB], qs[MAXB];
+        static int32_t sr[MAXB], ss[MAXB];
+        int n = MAXB * 32, b, j, off = 0, bad_d = 0, bad_sum = 0;
+        for (i = 0; i < n; i++) xa[i] = rand_float() * 4;
+        for (i = 0; i < 32; i++) xa[32 + i] = (float)(i - 16) * 0.5f;   /* exact halves */
+        for (i = 0; i < 32; i++) xa[64 + i] = 0.0f;                    /* an all-zero block */
+        slm__quantize_act_blocks_ref(xa, qr, sr, n);
+        slm__quantize_act_blocks(xa, qs, ss, n);
+        for (b = 0; b < MAXB; b++) {
+            int v = 0;
+            bad_d += qr[b].d != qs[b].d;
+            for (j = 0; j < 32; j++) { off += abs(qr[b].q[j] - qs[b].q[j]) > 1 || (qr[b].q[j] != qs[b].q[j] && b != 1); v += qs[b].q[j]; }
+            bad_sum += v != ss[b];
+        }
+        CHECKF(bad_d == 0 && off == 0 && bad_sum == 0, "activation quantizer: %d scales, %d quants, %d sums differ", bad_d, off, bad_sum);
+    }
     NOTE("%d interleaved kernel outputs compared", n_checked);
     free(w); free(x); free(back); free(plain_f); free(rows); free(group); free(xq); free(xsum);
 }

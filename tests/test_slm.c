@@ -3886,14 +3886,15 @@ static int run_one(const test_case *t) {
 }
 
 int main(int argc, char **argv) {
-    const char *filter = NULL;
-    int use_fork = 1, list = 0, i, passed = 0, failed = 0, skipped = 0;
+    const char *filter = NULL, *exclude[8];
+    int use_fork = 1, list = 0, i, passed = 0, failed = 0, skipped = 0, n_exclude = 0;
     int timeout = 60;
     for (i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "-k") && i + 1 < argc) filter = argv[++i];
+        else if (!strcmp(argv[i], "-x") && i + 1 < argc && n_exclude < 8) exclude[n_exclude++] = argv[++i];
         else if (!strcmp(argv[i], "--no-fork")) use_fork = 0;
         else if (!strcmp(argv[i], "--list")) list = 1;
-        else { fprintf(stderr, "usage: %s [-k SUBSTRING] [--no-fork] [--list]\n", argv[0]); return 2; }
+        else { fprintf(stderr, "usage: %s [-k SUBSTRING] [-x SUBSTRING]... [--no-fork] [--list]\n", argv[0]); return 2; }
     }
     if (getenv("SLM_MODELS") && *getenv("SLM_MODELS")) g_models_dir = getenv("SLM_MODELS");
     if (getenv("SLM_TEST_BUILD") && *getenv("SLM_TEST_BUILD")) g_build_dir = getenv("SLM_TEST_BUILD");
@@ -3903,7 +3904,9 @@ int main(int argc, char **argv) {
         const test_case *t = &TESTS[i];
         int res;
         double t0 = now_sec();
-        if (filter && !strstr(t->name, filter)) continue;
+        int j, excluded = 0;
+        for (j = 0; j < n_exclude; j++) excluded |= strstr(t->name, exclude[j]) != NULL;
+        if ((filter && !strstr(t->name, filter)) || excluded) continue;
         if (list) { printf("%s\n", t->name); continue; }
         printf("[ RUN  ] %s\n", t->name);
         fflush(stdout);

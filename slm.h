@@ -2093,13 +2093,15 @@ SLM_API int slm_token_type(const slm_model *m, slm_token t) {
 
 /* ---- kernels -------------------------------------------------------------
    The kernel boundary: one dot product per weight type between a weight row
-   and one token's activations. f32/f16/bf16 weights meet float activations;
-   q8_0/q4_0 weights meet activations quantized to q8_0, with integer dot
-   products per 32-block as GGML does. Each `_ref` function is the plain C
-   reference; the SIMD version of the same name sits right below it and is
-   tested against it. slm__matmul runs a slice of a matrix's rows over a batch
-   of tokens with these same dot products, so a token gives bit-identical
-   results whether it is evaluated alone or in a batch, on any thread count. */
+   and one token's activations, and for the interleaved _R16 types one group
+   of 16 rows against up to four tokens. f32/f16/bf16 weights meet float
+   activations; q8_0/q4_0 weights meet activations quantized to q8_0, with
+   integer dot products per 32-block as GGML does. Attention has its own
+   small kernels (scores, weighted value sums). Each `_ref` function is the
+   plain C reference; the SIMD versions follow per instruction set and are
+   tested against it. A row's result never depends on which other rows or
+   tokens share the call, so a token gives bit-identical results whether it is
+   evaluated alone or in a batch, on any thread count. */
 
 #if !defined(SLM_NO_SIMD) && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__FMA__)
 #define SLM__AVX512 1
@@ -2548,7 +2550,7 @@ SLM__MAYBE_UNUSED static void slm__axpy_f16(float *out, float a, const uint16_t 
 #define slm__axpy_f16 slm__axpy_f16_ref
 #endif
 
-/* As the reference, except that a product exactly halfway between two
+/* As slm__quantize_act_blocks_ref, except that a product exactly halfway between two
    integers rounds to even (as GGML's own AVX2 quantizer) and NaN becomes
    -127 instead of 0. */
 static void slm__quantize_act_blocks(const float *x, slm__block_q8_0 *q, int32_t *sum, int n) {

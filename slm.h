@@ -3165,13 +3165,20 @@ static void slm__attend(slm_session *s, int layer, int t, int h0, int nh, float 
 }
 
 /* Rows [16 i, 16 i + 16) of matrices w[0..count) stacked on top of each other. */
-static void slm__matmul_item(const slm_session *s, long item, const slm__tensor *const *w, float *const *y, const int *y_stride,
+static void slm__matmul_item(const slm_session *s, long item, int per, const slm__tensor *const *w, float *const *y, const int *y_stride,
                              int count, const float *x, size_t x_stride, int n_tok, int accumulate) {
-    int a = (int)item * SLM__ROWS_PER_ITEM;
-    slm__matmul_stacked(s, w, y, y_stride, count, a, a + SLM__ROWS_PER_ITEM, x, x_stride, n_tok, accumulate);
+    int a = (int)item * per;
+    slm__matmul_stacked(s, w, y, y_stride, count, a, a + per, x, x_stride, n_tok, accumulate);
 }
 
-static long slm__row_items(long rows) { return (rows + SLM__ROWS_PER_ITEM - 1) / SLM__ROWS_PER_ITEM; }
+/* Rows per work item of a matrix step: about eight items per thread, so
+   that threads seldom touch the shared counter yet can still even out, in
+   whole groups of 16 rows. Any split gives the same results. */
+static long slm__row_items(const slm__worker *w, long rows, int *per) {
+    long p = rows / ((long)w->nth * 8) / SLM__ROWS_PER_ITEM * SLM__ROWS_PER_ITEM;
+    *per = (int)SLM__MAX((long)SLM__ROWS_PER_ITEM, p);
+    return (rows + *per - 1) / *per;
+}
 
 /* One thread's part of the pass over tokens[0..n) at positions n_past.. */
 static void slm__forward_worker(slm_session *s, const slm_token *tokens, int n, int want_logits, int nth, int slot) {
@@ -3180,7 +3187,8 @@ static void slm__forward_worker(slm_session *s, const slm_token *tokens, int n, 
     int dim = in->dim, hd = in->head_dim, ffn = in->ffn_dim, qd = s->q_dim, kvd = s->kv_dim;
     int n_heads = in->n_heads, n_kv = in->n_kv_heads, l, t, i;
     float eps = in->norm_eps, *att = s->att + (size_t)slot * s->att_rows * s->n_ctx;   /* this thread's score rows */
-    long it;
+    long it, n_items;
+    int per;
     slm__worker w;
     w.s = s; w.nth = nth; w.step = 0; w.local = 0; w.claimed = 0;
 
@@ -3203,7 +3211,6 @@ static void slm__forward_worker(slm_session *s, const slm_token *tokens, int n, 
         const slm__tensor *qkv_w[3];
         float *qkv_y[3];
         int qkv_stride[3];
-        long n_items;
         qkv_w[0] = L->wq; qkv_w[1] = L->wk; qkv_w[2] = L->wv;
         qkv_y[0] = s->q; qkv_y[1] = s->k; qkv_y[2] = s->v;
         qkv_stride[0] = qd; qkv_stride[1] = kvd; qkv_stride[2] = kvd;
@@ -3215,8 +3222,8 @@ static void slm__forward_worker(slm_session *s, const slm_token *tokens, int n, 
             if (slm__type_is_quantized(L->wq->type)) slm__quantize_act(s, xn, (int)it, dim);
         }
         slm__step_done(&w, n);
-        n_items = slm__row_items(qd + 2 * kvd);
-        SLM__FOR_ITEMS(&w, it, n_items) slm__matmul_item(s, it, qkv_w, qkv_y, qkv_stride, 3, s->xn, (size_t)dim, n, 0);
+        n_items = slm__row_items(&w, qd + 2 * kvd, &per);
+        SLM__FOR_ITEMS(&w, it, n_items) slm__matmul_item(s, it, per, qkv_w, qkv_y, qkv_stride, 3, s->xn, (size_t)dim, n, 0);
         slm__step_done(&w, n_items);
         n_items = (long)n * (n_heads + n_kv);
         SLM__FOR_ITEMS(&w, it, n_items) {
@@ -3257,8 +3264,8 @@ static void slm__forward_worker(slm_session *s, const slm_token *tokens, int n, 
             SLM__FOR_ITEMS(&w, it, n) slm__quantize_act(s, s->ao + (size_t)it * qd, (int)it, qd);
             slm__step_done(&w, n);
         }
-        n_items = slm__row_items(dim);
-        SLM__FOR_ITEMS(&w, it, n_items) slm__matmul_item(s, it, &L->wo, &s->x, &dim, 1, s->ao, (size_t)qd, n, 1);   /* x += Wo attn */
+        n_items = slm__row_items(&w, dim, &per);
+        SLM__FOR_ITEMS(&w, it, n_items) slm__matmul_item(s, it, per, &L->wo, &s->x, &dim, 1, s->ao, (size_t)qd, n, 1);   /* x += Wo attn */
         slm__step_done(&w, n_items);
 
         /* feed-forward block */
@@ -3268,9 +3275,9 @@ static void slm__forward_worker(slm_session *s, const slm_token *tokens, int n, 
             if (slm__type_is_quantized(L->w_gate->type)) slm__quantize_act(s, xn, (int)it, dim);
         }
         slm__step_done(&w, n);
-        n_items = slm__row_items(ffn);
+        n_items = slm__row_items(&w, ffn, &per);
         SLM__FOR_ITEMS(&w, it, n_items) {
-            int a = (int)it * SLM__ROWS_PER_ITEM, b = SLM__MIN(a + SLM__ROWS_PER_ITEM, ffn);
+            int a = (int)it * per, b = SLM__MIN(a + per, ffn);
             slm__matmul_stacked(s, &L->w_gate, &s->hb, &ffn, 1, a, b, s->xn, (size_t)dim, n, 0);
             slm__matmul_stacked(s, &L->w_up, &s->hb2, &ffn, 1, a, b, s->xn, (size_t)dim, n, 0);
             for (t = 0; t < n; t++) {
@@ -3287,8 +3294,8 @@ static void slm__forward_worker(slm_session *s, const slm_token *tokens, int n, 
             SLM__FOR_ITEMS(&w, it, n) slm__quantize_act(s, s->hb + (size_t)it * ffn, (int)it, ffn);
             slm__step_done(&w, n);
         }
-        n_items = slm__row_items(dim);
-        SLM__FOR_ITEMS(&w, it, n_items) slm__matmul_item(s, it, &L->w_down, &s->x, &dim, 1, s->hb, (size_t)ffn, n, 1);   /* x += Wdown h */
+        n_items = slm__row_items(&w, dim, &per);
+        SLM__FOR_ITEMS(&w, it, n_items) slm__matmul_item(s, it, per, &L->w_down, &s->x, &dim, 1, s->hb, (size_t)ffn, n, 1);   /* x += Wdown h */
         slm__step_done(&w, n_items);
     }
     if (!want_logits) return;
@@ -3298,7 +3305,8 @@ static void slm__forward_worker(slm_session *s, const slm_token *tokens, int n, 
     }
     slm__step_done(&w, 1);
     /* the last step needs no wait: the parallel region ends only when every thread is out */
-    SLM__FOR_ITEMS(&w, it, slm__row_items(in->n_vocab)) slm__matmul_item(s, it, &m->output, &s->logits, &in->n_vocab, 1, s->xn, (size_t)dim, 1, 0);
+    n_items = slm__row_items(&w, in->n_vocab, &per);
+    SLM__FOR_ITEMS(&w, it, n_items) slm__matmul_item(s, it, per, &m->output, &s->logits, &in->n_vocab, 1, s->xn, (size_t)dim, 1, 0);
 }
 
 #ifdef SLM__PTHREADS

@@ -191,7 +191,7 @@ typedef struct slm_session_desc {   /* zero = default */
     int n_ctx;        /* context length; 0 = min(model max_seq, 4096) */
     int n_threads;    /* 0 = all processors (1 without threads) */
     int kv_type;      /* KV cache: 0 = default (f32 for float models, f16 for quantized ones),
-                         SLM_TYPE_F32 or SLM_TYPE_F16 */
+                         SLM_TYPE_F32, SLM_TYPE_F16 or SLM_TYPE_Q8_0 (half of f16's memory) */
     char *error;      /* optional: why slm_session_new failed, NUL-terminated */
     size_t error_cap;
 } slm_session_desc;
@@ -2219,6 +2219,15 @@ SLM__MAYBE_UNUSED static void slm__gemm_r16_ref(int type, const uint8_t *group, 
 #define SLM__PREFETCH 2048
 #endif
 
+#if defined(SLM__AVX2) || defined(SLM__AVX512)
+SLM__MAYBE_UNUSED static float slm__hsum256(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+#endif
+
 #if defined(SLM__AVX512)
 #if defined(__GNUC__) && !defined(__clang__)
 /* g++ 12 (C++) reports casts inside its own AVX-512 headers as uninitialised: a false positive */
@@ -2343,12 +2352,6 @@ SLM__INLINE void slm__dotn_q4_0(const slm__block_q4_0 *const *w, int nr, const s
 #endif
 
 #elif defined(SLM__AVX2)
-static float slm__hsum256(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
 
 static float slm__dot_f32(const float *w, const float *x, int n) {
     __m256 acc = _mm256_setzero_ps();
@@ -2865,6 +2868,115 @@ static void slm__attn_values_f32(float *out, size_t out_stride, const float *att
 }
 #endif
 
+/* The q8_0 KV cache: a head's keys or values as q8_0 blocks of their own
+   (the last one partial when head_dim is not a multiple of 32, zero past the
+   end). Scores and value sums take each value as scale x quant, which a
+   float holds exactly, and go on in float arithmetic as for f16 caches;
+   integer dot products would also quantize the queries and the scores. */
+static void slm__quantize_kv_q8_0(const float *x, slm__block_q8_0 *y, int n) {
+    int full = n / SLM__QK * SLM__QK;
+    slm__quantize_q8_0(x, y, full);
+    if (full < n) {
+        float tail[SLM__QK];
+        memset(tail, 0, sizeof tail);
+        memcpy(tail, x + full, (size_t)(n - full) * sizeof(float));
+        slm__quantize_q8_0(tail, y + full / SLM__QK, SLM__QK);
+    }
+}
+
+SLM__MAYBE_UNUSED static void slm__dot_q8_0_group_ref(const slm__block_q8_0 *k, const float *q, size_t stride, int nq, int n, float *out) {
+    int i, j;
+    for (i = 0; i < nq; i++) {
+        float sum = 0.0f;
+        for (j = 0; j < n; j++) sum += slm_fp16_to_fp32(k[j / SLM__QK].d) * (float)k[j / SLM__QK].q[j % SLM__QK] * q[i * stride + j];
+        out[i] = sum;
+    }
+}
+
+/* out[h] = sum over positions p of att[h][p] * v[p] (v[p] at v + p * v_stride blocks) */
+SLM__MAYBE_UNUSED static void slm__attn_values_q8_0_ref(float *out, size_t out_stride, const float *att, size_t att_stride,
+                                                       const slm__block_q8_0 *v, size_t v_stride, int n_pos, int nq, int n) {
+    int h, p, j;
+    for (h = 0; h < nq; h++) {
+        float *o = out + h * out_stride;
+        memset(o, 0, (size_t)n * sizeof(float));
+        for (p = 0; p < n_pos; p++) {
+            const slm__block_q8_0 *vp = v + p * v_stride;
+            for (j = 0; j < n; j++) o[j] += att[h * att_stride + p] * slm_fp16_to_fp32(vp[j / SLM__QK].d) * (float)vp[j / SLM__QK].q[j % SLM__QK];
+        }
+    }
+}
+
+#if defined(SLM__AVX2) || defined(SLM__AVX512)
+SLM__INLINE __m256 slm__load8_q8(const slm__block_q8_0 *b, int j, __m256 d) {
+    return _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(b->q + j)))));
+}
+/* nq is a constant at each call below, so the accumulators stay in registers */
+SLM__INLINE void slm__dot_q8_0_group_nq(const slm__block_q8_0 *k, const float *q, size_t stride, const int nq, int n, float *out) {
+    __m256 acc[SLM__GROUP];
+    int i, b, j;
+    SLM__UNROLL for (i = 0; i < nq; i++) acc[i] = _mm256_setzero_ps();
+    for (b = 0; b * SLM__QK < n; b++) {
+        int len = SLM__MIN(SLM__QK, n - b * SLM__QK);
+        __m256 d = _mm256_set1_ps(slm_fp16_to_fp32(k[b].d));
+        for (j = 0; j + 8 <= len; j += 8) {
+            __m256 kv = slm__load8_q8(k + b, j, d);
+            SLM__UNROLL for (i = 0; i < nq; i++) acc[i] = _mm256_fmadd_ps(kv, _mm256_loadu_ps(q + i * stride + b * SLM__QK + j), acc[i]);
+        }
+    }
+    for (i = 0; i < nq; i++) {
+        float sum = slm__hsum256(acc[i]);
+        for (j = n / 8 * 8; j < n; j++) sum += slm_fp16_to_fp32(k[j / SLM__QK].d) * (float)k[j / SLM__QK].q[j % SLM__QK] * q[i * stride + j];
+        out[i] = sum;
+    }
+}
+static void slm__dot_q8_0_group(const slm__block_q8_0 *k, const float *q, size_t stride, int nq, int n, float *out) {
+    switch (nq) {
+    case 1: slm__dot_q8_0_group_nq(k, q, stride, 1, n, out); break;
+    case 2: slm__dot_q8_0_group_nq(k, q, stride, 2, n, out); break;
+    case 3: slm__dot_q8_0_group_nq(k, q, stride, 3, n, out); break;
+    case 4: slm__dot_q8_0_group_nq(k, q, stride, 4, n, out); break;
+    case 5: slm__dot_q8_0_group_nq(k, q, stride, 5, n, out); break;
+    case 6: slm__dot_q8_0_group_nq(k, q, stride, 6, n, out); break;
+    case 7: slm__dot_q8_0_group_nq(k, q, stride, 7, n, out); break;
+    default: slm__dot_q8_0_group_nq(k, q, stride, 8, n, out); break;
+    }
+}
+/* A block's 32 columns of one head's output in four registers over all
+   positions; each position's weight and block scale multiplied once. */
+static void slm__attn_values_q8_0(float *out, size_t out_stride, const float *att, size_t att_stride, const slm__block_q8_0 *v,
+                                  size_t v_stride, int n_pos, int nq, int n) {
+    int h, b, p, i, j;
+    for (h = 0; h < nq; h++) {
+        const float *a = att + h * att_stride;
+        float *o = out + h * out_stride;
+        for (b = 0; b * SLM__QK < n; b++) {
+            int len = SLM__MIN(SLM__QK, n - b * SLM__QK);
+            if (len == SLM__QK) {
+                __m256 acc[4];
+                SLM__UNROLL for (i = 0; i < 4; i++) acc[i] = _mm256_setzero_ps();
+                for (p = 0; p < n_pos; p++) {
+                    const slm__block_q8_0 *vb = v + p * v_stride + b;
+                    __m256 c = _mm256_set1_ps(a[p] * slm_fp16_to_fp32(vb->d));
+                    SLM__UNROLL for (i = 0; i < 4; i++)
+                        acc[i] = _mm256_fmadd_ps(c, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(vb->q + 8 * i)))), acc[i]);
+                }
+                SLM__UNROLL for (i = 0; i < 4; i++) _mm256_storeu_ps(o + b * SLM__QK + 8 * i, acc[i]);
+            } else {   /* the partial last block of a head_dim that is not a multiple of 32 */
+                for (j = 0; j < len; j++) {
+                    float sum = 0.0f;
+                    for (p = 0; p < n_pos; p++) sum += a[p] * slm_fp16_to_fp32(v[p * v_stride + b].d) * (float)v[p * v_stride + b].q[j];
+                    o[b * SLM__QK + j] = sum;
+                }
+            }
+        }
+    }
+}
+#else
+#define slm__dot_q8_0_group slm__dot_q8_0_group_ref
+#define slm__attn_values_q8_0 slm__attn_values_q8_0_ref
+#endif
+
 static float slm__dot_q8_0(const slm__block_q8_0 *w, const slm__block_q8_0 *x, int n_blocks) {
     float out;
     slm__dotn_q8_0(&w, 1, x, n_blocks, &out);
@@ -2978,7 +3090,8 @@ struct slm_session {
     float *logits;
     slm__block_q8_0 *xq;           /* [n_batch][xq_blocks] activations quantized for q8_0/q4_0 weights */
     int32_t *xq_sum;               /* [n_batch][xq_blocks] sum of each block's quants, for the _R16 kernels */
-    void *key_cache, *value_cache; /* [layer][pos][kv_dim], f32 or f16 */
+    void *key_cache, *value_cache; /* [layer][pos][kv head] rows of kv_head_bytes: head_dim f32, f16 or q8_0 blocks */
+    size_t kv_head_bytes;
     float *rope_freq;
     slm__step *steps;              /* work counters of one pass's steps */
     int n_steps;
@@ -3042,9 +3155,11 @@ static void slm__rope_head(const slm_session *s, float *v, const float *cs) {
     }
 }
 
-static void *slm__kv_at(const slm_session *s, void *cache, int layer, int pos) {
-    size_t i = ((size_t)layer * s->n_ctx + pos) * s->kv_dim;
-    return s->kv_type == SLM_TYPE_F32 ? (void *)((float *)cache + i) : (void *)((uint16_t *)cache + i);
+/* KV head kh of a position; a q8_0 head row is ceil(head_dim / 32) blocks
+   of its own (the last one partial when head_dim is not a multiple of 32),
+   so each head is quantized and read on its own, by whichever thread has it. */
+static void *slm__kv_at(const slm_session *s, void *cache, int layer, int pos, int kh) {
+    return (uint8_t *)cache + (((size_t)layer * s->n_ctx + pos) * s->model->info.n_kv_heads + kh) * s->kv_head_bytes;
 }
 
 /* Work sharing. Each step of a pass is a list of items (tokens, chunks of
@@ -3149,19 +3264,24 @@ static void slm__attend(slm_session *s, int layer, int t, int h0, int nh, float 
     int hd = in->head_dim, pos = s->n_past + t, p, h;
     const float *q = s->q + (size_t)t * s->q_dim + (size_t)h0 * hd;
     float *out = s->ao + (size_t)t * s->q_dim + (size_t)h0 * hd, scale = sqrtf((float)hd), sc[SLM__GROUP];
-    size_t kv_off = (size_t)(h0 / (in->n_heads / in->n_kv_heads)) * hd;
+    int kh = h0 / (in->n_heads / in->n_kv_heads);
+    size_t kv_stride = (size_t)in->n_kv_heads * s->kv_head_bytes;   /* bytes from one position to the next */
+    const uint8_t *values = (const uint8_t *)slm__kv_at(s, s->value_cache, layer, 0, kh);
     for (p = 0; p <= pos; p++) {
-        if (s->kv_type == SLM_TYPE_F32) slm__dot_f32_group((const float *)slm__kv_at(s, s->key_cache, layer, p) + kv_off, q, (size_t)hd, nh, hd, sc);
-        else slm__dot_f16_group((const uint16_t *)slm__kv_at(s, s->key_cache, layer, p) + kv_off, q, (size_t)hd, nh, hd, sc);
+        const void *key = slm__kv_at(s, s->key_cache, layer, p, kh);
+        if (s->kv_type == SLM_TYPE_F32) slm__dot_f32_group((const float *)key, q, (size_t)hd, nh, hd, sc);
+        else if (s->kv_type == SLM_TYPE_F16) slm__dot_f16_group((const uint16_t *)key, q, (size_t)hd, nh, hd, sc);
+        else slm__dot_q8_0_group((const slm__block_q8_0 *)key, q, (size_t)hd, nh, hd, sc);
         for (h = 0; h < nh; h++) att[(size_t)h * s->n_ctx + p] = sc[h] / scale;
     }
     for (h = 0; h < nh; h++) slm__softmax(att + (size_t)h * s->n_ctx, pos + 1);
     if (s->kv_type == SLM_TYPE_F32)
-        slm__attn_values_f32(out, (size_t)hd, att, (size_t)s->n_ctx, (const float *)slm__kv_at(s, s->value_cache, layer, 0) + kv_off,
-                             (size_t)s->kv_dim, pos + 1, nh, hd);
+        slm__attn_values_f32(out, (size_t)hd, att, (size_t)s->n_ctx, (const float *)values, kv_stride / sizeof(float), pos + 1, nh, hd);
+    else if (s->kv_type == SLM_TYPE_F16)
+        slm__attn_values_f16(out, (size_t)hd, att, (size_t)s->n_ctx, (const uint16_t *)values, kv_stride / sizeof(uint16_t), pos + 1, nh, hd);
     else
-        slm__attn_values_f16(out, (size_t)hd, att, (size_t)s->n_ctx, (const uint16_t *)slm__kv_at(s, s->value_cache, layer, 0) + kv_off,
-                             (size_t)s->kv_dim, pos + 1, nh, hd);
+        slm__attn_values_q8_0(out, (size_t)hd, att, (size_t)s->n_ctx, (const slm__block_q8_0 *)values, kv_stride / sizeof(slm__block_q8_0),
+                              pos + 1, nh, hd);
 }
 
 /* Rows [16 i, 16 i + 16) of matrices w[0..count) stacked on top of each other. */
@@ -3237,18 +3357,21 @@ static void slm__forward_worker(slm_session *s, const slm_token *tokens, int n, 
             } else {
                 int j, kh = h - n_heads;
                 float *k = s->k + (size_t)tt * kvd + (size_t)kh * hd, *v = s->v + (size_t)tt * kvd + (size_t)kh * hd;
-                void *kc = slm__kv_at(s, s->key_cache, l, s->n_past + tt), *vc = slm__kv_at(s, s->value_cache, l, s->n_past + tt);
+                void *kc = slm__kv_at(s, s->key_cache, l, s->n_past + tt, kh), *vc = slm__kv_at(s, s->value_cache, l, s->n_past + tt, kh);
                 if (L->bk) { slm__add_bias(k, L->bk, kh * hd, hd); slm__add_bias(v, L->bv, kh * hd, hd); }
                 if (L->k_norm) slm__rmsnorm(k, k, (const float *)L->k_norm->data, hd, eps);
                 slm__rope_head(s, k, cs);
                 if (s->kv_type == SLM_TYPE_F32) {
-                    memcpy((float *)kc + (size_t)kh * hd, k, (size_t)hd * sizeof(float));
-                    memcpy((float *)vc + (size_t)kh * hd, v, (size_t)hd * sizeof(float));
-                } else {
+                    memcpy(kc, k, (size_t)hd * sizeof(float));
+                    memcpy(vc, v, (size_t)hd * sizeof(float));
+                } else if (s->kv_type == SLM_TYPE_F16) {
                     for (j = 0; j < hd; j++) {
-                        ((uint16_t *)kc)[(size_t)kh * hd + j] = slm_fp32_to_fp16(k[j]);
-                        ((uint16_t *)vc)[(size_t)kh * hd + j] = slm_fp32_to_fp16(v[j]);
+                        ((uint16_t *)kc)[j] = slm_fp32_to_fp16(k[j]);
+                        ((uint16_t *)vc)[j] = slm_fp32_to_fp16(v[j]);
                     }
+                } else {
+                    slm__quantize_kv_q8_0(k, (slm__block_q8_0 *)kc, hd);
+                    slm__quantize_kv_q8_0(v, (slm__block_q8_0 *)vc, hd);
                 }
             }
         }
@@ -3413,8 +3536,8 @@ SLM_API slm_result slm_session_new(slm_session **out, const slm_model *m, const 
     const slm_model_info *in;
     slm_allocator a;
     slm_session *s;
-    uint64_t kv_elems;
-    size_t kv_bytes, elt, nb;
+    uint64_t kv_heads;
+    size_t kv_bytes, nb;
     int i;
     if (out) *out = NULL;
     if (!out || !m) return SLM_ERR_INVALID_ARG;
@@ -3422,7 +3545,7 @@ SLM_API slm_result slm_session_new(slm_session **out, const slm_model *m, const 
     memset(&d, 0, sizeof d);
     if (desc) d = *desc;
     if (d.error && d.error_cap) d.error[0] = 0;
-    if (d.n_ctx < 0 || d.n_ctx > (1 << 24) || d.n_threads < 0 || (d.kv_type != 0 && d.kv_type != SLM_TYPE_F32 && d.kv_type != SLM_TYPE_F16))
+    if (d.n_ctx < 0 || d.n_ctx > (1 << 24) || d.n_threads < 0 || (d.kv_type != 0 && d.kv_type != SLM_TYPE_F32 && d.kv_type != SLM_TYPE_F16 && d.kv_type != SLM_TYPE_Q8_0))
         return slm__session_new_fail(m, &d, SLM_ERR_INVALID_ARG, "slm_session_new: n_ctx %d, n_threads %d or kv_type %d is invalid", d.n_ctx, d.n_threads, d.kv_type);
     if (in->n_tensors == 0)
         return slm__session_new_fail(m, &d, SLM_ERR_UNSUPPORTED, "slm_session_new: the model file holds only a tokenizer (no weights)");
@@ -3448,10 +3571,11 @@ SLM_API slm_result slm_session_new(slm_session **out, const slm_model *m, const 
     s->q_dim = in->n_heads * in->head_dim;
     s->kv_dim = in->n_kv_heads * in->head_dim;
     s->xq_blocks = SLM__MAX(SLM__MAX(in->dim, s->q_dim), in->ffn_dim) / SLM__QK + 1;
-    elt = d.kv_type == SLM_TYPE_F32 ? 4 : 2;
-    kv_elems = (uint64_t)in->n_layers * (uint64_t)d.n_ctx * (uint64_t)s->kv_dim;
-    if (kv_elems > (uint64_t)((size_t)-1 / elt)) { slm_session_free(s); return slm__session_new_fail(m, &d, SLM_ERR_OOM, "slm_session_new: a KV cache of %llu values does not fit in memory", (unsigned long long)kv_elems * 2); }
-    kv_bytes = (size_t)kv_elems * elt;
+    s->kv_head_bytes = d.kv_type == SLM_TYPE_F32 ? (size_t)in->head_dim * 4 : d.kv_type == SLM_TYPE_F16 ? (size_t)in->head_dim * 2
+                     : (size_t)(in->head_dim + SLM__QK - 1) / SLM__QK * sizeof(slm__block_q8_0);
+    kv_heads = (uint64_t)in->n_layers * (uint64_t)d.n_ctx * (uint64_t)in->n_kv_heads;
+    if (kv_heads > (uint64_t)((size_t)-1 / 2 / s->kv_head_bytes)) { slm_session_free(s); return slm__session_new_fail(m, &d, SLM_ERR_OOM, "slm_session_new: a KV cache of %llu values does not fit in memory", (unsigned long long)kv_heads * (uint64_t)in->head_dim * 2); }
+    kv_bytes = (size_t)kv_heads * s->kv_head_bytes;
     nb = (size_t)s->n_batch;
     s->tokens = (slm_token *)slm__calloc(&a, (size_t)d.n_ctx, sizeof(slm_token));
     s->x = (float *)slm__calloc(&a, nb * (size_t)in->dim, sizeof(float));

@@ -257,6 +257,18 @@ static int parse_double(const char *s, double *out)
 }
 
 /* Reads the option's value as an integer in [lo, hi]; 0 after an error. */
+/* --kv-type NAME: f32, f16 or q8_0 */
+static int args_kv_type(args *a, int *out)
+{
+    static const int types[] = { SLM_TYPE_F32, SLM_TYPE_F16, SLM_TYPE_Q8_0 };
+    const char *s = args_value(a);
+    size_t i;
+    if (!s) return 0;
+    for (i = 0; i < sizeof types / sizeof types[0]; i++)
+        if (strcmp(s, slm_type_name(types[i])) == 0) { *out = types[i]; return 1; }
+    return arg_error(a, "%s expects f32, f16 or q8_0, got '%s'", a->opt, s), 0;
+}
+
 static int args_int(args *a, long lo, long hi, int *out)
 {
     long v = 0;
@@ -603,6 +615,8 @@ static const char run_usage[] =
     "      --seed S             random seed (default: from the clock, shown on stderr)\n"
     "  -t, --threads N          threads (default 0 = all processors)\n"
     "  -c, --ctx N              context length (default 0 = min(model max_seq, 4096))\n"
+    "      --kv-type TYPE       KV cache: f32, f16 or q8_0 (default f16 for quantized\n"
+    "                           weights, f32 for float ones)\n"
     MODEL_OPTS_USAGE;
 
 typedef struct run_opts {
@@ -615,7 +629,7 @@ typedef struct run_opts {
     int seed_given;
     const char *stop[MAX_STOP_STRINGS];
     int n_stop;
-    int n_threads, n_ctx;
+    int n_threads, n_ctx, kv_type;
 } run_opts;
 
 /* What the token callback needs to stream the text and time the phases. */
@@ -703,6 +717,8 @@ static int parse_run_args(int argc, char **argv, run_opts *o, int *exit_code)
             if (!args_int(&a, 0, 4096, &o->n_threads)) return 0;
         } else if (args_opt(&a, "-c", "--ctx")) {
             if (!args_int(&a, 0, INT_MAX, &o->n_ctx)) return 0;
+        } else if (args_opt(&a, NULL, "--kv-type")) {
+            if (!args_kv_type(&a, &o->kv_type)) return 0;
         } else {
             unknown_argument(&a);
             return 0;
@@ -793,6 +809,7 @@ static int cmd_run(int argc, char **argv)
     memset(&sd, 0, sizeof sd);
     sd.n_ctx = o.n_ctx;
     sd.n_threads = o.n_threads;
+    sd.kv_type = o.kv_type;
     r = slm_session_new(&session, model, &sd);
     if (r != SLM_OK) {
         fprintf(stderr, "slm run: cannot start a session: %s\n", slm_result_str(r));
@@ -1137,6 +1154,8 @@ static const char bench_usage[] =
     "      --ttft LIST     prompt lengths for time to first token (default 8,32;\n"
     "                      0 = skip)\n"
     "      --seed S        seed of the token ids (default 1)\n"
+    "      --kv-type TYPE  KV cache: f32, f16 or q8_0 (default f16 for quantized\n"
+    "                      weights, f32 for float ones)\n"
     "      --json          print a JSON array with one object per thread count\n"
     "                      instead of the table\n"
     MODEL_OPTS_USAGE;
@@ -1145,7 +1164,7 @@ static const char bench_usage[] =
 
 typedef struct bench_opts {
     model_opts model;
-    int n_prompt, n_gen, reps, json;
+    int n_prompt, n_gen, reps, json, kv_type;
     int threads[BENCH_MAX_LIST], n_threads_list;
     int ttft[BENCH_MAX_LIST], n_ttft;
     uint64_t seed;
@@ -1218,6 +1237,8 @@ static int parse_bench_args(int argc, char **argv, bench_opts *o, int *exit_code
             if (!args_int_list(&a, 1, 1 << 20, 1, o->ttft, BENCH_MAX_LIST, &o->n_ttft)) return 0;
         } else if (args_opt(&a, NULL, "--seed")) {
             if (!args_u64(&a, &o->seed)) return 0;
+        } else if (args_opt(&a, NULL, "--kv-type")) {
+            if (!args_kv_type(&a, &o->kv_type)) return 0;
         } else if (args_flag(&a, NULL, "--json")) {
             o->json = 1;
         } else {
@@ -1386,6 +1407,7 @@ static int bench_threads(const bench_opts *o, const slm_model *model, int n_ctx,
     detail[0] = '\0';
     sd.n_ctx = n_ctx;
     sd.n_threads = res->n_threads;
+    sd.kv_type = o->kv_type;
     sd.error = detail;
     sd.error_cap = sizeof detail;
     r = slm_session_new(&s, model, &sd);
@@ -1474,8 +1496,8 @@ static void print_bench_table(const bench_opts *o, const slm_model *model, const
     printf("file: %s; weights read per token: %s; load: %s ms%s\n",
            human_bytes(mi->file_size, b1, sizeof b1), human_bytes(bytes_per_token, b3, sizeof b3), b4,
            o->model.no_mmap ? " (--no-mmap)" : " (mmap)");
-    printf("context %d, KV cache default type, %d rep%s after 1 warm-up; median (min-max)\n\n", n_ctx,
-           o->reps, o->reps == 1 ? "" : "s");
+    printf("context %d, KV cache %s, %d rep%s after 1 warm-up; median (min-max)\n\n", n_ctx,
+           o->kv_type ? slm_type_name(o->kv_type) : "default type", o->reps, o->reps == 1 ? "" : "s");
 
     snprintf(cells[0][n_cols++], BENCH_CELL, "threads");
     if (o->n_prompt) snprintf(cells[0][n_cols++], BENCH_CELL, "pp%d tok/s", o->n_prompt);
@@ -1535,6 +1557,7 @@ static void print_bench_json(const bench_opts *o, const slm_model *model, const 
         printf(", \"n_params\": %llu, \"file_size\": %llu, \"weight_bytes_per_token\": %llu",
                (unsigned long long)mi->n_params, (unsigned long long)mi->file_size,
                (unsigned long long)bytes_per_token);
+        printf(", \"kv_type\": \"%s\"", o->kv_type ? slm_type_name(o->kv_type) : "default");
         printf(", \"n_vocab\": %d, \"n_ctx\": %d, \"mmap\": %s, \"n_threads\": %d, \"reps\": %d"
                ", \"n_prompt\": %d, \"n_gen\": %d, ",
                mi->n_vocab, n_ctx, o->model.no_mmap ? "false" : "true", r->n_threads, o->reps,

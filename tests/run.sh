@@ -343,6 +343,12 @@ else
             DETAIL="exit status $RC, stdout: $(head -c 100 "$O")"
             check "slm run on the $t model" eval 'test $RC = 0 && [ "$(head -c 16 "$O")" = "Once upon a time" ] && [ $(wc -c <"$O") -gt 60 ]'
         done
+        run_cmd "$O" "$E" "$SLM" run -m "$M" -p "Once upon a time" -n 40 --temp 0 --kv-type q8_0
+        DETAIL="exit status $RC, stdout: $(head -c 100 "$O")"
+        check "slm run --kv-type q8_0" eval 'test $RC = 0 && [ "$(head -c 16 "$O")" = "Once upon a time" ] && [ $(wc -c <"$O") -gt 60 ]'
+        run_cmd "$O" "$E" "$SLM" run -m "$M" -p "Once upon a time" -n 4 --kv-type q4_0
+        DETAIL="exit status $RC, stderr: $(head -c 200 "$E")"
+        check "slm run --kv-type q4_0: exit 1, names the choices" eval 'test $RC = 1 && grep -q "f32, f16 or q8_0" "$E"'
         run_cmd "$O" "$E" "$SLM" run -m "$M" -p "Once upon a time" -n 40 --temp 0.8 --seed 7 --top-k 40 --top-p 0.9
         cp "$O" "$BUILD/cli_seed1.out"
         run_cmd "$O" "$E" "$SLM" run -m "$M" -p "Once upon a time" -n 40 --temp 0.8 --seed 7 --top-k 40 --top-p 0.9 -t 1

@@ -1491,6 +1491,10 @@ static void test_args_with_model(void) {
         CHECK(slm_session_new(&s, m, &sd) == SLM_ERR_INVALID_ARG && s == NULL);
         sd.n_threads = 0; sd.kv_type = 99;
         CHECK(slm_session_new(&s, m, &sd) == SLM_ERR_INVALID_ARG && s == NULL);
+        sd.kv_type = SLM_TYPE_Q4_0;
+        CHECK(slm_session_new(&s, m, &sd) == SLM_ERR_INVALID_ARG && s == NULL);
+        sd.kv_type = SLM_TYPE_Q8_0_R16;
+        CHECK(slm_session_new(&s, m, &sd) == SLM_ERR_INVALID_ARG && s == NULL);
         sd.kv_type = 0; sd.n_ctx = INT_MAX;
         r = slm_session_new(&s, m, &sd);
         CHECKF(r != SLM_OK && s == NULL, "n_ctx INT_MAX: %s", slm_result_str(r));
@@ -2319,9 +2323,80 @@ static void test_kernels_r16(void) {
     free(w); free(x); free(back); free(plain_f); free(rows); free(group); free(xq); free(xsum);
 }
 
+/* The q8_0 KV cache kernels: the quantizer against the values put in, the
+   reference against the same arithmetic in double, SIMD against the
+   reference; head sizes with partial blocks and tails of the vector width. */
+static void test_kernels_kv_q8_0(void) {
+    static const int dims[] = { 8, 12, 16, 20, 32, 40, 44, 64, 72, 128 };
+    static const int positions[] = { 1, 7, 40 };
+    enum { MAXD = 128, MAXP = 40, NQ = 8, NB = MAXD / 32 };
+    static float kf[MAXP][MAXD], vf[MAXP][MAXD], q[NQ][MAXD], att[NQ][MAXP];
+    static slm__block_q8_0 kq[MAXP][NB], vq[MAXP][NB];
+    static float ref[NQ * MAXD], got[NQ * MAXD];
+    size_t di, pi;
+    int n_checked = 0, bad_quant = 0, i, j, p;
+    for (di = 0; di < sizeof dims / sizeof dims[0]; di++)
+        for (pi = 0; pi < sizeof positions / sizeof positions[0]; pi++) {
+            int n = dims[di], np = positions[pi], nb = (n + 31) / 32, nq;
+            for (p = 0; p < np; p++) {
+                for (j = 0; j < n; j++) { kf[p][j] = rand_float() * 4; vf[p][j] = rand_float() * 4; }
+                if (p == 1) for (j = 0; j < n; j++) kf[p][j] = 0;   /* an all-zero row */
+                memset(kq[p], 0x55, sizeof kq[p]);
+                slm__quantize_kv_q8_0(kf[p], kq[p], n);
+                slm__quantize_kv_q8_0(vf[p], vq[p], n);
+                /* each value within half a step of the input; zeros past the end of a partial block */
+                for (j = 0; j < nb * 32; j++) {
+                    float d = slm_fp16_to_fp32(kq[p][j / 32].d), back = d * (float)kq[p][j / 32].q[j % 32];
+                    if (j < n) bad_quant += !(fabsf(back - kf[p][j]) <= d * 0.5f + 1e-3f * fabsf(kf[p][j]) + 1e-6f);
+                    else bad_quant += kq[p][j / 32].q[j % 32] != 0;
+                }
+            }
+            for (i = 0; i < NQ; i++) {
+                float sum = 0;
+                for (j = 0; j < n; j++) q[i][j] = rand_float() * 2;
+                for (p = 0; p < np; p++) sum += att[i][p] = rand_float() + 1.0f;
+                for (p = 0; p < np; p++) att[i][p] /= sum;
+            }
+            for (nq = 1; nq <= NQ; nq++) {
+                for (p = 0; p < np; p++) {
+                    slm__dot_q8_0_group_ref(kq[p], q[0], MAXD, nq, n, ref);
+                    slm__dot_q8_0_group(kq[p], q[0], MAXD, nq, n, got);
+                    for (i = 0; i < nq; i++) {
+                        double exact = 0, scale = 0;
+                        for (j = 0; j < n; j++) {
+                            double kv = (double)slm_fp16_to_fp32(kq[p][j / 32].d) * kq[p][j / 32].q[j % 32];
+                            exact += kv * q[i][j]; scale += fabs(kv * q[i][j]);
+                        }
+                        CHECKF(fabs(ref[i] - exact) <= 1e-5 * scale + 1e-6, "scores: head_dim %d head %d/%d: ref %.9g, exact %.9g", n, i, nq, ref[i], exact);
+                        CHECKF(fabs(got[i] - ref[i]) <= 1e-5 * scale + 1e-6, "scores: head_dim %d head %d/%d: simd %.9g, ref %.9g", n, i, nq, got[i], ref[i]);
+                        n_checked++;
+                    }
+                }
+                slm__attn_values_q8_0_ref(ref, MAXD, att[0], MAXP, vq[0], NB, np, nq, n);
+                slm__attn_values_q8_0(got, MAXD, att[0], MAXP, vq[0], NB, np, nq, n);
+                for (i = 0; i < nq; i++)
+                    for (j = 0; j < n; j++) {
+                        double exact = 0, scale = 0;
+                        for (p = 0; p < np; p++) {
+                            double t = (double)att[i][p] * slm_fp16_to_fp32(vq[p][j / 32].d) * vq[p][j / 32].q[j % 32];
+                            exact += t; scale += fabs(t);
+                        }
+                        CHECKF(fabs(ref[i * MAXD + j] - exact) <= 1e-5 * scale + 1e-6, "values: head_dim %d, %d positions, head %d col %d: ref %.9g, exact %.9g",
+                               n, np, i, j, ref[i * MAXD + j], exact);
+                        CHECKF(fabs(got[i * MAXD + j] - ref[i * MAXD + j]) <= 1e-5 * scale + 1e-6, "values: head_dim %d, %d positions, head %d col %d: simd %.9g, ref %.9g",
+                               n, np, i, j, got[i * MAXD + j], ref[i * MAXD + j]);
+                        n_checked++;
+                    }
+            }
+        }
+    CHECKF(bad_quant == 0, "%d quantized KV values are off by more than half a step (or not zero past the end)", bad_quant);
+    NOTE("%d q8_0 KV kernel outputs compared", n_checked);
+}
+
 /* The same logits, bit for bit, for any thread count and any batching. */
 static void test_threads_and_batches_identical(void) {
-    static const char *const types[] = { "f32", "q8_0", "q4_0", "f16" };
+    static const char *const types[] = { "f32", "q8_0", "q4_0", "f16", "q8_0" };
+    static const int kv_types[] = { 0, 0, 0, 0, SLM_TYPE_Q8_0 };   /* 0: the default, f32 or f16 */
     size_t ti;
     for (ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
         char *path;
@@ -2340,8 +2415,13 @@ static void test_threads_and_batches_identical(void) {
         for (threads = 1; threads <= 3; threads++) {
             int batched;
             for (batched = 0; batched <= 1; batched++) {
-                slm_session *s = new_session(m, 0, threads);
+                slm_session *s = NULL;
+                slm_session_desc sd;
                 const float *lg;
+                memset(&sd, 0, sizeof sd);
+                sd.n_threads = threads;
+                sd.kv_type = kv_types[ti];
+                CHECK(slm_session_new(&s, m, &sd) == SLM_OK);
                 if (!s) break;
                 if (batched) CHECK(slm_eval(s, seq, 150) == SLM_OK);
                 else for (i = 0; i < 150; i++) CHECK(slm_eval(s, seq + i, 1) == SLM_OK);
@@ -2355,7 +2435,8 @@ static void test_threads_and_batches_identical(void) {
                 slm_session_free(s);
             }
         }
-        NOTE("%s: 1-3 threads x batched/one-by-one over 150 positions: %s", types[ti], mismatches ? "DIFFERENT" : "bit-identical");
+        NOTE("%s%s: 1-3 threads x batched/one-by-one over 150 positions: %s", types[ti], kv_types[ti] ? ", q8_0 KV cache" : "",
+             mismatches ? "DIFFERENT" : "bit-identical");
         free(first);
         slm_model_free(m);
     }
@@ -3132,6 +3213,82 @@ static void test_parity_b_llama_starcoder_q4_0(void) { fixture_parity("b_llama_s
 static void test_parity_c_qwen2_f16(void) { fixture_parity("c_qwen2_f16"); }
 static void test_parity_d_qwen3_f16(void) { fixture_parity("d_qwen3_f16"); }
 
+/* A q8_0 KV cache against llama.cpp's logits (made with an f32 cache) on the
+   float fixtures: q8_0 keys and values add noise of the size that q8_0
+   weights add, so the quantized fixtures' rule applies, with their bounds
+   (relative L2 <= 0.05 per stored row, top-1 agreement >= 0.9, and equal
+   argmax where llama.cpp's margin is > 0.5). d_qwen3 has head_dim 32 (whole
+   blocks), the others 16 (one partial block per head). */
+static void kv_q8_0_parity(const char *fixture) {
+    char *json_path = pathf("%s/fixtures/%s.json", g_models_dir, fixture);
+    char *bin_path = pathf("%s/fixtures/%s.logits.bin", g_models_dir, fixture);
+    char *slm_path = pathf("%s/fixtures/%s.slm", g_build_dir, fixture);
+    const double rel_l2_max = 0.05, gate = 0.5, top1_min = 0.9;
+    jv J;
+    const jv *prompts;
+    float *bin = NULL;
+    size_t bin_size = 0;
+    slm_model *m = NULL;
+    int n_vocab, pi, n_pos = 0, agree = 0, n_rows = 0;
+    double worst = 0;
+    memset(&J, 0, sizeof J);
+    if (!file_exists(json_path) || !file_exists(bin_path) || !file_exists(slm_path)) {
+        free(json_path); free(bin_path); free(slm_path);
+        SKIP("fixture %s (json, logits, converted .slm) not found (set SLM_MODELS; tests/run.sh converts it)", fixture);
+    }
+    if (!load_json(json_path, &J)) { CHECKF(0, "%s: parse error", json_path); goto done; }
+    bin = (float *)read_file(bin_path, &bin_size);
+    m = load_model(slm_path);
+    if (!bin || !m) { CHECK(bin != NULL); goto done; }
+    n_vocab = slm_model_info_get(m)->n_vocab;
+    prompts = j_get(&J, "prompts");
+    CHECK(prompts && prompts->t == J_ARR && prompts->n > 0);
+    if (!prompts || prompts->t != J_ARR) goto done;
+    for (pi = 0; pi < prompts->n; pi++) {
+        const jv *P = &prompts->items[pi], *positions = j_get(P, "positions"), *bin_pos = j_get(P, "bin_positions");
+        int toks[512], n_tok = j_ints(j_get(P, "tokens"), toks, 512), row0 = (int)j_num(j_get(P, "bin_row_offset"), -1), pos, k;
+        slm_session *s;
+        if (n_tok <= 0 || !positions || positions->t != J_ARR || positions->n != n_tok || !bin_pos || bin_pos->t != J_ARR || row0 < 0 ||
+            (size_t)(row0 + bin_pos->n) * (size_t)n_vocab * sizeof(float) > bin_size) {
+            CHECKF(0, "%s: prompt %d: unexpected JSON", fixture, pi);
+            continue;
+        }
+        s = session_kv(m, SLM_TYPE_Q8_0);
+        if (!s) break;
+        for (pos = 0; pos < n_tok; pos++) {
+            const jv *top5 = j_get(&positions->items[pos], "top5");
+            slm_token t = toks[pos];
+            const float *lg;
+            int theirs = (int)j_num(j_get(&positions->items[pos], "argmax"), -1), ours, row = -1;
+            double margin = j_num2(top5, 0, 1, 0) - j_num2(top5, 1, 1, 0);
+            if (slm_eval(s, &t, 1) != SLM_OK || !(lg = slm_logits(s))) { CHECKF(0, "%s: slm_eval: %s", fixture, slm_session_error(s)); break; }
+            ours = argmax(lg, n_vocab);
+            n_pos++;
+            agree += ours == theirs;
+            if (margin > gate) CHECKF(ours == theirs, "%s: prompt %d position %d: argmax %d, llama.cpp %d, margin %.3f", fixture, pi, pos, ours, theirs, margin);
+            for (k = 0; k < bin_pos->n; k++) if ((int)j_num(&bin_pos->items[k], -1) == pos) row = row0 + k;
+            if (row >= 0) {
+                double r = rel_l2(lg, bin + (size_t)row * (size_t)n_vocab, n_vocab);
+                upd(&worst, r);
+                n_rows++;
+                CHECKF(r <= rel_l2_max, "%s: prompt %d position %d: relative L2 %.4g > %.3g", fixture, pi, pos, r, rel_l2_max);
+            }
+        }
+        slm_session_free(s);
+    }
+    CHECKF(n_pos > 0 && agree >= top1_min * n_pos, "%s: top-1 agreement %d of %d", fixture, agree, n_pos);
+    NOTE("%s, q8_0 KV cache: worst relative L2 %.4g over %d rows, top-1 agreement %d/%d", fixture, worst, n_rows, agree, n_pos);
+done:
+    j_free(&J);
+    free(bin);
+    slm_model_free(m);
+    free(json_path); free(bin_path); free(slm_path);
+}
+static void test_kv_q8_0_a_llama_spm(void) { kv_q8_0_parity("a_llama_spm_f32"); }
+static void test_kv_q8_0_b_llama_starcoder(void) { kv_q8_0_parity("b_llama_starcoder_f32"); }
+static void test_kv_q8_0_c_qwen2(void) { kv_q8_0_parity("c_qwen2_f16"); }
+static void test_kv_q8_0_d_qwen3(void) { kv_q8_0_parity("d_qwen3_f16"); }
+
 /* ======================================================================== */
 /* 7d. the same weights as a Hugging Face folder and as a GGUF               */
 /* ======================================================================== */
@@ -3841,6 +3998,7 @@ static const test_case TESTS[] = {
     { "log_and_meta", test_log_and_meta },
     { "kernels_vs_reference", test_kernels_vs_reference },
     { "kernels_r16", test_kernels_r16 },
+    { "kernels_kv_q8_0", test_kernels_kv_q8_0 },
     { "layouts_q8_0", test_layouts_q8_0 },
     { "layouts_q4_0", test_layouts_q4_0 },
     { "threads_and_batches_identical", test_threads_and_batches_identical },
@@ -3860,6 +4018,10 @@ static const test_case TESTS[] = {
     { "parity_b_llama_starcoder_q4_0", test_parity_b_llama_starcoder_q4_0 },
     { "parity_c_qwen2_f16", test_parity_c_qwen2_f16 },
     { "parity_d_qwen3_f16", test_parity_d_qwen3_f16 },
+    { "kv_q8_0_a_llama_spm", test_kv_q8_0_a_llama_spm },
+    { "kv_q8_0_b_llama_starcoder", test_kv_q8_0_b_llama_starcoder },
+    { "kv_q8_0_c_qwen2", test_kv_q8_0_c_qwen2 },
+    { "kv_q8_0_d_qwen3", test_kv_q8_0_d_qwen3 },
     { "hf_vs_gguf_llama_f32", test_hf_llama_f32 },
     { "hf_vs_gguf_qwen2_bf16_shards", test_hf_qwen2_bf16_shards },
     { "hf_vs_gguf_qwen3_f16_tied", test_hf_qwen3_f16_tied },

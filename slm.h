@@ -2972,6 +2972,66 @@ static void slm__attn_values_q8_0(float *out, size_t out_stride, const float *at
         }
     }
 }
+#elif defined(SLM__NEON)
+/* eight quants of a block times its scale, as two vectors of four floats */
+SLM__INLINE void slm__load8_q8_neon(const slm__block_q8_0 *b, int j, float32x4_t *lo, float32x4_t *hi) {
+    int16x8_t w = vmovl_s8(vld1_s8(b->q + j));
+    float d = slm_fp16_to_fp32(b->d);
+    *lo = vmulq_n_f32(vcvtq_f32_s32(vmovl_s16(vget_low_s16(w))), d);
+    *hi = vmulq_n_f32(vcvtq_f32_s32(vmovl_s16(vget_high_s16(w))), d);
+}
+static void slm__dot_q8_0_group(const slm__block_q8_0 *k, const float *q, size_t stride, int nq, int n, float *out) {
+    float32x4_t acc[SLM__GROUP];
+    int i, b, j;
+    for (i = 0; i < nq; i++) acc[i] = vdupq_n_f32(0.0f);
+    for (b = 0; b * SLM__QK < n; b++) {
+        int len = SLM__MIN(SLM__QK, n - b * SLM__QK);
+        for (j = 0; j + 8 <= len; j += 8) {
+            float32x4_t lo, hi;
+            slm__load8_q8_neon(k + b, j, &lo, &hi);
+            for (i = 0; i < nq; i++) {
+                const float *x = q + i * stride + b * SLM__QK + j;
+                acc[i] = vfmaq_f32(vfmaq_f32(acc[i], lo, vld1q_f32(x)), hi, vld1q_f32(x + 4));
+            }
+        }
+    }
+    for (i = 0; i < nq; i++) {
+        float sum = vaddvq_f32(acc[i]);
+        for (j = n / 8 * 8; j < n; j++) sum += slm_fp16_to_fp32(k[j / SLM__QK].d) * (float)k[j / SLM__QK].q[j % SLM__QK] * q[i * stride + j];
+        out[i] = sum;
+    }
+}
+static void slm__attn_values_q8_0(float *out, size_t out_stride, const float *att, size_t att_stride, const slm__block_q8_0 *v,
+                                  size_t v_stride, int n_pos, int nq, int n) {
+    int h, b, p, i, j;
+    for (h = 0; h < nq; h++) {
+        const float *a = att + h * att_stride;
+        float *o = out + h * out_stride;
+        for (b = 0; b * SLM__QK < n; b++) {
+            int len = SLM__MIN(SLM__QK, n - b * SLM__QK);
+            if (len == SLM__QK) {
+                float32x4_t acc[8];
+                SLM__UNROLL for (i = 0; i < 8; i++) acc[i] = vdupq_n_f32(0.0f);
+                for (p = 0; p < n_pos; p++) {
+                    const slm__block_q8_0 *vb = v + p * v_stride + b;
+                    float c = a[p] * slm_fp16_to_fp32(vb->d);
+                    SLM__UNROLL for (i = 0; i < 4; i++) {
+                        int16x8_t w = vmovl_s8(vld1_s8(vb->q + 8 * i));
+                        acc[2 * i] = vfmaq_n_f32(acc[2 * i], vcvtq_f32_s32(vmovl_s16(vget_low_s16(w))), c);
+                        acc[2 * i + 1] = vfmaq_n_f32(acc[2 * i + 1], vcvtq_f32_s32(vmovl_s16(vget_high_s16(w))), c);
+                    }
+                }
+                SLM__UNROLL for (i = 0; i < 8; i++) vst1q_f32(o + b * SLM__QK + 4 * i, acc[i]);
+            } else {
+                for (j = 0; j < len; j++) {
+                    float sum = 0.0f;
+                    for (p = 0; p < n_pos; p++) sum += a[p] * slm_fp16_to_fp32(v[p * v_stride + b].d) * (float)v[p * v_stride + b].q[j];
+                    o[b * SLM__QK + j] = sum;
+                }
+            }
+        }
+    }
+}
 #else
 #define slm__dot_q8_0_group slm__dot_q8_0_group_ref
 #define slm__attn_values_q8_0 slm__attn_values_q8_0_ref

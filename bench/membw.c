@@ -1,4 +1,6 @@
-/* membw - memory read bandwidth, the ceiling of a memory-bound decode step.
+/* membw - memory read bandwidth, the ceiling of a memory-bound decode step,
+   and with --int8 the other ceiling: int8 multiply-adds per second on one
+   thread, with the instruction sequences slm's q8_0 and q4_0 kernels use.
 
    Sums a buffer (default 1 GiB, far larger than any cache) with the widest
    vector loads the compiler targets (AVX-512, AVX2, NEON, else plain C), split
@@ -8,6 +10,15 @@
        cc -O3 -march=native -fopenmp -o membw bench/membw.c
        ./membw [-t THREADS] [-s MIB] [-r PASSES]
    stdout: {"threads": T, "bytes": N, "passes": P, "gbs_median": X, "gbs_min": X, "gbs_max": X}
+       ./membw --int8
+   stdout: {"isa": "avx2", "q8_0_gmacs": X, "q4_0_gmacs": X} (medians of 5 runs)
+
+   The int8 loops keep everything in registers (no loads, no nibble
+   unpacking, eight independent accumulators), so a kernel cannot beat them:
+   AVX2 q8_0 = sign, maddubs, madd (by ones), add per 32 multiply-adds, as
+   GGML and slm do without VNNI; q4_0 = maddubs and a 16-bit add (slm sums a
+   block's nibble products in int16); AVX-512 VNNI and NEON dot product: one
+   dpbusd / sdot per 64 / 16 multiply-adds for both.
 */
 #if !defined(_WIN32) && !defined(__APPLE__) && !defined(_POSIX_C_SOURCE)
 #define _POSIX_C_SOURCE 200809L
@@ -78,6 +89,59 @@ static uint64_t sum_slice(const uint8_t *p, size_t n)
 #endif
 }
 
+/* Multiply-adds per second of n rounds of eight independent accumulations;
+   the asm barrier keeps the compiler from folding rounds together. */
+static double int8_rate(int q4, long n)
+{
+    long r;
+    int i;
+    double t0 = now();
+    volatile int sink;
+#if defined(__AVX512VNNI__)
+    __m512i x = _mm512_set1_epi8(3), w[8], acc[8];
+    (void)q4;
+    for (i = 0; i < 8; i++) { w[i] = _mm512_set1_epi8((char)(i + 1)); acc[i] = _mm512_setzero_si512(); }
+    for (r = 0; r < n; r++) {
+        for (i = 0; i < 8; i++) acc[i] = _mm512_dpbusd_epi32(acc[i], w[i], x);
+        __asm__ volatile("" : "+v"(x));
+    }
+    for (i = 1; i < 8; i++) acc[0] = _mm512_add_epi32(acc[0], acc[i]);
+    sink = _mm512_reduce_add_epi32(acc[0]);
+    (void)sink;
+    return (double)n * 8 * 64 / (now() - t0);
+#elif defined(__AVX2__)
+    __m256i x = _mm256_set1_epi8(3), ones = _mm256_set1_epi16(1), w[8], acc[8];
+    for (i = 0; i < 8; i++) { w[i] = _mm256_set1_epi8((char)(i + 1)); acc[i] = _mm256_setzero_si256(); }
+    for (r = 0; r < n; r++) {
+        if (q4) for (i = 0; i < 8; i++) acc[i] = _mm256_add_epi16(acc[i], _mm256_maddubs_epi16(w[i], x));
+        else
+            for (i = 0; i < 8; i++)
+                acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(_mm256_maddubs_epi16(w[i], _mm256_sign_epi8(x, w[i])), ones));
+        __asm__ volatile("" : "+x"(x));
+    }
+    for (i = 1; i < 8; i++) acc[0] = _mm256_add_epi32(acc[0], acc[i]);
+    sink = _mm256_extract_epi32(acc[0], 0);
+    (void)sink;
+    return (double)n * 8 * 32 / (now() - t0);
+#elif defined(__ARM_FEATURE_DOTPROD)
+    int8x16_t x = vdupq_n_s8(3), w[8];
+    int32x4_t acc[8];
+    (void)q4;
+    for (i = 0; i < 8; i++) { w[i] = vdupq_n_s8((int8_t)(i + 1)); acc[i] = vdupq_n_s32(0); }
+    for (r = 0; r < n; r++) {
+        for (i = 0; i < 8; i++) acc[i] = vdotq_s32(acc[i], w[i], x);
+        __asm__ volatile("" : "+w"(x));
+    }
+    for (i = 1; i < 8; i++) acc[0] = vaddq_s32(acc[0], acc[i]);
+    sink = vaddvq_s32(acc[0]);
+    (void)sink;
+    return (double)n * 8 * 16 / (now() - t0);
+#else
+    (void)q4; (void)n; (void)r; (void)i; (void)t0; (void)sink;
+    return 0.0;
+#endif
+}
+
 static int cmp(const void *x, const void *y)
 {
     double a = *(const double *)x, b = *(const double *)y;
@@ -92,12 +156,30 @@ int main(int argc, char **argv)
     double gbs[1000];
     volatile uint64_t sink = 0;
 
+    if (argc == 2 && strcmp(argv[1], "--int8") == 0) {
+        const char *isa = "none";
+        double rate[2][5];
+        int k;
+#if defined(__AVX512VNNI__)
+        isa = "avx512vnni";
+#elif defined(__AVX2__)
+        isa = "avx2";
+#elif defined(__ARM_FEATURE_DOTPROD)
+        isa = "neon-dotprod";
+#endif
+        for (k = 0; k < 2; k++) {
+            for (p = 0; p < 5; p++) rate[k][p] = int8_rate(k, 20000000) / 1e9;
+            qsort(rate[k], 5, sizeof rate[k][0], cmp);
+        }
+        printf("{\"isa\": \"%s\", \"q8_0_gmacs\": %.2f, \"q4_0_gmacs\": %.2f}\n", isa, rate[0][2], rate[1][2]);
+        return 0;
+    }
     for (i = 1; i < argc; i++) {
         if (strcmp(argv[i], "-t") == 0 && i + 1 < argc) threads = atoi(argv[++i]);
         else if (strcmp(argv[i], "-s") == 0 && i + 1 < argc) mib = (size_t)atol(argv[++i]);
         else if (strcmp(argv[i], "-r") == 0 && i + 1 < argc) passes = atoi(argv[++i]);
         else {
-            fprintf(stderr, "usage: membw [-t THREADS] [-s MIB] [-r PASSES]\n");
+            fprintf(stderr, "usage: membw [-t THREADS] [-s MIB] [-r PASSES] | membw --int8\n");
             return 1;
         }
     }

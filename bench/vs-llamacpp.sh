@@ -10,7 +10,8 @@
 #    quantizes them with `llama-quantize --pure` to Q8_0 and Q4_0 (every matrix, embeddings
 #    included, in the named type) and converts those same files with `slm-convert` (no --type:
 #    a bit-for-bit copy of the tensors). Models are cached in ${SLM_BENCH_DIR:-~/.cache/slm/bench};
-# 3. measures the memory read bandwidth (bench/membw.c: sums a 1 GiB buffer) at each thread count;
+# 3. measures the memory read bandwidth (bench/membw.c: sums a 1 GiB buffer) at each thread count,
+#    and the int8 multiply-add peak of one thread (membw --int8), decode's two ceilings;
 # 4. for every shape x type x thread count, runs llama-bench and `slm bench` one after the other
 #    (A B A B ...: machine noise hits both) and prints one markdown table on stdout.
 #
@@ -70,6 +71,7 @@ work, reps, rounds = E["WORK"], int(E["REPS"]), int(E["ROUNDS"])
 shapes, types = E["SHAPES"].split(","), E["TYPES"].split(",")
 threads = [int(t) for t in E["THREADS"].split(",")]
 label = {"smollm2-135m": "SmolLM2-135M", "qwen2.5-0.5b": "Qwen2.5-0.5B"}
+int8 = json.load(open(f"{work}/int8.json")) if os.path.exists(f"{work}/int8.json") else None   # runs before it existed
 bw_runs = {t: [json.load(open(f"{work}/membw-{t}-{w}.json")) for w in ("before", "after")] for t in threads}
 # the ceiling: the better of the two measurements (before and after the runs)
 bw = {t: max(bw_runs[t], key=lambda r: r["gbs_median"]) for t in threads}
@@ -139,6 +141,9 @@ print("Memory read bandwidth (bench/membw.c: sum of a 1 GiB buffer, median of 9 
       "and after the runs; % of read BW uses the higher): " + "; ".join(
     "%d thread%s %.1f / %.1f GB/s" % (t, "" if t == 1 else "s", bw_runs[t][0]["gbs_median"],
                                       bw_runs[t][1]["gbs_median"]) for t in threads) + ".\n")
+if int8: print("Int8 multiply-add peak on one thread (bench/membw.c --int8: the kernels' instruction sequence, %s, registers "
+                "only): q8_0 %.1f, q4_0 %.1f GMAC/s; a token of a model with P weights costs P multiply-adds.\n"
+                % (int8["isa"], int8["q8_0_gmacs"], int8["q4_0_gmacs"]))
 print("| model | type | threads | pp512 llama.cpp | pp512 slm | slm/llama | tg128 llama.cpp | tg128 slm | slm/llama "
       "| TTFT8 llama.cpp ms | TTFT8 slm ms | speedup | decode GB/s llama.cpp | decode GB/s slm | slm % of read BW |")
 print("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
@@ -285,6 +290,8 @@ membw() {   # $1 = before|after
     done
 }
 membw before
+"$WORK/membw" --int8 >"$WORK/int8.json" || die "membw --int8 failed"
+log "  int8 multiply-add peak, 1 thread: $(cat "$WORK/int8.json")"
 
 # ---- A/B runs ----------------------------------------------------------------------
 # Other processes' load, sampled for 1 s between runs (ours idle): busy vCPUs from /proc/stat.

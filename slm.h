@@ -2884,11 +2884,14 @@ static void slm__quantize_kv_q8_0(const float *x, slm__block_q8_0 *y, int n) {
     }
 }
 
+/* value j of a row of q8_0 blocks */
+SLM__INLINE float slm__q8_0_at(const slm__block_q8_0 *b, int j) { return slm_fp16_to_fp32(b[j / SLM__QK].d) * (float)b[j / SLM__QK].q[j % SLM__QK]; }
+
 SLM__MAYBE_UNUSED static void slm__dot_q8_0_group_ref(const slm__block_q8_0 *k, const float *q, size_t stride, int nq, int n, float *out) {
     int i, j;
     for (i = 0; i < nq; i++) {
         float sum = 0.0f;
-        for (j = 0; j < n; j++) sum += slm_fp16_to_fp32(k[j / SLM__QK].d) * (float)k[j / SLM__QK].q[j % SLM__QK] * q[i * stride + j];
+        for (j = 0; j < n; j++) sum += slm__q8_0_at(k, j) * q[i * stride + j];
         out[i] = sum;
     }
 }
@@ -2902,7 +2905,7 @@ SLM__MAYBE_UNUSED static void slm__attn_values_q8_0_ref(float *out, size_t out_s
         memset(o, 0, (size_t)n * sizeof(float));
         for (p = 0; p < n_pos; p++) {
             const slm__block_q8_0 *vp = v + p * v_stride;
-            for (j = 0; j < n; j++) o[j] += att[h * att_stride + p] * slm_fp16_to_fp32(vp[j / SLM__QK].d) * (float)vp[j / SLM__QK].q[j % SLM__QK];
+            for (j = 0; j < n; j++) o[j] += att[h * att_stride + p] * slm__q8_0_at(vp, j);
         }
     }
 }
@@ -2926,7 +2929,7 @@ SLM__INLINE void slm__dot_q8_0_group_nq(const slm__block_q8_0 *k, const float *q
     }
     for (i = 0; i < nq; i++) {
         float sum = slm__hsum256(acc[i]);
-        for (j = n / 8 * 8; j < n; j++) sum += slm_fp16_to_fp32(k[j / SLM__QK].d) * (float)k[j / SLM__QK].q[j % SLM__QK] * q[i * stride + j];
+        for (j = n / 8 * 8; j < n; j++) sum += slm__q8_0_at(k, j) * q[i * stride + j];
         out[i] = sum;
     }
 }
@@ -2942,35 +2945,19 @@ static void slm__dot_q8_0_group(const slm__block_q8_0 *k, const float *q, size_t
     default: slm__dot_q8_0_group_nq(k, q, stride, 8, n, out); break;
     }
 }
-/* A block's 32 columns of one head's output in four registers over all
-   positions; each position's weight and block scale multiplied once. */
-static void slm__attn_values_q8_0(float *out, size_t out_stride, const float *att, size_t att_stride, const slm__block_q8_0 *v,
-                                  size_t v_stride, int n_pos, int nq, int n) {
-    int h, b, p, i, j;
-    for (h = 0; h < nq; h++) {
-        const float *a = att + h * att_stride;
-        float *o = out + h * out_stride;
-        for (b = 0; b * SLM__QK < n; b++) {
-            int len = SLM__MIN(SLM__QK, n - b * SLM__QK);
-            if (len == SLM__QK) {
-                __m256 acc[4];
-                SLM__UNROLL for (i = 0; i < 4; i++) acc[i] = _mm256_setzero_ps();
-                for (p = 0; p < n_pos; p++) {
-                    const slm__block_q8_0 *vb = v + p * v_stride + b;
-                    __m256 c = _mm256_set1_ps(a[p] * slm_fp16_to_fp32(vb->d));
-                    SLM__UNROLL for (i = 0; i < 4; i++)
-                        acc[i] = _mm256_fmadd_ps(c, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(vb->q + 8 * i)))), acc[i]);
-                }
-                SLM__UNROLL for (i = 0; i < 4; i++) _mm256_storeu_ps(o + b * SLM__QK + 8 * i, acc[i]);
-            } else {   /* the partial last block of a head_dim that is not a multiple of 32 */
-                for (j = 0; j < len; j++) {
-                    float sum = 0.0f;
-                    for (p = 0; p < n_pos; p++) sum += a[p] * slm_fp16_to_fp32(v[p * v_stride + b].d) * (float)v[p * v_stride + b].q[j];
-                    o[b * SLM__QK + j] = sum;
-                }
-            }
-        }
+/* One block's 32 columns of a head's output over all positions, in
+   registers; each position's weight and block scale multiplied once. */
+SLM__INLINE void slm__attn_block_q8_0(float *o, const float *a, const slm__block_q8_0 *v, size_t v_stride, int n_pos) {
+    __m256 acc[4];
+    int p, i;
+    SLM__UNROLL for (i = 0; i < 4; i++) acc[i] = _mm256_setzero_ps();
+    for (p = 0; p < n_pos; p++) {
+        const slm__block_q8_0 *vb = v + p * v_stride;
+        __m256 c = _mm256_set1_ps(a[p] * slm_fp16_to_fp32(vb->d));
+        SLM__UNROLL for (i = 0; i < 4; i++)
+            acc[i] = _mm256_fmadd_ps(c, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(vb->q + 8 * i)))), acc[i]);
     }
+    SLM__UNROLL for (i = 0; i < 4; i++) _mm256_storeu_ps(o + 8 * i, acc[i]);
 }
 #elif defined(SLM__NEON)
 /* eight quants of a block times its scale, as two vectors of four floats */
@@ -2997,38 +2984,42 @@ static void slm__dot_q8_0_group(const slm__block_q8_0 *k, const float *q, size_t
     }
     for (i = 0; i < nq; i++) {
         float sum = vaddvq_f32(acc[i]);
-        for (j = n / 8 * 8; j < n; j++) sum += slm_fp16_to_fp32(k[j / SLM__QK].d) * (float)k[j / SLM__QK].q[j % SLM__QK] * q[i * stride + j];
+        for (j = n / 8 * 8; j < n; j++) sum += slm__q8_0_at(k, j) * q[i * stride + j];
         out[i] = sum;
     }
 }
+SLM__INLINE void slm__attn_block_q8_0(float *o, const float *a, const slm__block_q8_0 *v, size_t v_stride, int n_pos) {
+    float32x4_t acc[8];
+    int p, i;
+    SLM__UNROLL for (i = 0; i < 8; i++) acc[i] = vdupq_n_f32(0.0f);
+    for (p = 0; p < n_pos; p++) {
+        const slm__block_q8_0 *vb = v + p * v_stride;
+        float c = a[p] * slm_fp16_to_fp32(vb->d);
+        SLM__UNROLL for (i = 0; i < 4; i++) {
+            int16x8_t w = vmovl_s8(vld1_s8(vb->q + 8 * i));
+            acc[2 * i] = vfmaq_n_f32(acc[2 * i], vcvtq_f32_s32(vmovl_s16(vget_low_s16(w))), c);
+            acc[2 * i + 1] = vfmaq_n_f32(acc[2 * i + 1], vcvtq_f32_s32(vmovl_s16(vget_high_s16(w))), c);
+        }
+    }
+    SLM__UNROLL for (i = 0; i < 8; i++) vst1q_f32(o + 4 * i, acc[i]);
+}
+#endif
+#if defined(SLM__AVX2) || defined(SLM__AVX512) || defined(SLM__NEON)
 static void slm__attn_values_q8_0(float *out, size_t out_stride, const float *att, size_t att_stride, const slm__block_q8_0 *v,
                                   size_t v_stride, int n_pos, int nq, int n) {
-    int h, b, p, i, j;
+    int h, b, p, j;
     for (h = 0; h < nq; h++) {
         const float *a = att + h * att_stride;
         float *o = out + h * out_stride;
         for (b = 0; b * SLM__QK < n; b++) {
             int len = SLM__MIN(SLM__QK, n - b * SLM__QK);
-            if (len == SLM__QK) {
-                float32x4_t acc[8];
-                SLM__UNROLL for (i = 0; i < 8; i++) acc[i] = vdupq_n_f32(0.0f);
-                for (p = 0; p < n_pos; p++) {
-                    const slm__block_q8_0 *vb = v + p * v_stride + b;
-                    float c = a[p] * slm_fp16_to_fp32(vb->d);
-                    SLM__UNROLL for (i = 0; i < 4; i++) {
-                        int16x8_t w = vmovl_s8(vld1_s8(vb->q + 8 * i));
-                        acc[2 * i] = vfmaq_n_f32(acc[2 * i], vcvtq_f32_s32(vmovl_s16(vget_low_s16(w))), c);
-                        acc[2 * i + 1] = vfmaq_n_f32(acc[2 * i + 1], vcvtq_f32_s32(vmovl_s16(vget_high_s16(w))), c);
-                    }
-                }
-                SLM__UNROLL for (i = 0; i < 8; i++) vst1q_f32(o + b * SLM__QK + 4 * i, acc[i]);
-            } else {
+            if (len == SLM__QK) slm__attn_block_q8_0(o + b * SLM__QK, a, v + b, v_stride, n_pos);
+            else   /* the partial last block of a head_dim that is not a multiple of 32 */
                 for (j = 0; j < len; j++) {
                     float sum = 0.0f;
-                    for (p = 0; p < n_pos; p++) sum += a[p] * slm_fp16_to_fp32(v[p * v_stride + b].d) * (float)v[p * v_stride + b].q[j];
+                    for (p = 0; p < n_pos; p++) sum += a[p] * slm__q8_0_at(v + p * v_stride, b * SLM__QK + j);
                     o[b * SLM__QK + j] = sum;
                 }
-            }
         }
     }
 }

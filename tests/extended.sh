@@ -9,7 +9,8 @@
 #   2. test_slm with the scalar kernels (-DSLM_NO_SIMD), a portable build,
 #      with every pass split across threads even on the tiny test models
 #      (OpenMP, and the library's own pthread pool), and on an AVX-512 host
-#      with the AVX2 kernels
+#      with the AVX2 kernels; the AVX-512 kernels, with and without VNNI, on
+#      an AVX2 host with SIMDe emulating the 512-bit instructions
 #   3. the compile matrix with clang when `make test` could not run it
 #   4. the thread tests under ThreadSanitizer (pthread pool)
 #   5. the aarch64 build under qemu-aarch64: NEON with and without the int8
@@ -147,6 +148,23 @@ VARIANTS=("-DSLM_NO_SIMD" "portable" "forced-threads" "pthread-pool")
 if echo | $CC $CFLAGS -dM -E - 2>/dev/null | grep -q __AVX512F__ && grep -qw avx2 /proc/cpuinfo 2>/dev/null; then
     VARIANTS+=("avx2")
 fi
+# the AVX-512 kernels on any AVX2 host, SIMDe emulating the 512-bit
+# intrinsics (tests/simde_avx512.h), with and without VNNI
+if grep -qw avx2 /proc/cpuinfo 2>/dev/null && grep -qw f16c /proc/cpuinfo && grep -qw fma /proc/cpuinfo &&
+   echo | $CC -dM -E - 2>/dev/null | grep -q __x86_64__; then
+    simde_ok() { printf '#include <simde/x86/avx512.h>\n' | $CC -mavx2 -mfma -mf16c -E -x c - >/dev/null 2>&1; }
+    if ! simde_ok; then
+        echo "== installing SIMDe for the emulated AVX-512 kernels"
+        apt_install libsimde-dev || true
+    fi
+    if simde_ok; then
+        VARIANTS+=("simde-avx512" "simde-avx512-vnni")
+    else
+        skip "test_slm with the AVX-512 kernels on SIMDe" "SIMDe (libsimde-dev) is not installed and apt-get could not install it"
+    fi
+else
+    skip "test_slm with the AVX-512 kernels on SIMDe" "needs an x86-64 host with AVX2, FMA and F16C"
+fi
 for variant in "${VARIANTS[@]}"; do
     VB=$BUILD/variant_${variant//[^A-Za-z0-9]/_}
     mkdir -p "$VB"
@@ -154,6 +172,8 @@ for variant in "${VARIANTS[@]}"; do
     case $variant in
         portable) vflags="-O2 -g" ;;
         avx2) vflags="-O2 -g -mavx2 -mfma -mf16c" ;;
+        simde-avx512) vflags="-O2 -g -mavx2 -mfma -mf16c -Wno-psabi -include tests/simde_avx512.h" ;;
+        simde-avx512-vnni) vflags="-O2 -g -mavx2 -mfma -mf16c -Wno-psabi -include tests/simde_avx512.h -DSLM_TEST_VNNI" ;;
         forced-threads) vflags="$CFLAGS -DSLM__WORK_PER_THREAD=1u" ;;
         pthread-pool) vflags="$CFLAGS -DSLM__WORK_PER_THREAD=1u"; vomp="-pthread" ;;
         *) vflags="$CFLAGS $variant" ;;

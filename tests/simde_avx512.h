@@ -11,8 +11,8 @@
    (native AVX2); the 512-bit and mask ones are SIMDe's, or the few plain C
    ones below. One that neither supplies stays the compiler's, and gcc and
    clang refuse to build it without -mavx512f: a build that succeeds executes
-   no AVX-512 instruction. SIMDe 0.7.4 has no BF16 conversions that slm.h
-   would need (it has none: bf16 weights are widened with shifts). */
+   no AVX-512 instruction. slm.h has no AVX512-BF16 path (bf16 weights are
+   widened with shifts), so there is no BF16 variant. */
 #ifndef SLM_TEST_SIMDE_AVX512_H
 #define SLM_TEST_SIMDE_AVX512_H
 

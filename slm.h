@@ -2532,8 +2532,9 @@ SLM__INLINE void slm__dotn_q4_0(const slm__block_q4_0 *const *w, int nr, const s
 /* The _R16 kernels. One 64-byte line of a group holds 4 elements of 16 rows:
    multiplied by the same 4 activations of a token, broadcast, it adds to 16
    row sums at once, with no horizontal sums and one vector of 16 scales per
-   block. x86 builds with AVX-512 use the 256-bit version too: a 512-bit one
-   waits for AVX-512 hardware to measure and test it on. */
+   block. With AVX-512 a line is one register and one dot product per token;
+   with AVX2, two. The AVX-512 builds share the AVX2 activation quantizer and
+   value-cache kernels. */
 #if defined(SLM__AVX2) || defined(SLM__AVX512)
 SLM__MAYBE_UNUSED static void slm__axpy_f32(float *out, float a, const float *v, int n) {
     __m256 va = _mm256_set1_ps(a);
@@ -2593,16 +2594,99 @@ static void slm__quantize_act_blocks(const float *x, slm__block_q8_0 *q, int32_t
     }
 }
 
+#if defined(SLM__AVX512)
+#if defined(__GNUC__) && !defined(__clang__)
+/* g++ 12's false positive in its own AVX-512 headers, as above */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+SLM__INLINE __m512i slm__bcast4_512(const int8_t *p) { int32_t v; memcpy(&v, p, 4); return _mm512_set1_epi32(v); }
+
+/* nt (1 or 2) is a constant at each call, so the token loops unroll into
+   registers. Each row's lane sees the integer sum of the reference, exactly,
+   and then the float steps of the AVX2 kernel: the two give the same bits. */
+SLM__INLINE void slm__gemm_r16_nt(int type, const uint8_t *group, int nb, const slm__block_q8_0 *x, const int32_t *xsum,
+                                  size_t xs, const int nt, float *y, size_t ys) {
+    const int is_q8 = type == SLM_TYPE_Q8_0_R16;
+    const size_t line = 4 * SLM__R16, qbytes = is_q8 ? 8 * line : 4 * line;
+    const uint8_t *q = group + (size_t)nb * SLM__R16 * 2;
+    const __m512i low4 = _mm512_set1_epi8(0x0f);
+#if !defined(__AVX512VNNI__)
+    const __m512i ones = _mm512_set1_epi16(1);
+#endif
+    __m512 acc[2];
+    int b, k, t;
+    SLM__UNROLL for (t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps();
+    for (b = 0; b < nb; b++, q += qbytes) {
+        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)slm__r16_scales(group, b)));
+        __m512i isum[2];
+        for (k = 0; k < (int)qbytes; k += 64) _mm_prefetch((const char *)q + SLM__PREFETCH + k, _MM_HINT_T0);
+        SLM__UNROLL for (t = 0; t < nt; t++) isum[t] = _mm512_setzero_si512();
+        if (is_q8) {
+#if defined(__AVX512VNNI__)
+            /* vpdpbusd wants one side unsigned: w + 128 (the sign bit flipped) is,
+               and the extra 128 * (sum of the block's activations) comes off after */
+            const __m512i bias = _mm512_set1_epi8((char)0x80);
+            for (k = 0; k < 8; k++) {
+                __m512i uw = _mm512_xor_si512(_mm512_loadu_si512((const void *)(q + k * line)), bias);
+                SLM__UNROLL for (t = 0; t < nt; t++) isum[t] = _mm512_dpbusd_epi32(isum[t], uw, slm__bcast4_512(x[t * xs + b].q + 4 * k));
+            }
+            SLM__UNROLL for (t = 0; t < nt; t++) isum[t] = _mm512_sub_epi32(isum[t], _mm512_set1_epi32(128 * xsum[t * xs + b]));
+#else
+            /* (w + 128) * x pairs would saturate vpmaddubsw's int16: |w| times x
+               with w's sign instead, as the AVX2 kernel */
+            for (k = 0; k < 8; k++) {
+                __m512i wv = _mm512_loadu_si512((const void *)(q + k * line)), aw = _mm512_abs_epi8(wv);
+                __mmask64 neg = _mm512_movepi8_mask(wv);
+                SLM__UNROLL for (t = 0; t < nt; t++) {
+                    __m512i xv = slm__bcast4_512(x[t * xs + b].q + 4 * k);
+                    __m512i p = _mm512_maddubs_epi16(aw, _mm512_mask_sub_epi8(xv, neg, _mm512_setzero_si512(), xv));
+                    isum[t] = _mm512_add_epi32(isum[t], _mm512_madd_epi16(p, ones));
+                }
+            }
+#endif
+        } else {
+            /* nibbles 0..15 are the unsigned side as they are; their offset of 8
+               comes off once per block. Without VNNI the block's nibble x s8
+               pairs (each below 2 * 15 * 127, eight of them below 2^15) add up in int16. */
+#if !defined(__AVX512VNNI__)
+            __m512i p16[2];
+            SLM__UNROLL for (t = 0; t < nt; t++) p16[t] = _mm512_setzero_si512();
+#endif
+            for (k = 0; k < 4; k++) {
+                __m512i wv = _mm512_loadu_si512((const void *)(q + k * line));
+                __m512i lo = _mm512_and_si512(wv, low4), hi = _mm512_and_si512(_mm512_srli_epi16(wv, 4), low4);
+                SLM__UNROLL for (t = 0; t < nt; t++) {
+                    const int8_t *xq = x[t * xs + b].q;
+#if defined(__AVX512VNNI__)
+                    isum[t] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(isum[t], lo, slm__bcast4_512(xq + 4 * k)), hi,
+                                                  slm__bcast4_512(xq + SLM__QK / 2 + 4 * k));
+#else
+                    p16[t] = _mm512_add_epi16(p16[t], _mm512_add_epi16(_mm512_maddubs_epi16(lo, slm__bcast4_512(xq + 4 * k)),
+                                                                       _mm512_maddubs_epi16(hi, slm__bcast4_512(xq + SLM__QK / 2 + 4 * k))));
+#endif
+                }
+            }
+#if !defined(__AVX512VNNI__)
+            SLM__UNROLL for (t = 0; t < nt; t++) isum[t] = _mm512_madd_epi16(p16[t], ones);
+#endif
+            SLM__UNROLL for (t = 0; t < nt; t++) isum[t] = _mm512_sub_epi32(isum[t], _mm512_set1_epi32(8 * xsum[t * xs + b]));
+        }
+        SLM__UNROLL for (t = 0; t < nt; t++)
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(dw, _mm512_set1_ps(slm_fp16_to_fp32(x[t * xs + b].d))), acc[t]);
+    }
+    SLM__UNROLL for (t = 0; t < nt; t++) _mm512_storeu_ps(y + t * ys, acc[t]);
+}
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+
+#else
 /* the 16 f16 scales of one block as two vectors of 8 rows */
 SLM__INLINE void slm__r16_scales_f32(const uint8_t *sc, __m256 *lo, __m256 *hi) {
-#if defined(__F16C__)
     *lo = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)sc));
     *hi = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(sc + 16)));
-#else   /* AVX-512F without -mf16c (gcc): the 512-bit conversion */
-    __m512 v = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)sc));
-    *lo = _mm512_castps512_ps256(v);
-    *hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
-#endif
 }
 
 SLM__INLINE __m256i slm__bcast4_256(const int8_t *p) { int32_t v; memcpy(&v, p, 4); return _mm256_set1_epi32(v); }
@@ -2662,6 +2746,7 @@ SLM__INLINE void slm__gemm_r16_nt(int type, const uint8_t *group, int nb, const 
         _mm256_storeu_ps(y + t * ys + 8, acc[t][1]);
     }
 }
+#endif
 
 #elif defined(SLM__NEON)
 #define slm__quantize_act_blocks slm__quantize_act_blocks_ref

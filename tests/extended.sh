@@ -9,8 +9,10 @@
 #   2. test_slm with the scalar kernels (-DSLM_NO_SIMD), a portable build,
 #      with every pass split across threads even on the tiny test models
 #      (OpenMP, and the library's own pthread pool), and on an AVX-512 host
-#      with the AVX2 kernels
-#   3. the compile matrix with clang when `make test` could not run it
+#      with the AVX2 kernels; the AVX-512 kernels, with and without VNNI, on
+#      an AVX2 host with SIMDe emulating the 512-bit instructions
+#   3. the compile matrix with clang when `make test` could not run it, and
+#      the AVX-512 builds (gcc, clang; C99, C++11; with and without VNNI)
 #   4. the thread tests under ThreadSanitizer (pthread pool)
 #   5. the aarch64 build under qemu-aarch64: NEON with and without the int8
 #      dot product
@@ -147,6 +149,23 @@ VARIANTS=("-DSLM_NO_SIMD" "portable" "forced-threads" "pthread-pool")
 if echo | $CC $CFLAGS -dM -E - 2>/dev/null | grep -q __AVX512F__ && grep -qw avx2 /proc/cpuinfo 2>/dev/null; then
     VARIANTS+=("avx2")
 fi
+# the AVX-512 kernels on any AVX2 host, SIMDe emulating the 512-bit
+# intrinsics (tests/simde_avx512.h), with and without VNNI
+if grep -qw avx2 /proc/cpuinfo 2>/dev/null && grep -qw f16c /proc/cpuinfo && grep -qw fma /proc/cpuinfo &&
+   echo | $CC -dM -E - 2>/dev/null | grep -q __x86_64__; then
+    simde_ok() { printf '#include <simde/x86/avx512.h>\n' | $CC -mavx2 -mfma -mf16c -E -x c - >/dev/null 2>&1; }
+    if ! simde_ok; then
+        echo "== installing SIMDe for the emulated AVX-512 kernels"
+        apt_install libsimde-dev || true
+    fi
+    if simde_ok; then
+        VARIANTS+=("simde-avx512" "simde-avx512-vnni")
+    else
+        skip "test_slm with the AVX-512 kernels on SIMDe" "SIMDe (libsimde-dev) is not installed and apt-get could not install it"
+    fi
+else
+    skip "test_slm with the AVX-512 kernels on SIMDe" "needs an x86-64 host with AVX2, FMA and F16C"
+fi
 for variant in "${VARIANTS[@]}"; do
     VB=$BUILD/variant_${variant//[^A-Za-z0-9]/_}
     mkdir -p "$VB"
@@ -154,6 +173,8 @@ for variant in "${VARIANTS[@]}"; do
     case $variant in
         portable) vflags="-O2 -g" ;;
         avx2) vflags="-O2 -g -mavx2 -mfma -mf16c" ;;
+        simde-avx512) vflags="-O2 -g -mavx2 -mfma -mf16c -Wno-psabi -include tests/simde_avx512.h" ;;
+        simde-avx512-vnni) vflags="-O2 -g -mavx2 -mfma -mf16c -Wno-psabi -include tests/simde_avx512.h -DSLM_TEST_VNNI" ;;
         forced-threads) vflags="$CFLAGS -DSLM__WORK_PER_THREAD=1u" ;;
         pthread-pool) vflags="$CFLAGS -DSLM__WORK_PER_THREAD=1u"; vomp="-pthread" ;;
         *) vflags="$CFLAGS $variant" ;;
@@ -186,6 +207,38 @@ else
         skip "compile matrix with clang" "clang is not installed and apt-get could not install it"
     fi
 fi
+
+# the AVX-512 builds compile warning-free (C99 and C++11, gcc and clang), on
+# any x86-64 host: the SIMDe variants above check what they compute
+echo "== AVX-512 builds compile"
+AB=$BUILD/avx512-compile
+mkdir -p "$AB"
+for cc in gcc clang; do
+    case $cc in gcc) cxx=g++ ;; clang) cxx=clang++ ;; esac
+    if ! command -v "$cc" >/dev/null 2>&1 || ! command -v "$cxx" >/dev/null 2>&1; then
+        skip "AVX-512 builds with $cc" "$cc/$cxx not installed"
+        continue
+    fi
+    if ! echo | "$cc" -march=x86-64-v4 -dM -E - 2>/dev/null | grep -q __AVX512BW__; then
+        skip "AVX-512 builds with $cc" "$cc does not target x86-64 with AVX-512 (-march=x86-64-v4)"
+        continue
+    fi
+    # no F16C in the fourth: gcc's -mavx512f does not imply it
+    for isa in "-march=x86-64-v4" "-mavx512f -mavx512bw -mavx512vl -mfma -mf16c" \
+               "-mavx512f -mavx512bw -mavx512vl -mfma -mf16c -mavx512vnni" "-mavx512f -mavx512bw -mavx512vl -mfma"; do
+        for lang in c99 c++11; do
+            if [ $lang = c99 ]; then drv=$cc; lflags="-x c -std=c99 -pedantic"; else drv=$cxx; lflags="-x c++ -std=c++11 -pedantic"; fi
+            log=$AB/$(echo "$cc-$lang$isa" | tr -c 'A-Za-z0-9_\n-' '_').log
+            # shellcheck disable=SC2086
+            if $drv $lflags -Wall -Wextra -Werror -O2 $isa -I. -c -o "$AB/a.o" tests/compile_a.c >"$log" 2>&1 &&
+               $drv $lflags -Wall -Wextra -Werror -O2 $isa -I. -c -o "$AB/b.o" tests/compile_b.c >>"$log" 2>&1; then
+                pass "$cc $lang $isa compiles"
+            else
+                fail "$cc $lang $isa compiles" "$(head -n 8 "$log")"
+            fi
+        done
+    done
+done
 
 # ---------------------------------------------------------------------------
 # 4. ThreadSanitizer on the thread tests (the pthread pool: libgomp is not

@@ -2116,6 +2116,13 @@ static const char *defined_vnni(void) {
     return "";
 #endif
 }
+static const char *defined_simde(void) {
+#if defined(SLM_TEST_SIMDE_AVX512_H)
+    return " (SIMDe emulation, tests/simde_avx512.h)";
+#else
+    return "";
+#endif
+}
 #endif
 
 static uint64_t g_rng = 12345;
@@ -2134,7 +2141,7 @@ static void test_kernels_vs_reference(void) {
     size_t li, bi;
     int rep, i, n_checked = 0;
 #if defined(SLM__AVX512)
-    NOTE("kernels: AVX-512%s", defined_vnni());
+    NOTE("kernels: AVX-512%s%s", defined_vnni(), defined_simde());
 #elif defined(SLM__AVX2)
     NOTE("kernels: AVX2");
 #elif defined(SLM__NEON) && defined(__ARM_FEATURE_DOTPROD)

@@ -1,0 +1,113 @@
+/* tests/simde_avx512.h - runs slm.h's AVX-512 kernels on a machine without
+   AVX-512: SIMDe (SIMD Everywhere, libsimde-dev) supplies the _mm512_*
+   intrinsics in portable C, and the macros below make slm.h select its
+   AVX-512 path exactly as a -mavx512f -mavx512bw -mavx512vl build would.
+   Test builds only, force-included ahead of everything else:
+
+     cc -O2 -mavx2 -mfma -mf16c -include tests/simde_avx512.h [-DSLM_TEST_VNNI] ...
+
+   slm.h itself is unchanged: it sees the predefined macros it would see on
+   AVX-512 hardware. The 256- and 128-bit intrinsics stay the compiler's own
+   (native AVX2); the 512-bit and mask ones are SIMDe's, or the few plain C
+   ones below. One that neither supplies stays the compiler's, and gcc and
+   clang refuse to build it without -mavx512f: a build that succeeds executes
+   no AVX-512 instruction. slm.h has no AVX512-BF16 path (bf16 weights are
+   widened with shifts), so there is no BF16 variant. */
+#ifndef SLM_TEST_SIMDE_AVX512_H
+#define SLM_TEST_SIMDE_AVX512_H
+
+#if !defined(__AVX2__) || !defined(__FMA__) || !defined(__F16C__)
+#error "tests/simde_avx512.h: build with -mavx2 -mfma -mf16c"
+#endif
+#if defined(__AVX512F__)
+#error "tests/simde_avx512.h emulates AVX-512: build without -mavx512* (and without -march=native on an AVX-512 host)"
+#endif
+
+/* the compiler's own header first, while it still sees no AVX-512 macro (gcc
+   would otherwise compile its AVX-512 intrinsics without the target option);
+   SIMDe's aliases below then replace them */
+#include <immintrin.h>
+
+#define SIMDE_ENABLE_NATIVE_ALIASES
+#include <simde/x86/avx512.h>
+
+/* SIMDe 0.7.4's alias takes the four arguments of the masked form */
+#undef _mm512_madd_epi16
+#define _mm512_madd_epi16(a, b) simde_mm512_madd_epi16(a, b)
+
+/* What slm.h uses and SIMDe 0.7.4 lacks, in plain C; a SIMDe that has one
+   defines its alias, and then that is used. Masked loads read the selected
+   elements only, as the instructions do (no fault past the end). */
+#ifndef _mm512_cvtepi32_ps
+static inline simde__m512 slm_test_mm512_cvtepi32_ps(simde__m512i a) {
+    int32_t i32[16];
+    float f[16];
+    int i;
+    simde_mm512_storeu_si512(i32, a);
+    for (i = 0; i < 16; i++) f[i] = (float)i32[i];
+    return simde_mm512_loadu_ps(f);
+}
+#define _mm512_cvtepi32_ps(a) slm_test_mm512_cvtepi32_ps(a)
+#endif
+#ifndef _mm512_cvtepu16_epi32
+static inline simde__m512i slm_test_mm512_cvtepu16_epi32(simde__m256i a) {
+    uint16_t u16[16];
+    int32_t i32[16];
+    int i;
+    simde_mm256_storeu_si256(u16, a);
+    for (i = 0; i < 16; i++) i32[i] = u16[i];
+    return simde_mm512_loadu_si512(i32);
+}
+#define _mm512_cvtepu16_epi32(a) slm_test_mm512_cvtepu16_epi32(a)
+#endif
+#ifndef _mm512_cvtph_ps
+/* with the build's own F16C, 8 at a time */
+static inline simde__m512 slm_test_mm512_cvtph_ps(simde__m256i a) {
+    uint16_t h[16];
+    float f[16];
+    simde_mm256_storeu_si256(h, a);
+    _mm256_storeu_ps(f, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h)));
+    _mm256_storeu_ps(f + 8, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + 8))));
+    return simde_mm512_loadu_ps(f);
+}
+#define _mm512_cvtph_ps(a) slm_test_mm512_cvtph_ps(a)
+#endif
+#ifndef _mm512_maskz_loadu_ps
+static inline simde__m512 slm_test_mm512_maskz_loadu_ps(simde__mmask16 k, const void *p) {
+    float f[16];
+    int i;
+    for (i = 0; i < 16; i++) f[i] = (k >> i) & 1 ? ((const float *)p)[i] : 0.0f;
+    return simde_mm512_loadu_ps(f);
+}
+#define _mm512_maskz_loadu_ps(k, p) slm_test_mm512_maskz_loadu_ps(k, p)
+#endif
+#ifndef _mm256_maskz_loadu_epi16
+static inline simde__m256i slm_test_mm256_maskz_loadu_epi16(simde__mmask16 k, const void *p) {
+    int16_t v[16];
+    int i;
+    for (i = 0; i < 16; i++) v[i] = (k >> i) & 1 ? ((const int16_t *)p)[i] : 0;
+    return simde_mm256_loadu_si256(v);
+}
+#define _mm256_maskz_loadu_epi16(k, p) slm_test_mm256_maskz_loadu_epi16(k, p)
+#endif
+#ifndef _mm512_reduce_add_ps
+/* the order of gcc's header: halves of 256, of 128, then pairs */
+static inline float slm_test_mm512_reduce_add_ps(simde__m512 a) {
+    float v[16], h[8], q[4];
+    int i;
+    simde_mm512_storeu_ps(v, a);
+    for (i = 0; i < 8; i++) h[i] = v[8 + i] + v[i];
+    for (i = 0; i < 4; i++) q[i] = h[4 + i] + h[i];
+    return (q[0] + q[2]) + (q[1] + q[3]);
+}
+#define _mm512_reduce_add_ps(a) slm_test_mm512_reduce_add_ps(a)
+#endif
+
+#define __AVX512F__ 1
+#define __AVX512BW__ 1
+#define __AVX512VL__ 1
+#if defined(SLM_TEST_VNNI)
+#define __AVX512VNNI__ 1
+#endif
+
+#endif

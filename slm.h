@@ -46,18 +46,18 @@
 #ifndef SLM_H
 #define SLM_H
 
-#define SLM_VERSION_MAJOR 0
-#define SLM_VERSION_MINOR 1
-#define SLM_VERSION_PATCH 0
-#define SLM_VERSION_STRING "0.1.0"
-#define SLM_FORMAT_VERSION_MAJOR 1   /* .slm files this code writes and reads */
+#define SLM_VERSION_MAJOR        0
+#define SLM_VERSION_MINOR        1
+#define SLM_VERSION_PATCH        0
+#define SLM_VERSION_STRING       "0.1.0"
+#define SLM_FORMAT_VERSION_MAJOR 1 /* .slm files this code writes and reads */
 #define SLM_FORMAT_VERSION_MINOR 0
 
 #include <stddef.h>
 #include <stdint.h>
 
 #if defined(SLM_STATIC) && (defined(__GNUC__) || defined(__clang__))
-#define SLM_API __attribute__((unused)) static   /* the includer may not call every function */
+#define SLM_API __attribute__((unused)) static /* the includer may not call every function */
 #elif defined(SLM_STATIC)
 #define SLM_API static
 #else
@@ -72,13 +72,13 @@ typedef int32_t slm_token;
 
 typedef enum slm_result {
     SLM_OK = 0,
-    SLM_ERR_IO,            /* a file could not be opened, read or mapped */
-    SLM_ERR_FORMAT,        /* the model file is malformed or truncated */
-    SLM_ERR_UNSUPPORTED,   /* valid, but this build cannot run it */
-    SLM_ERR_OOM,           /* an allocation failed */
-    SLM_ERR_INVALID_ARG,   /* NULL or out-of-range argument */
-    SLM_ERR_CONTEXT_FULL,  /* the tokens do not fit in the session's context */
-    SLM_ERR_CANCELLED      /* the on_token callback asked to stop */
+    SLM_ERR_IO,           /* a file could not be opened, read or mapped */
+    SLM_ERR_FORMAT,       /* the model file is malformed or truncated */
+    SLM_ERR_UNSUPPORTED,  /* valid, but this build cannot run it */
+    SLM_ERR_OOM,          /* an allocation failed */
+    SLM_ERR_INVALID_ARG,  /* NULL or out-of-range argument */
+    SLM_ERR_CONTEXT_FULL, /* the tokens do not fit in the session's context */
+    SLM_ERR_CANCELLED     /* the on_token callback asked to stop */
 } slm_result;
 
 /* Tensor types, numbered as in GGML/GGUF. The _R16 types hold the same blocks
@@ -101,33 +101,46 @@ typedef enum slm_tokenizer_kind { SLM_TOKENIZER_SPM = 1, SLM_TOKENIZER_BPE = 2 }
 /* How byte-level BPE splits text into words before merging (FORMAT.md, tokenizer.pre). */
 typedef enum slm_pretok {
     SLM_PRETOK_NONE = 0,
-    SLM_PRETOK_GPT2 = 1,       /* 's|'t|... ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+ */
-    SLM_PRETOK_LLAMA3 = 2,     /* (?i:'s|...)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|... */
-    SLM_PRETOK_QWEN2 = 3,      /* as LLAMA3 with single digits \p{N} */
-    SLM_PRETOK_STARCODER = 4   /* digits split one by one, then GPT2 */
+    SLM_PRETOK_GPT2 = 1,     /* 's|'t|... ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+ */
+    SLM_PRETOK_LLAMA3 = 2,   /* (?i:'s|...)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|... */
+    SLM_PRETOK_QWEN2 = 3,    /* as LLAMA3 with single digits \p{N} */
+    SLM_PRETOK_STARCODER = 4 /* digits split one by one, then GPT2 */
 } slm_pretok;
 
 /* Built-in chat formatters (FORMAT.md, tokenizer.chat_template). */
 typedef enum slm_chat_template {
-    SLM_CHAT_NONE = 0, SLM_CHAT_CHATML = 1, SLM_CHAT_LLAMA2 = 2, SLM_CHAT_LLAMA3 = 3,
-    SLM_CHAT_PHI3 = 4, SLM_CHAT_GEMMA = 5, SLM_CHAT_ZEPHYR = 6
+    SLM_CHAT_NONE = 0,
+    SLM_CHAT_CHATML = 1,
+    SLM_CHAT_LLAMA2 = 2,
+    SLM_CHAT_LLAMA3 = 3,
+    SLM_CHAT_PHI3 = 4,
+    SLM_CHAT_GEMMA = 5,
+    SLM_CHAT_ZEPHYR = 6
 } slm_chat_template;
 
 /* Token types, numbered as in GGUF. */
-enum { SLM_TOKEN_NORMAL = 1, SLM_TOKEN_UNKNOWN = 2, SLM_TOKEN_CONTROL = 3,
-       SLM_TOKEN_USER_DEFINED = 4, SLM_TOKEN_UNUSED = 5, SLM_TOKEN_BYTE = 6 };
+enum {
+    SLM_TOKEN_NORMAL = 1,
+    SLM_TOKEN_UNKNOWN = 2,
+    SLM_TOKEN_CONTROL = 3,
+    SLM_TOKEN_USER_DEFINED = 4,
+    SLM_TOKEN_UNUSED = 5,
+    SLM_TOKEN_BYTE = 6
+};
 
 /* slm_tokenize flags */
-enum { SLM_TOK_BOS = 1,       /* add the special tokens the model's tokenizer adds (BOS for most) */
-       SLM_TOK_SPECIAL = 2 }; /* recognise control tokens written as text, e.g. "<|im_end|>";
+enum {
+    SLM_TOK_BOS = 1, /* add the special tokens the model's tokenizer adds (BOS for most) */
+    SLM_TOK_SPECIAL = 2
+}; /* recognise control tokens written as text, e.g. "<|im_end|>";
                                  user-defined tokens are always recognised */
 
 enum { SLM_LOG_ERROR = 0, SLM_LOG_WARN = 1, SLM_LOG_INFO = 2, SLM_LOG_DEBUG = 3 };
 
-typedef struct slm_allocator {   /* all zero: SLM_MALLOC / SLM_FREE */
+typedef struct slm_allocator { /* all zero: SLM_MALLOC / SLM_FREE */
     void *(*alloc)(size_t size, void *user);
-    void  (*free)(void *ptr, void *user);
-    void  *user;
+    void (*free)(void *ptr, void *user);
+    void *user;
 } slm_allocator;
 
 typedef void (*slm_log_fn)(void *user, int level, const char *message);
@@ -138,48 +151,48 @@ typedef struct slm_session slm_session;
 /* ---- models ------------------------------------------------------------ */
 
 typedef struct slm_model_desc {
-    const char *path;        /* a .slm file ...                                  */
-    const void *data;        /* ... or the file's bytes in memory (kept by the    */
-    size_t size;             /*     caller until slm_model_free); one of the two  */
-    int no_mmap;             /* read the file into memory instead of mapping it  */
+    const char *path; /* a .slm file ...                                  */
+    const void *data; /* ... or the file's bytes in memory (kept by the    */
+    size_t size;      /*     caller until slm_model_free); one of the two  */
+    int no_mmap;      /* read the file into memory instead of mapping it  */
     slm_allocator alloc;
     slm_log_fn log;
     void *log_user;
-    char *error;             /* optional: why a load failed, NUL-terminated      */
+    char *error; /* optional: why a load failed, NUL-terminated      */
     size_t error_cap;
 } slm_model_desc;
 
 typedef struct slm_model_info {
-    int arch;                /* slm_arch */
-    const char *arch_name;   /* "llama", "qwen2", "qwen3" */
+    int arch;              /* slm_arch */
+    const char *arch_name; /* "llama", "qwen2", "qwen3" */
     int n_vocab, dim, n_layers, n_heads, n_kv_heads, head_dim, ffn_dim, max_seq;
     float rope_theta, rope_freq_scale, norm_eps;
-    int rope_kind;           /* 0 adjacent pairs, 1 NeoX halves */
+    int rope_kind; /* 0 adjacent pairs, 1 NeoX halves */
     int tied_embeddings, qkv_bias, qk_norm;
-    int weight_type;         /* slm_type of most matrix weights (the block type for
+    int weight_type; /* slm_type of most matrix weights (the block type for
                                 _R16 layouts); -1 for a vocab-only file */
     uint64_t n_params;
     uint64_t file_size;
     int n_tensors;
     int format_major, format_minor;
-    int tokenizer_kind;      /* slm_tokenizer_kind */
-    int n_tokens;            /* tokenizer entries (<= n_vocab) */
-    slm_token bos, eos, eot, pad, unk;   /* -1 when absent */
+    int tokenizer_kind;                /* slm_tokenizer_kind */
+    int n_tokens;                      /* tokenizer entries (<= n_vocab) */
+    slm_token bos, eos, eot, pad, unk; /* -1 when absent */
     int add_bos;
     int chat_template;
-    const char *name;        /* metadata "name", or "" */
+    const char *name; /* metadata "name", or "" */
 } slm_model_info;
 
 typedef struct slm_tensor_info {
     const char *name;
-    int type;                /* slm_type */
+    int type; /* slm_type */
     int n_dims;
     int64_t ne[4];
-    uint64_t offset, size;   /* in the file */
+    uint64_t offset, size; /* in the file */
 } slm_tensor_info;
 
 SLM_API slm_result slm_model_load(slm_model **out, const slm_model_desc *desc);
-SLM_API void       slm_model_free(slm_model *model);
+SLM_API void slm_model_free(slm_model *model);
 SLM_API const slm_model_info *slm_model_info_get(const slm_model *model);
 SLM_API slm_result slm_model_tensor_get(const slm_model *model, int index, slm_tensor_info *out);
 /* A metadata value ("name", "source", "license"...), or NULL. */
@@ -187,48 +200,53 @@ SLM_API const char *slm_model_meta(const slm_model *model, const char *key);
 
 /* ---- sessions ---------------------------------------------------------- */
 
-typedef struct slm_session_desc {   /* zero = default */
-    int n_ctx;        /* context length; 0 = min(model max_seq, 4096) */
-    int n_threads;    /* 0 = all processors (1 without threads) */
-    int kv_type;      /* KV cache: 0 = default (f32 for float models, f16 for quantized ones),
+typedef struct slm_session_desc { /* zero = default */
+    int n_ctx;                    /* context length; 0 = min(model max_seq, 4096) */
+    int n_threads;                /* 0 = all processors (1 without threads) */
+    int kv_type;                  /* KV cache: 0 = default (f32 for float models, f16 for quantized ones),
                          SLM_TYPE_F32, SLM_TYPE_F16 or SLM_TYPE_Q8_0 (half of f16's memory) */
-    char *error;      /* optional: why slm_session_new failed, NUL-terminated */
+    char *error;                  /* optional: why slm_session_new failed, NUL-terminated */
     size_t error_cap;
 } slm_session_desc;
 
 typedef enum slm_stop_reason {
-    SLM_STOP_NONE = 0, SLM_STOP_END_OF_TEXT, SLM_STOP_MAX_TOKENS, SLM_STOP_STRING,
-    SLM_STOP_CANCELLED, SLM_STOP_CONTEXT_FULL, SLM_STOP_ERROR
+    SLM_STOP_NONE = 0,
+    SLM_STOP_END_OF_TEXT,
+    SLM_STOP_MAX_TOKENS,
+    SLM_STOP_STRING,
+    SLM_STOP_CANCELLED,
+    SLM_STOP_CONTEXT_FULL,
+    SLM_STOP_ERROR
 } slm_stop_reason;
 
-typedef struct slm_gen_stats {      /* what the last slm_generate did */
-    int n_prompt;                   /* prompt tokens */
-    int n_cached;                   /* of those, already in the cache and not evaluated again */
-    int n_generated;                /* tokens sampled */
-    int stop_reason;                /* slm_stop_reason */
+typedef struct slm_gen_stats { /* what the last slm_generate did */
+    int n_prompt;              /* prompt tokens */
+    int n_cached;              /* of those, already in the cache and not evaluated again */
+    int n_generated;           /* tokens sampled */
+    int stop_reason;           /* slm_stop_reason */
 } slm_gen_stats;
 
-SLM_API slm_result  slm_session_new(slm_session **out, const slm_model *model, const slm_session_desc *desc);
-SLM_API void        slm_session_free(slm_session *session);
-SLM_API const char *slm_session_error(const slm_session *session);   /* "" when none */
-SLM_API int         slm_session_n_past(const slm_session *session);  /* tokens in the KV cache, -1 on NULL */
-SLM_API int         slm_session_n_ctx(const slm_session *session);   /* -1 on NULL */
-SLM_API slm_result  slm_session_stats(const slm_session *session, slm_gen_stats *out);
+SLM_API slm_result slm_session_new(slm_session **out, const slm_model *model, const slm_session_desc *desc);
+SLM_API void slm_session_free(slm_session *session);
+SLM_API const char *slm_session_error(const slm_session *session); /* "" when none */
+SLM_API int slm_session_n_past(const slm_session *session);        /* tokens in the KV cache, -1 on NULL */
+SLM_API int slm_session_n_ctx(const slm_session *session);         /* -1 on NULL */
+SLM_API slm_result slm_session_stats(const slm_session *session, slm_gen_stats *out);
 
 /* ---- generation -------------------------------------------------------- */
 
-typedef struct slm_gen_opts {      /* zero-initialised = greedy, no limits */
-    int max_tokens;                /* 0 = until end of text or a full context */
-    float temperature;             /* <= 0: greedy (argmax) */
-    int top_k;                     /* 0 = off */
-    float top_p;                   /* 0 or >= 1 = off */
-    float min_p;                   /* 0 = off */
-    float repeat_penalty;          /* 0 or 1 = off */
-    int repeat_last_n;             /* tokens the penalty looks back; 0 = 64 */
-    uint64_t seed;                 /* 0 = a fixed default: same seed, same text */
-    const char *const *stop;       /* stop strings: generation ends before them */
+typedef struct slm_gen_opts { /* zero-initialised = greedy, no limits */
+    int max_tokens;           /* 0 = until end of text or a full context */
+    float temperature;        /* <= 0: greedy (argmax) */
+    int top_k;                /* 0 = off */
+    float top_p;              /* 0 or >= 1 = off */
+    float min_p;              /* 0 = off */
+    float repeat_penalty;     /* 0 or 1 = off */
+    int repeat_last_n;        /* tokens the penalty looks back; 0 = 64 */
+    uint64_t seed;            /* 0 = a fixed default: same seed, same text */
+    const char *const *stop;  /* stop strings: generation ends before them */
     int n_stop;
-    int (*on_token)(void *user, const char *piece, int len);   /* non-zero = stop */
+    int (*on_token)(void *user, const char *piece, int len); /* non-zero = stop */
     void *user;
 } slm_gen_opts;
 
@@ -243,13 +261,13 @@ typedef struct slm_gen_opts {      /* zero-initialised = greedy, no limits */
    evaluated again. Returns SLM_ERR_CONTEXT_FULL when the prompt does not fit,
    or when the context filled before generation ended (the text generated up
    to there is delivered), SLM_ERR_CANCELLED when on_token asked to stop. */
-SLM_API slm_result slm_generate(slm_session *session, const char *prompt, const slm_gen_opts *opts,
-                                char *out, size_t out_cap, size_t *out_len);
+SLM_API slm_result slm_generate(slm_session *session, const char *prompt, const slm_gen_opts *opts, char *out,
+                                size_t out_cap, size_t *out_len);
 
 /* ---- chat ------------------------------------------------------------- */
 
 typedef struct slm_chat_message {
-    const char *role;        /* "system", "user" or "assistant" */
+    const char *role; /* "system", "user" or "assistant" */
     const char *content;
 } slm_chat_message;
 
@@ -266,48 +284,47 @@ SLM_API int slm_chat_format(const slm_model *model, int tmpl, const slm_chat_mes
 
 /* Returns the token count, -needed when cap is too small, or 0 on a bad argument
    (text may be NULL only with len 0). */
-SLM_API int slm_tokenize(const slm_model *model, const char *text, size_t len, int flags,
-                         slm_token *out, int cap);
+SLM_API int slm_tokenize(const slm_model *model, const char *text, size_t len, int flags, slm_token *out, int cap);
 /* The bytes a token stands for (not NUL-terminated), or NULL for an invalid id. */
 SLM_API const char *slm_token_piece(const slm_model *model, slm_token token, int *len);
-SLM_API int slm_token_type(const slm_model *model, slm_token token);   /* SLM_TOKEN_*, -1 if invalid */
+SLM_API int slm_token_type(const slm_model *model, slm_token token); /* SLM_TOKEN_*, -1 if invalid */
 
 /* Appends n tokens to the cache and computes the logits of the last one.
    SLM_ERR_CONTEXT_FULL when n > n_ctx - n_past (nothing is evaluated). */
-SLM_API slm_result   slm_eval(slm_session *session, const slm_token *tokens, int n);
+SLM_API slm_result slm_eval(slm_session *session, const slm_token *tokens, int n);
 /* n_vocab logits of the last evaluated position, or NULL when there are none. */
 SLM_API const float *slm_logits(const slm_session *session);
 /* Keeps the first n_keep (0 <= n_keep <= n_past) tokens of the cache. */
-SLM_API slm_result   slm_rewind(slm_session *session, int n_keep);
+SLM_API slm_result slm_rewind(slm_session *session, int n_keep);
 /* Draws the next token from the current logits (opts NULL = greedy); -1 on error.
    The random state is the session's: slm_generate re-seeds it from opts.seed. */
-SLM_API slm_token    slm_sample(slm_session *session, const slm_gen_opts *opts);
+SLM_API slm_token slm_sample(slm_session *session, const slm_gen_opts *opts);
 
 /* ---- utilities --------------------------------------------------------- */
 
 SLM_API const char *slm_result_str(slm_result result);
-SLM_API const char *slm_type_name(int type);            /* "f32", "q8_0"...; NULL if unknown */
-SLM_API int         slm_type_block_size(int type);       /* elements per block; 0 if unknown */
+SLM_API const char *slm_type_name(int type); /* "f32", "q8_0"...; NULL if unknown */
+SLM_API int slm_type_block_size(int type);   /* elements per block; 0 if unknown */
 /* Bytes of a row of n elements; 0 for an unknown type or a length the type cannot hold. */
-SLM_API size_t      slm_type_row_size(int type, int64_t n);
+SLM_API size_t slm_type_row_size(int type, int64_t n);
 /* Converts n floats to `type` (n a multiple of the block size) and back.
    Quantization rounds exactly as GGML's reference quantizers. Not for the
    _R16 types, whose rows are not contiguous: see slm_interleave_rows. */
-SLM_API slm_result  slm_quantize_row(int type, const float *src, void *dst, int64_t n);
-SLM_API slm_result  slm_dequantize_row(int type, const void *src, float *dst, int64_t n);
+SLM_API slm_result slm_quantize_row(int type, const float *src, void *dst, int64_t n);
+SLM_API slm_result slm_dequantize_row(int type, const void *src, float *dst, int64_t n);
 /* Rewrites n_rows rows of n q4_0 (or q8_0) elements into the SLM_TYPE_Q4_0_R16
    (or Q8_0_R16) layout, given as type; n_rows a multiple of 16. dst and src
    have the same size and must not overlap. */
-SLM_API slm_result  slm_interleave_rows(int type, const void *src, void *dst, int64_t n, int64_t n_rows);
+SLM_API slm_result slm_interleave_rows(int type, const void *src, void *dst, int64_t n, int64_t n_rows);
 /* The split rule of a llama.cpp pre-tokenizer name ("gpt-2", "llama-bpe", "qwen2",
    "smollm"...), or -1 when slm.h does not implement that rule. */
-SLM_API int         slm_pretok_from_name(const char *name);
+SLM_API int slm_pretok_from_name(const char *name);
 /* The built-in formatter matching a Jinja chat template's text, SLM_CHAT_NONE if none does. */
-SLM_API int         slm_chat_template_detect(const char *template_text);
-SLM_API uint16_t    slm_fp32_to_fp16(float f);
-SLM_API float       slm_fp16_to_fp32(uint16_t h);
-SLM_API uint16_t    slm_fp32_to_bf16(float f);
-SLM_API float       slm_bf16_to_fp32(uint16_t h);
+SLM_API int slm_chat_template_detect(const char *template_text);
+SLM_API uint16_t slm_fp32_to_fp16(float f);
+SLM_API float slm_fp16_to_fp32(uint16_t h);
+SLM_API uint16_t slm_fp32_to_bf16(float f);
+SLM_API float slm_bf16_to_fp32(uint16_t h);
 
 #ifdef __cplusplus
 }
@@ -332,9 +349,9 @@ SLM_API float       slm_bf16_to_fp32(uint16_t h);
 
 #if !defined(SLM_MALLOC) || !defined(SLM_FREE)
 #include <stdlib.h>
-#define SLM_MALLOC(sz) malloc(sz)
+#define SLM_MALLOC(sz)     malloc(sz)
 #define SLM_REALLOC(p, sz) realloc(p, sz)
-#define SLM_FREE(p) free(p)
+#define SLM_FREE(p)        free(p)
 #endif
 #ifndef SLM_ASSERT
 #include <assert.h>
@@ -361,14 +378,14 @@ SLM_API float       slm_bf16_to_fp32(uint16_t h);
 
 #if !defined(SLM_NO_SIMD) && (defined(__x86_64__) || defined(_M_X64) || defined(__i386__)) && defined(__F16C__)
 #include <immintrin.h>
-#define SLM__F16C 1   /* hardware half-float conversion */
+#define SLM__F16C 1 /* hardware half-float conversion */
 #endif
 
 #if defined(_OPENMP) && !defined(SLM_NO_THREADS)
 #include <omp.h>
 #define SLM__OPENMP 1
 #elif !defined(SLM_NO_THREADS) && (defined(__unix__) || defined(__APPLE__)) && (defined(__GNUC__) || defined(__clang__))
-#include <pthread.h>   /* without OpenMP (Apple's clang): the library's own thread pool */
+#include <pthread.h> /* without OpenMP (Apple's clang): the library's own thread pool */
 #include <sched.h>
 #include <unistd.h>
 #define SLM__PTHREADS 1
@@ -393,17 +410,17 @@ SLM_API float       slm_bf16_to_fp32(uint16_t h);
    is not unrolled lives in memory. */
 #if defined(__clang__)
 #define SLM__UNROLL4 _Pragma("unroll 4")
-#define SLM__UNROLL _Pragma("unroll")
+#define SLM__UNROLL  _Pragma("unroll")
 #elif defined(__GNUC__) && __GNUC__ >= 8
 #define SLM__UNROLL4 _Pragma("GCC unroll 4")
-#define SLM__UNROLL _Pragma("GCC unroll 16")
+#define SLM__UNROLL  _Pragma("GCC unroll 16")
 #else
 #define SLM__UNROLL4
 #define SLM__UNROLL
 #endif
 #define SLM__MIN(a, b) ((a) < (b) ? (a) : (b))
 #define SLM__MAX(a, b) ((a) > (b) ? (a) : (b))
-#define SLM__ALIGN 64
+#define SLM__ALIGN     64
 
 /* ---- allocation, logging, errors ----------------------------------------
    Every allocation goes through the model's allocator; every message is
@@ -411,11 +428,21 @@ SLM_API float       slm_bf16_to_fp32(uint16_t h);
    their error detail. Messages are written to a caller-owned buffer (load)
    or to the session (everything after load) and optionally to the log. */
 
-static void *slm__default_alloc(size_t size, void *user) { (void)user; return SLM_MALLOC(size); }
-static void slm__default_free(void *ptr, void *user) { (void)user; SLM_FREE(ptr); }
+static void *slm__default_alloc(size_t size, void *user) {
+    (void)user;
+    return SLM_MALLOC(size);
+}
+static void slm__default_free(void *ptr, void *user) {
+    (void)user;
+    SLM_FREE(ptr);
+}
 
 static slm_allocator slm__allocator_or_default(slm_allocator a) {
-    if (!a.alloc || !a.free) { a.alloc = slm__default_alloc; a.free = slm__default_free; a.user = NULL; }
+    if (!a.alloc || !a.free) {
+        a.alloc = slm__default_alloc;
+        a.free = slm__default_free;
+        a.user = NULL;
+    }
     return a;
 }
 static void *slm__alloc(const slm_allocator *a, size_t size) { return size ? a->alloc(size, a->user) : NULL; }
@@ -426,47 +453,121 @@ static void *slm__calloc(const slm_allocator *a, size_t n, size_t elem) {
     if (p) memset(p, 0, n * elem);
     return p;
 }
-static void slm__free(const slm_allocator *a, void *p) { if (p) a->free(p, a->user); }
+static void slm__free(const slm_allocator *a, void *p) {
+    if (p) a->free(p, a->user);
+}
 
 /* A vsnprintf subset: %s %c %d %u %x %lld %llu %zu %g %%. Always terminates. */
 static size_t slm__vformat(char *buf, size_t cap, const char *fmt, va_list ap) {
     size_t n = 0;
     char tmp[48];
-#define SLM__PUT(ch) do { char put_ = (char)(ch); if (n + 1 < cap) buf[n] = put_; n++; } while (0)
+#define SLM__PUT(ch)                    \
+    do {                                \
+        char put_ = (char)(ch);         \
+        if (n + 1 < cap) buf[n] = put_; \
+        n++;                            \
+    } while (0)
     for (; *fmt; fmt++) {
-        const char *s = tmp; int len = 0, neg = 0;
-        unsigned long long u = 0; int base = 10;
-        if (*fmt != '%') { SLM__PUT(*fmt); continue; }
+        const char *s = tmp;
+        int len = 0, neg = 0;
+        unsigned long long u = 0;
+        int base = 10;
+        if (*fmt != '%') {
+            SLM__PUT(*fmt);
+            continue;
+        }
         fmt++;
-        if (*fmt == 's') { s = va_arg(ap, const char *); if (!s) s = "(null)"; while (*s) SLM__PUT(*s++); continue; }
-        if (*fmt == 'c') { SLM__PUT((char)va_arg(ap, int)); continue; }
-        if (*fmt == '%') { SLM__PUT('%'); continue; }
+        if (*fmt == 's') {
+            s = va_arg(ap, const char *);
+            if (!s) s = "(null)";
+            while (*s) SLM__PUT(*s++);
+            continue;
+        }
+        if (*fmt == 'c') {
+            SLM__PUT((char)va_arg(ap, int));
+            continue;
+        }
+        if (*fmt == '%') {
+            SLM__PUT('%');
+            continue;
+        }
         if (*fmt == 'g') {
             /* enough for messages: sign, integer part, 4 decimals */
             double d = va_arg(ap, double), ip;
             unsigned long long frac;
-            if (d != d) { s = "nan"; while (*s) SLM__PUT(*s++); continue; }
-            if (d < 0) { SLM__PUT('-'); d = -d; }
-            if (d > 1e18) { s = "inf"; while (*s) SLM__PUT(*s++); continue; }
-            ip = floor(d); frac = (unsigned long long)((d - ip) * 10000.0 + 0.5);
-            if (frac >= 10000) { ip += 1; frac -= 10000; }
+            if (d != d) {
+                s = "nan";
+                while (*s) SLM__PUT(*s++);
+                continue;
+            }
+            if (d < 0) {
+                SLM__PUT('-');
+                d = -d;
+            }
+            if (d > 1e18) {
+                s = "inf";
+                while (*s) SLM__PUT(*s++);
+                continue;
+            }
+            ip = floor(d);
+            frac = (unsigned long long)((d - ip) * 10000.0 + 0.5);
+            if (frac >= 10000) {
+                ip += 1;
+                frac -= 10000;
+            }
             u = (unsigned long long)ip;
-            do { tmp[len++] = (char)('0' + u % 10); u /= 10; } while (u);
+            do {
+                tmp[len++] = (char)('0' + u % 10);
+                u /= 10;
+            } while (u);
             while (len) SLM__PUT(tmp[--len]);
-            if (frac) { int k; char f[4]; for (k = 3; k >= 0; k--) { f[k] = (char)('0' + frac % 10); frac /= 10; }
-                        k = 4; while (k > 0 && f[k - 1] == '0') k--; SLM__PUT('.'); { int j; for (j = 0; j < k; j++) SLM__PUT(f[j]); } }
+            if (frac) {
+                int k;
+                char f[4];
+                for (k = 3; k >= 0; k--) {
+                    f[k] = (char)('0' + frac % 10);
+                    frac /= 10;
+                }
+                k = 4;
+                while (k > 0 && f[k - 1] == '0') k--;
+                SLM__PUT('.');
+                {
+                    int j;
+                    for (j = 0; j < k; j++) SLM__PUT(f[j]);
+                }
+            }
             continue;
         }
-        if (*fmt == 'd') { long long v = va_arg(ap, int); neg = v < 0; u = neg ? 0ull - (unsigned long long)v : (unsigned long long)v; }
-        else if (*fmt == 'u') u = va_arg(ap, unsigned);
-        else if (*fmt == 'x') { u = va_arg(ap, unsigned); base = 16; }
-        else if (*fmt == 'z' && fmt[1] == 'u') { fmt++; u = va_arg(ap, size_t); }
-        else if (fmt[0] == 'l' && fmt[1] == 'l' && fmt[2] == 'd') {
-            long long v = va_arg(ap, long long); fmt += 2; neg = v < 0;
+        if (*fmt == 'd') {
+            long long v = va_arg(ap, int);
+            neg = v < 0;
             u = neg ? 0ull - (unsigned long long)v : (unsigned long long)v;
-        } else if (fmt[0] == 'l' && fmt[1] == 'l' && fmt[2] == 'u') { fmt += 2; u = va_arg(ap, unsigned long long); }
-        else { SLM__PUT('%'); if (!*fmt) break; SLM__PUT(*fmt); continue; }
-        do { tmp[len++] = "0123456789abcdef"[u % (unsigned)base]; u /= (unsigned)base; } while (u);
+        } else if (*fmt == 'u')
+            u = va_arg(ap, unsigned);
+        else if (*fmt == 'x') {
+            u = va_arg(ap, unsigned);
+            base = 16;
+        } else if (*fmt == 'z' && fmt[1] == 'u') {
+            fmt++;
+            u = va_arg(ap, size_t);
+        } else if (fmt[0] == 'l' && fmt[1] == 'l' && fmt[2] == 'd') {
+            long long v = va_arg(ap, long long);
+            fmt += 2;
+            neg = v < 0;
+            u = neg ? 0ull - (unsigned long long)v : (unsigned long long)v;
+        } else if (fmt[0] == 'l' && fmt[1] == 'l' && fmt[2] == 'u') {
+            fmt += 2;
+            u = va_arg(ap, unsigned long long);
+        } else {
+            SLM__PUT('%');
+            if (!*fmt) break;
+            SLM__PUT(*fmt);
+            continue;
+        }
+        do {
+            tmp[len++] = "0123456789abcdef"[u % (unsigned)base];
+            u /= (unsigned)base;
+        } while (u);
         if (neg) SLM__PUT('-');
         while (len) SLM__PUT(tmp[--len]);
     }
@@ -476,7 +577,10 @@ static size_t slm__vformat(char *buf, size_t cap, const char *fmt, va_list ap) {
 }
 
 static void slm__format(char *buf, size_t cap, const char *fmt, ...) {
-    va_list ap; va_start(ap, fmt); slm__vformat(buf, cap, fmt, ap); va_end(ap);
+    va_list ap;
+    va_start(ap, fmt);
+    slm__vformat(buf, cap, fmt, ap);
+    va_end(ap);
 }
 
 SLM_API const char *slm_result_str(slm_result r) {
@@ -500,11 +604,25 @@ SLM_API const char *slm_result_str(slm_result r) {
    GGML's reference ones, so a converted model matches llama.cpp's. */
 
 #define SLM__QK 32
-typedef struct { uint16_t d; int8_t q[SLM__QK]; } slm__block_q8_0;
-typedef struct { uint16_t d; uint8_t q[SLM__QK / 2]; } slm__block_q4_0;
+typedef struct {
+    uint16_t d;
+    int8_t q[SLM__QK];
+} slm__block_q8_0;
+typedef struct {
+    uint16_t d;
+    uint8_t q[SLM__QK / 2];
+} slm__block_q4_0;
 
-static uint32_t slm__f32_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
-static float slm__bits_f32(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+static uint32_t slm__f32_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+static float slm__bits_f32(uint32_t u) {
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
 
 SLM_API float slm_fp16_to_fp32(uint16_t h) {
 #if defined(SLM__F16C)
@@ -528,17 +646,18 @@ SLM_API float slm_fp16_to_fp32(uint16_t h) {
 SLM_API uint16_t slm_fp32_to_fp16(float f) {
     uint32_t x = slm__f32_bits(f), sign = (x >> 16) & 0x8000u, ax = x & 0x7fffffffu;
     if (ax >= 0x7f800000u) return (uint16_t)(sign | 0x7c00u | (ax > 0x7f800000u ? 0x200u : 0u));
-    if (ax >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u);   /* rounds to >= 65520: inf */
-    if (ax < 0x38800000u) {                                       /* below 2^-14: subnormal */
+    if (ax >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u); /* rounds to >= 65520: inf */
+    if (ax < 0x38800000u) {                                   /* below 2^-14: subnormal */
         uint32_t shift, man, r, half;
-        if (ax < 0x33000000u) return (uint16_t)sign;              /* below 2^-25: rounds to 0 */
-        shift = 126u - (ax >> 23);                                /* 14..24 */
+        if (ax < 0x33000000u) return (uint16_t)sign; /* below 2^-25: rounds to 0 */
+        shift = 126u - (ax >> 23);                   /* 14..24 */
         man = (ax & 0x7fffffu) | 0x800000u;
-        r = man >> shift; half = 1u << (shift - 1);
+        r = man >> shift;
+        half = 1u << (shift - 1);
         if ((man & ((half << 1) - 1)) > half || ((man & ((half << 1) - 1)) == half && (r & 1u))) r++;
         return (uint16_t)(sign | r);
     } else {
-        uint32_t r = ax - 0x38000000u;                            /* rebias 127 -> 15 */
+        uint32_t r = ax - 0x38000000u; /* rebias 127 -> 15 */
         uint32_t lower = r & 0x1fffu;
         r >>= 13;
         if (lower > 0x1000u || (lower == 0x1000u && (r & 1u))) r++;
@@ -549,7 +668,7 @@ SLM_API uint16_t slm_fp32_to_fp16(float f) {
 SLM_API float slm_bf16_to_fp32(uint16_t h) { return slm__bits_f32((uint32_t)h << 16); }
 SLM_API uint16_t slm_fp32_to_bf16(float f) {
     uint32_t x = slm__f32_bits(f);
-    if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40u);   /* quiet NaN */
+    if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40u); /* quiet NaN */
     return (uint16_t)((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
 }
 
@@ -574,8 +693,11 @@ static int slm__type_is_r16(int type) { return type == SLM_TYPE_Q8_0_R16 || type
 
 SLM_API int slm_type_block_size(int type) {
     switch (slm__block_type(type)) {
-    case SLM_TYPE_F32: case SLM_TYPE_F16: case SLM_TYPE_BF16: return 1;
-    case SLM_TYPE_Q8_0: case SLM_TYPE_Q4_0: return SLM__QK;
+    case SLM_TYPE_F32:
+    case SLM_TYPE_F16:
+    case SLM_TYPE_BF16: return 1;
+    case SLM_TYPE_Q8_0:
+    case SLM_TYPE_Q4_0: return SLM__QK;
     }
     return 0;
 }
@@ -583,7 +705,8 @@ SLM_API int slm_type_block_size(int type) {
 static size_t slm__type_block_bytes(int type) {
     switch (slm__block_type(type)) {
     case SLM_TYPE_F32: return 4;
-    case SLM_TYPE_F16: case SLM_TYPE_BF16: return 2;
+    case SLM_TYPE_F16:
+    case SLM_TYPE_BF16: return 2;
     case SLM_TYPE_Q8_0: return sizeof(slm__block_q8_0);
     case SLM_TYPE_Q4_0: return sizeof(slm__block_q4_0);
     }
@@ -600,7 +723,8 @@ SLM_API size_t slm_type_row_size(int type, int64_t n) {
 }
 
 static void slm__quantize_q8_0(const float *x, slm__block_q8_0 *y, int64_t n) {
-    int64_t b; int j;
+    int64_t b;
+    int j;
     for (b = 0; b < n / SLM__QK; b++) {
         float amax = 0.0f, d, id;
         for (j = 0; j < SLM__QK; j++) amax = SLM__MAX(amax, fabsf(x[b * SLM__QK + j]));
@@ -616,18 +740,22 @@ static void slm__quantize_q8_0(const float *x, slm__block_q8_0 *y, int64_t n) {
 }
 
 static void slm__quantize_q4_0(const float *x, slm__block_q4_0 *y, int64_t n) {
-    int64_t b; int j;
+    int64_t b;
+    int j;
     for (b = 0; b < n / SLM__QK; b++) {
         const float *xb = x + b * SLM__QK;
         float amax = 0.0f, max = 0.0f, d, id;
         for (j = 0; j < SLM__QK; j++)
-            if (fabsf(xb[j]) > amax) { amax = fabsf(xb[j]); max = xb[j]; }
+            if (fabsf(xb[j]) > amax) {
+                amax = fabsf(xb[j]);
+                max = xb[j];
+            }
         d = max / -8.0f;
         id = d != 0.0f ? 1.0f / d : 0.0f;
         y[b].d = slm_fp32_to_fp16(d);
         for (j = 0; j < SLM__QK / 2; j++) {
             float v0 = xb[j] * id + 8.5f, v1 = xb[j + SLM__QK / 2] * id + 8.5f;
-            int q0 = v0 >= 0.0f ? (v0 < 15.0f ? (int)v0 : 15) : 0;   /* NaN reads as 0 */
+            int q0 = v0 >= 0.0f ? (v0 < 15.0f ? (int)v0 : 15) : 0; /* NaN reads as 0 */
             int q1 = v1 >= 0.0f ? (v1 < 15.0f ? (int)v1 : 15) : 0;
             y[b].q[j] = (uint8_t)(q0 | (q1 << 4));
         }
@@ -639,8 +767,18 @@ SLM_API slm_result slm_quantize_row(int type, const float *src, void *dst, int64
     if (!src || !dst || n < 0 || (n && !slm_type_row_size(type, n))) return SLM_ERR_INVALID_ARG;
     switch (type) {
     case SLM_TYPE_F32: memcpy(dst, src, (size_t)n * 4); break;
-    case SLM_TYPE_F16: for (i = 0; i < n; i++) { uint16_t h = slm_fp32_to_fp16(src[i]); memcpy((char *)dst + 2 * i, &h, 2); } break;
-    case SLM_TYPE_BF16: for (i = 0; i < n; i++) { uint16_t h = slm_fp32_to_bf16(src[i]); memcpy((char *)dst + 2 * i, &h, 2); } break;
+    case SLM_TYPE_F16:
+        for (i = 0; i < n; i++) {
+            uint16_t h = slm_fp32_to_fp16(src[i]);
+            memcpy((char *)dst + 2 * i, &h, 2);
+        }
+        break;
+    case SLM_TYPE_BF16:
+        for (i = 0; i < n; i++) {
+            uint16_t h = slm_fp32_to_bf16(src[i]);
+            memcpy((char *)dst + 2 * i, &h, 2);
+        }
+        break;
     case SLM_TYPE_Q8_0: slm__quantize_q8_0(src, (slm__block_q8_0 *)dst, n); break;
     case SLM_TYPE_Q4_0: slm__quantize_q4_0(src, (slm__block_q4_0 *)dst, n); break;
     default: return SLM_ERR_INVALID_ARG;
@@ -649,13 +787,26 @@ SLM_API slm_result slm_quantize_row(int type, const float *src, void *dst, int64
 }
 
 SLM_API slm_result slm_dequantize_row(int type, const void *src, float *dst, int64_t n) {
-    int64_t i, b; int j;
+    int64_t i, b;
+    int j;
     const uint8_t *p = (const uint8_t *)src;
     if (!src || !dst || n < 0 || (n && !slm_type_row_size(type, n))) return SLM_ERR_INVALID_ARG;
     switch (type) {
     case SLM_TYPE_F32: memcpy(dst, src, (size_t)n * 4); break;
-    case SLM_TYPE_F16: for (i = 0; i < n; i++) { uint16_t h; memcpy(&h, p + 2 * i, 2); dst[i] = slm_fp16_to_fp32(h); } break;
-    case SLM_TYPE_BF16: for (i = 0; i < n; i++) { uint16_t h; memcpy(&h, p + 2 * i, 2); dst[i] = slm_bf16_to_fp32(h); } break;
+    case SLM_TYPE_F16:
+        for (i = 0; i < n; i++) {
+            uint16_t h;
+            memcpy(&h, p + 2 * i, 2);
+            dst[i] = slm_fp16_to_fp32(h);
+        }
+        break;
+    case SLM_TYPE_BF16:
+        for (i = 0; i < n; i++) {
+            uint16_t h;
+            memcpy(&h, p + 2 * i, 2);
+            dst[i] = slm_bf16_to_fp32(h);
+        }
+        break;
     case SLM_TYPE_Q8_0:
         for (b = 0; b < n / SLM__QK; b++) {
             const slm__block_q8_0 *blk = (const slm__block_q8_0 *)p + b;
@@ -699,14 +850,15 @@ SLM_API slm_result slm_interleave_rows(int type, const void *src, void *dst, int
     int64_t g;
     int nb, b, r, k;
     if (!slm__type_is_r16(type) || !src || !dst || n <= 0 || !row_size || n_rows <= 0 || n_rows % SLM__R16 ||
-        n / SLM__QK > INT_MAX) return SLM_ERR_INVALID_ARG;
+        n / SLM__QK > INT_MAX)
+        return SLM_ERR_INVALID_ARG;
     nb = (int)(n / SLM__QK);
     for (g = 0; g < n_rows / SLM__R16; g++) {
         const uint8_t *in = (const uint8_t *)src + (size_t)g * SLM__R16 * row_size;
         uint8_t *out = (uint8_t *)dst + (size_t)g * SLM__R16 * row_size;
         for (b = 0; b < nb; b++)
             for (r = 0; r < SLM__R16; r++) {
-                const uint8_t *blk = in + (size_t)r * row_size + (size_t)b * block;   /* f16 d, then qb quant bytes */
+                const uint8_t *blk = in + (size_t)r * row_size + (size_t)b * block; /* f16 d, then qb quant bytes */
                 uint8_t *q = (uint8_t *)slm__r16_quants(type, out, nb, b);
                 memcpy((uint8_t *)slm__r16_scales(out, b) + 2 * r, blk, 2);
                 for (k = 0; k < (int)qb / 4; k++) memcpy(q + (size_t)k * 4 * SLM__R16 + 4 * r, blk + 2 + 4 * k, 4);
@@ -737,16 +889,16 @@ static void slm__r16_dequantize_row(int type, const void *data, int64_t n, int64
    tables. Allocations here are bounded by the file size, so a hostile header
    cannot make the loader reserve gigabytes. The byte layout is FORMAT.md. */
 
-#define SLM__HEADER_SIZE 128
-#define SLM__TOKHDR_SIZE 64
-#define SLM__TENSOR_ENTRY_SIZE 96
-#define SLM__TENSOR_NAME_MAX 64
-#define SLM__FLAG_TIED 1u
-#define SLM__FLAG_QKV_BIAS 2u
-#define SLM__FLAG_QK_NORM 4u
-#define SLM__TOKFLAG_ADD_BOS 1u
-#define SLM__TOKFLAG_ADD_EOS 2u
-#define SLM__TOKFLAG_SPACE_PREFIX 4u
+#define SLM__HEADER_SIZE           128
+#define SLM__TOKHDR_SIZE           64
+#define SLM__TENSOR_ENTRY_SIZE     96
+#define SLM__TENSOR_NAME_MAX       64
+#define SLM__FLAG_TIED             1u
+#define SLM__FLAG_QKV_BIAS         2u
+#define SLM__FLAG_QK_NORM          4u
+#define SLM__TOKFLAG_ADD_BOS       1u
+#define SLM__TOKFLAG_ADD_EOS       2u
+#define SLM__TOKFLAG_SPACE_PREFIX  4u
 #define SLM__TOKFLAG_ESCAPE_SPACES 8u
 #define SLM__TOKFLAG_IGNORE_MERGES 16u
 
@@ -755,7 +907,7 @@ typedef struct slm__tensor {
     int type, n_dims;
     int64_t ne[4];
     uint64_t offset, size;
-    size_t row_size;               /* bytes of one row of ne[0] elements */
+    size_t row_size; /* bytes of one row of ne[0] elements */
     const void *data;
 } slm__tensor;
 
@@ -770,19 +922,19 @@ typedef struct slm__vocab {
     slm_token bos, eos, eot, pad, unk, fim_pre, fim_suf, fim_mid;
     int chat_template;
     const float *scores;
-    const uint32_t *text_off;      /* n_tokens + 1 offsets into text */
+    const uint32_t *text_off; /* n_tokens + 1 offsets into text */
     const uint32_t *merges;
     const uint8_t *types;
     const char *text;
-    int32_t *hash;                 /* open addressing, text -> lowest id */
-    int32_t *merge_hash;           /* open addressing, (left, right) -> lowest rank */
+    int32_t *hash;       /* open addressing, text -> lowest id */
+    int32_t *merge_hash; /* open addressing, (left, right) -> lowest rank */
     uint32_t merge_mask;
     uint32_t hash_mask;
-    char *piece;                   /* decoded bytes of every token (byte tokens, U+2581) */
+    char *piece; /* decoded bytes of every token (byte tokens, U+2581) */
     uint32_t *piece_off;
-    slm_token byte_token[256];     /* id of each <0xXX> token, -1 if none */
-    slm_token *special;            /* control / user-defined tokens, longest first */
-    slm_token eog[8];              /* tokens that end generation: eos, eot and chat turn ends */
+    slm_token byte_token[256]; /* id of each <0xXX> token, -1 if none */
+    slm_token *special;        /* control / user-defined tokens, longest first */
+    slm_token eog[8];          /* tokens that end generation: eos, eot and chat turn ends */
     int n_eog;
     int n_special;
     int max_piece_len;
@@ -794,8 +946,8 @@ struct slm_model {
     void *log_user;
     const uint8_t *file;
     uint64_t file_size;
-    void *owned;                   /* buffer holding `file` when read or copied */
-    void *map_addr;                /* mapping holding `file` */
+    void *owned;    /* buffer holding `file` when read or copied */
+    void *map_addr; /* mapping holding `file` */
     size_t map_len;
 #ifdef SLM__MMAP_WIN32
     HANDLE map_handle;
@@ -807,7 +959,7 @@ struct slm_model {
     const slm__tensor *tok_embd, *output_norm, *output;
     slm__vocab vocab;
     int n_meta;
-    const char **meta;             /* key, value, key, value... */
+    const char **meta; /* key, value, key, value... */
 };
 
 typedef struct slm__loader {
@@ -820,14 +972,18 @@ static void slm__log(slm_log_fn fn, void *user, int level, const char *fmt, ...)
     char msg[512];
     va_list ap;
     if (!fn) return;
-    va_start(ap, fmt); slm__vformat(msg, sizeof msg, fmt, ap); va_end(ap);
+    va_start(ap, fmt);
+    slm__vformat(msg, sizeof msg, fmt, ap);
+    va_end(ap);
     fn(user, level, msg);
 }
 
 static slm_result slm__load_fail(slm__loader *ld, slm_result code, const char *fmt, ...) {
     char msg[512];
     va_list ap;
-    va_start(ap, fmt); slm__vformat(msg, sizeof msg, fmt, ap); va_end(ap);
+    va_start(ap, fmt);
+    slm__vformat(msg, sizeof msg, fmt, ap);
+    va_end(ap);
     if (ld->error && ld->error_cap) slm__format(ld->error, ld->error_cap, "%s", msg);
     if (ld->m) slm__log(ld->m->log, ld->m->log_user, SLM_LOG_ERROR, "%s", msg);
     return code;
@@ -845,7 +1001,10 @@ static int slm__range_ok(uint64_t off, uint64_t size, uint64_t file_size) {
     return off <= file_size && size <= file_size - off;
 }
 
-static int slm__host_is_little_endian(void) { const uint16_t one = 1; return *(const uint8_t *)&one == 1; }
+static int slm__host_is_little_endian(void) {
+    const uint16_t one = 1;
+    return *(const uint8_t *)&one == 1;
+}
 
 #ifndef SLM_NO_STDIO
 static slm_result slm__map_file(slm__loader *ld, const char *path, int no_mmap) {
@@ -856,41 +1015,65 @@ static slm_result slm__map_file(slm__loader *ld, const char *path, int no_mmap) 
         void *addr;
         int fd = open(path, O_RDONLY);
         if (fd < 0) return slm__load_fail(ld, SLM_ERR_IO, "cannot open '%s'", path);
-        if (fstat(fd, &st) != 0) { close(fd); return slm__load_fail(ld, SLM_ERR_IO, "cannot stat '%s'", path); }
-        if (!S_ISREG(st.st_mode)) { close(fd); return slm__load_fail(ld, SLM_ERR_IO, "'%s' is not a regular file", path); }
+        if (fstat(fd, &st) != 0) {
+            close(fd);
+            return slm__load_fail(ld, SLM_ERR_IO, "cannot stat '%s'", path);
+        }
+        if (!S_ISREG(st.st_mode)) {
+            close(fd);
+            return slm__load_fail(ld, SLM_ERR_IO, "'%s' is not a regular file", path);
+        }
         if (st.st_size < SLM__HEADER_SIZE) {
             close(fd);
-            return slm__load_fail(ld, SLM_ERR_FORMAT, "'%s' is %llu bytes, smaller than the %d-byte .slm header",
-                                  path, (unsigned long long)st.st_size, SLM__HEADER_SIZE);
+            return slm__load_fail(ld, SLM_ERR_FORMAT, "'%s' is %llu bytes, smaller than the %d-byte .slm header", path,
+                                  (unsigned long long)st.st_size, SLM__HEADER_SIZE);
         }
-        if ((uint64_t)st.st_size > (uint64_t)(size_t)-1) { close(fd); return slm__load_fail(ld, SLM_ERR_UNSUPPORTED, "'%s' is too large for this address space", path); }
+        if ((uint64_t)st.st_size > (uint64_t)(size_t)-1) {
+            close(fd);
+            return slm__load_fail(ld, SLM_ERR_UNSUPPORTED, "'%s' is too large for this address space", path);
+        }
         addr = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
         close(fd);
         if (addr == MAP_FAILED) return slm__load_fail(ld, SLM_ERR_IO, "cannot map '%s'", path);
-        m->map_addr = addr; m->map_len = (size_t)st.st_size;
-        m->file = (const uint8_t *)addr; m->file_size = (uint64_t)st.st_size;
+        m->map_addr = addr;
+        m->map_len = (size_t)st.st_size;
+        m->file = (const uint8_t *)addr;
+        m->file_size = (uint64_t)st.st_size;
         return SLM_OK;
     }
 #elif defined(SLM__MMAP_WIN32)
     if (!no_mmap) {
         LARGE_INTEGER sz;
         HANDLE f = CreateFileA(path, GENERIC_READ, FILE_SHARE_READ, NULL, OPEN_EXISTING, FILE_ATTRIBUTE_NORMAL, NULL);
-        HANDLE map; void *addr;
+        HANDLE map;
+        void *addr;
         if (f == INVALID_HANDLE_VALUE) return slm__load_fail(ld, SLM_ERR_IO, "cannot open '%s'", path);
-        if (!GetFileSizeEx(f, &sz)) { CloseHandle(f); return slm__load_fail(ld, SLM_ERR_IO, "cannot stat '%s'", path); }
+        if (!GetFileSizeEx(f, &sz)) {
+            CloseHandle(f);
+            return slm__load_fail(ld, SLM_ERR_IO, "cannot stat '%s'", path);
+        }
         if (sz.QuadPart < SLM__HEADER_SIZE) {
             CloseHandle(f);
-            return slm__load_fail(ld, SLM_ERR_FORMAT, "'%s' is %llu bytes, smaller than the %d-byte .slm header",
-                                  path, (unsigned long long)sz.QuadPart, SLM__HEADER_SIZE);
+            return slm__load_fail(ld, SLM_ERR_FORMAT, "'%s' is %llu bytes, smaller than the %d-byte .slm header", path,
+                                  (unsigned long long)sz.QuadPart, SLM__HEADER_SIZE);
         }
-        if ((uint64_t)sz.QuadPart > (uint64_t)(size_t)-1) { CloseHandle(f); return slm__load_fail(ld, SLM_ERR_UNSUPPORTED, "'%s' is too large for this address space", path); }
+        if ((uint64_t)sz.QuadPart > (uint64_t)(size_t)-1) {
+            CloseHandle(f);
+            return slm__load_fail(ld, SLM_ERR_UNSUPPORTED, "'%s' is too large for this address space", path);
+        }
         map = CreateFileMappingA(f, NULL, PAGE_READONLY, 0, 0, NULL);
         CloseHandle(f);
         if (!map) return slm__load_fail(ld, SLM_ERR_IO, "cannot map '%s'", path);
         addr = MapViewOfFile(map, FILE_MAP_READ, 0, 0, 0);
-        if (!addr) { CloseHandle(map); return slm__load_fail(ld, SLM_ERR_IO, "cannot map '%s'", path); }
-        m->map_handle = map; m->map_addr = addr; m->map_len = (size_t)sz.QuadPart;
-        m->file = (const uint8_t *)addr; m->file_size = (uint64_t)sz.QuadPart;
+        if (!addr) {
+            CloseHandle(map);
+            return slm__load_fail(ld, SLM_ERR_IO, "cannot map '%s'", path);
+        }
+        m->map_handle = map;
+        m->map_addr = addr;
+        m->map_len = (size_t)sz.QuadPart;
+        m->file = (const uint8_t *)addr;
+        m->file_size = (uint64_t)sz.QuadPart;
         return SLM_OK;
     }
 #endif
@@ -907,25 +1090,36 @@ static slm_result slm__map_file(slm__loader *ld, const char *path, int no_mmap) 
             if (!buf || len == cap) {
                 uint8_t *nb;
                 if (buf) {
-                    if (cap > ((size_t)-1 - SLM__ALIGN) / 2) { fclose(f); return slm__load_fail(ld, SLM_ERR_OOM, "'%s' is too large to read into memory", path); }
+                    if (cap > ((size_t)-1 - SLM__ALIGN) / 2) {
+                        fclose(f);
+                        return slm__load_fail(ld, SLM_ERR_OOM, "'%s' is too large to read into memory", path);
+                    }
                     cap *= 2;
                 }
                 nb = (uint8_t *)slm__alloc(&m->alloc, cap + SLM__ALIGN);
-                if (!nb) { fclose(f); return slm__load_fail(ld, SLM_ERR_OOM, "out of memory reading '%s'", path); }
+                if (!nb) {
+                    fclose(f);
+                    return slm__load_fail(ld, SLM_ERR_OOM, "out of memory reading '%s'", path);
+                }
                 {
                     uint8_t *aligned = nb + ((SLM__ALIGN - ((uintptr_t)nb % SLM__ALIGN)) % SLM__ALIGN);
                     if (buf) memcpy(aligned, buf, len);
                     slm__free(&m->alloc, m->owned);
-                    m->owned = nb; buf = aligned;
+                    m->owned = nb;
+                    buf = aligned;
                 }
             }
             got = fread(buf + len, 1, cap - len, f);
             len += got;
             if (got == 0) break;
         }
-        if (ferror(f)) { fclose(f); return slm__load_fail(ld, SLM_ERR_IO, "error reading '%s'", path); }
+        if (ferror(f)) {
+            fclose(f);
+            return slm__load_fail(ld, SLM_ERR_IO, "error reading '%s'", path);
+        }
         fclose(f);
-        m->file = buf; m->file_size = len;
+        m->file = buf;
+        m->file_size = len;
         return SLM_OK;
     }
 }
@@ -935,7 +1129,10 @@ static void slm__unmap(slm_model *m) {
 #if defined(SLM__MMAP_POSIX)
     if (m->map_addr) munmap(m->map_addr, m->map_len);
 #elif defined(SLM__MMAP_WIN32)
-    if (m->map_addr) { UnmapViewOfFile(m->map_addr); CloseHandle(m->map_handle); }
+    if (m->map_addr) {
+        UnmapViewOfFile(m->map_addr);
+        CloseHandle(m->map_handle);
+    }
 #endif
     m->map_addr = NULL;
 }
@@ -948,17 +1145,19 @@ static const slm__tensor *slm__find_tensor(const slm_model *m, const char *name)
 }
 
 /* A required (or, with `optional`, possibly absent) tensor of an exact shape and an allowed type. */
-static slm_result slm__bind_tensor(slm__loader *ld, const slm__tensor **out, const char *name,
-                                   int64_t ne0, int64_t ne1, int float_only, int optional) {
+static slm_result slm__bind_tensor(slm__loader *ld, const slm__tensor **out, const char *name, int64_t ne0, int64_t ne1,
+                                   int float_only, int optional) {
     const slm__tensor *t = slm__find_tensor(ld->m, name);
     *out = t;
     if (!t) return optional ? SLM_OK : slm__load_fail(ld, SLM_ERR_FORMAT, "tensor '%s' is missing", name);
     if (t->ne[0] != ne0 || t->ne[1] != ne1 || t->ne[2] != 1 || t->ne[3] != 1)
-        return slm__load_fail(ld, SLM_ERR_FORMAT, "tensor '%s' has shape [%lld, %lld, %lld, %lld], expected [%lld, %lld]",
-                              name, (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2], (long long)t->ne[3],
+        return slm__load_fail(ld, SLM_ERR_FORMAT,
+                              "tensor '%s' has shape [%lld, %lld, %lld, %lld], expected [%lld, %lld]", name,
+                              (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2], (long long)t->ne[3],
                               (long long)ne0, (long long)ne1);
     if (float_only && t->type != SLM_TYPE_F32)
-        return slm__load_fail(ld, SLM_ERR_UNSUPPORTED, "tensor '%s' is %s; norms and biases must be f32", name, slm_type_name(t->type));
+        return slm__load_fail(ld, SLM_ERR_UNSUPPORTED, "tensor '%s' is %s; norms and biases must be f32", name,
+                              slm_type_name(t->type));
     return SLM_OK;
 }
 
@@ -966,9 +1165,12 @@ static slm_result slm__parse_tensors(slm__loader *ld, uint64_t dir_off, uint64_t
     slm_model *m = ld->m;
     uint32_t i;
     int d;
-    if (dir_off % 4) return slm__load_fail(ld, SLM_ERR_FORMAT, "tensor directory offset %llu is not 4-byte aligned", (unsigned long long)dir_off);
+    if (dir_off % 4)
+        return slm__load_fail(ld, SLM_ERR_FORMAT, "tensor directory offset %llu is not 4-byte aligned",
+                              (unsigned long long)dir_off);
     if ((uint64_t)n_tensors > dir_size / SLM__TENSOR_ENTRY_SIZE)
-        return slm__load_fail(ld, SLM_ERR_FORMAT, "tensor directory of %llu bytes cannot hold %u tensors", (unsigned long long)dir_size, n_tensors);
+        return slm__load_fail(ld, SLM_ERR_FORMAT, "tensor directory of %llu bytes cannot hold %u tensors",
+                              (unsigned long long)dir_size, n_tensors);
     if (n_tensors == 0) return SLM_OK;
     m->tensors = (slm__tensor *)slm__calloc(&m->alloc, n_tensors, sizeof(slm__tensor));
     if (!m->tensors) return slm__load_fail(ld, SLM_ERR_OOM, "out of memory for %u tensors", n_tensors);
@@ -977,35 +1179,50 @@ static slm_result slm__parse_tensors(slm__loader *ld, uint64_t dir_off, uint64_t
         const uint8_t *e = m->file + dir_off + (uint64_t)i * SLM__TENSOR_ENTRY_SIZE;
         slm__tensor *t = &m->tensors[i];
         uint64_t rows = 1, row_size;
-        if (!memchr(e, 0, SLM__TENSOR_NAME_MAX)) return slm__load_fail(ld, SLM_ERR_FORMAT, "tensor %u: name is not NUL-terminated", i);
+        if (!memchr(e, 0, SLM__TENSOR_NAME_MAX))
+            return slm__load_fail(ld, SLM_ERR_FORMAT, "tensor %u: name is not NUL-terminated", i);
         t->name = (const char *)e;
         t->type = (int)slm__rd32(e + 64);
         t->n_dims = (int)slm__rd32(e + 68);
         t->offset = slm__rd64(e + 88);
-        if (!slm_type_name(t->type)) return slm__load_fail(ld, SLM_ERR_UNSUPPORTED, "tensor '%s': unknown type %u", t->name, (unsigned)t->type);
-        if (slm__rd32(e + 68) < 1 || slm__rd32(e + 68) > 4) return slm__load_fail(ld, SLM_ERR_FORMAT, "tensor '%s': %u dimensions", t->name, (unsigned)slm__rd32(e + 68));
+        if (!slm_type_name(t->type))
+            return slm__load_fail(ld, SLM_ERR_UNSUPPORTED, "tensor '%s': unknown type %u", t->name, (unsigned)t->type);
+        if (slm__rd32(e + 68) < 1 || slm__rd32(e + 68) > 4)
+            return slm__load_fail(ld, SLM_ERR_FORMAT, "tensor '%s': %u dimensions", t->name,
+                                  (unsigned)slm__rd32(e + 68));
         for (d = 0; d < 4; d++) {
             uint32_t ne = slm__rd32(e + 72 + 4 * d);
-            if (ne == 0 || (d >= t->n_dims && ne != 1)) return slm__load_fail(ld, SLM_ERR_FORMAT, "tensor '%s': dimension %d is %u", t->name, d, ne);
+            if (ne == 0 || (d >= t->n_dims && ne != 1))
+                return slm__load_fail(ld, SLM_ERR_FORMAT, "tensor '%s': dimension %d is %u", t->name, d, ne);
             t->ne[d] = ne;
             if (d > 0) {
-                if (rows > m->file_size / ne) return slm__load_fail(ld, SLM_ERR_FORMAT, "tensor '%s' is larger than the file", t->name);
+                if (rows > m->file_size / ne)
+                    return slm__load_fail(ld, SLM_ERR_FORMAT, "tensor '%s' is larger than the file", t->name);
                 rows *= ne;
             }
         }
         row_size = slm_type_row_size(t->type, t->ne[0]);
-        if (!row_size) return slm__load_fail(ld, SLM_ERR_FORMAT, "tensor '%s': row length %lld is not a multiple of the %s block of %d",
-                                             t->name, (long long)t->ne[0], slm_type_name(t->type), slm_type_block_size(t->type));
-        if (rows > m->file_size / row_size) return slm__load_fail(ld, SLM_ERR_FORMAT, "tensor '%s' is larger than the file", t->name);
+        if (!row_size)
+            return slm__load_fail(ld, SLM_ERR_FORMAT,
+                                  "tensor '%s': row length %lld is not a multiple of the %s block of %d", t->name,
+                                  (long long)t->ne[0], slm_type_name(t->type), slm_type_block_size(t->type));
+        if (rows > m->file_size / row_size)
+            return slm__load_fail(ld, SLM_ERR_FORMAT, "tensor '%s' is larger than the file", t->name);
         if (slm__type_is_r16(t->type) && rows % SLM__R16)
-            return slm__load_fail(ld, SLM_ERR_FORMAT, "tensor '%s': %llu rows cannot be interleaved by %d", t->name, (unsigned long long)rows, SLM__R16);
+            return slm__load_fail(ld, SLM_ERR_FORMAT, "tensor '%s': %llu rows cannot be interleaved by %d", t->name,
+                                  (unsigned long long)rows, SLM__R16);
         t->size = rows * row_size;
         t->row_size = (size_t)row_size;
-        if (t->offset % SLM__ALIGN) return slm__load_fail(ld, SLM_ERR_FORMAT, "tensor '%s': offset %llu is not %d-byte aligned", t->name, (unsigned long long)t->offset, SLM__ALIGN);
+        if (t->offset % SLM__ALIGN)
+            return slm__load_fail(ld, SLM_ERR_FORMAT, "tensor '%s': offset %llu is not %d-byte aligned", t->name,
+                                  (unsigned long long)t->offset, SLM__ALIGN);
         if (!slm__range_ok(t->offset, t->size, m->file_size))
-            return slm__load_fail(ld, SLM_ERR_FORMAT, "tensor '%s': bytes %llu..%llu are past the end of the %llu-byte file",
-                                  t->name, (unsigned long long)t->offset, (unsigned long long)(t->offset + t->size), (unsigned long long)m->file_size);
-        if (t->offset < SLM__HEADER_SIZE) return slm__load_fail(ld, SLM_ERR_FORMAT, "tensor '%s' overlaps the header", t->name);
+            return slm__load_fail(ld, SLM_ERR_FORMAT,
+                                  "tensor '%s': bytes %llu..%llu are past the end of the %llu-byte file", t->name,
+                                  (unsigned long long)t->offset, (unsigned long long)(t->offset + t->size),
+                                  (unsigned long long)m->file_size);
+        if (t->offset < SLM__HEADER_SIZE)
+            return slm__load_fail(ld, SLM_ERR_FORMAT, "tensor '%s' overlaps the header", t->name);
         t->data = m->file + t->offset;
     }
     return SLM_OK;
@@ -1021,10 +1238,12 @@ static slm_result slm__bind_layers(slm__loader *ld) {
     char name[SLM__TENSOR_NAME_MAX];
     m->layers = (slm__layer *)slm__calloc(&m->alloc, (size_t)in->n_layers, sizeof(slm__layer));
     if (!m->layers) return slm__load_fail(ld, SLM_ERR_OOM, "out of memory for %d layers", in->n_layers);
-#define SLM__BIND(field, suffix, ne0, ne1, float_only, present) \
-    slm__format(name, sizeof name, "blk.%d." suffix, l); \
-    if ((r = slm__bind_tensor(ld, &L->field, name, ne0, ne1, float_only, !(present))) != SLM_OK) return r; \
-    if (!(present) && L->field) return slm__load_fail(ld, SLM_ERR_FORMAT, "tensor '%s' is present but the header flags say it is not used", name);
+#define SLM__BIND(field, suffix, ne0, ne1, float_only, present)                                                     \
+    slm__format(name, sizeof name, "blk.%d." suffix, l);                                                            \
+    if ((r = slm__bind_tensor(ld, &L->field, name, ne0, ne1, float_only, !(present))) != SLM_OK) return r;          \
+    if (!(present) && L->field)                                                                                     \
+        return slm__load_fail(ld, SLM_ERR_FORMAT, "tensor '%s' is present but the header flags say it is not used", \
+                              name);
     for (l = 0; l < in->n_layers; l++) {
         slm__layer *L = &m->layers[l];
         SLM__BIND(attn_norm, "attn_norm.weight", dim, 1, 1, 1)
@@ -1045,9 +1264,12 @@ static slm_result slm__bind_layers(slm__loader *ld) {
 #undef SLM__BIND
     if ((r = slm__bind_tensor(ld, &m->tok_embd, "token_embd.weight", dim, in->n_vocab, 0, 0)) != SLM_OK) return r;
     if ((r = slm__bind_tensor(ld, &m->output_norm, "output_norm.weight", dim, 1, 1, 0)) != SLM_OK) return r;
-    if ((r = slm__bind_tensor(ld, &m->output, "output.weight", dim, in->n_vocab, 0, in->tied_embeddings)) != SLM_OK) return r;
+    if ((r = slm__bind_tensor(ld, &m->output, "output.weight", dim, in->n_vocab, 0, in->tied_embeddings)) != SLM_OK)
+        return r;
     if (in->tied_embeddings) {
-        if (m->output) return slm__load_fail(ld, SLM_ERR_FORMAT, "'output.weight' is present but the header says the embeddings are tied");
+        if (m->output)
+            return slm__load_fail(ld, SLM_ERR_FORMAT,
+                                  "'output.weight' is present but the header says the embeddings are tied");
         m->output = m->tok_embd;
     }
     return SLM_OK;
@@ -1058,18 +1280,26 @@ static slm_result slm__parse_metadata(slm__loader *ld, uint64_t off, uint64_t si
     const uint8_t *p = m->file + off, *end = p + size;
     uint32_t count, i;
     if (size == 0) return SLM_OK;
-    if (size < 4) return slm__load_fail(ld, SLM_ERR_FORMAT, "metadata section of %llu bytes is truncated", (unsigned long long)size);
-    count = slm__rd32(p); p += 4;
-    if ((uint64_t)count > (size - 4) / 10) return slm__load_fail(ld, SLM_ERR_FORMAT, "metadata section claims %u entries in %llu bytes", count, (unsigned long long)size);
+    if (size < 4)
+        return slm__load_fail(ld, SLM_ERR_FORMAT, "metadata section of %llu bytes is truncated",
+                              (unsigned long long)size);
+    count = slm__rd32(p);
+    p += 4;
+    if ((uint64_t)count > (size - 4) / 10)
+        return slm__load_fail(ld, SLM_ERR_FORMAT, "metadata section claims %u entries in %llu bytes", count,
+                              (unsigned long long)size);
     if (count == 0) return SLM_OK;
     m->meta = (const char **)slm__calloc(&m->alloc, (size_t)count * 2, sizeof(char *));
     if (!m->meta) return slm__load_fail(ld, SLM_ERR_OOM, "out of memory for metadata");
     for (i = 0; i < count * 2; i++) {
         uint32_t len;
         if (end - p < 4) return slm__load_fail(ld, SLM_ERR_FORMAT, "metadata entry %u is truncated", i / 2);
-        len = slm__rd32(p); p += 4;
+        len = slm__rd32(p);
+        p += 4;
         if ((uint64_t)len >= (uint64_t)(end - p) || p[len] != 0)
-            return slm__load_fail(ld, SLM_ERR_FORMAT, "metadata entry %u: string of %u bytes overruns the section or lacks its NUL", i / 2, len);
+            return slm__load_fail(ld, SLM_ERR_FORMAT,
+                                  "metadata entry %u: string of %u bytes overruns the section or lacks its NUL", i / 2,
+                                  len);
         m->meta[i] = (const char *)p;
         p += len + 1;
     }
@@ -1090,31 +1320,45 @@ static slm_result slm__parse_file(slm__loader *ld) {
     int i;
 
     if (m->file_size < SLM__HEADER_SIZE)
-        return slm__load_fail(ld, SLM_ERR_FORMAT, "file is %llu bytes, smaller than the %d-byte .slm header", (unsigned long long)m->file_size, SLM__HEADER_SIZE);
+        return slm__load_fail(ld, SLM_ERR_FORMAT, "file is %llu bytes, smaller than the %d-byte .slm header",
+                              (unsigned long long)m->file_size, SLM__HEADER_SIZE);
     if (memcmp(h, "SLM\0", 4) != 0) {
-        if (memcmp(h, "GGUF", 4) == 0) return slm__load_fail(ld, SLM_ERR_FORMAT, "this is a GGUF file; convert it with slm-convert first");
+        if (memcmp(h, "GGUF", 4) == 0)
+            return slm__load_fail(ld, SLM_ERR_FORMAT, "this is a GGUF file; convert it with slm-convert first");
         return slm__load_fail(ld, SLM_ERR_FORMAT, "not a .slm file (bad magic)");
     }
-    major = slm__rd16(h + 4); minor = slm__rd16(h + 6);
-    in->format_major = (int)major; in->format_minor = (int)minor;
+    major = slm__rd16(h + 4);
+    minor = slm__rd16(h + 6);
+    in->format_major = (int)major;
+    in->format_minor = (int)minor;
     if (major > SLM_FORMAT_VERSION_MAJOR)
-        return slm__load_fail(ld, SLM_ERR_UNSUPPORTED, "file format version %u.%u is newer than this library's %d.%d; update slm.h",
-                              major, minor, SLM_FORMAT_VERSION_MAJOR, SLM_FORMAT_VERSION_MINOR);
+        return slm__load_fail(ld, SLM_ERR_UNSUPPORTED,
+                              "file format version %u.%u is newer than this library's %d.%d; update slm.h", major,
+                              minor, SLM_FORMAT_VERSION_MAJOR, SLM_FORMAT_VERSION_MINOR);
     if (major == 0) return slm__load_fail(ld, SLM_ERR_FORMAT, "file format version 0 does not exist");
     header_size = slm__rd32(h + 8);
     if (header_size < SLM__HEADER_SIZE || header_size > m->file_size)
         return slm__load_fail(ld, SLM_ERR_FORMAT, "header size %u is out of range", header_size);
     arch = slm__rd32(h + 12);
-    if (arch < SLM_ARCH_LLAMA || arch > SLM_ARCH_QWEN3) return slm__load_fail(ld, SLM_ERR_UNSUPPORTED, "unknown architecture id %u", arch);
+    if (arch < SLM_ARCH_LLAMA || arch > SLM_ARCH_QWEN3)
+        return slm__load_fail(ld, SLM_ERR_UNSUPPORTED, "unknown architecture id %u", arch);
     in->arch = (int)arch;
     in->arch_name = arch == SLM_ARCH_LLAMA ? "llama" : arch == SLM_ARCH_QWEN2 ? "qwen2" : "qwen3";
 
-    {   /* hyper-parameters: bounds that keep every product below 2^62 */
-        static const char *const names[] = { "n_vocab", "dim", "n_layers", "n_heads", "n_kv_heads", "head_dim", "ffn_dim", "max_seq" };
-        static const uint32_t limits[] = { 1u << 22, 1u << 16, 1u << 10, 1u << 10, 1u << 10, 1u << 12, 1u << 20, 1u << 24 };
+    { /* hyper-parameters: bounds that keep every product below 2^62 */
+        static const char *const names[] = { "n_vocab",    "dim",      "n_layers", "n_heads",
+                                             "n_kv_heads", "head_dim", "ffn_dim",  "max_seq" };
+        static const uint32_t limits[] = { 1u << 22, 1u << 16, 1u << 10, 1u << 10,
+                                           1u << 10, 1u << 12, 1u << 20, 1u << 24 };
         int *fields[8];
-        fields[0] = &in->n_vocab; fields[1] = &in->dim; fields[2] = &in->n_layers; fields[3] = &in->n_heads;
-        fields[4] = &in->n_kv_heads; fields[5] = &in->head_dim; fields[6] = &in->ffn_dim; fields[7] = &in->max_seq;
+        fields[0] = &in->n_vocab;
+        fields[1] = &in->dim;
+        fields[2] = &in->n_layers;
+        fields[3] = &in->n_heads;
+        fields[4] = &in->n_kv_heads;
+        fields[5] = &in->head_dim;
+        fields[6] = &in->ffn_dim;
+        fields[7] = &in->max_seq;
         n_tensors = slm__rd32(h + 72);
         for (i = 0; i < 8; i++) {
             u = slm__rd32(h + 16 + 4 * i);
@@ -1133,43 +1377,55 @@ static slm_result slm__parse_file(slm__loader *ld) {
     in->rope_kind = (int)slm__rd32(h + 68);
     in->n_tensors = (int)n_tensors;
     if (n_tensors > 0) {
-        if (in->n_heads % in->n_kv_heads) return slm__load_fail(ld, SLM_ERR_FORMAT, "n_heads %d is not a multiple of n_kv_heads %d", in->n_heads, in->n_kv_heads);
+        if (in->n_heads % in->n_kv_heads)
+            return slm__load_fail(ld, SLM_ERR_FORMAT, "n_heads %d is not a multiple of n_kv_heads %d", in->n_heads,
+                                  in->n_kv_heads);
         if (in->head_dim % 2) return slm__load_fail(ld, SLM_ERR_FORMAT, "head_dim %d is odd", in->head_dim);
-        if (!(in->rope_theta > 0.0f && in->rope_theta < 1e30f) || !(in->rope_freq_scale > 0.0f && in->rope_freq_scale < 1e30f) ||
+        if (!(in->rope_theta > 0.0f && in->rope_theta < 1e30f) ||
+            !(in->rope_freq_scale > 0.0f && in->rope_freq_scale < 1e30f) ||
             !(in->norm_eps >= 0.0f && in->norm_eps < 1.0f))
             return slm__load_fail(ld, SLM_ERR_FORMAT, "rope theta %g, rope scale %g or norm epsilon %g is out of range",
                                   (double)in->rope_theta, (double)in->rope_freq_scale, (double)in->norm_eps);
-        if (slm__rd32(h + 64) != 0) return slm__load_fail(ld, SLM_ERR_UNSUPPORTED, "activation %u is not supported", slm__rd32(h + 64));
-        if (in->rope_kind != 0 && in->rope_kind != 1) return slm__load_fail(ld, SLM_ERR_UNSUPPORTED, "rope kind %d is not supported", in->rope_kind);
+        if (slm__rd32(h + 64) != 0)
+            return slm__load_fail(ld, SLM_ERR_UNSUPPORTED, "activation %u is not supported", slm__rd32(h + 64));
+        if (in->rope_kind != 0 && in->rope_kind != 1)
+            return slm__load_fail(ld, SLM_ERR_UNSUPPORTED, "rope kind %d is not supported", in->rope_kind);
         if (flags & ~(SLM__FLAG_TIED | SLM__FLAG_QKV_BIAS | SLM__FLAG_QK_NORM))
             return slm__load_fail(ld, SLM_ERR_UNSUPPORTED, "unknown model flags 0x%x", flags);
     }
-    tok_off = slm__rd64(h + 80); tok_size = slm__rd64(h + 88);
-    meta_off = slm__rd64(h + 96); meta_size = slm__rd64(h + 104);
-    dir_off = slm__rd64(h + 112); dir_size = slm__rd64(h + 120);
+    tok_off = slm__rd64(h + 80);
+    tok_size = slm__rd64(h + 88);
+    meta_off = slm__rd64(h + 96);
+    meta_size = slm__rd64(h + 104);
+    dir_off = slm__rd64(h + 112);
+    dir_size = slm__rd64(h + 120);
     if (!slm__range_ok(tok_off, tok_size, m->file_size) || tok_off < header_size)
-        return slm__load_fail(ld, SLM_ERR_FORMAT, "tokenizer section (offset %llu, %llu bytes) is outside the %llu-byte file",
-                              (unsigned long long)tok_off, (unsigned long long)tok_size, (unsigned long long)m->file_size);
+        return slm__load_fail(
+            ld, SLM_ERR_FORMAT, "tokenizer section (offset %llu, %llu bytes) is outside the %llu-byte file",
+            (unsigned long long)tok_off, (unsigned long long)tok_size, (unsigned long long)m->file_size);
     if (!slm__range_ok(meta_off, meta_size, m->file_size) || (meta_size && meta_off < header_size))
-        return slm__load_fail(ld, SLM_ERR_FORMAT, "metadata section (offset %llu, %llu bytes) is outside the %llu-byte file",
-                              (unsigned long long)meta_off, (unsigned long long)meta_size, (unsigned long long)m->file_size);
+        return slm__load_fail(
+            ld, SLM_ERR_FORMAT, "metadata section (offset %llu, %llu bytes) is outside the %llu-byte file",
+            (unsigned long long)meta_off, (unsigned long long)meta_size, (unsigned long long)m->file_size);
     if (!slm__range_ok(dir_off, dir_size, m->file_size) || (dir_size && dir_off < header_size))
-        return slm__load_fail(ld, SLM_ERR_FORMAT, "tensor directory (offset %llu, %llu bytes) is outside the %llu-byte file",
-                              (unsigned long long)dir_off, (unsigned long long)dir_size, (unsigned long long)m->file_size);
+        return slm__load_fail(
+            ld, SLM_ERR_FORMAT, "tensor directory (offset %llu, %llu bytes) is outside the %llu-byte file",
+            (unsigned long long)dir_off, (unsigned long long)dir_size, (unsigned long long)m->file_size);
     if ((r = slm__parse_vocab(ld, tok_off, tok_size)) != SLM_OK) return r;
     if ((r = slm__parse_metadata(ld, meta_off, meta_size)) != SLM_OK) return r;
     if ((r = slm__parse_tensors(ld, dir_off, dir_size, n_tensors)) != SLM_OK) return r;
     if (n_tensors > 0) {
         if (m->vocab.n_tokens > in->n_vocab)
-            return slm__load_fail(ld, SLM_ERR_FORMAT, "tokenizer has %d tokens but the model only %d", m->vocab.n_tokens, in->n_vocab);
+            return slm__load_fail(ld, SLM_ERR_FORMAT, "tokenizer has %d tokens but the model only %d",
+                                  m->vocab.n_tokens, in->n_vocab);
         if ((r = slm__bind_layers(ld)) != SLM_OK) return r;
     } else {
         in->n_vocab = m->vocab.n_tokens;
     }
     if ((r = slm__build_vocab_tables(ld)) != SLM_OK) return r;
 
-    {   /* summary figures for slm_model_info */
-        uint64_t by_type[31] = {0};
+    { /* summary figures for slm_model_info */
+        uint64_t by_type[31] = { 0 };
         uint64_t best = 0;
         in->weight_type = -1;
         for (i = 0; i < m->n_tensors; i++) {
@@ -1178,13 +1434,20 @@ static slm_result slm__parse_file(slm__loader *ld) {
             in->n_params += n;
             if (t->ne[1] > 1 && slm__block_type(t->type) <= 30) by_type[slm__block_type(t->type)] += n;
         }
-        for (i = 0; i <= 30; i++) if (by_type[i] > best) { best = by_type[i]; in->weight_type = i; }
+        for (i = 0; i <= 30; i++)
+            if (by_type[i] > best) {
+                best = by_type[i];
+                in->weight_type = i;
+            }
     }
     in->file_size = m->file_size;
     in->tokenizer_kind = m->vocab.kind;
     in->n_tokens = m->vocab.n_tokens;
-    in->bos = m->vocab.bos; in->eos = m->vocab.eos; in->eot = m->vocab.eot;
-    in->pad = m->vocab.pad; in->unk = m->vocab.unk;
+    in->bos = m->vocab.bos;
+    in->eos = m->vocab.eos;
+    in->eot = m->vocab.eot;
+    in->pad = m->vocab.pad;
+    in->unk = m->vocab.unk;
     in->add_bos = (m->vocab.flags & SLM__TOKFLAG_ADD_BOS) != 0 && m->vocab.bos >= 0;
     in->chat_template = m->vocab.chat_template;
     in->name = slm_model_meta(m, "name");
@@ -1224,16 +1487,22 @@ SLM_API slm_result slm_model_load(slm_model **out, const slm_model_desc *desc) {
     slm_result r;
     if (out) *out = NULL;
     memset(&ld, 0, sizeof ld);
-    if (desc) { ld.error = desc->error; ld.error_cap = desc->error_cap; }
+    if (desc) {
+        ld.error = desc->error;
+        ld.error_cap = desc->error_cap;
+    }
     if (ld.error && ld.error_cap) ld.error[0] = 0;
     if (!out || !desc) return slm__load_fail(&ld, SLM_ERR_INVALID_ARG, "slm_model_load: out and desc are required");
     if ((desc->path != NULL) == (desc->data != NULL))
         return slm__load_fail(&ld, SLM_ERR_INVALID_ARG, "slm_model_load: set exactly one of desc.path and desc.data");
-    if (!slm__host_is_little_endian()) return slm__load_fail(&ld, SLM_ERR_UNSUPPORTED, "big-endian hosts are not supported");
+    if (!slm__host_is_little_endian())
+        return slm__load_fail(&ld, SLM_ERR_UNSUPPORTED, "big-endian hosts are not supported");
     a = slm__allocator_or_default(desc->alloc);
     m = (slm_model *)slm__calloc(&a, 1, sizeof(slm_model));
     if (!m) return slm__load_fail(&ld, SLM_ERR_OOM, "out of memory");
-    m->alloc = a; m->log = desc->log; m->log_user = desc->log_user;
+    m->alloc = a;
+    m->log = desc->log;
+    m->log_user = desc->log_user;
     ld.m = m;
     if (desc->data) {
         if ((uintptr_t)desc->data % SLM__ALIGN == 0) {
@@ -1241,7 +1510,10 @@ SLM_API slm_result slm_model_load(slm_model **out, const slm_model_desc *desc) {
         } else {
             /* tensors are read in place as floats: give them their alignment */
             uint8_t *buf = (uint8_t *)slm__alloc(&a, desc->size + SLM__ALIGN);
-            if (!buf) { slm_model_free(m); return slm__load_fail(&ld, SLM_ERR_OOM, "out of memory copying the %zu-byte model", desc->size); }
+            if (!buf) {
+                slm_model_free(m);
+                return slm__load_fail(&ld, SLM_ERR_OOM, "out of memory copying the %zu-byte model", desc->size);
+            }
             m->owned = buf;
             buf += (SLM__ALIGN - ((uintptr_t)buf % SLM__ALIGN)) % SLM__ALIGN;
             memcpy(buf, desc->data, desc->size);
@@ -1255,13 +1527,19 @@ SLM_API slm_result slm_model_load(slm_model **out, const slm_model_desc *desc) {
         return slm__load_fail(&ld, SLM_ERR_UNSUPPORTED, "built with SLM_NO_STDIO: load from desc.data");
 #else
         r = slm__map_file(&ld, desc->path, desc->no_mmap);
-        if (r != SLM_OK) { slm_model_free(m); return r; }
+        if (r != SLM_OK) {
+            slm_model_free(m);
+            return r;
+        }
 #endif
     }
     r = slm__parse_file(&ld);
-    if (r != SLM_OK) { slm_model_free(m); return r; }
-    slm__log(m->log, m->log_user, SLM_LOG_INFO, "loaded %s model: %d layers, dim %d, %d tokens",
-             m->info.arch_name, m->info.n_layers, m->info.dim, m->info.n_vocab);
+    if (r != SLM_OK) {
+        slm_model_free(m);
+        return r;
+    }
+    slm__log(m->log, m->log_user, SLM_LOG_INFO, "loaded %s model: %d layers, dim %d, %d tokens", m->info.arch_name,
+             m->info.n_layers, m->info.dim, m->info.n_vocab);
     *out = m;
     return SLM_OK;
 }
@@ -1272,9 +1550,12 @@ SLM_API slm_result slm_model_tensor_get(const slm_model *m, int index, slm_tenso
     const slm__tensor *t;
     if (!m || !out || index < 0 || index >= m->n_tensors) return SLM_ERR_INVALID_ARG;
     t = &m->tensors[index];
-    out->name = t->name; out->type = t->type; out->n_dims = t->n_dims;
+    out->name = t->name;
+    out->type = t->type;
+    out->n_dims = t->n_dims;
     memcpy(out->ne, t->ne, sizeof out->ne);
-    out->offset = t->offset; out->size = t->size;
+    out->offset = t->offset;
+    out->size = t->size;
     return SLM_OK;
 }
 
@@ -1291,24 +1572,47 @@ SLM_API slm_result slm_model_tensor_get(const slm_model *m, int index, slm_tenso
    checked, nothing else); an invalid byte reads as U+FFFD and consumes 1. */
 static size_t slm__utf8_decode(const uint8_t *s, size_t avail, uint32_t *cp) {
     uint8_t c = s[0];
-    if (c < 0x80) { *cp = c; return 1; }
-    if ((c & 0xE0) == 0xC0 && avail >= 2 && (s[1] & 0xC0) == 0x80) { *cp = ((uint32_t)(c & 0x1F) << 6) | (s[1] & 0x3Fu); return 2; }
+    if (c < 0x80) {
+        *cp = c;
+        return 1;
+    }
+    if ((c & 0xE0) == 0xC0 && avail >= 2 && (s[1] & 0xC0) == 0x80) {
+        *cp = ((uint32_t)(c & 0x1F) << 6) | (s[1] & 0x3Fu);
+        return 2;
+    }
     if ((c & 0xF0) == 0xE0 && avail >= 3 && (s[1] & 0xC0) == 0x80 && (s[2] & 0xC0) == 0x80) {
-        *cp = ((uint32_t)(c & 0x0F) << 12) | ((uint32_t)(s[1] & 0x3F) << 6) | (s[2] & 0x3Fu); return 3;
+        *cp = ((uint32_t)(c & 0x0F) << 12) | ((uint32_t)(s[1] & 0x3F) << 6) | (s[2] & 0x3Fu);
+        return 3;
     }
     if ((c & 0xF8) == 0xF0 && avail >= 4 && (s[1] & 0xC0) == 0x80 && (s[2] & 0xC0) == 0x80 && (s[3] & 0xC0) == 0x80) {
-        *cp = ((uint32_t)(c & 0x07) << 18) | ((uint32_t)(s[1] & 0x3F) << 12) | ((uint32_t)(s[2] & 0x3F) << 6) | (s[3] & 0x3Fu); return 4;
+        *cp = ((uint32_t)(c & 0x07) << 18) | ((uint32_t)(s[1] & 0x3F) << 12) | ((uint32_t)(s[2] & 0x3F) << 6) |
+              (s[3] & 0x3Fu);
+        return 4;
     }
     *cp = 0xFFFD;
     return 1;
 }
 
 static size_t slm__utf8_encode(uint32_t cp, char *out) {
-    if (cp < 0x80) { out[0] = (char)cp; return 1; }
-    if (cp < 0x800) { out[0] = (char)(0xC0 | (cp >> 6)); out[1] = (char)(0x80 | (cp & 0x3F)); return 2; }
-    if (cp < 0x10000) { out[0] = (char)(0xE0 | (cp >> 12)); out[1] = (char)(0x80 | ((cp >> 6) & 0x3F)); out[2] = (char)(0x80 | (cp & 0x3F)); return 3; }
-    out[0] = (char)(0xF0 | (cp >> 18)); out[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-    out[2] = (char)(0x80 | ((cp >> 6) & 0x3F)); out[3] = (char)(0x80 | (cp & 0x3F));
+    if (cp < 0x80) {
+        out[0] = (char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        out[0] = (char)(0xC0 | (cp >> 6));
+        out[1] = (char)(0x80 | (cp & 0x3F));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        out[0] = (char)(0xE0 | (cp >> 12));
+        out[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        out[2] = (char)(0x80 | (cp & 0x3F));
+        return 3;
+    }
+    out[0] = (char)(0xF0 | (cp >> 18));
+    out[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+    out[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
+    out[3] = (char)(0x80 | (cp & 0x3F));
     return 4;
 }
 
@@ -1318,7 +1622,7 @@ static uint32_t slm__byte_to_cp(uint8_t b) {
     if ((b >= 33 && b <= 126) || (b >= 161 && b <= 172) || b >= 174) return b;
     if (b <= 32) return 256u + b;
     if (b <= 160) return 289u + (b - 127u);
-    return 323u;   /* 173, the soft hyphen */
+    return 323u; /* 173, the soft hyphen */
 }
 static int slm__cp_to_byte(uint32_t cp) {
     if ((cp >= 33 && cp <= 126) || (cp >= 161 && cp <= 172) || (cp >= 174 && cp <= 255)) return (int)cp;
@@ -1331,7 +1635,10 @@ static int slm__cp_to_byte(uint32_t cp) {
 static uint32_t slm__hash_bytes(const char *s, size_t n) {
     uint32_t h = 2166136261u;
     size_t i;
-    for (i = 0; i < n; i++) { h ^= (uint8_t)s[i]; h *= 16777619u; }
+    for (i = 0; i < n; i++) {
+        h ^= (uint8_t)s[i];
+        h *= 16777619u;
+    }
     return h;
 }
 
@@ -1363,42 +1670,62 @@ static slm_result slm__parse_vocab(slm__loader *ld, uint64_t off, uint64_t size)
     uint64_t need;
     uint32_t n, blob, i;
     slm_token *ids[8];
-    if (off % 4) return slm__load_fail(ld, SLM_ERR_FORMAT, "tokenizer section offset %llu is not 4-byte aligned", (unsigned long long)off);
-    if (size < SLM__TOKHDR_SIZE) return slm__load_fail(ld, SLM_ERR_FORMAT, "tokenizer section of %llu bytes is truncated", (unsigned long long)size);
+    if (off % 4)
+        return slm__load_fail(ld, SLM_ERR_FORMAT, "tokenizer section offset %llu is not 4-byte aligned",
+                              (unsigned long long)off);
+    if (size < SLM__TOKHDR_SIZE)
+        return slm__load_fail(ld, SLM_ERR_FORMAT, "tokenizer section of %llu bytes is truncated",
+                              (unsigned long long)size);
     v->kind = (int)slm__rd32(p);
     v->pre = (int)slm__rd32(p + 4);
     n = slm__rd32(p + 8);
     v->n_merges = (int)slm__rd32(p + 12);
-    if (v->kind != SLM_TOKENIZER_SPM && v->kind != SLM_TOKENIZER_BPE) return slm__load_fail(ld, SLM_ERR_UNSUPPORTED, "unknown tokenizer kind %d", v->kind);
+    if (v->kind != SLM_TOKENIZER_SPM && v->kind != SLM_TOKENIZER_BPE)
+        return slm__load_fail(ld, SLM_ERR_UNSUPPORTED, "unknown tokenizer kind %d", v->kind);
     if (v->kind == SLM_TOKENIZER_BPE && (v->pre < SLM_PRETOK_NONE || v->pre > SLM_PRETOK_STARCODER))
         return slm__load_fail(ld, SLM_ERR_UNSUPPORTED, "unknown pre-tokenizer %d", v->pre);
-    if (n == 0 || n > (1u << 22)) return slm__load_fail(ld, SLM_ERR_FORMAT, "tokenizer token count %u is out of range", n);
-    if (slm__rd32(p + 12) > (1u << 24)) return slm__load_fail(ld, SLM_ERR_FORMAT, "tokenizer merge count %u is out of range", slm__rd32(p + 12));
+    if (n == 0 || n > (1u << 22))
+        return slm__load_fail(ld, SLM_ERR_FORMAT, "tokenizer token count %u is out of range", n);
+    if (slm__rd32(p + 12) > (1u << 24))
+        return slm__load_fail(ld, SLM_ERR_FORMAT, "tokenizer merge count %u is out of range", slm__rd32(p + 12));
     v->n_tokens = (int)n;
-    ids[0] = &v->bos; ids[1] = &v->eos; ids[2] = &v->eot; ids[3] = &v->pad;
-    ids[4] = &v->unk; ids[5] = &v->fim_pre; ids[6] = &v->fim_suf; ids[7] = &v->fim_mid;
+    ids[0] = &v->bos;
+    ids[1] = &v->eos;
+    ids[2] = &v->eot;
+    ids[3] = &v->pad;
+    ids[4] = &v->unk;
+    ids[5] = &v->fim_pre;
+    ids[6] = &v->fim_suf;
+    ids[7] = &v->fim_mid;
     for (i = 0; i < 8; i++) {
         int32_t id = (int32_t)slm__rd32(p + 16 + 4 * i);
-        if (id < -1 || id >= (int32_t)n) return slm__load_fail(ld, SLM_ERR_FORMAT, "special token id %d is out of range", (int)id);
+        if (id < -1 || id >= (int32_t)n)
+            return slm__load_fail(ld, SLM_ERR_FORMAT, "special token id %d is out of range", (int)id);
         *ids[i] = id;
     }
     v->chat_template = (int)slm__rd32(p + 48);
     v->flags = slm__rd32(p + 52);
     blob = slm__rd32(p + 56);
     need = SLM__TOKHDR_SIZE + 4ull * n + 4ull * (n + 1) + 8ull * (uint32_t)v->n_merges + n + blob;
-    if (need > size) return slm__load_fail(ld, SLM_ERR_FORMAT, "tokenizer section needs %llu bytes but has %llu", (unsigned long long)need, (unsigned long long)size);
+    if (need > size)
+        return slm__load_fail(ld, SLM_ERR_FORMAT, "tokenizer section needs %llu bytes but has %llu",
+                              (unsigned long long)need, (unsigned long long)size);
     v->scores = (const float *)(p + SLM__TOKHDR_SIZE);
     v->text_off = (const uint32_t *)(v->scores + n);
     v->merges = v->text_off + n + 1;
     v->types = (const uint8_t *)(v->merges + 2ull * (uint32_t)v->n_merges);
     v->text = (const char *)(v->types + n);
-    if (v->text_off[0] != 0 || v->text_off[n] != blob) return slm__load_fail(ld, SLM_ERR_FORMAT, "token text offsets do not span the text blob");
+    if (v->text_off[0] != 0 || v->text_off[n] != blob)
+        return slm__load_fail(ld, SLM_ERR_FORMAT, "token text offsets do not span the text blob");
     for (i = 0; i < n; i++) {
-        if (v->text_off[i + 1] < v->text_off[i]) return slm__load_fail(ld, SLM_ERR_FORMAT, "token %u: text offsets decrease", i);
-        if (v->types[i] > SLM_TOKEN_BYTE) return slm__load_fail(ld, SLM_ERR_FORMAT, "token %u: unknown type %u", i, (unsigned)v->types[i]);
+        if (v->text_off[i + 1] < v->text_off[i])
+            return slm__load_fail(ld, SLM_ERR_FORMAT, "token %u: text offsets decrease", i);
+        if (v->types[i] > SLM_TOKEN_BYTE)
+            return slm__load_fail(ld, SLM_ERR_FORMAT, "token %u: unknown type %u", i, (unsigned)v->types[i]);
     }
     for (i = 0; i < 2u * (uint32_t)v->n_merges; i++)
-        if (v->merges[i] >= n) return slm__load_fail(ld, SLM_ERR_FORMAT, "merge %u names token %u of %u", i / 2, v->merges[i], n);
+        if (v->merges[i] >= n)
+            return slm__load_fail(ld, SLM_ERR_FORMAT, "merge %u names token %u of %u", i / 2, v->merges[i], n);
     return SLM_OK;
 }
 
@@ -1413,7 +1740,8 @@ static int slm__hex_digit(char c) {
 static int slm__byte_token_value(const char *t, uint32_t len) {
     int hi, lo;
     if (len != 6 || t[0] != '<' || t[1] != '0' || t[2] != 'x' || t[5] != '>') return -1;
-    hi = slm__hex_digit(t[3]); lo = slm__hex_digit(t[4]);
+    hi = slm__hex_digit(t[3]);
+    lo = slm__hex_digit(t[4]);
     return hi < 0 || lo < 0 ? -1 : hi * 16 + lo;
 }
 
@@ -1427,7 +1755,8 @@ static slm_result slm__build_vocab_tables(slm__loader *ld) {
     v->hash = (int32_t *)slm__alloc(a, (size_t)hash_size * sizeof(int32_t));
     v->piece = (char *)slm__alloc(a, (size_t)v->text_off[n] + 1);
     v->piece_off = (uint32_t *)slm__alloc(a, ((size_t)n + 1) * sizeof(uint32_t));
-    if (!v->hash || !v->piece || !v->piece_off) return slm__load_fail(ld, SLM_ERR_OOM, "out of memory for the tokenizer tables");
+    if (!v->hash || !v->piece || !v->piece_off)
+        return slm__load_fail(ld, SLM_ERR_OOM, "out of memory for the tokenizer tables");
     memset(v->hash, 0xff, (size_t)hash_size * sizeof(int32_t));
     v->hash_mask = hash_size - 1;
     for (i = 0; i < 256; i++) v->byte_token[i] = -1;
@@ -1438,7 +1767,7 @@ static slm_result slm__build_vocab_tables(slm__loader *ld) {
         for (h = slm__hash_bytes(t, len) & v->hash_mask; v->hash[h] >= 0; h = (h + 1) & v->hash_mask) {
             uint32_t l2;
             const char *t2 = slm__vocab_text(v, v->hash[h], &l2);
-            if (l2 == len && memcmp(t2, t, len) == 0) break;   /* duplicate text: the lowest id keeps it */
+            if (l2 == len && memcmp(t2, t, len) == 0) break; /* duplicate text: the lowest id keeps it */
         }
         if (v->hash[h] < 0) v->hash[h] = (int32_t)i;
         v->piece_off[i] = plen;
@@ -1451,14 +1780,20 @@ static slm_result slm__build_vocab_tables(slm__loader *ld) {
                 uint32_t c;
                 size_t k = slm__utf8_decode((const uint8_t *)t + j, len - j, &c);
                 int b = k > 1 || (uint8_t)t[j] < 0x80 ? slm__cp_to_byte(c) : -1;
-                if (b >= 0) v->piece[plen++] = (char)b;
-                else { memcpy(v->piece + plen, t + j, k); plen += (uint32_t)k; }
+                if (b >= 0)
+                    v->piece[plen++] = (char)b;
+                else {
+                    memcpy(v->piece + plen, t + j, k);
+                    plen += (uint32_t)k;
+                }
                 j += (uint32_t)k;
             }
         } else {
             for (j = 0; j < len; j++) {
-                if (escape && j + 2 < len && (uint8_t)t[j] == 0xE2 && (uint8_t)t[j + 1] == 0x96 && (uint8_t)t[j + 2] == 0x81) {
-                    v->piece[plen++] = ' '; j += 2;
+                if (escape && j + 2 < len && (uint8_t)t[j] == 0xE2 && (uint8_t)t[j + 1] == 0x96 &&
+                    (uint8_t)t[j + 2] == 0x81) {
+                    v->piece[plen++] = ' ';
+                    j += 2;
                 } else {
                     v->piece[plen++] = t[j];
                 }
@@ -1468,8 +1803,9 @@ static slm_result slm__build_vocab_tables(slm__loader *ld) {
         if ((v->types[i] == SLM_TOKEN_CONTROL || v->types[i] == SLM_TOKEN_USER_DEFINED) && len > 0) v->n_special++;
     }
     v->piece_off[n] = plen;
-    {   /* end of generation: eos, eot, and the control tokens that close a chat turn */
-        static const char *const turn_ends[] = { "<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>" };
+    { /* end of generation: eos, eot, and the control tokens that close a chat turn */
+        static const char *const turn_ends[] = { "<|im_end|>",    "<|eot_id|>",    "<|end|>",
+                                                 "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>" };
         size_t k;
         if (v->eos >= 0) v->eog[v->n_eog++] = v->eos;
         if (v->eot >= 0 && v->eot != v->eos) v->eog[v->n_eog++] = v->eot;
@@ -1504,21 +1840,30 @@ static slm_result slm__build_vocab_tables(slm__loader *ld) {
         v->special = (slm_token *)slm__alloc(a, (size_t)v->n_special * sizeof(slm_token));
         if (!v->special) return slm__load_fail(ld, SLM_ERR_OOM, "out of memory for the tokenizer tables");
         for (i = 0; i < n; i++)
-            if ((v->types[i] == SLM_TOKEN_CONTROL || v->types[i] == SLM_TOKEN_USER_DEFINED) && v->text_off[i + 1] > v->text_off[i])
+            if ((v->types[i] == SLM_TOKEN_CONTROL || v->types[i] == SLM_TOKEN_USER_DEFINED) &&
+                v->text_off[i + 1] > v->text_off[i])
                 v->special[k++] = (slm_token)i;
         /* longest first, so the longest special token wins at a position (insertion sort: few of them) */
         for (x = 1; x < k; x++) {
             slm_token t = v->special[x];
             uint32_t tl = v->text_off[t + 1] - v->text_off[t];
-            for (y = x; y > 0 && v->text_off[v->special[y - 1] + 1] - v->text_off[v->special[y - 1]] < tl; y--) v->special[y] = v->special[y - 1];
+            for (y = x; y > 0 && v->text_off[v->special[y - 1] + 1] - v->text_off[v->special[y - 1]] < tl; y--)
+                v->special[y] = v->special[y - 1];
             v->special[y] = t;
         }
     }
     return SLM_OK;
 }
 
-typedef struct { int prev, next; uint32_t start, len; } slm__sym;
-typedef struct { float score; int left; uint32_t len; } slm__bigram;
+typedef struct {
+    int prev, next;
+    uint32_t start, len;
+} slm__sym;
+typedef struct {
+    float score;
+    int left;
+    uint32_t len;
+} slm__bigram;
 
 /* max-heap on score, then on the leftmost position */
 static int slm__bigram_before(const slm__bigram *a, const slm__bigram *b) {
@@ -1526,7 +1871,10 @@ static int slm__bigram_before(const slm__bigram *a, const slm__bigram *b) {
 }
 static void slm__heap_push(slm__bigram *h, int *n, slm__bigram b) {
     int i = (*n)++;
-    while (i > 0 && slm__bigram_before(&b, &h[(i - 1) / 2])) { h[i] = h[(i - 1) / 2]; i = (i - 1) / 2; }
+    while (i > 0 && slm__bigram_before(&b, &h[(i - 1) / 2])) {
+        h[i] = h[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
     h[i] = b;
 }
 static slm__bigram slm__heap_pop(slm__bigram *h, int *n) {
@@ -1537,7 +1885,8 @@ static slm__bigram slm__heap_pop(slm__bigram *h, int *n) {
         if (c >= *n) break;
         if (c + 1 < *n && slm__bigram_before(&h[c + 1], &h[c])) c++;
         if (!slm__bigram_before(&h[c], &last)) break;
-        h[i] = h[c]; i = c;
+        h[i] = h[c];
+        i = c;
     }
     if (*n > 0) h[i] = last;
     return top;
@@ -1549,23 +1898,31 @@ static int slm__utf8_len(const char *s, size_t avail) {
     int n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 1;
     int i;
     if ((size_t)n > avail) return 1;
-    for (i = 1; i < n; i++) if (((uint8_t)s[i] & 0xC0) != 0x80) return 1;
+    for (i = 1; i < n; i++)
+        if (((uint8_t)s[i] & 0xC0) != 0x80) return 1;
     return n;
 }
 
-typedef struct slm__tok_out { slm_token *out; int cap, n; } slm__tok_out;
-static void slm__tok_emit(slm__tok_out *o, slm_token t) { if (o->n < o->cap) o->out[o->n] = t; o->n++; }
+typedef struct slm__tok_out {
+    slm_token *out;
+    int cap, n;
+} slm__tok_out;
+static void slm__tok_emit(slm__tok_out *o, slm_token t) {
+    if (o->n < o->cap) o->out[o->n] = t;
+    o->n++;
+}
 
 static int32_t slm__bpe_rank(const slm__vocab *v, slm_token l, slm_token r);
 
 /* Queues the pair (l, r) when it may merge: SentencePiece ranks pairs by the
    score of the joined token, byte-level BPE by the merge list's rank. */
-static void slm__try_pair(const slm__vocab *v, const char *buf, const slm__sym *sym, int l, int r,
-                          slm__bigram *heap, int *n_heap) {
+static void slm__try_pair(const slm__vocab *v, const char *buf, const slm__sym *sym, int l, int r, slm__bigram *heap,
+                          int *n_heap) {
     slm__bigram b;
     if (l < 0 || r < 0) return;
     if (v->kind == SLM_TOKENIZER_BPE) {
-        int32_t rank = slm__bpe_rank(v, slm__vocab_find(v, buf + sym[l].start, sym[l].len), slm__vocab_find(v, buf + sym[r].start, sym[r].len));
+        int32_t rank = slm__bpe_rank(v, slm__vocab_find(v, buf + sym[l].start, sym[l].len),
+                                     slm__vocab_find(v, buf + sym[r].start, sym[r].len));
         if (rank < 0) return;
         b.score = -(float)rank;
     } else {
@@ -1573,7 +1930,8 @@ static void slm__try_pair(const slm__vocab *v, const char *buf, const slm__sym *
         if (id < 0) return;
         b.score = v->scores[id];
     }
-    b.left = l; b.len = sym[l].len + sym[r].len;
+    b.left = l;
+    b.len = sym[l].len + sym[r].len;
     slm__heap_push(heap, n_heap, b);
 }
 
@@ -1584,8 +1942,10 @@ static void slm__merge_symbols(const slm__vocab *v, const char *buf, size_t len,
     size_t i;
     for (i = 0; i < len; n_sym++) {
         int cl = slm__utf8_len(buf + i, len - i);
-        sym[n_sym].start = (uint32_t)i; sym[n_sym].len = (uint32_t)cl;
-        sym[n_sym].prev = n_sym - 1; sym[n_sym].next = n_sym + 1;
+        sym[n_sym].start = (uint32_t)i;
+        sym[n_sym].len = (uint32_t)cl;
+        sym[n_sym].prev = n_sym - 1;
+        sym[n_sym].next = n_sym + 1;
         i += (size_t)cl;
     }
     sym[n_sym - 1].next = -1;
@@ -1593,7 +1953,7 @@ static void slm__merge_symbols(const slm__vocab *v, const char *buf, size_t len,
     while (n_heap > 0) {
         slm__bigram b = slm__heap_pop(heap, &n_heap);
         int l = b.left, r = sym[l].next;
-        if (sym[l].len == 0 || r < 0 || sym[l].len + sym[r].len != b.len) continue;   /* stale */
+        if (sym[l].len == 0 || r < 0 || sym[l].len + sym[r].len != b.len) continue; /* stale */
         sym[l].len += sym[r].len;
         sym[r].len = 0;
         sym[l].next = sym[r].next;
@@ -1619,26 +1979,46 @@ static int slm__spm_encode(const slm_model *m, const char *text, size_t len, int
     buf = (char *)slm__alloc(a, cap);
     sym = (slm__sym *)slm__alloc(a, (len + 1) * sizeof(slm__sym));
     heap = (slm__bigram *)slm__alloc(a, (len + 1) * 3 * sizeof(slm__bigram));
-    if (!buf || !sym || !heap) { slm__free(a, buf); slm__free(a, sym); slm__free(a, heap); return 0; }
+    if (!buf || !sym || !heap) {
+        slm__free(a, buf);
+        slm__free(a, sym);
+        slm__free(a, heap);
+        return 0;
+    }
     if (space_prefix) {
-        if (escape) { buf[blen++] = (char)0xE2; buf[blen++] = (char)0x96; buf[blen++] = (char)0x81; }
-        else buf[blen++] = ' ';
+        if (escape) {
+            buf[blen++] = (char)0xE2;
+            buf[blen++] = (char)0x96;
+            buf[blen++] = (char)0x81;
+        } else
+            buf[blen++] = ' ';
     }
     for (i = 0; i < len; i++) {
-        if (escape && text[i] == ' ') { buf[blen++] = (char)0xE2; buf[blen++] = (char)0x96; buf[blen++] = (char)0x81; }
-        else buf[blen++] = text[i];
+        if (escape && text[i] == ' ') {
+            buf[blen++] = (char)0xE2;
+            buf[blen++] = (char)0x96;
+            buf[blen++] = (char)0x81;
+        } else
+            buf[blen++] = text[i];
     }
     slm__merge_symbols(v, buf, blen, sym, heap);
     for (s = 0; s >= 0; s = sym[s].next) {
         slm_token id = slm__vocab_find(v, buf + sym[s].start, sym[s].len);
-        if (id >= 0) { slm__tok_emit(o, id); continue; }
+        if (id >= 0) {
+            slm__tok_emit(o, id);
+            continue;
+        }
         for (i = 0; i < sym[s].len; i++) {
             slm_token b = v->byte_token[(uint8_t)buf[sym[s].start + i]];
-            if (b >= 0) slm__tok_emit(o, b);
-            else if (v->unk >= 0) slm__tok_emit(o, v->unk);
+            if (b >= 0)
+                slm__tok_emit(o, b);
+            else if (v->unk >= 0)
+                slm__tok_emit(o, v->unk);
         }
     }
-    slm__free(a, buf); slm__free(a, sym); slm__free(a, heap);
+    slm__free(a, buf);
+    slm__free(a, sym);
+    slm__free(a, heap);
     return 1;
 }
 
@@ -1655,160 +2035,124 @@ static int slm__spm_encode(const slm_model *m, const char *text, size_t len, int
    next entry; class 0 other, 1 letter \p{L}, 2 number \p{N}, 3 white space \s. */
 #define SLM__UCLASS_COUNT 1534
 static const uint32_t slm__uclass_table[SLM__UCLASS_COUNT] = {
-    0x0, 0x27, 0x38, 0x83, 0x84, 0xc2, 0xe8, 0x105, 0x16c, 0x185,
-    0x1ec, 0x217, 0x218, 0x283, 0x284, 0x2a9, 0x2ac, 0x2ca, 0x2d0, 0x2d5,
-    0x2d8, 0x2e6, 0x2e9, 0x2ec, 0x2f2, 0x2fc, 0x301, 0x35c, 0x361, 0x3dc,
-    0x3e1, 0xb08, 0xb19, 0xb48, 0xb81, 0xb94, 0xbb1, 0xbb4, 0xbb9, 0xbbc,
-    0xdc1, 0xdd4, 0xdd9, 0xde0, 0xde9, 0xdf8, 0xdfd, 0xe00, 0xe19, 0xe1c,
-    0xe21, 0xe2c, 0xe31, 0xe34, 0xe39, 0xe88, 0xe8d, 0xfd8, 0xfdd, 0x1208,
-    0x1229, 0x14c0, 0x14c5, 0x155c, 0x1565, 0x1568, 0x1581, 0x1624, 0x1741, 0x17ac,
-    0x17bd, 0x17cc, 0x1881, 0x192c, 0x1982, 0x19a8, 0x19b9, 0x19c0, 0x19c5, 0x1b50,
-    0x1b55, 0x1b58, 0x1b95, 0x1b9c, 0x1bb9, 0x1bc2, 0x1be9, 0x1bf4, 0x1bfd, 0x1c00,
-    0x1c41, 0x1c44, 0x1c49, 0x1cc0, 0x1d35, 0x1e98, 0x1ec5, 0x1ec8, 0x1f02, 0x1f29,
-    0x1fac, 0x1fd1, 0x1fd8, 0x1fe9, 0x1fec, 0x2001, 0x2058, 0x2069, 0x206c, 0x2091,
-    0x2094, 0x20a1, 0x20a4, 0x2101, 0x2164, 0x2181, 0x21ac, 0x21c1, 0x2220, 0x2225,
-    0x223c, 0x2281, 0x2328, 0x2411, 0x24e8, 0x24f5, 0x24f8, 0x2541, 0x2544, 0x2561,
-    0x2588, 0x259a, 0x25c0, 0x25c5, 0x2604, 0x2615, 0x2634, 0x263d, 0x2644, 0x264d,
-    0x26a4, 0x26a9, 0x26c4, 0x26c9, 0x26cc, 0x26d9, 0x26e8, 0x26f5, 0x26f8, 0x2739,
-    0x273c, 0x2771, 0x2778, 0x277d, 0x2788, 0x279a, 0x27c1, 0x27c8, 0x27d2, 0x27e8,
-    0x27f1, 0x27f4, 0x2815, 0x282c, 0x283d, 0x2844, 0x284d, 0x28a4, 0x28a9, 0x28c4,
-    0x28c9, 0x28d0, 0x28d5, 0x28dc, 0x28e1, 0x28e8, 0x2965, 0x2974, 0x2979, 0x297c,
-    0x299a, 0x29c0, 0x29c9, 0x29d4, 0x2a15, 0x2a38, 0x2a3d, 0x2a48, 0x2a4d, 0x2aa4,
-    0x2aa9, 0x2ac4, 0x2ac9, 0x2ad0, 0x2ad5, 0x2ae8, 0x2af5, 0x2af8, 0x2b41, 0x2b44,
-    0x2b81, 0x2b88, 0x2b9a, 0x2bc0, 0x2be5, 0x2be8, 0x2c15, 0x2c34, 0x2c3d, 0x2c44,
-    0x2c4d, 0x2ca4, 0x2ca9, 0x2cc4, 0x2cc9, 0x2cd0, 0x2cd5, 0x2ce8, 0x2cf5, 0x2cf8,
-    0x2d71, 0x2d78, 0x2d7d, 0x2d88, 0x2d9a, 0x2dc0, 0x2dc5, 0x2dca, 0x2de0, 0x2e0d,
-    0x2e10, 0x2e15, 0x2e2c, 0x2e39, 0x2e44, 0x2e49, 0x2e58, 0x2e65, 0x2e6c, 0x2e71,
-    0x2e74, 0x2e79, 0x2e80, 0x2e8d, 0x2e94, 0x2ea1, 0x2eac, 0x2eb9, 0x2ee8, 0x2f41,
-    0x2f44, 0x2f9a, 0x2fcc, 0x3015, 0x3034, 0x3039, 0x3044, 0x3049, 0x30a4, 0x30a9,
-    0x30e8, 0x30f5, 0x30f8, 0x3161, 0x316c, 0x3175, 0x3178, 0x3181, 0x3188, 0x319a,
-    0x31c0, 0x31e2, 0x31fc, 0x3201, 0x3204, 0x3215, 0x3234, 0x3239, 0x3244, 0x3249,
-    0x32a4, 0x32a9, 0x32d0, 0x32d5, 0x32e8, 0x32f5, 0x32f8, 0x3375, 0x337c, 0x3381,
-    0x3388, 0x339a, 0x33c0, 0x33c5, 0x33cc, 0x3411, 0x3434, 0x3439, 0x3444, 0x3449,
-    0x34ec, 0x34f5, 0x34f8, 0x3539, 0x353c, 0x3551, 0x355c, 0x3562, 0x357d, 0x3588,
-    0x359a, 0x35e4, 0x35e9, 0x3600, 0x3615, 0x365c, 0x3669, 0x36c8, 0x36cd, 0x36f0,
-    0x36f5, 0x36f8, 0x3701, 0x371c, 0x379a, 0x37c0, 0x3805, 0x38c4, 0x38c9, 0x38d0,
-    0x3901, 0x391c, 0x3942, 0x3968, 0x3a05, 0x3a0c, 0x3a11, 0x3a14, 0x3a19, 0x3a2c,
-    0x3a31, 0x3a90, 0x3a95, 0x3a98, 0x3a9d, 0x3ac4, 0x3ac9, 0x3ad0, 0x3af5, 0x3af8,
-    0x3b01, 0x3b14, 0x3b19, 0x3b1c, 0x3b42, 0x3b68, 0x3b71, 0x3b80, 0x3c01, 0x3c04,
-    0x3c82, 0x3cd0, 0x3d01, 0x3d20, 0x3d25, 0x3db4, 0x3e21, 0x3e34, 0x4001, 0x40ac,
-    0x40fd, 0x4102, 0x4128, 0x4141, 0x4158, 0x4169, 0x4178, 0x4185, 0x4188, 0x4195,
-    0x419c, 0x41b9, 0x41c4, 0x41d5, 0x4208, 0x4239, 0x423c, 0x4242, 0x4268, 0x4281,
-    0x4318, 0x431d, 0x4320, 0x4335, 0x4338, 0x4341, 0x43ec, 0x43f1, 0x4924, 0x4929,
-    0x4938, 0x4941, 0x495c, 0x4961, 0x4964, 0x4969, 0x4978, 0x4981, 0x4a24, 0x4a29,
-    0x4a38, 0x4a41, 0x4ac4, 0x4ac9, 0x4ad8, 0x4ae1, 0x4afc, 0x4b01, 0x4b04, 0x4b09,
-    0x4b18, 0x4b21, 0x4b5c, 0x4b61, 0x4c44, 0x4c49, 0x4c58, 0x4c61, 0x4d6c, 0x4da6,
-    0x4df4, 0x4e01, 0x4e40, 0x4e81, 0x4fd8, 0x4fe1, 0x4ff8, 0x5005, 0x59b4, 0x59bd,
-    0x5a03, 0x5a05, 0x5a6c, 0x5a81, 0x5bac, 0x5bba, 0x5bc5, 0x5be4, 0x5c01, 0x5c48,
-    0x5c7d, 0x5cc8, 0x5d01, 0x5d48, 0x5d81, 0x5db4, 0x5db9, 0x5dc4, 0x5e01, 0x5ed0,
-    0x5f5d, 0x5f60, 0x5f71, 0x5f74, 0x5f82, 0x5fa8, 0x5fc2, 0x5fe8, 0x6042, 0x6068,
-    0x6081, 0x61e4, 0x6201, 0x6214, 0x621d, 0x62a4, 0x62a9, 0x62ac, 0x62c1, 0x63d8,
-    0x6401, 0x647c, 0x651a, 0x6541, 0x65b8, 0x65c1, 0x65d4, 0x6601, 0x66b0, 0x66c1,
-    0x6728, 0x6742, 0x676c, 0x6801, 0x685c, 0x6881, 0x6954, 0x6a02, 0x6a28, 0x6a42,
-    0x6a68, 0x6a9d, 0x6aa0, 0x6c15, 0x6cd0, 0x6d15, 0x6d34, 0x6d42, 0x6d68, 0x6e0d,
-    0x6e84, 0x6eb9, 0x6ec2, 0x6ee9, 0x6f98, 0x7001, 0x7090, 0x7102, 0x7128, 0x7135,
-    0x7142, 0x7169, 0x71f8, 0x7201, 0x7224, 0x7241, 0x72ec, 0x72f5, 0x7300, 0x73a5,
-    0x73b4, 0x73b9, 0x73d0, 0x73d5, 0x73dc, 0x73e9, 0x73ec, 0x7401, 0x7700, 0x7801,
-    0x7c58, 0x7c61, 0x7c78, 0x7c81, 0x7d18, 0x7d21, 0x7d38, 0x7d41, 0x7d60, 0x7d65,
-    0x7d68, 0x7d6d, 0x7d70, 0x7d75, 0x7d78, 0x7d7d, 0x7df8, 0x7e01, 0x7ed4, 0x7ed9,
-    0x7ef4, 0x7ef9, 0x7efc, 0x7f09, 0x7f14, 0x7f19, 0x7f34, 0x7f41, 0x7f50, 0x7f59,
-    0x7f70, 0x7f81, 0x7fb4, 0x7fc9, 0x7fd4, 0x7fd9, 0x7ff4, 0x8003, 0x802c, 0x80a3,
-    0x80a8, 0x80bf, 0x80c0, 0x817f, 0x8180, 0x81c2, 0x81c5, 0x81c8, 0x81d2, 0x81e8,
-    0x81fd, 0x8202, 0x8228, 0x8241, 0x8274, 0x8409, 0x840c, 0x841d, 0x8420, 0x8429,
-    0x8450, 0x8455, 0x8458, 0x8465, 0x8478, 0x8491, 0x8494, 0x8499, 0x849c, 0x84a1,
-    0x84a4, 0x84a9, 0x84b8, 0x84bd, 0x84e8, 0x84f1, 0x8500, 0x8515, 0x8528, 0x8539,
-    0x853c, 0x8542, 0x860d, 0x8616, 0x8628, 0x9182, 0x9270, 0x93aa, 0x9400, 0x9dda,
-    0x9e50, 0xb001, 0xb394, 0xb3ad, 0xb3bc, 0xb3c9, 0xb3d0, 0xb3f6, 0xb3f8, 0xb401,
-    0xb498, 0xb49d, 0xb4a0, 0xb4b5, 0xb4b8, 0xb4c1, 0xb5a0, 0xb5bd, 0xb5c0, 0xb601,
-    0xb65c, 0xb681, 0xb69c, 0xb6a1, 0xb6bc, 0xb6c1, 0xb6dc, 0xb6e1, 0xb6fc, 0xb701,
-    0xb71c, 0xb721, 0xb73c, 0xb741, 0xb75c, 0xb761, 0xb77c, 0xb8bd, 0xb8c0, 0xc003,
-    0xc004, 0xc015, 0xc01e, 0xc020, 0xc086, 0xc0a8, 0xc0c5, 0xc0d8, 0xc0e2, 0xc0ed,
-    0xc0f4, 0xc105, 0xc25c, 0xc275, 0xc280, 0xc285, 0xc3ec, 0xc3f1, 0xc400, 0xc415,
-    0xc4c0, 0xc4c5, 0xc63c, 0xc64a, 0xc658, 0xc681, 0xc700, 0xc7c1, 0xc800, 0xc882,
-    0xc8a8, 0xc922, 0xc940, 0xc946, 0xc980, 0xca02, 0xca28, 0xcac6, 0xcb00, 0xd001,
-    0x13700, 0x13801, 0x29234, 0x29341, 0x293f8, 0x29401, 0x29834, 0x29841, 0x29882, 0x298a9,
-    0x298b0, 0x29901, 0x299bc, 0x299fd, 0x29a78, 0x29a81, 0x29b9a, 0x29bc0, 0x29c5d, 0x29c80,
-    0x29c89, 0x29e24, 0x29e2d, 0x29f2c, 0x29f41, 0x29f48, 0x29f4d, 0x29f50, 0x29f55, 0x29f68,
-    0x29fc9, 0x2a008, 0x2a00d, 0x2a018, 0x2a01d, 0x2a02c, 0x2a031, 0x2a08c, 0x2a0c2, 0x2a0d8,
-    0x2a101, 0x2a1d0, 0x2a209, 0x2a2d0, 0x2a342, 0x2a368, 0x2a3c9, 0x2a3e0, 0x2a3ed, 0x2a3f0,
-    0x2a3f5, 0x2a3fc, 0x2a402, 0x2a429, 0x2a498, 0x2a4c1, 0x2a51c, 0x2a581, 0x2a5f4, 0x2a611,
-    0x2a6cc, 0x2a73d, 0x2a742, 0x2a768, 0x2a781, 0x2a794, 0x2a799, 0x2a7c2, 0x2a7e9, 0x2a7fc,
-    0x2a801, 0x2a8a4, 0x2a901, 0x2a90c, 0x2a911, 0x2a930, 0x2a942, 0x2a968, 0x2a981, 0x2a9dc,
-    0x2a9e9, 0x2a9ec, 0x2a9f9, 0x2aac0, 0x2aac5, 0x2aac8, 0x2aad5, 0x2aadc, 0x2aae5, 0x2aaf8,
-    0x2ab01, 0x2ab04, 0x2ab09, 0x2ab0c, 0x2ab6d, 0x2ab78, 0x2ab81, 0x2abac, 0x2abc9, 0x2abd4,
-    0x2ac05, 0x2ac1c, 0x2ac25, 0x2ac3c, 0x2ac45, 0x2ac5c, 0x2ac81, 0x2ac9c, 0x2aca1, 0x2acbc,
-    0x2acc1, 0x2ad6c, 0x2ad71, 0x2ada8, 0x2adc1, 0x2af8c, 0x2afc2, 0x2afe8, 0x2b001, 0x35e90,
-    0x35ec1, 0x35f1c, 0x35f2d, 0x35ff0, 0x3e401, 0x3e9b8, 0x3e9c1, 0x3eb68, 0x3ec01, 0x3ec1c,
-    0x3ec4d, 0x3ec60, 0x3ec75, 0x3ec78, 0x3ec7d, 0x3eca4, 0x3eca9, 0x3ecdc, 0x3ece1, 0x3ecf4,
-    0x3ecf9, 0x3ecfc, 0x3ed01, 0x3ed08, 0x3ed0d, 0x3ed14, 0x3ed19, 0x3eec8, 0x3ef4d, 0x3f4f8,
-    0x3f541, 0x3f640, 0x3f649, 0x3f720, 0x3f7c1, 0x3f7f0, 0x3f9c1, 0x3f9d4, 0x3f9d9, 0x3fbf4,
-    0x3fc42, 0x3fc68, 0x3fc85, 0x3fcec, 0x3fd05, 0x3fd6c, 0x3fd99, 0x3fefc, 0x3ff09, 0x3ff20,
-    0x3ff29, 0x3ff40, 0x3ff49, 0x3ff60, 0x3ff69, 0x3ff74, 0x40001, 0x40030, 0x40035, 0x4009c,
-    0x400a1, 0x400ec, 0x400f1, 0x400f8, 0x400fd, 0x40138, 0x40141, 0x40178, 0x40201, 0x403ec,
-    0x4041e, 0x404d0, 0x40502, 0x405e4, 0x4062a, 0x40630, 0x40a01, 0x40a74, 0x40a81, 0x40b44,
-    0x40b86, 0x40bf0, 0x40c01, 0x40c82, 0x40c90, 0x40cb5, 0x40d06, 0x40d09, 0x40d2a, 0x40d2c,
-    0x40d41, 0x40dd8, 0x40e01, 0x40e78, 0x40e81, 0x40f10, 0x40f21, 0x40f40, 0x40f46, 0x40f58,
-    0x41001, 0x41278, 0x41282, 0x412a8, 0x412c1, 0x41350, 0x41361, 0x413f0, 0x41401, 0x414a0,
-    0x414c1, 0x41590, 0x415c1, 0x415ec, 0x415f1, 0x4162c, 0x41631, 0x4164c, 0x41651, 0x41658,
-    0x4165d, 0x41688, 0x4168d, 0x416c8, 0x416cd, 0x416e8, 0x416ed, 0x416f4, 0x41801, 0x41cdc,
-    0x41d01, 0x41d58, 0x41d81, 0x41da0, 0x41e01, 0x41e18, 0x41e1d, 0x41ec4, 0x41ec9, 0x41eec,
-    0x42001, 0x42018, 0x42021, 0x42024, 0x42029, 0x420d8, 0x420dd, 0x420e4, 0x420f1, 0x420f4,
-    0x420fd, 0x42158, 0x42162, 0x42181, 0x421dc, 0x421e6, 0x42201, 0x4227c, 0x4229e, 0x422c0,
-    0x42381, 0x423cc, 0x423d1, 0x423d8, 0x423ee, 0x42401, 0x4245a, 0x42470, 0x42481, 0x424e8,
-    0x42601, 0x426e0, 0x426f2, 0x426f9, 0x42702, 0x42740, 0x4274a, 0x42801, 0x42804, 0x42841,
-    0x42850, 0x42855, 0x42860, 0x42865, 0x428d8, 0x42902, 0x42924, 0x42981, 0x429f6, 0x429fc,
-    0x42a01, 0x42a76, 0x42a80, 0x42b01, 0x42b20, 0x42b25, 0x42b94, 0x42bae, 0x42bc0, 0x42c01,
-    0x42cd8, 0x42d01, 0x42d58, 0x42d62, 0x42d81, 0x42dcc, 0x42de2, 0x42e01, 0x42e48, 0x42ea6,
-    0x42ec0, 0x43001, 0x43124, 0x43201, 0x432cc, 0x43301, 0x433cc, 0x433ea, 0x43401, 0x43490,
-    0x434c2, 0x434e8, 0x43982, 0x439fc, 0x43a01, 0x43aa8, 0x43ac1, 0x43ac8, 0x43c01, 0x43c76,
-    0x43c9d, 0x43ca0, 0x43cc1, 0x43d18, 0x43d46, 0x43d54, 0x43dc1, 0x43e08, 0x43ec1, 0x43f16,
-    0x43f30, 0x43f81, 0x43fdc, 0x4400d, 0x440e0, 0x4414a, 0x441c0, 0x441c5, 0x441cc, 0x441d5,
-    0x441d8, 0x4420d, 0x442c0, 0x44341, 0x443a4, 0x443c2, 0x443e8, 0x4440d, 0x4449c, 0x444da,
-    0x44500, 0x44511, 0x44514, 0x4451d, 0x44520, 0x44541, 0x445cc, 0x445d9, 0x445dc, 0x4460d,
-    0x446cc, 0x44705, 0x44714, 0x44742, 0x44769, 0x4476c, 0x44771, 0x44774, 0x44786, 0x447d4,
-    0x44801, 0x44848, 0x4484d, 0x448b0, 0x44a01, 0x44a1c, 0x44a21, 0x44a24, 0x44a29, 0x44a38,
-    0x44a3d, 0x44a78, 0x44a7d, 0x44aa4, 0x44ac1, 0x44b7c, 0x44bc2, 0x44be8, 0x44c15, 0x44c34,
-    0x44c3d, 0x44c44, 0x44c4d, 0x44ca4, 0x44ca9, 0x44cc4, 0x44cc9, 0x44cd0, 0x44cd5, 0x44ce8,
-    0x44cf5, 0x44cf8, 0x44d41, 0x44d44, 0x44d75, 0x44d88, 0x45001, 0x450d4, 0x4511d, 0x4512c,
-    0x45142, 0x45168, 0x4517d, 0x45188, 0x45201, 0x452c0, 0x45311, 0x45318, 0x4531d, 0x45320,
-    0x45342, 0x45368, 0x45601, 0x456bc, 0x45761, 0x45770, 0x45801, 0x458c0, 0x45911, 0x45914,
-    0x45942, 0x45968, 0x45a01, 0x45aac, 0x45ae1, 0x45ae4, 0x45b02, 0x45b28, 0x45c01, 0x45c6c,
-    0x45cc2, 0x45cf0, 0x45d01, 0x45d1c, 0x46001, 0x460b0, 0x46281, 0x46382, 0x463cc, 0x463fd,
-    0x4641c, 0x46425, 0x46428, 0x46431, 0x46450, 0x46455, 0x4645c, 0x46461, 0x464c0, 0x464fd,
-    0x46500, 0x46505, 0x46508, 0x46542, 0x46568, 0x46681, 0x466a0, 0x466a9, 0x46744, 0x46785,
-    0x46788, 0x4678d, 0x46790, 0x46801, 0x46804, 0x4682d, 0x468cc, 0x468e9, 0x468ec, 0x46941,
-    0x46944, 0x46971, 0x46a28, 0x46a75, 0x46a78, 0x46ac1, 0x46be4, 0x47001, 0x47024, 0x47029,
-    0x470bc, 0x47101, 0x47104, 0x47142, 0x471b4, 0x471c9, 0x47240, 0x47401, 0x4741c, 0x47421,
-    0x47428, 0x4742d, 0x474c4, 0x47519, 0x4751c, 0x47542, 0x47568, 0x47581, 0x47598, 0x4759d,
-    0x475a4, 0x475a9, 0x47628, 0x47661, 0x47664, 0x47682, 0x476a8, 0x47b81, 0x47bcc, 0x47ec1,
-    0x47ec4, 0x47f02, 0x47f54, 0x48001, 0x48e68, 0x49002, 0x491bc, 0x49201, 0x49510, 0x4be41,
-    0x4bfc4, 0x4c001, 0x4d0bc, 0x51001, 0x5191c, 0x5a001, 0x5a8e4, 0x5a901, 0x5a97c, 0x5a982,
-    0x5a9a8, 0x5a9c1, 0x5aafc, 0x5ab02, 0x5ab28, 0x5ab41, 0x5abb8, 0x5ac01, 0x5acc0, 0x5ad01,
-    0x5ad10, 0x5ad42, 0x5ad68, 0x5ad6e, 0x5ad88, 0x5ad8d, 0x5ade0, 0x5adf5, 0x5ae40, 0x5b901,
-    0x5ba02, 0x5ba5c, 0x5bc01, 0x5bd2c, 0x5bd41, 0x5bd44, 0x5be4d, 0x5be80, 0x5bf81, 0x5bf88,
-    0x5bf8d, 0x5bf90, 0x5c001, 0x61fe0, 0x62001, 0x63358, 0x63401, 0x63424, 0x6bfc1, 0x6bfd0,
-    0x6bfd5, 0x6bff0, 0x6bff5, 0x6bffc, 0x6c001, 0x6c48c, 0x6c541, 0x6c54c, 0x6c591, 0x6c5a0,
-    0x6c5c1, 0x6cbf0, 0x6f001, 0x6f1ac, 0x6f1c1, 0x6f1f4, 0x6f201, 0x6f224, 0x6f241, 0x6f268,
-    0x74b82, 0x74bd0, 0x74d82, 0x74de4, 0x75001, 0x75154, 0x75159, 0x75274, 0x75279, 0x75280,
-    0x75289, 0x7528c, 0x75295, 0x7529c, 0x752a5, 0x752b4, 0x752b9, 0x752e8, 0x752ed, 0x752f0,
-    0x752f5, 0x75310, 0x75315, 0x75418, 0x7541d, 0x7542c, 0x75435, 0x75454, 0x75459, 0x75474,
-    0x75479, 0x754e8, 0x754ed, 0x754fc, 0x75501, 0x75514, 0x75519, 0x7551c, 0x75529, 0x75544,
-    0x75549, 0x75a98, 0x75aa1, 0x75b04, 0x75b09, 0x75b6c, 0x75b71, 0x75bec, 0x75bf1, 0x75c54,
-    0x75c59, 0x75cd4, 0x75cd9, 0x75d3c, 0x75d41, 0x75dbc, 0x75dc1, 0x75e24, 0x75e29, 0x75ea4,
-    0x75ea9, 0x75f0c, 0x75f11, 0x75f30, 0x75f3a, 0x76000, 0x77c01, 0x77c7c, 0x78401, 0x784b4,
-    0x784dd, 0x784f8, 0x78502, 0x78528, 0x78539, 0x7853c, 0x78a41, 0x78ab8, 0x78b01, 0x78bb0,
-    0x78bc2, 0x78be8, 0x79f81, 0x79f9c, 0x79fa1, 0x79fb0, 0x79fb5, 0x79fbc, 0x79fc1, 0x79ffc,
-    0x7a001, 0x7a314, 0x7a31e, 0x7a340, 0x7a401, 0x7a510, 0x7a52d, 0x7a530, 0x7a542, 0x7a568,
-    0x7b1c6, 0x7b2b0, 0x7b2b6, 0x7b2c0, 0x7b2c6, 0x7b2d4, 0x7b406, 0x7b4b8, 0x7b4be, 0x7b4f8,
-    0x7b801, 0x7b810, 0x7b815, 0x7b880, 0x7b885, 0x7b88c, 0x7b891, 0x7b894, 0x7b89d, 0x7b8a0,
-    0x7b8a5, 0x7b8cc, 0x7b8d1, 0x7b8e0, 0x7b8e5, 0x7b8e8, 0x7b8ed, 0x7b8f0, 0x7b909, 0x7b90c,
-    0x7b91d, 0x7b920, 0x7b925, 0x7b928, 0x7b92d, 0x7b930, 0x7b935, 0x7b940, 0x7b945, 0x7b94c,
-    0x7b951, 0x7b954, 0x7b95d, 0x7b960, 0x7b965, 0x7b968, 0x7b96d, 0x7b970, 0x7b975, 0x7b978,
-    0x7b97d, 0x7b980, 0x7b985, 0x7b98c, 0x7b991, 0x7b994, 0x7b99d, 0x7b9ac, 0x7b9b1, 0x7b9cc,
-    0x7b9d1, 0x7b9e0, 0x7b9e5, 0x7b9f4, 0x7b9f9, 0x7b9fc, 0x7ba01, 0x7ba28, 0x7ba2d, 0x7ba70,
-    0x7ba85, 0x7ba90, 0x7ba95, 0x7baa8, 0x7baad, 0x7baf0, 0x7c402, 0x7c434, 0x7efc2, 0x7efe8,
-    0x80001, 0xa9b80, 0xa9c01, 0xadce4, 0xadd01, 0xae078, 0xae081, 0xb3a88, 0xb3ac1, 0xbaf84,
-    0xbe001, 0xbe878, 0xc0001, 0xc4d2c,
+    0x0,     0x27,    0x38,    0x83,    0x84,    0xc2,    0xe8,    0x105,   0x16c,   0x185,   0x1ec,   0x217,   0x218,
+    0x283,   0x284,   0x2a9,   0x2ac,   0x2ca,   0x2d0,   0x2d5,   0x2d8,   0x2e6,   0x2e9,   0x2ec,   0x2f2,   0x2fc,
+    0x301,   0x35c,   0x361,   0x3dc,   0x3e1,   0xb08,   0xb19,   0xb48,   0xb81,   0xb94,   0xbb1,   0xbb4,   0xbb9,
+    0xbbc,   0xdc1,   0xdd4,   0xdd9,   0xde0,   0xde9,   0xdf8,   0xdfd,   0xe00,   0xe19,   0xe1c,   0xe21,   0xe2c,
+    0xe31,   0xe34,   0xe39,   0xe88,   0xe8d,   0xfd8,   0xfdd,   0x1208,  0x1229,  0x14c0,  0x14c5,  0x155c,  0x1565,
+    0x1568,  0x1581,  0x1624,  0x1741,  0x17ac,  0x17bd,  0x17cc,  0x1881,  0x192c,  0x1982,  0x19a8,  0x19b9,  0x19c0,
+    0x19c5,  0x1b50,  0x1b55,  0x1b58,  0x1b95,  0x1b9c,  0x1bb9,  0x1bc2,  0x1be9,  0x1bf4,  0x1bfd,  0x1c00,  0x1c41,
+    0x1c44,  0x1c49,  0x1cc0,  0x1d35,  0x1e98,  0x1ec5,  0x1ec8,  0x1f02,  0x1f29,  0x1fac,  0x1fd1,  0x1fd8,  0x1fe9,
+    0x1fec,  0x2001,  0x2058,  0x2069,  0x206c,  0x2091,  0x2094,  0x20a1,  0x20a4,  0x2101,  0x2164,  0x2181,  0x21ac,
+    0x21c1,  0x2220,  0x2225,  0x223c,  0x2281,  0x2328,  0x2411,  0x24e8,  0x24f5,  0x24f8,  0x2541,  0x2544,  0x2561,
+    0x2588,  0x259a,  0x25c0,  0x25c5,  0x2604,  0x2615,  0x2634,  0x263d,  0x2644,  0x264d,  0x26a4,  0x26a9,  0x26c4,
+    0x26c9,  0x26cc,  0x26d9,  0x26e8,  0x26f5,  0x26f8,  0x2739,  0x273c,  0x2771,  0x2778,  0x277d,  0x2788,  0x279a,
+    0x27c1,  0x27c8,  0x27d2,  0x27e8,  0x27f1,  0x27f4,  0x2815,  0x282c,  0x283d,  0x2844,  0x284d,  0x28a4,  0x28a9,
+    0x28c4,  0x28c9,  0x28d0,  0x28d5,  0x28dc,  0x28e1,  0x28e8,  0x2965,  0x2974,  0x2979,  0x297c,  0x299a,  0x29c0,
+    0x29c9,  0x29d4,  0x2a15,  0x2a38,  0x2a3d,  0x2a48,  0x2a4d,  0x2aa4,  0x2aa9,  0x2ac4,  0x2ac9,  0x2ad0,  0x2ad5,
+    0x2ae8,  0x2af5,  0x2af8,  0x2b41,  0x2b44,  0x2b81,  0x2b88,  0x2b9a,  0x2bc0,  0x2be5,  0x2be8,  0x2c15,  0x2c34,
+    0x2c3d,  0x2c44,  0x2c4d,  0x2ca4,  0x2ca9,  0x2cc4,  0x2cc9,  0x2cd0,  0x2cd5,  0x2ce8,  0x2cf5,  0x2cf8,  0x2d71,
+    0x2d78,  0x2d7d,  0x2d88,  0x2d9a,  0x2dc0,  0x2dc5,  0x2dca,  0x2de0,  0x2e0d,  0x2e10,  0x2e15,  0x2e2c,  0x2e39,
+    0x2e44,  0x2e49,  0x2e58,  0x2e65,  0x2e6c,  0x2e71,  0x2e74,  0x2e79,  0x2e80,  0x2e8d,  0x2e94,  0x2ea1,  0x2eac,
+    0x2eb9,  0x2ee8,  0x2f41,  0x2f44,  0x2f9a,  0x2fcc,  0x3015,  0x3034,  0x3039,  0x3044,  0x3049,  0x30a4,  0x30a9,
+    0x30e8,  0x30f5,  0x30f8,  0x3161,  0x316c,  0x3175,  0x3178,  0x3181,  0x3188,  0x319a,  0x31c0,  0x31e2,  0x31fc,
+    0x3201,  0x3204,  0x3215,  0x3234,  0x3239,  0x3244,  0x3249,  0x32a4,  0x32a9,  0x32d0,  0x32d5,  0x32e8,  0x32f5,
+    0x32f8,  0x3375,  0x337c,  0x3381,  0x3388,  0x339a,  0x33c0,  0x33c5,  0x33cc,  0x3411,  0x3434,  0x3439,  0x3444,
+    0x3449,  0x34ec,  0x34f5,  0x34f8,  0x3539,  0x353c,  0x3551,  0x355c,  0x3562,  0x357d,  0x3588,  0x359a,  0x35e4,
+    0x35e9,  0x3600,  0x3615,  0x365c,  0x3669,  0x36c8,  0x36cd,  0x36f0,  0x36f5,  0x36f8,  0x3701,  0x371c,  0x379a,
+    0x37c0,  0x3805,  0x38c4,  0x38c9,  0x38d0,  0x3901,  0x391c,  0x3942,  0x3968,  0x3a05,  0x3a0c,  0x3a11,  0x3a14,
+    0x3a19,  0x3a2c,  0x3a31,  0x3a90,  0x3a95,  0x3a98,  0x3a9d,  0x3ac4,  0x3ac9,  0x3ad0,  0x3af5,  0x3af8,  0x3b01,
+    0x3b14,  0x3b19,  0x3b1c,  0x3b42,  0x3b68,  0x3b71,  0x3b80,  0x3c01,  0x3c04,  0x3c82,  0x3cd0,  0x3d01,  0x3d20,
+    0x3d25,  0x3db4,  0x3e21,  0x3e34,  0x4001,  0x40ac,  0x40fd,  0x4102,  0x4128,  0x4141,  0x4158,  0x4169,  0x4178,
+    0x4185,  0x4188,  0x4195,  0x419c,  0x41b9,  0x41c4,  0x41d5,  0x4208,  0x4239,  0x423c,  0x4242,  0x4268,  0x4281,
+    0x4318,  0x431d,  0x4320,  0x4335,  0x4338,  0x4341,  0x43ec,  0x43f1,  0x4924,  0x4929,  0x4938,  0x4941,  0x495c,
+    0x4961,  0x4964,  0x4969,  0x4978,  0x4981,  0x4a24,  0x4a29,  0x4a38,  0x4a41,  0x4ac4,  0x4ac9,  0x4ad8,  0x4ae1,
+    0x4afc,  0x4b01,  0x4b04,  0x4b09,  0x4b18,  0x4b21,  0x4b5c,  0x4b61,  0x4c44,  0x4c49,  0x4c58,  0x4c61,  0x4d6c,
+    0x4da6,  0x4df4,  0x4e01,  0x4e40,  0x4e81,  0x4fd8,  0x4fe1,  0x4ff8,  0x5005,  0x59b4,  0x59bd,  0x5a03,  0x5a05,
+    0x5a6c,  0x5a81,  0x5bac,  0x5bba,  0x5bc5,  0x5be4,  0x5c01,  0x5c48,  0x5c7d,  0x5cc8,  0x5d01,  0x5d48,  0x5d81,
+    0x5db4,  0x5db9,  0x5dc4,  0x5e01,  0x5ed0,  0x5f5d,  0x5f60,  0x5f71,  0x5f74,  0x5f82,  0x5fa8,  0x5fc2,  0x5fe8,
+    0x6042,  0x6068,  0x6081,  0x61e4,  0x6201,  0x6214,  0x621d,  0x62a4,  0x62a9,  0x62ac,  0x62c1,  0x63d8,  0x6401,
+    0x647c,  0x651a,  0x6541,  0x65b8,  0x65c1,  0x65d4,  0x6601,  0x66b0,  0x66c1,  0x6728,  0x6742,  0x676c,  0x6801,
+    0x685c,  0x6881,  0x6954,  0x6a02,  0x6a28,  0x6a42,  0x6a68,  0x6a9d,  0x6aa0,  0x6c15,  0x6cd0,  0x6d15,  0x6d34,
+    0x6d42,  0x6d68,  0x6e0d,  0x6e84,  0x6eb9,  0x6ec2,  0x6ee9,  0x6f98,  0x7001,  0x7090,  0x7102,  0x7128,  0x7135,
+    0x7142,  0x7169,  0x71f8,  0x7201,  0x7224,  0x7241,  0x72ec,  0x72f5,  0x7300,  0x73a5,  0x73b4,  0x73b9,  0x73d0,
+    0x73d5,  0x73dc,  0x73e9,  0x73ec,  0x7401,  0x7700,  0x7801,  0x7c58,  0x7c61,  0x7c78,  0x7c81,  0x7d18,  0x7d21,
+    0x7d38,  0x7d41,  0x7d60,  0x7d65,  0x7d68,  0x7d6d,  0x7d70,  0x7d75,  0x7d78,  0x7d7d,  0x7df8,  0x7e01,  0x7ed4,
+    0x7ed9,  0x7ef4,  0x7ef9,  0x7efc,  0x7f09,  0x7f14,  0x7f19,  0x7f34,  0x7f41,  0x7f50,  0x7f59,  0x7f70,  0x7f81,
+    0x7fb4,  0x7fc9,  0x7fd4,  0x7fd9,  0x7ff4,  0x8003,  0x802c,  0x80a3,  0x80a8,  0x80bf,  0x80c0,  0x817f,  0x8180,
+    0x81c2,  0x81c5,  0x81c8,  0x81d2,  0x81e8,  0x81fd,  0x8202,  0x8228,  0x8241,  0x8274,  0x8409,  0x840c,  0x841d,
+    0x8420,  0x8429,  0x8450,  0x8455,  0x8458,  0x8465,  0x8478,  0x8491,  0x8494,  0x8499,  0x849c,  0x84a1,  0x84a4,
+    0x84a9,  0x84b8,  0x84bd,  0x84e8,  0x84f1,  0x8500,  0x8515,  0x8528,  0x8539,  0x853c,  0x8542,  0x860d,  0x8616,
+    0x8628,  0x9182,  0x9270,  0x93aa,  0x9400,  0x9dda,  0x9e50,  0xb001,  0xb394,  0xb3ad,  0xb3bc,  0xb3c9,  0xb3d0,
+    0xb3f6,  0xb3f8,  0xb401,  0xb498,  0xb49d,  0xb4a0,  0xb4b5,  0xb4b8,  0xb4c1,  0xb5a0,  0xb5bd,  0xb5c0,  0xb601,
+    0xb65c,  0xb681,  0xb69c,  0xb6a1,  0xb6bc,  0xb6c1,  0xb6dc,  0xb6e1,  0xb6fc,  0xb701,  0xb71c,  0xb721,  0xb73c,
+    0xb741,  0xb75c,  0xb761,  0xb77c,  0xb8bd,  0xb8c0,  0xc003,  0xc004,  0xc015,  0xc01e,  0xc020,  0xc086,  0xc0a8,
+    0xc0c5,  0xc0d8,  0xc0e2,  0xc0ed,  0xc0f4,  0xc105,  0xc25c,  0xc275,  0xc280,  0xc285,  0xc3ec,  0xc3f1,  0xc400,
+    0xc415,  0xc4c0,  0xc4c5,  0xc63c,  0xc64a,  0xc658,  0xc681,  0xc700,  0xc7c1,  0xc800,  0xc882,  0xc8a8,  0xc922,
+    0xc940,  0xc946,  0xc980,  0xca02,  0xca28,  0xcac6,  0xcb00,  0xd001,  0x13700, 0x13801, 0x29234, 0x29341, 0x293f8,
+    0x29401, 0x29834, 0x29841, 0x29882, 0x298a9, 0x298b0, 0x29901, 0x299bc, 0x299fd, 0x29a78, 0x29a81, 0x29b9a, 0x29bc0,
+    0x29c5d, 0x29c80, 0x29c89, 0x29e24, 0x29e2d, 0x29f2c, 0x29f41, 0x29f48, 0x29f4d, 0x29f50, 0x29f55, 0x29f68, 0x29fc9,
+    0x2a008, 0x2a00d, 0x2a018, 0x2a01d, 0x2a02c, 0x2a031, 0x2a08c, 0x2a0c2, 0x2a0d8, 0x2a101, 0x2a1d0, 0x2a209, 0x2a2d0,
+    0x2a342, 0x2a368, 0x2a3c9, 0x2a3e0, 0x2a3ed, 0x2a3f0, 0x2a3f5, 0x2a3fc, 0x2a402, 0x2a429, 0x2a498, 0x2a4c1, 0x2a51c,
+    0x2a581, 0x2a5f4, 0x2a611, 0x2a6cc, 0x2a73d, 0x2a742, 0x2a768, 0x2a781, 0x2a794, 0x2a799, 0x2a7c2, 0x2a7e9, 0x2a7fc,
+    0x2a801, 0x2a8a4, 0x2a901, 0x2a90c, 0x2a911, 0x2a930, 0x2a942, 0x2a968, 0x2a981, 0x2a9dc, 0x2a9e9, 0x2a9ec, 0x2a9f9,
+    0x2aac0, 0x2aac5, 0x2aac8, 0x2aad5, 0x2aadc, 0x2aae5, 0x2aaf8, 0x2ab01, 0x2ab04, 0x2ab09, 0x2ab0c, 0x2ab6d, 0x2ab78,
+    0x2ab81, 0x2abac, 0x2abc9, 0x2abd4, 0x2ac05, 0x2ac1c, 0x2ac25, 0x2ac3c, 0x2ac45, 0x2ac5c, 0x2ac81, 0x2ac9c, 0x2aca1,
+    0x2acbc, 0x2acc1, 0x2ad6c, 0x2ad71, 0x2ada8, 0x2adc1, 0x2af8c, 0x2afc2, 0x2afe8, 0x2b001, 0x35e90, 0x35ec1, 0x35f1c,
+    0x35f2d, 0x35ff0, 0x3e401, 0x3e9b8, 0x3e9c1, 0x3eb68, 0x3ec01, 0x3ec1c, 0x3ec4d, 0x3ec60, 0x3ec75, 0x3ec78, 0x3ec7d,
+    0x3eca4, 0x3eca9, 0x3ecdc, 0x3ece1, 0x3ecf4, 0x3ecf9, 0x3ecfc, 0x3ed01, 0x3ed08, 0x3ed0d, 0x3ed14, 0x3ed19, 0x3eec8,
+    0x3ef4d, 0x3f4f8, 0x3f541, 0x3f640, 0x3f649, 0x3f720, 0x3f7c1, 0x3f7f0, 0x3f9c1, 0x3f9d4, 0x3f9d9, 0x3fbf4, 0x3fc42,
+    0x3fc68, 0x3fc85, 0x3fcec, 0x3fd05, 0x3fd6c, 0x3fd99, 0x3fefc, 0x3ff09, 0x3ff20, 0x3ff29, 0x3ff40, 0x3ff49, 0x3ff60,
+    0x3ff69, 0x3ff74, 0x40001, 0x40030, 0x40035, 0x4009c, 0x400a1, 0x400ec, 0x400f1, 0x400f8, 0x400fd, 0x40138, 0x40141,
+    0x40178, 0x40201, 0x403ec, 0x4041e, 0x404d0, 0x40502, 0x405e4, 0x4062a, 0x40630, 0x40a01, 0x40a74, 0x40a81, 0x40b44,
+    0x40b86, 0x40bf0, 0x40c01, 0x40c82, 0x40c90, 0x40cb5, 0x40d06, 0x40d09, 0x40d2a, 0x40d2c, 0x40d41, 0x40dd8, 0x40e01,
+    0x40e78, 0x40e81, 0x40f10, 0x40f21, 0x40f40, 0x40f46, 0x40f58, 0x41001, 0x41278, 0x41282, 0x412a8, 0x412c1, 0x41350,
+    0x41361, 0x413f0, 0x41401, 0x414a0, 0x414c1, 0x41590, 0x415c1, 0x415ec, 0x415f1, 0x4162c, 0x41631, 0x4164c, 0x41651,
+    0x41658, 0x4165d, 0x41688, 0x4168d, 0x416c8, 0x416cd, 0x416e8, 0x416ed, 0x416f4, 0x41801, 0x41cdc, 0x41d01, 0x41d58,
+    0x41d81, 0x41da0, 0x41e01, 0x41e18, 0x41e1d, 0x41ec4, 0x41ec9, 0x41eec, 0x42001, 0x42018, 0x42021, 0x42024, 0x42029,
+    0x420d8, 0x420dd, 0x420e4, 0x420f1, 0x420f4, 0x420fd, 0x42158, 0x42162, 0x42181, 0x421dc, 0x421e6, 0x42201, 0x4227c,
+    0x4229e, 0x422c0, 0x42381, 0x423cc, 0x423d1, 0x423d8, 0x423ee, 0x42401, 0x4245a, 0x42470, 0x42481, 0x424e8, 0x42601,
+    0x426e0, 0x426f2, 0x426f9, 0x42702, 0x42740, 0x4274a, 0x42801, 0x42804, 0x42841, 0x42850, 0x42855, 0x42860, 0x42865,
+    0x428d8, 0x42902, 0x42924, 0x42981, 0x429f6, 0x429fc, 0x42a01, 0x42a76, 0x42a80, 0x42b01, 0x42b20, 0x42b25, 0x42b94,
+    0x42bae, 0x42bc0, 0x42c01, 0x42cd8, 0x42d01, 0x42d58, 0x42d62, 0x42d81, 0x42dcc, 0x42de2, 0x42e01, 0x42e48, 0x42ea6,
+    0x42ec0, 0x43001, 0x43124, 0x43201, 0x432cc, 0x43301, 0x433cc, 0x433ea, 0x43401, 0x43490, 0x434c2, 0x434e8, 0x43982,
+    0x439fc, 0x43a01, 0x43aa8, 0x43ac1, 0x43ac8, 0x43c01, 0x43c76, 0x43c9d, 0x43ca0, 0x43cc1, 0x43d18, 0x43d46, 0x43d54,
+    0x43dc1, 0x43e08, 0x43ec1, 0x43f16, 0x43f30, 0x43f81, 0x43fdc, 0x4400d, 0x440e0, 0x4414a, 0x441c0, 0x441c5, 0x441cc,
+    0x441d5, 0x441d8, 0x4420d, 0x442c0, 0x44341, 0x443a4, 0x443c2, 0x443e8, 0x4440d, 0x4449c, 0x444da, 0x44500, 0x44511,
+    0x44514, 0x4451d, 0x44520, 0x44541, 0x445cc, 0x445d9, 0x445dc, 0x4460d, 0x446cc, 0x44705, 0x44714, 0x44742, 0x44769,
+    0x4476c, 0x44771, 0x44774, 0x44786, 0x447d4, 0x44801, 0x44848, 0x4484d, 0x448b0, 0x44a01, 0x44a1c, 0x44a21, 0x44a24,
+    0x44a29, 0x44a38, 0x44a3d, 0x44a78, 0x44a7d, 0x44aa4, 0x44ac1, 0x44b7c, 0x44bc2, 0x44be8, 0x44c15, 0x44c34, 0x44c3d,
+    0x44c44, 0x44c4d, 0x44ca4, 0x44ca9, 0x44cc4, 0x44cc9, 0x44cd0, 0x44cd5, 0x44ce8, 0x44cf5, 0x44cf8, 0x44d41, 0x44d44,
+    0x44d75, 0x44d88, 0x45001, 0x450d4, 0x4511d, 0x4512c, 0x45142, 0x45168, 0x4517d, 0x45188, 0x45201, 0x452c0, 0x45311,
+    0x45318, 0x4531d, 0x45320, 0x45342, 0x45368, 0x45601, 0x456bc, 0x45761, 0x45770, 0x45801, 0x458c0, 0x45911, 0x45914,
+    0x45942, 0x45968, 0x45a01, 0x45aac, 0x45ae1, 0x45ae4, 0x45b02, 0x45b28, 0x45c01, 0x45c6c, 0x45cc2, 0x45cf0, 0x45d01,
+    0x45d1c, 0x46001, 0x460b0, 0x46281, 0x46382, 0x463cc, 0x463fd, 0x4641c, 0x46425, 0x46428, 0x46431, 0x46450, 0x46455,
+    0x4645c, 0x46461, 0x464c0, 0x464fd, 0x46500, 0x46505, 0x46508, 0x46542, 0x46568, 0x46681, 0x466a0, 0x466a9, 0x46744,
+    0x46785, 0x46788, 0x4678d, 0x46790, 0x46801, 0x46804, 0x4682d, 0x468cc, 0x468e9, 0x468ec, 0x46941, 0x46944, 0x46971,
+    0x46a28, 0x46a75, 0x46a78, 0x46ac1, 0x46be4, 0x47001, 0x47024, 0x47029, 0x470bc, 0x47101, 0x47104, 0x47142, 0x471b4,
+    0x471c9, 0x47240, 0x47401, 0x4741c, 0x47421, 0x47428, 0x4742d, 0x474c4, 0x47519, 0x4751c, 0x47542, 0x47568, 0x47581,
+    0x47598, 0x4759d, 0x475a4, 0x475a9, 0x47628, 0x47661, 0x47664, 0x47682, 0x476a8, 0x47b81, 0x47bcc, 0x47ec1, 0x47ec4,
+    0x47f02, 0x47f54, 0x48001, 0x48e68, 0x49002, 0x491bc, 0x49201, 0x49510, 0x4be41, 0x4bfc4, 0x4c001, 0x4d0bc, 0x51001,
+    0x5191c, 0x5a001, 0x5a8e4, 0x5a901, 0x5a97c, 0x5a982, 0x5a9a8, 0x5a9c1, 0x5aafc, 0x5ab02, 0x5ab28, 0x5ab41, 0x5abb8,
+    0x5ac01, 0x5acc0, 0x5ad01, 0x5ad10, 0x5ad42, 0x5ad68, 0x5ad6e, 0x5ad88, 0x5ad8d, 0x5ade0, 0x5adf5, 0x5ae40, 0x5b901,
+    0x5ba02, 0x5ba5c, 0x5bc01, 0x5bd2c, 0x5bd41, 0x5bd44, 0x5be4d, 0x5be80, 0x5bf81, 0x5bf88, 0x5bf8d, 0x5bf90, 0x5c001,
+    0x61fe0, 0x62001, 0x63358, 0x63401, 0x63424, 0x6bfc1, 0x6bfd0, 0x6bfd5, 0x6bff0, 0x6bff5, 0x6bffc, 0x6c001, 0x6c48c,
+    0x6c541, 0x6c54c, 0x6c591, 0x6c5a0, 0x6c5c1, 0x6cbf0, 0x6f001, 0x6f1ac, 0x6f1c1, 0x6f1f4, 0x6f201, 0x6f224, 0x6f241,
+    0x6f268, 0x74b82, 0x74bd0, 0x74d82, 0x74de4, 0x75001, 0x75154, 0x75159, 0x75274, 0x75279, 0x75280, 0x75289, 0x7528c,
+    0x75295, 0x7529c, 0x752a5, 0x752b4, 0x752b9, 0x752e8, 0x752ed, 0x752f0, 0x752f5, 0x75310, 0x75315, 0x75418, 0x7541d,
+    0x7542c, 0x75435, 0x75454, 0x75459, 0x75474, 0x75479, 0x754e8, 0x754ed, 0x754fc, 0x75501, 0x75514, 0x75519, 0x7551c,
+    0x75529, 0x75544, 0x75549, 0x75a98, 0x75aa1, 0x75b04, 0x75b09, 0x75b6c, 0x75b71, 0x75bec, 0x75bf1, 0x75c54, 0x75c59,
+    0x75cd4, 0x75cd9, 0x75d3c, 0x75d41, 0x75dbc, 0x75dc1, 0x75e24, 0x75e29, 0x75ea4, 0x75ea9, 0x75f0c, 0x75f11, 0x75f30,
+    0x75f3a, 0x76000, 0x77c01, 0x77c7c, 0x78401, 0x784b4, 0x784dd, 0x784f8, 0x78502, 0x78528, 0x78539, 0x7853c, 0x78a41,
+    0x78ab8, 0x78b01, 0x78bb0, 0x78bc2, 0x78be8, 0x79f81, 0x79f9c, 0x79fa1, 0x79fb0, 0x79fb5, 0x79fbc, 0x79fc1, 0x79ffc,
+    0x7a001, 0x7a314, 0x7a31e, 0x7a340, 0x7a401, 0x7a510, 0x7a52d, 0x7a530, 0x7a542, 0x7a568, 0x7b1c6, 0x7b2b0, 0x7b2b6,
+    0x7b2c0, 0x7b2c6, 0x7b2d4, 0x7b406, 0x7b4b8, 0x7b4be, 0x7b4f8, 0x7b801, 0x7b810, 0x7b815, 0x7b880, 0x7b885, 0x7b88c,
+    0x7b891, 0x7b894, 0x7b89d, 0x7b8a0, 0x7b8a5, 0x7b8cc, 0x7b8d1, 0x7b8e0, 0x7b8e5, 0x7b8e8, 0x7b8ed, 0x7b8f0, 0x7b909,
+    0x7b90c, 0x7b91d, 0x7b920, 0x7b925, 0x7b928, 0x7b92d, 0x7b930, 0x7b935, 0x7b940, 0x7b945, 0x7b94c, 0x7b951, 0x7b954,
+    0x7b95d, 0x7b960, 0x7b965, 0x7b968, 0x7b96d, 0x7b970, 0x7b975, 0x7b978, 0x7b97d, 0x7b980, 0x7b985, 0x7b98c, 0x7b991,
+    0x7b994, 0x7b99d, 0x7b9ac, 0x7b9b1, 0x7b9cc, 0x7b9d1, 0x7b9e0, 0x7b9e5, 0x7b9f4, 0x7b9f9, 0x7b9fc, 0x7ba01, 0x7ba28,
+    0x7ba2d, 0x7ba70, 0x7ba85, 0x7ba90, 0x7ba95, 0x7baa8, 0x7baad, 0x7baf0, 0x7c402, 0x7c434, 0x7efc2, 0x7efe8, 0x80001,
+    0xa9b80, 0xa9c01, 0xadce4, 0xadd01, 0xae078, 0xae081, 0xb3a88, 0xb3ac1, 0xbaf84, 0xbe001, 0xbe878, 0xc0001, 0xc4d2c,
 };
 /* END GENERATED UNICODE TABLE */
 
@@ -1817,21 +2161,27 @@ enum { SLM__CL_OTHER = 0, SLM__CL_LETTER = 1, SLM__CL_NUMBER = 2, SLM__CL_SPACE 
 static int slm__uclass(uint32_t cp) {
     int lo = 0, hi = SLM__UCLASS_COUNT - 1;
     if (cp >= 0x110000) return SLM__CL_OTHER;
-    while (lo < hi) {   /* last entry whose start <= cp */
+    while (lo < hi) { /* last entry whose start <= cp */
         int mid = (lo + hi + 1) / 2;
-        if ((slm__uclass_table[mid] >> 2) <= cp) lo = mid; else hi = mid - 1;
+        if ((slm__uclass_table[mid] >> 2) <= cp)
+            lo = mid;
+        else
+            hi = mid - 1;
     }
     return (int)(slm__uclass_table[lo] & 3u);
 }
 
 SLM_API int slm_pretok_from_name(const char *name) {
-    static const char *const gpt2[] = { "gpt-2", "phi-2", "jina-es", "jina-de", "gigachat", "jina-v2-es", "jina-v2-de",
-                                        "a.x-4.0", "mellum", "modern-bert", "jina-v1-en", "jina-v2-code", "roberta-bpe",
-                                        "exaone4", "mpt", "olmo", "jais", "trillion", "granite-docling", NULL };
-    static const char *const llama3[] = { "llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral",
-                                          "midm-2.0", "lfm2", "jina-v5-nano", "dbrx", "smaug-bpe", NULL };
-    static const char *const qwen2[] = { "qwen2", "deepseek-r1-qwen", "kormo", "f2llmv2", "megrez", "stablelm2", "hunyuan", NULL };
-    static const char *const starcoder[] = { "starcoder", "refact", "command-r", "smollm", "codeshell", "exaone", "minerva-7b", NULL };
+    static const char *const gpt2[] = { "gpt-2",      "phi-2",        "jina-es",     "jina-de",         "gigachat",
+                                        "jina-v2-es", "jina-v2-de",   "a.x-4.0",     "mellum",          "modern-bert",
+                                        "jina-v1-en", "jina-v2-code", "roberta-bpe", "exaone4",         "mpt",
+                                        "olmo",       "jais",         "trillion",    "granite-docling", NULL };
+    static const char *const llama3[] = { "llama3",   "llama-v3", "llama-bpe",    "falcon3", "falcon-h1", "pixtral",
+                                          "midm-2.0", "lfm2",     "jina-v5-nano", "dbrx",    "smaug-bpe", NULL };
+    static const char *const qwen2[] = { "qwen2",  "deepseek-r1-qwen", "kormo",   "f2llmv2",
+                                         "megrez", "stablelm2",        "hunyuan", NULL };
+    static const char *const starcoder[] = { "starcoder", "refact", "command-r",  "smollm",
+                                             "codeshell", "exaone", "minerva-7b", NULL };
     static const char *const *const lists[4] = { gpt2, llama3, qwen2, starcoder };
     int l, i;
     if (!name) return -1;
@@ -1855,13 +2205,18 @@ SLM_API int slm_chat_template_detect(const char *t) {
 typedef struct slm__words {
     const uint32_t *cp;
     const uint8_t *cl;
-    size_t *ends;          /* word end positions, in code points */
+    size_t *ends; /* word end positions, in code points */
     size_t n;
 } slm__words;
 
-static int slm__cl_at(const slm__words *w, size_t pos, size_t end) { return pos < end ? (int)w->cl[pos] : (int)SLM__CL_END; }
+static int slm__cl_at(const slm__words *w, size_t pos, size_t end) {
+    return pos < end ? (int)w->cl[pos] : (int)SLM__CL_END;
+}
 static uint32_t slm__cp_at(const slm__words *w, size_t pos, size_t end) { return pos < end ? w->cp[pos] : 0xFFFFFFFFu; }
-static void slm__word_end(slm__words *w, size_t *prev, size_t end) { if (end > *prev) w->ends[w->n++] = end; *prev = end; }
+static void slm__word_end(slm__words *w, size_t *prev, size_t end) {
+    if (end > *prev) w->ends[w->n++] = end;
+    *prev = end;
+}
 static uint32_t slm__ascii_lower(uint32_t c) { return c >= 'A' && c <= 'Z' ? c + 32 : c; }
 #define SLM__IS_OTHER(c) ((c) == SLM__CL_OTHER)
 
@@ -1869,10 +2224,12 @@ static uint32_t slm__ascii_lower(uint32_t c) { return c >= 'A' && c <= 'Z' ? c +
 static size_t slm__contraction(const slm__words *w, size_t pos, size_t end, int any_case) {
     uint32_t a, b;
     if (w->cp[pos] != '\'' || pos + 1 >= end) return 0;
-    a = w->cp[pos + 1]; if (any_case) a = slm__ascii_lower(a);
+    a = w->cp[pos + 1];
+    if (any_case) a = slm__ascii_lower(a);
     if (a == 's' || a == 't' || a == 'm' || a == 'd') return 2;
     if (pos + 2 >= end) return 0;
-    b = w->cp[pos + 2]; if (any_case) b = slm__ascii_lower(b);
+    b = w->cp[pos + 2];
+    if (any_case) b = slm__ascii_lower(b);
     return ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l')) ? 3 : 0;
 }
 
@@ -1889,14 +2246,22 @@ static void slm__split_gpt2(slm__words *w, size_t begin, size_t end) {
         uint32_t c = w->cp[pos];
         int cl = w->cl[pos], cl2 = c == ' ' ? slm__cl_at(w, pos + 1, end) : cl;
         size_t k = slm__contraction(w, pos, end, 0);
-        if (k) { pos += k; slm__word_end(w, &prev, pos); continue; }
+        if (k) {
+            pos += k;
+            slm__word_end(w, &prev, pos);
+            continue;
+        }
         if (cl2 == SLM__CL_LETTER || cl2 == SLM__CL_NUMBER || SLM__IS_OTHER(cl2)) {
             pos += (c == ' ');
             while (slm__cl_at(w, pos, end) == cl2) pos++;
             slm__word_end(w, &prev, pos);
             continue;
         }
-        if (cl == SLM__CL_SPACE) { pos += slm__space_run(w, pos, end); slm__word_end(w, &prev, pos); continue; }
+        if (cl == SLM__CL_SPACE) {
+            pos += slm__space_run(w, pos, end);
+            slm__word_end(w, &prev, pos);
+            continue;
+        }
         slm__word_end(w, &prev, ++pos);
     }
 }
@@ -1908,9 +2273,14 @@ static void slm__split_llama3(slm__words *w, size_t begin, size_t end, int max_d
         uint32_t c = w->cp[pos];
         int cl = w->cl[pos], cl2;
         size_t k = slm__contraction(w, pos, end, 1);
-        if (k) { pos += k; slm__word_end(w, &prev, pos); continue; }
+        if (k) {
+            pos += k;
+            slm__word_end(w, &prev, pos);
+            continue;
+        }
         /* [^\r\n\p{L}\p{N}]?\p{L}+ */
-        if (!(c == '\r' || c == '\n' || cl == SLM__CL_NUMBER) && (cl == SLM__CL_LETTER || slm__cl_at(w, pos + 1, end) == SLM__CL_LETTER)) {
+        if (!(c == '\r' || c == '\n' || cl == SLM__CL_NUMBER) &&
+            (cl == SLM__CL_LETTER || slm__cl_at(w, pos + 1, end) == SLM__CL_LETTER)) {
             pos++;
             while (slm__cl_at(w, pos, end) == SLM__CL_LETTER) pos++;
             slm__word_end(w, &prev, pos);
@@ -1919,7 +2289,10 @@ static void slm__split_llama3(slm__words *w, size_t begin, size_t end, int max_d
         /* \p{N}{1,max_digits} */
         if (cl == SLM__CL_NUMBER) {
             int n = 0;
-            while (n < max_digits && slm__cl_at(w, pos, end) == SLM__CL_NUMBER) { pos++; n++; }
+            while (n < max_digits && slm__cl_at(w, pos, end) == SLM__CL_NUMBER) {
+                pos++;
+                n++;
+            }
             slm__word_end(w, &prev, pos);
             continue;
         }
@@ -1962,7 +2335,9 @@ static void slm__pretokenize(slm__words *w, size_t n_cp, int pre) {
         }
         break;
     case SLM_PRETOK_GPT2: slm__split_gpt2(w, 0, n_cp); break;
-    default: if (n_cp) w->ends[w->n++] = n_cp; break;
+    default:
+        if (n_cp) w->ends[w->n++] = n_cp;
+        break;
     }
 }
 
@@ -1977,16 +2352,23 @@ static int32_t slm__bpe_rank(const slm__vocab *v, slm_token l, slm_token r) {
 }
 
 /* Merges one word already spelled in the byte-to-Unicode alphabet. */
-static void slm__bpe_word(const slm__vocab *v, const char *buf, size_t len, slm__sym *sym, slm__bigram *heap, slm__tok_out *o) {
+static void slm__bpe_word(const slm__vocab *v, const char *buf, size_t len, slm__sym *sym, slm__bigram *heap,
+                          slm__tok_out *o) {
     int s;
     size_t i;
     slm_token whole;
-    if ((v->flags & SLM__TOKFLAG_IGNORE_MERGES) && (whole = slm__vocab_find(v, buf, len)) >= 0) { slm__tok_emit(o, whole); return; }
+    if ((v->flags & SLM__TOKFLAG_IGNORE_MERGES) && (whole = slm__vocab_find(v, buf, len)) >= 0) {
+        slm__tok_emit(o, whole);
+        return;
+    }
     slm__merge_symbols(v, buf, len, sym, heap);
     for (s = 0; s >= 0; s = sym[s].next) {
         slm_token id = slm__vocab_find(v, buf + sym[s].start, sym[s].len);
-        if (id >= 0) { slm__tok_emit(o, id); continue; }
-        for (i = 0; i < sym[s].len; i++) {   /* as llama.cpp: single bytes that happen to be tokens */
+        if (id >= 0) {
+            slm__tok_emit(o, id);
+            continue;
+        }
+        for (i = 0; i < sym[s].len; i++) { /* as llama.cpp: single bytes that happen to be tokens */
             slm_token b = slm__vocab_find(v, buf + sym[s].start + i, 1);
             if (b >= 0) slm__tok_emit(o, b);
         }
@@ -2014,9 +2396,15 @@ static int slm__bpe_encode(const slm_model *m, const char *text, size_t len, slm
         i += slm__utf8_decode((const uint8_t *)text + i, len - i, &cp[n_cp]);
         cl[n_cp] = (uint8_t)slm__uclass(cp[n_cp]);
     }
-    words.cp = cp; words.cl = cl; words.ends = ends; words.n = 0;
+    words.cp = cp;
+    words.cl = cl;
+    words.ends = ends;
+    words.n = 0;
     slm__pretokenize(&words, n_cp, v->pre);
-    for (w = 0; w < words.n; w++) { if (ends[w] - word_start > max_word) max_word = ends[w] - word_start; word_start = ends[w]; }
+    for (w = 0; w < words.n; w++) {
+        if (ends[w] - word_start > max_word) max_word = ends[w] - word_start;
+        word_start = ends[w];
+    }
     /* a code point is at most 4 UTF-8 bytes, each spelled as at most 2 bytes */
     buf = (char *)slm__alloc(a, max_word * 8 + 1);
     sym = (slm__sym *)slm__alloc(a, (max_word * 4 + 1) * sizeof(slm__sym));
@@ -2035,9 +2423,13 @@ static int slm__bpe_encode(const slm_model *m, const char *text, size_t len, slm
         }
         ok = 1;
     }
-    slm__free(a, buf); slm__free(a, sym); slm__free(a, heap);
+    slm__free(a, buf);
+    slm__free(a, sym);
+    slm__free(a, heap);
 done:
-    slm__free(a, cp); slm__free(a, cl); slm__free(a, ends);
+    slm__free(a, cp);
+    slm__free(a, cl);
+    slm__free(a, ends);
     return ok;
 }
 
@@ -2049,7 +2441,9 @@ SLM_API int slm_tokenize(const slm_model *m, const char *text, size_t len, int f
     if (!m || (!text && len) || cap < 0 || (!out && cap > 0) || (flags & ~(SLM_TOK_BOS | SLM_TOK_SPECIAL))) return 0;
     if (len > (size_t)INT_MAX / 4) return 0;
     v = &m->vocab;
-    o.out = out; o.cap = cap; o.n = 0;
+    o.out = out;
+    o.cap = cap;
+    o.n = 0;
     if (add_special && (v->flags & SLM__TOKFLAG_ADD_BOS) && v->bos >= 0) slm__tok_emit(&o, v->bos);
     while (i <= len) {
         slm_token special = -1;
@@ -2059,21 +2453,30 @@ SLM_API int slm_tokenize(const slm_model *m, const char *text, size_t len, int f
             for (k = 0; k < v->n_special; k++) {
                 const char *t = slm__vocab_text(v, v->special[k], &slen);
                 if (!(flags & SLM_TOK_SPECIAL) && v->types[v->special[k]] == SLM_TOKEN_CONTROL) continue;
-                if (slen <= len - i && t[0] == text[i] && memcmp(t, text + i, slen) == 0) { special = v->special[k]; break; }
+                if (slen <= len - i && t[0] == text[i] && memcmp(t, text + i, slen) == 0) {
+                    special = v->special[k];
+                    break;
+                }
             }
         }
-        if (special < 0 && i < len) { i++; continue; }
+        if (special < 0 && i < len) {
+            i++;
+            continue;
+        }
         if (i > frag) {
             /* SentencePiece adds its dummy space at the start and after each special token */
-            int ok = v->kind == SLM_TOKENIZER_BPE ? slm__bpe_encode(m, text + frag, i - frag, &o)
-                   : slm__spm_encode(m, text + frag, i - frag, prev_special && (v->flags & SLM__TOKFLAG_SPACE_PREFIX), &o);
+            int ok = v->kind == SLM_TOKENIZER_BPE
+                         ? slm__bpe_encode(m, text + frag, i - frag, &o)
+                         : slm__spm_encode(m, text + frag, i - frag,
+                                           prev_special && (v->flags & SLM__TOKFLAG_SPACE_PREFIX), &o);
             if (!ok) return 0;
             prev_special = 0;
         }
         if (i == len) break;
         slm__tok_emit(&o, special);
         prev_special = 1;
-        i += slen; frag = i;
+        i += slen;
+        frag = i;
     }
     if (add_special && (v->flags & SLM__TOKFLAG_ADD_EOS) && v->eos >= 0) slm__tok_emit(&o, v->eos);
     return o.n <= cap ? o.n : -o.n;
@@ -2110,7 +2513,7 @@ SLM_API int slm_token_type(const slm_model *m, slm_token t) {
 #define SLM__AVX2 1
 #include <immintrin.h>
 #elif !defined(SLM_NO_SIMD) && defined(__aarch64__) && defined(__ARM_NEON)
-#define SLM__NEON 1   /* with the int8 dot product when __ARM_FEATURE_DOTPROD */
+#define SLM__NEON 1 /* with the int8 dot product when __ARM_FEATURE_DOTPROD */
 #include <arm_neon.h>
 #endif
 
@@ -2185,8 +2588,9 @@ SLM__MAYBE_UNUSED static void slm__quantize_act_blocks_ref(const float *x, slm__
    per-block sums of quants at xsum + t * x_stride; y[t * y_stride + r]. Each
    row sums its blocks in order, as the row kernels above do, and the integer
    part is exact, so only float rounding separates SIMD from reference. */
-SLM__MAYBE_UNUSED static void slm__gemm_r16_ref(int type, const uint8_t *group, int nb, const slm__block_q8_0 *x, const int32_t *xsum,
-                                                size_t x_stride, int nt, float *y, size_t y_stride) {
+SLM__MAYBE_UNUSED static void slm__gemm_r16_ref(int type, const uint8_t *group, int nb, const slm__block_q8_0 *x,
+                                                const int32_t *xsum, size_t x_stride, int nt, float *y,
+                                                size_t y_stride) {
     int t, r, b, j;
     (void)xsum;
     for (t = 0; t < nt; t++) {
@@ -2199,7 +2603,8 @@ SLM__MAYBE_UNUSED static void slm__gemm_r16_ref(int type, const uint8_t *group, 
                 int sumi = 0;
                 memcpy(&dw, slm__r16_scales(group, b) + 2 * r, 2);
                 if (type == SLM_TYPE_Q8_0_R16) {
-                    for (j = 0; j < SLM__QK; j++) sumi += (int8_t)q[(j / 4) * 4 * SLM__R16 + 4 * r + j % 4] * xt[b].q[j];
+                    for (j = 0; j < SLM__QK; j++)
+                        sumi += (int8_t)q[(j / 4) * 4 * SLM__R16 + 4 * r + j % 4] * xt[b].q[j];
                 } else {
                     for (j = 0; j < SLM__QK / 2; j++) {
                         int byte = q[(j / 4) * 4 * SLM__R16 + 4 * r + j % 4];
@@ -2261,10 +2666,12 @@ static float slm__dot_f16(const uint16_t *w, const float *x, int n) {
     __m512 acc = _mm512_setzero_ps();
     int j = 0;
     for (; j + 16 <= n; j += 16)
-        acc = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(w + j))), _mm512_loadu_ps(x + j), acc);
+        acc =
+            _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(w + j))), _mm512_loadu_ps(x + j), acc);
     if (j < n) {
         __mmask16 m = (__mmask16)((1u << (n - j)) - 1);
-        acc = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, w + j)), _mm512_maskz_loadu_ps(m, x + j), acc);
+        acc =
+            _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, w + j)), _mm512_maskz_loadu_ps(m, x + j), acc);
     }
     return slm__hsum512(acc);
 }
@@ -2287,16 +2694,19 @@ static float slm__dot_bf16(const uint16_t *w, const float *x, int n) {
 /* two blocks' scale products, each broadcast over its 8 lanes */
 SLM__INLINE __m512 slm__pair_scales(float a, float b) {
     /* insertf64x4, not insertf32x8: AVX-512F alone, no DQ */
-    return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(_mm256_set1_ps(a))), _mm256_castps_pd(_mm256_set1_ps(b)), 1));
+    return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(_mm256_set1_ps(a))),
+                                               _mm256_castps_pd(_mm256_set1_ps(b)), 1));
 }
 
 SLM__INLINE __m512i slm__load_2x32(const int8_t *a, const int8_t *b) {
-    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)a)), _mm256_loadu_si256((const __m256i *)b), 1);
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)a)),
+                              _mm256_loadu_si256((const __m256i *)b), 1);
 }
 
 /* nr (1..4) rows against one activation vector, sharing its loads. Each
    row's arithmetic is the same whatever nr, so grouping never changes a result. */
-SLM__INLINE void slm__dotn_q8_0(const slm__block_q8_0 *const *w, int nr, const slm__block_q8_0 *x, int n_blocks, float *out) {
+SLM__INLINE void slm__dotn_q8_0(const slm__block_q8_0 *const *w, int nr, const slm__block_q8_0 *x, int n_blocks,
+                                float *out) {
     __m512 acc[4];
     int b, r;
     SLM__UNROLL4 for (r = 0; r < nr; r++) acc[r] = _mm512_setzero_ps();
@@ -2315,11 +2725,12 @@ SLM__INLINE void slm__dotn_q8_0(const slm__block_q8_0 *const *w, int nr, const s
             acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(slm__dot_u8s8_512(ax, sw)), sc, acc[r]);
         }
     }
-    SLM__UNROLL4 for (r = 0; r < nr; r++)
-        out[r] = slm__hsum512(acc[r]) + (b < n_blocks ? slm__dot_q8_0_ref(w[r] + b, x + b, n_blocks - b) : 0.0f);
+    SLM__UNROLL4 for (r = 0; r < nr; r++) out[r] =
+        slm__hsum512(acc[r]) + (b < n_blocks ? slm__dot_q8_0_ref(w[r] + b, x + b, n_blocks - b) : 0.0f);
 }
 
-SLM__INLINE void slm__dotn_q4_0(const slm__block_q4_0 *const *w, int nr, const slm__block_q8_0 *x, int n_blocks, float *out) {
+SLM__INLINE void slm__dotn_q4_0(const slm__block_q4_0 *const *w, int nr, const slm__block_q8_0 *x, int n_blocks,
+                                float *out) {
     __m512 acc[4];
     const __m256i low4 = _mm256_set1_epi8(0x0f);
     const __m512i eight = _mm512_set1_epi8(8);
@@ -2327,13 +2738,13 @@ SLM__INLINE void slm__dotn_q4_0(const slm__block_q4_0 *const *w, int nr, const s
     SLM__UNROLL4 for (r = 0; r < nr; r++) acc[r] = _mm512_setzero_ps();
     for (b = 0; b + 2 <= n_blocks; b += 2) {
         __m512i xv = slm__load_2x32(x[b].q, x[b + 1].q);
-        __m512i x8 = slm__dot_u8s8_512(eight, xv);   /* the -8 offset of every nibble, applied once */
+        __m512i x8 = slm__dot_u8s8_512(eight, xv); /* the -8 offset of every nibble, applied once */
         float dx0 = slm_fp16_to_fp32(x[b].d), dx1 = slm_fp16_to_fp32(x[b + 1].d);
         SLM__UNROLL4 for (r = 0; r < nr; r++) {
             __m256i ab;
             _mm_prefetch((const char *)(w[r] + b) + SLM__PREFETCH, _MM_HINT_T0);
             ab = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)w[r][b].q)),
-                                                 _mm_loadu_si128((const __m128i *)w[r][b + 1].q), 1);
+                                         _mm_loadu_si128((const __m128i *)w[r][b + 1].q), 1);
             __m256i lo = _mm256_and_si256(ab, low4), hi = _mm256_and_si256(_mm256_srli_epi16(ab, 4), low4);
             /* [b.lo b.hi | b+1.lo b+1.hi] matches the activation order of two blocks */
             __m512i wv = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_permute2x128_si256(lo, hi, 0x20)),
@@ -2343,8 +2754,8 @@ SLM__INLINE void slm__dotn_q4_0(const slm__block_q4_0 *const *w, int nr, const s
             acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi), sc, acc[r]);
         }
     }
-    SLM__UNROLL4 for (r = 0; r < nr; r++)
-        out[r] = slm__hsum512(acc[r]) + (b < n_blocks ? slm__dot_q4_0_ref(w[r] + b, x + b, n_blocks - b) : 0.0f);
+    SLM__UNROLL4 for (r = 0; r < nr; r++) out[r] =
+        slm__hsum512(acc[r]) + (b < n_blocks ? slm__dot_q4_0_ref(w[r] + b, x + b, n_blocks - b) : 0.0f);
 }
 
 #if defined(__GNUC__) && !defined(__clang__)
@@ -2394,7 +2805,8 @@ SLM__INLINE __m256i slm__dot_s8s8_256(__m256i w, __m256i x) {
 }
 
 /* nr (1..4) rows against one activation vector; per-row arithmetic independent of nr */
-SLM__INLINE void slm__dotn_q8_0(const slm__block_q8_0 *const *w, int nr, const slm__block_q8_0 *x, int n_blocks, float *out) {
+SLM__INLINE void slm__dotn_q8_0(const slm__block_q8_0 *const *w, int nr, const slm__block_q8_0 *x, int n_blocks,
+                                float *out) {
     __m256 acc[4];
     int b, r;
     SLM__UNROLL4 for (r = 0; r < nr; r++) acc[r] = _mm256_setzero_ps();
@@ -2405,13 +2817,15 @@ SLM__INLINE void slm__dotn_q8_0(const slm__block_q8_0 *const *w, int nr, const s
             __m256i sumi;
             _mm_prefetch((const char *)(w[r] + b) + SLM__PREFETCH, _MM_HINT_T0);
             sumi = slm__dot_s8s8_256(_mm256_loadu_si256((const __m256i *)w[r][b].q), xv);
-            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(slm_fp16_to_fp32(w[r][b].d) * dx), acc[r]);
+            acc[r] =
+                _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(slm_fp16_to_fp32(w[r][b].d) * dx), acc[r]);
         }
     }
     SLM__UNROLL4 for (r = 0; r < nr; r++) out[r] = slm__hsum256(acc[r]);
 }
 
-SLM__INLINE void slm__dotn_q4_0(const slm__block_q4_0 *const *w, int nr, const slm__block_q8_0 *x, int n_blocks, float *out) {
+SLM__INLINE void slm__dotn_q4_0(const slm__block_q4_0 *const *w, int nr, const slm__block_q8_0 *x, int n_blocks,
+                                float *out) {
     __m256 acc[4];
     const __m128i low4 = _mm_set1_epi8(0x0f), eight = _mm_set1_epi8(8);
     int b, r;
@@ -2423,14 +2837,15 @@ SLM__INLINE void slm__dotn_q4_0(const slm__block_q4_0 *const *w, int nr, const s
             __m128i q;
             _mm_prefetch((const char *)(w[r] + b) + SLM__PREFETCH, _MM_HINT_T0);
             q = _mm_loadu_si128((const __m128i *)w[r][b].q);
-            __m128i lo = _mm_sub_epi8(_mm_and_si128(q, low4), eight), hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), low4), eight);
+            __m128i lo = _mm_sub_epi8(_mm_and_si128(q, low4), eight),
+                    hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(q, 4), low4), eight);
             __m256i sumi = slm__dot_s8s8_256(_mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1), xv);
-            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(slm_fp16_to_fp32(w[r][b].d) * dx), acc[r]);
+            acc[r] =
+                _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_set1_ps(slm_fp16_to_fp32(w[r][b].d) * dx), acc[r]);
         }
     }
     SLM__UNROLL4 for (r = 0; r < nr; r++) out[r] = slm__hsum256(acc[r]);
 }
-
 
 #elif defined(SLM__NEON)
 static float slm__dot_f32(const float *w, const float *x, int n) {
@@ -2447,7 +2862,8 @@ static float slm__dot_f16(const uint16_t *w, const float *x, int n) {
     float32x4_t acc = vdupq_n_f32(0.0f);
     int j = 0;
     float sum;
-    for (; j + 4 <= n; j += 4) acc = vfmaq_f32(acc, vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(w + j))), vld1q_f32(x + j));
+    for (; j + 4 <= n; j += 4)
+        acc = vfmaq_f32(acc, vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(w + j))), vld1q_f32(x + j));
     sum = vaddvq_f32(acc);
     for (; j < n; j++) sum += slm_fp16_to_fp32(w[j]) * x[j];
     return sum;
@@ -2457,7 +2873,8 @@ static float slm__dot_bf16(const uint16_t *w, const float *x, int n) {
     float32x4_t acc = vdupq_n_f32(0.0f);
     int j = 0;
     float sum;
-    for (; j + 4 <= n; j += 4) acc = vfmaq_f32(acc, vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(w + j), 16)), vld1q_f32(x + j));
+    for (; j + 4 <= n; j += 4)
+        acc = vfmaq_f32(acc, vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(w + j), 16)), vld1q_f32(x + j));
     sum = vaddvq_f32(acc);
     for (; j < n; j++) sum += slm_bf16_to_fp32(w[j]) * x[j];
     return sum;
@@ -2469,13 +2886,14 @@ SLM__INLINE int32x4_t slm__dot_s8x16(int32x4_t acc, int8x16_t a, int8x16_t b) {
     return vdotq_s32(acc, a, b);
 #else
     int16x8_t p = vmull_s8(vget_low_s8(a), vget_low_s8(b));
-    p = vmlal_s8(p, vget_high_s8(a), vget_high_s8(b));   /* |sum of two| <= 2 * 127 * 128: fits */
+    p = vmlal_s8(p, vget_high_s8(a), vget_high_s8(b)); /* |sum of two| <= 2 * 127 * 128: fits */
     return vpadalq_s16(acc, p);
 #endif
 }
 
 /* nr (1..4) rows against one activation vector; per-row arithmetic independent of nr */
-SLM__INLINE void slm__dotn_q8_0(const slm__block_q8_0 *const *w, int nr, const slm__block_q8_0 *x, int n_blocks, float *out) {
+SLM__INLINE void slm__dotn_q8_0(const slm__block_q8_0 *const *w, int nr, const slm__block_q8_0 *x, int n_blocks,
+                                float *out) {
     float32x4_t acc[4];
     int b, r;
     SLM__UNROLL4 for (r = 0; r < nr; r++) acc[r] = vdupq_n_f32(0.0f);
@@ -2485,14 +2903,16 @@ SLM__INLINE void slm__dotn_q8_0(const slm__block_q8_0 *const *w, int nr, const s
         SLM__UNROLL4 for (r = 0; r < nr; r++) {
             int32x4_t sumi;
             __builtin_prefetch((const char *)(w[r] + b) + SLM__PREFETCH);
-            sumi = slm__dot_s8x16(slm__dot_s8x16(vdupq_n_s32(0), vld1q_s8(w[r][b].q), x0), vld1q_s8(w[r][b].q + 16), x1);
+            sumi =
+                slm__dot_s8x16(slm__dot_s8x16(vdupq_n_s32(0), vld1q_s8(w[r][b].q), x0), vld1q_s8(w[r][b].q + 16), x1);
             acc[r] = vfmaq_n_f32(acc[r], vcvtq_f32_s32(sumi), slm_fp16_to_fp32(w[r][b].d) * dx);
         }
     }
     SLM__UNROLL4 for (r = 0; r < nr; r++) out[r] = vaddvq_f32(acc[r]);
 }
 
-SLM__INLINE void slm__dotn_q4_0(const slm__block_q4_0 *const *w, int nr, const slm__block_q8_0 *x, int n_blocks, float *out) {
+SLM__INLINE void slm__dotn_q4_0(const slm__block_q4_0 *const *w, int nr, const slm__block_q8_0 *x, int n_blocks,
+                                float *out) {
     float32x4_t acc[4];
     const uint8x16_t low4 = vdupq_n_u8(0x0f);
     const int8x16_t eight = vdupq_n_s8(8);
@@ -2516,14 +2936,16 @@ SLM__INLINE void slm__dotn_q4_0(const slm__block_q4_0 *const *w, int nr, const s
     SLM__UNROLL4 for (r = 0; r < nr; r++) out[r] = vaddvq_f32(acc[r]);
 }
 #else
-#define slm__dot_f32 slm__dot_f32_ref
-#define slm__dot_f16 slm__dot_f16_ref
+#define slm__dot_f32  slm__dot_f32_ref
+#define slm__dot_f16  slm__dot_f16_ref
 #define slm__dot_bf16 slm__dot_bf16_ref
-SLM__INLINE void slm__dotn_q8_0(const slm__block_q8_0 *const *w, int nr, const slm__block_q8_0 *x, int n_blocks, float *out) {
+SLM__INLINE void slm__dotn_q8_0(const slm__block_q8_0 *const *w, int nr, const slm__block_q8_0 *x, int n_blocks,
+                                float *out) {
     int r;
     for (r = 0; r < nr; r++) out[r] = slm__dot_q8_0_ref(w[r], x, n_blocks);
 }
-SLM__INLINE void slm__dotn_q4_0(const slm__block_q4_0 *const *w, int nr, const slm__block_q8_0 *x, int n_blocks, float *out) {
+SLM__INLINE void slm__dotn_q4_0(const slm__block_q4_0 *const *w, int nr, const slm__block_q8_0 *x, int n_blocks,
+                                float *out) {
     int r;
     for (r = 0; r < nr; r++) out[r] = slm__dot_q4_0_ref(w[r], x, n_blocks);
 }
@@ -2539,15 +2961,17 @@ SLM__INLINE void slm__dotn_q4_0(const slm__block_q4_0 *const *w, int nr, const s
 SLM__MAYBE_UNUSED static void slm__axpy_f32(float *out, float a, const float *v, int n) {
     __m256 va = _mm256_set1_ps(a);
     int i = 0;
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(v + i), _mm256_loadu_ps(out + i)));
-    for (; i < n; i++) out[i] = fmaf(a, v[i], out[i]);   /* fused, as the vector part and slm__attn_values_* */
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(out + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(v + i), _mm256_loadu_ps(out + i)));
+    for (; i < n; i++) out[i] = fmaf(a, v[i], out[i]); /* fused, as the vector part and slm__attn_values_* */
 }
 #if defined(__F16C__)
 SLM__MAYBE_UNUSED static void slm__axpy_f16(float *out, float a, const uint16_t *v, int n) {
     __m256 va = _mm256_set1_ps(a);
     int i = 0;
     for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(out + i, _mm256_fmadd_ps(va, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(v + i))), _mm256_loadu_ps(out + i)));
+        _mm256_storeu_ps(out + i, _mm256_fmadd_ps(va, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(v + i))),
+                                                  _mm256_loadu_ps(out + i)));
     for (; i < n; i++) out[i] = fmaf(a, slm_fp16_to_fp32(v[i]), out[i]);
 }
 #else
@@ -2576,7 +3000,8 @@ static void slm__quantize_act_blocks(const float *x, slm__block_q8_0 *q, int32_t
         id = d != 0.0f ? 1.0f / d : 0.0f;
         q[b].d = slm_fp32_to_fp16(d);
         SLM__UNROLL for (i = 0; i < 4; i++) {
-            __m256 r = _mm256_round_ps(_mm256_mul_ps(v[i], _mm256_set1_ps(id)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            __m256 r =
+                _mm256_round_ps(_mm256_mul_ps(v[i], _mm256_set1_ps(id)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
             i32[i] = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(r, nlim), lim));
         }
         /* packs interleave 128-bit lanes: the permute puts the 32 bytes back in order */
@@ -2601,7 +3026,11 @@ static void slm__quantize_act_blocks(const float *x, slm__block_q8_0 *q, int32_t
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
-SLM__INLINE __m512i slm__bcast4_512(const int8_t *p) { int32_t v; memcpy(&v, p, 4); return _mm512_set1_epi32(v); }
+SLM__INLINE __m512i slm__bcast4_512(const int8_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm512_set1_epi32(v);
+}
 
 /* nt (1 or 2) is a constant at each call, so the token loops unroll into
    registers. Each row's lane sees the integer sum of the reference, exactly,
@@ -2630,9 +3059,11 @@ SLM__INLINE void slm__gemm_r16_nt(int type, const uint8_t *group, int nb, const 
             const __m512i bias = _mm512_set1_epi8((char)0x80);
             for (k = 0; k < 8; k++) {
                 __m512i uw = _mm512_xor_si512(_mm512_loadu_si512((const void *)(q + k * line)), bias);
-                SLM__UNROLL for (t = 0; t < nt; t++) isum[t] = _mm512_dpbusd_epi32(isum[t], uw, slm__bcast4_512(x[t * xs + b].q + 4 * k));
+                SLM__UNROLL for (t = 0; t < nt; t++) isum[t] =
+                    _mm512_dpbusd_epi32(isum[t], uw, slm__bcast4_512(x[t * xs + b].q + 4 * k));
             }
-            SLM__UNROLL for (t = 0; t < nt; t++) isum[t] = _mm512_sub_epi32(isum[t], _mm512_set1_epi32(128 * xsum[t * xs + b]));
+            SLM__UNROLL for (t = 0; t < nt; t++) isum[t] =
+                _mm512_sub_epi32(isum[t], _mm512_set1_epi32(128 * xsum[t * xs + b]));
 #else
             /* (w + 128) * x pairs would saturate vpmaddubsw's int16: |w| times x
                with w's sign instead, as the AVX2 kernel */
@@ -2663,18 +3094,20 @@ SLM__INLINE void slm__gemm_r16_nt(int type, const uint8_t *group, int nb, const 
                     isum[t] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(isum[t], lo, slm__bcast4_512(xq + 4 * k)), hi,
                                                   slm__bcast4_512(xq + SLM__QK / 2 + 4 * k));
 #else
-                    p16[t] = _mm512_add_epi16(p16[t], _mm512_add_epi16(_mm512_maddubs_epi16(lo, slm__bcast4_512(xq + 4 * k)),
-                                                                       _mm512_maddubs_epi16(hi, slm__bcast4_512(xq + SLM__QK / 2 + 4 * k))));
+                    p16[t] = _mm512_add_epi16(
+                        p16[t], _mm512_add_epi16(_mm512_maddubs_epi16(lo, slm__bcast4_512(xq + 4 * k)),
+                                                 _mm512_maddubs_epi16(hi, slm__bcast4_512(xq + SLM__QK / 2 + 4 * k))));
 #endif
                 }
             }
 #if !defined(__AVX512VNNI__)
             SLM__UNROLL for (t = 0; t < nt; t++) isum[t] = _mm512_madd_epi16(p16[t], ones);
 #endif
-            SLM__UNROLL for (t = 0; t < nt; t++) isum[t] = _mm512_sub_epi32(isum[t], _mm512_set1_epi32(8 * xsum[t * xs + b]));
+            SLM__UNROLL for (t = 0; t < nt; t++) isum[t] =
+                _mm512_sub_epi32(isum[t], _mm512_set1_epi32(8 * xsum[t * xs + b]));
         }
-        SLM__UNROLL for (t = 0; t < nt; t++)
-            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(dw, _mm512_set1_ps(slm_fp16_to_fp32(x[t * xs + b].d))), acc[t]);
+        SLM__UNROLL for (t = 0; t < nt; t++) acc[t] = _mm512_fmadd_ps(
+            _mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(dw, _mm512_set1_ps(slm_fp16_to_fp32(x[t * xs + b].d))), acc[t]);
     }
     SLM__UNROLL for (t = 0; t < nt; t++) _mm512_storeu_ps(y + t * ys, acc[t]);
 }
@@ -2689,7 +3122,11 @@ SLM__INLINE void slm__r16_scales_f32(const uint8_t *sc, __m256 *lo, __m256 *hi) 
     *hi = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(sc + 16)));
 }
 
-SLM__INLINE __m256i slm__bcast4_256(const int8_t *p) { int32_t v; memcpy(&v, p, 4); return _mm256_set1_epi32(v); }
+SLM__INLINE __m256i slm__bcast4_256(const int8_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm256_set1_epi32(v);
+}
 
 /* nt (1 or 2) is a constant at each call, so the token loops unroll into registers */
 SLM__INLINE void slm__gemm_r16_nt(int type, const uint8_t *group, int nb, const slm__block_q8_0 *x, const int32_t *xsum,
@@ -2708,12 +3145,12 @@ SLM__INLINE void slm__gemm_r16_nt(int type, const uint8_t *group, int nb, const 
         for (k = 0; k < (int)qbytes; k += 64) _mm_prefetch((const char *)q + SLM__PREFETCH + k, _MM_HINT_T0);
         if (is_q8) {
             SLM__UNROLL for (t = 0; t < nt; t++) isum[t][0] = isum[t][1] = _mm256_setzero_si256();
-            for (k = 0; k < 8; k++)
-                SLM__UNROLL for (h = 0; h < 2; h++) {
+            for (k = 0; k < 8; k++) SLM__UNROLL for (h = 0; h < 2; h++) {
                     __m256i wv = _mm256_loadu_si256((const __m256i *)(q + k * line + 32 * h)), aw = _mm256_abs_epi8(wv);
                     SLM__UNROLL for (t = 0; t < nt; t++) {
                         /* |w| times x with w's sign: u8 x s8 pairs that fit in int16 */
-                        __m256i p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(slm__bcast4_256(x[t * xs + b].q + 4 * k), wv));
+                        __m256i p =
+                            _mm256_maddubs_epi16(aw, _mm256_sign_epi8(slm__bcast4_256(x[t * xs + b].q + 4 * k), wv));
                         isum[t][h] = _mm256_add_epi32(isum[t][h], _mm256_madd_epi16(p, ones));
                     }
                 }
@@ -2722,23 +3159,26 @@ SLM__INLINE void slm__gemm_r16_nt(int type, const uint8_t *group, int nb, const 
                the block's products add up in int16 */
             __m256i p16[2][2];
             SLM__UNROLL for (t = 0; t < nt; t++) p16[t][0] = p16[t][1] = _mm256_setzero_si256();
-            for (k = 0; k < 4; k++)
-                SLM__UNROLL for (h = 0; h < 2; h++) {
+            for (k = 0; k < 4; k++) SLM__UNROLL for (h = 0; h < 2; h++) {
                     __m256i wv = _mm256_loadu_si256((const __m256i *)(q + k * line + 32 * h));
                     __m256i lo = _mm256_and_si256(wv, low4), hi = _mm256_and_si256(_mm256_srli_epi16(wv, 4), low4);
                     SLM__UNROLL for (t = 0; t < nt; t++) {
                         const int8_t *xq = x[t * xs + b].q;
-                        p16[t][h] = _mm256_add_epi16(p16[t][h], _mm256_add_epi16(_mm256_maddubs_epi16(lo, slm__bcast4_256(xq + 4 * k)),
-                                                                                 _mm256_maddubs_epi16(hi, slm__bcast4_256(xq + SLM__QK / 2 + 4 * k))));
+                        p16[t][h] = _mm256_add_epi16(
+                            p16[t][h],
+                            _mm256_add_epi16(_mm256_maddubs_epi16(lo, slm__bcast4_256(xq + 4 * k)),
+                                             _mm256_maddubs_epi16(hi, slm__bcast4_256(xq + SLM__QK / 2 + 4 * k))));
                     }
                 }
             SLM__UNROLL for (t = 0; t < nt; t++)
-                SLM__UNROLL for (h = 0; h < 2; h++)   /* the nibbles' offset of 8, once per block */
-                    isum[t][h] = _mm256_sub_epi32(_mm256_madd_epi16(p16[t][h], ones), _mm256_set1_epi32(8 * xsum[t * xs + b]));
+                SLM__UNROLL for (h = 0; h < 2; h++) /* the nibbles' offset of 8, once per block */
+                isum[t][h] =
+                    _mm256_sub_epi32(_mm256_madd_epi16(p16[t][h], ones), _mm256_set1_epi32(8 * xsum[t * xs + b]));
         }
         SLM__UNROLL for (t = 0; t < nt; t++) {
             __m256 dx = _mm256_set1_ps(slm_fp16_to_fp32(x[t * xs + b].d));
-            SLM__UNROLL for (h = 0; h < 2; h++) acc[t][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t][h]), _mm256_mul_ps(dw[h], dx), acc[t][h]);
+            SLM__UNROLL for (h = 0; h < 2; h++) acc[t][h] =
+                _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t][h]), _mm256_mul_ps(dw[h], dx), acc[t][h]);
         }
     }
     SLM__UNROLL for (t = 0; t < nt; t++) {
@@ -2769,9 +3209,10 @@ SLM__MAYBE_UNUSED static void slm__axpy_f16(float *out, float a, const uint16_t 
 /* lane j gets bytes 4j..4j+3, as vdotq does (slm__dot_s8x16 only keeps the total right) */
 SLM__INLINE int32x4_t slm__dot4_s8x16(int32x4_t acc, int8x16_t a, int8x16_t b) {
     int16x8_t lo = vmull_s8(vget_low_s8(a), vget_low_s8(b)), hi = vmull_high_s8(a, b);
-    return vpadalq_s16(acc, vpaddq_s16(lo, hi));   /* pairs of products: |sum| <= 2 * 128 * 127 */
+    return vpadalq_s16(acc, vpaddq_s16(lo, hi)); /* pairs of products: |sum| <= 2 * 128 * 127 */
 }
-#define SLM__DOT_LANE(acc, w, x, lane) slm__dot4_s8x16((acc), (w), vreinterpretq_s8_s32(vdupq_laneq_s32(vreinterpretq_s32_s8(x), (lane))))
+#define SLM__DOT_LANE(acc, w, x, lane) \
+    slm__dot4_s8x16((acc), (w), vreinterpretq_s8_s32(vdupq_laneq_s32(vreinterpretq_s32_s8(x), (lane))))
 #endif
 
 /* nt (1 or 2) is a constant at each call, so the token loops unroll into registers */
@@ -2789,35 +3230,41 @@ SLM__INLINE void slm__gemm_r16_nt(int type, const uint8_t *group, int nb, const 
         int8x16_t xlo[2], xhi[2];
         __builtin_prefetch(q + SLM__PREFETCH);
         __builtin_prefetch(q + SLM__PREFETCH + 128);
-        if (is_q8) { __builtin_prefetch(q + SLM__PREFETCH + 256); __builtin_prefetch(q + SLM__PREFETCH + 384); }
+        if (is_q8) {
+            __builtin_prefetch(q + SLM__PREFETCH + 256);
+            __builtin_prefetch(q + SLM__PREFETCH + 384);
+        }
         SLM__UNROLL for (t = 0; t < nt; t++) {
             xlo[t] = vld1q_s8(x[t * xs + b].q);
             xhi[t] = vld1q_s8(x[t * xs + b].q + 16);
             SLM__UNROLL for (h = 0; h < 4; h++) isum[t][h] = vdupq_n_s32(0);
         }
         if (is_q8) {
-#define SLM__R16_Q8_LINE(k, xv, lane)                                                            \
-            SLM__UNROLL for (h = 0; h < 4; h++) {                                                            \
-                int8x16_t wv = vld1q_s8((const int8_t *)q + (k) * line + 16 * h);               \
-                SLM__UNROLL for (t = 0; t < nt; t++) isum[t][h] = SLM__DOT_LANE(isum[t][h], wv, xv[t], lane); \
-            }
-            SLM__R16_Q8_LINE(0, xlo, 0) SLM__R16_Q8_LINE(1, xlo, 1) SLM__R16_Q8_LINE(2, xlo, 2) SLM__R16_Q8_LINE(3, xlo, 3)
-            SLM__R16_Q8_LINE(4, xhi, 0) SLM__R16_Q8_LINE(5, xhi, 1) SLM__R16_Q8_LINE(6, xhi, 2) SLM__R16_Q8_LINE(7, xhi, 3)
+#define SLM__R16_Q8_LINE(k, xv, lane)                                                                 \
+    SLM__UNROLL for (h = 0; h < 4; h++) {                                                             \
+        int8x16_t wv = vld1q_s8((const int8_t *)q + (k)*line + 16 * h);                               \
+        SLM__UNROLL for (t = 0; t < nt; t++) isum[t][h] = SLM__DOT_LANE(isum[t][h], wv, xv[t], lane); \
+    }
+            SLM__R16_Q8_LINE(0, xlo, 0)
+            SLM__R16_Q8_LINE(1, xlo, 1) SLM__R16_Q8_LINE(2, xlo, 2) SLM__R16_Q8_LINE(3, xlo, 3)
+                SLM__R16_Q8_LINE(4, xhi, 0) SLM__R16_Q8_LINE(5, xhi, 1) SLM__R16_Q8_LINE(6, xhi, 2)
+                    SLM__R16_Q8_LINE(7, xhi, 3)
 #undef SLM__R16_Q8_LINE
         } else {
             /* nibbles 0..15 as they are; the offset of 8 comes off once per block */
-#define SLM__R16_Q4_LINE(k)                                                                      \
-            SLM__UNROLL for (h = 0; h < 4; h++) {                                                            \
-                uint8x16_t wv = vld1q_u8(q + (k) * line + 16 * h);                               \
-                int8x16_t lo = vreinterpretq_s8_u8(vandq_u8(wv, vdupq_n_u8(0x0f)));               \
-                int8x16_t hi = vreinterpretq_s8_u8(vshrq_n_u8(wv, 4));                            \
-                SLM__UNROLL for (t = 0; t < nt; t++)                                                         \
-                    isum[t][h] = SLM__DOT_LANE(SLM__DOT_LANE(isum[t][h], lo, xlo[t], k), hi, xhi[t], k); \
-            }
-            SLM__R16_Q4_LINE(0) SLM__R16_Q4_LINE(1) SLM__R16_Q4_LINE(2) SLM__R16_Q4_LINE(3)
+#define SLM__R16_Q4_LINE(k)                                                         \
+    SLM__UNROLL for (h = 0; h < 4; h++) {                                           \
+        uint8x16_t wv = vld1q_u8(q + (k)*line + 16 * h);                            \
+        int8x16_t lo = vreinterpretq_s8_u8(vandq_u8(wv, vdupq_n_u8(0x0f)));         \
+        int8x16_t hi = vreinterpretq_s8_u8(vshrq_n_u8(wv, 4));                      \
+        SLM__UNROLL for (t = 0; t < nt; t++) isum[t][h] =                           \
+            SLM__DOT_LANE(SLM__DOT_LANE(isum[t][h], lo, xlo[t], k), hi, xhi[t], k); \
+    }
+            SLM__R16_Q4_LINE(0)
+            SLM__R16_Q4_LINE(1) SLM__R16_Q4_LINE(2) SLM__R16_Q4_LINE(3)
 #undef SLM__R16_Q4_LINE
-            SLM__UNROLL for (t = 0; t < nt; t++)
-                SLM__UNROLL for (h = 0; h < 4; h++) isum[t][h] = vsubq_s32(isum[t][h], vdupq_n_s32(8 * xsum[t * xs + b]));
+                SLM__UNROLL for (t = 0; t < nt; t++) SLM__UNROLL for (h = 0; h < 4; h++) isum[t][h] =
+                    vsubq_s32(isum[t][h], vdupq_n_s32(8 * xsum[t * xs + b]));
         }
         SLM__UNROLL for (t = 0; t < nt; t++) {
             float dx = slm_fp16_to_fp32(x[t * xs + b].d);
@@ -2836,14 +3283,15 @@ SLM__INLINE void slm__gemm_r16_nt(int type, const uint8_t *group, int nb, const 
 /* two tokens per pass over the group: what the registers hold */
 static void slm__gemm_r16(int type, const uint8_t *group, int nb, const slm__block_q8_0 *x, const int32_t *xsum,
                           size_t xs, int nt, float *y, size_t ys) {
-    for (; nt >= 2; nt -= 2, x += 2 * xs, xsum += 2 * xs, y += 2 * ys) slm__gemm_r16_nt(type, group, nb, x, xsum, xs, 2, y, ys);
+    for (; nt >= 2; nt -= 2, x += 2 * xs, xsum += 2 * xs, y += 2 * ys)
+        slm__gemm_r16_nt(type, group, nb, x, xsum, xs, 2, y, ys);
     if (nt) slm__gemm_r16_nt(type, group, nb, x, xsum, xs, 1, y, ys);
 }
 #else
-#define slm__gemm_r16 slm__gemm_r16_ref
+#define slm__gemm_r16            slm__gemm_r16_ref
 #define slm__quantize_act_blocks slm__quantize_act_blocks_ref
-#define slm__axpy_f32 slm__axpy_f32_ref
-#define slm__axpy_f16 slm__axpy_f16_ref
+#define slm__axpy_f32            slm__axpy_f32_ref
+#define slm__axpy_f16            slm__axpy_f16_ref
 #endif
 
 /* Attention for the query heads that share one KV head: each key row is
@@ -2854,7 +3302,8 @@ static void slm__gemm_r16(int type, const uint8_t *group, int nb, const slm__blo
 #define SLM__GROUP 8
 #if defined(SLM__AVX2)
 /* nq is a constant at each call below, so the accumulators stay in registers */
-SLM__INLINE void slm__dot_group_nq(const uint16_t *k16, const float *k32, const float *q, size_t stride, const int nq, int n, float *out) {
+SLM__INLINE void slm__dot_group_nq(const uint16_t *k16, const float *k32, const float *q, size_t stride, const int nq,
+                                   int n, float *out) {
     __m256 acc[SLM__GROUP];
     int i, j = 0;
     SLM__UNROLL for (i = 0; i < nq; i++) acc[i] = _mm256_setzero_ps();
@@ -2862,16 +3311,19 @@ SLM__INLINE void slm__dot_group_nq(const uint16_t *k16, const float *k32, const 
         __m256 kv = k16 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(k16 + j))) : _mm256_loadu_ps(k32 + j);
         SLM__UNROLL for (i = 0; i < nq; i++) acc[i] = _mm256_fmadd_ps(kv, _mm256_loadu_ps(q + i * stride + j), acc[i]);
     }
-    for (i = 0; i < nq; i++) {   /* the tails written as in slm__dot_f16 / slm__dot_f32, for the same rounding */
+    for (i = 0; i < nq; i++) { /* the tails written as in slm__dot_f16 / slm__dot_f32, for the same rounding */
         const float *x = q + i * stride;
         float sum = slm__hsum256(acc[i]);
         int jj;
-        if (k16) for (jj = j; jj < n; jj++) sum += slm_fp16_to_fp32(k16[jj]) * x[jj];
-        else for (jj = j; jj < n; jj++) sum += k32[jj] * x[jj];
+        if (k16)
+            for (jj = j; jj < n; jj++) sum += slm_fp16_to_fp32(k16[jj]) * x[jj];
+        else
+            for (jj = j; jj < n; jj++) sum += k32[jj] * x[jj];
         out[i] = sum;
     }
 }
-static void slm__dot_group(const uint16_t *k16, const float *k32, const float *q, size_t stride, int nq, int n, float *out) {
+static void slm__dot_group(const uint16_t *k16, const float *k32, const float *q, size_t stride, int nq, int n,
+                           float *out) {
     switch (nq) {
     case 1: slm__dot_group_nq(k16, k32, q, stride, 1, n, out); break;
     case 2: slm__dot_group_nq(k16, k32, q, stride, 2, n, out); break;
@@ -2891,41 +3343,42 @@ static void slm__dot_f32_group(const float *k, const float *q, size_t stride, in
 }
 /* 64 columns of one head's output in eight registers over all positions:
    the same fused multiply-adds, in the same order, as slm__axpy_* per position */
-#define SLM__ATTN_VALUES(NAME, T, LOAD8, SCALAR)                                                        \
-static void NAME(float *out, size_t out_stride, const float *att, size_t att_stride, const T *v, size_t v_stride, \
-                 int n_pos, int nq, int n) {                                                             \
-    int h, j, p, i;                                                                                      \
-    for (h = 0; h < nq; h++) {                                                                           \
-        const float *a = att + h * att_stride;                                                           \
-        float *o = out + h * out_stride;                                                                 \
-        for (j = 0; j + 64 <= n; j += 64) {                                                              \
-            __m256 acc[8];                                                                               \
-            SLM__UNROLL for (i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();                            \
-            for (p = 0; p < n_pos; p++) {                                                                \
-                const T *vp = v + p * v_stride + j;                                                      \
-                __m256 ap = _mm256_set1_ps(a[p]);                                                        \
-                SLM__UNROLL for (i = 0; i < 8; i++) acc[i] = _mm256_fmadd_ps(ap, LOAD8(vp + 8 * i), acc[i]); \
-            }                                                                                            \
-            SLM__UNROLL for (i = 0; i < 8; i++) _mm256_storeu_ps(o + j + 8 * i, acc[i]);                 \
-        }                                                                                                \
-        for (; j + 8 <= n; j += 8) {                                                                     \
-            __m256 acc = _mm256_setzero_ps();                                                            \
-            for (p = 0; p < n_pos; p++) acc = _mm256_fmadd_ps(_mm256_set1_ps(a[p]), LOAD8(v + p * v_stride + j), acc); \
-            _mm256_storeu_ps(o + j, acc);                                                                \
-        }                                                                                                \
-        for (; j < n; j++) {                                                                             \
-            float sum = 0.0f;                                                                            \
-            for (p = 0; p < n_pos; p++) sum = fmaf(a[p], SCALAR(v[p * v_stride + j]), sum);              \
-            o[j] = sum;                                                                                  \
-        }                                                                                                \
-    }                                                                                                    \
-}
+#define SLM__ATTN_VALUES(NAME, T, LOAD8, SCALAR)                                                                      \
+    static void NAME(float *out, size_t out_stride, const float *att, size_t att_stride, const T *v, size_t v_stride, \
+                     int n_pos, int nq, int n) {                                                                      \
+        int h, j, p, i;                                                                                               \
+        for (h = 0; h < nq; h++) {                                                                                    \
+            const float *a = att + h * att_stride;                                                                    \
+            float *o = out + h * out_stride;                                                                          \
+            for (j = 0; j + 64 <= n; j += 64) {                                                                       \
+                __m256 acc[8];                                                                                        \
+                SLM__UNROLL for (i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();                                     \
+                for (p = 0; p < n_pos; p++) {                                                                         \
+                    const T *vp = v + p * v_stride + j;                                                               \
+                    __m256 ap = _mm256_set1_ps(a[p]);                                                                 \
+                    SLM__UNROLL for (i = 0; i < 8; i++) acc[i] = _mm256_fmadd_ps(ap, LOAD8(vp + 8 * i), acc[i]);      \
+                }                                                                                                     \
+                SLM__UNROLL for (i = 0; i < 8; i++) _mm256_storeu_ps(o + j + 8 * i, acc[i]);                          \
+            }                                                                                                         \
+            for (; j + 8 <= n; j += 8) {                                                                              \
+                __m256 acc = _mm256_setzero_ps();                                                                     \
+                for (p = 0; p < n_pos; p++)                                                                           \
+                    acc = _mm256_fmadd_ps(_mm256_set1_ps(a[p]), LOAD8(v + p * v_stride + j), acc);                    \
+                _mm256_storeu_ps(o + j, acc);                                                                         \
+            }                                                                                                         \
+            for (; j < n; j++) {                                                                                      \
+                float sum = 0.0f;                                                                                     \
+                for (p = 0; p < n_pos; p++) sum = fmaf(a[p], SCALAR(v[p * v_stride + j]), sum);                       \
+                o[j] = sum;                                                                                           \
+            }                                                                                                         \
+        }                                                                                                             \
+    }
 #define SLM__LOAD8_F16(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p)))
 #define SLM__LOAD8_F32(p) _mm256_loadu_ps(p)
-#define SLM__AS_FLOAT(x) (x)
+#define SLM__AS_FLOAT(x)  (x)
 SLM__ATTN_VALUES(slm__attn_values_f16, uint16_t, SLM__LOAD8_F16, slm_fp16_to_fp32)
 SLM__ATTN_VALUES(slm__attn_values_f32, float, SLM__LOAD8_F32, SLM__AS_FLOAT)
-#else   /* one head at a time */
+#else /* one head at a time */
 static void slm__dot_f16_group(const uint16_t *k, const float *q, size_t stride, int nq, int n, float *out) {
     int i;
     for (i = 0; i < nq; i++) out[i] = slm__dot_f16(k, q + i * stride, n);
@@ -2970,9 +3423,12 @@ static void slm__quantize_kv_q8_0(const float *x, slm__block_q8_0 *y, int n) {
 }
 
 /* value j of a row of q8_0 blocks */
-SLM__INLINE float slm__q8_0_at(const slm__block_q8_0 *b, int j) { return slm_fp16_to_fp32(b[j / SLM__QK].d) * (float)b[j / SLM__QK].q[j % SLM__QK]; }
+SLM__INLINE float slm__q8_0_at(const slm__block_q8_0 *b, int j) {
+    return slm_fp16_to_fp32(b[j / SLM__QK].d) * (float)b[j / SLM__QK].q[j % SLM__QK];
+}
 
-SLM__MAYBE_UNUSED static void slm__dot_q8_0_group_ref(const slm__block_q8_0 *k, const float *q, size_t stride, int nq, int n, float *out) {
+SLM__MAYBE_UNUSED static void slm__dot_q8_0_group_ref(const slm__block_q8_0 *k, const float *q, size_t stride, int nq,
+                                                      int n, float *out) {
     int i, j;
     for (i = 0; i < nq; i++) {
         float sum = 0.0f;
@@ -2982,8 +3438,9 @@ SLM__MAYBE_UNUSED static void slm__dot_q8_0_group_ref(const slm__block_q8_0 *k, 
 }
 
 /* out[h] = sum over positions p of att[h][p] * v[p] (v[p] at v + p * v_stride blocks) */
-SLM__MAYBE_UNUSED static void slm__attn_values_q8_0_ref(float *out, size_t out_stride, const float *att, size_t att_stride,
-                                                       const slm__block_q8_0 *v, size_t v_stride, int n_pos, int nq, int n) {
+SLM__MAYBE_UNUSED static void slm__attn_values_q8_0_ref(float *out, size_t out_stride, const float *att,
+                                                        size_t att_stride, const slm__block_q8_0 *v, size_t v_stride,
+                                                        int n_pos, int nq, int n) {
     int h, p, j;
     for (h = 0; h < nq; h++) {
         float *o = out + h * out_stride;
@@ -3000,7 +3457,8 @@ SLM__INLINE __m256 slm__load8_q8(const slm__block_q8_0 *b, int j, __m256 d) {
     return _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(b->q + j)))));
 }
 /* nq is a constant at each call below, so the accumulators stay in registers */
-SLM__INLINE void slm__dot_q8_0_group_nq(const slm__block_q8_0 *k, const float *q, size_t stride, const int nq, int n, float *out) {
+SLM__INLINE void slm__dot_q8_0_group_nq(const slm__block_q8_0 *k, const float *q, size_t stride, const int nq, int n,
+                                        float *out) {
     __m256 acc[SLM__GROUP];
     int i, b, j;
     SLM__UNROLL for (i = 0; i < nq; i++) acc[i] = _mm256_setzero_ps();
@@ -3009,7 +3467,8 @@ SLM__INLINE void slm__dot_q8_0_group_nq(const slm__block_q8_0 *k, const float *q
         __m256 d = _mm256_set1_ps(slm_fp16_to_fp32(k[b].d));
         for (j = 0; j + 8 <= len; j += 8) {
             __m256 kv = slm__load8_q8(k + b, j, d);
-            SLM__UNROLL for (i = 0; i < nq; i++) acc[i] = _mm256_fmadd_ps(kv, _mm256_loadu_ps(q + i * stride + b * SLM__QK + j), acc[i]);
+            SLM__UNROLL for (i = 0; i < nq; i++) acc[i] =
+                _mm256_fmadd_ps(kv, _mm256_loadu_ps(q + i * stride + b * SLM__QK + j), acc[i]);
         }
     }
     for (i = 0; i < nq; i++) {
@@ -3039,8 +3498,8 @@ SLM__INLINE void slm__attn_block_q8_0(float *o, const float *a, const slm__block
     for (p = 0; p < n_pos; p++) {
         const slm__block_q8_0 *vb = v + p * v_stride;
         __m256 c = _mm256_set1_ps(a[p] * slm_fp16_to_fp32(vb->d));
-        SLM__UNROLL for (i = 0; i < 4; i++)
-            acc[i] = _mm256_fmadd_ps(c, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(vb->q + 8 * i)))), acc[i]);
+        SLM__UNROLL for (i = 0; i < 4; i++) acc[i] = _mm256_fmadd_ps(
+            c, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(vb->q + 8 * i)))), acc[i]);
     }
     SLM__UNROLL for (i = 0; i < 4; i++) _mm256_storeu_ps(o + 8 * i, acc[i]);
 }
@@ -3090,16 +3549,17 @@ SLM__INLINE void slm__attn_block_q8_0(float *o, const float *a, const slm__block
 }
 #endif
 #if defined(SLM__AVX2) || defined(SLM__AVX512) || defined(SLM__NEON)
-static void slm__attn_values_q8_0(float *out, size_t out_stride, const float *att, size_t att_stride, const slm__block_q8_0 *v,
-                                  size_t v_stride, int n_pos, int nq, int n) {
+static void slm__attn_values_q8_0(float *out, size_t out_stride, const float *att, size_t att_stride,
+                                  const slm__block_q8_0 *v, size_t v_stride, int n_pos, int nq, int n) {
     int h, b, p, j;
     for (h = 0; h < nq; h++) {
         const float *a = att + h * att_stride;
         float *o = out + h * out_stride;
         for (b = 0; b * SLM__QK < n; b++) {
             int len = SLM__MIN(SLM__QK, n - b * SLM__QK);
-            if (len == SLM__QK) slm__attn_block_q8_0(o + b * SLM__QK, a, v + b, v_stride, n_pos);
-            else   /* the partial last block of a head_dim that is not a multiple of 32 */
+            if (len == SLM__QK)
+                slm__attn_block_q8_0(o + b * SLM__QK, a, v + b, v_stride, n_pos);
+            else /* the partial last block of a head_dim that is not a multiple of 32 */
                 for (j = 0; j < len; j++) {
                     float sum = 0.0f;
                     for (p = 0; p < n_pos; p++) sum += a[p] * slm__q8_0_at(v + p * v_stride, b * SLM__QK + j);
@@ -3109,7 +3569,7 @@ static void slm__attn_values_q8_0(float *out, size_t out_stride, const float *at
     }
 }
 #else
-#define slm__dot_q8_0_group slm__dot_q8_0_group_ref
+#define slm__dot_q8_0_group   slm__dot_q8_0_group_ref
 #define slm__attn_values_q8_0 slm__attn_values_q8_0_ref
 #endif
 
@@ -3126,18 +3586,23 @@ static float slm__dot_q4_0(const slm__block_q4_0 *w, const slm__block_q8_0 *x, i
 
 /* Outputs row..row+nr-1 (nr <= 4) of W x for one token's activations (x, or
    xq for quantized weights). */
-static void slm__rows_dot(const slm__tensor *w, int row, int nr, const float *x, const slm__block_q8_0 *xq, float *out) {
+static void slm__rows_dot(const slm__tensor *w, int row, int nr, const float *x, const slm__block_q8_0 *xq,
+                          float *out) {
     const uint8_t *base = (const uint8_t *)w->data + (size_t)row * w->row_size;
     int n = (int)w->ne[0], i;
     if (w->type == SLM_TYPE_Q8_0 || w->type == SLM_TYPE_Q4_0) {
         const void *rows[4];
         for (i = 0; i < nr; i++) rows[i] = base + (size_t)i * w->row_size;
         if (w->type == SLM_TYPE_Q8_0) {
-            if (nr == 4) slm__dotn_q8_0((const slm__block_q8_0 *const *)rows, 4, xq, n / SLM__QK, out);
-            else for (i = 0; i < nr; i++) out[i] = slm__dot_q8_0((const slm__block_q8_0 *)rows[i], xq, n / SLM__QK);
+            if (nr == 4)
+                slm__dotn_q8_0((const slm__block_q8_0 *const *)rows, 4, xq, n / SLM__QK, out);
+            else
+                for (i = 0; i < nr; i++) out[i] = slm__dot_q8_0((const slm__block_q8_0 *)rows[i], xq, n / SLM__QK);
         } else {
-            if (nr == 4) slm__dotn_q4_0((const slm__block_q4_0 *const *)rows, 4, xq, n / SLM__QK, out);
-            else for (i = 0; i < nr; i++) out[i] = slm__dot_q4_0((const slm__block_q4_0 *)rows[i], xq, n / SLM__QK);
+            if (nr == 4)
+                slm__dotn_q4_0((const slm__block_q4_0 *const *)rows, 4, xq, n / SLM__QK, out);
+            else
+                for (i = 0; i < nr; i++) out[i] = slm__dot_q4_0((const slm__block_q4_0 *)rows[i], xq, n / SLM__QK);
         }
         return;
     }
@@ -3152,14 +3617,17 @@ static void slm__rows_dot(const slm__tensor *w, int row, int nr, const float *x,
     }
 }
 
-static int slm__type_is_quantized(int type) { type = slm__block_type(type); return type == SLM_TYPE_Q8_0 || type == SLM_TYPE_Q4_0; }
+static int slm__type_is_quantized(int type) {
+    type = slm__block_type(type);
+    return type == SLM_TYPE_Q8_0 || type == SLM_TYPE_Q4_0;
+}
 
 /* y[t][r] (or += with accumulate) for rows r0..r1 of w and n_tok tokens. Rows
    go in groups of four: each group's weights are read from memory once and
    reused from cache by every token of the batch. */
 static void slm__matmul(const slm__tensor *w, int r0, int r1, const float *x, size_t x_stride,
-                        const slm__block_q8_0 *xq, const int32_t *xsum, size_t xq_stride, int n_tok,
-                        float *y, size_t y_stride, int accumulate) {
+                        const slm__block_q8_0 *xq, const int32_t *xsum, size_t xq_stride, int n_tok, float *y,
+                        size_t y_stride, int accumulate) {
     int r, t, i;
     if (slm__type_is_r16(w->type)) {
         /* whole groups of 16 rows, four tokens at a time; a group cut by r0 or
@@ -3172,11 +3640,14 @@ static void slm__matmul(const slm__tensor *w, int r0, int r1, const float *x, si
             for (t = 0; t < n_tok; t += 4) {
                 float d[4 * SLM__R16];
                 int nt = SLM__MIN(4, n_tok - t), tt;
-                slm__gemm_r16(w->type, group, nb, xq + (size_t)t * xq_stride, xsum + (size_t)t * xq_stride, xq_stride, nt, d, SLM__R16);
+                slm__gemm_r16(w->type, group, nb, xq + (size_t)t * xq_stride, xsum + (size_t)t * xq_stride, xq_stride,
+                              nt, d, SLM__R16);
                 for (tt = 0; tt < nt; tt++) {
                     float *yt = y + (size_t)(t + tt) * y_stride + g * SLM__R16;
-                    if (accumulate) for (i = lo; i < hi; i++) yt[i] += d[tt * SLM__R16 + i];
-                    else for (i = lo; i < hi; i++) yt[i] = d[tt * SLM__R16 + i];
+                    if (accumulate)
+                        for (i = lo; i < hi; i++) yt[i] += d[tt * SLM__R16 + i];
+                    else
+                        for (i = lo; i < hi; i++) yt[i] = d[tt * SLM__R16 + i];
                 }
             }
         }
@@ -3187,8 +3658,10 @@ static void slm__matmul(const slm__tensor *w, int r0, int r1, const float *x, si
         for (t = 0; t < n_tok; t++) {
             float d[4], *yt = y + (size_t)t * y_stride + r;
             slm__rows_dot(w, r, nr, x + (size_t)t * x_stride, xq ? xq + (size_t)t * xq_stride : NULL, d);
-            if (accumulate) for (i = 0; i < nr; i++) yt[i] += d[i];
-            else for (i = 0; i < nr; i++) yt[i] = d[i];
+            if (accumulate)
+                for (i = 0; i < nr; i++) yt[i] += d[i];
+            else
+                for (i = 0; i < nr; i++) yt[i] = d[i];
         }
     }
 }
@@ -3205,34 +3678,40 @@ static void slm__matmul(const slm__tensor *w, int r0, int r1, const float *x, si
    All buffers are allocated in slm_session_new; nothing is allocated per
    token. */
 
-#define SLM__BATCH 64   /* tokens per pass of slm_eval: enough to reuse each weight row from cache */
+#define SLM__BATCH 64 /* tokens per pass of slm_eval: enough to reuse each weight row from cache */
 #ifndef SLM__WORK_PER_THREAD
-#define SLM__WORK_PER_THREAD 4000000u   /* multiply-adds that justify one more thread (tests set 1) */
+#define SLM__WORK_PER_THREAD 4000000u /* multiply-adds that justify one more thread (tests set 1) */
 #endif
 
-typedef struct slm__cand { float logit; slm_token id; } slm__cand;   /* sampler scratch */
-typedef struct slm__step { long next, done; char pad[64 - 2 * sizeof(long)]; } slm__step;   /* one pass step's work counters, own cache line */
+typedef struct slm__cand {
+    float logit;
+    slm_token id;
+} slm__cand; /* sampler scratch */
+typedef struct slm__step {
+    long next, done;
+    char pad[64 - 2 * sizeof(long)];
+} slm__step; /* one pass step's work counters, own cache line */
 
 struct slm_session {
     const slm_model *model;
     slm_allocator alloc;
     int n_ctx, n_threads, kv_type, n_past, logits_valid, n_batch;
     int kv_dim, q_dim, xq_blocks;
-    slm_token *tokens;             /* what the KV cache holds, n_ctx */
-    float *x, *xn, *q, *k, *v, *ao, *hb, *hb2;   /* [n_batch][width] */
-    float *att;                    /* [n_threads][att_rows][n_ctx] attention scores */
-    int att_chunks, att_rows;      /* chunks of <= SLM__GROUP query heads per KV head, heads per chunk */
-    float *rope_cs;                /* [n_batch][head_dim/2][2] cos, sin */
+    slm_token *tokens;                         /* what the KV cache holds, n_ctx */
+    float *x, *xn, *q, *k, *v, *ao, *hb, *hb2; /* [n_batch][width] */
+    float *att;                                /* [n_threads][att_rows][n_ctx] attention scores */
+    int att_chunks, att_rows;                  /* chunks of <= SLM__GROUP query heads per KV head, heads per chunk */
+    float *rope_cs;                            /* [n_batch][head_dim/2][2] cos, sin */
     float *logits;
     slm__block_q8_0 *xq;           /* [n_batch][xq_blocks] activations quantized for q8_0/q4_0 weights */
     int32_t *xq_sum;               /* [n_batch][xq_blocks] sum of each block's quants, for the _R16 kernels */
     void *key_cache, *value_cache; /* [layer][pos][kv head] rows of kv_head_bytes: head_dim f32, f16 or q8_0 blocks */
     size_t kv_head_bytes;
     float *rope_freq;
-    slm__step *steps;              /* work counters of one pass's steps */
+    slm__step *steps; /* work counters of one pass's steps */
     int n_steps;
 #ifdef SLM__PTHREADS
-    pthread_t *pool;               /* n_threads - 1 threads; the caller is the first of the team */
+    pthread_t *pool; /* n_threads - 1 threads; the caller is the first of the team */
     struct slm__pool_member *pool_members;
     int pool_size, pool_sync_ok;
     pthread_mutex_t pool_mu;
@@ -3250,7 +3729,9 @@ struct slm_session {
 
 static slm_result slm__fail(slm_session *s, slm_result code, const char *fmt, ...) {
     va_list ap;
-    va_start(ap, fmt); slm__vformat(s->error, sizeof s->error, fmt, ap); va_end(ap);
+    va_start(ap, fmt);
+    slm__vformat(s->error, sizeof s->error, fmt, ap);
+    va_end(ap);
     slm__log(s->model->log, s->model->log_user, SLM_LOG_ERROR, "%s", s->error);
     return code;
 }
@@ -3268,8 +3749,12 @@ static void slm__rmsnorm(float *o, const float *x, const float *weight, int n, f
 static void slm__softmax(float *x, int n) {
     float max = x[0], sum = 0.0f;
     int i;
-    for (i = 1; i < n; i++) if (x[i] > max) max = x[i];
-    for (i = 0; i < n; i++) { x[i] = expf(x[i] - max); sum += x[i]; }
+    for (i = 1; i < n; i++)
+        if (x[i] > max) max = x[i];
+    for (i = 0; i < n; i++) {
+        x[i] = expf(x[i] - max);
+        sum += x[i];
+    }
     for (i = 0; i < n; i++) x[i] /= sum;
 }
 
@@ -3282,7 +3767,7 @@ static void slm__add_bias(float *x, const slm__tensor *b, int offset, int n) {
 static void slm__rope_head(const slm_session *s, float *v, const float *cs) {
     const slm_model_info *in = &s->model->info;
     int half = in->head_dim / 2, i;
-    int stride = in->rope_kind == 1 ? half : 1;   /* partner of element a: a+half (NeoX) or a+1 */
+    int stride = in->rope_kind == 1 ? half : 1; /* partner of element a: a+half (NeoX) or a+1 */
     for (i = 0; i < half; i++) {
         int a = in->rope_kind == 1 ? i : 2 * i;
         float v0 = v[a], v1 = v[a + stride], c = cs[2 * i], sn = cs[2 * i + 1];
@@ -3305,15 +3790,14 @@ static void *slm__kv_at(const slm_session *s, void *cache, int layer, int pos, i
    the rest: whoever runs takes the work. */
 #if defined(__GNUC__) || defined(__clang__)
 #define SLM__ATOMIC_ADD(p, v) __atomic_fetch_add((p), (v), __ATOMIC_ACQ_REL)
-#define SLM__ATOMIC_LOAD(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define SLM__ATOMIC_LOAD(p)   __atomic_load_n((p), __ATOMIC_ACQUIRE)
 #elif defined(_MSC_VER)
 #include <intrin.h>
 #define SLM__ATOMIC_ADD(p, v) _InterlockedExchangeAdd((volatile long *)(p), (long)(v))
-#define SLM__ATOMIC_LOAD(p) _InterlockedOr((volatile long *)(p), 0)
+#define SLM__ATOMIC_LOAD(p)   _InterlockedOr((volatile long *)(p), 0)
 #else
-#undef SLM__THREADS   /* no atomics known for this compiler: one thread */
+#undef SLM__THREADS /* no atomics known for this compiler: one thread */
 #endif
-
 
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #define SLM__CPU_RELAX() __builtin_ia32_pause()
@@ -3328,16 +3812,17 @@ static void *slm__kv_at(const slm_session *s, void *cache, int layer, int pos, i
 typedef struct slm__worker {
     slm_session *s;
     int nth, step;
-    long local, claimed;     /* single thread: the item counter; several: items this thread did */
+    long local, claimed; /* single thread: the item counter; several: items this thread did */
 } slm__worker;
 
 static long slm__next_item(slm__worker *w, long n) {
     long i;
 #ifdef SLM__THREADS
-    if (w->nth > 1) i = SLM__ATOMIC_ADD(&w->s->steps[w->step].next, 1L);
+    if (w->nth > 1)
+        i = SLM__ATOMIC_ADD(&w->s->steps[w->step].next, 1L);
     else
 #endif
-    i = w->local++;
+        i = w->local++;
     if (i >= n) return -1;
     w->claimed++;
     return i;
@@ -3355,7 +3840,7 @@ static void slm__step_done(slm__worker *w, long n) {
                 SLM__CPU_RELAX();
             } else {
 #if defined(SLM__PTHREADS) || defined(SLM__MMAP_POSIX)
-                sched_yield();   /* another process has the core: let it finish */
+                sched_yield(); /* another process has the core: let it finish */
 #elif defined(SLM__MMAP_WIN32)
                 SwitchToThread();
 #endif
@@ -3370,9 +3855,8 @@ static void slm__step_done(slm__worker *w, long n) {
     w->local = 0;
 }
 
-
 #define SLM__FOR_ITEMS(w, i, n) for ((i) = slm__next_item((w), (n)); (i) >= 0; (i) = slm__next_item((w), (n)))
-#define SLM__ROWS_PER_ITEM 16
+#define SLM__ROWS_PER_ITEM      16
 
 /* Token t's activations x[0..n) as q8_0 blocks, with each block's sum of
    quants for the interleaved kernels. */
@@ -3401,28 +3885,34 @@ static void slm__attend(slm_session *s, int layer, int t, int h0, int nh, float 
     const float *q = s->q + (size_t)t * s->q_dim + (size_t)h0 * hd;
     float *out = s->ao + (size_t)t * s->q_dim + (size_t)h0 * hd, scale = sqrtf((float)hd), sc[SLM__GROUP];
     int kh = h0 / (in->n_heads / in->n_kv_heads);
-    size_t kv_stride = (size_t)in->n_kv_heads * s->kv_head_bytes;   /* bytes from one position to the next */
+    size_t kv_stride = (size_t)in->n_kv_heads * s->kv_head_bytes; /* bytes from one position to the next */
     const uint8_t *values = (const uint8_t *)slm__kv_at(s, s->value_cache, layer, 0, kh);
     for (p = 0; p <= pos; p++) {
         const void *key = slm__kv_at(s, s->key_cache, layer, p, kh);
-        if (s->kv_type == SLM_TYPE_F32) slm__dot_f32_group((const float *)key, q, (size_t)hd, nh, hd, sc);
-        else if (s->kv_type == SLM_TYPE_F16) slm__dot_f16_group((const uint16_t *)key, q, (size_t)hd, nh, hd, sc);
-        else slm__dot_q8_0_group((const slm__block_q8_0 *)key, q, (size_t)hd, nh, hd, sc);
+        if (s->kv_type == SLM_TYPE_F32)
+            slm__dot_f32_group((const float *)key, q, (size_t)hd, nh, hd, sc);
+        else if (s->kv_type == SLM_TYPE_F16)
+            slm__dot_f16_group((const uint16_t *)key, q, (size_t)hd, nh, hd, sc);
+        else
+            slm__dot_q8_0_group((const slm__block_q8_0 *)key, q, (size_t)hd, nh, hd, sc);
         for (h = 0; h < nh; h++) att[(size_t)h * s->n_ctx + p] = sc[h] / scale;
     }
     for (h = 0; h < nh; h++) slm__softmax(att + (size_t)h * s->n_ctx, pos + 1);
     if (s->kv_type == SLM_TYPE_F32)
-        slm__attn_values_f32(out, (size_t)hd, att, (size_t)s->n_ctx, (const float *)values, kv_stride / sizeof(float), pos + 1, nh, hd);
+        slm__attn_values_f32(out, (size_t)hd, att, (size_t)s->n_ctx, (const float *)values, kv_stride / sizeof(float),
+                             pos + 1, nh, hd);
     else if (s->kv_type == SLM_TYPE_F16)
-        slm__attn_values_f16(out, (size_t)hd, att, (size_t)s->n_ctx, (const uint16_t *)values, kv_stride / sizeof(uint16_t), pos + 1, nh, hd);
+        slm__attn_values_f16(out, (size_t)hd, att, (size_t)s->n_ctx, (const uint16_t *)values,
+                             kv_stride / sizeof(uint16_t), pos + 1, nh, hd);
     else
-        slm__attn_values_q8_0(out, (size_t)hd, att, (size_t)s->n_ctx, (const slm__block_q8_0 *)values, kv_stride / sizeof(slm__block_q8_0),
-                              pos + 1, nh, hd);
+        slm__attn_values_q8_0(out, (size_t)hd, att, (size_t)s->n_ctx, (const slm__block_q8_0 *)values,
+                              kv_stride / sizeof(slm__block_q8_0), pos + 1, nh, hd);
 }
 
 /* Rows [16 i, 16 i + 16) of matrices w[0..count) stacked on top of each other. */
-static void slm__matmul_item(const slm_session *s, long item, int per, const slm__tensor *const *w, float *const *y, const int *y_stride,
-                             int count, const float *x, size_t x_stride, int n_tok, int accumulate) {
+static void slm__matmul_item(const slm_session *s, long item, int per, const slm__tensor *const *w, float *const *y,
+                             const int *y_stride, int count, const float *x, size_t x_stride, int n_tok,
+                             int accumulate) {
     int a = (int)item * per;
     slm__matmul_stacked(s, w, y, y_stride, count, a, a + per, x, x_stride, n_tok, accumulate);
 }
@@ -3442,18 +3932,23 @@ static void slm__forward_worker(slm_session *s, const slm_token *tokens, int n, 
     const slm_model_info *in = &m->info;
     int dim = in->dim, hd = in->head_dim, ffn = in->ffn_dim, qd = s->q_dim, kvd = s->kv_dim;
     int n_heads = in->n_heads, n_kv = in->n_kv_heads, l, t, i;
-    float eps = in->norm_eps, *att = s->att + (size_t)slot * s->att_rows * s->n_ctx;   /* this thread's score rows */
+    float eps = in->norm_eps, *att = s->att + (size_t)slot * s->att_rows * s->n_ctx; /* this thread's score rows */
     long it, n_items;
     int per;
     slm__worker w;
-    w.s = s; w.nth = nth; w.step = 0; w.local = 0; w.claimed = 0;
+    w.s = s;
+    w.nth = nth;
+    w.step = 0;
+    w.local = 0;
+    w.claimed = 0;
 
     SLM__FOR_ITEMS(&w, it, n) {
         float pos_f = (float)(s->n_past + it) * in->rope_freq_scale, *cs = s->rope_cs + (size_t)it * hd;
         if (slm__type_is_r16(m->tok_embd->type))
             slm__r16_dequantize_row(m->tok_embd->type, m->tok_embd->data, dim, tokens[it], s->x + (size_t)it * dim);
         else
-            slm_dequantize_row(m->tok_embd->type, (const uint8_t *)m->tok_embd->data + (size_t)tokens[it] * m->tok_embd->row_size,
+            slm_dequantize_row(m->tok_embd->type,
+                               (const uint8_t *)m->tok_embd->data + (size_t)tokens[it] * m->tok_embd->row_size,
                                s->x + (size_t)it * dim, dim);
         for (i = 0; i < hd / 2; i++) {
             float val = pos_f * s->rope_freq[i];
@@ -3467,9 +3962,15 @@ static void slm__forward_worker(slm_session *s, const slm_token *tokens, int n, 
         const slm__tensor *qkv_w[3];
         float *qkv_y[3];
         int qkv_stride[3];
-        qkv_w[0] = L->wq; qkv_w[1] = L->wk; qkv_w[2] = L->wv;
-        qkv_y[0] = s->q; qkv_y[1] = s->k; qkv_y[2] = s->v;
-        qkv_stride[0] = qd; qkv_stride[1] = kvd; qkv_stride[2] = kvd;
+        qkv_w[0] = L->wq;
+        qkv_w[1] = L->wk;
+        qkv_w[2] = L->wv;
+        qkv_y[0] = s->q;
+        qkv_y[1] = s->k;
+        qkv_y[2] = s->v;
+        qkv_stride[0] = qd;
+        qkv_stride[1] = kvd;
+        qkv_stride[2] = kvd;
 
         /* attention block */
         SLM__FOR_ITEMS(&w, it, n) {
@@ -3479,7 +3980,8 @@ static void slm__forward_worker(slm_session *s, const slm_token *tokens, int n, 
         }
         slm__step_done(&w, n);
         n_items = slm__row_items(&w, qd + 2 * kvd, &per);
-        SLM__FOR_ITEMS(&w, it, n_items) slm__matmul_item(s, it, per, qkv_w, qkv_y, qkv_stride, 3, s->xn, (size_t)dim, n, 0);
+        SLM__FOR_ITEMS(&w, it, n_items)
+        slm__matmul_item(s, it, per, qkv_w, qkv_y, qkv_stride, 3, s->xn, (size_t)dim, n, 0);
         slm__step_done(&w, n_items);
         n_items = (long)n * (n_heads + n_kv);
         SLM__FOR_ITEMS(&w, it, n_items) {
@@ -3493,8 +3995,12 @@ static void slm__forward_worker(slm_session *s, const slm_token *tokens, int n, 
             } else {
                 int j, kh = h - n_heads;
                 float *k = s->k + (size_t)tt * kvd + (size_t)kh * hd, *v = s->v + (size_t)tt * kvd + (size_t)kh * hd;
-                void *kc = slm__kv_at(s, s->key_cache, l, s->n_past + tt, kh), *vc = slm__kv_at(s, s->value_cache, l, s->n_past + tt, kh);
-                if (L->bk) { slm__add_bias(k, L->bk, kh * hd, hd); slm__add_bias(v, L->bv, kh * hd, hd); }
+                void *kc = slm__kv_at(s, s->key_cache, l, s->n_past + tt, kh),
+                     *vc = slm__kv_at(s, s->value_cache, l, s->n_past + tt, kh);
+                if (L->bk) {
+                    slm__add_bias(k, L->bk, kh * hd, hd);
+                    slm__add_bias(v, L->bv, kh * hd, hd);
+                }
                 if (L->k_norm) slm__rmsnorm(k, k, (const float *)L->k_norm->data, hd, eps);
                 slm__rope_head(s, k, cs);
                 if (s->kv_type == SLM_TYPE_F32) {
@@ -3515,8 +4021,10 @@ static void slm__forward_worker(slm_session *s, const slm_token *tokens, int n, 
         /* items: a token's query heads that share a KV head, SLM__GROUP at most */
         n_items = (long)n * n_kv * s->att_chunks;
         SLM__FOR_ITEMS(&w, it, n_items) {
-            int per_kv = n_heads / n_kv, c = (int)(it % s->att_chunks), h0 = (int)(it / s->att_chunks % n_kv) * per_kv + c * SLM__GROUP;
-            slm__attend(s, l, (int)(it / ((long)n_kv * s->att_chunks)), h0, SLM__MIN(SLM__GROUP, per_kv - c * SLM__GROUP), att);
+            int per_kv = n_heads / n_kv, c = (int)(it % s->att_chunks),
+                h0 = (int)(it / s->att_chunks % n_kv) * per_kv + c * SLM__GROUP;
+            slm__attend(s, l, (int)(it / ((long)n_kv * s->att_chunks)), h0,
+                        SLM__MIN(SLM__GROUP, per_kv - c * SLM__GROUP), att);
         }
         slm__step_done(&w, n_items);
         if (slm__type_is_quantized(L->wo->type)) {
@@ -3524,7 +4032,8 @@ static void slm__forward_worker(slm_session *s, const slm_token *tokens, int n, 
             slm__step_done(&w, n);
         }
         n_items = slm__row_items(&w, dim, &per);
-        SLM__FOR_ITEMS(&w, it, n_items) slm__matmul_item(s, it, per, &L->wo, &s->x, &dim, 1, s->ao, (size_t)qd, n, 1);   /* x += Wo attn */
+        SLM__FOR_ITEMS(&w, it, n_items)
+        slm__matmul_item(s, it, per, &L->wo, &s->x, &dim, 1, s->ao, (size_t)qd, n, 1); /* x += Wo attn */
         slm__step_done(&w, n_items);
 
         /* feed-forward block */
@@ -3543,7 +4052,7 @@ static void slm__forward_worker(slm_session *s, const slm_token *tokens, int n, 
                 float *g = s->hb + (size_t)t * ffn, *u = s->hb2 + (size_t)t * ffn;
                 for (i = a; i < b; i++) {
                     float val = g[i];
-                    val *= (1.0f / (1.0f + expf(-val)));   /* SiLU */
+                    val *= (1.0f / (1.0f + expf(-val))); /* SiLU */
                     g[i] = val * u[i];
                 }
             }
@@ -3554,7 +4063,8 @@ static void slm__forward_worker(slm_session *s, const slm_token *tokens, int n, 
             slm__step_done(&w, n);
         }
         n_items = slm__row_items(&w, dim, &per);
-        SLM__FOR_ITEMS(&w, it, n_items) slm__matmul_item(s, it, per, &L->w_down, &s->x, &dim, 1, s->hb, (size_t)ffn, n, 1);   /* x += Wdown h */
+        SLM__FOR_ITEMS(&w, it, n_items)
+        slm__matmul_item(s, it, per, &L->w_down, &s->x, &dim, 1, s->hb, (size_t)ffn, n, 1); /* x += Wdown h */
         slm__step_done(&w, n_items);
     }
     if (!want_logits) return;
@@ -3565,11 +4075,15 @@ static void slm__forward_worker(slm_session *s, const slm_token *tokens, int n, 
     slm__step_done(&w, 1);
     /* the last step needs no wait: the parallel region ends only when every thread is out */
     n_items = slm__row_items(&w, in->n_vocab, &per);
-    SLM__FOR_ITEMS(&w, it, n_items) slm__matmul_item(s, it, per, &m->output, &s->logits, &in->n_vocab, 1, s->xn, (size_t)dim, 1, 0);
+    SLM__FOR_ITEMS(&w, it, n_items)
+    slm__matmul_item(s, it, per, &m->output, &s->logits, &in->n_vocab, 1, s->xn, (size_t)dim, 1, 0);
 }
 
 #ifdef SLM__PTHREADS
-typedef struct slm__pool_member { slm_session *s; int slot; } slm__pool_member;
+typedef struct slm__pool_member {
+    slm_session *s;
+    int slot;
+} slm__pool_member;
 
 /* A pool thread: sleeps until a pass starts, takes part when its slot is in the team. */
 static void *slm__pool_main(void *arg) {
@@ -3606,7 +4120,10 @@ static void slm__forward(slm_session *s, const slm_token *tokens, int n, int wan
         slm__forward_worker(s, tokens, n, want_logits, omp_get_num_threads(), omp_get_thread_num());
 #else
         pthread_mutex_lock(&s->pool_mu);
-        s->job_tokens = tokens; s->job_n = n; s->job_logits = want_logits; s->job_nth = nth;
+        s->job_tokens = tokens;
+        s->job_n = n;
+        s->job_logits = want_logits;
+        s->job_nth = nth;
         s->pool_running = nth - 1;
         s->pool_generation++;
         pthread_cond_broadcast(&s->pool_start);
@@ -3618,7 +4135,7 @@ static void slm__forward(slm_session *s, const slm_token *tokens, int n, int wan
 #endif
     } else
 #endif
-    slm__forward_worker(s, tokens, n, want_logits, 1, 0);
+        slm__forward_worker(s, tokens, n, want_logits, 1, 0);
     memcpy(s->tokens + s->n_past, tokens, (size_t)n * sizeof(slm_token));
     s->n_past += n;
 }
@@ -3639,13 +4156,28 @@ SLM_API void slm_session_free(slm_session *s) {
         pthread_cond_destroy(&s->pool_start);
         pthread_cond_destroy(&s->pool_done);
     }
-    slm__free(a, s->pool); slm__free(a, s->pool_members);
+    slm__free(a, s->pool);
+    slm__free(a, s->pool_members);
 #endif
-    slm__free(a, s->tokens); slm__free(a, s->x); slm__free(a, s->xn); slm__free(a, s->q); slm__free(a, s->k);
-    slm__free(a, s->v); slm__free(a, s->ao); slm__free(a, s->hb); slm__free(a, s->hb2);
-    slm__free(a, s->att); slm__free(a, s->rope_cs); slm__free(a, s->logits); slm__free(a, s->xq); slm__free(a, s->xq_sum);
-    slm__free(a, s->key_cache); slm__free(a, s->value_cache);
-    slm__free(a, s->rope_freq); slm__free(a, s->cand); slm__free(a, s->steps);
+    slm__free(a, s->tokens);
+    slm__free(a, s->x);
+    slm__free(a, s->xn);
+    slm__free(a, s->q);
+    slm__free(a, s->k);
+    slm__free(a, s->v);
+    slm__free(a, s->ao);
+    slm__free(a, s->hb);
+    slm__free(a, s->hb2);
+    slm__free(a, s->att);
+    slm__free(a, s->rope_cs);
+    slm__free(a, s->logits);
+    slm__free(a, s->xq);
+    slm__free(a, s->xq_sum);
+    slm__free(a, s->key_cache);
+    slm__free(a, s->value_cache);
+    slm__free(a, s->rope_freq);
+    slm__free(a, s->cand);
+    slm__free(a, s->steps);
     a->free(s, a->user);
 }
 
@@ -3658,10 +4190,13 @@ static uint64_t slm__splitmix64(uint64_t *state) {
 
 static void slm__seed(slm_session *s, uint64_t seed) { s->rng = seed ? seed : 0x5EEDu; }
 
-static slm_result slm__session_new_fail(const slm_model *m, const slm_session_desc *d, slm_result code, const char *fmt, ...) {
+static slm_result slm__session_new_fail(const slm_model *m, const slm_session_desc *d, slm_result code, const char *fmt,
+                                        ...) {
     char msg[512];
     va_list ap;
-    va_start(ap, fmt); slm__vformat(msg, sizeof msg, fmt, ap); va_end(ap);
+    va_start(ap, fmt);
+    slm__vformat(msg, sizeof msg, fmt, ap);
+    va_end(ap);
     if (d->error && d->error_cap) slm__format(d->error, d->error_cap, "%s", msg);
     slm__log(m->log, m->log_user, SLM_LOG_ERROR, "%s", msg);
     return code;
@@ -3681,12 +4216,18 @@ SLM_API slm_result slm_session_new(slm_session **out, const slm_model *m, const 
     memset(&d, 0, sizeof d);
     if (desc) d = *desc;
     if (d.error && d.error_cap) d.error[0] = 0;
-    if (d.n_ctx < 0 || d.n_ctx > (1 << 24) || d.n_threads < 0 || (d.kv_type != 0 && d.kv_type != SLM_TYPE_F32 && d.kv_type != SLM_TYPE_F16 && d.kv_type != SLM_TYPE_Q8_0))
-        return slm__session_new_fail(m, &d, SLM_ERR_INVALID_ARG, "slm_session_new: n_ctx %d, n_threads %d or kv_type %d is invalid", d.n_ctx, d.n_threads, d.kv_type);
+    if (d.n_ctx < 0 || d.n_ctx > (1 << 24) || d.n_threads < 0 ||
+        (d.kv_type != 0 && d.kv_type != SLM_TYPE_F32 && d.kv_type != SLM_TYPE_F16 && d.kv_type != SLM_TYPE_Q8_0))
+        return slm__session_new_fail(m, &d, SLM_ERR_INVALID_ARG,
+                                     "slm_session_new: n_ctx %d, n_threads %d or kv_type %d is invalid", d.n_ctx,
+                                     d.n_threads, d.kv_type);
     if (in->n_tensors == 0)
-        return slm__session_new_fail(m, &d, SLM_ERR_UNSUPPORTED, "slm_session_new: the model file holds only a tokenizer (no weights)");
+        return slm__session_new_fail(m, &d, SLM_ERR_UNSUPPORTED,
+                                     "slm_session_new: the model file holds only a tokenizer (no weights)");
     if (d.n_ctx == 0) d.n_ctx = SLM__MIN(in->max_seq, 4096);
-    if (d.n_ctx > in->max_seq) slm__log(m->log, m->log_user, SLM_LOG_WARN, "n_ctx %d is longer than the model's training context %d", d.n_ctx, in->max_seq);
+    if (d.n_ctx > in->max_seq)
+        slm__log(m->log, m->log_user, SLM_LOG_WARN, "n_ctx %d is longer than the model's training context %d", d.n_ctx,
+                 in->max_seq);
 #if defined(SLM__OPENMP)
     if (d.n_threads == 0) d.n_threads = omp_get_max_threads();
 #elif defined(SLM__PTHREADS)
@@ -3701,16 +4242,26 @@ SLM_API slm_result slm_session_new(slm_session **out, const slm_model *m, const 
     a = m->alloc;
     s = (slm_session *)slm__calloc(&a, 1, sizeof(slm_session));
     if (!s) return slm__session_new_fail(m, &d, SLM_ERR_OOM, "slm_session_new: out of memory");
-    s->model = m; s->alloc = a;
-    s->n_ctx = d.n_ctx; s->n_threads = d.n_threads; s->kv_type = d.kv_type;
+    s->model = m;
+    s->alloc = a;
+    s->n_ctx = d.n_ctx;
+    s->n_threads = d.n_threads;
+    s->kv_type = d.kv_type;
     s->n_batch = SLM__MIN(SLM__BATCH, d.n_ctx);
     s->q_dim = in->n_heads * in->head_dim;
     s->kv_dim = in->n_kv_heads * in->head_dim;
     s->xq_blocks = SLM__MAX(SLM__MAX(in->dim, s->q_dim), in->ffn_dim) / SLM__QK + 1;
-    s->kv_head_bytes = d.kv_type == SLM_TYPE_F32 ? (size_t)in->head_dim * 4 : d.kv_type == SLM_TYPE_F16 ? (size_t)in->head_dim * 2
-                     : (size_t)(in->head_dim + SLM__QK - 1) / SLM__QK * sizeof(slm__block_q8_0);
+    s->kv_head_bytes = d.kv_type == SLM_TYPE_F32 ? (size_t)in->head_dim * 4
+                       : d.kv_type == SLM_TYPE_F16
+                           ? (size_t)in->head_dim * 2
+                           : (size_t)(in->head_dim + SLM__QK - 1) / SLM__QK * sizeof(slm__block_q8_0);
     kv_heads = (uint64_t)in->n_layers * (uint64_t)d.n_ctx * (uint64_t)in->n_kv_heads;
-    if (kv_heads > (uint64_t)((size_t)-1 / 2 / s->kv_head_bytes)) { slm_session_free(s); return slm__session_new_fail(m, &d, SLM_ERR_OOM, "slm_session_new: a KV cache of %llu values does not fit in memory", (unsigned long long)kv_heads * (uint64_t)in->head_dim * 2); }
+    if (kv_heads > (uint64_t)((size_t)-1 / 2 / s->kv_head_bytes)) {
+        slm_session_free(s);
+        return slm__session_new_fail(m, &d, SLM_ERR_OOM,
+                                     "slm_session_new: a KV cache of %llu values does not fit in memory",
+                                     (unsigned long long)kv_heads * (uint64_t)in->head_dim * 2);
+    }
     kv_bytes = (size_t)kv_heads * s->kv_head_bytes;
     nb = (size_t)s->n_batch;
     s->tokens = (slm_token *)slm__calloc(&a, (size_t)d.n_ctx, sizeof(slm_token));
@@ -3735,10 +4286,12 @@ SLM_API slm_result slm_session_new(slm_session **out, const slm_model *m, const 
     s->cand = (slm__cand *)slm__calloc(&a, (size_t)in->n_vocab, sizeof(slm__cand));
     s->n_steps = 10 * in->n_layers + 4;
     s->steps = (slm__step *)slm__calloc(&a, (size_t)s->n_steps, sizeof(slm__step));
-    if (!s->tokens || !s->x || !s->xn || !s->q || !s->k || !s->v || !s->ao || !s->hb || !s->hb2 || !s->att || !s->rope_cs ||
-        !s->logits || !s->xq || !s->xq_sum || !s->key_cache || !s->value_cache || !s->rope_freq || !s->cand || !s->steps) {
+    if (!s->tokens || !s->x || !s->xn || !s->q || !s->k || !s->v || !s->ao || !s->hb || !s->hb2 || !s->att ||
+        !s->rope_cs || !s->logits || !s->xq || !s->xq_sum || !s->key_cache || !s->value_cache || !s->rope_freq ||
+        !s->cand || !s->steps) {
         slm_session_free(s);
-        return slm__session_new_fail(m, &d, SLM_ERR_OOM, "slm_session_new: out of memory (KV cache %zu bytes)", kv_bytes * 2);
+        return slm__session_new_fail(m, &d, SLM_ERR_OOM, "slm_session_new: out of memory (KV cache %zu bytes)",
+                                     kv_bytes * 2);
     }
     for (i = 0; i < in->head_dim / 2; i++)
         s->rope_freq[i] = 1.0f / powf(in->rope_theta, (float)(2 * i) / (float)in->head_dim);
@@ -3747,11 +4300,16 @@ SLM_API slm_result slm_session_new(slm_session **out, const slm_model *m, const 
     if (s->n_threads > 1) {
         s->pool = (pthread_t *)slm__calloc(&a, (size_t)s->n_threads - 1, sizeof(pthread_t));
         s->pool_members = (slm__pool_member *)slm__calloc(&a, (size_t)s->n_threads - 1, sizeof(slm__pool_member));
-        if (!s->pool || !s->pool_members) { slm_session_free(s); return slm__session_new_fail(m, &d, SLM_ERR_OOM, "slm_session_new: out of memory"); }
+        if (!s->pool || !s->pool_members) {
+            slm_session_free(s);
+            return slm__session_new_fail(m, &d, SLM_ERR_OOM, "slm_session_new: out of memory");
+        }
         if (pthread_mutex_init(&s->pool_mu, NULL) == 0) {
             if (pthread_cond_init(&s->pool_start, NULL) == 0) {
-                if (pthread_cond_init(&s->pool_done, NULL) == 0) s->pool_sync_ok = 1;
-                else pthread_cond_destroy(&s->pool_start);
+                if (pthread_cond_init(&s->pool_done, NULL) == 0)
+                    s->pool_sync_ok = 1;
+                else
+                    pthread_cond_destroy(&s->pool_start);
             }
             if (!s->pool_sync_ok) pthread_mutex_destroy(&s->pool_mu);
         }
@@ -3761,7 +4319,7 @@ SLM_API slm_result slm_session_new(slm_session **out, const slm_model *m, const 
             if (pthread_create(&s->pool[i], NULL, slm__pool_main, &s->pool_members[i]) != 0) break;
             s->pool_size++;
         }
-        if (s->pool_size < s->n_threads - 1)   /* run with the threads the system gave */
+        if (s->pool_size < s->n_threads - 1) /* run with the threads the system gave */
             slm__log(m->log, m->log_user, SLM_LOG_WARN, "started %d of %d threads", s->pool_size + 1, s->n_threads);
         s->n_threads = s->pool_size + 1;
     }
@@ -3784,11 +4342,13 @@ SLM_API slm_result slm_eval(slm_session *s, const slm_token *tokens, int n) {
     if (!s) return SLM_ERR_INVALID_ARG;
     if (!tokens || n <= 0) return slm__fail(s, SLM_ERR_INVALID_ARG, "slm_eval: need at least one token (got %d)", n);
     if (n > s->n_ctx - s->n_past)
-        return slm__fail(s, SLM_ERR_CONTEXT_FULL, "slm_eval: %d tokens do not fit: %d of the %d-token context are used", n, s->n_past, s->n_ctx);
+        return slm__fail(s, SLM_ERR_CONTEXT_FULL, "slm_eval: %d tokens do not fit: %d of the %d-token context are used",
+                         n, s->n_past, s->n_ctx);
     n_vocab = s->model->info.n_vocab;
     for (i = 0; i < n; i++)
         if (tokens[i] < 0 || tokens[i] >= n_vocab)
-            return slm__fail(s, SLM_ERR_INVALID_ARG, "slm_eval: token %d at index %d is outside the vocabulary of %d", (int)tokens[i], i, n_vocab);
+            return slm__fail(s, SLM_ERR_INVALID_ARG, "slm_eval: token %d at index %d is outside the vocabulary of %d",
+                             (int)tokens[i], i, n_vocab);
     s->logits_valid = 0;
     for (i = 0; i < n; i += s->n_batch) {
         int chunk = SLM__MIN(s->n_batch, n - i);
@@ -3830,18 +4390,28 @@ static void slm__select_top(slm__cand *c, int n, int k) {
         while (i <= j) {
             while (slm__cand_cmp(&c[i], &pivot) < 0) i++;
             while (slm__cand_cmp(&c[j], &pivot) > 0) j--;
-            if (i <= j) { t = c[i]; c[i] = c[j]; c[j] = t; i++; j--; }
+            if (i <= j) {
+                t = c[i];
+                c[i] = c[j];
+                c[j] = t;
+                i++;
+                j--;
+            }
         }
-        if (k - 1 <= j) hi = j;
-        else if (k - 1 >= i) lo = i;
-        else break;
+        if (k - 1 <= j)
+            hi = j;
+        else if (k - 1 >= i)
+            lo = i;
+        else
+            break;
     }
 }
 
 static int slm__opts_valid(const slm_gen_opts *o) {
-    return o->max_tokens >= 0 && o->n_stop >= 0 && (o->n_stop == 0 || o->stop) && o->top_k >= 0 && o->repeat_last_n >= 0 &&
-           o->temperature == o->temperature && o->top_p >= 0.0f && o->min_p >= 0.0f && o->min_p <= 1.0f &&
-           o->repeat_penalty >= 0.0f && o->repeat_penalty < 1e30f;   /* comparisons are false for NaN */
+    return o->max_tokens >= 0 && o->n_stop >= 0 && (o->n_stop == 0 || o->stop) && o->top_k >= 0 &&
+           o->repeat_last_n >= 0 && o->temperature == o->temperature && o->top_p >= 0.0f && o->min_p >= 0.0f &&
+           o->min_p <= 1.0f && o->repeat_penalty >= 0.0f &&
+           o->repeat_penalty < 1e30f; /* comparisons are false for NaN */
 }
 
 SLM_API slm_token slm_sample(slm_session *s, const slm_gen_opts *opts) {
@@ -3850,13 +4420,23 @@ SLM_API slm_token slm_sample(slm_session *s, const slm_gen_opts *opts) {
     int n, i;
     float penalty;
     if (!s) return -1;
-    if (!s->logits_valid) { slm__fail(s, SLM_ERR_INVALID_ARG, "slm_sample: no logits: evaluate tokens first"); return -1; }
+    if (!s->logits_valid) {
+        slm__fail(s, SLM_ERR_INVALID_ARG, "slm_sample: no logits: evaluate tokens first");
+        return -1;
+    }
     memset(&o, 0, sizeof o);
     if (opts) o = *opts;
-    if (!slm__opts_valid(&o)) { slm__fail(s, SLM_ERR_INVALID_ARG, "slm_sample: invalid options (top_k %d, top_p %g, min_p %g)", o.top_k, (double)o.top_p, (double)o.min_p); return -1; }
+    if (!slm__opts_valid(&o)) {
+        slm__fail(s, SLM_ERR_INVALID_ARG, "slm_sample: invalid options (top_k %d, top_p %g, min_p %g)", o.top_k,
+                  (double)o.top_p, (double)o.min_p);
+        return -1;
+    }
     n = s->model->info.n_vocab;
     c = s->cand;
-    for (i = 0; i < n; i++) { c[i].logit = s->logits[i]; c[i].id = i; }
+    for (i = 0; i < n; i++) {
+        c[i].logit = s->logits[i];
+        c[i].id = i;
+    }
     penalty = o.repeat_penalty;
     if (penalty > 0.0f && penalty != 1.0f) {
         int last_n = o.repeat_last_n > 0 ? o.repeat_last_n : 64, t;
@@ -3864,44 +4444,67 @@ SLM_API slm_token slm_sample(slm_session *s, const slm_gen_opts *opts) {
         for (t = SLM__MAX(0, s->n_past - last_n); t < s->n_past; t++) {
             slm_token id = s->tokens[t];
             int seen = 0, u;
-            for (u = SLM__MAX(0, s->n_past - last_n); u < t; u++) if (s->tokens[u] == id) { seen = 1; break; }
+            for (u = SLM__MAX(0, s->n_past - last_n); u < t; u++)
+                if (s->tokens[u] == id) {
+                    seen = 1;
+                    break;
+                }
             if (seen) continue;
             c[id].logit = c[id].logit > 0.0f ? c[id].logit / penalty : c[id].logit * penalty;
         }
     }
     if (!(o.temperature > 0.0f)) {
         int best = 0;
-        for (i = 1; i < n; i++) if (c[i].logit > c[best].logit) best = i;
+        for (i = 1; i < n; i++)
+            if (c[i].logit > c[best].logit) best = i;
         return c[best].id;
     }
     for (i = 0; i < n; i++) c[i].logit /= o.temperature;
-    if (o.top_k > 0 && o.top_k < n) { slm__select_top(c, n, o.top_k); n = o.top_k; }
-    {   /* softmax over the candidates; logit now holds a probability */
+    if (o.top_k > 0 && o.top_k < n) {
+        slm__select_top(c, n, o.top_k);
+        n = o.top_k;
+    }
+    { /* softmax over the candidates; logit now holds a probability */
         float max = c[0].logit, sum = 0.0f, r, acc;
-        for (i = 1; i < n; i++) if (c[i].logit > max) max = c[i].logit;
-        for (i = 0; i < n; i++) { c[i].logit = expf(c[i].logit - max); sum += c[i].logit; }
+        for (i = 1; i < n; i++)
+            if (c[i].logit > max) max = c[i].logit;
+        for (i = 0; i < n; i++) {
+            c[i].logit = expf(c[i].logit - max);
+            sum += c[i].logit;
+        }
         for (i = 0; i < n; i++) c[i].logit /= sum;
         if (o.min_p > 0.0f && o.min_p <= 1.0f) {
-            float pmax = 1.0f / sum, keep = o.min_p * pmax;   /* the best candidate had exp(0) = 1 */
+            float pmax = 1.0f / sum, keep = o.min_p * pmax; /* the best candidate had exp(0) = 1 */
             int k = 0;
-            for (i = 0; i < n; i++) if (c[i].logit >= keep) c[k++] = c[i];
+            for (i = 0; i < n; i++)
+                if (c[i].logit >= keep) c[k++] = c[i];
             n = k;
         }
         if (o.top_p > 0.0f && o.top_p < 1.0f) {
             /* candidates below (1-p)/(n-1) can never be inside the nucleus: drop them before sorting */
             float cutoff = (1.0f - o.top_p) / (float)(n > 1 ? n - 1 : 1), cum = 0.0f;
             int k = 0;
-            for (i = 0; i < n; i++) if (c[i].logit >= cutoff) c[k++] = c[i];
+            for (i = 0; i < n; i++)
+                if (c[i].logit >= cutoff) c[k++] = c[i];
             if (k == 0) k = n; /* cannot happen: the best candidate is >= 1/n */
             qsort(c, (size_t)k, sizeof *c, slm__cand_cmp);
-            for (i = 0; i < k; i++) { cum += c[i].logit; if (cum >= o.top_p) { i++; break; } }
+            for (i = 0; i < k; i++) {
+                cum += c[i].logit;
+                if (cum >= o.top_p) {
+                    i++;
+                    break;
+                }
+            }
             n = i;
         }
         sum = 0.0f;
         for (i = 0; i < n; i++) sum += c[i].logit;
         r = (float)(slm__splitmix64(&s->rng) >> 40) / 16777216.0f * sum;
         acc = 0.0f;
-        for (i = 0; i < n; i++) { acc += c[i].logit; if (r < acc) return c[i].id; }
+        for (i = 0; i < n; i++) {
+            acc += c[i].logit;
+            if (r < acc) return c[i].id;
+        }
         return c[n - 1].id;
     }
 }
@@ -3925,7 +4528,10 @@ typedef struct slm__stream {
 static void slm__emit(slm__stream *st, const char *p, size_t n) {
     size_t i;
     if (n == 0) return;
-    for (i = 0; i < n; i++) { if (st->out_len + 1 < st->out_cap) st->out[st->out_len] = p[i]; st->out_len++; }
+    for (i = 0; i < n; i++) {
+        if (st->out_len + 1 < st->out_cap) st->out[st->out_len] = p[i];
+        st->out_len++;
+    }
     if (st->o->on_token && !st->cancelled && st->o->on_token(st->o->user, p, (int)n)) st->cancelled = 1;
 }
 
@@ -3954,15 +4560,25 @@ static int slm__stream_push(slm__stream *st, const char *p, size_t n) {
         size_t sl = o->stop[k] ? strlen(o->stop[k]) : 0;
         if (!sl || sl > st->hold_len) continue;
         for (i = 0; i + sl <= st->hold_len && i < best; i++)
-            if (memcmp(st->hold + i, o->stop[k], sl) == 0) { best = i; break; }
+            if (memcmp(st->hold + i, o->stop[k], sl) == 0) {
+                best = i;
+                break;
+            }
     }
-    if (best != (size_t)-1) { slm__emit(st, st->hold, best); st->hold_len = 0; return 1; }
+    if (best != (size_t)-1) {
+        slm__emit(st, st->hold, best);
+        st->hold_len = 0;
+        return 1;
+    }
     safe = st->hold_len - slm__utf8_incomplete_tail(st->hold, st->hold_len);
     for (k = 0; k < o->n_stop; k++) {
         /* keep back the longest tail that could still grow into this stop string */
         size_t sl = o->stop[k] ? strlen(o->stop[k]) : 0, t;
         for (t = SLM__MIN(sl - (sl > 0), st->hold_len); t > 0; t--)
-            if (memcmp(st->hold + st->hold_len - t, o->stop[k], t) == 0) { if (st->hold_len - t < safe) safe = st->hold_len - t; break; }
+            if (memcmp(st->hold + st->hold_len - t, o->stop[k], t) == 0) {
+                if (st->hold_len - t < safe) safe = st->hold_len - t;
+                break;
+            }
     }
     slm__emit(st, st->hold, safe);
     memmove(st->hold, st->hold + safe, st->hold_len - safe);
@@ -3970,8 +4586,8 @@ static int slm__stream_push(slm__stream *st, const char *p, size_t n) {
     return 0;
 }
 
-SLM_API slm_result slm_generate(slm_session *s, const char *prompt, const slm_gen_opts *opts,
-                                char *out, size_t out_cap, size_t *out_len) {
+SLM_API slm_result slm_generate(slm_session *s, const char *prompt, const slm_gen_opts *opts, char *out, size_t out_cap,
+                                size_t *out_len) {
     const slm_model *m;
     const slm__vocab *v;
     slm_gen_opts o;
@@ -3986,19 +4602,23 @@ SLM_API slm_result slm_generate(slm_session *s, const char *prompt, const slm_ge
     memset(&s->stats, 0, sizeof s->stats);
     s->stats.stop_reason = SLM_STOP_ERROR;
     if (!prompt) return slm__fail(s, SLM_ERR_INVALID_ARG, "slm_generate: prompt is NULL");
-    if (!out && out_cap) return slm__fail(s, SLM_ERR_INVALID_ARG, "slm_generate: out is NULL but out_cap is %zu", out_cap);
+    if (!out && out_cap)
+        return slm__fail(s, SLM_ERR_INVALID_ARG, "slm_generate: out is NULL but out_cap is %zu", out_cap);
     memset(&o, 0, sizeof o);
     if (opts) o = *opts;
     if (!slm__opts_valid(&o))
-        return slm__fail(s, SLM_ERR_INVALID_ARG, "slm_generate: invalid options (max_tokens %d, n_stop %d, top_k %d, top_p %g, min_p %g)",
+        return slm__fail(s, SLM_ERR_INVALID_ARG,
+                         "slm_generate: invalid options (max_tokens %d, n_stop %d, top_k %d, top_p %g, min_p %g)",
                          o.max_tokens, o.n_stop, o.top_k, (double)o.top_p, (double)o.min_p);
-    m = s->model; v = &m->vocab;
+    m = s->model;
+    v = &m->vocab;
 
     plen = strlen(prompt);
     n = slm_tokenize(m, prompt, plen, SLM_TOK_BOS | SLM_TOK_SPECIAL, NULL, 0);
     if (n < 0) n = -n;
     s->stats.n_prompt = n;
-    if (n > s->n_ctx) return slm__fail(s, SLM_ERR_CONTEXT_FULL, "slm_generate: the prompt is %d tokens, the context %d", n, s->n_ctx);
+    if (n > s->n_ctx)
+        return slm__fail(s, SLM_ERR_CONTEXT_FULL, "slm_generate: the prompt is %d tokens, the context %d", n, s->n_ctx);
     if (n > 0) {
         toks = (slm_token *)slm__alloc(&s->alloc, (size_t)n * sizeof(slm_token));
         if (!toks) return slm__fail(s, SLM_ERR_OOM, "slm_generate: out of memory");
@@ -4016,7 +4636,10 @@ SLM_API slm_result slm_generate(slm_session *s, const char *prompt, const slm_ge
     for (common = 0; common < n && common < s->n_past && s->tokens[common] == toks[common]; common++) {}
     s->stats.n_cached = common;
     if (n > 0 && !(common == n && s->n_past == n && s->logits_valid)) {
-        if (common == n) { common--; s->stats.n_cached = common; }
+        if (common == n) {
+            common--;
+            s->stats.n_cached = common;
+        }
         slm_rewind(s, common);
         r = slm_eval(s, toks + common, n - common);
     }
@@ -4024,8 +4647,11 @@ SLM_API slm_result slm_generate(slm_session *s, const char *prompt, const slm_ge
     if (r != SLM_OK) return r;
 
     memset(&st, 0, sizeof st);
-    st.o = &o; st.out = out; st.out_cap = out_cap;
-    for (k = 0; k < o.n_stop; k++) if (o.stop[k] && strlen(o.stop[k]) > st.max_stop) st.max_stop = strlen(o.stop[k]);
+    st.o = &o;
+    st.out = out;
+    st.out_cap = out_cap;
+    for (k = 0; k < o.n_stop; k++)
+        if (o.stop[k] && strlen(o.stop[k]) > st.max_stop) st.max_stop = strlen(o.stop[k]);
     st.hold_cap = st.max_stop + (size_t)v->max_piece_len + 8;
     st.hold = (char *)slm__alloc(&s->alloc, st.hold_cap);
     if (!st.hold) return slm__fail(s, SLM_ERR_OOM, "slm_generate: out of memory");
@@ -4036,20 +4662,39 @@ SLM_API slm_result slm_generate(slm_session *s, const char *prompt, const slm_ge
         const char *piece;
         int piece_len;
         tok = slm_sample(s, &o);
-        if (tok < 0) { r = SLM_ERR_INVALID_ARG; s->stats.stop_reason = SLM_STOP_ERROR; break; }
+        if (tok < 0) {
+            r = SLM_ERR_INVALID_ARG;
+            s->stats.stop_reason = SLM_STOP_ERROR;
+            break;
+        }
         for (k = 0; k < v->n_eog && v->eog[k] != tok; k++) {}
-        if (k < v->n_eog) { s->stats.stop_reason = SLM_STOP_END_OF_TEXT; break; }
+        if (k < v->n_eog) {
+            s->stats.stop_reason = SLM_STOP_END_OF_TEXT;
+            break;
+        }
         s->stats.n_generated++;
         if (slm_token_type(m, tok) != SLM_TOKEN_CONTROL && (piece = slm_token_piece(m, tok, &piece_len)) != NULL) {
-            if (strip_space && piece_len > 0 && piece[0] == ' ') { piece++; piece_len--; }
+            if (strip_space && piece_len > 0 && piece[0] == ' ') {
+                piece++;
+                piece_len--;
+            }
             strip_space = 0;
-            if (slm__stream_push(&st, piece, (size_t)piece_len)) s->stats.stop_reason = SLM_STOP_STRING;
-            else if (st.cancelled) { r = SLM_ERR_CANCELLED; s->stats.stop_reason = SLM_STOP_CANCELLED; }
+            if (slm__stream_push(&st, piece, (size_t)piece_len))
+                s->stats.stop_reason = SLM_STOP_STRING;
+            else if (st.cancelled) {
+                r = SLM_ERR_CANCELLED;
+                s->stats.stop_reason = SLM_STOP_CANCELLED;
+            }
         }
         if (s->stats.stop_reason != SLM_STOP_NONE) break;
-        if (o.max_tokens > 0 && s->stats.n_generated >= o.max_tokens) { s->stats.stop_reason = SLM_STOP_MAX_TOKENS; break; }
+        if (o.max_tokens > 0 && s->stats.n_generated >= o.max_tokens) {
+            s->stats.stop_reason = SLM_STOP_MAX_TOKENS;
+            break;
+        }
         if (s->n_past >= s->n_ctx) {
-            r = slm__fail(s, SLM_ERR_CONTEXT_FULL, "slm_generate: the %d-token context filled after %d generated tokens", s->n_ctx, s->stats.n_generated);
+            r = slm__fail(s, SLM_ERR_CONTEXT_FULL,
+                          "slm_generate: the %d-token context filled after %d generated tokens", s->n_ctx,
+                          s->stats.n_generated);
             s->stats.stop_reason = SLM_STOP_CONTEXT_FULL;
             break;
         }
@@ -4057,8 +4702,13 @@ SLM_API slm_result slm_generate(slm_session *s, const char *prompt, const slm_ge
         s->logits_valid = 1;
     }
     if (r != SLM_ERR_CANCELLED) slm__emit(&st, st.hold, st.hold_len);
-    if (st.cancelled && r == SLM_OK) { r = SLM_ERR_CANCELLED; s->stats.stop_reason = SLM_STOP_CANCELLED; }
-    if (r == SLM_ERR_CANCELLED) slm__format(s->error, sizeof s->error, "slm_generate: cancelled by on_token after %d tokens", s->stats.n_generated);
+    if (st.cancelled && r == SLM_OK) {
+        r = SLM_ERR_CANCELLED;
+        s->stats.stop_reason = SLM_STOP_CANCELLED;
+    }
+    if (r == SLM_ERR_CANCELLED)
+        slm__format(s->error, sizeof s->error, "slm_generate: cancelled by on_token after %d tokens",
+                    s->stats.n_generated);
     slm__free(&s->alloc, st.hold);
     if (out && out_cap) out[st.out_len < out_cap ? st.out_len : out_cap - 1] = 0;
     if (out_len) *out_len = st.out_len;
@@ -4071,9 +4721,15 @@ SLM_API slm_result slm_generate(slm_session *s, const char *prompt, const slm_ge
    these it is; here a conversation becomes the exact prompt text the model
    was trained on. BOS is left to the tokenizer. */
 
-typedef struct slm__writer { char *out; size_t cap, len; } slm__writer;
+typedef struct slm__writer {
+    char *out;
+    size_t cap, len;
+} slm__writer;
 static void slm__put(slm__writer *w, const char *s) {
-    for (; *s; s++) { if (w->len + 1 < w->cap) w->out[w->len] = *s; w->len++; }
+    for (; *s; s++) {
+        if (w->len + 1 < w->cap) w->out[w->len] = *s;
+        w->len++;
+    }
 }
 
 /* The system prompt a ChatML template adds when a conversation has none
@@ -4089,17 +4745,24 @@ static const char *slm__default_system(const char *jinja, char *buf, size_t cap)
         p += strlen(starts[k]);
         for (n = 0; *p && n + 1 < cap; p++) {
             if (k < 2 && strncmp(p, "<|im_end|>", 10) == 0) break;
-            if (*p == '\'' || *p == '{' || *p == '}') break;   /* end of the literal, or not a literal at all */
-            if (p[0] == '\\' && p[1]) { p++; buf[n++] = *p == 'n' ? '\n' : *p; continue; }
+            if (*p == '\'' || *p == '{' || *p == '}') break; /* end of the literal, or not a literal at all */
+            if (p[0] == '\\' && p[1]) {
+                p++;
+                buf[n++] = *p == 'n' ? '\n' : *p;
+                continue;
+            }
             buf[n++] = *p;
         }
-        if (n > 0 && (k == 2 ? *p == '\'' : strncmp(p, "<|im_end|>", 10) == 0)) { buf[n] = 0; return buf; }
+        if (n > 0 && (k == 2 ? *p == '\'' : strncmp(p, "<|im_end|>", 10) == 0)) {
+            buf[n] = 0;
+            return buf;
+        }
     }
     return NULL;
 }
 
-SLM_API int slm_chat_format(const slm_model *m, int tmpl, const slm_chat_message *msgs, int n_msgs,
-                            int add_assistant, char *out, size_t cap) {
+SLM_API int slm_chat_format(const slm_model *m, int tmpl, const slm_chat_message *msgs, int n_msgs, int add_assistant,
+                            char *out, size_t cap) {
     slm__writer w;
     const char *system = NULL, *eos = "</s>";
     char eos_buf[64];
@@ -4107,52 +4770,98 @@ SLM_API int slm_chat_format(const slm_model *m, int tmpl, const slm_chat_message
     if (!m || n_msgs < 0 || (n_msgs > 0 && !msgs) || (!out && cap)) return -1;
     if (tmpl == 0) tmpl = m->vocab.chat_template;
     if (tmpl < SLM_CHAT_CHATML || tmpl > SLM_CHAT_ZEPHYR) return -1;
-    for (i = 0; i < n_msgs; i++) if (!msgs[i].role || !msgs[i].content) return -1;
-    if (m->vocab.eos >= 0) {   /* Zephyr and Llama-2 close a turn with the model's own EOS text */
+    for (i = 0; i < n_msgs; i++)
+        if (!msgs[i].role || !msgs[i].content) return -1;
+    if (m->vocab.eos >= 0) { /* Zephyr and Llama-2 close a turn with the model's own EOS text */
         uint32_t len;
         const char *t = slm__vocab_text(&m->vocab, m->vocab.eos, &len);
-        if (len > 0 && len < sizeof eos_buf) { memcpy(eos_buf, t, len); eos_buf[len] = 0; eos = eos_buf; }
+        if (len > 0 && len < sizeof eos_buf) {
+            memcpy(eos_buf, t, len);
+            eos_buf[len] = 0;
+            eos = eos_buf;
+        }
     }
-    w.out = out; w.cap = cap; w.len = 0;
+    w.out = out;
+    w.cap = cap;
+    w.len = 0;
     if (tmpl == SLM_CHAT_CHATML && (n_msgs == 0 || strcmp(msgs[0].role, "system") != 0)) {
         char def[512];
         const char *d = slm__default_system(slm_model_meta(m, "chat_template"), def, sizeof def);
-        if (d) { slm__put(&w, "<|im_start|>system\n"); slm__put(&w, d); slm__put(&w, "<|im_end|>\n"); }
+        if (d) {
+            slm__put(&w, "<|im_start|>system\n");
+            slm__put(&w, d);
+            slm__put(&w, "<|im_end|>\n");
+        }
     }
     for (i = 0; i < n_msgs; i++) {
         const char *role = msgs[i].role, *content = msgs[i].content;
         int is_system = strcmp(role, "system") == 0, is_user = strcmp(role, "user") == 0;
         switch (tmpl) {
         case SLM_CHAT_CHATML:
-            slm__put(&w, "<|im_start|>"); slm__put(&w, role); slm__put(&w, "\n"); slm__put(&w, content); slm__put(&w, "<|im_end|>\n");
+            slm__put(&w, "<|im_start|>");
+            slm__put(&w, role);
+            slm__put(&w, "\n");
+            slm__put(&w, content);
+            slm__put(&w, "<|im_end|>\n");
             break;
         case SLM_CHAT_LLAMA3:
-            slm__put(&w, "<|start_header_id|>"); slm__put(&w, role); slm__put(&w, "<|end_header_id|>\n\n");
-            slm__put(&w, content); slm__put(&w, "<|eot_id|>");
+            slm__put(&w, "<|start_header_id|>");
+            slm__put(&w, role);
+            slm__put(&w, "<|end_header_id|>\n\n");
+            slm__put(&w, content);
+            slm__put(&w, "<|eot_id|>");
             break;
         case SLM_CHAT_PHI3:
-            slm__put(&w, "<|"); slm__put(&w, role); slm__put(&w, "|>\n"); slm__put(&w, content); slm__put(&w, "<|end|>\n");
+            slm__put(&w, "<|");
+            slm__put(&w, role);
+            slm__put(&w, "|>\n");
+            slm__put(&w, content);
+            slm__put(&w, "<|end|>\n");
             break;
         case SLM_CHAT_ZEPHYR:
-            slm__put(&w, "<|"); slm__put(&w, role); slm__put(&w, "|>\n"); slm__put(&w, content); slm__put(&w, eos); slm__put(&w, "\n");
+            slm__put(&w, "<|");
+            slm__put(&w, role);
+            slm__put(&w, "|>\n");
+            slm__put(&w, content);
+            slm__put(&w, eos);
+            slm__put(&w, "\n");
             break;
-        case SLM_CHAT_GEMMA:   /* no system role: it opens the first user turn */
-            if (is_system) { system = content; break; }
-            slm__put(&w, "<start_of_turn>"); slm__put(&w, is_user ? "user" : "model"); slm__put(&w, "\n");
-            if (is_user && system && first_user) { slm__put(&w, system); slm__put(&w, "\n\n"); }
+        case SLM_CHAT_GEMMA: /* no system role: it opens the first user turn */
+            if (is_system) {
+                system = content;
+                break;
+            }
+            slm__put(&w, "<start_of_turn>");
+            slm__put(&w, is_user ? "user" : "model");
+            slm__put(&w, "\n");
+            if (is_user && system && first_user) {
+                slm__put(&w, system);
+                slm__put(&w, "\n\n");
+            }
             if (is_user) first_user = 0;
-            slm__put(&w, content); slm__put(&w, "<end_of_turn>\n");
+            slm__put(&w, content);
+            slm__put(&w, "<end_of_turn>\n");
             break;
-        case SLM_CHAT_LLAMA2:   /* [INST] <<SYS>> ... <</SYS>> user [/INST] answer</s><s>[INST] ... */
-            if (is_system) { system = content; break; }
+        case SLM_CHAT_LLAMA2: /* [INST] <<SYS>> ... <</SYS>> user [/INST] answer</s><s>[INST] ... */
+            if (is_system) {
+                system = content;
+                break;
+            }
             if (is_user) {
                 if (!first_user) slm__put(&w, "<s>");
                 slm__put(&w, "[INST] ");
-                if (system && first_user) { slm__put(&w, "<<SYS>>\n"); slm__put(&w, system); slm__put(&w, "\n<</SYS>>\n\n"); }
-                slm__put(&w, content); slm__put(&w, " [/INST]");
+                if (system && first_user) {
+                    slm__put(&w, "<<SYS>>\n");
+                    slm__put(&w, system);
+                    slm__put(&w, "\n<</SYS>>\n\n");
+                }
+                slm__put(&w, content);
+                slm__put(&w, " [/INST]");
                 first_user = 0;
             } else {
-                slm__put(&w, " "); slm__put(&w, content); slm__put(&w, eos);
+                slm__put(&w, " ");
+                slm__put(&w, content);
+                slm__put(&w, eos);
             }
             break;
         }
@@ -4164,7 +4873,7 @@ SLM_API int slm_chat_format(const slm_model *m, int tmpl, const slm_chat_message
         case SLM_CHAT_PHI3: slm__put(&w, "<|assistant|>\n"); break;
         case SLM_CHAT_ZEPHYR: slm__put(&w, "<|assistant|>\n"); break;
         case SLM_CHAT_GEMMA: slm__put(&w, "<start_of_turn>model\n"); break;
-        case SLM_CHAT_LLAMA2: break;   /* the model answers right after [/INST] */
+        case SLM_CHAT_LLAMA2: break; /* the model answers right after [/INST] */
         }
     }
     if (cap) out[w.len < cap ? w.len : cap - 1] = 0;

@@ -37,8 +37,7 @@
 #include <arm_neon.h>
 #endif
 
-static double now(void)
-{
+static double now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
@@ -46,8 +45,7 @@ static double now(void)
 
 /* Sum of n bytes (n a multiple of 256) as 64-bit lanes; four independent
    accumulators so the adds never limit the loads. */
-static uint64_t sum_slice(const uint8_t *p, size_t n)
-{
+static uint64_t sum_slice(const uint8_t *p, size_t n) {
     size_t i;
 #if defined(__AVX512F__)
     __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
@@ -84,15 +82,19 @@ static uint64_t sum_slice(const uint8_t *p, size_t n)
 #else
     const uint64_t *q = (const uint64_t *)p;
     uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-    for (i = 0; i < n / 8; i += 4) { s0 += q[i]; s1 += q[i + 1]; s2 += q[i + 2]; s3 += q[i + 3]; }
+    for (i = 0; i < n / 8; i += 4) {
+        s0 += q[i];
+        s1 += q[i + 1];
+        s2 += q[i + 2];
+        s3 += q[i + 3];
+    }
     return s0 + s1 + s2 + s3;
 #endif
 }
 
 /* Multiply-adds per second of n rounds of eight independent accumulations;
    the asm barrier keeps the compiler from folding rounds together. */
-static double int8_rate(int q4, long n)
-{
+static double int8_rate(int q4, long n) {
     long r;
     int i;
     double t0 = now();
@@ -100,7 +102,10 @@ static double int8_rate(int q4, long n)
 #if defined(__AVX512VNNI__)
     __m512i x = _mm512_set1_epi8(3), w[8], acc[8];
     (void)q4;
-    for (i = 0; i < 8; i++) { w[i] = _mm512_set1_epi8((char)(i + 1)); acc[i] = _mm512_setzero_si512(); }
+    for (i = 0; i < 8; i++) {
+        w[i] = _mm512_set1_epi8((char)(i + 1));
+        acc[i] = _mm512_setzero_si512();
+    }
     for (r = 0; r < n; r++) {
         for (i = 0; i < 8; i++) acc[i] = _mm512_dpbusd_epi32(acc[i], w[i], x);
         __asm__ volatile("" : "+v"(x));
@@ -111,12 +116,17 @@ static double int8_rate(int q4, long n)
     return (double)n * 8 * 64 / (now() - t0);
 #elif defined(__AVX2__)
     __m256i x = _mm256_set1_epi8(3), ones = _mm256_set1_epi16(1), w[8], acc[8];
-    for (i = 0; i < 8; i++) { w[i] = _mm256_set1_epi8((char)(i + 1)); acc[i] = _mm256_setzero_si256(); }
+    for (i = 0; i < 8; i++) {
+        w[i] = _mm256_set1_epi8((char)(i + 1));
+        acc[i] = _mm256_setzero_si256();
+    }
     for (r = 0; r < n; r++) {
-        if (q4) for (i = 0; i < 8; i++) acc[i] = _mm256_add_epi16(acc[i], _mm256_maddubs_epi16(w[i], x));
+        if (q4)
+            for (i = 0; i < 8; i++) acc[i] = _mm256_add_epi16(acc[i], _mm256_maddubs_epi16(w[i], x));
         else
             for (i = 0; i < 8; i++)
-                acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(_mm256_maddubs_epi16(w[i], _mm256_sign_epi8(x, w[i])), ones));
+                acc[i] = _mm256_add_epi32(
+                    acc[i], _mm256_madd_epi16(_mm256_maddubs_epi16(w[i], _mm256_sign_epi8(x, w[i])), ones));
         __asm__ volatile("" : "+x"(x));
     }
     for (i = 1; i < 8; i++) acc[0] = _mm256_add_epi32(acc[0], acc[i]);
@@ -127,7 +137,10 @@ static double int8_rate(int q4, long n)
     int8x16_t x = vdupq_n_s8(3), w[8];
     int32x4_t acc[8];
     (void)q4;
-    for (i = 0; i < 8; i++) { w[i] = vdupq_n_s8((int8_t)(i + 1)); acc[i] = vdupq_n_s32(0); }
+    for (i = 0; i < 8; i++) {
+        w[i] = vdupq_n_s8((int8_t)(i + 1));
+        acc[i] = vdupq_n_s32(0);
+    }
     for (r = 0; r < n; r++) {
         for (i = 0; i < 8; i++) acc[i] = vdotq_s32(acc[i], w[i], x);
         __asm__ volatile("" : "+w"(x));
@@ -137,19 +150,22 @@ static double int8_rate(int q4, long n)
     (void)sink;
     return (double)n * 8 * 16 / (now() - t0);
 #else
-    (void)q4; (void)n; (void)r; (void)i; (void)t0; (void)sink;
+    (void)q4;
+    (void)n;
+    (void)r;
+    (void)i;
+    (void)t0;
+    (void)sink;
     return 0.0;
 #endif
 }
 
-static int cmp(const void *x, const void *y)
-{
+static int cmp(const void *x, const void *y) {
     double a = *(const double *)x, b = *(const double *)y;
     return a < b ? -1 : a > b;
 }
 
-int main(int argc, char **argv)
-{
+int main(int argc, char **argv) {
     int threads = 1, passes = 9, i, p;
     size_t mib = 1024, bytes, slice;
     uint8_t *buf;
@@ -175,9 +191,12 @@ int main(int argc, char **argv)
         return 0;
     }
     for (i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "-t") == 0 && i + 1 < argc) threads = atoi(argv[++i]);
-        else if (strcmp(argv[i], "-s") == 0 && i + 1 < argc) mib = (size_t)atol(argv[++i]);
-        else if (strcmp(argv[i], "-r") == 0 && i + 1 < argc) passes = atoi(argv[++i]);
+        if (strcmp(argv[i], "-t") == 0 && i + 1 < argc)
+            threads = atoi(argv[++i]);
+        else if (strcmp(argv[i], "-s") == 0 && i + 1 < argc)
+            mib = (size_t)atol(argv[++i]);
+        else if (strcmp(argv[i], "-r") == 0 && i + 1 < argc)
+            passes = atoi(argv[++i]);
         else {
             fprintf(stderr, "usage: membw [-t THREADS] [-s MIB] [-r PASSES] | membw --int8\n");
             return 1;
@@ -231,10 +250,10 @@ int main(int argc, char **argv)
         if (p >= 0) gbs[p] = (double)bytes / (t1 - t0) / 1e9;
     }
     qsort(gbs, (size_t)passes, sizeof gbs[0], cmp);
-    printf("{\"threads\": %d, \"bytes\": %zu, \"passes\": %d, \"gbs_median\": %.3f, \"gbs_min\": %.3f, \"gbs_max\": %.3f}\n",
-           threads, bytes, passes,
-           passes % 2 ? gbs[passes / 2] : 0.5 * (gbs[passes / 2 - 1] + gbs[passes / 2]),
-           gbs[0], gbs[passes - 1]);
+    printf("{\"threads\": %d, \"bytes\": %zu, \"passes\": %d, \"gbs_median\": %.3f, \"gbs_min\": %.3f, \"gbs_max\": "
+           "%.3f}\n",
+           threads, bytes, passes, passes % 2 ? gbs[passes / 2] : 0.5 * (gbs[passes / 2 - 1] + gbs[passes / 2]), gbs[0],
+           gbs[passes - 1]);
     free(buf);
-    return sink == 42 ? 2 : 0;   /* keeps the sums alive */
+    return sink == 42 ? 2 : 0; /* keeps the sums alive */
 }

@@ -58,8 +58,7 @@
 /* ======================================================================== */
 
 /* Seconds on a clock that never jumps, for speed measurements only. */
-static double now_seconds(void)
-{
+static double now_seconds(void) {
 #ifdef _WIN32
     LARGE_INTEGER freq, count;
     QueryPerformanceFrequency(&freq);
@@ -72,8 +71,7 @@ static double now_seconds(void)
 #endif
 }
 
-static int is_terminal(FILE *f)
-{
+static int is_terminal(FILE *f) {
 #ifdef _WIN32
     return _isatty(_fileno(f));
 #else
@@ -83,8 +81,7 @@ static int is_terminal(FILE *f)
 
 /* Windows would turn "\n" into "\r\n" and stop reading at ^Z; outputs are
    byte for byte and -f - must read every byte. */
-static void use_binary_stdio(void)
-{
+static void use_binary_stdio(void) {
 #ifdef _WIN32
     _setmode(_fileno(stdout), _O_BINARY);
     _setmode(_fileno(stdin), _O_BINARY);
@@ -101,24 +98,22 @@ static void use_binary_stdio(void)
 typedef struct args {
     int argc, i;
     char **argv;
-    const char *cmd;       /* command name, for messages */
-    const char *arg;       /* the current argument */
-    const char *opt;       /* the option just matched, as the user knows it */
+    const char *cmd; /* command name, for messages */
+    const char *arg; /* the current argument */
+    const char *opt; /* the option just matched, as the user knows it */
     const char *inline_value;
     int options_ended;
 } args;
 
-static void args_init(args *a, const char *cmd, int argc, char **argv)
-{
+static void args_init(args *a, const char *cmd, int argc, char **argv) {
     memset(a, 0, sizeof *a);
     a->cmd = cmd;
     a->argc = argc;
     a->argv = argv;
-    a->i = 0;   /* argv[0] is the command name */
+    a->i = 0; /* argv[0] is the command name */
 }
 
-static int args_next(args *a)
-{
+static int args_next(args *a) {
     a->opt = NULL;
     a->inline_value = NULL;
     while (++a->i < a->argc) {
@@ -132,16 +127,14 @@ static int args_next(args *a)
     return 0;
 }
 
-static void usage_error_v(const char *cmd, const char *fmt, va_list ap)
-{
+static void usage_error_v(const char *cmd, const char *fmt, va_list ap) {
     fprintf(stderr, "slm %s: ", cmd);
     vfprintf(stderr, fmt, ap);
     fprintf(stderr, " (see 'slm %s --help')\n", cmd);
 }
 
 /* One line on stderr with a pointer to --help; returns the exit status. */
-static int CLI_PRINTF(2, 3) usage_error(const char *cmd, const char *fmt, ...)
-{
+static int CLI_PRINTF(2, 3) usage_error(const char *cmd, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     usage_error_v(cmd, fmt, ap);
@@ -149,8 +142,7 @@ static int CLI_PRINTF(2, 3) usage_error(const char *cmd, const char *fmt, ...)
     return 1;
 }
 
-static int CLI_PRINTF(2, 3) arg_error(const args *a, const char *fmt, ...)
-{
+static int CLI_PRINTF(2, 3) arg_error(const args *a, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     usage_error_v(a->cmd, fmt, ap);
@@ -158,14 +150,10 @@ static int CLI_PRINTF(2, 3) arg_error(const args *a, const char *fmt, ...)
     return 1;
 }
 
-static int is_option_like(const args *a)
-{
-    return !a->options_ended && a->arg[0] == '-' && a->arg[1] != '\0';
-}
+static int is_option_like(const args *a) { return !a->options_ended && a->arg[0] == '-' && a->arg[1] != '\0'; }
 
 /* Matches an option that takes a value: -x, --long or --long=VALUE. */
-static int args_opt(args *a, const char *short_name, const char *long_name)
-{
+static int args_opt(args *a, const char *short_name, const char *long_name) {
     if (!is_option_like(a)) return 0;
     if (short_name && strcmp(a->arg, short_name) == 0) {
         a->opt = short_name;
@@ -183,22 +171,16 @@ static int args_opt(args *a, const char *short_name, const char *long_name)
 }
 
 /* Matches a switch, which takes no value. */
-static int args_flag(args *a, const char *short_name, const char *long_name)
-{
+static int args_flag(args *a, const char *short_name, const char *long_name) {
     if (!is_option_like(a)) return 0;
-    return (short_name && strcmp(a->arg, short_name) == 0) ||
-           (long_name && strcmp(a->arg, long_name) == 0);
+    return (short_name && strcmp(a->arg, short_name) == 0) || (long_name && strcmp(a->arg, long_name) == 0);
 }
 
-static int args_help(args *a)
-{
-    return args_flag(a, "-h", "--help");
-}
+static int args_help(args *a) { return args_flag(a, "-h", "--help"); }
 
 /* The value of the option just matched, taken verbatim even when it starts
    with '-' (a prompt may); NULL after reporting a missing one. */
-static const char *args_value(args *a)
-{
+static const char *args_value(args *a) {
     if (a->inline_value) return a->inline_value;
     if (a->i + 1 >= a->argc) {
         arg_error(a, "option %s needs a value", a->opt);
@@ -207,8 +189,7 @@ static const char *args_value(args *a)
     return a->argv[++a->i];
 }
 
-static int unknown_argument(const args *a)
-{
+static int unknown_argument(const args *a) {
     if (is_option_like(a)) return arg_error(a, "unknown option '%s'", a->arg);
     return arg_error(a, "unexpected argument '%s'", a->arg);
 }
@@ -216,8 +197,7 @@ static int unknown_argument(const args *a)
 /* Strict number parsing: the whole string, no leading blanks, no overflow. */
 enum { NUM_OK, NUM_BAD, NUM_RANGE };
 
-static int parse_long(const char *s, long *out)
-{
+static int parse_long(const char *s, long *out) {
     char *end;
     long v;
     if (*s == '\0' || isspace((unsigned char)*s)) return NUM_BAD;
@@ -229,8 +209,7 @@ static int parse_long(const char *s, long *out)
     return NUM_OK;
 }
 
-static int parse_u64(const char *s, uint64_t *out)
-{
+static int parse_u64(const char *s, uint64_t *out) {
     char *end;
     unsigned long long v;
     /* strtoull would quietly wrap "-1" around to the largest value */
@@ -243,34 +222,34 @@ static int parse_u64(const char *s, uint64_t *out)
     return NUM_OK;
 }
 
-static int parse_double(const char *s, double *out)
-{
+static int parse_double(const char *s, double *out) {
     char *end;
     double v;
     if (*s == '\0' || isspace((unsigned char)*s)) return NUM_BAD;
     errno = 0;
     v = strtod(s, &end);
     if (*end != '\0' || isnan(v)) return NUM_BAD;
-    if (isinf(v)) return NUM_RANGE;   /* "inf", or too large for a double */
+    if (isinf(v)) return NUM_RANGE; /* "inf", or too large for a double */
     *out = v;
     return NUM_OK;
 }
 
 /* Reads the option's value as an integer in [lo, hi]; 0 after an error. */
 /* --kv-type NAME: f32, f16 or q8_0 */
-static int args_kv_type(args *a, int *out)
-{
+static int args_kv_type(args *a, int *out) {
     static const int types[] = { SLM_TYPE_F32, SLM_TYPE_F16, SLM_TYPE_Q8_0 };
     const char *s = args_value(a);
     size_t i;
     if (!s) return 0;
     for (i = 0; i < sizeof types / sizeof types[0]; i++)
-        if (strcmp(s, slm_type_name(types[i])) == 0) { *out = types[i]; return 1; }
+        if (strcmp(s, slm_type_name(types[i])) == 0) {
+            *out = types[i];
+            return 1;
+        }
     return arg_error(a, "%s expects f32, f16 or q8_0, got '%s'", a->opt, s), 0;
 }
 
-static int args_int(args *a, long lo, long hi, int *out)
-{
+static int args_int(args *a, long lo, long hi, int *out) {
     long v = 0;
     const char *s = args_value(a);
     int r;
@@ -285,8 +264,10 @@ static int args_int(args *a, long lo, long hi, int *out)
         return 0;
     }
     if (v < lo || v > hi) {
-        if (hi == INT_MAX) arg_error(a, "%s must be at least %ld, got '%s'", a->opt, lo, s);
-        else arg_error(a, "%s must be between %ld and %ld, got '%s'", a->opt, lo, hi, s);
+        if (hi == INT_MAX)
+            arg_error(a, "%s must be at least %ld, got '%s'", a->opt, lo, s);
+        else
+            arg_error(a, "%s must be between %ld and %ld, got '%s'", a->opt, lo, hi, s);
         return 0;
     }
     *out = (int)v;
@@ -294,8 +275,7 @@ static int args_int(args *a, long lo, long hi, int *out)
 }
 
 /* Reads the option's value as a finite number in [lo, hi]; 0 after an error. */
-static int args_float(args *a, double lo, double hi, float *out)
-{
+static int args_float(args *a, double lo, double hi, float *out) {
     double v = 0;
     const char *s = args_value(a);
     int r;
@@ -310,16 +290,17 @@ static int args_float(args *a, double lo, double hi, float *out)
         return 0;
     }
     if (v < lo || v > hi) {
-        if (hi >= FLT_MAX) arg_error(a, "%s must be at least %g, got '%s'", a->opt, lo, s);
-        else arg_error(a, "%s must be between %g and %g, got '%s'", a->opt, lo, hi, s);
+        if (hi >= FLT_MAX)
+            arg_error(a, "%s must be at least %g, got '%s'", a->opt, lo, s);
+        else
+            arg_error(a, "%s must be between %g and %g, got '%s'", a->opt, lo, hi, s);
         return 0;
     }
     *out = (float)v;
     return 1;
 }
 
-static int args_u64(args *a, uint64_t *out)
-{
+static int args_u64(args *a, uint64_t *out) {
     const char *s = args_value(a);
     int r;
     if (!s) return 0;
@@ -345,16 +326,15 @@ typedef struct model_opts {
     int verbose;
 } model_opts;
 
-#define MODEL_OPTS_USAGE \
-    "  -m, --model FILE    the .slm model (required)\n" \
+#define MODEL_OPTS_USAGE                                                      \
+    "  -m, --model FILE    the .slm model (required)\n"                       \
     "      --no-mmap       read the file into memory instead of mapping it\n" \
-    "  -v, --verbose       show the library's log messages\n" \
+    "  -v, --verbose       show the library's log messages\n"                 \
     "  -h, --help          show this help\n"
 
 enum { OPT_NO_MATCH, OPT_OK, OPT_ERROR };
 
-static int parse_model_opt(args *a, model_opts *mo)
-{
+static int parse_model_opt(args *a, model_opts *mo) {
     if (args_opt(a, "-m", "--model")) {
         mo->path = args_value(a);
         return mo->path ? OPT_OK : OPT_ERROR;
@@ -370,18 +350,16 @@ static int parse_model_opt(args *a, model_opts *mo)
     return OPT_NO_MATCH;
 }
 
-static void log_to_stderr(void *user, int level, const char *message)
-{
+static void log_to_stderr(void *user, int level, const char *message) {
     static const char *const names[] = { "error", "warning", "info", "debug" };
     size_t n = strlen(message);
     (void)user;
-    fprintf(stderr, "slm: %s: %s%s", level >= 0 && level <= 3 ? names[level] : "log",
-            message, n > 0 && message[n - 1] == '\n' ? "" : "\n");
+    fprintf(stderr, "slm: %s: %s%s", level >= 0 && level <= 3 ? names[level] : "log", message,
+            n > 0 && message[n - 1] == '\n' ? "" : "\n");
 }
 
 /* Loads the model or prints why not; returns NULL on failure. */
-static slm_model *load_model(const char *cmd, const model_opts *mo)
-{
+static slm_model *load_model(const char *cmd, const model_opts *mo) {
     char detail[512];
     slm_model_desc desc;
     slm_model *model = NULL;
@@ -397,8 +375,7 @@ static slm_model *load_model(const char *cmd, const model_opts *mo)
 
     r = slm_model_load(&model, &desc);
     if (r != SLM_OK) {
-        fprintf(stderr, "slm %s: cannot load '%s': %s\n", cmd, mo->path,
-                detail[0] ? detail : slm_result_str(r));
+        fprintf(stderr, "slm %s: cannot load '%s': %s\n", cmd, mo->path, detail[0] ? detail : slm_result_str(r));
         slm_model_free(model);
         return NULL;
     }
@@ -411,22 +388,27 @@ static slm_model *load_model(const char *cmd, const model_opts *mo)
 
 /* Length of the valid UTF-8 sequence at s (at most n bytes), 0 if invalid:
    overlong forms, surrogates and code points past U+10FFFF do not count. */
-static int utf8_sequence_length(const unsigned char *s, int n)
-{
+static int utf8_sequence_length(const unsigned char *s, int n) {
     int len, i;
     uint32_t cp;
     if (s[0] < 0x80) return 1;
-    if (s[0] >= 0xC2 && s[0] <= 0xDF) { len = 2; cp = s[0] & 0x1Fu; }
-    else if (s[0] >= 0xE0 && s[0] <= 0xEF) { len = 3; cp = s[0] & 0x0Fu; }
-    else if (s[0] >= 0xF0 && s[0] <= 0xF4) { len = 4; cp = s[0] & 0x07u; }
-    else return 0;
+    if (s[0] >= 0xC2 && s[0] <= 0xDF) {
+        len = 2;
+        cp = s[0] & 0x1Fu;
+    } else if (s[0] >= 0xE0 && s[0] <= 0xEF) {
+        len = 3;
+        cp = s[0] & 0x0Fu;
+    } else if (s[0] >= 0xF0 && s[0] <= 0xF4) {
+        len = 4;
+        cp = s[0] & 0x07u;
+    } else
+        return 0;
     if (n < len) return 0;
     for (i = 1; i < len; i++) {
         if ((s[i] & 0xC0) != 0x80) return 0;
         cp = (cp << 6) | (s[i] & 0x3Fu);
     }
-    if ((len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) ||
-        (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
+    if ((len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) || (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)))
         return 0;
     return len;
 }
@@ -434,19 +416,33 @@ static int utf8_sequence_length(const unsigned char *s, int n)
 /* Writes bytes so that every one is visible and the result stays one word on
    one line: C escapes for control bytes, quotes and backslashes, \x20 for a
    space when asked, \xNN for bytes that are not valid UTF-8. */
-static void write_escaped(FILE *f, const char *text, int len, int escape_space)
-{
+static void write_escaped(FILE *f, const char *text, int len, int escape_space) {
     const unsigned char *s = (const unsigned char *)text;
     int i = 0;
     while (i < len) {
         unsigned char c = s[i];
         int n;
         switch (c) {
-        case '\n': fputs("\\n", f); i++; continue;
-        case '\r': fputs("\\r", f); i++; continue;
-        case '\t': fputs("\\t", f); i++; continue;
-        case '\\': fputs("\\\\", f); i++; continue;
-        case '"':  fputs("\\\"", f); i++; continue;
+        case '\n':
+            fputs("\\n", f);
+            i++;
+            continue;
+        case '\r':
+            fputs("\\r", f);
+            i++;
+            continue;
+        case '\t':
+            fputs("\\t", f);
+            i++;
+            continue;
+        case '\\':
+            fputs("\\\\", f);
+            i++;
+            continue;
+        case '"':
+            fputs("\\\"", f);
+            i++;
+            continue;
         default: break;
         }
         if (c < 0x20 || c == 0x7F || (c == ' ' && escape_space)) {
@@ -467,8 +463,7 @@ static void write_escaped(FILE *f, const char *text, int len, int escape_space)
 
 /* Reads a whole file ("-" = stdin) as bytes into a malloc'd buffer, with a
    NUL after the data for convenience; returns 0 after printing why not. */
-static int read_file(const char *cmd, const char *path, char **data, size_t *size)
-{
+static int read_file(const char *cmd, const char *path, char **data, size_t *size) {
     FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
     char *buf = NULL;
     size_t len = 0, cap = 0;
@@ -515,9 +510,8 @@ static int read_file(const char *cmd, const char *path, char **data, size_t *siz
 /* Tokenizes into a malloc'd array (*out may be NULL when there are no
    tokens); returns the count, or -1 after printing why not. A stack buffer
    serves short texts, and its result sizes the heap buffer for long ones. */
-static int tokenize_alloc(const char *cmd, const slm_model *model, const char *text, size_t len,
-                          int flags, slm_token **out)
-{
+static int tokenize_alloc(const char *cmd, const slm_model *model, const char *text, size_t len, int flags,
+                          slm_token **out) {
     slm_token small[512];
     slm_token *buf;
     int n = slm_tokenize(model, text, len, flags, small, (int)(sizeof small / sizeof small[0]));
@@ -547,41 +541,45 @@ oom:
 }
 
 /* "1.5K", "134.5M", "1.2B": sizes people read at a glance. */
-static const char *human_count(uint64_t n, char *buf, size_t cap)
-{
-    if (n >= 1000000000u) snprintf(buf, cap, "%.2fB", (double)n / 1e9);
-    else if (n >= 1000000u) snprintf(buf, cap, "%.2fM", (double)n / 1e6);
-    else if (n >= 1000u) snprintf(buf, cap, "%.2fK", (double)n / 1e3);
-    else snprintf(buf, cap, "%u", (unsigned)n);
+static const char *human_count(uint64_t n, char *buf, size_t cap) {
+    if (n >= 1000000000u)
+        snprintf(buf, cap, "%.2fB", (double)n / 1e9);
+    else if (n >= 1000000u)
+        snprintf(buf, cap, "%.2fM", (double)n / 1e6);
+    else if (n >= 1000u)
+        snprintf(buf, cap, "%.2fK", (double)n / 1e3);
+    else
+        snprintf(buf, cap, "%u", (unsigned)n);
     return buf;
 }
 
-static const char *human_bytes(uint64_t n, char *buf, size_t cap)
-{
-    if (n >= (uint64_t)1 << 30) snprintf(buf, cap, "%.2f GiB", (double)n / (1024.0 * 1024 * 1024));
-    else if (n >= (uint64_t)1 << 20) snprintf(buf, cap, "%.2f MiB", (double)n / (1024.0 * 1024));
-    else if (n >= (uint64_t)1 << 10) snprintf(buf, cap, "%.2f KiB", (double)n / 1024.0);
-    else snprintf(buf, cap, "%u B", (unsigned)n);
+static const char *human_bytes(uint64_t n, char *buf, size_t cap) {
+    if (n >= (uint64_t)1 << 30)
+        snprintf(buf, cap, "%.2f GiB", (double)n / (1024.0 * 1024 * 1024));
+    else if (n >= (uint64_t)1 << 20)
+        snprintf(buf, cap, "%.2f MiB", (double)n / (1024.0 * 1024));
+    else if (n >= (uint64_t)1 << 10)
+        snprintf(buf, cap, "%.2f KiB", (double)n / 1024.0);
+    else
+        snprintf(buf, cap, "%u B", (unsigned)n);
     return buf;
 }
 
-static const char *type_name(int type, char *buf, size_t cap)
-{
+static const char *type_name(int type, char *buf, size_t cap) {
     const char *name = slm_type_name(type);
     if (name) return name;
     snprintf(buf, cap, "type %d", type);
     return buf;
 }
 
-static const char *chat_template_name(int id, char *buf, size_t cap)
-{
+static const char *chat_template_name(int id, char *buf, size_t cap) {
     switch (id) {
-    case SLM_CHAT_NONE:   return "none";
+    case SLM_CHAT_NONE: return "none";
     case SLM_CHAT_CHATML: return "chatml";
     case SLM_CHAT_LLAMA2: return "llama2";
     case SLM_CHAT_LLAMA3: return "llama3";
-    case SLM_CHAT_PHI3:   return "phi3";
-    case SLM_CHAT_GEMMA:  return "gemma";
+    case SLM_CHAT_PHI3: return "phi3";
+    case SLM_CHAT_GEMMA: return "gemma";
     case SLM_CHAT_ZEPHYR: return "zephyr";
     default: break;
     }
@@ -595,29 +593,27 @@ static const char *yes_no(int b) { return b ? "yes" : "no"; }
 /* slm run                                                                   */
 /* ======================================================================== */
 
-static const char run_usage[] =
-    "usage: slm run -m MODEL -p PROMPT [options]\n"
-    "\n"
-    "Continues PROMPT. stdout gets the prompt and then the generated text, byte\n"
-    "for byte, streamed as it comes; statistics go to stderr.\n"
-    "\n"
-    "options:\n"
-    "  -p, --prompt TEXT        the text to continue (required)\n"
-    "  -n, --n-predict N        tokens to generate (default 256; 0 = until the end\n"
-    "                           of the text or a full context)\n"
-    "      --temp T             sampling temperature (default 0.8; 0 = greedy)\n"
-    "      --top-k K            sample among the K likeliest tokens (default 0 = off)\n"
-    "      --top-p P            nucleus sampling threshold (default 0.95; 1 = off)\n"
-    "      --min-p P            drop tokens below P x the likeliest (default 0 = off)\n"
-    "      --repeat-penalty R   penalise recent tokens (default 1 = off)\n"
-    "      --repeat-last-n N    tokens the penalty looks back (default 64)\n"
-    "      --stop TEXT          stop before TEXT; may be repeated\n"
-    "      --seed S             random seed (default: from the clock, shown on stderr)\n"
-    "  -t, --threads N          threads (default 0 = all processors)\n"
-    "  -c, --ctx N              context length (default 0 = min(model max_seq, 4096))\n"
-    "      --kv-type TYPE       KV cache: f32, f16 or q8_0 (default f16 for quantized\n"
-    "                           weights, f32 for float ones)\n"
-    MODEL_OPTS_USAGE;
+static const char run_usage[] = "usage: slm run -m MODEL -p PROMPT [options]\n"
+                                "\n"
+                                "Continues PROMPT. stdout gets the prompt and then the generated text, byte\n"
+                                "for byte, streamed as it comes; statistics go to stderr.\n"
+                                "\n"
+                                "options:\n"
+                                "  -p, --prompt TEXT        the text to continue (required)\n"
+                                "  -n, --n-predict N        tokens to generate (default 256; 0 = until the end\n"
+                                "                           of the text or a full context)\n"
+                                "      --temp T             sampling temperature (default 0.8; 0 = greedy)\n"
+                                "      --top-k K            sample among the K likeliest tokens (default 0 = off)\n"
+                                "      --top-p P            nucleus sampling threshold (default 0.95; 1 = off)\n"
+                                "      --min-p P            drop tokens below P x the likeliest (default 0 = off)\n"
+                                "      --repeat-penalty R   penalise recent tokens (default 1 = off)\n"
+                                "      --repeat-last-n N    tokens the penalty looks back (default 64)\n"
+                                "      --stop TEXT          stop before TEXT; may be repeated\n"
+                                "      --seed S             random seed (default: from the clock, shown on stderr)\n"
+                                "  -t, --threads N          threads (default 0 = all processors)\n"
+                                "  -c, --ctx N              context length (default 0 = min(model max_seq, 4096))\n"
+                                "      --kv-type TYPE       KV cache: f32, f16 or q8_0 (default f16 for quantized\n"
+                                "                           weights, f32 for float ones)\n" MODEL_OPTS_USAGE;
 
 typedef struct run_opts {
     model_opts model;
@@ -635,20 +631,19 @@ typedef struct run_opts {
 /* What the token callback needs to stream the text and time the phases. */
 typedef struct stream_state {
     FILE *out;
-    double t_first;        /* first text out: the prompt was processed by then */
+    double t_first; /* first text out: the prompt was processed by then */
     size_t n_bytes;
     char last_byte;
     int write_failed;
 } stream_state;
 
-static int stream_piece(void *user, const char *piece, int len)
-{
+static int stream_piece(void *user, const char *piece, int len) {
     stream_state *st = (stream_state *)user;
     if (st->n_bytes == 0) st->t_first = now_seconds();
     if (len <= 0) return 0;
     if (fwrite(piece, 1, (size_t)len, st->out) != (size_t)len || fflush(st->out) != 0) {
         st->write_failed = 1;
-        return 1;   /* nobody is reading: stop generating */
+        return 1; /* nobody is reading: stop generating */
     }
     st->n_bytes += (size_t)len;
     st->last_byte = piece[len - 1];
@@ -657,18 +652,16 @@ static int stream_piece(void *user, const char *piece, int len)
 
 /* A run without --seed should differ from the last one; mixing the wall
    clock with the monotonic one keeps two runs in the same second apart. */
-static uint64_t seed_from_clock(void)
-{
+static uint64_t seed_from_clock(void) {
     uint64_t z = (uint64_t)time(NULL) ^ ((uint64_t)(now_seconds() * 1e9) << 17);
-    z += 0x9E3779B97F4A7C15u;   /* splitmix64 finaliser */
+    z += 0x9E3779B97F4A7C15u; /* splitmix64 finaliser */
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9u;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBu;
     z ^= z >> 31;
-    return z ? z : 1;   /* 0 would mean the library's fixed default */
+    return z ? z : 1; /* 0 would mean the library's fixed default */
 }
 
-static int parse_run_args(int argc, char **argv, run_opts *o, int *exit_code)
-{
+static int parse_run_args(int argc, char **argv, run_opts *o, int *exit_code) {
     args a;
     args_init(&a, "run", argc, argv);
     memset(o, 0, sizeof *o);
@@ -707,8 +700,7 @@ static int parse_run_args(int argc, char **argv, run_opts *o, int *exit_code)
             const char *s = args_value(&a);
             if (!s) return 0;
             if (*s == '\0') return arg_error(&a, "--stop needs a non-empty text"), 0;
-            if (o->n_stop == MAX_STOP_STRINGS)
-                return arg_error(&a, "at most %d --stop strings", MAX_STOP_STRINGS), 0;
+            if (o->n_stop == MAX_STOP_STRINGS) return arg_error(&a, "at most %d --stop strings", MAX_STOP_STRINGS), 0;
             o->stop[o->n_stop++] = s;
         } else if (args_opt(&a, NULL, "--seed")) {
             if (!args_u64(&a, &o->seed)) return 0;
@@ -730,8 +722,7 @@ static int parse_run_args(int argc, char **argv, run_opts *o, int *exit_code)
     return 1;
 }
 
-static void fill_gen_opts(const run_opts *o, stream_state *st, slm_gen_opts *g)
-{
+static void fill_gen_opts(const run_opts *o, stream_state *st, slm_gen_opts *g) {
     memset(g, 0, sizeof *g);
     g->max_tokens = o->n_predict;
     g->temperature = o->temperature;
@@ -753,24 +744,22 @@ static void fill_gen_opts(const run_opts *o, stream_state *st, slm_gen_opts *g)
    which is not part of the output. From outside, a run that ended on end of
    text looks like one that ended on max_tokens or a stop string one token
    earlier; the guess below is off by one only in those rare overlaps. */
-static int generated_tokens(const run_opts *o, slm_result r, int n_prompt, int n_past)
-{
+static int generated_tokens(const run_opts *o, slm_result r, int n_prompt, int n_past) {
     int evaluated = n_past - n_prompt;
     if (evaluated < 0) return 0;
-    if (r != SLM_OK) return evaluated + 1;   /* context full or cancelled */
+    if (r != SLM_OK) return evaluated + 1; /* context full or cancelled */
     if (o->n_predict > 0 && evaluated + 1 >= o->n_predict) return o->n_predict;
     return o->n_stop > 0 ? evaluated + 1 : evaluated;
 }
 
-static void print_rate(const char *what, int n, double seconds)
-{
-    if (n > 0 && seconds > 0) fprintf(stderr, "%s %.1f tok/s", what, (double)n / seconds);
-    else fprintf(stderr, "%s n/a", what);
+static void print_rate(const char *what, int n, double seconds) {
+    if (n > 0 && seconds > 0)
+        fprintf(stderr, "%s %.1f tok/s", what, (double)n / seconds);
+    else
+        fprintf(stderr, "%s n/a", what);
 }
 
-static void print_run_stats(const run_opts *o, int n_prompt, int n_gen,
-                            double t_start, double t_first, double t_end)
-{
+static void print_run_stats(const run_opts *o, int n_prompt, int n_gen, double t_start, double t_first, double t_end) {
     /* The library reports no phase timings, so the first piece of text marks
        the end of the prompt: the first generated token costs no extra
        forward pass, so generation speed counts the tokens after it. */
@@ -782,8 +771,7 @@ static void print_run_stats(const run_opts *o, int n_prompt, int n_gen,
     fputc('\n', stderr);
 }
 
-static int cmd_run(int argc, char **argv)
-{
+static int cmd_run(int argc, char **argv) {
     run_opts o;
     slm_model *model = NULL;
     slm_session *session = NULL;
@@ -801,8 +789,7 @@ static int cmd_run(int argc, char **argv)
     if (!(model = load_model("run", &o.model))) goto done;
     /* slm_session_new would refuse it with no more detail than "unsupported" */
     if (slm_model_info_get(model)->n_tensors == 0) {
-        fprintf(stderr, "slm run: '%s' holds only a tokenizer, no weights to generate with\n",
-                o.model.path);
+        fprintf(stderr, "slm run: '%s' holds only a tokenizer, no weights to generate with\n", o.model.path);
         goto done;
     }
 
@@ -817,13 +804,12 @@ static int cmd_run(int argc, char **argv)
     }
 
     /* Counted the way slm_generate tokenizes, for the statistics only. */
-    n_prompt = tokenize_alloc("run", model, o.prompt, strlen(o.prompt),
-                              SLM_TOK_BOS | SLM_TOK_SPECIAL, &prompt_tokens);
+    n_prompt = tokenize_alloc("run", model, o.prompt, strlen(o.prompt), SLM_TOK_BOS | SLM_TOK_SPECIAL, &prompt_tokens);
     if (n_prompt < 0) goto done;
     /* Refused before the prompt is echoed, so a failed run prints nothing. */
     if (n_prompt > slm_session_n_ctx(session)) {
-        fprintf(stderr, "slm run: the prompt is %d tokens, more than the context (%d); see -c\n",
-                n_prompt, slm_session_n_ctx(session));
+        fprintf(stderr, "slm run: the prompt is %d tokens, more than the context (%d); see -c\n", n_prompt,
+                slm_session_n_ctx(session));
         goto done;
     }
 
@@ -856,8 +842,8 @@ static int cmd_run(int argc, char **argv)
                 slm_session_n_ctx(session));
     } else if (r != SLM_OK) {
         const char *detail = slm_session_error(session);
-        fprintf(stderr, "slm run: generation failed: %s%s%s\n", slm_result_str(r),
-                detail && detail[0] ? ": " : "", detail ? detail : "");
+        fprintf(stderr, "slm run: generation failed: %s%s%s\n", slm_result_str(r), detail && detail[0] ? ": " : "",
+                detail ? detail : "");
         goto done;
     }
     print_run_stats(&o, n_prompt, n_gen, t_start, st.t_first, t_end);
@@ -874,15 +860,13 @@ done:
 /* slm info                                                                  */
 /* ======================================================================== */
 
-static const char info_usage[] =
-    "usage: slm info -m MODEL\n"
-    "\n"
-    "Describes a .slm file as 'key: value' lines: architecture and shapes,\n"
-    "weight types, tokenizer and its special tokens, metadata. Works on\n"
-    "tokenizer-only files too.\n"
-    "\n"
-    "options:\n"
-    MODEL_OPTS_USAGE;
+static const char info_usage[] = "usage: slm info -m MODEL\n"
+                                 "\n"
+                                 "Describes a .slm file as 'key: value' lines: architecture and shapes,\n"
+                                 "weight types, tokenizer and its special tokens, metadata. Works on\n"
+                                 "tokenizer-only files too.\n"
+                                 "\n"
+                                 "options:\n" MODEL_OPTS_USAGE;
 
 /* Tensors of one type: how many and how many bytes. */
 typedef struct type_tally {
@@ -892,15 +876,14 @@ typedef struct type_tally {
 
 #define MAX_TALLIES 16
 
-static int tally_tensor_types(const slm_model *model, int n_tensors, type_tally *t, int max)
-{
+static int tally_tensor_types(const slm_model *model, int n_tensors, type_tally *t, int max) {
     int i, j, n = 0;
     for (i = 0; i < n_tensors; i++) {
         slm_tensor_info ti;
         if (slm_model_tensor_get(model, i, &ti) != SLM_OK) continue;
         for (j = 0; j < n && t[j].type != ti.type; j++) {}
         if (j == n) {
-            if (n == max) continue;   /* more types than anyone has made yet */
+            if (n == max) continue; /* more types than anyone has made yet */
             t[n].type = ti.type;
             t[n].count = 0;
             t[n].bytes = 0;
@@ -912,8 +895,7 @@ static int tally_tensor_types(const slm_model *model, int n_tensors, type_tally 
     return n;
 }
 
-static void print_special_token(const slm_model *model, const char *key, slm_token id)
-{
+static void print_special_token(const slm_model *model, const char *key, slm_token id) {
     const char *piece;
     int len = 0;
     printf("%s: %d", key, (int)id);
@@ -925,8 +907,7 @@ static void print_special_token(const slm_model *model, const char *key, slm_tok
     fputc('\n', stdout);
 }
 
-static void print_model_info(const slm_model *model, const char *path)
-{
+static void print_model_info(const slm_model *model, const char *path) {
     static const char *const meta_keys[] = { "source", "license", "converter" };
     const slm_model_info *mi = slm_model_info_get(model);
     type_tally tally[MAX_TALLIES];
@@ -934,8 +915,7 @@ static void print_model_info(const slm_model *model, const char *path)
     int i, n_types;
 
     printf("file: %s\n", path);
-    printf("file_size: %llu (%s)\n", (unsigned long long)mi->file_size,
-           human_bytes(mi->file_size, b1, sizeof b1));
+    printf("file_size: %llu (%s)\n", (unsigned long long)mi->file_size, human_bytes(mi->file_size, b1, sizeof b1));
     printf("format: %d.%d\n", mi->format_major, mi->format_minor);
     printf("name: %s\n", mi->name ? mi->name : "");
     for (i = 0; i < (int)(sizeof meta_keys / sizeof meta_keys[0]); i++) {
@@ -954,27 +934,30 @@ static void print_model_info(const slm_model *model, const char *path)
     printf("rope_theta: %g\n", (double)mi->rope_theta);
     printf("rope_freq_scale: %g\n", (double)mi->rope_freq_scale);
     printf("rope_kind: %d (%s)\n", mi->rope_kind,
-           mi->rope_kind == 0 ? "adjacent pairs" : mi->rope_kind == 1 ? "neox halves" : "unknown");
+           mi->rope_kind == 0   ? "adjacent pairs"
+           : mi->rope_kind == 1 ? "neox halves"
+                                : "unknown");
     printf("norm_eps: %g\n", (double)mi->norm_eps);
     printf("tied_embeddings: %s\n", yes_no(mi->tied_embeddings));
     printf("qkv_bias: %s\n", yes_no(mi->qkv_bias));
     printf("qk_norm: %s\n", yes_no(mi->qk_norm));
-    printf("n_params: %llu (%s)\n", (unsigned long long)mi->n_params,
-           human_count(mi->n_params, b1, sizeof b1));
-    if (mi->weight_type < 0) printf("weight_type: none (tokenizer only)\n");
-    else printf("weight_type: %s\n", type_name(mi->weight_type, b1, sizeof b1));
+    printf("n_params: %llu (%s)\n", (unsigned long long)mi->n_params, human_count(mi->n_params, b1, sizeof b1));
+    if (mi->weight_type < 0)
+        printf("weight_type: none (tokenizer only)\n");
+    else
+        printf("weight_type: %s\n", type_name(mi->weight_type, b1, sizeof b1));
     printf("n_tensors: %d\n", mi->n_tensors);
 
     n_types = tally_tensor_types(model, mi->n_tensors, tally, MAX_TALLIES);
     printf("tensor_types:");
     for (i = 0; i < n_types; i++)
-        printf("%s %s %d (%s)", i ? "," : "", type_name(tally[i].type, b1, sizeof b1),
-               tally[i].count, human_bytes(tally[i].bytes, b2, sizeof b2));
+        printf("%s %s %d (%s)", i ? "," : "", type_name(tally[i].type, b1, sizeof b1), tally[i].count,
+               human_bytes(tally[i].bytes, b2, sizeof b2));
     printf("%s\n", n_types ? "" : " none");
 
-    printf("tokenizer: %s\n", mi->tokenizer_kind == SLM_TOKENIZER_SPM ? "sentencepiece"
+    printf("tokenizer: %s\n", mi->tokenizer_kind == SLM_TOKENIZER_SPM   ? "sentencepiece"
                               : mi->tokenizer_kind == SLM_TOKENIZER_BPE ? "byte-level bpe"
-                              : "unknown");
+                                                                        : "unknown");
     printf("n_tokens: %d\n", mi->n_tokens);
     printf("add_bos: %s\n", yes_no(mi->add_bos));
     print_special_token(model, "bos", mi->bos);
@@ -985,8 +968,7 @@ static void print_model_info(const slm_model *model, const char *path)
     printf("chat_template: %s\n", chat_template_name(mi->chat_template, b1, sizeof b1));
 }
 
-static int cmd_info(int argc, char **argv)
-{
+static int cmd_info(int argc, char **argv) {
     model_opts mo;
     slm_model *model;
     args a;
@@ -1026,8 +1008,7 @@ static const char tokenize_usage[] =
     "      --no-bos        do not prepend the BOS token\n"
     "      --special       recognise control tokens written as text, e.g. <|im_end|>\n"
     "      --pieces        print each token's text instead of its id, with spaces,\n"
-    "                      control bytes and invalid UTF-8 escaped (\\x20, \\n, \\xff)\n"
-    MODEL_OPTS_USAGE;
+    "                      control bytes and invalid UTF-8 escaped (\\x20, \\n, \\xff)\n" MODEL_OPTS_USAGE;
 
 typedef struct tokenize_opts {
     model_opts model;
@@ -1035,8 +1016,7 @@ typedef struct tokenize_opts {
     int flags, pieces;
 } tokenize_opts;
 
-static int parse_tokenize_args(int argc, char **argv, tokenize_opts *o, int *exit_code)
-{
+static int parse_tokenize_args(int argc, char **argv, tokenize_opts *o, int *exit_code) {
     args a;
     args_init(&a, "tokenize", argc, argv);
     memset(o, 0, sizeof *o);
@@ -1073,16 +1053,17 @@ static int parse_tokenize_args(int argc, char **argv, tokenize_opts *o, int *exi
     return 1;
 }
 
-static void print_tokens(const slm_model *model, const slm_token *tokens, int n, int pieces)
-{
+static void print_tokens(const slm_model *model, const slm_token *tokens, int n, int pieces) {
     int i;
     for (i = 0; i < n; i++) {
         if (i) fputc(' ', stdout);
         if (pieces) {
             int len = 0;
             const char *p = slm_token_piece(model, tokens[i], &len);
-            if (p) write_escaped(stdout, p, len, 1);
-            else printf("<invalid:%d>", (int)tokens[i]);
+            if (p)
+                write_escaped(stdout, p, len, 1);
+            else
+                printf("<invalid:%d>", (int)tokens[i]);
         } else {
             printf("%d", (int)tokens[i]);
         }
@@ -1090,8 +1071,7 @@ static void print_tokens(const slm_model *model, const slm_token *tokens, int n,
     fputc('\n', stdout);
 }
 
-static int cmd_tokenize(int argc, char **argv)
-{
+static int cmd_tokenize(int argc, char **argv) {
     tokenize_opts o;
     slm_model *model = NULL;
     slm_token *tokens = NULL;
@@ -1128,37 +1108,35 @@ done:
 /* slm bench                                                                 */
 /* ======================================================================== */
 
-static const char bench_usage[] =
-    "usage: slm bench -m MODEL [-p N] [-n N] [-t LIST] [-r REPS] [--ttft LIST] [--json]\n"
-    "\n"
-    "Measures the model's speed on fixed pseudo-random token ids in [0, n_vocab)\n"
-    "(nothing is tokenized), for each thread count in LIST:\n"
-    "  pp     prompt processing: one slm_eval of N_PROMPT tokens into an empty\n"
-    "         cache, in tokens/s\n"
-    "  tg     generation: N_GEN single-token slm_eval calls from an empty cache\n"
-    "         (positions 0..N_GEN-1, as llama-bench's tg), each token the greedy\n"
-    "         choice after the last; only the slm_eval calls are timed; tokens/s\n"
-    "  ttft   time to first token: slm_eval of a K-token prompt into an empty\n"
-    "         cache plus a greedy slm_sample, in milliseconds\n"
-    "  load   slm_model_load time (model loaded and freed REPS times)\n"
-    "  decode GB/s   weight bytes one token reads x tg tokens/s\n"
-    "  peak RSS      the process's peak resident memory so far (getrusage)\n"
-    "Each figure is the median of REPS runs after one warm-up run, with the\n"
-    "range (min-max). Progress goes to stderr, results to stdout.\n"
-    "\n"
-    "options:\n"
-    "  -p, --n-prompt N    prompt tokens for pp (default 512; 0 = skip pp)\n"
-    "  -n, --n-gen N       tokens for tg (default 128; 0 = skip tg)\n"
-    "  -t, --threads LIST  comma-separated thread counts (default 1,2)\n"
-    "  -r, --reps N        repetitions of each measurement (default 5)\n"
-    "      --ttft LIST     prompt lengths for time to first token (default 8,32;\n"
-    "                      0 = skip)\n"
-    "      --seed S        seed of the token ids (default 1)\n"
-    "      --kv-type TYPE  KV cache: f32, f16 or q8_0 (default f16 for quantized\n"
-    "                      weights, f32 for float ones)\n"
-    "      --json          print a JSON array with one object per thread count\n"
-    "                      instead of the table\n"
-    MODEL_OPTS_USAGE;
+static const char bench_usage[] = "usage: slm bench -m MODEL [-p N] [-n N] [-t LIST] [-r REPS] [--ttft LIST] [--json]\n"
+                                  "\n"
+                                  "Measures the model's speed on fixed pseudo-random token ids in [0, n_vocab)\n"
+                                  "(nothing is tokenized), for each thread count in LIST:\n"
+                                  "  pp     prompt processing: one slm_eval of N_PROMPT tokens into an empty\n"
+                                  "         cache, in tokens/s\n"
+                                  "  tg     generation: N_GEN single-token slm_eval calls from an empty cache\n"
+                                  "         (positions 0..N_GEN-1, as llama-bench's tg), each token the greedy\n"
+                                  "         choice after the last; only the slm_eval calls are timed; tokens/s\n"
+                                  "  ttft   time to first token: slm_eval of a K-token prompt into an empty\n"
+                                  "         cache plus a greedy slm_sample, in milliseconds\n"
+                                  "  load   slm_model_load time (model loaded and freed REPS times)\n"
+                                  "  decode GB/s   weight bytes one token reads x tg tokens/s\n"
+                                  "  peak RSS      the process's peak resident memory so far (getrusage)\n"
+                                  "Each figure is the median of REPS runs after one warm-up run, with the\n"
+                                  "range (min-max). Progress goes to stderr, results to stdout.\n"
+                                  "\n"
+                                  "options:\n"
+                                  "  -p, --n-prompt N    prompt tokens for pp (default 512; 0 = skip pp)\n"
+                                  "  -n, --n-gen N       tokens for tg (default 128; 0 = skip tg)\n"
+                                  "  -t, --threads LIST  comma-separated thread counts (default 1,2)\n"
+                                  "  -r, --reps N        repetitions of each measurement (default 5)\n"
+                                  "      --ttft LIST     prompt lengths for time to first token (default 8,32;\n"
+                                  "                      0 = skip)\n"
+                                  "      --seed S        seed of the token ids (default 1)\n"
+                                  "      --kv-type TYPE  KV cache: f32, f16 or q8_0 (default f16 for quantized\n"
+                                  "                      weights, f32 for float ones)\n"
+                                  "      --json          print a JSON array with one object per thread count\n"
+                                  "                      instead of the table\n" MODEL_OPTS_USAGE;
 
 #define BENCH_MAX_LIST 16
 
@@ -1172,8 +1150,7 @@ typedef struct bench_opts {
 
 /* Reads "1,2,4" into out[]; 0 after an error. A single "0" gives an empty list
    when allow_zero says so. */
-static int args_int_list(args *a, long lo, long hi, int allow_zero, int *out, int max, int *n)
-{
+static int args_int_list(args *a, long lo, long hi, int allow_zero, int *out, int max, int *n) {
     const char *s = args_value(a), *all = s;
     char item[32];
     if (!s) return 0;
@@ -1199,8 +1176,7 @@ static int args_int_list(args *a, long lo, long hi, int allow_zero, int *out, in
     return 1;
 }
 
-static int parse_bench_args(int argc, char **argv, bench_opts *o, int *exit_code)
-{
+static int parse_bench_args(int argc, char **argv, bench_opts *o, int *exit_code) {
     args a;
     args_init(&a, "bench", argc, argv);
     memset(o, 0, sizeof *o);
@@ -1258,14 +1234,12 @@ typedef struct bench_stat {
     int n;
 } bench_stat;
 
-static int compare_doubles(const void *x, const void *y)
-{
+static int compare_doubles(const void *x, const void *y) {
     double a = *(const double *)x, b = *(const double *)y;
     return a < b ? -1 : a > b;
 }
 
-static bench_stat bench_summarize(const double *v, int n)
-{
+static bench_stat bench_summarize(const double *v, int n) {
     bench_stat st;
     double sorted[1000];
     int i;
@@ -1281,24 +1255,22 @@ static bench_stat bench_summarize(const double *v, int n)
 }
 
 /* Peak resident set size of this process in bytes, or 0 where unknown. */
-static uint64_t peak_rss_bytes(void)
-{
+static uint64_t peak_rss_bytes(void) {
 #if defined(_WIN32)
     return 0;
 #else
     struct rusage ru;
     if (getrusage(RUSAGE_SELF, &ru) != 0) return 0;
 #if defined(__APPLE__)
-    return (uint64_t)ru.ru_maxrss;            /* bytes on macOS */
+    return (uint64_t)ru.ru_maxrss; /* bytes on macOS */
 #else
-    return (uint64_t)ru.ru_maxrss * 1024u;    /* kilobytes on Linux and the BSDs */
+    return (uint64_t)ru.ru_maxrss * 1024u; /* kilobytes on Linux and the BSDs */
 #endif
 #endif
 }
 
 /* Deterministic token ids in [0, n_vocab): splitmix64. */
-static void bench_fill_tokens(slm_token *t, int n, int n_vocab, uint64_t seed)
-{
+static void bench_fill_tokens(slm_token *t, int n, int n_vocab, uint64_t seed) {
     uint64_t x = seed;
     int i;
     for (i = 0; i < n; i++) {
@@ -1313,8 +1285,7 @@ static void bench_fill_tokens(slm_token *t, int n, int n_vocab, uint64_t seed)
 /* Bytes of weights one decode step reads: every tensor, except that an
    untied model reads one row of token_embd, not all of it. KV cache reads
    are not counted (small next to the weights at these lengths). */
-static uint64_t bench_bytes_per_token(const slm_model *model)
-{
+static uint64_t bench_bytes_per_token(const slm_model *model) {
     const slm_model_info *mi = slm_model_info_get(model);
     uint64_t total = 0;
     int i;
@@ -1332,21 +1303,19 @@ static uint64_t bench_bytes_per_token(const slm_model *model)
 /* What one thread count measured. */
 typedef struct bench_result {
     int n_threads;
-    double *pp, *tg, *ttft;     /* [reps], [reps], [n_ttft][reps] */
+    double *pp, *tg, *ttft; /* [reps], [reps], [n_ttft][reps] */
     uint64_t peak_rss;
 } bench_result;
 
-static int bench_fail(slm_session *s, const char *what, slm_result r)
-{
+static int bench_fail(slm_session *s, const char *what, slm_result r) {
     const char *detail = slm_session_error(s);
-    fprintf(stderr, "slm bench: %s failed: %s%s%s\n", what, slm_result_str(r),
-            detail && detail[0] ? ": " : "", detail ? detail : "");
+    fprintf(stderr, "slm bench: %s failed: %s%s%s\n", what, slm_result_str(r), detail && detail[0] ? ": " : "",
+            detail ? detail : "");
     return 0;
 }
 
 /* pp: one slm_eval of n tokens into an empty cache; returns tokens/s or -1. */
-static double bench_pp(slm_session *s, const slm_token *toks, int n)
-{
+static double bench_pp(slm_session *s, const slm_token *toks, int n) {
     double t0, t1;
     slm_result r = slm_rewind(s, 0);
     if (r != SLM_OK) return bench_fail(s, "slm_rewind", r), -1;
@@ -1359,8 +1328,7 @@ static double bench_pp(slm_session *s, const slm_token *toks, int n)
 
 /* tg: n single-token evals from an empty cache, each fed the greedy choice
    after the last; only slm_eval is timed. Returns tokens/s or -1. */
-static double bench_tg(slm_session *s, slm_token first, int n)
-{
+static double bench_tg(slm_session *s, slm_token first, int n) {
     double total = 0;
     slm_token tok = first;
     int i;
@@ -1379,8 +1347,7 @@ static double bench_tg(slm_session *s, slm_token first, int n)
 }
 
 /* ttft: eval of an n-token prompt into an empty cache + greedy sample; ms or -1. */
-static double bench_ttft(slm_session *s, const slm_token *toks, int n)
-{
+static double bench_ttft(slm_session *s, const slm_token *toks, int n) {
     double t0, t1;
     slm_token tok;
     slm_result r = slm_rewind(s, 0);
@@ -1394,9 +1361,8 @@ static double bench_ttft(slm_session *s, const slm_token *toks, int n)
     return (t1 - t0) * 1e3;
 }
 
-static int bench_threads(const bench_opts *o, const slm_model *model, int n_ctx,
-                         const slm_token *toks, bench_result *res)
-{
+static int bench_threads(const bench_opts *o, const slm_model *model, int n_ctx, const slm_token *toks,
+                         bench_result *res) {
     slm_session *s = NULL;
     slm_session_desc sd;
     char detail[512];
@@ -1427,8 +1393,8 @@ static int bench_threads(const bench_opts *o, const slm_model *model, int n_ctx,
         fprintf(stderr, ", %d", rep + 1);
         if (o->n_prompt && (res->pp[rep] = bench_pp(s, toks, o->n_prompt)) < 0) goto done;
         /* a different first token each rep, as llama-bench draws one */
-        if (o->n_gen && (res->tg[rep] = bench_tg(s, toks[(rep + 1) % (o->n_prompt > 0 ? o->n_prompt : 1)],
-                                                 o->n_gen)) < 0)
+        if (o->n_gen &&
+            (res->tg[rep] = bench_tg(s, toks[(rep + 1) % (o->n_prompt > 0 ? o->n_prompt : 1)], o->n_gen)) < 0)
             goto done;
         for (k = 0; k < o->n_ttft; k++)
             if ((res->ttft[k * o->reps + rep] = bench_ttft(s, toks, o->ttft[k])) < 0) goto done;
@@ -1442,47 +1408,45 @@ done:
     return ok;
 }
 
-static void json_string(FILE *f, const char *s)
-{
+static void json_string(FILE *f, const char *s) {
     fputc('"', f);
     for (; s && *s; s++) {
         unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') fprintf(f, "\\%c", c);
-        else if (c < 0x20) fprintf(f, "\\u%04x", c);
-        else fputc(c, f);
+        if (c == '"' || c == '\\')
+            fprintf(f, "\\%c", c);
+        else if (c < 0x20)
+            fprintf(f, "\\u%04x", c);
+        else
+            fputc(c, f);
     }
     fputc('"', f);
 }
 
-static void json_stat(FILE *f, const char *key, const double *v, int n)
-{
+static void json_stat(FILE *f, const char *key, const double *v, int n) {
     bench_stat st = bench_summarize(v, n);
     int i;
-    fprintf(f, "\"%s\": {\"median\": %.6g, \"min\": %.6g, \"max\": %.6g, \"samples\": [", key,
-            st.median, st.min, st.max);
+    fprintf(f, "\"%s\": {\"median\": %.6g, \"min\": %.6g, \"max\": %.6g, \"samples\": [", key, st.median, st.min,
+            st.max);
     for (i = 0; i < n; i++) fprintf(f, "%s%.6g", i ? ", " : "", v[i]);
     fputs("]}", f);
 }
 
 /* "123.4 (120.1-125.0)" */
-static void format_stat(char *buf, size_t cap, const double *v, int n, int decimals)
-{
+static void format_stat(char *buf, size_t cap, const double *v, int n, int decimals) {
     bench_stat st = bench_summarize(v, n);
     snprintf(buf, cap, "%.*f (%.*f-%.*f)", decimals, st.median, decimals, st.min, decimals, st.max);
 }
 
-static int stat_decimals(const double *v, int n)
-{
+static int stat_decimals(const double *v, int n) {
     double m = bench_summarize(v, n).median;
     return m >= 100 ? 1 : m >= 10 ? 2 : 3;
 }
 
 #define BENCH_MAX_COLS (5 + BENCH_MAX_LIST)
-#define BENCH_CELL 64
+#define BENCH_CELL     64
 
 static void print_bench_table(const bench_opts *o, const slm_model *model, const double *load_ms,
-                              uint64_t bytes_per_token, int n_ctx, const bench_result *res, int n_res)
-{
+                              uint64_t bytes_per_token, int n_ctx, const bench_result *res, int n_res) {
     const slm_model_info *mi = slm_model_info_get(model);
     static char cells[BENCH_MAX_LIST + 1][BENCH_MAX_COLS][BENCH_CELL];
     int width[BENCH_MAX_COLS];
@@ -1493,9 +1457,8 @@ static void print_bench_table(const bench_opts *o, const slm_model *model, const
            mi->name && mi->name[0] ? ", " : "", mi->arch_name ? mi->arch_name : "?",
            type_name(mi->weight_type, b1, sizeof b1), human_count(mi->n_params, b2, sizeof b2));
     format_stat(b4, sizeof b4, load_ms, o->reps, 2);
-    printf("file: %s; weights read per token: %s; load: %s ms%s\n",
-           human_bytes(mi->file_size, b1, sizeof b1), human_bytes(bytes_per_token, b3, sizeof b3), b4,
-           o->model.no_mmap ? " (--no-mmap)" : " (mmap)");
+    printf("file: %s; weights read per token: %s; load: %s ms%s\n", human_bytes(mi->file_size, b1, sizeof b1),
+           human_bytes(bytes_per_token, b3, sizeof b3), b4, o->model.no_mmap ? " (--no-mmap)" : " (mmap)");
     printf("context %d, KV cache %s, %d rep%s after 1 warm-up; median (min-max)\n\n", n_ctx,
            o->kv_type ? slm_type_name(o->kv_type) : "default type", o->reps, o->reps == 1 ? "" : "s");
 
@@ -1508,7 +1471,7 @@ static void print_bench_table(const bench_opts *o, const slm_model *model, const
 
     for (row = 0; row < n_res; row++) {
         const bench_result *r = &res[row];
-        char (*cell)[BENCH_CELL] = cells[row + 1];
+        char(*cell)[BENCH_CELL] = cells[row + 1];
         c = 0;
         snprintf(cell[c++], BENCH_CELL, "%d", r->n_threads);
         if (o->n_prompt) format_stat(cell[c++], BENCH_CELL, r->pp, o->reps, stat_decimals(r->pp, o->reps));
@@ -1520,8 +1483,10 @@ static void print_bench_table(const bench_opts *o, const slm_model *model, const
         if (o->n_gen)
             snprintf(cell[c++], BENCH_CELL, "%.2f",
                      (double)bytes_per_token * bench_summarize(r->tg, o->reps).median / 1e9);
-        if (r->peak_rss) snprintf(cell[c++], BENCH_CELL, "%s", human_bytes(r->peak_rss, b1, sizeof b1));
-        else snprintf(cell[c++], BENCH_CELL, "n/a");
+        if (r->peak_rss)
+            snprintf(cell[c++], BENCH_CELL, "%s", human_bytes(r->peak_rss, b1, sizeof b1));
+        else
+            snprintf(cell[c++], BENCH_CELL, "n/a");
     }
 
     for (c = 0; c < n_cols; c++) {
@@ -1532,15 +1497,13 @@ static void print_bench_table(const bench_opts *o, const slm_model *model, const
         }
     }
     for (row = 0; row <= n_res; row++) {
-        for (c = 0; c < n_cols; c++)
-            printf("%s%*s", c ? "  " : "", width[c], cells[row][c]);
+        for (c = 0; c < n_cols; c++) printf("%s%*s", c ? "  " : "", width[c], cells[row][c]);
         fputc('\n', stdout);
     }
 }
 
 static void print_bench_json(const bench_opts *o, const slm_model *model, const double *load_ms,
-                             uint64_t bytes_per_token, int n_ctx, const bench_result *res, int n_res)
-{
+                             uint64_t bytes_per_token, int n_ctx, const bench_result *res, int n_res) {
     const slm_model_info *mi = slm_model_info_get(model);
     int row, k;
     fputs("[\n", stdout);
@@ -1560,8 +1523,7 @@ static void print_bench_json(const bench_opts *o, const slm_model *model, const 
         printf(", \"kv_type\": \"%s\"", o->kv_type ? slm_type_name(o->kv_type) : "default");
         printf(", \"n_vocab\": %d, \"n_ctx\": %d, \"mmap\": %s, \"n_threads\": %d, \"reps\": %d"
                ", \"n_prompt\": %d, \"n_gen\": %d, ",
-               mi->n_vocab, n_ctx, o->model.no_mmap ? "false" : "true", r->n_threads, o->reps,
-               o->n_prompt, o->n_gen);
+               mi->n_vocab, n_ctx, o->model.no_mmap ? "false" : "true", r->n_threads, o->reps, o->n_prompt, o->n_gen);
         json_stat(stdout, "load_ms", load_ms, o->reps);
         if (o->n_prompt) {
             fputs(", ", stdout);
@@ -1570,8 +1532,7 @@ static void print_bench_json(const bench_opts *o, const slm_model *model, const 
         if (o->n_gen) {
             fputs(", ", stdout);
             json_stat(stdout, "tg_tps", r->tg, o->reps);
-            printf(", \"decode_gbs\": %.6g",
-                   (double)bytes_per_token * bench_summarize(r->tg, o->reps).median / 1e9);
+            printf(", \"decode_gbs\": %.6g", (double)bytes_per_token * bench_summarize(r->tg, o->reps).median / 1e9);
         }
         fputs(", \"ttft_ms\": [", stdout);
         for (k = 0; k < o->n_ttft; k++) {
@@ -1580,15 +1541,16 @@ static void print_bench_json(const bench_opts *o, const slm_model *model, const 
             fputc('}', stdout);
         }
         fputs("], \"peak_rss_bytes\": ", stdout);
-        if (r->peak_rss) printf("%llu", (unsigned long long)r->peak_rss);
-        else fputs("null", stdout);
+        if (r->peak_rss)
+            printf("%llu", (unsigned long long)r->peak_rss);
+        else
+            fputs("null", stdout);
         printf("}%s\n", row + 1 < n_res ? "," : "");
     }
     fputs("]\n", stdout);
 }
 
-static int cmd_bench(int argc, char **argv)
-{
+static int cmd_bench(int argc, char **argv) {
     bench_opts o;
     slm_model *model = NULL;
     const slm_model_info *mi;
@@ -1631,8 +1593,10 @@ static int cmd_bench(int argc, char **argv)
     n_ctx = o.n_prompt + o.n_gen + 8;
     if (mi->max_seq > 0 && n_ctx > mi->max_seq) n_ctx = mi->max_seq;
     if (need > n_ctx) {
-        fprintf(stderr, "slm bench: the model's context is %d tokens (max_seq), too short for a "
-                "%d-token run; lower -p, -n or --ttft\n", mi->max_seq, need);
+        fprintf(stderr,
+                "slm bench: the model's context is %d tokens (max_seq), too short for a "
+                "%d-token run; lower -p, -n or --ttft\n",
+                mi->max_seq, need);
         goto done;
     }
 
@@ -1658,8 +1622,10 @@ static int cmd_bench(int argc, char **argv)
         if (!bench_threads(&o, model, n_ctx, toks, r)) goto done;
     }
 
-    if (o.json) print_bench_json(&o, model, load_ms, bytes_per_token, n_ctx, res, o.n_threads_list);
-    else print_bench_table(&o, model, load_ms, bytes_per_token, n_ctx, res, o.n_threads_list);
+    if (o.json)
+        print_bench_json(&o, model, load_ms, bytes_per_token, n_ctx, res, o.n_threads_list);
+    else
+        print_bench_table(&o, model, load_ms, bytes_per_token, n_ctx, res, o.n_threads_list);
     exit_code = 0;
 
 done:
@@ -1675,46 +1641,43 @@ done:
 
 typedef struct command {
     const char *name;
-    int (*main)(int argc, char **argv);   /* argv[0] is the command name */
+    int (*main)(int argc, char **argv); /* argv[0] is the command name */
     const char *usage;
     const char *summary;
 } command;
 
 static const command commands[] = {
-    { "run",      cmd_run,      run_usage,      "generate text that continues a prompt" },
-    { "info",     cmd_info,     info_usage,     "describe a model file" },
+    { "run", cmd_run, run_usage, "generate text that continues a prompt" },
+    { "info", cmd_info, info_usage, "describe a model file" },
     { "tokenize", cmd_tokenize, tokenize_usage, "print the tokens of a text or a file" },
-    { "bench",    cmd_bench,    bench_usage,    "measure speed (tokens/s, time to first token) and memory" },
+    { "bench", cmd_bench, bench_usage, "measure speed (tokens/s, time to first token) and memory" },
 };
 
 #define N_COMMANDS ((int)(sizeof commands / sizeof commands[0]))
 
-static const command *find_command(const char *name)
-{
+static const command *find_command(const char *name) {
     int i;
     for (i = 0; i < N_COMMANDS; i++)
         if (strcmp(commands[i].name, name) == 0) return &commands[i];
     return NULL;
 }
 
-static void print_usage(FILE *f)
-{
+static void print_usage(FILE *f) {
     int i;
-    fprintf(f, "slm %d.%d.%d - small language models on the device\n\n"
-               "usage: slm COMMAND [options]\n\ncommands:\n",
+    fprintf(f,
+            "slm %d.%d.%d - small language models on the device\n\n"
+            "usage: slm COMMAND [options]\n\ncommands:\n",
             SLM_VERSION_MAJOR, SLM_VERSION_MINOR, SLM_VERSION_PATCH);
     for (i = 0; i < N_COMMANDS; i++) fprintf(f, "  %-10s  %s\n", commands[i].name, commands[i].summary);
     fprintf(f, "\n'slm COMMAND --help' describes a command's options.\n");
 }
 
-static void print_command_names(FILE *f)
-{
+static void print_command_names(FILE *f) {
     int i;
     for (i = 0; i < N_COMMANDS; i++) fprintf(f, "%s%s", i ? ", " : "", commands[i].name);
 }
 
-static int help_command(int argc, char **argv)
-{
+static int help_command(int argc, char **argv) {
     const command *c;
     if (argc < 3) {
         print_usage(stdout);
@@ -1730,8 +1693,7 @@ static int help_command(int argc, char **argv)
     return 0;
 }
 
-int main(int argc, char **argv)
-{
+int main(int argc, char **argv) {
     const command *c;
     int exit_code;
 
@@ -1743,8 +1705,8 @@ int main(int argc, char **argv)
     if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0)
         return help_command(argc, argv);
     if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0) {
-        printf("slm %d.%d.%d (.slm format %d.%d)\n", SLM_VERSION_MAJOR, SLM_VERSION_MINOR,
-               SLM_VERSION_PATCH, SLM_FORMAT_VERSION_MAJOR, SLM_FORMAT_VERSION_MINOR);
+        printf("slm %d.%d.%d (.slm format %d.%d)\n", SLM_VERSION_MAJOR, SLM_VERSION_MINOR, SLM_VERSION_PATCH,
+               SLM_FORMAT_VERSION_MAJOR, SLM_FORMAT_VERSION_MINOR);
         return 0;
     }
     if (!(c = find_command(argv[1]))) {

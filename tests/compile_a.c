@@ -21,14 +21,17 @@ int main(int argc, char **argv) {
     int i;
     memset(&desc, 0, sizeof desc);
     desc.path = argc > 1 ? argv[1] : "/nonexistent/model.slm";
-    if (slm_model_load(&model, &desc) == SLM_OK) slm_model_free(model);
-    else if (model != NULL) bad++;
+    if (slm_model_load(&model, &desc) == SLM_OK)
+        slm_model_free(model);
+    else if (model != NULL)
+        bad++;
     if (!slm_result_str(SLM_ERR_FORMAT)) bad++;
     if (slm_type_row_size(SLM_TYPE_Q8_0, 64) != 68) bad++;
     for (i = 0; i < 32; i++) x[i] = (float)i / 8.0f - 2.0f;
     if (slm_quantize_row(SLM_TYPE_Q8_0, x, q, 32) != SLM_OK) bad++;
     if (slm_dequantize_row(SLM_TYPE_Q8_0, q, y, 32) != SLM_OK) bad++;
-    for (i = 0; i < 32; i++) if (y[i] - x[i] > 0.02f || x[i] - y[i] > 0.02f) bad++;
+    for (i = 0; i < 32; i++)
+        if (y[i] - x[i] > 0.02f || x[i] - y[i] > 0.02f) bad++;
 #ifndef COMPILE_SINGLE
     bad += compile_b_check();
 #endif

@@ -103,7 +103,7 @@ static inline float slm_test_mm512_reduce_add_ps(simde__m512 a) {
 #define _mm512_reduce_add_ps(a) slm_test_mm512_reduce_add_ps(a)
 #endif
 
-#define __AVX512F__ 1
+#define __AVX512F__  1
 #define __AVX512BW__ 1
 #define __AVX512VL__ 1
 #if defined(SLM_TEST_VNNI)

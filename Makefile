@@ -1,5 +1,5 @@
 # slm - build, demo and tests.
-#   make                  ./slm and ./slm-convert
+#   make                  ./slm, ./slm-convert and every other examples/NAME.c as ./NAME
 #   make demo             fetch stories260K, convert it, print a story
 #   make test             fast suite (< 5 min, installs nothing)
 #   make test-extended    sanitizers and slow checks (may apt-get install)
@@ -25,12 +25,19 @@ LDLIBS = -lm
 SLM_MODELS ?= ../shared/models
 export SLM_MODELS
 
+# examples/slm.c is the CLI, ./slm; each other examples/NAME.c is ./NAME
+# (tests/run.sh runs every one of them).
+EXAMPLES := $(filter-out slm,$(basename $(notdir $(wildcard examples/*.c))))
+
 .PHONY: all demo test test-extended clean
 
-all: slm slm-convert
+all: slm slm-convert $(EXAMPLES)
 
 slm: examples/slm.c slm.h
 	$(CC) $(CFLAGS) $(WARNINGS) $(OPENMP) -I. -o $@ examples/slm.c $(LDFLAGS) $(LDLIBS)
+
+$(EXAMPLES): %: examples/%.c slm.h
+	$(CC) $(CFLAGS) $(WARNINGS) $(OPENMP) -I. -o $@ $< $(LDFLAGS) $(LDLIBS)
 
 slm-convert: tools/slm-convert.c slm.h
 	$(CC) $(CFLAGS) $(WARNINGS) $(OPENMP) -I. -o $@ tools/slm-convert.c $(LDFLAGS) $(LDLIBS)
@@ -54,4 +61,4 @@ test-extended:
 	SLM_BUILD_STATUS=$$? CC="$(CC)" CXX="$(CXX)" CFLAGS="$(CFLAGS)" OPENMP="$(OPENMP)" tests/extended.sh
 
 clean:
-	rm -rf slm slm-convert build
+	rm -rf slm slm-convert $(EXAMPLES) build

@@ -6,12 +6,16 @@
        slm tokenize -m MODEL (-f FILE | TEXT)      print token ids or pieces
        slm bench    -m MODEL [options]             measure speed and memory
 
-   Scripts and tests parse what this program prints (see "Command-line
-   contract" in DESIGN.md), so the output formats below are kept exact: data
-   goes to stdout, everything else (statistics, notes, errors) to stderr;
-   exit status 0 on success, 1 on any error. It uses only slm.h's public API.
+   Scripts and tests parse what this program prints (README.md, "Command
+   line"; tests/run.sh checks it), so the output formats below are kept exact:
+   data goes to stdout, everything else (statistics, notes, errors) to stderr;
+   exit status 0 on success, 1 on any error. It uses only slm.h's public API,
+   and reports what the API reports (slm_session_stats, the error buffers of
+   slm_model_desc and slm_session_desc, slm_session_error) rather than working
+   it out again.
 
-   Build: gcc -std=c99 -O2 -Wall -Wextra -fopenmp -o slm examples/slm.c -lm
+   Build (from the repository's root; `make` does this):
+       cc -std=c99 -O2 -Wall -Wextra -fopenmp -o slm examples/slm.c -lm
 */
 
 /* clock_gettime, fileno and isatty are POSIX, hidden by a strict -std=c99. */
@@ -631,23 +635,42 @@ typedef struct run_opts {
 /* What the token callback needs to stream the text and time the phases. */
 typedef struct stream_state {
     FILE *out;
+    const char *prompt; /* echoed before the first piece, once slm_generate has accepted it */
+    int prompt_written;
+    int got_piece;
     double t_first; /* first text out: the prompt was processed by then */
-    size_t n_bytes;
     char last_byte;
     int write_failed;
 } stream_state;
 
+static int stream_write(stream_state *st, const char *bytes, size_t len) {
+    if (len == 0) return 1;
+    if (fwrite(bytes, 1, len, st->out) != len || fflush(st->out) != 0) {
+        st->write_failed = 1;
+        return 0;
+    }
+    st->last_byte = bytes[len - 1];
+    return 1;
+}
+
+/* The prompt is echoed only once slm_generate has evaluated it, so a prompt
+   it refuses (longer than the context, or no tokens) prints nothing. */
+static int stream_prompt(stream_state *st) {
+    if (st->prompt_written) return 1;
+    st->prompt_written = 1;
+    st->last_byte = '\n';
+    return stream_write(st, st->prompt, strlen(st->prompt));
+}
+
 static int stream_piece(void *user, const char *piece, int len) {
     stream_state *st = (stream_state *)user;
-    if (st->n_bytes == 0) st->t_first = now_seconds();
-    if (len <= 0) return 0;
-    if (fwrite(piece, 1, (size_t)len, st->out) != (size_t)len || fflush(st->out) != 0) {
-        st->write_failed = 1;
-        return 1; /* nobody is reading: stop generating */
+    if (!st->got_piece) {
+        st->got_piece = 1;
+        st->t_first = now_seconds();
     }
-    st->n_bytes += (size_t)len;
-    st->last_byte = piece[len - 1];
-    return 0;
+    /* non-zero: nobody is reading, stop generating */
+    if (!stream_prompt(st)) return 1;
+    return len > 0 && !stream_write(st, piece, (size_t)len);
 }
 
 /* A run without --seed should differ from the last one; mixing the wall
@@ -738,20 +761,6 @@ static void fill_gen_opts(const run_opts *o, stream_state *st, slm_gen_opts *g) 
     g->user = st;
 }
 
-/* slm_generate does not say how many tokens it drew, so the count comes from
-   the cache: each drawn token is evaluated before the next is drawn, so all
-   but the last are in it. The last is counted unless it was end of text,
-   which is not part of the output. From outside, a run that ended on end of
-   text looks like one that ended on max_tokens or a stop string one token
-   earlier; the guess below is off by one only in those rare overlaps. */
-static int generated_tokens(const run_opts *o, slm_result r, int n_prompt, int n_past) {
-    int evaluated = n_past - n_prompt;
-    if (evaluated < 0) return 0;
-    if (r != SLM_OK) return evaluated + 1; /* context full or cancelled */
-    if (o->n_predict > 0 && evaluated + 1 >= o->n_predict) return o->n_predict;
-    return o->n_stop > 0 ? evaluated + 1 : evaluated;
-}
-
 static void print_rate(const char *what, int n, double seconds) {
     if (n > 0 && seconds > 0)
         fprintf(stderr, "%s %.1f tok/s", what, (double)n / seconds);
@@ -759,14 +768,14 @@ static void print_rate(const char *what, int n, double seconds) {
         fprintf(stderr, "%s n/a", what);
 }
 
-static void print_run_stats(const run_opts *o, int n_prompt, int n_gen, double t_start, double t_first, double t_end) {
+static void print_run_stats(const run_opts *o, const slm_gen_stats *gs, double t_start, double t_first, double t_end) {
     /* The library reports no phase timings, so the first piece of text marks
        the end of the prompt: the first generated token costs no extra
        forward pass, so generation speed counts the tokens after it. */
-    fprintf(stderr, "%d tokens generated, %d prompt tokens; ", n_gen, n_prompt);
-    print_rate("prompt", n_prompt, t_first - t_start);
+    fprintf(stderr, "%d tokens generated, %d prompt tokens; ", gs->n_generated, gs->n_prompt);
+    print_rate("prompt", gs->n_prompt - gs->n_cached, t_first - t_start);
     fputs(", ", stderr);
-    print_rate("generation", n_gen - 1, t_end - t_first);
+    print_rate("generation", gs->n_generated - 1, t_end - t_first);
     if (o->temperature > 0) fprintf(stderr, "; seed %llu", (unsigned long long)o->seed);
     fputc('\n', stderr);
 }
@@ -777,9 +786,10 @@ static int cmd_run(int argc, char **argv) {
     slm_session *session = NULL;
     slm_session_desc sd;
     slm_gen_opts gen;
+    slm_gen_stats gs;
     stream_state st;
-    slm_token *prompt_tokens = NULL;
-    int exit_code = 1, n_prompt, n_gen;
+    char detail[512];
+    int exit_code = 1;
     double t_start, t_end;
     slm_result r;
 
@@ -787,70 +797,55 @@ static int cmd_run(int argc, char **argv) {
     exit_code = 1;
 
     if (!(model = load_model("run", &o.model))) goto done;
-    /* slm_session_new would refuse it with no more detail than "unsupported" */
-    if (slm_model_info_get(model)->n_tensors == 0) {
-        fprintf(stderr, "slm run: '%s' holds only a tokenizer, no weights to generate with\n", o.model.path);
-        goto done;
-    }
 
     memset(&sd, 0, sizeof sd);
+    detail[0] = '\0';
     sd.n_ctx = o.n_ctx;
     sd.n_threads = o.n_threads;
     sd.kv_type = o.kv_type;
+    sd.error = detail;
+    sd.error_cap = sizeof detail;
     r = slm_session_new(&session, model, &sd);
     if (r != SLM_OK) {
-        fprintf(stderr, "slm run: cannot start a session: %s\n", slm_result_str(r));
-        goto done;
-    }
-
-    /* Counted the way slm_generate tokenizes, for the statistics only. */
-    n_prompt = tokenize_alloc("run", model, o.prompt, strlen(o.prompt), SLM_TOK_BOS | SLM_TOK_SPECIAL, &prompt_tokens);
-    if (n_prompt < 0) goto done;
-    /* Refused before the prompt is echoed, so a failed run prints nothing. */
-    if (n_prompt > slm_session_n_ctx(session)) {
-        fprintf(stderr, "slm run: the prompt is %d tokens, more than the context (%d); see -c\n", n_prompt,
-                slm_session_n_ctx(session));
+        fprintf(stderr, "slm run: cannot start a session on '%s': %s\n", o.model.path,
+                detail[0] ? detail : slm_result_str(r));
         goto done;
     }
 
     memset(&st, 0, sizeof st);
     st.out = stdout;
+    st.prompt = o.prompt;
     fill_gen_opts(&o, &st, &gen);
-
-    if (fputs(o.prompt, stdout) == EOF || fflush(stdout) != 0) {
-        fprintf(stderr, "slm run: cannot write to stdout\n");
-        goto done;
-    }
-    st.last_byte = o.prompt[0] ? o.prompt[strlen(o.prompt) - 1] : '\n';
 
     t_start = now_seconds();
     r = slm_generate(session, o.prompt, &gen, NULL, 0, NULL);
     t_end = now_seconds();
-    if (st.n_bytes == 0) st.t_first = t_end;
-
-    n_gen = generated_tokens(&o, r, n_prompt, slm_session_n_past(session));
+    if (!st.got_piece) st.t_first = t_end;
+    memset(&gs, 0, sizeof gs); /* slm_session_stats fails only on NULL arguments */
+    slm_session_stats(session, &gs);
+    /* SLM_STOP_ERROR with nothing streamed: the prompt was refused */
+    if (gs.stop_reason != SLM_STOP_ERROR) stream_prompt(&st);
 
     if (st.write_failed) {
         fprintf(stderr, "slm run: cannot write to stdout\n");
         goto done;
     }
     /* Keep the statistics off the last line of text on a terminal. */
-    if (st.last_byte != '\n' && is_terminal(stdout) && is_terminal(stderr)) fputc('\n', stderr);
+    if (st.prompt_written && st.last_byte != '\n' && is_terminal(stdout) && is_terminal(stderr)) fputc('\n', stderr);
 
-    if (r == SLM_ERR_CONTEXT_FULL && (st.n_bytes > 0 || n_gen > 0)) {
+    if (gs.stop_reason == SLM_STOP_CONTEXT_FULL) {
         fprintf(stderr, "slm run: note: the context (%d tokens) is full; generation stopped there\n",
                 slm_session_n_ctx(session));
     } else if (r != SLM_OK) {
-        const char *detail = slm_session_error(session);
-        fprintf(stderr, "slm run: generation failed: %s%s%s\n", slm_result_str(r), detail && detail[0] ? ": " : "",
-                detail ? detail : "");
+        const char *why = slm_session_error(session);
+        fprintf(stderr, "slm run: generation failed: %s%s%s%s\n", slm_result_str(r), why[0] ? ": " : "", why,
+                r == SLM_ERR_CONTEXT_FULL ? " (see -c)" : "");
         goto done;
     }
-    print_run_stats(&o, n_prompt, n_gen, t_start, st.t_first, t_end);
+    print_run_stats(&o, &gs, t_start, st.t_first, t_end);
     exit_code = 0;
 
 done:
-    free(prompt_tokens);
     slm_session_free(session);
     slm_model_free(model);
     return exit_code;
@@ -917,7 +912,7 @@ static void print_model_info(const slm_model *model, const char *path) {
     printf("file: %s\n", path);
     printf("file_size: %llu (%s)\n", (unsigned long long)mi->file_size, human_bytes(mi->file_size, b1, sizeof b1));
     printf("format: %d.%d\n", mi->format_major, mi->format_minor);
-    printf("name: %s\n", mi->name ? mi->name : "");
+    printf("name: %s\n", mi->name); /* "" when the file has none */
     for (i = 0; i < (int)(sizeof meta_keys / sizeof meta_keys[0]); i++) {
         const char *v = slm_model_meta(model, meta_keys[i]);
         if (v) printf("%s: %s\n", meta_keys[i], v);
@@ -1453,9 +1448,9 @@ static void print_bench_table(const bench_opts *o, const slm_model *model, const
     int n_cols = 0, row, c, k;
     char b1[64], b2[64], b3[64], b4[64];
 
-    printf("model: %s (%s%s%s, %s, %s params)\n", o->model.path, mi->name && mi->name[0] ? mi->name : "",
-           mi->name && mi->name[0] ? ", " : "", mi->arch_name ? mi->arch_name : "?",
-           type_name(mi->weight_type, b1, sizeof b1), human_count(mi->n_params, b2, sizeof b2));
+    printf("model: %s (%s%s%s, %s, %s params)\n", o->model.path, mi->name, mi->name[0] ? ", " : "",
+           mi->arch_name ? mi->arch_name : "?", type_name(mi->weight_type, b1, sizeof b1),
+           human_count(mi->n_params, b2, sizeof b2));
     format_stat(b4, sizeof b4, load_ms, o->reps, 2);
     printf("file: %s; weights read per token: %s; load: %s ms%s\n", human_bytes(mi->file_size, b1, sizeof b1),
            human_bytes(bytes_per_token, b3, sizeof b3), b4, o->model.no_mmap ? " (--no-mmap)" : " (mmap)");
@@ -1512,7 +1507,7 @@ static void print_bench_json(const bench_opts *o, const slm_model *model, const 
         printf("{\"model\": ");
         json_string(stdout, o->model.path);
         printf(", \"name\": ");
-        json_string(stdout, mi->name ? mi->name : "");
+        json_string(stdout, mi->name);
         printf(", \"arch\": ");
         json_string(stdout, mi->arch_name ? mi->arch_name : "");
         printf(", \"weight_type\": ");

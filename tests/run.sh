@@ -11,13 +11,16 @@
 #   3. checks the command-line contract of ./slm and ./slm-convert
 #   4. the compile matrix: C99 and C++11, gcc and clang, two translation units,
 #      with and without -fopenmp, with -DSLM_NO_SIMD
+#   5. runs every example (examples/NAME.c, built by make as ./NAME), and
+#      builds README.md's C program (examples/simple.c) in a folder of its own
 # and ends with the line "N passed, N failed, N skipped". Exit status 1 when
 # anything failed. Installs nothing; tests whose assets are missing
 # (${SLM_MODELS:-../shared/models}) are skipped with the reason.
 #
 # Environment: CC CXX CFLAGS OPENMP (from the Makefile), SLM_MODELS,
 # SLM_TEST_BUILD, SLM_BIN, SLM_CONVERT_BIN (binaries to test, default ./slm and
-# ./slm-convert), SLM_TEST_SKIP_COMPILE=1 (no compile matrix),
+# ./slm-convert), SLM_EXAMPLES_DIR (where make put the examples, default .),
+# SLM_TEST_SKIP_COMPILE=1 (no compile matrix),
 # SLM_TEST_COMPILERS ("gcc clang" by default; those not installed are skipped),
 # SLM_TEST_ONLY_COMPILE=1 (just the compile matrix).
 set -u
@@ -30,6 +33,7 @@ OPENMP=${OPENMP-}
 BUILD=${SLM_TEST_BUILD:-build}
 MODELS=${SLM_MODELS:-../shared/models}
 SLM=${SLM_BIN:-./slm}
+SLM_EXAMPLES_DIR=${SLM_EXAMPLES_DIR:-.}
 CONVERT=${SLM_CONVERT_BIN:-./slm-convert}
 export SLM_MODELS="$MODELS" SLM_TEST_BUILD="$BUILD" SLM_BIN="$SLM" SLM_CONVERT_BIN="$CONVERT"
 mkdir -p "$BUILD"
@@ -436,6 +440,158 @@ fi
 }
 
 # ---------------------------------------------------------------------------
+# 5. examples (issue 9): every examples/*.c is built by `make` and run here;
+#    the CLI reports what slm.h reports; README.md's C program is
+#    examples/simple.c and builds outside the repository with the README's
+#    own command. One block, so that it can move as a whole.
+# ---------------------------------------------------------------------------
+# stderr's "N tokens generated" of a slm run, or nothing
+run_n_generated() { sed -n 's/^\([0-9][0-9]*\) tokens generated, .*/\1/p' "$1" | head -n 1; }
+
+# examples_cli MODEL: slm run prints the library's counts and error messages
+examples_cli() {
+    local M=$1 O=$BUILD/ex_cli.out E=$BUILD/ex_cli.err T=$BUILD/ex_cli_eos.out K n
+    run_cmd "$O" "$E" "$SLM" run -m "$M" -p "Once upon a time" -n 40 --temp 0
+    DETAIL="exit status $RC, stderr: $(head -c 300 "$E")"
+    check "slm run -n 40: stats say 40 tokens generated, 5 prompt tokens" eval 'test $RC = 0 && grep -q "^40 tokens generated, 5 prompt tokens;" "$E"'
+    # A greedy run that ends on end of text generated K tokens exactly when
+    # -n K gives the same text and -n K-1 a shorter one; -n K+1 must not
+    # count the end-of-text token (the CLI's own estimate used to).
+    run_cmd "$T" "$E" "$SLM" run -m "$M" -p "Once upon a time" -n 0 --temp 0
+    K=$(run_n_generated "$E")
+    if [ $RC != 0 ] || [ -z "$K" ] || [ "$K" -lt 2 ]; then
+        fail "slm run -n 0 ends on end of text and reports its token count" "exit status $RC, stderr: $(head -c 300 "$E")"
+    else
+        local bad=
+        for n in $K $((K + 1)); do
+            run_cmd "$O" "$E" "$SLM" run -m "$M" -p "Once upon a time" -n $n --temp 0
+            cmp -s "$O" "$T" || bad="$bad [-n $n: other text]"
+            [ "$(run_n_generated "$E")" = "$K" ] || bad="$bad [-n $n: $(head -n 1 "$E")]"
+        done
+        run_cmd "$O" "$E" "$SLM" run -m "$M" -p "Once upon a time" -n $((K - 1)) --temp 0
+        { [ $(wc -c <"$O") -lt $(wc -c <"$T") ] && cmp -s -n $(wc -c <"$O") "$O" "$T"; } || bad="$bad [-n $((K - 1)) is not shorter]"
+        DETAIL="-n 0 reported $K tokens:$bad"
+        check "slm run reports the generated tokens of slm_session_stats ($K up to end of text)" test -z "$bad"
+    fi
+    run_cmd "$O" "$E" "$SLM" run -m "$M" -p "Once upon a time" -n 0 --temp 0 -c 16
+    DETAIL="exit status $RC, stdout: $(head -c 100 "$O"), stderr: $(head -c 300 "$E")"
+    check "slm run -c 16: the context fills after 12 tokens, noted on stderr, exit 0" eval 'test $RC = 0 && [ "$(head -c 16 "$O")" = "Once upon a time" ] && grep -q "context (16 tokens) is full" "$E" && [ "$(run_n_generated "$E")" = 12 ]'
+    run_cmd "$O" "$E" "$SLM" run -m "$M" -p "Once upon a time" -c 4
+    DETAIL="exit status $RC, stdout: $(head -c 100 "$O"), stderr: $(head -c 300 "$E")"
+    check "slm run with a prompt longer than the context: exit 1, nothing on stdout, the library's reason" eval 'test $RC = 1 && ! [ -s "$O" ] && grep -q "prompt is 5 tokens, the context 4" "$E"'
+    run_cmd "$O" "$E" "$SLM" run -m "$M" -p "Once upon a time" -c 99999999
+    DETAIL="exit status $RC, stderr: $(head -c 300 "$E")"
+    check "slm run -c 99999999: exit 1 with slm_session_new's message (slm_session_desc.error)" eval 'test $RC = 1 && ! [ -s "$O" ] && grep -q "n_ctx 99999999" "$E"'
+}
+
+# examples_simple BIN MODEL EXPECTED: the README's program prints the prompt
+# and its 100-token greedy continuation, which is slm run's and llama2.c's
+examples_simple() {
+    local bin=$1 M=$2 X=$3 O=$BUILD/ex_simple.out E=$BUILD/ex_simple.err d n
+    local REF=$SRC/reference_greedy.txt
+    run_cmd "$O" "$E" "$bin" "$M"
+    DETAIL="exit status $RC; $(cmp "$X" "$O" 2>&1 | head -c 200); stdout: $(head -c 200 "$O")"
+    check "examples/simple == slm run -n 100 --temp 0, and a newline" eval 'test $RC = 0 && cmp -s "$X" "$O"'
+    n=$(($(wc -c <"$O") - 1))
+    DETAIL="$n bytes before the newline; reference: $(head -c 200 "$REF")"
+    check "examples/simple's story starts llama2.c's reference_greedy.txt" eval '[ $n -gt 200 ] && cmp -s -n $n "$O" "$REF"'
+    run_cmd "$O" "$E" "$bin" "$BUILD/no-such-model.slm"
+    DETAIL="exit status $RC, stdout: $(head -c 100 "$O"), stderr: $(head -c 200 "$E")"
+    check "examples/simple with a missing model: exit 1, says why" eval 'test $RC = 1 && ! [ -s "$O" ] && grep -q "no-such-model.slm" "$E"'
+    # without argv[1]: the file `make demo` writes, relative to slm's folder
+    d=$BUILD/ex_demo.$$
+    rm -rf "$d" && mkdir -p "$d/models" && cp "$M" "$d/models/stories260K.slm"
+    case $bin in /*) ;; *) bin=$PWD/$bin ;; esac
+    (cd "$d" && $TO "$bin" </dev/null >out 2>err)
+    RC=$?
+    DETAIL="exit status $RC, stderr: $(head -c 200 "$d/err"); Makefile: $(grep '^demo:' Makefile)"
+    check "examples/simple without arguments reads models/stories260K.slm, the model make demo converts" eval 'test $RC = 0 && cmp -s "$X" "$d/out" && grep -q "^demo:.* models/stories260K.slm" Makefile'
+    rm -rf "$d"
+}
+
+# examples_readme MODEL EXPECTED: README.md's "Use it from C" program is
+# examples/simple.c byte for byte; copied to a temporary folder outside the
+# checkout, it builds there with the README's command (its -I pointing at
+# this checkout) and runs as the README says (on MODEL, when HAVE is 1)
+examples_readme() {
+    local M=$1 X=$2 have=$3 d cmd run_line abs_m
+    if ! d=$(mktemp -d "${TMPDIR:-/tmp}/slm-readme.XXXXXX"); then
+        fail "a temporary folder for README.md's program" "mktemp -d failed"
+        return
+    fi
+    # the first ```c block of the section, then the first line of the ```sh block after it that compiles
+    awk '/^## /{sec=($0=="## Use it from C")} sec&&/^```c$/&&!done{inb=1;next} inb&&/^```$/{inb=0;done=1} inb' README.md >"$d/app.c"
+    DETAIL="$(diff examples/simple.c "$d/app.c" | head -n 10)"
+    check "README.md's C program is examples/simple.c, byte for byte" cmp -s examples/simple.c "$d/app.c"
+    cmd=$(awk '/^## /{sec=($0=="## Use it from C")} sec&&/^```sh$/{inb=1;next} inb&&/^```$/{exit} inb&&/^cc /{print;exit}' README.md)
+    run_line=$(awk '/^## /{sec=($0=="## Use it from C")} sec&&/^```sh$/{inb=1;next} inb&&/^```$/{exit} inb&&/^\.\/app /{print;exit}' README.md)
+    if [ -z "$cmd" ] || [ -z "$run_line" ] || [[ $cmd != *"-I path/to/slm "* ]] || [[ $cmd != *" app.c "* ]]; then
+        fail "README.md gives the build command (cc ... -I path/to/slm ... app.c) and ./app" "build: '$cmd', run: '$run_line'"
+        rm -rf "$d"
+        return
+    fi
+    cmd=${cmd//path\/to\/slm/$PWD}
+    # both are optional (README.md): left out where this compiler lacks them
+    printf 'int main(void){return 0;}' | cc -fopenmp -x c - -o "$d/probe" >/dev/null 2>&1 || cmd=${cmd//-fopenmp /}
+    cc -march=native -E -x c /dev/null >/dev/null 2>&1 || cmd=${cmd//-march=native /}
+    rm -f "$d/probe"
+    abs_m=$M
+    case $abs_m in /*) ;; *) abs_m=$PWD/$abs_m ;; esac
+    if (cd "$d" && $TO bash -c "$cmd" >build.log 2>&1); then
+        pass "README.md's program builds outside the checkout: $cmd"
+        [ "$have" = 1 ] || { rm -rf "$d"; return; }
+        (cd "$d" && $TO ${run_line%% *} "$abs_m" </dev/null >app.out 2>app.err)
+        RC=$?
+        DETAIL="exit status $RC; $(cmp "$X" "$d/app.out" 2>&1 | head -c 200); stderr: $(head -c 200 "$d/app.err")"
+        check "README.md's program run as ./app MODEL prints what examples/simple does" eval 'test $RC = 0 && cmp -s "$X" "$d/app.out"'
+    else
+        fail "README.md's program builds outside the checkout: $cmd" "$(head -n 8 "$d/build.log")"
+    fi
+    rm -rf "$d"
+}
+
+section_examples() {
+echo "== examples ($SLM_EXAMPLES_DIR/NAME for examples/NAME.c)"
+local M=$BUILD/stories260K_f32.slm X=$BUILD/ex_simple.expected src name bin have=1
+rm -f "$X"
+if [ $HAVE_MODEL = 0 ]; then
+    skip "examples on stories260K" "$NO_MODEL_REASON"
+    have=0
+elif [ -z "${CONVERTED[f32]:-}" ]; then
+    fail "examples on stories260K" "no converted model ($M)"
+    have=0
+fi
+if [ $have = 1 ] && [ ! -x "$SLM" ]; then
+    fail "examples on stories260K" "$SLM was not built"
+    have=0
+fi
+if [ $have = 1 ]; then
+    examples_cli "$M"
+    # what simple.c (and README.md's copy) must print
+    run_cmd "$X" "$BUILD/ex_simple.err" "$SLM" run -m "$M" -p "Once upon a time" -n 100 --temp 0
+    printf '\n' >>"$X"
+fi
+for src in examples/*.c; do
+    name=$(basename "$src" .c)
+    [ "$name" = slm ] && continue # the CLI: section 3 and examples_cli
+    bin=$SLM_EXAMPLES_DIR/$name
+    if [ ! -x "$bin" ] || [ "$bin" -ot "$src" ] || [ "$bin" -ot slm.h ]; then
+        fail "make builds examples/$name.c as $bin" "$bin is missing or older than its sources (run make)"
+        continue
+    fi
+    [ $have = 1 ] || continue
+    case $name in
+    simple) examples_simple "$bin" "$M" "$X" ;;
+    *) fail "examples/$name.c is run by make test" "tests/run.sh has no case for it in section_examples" ;;
+    esac
+done
+examples_readme "$M" "$X" $have
+}
+# ---------------------------------------------------------------------------
+# end of the examples block
+# ---------------------------------------------------------------------------
+
+# ---------------------------------------------------------------------------
 # 4. compile matrix
 # ---------------------------------------------------------------------------
 section_matrix() {
@@ -502,6 +658,7 @@ if [ "$ONLY_COMPILE" != 1 ]; then
     section_checkpoints
     section_ctests
     section_cli
+    section_examples
 fi
 section_matrix
 

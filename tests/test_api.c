@@ -70,7 +70,7 @@ static char *gen_text(slm_session *s, const char *prompt, const slm_gen_opts *o,
 }
 
 /* ======================================================================== */
-/* 1. stories260K f32 against llama2.c run.c                                */
+/* stories260K f32 against llama2.c run.c                                   */
 /* ======================================================================== */
 
 static void test_model_info(void) {
@@ -326,7 +326,7 @@ static void test_generate_greedy(void) {
 }
 
 /* ======================================================================== */
-/* 2. tokenizer                                                             */
+/* tokenizer                                                                */
 /* ======================================================================== */
 
 static void test_tokenizer_cases(void) {
@@ -410,7 +410,7 @@ static void test_tokenizer_cases(void) {
 }
 
 /* ======================================================================== */
-/* 3. quantized / f16 variants, teacher-forced against f32                  */
+/* quantized / f16 variants, teacher-forced against f32                     */
 /* ======================================================================== */
 
 static int r16_of(int type) {
@@ -557,7 +557,7 @@ static void test_layouts(const char *type) {
 }
 
 /* ======================================================================== */
-/* 5. NULL and out-of-range arguments                                       */
+/* NULL and out-of-range arguments                                          */
 /* ======================================================================== */
 
 static void test_args_no_model(void) {
@@ -942,7 +942,7 @@ static void test_quantize_rows(void) {
 }
 
 /* ======================================================================== */
-/* 6. generation behaviour                                                  */
+/* generation behaviour                                                     */
 /* ======================================================================== */
 
 static void test_stop_strings(void) {

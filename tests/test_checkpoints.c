@@ -4,8 +4,9 @@
    to slm-convert. The .slm files are those tests/run.sh converted. */
 #include "harness.h"
 
-/* 7. real checkpoints: llama.cpp vocab vectors, GGUF parity fixtures,      */
-/*    Hugging Face folder vs GGUF, hostile GGUF / safetensors / JSON        */
+/* ======================================================================== */
+/* real checkpoints: llama.cpp vocab vectors, GGUF parity fixtures,         */
+/* Hugging Face folder vs GGUF, hostile GGUF / safetensors / JSON           */
 /* ======================================================================== */
 
 static const char *env_or(const char *name, const char *dflt) {
@@ -178,7 +179,7 @@ static int sanitizer_report(const char *text) {
 }
 
 /* ======================================================================== */
-/* 7a. tokenizer conformance: llama.cpp's ggml-vocab-*.gguf.inp/.out         */
+/* tokenizer conformance: llama.cpp's ggml-vocab-*.gguf.inp/.out            */
 /* ======================================================================== */
 
 /* llama.cpp's test vectors: inputs separated by "\n__ggml_vocab_test__\n" (the
@@ -327,7 +328,7 @@ static void test_vocab_conformance(const char *vocab) {
 }
 
 /* ======================================================================== */
-/* 7b. a GGUF reader (independent of the converter), for the checks below    */
+/* a GGUF reader (independent of the converter), for the checks below       */
 /* ======================================================================== */
 
 typedef struct {
@@ -465,7 +466,7 @@ static int gguf_parse(gguf_file *G, const char *path) {
 }
 
 /* ======================================================================== */
-/* 7c. logit parity with llama.cpp on the random-weight GGUF fixtures        */
+/* logit parity with llama.cpp on the random-weight GGUF fixtures           */
 /* ======================================================================== */
 
 typedef struct {
@@ -944,7 +945,7 @@ done:
 }
 
 /* ======================================================================== */
-/* 7d. the same weights as a Hugging Face folder and as a GGUF               */
+/* the same weights as a Hugging Face folder and as a GGUF                  */
 /* ======================================================================== */
 
 static void test_hf_vs_gguf(const char *name) {
@@ -1090,7 +1091,7 @@ done:
 }
 
 /* ======================================================================== */
-/* 7e. hostile inputs to slm-convert: patched GGUF, broken HF folders        */
+/* hostile inputs to slm-convert: patched GGUF, broken HF folders           */
 /* ======================================================================== */
 
 #ifdef HAVE_FORK

@@ -8,7 +8,8 @@
 #define SLM_IMPLEMENTATION
 #include "slm.h"
 
-/* 4. bad input                                                             */
+/* ======================================================================== */
+/* bad input: .slm files truncated, patched and mutated by hand             */
 /* ======================================================================== */
 
 typedef struct {

@@ -17,7 +17,9 @@
 #   5. the aarch64 build under qemu-aarch64: NEON with and without the int8
 #      dot product
 # Installs what it needs with apt-get when missing (skips with the reason when
-# it cannot). Ends with "N passed, N failed[, N skipped]".
+# it cannot). Every test_slm build goes through build_test_slm and every
+# sub-run's counts through add_counts (tests/lib.sh). Ends with "N passed,
+# N failed[, N skipped]".
 set -u
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -26,11 +28,7 @@ CFLAGS=${CFLAGS:--O2 -g}
 OPENMP=${OPENMP-}
 BUILD=build
 mkdir -p "$BUILD"
-passed=0 failed=0 skipped=0
-T0=$(date +%s)
-pass() { passed=$((passed + 1)); echo "[ PASS ] $1"; }
-fail() { failed=$((failed + 1)); echo "[ FAIL ] $1"; shift; for l in "$@"; do echo "    $l"; done; }
-skip() { skipped=$((skipped + 1)); echo "[ SKIP ] $1: $2"; }
+. tests/lib.sh
 
 APT_UPDATED=0
 apt_install() { # packages...
@@ -44,19 +42,6 @@ apt_install() { # packages...
         APT_UPDATED=1
     fi
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null 2>&1
-}
-
-# add_counts LOGFILE NAME: adds a sub-run's final "N passed, N failed[, N skipped]"
-add_counts() {
-    local line
-    line=$(tail -n 1 "$1")
-    if [[ $line =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed(,\ ([0-9]+)\ skipped)?$ ]]; then
-        passed=$((passed + BASH_REMATCH[1]))
-        failed=$((failed + BASH_REMATCH[2]))
-        skipped=$((skipped + ${BASH_REMATCH[4]:-0}))
-    else
-        fail "$2 finished" "its last line was: $line"
-    fi
 }
 
 probe() { # compiler flags...: can it build and run a program with these flags?
@@ -181,7 +166,7 @@ for variant in "${VARIANTS[@]}"; do
     esac
     link_models "$VB"
     # shellcheck disable=SC2086
-    if $CC $vflags $vomp -Wall -Wextra -I. -o "$VB/test_slm" tests/test_slm.c -lm >"$VB/build.log" 2>&1; then
+    if build_test_slm "$VB/test_slm" "$VB/build.log" "$CC" $vflags $vomp; then
         echo "== test_slm with $variant"
         SLM_TEST_BUILD=$VB "$VB/test_slm" 2>&1 | sed -u "s/^/  [$variant] /" | tee "$VB/run.log"
         sed -i "s/^  \[$variant\] //" "$VB/run.log"
@@ -248,7 +233,7 @@ TB=$BUILD/tsan
 mkdir -p "$TB"
 link_models "$TB"
 if probe "$CC" -fsanitize=thread -pthread; then
-    if $CC -O1 -g -fsanitize=thread -pthread -DSLM__WORK_PER_THREAD=1u -I. -o "$TB/test_slm" tests/test_slm.c -lm >"$TB/build.log" 2>&1; then
+    if build_test_slm "$TB/test_slm" "$TB/build.log" "$CC" -O1 -g -fsanitize=thread -pthread -DSLM__WORK_PER_THREAD=1u; then
         echo "== thread tests under ThreadSanitizer"
         TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1} SLM_TEST_BUILD=$TB "$TB/test_slm" -k threads 2>&1 | tee "$TB/run.log"
         add_counts "$TB/run.log" "thread tests under TSan"
@@ -271,7 +256,7 @@ if command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 && command -v qemu-aarch64 >
         AB=$BUILD/aarch64_${march//[^A-Za-z0-9]/_}
         mkdir -p "$AB"
         link_models "$AB"
-        if aarch64-linux-gnu-gcc -O2 -march=$march -Wall -Wextra -I. -o "$AB/test_slm" tests/test_slm.c -lm -pthread >"$AB/build.log" 2>&1; then
+        if build_test_slm "$AB/test_slm" "$AB/build.log" aarch64-linux-gnu-gcc -O2 -march=$march -pthread; then
             echo "== test_slm for aarch64 ($march) under qemu"
             # the first build skips the 150k-token Qwen vocabularies: their tokenizer
             # is no NEON code, and emulated they cost minutes (the second runs all)
@@ -289,10 +274,4 @@ else
     skip "aarch64 build under qemu" "aarch64-linux-gnu-gcc or qemu-aarch64 is missing and apt-get could not install them"
 fi
 
-echo "== tests/extended.sh: $(($(date +%s) - T0)) s"
-if [ $skipped -gt 0 ]; then
-    echo "$passed passed, $failed failed, $skipped skipped"
-else
-    echo "$passed passed, $failed failed"
-fi
-[ $failed = 0 ]
+finish tests/extended.sh

@@ -7,14 +7,16 @@
 #      and Hugging Face folders + GGUF twins written by tests/gen_hf_fixture.py
 #      (hf/; needs numpy for /usr/bin/python3, else skipped); truncated GGUF
 #      and safetensors/JSON inputs must be refused (exit 1, no crash, no file)
-#   2. builds and runs tests/test_slm.c (unit and end-to-end tests of slm.h)
+#   2. builds and runs build/test_slm: tests/harness.c (the runner) and the
+#      public-API, checkpoint and white-box tests of slm.h (tests/harness.h)
 #   3. checks the command-line contract of ./slm and ./slm-convert
 #   4. the compile matrix: C99 and C++11, gcc and clang, two translation units,
 #      with and without -fopenmp, with -DSLM_NO_SIMD
 #   5. runs every example (examples/NAME.c, built by make as ./NAME), and
 #      builds README.md's C program (examples/simple.c) in a folder of its own
-# and ends with the line "N passed, N failed, N skipped". Exit status 1 when
-# anything failed. Installs nothing; tests whose assets are missing
+# and ends with the line "N passed, N failed, N skipped" (test_slm's tests
+# count one by one; tests/lib.sh has the counters and the build of test_slm).
+# Exit status 1 when anything failed. Installs nothing; tests whose assets are missing
 # (${SLM_MODELS:-../shared/models}) are skipped with the reason.
 #
 # Environment: CC CXX CFLAGS OPENMP (from the Makefile), SLM_MODELS,
@@ -37,15 +39,7 @@ SLM_EXAMPLES_DIR=${SLM_EXAMPLES_DIR:-.}
 CONVERT=${SLM_CONVERT_BIN:-./slm-convert}
 export SLM_MODELS="$MODELS" SLM_TEST_BUILD="$BUILD" SLM_BIN="$SLM" SLM_CONVERT_BIN="$CONVERT"
 mkdir -p "$BUILD"
-
-passed=0 failed=0 skipped=0
-T0=$(date +%s)
-pass() { passed=$((passed + 1)); echo "[ PASS ] $1"; }
-fail() { failed=$((failed + 1)); echo "[ FAIL ] $1"; shift; for l in "$@"; do echo "    $l"; done; }
-skip() { skipped=$((skipped + 1)); echo "[ SKIP ] $1: $2"; }
-# check NAME CONDITION-COMMAND... : pass when the command succeeds
-check() { local name=$1; shift; if "$@"; then pass "$name"; else fail "$name" "${DETAIL:-}"; fi; DETAIL=; }
-DETAIL=
+. tests/lib.sh
 
 if command -v timeout >/dev/null 2>&1; then TO="timeout 120"; else TO=; fi
 
@@ -272,20 +266,13 @@ rm -rf "$HB"
 # 2. the C tests
 # ---------------------------------------------------------------------------
 section_ctests() {
-echo "== tests/test_slm.c"
+echo "== build/test_slm (${TEST_SOURCES[*]})"
 TEST_BIN=$BUILD/test_slm
 # shellcheck disable=SC2086
-if $CC $CFLAGS $OPENMP -Wall -Wextra -I. -o "$TEST_BIN" tests/test_slm.c -lm 2>"$BUILD/test_slm.build.log"; then
+if build_test_slm "$TEST_BIN" "$BUILD/test_slm.build.log" "$CC" $CFLAGS $OPENMP; then
     [ -s "$BUILD/test_slm.build.log" ] && cat "$BUILD/test_slm.build.log"
     "$TEST_BIN" | tee "$BUILD/test_slm.log"
-    line=$(tail -n 1 "$BUILD/test_slm.log")
-    if [[ $line =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed(,\ ([0-9]+)\ skipped)?$ ]]; then
-        passed=$((passed + BASH_REMATCH[1]))
-        failed=$((failed + BASH_REMATCH[2]))
-        skipped=$((skipped + ${BASH_REMATCH[4]:-0}))
-    else
-        fail "test_slm finished" "its last line was: $line"
-    fi
+    add_counts "$BUILD/test_slm.log" "test_slm"
 else
     cat "$BUILD/test_slm.build.log"
     fail "test_slm builds" "see $BUILD/test_slm.build.log"
@@ -662,10 +649,4 @@ if [ "$ONLY_COMPILE" != 1 ]; then
 fi
 section_matrix
 
-echo "== tests/run.sh: $(($(date +%s) - T0)) s"
-if [ $skipped -gt 0 ]; then
-    echo "$passed passed, $failed failed, $skipped skipped"
-else
-    echo "$passed passed, $failed failed"
-fi
-[ $failed = 0 ]
+finish tests/run.sh

@@ -1,0 +1,1595 @@
+/* test_api.c - slm.h through its public API: stories260K against llama2.c's
+   run.c, the tokenizer, the quantized variants, arguments, generation,
+   sampling, threads, chat templates. slm.h comes without SLM_IMPLEMENTATION
+   (test_internals.c compiles it), so an slm__ name here does not compile. */
+#include "harness.h"
+
+/* Teacher-forced logits over the reference sequence (prompt + 256 ids), one position per call. */
+static float *teacher_forced(slm_model *m) {
+    slm_session *s = new_session(m, 0, 0);
+    float *L;
+    int i;
+    if (!s) return NULL;
+    L = (float *)malloc(sizeof(float) * N_SEQ * N_VOCAB);
+    for (i = 0; i < N_SEQ; i++) {
+        slm_token t = i < 5 ? R.prompt_ids[i] : R.gen_ids[i - 5];
+        const float *lg;
+        slm_result rc = slm_eval(s, &t, 1);
+        if (rc != SLM_OK || !(lg = slm_logits(s))) {
+            printf("    FAIL: slm_eval at position %d: %s %s\n", i, slm_result_str(rc), slm_session_error(s));
+            g_checks_failed++;
+            free(L);
+            slm_session_free(s);
+            return NULL;
+        }
+        memcpy(L + (size_t)i * N_VOCAB, lg, sizeof(float) * N_VOCAB);
+    }
+    slm_session_free(s);
+    return L;
+}
+
+/* ---- text collection through on_token ---- */
+typedef struct {
+    char buf[8192];
+    size_t len;
+    int calls;
+    int cancel_at; /* return non-zero on this call (1-based); 0 = never */
+    int bad_utf8;
+    size_t len_before_last;
+} collector;
+
+static int collect(void *user, const char *piece, int len) {
+    collector *c = (collector *)user;
+    c->calls++;
+    c->len_before_last = c->len;
+    if (len < 0 || (len > 0 && !piece)) {
+        c->bad_utf8++;
+        return 1;
+    }
+    if (!valid_utf8(piece, len)) c->bad_utf8++;
+    if (c->len + (size_t)len < sizeof c->buf) {
+        memcpy(c->buf + c->len, piece, (size_t)len);
+        c->len += (size_t)len;
+    }
+    c->buf[c->len] = 0;
+    return c->cancel_at && c->calls >= c->cancel_at;
+}
+
+/* Generates into a heap string; returns it (NULL on failure) and sets rc. */
+static char *gen_text(slm_session *s, const char *prompt, const slm_gen_opts *o, slm_result *rc_out, size_t *len_out) {
+    size_t cap = 1 << 16, n = 0;
+    char *out = (char *)malloc(cap);
+    slm_result rc = slm_generate(s, prompt, o, out, cap, &n);
+    if (rc_out) *rc_out = rc;
+    if (len_out) *len_out = n;
+    if (n >= cap) {
+        free(out);
+        return NULL;
+    }
+    return out;
+}
+
+/* ======================================================================== */
+/* stories260K f32 against llama2.c run.c                                   */
+/* ======================================================================== */
+
+static void test_model_info(void) {
+    NEED_MODEL("f32", path);
+    {
+        slm_model *m = load_model(path);
+        const slm_model_info *mi;
+        const jv *cfg = j_get(&R.root, "config");
+        int i, found_embd = 0, found_output = 0;
+        free(path);
+        if (!m) return;
+        mi = slm_model_info_get(m);
+        CHECK(mi != NULL);
+        if (!mi) {
+            slm_model_free(m);
+            return;
+        }
+        CHECK(mi->arch == SLM_ARCH_LLAMA);
+        CHECK(mi->arch_name && !strcmp(mi->arch_name, "llama"));
+        CHECKF(mi->n_vocab == (int)j_get(cfg, "vocab_size")->num, "n_vocab %d", mi->n_vocab);
+        CHECKF(mi->dim == (int)j_get(cfg, "dim")->num, "dim %d", mi->dim);
+        CHECKF(mi->n_layers == (int)j_get(cfg, "n_layers")->num, "n_layers %d", mi->n_layers);
+        CHECKF(mi->n_heads == (int)j_get(cfg, "n_heads")->num, "n_heads %d", mi->n_heads);
+        CHECKF(mi->n_kv_heads == (int)j_get(cfg, "n_kv_heads")->num, "n_kv_heads %d", mi->n_kv_heads);
+        CHECKF(mi->head_dim == mi->dim / mi->n_heads, "head_dim %d", mi->head_dim);
+        CHECKF(mi->ffn_dim == (int)j_get(cfg, "hidden_dim")->num, "ffn_dim %d", mi->ffn_dim);
+        CHECKF(mi->max_seq == (int)j_get(cfg, "seq_len")->num, "max_seq %d", mi->max_seq);
+        CHECKF(mi->tied_embeddings == 1, "tied %d", mi->tied_embeddings);
+        CHECK(mi->qkv_bias == 0 && mi->qk_norm == 0);
+        CHECKF(mi->rope_kind == 0, "rope_kind %d", mi->rope_kind);
+        CHECKF(mi->rope_theta == 10000.0f, "rope_theta %g", mi->rope_theta);
+        CHECKF(mi->weight_type == SLM_TYPE_F32, "weight_type %d", mi->weight_type);
+        CHECKF(mi->tokenizer_kind == SLM_TOKENIZER_SPM, "tokenizer_kind %d", mi->tokenizer_kind);
+        CHECKF(mi->n_tokens == 512, "n_tokens %d", mi->n_tokens);
+        CHECKF(mi->bos == 1, "bos %d", mi->bos);
+        CHECKF(mi->eos == 2, "eos %d", mi->eos);
+        CHECKF(mi->format_major == SLM_FORMAT_VERSION_MAJOR && mi->format_minor == SLM_FORMAT_VERSION_MINOR,
+               "format %d.%d", mi->format_major, mi->format_minor);
+        /* 260K params: llama2.c's count (no freq_cis) */
+        CHECKF(mi->n_params == 512u * 64 + 5u * (64 + 64 * 64 * 2 + 64 * 32 * 2 + 64 + 3 * 64 * 172) + 64,
+               "n_params %llu", (unsigned long long)mi->n_params);
+        CHECK(mi->name != NULL);
+        CHECKF(mi->n_tensors == 2 + 5 * 9, "n_tensors %d", mi->n_tensors);
+        for (i = 0; i < mi->n_tensors; i++) {
+            slm_tensor_info ti;
+            CHECK(slm_model_tensor_get(m, i, &ti) == SLM_OK);
+            CHECK(ti.name != NULL);
+            if (!ti.name) continue;
+            CHECKF(ti.type == SLM_TYPE_F32, "%s type %d", ti.name, ti.type);
+            CHECKF(ti.offset % 64 == 0, "%s offset %llu", ti.name, (unsigned long long)ti.offset);
+            CHECK(ti.offset + ti.size <= mi->file_size);
+            if (!strcmp(ti.name, "token_embd.weight")) {
+                found_embd = 1;
+                CHECK(ti.n_dims == 2 && ti.ne[0] == 64 && ti.ne[1] == 512);
+                CHECK(ti.size == 64u * 512 * 4);
+            }
+            if (!strcmp(ti.name, "output.weight")) found_output = 1;
+            if (!strcmp(ti.name, "blk.0.ffn_down.weight")) CHECK(ti.n_dims == 2 && ti.ne[0] == 172 && ti.ne[1] == 64);
+            if (!strcmp(ti.name, "blk.4.attn_k.weight")) CHECK(ti.n_dims == 2 && ti.ne[0] == 64 && ti.ne[1] == 32);
+        }
+        CHECK(found_embd);
+        CHECK(!found_output);
+        slm_model_free(m);
+    }
+}
+
+/* prompt ids, logits at positions 0..3 (1e-4), then 256 greedy ids via eval/logits/argmax;
+   arg: the session's n_threads (0 = the default) */
+static void test_greedy_lowlevel(const char *arg) {
+    int n_threads = atoi(arg);
+    NEED_MODEL("f32", path);
+    {
+        slm_model *m = load_model(path);
+        slm_session *s;
+        slm_token toks[64];
+        int n, i, pos, first_bad = -1, n_bad = 0;
+        free(path);
+        if (!m) return;
+        s = new_session(m, 0, n_threads);
+        if (!s) {
+            slm_model_free(m);
+            return;
+        }
+        n = slm_tokenize(m, R.prompt, strlen(R.prompt), SLM_TOK_BOS, toks, 64);
+        CHECKF(n == R.n_prompt, "got %d ids", n);
+        for (i = 0; i < n && i < R.n_prompt; i++)
+            CHECKF(toks[i] == R.prompt_ids[i], "id %d: %d != %d", i, toks[i], R.prompt_ids[i]);
+        CHECK(slm_logits(s) == NULL);
+        for (pos = 0; pos < 4; pos++) {
+            const float *lg;
+            float maxdiff = 0;
+            slm_token t = (slm_token)R.prompt_ids[pos];
+            CHECK(slm_eval(s, &t, 1) == SLM_OK);
+            lg = slm_logits(s);
+            CHECK(lg != NULL);
+            if (!lg) break;
+            for (i = 0; i < N_VOCAB; i++) {
+                float d = fabsf(lg[i] - R.logits[pos][i]);
+                if (!(d <= maxdiff)) maxdiff = d; /* NaN propagates */
+            }
+            CHECKF(maxdiff <= 1e-4f, "position %d: max |logit - run.c| = %g", pos, maxdiff);
+            if (pos == 0) NOTE("position 0: max |logit - run.c| = %.3g", maxdiff);
+        }
+        {
+            slm_token t = (slm_token)R.prompt_ids[4];
+            CHECK(slm_eval(s, &t, 1) == SLM_OK);
+        }
+        CHECK(slm_session_n_past(s) == 5);
+        for (i = 0; i < N_GEN; i++) {
+            const float *lg = slm_logits(s);
+            slm_token next;
+            if (!lg) {
+                CHECK(lg != NULL);
+                break;
+            }
+            next = argmax(lg, N_VOCAB);
+            if (next != R.gen_ids[i]) {
+                n_bad++;
+                if (first_bad < 0) first_bad = i;
+            }
+            next = R.gen_ids[i]; /* teacher-force so one slip does not hide the rest */
+            if (i + 1 < N_GEN && slm_eval(s, &next, 1) != SLM_OK) {
+                CHECKF(0, "slm_eval failed at generated token %d: %s", i, slm_session_error(s));
+                break;
+            }
+        }
+        CHECKF(n_bad == 0, "%d of 256 greedy ids differ from run.c, first at generated token %d", n_bad, first_bad);
+        CHECK(slm_session_n_past(s) == 5 + N_GEN - 1);
+        slm_session_free(s);
+        slm_model_free(m);
+    }
+}
+
+/* The whole prompt in one slm_eval (prefill), and the rest of the sequence in one call. */
+static void test_batched_eval_and_rewind(void) {
+    NEED_MODEL("f32", path);
+    {
+        slm_model *m = load_model(path);
+        slm_session *s;
+        slm_token seq[N_SEQ];
+        float *tf;
+        const float *lg;
+        float maxdiff = 0;
+        int i;
+        free(path);
+        if (!m) return;
+        for (i = 0; i < N_SEQ; i++) seq[i] = i < 5 ? R.prompt_ids[i] : R.gen_ids[i - 5];
+        s = new_session(m, 0, 0);
+        if (!s) {
+            slm_model_free(m);
+            return;
+        }
+        CHECK(slm_eval(s, seq, 4) == SLM_OK);
+        lg = slm_logits(s);
+        CHECK(lg != NULL);
+        if (lg) {
+            for (i = 0; i < N_VOCAB; i++) {
+                float d = fabsf(lg[i] - R.logits[3][i]);
+                if (!(d <= maxdiff)) maxdiff = d;
+            }
+            CHECKF(maxdiff <= 1e-4f, "4-token prefill, position 3: max |logit - run.c| = %g", maxdiff);
+        }
+        CHECK(slm_eval(s, seq + 4, 1) == SLM_OK);
+        lg = slm_logits(s);
+        CHECK(lg && argmax(lg, N_VOCAB) == R.gen_ids[0]);
+        /* everything else in one call; the final logits must match one-at-a-time evaluation */
+        tf = teacher_forced(m);
+        CHECK(slm_eval(s, seq + 5, N_SEQ - 5) == SLM_OK);
+        CHECK(slm_session_n_past(s) == N_SEQ);
+        lg = slm_logits(s);
+        if (lg && tf) {
+            maxdiff = 0;
+            for (i = 0; i < N_VOCAB; i++) {
+                float d = fabsf(lg[i] - tf[(size_t)(N_SEQ - 1) * N_VOCAB + i]);
+                if (!(d <= maxdiff)) maxdiff = d;
+            }
+            CHECKF(maxdiff <= 1e-4f, "256-token batch vs one at a time: max diff %g", maxdiff);
+        } else
+            CHECK(lg && tf);
+        /* rewind and re-evaluate: same logits */
+        CHECK(slm_rewind(s, 100) == SLM_OK);
+        CHECK(slm_session_n_past(s) == 100);
+        CHECK(slm_eval(s, seq + 100, 1) == SLM_OK);
+        lg = slm_logits(s);
+        if (lg && tf) {
+            maxdiff = 0;
+            for (i = 0; i < N_VOCAB; i++) {
+                float d = fabsf(lg[i] - tf[(size_t)100 * N_VOCAB + i]);
+                if (!(d <= maxdiff)) maxdiff = d;
+            }
+            CHECKF(maxdiff <= 1e-4f, "after rewind(100): max diff %g", maxdiff);
+        }
+        CHECK(slm_rewind(s, 0) == SLM_OK);
+        CHECK(slm_session_n_past(s) == 0);
+        CHECK(slm_eval(s, seq, 1) == SLM_OK);
+        lg = slm_logits(s);
+        if (lg) {
+            maxdiff = 0;
+            for (i = 0; i < N_VOCAB; i++) {
+                float d = fabsf(lg[i] - R.logits[0][i]);
+                if (!(d <= maxdiff)) maxdiff = d;
+            }
+            CHECKF(maxdiff <= 1e-4f, "after rewind(0): max diff %g", maxdiff);
+        }
+        free(tf);
+        slm_session_free(s);
+        slm_model_free(m);
+    }
+}
+
+/* slm_generate, greedy, 252 tokens: text == reference_greedy.txt minus prompt and final "\n" */
+static void test_generate_greedy(void) {
+    NEED_MODEL("f32", path);
+    {
+        slm_model *m = load_model(path);
+        slm_session *s;
+        slm_gen_opts o;
+        collector *c = (collector *)calloc(1, sizeof *c);
+        char *out = (char *)malloc(8192);
+        size_t n = 0, rlen;
+        const char *ref = ref_cont(&rlen);
+        slm_result rc;
+        free(path);
+        if (!m) {
+            free(c);
+            free(out);
+            return;
+        }
+        s = new_session(m, 0, 0);
+        if (s) {
+            memset(&o, 0, sizeof o);
+            o.max_tokens = R.n_gen_cli;
+            o.on_token = collect;
+            o.user = c;
+            rc = slm_generate(s, R.prompt, &o, out, 8192, &n);
+            CHECKF(rc == SLM_OK, "%s: %s", slm_result_str(rc), slm_session_error(s));
+            CHECKF(n == rlen, "out_len %zu, expected %zu", n, rlen);
+            CHECKF(n < 8192 && strlen(out) == n && !memcmp(out, ref, rlen < n ? rlen : n),
+                   "generated text differs from reference_greedy.txt:\n--- got:\n%s\n--- expected:\n%.*s", out,
+                   (int)rlen, ref);
+            CHECKF(c->len == rlen && !memcmp(c->buf, ref, rlen), "on_token text differs:\n%s", c->buf);
+            CHECK(c->bad_utf8 == 0);
+            CHECK(c->calls > 0 && c->calls <= R.n_gen_cli);
+            CHECKF(slm_session_n_past(s) >= 5 + R.n_gen_cli - 1 && slm_session_n_past(s) <= 5 + R.n_gen_cli,
+                   "n_past %d", slm_session_n_past(s));
+            /* opts NULL = greedy defaults; first tokens equal */
+            slm_session_free(s);
+        }
+        free(c);
+        free(out);
+        slm_model_free(m);
+    }
+}
+
+/* ======================================================================== */
+/* tokenizer                                                                */
+/* ======================================================================== */
+
+static void test_tokenizer_cases(void) {
+    NEED_MODEL("f32", path);
+    {
+        slm_model *m = load_model(path);
+        const jv *cases = j_get(j_get(&R.root, "encode_cases"), "cases");
+        int c, i;
+        free(path);
+        if (!m) return;
+        CHECK(cases && cases->t == J_ARR && cases->n >= 6);
+        for (c = 0; cases && c < cases->n; c++) {
+            const jv *text = j_get(&cases->items[c], "text");
+            int ids[256], nids = j_ints(j_get(&cases->items[c], "ids"), ids, 256);
+            slm_token got[256];
+            char dec[1024];
+            size_t dlen = 0;
+            int n;
+            CHECK(text && text->t == J_STR && nids > 1);
+            if (!text || nids <= 1) continue;
+            n = slm_tokenize(m, text->str, text->len, SLM_TOK_BOS, got, 256);
+            CHECKF(n == nids, "\"%s\": %d ids, expected %d", text->str, n, nids);
+            for (i = 0; i < n && i < nids; i++)
+                if (got[i] != ids[i]) {
+                    CHECKF(got[i] == ids[i], "\"%s\": id %d is %d, expected %d", text->str, i, got[i], ids[i]);
+                    break;
+                }
+            /* without BOS: the same ids minus the BOS */
+            n = slm_tokenize(m, text->str, text->len, 0, got, 256);
+            CHECKF(n == nids - 1, "\"%s\" without BOS: %d ids, expected %d", text->str, n, nids - 1);
+            for (i = 0; i < n && i < nids - 1; i++)
+                if (got[i] != ids[i + 1]) {
+                    CHECKF(got[i] == ids[i + 1], "\"%s\" without BOS: id %d is %d, expected %d", text->str, i, got[i],
+                           ids[i + 1]);
+                    break;
+                }
+            /* short buffer: -needed */
+            n = slm_tokenize(m, text->str, text->len, SLM_TOK_BOS, got, 2);
+            CHECKF(n == -nids, "\"%s\" with cap 2: %d, expected %d", text->str, n, -nids);
+            /* decode: pieces of the ids after BOS, minus the dummy prefix's space */
+            for (i = 1; i < nids; i++) {
+                int len = -1;
+                const char *p = slm_token_piece(m, ids[i], &len);
+                CHECKF(p != NULL && len >= 0, "piece of %d", ids[i]);
+                if (!p || len < 0 || dlen + (size_t)len >= sizeof dec) break;
+                memcpy(dec + dlen, p, (size_t)len);
+                dlen += (size_t)len;
+            }
+            dec[dlen] = 0;
+            CHECKF(dlen >= 1 && dec[0] == ' ' && dlen - 1 == text->len && !memcmp(dec + 1, text->str, text->len),
+                   "decode of \"%s\" gives \"%s\"", text->str, dec);
+        }
+        /* byte tokens stand for their byte; types */
+        {
+            int len = 0;
+            const char *p = slm_token_piece(m, 3 + 'A', &len);
+            CHECK(p && len == 1 && p[0] == 'A');
+            p = slm_token_piece(m, 3 + 0xE2, &len);
+            CHECK(p && len == 1 && (unsigned char)p[0] == 0xE2);
+            p = slm_token_piece(m, 3, &len);
+            CHECK(p && len == 1 && p[0] == 0);
+            CHECK(slm_token_type(m, 3) == SLM_TOKEN_BYTE);
+            CHECK(slm_token_type(m, 258) == SLM_TOKEN_BYTE);
+            CHECK(slm_token_type(m, 403) == SLM_TOKEN_NORMAL);
+        }
+        /* empty text: just BOS, or nothing */
+        {
+            slm_token got[4];
+            CHECK(slm_tokenize(m, "", 0, SLM_TOK_BOS, got, 4) == 1 && got[0] == 1);
+            CHECK(slm_tokenize(m, "", 0, 0, got, 4) == 0);
+            CHECK(slm_tokenize(m, NULL, 0, SLM_TOK_BOS, got, 4) == 1);
+        }
+        /* len is honoured: no reading up to a NUL */
+        {
+            slm_token got[16];
+            int n = slm_tokenize(m, "Once upon a time, there", 16, SLM_TOK_BOS, got, 16);
+            CHECK(n == 5 && got[4] == 378);
+        }
+        slm_model_free(m);
+    }
+}
+
+/* ======================================================================== */
+/* quantized / f16 variants, teacher-forced against f32                     */
+/* ======================================================================== */
+
+static int r16_of(int type) {
+    return type == SLM_TYPE_Q8_0 ? SLM_TYPE_Q8_0_R16 : type == SLM_TYPE_Q4_0 ? SLM_TYPE_Q4_0_R16 : -1;
+}
+
+/* arg: the type of the converted model (f16, q8_0, q4_0) */
+static void test_variant(const char *type) {
+    /* q4_0's 4 bits move more argmaxes on this tiny model than q8_0's 8 */
+    int expect_type = !strcmp(type, "f16") ? SLM_TYPE_F16 : !strcmp(type, "q8_0") ? SLM_TYPE_Q8_0 : SLM_TYPE_Q4_0;
+    double min_top1 = expect_type == SLM_TYPE_Q4_0 ? 0.50 : 0.97;
+    NEED_MODEL("f32", path32);
+    {
+        char *pathq = model_path(type);
+        slm_model *m32, *mq;
+        float *a, *b;
+        double kl_sum = 0;
+        int agree = 0, pos, i;
+        if (!file_exists(pathq)) {
+            free(path32);
+            SKIP("%s not found", pathq);
+        }
+        m32 = load_model(path32);
+        mq = load_model(pathq);
+        free(path32);
+        free(pathq);
+        if (!m32 || !mq) {
+            slm_model_free(m32);
+            slm_model_free(mq);
+            return;
+        }
+        /* the converter quantized what it could; rows of 172 stay float */
+        {
+            const slm_model_info *mi = slm_model_info_get(mq);
+            CHECKF(mi && mi->weight_type == expect_type, "weight_type %d", mi ? mi->weight_type : -99);
+            for (i = 0; mi && i < mi->n_tensors; i++) {
+                slm_tensor_info ti;
+                if (slm_model_tensor_get(mq, i, &ti) != SLM_OK || !ti.name) {
+                    CHECK(0);
+                    continue;
+                }
+                if (strstr(ti.name, "norm"))
+                    CHECKF(ti.type == SLM_TYPE_F32, "%s: type %d", ti.name, ti.type);
+                else if (ti.ne[0] % 32 != 0)
+                    CHECKF(ti.type == SLM_TYPE_F16 || ti.type == SLM_TYPE_F32, "%s: type %d", ti.name, ti.type);
+                /* matrices of 16k rows are interleaved by default */
+                else if (r16_of(expect_type) > 0 && ti.ne[1] % 16 == 0)
+                    CHECKF(ti.type == r16_of(expect_type), "%s: type %d", ti.name, ti.type);
+                else
+                    CHECKF(ti.type == expect_type, "%s: type %d", ti.name, ti.type);
+                CHECK(ti.size == slm_type_row_size(ti.type, ti.ne[0]) * (uint64_t)(ti.ne[1] * ti.ne[2] * ti.ne[3]));
+            }
+        }
+        a = teacher_forced(m32);
+        b = teacher_forced(mq);
+        if (a && b) {
+            for (pos = 0; pos < N_SEQ; pos++) {
+                const float *p = a + (size_t)pos * N_VOCAB, *q = b + (size_t)pos * N_VOCAB;
+                double mp = p[0], mq2 = q[0], zp = 0, zq = 0, kl = 0;
+                if (argmax(p, N_VOCAB) == argmax(q, N_VOCAB)) agree++;
+                for (i = 1; i < N_VOCAB; i++) {
+                    if (p[i] > mp) mp = p[i];
+                    if (q[i] > mq2) mq2 = q[i];
+                }
+                for (i = 0; i < N_VOCAB; i++) {
+                    zp += exp(p[i] - mp);
+                    zq += exp(q[i] - mq2);
+                }
+                for (i = 0; i < N_VOCAB; i++) {
+                    double lp = p[i] - mp - log(zp), lq = q[i] - mq2 - log(zq);
+                    kl += exp(lp) * (lp - lq);
+                }
+                kl_sum += kl;
+            }
+            NOTE("%s vs f32 over %d teacher-forced positions: top-1 agreement %.2f%%, mean KL %.6f", type, N_SEQ,
+                 100.0 * agree / N_SEQ, kl_sum / N_SEQ);
+            CHECKF(agree >= min_top1 * N_SEQ, "top-1 agreement %.2f%% < %.0f%%", 100.0 * agree / N_SEQ, 100 * min_top1);
+            CHECKF(kl_sum / N_SEQ < 1.0 && kl_sum >= 0, "mean KL %g", kl_sum / N_SEQ);
+        } else
+            CHECK(a && b);
+        free(a);
+        free(b);
+        slm_model_free(m32);
+        slm_model_free(mq);
+    }
+}
+
+/* The 16-row interleaved layout computes what the row-by-row layout does:
+   the same integer block sums, scaled in the same order, so the logits agree
+   to float rounding and every argmax is the same. arg: q8_0 or q4_0 */
+static void test_layouts(const char *type) {
+    char rows_name[32];
+    char *path_r16 = model_path(type), *path_rows;
+    slm_model *mr = NULL, *mp = NULL;
+    float *a = NULL, *b = NULL;
+    snprintf(rows_name, sizeof rows_name, "%s_rows", type);
+    path_rows = model_path(rows_name);
+    if (!file_exists(path_r16) || !file_exists(path_rows)) {
+        free(path_r16);
+        free(path_rows);
+        SKIP("stories260K_%s.slm / _%s.slm not found (tests/run.sh converts them)", type, rows_name);
+    }
+    mr = load_model(path_r16);
+    mp = load_model(path_rows);
+    if (mr && mp) {
+        int n_r16 = 0, n_rows_type = 0, i, pos, same_argmax = 0;
+        double maxdiff = 0, maxabs = 0;
+        for (i = 0; i < slm_model_info_get(mr)->n_tensors; i++) {
+            slm_tensor_info ti;
+            if (slm_model_tensor_get(mr, i, &ti) == SLM_OK &&
+                (ti.type == SLM_TYPE_Q8_0_R16 || ti.type == SLM_TYPE_Q4_0_R16))
+                n_r16++;
+            if (slm_model_tensor_get(mp, i, &ti) == SLM_OK &&
+                (ti.type == SLM_TYPE_Q8_0_R16 || ti.type == SLM_TYPE_Q4_0_R16))
+                n_rows_type++;
+        }
+        CHECKF(n_r16 > 0 && n_rows_type == 0, "%d interleaved tensors in %s, %d in %s", n_r16, type, n_rows_type,
+               rows_name);
+        a = teacher_forced(mr);
+        b = teacher_forced(mp);
+        if (a && b) {
+            for (pos = 0; pos < N_SEQ; pos++) {
+                const float *p = a + (size_t)pos * N_VOCAB, *q = b + (size_t)pos * N_VOCAB;
+                same_argmax += argmax(p, N_VOCAB) == argmax(q, N_VOCAB);
+                for (i = 0; i < N_VOCAB; i++) {
+                    if (fabs(q[i]) > maxabs) maxabs = fabs(q[i]);
+                    if (!(fabs(p[i] - q[i]) <= maxdiff)) maxdiff = fabs(p[i] - q[i]);
+                }
+            }
+            NOTE("%s: %d interleaved tensors; logits vs row by row over %d positions: max |diff| %.3g (max |logit| "
+                 "%.3g), same argmax at %d",
+                 type, n_r16, N_SEQ, maxdiff, maxabs, same_argmax);
+            CHECKF(maxdiff <= 1e-3 * maxabs, "max |diff| %g", maxdiff);
+            CHECK(same_argmax == N_SEQ);
+        } else
+            CHECK(a && b);
+    }
+    free(a);
+    free(b);
+    slm_model_free(mr);
+    slm_model_free(mp);
+    free(path_r16);
+    free(path_rows);
+}
+
+/* ======================================================================== */
+/* NULL and out-of-range arguments                                          */
+/* ======================================================================== */
+
+static void test_args_no_model(void) {
+    slm_model *m = (slm_model *)NULL;
+    slm_session *s = NULL;
+    slm_model_desc d;
+    slm_tensor_info ti;
+    slm_token t[4] = { 1, 2, 3, 4 };
+    int len = 7;
+    char err[64];
+    float f[64];
+    unsigned char q[64];
+    slm_result r;
+
+    memset(&d, 0, sizeof d);
+    CHECK(slm_model_load(NULL, &d) == SLM_ERR_INVALID_ARG);
+    CHECK(slm_model_load(&m, NULL) == SLM_ERR_INVALID_ARG && m == NULL);
+    CHECK(slm_model_load(&m, &d) == SLM_ERR_INVALID_ARG && m == NULL); /* neither path nor data */
+    d.path = "/nonexistent/dir/model.slm";
+    d.error = err;
+    d.error_cap = sizeof err;
+    err[0] = 0;
+    r = slm_model_load(&m, &d);
+    CHECKF(r == SLM_ERR_IO && m == NULL, "%s", slm_result_str(r));
+    CHECKF(err[0] != 0 && strlen(err) < sizeof err, "error message \"%s\"", err);
+    /* error_cap 0: untouched */
+    memset(err, 'x', sizeof err);
+    d.error_cap = 0;
+    (void)slm_model_load(&m, &d);
+    CHECK(err[0] == 'x');
+    d.path = "."; /* a directory */
+    d.error_cap = sizeof err;
+    r = slm_model_load(&m, &d);
+    CHECKF((r == SLM_ERR_IO || r == SLM_ERR_FORMAT) && m == NULL, "directory: %s", slm_result_str(r));
+    d.path = NULL;
+    d.data = NULL;
+    d.size = 100;
+    CHECK(slm_model_load(&m, &d) == SLM_ERR_INVALID_ARG && m == NULL);
+
+    slm_model_free(NULL);
+    slm_session_free(NULL);
+    CHECK(slm_model_info_get(NULL) == NULL);
+    CHECK(slm_model_tensor_get(NULL, 0, &ti) == SLM_ERR_INVALID_ARG);
+    CHECK(slm_model_meta(NULL, "name") == NULL);
+    CHECK(slm_session_new(NULL, NULL, NULL) == SLM_ERR_INVALID_ARG);
+    CHECK(slm_session_new(&s, NULL, NULL) == SLM_ERR_INVALID_ARG && s == NULL);
+    {
+        const char *e = slm_session_error(NULL);
+        CHECK(e == NULL || e[0] == 0);
+    }
+    CHECK(slm_session_n_past(NULL) == -1);
+    CHECK(slm_session_n_ctx(NULL) == -1);
+    CHECK(slm_generate(NULL, "x", NULL, NULL, 0, NULL) == SLM_ERR_INVALID_ARG);
+    CHECK(slm_tokenize(NULL, "a", 1, 0, t, 4) == 0);
+    len = 7;
+    CHECK(slm_token_piece(NULL, 1, &len) == NULL);
+    CHECK(slm_token_type(NULL, 1) == -1);
+    CHECK(slm_eval(NULL, t, 1) == SLM_ERR_INVALID_ARG);
+    CHECK(slm_logits(NULL) == NULL);
+    CHECK(slm_rewind(NULL, 0) == SLM_ERR_INVALID_ARG);
+    CHECK(slm_sample(NULL, NULL) == -1);
+
+    /* utilities */
+    {
+        int codes[] = { SLM_OK,      SLM_ERR_IO,          SLM_ERR_FORMAT,       SLM_ERR_UNSUPPORTED,
+                        SLM_ERR_OOM, SLM_ERR_INVALID_ARG, SLM_ERR_CONTEXT_FULL, SLM_ERR_CANCELLED };
+        int i, j;
+        for (i = 0; i < 8; i++) {
+            const char *a = slm_result_str((slm_result)codes[i]);
+            CHECK(a && a[0]);
+            for (j = 0; j < i && a; j++) {
+                const char *b = slm_result_str((slm_result)codes[j]);
+                CHECK(b && strcmp(a, b) != 0);
+            }
+        }
+        (void)slm_result_str((slm_result)99);
+        (void)slm_result_str((slm_result)-1);
+    }
+    CHECK(slm_type_name(SLM_TYPE_F32) && !strcmp(slm_type_name(SLM_TYPE_F32), "f32"));
+    CHECK(slm_type_name(SLM_TYPE_F16) && !strcmp(slm_type_name(SLM_TYPE_F16), "f16"));
+    CHECK(slm_type_name(SLM_TYPE_Q4_0) && !strcmp(slm_type_name(SLM_TYPE_Q4_0), "q4_0"));
+    CHECK(slm_type_name(SLM_TYPE_Q8_0) && !strcmp(slm_type_name(SLM_TYPE_Q8_0), "q8_0"));
+    CHECK(slm_type_name(SLM_TYPE_BF16) && !strcmp(slm_type_name(SLM_TYPE_BF16), "bf16"));
+    CHECK(slm_type_name(3) == NULL && slm_type_name(-1) == NULL && slm_type_name(1000) == NULL);
+    CHECK(slm_type_block_size(SLM_TYPE_F32) == 1 && slm_type_block_size(SLM_TYPE_F16) == 1 &&
+          slm_type_block_size(SLM_TYPE_BF16) == 1);
+    CHECK(slm_type_block_size(SLM_TYPE_Q8_0) == 32 && slm_type_block_size(SLM_TYPE_Q4_0) == 32);
+    CHECK(slm_type_block_size(3) == 0 && slm_type_block_size(-1) == 0);
+    CHECK(slm_type_row_size(SLM_TYPE_F32, 10) == 40);
+    CHECK(slm_type_row_size(SLM_TYPE_F16, 10) == 20);
+    CHECK(slm_type_row_size(SLM_TYPE_BF16, 10) == 20);
+    CHECK(slm_type_row_size(SLM_TYPE_Q8_0, 64) == 68);
+    CHECK(slm_type_row_size(SLM_TYPE_Q4_0, 64) == 36);
+    CHECK(slm_type_row_size(SLM_TYPE_Q8_0, 172) == 0);
+    CHECK(slm_type_row_size(SLM_TYPE_Q4_0, 33) == 0);
+    CHECK(slm_type_row_size(SLM_TYPE_F32, -1) == 0);
+    CHECK(slm_type_row_size(99, 32) == 0);
+    CHECK(slm_type_row_size(SLM_TYPE_F32, INT64_MAX) == 0);
+    memset(f, 0, sizeof f);
+    CHECK(slm_quantize_row(99, f, q, 32) == SLM_ERR_INVALID_ARG);
+    CHECK(slm_quantize_row(SLM_TYPE_Q8_0, NULL, q, 32) == SLM_ERR_INVALID_ARG);
+    CHECK(slm_quantize_row(SLM_TYPE_Q8_0, f, NULL, 32) == SLM_ERR_INVALID_ARG);
+    CHECK(slm_quantize_row(SLM_TYPE_Q8_0, f, q, 33) == SLM_ERR_INVALID_ARG);
+    CHECK(slm_quantize_row(SLM_TYPE_Q4_0, f, q, -32) == SLM_ERR_INVALID_ARG);
+    CHECK(slm_dequantize_row(99, q, f, 32) == SLM_ERR_INVALID_ARG);
+    CHECK(slm_dequantize_row(SLM_TYPE_Q8_0, NULL, f, 32) == SLM_ERR_INVALID_ARG);
+    CHECK(slm_dequantize_row(SLM_TYPE_Q8_0, q, NULL, 32) == SLM_ERR_INVALID_ARG);
+    CHECK(slm_dequantize_row(SLM_TYPE_Q4_0, q, f, 31) == SLM_ERR_INVALID_ARG);
+}
+
+/* desc.error smaller than the message: truncated, NUL-terminated, within error_cap */
+static void test_small_error_buffer(void) {
+    slm_model *m = NULL;
+    slm_model_desc d;
+    char err[64];
+    size_t cap;
+    for (cap = 1; cap <= 9; cap += 4) {
+        memset(&d, 0, sizeof d);
+        memset(err, 'x', sizeof err);
+        d.path = "/nonexistent/dir/model.slm";
+        d.error = err;
+        d.error_cap = cap;
+        CHECK(slm_model_load(&m, &d) == SLM_ERR_IO && m == NULL);
+        CHECKF(memchr(err, 0, cap) != NULL && err[cap] == 'x', "error_cap %zu", cap);
+        CHECKF(cap == 1 || err[0] != 0, "error_cap %zu: empty message", cap);
+    }
+}
+
+static void test_args_with_model(void) {
+    NEED_MODEL("f32", path);
+    {
+        slm_model *m = load_model(path);
+        slm_session *s = NULL, *s2 = NULL;
+        slm_session_desc sd;
+        slm_tensor_info ti;
+        slm_token t[8] = { 1, 403, 407, 261, 378, 0, 0, 0 }, bad;
+        slm_gen_opts o;
+        const char *stops[1] = { "x" };
+        int len, n_past;
+        char out[64];
+        size_t olen;
+        slm_result r;
+        free(path);
+        if (!m) return;
+        CHECK(slm_model_tensor_get(m, -1, &ti) == SLM_ERR_INVALID_ARG);
+        CHECK(slm_model_tensor_get(m, slm_model_info_get(m)->n_tensors, &ti) == SLM_ERR_INVALID_ARG);
+        CHECK(slm_model_tensor_get(m, 0, NULL) == SLM_ERR_INVALID_ARG);
+        CHECK(slm_model_tensor_get(m, 0, &ti) == SLM_OK);
+        CHECK(slm_model_meta(m, NULL) == NULL);
+        CHECK(slm_model_meta(m, "no such key") == NULL);
+        CHECK(slm_tokenize(m, NULL, 5, 0, t, 8) == 0);
+        CHECK(slm_tokenize(m, "a", 1, 0, NULL, 8) == 0);
+        CHECK(slm_tokenize(m, "a", 1, 0, t, -1) == 0);
+        CHECK(slm_token_piece(m, -1, &len) == NULL);
+        CHECK(slm_token_piece(m, 512, &len) == NULL);
+        CHECK(slm_token_piece(m, INT32_MIN, &len) == NULL);
+        CHECK(slm_token_type(m, -1) == -1 && slm_token_type(m, 512) == -1);
+
+        memset(&sd, 0, sizeof sd);
+        sd.n_ctx = -1;
+        CHECK(slm_session_new(&s, m, &sd) == SLM_ERR_INVALID_ARG && s == NULL);
+        sd.n_ctx = 0;
+        sd.n_threads = -1;
+        CHECK(slm_session_new(&s, m, &sd) == SLM_ERR_INVALID_ARG && s == NULL);
+        sd.n_threads = 0;
+        sd.kv_type = 99;
+        CHECK(slm_session_new(&s, m, &sd) == SLM_ERR_INVALID_ARG && s == NULL);
+        sd.kv_type = SLM_TYPE_Q4_0;
+        CHECK(slm_session_new(&s, m, &sd) == SLM_ERR_INVALID_ARG && s == NULL);
+        sd.kv_type = SLM_TYPE_Q8_0_R16;
+        CHECK(slm_session_new(&s, m, &sd) == SLM_ERR_INVALID_ARG && s == NULL);
+        sd.kv_type = 0;
+        sd.n_ctx = INT_MAX;
+        r = slm_session_new(&s, m, &sd);
+        CHECKF(r != SLM_OK && s == NULL, "n_ctx INT_MAX: %s", slm_result_str(r));
+        slm_session_free(s);
+        s = NULL;
+
+        s = new_session(m, 16, 1);
+        if (s) {
+            CHECK(slm_session_n_ctx(s) == 16);
+            CHECK(slm_session_n_past(s) == 0);
+            CHECK(slm_session_error(s) != NULL);
+            CHECK(slm_logits(s) == NULL);
+            CHECK(slm_sample(s, NULL) == -1); /* nothing evaluated yet */
+            CHECK(slm_eval(s, NULL, 1) == SLM_ERR_INVALID_ARG);
+            CHECK(slm_eval(s, t, 0) == SLM_ERR_INVALID_ARG);
+            CHECK(slm_eval(s, t, -1) == SLM_ERR_INVALID_ARG);
+            bad = 512;
+            CHECK(slm_eval(s, &bad, 1) == SLM_ERR_INVALID_ARG);
+            bad = -1;
+            CHECK(slm_eval(s, &bad, 1) == SLM_ERR_INVALID_ARG);
+            {
+                slm_token mixed[3] = { 1, 403, 100000 };
+                CHECK(slm_eval(s, mixed, 3) == SLM_ERR_INVALID_ARG);
+            }
+            CHECK(slm_session_n_past(s) == 0);
+            {
+                const char *e = slm_session_error(s);
+                CHECKF(e && e[0], "no message after a failed slm_eval");
+            }
+            {
+                slm_token many[17];
+                int i;
+                for (i = 0; i < 17; i++) many[i] = 300;
+                r = slm_eval(s, many, 17); /* n > n_ctx */
+                CHECKF(r == SLM_ERR_INVALID_ARG || r == SLM_ERR_CONTEXT_FULL, "%s", slm_result_str(r));
+                CHECK(slm_session_n_past(s) == 0);
+                CHECK(slm_eval(s, t, 5) == SLM_OK);
+                r = slm_eval(s, many, 12); /* n > n_ctx - n_past */
+                CHECKF(r == SLM_ERR_INVALID_ARG || r == SLM_ERR_CONTEXT_FULL, "%s", slm_result_str(r));
+                CHECK(slm_session_n_past(s) == 5);
+                CHECK(slm_eval(s, many, 11) == SLM_OK); /* exactly full */
+                CHECK(slm_session_n_past(s) == 16);
+                r = slm_eval(s, many, 1);
+                CHECKF(r == SLM_ERR_INVALID_ARG || r == SLM_ERR_CONTEXT_FULL, "%s", slm_result_str(r));
+            }
+            n_past = slm_session_n_past(s);
+            CHECK(slm_rewind(s, -1) == SLM_ERR_INVALID_ARG);
+            CHECK(slm_rewind(s, n_past + 1) == SLM_ERR_INVALID_ARG);
+            CHECK(slm_session_n_past(s) == n_past);
+            CHECK(slm_rewind(s, n_past) == SLM_OK);
+            CHECK(slm_rewind(s, 5) == SLM_OK && slm_session_n_past(s) == 5);
+
+            memset(&o, 0, sizeof o);
+            CHECK(slm_generate(s, NULL, &o, out, sizeof out, &olen) == SLM_ERR_INVALID_ARG);
+            CHECK(slm_generate(s, "x", &o, NULL, 10, &olen) == SLM_ERR_INVALID_ARG);
+            o.n_stop = 1;
+            CHECK(slm_generate(s, "x", &o, out, sizeof out, &olen) == SLM_ERR_INVALID_ARG); /* stop NULL */
+            o.n_stop = -1;
+            o.stop = stops;
+            CHECK(slm_generate(s, "x", &o, out, sizeof out, &olen) == SLM_ERR_INVALID_ARG);
+            o.n_stop = 0;
+            o.max_tokens = -1;
+            CHECK(slm_generate(s, "x", &o, out, sizeof out, &olen) == SLM_ERR_INVALID_ARG);
+            memset(&o, 0, sizeof o);
+            o.top_k = -1;
+            CHECK(slm_generate(s, "x", &o, out, sizeof out, &olen) == SLM_ERR_INVALID_ARG);
+            memset(&o, 0, sizeof o);
+            o.top_p = -0.5f;
+            CHECK(slm_generate(s, "x", &o, out, sizeof out, &olen) == SLM_ERR_INVALID_ARG);
+            slm_session_free(s);
+        }
+        /* a session keeps working after argument errors */
+        s2 = new_session(m, 0, 0);
+        if (s2) {
+            CHECK(slm_eval(s2, t, 5) == SLM_OK);
+            CHECK(slm_sample(s2, NULL) == R.gen_ids[0]);
+            memset(&o, 0, sizeof o);
+            CHECK(slm_sample(s2, &o) == R.gen_ids[0]);
+            o.top_k = -1;
+            CHECK(slm_sample(s2, &o) == -1); /* out-of-range option */
+            CHECK(slm_sample(s2, NULL) == R.gen_ids[0]);
+            slm_session_free(s2);
+        }
+        slm_model_free(m);
+    }
+}
+
+/* ======================================================================== */
+/* numeric utilities (values from IEEE-754 and GGML's reference quantizers) */
+/* ======================================================================== */
+
+static void test_half_conversions(void) {
+    CHECK(slm_fp32_to_fp16(1.0f) == 0x3C00);
+    CHECK(slm_fp32_to_fp16(-2.0f) == 0xC000);
+    CHECK(slm_fp32_to_fp16(0.5f) == 0x3800);
+    CHECK(slm_fp32_to_fp16(65504.0f) == 0x7BFF);
+    CHECK(slm_fp32_to_fp16(1e6f) == 0x7C00); /* overflow -> inf */
+    CHECK(slm_fp32_to_fp16(-0.0f) == 0x8000);
+    CHECK(slm_fp32_to_fp16(5.9604644775390625e-8f) == 0x0001); /* smallest subnormal */
+    CHECK(slm_fp32_to_fp16(1e-9f) == 0x0000);
+    CHECK(slm_fp32_to_fp16(1.0f + 1.0f / 2048) == 0x3C00); /* tie -> even */
+    CHECK(slm_fp32_to_fp16(1.0f + 3.0f / 2048) == 0x3C02); /* tie -> even (up) */
+    CHECK(slm_fp32_to_fp16(1.0f + 1.0f / 1024 + 1.0f / 4096) == 0x3C01);
+    CHECK((slm_fp32_to_fp16(NAN) & 0x7C00) == 0x7C00 && (slm_fp32_to_fp16(NAN) & 0x03FF) != 0);
+    CHECK(slm_fp16_to_fp32(0x3C00) == 1.0f);
+    CHECK(slm_fp16_to_fp32(0x3555) == 0.333251953125f);
+    CHECK(slm_fp16_to_fp32(0x0001) == 5.9604644775390625e-8f);
+    CHECK(slm_fp16_to_fp32(0x7BFF) == 65504.0f);
+    CHECK(isinf(slm_fp16_to_fp32(0xFC00)) && slm_fp16_to_fp32(0xFC00) < 0);
+    CHECK(isnan(slm_fp16_to_fp32(0x7E00)));
+    CHECK(slm_fp32_to_bf16(1.0f) == 0x3F80);
+    CHECK(slm_fp32_to_bf16(3.140625f) == 0x4049);
+    CHECK(slm_fp32_to_bf16(1.0f + 1.0f / 256) == 0x3F80); /* tie -> even */
+    CHECK(slm_fp32_to_bf16(1.0f + 3.0f / 256) == 0x3F82);
+    CHECK(slm_fp32_to_bf16(-2.0f) == 0xC000);
+    CHECK(isnan(slm_bf16_to_fp32(slm_fp32_to_bf16(NAN))));
+    CHECK(slm_bf16_to_fp32(0x4049) == 3.140625f);
+    {
+        /* every finite half round-trips */
+        unsigned h;
+        int bad = 0;
+        for (h = 0; h < 0x10000; h++) {
+            float f = slm_fp16_to_fp32((uint16_t)h);
+            if ((h & 0x7C00) == 0x7C00) continue;
+            if (slm_fp32_to_fp16(f) != h) bad++;
+        }
+        CHECKF(bad == 0, "%d halves do not round-trip", bad);
+    }
+}
+
+static void test_quantize_rows(void) {
+    float x[64], y[64];
+    unsigned char q8[2 * 34], q4[2 * 18], e8[2 * 34], e4[2 * 18];
+    int i, b;
+    uint64_t st = 12345;
+    for (i = 0; i < 64; i++) {
+        st = st * 6364136223846793005ull + 1442695040888963407ull;
+        x[i] = ((float)(st >> 40) / (float)(1 << 24) - 0.5f) * 6.0f;
+    }
+    x[7] = -3.5f; /* block 0's largest magnitude is negative */
+    x[40] = 0.0f;
+    /* GGML quantize_row_q8_0_ref and quantize_row_q4_0_ref */
+    for (b = 0; b < 2; b++) {
+        const float *xb = x + 32 * b;
+        float amax = 0, max = 0, d, id;
+        uint16_t dh;
+        for (i = 0; i < 32; i++)
+            if (fabsf(xb[i]) > amax) amax = fabsf(xb[i]);
+        d = amax / 127.0f;
+        id = d ? 1.0f / d : 0.0f;
+        dh = slm_fp32_to_fp16(d);
+        e8[34 * b] = (unsigned char)dh;
+        e8[34 * b + 1] = (unsigned char)(dh >> 8);
+        for (i = 0; i < 32; i++) e8[34 * b + 2 + i] = (unsigned char)(signed char)roundf(xb[i] * id);
+        amax = 0;
+        for (i = 0; i < 32; i++)
+            if (fabsf(xb[i]) > amax) {
+                amax = fabsf(xb[i]);
+                max = xb[i];
+            }
+        d = max / -8.0f;
+        id = d ? 1.0f / d : 0.0f;
+        dh = slm_fp32_to_fp16(d);
+        e4[18 * b] = (unsigned char)dh;
+        e4[18 * b + 1] = (unsigned char)(dh >> 8);
+        for (i = 0; i < 16; i++) {
+            int x0 = (int)(signed char)(xb[i] * id + 8.5f), x1 = (int)(signed char)(xb[i + 16] * id + 8.5f);
+            if (x0 > 15) x0 = 15;
+            if (x1 > 15) x1 = 15;
+            e4[18 * b + 2 + i] = (unsigned char)(x0 | x1 << 4);
+        }
+    }
+    CHECK(slm_quantize_row(SLM_TYPE_Q8_0, x, q8, 64) == SLM_OK);
+    CHECK(memcmp(q8, e8, sizeof q8) == 0);
+    CHECK(slm_quantize_row(SLM_TYPE_Q4_0, x, q4, 64) == SLM_OK);
+    CHECK(memcmp(q4, e4, sizeof q4) == 0);
+    CHECK(slm_dequantize_row(SLM_TYPE_Q8_0, e8, y, 64) == SLM_OK);
+    for (b = 0; b < 2; b++) {
+        float d = slm_fp16_to_fp32((uint16_t)(e8[34 * b] | e8[34 * b + 1] << 8));
+        for (i = 0; i < 32; i++)
+            CHECKF(y[32 * b + i] == (float)(signed char)e8[34 * b + 2 + i] * d, "q8_0 element %d", 32 * b + i);
+    }
+    CHECK(slm_dequantize_row(SLM_TYPE_Q4_0, e4, y, 64) == SLM_OK);
+    for (b = 0; b < 2; b++) {
+        float d = slm_fp16_to_fp32((uint16_t)(e4[18 * b] | e4[18 * b + 1] << 8));
+        for (i = 0; i < 16; i++) {
+            CHECKF(y[32 * b + i] == (float)((e4[18 * b + 2 + i] & 15) - 8) * d, "q4_0 element %d", 32 * b + i);
+            CHECKF(y[32 * b + i + 16] == (float)((e4[18 * b + 2 + i] >> 4) - 8) * d, "q4_0 element %d",
+                   32 * b + i + 16);
+        }
+    }
+    {
+        uint16_t h[64], bf[64];
+        for (i = 0; i < 64; i++) {
+            h[i] = slm_fp32_to_fp16(x[i]);
+            bf[i] = slm_fp32_to_bf16(x[i]);
+        }
+        CHECK(slm_quantize_row(SLM_TYPE_F16, x, q8, 32) == SLM_OK && !memcmp(q8, h, 64));
+        CHECK(slm_dequantize_row(SLM_TYPE_F16, h, y, 64) == SLM_OK);
+        for (i = 0; i < 64; i++) CHECK(y[i] == slm_fp16_to_fp32(h[i]));
+        CHECK(slm_dequantize_row(SLM_TYPE_BF16, bf, y, 64) == SLM_OK);
+        for (i = 0; i < 64; i++) CHECK(y[i] == slm_bf16_to_fp32(bf[i]));
+        CHECK(slm_quantize_row(SLM_TYPE_F32, x, y, 64) == SLM_OK && !memcmp(x, y, sizeof x));
+    }
+    /* all-zero block */
+    memset(x, 0, sizeof x);
+    CHECK(slm_quantize_row(SLM_TYPE_Q8_0, x, q8, 32) == SLM_OK &&
+          slm_dequantize_row(SLM_TYPE_Q8_0, q8, y, 32) == SLM_OK);
+    for (i = 0; i < 32; i++) CHECK(y[i] == 0.0f);
+}
+
+/* ======================================================================== */
+/* generation behaviour                                                     */
+/* ======================================================================== */
+
+static void test_stop_strings(void) {
+    NEED_MODEL("f32", path);
+    {
+        slm_model *m = load_model(path);
+        slm_session *s;
+        size_t rlen, n;
+        const char *ref = ref_cont(&rlen);
+        const char *cases[][2] = {
+            { "Lily", NULL }, { "never-in-the-text", "park." }, { "ball", "red" }, { ", she", NULL }
+        };
+        int c;
+        free(path);
+        if (!m) return;
+        s = new_session(m, 0, 0);
+        for (c = 0; s && c < 4; c++) {
+            slm_gen_opts o;
+            collector *col = (collector *)calloc(1, sizeof *col);
+            const char *stops[2];
+            const char *first = NULL;
+            char *out;
+            slm_result rc;
+            size_t expect_len;
+            int k, ns = cases[c][1] ? 2 : 1;
+            stops[0] = cases[c][0];
+            stops[1] = cases[c][1];
+            for (k = 0; k < ns; k++) {
+                const char *f = strstr(ref, stops[k]);
+                if (f && (!first || f < first)) first = f;
+            }
+            CHECK(first != NULL);
+            if (!first) {
+                free(col);
+                continue;
+            }
+            expect_len = (size_t)(first - ref);
+            memset(&o, 0, sizeof o);
+            o.max_tokens = 200;
+            o.stop = stops;
+            o.n_stop = ns;
+            o.on_token = collect;
+            o.user = col;
+            out = gen_text(s, R.prompt, &o, &rc, &n);
+            CHECKF(rc == SLM_OK, "%s", slm_result_str(rc));
+            CHECKF(out && n == expect_len && !memcmp(out, ref, expect_len),
+                   "stop \"%s\": got \"%s\", expected \"%.*s\"", stops[0], out ? out : "(null)", (int)expect_len, ref);
+            CHECKF(col->len == expect_len && !memcmp(col->buf, ref, expect_len), "stop \"%s\": on_token got \"%s\"",
+                   stops[0], col->buf);
+            free(out);
+            free(col);
+        }
+        slm_session_free(s);
+        slm_model_free(m);
+    }
+}
+
+static void test_cancel(void) {
+    NEED_MODEL("f32", path);
+    {
+        slm_model *m = load_model(path);
+        slm_session *s;
+        size_t rlen, n;
+        const char *ref = ref_cont(&rlen);
+        free(path);
+        if (!m) return;
+        s = new_session(m, 0, 0);
+        if (s) {
+            slm_gen_opts o;
+            collector *col = (collector *)calloc(1, sizeof *col);
+            char *out;
+            slm_result rc;
+            memset(&o, 0, sizeof o);
+            o.max_tokens = 100;
+            o.on_token = collect;
+            o.user = col;
+            col->cancel_at = 10;
+            out = gen_text(s, R.prompt, &o, &rc, &n);
+            CHECKF(rc == SLM_ERR_CANCELLED, "%s", slm_result_str(rc));
+            CHECKF(col->calls == 10, "on_token called %d times", col->calls);
+            CHECK(col->len > 0 && col->len <= rlen && !memcmp(col->buf, ref, col->len));
+            CHECKF(out && (n == col->len || n == col->len_before_last) && !memcmp(out, col->buf, n),
+                   "out \"%s\" (%zu bytes), delivered \"%s\"", out ? out : "(null)", n, col->buf);
+            free(out);
+            /* the session is still usable: greedy again gives the reference */
+            memset(&o, 0, sizeof o);
+            o.max_tokens = 20;
+            out = gen_text(s, R.prompt, &o, &rc, &n);
+            CHECK(rc == SLM_OK && out && n > 0 && n <= rlen && !memcmp(out, ref, n));
+            free(out);
+            free(col);
+            slm_session_free(s);
+        }
+        slm_model_free(m);
+    }
+}
+
+static void test_out_buffer(void) {
+    NEED_MODEL("f32", path);
+    {
+        slm_model *m = load_model(path);
+        slm_session *s;
+        free(path);
+        if (!m) return;
+        s = new_session(m, 0, 0);
+        if (s) {
+            slm_gen_opts o;
+            char full[4096], small[10];
+            size_t n_full = 0, n = 12345;
+            slm_result rc;
+            memset(&o, 0, sizeof o);
+            o.max_tokens = 30;
+            rc = slm_generate(s, R.prompt, &o, full, sizeof full, &n_full);
+            CHECK(rc == SLM_OK && n_full > 20 && strlen(full) == n_full);
+            memset(small, 'x', sizeof small);
+            rc = slm_generate(s, R.prompt, &o, small, sizeof small, &n);
+            CHECKF(rc == SLM_OK && n == n_full, "%s, out_len %zu (full %zu)", slm_result_str(rc), n, n_full);
+            CHECK(small[9] == 0 && !memcmp(small, full, 9));
+            n = 0;
+            rc = slm_generate(s, R.prompt, &o, NULL, 0, &n);
+            CHECKF(rc == SLM_OK && n == n_full, "out NULL: %s, out_len %zu", slm_result_str(rc), n);
+            small[0] = 'x';
+            rc = slm_generate(s, R.prompt, &o, small, 1, &n);
+            CHECK(rc == SLM_OK && n == n_full && small[0] == 0);
+            rc = slm_generate(s, R.prompt, &o, full, sizeof full, NULL);
+            CHECK(rc == SLM_OK);
+            slm_session_free(s);
+        }
+        slm_model_free(m);
+    }
+}
+
+static void test_context_full(void) {
+    NEED_MODEL("f32", path);
+    {
+        slm_model *m = load_model(path);
+        slm_session *s;
+        size_t rlen;
+        const char *ref = ref_cont(&rlen);
+        free(path);
+        if (!m) return;
+        s = new_session(m, 16, 0);
+        if (s) {
+            slm_gen_opts o;
+            char out[256];
+            size_t n = 999;
+            char *longp = (char *)malloc(R.greedy_len + 1);
+            slm_result rc;
+            memcpy(longp, R.greedy_txt, R.greedy_len);
+            longp[R.greedy_len] = 0;
+            memset(&o, 0, sizeof o);
+            o.max_tokens = 5;
+            rc = slm_generate(s, longp, &o, out, sizeof out, &n);
+            CHECKF(rc == SLM_ERR_CONTEXT_FULL, "prompt of ~260 tokens, n_ctx 16: %s", slm_result_str(rc));
+            CHECK(slm_session_error(s) && slm_session_error(s)[0]);
+            /* the context fills during generation: the text so far is delivered */
+            memset(&o, 0, sizeof o);
+            n = 0;
+            rc = slm_generate(s, R.prompt, &o, out, sizeof out, &n);
+            CHECKF(rc == SLM_ERR_CONTEXT_FULL, "unlimited generation in 16 positions: %s", slm_result_str(rc));
+            CHECKF(n > 10 && n < rlen && !memcmp(out, ref, n) && strlen(out) == n, "delivered \"%s\"", out);
+            CHECK(slm_session_n_past(s) <= 16);
+            free(longp);
+            slm_session_free(s);
+        }
+        slm_model_free(m);
+    }
+}
+
+static void test_prefix_reuse(void) {
+    NEED_MODEL("f32", path);
+    {
+        slm_model *m = load_model(path);
+        char *p1, *p2, *p3;
+        size_t n1;
+        int attempt, fast = 0;
+        slm_token tk[1024];
+        int np1, np2;
+        free(path);
+        if (!m) return;
+        /* p1: the whole reference story (~257 tokens); p2 extends it */
+        n1 = R.greedy_len - 1;
+        p1 = (char *)malloc(n1 + 1);
+        memcpy(p1, R.greedy_txt, n1);
+        p1[n1] = 0;
+        p2 = (char *)malloc(n1 + 32);
+        snprintf(p2, n1 + 32, "%s Lily smiled", p1);
+        p3 = (char *)malloc(n1 + 32);
+        snprintf(p3, n1 + 32, "%s Tom", p1);
+        np1 = slm_tokenize(m, p1, strlen(p1), SLM_TOK_BOS, tk, 1024);
+        np2 = slm_tokenize(m, p2, strlen(p2), SLM_TOK_BOS, tk, 1024);
+        CHECK(np1 > 200 && np2 > np1);
+        for (attempt = 0; attempt < 3 && !fast; attempt++) {
+            slm_session *s = new_session(m, 0, 1), *f = new_session(m, 0, 1);
+            slm_gen_opts o;
+            slm_result rc;
+            size_t la, lb;
+            char *a, *b;
+            double t0, t1, t2;
+            int before;
+            if (!s || !f) {
+                slm_session_free(s);
+                slm_session_free(f);
+                break;
+            }
+            memset(&o, 0, sizeof o);
+            o.max_tokens = 1;
+            t0 = now_sec();
+            a = gen_text(s, p1, &o, &rc, &la);
+            t1 = now_sec();
+            CHECK(rc == SLM_OK);
+            before = slm_session_n_past(s);
+            CHECKF(before == np1 || before == np1 + 1, "n_past %d after a %d-token prompt", before, np1);
+            o.max_tokens = 8;
+            t1 = now_sec();
+            free(a);
+            a = gen_text(s, p2, &o, &rc, &la);
+            t2 = now_sec();
+            CHECK(rc == SLM_OK);
+            CHECKF(slm_session_n_past(s) >= np2 && slm_session_n_past(s) <= np2 + 8, "n_past %d",
+                   slm_session_n_past(s));
+            b = gen_text(f, p2, &o, &rc, &lb);
+            CHECK(rc == SLM_OK);
+            CHECKF(a && b && la == lb && !memcmp(a, b, la), "reused session \"%s\" vs fresh \"%s\"", a ? a : "",
+                   b ? b : "");
+            NOTE("attempt %d: %d-token prompt %.2f ms, extension by %d tokens + 8 generated %.2f ms", attempt, np1,
+                 (t1 - t0) * 1e3, np2 - np1, (t2 - t1) * 1e3);
+            if ((t2 - t1) * 3 < (t1 - t0)) fast = 1;
+            free(a);
+            free(b);
+            /* a prompt that diverges: same as a fresh session */
+            a = gen_text(s, p3, &o, &rc, &la);
+            slm_session_free(f);
+            f = new_session(m, 0, 1);
+            b = f ? gen_text(f, p3, &o, &rc, &lb) : NULL;
+            CHECKF(a && b && la == lb && !memcmp(a, b, la), "diverging prompt: reused \"%s\" vs fresh \"%s\"",
+                   a ? a : "", b ? b : "");
+            free(a);
+            free(b);
+            /* the same prompt twice on one session: same text (the last prompt position re-evaluated) */
+            o.max_tokens = 16;
+            a = gen_text(s, R.prompt, &o, &rc, &la);
+            b = gen_text(s, R.prompt, &o, &rc, &lb);
+            CHECKF(a && b && la == lb && !memcmp(a, b, la), "same prompt twice: \"%s\" then \"%s\"", a ? a : "",
+                   b ? b : "");
+            free(a);
+            free(b);
+            slm_session_free(s);
+            slm_session_free(f);
+        }
+        CHECKF(fast, "extending a cached prompt was not faster than evaluating it: the cache is not reused");
+        free(p1);
+        free(p2);
+        free(p3);
+        slm_model_free(m);
+    }
+}
+
+static void test_sampling(void) {
+    NEED_MODEL("f32", path);
+    {
+        slm_model *m = load_model(path);
+        slm_gen_opts o;
+        slm_result rc = SLM_OK;
+        size_t n, la, lb, rlen;
+        const char *ref = ref_cont(&rlen);
+        char *texts[4];
+        int i, distinct = 0, differs_from_greedy = 0;
+        free(path);
+        if (!m) return;
+        /* same seed, same text: fresh sessions, one thread vs default threads, reused session */
+        memset(&o, 0, sizeof o);
+        o.max_tokens = 60;
+        o.temperature = 0.9f;
+        o.seed = 1234;
+        for (i = 0; i < 4; i++) {
+            slm_session *s = new_session(m, 0, i == 1 ? 1 : 0);
+            texts[i] = s ? gen_text(s, R.prompt, &o, &rc, &n) : NULL;
+            CHECK(rc == SLM_OK);
+            if (i == 2 && s) {
+                free(texts[i]);
+                texts[i] = gen_text(s, R.prompt, &o, &rc, &n);
+            }
+            slm_session_free(s);
+        }
+        for (i = 1; i < 4; i++)
+            CHECKF(texts[0] && texts[i] && !strcmp(texts[0], texts[i]), "seed 1234 run %d: \"%s\" vs \"%s\"", i,
+                   texts[0] ? texts[0] : "", texts[i] ? texts[i] : "");
+        for (i = 0; i < 4; i++) free(texts[i]);
+        /* different seeds give different texts; temperature sampling is not greedy */
+        for (i = 0; i < 4; i++) {
+            slm_session *s = new_session(m, 0, 0);
+            int j;
+            o.seed = (uint64_t)(i + 1);
+            texts[i] = s ? gen_text(s, R.prompt, &o, &rc, &n) : NULL;
+            slm_session_free(s);
+            if (!texts[i]) continue;
+            for (j = 0; j < i && texts[j] && strcmp(texts[j], texts[i]); j++) {}
+            if (j == i) distinct++;
+            if (strncmp(texts[i], ref, n < rlen ? n : rlen)) differs_from_greedy++;
+        }
+        CHECKF(distinct >= 2, "4 seeds gave %d distinct texts", distinct);
+        CHECKF(differs_from_greedy >= 1, "temperature 0.9 always reproduced the greedy text");
+        for (i = 0; i < 4; i++) free(texts[i]);
+        /* seed 0 is a fixed default */
+        {
+            slm_session *s = new_session(m, 0, 0);
+            char *a, *b;
+            o.seed = 0;
+            a = s ? gen_text(s, R.prompt, &o, &rc, &la) : NULL;
+            b = s ? gen_text(s, R.prompt, &o, &rc, &lb) : NULL;
+            CHECK(a && b && !strcmp(a, b));
+            free(a);
+            free(b);
+            slm_session_free(s);
+        }
+        /* filters that leave one candidate reduce to greedy */
+        {
+            int variant_i;
+            for (variant_i = 0; variant_i < 3; variant_i++) {
+                slm_session *s = new_session(m, 0, 0);
+                char *a;
+                memset(&o, 0, sizeof o);
+                o.max_tokens = 40;
+                o.temperature = 1.0f;
+                o.seed = 99;
+                if (variant_i == 0) o.top_k = 1;
+                if (variant_i == 1) o.top_p = 1e-6f;
+                if (variant_i == 2) o.min_p = 0.9999f;
+                a = s ? gen_text(s, R.prompt, &o, &rc, &la) : NULL;
+                CHECKF(rc == SLM_OK && a && la <= rlen && la > 0 && !memcmp(a, ref, la),
+                       "%s: \"%s\" is not the greedy text",
+                       variant_i == 0   ? "top_k 1"
+                       : variant_i == 1 ? "top_p 1e-6"
+                                        : "min_p 0.9999",
+                       a ? a : "");
+                free(a);
+                slm_session_free(s);
+            }
+        }
+        /* repeat_penalty 1 is off */
+        {
+            slm_session *s = new_session(m, 0, 0);
+            char *a;
+            memset(&o, 0, sizeof o);
+            o.max_tokens = 40;
+            o.repeat_penalty = 1.0f;
+            a = s ? gen_text(s, R.prompt, &o, &rc, &la) : NULL;
+            CHECK(rc == SLM_OK && a && la <= rlen && !memcmp(a, ref, la));
+            free(a);
+            slm_session_free(s);
+        }
+        slm_model_free(m);
+    }
+}
+
+static void test_allocator_balance(void) {
+    NEED_MODEL("f32", path);
+    {
+        int mode;
+        for (mode = 0; mode < 3; mode++) { /* mmap, read, memory */
+            counter cnt;
+            slm_model_desc d;
+            slm_model *m = NULL;
+            unsigned char *bytes = NULL;
+            size_t size = 0;
+            memset(&cnt, 0, sizeof cnt);
+            memset(&d, 0, sizeof d);
+            d.alloc = counting_allocator(&cnt);
+            if (mode == 2) {
+                bytes = read_file(path, &size);
+                d.data = bytes;
+                d.size = size;
+            } else {
+                d.path = path;
+                d.no_mmap = mode;
+            }
+            CHECK(slm_model_load(&m, &d) == SLM_OK);
+            if (m) {
+                slm_session *s = new_session(m, 64, 0);
+                if (s) {
+                    slm_gen_opts o;
+                    char out[512];
+                    memset(&o, 0, sizeof o);
+                    o.max_tokens = 20;
+                    CHECK(slm_generate(s, R.prompt, &o, out, sizeof out, NULL) == SLM_OK);
+                    slm_session_free(s);
+                }
+                CHECKF(cnt.n_alloc > 0, "mode %d: the custom allocator was never called", mode);
+                slm_model_free(m);
+            }
+            CHECKF(cnt.n_alloc == cnt.n_free && cnt.live == 0, "mode %d: %ld allocations, %ld frees, %zu bytes live",
+                   mode, cnt.n_alloc, cnt.n_free, cnt.live);
+            if (mode == 2) CHECKF(cnt.peak < size, "memory load copies the model? peak %zu bytes", cnt.peak);
+            free(bytes);
+        }
+        free(path);
+    }
+}
+
+static void log_fn(void *user, int level, const char *message) {
+    int *n = (int *)user;
+    if (level >= SLM_LOG_ERROR && level <= SLM_LOG_DEBUG && message)
+        n[0]++;
+    else
+        n[1]++;
+}
+
+static void test_log_and_meta(void) {
+    NEED_MODEL("f32", path);
+    {
+        slm_model *m = NULL;
+        slm_model_desc d;
+        int n_logs[2] = { 0, 0 };
+        memset(&d, 0, sizeof d);
+        d.path = path;
+        d.log = log_fn;
+        d.log_user = n_logs;
+        CHECK(slm_model_load(&m, &d) == SLM_OK);
+        if (m) {
+            const char *conv = slm_model_meta(m, "converter");
+            const slm_model_info *mi = slm_model_info_get(m);
+            CHECK(mi && mi->name && (!slm_model_meta(m, "name") || !strcmp(mi->name, slm_model_meta(m, "name"))));
+            NOTE("metadata: name \"%s\", converter \"%s\"; %d log messages", mi ? mi->name : "", conv ? conv : "(none)",
+                 n_logs[0]);
+            slm_model_free(m);
+        }
+        d.path = "/nonexistent.slm";
+        m = NULL;
+        CHECK(slm_model_load(&m, &d) == SLM_ERR_IO);
+        CHECKF(n_logs[1] == 0, "%d log calls with a bad level or a NULL message", n_logs[1]);
+        free(path);
+    }
+}
+
+/* ======================================================================== */
+static void test_threads_and_batches_identical(void) {
+    static const char *const types[] = { "f32", "q8_0", "q4_0", "f16", "q8_0" };
+    static const int kv_types[] = { 0, 0, 0, 0, SLM_TYPE_Q8_0 }; /* 0: the default, f32 or f16 */
+    size_t ti;
+    for (ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        char *path;
+        slm_model *m;
+        slm_token seq[N_SEQ];
+        float *first = NULL;
+        int threads, i, mismatches = 0;
+        path = model_path(types[ti]);
+        if (!load_reference()) {
+            free(path);
+            SKIP("stories260K reference not found under %s (set SLM_MODELS)", g_models_dir);
+        }
+        if (!file_exists(path)) { SKIP("%s not found (tests/run.sh converts it)", path); }
+        m = load_model(path);
+        free(path);
+        if (!m) return;
+        for (i = 0; i < N_SEQ; i++) seq[i] = i < 5 ? R.prompt_ids[i] : R.gen_ids[i - 5];
+        first = (float *)malloc((size_t)N_VOCAB * sizeof(float));
+        for (threads = 1; threads <= 3; threads++) {
+            int batched;
+            for (batched = 0; batched <= 1; batched++) {
+                slm_session *s = NULL;
+                slm_session_desc sd;
+                const float *lg;
+                memset(&sd, 0, sizeof sd);
+                sd.n_threads = threads;
+                sd.kv_type = kv_types[ti];
+                CHECK(slm_session_new(&s, m, &sd) == SLM_OK);
+                if (!s) break;
+                if (batched)
+                    CHECK(slm_eval(s, seq, 150) == SLM_OK);
+                else
+                    for (i = 0; i < 150; i++) CHECK(slm_eval(s, seq + i, 1) == SLM_OK);
+                lg = slm_logits(s);
+                CHECK(lg != NULL);
+                if (lg && threads == 1 && !batched)
+                    memcpy(first, lg, (size_t)N_VOCAB * sizeof(float));
+                else if (lg && memcmp(first, lg, (size_t)N_VOCAB * sizeof(float)) != 0) {
+                    mismatches++;
+                    CHECKF(0, "%s: %d threads, %s: logits differ from 1 thread one at a time", types[ti], threads,
+                           batched ? "batched" : "one at a time");
+                }
+                slm_session_free(s);
+            }
+        }
+        NOTE("%s%s: 1-3 threads x batched/one-by-one over 150 positions: %s", types[ti],
+             kv_types[ti] ? ", q8_0 KV cache" : "", mismatches ? "DIFFERENT" : "bit-identical");
+        free(first);
+        slm_model_free(m);
+    }
+}
+
+static void test_generation_stats(void) {
+    NEED_MODEL("f32", path);
+    {
+        slm_model *m = load_model(path);
+        slm_session *s;
+        slm_gen_opts o;
+        slm_gen_stats st;
+        slm_session_desc sd;
+        char out[4096], err[256];
+        const char *stops[1];
+        free(path);
+        if (!m) return;
+        s = new_session(m, 0, 0);
+        if (!s) {
+            slm_model_free(m);
+            return;
+        }
+        memset(&o, 0, sizeof o);
+        o.max_tokens = 10;
+        CHECK(slm_generate(s, "Once upon a time", &o, out, sizeof out, NULL) == SLM_OK);
+        CHECK(slm_session_stats(s, &st) == SLM_OK);
+        CHECKF(st.n_prompt == 5 && st.n_cached == 0 && st.n_generated == 10 && st.stop_reason == SLM_STOP_MAX_TOKENS,
+               "prompt %d cached %d generated %d reason %d", st.n_prompt, st.n_cached, st.n_generated, st.stop_reason);
+        /* the same prompt again: all but the last prompt token come from the cache */
+        CHECK(slm_generate(s, "Once upon a time", &o, out, sizeof out, NULL) == SLM_OK);
+        CHECK(slm_session_stats(s, &st) == SLM_OK && st.n_cached == 4);
+        stops[0] = "Lily";
+        o.stop = stops;
+        o.n_stop = 1;
+        o.max_tokens = 0;
+        CHECK(slm_generate(s, "Once upon a time", &o, out, sizeof out, NULL) == SLM_OK);
+        CHECK(slm_session_stats(s, &st) == SLM_OK && st.stop_reason == SLM_STOP_STRING);
+        CHECK(strstr(out, "Lily") == NULL && strstr(out, "little girl named ") != NULL);
+        CHECK(slm_session_stats(s, NULL) == SLM_ERR_INVALID_ARG && slm_session_stats(NULL, &st) == SLM_ERR_INVALID_ARG);
+        /* an empty prompt starts from BOS alone; the dummy space of SentencePiece is not output */
+        memset(&o, 0, sizeof o);
+        o.max_tokens = 5;
+        CHECK(slm_generate(s, "", &o, out, sizeof out, NULL) == SLM_OK);
+        CHECKF(out[0] != ' ' && out[0] != 0, "output \"%s\"", out);
+        slm_session_free(s);
+        /* why a session could not be made */
+        memset(&sd, 0, sizeof sd);
+        sd.n_ctx = -5;
+        sd.error = err;
+        sd.error_cap = sizeof err;
+        CHECK(slm_session_new(&s, m, &sd) == SLM_ERR_INVALID_ARG && s == NULL);
+        CHECKF(strstr(err, "n_ctx") != NULL, "error \"%s\"", err);
+        slm_model_free(m);
+    }
+}
+
+/* ======================================================================== */
+
+/* ======================================================================== */
+/* chat templates: the built-in formatters against the checkpoints' own     */
+/* Jinja templates (expected strings rendered by hand from the template     */
+/* text stored in the GGUF files of ../shared)                              */
+/* ======================================================================== */
+
+static slm_model *load_build_model(const char *rel) {
+    char *path = path_join(g_build_dir, rel);
+    slm_model *m = NULL;
+    if (path && file_exists(path)) m = load_model(path);
+    free(path);
+    return m;
+}
+
+static void test_chat_templates(void) {
+    slm_model *qwen = load_build_model("fixtures/c_qwen2_f16.slm"),
+              *phi = load_build_model("vocab/ggml-vocab-phi-3.slm");
+    slm_chat_message conv[3];
+    char out[1024];
+    int n;
+    if (!qwen || !phi) {
+        slm_model_free(qwen);
+        slm_model_free(phi);
+        SKIP("converted fixtures missing under %s (tests/run.sh makes them)", g_build_dir);
+    }
+    conv[0].role = "user";
+    conv[0].content = "Hi!";
+    conv[1].role = "assistant";
+    conv[1].content = "Hello.";
+    conv[2].role = "user";
+    conv[2].content = "Bye";
+    CHECK(slm_model_info_get(qwen)->chat_template == SLM_CHAT_CHATML);
+    CHECK(slm_model_info_get(phi)->chat_template == SLM_CHAT_PHI3);
+    /* Qwen2: a conversation without a system turn gets the template's default one */
+    n = slm_chat_format(qwen, 0, conv, 1, 1, out, sizeof out);
+    CHECKF(strcmp(out, "<|im_start|>system\nYou are a helpful "
+                       "assistant<|im_end|>\n<|im_start|>user\nHi!<|im_end|>\n<|im_start|>assistant\n") == 0 &&
+               n == (int)strlen(out),
+           "got \"%s\"", out);
+    {
+        slm_chat_message sys[2];
+        sys[0].role = "system";
+        sys[0].content = "Be brief.";
+        sys[1] = conv[0];
+        slm_chat_format(qwen, 0, sys, 2, 0, out, sizeof out);
+        CHECKF(strcmp(out, "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi!<|im_end|>\n") == 0,
+               "got \"%s\"", out);
+    }
+    /* Phi-3: <|user|> ... <|end|> then <|assistant|>; BOS comes from the tokenizer */
+    slm_chat_format(phi, 0, conv, 3, 1, out, sizeof out);
+    CHECKF(strcmp(out, "<|user|>\nHi!<|end|>\n<|assistant|>\nHello.<|end|>\n<|user|>\nBye<|end|>\n<|assistant|>\n") ==
+               0,
+           "got \"%s\"", out);
+    /* sizes and arguments: like snprintf */
+    n = slm_chat_format(phi, 0, conv, 3, 1, NULL, 0);
+    CHECK(n == (int)strlen(out));
+    CHECK(slm_chat_format(phi, 0, conv, 3, 1, out, 5) == n && strlen(out) == 4);
+    CHECK(slm_chat_format(phi, 99, conv, 3, 1, out, sizeof out) == -1);
+    CHECK(slm_chat_format(NULL, 0, conv, 3, 1, out, sizeof out) == -1);
+    CHECK(slm_chat_format(phi, 0, NULL, 3, 1, out, sizeof out) == -1);
+    /* the rendered prompt tokenizes with its control tokens whole */
+    {
+        slm_token t[64];
+        const char *turn = "<|im_start|>user\nHi!<|im_end|>";
+        int k = slm_tokenize(qwen, turn, (int)strlen(turn), SLM_TOK_SPECIAL, t, 64);
+        CHECKF(k > 2 && slm_token_type(qwen, t[0]) == SLM_TOKEN_CONTROL &&
+                   slm_token_type(qwen, t[k - 1]) == SLM_TOKEN_CONTROL,
+               "%d tokens", k);
+    }
+    slm_model_free(qwen);
+    slm_model_free(phi);
+}
+
+/* This file's tests in the order they run; tests/harness.h says how to add one. */
+/* clang-format off */
+static const test_case API_TESTS[] = {
+    TEST(half_conversions),
+    TEST(quantize_rows),
+    TEST(args_no_model),
+    TEST(small_error_buffer),
+    TEST(model_info),
+    TEST_ARG(greedy_lowlevel, "0"), /* n_threads; 0 = the default */
+    TEST_ARG(greedy_lowlevel, "1"),
+    TEST(batched_eval_and_rewind),
+    TEST(generate_greedy),
+    TEST(tokenizer_cases),
+    TEST_ARG(variant, "f16"),
+    TEST_ARG(variant, "q8_0"),
+    TEST_ARG(variant, "q4_0"),
+    TEST(args_with_model),
+    TEST(stop_strings),
+    TEST(cancel),
+    TEST(out_buffer),
+    TEST(context_full),
+    TEST(prefix_reuse),
+    TEST(sampling),
+    TEST(allocator_balance),
+    TEST(log_and_meta),
+    TEST_ARG(layouts, "q8_0"),
+    TEST_ARG(layouts, "q4_0"),
+    TEST(threads_and_batches_identical),
+    TEST(generation_stats),
+    TEST(chat_templates),
+};
+/* clang-format on */
+const test_list api_tests = { API_TESTS, (int)(sizeof API_TESTS / sizeof API_TESTS[0]) };

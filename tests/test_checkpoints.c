@@ -1,0 +1,1803 @@
+/* test_checkpoints.c - real checkpoints through the public API: llama.cpp's
+   tokenizer test vectors, logits against llama.cpp on the random-weight GGUF
+   fixtures, a Hugging Face folder against its GGUF twin, and hostile inputs
+   to slm-convert. The .slm files are those tests/run.sh converted. */
+#include "harness.h"
+
+/* ======================================================================== */
+/* real checkpoints: llama.cpp vocab vectors, GGUF parity fixtures,         */
+/* Hugging Face folder vs GGUF, hostile GGUF / safetensors / JSON           */
+/* ======================================================================== */
+
+static const char *env_or(const char *name, const char *dflt) {
+    const char *v = getenv(name);
+    return v && *v ? v : dflt;
+}
+
+/* A path under a directory, printf-style. */
+static char *pathf(const char *fmt, ...) {
+    char buf[4096];
+    va_list ap;
+    size_t n;
+    char *p;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    n = strlen(buf) + 1;
+    p = (char *)malloc(n);
+    memcpy(p, buf, n);
+    return p;
+}
+
+/* A one-thread session (these models are tiny: threads would only add
+   scheduling noise) with the given KV cache type; NULL (and a failed check) on error. */
+static slm_session *session_kv(slm_model *m, int kv_type) {
+    slm_session *s = NULL;
+    slm_session_desc sd;
+    slm_result rc;
+    char err[256] = "";
+    memset(&sd, 0, sizeof sd);
+    sd.kv_type = kv_type;
+    sd.n_threads = 1;
+    sd.error = err;
+    sd.error_cap = sizeof err;
+    rc = slm_session_new(&s, m, &sd);
+    if (rc != SLM_OK) {
+        printf("    FAIL: slm_session_new: %s: %s\n", slm_result_str(rc), err);
+        g_checks_failed++;
+        return NULL;
+    }
+    return s;
+}
+
+/* Concatenated pieces of ids (control tokens skipped when skip_control). Returns malloc'd text. */
+static char *decode_ids(const slm_model *m, const int *ids, int n, int skip_control, size_t *len_out) {
+    size_t cap = 256, len = 0;
+    char *out = (char *)malloc(cap);
+    int i;
+    for (i = 0; i < n; i++) {
+        int plen = 0;
+        const char *p;
+        if (skip_control && slm_token_type(m, ids[i]) == SLM_TOKEN_CONTROL) continue;
+        p = slm_token_piece(m, ids[i], &plen);
+        if (!p || plen < 0) continue;
+        while (len + (size_t)plen + 1 > cap) {
+            cap *= 2;
+            out = (char *)realloc(out, cap);
+        }
+        memcpy(out + len, p, (size_t)plen);
+        len += (size_t)plen;
+    }
+    out[len] = 0;
+    *len_out = len;
+    return out;
+}
+
+/* Prints a byte string with escapes, for failure messages. */
+static const char *esc(const char *s, size_t n) {
+    static char bufs[4][400];
+    static int k;
+    char *b = bufs[k++ & 3];
+    size_t i, o = 0;
+    for (i = 0; i < n && o + 8 < sizeof bufs[0]; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '\n') {
+            b[o++] = '\\';
+            b[o++] = 'n';
+        } else if (c == '\t') {
+            b[o++] = '\\';
+            b[o++] = 't';
+        } else if (c == '"' || c == '\\') {
+            b[o++] = '\\';
+            b[o++] = (char)c;
+        } else if (c < 0x20 || c == 0x7f)
+            o += (size_t)snprintf(b + o, 8, "\\x%02x", c);
+        else
+            b[o++] = (char)c;
+    }
+    if (i < n) {
+        b[o++] = '.';
+        b[o++] = '.';
+        b[o++] = '.';
+    }
+    b[o] = 0;
+    return b;
+}
+
+static void fmt_ids(char *buf, size_t cap, const int *ids, int n) {
+    size_t o = 0;
+    int i;
+    buf[0] = 0;
+    for (i = 0; i < n && o + 16 < cap; i++) o += (size_t)snprintf(buf + o, cap - o, "%s%d", i ? " " : "", ids[i]);
+    if (i < n) snprintf(buf + o, cap - o, " ...");
+}
+
+/* ---- running the command-line programs -------------------------------- */
+
+#ifdef HAVE_FORK
+/* Runs argv (argv[0] a path) with stdin from /dev/null and stdout/stderr into
+   files; returns the exit status, 128 + the signal when it was killed (a crash,
+   or SIGALRM after timeout_s), -1 when it could not be started. */
+static int run_prog(char *const argv[], const char *out_path, const char *err_path, unsigned timeout_s) {
+    pid_t pid;
+    int status = 0;
+    fflush(stdout);
+    pid = fork();
+    if (pid < 0) return -1;
+    if (pid == 0) {
+        int fi = open("/dev/null", O_RDONLY);
+        int fo = open(out_path ? out_path : "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        int fe = open(err_path ? err_path : "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fi < 0 || fo < 0 || fe < 0) _exit(126);
+        dup2(fi, 0);
+        dup2(fo, 1);
+        dup2(fe, 2);
+        alarm(timeout_s);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    if (waitpid(pid, &status, 0) != pid) return -1;
+    if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+    return WEXITSTATUS(status);
+}
+
+/* Number of entries (besides . and ..) in a directory; -1 if it cannot be read. */
+static int dir_entries(const char *dir, char *first, size_t first_cap) {
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    int n = 0;
+    if (first && first_cap) first[0] = 0;
+    if (!d) return -1;
+    while ((e = readdir(d)) != NULL) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        if (n == 0 && first && first_cap) snprintf(first, first_cap, "%s", e->d_name);
+        n++;
+    }
+    closedir(d);
+    return n;
+}
+
+/* Empties a directory of plain files and symlinks (no recursion). */
+static void clear_dir(const char *dir) {
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    if (!d) return;
+    while ((e = readdir(d)) != NULL) {
+        char *p;
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        p = path_join(dir, e->d_name);
+        remove(p);
+        free(p);
+    }
+    closedir(d);
+}
+#endif
+
+/* Did a sanitizer (ASan/UBSan/LSan) report something in this text? */
+static int sanitizer_report(const char *text) {
+    return text && (strstr(text, "Sanitizer") || strstr(text, "runtime error:"));
+}
+
+/* ======================================================================== */
+/* tokenizer conformance: llama.cpp's ggml-vocab-*.gguf.inp/.out            */
+/* ======================================================================== */
+
+/* llama.cpp's test vectors: inputs separated by "\n__ggml_vocab_test__\n" (the
+   file ends with one), one line of ids per input in the .out file; made with
+   add_special = false, parse_special = false. */
+static void test_vocab_conformance(const char *vocab) {
+    char *inp_path = pathf("%s/llama-vocab/ggml-vocab-%s.gguf.inp", g_models_dir, vocab);
+    char *out_path = pathf("%s/llama-vocab/ggml-vocab-%s.gguf.out", g_models_dir, vocab);
+    char *slm_path = pathf("%s/vocab/ggml-vocab-%s.slm", g_build_dir, vocab);
+    static const char SEP[] = "\n__ggml_vocab_test__\n";
+    unsigned char *inp = NULL, *outp = NULL;
+    size_t inp_size = 0, out_size = 0;
+    slm_model *m = NULL;
+    const slm_model_info *mi;
+    const char *p, *end, *op, *oend;
+    int n_cases = 0, n_pass = 0, n_ids_ok = 0, n_dec_ok = 0, space_prefix;
+    slm_token *got = NULL;
+    int *want = NULL;
+    char why[sizeof g_skip_reason] = "";
+    if (!file_exists(inp_path) || !file_exists(out_path))
+        snprintf(why, sizeof why, "%s or its .out not found (set SLM_MODELS)", inp_path);
+    else if (!file_exists(slm_path))
+        snprintf(why, sizeof why, "%s not found (tests/run.sh converts llama-vocab/ggml-vocab-%s.gguf)", slm_path,
+                 vocab);
+    if (why[0]) {
+        free(inp_path);
+        free(out_path);
+        free(slm_path);
+        SKIP("%s", why);
+    }
+    inp = read_file(inp_path, &inp_size);
+    outp = read_file(out_path, &out_size);
+    m = load_model(slm_path);
+    free(inp_path);
+    free(out_path);
+    free(slm_path);
+    if (!inp || !outp || !m) {
+        CHECK(inp && outp);
+        free(inp);
+        free(outp);
+        slm_model_free(m);
+        return;
+    }
+    mi = slm_model_info_get(m);
+    CHECKF(mi && mi->n_tensors == 0 && mi->weight_type == -1, "not a tokenizer-only file");
+    /* SentencePiece with add_space_prefix puts one space before the text; decoding keeps it.
+       The API has no flag for it: the first piece of "a" shows it (the ids are checked against
+       llama.cpp's, so a wrong prefix fails the ids). */
+    space_prefix = 0;
+    if (mi->tokenizer_kind == SLM_TOKENIZER_SPM) {
+        slm_token t[4];
+        int plen = 0;
+        const char *piece = slm_tokenize(m, "a", 1, 0, t, 4) > 0 ? slm_token_piece(m, t[0], &plen) : NULL;
+        space_prefix = piece && plen > 0 && piece[0] == ' ';
+    }
+    p = (const char *)inp;
+    end = p + inp_size;
+    op = (const char *)outp;
+    oend = op + out_size;
+    while (p < end) {
+        const char *sep = NULL, *q, *eol;
+        size_t len;
+        int n_want = 0, n_got, cap, i, ids_ok, dec_ok;
+        char *dec, *expect;
+        size_t dlen, elen;
+        for (q = p; q + sizeof SEP - 1 <= end; q++)
+            if (*q == '\n' && !memcmp(q, SEP, sizeof SEP - 1)) {
+                sep = q;
+                break;
+            }
+        if (!sep) { /* text after the last separator: only whitespace allowed */
+            for (q = p; q < end && (*q == '\n' || *q == ' '); q++) {}
+            CHECKF(q == end, "%s: trailing text after the last separator", vocab);
+            break;
+        }
+        len = (size_t)(sep - p);
+        /* the expected ids: one line */
+        for (eol = op; eol < oend && *eol != '\n'; eol++) {}
+        CHECKF(op < oend || len == 0, "%s: case %d has no line in the .out file", vocab, n_cases);
+        cap = (int)len * 2 + 16;
+        want = (int *)realloc(want, (size_t)cap * sizeof *want);
+        got = (slm_token *)realloc(got, (size_t)(cap + 1) * sizeof *got);
+        {
+            const char *t = op;
+            while (t < eol) {
+                char *e;
+                long v;
+                while (t < eol && *t == ' ') t++;
+                if (t >= eol) break;
+                v = strtol(t, &e, 10);
+                if (e == t) {
+                    CHECKF(0, "%s: bad .out line %d", vocab, n_cases + 1);
+                    break;
+                }
+                if (n_want < cap) want[n_want++] = (int)v;
+                t = e;
+            }
+        }
+        op = eol < oend ? eol + 1 : eol;
+        n_got = slm_tokenize(m, p, len, 0, got, cap);
+        ids_ok = n_got == n_want;
+        for (i = 0; ids_ok && i < n_got; i++) ids_ok = got[i] == want[i];
+        if (!ids_ok) {
+            char a[400], b[400];
+            fmt_ids(a, sizeof a, got, n_got > 0 ? n_got : 0);
+            fmt_ids(b, sizeof b, want, n_want);
+            CHECKF(0, "%s case %d \"%s\": got [%s] (%d), llama.cpp [%s] (%d)", vocab, n_cases, esc(p, len), a, n_got, b,
+                   n_want);
+        }
+        /* decode(encode(x)) == x (plus the dummy space of SentencePiece) */
+        dec = decode_ids(m, got, n_got > 0 ? n_got : 0, 0, &dlen);
+        expect = (char *)malloc(len + 2);
+        elen = 0;
+        if (space_prefix && len > 0) expect[elen++] = ' ';
+        memcpy(expect + elen, p, len);
+        elen += len;
+        dec_ok = dlen == elen && !memcmp(dec, expect, elen);
+        CHECKF(dec_ok, "%s case %d: decode(encode(\"%s\")) = \"%s\"", vocab, n_cases, esc(p, len), esc(dec, dlen));
+        free(dec);
+        free(expect);
+        /* with SLM_TOK_BOS: the same ids after the model's BOS (when it adds one) */
+        {
+            int nb = slm_tokenize(m, p, len, SLM_TOK_BOS, got, cap + 1), off = mi->add_bos ? 1 : 0,
+                ok = nb == n_want + off;
+            if (ok && off) ok = got[0] == mi->bos;
+            for (i = 0; ok && i < n_want; i++) ok = got[i + off] == want[i];
+            CHECKF(ok || !ids_ok, "%s case %d \"%s\": with SLM_TOK_BOS %d ids (add_bos %d)", vocab, n_cases,
+                   esc(p, len), nb, mi->add_bos);
+        }
+        n_ids_ok += ids_ok;
+        n_dec_ok += dec_ok;
+        n_pass += ids_ok && dec_ok;
+        n_cases++;
+        p = sep + sizeof SEP - 1;
+    }
+    for (; op < oend && (*op == '\n' || *op == ' '); op++) {}
+    CHECKF(op == oend, "%s: the .out file has more lines than the .inp file has cases", vocab);
+    CHECKF(n_cases >= 10, "%s: only %d cases read", vocab, n_cases);
+    NOTE("%s: %d/%d cases pass (ids %d/%d, decode %d/%d)%s", vocab, n_pass, n_cases, n_ids_ok, n_cases, n_dec_ok,
+         n_cases, space_prefix ? " [SentencePiece: decode = \" \" + input]" : "");
+    free(got);
+    free(want);
+    free(inp);
+    free(outp);
+    slm_model_free(m);
+}
+
+/* ======================================================================== */
+/* a GGUF reader (independent of the converter), for the checks below       */
+/* ======================================================================== */
+
+typedef struct {
+    char name[128];
+    size_t info_off; /* where the tensor's info starts (its name length) */
+    size_t ndims_off, type_off, offset_off;
+    uint32_t n_dims, type;
+    uint64_t ne[4], offset;
+} gguf_tensor;
+
+typedef struct {
+    unsigned char *data;
+    size_t size;
+    uint32_t version;
+    uint64_t n_tensors, n_kv, alignment;
+    size_t ti_off, data_off;
+    /* positions for patches: the u64 length (or count) fields */
+    size_t arch_val, tok_model_val, tok_pre_val;
+    size_t tokens_type, tokens_count, tokens_first, tokens_mid; /* tokenizer.ggml.tokens */
+    size_t some_kv_type;                                        /* the type field of general.name or the 2nd kv */
+    gguf_tensor *t;
+} gguf_file;
+
+static int gguf_skip_value(const unsigned char *d, size_t size, size_t *at, uint32_t type, int depth) {
+    static const int sz[] = { 1, 1, 2, 2, 4, 4, 4, 1, 0, 0, 8, 8, 8 };
+    if (type == 8) {
+        uint64_t n;
+        if (*at + 8 > size) return 0;
+        n = rd64(d + *at);
+        if (n > size - *at - 8) return 0;
+        *at += 8 + (size_t)n;
+        return 1;
+    }
+    if (type == 9) {
+        uint32_t et;
+        uint64_t n, i;
+        if (depth > 2 || *at + 12 > size) return 0;
+        et = rd32(d + *at);
+        n = rd64(d + *at + 4);
+        *at += 12;
+        if (et > 12) return 0;
+        if (et != 8 && et != 9) {
+            if (n > (size - *at) / (uint64_t)sz[et]) return 0;
+            *at += (size_t)n * (size_t)sz[et];
+            return 1;
+        }
+        for (i = 0; i < n; i++)
+            if (!gguf_skip_value(d, size, at, et, depth + 1)) return 0;
+        return 1;
+    }
+    if (type > 12) return 0;
+    if (*at + (size_t)sz[type] > size) return 0;
+    *at += (size_t)sz[type];
+    return 1;
+}
+
+static void gguf_free(gguf_file *G) {
+    free(G->data);
+    free(G->t);
+    memset(G, 0, sizeof *G);
+}
+
+static int gguf_parse(gguf_file *G, const char *path) {
+    size_t at;
+    uint64_t i;
+    memset(G, 0, sizeof *G);
+    G->data = read_file(path, &G->size);
+    if (!G->data || G->size < 24 || memcmp(G->data, "GGUF", 4)) return 0;
+    G->version = rd32(G->data + 4);
+    G->n_tensors = rd64(G->data + 8);
+    G->n_kv = rd64(G->data + 16);
+    G->alignment = 32;
+    if (G->n_tensors > 100000 || G->n_kv > 100000) return 0;
+    at = 24;
+    for (i = 0; i < G->n_kv; i++) {
+        uint64_t klen;
+        char key[96];
+        uint32_t type;
+        size_t val;
+        if (at + 8 > G->size) return 0;
+        klen = rd64(G->data + at);
+        if (klen > G->size - at - 12) return 0;
+        snprintf(key, sizeof key, "%.*s", (int)(klen < 95 ? klen : 95), (const char *)G->data + at + 8);
+        at += 8 + (size_t)klen;
+        type = rd32(G->data + at);
+        if (i == 1 || !strcmp(key, "general.name")) G->some_kv_type = at;
+        at += 4;
+        val = at;
+        if (!strcmp(key, "general.architecture") && type == 8) G->arch_val = val;
+        if (!strcmp(key, "tokenizer.ggml.model") && type == 8) G->tok_model_val = val;
+        if (!strcmp(key, "tokenizer.ggml.pre") && type == 8) G->tok_pre_val = val;
+        if (!strcmp(key, "general.alignment") && type == 4) G->alignment = rd32(G->data + val);
+        if (!strcmp(key, "tokenizer.ggml.tokens") && type == 9 && val + 12 <= G->size) {
+            uint64_t n = rd64(G->data + val + 4), j;
+            size_t s = val + 12;
+            G->tokens_type = val;
+            G->tokens_count = val + 4;
+            G->tokens_first = s;
+            for (j = 0; j < n / 2 && s + 8 <= G->size; j++) s += 8 + (size_t)rd64(G->data + s);
+            G->tokens_mid = s;
+        }
+        if (!gguf_skip_value(G->data, G->size, &at, type, 0)) return 0;
+    }
+    G->ti_off = at;
+    G->t = (gguf_tensor *)calloc((size_t)G->n_tensors + 1, sizeof *G->t);
+    for (i = 0; i < G->n_tensors; i++) {
+        gguf_tensor *t = &G->t[i];
+        uint64_t nlen;
+        uint32_t d;
+        t->info_off = at;
+        if (at + 8 > G->size) return 0;
+        nlen = rd64(G->data + at);
+        if (nlen >= sizeof t->name || at + 8 + nlen + 4 > G->size) return 0;
+        memcpy(t->name, G->data + at + 8, (size_t)nlen);
+        at += 8 + (size_t)nlen;
+        t->ndims_off = at;
+        t->n_dims = rd32(G->data + at);
+        at += 4;
+        if (t->n_dims < 1 || t->n_dims > 4 || at + 8 * t->n_dims + 12 > G->size) return 0;
+        for (d = 0; d < 4; d++) t->ne[d] = 1;
+        for (d = 0; d < t->n_dims; d++) {
+            t->ne[d] = rd64(G->data + at);
+            at += 8;
+        }
+        t->type_off = at;
+        t->type = rd32(G->data + at);
+        at += 4;
+        t->offset_off = at;
+        t->offset = rd64(G->data + at);
+        at += 8;
+    }
+    if (G->alignment == 0) return 0;
+    G->data_off = (at + (size_t)G->alignment - 1) / (size_t)G->alignment * (size_t)G->alignment;
+    return G->data_off <= G->size;
+}
+
+/* ======================================================================== */
+/* logit parity with llama.cpp on the random-weight GGUF fixtures           */
+/* ======================================================================== */
+
+typedef struct {
+    double max_bin, max_top5, max_probe, max_lse, max_maxabs; /* max |ours - llama.cpp| */
+    double max_rel_l2;                                        /* bin rows */
+    int n_pos, top1_agree, gated, gated_ok, n_bin_rows;
+} parity_stats;
+
+static double rel_l2(const float *a, const float *ref, int n) {
+    double num = 0, den = 0;
+    int i;
+    for (i = 0; i < n; i++) {
+        double d = (double)a[i] - ref[i];
+        num += d * d;
+        den += (double)ref[i] * ref[i];
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+static double max_abs_diff(const float *a, const float *ref, int n) {
+    double mx = 0;
+    int i;
+    for (i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - ref[i]);
+        if (!(d <= mx)) mx = d;
+    } /* NaN propagates */
+    return mx;
+}
+static void upd(double *mx, double v) {
+    if (!(v <= *mx)) *mx = v;
+}
+
+/* Every tensor of the GGUF whose type slm runs is in the .slm bit for bit. */
+static void check_tensors_bit_for_bit(const char *fixture, const char *gguf_path, const char *slm_path, slm_model *m) {
+    gguf_file G;
+    size_t slm_size = 0;
+    unsigned char *slm_bytes;
+    uint64_t i;
+    int n_same = 0;
+    const slm_model_info *mi = slm_model_info_get(m);
+    if (!gguf_parse(&G, gguf_path)) {
+        CHECKF(0, "%s: cannot parse %s", fixture, gguf_path);
+        gguf_free(&G);
+        return;
+    }
+    slm_bytes = read_file(slm_path, &slm_size);
+    CHECKF(mi && (uint64_t)mi->n_tensors == G.n_tensors, "%s: %d tensors in the .slm, %llu in the GGUF", fixture,
+           mi ? mi->n_tensors : -1, (unsigned long long)G.n_tensors);
+    for (i = 0; slm_bytes && mi && i < G.n_tensors; i++) {
+        const gguf_tensor *t = &G.t[i];
+        slm_tensor_info ti;
+        int j, found = 0;
+        uint64_t rows = t->ne[1] * t->ne[2] * t->ne[3];
+        size_t bytes = slm_type_row_size((int)t->type, (int64_t)t->ne[0]) * (size_t)rows;
+        for (j = 0; j < mi->n_tensors; j++) {
+            if (slm_model_tensor_get(m, j, &ti) != SLM_OK || !ti.name || strcmp(ti.name, t->name)) continue;
+            found = 1;
+            /* q8_0/q4_0 matrices may be stored with 16 rows interleaved: the same bytes, reordered */
+            int interleaved = (ti.type == SLM_TYPE_Q8_0_R16 && t->type == SLM_TYPE_Q8_0) ||
+                              (ti.type == SLM_TYPE_Q4_0_R16 && t->type == SLM_TYPE_Q4_0);
+            CHECKF(ti.type == (int)t->type || interleaved, "%s: %s: type %d in the .slm, %u in the GGUF", fixture,
+                   t->name, ti.type, t->type);
+            CHECKF((uint64_t)ti.ne[0] == t->ne[0] && (uint64_t)ti.ne[1] == t->ne[1],
+                   "%s: %s: shape %lld x %lld, GGUF %llu x %llu", fixture, t->name, (long long)ti.ne[0],
+                   (long long)ti.ne[1], (unsigned long long)t->ne[0], (unsigned long long)t->ne[1]);
+            if ((ti.type == (int)t->type || interleaved) && bytes && ti.size == bytes &&
+                ti.offset + bytes <= slm_size && G.data_off + t->offset + bytes <= G.size) {
+                const unsigned char *want = G.data + G.data_off + t->offset;
+                unsigned char *reordered = interleaved ? (unsigned char *)malloc(bytes) : NULL;
+                if (reordered &&
+                    slm_interleave_rows(ti.type, want, reordered, (int64_t)t->ne[0], (int64_t)rows) == SLM_OK)
+                    want = reordered;
+                if (!memcmp(slm_bytes + ti.offset, want, bytes))
+                    n_same++;
+                else
+                    CHECKF(0, "%s: %s (%s): bytes differ from the GGUF's", fixture, t->name, slm_type_name(ti.type));
+                free(reordered);
+            } else
+                CHECKF(0, "%s: %s: size %llu, expected %zu", fixture, t->name, (unsigned long long)ti.size, bytes);
+            break;
+        }
+        CHECKF(found, "%s: %s missing from the .slm", fixture, t->name);
+    }
+    NOTE("%s: %d of %llu tensors bit for bit as in the GGUF", fixture, n_same, (unsigned long long)G.n_tensors);
+    free(slm_bytes);
+    gguf_free(&G);
+}
+
+static void test_fixture_parity(const char *fixture) {
+    char *json_path = pathf("%s/fixtures/%s.json", g_models_dir, fixture);
+    char *bin_path = pathf("%s/fixtures/%s.logits.bin", g_models_dir, fixture);
+    char *gguf_path = pathf("%s/fixtures/%s.gguf", g_models_dir, fixture);
+    char *slm_path = pathf("%s/fixtures/%s.slm", g_build_dir, fixture);
+    jv J;
+    const jv *tol, *prompts, *probe_ids;
+    float *bin = NULL, *ours = NULL;
+    size_t bin_size = 0;
+    slm_model *m = NULL;
+    const slm_model_info *mi;
+    int quantized, n_vocab, pi, n_probe, probes[64];
+    double abs_tol, gate, rel_l2_max, top1_min;
+    parity_stats S;
+    memset(&S, 0, sizeof S);
+    memset(&J, 0, sizeof J);
+    char why[sizeof g_skip_reason] = "";
+    if (!file_exists(json_path) || !file_exists(bin_path) || !file_exists(gguf_path))
+        snprintf(why, sizeof why, "fixture %s not found in %s/fixtures (set SLM_MODELS)", fixture, g_models_dir);
+    else if (!file_exists(slm_path))
+        snprintf(why, sizeof why, "%s not found (tests/run.sh converts fixtures/%s.gguf)", slm_path, fixture);
+    if (why[0]) {
+        free(json_path);
+        free(bin_path);
+        free(gguf_path);
+        free(slm_path);
+        SKIP("%s", why);
+    }
+    if (!load_json(json_path, &J)) {
+        CHECKF(0, "%s: parse error", json_path);
+        goto done;
+    }
+    bin = (float *)read_file(bin_path, &bin_size);
+    m = load_model(slm_path);
+    if (!bin || !m) {
+        CHECK(bin != NULL);
+        goto done;
+    }
+    mi = slm_model_info_get(m);
+    n_vocab = (int)j_num(j_get(&J, "n_vocab"), -1);
+    CHECKF(mi->n_vocab == n_vocab, "n_vocab %d, fixture %d", mi->n_vocab, n_vocab);
+    if (mi->n_vocab != n_vocab) goto done;
+    tol = j_get(&J, "tolerance");
+    quantized = j_get(tol, "kind") && j_get(tol, "kind")->t == J_STR && !strcmp(j_get(tol, "kind")->str, "quantized");
+    abs_tol = j_num(j_get(tol, "abs"), -1);
+    gate = j_num(j_get(tol, "argmax_must_match_if_margin_gt"), -1);
+    rel_l2_max = j_num(j_get(tol, "rel_l2_max"), -1);
+    top1_min = j_num(j_get(tol, "top1_agree_min"), 2);
+    CHECKF(gate > 0 && (quantized ? rel_l2_max > 0 && top1_min <= 1 : abs_tol > 0),
+           "%s: tolerance missing from the JSON", fixture);
+    if (!(gate > 0 && (quantized ? rel_l2_max > 0 && top1_min <= 1 : abs_tol > 0))) goto done;
+    probe_ids = j_get(&J, "probe_ids");
+    n_probe = j_ints(probe_ids, probes, 64);
+    CHECK(n_probe > 0);
+    prompts = j_get(&J, "prompts");
+    CHECK(prompts && prompts->t == J_ARR && prompts->n > 0);
+    if (!prompts || prompts->t != J_ARR || n_probe <= 0) goto done;
+    check_tensors_bit_for_bit(fixture, gguf_path, slm_path, m);
+    ours = (float *)malloc((size_t)n_vocab * sizeof(float));
+
+    for (pi = 0; pi < prompts->n; pi++) {
+        const jv *P = &prompts->items[pi];
+        const jv *text = j_get(P, "prompt"), *positions = j_get(P, "positions"), *bin_pos = j_get(P, "bin_positions");
+        int ptoks[256], toks[512], gen[64], n_ptok, n_tok, n_gen, i, pos, row0, K;
+        slm_token got[512];
+        slm_session *s;
+        n_ptok = j_ints(j_get(P, "prompt_tokens"), ptoks, 256);
+        n_tok = j_ints(j_get(P, "tokens"), toks, 512);
+        n_gen = j_ints(j_get(P, "generated"), gen, 64);
+        row0 = (int)j_num(j_get(P, "bin_row_offset"), -1);
+        if (!text || text->t != J_STR || n_ptok <= 0 || n_tok <= n_ptok || n_gen != n_tok - n_ptok || !positions ||
+            positions->t != J_ARR || positions->n != n_tok || !bin_pos || bin_pos->t != J_ARR || row0 < 0) {
+            CHECKF(0, "%s: prompt %d: unexpected JSON", fixture, pi);
+            continue;
+        }
+        CHECKF((size_t)(row0 + bin_pos->n) * (size_t)n_vocab * sizeof(float) <= bin_size, "%s: logits.bin too short",
+               fixture);
+        if ((size_t)(row0 + bin_pos->n) * (size_t)n_vocab * sizeof(float) > bin_size) continue;
+        /* 1. our tokenizer: the prompt's tokens as llama.cpp made them (add_special, no parse_special) */
+        {
+            int n = slm_tokenize(m, text->str, text->len, SLM_TOK_BOS, got, 512), ok = n == n_ptok;
+            for (i = 0; ok && i < n; i++) ok = got[i] == ptoks[i];
+            if (!ok) {
+                char a[400], b[400];
+                fmt_ids(a, sizeof a, got, n > 0 ? n : 0);
+                fmt_ids(b, sizeof b, ptoks, n_ptok);
+                CHECKF(0, "%s: prompt %d \"%s\": tokens [%s], llama.cpp [%s]", fixture, pi, esc(text->str, text->len),
+                       a, b);
+            }
+        }
+        /* 2. teacher-forced, one position at a time, f32 KV cache as the fixtures were made */
+        s = session_kv(m, SLM_TYPE_F32);
+        if (!s) break;
+        for (pos = 0; pos < n_tok; pos++) {
+            const jv *Q = &positions->items[pos];
+            const jv *top5 = j_get(Q, "top5"), *probe = j_get(Q, "probe");
+            const float *lg;
+            slm_token t = toks[pos];
+            int their_argmax = (int)j_num(j_get(Q, "argmax"), -1), our_argmax, k, row = -1;
+            double margin, lse = 0, mx, max_abs = 0;
+            slm_result rc = slm_eval(s, &t, 1);
+            if (rc != SLM_OK || !(lg = slm_logits(s))) {
+                CHECKF(0, "%s: prompt %d position %d: slm_eval: %s %s", fixture, pi, pos, slm_result_str(rc),
+                       slm_session_error(s));
+                break;
+            }
+            memcpy(ours, lg, (size_t)n_vocab * sizeof(float));
+            if (!top5 || top5->t != J_ARR || top5->n < 2 || !probe || probe->t != J_ARR || probe->n != n_probe) {
+                CHECKF(0, "%s: prompt %d position %d: unexpected JSON", fixture, pi, pos);
+                break;
+            }
+            S.n_pos++;
+            our_argmax = argmax(ours, n_vocab);
+            if (our_argmax == their_argmax) S.top1_agree++;
+            margin = j_num2(top5, 0, 1, 0) - j_num2(top5, 1, 1, 0);
+            if (margin > gate) {
+                S.gated++;
+                if (our_argmax == their_argmax)
+                    S.gated_ok++;
+                else
+                    CHECKF(0,
+                           "%s: prompt %d position %d: argmax %d (%.5f), llama.cpp %d (%.5f), margin %.4f > gate %.3g",
+                           fixture, pi, pos, our_argmax, ours[our_argmax], their_argmax,
+                           ours[their_argmax >= 0 && their_argmax < n_vocab ? their_argmax : 0], margin, gate);
+            }
+            /* lse, max |logit|, top-5 and probe logits at every position */
+            mx = ours[our_argmax];
+            for (i = 0; i < n_vocab; i++) {
+                lse += exp((double)ours[i] - mx);
+                if (fabs(ours[i]) > max_abs) max_abs = fabs(ours[i]);
+            }
+            lse = mx + log(lse);
+            upd(&S.max_lse, fabs(lse - j_num(j_get(Q, "lse"), 1e30)));
+            upd(&S.max_maxabs, fabs(max_abs - j_num(j_get(Q, "max_abs"), 1e30)));
+            for (k = 0; k < top5->n; k++) {
+                int id = (int)j_num2(top5, k, 0, -1);
+                if (id < 0 || id >= n_vocab) {
+                    CHECK(id >= 0 && id < n_vocab);
+                    continue;
+                }
+                upd(&S.max_top5, fabs((double)ours[id] - j_num2(top5, k, 1, 1e30)));
+            }
+            for (k = 0; k < n_probe; k++) {
+                if (probes[k] < 0 || probes[k] >= n_vocab) {
+                    CHECK(0);
+                    continue;
+                }
+                upd(&S.max_probe, fabs((double)ours[probes[k]] - j_num(&probe->items[k], 1e30)));
+            }
+            /* the full rows stored in logits.bin */
+            for (k = 0; k < bin_pos->n; k++)
+                if ((int)j_num(&bin_pos->items[k], -1) == pos) row = row0 + k;
+            if (row >= 0) {
+                const float *ref = bin + (size_t)row * (size_t)n_vocab;
+                double d = max_abs_diff(ours, ref, n_vocab), r = rel_l2(ours, ref, n_vocab);
+                upd(&S.max_bin, d);
+                upd(&S.max_rel_l2, r);
+                S.n_bin_rows++;
+                if (!quantized)
+                    CHECKF(d <= abs_tol, "%s: prompt %d position %d: max |logit - llama.cpp| = %.4g > %.3g", fixture,
+                           pi, pos, d, abs_tol);
+                else
+                    CHECKF(r <= rel_l2_max, "%s: prompt %d position %d: relative L2 %.4g > %.3g", fixture, pi, pos, r,
+                           rel_l2_max);
+            }
+        }
+        slm_session_free(s);
+        /* 3. batched: the prompt in one call, then the 16 other tokens in one call */
+        s = session_kv(m, SLM_TYPE_F32);
+        if (!s) break;
+        for (i = 0; i < 2; i++) {
+            int from = i ? n_ptok : 0, to = i ? n_tok : n_ptok, k, row = -1;
+            slm_token seq[512];
+            const float *lg;
+            for (k = from; k < to; k++) seq[k - from] = toks[k];
+            if (slm_eval(s, seq, to - from) != SLM_OK || !(lg = slm_logits(s))) {
+                CHECKF(0, "%s: batched slm_eval: %s", fixture, slm_session_error(s));
+                break;
+            }
+            for (k = 0; k < bin_pos->n; k++)
+                if ((int)j_num(&bin_pos->items[k], -1) == to - 1) row = row0 + k;
+            CHECKF(row >= 0, "%s: position %d has no logits.bin row", fixture, to - 1);
+            if (row >= 0) {
+                const float *ref = bin + (size_t)row * (size_t)n_vocab;
+                double d = max_abs_diff(lg, ref, n_vocab), r = rel_l2(lg, ref, n_vocab);
+                upd(&S.max_bin, d);
+                upd(&S.max_rel_l2, r);
+                if (!quantized)
+                    CHECKF(d <= abs_tol,
+                           "%s: prompt %d, %d tokens in one call, position %d: max |logit - llama.cpp| = %.4g > %.3g",
+                           fixture, pi, to - from, to - 1, d, abs_tol);
+                else
+                    CHECKF(r <= rel_l2_max,
+                           "%s: prompt %d, %d tokens in one call, position %d: relative L2 %.4g > %.3g", fixture, pi,
+                           to - from, to - 1, r, rel_l2_max);
+            }
+        }
+        slm_session_free(s);
+        /* 4. greedy generation: llama.cpp's continuation for as many steps K as the
+           margin rule makes safe (and before an end-of-text token, where slm stops) */
+        for (K = 0; K < n_gen; K++) {
+            const jv *top5 = j_get(&positions->items[n_ptok - 1 + K], "top5");
+            double margin = j_num2(top5, 0, 1, 0) - j_num2(top5, 1, 1, 0);
+            if (!(margin > gate) || gen[K] == mi->eos || gen[K] == mi->eot) break;
+        }
+        if (K == 0)
+            NOTE("prompt %d: the first generated token is not margin-safe; no greedy check", pi);
+        else {
+            size_t elen, olen = 0;
+            char *expect = decode_ids(m, gen, K, 1, &elen);
+            char out[4096];
+            slm_gen_opts o;
+            slm_result rc;
+            memset(&o, 0, sizeof o);
+            o.max_tokens = K;
+            s = session_kv(m, SLM_TYPE_F32);
+            if (s) {
+                rc = slm_generate(s, text->str, &o, out, sizeof out, &olen);
+                CHECKF(rc == SLM_OK && olen == elen && !memcmp(out, expect, elen),
+                       "%s: prompt %d: slm_generate %d greedy tokens: \"%s\", llama.cpp \"%s\" (%s)", fixture, pi, K,
+                       esc(out, olen < sizeof out ? olen : sizeof out - 1), esc(expect, elen), slm_result_str(rc));
+                slm_session_free(s);
+            }
+#ifdef HAVE_FORK
+            /* the CLI (default session settings): slm run -m FIXTURE.slm -p PROMPT -n K --temp 0 */
+            if (file_exists(env_or("SLM_BIN", "./slm"))) {
+                char kbuf[16], *argv[12];
+                char *o_path = pathf("%s/fixtures/%s.run%d.out", g_build_dir, fixture, pi);
+                char *e_path = pathf("%s/fixtures/%s.run%d.err", g_build_dir, fixture, pi);
+                size_t got_len = 0, plen = text->len;
+                unsigned char *got_out;
+                int rcp;
+                snprintf(kbuf, sizeof kbuf, "%d", K);
+                argv[0] = (char *)env_or("SLM_BIN", "./slm");
+                argv[1] = (char *)"run";
+                argv[2] = (char *)"-m";
+                argv[3] = slm_path;
+                argv[4] = (char *)"-p";
+                argv[5] = text->str;
+                argv[6] = (char *)"-n";
+                argv[7] = kbuf;
+                argv[8] = (char *)"--temp";
+                argv[9] = (char *)"0";
+                argv[10] = NULL;
+                rcp = run_prog(argv, o_path, e_path, 60);
+                got_out = read_file(o_path, &got_len);
+                CHECKF(rcp == 0 && got_out && got_len == plen + elen && !memcmp(got_out, text->str, plen) &&
+                           !memcmp(got_out + plen, expect, elen),
+                       "%s: slm run -p \"%s\" -n %d --temp 0: exit %d, stdout \"%s\", expected the prompt + \"%s\"",
+                       fixture, esc(text->str, plen), K, rcp, got_out ? esc((const char *)got_out, got_len) : "(none)",
+                       esc(expect, elen));
+                free(got_out);
+                free(o_path);
+                free(e_path);
+            }
+#endif
+            NOTE("prompt %d: %d tokens, greedy continuation checked for %d of %d steps", pi, n_ptok, K, n_gen);
+            free(expect);
+        }
+    }
+    if (S.n_pos > 0) {
+        double agree = (double)S.top1_agree / S.n_pos;
+        if (!quantized) {
+            double worst = S.max_bin;
+            upd(&worst, S.max_top5);
+            upd(&worst, S.max_probe);
+            upd(&worst, S.max_lse);
+            upd(&worst, S.max_maxabs);
+            NOTE("%s: max |ours - llama.cpp|: bin rows %.3g, top-5 %.3g, probes %.3g, lse %.3g, max|logit| %.3g "
+                 "(tolerance %.3g)",
+                 fixture, S.max_bin, S.max_top5, S.max_probe, S.max_lse, S.max_maxabs, abs_tol);
+            CHECKF(S.max_top5 <= abs_tol, "%s: top-5 logits differ by up to %.4g > %.3g", fixture, S.max_top5, abs_tol);
+            CHECKF(S.max_probe <= abs_tol, "%s: probe logits differ by up to %.4g > %.3g", fixture, S.max_probe,
+                   abs_tol);
+            CHECKF(S.max_lse <= abs_tol, "%s: log-sum-exp differs by up to %.4g > %.3g", fixture, S.max_lse, abs_tol);
+            CHECKF(S.max_maxabs <= abs_tol, "%s: max |logit| differs by up to %.4g > %.3g", fixture, S.max_maxabs,
+                   abs_tol);
+            (void)worst;
+        } else {
+            NOTE("%s: relative L2 on %d bin rows: max %.4f (limit %.3g); max |diff| bin %.3g, top-5 %.3g, probes %.3g, "
+                 "lse %.3g",
+                 fixture, S.n_bin_rows, S.max_rel_l2, rel_l2_max, S.max_bin, S.max_top5, S.max_probe, S.max_lse);
+            CHECKF(agree >= top1_min, "%s: top-1 agreement %.3f < %.3g", fixture, agree, top1_min);
+        }
+        NOTE("%s: %d positions, top-1 agreement %d/%d (%.3f), margin-gated argmax %d/%d (gate %.3g)", fixture, S.n_pos,
+             S.top1_agree, S.n_pos, agree, S.gated_ok, S.gated, gate);
+    }
+done:
+    free(ours);
+    free(bin);
+    slm_model_free(m);
+    if (J.t) j_free(&J);
+    free(json_path);
+    free(bin_path);
+    free(gguf_path);
+    free(slm_path);
+}
+
+/* A q8_0 KV cache against llama.cpp's logits (made with an f32 cache) on the
+   float fixtures: q8_0 keys and values add noise of the size that q8_0
+   weights add, so the quantized fixtures' rule applies, with their bounds
+   (relative L2 <= 0.05 per stored row, top-1 agreement >= 0.9, and equal
+   argmax where llama.cpp's margin is > 0.5). d_qwen3 has head_dim 32 (whole
+   blocks), the others 16 (one partial block per head). */
+static void test_kv_q8_0_parity(const char *fixture) {
+    char *json_path = pathf("%s/fixtures/%s.json", g_models_dir, fixture);
+    char *bin_path = pathf("%s/fixtures/%s.logits.bin", g_models_dir, fixture);
+    char *slm_path = pathf("%s/fixtures/%s.slm", g_build_dir, fixture);
+    const double rel_l2_max = 0.05, gate = 0.5, top1_min = 0.9;
+    jv J;
+    const jv *prompts;
+    float *bin = NULL;
+    size_t bin_size = 0;
+    slm_model *m = NULL;
+    int n_vocab, pi, n_pos = 0, agree = 0, n_rows = 0;
+    double worst = 0;
+    memset(&J, 0, sizeof J);
+    if (!file_exists(json_path) || !file_exists(bin_path) || !file_exists(slm_path)) {
+        free(json_path);
+        free(bin_path);
+        free(slm_path);
+        SKIP("fixture %s (json, logits, converted .slm) not found (set SLM_MODELS; tests/run.sh converts it)", fixture);
+    }
+    if (!load_json(json_path, &J)) {
+        CHECKF(0, "%s: parse error", json_path);
+        goto done;
+    }
+    bin = (float *)read_file(bin_path, &bin_size);
+    m = load_model(slm_path);
+    if (!bin || !m) {
+        CHECK(bin != NULL);
+        goto done;
+    }
+    n_vocab = slm_model_info_get(m)->n_vocab;
+    prompts = j_get(&J, "prompts");
+    CHECK(prompts && prompts->t == J_ARR && prompts->n > 0);
+    if (!prompts || prompts->t != J_ARR) goto done;
+    for (pi = 0; pi < prompts->n; pi++) {
+        const jv *P = &prompts->items[pi], *positions = j_get(P, "positions"), *bin_pos = j_get(P, "bin_positions");
+        int toks[512], n_tok = j_ints(j_get(P, "tokens"), toks, 512), row0 = (int)j_num(j_get(P, "bin_row_offset"), -1),
+                       pos, k;
+        slm_session *s;
+        if (n_tok <= 0 || !positions || positions->t != J_ARR || positions->n != n_tok || !bin_pos ||
+            bin_pos->t != J_ARR || row0 < 0 ||
+            (size_t)(row0 + bin_pos->n) * (size_t)n_vocab * sizeof(float) > bin_size) {
+            CHECKF(0, "%s: prompt %d: unexpected JSON", fixture, pi);
+            continue;
+        }
+        s = session_kv(m, SLM_TYPE_Q8_0);
+        if (!s) break;
+        for (pos = 0; pos < n_tok; pos++) {
+            const jv *top5 = j_get(&positions->items[pos], "top5");
+            slm_token t = toks[pos];
+            const float *lg;
+            int theirs = (int)j_num(j_get(&positions->items[pos], "argmax"), -1), ours, row = -1;
+            double margin = j_num2(top5, 0, 1, 0) - j_num2(top5, 1, 1, 0);
+            if (slm_eval(s, &t, 1) != SLM_OK || !(lg = slm_logits(s))) {
+                CHECKF(0, "%s: slm_eval: %s", fixture, slm_session_error(s));
+                break;
+            }
+            ours = argmax(lg, n_vocab);
+            n_pos++;
+            agree += ours == theirs;
+            if (margin > gate)
+                CHECKF(ours == theirs, "%s: prompt %d position %d: argmax %d, llama.cpp %d, margin %.3f", fixture, pi,
+                       pos, ours, theirs, margin);
+            for (k = 0; k < bin_pos->n; k++)
+                if ((int)j_num(&bin_pos->items[k], -1) == pos) row = row0 + k;
+            if (row >= 0) {
+                double r = rel_l2(lg, bin + (size_t)row * (size_t)n_vocab, n_vocab);
+                upd(&worst, r);
+                n_rows++;
+                CHECKF(r <= rel_l2_max, "%s: prompt %d position %d: relative L2 %.4g > %.3g", fixture, pi, pos, r,
+                       rel_l2_max);
+            }
+        }
+        slm_session_free(s);
+    }
+    CHECKF(n_pos > 0 && agree >= top1_min * n_pos, "%s: top-1 agreement %d of %d", fixture, agree, n_pos);
+    NOTE("%s, q8_0 KV cache: worst relative L2 %.4g over %d rows, top-1 agreement %d/%d", fixture, worst, n_rows, agree,
+         n_pos);
+done:
+    j_free(&J);
+    free(bin);
+    slm_model_free(m);
+    free(json_path);
+    free(bin_path);
+    free(slm_path);
+}
+
+/* ======================================================================== */
+/* the same weights as a Hugging Face folder and as a GGUF                  */
+/* ======================================================================== */
+
+static void test_hf_vs_gguf(const char *name) {
+    static const char *const texts[] = {
+        "Once upon a time",
+        "The quick brown fox jumps over the lazy dog.",
+        "def fib(n):\n    return n if n < 2 else fib(n-1) + fib(n-2)\n",
+        "<|im_start|>user\nHello! How are you?<|im_end|>\n<|im_start|>assistant\n",
+        "\xc3\x84pfel, \xe4\xb8\xad\xe6\x96\x87, \xf0\x9f\xa6\x99 1234567 3.14  \t\n\n end",
+        "",
+    };
+    char *hf_path = pathf("%s/hf/%s/from_hf.slm", g_build_dir, name);
+    char *gg_path = pathf("%s/hf/%s/from_gguf.slm", g_build_dir, name);
+    slm_model *a = NULL, *b = NULL;
+    const slm_model_info *ia, *ib;
+    slm_session *sa = NULL, *sb = NULL;
+    slm_token seq[256];
+    size_t ti;
+    int n_seq = 0, i, pos, n_piece_diff = 0;
+    double maxdiff = 0;
+    if (!file_exists(hf_path) || !file_exists(gg_path)) {
+        char why[sizeof g_skip_reason];
+        snprintf(why, sizeof why,
+                 "%s not found (tests/run.sh writes it with tests/gen_hf_fixture.py, which needs numpy for "
+                 "/usr/bin/python3 and %s/tokenizers)",
+                 hf_path, g_models_dir);
+        free(hf_path);
+        free(gg_path);
+        SKIP("%s", why);
+    }
+    a = load_model(hf_path);
+    b = load_model(gg_path);
+    free(hf_path);
+    free(gg_path);
+    if (!a || !b) goto done;
+    ia = slm_model_info_get(a);
+    ib = slm_model_info_get(b);
+#define SAME(f) CHECKF(ia->f == ib->f, #f ": HF %g, GGUF %g", (double)ia->f, (double)ib->f)
+    SAME(arch);
+    SAME(n_vocab);
+    SAME(dim);
+    SAME(n_layers);
+    SAME(n_heads);
+    SAME(n_kv_heads);
+    SAME(head_dim);
+    SAME(ffn_dim);
+    SAME(max_seq);
+    SAME(rope_theta);
+    SAME(norm_eps);
+    SAME(tied_embeddings);
+    SAME(qkv_bias);
+    SAME(qk_norm);
+    SAME(weight_type);
+    SAME(n_params);
+    SAME(n_tensors);
+    SAME(tokenizer_kind);
+    SAME(n_tokens);
+    SAME(bos);
+    SAME(eos);
+    SAME(eot);
+    SAME(pad);
+    SAME(unk);
+    SAME(add_bos);
+    SAME(chat_template);
+#undef SAME
+    CHECKF(ia->chat_template != SLM_CHAT_NONE, "no chat template recognised in tokenizer_config.json");
+    /* the tokenizer from tokenizer.json equals the one from the GGUF metadata */
+    for (i = 0; i < ia->n_tokens && i < ib->n_tokens; i++) {
+        int la = 0, lb = 0;
+        const char *pa = slm_token_piece(a, i, &la), *pb = slm_token_piece(b, i, &lb);
+        if (!pa || !pb || la != lb || memcmp(pa, pb, (size_t)la) || slm_token_type(a, i) != slm_token_type(b, i)) {
+            if (++n_piece_diff <= 5)
+                CHECKF(0, "token %d: HF \"%s\" (type %d), GGUF \"%s\" (type %d)", i,
+                       pa ? esc(pa, (size_t)la) : "(null)", slm_token_type(a, i), pb ? esc(pb, (size_t)lb) : "(null)",
+                       slm_token_type(b, i));
+        }
+    }
+    CHECKF(n_piece_diff == 0, "%d tokens differ", n_piece_diff);
+    for (ti = 0; ti < sizeof texts / sizeof texts[0]; ti++) {
+        int flags;
+        for (flags = 0; flags <= (SLM_TOK_BOS | SLM_TOK_SPECIAL); flags++) {
+            slm_token ta[256], tb[256];
+            int na = slm_tokenize(a, texts[ti], strlen(texts[ti]), flags, ta, 256);
+            int nb = slm_tokenize(b, texts[ti], strlen(texts[ti]), flags, tb, 256);
+            CHECKF(na == nb && (na <= 0 || !memcmp(ta, tb, (size_t)na * sizeof *ta)),
+                   "\"%s\" flags %d: %d tokens from HF, %d from GGUF", esc(texts[ti], strlen(texts[ti])), flags, na,
+                   nb);
+            if (flags == (SLM_TOK_BOS | SLM_TOK_SPECIAL) && na > 0 && n_seq + na <= 96) {
+                memcpy(seq + n_seq, ta, (size_t)na * sizeof *ta);
+                n_seq += na;
+            }
+        }
+    }
+    CHECK(n_seq > 20);
+    /* the logits of both files over the same tokens, one position at a time */
+    sa = new_session(a, 0, 1);
+    sb = new_session(b, 0, 1);
+    if (!sa || !sb) goto done;
+    for (pos = 0; pos < n_seq; pos++) {
+        const float *la, *lb;
+        double d;
+        if (slm_eval(sa, seq + pos, 1) != SLM_OK || slm_eval(sb, seq + pos, 1) != SLM_OK) {
+            CHECKF(0, "slm_eval failed at %d", pos);
+            break;
+        }
+        la = slm_logits(sa);
+        lb = slm_logits(sb);
+        if (!la || !lb) {
+            CHECK(la && lb);
+            break;
+        }
+        d = max_abs_diff(la, lb, ia->n_vocab);
+        CHECKF(d <= 1e-4, "position %d: max |HF - GGUF| = %.3g", pos, d);
+        upd(&maxdiff, d);
+    }
+    /* greedy continuations are identical */
+    {
+        const char *prompts[] = { "Once upon a time", "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n" };
+        int k;
+        for (k = 0; k < 2; k++) {
+            slm_gen_opts o;
+            char oa[2048], ob[2048];
+            size_t la = 0, lb = 0;
+            slm_result ra, rb;
+            memset(&o, 0, sizeof o);
+            o.max_tokens = 24;
+            ra = slm_generate(sa, prompts[k], &o, oa, sizeof oa, &la);
+            rb = slm_generate(sb, prompts[k], &o, ob, sizeof ob, &lb);
+            CHECKF(ra == rb && la == lb && !memcmp(oa, ob, la < sizeof oa ? la : sizeof oa),
+                   "greedy from \"%s\": HF \"%s\" (%s), GGUF \"%s\" (%s)", esc(prompts[k], strlen(prompts[k])),
+                   esc(oa, la < sizeof oa ? la : 0), slm_result_str(ra), esc(ob, lb < sizeof ob ? lb : 0),
+                   slm_result_str(rb));
+        }
+    }
+    NOTE("%s (%s, %s, %d tokens): %d positions, max |HF - GGUF| = %.3g; tokenizer identical over %d tokens", name,
+         ia->arch_name, slm_type_name(ia->weight_type) ? slm_type_name(ia->weight_type) : "?", ia->n_tokens, n_seq,
+         maxdiff, ia->n_tokens);
+done:
+    slm_session_free(sa);
+    slm_session_free(sb);
+    slm_model_free(a);
+    slm_model_free(b);
+}
+
+/* ======================================================================== */
+/* hostile inputs to slm-convert: patched GGUF, broken HF folders           */
+/* ======================================================================== */
+
+#ifdef HAVE_FORK
+typedef struct {
+    const char *convert;
+    char *dir, *in_dir, *out_dir, *out, *err_path;
+    int n_runs, n_ok;
+} hostile_ctx;
+
+static int hostile_init(hostile_ctx *H) {
+    memset(H, 0, sizeof *H);
+    H->convert = env_or("SLM_CONVERT_BIN", "./slm-convert");
+    if (!file_exists(H->convert)) return 0;
+    H->dir = pathf("%s/hostile-c.%ld", g_build_dir, (long)getpid()); /* private: runs may overlap */
+    H->in_dir = pathf("%s/in", H->dir);
+    H->out_dir = pathf("%s/out", H->dir);
+    H->out = pathf("%s/model.slm", H->out_dir);
+    H->err_path = pathf("%s/stderr.txt", H->dir);
+    mkdir(H->dir, 0755);
+    mkdir(H->in_dir, 0755);
+    mkdir(H->out_dir, 0755);
+    clear_dir(H->in_dir);
+    clear_dir(H->out_dir);
+    if (dir_entries(H->in_dir, NULL, 0) != 0 || dir_entries(H->out_dir, NULL, 0) != 0) {
+        free(H->dir);
+        free(H->in_dir);
+        free(H->out_dir);
+        free(H->out);
+        free(H->err_path);
+        return 0;
+    }
+    return 1;
+}
+static void hostile_free(hostile_ctx *H) {
+    clear_dir(H->in_dir);
+    clear_dir(H->out_dir);
+    remove(H->in_dir);
+    remove(H->out_dir);
+    remove(H->err_path);
+    remove(H->dir);
+    free(H->dir);
+    free(H->in_dir);
+    free(H->out_dir);
+    free(H->out);
+    free(H->err_path);
+}
+
+/* Runs the converter on input; it must exit with status 1, say why on stderr
+   (naming `must_name` when given), not crash and leave nothing in the output folder. */
+static void expect_refusal(hostile_ctx *H, const char *what, const char *input, const char *must_name) {
+    char *argv[4], first[256];
+    size_t elen = 0;
+    char *err;
+    int rc, left;
+    argv[0] = (char *)H->convert;
+    argv[1] = (char *)input;
+    argv[2] = H->out;
+    argv[3] = NULL;
+    rc = run_prog(argv, NULL, H->err_path, 60);
+    err = (char *)read_file(H->err_path, &elen);
+    left = dir_entries(H->out_dir, first, sizeof first);
+    H->n_runs++;
+    if (rc == 1 && err && elen > 0 && !sanitizer_report(err) && left == 0 &&
+        (!must_name || ci_contains(err, must_name)))
+        H->n_ok++;
+    else {
+        char msg[240];
+        size_t i, n = 0;
+        for (i = 0; err && i < elen && n + 1 < sizeof msg; i++) msg[n++] = err[i] == '\n' ? '|' : err[i];
+        msg[n] = 0;
+        CHECKF(0, "%s: exit status %d%s, %zu bytes on stderr, %d file(s) left in the output folder%s%s%s; stderr: %s",
+               what, rc, rc > 128 ? " (CRASH)" : "", elen, left, left > 0 ? " (" : "", left > 0 ? first : "",
+               left > 0 ? ")" : "", msg);
+        if (must_name && err && !ci_contains(err, must_name))
+            CHECKF(0, "%s: the message does not name \"%s\"", what, must_name);
+        if (err && sanitizer_report(err)) CHECKF(0, "%s: sanitizer report", what);
+    }
+    free(err);
+    clear_dir(H->out_dir);
+}
+
+typedef struct {
+    const char *what;
+    int kind;
+    uint64_t value;
+    const char *must_name;
+} gguf_patch;
+enum {
+    GP_VERSION,
+    GP_N_TENSORS,
+    GP_N_KV,
+    GP_KEY0_LEN,
+    GP_ARCH_LEN,
+    GP_ARCH_NAME,
+    GP_TOKMODEL_NAME,
+    GP_TOKENS_TYPE,
+    GP_TOKENS_COUNT,
+    GP_TOKEN0_LEN,
+    GP_TOKENMID_LEN,
+    GP_KV_TYPE,
+    GP_T0_NAME_LEN,
+    GP_T0_NDIMS,
+    GP_T0_NE0,
+    GP_T0_NE01,
+    GP_T0_TYPE,
+    GP_T0_OFFSET,
+    GP_T0_OFFSET_ADD,
+    GP_TLAST_NE1_ADD,
+    GP_TLAST_OFFSET,
+    GP_TRUNC_DATA,
+    GP_MAGIC
+};
+
+static void test_convert_hostile_gguf(void) {
+    static const gguf_patch P[] = {
+        { "magic GGUX", GP_MAGIC, 0, NULL },
+        { "version 1", GP_VERSION, 1, NULL },
+        { "version 4", GP_VERSION, 4, NULL },
+        { "version 2^32-1", GP_VERSION, 0xffffffffu, NULL },
+        { "n_tensors 2^63", GP_N_TENSORS, 0x8000000000000000ull, NULL },
+        { "n_tensors 2^64-1", GP_N_TENSORS, 0xffffffffffffffffull, NULL },
+        { "n_tensors 2^32", GP_N_TENSORS, 0x100000000ull, NULL },
+        { "n_tensors + 1", GP_N_TENSORS, 1, NULL },
+        { "n_kv 2^63", GP_N_KV, 0x8000000000000000ull, NULL },
+        { "n_kv 2^64-1", GP_N_KV, 0xffffffffffffffffull, NULL },
+        { "n_kv 2^40", GP_N_KV, 1ull << 40, NULL },
+        { "n_kv + 1", GP_N_KV, 1, NULL },
+        { "first key length 2^40", GP_KEY0_LEN, 1ull << 40, NULL },
+        { "first key length 2^64-1", GP_KEY0_LEN, 0xffffffffffffffffull, NULL },
+        { "general.architecture length 2^40", GP_ARCH_LEN, 1ull << 40, NULL },
+        { "general.architecture length 2^64-8", GP_ARCH_LEN, 0xfffffffffffffff8ull, NULL },
+        { "unknown architecture", GP_ARCH_NAME, 0, NULL },
+        { "unknown tokenizer model", GP_TOKMODEL_NAME, 0, NULL },
+        { "tokenizer.ggml.tokens element type 99", GP_TOKENS_TYPE, 99, NULL },
+        { "tokenizer.ggml.tokens count 2^40", GP_TOKENS_COUNT, 1ull << 40, NULL },
+        { "tokenizer.ggml.tokens count 2^62", GP_TOKENS_COUNT, 1ull << 62, NULL },
+        { "tokenizer.ggml.tokens count 2^64-1", GP_TOKENS_COUNT, 0xffffffffffffffffull, NULL },
+        { "first token length 2^40", GP_TOKEN0_LEN, 1ull << 40, NULL },
+        { "a middle token length 2^40", GP_TOKENMID_LEN, 1ull << 40, NULL },
+        { "a middle token length 2^64-1", GP_TOKENMID_LEN, 0xffffffffffffffffull, NULL },
+        { "a kv of type 99", GP_KV_TYPE, 99, NULL },
+        { "a kv of type 2^31", GP_KV_TYPE, 0x80000000u, NULL },
+        { "first tensor name length 2^40", GP_T0_NAME_LEN, 1ull << 40, NULL },
+        { "first tensor n_dims 5", GP_T0_NDIMS, 5, NULL },
+        { "first tensor n_dims 2^32-1", GP_T0_NDIMS, 0xffffffffu, NULL },
+        { "first tensor ne[0] 2^40", GP_T0_NE0, 1ull << 40, NULL },
+        { "first tensor ne[0] = ne[1] = 2^62 (overflow)", GP_T0_NE01, 1ull << 62, NULL },
+        { "first tensor type 99", GP_T0_TYPE, 99, NULL },
+        { "first tensor type 2^31", GP_T0_TYPE, 0x80000000u, NULL },
+        { "first tensor type IQ2_XXS (16, not supported)", GP_T0_TYPE, 16, NULL },
+        { "first tensor offset past the end", GP_T0_OFFSET, 0, NULL },
+        { "first tensor offset 2^64-32", GP_T0_OFFSET, 0xffffffffffffffe0ull, NULL },
+        { "first tensor offset not aligned (+1)", GP_T0_OFFSET_ADD, 1, NULL },
+        { "last tensor one row longer (data past the end)", GP_TLAST_NE1_ADD, 1, NULL },
+        { "last tensor offset past the end", GP_TLAST_OFFSET, 0, NULL },
+        { "tensor data cut by 1 byte", GP_TRUNC_DATA, 1, NULL },
+    };
+    static const char *const sources[] = { "a_llama_spm_q4_0", "b_llama_starcoder_q4_0" };
+    hostile_ctx H;
+    size_t si, i;
+    if (!hostile_init(&H)) {
+        SKIP("%s not found, or no empty folder could be made under %s", env_or("SLM_CONVERT_BIN", "./slm-convert"),
+             g_build_dir);
+    }
+    for (si = 0; si < sizeof sources / sizeof sources[0]; si++) {
+        char *src = pathf("%s/fixtures/%s.gguf", g_models_dir, sources[si]);
+        char *in = pathf("%s/hostile.gguf", H.in_dir);
+        gguf_file G;
+        if (!file_exists(src)) {
+            free(src);
+            free(in);
+            hostile_free(&H);
+            SKIP("fixtures/%s.gguf not found (set SLM_MODELS)", sources[si]);
+        }
+        if (!gguf_parse(&G, src) || G.n_tensors < 2 || !G.arch_val || !G.tok_model_val || !G.tokens_first) {
+            CHECKF(0, "cannot parse %s", src);
+            gguf_free(&G);
+            free(src);
+            free(in);
+            continue;
+        }
+        /* the unmodified file converts (the harness works) */
+        {
+            char *argv[4];
+            int rc;
+            argv[0] = (char *)H.convert;
+            argv[1] = src;
+            argv[2] = H.out;
+            argv[3] = NULL;
+            rc = run_prog(argv, NULL, H.err_path, 60);
+            CHECKF(rc == 0 && file_exists(H.out), "%s: the unmodified file does not convert (exit %d)", sources[si],
+                   rc);
+            clear_dir(H.out_dir);
+        }
+        for (i = 0; i < sizeof P / sizeof P[0]; i++) {
+            unsigned char *b = exact_copy(G.data, G.size);
+            size_t n = G.size;
+            const gguf_tensor *t0 = &G.t[0], *tl = &G.t[0];
+            uint64_t k, v = P[i].value;
+            size_t name_at = 0;
+            char what[160], name[64];
+            for (k = 1; k < G.n_tensors; k++)
+                if (G.t[k].offset > tl->offset) tl = &G.t[k];
+            switch (P[i].kind) {
+            case GP_MAGIC: b[3] = 'X'; break;
+            case GP_VERSION: wr32(b + 4, (uint32_t)v); break;
+            case GP_N_TENSORS: wr64(b + 8, v == 1 ? G.n_tensors + 1 : v); break;
+            case GP_N_KV: wr64(b + 16, v == 1 ? G.n_kv + 1 : v); break;
+            case GP_KEY0_LEN: wr64(b + 24, v); break;
+            case GP_ARCH_LEN: wr64(b + G.arch_val, v); break;
+            case GP_ARCH_NAME: name_at = G.arch_val; break;          /* "llama" -> "llamx" */
+            case GP_TOKMODEL_NAME: name_at = G.tok_model_val; break; /* "llama" -> "llamx", "gpt2" -> "gptx" */
+            case GP_TOKENS_TYPE: wr32(b + G.tokens_type, (uint32_t)v); break;
+            case GP_TOKENS_COUNT: wr64(b + G.tokens_count, v); break;
+            case GP_TOKEN0_LEN: wr64(b + G.tokens_first, v); break;
+            case GP_TOKENMID_LEN: wr64(b + G.tokens_mid, v); break;
+            case GP_KV_TYPE: wr32(b + G.some_kv_type, (uint32_t)v); break;
+            case GP_T0_NAME_LEN: wr64(b + t0->info_off, v); break;
+            case GP_T0_NDIMS: wr32(b + t0->ndims_off, (uint32_t)v); break;
+            case GP_T0_NE0: wr64(b + t0->ndims_off + 4, v); break;
+            case GP_T0_NE01:
+                wr64(b + t0->ndims_off + 4, v);
+                wr64(b + t0->ndims_off + 12, v);
+                break;
+            case GP_T0_TYPE: wr32(b + t0->type_off, (uint32_t)v); break;
+            case GP_T0_OFFSET: wr64(b + t0->offset_off, v ? v : (uint64_t)G.size); break;
+            case GP_T0_OFFSET_ADD: wr64(b + t0->offset_off, t0->offset + v); break;
+            case GP_TLAST_NE1_ADD:
+                wr64(b + tl->ndims_off + 4 + 8 * (tl->n_dims - 1), tl->ne[tl->n_dims - 1] + v);
+                break;
+            case GP_TLAST_OFFSET: wr64(b + tl->offset_off, ((uint64_t)G.size + 31) / 32 * 32); break;
+            case GP_TRUNC_DATA: n = G.size - (size_t)v; break;
+            }
+            if (name_at) { /* the last letter of a name becomes 'x': the message must name it */
+                uint64_t len = rd64(G.data + name_at);
+                b[name_at + 8 + len - 1] = 'x';
+                snprintf(name, sizeof name, "%.*s", (int)(len < 63 ? len : 63), (const char *)b + name_at + 8);
+            }
+            if (!write_file(in, b, n)) {
+                CHECKF(0, "cannot write %s", in);
+                free(b);
+                break;
+            }
+            snprintf(what, sizeof what, "%s: %s%s%s", sources[si], P[i].what, name_at ? " " : "", name_at ? name : "");
+            expect_refusal(&H, what, in, name_at ? name : P[i].must_name);
+            free(b);
+        }
+        /* an unknown pre-tokenizer name is refused by name (byte-level BPE only: SentencePiece ignores it) */
+        if (G.tok_pre_val && G.tok_model_val && rd64(G.data + G.tok_model_val) == 4 &&
+            !memcmp(G.data + G.tok_model_val + 8, "gpt2", 4)) {
+            unsigned char *b = exact_copy(G.data, G.size);
+            char what[160], name[64];
+            uint64_t len = rd64(G.data + G.tok_pre_val);
+            b[G.tok_pre_val + 8 + len - 1] = 'x';
+            snprintf(name, sizeof name, "%.*s", (int)(len < 63 ? len : 63), (const char *)b + G.tok_pre_val + 8);
+            snprintf(what, sizeof what, "%s: unknown pre-tokenizer \"%s\"", sources[si], name);
+            if (write_file(in, b, G.size)) expect_refusal(&H, what, in, name);
+            free(b);
+        }
+        gguf_free(&G);
+        free(src);
+        free(in);
+    }
+    NOTE("%d hostile GGUF files: %d refused cleanly", H.n_runs, H.n_ok);
+    hostile_free(&H);
+}
+
+/* ---- broken Hugging Face folders ---- */
+
+/* Makes H->in_dir a copy of src_dir: symlinks to every file but `file`, which gets `data`
+   (or is left out when data is NULL). */
+static int hf_variant(hostile_ctx *H, const char *src_dir, const char *file, const void *data, size_t n) {
+    DIR *d = opendir(src_dir);
+    struct dirent *e;
+    char cwd[4096];
+    int ok = 1;
+    clear_dir(H->in_dir);
+    if (!d || !getcwd(cwd, sizeof cwd)) {
+        if (d) closedir(d);
+        return 0;
+    }
+    while ((e = readdir(d)) != NULL) {
+        char *dst, *target;
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") || !strcmp(e->d_name, file)) continue;
+        dst = path_join(H->in_dir, e->d_name);
+        target = src_dir[0] == '/' ? pathf("%s/%s", src_dir, e->d_name) : pathf("%s/%s/%s", cwd, src_dir, e->d_name);
+        if (symlink(target, dst) != 0) ok = 0;
+        free(dst);
+        free(target);
+    }
+    closedir(d);
+    if (data) {
+        char *dst = path_join(H->in_dir, file);
+        if (!write_file(dst, data, n)) ok = 0;
+        free(dst);
+    }
+    return ok;
+}
+
+/* A copy of text with the first occurrence of `from` replaced by `to`; NULL if absent. */
+static char *replace_first(const char *text, size_t n, const char *from, const char *to, size_t *out_n) {
+    size_t fl = strlen(from), tl = strlen(to), i;
+    char *out;
+    for (i = 0; i + fl <= n; i++)
+        if (!memcmp(text + i, from, fl)) break;
+    if (i + fl > n) return NULL;
+    out = (char *)malloc(n - fl + tl + 1);
+    memcpy(out, text, i);
+    memcpy(out + i, to, tl);
+    memcpy(out + i + tl, text + i + fl, n - i - fl);
+    *out_n = n - fl + tl;
+    out[*out_n] = 0;
+    return out;
+}
+
+typedef struct {
+    const char *what, *file, *from, *to, *must_name;
+} hf_edit;
+
+static void test_convert_hostile_hf(void) {
+    static const hf_edit E[] = {
+        /* config.json */
+        { "config.json missing", "config.json", NULL, NULL, NULL },
+        { "config.json empty", "config.json", "", "", NULL },
+        { "config.json: just \"{\"", "config.json", "", "{", NULL },
+        { "config.json not an object", "config.json", "", "[1, 2, 3]", NULL },
+        { "config.json: a string not closed", "config.json", "\"model_type\": \"llama\"", "\"model_type\": \"llama",
+          NULL },
+        { "config.json: trailing garbage inside", "config.json", "\"hidden_size\": 32", "\"hidden_size\": 32 32",
+          NULL },
+        { "config.json: unknown architecture", "config.json", "\"LlamaForCausalLM\"", "\"Gpt5xForCausalLM\"", "gpt5x" },
+        { "config.json: num_attention_heads 0", "config.json", "\"num_attention_heads\": 4",
+          "\"num_attention_heads\": 0", NULL },
+        { "config.json: num_key_value_heads 3 (does not divide 4)", "config.json", "\"num_key_value_heads\": 2",
+          "\"num_key_value_heads\": 3", NULL },
+        { "config.json: num_hidden_layers 3 (tensors missing)", "config.json", "\"num_hidden_layers\": 2",
+          "\"num_hidden_layers\": 3", NULL },
+        { "config.json: hidden_size 2^40", "config.json", "\"hidden_size\": 32", "\"hidden_size\": 1099511627776",
+          NULL },
+        { "config.json: hidden_size -32", "config.json", "\"hidden_size\": 32", "\"hidden_size\": -32", NULL },
+        { "config.json: hidden_size 1e300", "config.json", "\"hidden_size\": 32", "\"hidden_size\": 1e300", NULL },
+        { "config.json: nested 1,000,000 deep", "config.json", "", "[deep]", NULL },
+        /* tokenizer.json */
+        { "tokenizer.json missing", "tokenizer.json", NULL, NULL, NULL },
+        { "tokenizer.json empty", "tokenizer.json", "", "", NULL },
+        { "tokenizer.json {}", "tokenizer.json", "", "{}", NULL },
+        { "tokenizer.json cut in half", "tokenizer.json", "", "[half]", NULL },
+        { "tokenizer.json: unsupported model type", "tokenizer.json", "\"type\": \"BPE\"", "\"type\": \"Unigramx\"",
+          "unigramx" },
+        { "tokenizer.json: bad \\u escape", "tokenizer.json", "\\u0120", "\\uZZZZ", NULL },
+        { "tokenizer.json: nested 1,000,000 deep", "tokenizer.json", "", "[deep]", NULL },
+        /* model.safetensors */
+        { "model.safetensors missing", "model.safetensors", NULL, NULL, NULL },
+        { "safetensors header length 2^40", "model.safetensors", "[hdr]", "1099511627776", NULL },
+        { "safetensors header length 2^64-1", "model.safetensors", "[hdr]", "18446744073709551615", NULL },
+        { "safetensors header length = file size", "model.safetensors", "[hdr]", "size", NULL },
+        { "safetensors header length 0", "model.safetensors", "[hdr]", "0", NULL },
+        { "safetensors header length 2 ('{' and one more byte)", "model.safetensors", "[hdr]", "2", NULL },
+        { "safetensors header not JSON", "model.safetensors", "{\"", "x\"", NULL },
+        { "safetensors dtype F64", "model.safetensors", "\"dtype\":\"F32\"", "\"dtype\":\"F64\"", "F64" },
+        { "safetensors dtype I8x (unknown)", "model.safetensors", "\"dtype\":\"F32\"", "\"dtype\":\"I8x\"", NULL },
+        { "safetensors shape larger than its data", "model.safetensors", "\"shape\":[", "\"shape\":[9", NULL },
+        { "safetensors data_offsets past the end", "model.safetensors", "\"data_offsets\":[",
+          "\"data_offsets\":[9999999", NULL },
+        { "safetensors cut by 1 byte", "model.safetensors", "", "[cut1]", NULL },
+    };
+    static const hf_edit EI[] = {
+        /* the sharded folder */
+        { "index: a shard missing", "model-00002-of-00003.safetensors", NULL, NULL, NULL },
+        { "index: weight_map names a file that does not exist", "model.safetensors.index.json", "model-00002-of-00003",
+          "model-00009-of-00003", NULL },
+        { "index: weight_map names a file outside the folder", "model.safetensors.index.json",
+          "\"model-00002-of-00003.safetensors\"", "\"../../../../../../etc/passwd\"", NULL },
+        { "index json cut in half", "model.safetensors.index.json", "", "[half]", NULL },
+        { "index json not an object", "model.safetensors.index.json", "", "\"weight_map\"", NULL },
+    };
+    hostile_ctx H;
+    char *srcs[2];
+    int si;
+    if (!hostile_init(&H)) {
+        SKIP("%s not found, or no empty folder could be made under %s", env_or("SLM_CONVERT_BIN", "./slm-convert"),
+             g_build_dir);
+    }
+    srcs[0] = pathf("%s/hf/llama_f32/hf", g_build_dir);
+    srcs[1] = pathf("%s/hf/qwen2_bf16_shards/hf", g_build_dir);
+    for (si = 0; si < 2; si++) {
+        const hf_edit *list = si == 0 ? E : EI;
+        size_t n_list = si == 0 ? sizeof E / sizeof E[0] : sizeof EI / sizeof EI[0], i;
+        char *cfg = path_join(srcs[si], "config.json");
+        int have = file_exists(cfg);
+        free(cfg);
+        if (!have) {
+            NOTE("%s not found (tests/run.sh writes it with tests/gen_hf_fixture.py, which needs numpy): its cases are "
+                 "skipped",
+                 srcs[si]);
+            continue;
+        }
+        /* the unmodified folder converts (the harness works) */
+        if (hf_variant(&H, srcs[si], "", NULL, 0)) {
+            char *argv[4];
+            int rc;
+            argv[0] = (char *)H.convert;
+            argv[1] = H.in_dir;
+            argv[2] = H.out;
+            argv[3] = NULL;
+            rc = run_prog(argv, NULL, H.err_path, 60);
+            CHECKF(rc == 0 && file_exists(H.out), "%s: the unmodified folder does not convert (exit %d)", srcs[si], rc);
+            clear_dir(H.out_dir);
+        }
+        for (i = 0; i < n_list; i++) {
+            const hf_edit *e = &list[i];
+            char *orig_path = path_join(srcs[si], e->file);
+            unsigned char *orig = NULL;
+            size_t on = 0, nn = 0;
+            char *nw = NULL;
+            int ok;
+            if (e->to == NULL) { /* the file is left out */
+                ok = hf_variant(&H, srcs[si], e->file, NULL, 0);
+            } else {
+                orig = read_file(orig_path, &on);
+                if (!orig) {
+                    CHECKF(0, "%s: cannot read %s", e->what, orig_path);
+                    free(orig_path);
+                    continue;
+                }
+                if (!strcmp(e->file, "model.safetensors") && strcmp(e->to, "[cut1]")) {
+                    uint64_t hlen = rd64(orig);
+                    if (hlen > on - 8) {
+                        CHECKF(0, "%s: bad source", orig_path);
+                        free(orig);
+                        free(orig_path);
+                        continue;
+                    }
+                    if (!strcmp(e->from, "[hdr]")) { /* only the header length changes */
+                        nw = (char *)malloc(on);
+                        memcpy(nw, orig, on);
+                        nn = on;
+                        wr64((unsigned char *)nw, !strcmp(e->to, "size") ? (uint64_t)on : strtoull(e->to, NULL, 10));
+                    } else { /* an edit inside the JSON header, length fixed up */
+                        size_t hn = 0;
+                        char *h = replace_first((const char *)orig + 8, (size_t)hlen, e->from, e->to, &hn);
+                        if (!h) {
+                            CHECKF(0, "%s: \"%s\" not in the header", e->what, e->from);
+                            free(orig);
+                            free(orig_path);
+                            continue;
+                        }
+                        nn = 8 + hn + (on - 8 - (size_t)hlen);
+                        nw = (char *)malloc(nn);
+                        wr64((unsigned char *)nw, (uint64_t)hn);
+                        memcpy(nw + 8, h, hn);
+                        memcpy(nw + 8 + hn, orig + 8 + hlen, on - 8 - (size_t)hlen);
+                        free(h);
+                    }
+                } else if (!strcmp(e->to, "[deep]")) {
+                    nn = 1000000;
+                    nw = (char *)malloc(nn);
+                    memset(nw, '[', nn);
+                } else if (!strcmp(e->to, "[half]") || !strcmp(e->to, "[cut1]")) {
+                    nn = !strcmp(e->to, "[half]") ? on / 2 : on - 1;
+                    nw = (char *)malloc(nn + 1);
+                    memcpy(nw, orig, nn);
+                } else if (!*e->from) { /* new content */
+                    nn = strlen(e->to);
+                    nw = (char *)malloc(nn + 1);
+                    memcpy(nw, e->to, nn);
+                } else {
+                    nw = replace_first((const char *)orig, on, e->from, e->to, &nn);
+                    if (!nw) {
+                        CHECKF(0, "%s: \"%s\" not in %s", e->what, e->from, orig_path);
+                        free(orig);
+                        free(orig_path);
+                        continue;
+                    }
+                }
+                ok = hf_variant(&H, srcs[si], e->file, nw, nn);
+            }
+            if (!ok)
+                CHECKF(0, "%s: cannot build the folder in %s", e->what, H.in_dir);
+            else
+                expect_refusal(&H, e->what, H.in_dir, e->must_name);
+            free(nw);
+            free(orig);
+            free(orig_path);
+        }
+    }
+    NOTE("%d broken Hugging Face folders: %d refused cleanly", H.n_runs, H.n_ok);
+    if (H.n_runs == 0) {
+        free(srcs[0]);
+        free(srcs[1]);
+        hostile_free(&H);
+        SKIP("no generated Hugging Face folders under %s/hf (tests/run.sh makes them; needs numpy)", g_build_dir);
+    }
+    free(srcs[0]);
+    free(srcs[1]);
+    hostile_free(&H);
+}
+
+/* Random mutations of GGUF headers/metadata/tensor infos and of the Hugging Face
+   folder's JSON and safetensors header, converted by SLM_CONVERT_BIN: every run
+   must end with exit status 0 (a harmless mutation) or 1 with a message and no
+   file left -- never a crash, a hang or a sanitizer report. SLM_TEST_FUZZ_ITERS
+   runs per input kind (default 12; make test-extended runs many more under ASan). */
+static uint64_t fz_state;
+static uint64_t fz_next(void) {
+    fz_state ^= fz_state << 13;
+    fz_state ^= fz_state >> 7;
+    fz_state ^= fz_state << 17;
+    return fz_state;
+}
+
+/* Mutates buf[lo, hi): a few random bytes, or one 8- or 4-byte field set to an edge value. */
+static void fz_mutate(unsigned char *buf, size_t lo, size_t hi, uint64_t file_size) {
+    static const uint64_t edge[] = { 0,
+                                     1,
+                                     2,
+                                     7,
+                                     0xff,
+                                     0x7fffffffull,
+                                     0x80000000ull,
+                                     0xffffffffull,
+                                     0x100000000ull,
+                                     1ull << 40,
+                                     0x7fffffffffffffffull,
+                                     0x8000000000000000ull,
+                                     0xffffffffffffffffull };
+    int k, n = 1 + (int)(fz_next() % 4);
+    if (hi <= lo) return;
+    if (fz_next() % 3 == 0 && hi - lo >= 8) {
+        size_t at = lo + (size_t)(fz_next() % (hi - lo - 7));
+        uint64_t r = fz_next() % (sizeof edge / sizeof edge[0] + 2);
+        uint64_t v = r < sizeof edge / sizeof edge[0]    ? edge[r]
+                     : r == sizeof edge / sizeof edge[0] ? file_size
+                                                         : file_size + 1;
+        if (fz_next() & 1)
+            wr64(buf + at, v);
+        else
+            wr32(buf + at, (uint32_t)v);
+        return;
+    }
+    for (k = 0; k < n; k++) {
+        size_t at = lo + (size_t)(fz_next() % (hi - lo));
+        uint64_t r = fz_next();
+        buf[at] = (r >> 8) % 4 == 0 ? (unsigned char)((r >> 16) & 1 ? 0xff : 0) : (unsigned char)(r >> 24);
+    }
+}
+
+/* Converts input once; returns 1 when the outcome is acceptable (see above). */
+static int fz_run(hostile_ctx *H, const char *input, const char *what, int *n_ok, int *n_refused) {
+    char *argv[5], first[256];
+    char *err;
+    size_t elen = 0;
+    int rc, left, good;
+    argv[0] = (char *)H->convert;
+    argv[1] = (char *)"-q";
+    argv[2] = (char *)input;
+    argv[3] = H->out;
+    argv[4] = NULL;
+    rc = run_prog(argv, NULL, H->err_path, 60);
+    err = (char *)read_file(H->err_path, &elen);
+    left = dir_entries(H->out_dir, first, sizeof first);
+    good =
+        !sanitizer_report(err) && ((rc == 0 && left == 1 && file_exists(H->out)) || (rc == 1 && elen > 0 && left == 0));
+    if (rc == 0) (*n_ok)++;
+    if (rc == 1) (*n_refused)++;
+    if (!good) {
+        char msg[300];
+        size_t i, n = 0;
+        for (i = 0; err && i < elen && n + 1 < sizeof msg; i++) msg[n++] = err[i] == '\n' ? '|' : err[i];
+        msg[n] = 0;
+        CHECKF(0, "%s: exit status %d%s, %d file(s) left%s%s; stderr: %s", what, rc,
+               rc > 128 ? " (CRASH or timeout)" : "", left, left > 0 ? ": " : "", left > 0 ? first : "", msg);
+    }
+    free(err);
+    clear_dir(H->out_dir);
+    return good;
+}
+
+static void test_convert_fuzz(void) {
+    static const char *const sources[] = { "a_llama_spm_q4_0", "b_llama_starcoder_q4_0" };
+    static const char *const hf_files[] = { "config.json", "tokenizer_config.json", "model.safetensors",
+                                            "tokenizer.json" };
+    hostile_ctx H;
+    int iters = atoi(env_or("SLM_TEST_FUZZ_ITERS", "12")), it, n_ok = 0, n_refused = 0, n_runs = 0, bad = 0;
+    size_t si;
+    char *hf_src;
+    if (iters <= 0) { SKIP("SLM_TEST_FUZZ_ITERS=%d", iters); }
+    if (!hostile_init(&H)) {
+        SKIP("%s not found, or no empty folder could be made under %s", env_or("SLM_CONVERT_BIN", "./slm-convert"),
+             g_build_dir);
+    }
+    for (si = 0; si < sizeof sources / sizeof sources[0]; si++) {
+        char *src = pathf("%s/fixtures/%s.gguf", g_models_dir, sources[si]);
+        char *in = pathf("%s/fuzz.gguf", H.in_dir);
+        gguf_file G;
+        memset(&G, 0, sizeof G);
+        if (!file_exists(src) || !gguf_parse(&G, src)) {
+            NOTE("fixtures/%s.gguf not found or not parsed: skipped", sources[si]);
+            gguf_free(&G);
+            free(src);
+            free(in);
+            continue;
+        }
+        fz_state = 0x9E3779B97F4A7C15ull ^ (uint64_t)(si + 1);
+        for (it = 0; it < iters && bad < 10; it++) {
+            unsigned char *b = exact_copy(G.data, G.size);
+            uint64_t r = fz_next() % 10;
+            size_t n = G.size;
+            char what[160];
+            /* where: the file header and first keys, the tokens array's header, the
+               tensor infos, anywhere before the data; sometimes also cut the file */
+            if (r < 3)
+                fz_mutate(b, 0, G.ti_off < 4096 ? G.ti_off : 4096, G.size);
+            else if (r < 4)
+                fz_mutate(b, G.tokens_type, G.tokens_type + 32, G.size);
+            else if (r < 8)
+                fz_mutate(b, G.ti_off, G.data_off, G.size);
+            else
+                fz_mutate(b, 0, G.data_off, G.size);
+            if (fz_next() % 8 == 0) n = (size_t)(fz_next() % G.size);
+            if (!write_file(in, b, n)) {
+                CHECKF(0, "cannot write %s", in);
+                free(b);
+                break;
+            }
+            snprintf(what, sizeof what, "%s: mutation %d (seed %d)", sources[si], it, (int)si + 1);
+            if (!fz_run(&H, in, what, &n_ok, &n_refused)) bad++;
+            n_runs++;
+            free(b);
+        }
+        gguf_free(&G);
+        free(src);
+        free(in);
+    }
+    hf_src = pathf("%s/hf/llama_f32/hf", g_build_dir);
+    {
+        char *cfg = path_join(hf_src, "config.json");
+        int have = file_exists(cfg);
+        free(cfg);
+        if (!have) NOTE("%s not found (tests/run.sh writes it; needs numpy): Hugging Face mutations skipped", hf_src);
+        fz_state = 0xD1B54A32D192ED03ull;
+        for (it = 0; have && it < iters && bad < 10; it++) {
+            const char *file = hf_files[it % 4];
+            char *orig_path = path_join(hf_src, file);
+            unsigned char *orig;
+            size_t on = 0, lo = 0, hi;
+            char what[160];
+            orig = read_file(orig_path, &on);
+            free(orig_path);
+            if (!orig || on < 16) {
+                free(orig);
+                CHECKF(0, "cannot read %s/%s", hf_src, file);
+                break;
+            }
+            hi = on;
+            if (!strcmp(file, "model.safetensors"))
+                hi = 8 + (size_t)rd64(orig) <= on ? 8 + (size_t)rd64(orig) : on;              /* the header */
+            if (!strcmp(file, "tokenizer.json") && fz_next() % 2) hi = on < 4096 ? on : 4096; /* its structure */
+            fz_mutate(orig, lo, hi, on);
+            if (fz_next() % 8 == 0) on = (size_t)(fz_next() % on);
+            snprintf(what, sizeof what, "Hugging Face %s: mutation %d", file, it);
+            if (!hf_variant(&H, hf_src, file, orig, on))
+                CHECKF(0, "%s: cannot build the folder", what);
+            else if (!fz_run(&H, H.in_dir, what, &n_ok, &n_refused))
+                bad++;
+            n_runs++;
+            free(orig);
+        }
+    }
+    free(hf_src);
+    NOTE("%d mutated inputs: %d converted, %d refused, %d bad", n_runs, n_ok, n_refused, bad);
+    hostile_free(&H);
+    if (n_runs == 0)
+        SKIP("no inputs: fixtures/*_q4_0.gguf in %s and %s/hf/llama_f32 missing", g_models_dir, g_build_dir);
+}
+#endif
+
+/* This file's tests in the order they run; tests/harness.h says how to add one. */
+/* clang-format off */
+static const test_case CHECKPOINT_TESTS[] = {
+    TEST_ARG(vocab_conformance, "llama-spm"),
+    TEST_ARG(vocab_conformance, "phi-3"),
+    TEST_ARG(vocab_conformance, "gpt-2"),
+    TEST_ARG(vocab_conformance, "llama-bpe"),
+    TEST_ARG(vocab_conformance, "qwen2"),
+    TEST_ARG(vocab_conformance, "starcoder"),
+    TEST_ARG(fixture_parity, "a_llama_spm_f32"),
+    TEST_ARG(fixture_parity, "a_llama_spm_q8_0"),
+    TEST_ARG(fixture_parity, "a_llama_spm_q4_0"),
+    TEST_ARG(fixture_parity, "b_llama_starcoder_f32"),
+    TEST_ARG(fixture_parity, "b_llama_starcoder_q8_0"),
+    TEST_ARG(fixture_parity, "b_llama_starcoder_q4_0"),
+    TEST_ARG(fixture_parity, "c_qwen2_f16"),
+    TEST_ARG(fixture_parity, "d_qwen3_f16"),
+    TEST_ARG(kv_q8_0_parity, "a_llama_spm_f32"),
+    TEST_ARG(kv_q8_0_parity, "b_llama_starcoder_f32"),
+    TEST_ARG(kv_q8_0_parity, "c_qwen2_f16"),
+    TEST_ARG(kv_q8_0_parity, "d_qwen3_f16"),
+    TEST_ARG(hf_vs_gguf, "llama_f32"),
+    TEST_ARG(hf_vs_gguf, "qwen2_bf16_shards"),
+    TEST_ARG(hf_vs_gguf, "qwen3_f16_tied"),
+#ifdef HAVE_FORK
+    TEST(convert_hostile_gguf),
+    TEST(convert_hostile_hf),
+    TEST(convert_fuzz),
+#endif
+};
+/* clang-format on */
+const test_list checkpoint_tests = { CHECKPOINT_TESTS, (int)(sizeof CHECKPOINT_TESTS / sizeof CHECKPOINT_TESTS[0]) };

@@ -9,6 +9,10 @@ between the GENERATED markers in slm.h. Data: Python's unicodedata (its
 Unicode version is recorded in the table comment) and the White_Space
 property list of PropList.txt, which is short and has not changed since 6.3.
 
+The table in slm.h is Unicode 14.0.0, from Python 3.11's unicodedata: run with
+that Python, this script leaves slm.h byte for byte as it is (`git diff` shows
+nothing). Another Python brings another Unicode version, and a new table.
+
 Usage: tools/gen-unicode-tables.py [slm.h]
 """
 import sys

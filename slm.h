@@ -22,13 +22,43 @@
          printf("%s\n", out);
          slm_session_free(s); slm_model_free(model);
 
+   A LOOP OF YOUR OWN (what slm_generate does, minus stop strings and streaming)
+
+         const slm_model_info *mi = slm_model_info_get(model);
+         slm_token t[256], tok; int n, len; slm_result r; const char *piece;
+         n = slm_tokenize(model, text, strlen(text), SLM_TOK_BOS | SLM_TOK_SPECIAL, t, 256);
+         slm_session_seed(s, seed);             // else every session draws the same numbers
+         for (r = slm_eval(s, t, n); r == SLM_OK; r = slm_eval(s, &tok, 1)) {
+             tok = slm_sample(s, &opts);        // opts.seed is not read here
+             if (tok < 0 || tok == mi->eos || tok == mi->eot) break;
+             if (slm_token_type(model, tok) == SLM_TOKEN_CONTROL) break;   // a turn end
+             piece = slm_token_piece(model, tok, &len);
+             fwrite(piece, 1, (size_t)len, stdout);
+         }
+
+     End of text: slm_generate stops at info->eos, info->eot (each -1 when the
+     model has none) and the control tokens that close a chat turn
+     (<|im_end|>, <|eot_id|>, <|end|>, <end_of_turn>, <|endoftext|>,
+     <|end_of_text|>), and writes no text for other control tokens. A control
+     token's piece is its text ("<|im_end|>"), so a loop that prints pieces
+     checks slm_token_type first, as above.
+     slm_tokenize returns 0 both for an empty result and for an error; an error
+     is also reported to the model's log callback. With out NULL and cap 0 it
+     returns -(tokens needed) (0 for none): call it once to size the array.
+
    CONFIGURATION (define before the implementation include)
-     SLM_MALLOC(sz) / SLM_REALLOC(p,sz) / SLM_FREE(p)   default allocator
-     SLM_ASSERT(x)      internal invariants (default: assert.h)
+     SLM_MALLOC(sz) / SLM_FREE(p)   default allocator (malloc/free); both or neither
      SLM_NO_SIMD        force the plain C kernels
      SLM_NO_THREADS     never use more than one thread
      SLM_NO_STDIO       no file loading (slm_model_desc.data only)
      SLM_STATIC         make every function static to the including file
+
+   SIMD
+     Kernels are chosen at compile time from the compiler's predefined macros,
+     never at run time: AVX-512 F+BW+VL (+VNNI), else AVX2+FMA+F16C on x86;
+     NEON (+ the int8 dot product with __ARM_FEATURE_DOTPROD) on aarch64.
+     A plain x86 build (no -march or -m flags) runs the scalar kernels: build
+     with -march=native, or the flags of the CPUs you ship to.
 
    ERRORS
      Functions returning slm_result give SLM_ERR_INVALID_ARG for NULL or
@@ -37,9 +67,48 @@
      session's last error; a failed load writes it to desc.error.
      The library never aborts, exits or prints; logging goes to a callback.
 
+   MEMORY AND LIFETIMES
+     What a model returns (slm_model_info_get and its strings, slm_model_meta
+     values, slm_tensor_info.name, slm_token_piece) belongs to the model and
+     stays valid until slm_model_free.
+     What a session returns belongs to the session: slm_logits until the next
+     slm_eval, slm_rewind or slm_generate, slm_session_error until the next
+     error on that session, both at most until slm_session_free.
+     slm_result_str and slm_type_name return static strings.
+     Strings passed in (path, prompt, stop strings, text) are read during the
+     call only; desc.data must outlive the model.
+     Every allocation goes through the model's allocator (desc.alloc, else
+     SLM_MALLOC/SLM_FREE): slm_model_load, slm_session_new, slm_tokenize
+     (scratch for the text) and slm_generate (the prompt's tokens, the text
+     held back for stop strings); the *_free functions release. slm_eval and
+     slm_sample never allocate.
+
    THREADS
      A slm_model is immutable after load and may be shared by any number of
      threads. A slm_session belongs to one thread at a time.
+     The allocator and the log callback are called on the thread that called
+     into slm.h, never on its worker threads: they must be thread-safe when
+     sessions of one model (or slm_tokenize on one model) run on several
+     threads. The log is called by slm_model_load, slm_session_new, a failing
+     session call and a failing slm_tokenize.
+
+   LIMITATIONS
+     No Jinja: chat templates are the built-in formatters (slm_chat_format),
+     chosen by slm-convert from the checkpoint's template text.
+     Little-endian hosts only: on a big-endian one slm_model_load returns
+     SLM_ERR_UNSUPPORTED (the header compiles everywhere).
+
+   REVISION HISTORY
+     next   slm_session_seed() seeds a hand-written slm_sample loop (slm_generate
+            calls it with opts.seed: same seed, same text as 0.1.0);
+            slm_model_load refuses an slm_allocator with only one of alloc and
+            free (SLM_ERR_INVALID_ARG); SLM_MALLOC without SLM_FREE, or the
+            reverse, is an #error; SLM_REALLOC and SLM_ASSERT, never used, are
+            gone; slm_tokenize reports its errors to the log; contracts above.
+     0.1.0  first release: Llama, Qwen2 and Qwen3 from .slm files (f32, f16,
+            bf16, q8_0, q4_0, 16-row interleaved q8_0/q4_0), SentencePiece and
+            byte-level BPE tokenizers, AVX2, AVX-512 and NEON kernels, f32, f16
+            and q8_0 KV caches, built-in chat formatters.
 
    LICENCE: MIT, see the end of this file.
 */
@@ -137,12 +206,18 @@ enum {
 
 enum { SLM_LOG_ERROR = 0, SLM_LOG_WARN = 1, SLM_LOG_INFO = 2, SLM_LOG_DEBUG = 3 };
 
-typedef struct slm_allocator { /* all zero: SLM_MALLOC / SLM_FREE */
+/* Both functions or neither (all zero: SLM_MALLOC / SLM_FREE); slm_model_load
+   refuses one without the other. Must be thread-safe when sessions of one
+   model run on several threads. */
+typedef struct slm_allocator {
     void *(*alloc)(size_t size, void *user);
     void (*free)(void *ptr, void *user);
     void *user;
 } slm_allocator;
 
+/* level is SLM_LOG_*; message is valid during the call only. Called on the
+   thread that called into slm.h: must be thread-safe when sessions of one
+   model run on several threads. */
 typedef void (*slm_log_fn)(void *user, int level, const char *message);
 
 typedef struct slm_model slm_model;
@@ -282,8 +357,10 @@ SLM_API int slm_chat_format(const slm_model *model, int tmpl, const slm_chat_mes
 
 /* ---- low level --------------------------------------------------------- */
 
-/* Returns the token count, -needed when cap is too small, or 0 on a bad argument
-   (text may be NULL only with len 0). */
+/* Returns the token count, -needed when cap is too small (out may be NULL with
+   cap 0 to ask for the size), or 0 on an error (text may be NULL only with
+   len 0), which the model's log callback reports: 0 is also the count of an
+   empty result. */
 SLM_API int slm_tokenize(const slm_model *model, const char *text, size_t len, int flags, slm_token *out, int cap);
 /* The bytes a token stands for (not NUL-terminated), or NULL for an invalid id. */
 SLM_API const char *slm_token_piece(const slm_model *model, slm_token token, int *len);
@@ -297,8 +374,13 @@ SLM_API const float *slm_logits(const slm_session *session);
 /* Keeps the first n_keep (0 <= n_keep <= n_past) tokens of the cache. */
 SLM_API slm_result slm_rewind(slm_session *session, int n_keep);
 /* Draws the next token from the current logits (opts NULL = greedy); -1 on error.
-   The random state is the session's: slm_generate re-seeds it from opts.seed. */
+   The draw comes from the session's random generator and opts->seed is not
+   read: seed the generator with slm_session_seed. */
 SLM_API slm_token slm_sample(slm_session *session, const slm_gen_opts *opts);
+/* Restarts the session's random generator from seed, as slm_generate does
+   with opts.seed: the same seed gives the same draws. A new session starts
+   from seed 0, a fixed default. No-op on NULL. */
+SLM_API void slm_session_seed(slm_session *session, uint64_t seed);
 
 /* ---- utilities --------------------------------------------------------- */
 
@@ -347,15 +429,16 @@ SLM_API float slm_bf16_to_fp32(uint16_t h);
 #include <limits.h>
 #include <stdarg.h>
 
-#if !defined(SLM_MALLOC) || !defined(SLM_FREE)
-#include <stdlib.h>
-#define SLM_MALLOC(sz)     malloc(sz)
-#define SLM_REALLOC(p, sz) realloc(p, sz)
-#define SLM_FREE(p)        free(p)
-#endif
-#ifndef SLM_ASSERT
-#include <assert.h>
-#define SLM_ASSERT(x) assert(x)
+#include <stdlib.h> /* qsort, and malloc/free unless the includer brings its own */
+
+/* Half an allocator would pair one library's malloc with another's free. */
+#if defined(SLM_MALLOC) && !defined(SLM_FREE)
+#error "slm.h: SLM_MALLOC is defined but SLM_FREE is not: define both, or neither for malloc and free"
+#elif defined(SLM_FREE) && !defined(SLM_MALLOC)
+#error "slm.h: SLM_FREE is defined but SLM_MALLOC is not: define both, or neither for malloc and free"
+#elif !defined(SLM_MALLOC)
+#define SLM_MALLOC(sz) malloc(sz)
+#define SLM_FREE(p)    free(p)
 #endif
 
 #ifndef SLM_NO_STDIO
@@ -428,6 +511,8 @@ SLM_API float slm_bf16_to_fp32(uint16_t h);
    their error detail. Messages are written to a caller-owned buffer (load)
    or to the session (everything after load) and optionally to the log. */
 
+#define SLM__MSG_MAX 512 /* bytes of an error or log message with its NUL; longer ones are cut */
+
 static void *slm__default_alloc(size_t size, void *user) {
     (void)user;
     return SLM_MALLOC(size);
@@ -438,7 +523,7 @@ static void slm__default_free(void *ptr, void *user) {
 }
 
 static slm_allocator slm__allocator_or_default(slm_allocator a) {
-    if (!a.alloc || !a.free) {
+    if (!a.alloc && !a.free) {
         a.alloc = slm__default_alloc;
         a.free = slm__default_free;
         a.user = NULL;
@@ -460,7 +545,7 @@ static void slm__free(const slm_allocator *a, void *p) {
 /* A vsnprintf subset: %s %c %d %u %x %lld %llu %zu %g %%. Always terminates. */
 static size_t slm__vformat(char *buf, size_t cap, const char *fmt, va_list ap) {
     size_t n = 0;
-    char tmp[48];
+    char tmp[48]; /* the digits of a 64-bit number, in any base used here */
 #define SLM__PUT(ch)                    \
     do {                                \
         char put_ = (char)(ch);         \
@@ -916,6 +1001,9 @@ typedef struct slm__layer {
     const slm__tensor *ffn_norm, *w_gate, *w_up, *w_down;
 } slm__layer;
 
+/* eos, eot and the six turn-end texts slm__build_vocab_tables looks for */
+#define SLM__MAX_EOG 8
+
 typedef struct slm__vocab {
     int kind, pre, n_tokens, n_merges;
     unsigned flags;
@@ -932,9 +1020,9 @@ typedef struct slm__vocab {
     uint32_t hash_mask;
     char *piece; /* decoded bytes of every token (byte tokens, U+2581) */
     uint32_t *piece_off;
-    slm_token byte_token[256]; /* id of each <0xXX> token, -1 if none */
-    slm_token *special;        /* control / user-defined tokens, longest first */
-    slm_token eog[8];          /* tokens that end generation: eos, eot and chat turn ends */
+    slm_token byte_token[256];   /* id of each <0xXX> token, -1 if none */
+    slm_token *special;          /* control / user-defined tokens, longest first */
+    slm_token eog[SLM__MAX_EOG]; /* tokens that end generation: eos, eot and chat turn ends */
     int n_eog;
     int n_special;
     int max_piece_len;
@@ -969,7 +1057,7 @@ typedef struct slm__loader {
 } slm__loader;
 
 static void slm__log(slm_log_fn fn, void *user, int level, const char *fmt, ...) {
-    char msg[512];
+    char msg[SLM__MSG_MAX];
     va_list ap;
     if (!fn) return;
     va_start(ap, fmt);
@@ -979,7 +1067,7 @@ static void slm__log(slm_log_fn fn, void *user, int level, const char *fmt, ...)
 }
 
 static slm_result slm__load_fail(slm__loader *ld, slm_result code, const char *fmt, ...) {
-    char msg[512];
+    char msg[SLM__MSG_MAX];
     va_list ap;
     va_start(ap, fmt);
     slm__vformat(msg, sizeof msg, fmt, ap);
@@ -1424,17 +1512,17 @@ static slm_result slm__parse_file(slm__loader *ld) {
     }
     if ((r = slm__build_vocab_tables(ld)) != SLM_OK) return r;
 
-    { /* summary figures for slm_model_info */
-        uint64_t by_type[31] = { 0 };
+    { /* summary figures for slm_model_info; block types are GGML numbers, bf16 the highest */
+        uint64_t by_type[SLM_TYPE_BF16 + 1] = { 0 };
         uint64_t best = 0;
         in->weight_type = -1;
         for (i = 0; i < m->n_tensors; i++) {
             const slm__tensor *t = &m->tensors[i];
             uint64_t n = (uint64_t)t->ne[0] * (uint64_t)t->ne[1] * (uint64_t)t->ne[2] * (uint64_t)t->ne[3];
             in->n_params += n;
-            if (t->ne[1] > 1 && slm__block_type(t->type) <= 30) by_type[slm__block_type(t->type)] += n;
+            if (t->ne[1] > 1 && slm__block_type(t->type) <= SLM_TYPE_BF16) by_type[slm__block_type(t->type)] += n;
         }
-        for (i = 0; i <= 30; i++)
+        for (i = 0; i <= SLM_TYPE_BF16; i++)
             if (by_type[i] > best) {
                 best = by_type[i];
                 in->weight_type = i;
@@ -1495,6 +1583,9 @@ SLM_API slm_result slm_model_load(slm_model **out, const slm_model_desc *desc) {
     if (!out || !desc) return slm__load_fail(&ld, SLM_ERR_INVALID_ARG, "slm_model_load: out and desc are required");
     if ((desc->path != NULL) == (desc->data != NULL))
         return slm__load_fail(&ld, SLM_ERR_INVALID_ARG, "slm_model_load: set exactly one of desc.path and desc.data");
+    if ((desc->alloc.alloc != NULL) != (desc->alloc.free != NULL))
+        return slm__load_fail(&ld, SLM_ERR_INVALID_ARG, "slm_model_load: desc.alloc.%s is set, desc.alloc.%s is not",
+                              desc->alloc.alloc ? "alloc" : "free", desc->alloc.alloc ? "free" : "alloc");
     if (!slm__host_is_little_endian())
         return slm__load_fail(&ld, SLM_ERR_UNSUPPORTED, "big-endian hosts are not supported");
     a = slm__allocator_or_default(desc->alloc);
@@ -1809,7 +1900,7 @@ static slm_result slm__build_vocab_tables(slm__loader *ld) {
         size_t k;
         if (v->eos >= 0) v->eog[v->n_eog++] = v->eos;
         if (v->eot >= 0 && v->eot != v->eos) v->eog[v->n_eog++] = v->eot;
-        for (k = 0; k < sizeof turn_ends / sizeof turn_ends[0] && v->n_eog < 8; k++) {
+        for (k = 0; k < sizeof turn_ends / sizeof turn_ends[0] && v->n_eog < SLM__MAX_EOG; k++) {
             slm_token t = slm__vocab_find(v, turn_ends[k], strlen(turn_ends[k]));
             int j, dup = 0;
             if (t < 0 || v->types[t] != SLM_TOKEN_CONTROL) continue;
@@ -2030,6 +2121,7 @@ static int slm__spm_encode(const slm_model *m, const char *text, size_t len, int
    in llama.cpp. */
 
 /* BEGIN GENERATED UNICODE TABLE */
+/* clang-format off */
 /* Generated by tools/gen-unicode-tables.py from Unicode 14.0.0: do not edit. */
 /* Code point classes: each entry is (first code point << 2 | class), the class holding up to the
    next entry; class 0 other, 1 letter \p{L}, 2 number \p{N}, 3 white space \s. */
@@ -2154,6 +2246,7 @@ static const uint32_t slm__uclass_table[SLM__UCLASS_COUNT] = {
     0x7ba2d, 0x7ba70, 0x7ba85, 0x7ba90, 0x7ba95, 0x7baa8, 0x7baad, 0x7baf0, 0x7c402, 0x7c434, 0x7efc2, 0x7efe8, 0x80001,
     0xa9b80, 0xa9c01, 0xadce4, 0xadd01, 0xae078, 0xae081, 0xb3a88, 0xb3ac1, 0xbaf84, 0xbe001, 0xbe878, 0xc0001, 0xc4d2c,
 };
+/* clang-format on */
 /* END GENERATED UNICODE TABLE */
 
 enum { SLM__CL_OTHER = 0, SLM__CL_LETTER = 1, SLM__CL_NUMBER = 2, SLM__CL_SPACE = 3, SLM__CL_END = 4 };
@@ -2438,8 +2531,19 @@ SLM_API int slm_tokenize(const slm_model *m, const char *text, size_t len, int f
     slm__tok_out o;
     size_t frag = 0, i = 0;
     int prev_special = 1, add_special = (flags & SLM_TOK_BOS) != 0;
-    if (!m || (!text && len) || cap < 0 || (!out && cap > 0) || (flags & ~(SLM_TOK_BOS | SLM_TOK_SPECIAL))) return 0;
-    if (len > (size_t)INT_MAX / 4) return 0;
+    if (!m) return 0;
+    /* 0 is also a valid count: the log is where an error shows */
+    if ((!text && len) || cap < 0 || (!out && cap > 0) || (flags & ~(SLM_TOK_BOS | SLM_TOK_SPECIAL))) {
+        slm__log(m->log, m->log_user, SLM_LOG_ERROR,
+                 "slm_tokenize: invalid arguments (text %s, len %zu, out %s, cap %d, flags 0x%x)",
+                 text ? "set" : "NULL", len, out ? "set" : "NULL", cap, (unsigned)flags);
+        return 0;
+    }
+    if (len > (size_t)INT_MAX / 4) {
+        slm__log(m->log, m->log_user, SLM_LOG_ERROR, "slm_tokenize: %zu bytes of text is more than the %d it takes",
+                 len, INT_MAX / 4);
+        return 0;
+    }
     v = &m->vocab;
     o.out = out;
     o.cap = cap;
@@ -2469,7 +2573,11 @@ SLM_API int slm_tokenize(const slm_model *m, const char *text, size_t len, int f
                          ? slm__bpe_encode(m, text + frag, i - frag, &o)
                          : slm__spm_encode(m, text + frag, i - frag,
                                            prev_special && (v->flags & SLM__TOKFLAG_SPACE_PREFIX), &o);
-            if (!ok) return 0;
+            if (!ok) {
+                slm__log(m->log, m->log_user, SLM_LOG_ERROR, "slm_tokenize: out of memory for %zu bytes of text",
+                         i - frag);
+                return 0;
+            }
             prev_special = 0;
         }
         if (i == len) break;
@@ -2618,9 +2726,11 @@ SLM__MAYBE_UNUSED static void slm__gemm_r16_ref(int type, const uint8_t *group, 
     }
 }
 
+/* Bytes ahead in each weight row that the kernels prefetch: the hardware
+   prefetcher alone leaves decode at a third of the memory bandwidth; 2048
+   measured best on Zen 4. Internal, overridden with -D to tune another CPU
+   (bench/); no test sets it, and any value gives the same results. */
 #ifndef SLM__PREFETCH
-/* bytes ahead in each weight row: the hardware prefetcher alone leaves decode
-   at a third of the memory bandwidth; 2048 measured best on Zen 4 */
 #define SLM__PREFETCH 2048
 #endif
 
@@ -3679,8 +3789,17 @@ static void slm__matmul(const slm__tensor *w, int r0, int r1, const float *x, si
    token. */
 
 #define SLM__BATCH 64 /* tokens per pass of slm_eval: enough to reuse each weight row from cache */
+/* n_threads is cut to this: more cores than the devices we target have, and
+   it bounds the per-thread attention scratch (n_threads x n_ctx floats) */
+#define SLM__MAX_THREADS 512
+#define SLM__CACHE_LINE  64
+/* Multiply-adds a pass must have per thread before it takes one more thread
+   (default 4M: below that, the barriers cost more than the thread saves).
+   Internal, overridden with -D: tests/extended.sh builds with 1u so that
+   even stories260K's tiny passes run on every thread, which tests the work
+   split and the barriers (results must stay bit-identical). */
 #ifndef SLM__WORK_PER_THREAD
-#define SLM__WORK_PER_THREAD 4000000u /* multiply-adds that justify one more thread (tests set 1) */
+#define SLM__WORK_PER_THREAD 4000000u
 #endif
 
 typedef struct slm__cand {
@@ -3689,7 +3808,7 @@ typedef struct slm__cand {
 } slm__cand; /* sampler scratch */
 typedef struct slm__step {
     long next, done;
-    char pad[64 - 2 * sizeof(long)];
+    char pad[SLM__CACHE_LINE - 2 * sizeof(long)];
 } slm__step; /* one pass step's work counters, own cache line */
 
 struct slm_session {
@@ -3724,7 +3843,7 @@ struct slm_session {
     slm__cand *cand;
     uint64_t rng;
     slm_gen_stats stats;
-    char error[512];
+    char error[SLM__MSG_MAX];
 };
 
 static slm_result slm__fail(slm_session *s, slm_result code, const char *fmt, ...) {
@@ -4188,11 +4307,13 @@ static uint64_t slm__splitmix64(uint64_t *state) {
     return z ^ (z >> 31);
 }
 
-static void slm__seed(slm_session *s, uint64_t seed) { s->rng = seed ? seed : 0x5EEDu; }
+SLM_API void slm_session_seed(slm_session *s, uint64_t seed) {
+    if (s) s->rng = seed ? seed : 0x5EEDu; /* seed 0, the default, has always drawn from 0x5EED */
+}
 
 static slm_result slm__session_new_fail(const slm_model *m, const slm_session_desc *d, slm_result code, const char *fmt,
                                         ...) {
-    char msg[512];
+    char msg[SLM__MSG_MAX];
     va_list ap;
     va_start(ap, fmt);
     slm__vformat(msg, sizeof msg, fmt, ap);
@@ -4235,7 +4356,7 @@ SLM_API slm_result slm_session_new(slm_session **out, const slm_model *m, const 
 #else
     d.n_threads = 1;
 #endif
-    if (d.n_threads > 512) d.n_threads = 512;
+    if (d.n_threads > SLM__MAX_THREADS) d.n_threads = SLM__MAX_THREADS;
     /* f32 models keep an f32 cache so they reproduce float references; quantized ones halve it */
     if (d.kv_type == 0) d.kv_type = slm__type_is_quantized(in->weight_type) ? SLM_TYPE_F16 : SLM_TYPE_F32;
 
@@ -4284,7 +4405,7 @@ SLM_API slm_result slm_session_new(slm_session **out, const slm_model *m, const 
     s->value_cache = slm__calloc(&a, kv_bytes, 1);
     s->rope_freq = (float *)slm__calloc(&a, (size_t)in->head_dim / 2, sizeof(float));
     s->cand = (slm__cand *)slm__calloc(&a, (size_t)in->n_vocab, sizeof(slm__cand));
-    s->n_steps = 10 * in->n_layers + 4;
+    s->n_steps = 10 * in->n_layers + 4; /* slm__forward_worker: 10 steps a layer, embedding, output norm, logits */
     s->steps = (slm__step *)slm__calloc(&a, (size_t)s->n_steps, sizeof(slm__step));
     if (!s->tokens || !s->x || !s->xn || !s->q || !s->k || !s->v || !s->ao || !s->hb || !s->hb2 || !s->att ||
         !s->rope_cs || !s->logits || !s->xq || !s->xq_sum || !s->key_cache || !s->value_cache || !s->rope_freq ||
@@ -4295,7 +4416,7 @@ SLM_API slm_result slm_session_new(slm_session **out, const slm_model *m, const 
     }
     for (i = 0; i < in->head_dim / 2; i++)
         s->rope_freq[i] = 1.0f / powf(in->rope_theta, (float)(2 * i) / (float)in->head_dim);
-    slm__seed(s, 0);
+    slm_session_seed(s, 0);
 #ifdef SLM__PTHREADS
     if (s->n_threads > 1) {
         s->pool = (pthread_t *)slm__calloc(&a, (size_t)s->n_threads - 1, sizeof(pthread_t));
@@ -4652,10 +4773,11 @@ SLM_API slm_result slm_generate(slm_session *s, const char *prompt, const slm_ge
     st.out_cap = out_cap;
     for (k = 0; k < o.n_stop; k++)
         if (o.stop[k] && strlen(o.stop[k]) > st.max_stop) st.max_stop = strlen(o.stop[k]);
+    /* what stays held (a stop string's start, or <= 3 bytes of a character) plus one piece */
     st.hold_cap = st.max_stop + (size_t)v->max_piece_len + 8;
     st.hold = (char *)slm__alloc(&s->alloc, st.hold_cap);
     if (!st.hold) return slm__fail(s, SLM_ERR_OOM, "slm_generate: out of memory");
-    slm__seed(s, o.seed);
+    slm_session_seed(s, o.seed);
 
     s->stats.stop_reason = SLM_STOP_NONE;
     while (s->stats.stop_reason == SLM_STOP_NONE) {
@@ -4721,6 +4843,9 @@ SLM_API slm_result slm_generate(slm_session *s, const char *prompt, const slm_ge
    these it is; here a conversation becomes the exact prompt text the model
    was trained on. BOS is left to the tokenizer. */
 
+#define SLM__CHAT_EOS_MAX    64  /* longest EOS text a turn may end with; a longer one becomes "</s>" */
+#define SLM__CHAT_SYSTEM_MAX 512 /* longest default system prompt taken from a template; longer: none */
+
 typedef struct slm__writer {
     char *out;
     size_t cap, len;
@@ -4765,7 +4890,7 @@ SLM_API int slm_chat_format(const slm_model *m, int tmpl, const slm_chat_message
                             char *out, size_t cap) {
     slm__writer w;
     const char *system = NULL, *eos = "</s>";
-    char eos_buf[64];
+    char eos_buf[SLM__CHAT_EOS_MAX];
     int i, first_user = 1;
     if (!m || n_msgs < 0 || (n_msgs > 0 && !msgs) || (!out && cap)) return -1;
     if (tmpl == 0) tmpl = m->vocab.chat_template;
@@ -4785,7 +4910,7 @@ SLM_API int slm_chat_format(const slm_model *m, int tmpl, const slm_chat_message
     w.cap = cap;
     w.len = 0;
     if (tmpl == SLM_CHAT_CHATML && (n_msgs == 0 || strcmp(msgs[0].role, "system") != 0)) {
-        char def[512];
+        char def[SLM__CHAT_SYSTEM_MAX];
         const char *d = slm__default_system(slm_model_meta(m, "chat_template"), def, sizeof def);
         if (d) {
             slm__put(&w, "<|im_start|>system\n");

@@ -11,7 +11,8 @@
 #      public-API, checkpoint and white-box tests of slm.h (tests/harness.h)
 #   3. checks the command-line contract of ./slm and ./slm-convert
 #   4. the compile matrix: C99 and C++11, gcc and clang, two translation units,
-#      with and without -fopenmp, with -DSLM_NO_SIMD
+#      with and without -fopenmp, with -DSLM_NO_SIMD; SLM_MALLOC without
+#      SLM_FREE (and the reverse) must stop at slm.h's #error
 #   5. runs every example (examples/NAME.c, built by make as ./NAME), and
 #      builds README.md's C program (examples/simple.c) in a folder of its own
 # and ends with the line "N passed, N failed, N skipped" (test_slm's tests
@@ -630,6 +631,25 @@ else
                 fi
             done
         done
+        # SLM_MALLOC and SLM_FREE come in a pair: one alone is an #error naming the other
+        log=$CB/$cc-allocator-macros.log
+        for half in MALLOC FREE; do
+            other=FREE; [ $half = FREE ] && other=MALLOC
+            def="SLM_MALLOC(sz)=malloc(sz)"; [ $half = FREE ] && def="SLM_FREE(p)=free(p)"
+            if "$cc" -x c -std=c99 -fsyntax-only -I. "-D$def" tests/compile_a.c >"$log" 2>&1; then
+                fail "$cc -DSLM_$half alone does not compile" "it compiled"
+            elif grep -q "SLM_$half is defined but SLM_$other is not" "$log"; then
+                pass "$cc -DSLM_$half alone does not compile (#error)"
+            else
+                fail "$cc -DSLM_$half alone does not compile (#error)" "$(head -n 4 "$log")"
+            fi
+        done
+        if "$cc" -x c -std=c99 -pedantic -Wall -Wextra -Werror -fsyntax-only -I. "-DSLM_MALLOC(sz)=malloc(sz)" \
+            "-DSLM_FREE(p)=free(p)" tests/compile_a.c >"$log" 2>&1; then
+            pass "$cc -DSLM_MALLOC -DSLM_FREE compiles warning-free"
+        else
+            fail "$cc -DSLM_MALLOC -DSLM_FREE compiles warning-free" "$(head -n 4 "$log")"
+        fi
     done
 fi
 

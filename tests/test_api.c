@@ -1560,6 +1560,164 @@ static void test_chat_templates(void) {
     slm_model_free(phi);
 }
 
+/* ======================================================================== */
+/* allocator pairs, seeding a loop of one's own, slm_tokenize's 0           */
+/* ======================================================================== */
+
+/* An allocator with only one of its two functions is refused, not replaced by malloc/free. */
+static void test_allocator_half_set(void) {
+    NEED_MODEL("f32", path);
+    {
+        int half;
+        for (half = 0; half < 2; half++) {
+            counter cnt;
+            slm_model_desc d;
+            slm_model *m = (slm_model *)&cnt; /* must come back NULL */
+            char err[256] = "";
+            memset(&cnt, 0, sizeof cnt);
+            memset(&d, 0, sizeof d);
+            d.path = path;
+            d.alloc = counting_allocator(&cnt);
+            if (half == 0)
+                d.alloc.free = NULL;
+            else
+                d.alloc.alloc = NULL;
+            d.error = err;
+            d.error_cap = sizeof err;
+            CHECKF(slm_model_load(&m, &d) == SLM_ERR_INVALID_ARG && m == NULL, "%s only: %s", half ? "free" : "alloc",
+                   err);
+            CHECKF(strstr(err, half ? "desc.alloc.free is set" : "desc.alloc.alloc is set") != NULL, "message: %s",
+                   err);
+            CHECK(cnt.n_alloc == 0 && cnt.n_refused == 0);
+            slm_model_free(m);
+        }
+        free(path);
+    }
+}
+
+/* n tokens drawn at temperature 1 after the reference prompt, seeded with seed unless seed is -1. */
+static int seeded_draws(slm_model *m, long long seed, uint64_t opts_seed, slm_token *out, int n) {
+    slm_session *s = new_session(m, 0, 0);
+    slm_gen_opts o;
+    slm_token prompt[16];
+    int i, ok = s != NULL;
+    memset(&o, 0, sizeof o);
+    o.temperature = 1.0f;
+    o.seed = opts_seed; /* slm_sample must not read it */
+    if (s && seed >= 0) slm_session_seed(s, (uint64_t)seed);
+    for (i = 0; i < R.n_prompt; i++) prompt[i] = R.prompt_ids[i];
+    ok = ok && slm_eval(s, prompt, R.n_prompt) == SLM_OK;
+    for (i = 0; ok && i < n; i++) {
+        out[i] = slm_sample(s, &o);
+        ok = out[i] >= 0 && slm_eval(s, &out[i], 1) == SLM_OK;
+    }
+    slm_session_free(s);
+    return ok;
+}
+
+/* What slm_generate writes, by hand: seeded, stopped at eos/eot or a control token. */
+static size_t seeded_text(slm_model *m, uint64_t seed, const slm_gen_opts *o, char *buf, size_t cap) {
+    const slm_model_info *mi = slm_model_info_get(m);
+    slm_session *s = new_session(m, 0, 0);
+    slm_token toks[64], tok;
+    size_t len = 0;
+    int n = slm_tokenize(m, R.prompt, strlen(R.prompt), SLM_TOK_BOS | SLM_TOK_SPECIAL, toks, 64), i, plen;
+    slm_result r;
+    if (!s) return 0;
+    slm_session_seed(s, seed);
+    for (i = 0, r = slm_eval(s, toks, n); r == SLM_OK && i < o->max_tokens; i++, r = slm_eval(s, &tok, 1)) {
+        const char *piece;
+        tok = slm_sample(s, o);
+        if (tok < 0 || tok == mi->eos || tok == mi->eot || slm_token_type(m, tok) == SLM_TOKEN_CONTROL) break;
+        piece = slm_token_piece(m, tok, &plen);
+        if (len + (size_t)plen < cap) memcpy(buf + len, piece, (size_t)plen);
+        len += (size_t)plen;
+    }
+    buf[len < cap ? len : cap - 1] = 0;
+    slm_session_free(s);
+    return len;
+}
+
+static void test_session_seed(void) {
+    NEED_MODEL("f32", path);
+    {
+        enum { N = 48 };
+        slm_model *m = load_model(path);
+        slm_token a[N], b[N], c[N], d[N];
+        int i, differ = 0;
+        uint64_t seed;
+        free(path);
+        if (!m) return;
+        CHECK(seeded_draws(m, 7, 1, a, N) && seeded_draws(m, 7, 2, b, N) && seeded_draws(m, 8, 1, c, N));
+        CHECKF(!memcmp(a, b, sizeof a), "seed 7 twice drew different tokens (opts.seed 1 and 2)");
+        for (i = 0; i < N; i++) differ += a[i] != c[i];
+        CHECKF(differ > 0, "seeds 7 and 8 drew the same %d tokens at temperature 1", N);
+        /* a new session draws as if seeded with 0 */
+        CHECK(seeded_draws(m, -1, 5, c, N) && seeded_draws(m, 0, 6, d, N) && !memcmp(c, d, sizeof c));
+        slm_session_seed(NULL, 1); /* no-op */
+        /* slm_generate seeds from opts.seed: its text is the hand-seeded loop's */
+        for (seed = 0; seed < 3; seed++) {
+            slm_session *s = new_session(m, 0, 0);
+            slm_gen_opts o;
+            slm_result rc = SLM_ERR_IO;
+            char hand[4096], *gen;
+            memset(&o, 0, sizeof o);
+            o.max_tokens = 40;
+            o.temperature = 1.0f;
+            o.seed = seed;
+            gen = s ? gen_text(s, R.prompt, &o, &rc, NULL) : NULL;
+            seeded_text(m, seed, &o, hand, sizeof hand);
+            CHECKF(rc == SLM_OK && gen && !strcmp(gen, hand), "seed %d: generate \"%s\", by hand \"%s\"", (int)seed,
+                   gen ? gen : "", hand);
+            free(gen);
+            slm_session_free(s);
+        }
+        slm_model_free(m);
+    }
+}
+
+static void capture_log(void *user, int level, const char *message) {
+    char *last = (char *)user; /* the last error message */
+    if (level == SLM_LOG_ERROR) snprintf(last, 256, "%s", message);
+}
+
+/* slm_tokenize returns 0 for an empty text and for an error: the log tells them apart. */
+static void test_tokenize_zero(void) {
+    NEED_MODEL("f32", path);
+    {
+        counter cnt;
+        slm_model_desc d;
+        slm_model *m = NULL;
+        char last[256] = "";
+        slm_token t[64];
+        const char *text = "Once upon a time";
+        int need;
+        memset(&cnt, 0, sizeof cnt);
+        memset(&d, 0, sizeof d);
+        d.path = path;
+        d.alloc = counting_allocator(&cnt);
+        d.log = capture_log;
+        d.log_user = last;
+        CHECK(slm_model_load(&m, &d) == SLM_OK);
+        free(path);
+        if (!m) return;
+        CHECK(slm_tokenize(m, "", 0, 0, t, 64) == 0 && last[0] == 0);
+        CHECK(slm_tokenize(m, NULL, 0, 0, NULL, 0) == 0 && last[0] == 0);
+        need = -slm_tokenize(m, text, strlen(text), SLM_TOK_BOS, NULL, 0); /* out NULL: the size */
+        CHECKF(need > 1 && slm_tokenize(m, text, strlen(text), SLM_TOK_BOS, t, 64) == need && last[0] == 0,
+               "NULL out asked for %d tokens", need);
+        CHECK(slm_tokenize(m, NULL, 4, 0, t, 64) == 0 && strstr(last, "slm_tokenize: invalid arguments"));
+        last[0] = 0;
+        CHECK(slm_tokenize(m, text, strlen(text), 0x100, t, 64) == 0 && strstr(last, "slm_tokenize: invalid"));
+        last[0] = 0;
+        cnt.limit = cnt.live; /* no room for the tokenizer's scratch */
+        CHECKF(slm_tokenize(m, text, strlen(text), 0, t, 64) == 0 && strstr(last, "slm_tokenize: out of memory"),
+               "log: \"%s\"", last);
+        cnt.limit = 0;
+        slm_model_free(m);
+    }
+}
+
 /* This file's tests in the order they run; tests/harness.h says how to add one. */
 /* clang-format off */
 static const test_case API_TESTS[] = {
@@ -1590,6 +1748,9 @@ static const test_case API_TESTS[] = {
     TEST(threads_and_batches_identical),
     TEST(generation_stats),
     TEST(chat_templates),
+    TEST(allocator_half_set),
+    TEST(session_seed),
+    TEST(tokenize_zero),
 };
 /* clang-format on */
 const test_list api_tests = { API_TESTS, (int)(sizeof API_TESTS / sizeof API_TESTS[0]) };

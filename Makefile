@@ -32,8 +32,16 @@ all: slm slm-convert
 slm: examples/slm.c slm.h
 	$(CC) $(CFLAGS) $(WARNINGS) $(OPENMP) -I. -o $@ examples/slm.c $(LDFLAGS) $(LDLIBS)
 
-slm-convert: tools/slm-convert.c slm.h
-	$(CC) $(CFLAGS) $(WARNINGS) $(OPENMP) -I. -o $@ tools/slm-convert.c $(LDFLAGS) $(LDLIBS)
+# the converter: the command line (holding slm.h's implementation), one
+# reader per input format, the JSON reader and the writer
+CONVERT_SRC = tools/slm-convert.c tools/convert.c tools/read_llama2c.c tools/read_gguf.c tools/read_hf.c \
+              tools/json.c tools/write_slm.c
+CONVERT_HDR = tools/convert.h tools/json.h
+# what tests/test_slm.c links besides itself: the writer and the JSON reader
+TEST_TOOLS_SRC = tools/convert.c tools/write_slm.c tools/json.c
+
+slm-convert: $(CONVERT_SRC) $(CONVERT_HDR) slm.h
+	$(CC) $(CFLAGS) $(WARNINGS) $(OPENMP) -I. -o $@ $(CONVERT_SRC) $(LDFLAGS) $(LDLIBS)
 
 models/stories260K.slm: | slm-convert
 	tools/fetch-stories260K.sh models
@@ -47,11 +55,13 @@ demo: all models/stories260K.slm
 # "N passed, N failed" line.
 test:
 	@$(MAKE) --no-print-directory all; \
-	SLM_BUILD_STATUS=$$? CC="$(CC)" CXX="$(CXX)" CFLAGS="$(CFLAGS)" OPENMP="$(OPENMP)" tests/run.sh
+	SLM_BUILD_STATUS=$$? CC="$(CC)" CXX="$(CXX)" CFLAGS="$(CFLAGS)" OPENMP="$(OPENMP)" \
+	TEST_TOOLS_SRC="$(TEST_TOOLS_SRC)" tests/run.sh
 
 test-extended:
 	@$(MAKE) --no-print-directory all; \
-	SLM_BUILD_STATUS=$$? CC="$(CC)" CXX="$(CXX)" CFLAGS="$(CFLAGS)" OPENMP="$(OPENMP)" tests/extended.sh
+	SLM_BUILD_STATUS=$$? CC="$(CC)" CXX="$(CXX)" CFLAGS="$(CFLAGS)" OPENMP="$(OPENMP)" \
+	CONVERT_SRC="$(CONVERT_SRC)" TEST_TOOLS_SRC="$(TEST_TOOLS_SRC)" tests/extended.sh
 
 clean:
 	rm -rf slm slm-convert build

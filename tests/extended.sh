@@ -184,7 +184,7 @@ for variant in "${VARIANTS[@]}"; do
     esac
     link_models "$VB"
     # shellcheck disable=SC2086
-    if $CC $vflags $vomp -Wall -Wextra -I. -o "$VB/test_slm" tests/test_slm.c -lm >"$VB/build.log" 2>&1; then
+    if $CC $vflags $vomp -Wall -Wextra -I. -o "$VB/test_slm" tests/test_slm.c $TEST_TOOLS_SRC -lm >"$VB/build.log" 2>&1; then
         echo "== test_slm with $variant"
         SLM_TEST_BUILD=$VB "$VB/test_slm" 2>&1 | sed -u "s/^/  [$variant] /" | tee "$VB/run.log"
         sed -i "s/^  \[$variant\] //" "$VB/run.log"
@@ -251,7 +251,8 @@ TB=$BUILD/tsan
 mkdir -p "$TB"
 link_models "$TB"
 if probe "$CC" -fsanitize=thread -pthread; then
-    if $CC -O1 -g -fsanitize=thread -pthread -DSLM__WORK_PER_THREAD=1u -I. -o "$TB/test_slm" tests/test_slm.c -lm >"$TB/build.log" 2>&1; then
+    # shellcheck disable=SC2086
+    if $CC -O1 -g -fsanitize=thread -pthread -DSLM__WORK_PER_THREAD=1u -I. -o "$TB/test_slm" tests/test_slm.c $TEST_TOOLS_SRC -lm >"$TB/build.log" 2>&1; then
         echo "== thread tests under ThreadSanitizer"
         TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1} SLM_TEST_BUILD=$TB "$TB/test_slm" -k threads 2>&1 | tee "$TB/run.log"
         add_counts "$TB/run.log" "thread tests under TSan"
@@ -274,7 +275,8 @@ if command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 && command -v qemu-aarch64 >
         AB=$BUILD/aarch64_${march//[^A-Za-z0-9]/_}
         mkdir -p "$AB"
         link_models "$AB"
-        if aarch64-linux-gnu-gcc -O2 -march=$march -Wall -Wextra -I. -o "$AB/test_slm" tests/test_slm.c -lm -pthread >"$AB/build.log" 2>&1; then
+        # shellcheck disable=SC2086
+        if aarch64-linux-gnu-gcc -O2 -march=$march -Wall -Wextra -I. -o "$AB/test_slm" tests/test_slm.c $TEST_TOOLS_SRC -lm -pthread >"$AB/build.log" 2>&1; then
             echo "== test_slm for aarch64 ($march) under qemu"
             # the first build skips the 150k-token Qwen vocabularies: their tokenizer
             # is no NEON code, and emulated they cost minutes (the second runs all)

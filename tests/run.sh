@@ -31,6 +31,8 @@ BUILD=${SLM_TEST_BUILD:-build}
 MODELS=${SLM_MODELS:-../shared/models}
 SLM=${SLM_BIN:-./slm}
 CONVERT=${SLM_CONVERT_BIN:-./slm-convert}
+# the tool files test_slm links: the converter's writer and JSON reader (from the Makefile)
+TEST_TOOLS_SRC=${TEST_TOOLS_SRC:-tools/convert.c tools/write_slm.c tools/json.c}
 export SLM_MODELS="$MODELS" SLM_TEST_BUILD="$BUILD" SLM_BIN="$SLM" SLM_CONVERT_BIN="$CONVERT"
 mkdir -p "$BUILD"
 
@@ -271,7 +273,8 @@ section_ctests() {
 echo "== tests/test_slm.c"
 TEST_BIN=$BUILD/test_slm
 # shellcheck disable=SC2086
-if $CC $CFLAGS $OPENMP -Wall -Wextra -I. -o "$TEST_BIN" tests/test_slm.c -lm 2>"$BUILD/test_slm.build.log"; then
+# shellcheck disable=SC2086
+if $CC $CFLAGS $OPENMP -Wall -Wextra -I. -o "$TEST_BIN" tests/test_slm.c $TEST_TOOLS_SRC -lm 2>"$BUILD/test_slm.build.log"; then
     [ -s "$BUILD/test_slm.build.log" ] && cat "$BUILD/test_slm.build.log"
     "$TEST_BIN" | tee "$BUILD/test_slm.log"
     line=$(tail -n 1 "$BUILD/test_slm.log")

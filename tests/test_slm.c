@@ -18,8 +18,11 @@
 #if !defined(_WIN32) && !defined(_POSIX_C_SOURCE)
 #define _POSIX_C_SOURCE 200809L
 #endif
+#define SLM_INTERNAL /* the .slm layout constants; the slm__ helpers tools/ link against */
 #define SLM_IMPLEMENTATION
 #include "slm.h"
+#include "tools/convert.h" /* the converter's writer (test_writer_roundtrip) */
+#include "tools/json.h"
 
 #include <ctype.h>
 #include <float.h>
@@ -260,223 +263,37 @@ static slm_allocator counting_allocator(counter *c) {
 }
 
 /* ======================================================================== */
-/* a minimal JSON reader (for reference.json)                               */
+/* JSON: tools/json.c, the converter's reader                               */
 /* ======================================================================== */
 
-enum { J_NULL, J_BOOL, J_NUM, J_STR, J_ARR, J_OBJ };
-typedef struct jv {
-    int t;
-    double num;
-    char *str;
-    size_t len; /* J_STR (decoded UTF-8) */
-    struct jv *items;
-    char **keys; /* J_ARR / J_OBJ */
-    int n;
-} jv;
-
-typedef struct {
-    const char *p, *end;
-    int err;
-} jparser;
-
-static void j_ws(jparser *P) {
-    while (P->p < P->end && (*P->p == ' ' || *P->p == '\n' || *P->p == '\r' || *P->p == '\t')) P->p++;
-}
-static int j_parse(jparser *P, jv *out);
-
-static void j_put_utf8(char *buf, size_t *n, unsigned cp) {
-    if (cp < 0x80)
-        buf[(*n)++] = (char)cp;
-    else if (cp < 0x800) {
-        buf[(*n)++] = (char)(0xC0 | cp >> 6);
-        buf[(*n)++] = (char)(0x80 | (cp & 63));
-    } else if (cp < 0x10000) {
-        buf[(*n)++] = (char)(0xE0 | cp >> 12);
-        buf[(*n)++] = (char)(0x80 | ((cp >> 6) & 63));
-        buf[(*n)++] = (char)(0x80 | (cp & 63));
-    } else {
-        buf[(*n)++] = (char)(0xF0 | cp >> 18);
-        buf[(*n)++] = (char)(0x80 | ((cp >> 12) & 63));
-        buf[(*n)++] = (char)(0x80 | ((cp >> 6) & 63));
-        buf[(*n)++] = (char)(0x80 | (cp & 63));
-    }
-}
-static int j_hex4(jparser *P, unsigned *v) {
-    int i;
-    *v = 0;
-    if (P->end - P->p < 4) return 0;
-    for (i = 0; i < 4; i++) {
-        char c = *P->p++;
-        *v <<= 4;
-        if (c >= '0' && c <= '9')
-            *v |= (unsigned)(c - '0');
-        else if (c >= 'a' && c <= 'f')
-            *v |= (unsigned)(c - 'a' + 10);
-        else if (c >= 'A' && c <= 'F')
-            *v |= (unsigned)(c - 'A' + 10);
-        else
-            return 0;
-    }
-    return 1;
-}
-static int j_string(jparser *P, char **s, size_t *len) {
-    const char *q = ++P->p; /* after the quote */
-    char *buf;
-    size_t n = 0;
-    while (q < P->end && *q != '"') q += (*q == '\\') ? 2 : 1;
-    if (q >= P->end) return 0;
-    buf = (char *)malloc((size_t)(q - P->p) + 8);
-    while (P->p < P->end && *P->p != '"') {
-        char c = *P->p++;
-        if (c != '\\') {
-            buf[n++] = c;
-            continue;
-        }
-        if (P->p >= P->end) {
-            free(buf);
-            return 0;
-        }
-        c = *P->p++;
-        switch (c) {
-        case 'n': buf[n++] = '\n'; break;
-        case 't': buf[n++] = '\t'; break;
-        case 'r': buf[n++] = '\r'; break;
-        case 'b': buf[n++] = '\b'; break;
-        case 'f': buf[n++] = '\f'; break;
-        case 'u': {
-            unsigned cp, lo;
-            if (!j_hex4(P, &cp)) {
-                free(buf);
-                return 0;
-            }
-            if (cp >= 0xD800 && cp < 0xDC00 && P->end - P->p >= 6 && P->p[0] == '\\' && P->p[1] == 'u') {
-                P->p += 2;
-                if (!j_hex4(P, &lo)) {
-                    free(buf);
-                    return 0;
-                }
-                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-            }
-            j_put_utf8(buf, &n, cp);
-            break;
-        }
-        default: buf[n++] = c; break;
-        }
-    }
-    if (P->p >= P->end) {
-        free(buf);
-        return 0;
-    }
-    P->p++;
-    buf[n] = 0;
-    *s = buf;
-    *len = n;
-    return 1;
-}
-static int j_parse(jparser *P, jv *out) {
-    memset(out, 0, sizeof *out);
-    j_ws(P);
-    if (P->p >= P->end) return 0;
-    if (*P->p == '{' || *P->p == '[') {
-        int obj = *P->p == '{', cap = 0;
-        out->t = obj ? J_OBJ : J_ARR;
-        P->p++;
-        j_ws(P);
-        if (P->p < P->end && *P->p == (obj ? '}' : ']')) {
-            P->p++;
-            return 1;
-        }
-        for (;;) {
-            char *key = NULL;
-            size_t klen;
-            j_ws(P);
-            if (obj) {
-                if (P->p >= P->end || *P->p != '"' || !j_string(P, &key, &klen)) return 0;
-                j_ws(P);
-                if (P->p >= P->end || *P->p != ':') {
-                    free(key);
-                    return 0;
-                }
-                P->p++;
-            }
-            if (out->n == cap) {
-                cap = cap ? cap * 2 : 8;
-                out->items = (jv *)realloc(out->items, (size_t)cap * sizeof(jv));
-                out->keys = (char **)realloc(out->keys, (size_t)cap * sizeof(char *));
-            }
-            out->keys[out->n] = key;
-            if (!j_parse(P, &out->items[out->n])) {
-                out->n++;
-                return 0;
-            }
-            out->n++;
-            j_ws(P);
-            if (P->p < P->end && *P->p == ',') {
-                P->p++;
-                continue;
-            }
-            if (P->p < P->end && *P->p == (obj ? '}' : ']')) {
-                P->p++;
-                return 1;
-            }
-            return 0;
-        }
-    }
-    if (*P->p == '"') {
-        out->t = J_STR;
-        return j_string(P, &out->str, &out->len);
-    }
-    if (P->end - P->p >= 4 && !strncmp(P->p, "true", 4)) {
-        out->t = J_BOOL;
-        out->num = 1;
-        P->p += 4;
-        return 1;
-    }
-    if (P->end - P->p >= 5 && !strncmp(P->p, "false", 5)) {
-        out->t = J_BOOL;
-        P->p += 5;
-        return 1;
-    }
-    if (P->end - P->p >= 4 && !strncmp(P->p, "null", 4)) {
-        out->t = J_NULL;
-        P->p += 4;
-        return 1;
-    }
-    {
-        char *e;
-        out->t = J_NUM;
-        out->num = strtod(P->p, &e); /* the buffer is NUL-terminated */
-        if (e == P->p) return 0;
-        P->p = e;
-        return 1;
-    }
-}
-static void j_free(jv *v) {
-    int i;
-    for (i = 0; i < v->n; i++) {
-        j_free(&v->items[i]);
-        if (v->keys) free(v->keys[i]);
-    }
-    free(v->items);
-    free(v->keys);
-    free(v->str);
-}
-static const jv *j_get(const jv *v, const char *key) {
-    int i;
-    if (!v || v->t != J_OBJ) return NULL;
-    for (i = 0; i < v->n; i++)
-        if (v->keys[i] && !strcmp(v->keys[i], key)) return &v->items[i];
-    return NULL;
-}
 /* Reads a JSON array of numbers into ints; returns the count or -1. */
-static int j_ints(const jv *v, int *out, int cap) {
-    int i;
-    if (!v || v->t != J_ARR || v->n > cap) return -1;
-    for (i = 0; i < v->n; i++) {
-        if (v->items[i].t != J_NUM) return -1;
-        out[i] = (int)v->items[i].num;
+static int j_ints(const json_doc *d, const json_node *v, int *out, int cap) {
+    const json_node *x;
+    int n = 0;
+    if (!v || v->type != JSON_ARR || v->len > (uint32_t)cap) return -1;
+    for (x = json_first(d, v); x; x = json_next(d, x)) {
+        if (x->type != JSON_NUM) return -1;
+        out[n++] = (int)x->num;
     }
-    return v->n;
+    return n;
+}
+
+/* v[i][j] of an array of arrays (the fixtures' top-5 [id, logit] pairs), or dflt. */
+static double j_num2(const json_doc *d, const json_node *v, int i, int j, double dflt) {
+    return json_num(json_at(d, json_at(d, v, (uint32_t)i), (uint32_t)j), dflt);
+}
+
+/* Parses a whole file; 0 (the reason printed) when it cannot. */
+static int load_json(const char *path, json_doc *out) {
+    size_t size;
+    unsigned char *txt = read_file(path, &size);
+    int ok;
+    memset(out, 0, sizeof *out);
+    if (!txt) return 0;
+    ok = json_parse(out, (const char *)txt, size, path) == 0;
+    if (!ok) printf("    %s\n", out->error);
+    free(txt); /* the document holds decoded copies of the strings */
+    return ok;
 }
 
 /* ======================================================================== */
@@ -486,7 +303,8 @@ static int j_ints(const jv *v, int *out, int cap) {
 #define N_GEN   256
 #define N_VOCAB 512
 typedef struct {
-    jv root;
+    json_doc doc; /* reference.json */
+    const json_node *root;
     int prompt_ids[16], n_prompt;
     int gen_ids[N_GEN], n_gen;
     int n_gen_cli;            /* 252 */
@@ -500,10 +318,7 @@ static int R_loaded;
 
 static int load_reference(void) {
     char *jpath, *tpath, *dir;
-    unsigned char *json;
-    size_t jsize;
-    jparser P;
-    const jv *greedy, *full;
+    const json_node *greedy, *full;
     int pos, i;
     if (R_loaded) return R_loaded > 0;
     R_loaded = -1;
@@ -511,40 +326,30 @@ static int load_reference(void) {
     jpath = path_join(dir, "reference.json");
     tpath = path_join(dir, "reference_greedy.txt");
     free(dir);
-    json = read_file(jpath, &jsize);
     R.greedy_txt = (char *)read_file(tpath, &R.greedy_len);
-    free(jpath);
     free(tpath);
-    if (!json || !R.greedy_txt) {
-        free(json);
+    if (!R.greedy_txt || !load_json(jpath, &R.doc)) {
+        free(jpath);
         return 0;
     }
-    P.p = (const char *)json;
-    P.end = P.p + jsize;
-    P.err = 0;
-    if (!j_parse(&P, &R.root)) {
-        printf("    reference.json: parse error\n");
-        free(json);
-        return 0;
-    }
-    free(json);
-    R.prompt = j_get(&R.root, "prompt") ? j_get(&R.root, "prompt")->str : NULL;
-    R.n_prompt = j_ints(j_get(&R.root, "prompt_token_ids"), R.prompt_ids, 16);
-    greedy = j_get(&R.root, "greedy");
-    R.n_gen = j_ints(j_get(greedy, "generated_token_ids"), R.gen_ids, N_GEN);
-    R.n_gen_cli =
-        j_get(greedy, "n_generated_by_run_cli_n256") ? (int)j_get(greedy, "n_generated_by_run_cli_n256")->num : -1;
-    full = j_get(&R.root, "logits_full_first4_positions");
+    free(jpath);
+    R.root = json_root(&R.doc);
+    R.prompt = json_str(json_get(&R.doc, R.root, "prompt"));
+    R.n_prompt = j_ints(&R.doc, json_get(&R.doc, R.root, "prompt_token_ids"), R.prompt_ids, 16);
+    greedy = json_get(&R.doc, R.root, "greedy");
+    R.n_gen = j_ints(&R.doc, json_get(&R.doc, greedy, "generated_token_ids"), R.gen_ids, N_GEN);
+    R.n_gen_cli = (int)json_num(json_get(&R.doc, greedy, "n_generated_by_run_cli_n256"), -1);
+    full = json_get(&R.doc, R.root, "logits_full_first4_positions");
     for (pos = 0; pos < 4; pos++) {
         char key[16];
-        const jv *a;
+        const json_node *a, *x;
         snprintf(key, sizeof key, "%d", pos);
-        a = j_get(full, key);
-        if (!a || a->t != J_ARR || a->n != N_VOCAB) {
+        a = json_get(&R.doc, full, key);
+        if (!a || a->type != JSON_ARR || a->len != N_VOCAB) {
             printf("    reference.json: logits of position %d missing\n", pos);
             return 0;
         }
-        for (i = 0; i < N_VOCAB; i++) R.logits[pos][i] = (float)a->items[i].num;
+        for (i = 0, x = json_first(&R.doc, a); x; x = json_next(&R.doc, x)) R.logits[pos][i++] = (float)json_num(x, 0);
     }
     if (!R.prompt || R.n_prompt != 5 || R.n_gen != N_GEN || R.n_gen_cli != 252) {
         printf("    reference.json: unexpected content\n");
@@ -699,7 +504,7 @@ static void test_model_info(void) {
     {
         slm_model *m = load_model(path);
         const slm_model_info *mi;
-        const jv *cfg = j_get(&R.root, "config");
+        const json_node *cfg = json_get(&R.doc, R.root, "config");
         int i, found_embd = 0, found_output = 0;
         free(path);
         if (!m) return;
@@ -711,14 +516,15 @@ static void test_model_info(void) {
         }
         CHECK(mi->arch == SLM_ARCH_LLAMA);
         CHECK(mi->arch_name && !strcmp(mi->arch_name, "llama"));
-        CHECKF(mi->n_vocab == (int)j_get(cfg, "vocab_size")->num, "n_vocab %d", mi->n_vocab);
-        CHECKF(mi->dim == (int)j_get(cfg, "dim")->num, "dim %d", mi->dim);
-        CHECKF(mi->n_layers == (int)j_get(cfg, "n_layers")->num, "n_layers %d", mi->n_layers);
-        CHECKF(mi->n_heads == (int)j_get(cfg, "n_heads")->num, "n_heads %d", mi->n_heads);
-        CHECKF(mi->n_kv_heads == (int)j_get(cfg, "n_kv_heads")->num, "n_kv_heads %d", mi->n_kv_heads);
+        CHECKF(mi->n_vocab == (int)json_num(json_get(&R.doc, cfg, "vocab_size"), -1), "n_vocab %d", mi->n_vocab);
+        CHECKF(mi->dim == (int)json_num(json_get(&R.doc, cfg, "dim"), -1), "dim %d", mi->dim);
+        CHECKF(mi->n_layers == (int)json_num(json_get(&R.doc, cfg, "n_layers"), -1), "n_layers %d", mi->n_layers);
+        CHECKF(mi->n_heads == (int)json_num(json_get(&R.doc, cfg, "n_heads"), -1), "n_heads %d", mi->n_heads);
+        CHECKF(mi->n_kv_heads == (int)json_num(json_get(&R.doc, cfg, "n_kv_heads"), -1), "n_kv_heads %d",
+               mi->n_kv_heads);
         CHECKF(mi->head_dim == mi->dim / mi->n_heads, "head_dim %d", mi->head_dim);
-        CHECKF(mi->ffn_dim == (int)j_get(cfg, "hidden_dim")->num, "ffn_dim %d", mi->ffn_dim);
-        CHECKF(mi->max_seq == (int)j_get(cfg, "seq_len")->num, "max_seq %d", mi->max_seq);
+        CHECKF(mi->ffn_dim == (int)json_num(json_get(&R.doc, cfg, "hidden_dim"), -1), "ffn_dim %d", mi->ffn_dim);
+        CHECKF(mi->max_seq == (int)json_num(json_get(&R.doc, cfg, "seq_len"), -1), "max_seq %d", mi->max_seq);
         CHECKF(mi->tied_embeddings == 1, "tied %d", mi->tied_embeddings);
         CHECK(mi->qkv_bias == 0 && mi->qk_norm == 0);
         CHECKF(mi->rope_kind == 0, "rope_kind %d", mi->rope_kind);
@@ -954,39 +760,40 @@ static void test_tokenizer_cases(void) {
     NEED_MODEL("f32", path);
     {
         slm_model *m = load_model(path);
-        const jv *cases = j_get(j_get(&R.root, "encode_cases"), "cases");
+        const json_node *cases = json_get(&R.doc, json_get(&R.doc, R.root, "encode_cases"), "cases");
         int c, i;
         free(path);
         if (!m) return;
-        CHECK(cases && cases->t == J_ARR && cases->n >= 6);
-        for (c = 0; cases && c < cases->n; c++) {
-            const jv *text = j_get(&cases->items[c], "text");
-            int ids[256], nids = j_ints(j_get(&cases->items[c], "ids"), ids, 256);
+        CHECK(cases && cases->type == JSON_ARR && (int)cases->len >= 6);
+        for (c = 0; cases && c < (int)cases->len; c++) {
+            const json_node *text = json_get(&R.doc, json_at(&R.doc, cases, (uint32_t)(c)), "text");
+            int ids[256],
+                nids = j_ints(&R.doc, json_get(&R.doc, json_at(&R.doc, cases, (uint32_t)(c)), "ids"), ids, 256);
             slm_token got[256];
             char dec[1024];
             size_t dlen = 0;
             int n;
-            CHECK(text && text->t == J_STR && nids > 1);
+            CHECK(text && text->type == JSON_STR && nids > 1);
             if (!text || nids <= 1) continue;
-            n = slm_tokenize(m, text->str, text->len, SLM_TOK_BOS, got, 256);
-            CHECKF(n == nids, "\"%s\": %d ids, expected %d", text->str, n, nids);
+            n = slm_tokenize(m, text->s, text->len, SLM_TOK_BOS, got, 256);
+            CHECKF(n == nids, "\"%s\": %d ids, expected %d", text->s, n, nids);
             for (i = 0; i < n && i < nids; i++)
                 if (got[i] != ids[i]) {
-                    CHECKF(got[i] == ids[i], "\"%s\": id %d is %d, expected %d", text->str, i, got[i], ids[i]);
+                    CHECKF(got[i] == ids[i], "\"%s\": id %d is %d, expected %d", text->s, i, got[i], ids[i]);
                     break;
                 }
             /* without BOS: the same ids minus the BOS */
-            n = slm_tokenize(m, text->str, text->len, 0, got, 256);
-            CHECKF(n == nids - 1, "\"%s\" without BOS: %d ids, expected %d", text->str, n, nids - 1);
+            n = slm_tokenize(m, text->s, text->len, 0, got, 256);
+            CHECKF(n == nids - 1, "\"%s\" without BOS: %d ids, expected %d", text->s, n, nids - 1);
             for (i = 0; i < n && i < nids - 1; i++)
                 if (got[i] != ids[i + 1]) {
-                    CHECKF(got[i] == ids[i + 1], "\"%s\" without BOS: id %d is %d, expected %d", text->str, i, got[i],
+                    CHECKF(got[i] == ids[i + 1], "\"%s\" without BOS: id %d is %d, expected %d", text->s, i, got[i],
                            ids[i + 1]);
                     break;
                 }
             /* short buffer: -needed */
-            n = slm_tokenize(m, text->str, text->len, SLM_TOK_BOS, got, 2);
-            CHECKF(n == -nids, "\"%s\" with cap 2: %d, expected %d", text->str, n, -nids);
+            n = slm_tokenize(m, text->s, text->len, SLM_TOK_BOS, got, 2);
+            CHECKF(n == -nids, "\"%s\" with cap 2: %d, expected %d", text->s, n, -nids);
             /* decode: pieces of the ids after BOS, minus the dummy prefix's space */
             for (i = 1; i < nids; i++) {
                 int len = -1;
@@ -997,8 +804,8 @@ static void test_tokenizer_cases(void) {
                 dlen += (size_t)len;
             }
             dec[dlen] = 0;
-            CHECKF(dlen >= 1 && dec[0] == ' ' && dlen - 1 == text->len && !memcmp(dec + 1, text->str, text->len),
-                   "decode of \"%s\" gives \"%s\"", text->str, dec);
+            CHECKF(dlen >= 1 && dec[0] == ' ' && dlen - 1 == text->len && !memcmp(dec + 1, text->s, text->len),
+                   "decode of \"%s\" gives \"%s\"", text->s, dec);
         }
         /* byte tokens stand for their byte; types */
         {
@@ -1203,21 +1010,22 @@ static uint64_t type_row_bytes(uint32_t type, uint64_t n) {
     }
 }
 
-/* Parses the layout of a valid file per FORMAT.md (independently of slm.h). */
+/* Parses the layout of a valid file per FORMAT.md (with slm.h's SLM__ offsets,
+   which test_format_md checks against FORMAT.md). */
 static int parse_slm(slm_file *F, const char *path) {
     uint32_t i;
     memset(F, 0, sizeof *F);
     F->data = read_file(path, &F->size);
-    if (!F->data || F->size < 128) return 0;
-    if (memcmp(F->data, "SLM\0", 4) != 0) return 0;
-    F->tok_off = rd64(F->data + 80);
-    F->tok_size = rd64(F->data + 88);
-    F->meta_off = rd64(F->data + 96);
-    F->meta_size = rd64(F->data + 104);
-    F->dir_off = rd64(F->data + 112);
-    F->dir_size = rd64(F->data + 120);
-    F->n_tensors = rd32(F->data + 72);
-    F->required_end = 128;
+    if (!F->data || F->size < SLM__HEADER_SIZE) return 0;
+    if (memcmp(F->data + SLM__H_MAGIC, SLM__MAGIC, SLM__MAGIC_SIZE) != 0) return 0;
+    F->tok_off = rd64(F->data + SLM__H_TOKENIZER_OFFSET);
+    F->tok_size = rd64(F->data + SLM__H_TOKENIZER_SIZE);
+    F->meta_off = rd64(F->data + SLM__H_METADATA_OFFSET);
+    F->meta_size = rd64(F->data + SLM__H_METADATA_SIZE);
+    F->dir_off = rd64(F->data + SLM__H_TENSORS_OFFSET);
+    F->dir_size = rd64(F->data + SLM__H_TENSORS_SIZE);
+    F->n_tensors = rd32(F->data + SLM__H_N_TENSORS);
+    F->required_end = SLM__HEADER_SIZE;
     F->first_data = F->size;
     F->embd_index = F->last_index = -1;
 #define END(o, s)                                                               \
@@ -1227,12 +1035,12 @@ static int parse_slm(slm_file *F, const char *path) {
     END(F->tok_off, F->tok_size);
     END(F->meta_off, F->meta_size);
     END(F->dir_off, F->dir_size);
-    if (F->dir_off + (uint64_t)F->n_tensors * 96 > F->size) return 0;
+    if (F->dir_off + (uint64_t)F->n_tensors * SLM__TENSOR_ENTRY_SIZE > F->size) return 0;
     for (i = 0; i < F->n_tensors; i++) {
-        const unsigned char *e = F->data + F->dir_off + 96u * i;
-        uint64_t rows = (uint64_t)rd32(e + 76) * rd32(e + 80) * rd32(e + 84);
-        uint64_t off = rd64(e + 88), sz = type_row_bytes(rd32(e + 64), rd32(e + 72)) * rows;
-        if (!strcmp((const char *)e, "token_embd.weight")) F->embd_index = (int)i;
+        const unsigned char *e = F->data + F->dir_off + SLM__TENSOR_ENTRY_SIZE * i;
+        uint64_t rows = (uint64_t)rd32(e + SLM__E_NE + 4) * rd32(e + SLM__E_NE + 8) * rd32(e + SLM__E_NE + 12);
+        uint64_t off = rd64(e + SLM__E_OFFSET), sz = type_row_bytes(rd32(e + SLM__E_TYPE), rd32(e + SLM__E_NE)) * rows;
+        if (!strcmp((const char *)e + SLM__E_NAME, "token_embd.weight")) F->embd_index = (int)i;
         if (off < F->first_data) F->first_data = (size_t)off;
         if (off + sz >= F->required_end) {
             F->required_end = (size_t)(off + sz);
@@ -1323,8 +1131,8 @@ static void test_truncated(void) {
                     if (x < F.required_end && n_lens < lens_cap) lens[n_lens++] = (size_t)x;
                 }
             for (j = 0; j < (int)F.n_tensors && n_lens + 2 < lens_cap; j++) {
-                const unsigned char *e = F.data + F.dir_off + 96u * (unsigned)j;
-                uint64_t off = rd64(e + 88);
+                const unsigned char *e = F.data + F.dir_off + SLM__TENSOR_ENTRY_SIZE * (unsigned)j;
+                uint64_t off = rd64(e + SLM__E_OFFSET);
                 if (off + 1 < F.required_end) {
                     lens[n_lens++] = (size_t)off;
                     lens[n_lens++] = (size_t)off + 1;
@@ -1400,99 +1208,101 @@ static void test_patched(void) {
             return;
         }
         free(path);
-        past_end = ((uint64_t)F.size + 63) / 64 * 64 + 64;
+        past_end = ((uint64_t)F.size + SLM__DATA_ALIGN - 1) / SLM__DATA_ALIGN * SLM__DATA_ALIGN + SLM__DATA_ALIGN;
         {
             const patch P[] = {
-                { "magic", 0, 0, 4, 0x004d4c58u /* "XLM\0" */, 0 },
-                { "magic lower case", 0, 0, 4, 0x006d6c73u, 0 },
-                { "version_major 2", 4, 0, 2, 2, 1 },
-                { "version_major 0xffff", 4, 0, 2, 0xffff, 1 },
-                { "version_minor 9 (newer minor loads)", 6, 0, 2, 9, 2 },
-                { "header_size 64", 8, 0, 4, 64, 0 },
-                { "header_size 2^32-1", 8, 0, 4, 0xffffffffu, 0 },
-                { "arch 99", 12, 0, 4, 99, 1 },
-                { "n_vocab 2^31", 16, 0, 4, 0x80000000u, 1 },
-                { "n_vocab 2^32-1", 16, 0, 4, 0xffffffffu, 1 },
-                { "n_vocab 511 (< n_tokens)", 16, 0, 4, 511, 0 },
-                { "n_vocab 0", 16, 0, 4, 0, 0 },
-                { "dim 0", 20, 0, 4, 0, 0 },
-                { "dim 2^30", 20, 0, 4, 0x40000000u, 1 },
-                { "dim 65", 20, 0, 4, 65, 0 },
-                { "n_layers 6 (tensors missing)", 24, 0, 4, 6, 0 },
-                { "n_layers 2^32-1", 24, 0, 4, 0xffffffffu, 1 },
-                { "n_heads 0", 28, 0, 4, 0, 0 },
-                { "n_kv_heads 0", 32, 0, 4, 0, 0 },
-                { "n_kv_heads 3 (does not divide 8)", 32, 0, 4, 3, 0 },
-                { "n_kv_heads 16 (> n_heads)", 32, 0, 4, 16, 0 },
-                { "head_dim 0", 36, 0, 4, 0, 0 },
-                { "head_dim 7 (odd)", 36, 0, 4, 7, 0 },
-                { "head_dim 16 (q shape mismatch)", 36, 0, 4, 16, 0 },
-                { "ffn_dim 2^32-1", 40, 0, 4, 0xffffffffu, 1 },
-                { "ffn_dim 173", 40, 0, 4, 173, 0 },
-                { "flags: qkv bias without bias tensors", 60, 0, 4, 3, 0 },
-                { "n_tensors 2^32-1", 72, 0, 4, 0xffffffffu, 0 },
-                { "n_tensors 2^31", 72, 0, 4, 0x80000000u, 0 },
-                { "tokenizer_offset past the end", 80, 0, 8, 0, 0 }, /* value set below */
-                { "tokenizer_offset 2^64-16 (overflow)", 80, 0, 8, 0xfffffffffffffff0ull, 0 },
-                { "tokenizer_size 2^64-1", 88, 0, 8, 0xffffffffffffffffull, 0 },
-                { "tokenizer_size 10", 88, 0, 8, 10, 0 },
-                { "metadata_offset past the end", 96, 0, 8, 0, 0 }, /* value set below */
-                { "metadata_size 2^63", 104, 0, 8, 0x8000000000000000ull, 0 },
-                { "tensors_offset past the end", 112, 0, 8, 0, 0 }, /* value set below */
-                { "tensors_offset 2^64-64", 112, 0, 8, 0xffffffffffffffc0ull, 0 },
-                { "tensors_size wrong", 120, 0, 8, 96, 0 },
-                { "tokenizer kind 9", 0, 1, 4, 9, 1 },
-                { "tokenizer n_tokens 2^31-1", 8, 1, 4, 0x7fffffffu, 0 },
-                { "tokenizer n_tokens 2^32-1", 8, 1, 4, 0xffffffffu, 0 },
-                { "tokenizer n_tokens 513 (> n_vocab)", 8, 1, 4, 513, 0 },
-                { "tokenizer n_merges 2^32-1", 12, 1, 4, 0xffffffffu, 0 },
-                { "tokenizer bos 600", 16, 1, 4, 600, 0 },
-                { "tokenizer eos 2^31-1", 20, 1, 4, 0x7fffffffu, 0 },
-                { "tokenizer blob_size 2^32-1", 56, 1, 4, 0xffffffffu, 0 },
-                { "tokenizer blob_size 0", 56, 1, 4, 0, 0 },
-                { "tokenizer text_offsets[1] 2^32-1", 64 + 4 * 512 + 4, 1, 4, 0xffffffffu, 0 },
-                { "tokenizer text_offsets[0] 1", 64 + 4 * 512, 1, 4, 1, 0 },
-                { "tokenizer text_offsets[512] != blob_size", 64 + 4 * 512 + 4 * 512, 1, 4, 0xfffffu, 0 },
+                { "magic", SLM__H_MAGIC, 0, 4, 0x004d4c58u /* "XLM\0" */, 0 },
+                { "magic lower case", SLM__H_MAGIC, 0, 4, 0x006d6c73u, 0 },
+                { "version_major 2", SLM__H_VERSION_MAJOR, 0, 2, 2, 1 },
+                { "version_major 0xffff", SLM__H_VERSION_MAJOR, 0, 2, 0xffff, 1 },
+                { "version_minor 9 (newer minor loads)", SLM__H_VERSION_MINOR, 0, 2, 9, 2 },
+                { "header_size 64", SLM__H_HEADER_SIZE, 0, 4, 64, 0 },
+                { "header_size 2^32-1", SLM__H_HEADER_SIZE, 0, 4, 0xffffffffu, 0 },
+                { "arch 99", SLM__H_ARCH, 0, 4, 99, 1 },
+                { "n_vocab 2^31", SLM__H_N_VOCAB, 0, 4, 0x80000000u, 1 },
+                { "n_vocab 2^32-1", SLM__H_N_VOCAB, 0, 4, 0xffffffffu, 1 },
+                { "n_vocab 511 (< n_tokens)", SLM__H_N_VOCAB, 0, 4, 511, 0 },
+                { "n_vocab 0", SLM__H_N_VOCAB, 0, 4, 0, 0 },
+                { "dim 0", SLM__H_DIM, 0, 4, 0, 0 },
+                { "dim 2^30", SLM__H_DIM, 0, 4, 0x40000000u, 1 },
+                { "dim 65", SLM__H_DIM, 0, 4, 65, 0 },
+                { "n_layers 6 (tensors missing)", SLM__H_N_LAYERS, 0, 4, 6, 0 },
+                { "n_layers 2^32-1", SLM__H_N_LAYERS, 0, 4, 0xffffffffu, 1 },
+                { "n_heads 0", SLM__H_N_HEADS, 0, 4, 0, 0 },
+                { "n_kv_heads 0", SLM__H_N_KV_HEADS, 0, 4, 0, 0 },
+                { "n_kv_heads 3 (does not divide 8)", SLM__H_N_KV_HEADS, 0, 4, 3, 0 },
+                { "n_kv_heads 16 (> n_heads)", SLM__H_N_KV_HEADS, 0, 4, 16, 0 },
+                { "head_dim 0", SLM__H_HEAD_DIM, 0, 4, 0, 0 },
+                { "head_dim 7 (odd)", SLM__H_HEAD_DIM, 0, 4, 7, 0 },
+                { "head_dim 16 (q shape mismatch)", SLM__H_HEAD_DIM, 0, 4, 16, 0 },
+                { "ffn_dim 2^32-1", SLM__H_FFN_DIM, 0, 4, 0xffffffffu, 1 },
+                { "ffn_dim 173", SLM__H_FFN_DIM, 0, 4, 173, 0 },
+                { "flags: qkv bias without bias tensors", SLM__H_FLAGS, 0, 4, 3, 0 },
+                { "n_tensors 2^32-1", SLM__H_N_TENSORS, 0, 4, 0xffffffffu, 0 },
+                { "n_tensors 2^31", SLM__H_N_TENSORS, 0, 4, 0x80000000u, 0 },
+                { "tokenizer_offset past the end", SLM__H_TOKENIZER_OFFSET, 0, 8, 0, 0 }, /* value set below */
+                { "tokenizer_offset 2^64-16 (overflow)", SLM__H_TOKENIZER_OFFSET, 0, 8, 0xfffffffffffffff0ull, 0 },
+                { "tokenizer_size 2^64-1", SLM__H_TOKENIZER_SIZE, 0, 8, 0xffffffffffffffffull, 0 },
+                { "tokenizer_size 10", SLM__H_TOKENIZER_SIZE, 0, 8, 10, 0 },
+                { "metadata_offset past the end", SLM__H_METADATA_OFFSET, 0, 8, 0, 0 }, /* value set below */
+                { "metadata_size 2^63", SLM__H_METADATA_SIZE, 0, 8, 0x8000000000000000ull, 0 },
+                { "tensors_offset past the end", SLM__H_TENSORS_OFFSET, 0, 8, 0, 0 }, /* value set below */
+                { "tensors_offset 2^64-64", SLM__H_TENSORS_OFFSET, 0, 8, 0xffffffffffffffc0ull, 0 },
+                { "tensors_size wrong", SLM__H_TENSORS_SIZE, 0, 8, SLM__TENSOR_ENTRY_SIZE, 0 },
+                { "tokenizer kind 9", SLM__T_KIND, 1, 4, 9, 1 },
+                { "tokenizer n_tokens 2^31-1", SLM__T_N_TOKENS, 1, 4, 0x7fffffffu, 0 },
+                { "tokenizer n_tokens 2^32-1", SLM__T_N_TOKENS, 1, 4, 0xffffffffu, 0 },
+                { "tokenizer n_tokens 513 (> n_vocab)", SLM__T_N_TOKENS, 1, 4, 513, 0 },
+                { "tokenizer n_merges 2^32-1", SLM__T_N_MERGES, 1, 4, 0xffffffffu, 0 },
+                { "tokenizer bos 600", SLM__T_BOS, 1, 4, 600, 0 },
+                { "tokenizer eos 2^31-1", SLM__T_EOS, 1, 4, 0x7fffffffu, 0 },
+                { "tokenizer blob_size 2^32-1", SLM__T_BLOB_SIZE, 1, 4, 0xffffffffu, 0 },
+                { "tokenizer blob_size 0", SLM__T_BLOB_SIZE, 1, 4, 0, 0 },
+                { "tokenizer text_offsets[1] 2^32-1", SLM__TOKHDR_SIZE + 4 * 512 + 4, 1, 4, 0xffffffffu, 0 },
+                { "tokenizer text_offsets[0] 1", SLM__TOKHDR_SIZE + 4 * 512, 1, 4, 1, 0 },
+                { "tokenizer text_offsets[512] != blob_size", SLM__TOKHDR_SIZE + 4 * 512 + 4 * 512, 1, 4, 0xfffffu, 0 },
                 { "metadata count 2^32-1", 0, 2, 4, 0xffffffffu, 0 },
                 { "metadata count 2^31", 0, 2, 4, 0x80000000u, 0 },
                 { "metadata first key_len 2^32-1", 4, 2, 4, 0xffffffffu, 0 },
-                { "token_embd offset past the end", 88, 3, 8, 0, 0 }, /* value set below */
-                { "token_embd offset 2^64-64", 88, 3, 8, 0xffffffffffffffc0ull, 0 },
-                { "token_embd offset not a multiple of 64", 88, 3, 8, 0, 0 }, /* set below */
-                { "token_embd ne[1] 2^31-1", 76, 3, 4, 0x7fffffffu, 0 },
-                { "token_embd ne[0] 2^32-1", 72, 3, 4, 0xffffffffu, 0 },
-                { "token_embd ne[0]=ne[1]=2^32-1 (overflow)", 72, 3, 8, 0xffffffffffffffffull, 0 },
-                { "token_embd ne[2] 2^31-1 (an unused dim)", 80, 3, 4, 0x7fffffffu, 0 },
-                { "token_embd ne[0] 63 (shape mismatch)", 72, 3, 4, 63, 0 },
-                { "token_embd ne[0] 0", 72, 3, 4, 0, 0 },
-                { "token_embd n_dims 0", 68, 3, 4, 0, 0 },
-                { "token_embd n_dims 5", 68, 3, 4, 5, 0 },
-                { "token_embd n_dims 2^32-1", 68, 3, 4, 0xffffffffu, 0 },
-                { "token_embd type 99", 64, 3, 4, 99, 1 },
-                { "token_embd type 2^31", 64, 3, 4, 0x80000000u, 1 },
-                { "token_embd name not NUL-terminated", 0, 3, 8, 0x6161616161616161ull, 0 }, /* whole name, below */
-                { "last tensor: one more row, past the end", 0, 4, 4, 0, 0 },                /* set below */
-                { "last tensor offset past the end", 88, 4, 8, 0, 0 },                       /* set below */
+                { "token_embd offset past the end", SLM__E_OFFSET, 3, 8, 0, 0 }, /* value set below */
+                { "token_embd offset 2^64-64", SLM__E_OFFSET, 3, 8, 0xffffffffffffffc0ull, 0 },
+                { "token_embd offset not a multiple of 64", SLM__E_OFFSET, 3, 8, 0, 0 }, /* set below */
+                { "token_embd ne[1] 2^31-1", SLM__E_NE + 4, 3, 4, 0x7fffffffu, 0 },
+                { "token_embd ne[0] 2^32-1", SLM__E_NE, 3, 4, 0xffffffffu, 0 },
+                { "token_embd ne[0]=ne[1]=2^32-1 (overflow)", SLM__E_NE, 3, 8, 0xffffffffffffffffull, 0 },
+                { "token_embd ne[2] 2^31-1 (an unused dim)", SLM__E_NE + 8, 3, 4, 0x7fffffffu, 0 },
+                { "token_embd ne[0] 63 (shape mismatch)", SLM__E_NE, 3, 4, 63, 0 },
+                { "token_embd ne[0] 0", SLM__E_NE, 3, 4, 0, 0 },
+                { "token_embd n_dims 0", SLM__E_N_DIMS, 3, 4, 0, 0 },
+                { "token_embd n_dims 5", SLM__E_N_DIMS, 3, 4, 5, 0 },
+                { "token_embd n_dims 2^32-1", SLM__E_N_DIMS, 3, 4, 0xffffffffu, 0 },
+                { "token_embd type 99", SLM__E_TYPE, 3, 4, 99, 1 },
+                { "token_embd type 2^31", SLM__E_TYPE, 3, 4, 0x80000000u, 1 },
+                { "token_embd name not NUL-terminated", SLM__E_NAME, 3, 8, 0x6161616161616161ull,
+                  0 },                                                            /* whole name, below */
+                { "last tensor: one more row, past the end", 0, 4, 4, 0, 0 },     /* set below */
+                { "last tensor offset past the end", SLM__E_OFFSET, 4, 8, 0, 0 }, /* set below */
             };
             for (i = 0; i < sizeof P / sizeof P[0]; i++) {
                 unsigned char *b = exact_copy(F.data, F.size);
                 size_t at;
                 uint64_t v = P[i].value;
-                const unsigned char *embd = F.data + F.dir_off + 96u * (unsigned)F.embd_index;
-                const unsigned char *last = F.data + F.dir_off + 96u * (unsigned)F.last_index;
+                const unsigned char *embd = F.data + F.dir_off + SLM__TENSOR_ENTRY_SIZE * (unsigned)F.embd_index;
+                const unsigned char *last = F.data + F.dir_off + SLM__TENSOR_ENTRY_SIZE * (unsigned)F.last_index;
                 load_outcome o;
                 switch (P[i].base) {
                 case 1: at = (size_t)F.tok_off + P[i].off; break;
                 case 2: at = (size_t)F.meta_off + P[i].off; break;
-                case 3: at = (size_t)F.dir_off + 96u * (unsigned)F.embd_index + P[i].off; break;
-                case 4: at = (size_t)F.dir_off + 96u * (unsigned)F.last_index + P[i].off; break;
+                case 3: at = (size_t)F.dir_off + SLM__TENSOR_ENTRY_SIZE * (unsigned)F.embd_index + P[i].off; break;
+                case 4: at = (size_t)F.dir_off + SLM__TENSOR_ENTRY_SIZE * (unsigned)F.last_index + P[i].off; break;
                 default: at = P[i].off; break;
                 }
                 if (strstr(P[i].what, "past the end") && v == 0) v = past_end;
-                if (strstr(P[i].what, "not a multiple")) v = rd64(embd + 88) + 4;
+                if (strstr(P[i].what, "not a multiple")) v = rd64(embd + SLM__E_OFFSET) + 4;
                 if (!strcmp(P[i].what, "last tensor: one more row, past the end")) {
-                    uint32_t nd = rd32(last + 68);
-                    at = (size_t)F.dir_off + 96u * (unsigned)F.last_index + 72 + 4 * (nd > 0 ? nd - 1 : 0);
+                    uint32_t nd = rd32(last + SLM__E_N_DIMS);
+                    at = (size_t)F.dir_off + SLM__TENSOR_ENTRY_SIZE * (unsigned)F.last_index + SLM__E_NE +
+                         4 * (nd > 0 ? nd - 1 : 0);
                     v = rd32(F.data + at) + 1;
                 }
                 if (at + (size_t)P[i].width > F.size) {
@@ -1504,7 +1314,7 @@ static void test_patched(void) {
                     free(b);
                     continue;
                 }
-                if (strstr(P[i].what, "not NUL-terminated")) memset(b + at, 'a', 64);
+                if (strstr(P[i].what, "not NUL-terminated")) memset(b + at, 'a', SLM__TENSOR_NAME_MAX);
                 if (P[i].width == 2)
                     wr16(b + at, (uint32_t)v);
                 else if (P[i].width == 4)
@@ -1547,9 +1357,9 @@ static void test_vocab_only_header(void) {
         }
         free(path);
         b = exact_copy(F.data, F.size);
-        wr32(b + 72, 0);
-        wr64(b + 112, F.dir_off);
-        wr64(b + 120, 0);
+        wr32(b + SLM__H_N_TENSORS, 0);
+        wr64(b + SLM__H_TENSORS_OFFSET, F.dir_off);
+        wr64(b + SLM__H_TENSORS_SIZE, 0);
         memset(&d, 0, sizeof d);
         d.data = b;
         d.size = F.size;
@@ -2961,32 +2771,6 @@ static char *pathf(const char *fmt, ...) {
     return p;
 }
 
-static int load_json(const char *path, jv *out) {
-    size_t size;
-    unsigned char *txt = read_file(path, &size);
-    jparser P;
-    int ok;
-    memset(out, 0, sizeof *out);
-    if (!txt) return 0;
-    P.p = (const char *)txt;
-    P.end = P.p + size;
-    P.err = 0;
-    ok = j_parse(&P, out);
-    free(txt);
-    if (!ok) {
-        j_free(out);
-        memset(out, 0, sizeof *out);
-    }
-    return ok;
-}
-
-static double j_num(const jv *v, double dflt) { return v && v->t == J_NUM ? v->num : dflt; }
-/* v[i][j] of an array of arrays (the fixtures' top-5 [id, logit] pairs), or dflt. */
-static double j_num2(const jv *v, int i, int j, double dflt) {
-    if (!v || v->t != J_ARR || i >= v->n || v->items[i].t != J_ARR || j >= v->items[i].n) return dflt;
-    return j_num(&v->items[i].items[j], dflt);
-}
-
 /* A one-thread session (these models are tiny: threads would only add
    scheduling noise) with the given KV cache type; NULL (and a failed check) on error. */
 static slm_session *session_kv(slm_model *m, int kv_type) {
@@ -3515,8 +3299,8 @@ static void fixture_parity(const char *fixture) {
     char *bin_path = pathf("%s/fixtures/%s.logits.bin", g_models_dir, fixture);
     char *gguf_path = pathf("%s/fixtures/%s.gguf", g_models_dir, fixture);
     char *slm_path = pathf("%s/fixtures/%s.slm", g_build_dir, fixture);
-    jv J;
-    const jv *tol, *prompts, *probe_ids;
+    json_doc J;
+    const json_node *tol, *prompts, *probe_ids;
     float *bin = NULL, *ours = NULL;
     size_t bin_size = 0;
     slm_model *m = NULL;
@@ -3549,66 +3333,69 @@ static void fixture_parity(const char *fixture) {
         goto done;
     }
     mi = slm_model_info_get(m);
-    n_vocab = (int)j_num(j_get(&J, "n_vocab"), -1);
+    n_vocab = (int)json_num(json_get(&J, json_root(&J), "n_vocab"), -1);
     CHECKF(mi->n_vocab == n_vocab, "n_vocab %d, fixture %d", mi->n_vocab, n_vocab);
     if (mi->n_vocab != n_vocab) goto done;
-    tol = j_get(&J, "tolerance");
-    quantized = j_get(tol, "kind") && j_get(tol, "kind")->t == J_STR && !strcmp(j_get(tol, "kind")->str, "quantized");
-    abs_tol = j_num(j_get(tol, "abs"), -1);
-    gate = j_num(j_get(tol, "argmax_must_match_if_margin_gt"), -1);
-    rel_l2_max = j_num(j_get(tol, "rel_l2_max"), -1);
-    top1_min = j_num(j_get(tol, "top1_agree_min"), 2);
+    tol = json_get(&J, json_root(&J), "tolerance");
+    quantized = json_get(&J, tol, "kind") && json_get(&J, tol, "kind")->type == JSON_STR &&
+                !strcmp(json_get(&J, tol, "kind")->s, "quantized");
+    abs_tol = json_num(json_get(&J, tol, "abs"), -1);
+    gate = json_num(json_get(&J, tol, "argmax_must_match_if_margin_gt"), -1);
+    rel_l2_max = json_num(json_get(&J, tol, "rel_l2_max"), -1);
+    top1_min = json_num(json_get(&J, tol, "top1_agree_min"), 2);
     CHECKF(gate > 0 && (quantized ? rel_l2_max > 0 && top1_min <= 1 : abs_tol > 0),
            "%s: tolerance missing from the JSON", fixture);
     if (!(gate > 0 && (quantized ? rel_l2_max > 0 && top1_min <= 1 : abs_tol > 0))) goto done;
-    probe_ids = j_get(&J, "probe_ids");
-    n_probe = j_ints(probe_ids, probes, 64);
+    probe_ids = json_get(&J, json_root(&J), "probe_ids");
+    n_probe = j_ints(&J, probe_ids, probes, 64);
     CHECK(n_probe > 0);
-    prompts = j_get(&J, "prompts");
-    CHECK(prompts && prompts->t == J_ARR && prompts->n > 0);
-    if (!prompts || prompts->t != J_ARR || n_probe <= 0) goto done;
+    prompts = json_get(&J, json_root(&J), "prompts");
+    CHECK(prompts && prompts->type == JSON_ARR && (int)prompts->len > 0);
+    if (!prompts || prompts->type != JSON_ARR || n_probe <= 0) goto done;
     check_tensors_bit_for_bit(fixture, gguf_path, slm_path, m);
     ours = (float *)malloc((size_t)n_vocab * sizeof(float));
 
-    for (pi = 0; pi < prompts->n; pi++) {
-        const jv *P = &prompts->items[pi];
-        const jv *text = j_get(P, "prompt"), *positions = j_get(P, "positions"), *bin_pos = j_get(P, "bin_positions");
+    for (pi = 0; pi < (int)prompts->len; pi++) {
+        const json_node *P = json_at(&J, prompts, (uint32_t)(pi));
+        const json_node *text = json_get(&J, P, "prompt"), *positions = json_get(&J, P, "positions"),
+                        *bin_pos = json_get(&J, P, "bin_positions");
         int ptoks[256], toks[512], gen[64], n_ptok, n_tok, n_gen, i, pos, row0, K;
         slm_token got[512];
         slm_session *s;
-        n_ptok = j_ints(j_get(P, "prompt_tokens"), ptoks, 256);
-        n_tok = j_ints(j_get(P, "tokens"), toks, 512);
-        n_gen = j_ints(j_get(P, "generated"), gen, 64);
-        row0 = (int)j_num(j_get(P, "bin_row_offset"), -1);
-        if (!text || text->t != J_STR || n_ptok <= 0 || n_tok <= n_ptok || n_gen != n_tok - n_ptok || !positions ||
-            positions->t != J_ARR || positions->n != n_tok || !bin_pos || bin_pos->t != J_ARR || row0 < 0) {
+        n_ptok = j_ints(&J, json_get(&J, P, "prompt_tokens"), ptoks, 256);
+        n_tok = j_ints(&J, json_get(&J, P, "tokens"), toks, 512);
+        n_gen = j_ints(&J, json_get(&J, P, "generated"), gen, 64);
+        row0 = (int)json_num(json_get(&J, P, "bin_row_offset"), -1);
+        if (!text || text->type != JSON_STR || n_ptok <= 0 || n_tok <= n_ptok || n_gen != n_tok - n_ptok ||
+            !positions || positions->type != JSON_ARR || (int)positions->len != n_tok || !bin_pos ||
+            bin_pos->type != JSON_ARR || row0 < 0) {
             CHECKF(0, "%s: prompt %d: unexpected JSON", fixture, pi);
             continue;
         }
-        CHECKF((size_t)(row0 + bin_pos->n) * (size_t)n_vocab * sizeof(float) <= bin_size, "%s: logits.bin too short",
-               fixture);
-        if ((size_t)(row0 + bin_pos->n) * (size_t)n_vocab * sizeof(float) > bin_size) continue;
+        CHECKF((size_t)(row0 + (int)bin_pos->len) * (size_t)n_vocab * sizeof(float) <= bin_size,
+               "%s: logits.bin too short", fixture);
+        if ((size_t)(row0 + (int)bin_pos->len) * (size_t)n_vocab * sizeof(float) > bin_size) continue;
         /* 1. our tokenizer: the prompt's tokens as llama.cpp made them (add_special, no parse_special) */
         {
-            int n = slm_tokenize(m, text->str, text->len, SLM_TOK_BOS, got, 512), ok = n == n_ptok;
+            int n = slm_tokenize(m, text->s, text->len, SLM_TOK_BOS, got, 512), ok = n == n_ptok;
             for (i = 0; ok && i < n; i++) ok = got[i] == ptoks[i];
             if (!ok) {
                 char a[400], b[400];
                 fmt_ids(a, sizeof a, got, n > 0 ? n : 0);
                 fmt_ids(b, sizeof b, ptoks, n_ptok);
-                CHECKF(0, "%s: prompt %d \"%s\": tokens [%s], llama.cpp [%s]", fixture, pi, esc(text->str, text->len),
-                       a, b);
+                CHECKF(0, "%s: prompt %d \"%s\": tokens [%s], llama.cpp [%s]", fixture, pi, esc(text->s, text->len), a,
+                       b);
             }
         }
         /* 2. teacher-forced, one position at a time, f32 KV cache as the fixtures were made */
         s = session_kv(m, SLM_TYPE_F32);
         if (!s) break;
         for (pos = 0; pos < n_tok; pos++) {
-            const jv *Q = &positions->items[pos];
-            const jv *top5 = j_get(Q, "top5"), *probe = j_get(Q, "probe");
+            const json_node *Q = json_at(&J, positions, (uint32_t)(pos));
+            const json_node *top5 = json_get(&J, Q, "top5"), *probe = json_get(&J, Q, "probe");
             const float *lg;
             slm_token t = toks[pos];
-            int their_argmax = (int)j_num(j_get(Q, "argmax"), -1), our_argmax, k, row = -1;
+            int their_argmax = (int)json_num(json_get(&J, Q, "argmax"), -1), our_argmax, k, row = -1;
             double margin, lse = 0, mx, max_abs = 0;
             slm_result rc = slm_eval(s, &t, 1);
             if (rc != SLM_OK || !(lg = slm_logits(s))) {
@@ -3617,14 +3404,15 @@ static void fixture_parity(const char *fixture) {
                 break;
             }
             memcpy(ours, lg, (size_t)n_vocab * sizeof(float));
-            if (!top5 || top5->t != J_ARR || top5->n < 2 || !probe || probe->t != J_ARR || probe->n != n_probe) {
+            if (!top5 || top5->type != JSON_ARR || (int)top5->len < 2 || !probe || probe->type != JSON_ARR ||
+                (int)probe->len != n_probe) {
                 CHECKF(0, "%s: prompt %d position %d: unexpected JSON", fixture, pi, pos);
                 break;
             }
             S.n_pos++;
             our_argmax = argmax(ours, n_vocab);
             if (our_argmax == their_argmax) S.top1_agree++;
-            margin = j_num2(top5, 0, 1, 0) - j_num2(top5, 1, 1, 0);
+            margin = j_num2(&J, top5, 0, 1, 0) - j_num2(&J, top5, 1, 1, 0);
             if (margin > gate) {
                 S.gated++;
                 if (our_argmax == their_argmax)
@@ -3642,26 +3430,26 @@ static void fixture_parity(const char *fixture) {
                 if (fabs(ours[i]) > max_abs) max_abs = fabs(ours[i]);
             }
             lse = mx + log(lse);
-            upd(&S.max_lse, fabs(lse - j_num(j_get(Q, "lse"), 1e30)));
-            upd(&S.max_maxabs, fabs(max_abs - j_num(j_get(Q, "max_abs"), 1e30)));
-            for (k = 0; k < top5->n; k++) {
-                int id = (int)j_num2(top5, k, 0, -1);
+            upd(&S.max_lse, fabs(lse - json_num(json_get(&J, Q, "lse"), 1e30)));
+            upd(&S.max_maxabs, fabs(max_abs - json_num(json_get(&J, Q, "max_abs"), 1e30)));
+            for (k = 0; k < (int)top5->len; k++) {
+                int id = (int)j_num2(&J, top5, k, 0, -1);
                 if (id < 0 || id >= n_vocab) {
                     CHECK(id >= 0 && id < n_vocab);
                     continue;
                 }
-                upd(&S.max_top5, fabs((double)ours[id] - j_num2(top5, k, 1, 1e30)));
+                upd(&S.max_top5, fabs((double)ours[id] - j_num2(&J, top5, k, 1, 1e30)));
             }
             for (k = 0; k < n_probe; k++) {
                 if (probes[k] < 0 || probes[k] >= n_vocab) {
                     CHECK(0);
                     continue;
                 }
-                upd(&S.max_probe, fabs((double)ours[probes[k]] - j_num(&probe->items[k], 1e30)));
+                upd(&S.max_probe, fabs((double)ours[probes[k]] - json_num(json_at(&J, probe, (uint32_t)(k)), 1e30)));
             }
             /* the full rows stored in logits.bin */
-            for (k = 0; k < bin_pos->n; k++)
-                if ((int)j_num(&bin_pos->items[k], -1) == pos) row = row0 + k;
+            for (k = 0; k < (int)bin_pos->len; k++)
+                if ((int)json_num(json_at(&J, bin_pos, (uint32_t)(k)), -1) == pos) row = row0 + k;
             if (row >= 0) {
                 const float *ref = bin + (size_t)row * (size_t)n_vocab;
                 double d = max_abs_diff(ours, ref, n_vocab), r = rel_l2(ours, ref, n_vocab);
@@ -3689,8 +3477,8 @@ static void fixture_parity(const char *fixture) {
                 CHECKF(0, "%s: batched slm_eval: %s", fixture, slm_session_error(s));
                 break;
             }
-            for (k = 0; k < bin_pos->n; k++)
-                if ((int)j_num(&bin_pos->items[k], -1) == to - 1) row = row0 + k;
+            for (k = 0; k < (int)bin_pos->len; k++)
+                if ((int)json_num(json_at(&J, bin_pos, (uint32_t)(k)), -1) == to - 1) row = row0 + k;
             CHECKF(row >= 0, "%s: position %d has no logits.bin row", fixture, to - 1);
             if (row >= 0) {
                 const float *ref = bin + (size_t)row * (size_t)n_vocab;
@@ -3711,8 +3499,8 @@ static void fixture_parity(const char *fixture) {
         /* 4. greedy generation: llama.cpp's continuation for as many steps K as the
            margin rule makes safe (and before an end-of-text token, where slm stops) */
         for (K = 0; K < n_gen; K++) {
-            const jv *top5 = j_get(&positions->items[n_ptok - 1 + K], "top5");
-            double margin = j_num2(top5, 0, 1, 0) - j_num2(top5, 1, 1, 0);
+            const json_node *top5 = json_get(&J, json_at(&J, positions, (uint32_t)(n_ptok - 1 + K)), "top5");
+            double margin = j_num2(&J, top5, 0, 1, 0) - j_num2(&J, top5, 1, 1, 0);
             if (!(margin > gate) || gen[K] == mi->eos || gen[K] == mi->eot) break;
         }
         if (K == 0)
@@ -3727,7 +3515,7 @@ static void fixture_parity(const char *fixture) {
             o.max_tokens = K;
             s = session_kv(m, SLM_TYPE_F32);
             if (s) {
-                rc = slm_generate(s, text->str, &o, out, sizeof out, &olen);
+                rc = slm_generate(s, text->s, &o, out, sizeof out, &olen);
                 CHECKF(rc == SLM_OK && olen == elen && !memcmp(out, expect, elen),
                        "%s: prompt %d: slm_generate %d greedy tokens: \"%s\", llama.cpp \"%s\" (%s)", fixture, pi, K,
                        esc(out, olen < sizeof out ? olen : sizeof out - 1), esc(expect, elen), slm_result_str(rc));
@@ -3748,7 +3536,7 @@ static void fixture_parity(const char *fixture) {
                 argv[2] = (char *)"-m";
                 argv[3] = slm_path;
                 argv[4] = (char *)"-p";
-                argv[5] = text->str;
+                argv[5] = (char *)text->s;
                 argv[6] = (char *)"-n";
                 argv[7] = kbuf;
                 argv[8] = (char *)"--temp";
@@ -3756,10 +3544,10 @@ static void fixture_parity(const char *fixture) {
                 argv[10] = NULL;
                 rcp = run_prog(argv, o_path, e_path, 60);
                 got_out = read_file(o_path, &got_len);
-                CHECKF(rcp == 0 && got_out && got_len == plen + elen && !memcmp(got_out, text->str, plen) &&
+                CHECKF(rcp == 0 && got_out && got_len == plen + elen && !memcmp(got_out, text->s, plen) &&
                            !memcmp(got_out + plen, expect, elen),
                        "%s: slm run -p \"%s\" -n %d --temp 0: exit %d, stdout \"%s\", expected the prompt + \"%s\"",
-                       fixture, esc(text->str, plen), K, rcp, got_out ? esc((const char *)got_out, got_len) : "(none)",
+                       fixture, esc(text->s, plen), K, rcp, got_out ? esc((const char *)got_out, got_len) : "(none)",
                        esc(expect, elen));
                 free(got_out);
                 free(o_path);
@@ -3801,7 +3589,7 @@ done:
     free(ours);
     free(bin);
     slm_model_free(m);
-    if (J.t) j_free(&J);
+    json_free(&J);
     free(json_path);
     free(bin_path);
     free(gguf_path);
@@ -3827,8 +3615,8 @@ static void kv_q8_0_parity(const char *fixture) {
     char *bin_path = pathf("%s/fixtures/%s.logits.bin", g_models_dir, fixture);
     char *slm_path = pathf("%s/fixtures/%s.slm", g_build_dir, fixture);
     const double rel_l2_max = 0.05, gate = 0.5, top1_min = 0.9;
-    jv J;
-    const jv *prompts;
+    json_doc J;
+    const json_node *prompts;
     float *bin = NULL;
     size_t bin_size = 0;
     slm_model *m = NULL;
@@ -3852,28 +3640,30 @@ static void kv_q8_0_parity(const char *fixture) {
         goto done;
     }
     n_vocab = slm_model_info_get(m)->n_vocab;
-    prompts = j_get(&J, "prompts");
-    CHECK(prompts && prompts->t == J_ARR && prompts->n > 0);
-    if (!prompts || prompts->t != J_ARR) goto done;
-    for (pi = 0; pi < prompts->n; pi++) {
-        const jv *P = &prompts->items[pi], *positions = j_get(P, "positions"), *bin_pos = j_get(P, "bin_positions");
-        int toks[512], n_tok = j_ints(j_get(P, "tokens"), toks, 512), row0 = (int)j_num(j_get(P, "bin_row_offset"), -1),
-                       pos, k;
+    prompts = json_get(&J, json_root(&J), "prompts");
+    CHECK(prompts && prompts->type == JSON_ARR && (int)prompts->len > 0);
+    if (!prompts || prompts->type != JSON_ARR) goto done;
+    for (pi = 0; pi < (int)prompts->len; pi++) {
+        const json_node *P = json_at(&J, prompts, (uint32_t)(pi)), *positions = json_get(&J, P, "positions"),
+                        *bin_pos = json_get(&J, P, "bin_positions");
+        int toks[512], n_tok = j_ints(&J, json_get(&J, P, "tokens"), toks, 512),
+                       row0 = (int)json_num(json_get(&J, P, "bin_row_offset"), -1), pos, k;
         slm_session *s;
-        if (n_tok <= 0 || !positions || positions->t != J_ARR || positions->n != n_tok || !bin_pos ||
-            bin_pos->t != J_ARR || row0 < 0 ||
-            (size_t)(row0 + bin_pos->n) * (size_t)n_vocab * sizeof(float) > bin_size) {
+        if (n_tok <= 0 || !positions || positions->type != JSON_ARR || (int)positions->len != n_tok || !bin_pos ||
+            bin_pos->type != JSON_ARR || row0 < 0 ||
+            (size_t)(row0 + (int)bin_pos->len) * (size_t)n_vocab * sizeof(float) > bin_size) {
             CHECKF(0, "%s: prompt %d: unexpected JSON", fixture, pi);
             continue;
         }
         s = session_kv(m, SLM_TYPE_Q8_0);
         if (!s) break;
         for (pos = 0; pos < n_tok; pos++) {
-            const jv *top5 = j_get(&positions->items[pos], "top5");
+            const json_node *top5 = json_get(&J, json_at(&J, positions, (uint32_t)(pos)), "top5");
             slm_token t = toks[pos];
             const float *lg;
-            int theirs = (int)j_num(j_get(&positions->items[pos], "argmax"), -1), ours, row = -1;
-            double margin = j_num2(top5, 0, 1, 0) - j_num2(top5, 1, 1, 0);
+            int theirs = (int)json_num(json_get(&J, json_at(&J, positions, (uint32_t)(pos)), "argmax"), -1), ours,
+                row = -1;
+            double margin = j_num2(&J, top5, 0, 1, 0) - j_num2(&J, top5, 1, 1, 0);
             if (slm_eval(s, &t, 1) != SLM_OK || !(lg = slm_logits(s))) {
                 CHECKF(0, "%s: slm_eval: %s", fixture, slm_session_error(s));
                 break;
@@ -3884,8 +3674,8 @@ static void kv_q8_0_parity(const char *fixture) {
             if (margin > gate)
                 CHECKF(ours == theirs, "%s: prompt %d position %d: argmax %d, llama.cpp %d, margin %.3f", fixture, pi,
                        pos, ours, theirs, margin);
-            for (k = 0; k < bin_pos->n; k++)
-                if ((int)j_num(&bin_pos->items[k], -1) == pos) row = row0 + k;
+            for (k = 0; k < (int)bin_pos->len; k++)
+                if ((int)json_num(json_at(&J, bin_pos, (uint32_t)(k)), -1) == pos) row = row0 + k;
             if (row >= 0) {
                 double r = rel_l2(lg, bin + (size_t)row * (size_t)n_vocab, n_vocab);
                 upd(&worst, r);
@@ -3900,7 +3690,7 @@ static void kv_q8_0_parity(const char *fixture) {
     NOTE("%s, q8_0 KV cache: worst relative L2 %.4g over %d rows, top-1 agreement %d/%d", fixture, worst, n_rows, agree,
          n_pos);
 done:
-    j_free(&J);
+    json_free(&J);
     free(bin);
     slm_model_free(m);
     free(json_path);
@@ -4818,6 +4608,327 @@ static void test_chat_templates(void) {
     slm_model_free(phi);
 }
 
+/* ======================================================================== */
+/* the .slm layout: FORMAT.md and the converter's writer vs slm.h's constants */
+/* ======================================================================== */
+
+/* Every row of FORMAT.md's header, tokenizer-header and tensor-entry tables
+   against the SLM__ constants the loader and the writer use: each field's
+   offset and size, no gap or overlap, each table ending at its section size;
+   and the sizes the prose gives. */
+static void test_format_md(void) {
+    static const struct {
+        const char *table, *field;
+        int offset, size;
+    } F[] = {
+        { "## Header", "magic", SLM__H_MAGIC, SLM__MAGIC_SIZE },
+        { "## Header", "version_major", SLM__H_VERSION_MAJOR, 2 },
+        { "## Header", "version_minor", SLM__H_VERSION_MINOR, 2 },
+        { "## Header", "header_size", SLM__H_HEADER_SIZE, 4 },
+        { "## Header", "arch", SLM__H_ARCH, 4 },
+        { "## Header", "n_vocab", SLM__H_N_VOCAB, 4 },
+        { "## Header", "dim", SLM__H_DIM, 4 },
+        { "## Header", "n_layers", SLM__H_N_LAYERS, 4 },
+        { "## Header", "n_heads", SLM__H_N_HEADS, 4 },
+        { "## Header", "n_kv_heads", SLM__H_N_KV_HEADS, 4 },
+        { "## Header", "head_dim", SLM__H_HEAD_DIM, 4 },
+        { "## Header", "ffn_dim", SLM__H_FFN_DIM, 4 },
+        { "## Header", "max_seq", SLM__H_MAX_SEQ, 4 },
+        { "## Header", "rope_theta", SLM__H_ROPE_THETA, 4 },
+        { "## Header", "rope_freq_scale", SLM__H_ROPE_FREQ_SCALE, 4 },
+        { "## Header", "norm_eps", SLM__H_NORM_EPS, 4 },
+        { "## Header", "flags", SLM__H_FLAGS, 4 },
+        { "## Header", "activation", SLM__H_ACTIVATION, 4 },
+        { "## Header", "rope_kind", SLM__H_ROPE_KIND, 4 },
+        { "## Header", "n_tensors", SLM__H_N_TENSORS, 4 },
+        { "## Header", "reserved", SLM__H_RESERVED, 4 },
+        { "## Header", "tokenizer_offset", SLM__H_TOKENIZER_OFFSET, 8 },
+        { "## Header", "tokenizer_size", SLM__H_TOKENIZER_SIZE, 8 },
+        { "## Header", "metadata_offset", SLM__H_METADATA_OFFSET, 8 },
+        { "## Header", "metadata_size", SLM__H_METADATA_SIZE, 8 },
+        { "## Header", "tensors_offset", SLM__H_TENSORS_OFFSET, 8 },
+        { "## Header", "tensors_size", SLM__H_TENSORS_SIZE, 8 },
+        { "## Tokenizer section", "kind", SLM__T_KIND, 4 },
+        { "## Tokenizer section", "pre", SLM__T_PRE, 4 },
+        { "## Tokenizer section", "n_tokens", SLM__T_N_TOKENS, 4 },
+        { "## Tokenizer section", "n_merges", SLM__T_N_MERGES, 4 },
+        { "## Tokenizer section", "bos", SLM__T_BOS, 4 },
+        { "## Tokenizer section", "eos", SLM__T_EOS, 4 },
+        { "## Tokenizer section", "eot", SLM__T_EOT, 4 },
+        { "## Tokenizer section", "pad", SLM__T_PAD, 4 },
+        { "## Tokenizer section", "unk", SLM__T_UNK, 4 },
+        { "## Tokenizer section", "fim_pre", SLM__T_FIM_PRE, 4 },
+        { "## Tokenizer section", "fim_suf", SLM__T_FIM_SUF, 4 },
+        { "## Tokenizer section", "fim_mid", SLM__T_FIM_MID, 4 },
+        { "## Tokenizer section", "chat_template", SLM__T_CHAT_TEMPLATE, 4 },
+        { "## Tokenizer section", "flags", SLM__T_FLAGS, 4 },
+        { "## Tokenizer section", "blob_size", SLM__T_BLOB_SIZE, 4 },
+        { "## Tokenizer section", "reserved", SLM__T_RESERVED, 4 },
+        { "## Tensor directory entry", "name", SLM__E_NAME, SLM__TENSOR_NAME_MAX },
+        { "## Tensor directory entry", "type", SLM__E_TYPE, 4 },
+        { "## Tensor directory entry", "n_dims", SLM__E_N_DIMS, 4 },
+        { "## Tensor directory entry", "ne", SLM__E_NE, 16 },
+        { "## Tensor directory entry", "offset", SLM__E_OFFSET, 8 },
+    };
+    static const struct {
+        const char *table;
+        int size;
+    } T[3] = { { "## Header", SLM__HEADER_SIZE },
+               { "## Tokenizer section", SLM__TOKHDR_SIZE },
+               { "## Tensor directory entry", SLM__TENSOR_ENTRY_SIZE } };
+    char *path = path_join(env_or("SLM_SOURCE_DIR", "."), "FORMAT.md"), prose[160];
+    size_t size, k;
+    char *md = (char *)read_file(path, &size);
+    int seen[sizeof F / sizeof F[0]] = { 0 }, t;
+    free(path);
+    if (!md) SKIP("FORMAT.md not found (run from the repository root or set SLM_SOURCE_DIR)");
+    md = (char *)realloc(md, size + 1);
+    md[size] = 0;
+    for (t = 0; t < 3; t++) {
+        const char *p = strstr(md, T[t].table), *end;
+        int next = 0, rows = 0;
+        CHECKF(p != NULL, "FORMAT.md has no section '%s'", T[t].table);
+        if (!p) continue;
+        end = strstr(p + 3, "\n## ");
+        if (!end) end = md + size;
+        p = strstr(p, "\n| 0 |"); /* the first row of the table */
+        while (p && p < end && p[1] == '|') {
+            char type[32], field[48];
+            int off, n = 0, sz, count = 1;
+            const char *line = p + 1;
+            p = strchr(line, '\n');
+            if (sscanf(line, "| %d | %31[^ |] | %47[^ |] |%n", &off, type, field, &n) != 3 || n == 0) break;
+            rows++;
+            if (sscanf(type, "%*[a-z0-9][%d]", &count) != 1) count = 1;
+            sz = !strncmp(type, "u8", 2) || !strncmp(type, "char", 4) ? 1
+                 : !strncmp(type, "u16", 3)                           ? 2
+                 : !strncmp(type, "u64", 3)                           ? 8
+                                                                      : 4;
+            sz *= count;
+            CHECKF(off == next, "%s: '%s' at offset %d, the previous field ends at %d", T[t].table, field, off, next);
+            next = off + sz;
+            for (k = 0; k < sizeof F / sizeof F[0]; k++)
+                if (!strcmp(F[k].table, T[t].table) && !strcmp(F[k].field, field)) break;
+            CHECKF(k < sizeof F / sizeof F[0], "%s: field '%s' has no SLM__ constant", T[t].table, field);
+            if (k == sizeof F / sizeof F[0]) continue;
+            seen[k]++;
+            CHECKF(off == F[k].offset, "%s: '%s' at offset %d in FORMAT.md, %d in slm.h", T[t].table, field, off,
+                   F[k].offset);
+            CHECKF(sz == F[k].size, "%s: '%s' is %d bytes in FORMAT.md, %d in slm.h", T[t].table, field, sz, F[k].size);
+        }
+        CHECKF(rows > 0 && next == T[t].size, "%s: %d rows end at %d, slm.h's size is %d", T[t].table, rows, next,
+               T[t].size);
+    }
+    for (k = 0; k < sizeof F / sizeof F[0]; k++)
+        CHECKF(seen[k] == 1, "%s: field '%s' appears %d times in FORMAT.md", F[k].table, F[k].field, seen[k]);
+    /* the sizes the prose repeats */
+    snprintf(prose, sizeof prose, "header            %d bytes at offset 0", SLM__HEADER_SIZE);
+    CHECKF(strstr(md, prose) != NULL, "FORMAT.md lacks \"%s\"", prose);
+    snprintf(prose, sizeof prose, "(%d-byte aligned), n_tensors entries of %d bytes", SLM__SECT_ALIGN,
+             SLM__TENSOR_ENTRY_SIZE);
+    CHECKF(strstr(md, prose) != NULL, "FORMAT.md lacks \"%s\"", prose);
+    snprintf(prose, sizeof prose, "each tensor at its own offset, a multiple of %d", SLM__DATA_ALIGN);
+    CHECKF(strstr(md, prose) != NULL, "FORMAT.md lacks \"%s\"", prose);
+    snprintf(prose, sizeof prose, "A %d-byte header, then five arrays", SLM__TOKHDR_SIZE);
+    CHECKF(strstr(md, prose) != NULL, "FORMAT.md lacks \"%s\"", prose);
+    snprintf(prose, sizeof prose, "`tokenizer_size` is at least %d + ", SLM__TOKHDR_SIZE);
+    CHECKF(strstr(md, prose) != NULL, "FORMAT.md lacks \"%s\"", prose);
+    snprintf(prose, sizeof prose, "## Tensor directory entry (%d bytes)", SLM__TENSOR_ENTRY_SIZE);
+    CHECKF(strstr(md, prose) != NULL, "FORMAT.md lacks \"%s\"", prose);
+    free(md);
+}
+
+/* One tensor of the model test_writer_roundtrip writes: name, shape (ne1 0
+   for a vector) and the type the writer is told to store. */
+typedef struct {
+    const char *name;
+    int ne0, ne1, type;
+} rt_tensor;
+
+/* The expected bytes of a tensor of f32 values `x` stored as `type`, from the
+   library's own conversions (the _R16 types: rows quantized, then interleaved). */
+static unsigned char *rt_expected(const float *x, int ne0, int rows, int type, size_t *size) {
+    int plain = type == SLM_TYPE_Q8_0_R16 ? SLM_TYPE_Q8_0 : type == SLM_TYPE_Q4_0_R16 ? SLM_TYPE_Q4_0 : type;
+    size_t rs = slm_type_row_size(plain, ne0), i;
+    unsigned char *b = (unsigned char *)calloc((size_t)rows, rs), *tmp;
+    int r;
+    *size = (size_t)rows * rs;
+    for (r = 0; r < rows; r++) {
+        const float *row = x + (size_t)r * ne0;
+        unsigned char *o = b + (size_t)r * rs;
+        for (i = 0; i < (size_t)ne0; i++) {
+            if (plain == SLM_TYPE_F32) memcpy(o + 4 * i, &row[i], 4); /* little-endian host: slm.h refuses others */
+            if (plain == SLM_TYPE_F16) wr16(o + 2 * i, slm_fp32_to_fp16(row[i]));
+            if (plain == SLM_TYPE_BF16) wr16(o + 2 * i, slm_fp32_to_bf16(row[i]));
+        }
+        if (plain == SLM_TYPE_Q8_0 || plain == SLM_TYPE_Q4_0) slm_quantize_row(plain, row, o, ne0);
+    }
+    if (plain != type) {
+        tmp = (unsigned char *)malloc(*size);
+        for (r = 0; r < rows; r += 16) slm_interleave_rows(type, b + (size_t)r * rs, tmp + (size_t)r * rs, ne0, 16);
+        free(b);
+        b = tmp;
+    }
+    return b;
+}
+
+/* Writes a model with the converter's writer (tools/write_slm.c) and reads
+   every header, tokenizer, metadata and tensor field back through the loader. */
+static void test_writer_roundtrip(void) {
+    static const rt_tensor TT[] = {
+        { "token_embd.weight", 32, 16, SLM_TYPE_Q8_0 },       { "output_norm.weight", 32, 0, SLM_TYPE_F32 },
+        { "blk.0.attn_norm.weight", 32, 0, SLM_TYPE_F32 },    { "blk.0.attn_q.weight", 32, 32, SLM_TYPE_F16 },
+        { "blk.0.attn_k.weight", 32, 16, SLM_TYPE_BF16 },     { "blk.0.attn_v.weight", 32, 16, SLM_TYPE_Q4_0 },
+        { "blk.0.attn_output.weight", 32, 32, SLM_TYPE_F32 }, { "blk.0.attn_q.bias", 32, 0, SLM_TYPE_F32 },
+        { "blk.0.attn_k.bias", 16, 0, SLM_TYPE_F32 },         { "blk.0.attn_v.bias", 16, 0, SLM_TYPE_F32 },
+        { "blk.0.attn_q_norm.weight", 16, 0, SLM_TYPE_F32 },  { "blk.0.attn_k_norm.weight", 16, 0, SLM_TYPE_F32 },
+        { "blk.0.ffn_norm.weight", 32, 0, SLM_TYPE_F32 },     { "blk.0.ffn_gate.weight", 32, 64, SLM_TYPE_Q8_0_R16 },
+        { "blk.0.ffn_up.weight", 32, 64, SLM_TYPE_Q4_0_R16 }, { "blk.0.ffn_down.weight", 64, 32, SLM_TYPE_F32 },
+    };
+    static const char *const texts[8] = { "a", "b", "ab", "c", "abc", "<s>", "</s>", "<0x4a>" };
+    static const unsigned char types[8] = { SLM_TOKEN_NORMAL,  SLM_TOKEN_NORMAL,  SLM_TOKEN_NORMAL,  SLM_TOKEN_NORMAL,
+                                            SLM_TOKEN_UNKNOWN, SLM_TOKEN_CONTROL, SLM_TOKEN_CONTROL, SLM_TOKEN_BYTE };
+    static const uint32_t merges[4] = { 0, 1, 2, 3 }; /* "a b" -> "ab", "ab c" -> "abc" */
+    const int nt = (int)(sizeof TT / sizeof TT[0]), n_tok = 8;
+    char *out = path_join(g_build_dir, "writer_roundtrip.slm");
+    conv_model cm;
+    conv_tokenizer *t = &cm.tok;
+    uint64_t file_size = 0;
+    unsigned char *file = NULL;
+    size_t fsize = 0;
+    slm_model *m = NULL;
+    const slm_model_info *mi;
+    int i, j, rc;
+    uint32_t blob = 0;
+
+    memset(&cm, 0, sizeof cm);
+    conv_quiet = 1;
+    cm.hp.arch = SLM_ARCH_QWEN3;
+    cm.hp.n_vocab = 16;
+    cm.hp.dim = 32;
+    cm.hp.n_layers = 1;
+    cm.hp.n_heads = 2;
+    cm.hp.n_kv_heads = 1;
+    cm.hp.head_dim = 16;
+    cm.hp.ffn_dim = 64;
+    cm.hp.max_seq = 77;
+    cm.hp.rope_theta = 5000.5f;
+    cm.hp.rope_freq_scale = 0.25f;
+    cm.hp.norm_eps = 1e-6f;
+    cm.hp.flags = SLM__FLAG_TIED | SLM__FLAG_QKV_BIAS | SLM__FLAG_QK_NORM;
+    cm.hp.rope_kind = 1;
+    t->kind = SLM_TOKENIZER_BPE;
+    t->pre = SLM_PRETOK_QWEN2;
+    t->n_tokens = (uint32_t)n_tok;
+    t->n_merges = 2;
+    t->bos = 5;
+    t->eos = 6;
+    t->eot = 4;
+    t->pad = 3;
+    t->unk = 4;
+    t->fim_pre = 0;
+    t->fim_suf = 1;
+    t->fim_mid = 2;
+    t->chat_template = SLM_CHAT_CHATML;
+    t->flags = SLM__TOKFLAG_ADD_BOS | SLM__TOKFLAG_IGNORE_MERGES;
+    t->scores = (float *)malloc(n_tok * sizeof(float));
+    t->text_offsets = (uint32_t *)malloc((n_tok + 1) * sizeof(uint32_t));
+    t->merges = (uint32_t *)malloc(sizeof merges);
+    t->types = (unsigned char *)malloc(n_tok);
+    t->blob = (unsigned char *)malloc(64);
+    memcpy(t->merges, merges, sizeof merges);
+    memcpy(t->types, types, sizeof types);
+    for (i = 0; i < n_tok; i++) {
+        t->scores[i] = -1.5f * (float)i;
+        t->text_offsets[i] = blob;
+        memcpy(t->blob + blob, texts[i], strlen(texts[i]));
+        blob += (uint32_t)strlen(texts[i]);
+    }
+    t->text_offsets[n_tok] = t->blob_size = blob;
+    CHECK(conv_model_set_meta(&cm, "name", "round trip") == 0);
+    CHECK(conv_model_set_meta(&cm, "license", "MIT") == 0);
+    for (i = 0; i < nt; i++) {
+        int rows = TT[i].ne1 ? TT[i].ne1 : 1;
+        float *x = (float *)malloc((size_t)TT[i].ne0 * rows * sizeof(float));
+        for (j = 0; j < TT[i].ne0 * rows; j++) x[j] = (float)sin(0.37 * j + i) * (1.0f + 0.25f * (float)(j % 7));
+        CHECK(conv_model_own(&cm, (unsigned char *)x) == 0);
+        CHECK(conv_model_add_tensor(&cm, TT[i].name, SLM_TYPE_F32, (const unsigned char *)x, TT[i].ne1 ? 2 : 1,
+                                    TT[i].ne0, TT[i].ne1) == 0);
+        cm.tensors[i].type = TT[i].type;
+    }
+    rc = conv_write_slm(&cm, out, &file_size);
+    CHECKF(rc == 0, "conv_write_slm failed");
+    if (rc) goto done;
+    file = read_file(out, &fsize);
+    m = load_model(out);
+    CHECK(file && m && fsize == file_size);
+    if (!file || !m) goto done;
+
+    mi = slm_model_info_get(m); /* the header */
+    CHECK(!memcmp(file + SLM__H_MAGIC, SLM__MAGIC, SLM__MAGIC_SIZE));
+    CHECK(rd32(file + SLM__H_HEADER_SIZE) == SLM__HEADER_SIZE && rd32(file + SLM__H_RESERVED) == 0);
+    CHECK(rd32(file + SLM__H_ACTIVATION) == 0); /* the loader refuses any other */
+    CHECK(mi->format_major == SLM_FORMAT_VERSION_MAJOR && mi->format_minor == SLM_FORMAT_VERSION_MINOR);
+    CHECK(mi->arch == SLM_ARCH_QWEN3 && !strcmp(mi->arch_name, "qwen3"));
+    CHECK(mi->n_vocab == 16 && mi->dim == 32 && mi->n_layers == 1 && mi->n_heads == 2 && mi->n_kv_heads == 1);
+    CHECK(mi->head_dim == 16 && mi->ffn_dim == 64 && mi->max_seq == 77);
+    CHECK(mi->rope_theta == 5000.5f && mi->rope_freq_scale == 0.25f && mi->norm_eps == 1e-6f && mi->rope_kind == 1);
+    CHECK(mi->tied_embeddings == 1 && mi->qkv_bias == 1 && mi->qk_norm == 1);
+    CHECK(mi->n_tensors == nt && mi->file_size == file_size);
+    CHECK(rd64(file + SLM__H_TOKENIZER_OFFSET) == SLM__HEADER_SIZE);
+    CHECK(rd64(file + SLM__H_TENSORS_SIZE) == (uint64_t)nt * SLM__TENSOR_ENTRY_SIZE);
+
+    /* the tokenizer */
+    CHECK(mi->tokenizer_kind == SLM_TOKENIZER_BPE && m->vocab.pre == SLM_PRETOK_QWEN2 && mi->n_tokens == n_tok);
+    CHECK(mi->bos == 5 && mi->eos == 6 && mi->eot == 4 && mi->pad == 3 && mi->unk == 4 && mi->add_bos == 1);
+    CHECK(m->vocab.fim_pre == 0 && m->vocab.fim_suf == 1 && m->vocab.fim_mid == 2);
+    CHECK(mi->chat_template == SLM_CHAT_CHATML && m->vocab.flags == t->flags);
+    CHECK(m->vocab.n_merges == 2 && !memcmp(m->vocab.merges, merges, sizeof merges));
+    CHECK(m->vocab.text_off[n_tok] == blob);
+    for (i = 0; i < n_tok; i++) {
+        uint32_t len;
+        int plen;
+        const char *txt = slm__vocab_text(&m->vocab, i, &len), *piece = slm_token_piece(m, i, &plen);
+        CHECKF(len == strlen(texts[i]) && !memcmp(txt, texts[i], len), "token %d text", i);
+        CHECKF(m->vocab.scores[i] == t->scores[i] && m->vocab.types[i] == types[i], "token %d score or type", i);
+        if (i < 7)
+            CHECKF(piece && plen == (int)len && !memcmp(piece, texts[i], len), "token %d piece", i);
+        else /* a byte token's piece is its byte, lower-case hex or not */
+            CHECKF(piece && plen == 1 && piece[0] == 0x4a, "byte token piece");
+    }
+
+    /* the metadata */
+    CHECK(slm_model_meta(m, "name") && !strcmp(slm_model_meta(m, "name"), "round trip"));
+    CHECK(!strcmp(mi->name, "round trip"));
+    CHECK(slm_model_meta(m, "license") && !strcmp(slm_model_meta(m, "license"), "MIT"));
+    CHECK(slm_model_meta(m, "source") == NULL);
+
+    /* the tensor directory and data */
+    for (i = 0; i < nt; i++) {
+        slm_tensor_info ti;
+        int rows = TT[i].ne1 ? TT[i].ne1 : 1;
+        size_t esize = 0;
+        unsigned char *want;
+        CHECK(slm_model_tensor_get(m, i, &ti) == SLM_OK);
+        CHECKF(!strcmp(ti.name, TT[i].name), "tensor %d is '%s'", i, ti.name);
+        CHECKF(ti.type == TT[i].type, "%s: type %d", TT[i].name, ti.type);
+        CHECKF(ti.n_dims == (TT[i].ne1 ? 2 : 1), "%s: %d dims", TT[i].name, ti.n_dims);
+        CHECKF(ti.ne[0] == TT[i].ne0 && ti.ne[1] == rows && ti.ne[2] == 1 && ti.ne[3] == 1, "%s: shape", TT[i].name);
+        CHECKF(ti.offset == cm.tensors[i].offset && ti.offset % SLM__DATA_ALIGN == 0, "%s: offset", TT[i].name);
+        want = rt_expected((const float *)cm.tensors[i].src, TT[i].ne0, rows, TT[i].type, &esize);
+        CHECKF(ti.size == esize && ti.offset + esize <= fsize && !memcmp(file + ti.offset, want, esize),
+               "%s: %llu bytes at %llu differ from the expected %s data", TT[i].name, (unsigned long long)ti.size,
+               (unsigned long long)ti.offset, slm_type_name(TT[i].type));
+        free(want);
+    }
+done:
+    slm_model_free(m);
+    free(file);
+    conv_model_free(&cm);
+    remove(out);
+    free(out);
+}
+
 static const test_case TESTS[] = {
     { "half_conversions", test_half_conversions },
     { "quantize_rows", test_quantize_rows },
@@ -4874,6 +4985,8 @@ static const test_case TESTS[] = {
     { "hf_vs_gguf_llama_f32", test_hf_llama_f32 },
     { "hf_vs_gguf_qwen2_bf16_shards", test_hf_qwen2_bf16_shards },
     { "hf_vs_gguf_qwen3_f16_tied", test_hf_qwen3_f16_tied },
+    { "format_md", test_format_md },
+    { "writer_roundtrip", test_writer_roundtrip },
 #ifdef HAVE_FORK
     { "convert_hostile_gguf", test_convert_hostile_gguf },
     { "convert_hostile_hf", test_convert_hostile_hf },
@@ -4981,7 +5094,7 @@ int main(int argc, char **argv) {
     }
     if (list) return 0;
     (void)use_fork;
-    if (R_loaded > 0) j_free(&R.root);
+    json_free(&R.doc);
     free(R.greedy_txt);
     printf("%d passed, %d failed, %d skipped\n", passed, failed, skipped);
     return failed ? 1 : 0;

@@ -408,6 +408,15 @@ SLM_API float slm_bf16_to_fp32(uint16_t h);
 #define SLM__MAX_TOKENS      (1u << 22)
 #define SLM__MAX_MERGES      (1u << 24)
 
+/* the loader's bounds on the hyper-parameters (they keep every size product
+   below 2^62); the converter checks them before writing */
+#define SLM__MAX_DIM      (1u << 16)
+#define SLM__MAX_LAYERS   (1u << 10)
+#define SLM__MAX_HEADS    (1u << 10) /* n_heads and n_kv_heads */
+#define SLM__MAX_HEAD_DIM (1u << 12)
+#define SLM__MAX_FFN_DIM  (1u << 20)
+#define SLM__MAX_SEQ      (1u << 24)
+
 #define SLM__TOKFLAG_ADD_BOS       1u
 #define SLM__TOKFLAG_ADD_EOS       2u
 #define SLM__TOKFLAG_SPACE_PREFIX  4u
@@ -1460,8 +1469,8 @@ static slm_result slm__parse_file(slm__loader *ld) {
     { /* hyper-parameters: bounds that keep every product below 2^62 */
         static const char *const names[] = { "n_vocab",    "dim",      "n_layers", "n_heads",
                                              "n_kv_heads", "head_dim", "ffn_dim",  "max_seq" };
-        static const uint32_t limits[] = { 1u << 22, 1u << 16, 1u << 10, 1u << 10,
-                                           1u << 10, 1u << 12, 1u << 20, 1u << 24 };
+        static const uint32_t limits[] = { SLM__MAX_TOKENS, SLM__MAX_DIM,      SLM__MAX_LAYERS,  SLM__MAX_HEADS,
+                                           SLM__MAX_HEADS,  SLM__MAX_HEAD_DIM, SLM__MAX_FFN_DIM, SLM__MAX_SEQ };
         int *fields[8];
         fields[0] = &in->n_vocab;
         fields[1] = &in->dim;
@@ -3373,9 +3382,9 @@ SLM__INLINE void slm__gemm_r16_nt(int type, const uint8_t *group, int nb, const 
         SLM__UNROLL for (t = 0; t < nt; t++) isum[t][h] = SLM__DOT_LANE(isum[t][h], wv, xv[t], lane); \
     }
             SLM__R16_Q8_LINE(0, xlo, 0)
-            SLM__R16_Q8_LINE(1, xlo, 1)
-            SLM__R16_Q8_LINE(2, xlo, 2) SLM__R16_Q8_LINE(3, xlo, 3) SLM__R16_Q8_LINE(4, xhi, 0)
-                SLM__R16_Q8_LINE(5, xhi, 1) SLM__R16_Q8_LINE(6, xhi, 2) SLM__R16_Q8_LINE(7, xhi, 3)
+            SLM__R16_Q8_LINE(1, xlo, 1) SLM__R16_Q8_LINE(2, xlo, 2) SLM__R16_Q8_LINE(3, xlo, 3)
+                SLM__R16_Q8_LINE(4, xhi, 0) SLM__R16_Q8_LINE(5, xhi, 1) SLM__R16_Q8_LINE(6, xhi, 2)
+                    SLM__R16_Q8_LINE(7, xhi, 3)
 #undef SLM__R16_Q8_LINE
         } else {
             /* nibbles 0..15 as they are; the offset of 8 comes off once per block */
@@ -3388,8 +3397,7 @@ SLM__INLINE void slm__gemm_r16_nt(int type, const uint8_t *group, int nb, const 
             SLM__DOT_LANE(SLM__DOT_LANE(isum[t][h], lo, xlo[t], k), hi, xhi[t], k); \
     }
             SLM__R16_Q4_LINE(0)
-            SLM__R16_Q4_LINE(1)
-            SLM__R16_Q4_LINE(2) SLM__R16_Q4_LINE(3)
+            SLM__R16_Q4_LINE(1) SLM__R16_Q4_LINE(2) SLM__R16_Q4_LINE(3)
 #undef SLM__R16_Q4_LINE
                 SLM__UNROLL for (t = 0; t < nt; t++) SLM__UNROLL for (h = 0; h < 4; h++) isum[t][h] =
                     vsubq_s32(isum[t][h], vdupq_n_s32(8 * xsum[t * xs + b]));

@@ -630,7 +630,8 @@ int conv_check_model(conv_model *m, const char *where) {
     { /* the loader's limits, checked here to conv_fail before writing */
         const uint32_t vals[7] = { hp->dim,      hp->n_layers, hp->n_heads, hp->n_kv_heads,
                                    hp->head_dim, hp->ffn_dim,  hp->max_seq };
-        const uint32_t maxs[7] = { 1u << 16, 1u << 10, 1u << 10, 1u << 10, 1u << 12, 1u << 20, 1u << 24 };
+        const uint32_t maxs[7] = { SLM__MAX_DIM,      SLM__MAX_LAYERS,  SLM__MAX_HEADS, SLM__MAX_HEADS,
+                                   SLM__MAX_HEAD_DIM, SLM__MAX_FFN_DIM, SLM__MAX_SEQ };
         static const char *const names[7] = { "dim",      "n_layers", "n_heads", "n_kv_heads",
                                               "head_dim", "ffn_dim",  "max_seq" };
         for (i = 0; i < 7; i++)

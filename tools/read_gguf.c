@@ -587,8 +587,9 @@ static int gguf_read_tokenizer(gguf_file *g, conv_tokenizer *t) {
             conv_fail("%s: tokenizer.ggml.merges is %s", g->path, mk ? "not an array of strings" : "missing");
             goto done;
         }
-        if (mk->arr_n > (1u << 24)) {
-            conv_fail("%s: %llu merges (at most %lu allowed)", g->path, (unsigned long long)mk->arr_n, 1ul << 24);
+        if (mk->arr_n > SLM__MAX_MERGES) {
+            conv_fail("%s: %llu merges (at most %lu allowed)", g->path, (unsigned long long)mk->arr_n,
+                      (unsigned long)SLM__MAX_MERGES);
             goto done;
         }
         t->n_merges = (uint32_t)mk->arr_n;
@@ -677,9 +678,10 @@ static int gguf_read_hparams(gguf_file *g, const char *arch, conv_hparams *hp) {
         }
         *(uint32_t *)((char *)hp + req[k].field) = (uint32_t)v;
     }
-    if (hp->max_seq > (1u << 24)) {
-        conv_warn("%s: context length %lu is capped at %lu", g->path, (unsigned long)hp->max_seq, 1ul << 24);
-        hp->max_seq = 1u << 24;
+    if (hp->max_seq > SLM__MAX_SEQ) {
+        conv_warn("%s: context length %lu is capped at %lu", g->path, (unsigned long)hp->max_seq,
+                  (unsigned long)SLM__MAX_SEQ);
+        hp->max_seq = SLM__MAX_SEQ;
     }
     hp->n_kv_heads = hp->n_heads;
     r = gguf_get_uint(g, arch_key(key, sizeof key, arch, "attention.head_count_kv"), UINT32_MAX, &v);

@@ -431,7 +431,7 @@ static int hf_read_config(const json_doc *d, conv_hparams *hp, int *tie, const c
     r = cfg_u32(d, "max_position_embeddings", &hp->max_seq);
     if (r < 0) return -1;
     if (r == 0) conv_warn("config.json: max_position_embeddings is missing; using 2048");
-    if (hp->max_seq > (1u << 24)) hp->max_seq = 1u << 24;
+    if (hp->max_seq > SLM__MAX_SEQ) hp->max_seq = SLM__MAX_SEQ;
     hp->rope_theta = 10000.0f;
     rs = json_get(d, root, "rope_parameters"); /* newer transformers keep theta there */
     r = cfg_num(d, root, "rope_theta", &f);
@@ -671,8 +671,9 @@ static int hf_read_tokenizer(conv_model *m, const char *dir) {
     /* merges: "a b" strings or ["a", "b"] pairs, in rank order */
     t->n_merges = 0;
     if (merges && merges->type == JSON_ARR && merges->len > 0) {
-        if (merges->len > (1u << 24)) {
-            conv_fail("%s: %lu merges (at most %lu allowed)", where, (unsigned long)merges->len, 1ul << 24);
+        if (merges->len > SLM__MAX_MERGES) {
+            conv_fail("%s: %lu merges (at most %lu allowed)", where, (unsigned long)merges->len,
+                      (unsigned long)SLM__MAX_MERGES);
             goto done;
         }
         t->merges = (uint32_t *)malloc(2 * (size_t)merges->len * sizeof(uint32_t));

@@ -39,8 +39,14 @@ slm: examples/slm.c slm.h
 $(EXAMPLES): %: examples/%.c slm.h
 	$(CC) $(CFLAGS) $(WARNINGS) $(OPENMP) -I. -o $@ $< $(LDFLAGS) $(LDLIBS)
 
-slm-convert: tools/slm-convert.c slm.h
-	$(CC) $(CFLAGS) $(WARNINGS) $(OPENMP) -I. -o $@ tools/slm-convert.c $(LDFLAGS) $(LDLIBS)
+# the converter: the command line (holding slm.h's implementation), one
+# reader per input format, the JSON reader and the writer
+CONVERT_SRC = tools/slm-convert.c tools/convert.c tools/read_llama2c.c tools/read_gguf.c tools/read_hf.c \
+              tools/json.c tools/write_slm.c
+CONVERT_HDR = tools/convert.h tools/json.h
+
+slm-convert: $(CONVERT_SRC) $(CONVERT_HDR) slm.h
+	$(CC) $(CFLAGS) $(WARNINGS) $(OPENMP) -I. -o $@ $(CONVERT_SRC) $(LDFLAGS) $(LDLIBS)
 
 models/stories260K.slm: | slm-convert
 	tools/fetch-stories260K.sh models
@@ -58,7 +64,8 @@ test:
 
 test-extended:
 	@$(MAKE) --no-print-directory all; \
-	SLM_BUILD_STATUS=$$? CC="$(CC)" CXX="$(CXX)" CFLAGS="$(CFLAGS)" OPENMP="$(OPENMP)" tests/extended.sh
+	SLM_BUILD_STATUS=$$? CC="$(CC)" CXX="$(CXX)" CFLAGS="$(CFLAGS)" OPENMP="$(OPENMP)" \
+	CONVERT_SRC="$(CONVERT_SRC)" tests/extended.sh
 
 clean:
 	rm -rf slm slm-convert $(EXAMPLES) build

@@ -414,6 +414,127 @@ SLM_API float slm_bf16_to_fp32(uint16_t h);
 #endif /* SLM_H */
 
 /* =========================================================================
+   INTERNALS SHARED WITH THE TOOLS AND TESTS
+   The .slm layout below is the one source of truth for the loader, the
+   converter's writer (tools/write_slm.c) and the tests; FORMAT.md documents
+   it and tests/test_internals.c checks the two against each other. Defining
+   SLM_INTERNAL before the include also declares the few slm__ functions the
+   tools reuse (little-endian reads, the FNV-1a hash of token texts, "<0xXX>"
+   byte tokens, the Llama-3 pre-tokenizer family), and gives them external
+   linkage in the translation unit holding the implementation, so several
+   tool files share one copy. Not an API: names and signatures change without
+   notice, and applications should not define SLM_INTERNAL.
+   ========================================================================= */
+#if (defined(SLM_INTERNAL) || defined(SLM_IMPLEMENTATION)) && !defined(SLM__FORMAT_DEFINED)
+#define SLM__FORMAT_DEFINED
+
+#define SLM__MAGIC      "SLM\0" /* 4 bytes at offset 0 */
+#define SLM__MAGIC_SIZE 4
+#define SLM__DATA_ALIGN 64 /* tensor data offsets, so an mmap'ed file is used in place */
+#define SLM__SECT_ALIGN 4  /* tokenizer section and tensor directory offsets */
+
+/* header: u16 version fields, f32 hyper-parameters 48..56, u64 section table 80..120, the rest u32 */
+#define SLM__H_MAGIC            0
+#define SLM__H_VERSION_MAJOR    4
+#define SLM__H_VERSION_MINOR    6
+#define SLM__H_HEADER_SIZE      8
+#define SLM__H_ARCH             12
+#define SLM__H_N_VOCAB          16 /* the eight u32 sizes n_vocab..max_seq, in this order */
+#define SLM__H_DIM              20
+#define SLM__H_N_LAYERS         24
+#define SLM__H_N_HEADS          28
+#define SLM__H_N_KV_HEADS       32
+#define SLM__H_HEAD_DIM         36
+#define SLM__H_FFN_DIM          40
+#define SLM__H_MAX_SEQ          44
+#define SLM__H_ROPE_THETA       48
+#define SLM__H_ROPE_FREQ_SCALE  52
+#define SLM__H_NORM_EPS         56
+#define SLM__H_FLAGS            60
+#define SLM__H_ACTIVATION       64
+#define SLM__H_ROPE_KIND        68
+#define SLM__H_N_TENSORS        72
+#define SLM__H_RESERVED         76
+#define SLM__H_TOKENIZER_OFFSET 80
+#define SLM__H_TOKENIZER_SIZE   88
+#define SLM__H_METADATA_OFFSET  96
+#define SLM__H_METADATA_SIZE    104
+#define SLM__H_TENSORS_OFFSET   112
+#define SLM__H_TENSORS_SIZE     120
+#define SLM__HEADER_SIZE        128
+
+#define SLM__FLAG_TIED     1u
+#define SLM__FLAG_QKV_BIAS 2u
+#define SLM__FLAG_QK_NORM  4u
+
+/* tokenizer section header; the five arrays follow it (FORMAT.md) */
+#define SLM__T_KIND          0
+#define SLM__T_PRE           4
+#define SLM__T_N_TOKENS      8
+#define SLM__T_N_MERGES      12
+#define SLM__T_SPECIAL       16 /* i32 ids in this order: */
+#define SLM__T_BOS           16
+#define SLM__T_EOS           20
+#define SLM__T_EOT           24
+#define SLM__T_PAD           28
+#define SLM__T_UNK           32
+#define SLM__T_FIM_PRE       36
+#define SLM__T_FIM_SUF       40
+#define SLM__T_FIM_MID       44
+#define SLM__T_N_SPECIAL     8
+#define SLM__T_CHAT_TEMPLATE 48
+#define SLM__T_FLAGS         52
+#define SLM__T_BLOB_SIZE     56
+#define SLM__T_RESERVED      60
+#define SLM__TOKHDR_SIZE     64
+#define SLM__MAX_TOKENS      (1u << 22)
+#define SLM__MAX_MERGES      (1u << 24)
+
+/* the loader's bounds on the hyper-parameters (they keep every size product
+   below 2^62); the converter checks them before writing */
+#define SLM__MAX_DIM      (1u << 16)
+#define SLM__MAX_LAYERS   (1u << 10)
+#define SLM__MAX_HEADS    (1u << 10) /* n_heads and n_kv_heads */
+#define SLM__MAX_HEAD_DIM (1u << 12)
+#define SLM__MAX_FFN_DIM  (1u << 20)
+#define SLM__MAX_SEQ      (1u << 24)
+
+#define SLM__TOKFLAG_ADD_BOS       1u
+#define SLM__TOKFLAG_ADD_EOS       2u
+#define SLM__TOKFLAG_SPACE_PREFIX  4u
+#define SLM__TOKFLAG_ESCAPE_SPACES 8u
+#define SLM__TOKFLAG_IGNORE_MERGES 16u
+
+/* tensor directory entry */
+#define SLM__E_NAME            0 /* char[SLM__TENSOR_NAME_MAX], NUL-terminated and NUL-padded */
+#define SLM__E_TYPE            64
+#define SLM__E_N_DIMS          68
+#define SLM__E_NE              72 /* u32[4] */
+#define SLM__E_OFFSET          88
+#define SLM__TENSOR_NAME_MAX   64
+#define SLM__TENSOR_ENTRY_SIZE 96
+
+#endif /* SLM__FORMAT_DEFINED */
+
+#if defined(SLM_INTERNAL) && !defined(SLM__INTERNAL_DECLARED)
+#define SLM__INTERNAL_DECLARED
+#ifdef __cplusplus
+extern "C" {
+#endif
+uint16_t slm__rd16(const uint8_t *p);
+uint32_t slm__rd32(const uint8_t *p);
+int32_t slm__rdi32(const uint8_t *p);
+uint64_t slm__rd64(const uint8_t *p);
+float slm__rdf32(const uint8_t *p);
+uint32_t slm__hash_bytes(const char *s, size_t n);
+int slm__byte_token_value(const char *text, uint32_t len);
+int slm__pretok_llama3_family(const char *name);
+#ifdef __cplusplus
+}
+#endif
+#endif /* SLM__INTERNAL_DECLARED */
+
+/* =========================================================================
    IMPLEMENTATION
    ========================================================================= */
 #ifdef SLM_IMPLEMENTATION
@@ -974,18 +1095,13 @@ static void slm__r16_dequantize_row(int type, const void *data, int64_t n, int64
    tables. Allocations here are bounded by the file size, so a hostile header
    cannot make the loader reserve gigabytes. The byte layout is FORMAT.md. */
 
-#define SLM__HEADER_SIZE           128
-#define SLM__TOKHDR_SIZE           64
-#define SLM__TENSOR_ENTRY_SIZE     96
-#define SLM__TENSOR_NAME_MAX       64
-#define SLM__FLAG_TIED             1u
-#define SLM__FLAG_QKV_BIAS         2u
-#define SLM__FLAG_QK_NORM          4u
-#define SLM__TOKFLAG_ADD_BOS       1u
-#define SLM__TOKFLAG_ADD_EOS       2u
-#define SLM__TOKFLAG_SPACE_PREFIX  4u
-#define SLM__TOKFLAG_ESCAPE_SPACES 8u
-#define SLM__TOKFLAG_IGNORE_MERGES 16u
+/* The SLM__H_ / SLM__T_ / SLM__E_ offsets and sizes are defined above the
+   implementation, where the tools and tests see them too. */
+#ifdef SLM_INTERNAL
+#define SLM__SHARED /* external linkage: tools/ link against these */
+#else
+#define SLM__SHARED static
+#endif
 
 typedef struct slm__tensor {
     const char *name;
@@ -1077,12 +1193,17 @@ static slm_result slm__load_fail(slm__loader *ld, slm_result code, const char *f
     return code;
 }
 
-static uint16_t slm__rd16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
-static uint32_t slm__rd32(const uint8_t *p) {
+/* Little-endian reads, independent of the host's byte order and alignment. */
+SLM__SHARED uint16_t slm__rd16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+SLM__SHARED uint32_t slm__rd32(const uint8_t *p) {
     return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
 }
-static uint64_t slm__rd64(const uint8_t *p) { return (uint64_t)slm__rd32(p) | ((uint64_t)slm__rd32(p + 4) << 32); }
-static float slm__rdf32(const uint8_t *p) { return slm__bits_f32(slm__rd32(p)); }
+SLM__SHARED int32_t slm__rdi32(const uint8_t *p) {
+    uint32_t u = slm__rd32(p); /* two's complement without an implementation-defined cast */
+    return u <= 0x7fffffffu ? (int32_t)u : -(int32_t)(0xffffffffu - u) - 1;
+}
+SLM__SHARED uint64_t slm__rd64(const uint8_t *p) { return (uint64_t)slm__rd32(p) | ((uint64_t)slm__rd32(p + 4) << 32); }
+SLM__SHARED float slm__rdf32(const uint8_t *p) { return slm__bits_f32(slm__rd32(p)); }
 
 /* off/size describe a range inside a file of file_size bytes, overflow-safe. */
 static int slm__range_ok(uint64_t off, uint64_t size, uint64_t file_size) {
@@ -1253,9 +1374,9 @@ static slm_result slm__parse_tensors(slm__loader *ld, uint64_t dir_off, uint64_t
     slm_model *m = ld->m;
     uint32_t i;
     int d;
-    if (dir_off % 4)
-        return slm__load_fail(ld, SLM_ERR_FORMAT, "tensor directory offset %llu is not 4-byte aligned",
-                              (unsigned long long)dir_off);
+    if (dir_off % SLM__SECT_ALIGN)
+        return slm__load_fail(ld, SLM_ERR_FORMAT, "tensor directory offset %llu is not %d-byte aligned",
+                              (unsigned long long)dir_off, SLM__SECT_ALIGN);
     if ((uint64_t)n_tensors > dir_size / SLM__TENSOR_ENTRY_SIZE)
         return slm__load_fail(ld, SLM_ERR_FORMAT, "tensor directory of %llu bytes cannot hold %u tensors",
                               (unsigned long long)dir_size, n_tensors);
@@ -1267,19 +1388,19 @@ static slm_result slm__parse_tensors(slm__loader *ld, uint64_t dir_off, uint64_t
         const uint8_t *e = m->file + dir_off + (uint64_t)i * SLM__TENSOR_ENTRY_SIZE;
         slm__tensor *t = &m->tensors[i];
         uint64_t rows = 1, row_size;
-        if (!memchr(e, 0, SLM__TENSOR_NAME_MAX))
+        if (!memchr(e + SLM__E_NAME, 0, SLM__TENSOR_NAME_MAX))
             return slm__load_fail(ld, SLM_ERR_FORMAT, "tensor %u: name is not NUL-terminated", i);
-        t->name = (const char *)e;
-        t->type = (int)slm__rd32(e + 64);
-        t->n_dims = (int)slm__rd32(e + 68);
-        t->offset = slm__rd64(e + 88);
+        t->name = (const char *)e + SLM__E_NAME;
+        t->type = (int)slm__rd32(e + SLM__E_TYPE);
+        t->n_dims = (int)slm__rd32(e + SLM__E_N_DIMS);
+        t->offset = slm__rd64(e + SLM__E_OFFSET);
         if (!slm_type_name(t->type))
             return slm__load_fail(ld, SLM_ERR_UNSUPPORTED, "tensor '%s': unknown type %u", t->name, (unsigned)t->type);
-        if (slm__rd32(e + 68) < 1 || slm__rd32(e + 68) > 4)
+        if (slm__rd32(e + SLM__E_N_DIMS) < 1 || slm__rd32(e + SLM__E_N_DIMS) > 4)
             return slm__load_fail(ld, SLM_ERR_FORMAT, "tensor '%s': %u dimensions", t->name,
-                                  (unsigned)slm__rd32(e + 68));
+                                  (unsigned)slm__rd32(e + SLM__E_N_DIMS));
         for (d = 0; d < 4; d++) {
-            uint32_t ne = slm__rd32(e + 72 + 4 * d);
+            uint32_t ne = slm__rd32(e + SLM__E_NE + 4 * d);
             if (ne == 0 || (d >= t->n_dims && ne != 1))
                 return slm__load_fail(ld, SLM_ERR_FORMAT, "tensor '%s': dimension %d is %u", t->name, d, ne);
             t->ne[d] = ne;
@@ -1301,9 +1422,9 @@ static slm_result slm__parse_tensors(slm__loader *ld, uint64_t dir_off, uint64_t
                                   (unsigned long long)rows, SLM__R16);
         t->size = rows * row_size;
         t->row_size = (size_t)row_size;
-        if (t->offset % SLM__ALIGN)
+        if (t->offset % SLM__DATA_ALIGN)
             return slm__load_fail(ld, SLM_ERR_FORMAT, "tensor '%s': offset %llu is not %d-byte aligned", t->name,
-                                  (unsigned long long)t->offset, SLM__ALIGN);
+                                  (unsigned long long)t->offset, SLM__DATA_ALIGN);
         if (!slm__range_ok(t->offset, t->size, m->file_size))
             return slm__load_fail(ld, SLM_ERR_FORMAT,
                                   "tensor '%s': bytes %llu..%llu are past the end of the %llu-byte file", t->name,
@@ -1410,13 +1531,13 @@ static slm_result slm__parse_file(slm__loader *ld) {
     if (m->file_size < SLM__HEADER_SIZE)
         return slm__load_fail(ld, SLM_ERR_FORMAT, "file is %llu bytes, smaller than the %d-byte .slm header",
                               (unsigned long long)m->file_size, SLM__HEADER_SIZE);
-    if (memcmp(h, "SLM\0", 4) != 0) {
+    if (memcmp(h + SLM__H_MAGIC, SLM__MAGIC, SLM__MAGIC_SIZE) != 0) {
         if (memcmp(h, "GGUF", 4) == 0)
             return slm__load_fail(ld, SLM_ERR_FORMAT, "this is a GGUF file; convert it with slm-convert first");
         return slm__load_fail(ld, SLM_ERR_FORMAT, "not a .slm file (bad magic)");
     }
-    major = slm__rd16(h + 4);
-    minor = slm__rd16(h + 6);
+    major = slm__rd16(h + SLM__H_VERSION_MAJOR);
+    minor = slm__rd16(h + SLM__H_VERSION_MINOR);
     in->format_major = (int)major;
     in->format_minor = (int)minor;
     if (major > SLM_FORMAT_VERSION_MAJOR)
@@ -1424,10 +1545,10 @@ static slm_result slm__parse_file(slm__loader *ld) {
                               "file format version %u.%u is newer than this library's %d.%d; update slm.h", major,
                               minor, SLM_FORMAT_VERSION_MAJOR, SLM_FORMAT_VERSION_MINOR);
     if (major == 0) return slm__load_fail(ld, SLM_ERR_FORMAT, "file format version 0 does not exist");
-    header_size = slm__rd32(h + 8);
+    header_size = slm__rd32(h + SLM__H_HEADER_SIZE);
     if (header_size < SLM__HEADER_SIZE || header_size > m->file_size)
         return slm__load_fail(ld, SLM_ERR_FORMAT, "header size %u is out of range", header_size);
-    arch = slm__rd32(h + 12);
+    arch = slm__rd32(h + SLM__H_ARCH);
     if (arch < SLM_ARCH_LLAMA || arch > SLM_ARCH_QWEN3)
         return slm__load_fail(ld, SLM_ERR_UNSUPPORTED, "unknown architecture id %u", arch);
     in->arch = (int)arch;
@@ -1436,8 +1557,8 @@ static slm_result slm__parse_file(slm__loader *ld) {
     { /* hyper-parameters: bounds that keep every product below 2^62 */
         static const char *const names[] = { "n_vocab",    "dim",      "n_layers", "n_heads",
                                              "n_kv_heads", "head_dim", "ffn_dim",  "max_seq" };
-        static const uint32_t limits[] = { 1u << 22, 1u << 16, 1u << 10, 1u << 10,
-                                           1u << 10, 1u << 12, 1u << 20, 1u << 24 };
+        static const uint32_t limits[] = { SLM__MAX_TOKENS, SLM__MAX_DIM,      SLM__MAX_LAYERS,  SLM__MAX_HEADS,
+                                           SLM__MAX_HEADS,  SLM__MAX_HEAD_DIM, SLM__MAX_FFN_DIM, SLM__MAX_SEQ };
         int *fields[8];
         fields[0] = &in->n_vocab;
         fields[1] = &in->dim;
@@ -1447,22 +1568,22 @@ static slm_result slm__parse_file(slm__loader *ld) {
         fields[5] = &in->head_dim;
         fields[6] = &in->ffn_dim;
         fields[7] = &in->max_seq;
-        n_tensors = slm__rd32(h + 72);
+        n_tensors = slm__rd32(h + SLM__H_N_TENSORS);
         for (i = 0; i < 8; i++) {
-            u = slm__rd32(h + 16 + 4 * i);
+            u = slm__rd32(h + SLM__H_N_VOCAB + 4 * i);
             if (u > limits[i] || (u == 0 && n_tensors > 0))
                 return slm__load_fail(ld, SLM_ERR_FORMAT, "%s = %u is out of range (1..%u)", names[i], u, limits[i]);
             *fields[i] = (int)u;
         }
     }
-    in->rope_theta = slm__rdf32(h + 48);
-    in->rope_freq_scale = slm__rdf32(h + 52);
-    in->norm_eps = slm__rdf32(h + 56);
-    flags = slm__rd32(h + 60);
+    in->rope_theta = slm__rdf32(h + SLM__H_ROPE_THETA);
+    in->rope_freq_scale = slm__rdf32(h + SLM__H_ROPE_FREQ_SCALE);
+    in->norm_eps = slm__rdf32(h + SLM__H_NORM_EPS);
+    flags = slm__rd32(h + SLM__H_FLAGS);
     in->tied_embeddings = (flags & SLM__FLAG_TIED) != 0;
     in->qkv_bias = (flags & SLM__FLAG_QKV_BIAS) != 0;
     in->qk_norm = (flags & SLM__FLAG_QK_NORM) != 0;
-    in->rope_kind = (int)slm__rd32(h + 68);
+    in->rope_kind = (int)slm__rd32(h + SLM__H_ROPE_KIND);
     in->n_tensors = (int)n_tensors;
     if (n_tensors > 0) {
         if (in->n_heads % in->n_kv_heads)
@@ -1474,19 +1595,20 @@ static slm_result slm__parse_file(slm__loader *ld) {
             !(in->norm_eps >= 0.0f && in->norm_eps < 1.0f))
             return slm__load_fail(ld, SLM_ERR_FORMAT, "rope theta %g, rope scale %g or norm epsilon %g is out of range",
                                   (double)in->rope_theta, (double)in->rope_freq_scale, (double)in->norm_eps);
-        if (slm__rd32(h + 64) != 0)
-            return slm__load_fail(ld, SLM_ERR_UNSUPPORTED, "activation %u is not supported", slm__rd32(h + 64));
+        if (slm__rd32(h + SLM__H_ACTIVATION) != 0)
+            return slm__load_fail(ld, SLM_ERR_UNSUPPORTED, "activation %u is not supported",
+                                  slm__rd32(h + SLM__H_ACTIVATION));
         if (in->rope_kind != 0 && in->rope_kind != 1)
             return slm__load_fail(ld, SLM_ERR_UNSUPPORTED, "rope kind %d is not supported", in->rope_kind);
         if (flags & ~(SLM__FLAG_TIED | SLM__FLAG_QKV_BIAS | SLM__FLAG_QK_NORM))
             return slm__load_fail(ld, SLM_ERR_UNSUPPORTED, "unknown model flags 0x%x", flags);
     }
-    tok_off = slm__rd64(h + 80);
-    tok_size = slm__rd64(h + 88);
-    meta_off = slm__rd64(h + 96);
-    meta_size = slm__rd64(h + 104);
-    dir_off = slm__rd64(h + 112);
-    dir_size = slm__rd64(h + 120);
+    tok_off = slm__rd64(h + SLM__H_TOKENIZER_OFFSET);
+    tok_size = slm__rd64(h + SLM__H_TOKENIZER_SIZE);
+    meta_off = slm__rd64(h + SLM__H_METADATA_OFFSET);
+    meta_size = slm__rd64(h + SLM__H_METADATA_SIZE);
+    dir_off = slm__rd64(h + SLM__H_TENSORS_OFFSET);
+    dir_size = slm__rd64(h + SLM__H_TENSORS_SIZE);
     if (!slm__range_ok(tok_off, tok_size, m->file_size) || tok_off < header_size)
         return slm__load_fail(
             ld, SLM_ERR_FORMAT, "tokenizer section (offset %llu, %llu bytes) is outside the %llu-byte file",
@@ -1723,7 +1845,8 @@ static int slm__cp_to_byte(uint32_t cp) {
     return -1;
 }
 
-static uint32_t slm__hash_bytes(const char *s, size_t n) {
+/* FNV-1a: token texts -> slots of the open-addressing tables. */
+SLM__SHARED uint32_t slm__hash_bytes(const char *s, size_t n) {
     uint32_t h = 2166136261u;
     size_t i;
     for (i = 0; i < n; i++) {
@@ -1760,25 +1883,26 @@ static slm_result slm__parse_vocab(slm__loader *ld, uint64_t off, uint64_t size)
     const uint8_t *p = m->file + off;
     uint64_t need;
     uint32_t n, blob, i;
-    slm_token *ids[8];
-    if (off % 4)
-        return slm__load_fail(ld, SLM_ERR_FORMAT, "tokenizer section offset %llu is not 4-byte aligned",
-                              (unsigned long long)off);
+    slm_token *ids[SLM__T_N_SPECIAL];
+    if (off % SLM__SECT_ALIGN)
+        return slm__load_fail(ld, SLM_ERR_FORMAT, "tokenizer section offset %llu is not %d-byte aligned",
+                              (unsigned long long)off, SLM__SECT_ALIGN);
     if (size < SLM__TOKHDR_SIZE)
         return slm__load_fail(ld, SLM_ERR_FORMAT, "tokenizer section of %llu bytes is truncated",
                               (unsigned long long)size);
-    v->kind = (int)slm__rd32(p);
-    v->pre = (int)slm__rd32(p + 4);
-    n = slm__rd32(p + 8);
-    v->n_merges = (int)slm__rd32(p + 12);
+    v->kind = (int)slm__rd32(p + SLM__T_KIND);
+    v->pre = (int)slm__rd32(p + SLM__T_PRE);
+    n = slm__rd32(p + SLM__T_N_TOKENS);
+    v->n_merges = (int)slm__rd32(p + SLM__T_N_MERGES);
     if (v->kind != SLM_TOKENIZER_SPM && v->kind != SLM_TOKENIZER_BPE)
         return slm__load_fail(ld, SLM_ERR_UNSUPPORTED, "unknown tokenizer kind %d", v->kind);
     if (v->kind == SLM_TOKENIZER_BPE && (v->pre < SLM_PRETOK_NONE || v->pre > SLM_PRETOK_STARCODER))
         return slm__load_fail(ld, SLM_ERR_UNSUPPORTED, "unknown pre-tokenizer %d", v->pre);
-    if (n == 0 || n > (1u << 22))
+    if (n == 0 || n > SLM__MAX_TOKENS)
         return slm__load_fail(ld, SLM_ERR_FORMAT, "tokenizer token count %u is out of range", n);
-    if (slm__rd32(p + 12) > (1u << 24))
-        return slm__load_fail(ld, SLM_ERR_FORMAT, "tokenizer merge count %u is out of range", slm__rd32(p + 12));
+    if (slm__rd32(p + SLM__T_N_MERGES) > SLM__MAX_MERGES)
+        return slm__load_fail(ld, SLM_ERR_FORMAT, "tokenizer merge count %u is out of range",
+                              slm__rd32(p + SLM__T_N_MERGES));
     v->n_tokens = (int)n;
     ids[0] = &v->bos;
     ids[1] = &v->eos;
@@ -1788,15 +1912,15 @@ static slm_result slm__parse_vocab(slm__loader *ld, uint64_t off, uint64_t size)
     ids[5] = &v->fim_pre;
     ids[6] = &v->fim_suf;
     ids[7] = &v->fim_mid;
-    for (i = 0; i < 8; i++) {
-        int32_t id = (int32_t)slm__rd32(p + 16 + 4 * i);
+    for (i = 0; i < SLM__T_N_SPECIAL; i++) {
+        int32_t id = slm__rdi32(p + SLM__T_SPECIAL + 4 * i);
         if (id < -1 || id >= (int32_t)n)
             return slm__load_fail(ld, SLM_ERR_FORMAT, "special token id %d is out of range", (int)id);
         *ids[i] = id;
     }
-    v->chat_template = (int)slm__rd32(p + 48);
-    v->flags = slm__rd32(p + 52);
-    blob = slm__rd32(p + 56);
+    v->chat_template = (int)slm__rd32(p + SLM__T_CHAT_TEMPLATE);
+    v->flags = slm__rd32(p + SLM__T_FLAGS);
+    blob = slm__rd32(p + SLM__T_BLOB_SIZE);
     need = SLM__TOKHDR_SIZE + 4ull * n + 4ull * (n + 1) + 8ull * (uint32_t)v->n_merges + n + blob;
     if (need > size)
         return slm__load_fail(ld, SLM_ERR_FORMAT, "tokenizer section needs %llu bytes but has %llu",
@@ -1827,8 +1951,8 @@ static int slm__hex_digit(char c) {
     return -1;
 }
 
-/* "<0xXX>" -> XX, else -1 */
-static int slm__byte_token_value(const char *t, uint32_t len) {
+/* "<0xXX>" -> XX, else -1; upper- or lower-case hex */
+SLM__SHARED int slm__byte_token_value(const char *t, uint32_t len) {
     int hi, lo;
     if (len != 6 || t[0] != '<' || t[1] != '0' || t[2] != 'x' || t[5] != '>') return -1;
     hi = slm__hex_digit(t[3]);
@@ -2264,13 +2388,24 @@ static int slm__uclass(uint32_t cp) {
     return (int)(slm__uclass_table[lo] & 3u);
 }
 
+/* llama.cpp's Llama-3 family: the pre-tokenizer names for which it sets
+   ignore_merges and adds BOS by default. dbrx and smaug-bpe share the Llama-3
+   split (slm_pretok_from_name) but not these two settings. */
+SLM__SHARED int slm__pretok_llama3_family(const char *name) {
+    static const char *const names[] = { "llama3",  "llama-v3", "llama-bpe", "falcon3",     "falcon-h1",
+                                         "pixtral", "midm-2.0", "lfm2",      "jina-v5-nano" };
+    size_t i;
+    for (i = 0; name && i < sizeof names / sizeof names[0]; i++)
+        if (strcmp(name, names[i]) == 0) return 1;
+    return 0;
+}
+
 SLM_API int slm_pretok_from_name(const char *name) {
     static const char *const gpt2[] = { "gpt-2",      "phi-2",        "jina-es",     "jina-de",         "gigachat",
                                         "jina-v2-es", "jina-v2-de",   "a.x-4.0",     "mellum",          "modern-bert",
                                         "jina-v1-en", "jina-v2-code", "roberta-bpe", "exaone4",         "mpt",
                                         "olmo",       "jais",         "trillion",    "granite-docling", NULL };
-    static const char *const llama3[] = { "llama3",   "llama-v3", "llama-bpe",    "falcon3", "falcon-h1", "pixtral",
-                                          "midm-2.0", "lfm2",     "jina-v5-nano", "dbrx",    "smaug-bpe", NULL };
+    static const char *const llama3[] = { "dbrx", "smaug-bpe", NULL }; /* and slm__pretok_llama3_family */
     static const char *const qwen2[] = { "qwen2",  "deepseek-r1-qwen", "kormo",   "f2llmv2",
                                          "megrez", "stablelm2",        "hunyuan", NULL };
     static const char *const starcoder[] = { "starcoder", "refact", "command-r",  "smollm",
@@ -2278,6 +2413,7 @@ SLM_API int slm_pretok_from_name(const char *name) {
     static const char *const *const lists[4] = { gpt2, llama3, qwen2, starcoder };
     int l, i;
     if (!name) return -1;
+    if (slm__pretok_llama3_family(name)) return SLM_PRETOK_LLAMA3;
     for (l = 0; l < 4; l++)
         for (i = 0; lists[l][i]; i++)
             if (strcmp(lists[l][i], name) == 0) return l + 1;

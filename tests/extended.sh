@@ -27,6 +27,8 @@ CC=${CC:-cc}
 CFLAGS=${CFLAGS:--O2 -g}
 OPENMP=${OPENMP-}
 BUILD=build
+# the converter's sources (from the Makefile)
+CONVERT_SRC=${CONVERT_SRC:-tools/slm-convert.c tools/convert.c tools/read_llama2c.c tools/read_gguf.c tools/read_hf.c tools/json.c tools/write_slm.c}
 mkdir -p "$BUILD"
 . tests/lib.sh
 
@@ -78,10 +80,10 @@ else
     mkdir -p "$SB"
     SFLAGS="-O1 -g $SAN"
     ok=1
-    for p in "slm examples/slm.c" "slm-convert tools/slm-convert.c"; do
+    for p in "slm examples/slm.c" "slm-convert $CONVERT_SRC"; do
         set -- $p
         # shellcheck disable=SC2086
-        if ! $SAN_CC $SFLAGS -Wall -Wextra -I. -o "$SB/$1" "$2" -lm >"$SB/$1.build.log" 2>&1; then
+        if ! $SAN_CC $SFLAGS -Wall -Wextra -I. -o "$SB/$1" "${@:2}" -lm >"$SB/$1.build.log" 2>&1; then
             fail "build $1 with sanitizers" "$(head -n 8 "$SB/$1.build.log")"
             ok=0
         fi

@@ -48,6 +48,11 @@ double now_sec(void) {
 /* small utilities                                                          */
 /* ======================================================================== */
 
+const char *env_or(const char *name, const char *dflt) {
+    const char *v = getenv(name);
+    return v && *v ? v : dflt;
+}
+
 char *path_join(const char *a, const char *b) {
     size_t n = strlen(a) + strlen(b) + 2;
     char *p = (char *)malloc(n);
@@ -197,232 +202,33 @@ slm_allocator counting_allocator(counter *c) {
 }
 
 /* ======================================================================== */
-/* a minimal JSON reader (for reference.json)                               */
+/* JSON: tools/json.c, the converter's reader                               */
 /* ======================================================================== */
 
-static void j_ws(jparser *P) {
-    while (P->p < P->end && (*P->p == ' ' || *P->p == '\n' || *P->p == '\r' || *P->p == '\t')) P->p++;
+int j_ints(const json_doc *d, const json_node *v, int *out, int cap) {
+    const json_node *x;
+    int n = 0;
+    if (!v || v->type != JSON_ARR || v->len > (uint32_t)cap) return -1;
+    for (x = json_first(d, v); x; x = json_next(d, x)) {
+        if (x->type != JSON_NUM) return -1;
+        out[n++] = (int)x->num;
+    }
+    return n;
 }
 
-static void j_put_utf8(char *buf, size_t *n, unsigned cp) {
-    if (cp < 0x80)
-        buf[(*n)++] = (char)cp;
-    else if (cp < 0x800) {
-        buf[(*n)++] = (char)(0xC0 | cp >> 6);
-        buf[(*n)++] = (char)(0x80 | (cp & 63));
-    } else if (cp < 0x10000) {
-        buf[(*n)++] = (char)(0xE0 | cp >> 12);
-        buf[(*n)++] = (char)(0x80 | ((cp >> 6) & 63));
-        buf[(*n)++] = (char)(0x80 | (cp & 63));
-    } else {
-        buf[(*n)++] = (char)(0xF0 | cp >> 18);
-        buf[(*n)++] = (char)(0x80 | ((cp >> 12) & 63));
-        buf[(*n)++] = (char)(0x80 | ((cp >> 6) & 63));
-        buf[(*n)++] = (char)(0x80 | (cp & 63));
-    }
-}
-static int j_hex4(jparser *P, unsigned *v) {
-    int i;
-    *v = 0;
-    if (P->end - P->p < 4) return 0;
-    for (i = 0; i < 4; i++) {
-        char c = *P->p++;
-        *v <<= 4;
-        if (c >= '0' && c <= '9')
-            *v |= (unsigned)(c - '0');
-        else if (c >= 'a' && c <= 'f')
-            *v |= (unsigned)(c - 'a' + 10);
-        else if (c >= 'A' && c <= 'F')
-            *v |= (unsigned)(c - 'A' + 10);
-        else
-            return 0;
-    }
-    return 1;
-}
-static int j_string(jparser *P, char **s, size_t *len) {
-    const char *q = ++P->p; /* after the quote */
-    char *buf;
-    size_t n = 0;
-    while (q < P->end && *q != '"') q += (*q == '\\') ? 2 : 1;
-    if (q >= P->end) return 0;
-    buf = (char *)malloc((size_t)(q - P->p) + 8);
-    while (P->p < P->end && *P->p != '"') {
-        char c = *P->p++;
-        if (c != '\\') {
-            buf[n++] = c;
-            continue;
-        }
-        if (P->p >= P->end) {
-            free(buf);
-            return 0;
-        }
-        c = *P->p++;
-        switch (c) {
-        case 'n': buf[n++] = '\n'; break;
-        case 't': buf[n++] = '\t'; break;
-        case 'r': buf[n++] = '\r'; break;
-        case 'b': buf[n++] = '\b'; break;
-        case 'f': buf[n++] = '\f'; break;
-        case 'u': {
-            unsigned cp, lo;
-            if (!j_hex4(P, &cp)) {
-                free(buf);
-                return 0;
-            }
-            if (cp >= 0xD800 && cp < 0xDC00 && P->end - P->p >= 6 && P->p[0] == '\\' && P->p[1] == 'u') {
-                P->p += 2;
-                if (!j_hex4(P, &lo)) {
-                    free(buf);
-                    return 0;
-                }
-                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-            }
-            j_put_utf8(buf, &n, cp);
-            break;
-        }
-        default: buf[n++] = c; break;
-        }
-    }
-    if (P->p >= P->end) {
-        free(buf);
-        return 0;
-    }
-    P->p++;
-    buf[n] = 0;
-    *s = buf;
-    *len = n;
-    return 1;
-}
-int j_parse(jparser *P, jv *out) {
-    memset(out, 0, sizeof *out);
-    j_ws(P);
-    if (P->p >= P->end) return 0;
-    if (*P->p == '{' || *P->p == '[') {
-        int obj = *P->p == '{', cap = 0;
-        out->t = obj ? J_OBJ : J_ARR;
-        P->p++;
-        j_ws(P);
-        if (P->p < P->end && *P->p == (obj ? '}' : ']')) {
-            P->p++;
-            return 1;
-        }
-        for (;;) {
-            char *key = NULL;
-            size_t klen;
-            j_ws(P);
-            if (obj) {
-                if (P->p >= P->end || *P->p != '"' || !j_string(P, &key, &klen)) return 0;
-                j_ws(P);
-                if (P->p >= P->end || *P->p != ':') {
-                    free(key);
-                    return 0;
-                }
-                P->p++;
-            }
-            if (out->n == cap) {
-                cap = cap ? cap * 2 : 8;
-                out->items = (jv *)realloc(out->items, (size_t)cap * sizeof(jv));
-                out->keys = (char **)realloc(out->keys, (size_t)cap * sizeof(char *));
-            }
-            out->keys[out->n] = key;
-            if (!j_parse(P, &out->items[out->n])) {
-                out->n++;
-                return 0;
-            }
-            out->n++;
-            j_ws(P);
-            if (P->p < P->end && *P->p == ',') {
-                P->p++;
-                continue;
-            }
-            if (P->p < P->end && *P->p == (obj ? '}' : ']')) {
-                P->p++;
-                return 1;
-            }
-            return 0;
-        }
-    }
-    if (*P->p == '"') {
-        out->t = J_STR;
-        return j_string(P, &out->str, &out->len);
-    }
-    if (P->end - P->p >= 4 && !strncmp(P->p, "true", 4)) {
-        out->t = J_BOOL;
-        out->num = 1;
-        P->p += 4;
-        return 1;
-    }
-    if (P->end - P->p >= 5 && !strncmp(P->p, "false", 5)) {
-        out->t = J_BOOL;
-        P->p += 5;
-        return 1;
-    }
-    if (P->end - P->p >= 4 && !strncmp(P->p, "null", 4)) {
-        out->t = J_NULL;
-        P->p += 4;
-        return 1;
-    }
-    {
-        char *e;
-        out->t = J_NUM;
-        out->num = strtod(P->p, &e); /* the buffer is NUL-terminated */
-        if (e == P->p) return 0;
-        P->p = e;
-        return 1;
-    }
-}
-void j_free(jv *v) {
-    int i;
-    for (i = 0; i < v->n; i++) {
-        j_free(&v->items[i]);
-        if (v->keys) free(v->keys[i]);
-    }
-    free(v->items);
-    free(v->keys);
-    free(v->str);
-}
-const jv *j_get(const jv *v, const char *key) {
-    int i;
-    if (!v || v->t != J_OBJ) return NULL;
-    for (i = 0; i < v->n; i++)
-        if (v->keys[i] && !strcmp(v->keys[i], key)) return &v->items[i];
-    return NULL;
-}
-/* Reads a JSON array of numbers into ints; returns the count or -1. */
-int j_ints(const jv *v, int *out, int cap) {
-    int i;
-    if (!v || v->t != J_ARR || v->n > cap) return -1;
-    for (i = 0; i < v->n; i++) {
-        if (v->items[i].t != J_NUM) return -1;
-        out[i] = (int)v->items[i].num;
-    }
-    return v->n;
+double j_num2(const json_doc *d, const json_node *v, int i, int j, double dflt) {
+    return json_num(json_at(d, json_at(d, v, (uint32_t)i), (uint32_t)j), dflt);
 }
 
-int load_json(const char *path, jv *out) {
+int load_json(const char *path, json_doc *out) {
     size_t size;
     unsigned char *txt = read_file(path, &size);
-    jparser P;
     int ok;
-    memset(out, 0, sizeof *out);
     if (!txt) return 0;
-    P.p = (const char *)txt;
-    P.end = P.p + size;
-    P.err = 0;
-    ok = j_parse(&P, out);
-    free(txt);
-    if (!ok) {
-        j_free(out);
-        memset(out, 0, sizeof *out);
-    }
+    ok = json_parse(out, (const char *)txt, size, path) == 0;
+    if (!ok) printf("    %s\n", out->error);
+    free(txt); /* the document holds decoded copies of the strings */
     return ok;
-}
-
-double j_num(const jv *v, double dflt) { return v && v->t == J_NUM ? v->num : dflt; }
-/* v[i][j] of an array of arrays (the fixtures' top-5 [id, logit] pairs), or dflt. */
-double j_num2(const jv *v, int i, int j, double dflt) {
-    if (!v || v->t != J_ARR || i >= v->n || v->items[i].t != J_ARR || j >= v->items[i].n) return dflt;
-    return j_num(&v->items[i].items[j], dflt);
 }
 
 /* ======================================================================== */
@@ -434,10 +240,7 @@ static int R_loaded;
 
 int load_reference(void) {
     char *jpath, *tpath, *dir;
-    unsigned char *json;
-    size_t jsize;
-    jparser P;
-    const jv *greedy, *full;
+    const json_node *greedy, *full;
     int pos, i;
     if (R_loaded) return R_loaded > 0;
     R_loaded = -1;
@@ -445,40 +248,30 @@ int load_reference(void) {
     jpath = path_join(dir, "reference.json");
     tpath = path_join(dir, "reference_greedy.txt");
     free(dir);
-    json = read_file(jpath, &jsize);
     R.greedy_txt = (char *)read_file(tpath, &R.greedy_len);
-    free(jpath);
     free(tpath);
-    if (!json || !R.greedy_txt) {
-        free(json);
+    if (!R.greedy_txt || !load_json(jpath, &R.doc)) {
+        free(jpath);
         return 0;
     }
-    P.p = (const char *)json;
-    P.end = P.p + jsize;
-    P.err = 0;
-    if (!j_parse(&P, &R.root)) {
-        printf("    reference.json: parse error\n");
-        free(json);
-        return 0;
-    }
-    free(json);
-    R.prompt = j_get(&R.root, "prompt") ? j_get(&R.root, "prompt")->str : NULL;
-    R.n_prompt = j_ints(j_get(&R.root, "prompt_token_ids"), R.prompt_ids, 16);
-    greedy = j_get(&R.root, "greedy");
-    R.n_gen = j_ints(j_get(greedy, "generated_token_ids"), R.gen_ids, N_GEN);
-    R.n_gen_cli =
-        j_get(greedy, "n_generated_by_run_cli_n256") ? (int)j_get(greedy, "n_generated_by_run_cli_n256")->num : -1;
-    full = j_get(&R.root, "logits_full_first4_positions");
+    free(jpath);
+    R.root = json_root(&R.doc);
+    R.prompt = json_str(json_get(&R.doc, R.root, "prompt"));
+    R.n_prompt = j_ints(&R.doc, json_get(&R.doc, R.root, "prompt_token_ids"), R.prompt_ids, 16);
+    greedy = json_get(&R.doc, R.root, "greedy");
+    R.n_gen = j_ints(&R.doc, json_get(&R.doc, greedy, "generated_token_ids"), R.gen_ids, N_GEN);
+    R.n_gen_cli = (int)json_num(json_get(&R.doc, greedy, "n_generated_by_run_cli_n256"), -1);
+    full = json_get(&R.doc, R.root, "logits_full_first4_positions");
     for (pos = 0; pos < 4; pos++) {
         char key[16];
-        const jv *a;
+        const json_node *a, *x;
         snprintf(key, sizeof key, "%d", pos);
-        a = j_get(full, key);
-        if (!a || a->t != J_ARR || a->n != N_VOCAB) {
+        a = json_get(&R.doc, full, key);
+        if (!a || a->type != JSON_ARR || a->len != N_VOCAB) {
             printf("    reference.json: logits of position %d missing\n", pos);
             return 0;
         }
-        for (i = 0; i < N_VOCAB; i++) R.logits[pos][i] = (float)a->items[i].num;
+        for (i = 0, x = json_first(&R.doc, a); x; x = json_next(&R.doc, x)) R.logits[pos][i++] = (float)json_num(x, 0);
     }
     if (!R.prompt || R.n_prompt != 5 || R.n_gen != N_GEN || R.n_gen_cli != 252) {
         printf("    reference.json: unexpected content\n");
@@ -660,7 +453,7 @@ int main(int argc, char **argv) {
         }
     if (list) return 0;
     (void)use_fork;
-    if (R_loaded > 0) j_free(&R.root);
+    json_free(&R.doc);
     free(R.greedy_txt);
     printf("%d passed, %d failed, %d skipped\n", passed, failed, skipped);
     return failed ? 1 : 0;

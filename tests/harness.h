@@ -47,6 +47,7 @@
 #define _POSIX_C_SOURCE 200809L
 #endif
 #include "slm.h"
+#include "tools/json.h"
 
 #include <ctype.h>
 #include <float.h>
@@ -124,6 +125,8 @@ void check_failed(const char *file, int line, const char *expr, const char *fmt,
 
 double now_sec(void);
 char *path_join(const char *a, const char *b);
+/* The environment variable's value, or dflt when it is unset or empty. */
+const char *env_or(const char *name, const char *dflt);
 int file_exists(const char *path);
 unsigned char *read_file(const char *path, size_t *size);
 unsigned char *exact_copy(const unsigned char *src, size_t n);
@@ -147,31 +150,14 @@ typedef struct {
 
 slm_allocator counting_allocator(counter *c);
 
-/* ---- a minimal JSON reader ---------------------------------------------- */
+/* ---- JSON: the converter's reader (tools/json.h) ------------------------ */
 
-enum { J_NULL, J_BOOL, J_NUM, J_STR, J_ARR, J_OBJ };
-typedef struct jv {
-    int t;
-    double num;
-    char *str;
-    size_t len; /* J_STR (decoded UTF-8) */
-    struct jv *items;
-    char **keys; /* J_ARR / J_OBJ */
-    int n;
-} jv;
-
-typedef struct {
-    const char *p, *end;
-    int err;
-} jparser;
-
-int j_parse(jparser *P, jv *out);
-void j_free(jv *v);
-const jv *j_get(const jv *v, const char *key);
-int j_ints(const jv *v, int *out, int cap);
-int load_json(const char *path, jv *out);
-double j_num(const jv *v, double dflt);
-double j_num2(const jv *v, int i, int j, double dflt);
+/* A JSON array of numbers into ints: the count, or -1. */
+int j_ints(const json_doc *d, const json_node *v, int *out, int cap);
+/* v[i][j] of an array of arrays (the fixtures' top-5 [id, logit] pairs), or dflt. */
+double j_num2(const json_doc *d, const json_node *v, int i, int j, double dflt);
+/* Parses a whole file; 0 (the reason printed) when it cannot. */
+int load_json(const char *path, json_doc *out);
 
 /* ---- the stories260K reference (llama2.c run.c) ------------------------- */
 
@@ -179,7 +165,8 @@ double j_num2(const jv *v, int i, int j, double dflt);
 #define N_VOCAB 512
 #define N_SEQ   (5 + N_GEN) /* the prompt and the greedy continuation */
 typedef struct {
-    jv root;
+    json_doc doc; /* reference.json */
+    const json_node *root;
     int prompt_ids[16], n_prompt;
     int gen_ids[N_GEN], n_gen;
     int n_gen_cli;            /* 252 */

@@ -40,8 +40,11 @@ finish() {
 }
 
 # The sources of the test binary (tests/harness.h describes them): a new test
-# file goes here, and every build of it below follows.
-TEST_SOURCES=(tests/harness.c tests/test_internals.c tests/test_api.c tests/test_checkpoints.c)
+# file goes here, and every build of it below follows. The converter's writer
+# and JSON reader are linked in: the format tests write through the writer,
+# and the tests read JSON with the converter's reader.
+TEST_SOURCES=(tests/harness.c tests/test_internals.c tests/test_api.c tests/test_checkpoints.c
+    tools/convert.c tools/write_slm.c tools/json.c)
 
 # build_test_slm OUT LOG COMPILER [FLAGS...]: builds the test binary with the
 # flags (compiling and linking: -fopenmp, -pthread, sanitizers) and -Wall

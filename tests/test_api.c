@@ -78,7 +78,7 @@ static void test_model_info(void) {
     {
         slm_model *m = load_model(path);
         const slm_model_info *mi;
-        const jv *cfg = j_get(&R.root, "config");
+        const json_node *cfg = json_get(&R.doc, R.root, "config");
         int i, found_embd = 0, found_output = 0;
         free(path);
         if (!m) return;
@@ -90,14 +90,15 @@ static void test_model_info(void) {
         }
         CHECK(mi->arch == SLM_ARCH_LLAMA);
         CHECK(mi->arch_name && !strcmp(mi->arch_name, "llama"));
-        CHECKF(mi->n_vocab == (int)j_get(cfg, "vocab_size")->num, "n_vocab %d", mi->n_vocab);
-        CHECKF(mi->dim == (int)j_get(cfg, "dim")->num, "dim %d", mi->dim);
-        CHECKF(mi->n_layers == (int)j_get(cfg, "n_layers")->num, "n_layers %d", mi->n_layers);
-        CHECKF(mi->n_heads == (int)j_get(cfg, "n_heads")->num, "n_heads %d", mi->n_heads);
-        CHECKF(mi->n_kv_heads == (int)j_get(cfg, "n_kv_heads")->num, "n_kv_heads %d", mi->n_kv_heads);
+        CHECKF(mi->n_vocab == (int)json_num(json_get(&R.doc, cfg, "vocab_size"), -1), "n_vocab %d", mi->n_vocab);
+        CHECKF(mi->dim == (int)json_num(json_get(&R.doc, cfg, "dim"), -1), "dim %d", mi->dim);
+        CHECKF(mi->n_layers == (int)json_num(json_get(&R.doc, cfg, "n_layers"), -1), "n_layers %d", mi->n_layers);
+        CHECKF(mi->n_heads == (int)json_num(json_get(&R.doc, cfg, "n_heads"), -1), "n_heads %d", mi->n_heads);
+        CHECKF(mi->n_kv_heads == (int)json_num(json_get(&R.doc, cfg, "n_kv_heads"), -1), "n_kv_heads %d",
+               mi->n_kv_heads);
         CHECKF(mi->head_dim == mi->dim / mi->n_heads, "head_dim %d", mi->head_dim);
-        CHECKF(mi->ffn_dim == (int)j_get(cfg, "hidden_dim")->num, "ffn_dim %d", mi->ffn_dim);
-        CHECKF(mi->max_seq == (int)j_get(cfg, "seq_len")->num, "max_seq %d", mi->max_seq);
+        CHECKF(mi->ffn_dim == (int)json_num(json_get(&R.doc, cfg, "hidden_dim"), -1), "ffn_dim %d", mi->ffn_dim);
+        CHECKF(mi->max_seq == (int)json_num(json_get(&R.doc, cfg, "seq_len"), -1), "max_seq %d", mi->max_seq);
         CHECKF(mi->tied_embeddings == 1, "tied %d", mi->tied_embeddings);
         CHECK(mi->qkv_bias == 0 && mi->qk_norm == 0);
         CHECKF(mi->rope_kind == 0, "rope_kind %d", mi->rope_kind);
@@ -333,39 +334,40 @@ static void test_tokenizer_cases(void) {
     NEED_MODEL("f32", path);
     {
         slm_model *m = load_model(path);
-        const jv *cases = j_get(j_get(&R.root, "encode_cases"), "cases");
+        const json_node *cases = json_get(&R.doc, json_get(&R.doc, R.root, "encode_cases"), "cases");
         int c, i;
         free(path);
         if (!m) return;
-        CHECK(cases && cases->t == J_ARR && cases->n >= 6);
-        for (c = 0; cases && c < cases->n; c++) {
-            const jv *text = j_get(&cases->items[c], "text");
-            int ids[256], nids = j_ints(j_get(&cases->items[c], "ids"), ids, 256);
+        CHECK(cases && cases->type == JSON_ARR && (int)cases->len >= 6);
+        for (c = 0; cases && c < (int)cases->len; c++) {
+            const json_node *text = json_get(&R.doc, json_at(&R.doc, cases, (uint32_t)(c)), "text");
+            int ids[256],
+                nids = j_ints(&R.doc, json_get(&R.doc, json_at(&R.doc, cases, (uint32_t)(c)), "ids"), ids, 256);
             slm_token got[256];
             char dec[1024];
             size_t dlen = 0;
             int n;
-            CHECK(text && text->t == J_STR && nids > 1);
+            CHECK(text && text->type == JSON_STR && nids > 1);
             if (!text || nids <= 1) continue;
-            n = slm_tokenize(m, text->str, text->len, SLM_TOK_BOS, got, 256);
-            CHECKF(n == nids, "\"%s\": %d ids, expected %d", text->str, n, nids);
+            n = slm_tokenize(m, text->s, text->len, SLM_TOK_BOS, got, 256);
+            CHECKF(n == nids, "\"%s\": %d ids, expected %d", text->s, n, nids);
             for (i = 0; i < n && i < nids; i++)
                 if (got[i] != ids[i]) {
-                    CHECKF(got[i] == ids[i], "\"%s\": id %d is %d, expected %d", text->str, i, got[i], ids[i]);
+                    CHECKF(got[i] == ids[i], "\"%s\": id %d is %d, expected %d", text->s, i, got[i], ids[i]);
                     break;
                 }
             /* without BOS: the same ids minus the BOS */
-            n = slm_tokenize(m, text->str, text->len, 0, got, 256);
-            CHECKF(n == nids - 1, "\"%s\" without BOS: %d ids, expected %d", text->str, n, nids - 1);
+            n = slm_tokenize(m, text->s, text->len, 0, got, 256);
+            CHECKF(n == nids - 1, "\"%s\" without BOS: %d ids, expected %d", text->s, n, nids - 1);
             for (i = 0; i < n && i < nids - 1; i++)
                 if (got[i] != ids[i + 1]) {
-                    CHECKF(got[i] == ids[i + 1], "\"%s\" without BOS: id %d is %d, expected %d", text->str, i, got[i],
+                    CHECKF(got[i] == ids[i + 1], "\"%s\" without BOS: id %d is %d, expected %d", text->s, i, got[i],
                            ids[i + 1]);
                     break;
                 }
             /* short buffer: -needed */
-            n = slm_tokenize(m, text->str, text->len, SLM_TOK_BOS, got, 2);
-            CHECKF(n == -nids, "\"%s\" with cap 2: %d, expected %d", text->str, n, -nids);
+            n = slm_tokenize(m, text->s, text->len, SLM_TOK_BOS, got, 2);
+            CHECKF(n == -nids, "\"%s\" with cap 2: %d, expected %d", text->s, n, -nids);
             /* decode: pieces of the ids after BOS, minus the dummy prefix's space */
             for (i = 1; i < nids; i++) {
                 int len = -1;
@@ -376,8 +378,8 @@ static void test_tokenizer_cases(void) {
                 dlen += (size_t)len;
             }
             dec[dlen] = 0;
-            CHECKF(dlen >= 1 && dec[0] == ' ' && dlen - 1 == text->len && !memcmp(dec + 1, text->str, text->len),
-                   "decode of \"%s\" gives \"%s\"", text->str, dec);
+            CHECKF(dlen >= 1 && dec[0] == ' ' && dlen - 1 == text->len && !memcmp(dec + 1, text->s, text->len),
+                   "decode of \"%s\" gives \"%s\"", text->s, dec);
         }
         /* byte tokens stand for their byte; types */
         {

@@ -9,11 +9,6 @@
 /* Hugging Face folder vs GGUF, hostile GGUF / safetensors / JSON           */
 /* ======================================================================== */
 
-static const char *env_or(const char *name, const char *dflt) {
-    const char *v = getenv(name);
-    return v && *v ? v : dflt;
-}
-
 /* A path under a directory, printf-style. */
 static char *pathf(const char *fmt, ...) {
     char buf[4096];
@@ -559,8 +554,8 @@ static void test_fixture_parity(const char *fixture) {
     char *bin_path = pathf("%s/fixtures/%s.logits.bin", g_models_dir, fixture);
     char *gguf_path = pathf("%s/fixtures/%s.gguf", g_models_dir, fixture);
     char *slm_path = pathf("%s/fixtures/%s.slm", g_build_dir, fixture);
-    jv J;
-    const jv *tol, *prompts, *probe_ids;
+    json_doc J;
+    const json_node *tol, *prompts, *probe_ids;
     float *bin = NULL, *ours = NULL;
     size_t bin_size = 0;
     slm_model *m = NULL;
@@ -593,66 +588,69 @@ static void test_fixture_parity(const char *fixture) {
         goto done;
     }
     mi = slm_model_info_get(m);
-    n_vocab = (int)j_num(j_get(&J, "n_vocab"), -1);
+    n_vocab = (int)json_num(json_get(&J, json_root(&J), "n_vocab"), -1);
     CHECKF(mi->n_vocab == n_vocab, "n_vocab %d, fixture %d", mi->n_vocab, n_vocab);
     if (mi->n_vocab != n_vocab) goto done;
-    tol = j_get(&J, "tolerance");
-    quantized = j_get(tol, "kind") && j_get(tol, "kind")->t == J_STR && !strcmp(j_get(tol, "kind")->str, "quantized");
-    abs_tol = j_num(j_get(tol, "abs"), -1);
-    gate = j_num(j_get(tol, "argmax_must_match_if_margin_gt"), -1);
-    rel_l2_max = j_num(j_get(tol, "rel_l2_max"), -1);
-    top1_min = j_num(j_get(tol, "top1_agree_min"), 2);
+    tol = json_get(&J, json_root(&J), "tolerance");
+    quantized = json_get(&J, tol, "kind") && json_get(&J, tol, "kind")->type == JSON_STR &&
+                !strcmp(json_get(&J, tol, "kind")->s, "quantized");
+    abs_tol = json_num(json_get(&J, tol, "abs"), -1);
+    gate = json_num(json_get(&J, tol, "argmax_must_match_if_margin_gt"), -1);
+    rel_l2_max = json_num(json_get(&J, tol, "rel_l2_max"), -1);
+    top1_min = json_num(json_get(&J, tol, "top1_agree_min"), 2);
     CHECKF(gate > 0 && (quantized ? rel_l2_max > 0 && top1_min <= 1 : abs_tol > 0),
            "%s: tolerance missing from the JSON", fixture);
     if (!(gate > 0 && (quantized ? rel_l2_max > 0 && top1_min <= 1 : abs_tol > 0))) goto done;
-    probe_ids = j_get(&J, "probe_ids");
-    n_probe = j_ints(probe_ids, probes, 64);
+    probe_ids = json_get(&J, json_root(&J), "probe_ids");
+    n_probe = j_ints(&J, probe_ids, probes, 64);
     CHECK(n_probe > 0);
-    prompts = j_get(&J, "prompts");
-    CHECK(prompts && prompts->t == J_ARR && prompts->n > 0);
-    if (!prompts || prompts->t != J_ARR || n_probe <= 0) goto done;
+    prompts = json_get(&J, json_root(&J), "prompts");
+    CHECK(prompts && prompts->type == JSON_ARR && (int)prompts->len > 0);
+    if (!prompts || prompts->type != JSON_ARR || n_probe <= 0) goto done;
     check_tensors_bit_for_bit(fixture, gguf_path, slm_path, m);
     ours = (float *)malloc((size_t)n_vocab * sizeof(float));
 
-    for (pi = 0; pi < prompts->n; pi++) {
-        const jv *P = &prompts->items[pi];
-        const jv *text = j_get(P, "prompt"), *positions = j_get(P, "positions"), *bin_pos = j_get(P, "bin_positions");
+    for (pi = 0; pi < (int)prompts->len; pi++) {
+        const json_node *P = json_at(&J, prompts, (uint32_t)(pi));
+        const json_node *text = json_get(&J, P, "prompt"), *positions = json_get(&J, P, "positions"),
+                        *bin_pos = json_get(&J, P, "bin_positions");
         int ptoks[256], toks[512], gen[64], n_ptok, n_tok, n_gen, i, pos, row0, K;
         slm_token got[512];
         slm_session *s;
-        n_ptok = j_ints(j_get(P, "prompt_tokens"), ptoks, 256);
-        n_tok = j_ints(j_get(P, "tokens"), toks, 512);
-        n_gen = j_ints(j_get(P, "generated"), gen, 64);
-        row0 = (int)j_num(j_get(P, "bin_row_offset"), -1);
-        if (!text || text->t != J_STR || n_ptok <= 0 || n_tok <= n_ptok || n_gen != n_tok - n_ptok || !positions ||
-            positions->t != J_ARR || positions->n != n_tok || !bin_pos || bin_pos->t != J_ARR || row0 < 0) {
+        n_ptok = j_ints(&J, json_get(&J, P, "prompt_tokens"), ptoks, 256);
+        n_tok = j_ints(&J, json_get(&J, P, "tokens"), toks, 512);
+        n_gen = j_ints(&J, json_get(&J, P, "generated"), gen, 64);
+        row0 = (int)json_num(json_get(&J, P, "bin_row_offset"), -1);
+        if (!text || text->type != JSON_STR || n_ptok <= 0 || n_tok <= n_ptok || n_gen != n_tok - n_ptok ||
+            !positions || positions->type != JSON_ARR || (int)positions->len != n_tok || !bin_pos ||
+            bin_pos->type != JSON_ARR || row0 < 0) {
             CHECKF(0, "%s: prompt %d: unexpected JSON", fixture, pi);
             continue;
         }
-        CHECKF((size_t)(row0 + bin_pos->n) * (size_t)n_vocab * sizeof(float) <= bin_size, "%s: logits.bin too short",
-               fixture);
-        if ((size_t)(row0 + bin_pos->n) * (size_t)n_vocab * sizeof(float) > bin_size) continue;
+        CHECKF((size_t)(row0 + (int)bin_pos->len) * (size_t)n_vocab * sizeof(float) <= bin_size,
+               "%s: logits.bin too short", fixture);
+        if ((size_t)(row0 + (int)bin_pos->len) * (size_t)n_vocab * sizeof(float) > bin_size) continue;
         /* 1. our tokenizer: the prompt's tokens as llama.cpp made them (add_special, no parse_special) */
         {
-            int n = slm_tokenize(m, text->str, text->len, SLM_TOK_BOS, got, 512), ok = n == n_ptok;
+            int n = slm_tokenize(m, text->s, text->len, SLM_TOK_BOS, got, 512), ok = n == n_ptok;
             for (i = 0; ok && i < n; i++) ok = got[i] == ptoks[i];
             if (!ok) {
                 char a[400], b[400];
                 fmt_ids(a, sizeof a, got, n > 0 ? n : 0);
                 fmt_ids(b, sizeof b, ptoks, n_ptok);
-                CHECKF(0, "%s: prompt %d \"%s\": tokens [%s], llama.cpp [%s]", fixture, pi, esc(text->str, text->len),
-                       a, b);
+                CHECKF(0, "%s: prompt %d \"%s\": tokens [%s], llama.cpp [%s]", fixture, pi, esc(text->s, text->len), a,
+                       b);
             }
         }
         /* 2. teacher-forced, one position at a time, f32 KV cache as the fixtures were made */
         s = session_kv(m, SLM_TYPE_F32);
         if (!s) break;
         for (pos = 0; pos < n_tok; pos++) {
-            const jv *Q = &positions->items[pos];
-            const jv *top5 = j_get(Q, "top5"), *probe = j_get(Q, "probe");
+            const json_node *Q = json_at(&J, positions, (uint32_t)(pos));
+            const json_node *top5 = json_get(&J, Q, "top5"), *probe = json_get(&J, Q, "probe");
             const float *lg;
             slm_token t = toks[pos];
-            int their_argmax = (int)j_num(j_get(Q, "argmax"), -1), our_argmax, k, row = -1;
+            int their_argmax = (int)json_num(json_get(&J, Q, "argmax"), -1), our_argmax, k, row = -1;
             double margin, lse = 0, mx, max_abs = 0;
             slm_result rc = slm_eval(s, &t, 1);
             if (rc != SLM_OK || !(lg = slm_logits(s))) {
@@ -661,14 +659,15 @@ static void test_fixture_parity(const char *fixture) {
                 break;
             }
             memcpy(ours, lg, (size_t)n_vocab * sizeof(float));
-            if (!top5 || top5->t != J_ARR || top5->n < 2 || !probe || probe->t != J_ARR || probe->n != n_probe) {
+            if (!top5 || top5->type != JSON_ARR || (int)top5->len < 2 || !probe || probe->type != JSON_ARR ||
+                (int)probe->len != n_probe) {
                 CHECKF(0, "%s: prompt %d position %d: unexpected JSON", fixture, pi, pos);
                 break;
             }
             S.n_pos++;
             our_argmax = argmax(ours, n_vocab);
             if (our_argmax == their_argmax) S.top1_agree++;
-            margin = j_num2(top5, 0, 1, 0) - j_num2(top5, 1, 1, 0);
+            margin = j_num2(&J, top5, 0, 1, 0) - j_num2(&J, top5, 1, 1, 0);
             if (margin > gate) {
                 S.gated++;
                 if (our_argmax == their_argmax)
@@ -686,26 +685,26 @@ static void test_fixture_parity(const char *fixture) {
                 if (fabs(ours[i]) > max_abs) max_abs = fabs(ours[i]);
             }
             lse = mx + log(lse);
-            upd(&S.max_lse, fabs(lse - j_num(j_get(Q, "lse"), 1e30)));
-            upd(&S.max_maxabs, fabs(max_abs - j_num(j_get(Q, "max_abs"), 1e30)));
-            for (k = 0; k < top5->n; k++) {
-                int id = (int)j_num2(top5, k, 0, -1);
+            upd(&S.max_lse, fabs(lse - json_num(json_get(&J, Q, "lse"), 1e30)));
+            upd(&S.max_maxabs, fabs(max_abs - json_num(json_get(&J, Q, "max_abs"), 1e30)));
+            for (k = 0; k < (int)top5->len; k++) {
+                int id = (int)j_num2(&J, top5, k, 0, -1);
                 if (id < 0 || id >= n_vocab) {
                     CHECK(id >= 0 && id < n_vocab);
                     continue;
                 }
-                upd(&S.max_top5, fabs((double)ours[id] - j_num2(top5, k, 1, 1e30)));
+                upd(&S.max_top5, fabs((double)ours[id] - j_num2(&J, top5, k, 1, 1e30)));
             }
             for (k = 0; k < n_probe; k++) {
                 if (probes[k] < 0 || probes[k] >= n_vocab) {
                     CHECK(0);
                     continue;
                 }
-                upd(&S.max_probe, fabs((double)ours[probes[k]] - j_num(&probe->items[k], 1e30)));
+                upd(&S.max_probe, fabs((double)ours[probes[k]] - json_num(json_at(&J, probe, (uint32_t)(k)), 1e30)));
             }
             /* the full rows stored in logits.bin */
-            for (k = 0; k < bin_pos->n; k++)
-                if ((int)j_num(&bin_pos->items[k], -1) == pos) row = row0 + k;
+            for (k = 0; k < (int)bin_pos->len; k++)
+                if ((int)json_num(json_at(&J, bin_pos, (uint32_t)(k)), -1) == pos) row = row0 + k;
             if (row >= 0) {
                 const float *ref = bin + (size_t)row * (size_t)n_vocab;
                 double d = max_abs_diff(ours, ref, n_vocab), r = rel_l2(ours, ref, n_vocab);
@@ -733,8 +732,8 @@ static void test_fixture_parity(const char *fixture) {
                 CHECKF(0, "%s: batched slm_eval: %s", fixture, slm_session_error(s));
                 break;
             }
-            for (k = 0; k < bin_pos->n; k++)
-                if ((int)j_num(&bin_pos->items[k], -1) == to - 1) row = row0 + k;
+            for (k = 0; k < (int)bin_pos->len; k++)
+                if ((int)json_num(json_at(&J, bin_pos, (uint32_t)(k)), -1) == to - 1) row = row0 + k;
             CHECKF(row >= 0, "%s: position %d has no logits.bin row", fixture, to - 1);
             if (row >= 0) {
                 const float *ref = bin + (size_t)row * (size_t)n_vocab;
@@ -755,8 +754,8 @@ static void test_fixture_parity(const char *fixture) {
         /* 4. greedy generation: llama.cpp's continuation for as many steps K as the
            margin rule makes safe (and before an end-of-text token, where slm stops) */
         for (K = 0; K < n_gen; K++) {
-            const jv *top5 = j_get(&positions->items[n_ptok - 1 + K], "top5");
-            double margin = j_num2(top5, 0, 1, 0) - j_num2(top5, 1, 1, 0);
+            const json_node *top5 = json_get(&J, json_at(&J, positions, (uint32_t)(n_ptok - 1 + K)), "top5");
+            double margin = j_num2(&J, top5, 0, 1, 0) - j_num2(&J, top5, 1, 1, 0);
             if (!(margin > gate) || gen[K] == mi->eos || gen[K] == mi->eot) break;
         }
         if (K == 0)
@@ -771,7 +770,7 @@ static void test_fixture_parity(const char *fixture) {
             o.max_tokens = K;
             s = session_kv(m, SLM_TYPE_F32);
             if (s) {
-                rc = slm_generate(s, text->str, &o, out, sizeof out, &olen);
+                rc = slm_generate(s, text->s, &o, out, sizeof out, &olen);
                 CHECKF(rc == SLM_OK && olen == elen && !memcmp(out, expect, elen),
                        "%s: prompt %d: slm_generate %d greedy tokens: \"%s\", llama.cpp \"%s\" (%s)", fixture, pi, K,
                        esc(out, olen < sizeof out ? olen : sizeof out - 1), esc(expect, elen), slm_result_str(rc));
@@ -792,7 +791,7 @@ static void test_fixture_parity(const char *fixture) {
                 argv[2] = (char *)"-m";
                 argv[3] = slm_path;
                 argv[4] = (char *)"-p";
-                argv[5] = text->str;
+                argv[5] = (char *)text->s;
                 argv[6] = (char *)"-n";
                 argv[7] = kbuf;
                 argv[8] = (char *)"--temp";
@@ -800,10 +799,10 @@ static void test_fixture_parity(const char *fixture) {
                 argv[10] = NULL;
                 rcp = run_prog(argv, o_path, e_path, 60);
                 got_out = read_file(o_path, &got_len);
-                CHECKF(rcp == 0 && got_out && got_len == plen + elen && !memcmp(got_out, text->str, plen) &&
+                CHECKF(rcp == 0 && got_out && got_len == plen + elen && !memcmp(got_out, text->s, plen) &&
                            !memcmp(got_out + plen, expect, elen),
                        "%s: slm run -p \"%s\" -n %d --temp 0: exit %d, stdout \"%s\", expected the prompt + \"%s\"",
-                       fixture, esc(text->str, plen), K, rcp, got_out ? esc((const char *)got_out, got_len) : "(none)",
+                       fixture, esc(text->s, plen), K, rcp, got_out ? esc((const char *)got_out, got_len) : "(none)",
                        esc(expect, elen));
                 free(got_out);
                 free(o_path);
@@ -845,7 +844,7 @@ done:
     free(ours);
     free(bin);
     slm_model_free(m);
-    if (J.t) j_free(&J);
+    json_free(&J);
     free(json_path);
     free(bin_path);
     free(gguf_path);
@@ -863,8 +862,8 @@ static void test_kv_q8_0_parity(const char *fixture) {
     char *bin_path = pathf("%s/fixtures/%s.logits.bin", g_models_dir, fixture);
     char *slm_path = pathf("%s/fixtures/%s.slm", g_build_dir, fixture);
     const double rel_l2_max = 0.05, gate = 0.5, top1_min = 0.9;
-    jv J;
-    const jv *prompts;
+    json_doc J;
+    const json_node *prompts;
     float *bin = NULL;
     size_t bin_size = 0;
     slm_model *m = NULL;
@@ -888,28 +887,30 @@ static void test_kv_q8_0_parity(const char *fixture) {
         goto done;
     }
     n_vocab = slm_model_info_get(m)->n_vocab;
-    prompts = j_get(&J, "prompts");
-    CHECK(prompts && prompts->t == J_ARR && prompts->n > 0);
-    if (!prompts || prompts->t != J_ARR) goto done;
-    for (pi = 0; pi < prompts->n; pi++) {
-        const jv *P = &prompts->items[pi], *positions = j_get(P, "positions"), *bin_pos = j_get(P, "bin_positions");
-        int toks[512], n_tok = j_ints(j_get(P, "tokens"), toks, 512), row0 = (int)j_num(j_get(P, "bin_row_offset"), -1),
-                       pos, k;
+    prompts = json_get(&J, json_root(&J), "prompts");
+    CHECK(prompts && prompts->type == JSON_ARR && (int)prompts->len > 0);
+    if (!prompts || prompts->type != JSON_ARR) goto done;
+    for (pi = 0; pi < (int)prompts->len; pi++) {
+        const json_node *P = json_at(&J, prompts, (uint32_t)(pi)), *positions = json_get(&J, P, "positions"),
+                        *bin_pos = json_get(&J, P, "bin_positions");
+        int toks[512], n_tok = j_ints(&J, json_get(&J, P, "tokens"), toks, 512),
+                       row0 = (int)json_num(json_get(&J, P, "bin_row_offset"), -1), pos, k;
         slm_session *s;
-        if (n_tok <= 0 || !positions || positions->t != J_ARR || positions->n != n_tok || !bin_pos ||
-            bin_pos->t != J_ARR || row0 < 0 ||
-            (size_t)(row0 + bin_pos->n) * (size_t)n_vocab * sizeof(float) > bin_size) {
+        if (n_tok <= 0 || !positions || positions->type != JSON_ARR || (int)positions->len != n_tok || !bin_pos ||
+            bin_pos->type != JSON_ARR || row0 < 0 ||
+            (size_t)(row0 + (int)bin_pos->len) * (size_t)n_vocab * sizeof(float) > bin_size) {
             CHECKF(0, "%s: prompt %d: unexpected JSON", fixture, pi);
             continue;
         }
         s = session_kv(m, SLM_TYPE_Q8_0);
         if (!s) break;
         for (pos = 0; pos < n_tok; pos++) {
-            const jv *top5 = j_get(&positions->items[pos], "top5");
+            const json_node *top5 = json_get(&J, json_at(&J, positions, (uint32_t)(pos)), "top5");
             slm_token t = toks[pos];
             const float *lg;
-            int theirs = (int)j_num(j_get(&positions->items[pos], "argmax"), -1), ours, row = -1;
-            double margin = j_num2(top5, 0, 1, 0) - j_num2(top5, 1, 1, 0);
+            int theirs = (int)json_num(json_get(&J, json_at(&J, positions, (uint32_t)(pos)), "argmax"), -1), ours,
+                row = -1;
+            double margin = j_num2(&J, top5, 0, 1, 0) - j_num2(&J, top5, 1, 1, 0);
             if (slm_eval(s, &t, 1) != SLM_OK || !(lg = slm_logits(s))) {
                 CHECKF(0, "%s: slm_eval: %s", fixture, slm_session_error(s));
                 break;
@@ -920,8 +921,8 @@ static void test_kv_q8_0_parity(const char *fixture) {
             if (margin > gate)
                 CHECKF(ours == theirs, "%s: prompt %d position %d: argmax %d, llama.cpp %d, margin %.3f", fixture, pi,
                        pos, ours, theirs, margin);
-            for (k = 0; k < bin_pos->n; k++)
-                if ((int)j_num(&bin_pos->items[k], -1) == pos) row = row0 + k;
+            for (k = 0; k < (int)bin_pos->len; k++)
+                if ((int)json_num(json_at(&J, bin_pos, (uint32_t)(k)), -1) == pos) row = row0 + k;
             if (row >= 0) {
                 double r = rel_l2(lg, bin + (size_t)row * (size_t)n_vocab, n_vocab);
                 upd(&worst, r);
@@ -936,7 +937,7 @@ static void test_kv_q8_0_parity(const char *fixture) {
     NOTE("%s, q8_0 KV cache: worst relative L2 %.4g over %d rows, top-1 agreement %d/%d", fixture, worst, n_rows, agree,
          n_pos);
 done:
-    j_free(&J);
+    json_free(&J);
     free(bin);
     slm_model_free(m);
     free(json_path);

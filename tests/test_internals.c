@@ -5,8 +5,10 @@
    (SLM_IMPLEMENTATION) for the whole test binary. */
 #include "harness.h" /* first: it sets _POSIX_C_SOURCE before any system header */
 
+#define SLM_INTERNAL /* the .slm layout constants; the slm__ helpers tools/ link against */
 #define SLM_IMPLEMENTATION
 #include "slm.h"
+#include "tools/convert.h" /* the converter's writer (test_writer_roundtrip) */
 
 /* ======================================================================== */
 /* bad input: .slm files truncated, patched and mutated by hand             */
@@ -33,21 +35,22 @@ static uint64_t type_row_bytes(uint32_t type, uint64_t n) {
     }
 }
 
-/* Parses the layout of a valid file per FORMAT.md (independently of slm.h). */
+/* Parses the layout of a valid file per FORMAT.md (with slm.h's SLM__ offsets,
+   which test_format_md checks against FORMAT.md). */
 static int parse_slm(slm_file *F, const char *path) {
     uint32_t i;
     memset(F, 0, sizeof *F);
     F->data = read_file(path, &F->size);
-    if (!F->data || F->size < 128) return 0;
-    if (memcmp(F->data, "SLM\0", 4) != 0) return 0;
-    F->tok_off = rd64(F->data + 80);
-    F->tok_size = rd64(F->data + 88);
-    F->meta_off = rd64(F->data + 96);
-    F->meta_size = rd64(F->data + 104);
-    F->dir_off = rd64(F->data + 112);
-    F->dir_size = rd64(F->data + 120);
-    F->n_tensors = rd32(F->data + 72);
-    F->required_end = 128;
+    if (!F->data || F->size < SLM__HEADER_SIZE) return 0;
+    if (memcmp(F->data + SLM__H_MAGIC, SLM__MAGIC, SLM__MAGIC_SIZE) != 0) return 0;
+    F->tok_off = rd64(F->data + SLM__H_TOKENIZER_OFFSET);
+    F->tok_size = rd64(F->data + SLM__H_TOKENIZER_SIZE);
+    F->meta_off = rd64(F->data + SLM__H_METADATA_OFFSET);
+    F->meta_size = rd64(F->data + SLM__H_METADATA_SIZE);
+    F->dir_off = rd64(F->data + SLM__H_TENSORS_OFFSET);
+    F->dir_size = rd64(F->data + SLM__H_TENSORS_SIZE);
+    F->n_tensors = rd32(F->data + SLM__H_N_TENSORS);
+    F->required_end = SLM__HEADER_SIZE;
     F->first_data = F->size;
     F->embd_index = F->last_index = -1;
 #define END(o, s)                                                               \
@@ -57,12 +60,12 @@ static int parse_slm(slm_file *F, const char *path) {
     END(F->tok_off, F->tok_size);
     END(F->meta_off, F->meta_size);
     END(F->dir_off, F->dir_size);
-    if (F->dir_off + (uint64_t)F->n_tensors * 96 > F->size) return 0;
+    if (F->dir_off + (uint64_t)F->n_tensors * SLM__TENSOR_ENTRY_SIZE > F->size) return 0;
     for (i = 0; i < F->n_tensors; i++) {
-        const unsigned char *e = F->data + F->dir_off + 96u * i;
-        uint64_t rows = (uint64_t)rd32(e + 76) * rd32(e + 80) * rd32(e + 84);
-        uint64_t off = rd64(e + 88), sz = type_row_bytes(rd32(e + 64), rd32(e + 72)) * rows;
-        if (!strcmp((const char *)e, "token_embd.weight")) F->embd_index = (int)i;
+        const unsigned char *e = F->data + F->dir_off + SLM__TENSOR_ENTRY_SIZE * i;
+        uint64_t rows = (uint64_t)rd32(e + SLM__E_NE + 4) * rd32(e + SLM__E_NE + 8) * rd32(e + SLM__E_NE + 12);
+        uint64_t off = rd64(e + SLM__E_OFFSET), sz = type_row_bytes(rd32(e + SLM__E_TYPE), rd32(e + SLM__E_NE)) * rows;
+        if (!strcmp((const char *)e + SLM__E_NAME, "token_embd.weight")) F->embd_index = (int)i;
         if (off < F->first_data) F->first_data = (size_t)off;
         if (off + sz >= F->required_end) {
             F->required_end = (size_t)(off + sz);
@@ -153,8 +156,8 @@ static void test_truncated_files(void) {
                     if (x < F.required_end && n_lens < lens_cap) lens[n_lens++] = (size_t)x;
                 }
             for (j = 0; j < (int)F.n_tensors && n_lens + 2 < lens_cap; j++) {
-                const unsigned char *e = F.data + F.dir_off + 96u * (unsigned)j;
-                uint64_t off = rd64(e + 88);
+                const unsigned char *e = F.data + F.dir_off + SLM__TENSOR_ENTRY_SIZE * (unsigned)j;
+                uint64_t off = rd64(e + SLM__E_OFFSET);
                 if (off + 1 < F.required_end) {
                     lens[n_lens++] = (size_t)off;
                     lens[n_lens++] = (size_t)off + 1;
@@ -230,99 +233,101 @@ static void test_patched_files(void) {
             return;
         }
         free(path);
-        past_end = ((uint64_t)F.size + 63) / 64 * 64 + 64;
+        past_end = ((uint64_t)F.size + SLM__DATA_ALIGN - 1) / SLM__DATA_ALIGN * SLM__DATA_ALIGN + SLM__DATA_ALIGN;
         {
             const patch P[] = {
-                { "magic", 0, 0, 4, 0x004d4c58u /* "XLM\0" */, 0 },
-                { "magic lower case", 0, 0, 4, 0x006d6c73u, 0 },
-                { "version_major 2", 4, 0, 2, 2, 1 },
-                { "version_major 0xffff", 4, 0, 2, 0xffff, 1 },
-                { "version_minor 9 (newer minor loads)", 6, 0, 2, 9, 2 },
-                { "header_size 64", 8, 0, 4, 64, 0 },
-                { "header_size 2^32-1", 8, 0, 4, 0xffffffffu, 0 },
-                { "arch 99", 12, 0, 4, 99, 1 },
-                { "n_vocab 2^31", 16, 0, 4, 0x80000000u, 1 },
-                { "n_vocab 2^32-1", 16, 0, 4, 0xffffffffu, 1 },
-                { "n_vocab 511 (< n_tokens)", 16, 0, 4, 511, 0 },
-                { "n_vocab 0", 16, 0, 4, 0, 0 },
-                { "dim 0", 20, 0, 4, 0, 0 },
-                { "dim 2^30", 20, 0, 4, 0x40000000u, 1 },
-                { "dim 65", 20, 0, 4, 65, 0 },
-                { "n_layers 6 (tensors missing)", 24, 0, 4, 6, 0 },
-                { "n_layers 2^32-1", 24, 0, 4, 0xffffffffu, 1 },
-                { "n_heads 0", 28, 0, 4, 0, 0 },
-                { "n_kv_heads 0", 32, 0, 4, 0, 0 },
-                { "n_kv_heads 3 (does not divide 8)", 32, 0, 4, 3, 0 },
-                { "n_kv_heads 16 (> n_heads)", 32, 0, 4, 16, 0 },
-                { "head_dim 0", 36, 0, 4, 0, 0 },
-                { "head_dim 7 (odd)", 36, 0, 4, 7, 0 },
-                { "head_dim 16 (q shape mismatch)", 36, 0, 4, 16, 0 },
-                { "ffn_dim 2^32-1", 40, 0, 4, 0xffffffffu, 1 },
-                { "ffn_dim 173", 40, 0, 4, 173, 0 },
-                { "flags: qkv bias without bias tensors", 60, 0, 4, 3, 0 },
-                { "n_tensors 2^32-1", 72, 0, 4, 0xffffffffu, 0 },
-                { "n_tensors 2^31", 72, 0, 4, 0x80000000u, 0 },
-                { "tokenizer_offset past the end", 80, 0, 8, 0, 0 }, /* value set below */
-                { "tokenizer_offset 2^64-16 (overflow)", 80, 0, 8, 0xfffffffffffffff0ull, 0 },
-                { "tokenizer_size 2^64-1", 88, 0, 8, 0xffffffffffffffffull, 0 },
-                { "tokenizer_size 10", 88, 0, 8, 10, 0 },
-                { "metadata_offset past the end", 96, 0, 8, 0, 0 }, /* value set below */
-                { "metadata_size 2^63", 104, 0, 8, 0x8000000000000000ull, 0 },
-                { "tensors_offset past the end", 112, 0, 8, 0, 0 }, /* value set below */
-                { "tensors_offset 2^64-64", 112, 0, 8, 0xffffffffffffffc0ull, 0 },
-                { "tensors_size wrong", 120, 0, 8, 96, 0 },
-                { "tokenizer kind 9", 0, 1, 4, 9, 1 },
-                { "tokenizer n_tokens 2^31-1", 8, 1, 4, 0x7fffffffu, 0 },
-                { "tokenizer n_tokens 2^32-1", 8, 1, 4, 0xffffffffu, 0 },
-                { "tokenizer n_tokens 513 (> n_vocab)", 8, 1, 4, 513, 0 },
-                { "tokenizer n_merges 2^32-1", 12, 1, 4, 0xffffffffu, 0 },
-                { "tokenizer bos 600", 16, 1, 4, 600, 0 },
-                { "tokenizer eos 2^31-1", 20, 1, 4, 0x7fffffffu, 0 },
-                { "tokenizer blob_size 2^32-1", 56, 1, 4, 0xffffffffu, 0 },
-                { "tokenizer blob_size 0", 56, 1, 4, 0, 0 },
-                { "tokenizer text_offsets[1] 2^32-1", 64 + 4 * 512 + 4, 1, 4, 0xffffffffu, 0 },
-                { "tokenizer text_offsets[0] 1", 64 + 4 * 512, 1, 4, 1, 0 },
-                { "tokenizer text_offsets[512] != blob_size", 64 + 4 * 512 + 4 * 512, 1, 4, 0xfffffu, 0 },
+                { "magic", SLM__H_MAGIC, 0, 4, 0x004d4c58u /* "XLM\0" */, 0 },
+                { "magic lower case", SLM__H_MAGIC, 0, 4, 0x006d6c73u, 0 },
+                { "version_major 2", SLM__H_VERSION_MAJOR, 0, 2, 2, 1 },
+                { "version_major 0xffff", SLM__H_VERSION_MAJOR, 0, 2, 0xffff, 1 },
+                { "version_minor 9 (newer minor loads)", SLM__H_VERSION_MINOR, 0, 2, 9, 2 },
+                { "header_size 64", SLM__H_HEADER_SIZE, 0, 4, 64, 0 },
+                { "header_size 2^32-1", SLM__H_HEADER_SIZE, 0, 4, 0xffffffffu, 0 },
+                { "arch 99", SLM__H_ARCH, 0, 4, 99, 1 },
+                { "n_vocab 2^31", SLM__H_N_VOCAB, 0, 4, 0x80000000u, 1 },
+                { "n_vocab 2^32-1", SLM__H_N_VOCAB, 0, 4, 0xffffffffu, 1 },
+                { "n_vocab 511 (< n_tokens)", SLM__H_N_VOCAB, 0, 4, 511, 0 },
+                { "n_vocab 0", SLM__H_N_VOCAB, 0, 4, 0, 0 },
+                { "dim 0", SLM__H_DIM, 0, 4, 0, 0 },
+                { "dim 2^30", SLM__H_DIM, 0, 4, 0x40000000u, 1 },
+                { "dim 65", SLM__H_DIM, 0, 4, 65, 0 },
+                { "n_layers 6 (tensors missing)", SLM__H_N_LAYERS, 0, 4, 6, 0 },
+                { "n_layers 2^32-1", SLM__H_N_LAYERS, 0, 4, 0xffffffffu, 1 },
+                { "n_heads 0", SLM__H_N_HEADS, 0, 4, 0, 0 },
+                { "n_kv_heads 0", SLM__H_N_KV_HEADS, 0, 4, 0, 0 },
+                { "n_kv_heads 3 (does not divide 8)", SLM__H_N_KV_HEADS, 0, 4, 3, 0 },
+                { "n_kv_heads 16 (> n_heads)", SLM__H_N_KV_HEADS, 0, 4, 16, 0 },
+                { "head_dim 0", SLM__H_HEAD_DIM, 0, 4, 0, 0 },
+                { "head_dim 7 (odd)", SLM__H_HEAD_DIM, 0, 4, 7, 0 },
+                { "head_dim 16 (q shape mismatch)", SLM__H_HEAD_DIM, 0, 4, 16, 0 },
+                { "ffn_dim 2^32-1", SLM__H_FFN_DIM, 0, 4, 0xffffffffu, 1 },
+                { "ffn_dim 173", SLM__H_FFN_DIM, 0, 4, 173, 0 },
+                { "flags: qkv bias without bias tensors", SLM__H_FLAGS, 0, 4, 3, 0 },
+                { "n_tensors 2^32-1", SLM__H_N_TENSORS, 0, 4, 0xffffffffu, 0 },
+                { "n_tensors 2^31", SLM__H_N_TENSORS, 0, 4, 0x80000000u, 0 },
+                { "tokenizer_offset past the end", SLM__H_TOKENIZER_OFFSET, 0, 8, 0, 0 }, /* value set below */
+                { "tokenizer_offset 2^64-16 (overflow)", SLM__H_TOKENIZER_OFFSET, 0, 8, 0xfffffffffffffff0ull, 0 },
+                { "tokenizer_size 2^64-1", SLM__H_TOKENIZER_SIZE, 0, 8, 0xffffffffffffffffull, 0 },
+                { "tokenizer_size 10", SLM__H_TOKENIZER_SIZE, 0, 8, 10, 0 },
+                { "metadata_offset past the end", SLM__H_METADATA_OFFSET, 0, 8, 0, 0 }, /* value set below */
+                { "metadata_size 2^63", SLM__H_METADATA_SIZE, 0, 8, 0x8000000000000000ull, 0 },
+                { "tensors_offset past the end", SLM__H_TENSORS_OFFSET, 0, 8, 0, 0 }, /* value set below */
+                { "tensors_offset 2^64-64", SLM__H_TENSORS_OFFSET, 0, 8, 0xffffffffffffffc0ull, 0 },
+                { "tensors_size wrong", SLM__H_TENSORS_SIZE, 0, 8, SLM__TENSOR_ENTRY_SIZE, 0 },
+                { "tokenizer kind 9", SLM__T_KIND, 1, 4, 9, 1 },
+                { "tokenizer n_tokens 2^31-1", SLM__T_N_TOKENS, 1, 4, 0x7fffffffu, 0 },
+                { "tokenizer n_tokens 2^32-1", SLM__T_N_TOKENS, 1, 4, 0xffffffffu, 0 },
+                { "tokenizer n_tokens 513 (> n_vocab)", SLM__T_N_TOKENS, 1, 4, 513, 0 },
+                { "tokenizer n_merges 2^32-1", SLM__T_N_MERGES, 1, 4, 0xffffffffu, 0 },
+                { "tokenizer bos 600", SLM__T_BOS, 1, 4, 600, 0 },
+                { "tokenizer eos 2^31-1", SLM__T_EOS, 1, 4, 0x7fffffffu, 0 },
+                { "tokenizer blob_size 2^32-1", SLM__T_BLOB_SIZE, 1, 4, 0xffffffffu, 0 },
+                { "tokenizer blob_size 0", SLM__T_BLOB_SIZE, 1, 4, 0, 0 },
+                { "tokenizer text_offsets[1] 2^32-1", SLM__TOKHDR_SIZE + 4 * 512 + 4, 1, 4, 0xffffffffu, 0 },
+                { "tokenizer text_offsets[0] 1", SLM__TOKHDR_SIZE + 4 * 512, 1, 4, 1, 0 },
+                { "tokenizer text_offsets[512] != blob_size", SLM__TOKHDR_SIZE + 4 * 512 + 4 * 512, 1, 4, 0xfffffu, 0 },
                 { "metadata count 2^32-1", 0, 2, 4, 0xffffffffu, 0 },
                 { "metadata count 2^31", 0, 2, 4, 0x80000000u, 0 },
                 { "metadata first key_len 2^32-1", 4, 2, 4, 0xffffffffu, 0 },
-                { "token_embd offset past the end", 88, 3, 8, 0, 0 }, /* value set below */
-                { "token_embd offset 2^64-64", 88, 3, 8, 0xffffffffffffffc0ull, 0 },
-                { "token_embd offset not a multiple of 64", 88, 3, 8, 0, 0 }, /* set below */
-                { "token_embd ne[1] 2^31-1", 76, 3, 4, 0x7fffffffu, 0 },
-                { "token_embd ne[0] 2^32-1", 72, 3, 4, 0xffffffffu, 0 },
-                { "token_embd ne[0]=ne[1]=2^32-1 (overflow)", 72, 3, 8, 0xffffffffffffffffull, 0 },
-                { "token_embd ne[2] 2^31-1 (an unused dim)", 80, 3, 4, 0x7fffffffu, 0 },
-                { "token_embd ne[0] 63 (shape mismatch)", 72, 3, 4, 63, 0 },
-                { "token_embd ne[0] 0", 72, 3, 4, 0, 0 },
-                { "token_embd n_dims 0", 68, 3, 4, 0, 0 },
-                { "token_embd n_dims 5", 68, 3, 4, 5, 0 },
-                { "token_embd n_dims 2^32-1", 68, 3, 4, 0xffffffffu, 0 },
-                { "token_embd type 99", 64, 3, 4, 99, 1 },
-                { "token_embd type 2^31", 64, 3, 4, 0x80000000u, 1 },
-                { "token_embd name not NUL-terminated", 0, 3, 8, 0x6161616161616161ull, 0 }, /* whole name, below */
-                { "last tensor: one more row, past the end", 0, 4, 4, 0, 0 },                /* set below */
-                { "last tensor offset past the end", 88, 4, 8, 0, 0 },                       /* set below */
+                { "token_embd offset past the end", SLM__E_OFFSET, 3, 8, 0, 0 }, /* value set below */
+                { "token_embd offset 2^64-64", SLM__E_OFFSET, 3, 8, 0xffffffffffffffc0ull, 0 },
+                { "token_embd offset not a multiple of 64", SLM__E_OFFSET, 3, 8, 0, 0 }, /* set below */
+                { "token_embd ne[1] 2^31-1", SLM__E_NE + 4, 3, 4, 0x7fffffffu, 0 },
+                { "token_embd ne[0] 2^32-1", SLM__E_NE, 3, 4, 0xffffffffu, 0 },
+                { "token_embd ne[0]=ne[1]=2^32-1 (overflow)", SLM__E_NE, 3, 8, 0xffffffffffffffffull, 0 },
+                { "token_embd ne[2] 2^31-1 (an unused dim)", SLM__E_NE + 8, 3, 4, 0x7fffffffu, 0 },
+                { "token_embd ne[0] 63 (shape mismatch)", SLM__E_NE, 3, 4, 63, 0 },
+                { "token_embd ne[0] 0", SLM__E_NE, 3, 4, 0, 0 },
+                { "token_embd n_dims 0", SLM__E_N_DIMS, 3, 4, 0, 0 },
+                { "token_embd n_dims 5", SLM__E_N_DIMS, 3, 4, 5, 0 },
+                { "token_embd n_dims 2^32-1", SLM__E_N_DIMS, 3, 4, 0xffffffffu, 0 },
+                { "token_embd type 99", SLM__E_TYPE, 3, 4, 99, 1 },
+                { "token_embd type 2^31", SLM__E_TYPE, 3, 4, 0x80000000u, 1 },
+                { "token_embd name not NUL-terminated", SLM__E_NAME, 3, 8, 0x6161616161616161ull,
+                  0 },                                                            /* whole name, below */
+                { "last tensor: one more row, past the end", 0, 4, 4, 0, 0 },     /* set below */
+                { "last tensor offset past the end", SLM__E_OFFSET, 4, 8, 0, 0 }, /* set below */
             };
             for (i = 0; i < sizeof P / sizeof P[0]; i++) {
                 unsigned char *b = exact_copy(F.data, F.size);
                 size_t at;
                 uint64_t v = P[i].value;
-                const unsigned char *embd = F.data + F.dir_off + 96u * (unsigned)F.embd_index;
-                const unsigned char *last = F.data + F.dir_off + 96u * (unsigned)F.last_index;
+                const unsigned char *embd = F.data + F.dir_off + SLM__TENSOR_ENTRY_SIZE * (unsigned)F.embd_index;
+                const unsigned char *last = F.data + F.dir_off + SLM__TENSOR_ENTRY_SIZE * (unsigned)F.last_index;
                 load_outcome o;
                 switch (P[i].base) {
                 case 1: at = (size_t)F.tok_off + P[i].off; break;
                 case 2: at = (size_t)F.meta_off + P[i].off; break;
-                case 3: at = (size_t)F.dir_off + 96u * (unsigned)F.embd_index + P[i].off; break;
-                case 4: at = (size_t)F.dir_off + 96u * (unsigned)F.last_index + P[i].off; break;
+                case 3: at = (size_t)F.dir_off + SLM__TENSOR_ENTRY_SIZE * (unsigned)F.embd_index + P[i].off; break;
+                case 4: at = (size_t)F.dir_off + SLM__TENSOR_ENTRY_SIZE * (unsigned)F.last_index + P[i].off; break;
                 default: at = P[i].off; break;
                 }
                 if (strstr(P[i].what, "past the end") && v == 0) v = past_end;
-                if (strstr(P[i].what, "not a multiple")) v = rd64(embd + 88) + 4;
+                if (strstr(P[i].what, "not a multiple")) v = rd64(embd + SLM__E_OFFSET) + 4;
                 if (!strcmp(P[i].what, "last tensor: one more row, past the end")) {
-                    uint32_t nd = rd32(last + 68);
-                    at = (size_t)F.dir_off + 96u * (unsigned)F.last_index + 72 + 4 * (nd > 0 ? nd - 1 : 0);
+                    uint32_t nd = rd32(last + SLM__E_N_DIMS);
+                    at = (size_t)F.dir_off + SLM__TENSOR_ENTRY_SIZE * (unsigned)F.last_index + SLM__E_NE +
+                         4 * (nd > 0 ? nd - 1 : 0);
                     v = rd32(F.data + at) + 1;
                 }
                 if (at + (size_t)P[i].width > F.size) {
@@ -334,7 +339,7 @@ static void test_patched_files(void) {
                     free(b);
                     continue;
                 }
-                if (strstr(P[i].what, "not NUL-terminated")) memset(b + at, 'a', 64);
+                if (strstr(P[i].what, "not NUL-terminated")) memset(b + at, 'a', SLM__TENSOR_NAME_MAX);
                 if (P[i].width == 2)
                     wr16(b + at, (uint32_t)v);
                 else if (P[i].width == 4)
@@ -377,9 +382,9 @@ static void test_vocab_only_header(void) {
         }
         free(path);
         b = exact_copy(F.data, F.size);
-        wr32(b + 72, 0);
-        wr64(b + 112, F.dir_off);
-        wr64(b + 120, 0);
+        wr32(b + SLM__H_N_TENSORS, 0);
+        wr64(b + SLM__H_TENSORS_OFFSET, F.dir_off);
+        wr64(b + SLM__H_TENSORS_SIZE, 0);
         memset(&d, 0, sizeof d);
         d.data = b;
         d.size = F.size;
@@ -835,6 +840,327 @@ static void test_kernels_kv_q8_0(void) {
 
 /* The same logits, bit for bit, for any thread count and any batching. */
 
+/* ======================================================================== */
+/* the .slm layout: FORMAT.md and the converter's writer vs slm.h's constants */
+/* ======================================================================== */
+
+/* Every row of FORMAT.md's header, tokenizer-header and tensor-entry tables
+   against the SLM__ constants the loader and the writer use: each field's
+   offset and size, no gap or overlap, each table ending at its section size;
+   and the sizes the prose gives. */
+static void test_format_md(void) {
+    static const struct {
+        const char *table, *field;
+        int offset, size;
+    } F[] = {
+        { "## Header", "magic", SLM__H_MAGIC, SLM__MAGIC_SIZE },
+        { "## Header", "version_major", SLM__H_VERSION_MAJOR, 2 },
+        { "## Header", "version_minor", SLM__H_VERSION_MINOR, 2 },
+        { "## Header", "header_size", SLM__H_HEADER_SIZE, 4 },
+        { "## Header", "arch", SLM__H_ARCH, 4 },
+        { "## Header", "n_vocab", SLM__H_N_VOCAB, 4 },
+        { "## Header", "dim", SLM__H_DIM, 4 },
+        { "## Header", "n_layers", SLM__H_N_LAYERS, 4 },
+        { "## Header", "n_heads", SLM__H_N_HEADS, 4 },
+        { "## Header", "n_kv_heads", SLM__H_N_KV_HEADS, 4 },
+        { "## Header", "head_dim", SLM__H_HEAD_DIM, 4 },
+        { "## Header", "ffn_dim", SLM__H_FFN_DIM, 4 },
+        { "## Header", "max_seq", SLM__H_MAX_SEQ, 4 },
+        { "## Header", "rope_theta", SLM__H_ROPE_THETA, 4 },
+        { "## Header", "rope_freq_scale", SLM__H_ROPE_FREQ_SCALE, 4 },
+        { "## Header", "norm_eps", SLM__H_NORM_EPS, 4 },
+        { "## Header", "flags", SLM__H_FLAGS, 4 },
+        { "## Header", "activation", SLM__H_ACTIVATION, 4 },
+        { "## Header", "rope_kind", SLM__H_ROPE_KIND, 4 },
+        { "## Header", "n_tensors", SLM__H_N_TENSORS, 4 },
+        { "## Header", "reserved", SLM__H_RESERVED, 4 },
+        { "## Header", "tokenizer_offset", SLM__H_TOKENIZER_OFFSET, 8 },
+        { "## Header", "tokenizer_size", SLM__H_TOKENIZER_SIZE, 8 },
+        { "## Header", "metadata_offset", SLM__H_METADATA_OFFSET, 8 },
+        { "## Header", "metadata_size", SLM__H_METADATA_SIZE, 8 },
+        { "## Header", "tensors_offset", SLM__H_TENSORS_OFFSET, 8 },
+        { "## Header", "tensors_size", SLM__H_TENSORS_SIZE, 8 },
+        { "## Tokenizer section", "kind", SLM__T_KIND, 4 },
+        { "## Tokenizer section", "pre", SLM__T_PRE, 4 },
+        { "## Tokenizer section", "n_tokens", SLM__T_N_TOKENS, 4 },
+        { "## Tokenizer section", "n_merges", SLM__T_N_MERGES, 4 },
+        { "## Tokenizer section", "bos", SLM__T_BOS, 4 },
+        { "## Tokenizer section", "eos", SLM__T_EOS, 4 },
+        { "## Tokenizer section", "eot", SLM__T_EOT, 4 },
+        { "## Tokenizer section", "pad", SLM__T_PAD, 4 },
+        { "## Tokenizer section", "unk", SLM__T_UNK, 4 },
+        { "## Tokenizer section", "fim_pre", SLM__T_FIM_PRE, 4 },
+        { "## Tokenizer section", "fim_suf", SLM__T_FIM_SUF, 4 },
+        { "## Tokenizer section", "fim_mid", SLM__T_FIM_MID, 4 },
+        { "## Tokenizer section", "chat_template", SLM__T_CHAT_TEMPLATE, 4 },
+        { "## Tokenizer section", "flags", SLM__T_FLAGS, 4 },
+        { "## Tokenizer section", "blob_size", SLM__T_BLOB_SIZE, 4 },
+        { "## Tokenizer section", "reserved", SLM__T_RESERVED, 4 },
+        { "## Tensor directory entry", "name", SLM__E_NAME, SLM__TENSOR_NAME_MAX },
+        { "## Tensor directory entry", "type", SLM__E_TYPE, 4 },
+        { "## Tensor directory entry", "n_dims", SLM__E_N_DIMS, 4 },
+        { "## Tensor directory entry", "ne", SLM__E_NE, 16 },
+        { "## Tensor directory entry", "offset", SLM__E_OFFSET, 8 },
+    };
+    static const struct {
+        const char *table;
+        int size;
+    } T[3] = { { "## Header", SLM__HEADER_SIZE },
+               { "## Tokenizer section", SLM__TOKHDR_SIZE },
+               { "## Tensor directory entry", SLM__TENSOR_ENTRY_SIZE } };
+    char *path = path_join(env_or("SLM_SOURCE_DIR", "."), "FORMAT.md"), prose[160];
+    size_t size, k;
+    char *md = (char *)read_file(path, &size);
+    int seen[sizeof F / sizeof F[0]] = { 0 }, t;
+    free(path);
+    if (!md) SKIP("FORMAT.md not found (run from the repository root or set SLM_SOURCE_DIR)");
+    md = (char *)realloc(md, size + 1);
+    md[size] = 0;
+    for (t = 0; t < 3; t++) {
+        const char *p = strstr(md, T[t].table), *end;
+        int next = 0, rows = 0;
+        CHECKF(p != NULL, "FORMAT.md has no section '%s'", T[t].table);
+        if (!p) continue;
+        end = strstr(p + 3, "\n## ");
+        if (!end) end = md + size;
+        p = strstr(p, "\n| 0 |"); /* the first row of the table */
+        while (p && p < end && p[1] == '|') {
+            char type[32], field[48];
+            int off, n = 0, sz, count = 1;
+            const char *line = p + 1;
+            p = strchr(line, '\n');
+            if (sscanf(line, "| %d | %31[^ |] | %47[^ |] |%n", &off, type, field, &n) != 3 || n == 0) break;
+            rows++;
+            if (sscanf(type, "%*[a-z0-9][%d]", &count) != 1) count = 1;
+            sz = !strncmp(type, "u8", 2) || !strncmp(type, "char", 4) ? 1
+                 : !strncmp(type, "u16", 3)                           ? 2
+                 : !strncmp(type, "u64", 3)                           ? 8
+                                                                      : 4;
+            sz *= count;
+            CHECKF(off == next, "%s: '%s' at offset %d, the previous field ends at %d", T[t].table, field, off, next);
+            next = off + sz;
+            for (k = 0; k < sizeof F / sizeof F[0]; k++)
+                if (!strcmp(F[k].table, T[t].table) && !strcmp(F[k].field, field)) break;
+            CHECKF(k < sizeof F / sizeof F[0], "%s: field '%s' has no SLM__ constant", T[t].table, field);
+            if (k == sizeof F / sizeof F[0]) continue;
+            seen[k]++;
+            CHECKF(off == F[k].offset, "%s: '%s' at offset %d in FORMAT.md, %d in slm.h", T[t].table, field, off,
+                   F[k].offset);
+            CHECKF(sz == F[k].size, "%s: '%s' is %d bytes in FORMAT.md, %d in slm.h", T[t].table, field, sz, F[k].size);
+        }
+        CHECKF(rows > 0 && next == T[t].size, "%s: %d rows end at %d, slm.h's size is %d", T[t].table, rows, next,
+               T[t].size);
+    }
+    for (k = 0; k < sizeof F / sizeof F[0]; k++)
+        CHECKF(seen[k] == 1, "%s: field '%s' appears %d times in FORMAT.md", F[k].table, F[k].field, seen[k]);
+    /* the sizes the prose repeats */
+    snprintf(prose, sizeof prose, "header            %d bytes at offset 0", SLM__HEADER_SIZE);
+    CHECKF(strstr(md, prose) != NULL, "FORMAT.md lacks \"%s\"", prose);
+    snprintf(prose, sizeof prose, "(%d-byte aligned), n_tensors entries of %d bytes", SLM__SECT_ALIGN,
+             SLM__TENSOR_ENTRY_SIZE);
+    CHECKF(strstr(md, prose) != NULL, "FORMAT.md lacks \"%s\"", prose);
+    snprintf(prose, sizeof prose, "each tensor at its own offset, a multiple of %d", SLM__DATA_ALIGN);
+    CHECKF(strstr(md, prose) != NULL, "FORMAT.md lacks \"%s\"", prose);
+    snprintf(prose, sizeof prose, "A %d-byte header, then five arrays", SLM__TOKHDR_SIZE);
+    CHECKF(strstr(md, prose) != NULL, "FORMAT.md lacks \"%s\"", prose);
+    snprintf(prose, sizeof prose, "`tokenizer_size` is at least %d + ", SLM__TOKHDR_SIZE);
+    CHECKF(strstr(md, prose) != NULL, "FORMAT.md lacks \"%s\"", prose);
+    snprintf(prose, sizeof prose, "## Tensor directory entry (%d bytes)", SLM__TENSOR_ENTRY_SIZE);
+    CHECKF(strstr(md, prose) != NULL, "FORMAT.md lacks \"%s\"", prose);
+    free(md);
+}
+
+/* One tensor of the model test_writer_roundtrip writes: name, shape (ne1 0
+   for a vector) and the type the writer is told to store. */
+typedef struct {
+    const char *name;
+    int ne0, ne1, type;
+} rt_tensor;
+
+/* The expected bytes of a tensor of f32 values `x` stored as `type`, from the
+   library's own conversions (the _R16 types: rows quantized, then interleaved). */
+static unsigned char *rt_expected(const float *x, int ne0, int rows, int type, size_t *size) {
+    int plain = type == SLM_TYPE_Q8_0_R16 ? SLM_TYPE_Q8_0 : type == SLM_TYPE_Q4_0_R16 ? SLM_TYPE_Q4_0 : type;
+    size_t rs = slm_type_row_size(plain, ne0), i;
+    unsigned char *b = (unsigned char *)calloc((size_t)rows, rs), *tmp;
+    int r;
+    *size = (size_t)rows * rs;
+    for (r = 0; r < rows; r++) {
+        const float *row = x + (size_t)r * ne0;
+        unsigned char *o = b + (size_t)r * rs;
+        for (i = 0; i < (size_t)ne0; i++) {
+            if (plain == SLM_TYPE_F32) memcpy(o + 4 * i, &row[i], 4); /* little-endian host: slm.h refuses others */
+            if (plain == SLM_TYPE_F16) wr16(o + 2 * i, slm_fp32_to_fp16(row[i]));
+            if (plain == SLM_TYPE_BF16) wr16(o + 2 * i, slm_fp32_to_bf16(row[i]));
+        }
+        if (plain == SLM_TYPE_Q8_0 || plain == SLM_TYPE_Q4_0) slm_quantize_row(plain, row, o, ne0);
+    }
+    if (plain != type) {
+        tmp = (unsigned char *)malloc(*size);
+        for (r = 0; r < rows; r += 16) slm_interleave_rows(type, b + (size_t)r * rs, tmp + (size_t)r * rs, ne0, 16);
+        free(b);
+        b = tmp;
+    }
+    return b;
+}
+
+/* Writes a model with the converter's writer (tools/write_slm.c) and reads
+   every header, tokenizer, metadata and tensor field back through the loader. */
+static void test_writer_roundtrip(void) {
+    static const rt_tensor TT[] = {
+        { "token_embd.weight", 32, 16, SLM_TYPE_Q8_0 },       { "output_norm.weight", 32, 0, SLM_TYPE_F32 },
+        { "blk.0.attn_norm.weight", 32, 0, SLM_TYPE_F32 },    { "blk.0.attn_q.weight", 32, 32, SLM_TYPE_F16 },
+        { "blk.0.attn_k.weight", 32, 16, SLM_TYPE_BF16 },     { "blk.0.attn_v.weight", 32, 16, SLM_TYPE_Q4_0 },
+        { "blk.0.attn_output.weight", 32, 32, SLM_TYPE_F32 }, { "blk.0.attn_q.bias", 32, 0, SLM_TYPE_F32 },
+        { "blk.0.attn_k.bias", 16, 0, SLM_TYPE_F32 },         { "blk.0.attn_v.bias", 16, 0, SLM_TYPE_F32 },
+        { "blk.0.attn_q_norm.weight", 16, 0, SLM_TYPE_F32 },  { "blk.0.attn_k_norm.weight", 16, 0, SLM_TYPE_F32 },
+        { "blk.0.ffn_norm.weight", 32, 0, SLM_TYPE_F32 },     { "blk.0.ffn_gate.weight", 32, 64, SLM_TYPE_Q8_0_R16 },
+        { "blk.0.ffn_up.weight", 32, 64, SLM_TYPE_Q4_0_R16 }, { "blk.0.ffn_down.weight", 64, 32, SLM_TYPE_F32 },
+    };
+    static const char *const texts[8] = { "a", "b", "ab", "c", "abc", "<s>", "</s>", "<0x4a>" };
+    static const unsigned char types[8] = { SLM_TOKEN_NORMAL,  SLM_TOKEN_NORMAL,  SLM_TOKEN_NORMAL,  SLM_TOKEN_NORMAL,
+                                            SLM_TOKEN_UNKNOWN, SLM_TOKEN_CONTROL, SLM_TOKEN_CONTROL, SLM_TOKEN_BYTE };
+    static const uint32_t merges[4] = { 0, 1, 2, 3 }; /* "a b" -> "ab", "ab c" -> "abc" */
+    const int nt = (int)(sizeof TT / sizeof TT[0]), n_tok = 8;
+    char *out = path_join(g_build_dir, "writer_roundtrip.slm");
+    conv_model cm;
+    conv_tokenizer *t = &cm.tok;
+    uint64_t file_size = 0;
+    unsigned char *file = NULL;
+    size_t fsize = 0;
+    slm_model *m = NULL;
+    const slm_model_info *mi;
+    int i, j, rc;
+    uint32_t blob = 0;
+
+    memset(&cm, 0, sizeof cm);
+    conv_quiet = 1;
+    cm.hp.arch = SLM_ARCH_QWEN3;
+    cm.hp.n_vocab = 16;
+    cm.hp.dim = 32;
+    cm.hp.n_layers = 1;
+    cm.hp.n_heads = 2;
+    cm.hp.n_kv_heads = 1;
+    cm.hp.head_dim = 16;
+    cm.hp.ffn_dim = 64;
+    cm.hp.max_seq = 77;
+    cm.hp.rope_theta = 5000.5f;
+    cm.hp.rope_freq_scale = 0.25f;
+    cm.hp.norm_eps = 1e-6f;
+    cm.hp.flags = SLM__FLAG_TIED | SLM__FLAG_QKV_BIAS | SLM__FLAG_QK_NORM;
+    cm.hp.rope_kind = 1;
+    t->kind = SLM_TOKENIZER_BPE;
+    t->pre = SLM_PRETOK_QWEN2;
+    t->n_tokens = (uint32_t)n_tok;
+    t->n_merges = 2;
+    t->bos = 5;
+    t->eos = 6;
+    t->eot = 4;
+    t->pad = 3;
+    t->unk = 4;
+    t->fim_pre = 0;
+    t->fim_suf = 1;
+    t->fim_mid = 2;
+    t->chat_template = SLM_CHAT_CHATML;
+    t->flags = SLM__TOKFLAG_ADD_BOS | SLM__TOKFLAG_IGNORE_MERGES;
+    t->scores = (float *)malloc(n_tok * sizeof(float));
+    t->text_offsets = (uint32_t *)malloc((n_tok + 1) * sizeof(uint32_t));
+    t->merges = (uint32_t *)malloc(sizeof merges);
+    t->types = (unsigned char *)malloc(n_tok);
+    t->blob = (unsigned char *)malloc(64);
+    memcpy(t->merges, merges, sizeof merges);
+    memcpy(t->types, types, sizeof types);
+    for (i = 0; i < n_tok; i++) {
+        t->scores[i] = -1.5f * (float)i;
+        t->text_offsets[i] = blob;
+        memcpy(t->blob + blob, texts[i], strlen(texts[i]));
+        blob += (uint32_t)strlen(texts[i]);
+    }
+    t->text_offsets[n_tok] = t->blob_size = blob;
+    CHECK(conv_model_set_meta(&cm, "name", "round trip") == 0);
+    CHECK(conv_model_set_meta(&cm, "license", "MIT") == 0);
+    for (i = 0; i < nt; i++) {
+        int rows = TT[i].ne1 ? TT[i].ne1 : 1;
+        float *x = (float *)malloc((size_t)TT[i].ne0 * rows * sizeof(float));
+        for (j = 0; j < TT[i].ne0 * rows; j++) x[j] = (float)sin(0.37 * j + i) * (1.0f + 0.25f * (float)(j % 7));
+        CHECK(conv_model_own(&cm, (unsigned char *)x) == 0);
+        CHECK(conv_model_add_tensor(&cm, TT[i].name, SLM_TYPE_F32, (const unsigned char *)x, TT[i].ne1 ? 2 : 1,
+                                    TT[i].ne0, TT[i].ne1) == 0);
+        cm.tensors[i].type = TT[i].type;
+    }
+    rc = conv_write_slm(&cm, out, &file_size);
+    CHECKF(rc == 0, "conv_write_slm failed");
+    if (rc) goto done;
+    file = read_file(out, &fsize);
+    m = load_model(out);
+    CHECK(file && m && fsize == file_size);
+    if (!file || !m) goto done;
+
+    mi = slm_model_info_get(m); /* the header */
+    CHECK(!memcmp(file + SLM__H_MAGIC, SLM__MAGIC, SLM__MAGIC_SIZE));
+    CHECK(rd32(file + SLM__H_HEADER_SIZE) == SLM__HEADER_SIZE && rd32(file + SLM__H_RESERVED) == 0);
+    CHECK(rd32(file + SLM__H_ACTIVATION) == 0); /* the loader refuses any other */
+    CHECK(mi->format_major == SLM_FORMAT_VERSION_MAJOR && mi->format_minor == SLM_FORMAT_VERSION_MINOR);
+    CHECK(mi->arch == SLM_ARCH_QWEN3 && !strcmp(mi->arch_name, "qwen3"));
+    CHECK(mi->n_vocab == 16 && mi->dim == 32 && mi->n_layers == 1 && mi->n_heads == 2 && mi->n_kv_heads == 1);
+    CHECK(mi->head_dim == 16 && mi->ffn_dim == 64 && mi->max_seq == 77);
+    CHECK(mi->rope_theta == 5000.5f && mi->rope_freq_scale == 0.25f && mi->norm_eps == 1e-6f && mi->rope_kind == 1);
+    CHECK(mi->tied_embeddings == 1 && mi->qkv_bias == 1 && mi->qk_norm == 1);
+    CHECK(mi->n_tensors == nt && mi->file_size == file_size);
+    CHECK(rd64(file + SLM__H_TOKENIZER_OFFSET) == SLM__HEADER_SIZE);
+    CHECK(rd64(file + SLM__H_TENSORS_SIZE) == (uint64_t)nt * SLM__TENSOR_ENTRY_SIZE);
+
+    /* the tokenizer */
+    CHECK(mi->tokenizer_kind == SLM_TOKENIZER_BPE && m->vocab.pre == SLM_PRETOK_QWEN2 && mi->n_tokens == n_tok);
+    CHECK(mi->bos == 5 && mi->eos == 6 && mi->eot == 4 && mi->pad == 3 && mi->unk == 4 && mi->add_bos == 1);
+    CHECK(m->vocab.fim_pre == 0 && m->vocab.fim_suf == 1 && m->vocab.fim_mid == 2);
+    CHECK(mi->chat_template == SLM_CHAT_CHATML && m->vocab.flags == t->flags);
+    CHECK(m->vocab.n_merges == 2 && !memcmp(m->vocab.merges, merges, sizeof merges));
+    CHECK(m->vocab.text_off[n_tok] == blob);
+    for (i = 0; i < n_tok; i++) {
+        uint32_t len;
+        int plen;
+        const char *txt = slm__vocab_text(&m->vocab, i, &len), *piece = slm_token_piece(m, i, &plen);
+        CHECKF(len == strlen(texts[i]) && !memcmp(txt, texts[i], len), "token %d text", i);
+        CHECKF(m->vocab.scores[i] == t->scores[i] && m->vocab.types[i] == types[i], "token %d score or type", i);
+        if (i < 7)
+            CHECKF(piece && plen == (int)len && !memcmp(piece, texts[i], len), "token %d piece", i);
+        else /* a byte token's piece is its byte, lower-case hex or not */
+            CHECKF(piece && plen == 1 && piece[0] == 0x4a, "byte token piece");
+    }
+
+    /* the metadata */
+    CHECK(slm_model_meta(m, "name") && !strcmp(slm_model_meta(m, "name"), "round trip"));
+    CHECK(!strcmp(mi->name, "round trip"));
+    CHECK(slm_model_meta(m, "license") && !strcmp(slm_model_meta(m, "license"), "MIT"));
+    CHECK(slm_model_meta(m, "source") == NULL);
+
+    /* the tensor directory and data */
+    for (i = 0; i < nt; i++) {
+        slm_tensor_info ti;
+        int rows = TT[i].ne1 ? TT[i].ne1 : 1;
+        size_t esize = 0;
+        unsigned char *want;
+        CHECK(slm_model_tensor_get(m, i, &ti) == SLM_OK);
+        CHECKF(!strcmp(ti.name, TT[i].name), "tensor %d is '%s'", i, ti.name);
+        CHECKF(ti.type == TT[i].type, "%s: type %d", TT[i].name, ti.type);
+        CHECKF(ti.n_dims == (TT[i].ne1 ? 2 : 1), "%s: %d dims", TT[i].name, ti.n_dims);
+        CHECKF(ti.ne[0] == TT[i].ne0 && ti.ne[1] == rows && ti.ne[2] == 1 && ti.ne[3] == 1, "%s: shape", TT[i].name);
+        CHECKF(ti.offset == cm.tensors[i].offset && ti.offset % SLM__DATA_ALIGN == 0, "%s: offset", TT[i].name);
+        want = rt_expected((const float *)cm.tensors[i].src, TT[i].ne0, rows, TT[i].type, &esize);
+        CHECKF(ti.size == esize && ti.offset + esize <= fsize && !memcmp(file + ti.offset, want, esize),
+               "%s: %llu bytes at %llu differ from the expected %s data", TT[i].name, (unsigned long long)ti.size,
+               (unsigned long long)ti.offset, slm_type_name(TT[i].type));
+        free(want);
+    }
+done:
+    slm_model_free(m);
+    free(file);
+    conv_model_free(&cm);
+    remove(out);
+    free(out);
+}
+
 /* This file's tests in the order they run; tests/harness.h says how to add one. */
 /* clang-format off */
 static const test_case INTERNAL_TESTS[] = {
@@ -845,6 +1171,8 @@ static const test_case INTERNAL_TESTS[] = {
     TEST(patched_files),
     TEST(vocab_only_header),
     TEST(mutated_files),
+    TEST(format_md),
+    TEST(writer_roundtrip),
 };
 /* clang-format on */
 const test_list internal_tests = { INTERNAL_TESTS, (int)(sizeof INTERNAL_TESTS / sizeof INTERNAL_TESTS[0]) };

@@ -1,0 +1,180 @@
+/* convert.h - what the parts of slm-convert share: the format-neutral
+   model every reader fills and the writer consumes, the messages, and the
+   helpers the readers have in common.
+
+   Files (see also the top of tools/slm-convert.c):
+     convert.c       messages, input files, the neutral model, GGML block types,
+                     building a tokenizer from token texts, checking a model
+     read_llama2c.c  llama2.c legacy checkpoints + tokenizer.bin
+     read_gguf.c     GGUF v2/v3 (llama.cpp)
+     read_hf.c       Hugging Face folders (config.json, safetensors, tokenizer.json)
+     json.c, json.h  the JSON reader (also used by the tests, tests/harness.c)
+     write_slm.c     choosing the output types and writing the .slm file
+     slm-convert.c   the command line; the one file with SLM_IMPLEMENTATION
+
+   Every reader checks each count, length and offset it reads against the
+   input's size before use: a hostile file gets an error, never a crash or an
+   allocation larger than a small multiple of the file. The .slm layout and
+   the model and tokenizer flags are slm.h's (SLM__ names, SLM_INTERNAL). */
+#ifndef SLM_CONVERT_H
+#define SLM_CONVERT_H
+
+/* Every tool file includes this header first, so these reach the system
+   headers: mkstemp, fchmod, fsync, umask, S_IFMT, and stat() of files over
+   2 GB on 32-bit hosts. */
+#if !defined(_WIN32) && !defined(_POSIX_C_SOURCE) && !defined(_XOPEN_SOURCE)
+#define _XOPEN_SOURCE 700
+#endif
+#ifndef _FILE_OFFSET_BITS
+#define _FILE_OFFSET_BITS 64
+#endif
+
+#ifndef SLM_INTERNAL
+#define SLM_INTERNAL
+#endif
+#include "../slm.h"
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define CONV_STR2(x) #x
+#define CONV_STR(x)  CONV_STR2(x)
+#define CONV_VERSION CONV_STR(SLM_VERSION_MAJOR) "." CONV_STR(SLM_VERSION_MINOR) "." CONV_STR(SLM_VERSION_PATCH)
+
+/* ---- messages (stderr) ---- */
+
+extern int conv_quiet; /* --quiet: no conv_info */
+void conv_fail(const char *fmt, ...);
+void conv_warn(const char *fmt, ...); /* printed even with --quiet */
+void conv_info(const char *fmt, ...);
+
+/* ---- the format-neutral model ---- */
+
+#define CONV_MAX_META 8
+
+typedef struct conv_tensor {
+    char name[SLM__TENSOR_NAME_MAX];
+    int n_dims;
+    int64_t ne[4];            /* ne[0] = row length; unused dims are 1 */
+    int src_type;             /* slm_type of the source bytes */
+    const unsigned char *src; /* source data, little-endian, rows back to back */
+    int type;                 /* slm_type written to the file */
+    uint64_t offset, size;    /* in the output file */
+} conv_tensor;
+
+typedef struct conv_hparams {
+    uint32_t arch, n_vocab, dim, n_layers, n_heads, n_kv_heads, head_dim, ffn_dim, max_seq;
+    float rope_theta, rope_freq_scale, norm_eps;
+    uint32_t flags, activation, rope_kind;
+} conv_hparams;
+
+typedef struct conv_tokenizer {
+    uint32_t kind, pre, n_tokens, n_merges;
+    int32_t bos, eos, eot, pad, unk, fim_pre, fim_suf, fim_mid;
+    uint32_t chat_template, flags;
+    float *scores;          /* [n_tokens] */
+    uint32_t *text_offsets; /* [n_tokens + 1] into blob */
+    uint32_t *merges;       /* [n_merges * 2] */
+    unsigned char *types;   /* [n_tokens] SLM_TOKEN_* */
+    unsigned char *blob;
+    uint32_t blob_size;
+    char *chat_template_text; /* the checkpoint's Jinja source, kept as metadata */
+} conv_tokenizer;
+
+typedef struct conv_meta {
+    const char *key;
+    char *value;
+} conv_meta;
+
+typedef struct conv_model {
+    const char *source_desc; /* for messages, e.g. "llama2.c checkpoint" */
+    conv_hparams hp;
+    conv_tokenizer tok;
+    conv_meta meta[CONV_MAX_META];
+    int n_meta;
+    conv_tensor *tensors;
+    int n_tensors, cap_tensors;
+    unsigned char **owned; /* file contents the tensors point into */
+    int n_owned, cap_owned;
+    int vocab_only; /* set by a reader whose input has no weights */
+} conv_model;
+
+typedef struct conv_options {
+    int type;         /* target type of 2-D tensors; -1 = keep the source's */
+    const char *name; /* metadata name; NULL = from the input file name */
+    int vocab_only;
+    int no_interleave; /* keep q8_0/q4_0 matrices row by row (no _R16 layout) */
+} conv_options;
+
+void conv_model_free(conv_model *m);
+int conv_model_own(conv_model *m, unsigned char *buf); /* m frees buf; on failure it is freed here */
+int conv_model_set_meta(conv_model *m, const char *key, const char *value);
+int conv_model_add_tensor(conv_model *m, const char *name, int src_type, const unsigned char *src, int n_dims,
+                          int64_t ne0, int64_t ne1);
+int64_t conv_tensor_elements(const conv_tensor *t);
+int64_t conv_tensor_rows(const conv_tensor *t);
+char *conv_strdup(const char *s);
+uint64_t conv_align_up(uint64_t x, uint64_t a);
+
+/* ---- input files ---- */
+
+int conv_path_is_dir(const char *path);
+unsigned char *conv_read_file(const char *path, size_t *size_out); /* NULL (message printed) on failure */
+char *conv_base_name(const char *path);                            /* "dir/stories260K.bin" -> "stories260K" */
+
+/* ---- GGML block types: the ones slm runs and the ones only read here ---- */
+
+const char *conv_ggml_type_name(uint32_t type);
+int conv_type_layout(int type, int *block, int *bytes);
+size_t conv_row_size(int type, int64_t n);
+int conv_is_slm_type(int type);
+void conv_dequantize_ggml_row(int type, const unsigned char *src, float *y, int64_t n);
+
+/* ---- building a tokenizer from token texts (GGUF and tokenizer.json) ---- */
+
+/* Text -> lowest id with that text (open addressing, slm.h's FNV-1a hash). */
+typedef struct conv_tok_index {
+    const conv_tokenizer *t;
+    int32_t *slot;
+    uint32_t mask;
+} conv_tok_index;
+
+int conv_tok_set_texts(conv_tokenizer *t, uint32_t n, const unsigned char *const *txt, const uint32_t *len,
+                       const char *where);
+int conv_tok_index_build(conv_tok_index *ix, const conv_tokenizer *t);
+int32_t conv_tok_find(const conv_tok_index *ix, const void *text, size_t n);
+void conv_tok_index_free(conv_tok_index *ix);
+int conv_tok_set_merge(conv_tokenizer *t, const conv_tok_index *ix, uint32_t rank, const void *a, size_t na,
+                       const void *b, size_t nb, const char *where);
+int conv_split_merge(const unsigned char *s, size_t n, size_t *left_len);
+void conv_tok_check_special_ids(conv_tokenizer *t, const char *where);
+void conv_tok_print_summary(const conv_tokenizer *t, const char *where);
+
+/* ---- checking a model against the architecture (GGUF and HF) ---- */
+
+int conv_known_tensor_name(const char *name, long *layer);
+int conv_check_model(conv_model *m, const char *where);
+
+/* ---- the readers: each fills m from its inputs; 0 or -1 (message printed) ---- */
+
+int conv_read_llama2c(conv_model *m, char **inputs, int n_inputs, const conv_options *opt);
+int conv_read_gguf(conv_model *m, char **inputs, int n_inputs, const conv_options *opt);
+int conv_read_hf(conv_model *m, char **inputs, int n_inputs, const conv_options *opt);
+
+/* ---- the writer ---- */
+
+int conv_choose_types(conv_model *m, const conv_options *opt);
+/* Writes OUT_PATH through a temporary file renamed into place at the end. */
+int conv_write_slm(conv_model *m, const char *out_path, uint64_t *file_size_out);
+void conv_install_signal_handlers(void); /* a signal removes the temporary file */
+void conv_format_size(char *buf, size_t cap, uint64_t bytes);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SLM_CONVERT_H */

@@ -105,6 +105,11 @@
             free (SLM_ERR_INVALID_ARG); SLM_MALLOC without SLM_FREE, or the
             reverse, is an #error; SLM_REALLOC and SLM_ASSERT, never used, are
             gone; slm_tokenize reports its errors to the log; contracts above.
+            The sampler is total: NaN/inf logits are never drawn, none finite
+            is an error (slm_sample -1; slm_generate SLM_ERR_FORMAT,
+            SLM_STOP_ERROR, "non-finite logits"); temperature < 1e-6 is
+            greedy; NaN/inf options are refused (inf top_p and temperature
+            were accepted), repeat_penalty may be any finite value >= 0.
      0.1.0  first release: Llama, Qwen2 and Qwen3 from .slm files (f32, f16,
             bf16, q8_0, q4_0, 16-row interleaved q8_0/q4_0), SentencePiece and
             byte-level BPE tokenizers, AVX2, AVX-512 and NEON kernels, f32, f16
@@ -310,13 +315,16 @@ SLM_API slm_result slm_session_stats(const slm_session *session, slm_gen_stats *
 
 /* ---- generation -------------------------------------------------------- */
 
+/* Every float option must be a finite number: NaN or +-inf is refused
+   (SLM_ERR_INVALID_ARG, slm_sample -1), as is any other value out of the
+   ranges below. */
 typedef struct slm_gen_opts { /* zero-initialised = greedy, no limits */
     int max_tokens;           /* 0 = until end of text or a full context */
-    float temperature;        /* <= 0: greedy (argmax) */
-    int top_k;                /* 0 = off */
-    float top_p;              /* 0 or >= 1 = off */
-    float min_p;              /* 0 = off */
-    float repeat_penalty;     /* 0 or 1 = off */
+    float temperature;        /* < 1e-6 (0, negative): greedy (argmax); a huge one is nearly uniform */
+    int top_k;                /* 0 or >= n_vocab = off */
+    float top_p;              /* 0 or >= 1 = off; negative refused */
+    float min_p;              /* 0 = off, 1 = only the likeliest (and its ties); outside [0, 1] refused */
+    float repeat_penalty;     /* 0 or 1 = off; < 1 favours recent tokens; negative refused */
     int repeat_last_n;        /* tokens the penalty looks back; 0 = 64 */
     uint64_t seed;            /* 0 = a fixed default: same seed, same text */
     const char *const *stop;  /* stop strings: generation ends before them */
@@ -335,7 +343,10 @@ typedef struct slm_gen_opts { /* zero-initialised = greedy, no limits */
    Tokens already in the session's cache that start the new prompt are not
    evaluated again. Returns SLM_ERR_CONTEXT_FULL when the prompt does not fit,
    or when the context filled before generation ended (the text generated up
-   to there is delivered), SLM_ERR_CANCELLED when on_token asked to stop. */
+   to there is delivered), SLM_ERR_CANCELLED when on_token asked to stop,
+   SLM_ERR_FORMAT with stop_reason SLM_STOP_ERROR and the message
+   "... non-finite logits ..." when the model computed no finite logit (NaN
+   or infinite weights; the text up to there is delivered). */
 SLM_API slm_result slm_generate(slm_session *session, const char *prompt, const slm_gen_opts *opts, char *out,
                                 size_t out_cap, size_t *out_len);
 
@@ -375,7 +386,10 @@ SLM_API const float *slm_logits(const slm_session *session);
 SLM_API slm_result slm_rewind(slm_session *session, int n_keep);
 /* Draws the next token from the current logits (opts NULL = greedy); -1 on error.
    The draw comes from the session's random generator and opts->seed is not
-   read: seed the generator with slm_session_seed. */
+   read: seed the generator with slm_session_seed. Only tokens with a finite
+   logit are drawn (a NaN counts as -inf; +inf, an overflow, is as broken);
+   -1 with the session error "... non-finite logits ..." when none has one.
+   Greedy ties go to the lowest id. */
 SLM_API slm_token slm_sample(slm_session *session, const slm_gen_opts *opts);
 /* Restarts the session's random generator from seed, as slm_generate does
    with opts.seed: the same seed gives the same draws. A new session starts
@@ -548,6 +562,7 @@ int slm__pretok_llama3_family(const char *name);
 #include <string.h>
 #include <math.h>
 #include <limits.h>
+#include <float.h>
 #include <stdarg.h>
 
 #include <stdlib.h> /* qsort, and malloc/free unless the includer brings its own */
@@ -4628,10 +4643,31 @@ SLM_API slm_result slm_rewind(slm_session *s, int n_keep) {
 
 /* ---- sampler ---------------------------------------------------------------
    Owns the choice of the next token from the logits: repetition penalty,
-   then greedy argmax (temperature <= 0) or temperature, top-k, softmax,
-   min-p, top-p and a draw from the session's seeded generator. Ties always
-   go to the lower id, so equal seeds give equal text. */
+   then greedy argmax (temperature below SLM__GREEDY_TEMP) or temperature,
+   top-k, softmax, min-p, top-p and a draw from the session's seeded
+   generator. Ties always go to the lower id, so equal seeds give equal text.
+   Total for any logits and any options slm__opts_valid accepts: a NaN or
+   infinite logit is never drawn (NaN counts as -inf; +inf only comes from an
+   overflow, no more trustworthy than NaN), every intermediate value stays a
+   number, and when no logit is finite there is no token but an error. */
 
+/* Below this temperature a draw is argmax in all but name (a logit gap of
+   1e-4 weighs e^-100) while x/T heads for overflow: greedy it is. */
+#define SLM__GREEDY_TEMP 1e-6f
+
+/* Bit test, not isfinite(): it must hold under -ffast-math too. */
+static int slm__finite(float x) {
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    return (u & 0x7F800000u) != 0x7F800000u;
+}
+
+/* An overflow of a finite logit (a penalty or a temperature division) stays
+   a candidate at the end of the float range instead of becoming +-inf. */
+static float slm__clamp_finite(float x) { return x > FLT_MAX ? FLT_MAX : x < -FLT_MAX ? -FLT_MAX : x; }
+
+/* A total order as long as no logit is NaN, which slm__sample guarantees:
+   quickselect and qsort scan out of bounds under an inconsistent one. */
 static int slm__cand_cmp(const void *pa, const void *pb) {
     const slm__cand *a = (const slm__cand *)pa, *b = (const slm__cand *)pb;
     if (a->logit != b->logit) return a->logit > b->logit ? -1 : 1;
@@ -4664,39 +4700,29 @@ static void slm__select_top(slm__cand *c, int n, int k) {
     }
 }
 
+/* Every float option is a finite number (NaN fails every comparison):
+   temperature any (<= 0 and tiny are greedy, huge is nearly uniform),
+   top_p >= 0 (>= 1 off), min_p in [0, 1], repeat_penalty >= 0 (0 and 1 off). */
 static int slm__opts_valid(const slm_gen_opts *o) {
     return o->max_tokens >= 0 && o->n_stop >= 0 && (o->n_stop == 0 || o->stop) && o->top_k >= 0 &&
-           o->repeat_last_n >= 0 && o->temperature == o->temperature && o->top_p >= 0.0f && o->min_p >= 0.0f &&
-           o->min_p <= 1.0f && o->repeat_penalty >= 0.0f &&
-           o->repeat_penalty < 1e30f; /* comparisons are false for NaN */
+           o->repeat_last_n >= 0 && o->temperature >= -FLT_MAX && o->temperature <= FLT_MAX && o->top_p >= 0.0f &&
+           o->top_p <= FLT_MAX && o->min_p >= 0.0f && o->min_p <= 1.0f && o->repeat_penalty >= 0.0f &&
+           o->repeat_penalty <= FLT_MAX;
 }
 
-SLM_API slm_token slm_sample(slm_session *s, const slm_gen_opts *opts) {
-    slm_gen_opts o;
-    slm__cand *c;
-    int n, i;
-    float penalty;
-    if (!s) return -1;
-    if (!s->logits_valid) {
-        slm__fail(s, SLM_ERR_INVALID_ARG, "slm_sample: no logits: evaluate tokens first");
-        return -1;
-    }
-    memset(&o, 0, sizeof o);
-    if (opts) o = *opts;
-    if (!slm__opts_valid(&o)) {
-        slm__fail(s, SLM_ERR_INVALID_ARG, "slm_sample: invalid options (top_k %d, top_p %g, min_p %g)", o.top_k,
-                  (double)o.top_p, (double)o.min_p);
-        return -1;
-    }
-    n = s->model->info.n_vocab;
-    c = s->cand;
+/* The sampler proper, options already checked: SLM_OK and *out, or
+   SLM_ERR_FORMAT when no logit is finite (the model computed NaN or inf:
+   broken weights), with nothing written to the session's error. */
+static slm_result slm__sample(slm_session *s, const slm_gen_opts *o, slm_token *out) {
+    slm__cand *c = s->cand;
+    int n = s->model->info.n_vocab, n_all = n, i, k;
+    float penalty = o->repeat_penalty, temp = o->temperature;
     for (i = 0; i < n; i++) {
         c[i].logit = s->logits[i];
         c[i].id = i;
     }
-    penalty = o.repeat_penalty;
     if (penalty > 0.0f && penalty != 1.0f) {
-        int last_n = o.repeat_last_n > 0 ? o.repeat_last_n : 64, t;
+        int last_n = o->repeat_last_n > 0 ? o->repeat_last_n : 64, t;
         /* penalise each recent token once: mark with the sign-preserving transform, then skip repeats */
         for (t = SLM__MAX(0, s->n_past - last_n); t < s->n_past; t++) {
             slm_token id = s->tokens[t];
@@ -4706,48 +4732,58 @@ SLM_API slm_token slm_sample(slm_session *s, const slm_gen_opts *opts) {
                     seen = 1;
                     break;
                 }
-            if (seen) continue;
-            c[id].logit = c[id].logit > 0.0f ? c[id].logit / penalty : c[id].logit * penalty;
+            if (seen || !slm__finite(c[id].logit)) continue;
+            c[id].logit = slm__clamp_finite(c[id].logit > 0.0f ? c[id].logit / penalty : c[id].logit * penalty);
         }
     }
-    if (!(o.temperature > 0.0f)) {
+    /* only finite logits are candidates; ids stay in increasing order */
+    for (i = 0, k = 0; i < n_all; i++)
+        if (slm__finite(c[i].logit)) c[k++] = c[i];
+    n = k;
+    if (n == 0) return SLM_ERR_FORMAT;
+    if (!(temp >= SLM__GREEDY_TEMP)) {
         int best = 0;
         for (i = 1; i < n; i++)
             if (c[i].logit > c[best].logit) best = i;
-        return c[best].id;
+        *out = c[best].id;
+        return SLM_OK;
     }
-    for (i = 0; i < n; i++) c[i].logit /= o.temperature;
-    if (o.top_k > 0 && o.top_k < n) {
-        slm__select_top(c, n, o.top_k);
-        n = o.top_k;
+    for (i = 0; i < n; i++) c[i].logit = slm__clamp_finite(c[i].logit / temp);
+    if (o->top_k > 0 && o->top_k < n) {
+        slm__select_top(c, n, o->top_k);
+        n = o->top_k;
     }
     { /* softmax over the candidates; logit now holds a probability */
-        float max = c[0].logit, sum = 0.0f, r, acc;
+        float max = c[0].logit, sum = 0.0f, pmax = 0.0f, r, acc;
+        int last = 0;
         for (i = 1; i < n; i++)
             if (c[i].logit > max) max = c[i].logit;
+        /* x - max is in [-inf, 0] (it may overflow to -inf): each term in [0, 1],
+           the best exactly 1, so 1 <= sum <= n */
         for (i = 0; i < n; i++) {
             c[i].logit = expf(c[i].logit - max);
             sum += c[i].logit;
         }
-        for (i = 0; i < n; i++) c[i].logit /= sum;
-        if (o.min_p > 0.0f && o.min_p <= 1.0f) {
-            float pmax = 1.0f / sum, keep = o.min_p * pmax; /* the best candidate had exp(0) = 1 */
-            int k = 0;
-            for (i = 0; i < n; i++)
+        for (i = 0; i < n; i++) {
+            c[i].logit /= sum;
+            if (c[i].logit > pmax) pmax = c[i].logit;
+        }
+        if (o->min_p > 0.0f) {
+            float keep = o->min_p * pmax; /* <= pmax: the best stays */
+            for (i = 0, k = 0; i < n; i++)
                 if (c[i].logit >= keep) c[k++] = c[i];
             n = k;
         }
-        if (o.top_p > 0.0f && o.top_p < 1.0f) {
+        if (o->top_p > 0.0f && o->top_p < 1.0f) {
             /* candidates below (1-p)/(n-1) can never be inside the nucleus: drop them before sorting */
-            float cutoff = (1.0f - o.top_p) / (float)(n > 1 ? n - 1 : 1), cum = 0.0f;
-            int k = 0;
-            for (i = 0; i < n; i++)
+            float cutoff = (1.0f - o->top_p) / (float)(n > 1 ? n - 1 : 1), cum = 0.0f;
+            for (i = 0, k = 0; i < n; i++)
                 if (c[i].logit >= cutoff) c[k++] = c[i];
             if (k == 0) k = n; /* cannot happen: the best candidate is >= 1/n */
             qsort(c, (size_t)k, sizeof *c, slm__cand_cmp);
             for (i = 0; i < k; i++) {
                 cum += c[i].logit;
-                if (cum >= o.top_p) {
+                if (cum >= o->top_p) {
                     i++;
                     break;
                 }
@@ -4760,10 +4796,38 @@ SLM_API slm_token slm_sample(slm_session *s, const slm_gen_opts *opts) {
         acc = 0.0f;
         for (i = 0; i < n; i++) {
             acc += c[i].logit;
-            if (r < acc) return c[i].id;
+            if (c[i].logit > 0.0f) last = i;
+            if (r < acc) break;
         }
-        return c[n - 1].id;
+        /* r < sum = the final acc, so the loop breaks; else the last candidate that had a chance */
+        *out = c[i < n ? i : last].id;
+        return SLM_OK;
     }
+}
+
+SLM_API slm_token slm_sample(slm_session *s, const slm_gen_opts *opts) {
+    slm_gen_opts o;
+    slm_token tok = -1;
+    if (!s) return -1;
+    if (!s->logits_valid) {
+        slm__fail(s, SLM_ERR_INVALID_ARG, "slm_sample: no logits: evaluate tokens first");
+        return -1;
+    }
+    memset(&o, 0, sizeof o);
+    if (opts) o = *opts;
+    if (!slm__opts_valid(&o)) {
+        slm__fail(s, SLM_ERR_INVALID_ARG,
+                  "slm_sample: invalid options (top_k %d, top_p %g, min_p %g, temperature %g, repeat_penalty %g)",
+                  o.top_k, (double)o.top_p, (double)o.min_p, (double)o.temperature, (double)o.repeat_penalty);
+        return -1;
+    }
+    if (slm__sample(s, &o, &tok) != SLM_OK) {
+        slm__fail(s, SLM_ERR_FORMAT,
+                  "slm_sample: non-finite logits: no finite logit among the %d (NaN or inf weights?)",
+                  s->model->info.n_vocab);
+        return -1;
+    }
+    return tok;
 }
 
 /* ---- generation ------------------------------------------------------------
@@ -4919,9 +4983,11 @@ SLM_API slm_result slm_generate(slm_session *s, const char *prompt, const slm_ge
     while (s->stats.stop_reason == SLM_STOP_NONE) {
         const char *piece;
         int piece_len;
-        tok = slm_sample(s, &o);
-        if (tok < 0) {
-            r = SLM_ERR_INVALID_ARG;
+        if (slm__sample(s, &o, &tok) != SLM_OK) {
+            r = slm__fail(s, SLM_ERR_FORMAT,
+                          "slm_generate: non-finite logits after %d generated tokens: the model computed no finite "
+                          "logit (NaN or inf weights?)",
+                          s->stats.n_generated);
             s->stats.stop_reason = SLM_STOP_ERROR;
             break;
         }

@@ -346,6 +346,10 @@ else
         run_cmd "$O" "$E" "$SLM" run -m "$M" -p "Once upon a time" -n 40 --temp 0.8 --seed 7 --top-k 40 --top-p 0.9 -t 1
         DETAIL="exit status $RC; two runs with --seed 7 differ"
         check "slm run --seed: same seed, same text (1 thread vs default)" eval 'test $RC = 0 && cmp -s "$BUILD/cli_seed1.out" "$O" && [ "$(head -c 16 "$O")" = "Once upon a time" ]'
+        # issue 10: a temperature so small that min_p kept nothing read c[-1]; below 1e-6 it is greedy
+        run_cmd "$O" "$E" "$SLM" run -m "$M" -p "Once upon a time" -n 60 --temp 1e-38 --min-p 0.1 --seed 3
+        DETAIL="exit status $RC; $(cmp <(head -c "$(wc -c <"$O")" "$BUILD/expected_run.txt") "$O" 2>&1 | head -c 200); stderr: $(head -c 200 "$E")"
+        check "slm run --temp 1e-38 --min-p 0.1 is greedy (the reference's start)" eval 'test $RC = 0 && [ $(wc -c <"$O") -gt 100 ] && cmp -s <(head -c "$(wc -c <"$O")" "$BUILD/expected_run.txt") "$O"'
 
         run_cmd "$O" "$E" "$SLM" tokenize -m "$M" "Once upon a time"
         DETAIL="exit status $RC, stdout: $(head -c 200 "$O")"

@@ -1489,6 +1489,158 @@ static void test_generation_stats(void) {
 
 /* ======================================================================== */
 
+/* The extreme options the sampler accepts, and the ones it refuses, on the
+   real model: an infinite or NaN float option is an argument error; tiny
+   temperatures are greedy, whatever the filters (issue 10: --temp 1e-38
+   --min-p 0.1 read before the candidates). */
+static void test_sampler_extremes(void) {
+    NEED_MODEL("f32", path);
+    {
+        slm_model *m = load_model(path);
+        slm_session *s = m ? new_session(m, 0, 0) : NULL;
+        slm_gen_opts o;
+        slm_result rc;
+        size_t la, rlen;
+        const char *ref = ref_cont(&rlen);
+        char *a;
+        int i;
+        free(path);
+        if (!s) {
+            slm_model_free(m);
+            return;
+        }
+        {
+            static const float tiny[] = { 1e-38f, 1e-45f, 5e-7f, -3.0f };
+            for (i = 0; i < 4; i++) {
+                memset(&o, 0, sizeof o);
+                o.max_tokens = 40;
+                o.temperature = tiny[i];
+                o.min_p = 0.1f;
+                o.top_k = 40;
+                o.top_p = 0.9f;
+                o.seed = 5;
+                a = gen_text(s, R.prompt, &o, &rc, &la);
+                CHECKF(rc == SLM_OK && a && la > 0 && la <= rlen && !memcmp(a, ref, la),
+                       "temperature %g: %s \"%s\" is not the greedy text", (double)tiny[i], slm_result_str(rc),
+                       a ? a : "");
+                free(a);
+            }
+        }
+        /* refused: every non-finite float option */
+        for (i = 0; i < 11; i++) {
+            float bad[] = { INFINITY, -INFINITY, NAN };
+            memset(&o, 0, sizeof o);
+            o.max_tokens = 4;
+            if (i < 3)
+                o.temperature = bad[i];
+            else if (i < 6)
+                o.top_p = bad[i - 3];
+            else if (i < 8)
+                o.min_p = bad[(i - 6) * 2]; /* +inf, NaN */
+            else
+                o.repeat_penalty = bad[i - 8];
+            rc = slm_generate(s, R.prompt, &o, NULL, 0, NULL);
+            CHECKF(rc == SLM_ERR_INVALID_ARG, "option set %d: slm_generate gave %s", i, slm_result_str(rc));
+            CHECKF(slm_sample(s, &o) == -1, "option set %d: slm_sample accepted it", i);
+        }
+        /* accepted extremes: each draws a token with a finite logit */
+        for (i = 0; i < 5; i++) {
+            slm_token t;
+            const float *lg;
+            memset(&o, 0, sizeof o);
+            o.max_tokens = 8;
+            o.temperature = i == 0 ? FLT_MAX : i == 1 ? 1e30f : 1.0f;
+            if (i == 2) o.repeat_penalty = FLT_MAX;
+            if (i == 3) o.repeat_penalty = 1e-45f;
+            if (i == 4) {
+                o.top_k = INT_MAX;
+                o.top_p = 1e30f;
+                o.min_p = 1.0f;
+            }
+            rc = slm_generate(s, R.prompt, &o, NULL, 0, NULL);
+            CHECKF(rc == SLM_OK, "extreme %d: %s %s", i, slm_result_str(rc), slm_session_error(s));
+            lg = slm_logits(s);
+            t = slm_sample(s, &o);
+            CHECKF(t >= 0 && t < N_VOCAB && lg && isfinite(lg[t]), "extreme %d: drew %d", i, (int)t);
+        }
+        slm_session_free(s);
+        slm_model_free(m);
+    }
+}
+
+/* issue 10: stories260K with output_norm.weight[0] = NaN makes every logit
+   NaN; quickselect with a NaN pivot (top_k 40) ran off the candidate array.
+   Now generation stops with SLM_STOP_ERROR and "non-finite logits". */
+static void test_nan_weight(void) {
+    NEED_MODEL("f32", path);
+    {
+        size_t size = 0;
+        unsigned char *bytes = read_file(path, &size);
+        slm_model *m = load_model(path), *bad = NULL;
+        slm_model_desc md;
+        slm_tensor_info ti;
+        int i, found = 0, v;
+        float nan = NAN;
+        free(path);
+        if (!bytes || !m) {
+            CHECK(0);
+            free(bytes);
+            slm_model_free(m);
+            return;
+        }
+        for (i = 0; i < slm_model_info_get(m)->n_tensors && !found; i++)
+            found = slm_model_tensor_get(m, i, &ti) == SLM_OK && !strcmp(ti.name, "output_norm.weight");
+        CHECKF(found && ti.type == SLM_TYPE_F32 && ti.offset + 4 <= size, "no f32 output_norm.weight");
+        slm_model_free(m);
+        if (!found) {
+            free(bytes);
+            return;
+        }
+        memcpy(bytes + ti.offset, &nan, sizeof nan);
+        memset(&md, 0, sizeof md);
+        md.data = bytes;
+        md.size = size;
+        CHECK(slm_model_load(&bad, &md) == SLM_OK);
+        for (v = 0; bad && v < 5; v++) {
+            slm_session *s = new_session(bad, 0, v == 4 ? 1 : 0);
+            slm_gen_opts o;
+            slm_gen_stats st;
+            slm_result rc;
+            char out[64];
+            size_t n = 99;
+            if (!s) continue;
+            memset(&o, 0, sizeof o);
+            o.max_tokens = 20;
+            o.seed = 1;
+            if (v >= 1) o.temperature = 0.8f;
+            if (v == 1 || v == 4) o.top_k = 40;
+            if (v == 2) {
+                o.top_p = 0.9f;
+                o.min_p = 0.1f;
+                o.repeat_penalty = 1.1f;
+            }
+            if (v == 3) {
+                o.temperature = 1e-38f;
+                o.min_p = 0.1f;
+            }
+            rc = slm_generate(s, R.prompt, &o, out, sizeof out, &n);
+            memset(&st, 0, sizeof st);
+            slm_session_stats(s, &st);
+            CHECKF(rc == SLM_ERR_FORMAT, "variant %d: %s", v, slm_result_str(rc));
+            CHECKF(st.stop_reason == SLM_STOP_ERROR && st.n_generated == 0 && n == 0 && out[0] == 0,
+                   "variant %d: stop %d, %d generated, %zu bytes", v, st.stop_reason, st.n_generated, n);
+            CHECKF(strstr(slm_session_error(s), "non-finite logits") != NULL, "variant %d: \"%s\"", v,
+                   slm_session_error(s));
+            /* the low-level loop sees -1 and the same message */
+            CHECK(slm_logits(s) != NULL && slm_sample(s, &o) == -1);
+            CHECK(strstr(slm_session_error(s), "non-finite logits") != NULL);
+            slm_session_free(s);
+        }
+        slm_model_free(bad);
+        free(bytes);
+    }
+}
+
 /* ======================================================================== */
 /* chat templates: the built-in formatters against the checkpoints' own     */
 /* Jinja templates (expected strings rendered by hand from the template     */
@@ -1743,6 +1895,8 @@ static const test_case API_TESTS[] = {
     TEST(context_full),
     TEST(prefix_reuse),
     TEST(sampling),
+    TEST(sampler_extremes),
+    TEST(nan_weight),
     TEST(allocator_balance),
     TEST(log_and_meta),
     TEST_ARG(layouts, "q8_0"),

@@ -838,8 +838,6 @@ static void test_kernels_kv_q8_0(void) {
     NOTE("%d q8_0 KV kernel outputs compared", n_checked);
 }
 
-/* The same logits, bit for bit, for any thread count and any batching. */
-
 /* ======================================================================== */
 /* the .slm layout: FORMAT.md and the converter's writer vs slm.h's constants */
 /* ======================================================================== */
@@ -1161,6 +1159,324 @@ done:
     free(out);
 }
 
+/* ======================================================================== */
+/* the sampler: total for any logits and any options it accepts             */
+/* ======================================================================== */
+
+/* A session with logits of the test's choosing, all its arrays exactly as
+   long as the sampler may read (an overrun is a sanitizer report). slm_sample
+   reads model->info.n_vocab, model->log, logits, logits_valid,
+   tokens[0..n_past), cand and rng, and writes cand, rng and error. */
+typedef struct {
+    slm_model m;
+    slm_session s;
+} fake_session;
+
+static fake_session *fake_new(int n_vocab, int n_past, uint64_t rng) {
+    fake_session *f = (fake_session *)calloc(1, sizeof *f);
+    if (!f) return NULL;
+    f->m.info.n_vocab = n_vocab;
+    f->s.model = &f->m;
+    f->s.logits = (float *)malloc(sizeof(float) * (size_t)n_vocab);
+    f->s.cand = (slm__cand *)malloc(sizeof(slm__cand) * (size_t)n_vocab);
+    f->s.tokens = (slm_token *)malloc(sizeof(slm_token) * (size_t)(n_past > 0 ? n_past : 1));
+    f->s.n_past = n_past;
+    f->s.logits_valid = 1;
+    f->s.rng = rng;
+    return f;
+}
+
+static void fake_free(fake_session *f) {
+    if (!f) return;
+    free(f->s.logits);
+    free(f->s.cand);
+    free(f->s.tokens);
+    free(f);
+}
+
+static float clamp_flt(float x) { return x > FLT_MAX ? FLT_MAX : x < -FLT_MAX ? -FLT_MAX : x; }
+
+/* The logits after the repeat penalty as slm.h documents it: each distinct
+   token of the last repeat_last_n (0 = 64) once, x > 0 ? x / p : x * p, an
+   overflow kept at +-FLT_MAX, NaN and inf left alone. */
+static void penalised(const fake_session *f, const slm_gen_opts *o, float *pen) {
+    int n = f->m.info.n_vocab, last_n = o->repeat_last_n > 0 ? o->repeat_last_n : 64, t, u;
+    float p = o->repeat_penalty;
+    memcpy(pen, f->s.logits, sizeof(float) * (size_t)n);
+    if (!(p > 0.0f && p != 1.0f)) return;
+    for (t = f->s.n_past > last_n ? f->s.n_past - last_n : 0; t < f->s.n_past; t++) {
+        slm_token id = f->s.tokens[t];
+        for (u = f->s.n_past > last_n ? f->s.n_past - last_n : 0; u < t && f->s.tokens[u] != id; u++) {}
+        if (u < t || !isfinite(pen[id])) continue;
+        pen[id] = clamp_flt(pen[id] > 0.0f ? pen[id] / p : pen[id] * p);
+    }
+}
+
+/* The lowest id among the largest finite values, -1 when none is finite. */
+static int finite_argmax(const float *x, int n) {
+    int i, best = -1;
+    for (i = 0; i < n; i++)
+        if (isfinite(x[i]) && (best < 0 || x[i] > x[best])) best = i;
+    return best;
+}
+
+static uint64_t g_smp_rng = 2024;
+static uint32_t smp_rand(uint32_t n) { /* uniform in [0, n) */
+    g_smp_rng = g_smp_rng * 6364136223846793005ull + 1442695040888963407ull;
+    return (uint32_t)((g_smp_rng >> 33) % n);
+}
+
+/* A logit vector that mixes ordinary values, ties, huge values, denormals,
+   NaN and +-inf, or is one of the degenerate patterns. */
+static void random_logits(float *x, int n) {
+    static const float ties[] = { -1.0f, 0.0f, 2.0f, 2.5f };
+    static const float huge[] = { FLT_MAX, -FLT_MAX, 3e38f, -3e38f, 1e30f, -1e30f, 1e20f };
+    int style = (int)smp_rand(10), i, odd = (int)smp_rand(5); /* 1 in odd values is NaN/inf, 0 = none */
+    for (i = 0; i < n; i++) {
+        switch (style) {
+        case 0: x[i] = NAN; break;                                                    /* all NaN */
+        case 1: x[i] = smp_rand(2) ? NAN : smp_rand(2) ? INFINITY : -INFINITY; break; /* none finite */
+        case 2: x[i] = ties[smp_rand(4)]; break;
+        case 3: x[i] = huge[smp_rand(7)]; break;
+        case 4: x[i] = (float)((int)smp_rand(2001) - 1000) * 1e-42f; break; /* denormals */
+        default: x[i] = (float)((int)smp_rand(4001) - 2000) / 100.0f; break;
+        }
+        if (odd && style > 1 && smp_rand((uint32_t)odd + 1) == 0) {
+            int k = (int)smp_rand(3);
+            x[i] = k == 0 ? NAN : k == 1 ? INFINITY : -INFINITY;
+        }
+    }
+    if (style == 0 && n > 1 && smp_rand(2)) x[smp_rand((uint32_t)n)] = (float)((int)smp_rand(21) - 10); /* one finite */
+}
+
+static void random_opts(slm_gen_opts *o, int n) {
+    static const float temps[] = { 0.0f,  -1.0f, -FLT_MAX, 1e-38f, 1e-45f, 1e-7f, 9.99e-7f, 1e-6f,
+                                   1e-3f, 0.7f,  1.0f,     3.0f,   1e10f,  1e30f, FLT_MAX };
+    static const float top_ps[] = { 0.0f, 1e-6f, 0.1f, 0.5f, 0.9f, 0.999999f, 1.0f, 2.0f, 1e30f };
+    static const float min_ps[] = { 0.0f, 1e-6f, 0.05f, 0.1f, 0.5f, 0.9999f, 1.0f };
+    static const float penalties[] = { 0.0f, 1.0f, 1.1f, 1.5f, 2.0f, 0.5f, 1e-30f, 1e-45f, 1e30f, FLT_MAX };
+    static const int last_ns[] = { 0, 1, 5, 64, 1000 };
+    int k = (int)smp_rand(9);
+    memset(o, 0, sizeof *o);
+    o->temperature = temps[smp_rand(sizeof temps / sizeof temps[0])];
+    o->top_k = k == 0   ? 0
+               : k == 1 ? 1
+               : k == 2 ? 2
+               : k == 3 ? 40
+               : k == 4 ? n - 1
+               : k == 5 ? n
+               : k == 6 ? n + 5
+               : k == 7 ? INT_MAX
+                        : 1 + (int)smp_rand((uint32_t)n);
+    if (o->top_k < 0) o->top_k = 0;
+    o->top_p = top_ps[smp_rand(sizeof top_ps / sizeof top_ps[0])];
+    o->min_p = min_ps[smp_rand(sizeof min_ps / sizeof min_ps[0])];
+    o->repeat_penalty = penalties[smp_rand(sizeof penalties / sizeof penalties[0])];
+    o->repeat_last_n = last_ns[smp_rand(sizeof last_ns / sizeof last_ns[0])];
+}
+
+/* For many random logit vectors and options: a valid id with a finite logit,
+   or -1 with "non-finite logits" exactly when no logit is finite; below
+   temperature 1e-6 the greedy choice (lowest id among ties) whatever the
+   filters; above it, a token inside top-k and min-p with a non-zero weight. */
+static void test_sampler_total(void) {
+    static const int sizes[] = { 1, 2, 3, 7, 64, 512, 600 };
+    int iter, n_iter = 20000, n_none = 0, n_greedy = 0, n_drawn = 0;
+    for (iter = 0; iter < n_iter; iter++) {
+        int n = sizes[smp_rand(sizeof sizes / sizeof sizes[0])], n_past = (int)smp_rand(81), i, r, greedy;
+        fake_session *f = fake_new(n, n_past, (uint64_t)iter * 7919u);
+        slm_gen_opts o;
+        float *pen = (float *)malloc(sizeof(float) * (size_t)n), *x = (float *)malloc(sizeof(float) * (size_t)n);
+        if (!f || !pen || !x) {
+            CHECK(0);
+            fake_free(f);
+            free(pen);
+            free(x);
+            return;
+        }
+        random_logits(f->s.logits, n);
+        for (i = 0; i < n_past; i++) f->s.tokens[i] = (slm_token)smp_rand((uint32_t)n);
+        random_opts(&o, n);
+        CHECKF(slm__opts_valid(&o), "iteration %d: options refused", iter);
+        penalised(f, &o, pen);
+        greedy = finite_argmax(pen, n);
+        r = slm_sample(&f->s, &o);
+        if (finite_argmax(f->s.logits, n) < 0) {
+            n_none++;
+            CHECKF(r == -1 && strstr(f->s.error, "non-finite logits"), "iteration %d: no finite logit, got %d (%s)",
+                   iter, r, f->s.error);
+        } else if (!(r >= 0 && r < n && isfinite(f->s.logits[r]))) {
+            CHECKF(0, "iteration %d: n %d, temperature %g, top_k %d, top_p %g, min_p %g, penalty %g: id %d", iter, n,
+                   (double)o.temperature, o.top_k, (double)o.top_p, (double)o.min_p, (double)o.repeat_penalty, r);
+        } else if (o.temperature < 1e-6f) {
+            n_greedy++;
+            CHECKF(r == greedy, "iteration %d: temperature %g drew %d, greedy is %d", iter, (double)o.temperature, r,
+                   greedy);
+        } else {
+            /* the order the filters see: the penalised logits over the temperature */
+            int n_fin = 0, rank = 0, best;
+            float e;
+            n_drawn++;
+            for (i = 0; i < n; i++) {
+                x[i] = isfinite(pen[i]) ? clamp_flt(pen[i] / o.temperature) : NAN;
+                n_fin += isfinite(pen[i]) != 0;
+            }
+            best = finite_argmax(x, n);
+            for (i = 0; i < n; i++)
+                if (isfinite(x[i]) && (x[i] > x[r] || (x[i] == x[r] && i < r))) rank++;
+            e = expf(x[r] - x[best]);
+            if (o.top_k > 0 && o.top_k < n_fin)
+                CHECKF(rank < o.top_k, "iteration %d: id %d ranks %d, top_k %d", iter, r, rank, o.top_k);
+            CHECKF(e > 0.0f, "iteration %d: id %d had no chance (x %g, best %g)", iter, r, (double)x[r],
+                   (double)x[best]);
+            if (o.min_p > 0.0f)
+                CHECKF(e >= o.min_p * 0.9999f, "iteration %d: id %d weighs %g of the best, min_p %g", iter, r,
+                       (double)e, (double)o.min_p);
+            /* (logits apart by less than their float steps weigh the same: not necessarily the best x) */
+            if (o.top_p > 0.0f && o.top_p <= 1e-6f)
+                CHECKF(e == 1.0f, "iteration %d: top_p %g drew %d, not one of the likeliest", iter, (double)o.top_p, r);
+        }
+        fake_free(f);
+        free(pen);
+        free(x);
+        if (g_checks_failed > 20) break;
+    }
+    NOTE("%d cases: %d without a finite logit, %d greedy, %d drawn", iter, n_none, n_greedy, n_drawn);
+    CHECK(n_none > 100 && n_greedy > 1000 && n_drawn > 1000);
+}
+
+/* The degenerate vectors one by one, each under greedy and under sampling
+   with every filter. */
+static void test_sampler_patterns(void) {
+    enum { N = 50 };
+    fake_session *f = fake_new(N, 4, 42);
+    slm_gen_opts g, t;
+    int i, rep;
+    if (!f) {
+        CHECK(0);
+        return;
+    }
+    for (i = 0; i < 4; i++) f->s.tokens[i] = (slm_token)(i * 3);
+    memset(&g, 0, sizeof g);
+    memset(&t, 0, sizeof t);
+    t.temperature = 0.8f;
+    t.top_k = 40; /* the crash: quickselect with a NaN pivot */
+    t.top_p = 0.9f;
+    t.min_p = 0.1f;
+    t.repeat_penalty = 1.3f;
+#define SAMPLE_BOTH(expect_greedy, cond_sampled)                                                            \
+    do {                                                                                                    \
+        int rg = slm_sample(&f->s, &g), rt;                                                                 \
+        CHECKF(rg == (expect_greedy), "line %d: greedy drew %d, expected %d", __LINE__, rg, expect_greedy); \
+        for (rep = 0; rep < 20; rep++) {                                                                    \
+            rt = slm_sample(&f->s, &t);                                                                     \
+            CHECKF(cond_sampled, "line %d: sampling drew %d", __LINE__, rt);                                \
+        }                                                                                                   \
+    } while (0)
+    /* all NaN, all -inf, all +inf, a mix of the three: no token, the message */
+    for (i = 0; i < N; i++) f->s.logits[i] = NAN;
+    f->s.error[0] = 0;
+    SAMPLE_BOTH(-1, rt == -1);
+    CHECKF(strstr(f->s.error, "non-finite logits") != NULL, "error: \"%s\"", f->s.error);
+    for (i = 0; i < N; i++) f->s.logits[i] = -INFINITY;
+    SAMPLE_BOTH(-1, rt == -1);
+    for (i = 0; i < N; i++) f->s.logits[i] = INFINITY;
+    SAMPLE_BOTH(-1, rt == -1);
+    for (i = 0; i < N; i++) f->s.logits[i] = i % 3 == 0 ? NAN : i % 3 == 1 ? INFINITY : -INFINITY;
+    SAMPLE_BOTH(-1, rt == -1);
+    /* one finite among NaNs (first, middle, last): always that one */
+    for (i = 0; i < N; i++) f->s.logits[i] = NAN;
+    f->s.logits[0] = -5.0f;
+    SAMPLE_BOTH(0, rt == 0);
+    f->s.logits[0] = NAN;
+    f->s.logits[17] = 1e-42f;
+    SAMPLE_BOTH(17, rt == 17);
+    f->s.logits[17] = NAN;
+    f->s.logits[N - 1] = -FLT_MAX;
+    SAMPLE_BOTH(N - 1, rt == N - 1);
+    /* +inf beside finite values is never drawn (greedy takes the best finite one) */
+    for (i = 0; i < N; i++) f->s.logits[i] = i % 2 ? INFINITY : (float)i / 10.0f;
+    SAMPLE_BOTH(48, rt >= 0 && rt % 2 == 0);
+    /* ties go to the lowest id: all equal, and equal maxima */
+    for (i = 0; i < N; i++) f->s.logits[i] = 1.5f;
+    SAMPLE_BOTH(0, rt >= 0 && rt < N);
+    for (i = 0; i < N; i++) f->s.logits[i] = (float)(i % 7);
+    SAMPLE_BOTH(6, rt >= 0);
+    /* NaN first: a greedy scan that starts from id 0 must not keep it */
+    f->s.logits[0] = NAN;
+    SAMPLE_BOTH(6, rt > 0);
+    /* huge logits: +-FLT_MAX differences overflow to -inf inside the softmax */
+    for (i = 0; i < N; i++) f->s.logits[i] = i == 30 ? FLT_MAX : -FLT_MAX;
+    SAMPLE_BOTH(30, rt == 30);
+    /* denormals */
+    for (i = 0; i < N; i++) f->s.logits[i] = (float)i * 1e-44f;
+    SAMPLE_BOTH(N - 1, rt >= 0 && rt < N);
+#undef SAMPLE_BOTH
+    /* the CLI case --temp 1e-38 --min-p 0.1, and every tiny temperature, is greedy */
+    for (i = 0; i < N; i++) f->s.logits[i] = (float)((i * 37) % 11) - 3.0f;
+    {
+        static const float tiny[] = { 1e-38f, 1e-45f, 1e-30f, 1e-7f, 9.99e-7f };
+        int expect = finite_argmax(f->s.logits, N);
+        for (i = 0; i < (int)(sizeof tiny / sizeof tiny[0]); i++) {
+            t.temperature = tiny[i];
+            t.repeat_penalty = 0.0f;
+            CHECKF(slm_sample(&f->s, &t) == expect, "temperature %g is not greedy", (double)tiny[i]);
+        }
+    }
+    /* the last repeat penalty: a finite logit that overflows stays a candidate */
+    for (i = 0; i < N; i++) f->s.logits[i] = NAN;
+    f->s.logits[3] = -1e30f; /* token 3 is recent: * FLT_MAX overflows */
+    g.repeat_penalty = FLT_MAX;
+    t.temperature = 1.0f;
+    t.repeat_penalty = FLT_MAX;
+    CHECK(slm_sample(&f->s, &g) == 3);
+    CHECK(slm_sample(&f->s, &t) == 3);
+    fake_free(f);
+}
+
+/* What slm__opts_valid refuses: every non-finite float, and the documented
+   ranges; the extremes it accepts are defined above. */
+static void test_sampler_options(void) {
+    static const float bad_temp[] = { NAN, INFINITY, -INFINITY };
+    static const float bad_top_p[] = { NAN, INFINITY, -INFINITY, -0.5f };
+    static const float bad_min_p[] = { NAN, INFINITY, -0.1f, 1.5f };
+    static const float bad_penalty[] = { NAN, INFINITY, -INFINITY, -1.0f };
+    slm_gen_opts o;
+    size_t i;
+    memset(&o, 0, sizeof o);
+    CHECK(slm__opts_valid(&o));
+    for (i = 0; i < sizeof bad_temp / sizeof bad_temp[0]; i++) {
+        o.temperature = bad_temp[i];
+        CHECKF(!slm__opts_valid(&o), "temperature %g accepted", (double)bad_temp[i]);
+    }
+    o.temperature = 0.0f;
+    for (i = 0; i < sizeof bad_top_p / sizeof bad_top_p[0]; i++) {
+        o.top_p = bad_top_p[i];
+        CHECKF(!slm__opts_valid(&o), "top_p %g accepted", (double)bad_top_p[i]);
+    }
+    o.top_p = 0.0f;
+    for (i = 0; i < sizeof bad_min_p / sizeof bad_min_p[0]; i++) {
+        o.min_p = bad_min_p[i];
+        CHECKF(!slm__opts_valid(&o), "min_p %g accepted", (double)bad_min_p[i]);
+    }
+    o.min_p = 0.0f;
+    for (i = 0; i < sizeof bad_penalty / sizeof bad_penalty[0]; i++) {
+        o.repeat_penalty = bad_penalty[i];
+        CHECKF(!slm__opts_valid(&o), "repeat_penalty %g accepted", (double)bad_penalty[i]);
+    }
+    /* the accepted extremes */
+    o.temperature = FLT_MAX;
+    o.top_k = INT_MAX;
+    o.top_p = FLT_MAX;
+    o.min_p = 1.0f;
+    o.repeat_penalty = FLT_MAX;
+    o.repeat_last_n = INT_MAX;
+    CHECK(slm__opts_valid(&o));
+    o.temperature = -FLT_MAX;
+    o.repeat_penalty = 1e-45f;
+    CHECK(slm__opts_valid(&o));
+}
+
 /* This file's tests in the order they run; tests/harness.h says how to add one. */
 /* clang-format off */
 static const test_case INTERNAL_TESTS[] = {
@@ -1173,6 +1489,9 @@ static const test_case INTERNAL_TESTS[] = {
     TEST(mutated_files),
     TEST(format_md),
     TEST(writer_roundtrip),
+    TEST(sampler_total),
+    TEST(sampler_patterns),
+    TEST(sampler_options),
 };
 /* clang-format on */
 const test_list internal_tests = { INTERNAL_TESTS, (int)(sizeof INTERNAL_TESTS / sizeof INTERNAL_TESTS[0]) };

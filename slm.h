@@ -3390,11 +3390,14 @@ SLM__INLINE void slm__gemm_r16_nt_neon(int type, const uint8_t *group, int nb, c
         int8x16_t wv = vld1q_s8((const int8_t *)q + (k)*line + 16 * h);                               \
         SLM__UNROLL for (t = 0; t < nt; t++) isum[t][h] = SLM__DOT_LANE(isum[t][h], wv, xv[t], lane); \
     }
-            SLM__R16_Q8_LINE(0, xlo, 0)
-            SLM__R16_Q8_LINE(1, xlo, 1)
-            SLM__R16_Q8_LINE(2, xlo, 2)
-            SLM__R16_Q8_LINE(3, xlo, 3) SLM__R16_Q8_LINE(4, xhi, 0) SLM__R16_Q8_LINE(5, xhi, 1)
-                SLM__R16_Q8_LINE(6, xhi, 2) SLM__R16_Q8_LINE(7, xhi, 3)
+            SLM__R16_Q8_LINE(0, xlo, 0);
+            SLM__R16_Q8_LINE(1, xlo, 1);
+            SLM__R16_Q8_LINE(2, xlo, 2);
+            SLM__R16_Q8_LINE(3, xlo, 3);
+            SLM__R16_Q8_LINE(4, xhi, 0);
+            SLM__R16_Q8_LINE(5, xhi, 1);
+            SLM__R16_Q8_LINE(6, xhi, 2);
+            SLM__R16_Q8_LINE(7, xhi, 3);
 #undef SLM__R16_Q8_LINE
         } else {
             /* nibbles 0..15 as they are; the offset of 8 comes off once per block */
@@ -3406,13 +3409,13 @@ SLM__INLINE void slm__gemm_r16_nt_neon(int type, const uint8_t *group, int nb, c
         SLM__UNROLL for (t = 0; t < nt; t++) isum[t][h] =                           \
             SLM__DOT_LANE(SLM__DOT_LANE(isum[t][h], lo, xlo[t], k), hi, xhi[t], k); \
     }
-            SLM__R16_Q4_LINE(0)
-            SLM__R16_Q4_LINE(1)
-            SLM__R16_Q4_LINE(2)
-            SLM__R16_Q4_LINE(3)
+            SLM__R16_Q4_LINE(0);
+            SLM__R16_Q4_LINE(1);
+            SLM__R16_Q4_LINE(2);
+            SLM__R16_Q4_LINE(3);
 #undef SLM__R16_Q4_LINE
-                SLM__UNROLL for (t = 0; t < nt; t++) SLM__UNROLL for (h = 0; h < 4; h++) isum[t][h] =
-                    vsubq_s32(isum[t][h], vdupq_n_s32(8 * xsum[t * xs + b]));
+            SLM__UNROLL for (t = 0; t < nt; t++) SLM__UNROLL for (h = 0; h < 4; h++) isum[t][h] =
+                vsubq_s32(isum[t][h], vdupq_n_s32(8 * xsum[t * xs + b]));
         }
         SLM__UNROLL for (t = 0; t < nt; t++) {
             float dx = slm_fp16_to_fp32(x[t * xs + b].d);

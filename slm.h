@@ -595,9 +595,153 @@ int slm__pretok_llama3_family(const char *name);
 #endif
 #endif
 
-#if !defined(SLM_NO_SIMD) && (defined(__x86_64__) || defined(_M_X64) || defined(__i386__)) && defined(__F16C__)
+/* Instruction sets: taken from the compiler's predefined macros, at compile
+   time only (no run-time detection), so a plain build runs the plain C
+   kernels and -march=native the best the build machine has. This is the one
+   place that reads those macros; SLM_NO_SIMD leaves all of these undefined.
+     SLM__F16C          -mf16c (x86-64-v3, -march=haswell and later): half conversion
+     SLM__AVX2          -mavx2 -mfma (x86-64-v3); its kernel set also needs F16C
+     SLM__AVX512        -mavx512f -mavx512bw -mavx512vl -mfma (x86-64-v4, skylake-avx512)
+     SLM__AVX512_VNNI   that and -mavx512vnni (icelake-client, znver4, sapphirerapids)
+     SLM__NEON          any aarch64 (armv8-a)
+     SLM__NEON_DOTPROD  -march=armv8.2-a+dotprod, armv8.4-a and later, -mcpu=apple-m1
+     SLM__ARM_FP16      aarch64's __fp16 storage type: half conversion in one instruction
+   Each means that the kernels written for it can be compiled (an AVX-512 build
+   also has the AVX2 ones); which kernels run is the kernel table below. */
+#if !defined(SLM_NO_SIMD) && (defined(__x86_64__) || defined(_M_X64) || defined(__i386__))
+#if defined(__F16C__)
+#define SLM__F16C 1
+#endif
+#if defined(__AVX2__) && defined(__FMA__)
+#define SLM__AVX2 1
+#endif
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__FMA__)
+#define SLM__AVX512 1
+#if defined(__AVX512VNNI__)
+#define SLM__AVX512_VNNI 1
+#endif
+#endif
+#if defined(SLM__F16C) || defined(SLM__AVX2) || defined(SLM__AVX512)
 #include <immintrin.h>
-#define SLM__F16C 1 /* hardware half-float conversion */
+#endif
+#elif !defined(SLM_NO_SIMD) && defined(__aarch64__)
+#if defined(__ARM_FP16_FORMAT_IEEE)
+#define SLM__ARM_FP16 1
+#endif
+#if defined(__ARM_NEON)
+#define SLM__NEON 1
+#include <arm_neon.h>
+#if defined(__ARM_FEATURE_DOTPROD)
+#define SLM__NEON_DOTPROD 1
+#endif
+#endif
+#endif
+
+/* The kernel table: which kernel each instruction set runs for each
+   operation. The rest of the file calls only the names on the left; a
+   kernel's own name says what it is written for (_ref: the plain C
+   reference; _generic: any instruction set, built on the row kernels;
+   _blocks, _pairs: one loop for every instruction set around a per-set
+   block kernel). Chosen by the preprocessor, so the hot loops make direct
+   calls that inline. SLM__SIMD_NAME names the choice (tests, slm info). */
+#if defined(SLM__AVX512)
+#if defined(SLM__AVX512_VNNI)
+#define SLM__SIMD_NAME "avx512-vnni"
+#else
+#define SLM__SIMD_NAME "avx512"
+#endif
+#define slm__dot_f32             slm__dot_f32_avx512
+#define slm__dot_f16             slm__dot_f16_avx512
+#define slm__dot_bf16            slm__dot_bf16_avx512
+#define slm__dotn_q8_0           slm__dotn_q8_0_avx512
+#define slm__dotn_q4_0           slm__dotn_q4_0_avx512
+#define slm__gemm_r16_nt         slm__gemm_r16_nt_avx512
+#define slm__gemm_r16            slm__gemm_r16_pairs
+#define slm__quantize_act_blocks slm__quantize_act_blocks_avx2
+#define slm__axpy_f32            slm__axpy_f32_avx2
+#define slm__dot_f16_group       slm__dot_f16_group_generic /* not _avx2: each head rounds as slm__dot_f16 */
+#define slm__dot_f32_group       slm__dot_f32_group_generic
+#define slm__attn_values_f16     slm__attn_values_f16_generic
+#define slm__attn_values_f32     slm__attn_values_f32_generic
+#define slm__dot_q8_0_group      slm__dot_q8_0_group_avx2
+#define slm__attn_block_q8_0     slm__attn_block_q8_0_avx2
+#define slm__attn_values_q8_0    slm__attn_values_q8_0_blocks
+#if defined(SLM__F16C) /* not implied by -mavx512f */
+#define slm__axpy_f16 slm__axpy_f16_avx2
+#else
+#define slm__axpy_f16 slm__axpy_f16_ref
+#endif
+
+#elif defined(SLM__AVX2) && defined(SLM__F16C)
+#define SLM__SIMD_NAME           "avx2"
+#define slm__dot_f32             slm__dot_f32_avx2
+#define slm__dot_f16             slm__dot_f16_avx2
+#define slm__dot_bf16            slm__dot_bf16_avx2
+#define slm__dotn_q8_0           slm__dotn_q8_0_avx2
+#define slm__dotn_q4_0           slm__dotn_q4_0_avx2
+#define slm__gemm_r16_nt         slm__gemm_r16_nt_avx2
+#define slm__gemm_r16            slm__gemm_r16_pairs
+#define slm__quantize_act_blocks slm__quantize_act_blocks_avx2
+#define slm__axpy_f32            slm__axpy_f32_avx2
+#define slm__axpy_f16            slm__axpy_f16_avx2
+#define slm__dot_f16_group       slm__dot_f16_group_avx2
+#define slm__dot_f32_group       slm__dot_f32_group_avx2
+#define slm__attn_values_f16     slm__attn_values_f16_avx2
+#define slm__attn_values_f32     slm__attn_values_f32_avx2
+#define slm__dot_q8_0_group      slm__dot_q8_0_group_avx2
+#define slm__attn_block_q8_0     slm__attn_block_q8_0_avx2
+#define slm__attn_values_q8_0    slm__attn_values_q8_0_blocks
+
+#elif defined(SLM__NEON)
+#if defined(SLM__NEON_DOTPROD)
+#define SLM__SIMD_NAME "neon-dotprod"
+#else
+#define SLM__SIMD_NAME "neon"
+#endif
+#define slm__dot_f32             slm__dot_f32_neon
+#define slm__dot_f16             slm__dot_f16_neon
+#define slm__dot_bf16            slm__dot_bf16_neon
+#define slm__dotn_q8_0           slm__dotn_q8_0_neon
+#define slm__dotn_q4_0           slm__dotn_q4_0_neon
+#define slm__gemm_r16_nt         slm__gemm_r16_nt_neon
+#define slm__gemm_r16            slm__gemm_r16_pairs
+#define slm__quantize_act_blocks slm__quantize_act_blocks_ref
+#define slm__axpy_f32            slm__axpy_f32_neon
+#define slm__axpy_f16            slm__axpy_f16_neon
+#define slm__dot_f16_group       slm__dot_f16_group_generic
+#define slm__dot_f32_group       slm__dot_f32_group_generic
+#define slm__attn_values_f16     slm__attn_values_f16_generic
+#define slm__attn_values_f32     slm__attn_values_f32_generic
+#define slm__dot_q8_0_group      slm__dot_q8_0_group_neon
+#define slm__attn_block_q8_0     slm__attn_block_q8_0_neon
+#define slm__attn_values_q8_0    slm__attn_values_q8_0_blocks
+
+#else
+#define SLM__SIMD_NAME           "scalar"
+#define slm__dot_f32             slm__dot_f32_ref
+#define slm__dot_f16             slm__dot_f16_ref
+#define slm__dot_bf16            slm__dot_bf16_ref
+#define slm__dotn_q8_0           slm__dotn_q8_0_ref
+#define slm__dotn_q4_0           slm__dotn_q4_0_ref
+#define slm__gemm_r16            slm__gemm_r16_ref
+#define slm__quantize_act_blocks slm__quantize_act_blocks_ref
+#define slm__axpy_f32            slm__axpy_f32_ref
+#define slm__axpy_f16            slm__axpy_f16_ref
+#define slm__dot_f16_group       slm__dot_f16_group_generic
+#define slm__dot_f32_group       slm__dot_f32_group_generic
+#define slm__attn_values_f16     slm__attn_values_f16_generic
+#define slm__attn_values_f32     slm__attn_values_f32_generic
+#define slm__dot_q8_0_group      slm__dot_q8_0_group_ref
+#define slm__attn_values_q8_0    slm__attn_values_q8_0_ref
+#endif
+
+/* half to float (slm_fp16_to_fp32): exact in every version */
+#if defined(SLM__F16C)
+#define slm__fp16_to_fp32 slm__fp16_to_fp32_f16c
+#elif defined(SLM__ARM_FP16)
+#define slm__fp16_to_fp32 slm__fp16_to_fp32_arm
+#else
+#define slm__fp16_to_fp32 slm__fp16_to_fp32_ref
 #endif
 
 #if defined(_OPENMP) && !defined(SLM_NO_THREADS)
@@ -845,14 +989,7 @@ static float slm__bits_f32(uint32_t u) {
     return f;
 }
 
-SLM_API float slm_fp16_to_fp32(uint16_t h) {
-#if defined(SLM__F16C)
-    return _cvtsh_ss(h);
-#elif !defined(SLM_NO_SIMD) && defined(__aarch64__) && (defined(__GNUC__) || defined(__clang__))
-    __fp16 v;
-    memcpy(&v, &h, 2);
-    return (float)v;
-#else
+SLM__INLINE float slm__fp16_to_fp32_ref(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1fu, man = h & 0x3ffu;
     if (exp == 0x1f) return slm__bits_f32(sign | 0x7f800000u | (man << 13));
     if (exp == 0) {
@@ -861,8 +998,19 @@ SLM_API float slm_fp16_to_fp32(uint16_t h) {
         return sign ? -(float)man * 5.9604644775390625e-8f : (float)man * 5.9604644775390625e-8f;
     }
     return slm__bits_f32(sign | ((exp + 112u) << 23) | (man << 13));
-#endif
 }
+#if defined(SLM__F16C)
+SLM__INLINE float slm__fp16_to_fp32_f16c(uint16_t h) { return _cvtsh_ss(h); }
+#endif
+#if defined(SLM__ARM_FP16)
+SLM__INLINE float slm__fp16_to_fp32_arm(uint16_t h) {
+    __fp16 v;
+    memcpy(&v, &h, 2);
+    return (float)v;
+}
+#endif
+
+SLM_API float slm_fp16_to_fp32(uint16_t h) { return slm__fp16_to_fp32(h); }
 
 SLM_API uint16_t slm_fp32_to_fp16(float f) {
     uint32_t x = slm__f32_bits(f), sign = (x >> 16) & 0x8000u, ax = x & 0x7fffffffu;
@@ -2760,21 +2908,17 @@ SLM_API int slm_token_type(const slm_model *m, slm_token t) {
    activations; q8_0/q4_0 weights meet activations quantized to q8_0, with
    integer dot products per 32-block as GGML does. Attention has its own
    small kernels (scores, weighted value sums). Each `_ref` function is the
-   plain C reference; the SIMD versions follow per instruction set and are
+   plain C reference; the SIMD versions follow it per instruction set and are
    tested against it. A row's result never depends on which other rows or
    tokens share the call, so a token gives bit-identical results whether it is
-   evaluated alone or in a batch, on any thread count. */
+   evaluated alone or in a batch, on any thread count.
 
-#if !defined(SLM_NO_SIMD) && defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__FMA__)
-#define SLM__AVX512 1
-#include <immintrin.h>
-#elif !defined(SLM_NO_SIMD) && defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
-#define SLM__AVX2 1
-#include <immintrin.h>
-#elif !defined(SLM_NO_SIMD) && defined(__aarch64__) && defined(__ARM_NEON)
-#define SLM__NEON 1 /* with the int8 dot product when __ARM_FEATURE_DOTPROD */
-#include <arm_neon.h>
-#endif
+   Which version runs is the kernel table in "config and platform". Adding an
+   instruction set: derive its SLM__<ISA> macro in the block above the table,
+   write its kernels here under #if defined(SLM__<ISA>), each next to the
+   reference it implements, and give it a block in the table (an operation
+   it has no kernel for names another set's, or _ref). The kernel tests check
+   whatever the table picks. */
 
 SLM__MAYBE_UNUSED static float slm__dot_f32_ref(const float *w, const float *x, int n) {
     float sum = 0.0f;
@@ -2818,6 +2962,19 @@ SLM__MAYBE_UNUSED static float slm__dot_q4_0_ref(const slm__block_q4_0 *w, const
         sum += (float)sumi * (slm_fp16_to_fp32(w[b].d) * slm_fp16_to_fp32(x[b].d));
     }
     return sum;
+}
+
+/* nr (1..4) rows against one activation vector: the SIMD versions share the
+   activations' loads between the rows */
+SLM__INLINE void slm__dotn_q8_0_ref(const slm__block_q8_0 *const *w, int nr, const slm__block_q8_0 *x, int n_blocks,
+                                    float *out) {
+    int r;
+    for (r = 0; r < nr; r++) out[r] = slm__dot_q8_0_ref(w[r], x, n_blocks);
+}
+SLM__INLINE void slm__dotn_q4_0_ref(const slm__block_q4_0 *const *w, int nr, const slm__block_q8_0 *x, int n_blocks,
+                                    float *out) {
+    int r;
+    for (r = 0; r < nr; r++) out[r] = slm__dot_q4_0_ref(w[r], x, n_blocks);
 }
 
 /* out += a * v, the weighted sum over the value cache in attention */
@@ -2885,7 +3042,7 @@ SLM__MAYBE_UNUSED static void slm__gemm_r16_ref(int type, const uint8_t *group, 
 #define SLM__PREFETCH 2048
 #endif
 
-#if defined(SLM__AVX2) || defined(SLM__AVX512)
+#if defined(SLM__AVX2)
 SLM__MAYBE_UNUSED static float slm__hsum256(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -2905,14 +3062,14 @@ static float slm__hsum512(__m512 v) { return _mm512_reduce_add_ps(v); }
 
 /* u8 x s8 products summed in groups of four into 16 int32 lanes */
 static __m512i slm__dot_u8s8_512(__m512i u, __m512i s) {
-#if defined(__AVX512VNNI__)
+#if defined(SLM__AVX512_VNNI)
     return _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, s);
 #else
     return _mm512_madd_epi16(_mm512_maddubs_epi16(u, s), _mm512_set1_epi16(1));
 #endif
 }
 
-static float slm__dot_f32(const float *w, const float *x, int n) {
+static float slm__dot_f32_avx512(const float *w, const float *x, int n) {
     __m512 acc = _mm512_setzero_ps();
     int j = 0;
     for (; j + 16 <= n; j += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(w + j), _mm512_loadu_ps(x + j), acc);
@@ -2923,7 +3080,7 @@ static float slm__dot_f32(const float *w, const float *x, int n) {
     return slm__hsum512(acc);
 }
 
-static float slm__dot_f16(const uint16_t *w, const float *x, int n) {
+static float slm__dot_f16_avx512(const uint16_t *w, const float *x, int n) {
     __m512 acc = _mm512_setzero_ps();
     int j = 0;
     for (; j + 16 <= n; j += 16)
@@ -2937,7 +3094,7 @@ static float slm__dot_f16(const uint16_t *w, const float *x, int n) {
     return slm__hsum512(acc);
 }
 
-static float slm__dot_bf16(const uint16_t *w, const float *x, int n) {
+static float slm__dot_bf16_avx512(const uint16_t *w, const float *x, int n) {
     __m512 acc = _mm512_setzero_ps();
     int j = 0;
     for (; j + 16 <= n; j += 16) {
@@ -2966,8 +3123,8 @@ SLM__INLINE __m512i slm__load_2x32(const int8_t *a, const int8_t *b) {
 
 /* nr (1..4) rows against one activation vector, sharing its loads. Each
    row's arithmetic is the same whatever nr, so grouping never changes a result. */
-SLM__INLINE void slm__dotn_q8_0(const slm__block_q8_0 *const *w, int nr, const slm__block_q8_0 *x, int n_blocks,
-                                float *out) {
+SLM__INLINE void slm__dotn_q8_0_avx512(const slm__block_q8_0 *const *w, int nr, const slm__block_q8_0 *x, int n_blocks,
+                                       float *out) {
     __m512 acc[4];
     int b, r;
     SLM__UNROLL4 for (r = 0; r < nr; r++) acc[r] = _mm512_setzero_ps();
@@ -2990,8 +3147,8 @@ SLM__INLINE void slm__dotn_q8_0(const slm__block_q8_0 *const *w, int nr, const s
         slm__hsum512(acc[r]) + (b < n_blocks ? slm__dot_q8_0_ref(w[r] + b, x + b, n_blocks - b) : 0.0f);
 }
 
-SLM__INLINE void slm__dotn_q4_0(const slm__block_q4_0 *const *w, int nr, const slm__block_q8_0 *x, int n_blocks,
-                                float *out) {
+SLM__INLINE void slm__dotn_q4_0_avx512(const slm__block_q4_0 *const *w, int nr, const slm__block_q8_0 *x, int n_blocks,
+                                       float *out) {
     __m512 acc[4];
     const __m256i low4 = _mm256_set1_epi8(0x0f);
     const __m512i eight = _mm512_set1_epi8(8);
@@ -3022,10 +3179,12 @@ SLM__INLINE void slm__dotn_q4_0(const slm__block_q4_0 *const *w, int nr, const s
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
 #endif
+#endif
 
-#elif defined(SLM__AVX2)
-
-static float slm__dot_f32(const float *w, const float *x, int n) {
+/* the AVX2 kernel set (F16C's conversions in its f16 kernels); an AVX-512
+   build compiles it too, with only some of it in the table */
+#if defined(SLM__AVX2) && defined(SLM__F16C)
+SLM__MAYBE_UNUSED static float slm__dot_f32_avx2(const float *w, const float *x, int n) {
     __m256 acc = _mm256_setzero_ps();
     int j = 0;
     float sum;
@@ -3035,7 +3194,7 @@ static float slm__dot_f32(const float *w, const float *x, int n) {
     return sum;
 }
 
-static float slm__dot_f16(const uint16_t *w, const float *x, int n) {
+SLM__MAYBE_UNUSED static float slm__dot_f16_avx2(const uint16_t *w, const float *x, int n) {
     __m256 acc = _mm256_setzero_ps();
     int j = 0;
     float sum;
@@ -3046,7 +3205,7 @@ static float slm__dot_f16(const uint16_t *w, const float *x, int n) {
     return sum;
 }
 
-static float slm__dot_bf16(const uint16_t *w, const float *x, int n) {
+SLM__MAYBE_UNUSED static float slm__dot_bf16_avx2(const uint16_t *w, const float *x, int n) {
     __m256 acc = _mm256_setzero_ps();
     int j = 0;
     float sum;
@@ -3066,8 +3225,8 @@ SLM__INLINE __m256i slm__dot_s8s8_256(__m256i w, __m256i x) {
 }
 
 /* nr (1..4) rows against one activation vector; per-row arithmetic independent of nr */
-SLM__INLINE void slm__dotn_q8_0(const slm__block_q8_0 *const *w, int nr, const slm__block_q8_0 *x, int n_blocks,
-                                float *out) {
+SLM__INLINE void slm__dotn_q8_0_avx2(const slm__block_q8_0 *const *w, int nr, const slm__block_q8_0 *x, int n_blocks,
+                                     float *out) {
     __m256 acc[4];
     int b, r;
     SLM__UNROLL4 for (r = 0; r < nr; r++) acc[r] = _mm256_setzero_ps();
@@ -3085,8 +3244,8 @@ SLM__INLINE void slm__dotn_q8_0(const slm__block_q8_0 *const *w, int nr, const s
     SLM__UNROLL4 for (r = 0; r < nr; r++) out[r] = slm__hsum256(acc[r]);
 }
 
-SLM__INLINE void slm__dotn_q4_0(const slm__block_q4_0 *const *w, int nr, const slm__block_q8_0 *x, int n_blocks,
-                                float *out) {
+SLM__INLINE void slm__dotn_q4_0_avx2(const slm__block_q4_0 *const *w, int nr, const slm__block_q8_0 *x, int n_blocks,
+                                     float *out) {
     __m256 acc[4];
     const __m128i low4 = _mm_set1_epi8(0x0f), eight = _mm_set1_epi8(8);
     int b, r;
@@ -3107,9 +3266,10 @@ SLM__INLINE void slm__dotn_q4_0(const slm__block_q4_0 *const *w, int nr, const s
     }
     SLM__UNROLL4 for (r = 0; r < nr; r++) out[r] = slm__hsum256(acc[r]);
 }
+#endif
 
-#elif defined(SLM__NEON)
-static float slm__dot_f32(const float *w, const float *x, int n) {
+#if defined(SLM__NEON)
+static float slm__dot_f32_neon(const float *w, const float *x, int n) {
     float32x4_t acc = vdupq_n_f32(0.0f);
     int j = 0;
     float sum;
@@ -3119,7 +3279,7 @@ static float slm__dot_f32(const float *w, const float *x, int n) {
     return sum;
 }
 
-static float slm__dot_f16(const uint16_t *w, const float *x, int n) {
+static float slm__dot_f16_neon(const uint16_t *w, const float *x, int n) {
     float32x4_t acc = vdupq_n_f32(0.0f);
     int j = 0;
     float sum;
@@ -3130,7 +3290,7 @@ static float slm__dot_f16(const uint16_t *w, const float *x, int n) {
     return sum;
 }
 
-static float slm__dot_bf16(const uint16_t *w, const float *x, int n) {
+static float slm__dot_bf16_neon(const uint16_t *w, const float *x, int n) {
     float32x4_t acc = vdupq_n_f32(0.0f);
     int j = 0;
     float sum;
@@ -3143,7 +3303,7 @@ static float slm__dot_bf16(const uint16_t *w, const float *x, int n) {
 
 /* sum of a[i] * b[i] over 16 signed bytes, in four int32 lanes */
 SLM__INLINE int32x4_t slm__dot_s8x16(int32x4_t acc, int8x16_t a, int8x16_t b) {
-#if defined(__ARM_FEATURE_DOTPROD)
+#if defined(SLM__NEON_DOTPROD)
     return vdotq_s32(acc, a, b);
 #else
     int16x8_t p = vmull_s8(vget_low_s8(a), vget_low_s8(b));
@@ -3153,8 +3313,8 @@ SLM__INLINE int32x4_t slm__dot_s8x16(int32x4_t acc, int8x16_t a, int8x16_t b) {
 }
 
 /* nr (1..4) rows against one activation vector; per-row arithmetic independent of nr */
-SLM__INLINE void slm__dotn_q8_0(const slm__block_q8_0 *const *w, int nr, const slm__block_q8_0 *x, int n_blocks,
-                                float *out) {
+SLM__INLINE void slm__dotn_q8_0_neon(const slm__block_q8_0 *const *w, int nr, const slm__block_q8_0 *x, int n_blocks,
+                                     float *out) {
     float32x4_t acc[4];
     int b, r;
     SLM__UNROLL4 for (r = 0; r < nr; r++) acc[r] = vdupq_n_f32(0.0f);
@@ -3172,8 +3332,8 @@ SLM__INLINE void slm__dotn_q8_0(const slm__block_q8_0 *const *w, int nr, const s
     SLM__UNROLL4 for (r = 0; r < nr; r++) out[r] = vaddvq_f32(acc[r]);
 }
 
-SLM__INLINE void slm__dotn_q4_0(const slm__block_q4_0 *const *w, int nr, const slm__block_q8_0 *x, int n_blocks,
-                                float *out) {
+SLM__INLINE void slm__dotn_q4_0_neon(const slm__block_q4_0 *const *w, int nr, const slm__block_q8_0 *x, int n_blocks,
+                                     float *out) {
     float32x4_t acc[4];
     const uint8x16_t low4 = vdupq_n_u8(0x0f);
     const int8x16_t eight = vdupq_n_s8(8);
@@ -3196,38 +3356,24 @@ SLM__INLINE void slm__dotn_q4_0(const slm__block_q4_0 *const *w, int nr, const s
     }
     SLM__UNROLL4 for (r = 0; r < nr; r++) out[r] = vaddvq_f32(acc[r]);
 }
-#else
-#define slm__dot_f32  slm__dot_f32_ref
-#define slm__dot_f16  slm__dot_f16_ref
-#define slm__dot_bf16 slm__dot_bf16_ref
-SLM__INLINE void slm__dotn_q8_0(const slm__block_q8_0 *const *w, int nr, const slm__block_q8_0 *x, int n_blocks,
-                                float *out) {
-    int r;
-    for (r = 0; r < nr; r++) out[r] = slm__dot_q8_0_ref(w[r], x, n_blocks);
-}
-SLM__INLINE void slm__dotn_q4_0(const slm__block_q4_0 *const *w, int nr, const slm__block_q8_0 *x, int n_blocks,
-                                float *out) {
-    int r;
-    for (r = 0; r < nr; r++) out[r] = slm__dot_q4_0_ref(w[r], x, n_blocks);
-}
 #endif
 
 /* The _R16 kernels. One 64-byte line of a group holds 4 elements of 16 rows:
    multiplied by the same 4 activations of a token, broadcast, it adds to 16
    row sums at once, with no horizontal sums and one vector of 16 scales per
    block. With AVX-512 a line is one register and one dot product per token;
-   with AVX2, two. The AVX-512 builds share the AVX2 activation quantizer and
-   value-cache kernels. */
-#if defined(SLM__AVX2) || defined(SLM__AVX512)
-SLM__MAYBE_UNUSED static void slm__axpy_f32(float *out, float a, const float *v, int n) {
+   with AVX2, two. Before them, the activation quantizer and the value-cache
+   axpy, whose AVX2 versions the AVX-512 builds share. */
+#if defined(SLM__AVX2)
+SLM__MAYBE_UNUSED static void slm__axpy_f32_avx2(float *out, float a, const float *v, int n) {
     __m256 va = _mm256_set1_ps(a);
     int i = 0;
     for (; i + 8 <= n; i += 8)
         _mm256_storeu_ps(out + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(v + i), _mm256_loadu_ps(out + i)));
     for (; i < n; i++) out[i] = fmaf(a, v[i], out[i]); /* fused, as the vector part and slm__attn_values_* */
 }
-#if defined(__F16C__)
-SLM__MAYBE_UNUSED static void slm__axpy_f16(float *out, float a, const uint16_t *v, int n) {
+#if defined(SLM__F16C)
+SLM__MAYBE_UNUSED static void slm__axpy_f16_avx2(float *out, float a, const uint16_t *v, int n) {
     __m256 va = _mm256_set1_ps(a);
     int i = 0;
     for (; i + 8 <= n; i += 8)
@@ -3235,14 +3381,12 @@ SLM__MAYBE_UNUSED static void slm__axpy_f16(float *out, float a, const uint16_t 
                                                   _mm256_loadu_ps(out + i)));
     for (; i < n; i++) out[i] = fmaf(a, slm_fp16_to_fp32(v[i]), out[i]);
 }
-#else
-#define slm__axpy_f16 slm__axpy_f16_ref
 #endif
 
 /* As slm__quantize_act_blocks_ref, except that a product exactly halfway between two
    integers rounds to even (as GGML's own AVX2 quantizer) and NaN becomes
    -127 instead of 0. */
-static void slm__quantize_act_blocks(const float *x, slm__block_q8_0 *q, int32_t *sum, int n) {
+SLM__MAYBE_UNUSED static void slm__quantize_act_blocks_avx2(const float *x, slm__block_q8_0 *q, int32_t *sum, int n) {
     const __m256 sign = _mm256_set1_ps(-0.0f), lim = _mm256_set1_ps(127.0f), nlim = _mm256_set1_ps(-127.0f);
     int b, i;
     for (b = 0; b < n / SLM__QK; b++) {
@@ -3279,6 +3423,7 @@ static void slm__quantize_act_blocks(const float *x, slm__block_q8_0 *q, int32_t
         }
     }
 }
+#endif
 
 #if defined(SLM__AVX512)
 #if defined(__GNUC__) && !defined(__clang__)
@@ -3296,13 +3441,13 @@ SLM__INLINE __m512i slm__bcast4_512(const int8_t *p) {
 /* nt (1 or 2) is a constant at each call, so the token loops unroll into
    registers. Each row's lane sees the integer sum of the reference, exactly,
    and then the float steps of the AVX2 kernel: the two give the same bits. */
-SLM__INLINE void slm__gemm_r16_nt(int type, const uint8_t *group, int nb, const slm__block_q8_0 *x, const int32_t *xsum,
-                                  size_t xs, const int nt, float *y, size_t ys) {
+SLM__INLINE void slm__gemm_r16_nt_avx512(int type, const uint8_t *group, int nb, const slm__block_q8_0 *x,
+                                         const int32_t *xsum, size_t xs, const int nt, float *y, size_t ys) {
     const int is_q8 = type == SLM_TYPE_Q8_0_R16;
     const size_t line = 4 * SLM__R16, qbytes = is_q8 ? 8 * line : 4 * line;
     const uint8_t *q = group + (size_t)nb * SLM__R16 * 2;
     const __m512i low4 = _mm512_set1_epi8(0x0f);
-#if !defined(__AVX512VNNI__)
+#if !defined(SLM__AVX512_VNNI)
     const __m512i ones = _mm512_set1_epi16(1);
 #endif
     __m512 acc[2];
@@ -3314,7 +3459,7 @@ SLM__INLINE void slm__gemm_r16_nt(int type, const uint8_t *group, int nb, const 
         for (k = 0; k < (int)qbytes; k += 64) _mm_prefetch((const char *)q + SLM__PREFETCH + k, _MM_HINT_T0);
         SLM__UNROLL for (t = 0; t < nt; t++) isum[t] = _mm512_setzero_si512();
         if (is_q8) {
-#if defined(__AVX512VNNI__)
+#if defined(SLM__AVX512_VNNI)
             /* vpdpbusd wants one side unsigned: w + 128 (the sign bit flipped) is,
                and the extra 128 * (sum of the block's activations) comes off after */
             const __m512i bias = _mm512_set1_epi8((char)0x80);
@@ -3342,7 +3487,7 @@ SLM__INLINE void slm__gemm_r16_nt(int type, const uint8_t *group, int nb, const 
             /* nibbles 0..15 are the unsigned side as they are; their offset of 8
                comes off once per block. Without VNNI the block's nibble x s8
                pairs (each below 2 * 15 * 127, eight of them below 2^15) add up in int16. */
-#if !defined(__AVX512VNNI__)
+#if !defined(SLM__AVX512_VNNI)
             __m512i p16[2];
             SLM__UNROLL for (t = 0; t < nt; t++) p16[t] = _mm512_setzero_si512();
 #endif
@@ -3351,7 +3496,7 @@ SLM__INLINE void slm__gemm_r16_nt(int type, const uint8_t *group, int nb, const 
                 __m512i lo = _mm512_and_si512(wv, low4), hi = _mm512_and_si512(_mm512_srli_epi16(wv, 4), low4);
                 SLM__UNROLL for (t = 0; t < nt; t++) {
                     const int8_t *xq = x[t * xs + b].q;
-#if defined(__AVX512VNNI__)
+#if defined(SLM__AVX512_VNNI)
                     isum[t] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(isum[t], lo, slm__bcast4_512(xq + 4 * k)), hi,
                                                   slm__bcast4_512(xq + SLM__QK / 2 + 4 * k));
 #else
@@ -3361,7 +3506,7 @@ SLM__INLINE void slm__gemm_r16_nt(int type, const uint8_t *group, int nb, const 
 #endif
                 }
             }
-#if !defined(__AVX512VNNI__)
+#if !defined(SLM__AVX512_VNNI)
             SLM__UNROLL for (t = 0; t < nt; t++) isum[t] = _mm512_madd_epi16(p16[t], ones);
 #endif
             SLM__UNROLL for (t = 0; t < nt; t++) isum[t] =
@@ -3375,8 +3520,9 @@ SLM__INLINE void slm__gemm_r16_nt(int type, const uint8_t *group, int nb, const 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
 #endif
+#endif
 
-#else
+#if defined(SLM__AVX2) && defined(SLM__F16C)
 /* the 16 f16 scales of one block as two vectors of 8 rows */
 SLM__INLINE void slm__r16_scales_f32(const uint8_t *sc, __m256 *lo, __m256 *hi) {
     *lo = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)sc));
@@ -3390,8 +3536,8 @@ SLM__INLINE __m256i slm__bcast4_256(const int8_t *p) {
 }
 
 /* nt (1 or 2) is a constant at each call, so the token loops unroll into registers */
-SLM__INLINE void slm__gemm_r16_nt(int type, const uint8_t *group, int nb, const slm__block_q8_0 *x, const int32_t *xsum,
-                                  size_t xs, const int nt, float *y, size_t ys) {
+SLM__INLINE void slm__gemm_r16_nt_avx2(int type, const uint8_t *group, int nb, const slm__block_q8_0 *x,
+                                       const int32_t *xsum, size_t xs, const int nt, float *y, size_t ys) {
     const int is_q8 = type == SLM_TYPE_Q8_0_R16;
     const size_t line = 4 * SLM__R16, qbytes = is_q8 ? 8 * line : 4 * line;
     const uint8_t *q = group + (size_t)nb * SLM__R16 * 2;
@@ -3449,14 +3595,13 @@ SLM__INLINE void slm__gemm_r16_nt(int type, const uint8_t *group, int nb, const 
 }
 #endif
 
-#elif defined(SLM__NEON)
-#define slm__quantize_act_blocks slm__quantize_act_blocks_ref
-SLM__MAYBE_UNUSED static void slm__axpy_f32(float *out, float a, const float *v, int n) {
+#if defined(SLM__NEON)
+SLM__MAYBE_UNUSED static void slm__axpy_f32_neon(float *out, float a, const float *v, int n) {
     int i = 0;
     for (; i + 4 <= n; i += 4) vst1q_f32(out + i, vfmaq_n_f32(vld1q_f32(out + i), vld1q_f32(v + i), a));
     for (; i < n; i++) out[i] += a * v[i];
 }
-SLM__MAYBE_UNUSED static void slm__axpy_f16(float *out, float a, const uint16_t *v, int n) {
+SLM__MAYBE_UNUSED static void slm__axpy_f16_neon(float *out, float a, const uint16_t *v, int n) {
     int i = 0;
     for (; i + 4 <= n; i += 4)
         vst1q_f32(out + i, vfmaq_n_f32(vld1q_f32(out + i), vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(v + i))), a));
@@ -3464,7 +3609,7 @@ SLM__MAYBE_UNUSED static void slm__axpy_f16(float *out, float a, const uint16_t 
 }
 
 /* acc + 4-byte dot products of w's four rows with lane `lane` of x, broadcast */
-#if defined(__ARM_FEATURE_DOTPROD)
+#if defined(SLM__NEON_DOTPROD)
 #define SLM__DOT_LANE(acc, w, x, lane) vdotq_laneq_s32((acc), (w), (x), (lane))
 #else
 /* lane j gets bytes 4j..4j+3, as vdotq does (slm__dot_s8x16 only keeps the total right) */
@@ -3477,8 +3622,8 @@ SLM__INLINE int32x4_t slm__dot4_s8x16(int32x4_t acc, int8x16_t a, int8x16_t b) {
 #endif
 
 /* nt (1 or 2) is a constant at each call, so the token loops unroll into registers */
-SLM__INLINE void slm__gemm_r16_nt(int type, const uint8_t *group, int nb, const slm__block_q8_0 *x, const int32_t *xsum,
-                                  size_t xs, const int nt, float *y, size_t ys) {
+SLM__INLINE void slm__gemm_r16_nt_neon(int type, const uint8_t *group, int nb, const slm__block_q8_0 *x,
+                                       const int32_t *xsum, size_t xs, const int nt, float *y, size_t ys) {
     const int is_q8 = type == SLM_TYPE_Q8_0_R16;
     const size_t line = 4 * SLM__R16, qbytes = is_q8 ? 8 * line : 4 * line;
     const uint8_t *q = group + (size_t)nb * SLM__R16 * 2;
@@ -3506,10 +3651,14 @@ SLM__INLINE void slm__gemm_r16_nt(int type, const uint8_t *group, int nb, const 
         int8x16_t wv = vld1q_s8((const int8_t *)q + (k)*line + 16 * h);                               \
         SLM__UNROLL for (t = 0; t < nt; t++) isum[t][h] = SLM__DOT_LANE(isum[t][h], wv, xv[t], lane); \
     }
-            SLM__R16_Q8_LINE(0, xlo, 0)
-            SLM__R16_Q8_LINE(1, xlo, 1) SLM__R16_Q8_LINE(2, xlo, 2) SLM__R16_Q8_LINE(3, xlo, 3)
-                SLM__R16_Q8_LINE(4, xhi, 0) SLM__R16_Q8_LINE(5, xhi, 1) SLM__R16_Q8_LINE(6, xhi, 2)
-                    SLM__R16_Q8_LINE(7, xhi, 3)
+            SLM__R16_Q8_LINE(0, xlo, 0);
+            SLM__R16_Q8_LINE(1, xlo, 1);
+            SLM__R16_Q8_LINE(2, xlo, 2);
+            SLM__R16_Q8_LINE(3, xlo, 3);
+            SLM__R16_Q8_LINE(4, xhi, 0);
+            SLM__R16_Q8_LINE(5, xhi, 1);
+            SLM__R16_Q8_LINE(6, xhi, 2);
+            SLM__R16_Q8_LINE(7, xhi, 3);
 #undef SLM__R16_Q8_LINE
         } else {
             /* nibbles 0..15 as they are; the offset of 8 comes off once per block */
@@ -3521,11 +3670,13 @@ SLM__INLINE void slm__gemm_r16_nt(int type, const uint8_t *group, int nb, const 
         SLM__UNROLL for (t = 0; t < nt; t++) isum[t][h] =                           \
             SLM__DOT_LANE(SLM__DOT_LANE(isum[t][h], lo, xlo[t], k), hi, xhi[t], k); \
     }
-            SLM__R16_Q4_LINE(0)
-            SLM__R16_Q4_LINE(1) SLM__R16_Q4_LINE(2) SLM__R16_Q4_LINE(3)
+            SLM__R16_Q4_LINE(0);
+            SLM__R16_Q4_LINE(1);
+            SLM__R16_Q4_LINE(2);
+            SLM__R16_Q4_LINE(3);
 #undef SLM__R16_Q4_LINE
-                SLM__UNROLL for (t = 0; t < nt; t++) SLM__UNROLL for (h = 0; h < 4; h++) isum[t][h] =
-                    vsubq_s32(isum[t][h], vdupq_n_s32(8 * xsum[t * xs + b]));
+            SLM__UNROLL for (t = 0; t < nt; t++) SLM__UNROLL for (h = 0; h < 4; h++) isum[t][h] =
+                vsubq_s32(isum[t][h], vdupq_n_s32(8 * xsum[t * xs + b]));
         }
         SLM__UNROLL for (t = 0; t < nt; t++) {
             float dx = slm_fp16_to_fp32(x[t * xs + b].d);
@@ -3540,19 +3691,14 @@ SLM__INLINE void slm__gemm_r16_nt(int type, const uint8_t *group, int nb, const 
 
 #endif
 
-#if defined(SLM__AVX2) || defined(SLM__AVX512) || defined(SLM__NEON)
+#if defined(slm__gemm_r16_nt)
 /* two tokens per pass over the group: what the registers hold */
-static void slm__gemm_r16(int type, const uint8_t *group, int nb, const slm__block_q8_0 *x, const int32_t *xsum,
-                          size_t xs, int nt, float *y, size_t ys) {
+static void slm__gemm_r16_pairs(int type, const uint8_t *group, int nb, const slm__block_q8_0 *x, const int32_t *xsum,
+                                size_t xs, int nt, float *y, size_t ys) {
     for (; nt >= 2; nt -= 2, x += 2 * xs, xsum += 2 * xs, y += 2 * ys)
         slm__gemm_r16_nt(type, group, nb, x, xsum, xs, 2, y, ys);
     if (nt) slm__gemm_r16_nt(type, group, nb, x, xsum, xs, 1, y, ys);
 }
-#else
-#define slm__gemm_r16            slm__gemm_r16_ref
-#define slm__quantize_act_blocks slm__quantize_act_blocks_ref
-#define slm__axpy_f32            slm__axpy_f32_ref
-#define slm__axpy_f16            slm__axpy_f16_ref
 #endif
 
 /* Attention for the query heads that share one KV head: each key row is
@@ -3561,7 +3707,38 @@ static void slm__gemm_r16(int type, const uint8_t *group, int nb, const slm__blo
    registers. Every head's arithmetic is that of slm__dot_* and of one
    slm__axpy_* per position, bit for bit, so neither changes a result. */
 #define SLM__GROUP 8
-#if defined(SLM__AVX2)
+/* any instruction set: one head at a time over the row kernels */
+SLM__MAYBE_UNUSED static void slm__dot_f16_group_generic(const uint16_t *k, const float *q, size_t stride, int nq,
+                                                         int n, float *out) {
+    int i;
+    for (i = 0; i < nq; i++) out[i] = slm__dot_f16(k, q + i * stride, n);
+}
+SLM__MAYBE_UNUSED static void slm__dot_f32_group_generic(const float *k, const float *q, size_t stride, int nq, int n,
+                                                         float *out) {
+    int i;
+    for (i = 0; i < nq; i++) out[i] = slm__dot_f32(k, q + i * stride, n);
+}
+/* out[h] = sum over positions p of att[h][p] * v[p], one axpy per position */
+SLM__MAYBE_UNUSED static void slm__attn_values_f16_generic(float *out, size_t out_stride, const float *att,
+                                                           size_t att_stride, const uint16_t *v, size_t v_stride,
+                                                           int n_pos, int nq, int n) {
+    int h, p;
+    for (h = 0; h < nq; h++) {
+        memset(out + h * out_stride, 0, (size_t)n * sizeof(float));
+        for (p = 0; p < n_pos; p++) slm__axpy_f16(out + h * out_stride, att[h * att_stride + p], v + p * v_stride, n);
+    }
+}
+SLM__MAYBE_UNUSED static void slm__attn_values_f32_generic(float *out, size_t out_stride, const float *att,
+                                                           size_t att_stride, const float *v, size_t v_stride,
+                                                           int n_pos, int nq, int n) {
+    int h, p;
+    for (h = 0; h < nq; h++) {
+        memset(out + h * out_stride, 0, (size_t)n * sizeof(float));
+        for (p = 0; p < n_pos; p++) slm__axpy_f32(out + h * out_stride, att[h * att_stride + p], v + p * v_stride, n);
+    }
+}
+
+#if defined(SLM__AVX2) && defined(SLM__F16C)
 /* nq is a constant at each call below, so the accumulators stay in registers */
 SLM__INLINE void slm__dot_group_nq(const uint16_t *k16, const float *k32, const float *q, size_t stride, const int nq,
                                    int n, float *out) {
@@ -3596,75 +3773,51 @@ static void slm__dot_group(const uint16_t *k16, const float *k32, const float *q
     default: slm__dot_group_nq(k16, k32, q, stride, 8, n, out); break;
     }
 }
-static void slm__dot_f16_group(const uint16_t *k, const float *q, size_t stride, int nq, int n, float *out) {
+SLM__MAYBE_UNUSED static void slm__dot_f16_group_avx2(const uint16_t *k, const float *q, size_t stride, int nq, int n,
+                                                      float *out) {
     slm__dot_group(k, NULL, q, stride, nq, n, out);
 }
-static void slm__dot_f32_group(const float *k, const float *q, size_t stride, int nq, int n, float *out) {
+SLM__MAYBE_UNUSED static void slm__dot_f32_group_avx2(const float *k, const float *q, size_t stride, int nq, int n,
+                                                      float *out) {
     slm__dot_group(NULL, k, q, stride, nq, n, out);
 }
 /* 64 columns of one head's output in eight registers over all positions:
    the same fused multiply-adds, in the same order, as slm__axpy_* per position */
-#define SLM__ATTN_VALUES(NAME, T, LOAD8, SCALAR)                                                                      \
-    static void NAME(float *out, size_t out_stride, const float *att, size_t att_stride, const T *v, size_t v_stride, \
-                     int n_pos, int nq, int n) {                                                                      \
-        int h, j, p, i;                                                                                               \
-        for (h = 0; h < nq; h++) {                                                                                    \
-            const float *a = att + h * att_stride;                                                                    \
-            float *o = out + h * out_stride;                                                                          \
-            for (j = 0; j + 64 <= n; j += 64) {                                                                       \
-                __m256 acc[8];                                                                                        \
-                SLM__UNROLL for (i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();                                     \
-                for (p = 0; p < n_pos; p++) {                                                                         \
-                    const T *vp = v + p * v_stride + j;                                                               \
-                    __m256 ap = _mm256_set1_ps(a[p]);                                                                 \
-                    SLM__UNROLL for (i = 0; i < 8; i++) acc[i] = _mm256_fmadd_ps(ap, LOAD8(vp + 8 * i), acc[i]);      \
-                }                                                                                                     \
-                SLM__UNROLL for (i = 0; i < 8; i++) _mm256_storeu_ps(o + j + 8 * i, acc[i]);                          \
-            }                                                                                                         \
-            for (; j + 8 <= n; j += 8) {                                                                              \
-                __m256 acc = _mm256_setzero_ps();                                                                     \
-                for (p = 0; p < n_pos; p++)                                                                           \
-                    acc = _mm256_fmadd_ps(_mm256_set1_ps(a[p]), LOAD8(v + p * v_stride + j), acc);                    \
-                _mm256_storeu_ps(o + j, acc);                                                                         \
-            }                                                                                                         \
-            for (; j < n; j++) {                                                                                      \
-                float sum = 0.0f;                                                                                     \
-                for (p = 0; p < n_pos; p++) sum = fmaf(a[p], SCALAR(v[p * v_stride + j]), sum);                       \
-                o[j] = sum;                                                                                           \
-            }                                                                                                         \
-        }                                                                                                             \
+#define SLM__ATTN_VALUES(NAME, T, LOAD8, SCALAR)                                                                       \
+    SLM__MAYBE_UNUSED static void NAME(float *out, size_t out_stride, const float *att, size_t att_stride, const T *v, \
+                                       size_t v_stride, int n_pos, int nq, int n) {                                    \
+        int h, j, p, i;                                                                                                \
+        for (h = 0; h < nq; h++) {                                                                                     \
+            const float *a = att + h * att_stride;                                                                     \
+            float *o = out + h * out_stride;                                                                           \
+            for (j = 0; j + 64 <= n; j += 64) {                                                                        \
+                __m256 acc[8];                                                                                         \
+                SLM__UNROLL for (i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();                                      \
+                for (p = 0; p < n_pos; p++) {                                                                          \
+                    const T *vp = v + p * v_stride + j;                                                                \
+                    __m256 ap = _mm256_set1_ps(a[p]);                                                                  \
+                    SLM__UNROLL for (i = 0; i < 8; i++) acc[i] = _mm256_fmadd_ps(ap, LOAD8(vp + 8 * i), acc[i]);       \
+                }                                                                                                      \
+                SLM__UNROLL for (i = 0; i < 8; i++) _mm256_storeu_ps(o + j + 8 * i, acc[i]);                           \
+            }                                                                                                          \
+            for (; j + 8 <= n; j += 8) {                                                                               \
+                __m256 acc = _mm256_setzero_ps();                                                                      \
+                for (p = 0; p < n_pos; p++)                                                                            \
+                    acc = _mm256_fmadd_ps(_mm256_set1_ps(a[p]), LOAD8(v + p * v_stride + j), acc);                     \
+                _mm256_storeu_ps(o + j, acc);                                                                          \
+            }                                                                                                          \
+            for (; j < n; j++) {                                                                                       \
+                float sum = 0.0f;                                                                                      \
+                for (p = 0; p < n_pos; p++) sum = fmaf(a[p], SCALAR(v[p * v_stride + j]), sum);                        \
+                o[j] = sum;                                                                                            \
+            }                                                                                                          \
+        }                                                                                                              \
     }
 #define SLM__LOAD8_F16(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p)))
 #define SLM__LOAD8_F32(p) _mm256_loadu_ps(p)
 #define SLM__AS_FLOAT(x)  (x)
-SLM__ATTN_VALUES(slm__attn_values_f16, uint16_t, SLM__LOAD8_F16, slm_fp16_to_fp32)
-SLM__ATTN_VALUES(slm__attn_values_f32, float, SLM__LOAD8_F32, SLM__AS_FLOAT)
-#else /* one head at a time */
-static void slm__dot_f16_group(const uint16_t *k, const float *q, size_t stride, int nq, int n, float *out) {
-    int i;
-    for (i = 0; i < nq; i++) out[i] = slm__dot_f16(k, q + i * stride, n);
-}
-static void slm__dot_f32_group(const float *k, const float *q, size_t stride, int nq, int n, float *out) {
-    int i;
-    for (i = 0; i < nq; i++) out[i] = slm__dot_f32(k, q + i * stride, n);
-}
-/* out[h] = sum over positions p of att[h][p] * v[p], one axpy per position */
-static void slm__attn_values_f16(float *out, size_t out_stride, const float *att, size_t att_stride, const uint16_t *v,
-                                 size_t v_stride, int n_pos, int nq, int n) {
-    int h, p;
-    for (h = 0; h < nq; h++) {
-        memset(out + h * out_stride, 0, (size_t)n * sizeof(float));
-        for (p = 0; p < n_pos; p++) slm__axpy_f16(out + h * out_stride, att[h * att_stride + p], v + p * v_stride, n);
-    }
-}
-static void slm__attn_values_f32(float *out, size_t out_stride, const float *att, size_t att_stride, const float *v,
-                                 size_t v_stride, int n_pos, int nq, int n) {
-    int h, p;
-    for (h = 0; h < nq; h++) {
-        memset(out + h * out_stride, 0, (size_t)n * sizeof(float));
-        for (p = 0; p < n_pos; p++) slm__axpy_f32(out + h * out_stride, att[h * att_stride + p], v + p * v_stride, n);
-    }
-}
+SLM__ATTN_VALUES(slm__attn_values_f16_avx2, uint16_t, SLM__LOAD8_F16, slm_fp16_to_fp32)
+SLM__ATTN_VALUES(slm__attn_values_f32_avx2, float, SLM__LOAD8_F32, SLM__AS_FLOAT)
 #endif
 
 /* The q8_0 KV cache: a head's keys or values as q8_0 blocks of their own
@@ -3713,7 +3866,7 @@ SLM__MAYBE_UNUSED static void slm__attn_values_q8_0_ref(float *out, size_t out_s
     }
 }
 
-#if defined(SLM__AVX2) || defined(SLM__AVX512)
+#if defined(SLM__AVX2)
 SLM__INLINE __m256 slm__load8_q8(const slm__block_q8_0 *b, int j, __m256 d) {
     return _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(b->q + j)))));
 }
@@ -3738,7 +3891,8 @@ SLM__INLINE void slm__dot_q8_0_group_nq(const slm__block_q8_0 *k, const float *q
         out[i] = sum;
     }
 }
-static void slm__dot_q8_0_group(const slm__block_q8_0 *k, const float *q, size_t stride, int nq, int n, float *out) {
+SLM__MAYBE_UNUSED static void slm__dot_q8_0_group_avx2(const slm__block_q8_0 *k, const float *q, size_t stride, int nq,
+                                                       int n, float *out) {
     switch (nq) {
     case 1: slm__dot_q8_0_group_nq(k, q, stride, 1, n, out); break;
     case 2: slm__dot_q8_0_group_nq(k, q, stride, 2, n, out); break;
@@ -3752,7 +3906,8 @@ static void slm__dot_q8_0_group(const slm__block_q8_0 *k, const float *q, size_t
 }
 /* One block's 32 columns of a head's output over all positions, in
    registers; each position's weight and block scale multiplied once. */
-SLM__INLINE void slm__attn_block_q8_0(float *o, const float *a, const slm__block_q8_0 *v, size_t v_stride, int n_pos) {
+SLM__INLINE void slm__attn_block_q8_0_avx2(float *o, const float *a, const slm__block_q8_0 *v, size_t v_stride,
+                                           int n_pos) {
     __m256 acc[4];
     int p, i;
     SLM__UNROLL for (i = 0; i < 4; i++) acc[i] = _mm256_setzero_ps();
@@ -3764,7 +3919,8 @@ SLM__INLINE void slm__attn_block_q8_0(float *o, const float *a, const slm__block
     }
     SLM__UNROLL for (i = 0; i < 4; i++) _mm256_storeu_ps(o + 8 * i, acc[i]);
 }
-#elif defined(SLM__NEON)
+#endif
+#if defined(SLM__NEON)
 /* eight quants of a block times its scale, as two vectors of four floats */
 SLM__INLINE void slm__load8_q8_neon(const slm__block_q8_0 *b, int j, float32x4_t *lo, float32x4_t *hi) {
     int16x8_t w = vmovl_s8(vld1_s8(b->q + j));
@@ -3772,7 +3928,8 @@ SLM__INLINE void slm__load8_q8_neon(const slm__block_q8_0 *b, int j, float32x4_t
     *lo = vmulq_n_f32(vcvtq_f32_s32(vmovl_s16(vget_low_s16(w))), d);
     *hi = vmulq_n_f32(vcvtq_f32_s32(vmovl_s16(vget_high_s16(w))), d);
 }
-static void slm__dot_q8_0_group(const slm__block_q8_0 *k, const float *q, size_t stride, int nq, int n, float *out) {
+static void slm__dot_q8_0_group_neon(const slm__block_q8_0 *k, const float *q, size_t stride, int nq, int n,
+                                     float *out) {
     float32x4_t acc[SLM__GROUP];
     int i, b, j;
     for (i = 0; i < nq; i++) acc[i] = vdupq_n_f32(0.0f);
@@ -3793,7 +3950,8 @@ static void slm__dot_q8_0_group(const slm__block_q8_0 *k, const float *q, size_t
         out[i] = sum;
     }
 }
-SLM__INLINE void slm__attn_block_q8_0(float *o, const float *a, const slm__block_q8_0 *v, size_t v_stride, int n_pos) {
+SLM__INLINE void slm__attn_block_q8_0_neon(float *o, const float *a, const slm__block_q8_0 *v, size_t v_stride,
+                                           int n_pos) {
     float32x4_t acc[8];
     int p, i;
     SLM__UNROLL for (i = 0; i < 8; i++) acc[i] = vdupq_n_f32(0.0f);
@@ -3809,9 +3967,10 @@ SLM__INLINE void slm__attn_block_q8_0(float *o, const float *a, const slm__block
     SLM__UNROLL for (i = 0; i < 8; i++) vst1q_f32(o + 4 * i, acc[i]);
 }
 #endif
-#if defined(SLM__AVX2) || defined(SLM__AVX512) || defined(SLM__NEON)
-static void slm__attn_values_q8_0(float *out, size_t out_stride, const float *att, size_t att_stride,
-                                  const slm__block_q8_0 *v, size_t v_stride, int n_pos, int nq, int n) {
+#if defined(slm__attn_block_q8_0)
+/* the block kernel over a head's full blocks */
+static void slm__attn_values_q8_0_blocks(float *out, size_t out_stride, const float *att, size_t att_stride,
+                                         const slm__block_q8_0 *v, size_t v_stride, int n_pos, int nq, int n) {
     int h, b, p, j;
     for (h = 0; h < nq; h++) {
         const float *a = att + h * att_stride;
@@ -3829,9 +3988,6 @@ static void slm__attn_values_q8_0(float *out, size_t out_stride, const float *at
         }
     }
 }
-#else
-#define slm__dot_q8_0_group   slm__dot_q8_0_group_ref
-#define slm__attn_values_q8_0 slm__attn_values_q8_0_ref
 #endif
 
 static float slm__dot_q8_0(const slm__block_q8_0 *w, const slm__block_q8_0 *x, int n_blocks) {

@@ -859,7 +859,8 @@ static const char info_usage[] = "usage: slm info -m MODEL\n"
                                  "\n"
                                  "Describes a .slm file as 'key: value' lines: architecture and shapes,\n"
                                  "weight types, tokenizer and its special tokens, metadata. Works on\n"
-                                 "tokenizer-only files too.\n"
+                                 "tokenizer-only files too. The last line, 'kernels', names the SIMD\n"
+                                 "kernels this build of slm runs (chosen when it was compiled).\n"
                                  "\n"
                                  "options:\n" MODEL_OPTS_USAGE;
 
@@ -961,6 +962,7 @@ static void print_model_info(const slm_model *model, const char *path) {
     print_special_token(model, "pad", mi->pad);
     print_special_token(model, "unk", mi->unk);
     printf("chat_template: %s\n", chat_template_name(mi->chat_template, b1, sizeof b1));
+    printf("kernels: %s\n", SLM__SIMD_NAME); /* this build's, chosen when it was compiled */
 }
 
 static int cmd_info(int argc, char **argv) {
@@ -1454,8 +1456,8 @@ static void print_bench_table(const bench_opts *o, const slm_model *model, const
     format_stat(b4, sizeof b4, load_ms, o->reps, 2);
     printf("file: %s; weights read per token: %s; load: %s ms%s\n", human_bytes(mi->file_size, b1, sizeof b1),
            human_bytes(bytes_per_token, b3, sizeof b3), b4, o->model.no_mmap ? " (--no-mmap)" : " (mmap)");
-    printf("context %d, KV cache %s, %d rep%s after 1 warm-up; median (min-max)\n\n", n_ctx,
-           o->kv_type ? slm_type_name(o->kv_type) : "default type", o->reps, o->reps == 1 ? "" : "s");
+    printf("context %d, KV cache %s, %s kernels, %d rep%s after 1 warm-up; median (min-max)\n\n", n_ctx,
+           o->kv_type ? slm_type_name(o->kv_type) : "default type", SLM__SIMD_NAME, o->reps, o->reps == 1 ? "" : "s");
 
     snprintf(cells[0][n_cols++], BENCH_CELL, "threads");
     if (o->n_prompt) snprintf(cells[0][n_cols++], BENCH_CELL, "pp%d tok/s", o->n_prompt);
@@ -1515,7 +1517,8 @@ static void print_bench_json(const bench_opts *o, const slm_model *model, const 
         printf(", \"n_params\": %llu, \"file_size\": %llu, \"weight_bytes_per_token\": %llu",
                (unsigned long long)mi->n_params, (unsigned long long)mi->file_size,
                (unsigned long long)bytes_per_token);
-        printf(", \"kv_type\": \"%s\"", o->kv_type ? slm_type_name(o->kv_type) : "default");
+        printf(", \"kv_type\": \"%s\", \"kernels\": \"%s\"", o->kv_type ? slm_type_name(o->kv_type) : "default",
+               SLM__SIMD_NAME);
         printf(", \"n_vocab\": %d, \"n_ctx\": %d, \"mmap\": %s, \"n_threads\": %d, \"reps\": %d"
                ", \"n_prompt\": %d, \"n_gen\": %d, ",
                mi->n_vocab, n_ctx, o->model.no_mmap ? "false" : "true", r->n_threads, o->reps, o->n_prompt, o->n_gen);

@@ -129,6 +129,16 @@ link_models() {
     done
 }
 
+# kernels_picked LOG NAME: the build ran the kernel set NAME (slm.h's kernel
+# table, as test_kernels_vs_reference reports it)
+kernels_picked() {
+    if grep -Eq "^ +kernels: $2( |$)" "$1"; then
+        pass "$3 runs the $2 kernels"
+    else
+        fail "$3 runs the $2 kernels" "$(grep -E '^ +kernels: ' "$1" || echo 'no kernels line')"
+    fi
+}
+
 # every pass on several threads (SLM__WORK_PER_THREAD=1 turns off the
 # heuristic that keeps tiny models on one thread)
 VARIANTS=("-DSLM_NO_SIMD" "portable" "forced-threads" "pthread-pool")
@@ -173,6 +183,12 @@ for variant in "${VARIANTS[@]}"; do
         SLM_TEST_BUILD=$VB "$VB/test_slm" 2>&1 | sed -u "s/^/  [$variant] /" | tee "$VB/run.log"
         sed -i "s/^  \[$variant\] //" "$VB/run.log"
         add_counts "$VB/run.log" "test_slm $variant"
+        case $variant in
+            -DSLM_NO_SIMD) kernels_picked "$VB/run.log" scalar "test_slm $variant" ;;
+            avx2) kernels_picked "$VB/run.log" avx2 "test_slm $variant" ;;
+            simde-avx512) kernels_picked "$VB/run.log" avx512 "test_slm $variant" ;;
+            simde-avx512-vnni) kernels_picked "$VB/run.log" avx512-vnni "test_slm $variant" ;;
+        esac
     else
         fail "build test_slm $variant" "$(head -n 8 "$VB/build.log")"
     fi
@@ -268,6 +284,8 @@ if command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 && command -v qemu-aarch64 >
                 qemu-aarch64 "$AB/test_slm" "${skip_opts[@]}" 2>&1 | sed -u "s/^/  [$march] /" | tee "$AB/run.log"
             sed -i "s/^  \[$march\] //" "$AB/run.log"
             add_counts "$AB/run.log" "test_slm aarch64 $march"
+            if [ "$march" = armv8-a ]; then want=neon; else want=neon-dotprod; fi
+            kernels_picked "$AB/run.log" $want "test_slm aarch64 $march"
         else
             fail "build test_slm for aarch64 ($march)" "$(head -n 8 "$AB/build.log")"
         fi

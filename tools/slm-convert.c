@@ -67,7 +67,9 @@ static conv_reader_fn pick_reader(const char *first_input, int n_inputs) {
 static void print_usage(FILE *out) {
     fprintf(out, "usage: slm-convert [options] INPUT... OUTPUT\n"
                  "\n"
-                 "Converts a model checkpoint to the .slm format.\n"
+                 "Converts a model checkpoint to the .slm format. OUTPUT is a new path or a\n"
+                 "writable regular file that is none of the inputs; it is replaced only when\n"
+                 "the whole file was written.\n"
                  "\n"
                  "inputs (architectures llama, qwen2, qwen3):\n"
                  "  GGUF         MODEL.gguf   (llama.cpp, GGUF v2/v3). Tensors of type F32, F16,\n"

@@ -231,7 +231,8 @@ typedef struct slm_session slm_session;
 /* ---- models ------------------------------------------------------------ */
 
 typedef struct slm_model_desc {
-    const char *path; /* a .slm file ...                                  */
+    const char *path; /* a .slm file (on POSIX a regular file: a FIFO or */
+                      /* a device is SLM_ERR_IO at once, not a wait) ... */
     const void *data; /* ... or the file's bytes in memory (kept by the    */
     size_t size;      /*     caller until slm_model_free); one of the two  */
     int no_mmap;      /* read the file into memory instead of mapping it  */
@@ -1382,19 +1383,22 @@ static int slm__host_is_little_endian(void) {
 static slm_result slm__map_file(slm__loader *ld, const char *path, int no_mmap) {
     slm_model *m = ld->m;
 #if defined(SLM__MMAP_POSIX)
+    /* O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused
+       below, as are devices); it changes nothing for a regular file. Both
+       paths, mapped or read, use this descriptor. */
+    struct stat st;
+    int fd = open(path, O_RDONLY | O_NONBLOCK);
+    if (fd < 0) return slm__load_fail(ld, SLM_ERR_IO, "cannot open '%s'", path);
+    if (fstat(fd, &st) != 0) {
+        close(fd);
+        return slm__load_fail(ld, SLM_ERR_IO, "cannot stat '%s'", path);
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return slm__load_fail(ld, SLM_ERR_IO, "'%s' is not a regular file (a directory, a FIFO or a device)", path);
+    }
     if (!no_mmap) {
-        struct stat st;
         void *addr;
-        int fd = open(path, O_RDONLY);
-        if (fd < 0) return slm__load_fail(ld, SLM_ERR_IO, "cannot open '%s'", path);
-        if (fstat(fd, &st) != 0) {
-            close(fd);
-            return slm__load_fail(ld, SLM_ERR_IO, "cannot stat '%s'", path);
-        }
-        if (!S_ISREG(st.st_mode)) {
-            close(fd);
-            return slm__load_fail(ld, SLM_ERR_IO, "'%s' is not a regular file", path);
-        }
         if (st.st_size < SLM__HEADER_SIZE) {
             close(fd);
             return slm__load_fail(ld, SLM_ERR_FORMAT, "'%s' is %llu bytes, smaller than the %d-byte .slm header", path,
@@ -1451,26 +1455,36 @@ static slm_result slm__map_file(slm__loader *ld, const char *path, int no_mmap) 
 #endif
     {
         /* Read into a 64-byte aligned buffer, growing as we go: no ftell, so
-           pipes and files over 2 GiB on 32-bit longs work alike. */
+           files over 2 GiB on 32-bit longs work too. POSIX reads the
+           descriptor opened and checked above (no second open that could
+           meet a FIFO); elsewhere stdio. */
+#if defined(SLM__MMAP_POSIX)
+#define SLM__READ_CLOSE() close(fd)
+#else
         FILE *f = fopen(path, "rb");
+#define SLM__READ_CLOSE() fclose(f)
+#endif
         size_t cap = 1 << 20, len = 0;
         uint8_t *buf = NULL;
+        int read_error = 0;
         (void)no_mmap;
+#if !defined(SLM__MMAP_POSIX)
         if (!f) return slm__load_fail(ld, SLM_ERR_IO, "cannot open '%s'", path);
+#endif
         for (;;) {
             size_t got;
             if (!buf || len == cap) {
                 uint8_t *nb;
                 if (buf) {
                     if (cap > ((size_t)-1 - SLM__ALIGN) / 2) {
-                        fclose(f);
+                        SLM__READ_CLOSE();
                         return slm__load_fail(ld, SLM_ERR_OOM, "'%s' is too large to read into memory", path);
                     }
                     cap *= 2;
                 }
                 nb = (uint8_t *)slm__alloc(&m->alloc, cap + SLM__ALIGN);
                 if (!nb) {
-                    fclose(f);
+                    SLM__READ_CLOSE();
                     return slm__load_fail(ld, SLM_ERR_OOM, "out of memory reading '%s'", path);
                 }
                 {
@@ -1481,15 +1495,22 @@ static slm_result slm__map_file(slm__loader *ld, const char *path, int no_mmap) 
                     buf = aligned;
                 }
             }
+#if defined(SLM__MMAP_POSIX)
+            {
+                ssize_t r = read(fd, buf + len, cap - len);
+                if (r < 0) read_error = 1;
+                got = r > 0 ? (size_t)r : 0;
+            }
+#else
             got = fread(buf + len, 1, cap - len, f);
+            if (got == 0 && ferror(f)) read_error = 1;
+#endif
             len += got;
             if (got == 0) break;
         }
-        if (ferror(f)) {
-            fclose(f);
-            return slm__load_fail(ld, SLM_ERR_IO, "error reading '%s'", path);
-        }
-        fclose(f);
+        SLM__READ_CLOSE();
+#undef SLM__READ_CLOSE
+        if (read_error) return slm__load_fail(ld, SLM_ERR_IO, "error reading '%s'", path);
         m->file = buf;
         m->file_size = len;
         return SLM_OK;

@@ -310,6 +310,21 @@ else
     run_cmd "$O" "$E" "$SLM"
     DETAIL="exit status $RC"
     check "slm without a command: exit 1, message on stderr" test $RC = 1 -a -s "$E"
+    # a FIFO as the model: an error at once, not a wait for a writer (10 s is plenty)
+    F=$BUILD/fifo.$$.slm
+    rm -f "$F"
+    if mkfifo "$F" 2>/dev/null; then
+        for args in "info -m $F" "run -m $F -p x" "info --no-mmap -m $F"; do
+            # shellcheck disable=SC2086
+            if command -v timeout >/dev/null 2>&1; then timeout 10 "$SLM" $args </dev/null >"$O" 2>"$E"; else "$SLM" $args </dev/null >"$O" 2>"$E"; fi
+            RC=$?
+            DETAIL="exit status $RC$([ $RC = 124 ] && echo ' (timed out)'), stderr: $(head -c 200 "$E")"
+            check "slm ${args%% -m*} on a FIFO: exit 1 at once, 'not a regular file'" eval 'test $RC = 1 && grep -q "not a regular file" "$E"'
+        done
+        rm -f "$F"
+    else
+        skip "slm on a FIFO" "mkfifo failed in $BUILD"
+    fi
 
     M=$BUILD/stories260K_f32.slm
     if [ $HAVE_MODEL = 0 ]; then

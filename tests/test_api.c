@@ -1345,6 +1345,39 @@ static void test_allocator_balance(void) {
     }
 }
 
+#ifdef HAVE_FORK
+/* A path that is not a regular file is refused at once, mapped or read: a
+   FIFO used to block open() until a writer came (slm info -m FIFO waited forever). */
+static void test_load_not_regular(void) {
+    char fifo[512];
+    const char *paths[3];
+    int k, mode;
+    snprintf(fifo, sizeof fifo, "%s/load-fifo.%ld.slm", g_build_dir, (long)getpid());
+    remove(fifo);
+    if (mkfifo(fifo, 0600) != 0) { SKIP("mkfifo failed in %.200s", g_build_dir); }
+    paths[0] = fifo;
+    paths[1] = "/dev/null";
+    paths[2] = g_build_dir;
+    for (k = 0; k < 3; k++)
+        for (mode = 0; mode < 2; mode++) {
+            slm_model_desc d;
+            slm_model *m = NULL;
+            char err[256] = "";
+            slm_result rc;
+            memset(&d, 0, sizeof d);
+            d.path = paths[k];
+            d.no_mmap = mode;
+            d.error = err;
+            d.error_cap = sizeof err;
+            rc = slm_model_load(&m, &d);
+            CHECKF(rc == SLM_ERR_IO && m == NULL && strstr(err, "not a regular file"), "%s, no_mmap %d: %s: \"%s\"",
+                   paths[k], mode, slm_result_str(rc), err);
+            slm_model_free(m);
+        }
+    remove(fifo);
+}
+#endif
+
 static void log_fn(void *user, int level, const char *message) {
     int *n = (int *)user;
     if (level >= SLM_LOG_ERROR && level <= SLM_LOG_DEBUG && message)
@@ -1907,6 +1940,9 @@ static const test_case API_TESTS[] = {
     TEST(allocator_half_set),
     TEST(session_seed),
     TEST(tokenize_zero),
+#ifdef HAVE_FORK
+    TEST(load_not_regular),
+#endif
 };
 /* clang-format on */
 const test_list api_tests = { API_TESTS, (int)(sizeof API_TESTS / sizeof API_TESTS[0]) };

@@ -344,6 +344,8 @@ typedef struct {
     size_t arch_val, tok_model_val, tok_pre_val;
     size_t tokens_type, tokens_count, tokens_first, tokens_mid; /* tokenizer.ggml.tokens */
     size_t some_kv_type;                                        /* the type field of general.name or the 2nd kv */
+    size_t tok_type_arr; /* tokenizer.ggml.token_type: its element type (then count, elements) */
+    size_t bos_kv_type;  /* tokenizer.ggml.bos_token_id: its type field (the value follows) */
     gguf_tensor *t;
 } gguf_file;
 
@@ -416,6 +418,8 @@ static int gguf_parse(gguf_file *G, const char *path) {
         if (!strcmp(key, "tokenizer.ggml.model") && type == 8) G->tok_model_val = val;
         if (!strcmp(key, "tokenizer.ggml.pre") && type == 8) G->tok_pre_val = val;
         if (!strcmp(key, "general.alignment") && type == 4) G->alignment = rd32(G->data + val);
+        if (!strcmp(key, "tokenizer.ggml.token_type") && type == 9) G->tok_type_arr = val;
+        if (!strcmp(key, "tokenizer.ggml.bos_token_id")) G->bos_kv_type = val - 4;
         if (!strcmp(key, "tokenizer.ggml.tokens") && type == 9 && val + 12 <= G->size) {
             uint64_t n = rd64(G->data + val + 4), j;
             size_t s = val + 12;
@@ -1768,6 +1772,547 @@ static void test_convert_fuzz(void) {
     if (n_runs == 0)
         SKIP("no inputs: fixtures/*_q4_0.gguf in %s and %s/hf/llama_f32 missing", g_models_dir, g_build_dir);
 }
+
+/* ---- what the converter refuses or warns about in well-formed inputs ---- */
+
+/* Runs the converter with args (NULL-terminated, after the program name);
+   returns the exit status; *err gets stderr, one line ('|' for newlines). */
+static int conv_run(hostile_ctx *H, char *const *args, char **err) {
+    char *argv[16];
+    int n = 0, rc;
+    size_t elen = 0, i;
+    argv[n++] = (char *)H->convert;
+    while (*args && n < 15) argv[n++] = *args++;
+    argv[n] = NULL;
+    rc = run_prog(argv, NULL, H->err_path, 20);
+    *err = (char *)read_file(H->err_path, &elen);
+    if (!*err) *err = (char *)calloc(1, 1);
+    for (i = 0; i < elen; i++)
+        if ((*err)[i] == '\n') (*err)[i] = '|';
+    return rc;
+}
+
+/* Exit status 1 with a message naming must_name (case-insensitive) and, when
+   given, not naming must_not. */
+static void expect_refused(hostile_ctx *H, const char *what, char *const *args, const char *must_name,
+                           const char *must_not) {
+    char *err;
+    int rc = conv_run(H, args, &err);
+    H->n_runs++;
+    if (rc == 1 && !sanitizer_report(err) && ci_contains(err, must_name) && !(must_not && ci_contains(err, must_not)))
+        H->n_ok++;
+    else
+        CHECKF(0, "%s: exit status %d%s (want 1, a message naming \"%s\"%s%s); stderr: %.400s", what, rc,
+               rc > 128 ? " (CRASH or timeout)" : "", must_name, must_not ? " and not \"" : "",
+               must_not ? must_not : "", err);
+    free(err);
+}
+
+/* Exit status 0 with a warning naming must_name. */
+static void expect_warned(hostile_ctx *H, const char *what, char *const *args, const char *must_name) {
+    char *err;
+    int rc = conv_run(H, args, &err);
+    H->n_runs++;
+    if (rc == 0 && !sanitizer_report(err) && ci_contains(err, "warning:") && ci_contains(err, must_name))
+        H->n_ok++;
+    else
+        CHECKF(0, "%s: exit status %d%s (want 0 and a warning naming \"%s\"); stderr: %.400s", what, rc,
+               rc > 128 ? " (CRASH or timeout)" : "", must_name, err);
+    free(err);
+}
+
+/* A llama2.c checkpoint of zeros and its 3-token tokenizer.bin (<unk>, BOS,
+   EOS), with the given header fields; 0 when they cannot be written. */
+static int write_llama2c(const char *ckpt, const char *tok, int dim, int hidden, int n_layers, int n_heads, int seq) {
+    int32_t h[7];
+    uint64_t hs = (uint64_t)(dim / n_heads), L = (uint64_t)n_layers, D = (uint64_t)dim, H = (uint64_t)hidden;
+    uint64_t n_floats = 3 * D + L * (2 * D + 4 * D * D + 3 * H * D) + D + (uint64_t)seq * hs;
+    size_t size = 28 + 4 * (size_t)n_floats;
+    unsigned char *b = (unsigned char *)calloc(1, size), t[4 + 3 * 9];
+    int i, ok;
+    h[0] = dim;
+    h[1] = hidden;
+    h[2] = n_layers;
+    h[3] = n_heads;
+    h[4] = n_heads;
+    h[5] = 3;
+    h[6] = seq;
+    for (i = 0; i < 7; i++) wr32(b + 4 * i, (uint32_t)h[i]);
+    ok = write_file(ckpt, b, size);
+    free(b);
+    wr32(t, 1); /* max_token_length */
+    for (i = 0; i < 3; i++) {
+        wr32(t + 4 + 9 * i, 0); /* score */
+        wr32(t + 8 + 9 * i, 1); /* length */
+        t[12 + 9 * i] = (unsigned char)('a' + i);
+    }
+    return ok && write_file(tok, t, sizeof t);
+}
+
+/* Every reader goes through the loader's limits (slm.h's SLM__MAX_*). */
+static void test_convert_llama2c_limits(void) {
+    hostile_ctx H;
+    char *ckpt, *tok, *args[4];
+    if (!hostile_init(&H)) {
+        SKIP("%s not found, or no empty folder could be made under %s", env_or("SLM_CONVERT_BIN", "./slm-convert"),
+             g_build_dir);
+    }
+    ckpt = pathf("%s/model.bin", H.in_dir);
+    tok = pathf("%s/tok.bin", H.in_dir);
+    args[0] = ckpt;
+    args[1] = tok;
+    args[2] = H.out;
+    args[3] = NULL;
+    /* the harness works: a 2-layer model of the same kind converts */
+    if (write_llama2c(ckpt, tok, 2, 2, 2, 1, 4)) {
+        char *err;
+        int rc = conv_run(&H, args, &err);
+        CHECKF(rc == 0 && file_exists(H.out), "a 2-layer llama2.c model: exit status %d; stderr: %.300s", rc, err);
+        free(err);
+        clear_dir(H.out_dir);
+    }
+    /* an exact-size file: it converted (exit 0) before the reader checked the limits */
+    if (write_llama2c(ckpt, tok, 2, 2, 1025, 1, 4)) /* slm.h's SLM__MAX_LAYERS + 1 */
+        expect_refused(&H, "llama2.c with 1025 layers", args, "n_layers", NULL);
+    /* 2^24+1 positions: refused from the header alone, before the file's size is compared */
+    {
+        unsigned char hdr[28];
+        int32_t f[7] = { 2, 2, 2, 1, 1, 3, 16777217 }; /* SLM__MAX_SEQ + 1 */
+        int i;
+        for (i = 0; i < 7; i++) wr32(hdr + 4 * i, (uint32_t)f[i]);
+        if (write_file(ckpt, hdr, sizeof hdr))
+            expect_refused(&H, "llama2.c with 2^24+1 positions", args, "max_seq = 16777217", NULL);
+    }
+    CHECKF(dir_entries(H.out_dir, NULL, 0) == 0, "a refused conversion left a file in %s", H.out_dir);
+    NOTE("%d hostile llama2.c checkpoints: %d refused cleanly", H.n_runs, H.n_ok);
+    free(ckpt);
+    free(tok);
+    hostile_free(&H);
+}
+
+/* The converter never replaces an input, a link, a FIFO or a read-only file,
+   and names a missing or unrecognised single input. */
+static void test_convert_output_path(void) {
+    hostile_ctx H;
+    char *src = pathf("%s/fixtures/a_llama_spm_q4_0.gguf", g_models_dir), *in, *p_ro, *p_fifo, *p_link, *p_hard,
+         *p_dangling, *p_txt, *p_missing, *args[4];
+    size_t n_src = 0, n_now = 0;
+    unsigned char *orig, *now;
+    char *hf_src = pathf("%s/hf/llama_f32/hf", g_build_dir);
+    if (!file_exists(src)) {
+        free(src);
+        free(hf_src);
+        SKIP("fixtures/a_llama_spm_q4_0.gguf not found (set SLM_MODELS)");
+    }
+    if (!hostile_init(&H)) {
+        free(src);
+        free(hf_src);
+        SKIP("%s not found, or no empty folder could be made under %s", env_or("SLM_CONVERT_BIN", "./slm-convert"),
+             g_build_dir);
+    }
+    in = pathf("%s/model.gguf", H.in_dir);
+    p_ro = pathf("%s/read-only.slm", H.out_dir);
+    p_fifo = pathf("%s/fifo.slm", H.out_dir);
+    p_link = pathf("%s/link.slm", H.out_dir);
+    p_hard = pathf("%s/hard.slm", H.out_dir);
+    p_dangling = pathf("%s/dangling.slm", H.out_dir);
+    p_txt = pathf("%s/notes.txt", H.in_dir);
+    p_missing = pathf("%s/no-such.gguf", H.in_dir);
+    orig = read_file(src, &n_src);
+    CHECK(orig && write_file(in, orig, n_src));
+    args[0] = in;
+    args[2] = NULL;
+
+    /* the same path: it used to be replaced by its conversion (exit 0) */
+    args[1] = in;
+    expect_refused(&H, "output = input", args, "is the input", NULL);
+    /* a hard link to the input, then a symbolic link to it */
+    CHECK(link(in, p_hard) == 0);
+    args[1] = p_hard;
+    expect_refused(&H, "output = a hard link to the input", args, "is the input", NULL);
+    CHECK(symlink(in, p_link) == 0);
+    args[1] = p_link;
+    expect_refused(&H, "output = a symbolic link to the input", args, "symbolic link", NULL);
+    now = read_file(in, &n_now);
+    CHECKF(now && n_now == n_src && !memcmp(now, orig, n_src), "the input changed");
+    free(now);
+    /* a symbolic link to a new path: the link would be replaced, not followed */
+    CHECK(symlink("no-such-target.slm", p_dangling) == 0);
+    args[1] = p_dangling;
+    expect_refused(&H, "output = a dangling symbolic link", args, "symbolic link", NULL);
+    /* a FIFO (as root the converter used to replace /dev/null itself) */
+    CHECK(mkfifo(p_fifo, 0644) == 0);
+    args[1] = p_fifo;
+    expect_refused(&H, "output = a FIFO", args, "not a regular file", NULL);
+    {
+        struct stat st;
+        CHECKF(lstat(p_fifo, &st) == 0 && S_ISFIFO(st.st_mode), "the FIFO output was replaced");
+    }
+    /* a read-only file: by its mode bits, since root may write anything */
+    CHECK(write_file(p_ro, "keep", 4) && chmod(p_ro, 0444) == 0);
+    args[1] = p_ro;
+    expect_refused(&H, "output = a read-only file", args, "read-only", NULL);
+    now = read_file(p_ro, &n_now);
+    CHECKF(now && n_now == 4 && !memcmp(now, "keep", 4), "the read-only output was replaced");
+    free(now);
+    /* a FIFO as the input: an error, not a wait for a writer */
+    args[0] = p_fifo;
+    args[1] = H.out;
+    expect_refused(&H, "input = a FIFO", args, "not a regular file", NULL);
+    /* one input, missing or neither GGUF nor a folder: said so, not "a llama2.c conversion takes two inputs" */
+    args[0] = p_missing;
+    expect_refused(&H, "one missing input", args, "no-such.gguf", "two inputs");
+    CHECK(write_file(p_txt, "hello\n", 6));
+    args[0] = p_txt;
+    expect_refused(&H, "one input that is not GGUF", args, "neither a GGUF file nor a Hugging Face", "two inputs");
+    /* a Hugging Face folder: the output is a file of it under another name */
+    {
+        char *cfg = path_join(hf_src, "config.json"), *in_cfg = path_join(H.in_dir, "config.json");
+        if (file_exists(cfg)) {
+            size_t n = 0;
+            unsigned char *c = read_file(cfg, &n);
+            clear_dir(H.in_dir);
+            clear_dir(H.out_dir);
+            CHECK(c && hf_variant(&H, hf_src, "config.json", c, n));
+            CHECK(link(in_cfg, p_hard) == 0);
+            args[0] = H.in_dir;
+            args[1] = p_hard;
+            expect_refused(&H, "output = a hard link to the folder's config.json", args, "of the input folder", NULL);
+            free(c);
+        } else
+            NOTE("%s not found (tests/run.sh writes it; needs numpy): the folder case is skipped", cfg);
+        free(cfg);
+        free(in_cfg);
+    }
+    NOTE("%d outputs and inputs that must not be used: %d refused", H.n_runs, H.n_ok);
+    free(orig);
+    free(in);
+    free(p_ro);
+    free(p_fifo);
+    free(p_link);
+    free(p_hard);
+    free(p_dangling);
+    free(p_txt);
+    free(p_missing);
+    free(src);
+    free(hf_src);
+    hostile_free(&H);
+}
+
+/* Token ids past the embedding (past twice the entries with --vocab-only)
+   are refused before anything is allocated for them. */
+static void test_convert_token_ids(void) {
+    hostile_ctx H;
+    char *args[5], *tj = NULL, *hf_src = pathf("%s/hf/llama_f32/hf", g_build_dir);
+    if (!hostile_init(&H)) {
+        free(hf_src);
+        SKIP("%s not found, or no empty folder could be made under %s", env_or("SLM_CONVERT_BIN", "./slm-convert"),
+             g_build_dir);
+    }
+    /* the issue's 96-byte tokenizer.json: it made an 83 MB file of "[PADn]" holes */
+    tj = path_join(H.in_dir, "tokenizer.json");
+    {
+        static const char text[] =
+            "{\"model\":{\"type\":\"BPE\",\"byte_fallback\":true,\"vocab\":{\"a\":4194303,\"b\":0}}}";
+        static const char ok_text[] =
+            "{\"model\":{\"type\":\"BPE\",\"byte_fallback\":true,\"vocab\":{\"a\":3,\"b\":0}}}";
+        args[0] = (char *)"--vocab-only";
+        args[1] = H.in_dir;
+        args[2] = H.out;
+        args[3] = NULL;
+        CHECK(write_file(tj, ok_text, sizeof ok_text - 1));
+        {
+            char *err;
+            int rc = conv_run(&H, args, &err);
+            CHECKF(rc == 0, "--vocab-only with ids 0 and 3 (a hole below twice the 2 entries): exit status %d: %.300s",
+                   rc, err);
+            free(err);
+            clear_dir(H.out_dir);
+        }
+        CHECK(write_file(tj, text, sizeof text - 1));
+        expect_refused(&H, "--vocab-only, vocab id 4194303 of 2 entries", args, "4194303", NULL);
+        CHECKF(dir_entries(H.out_dir, NULL, 0) == 0, "a file was written");
+        clear_dir(H.out_dir);
+    }
+    /* a model: ids at or past the embedding's 49152 rows, in each place an id is given */
+    {
+        static const struct {
+            const char *what, *file, *from, *to, *must_name;
+        } E[] = {
+            { "tokenizer.json: a vocab id of 4000000", "tokenizer.json", "\"<|endoftext|>\": 0,",
+              "\"<|endoftext|>\": 4000000,", "4000000" },
+            { "tokenizer.json: an added token id at the embedding's rows", "tokenizer.json",
+              "{\"id\": 0, \"content\": \"<|endoftext|>\"", "{\"id\": 49152, \"content\": \"<|endoftext|>\"", "49152" },
+            { "config.json: bos_token_id at the embedding's rows", "config.json", "\"bos_token_id\": 1",
+              "\"bos_token_id\": 49152", "bos_token_id 49152" },
+            { "config.json: an eos_token_id list with an id past the rows", "config.json", "\"eos_token_id\": 2",
+              "\"eos_token_id\": [2, 999999]", "eos_token_id 999999" },
+            { "tokenizer_config.json: an added_tokens_decoder id past the rows", "tokenizer_config.json", "{",
+              "{\"added_tokens_decoder\": {\"70000\": {\"content\": \"<x>\", \"special\": true}},", "70000" },
+        };
+        size_t i;
+        char *cfg = path_join(hf_src, "config.json");
+        int have = file_exists(cfg);
+        free(cfg);
+        if (!have) NOTE("%s not found (tests/run.sh writes it; needs numpy): the model cases are skipped", hf_src);
+        for (i = 0; have && i < sizeof E / sizeof E[0]; i++) {
+            char *orig = path_join(hf_src, E[i].file);
+            size_t n = 0, nn = 0;
+            unsigned char *o = read_file(orig, &n);
+            char *nw = o ? replace_first((const char *)o, n, E[i].from, E[i].to, &nn) : NULL;
+            CHECKF(nw != NULL, "%s: \"%s\" not in %s", E[i].what, E[i].from, orig);
+            if (nw && hf_variant(&H, hf_src, E[i].file, nw, nn)) {
+                args[0] = H.in_dir;
+                args[1] = H.out;
+                args[2] = NULL;
+                expect_refused(&H, E[i].what, args, E[i].must_name, NULL);
+                CHECKF(dir_entries(H.out_dir, NULL, 0) == 0, "%s: a file was written", E[i].what);
+                clear_dir(H.out_dir);
+            }
+            free(o);
+            free(nw);
+            free(orig);
+        }
+    }
+    /* GGUF: more tokens than embedding rows (token_embd.weight one row short; its data stays in place) */
+    {
+        char *src = pathf("%s/fixtures/a_llama_spm_f32.gguf", g_models_dir), *in = pathf("%s/t.gguf", H.in_dir);
+        gguf_file G;
+        uint64_t k;
+        memset(&G, 0, sizeof G);
+        clear_dir(H.in_dir);
+        if (file_exists(src) && gguf_parse(&G, src)) {
+            for (k = 0; k < G.n_tensors; k++)
+                if (!strcmp(G.t[k].name, "token_embd.weight") && G.t[k].n_dims == 2) {
+                    unsigned char *b = exact_copy(G.data, G.size);
+                    wr64(b + G.t[k].ndims_off + 4 + 8, G.t[k].ne[1] - 1);
+                    if (write_file(in, b, G.size)) {
+                        args[0] = in;
+                        args[1] = H.out;
+                        args[2] = NULL;
+                        expect_refused(&H, "GGUF: one token more than the embedding's rows", args, "rows", NULL);
+                    }
+                    free(b);
+                }
+        } else
+            NOTE("fixtures/a_llama_spm_f32.gguf not found or not parsed: the GGUF case is skipped");
+        gguf_free(&G);
+        free(src);
+        free(in);
+    }
+    NOTE("%d token-id cases: %d refused", H.n_runs, H.n_ok);
+    free(tj);
+    free(hf_src);
+    hostile_free(&H);
+}
+
+/* A copy of the GGUF at src with the 4 bytes at `at` set to v (wr32) or, with
+   two_bytes, the 2 bytes (wr16), written to dst. */
+static int write_patched(const gguf_file *G, const char *dst, size_t at, uint32_t v, int two_bytes) {
+    unsigned char *b = exact_copy(G->data, G->size);
+    int ok;
+    if (two_bytes)
+        wr16(b + at, v);
+    else
+        wr32(b + at, v);
+    ok = write_file(dst, b, G->size);
+    free(b);
+    return ok;
+}
+
+/* NaN and infinite weights are reported for every input format, for float
+   values and for the scales of quantized blocks. */
+static void test_convert_nonfinite(void) {
+    hostile_ctx H;
+    char *args[3], *in;
+    static const struct {
+        const char *fixture, *tensor, *must_name;
+        uint32_t type, bits; /* the tensor's GGML type; the NaN's bits (f32 or f16 scale) */
+    } G_CASES[] = {
+        { "a_llama_spm_f32", "blk.0.attn_q.weight", "blk.0.attn_q.weight: 1 values are not finite", 0, 0x7fc00000u },
+        { "a_llama_spm_q4_0", "blk.1.ffn_up.weight", "blk.1.ffn_up.weight: 1 block scales are not finite", 2, 0x7c00u }
+    };
+    size_t i;
+    if (!hostile_init(&H)) {
+        SKIP("%s not found, or no empty folder could be made under %s", env_or("SLM_CONVERT_BIN", "./slm-convert"),
+             g_build_dir);
+    }
+    in = pathf("%s/nan.gguf", H.in_dir);
+    args[0] = in;
+    args[1] = H.out;
+    args[2] = NULL;
+    for (i = 0; i < sizeof G_CASES / sizeof G_CASES[0]; i++) {
+        char *src = pathf("%s/fixtures/%s.gguf", g_models_dir, G_CASES[i].fixture), what[160];
+        gguf_file G;
+        uint64_t k;
+        int found = 0;
+        memset(&G, 0, sizeof G);
+        if (!file_exists(src) || !gguf_parse(&G, src)) {
+            NOTE("fixtures/%s.gguf not found or not parsed: skipped", G_CASES[i].fixture);
+            gguf_free(&G);
+            free(src);
+            continue;
+        }
+        for (k = 0; k < G.n_tensors; k++) {
+            if (strcmp(G.t[k].name, G_CASES[i].tensor)) continue;
+            found = 1;
+            CHECKF(G.t[k].type == G_CASES[i].type, "%s: %s has type %u", src, G.t[k].name, (unsigned)G.t[k].type);
+            /* the first value, or the f16 scale d at the start of the first block */
+            if (write_patched(&G, in, G.data_off + (size_t)G.t[k].offset, G_CASES[i].bits, G_CASES[i].type != 0)) {
+                snprintf(what, sizeof what, "%s with a NaN in %s", G_CASES[i].fixture, G.t[k].name);
+                expect_warned(&H, what, args, G_CASES[i].must_name);
+                clear_dir(H.out_dir);
+            }
+        }
+        CHECKF(found, "%s has no tensor %s", src, G_CASES[i].tensor);
+        gguf_free(&G);
+        free(src);
+    }
+    /* Hugging Face: an infinity as the last value of the last tensor of model.safetensors */
+    {
+        char *hf_src = pathf("%s/hf/llama_f32/hf", g_build_dir), *st = path_join(hf_src, "model.safetensors");
+        size_t n = 0;
+        unsigned char *b = read_file(st, &n);
+        if (b && n > 16) {
+            wr32(b + n - 4, 0xff800000u);
+            if (hf_variant(&H, hf_src, "model.safetensors", b, n)) {
+                args[0] = H.in_dir;
+                expect_warned(&H, "a Hugging Face folder with -inf in a weight", args, "1 values are not finite");
+                clear_dir(H.out_dir);
+            }
+        } else
+            NOTE("%s not found (tests/run.sh writes it; needs numpy): skipped", st);
+        free(b);
+        free(st);
+        free(hf_src);
+    }
+    /* llama2.c: the same shared check (its reader had its own) */
+    {
+        char *ck = pathf("%s/stories260K/stories260K.bin", g_models_dir),
+             *tok = pathf("%s/stories260K/tok512.bin", g_models_dir);
+        char *ck_in = pathf("%s/nan.bin", H.in_dir), *a3[4];
+        size_t n = 0;
+        unsigned char *b = read_file(ck, &n);
+        if (b && n > 32) {
+            wr32(b + 28, 0x7fc00000u); /* the first value of the embedding */
+            if (write_file(ck_in, b, n)) {
+                a3[0] = ck_in;
+                a3[1] = tok;
+                a3[2] = H.out;
+                a3[3] = NULL;
+                expect_warned(&H, "stories260K with a NaN in the embedding", a3,
+                              "token_embd.weight: 1 values are not finite");
+                clear_dir(H.out_dir);
+            }
+        } else
+            NOTE("%s not found: skipped", ck);
+        free(b);
+        free(ck);
+        free(tok);
+        free(ck_in);
+    }
+    NOTE("%d inputs with NaN or infinite weights: %d converted with a warning", H.n_runs, H.n_ok);
+    free(in);
+    hostile_free(&H);
+}
+
+/* Negative values in GGUF messages keep their digits (they printed as "-0"). */
+static void test_convert_negative_values(void) {
+    hostile_ctx H;
+    char *src = pathf("%s/fixtures/a_llama_spm_q4_0.gguf", g_models_dir), *in, *args[3];
+    gguf_file G;
+    memset(&G, 0, sizeof G);
+    if (!file_exists(src) || !gguf_parse(&G, src)) {
+        gguf_free(&G);
+        free(src);
+        SKIP("fixtures/a_llama_spm_q4_0.gguf not found or not parsed (set SLM_MODELS)");
+    }
+    if (!hostile_init(&H)) {
+        gguf_free(&G);
+        free(src);
+        SKIP("%s not found, or no empty folder could be made under %s", env_or("SLM_CONVERT_BIN", "./slm-convert"),
+             g_build_dir);
+    }
+    in = pathf("%s/neg.gguf", H.in_dir);
+    args[0] = in;
+    args[1] = H.out;
+    args[2] = NULL;
+    /* token type -5 (an int32 array) */
+    if (G.tok_type_arr && rd32(G.data + G.tok_type_arr) == 5 &&
+        write_patched(&G, in, G.tok_type_arr + 12, (uint32_t)-5, 0))
+        expect_refused(&H, "token type -5", args, "type -5", "-0");
+    else
+        CHECKF(0, "%s: no int32 tokenizer.ggml.token_type array", src);
+    /* bos_token_id as int32 -3 */
+    if (G.bos_kv_type) {
+        unsigned char *b = exact_copy(G.data, G.size);
+        wr32(b + G.bos_kv_type, 5);
+        wr32(b + G.bos_kv_type + 4, (uint32_t)-3);
+        if (write_file(in, b, G.size)) expect_refused(&H, "bos_token_id -3", args, "bos_token_id = -3", "-0");
+        free(b);
+    } else
+        CHECKF(0, "%s: no tokenizer.ggml.bos_token_id", src);
+    free(in);
+    free(src);
+    gguf_free(&G);
+    hostile_free(&H);
+}
+
+/* Hugging Face configs that say what the tensors do not: converted, with a warning. */
+static void test_convert_hf_warnings(void) {
+    static const struct {
+        const char *what, *from, *to, *must_name;
+    } E[] = {
+        { "attention_bias true without bias tensors", "\"attention_bias\": false", "\"attention_bias\": true",
+          "attention_bias is true" },
+        { "vocab_size 49153 for 49152 embedding rows", "\"vocab_size\": 49152", "\"vocab_size\": 49153",
+          "vocab_size 49153" },
+        { "use_sliding_window true", "{", "{\"use_sliding_window\": true, \"sliding_window\": 1024,",
+          "sliding window of 1024" },
+    };
+    hostile_ctx H;
+    char *hf_src = pathf("%s/hf/llama_f32/hf", g_build_dir), *cfg = path_join(hf_src, "config.json"), *args[3];
+    size_t i, n = 0;
+    unsigned char *orig = read_file(cfg, &n);
+    free(cfg);
+    if (!orig) {
+        free(hf_src);
+        SKIP("%s/hf/llama_f32/hf/config.json not found (tests/run.sh writes it with tests/gen_hf_fixture.py, which "
+             "needs numpy)",
+             g_build_dir);
+    }
+    if (!hostile_init(&H)) {
+        free(orig);
+        free(hf_src);
+        SKIP("%s not found, or no empty folder could be made under %s", env_or("SLM_CONVERT_BIN", "./slm-convert"),
+             g_build_dir);
+    }
+    args[0] = H.in_dir;
+    args[1] = H.out;
+    args[2] = NULL;
+    /* the unmodified folder converts without a warning */
+    if (hf_variant(&H, hf_src, "", NULL, 0)) {
+        char *err;
+        int rc = conv_run(&H, args, &err);
+        CHECKF(rc == 0 && !ci_contains(err, "warning"), "the unmodified folder: exit status %d; stderr: %.300s", rc,
+               err);
+        free(err);
+        clear_dir(H.out_dir);
+    }
+    for (i = 0; i < sizeof E / sizeof E[0]; i++) {
+        size_t nn = 0;
+        char *nw = replace_first((const char *)orig, n, E[i].from, E[i].to, &nn);
+        CHECKF(nw != NULL, "%s: \"%s\" not in %s/config.json", E[i].what, E[i].from, hf_src);
+        if (nw && hf_variant(&H, hf_src, "config.json", nw, nn)) {
+            expect_warned(&H, E[i].what, args, E[i].must_name);
+            clear_dir(H.out_dir);
+        }
+        free(nw);
+    }
+    free(orig);
+    free(hf_src);
+    hostile_free(&H);
+}
 #endif
 
 /* This file's tests in the order they run; tests/harness.h says how to add one. */
@@ -1798,6 +2343,12 @@ static const test_case CHECKPOINT_TESTS[] = {
     TEST(convert_hostile_gguf),
     TEST(convert_hostile_hf),
     TEST(convert_fuzz),
+    TEST(convert_llama2c_limits),
+    TEST(convert_output_path),
+    TEST(convert_token_ids),
+    TEST(convert_nonfinite),
+    TEST(convert_negative_values),
+    TEST(convert_hf_warnings),
 #endif
 };
 /* clang-format on */

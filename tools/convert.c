@@ -165,6 +165,10 @@ unsigned char *conv_read_file(const char *path, size_t *size_out) {
         conv_fail("'%s' is a directory, expected a file", path);
         return NULL;
     }
+    if ((st.st_mode & S_IFMT) != S_IFREG) { /* opening a FIFO would wait for a writer */
+        conv_fail("'%s' is not a regular file (a FIFO, a socket or a device?)", path);
+        return NULL;
+    }
     if (st.st_size < 0 || (uint64_t)st.st_size > (uint64_t)SIZE_MAX - 1) {
         conv_fail("'%s' is too large to read on this machine", path);
         return NULL;
@@ -413,6 +417,50 @@ void conv_dequantize_ggml_row(int type, const unsigned char *src, float *y, int6
     }
 }
 
+/* Counts the NaN and infinite numbers in a row of n elements of `type`: the
+   values of a float type, the block scales (and mins) of a block type, which
+   make every value of their block non-finite. *scales is set for a block type.
+   Checked on the source bytes, so that a row copied bit for bit is checked too. */
+uint64_t conv_count_nonfinite(int type, const unsigned char *src, int64_t n, int *scales) {
+    /* for each block type: bytes per block, then up to two f16 scale offsets (-1 = none) */
+    static const struct {
+        int type, bytes, at0, at1;
+    } blocks[] = { { SLM_TYPE_Q8_0, 34, 0, -1 }, { SLM_TYPE_Q4_0, 18, 0, -1 }, { GGML_Q4_1, 20, 0, 2 },
+                   { GGML_Q5_0, 22, 0, -1 },     { GGML_Q5_1, 24, 0, 2 },      { GGML_Q4_K, 144, 0, 2 },
+                   { GGML_Q5_K, 176, 0, 2 },     { GGML_Q6_K, 210, 208, -1 } };
+    uint64_t bad = 0;
+    int64_t i, nb;
+    size_t k;
+    *scales = 0;
+    switch (type) {
+    case SLM_TYPE_F32:
+        for (i = 0; i < n; i++) bad += (slm__rd32(src + 4 * i) & 0x7f800000u) == 0x7f800000u;
+        return bad;
+    case SLM_TYPE_F16:
+        for (i = 0; i < n; i++) bad += (slm__rd16(src + 2 * i) & 0x7c00u) == 0x7c00u;
+        return bad;
+    case SLM_TYPE_BF16:
+        for (i = 0; i < n; i++) bad += (slm__rd16(src + 2 * i) & 0x7f80u) == 0x7f80u;
+        return bad;
+    case GGML_Q8_K: /* an f32 scale */
+        *scales = 1;
+        for (i = 0, nb = n / 256; i < nb; i++) bad += (slm__rd32(src + 292 * i) & 0x7f800000u) == 0x7f800000u;
+        return bad;
+    default: break;
+    }
+    for (k = 0; k < sizeof blocks / sizeof blocks[0]; k++) {
+        int block = type == GGML_Q4_K || type == GGML_Q5_K || type == GGML_Q6_K ? 256 : 32;
+        if (blocks[k].type != type) continue;
+        *scales = 1;
+        for (i = 0, nb = n / block; i < nb; i++) {
+            const unsigned char *b = src + (size_t)i * (size_t)blocks[k].bytes;
+            bad += (slm__rd16(b + blocks[k].at0) & 0x7c00u) == 0x7c00u;
+            if (blocks[k].at1 >= 0) bad += (slm__rd16(b + blocks[k].at1) & 0x7c00u) == 0x7c00u;
+        }
+    }
+    return bad;
+}
+
 /* ======================================================================
    Building a tokenizer from token texts (GGUF and tokenizer.json)
    ====================================================================== */
@@ -578,7 +626,7 @@ void conv_tok_print_summary(const conv_tokenizer *t, const char *where) {
 }
 
 /* ======================================================================
-   Checking a model against the architecture (shared by GGUF and HF)
+   Checking a model against the architecture (shared by every reader)
    ====================================================================== */
 
 static conv_tensor *model_find_tensor(conv_model *m, const char *name) {
@@ -617,6 +665,37 @@ int conv_known_tensor_name(const char *name, long *layer) {
     return 0;
 }
 
+/* The loader's limits (slm.h's SLM__MAX_*), checked so that the converter
+   refuses what the loader would: a file that converts also loads. A reader
+   whose header gives these before the tensors (llama2.c) calls it early, so
+   that a hostile header gets this message rather than a size mismatch. */
+int conv_check_hparams(const conv_hparams *hp, const char *where) {
+    const uint32_t vals[7] = { hp->dim,      hp->n_layers, hp->n_heads, hp->n_kv_heads,
+                               hp->head_dim, hp->ffn_dim,  hp->max_seq };
+    const uint32_t maxs[7] = { SLM__MAX_DIM,      SLM__MAX_LAYERS,  SLM__MAX_HEADS, SLM__MAX_HEADS,
+                               SLM__MAX_HEAD_DIM, SLM__MAX_FFN_DIM, SLM__MAX_SEQ };
+    static const char *const names[7] = {
+        "dim", "n_layers", "n_heads", "n_kv_heads", "head_dim", "ffn_dim", "max_seq"
+    };
+    int i;
+    for (i = 0; i < 7; i++)
+        if (vals[i] == 0 || vals[i] > maxs[i]) {
+            conv_fail("%s: %s = %lu is out of the range slm supports (1..%lu)", where, names[i], (unsigned long)vals[i],
+                      (unsigned long)maxs[i]);
+            return -1;
+        }
+    if (hp->n_heads % hp->n_kv_heads != 0) {
+        conv_fail("%s: %lu query heads are not a multiple of %lu key/value heads", where, (unsigned long)hp->n_heads,
+                  (unsigned long)hp->n_kv_heads);
+        return -1;
+    }
+    if (hp->head_dim % 2 != 0) {
+        conv_fail("%s: head_dim %lu is odd; RoPE needs it even", where, (unsigned long)hp->head_dim);
+        return -1;
+    }
+    return 0;
+}
+
 /* Sets the flags from the tensors present, n_vocab from the embedding, and
    checks every tensor's presence and shape, so that a converted file loads. */
 int conv_check_model(conv_model *m, const char *where) {
@@ -627,29 +706,7 @@ int conv_check_model(conv_model *m, const char *where) {
     int i, n_expected = 0;
     char name[SLM__TENSOR_NAME_MAX];
 
-    { /* the loader's limits, checked here to conv_fail before writing */
-        const uint32_t vals[7] = { hp->dim,      hp->n_layers, hp->n_heads, hp->n_kv_heads,
-                                   hp->head_dim, hp->ffn_dim,  hp->max_seq };
-        const uint32_t maxs[7] = { SLM__MAX_DIM,      SLM__MAX_LAYERS,  SLM__MAX_HEADS, SLM__MAX_HEADS,
-                                   SLM__MAX_HEAD_DIM, SLM__MAX_FFN_DIM, SLM__MAX_SEQ };
-        static const char *const names[7] = { "dim",      "n_layers", "n_heads", "n_kv_heads",
-                                              "head_dim", "ffn_dim",  "max_seq" };
-        for (i = 0; i < 7; i++)
-            if (vals[i] == 0 || vals[i] > maxs[i]) {
-                conv_fail("%s: %s = %lu is out of the range slm supports (1..%lu)", where, names[i],
-                          (unsigned long)vals[i], (unsigned long)maxs[i]);
-                return -1;
-            }
-    }
-    if (hp->n_heads % hp->n_kv_heads != 0) {
-        conv_fail("%s: %lu query heads are not a multiple of %lu key/value heads", where, (unsigned long)hp->n_heads,
-                  (unsigned long)hp->n_kv_heads);
-        return -1;
-    }
-    if (hp->head_dim % 2 != 0) {
-        conv_fail("%s: head_dim %lu is odd; RoPE needs it even", where, (unsigned long)hp->head_dim);
-        return -1;
-    }
+    if (conv_check_hparams(hp, where)) return -1;
     if (!emb) {
         conv_fail("%s: tensor 'token_embd.weight' is missing", where);
         return -1;

@@ -134,6 +134,8 @@ int conv_type_layout(int type, int *block, int *bytes);
 size_t conv_row_size(int type, int64_t n);
 int conv_is_slm_type(int type);
 void conv_dequantize_ggml_row(int type, const unsigned char *src, float *y, int64_t n);
+/* NaN and infinities in a row: values of a float type, block scales of a block type (*scales set) */
+uint64_t conv_count_nonfinite(int type, const unsigned char *src, int64_t n, int *scales);
 
 /* ---- building a tokenizer from token texts (GGUF and tokenizer.json) ---- */
 
@@ -155,9 +157,12 @@ int conv_split_merge(const unsigned char *s, size_t n, size_t *left_len);
 void conv_tok_check_special_ids(conv_tokenizer *t, const char *where);
 void conv_tok_print_summary(const conv_tokenizer *t, const char *where);
 
-/* ---- checking a model against the architecture (GGUF and HF) ---- */
+/* ---- checking a model against the architecture (every reader) ---- */
 
+/* Every reader's model goes through conv_check_model (conv_check_hparams
+   first): the converter refuses what the loader would. */
 int conv_known_tensor_name(const char *name, long *layer);
+int conv_check_hparams(const conv_hparams *hp, const char *where);
 int conv_check_model(conv_model *m, const char *where);
 
 /* ---- the readers: each fills m from its inputs; 0 or -1 (message printed) ---- */
@@ -168,6 +173,9 @@ int conv_read_hf(conv_model *m, char **inputs, int n_inputs, const conv_options 
 
 /* ---- the writer ---- */
 
+/* Refuses an output that is not a new path or a writable regular file, or
+   that is one of the inputs (or a file of an input folder) under any name. */
+int conv_check_output(const char *out_path, char *const *inputs, int n_inputs);
 int conv_choose_types(conv_model *m, const conv_options *opt);
 /* Writes OUT_PATH through a temporary file renamed into place at the end. */
 int conv_write_slm(conv_model *m, const char *out_path, uint64_t *file_size_out);

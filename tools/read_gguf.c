@@ -168,7 +168,8 @@ static const gguf_kv *gguf_find(const gguf_file *g, const char *key) {
 
 static int gguf_is_int_type(uint32_t t) { return t <= GGUF_I32 || t == GGUF_U64 || t == GGUF_I64; }
 
-/* An integer of any GGUF integer type at p; 0 if negative (then *neg is set). */
+/* An integer of any GGUF integer type at p, as its magnitude and *neg, so
+   that messages print a negative value with its digits ("-5", not "-0"). */
 static uint64_t gguf_int_at(uint32_t type, const unsigned char *p, int *neg) {
     int64_t v;
     *neg = 0;
@@ -180,18 +181,18 @@ static uint64_t gguf_int_at(uint32_t type, const unsigned char *p, int *neg) {
     case GGUF_U32: return slm__rd32(p);
     case GGUF_I32: v = slm__rdi32(p); break;
     case GGUF_U64: return slm__rd64(p);
-    default: {
+    default: { /* I64: two's complement by hand, INT64_MIN included */
         uint64_t u = slm__rd64(p);
         if (u >> 63) {
             *neg = 1;
-            return 0;
+            return ~u + 1;
         }
         return u;
     }
     }
     if (v < 0) {
         *neg = 1;
-        return 0;
+        return (uint64_t)(-(v + 1)) + 1;
     }
     return (uint64_t)v;
 }
@@ -212,8 +213,8 @@ static int gguf_get_uint(const gguf_file *g, const char *key, uint64_t max, uint
     }
     v = gguf_int_at(kv->type, g->b + kv->off, &neg);
     if (neg || v > max) {
-        conv_fail("%s: %s = %s%llu is out of range (0..%llu)", g->path, key, neg ? "a negative number " : "",
-                  (unsigned long long)v, (unsigned long long)max);
+        conv_fail("%s: %s = %s%llu is out of range (0..%llu)", g->path, key, neg ? "-" : "", (unsigned long long)v,
+                  (unsigned long long)max);
         return -1;
     }
     *out = v;
@@ -233,7 +234,7 @@ static int gguf_get_float(const gguf_file *g, const char *key, double *out) {
         *out = d;
     } else if (gguf_is_int_type(kv->type)) {
         uint64_t u = gguf_int_at(kv->type, g->b + kv->off, &neg);
-        *out = neg ? -1.0 : (double)u;
+        *out = neg ? -(double)u : (double)u;
     } else {
         conv_fail("%s: %s is a %s, expected a number", g->path, key, gguf_type_name(kv->type));
         return -1;

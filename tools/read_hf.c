@@ -431,7 +431,19 @@ static int hf_read_config(const json_doc *d, conv_hparams *hp, int *tie, const c
     r = cfg_u32(d, "max_position_embeddings", &hp->max_seq);
     if (r < 0) return -1;
     if (r == 0) conv_warn("config.json: max_position_embeddings is missing; using 2048");
-    if (hp->max_seq > SLM__MAX_SEQ) hp->max_seq = SLM__MAX_SEQ;
+    if (hp->max_seq > SLM__MAX_SEQ) {
+        conv_warn("config.json: max_position_embeddings %lu is capped at %lu", (unsigned long)hp->max_seq,
+                  (unsigned long)SLM__MAX_SEQ);
+        hp->max_seq = SLM__MAX_SEQ;
+    }
+    if (json_is_true(json_get(d, root, "use_sliding_window"))) {
+        const json_node *sw = json_get(d, root, "sliding_window");
+        char n[32] = "some";
+        if (sw && sw->type == JSON_NUM && sw->is_uint) snprintf(n, sizeof n, "%llu", (unsigned long long)sw->u);
+        conv_warn("config.json: use_sliding_window is true, but slm attends to the whole context, not to a sliding "
+                  "window of %s tokens: outputs differ once the context is longer than the window",
+                  n);
+    }
     hp->rope_theta = 10000.0f;
     rs = json_get(d, root, "rope_parameters"); /* newer transformers keep theta there */
     r = cfg_num(d, root, "rope_theta", &f);
@@ -577,8 +589,51 @@ static int hf_detect_pretok(const json_doc *d, const json_node *pre, const char 
     return 0;
 }
 
-/* tokenizer.json (+ tokenizer_config.json, chat_template.jinja) -> m->tok */
-static int hf_read_tokenizer(conv_model *m, const char *dir) {
+/* Token ids must stay below `limit`: the embedding's rows, or with no
+   embedding (--vocab-only) twice the number of token entries, so that a
+   tiny tokenizer.json cannot ask for millions of "[PADn]" holes. `why`
+   describes the limit for messages. */
+typedef struct hf_id_limit {
+    uint64_t limit;
+    char why[96];
+} hf_id_limit;
+
+static void hf_id_limit_set(hf_id_limit *L, uint64_t emb_rows, uint64_t n_entries) {
+    if (emb_rows) {
+        L->limit = emb_rows;
+        snprintf(L->why, sizeof L->why, "the %llu rows of the embedding", (unsigned long long)emb_rows);
+    } else {
+        L->limit = 2 * n_entries;
+        snprintf(L->why, sizeof L->why, "twice the %llu token entries (no embedding to compare with)",
+                 (unsigned long long)n_entries);
+    }
+}
+
+/* A token id member (a number, or an array of numbers: eos_token_id lists
+   several in newer configs): one at or past the limit is an error; a
+   negative one (some configs say -1 for none) is only noted. */
+static int hf_check_id_member(const json_doc *d, const json_node *obj, const char *key, const char *file,
+                              const hf_id_limit *L) {
+    const json_node *x = json_get(d, obj, key), *y;
+    if (!x || x->type == JSON_NULL) return 0;
+    for (y = x->type == JSON_ARR ? json_first(d, x) : x; y; y = x->type == JSON_ARR ? json_next(d, y) : NULL) {
+        if (y->type != JSON_NUM) continue;
+        if (!y->is_uint) {
+            conv_info("%s: %s %g is not a token id; ignored\n", file, key, y->num);
+            continue;
+        }
+        if (y->u >= L->limit) {
+            conv_fail("%s: %s %llu is not a token id: ids must be below %s", file, key, (unsigned long long)y->u,
+                      L->why);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* tokenizer.json (+ tokenizer_config.json, chat_template.jinja) -> m->tok;
+   emb_rows is 0 when there is no embedding (--vocab-only). */
+static int hf_read_tokenizer(conv_model *m, const char *dir, uint64_t emb_rows, hf_id_limit *L_out) {
     conv_tokenizer *t = &m->tok;
     json_doc tj, cj;
     char *tj_text = NULL, *cj_text = NULL, *jinja = NULL, *where = path_join(dir, "tokenizer.json");
@@ -587,6 +642,7 @@ static int hf_read_tokenizer(conv_model *m, const char *dir) {
     uint32_t *len = NULL;
     unsigned char *special = NULL;
     uint64_t max_id = 0;
+    hf_id_limit L;
     uint32_t n, i, rank;
     int have_cfg = 0, rc = -1, byte_fallback, add_bos, add_eos = 0, r;
     const char *type, *pre_name = NULL;
@@ -618,10 +674,17 @@ static int hf_read_tokenizer(conv_model *m, const char *dir) {
         goto done;
     }
     if (added && added->type != JSON_ARR) added = NULL;
+    hf_id_limit_set(&L, emb_rows, (uint64_t)vocab->len + (added ? added->len : 0));
+    *L_out = L;
     for (x = json_first(&tj, vocab); x; x = json_next(&tj, x)) {
         if (x->type != JSON_NUM || !x->is_uint || x->u >= SLM__MAX_TOKENS) {
             conv_fail("%s: vocab entry '%.100s' does not have a token id below %lu", where, x->key,
                       (unsigned long)SLM__MAX_TOKENS);
+            goto done;
+        }
+        if (x->u >= L.limit) {
+            conv_fail("%s: vocab entry '%.100s' has id %llu: ids must be below %s", where, x->key,
+                      (unsigned long long)x->u, L.why);
             goto done;
         }
         if (x->u > max_id) max_id = x->u;
@@ -633,7 +696,30 @@ static int hf_read_tokenizer(conv_model *m, const char *dir) {
             conv_fail("%s: an added_tokens entry lacks a valid id or content", where);
             goto done;
         }
+        if (id->u >= L.limit) {
+            conv_fail("%s: added token '%.100s' has id %llu: ids must be below %s", where,
+                      json_str(json_get(&tj, x, "content")), (unsigned long long)id->u, L.why);
+            goto done;
+        }
         if (id->u > max_id) max_id = id->u;
+    }
+    if (have_cfg) { /* tokenizer_config.json's added_tokens_decoder: {"id": {"content": ...}} */
+        char *cfg_where = path_join(dir, "tokenizer_config.json");
+        const json_node *dec = json_get(&cj, json_root(&cj), "added_tokens_decoder");
+        int bad = 0;
+        if (!cfg_where) goto done;
+        for (x = dec && dec->type == JSON_OBJ ? json_first(&cj, dec) : NULL; x && !bad; x = json_next(&cj, x)) {
+            char *end;
+            unsigned long long v = strtoull(x->key, &end, 10);
+            if (end == x->key || *end || x->key[0] == '-') continue;
+            if (v >= L.limit) {
+                conv_fail("%s: added_tokens_decoder id %llu is not a token id: ids must be below %s", cfg_where, v,
+                          L.why);
+                bad = 1;
+            }
+        }
+        free(cfg_where);
+        if (bad) goto done;
     }
     n = (uint32_t)max_id + 1;
     txt = (const unsigned char **)calloc(n, sizeof *txt);
@@ -899,8 +985,10 @@ int conv_read_hf(conv_model *m, char **inputs, int n_inputs, const conv_options 
     char *cfg_text = NULL, *name = NULL;
     hf_set set;
     hf_mapped *order = NULL;
-    int rc = -1, tie = 0, r, i, n_mapped = 0, has_lm_head = 0;
+    int rc = -1, tie = 0, r, i, n_mapped = 0, has_lm_head = 0, have_cfg;
     const char *arch_name = "llama";
+    uint64_t emb_rows = 0;
+    hf_id_limit L;
 
     memset(&set, 0, sizeof set);
     memset(&cfg, 0, sizeof cfg);
@@ -911,18 +999,28 @@ int conv_read_hf(conv_model *m, char **inputs, int n_inputs, const conv_options 
     m->source_desc = "Hugging Face";
     r = hf_load_json(dir, "config.json", &cfg, &cfg_text, opt->vocab_only);
     if (r < 0) return -1;
+    have_cfg = r == 0;
     if (r == 0 && hf_read_config(&cfg, &m->hp, &tie, &arch_name)) {
         if (!opt->vocab_only) goto done;
         m->hp.arch = SLM_ARCH_LLAMA;
     }
     if (!m->hp.arch) m->hp.arch = SLM_ARCH_LLAMA;
-    if (hf_read_tokenizer(m, dir)) goto done;
+    /* the weights first: the embedding's rows bound the tokenizer's ids */
+    if (!opt->vocab_only) {
+        if (hf_read_weights(m, dir, &set)) goto done;
+        for (i = 0; i < set.n; i++)
+            if (!strcmp(set.t[i].name, "model.embed_tokens.weight") && set.t[i].n_dims == 2)
+                emb_rows = (uint64_t)set.t[i].shape[0];
+    }
+    if (hf_read_tokenizer(m, dir, emb_rows, &L)) goto done;
+    if (have_cfg && (hf_check_id_member(&cfg, json_root(&cfg), "bos_token_id", "config.json", &L) ||
+                     hf_check_id_member(&cfg, json_root(&cfg), "eos_token_id", "config.json", &L)))
+        goto done;
     if (m->tok.chat_template_text && conv_model_set_meta(m, "chat_template", m->tok.chat_template_text)) goto done;
 
     if (opt->vocab_only) {
         m->vocab_only = 1;
     } else {
-        if (hf_read_weights(m, dir, &set)) goto done;
         order = (hf_mapped *)malloc((size_t)(set.n ? set.n : 1) * sizeof *order);
         if (!order) {
             conv_fail("out of memory");
@@ -974,6 +1072,20 @@ int conv_read_hf(conv_model *m, char **inputs, int n_inputs, const conv_options 
         }
         if (!has_lm_head && !tie) conv_info("%s: no lm_head.weight: the output layer is tied to the embeddings\n", dir);
         if (conv_check_model(m, dir)) goto done;
+        { /* what config.json says and the tensors do not: the tensors win, the user is told */
+            const json_node *vs = json_get(&cfg, json_root(&cfg), "vocab_size"),
+                            *ab = json_get(&cfg, json_root(&cfg), "attention_bias");
+            int bias = (m->hp.flags & SLM__FLAG_QKV_BIAS) != 0;
+            if (vs && vs->type == JSON_NUM && !(vs->is_uint && vs->u == m->hp.n_vocab))
+                conv_warn("config.json: vocab_size %g differs from the %lu rows of model.embed_tokens.weight; the "
+                          "embedding's count is used",
+                          vs->num, (unsigned long)m->hp.n_vocab);
+            if (json_is_true(ab) && !bias)
+                conv_warn("config.json: attention_bias is true but the model has no q/k/v bias tensors; converted "
+                          "without biases");
+            if (ab && ab->type == JSON_FALSE && bias)
+                conv_warn("config.json: attention_bias is false but the model has q/k/v bias tensors; they are used");
+        }
         conv_info(
             "%s: %s: dim %lu, ffn %lu, %lu layers, %lu heads (%lu kv, head_dim %lu), vocab %lu, ctx %lu, rope theta "
             "%g%s%s%s\n",

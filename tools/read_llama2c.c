@@ -141,7 +141,7 @@ int conv_read_llama2c(conv_model *m, char **inputs, int n_inputs, const conv_opt
     int32_t h[7];
     int64_t dim, hidden, n_layers, n_heads, n_kv_heads, vocab, seq, head_size, kv_dim;
     int shared, i, l;
-    uint64_t n_floats = 0, expected, expected_other, n_nonfinite = 0;
+    uint64_t n_floats = 0, expected, expected_other;
     const unsigned char *p;
     const unsigned char *emb, *rms_att, *wq, *wk, *wv, *wo, *rms_ffn, *w1, *w2, *w3, *rms_final, *wcls;
     char name[SLM__TENSOR_NAME_MAX];
@@ -210,6 +210,19 @@ int conv_read_llama2c(conv_model *m, char **inputs, int n_inputs, const conv_opt
                   (long long)vocab);
         return -1;
     }
+
+    m->source_desc = "llama2.c checkpoint";
+    m->hp.arch = SLM_ARCH_LLAMA;
+    m->hp.n_vocab = (uint32_t)vocab;
+    m->hp.dim = (uint32_t)dim;
+    m->hp.n_layers = (uint32_t)n_layers;
+    m->hp.n_heads = (uint32_t)n_heads;
+    m->hp.n_kv_heads = (uint32_t)n_kv_heads;
+    m->hp.head_dim = (uint32_t)head_size;
+    m->hp.ffn_dim = (uint32_t)hidden;
+    m->hp.max_seq = (uint32_t)seq;
+    /* before the size check: a header past the limits gets that message */
+    if (conv_check_hparams(&m->hp, ckpt_path)) return -1;
 
     /* The expected file size: every product and sum is checked because a
        hostile header may hold values whose product overflows. */
@@ -284,26 +297,7 @@ int conv_read_llama2c(conv_model *m, char **inputs, int n_inputs, const conv_opt
     p += 2 * 4 * (size_t)(seq * (head_size / 2)); /* freq_cis_real, freq_cis_imag: RoPE is recomputed */
     wcls = shared ? NULL : p;
 
-    /* A NaN or infinity in the weights makes a broken model; say so early. */
-    {
-        const unsigned char *q;
-        for (q = buf + LLAMA2C_HEADER_SIZE; q < buf + size; q += 4)
-            if (!isfinite(slm__rdf32(q))) n_nonfinite++;
-        if (n_nonfinite)
-            conv_warn("%s: %llu values are not finite numbers (NaN or infinity)", ckpt_path,
-                      (unsigned long long)n_nonfinite);
-    }
-
-    m->source_desc = "llama2.c checkpoint";
-    m->hp.arch = SLM_ARCH_LLAMA;
-    m->hp.n_vocab = (uint32_t)vocab;
-    m->hp.dim = (uint32_t)dim;
-    m->hp.n_layers = (uint32_t)n_layers;
-    m->hp.n_heads = (uint32_t)n_heads;
-    m->hp.n_kv_heads = (uint32_t)n_kv_heads;
-    m->hp.head_dim = (uint32_t)head_size;
-    m->hp.ffn_dim = (uint32_t)hidden;
-    m->hp.max_seq = (uint32_t)seq;
+    /* NaN and infinite weights are reported by the writer, for every reader. */
     m->hp.rope_theta = 10000.0f; /* llama2.c's fixed RoPE base */
     m->hp.rope_freq_scale = 1.0f;
     m->hp.norm_eps = 1e-5f; /* run.c's rmsnorm epsilon */
@@ -343,6 +337,7 @@ int conv_read_llama2c(conv_model *m, char **inputs, int n_inputs, const conv_opt
     if (wcls && conv_model_add_tensor(m, "output.weight", SLM_TYPE_F32, wcls, 2, dim, vocab)) return -1;
 
     if (read_llama2c_tokenizer(&m->tok, tok_path, (uint32_t)vocab)) return -1;
+    if (conv_check_model(m, ckpt_path)) return -1;
 
     model_name = opt->name ? conv_strdup(opt->name) : conv_base_name(ckpt_path);
     if (!model_name) {

@@ -22,31 +22,54 @@
 #define SLM_IMPLEMENTATION
 #include "convert.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
 
 typedef int (*conv_reader_fn)(conv_model *m, char **inputs, int n_inputs, const conv_options *opt);
 
 /* Picks the reader from the first input: a folder is a Hugging Face model,
-   a file starting with "GGUF" is GGUF, anything else llama2.c. */
-static conv_reader_fn pick_reader(const char *first_input) {
+   a file starting with "GGUF" is GGUF, anything else llama2.c, which takes
+   two files. NULL (message printed) when the input cannot be one of them. */
+static conv_reader_fn pick_reader(const char *first_input, int n_inputs) {
+    struct stat st;
     unsigned char magic[4];
     FILE *f;
-    size_t got = 0;
-    if (conv_path_is_dir(first_input)) return conv_read_hf;
-    f = fopen(first_input, "rb");
-    if (f) {
-        got = fread(magic, 1, 4, f);
-        fclose(f);
+    size_t got;
+    if (stat(first_input, &st) != 0) {
+        conv_fail("cannot open '%s': %s", first_input, strerror(errno));
+        return NULL;
     }
+    if ((st.st_mode & S_IFMT) == S_IFDIR) return conv_read_hf;
+    if ((st.st_mode & S_IFMT) != S_IFREG) { /* fopen of a FIFO would wait for a writer */
+        conv_fail("'%s' is not a regular file (a FIFO, a socket or a device?)", first_input);
+        return NULL;
+    }
+    f = fopen(first_input, "rb");
+    if (!f) {
+        conv_fail("cannot open '%s': %s", first_input, strerror(errno));
+        return NULL;
+    }
+    got = fread(magic, 1, 4, f);
+    fclose(f);
     if (got == 4 && memcmp(magic, "GGUF", 4) == 0) return conv_read_gguf;
-    return conv_read_llama2c; /* conv_read_file reports a missing file */
+    if (n_inputs == 1) {
+        conv_fail("'%s' is neither a GGUF file nor a Hugging Face model folder (a llama2.c checkpoint comes with "
+                  "its tokenizer.bin: CHECKPOINT.bin TOKENIZER.bin OUTPUT)",
+                  first_input);
+        return NULL;
+    }
+    return conv_read_llama2c;
 }
 
 static void print_usage(FILE *out) {
     fprintf(out, "usage: slm-convert [options] INPUT... OUTPUT\n"
                  "\n"
-                 "Converts a model checkpoint to the .slm format.\n"
+                 "Converts a model checkpoint to the .slm format. OUTPUT is a new path or a\n"
+                 "writable regular file that is none of the inputs; it is replaced only when\n"
+                 "the whole file was written.\n"
                  "\n"
                  "inputs (architectures llama, qwen2, qwen3):\n"
                  "  GGUF         MODEL.gguf   (llama.cpp, GGUF v2/v3). Tensors of type F32, F16,\n"
@@ -184,12 +207,9 @@ int main(int argc, char **argv) {
         goto fail;
     }
     out_path = pos[n_pos - 1];
-    if (conv_path_is_dir(out_path)) {
-        conv_fail("output '%s' is a directory; give a file name", out_path);
-        goto fail;
-    }
+    if (conv_check_output(out_path, pos, n_pos - 1)) goto fail;
 
-    reader = pick_reader(pos[0]);
+    reader = pick_reader(pos[0], n_pos - 1);
     if (!reader) goto fail;
     if (reader(&m, pos, n_pos - 1, &opt)) goto fail;
     {

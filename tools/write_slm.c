@@ -18,6 +18,7 @@
 #include <process.h>
 #include <windows.h>
 #else
+#include <dirent.h>
 #include <unistd.h>
 #endif
 
@@ -351,7 +352,8 @@ static int write_tensor_data(conv_out *o, const conv_model *m) {
     size_t max_row = 1;
     float *tmp;
     unsigned char *row, *group;
-    int i, rc = 0;
+    int i, rc = 0, n_bad_tensors = 0;
+    uint64_t n_bad_total = 0;
 
     for (i = 0; i < m->n_tensors; i++) {
         const conv_tensor *t = &m->tensors[i];
@@ -376,6 +378,20 @@ static int write_tensor_data(conv_out *o, const conv_model *m) {
         size_t dst_rs = slm_type_row_size(t->type, t->ne[0]);
         int64_t r, n_rows = conv_tensor_rows(t);
         char shape[64], sz[32];
+        uint64_t n_bad = 0;
+        int scales = 0;
+
+        /* Every reader's weights pass here, so this one check covers them all. */
+        for (r = 0; r < n_rows; r++)
+            n_bad += conv_count_nonfinite(t->src_type, t->src + (size_t)r * src_rs, t->ne[0], &scales);
+        if (n_bad) {
+            n_bad_total += n_bad;
+            if (n_bad_tensors++ < 8) /* a model full of NaN gets a few lines, then the total */
+                conv_warn(scales ? "%s: %llu block scales are not finite numbers (NaN or infinity), nor are their "
+                                   "blocks' values"
+                                 : "%s: %llu values are not finite numbers (NaN or infinity)",
+                          t->name, (unsigned long long)n_bad);
+        }
 
         out_zeros_to(o, t->offset);
         if (out_check_pos(o, t->offset, t->name)) {
@@ -414,10 +430,106 @@ static int write_tensor_data(conv_out *o, const conv_model *m) {
             conv_is_slm_type(t->src_type) ? slm_type_name(t->src_type) : conv_ggml_type_name((uint32_t)t->src_type),
             slm_type_name(t->type), sz);
     }
+    if (n_bad_tensors > 8)
+        conv_warn("%d tensors hold %llu numbers that are not finite (NaN or infinity)", n_bad_tensors,
+                  (unsigned long long)n_bad_total);
     free(tmp);
     free(row);
     free(group);
     return rc;
+}
+
+/* ---- the output path ---- */
+
+static int same_file(const struct stat *a, const struct stat *b) {
+#ifdef _WIN32
+    (void)a; /* st_ino is always 0 there */
+    (void)b;
+    return 0;
+#else
+    return a->st_dev == b->st_dev && a->st_ino == b->st_ino;
+#endif
+}
+
+/* The output replaces its path by a rename: that would replace a symbolic
+   link rather than write through it, and a FIFO or a device node (as root,
+   /dev/null itself) by a regular file, and an input by the output. So the
+   output must be a new path or a writable regular file that is no input,
+   compared by device and inode so that other names (links, hard links,
+   "dir/../x") count too. */
+int conv_check_output(const char *out_path, char *const *inputs, int n_inputs) {
+    struct stat ost, ist;
+    int i;
+#ifdef _WIN32
+    int r = stat(out_path, &ost);
+#else
+    int r = lstat(out_path, &ost);
+#endif
+    if (r != 0) {
+        if (errno == ENOENT) return 0; /* a new file */
+        conv_fail("cannot use '%s' as the output: %s", out_path, strerror(errno));
+        return -1;
+    }
+#ifndef _WIN32
+    if (S_ISLNK(ost.st_mode)) {
+        conv_fail("output '%s' is a symbolic link, which would be replaced rather than followed; give the path of "
+                  "a regular file or a new one",
+                  out_path);
+        return -1;
+    }
+#endif
+    if ((ost.st_mode & S_IFMT) == S_IFDIR) {
+        conv_fail("output '%s' is a directory; give a file name", out_path);
+        return -1;
+    }
+    if ((ost.st_mode & S_IFMT) != S_IFREG) {
+        conv_fail("output '%s' is not a regular file (a FIFO, a socket or a device): it is not replaced", out_path);
+        return -1;
+    }
+    for (i = 0; i < n_inputs; i++) {
+        if (stat(inputs[i], &ist) != 0) continue; /* the reader says why */
+        if (same_file(&ost, &ist)) {
+            conv_fail("output '%s' is the input '%s': give another output path", out_path, inputs[i]);
+            return -1;
+        }
+#ifndef _WIN32
+        if ((ist.st_mode & S_IFMT) == S_IFDIR) { /* a Hugging Face folder: any file in it */
+            DIR *d = opendir(inputs[i]);
+            struct dirent *e;
+            int found = 0;
+            if (!d) continue;
+            while (!found && (e = readdir(d)) != NULL) {
+                size_t a = strlen(inputs[i]), b = strlen(e->d_name);
+                char *p = (char *)malloc(a + b + 2);
+                struct stat fst;
+                if (!p) {
+                    closedir(d);
+                    conv_fail("out of memory");
+                    return -1;
+                }
+                snprintf(p, a + b + 2, "%s/%s", inputs[i], e->d_name);
+                if (stat(p, &fst) == 0 && same_file(&ost, &fst)) {
+                    conv_fail("output '%s' is '%s' of the input folder: give another output path", out_path, p);
+                    found = 1;
+                }
+                free(p);
+            }
+            closedir(d);
+            if (found) return -1;
+        }
+#endif
+    }
+    /* the mode bits, not access(): root may write anything, and a read-only
+       file says "keep me" whoever runs the converter */
+    if ((ost.st_mode & 0222) == 0
+#ifndef _WIN32
+        || access(out_path, W_OK) != 0
+#endif
+    ) {
+        conv_fail("output '%s' is read-only: it is not replaced (remove it or make it writable first)", out_path);
+        return -1;
+    }
+    return 0;
 }
 
 /* ---- the temporary output file and its clean-up ---- */

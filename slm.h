@@ -82,6 +82,16 @@
      (scratch for the text) and slm_generate (the prompt's tokens, the text
      held back for stop strings); the *_free functions release. slm_eval and
      slm_sample never allocate.
+     slm_model_load asks for memory in proportion to the file (a copy of it
+     with no_mmap or an unaligned desc.data, tables of at most about twice
+     its size) and refuses files whose tensors or sections share bytes. A
+     session needs what its dimensions and n_ctx say, which can be far more
+     than the file: slm_session_size tells how much before creating it, and
+     slm_session_desc.max_bytes caps it. The KV cache (and the other buffers
+     that grow with n_ctx) is not written at creation, so where the system
+     commits memory lazily a session's resident size grows with the tokens
+     evaluated. Nothing relies on zeroed memory: a custom allocator may
+     return it uninitialised.
 
    THREADS
      A slm_model is immutable after load and may be shared by any number of
@@ -104,7 +114,12 @@
             slm_model_load refuses an slm_allocator with only one of alloc and
             free (SLM_ERR_INVALID_ARG); SLM_MALLOC without SLM_FREE, or the
             reverse, is an #error; SLM_REALLOC and SLM_ASSERT, never used, are
-            gone; slm_tokenize reports its errors to the log; contracts above.
+            gone; slm_tokenize reports its errors to the log; contracts above;
+            slm_session_size() and slm_session_desc.max_bytes; slm_session_new
+            no longer zeroes the KV cache; slm_model_load refuses tensors that
+            overlap each other or a section, duplicate tensor names, and
+            tensors the architecture does not use (ignored with a warning in a
+            file of a newer minor format version).
             The sampler is total: NaN/inf logits are never drawn, none finite
             is an error (slm_sample -1; slm_generate SLM_ERR_FORMAT,
             SLM_STOP_ERROR, "non-finite logits"); temperature < 1e-6 is
@@ -288,6 +303,8 @@ typedef struct slm_session_desc { /* zero = default */
                          SLM_TYPE_F32, SLM_TYPE_F16 or SLM_TYPE_Q8_0 (half of f16's memory) */
     char *error;                  /* optional: why slm_session_new failed, NUL-terminated */
     size_t error_cap;
+    size_t max_bytes; /* 0 = no cap; else slm_session_new fails with SLM_ERR_OOM (and the size
+                         in the message) when the session would need more (slm_session_size) */
 } slm_session_desc;
 
 typedef enum slm_stop_reason {
@@ -308,6 +325,15 @@ typedef struct slm_gen_stats { /* what the last slm_generate did */
 } slm_gen_stats;
 
 SLM_API slm_result slm_session_new(slm_session **out, const slm_model *model, const slm_session_desc *desc);
+/* The bytes slm_session_new(model, desc) would request from the model's
+   allocator, summed over all its requests (KV cache, activations, scratch),
+   exactly, for the same desc and thread count (desc NULL = defaults; n_threads
+   0 resolves as slm_session_new does at the time of the call). desc->max_bytes
+   is not applied here. Errors are slm_session_new's, with the message in
+   desc->error: SLM_ERR_INVALID_ARG, SLM_ERR_UNSUPPORTED (a tokenizer-only
+   file), SLM_ERR_OOM when the size exceeds half the address space (*bytes is
+   then SIZE_MAX). */
+SLM_API slm_result slm_session_size(const slm_model *model, const slm_session_desc *desc, size_t *bytes);
 SLM_API void slm_session_free(slm_session *session);
 SLM_API const char *slm_session_error(const slm_session *session); /* "" when none */
 SLM_API int slm_session_n_past(const slm_session *session);        /* tokens in the KV cache, -1 on NULL */
@@ -1274,6 +1300,7 @@ typedef struct slm__tensor {
     uint64_t offset, size;
     size_t row_size; /* bytes of one row of ne[0] elements */
     const void *data;
+    int used; /* bound to a layer or the model: a tensor nothing binds is refused, or ignored (newer minor) */
 } slm__tensor;
 
 typedef struct slm__layer {
@@ -1322,6 +1349,7 @@ struct slm_model {
 #endif
     slm_model_info info;
     slm__tensor *tensors;
+    slm__tensor **by_name; /* tensors sorted by name: duplicates side by side, lookups by bisection */
     int n_tensors;
     slm__layer *layers;
     const slm__tensor *tok_embd, *output_norm, *output;
@@ -1470,6 +1498,12 @@ static slm_result slm__map_file(slm__loader *ld, const char *path, int no_mmap) 
         (void)no_mmap;
 #if !defined(SLM__MMAP_POSIX)
         if (!f) return slm__load_fail(ld, SLM_ERR_IO, "cannot open '%s'", path);
+#else
+        /* The regular file's size (fstat above) sizes the buffer: one byte
+           more than the file so that the read ends without growing it, and no
+           request larger than the file (doubling would ask for up to twice). */
+        if (st.st_size >= 0 && (uint64_t)st.st_size < (uint64_t)((size_t)-1 / 2 - SLM__ALIGN))
+            cap = (size_t)st.st_size + 1;
 #endif
         for (;;) {
             size_t got;
@@ -1530,19 +1564,26 @@ static void slm__unmap(slm_model *m) {
     m->map_addr = NULL;
 }
 
-static const slm__tensor *slm__find_tensor(const slm_model *m, const char *name) {
-    int i;
-    for (i = 0; i < m->n_tensors; i++)
-        if (strcmp(m->tensors[i].name, name) == 0) return &m->tensors[i];
+static slm__tensor *slm__find_tensor(const slm_model *m, const char *name) {
+    int lo = 0, hi = m->n_tensors; /* by_name[lo..hi) may hold it */
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2, c = strcmp(m->by_name[mid]->name, name);
+        if (c == 0) return m->by_name[mid];
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
     return NULL;
 }
 
 /* A required (or, with `optional`, possibly absent) tensor of an exact shape and an allowed type. */
 static slm_result slm__bind_tensor(slm__loader *ld, const slm__tensor **out, const char *name, int64_t ne0, int64_t ne1,
                                    int float_only, int optional) {
-    const slm__tensor *t = slm__find_tensor(ld->m, name);
+    slm__tensor *t = slm__find_tensor(ld->m, name);
     *out = t;
     if (!t) return optional ? SLM_OK : slm__load_fail(ld, SLM_ERR_FORMAT, "tensor '%s' is missing", name);
+    t->used = 1;
     if (t->ne[0] != ne0 || t->ne[1] != ne1 || t->ne[2] != 1 || t->ne[3] != 1)
         return slm__load_fail(ld, SLM_ERR_FORMAT,
                               "tensor '%s' has shape [%lld, %lld, %lld, %lld], expected [%lld, %lld]", name,
@@ -1552,6 +1593,10 @@ static slm_result slm__bind_tensor(slm__loader *ld, const slm__tensor **out, con
         return slm__load_fail(ld, SLM_ERR_UNSUPPORTED, "tensor '%s' is %s; norms and biases must be f32", name,
                               slm_type_name(t->type));
     return SLM_OK;
+}
+
+static int slm__tensor_name_cmp(const void *a, const void *b) {
+    return strcmp((*(const slm__tensor *const *)a)->name, (*(const slm__tensor *const *)b)->name);
 }
 
 static slm_result slm__parse_tensors(slm__loader *ld, uint64_t dir_off, uint64_t dir_size, uint32_t n_tensors) {
@@ -1618,6 +1663,76 @@ static slm_result slm__parse_tensors(slm__loader *ld, uint64_t dir_off, uint64_t
             return slm__load_fail(ld, SLM_ERR_FORMAT, "tensor '%s' overlaps the header", t->name);
         t->data = m->file + t->offset;
     }
+    /* one name, one tensor: the second of two would never be read, and which one
+       a lookup finds would depend on the sort */
+    m->by_name = (slm__tensor **)slm__alloc(&m->alloc, (size_t)n_tensors * sizeof(slm__tensor *));
+    if (!m->by_name) return slm__load_fail(ld, SLM_ERR_OOM, "out of memory for %u tensors", n_tensors);
+    for (i = 0; i < n_tensors; i++) m->by_name[i] = &m->tensors[i];
+    qsort(m->by_name, n_tensors, sizeof(slm__tensor *), slm__tensor_name_cmp);
+    for (i = 1; i < n_tensors; i++)
+        if (strcmp(m->by_name[i - 1]->name, m->by_name[i]->name) == 0)
+            return slm__load_fail(ld, SLM_ERR_FORMAT, "tensor '%s' appears twice in the directory",
+                                  m->by_name[i]->name);
+    return SLM_OK;
+}
+
+/* A byte range of the file that belongs to one thing: the header, a section or a tensor. */
+typedef struct slm__extent {
+    uint64_t begin, end;
+    const char *what, *name; /* "tensor" and its name, or a section's description and NULL */
+} slm__extent;
+
+static int slm__extent_cmp(const void *a, const void *b) {
+    const slm__extent *x = (const slm__extent *)a, *y = (const slm__extent *)b;
+    if (x->begin != y->begin) return x->begin < y->begin ? -1 : 1;
+    return x->end < y->end ? -1 : x->end > y->end ? 1 : 0;
+}
+
+/* Sections and tensors must not share bytes (FORMAT.md). Shared bytes are how
+   a small file could declare a large model (hundreds of layers over one
+   blob) and make slm_session_new reserve memory out of all proportion to it;
+   refusing them keeps what a file declares no larger than the file. Sorting
+   by start makes this O(n log n): a range overlaps an earlier one exactly
+   when it starts before the furthest end seen so far. */
+static slm_result slm__check_extents(slm__loader *ld, uint64_t header_size, uint64_t tok_off, uint64_t tok_size,
+                                     uint64_t meta_off, uint64_t meta_size, uint64_t dir_off, uint64_t dir_size) {
+    slm_model *m = ld->m;
+    size_t n = 0, i, far = 0;
+    slm__extent *e = (slm__extent *)slm__alloc(&m->alloc, ((size_t)m->n_tensors + 4) * sizeof(slm__extent));
+    if (!e) return slm__load_fail(ld, SLM_ERR_OOM, "out of memory checking %d tensors", m->n_tensors);
+#define SLM__EXTENT(b, size, w, nm) \
+    if ((size) > 0) {               \
+        e[n].begin = (b);           \
+        e[n].end = (b) + (size);    \
+        e[n].what = (w);            \
+        e[n].name = (nm);           \
+        n++;                        \
+    }
+    SLM__EXTENT(0, header_size, "the header", NULL)
+    SLM__EXTENT(tok_off, tok_size, "the tokenizer section", NULL)
+    SLM__EXTENT(meta_off, meta_size, "the metadata section", NULL)
+    SLM__EXTENT(dir_off, dir_size, "the tensor directory", NULL)
+    for (i = 0; i < (size_t)m->n_tensors; i++) {
+        const slm__tensor *t = &m->tensors[i];
+        SLM__EXTENT(t->offset, t->size, "tensor", t->name)
+    }
+#undef SLM__EXTENT
+    qsort(e, n, sizeof *e, slm__extent_cmp);
+    for (i = 1; i < n; i++) {
+        if (e[i].begin < e[far].end) {
+            char a[SLM__TENSOR_NAME_MAX + 16], b[SLM__TENSOR_NAME_MAX + 16];
+            slm_result r;
+            slm__format(a, sizeof a, e[far].name ? "tensor '%s'" : "%s", e[far].name ? e[far].name : e[far].what);
+            slm__format(b, sizeof b, e[i].name ? "tensor '%s'" : "%s", e[i].name ? e[i].name : e[i].what);
+            r = slm__load_fail(ld, SLM_ERR_FORMAT, "%s (bytes %llu..%llu) overlaps %s (bytes %llu..%llu)", b,
+                               (unsigned long long)e[i].begin, (unsigned long long)e[i].end, a,
+                               (unsigned long long)e[far].begin, (unsigned long long)e[far].end);
+            slm__free(&m->alloc, e);
+            return r;
+        }
+        if (e[i].end > e[far].end) far = i;
+    }
+    slm__free(&m->alloc, e);
     return SLM_OK;
 }
 
@@ -1808,11 +1923,26 @@ static slm_result slm__parse_file(slm__loader *ld) {
     if ((r = slm__parse_vocab(ld, tok_off, tok_size)) != SLM_OK) return r;
     if ((r = slm__parse_metadata(ld, meta_off, meta_size)) != SLM_OK) return r;
     if ((r = slm__parse_tensors(ld, dir_off, dir_size, n_tensors)) != SLM_OK) return r;
+    if ((r = slm__check_extents(ld, header_size, tok_off, tok_size, meta_off, meta_size, dir_off, dir_size)) != SLM_OK)
+        return r;
     if (n_tensors > 0) {
         if (m->vocab.n_tokens > in->n_vocab)
             return slm__load_fail(ld, SLM_ERR_FORMAT, "tokenizer has %d tokens but the model only %d",
                                   m->vocab.n_tokens, in->n_vocab);
         if ((r = slm__bind_layers(ld)) != SLM_OK) return r;
+        /* A tensor no architecture reads is a writer's mistake in a file of
+           this version or older; a newer minor version may add optional
+           tensors that this loader does not know, and runs without them. */
+        for (i = 0; i < m->n_tensors; i++) {
+            const slm__tensor *t = &m->tensors[i];
+            if (t->used) continue;
+            if (major < SLM_FORMAT_VERSION_MAJOR || minor <= SLM_FORMAT_VERSION_MINOR)
+                return slm__load_fail(ld, SLM_ERR_FORMAT, "tensor '%s' is not used by a %s model of these dimensions",
+                                      t->name, in->arch_name);
+            slm__log(m->log, m->log_user, SLM_LOG_WARN,
+                     "tensor '%s' is unknown to this loader (file format %u.%u, slm.h reads %d.%d): ignored", t->name,
+                     major, minor, SLM_FORMAT_VERSION_MAJOR, SLM_FORMAT_VERSION_MINOR);
+        }
     } else {
         in->n_vocab = m->vocab.n_tokens;
     }
@@ -1825,6 +1955,7 @@ static slm_result slm__parse_file(slm__loader *ld) {
         for (i = 0; i < m->n_tensors; i++) {
             const slm__tensor *t = &m->tensors[i];
             uint64_t n = (uint64_t)t->ne[0] * (uint64_t)t->ne[1] * (uint64_t)t->ne[2] * (uint64_t)t->ne[3];
+            if (!t->used) continue; /* ignored: a newer minor version's tensor */
             in->n_params += n;
             if (t->ne[1] > 1 && slm__block_type(t->type) <= SLM_TYPE_BF16) by_type[slm__block_type(t->type)] += n;
         }
@@ -1864,6 +1995,7 @@ SLM_API void slm_model_free(slm_model *m) {
     slm__unmap(m);
     slm__free(&a, m->owned);
     slm__free(&a, m->tensors);
+    slm__free(&a, m->by_name);
     slm__free(&a, m->layers);
     slm__free(&a, (void *)m->meta);
     slm__free(&a, m->vocab.hash);
@@ -4651,32 +4783,69 @@ static slm_result slm__session_new_fail(const slm_model *m, const slm_session_de
     return code;
 }
 
-SLM_API slm_result slm_session_new(slm_session **out, const slm_model *m, const slm_session_desc *desc) {
+/* Everything slm_session_new allocates, one buffer per entry. slm_session_size
+   and slm_session_new both work from this plan, so the size one reports is
+   the sum of the requests the other makes. */
+enum {
+    SLM__B_SESSION,
+    SLM__B_TOKENS,
+    SLM__B_X,
+    SLM__B_XN,
+    SLM__B_Q,
+    SLM__B_K,
+    SLM__B_V,
+    SLM__B_AO,
+    SLM__B_HB,
+    SLM__B_HB2,
+    SLM__B_ATT,
+    SLM__B_ROPE_CS,
+    SLM__B_LOGITS,
+    SLM__B_XQ,
+    SLM__B_XQ_SUM,
+    SLM__B_KEYS,
+    SLM__B_VALUES,
+    SLM__B_ROPE_FREQ,
+    SLM__B_CAND,
+    SLM__B_STEPS,
+    SLM__B_POOL,
+    SLM__B_POOL_MEMBERS,
+    SLM__N_BUFFERS
+};
+
+typedef struct slm__session_plan {
+    slm_session_desc d; /* defaults resolved */
+    int n_batch, q_dim, kv_dim, xq_blocks, att_chunks, att_rows, n_steps;
+    size_t kv_head_bytes;
+    uint64_t bytes[SLM__N_BUFFERS], total;
+} slm__session_plan;
+
+/* The buffers that grow with n_ctx are left unwritten: the forward pass
+   writes a position's keys, values, token and scores before anything reads
+   them (reads stop at n_past + the token's index), so zeroing would only
+   make the OS commit pages that the session may never use. */
+static int slm__buffer_zeroed(int b) {
+    return b != SLM__B_TOKENS && b != SLM__B_ATT && b != SLM__B_KEYS && b != SLM__B_VALUES;
+}
+
+static slm_result slm__session_plan_make(const slm_model *m, const slm_session_desc *desc, slm__session_plan *p,
+                                         const char *fn) {
+    const slm_model_info *in = &m->info;
     slm_session_desc d;
-    const slm_model_info *in;
-    slm_allocator a;
-    slm_session *s;
-    uint64_t kv_heads;
-    size_t kv_bytes, nb;
+    uint64_t nb, kv_heads, *b = p->bytes;
     int i;
-    if (out) *out = NULL;
-    if (!out || !m) return SLM_ERR_INVALID_ARG;
-    in = &m->info;
+    memset(p, 0, sizeof *p);
     memset(&d, 0, sizeof d);
     if (desc) d = *desc;
     if (d.error && d.error_cap) d.error[0] = 0;
-    if (d.n_ctx < 0 || d.n_ctx > (1 << 24) || d.n_threads < 0 ||
+    p->d = d;
+    if (d.n_ctx < 0 || d.n_ctx > (int)SLM__MAX_SEQ || d.n_threads < 0 ||
         (d.kv_type != 0 && d.kv_type != SLM_TYPE_F32 && d.kv_type != SLM_TYPE_F16 && d.kv_type != SLM_TYPE_Q8_0))
-        return slm__session_new_fail(m, &d, SLM_ERR_INVALID_ARG,
-                                     "slm_session_new: n_ctx %d, n_threads %d or kv_type %d is invalid", d.n_ctx,
-                                     d.n_threads, d.kv_type);
+        return slm__session_new_fail(m, &d, SLM_ERR_INVALID_ARG, "%s: n_ctx %d, n_threads %d or kv_type %d is invalid",
+                                     fn, d.n_ctx, d.n_threads, d.kv_type);
     if (in->n_tensors == 0)
         return slm__session_new_fail(m, &d, SLM_ERR_UNSUPPORTED,
-                                     "slm_session_new: the model file holds only a tokenizer (no weights)");
+                                     "%s: the model file holds only a tokenizer (no weights)", fn);
     if (d.n_ctx == 0) d.n_ctx = SLM__MIN(in->max_seq, 4096);
-    if (d.n_ctx > in->max_seq)
-        slm__log(m->log, m->log_user, SLM_LOG_WARN, "n_ctx %d is longer than the model's training context %d", d.n_ctx,
-                 in->max_seq);
 #if defined(SLM__OPENMP)
     if (d.n_threads == 0) d.n_threads = omp_get_max_threads();
 #elif defined(SLM__PTHREADS)
@@ -4687,72 +4856,146 @@ SLM_API slm_result slm_session_new(slm_session **out, const slm_model *m, const 
     if (d.n_threads > SLM__MAX_THREADS) d.n_threads = SLM__MAX_THREADS;
     /* f32 models keep an f32 cache so they reproduce float references; quantized ones halve it */
     if (d.kv_type == 0) d.kv_type = slm__type_is_quantized(in->weight_type) ? SLM_TYPE_F16 : SLM_TYPE_F32;
-
-    a = m->alloc;
-    s = (slm_session *)slm__calloc(&a, 1, sizeof(slm_session));
-    if (!s) return slm__session_new_fail(m, &d, SLM_ERR_OOM, "slm_session_new: out of memory");
-    s->model = m;
-    s->alloc = a;
-    s->n_ctx = d.n_ctx;
-    s->n_threads = d.n_threads;
-    s->kv_type = d.kv_type;
-    s->n_batch = SLM__MIN(SLM__BATCH, d.n_ctx);
-    s->q_dim = in->n_heads * in->head_dim;
-    s->kv_dim = in->n_kv_heads * in->head_dim;
-    s->xq_blocks = SLM__MAX(SLM__MAX(in->dim, s->q_dim), in->ffn_dim) / SLM__QK + 1;
-    s->kv_head_bytes = d.kv_type == SLM_TYPE_F32 ? (size_t)in->head_dim * 4
+    p->d = d;
+    p->n_batch = SLM__MIN(SLM__BATCH, d.n_ctx);
+    p->q_dim = in->n_heads * in->head_dim;
+    p->kv_dim = in->n_kv_heads * in->head_dim;
+    p->xq_blocks = SLM__MAX(SLM__MAX(in->dim, p->q_dim), in->ffn_dim) / SLM__QK + 1;
+    p->kv_head_bytes = d.kv_type == SLM_TYPE_F32 ? (size_t)in->head_dim * 4
                        : d.kv_type == SLM_TYPE_F16
                            ? (size_t)in->head_dim * 2
                            : (size_t)(in->head_dim + SLM__QK - 1) / SLM__QK * sizeof(slm__block_q8_0);
+    p->att_chunks = (in->n_heads / in->n_kv_heads + SLM__GROUP - 1) / SLM__GROUP;
+    p->att_rows = SLM__MIN(SLM__GROUP, in->n_heads / in->n_kv_heads);
+    p->n_steps = 10 * in->n_layers + 4; /* slm__forward_worker: 10 steps a layer, embedding, output norm, logits */
+    /* the loader's bounds keep every product below 2^62 */
+    nb = (uint64_t)p->n_batch;
     kv_heads = (uint64_t)in->n_layers * (uint64_t)d.n_ctx * (uint64_t)in->n_kv_heads;
-    if (kv_heads > (uint64_t)((size_t)-1 / 2 / s->kv_head_bytes)) {
-        slm_session_free(s);
-        return slm__session_new_fail(m, &d, SLM_ERR_OOM,
-                                     "slm_session_new: a KV cache of %llu values does not fit in memory",
-                                     (unsigned long long)kv_heads * (uint64_t)in->head_dim * 2);
+    b[SLM__B_SESSION] = sizeof(slm_session);
+    b[SLM__B_TOKENS] = (uint64_t)d.n_ctx * sizeof(slm_token);
+    b[SLM__B_X] = b[SLM__B_XN] = nb * (uint64_t)in->dim * sizeof(float);
+    b[SLM__B_Q] = b[SLM__B_AO] = nb * (uint64_t)p->q_dim * sizeof(float);
+    b[SLM__B_K] = b[SLM__B_V] = nb * (uint64_t)p->kv_dim * sizeof(float);
+    b[SLM__B_HB] = b[SLM__B_HB2] = nb * (uint64_t)in->ffn_dim * sizeof(float);
+    b[SLM__B_ATT] = (uint64_t)d.n_threads * (uint64_t)p->att_rows * (uint64_t)d.n_ctx * sizeof(float);
+    b[SLM__B_ROPE_CS] = nb * (uint64_t)in->head_dim * sizeof(float);
+    b[SLM__B_LOGITS] = (uint64_t)in->n_vocab * sizeof(float);
+    b[SLM__B_XQ] = nb * (uint64_t)p->xq_blocks * sizeof(slm__block_q8_0);
+    b[SLM__B_XQ_SUM] = nb * (uint64_t)p->xq_blocks * sizeof(int32_t);
+    b[SLM__B_KEYS] = b[SLM__B_VALUES] = kv_heads * (uint64_t)p->kv_head_bytes;
+    b[SLM__B_ROPE_FREQ] = (uint64_t)(in->head_dim / 2) * sizeof(float);
+    b[SLM__B_CAND] = (uint64_t)in->n_vocab * sizeof(slm__cand);
+    b[SLM__B_STEPS] = (uint64_t)p->n_steps * sizeof(slm__step);
+#ifdef SLM__PTHREADS
+    if (d.n_threads > 1) {
+        b[SLM__B_POOL] = (uint64_t)(d.n_threads - 1) * sizeof(pthread_t);
+        b[SLM__B_POOL_MEMBERS] = (uint64_t)(d.n_threads - 1) * sizeof(slm__pool_member);
     }
-    kv_bytes = (size_t)kv_heads * s->kv_head_bytes;
-    nb = (size_t)s->n_batch;
-    s->tokens = (slm_token *)slm__calloc(&a, (size_t)d.n_ctx, sizeof(slm_token));
-    s->x = (float *)slm__calloc(&a, nb * (size_t)in->dim, sizeof(float));
-    s->xn = (float *)slm__calloc(&a, nb * (size_t)in->dim, sizeof(float));
-    s->q = (float *)slm__calloc(&a, nb * (size_t)s->q_dim, sizeof(float));
-    s->k = (float *)slm__calloc(&a, nb * (size_t)s->kv_dim, sizeof(float));
-    s->v = (float *)slm__calloc(&a, nb * (size_t)s->kv_dim, sizeof(float));
-    s->ao = (float *)slm__calloc(&a, nb * (size_t)s->q_dim, sizeof(float));
-    s->hb = (float *)slm__calloc(&a, nb * (size_t)in->ffn_dim, sizeof(float));
-    s->hb2 = (float *)slm__calloc(&a, nb * (size_t)in->ffn_dim, sizeof(float));
-    s->att_chunks = (in->n_heads / in->n_kv_heads + SLM__GROUP - 1) / SLM__GROUP;
-    s->att_rows = SLM__MIN(SLM__GROUP, in->n_heads / in->n_kv_heads);
-    s->att = (float *)slm__calloc(&a, (size_t)d.n_threads * (size_t)s->att_rows * (size_t)d.n_ctx, sizeof(float));
-    s->rope_cs = (float *)slm__calloc(&a, nb * (size_t)in->head_dim, sizeof(float));
-    s->logits = (float *)slm__calloc(&a, (size_t)in->n_vocab, sizeof(float));
-    s->xq = (slm__block_q8_0 *)slm__calloc(&a, nb * (size_t)s->xq_blocks, sizeof(slm__block_q8_0));
-    s->xq_sum = (int32_t *)slm__calloc(&a, nb * (size_t)s->xq_blocks, sizeof(int32_t));
-    s->key_cache = slm__calloc(&a, kv_bytes, 1);
-    s->value_cache = slm__calloc(&a, kv_bytes, 1);
-    s->rope_freq = (float *)slm__calloc(&a, (size_t)in->head_dim / 2, sizeof(float));
-    s->cand = (slm__cand *)slm__calloc(&a, (size_t)in->n_vocab, sizeof(slm__cand));
-    s->n_steps = 10 * in->n_layers + 4; /* slm__forward_worker: 10 steps a layer, embedding, output norm, logits */
-    s->steps = (slm__step *)slm__calloc(&a, (size_t)s->n_steps, sizeof(slm__step));
-    if (!s->tokens || !s->x || !s->xn || !s->q || !s->k || !s->v || !s->ao || !s->hb || !s->hb2 || !s->att ||
-        !s->rope_cs || !s->logits || !s->xq || !s->xq_sum || !s->key_cache || !s->value_cache || !s->rope_freq ||
-        !s->cand || !s->steps) {
-        slm_session_free(s);
-        return slm__session_new_fail(m, &d, SLM_ERR_OOM, "slm_session_new: out of memory (KV cache %zu bytes)",
-                                     kv_bytes * 2);
+#endif
+    for (i = 0; i < SLM__N_BUFFERS; i++) p->total += b[i];
+    if (p->total > (uint64_t)((size_t)-1 / 2)) /* no allocator gives more than half the address space */
+        return slm__session_new_fail(m, &d, SLM_ERR_OOM,
+                                     "%s: a session of %llu bytes (KV cache %llu) does not fit in this address space",
+                                     fn, (unsigned long long)p->total, (unsigned long long)(2 * b[SLM__B_KEYS]));
+    return SLM_OK;
+}
+
+SLM_API slm_result slm_session_size(const slm_model *m, const slm_session_desc *desc, size_t *bytes) {
+    slm__session_plan p;
+    slm_result r;
+    if (bytes) *bytes = 0;
+    if (!m || !bytes) return SLM_ERR_INVALID_ARG;
+    r = slm__session_plan_make(m, desc, &p, "slm_session_size");
+    if (r == SLM_OK)
+        *bytes = (size_t)p.total;
+    else if (r == SLM_ERR_OOM)
+        *bytes = (size_t)-1;
+    return r;
+}
+
+SLM_API slm_result slm_session_new(slm_session **out, const slm_model *m, const slm_session_desc *desc) {
+    slm__session_plan p;
+    const slm_model_info *in;
+    slm_allocator a;
+    slm_session *s;
+    void **buf[SLM__N_BUFFERS];
+    slm_result r;
+    int i;
+    if (out) *out = NULL;
+    if (!out || !m) return SLM_ERR_INVALID_ARG;
+    in = &m->info;
+    if ((r = slm__session_plan_make(m, desc, &p, "slm_session_new")) != SLM_OK) return r;
+    if (p.d.max_bytes && p.total > (uint64_t)p.d.max_bytes)
+        return slm__session_new_fail(
+            m, &p.d, SLM_ERR_OOM,
+            "slm_session_new: a session of %llu bytes (KV cache %llu, n_ctx %d) is over max_bytes %llu",
+            (unsigned long long)p.total, (unsigned long long)(2 * p.bytes[SLM__B_KEYS]), p.d.n_ctx,
+            (unsigned long long)p.d.max_bytes);
+    if (p.d.n_ctx > in->max_seq)
+        slm__log(m->log, m->log_user, SLM_LOG_WARN, "n_ctx %d is longer than the model's training context %d",
+                 p.d.n_ctx, in->max_seq);
+
+    a = m->alloc;
+    s = (slm_session *)slm__alloc(&a, (size_t)p.bytes[SLM__B_SESSION]);
+    if (!s) return slm__session_new_fail(m, &p.d, SLM_ERR_OOM, "slm_session_new: out of memory");
+    memset(s, 0, sizeof *s);
+    s->model = m;
+    s->alloc = a;
+    s->n_ctx = p.d.n_ctx;
+    s->n_threads = p.d.n_threads;
+    s->kv_type = p.d.kv_type;
+    s->n_batch = p.n_batch;
+    s->q_dim = p.q_dim;
+    s->kv_dim = p.kv_dim;
+    s->xq_blocks = p.xq_blocks;
+    s->kv_head_bytes = p.kv_head_bytes;
+    s->att_chunks = p.att_chunks;
+    s->att_rows = p.att_rows;
+    s->n_steps = p.n_steps;
+    memset(buf, 0, sizeof buf);
+    buf[SLM__B_TOKENS] = (void **)&s->tokens;
+    buf[SLM__B_X] = (void **)&s->x;
+    buf[SLM__B_XN] = (void **)&s->xn;
+    buf[SLM__B_Q] = (void **)&s->q;
+    buf[SLM__B_K] = (void **)&s->k;
+    buf[SLM__B_V] = (void **)&s->v;
+    buf[SLM__B_AO] = (void **)&s->ao;
+    buf[SLM__B_HB] = (void **)&s->hb;
+    buf[SLM__B_HB2] = (void **)&s->hb2;
+    buf[SLM__B_ATT] = (void **)&s->att;
+    buf[SLM__B_ROPE_CS] = (void **)&s->rope_cs;
+    buf[SLM__B_LOGITS] = (void **)&s->logits;
+    buf[SLM__B_XQ] = (void **)&s->xq;
+    buf[SLM__B_XQ_SUM] = (void **)&s->xq_sum;
+    buf[SLM__B_KEYS] = &s->key_cache;
+    buf[SLM__B_VALUES] = &s->value_cache;
+    buf[SLM__B_ROPE_FREQ] = (void **)&s->rope_freq;
+    buf[SLM__B_CAND] = (void **)&s->cand;
+    buf[SLM__B_STEPS] = (void **)&s->steps;
+#ifdef SLM__PTHREADS
+    buf[SLM__B_POOL] = (void **)&s->pool;
+    buf[SLM__B_POOL_MEMBERS] = (void **)&s->pool_members;
+#endif
+    for (i = SLM__B_SESSION + 1; i < SLM__N_BUFFERS; i++) {
+        size_t n = (size_t)p.bytes[i];
+        void *q;
+        if (n == 0) continue;
+        q = slm__alloc(&a, n);
+        if (!q) {
+            slm_session_free(s);
+            return slm__session_new_fail(
+                m, &p.d, SLM_ERR_OOM,
+                "slm_session_new: out of memory for %llu bytes (the session needs %llu, KV cache %llu)",
+                (unsigned long long)n, (unsigned long long)p.total, (unsigned long long)(2 * p.bytes[SLM__B_KEYS]));
+        }
+        if (slm__buffer_zeroed(i)) memset(q, 0, n);
+        *buf[i] = q;
     }
     for (i = 0; i < in->head_dim / 2; i++)
         s->rope_freq[i] = 1.0f / powf(in->rope_theta, (float)(2 * i) / (float)in->head_dim);
     slm_session_seed(s, 0);
 #ifdef SLM__PTHREADS
     if (s->n_threads > 1) {
-        s->pool = (pthread_t *)slm__calloc(&a, (size_t)s->n_threads - 1, sizeof(pthread_t));
-        s->pool_members = (slm__pool_member *)slm__calloc(&a, (size_t)s->n_threads - 1, sizeof(slm__pool_member));
-        if (!s->pool || !s->pool_members) {
-            slm_session_free(s);
-            return slm__session_new_fail(m, &d, SLM_ERR_OOM, "slm_session_new: out of memory");
-        }
         if (pthread_mutex_init(&s->pool_mu, NULL) == 0) {
             if (pthread_cond_init(&s->pool_start, NULL) == 0) {
                 if (pthread_cond_init(&s->pool_done, NULL) == 0)

@@ -950,6 +950,12 @@ static void print_model_info(const slm_model *model, const char *path) {
         printf("%s %s %d (%s)", i ? "," : "", type_name(tally[i].type, b1, sizeof b1), tally[i].count,
                human_bytes(tally[i].bytes, b2, sizeof b2));
     printf("%s\n", n_types ? "" : " none");
+    if (mi->n_tensors > 0) { /* what `slm run` would allocate with the default context and threads */
+        size_t bytes = 0;
+        if (slm_session_size(model, NULL, &bytes) == SLM_OK)
+            printf("session_size: %llu (%s at n_ctx %d)\n", (unsigned long long)bytes,
+                   human_bytes(bytes, b1, sizeof b1), mi->max_seq < 4096 ? mi->max_seq : 4096);
+    }
 
     printf("tokenizer: %s\n", mi->tokenizer_kind == SLM_TOKENIZER_SPM   ? "sentencepiece"
                               : mi->tokenizer_kind == SLM_TOKENIZER_BPE ? "byte-level bpe"

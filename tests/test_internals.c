@@ -81,19 +81,45 @@ typedef struct {
     char err[256];
     counter cnt;
     int loaded;
+    size_t size; /* of the file: no single request may exceed it by more than LOAD_SLACK */
 } load_outcome;
 
-/* Loads bytes (an exact-size copy) from memory with a counting allocator. */
-static load_outcome load_mem(const unsigned char *bytes, size_t n) {
+/* How a hostile file reaches the loader: every way an app can hand it over. */
+enum { VIA_MEMORY, VIA_MEMORY_UNALIGNED, VIA_MMAP, VIA_READ, N_VIA };
+static const char *const VIA_NAME[N_VIA] = { "memory", "unaligned memory (copied)", "mmap", "read (no_mmap)" };
+
+/* Loads bytes with a counting allocator: from memory (an exact-size copy, 64-byte
+   aligned or not) or from a file written for the purpose, mapped or read. */
+static load_outcome load_via(const unsigned char *bytes, size_t n, int via) {
     load_outcome o;
     slm_model_desc d;
     slm_model *m = NULL;
-    unsigned char *copy = exact_copy(bytes, n);
+    unsigned char *copy = NULL;
+    char *tmp = NULL;
     memset(&o, 0, sizeof o);
     memset(&d, 0, sizeof d);
+    o.size = n;
     o.cnt.limit = (size_t)1 << 30; /* refuse (and record) absurd requests instead of trying them */
-    d.data = copy;
-    d.size = n;
+    if (via == VIA_MEMORY || via == VIA_MEMORY_UNALIGNED) {
+        copy = (unsigned char *)malloc(n + 1);
+        if (via == VIA_MEMORY) {
+            free(copy);
+            copy = exact_copy(bytes, n);
+            d.data = copy;
+        } else {
+            if (copy && n) memcpy(copy + 1, bytes, n);
+            d.data = copy ? copy + 1 : NULL; /* malloc's alignment + 1: never 64-byte aligned */
+        }
+        d.size = n;
+    } else {
+        tmp = path_join(g_build_dir, "hostile.tmp.slm");
+        if (!write_file(tmp, bytes, n)) {
+            printf("    FAIL: cannot write %s\n", tmp);
+            g_checks_failed++;
+        }
+        d.path = tmp;
+        d.no_mmap = via == VIA_READ;
+    }
     d.alloc = counting_allocator(&o.cnt);
     d.error = o.err;
     d.error_cap = sizeof o.err;
@@ -106,25 +132,46 @@ static load_outcome load_mem(const unsigned char *bytes, size_t n) {
     }
     slm_model_free(m);
     free(copy);
+    if (tmp) remove(tmp);
+    free(tmp);
     return o;
 }
 
-#define SMALL_BYTES ((size_t)16 << 20)
+static load_outcome load_mem(const unsigned char *bytes, size_t n) { return load_via(bytes, n, VIA_MEMORY); }
 
-/* A failed load: the expected code, a message, no leak, no huge allocation. */
-#define CHECK_FAILED_LOAD(o, ok_codes_expr, what)                                                              \
-    do {                                                                                                       \
-        slm_result rc_ = (o).rc;                                                                               \
-        (void)rc_;                                                                                             \
-        CHECKF(ok_codes_expr, "%s: got %s (%s)", what, slm_result_str((o).rc), (o).err);                       \
-        CHECKF((o).rc == SLM_OK || (o).err[0] != 0, "%s: empty error message", what);                          \
-        CHECKF((o).cnt.n_alloc == (o).cnt.n_free && (o).cnt.live == 0, "%s: %ld allocations, %ld frees", what, \
-               (o).cnt.n_alloc, (o).cnt.n_free);                                                               \
-        CHECKF((o).cnt.max_request < SMALL_BYTES && (o).cnt.peak < SMALL_BYTES,                                \
-               "%s: asked for %zu bytes at once (peak %zu)", what, (o).cnt.max_request, (o).cnt.peak);         \
+#define SMALL_BYTES ((size_t)16 << 20)
+/* What a load may ask for at once beyond the file's size: the loader's tables
+   are bounded by the file, and this covers the fixed overheads */
+#define LOAD_SLACK ((size_t)1 << 20)
+
+/* A failed load: the expected code, a message, no leak, no allocation larger
+   than the file + LOAD_SLACK. */
+#define CHECK_FAILED_LOAD(o, ok_codes_expr, what)                                                                     \
+    do {                                                                                                              \
+        slm_result rc_ = (o).rc;                                                                                      \
+        (void)rc_;                                                                                                    \
+        CHECKF(ok_codes_expr, "%s: got %s (%s)", what, slm_result_str((o).rc), (o).err);                              \
+        CHECKF((o).rc == SLM_OK || (o).err[0] != 0, "%s: empty error message", what);                                 \
+        CHECKF((o).cnt.n_alloc == (o).cnt.n_free && (o).cnt.live == 0, "%s: %ld allocations, %ld frees", what,        \
+               (o).cnt.n_alloc, (o).cnt.n_free);                                                                      \
+        CHECKF((o).cnt.max_request <= (o).size + LOAD_SLACK && (o).cnt.peak < SMALL_BYTES,                            \
+               "%s: asked for %zu bytes at once for a %zu-byte file (peak %zu)", what, (o).cnt.max_request, (o).size, \
+               (o).cnt.peak);                                                                                         \
     } while (0)
 #define IS_FORMAT          (rc_ == SLM_ERR_FORMAT)
 #define IS_FORMAT_OR_UNSUP (rc_ == SLM_ERR_FORMAT || rc_ == SLM_ERR_UNSUPPORTED)
+
+/* CHECK_FAILED_LOAD for each way in (memory, unaligned memory, mmap, read). */
+#define CHECK_LOAD_EVERY_WAY(bytes, n, ok_codes_expr, what)                       \
+    do {                                                                          \
+        int via_;                                                                 \
+        for (via_ = 0; via_ < N_VIA; via_++) {                                    \
+            load_outcome o_ = load_via((bytes), (n), via_);                       \
+            char what_[160];                                                      \
+            snprintf(what_, sizeof what_, "%s, from %s", (what), VIA_NAME[via_]); \
+            CHECK_FAILED_LOAD(o_, ok_codes_expr, what_);                          \
+        }                                                                         \
+    } while (0)
 
 static void test_truncated_files(void) {
     NEED_MODEL("f32", path);
@@ -132,13 +179,11 @@ static void test_truncated_files(void) {
         slm_file F;
         size_t L, lens_cap = 4096, n_lens = 0, k;
         size_t *lens = (size_t *)malloc(lens_cap * sizeof *lens);
-        char *tmp = path_join(g_build_dir, "truncated.tmp.slm");
         int n_file = 0;
         if (!parse_slm(&F, path)) {
             CHECKF(0, "cannot parse %s", path);
             free(path);
             free(lens);
-            free(tmp);
             free(F.data);
             return;
         }
@@ -167,45 +212,30 @@ static void test_truncated_files(void) {
         NOTE("%zu truncation lengths below %zu (file %zu bytes)", n_lens, F.required_end, F.size);
         for (k = 0; k < n_lens; k++) {
             load_outcome o = load_mem(F.data, lens[k]);
-            char what[64];
+            char what[96];
             snprintf(what, sizeof what, "memory, %zu bytes", lens[k]);
             if (lens[k] == 0)
                 CHECK_FAILED_LOAD(o, IS_FORMAT || rc_ == SLM_ERR_IO || rc_ == SLM_ERR_INVALID_ARG, what);
             else
                 CHECK_FAILED_LOAD(o, IS_FORMAT || rc_ == SLM_ERR_IO, what);
-            /* from a file, mmap and read, for the first 600 and every 5th of the rest */
+            /* from a file, mmap and read, and from unaligned memory (copied), for
+               the first 600 and every 5th of the rest */
             if (lens[k] <= 600 || k % 5 == 0) {
-                slm_model_desc d;
-                slm_model *m = NULL;
-                char err[256] = "";
-                slm_result rc;
-                if (!write_file(tmp, F.data, lens[k])) {
-                    CHECKF(0, "cannot write %s", tmp);
-                    break;
-                }
-                memset(&d, 0, sizeof d);
-                d.path = tmp;
-                d.no_mmap = (int)(k & 1);
-                d.error = err;
-                d.error_cap = sizeof err;
-                rc = slm_model_load(&m, &d);
-                CHECKF(rc == SLM_ERR_FORMAT || rc == SLM_ERR_IO, "file, %zu bytes, no_mmap %d: %s", lens[k], d.no_mmap,
-                       slm_result_str(rc));
-                CHECKF(err[0] != 0, "file, %zu bytes: empty message", lens[k]);
-                CHECK(rc == SLM_OK || m == NULL);
-                if (rc == SLM_OK) slm_model_free(m);
+                int via = k % 3 == 0 ? VIA_MEMORY_UNALIGNED : k % 3 == 1 ? VIA_MMAP : VIA_READ;
+                o = load_via(F.data, lens[k], via);
+                snprintf(what, sizeof what, "%s, %zu bytes", VIA_NAME[via], lens[k]);
+                CHECK_FAILED_LOAD(o, IS_FORMAT || rc_ == SLM_ERR_IO || (lens[k] == 0 && rc_ == SLM_ERR_INVALID_ARG),
+                                  what);
                 n_file++;
             }
         }
-        NOTE("%zu loads from memory, %d from files", n_lens, n_file);
+        NOTE("%zu loads from memory, %d from files or unaligned memory", n_lens, n_file);
         /* trailing bytes beyond the last tensor (padding) are fine */
         for (L = F.required_end; L <= F.size; L++) {
             load_outcome o = load_mem(F.data, L);
             CHECKF(o.rc == SLM_OK, "%zu of %zu bytes (all sections present): %s %s", L, F.size, slm_result_str(o.rc),
                    o.err);
         }
-        remove(tmp);
-        free(tmp);
         free(lens);
         free(F.data);
     }
@@ -235,6 +265,11 @@ static void test_patched_files(void) {
         free(path);
         past_end = ((uint64_t)F.size + SLM__DATA_ALIGN - 1) / SLM__DATA_ALIGN * SLM__DATA_ALIGN + SLM__DATA_ALIGN;
         {
+            /* 64-byte aligned offsets inside the sections, for tensors moved over them */
+            const uint64_t in_tok = (F.tok_off + 63) / 64 * 64, in_dir = (F.dir_off + 63) / 64 * 64;
+            const uint64_t in_meta = F.meta_off / 64 * 64 < SLM__HEADER_SIZE ? 0 : F.meta_off / 64 * 64;
+            const uint64_t embd_off =
+                rd64(F.data + F.dir_off + SLM__TENSOR_ENTRY_SIZE * (unsigned)F.embd_index + SLM__E_OFFSET);
             const patch P[] = {
                 { "magic", SLM__H_MAGIC, 0, 4, 0x004d4c58u /* "XLM\0" */, 0 },
                 { "magic lower case", SLM__H_MAGIC, 0, 4, 0x006d6c73u, 0 },
@@ -307,6 +342,39 @@ static void test_patched_files(void) {
                   0 },                                                            /* whole name, below */
                 { "last tensor: one more row, past the end", 0, 4, 4, 0, 0 },     /* set below */
                 { "last tensor offset past the end", SLM__E_OFFSET, 4, 8, 0, 0 }, /* set below */
+                /* hyper-parameters no model has */
+                { "rope_theta NaN", SLM__H_ROPE_THETA, 0, 4, 0x7fc00000u, 0 },
+                { "rope_theta +inf", SLM__H_ROPE_THETA, 0, 4, 0x7f800000u, 0 },
+                { "rope_theta -10000", SLM__H_ROPE_THETA, 0, 4, 0xc61c4000u, 0 },
+                { "rope_theta 0", SLM__H_ROPE_THETA, 0, 4, 0, 0 },
+                { "rope_freq_scale NaN", SLM__H_ROPE_FREQ_SCALE, 0, 4, 0xffc00000u, 0 },
+                { "rope_freq_scale -1", SLM__H_ROPE_FREQ_SCALE, 0, 4, 0xbf800000u, 0 },
+                { "norm_eps NaN", SLM__H_NORM_EPS, 0, 4, 0x7fc00001u, 0 },
+                { "norm_eps -1e-5", SLM__H_NORM_EPS, 0, 4, 0xb727c5acu, 0 },
+                { "norm_eps +inf", SLM__H_NORM_EPS, 0, 4, 0x7f800000u, 0 },
+                /* counts of 0, 2^31, 2^63 and offsets that wrap */
+                { "tokenizer n_tokens 0", SLM__T_N_TOKENS, 1, 4, 0, 0 },
+                { "tokenizer n_tokens 2^31", SLM__T_N_TOKENS, 1, 4, 0x80000000u, 0 },
+                { "tokenizer n_merges 2^31", SLM__T_N_MERGES, 1, 4, 0x80000000u, 0 },
+                { "metadata count 0 (no metadata: loads)", 0, 2, 4, 0, 2 },
+                { "tokenizer_size 2^63", SLM__H_TOKENIZER_SIZE, 0, 8, 0x8000000000000000ull, 0 },
+                { "tokenizer_offset 2^63", SLM__H_TOKENIZER_OFFSET, 0, 8, 0x8000000000000000ull, 0 },
+                { "metadata_offset 2^64-4 (wraps with its size)", SLM__H_METADATA_OFFSET, 0, 8, 0xfffffffffffffffcull,
+                  0 },
+                { "tensors_offset 2^63", SLM__H_TENSORS_OFFSET, 0, 8, 0x8000000000000000ull, 0 },
+                { "tensors_size 2^63", SLM__H_TENSORS_SIZE, 0, 8, 0x8000000000000000ull, 0 },
+                { "tensors_size 0 (n_tensors > 0)", SLM__H_TENSORS_SIZE, 0, 8, 0, 0 },
+                { "token_embd offset 2^63", SLM__E_OFFSET, 3, 8, 0x8000000000000000ull, 0 },
+                /* bytes that belong to two things (FORMAT.md: sections must not overlap) */
+                { "last tensor over token_embd", SLM__E_OFFSET, 4, 8, embd_off, 0 },
+                { "last tensor over the tokenizer section", SLM__E_OFFSET, 4, 8, in_tok, 0 },
+                { "last tensor over the tensor directory", SLM__E_OFFSET, 4, 8, in_dir, 0 },
+                { "last tensor over the metadata", SLM__E_OFFSET, 4, 8, in_meta, 0 },
+                { "last tensor over the header", SLM__E_OFFSET, 4, 8, 64, 0 },
+                { "tokenizer section grown over the metadata", SLM__H_TOKENIZER_SIZE, 0, 8,
+                  F.meta_off > F.tok_off ? F.meta_off + 1 - F.tok_off : 0, 0 },
+                { "tensor directory grown over token_embd", SLM__H_TENSORS_SIZE, 0, 8,
+                  embd_off > F.dir_off ? embd_off + 1 - F.dir_off : 0, 0 },
             };
             for (i = 0; i < sizeof P / sizeof P[0]; i++) {
                 unsigned char *b = exact_copy(F.data, F.size);
@@ -335,6 +403,11 @@ static void test_patched_files(void) {
                     free(b);
                     continue;
                 }
+                if ((strstr(P[i].what, " over ") && v == 0) || (P[i].base == 2 && F.meta_size == 0)) {
+                    CHECKF(0, "%s: this file's layout does not allow the patch", P[i].what);
+                    free(b);
+                    continue;
+                }
                 if (strstr(P[i].what, "metadata first key") && rd32(F.data + F.meta_off) == 0) {
                     free(b);
                     continue;
@@ -346,13 +419,16 @@ static void test_patched_files(void) {
                     wr32(b + at, (uint32_t)v);
                 else
                     wr64(b + at, v);
-                o = load_mem(b, F.size);
                 if (P[i].expect == 0)
-                    CHECK_FAILED_LOAD(o, IS_FORMAT, P[i].what);
+                    CHECK_LOAD_EVERY_WAY(b, F.size, IS_FORMAT, P[i].what);
                 else if (P[i].expect == 1)
-                    CHECK_FAILED_LOAD(o, IS_FORMAT_OR_UNSUP, P[i].what);
+                    CHECK_LOAD_EVERY_WAY(b, F.size, IS_FORMAT_OR_UNSUP, P[i].what);
                 else
-                    CHECK_FAILED_LOAD(o, rc_ == SLM_OK, P[i].what);
+                    CHECK_LOAD_EVERY_WAY(b, F.size, rc_ == SLM_OK, P[i].what);
+                o = load_mem(b, F.size);
+                if (strstr(P[i].what, " over ") || strstr(P[i].what, " grown over "))
+                    CHECKF(strstr(o.err, "overlaps") != NULL, "%s: the message should say what overlaps: \"%s\"",
+                           P[i].what, o.err);
                 if (!strncmp(P[i].what, "version_major 2", 15))
                     CHECKF(ci_contains(o.err, "version") && strchr(o.err, '2') && strchr(o.err, '1'),
                            "the message should name both versions: \"%s\"", o.err);
@@ -430,6 +506,7 @@ static void test_mutated_files(void) {
             slm_model_desc d;
             counter cnt;
             char err[128];
+            slm_result rc;
             for (k = 0; k < nm; k++) {
                 st ^= st << 13;
                 st ^= st >> 7;
@@ -446,7 +523,10 @@ static void test_mutated_files(void) {
             d.alloc = counting_allocator(&cnt);
             d.error = err;
             d.error_cap = sizeof err;
-            if (slm_model_load(&m, &d) == SLM_OK && m) {
+            rc = slm_model_load(&m, &d);
+            if (cnt.max_request > F.size + LOAD_SLACK)
+                CHECKF(0, "iteration %d: the load asked for %zu bytes at once", it, cnt.max_request);
+            if (rc == SLM_OK && m) {
                 slm_session *s = NULL;
                 slm_session_desc sd;
                 slm_token t[32];
@@ -472,6 +552,609 @@ static void test_mutated_files(void) {
         CHECKF(leaks == 0, "%d iterations leaked", leaks);
         free(b);
         free(F.data);
+    }
+}
+
+/* ======================================================================== */
+/* bounded memory: files built by hand, session sizes, the KV cache          */
+/* ======================================================================== */
+
+/* A llama model laid out by hand around stories260K's tokenizer (512 tokens):
+   header, that tokenizer section, no metadata, the directory, then the data,
+   each tensor on its own bytes or, with `share`, all on one blob. */
+typedef struct {
+    uint32_t dim, n_layers, n_heads, n_kv_heads, head_dim, ffn_dim, max_seq;
+    uint32_t minor;       /* format version 1.minor */
+    uint32_t wtype;       /* matrices: SLM_TYPE_F32 or SLM_TYPE_Q4_0 */
+    int share;            /* every tensor at the same offset: one blob for all */
+    const char *extra[2]; /* more tensors, [dim] f32, after the model's own */
+    int n_extra;
+} hand_spec;
+
+typedef struct {
+    char name[SLM__TENSOR_NAME_MAX];
+    uint32_t type, ne0, ne1;
+    uint64_t off, size;
+} hand_tensor;
+
+static int hand_add(hand_tensor *t, int n, const char *name, uint32_t type, uint32_t ne0, uint32_t ne1) {
+    snprintf(t[n].name, sizeof t[n].name, "%s", name);
+    t[n].type = type;
+    t[n].ne0 = ne0;
+    t[n].ne1 = ne1;
+    t[n].size = type_row_bytes(type, ne0) * ne1;
+    return n + 1;
+}
+
+static unsigned char *hand_build(const slm_file *base, const hand_spec *sp, size_t *size) {
+    uint32_t q_dim = sp->n_heads * sp->head_dim, kv_dim = sp->n_kv_heads * sp->head_dim, l;
+    int n = 0, i, cap = 9 * (int)sp->n_layers + 2 + sp->n_extra;
+    hand_tensor *t = (hand_tensor *)calloc((size_t)cap, sizeof *t);
+    unsigned char *b;
+    uint64_t dir_off, data_off, end, blob = 0;
+    char name[SLM__TENSOR_NAME_MAX];
+    if (!t) return NULL;
+    n = hand_add(t, n, "token_embd.weight", sp->wtype, sp->dim, 512);
+    for (l = 0; l < sp->n_layers; l++) {
+#define LAYER_T(suffix, type, ne0, ne1)                         \
+    snprintf(name, sizeof name, "blk.%u." suffix, (unsigned)l); \
+    n = hand_add(t, n, name, type, ne0, ne1);
+        LAYER_T("attn_norm.weight", SLM_TYPE_F32, sp->dim, 1)
+        LAYER_T("attn_q.weight", sp->wtype, sp->dim, q_dim)
+        LAYER_T("attn_k.weight", sp->wtype, sp->dim, kv_dim)
+        LAYER_T("attn_v.weight", sp->wtype, sp->dim, kv_dim)
+        LAYER_T("attn_output.weight", sp->wtype, q_dim, sp->dim)
+        LAYER_T("ffn_norm.weight", SLM_TYPE_F32, sp->dim, 1)
+        LAYER_T("ffn_gate.weight", sp->wtype, sp->dim, sp->ffn_dim)
+        LAYER_T("ffn_up.weight", sp->wtype, sp->dim, sp->ffn_dim)
+        LAYER_T("ffn_down.weight", sp->wtype, sp->ffn_dim, sp->dim)
+#undef LAYER_T
+    }
+    n = hand_add(t, n, "output_norm.weight", SLM_TYPE_F32, sp->dim, 1);
+    for (i = 0; i < sp->n_extra; i++) n = hand_add(t, n, sp->extra[i], SLM_TYPE_F32, sp->dim, 1);
+    dir_off = (SLM__HEADER_SIZE + base->tok_size + 3) / 4 * 4;
+    data_off = (dir_off + (uint64_t)n * SLM__TENSOR_ENTRY_SIZE + 63) / 64 * 64;
+    end = data_off;
+    for (i = 0; i < n; i++) {
+        t[i].off = sp->share ? data_off : end;
+        if (t[i].size > blob) blob = t[i].size;
+        if (!sp->share) end += (t[i].size + 63) / 64 * 64;
+    }
+    if (sp->share) end = data_off + blob;
+    b = (unsigned char *)calloc(1, (size_t)end);
+    if (!b) {
+        free(t);
+        return NULL;
+    }
+    memcpy(b + SLM__H_MAGIC, SLM__MAGIC, SLM__MAGIC_SIZE);
+    wr16(b + SLM__H_VERSION_MAJOR, 1);
+    wr16(b + SLM__H_VERSION_MINOR, sp->minor);
+    wr32(b + SLM__H_HEADER_SIZE, SLM__HEADER_SIZE);
+    wr32(b + SLM__H_ARCH, SLM_ARCH_LLAMA);
+    wr32(b + SLM__H_N_VOCAB, 512);
+    wr32(b + SLM__H_DIM, sp->dim);
+    wr32(b + SLM__H_N_LAYERS, sp->n_layers);
+    wr32(b + SLM__H_N_HEADS, sp->n_heads);
+    wr32(b + SLM__H_N_KV_HEADS, sp->n_kv_heads);
+    wr32(b + SLM__H_HEAD_DIM, sp->head_dim);
+    wr32(b + SLM__H_FFN_DIM, sp->ffn_dim);
+    wr32(b + SLM__H_MAX_SEQ, sp->max_seq);
+    wr32(b + SLM__H_ROPE_THETA, 0x461c4000u); /* 10000 */
+    wr32(b + SLM__H_ROPE_FREQ_SCALE, 0x3f800000u);
+    wr32(b + SLM__H_NORM_EPS, 0x3727c5acu); /* 1e-5 */
+    wr32(b + SLM__H_FLAGS, SLM__FLAG_TIED);
+    wr32(b + SLM__H_N_TENSORS, (uint32_t)n);
+    wr64(b + SLM__H_TOKENIZER_OFFSET, SLM__HEADER_SIZE);
+    wr64(b + SLM__H_TOKENIZER_SIZE, base->tok_size);
+    wr64(b + SLM__H_METADATA_OFFSET, 0);
+    wr64(b + SLM__H_METADATA_SIZE, 0);
+    wr64(b + SLM__H_TENSORS_OFFSET, dir_off);
+    wr64(b + SLM__H_TENSORS_SIZE, (uint64_t)n * SLM__TENSOR_ENTRY_SIZE);
+    memcpy(b + SLM__HEADER_SIZE, base->data + base->tok_off, (size_t)base->tok_size);
+    for (i = 0; i < n; i++) {
+        unsigned char *e = b + dir_off + (uint64_t)i * SLM__TENSOR_ENTRY_SIZE;
+        uint64_t k;
+        memcpy(e + SLM__E_NAME, t[i].name, strlen(t[i].name));
+        wr32(e + SLM__E_TYPE, t[i].type);
+        wr32(e + SLM__E_N_DIMS, t[i].ne1 > 1 ? 2 : 1);
+        wr32(e + SLM__E_NE, t[i].ne0);
+        wr32(e + SLM__E_NE + 4, t[i].ne1);
+        wr32(e + SLM__E_NE + 8, 1);
+        wr32(e + SLM__E_NE + 12, 1);
+        wr64(e + SLM__E_OFFSET, t[i].off);
+        if (sp->share && i > 0) continue;
+        /* small weights, unit norms: a model that runs and keeps its logits finite */
+        if (t[i].type == SLM_TYPE_F32) {
+            int norm = t[i].ne1 == 1;
+            for (k = 0; k < t[i].size / 4; k++) {
+                float x = norm ? 1.0f : 0.02f * (float)((int)((k * 2654435761u) >> 27) - 16) / 16.0f;
+                uint32_t u;
+                memcpy(&u, &x, 4);
+                wr32(b + t[i].off + 4 * k, u);
+            }
+        } else {
+            for (k = 0; k < t[i].size / 18; k++) {
+                unsigned char *blk = b + t[i].off + 18 * k;
+                int j;
+                wr16(blk, slm_fp32_to_fp16(0.002f));
+                for (j = 0; j < 16; j++) blk[2 + j] = (unsigned char)((k * 31 + (uint64_t)j * 7) & 0xff);
+            }
+        }
+    }
+    free(t);
+    *size = (size_t)end;
+    return b;
+}
+
+/* The issue's file: 256 layers with head_dim 4096 and max_seq 2^24 on one
+   shared blob, ~300 KB, whose default session wanted 16 GiB of KV cache.
+   Refused at load, whichever way it arrives, before any large request. */
+static void test_hostile_shared_blob(void) {
+    NEED_MODEL("f32", path);
+    {
+        slm_file F;
+        hand_spec sp;
+        unsigned char *b;
+        size_t n = 0;
+        load_outcome o;
+        if (!parse_slm(&F, path)) {
+            CHECKF(0, "cannot parse %s", path);
+            free(path);
+            free(F.data);
+            return;
+        }
+        free(path);
+        memset(&sp, 0, sizeof sp);
+        sp.dim = 32;
+        sp.n_layers = 256;
+        sp.n_heads = sp.n_kv_heads = 1;
+        sp.head_dim = 4096;
+        sp.ffn_dim = 32;
+        sp.max_seq = 1u << 24;
+        sp.wtype = SLM_TYPE_Q4_0;
+        sp.share = 1;
+        b = hand_build(&F, &sp, &n);
+        CHECK(b != NULL);
+        if (b) {
+            NOTE("%zu-byte file: 256 layers, head_dim 4096, max_seq 2^24, every tensor on one blob", n);
+            CHECK(n < 400000);
+            CHECK_LOAD_EVERY_WAY(b, n, IS_FORMAT, "tensors on one blob");
+            o = load_mem(b, n);
+            CHECKF(strstr(o.err, "overlaps") && strstr(o.err, "tensor '"), "message: \"%s\"", o.err);
+            NOTE("%s", o.err);
+            /* two tensors only sharing bytes is enough */
+            sp.n_layers = 2;
+            sp.head_dim = 32;
+            sp.share = 0;
+            free(b);
+            b = hand_build(&F, &sp, &n);
+            CHECK(b != NULL && load_mem(b, n).rc == SLM_OK);
+            if (b) {
+                const unsigned char *d = b + rd64(b + SLM__H_TENSORS_OFFSET);
+                uint64_t off1 = rd64(d + SLM__TENSOR_ENTRY_SIZE * 1 + SLM__E_OFFSET);        /* blk.0.attn_norm */
+                wr64((unsigned char *)d + SLM__TENSOR_ENTRY_SIZE * 6 + SLM__E_OFFSET, off1); /* blk.0.ffn_norm */
+                CHECK_LOAD_EVERY_WAY(b, n, IS_FORMAT, "blk.0.ffn_norm on blk.0.attn_norm's bytes");
+            }
+        }
+        free(b);
+        free(F.data);
+    }
+}
+
+typedef struct {
+    char text[1024];
+    int n_warn;
+} log_capture;
+static void capture_log(void *user, int level, const char *msg) {
+    log_capture *c = (log_capture *)user;
+    if (level == SLM_LOG_WARN) {
+        c->n_warn++;
+        snprintf(c->text, sizeof c->text, "%s", msg);
+    }
+}
+
+/* Duplicate names are refused; so are tensors no architecture reads, unless
+   the file's minor version is newer than the loader's (then: a warning). */
+static void test_hostile_tensor_names(void) {
+    NEED_MODEL("f32", path);
+    {
+        slm_file F;
+        hand_spec sp;
+        unsigned char *b;
+        size_t n = 0;
+        int k;
+        if (!parse_slm(&F, path)) {
+            CHECKF(0, "cannot parse %s", path);
+            free(path);
+            free(F.data);
+            return;
+        }
+        free(path);
+        memset(&sp, 0, sizeof sp);
+        sp.dim = 64;
+        sp.n_layers = 2;
+        sp.n_heads = 4;
+        sp.n_kv_heads = 2;
+        sp.head_dim = 16;
+        sp.ffn_dim = 96;
+        sp.max_seq = 256;
+        sp.wtype = SLM_TYPE_F32;
+        b = hand_build(&F, &sp, &n);
+        CHECKF(b && load_mem(b, n).rc == SLM_OK, "the plain hand-made model loads: %s", b ? load_mem(b, n).err : "");
+        free(b);
+        {
+            static const char *const dup[] = { "blk.1.ffn_norm.weight", "output_norm.weight" };
+            for (k = 0; k < 2; k++) {
+                load_outcome o;
+                char what[96];
+                sp.extra[0] = dup[k];
+                sp.n_extra = 1;
+                b = hand_build(&F, &sp, &n);
+                snprintf(what, sizeof what, "'%s' twice", dup[k]);
+                CHECK_LOAD_EVERY_WAY(b, n, IS_FORMAT, what);
+                o = load_mem(b, n);
+                CHECKF(strstr(o.err, dup[k]) && strstr(o.err, "twice"), "message: \"%s\"", o.err);
+                sp.minor = SLM_FORMAT_VERSION_MINOR + 1; /* not even a newer minor version may repeat a name */
+                free(b);
+                b = hand_build(&F, &sp, &n);
+                CHECK_LOAD_EVERY_WAY(b, n, IS_FORMAT, what);
+                sp.minor = 0;
+                free(b);
+            }
+        }
+        {
+            /* a name nothing reads, a layer past n_layers */
+            static const char *const unused[] = { "blk.0.attn_x.weight", "blk.2.attn_norm.weight",
+                                                  "rope_freqs.weight" };
+            for (k = 0; k < 3; k++) {
+                load_outcome o;
+                char what[96];
+                sp.extra[0] = unused[k];
+                sp.n_extra = 1;
+                sp.minor = SLM_FORMAT_VERSION_MINOR;
+                b = hand_build(&F, &sp, &n);
+                snprintf(what, sizeof what, "unused '%s', format 1.%d", unused[k], SLM_FORMAT_VERSION_MINOR);
+                CHECK_LOAD_EVERY_WAY(b, n, IS_FORMAT, what);
+                o = load_mem(b, n);
+                CHECKF(strstr(o.err, unused[k]) != NULL, "message: \"%s\"", o.err);
+                free(b);
+                /* from a newer minor version: loaded, the tensor ignored with a warning, and the model runs */
+                sp.minor = SLM_FORMAT_VERSION_MINOR + 1;
+                b = hand_build(&F, &sp, &n);
+                if (b) {
+                    slm_model *m = NULL;
+                    slm_model_desc d;
+                    log_capture lc;
+                    char err[256] = "";
+                    slm_result rc;
+                    memset(&d, 0, sizeof d);
+                    memset(&lc, 0, sizeof lc);
+                    d.data = b;
+                    d.size = n;
+                    d.log = capture_log;
+                    d.log_user = &lc;
+                    d.error = err;
+                    d.error_cap = sizeof err;
+                    rc = slm_model_load(&m, &d);
+                    CHECKF(rc == SLM_OK, "unused '%s', format 1.%d: %s %s", unused[k], sp.minor, slm_result_str(rc),
+                           err);
+                    CHECKF(lc.n_warn == 1 && strstr(lc.text, unused[k]), "warnings %d, last \"%s\"", lc.n_warn,
+                           lc.text);
+                    if (m) {
+                        slm_session *s = new_session(m, 16, 1);
+                        slm_token t[2] = { 1, 200 };
+                        const slm_model_info *mi = slm_model_info_get(m);
+                        CHECK(mi->n_tensors == 9 * 2 + 3);
+                        CHECK(s && slm_eval(s, t, 2) == SLM_OK && slm_logits(s) != NULL);
+                        slm_session_free(s);
+                        slm_model_free(m);
+                    }
+                }
+                free(b);
+            }
+        }
+        free(F.data);
+    }
+}
+
+/* slm_session_size is what slm_session_new asks of the allocator, to the
+   byte, whatever the desc; max_bytes below it fails with SLM_ERR_OOM before
+   any request, naming the size. */
+static void test_session_size(void) {
+    NEED_MODEL("q8_0", path);
+    {
+        static const int ctxs[] = { 0, 1, 63, 64, 65, 512, 1000 };
+        static const int threads[] = { 0, 1, 2, 3 };
+        static const int kvs[] = { 0, SLM_TYPE_F32, SLM_TYPE_F16, SLM_TYPE_Q8_0 };
+        counter cnt;
+        slm_model *m = NULL;
+        slm_model_desc d;
+        size_t i, j, k, n_checked = 0;
+        memset(&cnt, 0, sizeof cnt);
+        memset(&d, 0, sizeof d);
+        d.path = path;
+        d.alloc = counting_allocator(&cnt);
+        CHECK(slm_model_load(&m, &d) == SLM_OK);
+        free(path);
+        if (!m) return;
+        for (i = 0; i < sizeof ctxs / sizeof ctxs[0]; i++)
+            for (j = 0; j < sizeof threads / sizeof threads[0]; j++)
+                for (k = 0; k < sizeof kvs / sizeof kvs[0]; k++) {
+                    slm_session_desc sd;
+                    slm_session *s = NULL;
+                    size_t want = 0, live0 = cnt.live;
+                    long n0 = cnt.n_alloc;
+                    char err[256] = "";
+                    slm_result rc;
+                    memset(&sd, 0, sizeof sd);
+                    sd.n_ctx = ctxs[i];
+                    sd.n_threads = threads[j];
+                    sd.kv_type = kvs[k];
+                    CHECK(slm_session_size(m, &sd, &want) == SLM_OK && want > 0);
+                    CHECK(slm_session_new(&s, m, &sd) == SLM_OK && s);
+                    CHECKF(cnt.live - live0 == want, "n_ctx %d, %d threads, kv %d: allocated %zu, size said %zu",
+                           ctxs[i], threads[j], kvs[k], cnt.live - live0, want);
+                    slm_session_free(s);
+                    CHECK(cnt.live == live0);
+                    /* the cap: the exact size fits, one byte less does not, and nothing is asked for */
+                    sd.max_bytes = want;
+                    CHECK(slm_session_new(&s, m, &sd) == SLM_OK && s);
+                    slm_session_free(s);
+                    s = NULL;
+                    sd.max_bytes = want - 1;
+                    sd.error = err;
+                    sd.error_cap = sizeof err;
+                    n0 = cnt.n_alloc;
+                    rc = slm_session_new(&s, m, &sd);
+                    CHECKF(rc == SLM_ERR_OOM && s == NULL, "max_bytes one short: %s", slm_result_str(rc));
+                    CHECK(cnt.n_alloc == n0);
+                    {
+                        char num[32];
+                        snprintf(num, sizeof num, "%zu", want);
+                        CHECKF(strstr(err, num) && strstr(err, "max_bytes"), "message: \"%s\"", err);
+                    }
+                    n_checked++;
+                }
+        {
+            size_t sz = 1;
+            slm_session_desc sd;
+            memset(&sd, 0, sizeof sd);
+            CHECK(slm_session_size(m, NULL, &sz) == SLM_OK && sz > 0);
+            CHECK(slm_session_size(NULL, NULL, &sz) == SLM_ERR_INVALID_ARG && sz == 0);
+            CHECK(slm_session_size(m, NULL, NULL) == SLM_ERR_INVALID_ARG);
+            sd.n_ctx = -1;
+            CHECK(slm_session_size(m, &sd, &sz) == SLM_ERR_INVALID_ARG);
+            sd.n_ctx = (1 << 24) + 1;
+            CHECK(slm_session_size(m, &sd, &sz) == SLM_ERR_INVALID_ARG);
+        }
+        NOTE("%zu descs: slm_session_size matched the allocator's count", n_checked);
+        slm_model_free(m);
+        CHECK(cnt.live == 0 && cnt.n_alloc == cnt.n_free);
+    }
+}
+
+/* A file whose tensors are all its own can still declare a session far
+   larger than itself (here 8 layers of head_dim 4096: ~2.4 MB of weights,
+   512 MiB of KV cache at the default context, 2 TiB at max_seq): loading
+   asks for no more than the file, and the session is capped or refused
+   before anything is allocated. */
+static void test_session_cap(void) {
+    NEED_MODEL("f32", path);
+    {
+        slm_file F;
+        hand_spec sp;
+        unsigned char *b;
+        size_t n = 0;
+        int via;
+        if (!parse_slm(&F, path)) {
+            CHECKF(0, "cannot parse %s", path);
+            free(path);
+            free(F.data);
+            return;
+        }
+        free(path);
+        memset(&sp, 0, sizeof sp);
+        sp.dim = 32;
+        sp.n_layers = 8;
+        sp.n_heads = sp.n_kv_heads = 1;
+        sp.head_dim = 4096;
+        sp.ffn_dim = 32;
+        sp.max_seq = 1u << 24;
+        sp.wtype = SLM_TYPE_Q4_0;
+        b = hand_build(&F, &sp, &n);
+        CHECK(b != NULL);
+        for (via = 0; b && via < N_VIA; via++) {
+            load_outcome o = load_via(b, n, via);
+            char what[96];
+            snprintf(what, sizeof what, "%zu-byte file from %s", n, VIA_NAME[via]);
+            CHECK_FAILED_LOAD(o, rc_ == SLM_OK, what);
+        }
+        if (b) {
+            counter cnt;
+            slm_model *m = NULL;
+            slm_model_desc d;
+            slm_session_desc sd;
+            slm_session *s = NULL;
+            size_t sz = 0, sz_max = 0;
+            char err[256] = "";
+            slm_result rc;
+            long n0;
+            memset(&cnt, 0, sizeof cnt);
+            cnt.limit = (size_t)256 << 20; /* a device with 256 MiB to spare */
+            memset(&d, 0, sizeof d);
+            d.data = b;
+            d.size = n;
+            d.alloc = counting_allocator(&cnt);
+            CHECK(slm_model_load(&m, &d) == SLM_OK);
+            if (m) {
+                memset(&sd, 0, sizeof sd);
+                sd.n_threads = 1;
+                sd.error = err;
+                sd.error_cap = sizeof err;
+                CHECK(slm_session_size(m, &sd, &sz) == SLM_OK);
+                CHECKF(sz >= (size_t)512 << 20 && sz < (size_t)520 << 20, "default session: %zu bytes", sz);
+                NOTE("%zu-byte file; its default session (n_ctx 4096): %zu bytes", n, sz);
+                sd.max_bytes = (size_t)64 << 20;
+                n0 = cnt.n_alloc;
+                rc = slm_session_new(&s, m, &sd);
+                CHECKF(rc == SLM_ERR_OOM && !s, "capped at 64 MiB: %s", slm_result_str(rc));
+                CHECKF(cnt.n_alloc == n0, "%ld requests before refusing", cnt.n_alloc - n0);
+                {
+                    char num[32];
+                    snprintf(num, sizeof num, "%zu", sz);
+                    CHECKF(strstr(err, num) != NULL, "the message should give the size %s: \"%s\"", num, err);
+                }
+                NOTE("%s", err);
+                /* no cap, the largest context: the allocator refuses, nothing leaks */
+                sd.max_bytes = 0;
+                sd.n_ctx = 1 << 24;
+                CHECK(slm_session_size(m, &sd, &sz_max) == SLM_OK);
+                if (sizeof(size_t) >= 8) CHECKF(sz_max > ((size_t)1 << 40), "n_ctx 2^24: %zu bytes", sz_max);
+                rc = slm_session_new(&s, m, &sd);
+                CHECKF(rc == SLM_ERR_OOM && !s, "n_ctx 2^24 with 256 MiB: %s", slm_result_str(rc));
+                /* a context that fits runs */
+                sd.n_ctx = 64;
+                sd.max_bytes = (size_t)64 << 20;
+                rc = slm_session_new(&s, m, &sd);
+                CHECKF(rc == SLM_OK, "n_ctx 64 under 64 MiB: %s %s", slm_result_str(rc), err);
+                if (s) {
+                    slm_token t[3] = { 1, 300, 301 };
+                    CHECK(slm_eval(s, t, 3) == SLM_OK && slm_logits(s) != NULL);
+                    slm_session_free(s);
+                }
+                slm_model_free(m);
+            }
+            CHECK(cnt.live == 0 && cnt.n_alloc == cnt.n_free);
+        }
+        free(b);
+        free(F.data);
+    }
+}
+
+/* Resident memory of this process in bytes (Linux), or 0. */
+static size_t resident_bytes(void) {
+    unsigned long pages_total = 0, pages_res = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (!f) return 0;
+    if (fscanf(f, "%lu %lu", &pages_total, &pages_res) != 2) pages_res = 0;
+    fclose(f);
+#ifdef _SC_PAGESIZE
+    return (size_t)pages_res * (size_t)sysconf(_SC_PAGESIZE);
+#else
+    return (size_t)pages_res * 4096;
+#endif
+}
+
+/* MemorySanitizer's and ThreadSanitizer's allocators write what they hand
+   out (poison, shadow), so resident memory says nothing about slm.h there. */
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_MEMORY__)
+#define ALLOCATOR_WRITES_MEMORY 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer) || __has_feature(memory_sanitizer)
+#define ALLOCATOR_WRITES_MEMORY 1
+#endif
+#endif
+
+/* A session's KV cache is not written at creation: a 2^18-token context
+   (~335 MB of KV cache for stories260K) adds little to the resident memory
+   until tokens fill it. */
+static void test_kv_untouched(void) {
+    NEED_MODEL("f32", path);
+    {
+        slm_model *m = load_model(path);
+        slm_session *s = NULL;
+        slm_session_desc sd;
+        size_t before, after, sz = 0;
+        free(path);
+        if (!m) return;
+        if (!resident_bytes()) {
+            slm_model_free(m);
+            SKIP("no /proc/self/statm: cannot measure resident memory here");
+        }
+#ifdef ALLOCATOR_WRITES_MEMORY
+        slm_model_free(m);
+        SKIP("built with a sanitizer whose allocator writes the memory it returns");
+#endif
+        memset(&sd, 0, sizeof sd);
+        sd.n_ctx = 1 << 18;
+        sd.n_threads = 1;
+        CHECK(slm_session_size(m, &sd, &sz) == SLM_OK);
+        before = resident_bytes();
+        CHECK(slm_session_new(&s, m, &sd) == SLM_OK);
+        after = resident_bytes();
+        NOTE("session of %zu bytes: resident memory +%zu bytes", sz, after > before ? after - before : 0);
+        CHECKF(after < before + ((size_t)32 << 20), "resident memory grew by %zu bytes for a %zu-byte session",
+               after - before, sz);
+        if (s) {
+            slm_token t[5] = { 1, 403, 407, 261, 378 };
+            CHECK(slm_eval(s, t, 5) == SLM_OK && slm_logits(s) != NULL);
+            slm_session_free(s);
+        }
+        slm_model_free(m);
+    }
+}
+
+/* An allocator whose memory is garbage (NaN bytes), as a custom allocator's
+   may be: the cache positions the forward pass reads are the ones it wrote,
+   through prefill, generation, rewind and prefix reuse, so the text is the
+   same as with memory from malloc, for every KV type and thread count. */
+static void *poison_alloc(size_t size, void *user) {
+    void *p = malloc(size);
+    (void)user;
+    if (p) memset(p, 0xff, size);
+    return p;
+}
+static void poison_free(void *p, void *user) {
+    (void)user;
+    free(p);
+}
+static void test_kv_poisoned(void) {
+    NEED_MODEL("q8_0", path);
+    {
+        static const int kvs[] = { SLM_TYPE_F32, SLM_TYPE_F16, SLM_TYPE_Q8_0 };
+        slm_model *m[2] = { NULL, NULL };
+        slm_model_desc d;
+        int k, th, which;
+        memset(&d, 0, sizeof d);
+        d.path = path;
+        CHECK(slm_model_load(&m[0], &d) == SLM_OK);
+        d.alloc.alloc = poison_alloc;
+        d.alloc.free = poison_free;
+        CHECK(slm_model_load(&m[1], &d) == SLM_OK);
+        free(path);
+        for (k = 0; k < 3 && m[0] && m[1]; k++)
+            for (th = 1; th <= 2; th++) {
+                char out[2][3][400];
+                memset(out, 0, sizeof out);
+                for (which = 0; which < 2; which++) {
+                    slm_session *s = NULL;
+                    slm_session_desc sd;
+                    slm_gen_opts go;
+                    memset(&sd, 0, sizeof sd);
+                    sd.n_ctx = 200;
+                    sd.n_threads = th;
+                    sd.kv_type = kvs[k];
+                    memset(&go, 0, sizeof go);
+                    go.max_tokens = 40;
+                    CHECK(slm_session_new(&s, m[which], &sd) == SLM_OK);
+                    if (!s) continue;
+                    CHECK(slm_generate(s, "Once upon a time", &go, out[which][0], sizeof out[which][0], NULL) ==
+                          SLM_OK);
+                    CHECK(slm_rewind(s, 3) == SLM_OK);
+                    /* prefix reuse: 3 tokens cached, the rest evaluated again over old positions */
+                    CHECK(slm_generate(s, "Once upon a time there was", &go, out[which][1], sizeof out[which][1],
+                                       NULL) == SLM_OK);
+                    CHECK(slm_rewind(s, 0) == SLM_OK);
+                    CHECK(slm_generate(s, "Lily", &go, out[which][2], sizeof out[which][2], NULL) == SLM_OK);
+                    slm_session_free(s);
+                }
+                for (which = 0; which < 3; which++)
+                    CHECKF(strcmp(out[0][which], out[1][which]) == 0 && out[0][which][0],
+                           "kv %d, %d threads, run %d: \"%s\" with malloc, \"%s\" with NaN-filled memory", kvs[k], th,
+                           which, out[0][which], out[1][which]);
+            }
+        slm_model_free(m[0]);
+        slm_model_free(m[1]);
     }
 }
 
@@ -1481,6 +2164,12 @@ static const test_case INTERNAL_TESTS[] = {
     TEST(patched_files),
     TEST(vocab_only_header),
     TEST(mutated_files),
+    TEST(hostile_shared_blob),
+    TEST(hostile_tensor_names),
+    TEST(session_size),
+    TEST(session_cap),
+    TEST(kv_untouched),
+    TEST(kv_poisoned),
     TEST(format_md),
     TEST(writer_roundtrip),
     TEST(sampler_total),

@@ -373,9 +373,10 @@ SLM_API int slm_chat_format(const slm_model *model, int tmpl, const slm_chat_mes
    callback reports: invalid arguments (text may be NULL only with len 0), out
    of memory, or a character that no token spells when the vocabulary has
    neither its byte tokens nor an unknown token ("cannot encode 'X' (U+0058)
-   at byte N"). Such a character becomes its byte tokens, else one unknown
-   token; nothing is dropped. 0 is also the count of an empty result, but a
-   non-empty text never gives 0 tokens without an error. */
+   at byte N"). Such a character becomes its byte tokens, else the unknown
+   token (one per character; per byte in byte-level BPE): nothing is
+   dropped. 0 is also the count of an empty result, but a non-empty text
+   never gives 0 tokens without an error. */
 SLM_API int slm_tokenize(const slm_model *model, const char *text, size_t len, int flags, slm_token *out, int cap);
 /* The bytes a token stands for (not NUL-terminated), or NULL for an invalid id. */
 SLM_API const char *slm_token_piece(const slm_model *model, slm_token token, int *len);
@@ -3569,10 +3570,9 @@ SLM__INLINE void slm__gemm_r16_nt(int type, const uint8_t *group, int nb, const 
         SLM__UNROLL for (t = 0; t < nt; t++) isum[t][h] = SLM__DOT_LANE(isum[t][h], wv, xv[t], lane); \
     }
             SLM__R16_Q8_LINE(0, xlo, 0)
-            SLM__R16_Q8_LINE(1, xlo, 1)
-            SLM__R16_Q8_LINE(2, xlo, 2)
-            SLM__R16_Q8_LINE(3, xlo, 3) SLM__R16_Q8_LINE(4, xhi, 0) SLM__R16_Q8_LINE(5, xhi, 1)
-                SLM__R16_Q8_LINE(6, xhi, 2) SLM__R16_Q8_LINE(7, xhi, 3)
+            SLM__R16_Q8_LINE(1, xlo, 1) SLM__R16_Q8_LINE(2, xlo, 2) SLM__R16_Q8_LINE(3, xlo, 3)
+                SLM__R16_Q8_LINE(4, xhi, 0) SLM__R16_Q8_LINE(5, xhi, 1) SLM__R16_Q8_LINE(6, xhi, 2)
+                    SLM__R16_Q8_LINE(7, xhi, 3)
 #undef SLM__R16_Q8_LINE
         } else {
             /* nibbles 0..15 as they are; the offset of 8 comes off once per block */
@@ -3585,9 +3585,7 @@ SLM__INLINE void slm__gemm_r16_nt(int type, const uint8_t *group, int nb, const 
             SLM__DOT_LANE(SLM__DOT_LANE(isum[t][h], lo, xlo[t], k), hi, xhi[t], k); \
     }
             SLM__R16_Q4_LINE(0)
-            SLM__R16_Q4_LINE(1)
-            SLM__R16_Q4_LINE(2)
-            SLM__R16_Q4_LINE(3)
+            SLM__R16_Q4_LINE(1) SLM__R16_Q4_LINE(2) SLM__R16_Q4_LINE(3)
 #undef SLM__R16_Q4_LINE
                 SLM__UNROLL for (t = 0; t < nt; t++) SLM__UNROLL for (h = 0; h < 4; h++) isum[t][h] =
                     vsubq_s32(isum[t][h], vdupq_n_s32(8 * xsum[t * xs + b]));

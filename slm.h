@@ -43,7 +43,10 @@
      token's piece is its text ("<|im_end|>"), so a loop that prints pieces
      checks slm_token_type first, as above.
      slm_tokenize returns 0 both for an empty result and for an error; an error
-     is also reported to the model's log callback. With out NULL and cap 0 it
+     is also reported to the model's log callback. A non-empty text always
+     gives tokens, so 0 for one means an error: among them a character the
+     vocabulary cannot encode (no token, no byte tokens, no unknown token),
+     which slm_generate refuses too, naming it. With out NULL and cap 0 it
      returns -(tokens needed) (0 for none): call it once to size the array.
 
    CONFIGURATION (define before the implementation include)
@@ -125,6 +128,11 @@
             SLM_STOP_ERROR, "non-finite logits"); temperature < 1e-6 is
             greedy; NaN/inf options are refused (inf top_p and temperature
             were accepted), repeat_penalty may be any finite value >= 0.
+            A character no token, byte token or unknown token can spell is an
+            error of slm_tokenize and slm_generate, no longer dropped (one
+            unknown token per such character in SentencePiece, was one per
+            byte); special and user-defined tokens are matched through a
+            sorted list: the cost no longer grows with their number.
      0.1.0  first release: Llama, Qwen2 and Qwen3 from .slm files (f32, f16,
             bf16, q8_0, q4_0, 16-row interleaved q8_0/q4_0), SentencePiece and
             byte-level BPE tokenizers, AVX2, AVX-512 and NEON kernels, f32, f16
@@ -368,10 +376,12 @@ typedef struct slm_gen_opts { /* zero-initialised = greedy, no limits */
    terminated; *out_len (may be NULL) is its full length: larger than
    out_cap - 1 means out was too small and holds the first out_cap - 1 bytes.
    Tokens already in the session's cache that start the new prompt are not
-   evaluated again. Returns SLM_ERR_CONTEXT_FULL when the prompt does not fit,
-   or when the context filled before generation ended (the text generated up
-   to there is delivered), SLM_ERR_CANCELLED when on_token asked to stop,
-   SLM_ERR_FORMAT with stop_reason SLM_STOP_ERROR and the message
+   evaluated again. Returns SLM_ERR_INVALID_ARG when the prompt holds a
+   character the vocabulary cannot encode (see slm_tokenize; the message
+   names it and its byte offset), SLM_ERR_CONTEXT_FULL when the prompt does
+   not fit, or when the context filled before generation ended (the text
+   generated up to there is delivered), SLM_ERR_CANCELLED when on_token asked
+   to stop, SLM_ERR_FORMAT with stop_reason SLM_STOP_ERROR and the message
    "... non-finite logits ..." when the model computed no finite logit (NaN
    or infinite weights; the text up to there is delivered). */
 SLM_API slm_result slm_generate(slm_session *session, const char *prompt, const slm_gen_opts *opts, char *out,
@@ -396,9 +406,14 @@ SLM_API int slm_chat_format(const slm_model *model, int tmpl, const slm_chat_mes
 /* ---- low level --------------------------------------------------------- */
 
 /* Returns the token count, -needed when cap is too small (out may be NULL with
-   cap 0 to ask for the size), or 0 on an error (text may be NULL only with
-   len 0), which the model's log callback reports: 0 is also the count of an
-   empty result. */
+   cap 0 to ask for the size), or 0 on an error, which the model's log
+   callback reports: invalid arguments (text may be NULL only with len 0), out
+   of memory, or a character that no token spells when the vocabulary has
+   neither its byte tokens nor an unknown token ("cannot encode 'X' (U+0058)
+   at byte N"). Such a character becomes its byte tokens, else the unknown
+   token (one per character; per byte in byte-level BPE): nothing is
+   dropped. 0 is also the count of an empty result, but a non-empty text
+   never gives 0 tokens without an error. */
 SLM_API int slm_tokenize(const slm_model *model, const char *text, size_t len, int flags, slm_token *out, int cap);
 /* The bytes a token stands for (not NUL-terminated), or NULL for an invalid id. */
 SLM_API const char *slm_token_piece(const slm_model *model, slm_token token, int *len);
@@ -1328,7 +1343,8 @@ typedef struct slm__vocab {
     char *piece; /* decoded bytes of every token (byte tokens, U+2581) */
     uint32_t *piece_off;
     slm_token byte_token[256];   /* id of each <0xXX> token, -1 if none */
-    slm_token *special;          /* control / user-defined tokens, longest first */
+    slm_token *special;          /* control / user-defined tokens by text, then id (slm__sort_special) */
+    uint32_t special_first[257]; /* special[special_first[b]..special_first[b + 1]) start with byte b */
     slm_token eog[SLM__MAX_EOG]; /* tokens that end generation: eos, eot and chat turn ends */
     int n_eog;
     int n_special;
@@ -2091,10 +2107,11 @@ SLM_API slm_result slm_model_tensor_get(const slm_model *m, int index, slm_tenso
 /* ---- tokenizer -----------------------------------------------------------
    Owns text <-> tokens. The vocabulary lives in the file; at load we add a
    hash from text to id, the decoded bytes of every token, the byte-fallback
-   table and the list of special tokens. Encoding is SentencePiece BPE as
-   llama2.c and llama.cpp do it: optional dummy leading space, split into
-   UTF-8 characters, repeatedly merge the adjacent pair whose joined text is
-   the highest-scoring token (leftmost on ties), then byte fallback for what
+   table and the special tokens sorted by text (slm__special_match).
+   Encoding is SentencePiece BPE as llama2.c and llama.cpp do it: optional
+   dummy leading space, split into UTF-8 characters, repeatedly merge the
+   adjacent pair whose joined text is the highest-scoring token (leftmost on
+   ties), then byte fallback (else the unknown token, else an error) for what
    is left unknown. A heap keeps that O(n log n) for long prompts. */
 
 /* Decodes one code point as llama.cpp does (lead byte and continuation bytes
@@ -2276,6 +2293,73 @@ SLM__SHARED int slm__byte_token_value(const char *t, uint32_t len) {
     return hi < 0 || lo < 0 ? -1 : hi * 16 + lo;
 }
 
+/* Orders special tokens by text (bytes unsigned, a prefix first), then id. */
+static int slm__special_before(const slm__vocab *v, slm_token x, slm_token y) {
+    uint32_t lx, ly;
+    const char *tx = slm__vocab_text(v, x, &lx), *ty = slm__vocab_text(v, y, &ly);
+    int c = memcmp(tx, ty, lx < ly ? lx : ly);
+    if (c != 0) return c < 0;
+    if (lx != ly) return lx < ly;
+    return x < y;
+}
+
+static void slm__special_sift(const slm__vocab *v, slm_token *h, uint32_t i, uint32_t n) {
+    slm_token t = h[i];
+    for (;;) {
+        uint32_t c = 2 * i + 1;
+        if (c >= n) break;
+        if (c + 1 < n && slm__special_before(v, h[c], h[c + 1])) c++;
+        if (!slm__special_before(v, t, h[c])) break;
+        h[i] = h[c];
+        i = c;
+    }
+    h[i] = t;
+}
+
+/* Fills v->special (room for n_special) with the control and user-defined
+   tokens sorted by text, and the first-byte index: slm__special_match then
+   walks the sorted texts byte by byte, so its cost does not grow with the
+   number of special tokens. A heap sort: no extra memory, and a vocabulary
+   of only user-defined tokens (151k of them) still sorts in n log n. Of
+   tokens with the same text only the lowest id is kept, and, when that one is
+   a control token, the lowest user-defined id after it (what is matched
+   without SLM_TOK_SPECIAL): at most two entries per text. */
+static void slm__sort_special(slm__vocab *v) {
+    uint32_t i, n = 0, k, b;
+    for (i = 0; i < (uint32_t)v->n_tokens; i++)
+        if ((v->types[i] == SLM_TOKEN_CONTROL || v->types[i] == SLM_TOKEN_USER_DEFINED) &&
+            v->text_off[i + 1] > v->text_off[i])
+            v->special[n++] = (slm_token)i;
+    for (i = n / 2; i-- > 0;) slm__special_sift(v, v->special, i, n);
+    for (i = n; i-- > 1;) {
+        slm_token t = v->special[0];
+        v->special[0] = v->special[i];
+        v->special[i] = t;
+        slm__special_sift(v, v->special, 0, i);
+    }
+    for (i = 0, k = 0; i < n;) {
+        uint32_t j = i + 1, len, l2;
+        const char *t = slm__vocab_text(v, v->special[i], &len);
+        int want_user = v->types[v->special[i]] == SLM_TOKEN_CONTROL;
+        v->special[k++] = v->special[i];
+        for (; j < n; j++) {
+            const char *t2 = slm__vocab_text(v, v->special[j], &l2);
+            if (l2 != len || memcmp(t, t2, len) != 0) break;
+            if (want_user && v->types[v->special[j]] == SLM_TOKEN_USER_DEFINED) {
+                v->special[k++] = v->special[j];
+                want_user = 0;
+            }
+        }
+        i = j;
+    }
+    v->n_special = (int)k;
+    for (b = 0, i = 0; b < 256; b++) {
+        v->special_first[b] = i;
+        while (i < k && (uint8_t)v->text[v->text_off[v->special[i]]] == b) i++;
+    }
+    v->special_first[256] = k;
+}
+
 static slm_result slm__build_vocab_tables(slm__loader *ld) {
     slm_model *m = ld->m;
     slm__vocab *v = &m->vocab;
@@ -2367,21 +2451,9 @@ static slm_result slm__build_vocab_tables(slm__loader *ld) {
         }
     }
     if (v->n_special) {
-        int k = 0, x, y;
         v->special = (slm_token *)slm__alloc(a, (size_t)v->n_special * sizeof(slm_token));
         if (!v->special) return slm__load_fail(ld, SLM_ERR_OOM, "out of memory for the tokenizer tables");
-        for (i = 0; i < n; i++)
-            if ((v->types[i] == SLM_TOKEN_CONTROL || v->types[i] == SLM_TOKEN_USER_DEFINED) &&
-                v->text_off[i + 1] > v->text_off[i])
-                v->special[k++] = (slm_token)i;
-        /* longest first, so the longest special token wins at a position (insertion sort: few of them) */
-        for (x = 1; x < k; x++) {
-            slm_token t = v->special[x];
-            uint32_t tl = v->text_off[t + 1] - v->text_off[t];
-            for (y = x; y > 0 && v->text_off[v->special[y - 1] + 1] - v->text_off[v->special[y - 1]] < tl; y--)
-                v->special[y] = v->special[y - 1];
-            v->special[y] = t;
-        }
+        slm__sort_special(v);
     }
     return SLM_OK;
 }
@@ -2494,8 +2566,12 @@ static void slm__merge_symbols(const slm__vocab *v, const char *buf, size_t len,
     }
 }
 
-/* One run of plain text (no special tokens inside). Returns 0 on OOM. */
-static int slm__spm_encode(const slm_model *m, const char *text, size_t len, int space_prefix, slm__tok_out *o) {
+/* One run of plain text (no special tokens inside). Returns 1, 0 on OOM, or
+   -1 when a character has no token, no byte tokens and the vocabulary no
+   unknown token: *bad is then its offset in text, or (size_t)-1 for the
+   dummy space. */
+static int slm__spm_encode(const slm_model *m, const char *text, size_t len, int space_prefix, slm__tok_out *o,
+                           size_t *bad) {
     const slm__vocab *v = &m->vocab;
     const slm_allocator *a = &m->alloc;
     int escape = (v->flags & SLM__TOKFLAG_ESCAPE_SPACES) != 0;
@@ -2503,7 +2579,7 @@ static int slm__spm_encode(const slm_model *m, const char *text, size_t len, int
     char *buf;
     slm__sym *sym;
     slm__bigram *heap;
-    int s;
+    int s, ok = 1;
     if (len == 0) return 1;
     if (len > ((size_t)-1 - 8) / 3 / sizeof(slm__bigram)) return 0;
     cap = (len + 1) * 3;
@@ -2539,18 +2615,25 @@ static int slm__spm_encode(const slm_model *m, const char *text, size_t len, int
             slm__tok_emit(o, id);
             continue;
         }
-        for (i = 0; i < sym[s].len; i++) {
-            slm_token b = v->byte_token[(uint8_t)buf[sym[s].start + i]];
-            if (b >= 0)
-                slm__tok_emit(o, b);
-            else if (v->unk >= 0)
-                slm__tok_emit(o, v->unk);
+        /* a symbol that is no token is one character (merges only make tokens):
+           its bytes, else one unknown token as SentencePiece, else an error */
+        for (i = 0; i < sym[s].len && v->byte_token[(uint8_t)buf[sym[s].start + i]] >= 0; i++) {}
+        if (i == sym[s].len) {
+            for (i = 0; i < sym[s].len; i++) slm__tok_emit(o, v->byte_token[(uint8_t)buf[sym[s].start + i]]);
+        } else if (v->unk >= 0) {
+            slm__tok_emit(o, v->unk);
+        } else {
+            size_t at = sym[s].start, p = space_prefix ? (escape ? 3 : 1) : 0;
+            for (i = 0; p < at; i++) p += escape && text[i] == ' ' ? 3 : 1;
+            *bad = at < (space_prefix ? (escape ? 3u : 1u) : 0u) ? (size_t)-1 : i;
+            ok = -1;
+            break;
         }
     }
     slm__free(a, buf);
     slm__free(a, sym);
     slm__free(a, heap);
-    return 1;
+    return ok;
 }
 
 /* Byte-level BPE (GPT-2 family). The text is first split into words by the
@@ -2896,15 +2979,16 @@ static int32_t slm__bpe_rank(const slm__vocab *v, slm_token l, slm_token r) {
     }
 }
 
-/* Merges one word already spelled in the byte-to-Unicode alphabet. */
-static void slm__bpe_word(const slm__vocab *v, const char *buf, size_t len, slm__sym *sym, slm__bigram *heap,
-                          slm__tok_out *o) {
+/* Merges one word already spelled in the byte-to-Unicode alphabet. Returns
+   1, or 0 when a symbol cannot be encoded (*bad: its offset in buf). */
+static int slm__bpe_word(const slm__vocab *v, const char *buf, size_t len, slm__sym *sym, slm__bigram *heap,
+                         slm__tok_out *o, size_t *bad) {
     int s;
     size_t i;
     slm_token whole;
     if ((v->flags & SLM__TOKFLAG_IGNORE_MERGES) && (whole = slm__vocab_find(v, buf, len)) >= 0) {
         slm__tok_emit(o, whole);
-        return;
+        return 1;
     }
     slm__merge_symbols(v, buf, len, sym, heap);
     for (s = 0; s >= 0; s = sym[s].next) {
@@ -2913,15 +2997,24 @@ static void slm__bpe_word(const slm__vocab *v, const char *buf, size_t len, slm_
             slm__tok_emit(o, id);
             continue;
         }
-        for (i = 0; i < sym[s].len; i++) { /* as llama.cpp: single bytes that happen to be tokens */
-            slm_token b = slm__vocab_find(v, buf + sym[s].start + i, 1);
-            if (b >= 0) slm__tok_emit(o, b);
+        /* as llama.cpp: single bytes that happen to be tokens; when some are
+           not, the unknown token rather than losing them, else an error */
+        for (i = 0; i < sym[s].len && slm__vocab_find(v, buf + sym[s].start + i, 1) >= 0; i++) {}
+        if (i == sym[s].len) {
+            for (i = 0; i < sym[s].len; i++) slm__tok_emit(o, slm__vocab_find(v, buf + sym[s].start + i, 1));
+        } else if (v->unk >= 0) {
+            slm__tok_emit(o, v->unk);
+        } else {
+            *bad = sym[s].start;
+            return 0;
         }
     }
+    return 1;
 }
 
-/* One run of plain text with no special tokens inside. Returns 0 on OOM. */
-static int slm__bpe_encode(const slm_model *m, const char *text, size_t len, slm__tok_out *o) {
+/* One run of plain text with no special tokens inside. Returns 1, 0 on OOM,
+   or -1 when a character cannot be encoded (*bad: its offset in text). */
+static int slm__bpe_encode(const slm_model *m, const char *text, size_t len, slm__tok_out *o, size_t *bad) {
     const slm__vocab *v = &m->vocab;
     const slm_allocator *a = &m->alloc;
     uint32_t *cp;
@@ -2956,17 +3049,33 @@ static int slm__bpe_encode(const slm_model *m, const char *text, size_t len, slm
     heap = (slm__bigram *)slm__alloc(a, (max_word * 4 + 1) * 3 * sizeof(slm__bigram));
     if (buf && sym && heap) {
         word_start = 0;
-        for (w = 0; w < words.n; w++) {
-            size_t blen = 0, c;
+        ok = 1;
+        for (w = 0; w < words.n && ok == 1; w++) {
+            size_t blen = 0, c, at;
             for (c = word_start; c < ends[w]; c++) {
                 char u[4];
                 size_t k, n = slm__utf8_encode(cp[c], u);
                 for (k = 0; k < n; k++) blen += slm__utf8_encode(slm__byte_to_cp((uint8_t)u[k]), buf + blen);
             }
-            slm__bpe_word(v, buf, blen, sym, heap, o);
+            if (!slm__bpe_word(v, buf, blen, sym, heap, o, &at)) {
+                /* the code point whose spelling holds buf[at], then its offset in text */
+                size_t spelled = 0, c2, off = 0;
+                for (c = word_start; c + 1 < ends[w]; c++) {
+                    char u[4], tmp[4];
+                    size_t k, n = slm__utf8_encode(cp[c], u), sl = 0;
+                    for (k = 0; k < n; k++) sl += slm__utf8_encode(slm__byte_to_cp((uint8_t)u[k]), tmp);
+                    if (spelled + sl > at) break;
+                    spelled += sl;
+                }
+                for (c2 = 0; c2 < c; c2++) {
+                    uint32_t skipped;
+                    off += slm__utf8_decode((const uint8_t *)text + off, len - off, &skipped);
+                }
+                *bad = off;
+                ok = -1;
+            }
             word_start = ends[w];
         }
-        ok = 1;
     }
     slm__free(a, buf);
     slm__free(a, sym);
@@ -2978,24 +3087,129 @@ done:
     return ok;
 }
 
-SLM_API int slm_tokenize(const slm_model *m, const char *text, size_t len, int flags, slm_token *out, int cap) {
+/* The longest special token that s[0..avail) starts with, -1 if none; control
+   tokens only when `control`. Among tokens of one text the lowest id wins.
+   Walks the sorted list (slm__sort_special) one byte deeper at a time,
+   narrowing by binary search to the tokens that start with s[0..d): the cost
+   is the match's length times log2 of the tokens, whatever their number.
+   *steps counts the entries looked at. */
+static slm_token slm__special_match(const slm__vocab *v, const char *s, size_t avail, int control, uint32_t *len,
+                                    uint64_t *steps) {
+    uint32_t lo = v->special_first[(uint8_t)s[0]], hi = v->special_first[(uint8_t)s[0] + 1], d = 1;
+    slm_token best = -1;
+    *len = 0;
+    while (lo < hi) {
+        /* [lo, hi) start with s[0..d); those exactly d long come first */
+        int found = 0;
+        while (lo < hi && v->text_off[v->special[lo] + 1] - v->text_off[v->special[lo]] == d) {
+            slm_token t = v->special[lo++];
+            (*steps)++;
+            if (!found && (control || v->types[t] != SLM_TOKEN_CONTROL)) {
+                best = t;
+                *len = d;
+                found = 1;
+            }
+        }
+        if (d >= avail || lo >= hi) break;
+        { /* keep the tokens whose byte d is s[d] */
+            uint8_t c = (uint8_t)s[d];
+            uint32_t a = lo, b = hi;
+            while (a < b) {
+                uint32_t mid = a + (b - a) / 2;
+                (*steps)++;
+                if ((uint8_t)v->text[v->text_off[v->special[mid]] + d] < c)
+                    a = mid + 1;
+                else
+                    b = mid;
+            }
+            lo = a;
+            b = hi;
+            while (a < b) {
+                uint32_t mid = a + (b - a) / 2;
+                (*steps)++;
+                if ((uint8_t)v->text[v->text_off[v->special[mid]] + d] <= c)
+                    a = mid + 1;
+                else
+                    b = mid;
+            }
+            hi = a;
+        }
+        d++;
+    }
+    return best;
+}
+
+/* What slm__tokenize reports besides the count. */
+typedef struct slm__tok_status {
+    slm_result rc;          /* SLM_OK, SLM_ERR_INVALID_ARG or SLM_ERR_OOM */
+    char msg[SLM__MSG_MAX]; /* why, when rc is not SLM_OK */
+    uint64_t steps;         /* special-token candidates examined: the white-box tests bound the cost with it */
+} slm__tok_status;
+
+static int slm__tok_fail(slm__tok_status *st, slm_result rc, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    slm__vformat(st->msg, sizeof st->msg, fmt, ap);
+    va_end(ap);
+    st->rc = rc;
+    return 0;
+}
+
+/* Names the character at text[frag + bad] (bad (size_t)-1: SentencePiece's
+   dummy space before text[frag]) that the vocabulary cannot encode. */
+static int slm__tok_cannot_encode(slm__tok_status *st, const char *text, size_t len, size_t frag, size_t bad) {
+    static const char why[] = "the vocabulary has no byte tokens for it and no unknown token";
+    char what[40], hex[8];
+    size_t at = frag + bad, k, n = 0, w = 0;
+    uint32_t cp, x;
+    int invalid;
+    if (bad == (size_t)-1)
+        return slm__tok_fail(st, SLM_ERR_INVALID_ARG, "cannot encode the space SentencePiece adds at byte %zu: %s",
+                             frag, why);
+    k = slm__utf8_decode((const uint8_t *)text + at, len - at, &cp);
+    invalid = cp == 0xFFFD && k == 1; /* not UTF-8: name the byte */
+    x = invalid ? (uint8_t)text[at] : cp;
+    do {
+        hex[n++] = "0123456789ABCDEF"[x & 15];
+        x >>= 4;
+    } while (x || n < (invalid ? 2u : 4u));
+    if (invalid) {
+        memcpy(what, "byte 0x", 7);
+        w = 7;
+    } else if (cp >= 0x20 && cp != 0x7F && (cp < 0x80 || cp >= 0xA0)) { /* printable: 'c' (U+XXXX) */
+        what[w++] = '\'';
+        memcpy(what + w, text + at, k);
+        w += k;
+        memcpy(what + w, "' (U+", 5);
+        w += 5;
+    } else {
+        memcpy(what, "U+", 2);
+        w = 2;
+    }
+    while (n > 0) what[w++] = hex[--n];
+    if (what[0] == '\'') what[w++] = ')';
+    what[w] = 0;
+    return slm__tok_fail(st, SLM_ERR_INVALID_ARG, "cannot encode %s at byte %zu: %s", what, at, why);
+}
+
+/* slm_tokenize, with the reason of a failure in st (slm_generate puts it in
+   the session's message). */
+static int slm__tokenize(const slm_model *m, const char *text, size_t len, int flags, slm_token *out, int cap,
+                         slm__tok_status *st) {
     const slm__vocab *v;
     slm__tok_out o;
     size_t frag = 0, i = 0;
     int prev_special = 1, add_special = (flags & SLM_TOK_BOS) != 0;
-    if (!m) return 0;
-    /* 0 is also a valid count: the log is where an error shows */
-    if ((!text && len) || cap < 0 || (!out && cap > 0) || (flags & ~(SLM_TOK_BOS | SLM_TOK_SPECIAL))) {
-        slm__log(m->log, m->log_user, SLM_LOG_ERROR,
-                 "slm_tokenize: invalid arguments (text %s, len %zu, out %s, cap %d, flags 0x%x)",
-                 text ? "set" : "NULL", len, out ? "set" : "NULL", cap, (unsigned)flags);
-        return 0;
-    }
-    if (len > (size_t)INT_MAX / 4) {
-        slm__log(m->log, m->log_user, SLM_LOG_ERROR, "slm_tokenize: %zu bytes of text is more than the %d it takes",
-                 len, INT_MAX / 4);
-        return 0;
-    }
+    st->rc = SLM_OK;
+    st->msg[0] = 0;
+    st->steps = 0;
+    if ((!text && len) || cap < 0 || (!out && cap > 0) || (flags & ~(SLM_TOK_BOS | SLM_TOK_SPECIAL)))
+        return slm__tok_fail(st, SLM_ERR_INVALID_ARG,
+                             "invalid arguments (text %s, len %zu, out %s, cap %d, flags 0x%x)", text ? "set" : "NULL",
+                             len, out ? "set" : "NULL", cap, (unsigned)flags);
+    if (len > (size_t)INT_MAX / 4)
+        return slm__tok_fail(st, SLM_ERR_INVALID_ARG, "%zu bytes of text is more than the %d it takes", len,
+                             INT_MAX / 4);
     v = &m->vocab;
     o.out = out;
     o.cap = cap;
@@ -3004,32 +3218,21 @@ SLM_API int slm_tokenize(const slm_model *m, const char *text, size_t len, int f
     while (i <= len) {
         slm_token special = -1;
         uint32_t slen = 0;
-        if (i < len) {
-            int k;
-            for (k = 0; k < v->n_special; k++) {
-                const char *t = slm__vocab_text(v, v->special[k], &slen);
-                if (!(flags & SLM_TOK_SPECIAL) && v->types[v->special[k]] == SLM_TOKEN_CONTROL) continue;
-                if (slen <= len - i && t[0] == text[i] && memcmp(t, text + i, slen) == 0) {
-                    special = v->special[k];
-                    break;
-                }
-            }
-        }
+        if (i < len)
+            special = slm__special_match(v, text + i, len - i, (flags & SLM_TOK_SPECIAL) != 0, &slen, &st->steps);
         if (special < 0 && i < len) {
             i++;
             continue;
         }
         if (i > frag) {
             /* SentencePiece adds its dummy space at the start and after each special token */
+            size_t bad = 0;
             int ok = v->kind == SLM_TOKENIZER_BPE
-                         ? slm__bpe_encode(m, text + frag, i - frag, &o)
+                         ? slm__bpe_encode(m, text + frag, i - frag, &o, &bad)
                          : slm__spm_encode(m, text + frag, i - frag,
-                                           prev_special && (v->flags & SLM__TOKFLAG_SPACE_PREFIX), &o);
-            if (!ok) {
-                slm__log(m->log, m->log_user, SLM_LOG_ERROR, "slm_tokenize: out of memory for %zu bytes of text",
-                         i - frag);
-                return 0;
-            }
+                                           prev_special && (v->flags & SLM__TOKFLAG_SPACE_PREFIX), &o, &bad);
+            if (ok == 0) return slm__tok_fail(st, SLM_ERR_OOM, "out of memory for %zu bytes of text", i - frag);
+            if (ok < 0) return slm__tok_cannot_encode(st, text, len, frag, bad);
             prev_special = 0;
         }
         if (i == len) break;
@@ -3040,6 +3243,16 @@ SLM_API int slm_tokenize(const slm_model *m, const char *text, size_t len, int f
     }
     if (add_special && (v->flags & SLM__TOKFLAG_ADD_EOS) && v->eos >= 0) slm__tok_emit(&o, v->eos);
     return o.n <= cap ? o.n : -o.n;
+}
+
+SLM_API int slm_tokenize(const slm_model *m, const char *text, size_t len, int flags, slm_token *out, int cap) {
+    slm__tok_status st;
+    int n;
+    if (!m) return 0;
+    n = slm__tokenize(m, text, len, flags, out, cap, &st);
+    /* 0 is also the count of an empty text: the log is where an error shows */
+    if (st.rc != SLM_OK) slm__log(m->log, m->log_user, SLM_LOG_ERROR, "slm_tokenize: %s", st.msg);
+    return n;
 }
 
 SLM_API const char *slm_token_piece(const slm_model *m, slm_token t, int *len) {
@@ -5334,6 +5547,7 @@ SLM_API slm_result slm_generate(slm_session *s, const char *prompt, const slm_ge
     slm_gen_opts o;
     slm__stream st;
     slm_token *toks = NULL, tok;
+    slm__tok_status ts;
     size_t plen;
     int n, common, k, strip_space;
     slm_result r = SLM_OK;
@@ -5355,7 +5569,8 @@ SLM_API slm_result slm_generate(slm_session *s, const char *prompt, const slm_ge
     v = &m->vocab;
 
     plen = strlen(prompt);
-    n = slm_tokenize(m, prompt, plen, SLM_TOK_BOS | SLM_TOK_SPECIAL, NULL, 0);
+    n = slm__tokenize(m, prompt, plen, SLM_TOK_BOS | SLM_TOK_SPECIAL, NULL, 0, &ts);
+    if (ts.rc != SLM_OK) return slm__fail(s, ts.rc, "slm_generate: %s", ts.msg);
     if (n < 0) n = -n;
     s->stats.n_prompt = n;
     if (n > s->n_ctx)
@@ -5363,9 +5578,9 @@ SLM_API slm_result slm_generate(slm_session *s, const char *prompt, const slm_ge
     if (n > 0) {
         toks = (slm_token *)slm__alloc(&s->alloc, (size_t)n * sizeof(slm_token));
         if (!toks) return slm__fail(s, SLM_ERR_OOM, "slm_generate: out of memory");
-        if (slm_tokenize(m, prompt, plen, SLM_TOK_BOS | SLM_TOK_SPECIAL, toks, n) != n) {
+        if (slm__tokenize(m, prompt, plen, SLM_TOK_BOS | SLM_TOK_SPECIAL, toks, n, &ts) != n) {
             slm__free(&s->alloc, toks);
-            return slm__fail(s, SLM_ERR_OOM, "slm_generate: out of memory tokenizing the prompt");
+            return slm__fail(s, ts.rc != SLM_OK ? ts.rc : SLM_ERR_OOM, "slm_generate: %s", ts.msg);
         }
     } else if (!s->logits_valid) {
         return slm__fail(s, SLM_ERR_INVALID_ARG, "slm_generate: empty prompt and nothing evaluated to continue from");

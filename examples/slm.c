@@ -362,6 +362,21 @@ static void log_to_stderr(void *user, int level, const char *message) {
             n > 0 && message[n - 1] == '\n' ? "" : "\n");
 }
 
+/* The last error the library logged: slm_tokenize reports its errors only
+   to the log. Printed as it comes with -v. */
+typedef struct {
+    int verbose;
+    char last_error[512];
+} log_state;
+
+static void log_keep(void *user, int level, const char *message) {
+    log_state *st = (log_state *)user;
+    if (level == SLM_LOG_ERROR) snprintf(st->last_error, sizeof st->last_error, "%s", message);
+    if (st->verbose) log_to_stderr(NULL, level, message);
+}
+
+static log_state g_log;
+
 /* Loads the model or prints why not; returns NULL on failure. */
 static slm_model *load_model(const char *cmd, const model_opts *mo) {
     char detail[512];
@@ -375,7 +390,9 @@ static slm_model *load_model(const char *cmd, const model_opts *mo) {
     desc.no_mmap = mo->no_mmap;
     desc.error = detail;
     desc.error_cap = sizeof detail;
-    if (mo->verbose) desc.log = log_to_stderr;
+    g_log.verbose = mo->verbose;
+    desc.log = log_keep;
+    desc.log_user = &g_log;
 
     r = slm_model_load(&model, &desc);
     if (r != SLM_OK) {
@@ -521,6 +538,10 @@ static int tokenize_alloc(const char *cmd, const slm_model *model, const char *t
     int n = slm_tokenize(model, text, len, flags, small, (int)(sizeof small / sizeof small[0]));
 
     *out = NULL;
+    if (n == 0 && len > 0) { /* a text always gives tokens: 0 is an error */
+        fprintf(stderr, "slm %s: %s\n", cmd, g_log.last_error[0] ? g_log.last_error : "the text cannot be tokenized");
+        return -1;
+    }
     if (n == 0) return 0;
     if (n > 0) {
         buf = (slm_token *)malloc((size_t)n * sizeof *buf);

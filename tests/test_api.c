@@ -1905,6 +1905,228 @@ static void test_tokenize_zero(void) {
     }
 }
 
+/* ======================================================================== */
+/* characters a vocabulary cannot encode                                    */
+/* ======================================================================== */
+
+/* The tokenizer section of a .slm file in memory (FORMAT.md): where the token
+   types and the unknown token's id are, to patch them. */
+typedef struct {
+    unsigned char *data, *types, *tok;
+    size_t size;
+    uint32_t n;
+} vocab_bytes;
+
+static int vocab_bytes_read(vocab_bytes *F, const char *path) {
+    memset(F, 0, sizeof *F);
+    F->data = read_file(path, &F->size);
+    if (!F->data || F->size < 128 || rd64(F->data + 80) + 64 > F->size) return 0;
+    F->tok = F->data + rd64(F->data + 80);
+    F->n = rd32(F->tok + 8);
+    F->types = F->tok + 64 + 4ull * F->n + 4ull * (F->n + 1) + 8ull * rd32(F->tok + 12);
+    return F->types + F->n <= F->data + F->size;
+}
+
+static slm_model *vocab_bytes_load(const vocab_bytes *F, char *last_log) {
+    slm_model_desc d;
+    slm_model *m = NULL;
+    char err[256] = "";
+    memset(&d, 0, sizeof d);
+    d.data = F->data;
+    d.size = F->size;
+    d.error = err;
+    d.error_cap = sizeof err;
+    d.log = capture_log;
+    d.log_user = last_log;
+    if (slm_model_load(&m, &d) != SLM_OK) NOTE("load failed: %s", err);
+    return m;
+}
+
+/* slm_tokenize fails (0, the reason in the log) and so does slm_generate (the
+   reason in its message): both name the first character lost. */
+static void expect_cannot_encode(slm_model *m, char *last, const char *text, const char *why) {
+    slm_token t[64];
+    slm_session *s = NULL;
+    slm_gen_opts o;
+    char out[64];
+    size_t out_len = 1;
+    slm_result rc;
+    last[0] = 0;
+    CHECKF(slm_tokenize(m, text, strlen(text), SLM_TOK_BOS, t, 64) == 0 && strstr(last, why),
+           "\"%s\": log \"%s\", expected \"%s\"", text, last, why);
+    last[0] = 0;
+    CHECKF(slm_tokenize(m, text, strlen(text), 0, NULL, 0) == 0 && strstr(last, why), "\"%s\" (size only): log \"%s\"",
+           text, last);
+    memset(&o, 0, sizeof o);
+    o.max_tokens = 4;
+    if (slm_session_new(&s, m, NULL) != SLM_OK) return; /* a vocabulary-only file: slm_tokenize only */
+    rc = slm_generate(s, text, &o, out, sizeof out, &out_len);
+    CHECKF(rc == SLM_ERR_INVALID_ARG && strstr(slm_session_error(s), why) && out_len == 0,
+           "slm_generate(\"%s\"): %s \"%s\", expected \"%s\"", text, slm_result_str(rc), slm_session_error(s), why);
+    slm_session_free(s);
+}
+
+/* A SentencePiece vocabulary without byte tokens: what no token spells maps to
+   the unknown token, one per character; with no unknown token either,
+   tokenizing fails and names the character, where it used to vanish.
+   (stories260K spells T, I, M, E and even "\u00e9" with tokens of their own;
+   its byte tokens are what spells "\u65e5".) */
+static void test_unencodable_spm(void) {
+    NEED_MODEL("f32", path);
+    {
+        vocab_bytes F;
+        slm_model *orig = load_model(path), *m = NULL;
+        char last[256] = "";
+        static const char text[] = "Once upon a TIME, caf\xc3\xa9 \xe6\x97\xa5!";
+        slm_token a[64], b[64], want[64];
+        int na, nb, nw = 0, i, byte_value[N_VOCAB];
+        CHECK(vocab_bytes_read(&F, path) && orig != NULL);
+        free(path);
+        if (!orig || !F.types) {
+            slm_model_free(orig);
+            free(F.data);
+            return;
+        }
+        for (i = 0; i < (int)F.n && i < N_VOCAB; i++) {
+            int len;
+            const char *p = slm_token_piece(orig, i, &len);
+            byte_value[i] = F.types[i] == SLM_TOKEN_BYTE && len == 1 ? (unsigned char)p[0] : -1;
+            if (F.types[i] == SLM_TOKEN_BYTE) F.types[i] = SLM_TOKEN_NORMAL; /* "<0x54>" no longer stands for T */
+        }
+        CHECK(rd32(F.tok + 32) == 0); /* unk: <unk> */
+        na = slm_tokenize(orig, text, strlen(text), SLM_TOK_BOS, a, 64);
+        /* the expected tokens: the byte tokens of each character become one <unk> */
+        for (i = 0; i < na; i++) {
+            int v = byte_value[a[i]];
+            want[nw++] = v < 0 ? a[i] : 0;
+            if (v >= 0xC0) i += v >= 0xF0 ? 3 : v >= 0xE0 ? 2 : 1;
+        }
+        CHECKF(nw < na, "\"%s\" needs no byte tokens in stories260K", text);
+
+        m = vocab_bytes_load(&F, last);
+        CHECK(m != NULL);
+        if (m) {
+            nb = slm_tokenize(m, text, strlen(text), SLM_TOK_BOS, b, 64);
+            CHECKF(nb == nw && !memcmp(b, want, sizeof(slm_token) * (size_t)nw), "%d tokens, expected %d", nb, nw);
+            for (i = 0; i < nb && i < nw; i++)
+                if (b[i] != want[i]) CHECKF(0, "token %d: %d, expected %d", i, b[i], want[i]);
+            {
+                slm_session *s = NULL;
+                slm_gen_opts o;
+                size_t out_len = 0;
+                char out[64];
+                memset(&o, 0, sizeof o);
+                o.max_tokens = 2;
+                CHECK(slm_session_new(&s, m, NULL) == SLM_OK);
+                if (s) {
+                    CHECKF(slm_generate(s, "TIME", &o, out, sizeof out, &out_len) == SLM_OK, "%s",
+                           slm_session_error(s));
+                    slm_session_free(s);
+                }
+            }
+        }
+        slm_model_free(m);
+
+        wr32(F.tok + 32, 0xffffffffu); /* no unknown token either */
+        m = vocab_bytes_load(&F, last);
+        CHECK(m != NULL);
+        if (m) {
+            static const char why[] = ": the vocabulary has no byte tokens for it and no unknown token";
+            char w[160];
+            CHECKF(slm_tokenize(m, "Once upon a time", 16, SLM_TOK_BOS, b, 64) > 1, "%s", last);
+            snprintf(w, sizeof w, "cannot encode '\xe6\x97\xa5' (U+65E5) at byte 24%s", why);
+            expect_cannot_encode(m, last, "Once upon a time, caf\xc3\xa9 \xe6\x97\xa5", w);
+            /* only the dummy space and BOS were left of it: "empty prompt" for some vocabularies */
+            snprintf(w, sizeof w, "cannot encode '\xe6\x97\xa5' (U+65E5) at byte 0%s", why);
+            expect_cannot_encode(m, last, "\xe6\x97\xa5\xe6\x97\xa5", w);
+            snprintf(w, sizeof w, "cannot encode byte 0xFF at byte 3%s", why);
+            expect_cannot_encode(m, last, "a b\xff", w);
+            snprintf(w, sizeof w, "cannot encode U+0001 at byte 1%s", why);
+            expect_cannot_encode(m, last, "a\x01", w);
+        }
+        slm_model_free(m);
+        wr32(F.tok + 52, 0); /* no BOS, no dummy space: nothing at all was left ("empty prompt") */
+        m = vocab_bytes_load(&F, last);
+        CHECK(m != NULL);
+        if (m) {
+            expect_cannot_encode(m, last, "\xe6\x97\xa5\xe6\x97\xa5",
+                                 "cannot encode '\xe6\x97\xa5' (U+65E5) at byte 0: the vocabulary has no byte tokens "
+                                 "for it and no unknown token");
+            last[0] = 0;
+            CHECK(slm_tokenize(m, "", 0, SLM_TOK_BOS, b, 64) == 0 && last[0] == 0);
+        }
+        slm_model_free(m);
+        { /* the dummy space, when " " is no token: rename it */
+            const unsigned char *off = F.tok + 64 + 4ull * F.n;
+            char *blob = (char *)(F.types + F.n);
+            for (i = 0; i < (int)F.n; i++)
+                if (rd32(off + 4 * (i + 1)) - rd32(off + 4 * i) == 1 && blob[rd32(off + 4 * i)] == ' ')
+                    blob[rd32(off + 4 * i)] = '\x01';
+            wr32(F.tok + 52, 5); /* add BOS, dummy space */
+            m = vocab_bytes_load(&F, last);
+            CHECK(m != NULL);
+            if (m)
+                expect_cannot_encode(m, last, "7",
+                                     "cannot encode the space SentencePiece adds at byte 0: the vocabulary has no byte "
+                                     "tokens for it and no unknown token");
+            slm_model_free(m);
+        }
+        slm_model_free(orig);
+        free(F.data);
+    }
+}
+
+/* A byte-level BPE vocabulary that cannot spell one byte (Qwen2's "\u00a9",
+   byte 0xA9, renamed): the unknown token when there is one, else an error,
+   where that byte used to vanish ("caf\u00e9" gave "caf" and the token of byte 0xC3). */
+static void test_unencodable_bpe(void) {
+    char *dir = path_join(g_build_dir, "vocab"), *path = path_join(dir, "ggml-vocab-qwen2.slm");
+    vocab_bytes F;
+    slm_model *m = NULL;
+    char last[256] = "";
+    const unsigned char *off;
+    char *blob;
+    uint32_t i, copyright = 0;
+    slm_token t[16];
+    int n;
+    free(dir);
+    if (!vocab_bytes_read(&F, path)) {
+        free(F.data);
+        free(path);
+        SKIP("%s/vocab/ggml-vocab-qwen2.slm not found (tests/run.sh converts it)", g_build_dir);
+    }
+    free(path);
+    off = F.tok + 64 + 4ull * F.n;
+    blob = (char *)(F.types + F.n);
+    for (i = 0; i < F.n && !copyright; i++)
+        if (rd32(off + 4 * (i + 1)) - rd32(off + 4 * i) == 2 && !memcmp(blob + rd32(off + 4 * i), "\xc2\xa9", 2))
+            copyright = i;
+    CHECK(copyright > 0);
+    memcpy(blob + rd32(off + 4 * copyright), "\xc2\xa0", 2); /* U+00A0 spells no byte */
+    m = vocab_bytes_load(&F, last);
+    CHECK(m != NULL);
+    if (m) {
+        expect_cannot_encode(
+            m, last, "caf\xc3\xa9",
+            "cannot encode '\xc3\xa9' (U+00E9) at byte 3: the vocabulary has no byte tokens for it and "
+            "no unknown token");
+        slm_model_free(m);
+    }
+    wr32(F.tok + 32, 0); /* unk: "!" */
+    m = vocab_bytes_load(&F, last);
+    CHECK(m != NULL);
+    if (m) {
+        int len = 0;
+        const char *p;
+        n = slm_tokenize(m, "caf\xc3\xa9", 5, 0, t, 16);
+        p = n >= 2 ? slm_token_piece(m, t[n - 2], &len) : NULL;
+        CHECKF(n >= 2 && t[n - 1] == 0 && p && len == 1 && p[0] == '\xc3', "%d tokens, the last %d (%s)", n,
+               n > 0 ? t[n - 1] : -1, last);
+        slm_model_free(m);
+    }
+    free(F.data);
+}
+
 /* This file's tests in the order they run; tests/harness.h says how to add one. */
 /* clang-format off */
 static const test_case API_TESTS[] = {
@@ -1943,6 +2165,8 @@ static const test_case API_TESTS[] = {
 #ifdef HAVE_FORK
     TEST(load_not_regular),
 #endif
+    TEST(unencodable_spm),
+    TEST(unencodable_bpe),
 };
 /* clang-format on */
 const test_list api_tests = { API_TESTS, (int)(sizeof API_TESTS / sizeof API_TESTS[0]) };

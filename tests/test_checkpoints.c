@@ -173,6 +173,58 @@ static int sanitizer_report(const char *text) {
     return text && (strstr(text, "Sanitizer") || strstr(text, "runtime error:"));
 }
 
+#ifdef HAVE_FORK
+/* slm tokenize and slm run on text the vocabulary cannot encode (stories260K
+   with its byte tokens demoted and no unknown token): exit 1 and the reason
+   on stderr, where tokenize printed what was left and exited 0. */
+static void test_cli_unencodable(void) {
+    char *src = path_join(g_build_dir, "stories260K_f32.slm");
+    char *path = pathf("%s/unencodable.slm", g_build_dir), *o_path = pathf("%s/unencodable.out", g_build_dir);
+    char *e_path = pathf("%s/unencodable.err", g_build_dir);
+    size_t size = 0, n_err;
+    unsigned char *data = read_file(src, &size), *tok, *types;
+    const char *slm = env_or("SLM_BIN", "./slm");
+    uint32_t n, i;
+    int c;
+    free(src);
+    if (!data || !file_exists(slm)) {
+        free(data);
+        free(path);
+        free(o_path);
+        free(e_path);
+        SKIP("%s/stories260K_f32.slm or %s not found", g_build_dir, slm);
+    }
+    tok = data + rd64(data + 80); /* FORMAT.md: the tokenizer section */
+    n = rd32(tok + 8);
+    types = tok + 64 + 4ull * n + 4ull * (n + 1) + 8ull * rd32(tok + 12);
+    for (i = 0; i < n; i++)
+        if (types[i] == SLM_TOKEN_BYTE) types[i] = SLM_TOKEN_NORMAL;
+    wr32(tok + 32, 0xffffffffu); /* unk */
+    CHECK(write_file(path, data, size));
+    for (c = 0; c < 2; c++) {
+        char *argv[8], *err;
+        int rc;
+        argv[0] = (char *)slm;
+        argv[1] = (char *)(c ? "run" : "tokenize");
+        argv[2] = (char *)"-m";
+        argv[3] = path;
+        argv[4] = (char *)(c ? "-p" : "a \xe6\x97\xa5");
+        argv[5] = c ? (char *)"a \xe6\x97\xa5" : NULL;
+        argv[6] = NULL;
+        rc = run_prog(argv, o_path, e_path, 60);
+        err = (char *)read_file(e_path, &n_err);
+        CHECKF(rc == 1 && err && strstr(err, "cannot encode '\xe6\x97\xa5' (U+65E5) at byte 2"),
+               "slm %s: exit %d, stderr \"%s\"", argv[1], rc, err ? err : "");
+        free(err);
+    }
+    remove(path);
+    free(data);
+    free(path);
+    free(o_path);
+    free(e_path);
+}
+#endif
+
 /* ======================================================================== */
 /* tokenizer conformance: llama.cpp's ggml-vocab-*.gguf.inp/.out            */
 /* ======================================================================== */
@@ -2340,6 +2392,7 @@ static const test_case CHECKPOINT_TESTS[] = {
     TEST_ARG(hf_vs_gguf, "qwen2_bf16_shards"),
     TEST_ARG(hf_vs_gguf, "qwen3_f16_tied"),
 #ifdef HAVE_FORK
+    TEST(cli_unencodable),
     TEST(convert_hostile_gguf),
     TEST(convert_hostile_hf),
     TEST(convert_fuzz),

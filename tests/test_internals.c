@@ -2154,6 +2154,215 @@ static void test_sampler_options(void) {
     CHECK(slm__opts_valid(&o));
 }
 
+/* ======================================================================== */
+/* tokenizer: the cost of special tokens                                    */
+/* ======================================================================== */
+
+/* A vocabulary file in memory, its token types patched (tokenizer section per
+   FORMAT.md: 64-byte header, scores, offsets, merges, then the types). */
+typedef struct {
+    unsigned char *data;
+    size_t size;
+    unsigned char *types;
+    uint32_t n;
+} vocab_file;
+
+static int read_vocab_file(vocab_file *F, const char *name) {
+    char *dir = path_join(g_build_dir, "vocab"), *path = path_join(dir, name);
+    uint64_t tok_off;
+    const unsigned char *p;
+    memset(F, 0, sizeof *F);
+    F->data = read_file(path, &F->size);
+    free(dir);
+    free(path);
+    if (!F->data || F->size < 128) return 0;
+    tok_off = rd64(F->data + 80);
+    if (tok_off + 64 > F->size) return 0;
+    p = F->data + tok_off;
+    F->n = rd32(p + 8);
+    F->types = F->data + tok_off + 64 + 4ull * F->n + 4ull * (F->n + 1) + 8ull * rd32(p + 12);
+    return F->types + F->n <= F->data + F->size;
+}
+
+static slm_model *load_vocab_bytes(const vocab_file *F) {
+    slm_model_desc d;
+    slm_model *m = NULL;
+    char err[256] = "";
+    memset(&d, 0, sizeof d);
+    d.data = F->data;
+    d.size = F->size;
+    d.error = err;
+    d.error_cap = sizeof err;
+    if (slm_model_load(&m, &d) != SLM_OK) NOTE("load failed: %s", err);
+    return m;
+}
+
+/* ~93 KB of prose, code and other scripts, different on every line. */
+static char *sample_text(size_t target, size_t *len) {
+    static const char *const lines[] = {
+        "Once upon a time, there was a little girl named Lily who loved to play outside in the sunshine.",
+        "int main(void) { for (int i = 0; i < 10; i++) printf(\"%d\\n\", i * i); return 0; }",
+        "Les élèves ont étudié l'histoire de la Révolution française pendant trois heures.",
+        "日本語のテキストも少し混ぜておきます。東京は大きな都市です。",
+        "<|im_start|>user\nWhat is 12345 + 67890?<|im_end|>\n<|im_start|>assistant\n",
+        "    def tokenize(self, text):  # returns ids\n        return [self.vocab[w] for w in text.split()]",
+    };
+    size_t cap = target + 256, n = 0, k = 0;
+    char *t = (char *)malloc(cap);
+    if (!t) return NULL;
+    while (n < target) {
+        int w = snprintf(t + n, cap - n, "%zu: %s\n", k, lines[k % (sizeof lines / sizeof lines[0])]);
+        if (w < 0 || (size_t)w >= cap - n) break;
+        n += (size_t)w;
+        k++;
+    }
+    *len = n;
+    return t;
+}
+
+/* With every token user-defined (151k special tokens), tokenizing costs a
+   bounded number of matcher steps per byte, not one per special token. */
+static void test_special_tokens_cost(void) {
+    vocab_file F;
+    slm_model *m;
+    size_t len = 0, i;
+    char *text;
+    if (!read_vocab_file(&F, "ggml-vocab-qwen2.slm")) {
+        free(F.data);
+        SKIP("%s/vocab/ggml-vocab-qwen2.slm not found (tests/run.sh converts it)", g_build_dir);
+    }
+    for (i = 0; i < F.n; i++) F.types[i] = SLM_TOKEN_USER_DEFINED;
+    m = load_vocab_bytes(&F);
+    text = sample_text(93 * 1024, &len);
+    CHECK(m != NULL && text != NULL);
+    if (m && text) {
+        /* first 1 KB, then all: a matcher that scans every special token fails the first quickly */
+        static const size_t parts[2] = { 1024, 0 };
+        const uint64_t per_byte = 32;
+        int p;
+        for (p = 0; p < 2; p++) {
+            size_t n_bytes = parts[p] ? parts[p] : len;
+            slm__tok_status st;
+            double t0 = now_sec();
+            int n = slm__tokenize(m, text, n_bytes, SLM_TOK_SPECIAL, NULL, 0, &st);
+            NOTE("%zu bytes: %d tokens, %llu matcher steps (%.1f per byte), %.3f s", n_bytes, -n,
+                 (unsigned long long)st.steps, (double)st.steps / (double)n_bytes, now_sec() - t0);
+            CHECKF(st.rc == SLM_OK && n < 0, "%zu bytes: %d (%s)", n_bytes, n, st.msg);
+            CHECKF(st.steps <= per_byte * n_bytes, "%zu bytes: %llu matcher steps, more than %llu per byte", n_bytes,
+                   (unsigned long long)st.steps, (unsigned long long)per_byte);
+            if (g_checks_failed) break;
+        }
+    }
+    slm_model_free(m);
+    free(text);
+    free(F.data);
+}
+
+/* The longest special token at a position, the lowest id among equal texts,
+   control tokens only with SLM_TOK_SPECIAL: what scanning every special
+   token finds. */
+static slm_token naive_special_match(const slm__vocab *v, const char *s, size_t avail, int control, uint32_t *len) {
+    slm_token best = -1;
+    int i;
+    *len = 0;
+    for (i = 0; i < v->n_tokens; i++) {
+        uint32_t l = v->text_off[i + 1] - v->text_off[i];
+        if (v->types[i] != SLM_TOKEN_USER_DEFINED && (v->types[i] != SLM_TOKEN_CONTROL || !control)) continue;
+        if (l == 0 || l > avail || l <= *len || memcmp(v->text + v->text_off[i], s, l) != 0) continue;
+        best = i;
+        *len = l;
+    }
+    return best;
+}
+
+static void check_special_matches(const char *what, const slm_model *m, const char *text, size_t len) {
+    size_t i;
+    int control, bad = 0, matched = 0;
+    for (control = 0; control < 2; control++)
+        for (i = 0; i < len; i++) {
+            uint32_t l1, l2;
+            uint64_t steps = 0;
+            slm_token got = slm__special_match(&m->vocab, text + i, len - i, control, &l1, &steps);
+            slm_token want = naive_special_match(&m->vocab, text + i, len - i, control, &l2);
+            matched += want >= 0;
+            if ((got != want || l1 != l2) && bad++ < 5)
+                CHECKF(0, "%s, control %d, byte %zu: token %d (%u bytes), expected %d (%u bytes)", what, control, i,
+                       got, l1, want, l2);
+        }
+    NOTE("%s: %zu positions x 2, %d matches", what, len, matched);
+}
+
+/* The sorted special-token list finds what scanning them all finds: the real
+   Qwen2 type table, duplicates of a control token's text (a user-defined one
+   with a higher id, another control one), and every token user-defined. */
+static void test_special_tokens_match(void) {
+    vocab_file F;
+    slm_model *m;
+    size_t len = 0;
+    char *text;
+    uint32_t i, im_start = 0, dup_user = 0, dup_ctrl = 0;
+    const unsigned char *tok;
+    if (!read_vocab_file(&F, "ggml-vocab-qwen2.slm")) {
+        free(F.data);
+        SKIP("%s/vocab/ggml-vocab-qwen2.slm not found (tests/run.sh converts it)", g_build_dir);
+    }
+    text = sample_text(700, &len);
+    CHECK(text != NULL);
+    tok = F.data + rd64(F.data + 80);
+    { /* give two more 12-byte tokens the text "<|im_start|>" */
+        const unsigned char *off = tok + 64 + 4ull * F.n;
+        char *blob = (char *)(F.types + F.n);
+        for (i = 0; i < F.n; i++) {
+            uint32_t l = rd32(off + 4 * (i + 1)) - rd32(off + 4 * i);
+            if (l == 12 && !memcmp(blob + rd32(off + 4 * i), "<|im_start|>", 12)) im_start = i;
+        }
+        for (i = 0; i < F.n && (!dup_user || !dup_ctrl); i++) {
+            uint32_t l = rd32(off + 4 * (i + 1)) - rd32(off + 4 * i);
+            if (l != 12 || F.types[i] != SLM_TOKEN_NORMAL || i < 1000) continue;
+            if (!dup_user)
+                dup_user = i;
+            else
+                dup_ctrl = i;
+        }
+        CHECKF(im_start && dup_user && dup_ctrl, "no <|im_start|> or no 12-byte tokens in the Qwen2 vocabulary");
+        m = load_vocab_bytes(&F);
+        CHECK(m != NULL);
+        if (m && text) check_special_matches("qwen2", m, text, len);
+        slm_model_free(m);
+        memcpy(blob + rd32(off + 4 * dup_user), "<|im_start|>", 12);
+        memcpy(blob + rd32(off + 4 * dup_ctrl), "<|im_start|>", 12);
+        F.types[dup_user] = SLM_TOKEN_USER_DEFINED;
+        F.types[dup_ctrl] = SLM_TOKEN_CONTROL;
+        m = load_vocab_bytes(&F);
+        CHECK(m != NULL);
+        if (m && text) {
+            uint32_t l;
+            uint64_t steps = 0;
+            check_special_matches("qwen2, <|im_start|> three times", m, text, len);
+            CHECK(slm__special_match(&m->vocab, "<|im_start|>", 12, 1, &l, &steps) == (slm_token)dup_user);
+            CHECK(slm__special_match(&m->vocab, "<|im_start|>", 12, 0, &l, &steps) == (slm_token)dup_user);
+            F.types[dup_user] = SLM_TOKEN_CONTROL;
+            F.types[dup_ctrl] = SLM_TOKEN_USER_DEFINED; /* now the user-defined one has the highest id */
+            slm_model_free(m);
+            m = load_vocab_bytes(&F);
+            CHECK(m != NULL);
+            if (m) {
+                check_special_matches("qwen2, <|im_start|> three times, the user-defined one last", m, text, len);
+                CHECK(slm__special_match(&m->vocab, "<|im_start|>", 12, 1, &l, &steps) == (slm_token)dup_user);
+                CHECK(slm__special_match(&m->vocab, "<|im_start|>", 12, 0, &l, &steps) == (slm_token)dup_ctrl);
+            }
+        }
+        slm_model_free(m);
+    }
+    for (i = 0; i < F.n; i++) F.types[i] = SLM_TOKEN_USER_DEFINED;
+    m = load_vocab_bytes(&F);
+    CHECK(m != NULL);
+    if (m && text) check_special_matches("qwen2, every token user-defined", m, text, len);
+    slm_model_free(m);
+    free(text);
+    free(F.data);
+}
+
 /* This file's tests in the order they run; tests/harness.h says how to add one. */
 /* clang-format off */
 static const test_case INTERNAL_TESTS[] = {
@@ -2175,6 +2384,8 @@ static const test_case INTERNAL_TESTS[] = {
     TEST(sampler_total),
     TEST(sampler_patterns),
     TEST(sampler_options),
+    TEST(special_tokens_cost),
+    TEST(special_tokens_match),
 };
 /* clang-format on */
 const test_list internal_tests = { INTERNAL_TESTS, (int)(sizeof INTERNAL_TESTS / sizeof INTERNAL_TESTS[0]) };

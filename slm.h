@@ -2526,11 +2526,15 @@ done:
     return ok;
 }
 
-SLM_API int slm_tokenize(const slm_model *m, const char *text, size_t len, int flags, slm_token *out, int cap) {
+/* slm_tokenize, with *err telling an error (its code) from an empty result:
+   both return 0, and slm_generate must not take an out-of-memory for an empty prompt. */
+static int slm__tokenize(const slm_model *m, const char *text, size_t len, int flags, slm_token *out, int cap,
+                         slm_result *err) {
     const slm__vocab *v;
     slm__tok_out o;
     size_t frag = 0, i = 0;
     int prev_special = 1, add_special = (flags & SLM_TOK_BOS) != 0;
+    *err = SLM_ERR_INVALID_ARG;
     if (!m) return 0;
     /* 0 is also a valid count: the log is where an error shows */
     if ((!text && len) || cap < 0 || (!out && cap > 0) || (flags & ~(SLM_TOK_BOS | SLM_TOK_SPECIAL))) {
@@ -2544,6 +2548,7 @@ SLM_API int slm_tokenize(const slm_model *m, const char *text, size_t len, int f
                  len, INT_MAX / 4);
         return 0;
     }
+    *err = SLM_OK;
     v = &m->vocab;
     o.out = out;
     o.cap = cap;
@@ -2576,6 +2581,7 @@ SLM_API int slm_tokenize(const slm_model *m, const char *text, size_t len, int f
             if (!ok) {
                 slm__log(m->log, m->log_user, SLM_LOG_ERROR, "slm_tokenize: out of memory for %zu bytes of text",
                          i - frag);
+                *err = SLM_ERR_OOM;
                 return 0;
             }
             prev_special = 0;
@@ -2588,6 +2594,11 @@ SLM_API int slm_tokenize(const slm_model *m, const char *text, size_t len, int f
     }
     if (add_special && (v->flags & SLM__TOKFLAG_ADD_EOS) && v->eos >= 0) slm__tok_emit(&o, v->eos);
     return o.n <= cap ? o.n : -o.n;
+}
+
+SLM_API int slm_tokenize(const slm_model *m, const char *text, size_t len, int flags, slm_token *out, int cap) {
+    slm_result err;
+    return slm__tokenize(m, text, len, flags, out, cap, &err);
 }
 
 SLM_API const char *slm_token_piece(const slm_model *m, slm_token t, int *len) {
@@ -3356,9 +3367,9 @@ SLM__INLINE void slm__gemm_r16_nt(int type, const uint8_t *group, int nb, const 
         SLM__UNROLL for (t = 0; t < nt; t++) isum[t][h] = SLM__DOT_LANE(isum[t][h], wv, xv[t], lane); \
     }
             SLM__R16_Q8_LINE(0, xlo, 0)
-            SLM__R16_Q8_LINE(1, xlo, 1) SLM__R16_Q8_LINE(2, xlo, 2) SLM__R16_Q8_LINE(3, xlo, 3)
-                SLM__R16_Q8_LINE(4, xhi, 0) SLM__R16_Q8_LINE(5, xhi, 1) SLM__R16_Q8_LINE(6, xhi, 2)
-                    SLM__R16_Q8_LINE(7, xhi, 3)
+            SLM__R16_Q8_LINE(1, xlo, 1)
+            SLM__R16_Q8_LINE(2, xlo, 2) SLM__R16_Q8_LINE(3, xlo, 3) SLM__R16_Q8_LINE(4, xhi, 0)
+                SLM__R16_Q8_LINE(5, xhi, 1) SLM__R16_Q8_LINE(6, xhi, 2) SLM__R16_Q8_LINE(7, xhi, 3)
 #undef SLM__R16_Q8_LINE
         } else {
             /* nibbles 0..15 as they are; the offset of 8 comes off once per block */
@@ -3371,7 +3382,8 @@ SLM__INLINE void slm__gemm_r16_nt(int type, const uint8_t *group, int nb, const 
             SLM__DOT_LANE(SLM__DOT_LANE(isum[t][h], lo, xlo[t], k), hi, xhi[t], k); \
     }
             SLM__R16_Q4_LINE(0)
-            SLM__R16_Q4_LINE(1) SLM__R16_Q4_LINE(2) SLM__R16_Q4_LINE(3)
+            SLM__R16_Q4_LINE(1)
+            SLM__R16_Q4_LINE(2) SLM__R16_Q4_LINE(3)
 #undef SLM__R16_Q4_LINE
                 SLM__UNROLL for (t = 0; t < nt; t++) SLM__UNROLL for (h = 0; h < 4; h++) isum[t][h] =
                     vsubq_s32(isum[t][h], vdupq_n_s32(8 * xsum[t * xs + b]));
@@ -4707,6 +4719,12 @@ static int slm__stream_push(slm__stream *st, const char *p, size_t n) {
     return 0;
 }
 
+/* The tokenizer logged its reason; the session keeps one the caller can read. */
+static slm_result slm__prompt_fail(slm_session *s, slm_result r, size_t plen) {
+    if (r == SLM_ERR_OOM) return slm__fail(s, r, "slm_generate: out of memory tokenizing the %zu-byte prompt", plen);
+    return slm__fail(s, r, "slm_generate: the %zu-byte prompt cannot be tokenized (the model's log says why)", plen);
+}
+
 SLM_API slm_result slm_generate(slm_session *s, const char *prompt, const slm_gen_opts *opts, char *out, size_t out_cap,
                                 size_t *out_len) {
     const slm_model *m;
@@ -4735,7 +4753,8 @@ SLM_API slm_result slm_generate(slm_session *s, const char *prompt, const slm_ge
     v = &m->vocab;
 
     plen = strlen(prompt);
-    n = slm_tokenize(m, prompt, plen, SLM_TOK_BOS | SLM_TOK_SPECIAL, NULL, 0);
+    n = slm__tokenize(m, prompt, plen, SLM_TOK_BOS | SLM_TOK_SPECIAL, NULL, 0, &r);
+    if (r != SLM_OK) return slm__prompt_fail(s, r, plen);
     if (n < 0) n = -n;
     s->stats.n_prompt = n;
     if (n > s->n_ctx)
@@ -4743,9 +4762,9 @@ SLM_API slm_result slm_generate(slm_session *s, const char *prompt, const slm_ge
     if (n > 0) {
         toks = (slm_token *)slm__alloc(&s->alloc, (size_t)n * sizeof(slm_token));
         if (!toks) return slm__fail(s, SLM_ERR_OOM, "slm_generate: out of memory");
-        if (slm_tokenize(m, prompt, plen, SLM_TOK_BOS | SLM_TOK_SPECIAL, toks, n) != n) {
+        if (slm__tokenize(m, prompt, plen, SLM_TOK_BOS | SLM_TOK_SPECIAL, toks, n, &r) != n || r != SLM_OK) {
             slm__free(&s->alloc, toks);
-            return slm__fail(s, SLM_ERR_OOM, "slm_generate: out of memory tokenizing the prompt");
+            return slm__prompt_fail(s, r == SLM_OK ? SLM_ERR_INVALID_ARG : r, plen);
         }
     } else if (!s->logits_valid) {
         return slm__fail(s, SLM_ERR_INVALID_ARG, "slm_generate: empty prompt and nothing evaluated to continue from");

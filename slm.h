@@ -1054,6 +1054,9 @@ typedef struct slm__loader {
     slm_model *m;
     char *error;
     size_t error_cap;
+    /* desc's, not m's: a failure is logged when m could not be allocated or was just freed */
+    slm_log_fn log;
+    void *log_user;
 } slm__loader;
 
 static void slm__log(slm_log_fn fn, void *user, int level, const char *fmt, ...) {
@@ -1073,7 +1076,7 @@ static slm_result slm__load_fail(slm__loader *ld, slm_result code, const char *f
     slm__vformat(msg, sizeof msg, fmt, ap);
     va_end(ap);
     if (ld->error && ld->error_cap) slm__format(ld->error, ld->error_cap, "%s", msg);
-    if (ld->m) slm__log(ld->m->log, ld->m->log_user, SLM_LOG_ERROR, "%s", msg);
+    slm__log(ld->log, ld->log_user, SLM_LOG_ERROR, "%s", msg);
     return code;
 }
 
@@ -1578,6 +1581,8 @@ SLM_API slm_result slm_model_load(slm_model **out, const slm_model_desc *desc) {
     if (desc) {
         ld.error = desc->error;
         ld.error_cap = desc->error_cap;
+        ld.log = desc->log;
+        ld.log_user = desc->log_user;
     }
     if (ld.error && ld.error_cap) ld.error[0] = 0;
     if (!out || !desc) return slm__load_fail(&ld, SLM_ERR_INVALID_ARG, "slm_model_load: out and desc are required");
@@ -3368,8 +3373,10 @@ SLM__INLINE void slm__gemm_r16_nt(int type, const uint8_t *group, int nb, const 
     }
             SLM__R16_Q8_LINE(0, xlo, 0)
             SLM__R16_Q8_LINE(1, xlo, 1)
-            SLM__R16_Q8_LINE(2, xlo, 2) SLM__R16_Q8_LINE(3, xlo, 3) SLM__R16_Q8_LINE(4, xhi, 0)
-                SLM__R16_Q8_LINE(5, xhi, 1) SLM__R16_Q8_LINE(6, xhi, 2) SLM__R16_Q8_LINE(7, xhi, 3)
+            SLM__R16_Q8_LINE(2, xlo, 2)
+            SLM__R16_Q8_LINE(3, xlo, 3)
+            SLM__R16_Q8_LINE(4, xhi, 0) SLM__R16_Q8_LINE(5, xhi, 1) SLM__R16_Q8_LINE(6, xhi, 2)
+                SLM__R16_Q8_LINE(7, xhi, 3)
 #undef SLM__R16_Q8_LINE
         } else {
             /* nibbles 0..15 as they are; the offset of 8 comes off once per block */
@@ -3383,10 +3390,11 @@ SLM__INLINE void slm__gemm_r16_nt(int type, const uint8_t *group, int nb, const 
     }
             SLM__R16_Q4_LINE(0)
             SLM__R16_Q4_LINE(1)
-            SLM__R16_Q4_LINE(2) SLM__R16_Q4_LINE(3)
+            SLM__R16_Q4_LINE(2)
+            SLM__R16_Q4_LINE(3)
 #undef SLM__R16_Q4_LINE
-                SLM__UNROLL for (t = 0; t < nt; t++) SLM__UNROLL for (h = 0; h < 4; h++) isum[t][h] =
-                    vsubq_s32(isum[t][h], vdupq_n_s32(8 * xsum[t * xs + b]));
+            SLM__UNROLL for (t = 0; t < nt; t++) SLM__UNROLL for (h = 0; h < 4; h++) isum[t][h] =
+                vsubq_s32(isum[t][h], vdupq_n_s32(8 * xsum[t * xs + b]));
         }
         SLM__UNROLL for (t = 0; t < nt; t++) {
             float dx = slm_fp16_to_fp32(x[t * xs + b].d);

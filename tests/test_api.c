@@ -1726,7 +1726,9 @@ static void test_tokenize_zero(void) {
 
 /* Refuses the fail_at-th allocation (1-based; 0 = none), with sticky every
    one from there on, and passes the others to a counting allocator whose
-   live blocks are the leak check. */
+   live blocks are the leak check. A freed block is zeroed first, so that a
+   read after free sees NULL pointers and zero sizes in any build, not only
+   under AddressSanitizer. */
 typedef struct {
     counter cnt;
     slm_allocator inner;
@@ -1735,15 +1737,25 @@ typedef struct {
     char log[512]; /* the last error the model logged */
 } failing_alloc;
 
+#define FAILING_HDR 16 /* the block's size, keeping malloc's alignment */
 static void *failing_alloc_fn(size_t size, void *user) {
     failing_alloc *f = (failing_alloc *)user;
+    unsigned char *p;
     f->attempts++;
     if (f->fail_at > 0 && (f->attempts == f->fail_at || (f->sticky && f->attempts > f->fail_at))) return NULL;
-    return f->inner.alloc(size, f->inner.user);
+    if (size > SIZE_MAX - FAILING_HDR) return NULL;
+    p = (unsigned char *)f->inner.alloc(size + FAILING_HDR, f->inner.user);
+    if (!p) return NULL;
+    memcpy(p, &size, sizeof size);
+    return p + FAILING_HDR;
 }
 static void failing_free_fn(void *ptr, void *user) {
     failing_alloc *f = (failing_alloc *)user;
-    f->inner.free(ptr, f->inner.user);
+    unsigned char *p = (unsigned char *)ptr - FAILING_HDR;
+    size_t size;
+    memcpy(&size, p, sizeof size);
+    memset(ptr, 0, size);
+    f->inner.free(p, f->inner.user);
 }
 static void failing_init(failing_alloc *f) {
     memset(f, 0, sizeof *f);
@@ -1848,8 +1860,8 @@ static int sweep_cycle(const sweep_cfg *c, failing_alloc *f, slm_model *loaded, 
                 rc = slm_model_load(&m, &md);
                 ok = rc == SLM_OK && m;
                 if (!ok)
-                    CHECKF(rc == SLM_ERR_OOM && !m && strstr(err, "out of memory"),
-                           "%s: slm_model_load gave %s (\"%s\")", label, slm_result_str(rc), err);
+                    CHECKF(rc == SLM_ERR_OOM && !m && strstr(err, "out of memory") && !strcmp(f->log, err),
+                           "%s: slm_model_load gave %s (\"%s\", log \"%s\")", label, slm_result_str(rc), err, f->log);
                 break;
             case PH_SESSION:
                 rc = slm_session_new(&s, m, &sd);

@@ -1774,6 +1774,8 @@ typedef struct {
     const unsigned char *data[2]; /* the file's bytes 64-byte aligned and not, for the memory modes */
     size_t size;
     int load, kv_type, n_threads, tmpl;
+    int system;      /* the conversation opens with a system turn */
+    int also_sticky; /* sweep again refusing every allocation from the N-th on */
 } sweep_cfg;
 
 /* What a cycle gave, to compare with the cycle that refused nothing. */
@@ -1808,9 +1810,10 @@ static void sweep_model_desc(const sweep_cfg *c, failing_alloc *f, slm_model_des
 /* Runs the cycle with f's allocator, on a model of its own, or from
    slm_session_new on `loaded` (loaded with f). The call that meets a refusal
    must fail with SLM_ERR_OOM and say "out of memory" (slm_tokenize: 0 and
-   the log); the cycle then calls it again with nothing refused and goes on,
-   and must give what a clean cycle gives. Returns the phase that failed, PH_N
-   when none did, -1 when the cycle could not go on. */
+   the log); the cycle then calls it again with nothing refused, which must
+   give what it gives in a clean cycle, and frees everything (the phases
+   after it run in the sweep's other cycles). Returns the phase that failed,
+   PH_N when none did, -1 when the call failed again. */
 static int sweep_cycle(const sweep_cfg *c, failing_alloc *f, slm_model *loaded, sweep_out *o, const char *label) {
     static const char *const stops[] = { "The end", "\n\n" };
     static const char *const tok_text = "Once upon a time, <|im_start|>a cat said \"h\xc3\xa9llo\" \xe2\x9c\x93";
@@ -1843,12 +1846,13 @@ static int sweep_cycle(const sweep_cfg *c, failing_alloc *f, slm_model *loaded, 
     go.seed = 7;
     go.stop = stops;
     go.n_stop = 2;
+    /* short: its prompt is evaluated in every cycle (scalar kernels under the sanitizers) */
     conv[0].role = "system";
-    conv[0].content = "You tell short stories.";
+    conv[0].content = "Be brief.";
     conv[1].role = "user";
-    conv[1].content = "Once upon a time";
+    conv[1].content = "Hi";
     o->marks[PH_LOAD] = f->attempts;
-    for (ph = loaded ? PH_SESSION : PH_LOAD; ph < PH_N && !bad; ph++) {
+    for (ph = loaded ? PH_SESSION : PH_LOAD; ph < PH_N && !bad && failed == PH_N; ph++) {
         int retry;
         for (retry = 0; retry < 2; retry++) { /* the call, then with nothing refused if it failed */
             slm_result rc = SLM_OK;
@@ -1889,7 +1893,7 @@ static int sweep_cycle(const sweep_cfg *c, failing_alloc *f, slm_model *loaded, 
                            "%s: %s gave %s (\"%s\")", label, PHASE_NAMES[ph], slm_result_str(rc), slm_session_error(s));
                 break;
             default: /* PH_CHAT: allocates nothing */
-                n = slm_chat_format(m, c->tmpl, conv, 2, 1, o->chat, sizeof o->chat);
+                n = slm_chat_format(m, c->tmpl, conv + !c->system, 1 + !!c->system, 1, o->chat, sizeof o->chat);
                 ok = n > 0 && n < (int)sizeof o->chat;
                 CHECKF(ok, "%s: slm_chat_format gave %d", label, n);
                 break;
@@ -1913,10 +1917,11 @@ static int sweep_cycle(const sweep_cfg *c, failing_alloc *f, slm_model *loaded, 
 }
 
 /* For each N from 1 to the allocations of a clean cycle, refuses the N-th
-   (alone, then with every one after it): the phase that asks for allocation
-   N fails with SLM_ERR_OOM, the others do what they do in the clean cycle,
-   nothing leaks. N past the load runs on one model, loaded with the same
-   allocator: a refusal must leave it as it was. Returns allocations swept. */
+   (alone; with also_sticky, then with every one after it too): the phase
+   that asks for allocation N fails with SLM_ERR_OOM, the phases before it do
+   what they do in the clean cycle, nothing leaks. N past the load runs on
+   one model, loaded with the same allocator: a refusal must leave it as it
+   was. Stops after 8 failed checks. Returns the allocations swept. */
 static long sweep(const sweep_cfg *c) {
     failing_alloc f, fm;
     sweep_out clean, o;
@@ -1925,6 +1930,7 @@ static long sweep(const sweep_cfg *c) {
     int sticky, ph, failed_checks = g_checks_failed;
     slm_model *m = NULL;
     slm_model_desc md;
+    double t0 = now_sec();
     snprintf(base, sizeof base, "%s, %s, kv %s, %d thread%s", c->name, LOAD_NAMES[c->load],
              c->kv_type ? slm_type_name(c->kv_type) : "default", c->n_threads, c->n_threads > 1 ? "s" : "");
     failing_init(&f);
@@ -1936,8 +1942,8 @@ static long sweep(const sweep_cfg *c) {
     failing_init(&fm);
     sweep_model_desc(c, &fm, &md);
     CHECK(slm_model_load(&m, &md) == SLM_OK && fm.attempts == clean.marks[PH_LOAD]);
-    for (sticky = 0; sticky < 2 && m; sticky++)
-        for (n = 1; n <= total && g_checks_failed == failed_checks; n++) {
+    for (sticky = 0; sticky < 1 + !!c->also_sticky && m; sticky++)
+        for (n = 1; n <= total && g_checks_failed - failed_checks < 8; n++) {
             int expect = 0, got;
             failing_alloc *fa = n <= clean.marks[PH_LOAD] ? &f : &fm;
             while (clean.marks[expect] < n) expect++;
@@ -1953,10 +1959,12 @@ static long sweep(const sweep_cfg *c) {
             if (got < 0) break;
             CHECKF(got == expect, "%s: %s failed, expected %s", label, got < PH_N ? PHASE_NAMES[got] : "nothing",
                    PHASE_NAMES[expect]);
-            CHECKF(o.n_toks == clean.n_toks &&
-                       !memcmp(o.toks, clean.toks, sizeof(slm_token) * (size_t)(o.n_toks > 0 ? o.n_toks : 0)),
-                   "%s: other tokens than the clean cycle's", label);
-            for (ph = 0; ph < 2; ph++)
+            /* the phases that ran, the refused one included, gave what the clean cycle gave */
+            if (got >= PH_TOKENIZE)
+                CHECKF(o.n_toks == clean.n_toks &&
+                           !memcmp(o.toks, clean.toks, sizeof(slm_token) * (size_t)(o.n_toks > 0 ? o.n_toks : 0)),
+                       "%s: other tokens than the clean cycle's", label);
+            for (ph = 0; ph < 2 && got >= (ph ? PH_GENERATE_CHAT : PH_GENERATE); ph++)
                 CHECKF(!strcmp(o.gen[ph], clean.gen[ph]), "%s: generation %d gave \"%s\", the clean cycle \"%s\"",
                        label, ph + 1, o.gen[ph], clean.gen[ph]);
         }
@@ -1972,7 +1980,7 @@ static long sweep(const sweep_cfg *c) {
                                   clean.marks[ph] - prev);
             prev = clean.marks[ph];
         }
-        NOTE("%s: %ld allocations (%s)", base, total, line);
+        NOTE("%s: %ld allocations (%s), %.2f s", base, total, line, now_sec() - t0);
     }
     return total;
 }
@@ -2013,13 +2021,14 @@ static void test_alloc_failure_sweep(void) {
         memset(&c, 0, sizeof c);
         c.name = "stories260K f32";
         c.path = path;
-        c.tmpl = SLM_CHAT_CHATML; /* stories260K has no template of its own */
+        c.tmpl = SLM_CHAT_PHI3; /* stories260K has no template of its own */
         buf = sweep_bytes(&c);
         CHECK(buf != NULL);
         for (k = 0; buf && k < sizeof modes / sizeof modes[0]; k++) {
             c.load = modes[k][0];
             c.kv_type = modes[k][1];
             c.n_threads = modes[k][2];
+            c.also_sticky = k == 0;
             swept += sweep(&c);
         }
         free(buf);
@@ -2028,11 +2037,13 @@ static void test_alloc_failure_sweep(void) {
         c.n_threads = 1;
         c.name = "stories260K q4_0";
         c.path = q4;
-        c.tmpl = SLM_CHAT_LLAMA2;
+        c.tmpl = SLM_CHAT_GEMMA;
         if (file_exists(q4)) swept += sweep(&c);
         c.name = "b_llama_starcoder_q4_0";
         c.path = bpe;
         c.tmpl = SLM_CHAT_CHATML;
+        c.system = 1;
+        c.also_sticky = 1;
         if (file_exists(bpe))
             swept += sweep(&c);
         else
@@ -2040,7 +2051,7 @@ static void test_alloc_failure_sweep(void) {
         free(q4);
         free(bpe);
         free(path);
-        NOTE("%ld allocations refused one by one, then with every one after", swept);
+        NOTE("%ld allocation points swept", swept);
     }
 }
 

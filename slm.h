@@ -80,8 +80,13 @@
      Every allocation goes through the model's allocator (desc.alloc, else
      SLM_MALLOC/SLM_FREE): slm_model_load, slm_session_new, slm_tokenize
      (scratch for the text) and slm_generate (the prompt's tokens, the text
-     held back for stop strings); the *_free functions release. slm_eval and
-     slm_sample never allocate.
+     held back for stop strings); the *_free functions release. slm_eval,
+     slm_sample and slm_chat_format never allocate. When the allocator returns NULL the call
+     fails with SLM_ERR_OOM and a message saying "out of memory" (slm_tokenize:
+     0, and the message in the log), frees what it had allocated, and leaves
+     the model and the session usable: the same call succeeds once memory is
+     there (tests/test_api.c refuses every allocation of a load, session,
+     tokenize, generate cycle in turn).
 
    THREADS
      A slm_model is immutable after load and may be shared by any number of
@@ -104,7 +109,11 @@
             slm_model_load refuses an slm_allocator with only one of alloc and
             free (SLM_ERR_INVALID_ARG); SLM_MALLOC without SLM_FREE, or the
             reverse, is an #error; SLM_REALLOC and SLM_ASSERT, never used, are
-            gone; slm_tokenize reports its errors to the log; contracts above.
+            gone; slm_tokenize reports its errors to the log; contracts above;
+            slm_generate returns SLM_ERR_OOM when tokenizing the prompt runs out
+            of memory (it said "empty prompt", or with text already generated
+            went on from it); slm_model_load logs every failure to desc.log,
+            also those before the model is allocated.
      0.1.0  first release: Llama, Qwen2 and Qwen3 from .slm files (f32, f16,
             bf16, q8_0, q4_0, 16-row interleaved q8_0/q4_0), SentencePiece and
             byte-level BPE tokenizers, AVX2, AVX-512 and NEON kernels, f32, f16
@@ -3372,11 +3381,9 @@ SLM__INLINE void slm__gemm_r16_nt(int type, const uint8_t *group, int nb, const 
         SLM__UNROLL for (t = 0; t < nt; t++) isum[t][h] = SLM__DOT_LANE(isum[t][h], wv, xv[t], lane); \
     }
             SLM__R16_Q8_LINE(0, xlo, 0)
-            SLM__R16_Q8_LINE(1, xlo, 1)
-            SLM__R16_Q8_LINE(2, xlo, 2)
-            SLM__R16_Q8_LINE(3, xlo, 3)
-            SLM__R16_Q8_LINE(4, xhi, 0) SLM__R16_Q8_LINE(5, xhi, 1) SLM__R16_Q8_LINE(6, xhi, 2)
-                SLM__R16_Q8_LINE(7, xhi, 3)
+            SLM__R16_Q8_LINE(1, xlo, 1) SLM__R16_Q8_LINE(2, xlo, 2) SLM__R16_Q8_LINE(3, xlo, 3)
+                SLM__R16_Q8_LINE(4, xhi, 0) SLM__R16_Q8_LINE(5, xhi, 1) SLM__R16_Q8_LINE(6, xhi, 2)
+                    SLM__R16_Q8_LINE(7, xhi, 3)
 #undef SLM__R16_Q8_LINE
         } else {
             /* nibbles 0..15 as they are; the offset of 8 comes off once per block */
@@ -3389,12 +3396,10 @@ SLM__INLINE void slm__gemm_r16_nt(int type, const uint8_t *group, int nb, const 
             SLM__DOT_LANE(SLM__DOT_LANE(isum[t][h], lo, xlo[t], k), hi, xhi[t], k); \
     }
             SLM__R16_Q4_LINE(0)
-            SLM__R16_Q4_LINE(1)
-            SLM__R16_Q4_LINE(2)
-            SLM__R16_Q4_LINE(3)
+            SLM__R16_Q4_LINE(1) SLM__R16_Q4_LINE(2) SLM__R16_Q4_LINE(3)
 #undef SLM__R16_Q4_LINE
-            SLM__UNROLL for (t = 0; t < nt; t++) SLM__UNROLL for (h = 0; h < 4; h++) isum[t][h] =
-                vsubq_s32(isum[t][h], vdupq_n_s32(8 * xsum[t * xs + b]));
+                SLM__UNROLL for (t = 0; t < nt; t++) SLM__UNROLL for (h = 0; h < 4; h++) isum[t][h] =
+                    vsubq_s32(isum[t][h], vdupq_n_s32(8 * xsum[t * xs + b]));
         }
         SLM__UNROLL for (t = 0; t < nt; t++) {
             float dx = slm_fp16_to_fp32(x[t * xs + b].d);

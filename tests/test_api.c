@@ -1825,7 +1825,8 @@ static int sweep_cycle(const sweep_cfg *c, failing_alloc *f, slm_model *loaded, 
     slm_chat_message conv[2];
     char err[512];
     int failed = PH_N, ph, bad = 0;
-    size_t live_before = f->cnt.live;
+    size_t live_before = f->cnt.live; /* the loaded model's */
+    long blocks_before = f->cnt.n_alloc - f->cnt.n_free;
     memset(o, 0, sizeof *o);
     memset(&sd, 0, sizeof sd);
     memset(&go, 0, sizeof go);
@@ -1910,9 +1911,9 @@ static int sweep_cycle(const sweep_cfg *c, failing_alloc *f, slm_model *loaded, 
     }
     slm_session_free(s);
     if (!loaded) slm_model_free(m);
-    CHECKF(f->cnt.live == live_before &&
-               f->cnt.n_alloc - f->cnt.n_free == (loaded ? f->cnt.n_alloc - f->cnt.n_free : 0),
-           "%s: after freeing, %zu bytes are live (%zu before)", label, f->cnt.live, live_before);
+    CHECKF(f->cnt.live == live_before && f->cnt.n_alloc - f->cnt.n_free == blocks_before,
+           "%s: after freeing, %ld blocks (%zu bytes) are live, %ld (%zu) before", label,
+           f->cnt.n_alloc - f->cnt.n_free, f->cnt.live, blocks_before, live_before);
     return bad ? -1 : failed;
 }
 

@@ -83,8 +83,13 @@
      Every allocation goes through the model's allocator (desc.alloc, else
      SLM_MALLOC/SLM_FREE): slm_model_load, slm_session_new, slm_tokenize
      (scratch for the text) and slm_generate (the prompt's tokens, the text
-     held back for stop strings); the *_free functions release. slm_eval and
-     slm_sample never allocate.
+     held back for stop strings); the *_free functions release. slm_eval,
+     slm_sample and slm_chat_format never allocate. When the allocator
+     returns NULL the call fails with SLM_ERR_OOM and a message saying "out
+     of memory" (slm_tokenize: 0, and the message in the log), frees what it
+     had allocated, and leaves the model and the session usable: the same
+     call succeeds once memory is there (tests/test_api.c refuses every
+     allocation of a load, session, tokenize, generate cycle in turn).
      slm_model_load asks for memory in proportion to the file (a copy of it
      with no_mmap or an unaligned desc.data, tables of at most about twice
      its size) and refuses files whose tensors or sections share bytes. A
@@ -133,6 +138,10 @@
             unknown token per such character in SentencePiece, was one per
             byte); special and user-defined tokens are matched through a
             sorted list: the cost no longer grows with their number.
+            slm_generate returns SLM_ERR_OOM when tokenizing the prompt runs out
+            of memory (it said "empty prompt", or with text already generated
+            went on from it); slm_model_load logs every failure to desc.log,
+            also those before the model is allocated.
      0.1.0  first release: Llama, Qwen2 and Qwen3 from .slm files (f32, f16,
             bf16, q8_0, q4_0, 16-row interleaved q8_0/q4_0), SentencePiece and
             byte-level BPE tokenizers, AVX2, AVX-512 and NEON kernels, f32, f16
@@ -1378,6 +1387,9 @@ typedef struct slm__loader {
     slm_model *m;
     char *error;
     size_t error_cap;
+    /* desc's, not m's: a failure is logged when m could not be allocated or was just freed */
+    slm_log_fn log;
+    void *log_user;
 } slm__loader;
 
 static void slm__log(slm_log_fn fn, void *user, int level, const char *fmt, ...) {
@@ -1397,7 +1409,7 @@ static slm_result slm__load_fail(slm__loader *ld, slm_result code, const char *f
     slm__vformat(msg, sizeof msg, fmt, ap);
     va_end(ap);
     if (ld->error && ld->error_cap) slm__format(ld->error, ld->error_cap, "%s", msg);
-    if (ld->m) slm__log(ld->m->log, ld->m->log_user, SLM_LOG_ERROR, "%s", msg);
+    slm__log(ld->log, ld->log_user, SLM_LOG_ERROR, "%s", msg);
     return code;
 }
 
@@ -2032,6 +2044,8 @@ SLM_API slm_result slm_model_load(slm_model **out, const slm_model_desc *desc) {
     if (desc) {
         ld.error = desc->error;
         ld.error_cap = desc->error_cap;
+        ld.log = desc->log;
+        ld.log_user = desc->log_user;
     }
     if (ld.error && ld.error_cap) ld.error[0] = 0;
     if (!out || !desc) return slm__load_fail(&ld, SLM_ERR_INVALID_ARG, "slm_model_load: out and desc are required");

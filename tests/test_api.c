@@ -2127,6 +2127,344 @@ static void test_unencodable_bpe(void) {
     free(F.data);
 }
 
+/* ======================================================================== */
+/* allocation-failure sweep: each allocation of a load -> session ->        */
+/* tokenize -> generate -> chat-format -> generate -> free cycle refused in */
+/* turn                                                                     */
+/* ======================================================================== */
+
+/* Refuses the fail_at-th allocation (1-based; 0 = none), with sticky every
+   one from there on, and passes the others to a counting allocator whose
+   live blocks are the leak check. A freed block is zeroed first, so that a
+   read after free sees NULL pointers and zero sizes in any build, not only
+   under AddressSanitizer. */
+typedef struct {
+    counter cnt;
+    slm_allocator inner;
+    long attempts, fail_at;
+    int sticky;
+    char log[512]; /* the last error the model logged */
+} failing_alloc;
+
+#define FAILING_HDR 16 /* the block's size, keeping malloc's alignment */
+static void *failing_alloc_fn(size_t size, void *user) {
+    failing_alloc *f = (failing_alloc *)user;
+    unsigned char *p;
+    f->attempts++;
+    if (f->fail_at > 0 && (f->attempts == f->fail_at || (f->sticky && f->attempts > f->fail_at))) return NULL;
+    if (size > SIZE_MAX - FAILING_HDR) return NULL;
+    p = (unsigned char *)f->inner.alloc(size + FAILING_HDR, f->inner.user);
+    if (!p) return NULL;
+    memcpy(p, &size, sizeof size);
+    return p + FAILING_HDR;
+}
+static void failing_free_fn(void *ptr, void *user) {
+    failing_alloc *f = (failing_alloc *)user;
+    unsigned char *p = (unsigned char *)ptr - FAILING_HDR;
+    size_t size;
+    memcpy(&size, p, sizeof size);
+    memset(ptr, 0, size);
+    f->inner.free(p, f->inner.user);
+}
+static void failing_init(failing_alloc *f) {
+    memset(f, 0, sizeof *f);
+    f->inner = counting_allocator(&f->cnt);
+}
+
+enum { PH_LOAD, PH_SESSION, PH_TOKENIZE, PH_GENERATE, PH_CHAT, PH_GENERATE_CHAT, PH_N };
+static const char *const PHASE_NAMES[PH_N] = { "slm_model_load", "slm_session_new", "slm_tokenize",
+                                               "slm_generate",   "slm_chat_format", "slm_generate (chat prompt)" };
+
+enum { LOAD_MMAP, LOAD_READ, LOAD_MEMORY_ALIGNED, LOAD_MEMORY_UNALIGNED };
+static const char *const LOAD_NAMES[] = { "mmap", "no_mmap", "memory", "unaligned memory (copied)" };
+
+typedef struct {
+    const char *name, *path;
+    const unsigned char *data[2]; /* the file's bytes 64-byte aligned and not, for the memory modes */
+    size_t size;
+    int load, kv_type, n_threads, tmpl;
+    int system;      /* the conversation opens with a system turn */
+    int also_sticky; /* sweep again refusing every allocation from the N-th on */
+} sweep_cfg;
+
+/* What a cycle gave, to compare with the cycle that refused nothing. */
+typedef struct {
+    slm_token toks[64];
+    int n_toks;
+    char gen[2][512], chat[1024];
+    long marks[PH_N]; /* allocations asked for by the end of each phase */
+} sweep_out;
+
+static void sweep_log(void *user, int level, const char *message) {
+    failing_alloc *f = (failing_alloc *)user;
+    if (level == SLM_LOG_ERROR) snprintf(f->log, sizeof f->log, "%s", message);
+}
+
+static void sweep_model_desc(const sweep_cfg *c, failing_alloc *f, slm_model_desc *md) {
+    memset(md, 0, sizeof *md);
+    md->alloc.alloc = failing_alloc_fn;
+    md->alloc.free = failing_free_fn;
+    md->alloc.user = f;
+    md->log = sweep_log;
+    md->log_user = f;
+    if (c->load == LOAD_MMAP || c->load == LOAD_READ) {
+        md->path = c->path;
+        md->no_mmap = c->load == LOAD_READ;
+    } else {
+        md->data = c->data[c->load == LOAD_MEMORY_UNALIGNED];
+        md->size = c->size;
+    }
+}
+
+/* Runs the cycle with f's allocator, on a model of its own, or from
+   slm_session_new on `loaded` (loaded with f). The call that meets a refusal
+   must fail with SLM_ERR_OOM and say "out of memory" (slm_tokenize: 0 and
+   the log); the cycle then calls it again with nothing refused, which must
+   give what it gives in a clean cycle, and frees everything (the phases
+   after it run in the sweep's other cycles). Returns the phase that failed,
+   PH_N when none did, -1 when the call failed again. */
+static int sweep_cycle(const sweep_cfg *c, failing_alloc *f, slm_model *loaded, sweep_out *o, const char *label) {
+    static const char *const stops[] = { "The end", "\n\n" };
+    static const char *const tok_text = "Once upon a time, <|im_start|>a cat said \"h\xc3\xa9llo\" \xe2\x9c\x93";
+    slm_model *m = loaded;
+    slm_session *s = NULL;
+    slm_model_desc md;
+    slm_session_desc sd;
+    slm_gen_opts go;
+    slm_chat_message conv[2];
+    char err[512];
+    int failed = PH_N, ph, bad = 0;
+    size_t live_before = f->cnt.live; /* the loaded model's */
+    long blocks_before = f->cnt.n_alloc - f->cnt.n_free;
+    memset(o, 0, sizeof *o);
+    memset(&sd, 0, sizeof sd);
+    memset(&go, 0, sizeof go);
+    sweep_model_desc(c, f, &md);
+    md.error = err;
+    md.error_cap = sizeof err;
+    sd.n_ctx = 96;
+    sd.n_threads = c->n_threads;
+    sd.kv_type = c->kv_type;
+    sd.error = err;
+    sd.error_cap = sizeof err;
+    go.max_tokens = 3;
+    go.temperature = 0.8f;
+    go.top_k = 40;
+    go.top_p = 0.95f;
+    go.min_p = 0.02f;
+    go.repeat_penalty = 1.1f;
+    go.seed = 7;
+    go.stop = stops;
+    go.n_stop = 2;
+    /* short: its prompt is evaluated in every cycle (scalar kernels under the sanitizers) */
+    conv[0].role = "system";
+    conv[0].content = "Be brief.";
+    conv[1].role = "user";
+    conv[1].content = "Hi";
+    o->marks[PH_LOAD] = f->attempts;
+    for (ph = loaded ? PH_SESSION : PH_LOAD; ph < PH_N && !bad && failed == PH_N; ph++) {
+        int retry;
+        for (retry = 0; retry < 2; retry++) { /* the call, then with nothing refused if it failed */
+            slm_result rc = SLM_OK;
+            slm_gen_stats st;
+            int ok = 1, n;
+            err[0] = f->log[0] = 0;
+            switch (ph) {
+            case PH_LOAD:
+                rc = slm_model_load(&m, &md);
+                ok = rc == SLM_OK && m;
+                if (!ok)
+                    CHECKF(rc == SLM_ERR_OOM && !m && strstr(err, "out of memory") && !strcmp(f->log, err),
+                           "%s: slm_model_load gave %s (\"%s\", log \"%s\")", label, slm_result_str(rc), err, f->log);
+                break;
+            case PH_SESSION:
+                rc = slm_session_new(&s, m, &sd);
+                ok = rc == SLM_OK && s;
+                if (!ok)
+                    CHECKF(rc == SLM_ERR_OOM && !s && strstr(err, "out of memory"),
+                           "%s: slm_session_new gave %s (\"%s\")", label, slm_result_str(rc), err);
+                break;
+            case PH_TOKENIZE:
+                n = slm_tokenize(m, tok_text, strlen(tok_text), SLM_TOK_BOS | SLM_TOK_SPECIAL, o->toks, 64);
+                o->n_toks = n;
+                ok = n > 0;
+                if (!ok)
+                    CHECKF(n == 0 && strstr(f->log, "slm_tokenize: out of memory"),
+                           "%s: slm_tokenize gave %d (log \"%s\")", label, n, f->log);
+                break;
+            case PH_GENERATE:
+            case PH_GENERATE_CHAT:
+                rc = slm_generate(s, ph == PH_GENERATE ? "Once upon a time" : o->chat, &go,
+                                  o->gen[ph == PH_GENERATE_CHAT], sizeof o->gen[0], NULL);
+                ok = rc == SLM_OK;
+                if (!ok)
+                    CHECKF(rc == SLM_ERR_OOM && strstr(slm_session_error(s), "out of memory") &&
+                               slm_session_stats(s, &st) == SLM_OK && st.stop_reason == SLM_STOP_ERROR,
+                           "%s: %s gave %s (\"%s\")", label, PHASE_NAMES[ph], slm_result_str(rc), slm_session_error(s));
+                break;
+            default: /* PH_CHAT: allocates nothing */
+                n = slm_chat_format(m, c->tmpl, conv + !c->system, 1 + !!c->system, 1, o->chat, sizeof o->chat);
+                ok = n > 0 && n < (int)sizeof o->chat;
+                CHECKF(ok, "%s: slm_chat_format gave %d", label, n);
+                break;
+            }
+            if (ok) break;
+            if (retry == 1) {
+                CHECKF(0, "%s: %s failed again with nothing refused", label, PHASE_NAMES[ph]);
+                bad = 1;
+            }
+            failed = ph;
+            f->fail_at = 0;
+        }
+        o->marks[ph] = f->attempts;
+    }
+    slm_session_free(s);
+    if (!loaded) slm_model_free(m);
+    CHECKF(f->cnt.live == live_before && f->cnt.n_alloc - f->cnt.n_free == blocks_before,
+           "%s: after freeing, %ld blocks (%zu bytes) are live, %ld (%zu) before", label,
+           f->cnt.n_alloc - f->cnt.n_free, f->cnt.live, blocks_before, live_before);
+    return bad ? -1 : failed;
+}
+
+/* For each N from 1 to the allocations of a clean cycle, refuses the N-th
+   (alone; with also_sticky, then with every one after it too): the phase
+   that asks for allocation N fails with SLM_ERR_OOM, the phases before it do
+   what they do in the clean cycle, nothing leaks. N past the load runs on
+   one model, loaded with the same allocator: a refusal must leave it as it
+   was. Stops after 8 failed checks. Returns the allocations swept. */
+static long sweep(const sweep_cfg *c) {
+    failing_alloc f, fm;
+    sweep_out clean, o;
+    char base[160], label[256];
+    long n, total;
+    int sticky, ph, failed_checks = g_checks_failed;
+    slm_model *m = NULL;
+    slm_model_desc md;
+    double t0 = now_sec();
+    snprintf(base, sizeof base, "%s, %s, kv %s, %d thread%s", c->name, LOAD_NAMES[c->load],
+             c->kv_type ? slm_type_name(c->kv_type) : "default", c->n_threads, c->n_threads > 1 ? "s" : "");
+    failing_init(&f);
+    CHECKF(sweep_cycle(c, &f, NULL, &clean, base) == PH_N, "%s: the cycle fails with nothing refused", base);
+    if (g_checks_failed != failed_checks) return 0;
+    total = f.attempts;
+    CHECKF(clean.marks[PH_CHAT] == clean.marks[PH_GENERATE], "%s: slm_chat_format allocated", base);
+    /* the model every cycle past the load shares */
+    failing_init(&fm);
+    sweep_model_desc(c, &fm, &md);
+    CHECK(slm_model_load(&m, &md) == SLM_OK && fm.attempts == clean.marks[PH_LOAD]);
+    for (sticky = 0; sticky < 1 + !!c->also_sticky && m; sticky++)
+        for (n = 1; n <= total && g_checks_failed - failed_checks < 8; n++) {
+            int expect = 0, got;
+            failing_alloc *fa = n <= clean.marks[PH_LOAD] ? &f : &fm;
+            while (clean.marks[expect] < n) expect++;
+            if (fa == &f)
+                failing_init(&f);
+            else
+                fm.attempts = clean.marks[PH_LOAD];
+            fa->fail_at = n;
+            fa->sticky = sticky;
+            snprintf(label, sizeof label, "%s, allocation %ld of %ld refused%s", base, n, total,
+                     sticky ? " with every one after" : "");
+            got = sweep_cycle(c, fa, fa == &f ? NULL : m, &o, label);
+            if (got < 0) break;
+            CHECKF(got == expect, "%s: %s failed, expected %s", label, got < PH_N ? PHASE_NAMES[got] : "nothing",
+                   PHASE_NAMES[expect]);
+            /* the phases that ran, the refused one included, gave what the clean cycle gave */
+            if (got >= PH_TOKENIZE)
+                CHECKF(o.n_toks == clean.n_toks &&
+                           !memcmp(o.toks, clean.toks, sizeof(slm_token) * (size_t)(o.n_toks > 0 ? o.n_toks : 0)),
+                       "%s: other tokens than the clean cycle's", label);
+            for (ph = 0; ph < 2 && got >= (ph ? PH_GENERATE_CHAT : PH_GENERATE); ph++)
+                CHECKF(!strcmp(o.gen[ph], clean.gen[ph]), "%s: generation %d gave \"%s\", the clean cycle \"%s\"",
+                       label, ph + 1, o.gen[ph], clean.gen[ph]);
+        }
+    slm_model_free(m);
+    CHECKF(fm.cnt.live == 0 && fm.cnt.n_alloc == fm.cnt.n_free, "%s: the shared model leaves %zu bytes live", base,
+           fm.cnt.live);
+    {
+        char line[512];
+        size_t k = 0;
+        long prev = 0;
+        for (ph = 0; ph < PH_N; ph++) {
+            k += (size_t)snprintf(line + k, sizeof line - k, "%s%s %ld", ph ? ", " : "", PHASE_NAMES[ph],
+                                  clean.marks[ph] - prev);
+            prev = clean.marks[ph];
+        }
+        NOTE("%s: %ld allocations (%s), %.2f s", base, total, line, now_sec() - t0);
+    }
+    return total;
+}
+
+/* The file's bytes at a 64-byte boundary (loaded in place) and one byte past one (copied). */
+static unsigned char *sweep_bytes(sweep_cfg *c) {
+    size_t size = 0, gap;
+    unsigned char *bytes = read_file(c->path, &size), *buf = bytes ? (unsigned char *)malloc(2 * size + 256) : NULL;
+    unsigned char *a;
+    if (!buf) {
+        free(bytes);
+        return NULL;
+    }
+    a = buf + (64 - (uintptr_t)buf % 64) % 64;
+    gap = (size + 127) / 64 * 64 + 1;
+    memcpy(a, bytes, size);
+    memcpy(a + gap, bytes, size);
+    c->data[0] = a;
+    c->data[1] = a + gap;
+    c->size = size;
+    free(bytes);
+    return buf;
+}
+
+static void test_alloc_failure_sweep(void) {
+    NEED_MODEL("f32", path);
+    {
+        /* every load mode, every KV type, a thread pool (pthreads builds allocate one) */
+        static const int modes[][3] = { { LOAD_MMAP, 0, 1 },
+                                        { LOAD_READ, SLM_TYPE_F16, 2 },
+                                        { LOAD_MEMORY_ALIGNED, SLM_TYPE_Q8_0, 1 },
+                                        { LOAD_MEMORY_UNALIGNED, 0, 1 } };
+        char *q4 = model_path("q4_0"), *bpe = path_join(g_build_dir, "fixtures/b_llama_starcoder_q4_0.slm");
+        unsigned char *buf;
+        long swept = 0;
+        size_t k;
+        sweep_cfg c;
+        memset(&c, 0, sizeof c);
+        c.name = "stories260K f32";
+        c.path = path;
+        c.tmpl = SLM_CHAT_PHI3; /* stories260K has no template of its own */
+        buf = sweep_bytes(&c);
+        CHECK(buf != NULL);
+        for (k = 0; buf && k < sizeof modes / sizeof modes[0]; k++) {
+            c.load = modes[k][0];
+            c.kv_type = modes[k][1];
+            c.n_threads = modes[k][2];
+            c.also_sticky = k == 0;
+            swept += sweep(&c);
+        }
+        free(buf);
+        /* the quantized path; byte-level BPE with merges and special tokens */
+        memset(&c, 0, sizeof c);
+        c.n_threads = 1;
+        c.name = "stories260K q4_0";
+        c.path = q4;
+        c.tmpl = SLM_CHAT_GEMMA;
+        if (file_exists(q4)) swept += sweep(&c);
+        c.name = "b_llama_starcoder_q4_0";
+        c.path = bpe;
+        c.tmpl = SLM_CHAT_CHATML;
+        c.system = 1;
+        c.also_sticky = 1;
+        if (file_exists(bpe))
+            swept += sweep(&c);
+        else
+            NOTE("%s not found: byte-level BPE not swept", bpe);
+        free(q4);
+        free(bpe);
+        free(path);
+        NOTE("%ld allocation points swept", swept);
+    }
+}
+
 /* This file's tests in the order they run; tests/harness.h says how to add one. */
 /* clang-format off */
 static const test_case API_TESTS[] = {
@@ -2167,6 +2505,7 @@ static const test_case API_TESTS[] = {
 #endif
     TEST(unencodable_spm),
     TEST(unencodable_bpe),
+    TEST(alloc_failure_sweep),
 };
 /* clang-format on */
 const test_list api_tests = { API_TESTS, (int)(sizeof API_TESTS / sizeof API_TESTS[0]) };

@@ -85,9 +85,12 @@ texts = [
     "'s 't 're I'm don't WE'LL 'S",
     'int main(void) {\n    return 0; // 42\n}\n',
 ]
-for i, t in enumerate(texts):
-    put('tokenize', 'text%d' % i, t.encode('utf-8'))
-put('tokenize', 'bytes', b'\xff\xfe\xc0\x80 ok \xed\xa0\x80 \xf4\x90\x80\x80\x00z')
+texts = [t.encode('utf-8') for t in texts] + [b'\xff\xfe\xc0\x80 ok \xed\xa0\x80 \xf4\x90\x80\x80\x00z']
+# fuzz_tokenize.c: the first byte picks the vocabulary (six by default)
+for v in range(6):
+    for i, t in enumerate(texts):
+        if (i + v) % 2 == 0:
+            put('tokenize', 'v%d_text%d' % (v, i), bytes([v]) + t)
 
 # fuzz_chat.c: template, flags, then role NUL content NUL ...
 def chat(tmpl, flags, *msgs):

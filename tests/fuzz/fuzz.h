@@ -105,7 +105,7 @@ static inline void fuzz_remove_tree(const char *dir) {
     if (!d) return;
     while ((e = readdir(d)) != NULL) {
         if (e->d_name[0] == '.') continue;
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        if (snprintf(p, sizeof p, "%s/%s", dir, e->d_name) >= (int)sizeof p) continue;
         if (remove(p) != 0) fuzz_remove_tree(p);
     }
     closedir(d);

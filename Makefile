@@ -3,6 +3,8 @@
 #   make demo             fetch stories260K, convert it, print a story
 #   make test             fast suite (< 5 min, installs nothing)
 #   make test-extended    sanitizers and slow checks (may apt-get install)
+#   make fuzz             each fuzz target (tests/fuzz/) under libFuzzer for FUZZ_SECONDS
+#   make fuzz-replay      the fuzz seed corpora through the replay programs (any compiler)
 #   make ARCH=            portable build (no -march=native)
 #   make OPENMP=          build without OpenMP
 
@@ -29,7 +31,9 @@ export SLM_MODELS
 # (tests/run.sh runs every one of them).
 EXAMPLES := $(filter-out slm,$(basename $(notdir $(wildcard examples/*.c))))
 
-.PHONY: all demo test test-extended clean
+FUZZ_SECONDS ?= 60
+
+.PHONY: all demo test test-extended fuzz fuzz-replay clean
 
 all: slm slm-convert $(EXAMPLES)
 
@@ -66,6 +70,13 @@ test-extended:
 	@$(MAKE) --no-print-directory all; \
 	SLM_BUILD_STATUS=$$? CC="$(CC)" CXX="$(CXX)" CFLAGS="$(CFLAGS)" OPENMP="$(OPENMP)" \
 	CONVERT_SRC="$(CONVERT_SRC)" tests/extended.sh
+
+# The tokenizer and chat targets read the vocabularies make test converts into build/.
+fuzz:
+	CC="$(CC)" tests/fuzz/run.sh fuzz $(FUZZ_SECONDS)
+
+fuzz-replay:
+	CC="$(CC)" tests/fuzz/run.sh replay
 
 clean:
 	rm -rf slm slm-convert $(EXAMPLES) build

@@ -16,6 +16,11 @@
 #   4. the thread tests under ThreadSanitizer (pthread pool)
 #   5. the aarch64 build under qemu-aarch64: NEON with and without the int8
 #      dot product
+#   6. the fuzz targets (tests/fuzz/run.sh): their seed corpora replayed (with
+#      ASan+UBSan when the compiler has them), then each target for
+#      SLM_FUZZ_SECONDS (default 30) under libFuzzer (clang's runtime:
+#      libclang-rt-14-dev; skipped with the reason when it cannot be installed)
+# Each section ends with the line "== section NAME: N s".
 # Installs what it needs with apt-get when missing (skips with the reason when
 # it cannot). Every test_slm build goes through build_test_slm and every
 # sub-run's counts through add_counts (tests/lib.sh). Ends with "N passed,
@@ -46,6 +51,15 @@ apt_install() { # packages...
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null 2>&1
 }
 
+# section NAME: prints the time of the section that ends here, and starts NAME
+SECTION_NAME= SECTION_T0=$(date +%s)
+section() {
+    local now
+    now=$(date +%s)
+    [ -n "$SECTION_NAME" ] && echo "== section $SECTION_NAME: $((now - SECTION_T0)) s"
+    SECTION_NAME=$1 SECTION_T0=$now
+}
+
 probe() { # compiler flags...: can it build and run a program with these flags?
     local cc=$1; shift
     printf '#include <stdlib.h>\nint main(void){char *p=malloc(4);p[0]=1;free(p);return 0;}\n' >"$BUILD/probe.c"
@@ -59,6 +73,7 @@ fi
 # ---------------------------------------------------------------------------
 # 1. sanitizers
 # ---------------------------------------------------------------------------
+section "1. sanitizers"
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer"
 SAN_CC=
 for c in gcc clang; do
@@ -117,6 +132,7 @@ fi
 # ---------------------------------------------------------------------------
 # 2. scalar kernels, portable build
 # ---------------------------------------------------------------------------
+section "2. variants"
 # link_models DIR: the converted models of make test, for a test_slm built elsewhere
 link_models() {
     local t d
@@ -197,6 +213,7 @@ done
 # ---------------------------------------------------------------------------
 # 3. clang compile matrix (when make test had no clang)
 # ---------------------------------------------------------------------------
+section "3. compile matrix"
 if command -v clang >/dev/null 2>&1 && command -v clang++ >/dev/null 2>&1; then
     echo "== clang compile matrix: already part of make test"
 else
@@ -247,6 +264,7 @@ done
 # 4. ThreadSanitizer on the thread tests (the pthread pool: libgomp is not
 #    instrumented, so TSan would report its internals)
 # ---------------------------------------------------------------------------
+section "4. TSan"
 TB=$BUILD/tsan
 mkdir -p "$TB"
 link_models "$TB"
@@ -265,6 +283,7 @@ fi
 # ---------------------------------------------------------------------------
 # 5. aarch64 (NEON) under qemu
 # ---------------------------------------------------------------------------
+section "5. aarch64"
 if ! command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || ! command -v qemu-aarch64 >/dev/null 2>&1; then
     echo "== installing the aarch64 cross compiler and qemu-user"
     apt_install gcc-aarch64-linux-gnu qemu-user || true
@@ -293,5 +312,24 @@ if command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 && command -v qemu-aarch64 >
 else
     skip "aarch64 build under qemu" "aarch64-linux-gnu-gcc or qemu-aarch64 is missing and apt-get could not install them"
 fi
+
+# ---------------------------------------------------------------------------
+# 6. fuzz targets
+# ---------------------------------------------------------------------------
+section "6. fuzz"
+fuzz_ok() {
+    printf 'int LLVMFuzzerTestOneInput(const unsigned char *d, unsigned long n) { (void)d; (void)n; return 0; }\n' \
+        >"$BUILD/fuzzprobe.c"
+    ${FUZZ_CC:-clang} -fsanitize=fuzzer,address,undefined -o "$BUILD/fuzzprobe" "$BUILD/fuzzprobe.c" >/dev/null 2>&1
+}
+if ! fuzz_ok; then
+    echo "== installing clang's libFuzzer runtime"
+    apt_install clang libclang-rt-14-dev || apt_install clang || true
+fi
+FUZZ_REPLAY_CC=${SAN_CC:-$CC} tests/fuzz/run.sh replay 2>&1 | tee "$BUILD/fuzz-replay.log"
+add_counts "$BUILD/fuzz-replay.log" "fuzz corpora replayed"
+tests/fuzz/run.sh fuzz "${SLM_FUZZ_SECONDS:-30}" 2>&1 | tee "$BUILD/fuzz-run.log"
+add_counts "$BUILD/fuzz-run.log" "fuzz targets under libFuzzer"
+section ""
 
 finish tests/extended.sh

@@ -3,6 +3,7 @@
 
     gen_hf_fixture.py --out DIR [--arch llama|qwen2|qwen3] [--vocab smollm2|qwen2]
                       [--dtype f32|f16|bf16] [--tied] [--shards N] [--seed S] [--models PATH]
+                      [--max-vocab N]
 
 DIR/hf/     config.json, model.safetensors (or N shards + model.safetensors.index.json),
             tokenizer.json, tokenizer_config.json -- as transformers saves them
@@ -50,7 +51,20 @@ def encode(a, dtype):
 
 # ---- tokenizer -------------------------------------------------------------
 
-def load_tokenizer(models, vocab):
+def truncate_vocab(tj, n):
+    """Keeps the tokens with ids below n and the merges among them: a small real vocabulary."""
+    vocab = {t: i for t, i in tj['model']['vocab'].items() if i < n}
+    merges = []
+    for m in tj['model']['merges']:
+        a, b = m.split(' ', 1) if isinstance(m, str) else m
+        if a in vocab and b in vocab and a + b in vocab:
+            merges.append(m)
+    tj['model']['vocab'] = vocab
+    tj['model']['merges'] = merges
+    tj['added_tokens'] = [a for a in tj['added_tokens'] if a['id'] < n]
+
+
+def load_tokenizer(models, vocab, max_vocab=0):
     tok_dir = os.path.join(models, 'tokenizers')
     if vocab == 'smollm2':
         tj = json.load(open(os.path.join(tok_dir, 'smollm2-tokenizer.json'), encoding='utf-8'))
@@ -77,6 +91,8 @@ def load_tokenizer(models, vocab):
                         'end_of_word_suffix': '', 'fuse_unk': False, 'byte_fallback': False,
                         'vocab': v, 'merges': [m.split(' ') for m in merges]}}   # the newer [a, b] merge form
         pre = 'qwen2'
+    if max_vocab:
+        truncate_vocab(tj, max_vocab)
     vocab_map = dict(tj['model']['vocab'])
     special = {}
     for a in tj['added_tokens']:
@@ -267,13 +283,15 @@ def main():
     ap.add_argument('--kv-heads', type=int, default=2)
     ap.add_argument('--head-dim', type=int, default=0, help='default dim / heads')
     ap.add_argument('--ffn', type=int, default=128)
+    ap.add_argument('--max-vocab', type=int, default=0,
+                    help='keep only the tokens with smaller ids, and the merges among them (small fuzz seeds)')
     ap.add_argument('--models', default=os.environ.get('SLM_MODELS', os.path.join(HERE, '..', '..', 'shared', 'models')))
     a = ap.parse_args()
     head_dim = a.head_dim or a.dim // a.heads
     if a.arch == 'qwen2' and head_dim * a.heads != a.dim:
         sys.exit('qwen2 needs heads * head_dim == dim')
 
-    tok = load_tokenizer(a.models, a.vocab)
+    tok = load_tokenizer(a.models, a.vocab, a.max_vocab)
     tj, cfg = tok[0], tok[1]
     n_vocab = len(tok[3])
     rng = np.random.default_rng(a.seed)

@@ -17,32 +17,39 @@
    ====================================================================== */
 
 int conv_quiet;
+FILE *conv_msg_file;
+
+/* stderr unless the program chose another stream (the fuzz targets, which
+   would otherwise print a message per input). */
+static FILE *conv_msg_out(void) { return conv_msg_file ? conv_msg_file : stderr; }
 
 void conv_fail(const char *fmt, ...) {
     va_list ap;
-    fputs("slm-convert: error: ", stderr);
+    FILE *f = conv_msg_out();
+    fputs("slm-convert: error: ", f);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    vfprintf(f, fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
+    fputc('\n', f);
 }
 
 /* Warnings are printed even with --quiet: they describe a file that differs
    from what was asked for. */
 void conv_warn(const char *fmt, ...) {
     va_list ap;
-    fputs("slm-convert: warning: ", stderr);
+    FILE *f = conv_msg_out();
+    fputs("slm-convert: warning: ", f);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    vfprintf(f, fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
+    fputc('\n', f);
 }
 
 void conv_info(const char *fmt, ...) {
     va_list ap;
     if (conv_quiet) return;
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    vfprintf(conv_msg_out(), fmt, ap);
     va_end(ap);
 }
 

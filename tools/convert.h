@@ -48,7 +48,8 @@ extern "C" {
 
 /* ---- messages (stderr) ---- */
 
-extern int conv_quiet; /* --quiet: no conv_info */
+extern int conv_quiet;      /* --quiet: no conv_info */
+extern FILE *conv_msg_file; /* where the three write; NULL = stderr */
 void conv_fail(const char *fmt, ...);
 void conv_warn(const char *fmt, ...); /* printed even with --quiet */
 void conv_info(const char *fmt, ...);

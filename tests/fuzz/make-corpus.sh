@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# tests/fuzz/make-corpus.sh - regenerates the seed corpora tests/fuzz/corpus/TARGET/
+# from our own tools: tiny random-weight models written by tests/fuzz/gen_seeds.py
+# (llama2.c checkpoint + tokenizer.bin, SentencePiece GGUF) and tests/gen_hf_fixture.py
+# (Hugging Face folders and their GGUF twins, vocabularies cut to 300 tokens), converted
+# by ./slm-convert; texts and chat messages written here. Nothing is copied from the
+# shared models (gen_hf_fixture.py reads its tokenizer.json there and keeps 300 tokens).
+# The corpus is committed (CI replays it): run this after a format change, then
+# commit tests/fuzz/corpus/. Files named repro-* (a crash the fuzzer found, fixed
+# or, repro-known-*, known and guarded in the target) are not regenerated. Needs ./slm-convert (make) and numpy for
+# ${SLM_TEST_PYTHON:-/usr/bin/python3}.
+set -eu
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+PY=${SLM_TEST_PYTHON:-/usr/bin/python3}
+CONVERT=${SLM_CONVERT_BIN:-./slm-convert}
+export SLM_MODELS=${SLM_MODELS:-../shared/models}
+[ -x "$CONVERT" ] || { echo "make-corpus.sh: $CONVERT not built (make)" >&2; exit 1; }
+"$PY" -c 'import numpy' 2>/dev/null || { echo "make-corpus.sh: numpy missing for $PY" >&2; exit 1; }
+
+W=$(mktemp -d)
+trap 'rm -rf "$W"' EXIT
+C=tests/fuzz/corpus
+# repro-*: reproducers of bugs the fuzzers found, kept as they are
+mkdir -p "$C"/{load,tokenize,gguf,hf,llama2c,chat}
+find "$C" -type f ! -name 'repro-*' -delete
+
+# ---- models ----
+"$PY" tests/fuzz/gen_seeds.py --out "$W/s"
+small="--max-vocab 300 --dim 32 --heads 2 --kv-heads 1 --ffn 32 --layers 1"
+# shellcheck disable=SC2086
+"$PY" tests/gen_hf_fixture.py --out "$W/llama" --arch llama --dtype f16 --tied $small >/dev/null
+# shellcheck disable=SC2086
+"$PY" tests/gen_hf_fixture.py --out "$W/qwen2" --arch qwen2 --vocab qwen2 --dtype bf16 --tied $small >/dev/null
+# shellcheck disable=SC2086
+"$PY" tests/gen_hf_fixture.py --out "$W/qwen3" --arch qwen3 --dtype f32 --head-dim 16 $small >/dev/null
+
+cv() { "$CONVERT" -q "$@"; }
+cv --type f32 "$W/s/tiny.bin" "$W/s/tiny_tok.bin" "$W/llama2c_f32.slm"
+cv --type q8_0 "$W/s/tiny.bin" "$W/s/tiny_tok.bin" "$W/llama2c_q8_0_r16.slm"
+cv --type q4_0 --no-interleave "$W/s/tiny_sep.bin" "$W/s/tiny_tok.bin" "$W/llama2c_sep_q4_0.slm"
+cv "$W/s/tiny_spm.gguf" "$W/spm_f16.slm"
+cv --type q4_0 "$W/llama/hf" "$W/llama_q4_0_r16.slm"
+cv "$W/qwen2/model.gguf" "$W/qwen2_bf16.slm"
+cv --type q8_0 --no-interleave "$W/qwen3/hf" "$W/qwen3_q8_0.slm"
+cv --vocab-only "$W/qwen2/hf" "$W/qwen2_vocab.slm"
+
+# ---- the corpora: fuzz.h's framing (FUZZ_SEP) and fuzz_load.c's option bytes ----
+"$PY" - "$W" "$C" <<'EOF'
+import os, sys
+W, C = sys.argv[1], sys.argv[2]
+SEP = b'\n#slm-fuzz-file#\n'
+
+def rd(*p):
+    return open(os.path.join(W, *p), 'rb').read()
+
+def put(target, name, data):
+    open(os.path.join(C, target, name), 'wb').write(data)
+
+for n in ('llama', 'qwen2', 'qwen3'):
+    put('gguf', n + '.gguf', rd(n, 'model.gguf'))
+    put('hf', n, SEP.join(rd(n, 'hf', f) for f in
+                          ('config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json')))
+put('gguf', 'spm.gguf', rd('s', 'tiny_spm.gguf'))
+put('llama2c', 'shared', rd('s', 'tiny.bin') + SEP + rd('s', 'tiny_tok.bin'))
+put('llama2c', 'separate', rd('s', 'tiny_sep.bin') + SEP + rd('s', 'tiny_tok.bin'))
+
+# fuzz_load.c: 32 option bytes, then the .slm file; each seed its own
+# temperature class, KV type and option bits
+models = ['llama2c_f32', 'llama2c_q8_0_r16', 'llama2c_sep_q4_0', 'spm_f16', 'llama_q4_0_r16', 'qwen2_bf16',
+          'qwen3_q8_0', 'qwen2_vocab']
+prompts = [b'Once upon a time', b'Hello world', b'<|im_start|>user', b'Lily was happy.', b'\xc3\xa9t\xc3\xa9 123',
+           b'the', b'<s>x</s>', b'']
+for i, m in enumerate(models):
+    op = bytes([i % 8, 40, 180, 13, 40 if i % 2 else 0, 16, 15 + i, i % 4, 3 + i, (i * 0x2B) & 0x3F,
+                i, 0, 0, 0, 0, 12]) + prompts[i].ljust(16, b'\0')
+    put('load', m, op + rd(m + '.slm'))
+
+texts = [
+    'Once upon a time, there was a little girl named Lily. She was happy.',
+    'Hello world! 123 4567 89 <|im_end|><s></s> <|endoftext|><|im_start|>assistant\n',
+    '\u041f\u0440\u0438\u0432\u0435\u0442 \u043c\u0438\u0440 \u4f60\u597d\u4e16\u754c \u3053\u3093\u306b\u3061\u306f '
+    '\U0001F642 \u00e9 n\u0303 \u0928\u092e\u0938\u094d\u0924\u0947',
+    '  \t\n\n  x  \r\n\u00a0\u3000 end   ',
+    '\u2581hello\u2581 world \u2581\u2581',
+    "'s 't 're I'm don't WE'LL 'S",
+    'int main(void) {\n    return 0; // 42\n}\n',
+]
+texts = [t.encode('utf-8') for t in texts] + [b'\xff\xfe\xc0\x80 ok \xed\xa0\x80 \xf4\x90\x80\x80\x00z']
+# fuzz_tokenize.c: the first byte picks the vocabulary (six by default)
+for v in range(6):
+    for i, t in enumerate(texts):
+        if (i + v) % 2 == 0:
+            put('tokenize', 'v%d_text%d' % (v, i), bytes([v]) + t)
+
+# fuzz_chat.c: template, flags, then role NUL content NUL ...
+def chat(tmpl, flags, *msgs):
+    return bytes([tmpl, flags]) + b'\0'.join(s.encode() for s in msgs)
+for t in range(9):
+    put('chat', 'tmpl%d' % t, chat(t, 1 + 2 * t, 'system', 'You are helpful.', 'user', 'Hi <|im_end|>',
+                                   'assistant', 'Hello!', 'user', 'And now?'))
+put('chat', 'roles', chat(1, 0, '\x02', 'a', '\x03', 'b', '\x05', 'c', 'weird role', 'd', '', 'e'))
+put('chat', 'default_system', chat(1, 2, 'user', 'x', "{% set system_message = 'Be brief.\\n' %}",
+                                   "<|im_start|>system\\nYou are Qwen.<|im_end|>"))
+EOF
+du -sh "$C" "$C"/*

@@ -6,8 +6,8 @@
 # by ./slm-convert; texts and chat messages written here. Nothing is copied from the
 # shared models (gen_hf_fixture.py reads its tokenizer.json there and keeps 300 tokens).
 # The corpus is committed (CI replays it): run this after a format change, then
-# commit tests/fuzz/corpus/. Files named repro-* (a crash the fuzzer found, fixed
-# or, repro-known-*, known and guarded in the target) are not regenerated. Needs ./slm-convert (make) and numpy for
+# commit tests/fuzz/corpus/. Files named repro-* (a crash the fuzzer found, kept
+# as a regression input) are not regenerated. Needs ./slm-convert (make) and numpy for
 # ${SLM_TEST_PYTHON:-/usr/bin/python3}.
 set -eu
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."

@@ -160,7 +160,10 @@ for variant in "${VARIANTS[@]}"; do
         avx2) vflags="-O2 -g -mavx2 -mfma -mf16c" ;;
         simde-avx512) vflags="-O2 -g -mavx2 -mfma -mf16c -Wno-psabi -include tests/simde_avx512.h" ;;
         simde-avx512-vnni) vflags="-O2 -g -mavx2 -mfma -mf16c -Wno-psabi -include tests/simde_avx512.h -DSLM_TEST_VNNI" ;;
-        forced-threads) vflags="$CFLAGS -DSLM__WORK_PER_THREAD=1u" ;;
+        forced-threads)
+            # slm.h uses OpenMP only when asked (SLM_USE_OPENMP): this variant tests that back end
+            vflags="$CFLAGS -DSLM__WORK_PER_THREAD=1u"
+            case " $vomp " in *" -fopenmp "*) vflags="$vflags -DSLM_USE_OPENMP" ;; esac ;;
         pthread-pool) vflags="$CFLAGS -DSLM__WORK_PER_THREAD=1u"; vomp="-pthread" ;;
         *) vflags="$CFLAGS $variant" ;;
     esac

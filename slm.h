@@ -93,6 +93,26 @@
      sessions of one model (or slm_tokenize on one model) run on several
      threads. The log is called by slm_model_load, slm_session_new, a failing
      session call and a failing slm_tokenize.
+     A session runs each pass of slm_eval on slm_session_desc.n_threads
+     threads (0: every online CPU): the calling thread and the session's own
+     pool of pthreads, started by slm_session_new and joined by
+     slm_session_free, also in a build with -fopenmp. Results are the same,
+     bit for bit, for any thread count. A pool thread that waits (for the
+     next pass, or for another thread's part of a step) spins 1024 pauses
+     (about 70 us on an AMD EPYC) and then sleeps: an idle session costs no
+     CPU, and a thread whose partner the OS set aside for another process
+     leaves its core to that partner instead of spinning until it returns.
+     SLM_USE_OPENMP (with -fopenmp) runs the passes on OpenMP's threads
+     instead, as does a build without pthreads (MSVC with /openmp); they wait
+     as libgomp's OMP_WAIT_POLICY and GOMP_SPINCOUNT say, settings of the
+     whole process that the library cannot make. bench/under-load.sh, 2
+     vCPUs of an AMD EPYC (Zen 1), a SmolLM2-135M-shaped q8_0 model, tg128
+     tokens/s at 2 threads / at 1 thread, medians of 6 alternating runs, on a
+     VM that other jobs kept busy (load average 5.6-8): beside one busy loop
+     pinned to a core, pool 1.30 (30.6 / 23.6), OpenMP 0.72 (17.2 / 24.0);
+     without the busy loop, pool 0.97, OpenMP 0.54. The pool against OpenMP
+     without the busy loop: tg 0.95x at 1 thread, 1.70x at 2; pp128 1.03x
+     and 1.08x.
 
    LIMITATIONS
      No Jinja: chat templates are the built-in formatters (slm_chat_format),
@@ -101,7 +121,9 @@
      SLM_ERR_UNSUPPORTED (the header compiles everywhere).
 
    REVISION HISTORY
-     next   slm_session_seed() seeds a hand-written slm_sample loop (slm_generate
+     next   threads: the library's own pool (spin, then sleep) even in a build
+            with -fopenmp; SLM_USE_OPENMP selects OpenMP's threads (THREADS);
+            slm_session_seed() seeds a hand-written slm_sample loop (slm_generate
             calls it with opts.seed: same seed, same text as 0.1.0);
             slm_model_load refuses an slm_allocator with only one of alloc and
             free (SLM_ERR_INVALID_ARG); SLM_MALLOC without SLM_FREE, or the

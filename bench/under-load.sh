@@ -60,7 +60,9 @@ mkdir -p "$CACHE/runs"
 WORK=$(mktemp -d "$CACHE/runs/$(date -u +%Y%m%d-%H%M%S)-XXXX")
 CC=${CC:-cc}
 PY=/usr/bin/python3
-[ -x "$PY" ] && $PY -c "import numpy" 2>/dev/null || die "$PY with numpy is needed (apt-get install python3-numpy)"
+if ! { [ -x "$PY" ] && $PY -c "import numpy" 2>/dev/null; }; then
+    die "$PY with numpy is needed (apt-get install python3-numpy)"
+fi
 
 # ---- builds ------------------------------------------------------------------------
 log "building ./slm-convert and two slm binaries in $WORK"
@@ -82,7 +84,7 @@ fi
 
 # ---- model -------------------------------------------------------------------------
 GEN=$ROOT/tests/gen_hf_fixture.py
-GEN_ID=$(cat "$GEN" | sha256sum | cut -c1-8)
+GEN_ID=$(sha256sum <"$GEN" | cut -c1-8)
 SRC=$CACHE/smollm2-135m-seed1-$GEN_ID
 if [ ! -s "$SRC/model.gguf" ]; then
     log "writing $SRC (random weights at the SmolLM2-135M shape, f16, ~30 s)"

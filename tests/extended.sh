@@ -8,7 +8,7 @@
 #      GGUF, safetensors and JSON files fed to the sanitized slm-convert
 #   2. test_slm with the scalar kernels (-DSLM_NO_SIMD), a portable build,
 #      with every pass split across threads even on the tiny test models
-#      (OpenMP, and the library's own pthread pool), and on an AVX-512 host
+#      (OpenMP with SLM_USE_OPENMP, and the library's own pthread pool), and on an AVX-512 host
 #      with the AVX2 kernels; the AVX-512 kernels, with and without VNNI, on
 #      an AVX2 host with SIMDe emulating the 512-bit instructions
 #   3. the compile matrix with clang when `make test` could not run it, and

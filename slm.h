@@ -105,14 +105,15 @@
      SLM_USE_OPENMP (with -fopenmp) runs the passes on OpenMP's threads
      instead, as does a build without pthreads (MSVC with /openmp); they wait
      as libgomp's OMP_WAIT_POLICY and GOMP_SPINCOUNT say, settings of the
-     whole process that the library cannot make. bench/under-load.sh, 2
-     vCPUs of an AMD EPYC (Zen 1), a SmolLM2-135M-shaped q8_0 model, tg128
-     tokens/s at 2 threads / at 1 thread, medians of 6 alternating runs, on a
-     VM that other jobs kept busy (load average 5.6-8): beside one busy loop
-     pinned to a core, pool 1.30 (30.6 / 23.6), OpenMP 0.72 (17.2 / 24.0);
-     without the busy loop, pool 0.97, OpenMP 0.54. The pool against OpenMP
-     without the busy loop: tg 0.95x at 1 thread, 1.70x at 2; pp128 1.03x
-     and 1.08x.
+     whole process that the library cannot make. bench/under-load.sh on 2
+     vCPUs of an AMD EPYC (family 26, Zen 5), SmolLM2-135M-shaped q8_0, tg128
+     tokens/s at 2 threads over 1 thread (medians of 6 alternating runs, no
+     other jobs): beside one busy loop pinned to a core, pool 0.96 (129.3 /
+     134.9), OpenMP 0.68 (95.0 / 138.8); without it, pool 1.38, OpenMP 1.34.
+     What the pool's waits cost without the busy loop: 2 threads, pool over
+     OpenMP, tg 0.96x, pp128 1.04x (1 thread runs no pool). On that VM kept
+     busy by other jobs (load average 5.6-8), beside the busy loop: pool
+     1.30, OpenMP 0.72.
 
    LIMITATIONS
      No Jinja: chat templates are the built-in formatters (slm_chat_format),
@@ -3970,11 +3971,11 @@ static void *slm__kv_at(const slm_session *s, void *cache, int layer, int pos, i
 
 #ifdef SLM__PTHREADS
 /* The pool's waiting policy. A waiting thread spins for SLM__SPINS pauses
-   (about 70 us on a Zen core at 67 ns a pause, less on cores with a shorter
+   (about 70 us on a Zen 5 core at 67 ns a pause, less on cores with a shorter
    pause), long enough for a partner that runs to finish its item, then
    sleeps on the session's condition variable. A sleeping thread leaves its
    core to a partner the OS had set aside (another process on the partner's
-   core): the kernel moves the partner there, so the pass goes on instead of
+   core): the kernel can move the partner there, so the pass goes on instead of
    waiting a time slice. Spinning costs at most SLM__SPINS pauses per wait
    when a core is shared; sleeping costs a wake-up (a few us of the waker and
    the sleeper's wake-up latency), paid only by waits longer than the spin. */

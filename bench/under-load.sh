@@ -143,6 +143,10 @@ LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo "?")
 # ---- report ------------------------------------------------------------------------
 CPU=$(grep -m1 '^model name' /proc/cpuinfo 2>/dev/null | sed 's/^[^:]*: *//' || true)
 [ -n "$CPU" ] || CPU=$(uname -m)
+# "AMD EPYC" alone does not tell the generation: family/model and the ISA the kernels use
+FAM=$(awk -F': *' '/^cpu family/ {f=$2} /^model[ \t]*:/ {m=$2} END {if (f != "") printf "family %s model %s", f, m}' /proc/cpuinfo 2>/dev/null || true)
+ISA=$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | tr ' ' '\n' | grep -xE 'avx2|avx512f|avx512_vnni|avx_vnni' | tr '\n' ' ' | sed 's/ $//' || true)
+[ -z "$FAM$ISA" ] || CPU="$CPU ($FAM${ISA:+; $ISA})"
 COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo "?")
 git -C "$ROOT" diff --quiet HEAD -- slm.h examples 2>/dev/null || COMMIT="$COMMIT+changes"
 WORK=$WORK T=$T CONDS="${CONDS[*]}" BACKENDS="${BACKENDS[*]}" CPU="$CPU" NPROC="$(nproc)" COMMIT=$COMMIT \

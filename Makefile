@@ -6,7 +6,7 @@
 #   make fuzz             each fuzz target (tests/fuzz/) under libFuzzer for FUZZ_SECONDS
 #   make fuzz-replay      the fuzz seed corpora through the replay programs (any compiler)
 #   make ARCH=            portable build (no -march=native)
-#   make OPENMP=          build without OpenMP
+#   make OPENMP=          build without -fopenmp (slm.h runs its own thread pool either way)
 
 CC ?= cc
 CXX ?= c++
@@ -15,14 +15,17 @@ CXX ?= c++
 ifeq ($(origin ARCH),undefined)
 ARCH := $(shell $(CC) -march=native -E -x c /dev/null >/dev/null 2>&1 && echo -march=native)
 endif
-# -fopenmp when the compiler (and its runtime) can build and link with it.
+# -fopenmp when the compiler (and its runtime) can build and link with it, as
+# many apps build: slm.h still runs its own thread pool (its waits are its own;
+# THREADS at the top of slm.h says why) unless CFLAGS has -DSLM_USE_OPENMP, and
+# the tests built this way check that.
 ifeq ($(origin OPENMP),undefined)
 OPENMP := $(shell printf 'int main(void){return 0;}' | $(CC) -fopenmp -x c - -o /dev/null >/dev/null 2>&1 && echo -fopenmp)
 endif
 
 CFLAGS ?= -O2 -g $(ARCH)
 WARNINGS = -Wall -Wextra
-LDLIBS = -lm
+LDLIBS = -lm -lpthread
 
 SLM_MODELS ?= ../shared/models
 export SLM_MODELS

@@ -2,14 +2,14 @@
 
    Runs decoder-only transformers (Llama family, Qwen2/3) of 100M-700M
    parameters from one flat, mmap-able `.slm` file. No dependencies beyond
-   libc and libm; OpenMP is used when the compiler has it.
+   libc, libm and pthreads.
 
    USAGE
      In exactly one C or C++ file:
          #define SLM_IMPLEMENTATION
          #include "slm.h"
-     Everywhere else just #include "slm.h". Link with -lm (and -fopenmp or
-     -lpthread when threads are on).
+     Everywhere else just #include "slm.h". Link with -lm (and -pthread
+     where libc does not hold pthreads).
 
          slm_model *model; slm_session *s;
          slm_model_desc md = {0}; md.path = "model.slm";
@@ -53,6 +53,8 @@
      SLM_MALLOC(sz) / SLM_FREE(p)   default allocator (malloc/free); both or neither
      SLM_NO_SIMD        force the plain C kernels
      SLM_NO_THREADS     never use more than one thread
+     SLM_USE_OPENMP     run passes on OpenMP's threads instead of the library's
+                        own pool (needs -fopenmp; see THREADS)
      SLM_NO_STDIO       no file loading (slm_model_desc.data only)
      SLM_STATIC         make every function static to the including file
 
@@ -109,6 +111,27 @@
      sessions of one model (or slm_tokenize on one model) run on several
      threads. The log is called by slm_model_load, slm_session_new, a failing
      session call and a failing slm_tokenize.
+     A session runs each pass of slm_eval on slm_session_desc.n_threads
+     threads (0: every online CPU): the calling thread and the session's own
+     pool of pthreads, started by slm_session_new and joined by
+     slm_session_free, also in a build with -fopenmp. Results are the same,
+     bit for bit, for any thread count. A pool thread that waits (for the
+     next pass, or for another thread's part of a step) spins 1024 pauses
+     (about 70 us on an AMD EPYC) and then sleeps: an idle session costs no
+     CPU, and a thread whose partner the OS set aside for another process
+     leaves its core to that partner instead of spinning until it returns.
+     SLM_USE_OPENMP (with -fopenmp) runs the passes on OpenMP's threads
+     instead, as does a build without pthreads (MSVC with /openmp); they wait
+     as libgomp's OMP_WAIT_POLICY and GOMP_SPINCOUNT say, settings of the
+     whole process that the library cannot make. bench/under-load.sh on 2
+     vCPUs of an AMD EPYC (family 26, Zen 5), SmolLM2-135M-shaped q8_0, tg128
+     tokens/s at 2 threads over 1 thread (medians of 6 alternating runs, no
+     other jobs): beside one busy loop pinned to a core, pool 0.96 (129.3 /
+     134.9), OpenMP 0.68 (95.0 / 138.8); without it, pool 1.38, OpenMP 1.34.
+     What the pool's waits cost without the busy loop: 2 threads, pool over
+     OpenMP, tg 0.96x, pp128 1.04x (1 thread runs no pool). On that VM kept
+     busy by other jobs (load average 5.6-8), beside the busy loop: pool
+     1.30, OpenMP 0.72.
 
    LIMITATIONS
      No Jinja: chat templates are the built-in formatters (slm_chat_format),
@@ -117,7 +140,9 @@
      SLM_ERR_UNSUPPORTED (the header compiles everywhere).
 
    REVISION HISTORY
-     next   slm_session_seed() seeds a hand-written slm_sample loop (slm_generate
+     next   threads: the library's own pool (spin, then sleep) even in a build
+            with -fopenmp; SLM_USE_OPENMP selects OpenMP's threads (THREADS);
+            slm_session_seed() seeds a hand-written slm_sample loop (slm_generate
             calls it with opts.seed: same seed, same text as 0.1.0);
             slm_model_load refuses an slm_allocator with only one of alloc and
             free (SLM_ERR_INVALID_ARG); SLM_MALLOC without SLM_FREE, or the
@@ -795,14 +820,25 @@ int slm__pretok_llama3_family(const char *name);
 #define slm__fp16_to_fp32 slm__fp16_to_fp32_ref
 #endif
 
-#if defined(_OPENMP) && !defined(SLM_NO_THREADS)
-#include <omp.h>
-#define SLM__OPENMP 1
-#elif !defined(SLM_NO_THREADS) && (defined(__unix__) || defined(__APPLE__)) && (defined(__GNUC__) || defined(__clang__))
-#include <pthread.h> /* without OpenMP (Apple's clang): the library's own thread pool */
+/* Threads: the library's own pool wherever there are pthreads, even in a
+   build with -fopenmp, because its waits are the library's to choose (spin
+   briefly, then sleep) while libgomp's are set only by environment variables
+   of the whole process (OMP_WAIT_POLICY, GOMP_SPINCOUNT), and its spinning
+   threads made 2 threads slower than 1 on a busy 2-core machine (figures in
+   THREADS at the top). OpenMP when asked for (SLM_USE_OPENMP), or where
+   there are no pthreads (MSVC with /openmp). */
+#if defined(SLM_USE_OPENMP) && !defined(_OPENMP) && !defined(SLM_NO_THREADS)
+#error "slm.h: SLM_USE_OPENMP needs a build with OpenMP (-fopenmp)"
+#endif
+#if defined(SLM_NO_THREADS)
+#elif (defined(__unix__) || defined(__APPLE__)) && (defined(__GNUC__) || defined(__clang__)) && !defined(SLM_USE_OPENMP)
+#include <pthread.h>
 #include <sched.h>
 #include <unistd.h>
 #define SLM__PTHREADS 1
+#elif defined(_OPENMP)
+#include <omp.h>
+#define SLM__OPENMP 1
 #endif
 #if defined(SLM__OPENMP) || defined(SLM__PTHREADS)
 #define SLM__THREADS 1
@@ -4520,12 +4556,14 @@ struct slm_session {
     pthread_t *pool; /* n_threads - 1 threads; the caller is the first of the team */
     struct slm__pool_member *pool_members;
     int pool_size, pool_sync_ok;
-    pthread_mutex_t pool_mu;
-    pthread_cond_t pool_start, pool_done;
-    unsigned pool_generation;
-    int pool_running, pool_quit;
-    const slm_token *job_tokens;
-    int job_n, job_logits, job_nth;
+    pthread_mutex_t pool_mu; /* only to sleep: every condition below is an atomic */
+    pthread_cond_t pool_cv;  /* one for all waits (pass start, step end, pass end): few threads sleep at once */
+    /* atomics: pass number << 10 | team size, in one word so that a thread
+       outside the team never reads a team size being written for the next pass */
+    unsigned pool_job;
+    int pool_running, pool_quit, pool_sleepers;
+    const slm_token *job_tokens; /* written only while no pool thread works */
+    int job_n, job_logits;
 #endif
     slm__cand *cand;
     uint64_t rng;
@@ -4594,9 +4632,12 @@ static void *slm__kv_at(const slm_session *s, void *cache, int layer, int pos, i
    waits for the step's items to be done, not for the other threads to arrive,
    so a thread the OS has set aside (another app on the core) does not stall
    the rest: whoever runs takes the work. */
+/* Sequentially consistent: a thread that goes to sleep after reading a
+   counter and the thread that adds to it then reads the number of sleepers
+   must not both miss the other's write (slm__pool_wait). */
 #if defined(__GNUC__) || defined(__clang__)
-#define SLM__ATOMIC_ADD(p, v) __atomic_fetch_add((p), (v), __ATOMIC_ACQ_REL)
-#define SLM__ATOMIC_LOAD(p)   __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define SLM__ATOMIC_ADD(p, v) __atomic_fetch_add((p), (v), __ATOMIC_SEQ_CST)
+#define SLM__ATOMIC_LOAD(p)   __atomic_load_n((p), __ATOMIC_SEQ_CST)
 #elif defined(_MSC_VER)
 #include <intrin.h>
 #define SLM__ATOMIC_ADD(p, v) _InterlockedExchangeAdd((volatile long *)(p), (long)(v))
@@ -4613,6 +4654,46 @@ static void *slm__kv_at(const slm_session *s, void *cache, int layer, int pos, i
 #define SLM__CPU_RELAX() __asm__ __volatile__("yield")
 #else
 #define SLM__CPU_RELAX() ((void)0)
+#endif
+
+#ifdef SLM__PTHREADS
+/* The pool's waiting policy. A waiting thread spins for SLM__SPINS pauses
+   (about 70 us on a Zen 5 core at 67 ns a pause, less on cores with a shorter
+   pause), long enough for a partner that runs to finish its item, then
+   sleeps on the session's condition variable. A sleeping thread leaves its
+   core to a partner the OS had set aside (another process on the partner's
+   core): the kernel can move the partner there, so the pass goes on instead of
+   waiting a time slice. Spinning costs at most SLM__SPINS pauses per wait
+   when a core is shared; sleeping costs a wake-up (a few us of the waker and
+   the sleeper's wake-up latency), paid only by waits longer than the spin. */
+#ifndef SLM__SPINS
+#define SLM__SPINS 1024
+#endif
+typedef int (*slm__pool_ready_fn)(const slm_session *s, const void *p, long v);
+
+/* Returns once ready(s, p, v), which reads atomics only. */
+static void slm__pool_wait(slm_session *s, slm__pool_ready_fn ready, const void *p, long v) {
+    int spins;
+    for (spins = 0; spins < SLM__SPINS; spins++) {
+        if (ready(s, p, v)) return;
+        SLM__CPU_RELAX();
+    }
+    pthread_mutex_lock(&s->pool_mu);
+    __atomic_add_fetch(&s->pool_sleepers, 1, __ATOMIC_SEQ_CST);
+    while (!ready(s, p, v)) pthread_cond_wait(&s->pool_cv, &s->pool_mu);
+    __atomic_sub_fetch(&s->pool_sleepers, 1, __ATOMIC_SEQ_CST);
+    pthread_mutex_unlock(&s->pool_mu);
+}
+
+/* Called after a sequentially consistent write that may have made a
+   sleeper's condition true; costs a shared read when nobody sleeps. */
+static void slm__pool_wake(slm_session *s) {
+    if (__atomic_load_n(&s->pool_sleepers, __ATOMIC_SEQ_CST)) {
+        pthread_mutex_lock(&s->pool_mu);
+        pthread_cond_broadcast(&s->pool_cv);
+        pthread_mutex_unlock(&s->pool_mu);
+    }
+}
 #endif
 
 typedef struct slm__worker {
@@ -4634,9 +4715,22 @@ static long slm__next_item(slm__worker *w, long n) {
     return i;
 }
 
+#ifdef SLM__PTHREADS
+static int slm__pool_step_ready(const slm_session *s, const void *done, long n) {
+    (void)s;
+    return SLM__ATOMIC_LOAD((const long *)done) >= n;
+}
+#endif
+
 /* Ends a step of n items: returns once all of them are done, by any thread. */
 static void slm__step_done(slm__worker *w, long n) {
-#ifdef SLM__THREADS
+#ifdef SLM__PTHREADS
+    if (w->nth > 1) {
+        slm__step *st = &w->s->steps[w->step];
+        if (w->claimed && SLM__ATOMIC_ADD(&st->done, w->claimed) + w->claimed >= n) slm__pool_wake(w->s);
+        slm__pool_wait(w->s, slm__pool_step_ready, &st->done, n);
+    }
+#elif defined(SLM__THREADS)
     if (w->nth > 1) {
         slm__step *st = &w->s->steps[w->step];
         int spins = 0;
@@ -4645,7 +4739,7 @@ static void slm__step_done(slm__worker *w, long n) {
             if (++spins < 2000) {
                 SLM__CPU_RELAX();
             } else {
-#if defined(SLM__PTHREADS) || defined(SLM__MMAP_POSIX)
+#if defined(SLM__MMAP_POSIX)
                 sched_yield(); /* another process has the core: let it finish */
 #elif defined(SLM__MMAP_WIN32)
                 SwitchToThread();
@@ -4891,25 +4985,50 @@ typedef struct slm__pool_member {
     int slot;
 } slm__pool_member;
 
-/* A pool thread: sleeps until a pass starts, takes part when its slot is in the team. */
+#define SLM__POOL_TEAM_BITS 10 /* pool_job's team size: up to 1023 >= SLM__MAX_THREADS */
+
+static int slm__pool_job_ready(const slm_session *s, const void *seen, long v) {
+    (void)v;
+    return __atomic_load_n(&s->pool_job, __ATOMIC_SEQ_CST) != *(const unsigned *)seen ||
+           __atomic_load_n(&s->pool_quit, __ATOMIC_SEQ_CST);
+}
+static int slm__pool_idle(const slm_session *s, const void *p, long v) {
+    (void)p;
+    (void)v;
+    return __atomic_load_n(&s->pool_running, __ATOMIC_SEQ_CST) == 0;
+}
+
+/* A pool thread: waits for a pass, takes part when its slot is in the team. */
 static void *slm__pool_main(void *arg) {
     slm__pool_member *me = (slm__pool_member *)arg;
     slm_session *s = me->s;
     unsigned seen = 0;
-    pthread_mutex_lock(&s->pool_mu);
     for (;;) {
-        while (s->pool_generation == seen && !s->pool_quit) pthread_cond_wait(&s->pool_start, &s->pool_mu);
-        if (s->pool_quit) break;
-        seen = s->pool_generation;
-        if (me->slot < s->job_nth) {
-            pthread_mutex_unlock(&s->pool_mu);
-            slm__forward_worker(s, s->job_tokens, s->job_n, s->job_logits, s->job_nth, me->slot);
-            pthread_mutex_lock(&s->pool_mu);
-            if (--s->pool_running == 0) pthread_cond_signal(&s->pool_done);
+        int nth;
+        slm__pool_wait(s, slm__pool_job_ready, &seen, 0);
+        if (__atomic_load_n(&s->pool_quit, __ATOMIC_SEQ_CST)) break;
+        seen = __atomic_load_n(&s->pool_job, __ATOMIC_SEQ_CST);
+        nth = (int)(seen & ((1u << SLM__POOL_TEAM_BITS) - 1));
+        if (me->slot < nth) {
+            slm__forward_worker(s, s->job_tokens, s->job_n, s->job_logits, nth, me->slot);
+            if (__atomic_sub_fetch(&s->pool_running, 1, __ATOMIC_SEQ_CST) == 0) slm__pool_wake(s);
         }
     }
-    pthread_mutex_unlock(&s->pool_mu);
     return NULL;
+}
+
+/* Runs a pass on nth threads: the caller and pool slots 1..nth-1. */
+static void slm__pool_run(slm_session *s, const slm_token *tokens, int n, int want_logits, int nth) {
+    unsigned job = __atomic_load_n(&s->pool_job, __ATOMIC_SEQ_CST);
+    s->job_tokens = tokens;
+    s->job_n = n;
+    s->job_logits = want_logits;
+    __atomic_store_n(&s->pool_running, nth - 1, __ATOMIC_SEQ_CST);
+    job = ((job >> SLM__POOL_TEAM_BITS) + 1u) << SLM__POOL_TEAM_BITS | (unsigned)nth;
+    __atomic_store_n(&s->pool_job, job, __ATOMIC_SEQ_CST);
+    slm__pool_wake(s);
+    slm__forward_worker(s, tokens, n, want_logits, nth, 0);
+    slm__pool_wait(s, slm__pool_idle, NULL, 0);
 }
 #endif
 
@@ -4925,19 +5044,7 @@ static void slm__forward(slm_session *s, const slm_token *tokens, int n, int wan
 #pragma omp parallel num_threads(nth)
         slm__forward_worker(s, tokens, n, want_logits, omp_get_num_threads(), omp_get_thread_num());
 #else
-        pthread_mutex_lock(&s->pool_mu);
-        s->job_tokens = tokens;
-        s->job_n = n;
-        s->job_logits = want_logits;
-        s->job_nth = nth;
-        s->pool_running = nth - 1;
-        s->pool_generation++;
-        pthread_cond_broadcast(&s->pool_start);
-        pthread_mutex_unlock(&s->pool_mu);
-        slm__forward_worker(s, tokens, n, want_logits, nth, 0);
-        pthread_mutex_lock(&s->pool_mu);
-        while (s->pool_running > 0) pthread_cond_wait(&s->pool_done, &s->pool_mu);
-        pthread_mutex_unlock(&s->pool_mu);
+        slm__pool_run(s, tokens, n, want_logits, nth);
 #endif
     } else
 #endif
@@ -4953,14 +5060,11 @@ SLM_API void slm_session_free(slm_session *s) {
 #ifdef SLM__PTHREADS
     if (s->pool_sync_ok) {
         int i;
-        pthread_mutex_lock(&s->pool_mu);
-        s->pool_quit = 1;
-        pthread_cond_broadcast(&s->pool_start);
-        pthread_mutex_unlock(&s->pool_mu);
+        __atomic_store_n(&s->pool_quit, 1, __ATOMIC_SEQ_CST);
+        slm__pool_wake(s);
         for (i = 0; i < s->pool_size; i++) pthread_join(s->pool[i], NULL);
         pthread_mutex_destroy(&s->pool_mu);
-        pthread_cond_destroy(&s->pool_start);
-        pthread_cond_destroy(&s->pool_done);
+        pthread_cond_destroy(&s->pool_cv);
     }
     slm__free(a, s->pool);
     slm__free(a, s->pool_members);
@@ -5224,13 +5328,10 @@ SLM_API slm_result slm_session_new(slm_session **out, const slm_model *m, const 
 #ifdef SLM__PTHREADS
     if (s->n_threads > 1) {
         if (pthread_mutex_init(&s->pool_mu, NULL) == 0) {
-            if (pthread_cond_init(&s->pool_start, NULL) == 0) {
-                if (pthread_cond_init(&s->pool_done, NULL) == 0)
-                    s->pool_sync_ok = 1;
-                else
-                    pthread_cond_destroy(&s->pool_start);
-            }
-            if (!s->pool_sync_ok) pthread_mutex_destroy(&s->pool_mu);
+            if (pthread_cond_init(&s->pool_cv, NULL) == 0)
+                s->pool_sync_ok = 1;
+            else
+                pthread_mutex_destroy(&s->pool_mu);
         }
         for (i = 0; s->pool_sync_ok && i < s->n_threads - 1; i++) {
             s->pool_members[i].s = s;

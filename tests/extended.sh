@@ -8,7 +8,7 @@
 #      GGUF, safetensors and JSON files fed to the sanitized slm-convert
 #   2. test_slm with the scalar kernels (-DSLM_NO_SIMD), a portable build,
 #      with every pass split across threads even on the tiny test models
-#      (OpenMP, and the library's own pthread pool), and on an AVX-512 host
+#      (OpenMP with SLM_USE_OPENMP, and the library's own pthread pool), and on an AVX-512 host
 #      with the AVX2 kernels; the AVX-512 kernels, with and without VNNI, on
 #      an AVX2 host with SIMDe emulating the 512-bit instructions
 #   3. the compile matrix with clang when `make test` could not run it, and
@@ -188,7 +188,10 @@ for variant in "${VARIANTS[@]}"; do
         avx2) vflags="-O2 -g -mavx2 -mfma -mf16c" ;;
         simde-avx512) vflags="-O2 -g -mavx2 -mfma -mf16c -Wno-psabi -include tests/simde_avx512.h" ;;
         simde-avx512-vnni) vflags="-O2 -g -mavx2 -mfma -mf16c -Wno-psabi -include tests/simde_avx512.h -DSLM_TEST_VNNI" ;;
-        forced-threads) vflags="$CFLAGS -DSLM__WORK_PER_THREAD=1u" ;;
+        forced-threads)
+            # slm.h uses OpenMP only when asked (SLM_USE_OPENMP): this variant tests that back end
+            vflags="$CFLAGS -DSLM__WORK_PER_THREAD=1u"
+            case " $vomp " in *" -fopenmp "*) vflags="$vflags -DSLM_USE_OPENMP" ;; esac ;;
         pthread-pool) vflags="$CFLAGS -DSLM__WORK_PER_THREAD=1u"; vomp="-pthread" ;;
         *) vflags="$CFLAGS $variant" ;;
     esac

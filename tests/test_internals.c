@@ -2363,6 +2363,125 @@ static void test_special_tokens_match(void) {
     free(F.data);
 }
 
+/* ======================================================================== */
+/* threads: the back end and its waiting policy                             */
+/* ======================================================================== */
+
+/* A POSIX build runs the library's own pool even with -fopenmp (as this
+   binary is built by tests/run.sh): libgomp's waits are not the library's. */
+static void test_threads_default_pool(void) {
+#if defined(SLM_NO_THREADS)
+    SKIP("an SLM_NO_THREADS build runs one thread");
+#elif defined(SLM_USE_OPENMP)
+    SKIP("built with SLM_USE_OPENMP: OpenMP was asked for");
+#elif !((defined(__unix__) || defined(__APPLE__)) && (defined(__GNUC__) || defined(__clang__)))
+    SKIP("no pthreads on this platform: OpenMP or one thread");
+#else
+    NEED_MODEL("f32", path);
+    {
+        slm_model *m = load_model(path);
+        slm_session *s;
+        free(path);
+        if (!m) return;
+        s = new_session(m, 64, 3);
+        CHECK(s != NULL);
+#ifdef SLM__PTHREADS
+        if (s) CHECKF(s->pool_size == 2, "a 3-thread session started %d pool threads", s->pool_size);
+#else
+        CHECKF(0, "the build%s does not run the library's thread pool",
+#ifdef _OPENMP
+               " with -fopenmp"
+#else
+               ""
+#endif
+        );
+#endif
+        slm_session_free(s);
+        slm_model_free(m);
+    }
+#endif
+}
+
+#ifdef SLM__PTHREADS
+static double thread_cpu_ms(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return (double)t.tv_sec * 1e3 + (double)t.tv_nsec * 1e-6;
+}
+
+typedef struct {
+    slm_session *s;
+    int delay_ms;
+} late_item;
+
+/* The second thread of a team, preempted while it held an item: it ends its
+   part of step 0 after delay_ms. */
+static void *finish_late(void *arg) {
+    late_item *li = (late_item *)arg;
+    struct timespec ts;
+    slm__worker w;
+    ts.tv_sec = 0;
+    ts.tv_nsec = (long)li->delay_ms * 1000000L;
+    nanosleep(&ts, NULL);
+    memset(&w, 0, sizeof w);
+    w.s = li->s;
+    w.nth = 2;
+    w.claimed = 1;
+    slm__step_done(&w, 2);
+    return NULL;
+}
+#endif
+
+/* A thread that waits at the end of a step for an item another thread holds
+   sleeps after a short spin: it leaves its core to the late thread (which
+   the OS can move there) or to other processes, instead of spinning or
+   yielding in a loop for as long as the other thread is set aside. */
+static void test_threads_wait_sleeps(void) {
+#ifndef SLM__PTHREADS
+    SKIP("not the library's thread pool (SLM_NO_THREADS or SLM_USE_OPENMP)");
+#else
+    NEED_MODEL("f32", path);
+    {
+        slm_model *m = load_model(path);
+        slm_session *s;
+        free(path);
+        if (!m) return;
+        s = new_session(m, 64, 2);
+        CHECK(s != NULL);
+        if (s) {
+            late_item li;
+            pthread_t th;
+            slm__worker w;
+            double t0, cpu0, wall_ms, cpu_ms;
+            memset(s->steps, 0, (size_t)s->n_steps * sizeof(slm__step));
+            li.s = s;
+            li.delay_ms = 200;
+            memset(&w, 0, sizeof w);
+            w.s = s;
+            w.nth = 2;
+            w.claimed = 1; /* this thread did one of the step's two items */
+            t0 = now_sec();
+            cpu0 = thread_cpu_ms();
+            CHECK(pthread_create(&th, NULL, finish_late, &li) == 0);
+            slm__step_done(&w, 2);
+            cpu_ms = thread_cpu_ms() - cpu0;
+            wall_ms = (now_sec() - t0) * 1e3;
+            pthread_join(th, NULL);
+            CHECKF(wall_ms >= 150, "the step ended after %.1f ms, before the late item (200 ms)", wall_ms);
+            CHECKF(SLM__ATOMIC_LOAD(&s->steps[0].done) == 2, "step 0 done %ld, not 2", s->steps[0].done);
+            /* a waiter that spins or yields burns most of the 200 ms (50 ms on a machine
+               busy enough to take 3/4 of it); one that sleeps, its spin (~5 ms under TSan) */
+            CHECKF(cpu_ms < 25, "waiting %.0f ms for the late item cost %.1f ms of CPU (spinning, not sleeping)",
+                   wall_ms, cpu_ms);
+            NOTE("waited %.0f ms for a late item, %.2f ms of CPU", wall_ms, cpu_ms);
+        }
+        slm_session_free(s);
+        slm_model_free(m);
+    }
+#endif
+}
+
+
 /* This file's tests in the order they run; tests/harness.h says how to add one. */
 /* clang-format off */
 static const test_case INTERNAL_TESTS[] = {
@@ -2386,6 +2505,8 @@ static const test_case INTERNAL_TESTS[] = {
     TEST(sampler_options),
     TEST(special_tokens_cost),
     TEST(special_tokens_match),
+    TEST(threads_default_pool),
+    TEST(threads_wait_sleeps),
 };
 /* clang-format on */
 const test_list internal_tests = { INTERNAL_TESTS, (int)(sizeof INTERNAL_TESTS / sizeof INTERNAL_TESTS[0]) };

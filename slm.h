@@ -1,4 +1,4 @@
-/* slm.h - v0.1.0 - small language models on the device, in one C header.
+/* slm.h - v0.2.0 - small language models on the device, in one C header.
 
    Runs decoder-only transformers (Llama family, Qwen2/3) of 100M-700M
    parameters from one flat, mmap-able `.slm` file. No dependencies beyond
@@ -140,33 +140,28 @@
      SLM_ERR_UNSUPPORTED (the header compiles everywhere).
 
    REVISION HISTORY
-     next   threads: the library's own pool (spin, then sleep) even in a build
-            with -fopenmp; SLM_USE_OPENMP selects OpenMP's threads (THREADS);
-            slm_session_seed() seeds a hand-written slm_sample loop (slm_generate
-            calls it with opts.seed: same seed, same text as 0.1.0);
-            slm_model_load refuses an slm_allocator with only one of alloc and
-            free (SLM_ERR_INVALID_ARG); SLM_MALLOC without SLM_FREE, or the
-            reverse, is an #error; SLM_REALLOC and SLM_ASSERT, never used, are
-            gone; slm_tokenize reports its errors to the log; contracts above;
-            slm_session_size() and slm_session_desc.max_bytes; slm_session_new
-            no longer zeroes the KV cache; slm_model_load refuses tensors that
-            overlap each other or a section, duplicate tensor names, and
-            tensors the architecture does not use (ignored with a warning in a
-            file of a newer minor format version).
-            The sampler is total: NaN/inf logits are never drawn, none finite
-            is an error (slm_sample -1; slm_generate SLM_ERR_FORMAT,
-            SLM_STOP_ERROR, "non-finite logits"); temperature < 1e-6 is
-            greedy; NaN/inf options are refused (inf top_p and temperature
-            were accepted), repeat_penalty may be any finite value >= 0.
-            A character no token, byte token or unknown token can spell is an
-            error of slm_tokenize and slm_generate, no longer dropped (one
-            unknown token per such character in SentencePiece, was one per
-            byte); special and user-defined tokens are matched through a
-            sorted list: the cost no longer grows with their number.
-            slm_generate returns SLM_ERR_OOM when tokenizing the prompt runs out
-            of memory (it said "empty prompt", or with text already generated
-            went on from it); slm_model_load logs every failure to desc.log,
-            also those before the model is allocated.
+     0.2.0  API: slm_session_seed() seeds a hand-written slm_sample loop
+            (slm_generate calls it with opts.seed: same seed, same text as
+            0.1.0); slm_session_size() and slm_session_desc.max_bytes bound a
+            session's memory; contracts and limitations written above.
+            Configuration: SLM_MALLOC without SLM_FREE (or the reverse) is an
+            #error; SLM_REALLOC and SLM_ASSERT, never used, are gone; a half-set
+            slm_allocator is SLM_ERR_INVALID_ARG; threads are the library's own
+            pool (spin, then sleep) even with -fopenmp, SLM_USE_OPENMP selects
+            OpenMP's.
+            Hostile input: the sampler is total (NaN/inf logits never drawn;
+            none finite: slm_sample -1, slm_generate SLM_ERR_FORMAT with
+            SLM_STOP_ERROR and "non-finite logits"; temperature < 1e-6 is
+            greedy; NaN/inf options refused); slm_model_load refuses tensors
+            that overlap each other or a section, duplicate tensor names,
+            unused tensors (a warning in a newer minor format version) and
+            paths that are not regular files, and logs every failure;
+            slm_session_new no longer touches the KV cache before it is used;
+            a character the vocabulary cannot spell is an error, not dropped
+            (SentencePiece: one unknown token per character, was per byte);
+            special tokens are matched in time independent of their number;
+            slm_generate returns SLM_ERR_OOM when tokenizing the prompt runs
+            out of memory (it said "empty prompt").
      0.1.0  first release: Llama, Qwen2 and Qwen3 from .slm files (f32, f16,
             bf16, q8_0, q4_0, 16-row interleaved q8_0/q4_0), SentencePiece and
             byte-level BPE tokenizers, AVX2, AVX-512 and NEON kernels, f32, f16
@@ -178,9 +173,9 @@
 #define SLM_H
 
 #define SLM_VERSION_MAJOR        0
-#define SLM_VERSION_MINOR        1
+#define SLM_VERSION_MINOR        2
 #define SLM_VERSION_PATCH        0
-#define SLM_VERSION_STRING       "0.1.0"
+#define SLM_VERSION_STRING       "0.2.0"
 #define SLM_FORMAT_VERSION_MAJOR 1 /* .slm files this code writes and reads */
 #define SLM_FORMAT_VERSION_MINOR 0
 

@@ -20,6 +20,7 @@
 #      ASan+UBSan when the compiler has them), then each target for
 #      SLM_FUZZ_SECONDS (default 30) under libFuzzer (clang's runtime:
 #      libclang-rt-14-dev; skipped with the reason when it cannot be installed)
+#   7. every C file as clang-format-14 leaves it (.clang-format)
 # Each section ends with the line "== section NAME: N s".
 # Installs what it needs with apt-get when missing (skips with the reason when
 # it cannot). Every test_slm build goes through build_test_slm and every
@@ -333,6 +334,22 @@ FUZZ_REPLAY_CC=${SAN_CC:-$CC} tests/fuzz/run.sh replay 2>&1 | tee "$BUILD/fuzz-r
 add_counts "$BUILD/fuzz-replay.log" "fuzz corpora replayed"
 tests/fuzz/run.sh fuzz "${SLM_FUZZ_SECONDS:-30}" 2>&1 | tee "$BUILD/fuzz-run.log"
 add_counts "$BUILD/fuzz-run.log" "fuzz targets under libFuzzer"
+
+# ---------------------------------------------------------------------------
+# 7. one style
+# ---------------------------------------------------------------------------
+section "7. format"
+command -v clang-format-14 >/dev/null 2>&1 || apt_install clang-format-14 || true
+if command -v clang-format-14 >/dev/null 2>&1; then
+    # shellcheck disable=SC2046
+    unformatted=$(for f in slm.h $(git ls-files 'tools/*.[ch]' 'examples/*.c' 'tests/*.[ch]' 'tests/fuzz/*.[ch]' 'bench/*.c' 2>/dev/null); do
+        clang-format-14 --dry-run "$f" 2>&1 | grep -q warning && echo "$f"
+    done)
+    DETAIL="not formatted by .clang-format (clang-format-14 -i FILE): $(echo $unformatted)"
+    check "every C file is as clang-format-14 leaves it" test -z "$unformatted"
+else
+    skip "every C file is as clang-format-14 leaves it" "clang-format-14 is not installed and apt-get could not install it"
+fi
 section ""
 
 finish tests/extended.sh

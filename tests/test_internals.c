@@ -2481,7 +2481,6 @@ static void test_threads_wait_sleeps(void) {
 #endif
 }
 
-
 /* This file's tests in the order they run; tests/harness.h says how to add one. */
 /* clang-format off */
 static const test_case INTERNAL_TESTS[] = {

@@ -76,6 +76,19 @@ static int parse_slm(slm_file *F, const char *path) {
     return F->required_end <= F->size && F->embd_index >= 0 && F->last_index >= 0;
 }
 
+/* parse_slm for a test's model: a failed check when it cannot; frees path
+   either way, and F's data on failure. */
+static int parse_slm_of(slm_file *F, char *path) {
+    int ok = parse_slm(F, path);
+    if (!ok) {
+        CHECKF(0, "cannot parse %s", path);
+        free(F->data);
+        F->data = NULL;
+    }
+    free(path);
+    return ok;
+}
+
 typedef struct {
     slm_result rc;
     char err[256];
@@ -180,14 +193,10 @@ static void test_truncated_files(void) {
         size_t L, lens_cap = 4096, n_lens = 0, k;
         size_t *lens = (size_t *)malloc(lens_cap * sizeof *lens);
         int n_file = 0;
-        if (!parse_slm(&F, path)) {
-            CHECKF(0, "cannot parse %s", path);
-            free(path);
+        if (!parse_slm_of(&F, path)) {
             free(lens);
-            free(F.data);
             return;
         }
-        free(path);
         for (L = 0; L <= 600 && L < F.required_end; L++) lens[n_lens++] = L;
         for (L = 601; L < F.required_end && n_lens < lens_cap - 64; L += F.required_end / 300 + 1) lens[n_lens++] = L;
         {
@@ -256,13 +265,7 @@ static void test_patched_files(void) {
         slm_file F;
         size_t i;
         uint64_t past_end;
-        if (!parse_slm(&F, path)) {
-            CHECKF(0, "cannot parse %s", path);
-            free(path);
-            free(F.data);
-            return;
-        }
-        free(path);
+        if (!parse_slm_of(&F, path)) return;
         past_end = ((uint64_t)F.size + SLM__DATA_ALIGN - 1) / SLM__DATA_ALIGN * SLM__DATA_ALIGN + SLM__DATA_ALIGN;
         {
             /* 64-byte aligned offsets inside the sections, for tensors moved over them */
@@ -450,13 +453,7 @@ static void test_vocab_only_header(void) {
         unsigned char *b;
         char err[256] = "";
         slm_result rc;
-        if (!parse_slm(&F, path)) {
-            CHECKF(0, "cannot parse %s", path);
-            free(path);
-            free(F.data);
-            return;
-        }
-        free(path);
+        if (!parse_slm_of(&F, path)) return;
         b = exact_copy(F.data, F.size);
         wr32(b + SLM__H_N_TENSORS, 0);
         wr64(b + SLM__H_TENSORS_OFFSET, F.dir_off);
@@ -491,13 +488,7 @@ static void test_mutated_files(void) {
         unsigned char *b;
         uint64_t st = 0x9E3779B97F4A7C15ull;
         int it, n_ok = 0, n_fail = 0, leaks = 0;
-        if (!parse_slm(&F, path)) {
-            CHECKF(0, "cannot parse %s", path);
-            free(path);
-            free(F.data);
-            return;
-        }
-        free(path);
+        if (!parse_slm_of(&F, path)) return;
         b = exact_copy(F.data, F.size);
         for (it = 0; it < 3000; it++) {
             size_t at[4];
@@ -697,13 +688,7 @@ static void test_hostile_shared_blob(void) {
         unsigned char *b;
         size_t n = 0;
         load_outcome o;
-        if (!parse_slm(&F, path)) {
-            CHECKF(0, "cannot parse %s", path);
-            free(path);
-            free(F.data);
-            return;
-        }
-        free(path);
+        if (!parse_slm_of(&F, path)) return;
         memset(&sp, 0, sizeof sp);
         sp.dim = 32;
         sp.n_layers = 256;
@@ -763,13 +748,7 @@ static void test_hostile_tensor_names(void) {
         unsigned char *b;
         size_t n = 0;
         int k;
-        if (!parse_slm(&F, path)) {
-            CHECKF(0, "cannot parse %s", path);
-            free(path);
-            free(F.data);
-            return;
-        }
-        free(path);
+        if (!parse_slm_of(&F, path)) return;
         memset(&sp, 0, sizeof sp);
         sp.dim = 64;
         sp.n_layers = 2;
@@ -946,13 +925,7 @@ static void test_session_cap(void) {
         unsigned char *b;
         size_t n = 0;
         int via;
-        if (!parse_slm(&F, path)) {
-            CHECKF(0, "cannot parse %s", path);
-            free(path);
-            free(F.data);
-            return;
-        }
-        free(path);
+        if (!parse_slm_of(&F, path)) return;
         memset(&sp, 0, sizeof sp);
         sp.dim = 32;
         sp.n_layers = 8;

@@ -359,6 +359,10 @@ typedef struct slm_gen_stats { /* what the last slm_generate did */
     int n_cached;              /* of those, already in the cache and not evaluated again */
     int n_generated;           /* tokens sampled */
     int stop_reason;           /* slm_stop_reason */
+    /* not reset by slm_generate: tokens evaluated by every call on this
+       session since slm_session_new (slm_eval, slm_generate, slm_eval_branches,
+       slm_suggest): the cost of a call is the difference across it */
+    int64_t n_evaluated;
 } slm_gen_stats;
 
 SLM_API slm_result slm_session_new(slm_session **out, const slm_model *model, const slm_session_desc *desc);
@@ -416,6 +420,28 @@ typedef struct slm_gen_opts { /* zero-initialised = greedy, no limits */
 SLM_API slm_result slm_generate(slm_session *session, const char *prompt, const slm_gen_opts *opts, char *out,
                                 size_t out_cap, size_t *out_len);
 
+/* ---- predictive text --------------------------------------------------- */
+
+typedef struct slm_suggestion {
+    char text[64]; /* the whole word (or phrase) as it reads once completed, NUL-terminated */
+    float prob;    /* its probability under the model, given the text typed */
+} slm_suggestion;
+
+typedef struct slm_suggest_opts { /* zero-initialised = one word, no time limit */
+    int n_words;                  /* words per suggestion: 0 or 1 = the current word, more = a phrase */
+    float min_prob;               /* leave out suggestions below this; 0 = keep all */
+    int max_ms;                   /* 0 = no limit; else return the best found after about max_ms */
+    int (*cancel)(void *user);    /* polled between passes; non-zero: return -SLM_ERR_CANCELLED */
+    void *user;
+    const char *const *blocklist; /* words never suggested (exact, case-sensitive) */
+    int n_blocklist;
+} slm_suggest_opts;
+
+/* Up to n words that complete the text typed so far, most probable first.
+   See PREDICTIVE TEXT at the top. Returns the count, or -slm_result. */
+SLM_API int slm_suggest(slm_session *session, const char *text, slm_suggestion *out, int n,
+                        const slm_suggest_opts *opts);
+
 /* ---- chat ------------------------------------------------------------- */
 
 typedef struct slm_chat_message {
@@ -455,6 +481,30 @@ SLM_API slm_result slm_eval(slm_session *session, const slm_token *tokens, int n
 SLM_API const float *slm_logits(const slm_session *session);
 /* Keeps the first n_keep (0 <= n_keep <= n_past) tokens of the cache. */
 SLM_API slm_result slm_rewind(slm_session *session, int n_keep);
+/* Branch batches: several continuations of the cached prefix in one pass.
+   The nodes of a tree that grows from the end of the prefix: tokens[i]
+   follows parents[i], which is -1 (the prefix itself) or an existing node,
+   made by an earlier call or earlier in this one (parents[i] < its own id).
+   Nodes are numbered from 0 in the order they are made; this call's get
+   slm_branch_count() (before the call) onwards. Each token attends to the
+   prefix and to its own ancestors only, at position n_past + its depth
+   (a child of -1 has depth 0), so a node's logits are bit for bit those of
+   slm_eval on its path after slm_rewind(n_past). logits (may be NULL)
+   receives n rows of n_vocab floats, one per token of the call. Node j's
+   KV entries live in the cache slot n_past + j: nodes count against n_ctx
+   (SLM_ERR_CONTEXT_FULL when n_past + nodes would pass it; nothing is
+   evaluated then). The prefix is untouched: slm_logits still answers for
+   its last token. slm_branch_keep appends a node's path to the prefix;
+   anything else that changes the cache (slm_eval, slm_rewind, including
+   slm_rewind(n_past), slm_generate, slm_suggest) drops every node. */
+SLM_API slm_result slm_eval_branches(slm_session *session, const slm_token *tokens, const int *parents, int n,
+                                     float *logits);
+SLM_API int slm_branch_count(const slm_session *session); /* nodes made since the last drop; -1 on NULL */
+/* Appends node's path (root to node) to the prefix, n_past += its depth + 1,
+   and drops every node; slm_logits then has none (evaluate on from here, or
+   use the node's row of logits). */
+SLM_API slm_result slm_branch_keep(slm_session *session, int node);
+
 /* Draws the next token from the current logits (opts NULL = greedy); -1 on error.
    The draw comes from the session's random generator and opts->seed is not
    read: seed the generator with slm_session_seed. Only tokens with a finite
@@ -5384,6 +5434,18 @@ SLM_API slm_result slm_rewind(slm_session *s, int n_keep) {
     return SLM_OK;
 }
 
+/* TODO(branch helper): replace these stubs */
+SLM_API slm_result slm_eval_branches(slm_session *s, const slm_token *tokens, const int *parents, int n,
+                                     float *logits) {
+    (void)tokens; (void)parents; (void)n; (void)logits;
+    return s ? SLM_ERR_UNSUPPORTED : SLM_ERR_INVALID_ARG;
+}
+SLM_API int slm_branch_count(const slm_session *s) { return s ? 0 : -1; }
+SLM_API slm_result slm_branch_keep(slm_session *s, int node) {
+    (void)node;
+    return s ? SLM_ERR_UNSUPPORTED : SLM_ERR_INVALID_ARG;
+}
+
 /* ---- sampler ---------------------------------------------------------------
    Owns the choice of the next token from the logits: repetition penalty,
    then greedy argmax (temperature below SLM__GREEDY_TEMP) or temperature,
@@ -5831,6 +5893,12 @@ static const char *slm__default_system(const char *jinja, char *buf, size_t cap)
         }
     }
     return NULL;
+}
+
+/* TODO(suggest): replace this stub */
+SLM_API int slm_suggest(slm_session *s, const char *text, slm_suggestion *out, int n, const slm_suggest_opts *opts) {
+    (void)s; (void)text; (void)out; (void)n; (void)opts;
+    return -SLM_ERR_UNSUPPORTED;
 }
 
 SLM_API int slm_chat_format(const slm_model *m, int tmpl, const slm_chat_message *msgs, int n_msgs, int add_assistant,

@@ -361,8 +361,9 @@ typedef struct slm_gen_stats { /* what the last slm_generate did */
     int stop_reason;           /* slm_stop_reason */
     /* not reset by slm_generate: tokens evaluated by every call on this
        session since slm_session_new (slm_eval, slm_generate, slm_eval_branches,
-       slm_suggest): the cost of a call is the difference across it */
-    int64_t n_evaluated;
+       slm_suggest), and the forward passes that evaluated them (each reads
+       the weights once): the cost of a call is the difference across it */
+    int64_t n_evaluated, n_passes;
 } slm_gen_stats;
 
 SLM_API slm_result slm_session_new(slm_session **out, const slm_model *model, const slm_session_desc *desc);

@@ -49,7 +49,7 @@ $(EXAMPLES): %: examples/%.c slm.h
 # the converter: the command line (holding slm.h's implementation), one
 # reader per input format, the JSON reader and the writer
 CONVERT_SRC = tools/slm-convert.c tools/convert.c tools/read_llama2c.c tools/read_gguf.c tools/read_hf.c \
-              tools/json.c tools/write_slm.c
+              tools/json.c tools/lora.c tools/write_slm.c
 CONVERT_HDR = tools/convert.h tools/json.h
 
 slm-convert: $(CONVERT_SRC) $(CONVERT_HDR) slm.h

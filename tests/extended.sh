@@ -34,7 +34,7 @@ CFLAGS=${CFLAGS:--O2 -g}
 OPENMP=${OPENMP-}
 BUILD=build
 # the converter's sources (from the Makefile)
-CONVERT_SRC=${CONVERT_SRC:-tools/slm-convert.c tools/convert.c tools/read_llama2c.c tools/read_gguf.c tools/read_hf.c tools/json.c tools/write_slm.c}
+CONVERT_SRC=${CONVERT_SRC:-tools/slm-convert.c tools/convert.c tools/read_llama2c.c tools/read_gguf.c tools/read_hf.c tools/json.c tools/lora.c tools/write_slm.c}
 mkdir -p "$BUILD"
 . tests/lib.sh
 

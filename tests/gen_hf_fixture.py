@@ -3,12 +3,14 @@
 
     gen_hf_fixture.py --out DIR [--arch llama|qwen2|qwen3] [--vocab smollm2|qwen2]
                       [--dtype f32|f16|bf16] [--tied] [--shards N] [--seed S] [--models PATH]
-                      [--max-vocab N]
+                      [--max-vocab N] [--lora]
 
 DIR/hf/     config.json, model.safetensors (or N shards + model.safetensors.index.json),
             tokenizer.json, tokenizer_config.json -- as transformers saves them
 DIR/model.gguf  the same weights and tokenizer as llama.cpp's convert_hf_to_gguf.py writes
             them (llama: q/k rows permuted to GGUF's adjacent-pair RoPE layout)
+DIR/lora_*/, DIR/lora.gguf, DIR/model_q8_0.gguf  with --lora: LoRA adapters of the model
+            (PEFT folders and a llama.cpp GGUF adapter) and the model in Q8_0 (see write_loras)
 
 Both must convert (tools/slm-convert) to .slm files that give the same logits: the HF
 llama folder is stored unpermuted with rope_kind 1 (NeoX), the GGUF one permuted with
@@ -216,7 +218,37 @@ def gguf_name(hf):
     return 'blk.%s.%s' % (parts[2], GGUF_NAMES[parts[3]])
 
 
-def write_gguf(path, a, hp, weights, tok):
+def q8_0_bytes(w):
+    """GGML Q8_0 blocks of a float32 matrix: per 32 values an f16 scale d = max|x| / 127 and int8 round(x / d)."""
+    x = w.astype(np.float32).reshape(-1, 32)
+    d = np.abs(x).max(axis=1) / 127.0
+    inv = np.where(d > 0, 1.0 / np.where(d > 0, d, 1.0), 0.0).astype(np.float32)
+    q = np.clip(np.trunc(x * inv[:, None] + np.copysign(0.5, x)), -127, 127).astype(np.int8)   # roundf, as ggml
+    blocks = np.empty(x.shape[0], dtype=[('d', '<f2'), ('q', 'i1', 32)])
+    blocks['d'] = d.astype(np.float16)
+    blocks['q'] = q
+    return blocks.tobytes()
+
+
+def write_gguf_tensors(path, kv, tensors):
+    """tensors: (name, raw bytes, GGML type, numpy shape)."""
+    infos, blobs, off = [], [], 0
+    for name, raw, t, npshape in tensors:
+        shape = list(reversed(npshape))                 # GGUF ne: fastest dimension first
+        infos.append(gguf_str(name) + struct.pack('<I', len(shape)) + struct.pack('<%dQ' % len(shape), *shape) +
+                     struct.pack('<IQ', t, off))
+        blobs.append(raw)
+        off += len(raw) + (-len(raw) % 32)
+    head = b'GGUF' + struct.pack('<IQQ', 3, len(infos), len(kv)) + b''.join(kv) + b''.join(infos)
+    with open(path, 'wb') as f:
+        f.write(head)
+        f.write(b'\0' * (-len(head) % 32))
+        for b in blobs:
+            f.write(b)
+            f.write(b'\0' * (-len(b) % 32))
+
+
+def write_gguf(path, a, hp, weights, tok, q8_0=False):
     tj, cfg, pre, tokens, types, merges, ids = tok
     arch = a.arch
     kv = [gguf_kv('general.architecture', 8, arch), gguf_kv('general.name', 8, 'slm-hf-fixture'),
@@ -241,7 +273,7 @@ def write_gguf(path, a, hp, weights, tok):
         if ids[key] is not None:
             kv.append(gguf_kv('tokenizer.ggml.%s_token_id' % name, 4, ids[key]))
     gtype = {'f32': 0, 'f16': 1, 'bf16': 30}[a.dtype]
-    infos, blobs, off = [], [], 0
+    tensors = []
     for hf, w in weights:
         name = gguf_name(hf)
         if a.arch == 'llama' and name.endswith('attn_q.weight'):
@@ -252,20 +284,86 @@ def write_gguf(path, a, hp, weights, tok):
             raw, t = w.astype('<f4').tobytes(), 0        # norms and biases: F32, as convert_hf_to_gguf does
             if a.dtype != 'f32':
                 raw = encode(w, a.dtype)[1].astype('<f4').tobytes()   # same values as the HF copy
+        elif q8_0:
+            raw, t = q8_0_bytes(encode(w, a.dtype)[1]), 8
         else:
             raw, t = encode(w, a.dtype)[0], gtype
-        shape = list(reversed(w.shape))                 # GGUF ne: fastest dimension first
-        infos.append(gguf_str(name) + struct.pack('<I', len(shape)) + struct.pack('<%dQ' % len(shape), *shape) +
-                     struct.pack('<IQ', t, off))
-        blobs.append(raw)
-        off += len(raw) + (-len(raw) % 32)
-    head = b'GGUF' + struct.pack('<IQQ', 3, len(infos), len(kv)) + b''.join(kv) + b''.join(infos)
-    with open(path, 'wb') as f:
-        f.write(head)
-        f.write(b'\0' * (-len(head) % 32))
-        for b in blobs:
-            f.write(b)
-            f.write(b'\0' * (-len(b) % 32))
+        tensors.append((name, raw, t, w.shape))
+    write_gguf_tensors(path, kv, tensors)
+
+
+# ---- LoRA adapters -------------------------------------------------------------
+
+HF_MODULES = {'q_proj': 'self_attn.q_proj', 'k_proj': 'self_attn.k_proj', 'v_proj': 'self_attn.v_proj',
+              'o_proj': 'self_attn.o_proj', 'gate_proj': 'mlp.gate_proj', 'up_proj': 'mlp.up_proj',
+              'down_proj': 'mlp.down_proj'}
+
+
+def make_lora(rng, weights, layers, targets, r):
+    """PEFT module name -> (A [r, in], B [out, r]) for the targets in every layer (lm_head once)."""
+    out = {}
+    for t in targets:
+        mods = ['lm_head'] if t == 'lm_head' else ['model.layers.%d.%s' % (l, HF_MODULES[t]) for l in range(layers)]
+        for mod in mods:
+            o, i = weights[mod + '.weight'].shape
+            out[mod] = ((rng.standard_normal((r, i), dtype=np.float32) / np.sqrt(i)).astype(np.float32),
+                        (0.4 * rng.standard_normal((o, r), dtype=np.float32) / np.sqrt(r)).astype(np.float32))
+    return out
+
+
+def write_peft(d, lora, cfg):
+    """An adapter folder as PEFT's save_pretrained writes it."""
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, 'adapter_config.json'), 'w') as f:
+        json.dump(cfg, f, indent=2)
+    items = []
+    for mod, (A, B) in lora.items():
+        items.append(('base_model.model.%s.lora_A.weight' % mod, A))
+        items.append(('base_model.model.%s.lora_B.weight' % mod, B))
+    write_safetensors(os.path.join(d, 'adapter_model.safetensors'), items, 'f32')
+
+
+def peft_config(r, alpha, targets, **extra):
+    cfg = {'peft_type': 'LORA', 'task_type': 'CAUSAL_LM', 'base_model_name_or_path': 'slm-hf-fixture', 'r': r,
+           'lora_alpha': alpha, 'lora_dropout': 0.0, 'target_modules': targets, 'bias': 'none',
+           'fan_in_fan_out': False, 'use_rslora': False, 'use_dora': False, 'modules_to_save': None,
+           'rank_pattern': {}, 'alpha_pattern': {}, 'inference_mode': True}
+    cfg.update(extra)
+    return cfg
+
+
+def write_lora_gguf(path, a, hp, lora, alpha):
+    """The adapter as llama.cpp's convert_lora_to_gguf.py writes it (llama: B's q/k rows permuted like the model's)."""
+    kv = [gguf_kv('general.architecture', 8, a.arch), gguf_kv('general.type', 8, 'adapter'),
+          gguf_kv('general.name', 8, 'slm-fixture-lora'), gguf_kv('adapter.type', 8, 'lora'),
+          gguf_kv('adapter.lora.alpha', 6, alpha)]
+    tensors = []
+    for mod, (A, B) in lora.items():
+        name = gguf_name(mod + '.weight')
+        if a.arch == 'llama' and name.endswith('attn_q.weight'):
+            B = permute_rope(B, hp['num_attention_heads'])
+        if a.arch == 'llama' and name.endswith('attn_k.weight'):
+            B = permute_rope(B, hp['num_key_value_heads'])
+        tensors.append((name + '.lora_a', A.astype('<f4').tobytes(), 0, A.shape))
+        tensors.append((name + '.lora_b', B.astype('<f4').tobytes(), 0, B.shape))
+    write_gguf_tensors(path, kv, tensors)
+
+
+def write_loras(out, a, hp, w):
+    """Three adapters of the model (their own random numbers, after the model's): lora_plain (PEFT, r 4,
+    alpha 8), lora_rs (PEFT, r 2, alpha 4, rsLoRA, fan_in_fan_out set as a Conv1D model would have it) and
+    lora.gguf (llama.cpp, r 3, alpha 6) with its PEFT twin lora_gguf_twin; and the model in Q8_0 (model_q8_0.gguf)."""
+    rng = np.random.default_rng(a.seed + 1000)
+    plain = make_lora(rng, w, a.layers, ['q_proj', 'v_proj', 'down_proj'], 4)
+    write_peft(os.path.join(out, 'lora_plain'), plain, peft_config(4, 8, ['q_proj', 'v_proj', 'down_proj']))
+    rs = make_lora(rng, w, a.layers, ['q_proj', 'k_proj', 'o_proj', 'gate_proj', 'up_proj'], 2)
+    write_peft(os.path.join(out, 'lora_rs'), rs,
+               peft_config(2, 4, ['q_proj', 'k_proj', 'o_proj', 'gate_proj', 'up_proj'], use_rslora=True,
+                           fan_in_fan_out=True))
+    targets = ['q_proj', 'k_proj', 'up_proj'] + ([] if a.tied else ['lm_head'])
+    gg = make_lora(rng, w, a.layers, targets, 3)
+    write_peft(os.path.join(out, 'lora_gguf_twin'), gg, peft_config(3, 6, targets))
+    write_lora_gguf(os.path.join(out, 'lora.gguf'), a, hp, gg, 6.0)
 
 
 def main():
@@ -283,6 +381,8 @@ def main():
     ap.add_argument('--kv-heads', type=int, default=2)
     ap.add_argument('--head-dim', type=int, default=0, help='default dim / heads')
     ap.add_argument('--ffn', type=int, default=128)
+    ap.add_argument('--lora', action='store_true',
+                    help='also write LoRA adapters of the model and a Q8_0 GGUF of it (see write_loras)')
     ap.add_argument('--max-vocab', type=int, default=0,
                     help='keep only the tokens with smaller ids, and the merges among them (small fuzz seeds)')
     ap.add_argument('--models', default=os.environ.get('SLM_MODELS', os.path.join(HERE, '..', '..', 'shared', 'models')))
@@ -329,6 +429,9 @@ def main():
         with open(os.path.join(hf_dir, 'model.safetensors.index.json'), 'w') as f:
             json.dump({'metadata': {'total_size': total}, 'weight_map': wmap}, f, indent=2)
     write_gguf(os.path.join(a.out, 'model.gguf'), a, hp, items, tok)
+    if a.lora:
+        write_gguf(os.path.join(a.out, 'model_q8_0.gguf'), a, hp, items, tok, q8_0=True)
+        write_loras(a.out, a, hp, w)
     print('wrote %s (Hugging Face folder) and %s: %s, %d tokens, dim %d, %d layers, %s%s' % (
         hf_dir, os.path.join(a.out, 'model.gguf'), a.arch, n_vocab, a.dim, a.layers, a.dtype, ', tied' if a.tied else ''))
 

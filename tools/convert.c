@@ -67,7 +67,10 @@ void conv_model_free(conv_model *m) {
     free(m->tok.types);
     free(m->tok.blob);
     free(m->tok.chat_template_text);
-    for (i = 0; i < m->n_meta; i++) free(m->meta[i].value);
+    for (i = 0; i < m->n_meta; i++) {
+        free(m->meta[i].key);
+        free(m->meta[i].value);
+    }
     for (i = 0; i < m->n_owned; i++) free(m->owned[i]);
     free(m->owned);
     free(m->tensors);
@@ -103,9 +106,11 @@ int conv_model_set_meta(conv_model *m, const char *key, const char *value) {
         conv_fail("too many metadata entries");
         return -1;
     }
-    m->meta[m->n_meta].key = key;
+    m->meta[m->n_meta].key = conv_strdup(key);
     m->meta[m->n_meta].value = conv_strdup(value);
-    if (!m->meta[m->n_meta].value) {
+    if (!m->meta[m->n_meta].key || !m->meta[m->n_meta].value) {
+        free(m->meta[m->n_meta].key);
+        free(m->meta[m->n_meta].value);
         conv_fail("out of memory");
         return -1;
     }
@@ -140,6 +145,7 @@ int conv_model_add_tensor(conv_model *m, const char *name, int src_type, const u
     t->ne[3] = 1;
     t->src_type = src_type;
     t->src = src;
+    t->orig_type = src_type;
     t->type = src_type;
     return 0;
 }

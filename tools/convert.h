@@ -6,8 +6,10 @@
      convert.c       messages, input files, the neutral model, GGML block types,
                      building a tokenizer from token texts, checking a model
      read_llama2c.c  llama2.c legacy checkpoints + tokenizer.bin
-     read_gguf.c     GGUF v2/v3 (llama.cpp)
+     read_gguf.c     GGUF v2/v3 (llama.cpp), models and LoRA adapters
      read_hf.c       Hugging Face folders (config.json, safetensors, tokenizer.json)
+                     and PEFT LoRA adapter folders
+     lora.c          merging LoRA adapters into the weights (--lora)
      json.c, json.h  the JSON reader (also used by the tests, tests/harness.c)
      write_slm.c     choosing the output types and writing the .slm file
      slm-convert.c   the command line; the one file with SLM_IMPLEMENTATION
@@ -56,13 +58,14 @@ void conv_info(const char *fmt, ...);
 
 /* ---- the format-neutral model ---- */
 
-#define CONV_MAX_META 8
+#define CONV_MAX_META 64 /* name, source, license, chat_template, converter + 5 per LoRA adapter */
 
 typedef struct conv_tensor {
     char name[SLM__TENSOR_NAME_MAX];
     int n_dims;
     int64_t ne[4];            /* ne[0] = row length; unused dims are 1 */
     int src_type;             /* slm_type of the source bytes */
+    int orig_type;            /* src_type as read, before a LoRA merge made the source f32: the type kept */
     const unsigned char *src; /* source data, little-endian, rows back to back */
     int type;                 /* slm_type written to the file */
     uint64_t offset, size;    /* in the output file */
@@ -88,7 +91,7 @@ typedef struct conv_tokenizer {
 } conv_tokenizer;
 
 typedef struct conv_meta {
-    const char *key;
+    char *key;
     char *value;
 } conv_meta;
 
@@ -171,6 +174,59 @@ int conv_check_model(conv_model *m, const char *where);
 int conv_read_llama2c(conv_model *m, char **inputs, int n_inputs, const conv_options *opt);
 int conv_read_gguf(conv_model *m, char **inputs, int n_inputs, const conv_options *opt);
 int conv_read_hf(conv_model *m, char **inputs, int n_inputs, const conv_options *opt);
+
+/* ---- LoRA adapters (--lora) ---- */
+
+/* One low-rank update of a base matrix W [ne1 rows of ne0]: W += factor * B·A
+   with A [rank rows of ne0] and B [ne1 rows of rank], both row-major in any
+   type the converter reads (PyTorch's lora_A/lora_B layouts, which are also
+   llama.cpp's lora_a/lora_b ones). */
+typedef struct conv_lora_pair {
+    char target[SLM__TENSOR_NAME_MAX]; /* the base tensor, .slm (GGUF) name */
+    char a_name[208], b_name[208];     /* the adapter's names, for messages */
+    int a_type, b_type;
+    const unsigned char *a, *b;
+    int64_t a_ne0, a_ne1, b_ne0, b_ne1;
+    float factor; /* scale * alpha / rank (alpha / sqrt(rank) with rsLoRA) */
+} conv_lora_pair;
+
+/* A whole tensor of the adapter that replaces the base's (PEFT modules_to_save). */
+typedef struct conv_lora_full {
+    char target[SLM__TENSOR_NAME_MAX];
+    char name[160];
+    int type, n_dims;
+    const unsigned char *src;
+    int64_t ne0, ne1;
+} conv_lora_full;
+
+typedef struct conv_lora {
+    const char *path;
+    float scale;       /* --lora PATH:SCALE, 1 by default */
+    char *name;        /* for messages and the metadata */
+    uint32_t arch;     /* SLM_ARCH_* the adapter says it was made for; 0 when it does not say */
+    int rope_permuted; /* q/k rows in llama.cpp's adjacent-pair order (a GGUF adapter of a llama model) */
+    int rank;          /* adapter_config.json's r, else the first pair's */
+    double alpha;      /* lora_alpha; 0 in a GGUF adapter means none (factor = scale) */
+    int rslora;
+    conv_lora_pair *pairs;
+    int n_pairs, cap_pairs;
+    conv_lora_full *full;
+    int n_full, cap_full;
+} conv_lora;
+
+/* The readers fill `l` from an adapter (the file bytes are owned by m) and
+   check what only the format knows; conv_apply_loras checks the rest against
+   the base. 0 or -1 (message printed). */
+int conv_read_lora_hf(conv_model *m, conv_lora *l, const char *dir);
+int conv_read_lora_gguf(conv_model *m, conv_lora *l, const char *path);
+int conv_lora_add_pair(conv_lora *l, const conv_lora_pair *p);
+int conv_lora_add_full(conv_lora *l, const conv_lora_full *f);
+void conv_lora_free(conv_lora *l);
+/* Merges every adapter into m (after the reader, before conv_choose_types),
+   in f32, and records them in the metadata. */
+int conv_apply_loras(conv_model *m, conv_lora *loras, int n_loras, const conv_options *opt);
+/* HF tensor name -> .slm name: 1 mapped, 0 ignored (rotary inv_freq), -1 unknown. */
+int conv_hf_map_name(const char *hf, char *out, size_t cap, long *order);
 
 /* ---- the writer ---- */
 

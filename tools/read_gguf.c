@@ -893,3 +893,163 @@ done:
     free(g.tensors);
     return rc;
 }
+
+/* ---- LoRA adapters (llama.cpp's convert_lora_to_gguf.py) ---- */
+
+/* general.type = adapter, adapter.type = lora, adapter.lora.alpha, and per
+   targeted matrix NAME.weight the pair NAME.weight.lora_a (ne [in, r]) and
+   NAME.weight.lora_b (ne [r, out]); llama's q/k rows are permuted as in the
+   models. The factor is scale * alpha / r, or scale when alpha is 0 (as
+   llama.cpp applies it). */
+int conv_read_lora_gguf(conv_model *m, conv_lora *l, const char *path) {
+    gguf_file g;
+    unsigned char *buf;
+    size_t size;
+    char *type = NULL, *arch = NULL, *str = NULL;
+    double alpha = 0.0;
+    int rc = -1, r;
+    uint64_t i, j;
+
+    memset(&g, 0, sizeof g);
+    g.path = path;
+    buf = conv_read_file(path, &size);
+    if (!buf || conv_model_own(m, buf)) return -1;
+    g.b = buf;
+    g.size = size;
+    if (gguf_parse(&g)) goto done;
+    r = gguf_get_str(&g, "general.type", &type);
+    if (r < 0) goto done;
+    if (r == 0 || strcmp(type, "adapter") != 0) {
+        conv_fail("%s: not a LoRA adapter (general.type is %s%s%s; a GGUF adapter has 'adapter')", path,
+                  r ? "'" : "missing", r ? type : "", r ? "'" : "");
+        goto done;
+    }
+    r = gguf_get_str(&g, "adapter.type", &str);
+    if (r < 0) goto done;
+    if (r && strcmp(str, "lora") != 0) {
+        conv_fail("%s: adapter.type is '%s': only LoRA adapters can be merged", path, str);
+        goto done;
+    }
+    if (gguf_find(&g, "adapter.alora.invocation_tokens")) {
+        conv_fail("%s: an activated LoRA (adapter.alora.*) applies only after its invocation tokens: it cannot be "
+                  "merged into the weights",
+                  path);
+        goto done;
+    }
+    r = gguf_get_str(&g, "general.architecture", &arch);
+    if (r < 0) goto done;
+    if (r == 0) {
+        conv_fail("%s: general.architecture is missing", path);
+        goto done;
+    }
+    if (!strcmp(arch, "llama"))
+        l->arch = SLM_ARCH_LLAMA;
+    else if (!strcmp(arch, "qwen2"))
+        l->arch = SLM_ARCH_QWEN2;
+    else if (!strcmp(arch, "qwen3"))
+        l->arch = SLM_ARCH_QWEN3;
+    else {
+        conv_fail("%s: the adapter is for architecture '%s', not one slm runs (llama, qwen2, qwen3)", path, arch);
+        goto done;
+    }
+    l->rope_permuted = l->arch == SLM_ARCH_LLAMA;
+    r = gguf_get_float(&g, "adapter.lora.alpha", &alpha);
+    if (r < 0) goto done;
+    if (alpha < 0.0) {
+        conv_fail("%s: adapter.lora.alpha = %g is negative", path, alpha);
+        goto done;
+    }
+    l->alpha = alpha;
+    for (i = 0; i < g.n_tensors; i++) {
+        const gguf_tensor *ta = &g.tensors[i], *tb = NULL;
+        conv_lora_pair p;
+        size_t n = (size_t)ta->name_len;
+        char name[SLM__TENSOR_NAME_MAX];
+        long layer;
+        memcpy(name, ta->name, n);
+        name[n] = 0;
+        if (strlen(name) != n) {
+            conv_fail("%s: tensor %llu has a NUL byte in its name", path, (unsigned long long)i);
+            goto done;
+        }
+        if (n > 7 && !strcmp(name + n - 7, ".lora_b")) continue; /* taken with its lora_a */
+        if (n <= 7 || strcmp(name + n - 7, ".lora_a") != 0) {
+            conv_fail("%s: tensor '%s' is not a .lora_a or .lora_b matrix", path, name);
+            goto done;
+        }
+        memset(&p, 0, sizeof p);
+        memcpy(p.target, name, n - 7);
+        p.target[n - 7] = 0;
+        if (!conv_known_tensor_name(p.target, &layer) || strstr(p.target, "norm") || strstr(p.target, "bias") ||
+            !strcmp(p.target, "token_embd.weight")) {
+            conv_fail("%s: tensor '%s': '%s' is not a linear layer of the %s architecture as slm implements it", path,
+                      name, p.target, arch);
+            goto done;
+        }
+        snprintf(p.a_name, sizeof p.a_name, "%s", name);
+        snprintf(p.b_name, sizeof p.b_name, "%s.lora_b", p.target);
+        for (j = 0; j < g.n_tensors; j++)
+            if (g.tensors[j].name_len == n && !memcmp(g.tensors[j].name, p.b_name, n)) tb = &g.tensors[j];
+        if (!tb) {
+            conv_fail("%s: tensor '%s' has no '%s'", path, name, p.b_name);
+            goto done;
+        }
+        if (ta->ne[2] != 1 || ta->ne[3] != 1 || tb->ne[2] != 1 || tb->ne[3] != 1) {
+            conv_fail("%s: '%s' and '%s' must be matrices", path, name, p.b_name);
+            goto done;
+        }
+        p.a_type = (int)ta->type;
+        p.b_type = (int)tb->type;
+        p.a = g.b + ta->offset;
+        p.b = g.b + tb->offset;
+        p.a_ne0 = ta->ne[0];
+        p.a_ne1 = ta->ne[1];
+        p.b_ne0 = tb->ne[0];
+        p.b_ne1 = tb->ne[1];
+        if (p.a_ne1 != p.b_ne0) {
+            conv_fail("%s: '%s' has %lld rows but '%s' rows of %lld: both are the rank (a lora_a written "
+                      "untransposed, by an old llama.cpp finetune?)",
+                      path, name, (long long)p.a_ne1, p.b_name, (long long)p.b_ne0);
+            goto done;
+        }
+        if (!l->rank) l->rank = (int)p.a_ne1;
+        p.factor = (float)(alpha != 0.0 ? (double)l->scale * alpha / (double)p.a_ne1 : (double)l->scale);
+        if (conv_lora_add_pair(l, &p)) goto done;
+    }
+    for (i = 0; i < g.n_tensors; i++) { /* every lora_b has its lora_a */
+        const gguf_tensor *t = &g.tensors[i];
+        int found = 0;
+        if (t->name_len <= 7 || memcmp(t->name + t->name_len - 7, ".lora_b", 7) != 0) continue;
+        for (j = 0; j < (uint64_t)l->n_pairs && !found; j++)
+            found = strlen(l->pairs[j].b_name) == t->name_len && !memcmp(l->pairs[j].b_name, t->name, t->name_len);
+        if (!found) {
+            conv_fail("%s: tensor '%.*s' has no lora_a", path, (int)t->name_len, (const char *)t->name);
+            goto done;
+        }
+    }
+    if (l->n_pairs == 0) {
+        conv_fail("%s: the adapter has no lora_a/lora_b tensors", path);
+        goto done;
+    }
+    free(str);
+    str = NULL;
+    if (!l->name) {
+        r = gguf_get_str(&g, "general.name", &str);
+        if (r < 0) goto done;
+        l->name = r ? str : conv_base_name(path);
+        if (r) str = NULL;
+        if (!l->name) {
+            conv_fail("out of memory");
+            goto done;
+        }
+    }
+    conv_info("%s: GGUF LoRA adapter for %s, rank %d, alpha %g, %d matrices\n", path, arch, l->rank, alpha, l->n_pairs);
+    rc = 0;
+done:
+    free(type);
+    free(arch);
+    free(str);
+    free(g.kv);
+    free(g.tensors);
+    return rc;
+}

@@ -277,8 +277,8 @@ done:
     return rc;
 }
 
-/* HF name -> GGUF/FORMAT.md name: 1 mapped, 0 ignored, -1 unknown. */
-static int hf_map_name(const char *hf, char *out, size_t cap, long *order) {
+/* HF name -> GGUF/FORMAT.md name: 1 mapped, 0 ignored, -1 unknown (convert.h). */
+int conv_hf_map_name(const char *hf, char *out, size_t cap, long *order) {
     static const char *const map[][2] = { { "input_layernorm.weight", "attn_norm.weight" },
                                           { "self_attn.q_proj.weight", "attn_q.weight" },
                                           { "self_attn.k_proj.weight", "attn_k.weight" },
@@ -1029,7 +1029,7 @@ int conv_read_hf(conv_model *m, char **inputs, int n_inputs, const conv_options 
         for (i = 0; i < set.n; i++) {
             char gname[SLM__TENSOR_NAME_MAX];
             long ord;
-            r = hf_map_name(set.t[i].name, gname, sizeof gname, &ord);
+            r = conv_hf_map_name(set.t[i].name, gname, sizeof gname, &ord);
             if (r < 0) {
                 conv_fail("%s: tensor '%s' is not part of the %s architecture as slm implements it", dir, set.t[i].name,
                           arch_name);
@@ -1062,7 +1062,7 @@ int conv_read_hf(conv_model *m, char **inputs, int n_inputs, const conv_options 
             const hf_tensor *ht = &set.t[order[i].index];
             char gname[SLM__TENSOR_NAME_MAX];
             long ord;
-            hf_map_name(ht->name, gname, sizeof gname, &ord);
+            conv_hf_map_name(ht->name, gname, sizeof gname, &ord);
             /* PyTorch Linear weights are [out][in] row-major: ne0 = in, ne1 = out */
             if (ht->n_dims == 2)
                 r = conv_model_add_tensor(m, gname, ht->type, ht->data, 2, ht->shape[1], ht->shape[0]);
@@ -1126,5 +1126,291 @@ done:
     json_free(&cfg);
     free(cfg_text);
     free(name);
+    return rc;
+}
+
+/* ---- PEFT LoRA adapters ---- */
+
+/* A number member of adapter_config.json; dflt when absent or null, -1 (message printed) when not a number. */
+static int lora_cfg_num(const json_doc *d, const char *path, const char *key, double dflt, double *out) {
+    const json_node *x = json_get(d, json_root(d), key);
+    *out = dflt;
+    if (!x || x->type == JSON_NULL) return 0;
+    if (x->type != JSON_NUM || !isfinite(x->num)) {
+        conv_fail("%s: %s is not a number", path, key);
+        return -1;
+    }
+    *out = x->num;
+    return 0;
+}
+
+/* PEFT's test of a target_modules entry against a module name: the whole
+   name, or its end after a dot. */
+static int lora_target_matches(const char *target, const char *module) {
+    size_t nt = strlen(target), nm = strlen(module);
+    if (nm == nt) return strcmp(module, target) == 0;
+    return nm > nt && module[nm - nt - 1] == '.' && strcmp(module + nm - nt, target) == 0;
+}
+
+/* An adapter folder as PEFT's save_pretrained writes it: adapter_config.json
+   and adapter_model.safetensors holding base_model.model.<module>.lora_A.weight
+   [r, in] and .lora_B.weight [out, r] per targeted module, and the whole
+   tensors of modules_to_save as base_model.model.<module>.weight. */
+int conv_read_lora_hf(conv_model *m, conv_lora *l, const char *dir) {
+    static const char prefix[] = "base_model.model.";
+    const size_t np = sizeof prefix - 1;
+    json_doc cfg;
+    char *cfg_text = NULL, *cfg_path = path_join(dir, "adapter_config.json"), *st_path = NULL;
+    const json_node *root, *x, *tm;
+    hf_set set;
+    double r_cfg, alpha;
+    int rc = -1, i, j, fan_in_fan_out, has_rank_pattern = 0;
+
+    memset(&set, 0, sizeof set);
+    memset(&cfg, 0, sizeof cfg);
+    if (!cfg_path) return -1;
+    if (hf_load_json(dir, "adapter_config.json", &cfg, &cfg_text, 0)) {
+        free(cfg_path);
+        return -1;
+    }
+    root = json_root(&cfg);
+    {
+        const char *pt = json_str(json_get(&cfg, root, "peft_type"));
+        if (pt && strcmp(pt, "LORA") != 0) {
+            conv_fail("%s: peft_type is '%s': only LoRA adapters can be merged", cfg_path, pt);
+            goto done;
+        }
+    }
+    if (json_is_true(json_get(&cfg, root, "use_dora"))) {
+        conv_fail("%s: use_dora is true: DoRA adapters (a magnitude vector per weight) cannot be merged as LoRA",
+                  cfg_path);
+        goto done;
+    }
+    if (lora_cfg_num(&cfg, cfg_path, "r", 8, &r_cfg) || lora_cfg_num(&cfg, cfg_path, "lora_alpha", 8, &alpha))
+        goto done;
+    if (!(r_cfg >= 1 && r_cfg <= 65536 && r_cfg == (double)(int)r_cfg)) {
+        conv_fail("%s: r = %g is not a rank (a positive integer)", cfg_path, r_cfg);
+        goto done;
+    }
+    x = json_get(&cfg, root, "alpha_pattern");
+    if (x && x->type == JSON_OBJ && json_first(&cfg, x)) {
+        conv_fail("%s: alpha_pattern (a lora_alpha per module) is not supported", cfg_path);
+        goto done;
+    }
+    x = json_get(&cfg, root, "rank_pattern");
+    has_rank_pattern = x && x->type == JSON_OBJ && json_first(&cfg, x);
+    l->rank = (int)r_cfg;
+    l->alpha = alpha;
+    l->rslora = json_is_true(json_get(&cfg, root, "use_rslora"));
+    fan_in_fan_out = json_is_true(json_get(&cfg, root, "fan_in_fan_out"));
+    {
+        const char *cls = json_str(json_get(&cfg, json_get(&cfg, root, "auto_mapping"), "base_model_class"));
+        if (cls) {
+            static const struct {
+                const char *cls;
+                uint32_t arch;
+            } known[] = { { "LlamaForCausalLM", SLM_ARCH_LLAMA },
+                          { "Qwen2ForCausalLM", SLM_ARCH_QWEN2 },
+                          { "Qwen3ForCausalLM", SLM_ARCH_QWEN3 } };
+            size_t k;
+            for (k = 0; k < sizeof known / sizeof known[0]; k++)
+                if (!strcmp(cls, known[k].cls)) l->arch = known[k].arch;
+            if (!l->arch) {
+                conv_fail("%s: the adapter is for a %s, not one of the architectures slm runs", cfg_path, cls);
+                goto done;
+            }
+        }
+    }
+    l->rope_permuted = 0; /* PEFT trains on the Hugging Face layout */
+
+    st_path = path_join(dir, "adapter_model.safetensors");
+    if (!st_path) goto done;
+    if (!file_exists(st_path)) {
+        char *bin = path_join(dir, "adapter_model.bin");
+        int has_bin = bin && file_exists(bin);
+        free(bin);
+        conv_fail("%s: no adapter_model.safetensors%s", dir,
+                  has_bin ? " (PyTorch .bin adapters are not supported: save the adapter with safetensors)" : "");
+        goto done;
+    }
+    if (st_read_file(m, st_path, &set)) goto done;
+
+    for (i = 0; i < set.n; i++) {
+        const hf_tensor *ta = &set.t[i];
+        const char *nm = ta->name, *suffix;
+        char module[160], hf_name[176];
+        long order;
+        size_t ml;
+        if (strncmp(nm, prefix, np) != 0) {
+            conv_fail("%s: tensor '%s' does not start with '%s' as PEFT names them", st_path, nm, prefix);
+            goto done;
+        }
+        if (ta->type < 0) {
+            conv_fail("%s: tensor '%s' has dtype %s (F32, F16 and BF16 are supported)", st_path, nm, ta->dtype);
+            goto done;
+        }
+        suffix = strstr(nm + np, ".lora_");
+        if (!suffix) {
+            /* a whole module saved beside the adapter (modules_to_save, resized embeddings): it replaces the base's */
+            conv_lora_full f;
+            memset(&f, 0, sizeof f);
+            if (conv_hf_map_name(nm + np, f.target, sizeof f.target, &order) != 1 || ta->n_dims < 1 || ta->n_dims > 2) {
+                conv_fail("%s: tensor '%s' is neither a LoRA matrix nor a tensor of the base model", st_path, nm);
+                goto done;
+            }
+            snprintf(f.name, sizeof f.name, "%s", nm);
+            f.type = ta->type;
+            f.src = ta->data;
+            f.n_dims = ta->n_dims;
+            f.ne0 = ta->n_dims == 2 ? ta->shape[1] : ta->shape[0];
+            f.ne1 = ta->n_dims == 2 ? ta->shape[0] : 1;
+            if (conv_lora_add_full(l, &f)) goto done;
+            continue;
+        }
+        if (!strcmp(suffix, ".lora_B.weight")) continue; /* taken with its lora_A */
+        if (strcmp(suffix, ".lora_A.weight") != 0) {
+            if (!strncmp(suffix, ".lora_embedding_", 16))
+                conv_fail("%s: tensor '%s': LoRA on an embedding layer is not supported (only on the linear "
+                          "projections and lm_head)",
+                          st_path, nm);
+            else
+                conv_fail("%s: tensor '%s' is not a lora_A or lora_B weight (DoRA magnitudes, LoRA biases and "
+                          "other variants cannot be merged)",
+                          st_path, nm);
+            goto done;
+        }
+        ml = (size_t)(suffix - (nm + np));
+        if (ml >= sizeof module) {
+            conv_fail("%s: tensor '%s': name too long", st_path, nm);
+            goto done;
+        }
+        memcpy(module, nm + np, ml);
+        module[ml] = 0;
+        {
+            conv_lora_pair p;
+            const hf_tensor *tb = NULL;
+            char b_name[200];
+            memset(&p, 0, sizeof p);
+            snprintf(b_name, sizeof b_name, "%s%s.lora_B.weight", prefix, module);
+            for (j = 0; j < set.n; j++)
+                if (!strcmp(set.t[j].name, b_name)) tb = &set.t[j];
+            if (!tb) {
+                conv_fail("%s: tensor '%s' has no '%s'", st_path, nm, b_name);
+                goto done;
+            }
+            if (tb->type < 0) {
+                conv_fail("%s: tensor '%s' has dtype %s (F32, F16 and BF16 are supported)", st_path, b_name, tb->dtype);
+                goto done;
+            }
+            snprintf(hf_name, sizeof hf_name, "%s.weight", module);
+            if (conv_hf_map_name(hf_name, p.target, sizeof p.target, &order) != 1 || strstr(p.target, "norm") != NULL ||
+                strstr(p.target, "bias") != NULL || strcmp(p.target, "token_embd.weight") == 0) {
+                conv_fail("%s: tensor '%s': '%s' is not a linear layer of the architectures slm runs", st_path, nm,
+                          module);
+                goto done;
+            }
+            if (ta->n_dims != 2 || tb->n_dims != 2) {
+                conv_fail("%s: '%s' and '%s' must be matrices", st_path, nm, b_name);
+                goto done;
+            }
+            snprintf(p.a_name, sizeof p.a_name, "%s", nm);
+            snprintf(p.b_name, sizeof p.b_name, "%s", b_name);
+            p.a_type = ta->type;
+            p.b_type = tb->type;
+            p.a = ta->data;
+            p.b = tb->data;
+            p.a_ne0 = ta->shape[1]; /* [r, in] */
+            p.a_ne1 = ta->shape[0];
+            p.b_ne0 = tb->shape[1]; /* [out, r] */
+            p.b_ne1 = tb->shape[0];
+            if (p.a_ne1 != p.b_ne0 || p.a_ne1 < 1) {
+                conv_fail("%s: '%s' has %lld rows but '%s' %lld columns: both are the rank", st_path, nm,
+                          (long long)p.a_ne1, b_name, (long long)p.b_ne0);
+                goto done;
+            }
+            if (!has_rank_pattern && p.a_ne1 != l->rank) {
+                conv_fail("%s: '%s' has rank %lld, adapter_config.json says r = %d", st_path, nm, (long long)p.a_ne1,
+                          l->rank);
+                goto done;
+            }
+            /* PEFT's scaling, with the module's own rank (rank_pattern) */
+            p.factor =
+                (float)((double)l->scale * (l->rslora ? alpha / sqrt((double)p.a_ne1) : alpha / (double)p.a_ne1));
+            if (conv_lora_add_pair(l, &p)) goto done;
+        }
+    }
+    for (i = 0; i < set.n; i++) { /* every lora_B has its lora_A */
+        const char *nm = set.t[i].name, *suffix = strstr(nm, ".lora_B.weight");
+        int found = 0;
+        if (!suffix || suffix[14]) continue;
+        for (j = 0; j < l->n_pairs && !found; j++) found = !strcmp(l->pairs[j].b_name, nm);
+        if (!found) {
+            conv_fail("%s: tensor '%s' has no lora_A", st_path, nm);
+            goto done;
+        }
+    }
+    if (l->n_pairs == 0 && l->n_full == 0) {
+        conv_fail("%s: no lora_A/lora_B tensors", st_path);
+        goto done;
+    }
+    /* target_modules: each entry must name modules the adapter holds (PEFT refuses one that matches nothing
+       in the base model); a string is a regular expression, which is not checked */
+    tm = json_get(&cfg, root, "target_modules");
+    if (tm && tm->type == JSON_ARR) {
+        for (x = json_first(&cfg, tm); x; x = json_next(&cfg, x)) {
+            const char *target = json_str(x);
+            int found = 0;
+            if (!target) {
+                conv_fail("%s: target_modules holds something other than strings", cfg_path);
+                goto done;
+            }
+            for (j = 0; j < l->n_pairs && !found; j++) {
+                char module[160];
+                const char *a = l->pairs[j].a_name + np;
+                size_t ml = (size_t)(strstr(a, ".lora_A.weight") - a);
+                memcpy(module, a, ml);
+                module[ml] = 0;
+                found = lora_target_matches(target, module);
+            }
+            if (!found) {
+                conv_fail("%s: target module '%s' matches no layer the adapter holds (the llama, qwen2 and qwen3 "
+                          "layers are q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj and lm_head)",
+                          cfg_path, target);
+                goto done;
+            }
+        }
+    } else if (json_str(tm) && strcmp(json_str(tm), "all-linear") != 0)
+        conv_info("%s: target_modules is a regular expression ('%s'): the tensors say what is targeted\n", cfg_path,
+                  json_str(tm));
+    if (fan_in_fan_out)
+        conv_info("%s: fan_in_fan_out is set, but the targets are linear layers stored [out, in]: as PEFT does "
+                  "for them, it is ignored (the update is B·A)\n",
+                  cfg_path);
+    {
+        const char *base = json_str(json_get(&cfg, root, "base_model_name_or_path"));
+        conv_info("%s: PEFT LoRA adapter, r %d, alpha %g%s, %d matrices%s%s\n", dir, l->rank, alpha,
+                  l->rslora ? ", rsLoRA" : "", l->n_pairs, base ? ", for " : "", base ? base : "");
+    }
+    if (!l->name) {
+        size_t n = strlen(dir);
+        char *b;
+        while (n > 1 && (dir[n - 1] == '/' || dir[n - 1] == '\\')) n--;
+        l->name = (char *)malloc(n + 1);
+        if (!l->name) {
+            conv_fail("out of memory");
+            goto done;
+        }
+        memcpy(l->name, dir, n);
+        l->name[n] = 0;
+        for (b = l->name + n; b > l->name && b[-1] != '/' && b[-1] != '\\'; b--) {}
+        memmove(l->name, b, strlen(b) + 1);
+    }
+    rc = 0;
+done:
+    hf_set_free(&set);
+    json_free(&cfg);
+    free(cfg_text);
+    free(cfg_path);
+    free(st_path);
     return rc;
 }

@@ -14,15 +14,19 @@
    translation unit that holds slm.h's implementation: with SLM_INTERNAL,
    the slm__ helpers the other files declare get external linkage here.
 
+   --lora ADAPTER[:SCALE] merges LoRA adapters into the weights (tools/lora.c)
+   between the reader and the writer.
+
    Build: cc -std=c99 -O2 -o slm-convert tools/slm-convert.c tools/convert.c \
               tools/read_llama2c.c tools/read_gguf.c tools/read_hf.c tools/json.c \
-              tools/write_slm.c -lm
+              tools/lora.c tools/write_slm.c -lm
 */
 #define SLM_INTERNAL
 #define SLM_IMPLEMENTATION
 #include "convert.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -85,6 +89,14 @@ static void print_usage(FILE *out) {
                  "               in llama2.c's legacy format first, then its tokenizer.bin)\n"
                  "\n"
                  "options:\n"
+                 "  --lora ADAPTER[:SCALE]  merge a LoRA adapter into the weights (repeatable, in\n"
+                 "                 order): W += SCALE * alpha/r * B.A (alpha/sqrt(r) with rsLoRA),\n"
+                 "                 in f32 before any quantization. SCALE defaults to 1. ADAPTER is\n"
+                 "                 a PEFT folder (adapter_config.json, adapter_model.safetensors;\n"
+                 "                 q/k/v/o/gate/up/down projections, lm_head, modules_to_save\n"
+                 "                 replacing whole tensors) or a llama.cpp LoRA GGUF. A quantized\n"
+                 "                 base is decoded, merged and quantized again to its own type\n"
+                 "                 unless --type says otherwise. `slm info` lists the adapters.\n"
                  "  --type T       type of the 2-D weight matrices: f32, f16, bf16, q8_0, q4_0\n"
                  "                 (default: keep the source's types, except bf16 -> f16 and\n"
                  "                 GGML types slm does not run -> q8_0). Norms and biases stay\n"
@@ -105,7 +117,8 @@ static void print_usage(FILE *out) {
                  "  slm-convert --type q8_0 stories260K.bin tok512.bin stories260K.slm\n"
                  "  slm-convert qwen2.5-0.5b-instruct-q8_0.gguf qwen2.5-0.5b.slm\n"
                  "  slm-convert --type q8_0 SmolLM2-135M-Instruct/ smollm2-135m.slm\n"
-                 "  slm-convert --vocab-only ggml-vocab-llama-spm.gguf llama-spm-vocab.slm\n");
+                 "  slm-convert --vocab-only ggml-vocab-llama-spm.gguf llama-spm-vocab.slm\n"
+                 "  slm-convert --lora my-adapter/ --lora style.gguf:0.5 SmolLM2-135M/ tuned.slm\n");
 }
 
 static int parse_type(const char *s) {
@@ -118,6 +131,64 @@ static int parse_type(const char *s) {
         if (!n[k] && !s[k]) return types[i];
     }
     return -1;
+}
+
+#define MAX_LORAS 8 /* the metadata holds 5 keys per adapter (CONV_MAX_META) */
+
+/* "PATH" or "PATH:SCALE" (the text after the last ':' when it is a number);
+   *path_copy gets the malloc'd path when a scale was cut off. 0, or -1
+   (message printed). */
+static int parse_lora(const char *v, conv_lora *l, char **path_copy) {
+    const char *colon = strrchr(v, ':');
+    memset(l, 0, sizeof *l);
+    *path_copy = NULL;
+    l->scale = 1.0f;
+    l->path = v;
+    if (colon && colon[1]) {
+        char *end;
+        double s = strtod(colon + 1, &end);
+        if (!*end) {
+            if (!isfinite(s) || fabs(s) > 1e6) {
+                conv_fail("--lora %s: the scale %s is out of range", v, colon + 1);
+                return -1;
+            }
+            l->scale = (float)s;
+            *path_copy = (char *)malloc((size_t)(colon - v) + 1);
+            if (!*path_copy) {
+                conv_fail("out of memory");
+                return -1;
+            }
+            memcpy(*path_copy, v, (size_t)(colon - v));
+            (*path_copy)[colon - v] = 0;
+            l->path = *path_copy;
+        }
+    }
+    if (!*l->path) {
+        conv_fail("--lora needs an adapter path (see --help)");
+        return -1;
+    }
+    return 0;
+}
+
+/* Reads one adapter: a folder is a PEFT adapter, a GGUF file a llama.cpp one. */
+static int read_lora(conv_model *m, conv_lora *l) {
+    unsigned char magic[4];
+    size_t got = 0;
+    FILE *f = NULL;
+    struct stat st;
+    if (conv_path_is_dir(l->path)) return conv_read_lora_hf(m, l, l->path);
+    if (stat(l->path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFREG) f = fopen(l->path, "rb");
+    if (f) {
+        got = fread(magic, 1, 4, f);
+        fclose(f);
+    }
+    if (f && (got != 4 || memcmp(magic, "GGUF", 4) != 0)) {
+        conv_fail("%s: neither a PEFT adapter folder (adapter_config.json, adapter_model.safetensors) nor a GGUF "
+                  "LoRA adapter",
+                  l->path);
+        return -1;
+    }
+    return conv_read_lora_gguf(m, l, l->path); /* which says why a missing file cannot be read */
 }
 
 /* "--opt VALUE" or "--opt=VALUE"; NULL (message printed) when the value is missing. */
@@ -141,7 +212,9 @@ int main(int argc, char **argv) {
     conv_model m;
     conv_reader_fn reader;
     char **pos;
-    int n_pos = 0, i, only_positional = 0;
+    conv_lora loras[MAX_LORAS];
+    char *lora_paths[MAX_LORAS];
+    int n_pos = 0, i, only_positional = 0, n_loras = 0, rc = 1;
     uint64_t file_size = 0, n_params = 0;
     int count_by_type[32];
     char line[256], sz[32];
@@ -188,6 +261,15 @@ int main(int argc, char **argv) {
                 conv_fail("unknown type '%s' for --type (f32, f16, bf16, q8_0 or q4_0)", v);
                 goto fail;
             }
+        } else if (option_is(a, "--lora")) {
+            const char *v = option_value(argc, argv, &i, "--lora");
+            if (!v) goto fail;
+            if (n_loras == MAX_LORAS) {
+                conv_fail("at most %d --lora adapters", MAX_LORAS);
+                goto fail;
+            }
+            if (parse_lora(v, &loras[n_loras], &lora_paths[n_loras])) goto fail;
+            n_loras++;
         } else if (option_is(a, "--name")) {
             const char *v = option_value(argc, argv, &i, "--name");
             if (!v) goto fail;
@@ -207,11 +289,19 @@ int main(int argc, char **argv) {
         goto fail;
     }
     out_path = pos[n_pos - 1];
-    if (conv_check_output(out_path, pos, n_pos - 1)) goto fail;
+    if (n_loras && opt.vocab_only) {
+        conv_fail("--lora merges into the weights: it cannot go with --vocab-only");
+        goto fail;
+    }
+    for (i = 0; i < n_loras; i++) pos[n_pos - 1 + i] = (char *)loras[i].path; /* the adapters are inputs too */
+    if (conv_check_output(out_path, pos, n_pos - 1 + n_loras)) goto fail;
 
     reader = pick_reader(pos[0], n_pos - 1);
     if (!reader) goto fail;
     if (reader(&m, pos, n_pos - 1, &opt)) goto fail;
+    for (i = 0; i < n_loras; i++)
+        if (read_lora(&m, &loras[i])) goto fail;
+    if (conv_apply_loras(&m, loras, n_loras, &opt)) goto fail;
     {
         char conv[64];
         snprintf(conv, sizeof conv, "slm-convert %s", CONV_VERSION);
@@ -249,12 +339,13 @@ int main(int argc, char **argv) {
     conv_info("wrote %s: %d tensors%s%s%s, %llu parameters, %u tokens, %s (%llu bytes)\n", out_path, m.n_tensors,
               len ? " (" : "", line, len ? ")" : "", (unsigned long long)n_params, (unsigned)m.tok.n_tokens, sz,
               (unsigned long long)file_size);
-    conv_model_free(&m);
-    free(pos);
-    return 0;
-
+    rc = 0;
 fail:
+    for (i = 0; i < n_loras; i++) {
+        conv_lora_free(&loras[i]);
+        free(lora_paths[i]);
+    }
     conv_model_free(&m);
     free(pos);
-    return 1;
+    return rc;
 }

@@ -63,11 +63,11 @@ int conv_choose_types(conv_model *m, const conv_options *opt) {
     for (i = 0; i < m->n_tensors; i++) {
         conv_tensor *t = &m->tensors[i];
         int want = opt->type;
-        if (want < 0) {
-            if (t->src_type == SLM_TYPE_BF16) {
+        if (want < 0) { /* the type read, also when a LoRA merge left f32 values to write */
+            if (t->orig_type == SLM_TYPE_BF16) {
                 want = SLM_TYPE_F16;
                 n_bf16 += t->n_dims > 1;
-            } else if (!conv_is_slm_type(t->src_type)) {
+            } else if (!conv_is_slm_type(t->orig_type)) {
                 want = SLM_TYPE_Q8_0;
                 n_requant += t->n_dims > 1;
             }
@@ -75,7 +75,7 @@ int conv_choose_types(conv_model *m, const conv_options *opt) {
         if (t->n_dims == 1) {
             t->type = SLM_TYPE_F32;
         } else if (want < 0) {
-            t->type = t->src_type;
+            t->type = t->orig_type;
         } else if (is_block_quant(want) && t->ne[0] % slm_type_block_size(want) != 0) {
             conv_warn("%s: row length %lld is not a multiple of %d, stored as f16 instead of %s", t->name,
                       (long long)t->ne[0], slm_type_block_size(want), slm_type_name(want));

@@ -879,9 +879,11 @@ done:
 static const char info_usage[] = "usage: slm info -m MODEL\n"
                                  "\n"
                                  "Describes a .slm file as 'key: value' lines: architecture and shapes,\n"
-                                 "weight types, tokenizer and its special tokens, metadata. Works on\n"
-                                 "tokenizer-only files too. The last line, 'kernels', names the SIMD\n"
-                                 "kernels this build of slm runs (chosen when it was compiled).\n"
+                                 "weight types, tokenizer and its special tokens, metadata, and a line\n"
+                                 "'lora: NAME (rank R, alpha A, scale S)' per LoRA adapter slm-convert\n"
+                                 "merged in. Works on tokenizer-only files too. The last line, 'kernels',\n"
+                                 "names the SIMD kernels this build of slm runs (chosen when it was\n"
+                                 "compiled).\n"
                                  "\n"
                                  "options:\n" MODEL_OPTS_USAGE;
 
@@ -938,6 +940,21 @@ static void print_model_info(const slm_model *model, const char *path) {
     for (i = 0; i < (int)(sizeof meta_keys / sizeof meta_keys[0]); i++) {
         const char *v = slm_model_meta(model, meta_keys[i]);
         if (v) printf("%s: %s\n", meta_keys[i], v);
+    }
+    for (i = 0;; i++) { /* LoRA adapters slm-convert merged in, one line each, in the order merged */
+        char key[32];
+        const char *name, *rank, *alpha, *scale;
+        snprintf(key, sizeof key, "lora.%d.name", i);
+        if (!(name = slm_model_meta(model, key))) break;
+        snprintf(key, sizeof key, "lora.%d.rank", i);
+        rank = slm_model_meta(model, key);
+        snprintf(key, sizeof key, "lora.%d.alpha", i);
+        alpha = slm_model_meta(model, key);
+        snprintf(key, sizeof key, "lora.%d.scale", i);
+        scale = slm_model_meta(model, key);
+        snprintf(key, sizeof key, "lora.%d.rslora", i);
+        printf("lora: %s (rank %s, alpha %s, scale %s%s)\n", name, rank ? rank : "?", alpha ? alpha : "?",
+               scale ? scale : "?", slm_model_meta(model, key) ? ", rsLoRA" : "");
     }
     printf("arch: %s\n", mi->arch_name ? mi->arch_name : "unknown");
     printf("n_vocab: %d\n", mi->n_vocab);

@@ -190,7 +190,7 @@ if ! "$PY" -c 'import numpy' >/dev/null 2>&1; then
 elif [ ! -f "$MODELS/tokenizers/smollm2-tokenizer.json" ] || [ ! -f "$MODELS/tokenizers/qwen2-vocab.json" ]; then
     skip "Hugging Face folder vs GGUF conversions" "tokenizers not found in $MODELS/tokenizers (set SLM_MODELS)"
 else
-    for spec in "llama_f32|--arch llama --dtype f32 --dim 32 --heads 4 --kv-heads 2 --ffn 64" \
+    for spec in "llama_f32|--arch llama --dtype f32 --dim 32 --heads 4 --kv-heads 2 --ffn 64 --lora" \
                 "qwen2_bf16_shards|--arch qwen2 --vocab qwen2 --dtype bf16 --tied --shards 3 --dim 32 --heads 2 --kv-heads 1 --ffn 64" \
                 "qwen3_f16_tied|--arch qwen3 --dtype f16 --tied --dim 32 --heads 4 --kv-heads 2 --head-dim 16 --ffn 64"; do
         name=${spec%%|*} args=${spec#*|}

@@ -2367,6 +2367,642 @@ static void test_convert_hf_warnings(void) {
 }
 #endif
 
+/* ======================================================================== */
+/* LoRA adapters merged by slm-convert, against an independent merge        */
+/* ======================================================================== */
+
+/* tests/run.sh writes build/hf/llama_f32 with gen_hf_fixture.py --lora: the
+   model as a Hugging Face folder, a GGUF and a Q8_0 GGUF, PEFT adapters
+   lora_plain (r 4, alpha 8), lora_rs (r 2, alpha 4, rsLoRA, fan_in_fan_out
+   set) and lora_gguf_twin (r 3, alpha 6), and lora.gguf, the last one as
+   llama.cpp writes it. The reference below reads the PEFT folders itself
+   (JSON header, f32 data) and computes factor * B·A in double; the
+   converter's merges are compared with it through logits and values. */
+
+typedef struct {
+    char target[64]; /* the .slm tensor name */
+    int64_t n_out, n_in;
+    double *delta; /* [n_out][n_in]: scale * alpha/r (alpha/sqrt(r) with rsLoRA) * B·A */
+} ref_update;
+
+/* One f32 safetensors tensor: data and shape; NULL when absent. */
+static const unsigned char *st_tensor(const unsigned char *buf, size_t size, const json_doc *hdr, const char *name,
+                                      int64_t *rows, int64_t *cols) {
+    const json_node *t = json_get(hdr, json_root(hdr), name), *shape, *offs;
+    uint64_t hlen = rd64(buf), begin;
+    if (!t) return NULL;
+    shape = json_get(hdr, t, "shape");
+    offs = json_get(hdr, t, "data_offsets");
+    if (!shape || shape->len != 2 || !offs || strcmp(json_str(json_get(hdr, t, "dtype")), "F32") != 0) return NULL;
+    *rows = (int64_t)json_num(json_at(hdr, shape, 0), 0);
+    *cols = (int64_t)json_num(json_at(hdr, shape, 1), 0);
+    begin = (uint64_t)json_num(json_at(hdr, offs, 0), 0);
+    if (8 + hlen + begin + (uint64_t)(*rows * *cols) * 4 > size) return NULL;
+    return buf + 8 + hlen + begin;
+}
+
+/* The updates of a PEFT folder; the count, or -1. */
+static int ref_lora_updates(const char *dir, double scale, ref_update *out, int cap) {
+    static const char *const mods[][2] = {
+        { "self_attn.q_proj", "attn_q.weight" }, { "self_attn.k_proj", "attn_k.weight" },
+        { "self_attn.v_proj", "attn_v.weight" }, { "self_attn.o_proj", "attn_output.weight" },
+        { "mlp.gate_proj", "ffn_gate.weight" },  { "mlp.up_proj", "ffn_up.weight" },
+        { "mlp.down_proj", "ffn_down.weight" }
+    };
+    char *cfg_path = path_join(dir, "adapter_config.json"), *st_path = path_join(dir, "adapter_model.safetensors");
+    json_doc cfg, hdr;
+    size_t size = 0;
+    unsigned char *buf = read_file(st_path, &size);
+    int n = 0, layer, k, ok = buf && load_json(cfg_path, &cfg);
+    double r, alpha, factor;
+    free(cfg_path);
+    free(st_path);
+    if (!ok) {
+        free(buf);
+        return -1;
+    }
+    r = json_num(json_get(&cfg, json_root(&cfg), "r"), 0);
+    alpha = json_num(json_get(&cfg, json_root(&cfg), "lora_alpha"), 0);
+    factor = scale * (json_is_true(json_get(&cfg, json_root(&cfg), "use_rslora")) ? alpha / sqrt(r) : alpha / r);
+    json_free(&cfg);
+    if (json_parse(&hdr, (const char *)buf + 8, (size_t)rd64(buf), "adapter header")) {
+        free(buf);
+        return -1;
+    }
+    for (layer = -1; layer < 64 && n < cap; layer++) /* layer -1: lm_head */
+        for (k = 0; k < (layer < 0 ? 1 : 7) && n < cap; k++) {
+            char an[160], bn[160];
+            int64_t ar, ac, br, bc, o, i, j;
+            const unsigned char *A, *B;
+            if (layer < 0) {
+                snprintf(an, sizeof an, "base_model.model.lm_head.lora_A.weight");
+                snprintf(bn, sizeof bn, "base_model.model.lm_head.lora_B.weight");
+            } else {
+                snprintf(an, sizeof an, "base_model.model.model.layers.%d.%s.lora_A.weight", layer, mods[k][0]);
+                snprintf(bn, sizeof bn, "base_model.model.model.layers.%d.%s.lora_B.weight", layer, mods[k][0]);
+            }
+            A = st_tensor(buf, size, &hdr, an, &ar, &ac);
+            B = st_tensor(buf, size, &hdr, bn, &br, &bc);
+            if (!A || !B || bc != ar) continue;
+            if (layer < 0)
+                snprintf(out[n].target, sizeof out[n].target, "output.weight");
+            else
+                snprintf(out[n].target, sizeof out[n].target, "blk.%d.%s", layer, mods[k][1]);
+            out[n].n_out = br;
+            out[n].n_in = ac;
+            out[n].delta = (double *)calloc((size_t)(br * ac), sizeof(double));
+            for (o = 0; o < br; o++)
+                for (i = 0; i < ac; i++) {
+                    double s = 0;
+                    for (j = 0; j < ar; j++) {
+                        float a, b;
+                        memcpy(&b, B + 4 * (o * bc + j), 4);
+                        memcpy(&a, A + 4 * (j * ac + i), 4);
+                        s += (double)b * a;
+                    }
+                    out[n].delta[o * ac + i] = factor * s;
+                }
+            n++;
+        }
+    json_free(&hdr);
+    free(buf);
+    return n;
+}
+
+static void ref_updates_free(ref_update *u, int n) {
+    int i;
+    for (i = 0; i < n; i++) free(u[i].delta);
+}
+
+/* Row `row` of a q/k matrix in llama.cpp's adjacent-pair order comes from
+   this row of the Hugging Face (rotate-half) order: convert_hf_to_gguf's
+   reshape(n_head, 2, hd/2).swapaxes(1, 2). */
+static int64_t ref_hf_row(int64_t row, int64_t hd) {
+    int64_t h = row / hd, i = (row % hd) / 2, j = row % 2;
+    return h * hd + j * (hd / 2) + i;
+}
+
+static int ref_find_tensor(const slm_model *m, const char *name, slm_tensor_info *ti) {
+    int i, n = slm_model_info_get(m)->n_tensors;
+    for (i = 0; i < n; i++)
+        if (slm_model_tensor_get(m, i, ti) == SLM_OK && !strcmp(ti->name, name)) return 1;
+    return 0;
+}
+
+/* An f32 .slm in the Hugging Face layout with the updates added: the reference model (from memory). */
+static slm_model *ref_merged_model(const char *base_slm, ref_update *u, int n, unsigned char **image_out) {
+    size_t size = 0;
+    unsigned char *img = read_file(base_slm, &size);
+    slm_model *m = NULL, *ref = NULL;
+    slm_model_desc d;
+    int k;
+    *image_out = NULL;
+    if (!img) return NULL;
+    m = load_model(base_slm);
+    for (k = 0; m && k < n; k++) {
+        slm_tensor_info ti;
+        int64_t e;
+        if (!ref_find_tensor(m, u[k].target, &ti) || ti.type != SLM_TYPE_F32 || ti.ne[0] != u[k].n_in ||
+            ti.ne[1] != u[k].n_out) {
+            CHECKF(0, "reference: %s is not an f32 %lld x %lld tensor of %s", u[k].target, (long long)u[k].n_out,
+                   (long long)u[k].n_in, base_slm);
+            slm_model_free(m);
+            free(img);
+            return NULL;
+        }
+        for (e = 0; e < u[k].n_out * u[k].n_in; e++) {
+            float w;
+            memcpy(&w, img + ti.offset + 4 * e, 4);
+            w = (float)((double)w + u[k].delta[e]);
+            memcpy(img + ti.offset + 4 * e, &w, 4);
+        }
+    }
+    slm_model_free(m);
+    memset(&d, 0, sizeof d);
+    d.data = img;
+    d.size = size;
+    if (slm_model_load(&ref, &d) != SLM_OK) {
+        free(img);
+        return NULL;
+    }
+    *image_out = img;
+    return ref;
+}
+
+/* Max |logit difference| between two models over the same tokens, one position at a time (-1 on failure). */
+static double logits_max_diff(slm_model *a, slm_model *b, const slm_token *toks, int n) {
+    slm_session *sa = new_session(a, 0, 1), *sb = new_session(b, 0, 1);
+    double worst = -1;
+    int pos, nv = slm_model_info_get(a)->n_vocab;
+    if (sa && sb) {
+        worst = 0;
+        for (pos = 0; pos < n; pos++) {
+            double d;
+            if (slm_eval(sa, toks + pos, 1) != SLM_OK || slm_eval(sb, toks + pos, 1) != SLM_OK) {
+                worst = -1;
+                break;
+            }
+            d = max_abs_diff(slm_logits(sa), slm_logits(sb), nv);
+            if (d > worst) worst = d;
+        }
+    }
+    slm_session_free(sa);
+    slm_session_free(sb);
+    return worst;
+}
+
+#ifdef HAVE_FORK
+/* Converts with args (after the program name) into H->out and loads it; NULL (the failure checked) when it fails. */
+static slm_model *lora_convert(hostile_ctx *H, char *const *args, const char *what) {
+    char *err;
+    int rc = conv_run(H, args, &err);
+    slm_model *m = NULL;
+    CHECKF(rc == 0, "%s: slm-convert exit status %d; stderr: %.400s", what, rc, err);
+    free(err);
+    if (rc == 0) m = load_model(H->out);
+    return m;
+}
+
+static void test_convert_lora_merge(void) {
+    const char *fix = "llama_f32";
+    char *dir = pathf("%s/hf/%s", g_build_dir, fix), *hf = pathf("%s/hf", dir), *gg = pathf("%s/model.gguf", dir),
+         *q8 = pathf("%s/model_q8_0.gguf", dir), *base_slm = pathf("%s/from_hf.slm", dir),
+         *plain = pathf("%s/lora_plain:0.5", dir), *plain_dir = pathf("%s/lora_plain", dir),
+         *rs = pathf("%s/lora_rs", dir), *twin = pathf("%s/lora_gguf_twin", dir),
+         *lgguf = pathf("%s/lora.gguf:0.75", dir);
+    static const char *const texts[] = { "Once upon a time", "<|im_start|>user\nHello!<|im_end|>\n",
+                                         "def fib(n): return n" };
+    ref_update u1[64], u2[64];
+    int n1 = -1, n2 = -1, n_tok = 0, k;
+    slm_token toks[96];
+    slm_model *base = NULL, *ref1 = NULL, *ref2 = NULL;
+    unsigned char *img1 = NULL, *img2 = NULL;
+    hostile_ctx H;
+    struct {
+        const char *what;
+        char *args[10];
+        int ref; /* 1: plain + rs, 2: the GGUF adapter */
+    } C[4];
+
+    if (!file_exists(base_slm) || !file_exists(rs) || !file_exists(q8)) {
+        char why[sizeof g_skip_reason];
+        snprintf(why, sizeof why,
+                 "%s or its adapters not found (tests/run.sh writes them with gen_hf_fixture.py --lora)", base_slm);
+        free(dir), free(hf), free(gg), free(q8), free(base_slm), free(plain), free(plain_dir), free(rs), free(twin),
+            free(lgguf);
+        SKIP("%s", why);
+    }
+    if (!hostile_init(&H)) {
+        free(dir), free(hf), free(gg), free(q8), free(base_slm), free(plain), free(plain_dir), free(rs), free(twin),
+            free(lgguf);
+        SKIP("%s not found, or no empty folder could be made under %s", env_or("SLM_CONVERT_BIN", "./slm-convert"),
+             g_build_dir);
+    }
+    n1 = ref_lora_updates(plain_dir, 0.5, u1, 64);
+    if (n1 >= 0) {
+        int m = ref_lora_updates(rs, 1.0, u1 + n1, 64 - n1);
+        n1 = m < 0 ? -1 : n1 + m;
+    }
+    n2 = ref_lora_updates(twin, 0.75, u2, 64);
+    CHECKF(n1 == 16 && n2 == 7, "reference: %d and %d updates read (16 and 7 expected)", n1, n2);
+    if (n1 != 16 || n2 != 7) goto done;
+    base = load_model(base_slm);
+    ref1 = ref_merged_model(base_slm, u1, n1, &img1);
+    ref2 = ref_merged_model(base_slm, u2, n2, &img2);
+    if (!base || !ref1 || !ref2) {
+        CHECKF(0, "the reference models could not be built from %s", base_slm);
+        goto done;
+    }
+    for (k = 0; k < 3; k++) {
+        int n = slm_tokenize(base, texts[k], strlen(texts[k]), SLM_TOK_BOS | SLM_TOK_SPECIAL, toks + n_tok, 96 - n_tok);
+        if (n > 0) n_tok += n;
+    }
+    CHECK(n_tok > 10);
+    { /* the adapters change the logits by far more than the tolerance below */
+        double d1 = logits_max_diff(base, ref1, toks, n_tok), d2 = logits_max_diff(base, ref2, toks, n_tok);
+        CHECKF(d1 > 0.05 && d2 > 0.05, "the adapters move the logits by only %.3g and %.3g", d1, d2);
+    }
+    memset(C, 0, sizeof C);
+    C[0].what = "Hugging Face base + lora_plain:0.5 + lora_rs";
+    C[0].args[0] = (char *)"--lora", C[0].args[1] = plain, C[0].args[2] = (char *)"--lora", C[0].args[3] = rs;
+    C[0].args[4] = hf, C[0].args[5] = H.out, C[0].ref = 1;
+    C[1] = C[0];
+    C[1].what = "GGUF base (q/k in adjacent pairs) + the same PEFT adapters";
+    C[1].args[4] = gg;
+    C[2].what = "GGUF base + lora.gguf:0.75";
+    C[2].args[0] = (char *)"--lora", C[2].args[1] = lgguf, C[2].args[2] = gg, C[2].args[3] = H.out, C[2].ref = 2;
+    C[3] = C[2];
+    C[3].what = "Hugging Face base (q/k in halves) + lora.gguf:0.75";
+    C[3].args[2] = hf;
+    for (k = 0; k < 4; k++) {
+        slm_model *m = lora_convert(&H, C[k].args, C[k].what);
+        double d;
+        if (!m) continue;
+        d = logits_max_diff(m, C[k].ref == 1 ? ref1 : ref2, toks, n_tok);
+        CHECKF(d >= 0 && d <= 1e-4, "%s: max |logit - reference| = %.3g over %d positions", C[k].what, d, n_tok);
+        NOTE("%s: max |logit - reference| = %.3g over %d positions", C[k].what, d, n_tok);
+        if (k == 0) { /* the metadata slm info shows */
+            static const char *const kv[][2] = { { "lora.0.name", "lora_plain" }, { "lora.0.rank", "4" },
+                                                 { "lora.0.alpha", "8" },         { "lora.0.scale", "0.5" },
+                                                 { "lora.1.name", "lora_rs" },    { "lora.1.rank", "2" },
+                                                 { "lora.1.alpha", "4" },         { "lora.1.scale", "1" },
+                                                 { "lora.1.rslora", "true" } };
+            size_t i;
+            for (i = 0; i < sizeof kv / sizeof kv[0]; i++) {
+                const char *v = slm_model_meta(m, kv[i][0]);
+                CHECKF(v && !strcmp(v, kv[i][1]), "metadata %s = %s, expected %s", kv[i][0], v ? v : "(none)",
+                       kv[i][1]);
+            }
+            CHECK(slm_model_meta(m, "lora.0.rslora") == NULL && slm_model_meta(m, "lora.2.name") == NULL);
+            if (file_exists(env_or("SLM_BIN", "./slm"))) {
+                char *argv[5], *o_path = pathf("%s/info.out", H.dir), *out;
+                size_t n = 0;
+                argv[0] = (char *)env_or("SLM_BIN", "./slm");
+                argv[1] = (char *)"info";
+                argv[2] = (char *)"-m";
+                argv[3] = H.out;
+                argv[4] = NULL;
+                CHECK(run_prog(argv, o_path, H.err_path, 20) == 0);
+                out = (char *)read_file(o_path, &n);
+                CHECKF(out && strstr(out, "\nlora: lora_plain (rank 4, alpha 8, scale 0.5)\n") &&
+                           strstr(out, "\nlora: lora_rs (rank 2, alpha 4, scale 1, rsLoRA)\n"),
+                       "slm info: %.600s", out ? out : "(no output)");
+                free(out);
+                remove(o_path);
+                free(o_path);
+            }
+        }
+        slm_model_free(m);
+        clear_dir(H.out_dir);
+    }
+
+    /* A Q8_0 base: decoded, merged and quantized again (with a warning), or kept in f32 with --type f32. The
+       reference adds the update (rows of q/k in the GGUF's order) to the decoded base. */
+    {
+        char *q8_slm = pathf("%s/q8.slm", H.dir), *args[8], *err;
+        slm_model *qb = NULL, *qm = NULL;
+        int pass, rc;
+        args[0] = (char *)"--no-interleave", args[1] = q8, args[2] = q8_slm, args[3] = NULL;
+        rc = conv_run(&H, args, &err);
+        CHECKF(rc == 0, "converting %s: %.300s", q8, err);
+        free(err);
+        qb = rc == 0 ? load_model(q8_slm) : NULL;
+        for (pass = 0; qb && pass < 2; pass++) {
+            double worst = 0, moved = 0;
+            int bad = 0;
+            args[0] = (char *)"--no-interleave", args[1] = (char *)"--lora", args[2] = lgguf;
+            args[3] = pass ? (char *)"--type=f32" : q8, args[4] = pass ? q8 : H.out, args[5] = pass ? H.out : NULL;
+            args[6] = NULL;
+            rc = conv_run(&H, args, &err);
+            CHECKF(rc == 0, "Q8_0 base + lora.gguf%s: exit status %d: %.300s", pass ? ", --type f32" : "", rc, err);
+            CHECKF(pass || (ci_contains(err, "warning:") && ci_contains(err, "quantizing twice")),
+                   "no warning about quantizing twice: %.300s", err);
+            CHECKF(!pass || !ci_contains(err, "quantizing twice"), "--type f32 still warns: %.300s", err);
+            free(err);
+            qm = rc == 0 ? load_model(H.out) : NULL;
+            for (k = 0; qm && k < n2; k++) {
+                slm_tensor_info tb, tm;
+                const unsigned char *wb, *wm;
+                int64_t o, hd = slm_model_info_get(qb)->head_dim;
+                int qk = strstr(u2[k].target, "attn_q.") || strstr(u2[k].target, "attn_k.");
+                size_t fsize;
+                unsigned char *fb = NULL, *fm = NULL;
+                if (!ref_find_tensor(qb, u2[k].target, &tb) || !ref_find_tensor(qm, u2[k].target, &tm)) {
+                    CHECKF(0, "%s missing", u2[k].target);
+                    continue;
+                }
+                CHECKF(tb.type == SLM_TYPE_Q8_0 && tm.type == (pass ? SLM_TYPE_F32 : SLM_TYPE_Q8_0),
+                       "%s: types %s -> %s", u2[k].target, slm_type_name(tb.type), slm_type_name(tm.type));
+                if (tm.type != (pass ? SLM_TYPE_F32 : SLM_TYPE_Q8_0)) continue;
+                fb = read_file(q8_slm, &fsize);
+                fm = read_file(H.out, &fsize);
+                wb = fb + tb.offset;
+                wm = fm + tm.offset;
+                for (o = 0; o < u2[k].n_out; o++) {
+                    int64_t src = qk ? ref_hf_row(o, hd) : o, nb = u2[k].n_in / 32, b;
+                    for (b = 0; b < nb; b++) {
+                        const unsigned char *qbb = wb + (size_t)(o * nb + b) * 34,
+                                            *qmb = wm + (size_t)(o * nb + b) * 34;
+                        double expect[32], amax = 0, tol;
+                        int e;
+                        for (e = 0; e < 32; e++) {
+                            double x = (double)slm_fp16_to_fp32((uint16_t)(qbb[0] | qbb[1] << 8)) *
+                                       (double)(signed char)qbb[2 + e];
+                            expect[e] = x + u2[k].delta[src * u2[k].n_in + b * 32 + e];
+                            if (fabs(expect[e]) > amax) amax = fabs(expect[e]);
+                            if (fabs(u2[k].delta[src * u2[k].n_in + b * 32 + e]) > moved)
+                                moved = fabs(u2[k].delta[src * u2[k].n_in + b * 32 + e]);
+                        }
+                        /* half a step of the block's new scale (and its f16 rounding); f32 rounding for --type f32 */
+                        tol = pass ? 1e-5 * (1 + amax) : amax / 127 * 0.57 + 1e-7;
+                        for (e = 0; e < 32; e++) {
+                            double got;
+                            if (pass) {
+                                float f;
+                                memcpy(&f, wm + 4 * (o * u2[k].n_in + b * 32 + e), 4);
+                                got = f;
+                            } else
+                                got = (double)slm_fp16_to_fp32((uint16_t)(qmb[0] | qmb[1] << 8)) *
+                                      (double)(signed char)qmb[2 + e];
+                            if (fabs(got - expect[e]) > tol) bad++;
+                            if (fabs(got - expect[e]) / (tol > 0 ? tol : 1) > worst)
+                                worst = fabs(got - expect[e]) / (tol > 0 ? tol : 1);
+                        }
+                    }
+                }
+                free(fb);
+                free(fm);
+            }
+            CHECKF(qm && bad == 0, "Q8_0 base + lora.gguf%s: %d values off, worst %.3g x the tolerance",
+                   pass ? " --type f32" : "", bad, worst);
+            CHECKF(moved > 0.05, "the update moves the weights by only %.3g", moved);
+            NOTE("Q8_0 base + lora.gguf%s: every merged value within %.2f of its tolerance (updates up to %.3g)",
+                 pass ? " --type f32" : " (re-quantized)", worst, moved);
+            slm_model_free(qm);
+            qm = NULL;
+            clear_dir(H.out_dir);
+        }
+        slm_model_free(qb);
+        remove(q8_slm);
+        free(q8_slm);
+    }
+done:
+    slm_model_free(base);
+    slm_model_free(ref1);
+    slm_model_free(ref2);
+    free(img1);
+    free(img2);
+    if (n1 > 0) ref_updates_free(u1, n1);
+    if (n2 > 0) ref_updates_free(u2, n2);
+    hostile_free(&H);
+    free(dir), free(hf), free(gg), free(q8), free(base_slm), free(plain), free(plain_dir), free(rs), free(twin),
+        free(lgguf);
+}
+#endif
+
+#ifdef HAVE_FORK
+/* An adapter folder in H->in_dir: adapter_config.json from cfg and a safetensors file of zeros holding the
+   named F32 matrices; 0 when it cannot be written. */
+static int lora_folder(hostile_ctx *H, const char *cfg, int n, const char *const *names, const int64_t *rows,
+                       const int64_t *cols) {
+    char hdr[4096], *p;
+    size_t len = 0, pad;
+    uint64_t off = 0;
+    unsigned char *file;
+    int i, ok;
+    clear_dir(H->in_dir);
+    p = path_join(H->in_dir, "adapter_config.json");
+    ok = write_file(p, cfg, strlen(cfg));
+    free(p);
+    len += (size_t)snprintf(hdr + len, sizeof hdr - len, "{");
+    for (i = 0; i < n; i++) {
+        uint64_t bytes = (uint64_t)(rows[i] * cols[i]) * 4;
+        len += (size_t)snprintf(hdr + len, sizeof hdr - len,
+                                "%s\"%s\":{\"dtype\":\"F32\",\"shape\":[%lld,%lld],\"data_offsets\":[%llu,%llu]}",
+                                i ? "," : "", names[i], (long long)rows[i], (long long)cols[i], (unsigned long long)off,
+                                (unsigned long long)(off + bytes));
+        off += bytes;
+    }
+    len += (size_t)snprintf(hdr + len, sizeof hdr - len, "}");
+    pad = (8 - len % 8) % 8;
+    file = (unsigned char *)calloc(8 + len + pad + (size_t)off, 1);
+    wr64(file, (uint64_t)(len + pad));
+    memcpy(file + 8, hdr, len);
+    memset(file + 8 + len, ' ', pad);
+    p = path_join(H->in_dir, "adapter_model.safetensors");
+    ok = ok && write_file(p, file, 8 + len + pad + (size_t)off);
+    free(p);
+    free(file);
+    return ok;
+}
+
+#define LORA_CFG(extra) "{\"peft_type\": \"LORA\", \"r\": 4, \"lora_alpha\": 8, \"use_rslora\": false" extra "}"
+
+/* What the converter refuses in an adapter, naming the tensor or the setting, and what it handles and says. */
+static void test_convert_lora_errors(void) {
+    static const char *const QA = "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight",
+                             *const QB = "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight";
+    static const struct {
+        const char *what, *cfg, *names[2];
+        int64_t rows[2], cols[2];
+        const char *must_name;
+        int tied_base;
+    } E[] = {
+        { "a target module that matches nothing",
+          "{\"peft_type\": \"LORA\", \"r\": 4, \"lora_alpha\": 8, \"target_modules\": [\"q_proj\", \"c_attn\"]}",
+          { QA, QB },
+          { 4, 32 },
+          { 32, 4 },
+          "'c_attn'",
+          0 },
+        { "lora_A of another input width",
+          LORA_CFG(""),
+          { QA, QB },
+          { 4, 32 },
+          { 48, 4 },
+          "model.layers.0.self_attn.q_proj.lora_A.weight",
+          0 },
+        { "lora_B of another output height", LORA_CFG(""), { QA, QB }, { 4, 40 }, { 32, 4 }, "40 x 32", 0 },
+        { "lm_head for another vocabulary size",
+          LORA_CFG(""),
+          { "base_model.model.lm_head.lora_A.weight", "base_model.model.lm_head.lora_B.weight" },
+          { 4, 49153 },
+          { 32, 4 },
+          "vocabulary",
+          0 },
+        { "an adapter for another architecture",
+          LORA_CFG(", \"auto_mapping\": {\"base_model_class\": \"Qwen2ForCausalLM\"}"),
+          { QA, QB },
+          { 4, 32 },
+          { 32, 4 },
+          "qwen2",
+          0 },
+        { "lora_A without its lora_B", LORA_CFG(""), { QA, NULL }, { 4, 0 }, { 32, 0 }, "lora_B", 0 },
+        { "DoRA", LORA_CFG(", \"use_dora\": true"), { QA, QB }, { 4, 32 }, { 32, 4 }, "DoRA", 0 },
+        { "a rank that is not r", LORA_CFG(""), { QA, QB }, { 2, 32 }, { 32, 2 }, "rank 2", 0 },
+        { "LoRA on the embeddings",
+          LORA_CFG(""),
+          { "base_model.model.model.embed_tokens.lora_embedding_A", NULL },
+          { 4, 0 },
+          { 8, 0 },
+          "embedding",
+          0 },
+        { "a layer the base does not have",
+          LORA_CFG(""),
+          { "base_model.model.model.layers.5.self_attn.q_proj.lora_A.weight",
+            "base_model.model.model.layers.5.self_attn.q_proj.lora_B.weight" },
+          { 4, 32 },
+          { 32, 4 },
+          "blk.5.attn_q.weight",
+          0 },
+        { "modules_to_save: an embedding of another vocabulary size",
+          LORA_CFG(", \"modules_to_save\": [\"embed_tokens\"]"),
+          { "base_model.model.model.embed_tokens.weight", NULL },
+          { 49153, 0 },
+          { 32, 0 },
+          "vocabulary",
+          0 },
+        { "modules_to_save: lm_head of a base with tied embeddings",
+          LORA_CFG(", \"modules_to_save\": [\"lm_head\"]"),
+          { "base_model.model.lm_head.weight", NULL },
+          { 49152, 0 },
+          { 32, 0 },
+          "tied",
+          1 },
+        { "alpha_pattern",
+          LORA_CFG(", \"alpha_pattern\": {\"q_proj\": 16}"),
+          { QA, QB },
+          { 4, 32 },
+          { 32, 4 },
+          "alpha_pattern",
+          0 },
+    };
+    hostile_ctx H;
+    char *base = pathf("%s/hf/llama_f32/hf", g_build_dir), *tied = pathf("%s/hf/qwen3_f16_tied/hf", g_build_dir),
+         *lgguf = pathf("%s/hf/llama_f32/lora.gguf", g_build_dir),
+         *model_gguf = pathf("%s/hf/llama_f32/model.gguf", g_build_dir), *args[8], *in_gguf;
+    size_t i;
+    char *base_cfg = path_join(base, "config.json"), *tied_cfg = path_join(tied, "config.json");
+    int have = file_exists(lgguf) && file_exists(base_cfg) && file_exists(tied_cfg);
+    free(base_cfg);
+    free(tied_cfg);
+    if (!have) {
+        free(base), free(tied), free(lgguf), free(model_gguf);
+        SKIP("%s/hf/llama_f32 with its adapters or %s/hf/qwen3_f16_tied not found (tests/run.sh writes them with "
+             "gen_hf_fixture.py)",
+             g_build_dir, g_build_dir);
+    }
+    if (!hostile_init(&H)) {
+        free(base), free(tied), free(lgguf), free(model_gguf);
+        SKIP("%s not found, or no empty folder could be made under %s", env_or("SLM_CONVERT_BIN", "./slm-convert"),
+             g_build_dir);
+    }
+    in_gguf = pathf("%s/adapter.gguf", H.dir);
+    args[0] = (char *)"--lora";
+    args[1] = H.in_dir;
+    args[3] = H.out;
+    args[4] = NULL;
+    for (i = 0; i < sizeof E / sizeof E[0]; i++) {
+        int n = E[i].names[1] ? 2 : 1;
+        args[2] = E[i].tied_base ? tied : base;
+        if (!lora_folder(&H, E[i].cfg, n, E[i].names, E[i].rows, E[i].cols)) {
+            CHECKF(0, "%s: cannot write the adapter", E[i].what);
+            continue;
+        }
+        expect_refused(&H, E[i].what, args, E[i].must_name, NULL);
+        CHECKF(dir_entries(H.out_dir, NULL, 0) == 0, "%s: a file was left in the output folder", E[i].what);
+    }
+    { /* modules_to_save: lm_head replaced in an untied base, and said so */
+        const char *name = "base_model.model.lm_head.weight";
+        const int64_t rows = 49152, cols = 32;
+        char *err;
+        int rc;
+        args[2] = base;
+        if (lora_folder(&H, LORA_CFG(", \"modules_to_save\": [\"lm_head\"]"), 1, &name, &rows, &cols)) {
+            rc = conv_run(&H, args, &err);
+            CHECKF(rc == 0 && ci_contains(err, "replaces the base's output.weight"),
+                   "modules_to_save lm_head: exit status %d; stderr: %.300s", rc, err);
+            free(err);
+            if (rc == 0) {
+                slm_model *m = load_model(H.out);
+                slm_tensor_info ti;
+                size_t fsize = 0;
+                unsigned char *f = read_file(H.out, &fsize);
+                if (m && f && ref_find_tensor(m, "output.weight", &ti)) {
+                    uint64_t b, nz = 0;
+                    for (b = 0; b < ti.size; b++) nz += f[ti.offset + b] != 0;
+                    CHECKF(ti.type == SLM_TYPE_F32 && nz == 0,
+                           "output.weight: type %s, %llu non-zero bytes (the adapter's lm_head is zeros)",
+                           slm_type_name(ti.type), (unsigned long long)nz);
+                } else
+                    CHECKF(0, "the output of the modules_to_save case cannot be read");
+                free(f);
+                slm_model_free(m);
+            }
+            clear_dir(H.out_dir);
+        }
+    }
+    /* GGUF adapters */
+    args[2] = base;
+    args[1] = model_gguf;
+    expect_refused(&H, "a GGUF model given as an adapter", args, "not a LoRA adapter", NULL);
+    {
+        gguf_file G;
+        if (gguf_parse(&G, lgguf) && G.arch_val && G.n_tensors > 0) {
+            unsigned char *b = exact_copy(G.data, G.size);
+            CHECK(rd64(b + G.arch_val) == 5 && !memcmp(b + G.arch_val + 8, "llama", 5));
+            memcpy(b + G.arch_val + 8, "qwen2", 5);
+            args[1] = in_gguf;
+            if (write_file(in_gguf, b, G.size))
+                expect_refused(&H, "a GGUF adapter for another architecture", args, "qwen2", NULL);
+            free(b);
+            CHECK(strstr(G.t[0].name, ".lora_a") != NULL && G.t[0].ne[0] == 32);
+            if (write_patched(&G, in_gguf, G.t[0].ndims_off + 4, 64, 0))
+                expect_refused(&H, "a GGUF lora_a of another input width", args, G.t[0].name, NULL);
+        } else
+            CHECKF(0, "%s cannot be parsed", lgguf);
+        gguf_free(&G);
+    }
+    { /* the command line */
+        char *a2[8], *bad_scale = pathf("%s:inf", lgguf), *missing = pathf("%s/none.gguf", H.dir);
+        a2[0] = (char *)"--vocab-only", a2[1] = (char *)"--lora", a2[2] = lgguf, a2[3] = base, a2[4] = H.out;
+        a2[5] = NULL;
+        expect_refused(&H, "--lora with --vocab-only", a2, "vocab-only", NULL);
+        a2[0] = (char *)"--lora", a2[1] = bad_scale, a2[2] = base, a2[3] = H.out, a2[4] = NULL;
+        expect_refused(&H, "--lora PATH:inf", a2, "out of range", NULL);
+        a2[1] = missing;
+        expect_refused(&H, "--lora of a missing file", a2, "none.gguf", NULL);
+        free(bad_scale);
+        free(missing);
+    }
+    NOTE("%d of %d refusals as expected", H.n_ok, H.n_runs);
+    remove(in_gguf);
+    free(in_gguf);
+    free(base), free(tied), free(lgguf), free(model_gguf);
+    hostile_free(&H);
+}
+#endif
+
 /* This file's tests in the order they run; tests/harness.h says how to add one. */
 /* clang-format off */
 static const test_case CHECKPOINT_TESTS[] = {
@@ -2402,6 +3038,8 @@ static const test_case CHECKPOINT_TESTS[] = {
     TEST(convert_nonfinite),
     TEST(convert_negative_values),
     TEST(convert_hf_warnings),
+    TEST(convert_lora_merge),
+    TEST(convert_lora_errors),
 #endif
 };
 /* clang-format on */

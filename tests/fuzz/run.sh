@@ -29,7 +29,7 @@ mkdir -p "$FB"
 
 # sources of each target besides its own file: slm.h's implementation
 # (slm_impl.c) and, for the readers, the converter's parts
-TOOLS=(tools/convert.c tools/read_llama2c.c tools/read_gguf.c tools/read_hf.c tools/json.c tools/write_slm.c)
+TOOLS=(tools/convert.c tools/read_llama2c.c tools/read_gguf.c tools/read_hf.c tools/json.c tools/lora.c tools/write_slm.c)
 deps_of() {
     case $1 in
         load | tokenize) echo tests/fuzz/slm_impl.c ;;

@@ -2688,6 +2688,48 @@ static void test_branches_identical(const char *type) {
     }
 }
 
+/* The same on the llama.cpp parity fixtures (converted by tests/run.sh):
+   Qwen2 biases, Qwen3 q/k norms and NeoX RoPE, head_dim 16 and 32 (full
+   q8_0 blocks in a q8_0 KV cache), large vocabularies. arg: fixture name. */
+static void test_branches_fixture(const char *fixture) {
+    static const int kv_types[] = { SLM_TYPE_F32, SLM_TYPE_F16, SLM_TYPE_Q8_0 };
+    char rel[128];
+    slm_model *m;
+    slm_token prefix[5] = { 1, 15, 300, 7, 42 };
+    float *rows;
+    int n_vocab, ki, threads, n_checked = 0, bad = 0;
+    uint32_t rng = 99u;
+    snprintf(rel, sizeof rel, "fixtures/%s.slm", fixture);
+    m = load_build_model(rel);
+    if (!m) SKIP("build/%s not found (tests/run.sh converts it)", rel);
+    n_vocab = slm_model_info_get(m)->n_vocab;
+    rows = (float *)malloc((size_t)64 * (size_t)n_vocab * sizeof(float));
+    for (ki = 0; ki < 3 && rows; ki++)
+        for (threads = 1; threads <= 2; threads++) {
+            slm_session *s = br_session(m, 256, threads, kv_types[ki]), *ref = br_session(m, 256, 1, kv_types[ki]);
+            br_tree t;
+            int first;
+            memset(&t, 0, sizeof t);
+            if (s && ref && slm_eval(s, prefix, 5) == SLM_OK && slm_eval(ref, prefix, 5) == SLM_OK) {
+                br_grow(&t, &rng, 2, 8, n_vocab);
+                CHECK(slm_eval_branches(s, t.tok, t.parent, t.n, rows) == SLM_OK);
+                bad += br_compare(ref, 5, &t, 0, t.n, rows, n_vocab);
+                first = t.n;
+                while (t.n < 64 - 4) br_grow(&t, &rng, 0, 1, n_vocab);
+                CHECK(slm_eval_branches(s, t.tok + first, t.parent + first, t.n - first, rows) == SLM_OK);
+                bad += br_compare(ref, 5, &t, first, t.n - first, rows, n_vocab);
+                n_checked += t.n;
+            } else
+                CHECK(0);
+            slm_session_free(s);
+            slm_session_free(ref);
+        }
+    CHECKF(bad == 0, "%s: %d of %d nodes differ from slm_eval of their paths", fixture, bad, n_checked);
+    NOTE("%s: %d nodes (KV f32/f16/q8_0, 1-2 threads) compared with slm_eval of their paths", fixture, n_checked);
+    free(rows);
+    slm_model_free(m);
+}
+
 /* Against llama2.c's run.c: a chain of the reference tokens as branches from
    an empty cache, each step with a sibling beside it, gives the reference
    logits at the positions run.c gave (0..3): siblings change nothing. */
@@ -2974,6 +3016,10 @@ static const test_case API_TESTS[] = {
     TEST_ARG(branches_identical, "q4_0"),
     TEST_ARG(branches_identical, "q8_0_rows"),
     TEST_ARG(branches_identical, "q4_0_rows"),
+    TEST_ARG(branches_fixture, "a_llama_spm_q8_0"),
+    TEST_ARG(branches_fixture, "b_llama_starcoder_q4_0"),
+    TEST_ARG(branches_fixture, "c_qwen2_f16"),
+    TEST_ARG(branches_fixture, "d_qwen3_f16"),
     TEST(branches_reference),
     TEST(branch_keep),
     TEST(branch_drops_and_counters),

@@ -2465,6 +2465,510 @@ static void test_alloc_failure_sweep(void) {
     }
 }
 
+/* ======================================================================== */
+/* branch batches                                                           */
+/* ======================================================================== */
+
+#define BR_MAX 256 /* nodes a branch test makes at most */
+
+typedef struct br_tree {
+    int n; /* nodes so far, over every call */
+    int parent[BR_MAX], depth[BR_MAX];
+    slm_token tok[BR_MAX];
+} br_tree;
+
+static uint32_t br_rand(uint32_t *st) {
+    *st = *st * 1664525u + 1013904223u;
+    return *st >> 8;
+}
+
+static void br_add(br_tree *t, int parent, slm_token tok) {
+    t->parent[t->n] = parent;
+    t->depth[t->n] = parent < 0 ? 0 : t->depth[parent] + 1;
+    t->tok[t->n] = tok;
+    t->n++;
+}
+
+/* A node of depth < max_depth - 1 made before this call (or -1): a branch
+   starting there still ends at depth max_depth - 1 at most. */
+static int br_pick_parent(br_tree *t, uint32_t *rng, int n_before, int max_depth, int len) {
+    int tries;
+    if (n_before == 0 || br_rand(rng) % 3 == 0) return -1;
+    for (tries = 0; tries < 8; tries++) {
+        int c = (int)(br_rand(rng) % (uint32_t)n_before);
+        if (t->depth[c] + len < max_depth) return c;
+    }
+    return -1;
+}
+
+/* Appends n_br branches of 1..4 tokens: mode 0 each node under -1 or a random
+   node above depth 3 (siblings, shared parents); mode 1 chains one after the
+   other (long runs of slots); mode 2 the same chains made round robin (every
+   step of a chain a slot apart). Branches may start under earlier nodes. */
+static void br_grow(br_tree *t, uint32_t *rng, int mode, int n_br, int n_vocab) {
+    int start[16], len[16], last[16], b, k, n_before = t->n;
+    if (mode == 0) {
+        int n_new = n_br * (1 + (int)(br_rand(rng) % 4)), i;
+        for (i = 0; i < n_new && t->n < BR_MAX; i++) {
+            int p = -1, tries;
+            if (t->n > 0 && br_rand(rng) % 4 != 0)
+                for (tries = 0; tries < 8; tries++) {
+                    p = (int)(br_rand(rng) % (uint32_t)t->n);
+                    if (t->depth[p] < 3) break;
+                    p = -1;
+                }
+            br_add(t, p, (slm_token)(br_rand(rng) % (uint32_t)n_vocab));
+        }
+        return;
+    }
+    if (n_br > 16) n_br = 16;
+    for (b = 0; b < n_br; b++) {
+        len[b] = 1 + (int)(br_rand(rng) % 4);
+        start[b] = br_pick_parent(t, rng, n_before, 4, len[b]);
+        last[b] = start[b];
+    }
+    if (mode == 1) {
+        for (b = 0; b < n_br; b++)
+            for (k = 0; k < len[b] && t->n < BR_MAX; k++) {
+                br_add(t, last[b], (slm_token)(br_rand(rng) % (uint32_t)n_vocab));
+                last[b] = t->n - 1;
+            }
+    } else {
+        for (k = 0; k < 4; k++)
+            for (b = 0; b < n_br; b++)
+                if (k < len[b] && t->n < BR_MAX) {
+                    br_add(t, last[b], (slm_token)(br_rand(rng) % (uint32_t)n_vocab));
+                    last[b] = t->n - 1;
+                }
+    }
+}
+
+/* Node j's path, root first; returns its length. */
+static int br_path(const br_tree *t, int j, slm_token *path) {
+    int d = t->depth[j], len = d + 1;
+    for (; j >= 0; j = t->parent[j]) path[d--] = t->tok[j];
+    return len;
+}
+
+/* Nodes first..first+n-1 of t, whose logits are rows[0..n), against
+   slm_rewind(n_past) + slm_eval(path) on ref (which holds the same prefix):
+   returns how many differ in any bit. */
+static int br_compare(slm_session *ref, int n_past, const br_tree *t, int first, int n, const float *rows,
+                      int n_vocab) {
+    slm_token path[BR_MAX];
+    int j, bad = 0;
+    for (j = first; j < first + n; j++) {
+        int len = br_path(t, j, path);
+        const float *lg;
+        if (slm_rewind(ref, n_past) != SLM_OK || slm_eval(ref, path, len) != SLM_OK || !(lg = slm_logits(ref))) {
+            CHECKF(0, "reference eval of node %d failed: %s", j, slm_session_error(ref));
+            return n;
+        }
+        if (memcmp(lg, rows + (size_t)(j - first) * (size_t)n_vocab, (size_t)n_vocab * sizeof(float)) != 0) bad++;
+    }
+    return bad;
+}
+
+static slm_session *br_session(slm_model *m, int n_ctx, int n_threads, int kv_type) {
+    slm_session *s = NULL;
+    slm_session_desc sd;
+    memset(&sd, 0, sizeof sd);
+    sd.n_ctx = n_ctx;
+    sd.n_threads = n_threads;
+    sd.kv_type = kv_type;
+    CHECKF(slm_session_new(&s, m, &sd) == SLM_OK, "n_ctx %d, %d threads, kv_type %d", n_ctx, n_threads, kv_type);
+    return s;
+}
+
+/* Every node's logits are bit for bit those of slm_rewind(n_past) +
+   slm_eval(its path), for random trees (shared parents, chains made one
+   after the other or interleaved), with and without a prefix, KV caches
+   f32/f16/q8_0, 1 and 2 threads, a call of more nodes than a pass holds,
+   successive calls growing from earlier nodes, and a session whose n_batch
+   is cut by a short context. arg: the model's weight type. */
+static void test_branches_identical(const char *type) {
+    static const int kv_types[] = { SLM_TYPE_F32, SLM_TYPE_F16, SLM_TYPE_Q8_0 };
+    NEED_MODEL(type, path);
+    {
+        slm_model *m = load_model(path);
+        slm_token prefix[16];
+        int n_prefix, n_vocab, ki, threads, with_prefix, trial, n_nodes_checked = 0, bad_total = 0;
+        uint32_t rng = 12345u;
+        float *rows, prefix_logits[512];
+        free(path);
+        if (!m) return;
+        n_vocab = slm_model_info_get(m)->n_vocab;
+        rows = (float *)malloc((size_t)BR_MAX * (size_t)n_vocab * sizeof(float));
+        n_prefix = slm_tokenize(m, "Once upon a time, there was", 27, SLM_TOK_BOS, prefix, 16);
+        CHECK(n_prefix > 2 && n_vocab <= 512 && rows);
+        for (ki = 0; ki < 3 && rows && n_prefix > 2; ki++)
+            for (threads = 1; threads <= 2; threads++)
+                for (with_prefix = 0; with_prefix <= 1; with_prefix++) {
+                    slm_session *s = br_session(m, 0, threads, kv_types[ki]), *ref = br_session(m, 0, 1, kv_types[ki]);
+                    int n_past = with_prefix ? n_prefix : 0, bad = 0;
+                    if (!s || !ref) {
+                        slm_session_free(s);
+                        slm_session_free(ref);
+                        continue;
+                    }
+                    if (n_past) {
+                        CHECK(slm_eval(s, prefix, n_past) == SLM_OK && slm_eval(ref, prefix, n_past) == SLM_OK);
+                        memcpy(prefix_logits, slm_logits(s), (size_t)n_vocab * sizeof(float));
+                    }
+                    /* one tree per mode, 1..16 branches, each in one call after a drop */
+                    for (trial = 0; trial < 6; trial++) {
+                        br_tree t;
+                        int n_br = trial < 3 ? 1 + (int)(br_rand(&rng) % 16) : trial == 3 ? 1 : 16;
+                        memset(&t, 0, sizeof t);
+                        br_grow(&t, &rng, trial % 3, n_br, n_vocab);
+                        CHECK(slm_rewind(s, n_past) == SLM_OK && slm_branch_count(s) == 0);
+                        CHECKF(slm_eval_branches(s, t.tok, t.parent, t.n, rows) == SLM_OK, "%s", slm_session_error(s));
+                        CHECK(slm_branch_count(s) == t.n && slm_session_n_past(s) == n_past);
+                        bad += br_compare(ref, n_past, &t, 0, t.n, rows, n_vocab);
+                        n_nodes_checked += t.n;
+                    }
+                    /* successive calls, each growing from the earlier ones' nodes, some past n_batch (64) */
+                    {
+                        br_tree t;
+                        int call, first;
+                        memset(&t, 0, sizeof t);
+                        CHECK(slm_rewind(s, n_past) == SLM_OK);
+                        for (call = 0; call < 4; call++) {
+                            first = t.n;
+                            if (call == 2)
+                                while (t.n < first + 100) br_grow(&t, &rng, 2, 16, n_vocab); /* 2 chunks */
+                            else
+                                br_grow(&t, &rng, call % 3, 1 + (int)(br_rand(&rng) % 16), n_vocab);
+                            CHECKF(slm_eval_branches(s, t.tok + first, t.parent + first, t.n - first, rows) == SLM_OK,
+                                   "call %d: %s", call, slm_session_error(s));
+                            CHECK(slm_branch_count(s) == t.n);
+                            bad += br_compare(ref, n_past, &t, first, t.n - first, rows, n_vocab);
+                            n_nodes_checked += t.n - first;
+                        }
+                    }
+                    /* the prefix's logits are still there */
+                    if (n_past)
+                        CHECK(slm_logits(s) && !memcmp(slm_logits(s), prefix_logits, (size_t)n_vocab * sizeof(float)));
+                    else
+                        CHECK(slm_logits(s) == NULL);
+                    CHECKF(bad == 0, "%s, kv %s, %d threads, prefix %d: %d nodes differ from slm_eval of their path",
+                           type, slm_type_name(kv_types[ki]), threads, n_past, bad);
+                    bad_total += bad;
+                    slm_session_free(s);
+                    slm_session_free(ref);
+                }
+        /* n_ctx 20 cuts n_batch to 20: a call of 17 nodes after a 3-token prefix is one pass, and two
+           calls of 8 and 9 nodes fill the context */
+        for (threads = 1; threads <= 2 && rows && n_prefix > 2; threads++) {
+            slm_session *s = br_session(m, 20, threads, 0), *ref = br_session(m, 20, 1, 0);
+            br_tree t;
+            int bad = 0;
+            memset(&t, 0, sizeof t);
+            if (s && ref && slm_eval(s, prefix, 3) == SLM_OK && slm_eval(ref, prefix, 3) == SLM_OK) {
+                while (t.n < 17) br_add(&t, t.n == 0 ? -1 : (int)(br_rand(&rng) % (uint32_t)t.n), (slm_token)t.n);
+                CHECK(slm_eval_branches(s, t.tok, t.parent, 17, rows) == SLM_OK);
+                bad += br_compare(ref, 3, &t, 0, 17, rows, n_vocab);
+                CHECK(slm_rewind(s, 3) == SLM_OK);
+                CHECK(slm_eval_branches(s, t.tok, t.parent, 8, rows) == SLM_OK);
+                CHECK(slm_eval_branches(s, t.tok + 8, t.parent + 8, 9, rows + (size_t)8 * n_vocab) == SLM_OK);
+                bad += br_compare(ref, 3, &t, 0, 17, rows, n_vocab);
+                CHECK(slm_eval_branches(s, t.tok, t.parent, 1, rows) == SLM_ERR_CONTEXT_FULL);
+                n_nodes_checked += 34;
+            } else
+                CHECK(0);
+            CHECKF(bad == 0, "n_ctx 20, %d threads: %d nodes differ", threads, bad);
+            bad_total += bad;
+            slm_session_free(s);
+            slm_session_free(ref);
+        }
+        NOTE("%s: %d nodes compared with slm_eval of their paths: %s", type, n_nodes_checked,
+             bad_total ? "DIFFERENT" : "bit-identical");
+        free(rows);
+        slm_model_free(m);
+    }
+}
+
+/* The same on the llama.cpp parity fixtures (converted by tests/run.sh):
+   Qwen2 biases, Qwen3 q/k norms and NeoX RoPE, head_dim 16 and 32 (full
+   q8_0 blocks in a q8_0 KV cache), large vocabularies. arg: fixture name. */
+static void test_branches_fixture(const char *fixture) {
+    static const int kv_types[] = { SLM_TYPE_F32, SLM_TYPE_F16, SLM_TYPE_Q8_0 };
+    char rel[128];
+    slm_model *m;
+    slm_token prefix[5] = { 1, 15, 300, 7, 42 };
+    float *rows;
+    int n_vocab, ki, threads, n_checked = 0, bad = 0;
+    uint32_t rng = 99u;
+    snprintf(rel, sizeof rel, "fixtures/%s.slm", fixture);
+    m = load_build_model(rel);
+    if (!m) SKIP("build/%s not found (tests/run.sh converts it)", rel);
+    n_vocab = slm_model_info_get(m)->n_vocab;
+    rows = (float *)malloc((size_t)64 * (size_t)n_vocab * sizeof(float));
+    for (ki = 0; ki < 3 && rows; ki++)
+        for (threads = 1; threads <= 2; threads++) {
+            slm_session *s = br_session(m, 256, threads, kv_types[ki]), *ref = br_session(m, 256, 1, kv_types[ki]);
+            br_tree t;
+            int first;
+            memset(&t, 0, sizeof t);
+            if (s && ref && slm_eval(s, prefix, 5) == SLM_OK && slm_eval(ref, prefix, 5) == SLM_OK) {
+                br_grow(&t, &rng, 2, 8, n_vocab);
+                CHECK(slm_eval_branches(s, t.tok, t.parent, t.n, rows) == SLM_OK);
+                bad += br_compare(ref, 5, &t, 0, t.n, rows, n_vocab);
+                first = t.n;
+                while (t.n < 64 - 4) br_grow(&t, &rng, 0, 1, n_vocab);
+                CHECK(slm_eval_branches(s, t.tok + first, t.parent + first, t.n - first, rows) == SLM_OK);
+                bad += br_compare(ref, 5, &t, first, t.n - first, rows, n_vocab);
+                n_checked += t.n;
+            } else
+                CHECK(0);
+            slm_session_free(s);
+            slm_session_free(ref);
+        }
+    CHECKF(bad == 0, "%s: %d of %d nodes differ from slm_eval of their paths", fixture, bad, n_checked);
+    NOTE("%s: %d nodes (KV f32/f16/q8_0, 1-2 threads) compared with slm_eval of their paths", fixture, n_checked);
+    free(rows);
+    slm_model_free(m);
+}
+
+/* Against llama2.c's run.c: a chain of the reference tokens as branches from
+   an empty cache, each step with a sibling beside it, gives the reference
+   logits at the positions run.c gave (0..3): siblings change nothing. */
+static void test_branches_reference(void) {
+    NEED_MODEL("f32", path);
+    {
+        slm_model *m = load_model(path);
+        slm_session *s;
+        int tok[40], parent[40], i, n = 0, pos;
+        float *rows = (float *)malloc((size_t)40 * N_VOCAB * sizeof(float)), maxdiff = 0;
+        free(path);
+        if (!m || !rows) {
+            free(rows);
+            slm_model_free(m);
+            return;
+        }
+        s = new_session(m, 0, 1);
+        /* the chain node for position pos, and after each a sibling with another token */
+        for (pos = 0; pos < 20; pos++) {
+            int prev_chain = pos == 0 ? -1 : n - 2;
+            tok[n] = pos < 5 ? R.prompt_ids[pos] : R.gen_ids[pos - 5];
+            parent[n++] = prev_chain;
+            tok[n] = (tok[n - 1] + 7) % N_VOCAB;
+            parent[n++] = prev_chain;
+        }
+        CHECK(s && slm_eval_branches(s, (const slm_token *)tok, parent, n, rows) == SLM_OK);
+        for (pos = 0; s && pos < 4; pos++)
+            for (i = 0; i < N_VOCAB; i++) {
+                float d = fabsf(rows[(size_t)(2 * pos) * N_VOCAB + i] - R.logits[pos][i]);
+                if (!(d <= maxdiff)) maxdiff = d;
+            }
+        CHECKF(maxdiff <= 1e-4f, "chain of reference tokens among siblings: max |logit - run.c| = %g", maxdiff);
+        NOTE("branch chain vs run.c at positions 0..3: max |diff| %.3g", maxdiff);
+        free(rows);
+        slm_session_free(s);
+        slm_model_free(m);
+    }
+}
+
+/* slm_branch_keep moves a node's path into the prefix: evaluating one more
+   token then gives the logits of the plain path; the nodes are dropped and
+   slm_logits has none. Every KV type (the rows moved hold every head). */
+static void test_branch_keep(void) {
+    static const int kv_types[] = { SLM_TYPE_F32, SLM_TYPE_F16, SLM_TYPE_Q8_0 };
+    NEED_MODEL("q8_0", path);
+    {
+        slm_model *m = load_model(path);
+        slm_token prefix[16], path_toks[BR_MAX + 16], next = 42;
+        float *rows;
+        int n_prefix, ki, n_vocab;
+        uint32_t rng = 777u;
+        free(path);
+        if (!m) return;
+        n_vocab = slm_model_info_get(m)->n_vocab;
+        rows = (float *)malloc((size_t)BR_MAX * (size_t)n_vocab * sizeof(float));
+        n_prefix = slm_tokenize(m, "Once upon a time, there was", 27, SLM_TOK_BOS, prefix, 16);
+        for (ki = 0; ki < 3 && rows && n_prefix > 2; ki++) {
+            int keep_case;
+            for (keep_case = 0; keep_case < 3; keep_case++) {
+                slm_session *s = br_session(m, 0, 1 + keep_case % 2, kv_types[ki]),
+                            *ref = br_session(m, 0, 1, kv_types[ki]);
+                br_tree t;
+                int node, len, j;
+                memset(&t, 0, sizeof t);
+                if (!s || !ref) {
+                    slm_session_free(s);
+                    slm_session_free(ref);
+                    continue;
+                }
+                CHECK(slm_eval(s, prefix, n_prefix) == SLM_OK);
+                /* interleaved chains (a kept path's slots are apart), then a second call under them */
+                br_grow(&t, &rng, 2, 6, n_vocab);
+                CHECK(slm_eval_branches(s, t.tok, t.parent, t.n, rows) == SLM_OK);
+                j = t.n;
+                br_grow(&t, &rng, 0, 4, n_vocab);
+                CHECK(slm_eval_branches(s, t.tok + j, t.parent + j, t.n - j, rows + (size_t)j * n_vocab) == SLM_OK);
+                /* keep: the deepest node, the last node, node 0 */
+                node = 0;
+                if (keep_case == 0)
+                    for (j = 0; j < t.n; j++)
+                        if (t.depth[j] > t.depth[node]) node = j;
+                if (keep_case == 1) node = t.n - 1;
+                len = br_path(&t, node, path_toks + n_prefix);
+                memcpy(path_toks, prefix, (size_t)n_prefix * sizeof(slm_token));
+                CHECK(slm_branch_keep(s, node) == SLM_OK);
+                CHECK(slm_branch_count(s) == 0 && slm_logits(s) == NULL);
+                CHECKF(slm_session_n_past(s) == n_prefix + len, "n_past %d, want %d", slm_session_n_past(s),
+                       n_prefix + len);
+                CHECK(slm_branch_keep(s, 0) == SLM_ERR_INVALID_ARG); /* no nodes left */
+                /* one more token: the logits of the plain path, to the bit */
+                path_toks[n_prefix + len] = next;
+                CHECK(slm_eval(s, &next, 1) == SLM_OK);
+                CHECK(slm_eval(ref, path_toks, n_prefix + len + 1) == SLM_OK);
+                CHECKF(slm_logits(s) && slm_logits(ref) &&
+                           !memcmp(slm_logits(s), slm_logits(ref), (size_t)n_vocab * sizeof(float)),
+                       "kv %s: kept node %d (depth %d): the next token's logits differ", slm_type_name(kv_types[ki]),
+                       node, t.depth[node]);
+                /* and the kept node's own row was those of the path */
+                CHECK(slm_rewind(ref, n_prefix + len) == SLM_OK && slm_rewind(ref, n_prefix + len - 1) == SLM_OK);
+                CHECK(slm_eval(ref, path_toks + n_prefix + len - 1, 1) == SLM_OK);
+                CHECK(slm_logits(ref) &&
+                      !memcmp(slm_logits(ref), rows + (size_t)node * n_vocab, (size_t)n_vocab * sizeof(float)));
+                /* slm_generate sees the kept tokens as the cache: the same prompt reuses them */
+                slm_session_free(s);
+                slm_session_free(ref);
+            }
+        }
+        free(rows);
+        slm_model_free(m);
+    }
+}
+
+/* slm_eval, slm_rewind (also to n_past) and slm_generate drop the nodes;
+   the counters n_evaluated / n_passes count every pass and survive
+   slm_generate's reset of the other stats. */
+static void test_branch_drops_and_counters(void) {
+    NEED_MODEL("f32", path);
+    {
+        slm_model *m = load_model(path);
+        slm_session *s;
+        slm_gen_stats st;
+        slm_gen_opts o;
+        slm_token toks[100];
+        int parents[100], i;
+        char out[256];
+        free(path);
+        if (!m) return;
+        s = new_session(m, 0, 1);
+        if (!s) {
+            slm_model_free(m);
+            return;
+        }
+        for (i = 0; i < 100; i++) {
+            toks[i] = (slm_token)(i * 5 % N_VOCAB);
+            parents[i] = i % 10 == 0 ? -1 : i - 1;
+        }
+        CHECK(slm_session_stats(s, &st) == SLM_OK && st.n_evaluated == 0 && st.n_passes == 0);
+        CHECK(slm_eval(s, toks, 5) == SLM_OK);
+        CHECK(slm_session_stats(s, &st) == SLM_OK);
+        CHECKF(st.n_evaluated == 5 && st.n_passes == 1, "after 5 tokens: %lld evaluated, %lld passes",
+               (long long)st.n_evaluated, (long long)st.n_passes);
+        CHECK(slm_eval(s, toks, 70) == SLM_OK); /* 64 + 6 */
+        CHECK(slm_eval_branches(s, toks, parents, 3, NULL) == SLM_OK && slm_branch_count(s) == 3);
+        CHECK(slm_eval_branches(s, toks, parents, 100, NULL) == SLM_OK && slm_branch_count(s) == 103); /* 64 + 36 */
+        CHECK(slm_session_stats(s, &st) == SLM_OK);
+        CHECKF(st.n_evaluated == 178 && st.n_passes == 6, "%lld evaluated, %lld passes", (long long)st.n_evaluated,
+               (long long)st.n_passes);
+        CHECK(slm_eval(s, toks, 1) == SLM_OK && slm_branch_count(s) == 0);
+        CHECK(slm_eval_branches(s, toks, parents, 2, NULL) == SLM_OK && slm_branch_count(s) == 2);
+        CHECK(slm_rewind(s, slm_session_n_past(s)) == SLM_OK && slm_branch_count(s) == 0);
+        CHECK(slm_eval_branches(s, toks, parents, 2, NULL) == SLM_OK && slm_branch_count(s) == 2);
+        CHECK(slm_rewind(s, 10) == SLM_OK && slm_branch_count(s) == 0);
+        CHECK(slm_eval_branches(s, toks, parents, 4, NULL) == SLM_OK && slm_branch_count(s) == 4);
+        CHECK(slm_rewind(s, 0) == SLM_OK);
+        CHECK(slm_eval_branches(s, toks, parents, 4, NULL) == SLM_OK && slm_branch_count(s) == 4);
+        CHECK(slm_session_stats(s, &st) == SLM_OK);
+        CHECKF(st.n_evaluated == 191 && st.n_passes == 11, "%lld evaluated, %lld passes", (long long)st.n_evaluated,
+               (long long)st.n_passes);
+        /* "Once upon a time" is 5 tokens with BOS, one pass; 10 tokens drawn, the last one not evaluated */
+        memset(&o, 0, sizeof o);
+        o.max_tokens = 10;
+        CHECK(slm_generate(s, "Once upon a time", &o, out, sizeof out, NULL) == SLM_OK);
+        CHECK(slm_branch_count(s) == 0);
+        CHECK(slm_session_stats(s, &st) == SLM_OK);
+        CHECKF(st.n_prompt == 5 && st.n_generated == 10, "prompt %d generated %d", st.n_prompt, st.n_generated);
+        CHECKF(st.n_evaluated == 191 + 5 + 9 && st.n_passes == 11 + 1 + 9, "%lld evaluated, %lld passes",
+               (long long)st.n_evaluated, (long long)st.n_passes);
+        CHECK(slm_eval_branches(s, toks, parents, 4, NULL) == SLM_OK && slm_branch_count(s) == 4);
+        CHECK(slm_generate(s, "Once upon a time", &o, out, sizeof out, NULL) == SLM_OK);
+        CHECK(slm_branch_count(s) == 0);
+        slm_session_free(s);
+        slm_model_free(m);
+    }
+}
+
+/* Every refused argument with its code and a message; a call that does not
+   fit evaluates nothing, and a valid call afterwards works. */
+static void test_branch_errors(void) {
+    NEED_MODEL("f32", path);
+    {
+        slm_model *m = load_model(path);
+        slm_session *s;
+        slm_gen_stats st0, st1;
+        slm_token toks[8] = { 1, 2, 3, 4, 5, 6, 7, 8 }, bad_tok[2] = { 1, N_VOCAB };
+        int parents[8] = { -1, 0, 1, -1, 3, 0, 5, 2 }, p_low[2] = { -1, -2 }, p_self[2] = { -1, 1 },
+            p_later[3] = { -1, 2, 0 };
+        float *rows = (float *)malloc((size_t)4 * N_VOCAB * sizeof(float));
+        free(path);
+        if (!m || !rows) {
+            free(rows);
+            slm_model_free(m);
+            return;
+        }
+        s = new_session(m, 12, 1);
+        if (!s) {
+            free(rows);
+            slm_model_free(m);
+            return;
+        }
+        CHECK(slm_eval_branches(NULL, toks, parents, 1, NULL) == SLM_ERR_INVALID_ARG);
+        CHECK(slm_branch_count(NULL) == -1);
+        CHECK(slm_branch_keep(NULL, 0) == SLM_ERR_INVALID_ARG);
+        CHECK(slm_eval(s, toks, 3) == SLM_OK);
+        CHECK(slm_eval_branches(s, NULL, parents, 1, NULL) == SLM_ERR_INVALID_ARG && *slm_session_error(s));
+        CHECK(slm_eval_branches(s, toks, NULL, 1, NULL) == SLM_ERR_INVALID_ARG);
+        CHECK(slm_eval_branches(s, toks, parents, 0, NULL) == SLM_ERR_INVALID_ARG);
+        CHECK(slm_eval_branches(s, toks, parents, -3, NULL) == SLM_ERR_INVALID_ARG);
+        CHECK(slm_eval_branches(s, bad_tok, parents, 2, NULL) == SLM_ERR_INVALID_ARG);
+        CHECKF(strstr(slm_session_error(s), "vocabulary") != NULL, "error \"%s\"", slm_session_error(s));
+        bad_tok[1] = -1;
+        CHECK(slm_eval_branches(s, bad_tok, parents, 2, NULL) == SLM_ERR_INVALID_ARG);
+        CHECK(slm_eval_branches(s, toks, p_low, 2, NULL) == SLM_ERR_INVALID_ARG);
+        CHECKF(strstr(slm_session_error(s), "parent") != NULL, "error \"%s\"", slm_session_error(s));
+        CHECK(slm_eval_branches(s, toks, p_self, 2, NULL) == SLM_ERR_INVALID_ARG);
+        CHECK(slm_eval_branches(s, toks, p_later, 3, NULL) == SLM_ERR_INVALID_ARG);
+        CHECK(slm_branch_keep(s, 0) == SLM_ERR_INVALID_ARG && slm_branch_count(s) == 0);
+        /* nothing was evaluated by the refused calls */
+        CHECK(slm_session_stats(s, &st0) == SLM_OK && st0.n_evaluated == 3);
+        /* 3 tokens + 5 nodes fit in 12; 5 more do not */
+        CHECK(slm_eval_branches(s, toks, parents, 5, NULL) == SLM_OK && slm_branch_count(s) == 5);
+        CHECK(slm_branch_keep(s, 5) == SLM_ERR_INVALID_ARG && slm_branch_keep(s, -1) == SLM_ERR_INVALID_ARG);
+        CHECK(slm_session_stats(s, &st0) == SLM_OK);
+        CHECK(slm_eval_branches(s, toks, parents, 5, NULL) == SLM_ERR_CONTEXT_FULL);
+        CHECKF(strstr(slm_session_error(s), "context") != NULL, "error \"%s\"", slm_session_error(s));
+        CHECK(slm_session_stats(s, &st1) == SLM_OK && st1.n_evaluated == st0.n_evaluated);
+        CHECK(slm_branch_count(s) == 5 && slm_session_n_past(s) == 3);
+        /* parents of a later call may be this call's or earlier nodes */
+        {
+            int p2[4] = { 4, 5, 6, 1 };
+            CHECK(rows && slm_eval_branches(s, toks, p2, 4, rows) == SLM_OK && slm_branch_count(s) == 9);
+        }
+        CHECK(slm_eval_branches(s, toks, parents, 1, rows) == SLM_ERR_CONTEXT_FULL);
+        CHECK(slm_branch_keep(s, 8) == SLM_OK && slm_session_n_past(s) == 6);
+        free(rows);
+        slm_session_free(s);
+        slm_model_free(m);
+    }
+}
+
 /* This file's tests in the order they run; tests/harness.h says how to add one. */
 /* clang-format off */
 static const test_case API_TESTS[] = {
@@ -2506,6 +3010,20 @@ static const test_case API_TESTS[] = {
     TEST(unencodable_spm),
     TEST(unencodable_bpe),
     TEST(alloc_failure_sweep),
+    TEST_ARG(branches_identical, "f32"),
+    TEST_ARG(branches_identical, "f16"),
+    TEST_ARG(branches_identical, "q8_0"),
+    TEST_ARG(branches_identical, "q4_0"),
+    TEST_ARG(branches_identical, "q8_0_rows"),
+    TEST_ARG(branches_identical, "q4_0_rows"),
+    TEST_ARG(branches_fixture, "a_llama_spm_q8_0"),
+    TEST_ARG(branches_fixture, "b_llama_starcoder_q4_0"),
+    TEST_ARG(branches_fixture, "c_qwen2_f16"),
+    TEST_ARG(branches_fixture, "d_qwen3_f16"),
+    TEST(branches_reference),
+    TEST(branch_keep),
+    TEST(branch_drops_and_counters),
+    TEST(branch_errors),
 };
 /* clang-format on */
 const test_list api_tests = { API_TESTS, (int)(sizeof API_TESTS / sizeof API_TESTS[0]) };

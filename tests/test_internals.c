@@ -1241,14 +1241,14 @@ static void test_kernels_vs_reference(void) {
                         size_t vs = (size_t)(n - n_pos + 1) / (size_t)n_pos; /* rows overlap: any stride will do */
                         int len = n - (int)(vs * (size_t)(n_pos - 1)), p;
                         for (i = 0; i < G * 3; i++) att3[i] = rand_float();
-                        slm__attn_values_f32(o1, (size_t)n, att3, 3, w, vs, n_pos, nq, len);
+                        slm__attn_values_f32(o1, (size_t)n, att3, 3, w, vs, n_pos, nq, len, 0);
                         for (i = 0; i < nq; i++) {
                             memset(o2 + i * n, 0, (size_t)len * sizeof(float));
                             for (p = 0; p < n_pos; p++)
                                 slm__axpy_f32(o2 + i * n, att3[i * 3 + p], w + (size_t)p * vs, len);
                             for (j = 0; j < len; j++) bad += memcmp(&o1[i * n + j], &o2[i * n + j], sizeof(float)) != 0;
                         }
-                        slm__attn_values_f16(o1, (size_t)n, att3, 3, k16, vs, n_pos, nq, len);
+                        slm__attn_values_f16(o1, (size_t)n, att3, 3, k16, vs, n_pos, nq, len, 0);
                         for (i = 0; i < nq; i++) {
                             memset(o2 + i * n, 0, (size_t)len * sizeof(float));
                             for (p = 0; p < n_pos; p++)
@@ -1408,6 +1408,59 @@ static void test_kernels_r16(void) {
 /* The q8_0 KV cache kernels: the quantizer against the values put in, the
    reference against the same arithmetic in double, SIMD against the
    reference; head sizes with partial blocks and tails of the vector width. */
+/* The attention value kernels with accumulate: a call over positions
+   [0, P) equals, bit for bit, calls over consecutive runs [0, a), [a, b),
+   [b, P), the later ones going on from the earlier ones' output (a branch
+   token's prefix, then its ancestors' slots). Every kernel in this build and
+   the reference, head widths that take every path (the 64-column and the
+   8-column SIMD loops, the scalar tail, full and partial q8_0 blocks). */
+static void test_kernels_attn_accumulate(void) {
+    static const int dims[] = { 8, 12, 32, 40, 64, 72, 100, 128, 136 };
+    enum { MAXD = 136, P = 23, NQ = 3, NB = (MAXD + 31) / 32 };
+    static float vf[P][MAXD], att[NQ][P], one[NQ * MAXD], split[NQ * MAXD];
+    static uint16_t vh[P][MAXD];
+    static slm__block_q8_0 vq[P][NB];
+    static const int cuts[][2] = { { 1, 2 }, { 5, 6 }, { 11, 22 }, { 0, 23 } };
+    size_t di, ci;
+    int i, j, p, k, bad = 0, n_checked = 0;
+    for (di = 0; di < sizeof dims / sizeof dims[0]; di++) {
+        int n = dims[di];
+        for (p = 0; p < P; p++) {
+            for (j = 0; j < n; j++) {
+                vf[p][j] = rand_float() * 4;
+                vh[p][j] = slm_fp32_to_fp16(vf[p][j]);
+            }
+            slm__quantize_kv_q8_0(vf[p], vq[p], n);
+            for (i = 0; i < NQ; i++) att[i][p] = rand_float() + 1.0f;
+        }
+        for (ci = 0; ci < sizeof cuts / sizeof cuts[0]; ci++)
+            for (k = 0; k < 4; k++) {
+                int a = cuts[ci][0], b = cuts[ci][1], r, lo[3], len[3];
+                lo[0] = 0;
+                len[0] = a;
+                lo[1] = a;
+                len[1] = b - a;
+                lo[2] = b;
+                len[2] = P - b;
+                for (i = 0; i < NQ * MAXD; i++) one[i] = split[i] = rand_float(); /* whatever was there before */
+                for (r = -1; r < 3; r++) { /* r = -1: one call over all positions, into one */
+                    float *o = r < 0 ? one : split;
+                    int from = r < 0 ? 0 : lo[r], cnt = r < 0 ? P : len[r], acc = r > 0;
+                    if (k == 0) slm__attn_values_f32(o, MAXD, att[0] + from, P, vf[from], MAXD, cnt, NQ, n, acc);
+                    if (k == 1) slm__attn_values_f16(o, MAXD, att[0] + from, P, vh[from], MAXD, cnt, NQ, n, acc);
+                    if (k == 2) slm__attn_values_q8_0(o, MAXD, att[0] + from, P, vq[from], NB, cnt, NQ, n, acc);
+                    if (k == 3) slm__attn_values_q8_0_ref(o, MAXD, att[0] + from, P, vq[from], NB, cnt, NQ, n, acc);
+                }
+                for (i = 0; i < NQ; i++)
+                    for (j = 0; j < n; j++) bad += memcmp(&one[i * MAXD + j], &split[i * MAXD + j], sizeof(float)) != 0;
+                n_checked += NQ * n;
+            }
+    }
+    CHECKF(bad == 0, "%d of %d outputs differ between one call and runs with accumulate", bad, n_checked);
+    NOTE("%d outputs of the value kernels (f32, f16, q8_0, q8_0 reference%s): runs with accumulate == one call",
+         n_checked, defined_simde());
+}
+
 static void test_kernels_kv_q8_0(void) {
     static const int dims[] = { 8, 12, 16, 20, 32, 40, 44, 64, 72, 128 };
     static const int positions[] = { 1, 7, 40 };
@@ -1463,8 +1516,8 @@ static void test_kernels_kv_q8_0(void) {
                         n_checked++;
                     }
                 }
-                slm__attn_values_q8_0_ref(ref, MAXD, att[0], MAXP, vq[0], NB, np, nq, n);
-                slm__attn_values_q8_0(got, MAXD, att[0], MAXP, vq[0], NB, np, nq, n);
+                slm__attn_values_q8_0_ref(ref, MAXD, att[0], MAXP, vq[0], NB, np, nq, n, 0);
+                slm__attn_values_q8_0(got, MAXD, att[0], MAXP, vq[0], NB, np, nq, n, 0);
                 for (i = 0; i < nq; i++)
                     for (j = 0; j < n; j++) {
                         double exact = 0, scale = 0;
@@ -2460,6 +2513,7 @@ static const test_case INTERNAL_TESTS[] = {
     TEST(kernels_vs_reference),
     TEST(kernels_r16),
     TEST(kernels_kv_q8_0),
+    TEST(kernels_attn_accumulate),
     TEST(truncated_files),
     TEST(patched_files),
     TEST(vocab_only_header),

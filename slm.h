@@ -699,6 +699,8 @@ int slm__pretok_llama3_family(const char *name);
 #define SLM_FREE(p)    free(p)
 #endif
 
+#include <time.h> /* slm_suggest's time budget */
+
 #ifndef SLM_NO_STDIO
 #include <stdio.h>
 #if defined(_WIN32)
@@ -4612,10 +4614,13 @@ struct slm_session {
     int job_n, job_logits;
 #endif
     slm__cand *cand;
+    struct slm__suggest *suggest; /* slm_suggest's state (predictive text), made by its first call */
     uint64_t rng;
     slm_gen_stats stats;
     char error[SLM__MSG_MAX];
 };
+
+static void slm__sug_free(const slm_allocator *a, struct slm__suggest *g);
 
 static slm_result slm__fail(slm_session *s, slm_result code, const char *fmt, ...) {
     va_list ap;
@@ -5134,6 +5139,7 @@ SLM_API void slm_session_free(slm_session *s) {
     slm__free(a, s->rope_freq);
     slm__free(a, s->cand);
     slm__free(a, s->steps);
+    slm__sug_free(a, s->suggest);
     a->free(s, a->user);
 }
 
@@ -5438,7 +5444,10 @@ SLM_API slm_result slm_rewind(slm_session *s, int n_keep) {
 /* TODO(branch helper): replace these stubs */
 SLM_API slm_result slm_eval_branches(slm_session *s, const slm_token *tokens, const int *parents, int n,
                                      float *logits) {
-    (void)tokens; (void)parents; (void)n; (void)logits;
+    (void)tokens;
+    (void)parents;
+    (void)n;
+    (void)logits;
     return s ? SLM_ERR_UNSUPPORTED : SLM_ERR_INVALID_ARG;
 }
 SLM_API int slm_branch_count(const slm_session *s) { return s ? 0 : -1; }
@@ -5847,6 +5856,669 @@ SLM_API slm_result slm_generate(slm_session *s, const char *prompt, const slm_ge
     return r;
 }
 
+/* ---- predictive text -------------------------------------------------------
+   Owns slm_suggest: the window of text the model sees, token healing (the
+   back-off point), the search over token paths that spell out the current
+   word, and what a session keeps from one keystroke to the next.
+   The search is a tree rooted at the end of the context. A node is one token
+   of a path; its text (what the path spells after the context, in piece
+   space) says whether it still types the tail (TYPING), spells the word past
+   it (OPEN) or has ended the word with a non-word character (DONE, a leaf
+   that credits its mass to a candidate). Nodes are expanded, most probable
+   first, in branch batches: one forward pass per step for up to
+   SLM__SUG_BATCH of them, each attending to the context and its ancestors.
+   The tree only depends on the context and the tail it was grown for; a
+   keystroke that extends the tail keeps it (every node consistent with the
+   longer tail was made for the shorter one), so most keystrokes inside a
+   word evaluate nothing. */
+
+#define SLM__SUG_BATCH     8        /* nodes per pass: near a single token's time on the CPUs we target */
+#define SLM__SUG_MAX_NODES 32768    /* tree size at which the search stops growing it */
+#define SLM__SUG_MAX_WORDS 8        /* slm_suggest_opts.n_words */
+#define SLM__SUG_HEAL_MAX  8        /* tokens token healing may back off beyond the current word */
+#define SLM__SUG_CHILD_MIN (-20.7f) /* ln(1e-9): a token this unlikely after a node is not followed */
+/* A reported probability may miss at most about this share of itself to
+   paths left unexplored (each unexplored node below it; few are compatible
+   with one word), and a node that could beat the n-th candidate on its own
+   is always explored. */
+#define SLM__SUG_REL_EPS    2e-5
+#define SLM__SUG_MAX_PASSES 64   /* a call without a time budget still ends */
+#define SLM__SUG_MIN_PROB   1e-6 /* candidates less likely than this are not looked for */
+
+enum { SLM__SUG_DEAD, SLM__SUG_TYPING, SLM__SUG_OPEN, SLM__SUG_DONE };
+
+typedef struct slm__sug_node {
+    int parent; /* node index, -1 for a child of the root */
+    slm_token token;
+    int branch;   /* the session's branch node once evaluated, else -1 */
+    int expanded; /* its children exist */
+    int state;    /* SLM__SUG_* under the current tail */
+    int cand_len; /* DONE: bytes of the candidate from the word start */
+    double logp;  /* log probability of the path, from the root */
+    uint32_t text_off, text_len;
+} slm__sug_node;
+
+typedef struct slm__suggest {
+    /* the window of text tokens (sticky: kept while the text still fits) */
+    slm_token *text_tokens; /* the last call's tokenization of the whole text */
+    int n_text_tokens, text_tokens_cap, window;
+    /* the context: what the session's prefix holds for the tree */
+    slm_token *ctx;
+    int n_ctx_tokens, ctx_cap;
+    float *root_logits; /* n_vocab */
+    int root_valid;
+    /* the tree and the tail it was grown for */
+    slm__sug_node *nodes;
+    int n_nodes, nodes_cap, n_words, tree_valid, n_branches;
+    char *text; /* node texts */
+    size_t text_len, text_cap;
+    char *tail;
+    int tail_len, tail_cap, word_start;
+    /* scratch */
+    float *logits; /* SLM__SUG_BATCH x n_vocab */
+    int *order;
+    int order_cap;
+    struct slm__sug_cand *cands;
+    int cands_cap;
+} slm__suggest;
+
+static void slm__sug_free(const slm_allocator *a, slm__suggest *g) {
+    if (!g) return;
+    slm__free(a, g->text_tokens);
+    slm__free(a, g->ctx);
+    slm__free(a, g->root_logits);
+    slm__free(a, g->nodes);
+    slm__free(a, g->text);
+    slm__free(a, g->tail);
+    slm__free(a, g->logits);
+    slm__free(a, g->order);
+    slm__free(a, g->cands);
+    slm__free(a, g);
+}
+
+/* Grows *p (of *cap elements of size el) to hold need elements. */
+static int slm__sug_reserve(const slm_allocator *a, void **p, int *cap, size_t need, size_t el) {
+    size_t n = *cap ? (size_t)*cap : 64;
+    void *q;
+    if (need <= (size_t)*cap) return 1;
+    while (n < need) n *= 2;
+    if (n > (size_t)INT_MAX / 2 || n > SIZE_MAX / el) return 0;
+    q = slm__alloc(a, n * el);
+    if (!q) return 0;
+    if (*p) memcpy(q, *p, (size_t)*cap * el);
+    slm__free(a, *p);
+    *p = q;
+    *cap = (int)n;
+    return 1;
+}
+
+/* A monotonic clock in milliseconds, for the time budget. */
+static double slm__now_ms(void) {
+#if defined(_WIN32) && defined(SLM__MMAP_WIN32)
+    return (double)GetTickCount64();
+#elif defined(CLOCK_MONOTONIC)
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+#elif defined(TIME_UTC)
+    struct timespec ts;
+    timespec_get(&ts, TIME_UTC);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+#else
+    return (double)clock() * 1e3 / CLOCKS_PER_SEC;
+#endif
+}
+
+/* Letters, digits, ' and U+2019: what a keyboard treats as part of a word. */
+static int slm__word_char(uint32_t cp) {
+    int c = slm__uclass(cp);
+    return c == 1 || c == 2 || cp == '\'' || cp == 0x2019;
+}
+
+/* Strict UTF-8 (no overlong forms, surrogates or code points past U+10FFFF):
+   the offset of the first bad byte, or -1. */
+static long slm__utf8_invalid_at(const char *s, size_t n) {
+    size_t i = 0;
+    while (i < n) {
+        const uint8_t *u = (const uint8_t *)s + i;
+        uint32_t cp;
+        size_t k = slm__utf8_decode(u, n - i, &cp);
+        if (cp == 0xFFFD && !(k == 3 && u[0] == 0xEF && u[1] == 0xBF && u[2] == 0xBD)) return (long)i;
+        if ((k == 2 && cp < 0x80) || (k == 3 && cp < 0x800) || (k == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
+            (cp >= 0xD800 && cp <= 0xDFFF))
+            return (long)i;
+        i += k;
+    }
+    return -1;
+}
+
+/* The length of the complete UTF-8 character at s (n bytes available), 0
+   when the bytes there are a character's start that needs more. */
+static size_t slm__sug_char(const char *s, size_t n, uint32_t *cp) {
+    uint8_t c = (uint8_t)s[0];
+    size_t need = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 1;
+    size_t i;
+    for (i = 1; i < need && i < n; i++)
+        if (((uint8_t)s[i] & 0xC0) != 0x80) break;
+    if (i < need && i == n) return 0; /* cut short: wait for the next token */
+    return slm__utf8_decode((const uint8_t *)s, n, cp);
+}
+
+/* What a path whose text is s says under the current tail (see the banner);
+   *cand_len is the candidate's length from the word start when DONE. */
+static int slm__sug_classify(const slm__suggest *g, const char *s, size_t len, int *cand_len) {
+    size_t i, tl = (size_t)g->tail_len, ws = (size_t)g->word_start;
+    int words = 0, in_word = 0;
+    if (len < tl) return memcmp(s, g->tail, len) ? SLM__SUG_DEAD : SLM__SUG_TYPING;
+    if (memcmp(s, g->tail, tl)) return SLM__SUG_DEAD;
+    for (i = ws; i < len;) {
+        uint32_t cp;
+        size_t k = slm__sug_char(s + i, len - i, &cp);
+        if (!k) break; /* the rest of the character comes with the next token */
+        if (slm__word_char(cp)) {
+            in_word = 1;
+        } else if (in_word) {
+            in_word = 0;
+            if (++words == g->n_words) {
+                if (i - ws >= sizeof(((slm_suggestion *)0)->text)) return SLM__SUG_DEAD; /* too long */
+                *cand_len = (int)(i - ws);
+                return SLM__SUG_DONE;
+            }
+        } else if (words == 0) {
+            return SLM__SUG_DEAD; /* the word would be empty */
+        }
+        i += k;
+    }
+    /* still spelling: give up once the candidate cannot fit */
+    return len - ws >= sizeof(((slm_suggestion *)0)->text) ? SLM__SUG_DEAD : SLM__SUG_OPEN;
+}
+
+static const char *slm__sug_text(const slm__suggest *g, const slm__sug_node *nd) { return g->text + nd->text_off; }
+
+/* Adds a node for token t after parent p (-1: the root) when its path is
+   still alive under the tail. Returns 0 when out of memory. */
+static int slm__sug_add(slm_session *s, slm__suggest *g, int p, slm_token t, double logp) {
+    const slm__vocab *v = &s->model->vocab;
+    const char *piece = v->piece + v->piece_off[t];
+    size_t plen = v->piece_off[t + 1] - v->piece_off[t], base = p >= 0 ? g->nodes[p].text_len : 0, len = base + plen;
+    slm__sug_node *nd;
+    int state, cand_len = 0, tcap;
+    if (plen == 0) return 1;
+    if (g->n_nodes >= SLM__SUG_MAX_NODES) return 1;
+    if (len > (size_t)g->tail_len + 128) return 1; /* no candidate is that long */
+    tcap = (int)SLM__MIN(g->text_cap, (size_t)INT_MAX);
+    if (g->text_len + len > (size_t)tcap) {
+        if (!slm__sug_reserve(&s->alloc, (void **)&g->text, &tcap, g->text_len + len, 1)) return 0;
+        g->text_cap = (size_t)tcap;
+    }
+    if (p >= 0) memcpy(g->text + g->text_len, g->text + g->nodes[p].text_off, base);
+    memcpy(g->text + g->text_len + base, piece, plen);
+    state = slm__sug_classify(g, g->text + g->text_len, len, &cand_len);
+    if (state == SLM__SUG_DEAD) return 1;
+    if (!slm__sug_reserve(&s->alloc, (void **)&g->nodes, &g->nodes_cap, (size_t)g->n_nodes + 1, sizeof *nd)) return 0;
+    nd = &g->nodes[g->n_nodes++];
+    nd->parent = p;
+    nd->token = t;
+    nd->branch = -1;
+    nd->expanded = 0;
+    nd->state = state;
+    nd->cand_len = cand_len;
+    nd->logp = logp;
+    nd->text_off = (uint32_t)g->text_len;
+    nd->text_len = (uint32_t)len;
+    g->text_len += len;
+    return 1;
+}
+
+/* The children of node p (-1: the root) from its logits: every token a
+   keyboard path can take, above SLM__SUG_CHILD_MIN. */
+static int slm__sug_expand(slm_session *s, slm__suggest *g, int p, const float *logits) {
+    const slm__vocab *v = &s->model->vocab;
+    int n_vocab = s->model->info.n_vocab, t;
+    double base = p >= 0 ? g->nodes[p].logp : 0.0, sum = 0.0, lse;
+    float max = -FLT_MAX, cut;
+    for (t = 0; t < n_vocab; t++)
+        if (slm__finite(logits[t]) && logits[t] > max) max = logits[t];
+    if (max == -FLT_MAX) return 1; /* no finite logit: nothing follows */
+    for (t = 0; t < n_vocab; t++)
+        if (slm__finite(logits[t])) sum += exp((double)(logits[t] - max));
+    lse = (double)max + log(sum);
+    cut = (float)(lse + SLM__SUG_CHILD_MIN);
+    if (p >= 0) g->nodes[p].expanded = 1;
+    for (t = 0; t < n_vocab; t++) {
+        int type;
+        if (!slm__finite(logits[t]) || logits[t] < cut) continue;
+        type = v->types[t] ? v->types[t] : SLM_TOKEN_NORMAL;
+        if (type != SLM_TOKEN_NORMAL && type != SLM_TOKEN_BYTE) continue; /* ends the text, or no text */
+        if (!slm__sug_add(s, g, p, (slm_token)t, base + ((double)logits[t] - lse))) return 0;
+    }
+    return 1;
+}
+
+typedef struct slm__sug_cand {
+    const char *text;
+    int len;
+    double mass;
+} slm__sug_cand;
+
+static int slm__sug_cand_cmp(const void *pa, const void *pb) {
+    const slm__sug_cand *a = (const slm__sug_cand *)pa, *b = (const slm__sug_cand *)pb;
+    int c = memcmp(a->text, b->text, (size_t)SLM__MIN(a->len, b->len));
+    return c ? c : (a->len > b->len) - (a->len < b->len);
+}
+static int slm__sug_rank_cmp(const void *pa, const void *pb) {
+    const slm__sug_cand *a = (const slm__sug_cand *)pa, *b = (const slm__sug_cand *)pb;
+    if (a->mass != b->mass) return a->mass > b->mass ? -1 : 1;
+    return slm__sug_cand_cmp(pa, pb);
+}
+
+/* Is any word of the candidate on the blocklist? */
+static int slm__sug_blocked(const slm_suggest_opts *o, const char *text, int len) {
+    int i = 0, j, b;
+    while (i < len) {
+        uint32_t cp;
+        int k;
+        for (j = i; j < len; j += k) {
+            k = (int)slm__utf8_decode((const uint8_t *)text + j, (size_t)(len - j), &cp);
+            if (!slm__word_char(cp)) break;
+        }
+        for (b = 0; b < o->n_blocklist && j > i; b++)
+            if (o->blocklist[b] && strlen(o->blocklist[b]) == (size_t)(j - i) &&
+                !memcmp(o->blocklist[b], text + i, j - i))
+                return 1;
+        if (j == i) j += (int)slm__utf8_decode((const uint8_t *)text + j, (size_t)(len - j), &cp);
+        i = j;
+    }
+    return 0;
+}
+
+/* Is the node's word so far (an OPEN node) a prefix of the candidate? */
+static int slm__sug_compatible(const slm__suggest *g, const slm__sug_node *nd, const slm__sug_cand *c) {
+    size_t n = nd->text_len - (size_t)g->word_start;
+    return n <= (size_t)c->len && !memcmp(slm__sug_text(g, nd) + g->word_start, c->text, n);
+}
+
+typedef struct slm__sug_result {
+    slm__sug_cand *cands; /* ranked; the first n_top are reported */
+    int n_cands, n_top;
+    double denom;
+} slm__sug_result;
+
+/* Recomputes every node's state under the tail, the denominator and the
+   ranked candidates. cands has room for every node. */
+static void slm__sug_score(slm__suggest *g, const slm_suggest_opts *o, int n, slm__sug_result *r) {
+    int i, j, k;
+    double denom = g->tail_len == 0 ? 1.0 : 0.0;
+    r->n_cands = 0;
+    for (i = 0; i < g->n_nodes; i++) {
+        slm__sug_node *nd = &g->nodes[i];
+        nd->state = slm__sug_classify(g, slm__sug_text(g, nd), nd->text_len, &nd->cand_len);
+        /* a path covers the tail at its first node that reaches past it */
+        if (g->tail_len && (nd->state == SLM__SUG_OPEN || nd->state == SLM__SUG_DONE) &&
+            (nd->parent < 0 || g->nodes[nd->parent].text_len < (uint32_t)g->tail_len))
+            denom += exp(nd->logp);
+        if (nd->state == SLM__SUG_DONE) {
+            slm__sug_cand *c = &r->cands[r->n_cands++];
+            c->text = slm__sug_text(g, nd) + g->word_start;
+            c->len = nd->cand_len;
+            c->mass = exp(nd->logp);
+        }
+    }
+    /* one entry per distinct candidate, its paths' masses summed */
+    qsort(r->cands, (size_t)r->n_cands, sizeof *r->cands, slm__sug_cand_cmp);
+    for (i = 0, k = 0; i < r->n_cands; i = j) {
+        double mass = 0.0;
+        for (j = i; j < r->n_cands && !slm__sug_cand_cmp(&r->cands[i], &r->cands[j]); j++) mass += r->cands[j].mass;
+        if (slm__sug_blocked(o, r->cands[i].text, r->cands[i].len)) continue;
+        r->cands[k] = r->cands[i];
+        r->cands[k].mass = denom > 0 ? mass / denom : 0.0;
+        if (r->cands[k].mass >= (double)o->min_prob) k++;
+    }
+    r->n_cands = k;
+    qsort(r->cands, (size_t)r->n_cands, sizeof *r->cands, slm__sug_rank_cmp);
+    r->n_top = SLM__MIN(n, r->n_cands);
+    r->denom = denom;
+}
+
+/* Nodes worth a forward pass, most probable first, into g->order; returns
+   how many. A node is worth it when it could make a candidate that enters
+   the top n on its own, or when it could still add to a reported
+   candidate more than SLM__SUG_REL_EPS of its probability. */
+static int slm__sug_frontier(slm__suggest *g, const slm_suggest_opts *o, int n, const slm__sug_result *r) {
+    int i, j, m = 0;
+    double bar = SLM__MAX(r->n_top == n ? r->cands[n - 1].mass : (double)o->min_prob, SLM__SUG_MIN_PROB);
+    for (i = 0; i < g->n_nodes; i++) {
+        const slm__sug_node *nd = &g->nodes[i];
+        double p;
+        int want = 0;
+        if (nd->expanded || (nd->state != SLM__SUG_OPEN && nd->state != SLM__SUG_TYPING)) continue;
+        if (r->denom <= 0) {
+            want = nd->state == SLM__SUG_TYPING; /* nothing covers the tail yet */
+        } else {
+            p = exp(nd->logp) / r->denom;
+            want = p >= bar * (1.0 - 1e-6) && p > 0;
+            for (j = 0; !want && j < r->n_top; j++)
+                want = p >= SLM__SUG_REL_EPS * r->cands[j].mass &&
+                       (nd->state == SLM__SUG_TYPING || slm__sug_compatible(g, nd, &r->cands[j]));
+        }
+        if (want) g->order[m++] = i;
+    }
+    /* most probable first (insertion sort: the list is short) */
+    for (i = 1; i < m; i++) {
+        int x = g->order[i];
+        for (j = i; j > 0 && g->nodes[g->order[j - 1]].logp < g->nodes[x].logp; j--) g->order[j] = g->order[j - 1];
+        g->order[j] = x;
+    }
+    return m;
+}
+
+/* Evaluates nodes order[0..m) as one branch batch and grows their children. */
+static slm_result slm__sug_step(slm_session *s, slm__suggest *g, const int *order, int m) {
+    slm_token toks[SLM__SUG_BATCH];
+    int parents[SLM__SUG_BATCH], i, first = slm_branch_count(s);
+    size_t nv = (size_t)s->model->info.n_vocab;
+    slm_result r;
+    for (i = 0; i < m; i++) {
+        const slm__sug_node *nd = &g->nodes[order[i]];
+        toks[i] = nd->token;
+        parents[i] = nd->parent >= 0 ? g->nodes[nd->parent].branch : -1;
+    }
+    r = slm_eval_branches(s, toks, parents, m, g->logits);
+    if (r == SLM_ERR_UNSUPPORTED) { /* TEMP: until branch batches land */
+        for (i = 0; i < m; i++) {
+            slm_token path[256];
+            int d = 0, x;
+            for (x = order[i]; x >= 0; x = g->nodes[x].parent) path[d++] = g->nodes[x].token;
+            for (x = 0; x < d / 2; x++) {
+                slm_token t = path[x];
+                path[x] = path[d - 1 - x];
+                path[d - 1 - x] = t;
+            }
+            slm_rewind(s, g->n_ctx_tokens);
+            if ((r = slm_eval(s, path, d)) != SLM_OK) return r;
+            memcpy(g->logits + (size_t)i * nv, slm_logits(s), nv * sizeof(float));
+        }
+        slm_rewind(s, g->n_ctx_tokens);
+        first = 0;
+        r = SLM_OK;
+    }
+    if (r != SLM_OK) return r;
+    for (i = 0; i < m; i++) g->nodes[order[i]].branch = first + i;
+    g->n_branches = first + m;
+    for (i = 0; i < m; i++)
+        if (!slm__sug_expand(s, g, order[i], g->logits + (size_t)i * nv))
+            return slm__fail(s, SLM_ERR_OOM, "slm_suggest: out of memory");
+    return SLM_OK;
+}
+
+/* Token healing: the back-off point k of tokens t[first..n) whose pieces
+   spell the text, the current word starting at byte word_at of that piece
+   text. */
+static int slm__sug_backoff(const slm_model *m, const slm_token *t, int first, int n, size_t word_at) {
+    const slm__vocab *v = &m->vocab;
+    size_t end = 0, tail = 0;
+    int k = n, i, healed = 0;
+    for (i = first; i < n; i++) end += v->piece_off[t[i] + 1] - v->piece_off[t[i]];
+    /* every token that holds a byte of the current word */
+    while (k > first && end > word_at) {
+        size_t plen = v->piece_off[t[k - 1] + 1] - v->piece_off[t[k - 1]];
+        end -= plen;
+        tail += plen;
+        k--;
+    }
+    /* then each token a longer token could extend into the text after it */
+    while (k > first && healed < SLM__SUG_HEAL_MAX) {
+        const char *p = v->piece + v->piece_off[t[k - 1]], *after = v->piece + v->piece_off[t[k]];
+        size_t plen = v->piece_off[t[k - 1] + 1] - v->piece_off[t[k - 1]];
+        int u, found = 0;
+        (void)after;
+        for (u = 0; u < v->n_tokens && !found; u++) {
+            size_t ulen = v->piece_off[u + 1] - v->piece_off[u], r;
+            const char *up = v->piece + v->piece_off[u];
+            if (ulen <= plen || (v->types[u] && v->types[u] != SLM_TOKEN_NORMAL) || memcmp(up, p, plen)) continue;
+            /* the rest of the longer token against the tail, which the caller
+               passes as the pieces of t[k..n) */
+            r = SLM__MIN(ulen - plen, tail);
+            found = 1;
+            {
+                size_t off = 0;
+                int j;
+                /* compare r bytes of up + plen with the tail's first r bytes */
+                for (j = k; j < n && off < r; j++) {
+                    size_t jl = v->piece_off[t[j] + 1] - v->piece_off[t[j]], c = SLM__MIN(jl, r - off);
+                    if (memcmp(up + plen + off, v->piece + v->piece_off[t[j]], c)) {
+                        found = 0;
+                        break;
+                    }
+                    off += c;
+                }
+            }
+        }
+        if (!found) break;
+        tail += plen;
+        k--;
+        healed++;
+    }
+    return k;
+}
+
+static int slm__sug_fail(slm_session *s, slm_result r, const char *fmt, const char *detail) {
+    slm__fail(s, r, fmt, detail);
+    return -(int)r;
+}
+
+/* Makes the session's prefix hold ctx[0..n) with the root's logits in
+   g->root_logits, evaluating only what the cache lacks. */
+static slm_result slm__sug_context(slm_session *s, slm__suggest *g, const slm_token *ctx, int n) {
+    int common = 0;
+    slm_result r;
+    while (common < n && common < s->n_past && s->tokens[common] == ctx[common]) common++;
+    if (common == n && s->n_past == n && g->root_valid && g->n_ctx_tokens == n &&
+        !memcmp(g->ctx, ctx, (size_t)n * sizeof *ctx))
+        return slm_rewind(s, n); /* same context: only the tree's nodes go */
+    g->root_valid = 0;
+    if (common == n) common--; /* the last token is run again for its logits */
+    if ((r = slm_rewind(s, common)) != SLM_OK) return r;
+    if ((r = slm_eval(s, ctx + common, n - common)) != SLM_OK) return r;
+    memcpy(g->root_logits, slm_logits(s), (size_t)s->model->info.n_vocab * sizeof(float));
+    if (!slm__sug_reserve(&s->alloc, (void **)&g->ctx, &g->ctx_cap, (size_t)n, sizeof *ctx))
+        return slm__fail(s, SLM_ERR_OOM, "slm_suggest: out of memory");
+    memcpy(g->ctx, ctx, (size_t)n * sizeof *ctx);
+    g->n_ctx_tokens = n;
+    g->root_valid = 1;
+    return SLM_OK;
+}
+
+SLM_API int slm_suggest(slm_session *s, const char *text, slm_suggestion *out, int n, const slm_suggest_opts *opts) {
+    const slm_model *m;
+    const slm__vocab *v;
+    slm__suggest *g;
+    slm_suggest_opts o;
+    slm__tok_status ts;
+    slm__sug_result res;
+    slm_token *toks = NULL, *ctx = NULL;
+    size_t len, word_at, word_len, piece_len;
+    long bad;
+    int nt, first, window, k, i, n_ctx_toks, tail_len, word_start, reuse, passes = 0, ret;
+    double t0 = slm__now_ms();
+    slm_result r = SLM_OK;
+    if (!s) return -(int)SLM_ERR_INVALID_ARG;
+    if (!text) return slm__sug_fail(s, SLM_ERR_INVALID_ARG, "slm_suggest: text is NULL%s", "");
+    if (n <= 0 || !out) {
+        slm__fail(s, SLM_ERR_INVALID_ARG, "slm_suggest: need room for a suggestion (n %d, out %s)", n,
+                  out ? "set" : "NULL");
+        return -(int)SLM_ERR_INVALID_ARG;
+    }
+    memset(&o, 0, sizeof o);
+    if (opts) o = *opts;
+    if (o.n_words < 0 || o.n_words > SLM__SUG_MAX_WORDS || !(o.min_prob >= 0.0f && o.min_prob <= 1.0f) ||
+        o.max_ms < 0 || o.n_blocklist < 0 || (o.n_blocklist > 0 && !o.blocklist)) {
+        slm__fail(s, SLM_ERR_INVALID_ARG,
+                  "slm_suggest: invalid options (n_words %d of 0..%d, min_prob %g, max_ms %d, n_blocklist %d%s)",
+                  o.n_words, SLM__SUG_MAX_WORDS, (double)o.min_prob, o.max_ms, o.n_blocklist,
+                  o.n_blocklist > 0 && !o.blocklist ? " with no blocklist" : "");
+        return -(int)SLM_ERR_INVALID_ARG;
+    }
+    if (o.n_words == 0) o.n_words = 1;
+    len = strlen(text);
+    if ((bad = slm__utf8_invalid_at(text, len)) >= 0) {
+        slm__fail(s, SLM_ERR_INVALID_ARG, "slm_suggest: the text is not valid UTF-8 (byte %ld)", bad);
+        return -(int)SLM_ERR_INVALID_ARG;
+    }
+    m = s->model;
+    v = &m->vocab;
+    if (!s->suggest) {
+        s->suggest = (slm__suggest *)slm__alloc(&s->alloc, sizeof(slm__suggest));
+        if (!s->suggest) return slm__sug_fail(s, SLM_ERR_OOM, "slm_suggest: out of memory%s", "");
+        memset(s->suggest, 0, sizeof(slm__suggest));
+        s->suggest->root_logits = (float *)slm__alloc(&s->alloc, (size_t)m->info.n_vocab * sizeof(float));
+        s->suggest->logits = (float *)slm__alloc(&s->alloc, (size_t)m->info.n_vocab * SLM__SUG_BATCH * sizeof(float));
+        if (!s->suggest->root_logits || !s->suggest->logits) {
+            slm__sug_free(&s->alloc, s->suggest);
+            s->suggest = NULL;
+            return slm__sug_fail(s, SLM_ERR_OOM, "slm_suggest: out of memory%s", "");
+        }
+    }
+    g = s->suggest;
+
+    /* the current word: the word characters that end the text */
+    for (word_at = len; word_at > 0;) {
+        size_t b = word_at - 1;
+        uint32_t cp;
+        while (b > 0 && ((uint8_t)text[b] & 0xC0) == 0x80) b--;
+        slm__utf8_decode((const uint8_t *)text + b, len - b, &cp);
+        if (!slm__word_char(cp)) break;
+        word_at = b;
+    }
+    word_len = len - word_at;
+
+    /* the text's tokens, BOS first when the model wants one */
+    first = (v->flags & SLM__TOKFLAG_ADD_BOS) && v->bos >= 0;
+    nt = slm__tokenize(m, text, len, 0, NULL, 0, &ts);
+    if (ts.rc != SLM_OK) return slm__sug_fail(s, ts.rc, "slm_suggest: %s", ts.msg);
+    nt = (nt < 0 ? -nt : nt) + first;
+    toks = (slm_token *)slm__alloc(&s->alloc, (size_t)(nt + 1) * 2 * sizeof(slm_token));
+    if (!toks) return slm__sug_fail(s, SLM_ERR_OOM, "slm_suggest: out of memory%s", "");
+    ctx = toks + nt + 1;
+    if (first) toks[0] = v->bos;
+    if (slm__tokenize(m, text, len, 0, toks + first, nt - first, &ts) != nt - first) {
+        slm__free(&s->alloc, toks);
+        return slm__sug_fail(s, ts.rc != SLM_OK ? ts.rc : SLM_ERR_OOM, "slm_suggest: %s", ts.msg);
+    }
+
+    /* the window: kept from the last call while its tokens are the same and
+       the text still fits with room for the search, else the last n_ctx / 2 */
+    window = first;
+    if (g->window > first && g->window <= nt && g->window <= g->n_text_tokens &&
+        !memcmp(g->text_tokens, toks, (size_t)g->window * sizeof *toks))
+        window = g->window;
+    if (first + (nt - window) > s->n_ctx - s->n_ctx / 4) window = SLM__MAX(first, nt - s->n_ctx / 2);
+    if (!slm__sug_reserve(&s->alloc, (void **)&g->text_tokens, &g->text_tokens_cap, (size_t)nt, sizeof *toks)) {
+        slm__free(&s->alloc, toks);
+        return slm__sug_fail(s, SLM_ERR_OOM, "slm_suggest: out of memory%s", "");
+    }
+    memcpy(g->text_tokens, toks, (size_t)nt * sizeof *toks);
+    g->n_text_tokens = nt;
+    g->window = window;
+
+    /* token healing, on the window's pieces; the word is their last bytes */
+    for (piece_len = 0, i = window; i < nt; i++) piece_len += v->piece_off[toks[i] + 1] - v->piece_off[toks[i]];
+    k = piece_len >= word_len ? slm__sug_backoff(m, toks, window, nt, piece_len - word_len) : nt;
+    n_ctx_toks = 0;
+    if (first) ctx[n_ctx_toks++] = v->bos;
+    for (i = window; i < k; i++) ctx[n_ctx_toks++] = toks[i];
+    if (n_ctx_toks == 0) {
+        if (v->eos < 0) {
+            slm__free(&s->alloc, toks);
+            return slm__sug_fail(s, SLM_ERR_UNSUPPORTED,
+                                 "slm_suggest: the model has neither BOS nor EOS to start a text with%s", "");
+        }
+        ctx[n_ctx_toks++] = v->eos;
+    }
+
+    /* the tail: the pieces of the backed-off tokens (SentencePiece's dummy
+       space alone when nothing is typed) */
+    for (tail_len = 0, i = k; i < nt; i++) tail_len += (int)(v->piece_off[toks[i] + 1] - v->piece_off[toks[i]]);
+    if (len == 0 && (v->flags & SLM__TOKFLAG_SPACE_PREFIX)) tail_len = 1;
+    word_start = tail_len - (int)word_len;
+    reuse = g->tree_valid && g->n_words == o.n_words && g->word_start == word_start && tail_len >= g->tail_len &&
+            s->n_past == n_ctx_toks && g->n_ctx_tokens == n_ctx_toks &&
+            !memcmp(g->ctx, ctx, (size_t)n_ctx_toks * sizeof *ctx) &&
+            !memcmp(s->tokens, ctx, (size_t)n_ctx_toks * sizeof *ctx) && slm_branch_count(s) == g->n_branches;
+    if (!slm__sug_reserve(&s->alloc, (void **)&g->tail, &g->tail_cap, 2 * ((size_t)tail_len + 1), 1)) {
+        slm__free(&s->alloc, toks);
+        return slm__sug_fail(s, SLM_ERR_OOM, "slm_suggest: out of memory%s", "");
+    }
+    {
+        /* the new tail goes after the old one's room, then replaces it */
+        char *fresh = g->tail + tail_len + 1, *p = fresh;
+        if (len == 0 && tail_len == 1) *p = ' ';
+        for (i = k; i < nt; i++) {
+            size_t pl = v->piece_off[toks[i] + 1] - v->piece_off[toks[i]];
+            memcpy(p, v->piece + v->piece_off[toks[i]], pl);
+            p += pl;
+        }
+        if (reuse && memcmp(fresh, g->tail, (size_t)g->tail_len)) reuse = 0;
+        memmove(g->tail, fresh, (size_t)tail_len);
+    }
+    /* the word must be what the pieces end with (not so when a character
+       became the unknown token): then there is nothing to complete */
+    if (word_start < 0 || memcmp(g->tail + word_start, text + word_at, word_len)) {
+        slm__free(&s->alloc, toks);
+        g->tree_valid = 0;
+        return 0;
+    }
+    g->tail_len = tail_len;
+    g->word_start = word_start;
+    g->n_words = o.n_words;
+
+    if (reuse) slm__free(&s->alloc, toks);
+    if (!reuse) {
+        g->tree_valid = 0;
+        g->n_nodes = 0;
+        g->text_len = 0;
+        g->n_branches = 0;
+        r = slm__sug_context(s, g, ctx, n_ctx_toks);
+        slm__free(&s->alloc, toks);
+        if (r != SLM_OK) return -(int)r;
+        if (!slm__sug_expand(s, g, -1, g->root_logits))
+            return slm__sug_fail(s, SLM_ERR_OOM, "slm_suggest: out of memory%s", "");
+        g->tree_valid = 1;
+    }
+
+    for (;;) {
+        int want, room;
+        if (!slm__sug_reserve(&s->alloc, (void **)&g->order, &g->order_cap, (size_t)g->n_nodes + 1, sizeof(int)) ||
+            !slm__sug_reserve(&s->alloc, (void **)&g->cands, &g->cands_cap, (size_t)g->n_nodes + 1,
+                              sizeof(slm__sug_cand))) {
+            g->tree_valid = 0;
+            return slm__sug_fail(s, SLM_ERR_OOM, "slm_suggest: out of memory%s", "");
+        }
+        res.cands = g->cands;
+        slm__sug_score(g, &o, n, &res);
+        want = slm__sug_frontier(g, &o, n, &res);
+        room = s->n_ctx - s->n_past - slm_branch_count(s);
+        want = SLM__MIN(SLM__MIN(want, SLM__SUG_BATCH), room);
+        if (want <= 0 || passes >= SLM__SUG_MAX_PASSES || g->n_nodes >= SLM__SUG_MAX_NODES) break;
+        if (o.max_ms > 0 && slm__now_ms() - t0 >= (double)o.max_ms) break;
+        if (o.cancel && o.cancel(o.user)) {
+            slm__fail(s, SLM_ERR_CANCELLED, "slm_suggest: cancelled");
+            return -(int)SLM_ERR_CANCELLED;
+        }
+        if ((r = slm__sug_step(s, g, g->order, want)) != SLM_OK) {
+            g->tree_valid = 0;
+            return -(int)r;
+        }
+        passes++;
+    }
+    for (ret = 0; ret < res.n_top; ret++) {
+        memcpy(out[ret].text, res.cands[ret].text, (size_t)res.cands[ret].len);
+        out[ret].text[res.cands[ret].len] = 0;
+        out[ret].prob = (float)res.cands[ret].mass;
+    }
+    return ret;
+}
+
 /* ---- chat templates --------------------------------------------------------
    Owns the built-in formatters that stand in for a checkpoint's Jinja chat
    template: the converter recognises the template text and stores which of
@@ -5894,12 +6566,6 @@ static const char *slm__default_system(const char *jinja, char *buf, size_t cap)
         }
     }
     return NULL;
-}
-
-/* TODO(suggest): replace this stub */
-SLM_API int slm_suggest(slm_session *s, const char *text, slm_suggestion *out, int n, const slm_suggest_opts *opts) {
-    (void)s; (void)text; (void)out; (void)n; (void)opts;
-    return -SLM_ERR_UNSUPPORTED;
 }
 
 SLM_API int slm_chat_format(const slm_model *m, int tmpl, const slm_chat_message *msgs, int n_msgs, int add_assistant,

@@ -133,6 +133,33 @@
      busy by other jobs (load average 5.6-8), beside the busy loop: pool
      1.30, OpenMP 0.72.
 
+   PREDICTIVE TEXT
+     slm_suggest(s, text, out, n, &opts) returns the words that complete what
+     was typed so far ("girl" for "...a little gi"), most probable first, with
+     their probability: call it after every keystroke with the whole text, on
+     a session of its own. A word is a run of letters, digits, ' and U+2019.
+     Token healing: the tokens that spell the current word, and then any
+     token that a longer token could extend into what follows it (the space
+     in "a little "), are taken back, so that the search spells the typed
+     characters with the tokens the model would have used. For a candidate w,
+         prob(w) = P(what follows the context starts with the typed tail, the
+                     rest of w and a non-word character)
+                   / P(what follows starts with the typed tail),
+     summed over every token path (opts.n_words > 1: a phrase of that many
+     words). The search expands the likeliest paths first, several per
+     forward pass (slm_eval_branches), and leaves out paths that cannot
+     change a reported probability by more than about 1e-4 of it nor enter
+     the top n; candidates below 1e-6 are not looked for, and one call makes
+     at most 64 passes. The session keeps its tokens and the search tree: a
+     keystroke that extends or shortens the text evaluates only what changed,
+     and most keystrokes inside a word evaluate nothing (slm_session_stats:
+     n_evaluated, n_passes). A text whose tokens do not fit in n_ctx (with a
+     quarter of it left for the search) is read from its last n_ctx / 2
+     tokens; later calls keep that start while the text fits. The state
+     (a few MB: 25 rows of n_vocab floats and the tree) is allocated by the
+     first call and freed with the session. Invalid UTF-8 and bad options
+     return -SLM_ERR_INVALID_ARG; a cancel callback -SLM_ERR_CANCELLED.
+
    LIMITATIONS
      No Jinja: chat templates are the built-in formatters (slm_chat_format),
      chosen by slm-convert from the checkpoint's template text.
@@ -5875,6 +5902,7 @@ SLM_API slm_result slm_generate(slm_session *s, const char *prompt, const slm_ge
 #define SLM__SUG_BATCH     8        /* nodes per pass: near a single token's time on the CPUs we target */
 #define SLM__SUG_MAX_NODES 32768    /* tree size at which the search stops growing it */
 #define SLM__SUG_MAX_WORDS 8        /* slm_suggest_opts.n_words */
+#define SLM__SUG_ROWS      16       /* evaluated nodes whose logits are kept */
 #define SLM__SUG_HEAL_MAX  8        /* tokens token healing may back off beyond the current word */
 #define SLM__SUG_CHILD_MIN (-20.7f) /* ln(1e-9): a token this unlikely after a node is not followed */
 /* A reported probability may miss at most about this share of itself to
@@ -5892,6 +5920,7 @@ typedef struct slm__sug_node {
     slm_token token;
     int branch;   /* the session's branch node once evaluated, else -1 */
     int expanded; /* its children exist */
+    int row;      /* its logits in the kept rows (slm__suggest.rows), else -1 */
     int state;    /* SLM__SUG_* under the current tail */
     int cand_len; /* DONE: bytes of the candidate from the word start */
     double logp;  /* log probability of the path, from the root */
@@ -5916,6 +5945,10 @@ typedef struct slm__suggest {
     int tail_len, tail_cap, word_start;
     /* scratch */
     float *logits; /* SLM__SUG_BATCH x n_vocab */
+    /* the logits of the likeliest evaluated nodes: when the next keystroke
+       ends a word, the word's node becomes the context without a pass */
+    float *rows; /* SLM__SUG_ROWS x n_vocab */
+    int row_node[SLM__SUG_ROWS];
     int *order;
     int order_cap;
     struct slm__sug_cand *cands;
@@ -5931,6 +5964,7 @@ static void slm__sug_free(const slm_allocator *a, slm__suggest *g) {
     slm__free(a, g->text);
     slm__free(a, g->tail);
     slm__free(a, g->logits);
+    slm__free(a, g->rows);
     slm__free(a, g->order);
     slm__free(a, g->cands);
     slm__free(a, g);
@@ -6061,6 +6095,7 @@ static int slm__sug_add(slm_session *s, slm__suggest *g, int p, slm_token t, dou
     nd->token = t;
     nd->branch = -1;
     nd->expanded = 0;
+    nd->row = -1;
     nd->state = state;
     nd->cand_len = cand_len;
     nd->logp = logp;
@@ -6212,6 +6247,49 @@ static int slm__sug_frontier(slm__suggest *g, const slm_suggest_opts *o, int n, 
     return m;
 }
 
+/* Keeps node x's logits in place of the least likely kept row, if x is likelier. */
+static void slm__sug_keep_row(slm__suggest *g, int x, const float *logits, size_t nv) {
+    int i, low = 0;
+    for (i = 0; i < SLM__SUG_ROWS; i++) {
+        if (g->row_node[i] < 0) {
+            low = i;
+            break;
+        }
+        if (g->nodes[g->row_node[i]].logp < g->nodes[g->row_node[low]].logp) low = i;
+    }
+    if (g->row_node[low] >= 0) {
+        if (g->nodes[g->row_node[low]].logp >= g->nodes[x].logp) return;
+        g->nodes[g->row_node[low]].row = -1;
+    }
+    g->row_node[low] = x;
+    g->nodes[x].row = low;
+    memcpy(g->rows + (size_t)low * nv, logits, nv * sizeof(float));
+}
+
+/* When the new context is the old one plus the path of an evaluated node
+   whose logits are kept (the word just finished), makes that path the
+   context without a pass. */
+static int slm__sug_promote(slm_session *s, slm__suggest *g, const slm_token *ctx, int n) {
+    int x, d, y;
+    if (!g->tree_valid || !g->root_valid || s->n_past != g->n_ctx_tokens || n <= g->n_ctx_tokens ||
+        slm_branch_count(s) != g->n_branches || memcmp(ctx, g->ctx, (size_t)g->n_ctx_tokens * sizeof *ctx))
+        return 0;
+    for (x = 0; x < g->n_nodes; x++) {
+        if (g->nodes[x].row < 0 || g->nodes[x].branch < 0) continue;
+        for (d = 0, y = x; y >= 0; y = g->nodes[y].parent) d++;
+        if (g->n_ctx_tokens + d != n) continue;
+        for (y = x; y >= 0 && g->nodes[y].token == ctx[g->n_ctx_tokens + --d]; y = g->nodes[y].parent) {}
+        if (y >= 0) continue;
+        if (slm_branch_keep(s, g->nodes[x].branch) != SLM_OK) return 0;
+        memcpy(g->root_logits, g->rows + (size_t)g->nodes[x].row * s->model->info.n_vocab,
+               (size_t)s->model->info.n_vocab * sizeof(float));
+        memcpy(g->ctx, ctx, (size_t)n * sizeof *ctx);
+        g->n_ctx_tokens = n;
+        return 1;
+    }
+    return 0;
+}
+
 /* Evaluates nodes order[0..m) as one branch batch and grows their children. */
 static slm_result slm__sug_step(slm_session *s, slm__suggest *g, const int *order, int m) {
     slm_token toks[SLM__SUG_BATCH];
@@ -6245,9 +6323,11 @@ static slm_result slm__sug_step(slm_session *s, slm__suggest *g, const int *orde
     if (r != SLM_OK) return r;
     for (i = 0; i < m; i++) g->nodes[order[i]].branch = first + i;
     g->n_branches = first + m;
-    for (i = 0; i < m; i++)
+    for (i = 0; i < m; i++) {
+        slm__sug_keep_row(g, order[i], g->logits + (size_t)i * nv, nv);
         if (!slm__sug_expand(s, g, order[i], g->logits + (size_t)i * nv))
             return slm__fail(s, SLM_ERR_OOM, "slm_suggest: out of memory");
+    }
     return SLM_OK;
 }
 
@@ -6373,7 +6453,8 @@ SLM_API int slm_suggest(slm_session *s, const char *text, slm_suggestion *out, i
         memset(s->suggest, 0, sizeof(slm__suggest));
         s->suggest->root_logits = (float *)slm__alloc(&s->alloc, (size_t)m->info.n_vocab * sizeof(float));
         s->suggest->logits = (float *)slm__alloc(&s->alloc, (size_t)m->info.n_vocab * SLM__SUG_BATCH * sizeof(float));
-        if (!s->suggest->root_logits || !s->suggest->logits) {
+        s->suggest->rows = (float *)slm__alloc(&s->alloc, (size_t)m->info.n_vocab * SLM__SUG_ROWS * sizeof(float));
+        if (!s->suggest->root_logits || !s->suggest->logits || !s->suggest->rows) {
             slm__sug_free(&s->alloc, s->suggest);
             s->suggest = NULL;
             return slm__sug_fail(s, SLM_ERR_OOM, "slm_suggest: out of memory%s", "");
@@ -6474,12 +6555,17 @@ SLM_API int slm_suggest(slm_session *s, const char *text, slm_suggestion *out, i
 
     if (reuse) slm__free(&s->alloc, toks);
     if (!reuse) {
+        if (!slm__sug_reserve(&s->alloc, (void **)&g->ctx, &g->ctx_cap, (size_t)n_ctx_toks, sizeof *ctx)) {
+            slm__free(&s->alloc, toks);
+            return slm__sug_fail(s, SLM_ERR_OOM, "slm_suggest: out of memory%s", "");
+        }
+        r = slm__sug_promote(s, g, ctx, n_ctx_toks) ? SLM_OK : slm__sug_context(s, g, ctx, n_ctx_toks);
+        slm__free(&s->alloc, toks);
         g->tree_valid = 0;
         g->n_nodes = 0;
         g->text_len = 0;
         g->n_branches = 0;
-        r = slm__sug_context(s, g, ctx, n_ctx_toks);
-        slm__free(&s->alloc, toks);
+        for (i = 0; i < SLM__SUG_ROWS; i++) g->row_node[i] = -1;
         if (r != SLM_OK) return -(int)r;
         if (!slm__sug_expand(s, g, -1, g->root_logits))
             return slm__sug_fail(s, SLM_ERR_OOM, "slm_suggest: out of memory%s", "");

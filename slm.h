@@ -4209,22 +4209,25 @@ SLM__MAYBE_UNUSED static void slm__dot_f32_group_generic(const float *k, const f
     int i;
     for (i = 0; i < nq; i++) out[i] = slm__dot_f32(k, q + i * stride, n);
 }
-/* out[h] = sum over positions p of att[h][p] * v[p], one axpy per position */
+/* out[h] = sum over positions p of att[h][p] * v[p], one axpy per position.
+   With accumulate the sum goes on from the values already in out: calls over
+   consecutive runs of positions then make the same chain of roundings as one
+   call over them all (a branch token's prefix, then its ancestors' slots). */
 SLM__MAYBE_UNUSED static void slm__attn_values_f16_generic(float *out, size_t out_stride, const float *att,
                                                            size_t att_stride, const uint16_t *v, size_t v_stride,
-                                                           int n_pos, int nq, int n) {
+                                                           int n_pos, int nq, int n, int accumulate) {
     int h, p;
     for (h = 0; h < nq; h++) {
-        memset(out + h * out_stride, 0, (size_t)n * sizeof(float));
+        if (!accumulate) memset(out + h * out_stride, 0, (size_t)n * sizeof(float));
         for (p = 0; p < n_pos; p++) slm__axpy_f16(out + h * out_stride, att[h * att_stride + p], v + p * v_stride, n);
     }
 }
 SLM__MAYBE_UNUSED static void slm__attn_values_f32_generic(float *out, size_t out_stride, const float *att,
                                                            size_t att_stride, const float *v, size_t v_stride,
-                                                           int n_pos, int nq, int n) {
+                                                           int n_pos, int nq, int n, int accumulate) {
     int h, p;
     for (h = 0; h < nq; h++) {
-        memset(out + h * out_stride, 0, (size_t)n * sizeof(float));
+        if (!accumulate) memset(out + h * out_stride, 0, (size_t)n * sizeof(float));
         for (p = 0; p < n_pos; p++) slm__axpy_f32(out + h * out_stride, att[h * att_stride + p], v + p * v_stride, n);
     }
 }
@@ -4273,17 +4276,19 @@ SLM__MAYBE_UNUSED static void slm__dot_f32_group_avx2(const float *k, const floa
     slm__dot_group(NULL, k, q, stride, nq, n, out);
 }
 /* 64 columns of one head's output in eight registers over all positions:
-   the same fused multiply-adds, in the same order, as slm__axpy_* per position */
+   the same fused multiply-adds, in the same order, as slm__axpy_* per position
+   (from zero, or from out's values with accumulate) */
 #define SLM__ATTN_VALUES(NAME, T, LOAD8, SCALAR)                                                                       \
     SLM__MAYBE_UNUSED static void NAME(float *out, size_t out_stride, const float *att, size_t att_stride, const T *v, \
-                                       size_t v_stride, int n_pos, int nq, int n) {                                    \
+                                       size_t v_stride, int n_pos, int nq, int n, int accumulate) {                    \
         int h, j, p, i;                                                                                                \
         for (h = 0; h < nq; h++) {                                                                                     \
             const float *a = att + h * att_stride;                                                                     \
             float *o = out + h * out_stride;                                                                           \
             for (j = 0; j + 64 <= n; j += 64) {                                                                        \
                 __m256 acc[8];                                                                                         \
-                SLM__UNROLL for (i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();                                      \
+                SLM__UNROLL for (i = 0; i < 8; i++) acc[i] =                                                           \
+                    accumulate ? _mm256_loadu_ps(o + j + 8 * i) : _mm256_setzero_ps();                                 \
                 for (p = 0; p < n_pos; p++) {                                                                          \
                     const T *vp = v + p * v_stride + j;                                                                \
                     __m256 ap = _mm256_set1_ps(a[p]);                                                                  \
@@ -4292,13 +4297,13 @@ SLM__MAYBE_UNUSED static void slm__dot_f32_group_avx2(const float *k, const floa
                 SLM__UNROLL for (i = 0; i < 8; i++) _mm256_storeu_ps(o + j + 8 * i, acc[i]);                           \
             }                                                                                                          \
             for (; j + 8 <= n; j += 8) {                                                                               \
-                __m256 acc = _mm256_setzero_ps();                                                                      \
+                __m256 acc = accumulate ? _mm256_loadu_ps(o + j) : _mm256_setzero_ps();                                \
                 for (p = 0; p < n_pos; p++)                                                                            \
                     acc = _mm256_fmadd_ps(_mm256_set1_ps(a[p]), LOAD8(v + p * v_stride + j), acc);                     \
                 _mm256_storeu_ps(o + j, acc);                                                                          \
             }                                                                                                          \
             for (; j < n; j++) {                                                                                       \
-                float sum = 0.0f;                                                                                      \
+                float sum = accumulate ? o[j] : 0.0f;                                                                  \
                 for (p = 0; p < n_pos; p++) sum = fmaf(a[p], SCALAR(v[p * v_stride + j]), sum);                        \
                 o[j] = sum;                                                                                            \
             }                                                                                                          \
@@ -4342,14 +4347,15 @@ SLM__MAYBE_UNUSED static void slm__dot_q8_0_group_ref(const slm__block_q8_0 *k, 
     }
 }
 
-/* out[h] = sum over positions p of att[h][p] * v[p] (v[p] at v + p * v_stride blocks) */
+/* out[h] = sum over positions p of att[h][p] * v[p] (v[p] at v + p * v_stride
+   blocks), from zero or, with accumulate, on from out's values */
 SLM__MAYBE_UNUSED static void slm__attn_values_q8_0_ref(float *out, size_t out_stride, const float *att,
                                                         size_t att_stride, const slm__block_q8_0 *v, size_t v_stride,
-                                                        int n_pos, int nq, int n) {
+                                                        int n_pos, int nq, int n, int accumulate) {
     int h, p, j;
     for (h = 0; h < nq; h++) {
         float *o = out + h * out_stride;
-        memset(o, 0, (size_t)n * sizeof(float));
+        if (!accumulate) memset(o, 0, (size_t)n * sizeof(float));
         for (p = 0; p < n_pos; p++) {
             const slm__block_q8_0 *vp = v + p * v_stride;
             for (j = 0; j < n; j++) o[j] += att[h * att_stride + p] * slm__q8_0_at(vp, j);
@@ -4398,10 +4404,10 @@ SLM__MAYBE_UNUSED static void slm__dot_q8_0_group_avx2(const slm__block_q8_0 *k,
 /* One block's 32 columns of a head's output over all positions, in
    registers; each position's weight and block scale multiplied once. */
 SLM__INLINE void slm__attn_block_q8_0_avx2(float *o, const float *a, const slm__block_q8_0 *v, size_t v_stride,
-                                           int n_pos) {
+                                           int n_pos, int accumulate) {
     __m256 acc[4];
     int p, i;
-    SLM__UNROLL for (i = 0; i < 4; i++) acc[i] = _mm256_setzero_ps();
+    SLM__UNROLL for (i = 0; i < 4; i++) acc[i] = accumulate ? _mm256_loadu_ps(o + 8 * i) : _mm256_setzero_ps();
     for (p = 0; p < n_pos; p++) {
         const slm__block_q8_0 *vb = v + p * v_stride;
         __m256 c = _mm256_set1_ps(a[p] * slm_fp16_to_fp32(vb->d));
@@ -4442,10 +4448,10 @@ static void slm__dot_q8_0_group_neon(const slm__block_q8_0 *k, const float *q, s
     }
 }
 SLM__INLINE void slm__attn_block_q8_0_neon(float *o, const float *a, const slm__block_q8_0 *v, size_t v_stride,
-                                           int n_pos) {
+                                           int n_pos, int accumulate) {
     float32x4_t acc[8];
     int p, i;
-    SLM__UNROLL for (i = 0; i < 8; i++) acc[i] = vdupq_n_f32(0.0f);
+    SLM__UNROLL for (i = 0; i < 8; i++) acc[i] = accumulate ? vld1q_f32(o + 4 * i) : vdupq_n_f32(0.0f);
     for (p = 0; p < n_pos; p++) {
         const slm__block_q8_0 *vb = v + p * v_stride;
         float c = a[p] * slm_fp16_to_fp32(vb->d);
@@ -4459,9 +4465,10 @@ SLM__INLINE void slm__attn_block_q8_0_neon(float *o, const float *a, const slm__
 }
 #endif
 #if defined(slm__attn_block_q8_0)
-/* the block kernel over a head's full blocks */
+/* the block kernel over a head's full blocks (accumulate: as slm__attn_values_q8_0_ref) */
 static void slm__attn_values_q8_0_blocks(float *out, size_t out_stride, const float *att, size_t att_stride,
-                                         const slm__block_q8_0 *v, size_t v_stride, int n_pos, int nq, int n) {
+                                         const slm__block_q8_0 *v, size_t v_stride, int n_pos, int nq, int n,
+                                         int accumulate) {
     int h, b, p, j;
     for (h = 0; h < nq; h++) {
         const float *a = att + h * att_stride;
@@ -4469,10 +4476,10 @@ static void slm__attn_values_q8_0_blocks(float *out, size_t out_stride, const fl
         for (b = 0; b * SLM__QK < n; b++) {
             int len = SLM__MIN(SLM__QK, n - b * SLM__QK);
             if (len == SLM__QK)
-                slm__attn_block_q8_0(o + b * SLM__QK, a, v + b, v_stride, n_pos);
+                slm__attn_block_q8_0(o + b * SLM__QK, a, v + b, v_stride, n_pos, accumulate);
             else /* the partial last block of a head_dim that is not a multiple of 32 */
                 for (j = 0; j < len; j++) {
-                    float sum = 0.0f;
+                    float sum = accumulate ? o[b * SLM__QK + j] : 0.0f;
                     for (p = 0; p < n_pos; p++) sum += a[p] * slm__q8_0_at(v + p * v_stride, b * SLM__QK + j);
                     o[b * SLM__QK + j] = sum;
                 }
@@ -4609,6 +4616,23 @@ typedef struct slm__step {
     char pad[SLM__CACHE_LINE - 2 * sizeof(long)];
 } slm__step; /* one pass step's work counters, own cache line */
 
+/* What a pass computes, set before it starts (pool threads read it). A plain
+   pass (slm_eval, slm_generate) appends tokens at slots n_past..; a branch
+   pass makes nodes node0.. of the branch tree, whose positions and ancestors
+   come from the session's node tables. */
+typedef struct slm__pass {
+    const slm_token *tokens;
+    int n;
+    int node0;     /* -1: a plain pass; else the node id of tokens[0] */
+    float *logits; /* rows of n_vocab logits for the last n_logits tokens */
+    int n_logits;  /* 0: none */
+} slm__pass;
+
+/* Slots [start, start + len) of the KV cache, attended in this order. */
+typedef struct slm__run {
+    int start, len;
+} slm__run;
+
 struct slm_session {
     const slm_model *model;
     slm_allocator alloc;
@@ -4627,6 +4651,16 @@ struct slm_session {
     float *rope_freq;
     slm__step *steps; /* work counters of one pass's steps */
     int n_steps;
+    slm__pass pass; /* written only while no pool thread works */
+    /* The branch tree (slm_eval_branches): node j's KV entries at slot
+       n_past + j, its token at tokens[n_past + j]. Nodes sit in slots after
+       their parents, so a chain of nodes made one after the other is one run
+       of slots: node_run[j] is the first slot of the run that ends at j
+       (0 when it reaches back through node 0 into the prefix). */
+    int n_nodes;
+    int *node_parent, *node_depth, *node_run; /* [n_ctx] each */
+    slm__run *runs;                           /* [n_threads][n_ctx + 1] a token's runs, per thread */
+    int64_t n_evaluated, n_passes;            /* slm_gen_stats' counters, out of slm_generate's reset */
 #ifdef SLM__PTHREADS
     pthread_t *pool; /* n_threads - 1 threads; the caller is the first of the team */
     struct slm__pool_member *pool_members;
@@ -4637,8 +4671,6 @@ struct slm_session {
        outside the team never reads a team size being written for the next pass */
     unsigned pool_job;
     int pool_running, pool_quit, pool_sleepers;
-    const slm_token *job_tokens; /* written only while no pool thread works */
-    int job_n, job_logits;
 #endif
     slm__cand *cand;
     struct slm__suggest *suggest; /* slm_suggest's state (predictive text), made by its first call */
@@ -4855,36 +4887,81 @@ static void slm__matmul_stacked(const slm_session *s, const slm__tensor *const *
     }
 }
 
+/* KV slot and position (RoPE) of token t of the pass: n_past + t in a plain
+   pass; a node's slot is n_past + its id, its position n_past + its depth. */
+static int slm__pass_slot(const slm_session *s, int t) {
+    return s->n_past + (s->pass.node0 < 0 ? t : s->pass.node0 + t);
+}
+static int slm__pass_pos(const slm_session *s, int t) {
+    return s->n_past + (s->pass.node0 < 0 ? t : s->node_depth[s->pass.node0 + t]);
+}
+
+/* The slots node attends to, in order: the prefix, then its ancestors' and
+   its own, root first, as runs of consecutive slots (at most its depth + 2).
+   The walk up the tree meets the runs last first, so it counts them, then
+   fills them from the end. */
+static int slm__node_runs(const slm_session *s, int node, slm__run *runs) {
+    int n = 0, i, x, first = 0;
+    for (x = node; x >= 0; x = first > 0 ? s->node_parent[first - s->n_past] : -1) {
+        first = s->node_run[x];
+        n++;
+    }
+    if (first > 0 && s->n_past > 0) n++; /* the root's run starts after the prefix, a run of its own */
+    runs[0].start = 0;
+    runs[0].len = s->n_past;
+    for (x = node, i = n; x >= 0; x = first > 0 ? s->node_parent[first - s->n_past] : -1) {
+        first = s->node_run[x];
+        i--;
+        runs[i].start = first;
+        runs[i].len = s->n_past + x + 1 - first;
+    }
+    return n;
+}
+
 /* Token t's attention for query heads h0..h0+nh-1 (nh <= SLM__GROUP), which
-   share one KV head; att holds nh rows of n_ctx scores. */
-static void slm__attend(slm_session *s, int layer, int t, int h0, int nh, float *att) {
+   share one KV head; att holds nh rows of n_ctx scores, runs room for a
+   node's runs. The scores of the attended slots sit side by side in att and
+   the softmax runs over them as over a contiguous row; the value sums go
+   run after run, each on from the last (accumulate), so a node's result is
+   bit for bit that of a plain pass over its path. */
+static void slm__attend(slm_session *s, int layer, int t, int h0, int nh, float *att, slm__run *runs) {
     const slm_model_info *in = &s->model->info;
-    int hd = in->head_dim, pos = s->n_past + t, p, h;
+    int hd = in->head_dim, p, h, r, n_runs, n_att = 0;
     const float *q = s->q + (size_t)t * s->q_dim + (size_t)h0 * hd;
     float *out = s->ao + (size_t)t * s->q_dim + (size_t)h0 * hd, scale = sqrtf((float)hd), sc[SLM__GROUP];
     int kh = h0 / (in->n_heads / in->n_kv_heads);
     size_t kv_stride = (size_t)in->n_kv_heads * s->kv_head_bytes; /* bytes from one position to the next */
-    const uint8_t *values = (const uint8_t *)slm__kv_at(s, s->value_cache, layer, 0, kh);
-    for (p = 0; p <= pos; p++) {
-        const void *key = slm__kv_at(s, s->key_cache, layer, p, kh);
-        if (s->kv_type == SLM_TYPE_F32)
-            slm__dot_f32_group((const float *)key, q, (size_t)hd, nh, hd, sc);
-        else if (s->kv_type == SLM_TYPE_F16)
-            slm__dot_f16_group((const uint16_t *)key, q, (size_t)hd, nh, hd, sc);
-        else
-            slm__dot_q8_0_group((const slm__block_q8_0 *)key, q, (size_t)hd, nh, hd, sc);
-        for (h = 0; h < nh; h++) att[(size_t)h * s->n_ctx + p] = sc[h] / scale;
+    if (s->pass.node0 < 0) {
+        runs[0].start = 0; /* a plain pass: every slot up to the token's own */
+        runs[0].len = s->n_past + t + 1;
+        n_runs = 1;
+    } else {
+        n_runs = slm__node_runs(s, s->pass.node0 + t, runs);
     }
-    for (h = 0; h < nh; h++) slm__softmax(att + (size_t)h * s->n_ctx, pos + 1);
-    if (s->kv_type == SLM_TYPE_F32)
-        slm__attn_values_f32(out, (size_t)hd, att, (size_t)s->n_ctx, (const float *)values, kv_stride / sizeof(float),
-                             pos + 1, nh, hd);
-    else if (s->kv_type == SLM_TYPE_F16)
-        slm__attn_values_f16(out, (size_t)hd, att, (size_t)s->n_ctx, (const uint16_t *)values,
-                             kv_stride / sizeof(uint16_t), pos + 1, nh, hd);
-    else
-        slm__attn_values_q8_0(out, (size_t)hd, att, (size_t)s->n_ctx, (const slm__block_q8_0 *)values,
-                              kv_stride / sizeof(slm__block_q8_0), pos + 1, nh, hd);
+    for (r = 0; r < n_runs; r++)
+        for (p = runs[r].start; p < runs[r].start + runs[r].len; p++, n_att++) {
+            const void *key = slm__kv_at(s, s->key_cache, layer, p, kh);
+            if (s->kv_type == SLM_TYPE_F32)
+                slm__dot_f32_group((const float *)key, q, (size_t)hd, nh, hd, sc);
+            else if (s->kv_type == SLM_TYPE_F16)
+                slm__dot_f16_group((const uint16_t *)key, q, (size_t)hd, nh, hd, sc);
+            else
+                slm__dot_q8_0_group((const slm__block_q8_0 *)key, q, (size_t)hd, nh, hd, sc);
+            for (h = 0; h < nh; h++) att[(size_t)h * s->n_ctx + n_att] = sc[h] / scale;
+        }
+    for (h = 0; h < nh; h++) slm__softmax(att + (size_t)h * s->n_ctx, n_att);
+    for (r = 0, n_att = 0; r < n_runs; n_att += runs[r].len, r++) {
+        const uint8_t *values = (const uint8_t *)slm__kv_at(s, s->value_cache, layer, runs[r].start, kh);
+        if (s->kv_type == SLM_TYPE_F32)
+            slm__attn_values_f32(out, (size_t)hd, att + n_att, (size_t)s->n_ctx, (const float *)values,
+                                 kv_stride / sizeof(float), runs[r].len, nh, hd, r > 0);
+        else if (s->kv_type == SLM_TYPE_F16)
+            slm__attn_values_f16(out, (size_t)hd, att + n_att, (size_t)s->n_ctx, (const uint16_t *)values,
+                                 kv_stride / sizeof(uint16_t), runs[r].len, nh, hd, r > 0);
+        else
+            slm__attn_values_q8_0(out, (size_t)hd, att + n_att, (size_t)s->n_ctx, (const slm__block_q8_0 *)values,
+                                  kv_stride / sizeof(slm__block_q8_0), runs[r].len, nh, hd, r > 0);
+    }
 }
 
 /* Rows [16 i, 16 i + 16) of matrices w[0..count) stacked on top of each other. */
@@ -4904,13 +4981,15 @@ static long slm__row_items(const slm__worker *w, long rows, int *per) {
     return (rows + *per - 1) / *per;
 }
 
-/* One thread's part of the pass over tokens[0..n) at positions n_past.. */
-static void slm__forward_worker(slm_session *s, const slm_token *tokens, int n, int want_logits, int nth, int slot) {
+/* One thread's part of the pass s->pass. */
+static void slm__forward_worker(slm_session *s, int nth, int slot) {
     const slm_model *m = s->model;
     const slm_model_info *in = &m->info;
+    const slm_token *tokens = s->pass.tokens;
     int dim = in->dim, hd = in->head_dim, ffn = in->ffn_dim, qd = s->q_dim, kvd = s->kv_dim;
-    int n_heads = in->n_heads, n_kv = in->n_kv_heads, l, t, i;
+    int n_heads = in->n_heads, n_kv = in->n_kv_heads, n = s->pass.n, n_out = s->pass.n_logits, l, t, i;
     float eps = in->norm_eps, *att = s->att + (size_t)slot * s->att_rows * s->n_ctx; /* this thread's score rows */
+    slm__run *runs = s->runs + (size_t)slot * (size_t)(s->n_ctx + 1);
     long it, n_items;
     int per;
     slm__worker w;
@@ -4921,7 +5000,7 @@ static void slm__forward_worker(slm_session *s, const slm_token *tokens, int n, 
     w.claimed = 0;
 
     SLM__FOR_ITEMS(&w, it, n) {
-        float pos_f = (float)(s->n_past + it) * in->rope_freq_scale, *cs = s->rope_cs + (size_t)it * hd;
+        float pos_f = (float)slm__pass_pos(s, (int)it) * in->rope_freq_scale, *cs = s->rope_cs + (size_t)it * hd;
         if (slm__type_is_r16(m->tok_embd->type))
             slm__r16_dequantize_row(m->tok_embd->type, m->tok_embd->data, dim, tokens[it], s->x + (size_t)it * dim);
         else
@@ -4973,8 +5052,8 @@ static void slm__forward_worker(slm_session *s, const slm_token *tokens, int n, 
             } else {
                 int j, kh = h - n_heads;
                 float *k = s->k + (size_t)tt * kvd + (size_t)kh * hd, *v = s->v + (size_t)tt * kvd + (size_t)kh * hd;
-                void *kc = slm__kv_at(s, s->key_cache, l, s->n_past + tt, kh),
-                     *vc = slm__kv_at(s, s->value_cache, l, s->n_past + tt, kh);
+                void *kc = slm__kv_at(s, s->key_cache, l, slm__pass_slot(s, tt), kh),
+                     *vc = slm__kv_at(s, s->value_cache, l, slm__pass_slot(s, tt), kh);
                 if (L->bk) {
                     slm__add_bias(k, L->bk, kh * hd, hd);
                     slm__add_bias(v, L->bv, kh * hd, hd);
@@ -5002,7 +5081,7 @@ static void slm__forward_worker(slm_session *s, const slm_token *tokens, int n, 
             int per_kv = n_heads / n_kv, c = (int)(it % s->att_chunks),
                 h0 = (int)(it / s->att_chunks % n_kv) * per_kv + c * SLM__GROUP;
             slm__attend(s, l, (int)(it / ((long)n_kv * s->att_chunks)), h0,
-                        SLM__MIN(SLM__GROUP, per_kv - c * SLM__GROUP), att);
+                        SLM__MIN(SLM__GROUP, per_kv - c * SLM__GROUP), att, runs);
         }
         slm__step_done(&w, n_items);
         if (slm__type_is_quantized(L->wo->type)) {
@@ -5045,16 +5124,19 @@ static void slm__forward_worker(slm_session *s, const slm_token *tokens, int n, 
         slm__matmul_item(s, it, per, &L->w_down, &s->x, &dim, 1, s->hb, (size_t)ffn, n, 1); /* x += Wdown h */
         slm__step_done(&w, n_items);
     }
-    if (!want_logits) return;
-    SLM__FOR_ITEMS(&w, it, 1) {
-        slm__rmsnorm(s->xn, s->x + (size_t)(n - 1) * dim, (const float *)m->output_norm->data, dim, eps);
-        if (slm__type_is_quantized(m->output->type)) slm__quantize_act(s, s->xn, 0, dim);
+    if (n_out == 0) return;
+    /* the last n_out tokens' normed activations in rows 0.. of xn (and xq),
+       then one matmul over them: the output matrix is read once */
+    SLM__FOR_ITEMS(&w, it, n_out) {
+        float *xn = s->xn + (size_t)it * dim;
+        slm__rmsnorm(xn, s->x + (size_t)(n - n_out + it) * dim, (const float *)m->output_norm->data, dim, eps);
+        if (slm__type_is_quantized(m->output->type)) slm__quantize_act(s, xn, (int)it, dim);
     }
-    slm__step_done(&w, 1);
+    slm__step_done(&w, n_out);
     /* the last step needs no wait: the parallel region ends only when every thread is out */
     n_items = slm__row_items(&w, in->n_vocab, &per);
     SLM__FOR_ITEMS(&w, it, n_items)
-    slm__matmul_item(s, it, per, &m->output, &s->logits, &in->n_vocab, 1, s->xn, (size_t)dim, 1, 0);
+    slm__matmul_item(s, it, per, &m->output, &s->pass.logits, &in->n_vocab, 1, s->xn, (size_t)dim, n_out, 0);
 }
 
 #ifdef SLM__PTHREADS
@@ -5088,7 +5170,7 @@ static void *slm__pool_main(void *arg) {
         seen = __atomic_load_n(&s->pool_job, __ATOMIC_SEQ_CST);
         nth = (int)(seen & ((1u << SLM__POOL_TEAM_BITS) - 1));
         if (me->slot < nth) {
-            slm__forward_worker(s, s->job_tokens, s->job_n, s->job_logits, nth, me->slot);
+            slm__forward_worker(s, nth, me->slot);
             if (__atomic_sub_fetch(&s->pool_running, 1, __ATOMIC_SEQ_CST) == 0) slm__pool_wake(s);
         }
     }
@@ -5096,22 +5178,21 @@ static void *slm__pool_main(void *arg) {
 }
 
 /* Runs a pass on nth threads: the caller and pool slots 1..nth-1. */
-static void slm__pool_run(slm_session *s, const slm_token *tokens, int n, int want_logits, int nth) {
+static void slm__pool_run(slm_session *s, int nth) {
     unsigned job = __atomic_load_n(&s->pool_job, __ATOMIC_SEQ_CST);
-    s->job_tokens = tokens;
-    s->job_n = n;
-    s->job_logits = want_logits;
     __atomic_store_n(&s->pool_running, nth - 1, __ATOMIC_SEQ_CST);
     job = ((job >> SLM__POOL_TEAM_BITS) + 1u) << SLM__POOL_TEAM_BITS | (unsigned)nth;
     __atomic_store_n(&s->pool_job, job, __ATOMIC_SEQ_CST);
     slm__pool_wake(s);
-    slm__forward_worker(s, tokens, n, want_logits, nth, 0);
+    slm__forward_worker(s, nth, 0);
     slm__pool_wait(s, slm__pool_idle, NULL, 0);
 }
 #endif
 
-/* Runs n <= n_batch tokens at positions n_past.. and appends them to the cache. */
-static void slm__forward(slm_session *s, const slm_token *tokens, int n, int want_logits) {
+/* Runs s->pass (n <= n_batch tokens). A plain pass appends its tokens to
+   the cache; a branch pass leaves n_past alone (its caller counts nodes). */
+static void slm__forward(slm_session *s) {
+    int n = s->pass.n;
 #ifdef SLM__THREADS
     /* a pass costs about n_params x n multiply-adds; below ~4M per thread the
        synchronisation costs more than the second thread saves */
@@ -5120,15 +5201,28 @@ static void slm__forward(slm_session *s, const slm_token *tokens, int n, int wan
         memset(s->steps, 0, (size_t)s->n_steps * sizeof(slm__step));
 #if defined(SLM__OPENMP)
 #pragma omp parallel num_threads(nth)
-        slm__forward_worker(s, tokens, n, want_logits, omp_get_num_threads(), omp_get_thread_num());
+        slm__forward_worker(s, omp_get_num_threads(), omp_get_thread_num());
 #else
-        slm__pool_run(s, tokens, n, want_logits, nth);
+        slm__pool_run(s, nth);
 #endif
     } else
 #endif
-        slm__forward_worker(s, tokens, n, want_logits, 1, 0);
-    memcpy(s->tokens + s->n_past, tokens, (size_t)n * sizeof(slm_token));
-    s->n_past += n;
+        slm__forward_worker(s, 1, 0);
+    memcpy(s->tokens + slm__pass_slot(s, 0), s->pass.tokens, (size_t)n * sizeof(slm_token));
+    if (s->pass.node0 < 0) s->n_past += n;
+    s->n_evaluated += n;
+    s->n_passes++;
+}
+
+/* A plain pass over tokens[0..n) (n <= n_batch), with the last one's logits
+   in s->logits when want_logits. */
+static void slm__forward_plain(slm_session *s, const slm_token *tokens, int n, int want_logits) {
+    s->pass.tokens = tokens;
+    s->pass.n = n;
+    s->pass.node0 = -1;
+    s->pass.logits = s->logits;
+    s->pass.n_logits = want_logits ? 1 : 0;
+    slm__forward(s);
 }
 
 SLM_API void slm_session_free(slm_session *s) {
@@ -5166,6 +5260,8 @@ SLM_API void slm_session_free(slm_session *s) {
     slm__free(a, s->rope_freq);
     slm__free(a, s->cand);
     slm__free(a, s->steps);
+    slm__free(a, s->node_parent);
+    slm__free(a, s->runs);
     slm__sug_free(a, s->suggest);
     a->free(s, a->user);
 }
@@ -5217,6 +5313,8 @@ enum {
     SLM__B_ROPE_FREQ,
     SLM__B_CAND,
     SLM__B_STEPS,
+    SLM__B_NODES,
+    SLM__B_RUNS,
     SLM__B_POOL,
     SLM__B_POOL_MEMBERS,
     SLM__N_BUFFERS
@@ -5234,7 +5332,8 @@ typedef struct slm__session_plan {
    them (reads stop at n_past + the token's index), so zeroing would only
    make the OS commit pages that the session may never use. */
 static int slm__buffer_zeroed(int b) {
-    return b != SLM__B_TOKENS && b != SLM__B_ATT && b != SLM__B_KEYS && b != SLM__B_VALUES;
+    return b != SLM__B_TOKENS && b != SLM__B_ATT && b != SLM__B_KEYS && b != SLM__B_VALUES && b != SLM__B_NODES &&
+           b != SLM__B_RUNS;
 }
 
 static slm_result slm__session_plan_make(const slm_model *m, const slm_session_desc *desc, slm__session_plan *p,
@@ -5296,6 +5395,8 @@ static slm_result slm__session_plan_make(const slm_model *m, const slm_session_d
     b[SLM__B_ROPE_FREQ] = (uint64_t)(in->head_dim / 2) * sizeof(float);
     b[SLM__B_CAND] = (uint64_t)in->n_vocab * sizeof(slm__cand);
     b[SLM__B_STEPS] = (uint64_t)p->n_steps * sizeof(slm__step);
+    b[SLM__B_NODES] = 3 * (uint64_t)d.n_ctx * sizeof(int); /* node_parent, node_depth, node_run */
+    b[SLM__B_RUNS] = (uint64_t)d.n_threads * ((uint64_t)d.n_ctx + 1) * sizeof(slm__run);
 #ifdef SLM__PTHREADS
     if (d.n_threads > 1) {
         b[SLM__B_POOL] = (uint64_t)(d.n_threads - 1) * sizeof(pthread_t);
@@ -5382,6 +5483,8 @@ SLM_API slm_result slm_session_new(slm_session **out, const slm_model *m, const 
     buf[SLM__B_ROPE_FREQ] = (void **)&s->rope_freq;
     buf[SLM__B_CAND] = (void **)&s->cand;
     buf[SLM__B_STEPS] = (void **)&s->steps;
+    buf[SLM__B_NODES] = (void **)&s->node_parent;
+    buf[SLM__B_RUNS] = (void **)&s->runs;
 #ifdef SLM__PTHREADS
     buf[SLM__B_POOL] = (void **)&s->pool;
     buf[SLM__B_POOL_MEMBERS] = (void **)&s->pool_members;
@@ -5401,6 +5504,8 @@ SLM_API slm_result slm_session_new(slm_session **out, const slm_model *m, const 
         if (slm__buffer_zeroed(i)) memset(q, 0, n);
         *buf[i] = q;
     }
+    s->node_depth = s->node_parent + s->n_ctx;
+    s->node_run = s->node_depth + s->n_ctx;
     for (i = 0; i < in->head_dim / 2; i++)
         s->rope_freq[i] = 1.0f / powf(in->rope_theta, (float)(2 * i) / (float)in->head_dim);
     slm_session_seed(s, 0);
@@ -5433,6 +5538,8 @@ SLM_API int slm_session_n_ctx(const slm_session *s) { return s ? s->n_ctx : -1; 
 SLM_API slm_result slm_session_stats(const slm_session *s, slm_gen_stats *out) {
     if (!s || !out) return SLM_ERR_INVALID_ARG;
     *out = s->stats;
+    out->n_evaluated = s->n_evaluated;
+    out->n_passes = s->n_passes;
     return SLM_OK;
 }
 
@@ -5449,9 +5556,10 @@ SLM_API slm_result slm_eval(slm_session *s, const slm_token *tokens, int n) {
             return slm__fail(s, SLM_ERR_INVALID_ARG, "slm_eval: token %d at index %d is outside the vocabulary of %d",
                              (int)tokens[i], i, n_vocab);
     s->logits_valid = 0;
+    s->n_nodes = 0;
     for (i = 0; i < n; i += s->n_batch) {
         int chunk = SLM__MIN(s->n_batch, n - i);
-        slm__forward(s, tokens + i, chunk, i + chunk == n);
+        slm__forward_plain(s, tokens + i, chunk, i + chunk == n);
     }
     s->logits_valid = 1;
     return SLM_OK;
@@ -5465,22 +5573,85 @@ SLM_API slm_result slm_rewind(slm_session *s, int n_keep) {
         return slm__fail(s, SLM_ERR_INVALID_ARG, "slm_rewind: n_keep %d is outside 0..%d", n_keep, s->n_past);
     if (n_keep != s->n_past) s->logits_valid = 0;
     s->n_past = n_keep;
+    s->n_nodes = 0;
     return SLM_OK;
 }
 
-/* TODO(branch helper): replace these stubs */
 SLM_API slm_result slm_eval_branches(slm_session *s, const slm_token *tokens, const int *parents, int n,
                                      float *logits) {
-    (void)tokens;
-    (void)parents;
-    (void)n;
-    (void)logits;
-    return s ? SLM_ERR_UNSUPPORTED : SLM_ERR_INVALID_ARG;
+    int i, n_vocab;
+    if (!s) return SLM_ERR_INVALID_ARG;
+    if (!tokens || !parents || n <= 0)
+        return slm__fail(s, SLM_ERR_INVALID_ARG, "slm_eval_branches: need at least one token and its parent (got %d)",
+                         n);
+    n_vocab = s->model->info.n_vocab;
+    for (i = 0; i < n; i++) {
+        if (tokens[i] < 0 || tokens[i] >= n_vocab)
+            return slm__fail(s, SLM_ERR_INVALID_ARG,
+                             "slm_eval_branches: token %d at index %d is outside the vocabulary of %d", (int)tokens[i],
+                             i, n_vocab);
+        if (parents[i] < -1 || parents[i] >= s->n_nodes + i)
+            return slm__fail(s, SLM_ERR_INVALID_ARG,
+                             "slm_eval_branches: parent %d of node %d (index %d) is neither -1 nor an earlier node",
+                             parents[i], s->n_nodes + i, i);
+    }
+    if (n > s->n_ctx - s->n_past - s->n_nodes)
+        return slm__fail(s, SLM_ERR_CONTEXT_FULL,
+                         "slm_eval_branches: %d nodes do not fit: %d tokens and %d nodes use %d of the %d-token "
+                         "context",
+                         n, s->n_past, s->n_nodes, s->n_past + s->n_nodes, s->n_ctx);
+    for (i = 0; i < n; i++) {
+        int node = s->n_nodes + i, parent = parents[i];
+        s->node_parent[node] = parent;
+        s->node_depth[node] = parent < 0 ? 0 : s->node_depth[parent] + 1;
+        /* node 0 under the prefix continues the prefix's run of slots, a child of the node before it that node's */
+        s->node_run[node] = node == 0 && parent < 0             ? 0
+                            : parent >= 0 && parent == node - 1 ? s->node_run[parent]
+                                                                : s->n_past + node;
+    }
+    for (i = 0; i < n; i += s->n_batch) {
+        int chunk = SLM__MIN(s->n_batch, n - i);
+        s->pass.tokens = tokens + i;
+        s->pass.n = chunk;
+        s->pass.node0 = s->n_nodes;
+        s->pass.logits = logits ? logits + (size_t)i * (size_t)n_vocab : NULL;
+        s->pass.n_logits = logits ? chunk : 0;
+        slm__forward(s);
+        s->n_nodes += chunk;
+    }
+    return SLM_OK;
 }
-SLM_API int slm_branch_count(const slm_session *s) { return s ? 0 : -1; }
+
+SLM_API int slm_branch_count(const slm_session *s) { return s ? s->n_nodes : -1; }
+
 SLM_API slm_result slm_branch_keep(slm_session *s, int node) {
-    (void)node;
-    return s ? SLM_ERR_UNSUPPORTED : SLM_ERR_INVALID_ARG;
+    const slm_model_info *in;
+    size_t row;
+    int depth, d, x, l;
+    if (!s) return SLM_ERR_INVALID_ARG;
+    if (node < 0 || node >= s->n_nodes)
+        return slm__fail(s, SLM_ERR_INVALID_ARG, "slm_branch_keep: node %d does not exist (%d nodes)", node,
+                         s->n_nodes);
+    in = &s->model->info;
+    row = (size_t)in->n_kv_heads * s->kv_head_bytes; /* one slot of one layer: every KV head */
+    depth = s->node_depth[node];
+    /* the path's nodes in depth order (the caller's run scratch holds them) */
+    for (x = node, d = depth; x >= 0; x = s->node_parent[x], d--) s->runs[d].start = x;
+    /* a node sits at or after slot n_past + its depth, so each row moves down
+       (or stays) and never onto a row still to be moved */
+    for (d = 0; d <= depth; d++) {
+        int from = s->n_past + s->runs[d].start, to = s->n_past + d;
+        if (from == to) continue;
+        for (l = 0; l < in->n_layers; l++) {
+            memmove(slm__kv_at(s, s->key_cache, l, to, 0), slm__kv_at(s, s->key_cache, l, from, 0), row);
+            memmove(slm__kv_at(s, s->value_cache, l, to, 0), slm__kv_at(s, s->value_cache, l, from, 0), row);
+        }
+        s->tokens[to] = s->tokens[from];
+    }
+    s->n_past += depth + 1;
+    s->n_nodes = 0;
+    s->logits_valid = 0;
+    return SLM_OK;
 }
 
 /* ---- sampler ---------------------------------------------------------------
@@ -5797,6 +5968,7 @@ SLM_API slm_result slm_generate(slm_session *s, const char *prompt, const slm_ge
     /* SentencePiece's dummy space belongs to the prompt's first word; with no
        prompt text it would lead the output, so drop it as llama2.c does */
     strip_space = plen == 0 && n == 1 && toks[0] == v->bos && (v->flags & SLM__TOKFLAG_SPACE_PREFIX);
+    s->n_nodes = 0; /* the cache changes from here on */
     /* reuse what the cache already holds; the last prompt token is re-run unless its logits are current */
     for (common = 0; common < n && common < s->n_past && s->tokens[common] == toks[common]; common++) {}
     s->stats.n_cached = common;
@@ -5866,7 +6038,7 @@ SLM_API slm_result slm_generate(slm_session *s, const char *prompt, const slm_ge
             s->stats.stop_reason = SLM_STOP_CONTEXT_FULL;
             break;
         }
-        slm__forward(s, &tok, 1, 1);
+        slm__forward_plain(s, &tok, 1, 1);
         s->logits_valid = 1;
     }
     if (r != SLM_ERR_CANCELLED) slm__emit(&st, st.hold, st.hold_len);

@@ -1241,14 +1241,14 @@ static void test_kernels_vs_reference(void) {
                         size_t vs = (size_t)(n - n_pos + 1) / (size_t)n_pos; /* rows overlap: any stride will do */
                         int len = n - (int)(vs * (size_t)(n_pos - 1)), p;
                         for (i = 0; i < G * 3; i++) att3[i] = rand_float();
-                        slm__attn_values_f32(o1, (size_t)n, att3, 3, w, vs, n_pos, nq, len);
+                        slm__attn_values_f32(o1, (size_t)n, att3, 3, w, vs, n_pos, nq, len, 0);
                         for (i = 0; i < nq; i++) {
                             memset(o2 + i * n, 0, (size_t)len * sizeof(float));
                             for (p = 0; p < n_pos; p++)
                                 slm__axpy_f32(o2 + i * n, att3[i * 3 + p], w + (size_t)p * vs, len);
                             for (j = 0; j < len; j++) bad += memcmp(&o1[i * n + j], &o2[i * n + j], sizeof(float)) != 0;
                         }
-                        slm__attn_values_f16(o1, (size_t)n, att3, 3, k16, vs, n_pos, nq, len);
+                        slm__attn_values_f16(o1, (size_t)n, att3, 3, k16, vs, n_pos, nq, len, 0);
                         for (i = 0; i < nq; i++) {
                             memset(o2 + i * n, 0, (size_t)len * sizeof(float));
                             for (p = 0; p < n_pos; p++)
@@ -1463,8 +1463,8 @@ static void test_kernels_kv_q8_0(void) {
                         n_checked++;
                     }
                 }
-                slm__attn_values_q8_0_ref(ref, MAXD, att[0], MAXP, vq[0], NB, np, nq, n);
-                slm__attn_values_q8_0(got, MAXD, att[0], MAXP, vq[0], NB, np, nq, n);
+                slm__attn_values_q8_0_ref(ref, MAXD, att[0], MAXP, vq[0], NB, np, nq, n, 0);
+                slm__attn_values_q8_0(got, MAXD, att[0], MAXP, vq[0], NB, np, nq, n, 0);
                 for (i = 0; i < nq; i++)
                     for (j = 0; j < n; j++) {
                         double exact = 0, scale = 0;

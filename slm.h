@@ -6474,24 +6474,6 @@ static slm_result slm__sug_step(slm_session *s, slm__suggest *g, const int *orde
         parents[i] = nd->parent >= 0 ? g->nodes[nd->parent].branch : -1;
     }
     r = slm_eval_branches(s, toks, parents, m, g->logits);
-    if (r == SLM_ERR_UNSUPPORTED) { /* TEMP: until branch batches land */
-        for (i = 0; i < m; i++) {
-            slm_token path[256];
-            int d = 0, x;
-            for (x = order[i]; x >= 0; x = g->nodes[x].parent) path[d++] = g->nodes[x].token;
-            for (x = 0; x < d / 2; x++) {
-                slm_token t = path[x];
-                path[x] = path[d - 1 - x];
-                path[d - 1 - x] = t;
-            }
-            slm_rewind(s, g->n_ctx_tokens);
-            if ((r = slm_eval(s, path, d)) != SLM_OK) return r;
-            memcpy(g->logits + (size_t)i * nv, slm_logits(s), nv * sizeof(float));
-        }
-        slm_rewind(s, g->n_ctx_tokens);
-        first = 0;
-        r = SLM_OK;
-    }
     if (r != SLM_OK) return r;
     for (i = 0; i < m; i++) g->nodes[order[i]].branch = first + i;
     g->n_branches = first + m;

@@ -457,7 +457,7 @@ typedef struct slm_suggestion {
 
 typedef struct slm_suggest_opts { /* zero-initialised = one word, no time limit */
     int n_words;                  /* words per suggestion: 0 or 1 = the current word, more = a phrase */
-    float min_prob;               /* leave out suggestions below this; 0 = keep all */
+    float min_prob;               /* leave out suggestions below this (the search looks no lower); 0 = 0.001 */
     int max_ms;                   /* 0 = no limit; else return the best found after about max_ms */
     int (*cancel)(void *user);    /* polled between passes; non-zero: return -SLM_ERR_CANCELLED */
     void *user;
@@ -6071,11 +6071,14 @@ SLM_API slm_result slm_generate(slm_session *s, const char *prompt, const slm_ge
    longer tail was made for the shorter one), so most keystrokes inside a
    word evaluate nothing. */
 
-#define SLM__SUG_BATCH     8        /* nodes per pass: near a single token's time on the CPUs we target */
-#define SLM__SUG_MAX_NODES 32768    /* tree size at which the search stops growing it */
-#define SLM__SUG_MAX_WORDS 8        /* slm_suggest_opts.n_words */
-#define SLM__SUG_ROWS      16       /* evaluated nodes whose logits are kept */
-#define SLM__SUG_HEAL_MAX  8        /* tokens token healing may back off beyond the current word */
+#ifndef SLM__SUG_BATCH
+#define SLM__SUG_BATCH 4 /* nodes per pass: about 1.6 single-token passes on one core (AVX-512, 135M q8_0) */
+#endif
+#define SLM__SUG_MAX_NODES 32768 /* tree size at which the search stops growing it */
+#define SLM__SUG_MAX_WORDS 8     /* slm_suggest_opts.n_words */
+#define SLM__SUG_ROWS      16    /* evaluated nodes whose logits are kept */
+#define SLM__SUG_CHILDREN  512   /* children of a node: a real model's likeliest 512 tokens hold nearly all its mass */
+#define SLM__SUG_HEAL_MAX  8     /* tokens token healing may back off beyond the current word */
 #define SLM__SUG_CHILD_MIN (-20.7f) /* ln(1e-9): a token this unlikely after a node is not followed */
 /* A reported probability may miss at most about this share of itself to
    paths left unexplored (each unexplored node below it; few are compatible
@@ -6083,19 +6086,21 @@ SLM_API slm_result slm_generate(slm_session *s, const char *prompt, const slm_ge
    is always explored. */
 #define SLM__SUG_REL_EPS    2e-5
 #define SLM__SUG_MAX_PASSES 64   /* a call without a time budget still ends */
-#define SLM__SUG_MIN_PROB   1e-6 /* candidates less likely than this are not looked for */
+#define SLM__SUG_MIN_PROB   1e-3 /* min_prob 0: no keyboard shows a word this unlikely */
 
 enum { SLM__SUG_DEAD, SLM__SUG_TYPING, SLM__SUG_OPEN, SLM__SUG_DONE };
 
 typedef struct slm__sug_node {
     int parent; /* node index, -1 for a child of the root */
     slm_token token;
-    int branch;   /* the session's branch node once evaluated, else -1 */
-    int expanded; /* its children exist */
-    int row;      /* its logits in the kept rows (slm__suggest.rows), else -1 */
-    int state;    /* SLM__SUG_* under the current tail */
-    int cand_len; /* DONE: bytes of the candidate from the word start */
-    double logp;  /* log probability of the path, from the root */
+    int branch;     /* the session's branch node once evaluated, else -1 */
+    int expanded;   /* its children exist */
+    int row;        /* its logits in the kept rows (slm__suggest.rows), else -1 */
+    int cover_tail; /* the tail length cover was counted for */
+    double cover;   /* mass of its children without a node that first reach past the tail */
+    int state;      /* SLM__SUG_* under the current tail */
+    int cand_len;   /* DONE: bytes of the candidate from the word start */
+    double logp;    /* log probability of the path, from the root */
     uint32_t text_off, text_len;
 } slm__sug_node;
 
@@ -6107,7 +6112,8 @@ typedef struct slm__suggest {
     slm_token *ctx;
     int n_ctx_tokens, ctx_cap;
     float *root_logits; /* n_vocab */
-    int root_valid;
+    int root_valid, root_cover_tail;
+    double root_cover;
     /* the tree and the tail it was grown for */
     slm__sug_node *nodes;
     int n_nodes, nodes_cap, n_words, tree_valid, n_branches;
@@ -6242,32 +6248,33 @@ static int slm__sug_classify(const slm__suggest *g, const char *s, size_t len, i
 static const char *slm__sug_text(const slm__suggest *g, const slm__sug_node *nd) { return g->text + nd->text_off; }
 
 /* Adds a node for token t after parent p (-1: the root) when its path is
-   still alive under the tail. Returns 0 when out of memory. */
+   still alive under the tail: 1 when it did, 0 when not, -1 out of memory. */
 static int slm__sug_add(slm_session *s, slm__suggest *g, int p, slm_token t, double logp) {
     const slm__vocab *v = &s->model->vocab;
     const char *piece = v->piece + v->piece_off[t];
     size_t plen = v->piece_off[t + 1] - v->piece_off[t], base = p >= 0 ? g->nodes[p].text_len : 0, len = base + plen;
     slm__sug_node *nd;
     int state, cand_len = 0, tcap;
-    if (plen == 0) return 1;
-    if (g->n_nodes >= SLM__SUG_MAX_NODES) return 1;
-    if (len > (size_t)g->tail_len + 128) return 1; /* no candidate is that long */
+    if (plen == 0 || g->n_nodes >= SLM__SUG_MAX_NODES) return 0;
+    if (len > (size_t)g->tail_len + 128) return 0; /* no candidate is that long */
     tcap = (int)SLM__MIN(g->text_cap, (size_t)INT_MAX);
     if (g->text_len + len > (size_t)tcap) {
-        if (!slm__sug_reserve(&s->alloc, (void **)&g->text, &tcap, g->text_len + len, 1)) return 0;
+        if (!slm__sug_reserve(&s->alloc, (void **)&g->text, &tcap, g->text_len + len, 1)) return -1;
         g->text_cap = (size_t)tcap;
     }
     if (p >= 0) memcpy(g->text + g->text_len, g->text + g->nodes[p].text_off, base);
     memcpy(g->text + g->text_len + base, piece, plen);
     state = slm__sug_classify(g, g->text + g->text_len, len, &cand_len);
-    if (state == SLM__SUG_DEAD) return 1;
-    if (!slm__sug_reserve(&s->alloc, (void **)&g->nodes, &g->nodes_cap, (size_t)g->n_nodes + 1, sizeof *nd)) return 0;
+    if (state == SLM__SUG_DEAD) return 0;
+    if (!slm__sug_reserve(&s->alloc, (void **)&g->nodes, &g->nodes_cap, (size_t)g->n_nodes + 1, sizeof *nd)) return -1;
     nd = &g->nodes[g->n_nodes++];
     nd->parent = p;
     nd->token = t;
     nd->branch = -1;
     nd->expanded = 0;
     nd->row = -1;
+    nd->cover = 0.0;
+    nd->cover_tail = -1;
     nd->state = state;
     nd->cand_len = cand_len;
     nd->logp = logp;
@@ -6277,27 +6284,58 @@ static int slm__sug_add(slm_session *s, slm__suggest *g, int p, slm_token t, dou
     return 1;
 }
 
-/* The children of node p (-1: the root) from its logits: every token a
-   keyboard path can take, above SLM__SUG_CHILD_MIN. */
+/* The children of node p (-1: the root) from its logits: the
+   SLM__SUG_CHILDREN likeliest tokens a keyboard path can take, above
+   SLM__SUG_CHILD_MIN. A child that first reaches past the tail counts in the
+   denominator even when it has no node (it ends the word empty, or it is
+   past the likeliest): that mass is kept in the node's cover, valid for the
+   tail it was made for. */
 static int slm__sug_expand(slm_session *s, slm__suggest *g, int p, const float *logits) {
     const slm__vocab *v = &s->model->vocab;
-    int n_vocab = s->model->info.n_vocab, t;
-    double base = p >= 0 ? g->nodes[p].logp : 0.0, sum = 0.0, lse;
+    int n_vocab = s->model->info.n_vocab, t, n_c = 0, i;
+    size_t base_len = p >= 0 ? g->nodes[p].text_len : 0, rem = 0;
+    double base = p >= 0 ? g->nodes[p].logp : 0.0, sum = 0.0, lse, cover = 0.0;
     float max = -FLT_MAX, cut;
+    slm__cand *c = s->cand;
     for (t = 0; t < n_vocab; t++)
         if (slm__finite(logits[t]) && logits[t] > max) max = logits[t];
+    if (p >= 0) g->nodes[p].expanded = 1;
     if (max == -FLT_MAX) return 1; /* no finite logit: nothing follows */
     for (t = 0; t < n_vocab; t++)
-        if (slm__finite(logits[t])) sum += exp((double)(logits[t] - max));
+        if (slm__finite(logits[t])) sum += (double)expf(logits[t] - max);
     lse = (double)max + log(sum);
     cut = (float)(lse + SLM__SUG_CHILD_MIN);
-    if (p >= 0) g->nodes[p].expanded = 1;
+    if (base_len < (size_t)g->tail_len) rem = (size_t)g->tail_len - base_len; /* tail still to spell */
     for (t = 0; t < n_vocab; t++) {
         int type;
         if (!slm__finite(logits[t]) || logits[t] < cut) continue;
         type = v->types[t] ? v->types[t] : SLM_TOKEN_NORMAL;
         if (type != SLM_TOKEN_NORMAL && type != SLM_TOKEN_BYTE) continue; /* ends the text, or no text */
-        if (!slm__sug_add(s, g, p, (slm_token)t, base + ((double)logits[t] - lse))) return 0;
+        if (rem) { /* must spell the tail on: count those that reach past it */
+            size_t plen = v->piece_off[t + 1] - v->piece_off[t];
+            if (memcmp(v->piece + v->piece_off[t], g->tail + base_len, SLM__MIN(plen, rem))) continue;
+            if (plen >= rem) cover += exp(base + ((double)logits[t] - lse));
+        }
+        c[n_c].logit = logits[t];
+        c[n_c++].id = (slm_token)t;
+    }
+    if (n_c > SLM__SUG_CHILDREN) {
+        slm__select_top(c, n_c, SLM__SUG_CHILDREN);
+        n_c = SLM__SUG_CHILDREN;
+    }
+    for (i = 0; i < n_c; i++) {
+        double lp = base + ((double)c[i].logit - lse);
+        int made = slm__sug_add(s, g, p, c[i].id, lp);
+        if (made < 0) return 0;
+        /* its node counts in the denominator itself */
+        if (made && rem && g->nodes[g->n_nodes - 1].text_len >= (uint32_t)g->tail_len) cover -= exp(lp);
+    }
+    if (p >= 0) {
+        g->nodes[p].cover = cover;
+        g->nodes[p].cover_tail = g->tail_len;
+    } else {
+        g->root_cover = cover;
+        g->root_cover_tail = g->tail_len;
     }
     return 1;
 }
@@ -6355,11 +6393,12 @@ typedef struct slm__sug_result {
    ranked candidates. cands has room for every node. */
 static void slm__sug_score(slm__suggest *g, const slm_suggest_opts *o, int n, slm__sug_result *r) {
     int i, j, k;
-    double denom = g->tail_len == 0 ? 1.0 : 0.0;
+    double denom = g->tail_len == 0 ? 1.0 : g->root_cover_tail == g->tail_len ? g->root_cover : 0.0;
     r->n_cands = 0;
     for (i = 0; i < g->n_nodes; i++) {
         slm__sug_node *nd = &g->nodes[i];
         nd->state = slm__sug_classify(g, slm__sug_text(g, nd), nd->text_len, &nd->cand_len);
+        if (g->tail_len && nd->expanded && nd->cover_tail == g->tail_len) denom += nd->cover;
         /* a path covers the tail at its first node that reaches past it */
         if (g->tail_len && (nd->state == SLM__SUG_OPEN || nd->state == SLM__SUG_DONE) &&
             (nd->parent < 0 || g->nodes[nd->parent].text_len < (uint32_t)g->tail_len))
@@ -6387,13 +6426,17 @@ static void slm__sug_score(slm__suggest *g, const slm_suggest_opts *o, int n, sl
     r->denom = denom;
 }
 
+static int slm__sug_before(const slm__suggest *g, int a, int b) {
+    return g->nodes[a].logp > g->nodes[b].logp || (g->nodes[a].logp == g->nodes[b].logp && a < b);
+}
+
 /* Nodes worth a forward pass, most probable first, into g->order; returns
    how many. A node is worth it when it could make a candidate that enters
-   the top n on its own, or when it could still add to a reported
-   candidate more than SLM__SUG_REL_EPS of its probability. */
+   the top n on its own (above min_prob), or when it could still add to a
+   reported candidate more than SLM__SUG_REL_EPS of its probability. */
 static int slm__sug_frontier(slm__suggest *g, const slm_suggest_opts *o, int n, const slm__sug_result *r) {
     int i, j, m = 0;
-    double bar = SLM__MAX(r->n_top == n ? r->cands[n - 1].mass : (double)o->min_prob, SLM__SUG_MIN_PROB);
+    double bar = r->n_top == n ? r->cands[n - 1].mass : (double)o->min_prob;
     for (i = 0; i < g->n_nodes; i++) {
         const slm__sug_node *nd = &g->nodes[i];
         double p;
@@ -6410,11 +6453,14 @@ static int slm__sug_frontier(slm__suggest *g, const slm_suggest_opts *o, int n, 
         }
         if (want) g->order[m++] = i;
     }
-    /* most probable first (insertion sort: the list is short) */
-    for (i = 1; i < m; i++) {
-        int x = g->order[i];
-        for (j = i; j > 0 && g->nodes[g->order[j - 1]].logp < g->nodes[x].logp; j--) g->order[j] = g->order[j - 1];
-        g->order[j] = x;
+    /* the SLM__SUG_BATCH most probable first (ties to the older node) */
+    for (i = 0; i < SLM__MIN(m, SLM__SUG_BATCH); i++) {
+        int best = i, x;
+        for (j = i + 1; j < m; j++)
+            if (slm__sug_before(g, g->order[j], g->order[best])) best = j;
+        x = g->order[i];
+        g->order[i] = g->order[best];
+        g->order[best] = x;
     }
     return m;
 }
@@ -6594,6 +6640,7 @@ SLM_API int slm_suggest(slm_session *s, const char *text, slm_suggestion *out, i
         return -(int)SLM_ERR_INVALID_ARG;
     }
     if (o.n_words == 0) o.n_words = 1;
+    if (o.min_prob == 0.0f) o.min_prob = (float)SLM__SUG_MIN_PROB;
     len = strlen(text);
     if ((bad = slm__utf8_invalid_at(text, len)) >= 0) {
         slm__fail(s, SLM_ERR_INVALID_ARG, "slm_suggest: the text is not valid UTF-8 (byte %ld)", bad);

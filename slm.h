@@ -146,17 +146,21 @@
                      rest of w and a non-word character)
                    / P(what follows starts with the typed tail),
      summed over every token path (opts.n_words > 1: a phrase of that many
-     words). The search expands the likeliest paths first, several per
-     forward pass (slm_eval_branches), and leaves out paths that cannot
-     change a reported probability by more than about 1e-4 of it nor enter
-     the top n; candidates below 1e-6 are not looked for, and one call makes
-     at most 64 passes. The session keeps its tokens and the search tree: a
-     keystroke that extends or shortens the text evaluates only what changed,
-     and most keystrokes inside a word evaluate nothing (slm_session_stats:
-     n_evaluated, n_passes). A text whose tokens do not fit in n_ctx (with a
-     quarter of it left for the search) is read from its last n_ctx / 2
-     tokens; later calls keep that start while the text fits. The state
-     (a few MB: 25 rows of n_vocab floats and the tree) is allocated by the
+     words). The search expands the likeliest paths first, four per forward
+     pass (slm_eval_branches), and leaves out paths that can neither enter
+     the top n nor change a reported probability by more than about 1e-4 of
+     it; a node keeps its 512 likeliest children (the mass of the others
+     still counts in the denominator); candidates below min_prob (0: 0.001)
+     are not looked for; one call makes at most 64 passes. The session keeps
+     its tokens and the search tree: a keystroke that extends the text
+     evaluates only the tokens that changed and the nodes the longer word
+     needs; one that ends a word whose node was evaluated moves that node
+     into the context without a pass (slm_branch_keep). slm_session_stats
+     counts the tokens and passes (n_evaluated, n_passes). A text whose
+     tokens do not fit in n_ctx (with a quarter of it left for the search)
+     is read from its last n_ctx / 2 tokens; later calls keep that start
+     while the text fits. The state (about 21 rows of n_vocab floats, 4 MB
+     for a 49152-token vocabulary, and the tree) is allocated by the
      first call and freed with the session. Invalid UTF-8 and bad options
      return -SLM_ERR_INVALID_ARG; a cancel callback -SLM_ERR_CANCELLED.
 

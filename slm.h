@@ -6090,7 +6090,9 @@ SLM_API slm_result slm_generate(slm_session *s, const char *prompt, const slm_ge
    is always explored. */
 #define SLM__SUG_REL_EPS    2e-5
 #define SLM__SUG_MAX_PASSES 64   /* a call without a time budget still ends */
-#define SLM__SUG_MIN_PROB   1e-3 /* min_prob 0: no keyboard shows a word this unlikely */
+#ifndef SLM__SUG_MIN_PROB
+#define SLM__SUG_MIN_PROB 1e-3 /* min_prob 0: no keyboard shows a word this unlikely */
+#endif
 
 enum { SLM__SUG_DEAD, SLM__SUG_TYPING, SLM__SUG_OPEN, SLM__SUG_DONE };
 

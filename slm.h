@@ -133,6 +133,37 @@
      busy by other jobs (load average 5.6-8), beside the busy loop: pool
      1.30, OpenMP 0.72.
 
+   PREDICTIVE TEXT
+     slm_suggest(s, text, out, n, &opts) returns the words that complete what
+     was typed so far ("girl" for "...a little gi"), most probable first, with
+     their probability: call it after every keystroke with the whole text, on
+     a session of its own. A word is a run of letters, digits, ' and U+2019.
+     Token healing: the tokens that spell the current word, and then any
+     token that a longer token could extend into what follows it (the space
+     in "a little "), are taken back, so that the search spells the typed
+     characters with the tokens the model would have used. For a candidate w,
+         prob(w) = P(what follows the context starts with the typed tail, the
+                     rest of w and a non-word character)
+                   / P(what follows starts with the typed tail),
+     summed over every token path (opts.n_words > 1: a phrase of that many
+     words). The search expands the likeliest paths first, four per forward
+     pass (slm_eval_branches), and leaves out paths that can neither enter
+     the top n nor change a reported probability by more than about 1e-4 of
+     it; a node keeps its 512 likeliest children (the mass of the others
+     still counts in the denominator); candidates below min_prob (0: 0.001)
+     are not looked for; one call makes at most 64 passes. The session keeps
+     its tokens and the search tree: a keystroke that extends the text
+     evaluates only the tokens that changed and the nodes the longer word
+     needs; one that ends a word whose node was evaluated moves that node
+     into the context without a pass (slm_branch_keep). slm_session_stats
+     counts the tokens and passes (n_evaluated, n_passes). A text whose
+     tokens do not fit in n_ctx (with a quarter of it left for the search)
+     is read from its last n_ctx / 2 tokens; later calls keep that start
+     while the text fits. The state (about 21 rows of n_vocab floats, 4 MB
+     for a 49152-token vocabulary, and the tree) is allocated by the
+     first call and freed with the session. Invalid UTF-8 and bad options
+     return -SLM_ERR_INVALID_ARG; a cancel callback -SLM_ERR_CANCELLED.
+
    LIMITATIONS
      No Jinja: chat templates are the built-in formatters (slm_chat_format),
      chosen by slm-convert from the checkpoint's template text.
@@ -430,7 +461,7 @@ typedef struct slm_suggestion {
 
 typedef struct slm_suggest_opts { /* zero-initialised = one word, no time limit */
     int n_words;                  /* words per suggestion: 0 or 1 = the current word, more = a phrase */
-    float min_prob;               /* leave out suggestions below this; 0 = keep all */
+    float min_prob;               /* leave out suggestions below this (the search looks no lower); 0 = 0.001 */
     int max_ms;                   /* 0 = no limit; else return the best found after about max_ms */
     int (*cancel)(void *user);    /* polled between passes; non-zero: return -SLM_ERR_CANCELLED */
     void *user;
@@ -698,6 +729,8 @@ int slm__pretok_llama3_family(const char *name);
 #define SLM_MALLOC(sz) malloc(sz)
 #define SLM_FREE(p)    free(p)
 #endif
+
+#include <time.h> /* slm_suggest's time budget */
 
 #ifndef SLM_NO_STDIO
 #include <stdio.h>
@@ -4644,10 +4677,13 @@ struct slm_session {
     int pool_running, pool_quit, pool_sleepers;
 #endif
     slm__cand *cand;
+    struct slm__suggest *suggest; /* slm_suggest's state (predictive text), made by its first call */
     uint64_t rng;
     slm_gen_stats stats;
     char error[SLM__MSG_MAX];
 };
+
+static void slm__sug_free(const slm_allocator *a, struct slm__suggest *g);
 
 static slm_result slm__fail(slm_session *s, slm_result code, const char *fmt, ...) {
     va_list ap;
@@ -5230,6 +5266,7 @@ SLM_API void slm_session_free(slm_session *s) {
     slm__free(a, s->steps);
     slm__free(a, s->node_parent);
     slm__free(a, s->runs);
+    slm__sug_free(a, s->suggest);
     a->free(s, a->user);
 }
 
@@ -6022,6 +6059,759 @@ SLM_API slm_result slm_generate(slm_session *s, const char *prompt, const slm_ge
     return r;
 }
 
+/* ---- predictive text -------------------------------------------------------
+   Owns slm_suggest: the window of text the model sees, token healing (the
+   back-off point), the search over token paths that spell out the current
+   word, and what a session keeps from one keystroke to the next.
+   The search is a tree rooted at the end of the context. A node is one token
+   of a path; its text (what the path spells after the context, in piece
+   space) says whether it still types the tail (TYPING), spells the word past
+   it (OPEN) or has ended the word with a non-word character (DONE, a leaf
+   that credits its mass to a candidate). Nodes are expanded, most probable
+   first, in branch batches: one forward pass per step for up to
+   SLM__SUG_BATCH of them, each attending to the context and its ancestors.
+   The tree only depends on the context and the tail it was grown for; a
+   keystroke that extends the tail keeps it (every node consistent with the
+   longer tail was made for the shorter one), so most keystrokes inside a
+   word evaluate nothing. */
+
+#ifndef SLM__SUG_BATCH
+#define SLM__SUG_BATCH 4 /* nodes per pass: about 1.6 single-token passes on one core (AVX-512, 135M q8_0) */
+#endif
+#define SLM__SUG_MAX_NODES 32768 /* tree size at which the search stops growing it */
+#define SLM__SUG_MAX_WORDS 8     /* slm_suggest_opts.n_words */
+#define SLM__SUG_ROWS      16    /* evaluated nodes whose logits are kept */
+#define SLM__SUG_CHILDREN  512   /* children of a node: a real model's likeliest 512 tokens hold nearly all its mass */
+#define SLM__SUG_HEAL_MAX  8     /* tokens token healing may back off beyond the current word */
+#define SLM__SUG_CHILD_MIN (-20.7f) /* ln(1e-9): a token this unlikely after a node is not followed */
+/* A reported probability may miss at most about this share of itself to
+   paths left unexplored (each unexplored node below it; few are compatible
+   with one word), and a node that could beat the n-th candidate on its own
+   is always explored. */
+#define SLM__SUG_REL_EPS    2e-5
+#define SLM__SUG_MAX_PASSES 64   /* a call without a time budget still ends */
+#ifndef SLM__SUG_MIN_PROB
+#define SLM__SUG_MIN_PROB 1e-3 /* min_prob 0: no keyboard shows a word this unlikely */
+#endif
+
+enum { SLM__SUG_DEAD, SLM__SUG_TYPING, SLM__SUG_OPEN, SLM__SUG_DONE };
+
+typedef struct slm__sug_node {
+    int parent; /* node index, -1 for a child of the root */
+    slm_token token;
+    int branch;     /* the session's branch node once evaluated, else -1 */
+    int expanded;   /* its children exist */
+    int row;        /* its logits in the kept rows (slm__suggest.rows), else -1 */
+    int cover_tail; /* the tail length cover was counted for */
+    double cover;   /* mass of its children without a node that first reach past the tail */
+    int state;      /* SLM__SUG_* under the current tail */
+    int cand_len;   /* DONE: bytes of the candidate from the word start */
+    double logp;    /* log probability of the path, from the root */
+    uint32_t text_off, text_len;
+} slm__sug_node;
+
+typedef struct slm__suggest {
+    /* the window of text tokens (sticky: kept while the text still fits) */
+    slm_token *text_tokens; /* the last call's tokenization of the whole text */
+    int n_text_tokens, text_tokens_cap, window;
+    /* the context: what the session's prefix holds for the tree */
+    slm_token *ctx;
+    int n_ctx_tokens, ctx_cap;
+    float *root_logits; /* n_vocab */
+    int root_valid, root_cover_tail;
+    double root_cover;
+    /* the tree and the tail it was grown for */
+    slm__sug_node *nodes;
+    int n_nodes, nodes_cap, n_words, tree_valid, n_branches;
+    char *text; /* node texts */
+    size_t text_len, text_cap;
+    char *tail;
+    int tail_len, tail_cap, word_start;
+    /* scratch */
+    float *logits; /* SLM__SUG_BATCH x n_vocab */
+    /* the logits of the likeliest evaluated nodes: when the next keystroke
+       ends a word, the word's node becomes the context without a pass */
+    float *rows; /* SLM__SUG_ROWS x n_vocab */
+    int row_node[SLM__SUG_ROWS];
+    int *order;
+    int order_cap;
+    struct slm__sug_cand *cands;
+    int cands_cap;
+} slm__suggest;
+
+static void slm__sug_free(const slm_allocator *a, slm__suggest *g) {
+    if (!g) return;
+    slm__free(a, g->text_tokens);
+    slm__free(a, g->ctx);
+    slm__free(a, g->root_logits);
+    slm__free(a, g->nodes);
+    slm__free(a, g->text);
+    slm__free(a, g->tail);
+    slm__free(a, g->logits);
+    slm__free(a, g->rows);
+    slm__free(a, g->order);
+    slm__free(a, g->cands);
+    slm__free(a, g);
+}
+
+/* Grows *p (of *cap elements of size el) to hold need elements. */
+static int slm__sug_reserve(const slm_allocator *a, void **p, int *cap, size_t need, size_t el) {
+    size_t n = *cap ? (size_t)*cap : 64;
+    void *q;
+    if (need <= (size_t)*cap) return 1;
+    while (n < need) n *= 2;
+    if (n > (size_t)INT_MAX / 2 || n > SIZE_MAX / el) return 0;
+    q = slm__alloc(a, n * el);
+    if (!q) return 0;
+    if (*p) memcpy(q, *p, (size_t)*cap * el);
+    slm__free(a, *p);
+    *p = q;
+    *cap = (int)n;
+    return 1;
+}
+
+/* A monotonic clock in milliseconds, for the time budget. */
+static double slm__now_ms(void) {
+#if defined(_WIN32) && defined(SLM__MMAP_WIN32)
+    return (double)GetTickCount64();
+#elif defined(CLOCK_MONOTONIC)
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+#elif defined(TIME_UTC)
+    struct timespec ts;
+    timespec_get(&ts, TIME_UTC);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+#else
+    return (double)clock() * 1e3 / CLOCKS_PER_SEC;
+#endif
+}
+
+/* Letters, digits, ' and U+2019: what a keyboard treats as part of a word. */
+static int slm__word_char(uint32_t cp) {
+    int c = slm__uclass(cp);
+    return c == 1 || c == 2 || cp == '\'' || cp == 0x2019;
+}
+
+/* Strict UTF-8 (no overlong forms, surrogates or code points past U+10FFFF):
+   the offset of the first bad byte, or -1. */
+static long slm__utf8_invalid_at(const char *s, size_t n) {
+    size_t i = 0;
+    while (i < n) {
+        const uint8_t *u = (const uint8_t *)s + i;
+        uint32_t cp;
+        size_t k = slm__utf8_decode(u, n - i, &cp);
+        if (cp == 0xFFFD && !(k == 3 && u[0] == 0xEF && u[1] == 0xBF && u[2] == 0xBD)) return (long)i;
+        if ((k == 2 && cp < 0x80) || (k == 3 && cp < 0x800) || (k == 4 && (cp < 0x10000 || cp > 0x10FFFF)) ||
+            (cp >= 0xD800 && cp <= 0xDFFF))
+            return (long)i;
+        i += k;
+    }
+    return -1;
+}
+
+/* The length of the complete UTF-8 character at s (n bytes available), 0
+   when the bytes there are a character's start that needs more. */
+static size_t slm__sug_char(const char *s, size_t n, uint32_t *cp) {
+    uint8_t c = (uint8_t)s[0];
+    size_t need = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 1;
+    size_t i;
+    for (i = 1; i < need && i < n; i++)
+        if (((uint8_t)s[i] & 0xC0) != 0x80) break;
+    if (i < need && i == n) return 0; /* cut short: wait for the next token */
+    return slm__utf8_decode((const uint8_t *)s, n, cp);
+}
+
+/* What a path whose text is s says under the current tail (see the banner);
+   *cand_len is the candidate's length from the word start when DONE. */
+static int slm__sug_classify(const slm__suggest *g, const char *s, size_t len, int *cand_len) {
+    size_t i, tl = (size_t)g->tail_len, ws = (size_t)g->word_start;
+    int words = 0, in_word = 0;
+    if (len < tl) return memcmp(s, g->tail, len) ? SLM__SUG_DEAD : SLM__SUG_TYPING;
+    if (memcmp(s, g->tail, tl)) return SLM__SUG_DEAD;
+    for (i = ws; i < len;) {
+        uint32_t cp;
+        size_t k = slm__sug_char(s + i, len - i, &cp);
+        if (!k) break; /* the rest of the character comes with the next token */
+        if (slm__word_char(cp)) {
+            in_word = 1;
+        } else if (in_word) {
+            in_word = 0;
+            if (++words == g->n_words) {
+                if (i - ws >= sizeof(((slm_suggestion *)0)->text)) return SLM__SUG_DEAD; /* too long */
+                *cand_len = (int)(i - ws);
+                return SLM__SUG_DONE;
+            }
+        } else if (words == 0) {
+            return SLM__SUG_DEAD; /* the word would be empty */
+        }
+        i += k;
+    }
+    /* still spelling: give up once the candidate cannot fit */
+    return len - ws >= sizeof(((slm_suggestion *)0)->text) ? SLM__SUG_DEAD : SLM__SUG_OPEN;
+}
+
+static const char *slm__sug_text(const slm__suggest *g, const slm__sug_node *nd) { return g->text + nd->text_off; }
+
+/* Adds a node for token t after parent p (-1: the root) when its path is
+   still alive under the tail: 1 when it did, 0 when not, -1 out of memory. */
+static int slm__sug_add(slm_session *s, slm__suggest *g, int p, slm_token t, double logp) {
+    const slm__vocab *v = &s->model->vocab;
+    const char *piece = v->piece + v->piece_off[t];
+    size_t plen = v->piece_off[t + 1] - v->piece_off[t], base = p >= 0 ? g->nodes[p].text_len : 0, len = base + plen;
+    slm__sug_node *nd;
+    int state, cand_len = 0, tcap;
+    if (plen == 0 || g->n_nodes >= SLM__SUG_MAX_NODES) return 0;
+    if (len > (size_t)g->tail_len + 128) return 0; /* no candidate is that long */
+    tcap = (int)SLM__MIN(g->text_cap, (size_t)INT_MAX);
+    if (g->text_len + len > (size_t)tcap) {
+        if (!slm__sug_reserve(&s->alloc, (void **)&g->text, &tcap, g->text_len + len, 1)) return -1;
+        g->text_cap = (size_t)tcap;
+    }
+    if (p >= 0) memcpy(g->text + g->text_len, g->text + g->nodes[p].text_off, base);
+    memcpy(g->text + g->text_len + base, piece, plen);
+    state = slm__sug_classify(g, g->text + g->text_len, len, &cand_len);
+    if (state == SLM__SUG_DEAD) return 0;
+    if (!slm__sug_reserve(&s->alloc, (void **)&g->nodes, &g->nodes_cap, (size_t)g->n_nodes + 1, sizeof *nd)) return -1;
+    nd = &g->nodes[g->n_nodes++];
+    nd->parent = p;
+    nd->token = t;
+    nd->branch = -1;
+    nd->expanded = 0;
+    nd->row = -1;
+    nd->cover = 0.0;
+    nd->cover_tail = -1;
+    nd->state = state;
+    nd->cand_len = cand_len;
+    nd->logp = logp;
+    nd->text_off = (uint32_t)g->text_len;
+    nd->text_len = (uint32_t)len;
+    g->text_len += len;
+    return 1;
+}
+
+/* The children of node p (-1: the root) from its logits: the
+   SLM__SUG_CHILDREN likeliest tokens a keyboard path can take, above
+   SLM__SUG_CHILD_MIN. A child that first reaches past the tail counts in the
+   denominator even when it has no node (it ends the word empty, or it is
+   past the likeliest): that mass is kept in the node's cover, valid for the
+   tail it was made for. */
+static int slm__sug_expand(slm_session *s, slm__suggest *g, int p, const float *logits) {
+    const slm__vocab *v = &s->model->vocab;
+    int n_vocab = s->model->info.n_vocab, t, n_c = 0, i;
+    size_t base_len = p >= 0 ? g->nodes[p].text_len : 0, rem = 0;
+    double base = p >= 0 ? g->nodes[p].logp : 0.0, sum = 0.0, lse, cover = 0.0;
+    float max = -FLT_MAX, cut;
+    slm__cand *c = s->cand;
+    for (t = 0; t < n_vocab; t++)
+        if (slm__finite(logits[t]) && logits[t] > max) max = logits[t];
+    if (p >= 0) g->nodes[p].expanded = 1;
+    if (max == -FLT_MAX) return 1; /* no finite logit: nothing follows */
+    for (t = 0; t < n_vocab; t++)
+        if (slm__finite(logits[t])) sum += (double)expf(logits[t] - max);
+    lse = (double)max + log(sum);
+    cut = (float)(lse + SLM__SUG_CHILD_MIN);
+    if (base_len < (size_t)g->tail_len) rem = (size_t)g->tail_len - base_len; /* tail still to spell */
+    for (t = 0; t < n_vocab; t++) {
+        int type;
+        if (!slm__finite(logits[t]) || logits[t] < cut) continue;
+        type = v->types[t] ? v->types[t] : SLM_TOKEN_NORMAL;
+        if (type != SLM_TOKEN_NORMAL && type != SLM_TOKEN_BYTE) continue; /* ends the text, or no text */
+        if (rem) { /* must spell the tail on: count those that reach past it */
+            size_t plen = v->piece_off[t + 1] - v->piece_off[t];
+            if (memcmp(v->piece + v->piece_off[t], g->tail + base_len, SLM__MIN(plen, rem))) continue;
+            if (plen >= rem) cover += exp(base + ((double)logits[t] - lse));
+        }
+        c[n_c].logit = logits[t];
+        c[n_c++].id = (slm_token)t;
+    }
+    if (n_c > SLM__SUG_CHILDREN) {
+        slm__select_top(c, n_c, SLM__SUG_CHILDREN);
+        n_c = SLM__SUG_CHILDREN;
+    }
+    for (i = 0; i < n_c; i++) {
+        double lp = base + ((double)c[i].logit - lse);
+        int made = slm__sug_add(s, g, p, c[i].id, lp);
+        if (made < 0) return 0;
+        /* its node counts in the denominator itself */
+        if (made && rem && g->nodes[g->n_nodes - 1].text_len >= (uint32_t)g->tail_len) cover -= exp(lp);
+    }
+    if (p >= 0) {
+        g->nodes[p].cover = cover;
+        g->nodes[p].cover_tail = g->tail_len;
+    } else {
+        g->root_cover = cover;
+        g->root_cover_tail = g->tail_len;
+    }
+    return 1;
+}
+
+typedef struct slm__sug_cand {
+    const char *text;
+    int len;
+    double mass;
+} slm__sug_cand;
+
+static int slm__sug_cand_cmp(const void *pa, const void *pb) {
+    const slm__sug_cand *a = (const slm__sug_cand *)pa, *b = (const slm__sug_cand *)pb;
+    int c = memcmp(a->text, b->text, (size_t)SLM__MIN(a->len, b->len));
+    return c ? c : (a->len > b->len) - (a->len < b->len);
+}
+static int slm__sug_rank_cmp(const void *pa, const void *pb) {
+    const slm__sug_cand *a = (const slm__sug_cand *)pa, *b = (const slm__sug_cand *)pb;
+    if (a->mass != b->mass) return a->mass > b->mass ? -1 : 1;
+    return slm__sug_cand_cmp(pa, pb);
+}
+
+/* Is any word of the candidate on the blocklist? */
+static int slm__sug_blocked(const slm_suggest_opts *o, const char *text, int len) {
+    int i = 0, j, b;
+    while (i < len) {
+        uint32_t cp;
+        int k;
+        for (j = i; j < len; j += k) {
+            k = (int)slm__utf8_decode((const uint8_t *)text + j, (size_t)(len - j), &cp);
+            if (!slm__word_char(cp)) break;
+        }
+        for (b = 0; b < o->n_blocklist && j > i; b++)
+            if (o->blocklist[b] && strlen(o->blocklist[b]) == (size_t)(j - i) &&
+                !memcmp(o->blocklist[b], text + i, j - i))
+                return 1;
+        if (j == i) j += (int)slm__utf8_decode((const uint8_t *)text + j, (size_t)(len - j), &cp);
+        i = j;
+    }
+    return 0;
+}
+
+/* Is the node's word so far (an OPEN node) a prefix of the candidate? */
+static int slm__sug_compatible(const slm__suggest *g, const slm__sug_node *nd, const slm__sug_cand *c) {
+    size_t n = nd->text_len - (size_t)g->word_start;
+    return n <= (size_t)c->len && !memcmp(slm__sug_text(g, nd) + g->word_start, c->text, n);
+}
+
+typedef struct slm__sug_result {
+    slm__sug_cand *cands; /* ranked; the first n_top are reported */
+    int n_cands, n_top;
+    double denom;
+} slm__sug_result;
+
+/* Recomputes every node's state under the tail, the denominator and the
+   ranked candidates. cands has room for every node. */
+static void slm__sug_score(slm__suggest *g, const slm_suggest_opts *o, int n, slm__sug_result *r) {
+    int i, j, k;
+    double denom = g->tail_len == 0 ? 1.0 : g->root_cover_tail == g->tail_len ? g->root_cover : 0.0;
+    r->n_cands = 0;
+    for (i = 0; i < g->n_nodes; i++) {
+        slm__sug_node *nd = &g->nodes[i];
+        nd->state = slm__sug_classify(g, slm__sug_text(g, nd), nd->text_len, &nd->cand_len);
+        if (g->tail_len && nd->expanded && nd->cover_tail == g->tail_len) denom += nd->cover;
+        /* a path covers the tail at its first node that reaches past it */
+        if (g->tail_len && (nd->state == SLM__SUG_OPEN || nd->state == SLM__SUG_DONE) &&
+            (nd->parent < 0 || g->nodes[nd->parent].text_len < (uint32_t)g->tail_len))
+            denom += exp(nd->logp);
+        if (nd->state == SLM__SUG_DONE) {
+            slm__sug_cand *c = &r->cands[r->n_cands++];
+            c->text = slm__sug_text(g, nd) + g->word_start;
+            c->len = nd->cand_len;
+            c->mass = exp(nd->logp);
+        }
+    }
+    /* one entry per distinct candidate, its paths' masses summed */
+    qsort(r->cands, (size_t)r->n_cands, sizeof *r->cands, slm__sug_cand_cmp);
+    for (i = 0, k = 0; i < r->n_cands; i = j) {
+        double mass = 0.0;
+        for (j = i; j < r->n_cands && !slm__sug_cand_cmp(&r->cands[i], &r->cands[j]); j++) mass += r->cands[j].mass;
+        if (slm__sug_blocked(o, r->cands[i].text, r->cands[i].len)) continue;
+        r->cands[k] = r->cands[i];
+        r->cands[k].mass = denom > 0 ? mass / denom : 0.0;
+        if (r->cands[k].mass >= (double)o->min_prob) k++;
+    }
+    r->n_cands = k;
+    qsort(r->cands, (size_t)r->n_cands, sizeof *r->cands, slm__sug_rank_cmp);
+    r->n_top = SLM__MIN(n, r->n_cands);
+    r->denom = denom;
+}
+
+static int slm__sug_before(const slm__suggest *g, int a, int b) {
+    return g->nodes[a].logp > g->nodes[b].logp || (g->nodes[a].logp == g->nodes[b].logp && a < b);
+}
+
+/* Nodes worth a forward pass, most probable first, into g->order; returns
+   how many. A node is worth it when it could make a candidate that enters
+   the top n on its own (above min_prob), or when it could still add to a
+   reported candidate more than SLM__SUG_REL_EPS of its probability. */
+static int slm__sug_frontier(slm__suggest *g, const slm_suggest_opts *o, int n, const slm__sug_result *r) {
+    int i, j, m = 0;
+    double bar = r->n_top == n ? r->cands[n - 1].mass : (double)o->min_prob;
+    for (i = 0; i < g->n_nodes; i++) {
+        const slm__sug_node *nd = &g->nodes[i];
+        double p;
+        int want = 0;
+        if (nd->expanded || (nd->state != SLM__SUG_OPEN && nd->state != SLM__SUG_TYPING)) continue;
+        if (r->denom <= 0) {
+            want = nd->state == SLM__SUG_TYPING; /* nothing covers the tail yet */
+        } else {
+            p = exp(nd->logp) / r->denom;
+            want = p >= bar * (1.0 - 1e-6) && p > 0;
+            for (j = 0; !want && j < r->n_top; j++)
+                want = p >= SLM__SUG_REL_EPS * r->cands[j].mass &&
+                       (nd->state == SLM__SUG_TYPING || slm__sug_compatible(g, nd, &r->cands[j]));
+        }
+        if (want) g->order[m++] = i;
+    }
+    /* the SLM__SUG_BATCH most probable first (ties to the older node) */
+    for (i = 0; i < SLM__MIN(m, SLM__SUG_BATCH); i++) {
+        int best = i, x;
+        for (j = i + 1; j < m; j++)
+            if (slm__sug_before(g, g->order[j], g->order[best])) best = j;
+        x = g->order[i];
+        g->order[i] = g->order[best];
+        g->order[best] = x;
+    }
+    return m;
+}
+
+/* Keeps node x's logits in place of the least likely kept row, if x is likelier. */
+static void slm__sug_keep_row(slm__suggest *g, int x, const float *logits, size_t nv) {
+    int i, low = 0;
+    for (i = 0; i < SLM__SUG_ROWS; i++) {
+        if (g->row_node[i] < 0) {
+            low = i;
+            break;
+        }
+        if (g->nodes[g->row_node[i]].logp < g->nodes[g->row_node[low]].logp) low = i;
+    }
+    if (g->row_node[low] >= 0) {
+        if (g->nodes[g->row_node[low]].logp >= g->nodes[x].logp) return;
+        g->nodes[g->row_node[low]].row = -1;
+    }
+    g->row_node[low] = x;
+    g->nodes[x].row = low;
+    memcpy(g->rows + (size_t)low * nv, logits, nv * sizeof(float));
+}
+
+/* When the new context is the old one plus the path of an evaluated node
+   whose logits are kept (the word just finished), makes that path the
+   context without a pass. */
+static int slm__sug_promote(slm_session *s, slm__suggest *g, const slm_token *ctx, int n) {
+    int x, d, y;
+    if (!g->tree_valid || !g->root_valid || s->n_past != g->n_ctx_tokens || n <= g->n_ctx_tokens ||
+        slm_branch_count(s) != g->n_branches || memcmp(ctx, g->ctx, (size_t)g->n_ctx_tokens * sizeof *ctx))
+        return 0;
+    for (x = 0; x < g->n_nodes; x++) {
+        if (g->nodes[x].row < 0 || g->nodes[x].branch < 0) continue;
+        for (d = 0, y = x; y >= 0; y = g->nodes[y].parent) d++;
+        if (g->n_ctx_tokens + d != n) continue;
+        for (y = x; y >= 0 && g->nodes[y].token == ctx[g->n_ctx_tokens + --d]; y = g->nodes[y].parent) {}
+        if (y >= 0) continue;
+        if (slm_branch_keep(s, g->nodes[x].branch) != SLM_OK) return 0;
+        memcpy(g->root_logits, g->rows + (size_t)g->nodes[x].row * s->model->info.n_vocab,
+               (size_t)s->model->info.n_vocab * sizeof(float));
+        memcpy(g->ctx, ctx, (size_t)n * sizeof *ctx);
+        g->n_ctx_tokens = n;
+        return 1;
+    }
+    return 0;
+}
+
+/* Evaluates nodes order[0..m) as one branch batch and grows their children. */
+static slm_result slm__sug_step(slm_session *s, slm__suggest *g, const int *order, int m) {
+    slm_token toks[SLM__SUG_BATCH];
+    int parents[SLM__SUG_BATCH], i, first = slm_branch_count(s);
+    size_t nv = (size_t)s->model->info.n_vocab;
+    slm_result r;
+    for (i = 0; i < m; i++) {
+        const slm__sug_node *nd = &g->nodes[order[i]];
+        toks[i] = nd->token;
+        parents[i] = nd->parent >= 0 ? g->nodes[nd->parent].branch : -1;
+    }
+    r = slm_eval_branches(s, toks, parents, m, g->logits);
+    if (r != SLM_OK) return r;
+    for (i = 0; i < m; i++) g->nodes[order[i]].branch = first + i;
+    g->n_branches = first + m;
+    for (i = 0; i < m; i++) {
+        slm__sug_keep_row(g, order[i], g->logits + (size_t)i * nv, nv);
+        if (!slm__sug_expand(s, g, order[i], g->logits + (size_t)i * nv))
+            return slm__fail(s, SLM_ERR_OOM, "slm_suggest: out of memory");
+    }
+    return SLM_OK;
+}
+
+/* Token healing: the back-off point k of tokens t[first..n) whose pieces
+   spell the text, the current word starting at byte word_at of that piece
+   text. */
+static int slm__sug_backoff(const slm_model *m, const slm_token *t, int first, int n, size_t word_at) {
+    const slm__vocab *v = &m->vocab;
+    size_t end = 0, tail = 0;
+    int k = n, i, healed = 0;
+    for (i = first; i < n; i++) end += v->piece_off[t[i] + 1] - v->piece_off[t[i]];
+    /* every token that holds a byte of the current word */
+    while (k > first && end > word_at) {
+        size_t plen = v->piece_off[t[k - 1] + 1] - v->piece_off[t[k - 1]];
+        end -= plen;
+        tail += plen;
+        k--;
+    }
+    /* then each token a longer token could extend into the text after it */
+    while (k > first && healed < SLM__SUG_HEAL_MAX) {
+        const char *p = v->piece + v->piece_off[t[k - 1]], *after = v->piece + v->piece_off[t[k]];
+        size_t plen = v->piece_off[t[k - 1] + 1] - v->piece_off[t[k - 1]];
+        int u, found = 0;
+        (void)after;
+        for (u = 0; u < v->n_tokens && !found; u++) {
+            size_t ulen = v->piece_off[u + 1] - v->piece_off[u], r;
+            const char *up = v->piece + v->piece_off[u];
+            if (ulen <= plen || (v->types[u] && v->types[u] != SLM_TOKEN_NORMAL) || memcmp(up, p, plen)) continue;
+            /* the rest of the longer token against the tail, which the caller
+               passes as the pieces of t[k..n) */
+            r = SLM__MIN(ulen - plen, tail);
+            found = 1;
+            {
+                size_t off = 0;
+                int j;
+                /* compare r bytes of up + plen with the tail's first r bytes */
+                for (j = k; j < n && off < r; j++) {
+                    size_t jl = v->piece_off[t[j] + 1] - v->piece_off[t[j]], c = SLM__MIN(jl, r - off);
+                    if (memcmp(up + plen + off, v->piece + v->piece_off[t[j]], c)) {
+                        found = 0;
+                        break;
+                    }
+                    off += c;
+                }
+            }
+        }
+        if (!found) break;
+        tail += plen;
+        k--;
+        healed++;
+    }
+    return k;
+}
+
+static int slm__sug_fail(slm_session *s, slm_result r, const char *fmt, const char *detail) {
+    slm__fail(s, r, fmt, detail);
+    return -(int)r;
+}
+
+/* Makes the session's prefix hold ctx[0..n) with the root's logits in
+   g->root_logits, evaluating only what the cache lacks. */
+static slm_result slm__sug_context(slm_session *s, slm__suggest *g, const slm_token *ctx, int n) {
+    int common = 0;
+    slm_result r;
+    while (common < n && common < s->n_past && s->tokens[common] == ctx[common]) common++;
+    if (common == n && s->n_past == n && g->root_valid && g->n_ctx_tokens == n &&
+        !memcmp(g->ctx, ctx, (size_t)n * sizeof *ctx))
+        return slm_rewind(s, n); /* same context: only the tree's nodes go */
+    g->root_valid = 0;
+    if (common == n) common--; /* the last token is run again for its logits */
+    if ((r = slm_rewind(s, common)) != SLM_OK) return r;
+    if ((r = slm_eval(s, ctx + common, n - common)) != SLM_OK) return r;
+    memcpy(g->root_logits, slm_logits(s), (size_t)s->model->info.n_vocab * sizeof(float));
+    if (!slm__sug_reserve(&s->alloc, (void **)&g->ctx, &g->ctx_cap, (size_t)n, sizeof *ctx))
+        return slm__fail(s, SLM_ERR_OOM, "slm_suggest: out of memory");
+    memcpy(g->ctx, ctx, (size_t)n * sizeof *ctx);
+    g->n_ctx_tokens = n;
+    g->root_valid = 1;
+    return SLM_OK;
+}
+
+SLM_API int slm_suggest(slm_session *s, const char *text, slm_suggestion *out, int n, const slm_suggest_opts *opts) {
+    const slm_model *m;
+    const slm__vocab *v;
+    slm__suggest *g;
+    slm_suggest_opts o;
+    slm__tok_status ts;
+    slm__sug_result res;
+    slm_token *toks = NULL, *ctx = NULL;
+    size_t len, word_at, word_len, piece_len;
+    long bad;
+    int nt, first, window, k, i, n_ctx_toks, tail_len, word_start, reuse, passes = 0, ret;
+    double t0 = slm__now_ms();
+    slm_result r = SLM_OK;
+    if (!s) return -(int)SLM_ERR_INVALID_ARG;
+    if (!text) return slm__sug_fail(s, SLM_ERR_INVALID_ARG, "slm_suggest: text is NULL%s", "");
+    if (n <= 0 || !out) {
+        slm__fail(s, SLM_ERR_INVALID_ARG, "slm_suggest: need room for a suggestion (n %d, out %s)", n,
+                  out ? "set" : "NULL");
+        return -(int)SLM_ERR_INVALID_ARG;
+    }
+    memset(&o, 0, sizeof o);
+    if (opts) o = *opts;
+    if (o.n_words < 0 || o.n_words > SLM__SUG_MAX_WORDS || !(o.min_prob >= 0.0f && o.min_prob <= 1.0f) ||
+        o.max_ms < 0 || o.n_blocklist < 0 || (o.n_blocklist > 0 && !o.blocklist)) {
+        slm__fail(s, SLM_ERR_INVALID_ARG,
+                  "slm_suggest: invalid options (n_words %d of 0..%d, min_prob %g, max_ms %d, n_blocklist %d%s)",
+                  o.n_words, SLM__SUG_MAX_WORDS, (double)o.min_prob, o.max_ms, o.n_blocklist,
+                  o.n_blocklist > 0 && !o.blocklist ? " with no blocklist" : "");
+        return -(int)SLM_ERR_INVALID_ARG;
+    }
+    if (o.n_words == 0) o.n_words = 1;
+    if (o.min_prob == 0.0f) o.min_prob = (float)SLM__SUG_MIN_PROB;
+    len = strlen(text);
+    if ((bad = slm__utf8_invalid_at(text, len)) >= 0) {
+        slm__fail(s, SLM_ERR_INVALID_ARG, "slm_suggest: the text is not valid UTF-8 (byte %ld)", bad);
+        return -(int)SLM_ERR_INVALID_ARG;
+    }
+    m = s->model;
+    v = &m->vocab;
+    if (!s->suggest) {
+        s->suggest = (slm__suggest *)slm__alloc(&s->alloc, sizeof(slm__suggest));
+        if (!s->suggest) return slm__sug_fail(s, SLM_ERR_OOM, "slm_suggest: out of memory%s", "");
+        memset(s->suggest, 0, sizeof(slm__suggest));
+        s->suggest->root_logits = (float *)slm__alloc(&s->alloc, (size_t)m->info.n_vocab * sizeof(float));
+        s->suggest->logits = (float *)slm__alloc(&s->alloc, (size_t)m->info.n_vocab * SLM__SUG_BATCH * sizeof(float));
+        s->suggest->rows = (float *)slm__alloc(&s->alloc, (size_t)m->info.n_vocab * SLM__SUG_ROWS * sizeof(float));
+        if (!s->suggest->root_logits || !s->suggest->logits || !s->suggest->rows) {
+            slm__sug_free(&s->alloc, s->suggest);
+            s->suggest = NULL;
+            return slm__sug_fail(s, SLM_ERR_OOM, "slm_suggest: out of memory%s", "");
+        }
+    }
+    g = s->suggest;
+
+    /* the current word: the word characters that end the text */
+    for (word_at = len; word_at > 0;) {
+        size_t b = word_at - 1;
+        uint32_t cp;
+        while (b > 0 && ((uint8_t)text[b] & 0xC0) == 0x80) b--;
+        slm__utf8_decode((const uint8_t *)text + b, len - b, &cp);
+        if (!slm__word_char(cp)) break;
+        word_at = b;
+    }
+    word_len = len - word_at;
+
+    /* the text's tokens, BOS first when the model wants one */
+    first = (v->flags & SLM__TOKFLAG_ADD_BOS) && v->bos >= 0;
+    nt = slm__tokenize(m, text, len, 0, NULL, 0, &ts);
+    if (ts.rc != SLM_OK) return slm__sug_fail(s, ts.rc, "slm_suggest: %s", ts.msg);
+    nt = (nt < 0 ? -nt : nt) + first;
+    toks = (slm_token *)slm__alloc(&s->alloc, (size_t)(nt + 1) * 2 * sizeof(slm_token));
+    if (!toks) return slm__sug_fail(s, SLM_ERR_OOM, "slm_suggest: out of memory%s", "");
+    ctx = toks + nt + 1;
+    if (first) toks[0] = v->bos;
+    if (slm__tokenize(m, text, len, 0, toks + first, nt - first, &ts) != nt - first) {
+        slm__free(&s->alloc, toks);
+        return slm__sug_fail(s, ts.rc != SLM_OK ? ts.rc : SLM_ERR_OOM, "slm_suggest: %s", ts.msg);
+    }
+
+    /* the window: kept from the last call while its tokens are the same and
+       the text still fits with room for the search, else the last n_ctx / 2 */
+    window = first;
+    if (g->window > first && g->window <= nt && g->window <= g->n_text_tokens &&
+        !memcmp(g->text_tokens, toks, (size_t)g->window * sizeof *toks))
+        window = g->window;
+    if (first + (nt - window) > s->n_ctx - s->n_ctx / 4) window = SLM__MAX(first, nt - s->n_ctx / 2);
+    if (!slm__sug_reserve(&s->alloc, (void **)&g->text_tokens, &g->text_tokens_cap, (size_t)nt, sizeof *toks)) {
+        slm__free(&s->alloc, toks);
+        return slm__sug_fail(s, SLM_ERR_OOM, "slm_suggest: out of memory%s", "");
+    }
+    memcpy(g->text_tokens, toks, (size_t)nt * sizeof *toks);
+    g->n_text_tokens = nt;
+    g->window = window;
+
+    /* token healing, on the window's pieces; the word is their last bytes */
+    for (piece_len = 0, i = window; i < nt; i++) piece_len += v->piece_off[toks[i] + 1] - v->piece_off[toks[i]];
+    k = piece_len >= word_len ? slm__sug_backoff(m, toks, window, nt, piece_len - word_len) : nt;
+    n_ctx_toks = 0;
+    if (first) ctx[n_ctx_toks++] = v->bos;
+    for (i = window; i < k; i++) ctx[n_ctx_toks++] = toks[i];
+    if (n_ctx_toks == 0) {
+        if (v->eos < 0) {
+            slm__free(&s->alloc, toks);
+            return slm__sug_fail(s, SLM_ERR_UNSUPPORTED,
+                                 "slm_suggest: the model has neither BOS nor EOS to start a text with%s", "");
+        }
+        ctx[n_ctx_toks++] = v->eos;
+    }
+
+    /* the tail: the pieces of the backed-off tokens (SentencePiece's dummy
+       space alone when nothing is typed) */
+    for (tail_len = 0, i = k; i < nt; i++) tail_len += (int)(v->piece_off[toks[i] + 1] - v->piece_off[toks[i]]);
+    if (len == 0 && (v->flags & SLM__TOKFLAG_SPACE_PREFIX)) tail_len = 1;
+    word_start = tail_len - (int)word_len;
+    reuse = g->tree_valid && g->n_words == o.n_words && g->word_start == word_start && tail_len >= g->tail_len &&
+            s->n_past == n_ctx_toks && g->n_ctx_tokens == n_ctx_toks &&
+            !memcmp(g->ctx, ctx, (size_t)n_ctx_toks * sizeof *ctx) &&
+            !memcmp(s->tokens, ctx, (size_t)n_ctx_toks * sizeof *ctx) && slm_branch_count(s) == g->n_branches;
+    if (!slm__sug_reserve(&s->alloc, (void **)&g->tail, &g->tail_cap, 2 * ((size_t)tail_len + 1), 1)) {
+        slm__free(&s->alloc, toks);
+        return slm__sug_fail(s, SLM_ERR_OOM, "slm_suggest: out of memory%s", "");
+    }
+    {
+        /* the new tail goes after the old one's room, then replaces it */
+        char *fresh = g->tail + tail_len + 1, *p = fresh;
+        if (len == 0 && tail_len == 1) *p = ' ';
+        for (i = k; i < nt; i++) {
+            size_t pl = v->piece_off[toks[i] + 1] - v->piece_off[toks[i]];
+            memcpy(p, v->piece + v->piece_off[toks[i]], pl);
+            p += pl;
+        }
+        if (reuse && memcmp(fresh, g->tail, (size_t)g->tail_len)) reuse = 0;
+        memmove(g->tail, fresh, (size_t)tail_len);
+    }
+    /* the word must be what the pieces end with (not so when a character
+       became the unknown token): then there is nothing to complete */
+    if (word_start < 0 || memcmp(g->tail + word_start, text + word_at, word_len)) {
+        slm__free(&s->alloc, toks);
+        g->tree_valid = 0;
+        return 0;
+    }
+    g->tail_len = tail_len;
+    g->word_start = word_start;
+    g->n_words = o.n_words;
+
+    if (reuse) slm__free(&s->alloc, toks);
+    if (!reuse) {
+        if (!slm__sug_reserve(&s->alloc, (void **)&g->ctx, &g->ctx_cap, (size_t)n_ctx_toks, sizeof *ctx)) {
+            slm__free(&s->alloc, toks);
+            return slm__sug_fail(s, SLM_ERR_OOM, "slm_suggest: out of memory%s", "");
+        }
+        r = slm__sug_promote(s, g, ctx, n_ctx_toks) ? SLM_OK : slm__sug_context(s, g, ctx, n_ctx_toks);
+        slm__free(&s->alloc, toks);
+        g->tree_valid = 0;
+        g->n_nodes = 0;
+        g->text_len = 0;
+        g->n_branches = 0;
+        for (i = 0; i < SLM__SUG_ROWS; i++) g->row_node[i] = -1;
+        if (r != SLM_OK) return -(int)r;
+        if (!slm__sug_expand(s, g, -1, g->root_logits))
+            return slm__sug_fail(s, SLM_ERR_OOM, "slm_suggest: out of memory%s", "");
+        g->tree_valid = 1;
+    }
+
+    for (;;) {
+        int want, room;
+        if (!slm__sug_reserve(&s->alloc, (void **)&g->order, &g->order_cap, (size_t)g->n_nodes + 1, sizeof(int)) ||
+            !slm__sug_reserve(&s->alloc, (void **)&g->cands, &g->cands_cap, (size_t)g->n_nodes + 1,
+                              sizeof(slm__sug_cand))) {
+            g->tree_valid = 0;
+            return slm__sug_fail(s, SLM_ERR_OOM, "slm_suggest: out of memory%s", "");
+        }
+        res.cands = g->cands;
+        slm__sug_score(g, &o, n, &res);
+        want = slm__sug_frontier(g, &o, n, &res);
+        room = s->n_ctx - s->n_past - slm_branch_count(s);
+        want = SLM__MIN(SLM__MIN(want, SLM__SUG_BATCH), room);
+        if (want <= 0 || passes >= SLM__SUG_MAX_PASSES || g->n_nodes >= SLM__SUG_MAX_NODES) break;
+        if (o.max_ms > 0 && slm__now_ms() - t0 >= (double)o.max_ms) break;
+        if (o.cancel && o.cancel(o.user)) {
+            slm__fail(s, SLM_ERR_CANCELLED, "slm_suggest: cancelled");
+            return -(int)SLM_ERR_CANCELLED;
+        }
+        if ((r = slm__sug_step(s, g, g->order, want)) != SLM_OK) {
+            g->tree_valid = 0;
+            return -(int)r;
+        }
+        passes++;
+    }
+    for (ret = 0; ret < res.n_top; ret++) {
+        memcpy(out[ret].text, res.cands[ret].text, (size_t)res.cands[ret].len);
+        out[ret].text[res.cands[ret].len] = 0;
+        out[ret].prob = (float)res.cands[ret].mass;
+    }
+    return ret;
+}
+
 /* ---- chat templates --------------------------------------------------------
    Owns the built-in formatters that stand in for a checkpoint's Jinja chat
    template: the converter recognises the template text and stores which of
@@ -6069,16 +6859,6 @@ static const char *slm__default_system(const char *jinja, char *buf, size_t cap)
         }
     }
     return NULL;
-}
-
-/* TODO(suggest): replace this stub */
-SLM_API int slm_suggest(slm_session *s, const char *text, slm_suggestion *out, int n, const slm_suggest_opts *opts) {
-    (void)s;
-    (void)text;
-    (void)out;
-    (void)n;
-    (void)opts;
-    return -SLM_ERR_UNSUPPORTED;
 }
 
 SLM_API int slm_chat_format(const slm_model *m, int tmpl, const slm_chat_message *msgs, int n_msgs, int add_assistant,

@@ -385,6 +385,8 @@ static int redraw(const text_buf *text, const slm_suggestion *sug, int n_sug, co
     return ok;
 }
 
+static int term_puts(const char *s) { return term_write(s, strlen(s)); }
+
 /* The current word becomes the suggestion, then a space. */
 static int accept_suggestion(text_buf *text, const slm_suggestion *sug) {
     text->len = current_word_start(text->data, text->len);
@@ -409,7 +411,7 @@ static int run_demo(slm_session *session) {
         free(text.data);
         return 1;
     }
-    term_write("predict: type; Tab or 1-3 takes a suggestion, Ctrl-C quits\r\n", 61);
+    term_puts("predict: type; Tab or 1-3 takes a suggestion, Ctrl-C quits\r\n");
     while (!quit) {
         term_key key;
         int r = slm_suggest(session, text.data, sug, N_SHOWN, &opts);
@@ -432,13 +434,13 @@ static int run_demo(slm_session *session) {
             break;
         case TERM_KEY_ENTER:
             if (!text_append(&text, "\n", 1)) quit = 2;
-            term_write("\r\n", 2); /* the finished line stays; the next one takes the suggestions' row */
+            term_puts("\r\n"); /* the finished line stays; the next one takes the suggestions' row */
             break;
         case TERM_KEY_BACKSPACE:
             if (text.len > 0) {
                 size_t p = utf8_prev(text.data, text.len);
                 /* back over a newline: clear this row and the one under it, go up */
-                if (text.data[p] == '\n') term_write("\r\x1b[K\x1b[B\r\x1b[K\x1b[2A", 17);
+                if (text.data[p] == '\n') term_puts("\r\x1b[K\x1b[B\r\x1b[K\x1b[2A");
                 text.len = p;
                 text.data[p] = '\0';
             }
@@ -452,7 +454,7 @@ static int run_demo(slm_session *session) {
         }
     }
     /* leave the text on screen and the cursor on a clean row under it */
-    term_write("\r\n\x1b[K", 5);
+    term_puts("\r\n\x1b[K");
     term_raw_off();
     if (quit == 1)
         exit_code = 0;

@@ -632,7 +632,8 @@ simulated_user() {
         while [ $end -lt $n ] && [[ ${text:end:1} == [A-Za-z0-9\'] ]]; do end=$((end + 1)); done
         word=${text:i:end-i} words=$((words + 1))
         for ((p = i; p < end; p++)); do
-            got=$($TO "$SLM" suggest -m "$M" -n 3 -t 1 -- "${text:0:p}" </dev/null 2>/dev/null | cut -f 1) || { echo "slm suggest failed"; return; }
+            got=$($TO "$SLM" suggest -m "$M" -n 3 -t 1 -- "${text:0:p}" </dev/null 2>/dev/null) || { echo "slm suggest failed"; return; }
+            got=$(cut -f 1 <<<"$got")
             if [ $p = $i ]; then
                 [ "$(head -n 1 <<<"$got")" = "$word" ] && top1=$((top1 + 1))
                 grep -qxF -- "$word" <<<"$got" && top3=$((top3 + 1))

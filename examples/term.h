@@ -38,6 +38,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* a program may use part of the layer: no warning for the rest */
+#if defined(__GNUC__) || defined(__clang__)
+#define TERM_FN __attribute__((unused)) static
+#else
+#define TERM_FN static
+#endif
+
 typedef enum term_key_kind {
     TERM_KEY_NONE,      /* nothing to act on: an escape sequence (arrows, F-keys), an invalid byte */
     TERM_KEY_CHAR,      /* a printable character: its UTF-8 bytes in text */
@@ -58,12 +65,12 @@ typedef struct term_key {
 #ifdef _WIN32
 
 /* TODO(windows): the console port (see the top of this file). */
-static int term_is_terminal(void) { return 0; }
-static int term_raw_on(void) { return 0; }
-static void term_raw_off(void) {}
-static int term_width(void) { return 80; }
-static int term_write(const char *bytes, size_t n) { return fwrite(bytes, 1, n, stdout) == n && fflush(stdout) == 0; }
-static void term_read_key(term_key *k) {
+TERM_FN int term_is_terminal(void) { return 0; }
+TERM_FN int term_raw_on(void) { return 0; }
+TERM_FN void term_raw_off(void) {}
+TERM_FN int term_width(void) { return 80; }
+TERM_FN int term_write(const char *bytes, size_t n) { return fwrite(bytes, 1, n, stdout) == n && fflush(stdout) == 0; }
+TERM_FN void term_read_key(term_key *k) {
     memset(k, 0, sizeof *k);
     k->kind = TERM_KEY_EOF;
 }
@@ -86,16 +93,16 @@ static int term__hooks_installed;
 static const int term__signals[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT };
 #define TERM__N_SIGNALS ((int)(sizeof term__signals / sizeof term__signals[0]))
 
-static int term_is_terminal(void) { return isatty(STDIN_FILENO); }
+TERM_FN int term_is_terminal(void) { return isatty(STDIN_FILENO); }
 
-static void term_raw_off(void) {
+TERM_FN void term_raw_off(void) {
     if (term__raw) {
         tcsetattr(STDIN_FILENO, TCSAFLUSH, &term__saved);
         term__raw = 0;
     }
 }
 
-static void term__on_signal(int sig) {
+TERM_FN void term__on_signal(int sig) {
     /* restore, then die of the same signal (default action) so the parent
        sees the real cause, exit status 128 + sig in a shell */
     if (term__raw) tcsetattr(STDIN_FILENO, TCSAFLUSH, &term__saved);
@@ -104,10 +111,10 @@ static void term__on_signal(int sig) {
     raise(sig);
 }
 
-static void term__at_exit(void) { term_raw_off(); }
+TERM_FN void term__at_exit(void) { term_raw_off(); }
 
 /* Raw mode on stdin; 0 when stdin is not a terminal or refuses (errno). */
-static int term_raw_on(void) {
+TERM_FN int term_raw_on(void) {
     struct termios raw;
     int i;
     if (term__raw) return 1;
@@ -139,7 +146,7 @@ static int term_raw_on(void) {
 
 /* One byte from stdin: 1, 0 at the end of the input, -1 on error. With
    timeout_ms >= 0, 0 also when nothing came in that time. */
-static int term__read_byte(unsigned char *c, int timeout_ms) {
+TERM_FN int term__read_byte(unsigned char *c, int timeout_ms) {
     for (;;) {
         ssize_t got;
         if (timeout_ms >= 0) {
@@ -163,7 +170,7 @@ static int term__read_byte(unsigned char *c, int timeout_ms) {
 /* Swallows the rest of an escape sequence: ESC [ params final (CSI),
    ESC O x (SS3), or ESC x (Alt+x). The bytes of one sequence arrive
    together, so a short wait tells a lone Escape key from a sequence. */
-static void term__skip_escape(void) {
+TERM_FN void term__skip_escape(void) {
     unsigned char c;
     int i;
     if (term__read_byte(&c, 30) != 1) return;
@@ -177,7 +184,7 @@ static void term__skip_escape(void) {
 }
 
 /* Blocks until one keystroke; see term_key_kind. */
-static void term_read_key(term_key *k) {
+TERM_FN void term_read_key(term_key *k) {
     unsigned char c;
     int r, need, i;
     memset(k, 0, sizeof *k);
@@ -233,7 +240,7 @@ static void term_read_key(term_key *k) {
 }
 
 /* Columns of the terminal on stdout (else stdin); 80 when neither says. */
-static int term_width(void) {
+TERM_FN int term_width(void) {
     struct winsize ws;
     if ((ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 || ioctl(STDIN_FILENO, TIOCGWINSZ, &ws) == 0) && ws.ws_col > 0)
         return ws.ws_col;
@@ -242,7 +249,7 @@ static int term_width(void) {
 
 /* Writes all n bytes to stdout with write(2), past EINTR and short writes,
    so that a redraw is never left half done in a stdio buffer; 0 on error. */
-static int term_write(const char *bytes, size_t n) {
+TERM_FN int term_write(const char *bytes, size_t n) {
     fflush(stdout);
     while (n > 0) {
         ssize_t put = write(STDOUT_FILENO, bytes, n);

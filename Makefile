@@ -40,10 +40,10 @@ FUZZ_SECONDS ?= 60
 
 all: slm slm-convert $(EXAMPLES)
 
-slm: examples/slm.c slm.h
+slm: examples/slm.c examples/term.h slm.h
 	$(CC) $(CFLAGS) $(WARNINGS) $(OPENMP) -I. -o $@ examples/slm.c $(LDFLAGS) $(LDLIBS)
 
-$(EXAMPLES): %: examples/%.c slm.h
+$(EXAMPLES): %: examples/%.c examples/term.h slm.h
 	$(CC) $(CFLAGS) $(WARNINGS) $(OPENMP) -I. -o $@ $< $(LDFLAGS) $(LDLIBS)
 
 # the converter: the command line (holding slm.h's implementation), one

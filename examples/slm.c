@@ -4,6 +4,7 @@
        slm run      -m MODEL -p PROMPT [options]   generate text
        slm info     -m MODEL                       describe a model file
        slm tokenize -m MODEL (-f FILE | TEXT)      print token ids or pieces
+       slm suggest  -m MODEL [-n N] TEXT           complete the word being typed
        slm bench    -m MODEL [options]             measure speed and memory
 
    Scripts and tests parse what this program prints (README.md, "Command
@@ -1146,6 +1147,138 @@ done:
 }
 
 /* ======================================================================== */
+/* slm suggest                                                               */
+/* ======================================================================== */
+
+static const char suggest_usage[] =
+    "usage: slm suggest -m MODEL [-n N] [-w WORDS] [-t THREADS] [-c CTX] TEXT\n"
+    "\n"
+    "Predictive text: TEXT is what was typed so far; it may end inside a word\n"
+    "(then the suggestions complete it) or after a space (then they are the next\n"
+    "word). stdout gets one suggestion per line, best first: the whole word (or\n"
+    "phrase, with tabs, newlines and backslashes written \\t, \\n, \\\\), a tab,\n"
+    "and its probability under the model given TEXT. Nothing else goes to stdout.\n"
+    "\n"
+    "options:\n"
+    "  -n, --count N       suggestions at most (default 3)\n"
+    "  -w, --words N       words per suggestion, 1 to 8 (default 1)\n"
+    "  -t, --threads N     threads (default 0 = all processors)\n"
+    "  -c, --ctx N         context length (default 0 = min(model max_seq, 4096))\n" MODEL_OPTS_USAGE;
+
+#define MAX_SUGGESTIONS 64
+
+typedef struct suggest_opts {
+    model_opts model;
+    const char *text;
+    int n, n_words, n_threads, n_ctx;
+} suggest_opts;
+
+static int parse_suggest_args(int argc, char **argv, suggest_opts *o, int *exit_code) {
+    args a;
+    args_init(&a, "suggest", argc, argv);
+    memset(o, 0, sizeof *o);
+    o->n = 3;
+    o->n_words = 1;
+    *exit_code = 1;
+
+    while (args_next(&a)) {
+        int r = parse_model_opt(&a, &o->model);
+        if (r == OPT_ERROR) return 0;
+        if (r == OPT_OK) continue;
+        if (args_help(&a)) {
+            fputs(suggest_usage, stdout);
+            *exit_code = 0;
+            return 0;
+        }
+        if (args_opt(&a, "-n", "--count")) {
+            if (!args_int(&a, 1, MAX_SUGGESTIONS, &o->n)) return 0;
+        } else if (args_opt(&a, "-w", "--words")) {
+            if (!args_int(&a, 1, 8, &o->n_words)) return 0;
+        } else if (args_opt(&a, "-t", "--threads")) {
+            if (!args_int(&a, 0, 4096, &o->n_threads)) return 0;
+        } else if (args_opt(&a, "-c", "--ctx")) {
+            if (!args_int(&a, 0, INT_MAX, &o->n_ctx)) return 0;
+        } else if (!is_option_like(&a) && !o->text) {
+            o->text = a.arg; /* may be "": the first word of a text */
+        } else {
+            unknown_argument(&a);
+            return 0;
+        }
+    }
+    if (!o->model.path) return usage_error("suggest", "missing -m MODEL"), 0;
+    if (!o->text) return usage_error("suggest", "missing TEXT (the text typed so far; \"\" for none)"), 0;
+    return 1;
+}
+
+/* A suggestion on one line: a phrase's separators may hold a tab or a
+   newline, which would break the line format; backslash escapes them. */
+static void print_suggestion_text(const char *text) {
+    const char *p;
+    for (p = text; *p; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (c == '\\')
+            fputs("\\\\", stdout);
+        else if (c == '\t')
+            fputs("\\t", stdout);
+        else if (c == '\n')
+            fputs("\\n", stdout);
+        else if (c == '\r')
+            fputs("\\r", stdout);
+        else if (c < 0x20 || c == 0x7f)
+            printf("\\x%02x", c);
+        else
+            fputc(c, stdout);
+    }
+}
+
+static int cmd_suggest(int argc, char **argv) {
+    suggest_opts o;
+    slm_model *model = NULL;
+    slm_session *session = NULL;
+    slm_session_desc sd;
+    slm_suggest_opts so;
+    slm_suggestion out[MAX_SUGGESTIONS];
+    char detail[512];
+    int exit_code = 1, n, i;
+    slm_result r;
+
+    if (!parse_suggest_args(argc, argv, &o, &exit_code)) return exit_code;
+    exit_code = 1;
+
+    if (!(model = load_model("suggest", &o.model))) goto done;
+    memset(&sd, 0, sizeof sd);
+    detail[0] = '\0';
+    sd.n_ctx = o.n_ctx;
+    sd.n_threads = o.n_threads;
+    sd.error = detail;
+    sd.error_cap = sizeof detail;
+    r = slm_session_new(&session, model, &sd);
+    if (r != SLM_OK) {
+        fprintf(stderr, "slm suggest: cannot start a session on '%s': %s\n", o.model.path,
+                detail[0] ? detail : slm_result_str(r));
+        goto done;
+    }
+    memset(&so, 0, sizeof so);
+    so.n_words = o.n_words;
+    n = slm_suggest(session, o.text, out, o.n, &so);
+    if (n < 0) {
+        const char *why = slm_session_error(session);
+        fprintf(stderr, "slm suggest: %s%s%s\n", slm_result_str((slm_result)-n), why[0] ? ": " : "", why);
+        goto done;
+    }
+    for (i = 0; i < n; i++) {
+        print_suggestion_text(out[i].text);
+        printf("\t%.6f\n", out[i].prob);
+    }
+    exit_code = 0;
+
+done:
+    slm_session_free(session);
+    slm_model_free(model);
+    return exit_code;
+}
+
+/* ======================================================================== */
 /* slm bench                                                                 */
 /* ======================================================================== */
 
@@ -1692,6 +1825,7 @@ static const command commands[] = {
     { "run", cmd_run, run_usage, "generate text that continues a prompt" },
     { "info", cmd_info, info_usage, "describe a model file" },
     { "tokenize", cmd_tokenize, tokenize_usage, "print the tokens of a text or a file" },
+    { "suggest", cmd_suggest, suggest_usage, "complete the word being typed (predictive text)" },
     { "bench", cmd_bench, bench_usage, "measure speed (tokens/s, time to first token) and memory" },
 };
 

@@ -21,6 +21,9 @@
 #      SLM_FUZZ_SECONDS (default 30) under libFuzzer (clang's runtime:
 #      libclang-rt-14-dev; skipped with the reason when it cannot be installed)
 #   7. every C file as clang-format-14 leaves it (.clang-format)
+#   8. the typing demo (./predict) under a pseudo-terminal: keys, suggestions,
+#      raw mode, and the terminal restored after Ctrl-C, Ctrl-D and SIGTERM
+#      (tests/predict_pty.py, python3's standard library)
 # Each section ends with the line "== section NAME: N s".
 # Installs what it needs with apt-get when missing (skips with the reason when
 # it cannot). Every test_slm build goes through build_test_slm and every
@@ -342,13 +345,35 @@ section "7. format"
 command -v clang-format-14 >/dev/null 2>&1 || apt_install clang-format-14 || true
 if command -v clang-format-14 >/dev/null 2>&1; then
     # shellcheck disable=SC2046
-    unformatted=$(for f in slm.h $(git ls-files 'tools/*.[ch]' 'examples/*.c' 'tests/*.[ch]' 'tests/fuzz/*.[ch]' 'bench/*.c' 2>/dev/null); do
+    unformatted=$(for f in slm.h $(git ls-files 'tools/*.[ch]' 'examples/*.[ch]' 'tests/*.[ch]' 'tests/fuzz/*.[ch]' 'bench/*.c' 2>/dev/null); do
         clang-format-14 --dry-run "$f" 2>&1 | grep -q warning && echo "$f"
     done)
     DETAIL="not formatted by .clang-format (clang-format-14 -i FILE): $(echo $unformatted)"
     check "every C file is as clang-format-14 leaves it" test -z "$unformatted"
 else
     skip "every C file is as clang-format-14 leaves it" "clang-format-14 is not installed and apt-get could not install it"
+fi
+# ---------------------------------------------------------------------------
+# 8. the typing demo under a pseudo-terminal
+# ---------------------------------------------------------------------------
+section "8. predict pty"
+SRC_MODELS=${SLM_MODELS:-../shared/models}/stories260K
+PM=$BUILD/pty/stories260K_f32.slm
+if ! command -v python3 >/dev/null 2>&1 || ! python3 -c 'import pty, termios, fcntl' >/dev/null 2>&1; then
+    skip "predict under a pseudo-terminal" "python3 with its pty and termios modules is not available"
+elif [ ! -x ./predict ] || [ ! -x ./slm-convert ]; then
+    fail "predict under a pseudo-terminal" "./predict or ./slm-convert was not built (make)"
+elif [ ! -f "$SRC_MODELS/stories260K.bin" ] || [ ! -f "$SRC_MODELS/tok512.bin" ]; then
+    skip "predict under a pseudo-terminal" "stories260K not found in $SRC_MODELS (set SLM_MODELS)"
+else
+    mkdir -p "$BUILD/pty"
+    if ./slm-convert -q --type f32 "$SRC_MODELS/stories260K.bin" "$SRC_MODELS/tok512.bin" "$PM" >"$BUILD/pty/convert.log" 2>&1; then
+        # each step waits at most SLM_PTY_TIMEOUT (30 s); the whole at most 5 minutes
+        timeout 300 python3 tests/predict_pty.py ./predict "$PM" 2>&1 | tee "$BUILD/pty/run.log"
+        add_counts "$BUILD/pty/run.log" "predict under a pseudo-terminal"
+    else
+        fail "predict under a pseudo-terminal: convert stories260K" "$(tail -n 3 "$BUILD/pty/convert.log")"
+    fi
 fi
 section ""
 

@@ -280,6 +280,55 @@ else
 fi
 }
 
+# suggest_lines_ok FILE N PREFIX: FILE holds 1 to N lines "word<TAB>probability",
+# each word made of word characters and starting with PREFIX, probabilities
+# in (0, 1] with 6 decimals, best first, no word twice; else prints why
+suggest_lines_ok() {
+    awk -F '\t' -v max="$2" -v prefix="$3" '
+        NF != 2 || $2 !~ /^[0-9]+\.[0-9][0-9][0-9][0-9][0-9][0-9]$/ { print "line " NR " is not word<TAB>probability: " $0; bad = 1; exit }
+        $1 !~ /^[[:alnum:]\047]+$/ { print "line " NR ": \"" $1 "\" is not one word"; bad = 1; exit }
+        index($1, prefix) != 1 { print "line " NR ": \"" $1 "\" does not start with \"" prefix "\""; bad = 1; exit }
+        $2 + 0 <= 0 || $2 + 0 > 1 { print "line " NR ": probability " $2 " is outside (0, 1]"; bad = 1; exit }
+        NR > 1 && $2 + 0 > last { print "line " NR ": probability " $2 " is above the line before (" last ")"; bad = 1; exit }
+        seen[$1]++ { print "line " NR ": \"" $1 "\" twice"; bad = 1; exit }
+        { last = $2 + 0 }
+        END { if (!bad && (NR < 1 || NR > max)) print NR " lines, expected 1 to " max }' "$1"
+}
+
+# cli_suggest MODEL: slm suggest on stories260K (issue 11): errors, and the
+# format and order of its lines; the likeliest next words of two cuts of
+# llama2.c's greedy story (reference_greedy.txt) are its own next words
+cli_suggest() {
+    local M=$1 why text n prefix args
+    run_cmd "$O" "$E" "$SLM" suggest -m "$M"
+    DETAIL="exit status $RC, stdout: $(head -c 100 "$O"), stderr: $(head -c 200 "$E")"
+    check "slm suggest without TEXT: exit 1, message on stderr, nothing on stdout" eval 'test $RC = 1 && [ -s "$E" ] && ! [ -s "$O" ]'
+    for args in "-n 0" "-n -2" "-n abc" "-n" "-w 0" "-w 9"; do
+        # shellcheck disable=SC2086
+        run_cmd "$O" "$E" "$SLM" suggest -m "$M" $args "Once upon a ti"
+        DETAIL="exit status $RC, stdout: $(head -c 100 "$O"), stderr: $(head -c 200 "$E")"
+        check "slm suggest $args: exit 1, message on stderr, nothing on stdout" eval 'test $RC = 1 && [ -s "$E" ] && ! [ -s "$O" ]'
+    done
+    run_cmd "$O" "$E" "$SLM" suggest -m "$BUILD/no-such-model.slm" "Once upon a ti"
+    DETAIL="exit status $RC, stderr: $(head -c 200 "$E")"
+    check "slm suggest with a missing model: exit 1, names it" eval 'test $RC = 1 && grep -q "no-such-model.slm" "$E" && ! [ -s "$O" ]'
+    for spec in "5|ti|Once upon a ti" "4||Once upon a time, there was a " "3||" "2|pl|Lily wanted to pl" "1|Li|Li" "6|sa|She said, \"I want to sa"; do
+        IFS='|' read -r n prefix text <<<"$spec"
+        run_cmd "$O" "$E" "$SLM" suggest -m "$M" -n "$n" "$text"
+        why=$(suggest_lines_ok "$O" "$n" "$prefix")
+        DETAIL="exit status $RC; $why; stdout: $(tr '\t\n' ' |' <"$O" | head -c 300); stderr: $(head -c 200 "$E")"
+        check "slm suggest -n $n '$text': 1 to $n lines word<TAB>probability, best first, each starting '$prefix'" \
+            eval 'test $RC = 0 && [ -z "$why" ]'
+    done
+    for spec in "little|Once upon a time, there was a " "Lily|Once upon a time, there was a little girl named "; do
+        IFS='|' read -r want text <<<"$spec"
+        run_cmd "$O" "$E" "$SLM" suggest -m "$M" -n 3 -t 1 "$text"
+        DETAIL="exit status $RC; stdout: $(tr '\t\n' ' |' <"$O" | head -c 300); stderr: $(head -c 200 "$E")"
+        check "slm suggest '$text': first '$want', the greedy reference's next word" \
+            eval 'test $RC = 0 && [ "$(head -n 1 "$O" | cut -f 1)" = "$want" ]'
+    done
+}
+
 # ---------------------------------------------------------------------------
 # 3. command line
 # ---------------------------------------------------------------------------
@@ -292,7 +341,7 @@ O=$BUILD/cli.out E=$BUILD/cli.err
 if [ ! -x "$SLM" ]; then
     fail "./slm built" "$SLM missing"
 else
-    for args in "--help" "run --help" "info --help" "tokenize --help"; do
+    for args in "--help" "run --help" "info --help" "tokenize --help" "suggest --help"; do
         # shellcheck disable=SC2086
         run_cmd "$O" "$E" "$SLM" $args
         DETAIL="exit status $RC"
@@ -404,6 +453,7 @@ else
         run_cmd "$O" "$E" "$SLM" run -m "$M" -p "Once upon a time" -n notanumber
         DETAIL="exit status $RC"
         check "slm run -n notanumber: exit 1" test $RC = 1 -a -s "$E"
+        cli_suggest "$M"
     fi
 fi
 
@@ -558,6 +608,111 @@ examples_readme() {
     rm -rf "$d"
 }
 
+# replay_figures FILE: the figures of predict --replay's last lines as
+# "KSR TOP1 TOP3 P50 P95 P99 PASSES TOKENS CHARS KEYSTROKES", or nothing when
+# the lines are not there, in this order, at the end
+replay_figures() {
+    tail -n 3 "$1" | awk '
+        NR == 1 && /^keystroke savings: [0-9]+\.[0-9]%$/ { ksr = $3; sub(/%/, "", ksr); ok++ }
+        NR == 2 && /^top-1: [0-9]+\.[0-9]%  top-3: [0-9]+\.[0-9]%$/ { t1 = $2; t3 = $4; sub(/%/, "", t1); sub(/%/, "", t3); ok++ }
+        NR == 3 && /^latency ms: p50 [0-9]+\.[0-9][0-9]  p95 [0-9]+\.[0-9][0-9]  p99 [0-9]+\.[0-9][0-9]$/ { p50 = $4; p95 = $6; p99 = $8; ok++ }
+        END { if (ok == 3) print ksr, t1, t3, p50, p95, p99 }' | tr '\n' ' '
+    awk '/^forward passes per keystroke: [0-9]+\.[0-9][0-9]  tokens evaluated per keystroke: [0-9]+\.[0-9][0-9]$/ { print $5, $10 }' "$1" | tail -n 1 | tr '\n' ' '
+    sed -n 's/^replay: \([0-9]*\) characters, [0-9]* words, \([0-9]*\) keystrokes, .*/\1 \2/p' "$1" | tail -n 1
+}
+
+# simulated_user MODEL TEXT: the keystrokes issue 11's simulated user needs for
+# the ASCII TEXT, worked out here with one `slm suggest -n 3` per look (a
+# fresh session each: no state shared with predict's); prints "KEYSTROKES WORDS TOP1 TOP3"
+simulated_user() {
+    local M=$1 text=$2 n=${#2} i=0 end p keys=0 words=0 top1=0 top3=0 word got
+    while [ $i -lt $n ]; do
+        if [[ ${text:i:1} != [A-Za-z0-9\'] ]]; then keys=$((keys + 1)) i=$((i + 1)); continue; fi
+        end=$i
+        while [ $end -lt $n ] && [[ ${text:end:1} == [A-Za-z0-9\'] ]]; do end=$((end + 1)); done
+        word=${text:i:end-i} words=$((words + 1))
+        for ((p = i; p < end; p++)); do
+            got=$($TO "$SLM" suggest -m "$M" -n 3 -t 1 -- "${text:0:p}" </dev/null 2>/dev/null) || { echo "slm suggest failed"; return; }
+            got=$(cut -f 1 <<<"$got")
+            if [ $p = $i ]; then
+                [ "$(head -n 1 <<<"$got")" = "$word" ] && top1=$((top1 + 1))
+                grep -qxF -- "$word" <<<"$got" && top3=$((top3 + 1))
+            fi
+            grep -qxF -- "$word" <<<"$got" && [ $((end - p)) -ge 2 ] && break
+            keys=$((keys + 1))
+        done
+        [ $p -lt $end ] && keys=$((keys + 1))
+        i=$end
+    done
+    echo "$keys $words $top1 $top3"
+}
+
+# examples_predict BIN MODEL: the typing demo's --replay and its refusals
+# (issue 11); the raw-mode path runs under a pseudo-terminal in extended.sh
+examples_predict() {
+    local bin=$1 M=$2 O=$BUILD/ex_predict.out E=$BUILD/ex_predict.err T=tests/predict-replay.txt f f2 bad short want got
+    run_cmd "$O" "$E" "$bin" --help
+    DETAIL="exit status $RC"
+    check "predict --help exits 0 with text" test $RC = 0 -a -s "$O"
+    run_cmd "$O" "$E" "$bin" -m "$M"
+    DETAIL="exit status $RC$([ $RC = 124 ] && echo ' (timed out)'), stderr: $(head -c 300 "$E")"
+    check "predict without a terminal on stdin: exit 1 at once, points to --replay" eval 'test $RC = 1 && grep -q -- "--replay" "$E" && ! [ -s "$O" ]'
+    run_cmd "$O" "$E" "$bin" --replay "$T"
+    DETAIL="exit status $RC, stderr: $(head -c 200 "$E")"
+    check "predict without -m: exit 1, message on stderr" test $RC = 1 -a -s "$E"
+    printf 'Once upon a \377time\n' >"$BUILD/predict-bad.txt"
+    run_cmd "$O" "$E" "$bin" -m "$M" --replay "$BUILD/predict-bad.txt"
+    DETAIL="exit status $RC, stderr: $(head -c 200 "$E")"
+    check "predict --replay of invalid UTF-8: exit 1, says where" eval 'test $RC = 1 && grep -q "UTF-8" "$E" && grep -q "offset 12" "$E"'
+    : >"$BUILD/predict-empty.txt"
+    run_cmd "$O" "$E" "$bin" -m "$M" --replay "$BUILD/predict-empty.txt"
+    DETAIL="exit status $RC, stderr: $(head -c 200 "$E")"
+    check "predict --replay of an empty file: exit 1, says it is empty" eval 'test $RC = 1 && grep -q "empty" "$E"'
+
+    run_cmd "$O" "$E" "$bin" -m "$M" --replay "$T" -t 1
+    f=$(replay_figures "$O")
+    bad=
+    if [ $RC != 0 ] || [ "$(wc -w <<<"$f")" != 10 ]; then
+        bad="exit status $RC; the last lines are not keystroke savings / top-1 top-3 / latency, after the passes and replay lines"
+    else
+        # shellcheck disable=SC2086
+        set -- $f
+        awk -v k="$1" -v t1="$2" -v t3="$3" 'BEGIN { exit !(k >= 0 && k <= 100 && t1 >= 0 && t1 <= t3 && t3 <= 100) }' || bad="$bad [percentages: KSR $1, top-1 $2, top-3 $3]"
+        awk -v a="$4" -v b="$5" -v c="$6" 'BEGIN { exit !(a > 0 && a <= b && b <= c) }' || bad="$bad [latency p50 $4 p95 $5 p99 $6]"
+        awk -v p="$7" -v t="$8" 'BEGIN { exit !(t > 0 && p > 0 && p <= t) }' || bad="$bad [per keystroke: $7 passes, $8 tokens evaluated]"
+        [ "$9" = "$(wc -m <"$T")" ] || bad="$bad [$9 characters, the file has $(wc -m <"$T")]"
+        awk -v k="$1" -v c="$9" -v n="${10}" 'BEGIN { d = 100 * (1 - n / c) - k; exit !(d < 0.051 && d > -0.051) }' || bad="$bad [KSR $1% is not 1 - ${10}/$9]"
+        awk -v k="$1" 'BEGIN { exit !(k > 0) }' || bad="$bad [no keystroke saved on a story in the model's own style]"
+    fi
+    DETAIL="$bad; stdout: $(tail -n 5 "$O" | tr '\n' '|'); stderr: $(head -c 300 "$E")"
+    check "predict --replay $T: ends with the three lines, figures consistent" test -z "$bad"
+    run_cmd "$BUILD/ex_predict2.out" "$E" "$bin" -m "$M" --replay "$T" -t 2
+    f2=$(replay_figures "$BUILD/ex_predict2.out")
+    DETAIL="1 thread: $f; 2 threads: $f2"
+    check "predict --replay: the same keystrokes and accuracy with 1 and 2 threads" eval 'test $RC = 0 && [ -n "$f" ] && [ "$(cut -d " " -f 1-3,7-10 <<<"$f")" = "$(cut -d " " -f 1-3,7-10 <<<"$f2")" ]'
+
+    # the simulated user again, from slm suggest's answers, on the first line of the story
+    short=$BUILD/predict-short.txt
+    head -n 1 "$T" | head -c 60 >"$short"
+    run_cmd "$O" "$E" "$bin" -m "$M" --replay "$short" -t 1
+    want=$(simulated_user "$M" "$(cat "$short")")
+    got="$(sed -n 's/^replay: [0-9]* characters, \([0-9]*\) words, \([0-9]*\) keystrokes, .*/\2 \1/p' "$O")"
+    f=$(replay_figures "$O")
+    # keystrokes words, then top-1 and top-3 as counts
+    if [ -n "$f" ] && [ -n "$got" ]; then
+        # shellcheck disable=SC2086
+        set -- $f $got
+        got="${11} ${12} $(awk -v w="${12}" -v a="$2" -v b="$3" 'BEGIN { printf "%d %d", a * w / 100 + 0.5, b * w / 100 + 0.5 }')"
+    fi
+    DETAIL="predict: '$got', slm suggest by hand: '$want' (keystrokes words top-1 top-3); stdout: $(tail -n 4 "$O" | tr '\n' '|'); stderr: $(head -c 200 "$E")"
+    check "predict --replay counts what slm suggest's answers give a simulated user written in the test" eval 'test $RC = 0 && [ -n "$got" ] && [ "$got" = "$want" ]'
+
+    run_cmd "$O" "$E" "$bin" -m "$M" --replay "$T" --skip-tokens 40 -t 1
+    f=$(replay_figures "$O")
+    DETAIL="exit status $RC; figures: $f; stdout: $(head -n 1 "$O")"
+    check "predict --replay --skip-tokens 40: fewer characters replayed, same last lines" eval 'test $RC = 0 && [ "$(wc -w <<<"$f")" = 10 ] && [ "$(cut -d " " -f 9 <<<"$f")" -lt "$(wc -m <"$T")" ] && grep -q "characters typed first" "$O"'
+}
+
 section_examples() {
 echo "== examples ($SLM_EXAMPLES_DIR/NAME for examples/NAME.c)"
 local M=$BUILD/stories260K_f32.slm X=$BUILD/ex_simple.expected src name bin have=1
@@ -590,6 +745,7 @@ for src in examples/*.c; do
     [ $have = 1 ] || continue
     case $name in
     simple) examples_simple "$bin" "$M" "$X" ;;
+    predict) examples_predict "$bin" "$M" ;;
     *) fail "examples/$name.c is run by make test" "tests/run.sh has no case for it in section_examples" ;;
     esac
 done

@@ -150,7 +150,7 @@
      pass (slm_eval_branches), and leaves out paths that can neither enter
      the top n nor change a reported probability by more than about 1e-4 of
      it; a node keeps its 512 likeliest children (the mass of the others
-     still counts in the denominator); candidates below min_prob (0: 0.001)
+     still counts in the denominator); candidates below min_prob (0: 0.01)
      are not looked for; one call makes at most 64 passes. The session keeps
      its tokens and the search tree: a keystroke that extends the text
      evaluates only the tokens that changed and the nodes the longer word
@@ -461,7 +461,7 @@ typedef struct slm_suggestion {
 
 typedef struct slm_suggest_opts { /* zero-initialised = one word, no time limit */
     int n_words;                  /* words per suggestion: 0 or 1 = the current word, more = a phrase */
-    float min_prob;               /* leave out suggestions below this (the search looks no lower); 0 = 0.001 */
+    float min_prob;               /* leave out suggestions below this (the search looks no lower); 0 = 0.01 */
     int max_ms;                   /* 0 = no limit; else return the best found after about max_ms */
     int (*cancel)(void *user);    /* polled between passes; non-zero: return -SLM_ERR_CANCELLED */
     void *user;
@@ -6091,7 +6091,7 @@ SLM_API slm_result slm_generate(slm_session *s, const char *prompt, const slm_ge
 #define SLM__SUG_REL_EPS    2e-5
 #define SLM__SUG_MAX_PASSES 64 /* a call without a time budget still ends */
 #ifndef SLM__SUG_MIN_PROB
-#define SLM__SUG_MIN_PROB 1e-3 /* min_prob 0: no keyboard shows a word this unlikely */
+#define SLM__SUG_MIN_PROB 1e-2 /* min_prob 0: a keyboard seldom shows a word this unlikely */
 #endif
 
 enum { SLM__SUG_DEAD, SLM__SUG_TYPING, SLM__SUG_OPEN, SLM__SUG_DONE };

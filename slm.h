@@ -150,7 +150,7 @@
      pass (slm_eval_branches), and leaves out paths that can neither enter
      the top n nor change a reported probability by more than about 1e-4 of
      it; a node keeps its 512 likeliest children (the mass of the others
-     still counts in the denominator); candidates below min_prob (0: 0.001)
+     still counts in the denominator); candidates below min_prob (0: 0.01)
      are not looked for; one call makes at most 64 passes. The session keeps
      its tokens and the search tree: a keystroke that extends the text
      evaluates only the tokens that changed and the nodes the longer word
@@ -461,7 +461,7 @@ typedef struct slm_suggestion {
 
 typedef struct slm_suggest_opts { /* zero-initialised = one word, no time limit */
     int n_words;                  /* words per suggestion: 0 or 1 = the current word, more = a phrase */
-    float min_prob;               /* leave out suggestions below this (the search looks no lower); 0 = 0.001 */
+    float min_prob;               /* leave out suggestions below this (the search looks no lower); 0 = 0.01 */
     int max_ms;                   /* 0 = no limit; else return the best found after about max_ms */
     int (*cancel)(void *user);    /* polled between passes; non-zero: return -SLM_ERR_CANCELLED */
     void *user;
@@ -6089,9 +6089,9 @@ SLM_API slm_result slm_generate(slm_session *s, const char *prompt, const slm_ge
    with one word), and a node that could beat the n-th candidate on its own
    is always explored. */
 #define SLM__SUG_REL_EPS    2e-5
-#define SLM__SUG_MAX_PASSES 64   /* a call without a time budget still ends */
+#define SLM__SUG_MAX_PASSES 64 /* a call without a time budget still ends */
 #ifndef SLM__SUG_MIN_PROB
-#define SLM__SUG_MIN_PROB 1e-3 /* min_prob 0: no keyboard shows a word this unlikely */
+#define SLM__SUG_MIN_PROB 1e-2 /* min_prob 0: a keyboard seldom shows a word this unlikely */
 #endif
 
 enum { SLM__SUG_DEAD, SLM__SUG_TYPING, SLM__SUG_OPEN, SLM__SUG_DONE };
@@ -6119,6 +6119,8 @@ typedef struct slm__suggest {
     int n_ctx_tokens, ctx_cap;
     float *root_logits; /* n_vocab */
     int root_valid, root_cover_tail;
+    double end_max; /* the largest P(the word ends in the next token | node) seen in the tree */
+    int end_seen;   /* end_max holds one */
     double root_cover;
     /* the tree and the tail it was grown for */
     slm__sug_node *nodes;
@@ -6300,7 +6302,7 @@ static int slm__sug_expand(slm_session *s, slm__suggest *g, int p, const float *
     const slm__vocab *v = &s->model->vocab;
     int n_vocab = s->model->info.n_vocab, t, n_c = 0, i;
     size_t base_len = p >= 0 ? g->nodes[p].text_len : 0, rem = 0;
-    double base = p >= 0 ? g->nodes[p].logp : 0.0, sum = 0.0, lse, cover = 0.0;
+    double base = p >= 0 ? g->nodes[p].logp : 0.0, sum = 0.0, lse, cover = 0.0, ends = 0.0;
     float max = -FLT_MAX, cut;
     slm__cand *c = s->cand;
     for (t = 0; t < n_vocab; t++)
@@ -6333,8 +6335,13 @@ static int slm__sug_expand(slm_session *s, slm__suggest *g, int p, const float *
         double lp = base + ((double)c[i].logit - lse);
         int made = slm__sug_add(s, g, p, c[i].id, lp);
         if (made < 0) return 0;
+        if (made && g->nodes[g->n_nodes - 1].state == SLM__SUG_DONE) ends += exp((double)c[i].logit - lse);
         /* its node counts in the denominator itself */
         if (made && rem && g->nodes[g->n_nodes - 1].text_len >= (uint32_t)g->tail_len) cover -= exp(lp);
+    }
+    if (p >= 0 && g->nodes[p].state == SLM__SUG_OPEN) {
+        g->end_max = SLM__MAX(g->end_max, ends);
+        g->end_seen = 1;
     }
     if (p >= 0) {
         g->nodes[p].cover = cover;
@@ -6437,9 +6444,13 @@ static int slm__sug_before(const slm__suggest *g, int a, int b) {
 }
 
 /* Nodes worth a forward pass, most probable first, into g->order; returns
-   how many. A node is worth it when it could make a candidate that enters
-   the top n on its own (above min_prob), or when it could still add to a
-   reported candidate more than SLM__SUG_REL_EPS of its probability. */
+   how many. A node is worth it while fewer than n candidates are known and
+   it is above min_prob; when it could still add to a reported candidate
+   more than SLM__SUG_REL_EPS of its probability; and when it could take the
+   n-th place if its word ended as likely as the likeliest word end seen in
+   the tree so far (a trained model ends most whole words with a probability
+   near 1, so this seldom prunes; a flat distribution is spared a pass for
+   every word that ties with the n-th). */
 static int slm__sug_frontier(slm__suggest *g, const slm_suggest_opts *o, int n, const slm__sug_result *r) {
     int i, j, m = 0;
     double bar = r->n_top == n ? r->cands[n - 1].mass : (double)o->min_prob;
@@ -6452,7 +6463,7 @@ static int slm__sug_frontier(slm__suggest *g, const slm_suggest_opts *o, int n, 
             want = nd->state == SLM__SUG_TYPING; /* nothing covers the tail yet */
         } else {
             p = exp(nd->logp) / r->denom;
-            want = p >= bar * (1.0 - 1e-6) && p > 0;
+            want = p * (r->n_top == n && g->end_seen ? g->end_max : 1.0) >= bar * (1.0 - 1e-6) && p > 0;
             for (j = 0; !want && j < r->n_top; j++)
                 want = p >= SLM__SUG_REL_EPS * r->cands[j].mass &&
                        (nd->state == SLM__SUG_TYPING || slm__sug_compatible(g, nd, &r->cands[j]));
@@ -6772,6 +6783,8 @@ SLM_API int slm_suggest(slm_session *s, const char *text, slm_suggestion *out, i
         g->n_nodes = 0;
         g->text_len = 0;
         g->n_branches = 0;
+        g->end_max = 0.0;
+        g->end_seen = 0;
         for (i = 0; i < SLM__SUG_ROWS; i++) g->row_node[i] = -1;
         if (r != SLM_OK) return -(int)r;
         if (!slm__sug_expand(s, g, -1, g->root_logits))

@@ -469,6 +469,10 @@ typedef struct slm_suggest_opts { /* zero-initialised = one word, no time limit 
     int n_blocklist;
 } slm_suggest_opts;
 
+/* 1 when slm_suggest counts code point cp as part of a word (a letter \p{L},
+   a digit \p{N}, ' or U+2019), else 0: for apps that split words as it does. */
+SLM_API int slm_word_char(uint32_t cp);
+
 /* Up to n words that complete the text typed so far, most probable first.
    See PREDICTIVE TEXT at the top. Returns the count, or -slm_result. */
 SLM_API int slm_suggest(slm_session *session, const char *text, slm_suggestion *out, int n,
@@ -6194,6 +6198,8 @@ static int slm__word_char(uint32_t cp) {
     int c = slm__uclass(cp);
     return c == 1 || c == 2 || cp == '\'' || cp == 0x2019;
 }
+
+SLM_API int slm_word_char(uint32_t cp) { return slm__word_char(cp); }
 
 /* Strict UTF-8 (no overlong forms, surrogates or code points past U+10FFFF):
    the offset of the first bad byte, or -1. */

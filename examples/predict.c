@@ -139,23 +139,6 @@ static int utf8_decode(const unsigned char *s, size_t n, uint32_t *cp) {
     return len;
 }
 
-/* A word character as slm_suggest counts them: \p{L}, \p{N}, ' and U+2019.
-   The classes come from slm.h's own Unicode table (its implementation is in
-   this file), so the demo and the library split words the same way. */
-static int is_word_char(uint32_t cp) {
-    int lo = 0, hi = SLM__UCLASS_COUNT - 1, cls;
-    if (cp == '\'' || cp == 0x2019) return 1;
-    while (lo < hi) { /* the last entry starting at or before cp */
-        int mid = (lo + hi + 1) / 2;
-        if ((slm__uclass_table[mid] >> 2) <= cp)
-            lo = mid;
-        else
-            hi = mid - 1;
-    }
-    cls = (int)(slm__uclass_table[lo] & 3u);
-    return cls == 1 || cls == 2;
-}
-
 /* The start of the last UTF-8 character of text[0..len), len > 0. */
 static size_t utf8_prev(const char *text, size_t len) {
     size_t i = len - 1;
@@ -168,7 +151,7 @@ static size_t current_word_start(const char *text, size_t len) {
     while (len > 0) {
         size_t p = utf8_prev(text, len);
         uint32_t cp = 0;
-        if (!utf8_decode((const unsigned char *)text + p, len - p, &cp) || !is_word_char(cp)) break;
+        if (!utf8_decode((const unsigned char *)text + p, len - p, &cp) || !slm_word_char(cp)) break;
         len = p;
     }
     return len;
@@ -550,8 +533,8 @@ static size_t skip_start(const slm_model *model, const char *text, const decoded
         else
             hi = mid - 1;
     }
-    if (lo < d->n && is_word_char(d->cp[lo]))
-        while (lo > 0 && is_word_char(d->cp[lo - 1])) lo--;
+    if (lo < d->n && slm_word_char(d->cp[lo]))
+        while (lo > 0 && slm_word_char(d->cp[lo - 1])) lo--;
     return lo;
 }
 
@@ -654,12 +637,12 @@ static int run_replay(const slm_model *model, slm_session *session, const option
 
     for (i = start; i < d.n;) {
         size_t end = i, p;
-        if (!is_word_char(d.cp[i])) { /* typed, no look */
+        if (!slm_word_char(d.cp[i])) { /* typed, no look */
             c.keystrokes++;
             i++;
             continue;
         }
-        while (end < d.n && is_word_char(d.cp[end])) end++;
+        while (end < d.n && slm_word_char(d.cp[end])) end++;
         c.words++;
         for (p = i; p < end; p++) {
             int n = suggest_at(session, text, d.off[p], sug, &c, 1);

@@ -6195,7 +6195,9 @@ static double slm__now_ms(void) {
 
 /* Letters, digits, ' and U+2019: what a keyboard treats as part of a word. */
 static int slm__word_char(uint32_t cp) {
-    int c = slm__uclass(cp);
+    int c;
+    if (cp < 0x80) return (cp | 0x20) - 'a' < 26u || cp - '0' < 10u || cp == '\'';
+    c = slm__uclass(cp);
     return c == 1 || c == 2 || cp == '\'' || cp == 0x2019;
 }
 

@@ -6325,7 +6325,7 @@ static int slm__sug_expand(slm_session *s, slm__suggest *g, int p, const float *
     for (t = 0; t < n_vocab; t++) {
         int type;
         if (!slm__finite(logits[t]) || logits[t] < cut) continue;
-        type = v->types[t] ? v->types[t] : SLM_TOKEN_NORMAL;
+        type = v->types[t] ? (int)v->types[t] : (int)SLM_TOKEN_NORMAL;
         if (type != SLM_TOKEN_NORMAL && type != SLM_TOKEN_BYTE) continue; /* ends the text, or no text */
         if (rem) { /* must spell the tail on: count those that reach past it */
             size_t plen = v->piece_off[t + 1] - v->piece_off[t];

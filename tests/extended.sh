@@ -21,6 +21,9 @@
 #      SLM_FUZZ_SECONDS (default 30) under libFuzzer (clang's runtime:
 #      libclang-rt-14-dev; skipped with the reason when it cannot be installed)
 #   7. every C file as clang-format-14 leaves it (.clang-format)
+#   8. the slow tests of test_slm (SLM_TEST_SLOW=1; make test skips them):
+#      slm_suggest against its brute-force reference on the costly texts, and
+#      keystroke savings against an exhaustive search
 # Each section ends with the line "== section NAME: N s".
 # Installs what it needs with apt-get when missing (skips with the reason when
 # it cannot). Every test_slm build goes through build_test_slm and every
@@ -349,6 +352,19 @@ if command -v clang-format-14 >/dev/null 2>&1; then
     check "every C file is as clang-format-14 leaves it" test -z "$unformatted"
 else
     skip "every C file is as clang-format-14 leaves it" "clang-format-14 is not installed and apt-get could not install it"
+fi
+
+# ---------------------------------------------------------------------------
+# 8. slow tests
+# ---------------------------------------------------------------------------
+section "8. slow tests"
+# shellcheck disable=SC2086
+if build_test_slm "$BUILD/test_slm_slow" "$BUILD/test_slm_slow.build.log" "$CC" $CFLAGS $OPENMP; then
+    echo "== test_slm -k suggest with SLM_TEST_SLOW=1"
+    SLM_TEST_SLOW=1 SLM_TEST_TIMEOUT=${SLM_TEST_TIMEOUT:-3600} "$BUILD/test_slm_slow" -k suggest 2>&1 | tee "$BUILD/slow.log"
+    add_counts "$BUILD/slow.log" "slow tests"
+else
+    fail "build test_slm for the slow tests" "$(head -n 8 "$BUILD/test_slm_slow.build.log")"
 fi
 section ""
 

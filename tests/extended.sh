@@ -24,6 +24,9 @@
 #   8. the typing demo (./predict) under a pseudo-terminal: keys, suggestions,
 #      raw mode, and the terminal restored after Ctrl-C, Ctrl-D and SIGTERM
 #      (tests/predict_pty.py, python3's standard library)
+#   9. the slow tests of test_slm (SLM_TEST_SLOW=1; make test skips them):
+#      slm_suggest against its brute-force reference on the costly texts, and
+#      keystroke savings against an exhaustive search
 # Each section ends with the line "== section NAME: N s".
 # Installs what it needs with apt-get when missing (skips with the reason when
 # it cannot). Every test_slm build goes through build_test_slm and every
@@ -374,6 +377,18 @@ else
     else
         fail "predict under a pseudo-terminal: convert stories260K" "$(tail -n 3 "$BUILD/pty/convert.log")"
     fi
+
+# ---------------------------------------------------------------------------
+# 9. slow tests
+# ---------------------------------------------------------------------------
+section "9. slow tests"
+# shellcheck disable=SC2086
+if build_test_slm "$BUILD/test_slm_slow" "$BUILD/test_slm_slow.build.log" "$CC" $CFLAGS $OPENMP; then
+    echo "== test_slm -k suggest with SLM_TEST_SLOW=1"
+    SLM_TEST_SLOW=1 SLM_TEST_TIMEOUT=${SLM_TEST_TIMEOUT:-3600} "$BUILD/test_slm_slow" -k suggest 2>&1 | tee "$BUILD/slow.log"
+    add_counts "$BUILD/slow.log" "slow tests"
+else
+    fail "build test_slm for the slow tests" "$(head -n 8 "$BUILD/test_slm_slow.build.log")"
 fi
 section ""
 

@@ -2969,6 +2969,1167 @@ static void test_branch_errors(void) {
     }
 }
 
+/* ======================================================================== */
+/* predictive text: slm_suggest against a brute-force reference             */
+/* ======================================================================== */
+
+/* ref_suggest: the contract of slm_suggest (the PREDICTIVE TEXT section of
+   slm.h) computed the slow, obvious way, through the public API only, with
+   no code in common with slm_suggest:
+     1. tokenize the text (SLM_TOK_BOS), back off the tokens that overlap the
+        current word, then heal: back off more while the token before the
+        tail is the start of a longer normal token consistent with the tail
+        (at most 8 tokens);
+     2. evaluate the context, then walk every token path after it depth
+        first: slm_rewind to the parent's length, slm_eval one token,
+        slm_logits through a softmax in double. A path is followed while its
+        text is consistent with the tail; once it covers the tail its mass
+        counts in the denominator, and it is followed until the word (or the
+        n_words words and their separators) ends at a non-word character: its
+        mass then goes to that candidate. EOS, EOT and control tokens end a
+        path without text (its mass is lost for every candidate).
+   What it drops, and what that can cost: a path is evaluated further only
+   when its mass is at least floor_rel (1e-9) times the denominator D (D is
+   found first by a walk over the tail-covering paths only, whose own floor
+   is 1e-9 times the mass of one covering path found greedily, a lower bound
+   of D), and only up to max_depth (8) tokens that produce bytes past the
+   tail. Paths that end (complete a word) are counted down to 1e-3 of that
+   floor: they cost no evaluation. The mass of every dropped path is kept, by
+   the text its candidate starts with: the probability of a word is then
+   within ref_bound(word) of the exact value of the contract (a dropped path
+   misses at most its mass from the numerators of the words that start like
+   it, and, before it covers the tail, from the denominator and any word).
+   Choices where the contract is silent or ambiguous:
+   - The empty text, with a SentencePiece dummy prefix (the tokenizer writes
+     "x" as " x"): slm_tokenize gives BOS alone, so the pieces are "", but the
+     model writes the first word after a space, and "piece space" is
+     " " + text: the tail is " " (ws = 1) and the suggestions are the first
+     words of a text. (Read literally, tail "" would suggest only words glued
+     to BOS, with tiny probabilities.)
+   - Word characters: ASCII letters and digits, ' and U+2019, and the letters
+     and digits of Latin-1, Latin Extended-A/B, Greek and Cyrillic: enough
+     for the stories260K vocabulary (its only non-ASCII letters are é, ñ and
+     â). The tests' texts are ASCII.
+   - A byte the model generates that is not valid UTF-8 (a byte token that
+     breaks a sequence, an invalid lead byte, an overlong form) is one
+     non-word character; a sequence still incomplete at the end of a path's
+     text waits for the next token.
+   - "Deeper than 8 tokens past the tail": counted in tokens whose piece ends
+     past the tail (the token that covers the tail counts when it overshoots
+     it); with n_words > 1, 8 for the whole phrase.
+   - Ranking: probability descending, ties by strcmp ascending (the
+     contract's). */
+
+enum { REF_MORE, REF_DONE, REF_DROP };
+
+typedef struct {
+    char text[64];
+    double prob;
+} ref_word;
+
+/* text -> mass, open addressing (the empty text is a key like any other) */
+typedef struct {
+    char text[64];
+    double mass;
+    int used;
+} ref_entry;
+
+typedef struct {
+    ref_entry *e;
+    int n, cap;
+} ref_table;
+
+typedef struct {
+    int n_words;      /* 0 or 1: a word; K: a phrase of K words */
+    int max_depth;    /* tokens past the tail (0 = 8) */
+    double floor_rel; /* evaluate no path lighter than this times the denominator (0 = 1e-9) */
+} ref_opts;
+
+typedef struct {
+    ref_word *words; /* every candidate, ranked (free with free()) */
+    int n;
+    double denom;    /* P(the continuation starts with the tail) */
+    double lost_all; /* dropped before covering the tail (relative to denom): may be any word's */
+    ref_table lost;  /* dropped after it, by the candidate text so far (relative to denom) */
+    long n_evals;    /* tokens evaluated by the walk (context excluded) */
+    int k, n_tokens; /* the back-off point and the token count */
+    char tail[256];  /* the tail, NUL-terminated (truncated for display) */
+    int ws;          /* where the current word starts in the tail */
+} ref_result;
+
+typedef struct {
+    slm_session *s;
+    const slm_model *m;
+    int n_vocab, n_words, max_depth, base, rows, failed;
+    const char **piece;
+    int *plen;
+    unsigned char *ends; /* EOS, EOT, control: the end of a text */
+    const char *tail;
+    int tail_len, ws, phase_a_only;
+    char *gen; /* the text of the path being walked */
+    double *probs;
+    double floor, denom, lost_all;
+    long n_evals;
+    ref_table cand, lost; /* candidates; dropped mass by the candidate text so far */
+} ref_walk;
+
+/* A Unicode letter or digit, approximately (see above), or an apostrophe. */
+static int ref_word_cp(unsigned cp) {
+    if (cp < 0x80) return isalnum((int)cp) || cp == '\'';
+    if (cp == 0x2019 || cp == 0xAA || cp == 0xB5 || cp == 0xBA || cp == 0xB2 || cp == 0xB3 || cp == 0xB9) return 1;
+    if (cp >= 0xBC && cp <= 0xBE) return 1; /* vulgar fractions: \p{N} */
+    if (cp >= 0xC0 && cp <= 0x24F) return cp != 0xD7 && cp != 0xF7;
+    if (cp >= 0x370 && cp <= 0x3FF) return cp != 0x375 && cp != 0x37E && cp != 0x384 && cp != 0x385 && cp != 0x387;
+    if (cp >= 0x400 && cp <= 0x52F) return cp < 0x482 || cp > 0x489;
+    return 0;
+}
+
+/* The character at s (n bytes available): 1 a word character, 0 another one
+   (an invalid byte counts as one), -1 when more bytes are needed to know. */
+static int ref_char(const char *s, int n, int *clen) {
+    const unsigned char *u = (const unsigned char *)s;
+    unsigned cp;
+    int need, i;
+    if (n <= 0) return -1;
+    *clen = 1;
+    if (u[0] < 0x80)
+        return (u[0] >= 'a' && u[0] <= 'z') || (u[0] >= 'A' && u[0] <= 'Z') || (u[0] >= '0' && u[0] <= '9') ||
+               u[0] == '\'';
+    need = u[0] >= 0xC2 && u[0] <= 0xDF ? 1 : (u[0] & 0xF0) == 0xE0 ? 2 : u[0] >= 0xF0 && u[0] <= 0xF4 ? 3 : 0;
+    if (!need) return 0;
+    cp = u[0] & (need == 1 ? 0x1Fu : need == 2 ? 0x0Fu : 0x07u);
+    for (i = 1; i <= need; i++) {
+        if (i >= n) return -1;
+        if ((u[i] & 0xC0) != 0x80) return 0;
+        cp = cp << 6 | (u[i] & 0x3Fu);
+    }
+    if ((need == 2 && cp < 0x800) || (need == 3 && cp < 0x10000) || (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF)
+        return 0;
+    *clen = need + 1;
+    return ref_word_cp(cp);
+}
+
+/* Where a path's text after the word start stands: REF_MORE (the word or
+   phrase goes on; every candidate down the path starts with its first
+   *cand_len bytes), REF_DONE (the candidate is the first *cand_len bytes, a
+   non-word character follows) or REF_DROP (an empty first word, or longer
+   than 63 bytes). */
+static int ref_parse(const char *x, int xl, int n_words, int *cand_len) {
+    int pos = 0, w, kind, clen = 1;
+    for (w = 1;; w++) {
+        int start = pos;
+        while ((kind = ref_char(x + pos, xl - pos, &clen)) == 1) pos += clen;
+        *cand_len = pos;
+        if (kind < 0) return pos > 63 ? REF_DROP : REF_MORE;
+        if (pos == start) return REF_DROP; /* only the first word can be empty: separators are maximal */
+        if (w >= n_words) {
+            if (pos > 63) return REF_DROP;
+            *cand_len = pos;
+            return REF_DONE;
+        }
+        while ((kind = ref_char(x + pos, xl - pos, &clen)) == 0) pos += clen;
+        *cand_len = pos;
+        if (kind < 0) return pos > 63 ? REF_DROP : REF_MORE;
+    }
+}
+
+static uint32_t ref_hash(const char *s, int n) {
+    uint32_t h = 2166136261u;
+    int i;
+    for (i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 16777619u;
+    return h;
+}
+
+static ref_entry *ref_slot(const ref_table *T, const char *text, int len) {
+    uint32_t i = ref_hash(text, len) & (uint32_t)(T->cap - 1);
+    while (T->e[i].used && !(strncmp(T->e[i].text, text, (size_t)len) == 0 && T->e[i].text[len] == 0))
+        i = (i + 1) & (uint32_t)(T->cap - 1);
+    return &T->e[i];
+}
+
+static void ref_add(ref_table *T, const char *text, int len, double mass) {
+    ref_entry *e;
+    if (T->n * 2 >= T->cap) { /* grow: rehash every entry */
+        ref_table old = *T;
+        int j;
+        T->cap = old.cap ? old.cap * 2 : 1024;
+        T->e = (ref_entry *)calloc((size_t)T->cap, sizeof *T->e);
+        for (j = 0; j < old.cap; j++)
+            if (old.e[j].used) *ref_slot(T, old.e[j].text, (int)strlen(old.e[j].text)) = old.e[j];
+        free(old.e);
+    }
+    e = ref_slot(T, text, len);
+    if (!e->used) {
+        memcpy(e->text, text, (size_t)len);
+        e->text[len] = 0;
+        e->used = 1;
+        T->n++;
+    }
+    e->mass += mass;
+}
+
+static double ref_find(const ref_table *T, const char *text, int len) {
+    const ref_entry *e;
+    if (!T->cap) return 0;
+    e = ref_slot(T, text, len);
+    return e->used ? e->mass : 0;
+}
+
+/* How far the reference's probability of word (any text, listed or not) may
+   be from the exact one: what was dropped before the tail was covered, and
+   after it on paths whose candidate began like word. */
+static double ref_bound(const ref_result *r, const char *word) {
+    double b = r->lost_all;
+    int j, len = (int)strlen(word);
+    for (j = 0; j <= len && j < 64; j++) b += ref_find(&r->lost, word, j);
+    return b;
+}
+
+/* Row `row` of W->probs: the softmax, in double, of the session's logits. */
+static int ref_softmax(ref_walk *W, int row) {
+    const float *lg = slm_logits(W->s);
+    double *p = W->probs + (size_t)row * (size_t)W->n_vocab, mx = -HUGE_VAL, z = 0;
+    int v;
+    if (!lg) return 0;
+    for (v = 0; v < W->n_vocab; v++)
+        if (lg[v] > mx) mx = lg[v];
+    for (v = 0; v < W->n_vocab; v++) z += p[v] = exp((double)lg[v] - mx);
+    for (v = 0; v < W->n_vocab; v++) p[v] /= z;
+    return 1;
+}
+
+/* Evaluates token v after the path of `depth` tokens into row depth + 1. */
+static int ref_eval_child(ref_walk *W, int depth, slm_token v) {
+    W->n_evals++;
+    if (slm_rewind(W->s, W->base + depth) != SLM_OK || slm_eval(W->s, &v, 1) != SLM_OK || !ref_softmax(W, depth + 1)) {
+        W->failed = 1;
+        return 0;
+    }
+    return 1;
+}
+
+/* The children of a node: the path of `depth` tokens (row `depth` holds its
+   next-token probabilities), gen_len bytes of text, its mass, `past` tokens
+   past the tail and, once it covers the tail, node_pos: every candidate
+   below it starts with the first node_pos bytes after the word start (-1
+   before). Children that end the candidate inside the node's own text, and
+   the children dropped, add up locally: one table update per node. */
+static void ref_expand(ref_walk *W, int depth, int gen_len, double mass, int past, int node_pos) {
+    const double *p = W->probs + (size_t)depth * (size_t)W->n_vocab;
+    double own_mass = 0, own_lost = 0;
+    int v, own_len = -1;
+    for (v = 0; v < W->n_vocab && !W->failed; v++) {
+        double pm = mass * p[v];
+        int plen = W->plen[v], end = gen_len + plen, past2, state, cand_len = 0;
+        if (pm <= 0 || W->ends[v]) continue;
+        if (gen_len < W->tail_len) { /* the path has not covered the tail yet */
+            int n_cmp = (end < W->tail_len ? end : W->tail_len) - gen_len;
+            if (memcmp(W->piece[v], W->tail + gen_len, (size_t)n_cmp) != 0) continue;
+            if (end < W->tail_len) {
+                if (pm < W->floor || depth + 2 > W->rows) {
+                    W->lost_all += pm;
+                    continue;
+                }
+                if (ref_eval_child(W, depth, (slm_token)v)) ref_expand(W, depth + 1, end, pm, 0, -1);
+                continue;
+            }
+            W->denom += pm; /* this token covers the tail: a path of the denominator */
+            past2 = end > W->tail_len;
+        } else {
+            past2 = past + 1;
+        }
+        if (W->phase_a_only) continue;
+        if (node_pos >= 0 && pm < 1e-3 * W->floor) { /* not worth a look: at most 1e-12 D each */
+            own_lost += pm;
+            continue;
+        }
+        memcpy(W->gen + gen_len, W->piece[v], (size_t)plen);
+        state = ref_parse(W->gen + W->ws, end - W->ws, W->n_words, &cand_len);
+        if (state == REF_DROP) continue; /* no suggestion down this path, by the contract */
+        if (state == REF_DONE) {
+            if (W->ws + cand_len <= gen_len && (own_len < 0 || own_len == cand_len)) {
+                own_len = cand_len; /* the candidate is the node's own text: the same for many children */
+                own_mass += pm;
+            } else {
+                ref_add(&W->cand, W->gen + W->ws, cand_len, pm);
+            }
+            continue;
+        }
+        if (pm < W->floor || past2 >= W->max_depth || depth + 2 > W->rows) {
+            if (node_pos >= 0)
+                own_lost += pm; /* filed under the node's text: a looser bound, as valid */
+            else
+                ref_add(&W->lost, W->gen + W->ws, cand_len, pm);
+            continue;
+        }
+        if (ref_eval_child(W, depth, (slm_token)v)) ref_expand(W, depth + 1, end, pm, past2, cand_len);
+    }
+    if (own_len >= 0) ref_add(&W->cand, W->gen + W->ws, own_len, own_mass);
+    if (own_lost > 0) ref_add(&W->lost, W->gen + W->ws, node_pos, own_lost);
+}
+
+static int ref_cmp(const void *a, const void *b) {
+    const ref_word *x = (const ref_word *)a, *y = (const ref_word *)b;
+    if (x->prob != y->prob) return x->prob > y->prob ? -1 : 1;
+    return strcmp(x->text, y->text);
+}
+
+/* Does the tokenizer write "x" as " x" (a SentencePiece dummy prefix)? */
+static int ref_dummy_prefix(const slm_model *m) {
+    slm_token t[4];
+    int n = slm_tokenize(m, "x", 1, 0, t, 4), len = 0;
+    const char *p = n >= 1 ? slm_token_piece(m, t[0], &len) : NULL;
+    return p && len >= 1 && p[0] == ' ';
+}
+
+/* The reference on explicit tokens t[0..n) (t[0] BOS when the model has one)
+   and, after their pieces, `suffix` (text no token spells: the dummy-prefix
+   space of the empty text). Returns 0 with *out filled, -1 on failure. */
+static int ref_suggest_tokens(slm_session *s, const slm_model *m, const slm_token *t, int n, const char *suffix,
+                              const ref_opts *o, ref_result *out) {
+    const slm_model_info *mi = slm_model_info_get(m);
+    ref_walk W;
+    int first = n > 0 && mi->bos >= 0 && t[0] == mi->bos, i, k, v, steps, len, pspace_len = 0, word_len = 0, kind;
+    int clen = 1, run_start = 0, in_word = 0, max_plen = 0, suffix_len = suffix ? (int)strlen(suffix) : 0, *off,
+        ctx_len, ok = 1;
+    char *pspace;
+    slm_token eos_ctx[1];
+    const slm_token *ctx;
+    double greedy_mass = 0;
+    memset(out, 0, sizeof *out);
+    memset(&W, 0, sizeof W);
+    W.s = s;
+    W.m = m;
+    W.n_vocab = mi->n_vocab;
+    W.n_words = o && o->n_words > 1 ? o->n_words : 1;
+    W.max_depth = o && o->max_depth > 0 ? o->max_depth : 8;
+    W.piece = (const char **)malloc(sizeof(char *) * (size_t)W.n_vocab);
+    W.plen = (int *)malloc(sizeof(int) * (size_t)W.n_vocab);
+    W.ends = (unsigned char *)malloc((size_t)W.n_vocab);
+    for (v = 0; v < W.n_vocab; v++) {
+        W.piece[v] = slm_token_piece(m, v, &W.plen[v]);
+        if (!W.piece[v]) W.plen[v] = 0, W.piece[v] = "";
+        W.ends[v] = v == mi->eos || v == mi->eot || slm_token_type(m, v) == SLM_TOKEN_CONTROL;
+        if (W.plen[v] > max_plen) max_plen = W.plen[v];
+    }
+    /* piece space and the tokens' offsets in it */
+    off = (int *)malloc(sizeof(int) * (size_t)(n + 1));
+    for (i = first; i < n; i++) {
+        slm_token_piece(m, t[i], &len);
+        off[i] = pspace_len;
+        pspace_len += len;
+    }
+    off[n] = pspace_len;
+    pspace = (char *)malloc((size_t)pspace_len + (size_t)suffix_len + 1);
+    for (i = first; i < n; i++) memcpy(pspace + off[i], slm_token_piece(m, t[i], &len), (size_t)(off[i + 1] - off[i]));
+    memcpy(pspace + pspace_len, suffix ? suffix : "", (size_t)suffix_len);
+    pspace_len += suffix_len;
+    /* the current word: the last run of word characters, reading whole characters from the start */
+    for (i = 0, run_start = 0, in_word = 0; i < pspace_len; i += clen) {
+        kind = ref_char(pspace + i, pspace_len - i, &clen);
+        if (kind < 0) clen = pspace_len - i; /* a truncated character at the end: not a word character */
+        if (kind == 1 && !in_word) run_start = i;
+        in_word = kind == 1;
+    }
+    word_len = in_word ? pspace_len - run_start : 0;
+    /* 1. mandatory back-off: the tokens that overlap the current word */
+    k = n;
+    while (k > first && off[k] > pspace_len - word_len) k--;
+    /* 2. healing */
+    for (steps = 0; k > first && steps < 8; steps++) {
+        const char *tail = pspace + off[k];
+        int tail_len = pspace_len - off[k], pl, fits = 0;
+        const char *pp = slm_token_piece(m, t[k - 1], &pl);
+        for (v = 0; v < W.n_vocab && !fits; v++) {
+            int rl = W.plen[v] - pl, nc;
+            if (slm_token_type(m, v) != SLM_TOKEN_NORMAL || rl <= 0 || memcmp(W.piece[v], pp, (size_t)pl) != 0)
+                continue;
+            nc = rl < tail_len ? rl : tail_len;
+            fits = memcmp(W.piece[v] + pl, tail, (size_t)nc) == 0;
+        }
+        if (!fits) break;
+        k--;
+    }
+    W.tail = pspace + off[k];
+    W.tail_len = pspace_len - (int)(W.tail - pspace);
+    W.ws = W.tail_len - word_len;
+    out->k = k;
+    out->n_tokens = n;
+    out->ws = W.ws;
+    snprintf(out->tail, sizeof out->tail, "%.*s", W.tail_len, W.tail);
+    /* 3. the context */
+    ctx = t;
+    ctx_len = k;
+    if (k == 0) {
+        if (mi->eos < 0) ok = 0;
+        eos_ctx[0] = mi->eos;
+        ctx = eos_ctx;
+        ctx_len = 1;
+    }
+    W.rows = W.tail_len + W.max_depth + 2;
+    W.probs = (double *)malloc(sizeof(double) * (size_t)W.rows * (size_t)W.n_vocab);
+    W.gen = (char *)malloc((size_t)W.tail_len + 64 + 8 * (size_t)max_plen + 16);
+    memcpy(W.gen, W.tail, (size_t)W.tail_len); /* a path that covers the tail starts with it */
+    W.base = ctx_len;
+    if (ok && word_len > 63) ok = 2; /* no candidate fits: nothing to suggest */
+    if (ok == 1) ok = slm_rewind(s, 0) == SLM_OK && slm_eval(s, ctx, ctx_len) == SLM_OK && ref_softmax(&W, 0);
+    if (ok == 1) {
+        /* a lower bound of the denominator: one covering path, the likeliest token at each step */
+        int gen_len = 0, depth = 0;
+        greedy_mass = 1;
+        while (gen_len < W.tail_len && ok) {
+            const double *p = W.probs + (size_t)depth * (size_t)W.n_vocab;
+            int best = -1;
+            for (v = 0; v < W.n_vocab; v++) {
+                int end = gen_len + W.plen[v], nc = (end < W.tail_len ? end : W.tail_len) - gen_len;
+                if (W.ends[v] || W.plen[v] == 0 || memcmp(W.piece[v], W.tail + gen_len, (size_t)nc) != 0) continue;
+                if (best < 0 || p[v] > p[best]) best = v;
+            }
+            if (best < 0 || depth + 2 > W.rows) {
+                greedy_mass = 0;
+                break;
+            }
+            greedy_mass *= p[best];
+            gen_len += W.plen[best];
+            if (gen_len < W.tail_len) ok = ref_eval_child(&W, depth++, (slm_token)best);
+        }
+        if (greedy_mass > 0) {
+            /* the denominator, then everything with the floor it gives */
+            W.phase_a_only = 1;
+            W.floor = (o && o->floor_rel > 0 ? o->floor_rel : 1e-9) * greedy_mass;
+            ref_expand(&W, 0, 0, 1.0, 0, W.tail_len == 0 ? 0 : -1);
+            if (W.tail_len == 0) W.denom = 1; /* every continuation starts with "" */
+            W.phase_a_only = 0;
+            W.floor = (o && o->floor_rel > 0 ? o->floor_rel : 1e-9) * W.denom;
+            W.denom = W.tail_len == 0 ? 1 : 0;
+            W.lost_all = 0;
+            ref_expand(&W, 0, 0, 1.0, 0, W.tail_len == 0 ? 0 : -1);
+        }
+        ok = !W.failed;
+    }
+    if (ok) {
+        out->words = (ref_word *)malloc(sizeof(ref_word) * (size_t)(W.cand.n + 1));
+        for (i = 0; i < W.cand.cap; i++)
+            if (W.cand.e[i].used) {
+                memcpy(out->words[out->n].text, W.cand.e[i].text, 64);
+                out->words[out->n++].prob = W.cand.e[i].mass / W.denom;
+            }
+        qsort(out->words, (size_t)out->n, sizeof(ref_word), ref_cmp);
+        for (i = 0; i < W.lost.cap; i++) W.lost.e[i].mass /= W.denom > 0 ? W.denom : 1;
+        out->lost = W.lost;
+        W.lost.e = NULL;
+        out->denom = W.denom;
+        out->lost_all = W.denom > 0 ? W.lost_all / W.denom : 0;
+    }
+    out->n_evals = W.n_evals;
+    free(W.piece);
+    free(W.plen);
+    free(W.ends);
+    free(W.probs);
+    free(W.gen);
+    free(W.cand.e);
+    free(W.lost.e);
+    free(off);
+    free(pspace);
+    return ok ? 0 : -1;
+}
+
+/* The reference on a text, tokenized as slm_suggest tokenizes it. */
+static int ref_suggest(slm_session *s, const slm_model *m, const char *text, const ref_opts *o, ref_result *out) {
+    int need = -slm_tokenize(m, text, strlen(text), SLM_TOK_BOS, NULL, 0), n, rc;
+    slm_token *t = (slm_token *)malloc(sizeof(slm_token) * (size_t)(need > 0 ? need : 1));
+    n = slm_tokenize(m, text, strlen(text), SLM_TOK_BOS, t, need > 0 ? need : 1);
+    rc = n < 0 ? -1 : ref_suggest_tokens(s, m, t, n, !*text && ref_dummy_prefix(m) ? " " : NULL, o, out);
+    free(t);
+    return rc;
+}
+
+static void ref_free(ref_result *r) {
+    free(r->words);
+    free(r->lost.e);
+    memset(r, 0, sizeof *r);
+}
+
+/* ---- helpers of the slm_suggest tests ---------------------------------- */
+
+/* got (n_got of a request for n) against the ranked list ref (n_ref words):
+   every word has its reference probability within rel * p + abs_tol (plus
+   the reference's own error bound for that word when r is given), the order
+   is the reference's except between words whose probabilities are that
+   close, and no word of the reference that should have made the list is
+   missing (a word within the tolerance of 0 may be absent, or present). */
+static int same_suggestions(const char *what, const slm_suggestion *got, int n_got, int n, const ref_word *ref,
+                            int n_ref, const ref_result *r, double rel, double abs_tol) {
+    int i, j, bad = 0;
+    double *rp = (double *)calloc((size_t)n + 1, sizeof(double)),
+           *tol = (double *)calloc((size_t)n + 1, sizeof(double));
+    if (n_got < 0 || n_got > n) {
+        CHECKF(0, "%s: slm_suggest returned %d for n = %d", what, n_got, n);
+        free(rp);
+        free(tol);
+        return 0;
+    }
+    for (i = 0; i < n_got; i++) {
+        for (j = 0; j < n_ref && strcmp(ref[j].text, got[i].text) != 0; j++) {}
+        rp[i] = j < n_ref ? ref[j].prob : 0;
+        tol[i] = rel * rp[i] + abs_tol + (r ? ref_bound(r, got[i].text) : 0);
+        if (fabs((double)got[i].prob - rp[i]) > tol[i]) bad++;
+        for (j = 0; j < i; j++)
+            if (strcmp(got[i].text, got[j].text) == 0) bad++;
+        if (i > 0 && rp[i] > rp[i - 1] + tol[i] + tol[i - 1]) bad++;
+    }
+    for (j = 0; j < n_ref; j++) { /* nothing better left out */
+        int listed = 0;
+        double cut = n_got == n && n_got > 0 ? rp[n_got - 1] + tol[n_got - 1] : 0;
+        for (i = 0; i < n_got; i++) listed |= strcmp(ref[j].text, got[i].text) == 0;
+        if (!listed && ref[j].prob > cut + rel * ref[j].prob + abs_tol + (r ? ref_bound(r, ref[j].text) : 0)) bad++;
+    }
+    if (bad) {
+        CHECKF(0, "%s: slm_suggest differs from the reference (tolerance %g relative + %g)", what, rel, abs_tol);
+        for (i = 0; i < n_got || i < n + 2; i++) {
+            if (i >= n_got && i >= n_ref) break;
+            printf("      %2d  got %-24s %-12.8g  reference %-24s %.8g\n", i, i < n_got ? got[i].text : "",
+                   i < n_got ? (double)got[i].prob : 0.0, i < n_ref ? ref[i].text : "", i < n_ref ? ref[i].prob : 0.0);
+        }
+    }
+    free(rp);
+    free(tol);
+    return !bad;
+}
+
+static void print_ref(const char *text, const ref_result *r, int n) {
+    int i;
+    printf("    reference for \"%s\": tail \"%s\" (word at %d), context %d of %d tokens, denominator %.6g, "
+           "%ld evals, %d candidates, %g dropped before the tail\n",
+           text, r->tail, r->ws, r->k, r->n_tokens, r->denom, r->n_evals, r->n, r->lost_all);
+    for (i = 0; i < n && i < r->n; i++)
+        printf("      %-24s %.8g (error bound %.2g)\n", r->words[i].text, r->words[i].prob,
+               ref_bound(r, r->words[i].text));
+}
+
+/* The model and two sessions (the reference walks its own) for a suggest test. */
+typedef struct {
+    slm_model *m;
+    slm_session *s, *ref;
+} sug_env;
+
+static int sug_open(sug_env *e, const char *path, int n_ctx) {
+    memset(e, 0, sizeof *e);
+    e->m = load_model(path);
+    if (!e->m) return 0;
+    e->s = new_session(e->m, n_ctx, 0);
+    e->ref = new_session(e->m, 0, 1); /* one thread: a pass of one token is too short to share */
+    return e->s && e->ref;
+}
+
+static void sug_close(sug_env *e) {
+    slm_session_free(e->s);
+    slm_session_free(e->ref);
+    slm_model_free(e->m);
+}
+
+/* slm_suggest; a failure is a failed check with the session's message */
+static int suggest_or_fail(slm_session *s, const char *what, const char *text, slm_suggestion *out, int n,
+                           const slm_suggest_opts *o) {
+    int rc = slm_suggest(s, text, out, n, o);
+    CHECKF(rc >= 0, "%s: slm_suggest(\"%s\") = %d (%s): %s", what, text, rc,
+           rc < 0 ? slm_result_str((slm_result)-rc) : "", slm_session_error(s));
+    return rc;
+}
+
+/* A normal token " WORD" (4 to 12 ASCII letters) that the tokenizer keeps
+   whole after `before` while WORD minus its last letter splits otherwise:
+   typing that prefix ends on no token boundary of the word. "Lily" when the
+   vocabulary has it, else the first such token. */
+static int find_unsplit_word(const slm_model *m, const char *before, char *word, size_t cap) {
+    const slm_model_info *mi = slm_model_info_get(m);
+    int v, found = 0;
+    for (v = 0; v < mi->n_vocab; v++) {
+        char text[256];
+        slm_token t[128];
+        int len, i, n;
+        const char *p = slm_token_piece(m, v, &len);
+        if (slm_token_type(m, v) != SLM_TOKEN_NORMAL || !p || len < 5 || len > 13 || p[0] != ' ') continue;
+        for (i = 1; i < len && isalpha((unsigned char)p[i]); i++) {}
+        if (i < len) continue;
+        snprintf(text, sizeof text, "%s%.*s", before, len - 1, p + 1);
+        n = slm_tokenize(m, text, strlen(text), SLM_TOK_BOS, t, 128);
+        if (n < 2 || t[n - 1] != v) continue;
+        text[strlen(text) - 1] = 0; /* the typed prefix: its last token must not be a prefix of the word's */
+        n = slm_tokenize(m, text, strlen(text), SLM_TOK_BOS, t, 128);
+        if (n < 2 || t[n - 1] == v) continue;
+        if (!found || (len == 5 && memcmp(p, " Lily", 5) == 0)) {
+            snprintf(word, cap, "%.*s", len - 1, p + 1);
+            found = 1;
+        }
+    }
+    return found;
+}
+
+static int slow_tests(void) { return atoi(env_or("SLM_TEST_SLOW", "0")) > 0; }
+
+/* Stories-like texts the tests type; KSR_TEXT is no part of TinyStories. */
+/* Characters 200-256 repeat characters 1-56: the same keystrokes, early and
+   late in the text, for the cost comparison below. */
+static const char TYPING_TEXT[] =
+    "Once upon a time, there was a little dog named Max. Max liked to run in the park with his friend Sam"
+    ". One day, they found a red ball under a tree. Max wanted to play with it, but the ball was stuck. "
+    "Once upon a time, there was a little dog named Max. Max pulled and pulled. At last the ball came out, and they "
+    "played all day. They were very happy.";
+static const char KSR_TEXT[] =
+    "Ben had a small green boat. Every morning he took it to the pond behind his house. The water was calm and "
+    "the sun was warm. One day a duck swam up to the boat and said hello. Ben was surprised, because ducks do not "
+    "talk. The duck told him that a storm was coming and that he should go home. Ben thanked the duck and pulled "
+    "his boat out of the water. Soon the sky turned dark and the wind began to blow. Ben ran inside and watched "
+    "the rain from his window.\nWhen the storm was over, he went back to the pond. The duck was there, waiting for "
+    "him. They became good friends and played together every day after that.";
+
+/* ---- the reference checks itself (runs without slm_suggest) ------------ */
+
+static void test_suggest_reference_selfcheck(void) {
+    /* lower: whether a tenth of the floor is tried too (about four times the evaluations);
+       slow: many evaluations (65k, 380k), only with SLM_TEST_SLOW=1 */
+    static const struct {
+        const char *text;
+        int lower, slow;
+    } cases[] = { { "Once upon a ", 0, 0 },
+                  { "Once upon a ti", 1, 0 },
+                  { "a little gi", 0, 0 },
+                  { "Once upon a time", 0, 0 },
+                  { "Once upon a time, there was a little girl. She ", 0, 1 },
+                  { "Once upon a time,", 1, 0 },
+                  { "", 0, 1 } };
+    NEED_MODEL("f32", path);
+    {
+        sug_env e;
+        size_t ci;
+        double t0 = now_sec();
+        ref_opts lower;
+        memset(&lower, 0, sizeof lower);
+        lower.floor_rel = 1e-10;
+        if (!sug_open(&e, path, 0)) {
+            free(path);
+            sug_close(&e);
+            return;
+        }
+        free(path);
+        for (ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+            const char *text = cases[ci].text;
+            ref_result r, r10;
+            double sum = 0, worst = 0, t1 = now_sec();
+            int i, j;
+            if (cases[ci].slow && !slow_tests()) {
+                NOTE("\"%s\": slow, SLM_TEST_SLOW=1 runs it", text);
+                continue;
+            }
+            if (ref_suggest(e.ref, e.m, text, NULL, &r) != 0) {
+                CHECKF(0, "reference on \"%s\" failed: %s", text, slm_session_error(e.ref));
+                continue;
+            }
+            print_ref(text, &r, 5);
+            NOTE("%.2f s", now_sec() - t1);
+            for (i = 0; i < r.n; i++) sum += r.words[i].prob;
+            CHECKF(sum <= 1 + 1e-6 && r.n > 0, "\"%s\": the candidates' probabilities sum to %.9g (%d)", text, sum,
+                   r.n);
+            for (i = 0; i < 5 && i < r.n; i++)
+                CHECKF(ref_bound(&r, r.words[i].text) < 1e-6, "\"%s\": error bound of %s: %g", text, r.words[i].text,
+                       ref_bound(&r, r.words[i].text));
+            if (r.tail[0] == 0) CHECKF(r.denom == 1, "\"%s\": empty tail, denominator %.17g", text, r.denom);
+            if (strcmp(r.tail, " ") == 0)
+                CHECKF(sum > 0.5, "\"%s\": after a space the next words sum to %.6g", text, sum);
+            /* the back-off, from what the tokenizer makes of these texts (tokenizer_cases) */
+            if (ci == 0 || ci == 6) CHECKF(strcmp(r.tail, " ") == 0 && r.ws == 1, "tail \"%s\" ws %d", r.tail, r.ws);
+            if (ci == 1) CHECKF(strcmp(r.tail, " ti") == 0 && r.ws == 1 && r.k == 4, "tail \"%s\" k %d", r.tail, r.k);
+            if (ci == 5) CHECKF(r.tail[0] == 0 && r.ws == 0, "tail \"%s\"", r.tail);
+            if (ci == 3) {
+                int longer = 0;
+                for (i = 0; i < r.n; i++) longer |= strncmp(r.words[i].text, "time", 4) == 0 && r.words[i].text[4];
+                CHECKF(r.n > 0 && strcmp(r.words[0].text, "time") == 0 && longer,
+                       "\"Once upon a time\": \"time\" first and a longer word after it");
+            }
+            /* a tenth of the floor: no word moves by 1e-6 */
+            if (cases[ci].lower) {
+                if (ref_suggest(e.ref, e.m, text, &lower, &r10) != 0) {
+                    CHECKF(0, "reference on \"%s\" failed: %s", text, slm_session_error(e.ref));
+                    ref_free(&r);
+                    continue;
+                }
+                for (i = 0; i < r10.n; i++) {
+                    double p = 0;
+                    for (j = 0; j < r.n && strcmp(r.words[j].text, r10.words[i].text); j++) {}
+                    if (j < r.n) p = r.words[j].prob;
+                    if (fabs(p - r10.words[i].prob) > worst) worst = fabs(p - r10.words[i].prob);
+                }
+                for (j = 0; j < r.n; j++) {
+                    for (i = 0; i < r10.n && strcmp(r.words[j].text, r10.words[i].text); i++) {}
+                    if (i == r10.n && r.words[j].prob > worst) worst = r.words[j].prob;
+                }
+                CHECKF(worst <= 1e-6, "\"%s\": floor 1e-10 moves a probability by %g", text, worst);
+                NOTE("floor 1e-10: %ld evaluations (1e-9: %ld), largest change %.2g", r10.n_evals, r.n_evals, worst);
+                ref_free(&r10);
+            }
+            ref_free(&r);
+        }
+        NOTE("%.2f s", now_sec() - t0);
+        sug_close(&e);
+    }
+}
+
+/* ---- slm_suggest against the reference ---------------------------------- */
+
+/* The cases of suggest_vs_reference: text NULL = the typed prefix of a word
+   the tokenizer keeps whole (find_unsplit_word). The evaluations of the
+   reference in the comments. slow: only with SLM_TEST_SLOW=1. fast_floor:
+   the reference's floor without SLM_TEST_SLOW (0: 1e-9, always); a higher
+   floor widens its error bounds, which the comparison adds to the tolerance. */
+static const struct {
+    const char *name, *text;
+    int n_words, slow;
+    double fast_floor;
+} SUGGEST_CASES[] = {
+    { "partial_word", "Once upon a ti", 1, 0, 0 },                                     /* 1.7k */
+    { "partial_word2", "a little gi", 1, 0, 0 },                                       /* 15k */
+    { "whole_word", "Once upon a time", 1, 0, 0 },                                     /* 1.7k */
+    { "after_space", "Once upon a ", 1, 0, 0 },                                        /* 6.6k */
+    { "empty_text", "", 1, 1, 0 },                                                     /* 380k */
+    { "inside_token", NULL, 1, 0, 0 },                                                 /* 2.3k */
+    { "phrase", "Once upon a ti", 2, 0, 1e-8 },                                        /* 79k at 1e-9 */
+    { "after_space_she", "Once upon a time, there was a little girl. She ", 1, 1, 0 }, /* 65k */
+};
+
+static void test_suggest_vs_reference(const char *arg) {
+    size_t ci;
+    for (ci = 0; ci < sizeof SUGGEST_CASES / sizeof SUGGEST_CASES[0] && strcmp(SUGGEST_CASES[ci].name, arg); ci++) {}
+    if (ci == sizeof SUGGEST_CASES / sizeof SUGGEST_CASES[0]) {
+        CHECKF(0, "no case %s", arg);
+        return;
+    }
+    if (SUGGEST_CASES[ci].slow && !slow_tests()) SKIP("slow: SLM_TEST_SLOW=1 runs it (tests/extended.sh)");
+    {
+        NEED_MODEL("f32", path);
+        {
+            sug_env e;
+            ref_result r;
+            ref_opts ro;
+            slm_suggest_opts so;
+            slm_suggestion got[5];
+            char text[256], word[64];
+            double t0;
+            int n_got;
+            if (!sug_open(&e, path, 0)) {
+                free(path);
+                sug_close(&e);
+                return;
+            }
+            free(path);
+            if (SUGGEST_CASES[ci].text) {
+                snprintf(text, sizeof text, "%s", SUGGEST_CASES[ci].text);
+            } else {
+                static const char before[] = "Once upon a time, there was a little girl named ";
+                CHECKF(find_unsplit_word(e.m, before, word, sizeof word),
+                       "no normal token \" WORD\" that the tokenizer keeps whole while its prefix splits");
+                snprintf(text, sizeof text, "%s%.*s", before, (int)strlen(word) - 1, word);
+                NOTE("typed \"%s\" of \"%s\"", text + strlen(before), word);
+            }
+            memset(&ro, 0, sizeof ro);
+            ro.n_words = SUGGEST_CASES[ci].n_words;
+            if (!slow_tests()) ro.floor_rel = SUGGEST_CASES[ci].fast_floor;
+            t0 = now_sec();
+            if (ref_suggest(e.ref, e.m, text, &ro, &r) != 0) {
+                CHECKF(0, "reference on \"%s\" failed: %s", text, slm_session_error(e.ref));
+                sug_close(&e);
+                return;
+            }
+            print_ref(text, &r, 6);
+            NOTE("reference: %.2f s", now_sec() - t0);
+            memset(&so, 0, sizeof so);
+            so.n_words = SUGGEST_CASES[ci].n_words;
+            so.min_prob = 1e-6f; /* the default, 0.01, would leave out most of the five */
+            t0 = now_sec();
+            n_got = suggest_or_fail(e.s, arg, text, got, 5, &so);
+            NOTE("slm_suggest: %.2f ms", (now_sec() - t0) * 1e3);
+            if (n_got >= 0) same_suggestions(arg, got, n_got, 5, r.words, r.n, &r, 2e-4, 1e-7);
+            ref_free(&r);
+            sug_close(&e);
+        }
+    }
+}
+
+/* ---- typing one character at a time ------------------------------------- */
+
+/* After TYPING_TEXT[at] is typed, `del` backspaces, then the same characters again. */
+static const struct { int at, del; } TYPING_EDITS[] = { { 30, 2 }, { 100, 3 }, { 170, 1 }, { 280, 2 } };
+
+static void test_suggest_typing(void) {
+    NEED_MODEL("f32", path);
+    {
+        slm_model *m = load_model(path);
+        slm_session *s, *fresh;
+        char buf[sizeof TYPING_TEXT];
+        int lens[2 * sizeof TYPING_TEXT], n_keys = 0, k, i, d, failures = 0;
+        int64_t cost_early = -1, cost_late = -1, total = 0;
+        double t0 = now_sec(), t_incremental = 0;
+        size_t ei = 0;
+        free(path);
+        if (!m) return;
+        /* the text's length after each keystroke */
+        for (i = 1; i <= (int)strlen(TYPING_TEXT); i++) {
+            lens[n_keys++] = i;
+            if (ei < sizeof TYPING_EDITS / sizeof TYPING_EDITS[0] && i == TYPING_EDITS[ei].at + 1) {
+                for (d = 1; d <= TYPING_EDITS[ei].del; d++) lens[n_keys++] = i - d;
+                for (d = TYPING_EDITS[ei].del - 1; d >= 0; d--) lens[n_keys++] = i - d;
+                ei++;
+            }
+        }
+        s = new_session(m, 0, 0);
+        fresh = new_session(m, 0, 0);
+        for (k = 0; s && fresh && k < n_keys && failures < 3; k++) {
+            slm_suggestion a[3], b[3];
+            slm_gen_stats before, after;
+            ref_word fr[3];
+            int na, nb, len = lens[k];
+            int64_t cost;
+            double t1;
+            memcpy(buf, TYPING_TEXT, (size_t)len);
+            buf[len] = 0;
+            slm_session_stats(s, &before);
+            t1 = now_sec();
+            na = slm_suggest(s, buf, a, 3, NULL);
+            t_incremental += now_sec() - t1;
+            slm_session_stats(s, &after);
+            CHECK(slm_rewind(fresh, 0) == SLM_OK);
+            nb = slm_suggest(fresh, buf, b, 3, NULL);
+            if (na < 0 || nb < 0) {
+                CHECKF(0, "keystroke %d (\"...%s\"): slm_suggest %d, on a fresh session %d: %s", k + 1,
+                       buf + (len > 20 ? len - 20 : 0), na, nb, slm_session_error(na < 0 ? s : fresh));
+                failures++;
+                continue;
+            }
+            for (i = 0; i < nb; i++) {
+                memcpy(fr[i].text, b[i].text, sizeof fr[i].text);
+                fr[i].prob = b[i].prob;
+            }
+            CHECKF(na == nb, "keystroke %d: %d suggestions, %d from a fresh session", k + 1, na, nb);
+            if (!same_suggestions(buf + (len > 30 ? len - 30 : 0), a, na, 3, fr, nb, NULL, 1e-4, 0)) failures++;
+            cost = after.n_evaluated - before.n_evaluated;
+            total += cost;
+            if (len <= 56 && cost > cost_early) cost_early = cost;
+            if (len >= 200 && len <= 256 && cost > cost_late) cost_late = cost;
+        }
+        NOTE("%d keystrokes (%d characters, %d backspaces), %.2f s; the incremental calls %.1f ms in all, %.2f ms "
+             "each; tokens evaluated %lld in all, by one keystroke at most %lld over characters 1-56, %lld over "
+             "200-256",
+             n_keys, (int)strlen(TYPING_TEXT), (n_keys - (int)strlen(TYPING_TEXT)) / 2, now_sec() - t0,
+             t_incremental * 1e3, t_incremental * 1e3 / n_keys, (long long)total, (long long)cost_early,
+             (long long)cost_late);
+        CHECKF(cost_late <= cost_early, "a keystroke late in the text evaluates %lld tokens, an early one at most %lld",
+               (long long)cost_late, (long long)cost_early);
+        slm_session_free(s);
+        slm_session_free(fresh);
+        slm_model_free(m);
+    }
+}
+
+/* ---- threads ------------------------------------------------------------ */
+
+static void test_suggest_threads(void) {
+    static const char *const texts[] = { "Once upon a ti",
+                                         "a little gi",
+                                         "Once upon a time, there was a ",
+                                         "Once upon a time",
+                                         "",
+                                         "Lily and Ben played in the par" };
+    NEED_MODEL("f32", path);
+    {
+        slm_model *m = load_model(path);
+        slm_session *s1, *s2;
+        size_t ti;
+        int words;
+        free(path);
+        if (!m) return;
+        s1 = new_session(m, 0, 1);
+        s2 = new_session(m, 0, 2);
+        for (words = 1; words <= 2; words++)
+            for (ti = 0; s1 && s2 && ti < sizeof texts / sizeof texts[0]; ti++) {
+                slm_suggestion a[5], b[5];
+                slm_suggest_opts o;
+                int na, nb, i, same;
+                memset(&o, 0, sizeof o);
+                o.n_words = words;
+                na = suggest_or_fail(s1, "1 thread", texts[ti], a, 5, &o);
+                nb = suggest_or_fail(s2, "2 threads", texts[ti], b, 5, &o);
+                same = na == nb;
+                for (i = 0; same && i < na; i++)
+                    same = strcmp(a[i].text, b[i].text) == 0 && memcmp(&a[i].prob, &b[i].prob, sizeof(float)) == 0;
+                CHECKF(same, "\"%s\", %d word(s): 1 and 2 threads differ (%d vs %d suggestions)", texts[ti], words, na,
+                       nb);
+            }
+        slm_session_free(s1);
+        slm_session_free(s2);
+        slm_model_free(m);
+    }
+}
+
+/* ---- arguments and options ---------------------------------------------- */
+
+static int cancel_always(void *user) {
+    (void)user;
+    return 1;
+}
+
+static void test_suggest_bad_input(void) {
+    /* each refused with SLM_ERR_INVALID_ARG and a message; the session works afterwards */
+    static const struct {
+        const char *name, *text;
+        int out_null, n, n_words, max_ms, null_blocklist, n_blocklist;
+        float min_prob;
+    } bad[] = {
+        { "NULL text", NULL, 0, 3, 0, 0, 0, 0, 0 },
+        { "out NULL with n > 0", "Once upon a ti", 1, 3, 0, 0, 0, 0, 0 },
+        { "n = 0", "Once upon a ti", 0, 0, 0, 0, 0, 0, 0 },
+        { "n < 0", "Once upon a ti", 0, -1, 0, 0, 0, 0, 0 },
+        { "overlong UTF-8", "Once upon a \xC0\xAF", 0, 3, 0, 0, 0, 0, 0 },
+        { "lone continuation byte", "Once \x80upon a ti", 0, 3, 0, 0, 0, 0, 0 },
+        { "truncated sequence at the end", "Once upon a ti\xE2\x80", 0, 3, 0, 0, 0, 0, 0 },
+        { "0xFF", "Once upon\xFF a ti", 0, 3, 0, 0, 0, 0, 0 },
+        { "n_words -1", "Once upon a ti", 0, 3, -1, 0, 0, 0, 0 },
+        { "n_words 9", "Once upon a ti", 0, 3, 9, 0, 0, 0, 0 },
+        { "min_prob NaN", "Once upon a ti", 0, 3, 0, 0, 0, 0, -1 }, /* -1: NaN, set below */
+        { "min_prob -0.5", "Once upon a ti", 0, 3, 0, 0, 0, 0, -0.5f },
+        { "min_prob 2", "Once upon a ti", 0, 3, 0, 0, 0, 0, 2.0f },
+        { "max_ms -1", "Once upon a ti", 0, 3, 0, -1, 0, 0, 0 },
+        { "blocklist NULL with n_blocklist 1", "Once upon a ti", 0, 3, 0, 0, 1, 1, 0 },
+        { "n_blocklist -1", "Once upon a ti", 0, 3, 0, 0, 0, -1, 0 },
+    };
+    NEED_MODEL("f32", path);
+    {
+        sug_env e;
+        slm_suggestion out[5];
+        slm_suggest_opts o;
+        ref_result r;
+        size_t bi;
+        int rc, i, n;
+        double t0;
+        const char *block[1];
+        if (!sug_open(&e, path, 0)) {
+            free(path);
+            sug_close(&e);
+            return;
+        }
+        free(path);
+        CHECK(slm_suggest(NULL, "Once", out, 3, NULL) == -SLM_ERR_INVALID_ARG);
+        for (bi = 0; bi < sizeof bad / sizeof bad[0]; bi++) {
+            slm_session *s = new_session(e.m, 0, 0);
+            const char *words[1] = { "time" };
+            if (!s) break;
+            memset(&o, 0, sizeof o);
+            o.n_words = bad[bi].n_words;
+            o.max_ms = bad[bi].max_ms;
+            o.min_prob = bad[bi].min_prob == -1 ? (float)NAN : bad[bi].min_prob;
+            o.blocklist = bad[bi].null_blocklist ? NULL : words;
+            o.n_blocklist = bad[bi].n_blocklist;
+            rc = slm_suggest(s, bad[bi].text, bad[bi].out_null ? NULL : out, bad[bi].n, &o);
+            CHECKF(rc == -SLM_ERR_INVALID_ARG && slm_session_error(s)[0] != 0, "%s: %d, \"%s\"", bad[bi].name, rc,
+                   slm_session_error(s));
+            rc = suggest_or_fail(s, bad[bi].name, "Once upon a ti", out, 3, NULL);
+            CHECKF(rc > 0, "%s: then a valid call gives %d", bad[bi].name, rc);
+            slm_session_free(s);
+        }
+        /* the blocklist and min_prob, against the reference */
+        if (ref_suggest(e.ref, e.m, "Once upon a ti", NULL, &r) != 0 || r.n < 3) {
+            CHECKF(0, "reference failed: %s", slm_session_error(e.ref));
+            sug_close(&e);
+            return;
+        }
+        block[0] = r.words[0].text;
+        memset(&o, 0, sizeof o);
+        o.blocklist = block;
+        o.n_blocklist = 1;
+        o.min_prob = 1e-6f; /* below the default 0.01, so that the rest of the list is there to compare */
+        n = suggest_or_fail(e.s, "blocklist", "Once upon a ti", out, 5, &o);
+        for (i = 0; i < n; i++) CHECKF(strcmp(out[i].text, block[0]) != 0, "%s is blocklisted", block[0]);
+        if (n >= 0) same_suggestions("blocklist", out, n, 5, r.words + 1, r.n - 1, &r, 2e-4, 1e-7);
+        memset(&o, 0, sizeof o);
+        o.min_prob = (float)sqrt(r.words[1].prob * r.words[2].prob); /* between the second and the third */
+        n = suggest_or_fail(e.s, "min_prob", "Once upon a ti", out, 5, &o);
+        for (i = 0; i < n; i++)
+            CHECKF(out[i].prob >= o.min_prob, "%s %g below min_prob %g", out[i].text, out[i].prob, o.min_prob);
+        if (n >= 0) same_suggestions("min_prob", out, n, 5, r.words, 2, &r, 2e-4, 1e-7);
+        ref_free(&r);
+        /* cancelled; then the session works */
+        {
+            slm_session *s = new_session(e.m, 0, 0);
+            memset(&o, 0, sizeof o);
+            o.cancel = cancel_always;
+            rc = s ? slm_suggest(s, "Once upon a time, there was a little girl named Lil", out, 5, &o) : 0;
+            CHECKF(rc == -SLM_ERR_CANCELLED, "cancel: %d (%s)", rc, slm_session_error(s));
+            CHECK(suggest_or_fail(s, "after cancel", "Once upon a ti", out, 3, NULL) > 0);
+            slm_session_free(s);
+        }
+        /* max_ms 1: some answer, at once (phrases of 8 words: a search without end otherwise) */
+        {
+            slm_session *s = new_session(e.m, 0, 0);
+            char text[sizeof TYPING_TEXT];
+            memcpy(text, TYPING_TEXT, 200);
+            text[200] = 0;
+            memset(&o, 0, sizeof o);
+            o.max_ms = 1;
+            o.n_words = 8;
+            t0 = now_sec();
+            rc = s ? slm_suggest(s, text, out, 5, &o) : -1;
+            t0 = now_sec() - t0;
+            CHECKF(rc >= 0 && t0 < 0.25, "max_ms 1: %d after %.1f ms (%s)", rc, t0 * 1e3, slm_session_error(s));
+            NOTE("max_ms 1, 8 words after 200 characters: %d suggestions in %.1f ms", rc, t0 * 1e3);
+            slm_session_free(s);
+        }
+        sug_close(&e);
+    }
+}
+
+/* A text longer than the context: the suggestions of BOS + its last n_ctx/2 tokens. */
+static void test_suggest_long_text(void) {
+    NEED_MODEL("f32", path);
+    {
+        sug_env e;
+        slm_token *t, win[33];
+        slm_suggestion out[5];
+        char text[sizeof TYPING_TEXT];
+        ref_result r;
+        int n, need, got;
+        const slm_model_info *mi;
+        if (!sug_open(&e, path, 64)) {
+            free(path);
+            sug_close(&e);
+            return;
+        }
+        free(path);
+        mi = slm_model_info_get(e.m);
+        memcpy(text, TYPING_TEXT, sizeof TYPING_TEXT);
+        text[strlen(text) - 3] = 0; /* "...They were very hap" */
+        need = -slm_tokenize(e.m, text, strlen(text), SLM_TOK_BOS, NULL, 0);
+        t = (slm_token *)malloc(sizeof(slm_token) * (size_t)need);
+        n = slm_tokenize(e.m, text, strlen(text), SLM_TOK_BOS, t, need);
+        CHECKF(n > 64 && t[0] == mi->bos, "%d tokens", n);
+        win[0] = mi->bos;
+        memcpy(win + 1, t + n - 32, sizeof(slm_token) * 32);
+        if (ref_suggest_tokens(e.ref, e.m, win, 33, NULL, NULL, &r) == 0) {
+            print_ref("BOS + the last 32 tokens", &r, 5);
+            slm_suggest_opts o;
+            memset(&o, 0, sizeof o);
+            o.min_prob = 1e-6f; /* below the default 0.01: five words to compare */
+            got = suggest_or_fail(e.s, "n_ctx 64", text, out, 5, &o);
+            if (got >= 0) same_suggestions("long text", out, got, 5, r.words, r.n, &r, 2e-4, 1e-7);
+            ref_free(&r);
+        } else {
+            CHECKF(0, "reference failed: %s", slm_session_error(e.ref));
+        }
+        free(t);
+        sug_close(&e);
+    }
+}
+
+/* ---- keystroke savings -------------------------------------------------- */
+
+/* Up to 3 suggestions (whole words) for text into words; the count. */
+typedef int (*suggest_fn)(void *user, const char *text, char (*words)[64]);
+
+static int ksr_slm(void *user, const char *text, char (*words)[64]) {
+    slm_suggestion out[3];
+    int n = slm_suggest((slm_session *)user, text, out, 3, NULL), i;
+    for (i = 0; i < n; i++) memcpy(words[i], out[i].text, 64);
+    return n;
+}
+
+static int ksr_exhaustive(void *user, const char *text, char (*words)[64]) {
+    sug_env *e = (sug_env *)user;
+    ref_opts o;
+    ref_result r;
+    int i, n;
+    memset(&o, 0, sizeof o);
+    o.max_depth = 6;
+    if (ref_suggest(e->ref, e->m, text, &o, &r) != 0) return -1;
+    n = r.n < 3 ? r.n : 3;
+    for (i = 0; i < n; i++) memcpy(words[i], r.words[i].text, 64);
+    ref_free(&r);
+    return n;
+}
+
+/* Keystroke savings of a user who types text left to right: before each
+   character of a word (the first one too) it looks at the top 3, and when
+   one is the whole word it meant with at least 2 characters left to type,
+   one keystroke takes it (the non-word character after it is typed).
+   Characters are code points. Returns 1 - keystrokes / characters, -1 when
+   the suggester failed. */
+static double keystroke_savings(const char *text, suggest_fn fn, void *user, int *calls) {
+    int len = (int)strlen(text), pos = 0, chars = 0, keys = 0, clen = 1;
+    char *prefix = (char *)malloc((size_t)len + 1);
+    *calls = 0;
+    while (pos < len) {
+        int start = pos, end = pos, n_cp = 0, typed = 0;
+        if (ref_char(text + pos, len - pos, &clen) != 1) { /* a non-word character: typed */
+            pos += clen;
+            chars++;
+            keys++;
+            continue;
+        }
+        while (end < len && ref_char(text + end, len - end, &clen) == 1) end += clen, n_cp++;
+        chars += n_cp;
+        while (pos < end) {
+            char words[3][64];
+            int n, i, hit = 0;
+            memcpy(prefix, text, (size_t)pos);
+            prefix[pos] = 0;
+            n = fn(user, prefix, words);
+            ++*calls;
+            if (n < 0) {
+                free(prefix);
+                return -1;
+            }
+            for (i = 0; i < n; i++)
+                hit |=
+                    (int)strlen(words[i]) == end - start && memcmp(words[i], text + start, (size_t)(end - start)) == 0;
+            keys++;
+            if (hit && n_cp - typed >= 2) break; /* accepted: one keystroke for the rest */
+            ref_char(text + pos, len - pos, &clen);
+            pos += clen;
+            typed++;
+        }
+        pos = end;
+    }
+    free(prefix);
+    return chars ? 1.0 - (double)keys / chars : 0;
+}
+
+static void test_suggest_ksr(void) {
+    if (!slow_tests()) SKIP("slow: SLM_TEST_SLOW=1 runs it (tests/extended.sh)");
+    {
+        NEED_MODEL("f32", path);
+        {
+            sug_env e;
+            double ksr_s, ksr_x, t0, t_s, t_x;
+            int calls_s, calls_x;
+            if (!sug_open(&e, path, 0)) {
+                free(path);
+                sug_close(&e);
+                return;
+            }
+            free(path);
+            t0 = now_sec();
+            ksr_s = keystroke_savings(KSR_TEXT, ksr_slm, e.s, &calls_s);
+            t_s = now_sec() - t0;
+            t0 = now_sec();
+            ksr_x = keystroke_savings(KSR_TEXT, ksr_exhaustive, &e, &calls_x);
+            t_x = now_sec() - t0;
+            NOTE("keystroke savings over %d characters: slm_suggest %.1f%% (%d calls, %.2f s), exhaustive search "
+                 "%.1f%% (%d calls, %.1f s)",
+                 (int)strlen(KSR_TEXT), 100 * ksr_s, calls_s, t_s, 100 * ksr_x, calls_x, t_x);
+            CHECKF(ksr_s >= 0 && ksr_x >= 0, "a suggester failed: %s", slm_session_error(ksr_s < 0 ? e.s : e.ref));
+            CHECKF(fabs(ksr_s - ksr_x) <= 0.02, "KSR %.2f%% vs %.2f%%", 100 * ksr_s, 100 * ksr_x);
+            sug_close(&e);
+        }
+    }
+}
+
 /* This file's tests in the order they run; tests/harness.h says how to add one. */
 /* clang-format off */
 static const test_case API_TESTS[] = {
@@ -3024,6 +4185,20 @@ static const test_case API_TESTS[] = {
     TEST(branch_keep),
     TEST(branch_drops_and_counters),
     TEST(branch_errors),
+    TEST(suggest_reference_selfcheck),
+    TEST_ARG(suggest_vs_reference, "partial_word"),
+    TEST_ARG(suggest_vs_reference, "partial_word2"),
+    TEST_ARG(suggest_vs_reference, "whole_word"),
+    TEST_ARG(suggest_vs_reference, "after_space"),
+    TEST_ARG(suggest_vs_reference, "empty_text"),
+    TEST_ARG(suggest_vs_reference, "inside_token"),
+    TEST_ARG(suggest_vs_reference, "phrase"),
+    TEST_ARG(suggest_vs_reference, "after_space_she"),
+    TEST(suggest_typing),
+    TEST(suggest_threads),
+    TEST(suggest_bad_input),
+    TEST(suggest_long_text),
+    TEST(suggest_ksr),
 };
 /* clang-format on */
 const test_list api_tests = { API_TESTS, (int)(sizeof API_TESTS / sizeof API_TESTS[0]) };

@@ -32,6 +32,7 @@
 #include <float.h>
 #include <limits.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -619,31 +620,45 @@ static const char *yes_no(int b) { return b ? "yes" : "no"; }
 /* slm run                                                                   */
 /* ======================================================================== */
 
-static const char run_usage[] = "usage: slm run -m MODEL -p PROMPT [options]\n"
-                                "\n"
-                                "Continues PROMPT. stdout gets the prompt and then the generated text, byte\n"
-                                "for byte, streamed as it comes; statistics go to stderr.\n"
-                                "\n"
-                                "options:\n"
-                                "  -p, --prompt TEXT        the text to continue (required)\n"
-                                "  -n, --n-predict N        tokens to generate (default 256; 0 = until the end\n"
-                                "                           of the text or a full context)\n"
-                                "      --temp T             sampling temperature (default 0.8; 0 = greedy)\n"
-                                "      --top-k K            sample among the K likeliest tokens (default 0 = off)\n"
-                                "      --top-p P            nucleus sampling threshold (default 0.95; 1 = off)\n"
-                                "      --min-p P            drop tokens below P x the likeliest (default 0 = off)\n"
-                                "      --repeat-penalty R   penalise recent tokens (default 1 = off)\n"
-                                "      --repeat-last-n N    tokens the penalty looks back (default 64)\n"
-                                "      --stop TEXT          stop before TEXT; may be repeated\n"
-                                "      --seed S             random seed (default: from the clock, shown on stderr)\n"
-                                "  -t, --threads N          threads (default 0 = all processors)\n"
-                                "  -c, --ctx N              context length (default 0 = min(model max_seq, 4096))\n"
-                                "      --kv-type TYPE       KV cache: f32, f16 or q8_0 (default f16 for quantized\n"
-                                "                           weights, f32 for float ones)\n" MODEL_OPTS_USAGE;
+#define GEN_OPTS_USAGE                                                                    \
+    "      --temp T             sampling temperature (default 0.8; 0 = greedy)\n"         \
+    "      --top-k K            sample among the K likeliest tokens (default 0 = off)\n"  \
+    "      --top-p P            nucleus sampling threshold (default 0.95; 1 = off)\n"     \
+    "      --min-p P            drop tokens below P x the likeliest (default 0 = off)\n"  \
+    "      --repeat-penalty R   penalise recent tokens (default 1 = off)\n"               \
+    "      --repeat-last-n N    tokens the penalty looks back (default 64)\n"             \
+    "      --stop TEXT          stop before TEXT; may be repeated\n"                      \
+    "      --seed S             random seed (default: from the clock, shown on stderr)\n" \
+    "  -t, --threads N          threads (default 0 = all processors)\n"                   \
+    "  -c, --ctx N              context length (default 0 = min(model max_seq, 4096))\n"  \
+    "      --kv-type TYPE       KV cache: f32, f16 or q8_0 (default f16 for quantized\n"  \
+    "                           weights, f32 for float ones)\n"
+
+static const char run_usage[] =
+    "usage: slm run -m MODEL (-p PROMPT | -f FILE) [options]\n"
+    "\n"
+    "Continues PROMPT. stdout gets the prompt and then the generated text, byte\n"
+    "for byte, streamed as it comes; statistics go to stderr. Ctrl-C stops the\n"
+    "generation (the statistics are still printed).\n"
+    "\n"
+    "options:\n"
+    "  -p, --prompt TEXT        the text to continue; - reads it from stdin\n"
+    "  -f, --file FILE          read the prompt from FILE, verbatim\n"
+    "  -e, --escape             turn \\n, \\t, \\r, \\\\, \\\" and \\' in the prompt into\n"
+    "                           their characters\n"
+    "      --no-echo            print only the generated text, not the prompt\n"
+    "      --chat               wrap the prompt as one user turn in the model's chat\n"
+    "                           template (the rendered prompt is what is echoed)\n"
+    "      --template NAME      with --chat: chatml, llama2, llama3, phi3, gemma or\n"
+    "                           zephyr instead of the model's own\n"
+    "  -n, --n-predict N        tokens to generate (default 256; 0 = until the end\n"
+    "                           of the text or a full context)\n" GEN_OPTS_USAGE MODEL_OPTS_USAGE;
 
 typedef struct run_opts {
     model_opts model;
     const char *prompt;
+    const char *prompt_file;
+    int escapes, no_echo, chat, tmpl;
     int n_predict;
     float temperature, top_p, min_p, repeat_penalty;
     int top_k, repeat_last_n;
@@ -657,12 +672,13 @@ typedef struct run_opts {
 /* What the token callback needs to stream the text and time the phases. */
 typedef struct stream_state {
     FILE *out;
-    const char *prompt; /* echoed before the first piece, once slm_generate has accepted it */
+    const char *prompt; /* echoed before the first piece, once slm_generate has accepted it; NULL = no echo */
     int prompt_written;
     int got_piece;
     double t_first; /* first text out: the prompt was processed by then */
     char last_byte;
     int write_failed;
+    int (*poll_stop)(void); /* non-zero: stop generating (Ctrl-C) */
 } stream_state;
 
 static int stream_write(stream_state *st, const char *bytes, size_t len) {
@@ -681,7 +697,7 @@ static int stream_prompt(stream_state *st) {
     if (st->prompt_written) return 1;
     st->prompt_written = 1;
     st->last_byte = '\n';
-    return stream_write(st, st->prompt, strlen(st->prompt));
+    return st->prompt ? stream_write(st, st->prompt, strlen(st->prompt)) : 1;
 }
 
 static int stream_piece(void *user, const char *piece, int len) {
@@ -692,7 +708,21 @@ static int stream_piece(void *user, const char *piece, int len) {
     }
     /* non-zero: nobody is reading, stop generating */
     if (!stream_prompt(st)) return 1;
-    return len > 0 && !stream_write(st, piece, (size_t)len);
+    if (len > 0 && !stream_write(st, piece, (size_t)len)) return 1;
+    return st->poll_stop && st->poll_stop();
+}
+
+/* Ctrl-C while generating (slm run, slm complete; slm chat reads it as a key
+   on a terminal): stop the text there, keep the statistics. */
+static volatile sig_atomic_t g_interrupted;
+static void on_sigint(int sig) {
+    (void)sig;
+    g_interrupted = 1;
+}
+static int interrupted(void) { return g_interrupted != 0; }
+static void catch_sigint(int on) {
+    g_interrupted = 0;
+    signal(SIGINT, on ? on_sigint : SIG_DFL);
 }
 
 /* A run without --seed should differ from the last one; mixing the wall
@@ -706,18 +736,67 @@ static uint64_t seed_from_clock(void) {
     return z ? z : 1; /* 0 would mean the library's fixed default */
 }
 
-static int parse_run_args(int argc, char **argv, run_opts *o, int *exit_code) {
-    args a;
-    args_init(&a, "run", argc, argv);
+static void gen_opts_defaults(run_opts *o) {
     memset(o, 0, sizeof *o);
     o->n_predict = 256;
     o->temperature = 0.8f;
     o->top_p = 0.95f;
     o->repeat_penalty = 1.0f;
+}
+
+/* The sampling, context and thread options that run, chat and complete share. */
+static int parse_gen_opt(args *a, run_opts *o) {
+    if (args_opt(a, "-n", "--n-predict")) return args_int(a, 0, INT_MAX, &o->n_predict) ? OPT_OK : OPT_ERROR;
+    if (args_opt(a, NULL, "--temp")) return args_float(a, 0.0, FLT_MAX, &o->temperature) ? OPT_OK : OPT_ERROR;
+    if (args_opt(a, NULL, "--top-k")) return args_int(a, 0, INT_MAX, &o->top_k) ? OPT_OK : OPT_ERROR;
+    if (args_opt(a, NULL, "--top-p")) return args_float(a, 0.0, 1.0, &o->top_p) ? OPT_OK : OPT_ERROR;
+    if (args_opt(a, NULL, "--min-p")) return args_float(a, 0.0, 1.0, &o->min_p) ? OPT_OK : OPT_ERROR;
+    if (args_opt(a, NULL, "--repeat-penalty"))
+        return args_float(a, 0.0, FLT_MAX, &o->repeat_penalty) ? OPT_OK : OPT_ERROR;
+    if (args_opt(a, NULL, "--repeat-last-n")) return args_int(a, 0, INT_MAX, &o->repeat_last_n) ? OPT_OK : OPT_ERROR;
+    if (args_opt(a, NULL, "--stop")) {
+        const char *s = args_value(a);
+        if (!s) return OPT_ERROR;
+        if (*s == '\0') return arg_error(a, "--stop needs a non-empty text"), OPT_ERROR;
+        if (o->n_stop == MAX_STOP_STRINGS)
+            return arg_error(a, "at most %d --stop strings", MAX_STOP_STRINGS), OPT_ERROR;
+        o->stop[o->n_stop++] = s;
+        return OPT_OK;
+    }
+    if (args_opt(a, NULL, "--seed")) {
+        if (!args_u64(a, &o->seed)) return OPT_ERROR;
+        o->seed_given = 1;
+        return OPT_OK;
+    }
+    if (args_opt(a, "-t", "--threads")) return args_int(a, 0, 4096, &o->n_threads) ? OPT_OK : OPT_ERROR;
+    if (args_opt(a, "-c", "--ctx")) return args_int(a, 0, INT_MAX, &o->n_ctx) ? OPT_OK : OPT_ERROR;
+    if (args_opt(a, NULL, "--kv-type")) return args_kv_type(a, &o->kv_type) ? OPT_OK : OPT_ERROR;
+    return OPT_NO_MATCH;
+}
+
+/* --template NAME: an SLM_CHAT_* id, or 0 after printing the error. */
+static int args_template(args *a, int *out) {
+    static const char *const names[] = { "chatml", "llama2", "llama3", "phi3", "gemma", "zephyr" };
+    const char *v = args_value(a);
+    int i;
+    if (!v) return 0;
+    for (i = 0; i < (int)(sizeof names / sizeof names[0]); i++)
+        if (strcmp(v, names[i]) == 0) {
+            *out = SLM_CHAT_CHATML + i;
+            return 1;
+        }
+    return arg_error(a, "unknown template '%s' (chatml, llama2, llama3, phi3, gemma, zephyr)", v), 0;
+}
+
+static int parse_run_args(int argc, char **argv, run_opts *o, int *exit_code) {
+    args a;
+    args_init(&a, "run", argc, argv);
+    gen_opts_defaults(o);
     *exit_code = 1;
 
     while (args_next(&a)) {
         int r = parse_model_opt(&a, &o->model);
+        if (r == OPT_NO_MATCH) r = parse_gen_opt(&a, o);
         if (r == OPT_ERROR) return 0;
         if (r == OPT_OK) continue;
         if (args_help(&a)) {
@@ -727,44 +806,51 @@ static int parse_run_args(int argc, char **argv, run_opts *o, int *exit_code) {
         }
         if (args_opt(&a, "-p", "--prompt")) {
             if (!(o->prompt = args_value(&a))) return 0;
-        } else if (args_opt(&a, "-n", "--n-predict")) {
-            if (!args_int(&a, 0, INT_MAX, &o->n_predict)) return 0;
-        } else if (args_opt(&a, NULL, "--temp")) {
-            if (!args_float(&a, 0.0, FLT_MAX, &o->temperature)) return 0;
-        } else if (args_opt(&a, NULL, "--top-k")) {
-            if (!args_int(&a, 0, INT_MAX, &o->top_k)) return 0;
-        } else if (args_opt(&a, NULL, "--top-p")) {
-            if (!args_float(&a, 0.0, 1.0, &o->top_p)) return 0;
-        } else if (args_opt(&a, NULL, "--min-p")) {
-            if (!args_float(&a, 0.0, 1.0, &o->min_p)) return 0;
-        } else if (args_opt(&a, NULL, "--repeat-penalty")) {
-            if (!args_float(&a, 0.0, FLT_MAX, &o->repeat_penalty)) return 0;
-        } else if (args_opt(&a, NULL, "--repeat-last-n")) {
-            if (!args_int(&a, 0, INT_MAX, &o->repeat_last_n)) return 0;
-        } else if (args_opt(&a, NULL, "--stop")) {
-            const char *s = args_value(&a);
-            if (!s) return 0;
-            if (*s == '\0') return arg_error(&a, "--stop needs a non-empty text"), 0;
-            if (o->n_stop == MAX_STOP_STRINGS) return arg_error(&a, "at most %d --stop strings", MAX_STOP_STRINGS), 0;
-            o->stop[o->n_stop++] = s;
-        } else if (args_opt(&a, NULL, "--seed")) {
-            if (!args_u64(&a, &o->seed)) return 0;
-            o->seed_given = 1;
-        } else if (args_opt(&a, "-t", "--threads")) {
-            if (!args_int(&a, 0, 4096, &o->n_threads)) return 0;
-        } else if (args_opt(&a, "-c", "--ctx")) {
-            if (!args_int(&a, 0, INT_MAX, &o->n_ctx)) return 0;
-        } else if (args_opt(&a, NULL, "--kv-type")) {
-            if (!args_kv_type(&a, &o->kv_type)) return 0;
+        } else if (args_opt(&a, "-f", "--file")) {
+            if (!(o->prompt_file = args_value(&a))) return 0;
+        } else if (args_flag(&a, "-e", "--escape")) {
+            o->escapes = 1;
+        } else if (args_flag(&a, NULL, "--no-echo")) {
+            o->no_echo = 1;
+        } else if (args_flag(&a, NULL, "--chat")) {
+            o->chat = 1;
+        } else if (args_opt(&a, NULL, "--template")) {
+            if (!args_template(&a, &o->tmpl)) return 0;
         } else {
             unknown_argument(&a);
             return 0;
         }
     }
     if (!o->model.path) return usage_error("run", "missing -m MODEL"), 0;
-    if (!o->prompt) return usage_error("run", "missing -p PROMPT"), 0;
+    if (!o->prompt && !o->prompt_file) return usage_error("run", "missing -p PROMPT or -f FILE"), 0;
+    if (o->prompt && o->prompt_file) return usage_error("run", "-p and -f both give the prompt: use one"), 0;
     if (!o->seed_given) o->seed = seed_from_clock();
     return 1;
+}
+
+/* llama-cli's -e: \n \t \r \\ \" \' become their characters, in place;
+   any other backslash stays as it is. */
+static void process_escapes(char *s) {
+    char *w = s;
+    for (; *s; s++) {
+        if (s[0] == '\\' && s[1]) {
+            char c = s[1];
+            char r = c == 'n'    ? '\n'
+                     : c == 't'  ? '\t'
+                     : c == 'r'  ? '\r'
+                     : c == '\\' ? '\\'
+                     : c == '"'  ? '"'
+                     : c == '\'' ? '\''
+                                 : 0;
+            if (r) {
+                *w++ = r;
+                s++;
+                continue;
+            }
+        }
+        *w++ = *s;
+    }
+    *w = '\0';
 }
 
 static void fill_gen_opts(const run_opts *o, stream_state *st, slm_gen_opts *g) {
@@ -794,23 +880,69 @@ static void print_run_stats(const run_opts *o, const slm_gen_stats *gs, double t
     /* The library reports no phase timings, so the first piece of text marks
        the end of the prompt: the first generated token costs no extra
        forward pass, so generation speed counts the tokens after it. */
-    fprintf(stderr, "%d tokens generated, %d prompt tokens; ", gs->n_generated, gs->n_prompt);
+    fprintf(stderr, "%d tokens generated, %d prompt tokens", gs->n_generated, gs->n_prompt);
+    if (gs->n_cached > 0) fprintf(stderr, " (%d reused from the cache)", gs->n_cached);
+    fputs("; ", stderr);
     print_rate("prompt", gs->n_prompt - gs->n_cached, t_first - t_start);
     fputs(", ", stderr);
     print_rate("generation", gs->n_generated - 1, t_end - t_first);
     if (o->temperature > 0) fprintf(stderr, "; seed %llu", (unsigned long long)o->seed);
+    if (gs->stop_reason == SLM_STOP_CANCELLED) fputs("; interrupted", stderr);
     fputc('\n', stderr);
+}
+
+/* A session with the options' n_ctx, threads and KV type; NULL after printing why not. */
+static slm_session *new_session(const char *cmd, const run_opts *o, const slm_model *model) {
+    slm_session *session = NULL;
+    slm_session_desc sd;
+    char detail[512];
+    slm_result r;
+    memset(&sd, 0, sizeof sd);
+    detail[0] = '\0';
+    sd.n_ctx = o->n_ctx;
+    sd.n_threads = o->n_threads;
+    sd.kv_type = o->kv_type;
+    sd.error = detail;
+    sd.error_cap = sizeof detail;
+    r = slm_session_new(&session, model, &sd);
+    if (r != SLM_OK) {
+        fprintf(stderr, "slm %s: cannot start a session on '%s': %s\n", cmd, o->model.path,
+                detail[0] ? detail : slm_result_str(r));
+        return NULL;
+    }
+    return session;
+}
+
+/* Renders text as one user turn of the model's template (or tmpl); malloc'd, or NULL after printing why not. */
+static char *render_user_turn(const char *cmd, const slm_model *model, int tmpl, const char *text) {
+    slm_chat_message msg;
+    char *out;
+    int n;
+    msg.role = "user";
+    msg.content = text;
+    n = slm_chat_format(model, tmpl, &msg, 1, 1, NULL, 0);
+    if (n < 0) {
+        fprintf(stderr, "slm %s: the model has no chat template (name one with --template)\n", cmd);
+        return NULL;
+    }
+    if (!(out = (char *)malloc((size_t)n + 1))) {
+        fprintf(stderr, "slm %s: out of memory\n", cmd);
+        return NULL;
+    }
+    slm_chat_format(model, tmpl, &msg, 1, 1, out, (size_t)n + 1);
+    return out;
 }
 
 static int cmd_run(int argc, char **argv) {
     run_opts o;
     slm_model *model = NULL;
     slm_session *session = NULL;
-    slm_session_desc sd;
     slm_gen_opts gen;
     slm_gen_stats gs;
     stream_state st;
-    char detail[512];
+    char *text = NULL, *rendered = NULL;
+    const char *prompt;
+    size_t text_len = 0;
     int exit_code = 1;
     double t_start, t_end;
     slm_result r;
@@ -818,30 +950,39 @@ static int cmd_run(int argc, char **argv) {
     if (!parse_run_args(argc, argv, &o, &exit_code)) return exit_code;
     exit_code = 1;
 
-    if (!(model = load_model("run", &o.model))) goto done;
-
-    memset(&sd, 0, sizeof sd);
-    detail[0] = '\0';
-    sd.n_ctx = o.n_ctx;
-    sd.n_threads = o.n_threads;
-    sd.kv_type = o.kv_type;
-    sd.error = detail;
-    sd.error_cap = sizeof detail;
-    r = slm_session_new(&session, model, &sd);
-    if (r != SLM_OK) {
-        fprintf(stderr, "slm run: cannot start a session on '%s': %s\n", o.model.path,
-                detail[0] ? detail : slm_result_str(r));
-        goto done;
+    /* the prompt first: a missing file is reported before the model loads */
+    if (o.prompt_file || strcmp(o.prompt, "-") == 0) {
+        if (!read_file("run", o.prompt_file ? o.prompt_file : "-", &text, &text_len)) goto done;
+        if (strlen(text) != text_len) {
+            fprintf(stderr, "slm run: the prompt in '%s' holds a NUL byte\n", o.prompt_file ? o.prompt_file : "stdin");
+            goto done;
+        }
+    } else {
+        text_len = strlen(o.prompt);
+        if (!(text = (char *)malloc(text_len + 1))) goto done;
+        memcpy(text, o.prompt, text_len + 1);
     }
+    if (o.escapes) process_escapes(text);
+
+    if (!(model = load_model("run", &o.model))) goto done;
+    prompt = text;
+    if (o.chat) {
+        if (!(rendered = render_user_turn("run", model, o.tmpl, text))) goto done;
+        prompt = rendered;
+    }
+    if (!(session = new_session("run", &o, model))) goto done;
 
     memset(&st, 0, sizeof st);
     st.out = stdout;
-    st.prompt = o.prompt;
+    st.prompt = o.no_echo ? NULL : prompt;
+    st.poll_stop = interrupted;
     fill_gen_opts(&o, &st, &gen);
 
+    catch_sigint(1);
     t_start = now_seconds();
-    r = slm_generate(session, o.prompt, &gen, NULL, 0, NULL);
+    r = slm_generate(session, prompt, &gen, NULL, 0, NULL);
     t_end = now_seconds();
+    catch_sigint(0);
     if (!st.got_piece) st.t_first = t_end;
     memset(&gs, 0, sizeof gs); /* slm_session_stats fails only on NULL arguments */
     slm_session_stats(session, &gs);
@@ -858,7 +999,7 @@ static int cmd_run(int argc, char **argv) {
     if (gs.stop_reason == SLM_STOP_CONTEXT_FULL) {
         fprintf(stderr, "slm run: note: the context (%d tokens) is full; generation stopped there\n",
                 slm_session_n_ctx(session));
-    } else if (r != SLM_OK) {
+    } else if (r != SLM_OK && !(r == SLM_ERR_CANCELLED && g_interrupted)) {
         const char *why = slm_session_error(session);
         fprintf(stderr, "slm run: generation failed: %s%s%s%s\n", slm_result_str(r), why[0] ? ": " : "", why,
                 r == SLM_ERR_CONTEXT_FULL ? " (see -c)" : "");
@@ -870,6 +1011,8 @@ static int cmd_run(int argc, char **argv) {
 done:
     slm_session_free(session);
     slm_model_free(model);
+    free(text);
+    free(rendered);
     return exit_code;
 }
 
@@ -1006,6 +1149,12 @@ static void print_model_info(const slm_model *model, const char *path) {
     print_special_token(model, "eot", mi->eot);
     print_special_token(model, "pad", mi->pad);
     print_special_token(model, "unk", mi->unk);
+    print_special_token(model, "fim_pre", mi->fim_pre);
+    print_special_token(model, "fim_suf", mi->fim_suf);
+    print_special_token(model, "fim_mid", mi->fim_mid);
+    print_special_token(model, "fim_pad", mi->fim_pad);
+    print_special_token(model, "fim_rep", mi->fim_rep);
+    print_special_token(model, "fim_sep", mi->fim_sep);
     printf("chat_template: %s\n", chat_template_name(mi->chat_template, b1, sizeof b1));
     printf("kernels: %s\n", SLM__SIMD_NAME); /* this build's, chosen when it was compiled */
 }

@@ -2,6 +2,8 @@
    runtime.
 
        slm run      -m MODEL -p PROMPT [options]   generate text
+       slm chat     -m MODEL [options]             a conversation
+       slm complete -m MODEL --prefix-file A       fill in the middle (code)
        slm info     -m MODEL                       describe a model file
        slm tokenize -m MODEL (-f FILE | TEXT)      print token ids or pieces
        slm suggest  -m MODEL [-n N] TEXT           complete the word being typed
@@ -26,6 +28,7 @@
 
 #define SLM_IMPLEMENTATION
 #include "../slm.h"
+#include "term.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -1017,6 +1020,345 @@ done:
 }
 
 /* ======================================================================== */
+/* slm chat                                                                  */
+/* ======================================================================== */
+
+static const char chat_usage[] =
+    "usage: slm chat -m MODEL [--system TEXT | --system-file F] [options]\n"
+    "\n"
+    "A conversation in the model's chat template. Each turn evaluates only its new\n"
+    "tokens: the conversation stays in the KV cache. Commands: /reset (new\n"
+    "conversation, same system prompt), /undo (drop the last exchange), /exit.\n"
+    "On a terminal, Ctrl-C stops the reply being written and Ctrl-D exits. When\n"
+    "stdin is not a terminal, each input line is one user turn and stdout gets\n"
+    "only the replies, each followed by a newline. When the context fills, the\n"
+    "oldest exchanges are dropped (the system prompt stays), with a note on stderr.\n"
+    "\n"
+    "options:\n"
+    "      --system TEXT        the system prompt\n"
+    "      --system-file F      the system prompt, read from F verbatim\n"
+    "      --template NAME      chatml, llama2, llama3, phi3, gemma or zephyr instead of\n"
+    "                           the model's own\n"
+    "  -n, --n-predict N        most tokens per reply (default 256; 0 = until the end\n"
+    "                           of the reply or a full context)\n" GEN_OPTS_USAGE MODEL_OPTS_USAGE;
+
+typedef struct chat_opts {
+    run_opts gen;
+    const char *system, *system_file;
+} chat_opts;
+
+static int parse_chat_args(int argc, char **argv, chat_opts *o, int *exit_code) {
+    args a;
+    args_init(&a, "chat", argc, argv);
+    memset(o, 0, sizeof *o);
+    gen_opts_defaults(&o->gen);
+    *exit_code = 1;
+    while (args_next(&a)) {
+        int r = parse_model_opt(&a, &o->gen.model);
+        if (r == OPT_NO_MATCH) r = parse_gen_opt(&a, &o->gen);
+        if (r == OPT_ERROR) return 0;
+        if (r == OPT_OK) continue;
+        if (args_help(&a)) {
+            fputs(chat_usage, stdout);
+            *exit_code = 0;
+            return 0;
+        }
+        if (args_opt(&a, NULL, "--system")) {
+            if (!(o->system = args_value(&a))) return 0;
+        } else if (args_opt(&a, NULL, "--system-file")) {
+            if (!(o->system_file = args_value(&a))) return 0;
+        } else if (args_opt(&a, NULL, "--template")) {
+            if (!args_template(&a, &o->gen.tmpl)) return 0;
+        } else {
+            unknown_argument(&a);
+            return 0;
+        }
+    }
+    if (!o->gen.model.path) return usage_error("chat", "missing -m MODEL"), 0;
+    if (o->system && o->system_file) return usage_error("chat", "--system and --system-file both give it: use one"), 0;
+    if (!o->gen.seed_given) o->gen.seed = seed_from_clock();
+    return 1;
+}
+
+/* Ctrl-C typed while a reply is written (raw mode: it arrives as a key). */
+static int chat_key_interrupt(void) {
+    term_key k;
+    while (term_poll_key(&k, 0))
+        if (k.kind == TERM_KEY_INTERRUPT) return 1;
+    return 0;
+}
+
+/* One line from stdin without its newline (CR LF too); 0 at the end of the input. */
+static int read_line(char **buf, size_t *cap) {
+    size_t n = 0;
+    int c;
+    while ((c = getchar()) != EOF && c != '\n') {
+        if (n + 2 > *cap) {
+            size_t nc = *cap ? *cap * 2 : 256;
+            char *p = (char *)realloc(*buf, nc);
+            if (!p) return 0;
+            *buf = p;
+            *cap = nc;
+        }
+        (*buf)[n++] = (char)c;
+    }
+    if (c == EOF && n == 0) return 0;
+    if (!*buf) {
+        if (!(*buf = (char *)malloc(1))) return 0;
+        *cap = 1;
+    }
+    if (n > 0 && (*buf)[n - 1] == '\r') n--;
+    (*buf)[n] = '\0';
+    return 1;
+}
+
+/* A line typed on the terminal in raw mode, with backspace; 0 on Ctrl-D at an
+   empty line (or an error), -1 on Ctrl-C (the line is dropped). */
+static int edit_line(char **buf, size_t *cap) {
+    size_t n = 0;
+    if (!*buf) {
+        if (!(*buf = (char *)malloc(256))) return 0;
+        *cap = 256;
+    }
+    (*buf)[0] = '\0';
+    for (;;) {
+        term_key k;
+        term_read_key(&k);
+        switch (k.kind) {
+        case TERM_KEY_CHAR:
+            if (n + (size_t)k.len + 1 > *cap) {
+                char *p = (char *)realloc(*buf, *cap * 2);
+                if (!p) return 0;
+                *buf = p;
+                *cap *= 2;
+            }
+            memcpy(*buf + n, k.text, (size_t)k.len);
+            n += (size_t)k.len;
+            (*buf)[n] = '\0';
+            term_write(k.text, (size_t)k.len);
+            break;
+        case TERM_KEY_TAB:
+            if (n + 2 > *cap) break;
+            (*buf)[n++] = '\t';
+            (*buf)[n] = '\0';
+            term_write("\t", 1);
+            break;
+        case TERM_KEY_BACKSPACE:
+            if (n == 0) break;
+            do n--;
+            while (n > 0 && ((unsigned char)(*buf)[n] & 0xC0) == 0x80);
+            (*buf)[n] = '\0';
+            term_write("\b \b", 3);
+            break;
+        case TERM_KEY_ENTER: term_write("\n", 1); return 1;
+        case TERM_KEY_INTERRUPT: term_write("^C\n", 3); return -1;
+        case TERM_KEY_EOF:
+            if (n > 0) break;
+            term_write("\n", 1);
+            return 0;
+        case TERM_KEY_ERROR: return 0;
+        default: break;
+        }
+    }
+}
+
+static void print_chat_stats(const slm_gen_stats *gs, double t_start, double t_first, double t_end) {
+    fprintf(stderr, "[%d tokens; prompt %d new, %d reused; ", gs->n_generated, gs->n_prompt - gs->n_cached,
+            gs->n_cached);
+    print_rate("prompt", gs->n_prompt - gs->n_cached, t_first - t_start);
+    fputs(", ", stderr);
+    print_rate("generation", gs->n_generated - 1, t_end - t_first);
+    fputs(gs->stop_reason == SLM_STOP_CANCELLED ? "; interrupted]\n" : "]\n", stderr);
+}
+
+static int cmd_chat(int argc, char **argv) {
+    chat_opts o;
+    slm_model *model = NULL;
+    slm_session *session = NULL;
+    slm_conversation *conv = NULL;
+    slm_gen_opts gen;
+    stream_state st;
+    char *system = NULL, *line = NULL;
+    size_t system_len = 0, line_cap = 0;
+    int exit_code = 1, tty;
+    slm_result r;
+
+    if (!parse_chat_args(argc, argv, &o, &exit_code)) return exit_code;
+    exit_code = 1;
+    if (o.system_file && !read_file("chat", o.system_file, &system, &system_len)) goto done;
+    if (!(model = load_model("chat", &o.gen.model))) goto done;
+    if (!(session = new_session("chat", &o.gen, model))) goto done;
+    r = slm_conversation_new(&conv, session, o.gen.tmpl, system ? system : o.system);
+    if (r != SLM_OK) {
+        fprintf(stderr, "slm chat: %s%s\n", slm_session_error(session),
+                r == SLM_ERR_UNSUPPORTED ? "; --template NAME chooses a built-in one" : "");
+        goto done;
+    }
+    tty = term_raw_on();
+    if (tty) fputs("slm chat: /reset, /undo, /exit; Ctrl-C stops a reply, Ctrl-D exits\n", stderr);
+    for (;;) {
+        slm_conversation_info ci;
+        slm_gen_stats gs;
+        double t_start, t_end;
+        int got;
+        if (tty) {
+            term_write("> ", 2);
+            got = edit_line(&line, &line_cap);
+            if (got < 0) continue;
+        } else {
+            got = read_line(&line, &line_cap);
+        }
+        if (got == 0) break;
+        if (strcmp(line, "/exit") == 0) break;
+        if (strcmp(line, "/reset") == 0) {
+            slm_chat_reset(conv);
+            fputs("slm chat: new conversation\n", stderr);
+            continue;
+        }
+        if (strcmp(line, "/undo") == 0) {
+            if (slm_chat_undo(conv) != SLM_OK)
+                fputs("slm chat: nothing to undo\n", stderr);
+            else
+                fputs("slm chat: last exchange dropped\n", stderr);
+            continue;
+        }
+        memset(&st, 0, sizeof st);
+        st.out = stdout;
+        st.prompt = NULL;
+        st.poll_stop = tty ? chat_key_interrupt : NULL;
+        fill_gen_opts(&o.gen, &st, &gen);
+        t_start = now_seconds();
+        r = slm_chat(conv, line, &gen, NULL, 0, NULL);
+        t_end = now_seconds();
+        if (!st.got_piece) st.t_first = t_end;
+        slm_session_stats(session, &gs);
+        slm_conversation_get(conv, &ci);
+        if (tty || st.got_piece || r == SLM_OK || r == SLM_ERR_CANCELLED || gs.stop_reason == SLM_STOP_CONTEXT_FULL)
+            stream_write(&st, "\n", 1);
+        if (st.write_failed) {
+            fprintf(stderr, "slm chat: cannot write to stdout\n");
+            goto done;
+        }
+        if (ci.n_dropped > 0)
+            fprintf(stderr, "slm chat: note: the context (%d tokens) was full: the oldest %d exchange%s dropped\n",
+                    slm_session_n_ctx(session), ci.n_dropped, ci.n_dropped == 1 ? " was" : "s were");
+        if (gs.stop_reason == SLM_STOP_CONTEXT_FULL)
+            fprintf(stderr, "slm chat: note: the context (%d tokens) filled during the reply\n",
+                    slm_session_n_ctx(session));
+        else if (r != SLM_OK && r != SLM_ERR_CANCELLED) {
+            fprintf(stderr, "slm chat: %s: %s%s\n", slm_result_str(r), slm_session_error(session),
+                    r == SLM_ERR_CONTEXT_FULL ? " (see -c)" : "");
+            if (!tty) goto done;
+            continue;
+        }
+        print_chat_stats(&gs, t_start, st.t_first, t_end);
+    }
+    exit_code = 0;
+
+done:
+    term_raw_off();
+    slm_conversation_free(conv);
+    slm_session_free(session);
+    slm_model_free(model);
+    free(system);
+    free(line);
+    return exit_code;
+}
+
+/* ======================================================================== */
+/* slm complete                                                              */
+/* ======================================================================== */
+
+static const char complete_usage[] =
+    "usage: slm complete -m MODEL --prefix-file A [--suffix-file B] [options]\n"
+    "\n"
+    "Fill-in-the-middle code completion: the text that goes between the prefix\n"
+    "(file A) and the suffix (file B, default empty), in the model's own FIM\n"
+    "format. stdout gets the middle only; statistics go to stderr. Ctrl-C stops.\n"
+    "\n"
+    "options:\n"
+    "      --prefix-file A      the code before the cursor (- = stdin)\n"
+    "      --suffix-file B      the code after it\n"
+    "  -n, --n-predict N        tokens to generate (default 256; 0 = until the end)\n" GEN_OPTS_USAGE MODEL_OPTS_USAGE;
+
+static int cmd_complete(int argc, char **argv) {
+    run_opts o;
+    args a;
+    const char *prefix_file = NULL, *suffix_file = NULL;
+    char *prefix = NULL, *suffix = NULL;
+    size_t prefix_len = 0, suffix_len = 0;
+    slm_model *model = NULL;
+    slm_session *session = NULL;
+    slm_gen_opts gen;
+    slm_gen_stats gs;
+    stream_state st;
+    double t_start, t_end;
+    int exit_code = 1;
+    slm_result r;
+
+    args_init(&a, "complete", argc, argv);
+    gen_opts_defaults(&o);
+    while (args_next(&a)) {
+        int rc = parse_model_opt(&a, &o.model);
+        if (rc == OPT_NO_MATCH) rc = parse_gen_opt(&a, &o);
+        if (rc == OPT_ERROR) return 1;
+        if (rc == OPT_OK) continue;
+        if (args_help(&a)) {
+            fputs(complete_usage, stdout);
+            return 0;
+        }
+        if (args_opt(&a, NULL, "--prefix-file")) {
+            if (!(prefix_file = args_value(&a))) return 1;
+        } else if (args_opt(&a, NULL, "--suffix-file")) {
+            if (!(suffix_file = args_value(&a))) return 1;
+        } else {
+            unknown_argument(&a);
+            return 1;
+        }
+    }
+    if (!o.model.path) return usage_error("complete", "missing -m MODEL"), 1;
+    if (!prefix_file) return usage_error("complete", "missing --prefix-file A"), 1;
+    if (!o.seed_given) o.seed = seed_from_clock();
+
+    if (!read_file("complete", prefix_file, &prefix, &prefix_len)) goto done;
+    if (suffix_file && !read_file("complete", suffix_file, &suffix, &suffix_len)) goto done;
+    if (!(model = load_model("complete", &o.model))) goto done;
+    if (!(session = new_session("complete", &o, model))) goto done;
+    memset(&st, 0, sizeof st);
+    st.out = stdout;
+    st.poll_stop = interrupted;
+    fill_gen_opts(&o, &st, &gen);
+    catch_sigint(1);
+    t_start = now_seconds();
+    r = slm_fim(session, prefix, suffix ? suffix : "", &gen, NULL, 0, NULL);
+    t_end = now_seconds();
+    catch_sigint(0);
+    if (!st.got_piece) st.t_first = t_end;
+    memset(&gs, 0, sizeof gs);
+    slm_session_stats(session, &gs);
+    if (st.write_failed) {
+        fprintf(stderr, "slm complete: cannot write to stdout\n");
+        goto done;
+    }
+    if (st.got_piece && st.last_byte != '\n' && is_terminal(stdout) && is_terminal(stderr)) fputc('\n', stderr);
+    if (gs.stop_reason == SLM_STOP_CONTEXT_FULL) {
+        fprintf(stderr, "slm complete: note: the context (%d tokens) is full; generation stopped there\n",
+                slm_session_n_ctx(session));
+    } else if (r != SLM_OK && !(r == SLM_ERR_CANCELLED && g_interrupted)) {
+        fprintf(stderr, "slm complete: %s: %s\n", slm_result_str(r), slm_session_error(session));
+        goto done;
+    }
+    print_run_stats(&o, &gs, t_start, st.t_first, t_end);
+    exit_code = 0;
+done:
+    slm_session_free(session);
+    slm_model_free(model);
+    free(prefix);
+    free(suffix);
+    return exit_code;
+}
+
+/* ======================================================================== */
 /* slm info                                                                  */
 /* ======================================================================== */
 
@@ -1972,6 +2314,8 @@ typedef struct command {
 
 static const command commands[] = {
     { "run", cmd_run, run_usage, "generate text that continues a prompt" },
+    { "chat", cmd_chat, chat_usage, "an interactive conversation in the model's chat template" },
+    { "complete", cmd_complete, complete_usage, "fill-in-the-middle code completion" },
     { "info", cmd_info, info_usage, "describe a model file" },
     { "tokenize", cmd_tokenize, tokenize_usage, "print the tokens of a text or a file" },
     { "suggest", cmd_suggest, suggest_usage, "complete the word being typed (predictive text)" },

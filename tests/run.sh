@@ -713,6 +713,17 @@ examples_predict() {
     check "predict --replay --skip-tokens 40: fewer characters replayed, same last lines" eval 'test $RC = 0 && [ "$(wc -w <<<"$f")" = 10 ] && [ "$(cut -d " " -f 9 <<<"$f")" -lt "$(wc -m <"$T")" ] && grep -q "characters typed first" "$O"'
 }
 
+# examples/chat.c: two scripted turns on stories260K in ChatML; the second
+# reuses the first turn's cache
+examples_chat() {
+    local bin=$1 M=$2 O=$BUILD/ex_chat.out E=$BUILD/ex_chat.err
+    printf 'Hi\nWhat next?\n' | $TO "$bin" "$M" chatml >"$O" 2>"$E"
+    RC=$?
+    DETAIL="exit $RC; stderr: $(head -c 300 "$E")"
+    check "examples/chat: two turns, the second reuses the cached conversation" eval \
+        'test $RC = 0 && test "$(grep -c "^\[" "$E")" = 2 && grep -q "^\[[0-9]* tokens, [1-9][0-9]* of [0-9]* prompt tokens reused\]$" "$E" && test -s "$O"'
+}
+
 section_examples() {
 echo "== examples ($SLM_EXAMPLES_DIR/NAME for examples/NAME.c)"
 local M=$BUILD/stories260K_f32.slm X=$BUILD/ex_simple.expected src name bin have=1
@@ -746,6 +757,7 @@ for src in examples/*.c; do
     case $name in
     simple) examples_simple "$bin" "$M" "$X" ;;
     predict) examples_predict "$bin" "$M" ;;
+    chat) examples_chat "$bin" "$M" ;;
     *) fail "examples/$name.c is run by make test" "tests/run.sh has no case for it in section_examples" ;;
     esac
 done

@@ -7424,6 +7424,30 @@ SLM_API slm_result slm_chat(slm_conversation *c, const char *user, const slm_gen
         return slm__fail(s, SLM_ERR_OOM, "slm_chat: out of memory");
     first = c->n_msgs > 0 && strcmp(c->views[0].role, "system") == 0; /* the first message that may be dropped */
     reserve = o.max_tokens > 0 ? o.max_tokens : s->n_ctx / 4;
+    if (first < c->n_msgs - 1) { /* would the system prompt and this message alone fit? (then the history stays) */
+        int last = c->n_msgs - 1, n_all = c->n_msgs, n_min;
+        slm__conv_msg tm = c->msgs[first];
+        slm_chat_message tv = c->views[first];
+        c->msgs[first] = c->msgs[last];
+        c->views[first] = c->views[last];
+        c->n_msgs = first + 1;
+        r = slm__conv_build(c);
+        n_min = c->n_toks;
+        c->n_msgs = n_all;
+        c->msgs[last] = c->msgs[first];
+        c->views[last] = c->views[first];
+        c->msgs[first] = tm;
+        c->views[first] = tv;
+        if (r != SLM_OK || n_min >= s->n_ctx) {
+            slm__conv_pop(c);
+            slm__conv_build(c);
+            return r != SLM_OK ? r
+                               : slm__fail(s, SLM_ERR_CONTEXT_FULL,
+                                           "slm_chat: the system prompt and this message are %d tokens; the context "
+                                           "holds %d",
+                                           n_min, s->n_ctx);
+        }
+    }
     for (;;) {
         if ((r = slm__conv_build(c)) != SLM_OK) {
             slm__conv_pop(c);

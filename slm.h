@@ -345,6 +345,9 @@ typedef struct slm_model_info {
     int add_bos;
     int chat_template;
     const char *name; /* metadata "name", or "" */
+    /* fill-in-the-middle control tokens (slm_fim), -1 when absent: prefix,
+       suffix, middle, padding, repository name, file separator */
+    slm_token fim_pre, fim_suf, fim_mid, fim_pad, fim_rep, fim_sep;
 } slm_model_info;
 
 typedef struct slm_tensor_info {
@@ -493,6 +496,66 @@ typedef struct slm_chat_message {
    or an argument is wrong. */
 SLM_API int slm_chat_format(const slm_model *model, int tmpl, const slm_chat_message *msgs, int n_msgs,
                             int add_assistant, char *out, size_t cap);
+
+/* A conversation on a session: its messages, and the tokens of their
+   rendering that the session's cache holds, so that each turn evaluates only
+   what is new. The session is the caller's and must outlive it; anything
+   else that changes the session's cache between turns only costs
+   re-evaluation. Owns copies of every text it is given. */
+typedef struct slm_conversation slm_conversation;
+
+typedef struct slm_conversation_info {
+    const slm_chat_message *messages; /* the conversation, system prompt first; valid until the next call on it */
+    int n_messages;
+    int n_tokens;  /* tokens of its rendering (what the cache holds, or will hold on the next turn) */
+    int n_dropped; /* exchanges (user message + reply) the last slm_chat dropped to make room */
+} slm_conversation_info;
+
+/* Starts a conversation in template tmpl (SLM_CHAT_*, 0 = the model's own)
+   with an optional system prompt (NULL or "" = none). SLM_ERR_UNSUPPORTED
+   when the model has no chat template and tmpl is 0. */
+SLM_API slm_result slm_conversation_new(slm_conversation **out, slm_session *session, int tmpl, const char *system);
+SLM_API void slm_conversation_free(slm_conversation *conversation);
+SLM_API slm_result slm_conversation_get(const slm_conversation *conversation, slm_conversation_info *out);
+
+/* Appends a user message and generates the reply into the conversation, as
+   slm_generate does (opts, out, out_len, streaming, stats: n_cached counts
+   the prompt tokens reused from the cache). The cache holds the tokens of
+   slm_chat_format of the whole conversation, each reply keeping the ids
+   that were generated (re-tokenized from its text when they do not spell
+   it: a stop string, a control token; and for a template whose rendering of
+   a reply does not extend the text before it, Llama-2, the whole
+   conversation is re-tokenized). Before generating, the oldest exchanges
+   are dropped (the system prompt stays; info.n_dropped tells) until the
+   prompt and opts->max_tokens (0: a quarter of n_ctx) fit in n_ctx; when
+   the system prompt and the message alone leave no room, SLM_ERR_CONTEXT_FULL
+   and the message is not added. A reply cut short (SLM_ERR_CANCELLED,
+   SLM_ERR_CONTEXT_FULL) stays in the conversation as far as it got; on
+   other errors the message is not added. */
+SLM_API slm_result slm_chat(slm_conversation *conversation, const char *user, const slm_gen_opts *opts, char *out,
+                            size_t out_cap, size_t *out_len);
+/* Drops the last user message and its reply, rewinding the cache to its
+   length before that turn. SLM_ERR_INVALID_ARG when there is none. */
+SLM_API slm_result slm_chat_undo(slm_conversation *conversation);
+/* Drops every message but the system prompt, whose tokens stay cached. */
+SLM_API slm_result slm_chat_reset(slm_conversation *conversation);
+
+/* ---- fill-in-the-middle ------------------------------------------------ */
+
+/* The prompt that asks a code model for the text between prefix and suffix,
+   in the model's own format: BOS when the model adds it, then fim_pre,
+   prefix, fim_suf, suffix, fim_mid (slm_model_info's ids, <fim_prefix> in
+   StarCoder/SmolLM, <|fim_prefix|> in Qwen2.5-Coder; prefix and suffix are
+   tokenized as plain text, control tokens not parsed). suffix may be NULL.
+   Returns the count, -needed when cap is too small (out may be NULL with
+   cap 0), 0 on an error, which the model's log reports: no FIM tokens, a
+   character no token spells, invalid arguments. */
+SLM_API int slm_fim_tokens(const slm_model *model, const char *prefix, const char *suffix, slm_token *out, int cap);
+/* Generates the middle for slm_fim_tokens' prompt, as slm_generate does,
+   stopping also at any FIM control token. SLM_ERR_UNSUPPORTED (session error
+   "... no fill-in-the-middle tokens ...") when the model has none. */
+SLM_API slm_result slm_fim(slm_session *session, const char *prefix, const char *suffix, const slm_gen_opts *opts,
+                           char *out, size_t out_cap, size_t *out_len);
 
 /* ---- low level --------------------------------------------------------- */
 
@@ -1458,6 +1521,7 @@ typedef struct slm__vocab {
     int kind, pre, n_tokens, n_merges;
     unsigned flags;
     slm_token bos, eos, eot, pad, unk, fim_pre, fim_suf, fim_mid;
+    slm_token fim_pad, fim_rep, fim_sep; /* from the metadata (tokenizer.fim_pad ...), -1 when absent */
     int chat_template;
     const float *scores;
     const uint32_t *text_off; /* n_tokens + 1 offsets into text */
@@ -1962,6 +2026,35 @@ static slm_result slm__parse_metadata(slm__loader *ld, uint64_t off, uint64_t si
     return SLM_OK;
 }
 
+/* The FIM padding, repository and file-separator ids, which the tokenizer
+   header has no room for, are metadata entries "tokenizer.fim_pad",
+   "tokenizer.fim_rep" and "tokenizer.fim_sep" holding a decimal token id. */
+static slm_result slm__parse_fim_meta(slm__loader *ld) {
+    static const char *const keys[3] = { "tokenizer.fim_pad", "tokenizer.fim_rep", "tokenizer.fim_sep" };
+    slm__vocab *v = &ld->m->vocab;
+    slm_token *ids[3];
+    int k;
+    ids[0] = &v->fim_pad;
+    ids[1] = &v->fim_rep;
+    ids[2] = &v->fim_sep;
+    for (k = 0; k < 3; k++) {
+        const char *t = slm_model_meta(ld->m, keys[k]);
+        long id = 0;
+        *ids[k] = -1;
+        if (!t) continue;
+        if (!*t) return slm__load_fail(ld, SLM_ERR_FORMAT, "metadata %s is empty", keys[k]);
+        for (; *t; t++) {
+            if (*t < '0' || *t > '9' || id > SLM__MAX_TOKENS)
+                return slm__load_fail(ld, SLM_ERR_FORMAT, "metadata %s is not a token id", keys[k]);
+            id = id * 10 + (*t - '0');
+        }
+        if (id >= v->n_tokens)
+            return slm__load_fail(ld, SLM_ERR_FORMAT, "metadata %s: token id %d is out of range", keys[k], (int)id);
+        *ids[k] = (slm_token)id;
+    }
+    return SLM_OK;
+}
+
 static slm_result slm__parse_vocab(slm__loader *ld, uint64_t off, uint64_t size);
 static slm_result slm__build_vocab_tables(slm__loader *ld);
 
@@ -2069,6 +2162,7 @@ static slm_result slm__parse_file(slm__loader *ld) {
             (unsigned long long)dir_off, (unsigned long long)dir_size, (unsigned long long)m->file_size);
     if ((r = slm__parse_vocab(ld, tok_off, tok_size)) != SLM_OK) return r;
     if ((r = slm__parse_metadata(ld, meta_off, meta_size)) != SLM_OK) return r;
+    if ((r = slm__parse_fim_meta(ld)) != SLM_OK) return r;
     if ((r = slm__parse_tensors(ld, dir_off, dir_size, n_tensors)) != SLM_OK) return r;
     if ((r = slm__check_extents(ld, header_size, tok_off, tok_size, meta_off, meta_size, dir_off, dir_size)) != SLM_OK)
         return r;
@@ -2122,6 +2216,12 @@ static slm_result slm__parse_file(slm__loader *ld) {
     in->unk = m->vocab.unk;
     in->add_bos = (m->vocab.flags & SLM__TOKFLAG_ADD_BOS) != 0 && m->vocab.bos >= 0;
     in->chat_template = m->vocab.chat_template;
+    in->fim_pre = m->vocab.fim_pre;
+    in->fim_suf = m->vocab.fim_suf;
+    in->fim_mid = m->vocab.fim_mid;
+    in->fim_pad = m->vocab.fim_pad;
+    in->fim_rep = m->vocab.fim_rep;
+    in->fim_sep = m->vocab.fim_sep;
     in->name = slm_model_meta(m, "name");
     if (!in->name) in->name = "";
     return SLM_OK;
@@ -4684,6 +4784,7 @@ struct slm_session {
     struct slm__suggest *suggest; /* slm_suggest's state (predictive text), made by its first call */
     uint64_t rng;
     slm_gen_stats stats;
+    slm_token gen_last; /* the last token the generation loop sampled (not evaluated), -1 when none */
     char error[SLM__MSG_MAX];
 };
 
@@ -5928,54 +6029,26 @@ static int slm__stream_push(slm__stream *st, const char *p, size_t n) {
     return 0;
 }
 
-SLM_API slm_result slm_generate(slm_session *s, const char *prompt, const slm_gen_opts *opts, char *out, size_t out_cap,
-                                size_t *out_len) {
-    const slm_model *m;
-    const slm__vocab *v;
-    slm_gen_opts o;
+/* The generation loop behind slm_generate, slm_chat and slm_fim: evaluates
+   the n prompt tokens past what the cache already holds of them, then
+   samples. extra_stop: tokens that end the text as end-of-text does.
+   s->gen_last gets the last token sampled, which is never evaluated. */
+static slm_result slm__generate_tokens(slm_session *s, const slm_token *toks, int n, int strip_space,
+                                       const slm_gen_opts *opts, const slm_token *extra_stop, int n_extra_stop,
+                                       char *out, size_t out_cap, size_t *out_len, const char *fn) {
+    const slm_model *m = s->model;
+    const slm__vocab *v = &m->vocab;
+    slm_gen_opts o = *opts;
     slm__stream st;
-    slm_token *toks = NULL, tok;
-    slm__tok_status ts;
-    size_t plen;
-    int n, common, k, strip_space;
+    slm_token tok;
+    int common, k, is_end;
     slm_result r = SLM_OK;
-    if (out_len) *out_len = 0;
-    if (out && out_cap) out[0] = 0;
-    if (!s) return SLM_ERR_INVALID_ARG;
-    memset(&s->stats, 0, sizeof s->stats);
-    s->stats.stop_reason = SLM_STOP_ERROR;
-    if (!prompt) return slm__fail(s, SLM_ERR_INVALID_ARG, "slm_generate: prompt is NULL");
-    if (!out && out_cap)
-        return slm__fail(s, SLM_ERR_INVALID_ARG, "slm_generate: out is NULL but out_cap is %zu", out_cap);
-    memset(&o, 0, sizeof o);
-    if (opts) o = *opts;
-    if (!slm__opts_valid(&o))
-        return slm__fail(s, SLM_ERR_INVALID_ARG,
-                         "slm_generate: invalid options (max_tokens %d, n_stop %d, top_k %d, top_p %g, min_p %g)",
-                         o.max_tokens, o.n_stop, o.top_k, (double)o.top_p, (double)o.min_p);
-    m = s->model;
-    v = &m->vocab;
-
-    plen = strlen(prompt);
-    n = slm__tokenize(m, prompt, plen, SLM_TOK_BOS | SLM_TOK_SPECIAL, NULL, 0, &ts);
-    if (ts.rc != SLM_OK) return slm__fail(s, ts.rc, "slm_generate: %s", ts.msg);
-    if (n < 0) n = -n;
+    s->gen_last = -1;
     s->stats.n_prompt = n;
     if (n > s->n_ctx)
-        return slm__fail(s, SLM_ERR_CONTEXT_FULL, "slm_generate: the prompt is %d tokens, the context %d", n, s->n_ctx);
-    if (n > 0) {
-        toks = (slm_token *)slm__alloc(&s->alloc, (size_t)n * sizeof(slm_token));
-        if (!toks) return slm__fail(s, SLM_ERR_OOM, "slm_generate: out of memory");
-        if (slm__tokenize(m, prompt, plen, SLM_TOK_BOS | SLM_TOK_SPECIAL, toks, n, &ts) != n) {
-            slm__free(&s->alloc, toks);
-            return slm__fail(s, ts.rc != SLM_OK ? ts.rc : SLM_ERR_OOM, "slm_generate: %s", ts.msg);
-        }
-    } else if (!s->logits_valid) {
-        return slm__fail(s, SLM_ERR_INVALID_ARG, "slm_generate: empty prompt and nothing evaluated to continue from");
-    }
-    /* SentencePiece's dummy space belongs to the prompt's first word; with no
-       prompt text it would lead the output, so drop it as llama2.c does */
-    strip_space = plen == 0 && n == 1 && toks[0] == v->bos && (v->flags & SLM__TOKFLAG_SPACE_PREFIX);
+        return slm__fail(s, SLM_ERR_CONTEXT_FULL, "%s: the prompt is %d tokens, the context %d", fn, n, s->n_ctx);
+    if (n == 0 && !s->logits_valid)
+        return slm__fail(s, SLM_ERR_INVALID_ARG, "%s: empty prompt and nothing evaluated to continue from", fn);
     s->n_nodes = 0; /* the cache changes from here on */
     /* reuse what the cache already holds; the last prompt token is re-run unless its logits are current */
     for (common = 0; common < n && common < s->n_past && s->tokens[common] == toks[common]; common++) {}
@@ -5988,7 +6061,6 @@ SLM_API slm_result slm_generate(slm_session *s, const char *prompt, const slm_ge
         slm_rewind(s, common);
         r = slm_eval(s, toks + common, n - common);
     }
-    slm__free(&s->alloc, toks);
     if (r != SLM_OK) return r;
 
     memset(&st, 0, sizeof st);
@@ -6000,7 +6072,7 @@ SLM_API slm_result slm_generate(slm_session *s, const char *prompt, const slm_ge
     /* what stays held (a stop string's start, or <= 3 bytes of a character) plus one piece */
     st.hold_cap = st.max_stop + (size_t)v->max_piece_len + 8;
     st.hold = (char *)slm__alloc(&s->alloc, st.hold_cap);
-    if (!st.hold) return slm__fail(s, SLM_ERR_OOM, "slm_generate: out of memory");
+    if (!st.hold) return slm__fail(s, SLM_ERR_OOM, "%s: out of memory", fn);
     slm_session_seed(s, o.seed);
 
     s->stats.stop_reason = SLM_STOP_NONE;
@@ -6009,14 +6081,17 @@ SLM_API slm_result slm_generate(slm_session *s, const char *prompt, const slm_ge
         int piece_len;
         if (slm__sample(s, &o, &tok) != SLM_OK) {
             r = slm__fail(s, SLM_ERR_FORMAT,
-                          "slm_generate: non-finite logits after %d generated tokens: the model computed no finite "
+                          "%s: non-finite logits after %d generated tokens: the model computed no finite "
                           "logit (NaN or inf weights?)",
-                          s->stats.n_generated);
+                          fn, s->stats.n_generated);
             s->stats.stop_reason = SLM_STOP_ERROR;
             break;
         }
-        for (k = 0; k < v->n_eog && v->eog[k] != tok; k++) {}
-        if (k < v->n_eog) {
+        s->gen_last = tok;
+        is_end = 0;
+        for (k = 0; k < v->n_eog; k++) is_end |= v->eog[k] == tok;
+        for (k = 0; k < n_extra_stop; k++) is_end |= extra_stop[k] == tok;
+        if (is_end) {
             s->stats.stop_reason = SLM_STOP_END_OF_TEXT;
             break;
         }
@@ -6040,9 +6115,8 @@ SLM_API slm_result slm_generate(slm_session *s, const char *prompt, const slm_ge
             break;
         }
         if (s->n_past >= s->n_ctx) {
-            r = slm__fail(s, SLM_ERR_CONTEXT_FULL,
-                          "slm_generate: the %d-token context filled after %d generated tokens", s->n_ctx,
-                          s->stats.n_generated);
+            r = slm__fail(s, SLM_ERR_CONTEXT_FULL, "%s: the %d-token context filled after %d generated tokens", fn,
+                          s->n_ctx, s->stats.n_generated);
             s->stats.stop_reason = SLM_STOP_CONTEXT_FULL;
             break;
         }
@@ -6055,11 +6129,73 @@ SLM_API slm_result slm_generate(slm_session *s, const char *prompt, const slm_ge
         s->stats.stop_reason = SLM_STOP_CANCELLED;
     }
     if (r == SLM_ERR_CANCELLED)
-        slm__format(s->error, sizeof s->error, "slm_generate: cancelled by on_token after %d tokens",
-                    s->stats.n_generated);
+        slm__format(s->error, sizeof s->error, "%s: cancelled by on_token after %d tokens", fn, s->stats.n_generated);
     slm__free(&s->alloc, st.hold);
     if (out && out_cap) out[st.out_len < out_cap ? st.out_len : out_cap - 1] = 0;
     if (out_len) *out_len = st.out_len;
+    return r;
+}
+
+/* Checks the options and clears the stats, as every generating call does first. */
+static slm_result slm__gen_begin(slm_session *s, const slm_gen_opts *opts, slm_gen_opts *o, char *out, size_t out_cap,
+                                 size_t *out_len, const char *fn) {
+    if (out_len) *out_len = 0;
+    if (out && out_cap) out[0] = 0;
+    memset(&s->stats, 0, sizeof s->stats);
+    s->stats.stop_reason = SLM_STOP_ERROR;
+    if (!out && out_cap) return slm__fail(s, SLM_ERR_INVALID_ARG, "%s: out is NULL but out_cap is %zu", fn, out_cap);
+    memset(o, 0, sizeof *o);
+    if (opts) *o = *opts;
+    if (!slm__opts_valid(o))
+        return slm__fail(s, SLM_ERR_INVALID_ARG,
+                         "%s: invalid options (max_tokens %d, n_stop %d, top_k %d, top_p %g, min_p %g)", fn,
+                         o->max_tokens, o->n_stop, o->top_k, (double)o->top_p, (double)o->min_p);
+    return SLM_OK;
+}
+
+/* Tokenizes text (flags of slm_tokenize) into a new array of the session's
+   allocator; *n gets the count. */
+static slm_result slm__tokenize_alloc(slm_session *s, const char *text, size_t len, int flags, slm_token **out, int *n,
+                                      const char *fn) {
+    slm__tok_status ts;
+    int k = slm__tokenize(s->model, text, len, flags, NULL, 0, &ts);
+    *out = NULL;
+    *n = 0;
+    if (ts.rc != SLM_OK) return slm__fail(s, ts.rc, "%s: %s", fn, ts.msg);
+    if (k < 0) k = -k;
+    if (k == 0) return SLM_OK;
+    *out = (slm_token *)slm__alloc(&s->alloc, (size_t)k * sizeof(slm_token));
+    if (!*out) return slm__fail(s, SLM_ERR_OOM, "%s: out of memory", fn);
+    if (slm__tokenize(s->model, text, len, flags, *out, k, &ts) != k) {
+        slm__free(&s->alloc, *out);
+        *out = NULL;
+        return slm__fail(s, ts.rc != SLM_OK ? ts.rc : SLM_ERR_OOM, "%s: %s", fn, ts.msg);
+    }
+    *n = k;
+    return SLM_OK;
+}
+
+SLM_API slm_result slm_generate(slm_session *s, const char *prompt, const slm_gen_opts *opts, char *out, size_t out_cap,
+                                size_t *out_len) {
+    slm_gen_opts o;
+    slm_token *toks = NULL;
+    int n, strip_space;
+    slm_result r;
+    if (!s) {
+        if (out_len) *out_len = 0;
+        if (out && out_cap) out[0] = 0;
+        return SLM_ERR_INVALID_ARG;
+    }
+    if ((r = slm__gen_begin(s, opts, &o, out, out_cap, out_len, "slm_generate")) != SLM_OK) return r;
+    if (!prompt) return slm__fail(s, SLM_ERR_INVALID_ARG, "slm_generate: prompt is NULL");
+    r = slm__tokenize_alloc(s, prompt, strlen(prompt), SLM_TOK_BOS | SLM_TOK_SPECIAL, &toks, &n, "slm_generate");
+    if (r != SLM_OK) return r;
+    /* SentencePiece's dummy space belongs to the prompt's first word; with no
+       prompt text it would lead the output, so drop it as llama2.c does */
+    strip_space = prompt[0] == 0 && n == 1 && toks[0] == s->model->vocab.bos &&
+                  (s->model->vocab.flags & SLM__TOKFLAG_SPACE_PREFIX);
+    r = slm__generate_tokens(s, toks, n, strip_space, &o, NULL, 0, out, out_cap, out_len, "slm_generate");
+    slm__free(&s->alloc, toks);
     return r;
 }
 
@@ -6999,6 +7135,501 @@ SLM_API int slm_chat_format(const slm_model *m, int tmpl, const slm_chat_message
     }
     if (cap) out[w.len < cap ? w.len : cap - 1] = 0;
     return w.len > (size_t)INT_MAX ? -1 : (int)w.len;
+}
+
+/* ---- conversations ---------------------------------------------------------
+   Owns slm_chat: a conversation's messages and the tokens its rendering
+   becomes in the cache. The rendering of the messages before a reply, with
+   the assistant's turn opened, is the text the reply continues; each turn
+   tokenizes the text between replies (control tokens parsed) and keeps the
+   replies' own ids, so the cache never changes under a finished turn. */
+
+typedef struct slm__conv_msg {
+    char *content;  /* owned, NUL-terminated */
+    slm_token *ids; /* a reply's tokens (owned), NULL otherwise */
+    int n_ids;
+    int n_past_before; /* a user message: the cache length before its turn, -1 when unknown */
+} slm__conv_msg;
+
+struct slm_conversation {
+    slm_session *s;
+    int tmpl;
+    slm__conv_msg *msgs;
+    slm_chat_message *views; /* role and content of msgs, for slm_conversation_get */
+    int n_msgs, cap_msgs, cap_views;
+    slm_token *toks; /* the rendering's tokens */
+    int n_toks, cap_toks;
+    char *text; /* scratch: a rendering */
+    size_t text_cap;
+    char *reply; /* the text of the reply being generated */
+    size_t reply_len, reply_cap;
+    int reply_oom, n_dropped;
+    const slm_gen_opts *user_opts;
+};
+
+static int slm__conv_reserve(slm_conversation *c, void **p, int *cap, int need, size_t elem) {
+    void *q;
+    int n = *cap ? *cap : 8;
+    if (need <= *cap) return 1;
+    while (n < need) {
+        if (n > INT_MAX / 2) return 0;
+        n *= 2;
+    }
+    q = slm__alloc(&c->s->alloc, (size_t)n * elem);
+    if (!q) return 0;
+    if (*p) {
+        memcpy(q, *p, (size_t)*cap * elem);
+        slm__free(&c->s->alloc, *p);
+    }
+    *p = q;
+    *cap = n;
+    return 1;
+}
+
+static char *slm__conv_strdup(slm_conversation *c, const char *t, size_t n) {
+    char *d = (char *)slm__alloc(&c->s->alloc, n + 1);
+    if (d) {
+        memcpy(d, t, n);
+        d[n] = 0;
+    }
+    return d;
+}
+
+static void slm__conv_pop(slm_conversation *c) {
+    slm__conv_msg *m = &c->msgs[--c->n_msgs];
+    slm__free(&c->s->alloc, m->content);
+    slm__free(&c->s->alloc, m->ids);
+}
+
+static void slm__conv_remove(slm_conversation *c, int i) {
+    slm__conv_msg *m = &c->msgs[i];
+    slm__free(&c->s->alloc, m->content);
+    slm__free(&c->s->alloc, m->ids);
+    memmove(c->msgs + i, c->msgs + i + 1, (size_t)(c->n_msgs - i - 1) * sizeof *c->msgs);
+    memmove(c->views + i, c->views + i + 1, (size_t)(c->n_msgs - i - 1) * sizeof *c->views);
+    c->n_msgs--;
+}
+
+static slm_result slm__conv_push(slm_conversation *c, const char *role, const char *content, size_t len) {
+    slm__conv_msg *m;
+    if (!slm__conv_reserve(c, (void **)&c->msgs, &c->cap_msgs, c->n_msgs + 1, sizeof *c->msgs) ||
+        !slm__conv_reserve(c, (void **)&c->views, &c->cap_views, c->n_msgs + 1, sizeof *c->views))
+        return SLM_ERR_OOM;
+    m = &c->msgs[c->n_msgs];
+    memset(m, 0, sizeof *m);
+    m->n_past_before = -1;
+    if (!(m->content = slm__conv_strdup(c, content, len))) return SLM_ERR_OOM;
+    c->views[c->n_msgs].role = role;
+    c->views[c->n_msgs].content = m->content;
+    c->n_msgs++;
+    return SLM_OK;
+}
+
+/* Renders the first n messages into c->text; its length, or -1. */
+static int slm__conv_render(slm_conversation *c, int n, int add_assistant) {
+    int len = slm_chat_format(c->s->model, c->tmpl, c->views, n, add_assistant, c->text, c->text_cap);
+    if (len < 0) return -1;
+    if ((size_t)len >= c->text_cap) {
+        size_t cap = (size_t)len + 256;
+        char *t = (char *)slm__alloc(&c->s->alloc, cap);
+        if (!t) return -1;
+        slm__free(&c->s->alloc, c->text);
+        c->text = t;
+        c->text_cap = cap;
+        len = slm_chat_format(c->s->model, c->tmpl, c->views, n, add_assistant, c->text, c->text_cap);
+    }
+    return len;
+}
+
+static slm_result slm__conv_append(slm_conversation *c, const slm_token *t, int n) {
+    if (n <= 0) return SLM_OK;
+    if (!slm__conv_reserve(c, (void **)&c->toks, &c->cap_toks, c->n_toks + n, sizeof(slm_token)))
+        return slm__fail(c->s, SLM_ERR_OOM, "slm_chat: out of memory");
+    memcpy(c->toks + c->n_toks, t, (size_t)n * sizeof(slm_token));
+    c->n_toks += n;
+    return SLM_OK;
+}
+
+static slm_result slm__conv_append_text(slm_conversation *c, const char *text, size_t len, int flags) {
+    slm_token *t;
+    int n;
+    slm_result r = slm__tokenize_alloc(c->s, text, len, flags | (c->n_toks == 0 ? SLM_TOK_BOS : 0), &t, &n, "slm_chat");
+    if (r != SLM_OK) return r;
+    r = slm__conv_append(c, t, n);
+    slm__free(&c->s->alloc, t);
+    return r;
+}
+
+/* c->toks from the messages: the text between replies tokenized, the
+   replies' ids kept; the assistant's turn opened when the last message is
+   the user's. Where a rendering does not extend the text before it, the
+   whole conversation is tokenized as text. */
+static slm_result slm__conv_build(slm_conversation *c) {
+    char *covered = NULL; /* the rendering so far: text before the last reply, and the reply */
+    size_t n_covered = 0, cap = 0;
+    int i, len, last_user = c->n_msgs > 0 && strcmp(c->views[c->n_msgs - 1].role, "user") == 0;
+    slm_result r = SLM_OK;
+    c->n_toks = 0;
+    for (i = 0; i <= c->n_msgs && r == SLM_OK; i++) {
+        int is_reply = i < c->n_msgs && c->msgs[i].ids;
+        if (i < c->n_msgs && !is_reply) continue;
+        if (i == c->n_msgs && c->n_msgs > 0 && c->msgs[c->n_msgs - 1].ids) break; /* ends with a reply */
+        len = slm__conv_render(c, i, is_reply || last_user);
+        if (len < 0) {
+            r = slm__fail(c->s, SLM_ERR_OOM, "slm_chat: cannot render the conversation");
+            break;
+        }
+        if ((size_t)len < n_covered || memcmp(c->text, covered, n_covered) != 0) {
+            /* the template rewrites earlier text: tokenize it all */
+            len = slm__conv_render(c, c->n_msgs, last_user);
+            c->n_toks = 0;
+            r = len < 0 ? slm__fail(c->s, SLM_ERR_OOM, "slm_chat: cannot render the conversation")
+                        : slm__conv_append_text(c, c->text, (size_t)len, SLM_TOK_SPECIAL);
+            break;
+        }
+        r = slm__conv_append_text(c, c->text + n_covered, (size_t)len - n_covered, SLM_TOK_SPECIAL);
+        if (r != SLM_OK || !is_reply) break;
+        r = slm__conv_append(c, c->msgs[i].ids, c->msgs[i].n_ids);
+        {
+            size_t clen = strlen(c->msgs[i].content), need = (size_t)len + clen;
+            if (need + 1 > cap) {
+                char *t = (char *)slm__alloc(&c->s->alloc, need + 256);
+                if (!t) {
+                    r = slm__fail(c->s, SLM_ERR_OOM, "slm_chat: out of memory");
+                    break;
+                }
+                slm__free(&c->s->alloc, covered);
+                covered = t;
+                cap = need + 256;
+            }
+            memcpy(covered, c->text, (size_t)len);
+            memcpy(covered + len, c->msgs[i].content, clen);
+            n_covered = need;
+        }
+    }
+    slm__free(&c->s->alloc, covered);
+    return r;
+}
+
+/* Keeps the cache's common prefix with c->toks, and at most keep tokens. */
+static void slm__conv_rewind(slm_conversation *c, int keep) {
+    slm_session *s = c->s;
+    int common = 0;
+    while (common < s->n_past && common < c->n_toks && s->tokens[common] == c->toks[common]) common++;
+    if (keep >= 0 && keep < common) common = keep;
+    if (common < s->n_past) slm_rewind(s, common);
+}
+
+static int slm__conv_on_token(void *user, const char *piece, int len) {
+    slm_conversation *c = (slm_conversation *)user;
+    if (c->reply_len + (size_t)len + 1 > c->reply_cap) {
+        size_t cap = (c->reply_len + (size_t)len + 1) * 2;
+        char *t = (char *)slm__alloc(&c->s->alloc, cap);
+        if (!t) {
+            c->reply_oom = 1;
+            return 1;
+        }
+        if (c->reply) {
+            memcpy(t, c->reply, c->reply_len);
+            slm__free(&c->s->alloc, c->reply);
+        }
+        c->reply = t;
+        c->reply_cap = cap;
+    }
+    memcpy(c->reply + c->reply_len, piece, (size_t)len);
+    c->reply_len += (size_t)len;
+    return c->user_opts->on_token ? c->user_opts->on_token(c->user_opts->user, piece, len) : 0;
+}
+
+SLM_API slm_result slm_conversation_new(slm_conversation **out, slm_session *s, int tmpl, const char *system) {
+    slm_conversation *c;
+    slm_result r;
+    if (out) *out = NULL;
+    if (!out || !s) return SLM_ERR_INVALID_ARG;
+    if (tmpl == 0) tmpl = s->model->vocab.chat_template;
+    if (tmpl < SLM_CHAT_CHATML || tmpl > SLM_CHAT_ZEPHYR)
+        return slm__fail(s, tmpl == SLM_CHAT_NONE ? SLM_ERR_UNSUPPORTED : SLM_ERR_INVALID_ARG,
+                         tmpl == SLM_CHAT_NONE ? "slm_conversation_new: the model has no chat template (name one)"
+                                               : "slm_conversation_new: unknown chat template %d",
+                         tmpl);
+    c = (slm_conversation *)slm__calloc(&s->alloc, 1, sizeof *c);
+    if (!c) return slm__fail(s, SLM_ERR_OOM, "slm_conversation_new: out of memory");
+    c->s = s;
+    c->tmpl = tmpl;
+    r = system && *system ? slm__conv_push(c, "system", system, strlen(system)) : SLM_OK;
+    if (r == SLM_OK) r = slm__conv_build(c);
+    if (r != SLM_OK) {
+        slm_conversation_free(c);
+        return r == SLM_ERR_OOM ? slm__fail(s, r, "slm_conversation_new: out of memory") : r;
+    }
+    *out = c;
+    return SLM_OK;
+}
+
+SLM_API void slm_conversation_free(slm_conversation *c) {
+    const slm_allocator *a;
+    if (!c) return;
+    a = &c->s->alloc;
+    while (c->n_msgs > 0) slm__conv_pop(c);
+    slm__free(a, c->msgs);
+    slm__free(a, c->views);
+    slm__free(a, c->toks);
+    slm__free(a, c->text);
+    slm__free(a, c->reply);
+    slm__free(a, c);
+}
+
+SLM_API slm_result slm_conversation_get(const slm_conversation *c, slm_conversation_info *out) {
+    if (!c || !out) return SLM_ERR_INVALID_ARG;
+    memset(out, 0, sizeof *out);
+    out->messages = c->views;
+    out->n_messages = c->n_msgs;
+    out->n_tokens = c->n_toks;
+    out->n_dropped = c->n_dropped;
+    return SLM_OK;
+}
+
+/* Does the text of ids equal text[0..len)? */
+static int slm__ids_spell(const slm_model *m, const slm_token *ids, int n, const char *text, size_t len) {
+    size_t at = 0;
+    int i;
+    for (i = 0; i < n; i++) {
+        int pl;
+        const char *p = slm_token_piece(m, ids[i], &pl);
+        if (!p || slm_token_type(m, ids[i]) == SLM_TOKEN_CONTROL || at + (size_t)pl > len ||
+            memcmp(text + at, p, (size_t)pl) != 0)
+            return 0;
+        at += (size_t)pl;
+    }
+    return at == len;
+}
+
+SLM_API slm_result slm_chat(slm_conversation *c, const char *user, const slm_gen_opts *opts, char *out, size_t out_cap,
+                            size_t *out_len) {
+    slm_session *s;
+    slm_gen_opts o, inner;
+    slm_result r;
+    int reserve, first, n_prompt, n_past_before;
+    if (!c) {
+        if (out_len) *out_len = 0;
+        if (out && out_cap) out[0] = 0;
+        return SLM_ERR_INVALID_ARG;
+    }
+    s = c->s;
+    if ((r = slm__gen_begin(s, opts, &o, out, out_cap, out_len, "slm_chat")) != SLM_OK) return r;
+    if (!user) return slm__fail(s, SLM_ERR_INVALID_ARG, "slm_chat: user message is NULL");
+    c->n_dropped = 0;
+    n_past_before = s->n_past;
+    if (slm__conv_push(c, "user", user, strlen(user)) != SLM_OK)
+        return slm__fail(s, SLM_ERR_OOM, "slm_chat: out of memory");
+    first = c->n_msgs > 0 && strcmp(c->views[0].role, "system") == 0; /* the first message that may be dropped */
+    reserve = o.max_tokens > 0 ? o.max_tokens : s->n_ctx / 4;
+    if (first < c->n_msgs - 1) { /* would the system prompt and this message alone fit? (then the history stays) */
+        int last = c->n_msgs - 1, n_all = c->n_msgs, n_min;
+        slm__conv_msg tm = c->msgs[first];
+        slm_chat_message tv = c->views[first];
+        c->msgs[first] = c->msgs[last];
+        c->views[first] = c->views[last];
+        c->n_msgs = first + 1;
+        r = slm__conv_build(c);
+        n_min = c->n_toks;
+        c->n_msgs = n_all;
+        c->msgs[last] = c->msgs[first];
+        c->views[last] = c->views[first];
+        c->msgs[first] = tm;
+        c->views[first] = tv;
+        if (r != SLM_OK || n_min >= s->n_ctx) {
+            slm__conv_pop(c);
+            slm__conv_build(c);
+            return r != SLM_OK ? r
+                               : slm__fail(s, SLM_ERR_CONTEXT_FULL,
+                                           "slm_chat: the system prompt and this message are %d tokens; the context "
+                                           "holds %d",
+                                           n_min, s->n_ctx);
+        }
+    }
+    for (;;) {
+        if ((r = slm__conv_build(c)) != SLM_OK) {
+            slm__conv_pop(c);
+            slm__conv_build(c);
+            return r;
+        }
+        if (c->n_toks + reserve <= s->n_ctx || first >= c->n_msgs - 1) break;
+        /* drop the oldest exchange: a user message and the reply after it */
+        slm__conv_remove(c, first);
+        if (first < c->n_msgs - 1 && strcmp(c->views[first].role, "assistant") == 0) slm__conv_remove(c, first);
+        c->n_dropped++;
+        n_past_before = -1;
+    }
+    if (c->n_toks >= s->n_ctx) {
+        int n = c->n_toks;
+        slm__conv_pop(c);
+        slm__conv_build(c);
+        return slm__fail(s, SLM_ERR_CONTEXT_FULL,
+                         "slm_chat: the system prompt and this message are %d tokens; the context holds %d", n,
+                         s->n_ctx);
+    }
+    c->msgs[c->n_msgs - 1].n_past_before = n_past_before;
+    inner = o;
+    inner.on_token = slm__conv_on_token;
+    inner.user = c;
+    c->user_opts = &o;
+    c->reply_len = 0;
+    c->reply_oom = 0;
+    n_prompt = c->n_toks;
+    r = slm__generate_tokens(s, c->toks, c->n_toks, 0, &inner, NULL, 0, out, out_cap, out_len, "slm_chat");
+    if (c->reply_oom) r = slm__fail(s, SLM_ERR_OOM, "slm_chat: out of memory for the reply");
+    if (r != SLM_OK && r != SLM_ERR_CANCELLED && r != SLM_ERR_CONTEXT_FULL) {
+        slm__conv_pop(c);
+        slm__conv_build(c);
+        return r;
+    }
+    if (r == SLM_ERR_CONTEXT_FULL && s->stats.stop_reason != SLM_STOP_CONTEXT_FULL) { /* the prompt did not fit */
+        slm__conv_pop(c);
+        slm__conv_build(c);
+        return r;
+    }
+    {
+        slm__conv_msg *m;
+        slm_token *ids;
+        int n_ids = s->n_past - n_prompt, extra = s->stats.stop_reason != SLM_STOP_END_OF_TEXT && s->gen_last >= 0;
+        slm_result r2;
+        if (n_ids < 0) n_ids = 0;
+        if (slm__conv_push(c, "assistant", c->reply ? c->reply : "", c->reply_len) != SLM_OK)
+            return slm__fail(s, SLM_ERR_OOM, "slm_chat: out of memory");
+        m = &c->msgs[c->n_msgs - 1];
+        ids = (slm_token *)slm__alloc(&s->alloc, (size_t)(n_ids + 1) * sizeof(slm_token));
+        if (!ids) return slm__fail(s, SLM_ERR_OOM, "slm_chat: out of memory");
+        if (n_ids) memcpy(ids, s->tokens + n_prompt, (size_t)n_ids * sizeof(slm_token));
+        if (extra) ids[n_ids++] = s->gen_last;
+        if (!slm__ids_spell(s->model, ids, n_ids, m->content, c->reply_len)) {
+            /* a stop string or a control token: the reply is its text */
+            slm__free(&s->alloc, ids);
+            ids = NULL;
+            r2 = slm__tokenize_alloc(s, m->content, c->reply_len, 0, &ids, &n_ids, "slm_chat");
+            if (r2 != SLM_OK) return r2;
+            if (!ids) { /* an empty reply still marks the message as a reply */
+                ids = (slm_token *)slm__alloc(&s->alloc, sizeof(slm_token));
+                if (!ids) return slm__fail(s, SLM_ERR_OOM, "slm_chat: out of memory");
+                n_ids = 0;
+            }
+        }
+        m->ids = ids;
+        m->n_ids = n_ids;
+        r2 = slm__conv_build(c);
+        if (r2 != SLM_OK) return r2;
+        slm__conv_rewind(c, -1);
+    }
+    return r;
+}
+
+SLM_API slm_result slm_chat_undo(slm_conversation *c) {
+    int u, keep;
+    if (!c) return SLM_ERR_INVALID_ARG;
+    for (u = c->n_msgs - 1; u >= 0 && strcmp(c->views[u].role, "user") != 0; u--) {}
+    if (u < 0) return slm__fail(c->s, SLM_ERR_INVALID_ARG, "slm_chat_undo: no exchange to undo");
+    keep = c->msgs[u].n_past_before;
+    while (c->n_msgs > u) slm__conv_pop(c);
+    c->n_dropped = 0;
+    if (slm__conv_build(c) != SLM_OK) return SLM_ERR_OOM;
+    slm__conv_rewind(c, keep);
+    return SLM_OK;
+}
+
+SLM_API slm_result slm_chat_reset(slm_conversation *c) {
+    if (!c) return SLM_ERR_INVALID_ARG;
+    while (c->n_msgs > 0 && !(c->n_msgs == 1 && strcmp(c->views[0].role, "system") == 0)) slm__conv_pop(c);
+    c->n_dropped = 0;
+    if (slm__conv_build(c) != SLM_OK) return SLM_ERR_OOM;
+    slm__conv_rewind(c, -1);
+    return SLM_OK;
+}
+
+/* ---- fill-in-the-middle ------------------------------------------------------
+   Owns slm_fim: the infill prompt of code models, in llama.cpp's order
+   ([BOS] fim_pre prefix fim_suf suffix fim_mid), and a generation that ends
+   at any FIM control token as well as at end of text. */
+
+/* The prompt into out (cap); returns the count or -needed; 0 with st->rc set on an error. */
+static int slm__fim_build(const slm_model *m, const char *prefix, const char *suffix, slm_token *out, int cap,
+                          slm__tok_status *st) {
+    const slm__vocab *v = &m->vocab;
+    const char *parts[2];
+    int n = 0, k, i;
+    parts[0] = prefix;
+    parts[1] = suffix ? suffix : "";
+    st->rc = SLM_OK;
+    st->msg[0] = 0;
+    if (v->fim_pre < 0 || v->fim_suf < 0 || v->fim_mid < 0) {
+        st->rc = SLM_ERR_UNSUPPORTED;
+        slm__format(st->msg, sizeof st->msg,
+                    "the model has no fill-in-the-middle tokens (fim_pre %d, fim_suf %d, fim_mid %d)", v->fim_pre,
+                    v->fim_suf, v->fim_mid);
+        return 0;
+    }
+#define SLM__FIM_PUT(t)                 \
+    do {                                \
+        if (n < cap && out) out[n] = t; \
+        n++;                            \
+    } while (0)
+    if ((v->flags & SLM__TOKFLAG_ADD_BOS) && v->bos >= 0) SLM__FIM_PUT(v->bos);
+    for (i = 0; i < 2; i++) {
+        int room = out && n < cap ? cap - n : 0;
+        SLM__FIM_PUT(i == 0 ? v->fim_pre : v->fim_suf);
+        room = out && n < cap ? cap - n : 0;
+        k = slm__tokenize(m, parts[i], strlen(parts[i]), 0, room ? out + n : NULL, room, st);
+        if (st->rc != SLM_OK) return 0;
+        n += k < 0 ? -k : k;
+    }
+    SLM__FIM_PUT(v->fim_mid);
+#undef SLM__FIM_PUT
+    return n > cap ? -n : n;
+}
+
+SLM_API int slm_fim_tokens(const slm_model *m, const char *prefix, const char *suffix, slm_token *out, int cap) {
+    slm__tok_status st;
+    int n;
+    if (!m || !prefix || cap < 0 || (!out && cap)) return 0;
+    n = slm__fim_build(m, prefix, suffix, out, cap, &st);
+    if (st.rc != SLM_OK) slm__log(m->log, m->log_user, SLM_LOG_ERROR, "slm_fim_tokens: %s", st.msg);
+    return n;
+}
+
+SLM_API slm_result slm_fim(slm_session *s, const char *prefix, const char *suffix, const slm_gen_opts *opts, char *out,
+                           size_t out_cap, size_t *out_len) {
+    const slm__vocab *v;
+    slm__tok_status st;
+    slm_gen_opts o;
+    slm_token *toks, stops[7];
+    int n, n_stops = 0;
+    slm_result r;
+    if (!s) {
+        if (out_len) *out_len = 0;
+        if (out && out_cap) out[0] = 0;
+        return SLM_ERR_INVALID_ARG;
+    }
+    if ((r = slm__gen_begin(s, opts, &o, out, out_cap, out_len, "slm_fim")) != SLM_OK) return r;
+    if (!prefix) return slm__fail(s, SLM_ERR_INVALID_ARG, "slm_fim: prefix is NULL");
+    v = &s->model->vocab;
+    n = slm__fim_build(s->model, prefix, suffix, NULL, 0, &st);
+    if (st.rc != SLM_OK) return slm__fail(s, st.rc, "slm_fim: %s", st.msg);
+    n = n < 0 ? -n : n;
+    toks = (slm_token *)slm__alloc(&s->alloc, (size_t)n * sizeof(slm_token));
+    if (!toks) return slm__fail(s, SLM_ERR_OOM, "slm_fim: out of memory");
+    if (slm__fim_build(s->model, prefix, suffix, toks, n, &st) != n) {
+        slm__free(&s->alloc, toks);
+        return slm__fail(s, st.rc != SLM_OK ? st.rc : SLM_ERR_OOM, "slm_fim: %s", st.msg);
+    }
+    stops[n_stops++] = v->fim_pre;
+    stops[n_stops++] = v->fim_suf;
+    stops[n_stops++] = v->fim_mid;
+    if (v->fim_pad >= 0) stops[n_stops++] = v->fim_pad;
+    if (v->fim_rep >= 0) stops[n_stops++] = v->fim_rep;
+    if (v->fim_sep >= 0) stops[n_stops++] = v->fim_sep;
+    if (v->eos >= 0) stops[n_stops++] = v->eos;
+    r = slm__generate_tokens(s, toks, n, 0, &o, stops, n_stops, out, out_cap, out_len, "slm_fim");
+    slm__free(&s->alloc, toks);
+    return r;
 }
 
 #endif /* SLM__IMPLEMENTED */

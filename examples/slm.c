@@ -2,6 +2,8 @@
    runtime.
 
        slm run      -m MODEL -p PROMPT [options]   generate text
+       slm chat     -m MODEL [options]             a conversation
+       slm complete -m MODEL --prefix-file A       fill in the middle (code)
        slm info     -m MODEL                       describe a model file
        slm tokenize -m MODEL (-f FILE | TEXT)      print token ids or pieces
        slm suggest  -m MODEL [-n N] TEXT           complete the word being typed
@@ -26,12 +28,14 @@
 
 #define SLM_IMPLEMENTATION
 #include "../slm.h"
+#include "term.h"
 
 #include <ctype.h>
 #include <errno.h>
 #include <float.h>
 #include <limits.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -619,31 +623,45 @@ static const char *yes_no(int b) { return b ? "yes" : "no"; }
 /* slm run                                                                   */
 /* ======================================================================== */
 
-static const char run_usage[] = "usage: slm run -m MODEL -p PROMPT [options]\n"
-                                "\n"
-                                "Continues PROMPT. stdout gets the prompt and then the generated text, byte\n"
-                                "for byte, streamed as it comes; statistics go to stderr.\n"
-                                "\n"
-                                "options:\n"
-                                "  -p, --prompt TEXT        the text to continue (required)\n"
-                                "  -n, --n-predict N        tokens to generate (default 256; 0 = until the end\n"
-                                "                           of the text or a full context)\n"
-                                "      --temp T             sampling temperature (default 0.8; 0 = greedy)\n"
-                                "      --top-k K            sample among the K likeliest tokens (default 0 = off)\n"
-                                "      --top-p P            nucleus sampling threshold (default 0.95; 1 = off)\n"
-                                "      --min-p P            drop tokens below P x the likeliest (default 0 = off)\n"
-                                "      --repeat-penalty R   penalise recent tokens (default 1 = off)\n"
-                                "      --repeat-last-n N    tokens the penalty looks back (default 64)\n"
-                                "      --stop TEXT          stop before TEXT; may be repeated\n"
-                                "      --seed S             random seed (default: from the clock, shown on stderr)\n"
-                                "  -t, --threads N          threads (default 0 = all processors)\n"
-                                "  -c, --ctx N              context length (default 0 = min(model max_seq, 4096))\n"
-                                "      --kv-type TYPE       KV cache: f32, f16 or q8_0 (default f16 for quantized\n"
-                                "                           weights, f32 for float ones)\n" MODEL_OPTS_USAGE;
+#define GEN_OPTS_USAGE                                                                    \
+    "      --temp T             sampling temperature (default 0.8; 0 = greedy)\n"         \
+    "      --top-k K            sample among the K likeliest tokens (default 0 = off)\n"  \
+    "      --top-p P            nucleus sampling threshold (default 0.95; 1 = off)\n"     \
+    "      --min-p P            drop tokens below P x the likeliest (default 0 = off)\n"  \
+    "      --repeat-penalty R   penalise recent tokens (default 1 = off)\n"               \
+    "      --repeat-last-n N    tokens the penalty looks back (default 64)\n"             \
+    "      --stop TEXT          stop before TEXT; may be repeated\n"                      \
+    "      --seed S             random seed (default: from the clock, shown on stderr)\n" \
+    "  -t, --threads N          threads (default 0 = all processors)\n"                   \
+    "  -c, --ctx N              context length (default 0 = min(model max_seq, 4096))\n"  \
+    "      --kv-type TYPE       KV cache: f32, f16 or q8_0 (default f16 for quantized\n"  \
+    "                           weights, f32 for float ones)\n"
+
+static const char run_usage[] =
+    "usage: slm run -m MODEL (-p PROMPT | -f FILE) [options]\n"
+    "\n"
+    "Continues PROMPT. stdout gets the prompt and then the generated text, byte\n"
+    "for byte, streamed as it comes; statistics go to stderr. Ctrl-C stops the\n"
+    "generation (the statistics are still printed).\n"
+    "\n"
+    "options:\n"
+    "  -p, --prompt TEXT        the text to continue; - reads it from stdin\n"
+    "  -f, --file FILE          read the prompt from FILE, verbatim\n"
+    "  -e, --escape             turn \\n, \\t, \\r, \\\\, \\\" and \\' in the prompt into\n"
+    "                           their characters\n"
+    "      --no-echo            print only the generated text, not the prompt\n"
+    "      --chat               wrap the prompt as one user turn in the model's chat\n"
+    "                           template (the rendered prompt is what is echoed)\n"
+    "      --template NAME      with --chat: chatml, llama2, llama3, phi3, gemma or\n"
+    "                           zephyr instead of the model's own\n"
+    "  -n, --n-predict N        tokens to generate (default 256; 0 = until the end\n"
+    "                           of the text or a full context)\n" GEN_OPTS_USAGE MODEL_OPTS_USAGE;
 
 typedef struct run_opts {
     model_opts model;
     const char *prompt;
+    const char *prompt_file;
+    int escapes, no_echo, chat, tmpl;
     int n_predict;
     float temperature, top_p, min_p, repeat_penalty;
     int top_k, repeat_last_n;
@@ -657,12 +675,13 @@ typedef struct run_opts {
 /* What the token callback needs to stream the text and time the phases. */
 typedef struct stream_state {
     FILE *out;
-    const char *prompt; /* echoed before the first piece, once slm_generate has accepted it */
+    const char *prompt; /* echoed before the first piece, once slm_generate has accepted it; NULL = no echo */
     int prompt_written;
     int got_piece;
     double t_first; /* first text out: the prompt was processed by then */
     char last_byte;
     int write_failed;
+    int (*poll_stop)(void); /* non-zero: stop generating (Ctrl-C) */
 } stream_state;
 
 static int stream_write(stream_state *st, const char *bytes, size_t len) {
@@ -681,7 +700,7 @@ static int stream_prompt(stream_state *st) {
     if (st->prompt_written) return 1;
     st->prompt_written = 1;
     st->last_byte = '\n';
-    return stream_write(st, st->prompt, strlen(st->prompt));
+    return st->prompt ? stream_write(st, st->prompt, strlen(st->prompt)) : 1;
 }
 
 static int stream_piece(void *user, const char *piece, int len) {
@@ -692,7 +711,21 @@ static int stream_piece(void *user, const char *piece, int len) {
     }
     /* non-zero: nobody is reading, stop generating */
     if (!stream_prompt(st)) return 1;
-    return len > 0 && !stream_write(st, piece, (size_t)len);
+    if (len > 0 && !stream_write(st, piece, (size_t)len)) return 1;
+    return st->poll_stop && st->poll_stop();
+}
+
+/* Ctrl-C while generating (slm run, slm complete; slm chat reads it as a key
+   on a terminal): stop the text there, keep the statistics. */
+static volatile sig_atomic_t g_interrupted;
+static void on_sigint(int sig) {
+    (void)sig;
+    g_interrupted = 1;
+}
+static int interrupted(void) { return g_interrupted != 0; }
+static void catch_sigint(int on) {
+    g_interrupted = 0;
+    signal(SIGINT, on ? on_sigint : SIG_DFL);
 }
 
 /* A run without --seed should differ from the last one; mixing the wall
@@ -706,18 +739,67 @@ static uint64_t seed_from_clock(void) {
     return z ? z : 1; /* 0 would mean the library's fixed default */
 }
 
-static int parse_run_args(int argc, char **argv, run_opts *o, int *exit_code) {
-    args a;
-    args_init(&a, "run", argc, argv);
+static void gen_opts_defaults(run_opts *o) {
     memset(o, 0, sizeof *o);
     o->n_predict = 256;
     o->temperature = 0.8f;
     o->top_p = 0.95f;
     o->repeat_penalty = 1.0f;
+}
+
+/* The sampling, context and thread options that run, chat and complete share. */
+static int parse_gen_opt(args *a, run_opts *o) {
+    if (args_opt(a, "-n", "--n-predict")) return args_int(a, 0, INT_MAX, &o->n_predict) ? OPT_OK : OPT_ERROR;
+    if (args_opt(a, NULL, "--temp")) return args_float(a, 0.0, FLT_MAX, &o->temperature) ? OPT_OK : OPT_ERROR;
+    if (args_opt(a, NULL, "--top-k")) return args_int(a, 0, INT_MAX, &o->top_k) ? OPT_OK : OPT_ERROR;
+    if (args_opt(a, NULL, "--top-p")) return args_float(a, 0.0, 1.0, &o->top_p) ? OPT_OK : OPT_ERROR;
+    if (args_opt(a, NULL, "--min-p")) return args_float(a, 0.0, 1.0, &o->min_p) ? OPT_OK : OPT_ERROR;
+    if (args_opt(a, NULL, "--repeat-penalty"))
+        return args_float(a, 0.0, FLT_MAX, &o->repeat_penalty) ? OPT_OK : OPT_ERROR;
+    if (args_opt(a, NULL, "--repeat-last-n")) return args_int(a, 0, INT_MAX, &o->repeat_last_n) ? OPT_OK : OPT_ERROR;
+    if (args_opt(a, NULL, "--stop")) {
+        const char *s = args_value(a);
+        if (!s) return OPT_ERROR;
+        if (*s == '\0') return arg_error(a, "--stop needs a non-empty text"), OPT_ERROR;
+        if (o->n_stop == MAX_STOP_STRINGS)
+            return arg_error(a, "at most %d --stop strings", MAX_STOP_STRINGS), OPT_ERROR;
+        o->stop[o->n_stop++] = s;
+        return OPT_OK;
+    }
+    if (args_opt(a, NULL, "--seed")) {
+        if (!args_u64(a, &o->seed)) return OPT_ERROR;
+        o->seed_given = 1;
+        return OPT_OK;
+    }
+    if (args_opt(a, "-t", "--threads")) return args_int(a, 0, 4096, &o->n_threads) ? OPT_OK : OPT_ERROR;
+    if (args_opt(a, "-c", "--ctx")) return args_int(a, 0, INT_MAX, &o->n_ctx) ? OPT_OK : OPT_ERROR;
+    if (args_opt(a, NULL, "--kv-type")) return args_kv_type(a, &o->kv_type) ? OPT_OK : OPT_ERROR;
+    return OPT_NO_MATCH;
+}
+
+/* --template NAME: an SLM_CHAT_* id, or 0 after printing the error. */
+static int args_template(args *a, int *out) {
+    static const char *const names[] = { "chatml", "llama2", "llama3", "phi3", "gemma", "zephyr" };
+    const char *v = args_value(a);
+    int i;
+    if (!v) return 0;
+    for (i = 0; i < (int)(sizeof names / sizeof names[0]); i++)
+        if (strcmp(v, names[i]) == 0) {
+            *out = SLM_CHAT_CHATML + i;
+            return 1;
+        }
+    return arg_error(a, "unknown template '%s' (chatml, llama2, llama3, phi3, gemma, zephyr)", v), 0;
+}
+
+static int parse_run_args(int argc, char **argv, run_opts *o, int *exit_code) {
+    args a;
+    args_init(&a, "run", argc, argv);
+    gen_opts_defaults(o);
     *exit_code = 1;
 
     while (args_next(&a)) {
         int r = parse_model_opt(&a, &o->model);
+        if (r == OPT_NO_MATCH) r = parse_gen_opt(&a, o);
         if (r == OPT_ERROR) return 0;
         if (r == OPT_OK) continue;
         if (args_help(&a)) {
@@ -727,44 +809,51 @@ static int parse_run_args(int argc, char **argv, run_opts *o, int *exit_code) {
         }
         if (args_opt(&a, "-p", "--prompt")) {
             if (!(o->prompt = args_value(&a))) return 0;
-        } else if (args_opt(&a, "-n", "--n-predict")) {
-            if (!args_int(&a, 0, INT_MAX, &o->n_predict)) return 0;
-        } else if (args_opt(&a, NULL, "--temp")) {
-            if (!args_float(&a, 0.0, FLT_MAX, &o->temperature)) return 0;
-        } else if (args_opt(&a, NULL, "--top-k")) {
-            if (!args_int(&a, 0, INT_MAX, &o->top_k)) return 0;
-        } else if (args_opt(&a, NULL, "--top-p")) {
-            if (!args_float(&a, 0.0, 1.0, &o->top_p)) return 0;
-        } else if (args_opt(&a, NULL, "--min-p")) {
-            if (!args_float(&a, 0.0, 1.0, &o->min_p)) return 0;
-        } else if (args_opt(&a, NULL, "--repeat-penalty")) {
-            if (!args_float(&a, 0.0, FLT_MAX, &o->repeat_penalty)) return 0;
-        } else if (args_opt(&a, NULL, "--repeat-last-n")) {
-            if (!args_int(&a, 0, INT_MAX, &o->repeat_last_n)) return 0;
-        } else if (args_opt(&a, NULL, "--stop")) {
-            const char *s = args_value(&a);
-            if (!s) return 0;
-            if (*s == '\0') return arg_error(&a, "--stop needs a non-empty text"), 0;
-            if (o->n_stop == MAX_STOP_STRINGS) return arg_error(&a, "at most %d --stop strings", MAX_STOP_STRINGS), 0;
-            o->stop[o->n_stop++] = s;
-        } else if (args_opt(&a, NULL, "--seed")) {
-            if (!args_u64(&a, &o->seed)) return 0;
-            o->seed_given = 1;
-        } else if (args_opt(&a, "-t", "--threads")) {
-            if (!args_int(&a, 0, 4096, &o->n_threads)) return 0;
-        } else if (args_opt(&a, "-c", "--ctx")) {
-            if (!args_int(&a, 0, INT_MAX, &o->n_ctx)) return 0;
-        } else if (args_opt(&a, NULL, "--kv-type")) {
-            if (!args_kv_type(&a, &o->kv_type)) return 0;
+        } else if (args_opt(&a, "-f", "--file")) {
+            if (!(o->prompt_file = args_value(&a))) return 0;
+        } else if (args_flag(&a, "-e", "--escape")) {
+            o->escapes = 1;
+        } else if (args_flag(&a, NULL, "--no-echo")) {
+            o->no_echo = 1;
+        } else if (args_flag(&a, NULL, "--chat")) {
+            o->chat = 1;
+        } else if (args_opt(&a, NULL, "--template")) {
+            if (!args_template(&a, &o->tmpl)) return 0;
         } else {
             unknown_argument(&a);
             return 0;
         }
     }
     if (!o->model.path) return usage_error("run", "missing -m MODEL"), 0;
-    if (!o->prompt) return usage_error("run", "missing -p PROMPT"), 0;
+    if (!o->prompt && !o->prompt_file) return usage_error("run", "missing -p PROMPT or -f FILE"), 0;
+    if (o->prompt && o->prompt_file) return usage_error("run", "-p and -f both give the prompt: use one"), 0;
     if (!o->seed_given) o->seed = seed_from_clock();
     return 1;
+}
+
+/* llama-cli's -e: \n \t \r \\ \" \' become their characters, in place;
+   any other backslash stays as it is. */
+static void process_escapes(char *s) {
+    char *w = s;
+    for (; *s; s++) {
+        if (s[0] == '\\' && s[1]) {
+            char c = s[1];
+            char r = c == 'n'    ? '\n'
+                     : c == 't'  ? '\t'
+                     : c == 'r'  ? '\r'
+                     : c == '\\' ? '\\'
+                     : c == '"'  ? '"'
+                     : c == '\'' ? '\''
+                                 : 0;
+            if (r) {
+                *w++ = r;
+                s++;
+                continue;
+            }
+        }
+        *w++ = *s;
+    }
+    *w = '\0';
 }
 
 static void fill_gen_opts(const run_opts *o, stream_state *st, slm_gen_opts *g) {
@@ -794,23 +883,69 @@ static void print_run_stats(const run_opts *o, const slm_gen_stats *gs, double t
     /* The library reports no phase timings, so the first piece of text marks
        the end of the prompt: the first generated token costs no extra
        forward pass, so generation speed counts the tokens after it. */
-    fprintf(stderr, "%d tokens generated, %d prompt tokens; ", gs->n_generated, gs->n_prompt);
+    fprintf(stderr, "%d tokens generated, %d prompt tokens", gs->n_generated, gs->n_prompt);
+    if (gs->n_cached > 0) fprintf(stderr, " (%d reused from the cache)", gs->n_cached);
+    fputs("; ", stderr);
     print_rate("prompt", gs->n_prompt - gs->n_cached, t_first - t_start);
     fputs(", ", stderr);
     print_rate("generation", gs->n_generated - 1, t_end - t_first);
     if (o->temperature > 0) fprintf(stderr, "; seed %llu", (unsigned long long)o->seed);
+    if (gs->stop_reason == SLM_STOP_CANCELLED) fputs("; interrupted", stderr);
     fputc('\n', stderr);
+}
+
+/* A session with the options' n_ctx, threads and KV type; NULL after printing why not. */
+static slm_session *new_session(const char *cmd, const run_opts *o, const slm_model *model) {
+    slm_session *session = NULL;
+    slm_session_desc sd;
+    char detail[512];
+    slm_result r;
+    memset(&sd, 0, sizeof sd);
+    detail[0] = '\0';
+    sd.n_ctx = o->n_ctx;
+    sd.n_threads = o->n_threads;
+    sd.kv_type = o->kv_type;
+    sd.error = detail;
+    sd.error_cap = sizeof detail;
+    r = slm_session_new(&session, model, &sd);
+    if (r != SLM_OK) {
+        fprintf(stderr, "slm %s: cannot start a session on '%s': %s\n", cmd, o->model.path,
+                detail[0] ? detail : slm_result_str(r));
+        return NULL;
+    }
+    return session;
+}
+
+/* Renders text as one user turn of the model's template (or tmpl); malloc'd, or NULL after printing why not. */
+static char *render_user_turn(const char *cmd, const slm_model *model, int tmpl, const char *text) {
+    slm_chat_message msg;
+    char *out;
+    int n;
+    msg.role = "user";
+    msg.content = text;
+    n = slm_chat_format(model, tmpl, &msg, 1, 1, NULL, 0);
+    if (n < 0) {
+        fprintf(stderr, "slm %s: the model has no chat template (name one with --template)\n", cmd);
+        return NULL;
+    }
+    if (!(out = (char *)malloc((size_t)n + 1))) {
+        fprintf(stderr, "slm %s: out of memory\n", cmd);
+        return NULL;
+    }
+    slm_chat_format(model, tmpl, &msg, 1, 1, out, (size_t)n + 1);
+    return out;
 }
 
 static int cmd_run(int argc, char **argv) {
     run_opts o;
     slm_model *model = NULL;
     slm_session *session = NULL;
-    slm_session_desc sd;
     slm_gen_opts gen;
     slm_gen_stats gs;
     stream_state st;
-    char detail[512];
+    char *text = NULL, *rendered = NULL;
+    const char *prompt;
+    size_t text_len = 0;
     int exit_code = 1;
     double t_start, t_end;
     slm_result r;
@@ -818,30 +953,39 @@ static int cmd_run(int argc, char **argv) {
     if (!parse_run_args(argc, argv, &o, &exit_code)) return exit_code;
     exit_code = 1;
 
-    if (!(model = load_model("run", &o.model))) goto done;
-
-    memset(&sd, 0, sizeof sd);
-    detail[0] = '\0';
-    sd.n_ctx = o.n_ctx;
-    sd.n_threads = o.n_threads;
-    sd.kv_type = o.kv_type;
-    sd.error = detail;
-    sd.error_cap = sizeof detail;
-    r = slm_session_new(&session, model, &sd);
-    if (r != SLM_OK) {
-        fprintf(stderr, "slm run: cannot start a session on '%s': %s\n", o.model.path,
-                detail[0] ? detail : slm_result_str(r));
-        goto done;
+    /* the prompt first: a missing file is reported before the model loads */
+    if (o.prompt_file || strcmp(o.prompt, "-") == 0) {
+        if (!read_file("run", o.prompt_file ? o.prompt_file : "-", &text, &text_len)) goto done;
+        if (strlen(text) != text_len) {
+            fprintf(stderr, "slm run: the prompt in '%s' holds a NUL byte\n", o.prompt_file ? o.prompt_file : "stdin");
+            goto done;
+        }
+    } else {
+        text_len = strlen(o.prompt);
+        if (!(text = (char *)malloc(text_len + 1))) goto done;
+        memcpy(text, o.prompt, text_len + 1);
     }
+    if (o.escapes) process_escapes(text);
+
+    if (!(model = load_model("run", &o.model))) goto done;
+    prompt = text;
+    if (o.chat) {
+        if (!(rendered = render_user_turn("run", model, o.tmpl, text))) goto done;
+        prompt = rendered;
+    }
+    if (!(session = new_session("run", &o, model))) goto done;
 
     memset(&st, 0, sizeof st);
     st.out = stdout;
-    st.prompt = o.prompt;
+    st.prompt = o.no_echo ? NULL : prompt;
+    st.poll_stop = interrupted;
     fill_gen_opts(&o, &st, &gen);
 
+    catch_sigint(1);
     t_start = now_seconds();
-    r = slm_generate(session, o.prompt, &gen, NULL, 0, NULL);
+    r = slm_generate(session, prompt, &gen, NULL, 0, NULL);
     t_end = now_seconds();
+    catch_sigint(0);
     if (!st.got_piece) st.t_first = t_end;
     memset(&gs, 0, sizeof gs); /* slm_session_stats fails only on NULL arguments */
     slm_session_stats(session, &gs);
@@ -858,7 +1002,7 @@ static int cmd_run(int argc, char **argv) {
     if (gs.stop_reason == SLM_STOP_CONTEXT_FULL) {
         fprintf(stderr, "slm run: note: the context (%d tokens) is full; generation stopped there\n",
                 slm_session_n_ctx(session));
-    } else if (r != SLM_OK) {
+    } else if (r != SLM_OK && !(r == SLM_ERR_CANCELLED && g_interrupted)) {
         const char *why = slm_session_error(session);
         fprintf(stderr, "slm run: generation failed: %s%s%s%s\n", slm_result_str(r), why[0] ? ": " : "", why,
                 r == SLM_ERR_CONTEXT_FULL ? " (see -c)" : "");
@@ -870,6 +1014,347 @@ static int cmd_run(int argc, char **argv) {
 done:
     slm_session_free(session);
     slm_model_free(model);
+    free(text);
+    free(rendered);
+    return exit_code;
+}
+
+/* ======================================================================== */
+/* slm chat                                                                  */
+/* ======================================================================== */
+
+static const char chat_usage[] =
+    "usage: slm chat -m MODEL [--system TEXT | --system-file F] [options]\n"
+    "\n"
+    "A conversation in the model's chat template. Each turn evaluates only its new\n"
+    "tokens: the conversation stays in the KV cache. Commands: /reset (new\n"
+    "conversation, same system prompt), /undo (drop the last exchange), /exit.\n"
+    "On a terminal, Ctrl-C stops the reply being written and Ctrl-D exits. When\n"
+    "stdin is not a terminal, each input line is one user turn and stdout gets\n"
+    "only the replies, each followed by a newline. When the context fills, the\n"
+    "oldest exchanges are dropped (the system prompt stays), with a note on stderr.\n"
+    "\n"
+    "options:\n"
+    "      --system TEXT        the system prompt\n"
+    "      --system-file F      the system prompt, read from F verbatim\n"
+    "      --template NAME      chatml, llama2, llama3, phi3, gemma or zephyr instead of\n"
+    "                           the model's own\n"
+    "  -n, --n-predict N        most tokens per reply (default 256; 0 = until the end\n"
+    "                           of the reply or a full context)\n" GEN_OPTS_USAGE MODEL_OPTS_USAGE;
+
+typedef struct chat_opts {
+    run_opts gen;
+    const char *system, *system_file;
+} chat_opts;
+
+static int parse_chat_args(int argc, char **argv, chat_opts *o, int *exit_code) {
+    args a;
+    args_init(&a, "chat", argc, argv);
+    memset(o, 0, sizeof *o);
+    gen_opts_defaults(&o->gen);
+    *exit_code = 1;
+    while (args_next(&a)) {
+        int r = parse_model_opt(&a, &o->gen.model);
+        if (r == OPT_NO_MATCH) r = parse_gen_opt(&a, &o->gen);
+        if (r == OPT_ERROR) return 0;
+        if (r == OPT_OK) continue;
+        if (args_help(&a)) {
+            fputs(chat_usage, stdout);
+            *exit_code = 0;
+            return 0;
+        }
+        if (args_opt(&a, NULL, "--system")) {
+            if (!(o->system = args_value(&a))) return 0;
+        } else if (args_opt(&a, NULL, "--system-file")) {
+            if (!(o->system_file = args_value(&a))) return 0;
+        } else if (args_opt(&a, NULL, "--template")) {
+            if (!args_template(&a, &o->gen.tmpl)) return 0;
+        } else {
+            unknown_argument(&a);
+            return 0;
+        }
+    }
+    if (!o->gen.model.path) return usage_error("chat", "missing -m MODEL"), 0;
+    if (o->system && o->system_file) return usage_error("chat", "--system and --system-file both give it: use one"), 0;
+    if (!o->gen.seed_given) o->gen.seed = seed_from_clock();
+    return 1;
+}
+
+/* Ctrl-C typed while a reply is written (raw mode: it arrives as a key). */
+static int chat_key_interrupt(void) {
+    term_key k;
+    while (term_poll_key(&k, 0))
+        if (k.kind == TERM_KEY_INTERRUPT) return 1;
+    return 0;
+}
+
+/* One line from stdin without its newline (CR LF too); 0 at the end of the input. */
+static int read_line(char **buf, size_t *cap) {
+    size_t n = 0;
+    int c;
+    while ((c = getchar()) != EOF && c != '\n') {
+        if (n + 2 > *cap) {
+            size_t nc = *cap ? *cap * 2 : 256;
+            char *p = (char *)realloc(*buf, nc);
+            if (!p) return 0;
+            *buf = p;
+            *cap = nc;
+        }
+        (*buf)[n++] = (char)c;
+    }
+    if (c == EOF && n == 0) return 0;
+    if (!*buf) {
+        if (!(*buf = (char *)malloc(1))) return 0;
+        *cap = 1;
+    }
+    if (n > 0 && (*buf)[n - 1] == '\r') n--;
+    (*buf)[n] = '\0';
+    return 1;
+}
+
+/* A line typed on the terminal in raw mode, with backspace; 0 on Ctrl-D at an
+   empty line (or an error), -1 on Ctrl-C (the line is dropped). */
+static int edit_line(char **buf, size_t *cap) {
+    size_t n = 0;
+    if (!*buf) {
+        if (!(*buf = (char *)malloc(256))) return 0;
+        *cap = 256;
+    }
+    (*buf)[0] = '\0';
+    for (;;) {
+        term_key k;
+        term_read_key(&k);
+        switch (k.kind) {
+        case TERM_KEY_CHAR:
+            if (n + (size_t)k.len + 1 > *cap) {
+                char *p = (char *)realloc(*buf, *cap * 2);
+                if (!p) return 0;
+                *buf = p;
+                *cap *= 2;
+            }
+            memcpy(*buf + n, k.text, (size_t)k.len);
+            n += (size_t)k.len;
+            (*buf)[n] = '\0';
+            term_write(k.text, (size_t)k.len);
+            break;
+        case TERM_KEY_TAB:
+            if (n + 2 > *cap) break;
+            (*buf)[n++] = '\t';
+            (*buf)[n] = '\0';
+            term_write("\t", 1);
+            break;
+        case TERM_KEY_BACKSPACE:
+            if (n == 0) break;
+            do n--;
+            while (n > 0 && ((unsigned char)(*buf)[n] & 0xC0) == 0x80);
+            (*buf)[n] = '\0';
+            term_write("\b \b", 3);
+            break;
+        case TERM_KEY_ENTER: term_write("\n", 1); return 1;
+        case TERM_KEY_INTERRUPT: term_write("^C\n", 3); return -1;
+        case TERM_KEY_EOF:
+            if (n > 0) break;
+            term_write("\n", 1);
+            return 0;
+        case TERM_KEY_ERROR: return 0;
+        default: break;
+        }
+    }
+}
+
+static void print_chat_stats(const slm_gen_stats *gs, double t_start, double t_first, double t_end) {
+    fprintf(stderr, "[%d tokens; prompt %d new, %d reused; ", gs->n_generated, gs->n_prompt - gs->n_cached,
+            gs->n_cached);
+    print_rate("prompt", gs->n_prompt - gs->n_cached, t_first - t_start);
+    fputs(", ", stderr);
+    print_rate("generation", gs->n_generated - 1, t_end - t_first);
+    fputs(gs->stop_reason == SLM_STOP_CANCELLED ? "; interrupted]\n" : "]\n", stderr);
+}
+
+static int cmd_chat(int argc, char **argv) {
+    chat_opts o;
+    slm_model *model = NULL;
+    slm_session *session = NULL;
+    slm_conversation *conv = NULL;
+    slm_gen_opts gen;
+    stream_state st;
+    char *system = NULL, *line = NULL;
+    size_t system_len = 0, line_cap = 0;
+    int exit_code = 1, tty;
+    slm_result r;
+
+    if (!parse_chat_args(argc, argv, &o, &exit_code)) return exit_code;
+    exit_code = 1;
+    if (o.system_file && !read_file("chat", o.system_file, &system, &system_len)) goto done;
+    if (!(model = load_model("chat", &o.gen.model))) goto done;
+    if (!(session = new_session("chat", &o.gen, model))) goto done;
+    r = slm_conversation_new(&conv, session, o.gen.tmpl, system ? system : o.system);
+    if (r != SLM_OK) {
+        fprintf(stderr, "slm chat: %s%s\n", slm_session_error(session),
+                r == SLM_ERR_UNSUPPORTED ? "; --template NAME chooses a built-in one" : "");
+        goto done;
+    }
+    tty = term_raw_on();
+    if (tty) fputs("slm chat: /reset, /undo, /exit; Ctrl-C stops a reply, Ctrl-D exits\n", stderr);
+    for (;;) {
+        slm_conversation_info ci;
+        slm_gen_stats gs;
+        double t_start, t_end;
+        int got;
+        if (tty) {
+            term_write("> ", 2);
+            got = edit_line(&line, &line_cap);
+            if (got < 0) continue;
+        } else {
+            got = read_line(&line, &line_cap);
+        }
+        if (got == 0) break;
+        if (strcmp(line, "/exit") == 0) break;
+        if (strcmp(line, "/reset") == 0) {
+            slm_chat_reset(conv);
+            fputs("slm chat: new conversation\n", stderr);
+            continue;
+        }
+        if (strcmp(line, "/undo") == 0) {
+            if (slm_chat_undo(conv) != SLM_OK)
+                fputs("slm chat: nothing to undo\n", stderr);
+            else
+                fputs("slm chat: last exchange dropped\n", stderr);
+            continue;
+        }
+        memset(&st, 0, sizeof st);
+        st.out = stdout;
+        st.prompt = NULL;
+        st.poll_stop = tty ? chat_key_interrupt : NULL;
+        fill_gen_opts(&o.gen, &st, &gen);
+        t_start = now_seconds();
+        r = slm_chat(conv, line, &gen, NULL, 0, NULL);
+        t_end = now_seconds();
+        if (!st.got_piece) st.t_first = t_end;
+        slm_session_stats(session, &gs);
+        slm_conversation_get(conv, &ci);
+        if (tty || st.got_piece || r == SLM_OK || r == SLM_ERR_CANCELLED || gs.stop_reason == SLM_STOP_CONTEXT_FULL)
+            stream_write(&st, "\n", 1);
+        if (st.write_failed) {
+            fprintf(stderr, "slm chat: cannot write to stdout\n");
+            goto done;
+        }
+        if (ci.n_dropped > 0)
+            fprintf(stderr, "slm chat: note: the context (%d tokens) was full: the oldest %d exchange%s dropped\n",
+                    slm_session_n_ctx(session), ci.n_dropped, ci.n_dropped == 1 ? " was" : "s were");
+        if (gs.stop_reason == SLM_STOP_CONTEXT_FULL)
+            fprintf(stderr, "slm chat: note: the context (%d tokens) filled during the reply\n",
+                    slm_session_n_ctx(session));
+        else if (r != SLM_OK && r != SLM_ERR_CANCELLED) {
+            fprintf(stderr, "slm chat: %s: %s%s\n", slm_result_str(r), slm_session_error(session),
+                    r == SLM_ERR_CONTEXT_FULL ? " (see -c)" : "");
+            if (!tty) goto done;
+            continue;
+        }
+        print_chat_stats(&gs, t_start, st.t_first, t_end);
+    }
+    exit_code = 0;
+
+done:
+    term_raw_off();
+    slm_conversation_free(conv);
+    slm_session_free(session);
+    slm_model_free(model);
+    free(system);
+    free(line);
+    return exit_code;
+}
+
+/* ======================================================================== */
+/* slm complete                                                              */
+/* ======================================================================== */
+
+static const char complete_usage[] =
+    "usage: slm complete -m MODEL --prefix-file A [--suffix-file B] [options]\n"
+    "\n"
+    "Fill-in-the-middle code completion: the text that goes between the prefix\n"
+    "(file A) and the suffix (file B, default empty), in the model's own FIM\n"
+    "format. stdout gets the middle only; statistics go to stderr. Ctrl-C stops.\n"
+    "\n"
+    "options:\n"
+    "      --prefix-file A      the code before the cursor (- = stdin)\n"
+    "      --suffix-file B      the code after it\n"
+    "  -n, --n-predict N        tokens to generate (default 256; 0 = until the end)\n" GEN_OPTS_USAGE MODEL_OPTS_USAGE;
+
+static int cmd_complete(int argc, char **argv) {
+    run_opts o;
+    args a;
+    const char *prefix_file = NULL, *suffix_file = NULL;
+    char *prefix = NULL, *suffix = NULL;
+    size_t prefix_len = 0, suffix_len = 0;
+    slm_model *model = NULL;
+    slm_session *session = NULL;
+    slm_gen_opts gen;
+    slm_gen_stats gs;
+    stream_state st;
+    double t_start, t_end;
+    int exit_code = 1;
+    slm_result r;
+
+    args_init(&a, "complete", argc, argv);
+    gen_opts_defaults(&o);
+    while (args_next(&a)) {
+        int rc = parse_model_opt(&a, &o.model);
+        if (rc == OPT_NO_MATCH) rc = parse_gen_opt(&a, &o);
+        if (rc == OPT_ERROR) return 1;
+        if (rc == OPT_OK) continue;
+        if (args_help(&a)) {
+            fputs(complete_usage, stdout);
+            return 0;
+        }
+        if (args_opt(&a, NULL, "--prefix-file")) {
+            if (!(prefix_file = args_value(&a))) return 1;
+        } else if (args_opt(&a, NULL, "--suffix-file")) {
+            if (!(suffix_file = args_value(&a))) return 1;
+        } else {
+            unknown_argument(&a);
+            return 1;
+        }
+    }
+    if (!o.model.path) return usage_error("complete", "missing -m MODEL"), 1;
+    if (!prefix_file) return usage_error("complete", "missing --prefix-file A"), 1;
+    if (!o.seed_given) o.seed = seed_from_clock();
+
+    if (!read_file("complete", prefix_file, &prefix, &prefix_len)) goto done;
+    if (suffix_file && !read_file("complete", suffix_file, &suffix, &suffix_len)) goto done;
+    if (!(model = load_model("complete", &o.model))) goto done;
+    if (!(session = new_session("complete", &o, model))) goto done;
+    memset(&st, 0, sizeof st);
+    st.out = stdout;
+    st.poll_stop = interrupted;
+    fill_gen_opts(&o, &st, &gen);
+    catch_sigint(1);
+    t_start = now_seconds();
+    r = slm_fim(session, prefix, suffix ? suffix : "", &gen, NULL, 0, NULL);
+    t_end = now_seconds();
+    catch_sigint(0);
+    if (!st.got_piece) st.t_first = t_end;
+    memset(&gs, 0, sizeof gs);
+    slm_session_stats(session, &gs);
+    if (st.write_failed) {
+        fprintf(stderr, "slm complete: cannot write to stdout\n");
+        goto done;
+    }
+    if (st.got_piece && st.last_byte != '\n' && is_terminal(stdout) && is_terminal(stderr)) fputc('\n', stderr);
+    if (gs.stop_reason == SLM_STOP_CONTEXT_FULL) {
+        fprintf(stderr, "slm complete: note: the context (%d tokens) is full; generation stopped there\n",
+                slm_session_n_ctx(session));
+    } else if (r != SLM_OK && !(r == SLM_ERR_CANCELLED && g_interrupted)) {
+        fprintf(stderr, "slm complete: %s: %s\n", slm_result_str(r), slm_session_error(session));
+        goto done;
+    }
+    print_run_stats(&o, &gs, t_start, st.t_first, t_end);
+    exit_code = 0;
+done:
+    slm_session_free(session);
+    slm_model_free(model);
+    free(prefix);
+    free(suffix);
     return exit_code;
 }
 
@@ -1006,6 +1491,12 @@ static void print_model_info(const slm_model *model, const char *path) {
     print_special_token(model, "eot", mi->eot);
     print_special_token(model, "pad", mi->pad);
     print_special_token(model, "unk", mi->unk);
+    print_special_token(model, "fim_pre", mi->fim_pre);
+    print_special_token(model, "fim_suf", mi->fim_suf);
+    print_special_token(model, "fim_mid", mi->fim_mid);
+    print_special_token(model, "fim_pad", mi->fim_pad);
+    print_special_token(model, "fim_rep", mi->fim_rep);
+    print_special_token(model, "fim_sep", mi->fim_sep);
     printf("chat_template: %s\n", chat_template_name(mi->chat_template, b1, sizeof b1));
     printf("kernels: %s\n", SLM__SIMD_NAME); /* this build's, chosen when it was compiled */
 }
@@ -1823,6 +2314,8 @@ typedef struct command {
 
 static const command commands[] = {
     { "run", cmd_run, run_usage, "generate text that continues a prompt" },
+    { "chat", cmd_chat, chat_usage, "an interactive conversation in the model's chat template" },
+    { "complete", cmd_complete, complete_usage, "fill-in-the-middle code completion" },
     { "info", cmd_info, info_usage, "describe a model file" },
     { "tokenize", cmd_tokenize, tokenize_usage, "print the tokens of a text or a file" },
     { "suggest", cmd_suggest, suggest_usage, "complete the word being typed (predictive text)" },

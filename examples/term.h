@@ -8,6 +8,7 @@
                                        the previous settings come back on
                                        every way out (below)
        term_key k; term_read_key(&k)   one keystroke
+       term_poll_key(&k, ms)           one keystroke if typed within ms
        term_width()                    columns of the window
        term_write(bytes, n)            a whole redraw, written at once
        term_raw_off()                  settings back (idempotent)
@@ -73,6 +74,11 @@ TERM_FN int term_write(const char *bytes, size_t n) { return fwrite(bytes, 1, n,
 TERM_FN void term_read_key(term_key *k) {
     memset(k, 0, sizeof *k);
     k->kind = TERM_KEY_EOF;
+}
+TERM_FN int term_poll_key(term_key *k, int timeout_ms) {
+    (void)timeout_ms;
+    memset(k, 0, sizeof *k);
+    return 0;
 }
 
 #else
@@ -183,16 +189,40 @@ TERM_FN void term__skip_escape(void) {
         if (term__read_byte(&c, 30) != 1 || (c >= 0x40 && c <= 0x7e)) return;
 }
 
+TERM_FN void term__decode_key(term_key *k, unsigned char c);
+
 /* Blocks until one keystroke; see term_key_kind. */
 TERM_FN void term_read_key(term_key *k) {
     unsigned char c;
-    int r, need, i;
+    int r;
     memset(k, 0, sizeof *k);
     r = term__read_byte(&c, -1);
     if (r <= 0) {
         k->kind = r == 0 ? TERM_KEY_EOF : TERM_KEY_ERROR;
         return;
     }
+    term__decode_key(k, c);
+}
+
+/* A keystroke if one comes within timeout_ms (0: only one already typed):
+   1 and *k, else 0 (k->kind TERM_KEY_NONE). For a loop that works and
+   listens, e.g. Ctrl-C during a chat reply. */
+TERM_FN int term_poll_key(term_key *k, int timeout_ms) {
+    unsigned char c;
+    int r;
+    memset(k, 0, sizeof *k);
+    r = term__read_byte(&c, timeout_ms < 0 ? 0 : timeout_ms);
+    if (r == 0) return 0;
+    if (r < 0) {
+        k->kind = TERM_KEY_ERROR;
+        return 1;
+    }
+    term__decode_key(k, c);
+    return 1;
+}
+
+TERM_FN void term__decode_key(term_key *k, unsigned char c) {
+    int need, i;
     switch (c) {
     case 0x03: k->kind = TERM_KEY_INTERRUPT; return;
     case 0x04: k->kind = TERM_KEY_EOF; return;

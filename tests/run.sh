@@ -507,7 +507,46 @@ fi
 run_n_generated() { sed -n 's/^\([0-9][0-9]*\) tokens generated, .*/\1/p' "$1" | head -n 1; }
 
 # examples_cli MODEL: slm run prints the library's counts and error messages
+# issue 12: prompts from files and pipes, --no-echo, --chat, -e; slm chat
+# scripted through stdin; slm complete
+cli_prompts_chat() {
+    local M=$1 Q=$BUILD/fixtures/c_qwen2_f16.slm F=$BUILD/cli_prompt.txt a b c
+    printf 'Once upon a time\nthere was' >"$F"
+    a=$("$SLM" run -m "$M" -p "$(cat "$F")" -n 20 --temp 0 2>/dev/null; echo x)
+    b=$("$SLM" run -m "$M" -f "$F" -n 20 --temp 0 2>/dev/null; echo x)
+    c=$("$SLM" run -m "$M" -p - -n 20 --temp 0 <"$F" 2>/dev/null; echo x)
+    check "slm run -f F and -p - < F equal -p \"\$(cat F)\"" test "$a" = "$b" -a "$a" = "$c"
+    b=$("$SLM" run -m "$M" -f "$F" -n 20 --temp 0 --no-echo 2>/dev/null; echo x)
+    check "slm run --no-echo prints the output minus the prompt" test "$(cat "$F")$b" = "$a"
+    "$SLM" run -m "$M" -p 'a\tb\nc\\d' -e -n 1 --temp 0 --no-echo >/dev/null 2>&1
+    a=$("$SLM" run -m "$M" -p 'a\tb\nc\\d' -e -n 1 --temp 0 2>/dev/null | head -c 7 | od -An -tx1 | tr -d ' \n')
+    check "slm run -e turns \\n \\t \\\\ into their characters" test "$a" = "6109620a635c64"
+    if [ -s "$Q" ]; then
+        a=$("$SLM" run -m "$Q" --chat -p Hello -n 8 --temp 0 2>/dev/null; echo x)
+        printf '<|im_start|>system\nYou are a helpful assistant<|im_end|>\n<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n' >"$BUILD/cli_chat_prompt.txt"
+        b=$("$SLM" run -m "$Q" -f "$BUILD/cli_chat_prompt.txt" -n 8 --temp 0 2>/dev/null; echo x)
+        check "slm run --chat -p X equals -p of the rendered user turn" test "$a" = "$b"
+        printf 'Hello\nHow are you?\n/undo\nAnd you?\n' | $TO "$SLM" chat -m "$Q" -n 6 --temp 0 >"$BUILD/cli_chat.out" 2>"$BUILD/cli_chat.err"
+        RC=$?
+        DETAIL="exit $RC; $(head -c 400 "$BUILD/cli_chat.err")"
+        check "slm chat scripted: three replies; later turns reuse the cache" eval \
+            'test $RC = 0 && test -s "$BUILD/cli_chat.out" && test "$(grep -c "reused" "$BUILD/cli_chat.err")" = 3 && grep -q "prompt [0-9]* new, [1-9][0-9]* reused" "$BUILD/cli_chat.err"'
+    fi
+    "$SLM" chat -m "$M" </dev/null >/dev/null 2>"$BUILD/cli_chat.err"
+    RC=$?
+    check "slm chat on a model without a chat template: exit 1 and a clear error" eval 'test $RC = 1 && grep -q "no chat template" "$BUILD/cli_chat.err"'
+    printf 'def add(a, b):\n    return ' >"$BUILD/cli_pre.py"
+    "$SLM" complete -m "$M" --prefix-file "$BUILD/cli_pre.py" >/dev/null 2>"$BUILD/cli_fim.err"
+    RC=$?
+    check "slm complete on a model without FIM tokens: exit 1 and a clear error" eval 'test $RC = 1 && grep -q "no fill-in-the-middle tokens" "$BUILD/cli_fim.err"'
+    if [ -s "$BUILD/fixtures/b_llama_starcoder_f32.slm" ]; then
+        "$SLM" complete -m "$BUILD/fixtures/b_llama_starcoder_f32.slm" --prefix-file "$BUILD/cli_pre.py" -n 4 --temp 0 >/dev/null 2>&1
+        check "slm complete on the StarCoder fixture" test $? = 0
+    fi
+}
+
 examples_cli() {
+    cli_prompts_chat "$1"
     local M=$1 O=$BUILD/ex_cli.out E=$BUILD/ex_cli.err T=$BUILD/ex_cli_eos.out K n
     run_cmd "$O" "$E" "$SLM" run -m "$M" -p "Once upon a time" -n 40 --temp 0
     DETAIL="exit status $RC, stderr: $(head -c 300 "$E")"
@@ -713,6 +752,17 @@ examples_predict() {
     check "predict --replay --skip-tokens 40: fewer characters replayed, same last lines" eval 'test $RC = 0 && [ "$(wc -w <<<"$f")" = 10 ] && [ "$(cut -d " " -f 9 <<<"$f")" -lt "$(wc -m <"$T")" ] && grep -q "characters typed first" "$O"'
 }
 
+# examples/chat.c: two scripted turns on stories260K in ChatML; the second
+# reuses the first turn's cache
+examples_chat() {
+    local bin=$1 M=$2 O=$BUILD/ex_chat.out E=$BUILD/ex_chat.err
+    printf 'Hi\nWhat next?\n' | $TO "$bin" "$M" chatml >"$O" 2>"$E"
+    RC=$?
+    DETAIL="exit $RC; stderr: $(head -c 300 "$E")"
+    check "examples/chat: two turns, the second reuses the cached conversation" eval \
+        'test $RC = 0 && test "$(grep -c "^\[" "$E")" = 2 && grep -q "^\[[0-9]* tokens, [1-9][0-9]* of [0-9]* prompt tokens reused\]$" "$E" && test -s "$O"'
+}
+
 section_examples() {
 echo "== examples ($SLM_EXAMPLES_DIR/NAME for examples/NAME.c)"
 local M=$BUILD/stories260K_f32.slm X=$BUILD/ex_simple.expected src name bin have=1
@@ -746,6 +796,7 @@ for src in examples/*.c; do
     case $name in
     simple) examples_simple "$bin" "$M" "$X" ;;
     predict) examples_predict "$bin" "$M" ;;
+    chat) examples_chat "$bin" "$M" ;;
     *) fail "examples/$name.c is run by make test" "tests/run.sh has no case for it in section_examples" ;;
     esac
 done

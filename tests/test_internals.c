@@ -2509,6 +2509,214 @@ static void test_threads_wait_sleeps(void) {
 
 /* This file's tests in the order they run; tests/harness.h says how to add one. */
 /* clang-format off */
+
+/* ======================================================================== */
+/* conversations (slm_chat) and fill-in-the-middle (slm_fim)                */
+/* ======================================================================== */
+
+static slm_model *load_build_model(const char *rel) {
+    char *path = path_join(env_or("SLM_TEST_BUILD", "build"), rel);
+    slm_model_desc md;
+    slm_model *m = NULL;
+    memset(&md, 0, sizeof md);
+    md.path = path;
+    if (!file_exists(path) || slm_model_load(&m, &md) != SLM_OK) m = NULL;
+    free(path);
+    return m;
+}
+
+/* The conversation's tokens (the cache, and the reply's last token not yet
+   evaluated) spell slm_chat_format of the whole conversation, the first
+   segment is that text tokenized, and the cache is a prefix of them. */
+static void check_conversation(slm_session *s, slm_conversation *c, int tmpl, const char *label) {
+    slm_conversation_info ci;
+    char want[8192], got[8192];
+    memset(&ci, 0, sizeof ci);
+    size_t n_got = 0;
+    int i, n_want, last_user;
+    slm_conversation_get(c, &ci);
+    last_user = 0;
+    /* the text up to the end of the last reply: the messages before it with the turn opened, then the reply */
+    n_want = slm_chat_format(s->model, tmpl, ci.messages, ci.n_messages - 1, 1, want, sizeof want);
+    CHECKF(n_want > 0 && n_want + strlen(ci.messages[ci.n_messages - 1].content) < sizeof want, "%s: render", label);
+    if (n_want <= 0) return;
+    strcat(want, ci.messages[ci.n_messages - 1].content);
+    for (i = 0; i < c->n_toks; i++) {
+        int len;
+        const char *p = slm_token_piece(s->model, c->toks[i], &len);
+        if (p && n_got + (size_t)len < sizeof got) {
+            memcpy(got + n_got, p, (size_t)len);
+            n_got += (size_t)len;
+        }
+    }
+    got[n_got] = 0;
+    CHECKF(strcmp(got, want) == 0, "%s: the cache spells\n%s\ninstead of\n%s", label, got, want);
+    CHECKF(ci.n_tokens == c->n_toks && (c->n_toks == s->n_past || c->n_toks == s->n_past + 1),
+           "%s: %d conversation tokens, %d cached", label, c->n_toks, s->n_past);
+    for (i = 0; i < s->n_past && i < c->n_toks; i++)
+        if (s->tokens[i] != c->toks[i]) break;
+    CHECKF(i == s->n_past, "%s: the cache differs from the conversation at %d", label, i);
+    (void)last_user;
+}
+
+static void chat_scripted(slm_model *m, int tmpl, const char *label) {
+    slm_session_desc sd;
+    slm_session *s = NULL;
+    slm_conversation *c = NULL;
+    slm_gen_opts o;
+    slm_gen_stats st;
+    slm_conversation_info ci;
+    slm_token first[512];
+    char text[4096];
+    int n_first, k, before;
+    memset(&st, 0, sizeof st);
+    memset(&ci, 0, sizeof ci);
+    memset(&sd, 0, sizeof sd);
+    sd.n_ctx = 512;
+    sd.n_threads = 1;
+    memset(&o, 0, sizeof o);
+    o.max_tokens = 6;
+    CHECK(slm_session_new(&s, m, &sd) == SLM_OK);
+    CHECK(slm_conversation_new(&c, s, tmpl, "Be brief.") == SLM_OK);
+    if (!c) goto done;
+    CHECKF(slm_chat(c, "Hello there", &o, NULL, 0, NULL) == SLM_OK, "%s: %s", label, slm_session_error(s));
+    check_conversation(s, c, tmpl, label);
+    /* the first segment: the rendering up to the reply, tokenized at once */
+    slm_conversation_get(c, &ci);
+    slm_chat_format(m, tmpl, ci.messages, 2, 1, text, sizeof text);
+    n_first = slm_tokenize(m, text, strlen(text), SLM_TOK_BOS | SLM_TOK_SPECIAL, first, 512);
+    CHECK(n_first > 0 && n_first <= c->n_toks);
+    for (k = 0; k < n_first && k < c->n_toks && first[k] == c->toks[k]; k++) {}
+    CHECKF(k == n_first, "%s: first segment differs at token %d", label, k);
+    /* the second turn evaluates only its new tokens */
+    before = s->n_past;
+    CHECK(slm_chat(c, "How are you?", &o, NULL, 0, NULL) == SLM_OK);
+    slm_session_stats(s, &st);
+    CHECKF(st.n_cached == before, "%s: turn 2 reused %d of the %d cached tokens", label, st.n_cached, before);
+    check_conversation(s, c, tmpl, label);
+    /* a third, then /undo: the cache is back to its length before it */
+    before = s->n_past;
+    CHECK(slm_chat(c, "And then?", &o, NULL, 0, NULL) == SLM_OK);
+    check_conversation(s, c, tmpl, label);
+    CHECK(slm_chat_undo(c) == SLM_OK);
+    CHECKF(s->n_past == before, "%s: undo left %d tokens, %d before the turn", label, s->n_past, before);
+    slm_conversation_get(c, &ci);
+    CHECK(ci.n_messages == 5);
+    check_conversation(s, c, tmpl, label);
+    /* reset keeps the system prompt's tokens */
+    CHECK(slm_chat_reset(c) == SLM_OK);
+    slm_conversation_get(c, &ci);
+    CHECK(ci.n_messages == 1 && strcmp(ci.messages[0].role, "system") == 0 && s->n_past <= c->n_toks);
+    /* the template's control tokens are tokens of this vocabulary (ChatML): the text splits at them, and the
+       system prompt's tokens are all kept (a named Llama-3 template on a Qwen2 vocabulary is text) */
+    if (tmpl == 0) CHECKF(s->n_past == c->n_toks, "%s: reset kept %d of %d tokens", label, s->n_past, c->n_toks);
+    slm_conversation_free(c);
+    c = NULL;
+    slm_session_free(s);
+    s = NULL;
+    /* a small context: the oldest exchanges go, the system prompt stays */
+    sd.n_ctx = 72;
+    CHECK(slm_session_new(&s, m, &sd) == SLM_OK);
+    CHECK(slm_conversation_new(&c, s, tmpl, "Be brief.") == SLM_OK);
+    if (!c) goto done;
+    {
+        int dropped = 0, turn;
+        for (turn = 0; turn < 6; turn++) {
+            slm_result r = slm_chat(c, "Tell me more.", &o, NULL, 0, NULL);
+            CHECKF(r == SLM_OK || r == SLM_ERR_CONTEXT_FULL, "%s: turn %d: %s", label, turn, slm_session_error(s));
+            slm_conversation_get(c, &ci);
+            dropped += ci.n_dropped;
+            CHECK(strcmp(ci.messages[0].role, "system") == 0 && strcmp(ci.messages[0].content, "Be brief.") == 0);
+            check_conversation(s, c, tmpl, label);
+        }
+        CHECKF(dropped > 0, "%s: nothing dropped in a 72-token context", label);
+    }
+    /* no room for the system prompt and one message: a clear error, nothing added */
+    {
+        char big[2048];
+        memset(big, 'a', sizeof big - 1);
+        big[sizeof big - 1] = 0;
+        slm_conversation_get(c, &ci);
+        k = ci.n_messages;
+        CHECK(slm_chat(c, big, &o, NULL, 0, NULL) == SLM_ERR_CONTEXT_FULL);
+        CHECK(strstr(slm_session_error(s), "system prompt and this message") != NULL);
+        slm_conversation_get(c, &ci);
+        CHECK(ci.n_messages == k);
+    }
+done:
+    slm_conversation_free(c);
+    slm_session_free(s);
+}
+
+static void test_chat_conversation(void) {
+    slm_model *m = load_build_model("fixtures/c_qwen2_f16.slm"), *plain = load_build_model("stories260K_f32.slm");
+    slm_session *s = NULL;
+    slm_conversation *c = NULL;
+    slm_session_desc sd;
+    if (!m || !plain) {
+        slm_model_free(m);
+        slm_model_free(plain);
+        SKIP("fixtures/c_qwen2_f16.slm or stories260K_f32.slm not converted (tests/run.sh)");
+    }
+    chat_scripted(m, 0, "ChatML (the model's own)");
+    chat_scripted(m, SLM_CHAT_LLAMA3, "Llama-3 (named)");
+    /* a model without a template */
+    memset(&sd, 0, sizeof sd);
+    sd.n_ctx = 64;
+    CHECK(slm_session_new(&s, plain, &sd) == SLM_OK);
+    CHECK(slm_conversation_new(&c, s, 0, NULL) == SLM_ERR_UNSUPPORTED && c == NULL);
+    CHECK(strstr(slm_session_error(s), "no chat template") != NULL);
+    slm_session_free(s);
+    slm_model_free(m);
+    slm_model_free(plain);
+}
+
+/* llama.cpp's infill prompt for the StarCoder vocabulary: [fim_pre] prefix
+   [fim_suf] suffix [fim_mid], no BOS; the prefix and suffix tokens are
+   llama.cpp's for the fixtures' prompts 0 and 2 (fixtures/README.md), the
+   FIM ids StarCoder's <fim_prefix> 1, <fim_middle> 2, <fim_suffix> 3. */
+static void test_fim_prompt(void) {
+    static const slm_token want[] = { 1,   9304, 12710, 331, 1153, 3,   610,   28319, 45, 115, 731,   303,
+                                      461, 329,  434,   329, 350,  244, 55,    832,   28319, 45,  115,   50,
+                                      54,  46,   494,   28319, 45,  115, 50,    55,    46, 222, 2 };
+    slm_model *m = load_build_model("fixtures/b_llama_starcoder_f32.slm"), *plain = load_build_model("stories260K_f32.slm");
+    const slm_model_info *mi;
+    slm_token got[64];
+    slm_session *s = NULL;
+    slm_session_desc sd;
+    slm_gen_opts o;
+    int n, i;
+    if (!m || !plain) {
+        slm_model_free(m);
+        slm_model_free(plain);
+        SKIP("fixtures/b_llama_starcoder_f32.slm or stories260K_f32.slm not converted (tests/run.sh)");
+    }
+    mi = slm_model_info_get(m);
+    CHECKF(mi->fim_pre == 1 && mi->fim_suf == 3 && mi->fim_mid == 2 && mi->fim_pad == 4,
+           "FIM ids found by text: %d %d %d %d", mi->fim_pre, mi->fim_suf, mi->fim_mid, mi->fim_pad);
+    n = slm_fim_tokens(m, "Once upon a time", "def fib(n):\n    return n if n < 2 else fib(n-1) + fib(n-2)\n", got, 64);
+    CHECKF(n == (int)(sizeof want / sizeof want[0]), "%d FIM prompt tokens", n);
+    for (i = 0; i < n && i < (int)(sizeof want / sizeof want[0]); i++)
+        CHECKF(got[i] == want[i], "FIM token %d: %d, llama.cpp %d", i, got[i], want[i]);
+    CHECK(slm_fim_tokens(m, "Once upon a time", NULL, NULL, 0) == -7);
+    memset(&sd, 0, sizeof sd);
+    sd.n_ctx = 128;
+    sd.n_threads = 1;
+    memset(&o, 0, sizeof o);
+    o.max_tokens = 4;
+    CHECK(slm_session_new(&s, m, &sd) == SLM_OK);
+    CHECK(slm_fim(s, "def add(a, b):\n    return ", "\n", &o, NULL, 0, NULL) == SLM_OK);
+    slm_session_free(s);
+    /* no FIM tokens: a clear error */
+    CHECK(slm_fim_tokens(plain, "a", "b", got, 64) == 0);
+    CHECK(slm_session_new(&s, plain, &sd) == SLM_OK);
+    CHECK(slm_fim(s, "a", "b", &o, NULL, 0, NULL) == SLM_ERR_UNSUPPORTED);
+    CHECK(strstr(slm_session_error(s), "no fill-in-the-middle tokens") != NULL);
+    slm_session_free(s);
+    slm_model_free(m);
+    slm_model_free(plain);
+}
+
 static const test_case INTERNAL_TESTS[] = {
     TEST(kernels_vs_reference),
     TEST(kernels_r16),
@@ -2531,6 +2739,8 @@ static const test_case INTERNAL_TESTS[] = {
     TEST(sampler_options),
     TEST(special_tokens_cost),
     TEST(special_tokens_match),
+    TEST(chat_conversation),
+    TEST(fim_prompt),
     TEST(threads_default_pool),
     TEST(threads_wait_sleeps),
 };

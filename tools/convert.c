@@ -607,11 +607,66 @@ static const char *pretok_name(uint32_t pre) {
     return pre < sizeof names / sizeof names[0] ? names[pre] : "unknown";
 }
 
+/* The id of the token spelled text, -1 if none. */
+static int32_t tok_find_text(const conv_tokenizer *t, const char *text) {
+    size_t n = strlen(text);
+    uint32_t i;
+    for (i = 0; i < t->n_tokens; i++)
+        if (t->text_offsets[i + 1] - t->text_offsets[i] == n && memcmp(t->blob + t->text_offsets[i], text, n) == 0)
+            return (int32_t)i;
+    return -1;
+}
+
+/* FIM control tokens without a GGUF key or a config entry are found by
+   their text, as llama.cpp does: StarCoder/SmolLM's <fim_prefix>... and
+   Qwen2.5-Coder's <|fim_prefix|>... */
+static void tok_find_fim(conv_tokenizer *t, const char *where) {
+    static const char *const texts[6][4] = {
+        { "<|fim_prefix|>", "<fim_prefix>", "<fim-prefix>", NULL },
+        { "<|fim_suffix|>", "<fim_suffix>", "<fim-suffix>", NULL },
+        { "<|fim_middle|>", "<fim_middle>", "<fim-middle>", NULL },
+        { "<|fim_pad|>", "<fim_pad>", "<fim-pad>", NULL },
+        { "<|repo_name|>", "<|fim_repo|>", "<reponame>", "<repo_name>" },
+        { "<|file_sep|>", "<file_sep>", "<|file_separator|>", NULL },
+    };
+    static const char *const names[6] = { "fim_pre", "fim_suf", "fim_mid", "fim_pad", "fim_rep", "fim_sep" };
+    int32_t *ids[6];
+    int i, k;
+    ids[0] = &t->fim_pre;
+    ids[1] = &t->fim_suf;
+    ids[2] = &t->fim_mid;
+    ids[3] = &t->fim_pad;
+    ids[4] = &t->fim_rep;
+    ids[5] = &t->fim_sep;
+    for (i = 0; i < 6; i++)
+        for (k = 0; k < 4 && texts[i][k] && *ids[i] < 0; k++)
+            if ((*ids[i] = tok_find_text(t, texts[i][k])) >= 0)
+                conv_info("%s: %s token %ld found by its text %s\n", where, names[i], (long)*ids[i], texts[i][k]);
+}
+
+int conv_model_set_fim_meta(conv_model *m) {
+    static const char *const keys[3] = { "tokenizer.fim_pad", "tokenizer.fim_rep", "tokenizer.fim_sep" };
+    int32_t ids[3];
+    char buf[16];
+    int i;
+    ids[0] = m->tok.fim_pad;
+    ids[1] = m->tok.fim_rep;
+    ids[2] = m->tok.fim_sep;
+    for (i = 0; i < 3; i++)
+        if (ids[i] >= 0) {
+            snprintf(buf, sizeof buf, "%ld", (long)ids[i]);
+            if (conv_model_set_meta(m, keys[i], buf)) return -1;
+        }
+    return 0;
+}
+
 /* Special ids must name a token; a bad one is dropped with a warning. */
 void conv_tok_check_special_ids(conv_tokenizer *t, const char *where) {
-    int32_t *ids[8];
-    static const char *const names[8] = { "bos", "eos", "eot", "pad", "unk", "fim_pre", "fim_suf", "fim_mid" };
+    int32_t *ids[11];
+    static const char *const names[11] = { "bos",     "eos",     "eot",     "pad",     "unk",    "fim_pre",
+                                           "fim_suf", "fim_mid", "fim_pad", "fim_rep", "fim_sep" };
     int i;
+    tok_find_fim(t, where);
     ids[0] = &t->bos;
     ids[1] = &t->eos;
     ids[2] = &t->eot;
@@ -620,7 +675,10 @@ void conv_tok_check_special_ids(conv_tokenizer *t, const char *where) {
     ids[5] = &t->fim_pre;
     ids[6] = &t->fim_suf;
     ids[7] = &t->fim_mid;
-    for (i = 0; i < 8; i++) {
+    ids[8] = &t->fim_pad;
+    ids[9] = &t->fim_rep;
+    ids[10] = &t->fim_sep;
+    for (i = 0; i < 11; i++) {
         if (*ids[i] < -1 || *ids[i] >= (int32_t)t->n_tokens) {
             conv_warn("%s: %s token id %ld is not a token of the %lu-token vocabulary; dropped", where, names[i],
                       (long)*ids[i], (unsigned long)t->n_tokens);

@@ -80,6 +80,7 @@ typedef struct conv_hparams {
 typedef struct conv_tokenizer {
     uint32_t kind, pre, n_tokens, n_merges;
     int32_t bos, eos, eot, pad, unk, fim_pre, fim_suf, fim_mid;
+    int32_t fim_pad, fim_rep, fim_sep; /* stored as metadata (FORMAT.md) */
     uint32_t chat_template, flags;
     float *scores;          /* [n_tokens] */
     uint32_t *text_offsets; /* [n_tokens + 1] into blob */
@@ -118,6 +119,8 @@ typedef struct conv_options {
 void conv_model_free(conv_model *m);
 int conv_model_own(conv_model *m, unsigned char *buf); /* m frees buf; on failure it is freed here */
 int conv_model_set_meta(conv_model *m, const char *key, const char *value);
+/* Records the FIM padding, repository and file-separator ids (when present) as metadata. */
+int conv_model_set_fim_meta(conv_model *m);
 int conv_model_add_tensor(conv_model *m, const char *name, int src_type, const unsigned char *src, int n_dims,
                           int64_t ne0, int64_t ne1);
 int64_t conv_tensor_elements(const conv_tensor *t);

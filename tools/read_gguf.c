@@ -473,6 +473,9 @@ static int gguf_read_tokenizer(gguf_file *g, conv_tokenizer *t) {
                 { "tokenizer.ggml.fim_pre_token_id", offsetof(conv_tokenizer, fim_pre) },
                 { "tokenizer.ggml.fim_suf_token_id", offsetof(conv_tokenizer, fim_suf) },
                 { "tokenizer.ggml.fim_mid_token_id", offsetof(conv_tokenizer, fim_mid) },
+                { "tokenizer.ggml.fim_pad_token_id", offsetof(conv_tokenizer, fim_pad) },
+                { "tokenizer.ggml.fim_rep_token_id", offsetof(conv_tokenizer, fim_rep) },
+                { "tokenizer.ggml.fim_sep_token_id", offsetof(conv_tokenizer, fim_sep) },
                 { "tokenizer.ggml.prefix_token_id", offsetof(conv_tokenizer, fim_pre) }, /* older names */
                 { "tokenizer.ggml.suffix_token_id", offsetof(conv_tokenizer, fim_suf) },
                 { "tokenizer.ggml.middle_token_id", offsetof(conv_tokenizer, fim_mid) } };
@@ -619,6 +622,7 @@ static int gguf_read_tokenizer(gguf_file *g, conv_tokenizer *t) {
         int32_t *field;
         size_t k;
         t->bos = t->eos = t->eot = t->pad = t->unk = t->fim_pre = t->fim_suf = t->fim_mid = -1;
+        t->fim_pad = t->fim_rep = t->fim_sep = -1;
         for (k = 0; k < sizeof ids / sizeof ids[0]; k++) {
             uint64_t v;
             field = (int32_t *)((char *)t + ids[k].field);
@@ -814,6 +818,7 @@ int conv_read_gguf(conv_model *m, char **inputs, int n_inputs, const conv_option
     if (gguf_read_tokenizer(&g, &m->tok)) goto done;
     if (m->tok.chat_template_text && conv_model_set_meta(m, "chat_template", m->tok.chat_template_text)) goto done;
     conv_tok_check_special_ids(&m->tok, g.path);
+    if (conv_model_set_fim_meta(m)) goto done;
     conv_tok_print_summary(&m->tok, g.path);
 
     if (vocab_only) {

@@ -873,6 +873,7 @@ static int hf_read_tokenizer(conv_model *m, const char *dir, uint64_t emb_rows, 
 
     /* special tokens */
     t->bos = t->eos = t->eot = t->pad = t->unk = t->fim_pre = t->fim_suf = t->fim_mid = -1;
+    t->fim_pad = t->fim_rep = t->fim_sep = -1;
     {
         static const char *const keys[4] = { "bos_token", "eos_token", "pad_token", "unk_token" };
         int32_t *dst[4];
@@ -1017,6 +1018,7 @@ int conv_read_hf(conv_model *m, char **inputs, int n_inputs, const conv_options 
                      hf_check_id_member(&cfg, json_root(&cfg), "eos_token_id", "config.json", &L)))
         goto done;
     if (m->tok.chat_template_text && conv_model_set_meta(m, "chat_template", m->tok.chat_template_text)) goto done;
+    if (conv_model_set_fim_meta(m)) goto done;
 
     if (opt->vocab_only) {
         m->vocab_only = 1;

@@ -122,7 +122,7 @@ static int read_llama2c_tokenizer(conv_tokenizer *t, const char *path, uint32_t 
     t->eot = 1;
     t->pad = -1;
     t->unk = 0;
-    t->fim_pre = t->fim_suf = t->fim_mid = -1;
+    t->fim_pre = t->fim_suf = t->fim_mid = t->fim_pad = t->fim_rep = t->fim_sep = -1;
     t->chat_template = 0;
     /* run.c encodes with BOS and a dummy space before the text. Its vocabulary
        already spells spaces as ' ', not U+2581, so that flag stays off. */

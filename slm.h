@@ -5584,7 +5584,8 @@ SLM_API slm_result slm_eval_branches(slm_session *s, const slm_token *tokens, co
         int node = s->n_nodes + i, parent = parents[i];
         s->node_parent[node] = parent;
         s->node_depth[node] = parent < 0 ? 0 : s->node_depth[parent] + 1;
-        /* node 0 under the prefix continues the prefix's run of slots, a child of the node before it that node's */
+        /* a child of the node made just before it extends that node's run of
+           slots; node 0 under the prefix extends the prefix's (slot 0 on) */
         s->node_run[node] = node == 0 && parent < 0             ? 0
                             : parent >= 0 && parent == node - 1 ? s->node_run[parent]
                                                                 : s->n_past + node;

@@ -2832,7 +2832,6 @@ static void test_branch_keep(void) {
                 CHECK(slm_eval(ref, path_toks + n_prefix + len - 1, 1) == SLM_OK);
                 CHECK(slm_logits(ref) &&
                       !memcmp(slm_logits(ref), rows + (size_t)node * n_vocab, (size_t)n_vocab * sizeof(float)));
-                /* slm_generate sees the kept tokens as the cache: the same prompt reuses them */
                 slm_session_free(s);
                 slm_session_free(ref);
             }

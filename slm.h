@@ -77,8 +77,10 @@
      values, slm_tensor_info.name, slm_token_piece) belongs to the model and
      stays valid until slm_model_free.
      What a session returns belongs to the session: slm_logits until the next
-     slm_eval, slm_rewind or slm_generate, slm_session_error until the next
-     error on that session, both at most until slm_session_free.
+     slm_eval, slm_rewind, slm_branch_keep or slm_generate (slm_eval_branches
+     leaves it alone and writes its logits to the caller's buffer),
+     slm_session_error until the next error on that session, both at most
+     until slm_session_free.
      slm_result_str and slm_type_name return static strings.
      Strings passed in (path, prompt, stop strings, text) are read during the
      call only; desc.data must outlive the model.
@@ -86,12 +88,13 @@
      SLM_MALLOC/SLM_FREE): slm_model_load, slm_session_new, slm_tokenize
      (scratch for the text) and slm_generate (the prompt's tokens, the text
      held back for stop strings); the *_free functions release. slm_eval,
-     slm_sample and slm_chat_format never allocate. When the allocator
-     returns NULL the call fails with SLM_ERR_OOM and a message saying "out
-     of memory" (slm_tokenize: 0, and the message in the log), frees what it
-     had allocated, and leaves the model and the session usable: the same
-     call succeeds once memory is there (tests/test_api.c refuses every
-     allocation of a load, session, tokenize, generate cycle in turn).
+     slm_eval_branches, slm_branch_keep, slm_sample and slm_chat_format never
+     allocate. When the allocator returns NULL the call fails with
+     SLM_ERR_OOM and a message saying "out of memory" (slm_tokenize: 0, and
+     the message in the log), frees what it had allocated, and leaves the
+     model and the session usable: the same call succeeds once memory is
+     there (tests/test_api.c refuses every allocation of a load, session,
+     tokenize, generate cycle in turn).
      slm_model_load asks for memory in proportion to the file (a copy of it
      with no_mmap or an unaligned desc.data, tables of at most about twice
      its size) and refuses files whose tensors or sections share bytes. A
@@ -171,6 +174,9 @@
      SLM_ERR_UNSUPPORTED (the header compiles everywhere).
 
    REVISION HISTORY
+     0.3.0  (unreleased) API: branch batches (slm_eval_branches,
+            slm_branch_count, slm_branch_keep); slm_gen_stats.n_evaluated and
+            n_passes count every forward pass of a session.
      0.2.0  API: slm_session_seed() seeds a hand-written slm_sample loop
             (slm_generate calls it with opts.seed: same seed, same text as
             0.1.0); slm_session_size() and slm_session_desc.max_bytes bound a
@@ -580,28 +586,34 @@ SLM_API slm_result slm_eval(slm_session *session, const slm_token *tokens, int n
 SLM_API const float *slm_logits(const slm_session *session);
 /* Keeps the first n_keep (0 <= n_keep <= n_past) tokens of the cache. */
 SLM_API slm_result slm_rewind(slm_session *session, int n_keep);
-/* Branch batches: several continuations of the cached prefix in one pass.
-   The nodes of a tree that grows from the end of the prefix: tokens[i]
-   follows parents[i], which is -1 (the prefix itself) or an existing node,
-   made by an earlier call or earlier in this one (parents[i] < its own id).
-   Nodes are numbered from 0 in the order they are made; this call's get
-   slm_branch_count() (before the call) onwards. Each token attends to the
-   prefix and to its own ancestors only, at position n_past + its depth
-   (a child of -1 has depth 0), so a node's logits are bit for bit those of
-   slm_eval on its path after slm_rewind(n_past). logits (may be NULL)
-   receives n rows of n_vocab floats, one per token of the call. Node j's
-   KV entries live in the cache slot n_past + j: nodes count against n_ctx
-   (SLM_ERR_CONTEXT_FULL when n_past + nodes would pass it; nothing is
-   evaluated then). The prefix is untouched: slm_logits still answers for
-   its last token. slm_branch_keep appends a node's path to the prefix;
-   anything else that changes the cache (slm_eval, slm_rewind, including
-   slm_rewind(n_past), slm_generate, slm_suggest) drops every node. */
+/* Branch batches: several continuations of the cached prefix evaluated
+   together, each weight read once per pass for all of them (a pass holds up
+   to 64 tokens; longer calls run in several).
+   The tokens are the nodes of a tree that grows from the end of the prefix:
+   tokens[i] follows parents[i], which is -1 (the prefix itself) or a node
+   made earlier, by an earlier call or earlier in this one (parents[i] < the
+   node's own id). Nodes are numbered from 0 in the order they are made:
+   this call's start at slm_branch_count() before the call. Each token
+   attends to the prefix and to its own ancestors only, at position n_past +
+   its depth (a child of -1 has depth 0), so a node's logits are bit for bit
+   those of slm_rewind(n_past) + slm_eval(its path), whatever the KV type,
+   weight type and thread count. logits (may be NULL) receives n rows of
+   n_vocab floats, one per token of the call, in the caller's buffer.
+   Node j's KV entries live in cache slot n_past + j, so nodes count against
+   n_ctx: SLM_ERR_CONTEXT_FULL when n_past + nodes + n would pass it, with
+   nothing evaluated. SLM_ERR_INVALID_ARG for NULL tokens or parents, n <= 0,
+   a token outside the vocabulary or a parent outside -1..(own id - 1).
+   The prefix is untouched: slm_logits still answers for its last token.
+   slm_branch_keep appends a node's path to the prefix; anything else that
+   changes the cache (slm_eval, slm_rewind, also slm_rewind(n_past),
+   slm_generate, slm_suggest) drops every node. */
 SLM_API slm_result slm_eval_branches(slm_session *session, const slm_token *tokens, const int *parents, int n,
                                      float *logits);
 SLM_API int slm_branch_count(const slm_session *session); /* nodes made since the last drop; -1 on NULL */
 /* Appends node's path (root to node) to the prefix, n_past += its depth + 1,
-   and drops every node; slm_logits then has none (evaluate on from here, or
-   use the node's row of logits). */
+   moving its KV entries (no evaluation), and drops every node; slm_logits
+   then has none (evaluate on from here, or use the node's row of logits).
+   SLM_ERR_INVALID_ARG when the node does not exist. */
 SLM_API slm_result slm_branch_keep(slm_session *session, int node);
 
 /* Draws the next token from the current logits (opts NULL = greedy); -1 on error.
@@ -4693,11 +4705,12 @@ static void slm__matmul(const slm__tensor *w, int r0, int r1, const float *x, si
    Owns the session: KV cache, activation buffers, and the pass over a batch
    of tokens: embedding -> n_layers x (RMSNorm, q/k/v with optional bias and
    q/k norm, RoPE, grouped-query causal attention, output projection, RMSNorm,
-   SwiGLU) -> final RMSNorm -> logits of the last token. The whole pass is one
-   parallel region: every step splits its work (rows of a matrix, tokens,
-   heads) by thread index and ends at a barrier, so threads start once per
-   call, not once per operation, and each output is computed by the same code
-   whatever the thread count. Elementwise arithmetic follows llama2.c's run.c.
+   SwiGLU) -> final RMSNorm -> logits of the last token (of every token in a
+   branch batch, whose tokens sit in a tree after the cached prefix and attend
+   along their own paths). The whole pass is one parallel region: every step
+   splits its work (rows of a matrix, tokens, heads) by thread index and ends
+   at a barrier, so threads start once per call, not once per operation, and
+   each output is computed by the same code whatever the thread count. Elementwise arithmetic follows llama2.c's run.c.
    All buffers are allocated in slm_session_new; nothing is allocated per
    token. */
 
@@ -5713,7 +5726,8 @@ SLM_API slm_result slm_eval_branches(slm_session *s, const slm_token *tokens, co
         int node = s->n_nodes + i, parent = parents[i];
         s->node_parent[node] = parent;
         s->node_depth[node] = parent < 0 ? 0 : s->node_depth[parent] + 1;
-        /* node 0 under the prefix continues the prefix's run of slots, a child of the node before it that node's */
+        /* a child of the node made just before it extends that node's run of
+           slots; node 0 under the prefix extends the prefix's (slot 0 on) */
         s->node_run[node] = node == 0 && parent < 0             ? 0
                             : parent >= 0 && parent == node - 1 ? s->node_run[parent]
                                                                 : s->n_past + node;

@@ -2832,10 +2832,41 @@ static void test_branch_keep(void) {
                 CHECK(slm_eval(ref, path_toks + n_prefix + len - 1, 1) == SLM_OK);
                 CHECK(slm_logits(ref) &&
                       !memcmp(slm_logits(ref), rows + (size_t)node * n_vocab, (size_t)n_vocab * sizeof(float)));
-                /* slm_generate sees the kept tokens as the cache: the same prompt reuses them */
                 slm_session_free(s);
                 slm_session_free(ref);
             }
+        }
+        /* the kept tokens are the cache's: slm_generate reuses them for a prompt that starts with them */
+        {
+            slm_token all[32];
+            int n_all = slm_tokenize(m, "Once upon a time, there was a little", 36, SLM_TOK_BOS, all, 32), k, p = -1,
+                q = -1;
+            slm_token toks[64];
+            int parents[64], n = 0;
+            slm_session *s = br_session(m, 0, 1, 0);
+            slm_gen_stats st;
+            slm_gen_opts o;
+            CHECK(n_all > 6 && s);
+            if (n_all > 6 && s) {
+                CHECK(slm_eval(s, all, 3) == SLM_OK);
+                for (k = 3; k < n_all; k++) { /* the text's chain, and a decoy chain interleaved with it */
+                    toks[n] = (slm_token)((all[k] + 1) % n_vocab);
+                    parents[n] = q;
+                    q = n++;
+                    toks[n] = all[k];
+                    parents[n] = p;
+                    p = n++;
+                }
+                CHECK(slm_eval_branches(s, toks, parents, n, NULL) == SLM_OK);
+                CHECK(slm_branch_keep(s, p) == SLM_OK && slm_session_n_past(s) == n_all);
+                memset(&o, 0, sizeof o);
+                o.max_tokens = 1;
+                CHECK(slm_generate(s, "Once upon a time, there was a little", &o, NULL, 0, NULL) == SLM_OK);
+                CHECK(slm_session_stats(s, &st) == SLM_OK);
+                CHECKF(st.n_prompt == n_all && st.n_cached == n_all - 1, "prompt %d, cached %d", st.n_prompt,
+                       st.n_cached);
+            }
+            slm_session_free(s);
         }
         free(rows);
         slm_model_free(m);

@@ -377,6 +377,7 @@ else
     else
         fail "predict under a pseudo-terminal: convert stories260K" "$(tail -n 3 "$BUILD/pty/convert.log")"
     fi
+fi
 
 # ---------------------------------------------------------------------------
 # 9. slow tests

@@ -191,7 +191,7 @@ elif [ ! -f "$MODELS/tokenizers/smollm2-tokenizer.json" ] || [ ! -f "$MODELS/tok
     skip "Hugging Face folder vs GGUF conversions" "tokenizers not found in $MODELS/tokenizers (set SLM_MODELS)"
 else
     for spec in "llama_f32|--arch llama --dtype f32 --dim 32 --heads 4 --kv-heads 2 --ffn 64 --lora" \
-                "qwen2_bf16_shards|--arch qwen2 --vocab qwen2 --dtype bf16 --tied --shards 3 --dim 32 --heads 2 --kv-heads 1 --ffn 64" \
+                "qwen2_bf16_shards|--arch qwen2 --vocab qwen2 --fim --dtype bf16 --tied --shards 3 --dim 32 --heads 2 --kv-heads 1 --ffn 64" \
                 "qwen3_f16_tied|--arch qwen3 --dtype f16 --tied --dim 32 --heads 4 --kv-heads 2 --head-dim 16 --ffn 64"; do
         name=${spec%%|*} args=${spec#*|}
         d=$BUILD/hf/$name
@@ -204,6 +204,15 @@ else
         else
             fail "tests/gen_hf_fixture.py $args" "$(tail -n 5 "$d/gen.log")"
         fi
+    done
+    # --fim: Qwen2.5-Coder's added tokens ("special": false) are found by their text
+    for f in from_hf from_gguf; do
+        q=$BUILD/hf/qwen2_bf16_shards/$f.slm
+        [ -s "$q" ] || continue
+        run_cmd "$BUILD/hf/info.out" "$BUILD/hf/info.err" "$SLM" info -m "$q"
+        DETAIL="exit status $RC; $(grep '^fim_' "$BUILD/hf/info.out" | tr '\n' '|')"
+        check "slm info on the Qwen2.5-Coder-vocabulary $f conversion shows its FIM tokens" eval \
+            'test $RC = 0 && grep -qx "fim_pre: 151659 \"<|fim_prefix|>\"" "$BUILD/hf/info.out" && grep -qx "fim_suf: 151661 \"<|fim_suffix|>\"" "$BUILD/hf/info.out" && grep -qx "fim_mid: 151660 \"<|fim_middle|>\"" "$BUILD/hf/info.out" && grep -qx "fim_pad: 151662 \"<|fim_pad|>\"" "$BUILD/hf/info.out" && grep -qx "fim_rep: 151663 \"<|repo_name|>\"" "$BUILD/hf/info.out" && grep -qx "fim_sep: 151664 \"<|file_sep|>\"" "$BUILD/hf/info.out"'
     done
 fi
 

@@ -209,7 +209,8 @@ else
     for f in from_hf from_gguf; do
         q=$BUILD/hf/qwen2_bf16_shards/$f.slm
         [ -s "$q" ] || continue
-        run_cmd "$BUILD/hf/info.out" "$BUILD/hf/info.err" "$SLM" info -m "$q"
+        $TO "$SLM" info -m "$q" </dev/null >"$BUILD/hf/info.out" 2>"$BUILD/hf/info.err"
+        RC=$?
         DETAIL="exit status $RC; $(grep '^fim_' "$BUILD/hf/info.out" | tr '\n' '|')"
         check "slm info on the Qwen2.5-Coder-vocabulary $f conversion shows its FIM tokens" eval \
             'test $RC = 0 && grep -qx "fim_pre: 151659 \"<|fim_prefix|>\"" "$BUILD/hf/info.out" && grep -qx "fim_suf: 151661 \"<|fim_suffix|>\"" "$BUILD/hf/info.out" && grep -qx "fim_mid: 151660 \"<|fim_middle|>\"" "$BUILD/hf/info.out" && grep -qx "fim_pad: 151662 \"<|fim_pad|>\"" "$BUILD/hf/info.out" && grep -qx "fim_rep: 151663 \"<|repo_name|>\"" "$BUILD/hf/info.out" && grep -qx "fim_sep: 151664 \"<|file_sep|>\"" "$BUILD/hf/info.out"'

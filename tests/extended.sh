@@ -27,6 +27,10 @@
 #   9. the slow tests of test_slm (SLM_TEST_SLOW=1; make test skips them):
 #      slm_suggest against its brute-force reference on the costly texts, and
 #      keystroke savings against an exhaustive search
+#  10. `slm chat` under a pseudo-terminal on the qwen2 fixture (ChatML): the
+#      prompt, a streamed reply, Ctrl-C stopping a reply without leaving the
+#      chat (the partial reply kept: reused by the next turn, /undo drops it),
+#      Ctrl-D exiting, the terminal restored (tests/chat_pty.py)
 # Each section ends with the line "== section NAME: N s".
 # Installs what it needs with apt-get when missing (skips with the reason when
 # it cannot). Every test_slm build goes through build_test_slm and every
@@ -377,6 +381,7 @@ else
     else
         fail "predict under a pseudo-terminal: convert stories260K" "$(tail -n 3 "$BUILD/pty/convert.log")"
     fi
+fi
 
 # ---------------------------------------------------------------------------
 # 9. slow tests
@@ -389,6 +394,29 @@ if build_test_slm "$BUILD/test_slm_slow" "$BUILD/test_slm_slow.build.log" "$CC" 
     add_counts "$BUILD/slow.log" "slow tests"
 else
     fail "build test_slm for the slow tests" "$(head -n 8 "$BUILD/test_slm_slow.build.log")"
+fi
+
+# ---------------------------------------------------------------------------
+# 10. the chat REPL under a pseudo-terminal
+# ---------------------------------------------------------------------------
+section "10. chat pty"
+CHAT_FX=${SLM_MODELS:-../shared/models}/fixtures/c_qwen2_f16.gguf
+CM=$BUILD/pty/c_qwen2_f16.slm
+if ! command -v python3 >/dev/null 2>&1 || ! python3 -c 'import pty, termios, fcntl' >/dev/null 2>&1; then
+    skip "slm chat under a pseudo-terminal" "python3 with its pty and termios modules is not available"
+elif [ ! -x ./slm ] || [ ! -x ./slm-convert ]; then
+    fail "slm chat under a pseudo-terminal" "./slm or ./slm-convert was not built (make)"
+elif [ ! -f "$CHAT_FX" ]; then
+    skip "slm chat under a pseudo-terminal" "$CHAT_FX not found (set SLM_MODELS)"
+else
+    mkdir -p "$BUILD/pty"
+    if ./slm-convert -q "$CHAT_FX" "$CM" >"$BUILD/pty/chat-convert.log" 2>&1; then
+        # each step waits at most SLM_PTY_TIMEOUT (30 s); the whole at most 3 minutes
+        timeout 180 python3 tests/chat_pty.py ./slm "$CM" 2>&1 | tee "$BUILD/pty/chat.log"
+        add_counts "$BUILD/pty/chat.log" "slm chat under a pseudo-terminal"
+    else
+        fail "slm chat under a pseudo-terminal: convert the qwen2 fixture" "$(tail -n 3 "$BUILD/pty/chat-convert.log")"
+    fi
 fi
 section ""
 

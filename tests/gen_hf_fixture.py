@@ -3,7 +3,7 @@
 
     gen_hf_fixture.py --out DIR [--arch llama|qwen2|qwen3] [--vocab smollm2|qwen2]
                       [--dtype f32|f16|bf16] [--tied] [--shards N] [--seed S] [--models PATH]
-                      [--max-vocab N] [--lora]
+                      [--max-vocab N] [--lora] [--fim]
 
 DIR/hf/     config.json, model.safetensors (or N shards + model.safetensors.index.json),
             tokenizer.json, tokenizer_config.json -- as transformers saves them
@@ -19,6 +19,12 @@ rope_kind 0, which is the same arithmetic up to float summation order.
 The tokenizer is a real one from the shared test assets (--models, default $SLM_MODELS or
 ../shared/models next to the repository): SmolLM2's tokenizer.json (byte-level BPE with the
 StarCoder/SmolLM digit split) or Qwen2's vocab.json + merges.txt (Qwen2 regex split).
+With --fim (qwen2 vocabulary) the added tokens are Qwen2.5-Coder's: after <|im_end|>,
+ids 151646-151664 from <|object_ref_start|> to <|file_sep|>, with the fill-in-the-middle
+tokens <|fim_prefix|> 151659, <|fim_middle|> 151660, <|fim_suffix|> 151661, <|fim_pad|>
+151662, <|repo_name|> 151663, <|file_sep|> 151664 -- "special": false, as Qwen2.5's
+tokenizer.json and tokenizer_config.json list them (the vision tokens before them are
+special), so that a converter must find them by their text, as llama.cpp does.
 Only numpy is needed (python3-numpy). Deterministic: same arguments, same bytes.
 """
 import argparse, json, os, struct, sys
@@ -66,7 +72,16 @@ def truncate_vocab(tj, n):
     tj['added_tokens'] = [a for a in tj['added_tokens'] if a['id'] < n]
 
 
-def load_tokenizer(models, vocab, max_vocab=0):
+# Qwen2.5(-Coder)'s added tokens after Qwen2's <|endoftext|> <|im_start|> <|im_end|>
+# (151643-151645): (content, special) from its tokenizer_config.json, in id order
+QWEN25_ADDED = [('<|object_ref_start|>', True), ('<|object_ref_end|>', True), ('<|box_start|>', True),
+                ('<|box_end|>', True), ('<|quad_start|>', True), ('<|quad_end|>', True), ('<|vision_start|>', True),
+                ('<|vision_end|>', True), ('<|vision_pad|>', True), ('<|image_pad|>', True), ('<|video_pad|>', True),
+                ('<tool_call>', False), ('</tool_call>', False), ('<|fim_prefix|>', False), ('<|fim_middle|>', False),
+                ('<|fim_suffix|>', False), ('<|fim_pad|>', False), ('<|repo_name|>', False), ('<|file_sep|>', False)]
+
+
+def load_tokenizer(models, vocab, max_vocab=0, fim=False):
     tok_dir = os.path.join(models, 'tokenizers')
     if vocab == 'smollm2':
         tj = json.load(open(os.path.join(tok_dir, 'smollm2-tokenizer.json'), encoding='utf-8'))
@@ -79,6 +94,11 @@ def load_tokenizer(models, vocab, max_vocab=0):
         merges = [l for l in open(os.path.join(tok_dir, 'qwen2-merges.txt'), encoding='utf-8').read().split('\n')
                   if l and not l.startswith('#version')]
         cfg = json.load(open(os.path.join(tok_dir, 'qwen2-tokenizer_config.json'), encoding='utf-8'))
+        if fim:
+            for k, (content, special) in enumerate(QWEN25_ADDED):
+                cfg['added_tokens_decoder'][str(151646 + k)] = {
+                    'content': content, 'lstrip': False, 'normalized': False, 'rstrip': False, 'single_word': False,
+                    'special': special}
         added = [{'id': int(i), 'content': t['content'], 'single_word': False, 'lstrip': False, 'rstrip': False,
                   'normalized': False, 'special': t['special']} for i, t in sorted(cfg['added_tokens_decoder'].items(),
                                                                                     key=lambda x: int(x[0]))]
@@ -110,7 +130,10 @@ def load_tokenizer(models, vocab, max_vocab=0):
             tokens[i] = '[PAD%d]' % i
             types.append(5)
         elif i in special:
-            types.append(3 if special[i] else 4)
+            # convert_hf_to_gguf.py: CONTROL when special or when it looks special (does_token_look_special:
+            # <|...|>, <pad>, <mask>; Qwen2.5's <|fim_prefix|>... are not "special"), else USER_DEFINED
+            looks = (t.startswith('<|') and t.endswith('|>')) or t in ('<pad>', '<mask>')
+            types.append(3 if special[i] or looks else 4)
         else:
             types.append(1)
     merges = [m if isinstance(m, str) else ' '.join(m) for m in tj['model']['merges']]
@@ -383,6 +406,8 @@ def main():
     ap.add_argument('--ffn', type=int, default=128)
     ap.add_argument('--lora', action='store_true',
                     help='also write LoRA adapters of the model and a Q8_0 GGUF of it (see write_loras)')
+    ap.add_argument('--fim', action='store_true',
+                    help="Qwen2.5-Coder's added tokens, fill-in-the-middle ones included (needs --vocab qwen2)")
     ap.add_argument('--max-vocab', type=int, default=0,
                     help='keep only the tokens with smaller ids, and the merges among them (small fuzz seeds)')
     ap.add_argument('--models', default=os.environ.get('SLM_MODELS', os.path.join(HERE, '..', '..', 'shared', 'models')))
@@ -391,7 +416,9 @@ def main():
     if a.arch == 'qwen2' and head_dim * a.heads != a.dim:
         sys.exit('qwen2 needs heads * head_dim == dim')
 
-    tok = load_tokenizer(a.models, a.vocab, a.max_vocab)
+    if a.fim and a.vocab != 'qwen2':
+        sys.exit('--fim needs --vocab qwen2 (Qwen2.5-Coder\'s added tokens)')
+    tok = load_tokenizer(a.models, a.vocab, a.max_vocab, a.fim)
     tj, cfg = tok[0], tok[1]
     n_vocab = len(tok[3])
     rng = np.random.default_rng(a.seed)

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """tests/predict_pty.py BIN MODEL: the typing demo (examples/predict.c) under a
-pseudo-terminal, with the standard library only (pty, termios).
+pseudo-terminal, with the standard library only (pty, termios; the helpers
+are tests/pty_common.py's).
 
 1. types "Once upon a ti": the suggestions row shows under the line, raw mode
    is on (no ICANON, no ECHO, no ISIG); Tab replaces "ti" with the first
@@ -13,88 +14,13 @@ pseudo-terminal, with the standard library only (pty, termios).
 Every step has a timeout. Prints [ PASS ] / [ FAIL ] lines and ends with
 "N passed, N failed" (tests/lib.sh's add_counts reads it).
 """
-import fcntl
-import os
-import pty
 import re
-import select
 import signal
-import struct
-import subprocess
 import sys
 import termios
 import time
 
-STEP_TIMEOUT = float(os.environ.get("SLM_PTY_TIMEOUT", "30"))
-passed = failed = 0
-
-
-def result(name, ok, detail=""):
-    global passed, failed
-    if ok:
-        passed += 1
-        print(f"[ PASS ] {name}")
-    else:
-        failed += 1
-        print(f"[ FAIL ] {name}")
-        if detail:
-            print(f"    {detail}")
-    sys.stdout.flush()
-    return ok
-
-
-class Demo:
-    """The program on a new pty; out holds everything it wrote."""
-
-    def __init__(self, argv):
-        self.master, self.slave = pty.openpty()
-        fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
-        self.before = termios.tcgetattr(self.slave)
-        self.out = bytearray()
-        self.proc = subprocess.Popen(argv, stdin=self.slave, stdout=self.slave, stderr=self.slave,
-                                     start_new_session=True, close_fds=True)
-
-    def pump(self, timeout):
-        r, _, _ = select.select([self.master], [], [], timeout)
-        if r:
-            try:
-                self.out.extend(os.read(self.master, 65536))
-            except OSError:  # EIO once the program has closed its side
-                time.sleep(timeout)
-
-    def wait_for(self, pattern, start=0, timeout=STEP_TIMEOUT):
-        """The first match of the bytes regex after offset start, or None."""
-        end = time.time() + timeout
-        rx = re.compile(pattern, re.S)
-        while True:
-            m = rx.search(bytes(self.out), start)
-            if m or time.time() > end:
-                return m
-            self.pump(0.05)
-
-    def send(self, data):
-        os.write(self.master, data)
-
-    def wait_exit(self, timeout=STEP_TIMEOUT):
-        end = time.time() + timeout
-        while self.proc.poll() is None and time.time() < end:
-            self.pump(0.05)
-        return self.proc.poll()
-
-    def tail(self, n=300):
-        return repr(bytes(self.out[-n:]))
-
-    def close(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        os.close(self.master)
-        os.close(self.slave)
-
-
-def raw_mode_on(attrs):
-    lflag = attrs[3]
-    return not (lflag & termios.ICANON) and not (lflag & termios.ECHO) and not (lflag & termios.ISIG)
+from pty_common import Demo, raw_mode_on, result, summary
 
 
 def started(d, name):
@@ -210,8 +136,7 @@ def main():
     session_typing(argv)
     session_sigterm(argv)
     session_ctrl_d(argv)
-    print(f"{passed} passed, {failed} failed")
-    return 1 if failed else 0
+    return summary()
 
 
 if __name__ == "__main__":

@@ -191,7 +191,7 @@ elif [ ! -f "$MODELS/tokenizers/smollm2-tokenizer.json" ] || [ ! -f "$MODELS/tok
     skip "Hugging Face folder vs GGUF conversions" "tokenizers not found in $MODELS/tokenizers (set SLM_MODELS)"
 else
     for spec in "llama_f32|--arch llama --dtype f32 --dim 32 --heads 4 --kv-heads 2 --ffn 64 --lora" \
-                "qwen2_bf16_shards|--arch qwen2 --vocab qwen2 --dtype bf16 --tied --shards 3 --dim 32 --heads 2 --kv-heads 1 --ffn 64" \
+                "qwen2_bf16_shards|--arch qwen2 --vocab qwen2 --fim --dtype bf16 --tied --shards 3 --dim 32 --heads 2 --kv-heads 1 --ffn 64" \
                 "qwen3_f16_tied|--arch qwen3 --dtype f16 --tied --dim 32 --heads 4 --kv-heads 2 --head-dim 16 --ffn 64"; do
         name=${spec%%|*} args=${spec#*|}
         d=$BUILD/hf/$name
@@ -204,6 +204,16 @@ else
         else
             fail "tests/gen_hf_fixture.py $args" "$(tail -n 5 "$d/gen.log")"
         fi
+    done
+    # --fim: Qwen2.5-Coder's added tokens ("special": false) are found by their text
+    for f in from_hf from_gguf; do
+        q=$BUILD/hf/qwen2_bf16_shards/$f.slm
+        [ -s "$q" ] || continue
+        $TO "$SLM" info -m "$q" </dev/null >"$BUILD/hf/info.out" 2>"$BUILD/hf/info.err"
+        RC=$?
+        DETAIL="exit status $RC; $(grep '^fim_' "$BUILD/hf/info.out" | tr '\n' '|')"
+        check "slm info on the Qwen2.5-Coder-vocabulary $f conversion shows its FIM tokens" eval \
+            'test $RC = 0 && grep -qx "fim_pre: 151659 \"<|fim_prefix|>\"" "$BUILD/hf/info.out" && grep -qx "fim_suf: 151661 \"<|fim_suffix|>\"" "$BUILD/hf/info.out" && grep -qx "fim_mid: 151660 \"<|fim_middle|>\"" "$BUILD/hf/info.out" && grep -qx "fim_pad: 151662 \"<|fim_pad|>\"" "$BUILD/hf/info.out" && grep -qx "fim_rep: 151663 \"<|repo_name|>\"" "$BUILD/hf/info.out" && grep -qx "fim_sep: 151664 \"<|file_sep|>\"" "$BUILD/hf/info.out"'
     done
 fi
 
@@ -543,6 +553,57 @@ cli_prompts_chat() {
         "$SLM" complete -m "$BUILD/fixtures/b_llama_starcoder_f32.slm" --prefix-file "$BUILD/cli_pre.py" -n 4 --temp 0 >/dev/null 2>&1
         check "slm complete on the StarCoder fixture" test $? = 0
     fi
+    if [ -s "$Q" ]; then cli_chat_system_ctx "$Q"; fi
+}
+
+# slm chat --system / --system-file, trimming a full context, and -c/--ctx
+# in every command that takes it; Q has a ChatML template (the qwen2 fixture)
+cli_chat_system_ctx() {
+    local Q=$1 S=$BUILD/cli_sys.txt P=$BUILD/cli_sys_prompt.txt M=$BUILD/stories260K_f32.slm a b c n_sys
+    printf 'You are a pirate.' >"$S"
+    a=$(printf 'Hello\nAnd then?\n' | $TO "$SLM" chat -m "$Q" -n 6 --temp 0 --system "You are a pirate." 2>/dev/null; echo x)
+    b=$(printf 'Hello\nAnd then?\n' | $TO "$SLM" chat -m "$Q" -n 6 --temp 0 --system-file "$S" 2>/dev/null; echo x)
+    # the first reply continues the rendering of the system prompt and the first message
+    printf '<|im_start|>system\nYou are a pirate.<|im_end|>\n<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n' >"$P"
+    c=$("$SLM" run -m "$Q" -f "$P" -n 6 --temp 0 --no-echo 2>/dev/null)
+    DETAIL="--system: '${a%x}'; --system-file: '${b%x}'; slm run of the rendering: '$c'"
+    check "slm chat --system-file F equals --system with F's text; the first reply is slm run's on the rendered system prompt" \
+        eval 'test "$a" = "$b" && test "$(printf "%s" "$a" | head -n 1)" = "$c" && test "$(printf "%s" "$a" | wc -l)" = 2'
+    # -c 64: five exchanges of ~20 tokens do not fit; the oldest are dropped with a
+    # note, every turn still gets its reply, and after each drop the cache still
+    # starts with the system turn (its tokens reused)
+    printf '<|im_start|>system\nYou are a pirate.<|im_end|>\n' >"$P"
+    n_sys=$("$SLM" tokenize -m "$Q" --special -f "$P" | wc -w)
+    printf 'Hello\nTell me about ships\nAnd the sea?\nWhat else?\nGoodbye now\n' |
+        $TO "$SLM" chat -m "$Q" -c 64 -n 8 --temp 0 --system "You are a pirate." >"$BUILD/cli_trim.out" 2>"$BUILD/cli_trim.err"
+    RC=$?
+    # the reused count of every turn that follows a "dropped" note
+    a=$(awk '/exchanges? w[a-z]* dropped/ { d = 1; next } d && /reused/ { sub(/ reused.*/, ""); sub(/.* /, ""); print; d = 0 }' "$BUILD/cli_trim.err" | tr '\n' ' ')
+    DETAIL="exit $RC; system turn $n_sys tokens; reused after a drop: $a; stderr: $(head -c 600 "$BUILD/cli_trim.err")"
+    check "slm chat -c 64: old exchanges dropped with a note, five replies, the system prompt kept in the cache" eval \
+        'test $RC = 0 && test "$(wc -l <"$BUILD/cli_trim.out")" = 5 && test "$(grep -c "reused" "$BUILD/cli_trim.err")" = 5 && grep -q "^slm chat: note: the context (64 tokens) was full: the oldest 1 exchange was dropped$" "$BUILD/cli_trim.err" && test -n "$a" && test "$n_sys" -ge 8 && echo "$a" | awk -v n="$n_sys" "{ for (i = 1; i <= NF; i++) if (\$i < n) exit 1 }"'
+    # -c N / --ctx N: the session's n_ctx in run, chat, complete and suggest
+    for opt in -c --ctx; do
+        run_cmd "$BUILD/cli_ctx.out" "$BUILD/cli_ctx.err" "$SLM" run -m "$M" -p "Once upon a" "$opt" 8 -n 20 --temp 0
+        DETAIL="exit $RC; stdout '$(cat "$BUILD/cli_ctx.out")'; stderr $(head -c 300 "$BUILD/cli_ctx.err")"
+        check "slm run $opt 8: generation stops at 8 tokens of context" eval \
+            'test $RC = 0 && grep -q "the context (8 tokens) is full" "$BUILD/cli_ctx.err" && test "$("$SLM" tokenize -m "$M" -f "$BUILD/cli_ctx.out" | wc -w)" -le 9'
+        printf 'Hello there\n' | $TO "$SLM" chat -m "$Q" "$opt" 8 -n 4 >/dev/null 2>"$BUILD/cli_ctx.err"
+        RC=$?
+        DETAIL="exit $RC; stderr $(head -c 300 "$BUILD/cli_ctx.err")"
+        check "slm chat $opt 8: a first turn that cannot fit is a clear error, exit 1" eval \
+            'test $RC = 1 && grep -q "the context holds 8" "$BUILD/cli_ctx.err"'
+        if [ -s "$BUILD/fixtures/b_llama_starcoder_f32.slm" ]; then
+            "$SLM" complete -m "$BUILD/fixtures/b_llama_starcoder_f32.slm" --prefix-file "$BUILD/cli_pre.py" "$opt" 8 -n 4 --temp 0 >/dev/null 2>"$BUILD/cli_ctx.err"
+            RC=$?
+            DETAIL="exit $RC; stderr $(head -c 300 "$BUILD/cli_ctx.err")"
+            check "slm complete $opt 8: the prompt longer than the context is refused" eval \
+                'test $RC = 1 && grep -q "the context 8" "$BUILD/cli_ctx.err"'
+        fi
+        run_cmd "$BUILD/cli_ctx.out" "$BUILD/cli_ctx.err" "$SLM" suggest -m "$M" "$opt" 32 "Once upon a ti"
+        DETAIL="exit $RC; stdout '$(head -c 200 "$BUILD/cli_ctx.out")'; stderr $(head -c 300 "$BUILD/cli_ctx.err")"
+        check "slm suggest $opt 32 is accepted" eval 'test $RC = 0 && grep -q "^time	" "$BUILD/cli_ctx.out"'
+    done
 }
 
 examples_cli() {

@@ -1067,6 +1067,12 @@ static void test_hf_vs_gguf(const char *name) {
     SAME(unk);
     SAME(add_bos);
     SAME(chat_template);
+    SAME(fim_pre);
+    SAME(fim_suf);
+    SAME(fim_mid);
+    SAME(fim_pad);
+    SAME(fim_rep);
+    SAME(fim_sep);
 #undef SAME
     CHECKF(ia->chat_template != SLM_CHAT_NONE, "no chat template recognised in tokenizer_config.json");
     /* the tokenizer from tokenizer.json equals the one from the GGUF metadata */
@@ -1145,6 +1151,111 @@ done:
     slm_session_free(sb);
     slm_model_free(a);
     slm_model_free(b);
+}
+
+/* Case k of llama.cpp's tokenizer test vectors for vocab (see
+   test_vocab_conformance): its text (malloc'd) into *text and its ids into
+   ids; the count, or -1 when the files or the case are missing. */
+static int vocab_case(const char *vocab, int k, char **text, slm_token *ids, int cap) {
+    static const char SEP[] = "\n__ggml_vocab_test__\n";
+    char *inp_path = pathf("%s/llama-vocab/ggml-vocab-%s.gguf.inp", g_models_dir, vocab);
+    char *out_path = pathf("%s/llama-vocab/ggml-vocab-%s.gguf.out", g_models_dir, vocab);
+    size_t inp_size = 0, out_size = 0;
+    char *inp = (char *)read_file(inp_path, &inp_size), *outp = (char *)read_file(out_path, &out_size);
+    const char *p = inp, *q = NULL, *o = outp, *eol;
+    int i, n = -1;
+    *text = NULL;
+    free(inp_path);
+    free(out_path);
+    if (!inp || !outp) goto done;
+    for (i = 0; i <= k; i++) { /* the case's text: between the (k-1)th and the kth separator */
+        q = p ? strstr(p, SEP) : NULL;
+        if (!q) goto done;
+        if (i < k) p = q + sizeof SEP - 1;
+    }
+    for (i = 0; i < k && o; i++) o = (o = strchr(o, '\n')) ? o + 1 : NULL;
+    if (!o || !(eol = strchr(o, '\n'))) goto done;
+    if (!(*text = (char *)malloc((size_t)(q - p) + 1))) goto done;
+    memcpy(*text, p, (size_t)(q - p));
+    (*text)[q - p] = 0;
+    for (n = 0; o < eol && n < cap;) {
+        char *end;
+        long v = strtol(o, &end, 10);
+        if (end == o) break;
+        ids[n++] = (slm_token)v;
+        o = end;
+    }
+done:
+    free(inp);
+    free(outp);
+    return n;
+}
+
+/* Fill-in-the-middle on a Hugging Face folder whose tokenizer.json carries
+   Qwen2.5-Coder's added tokens (gen_hf_fixture.py --fim; "special": false
+   there, so found by text), and on its GGUF twin (no FIM keys, as
+   convert_hf_to_gguf.py writes Qwen2): the ids are Qwen2.5-Coder's, and the
+   prompt is llama.cpp's infill format [fim_pre] prefix [fim_suf] suffix
+   [fim_mid], no BOS (Qwen2 adds none), with llama.cpp's ids for the prefix
+   and the suffix (its qwen2 tokenizer test cases 28 and 32). */
+static void test_hf_fim_qwen(void) {
+    enum { PRE = 151659, MID = 151660, SUF = 151661, PAD = 151662, REP = 151663, SEP = 151664 };
+    const char *const names[2] = { "from_hf.slm", "from_gguf.slm" };
+    char *prefix = NULL, *suffix = NULL;
+    slm_token pre_ids[64], suf_ids[64], want[160], got[160];
+    int n_pre = vocab_case("qwen2", 28, &prefix, pre_ids, 64), n_suf = vocab_case("qwen2", 32, &suffix, suf_ids, 64);
+    int f, n_want = 0, i;
+    char *path = pathf("%s/hf/qwen2_bf16_shards/from_hf.slm", g_build_dir);
+    char why[sizeof g_skip_reason] = "";
+    if (n_pre <= 0 || n_suf <= 0)
+        snprintf(why, sizeof why, "%s/llama-vocab/ggml-vocab-qwen2.gguf.inp/.out not found (set SLM_MODELS)",
+                 g_models_dir);
+    else if (!file_exists(path))
+        snprintf(why, sizeof why, "%s not found (tests/run.sh writes it with tests/gen_hf_fixture.py --fim)", path);
+    free(path);
+    if (why[0]) {
+        free(prefix);
+        free(suffix);
+        SKIP("%s", why);
+    }
+    CHECK(strcmp(prefix, "    Hello\n    Hello") == 0);
+    want[n_want++] = PRE;
+    for (i = 0; i < n_pre; i++) want[n_want++] = pre_ids[i];
+    want[n_want++] = SUF;
+    for (i = 0; i < n_suf; i++) want[n_want++] = suf_ids[i];
+    want[n_want++] = MID;
+    for (f = 0; f < 2; f++) {
+        char *p = pathf("%s/hf/qwen2_bf16_shards/%s", g_build_dir, names[f]);
+        slm_model *m = load_model(p);
+        const slm_model_info *mi = m ? slm_model_info_get(m) : NULL;
+        int n;
+        free(p);
+        if (!mi) {
+            CHECKF(0, "%s does not load", names[f]);
+            slm_model_free(m);
+            continue;
+        }
+        CHECKF(mi->fim_pre == PRE && mi->fim_suf == SUF && mi->fim_mid == MID && mi->fim_pad == PAD &&
+                   mi->fim_rep == REP && mi->fim_sep == SEP,
+               "%s: FIM ids %d %d %d %d %d %d, Qwen2.5-Coder's %d %d %d %d %d %d", names[f], mi->fim_pre, mi->fim_suf,
+               mi->fim_mid, mi->fim_pad, mi->fim_rep, mi->fim_sep, PRE, SUF, MID, PAD, REP, SEP);
+        CHECKF(!mi->add_bos, "%s adds BOS", names[f]);
+        n = slm_fim_tokens(m, prefix, suffix, got, 160);
+        CHECKF(n == n_want, "%s: %d FIM prompt tokens, llama.cpp's format %d", names[f], n, n_want);
+        for (i = 0; i < n && i < n_want; i++)
+            if (got[i] != want[i]) {
+                CHECKF(0, "%s: FIM prompt token %d is %d, llama.cpp's format %d", names[f], i, got[i], want[i]);
+                break;
+            }
+        /* no suffix: [fim_pre] prefix [fim_suf] [fim_mid] */
+        n = slm_fim_tokens(m, prefix, NULL, got, 160);
+        CHECKF(n == n_pre + 3 && got[0] == PRE && got[n_pre + 1] == SUF && got[n_pre + 2] == MID &&
+                   !memcmp(got + 1, pre_ids, (size_t)n_pre * sizeof *got),
+               "%s: FIM prompt without a suffix: %d tokens", names[f], n);
+        slm_model_free(m);
+    }
+    free(prefix);
+    free(suffix);
 }
 
 /* ======================================================================== */
@@ -3027,6 +3138,7 @@ static const test_case CHECKPOINT_TESTS[] = {
     TEST_ARG(hf_vs_gguf, "llama_f32"),
     TEST_ARG(hf_vs_gguf, "qwen2_bf16_shards"),
     TEST_ARG(hf_vs_gguf, "qwen3_f16_tied"),
+    TEST(hf_fim_qwen),
 #ifdef HAVE_FORK
     TEST(cli_unencodable),
     TEST(convert_hostile_gguf),

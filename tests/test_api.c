@@ -4091,6 +4091,7 @@ static int ksr_exhaustive(void *user, const char *text, char (*words)[64]) {
     int i, n;
     memset(&o, 0, sizeof o);
     o.max_depth = 6;
+    o.floor_rel = 1e-6; /* paths below a millionth of the tail's mass cannot change a top 3 */
     if (ref_suggest(e->ref, e->m, text, &o, &r) != 0) return -1;
     n = r.n < 3 ? r.n : 3;
     for (i = 0; i < n; i++) memcpy(words[i], r.words[i].text, 64);

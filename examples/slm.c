@@ -1400,13 +1400,15 @@ static int cmd_perplexity(int argc, char **argv) {
         for (i = 0; i < n_chunk; i++) {
             memcpy(chunk, tokens + (size_t)i * (size_t)n_ctx, (size_t)n_ctx * sizeof *chunk);
             if (mi->add_bos && mi->bos >= 0) chunk[0] = mi->bos;
+            /* the first half only as context (no logits but its last), then the scored half */
             slm_rewind(session, 0);
-            if ((r = slm_eval_logprobs(session, chunk, n_ctx, logprobs, NULL)) != SLM_OK) {
+            if ((r = slm_eval(session, chunk, first)) != SLM_OK ||
+                (r = slm_eval_logprobs(session, chunk + first, n_ctx - first, logprobs, NULL)) != SLM_OK) {
                 fprintf(stderr, "\nslm perplexity: chunk %d: %s: %s\n", i + 1, slm_result_str(r),
                         slm_session_error(session));
                 goto done;
             }
-            for (j = first + 1; j < n_ctx; j++) nll -= logprobs[j];
+            for (j = 1; j < n_ctx - first; j++) nll -= logprobs[j];
             count += n_ctx - first - 1;
             fprintf(stderr, "[%d]%.4f,", i + 1, exp(nll / (double)count));
         }

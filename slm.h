@@ -84,8 +84,12 @@
      call only; desc.data must outlive the model.
      Every allocation goes through the model's allocator (desc.alloc, else
      SLM_MALLOC/SLM_FREE): slm_model_load, slm_session_new, slm_tokenize
-     (scratch for the text) and slm_generate (the prompt's tokens, the text
-     held back for stop strings); the *_free functions release. slm_eval,
+     (scratch for the text), slm_generate (the prompt's tokens, the text
+     held back for stop strings) and the scoring calls (slm_eval_logprobs,
+     slm_score, slm_classify: rows of logits, the tree of continuations,
+     tokenizations; all freed before they return, except the rows
+     keep_logits asks for, freed by the next slm_eval_logprobs); the *_free
+     functions release. slm_eval,
      slm_sample and slm_chat_format never allocate. When the allocator
      returns NULL the call fails with SLM_ERR_OOM and a message saying "out
      of memory" (slm_tokenize: 0, and the message in the log), frees what it

@@ -3332,6 +3332,91 @@ static void test_scoring_errors(void) {
     slm_model_free(m);
 }
 
+/* Each allocation of slm_eval_logprobs (with and without keep_logits),
+   slm_score and slm_classify refused in turn: SLM_ERR_OOM, nothing leaked,
+   the session usable, and the same call then gives the same values. */
+static void test_scoring_alloc_failures(void) {
+    static const char *const labels[] = { " happy", " sad", " happy and sad" };
+    static const char prompt[] = "Once upon a time, there was a little girl named Lily. She was very";
+    slm_model *m = NULL;
+    slm_session *s = NULL;
+    slm_model_desc md;
+    slm_session_desc sd;
+    slm_logprob_opts keep;
+    failing_alloc f;
+    slm_token toks[200];
+    const slm_token *conts[2];
+    int lens[2] = { 30, 8 }, n, call, refused = 0;
+    char *path = model_path("f32");
+    if (!file_exists(path)) {
+        free(path);
+        SKIP("stories260K_f32.slm not converted");
+    }
+    failing_init(&f);
+    memset(&md, 0, sizeof md);
+    md.path = path;
+    md.alloc.alloc = failing_alloc_fn;
+    md.alloc.free = failing_free_fn;
+    md.alloc.user = &f;
+    memset(&sd, 0, sizeof sd);
+    sd.n_ctx = 256;
+    sd.n_threads = 1;
+    memset(&keep, 0, sizeof keep);
+    keep.keep_logits = 1;
+    CHECK(slm_model_load(&m, &md) == SLM_OK && slm_session_new(&s, m, &sd) == SLM_OK);
+    n = m ? slm_tokenize(m, SC_TEXT, strlen(SC_TEXT), SLM_TOK_BOS, toks, 200) : 0;
+    conts[0] = toks + 40;
+    conts[1] = toks + 100;
+    for (call = 0; s && n > 140 && call < 4; call++) {
+        float want[200], got[200];
+        long before, k, used;
+        size_t live;
+        slm_result r = SLM_OK;
+        int i;
+        for (k = 0;; k++) { /* k = 0: the clean call, then refuse its k-th allocation */
+            slm_rewind(s, 0);
+            live = f.cnt.live;
+            before = f.attempts;
+            f.fail_at = k ? before + k : 0;
+            switch (call) {
+            case 0: r = slm_eval_logprobs(s, toks, 140, got, NULL); break;
+            case 1: r = slm_eval_logprobs(s, toks, 140, got, &keep); break;
+            case 2: r = slm_score(s, toks, 40, conts, lens, 2, got, got + 2); break;
+            default: r = slm_classify(s, prompt, labels, 3, got, NULL); break;
+            }
+            used = f.attempts - before;
+            f.fail_at = 0;
+            if (k == 0) {
+                CHECKF(r == SLM_OK, "call %d: %s", call, slm_session_error(s));
+                memcpy(want, got, sizeof got);
+                if (call == 1) live = f.cnt.live; /* the kept rows stay */
+                continue;
+            }
+            if (k > used) break;
+            refused++;
+            CHECKF(r == SLM_ERR_OOM && strstr(slm_session_error(s), "out of memory"),
+                   "call %d, allocation %ld refused: %s (%s)", call, k, slm_result_str(r), slm_session_error(s));
+            CHECKF(f.cnt.live <= live, "call %d, allocation %ld refused: %zu bytes more live", call, k,
+                   f.cnt.live - live);
+        }
+        slm_rewind(s, 0);
+        switch (call) {
+        case 0: r = slm_eval_logprobs(s, toks, 140, got, NULL); break;
+        case 1: r = slm_eval_logprobs(s, toks, 140, got, &keep); break;
+        case 2: r = slm_score(s, toks, 40, conts, lens, 2, got, got + 2); break;
+        default: r = slm_classify(s, prompt, labels, 3, got, NULL); break;
+        }
+        i = call < 2 ? 140 : call == 2 ? 40 : 3;
+        CHECKF(r == SLM_OK && !memcmp(want + (call < 2), got + (call < 2), (size_t)(i - (call < 2)) * sizeof(float)),
+               "call %d after the refusals: %s", call, slm_result_str(r));
+    }
+    slm_session_free(s);
+    slm_model_free(m);
+    CHECKF(f.cnt.live == 0 && f.cnt.n_alloc == f.cnt.n_free, "%zu bytes live after freeing", f.cnt.live);
+    NOTE("%d allocations refused one at a time", refused);
+    free(path);
+}
+
 /* This file's tests in the order they run; tests/harness.h says how to add one. */
 /* clang-format off */
 static const test_case API_TESTS[] = {
@@ -3397,6 +3482,7 @@ static const test_case API_TESTS[] = {
     TEST_ARG(classify_definition, "fixture:a_llama_spm_q8_0"),
     TEST(scoring_max_bytes),
     TEST(scoring_errors),
+    TEST(scoring_alloc_failures),
 };
 /* clang-format on */
 const test_list api_tests = { API_TESTS, (int)(sizeof API_TESTS / sizeof API_TESTS[0]) };

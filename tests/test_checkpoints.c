@@ -3126,16 +3126,17 @@ static void test_perplexity_method(void) {
 /* llama-perplexity's figures for tests/data/perplexity-prose.txt (an
    original text) on the parity fixtures, from the llama.cpp snapshot that
    ../shared/tools/llamacpp-setup.sh builds:
-       llama-perplexity -m FIXTURE.gguf -f tests/data/perplexity-prose.txt -c 256
-   ("Final estimate: PPL = ..."). CI does not build llama.cpp: the figures
+       llama-perplexity -m FIXTURE.gguf -f tests/data/perplexity-prose.txt -c 256 -t 2
+   ("Final estimate: PPL = ...", run 2026-12-06; its default batch of 2048
+   put 8 chunks in a batch, its KV cache f16). CI does not build llama.cpp: the figures
    are kept here. Random weights make the perplexities huge; they still
    test the chunks, the BOS, the scored halves and the dropped tail. */
 static const struct {
     const char *fixture;
     double ppl;
 } PPL_LLAMA_CPP[] = {
-    { "a_llama_spm_q8_0", 0 },
-    { "c_qwen2_f16", 0 },
+    { "a_llama_spm_q8_0", 277283.4767 }, /* 11 chunks; slm 277180.3045 (-0.037%) */
+    { "c_qwen2_f16", 1098470.5933 },     /* 9 chunks, no BOS; slm 1098426.1446 (-0.004%) */
 };
 
 static void test_perplexity_llama_cpp(const char *fixture) {

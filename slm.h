@@ -7204,6 +7204,8 @@ SLM_API slm_result slm_classify(slm_session *s, const char *prompt, const char *
     /* pointers and counts in one block, then each tokenization on its own */
     toks =
         (slm_token **)slm__alloc(&s->alloc, (size_t)n * (2 * sizeof(slm_token *) + 3 * sizeof(int) + sizeof(double)));
+    if (toks)
+        for (i = 0; i < n; i++) toks[i] = NULL; /* freed at the end, whatever fails first */
     text = (char *)slm__alloc(&s->alloc, plen + longest_label + 1);
     if (!toks || !text) {
         res = slm__fail(s, SLM_ERR_OOM, "slm_classify: out of memory");
@@ -7214,7 +7216,6 @@ SLM_API slm_result slm_classify(slm_session *s, const char *prompt, const char *
     n_toks = (int *)(ll + n);
     shared = n_toks + n;
     lengths = shared + n;
-    for (i = 0; i < n; i++) toks[i] = NULL;
     memcpy(text, prompt, plen);
     for (i = -1; i < n; i++) { /* -1: the prompt alone */
         size_t len = plen;

@@ -86,15 +86,20 @@
      call only; desc.data must outlive the model.
      Every allocation goes through the model's allocator (desc.alloc, else
      SLM_MALLOC/SLM_FREE): slm_model_load, slm_session_new, slm_tokenize
-     (scratch for the text) and slm_generate (the prompt's tokens, the text
-     held back for stop strings); the *_free functions release. slm_eval,
-     slm_eval_branches, slm_branch_keep, slm_sample and slm_chat_format never
-     allocate. When the allocator returns NULL the call fails with
-     SLM_ERR_OOM and a message saying "out of memory" (slm_tokenize: 0, and
-     the message in the log), frees what it had allocated, and leaves the
-     model and the session usable: the same call succeeds once memory is
-     there (tests/test_api.c refuses every allocation of a load, session,
-     tokenize, generate cycle in turn).
+     (scratch for the text), slm_generate and slm_fim (the prompt's tokens,
+     the text held back for stop strings), slm_suggest (its search state,
+     kept until slm_session_free), the conversation calls (the messages and
+     their tokens, kept until slm_conversation_free) and the scoring calls
+     (slm_eval_logprobs, slm_score, slm_classify: rows of logits, the tree of
+     continuations, tokenizations; all freed before they return, except the
+     rows keep_logits asks for, freed by the next slm_eval_logprobs); the
+     *_free functions release. slm_eval, slm_eval_branches, slm_branch_keep,
+     slm_sample and slm_chat_format never allocate. When the allocator
+     returns NULL the call fails with SLM_ERR_OOM and a message saying "out
+     of memory" (slm_tokenize: 0, and the message in the log), frees what it
+     had allocated, and leaves the model and the session usable: the same
+     call succeeds once memory is there (tests/test_api.c refuses every
+     allocation of a load, session, tokenize, generate cycle in turn).
      slm_model_load asks for memory in proportion to the file (a copy of it
      with no_mmap or an unaligned desc.data, tables of at most about twice
      its size) and refuses files whose tensors or sections share bytes. A
@@ -486,6 +491,81 @@ SLM_API int slm_word_char(uint32_t cp);
    See PREDICTIVE TEXT at the top. Returns the count, or -slm_result. */
 SLM_API int slm_suggest(slm_session *session, const char *text, slm_suggestion *out, int n,
                         const slm_suggest_opts *opts);
+
+/* ---- scoring ----------------------------------------------------------- */
+
+/* How probable a given text is under the model: log-probabilities of given
+   tokens, continuations of one context ranked, labels classified. Natural
+   logarithms throughout; log-softmax as llama.cpp's perplexity tool takes it
+   (max subtracted in float, the sum of exponentials in double). */
+
+typedef struct slm_logprob_opts { /* zero-initialised = log-probabilities only */
+    int keep_logits;              /* non-zero: also keep the n_vocab logits of every position (slm_logits_row) */
+} slm_logprob_opts;
+
+/* Appends n tokens to the cache as slm_eval does and, in the same passes,
+   writes logprobs[i] = log p(tokens[i] | the cache and tokens[0..i)) (logprobs
+   may be NULL). logprobs[0] comes from the logits before the call: NaN when
+   there are none (an empty cache, or after slm_rewind), so start a text with
+   BOS and skip its entry. Each pass's logits are reduced at once; only
+   min(n, 64) rows of n_vocab floats are held, on top of the session and
+   within its max_bytes (SLM_ERR_OOM, with the sizes, when not even one row
+   fits). With opts->keep_logits every row is kept instead: n x n_vocab
+   floats (a 4096-token window of a 151936-token vocabulary is 2.5 GB),
+   refused with SLM_ERR_OOM and their size when the session has a max_bytes
+   they do not fit under. Allocates through the model's allocator; slm_logits
+   afterwards is the last token's, as after slm_eval. SLM_ERR_CONTEXT_FULL when
+   n > n_ctx - n_past (nothing is evaluated). */
+SLM_API slm_result slm_eval_logprobs(slm_session *session, const slm_token *tokens, int n, float *logprobs,
+                                     const slm_logprob_opts *opts);
+/* Row i (0 <= i < n) of the logits kept by the last slm_eval_logprobs with
+   keep_logits: the n_vocab logits after tokens[i]. NULL otherwise, and after
+   any later slm_eval_logprobs. Valid until then or slm_session_free. */
+SLM_API const float *slm_logits_row(const slm_session *session, int i);
+
+/* The log-probability of each of n continuations given one context, all in
+   one branch batch (slm_eval_branches): continuations[i] holds lengths[i] >= 1
+   tokens. sums[i] (may be NULL) = the sum over continuation i's tokens of
+   log p(token | context and the continuation's tokens before it);
+   per_token (may be NULL) receives those terms, continuation after
+   continuation (lengths[0] + ... + lengths[n - 1] floats). The values are
+   bit for bit those of scoring each continuation alone: continuations that
+   start with the same tokens share their nodes, and a continuation's last
+   token is never evaluated (nothing follows it). The context (n_context >= 1
+   tokens: start it with BOS when the model wants one) is evaluated into the
+   cache as slm_generate would, reusing the tokens the cache already starts
+   with, and stays there: scoring again with the same context evaluates only
+   the continuations. The continuations leave nothing in the cache.
+   SLM_ERR_CONTEXT_FULL when the context and a continuation, or the context
+   and the continuations' distinct tokens, do not fit in n_ctx; SLM_ERR_OOM
+   as slm_eval_logprobs (64 rows of n_vocab floats at most). */
+SLM_API slm_result slm_score(slm_session *session, const slm_token *context, int n_context,
+                             const slm_token *const *continuations, const int *lengths, int n, float *sums,
+                             float *per_token);
+
+/* Each label's probability as the answer to a prompt. With P =
+   tokenize(prompt) and T_i = tokenize(prompt + label_i) (BOS when the model
+   wants one, control tokens recognised, as slm_generate tokenizes), L_i is
+   the sum of log p over the tokens of T_i after their common token prefix
+   with P (a label may merge with the prompt's last token: that token is then
+   scored as part of the label); probs[i] = exp(L_i) / sum_j exp(L_j). No
+   length normalisation and no end marker: a label is scored as the text
+   that starts the answer, so a label whose tokens begin another's ("pos" and
+   "positive") is at least as probable as that other, which only adds
+   factors below 1; end every label with the same marker (a newline, a
+   period) when labels prefix each other, or choose labels that do not.
+   log_likelihoods (may be NULL) receives the L_i. For an instruction-tuned
+   model the prompt is the conversation rendered by slm_chat_format with
+   add_assistant set (the assistant turn opened, nothing after it), the
+   question listing the labels, and each label the exact text the assistant
+   would start its reply with ("positive", not " positive"). All labels are
+   scored in one slm_score call, so the prompt stays in the cache for the
+   next slm_classify with the same prompt start. SLM_ERR_INVALID_ARG for an
+   empty, NULL or repeated label, or when prompt and label share no first
+   token (an empty prompt of a model without BOS); SLM_ERR_CONTEXT_FULL when
+   the prompt and a label do not fit in n_ctx. */
+SLM_API slm_result slm_classify(slm_session *session, const char *prompt, const char *const *labels, int n,
+                                float *probs, double *log_likelihoods);
 
 /* ---- chat ------------------------------------------------------------- */
 
@@ -4782,6 +4862,9 @@ struct slm_session {
     int *node_parent, *node_depth, *node_run; /* [n_ctx] each */
     slm__run *runs;                           /* [n_threads][n_ctx + 1] a token's runs, per thread */
     int64_t n_evaluated, n_passes;            /* slm_gen_stats' counters, out of slm_generate's reset */
+    size_t bytes, max_bytes;                  /* what slm_session_new allocated, desc.max_bytes (0: no cap) */
+    float *kept_logits;                       /* slm_eval_logprobs' keep_logits: n_kept rows of n_vocab */
+    int n_kept;
 #ifdef SLM__PTHREADS
     pthread_t *pool; /* n_threads - 1 threads; the caller is the first of the team */
     struct slm__pool_member *pool_members;
@@ -5384,6 +5467,7 @@ SLM_API void slm_session_free(slm_session *s) {
     slm__free(a, s->steps);
     slm__free(a, s->node_parent);
     slm__free(a, s->runs);
+    slm__free(a, s->kept_logits);
     slm__sug_free(a, s->suggest);
     a->free(s, a->user);
 }
@@ -5585,6 +5669,8 @@ SLM_API slm_result slm_session_new(slm_session **out, const slm_model *m, const 
     s->att_chunks = p.att_chunks;
     s->att_rows = p.att_rows;
     s->n_steps = p.n_steps;
+    s->bytes = (size_t)p.total;
+    s->max_bytes = p.d.max_bytes;
     memset(buf, 0, sizeof buf);
     buf[SLM__B_TOKENS] = (void **)&s->tokens;
     buf[SLM__B_X] = (void **)&s->x;
@@ -6981,6 +7067,414 @@ SLM_API int slm_suggest(slm_session *s, const char *text, slm_suggestion *out, i
         out[ret].prob = (float)res.cands[ret].mass;
     }
     return ret;
+}
+
+/* ---- scoring ---------------------------------------------------------------
+   Log-probabilities of given tokens. A pass computes the logits of each of
+   its tokens into rows of n_vocab floats; each row is reduced to the
+   log-softmax at the token that follows right away, so memory holds one
+   pass's rows (n_batch of them), never a row per position of the text.
+   Continuations of one context are chains of branch nodes; a node's row
+   serves all its children, and leaves (the last token of a continuation)
+   need no row at all. */
+
+/* log-softmax of one row, as llama.cpp's perplexity tool computes it: the
+   maximum subtracted in float, the exponentials summed in double */
+typedef struct slm__lse {
+    float max;
+    double log_sum;
+} slm__lse;
+
+static slm__lse slm__row_lse(const float *row, int n) {
+    slm__lse r;
+    double sum = 0.0;
+    int i;
+    r.max = row[0];
+    for (i = 1; i < n; i++)
+        if (row[i] > r.max) r.max = row[i];
+    for (i = 0; i < n; i++) sum += (double)expf(row[i] - r.max);
+    r.log_sum = log(sum);
+    return r;
+}
+
+static float slm__logprob_at(const float *row, slm__lse lse, slm_token tok) {
+    return (float)((double)(row[tok] - lse.max) - lse.log_sum);
+}
+
+/* Scratch for up to `want` rows of logits: fewer when the session's
+   max_bytes leaves less room; NULL (with the error set) when not one fits or
+   the allocator says no. */
+static float *slm__score_rows(slm_session *s, int want, int *rows, const char *fn) {
+    size_t row_bytes = (size_t)s->model->info.n_vocab * sizeof(float);
+    float *buf;
+    *rows = 0;
+    if (s->max_bytes) {
+        size_t room = s->max_bytes > s->bytes ? s->max_bytes - s->bytes : 0;
+        if ((size_t)want > room / row_bytes) want = (int)(room / row_bytes);
+        if (want < 1) {
+            slm__fail(s, SLM_ERR_OOM,
+                      "%s: a row of logits takes %zu bytes; the session's %zu leave %zu of max_bytes %zu", fn,
+                      row_bytes, s->bytes, room, s->max_bytes);
+            return NULL;
+        }
+    }
+    buf = (float *)slm__alloc(&s->alloc, (size_t)want * row_bytes);
+    if (!buf) {
+        slm__fail(s, SLM_ERR_OOM, "%s: out of memory for %zu bytes of logits", fn, (size_t)want * row_bytes);
+        return NULL;
+    }
+    *rows = want;
+    return buf;
+}
+
+SLM_API slm_result slm_eval_logprobs(slm_session *s, const slm_token *tokens, int n, float *logprobs,
+                                     const slm_logprob_opts *opts) {
+    size_t n_vocab;
+    float *rows_buf;
+    int i, r, rows, keep = opts && opts->keep_logits;
+    if (!s) return SLM_ERR_INVALID_ARG;
+    if (!tokens || n <= 0)
+        return slm__fail(s, SLM_ERR_INVALID_ARG, "slm_eval_logprobs: need at least one token (got %d)", n);
+    if (n > s->n_ctx - s->n_past)
+        return slm__fail(s, SLM_ERR_CONTEXT_FULL,
+                         "slm_eval_logprobs: %d tokens do not fit: %d of the %d-token context are used", n, s->n_past,
+                         s->n_ctx);
+    n_vocab = (size_t)s->model->info.n_vocab;
+    for (i = 0; i < n; i++)
+        if (tokens[i] < 0 || (size_t)tokens[i] >= n_vocab)
+            return slm__fail(s, SLM_ERR_INVALID_ARG,
+                             "slm_eval_logprobs: token %d at index %d is outside the vocabulary of %d", (int)tokens[i],
+                             i, (int)n_vocab);
+    slm__free(&s->alloc, s->kept_logits);
+    s->kept_logits = NULL;
+    s->n_kept = 0;
+    if (keep) {
+        size_t need = (size_t)n * n_vocab * sizeof(float);
+        if (s->max_bytes && (s->bytes > s->max_bytes || need > s->max_bytes - s->bytes))
+            return slm__fail(s, SLM_ERR_OOM,
+                             "slm_eval_logprobs: the logits of %d positions take %zu bytes; with the session's %zu "
+                             "that is over max_bytes %zu",
+                             n, need, s->bytes, s->max_bytes);
+        rows_buf = (float *)slm__alloc(&s->alloc, need);
+        if (!rows_buf)
+            return slm__fail(s, SLM_ERR_OOM,
+                             "slm_eval_logprobs: out of memory for the logits of %d positions (%zu bytes)", n, need);
+        rows = s->n_batch;
+    } else {
+        rows_buf = slm__score_rows(s, SLM__MIN(n, s->n_batch), &rows, "slm_eval_logprobs");
+        if (!rows_buf) return SLM_ERR_OOM;
+    }
+    if (logprobs) {
+        if (s->logits_valid)
+            logprobs[0] = slm__logprob_at(s->logits, slm__row_lse(s->logits, (int)n_vocab), tokens[0]);
+        else
+            logprobs[0] = (float)NAN;
+    }
+    s->logits_valid = 0;
+    s->n_nodes = 0;
+    for (i = 0; i < n; i += rows) {
+        int chunk = SLM__MIN(rows, n - i);
+        float *out = keep ? rows_buf + (size_t)i * n_vocab : rows_buf;
+        s->pass.tokens = tokens + i;
+        s->pass.n = chunk;
+        s->pass.node0 = -1;
+        s->pass.logits = out;
+        s->pass.n_logits = chunk;
+        slm__forward(s);
+        for (r = 0; logprobs && r < chunk && i + r + 1 < n; r++) {
+            const float *row = out + (size_t)r * n_vocab;
+            logprobs[i + r + 1] = slm__logprob_at(row, slm__row_lse(row, (int)n_vocab), tokens[i + r + 1]);
+        }
+        if (i + chunk == n) memcpy(s->logits, out + (size_t)(chunk - 1) * n_vocab, n_vocab * sizeof(float));
+    }
+    s->logits_valid = 1;
+    if (keep) {
+        s->kept_logits = rows_buf;
+        s->n_kept = n;
+    } else
+        slm__free(&s->alloc, rows_buf);
+    return SLM_OK;
+}
+
+SLM_API const float *slm_logits_row(const slm_session *s, int i) {
+    if (!s || !s->kept_logits || i < 0 || i >= s->n_kept) return NULL;
+    return s->kept_logits + (size_t)i * (size_t)s->model->info.n_vocab;
+}
+
+/* Brings the cache to exactly `context` with its last token's logits
+   current, evaluating only what the cache does not already start with. */
+static slm_result slm__score_context(slm_session *s, const slm_token *context, int n) {
+    int common;
+    for (common = 0; common < n && common < s->n_past && s->tokens[common] == context[common]; common++) {}
+    if (common == n && s->n_past == n && s->logits_valid) return slm_rewind(s, n); /* drops the nodes only */
+    if (common == n) common--;
+    slm_rewind(s, common);
+    return slm_eval(s, context + common, n - common);
+}
+
+SLM_API slm_result slm_score(slm_session *s, const slm_token *context, int n_context,
+                             const slm_token *const *continuations, const int *lengths, int n, float *sums,
+                             float *per_token) {
+    /* the tree: node k holds token tok[k] after parent par[k] (-1: the
+       context); children are listed through first_child / next_sibling;
+       internal nodes (with a child) are evaluated, as eval_id[k] */
+    int *par = NULL, *first_child, *next_sibling, *eval_id, *cont_node, *eval_node, *eval_par;
+    slm_token *tok = NULL, *eval_tok;
+    float *lp, *rows_buf = NULL;
+    size_t n_vocab;
+    int64_t total = 0;
+    int i, j, k, n_nodes = 0, n_eval = 0, root_first = -1, rows, longest = 0;
+    slm_result res = SLM_OK;
+    if (!s) return SLM_ERR_INVALID_ARG;
+    if (!context || n_context < 1)
+        return slm__fail(s, SLM_ERR_INVALID_ARG, "slm_score: the context needs at least one token (BOS), got %d",
+                         n_context);
+    if (!continuations || !lengths || n < 1)
+        return slm__fail(s, SLM_ERR_INVALID_ARG, "slm_score: need at least one continuation (got %d)", n);
+    n_vocab = (size_t)s->model->info.n_vocab;
+    for (i = 0; i < n_context; i++)
+        if (context[i] < 0 || (size_t)context[i] >= n_vocab)
+            return slm__fail(s, SLM_ERR_INVALID_ARG,
+                             "slm_score: context token %d at index %d is outside the vocabulary of %d", (int)context[i],
+                             i, (int)n_vocab);
+    for (i = 0; i < n; i++) {
+        if (!continuations[i] || lengths[i] < 1)
+            return slm__fail(s, SLM_ERR_INVALID_ARG, "slm_score: continuation %d is empty", i);
+        for (j = 0; j < lengths[i]; j++)
+            if (continuations[i][j] < 0 || (size_t)continuations[i][j] >= n_vocab)
+                return slm__fail(s, SLM_ERR_INVALID_ARG,
+                                 "slm_score: token %d at index %d of continuation %d is outside the vocabulary of %d",
+                                 (int)continuations[i][j], j, i, (int)n_vocab);
+        if (lengths[i] > longest) longest = lengths[i];
+        total += lengths[i];
+    }
+    if (n_context > s->n_ctx || longest > s->n_ctx - n_context)
+        return slm__fail(s, SLM_ERR_CONTEXT_FULL,
+                         "slm_score: the context (%d tokens) and a continuation of %d tokens do not fit in the "
+                         "%d-token context",
+                         n_context, longest, s->n_ctx);
+    /* one block: par, first_child, next_sibling, eval_id, eval_node, eval_par, cont_node; then tokens, lp */
+    if (total > INT32_MAX / 16)
+        return slm__fail(s, SLM_ERR_INVALID_ARG, "slm_score: %lld continuation tokens are too many", (long long)total);
+    par = (int *)slm__alloc(&s->alloc, (size_t)total * (7 * sizeof(int) + 2 * sizeof(slm_token) + sizeof(float)));
+    if (!par) return slm__fail(s, SLM_ERR_OOM, "slm_score: out of memory");
+    first_child = par + total;
+    next_sibling = first_child + total;
+    eval_id = next_sibling + total;
+    eval_node = eval_id + total;
+    eval_par = eval_node + total;
+    cont_node = eval_par + total;
+    tok = (slm_token *)(cont_node + total);
+    eval_tok = tok + total;
+    lp = (float *)(eval_tok + total);
+
+    /* build the tree: a token after the same parent is the same node */
+    for (i = 0, k = 0; i < n; i++) {
+        int parent = -1;
+        for (j = 0; j < lengths[i]; j++, k++) {
+            slm_token t = continuations[i][j];
+            int child = parent < 0 ? root_first : first_child[parent];
+            while (child >= 0 && tok[child] != t) child = next_sibling[child];
+            if (child < 0) {
+                child = n_nodes++;
+                tok[child] = t;
+                par[child] = parent;
+                first_child[child] = -1;
+                eval_id[child] = -1;
+                if (parent < 0) {
+                    next_sibling[child] = root_first;
+                    root_first = child;
+                } else {
+                    next_sibling[child] = first_child[parent];
+                    first_child[parent] = child;
+                }
+            }
+            cont_node[k] = child;
+            parent = child;
+        }
+    }
+    /* internal nodes in the order made: a parent before its children */
+    for (k = 0; k < n_nodes; k++)
+        if (first_child[k] >= 0) {
+            eval_id[k] = n_eval;
+            eval_node[n_eval] = k;
+            eval_tok[n_eval] = tok[k];
+            eval_par[n_eval] = par[k] < 0 ? -1 : eval_id[par[k]];
+            n_eval++;
+        }
+    if ((res = slm__score_context(s, context, n_context)) != SLM_OK) goto done;
+    if (n_eval > s->n_ctx - s->n_past) {
+        res = slm__fail(s, SLM_ERR_CONTEXT_FULL,
+                        "slm_score: the continuations need %d nodes after the %d-token context and the context "
+                        "holds %d tokens: score fewer continuations at once",
+                        n_eval, s->n_past, s->n_ctx);
+        goto done;
+    }
+    {
+        slm__lse lse = slm__row_lse(s->logits, (int)n_vocab);
+        for (k = root_first; k >= 0; k = next_sibling[k]) lp[k] = slm__logprob_at(s->logits, lse, tok[k]);
+    }
+    if (n_eval > 0) {
+        rows_buf = slm__score_rows(s, SLM__MIN(n_eval, s->n_batch), &rows, "slm_score");
+        if (!rows_buf) {
+            res = SLM_ERR_OOM;
+            goto done;
+        }
+        for (i = 0; i < n_eval; i += rows) {
+            int chunk = SLM__MIN(rows, n_eval - i), r;
+            if ((res = slm_eval_branches(s, eval_tok + i, eval_par + i, chunk, rows_buf)) != SLM_OK) goto done;
+            for (r = 0; r < chunk; r++) {
+                const float *row = rows_buf + (size_t)r * n_vocab;
+                slm__lse lse = slm__row_lse(row, (int)n_vocab);
+                for (k = first_child[eval_node[i + r]]; k >= 0; k = next_sibling[k])
+                    lp[k] = slm__logprob_at(row, lse, tok[k]);
+            }
+        }
+    }
+    for (i = 0, k = 0; i < n; i++) {
+        double sum = 0.0;
+        for (j = 0; j < lengths[i]; j++, k++) {
+            if (per_token) per_token[k] = lp[cont_node[k]];
+            sum += lp[cont_node[k]];
+        }
+        if (sums) sums[i] = (float)sum;
+    }
+done:
+    if (s->n_nodes) slm_rewind(s, s->n_past); /* drop the nodes; the context's logits stay */
+    slm__free(&s->alloc, rows_buf);
+    slm__free(&s->alloc, par);
+    return res;
+}
+
+SLM_API slm_result slm_classify(slm_session *s, const char *prompt, const char *const *labels, int n, float *probs,
+                                double *log_likelihoods) {
+    const slm_model *m;
+    slm__tok_status ts;
+    slm_token *p_toks = NULL, **toks = NULL;
+    const slm_token **conts = NULL;
+    int *n_toks = NULL, *shared = NULL, *lengths = NULL;
+    float *per_token = NULL;
+    double *ll = NULL, max_ll, sum;
+    char *text = NULL;
+    size_t plen, longest_label = 0;
+    int i, j, n_p = 0, k_min, total = 0, flags = SLM_TOK_BOS | SLM_TOK_SPECIAL;
+    slm_result res = SLM_OK;
+    if (!s) return SLM_ERR_INVALID_ARG;
+    if (!prompt) return slm__fail(s, SLM_ERR_INVALID_ARG, "slm_classify: prompt is NULL");
+    if (!labels || n < 1) return slm__fail(s, SLM_ERR_INVALID_ARG, "slm_classify: need at least one label (got %d)", n);
+    for (i = 0; i < n; i++) {
+        if (!labels[i] || !labels[i][0])
+            return slm__fail(s, SLM_ERR_INVALID_ARG, "slm_classify: label %d is %s", i, labels[i] ? "empty" : "NULL");
+        for (j = 0; j < i; j++)
+            if (strcmp(labels[i], labels[j]) == 0)
+                return slm__fail(s, SLM_ERR_INVALID_ARG, "slm_classify: labels %d and %d are the same: \"%s\"", j, i,
+                                 labels[i]);
+        if (strlen(labels[i]) > longest_label) longest_label = strlen(labels[i]);
+    }
+    m = s->model;
+    plen = strlen(prompt);
+    /* pointers and counts in one block, then each tokenization on its own */
+    toks =
+        (slm_token **)slm__alloc(&s->alloc, (size_t)n * (2 * sizeof(slm_token *) + 3 * sizeof(int) + sizeof(double)));
+    if (toks)
+        for (i = 0; i < n; i++) toks[i] = NULL; /* freed at the end, whatever fails first */
+    text = (char *)slm__alloc(&s->alloc, plen + longest_label + 1);
+    if (!toks || !text) {
+        res = slm__fail(s, SLM_ERR_OOM, "slm_classify: out of memory");
+        goto done;
+    }
+    conts = (const slm_token **)(toks + n);
+    ll = (double *)(conts + n);
+    n_toks = (int *)(ll + n);
+    shared = n_toks + n;
+    lengths = shared + n;
+    memcpy(text, prompt, plen);
+    for (i = -1; i < n; i++) { /* -1: the prompt alone */
+        size_t len = plen;
+        slm_token *t;
+        int cnt;
+        if (i >= 0) {
+            size_t ll_len = strlen(labels[i]);
+            memcpy(text + plen, labels[i], ll_len);
+            len += ll_len;
+        }
+        cnt = slm__tokenize(m, text, len, flags, NULL, 0, &ts);
+        if (ts.rc != SLM_OK) {
+            res = slm__fail(s, ts.rc, "slm_classify: %s", ts.msg);
+            goto done;
+        }
+        cnt = cnt < 0 ? -cnt : cnt;
+        t = (slm_token *)slm__alloc(&s->alloc, (size_t)(cnt > 0 ? cnt : 1) * sizeof(slm_token));
+        if (!t) {
+            res = slm__fail(s, SLM_ERR_OOM, "slm_classify: out of memory");
+            goto done;
+        }
+        if (slm__tokenize(m, text, len, flags, t, cnt, &ts) != cnt) {
+            slm__free(&s->alloc, t);
+            res = slm__fail(s, ts.rc != SLM_OK ? ts.rc : SLM_ERR_OOM, "slm_classify: %s", ts.msg);
+            goto done;
+        }
+        if (i < 0) {
+            p_toks = t;
+            n_p = cnt;
+        } else {
+            toks[i] = t;
+            n_toks[i] = cnt;
+        }
+    }
+    k_min = n_p;
+    for (i = 0; i < n; i++) {
+        for (j = 0; j < n_p && j < n_toks[i] && toks[i][j] == p_toks[j]; j++) {}
+        shared[i] = j;
+        if (j == 0 || j == n_toks[i]) {
+            res = slm__fail(s, SLM_ERR_INVALID_ARG,
+                            j == 0 ? "slm_classify: the prompt gives no token before label %d (\"%s\"): a model "
+                                     "without BOS needs a prompt"
+                                   : "slm_classify: label %d (\"%s\") adds no token to the prompt",
+                            i, labels[i]);
+            goto done;
+        }
+        if (n_toks[i] > s->n_ctx) {
+            res = slm__fail(s, SLM_ERR_CONTEXT_FULL,
+                            "slm_classify: the prompt and label %d (\"%s\") are %d tokens, the context %d "
+                            "(the prompt alone %d)",
+                            i, labels[i], n_toks[i], s->n_ctx, n_p);
+            goto done;
+        }
+        if (j < k_min) k_min = j;
+    }
+    for (i = 0; i < n; i++) {
+        conts[i] = toks[i] + k_min;
+        lengths[i] = n_toks[i] - k_min;
+        total += lengths[i];
+    }
+    per_token = (float *)slm__alloc(&s->alloc, (size_t)total * sizeof(float));
+    if (!per_token) {
+        res = slm__fail(s, SLM_ERR_OOM, "slm_classify: out of memory");
+        goto done;
+    }
+    if ((res = slm_score(s, p_toks, k_min, conts, lengths, n, NULL, per_token)) != SLM_OK) goto done;
+    for (i = 0, total = 0; i < n; i++) {
+        ll[i] = 0.0;
+        for (j = shared[i] - k_min; j < lengths[i]; j++) ll[i] += per_token[total + j];
+        total += lengths[i];
+    }
+    max_ll = ll[0];
+    for (i = 1; i < n; i++)
+        if (ll[i] > max_ll) max_ll = ll[i];
+    for (i = 0, sum = 0.0; i < n; i++) sum += exp(ll[i] - max_ll);
+    for (i = 0; i < n; i++) {
+        if (probs) probs[i] = (float)(exp(ll[i] - max_ll) / sum);
+        if (log_likelihoods) log_likelihoods[i] = ll[i];
+    }
+done:
+    if (toks)
+        for (i = 0; i < n; i++) slm__free(&s->alloc, toks[i]);
+    slm__free(&s->alloc, toks);
+    slm__free(&s->alloc, p_toks);
+    slm__free(&s->alloc, text);
+    slm__free(&s->alloc, per_token);
+    return res;
 }
 
 /* ---- chat templates --------------------------------------------------------

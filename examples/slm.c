@@ -7,6 +7,8 @@
        slm info     -m MODEL                       describe a model file
        slm tokenize -m MODEL (-f FILE | TEXT)      print token ids or pieces
        slm suggest  -m MODEL [-n N] TEXT           complete the word being typed
+       slm classify -m MODEL -p PROMPT LABEL...    rank labels by probability
+       slm perplexity -m MODEL -f FILE [-c N]      perplexity of a text
        slm bench    -m MODEL [options]             measure speed and memory
 
    Scripts and tests parse what this program prints (README.md, "Command
@@ -1770,6 +1772,287 @@ done:
 }
 
 /* ======================================================================== */
+/* slm classify, slm perplexity                                              */
+/* ======================================================================== */
+
+/* A session for scoring, or NULL after saying why not. */
+static slm_session *scoring_session(const char *cmd, const slm_model *model, const model_opts *mo, int n_ctx,
+                                    int n_threads, int kv_type) {
+    slm_session_desc sd;
+    slm_session *session = NULL;
+    char detail[512];
+    slm_result r;
+    memset(&sd, 0, sizeof sd);
+    detail[0] = '\0';
+    sd.n_ctx = n_ctx;
+    sd.n_threads = n_threads;
+    sd.kv_type = kv_type;
+    sd.error = detail;
+    sd.error_cap = sizeof detail;
+    r = slm_session_new(&session, model, &sd);
+    if (r != SLM_OK) {
+        fprintf(stderr, "slm %s: cannot start a session on '%s': %s\n", cmd, mo->path,
+                detail[0] ? detail : slm_result_str(r));
+        return NULL;
+    }
+    return session;
+}
+
+static const char classify_usage[] = "usage: slm classify -m MODEL -p PROMPT [options] LABEL...\n"
+                                     "\n"
+                                     "Prints each LABEL's probability as the text that follows PROMPT, one line\n"
+                                     "per label, best first: the label, a tab, its probability. A label's score\n"
+                                     "is the sum of the log-probabilities of the tokens of PROMPT+LABEL after the\n"
+                                     "tokens they share with PROMPT alone (no length normalisation, no end\n"
+                                     "marker); the probabilities are the softmax of those sums (slm_classify in\n"
+                                     "slm.h). Control tokens written in PROMPT (<|im_start|>...) are recognised.\n"
+                                     "\n"
+                                     "options:\n"
+                                     "  -p, --prompt TEXT   the text the labels continue (required)\n"
+                                     "  -t, --threads N     threads (default 0 = all processors)\n"
+                                     "  -c, --ctx N         context length (default 0 = min(model max_seq, 4096))\n"
+                                     "      --kv-type TYPE  KV cache: f32, f16 or q8_0\n" MODEL_OPTS_USAGE;
+
+typedef struct classify_opts {
+    model_opts model;
+    const char *prompt;
+    const char **labels; /* points into argv */
+    int n_labels, n_threads, n_ctx, kv_type;
+} classify_opts;
+
+static int parse_classify_args(int argc, char **argv, classify_opts *o, int *exit_code) {
+    args a;
+    args_init(&a, "classify", argc, argv);
+    memset(o, 0, sizeof *o);
+    *exit_code = 1;
+    o->labels = (const char **)malloc((size_t)argc * sizeof *o->labels);
+    if (!o->labels) return fprintf(stderr, "slm classify: out of memory\n"), 0;
+    while (args_next(&a)) {
+        int r = parse_model_opt(&a, &o->model);
+        if (r == OPT_ERROR) return 0;
+        if (r == OPT_OK) continue;
+        if (args_help(&a)) {
+            fputs(classify_usage, stdout);
+            *exit_code = 0;
+            return 0;
+        }
+        if (args_opt(&a, "-p", "--prompt")) {
+            if (!(o->prompt = args_value(&a))) return 0;
+        } else if (args_opt(&a, "-t", "--threads")) {
+            if (!args_int(&a, 0, 4096, &o->n_threads)) return 0;
+        } else if (args_opt(&a, "-c", "--ctx")) {
+            if (!args_int(&a, 0, INT_MAX, &o->n_ctx)) return 0;
+        } else if (args_opt(&a, NULL, "--kv-type")) {
+            if (!args_kv_type(&a, &o->kv_type)) return 0;
+        } else if (!is_option_like(&a)) {
+            o->labels[o->n_labels++] = a.arg;
+        } else {
+            unknown_argument(&a);
+            return 0;
+        }
+    }
+    if (!o->model.path) return usage_error("classify", "missing -m MODEL"), 0;
+    if (!o->prompt) return usage_error("classify", "missing -p PROMPT"), 0;
+    if (o->n_labels == 0) return usage_error("classify", "missing LABEL (give one or more)"), 0;
+    return 1;
+}
+
+static int cmd_classify(int argc, char **argv) {
+    classify_opts o;
+    slm_model *model = NULL;
+    slm_session *session = NULL;
+    float *probs = NULL;
+    int *order = NULL, exit_code = 1, i, j;
+    slm_result r;
+
+    if (!parse_classify_args(argc, argv, &o, &exit_code)) goto done;
+    exit_code = 1;
+    if (!(model = load_model("classify", &o.model))) goto done;
+    if (!(session = scoring_session("classify", model, &o.model, o.n_ctx, o.n_threads, o.kv_type))) goto done;
+    probs = (float *)malloc((size_t)o.n_labels * sizeof *probs);
+    order = (int *)malloc((size_t)o.n_labels * sizeof *order);
+    if (!probs || !order) {
+        fprintf(stderr, "slm classify: out of memory\n");
+        goto done;
+    }
+    r = slm_classify(session, o.prompt, o.labels, o.n_labels, probs, NULL);
+    if (r != SLM_OK) {
+        fprintf(stderr, "slm classify: %s: %s%s\n", slm_result_str(r), slm_session_error(session),
+                r == SLM_ERR_CONTEXT_FULL ? " (see -c)" : "");
+        goto done;
+    }
+    /* best first; equal probabilities keep the order given (insertion sort: stable) */
+    for (i = 0; i < o.n_labels; i++) {
+        for (j = i; j > 0 && probs[order[j - 1]] < probs[i]; j--) order[j] = order[j - 1];
+        order[j] = i;
+    }
+    for (i = 0; i < o.n_labels; i++) printf("%s\t%.6f\n", o.labels[order[i]], (double)probs[order[i]]);
+    exit_code = 0;
+
+done:
+    free(order);
+    free(probs);
+    free((void *)o.labels);
+    slm_session_free(session);
+    slm_model_free(model);
+    return exit_code;
+}
+
+static const char perplexity_usage[] =
+    "usage: slm perplexity -m MODEL -f FILE [-c N] [--all] [options]\n"
+    "\n"
+    "The perplexity of the text in FILE, by llama.cpp's llama-perplexity method:\n"
+    "the text is tokenized once (with BOS when the model uses one; control tokens\n"
+    "written in it are plain text) and cut into consecutive chunks of N tokens\n"
+    "(N = -c); each chunk is evaluated on its own (an empty cache) with its first\n"
+    "token replaced by BOS when the model uses one, and only its second half is\n"
+    "scored: the tokens at positions N/2 + 1 .. N - 1 of the chunk, each given\n"
+    "the ones before it. The tail that does not fill a chunk is dropped; a text of\n"
+    "fewer than 2N tokens is an error. Progress goes to stderr; stdout ends with\n"
+    "'perplexity: X.XXXX' = exp(mean negative log-probability).\n"
+    "\n"
+    "options:\n"
+    "  -f, --file FILE     the text (required; '-' for stdin)\n"
+    "  -c, --ctx N         chunk length and context (default 0 = min(model max_seq, 4096))\n"
+    "      --all           score every token of the text (after BOS) in one window\n"
+    "                      instead: the exact perplexity of a short text; an error\n"
+    "                      when it does not fit in N\n"
+    "  -t, --threads N     threads (default 0 = all processors)\n"
+    "      --kv-type TYPE  KV cache: f32, f16 or q8_0\n" MODEL_OPTS_USAGE;
+
+typedef struct perplexity_opts {
+    model_opts model;
+    const char *file;
+    int all, n_threads, n_ctx, kv_type;
+} perplexity_opts;
+
+static int parse_perplexity_args(int argc, char **argv, perplexity_opts *o, int *exit_code) {
+    args a;
+    args_init(&a, "perplexity", argc, argv);
+    memset(o, 0, sizeof *o);
+    *exit_code = 1;
+    while (args_next(&a)) {
+        int r = parse_model_opt(&a, &o->model);
+        if (r == OPT_ERROR) return 0;
+        if (r == OPT_OK) continue;
+        if (args_help(&a)) {
+            fputs(perplexity_usage, stdout);
+            *exit_code = 0;
+            return 0;
+        }
+        if (args_opt(&a, "-f", "--file")) {
+            if (!(o->file = args_value(&a))) return 0;
+        } else if (args_flag(&a, NULL, "--all")) {
+            o->all = 1;
+        } else if (args_opt(&a, "-t", "--threads")) {
+            if (!args_int(&a, 0, 4096, &o->n_threads)) return 0;
+        } else if (args_opt(&a, "-c", "--ctx")) {
+            if (!args_int(&a, 0, INT_MAX, &o->n_ctx)) return 0;
+        } else if (args_opt(&a, NULL, "--kv-type")) {
+            if (!args_kv_type(&a, &o->kv_type)) return 0;
+        } else {
+            unknown_argument(&a);
+            return 0;
+        }
+    }
+    if (!o->model.path) return usage_error("perplexity", "missing -m MODEL"), 0;
+    if (!o->file) return usage_error("perplexity", "missing -f FILE"), 0;
+    return 1;
+}
+
+static int cmd_perplexity(int argc, char **argv) {
+    perplexity_opts o;
+    slm_model *model = NULL;
+    slm_session *session = NULL;
+    const slm_model_info *mi;
+    slm_token *tokens = NULL, *chunk = NULL;
+    float *logprobs = NULL;
+    char *text = NULL;
+    size_t len;
+    double nll = 0.0, t0;
+    long count = 0;
+    int exit_code = 1, n, n_ctx, i, j;
+    slm_result r;
+
+    if (!parse_perplexity_args(argc, argv, &o, &exit_code)) return exit_code;
+    exit_code = 1;
+    if (!read_file("perplexity", o.file, &text, &len)) goto done;
+    if (!(model = load_model("perplexity", &o.model))) goto done;
+    mi = slm_model_info_get(model);
+    if (!(session = scoring_session("perplexity", model, &o.model, o.n_ctx, o.n_threads, o.kv_type))) goto done;
+    n_ctx = slm_session_n_ctx(session);
+    /* as llama-perplexity: special tokens added (BOS), control tokens in the text not parsed */
+    if ((n = tokenize_alloc("perplexity", model, text, len, SLM_TOK_BOS, &tokens)) < 0) goto done;
+    chunk = (slm_token *)malloc((size_t)n_ctx * sizeof *chunk);
+    logprobs = (float *)malloc((size_t)(n > n_ctx ? n : n_ctx) * sizeof *logprobs);
+    if (!chunk || !logprobs) {
+        fprintf(stderr, "slm perplexity: out of memory\n");
+        goto done;
+    }
+    t0 = now_seconds();
+    if (o.all) {
+        if (n > n_ctx) {
+            fprintf(stderr,
+                    "slm perplexity: the text is %d tokens, the context %d: --all needs it in one window (see -c)\n", n,
+                    n_ctx);
+            goto done;
+        }
+        if (n < 2) {
+            fprintf(stderr,
+                    "slm perplexity: the text is %d token%s: --all needs at least 2 (one to score after the first)\n",
+                    n, n == 1 ? "" : "s");
+            goto done;
+        }
+        if ((r = slm_eval_logprobs(session, tokens, n, logprobs, NULL)) != SLM_OK) {
+            fprintf(stderr, "slm perplexity: %s: %s\n", slm_result_str(r), slm_session_error(session));
+            goto done;
+        }
+        for (j = 1; j < n; j++) nll -= logprobs[j];
+        count = n - 1;
+        fprintf(stderr, "slm perplexity: %d tokens in one window, %ld scored\n", n, count);
+    } else {
+        int n_chunk = n / n_ctx, first = n_ctx / 2;
+        if (n < 2 * n_ctx) {
+            fprintf(stderr,
+                    "slm perplexity: the text is %d tokens; a context of %d needs at least %d (2 x %d): lower -c, or "
+                    "use --all for a short text\n",
+                    n, n_ctx, 2 * n_ctx, n_ctx);
+            goto done;
+        }
+        fprintf(stderr, "slm perplexity: %d tokens, %d chunks of %d, scoring positions %d..%d of each\n", n, n_chunk,
+                n_ctx, first + 1, n_ctx - 1);
+        for (i = 0; i < n_chunk; i++) {
+            memcpy(chunk, tokens + (size_t)i * (size_t)n_ctx, (size_t)n_ctx * sizeof *chunk);
+            if (mi->add_bos && mi->bos >= 0) chunk[0] = mi->bos;
+            /* the first half only as context (no logits but its last), then the scored half */
+            slm_rewind(session, 0);
+            if ((r = slm_eval(session, chunk, first)) != SLM_OK ||
+                (r = slm_eval_logprobs(session, chunk + first, n_ctx - first, logprobs, NULL)) != SLM_OK) {
+                fprintf(stderr, "\nslm perplexity: chunk %d: %s: %s\n", i + 1, slm_result_str(r),
+                        slm_session_error(session));
+                goto done;
+            }
+            for (j = 1; j < n_ctx - first; j++) nll -= logprobs[j];
+            count += n_ctx - first - 1;
+            fprintf(stderr, "[%d]%.4f,", i + 1, exp(nll / (double)count));
+        }
+        fputc('\n', stderr);
+    }
+    fprintf(stderr, "slm perplexity: %ld tokens scored in %.2f s\n", count, now_seconds() - t0);
+    printf("perplexity: %.4f\n", exp(nll / (double)count));
+    exit_code = 0;
+
+done:
+    free(logprobs);
+    free(chunk);
+    free(tokens);
+    free(text);
+    slm_session_free(session);
+    slm_model_free(model);
+    return exit_code;
+}
+
+/* ======================================================================== */
 /* slm bench                                                                 */
 /* ======================================================================== */
 
@@ -2319,6 +2602,8 @@ static const command commands[] = {
     { "info", cmd_info, info_usage, "describe a model file" },
     { "tokenize", cmd_tokenize, tokenize_usage, "print the tokens of a text or a file" },
     { "suggest", cmd_suggest, suggest_usage, "complete the word being typed (predictive text)" },
+    { "classify", cmd_classify, classify_usage, "rank labels by their probability after a prompt" },
+    { "perplexity", cmd_perplexity, perplexity_usage, "the perplexity of a text (llama-perplexity's method)" },
     { "bench", cmd_bench, bench_usage, "measure speed (tokens/s, time to first token) and memory" },
 };
 

@@ -342,6 +342,47 @@ cli_suggest() {
 # ---------------------------------------------------------------------------
 # 3. command line
 # ---------------------------------------------------------------------------
+# cli_scoring MODEL: slm classify and slm perplexity (issue 13): line formats,
+# order, errors; the values themselves are checked by build/test_slm
+# (perplexity_* in tests/test_checkpoints.c, classify_* in tests/test_api.c)
+cli_scoring() {
+    local M=$1 P='Once upon a time, there was a little girl named Lily. She was very'
+    run_cmd "$O" "$E" "$SLM" classify -m "$M" -p "$P" " happy" " sad" " happy and sad" " big"
+    DETAIL="exit status $RC, stdout: $(tr '\n' '|' <"$O" | head -c 300), stderr: $(head -c 200 "$E")"
+    check "slm classify: one 'label<TAB>probability' line per label, best first, summing to 1" eval 'test $RC = 0 && [ $(wc -l <"$O") = 4 ] &&
+        awk -F"\t" "NF != 2 || \$2 !~ /^[01]\\.[0-9][0-9][0-9][0-9][0-9][0-9]\$/ || (NR > 1 && \$2 > prev) { bad = 1 } { prev = \$2; sum += \$2 } END { exit bad || sum < 0.9999 || sum > 1.0001 }" "$O" &&
+        cut -f1 "$O" | LC_ALL=C sort | tr "\n" "|" | grep -qx " big| happy| happy and sad| sad|"'
+    run_cmd "$O" "$E" "$SLM" classify -m "$M" -p "$P" " happy" " sad" " happy"
+    DETAIL="exit status $RC, stderr: $(head -c 200 "$E")"
+    check "slm classify with a repeated label: exit 1, says so" eval 'test $RC = 1 && ! [ -s "$O" ] && grep -q "same" "$E"'
+    run_cmd "$O" "$E" "$SLM" classify -m "$M" -p "$P" " happy" ""
+    DETAIL="exit status $RC, stderr: $(head -c 200 "$E")"
+    check "slm classify with an empty label: exit 1, says so" eval 'test $RC = 1 && grep -q "empty" "$E"'
+    run_cmd "$O" "$E" "$SLM" classify -m "$M" -p "$P"
+    DETAIL="exit status $RC, stderr: $(head -c 200 "$E")"
+    check "slm classify without labels: exit 1" eval 'test $RC = 1 && grep -q "LABEL" "$E"'
+    run_cmd "$O" "$E" "$SLM" classify -m "$M" -c 8 -p "$P" " happy" " sad"
+    DETAIL="exit status $RC, stderr: $(head -c 200 "$E")"
+    check "slm classify -c 8 with a longer prompt: exit 1, names the context" eval 'test $RC = 1 && grep -q "context" "$E"'
+
+    head -c 3000 "$SRC/reference_greedy.txt" >"$BUILD/ppl_short.txt"
+    run_cmd "$O" "$E" "$SLM" perplexity -m "$M" -f "$BUILD/ppl_short.txt" -c 64
+    DETAIL="exit status $RC, stdout: $(head -c 200 "$O"), stderr: $(tail -c 300 "$E")"
+    check "slm perplexity -c 64: stdout ends with 'perplexity: X.XXXX'" eval 'test $RC = 0 && tail -n 1 "$O" | grep -Eq "^perplexity: [0-9]+\.[0-9]{4}$"'
+    run_cmd "$O" "$E" "$SLM" perplexity -m "$M" -f "$BUILD/ppl_short.txt" -c 256
+    DETAIL="exit status $RC, stderr: $(head -c 300 "$E")"
+    check "slm perplexity with fewer than 2N tokens: exit 1, says how many it needs" eval 'test $RC = 1 && ! [ -s "$O" ] && grep -q "at least 512" "$E"'
+    run_cmd "$O" "$E" "$SLM" perplexity -m "$M" -f "$BUILD/ppl_short.txt" -c 64 --all
+    DETAIL="exit status $RC, stderr: $(head -c 300 "$E")"
+    check "slm perplexity --all on a text longer than the context: exit 1" eval 'test $RC = 1 && grep -q "one window" "$E"'
+    run_cmd "$O" "$E" "$SLM" perplexity -m "$M" -f "$BUILD/ppl_short.txt" --all
+    DETAIL="exit status $RC, stdout: $(head -c 200 "$O"), stderr: $(tail -c 300 "$E")"
+    check "slm perplexity --all (n_ctx 512)" eval 'test $RC = 0 && tail -n 1 "$O" | grep -Eq "^perplexity: [0-9]+\.[0-9]{4}$"'
+    run_cmd "$O" "$E" "$SLM" perplexity -m "$M"
+    DETAIL="exit status $RC"
+    check "slm perplexity without -f: exit 1" test $RC = 1 -a -s "$E"
+}
+
 section_cli() {
 echo "== command line ($SLM, $CONVERT)"
 # run_cmd OUTFILE ERRFILE CMD...: sets RC
@@ -351,7 +392,7 @@ O=$BUILD/cli.out E=$BUILD/cli.err
 if [ ! -x "$SLM" ]; then
     fail "./slm built" "$SLM missing"
 else
-    for args in "--help" "run --help" "info --help" "tokenize --help" "suggest --help"; do
+    for args in "--help" "run --help" "info --help" "tokenize --help" "suggest --help" "classify --help" "perplexity --help"; do
         # shellcheck disable=SC2086
         run_cmd "$O" "$E" "$SLM" $args
         DETAIL="exit status $RC"
@@ -464,6 +505,7 @@ else
         DETAIL="exit status $RC"
         check "slm run -n notanumber: exit 1" test $RC = 1 -a -s "$E"
         cli_suggest "$M"
+        cli_scoring "$M"
     fi
 fi
 
@@ -824,6 +866,29 @@ examples_chat() {
         'test $RC = 0 && test "$(grep -c "^\[" "$E")" = 2 && grep -q "^\[[0-9]* tokens, [1-9][0-9]* of [0-9]* prompt tokens reused\]$" "$E" && test -s "$O"'
 }
 
+# examples_classify BIN MODEL: each input line gets the label slm classify
+# ranks first for the same prompt, with its probability, then the line
+examples_classify() {
+    local bin=$1 M=$2 O=$BUILD/ex_classify.out E=$BUILD/ex_classify.err line want got n=0 ok=1
+    printf 'Lily played with her ball in the park.\n\nThe dog ate a big bone.\n' >"$BUILD/ex_classify.in"
+    $TO "$bin" "$M" ball dog cat <"$BUILD/ex_classify.in" >"$O" 2>"$E"
+    RC=$?
+    while IFS= read -r line; do
+        [ -n "$line" ] || continue
+        n=$((n + 1))
+        "$SLM" classify -m "$M" -p "Text: $line"$'\n'"Topic:" " ball" " dog" " cat" </dev/null >"$BUILD/ex_classify.cli" 2>/dev/null
+        want="$(head -n 1 "$BUILD/ex_classify.cli" | sed 's/^ //')"$'\t'"$line"
+        got=$(sed -n "${n}p" "$O")
+        [ "$got" = "$want" ] || ok=0
+    done <"$BUILD/ex_classify.in"
+    DETAIL="exit status $RC; stdout: $(tr '\n' '|' <"$O" | head -c 300); stderr: $(head -c 200 "$E")"
+    check "examples/classify labels each line as slm classify ranks it (label, probability, line)" eval 'test $RC = 0 && [ $ok = 1 ] && [ $(wc -l <"$O") = 2 ]'
+    $TO "$bin" "$BUILD/no-such-model.slm" a b </dev/null >"$O" 2>"$E"
+    RC=$?
+    DETAIL="exit status $RC"
+    check "examples/classify with a missing model: exit 1, says why" eval 'test $RC = 1 && grep -q "no-such-model.slm" "$E"'
+}
+
 section_examples() {
 echo "== examples ($SLM_EXAMPLES_DIR/NAME for examples/NAME.c)"
 local M=$BUILD/stories260K_f32.slm X=$BUILD/ex_simple.expected src name bin have=1
@@ -858,6 +923,7 @@ for src in examples/*.c; do
     simple) examples_simple "$bin" "$M" "$X" ;;
     predict) examples_predict "$bin" "$M" ;;
     chat) examples_chat "$bin" "$M" ;;
+    classify) examples_classify "$bin" "$M" ;;
     *) fail "examples/$name.c is run by make test" "tests/run.sh has no case for it in section_examples" ;;
     esac
 done

@@ -4178,6 +4178,454 @@ static void test_suggest_ksr(void) {
     }
 }
 
+/* ======================================================================== */
+/* scoring                                                                  */
+/* ======================================================================== */
+
+/* English prose for the scoring tests (any vocabulary spells it) */
+static const char SC_TEXT[] =
+    "Once upon a time, there was a little girl named Lily. She loved to play outside in the sun. One day, she "
+    "saw a big red ball in the park. She ran to the ball and kicked it high into the sky. Her friend Tom laughed "
+    "and ran after it, and the two of them played until the sky turned orange and their mothers called them home "
+    "for supper. That night Lily dreamed of a ball so big that the whole town could play with it at once.";
+
+/* The test's own log-softmax: everything in double. */
+static double sc_log_softmax(const float *logits, int n_vocab, int tok) {
+    double max = logits[0], sum = 0.0;
+    int i;
+    for (i = 1; i < n_vocab; i++)
+        if (logits[i] > max) max = logits[i];
+    for (i = 0; i < n_vocab; i++) sum += exp((double)logits[i] - max);
+    return (double)logits[tok] - max - log(sum);
+}
+
+/* lp[i] = log p(toks[i] | toks[0..i)) for 1 <= i < n, from an empty cache, one
+   slm_eval per token; rows (may be NULL) gets each position's logits. */
+static int sc_reference(slm_session *s, const slm_token *toks, int n, double *lp, float *rows, int n_vocab) {
+    int i;
+    if (slm_rewind(s, 0) != SLM_OK) return 0;
+    for (i = 0; i < n; i++) {
+        const float *l;
+        if (slm_eval(s, toks + i, 1) != SLM_OK || !(l = slm_logits(s))) return 0;
+        if (rows) memcpy(rows + (size_t)i * n_vocab, l, (size_t)n_vocab * sizeof(float));
+        if (i + 1 < n) lp[i + 1] = sc_log_softmax(l, n_vocab, toks[i + 1]);
+    }
+    return 1;
+}
+
+static int sc_close(double got, double want) { return fabs(got - want) <= 2e-5 * (1.0 + fabs(want)); }
+
+/* "f32" / "q8_0": stories260K; "fixture:NAME": a converted parity fixture */
+static slm_model *sc_model(const char *arg) {
+    char rel[128];
+    if (strncmp(arg, "fixture:", 8) == 0) {
+        snprintf(rel, sizeof rel, "fixtures/%s.slm", arg + 8);
+        return load_build_model(rel);
+    }
+    snprintf(rel, sizeof rel, "stories260K_%s.slm", arg);
+    return load_build_model(rel);
+}
+
+static slm_session *sc_session(slm_model *m, int n_ctx, int n_threads, size_t max_bytes) {
+    slm_session *s = NULL;
+    slm_session_desc sd;
+    memset(&sd, 0, sizeof sd);
+    sd.n_ctx = n_ctx;
+    sd.n_threads = n_threads;
+    sd.max_bytes = max_bytes;
+    CHECKF(slm_session_new(&s, m, &sd) == SLM_OK, "n_ctx %d, %d threads, max_bytes %zu", n_ctx, n_threads, max_bytes);
+    return s;
+}
+
+/* slm_eval_logprobs and its kept logits against a token-by-token slm_eval +
+   log-softmax loop; every way of cutting the text gives the same bits. */
+static void test_logprobs_reference(const char *arg) {
+    slm_model *m = sc_model(arg);
+    slm_session *s, *ref;
+    slm_token toks[200];
+    double want[200];
+    float lp[200], lp2[200], *rows;
+    slm_logprob_opts keep;
+    int n, n_vocab, i, bad = 0, bad_rows = 0, cut;
+    if (!m) SKIP("model %s not converted (tests/run.sh converts it)", arg);
+    n_vocab = slm_model_info_get(m)->n_vocab;
+    n = slm_tokenize(m, SC_TEXT, strlen(SC_TEXT), SLM_TOK_BOS, toks, 200);
+    CHECKF(n > 70, "%d tokens", n);
+    if (n > 150) n = 150;
+    s = sc_session(m, 256, 2, 0);
+    ref = sc_session(m, 256, 1, 0);
+    rows = (float *)malloc((size_t)n * (size_t)n_vocab * sizeof(float));
+    if (s && ref && rows && n > 70 && sc_reference(ref, toks, n, want, rows, n_vocab)) {
+        memset(&keep, 0, sizeof keep);
+        keep.keep_logits = 1;
+        CHECK(slm_eval_logprobs(s, toks, n, lp, &keep) == SLM_OK && slm_session_n_past(s) == n);
+        CHECKF(isnan(lp[0]), "logprobs[0] with nothing before it: %g, expected NaN", (double)lp[0]);
+        for (i = 1; i < n; i++)
+            if (!sc_close(lp[i], want[i])) {
+                if (bad++ < 3) NOTE("position %d: %.9g, reference %.9g", i, (double)lp[i], want[i]);
+            }
+        for (i = 0; i < n; i++) {
+            const float *row = slm_logits_row(s, i);
+            if (!row || memcmp(row, rows + (size_t)i * n_vocab, (size_t)n_vocab * sizeof(float)) != 0) bad_rows++;
+        }
+        CHECKF(bad == 0, "%s: %d of %d log-probabilities differ from the token-by-token reference", arg, bad, n - 1);
+        CHECKF(bad_rows == 0, "%s: %d of %d kept rows differ from slm_eval's logits", arg, bad_rows, n);
+        CHECK(slm_logits_row(s, n) == NULL && slm_logits_row(s, -1) == NULL);
+        CHECK(slm_logits(s) && !memcmp(slm_logits(s), rows + (size_t)(n - 1) * n_vocab, (size_t)n_vocab * 4));
+        /* without keep_logits: the same values, nothing kept */
+        CHECK(slm_rewind(s, 0) == SLM_OK && slm_eval_logprobs(s, toks, n, lp2, NULL) == SLM_OK);
+        CHECK(slm_logits_row(s, 0) == NULL);
+        CHECK(!memcmp(lp + 1, lp2 + 1, (size_t)(n - 1) * sizeof(float)));
+        /* cut in two calls anywhere: the first token of the second comes from the logits before it */
+        for (cut = 1; cut < n; cut += 23) {
+            CHECK(slm_rewind(s, 0) == SLM_OK && slm_eval_logprobs(s, toks, cut, lp2, NULL) == SLM_OK);
+            CHECK(slm_eval_logprobs(s, toks + cut, n - cut, lp2 + cut, NULL) == SLM_OK);
+            CHECKF(!memcmp(lp + 1, lp2 + 1, (size_t)(n - 1) * sizeof(float)), "cut at %d", cut);
+        }
+        /* after a rewind there are no logits: NaN again */
+        CHECK(slm_rewind(s, 10) == SLM_OK && slm_eval_logprobs(s, toks + 10, 5, lp2, NULL) == SLM_OK);
+        CHECK(isnan(lp2[0]) && !memcmp(lp + 11, lp2 + 1, 4 * sizeof(float)));
+        NOTE("%s: %d positions against slm_eval + log-softmax; max_bytes-free rows bit-identical", arg, n - 1);
+    } else
+        CHECK(0);
+    free(rows);
+    slm_session_free(s);
+    slm_session_free(ref);
+    slm_model_free(m);
+}
+
+/* slm_score against the reference loop, and several continuations in one
+   call bit for bit those scored one by one (continuations sharing first
+   tokens, one the prefix of another, one token long, repeated). */
+static void test_score_reference(const char *arg) {
+    enum { N_CONT = 6, CTX = 20 };
+    slm_model *m = sc_model(arg);
+    slm_session *s, *one, *ref;
+    slm_token toks[200], seq[200], alt[40];
+    const slm_token *conts[N_CONT];
+    int lens[N_CONT], n, n_vocab, i, j, k, total = 0, bad = 0, bad_sum = 0;
+    float sums[N_CONT], per[400], sums1[N_CONT], per1[400];
+    double want[200];
+    if (!m) SKIP("model %s not converted (tests/run.sh converts it)", arg);
+    n_vocab = slm_model_info_get(m)->n_vocab;
+    n = slm_tokenize(m, SC_TEXT, strlen(SC_TEXT), SLM_TOK_BOS, toks, 200);
+    CHECKF(n > CTX + 70, "%d tokens", n);
+    for (i = 0; i < 40; i++) alt[i] = toks[CTX + i];
+    alt[2] = (slm_token)((toks[CTX + 2] + 7) % n_vocab); /* shares two first tokens with conts[0] */
+    conts[0] = toks + CTX, lens[0] = 70;                 /* long: more than one pass of nodes */
+    conts[1] = toks + CTX, lens[1] = 5;                  /* a prefix of conts[0] */
+    conts[2] = alt, lens[2] = 12;
+    conts[3] = toks + CTX + 30, lens[3] = 1; /* one token */
+    conts[4] = toks + CTX, lens[4] = 5;      /* the same as conts[1] */
+    conts[5] = alt + 20, lens[5] = 9;        /* shares nothing */
+    for (i = 0; i < N_CONT; i++) total += lens[i];
+    s = sc_session(m, 256, 2, 0);
+    one = sc_session(m, 256, 1, 0);
+    ref = sc_session(m, 256, 1, 0);
+    if (s && one && ref) {
+        CHECKF(slm_score(s, toks, CTX, conts, lens, N_CONT, sums, per) == SLM_OK, "%s", slm_session_error(s));
+        CHECK(slm_session_n_past(s) == CTX && slm_branch_count(s) == 0);
+        for (i = 0, k = 0; i < N_CONT; i++) {
+            double sum = 0.0;
+            memcpy(seq, toks, CTX * sizeof(slm_token));
+            memcpy(seq + CTX, conts[i], (size_t)lens[i] * sizeof(slm_token));
+            if (!sc_reference(ref, seq, CTX + lens[i], want, NULL, n_vocab)) {
+                CHECK(0);
+                break;
+            }
+            for (j = 0; j < lens[i]; j++, k++) {
+                sum += want[CTX + j];
+                if (!sc_close(per[k], want[CTX + j]) && bad++ < 3)
+                    NOTE("continuation %d token %d: %.9g, reference %.9g", i, j, (double)per[k], want[CTX + j]);
+            }
+            if (fabs(sums[i] - sum) > 1e-4 * (1.0 + fabs(sum))) bad_sum++;
+            /* one by one, on a fresh session and on one that holds another context */
+            if (i == 2) CHECK(slm_eval(one, alt, 30) == SLM_OK);
+            CHECK(slm_score(one, toks, CTX, conts + i, lens + i, 1, sums1 + i, per1 + k - lens[i]) == SLM_OK);
+        }
+        CHECKF(bad == 0, "%s: %d of %d continuation tokens differ from the token-by-token reference", arg, bad, total);
+        CHECKF(bad_sum == 0, "%s: %d sums differ from the reference's", arg, bad_sum);
+        CHECK(!memcmp(sums, sums1, sizeof sums) && !memcmp(per, per1, (size_t)total * sizeof(float)));
+        /* again on the same session: the context is cached, the values the same */
+        {
+            slm_gen_stats st0, st1;
+            slm_session_stats(s, &st0);
+            CHECK(slm_score(s, toks, CTX, conts, lens, N_CONT, sums1, per1) == SLM_OK);
+            slm_session_stats(s, &st1);
+            CHECK(!memcmp(sums, sums1, sizeof sums) && !memcmp(per, per1, (size_t)total * sizeof(float)));
+            /* only nodes with a child are evaluated: 69 of conts[0] (which holds 1 and 4), 9 of conts[2] after
+               the two tokens it shares with conts[0], 8 of conts[5]; none for conts[3] */
+            CHECKF(st1.n_evaluated - st0.n_evaluated == 69 + 9 + 8, "evaluated %lld tokens",
+                   (long long)(st1.n_evaluated - st0.n_evaluated));
+        }
+        NOTE("%s: %d continuations (%d tokens) against slm_eval + log-softmax, and one by one", arg, N_CONT, total);
+    }
+    slm_session_free(s);
+    slm_session_free(one);
+    slm_session_free(ref);
+    slm_model_free(m);
+}
+
+/* slm_classify against issue 13's definition, computed here with slm_score
+   one label at a time. */
+static void test_classify_definition(const char *arg) {
+    static const char *const labels[] = { " happy", " sad", " happy and sad", " hap", " big", " Lily", "!" };
+    enum { N = sizeof labels / sizeof labels[0] };
+    static const char prompt[] = "Once upon a time, there was a little girl named Lily. She was very";
+    slm_model *m = sc_model(arg);
+    slm_session *s, *d;
+    slm_token p[64], t[64];
+    float probs[N];
+    double ll[N], want[N], max, sum;
+    int i, n_p, n_t[N], shared[N], bad = 0;
+    if (!m) SKIP("model %s not converted (tests/run.sh converts it)", arg);
+    s = sc_session(m, 128, 2, 0);
+    d = sc_session(m, 128, 1, 0);
+    n_p = slm_tokenize(m, prompt, strlen(prompt), SLM_TOK_BOS | SLM_TOK_SPECIAL, p, 64);
+    for (i = 0; s && d && i < N; i++) {
+        char text[256];
+        float L;
+        const slm_token *c;
+        int len, j;
+        snprintf(text, sizeof text, "%s%s", prompt, labels[i]);
+        n_t[i] = slm_tokenize(m, text, strlen(text), SLM_TOK_BOS | SLM_TOK_SPECIAL, t, 64);
+        for (j = 0; j < n_p && j < n_t[i] && p[j] == t[j]; j++) {}
+        shared[i] = j;
+        c = t + j;
+        len = n_t[i] - j;
+        CHECK(len > 0 && slm_score(d, t, j, &c, &len, 1, &L, NULL) == SLM_OK);
+        want[i] = L;
+    }
+    if (s && d) {
+        for (max = want[0], i = 1; i < N; i++)
+            if (want[i] > max) max = want[i];
+        for (sum = 0.0, i = 0; i < N; i++) sum += exp(want[i] - max);
+        CHECKF(slm_classify(s, prompt, labels, N, probs, ll) == SLM_OK, "%s", slm_session_error(s));
+        for (i = 0; i < N; i++) {
+            double pw = exp(want[i] - max) / sum;
+            if (fabs(probs[i] - pw) > 1e-5 || fabs(ll[i] - want[i]) > 1e-4 * (1.0 + fabs(want[i]))) {
+                bad++;
+                NOTE("label \"%s\": p %.7f (definition %.7f), L %.6f (definition %.6f)", labels[i], (double)probs[i],
+                     pw, ll[i], want[i]);
+            }
+        }
+        CHECKF(bad == 0, "%s: %d of %d labels differ from the definition", arg, bad, N);
+        /* " happy" begins " happy and sad" (when its tokens do): at least as probable */
+        if (n_t[0] - shared[0] < n_t[2] - shared[2]) CHECK(ll[0] >= ll[2]);
+        /* the prompt stays cached: a second call evaluates only label tokens */
+        CHECK(slm_session_n_past(s) > 0 && slm_session_n_past(s) <= n_p);
+        {
+            float probs2[N];
+            CHECK(slm_classify(s, prompt, labels, N, probs2, NULL) == SLM_OK && !memcmp(probs, probs2, sizeof probs));
+        }
+        /* errors */
+        {
+            const char *empty[] = { " a", "" }, *dup[] = { " a", " b", " a" }, *null[] = { " a", NULL };
+            CHECK(slm_classify(s, prompt, empty, 2, probs, NULL) == SLM_ERR_INVALID_ARG &&
+                  strstr(slm_session_error(s), "empty"));
+            CHECK(slm_classify(s, prompt, dup, 3, probs, NULL) == SLM_ERR_INVALID_ARG &&
+                  strstr(slm_session_error(s), "same"));
+            CHECK(slm_classify(s, prompt, null, 2, probs, NULL) == SLM_ERR_INVALID_ARG);
+            CHECK(slm_classify(s, prompt, labels, 0, probs, NULL) == SLM_ERR_INVALID_ARG);
+            CHECK(slm_classify(s, NULL, labels, 2, probs, NULL) == SLM_ERR_INVALID_ARG);
+            CHECK(slm_classify(NULL, prompt, labels, 2, probs, NULL) == SLM_ERR_INVALID_ARG);
+        }
+        NOTE("%s: %d labels, probabilities %.4f %.4f %.4f ...", arg, N, (double)probs[0], (double)probs[1],
+             (double)probs[2]);
+    }
+    slm_session_free(d);
+    slm_session_free(s);
+    /* a prompt that leaves no room for a label */
+    s = sc_session(m, 16, 1, 0);
+    if (s) {
+        CHECK(slm_classify(s, SC_TEXT, labels, 2, probs, NULL) == SLM_ERR_CONTEXT_FULL &&
+              strstr(slm_session_error(s), "context"));
+        NOTE("%s", slm_session_error(s));
+        slm_session_free(s);
+    }
+    slm_model_free(m);
+}
+
+/* max_bytes: log-probabilities in as many rows as fit, the same bits;
+   keep_logits refused with the size when they do not fit. */
+static void test_scoring_max_bytes(void) {
+    slm_model *m = sc_model("f32");
+    slm_session *s, *big;
+    slm_session_desc sd;
+    slm_token toks[200];
+    float lp[200], lp2[200], sum1, sum2;
+    size_t size = 0;
+    slm_logprob_opts keep;
+    const slm_token *c;
+    int n, len;
+    if (!m) SKIP("stories260K_f32.slm not converted");
+    n = slm_tokenize(m, SC_TEXT, strlen(SC_TEXT), SLM_TOK_BOS, toks, 200);
+    memset(&sd, 0, sizeof sd);
+    sd.n_ctx = 256;
+    sd.n_threads = 1;
+    CHECK(slm_session_size(m, &sd, &size) == SLM_OK);
+    memset(&keep, 0, sizeof keep);
+    keep.keep_logits = 1;
+    big = sc_session(m, 256, 1, 0);
+    s = sc_session(m, 256, 1, size); /* not one row of logits on top */
+    if (s && big && n > 100) {
+        c = toks + 50;
+        len = 40;
+        CHECK(slm_eval_logprobs(s, toks, n, lp, NULL) == SLM_ERR_OOM && strstr(slm_session_error(s), "2048"));
+        CHECK(slm_session_n_past(s) == 0);
+        CHECK(slm_score(s, toks, 50, &c, &len, 1, &sum1, NULL) == SLM_ERR_OOM);
+        slm_session_free(s);
+        s = sc_session(m, 256, 1, size + 3 * 2048 + 100); /* three rows */
+        CHECK(s && slm_eval_logprobs(big, toks, n, lp, NULL) == SLM_OK);
+        CHECK(s && slm_eval_logprobs(s, toks, n, lp2, NULL) == SLM_OK);
+        CHECK(!memcmp(lp + 1, lp2 + 1, (size_t)(n - 1) * sizeof(float)));
+        CHECK(s && slm_score(s, toks, 50, &c, &len, 1, &sum1, NULL) == SLM_OK);
+        CHECK(slm_score(big, toks, 50, &c, &len, 1, &sum2, NULL) == SLM_OK && sum1 == sum2);
+        CHECK(s && slm_rewind(s, 0) == SLM_OK);
+        CHECK(s && slm_eval_logprobs(s, toks, 4, lp2, &keep) == SLM_ERR_OOM && strstr(slm_session_error(s), "8192"));
+        NOTE("%s", s ? slm_session_error(s) : "");
+        CHECK(s && slm_eval_logprobs(s, toks, 3, lp2, &keep) == SLM_OK && slm_logits_row(s, 2));
+    } else
+        CHECK(0);
+    slm_session_free(s);
+    slm_session_free(big);
+    slm_model_free(m);
+}
+
+static void test_scoring_errors(void) {
+    slm_model *m = sc_model("f32");
+    slm_session *s;
+    slm_token toks[8] = { 1, 2, 3, 4, 5, 6, 7, 8 }, bad[2] = { 1, 512 };
+    const slm_token *c[2];
+    int len[2] = { 3, 0 };
+    float lp[8], sum[2];
+    if (!m) SKIP("stories260K_f32.slm not converted");
+    s = sc_session(m, 8, 1, 0);
+    if (s) {
+        c[0] = toks;
+        c[1] = toks;
+        CHECK(slm_eval_logprobs(NULL, toks, 2, lp, NULL) == SLM_ERR_INVALID_ARG);
+        CHECK(slm_eval_logprobs(s, NULL, 2, lp, NULL) == SLM_ERR_INVALID_ARG);
+        CHECK(slm_eval_logprobs(s, toks, 0, lp, NULL) == SLM_ERR_INVALID_ARG);
+        CHECK(slm_eval_logprobs(s, bad, 2, lp, NULL) == SLM_ERR_INVALID_ARG && slm_session_n_past(s) == 0);
+        CHECK(slm_eval_logprobs(s, toks, 9, lp, NULL) == SLM_ERR_CONTEXT_FULL && slm_session_n_past(s) == 0);
+        CHECK(slm_logits_row(NULL, 0) == NULL && slm_logits_row(s, 0) == NULL);
+        CHECK(slm_score(NULL, toks, 1, c, len, 1, sum, NULL) == SLM_ERR_INVALID_ARG);
+        CHECK(slm_score(s, toks, 0, c, len, 1, sum, NULL) == SLM_ERR_INVALID_ARG); /* no context */
+        CHECK(slm_score(s, toks, 1, c, len, 2, sum, NULL) == SLM_ERR_INVALID_ARG); /* an empty continuation */
+        CHECK(slm_score(s, toks, 1, c, len, 0, sum, NULL) == SLM_ERR_INVALID_ARG);
+        CHECK(slm_score(s, toks, 1, NULL, len, 1, sum, NULL) == SLM_ERR_INVALID_ARG);
+        CHECK(slm_score(s, bad, 2, c, len, 1, sum, NULL) == SLM_ERR_INVALID_ARG);
+        len[1] = 2;
+        c[1] = bad;
+        CHECK(slm_score(s, toks, 1, c, len, 2, sum, NULL) == SLM_ERR_INVALID_ARG);
+        len[0] = 4;
+        CHECK(slm_score(s, toks, 5, c, len, 1, sum, NULL) == SLM_ERR_CONTEXT_FULL); /* 5 + 4 > 8 */
+        CHECK(slm_score(s, toks, 4, c, len, 1, sum, NULL) == SLM_OK);               /* 4 + 4 fit */
+        /* distinct nodes that do not fit after the context, though each continuation does */
+        {
+            slm_token a[3] = { 10, 11, 12 }, b[3] = { 20, 21, 22 }, d[3] = { 30, 31, 32 };
+            const slm_token *cc[3];
+            int ll[3] = { 3, 3, 3 };
+            float s3[3];
+            cc[0] = a;
+            cc[1] = b;
+            cc[2] = d;
+            /* 6 nodes with a child after 4 tokens: 10 > 8 */
+            CHECK(slm_score(s, toks, 4, cc, ll, 3, s3, NULL) == SLM_ERR_CONTEXT_FULL &&
+                  strstr(slm_session_error(s), "fewer"));
+            CHECK(slm_score(s, toks, 2, cc, ll, 3, s3, NULL) == SLM_OK && slm_branch_count(s) == 0);
+        }
+        slm_session_free(s);
+    }
+    slm_model_free(m);
+}
+
+/* Each allocation of slm_eval_logprobs (with and without keep_logits),
+   slm_score and slm_classify refused in turn: SLM_ERR_OOM, nothing leaked,
+   the session usable, and the same call then gives the same values. */
+static void test_scoring_alloc_failures(void) {
+    static const char *const labels[] = { " happy", " sad", " happy and sad" };
+    static const char prompt[] = "Once upon a time, there was a little girl named Lily. She was very";
+    slm_model *m = NULL;
+    slm_session *s = NULL;
+    slm_model_desc md;
+    slm_session_desc sd;
+    slm_logprob_opts keep;
+    failing_alloc f;
+    slm_token toks[200];
+    const slm_token *conts[2];
+    int lens[2] = { 30, 8 }, n, call, refused = 0;
+    char *path = model_path("f32");
+    if (!file_exists(path)) {
+        free(path);
+        SKIP("stories260K_f32.slm not converted");
+    }
+    failing_init(&f);
+    memset(&md, 0, sizeof md);
+    md.path = path;
+    md.alloc.alloc = failing_alloc_fn;
+    md.alloc.free = failing_free_fn;
+    md.alloc.user = &f;
+    memset(&sd, 0, sizeof sd);
+    sd.n_ctx = 256;
+    sd.n_threads = 1;
+    memset(&keep, 0, sizeof keep);
+    keep.keep_logits = 1;
+    CHECK(slm_model_load(&m, &md) == SLM_OK && slm_session_new(&s, m, &sd) == SLM_OK);
+    n = m ? slm_tokenize(m, SC_TEXT, strlen(SC_TEXT), SLM_TOK_BOS, toks, 200) : 0;
+    conts[0] = toks + 40;
+    conts[1] = toks + 100;
+    for (call = 0; s && n > 140 && call < 4; call++) {
+        float want[200], got[200];
+        long before, k, used;
+        size_t live;
+        slm_result r = SLM_OK;
+        int i;
+        for (k = 0;; k++) { /* k = 0: the clean call, then refuse its k-th allocation */
+            slm_rewind(s, 0);
+            live = f.cnt.live;
+            before = f.attempts;
+            f.fail_at = k ? before + k : 0;
+            switch (call) {
+            case 0: r = slm_eval_logprobs(s, toks, 140, got, NULL); break;
+            case 1: r = slm_eval_logprobs(s, toks, 140, got, &keep); break;
+            case 2: r = slm_score(s, toks, 40, conts, lens, 2, got, got + 2); break;
+            default: r = slm_classify(s, prompt, labels, 3, got, NULL); break;
+            }
+            used = f.attempts - before;
+            f.fail_at = 0;
+            if (k == 0) {
+                CHECKF(r == SLM_OK, "call %d: %s", call, slm_session_error(s));
+                memcpy(want, got, sizeof got);
+                if (call == 1) live = f.cnt.live; /* the kept rows stay */
+                continue;
+            }
+            if (k > used) break;
+            refused++;
+            CHECKF(r == SLM_ERR_OOM && strstr(slm_session_error(s), "out of memory"),
+                   "call %d, allocation %ld refused: %s (%s)", call, k, slm_result_str(r), slm_session_error(s));
+            CHECKF(f.cnt.live <= live, "call %d, allocation %ld refused: %zu bytes more live", call, k,
+                   f.cnt.live - live);
+        }
+        slm_rewind(s, 0);
+        switch (call) {
+        case 0: r = slm_eval_logprobs(s, toks, 140, got, NULL); break;
+        case 1: r = slm_eval_logprobs(s, toks, 140, got, &keep); break;
+        case 2: r = slm_score(s, toks, 40, conts, lens, 2, got, got + 2); break;
+        default: r = slm_classify(s, prompt, labels, 3, got, NULL); break;
+        }
+        i = call < 2 ? 140 : call == 2 ? 40 : 3;
+        CHECKF(r == SLM_OK && !memcmp(want + (call < 2), got + (call < 2), (size_t)(i - (call < 2)) * sizeof(float)),
+               "call %d after the refusals: %s", call, slm_result_str(r));
+    }
+    slm_session_free(s);
+    slm_model_free(m);
+    CHECKF(f.cnt.live == 0 && f.cnt.n_alloc == f.cnt.n_free, "%zu bytes live after freeing", f.cnt.live);
+    NOTE("%d allocations refused one at a time", refused);
+    free(path);
+}
+
 /* This file's tests in the order they run; tests/harness.h says how to add one. */
 /* clang-format off */
 static const test_case API_TESTS[] = {
@@ -4247,6 +4695,17 @@ static const test_case API_TESTS[] = {
     TEST(suggest_bad_input),
     TEST(suggest_long_text),
     TEST(suggest_ksr),
+    TEST_ARG(logprobs_reference, "f32"),
+    TEST_ARG(logprobs_reference, "q8_0"),
+    TEST_ARG(logprobs_reference, "fixture:a_llama_spm_q8_0"),
+    TEST_ARG(score_reference, "f32"),
+    TEST_ARG(score_reference, "fixture:a_llama_spm_q8_0"),
+    TEST_ARG(score_reference, "fixture:b_llama_starcoder_q4_0"),
+    TEST_ARG(classify_definition, "f32"),
+    TEST_ARG(classify_definition, "fixture:a_llama_spm_q8_0"),
+    TEST(scoring_max_bytes),
+    TEST(scoring_errors),
+    TEST(scoring_alloc_failures),
 };
 /* clang-format on */
 const test_list api_tests = { API_TESTS, (int)(sizeof API_TESTS / sizeof API_TESTS[0]) };

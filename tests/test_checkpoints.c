@@ -3114,6 +3114,161 @@ static void test_convert_lora_errors(void) {
 }
 #endif
 
+/* ======================================================================== */
+/* slm perplexity: --all and llama-perplexity's chunked method              */
+/* ======================================================================== */
+
+#ifdef HAVE_FORK
+/* Runs slm perplexity with the given options; returns the figure of its last
+   line "perplexity: X", or -1 (with a failed check) when it did not give one. */
+static double ppl_cli(const char *model, const char *file, const char *ctx, int all) {
+    char *argv[12], *o_path = pathf("%s/ppl.out", g_build_dir), *e_path = pathf("%s/ppl.err", g_build_dir), *out, *last;
+    size_t n;
+    double v = -1.0;
+    int rc, a = 0;
+    argv[a++] = (char *)env_or("SLM_BIN", "./slm");
+    argv[a++] = (char *)"perplexity";
+    argv[a++] = (char *)"-m";
+    argv[a++] = (char *)model;
+    argv[a++] = (char *)"-f";
+    argv[a++] = (char *)file;
+    if (ctx) {
+        argv[a++] = (char *)"-c";
+        argv[a++] = (char *)ctx;
+    }
+    if (all) argv[a++] = (char *)"--all";
+    argv[a] = NULL;
+    rc = run_prog(argv, o_path, e_path, 120);
+    out = (char *)read_file(o_path, &n);
+    if (out && n > 0 && out[n - 1] == '\n') out[n - 1] = 0;
+    last = out ? strrchr(out, '\n') : NULL;
+    last = last ? last + 1 : out;
+    if (rc != 0 || !last || sscanf(last, "perplexity: %lf", &v) != 1) {
+        char *err = (char *)read_file(e_path, &n);
+        CHECKF(0, "slm perplexity -m %s -f %s%s%s%s: exit %d, stdout \"%s\", stderr \"%s\"", model, file,
+               ctx ? " -c " : "", ctx ? ctx : "", all ? " --all" : "", rc, out ? out : "", err ? err : "");
+        free(err);
+        v = -1.0;
+    }
+    free(out);
+    free(o_path);
+    free(e_path);
+    return v;
+}
+
+/* The test's own log-probability of tok after the logits, in double. */
+static double ppl_log_softmax(const float *l, int n_vocab, int tok) {
+    double max = l[0], sum = 0.0;
+    int i;
+    for (i = 1; i < n_vocab; i++)
+        if (l[i] > max) max = l[i];
+    for (i = 0; i < n_vocab; i++) sum += exp((double)l[i] - max);
+    return (double)l[tok] - max - log(sum);
+}
+
+/* --all against the test's own sum (slm_eval a token at a time), and the
+   chunked method against the test's own reading of llama-perplexity
+   (perplexity.cpp: chunks of n_ctx, BOS first, positions n_ctx/2.. scored). */
+static void test_perplexity_method(void) {
+    char *model = path_join(g_build_dir, "stories260K_f32.slm"), *file = pathf("%s/ppl_text.txt", g_build_dir);
+    const char *slm = env_or("SLM_BIN", "./slm");
+    size_t len = 0;
+    const char *text;
+    slm_model *m;
+    slm_session *s = NULL;
+    slm_session_desc sd;
+    slm_token *toks;
+    int n, i, j, c, n_vocab, N = 64;
+    double nll = 0.0, own_all, own_chunks, cli;
+    long count = 0;
+    if (!file_exists(model) || !file_exists(slm) || !load_reference()) {
+        free(model);
+        free(file);
+        SKIP("stories260K_f32.slm, %s or the reference missing", slm);
+    }
+    text = R.greedy_txt; /* llama2.c's greedy story */
+    len = R.greedy_len > 1500 ? 1500 : R.greedy_len;
+    CHECK(write_file(file, text, len));
+    m = load_model(model);
+    n_vocab = m ? slm_model_info_get(m)->n_vocab : 0;
+    toks = (slm_token *)malloc(2048 * sizeof(slm_token));
+    n = m && toks ? slm_tokenize(m, text, len, SLM_TOK_BOS, toks, 2048) : 0;
+    memset(&sd, 0, sizeof sd);
+    sd.n_ctx = 512;
+    sd.n_threads = 1;
+    if (m) CHECK(slm_session_new(&s, m, &sd) == SLM_OK);
+    if (s && n > 2 * N && n < 512) {
+        for (i = 0; i < n; i++) {
+            CHECK(slm_eval(s, toks + i, 1) == SLM_OK);
+            if (i + 1 < n) nll -= ppl_log_softmax(slm_logits(s), n_vocab, toks[i + 1]);
+        }
+        own_all = exp(nll / (n - 1));
+        cli = ppl_cli(model, file, NULL, 1);
+        CHECKF(fabs(cli - own_all) <= 5e-5 + 1e-5 * own_all, "--all: slm perplexity %.4f, the test's sum %.6f", cli,
+               own_all);
+        nll = 0.0;
+        for (c = 0; c < n / N; c++) {
+            CHECK(slm_rewind(s, 0) == SLM_OK);
+            for (j = 0; j < N; j++) {
+                slm_token t = j == 0 ? slm_model_info_get(m)->bos : toks[c * N + j];
+                CHECK(slm_eval(s, &t, 1) == SLM_OK);
+                if (j >= N / 2 && j + 1 < N) {
+                    nll -= ppl_log_softmax(slm_logits(s), n_vocab, toks[c * N + j + 1]);
+                    count++;
+                }
+            }
+        }
+        own_chunks = exp(nll / (double)count);
+        cli = ppl_cli(model, file, "64", 0);
+        CHECKF(fabs(cli - own_chunks) <= 5e-5 + 1e-5 * own_chunks,
+               "-c 64: slm perplexity %.4f, the test's chunks %.6f (%d chunks, %ld tokens scored)", cli, own_chunks,
+               n / N, count);
+        NOTE("%d tokens: --all %.4f, -c 64 %.4f (%ld tokens in %d chunks)", n, own_all, own_chunks, count, n / N);
+    } else
+        CHECKF(0, "%d tokens", n);
+    free(toks);
+    slm_session_free(s);
+    slm_model_free(m);
+    remove(file);
+    free(file);
+    free(model);
+}
+
+/* llama-perplexity's figures for tests/data/perplexity-prose.txt (an
+   original text) on the parity fixtures, from the llama.cpp snapshot that
+   ../shared/tools/llamacpp-setup.sh builds:
+       llama-perplexity -m FIXTURE.gguf -f tests/data/perplexity-prose.txt -c 256 -t 2
+   ("Final estimate: PPL = ...", run 2026-12-06; its default batch of 2048
+   put 8 chunks in a batch, its KV cache f16). CI does not build llama.cpp: the figures
+   are kept here. Random weights make the perplexities huge; they still
+   test the chunks, the BOS, the scored halves and the dropped tail. */
+static const struct {
+    const char *fixture;
+    double ppl;
+} PPL_LLAMA_CPP[] = {
+    { "a_llama_spm_q8_0", 277283.4767 }, /* 11 chunks; slm 277180.3045 (-0.037%) */
+    { "c_qwen2_f16", 1098470.5933 },     /* 9 chunks, no BOS; slm 1098426.1446 (-0.004%) */
+};
+
+static void test_perplexity_llama_cpp(const char *fixture) {
+    const char *file = "tests/data/perplexity-prose.txt";
+    char *model = pathf("%s/fixtures/%s.slm", g_build_dir, fixture);
+    double want = 0.0, got;
+    size_t i;
+    for (i = 0; i < sizeof PPL_LLAMA_CPP / sizeof PPL_LLAMA_CPP[0]; i++)
+        if (!strcmp(PPL_LLAMA_CPP[i].fixture, fixture)) want = PPL_LLAMA_CPP[i].ppl;
+    if (!file_exists(model) || !file_exists(file) || !file_exists(env_or("SLM_BIN", "./slm"))) {
+        free(model);
+        SKIP("%s/fixtures/%s.slm, %s or the CLI missing", g_build_dir, fixture, file);
+    }
+    got = ppl_cli(model, file, "256", 0);
+    CHECKF(want > 0 && fabs(got - want) <= 0.01 * want, "%s: slm perplexity -c 256 %.4f, llama-perplexity %.4f",
+           fixture, got, want);
+    NOTE("%s: slm %.4f, llama-perplexity %.4f (%+.3f%%)", fixture, got, want, 100.0 * (got - want) / want);
+    free(model);
+}
+#endif
+
 /* This file's tests in the order they run; tests/harness.h says how to add one. */
 /* clang-format off */
 static const test_case CHECKPOINT_TESTS[] = {
@@ -3152,6 +3307,9 @@ static const test_case CHECKPOINT_TESTS[] = {
     TEST(convert_hf_warnings),
     TEST(convert_lora_merge),
     TEST(convert_lora_errors),
+    TEST(perplexity_method),
+    TEST_ARG(perplexity_llama_cpp, "a_llama_spm_q8_0"),
+    TEST_ARG(perplexity_llama_cpp, "c_qwen2_f16"),
 #endif
 };
 /* clang-format on */

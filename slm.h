@@ -177,7 +177,7 @@
 #define SLM_VERSION_PATCH        0
 #define SLM_VERSION_STRING       "0.2.0"
 #define SLM_FORMAT_VERSION_MAJOR 1 /* .slm files this code writes and reads */
-#define SLM_FORMAT_VERSION_MINOR 0
+#define SLM_FORMAT_VERSION_MINOR 1
 
 #include <stddef.h>
 #include <stdint.h>
@@ -210,12 +210,21 @@ typedef enum slm_result {
 /* Tensor types, numbered as in GGML/GGUF. The _R16 types hold the same blocks
    as q4_0/q8_0 with 16 rows interleaved (FORMAT.md), so that one SIMD load
    reaches 16 rows at once: slm-convert writes them for matrices whose row
-   count is a multiple of 16. Their number is 1024 + that of their block type. */
+   count is a multiple of 16. Their number is 1024 + that of their block type.
+   The K-quants (Q4_K, Q5_K, Q6_K: blocks of 256) and Q5_0/Q5_1 (blocks of 32,
+   which llama-quantize's K-quant mixes use for rows that are not a multiple
+   of 256) have GGML's block layouts, so GGUF files import them as a copy
+   (format 1.1). */
 typedef enum slm_type {
     SLM_TYPE_F32 = 0,
     SLM_TYPE_F16 = 1,
     SLM_TYPE_Q4_0 = 2,
+    SLM_TYPE_Q5_0 = 6,
+    SLM_TYPE_Q5_1 = 7,
     SLM_TYPE_Q8_0 = 8,
+    SLM_TYPE_Q4_K = 12,
+    SLM_TYPE_Q5_K = 13,
+    SLM_TYPE_Q6_K = 14,
     SLM_TYPE_BF16 = 30,
     SLM_TYPE_Q4_0_R16 = 1026,
     SLM_TYPE_Q8_0_R16 = 1032
@@ -777,6 +786,11 @@ int slm__pretok_llama3_family(const char *name);
 #define slm__dot_bf16            slm__dot_bf16_avx512
 #define slm__dotn_q8_0           slm__dotn_q8_0_avx512
 #define slm__dotn_q4_0           slm__dotn_q4_0_avx512
+#define slm__dot_q5_0            slm__dot_q5_0_ref
+#define slm__dot_q5_1            slm__dot_q5_1_ref
+#define slm__dot_q4_K            slm__dot_q4_K_ref
+#define slm__dot_q5_K            slm__dot_q5_K_ref
+#define slm__dot_q6_K            slm__dot_q6_K_ref
 #define slm__gemm_r16_nt         slm__gemm_r16_nt_avx512
 #define slm__gemm_r16            slm__gemm_r16_pairs
 #define slm__quantize_act_blocks slm__quantize_act_blocks_avx2
@@ -801,6 +815,11 @@ int slm__pretok_llama3_family(const char *name);
 #define slm__dot_bf16            slm__dot_bf16_avx2
 #define slm__dotn_q8_0           slm__dotn_q8_0_avx2
 #define slm__dotn_q4_0           slm__dotn_q4_0_avx2
+#define slm__dot_q5_0            slm__dot_q5_0_ref
+#define slm__dot_q5_1            slm__dot_q5_1_ref
+#define slm__dot_q4_K            slm__dot_q4_K_ref
+#define slm__dot_q5_K            slm__dot_q5_K_ref
+#define slm__dot_q6_K            slm__dot_q6_K_ref
 #define slm__gemm_r16_nt         slm__gemm_r16_nt_avx2
 #define slm__gemm_r16            slm__gemm_r16_pairs
 #define slm__quantize_act_blocks slm__quantize_act_blocks_avx2
@@ -825,6 +844,11 @@ int slm__pretok_llama3_family(const char *name);
 #define slm__dot_bf16            slm__dot_bf16_neon
 #define slm__dotn_q8_0           slm__dotn_q8_0_neon
 #define slm__dotn_q4_0           slm__dotn_q4_0_neon
+#define slm__dot_q5_0            slm__dot_q5_0_ref
+#define slm__dot_q5_1            slm__dot_q5_1_ref
+#define slm__dot_q4_K            slm__dot_q4_K_ref
+#define slm__dot_q5_K            slm__dot_q5_K_ref
+#define slm__dot_q6_K            slm__dot_q6_K_ref
 #define slm__gemm_r16_nt         slm__gemm_r16_nt_neon
 #define slm__gemm_r16            slm__gemm_r16_pairs
 #define slm__quantize_act_blocks slm__quantize_act_blocks_ref
@@ -845,6 +869,11 @@ int slm__pretok_llama3_family(const char *name);
 #define slm__dot_bf16            slm__dot_bf16_ref
 #define slm__dotn_q8_0           slm__dotn_q8_0_ref
 #define slm__dotn_q4_0           slm__dotn_q4_0_ref
+#define slm__dot_q5_0            slm__dot_q5_0_ref
+#define slm__dot_q5_1            slm__dot_q5_1_ref
+#define slm__dot_q4_K            slm__dot_q4_K_ref
+#define slm__dot_q5_K            slm__dot_q5_K_ref
+#define slm__dot_q6_K            slm__dot_q6_K_ref
 #define slm__gemm_r16            slm__gemm_r16_ref
 #define slm__quantize_act_blocks slm__quantize_act_blocks_ref
 #define slm__axpy_f32            slm__axpy_f32_ref
@@ -1111,6 +1140,40 @@ typedef struct {
     uint8_t q[SLM__QK / 2];
 } slm__block_q4_0;
 
+/* The K-quants: super-blocks of 256 (QK_K), ggml-common.h's layouts. q4_K
+   and q5_K hold 8 sub-blocks of 32 with 6-bit scales and mins packed in
+   scales[12]: x = d*sc*q - dmin*m (q5_K's fifth bit in qh); q6_K holds 16
+   sub-blocks of 16 with signed 8-bit scales: x = d*sc*(q - 32). q5_0/q5_1
+   are blocks of 32 with the fifth bits in qh: x = (q - 16)*d, x = q*d + m. */
+#define SLM__QK_K 256
+typedef struct {
+    uint16_t d;
+    uint8_t qh[4];
+    uint8_t qs[SLM__QK / 2];
+} slm__block_q5_0;
+typedef struct {
+    uint16_t d, m;
+    uint8_t qh[4];
+    uint8_t qs[SLM__QK / 2];
+} slm__block_q5_1;
+typedef struct {
+    uint16_t d, dmin;
+    uint8_t scales[12];
+    uint8_t qs[SLM__QK_K / 2];
+} slm__block_q4_K;
+typedef struct {
+    uint16_t d, dmin;
+    uint8_t scales[12];
+    uint8_t qh[SLM__QK_K / 8];
+    uint8_t qs[SLM__QK_K / 2];
+} slm__block_q5_K;
+typedef struct {
+    uint8_t ql[SLM__QK_K / 2];
+    uint8_t qh[SLM__QK_K / 4];
+    int8_t scales[SLM__QK_K / 16];
+    uint16_t d;
+} slm__block_q6_K;
+
 static uint32_t slm__f32_bits(float f) {
     uint32_t u;
     memcpy(&u, &f, 4);
@@ -1181,6 +1244,11 @@ SLM_API const char *slm_type_name(int type) {
     case SLM_TYPE_BF16: return "bf16";
     case SLM_TYPE_Q8_0: return "q8_0";
     case SLM_TYPE_Q4_0: return "q4_0";
+    case SLM_TYPE_Q5_0: return "q5_0";
+    case SLM_TYPE_Q5_1: return "q5_1";
+    case SLM_TYPE_Q4_K: return "q4_k";
+    case SLM_TYPE_Q5_K: return "q5_k";
+    case SLM_TYPE_Q6_K: return "q6_k";
     case SLM_TYPE_Q8_0_R16: return "q8_0_r16";
     case SLM_TYPE_Q4_0_R16: return "q4_0_r16";
     }
@@ -1199,7 +1267,12 @@ SLM_API int slm_type_block_size(int type) {
     case SLM_TYPE_F16:
     case SLM_TYPE_BF16: return 1;
     case SLM_TYPE_Q8_0:
-    case SLM_TYPE_Q4_0: return SLM__QK;
+    case SLM_TYPE_Q4_0:
+    case SLM_TYPE_Q5_0:
+    case SLM_TYPE_Q5_1: return SLM__QK;
+    case SLM_TYPE_Q4_K:
+    case SLM_TYPE_Q5_K:
+    case SLM_TYPE_Q6_K: return SLM__QK_K;
     }
     return 0;
 }
@@ -1211,6 +1284,11 @@ static size_t slm__type_block_bytes(int type) {
     case SLM_TYPE_BF16: return 2;
     case SLM_TYPE_Q8_0: return sizeof(slm__block_q8_0);
     case SLM_TYPE_Q4_0: return sizeof(slm__block_q4_0);
+    case SLM_TYPE_Q5_0: return sizeof(slm__block_q5_0);
+    case SLM_TYPE_Q5_1: return sizeof(slm__block_q5_1);
+    case SLM_TYPE_Q4_K: return sizeof(slm__block_q4_K);
+    case SLM_TYPE_Q5_K: return sizeof(slm__block_q5_K);
+    case SLM_TYPE_Q6_K: return sizeof(slm__block_q6_K);
     }
     return 0;
 }
@@ -1264,6 +1342,385 @@ static void slm__quantize_q4_0(const float *x, slm__block_q4_0 *y, int64_t n) {
     }
 }
 
+/* As q4_0 with 32 levels: d = max / -16, the fifth bit of element j in bit j of qh. */
+static void slm__quantize_q5_0(const float *x, slm__block_q5_0 *y, int64_t n) {
+    int64_t b;
+    int j;
+    for (b = 0; b < n / SLM__QK; b++) {
+        const float *xb = x + b * SLM__QK;
+        float amax = 0.0f, max = 0.0f, d, id;
+        uint32_t qh = 0;
+        for (j = 0; j < SLM__QK; j++)
+            if (fabsf(xb[j]) > amax) {
+                amax = fabsf(xb[j]);
+                max = xb[j];
+            }
+        d = max / -16.0f;
+        id = d != 0.0f ? 1.0f / d : 0.0f;
+        y[b].d = slm_fp32_to_fp16(d);
+        for (j = 0; j < SLM__QK / 2; j++) {
+            float v0 = xb[j] * id + 16.5f, v1 = xb[j + SLM__QK / 2] * id + 16.5f;
+            int q0 = v0 >= 0.0f ? (v0 < 31.0f ? (int)v0 : 31) : 0; /* NaN reads as 0 */
+            int q1 = v1 >= 0.0f ? (v1 < 31.0f ? (int)v1 : 31) : 0;
+            y[b].qs[j] = (uint8_t)((q0 & 15) | ((q1 & 15) << 4));
+            qh |= (uint32_t)(q0 >> 4) << j | (uint32_t)(q1 >> 4) << (j + SLM__QK / 2);
+        }
+        for (j = 0; j < 4; j++) y[b].qh[j] = (uint8_t)(qh >> (8 * j));
+    }
+}
+
+/* 32 levels from the block's minimum: d = (max - min) / 31, m = min. */
+static void slm__quantize_q5_1(const float *x, slm__block_q5_1 *y, int64_t n) {
+    int64_t b;
+    int j;
+    for (b = 0; b < n / SLM__QK; b++) {
+        const float *xb = x + b * SLM__QK;
+        float min = FLT_MAX, max = -FLT_MAX, d, id;
+        uint32_t qh = 0;
+        for (j = 0; j < SLM__QK; j++) {
+            if (xb[j] < min) min = xb[j];
+            if (xb[j] > max) max = xb[j];
+        }
+        d = (max - min) / 31.0f;
+        id = d != 0.0f ? 1.0f / d : 0.0f;
+        y[b].d = slm_fp32_to_fp16(d);
+        y[b].m = slm_fp32_to_fp16(min);
+        for (j = 0; j < SLM__QK / 2; j++) {
+            float v0 = (xb[j] - min) * id + 0.5f, v1 = (xb[j + SLM__QK / 2] - min) * id + 0.5f;
+            int q0 = v0 >= 0.0f ? (v0 < 31.0f ? (int)v0 : 31) : 0;
+            int q1 = v1 >= 0.0f ? (v1 < 31.0f ? (int)v1 : 31) : 0;
+            y[b].qs[j] = (uint8_t)((q0 & 15) | ((q1 & 15) << 4));
+            qh |= (uint32_t)(q0 >> 4) << j | (uint32_t)(q1 >> 4) << (j + SLM__QK / 2);
+        }
+        for (j = 0; j < 4; j++) y[b].qh[j] = (uint8_t)(qh >> (8 * j));
+    }
+}
+
+/* Scale and min number j (0..7) of a q4_K/q5_K block: 6 bits each, the
+   first four in the low bits of scales[0..7], the last four split between
+   scales[8..11] and the top bits of scales[0..7] (GGML's get_scale_min_k4). */
+SLM__INLINE void slm__kq_scale_min(int j, const uint8_t *q, int *sc, int *mn) {
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *mn = q[j + 4] & 63;
+    } else {
+        *sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+        *mn = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+    }
+}
+
+/* The five bits of element j (0..31) of a q5_0/q5_1 block. */
+SLM__INLINE int slm__q5_at(const uint8_t *qs, const uint8_t *qh, int j) {
+    int nib = j < 16 ? qs[j] & 15 : qs[j - 16] >> 4;
+    return nib | (((qh[j / 8] >> (j % 8)) & 1) << 4);
+}
+/* The quant (0..31) of element l (0..255) of a q4_K (qh NULL) or q5_K block:
+   each 64 elements share 32 bytes of qs, low nibbles then high nibbles. */
+SLM__INLINE int slm__q45k_at(const uint8_t *qs, const uint8_t *qh, int l) {
+    int chunk = l / 64, j = l % 64, byte = qs[chunk * 32 + j % 32], q = j < 32 ? byte & 15 : byte >> 4;
+    if (qh) q |= ((qh[j % 32] >> (l / 32)) & 1) << 4;
+    return q;
+}
+/* The quant (-32..31) of element l (0..255) of a q6_K block, whose scale is scales[l / 16]. */
+SLM__INLINE int slm__q6k_at(const slm__block_q6_K *b, int l) {
+    int half = l / 128, j = l % 128, g = j / 32, i = j % 32;
+    int lo = b->ql[half * 64 + (g & 1) * 32 + i], hi = b->qh[half * 32 + i];
+    return ((g < 2 ? lo & 15 : lo >> 4) | (((hi >> (2 * g)) & 3) << 4)) - 32;
+}
+
+/* K-quant rows to floats, in the arithmetic order of ggml's dequantize_row_*
+   (so the floats are the same): d*sc and dmin*m once per sub-block. */
+static void slm__dequantize_kq(int type, const uint8_t *p, float *y, int64_t n) {
+    int64_t b;
+    int j, l;
+    for (b = 0; b < n / SLM__QK_K; b++, y += SLM__QK_K) {
+        if (type == SLM_TYPE_Q6_K) {
+            const slm__block_q6_K *blk = (const slm__block_q6_K *)p + b;
+            float d = slm_fp16_to_fp32(blk->d);
+            for (l = 0; l < SLM__QK_K; l++) y[l] = d * (float)blk->scales[l / 16] * (float)slm__q6k_at(blk, l);
+        } else {
+            const uint8_t *scales, *qs, *qh = NULL;
+            float d, dmin;
+            if (type == SLM_TYPE_Q4_K) {
+                const slm__block_q4_K *blk = (const slm__block_q4_K *)p + b;
+                d = slm_fp16_to_fp32(blk->d);
+                dmin = slm_fp16_to_fp32(blk->dmin);
+                scales = blk->scales;
+                qs = blk->qs;
+            } else {
+                const slm__block_q5_K *blk = (const slm__block_q5_K *)p + b;
+                d = slm_fp16_to_fp32(blk->d);
+                dmin = slm_fp16_to_fp32(blk->dmin);
+                scales = blk->scales;
+                qs = blk->qs;
+                qh = blk->qh;
+            }
+            for (j = 0; j < 8; j++) {
+                int sc, mn;
+                float d1, m1;
+                slm__kq_scale_min(j, scales, &sc, &mn);
+                d1 = d * (float)sc;
+                m1 = dmin * (float)mn;
+                for (l = 0; l < 32; l++) y[32 * j + l] = d1 * (float)slm__q45k_at(qs, qh, 32 * j + l) - m1;
+            }
+        }
+    }
+}
+
+/* ---- K-quant quantizers: GGML's reference ones (quantize_row_q4_K_ref and
+   its kin, what llama-quantize runs without an importance matrix), step for
+   step in the same float arithmetic, so that the bytes are the same. */
+
+/* Round to nearest, ties to even, by GGML's float trick (|x| < 2^22). */
+static int slm__nearest_int(float f) {
+    float v;
+    int32_t i;
+    if (!(fabsf(f) <= 4194303.0f)) return f > 0.0f ? 4194303 : f < 0.0f ? -4194303 : 0; /* NaN: 0 */
+    v = f + 12582912.0f;
+    memcpy(&i, &v, 4);
+    return (i & 0x007fffff) - 0x00400000;
+}
+
+/* Levels 0..nmax with a scale and a min for n values: the min-max grid, then
+   nstep+1 other grids whose least-squares fit (weighted) may do better
+   (GGML's make_qkx2_quants with use_mad false). Returns the scale; *the_min
+   is minus the offset. */
+static float slm__make_qkx2(int n, int nmax, const float *x, const float *weights, uint8_t *L, float *the_min,
+                            uint8_t *Laux, float rmin, float rdelta, int nstep) {
+    float min = x[0], max = x[0], sum_w = weights[0], sum_x = sum_w * x[0], iscale, scale, best_error = 0.0f;
+    int i, is;
+    for (i = 1; i < n; i++) {
+        if (x[i] < min) min = x[i];
+        if (x[i] > max) max = x[i];
+        sum_w += weights[i];
+        sum_x += weights[i] * x[i];
+    }
+    if (min > 0.0f) min = 0.0f;
+    if (max == min) {
+        for (i = 0; i < n; i++) L[i] = 0;
+        *the_min = -min;
+        return 0.0f;
+    }
+    iscale = (float)nmax / (max - min);
+    scale = 1.0f / iscale;
+    for (i = 0; i < n; i++) {
+        int l = slm__nearest_int(iscale * (x[i] - min));
+        float diff;
+        L[i] = (uint8_t)SLM__MAX(0, SLM__MIN(nmax, l));
+        diff = scale * (float)L[i] + min - x[i];
+        best_error += weights[i] * (diff * diff);
+    }
+    for (is = 0; is <= nstep; is++) {
+        float sum_l = 0.0f, sum_l2 = 0.0f, sum_xl = 0.0f, D;
+        iscale = (rmin + rdelta * (float)is + (float)nmax) / (max - min);
+        for (i = 0; i < n; i++) {
+            int l = slm__nearest_int(iscale * (x[i] - min));
+            float w = weights[i];
+            l = SLM__MAX(0, SLM__MIN(nmax, l));
+            Laux[i] = (uint8_t)l;
+            sum_l += w * (float)l;
+            sum_l2 += w * (float)l * (float)l;
+            sum_xl += w * (float)l * x[i];
+        }
+        D = sum_w * sum_l2 - sum_l * sum_l;
+        if (D > 0.0f) {
+            float this_scale = (sum_w * sum_xl - sum_x * sum_l) / D, this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
+            float cur_error = 0.0f;
+            if (this_min > 0.0f) {
+                this_min = 0.0f;
+                this_scale = sum_xl / sum_l2;
+            }
+            for (i = 0; i < n; i++) {
+                float diff = this_scale * (float)Laux[i] + this_min - x[i];
+                cur_error += weights[i] * (diff * diff);
+            }
+            if (cur_error < best_error) {
+                for (i = 0; i < n; i++) L[i] = Laux[i];
+                best_error = cur_error;
+                scale = this_scale;
+                min = this_min;
+            }
+        }
+    }
+    *the_min = -min;
+    return scale;
+}
+
+/* Signed levels -nmax..nmax-1 (stored + nmax) with one scale for n values,
+   weighted by x^2: the grid of the largest magnitude, then 18 nearby ones
+   (GGML's make_qx_quants with rmse_type 1 and no weights). */
+static float slm__make_qx(int n, int nmax, const float *x, int8_t *L) {
+    float max = 0.0f, amax = 0.0f, iscale, sumlx = 0.0f, suml2 = 0.0f, scale, best;
+    int i, is;
+    for (i = 0; i < n; i++)
+        if (fabsf(x[i]) > amax) {
+            amax = fabsf(x[i]);
+            max = x[i];
+        }
+    if (amax < 1e-15f) {
+        for (i = 0; i < n; i++) L[i] = 0;
+        return 0.0f;
+    }
+    iscale = -(float)nmax / max;
+    for (i = 0; i < n; i++) {
+        int l = slm__nearest_int(iscale * x[i]);
+        float w = x[i] * x[i];
+        l = SLM__MAX(-nmax, SLM__MIN(nmax - 1, l));
+        L[i] = (int8_t)(l + nmax);
+        sumlx += w * x[i] * (float)l;
+        suml2 += w * (float)l * (float)l;
+    }
+    scale = suml2 != 0.0f ? sumlx / suml2 : 0.0f;
+    best = scale * sumlx;
+    for (is = -9; is <= 9; is++) {
+        if (is == 0) continue;
+        iscale = -((float)nmax + 0.1f * (float)is) / max;
+        sumlx = suml2 = 0.0f;
+        for (i = 0; i < n; i++) {
+            int l = slm__nearest_int(iscale * x[i]);
+            float w = x[i] * x[i];
+            l = SLM__MAX(-nmax, SLM__MIN(nmax - 1, l));
+            sumlx += w * x[i] * (float)l;
+            suml2 += w * (float)l * (float)l;
+        }
+        if (suml2 > 0.0f && sumlx * sumlx > best * suml2) {
+            for (i = 0; i < n; i++) {
+                int l = slm__nearest_int(iscale * x[i]);
+                L[i] = (int8_t)(nmax + SLM__MAX(-nmax, SLM__MIN(nmax - 1, l)));
+            }
+            scale = sumlx / suml2;
+            best = scale * sumlx;
+        }
+    }
+    return scale;
+}
+
+/* q4_K (nmax 15) and q5_K (nmax 31): 8 sub-blocks fitted with make_qkx2,
+   their scales and mins quantized to 6 bits against the largest, then every
+   value quantized again with the stored scales. */
+static void slm__quantize_q45k(const float *x, uint8_t *y, int64_t n, int five) {
+    int64_t b;
+    int nmax = five ? 31 : 15, j, l;
+    for (b = 0; b < n / SLM__QK_K; b++, x += SLM__QK_K) {
+        uint8_t L[SLM__QK_K], Laux[32], *scales, *qs, *qh = NULL;
+        float weights[32], mins[8], sc[8], max_scale = 0.0f, max_min = 0.0f, inv_scale, inv_min, d, dmin;
+        uint16_t *pd, *pdmin;
+        if (five) {
+            slm__block_q5_K *blk = (slm__block_q5_K *)y + b;
+            pd = &blk->d;
+            pdmin = &blk->dmin;
+            scales = blk->scales;
+            qs = blk->qs;
+            qh = blk->qh;
+        } else {
+            slm__block_q4_K *blk = (slm__block_q4_K *)y + b;
+            pd = &blk->d;
+            pdmin = &blk->dmin;
+            scales = blk->scales;
+            qs = blk->qs;
+        }
+        for (j = 0; j < 8; j++) {
+            float sum_x2 = 0.0f, av_x;
+            for (l = 0; l < 32; l++) sum_x2 += x[32 * j + l] * x[32 * j + l];
+            av_x = sqrtf(sum_x2 / 32.0f);
+            for (l = 0; l < 32; l++) weights[l] = av_x + fabsf(x[32 * j + l]);
+            sc[j] = five ? slm__make_qkx2(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, -0.5f, 0.1f, 15)
+                         : slm__make_qkx2(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, -1.0f, 0.1f, 20);
+            if (sc[j] > max_scale) max_scale = sc[j];
+            if (mins[j] > max_min) max_min = mins[j];
+        }
+        inv_scale = max_scale > 0.0f ? 63.0f / max_scale : 0.0f;
+        inv_min = max_min > 0.0f ? 63.0f / max_min : 0.0f;
+        for (j = 0; j < 8; j++) {
+            /* GGML stores nearest_int in a uint8_t before clamping: the same for 0..255 */
+            int ls = SLM__MIN(63, slm__nearest_int(inv_scale * sc[j]) & 255),
+                lm = SLM__MIN(63, slm__nearest_int(inv_min * mins[j]) & 255);
+            if (j < 4) {
+                scales[j] = (uint8_t)ls;
+                scales[j + 4] = (uint8_t)lm;
+            } else {
+                scales[j + 4] = (uint8_t)((ls & 0xF) | ((lm & 0xF) << 4));
+                scales[j - 4] |= (uint8_t)((ls >> 4) << 6);
+                scales[j] |= (uint8_t)((lm >> 4) << 6);
+            }
+        }
+        *pd = slm_fp32_to_fp16(max_scale / 63.0f);
+        *pdmin = slm_fp32_to_fp16(max_min / 63.0f);
+        d = slm_fp16_to_fp32(*pd);
+        dmin = slm_fp16_to_fp32(*pdmin);
+        for (j = 0; j < 8; j++) {
+            int s, m;
+            float dj, dm;
+            slm__kq_scale_min(j, scales, &s, &m);
+            dj = d * (float)s;
+            if (dj == 0.0f) continue;
+            dm = dmin * (float)m;
+            for (l = 0; l < 32; l++) {
+                int q = slm__nearest_int((x[32 * j + l] + dm) / dj);
+                L[32 * j + l] = (uint8_t)SLM__MAX(0, SLM__MIN(nmax, q));
+            }
+        }
+        if (qh) memset(qh, 0, SLM__QK_K / 8);
+        for (j = 0; j < SLM__QK_K; j += 64)
+            for (l = 0; l < 32; l++) {
+                int l1 = L[j + l], l2 = L[j + l + 32];
+                if (qh) {
+                    qh[l] |= (uint8_t)(((l1 >> 4) << (j / 32)) | ((l2 >> 4) << (j / 32 + 1)));
+                    l1 &= 15;
+                    l2 &= 15;
+                }
+                qs[j / 2 + l] = (uint8_t)(l1 | (l2 << 4));
+            }
+    }
+}
+
+/* q6_K: 16 sub-blocks of 16 fitted with make_qx (nmax 32), their scales
+   quantized to signed 8 bits against the largest magnitude. */
+static void slm__quantize_q6k(const float *x, slm__block_q6_K *y, int64_t n) {
+    int64_t b;
+    int j, l;
+    for (b = 0; b < n / SLM__QK_K; b++, x += SLM__QK_K) {
+        slm__block_q6_K *blk = y + b;
+        int8_t L[SLM__QK_K];
+        float scales[16], max_scale = 0.0f, max_abs_scale = 0.0f, iscale, d;
+        for (j = 0; j < 16; j++) {
+            scales[j] = slm__make_qx(16, 32, x + 16 * j, L + 16 * j);
+            if (fabsf(scales[j]) > max_abs_scale) {
+                max_abs_scale = fabsf(scales[j]);
+                max_scale = scales[j];
+            }
+        }
+        memset(blk, 0, sizeof *blk);
+        if (max_abs_scale < 1e-15f) continue; /* all zero (or NaN): d = 0 */
+        iscale = -128.0f / max_scale;
+        blk->d = slm_fp32_to_fp16(1.0f / iscale);
+        for (j = 0; j < 16; j++) blk->scales[j] = (int8_t)SLM__MIN(127, slm__nearest_int(iscale * scales[j]));
+        d = slm_fp16_to_fp32(blk->d);
+        for (j = 0; j < 16; j++) {
+            float dj = d * (float)blk->scales[j];
+            if (dj == 0.0f) continue;
+            for (l = 0; l < 16; l++) {
+                int q = slm__nearest_int(x[16 * j + l] / dj);
+                L[16 * j + l] = (int8_t)(SLM__MAX(-32, SLM__MIN(31, q)) + 32);
+            }
+        }
+        for (j = 0; j < SLM__QK_K; j += 128)
+            for (l = 0; l < 32; l++) {
+                int q1 = L[j + l], q2 = L[j + l + 32], q3 = L[j + l + 64], q4 = L[j + l + 96];
+                blk->ql[j / 2 + l] = (uint8_t)((q1 & 0xF) | ((q3 & 0xF) << 4));
+                blk->ql[j / 2 + l + 32] = (uint8_t)((q2 & 0xF) | ((q4 & 0xF) << 4));
+                blk->qh[j / 4 + l] = (uint8_t)((q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) | ((q4 >> 4) << 6));
+            }
+    }
+}
+
+static void slm__quantize_kq(int type, const float *x, uint8_t *y, int64_t n) {
+    if (type == SLM_TYPE_Q6_K)
+        slm__quantize_q6k(x, (slm__block_q6_K *)y, n);
+    else
+        slm__quantize_q45k(x, y, n, type == SLM_TYPE_Q5_K);
+}
+
 SLM_API slm_result slm_quantize_row(int type, const float *src, void *dst, int64_t n) {
     int64_t i;
     if (!src || !dst || n < 0 || (n && !slm_type_row_size(type, n))) return SLM_ERR_INVALID_ARG;
@@ -1283,6 +1740,11 @@ SLM_API slm_result slm_quantize_row(int type, const float *src, void *dst, int64
         break;
     case SLM_TYPE_Q8_0: slm__quantize_q8_0(src, (slm__block_q8_0 *)dst, n); break;
     case SLM_TYPE_Q4_0: slm__quantize_q4_0(src, (slm__block_q4_0 *)dst, n); break;
+    case SLM_TYPE_Q5_0: slm__quantize_q5_0(src, (slm__block_q5_0 *)dst, n); break;
+    case SLM_TYPE_Q5_1: slm__quantize_q5_1(src, (slm__block_q5_1 *)dst, n); break;
+    case SLM_TYPE_Q4_K:
+    case SLM_TYPE_Q5_K:
+    case SLM_TYPE_Q6_K: slm__quantize_kq(type, src, (uint8_t *)dst, n); break;
     default: return SLM_ERR_INVALID_ARG;
     }
     return SLM_OK;
@@ -1326,6 +1788,23 @@ SLM_API slm_result slm_dequantize_row(int type, const void *src, float *dst, int
             }
         }
         break;
+    case SLM_TYPE_Q5_0:
+        for (b = 0; b < n / SLM__QK; b++) {
+            const slm__block_q5_0 *blk = (const slm__block_q5_0 *)p + b;
+            float d = slm_fp16_to_fp32(blk->d);
+            for (j = 0; j < SLM__QK; j++) dst[b * SLM__QK + j] = (float)(slm__q5_at(blk->qs, blk->qh, j) - 16) * d;
+        }
+        break;
+    case SLM_TYPE_Q5_1:
+        for (b = 0; b < n / SLM__QK; b++) {
+            const slm__block_q5_1 *blk = (const slm__block_q5_1 *)p + b;
+            float d = slm_fp16_to_fp32(blk->d), m = slm_fp16_to_fp32(blk->m);
+            for (j = 0; j < SLM__QK; j++) dst[b * SLM__QK + j] = (float)slm__q5_at(blk->qs, blk->qh, j) * d + m;
+        }
+        break;
+    case SLM_TYPE_Q4_K:
+    case SLM_TYPE_Q5_K:
+    case SLM_TYPE_Q6_K: slm__dequantize_kq(type, p, dst, n); break;
     default: return SLM_ERR_INVALID_ARG;
     }
     return SLM_OK;
@@ -1709,6 +2188,15 @@ static int slm__tensor_name_cmp(const void *a, const void *b) {
     return strcmp((*(const slm__tensor *const *)a)->name, (*(const slm__tensor *const *)b)->name);
 }
 
+/* GGML's name of a type number, for the message about a type slm.h does not run. */
+static const char *slm__ggml_type_label(uint32_t type) {
+    static const char *const names[] = { "F32",     "F16",    "Q4_0",    "Q4_1",  "Q4_2",   "Q4_3",  "Q5_0",  "Q5_1",
+                                         "Q8_0",    "Q8_1",   "Q2_K",    "Q3_K",  "Q4_K",   "Q5_K",  "Q6_K",  "Q8_K",
+                                         "IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ4_NL", "IQ3_S", "IQ2_S", "IQ4_XS",
+                                         "I8",      "I16",    "I32",     "I64",   "F64",    "IQ1_M", "BF16" };
+    return type < sizeof names / sizeof names[0] ? names[type] : "unknown number";
+}
+
 static slm_result slm__parse_tensors(slm__loader *ld, uint64_t dir_off, uint64_t dir_size, uint32_t n_tensors) {
     slm_model *m = ld->m;
     uint32_t i;
@@ -1734,7 +2222,10 @@ static slm_result slm__parse_tensors(slm__loader *ld, uint64_t dir_off, uint64_t
         t->n_dims = (int)slm__rd32(e + SLM__E_N_DIMS);
         t->offset = slm__rd64(e + SLM__E_OFFSET);
         if (!slm_type_name(t->type))
-            return slm__load_fail(ld, SLM_ERR_UNSUPPORTED, "tensor '%s': unknown type %u", t->name, (unsigned)t->type);
+            return slm__load_fail(ld, SLM_ERR_UNSUPPORTED,
+                                  "tensor '%s' has type %u (GGML's %s), which slm.h %s (format %d.%d) does not run",
+                                  t->name, (unsigned)t->type, slm__ggml_type_label((uint32_t)t->type),
+                                  SLM_VERSION_STRING, SLM_FORMAT_VERSION_MAJOR, SLM_FORMAT_VERSION_MINOR);
         if (slm__rd32(e + SLM__E_N_DIMS) < 1 || slm__rd32(e + SLM__E_N_DIMS) > 4)
             return slm__load_fail(ld, SLM_ERR_FORMAT, "tensor '%s': %u dimensions", t->name,
                                   (unsigned)slm__rd32(e + SLM__E_N_DIMS));
@@ -3426,6 +3917,102 @@ SLM__MAYBE_UNUSED static float slm__dot_q4_0_ref(const slm__block_q4_0 *w, const
     return sum;
 }
 
+/* The q5_0/q5_1 and K-quant rows against q8_0 activations: n_blocks blocks
+   of 32 (a K-quant super-block is 8 of them), xsum[b] the sum of block b's
+   activation quants, which the mins of q5_1/q4_K/q5_K multiply. Integer sums
+   per block of 32, then one float step per block, as for q4_0. */
+SLM__MAYBE_UNUSED static float slm__dot_q5_0_ref(const uint8_t *w, const slm__block_q8_0 *x, const int32_t *xsum,
+                                                 int n_blocks) {
+    const slm__block_q5_0 *wb = (const slm__block_q5_0 *)w;
+    float sum = 0.0f;
+    int b, j;
+    (void)xsum;
+    for (b = 0; b < n_blocks; b++) {
+        int sumi = 0;
+        for (j = 0; j < SLM__QK; j++) sumi += (slm__q5_at(wb[b].qs, wb[b].qh, j) - 16) * x[b].q[j];
+        sum += (float)sumi * (slm_fp16_to_fp32(wb[b].d) * slm_fp16_to_fp32(x[b].d));
+    }
+    return sum;
+}
+
+SLM__MAYBE_UNUSED static float slm__dot_q5_1_ref(const uint8_t *w, const slm__block_q8_0 *x, const int32_t *xsum,
+                                                 int n_blocks) {
+    const slm__block_q5_1 *wb = (const slm__block_q5_1 *)w;
+    float sum = 0.0f;
+    int b, j;
+    for (b = 0; b < n_blocks; b++) {
+        int sumi = 0;
+        float dx = slm_fp16_to_fp32(x[b].d);
+        for (j = 0; j < SLM__QK; j++) sumi += slm__q5_at(wb[b].qs, wb[b].qh, j) * x[b].q[j];
+        sum += (float)sumi * (slm_fp16_to_fp32(wb[b].d) * dx) + (float)xsum[b] * (slm_fp16_to_fp32(wb[b].m) * dx);
+    }
+    return sum;
+}
+
+/* q4_K (five 0) and q5_K: sub-block j of a super-block is activation block b */
+SLM__MAYBE_UNUSED static float slm__dot_q45k_ref(const uint8_t *w, const slm__block_q8_0 *x, const int32_t *xsum,
+                                                 int n_blocks, int five) {
+    float sum = 0.0f;
+    int i, j, l;
+    for (i = 0; i < n_blocks / 8; i++) {
+        const uint8_t *scales, *qs, *qh = NULL;
+        float d, dmin;
+        if (five) {
+            const slm__block_q5_K *blk = (const slm__block_q5_K *)w + i;
+            d = slm_fp16_to_fp32(blk->d);
+            dmin = slm_fp16_to_fp32(blk->dmin);
+            scales = blk->scales;
+            qs = blk->qs;
+            qh = blk->qh;
+        } else {
+            const slm__block_q4_K *blk = (const slm__block_q4_K *)w + i;
+            d = slm_fp16_to_fp32(blk->d);
+            dmin = slm_fp16_to_fp32(blk->dmin);
+            scales = blk->scales;
+            qs = blk->qs;
+        }
+        for (j = 0; j < 8; j++) {
+            const slm__block_q8_0 *xb = x + 8 * i + j;
+            float dx = slm_fp16_to_fp32(xb->d);
+            int sc, mn, sumi = 0;
+            slm__kq_scale_min(j, scales, &sc, &mn);
+            for (l = 0; l < 32; l++) sumi += slm__q45k_at(qs, qh, 32 * j + l) * xb->q[l];
+            sum += (float)(sumi * sc) * (d * dx) - (float)(xsum[8 * i + j] * mn) * (dmin * dx);
+        }
+    }
+    return sum;
+}
+SLM__MAYBE_UNUSED static float slm__dot_q4_K_ref(const uint8_t *w, const slm__block_q8_0 *x, const int32_t *xsum,
+                                                 int n_blocks) {
+    return slm__dot_q45k_ref(w, x, xsum, n_blocks, 0);
+}
+SLM__MAYBE_UNUSED static float slm__dot_q5_K_ref(const uint8_t *w, const slm__block_q8_0 *x, const int32_t *xsum,
+                                                 int n_blocks) {
+    return slm__dot_q45k_ref(w, x, xsum, n_blocks, 1);
+}
+
+/* q6_K: an activation block of 32 spans two sub-blocks of 16 */
+SLM__MAYBE_UNUSED static float slm__dot_q6_K_ref(const uint8_t *w, const slm__block_q8_0 *x, const int32_t *xsum,
+                                                 int n_blocks) {
+    float sum = 0.0f;
+    int i, j, l;
+    (void)xsum;
+    for (i = 0; i < n_blocks / 8; i++) {
+        const slm__block_q6_K *blk = (const slm__block_q6_K *)w + i;
+        float d = slm_fp16_to_fp32(blk->d);
+        for (j = 0; j < 8; j++) {
+            const slm__block_q8_0 *xb = x + 8 * i + j;
+            int lo = 0, hi = 0;
+            for (l = 0; l < 16; l++) {
+                lo += slm__q6k_at(blk, 32 * j + l) * xb->q[l];
+                hi += slm__q6k_at(blk, 32 * j + 16 + l) * xb->q[16 + l];
+            }
+            sum += (float)(lo * blk->scales[2 * j] + hi * blk->scales[2 * j + 1]) * (d * slm_fp16_to_fp32(xb->d));
+        }
+    }
+    return sum;
+}
+
 /* nr (1..4) rows against one activation vector: the SIMD versions share the
    activations' loads between the rows */
 SLM__INLINE void slm__dotn_q8_0_ref(const slm__block_q8_0 *const *w, int nr, const slm__block_q8_0 *x, int n_blocks,
@@ -4466,7 +5053,7 @@ static float slm__dot_q4_0(const slm__block_q4_0 *w, const slm__block_q8_0 *x, i
 /* Outputs row..row+nr-1 (nr <= 4) of W x for one token's activations (x, or
    xq for quantized weights). */
 static void slm__rows_dot(const slm__tensor *w, int row, int nr, const float *x, const slm__block_q8_0 *xq,
-                          float *out) {
+                          const int32_t *xsum, float *out) {
     const uint8_t *base = (const uint8_t *)w->data + (size_t)row * w->row_size;
     int n = (int)w->ne[0], i;
     if (w->type == SLM_TYPE_Q8_0 || w->type == SLM_TYPE_Q4_0) {
@@ -4491,6 +5078,11 @@ static void slm__rows_dot(const slm__tensor *w, int row, int nr, const float *x,
         case SLM_TYPE_F32: out[i] = slm__dot_f32((const float *)r, x, n); break;
         case SLM_TYPE_F16: out[i] = slm__dot_f16((const uint16_t *)r, x, n); break;
         case SLM_TYPE_BF16: out[i] = slm__dot_bf16((const uint16_t *)r, x, n); break;
+        case SLM_TYPE_Q5_0: out[i] = slm__dot_q5_0(r, xq, xsum, n / SLM__QK); break;
+        case SLM_TYPE_Q5_1: out[i] = slm__dot_q5_1(r, xq, xsum, n / SLM__QK); break;
+        case SLM_TYPE_Q4_K: out[i] = slm__dot_q4_K(r, xq, xsum, n / SLM__QK); break;
+        case SLM_TYPE_Q5_K: out[i] = slm__dot_q5_K(r, xq, xsum, n / SLM__QK); break;
+        case SLM_TYPE_Q6_K: out[i] = slm__dot_q6_K(r, xq, xsum, n / SLM__QK); break;
         default: out[i] = 0.0f; break;
         }
     }
@@ -4498,7 +5090,7 @@ static void slm__rows_dot(const slm__tensor *w, int row, int nr, const float *x,
 
 static int slm__type_is_quantized(int type) {
     type = slm__block_type(type);
-    return type == SLM_TYPE_Q8_0 || type == SLM_TYPE_Q4_0;
+    return type != SLM_TYPE_F32 && type != SLM_TYPE_F16 && type != SLM_TYPE_BF16;
 }
 
 /* y[t][r] (or += with accumulate) for rows r0..r1 of w and n_tok tokens. Rows
@@ -4536,7 +5128,8 @@ static void slm__matmul(const slm__tensor *w, int r0, int r1, const float *x, si
         int nr = SLM__MIN(4, r1 - r);
         for (t = 0; t < n_tok; t++) {
             float d[4], *yt = y + (size_t)t * y_stride + r;
-            slm__rows_dot(w, r, nr, x + (size_t)t * x_stride, xq ? xq + (size_t)t * xq_stride : NULL, d);
+            slm__rows_dot(w, r, nr, x + (size_t)t * x_stride, xq ? xq + (size_t)t * xq_stride : NULL,
+                          xq ? xsum + (size_t)t * xq_stride : NULL, d);
             if (accumulate)
                 for (i = 0; i < nr; i++) yt[i] += d[i];
             else
@@ -4922,7 +5515,10 @@ static void slm__forward_worker(slm_session *s, const slm_token *tokens, int n, 
         SLM__FOR_ITEMS(&w, it, n) {
             float *xn = s->xn + (size_t)it * dim;
             slm__rmsnorm(xn, s->x + (size_t)it * dim, (const float *)L->attn_norm->data, dim, eps);
-            if (slm__type_is_quantized(L->wq->type)) slm__quantize_act(s, xn, (int)it, dim);
+            /* a K-quant mix may hold q, k and v in different types */
+            if (slm__type_is_quantized(L->wq->type) || slm__type_is_quantized(L->wk->type) ||
+                slm__type_is_quantized(L->wv->type))
+                slm__quantize_act(s, xn, (int)it, dim);
         }
         slm__step_done(&w, n);
         n_items = slm__row_items(&w, qd + 2 * kvd, &per);
@@ -4986,7 +5582,8 @@ static void slm__forward_worker(slm_session *s, const slm_token *tokens, int n, 
         SLM__FOR_ITEMS(&w, it, n) {
             float *xn = s->xn + (size_t)it * dim;
             slm__rmsnorm(xn, s->x + (size_t)it * dim, (const float *)L->ffn_norm->data, dim, eps);
-            if (slm__type_is_quantized(L->w_gate->type)) slm__quantize_act(s, xn, (int)it, dim);
+            if (slm__type_is_quantized(L->w_gate->type) || slm__type_is_quantized(L->w_up->type))
+                slm__quantize_act(s, xn, (int)it, dim);
         }
         slm__step_done(&w, n);
         n_items = slm__row_items(&w, ffn, &per);
@@ -5438,7 +6035,10 @@ SLM_API slm_result slm_rewind(slm_session *s, int n_keep) {
 /* TODO(branch helper): replace these stubs */
 SLM_API slm_result slm_eval_branches(slm_session *s, const slm_token *tokens, const int *parents, int n,
                                      float *logits) {
-    (void)tokens; (void)parents; (void)n; (void)logits;
+    (void)tokens;
+    (void)parents;
+    (void)n;
+    (void)logits;
     return s ? SLM_ERR_UNSUPPORTED : SLM_ERR_INVALID_ARG;
 }
 SLM_API int slm_branch_count(const slm_session *s) { return s ? 0 : -1; }
@@ -5898,7 +6498,11 @@ static const char *slm__default_system(const char *jinja, char *buf, size_t cap)
 
 /* TODO(suggest): replace this stub */
 SLM_API int slm_suggest(slm_session *s, const char *text, slm_suggestion *out, int n, const slm_suggest_opts *opts) {
-    (void)s; (void)text; (void)out; (void)n; (void)opts;
+    (void)s;
+    (void)text;
+    (void)out;
+    (void)n;
+    (void)opts;
     return -SLM_ERR_UNSUPPORTED;
 }
 

@@ -26,14 +26,14 @@ static char *pathf(const char *fmt, ...) {
 
 /* A one-thread session (these models are tiny: threads would only add
    scheduling noise) with the given KV cache type; NULL (and a failed check) on error. */
-static slm_session *session_kv(slm_model *m, int kv_type) {
+static slm_session *session_kv_threads(slm_model *m, int kv_type, int n_threads) {
     slm_session *s = NULL;
     slm_session_desc sd;
     slm_result rc;
     char err[256] = "";
     memset(&sd, 0, sizeof sd);
     sd.kv_type = kv_type;
-    sd.n_threads = 1;
+    sd.n_threads = n_threads;
     sd.error = err;
     sd.error_cap = sizeof err;
     rc = slm_session_new(&s, m, &sd);
@@ -44,6 +44,7 @@ static slm_session *session_kv(slm_model *m, int kv_type) {
     }
     return s;
 }
+static slm_session *session_kv(slm_model *m, int kv_type) { return session_kv_threads(m, kv_type, 1); }
 
 /* Concatenated pieces of ids (control tokens skipped when skip_control). Returns malloc'd text. */
 static char *decode_ids(const slm_model *m, const int *ids, int n, int skip_control, size_t *len_out) {
@@ -605,10 +606,14 @@ static void check_tensors_bit_for_bit(const char *fixture, const char *gguf_path
     gguf_free(&G);
 }
 
-static void test_fixture_parity(const char *fixture) {
-    char *json_path = pathf("%s/fixtures/%s.json", g_models_dir, fixture);
-    char *bin_path = pathf("%s/fixtures/%s.logits.bin", g_models_dir, fixture);
-    char *gguf_path = pathf("%s/fixtures/%s.gguf", g_models_dir, fixture);
+/* fixture: a name in fixtures/, or "fixtures2/NAME"; its .slm is in the build's fixtures/ either way */
+static void test_fixture_parity(const char *fixture_arg) {
+    const char *fixture = strchr(fixture_arg, '/') ? strchr(fixture_arg, '/') + 1 : fixture_arg;
+    int dir_len = fixture == fixture_arg ? 8 : (int)(fixture - fixture_arg - 1);
+    const char *dir = fixture == fixture_arg ? "fixtures" : fixture_arg;
+    char *json_path = pathf("%s/%.*s/%s.json", g_models_dir, dir_len, dir, fixture);
+    char *bin_path = pathf("%s/%.*s/%s.logits.bin", g_models_dir, dir_len, dir, fixture);
+    char *gguf_path = pathf("%s/%.*s/%s.gguf", g_models_dir, dir_len, dir, fixture);
     char *slm_path = pathf("%s/fixtures/%s.slm", g_build_dir, fixture);
     json_doc J;
     const json_node *tol, *prompts, *probe_ids;
@@ -623,9 +628,10 @@ static void test_fixture_parity(const char *fixture) {
     memset(&J, 0, sizeof J);
     char why[sizeof g_skip_reason] = "";
     if (!file_exists(json_path) || !file_exists(bin_path) || !file_exists(gguf_path))
-        snprintf(why, sizeof why, "fixture %s not found in %s/fixtures (set SLM_MODELS)", fixture, g_models_dir);
+        snprintf(why, sizeof why, "fixture %s not found in %s/%.*s (set SLM_MODELS)", fixture, g_models_dir, dir_len,
+                 dir);
     else if (!file_exists(slm_path))
-        snprintf(why, sizeof why, "%s not found (tests/run.sh converts fixtures/%s.gguf)", slm_path, fixture);
+        snprintf(why, sizeof why, "%s not found (tests/run.sh converts %.*s/%s.gguf)", slm_path, dir_len, dir, fixture);
     if (why[0]) {
         free(json_path);
         free(bin_path);
@@ -672,7 +678,7 @@ static void test_fixture_parity(const char *fixture) {
                         *bin_pos = json_get(&J, P, "bin_positions");
         int ptoks[256], toks[512], gen[64], n_ptok, n_tok, n_gen, i, pos, row0, K;
         slm_token got[512];
-        slm_session *s;
+        slm_session *s, *s2;
         n_ptok = j_ints(&J, json_get(&J, P, "prompt_tokens"), ptoks, 256);
         n_tok = j_ints(&J, json_get(&J, P, "tokens"), toks, 512);
         n_gen = j_ints(&J, json_get(&J, P, "generated"), gen, 64);
@@ -776,18 +782,30 @@ static void test_fixture_parity(const char *fixture) {
             }
         }
         slm_session_free(s);
-        /* 3. batched: the prompt in one call, then the 16 other tokens in one call */
+        /* 3. batched: the prompt in one call, then the 16 other tokens in one
+           call; on 1 thread, and on 2, which must give the same bits */
         s = session_kv(m, SLM_TYPE_F32);
-        if (!s) break;
+        s2 = session_kv_threads(m, SLM_TYPE_F32, 2);
+        if (!s || !s2) {
+            slm_session_free(s);
+            slm_session_free(s2);
+            break;
+        }
         for (i = 0; i < 2; i++) {
             int from = i ? n_ptok : 0, to = i ? n_tok : n_ptok, k, row = -1;
             slm_token seq[512];
-            const float *lg;
+            const float *lg, *lg2;
             for (k = from; k < to; k++) seq[k - from] = toks[k];
             if (slm_eval(s, seq, to - from) != SLM_OK || !(lg = slm_logits(s))) {
                 CHECKF(0, "%s: batched slm_eval: %s", fixture, slm_session_error(s));
                 break;
             }
+            if (slm_eval(s2, seq, to - from) != SLM_OK || !(lg2 = slm_logits(s2))) {
+                CHECKF(0, "%s: batched slm_eval, 2 threads: %s", fixture, slm_session_error(s2));
+                break;
+            }
+            CHECKF(!memcmp(lg, lg2, (size_t)n_vocab * sizeof(float)),
+                   "%s: prompt %d, %d tokens in one call: 2 threads give other logits than 1", fixture, pi, to - from);
             for (k = 0; k < (int)bin_pos->len; k++)
                 if ((int)json_num(json_at(&J, bin_pos, (uint32_t)(k)), -1) == to - 1) row = row0 + k;
             CHECKF(row >= 0, "%s: position %d has no logits.bin row", fixture, to - 1);
@@ -807,6 +825,7 @@ static void test_fixture_parity(const char *fixture) {
             }
         }
         slm_session_free(s);
+        slm_session_free(s2);
         /* 4. greedy generation: llama.cpp's continuation for as many steps K as the
            margin rule makes safe (and before an end-of-text token, where slm stops) */
         for (K = 0; K < n_gen; K++) {
@@ -2384,6 +2403,9 @@ static const test_case CHECKPOINT_TESTS[] = {
     TEST_ARG(fixture_parity, "b_llama_starcoder_q4_0"),
     TEST_ARG(fixture_parity, "c_qwen2_f16"),
     TEST_ARG(fixture_parity, "d_qwen3_f16"),
+    TEST_ARG(fixture_parity, "fixtures2/j_llama_kq_q4_k_m"),
+    TEST_ARG(fixture_parity, "fixtures2/j_llama_kq_q5_k_m"),
+    TEST_ARG(fixture_parity, "fixtures2/j_llama_kq_q6_k"),
     TEST_ARG(kv_q8_0_parity, "a_llama_spm_f32"),
     TEST_ARG(kv_q8_0_parity, "b_llama_starcoder_f32"),
     TEST_ARG(kv_q8_0_parity, "c_qwen2_f16"),

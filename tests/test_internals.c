@@ -24,6 +24,9 @@ typedef struct {
     int embd_index, last_index;
 } slm_file;
 
+/* the types of format 1.1 */
+static const int KQ_TYPES[] = { SLM_TYPE_Q5_0, SLM_TYPE_Q5_1, SLM_TYPE_Q4_K, SLM_TYPE_Q5_K, SLM_TYPE_Q6_K };
+
 static uint64_t type_row_bytes(uint32_t type, uint64_t n) {
     switch (type) {
     case 0: return 4 * n;
@@ -31,6 +34,11 @@ static uint64_t type_row_bytes(uint32_t type, uint64_t n) {
     case 30: return 2 * n;
     case 8: return n / 32 * 34;
     case 2: return n / 32 * 18;
+    case 6: return n / 32 * 22;    /* q5_0 */
+    case 7: return n / 32 * 24;    /* q5_1 */
+    case 12: return n / 256 * 144; /* q4_K */
+    case 13: return n / 256 * 176; /* q5_K */
+    case 14: return n / 256 * 210; /* q6_K */
     default: return 0;
     }
 }
@@ -556,7 +564,7 @@ static void test_mutated_files(void) {
 typedef struct {
     uint32_t dim, n_layers, n_heads, n_kv_heads, head_dim, ffn_dim, max_seq;
     uint32_t minor;       /* format version 1.minor */
-    uint32_t wtype;       /* matrices: SLM_TYPE_F32 or SLM_TYPE_Q4_0 */
+    uint32_t wtype;       /* matrices: SLM_TYPE_F32, SLM_TYPE_Q4_0, or another block type (zeros) */
     int share;            /* every tensor at the same offset: one blob for all */
     const char *extra[2]; /* more tensors, [dim] f32, after the model's own */
     int n_extra;
@@ -663,7 +671,7 @@ static unsigned char *hand_build(const slm_file *base, const hand_spec *sp, size
                 memcpy(&u, &x, 4);
                 wr32(b + t[i].off + 4 * k, u);
             }
-        } else {
+        } else if (t[i].type == SLM_TYPE_Q4_0) { /* other block types: zeros, a model that runs */
             for (k = 0; k < t[i].size / 18; k++) {
                 unsigned char *blk = b + t[i].off + 18 * k;
                 int j;
@@ -675,6 +683,69 @@ static unsigned char *hand_build(const slm_file *base, const hand_spec *sp, size
     free(t);
     *size = (size_t)end;
     return b;
+}
+
+/* K-quant tensors in a file: a model of each type loads and runs; a row
+   length that is not a multiple of the block (256) is SLM_ERR_FORMAT naming
+   the type; a type slm.h does not run (GGML's Q2_K) is SLM_ERR_UNSUPPORTED
+   naming it; a file cut inside the last tensor is SLM_ERR_FORMAT. */
+static void test_hostile_kquant(void) {
+    NEED_MODEL("f32", path);
+    {
+        slm_file F;
+        hand_spec sp;
+        unsigned char *b;
+        size_t n = 0, ti;
+        load_outcome o;
+        if (!parse_slm_of(&F, path)) return;
+        memset(&sp, 0, sizeof sp);
+        sp.dim = 256;
+        sp.n_layers = 1;
+        sp.n_heads = 4;
+        sp.n_kv_heads = 2;
+        sp.head_dim = 64;
+        sp.ffn_dim = 512;
+        sp.max_seq = 64;
+        for (ti = 0; ti < sizeof KQ_TYPES / sizeof KQ_TYPES[0]; ti++) {
+            slm_model *m = NULL;
+            slm_model_desc md;
+            sp.wtype = (uint32_t)KQ_TYPES[ti];
+            b = hand_build(&F, &sp, &n);
+            memset(&md, 0, sizeof md);
+            md.data = b;
+            md.size = n;
+            CHECKF(b && slm_model_load(&m, &md) == SLM_OK, "a %s model does not load", slm_type_name(KQ_TYPES[ti]));
+            if (m) {
+                slm_session *s = NULL;
+                slm_token t[3] = { 1, 20, 30 };
+                CHECK(slm_session_new(&s, m, NULL) == SLM_OK && slm_eval(s, t, 3) == SLM_OK && slm_logits(s));
+                slm_session_free(s);
+                slm_model_free(m);
+            }
+            free(b);
+        }
+        sp.wtype = SLM_TYPE_Q4_K;
+        sp.ffn_dim = 320; /* ffn_down's rows: 320 long */
+        b = hand_build(&F, &sp, &n);
+        CHECK_LOAD_EVERY_WAY(b, n, IS_FORMAT, "q4_k rows of 320");
+        o = load_mem(b, n);
+        CHECKF(strstr(o.err, "q4_k") && strstr(o.err, "256") && strstr(o.err, "320"), "message: \"%s\"", o.err);
+        free(b);
+        sp.ffn_dim = 512;
+        b = hand_build(&F, &sp, &n);
+        if (b) {
+            unsigned char *e = b + rd64(b + SLM__H_TENSORS_OFFSET); /* token_embd.weight */
+            CHECK(load_mem(b, n).rc == SLM_OK);
+            CHECK_LOAD_EVERY_WAY(b, n - 100, IS_FORMAT, "a q4_k file cut short");
+            wr32(e + SLM__E_TYPE, 10);
+            CHECK_LOAD_EVERY_WAY(b, n, rc_ == SLM_ERR_UNSUPPORTED, "a q2_K tensor");
+            o = load_mem(b, n);
+            CHECKF(strstr(o.err, "Q2_K") && strstr(o.err, "token_embd.weight"), "message: \"%s\"", o.err);
+            NOTE("%s", o.err);
+        }
+        free(b);
+        free(F.data);
+    }
 }
 
 /* The issue's file: 256 layers with head_dim 4096 and max_seq 2^24 on one
@@ -1292,6 +1363,166 @@ static void test_kernels_vs_reference(void) {
     free(wq8);
     free(xq);
     free(wq4);
+}
+
+/* The q5_0/q5_1 and K-quant types: random blocks (every bit pattern of the
+   quants, scales and mins; all-zero blocks; extreme and subnormal d/dmin),
+   dotted with q8_0 activations. The reference kernel against the float64
+   dot product of the dequantized rows (what the block layout means), the
+   kernel the table picks against the reference; tails of every length the
+   types allow. Then each quantizer's round trip. */
+
+/* Bytes offsets of a block's f16 scales (d, and dmin or m; -1 none), written
+   out here from ggml-common.h rather than taken from slm.h's structs. */
+static void kq_scale_offsets(int type, int *at0, int *at1) {
+    *at1 = -1;
+    *at0 = 0;
+    if (type == SLM_TYPE_Q5_1 || type == SLM_TYPE_Q4_K || type == SLM_TYPE_Q5_K) *at1 = 2;
+    if (type == SLM_TYPE_Q6_K) *at0 = 208;
+}
+
+static float kq_rand_scale(int kind) {
+    switch (kind) {
+    case 0: return 0.0f;                          /* all-zero scale */
+    case 1: return 6e-8f * (1.0f + rand_float()); /* subnormal f16 */
+    case 2: return 60000.0f;                      /* near the f16 maximum */
+    default: return 0.01f * (1.5f + rand_float());
+    }
+}
+
+/* Fills n_blocks blocks of `type` with random bytes and random scales;
+   `mode` 1: every block zero; 2: extreme scales and mins. */
+static void kq_random_row(int type, uint8_t *row, int n, int mode) {
+    size_t rs = slm_type_row_size(type, n), bb = rs / (size_t)(n / slm_type_block_size(type)), i;
+    int at0, at1;
+    kq_scale_offsets(type, &at0, &at1);
+    for (i = 0; i < rs; i++) row[i] = mode == 1 ? 0 : (uint8_t)((rand_float() + 1.0f) * 128.0f);
+    if (mode == 1) return;
+    for (i = 0; i < rs / bb; i++) {
+        uint8_t *b = row + i * bb;
+        int kind = mode == 2 ? (int)(i % 3) : 3;
+        uint16_t h = slm_fp32_to_fp16(kq_rand_scale(kind) * (rand_float() < 0 && type != SLM_TYPE_Q6_K ? -1 : 1));
+        b[at0] = (uint8_t)h;
+        b[at0 + 1] = (uint8_t)(h >> 8);
+        if (at1 >= 0) {
+            h = slm_fp32_to_fp16(kq_rand_scale(mode == 2 ? (int)((i + 1) % 3) : 3) * (rand_float() < 0 ? -1 : 1));
+            b[at1] = (uint8_t)h;
+            b[at1 + 1] = (uint8_t)(h >> 8);
+        }
+    }
+}
+
+static float kq_dot_ref(int type, const uint8_t *w, const slm__block_q8_0 *x, const int32_t *xsum, int nb) {
+    switch (type) {
+    case SLM_TYPE_Q5_0: return slm__dot_q5_0_ref(w, x, xsum, nb);
+    case SLM_TYPE_Q5_1: return slm__dot_q5_1_ref(w, x, xsum, nb);
+    case SLM_TYPE_Q4_K: return slm__dot_q4_K_ref(w, x, xsum, nb);
+    case SLM_TYPE_Q5_K: return slm__dot_q5_K_ref(w, x, xsum, nb);
+    default: return slm__dot_q6_K_ref(w, x, xsum, nb);
+    }
+}
+static float kq_dot(int type, const uint8_t *w, const slm__block_q8_0 *x, const int32_t *xsum, int nb) {
+    switch (type) {
+    case SLM_TYPE_Q5_0: return slm__dot_q5_0(w, x, xsum, nb);
+    case SLM_TYPE_Q5_1: return slm__dot_q5_1(w, x, xsum, nb);
+    case SLM_TYPE_Q4_K: return slm__dot_q4_K(w, x, xsum, nb);
+    case SLM_TYPE_Q5_K: return slm__dot_q5_K(w, x, xsum, nb);
+    default: return slm__dot_q6_K(w, x, xsum, nb);
+    }
+}
+
+static void test_kernels_kquant(void) {
+    enum { MAXN = 4864 };
+    static const int lengths[] = { 32, 96, 256, 512, 768, 1536, 2816, 4864 };
+    float *x = (float *)malloc(MAXN * sizeof(float)), *wf = (float *)malloc(MAXN * sizeof(float)),
+          *xf = (float *)malloc(MAXN * sizeof(float)), *back = (float *)malloc(MAXN * sizeof(float));
+    uint8_t *row = (uint8_t *)malloc(MAXN * 2), *row2 = (uint8_t *)malloc(MAXN * 2);
+    slm__block_q8_0 *xq = (slm__block_q8_0 *)malloc(MAXN / 32 * sizeof(slm__block_q8_0));
+    int32_t *xsum = (int32_t *)malloc(MAXN / 32 * sizeof(int32_t));
+    size_t ti, li;
+    int rep, mode, i, n_checked = 0, bad_ref = 0, bad_simd = 0;
+    for (ti = 0; ti < sizeof KQ_TYPES / sizeof KQ_TYPES[0]; ti++) {
+        int type = KQ_TYPES[ti];
+        for (li = 0; li < sizeof lengths / sizeof lengths[0]; li++) {
+            int n = lengths[li], nb = n / 32;
+            if (n % slm_type_block_size(type)) continue;
+            for (rep = 0; rep < 3; rep++)
+                for (mode = 0; mode < 3; mode++) {
+                    double exact = 0, scale = 0;
+                    float ref, got;
+                    int b, j;
+                    kq_random_row(type, row, n, mode);
+                    for (i = 0; i < n; i++) x[i] = rand_float() * (rep == 2 ? 100.0f : 1.0f);
+                    if (rep == 1)
+                        for (i = 0; i < n; i++) x[i] = i % 2 ? -1.0f : 1.0f; /* -127/127 extremes */
+                    slm_quantize_row(SLM_TYPE_Q8_0, x, xq, n);
+                    for (b = 0; b < nb; b++) {
+                        int v = 0;
+                        for (j = 0; j < 32; j++) v += xq[b].q[j];
+                        xsum[b] = v;
+                    }
+                    CHECK(slm_dequantize_row(type, row, wf, n) == SLM_OK);
+                    slm_dequantize_row(SLM_TYPE_Q8_0, xq, xf, n);
+                    for (i = 0; i < n; i++) {
+                        exact += (double)wf[i] * xf[i];
+                        scale += fabs((double)wf[i] * xf[i]);
+                    }
+                    ref = kq_dot_ref(type, row, xq, xsum, nb);
+                    got = kq_dot(type, row, xq, xsum, nb);
+                    if (!(fabs(ref - exact) <= 1e-5 * scale + 1e-30)) {
+                        if (bad_ref++ < 5)
+                            CHECKF(0, "%s n=%d mode %d: reference %.9g, dequantized float64 %.9g", slm_type_name(type),
+                                   n, mode, ref, exact);
+                    }
+                    if (!(fabs(got - ref) <= 1e-5 * scale + 1e-30)) {
+                        if (bad_simd++ < 5)
+                            CHECKF(0, "%s n=%d mode %d: %s kernel %.9g, reference %.9g", slm_type_name(type), n, mode,
+                                   SLM__SIMD_NAME, got, ref);
+                    }
+                    n_checked++;
+                }
+            /* the quantizer: a round trip within the type's step; zeros stay zeros */
+            {
+                double err = 0, norm = 0;
+                size_t rs = slm_type_row_size(type, n);
+                for (i = 0; i < n; i++) x[i] = rand_float();
+                CHECK(slm_quantize_row(type, x, row, n) == SLM_OK);
+                slm_dequantize_row(type, row, back, n);
+                for (i = 0; i < n; i++) {
+                    err += (double)(back[i] - x[i]) * (back[i] - x[i]);
+                    norm += (double)x[i] * x[i];
+                }
+                CHECKF(sqrt(err / norm) < (type == SLM_TYPE_Q6_K   ? 0.02
+                                           : type == SLM_TYPE_Q4_K ? 0.1
+                                                                   : 0.05),
+                       "%s n=%d: relative RMS error %.4f after a round trip", slm_type_name(type), n, sqrt(err / norm));
+                for (i = 0; i < n; i++) x[i] = 0.0f;
+                memset(row2, 0xAB, rs);
+                CHECK(slm_quantize_row(type, x, row2, n) == SLM_OK);
+                slm_dequantize_row(type, row2, back, n);
+                for (i = 0; i < n && back[i] == 0.0f; i++) {}
+                CHECKF(i == n, "%s n=%d: a zero row does not come back as zeros", slm_type_name(type), n);
+            }
+        }
+        CHECK(slm_type_row_size(type, 100) == 0 && slm_quantize_row(type, x, row, 100) == SLM_ERR_INVALID_ARG);
+    }
+    CHECKF(bad_ref == 0 && bad_simd == 0, "%d reference and %d %s results out of tolerance", bad_ref, bad_simd,
+           SLM__SIMD_NAME);
+    /* names and sizes as GGML has them */
+    CHECK(!strcmp(slm_type_name(SLM_TYPE_Q4_K), "q4_k") && !strcmp(slm_type_name(SLM_TYPE_Q6_K), "q6_k") &&
+          !strcmp(slm_type_name(SLM_TYPE_Q5_1), "q5_1"));
+    CHECK(slm_type_row_size(SLM_TYPE_Q4_K, 512) == 288 && slm_type_row_size(SLM_TYPE_Q5_K, 256) == 176 &&
+          slm_type_row_size(SLM_TYPE_Q6_K, 768) == 630 && slm_type_row_size(SLM_TYPE_Q5_0, 64) == 44 &&
+          slm_type_row_size(SLM_TYPE_Q5_1, 96) == 72 && slm_type_block_size(SLM_TYPE_Q5_K) == 256);
+    NOTE("%d kernel comparisons (%s)", n_checked, SLM__SIMD_NAME);
+    free(x);
+    free(wf);
+    free(xf);
+    free(back);
+    free(row);
+    free(row2);
+    free(xq);
+    free(xsum);
 }
 
 /* The interleaved (_R16) layout and its kernels: each of the 16 rows of a
@@ -2459,12 +2690,14 @@ static void test_threads_wait_sleeps(void) {
 static const test_case INTERNAL_TESTS[] = {
     TEST(kernels_vs_reference),
     TEST(kernels_r16),
+    TEST(kernels_kquant),
     TEST(kernels_kv_q8_0),
     TEST(truncated_files),
     TEST(patched_files),
     TEST(vocab_only_header),
     TEST(mutated_files),
     TEST(hostile_shared_blob),
+    TEST(hostile_kquant),
     TEST(hostile_tensor_names),
     TEST(session_size),
     TEST(session_cap),

@@ -227,8 +227,17 @@ char *conv_base_name(const char *path) {
    ====================================================================== */
 
 /* GGML numbers of the block formats the converter decodes but slm.h does
-   not run: they are dequantized and re-quantized to a type it runs. */
-enum { GGML_Q4_1 = 3, GGML_Q5_0 = 6, GGML_Q5_1 = 7, GGML_Q4_K = 12, GGML_Q5_K = 13, GGML_Q6_K = 14, GGML_Q8_K = 15 };
+   not run (q4_1, q8_K): they are dequantized and re-quantized to a type it
+   runs. q5_0, q5_1 and the K-quants it runs: their names are slm.h's. */
+enum {
+    GGML_Q4_1 = 3,
+    GGML_Q5_0 = SLM_TYPE_Q5_0,
+    GGML_Q5_1 = SLM_TYPE_Q5_1,
+    GGML_Q4_K = SLM_TYPE_Q4_K,
+    GGML_Q5_K = SLM_TYPE_Q5_K,
+    GGML_Q6_K = SLM_TYPE_Q6_K,
+    GGML_Q8_K = 15
+};
 
 /* Every GGML type's name, for messages about types we cannot read. */
 const char *conv_ggml_type_name(uint32_t type) {
@@ -306,31 +315,17 @@ size_t conv_row_size(int type, int64_t n) {
     return (size_t)(n / block) * (size_t)bytes;
 }
 
-/* The types slm.h runs (FORMAT.md); the others are only converted from. */
-int conv_is_slm_type(int type) {
-    return type == SLM_TYPE_F32 || type == SLM_TYPE_F16 || type == SLM_TYPE_BF16 || type == SLM_TYPE_Q8_0 ||
-           type == SLM_TYPE_Q4_0;
-}
+/* The types slm.h runs (FORMAT.md), copied bit for bit; the others are only converted from. */
+int conv_is_slm_type(int type) { return type >= 0 && type < 1024 && slm_type_name(type) != NULL; }
 
 static float f16_at(const unsigned char *p) { return slm_fp16_to_fp32(slm__rd16(p)); }
-
-/* K-quant 6-bit scale and min number j of a 12-byte scales array (GGML's get_scale_min_k4). */
-static void kquant_scale_min(int j, const unsigned char *q, int *sc, int *mn) {
-    if (j < 4) {
-        *sc = q[j] & 63;
-        *mn = q[j + 4] & 63;
-    } else {
-        *sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
-        *mn = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
-    }
-}
 
 /* Decodes n elements (a whole number of blocks) of a GGML block type that
    slm.h does not run. Block layouts as in ggml-common.h; arithmetic in the
    order of ggml-quants.c's dequantize_row_* so the floats are the same. */
 void conv_dequantize_ggml_row(int type, const unsigned char *src, float *y, int64_t n) {
     int64_t b, nb;
-    int j, l;
+    int j;
     switch (type) {
     case GGML_Q4_1: /* f16 d, f16 m, u8 qs[16]: x = q*d + m */
         for (b = 0, nb = n / 32; b < nb; b++, src += 20, y += 32) {
@@ -338,79 +333,6 @@ void conv_dequantize_ggml_row(int type, const unsigned char *src, float *y, int6
             for (j = 0; j < 16; j++) {
                 y[j] = (float)(src[4 + j] & 0x0F) * d + m;
                 y[j + 16] = (float)(src[4 + j] >> 4) * d + m;
-            }
-        }
-        break;
-    case GGML_Q5_0: /* f16 d, u8 qh[4], u8 qs[16]: x = (q - 16)*d */
-    case GGML_Q5_1: /* f16 d, f16 m, u8 qh[4], u8 qs[16]: x = q*d + m */
-        for (b = 0, nb = n / 32; b < nb; b++) {
-            int has_m = type == GGML_Q5_1;
-            float d = f16_at(src), m = has_m ? f16_at(src + 2) : 0.0f;
-            uint32_t qh = slm__rd32(src + (has_m ? 4 : 2));
-            const unsigned char *qs = src + (has_m ? 8 : 6);
-            for (j = 0; j < 16; j++) {
-                int x0 = (qs[j] & 0x0F) | (int)(((qh >> j) << 4) & 0x10);
-                int x1 = (qs[j] >> 4) | (int)((qh >> (j + 12)) & 0x10);
-                if (has_m) {
-                    y[j] = (float)x0 * d + m;
-                    y[j + 16] = (float)x1 * d + m;
-                } else {
-                    y[j] = (float)(x0 - 16) * d;
-                    y[j + 16] = (float)(x1 - 16) * d;
-                }
-            }
-            src += has_m ? 24 : 22;
-            y += 32;
-        }
-        break;
-    case GGML_Q4_K: /* f16 d, f16 dmin, u8 scales[12], u8 qs[128] */
-    case GGML_Q5_K: /* f16 d, f16 dmin, u8 scales[12], u8 qh[32], u8 qs[128] */
-        for (b = 0, nb = n / 256; b < nb; b++) {
-            int five = type == GGML_Q5_K;
-            float d = f16_at(src), dmin = f16_at(src + 2);
-            const unsigned char *scales = src + 4, *qh = src + 16, *q = src + (five ? 48 : 16);
-            int is = 0, sc, mn;
-            unsigned u1 = 1, u2 = 2;
-            for (j = 0; j < 256; j += 64) {
-                float d1, m1, d2, m2;
-                kquant_scale_min(is, scales, &sc, &mn);
-                d1 = d * (float)sc;
-                m1 = dmin * (float)mn;
-                kquant_scale_min(is + 1, scales, &sc, &mn);
-                d2 = d * (float)sc;
-                m2 = dmin * (float)mn;
-                for (l = 0; l < 32; l++) *y++ = d1 * (float)((q[l] & 0xF) + (five && (qh[l] & u1) ? 16 : 0)) - m1;
-                for (l = 0; l < 32; l++) *y++ = d2 * (float)((q[l] >> 4) + (five && (qh[l] & u2) ? 16 : 0)) - m2;
-                q += 32;
-                is += 2;
-                u1 <<= 2;
-                u2 <<= 2;
-            }
-            src += five ? 176 : 144;
-        }
-        break;
-    case GGML_Q6_K: /* u8 ql[128], u8 qh[64], i8 scales[16], f16 d */
-        for (b = 0, nb = n / 256; b < nb; b++, src += 210) {
-            float d = f16_at(src + 208);
-            const unsigned char *ql = src, *qh = src + 128;
-            const signed char *sc = (const signed char *)(src + 192);
-            int half;
-            for (half = 0; half < 2; half++) {
-                for (l = 0; l < 32; l++) {
-                    int is = l / 16;
-                    int q1 = ((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
-                    int q2 = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
-                    int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
-                    int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
-                    y[l] = d * (float)sc[is] * (float)q1;
-                    y[l + 32] = d * (float)sc[is + 2] * (float)q2;
-                    y[l + 64] = d * (float)sc[is + 4] * (float)q3;
-                    y[l + 96] = d * (float)sc[is + 6] * (float)q4;
-                }
-                y += 128;
-                ql += 64;
-                qh += 32;
-                sc += 8;
             }
         }
         break;

@@ -57,7 +57,8 @@ static int row_type(int type) {
 /* 1-D tensors (norms, biases) stay f32: they are tiny and used in float math.
    2-D tensors get the requested type, or keep the source's: bf16 becomes
    f16 (slm's kernels do not run bf16 natively yet) and the GGML block types
-   slm does not run (q4_1, q5_0, q5_1, K-quants) become q8_0. */
+   slm does not run (q4_1, q2_K, q3_K, q8_K) become q8_0. q5_0, q5_1, q4_K,
+   q5_K and q6_K (the K-quant mixes) are copied bit for bit. */
 int conv_choose_types(conv_model *m, const conv_options *opt) {
     int i, n_bf16 = 0, n_requant = 0;
     for (i = 0; i < m->n_tensors; i++) {
@@ -305,6 +306,11 @@ static int convert_row(const conv_tensor *t, const unsigned char *src, unsigned 
         break;
     case SLM_TYPE_Q8_0:
     case SLM_TYPE_Q4_0:
+    case SLM_TYPE_Q5_0:
+    case SLM_TYPE_Q5_1:
+    case SLM_TYPE_Q4_K:
+    case SLM_TYPE_Q5_K:
+    case SLM_TYPE_Q6_K:
         if (slm_dequantize_row(t->src_type, src, tmp, n) != SLM_OK) {
             conv_fail("%s: cannot decode type %s", t->name, slm_type_name(t->src_type));
             return -1;

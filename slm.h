@@ -1714,6 +1714,43 @@ static void slm__quantize_q6k(const float *x, slm__block_q6_K *y, int64_t n) {
     }
 }
 
+/* Activations for the K-quant kernels, as llama.cpp makes them (q8_K): per
+   256 values an f32 scale d = max / -127 (max: the value of largest
+   magnitude), quants rounded to nearest even and capped at 127, and the sum
+   of every 16 quants, which the K-quants' mins and offsets multiply. With the
+   same activations as llama.cpp, a K-quant model's logits follow llama.cpp's
+   closely; integer sums over a whole super-block need one float step per
+   256 weights. */
+typedef struct {
+    float d;
+    int8_t qs[SLM__QK_K];
+    int16_t bsums[SLM__QK_K / 16];
+} slm__block_q8_K;
+
+static void slm__quantize_q8_K(const float *x, slm__block_q8_K *y, int n) {
+    int b, j;
+    for (b = 0; b < n / SLM__QK_K; b++, x += SLM__QK_K) {
+        float amax = 0.0f, max = 0.0f, iscale;
+        for (j = 0; j < SLM__QK_K; j++)
+            if (fabsf(x[j]) > amax) {
+                amax = fabsf(x[j]);
+                max = x[j];
+            }
+        if (amax == 0.0f) { /* (or NaN) */
+            memset(&y[b], 0, sizeof y[b]);
+            continue;
+        }
+        iscale = -127.0f / max;
+        for (j = 0; j < SLM__QK_K; j++) y[b].qs[j] = (int8_t)SLM__MIN(127, slm__nearest_int(iscale * x[j]));
+        for (j = 0; j < SLM__QK_K / 16; j++) {
+            int k, s = 0;
+            for (k = 0; k < 16; k++) s += y[b].qs[16 * j + k];
+            y[b].bsums[j] = (int16_t)s;
+        }
+        y[b].d = 1.0f / iscale;
+    }
+}
+
 static void slm__quantize_kq(int type, const float *x, uint8_t *y, int64_t n) {
     if (type == SLM_TYPE_Q6_K)
         slm__quantize_q6k(x, (slm__block_q6_K *)y, n);
@@ -1939,6 +1976,7 @@ struct slm_model {
     int n_tensors;
     slm__layer *layers;
     const slm__tensor *tok_embd, *output_norm, *output;
+    int has_kquant; /* a matrix is q4_K, q5_K or q6_K: sessions quantize activations to q8_K too */
     slm__vocab vocab;
     int n_meta;
     const char **meta; /* key, value, key, value... */
@@ -2558,6 +2596,7 @@ static slm_result slm__parse_file(slm__loader *ld) {
             uint64_t n = (uint64_t)t->ne[0] * (uint64_t)t->ne[1] * (uint64_t)t->ne[2] * (uint64_t)t->ne[3];
             if (!t->used) continue; /* ignored: a newer minor version's tensor */
             in->n_params += n;
+            if (t->type == SLM_TYPE_Q4_K || t->type == SLM_TYPE_Q5_K || t->type == SLM_TYPE_Q6_K) m->has_kquant = 1;
             if (t->ne[1] > 1 && slm__block_type(t->type) <= SLM_TYPE_BF16) by_type[slm__block_type(t->type)] += n;
         }
         for (i = 0; i <= SLM_TYPE_BF16; i++)
@@ -3917,10 +3956,9 @@ SLM__MAYBE_UNUSED static float slm__dot_q4_0_ref(const slm__block_q4_0 *w, const
     return sum;
 }
 
-/* The q5_0/q5_1 and K-quant rows against q8_0 activations: n_blocks blocks
-   of 32 (a K-quant super-block is 8 of them), xsum[b] the sum of block b's
-   activation quants, which the mins of q5_1/q4_K/q5_K multiply. Integer sums
-   per block of 32, then one float step per block, as for q4_0. */
+/* q5_0/q5_1 rows against q8_0 activations (n_blocks blocks of 32), xsum[b]
+   the sum of block b's activation quants, which q5_1's min multiplies:
+   integer sums per block, then one float step per block, as for q4_0. */
 SLM__MAYBE_UNUSED static float slm__dot_q5_0_ref(const uint8_t *w, const slm__block_q8_0 *x, const int32_t *xsum,
                                                  int n_blocks) {
     const slm__block_q5_0 *wb = (const slm__block_q5_0 *)w;
@@ -3949,14 +3987,16 @@ SLM__MAYBE_UNUSED static float slm__dot_q5_1_ref(const uint8_t *w, const slm__bl
     return sum;
 }
 
-/* q4_K (five 0) and q5_K: sub-block j of a super-block is activation block b */
-SLM__MAYBE_UNUSED static float slm__dot_q45k_ref(const uint8_t *w, const slm__block_q8_0 *x, const int32_t *xsum,
-                                                 int n_blocks, int five) {
+/* q4_K (five 0) and q5_K against q8_K activations: per super-block the
+   integer sum of sc_j * (quants . activations) and of m_j * (activation
+   sums), then d and dmin times the activations' scale. */
+SLM__MAYBE_UNUSED static float slm__dot_q45k_ref(const uint8_t *w, const slm__block_q8_K *x, int n_super, int five) {
     float sum = 0.0f;
     int i, j, l;
-    for (i = 0; i < n_blocks / 8; i++) {
+    for (i = 0; i < n_super; i++) {
         const uint8_t *scales, *qs, *qh = NULL;
         float d, dmin;
+        int sumi = 0, summ = 0;
         if (five) {
             const slm__block_q5_K *blk = (const slm__block_q5_K *)w + i;
             d = slm_fp16_to_fp32(blk->d);
@@ -3972,43 +4012,36 @@ SLM__MAYBE_UNUSED static float slm__dot_q45k_ref(const uint8_t *w, const slm__bl
             qs = blk->qs;
         }
         for (j = 0; j < 8; j++) {
-            const slm__block_q8_0 *xb = x + 8 * i + j;
-            float dx = slm_fp16_to_fp32(xb->d);
-            int sc, mn, sumi = 0;
+            int sc, mn, isum = 0;
             slm__kq_scale_min(j, scales, &sc, &mn);
-            for (l = 0; l < 32; l++) sumi += slm__q45k_at(qs, qh, 32 * j + l) * xb->q[l];
-            sum += (float)(sumi * sc) * (d * dx) - (float)(xsum[8 * i + j] * mn) * (dmin * dx);
+            for (l = 0; l < 32; l++) isum += slm__q45k_at(qs, qh, 32 * j + l) * x[i].qs[32 * j + l];
+            sumi += sc * isum;
+            summ += mn * (x[i].bsums[2 * j] + x[i].bsums[2 * j + 1]);
         }
+        sum += (d * x[i].d) * (float)sumi - (dmin * x[i].d) * (float)summ;
     }
     return sum;
 }
-SLM__MAYBE_UNUSED static float slm__dot_q4_K_ref(const uint8_t *w, const slm__block_q8_0 *x, const int32_t *xsum,
-                                                 int n_blocks) {
-    return slm__dot_q45k_ref(w, x, xsum, n_blocks, 0);
+SLM__MAYBE_UNUSED static float slm__dot_q4_K_ref(const uint8_t *w, const slm__block_q8_K *x, int n_super) {
+    return slm__dot_q45k_ref(w, x, n_super, 0);
 }
-SLM__MAYBE_UNUSED static float slm__dot_q5_K_ref(const uint8_t *w, const slm__block_q8_0 *x, const int32_t *xsum,
-                                                 int n_blocks) {
-    return slm__dot_q45k_ref(w, x, xsum, n_blocks, 1);
+SLM__MAYBE_UNUSED static float slm__dot_q5_K_ref(const uint8_t *w, const slm__block_q8_K *x, int n_super) {
+    return slm__dot_q45k_ref(w, x, n_super, 1);
 }
 
-/* q6_K: an activation block of 32 spans two sub-blocks of 16 */
-SLM__MAYBE_UNUSED static float slm__dot_q6_K_ref(const uint8_t *w, const slm__block_q8_0 *x, const int32_t *xsum,
-                                                 int n_blocks) {
+/* q6_K against q8_K: per sub-block of 16, scale x (quants . activations) */
+SLM__MAYBE_UNUSED static float slm__dot_q6_K_ref(const uint8_t *w, const slm__block_q8_K *x, int n_super) {
     float sum = 0.0f;
     int i, j, l;
-    (void)xsum;
-    for (i = 0; i < n_blocks / 8; i++) {
+    for (i = 0; i < n_super; i++) {
         const slm__block_q6_K *blk = (const slm__block_q6_K *)w + i;
-        float d = slm_fp16_to_fp32(blk->d);
-        for (j = 0; j < 8; j++) {
-            const slm__block_q8_0 *xb = x + 8 * i + j;
-            int lo = 0, hi = 0;
-            for (l = 0; l < 16; l++) {
-                lo += slm__q6k_at(blk, 32 * j + l) * xb->q[l];
-                hi += slm__q6k_at(blk, 32 * j + 16 + l) * xb->q[16 + l];
-            }
-            sum += (float)(lo * blk->scales[2 * j] + hi * blk->scales[2 * j + 1]) * (d * slm_fp16_to_fp32(xb->d));
+        int sumi = 0;
+        for (j = 0; j < 16; j++) {
+            int isum = 0;
+            for (l = 0; l < 16; l++) isum += slm__q6k_at(blk, 16 * j + l) * x[i].qs[16 * j + l];
+            sumi += blk->scales[j] * isum;
         }
+        sum += (slm_fp16_to_fp32(blk->d) * x[i].d) * (float)sumi;
     }
     return sum;
 }
@@ -5053,7 +5086,7 @@ static float slm__dot_q4_0(const slm__block_q4_0 *w, const slm__block_q8_0 *x, i
 /* Outputs row..row+nr-1 (nr <= 4) of W x for one token's activations (x, or
    xq for quantized weights). */
 static void slm__rows_dot(const slm__tensor *w, int row, int nr, const float *x, const slm__block_q8_0 *xq,
-                          const int32_t *xsum, float *out) {
+                          const int32_t *xsum, const slm__block_q8_K *xk, float *out) {
     const uint8_t *base = (const uint8_t *)w->data + (size_t)row * w->row_size;
     int n = (int)w->ne[0], i;
     if (w->type == SLM_TYPE_Q8_0 || w->type == SLM_TYPE_Q4_0) {
@@ -5080,9 +5113,9 @@ static void slm__rows_dot(const slm__tensor *w, int row, int nr, const float *x,
         case SLM_TYPE_BF16: out[i] = slm__dot_bf16((const uint16_t *)r, x, n); break;
         case SLM_TYPE_Q5_0: out[i] = slm__dot_q5_0(r, xq, xsum, n / SLM__QK); break;
         case SLM_TYPE_Q5_1: out[i] = slm__dot_q5_1(r, xq, xsum, n / SLM__QK); break;
-        case SLM_TYPE_Q4_K: out[i] = slm__dot_q4_K(r, xq, xsum, n / SLM__QK); break;
-        case SLM_TYPE_Q5_K: out[i] = slm__dot_q5_K(r, xq, xsum, n / SLM__QK); break;
-        case SLM_TYPE_Q6_K: out[i] = slm__dot_q6_K(r, xq, xsum, n / SLM__QK); break;
+        case SLM_TYPE_Q4_K: out[i] = slm__dot_q4_K(r, xk, n / SLM__QK_K); break;
+        case SLM_TYPE_Q5_K: out[i] = slm__dot_q5_K(r, xk, n / SLM__QK_K); break;
+        case SLM_TYPE_Q6_K: out[i] = slm__dot_q6_K(r, xk, n / SLM__QK_K); break;
         default: out[i] = 0.0f; break;
         }
     }
@@ -5097,8 +5130,8 @@ static int slm__type_is_quantized(int type) {
    go in groups of four: each group's weights are read from memory once and
    reused from cache by every token of the batch. */
 static void slm__matmul(const slm__tensor *w, int r0, int r1, const float *x, size_t x_stride,
-                        const slm__block_q8_0 *xq, const int32_t *xsum, size_t xq_stride, int n_tok, float *y,
-                        size_t y_stride, int accumulate) {
+                        const slm__block_q8_0 *xq, const int32_t *xsum, size_t xq_stride, const slm__block_q8_K *xk,
+                        size_t xk_stride, int n_tok, float *y, size_t y_stride, int accumulate) {
     int r, t, i;
     if (slm__type_is_r16(w->type)) {
         /* whole groups of 16 rows, four tokens at a time; a group cut by r0 or
@@ -5129,7 +5162,7 @@ static void slm__matmul(const slm__tensor *w, int r0, int r1, const float *x, si
         for (t = 0; t < n_tok; t++) {
             float d[4], *yt = y + (size_t)t * y_stride + r;
             slm__rows_dot(w, r, nr, x + (size_t)t * x_stride, xq ? xq + (size_t)t * xq_stride : NULL,
-                          xq ? xsum + (size_t)t * xq_stride : NULL, d);
+                          xq ? xsum + (size_t)t * xq_stride : NULL, xk ? xk + (size_t)t * xk_stride : NULL, d);
             if (accumulate)
                 for (i = 0; i < nr; i++) yt[i] += d[i];
             else
@@ -5177,7 +5210,7 @@ struct slm_session {
     const slm_model *model;
     slm_allocator alloc;
     int n_ctx, n_threads, kv_type, n_past, logits_valid, n_batch;
-    int kv_dim, q_dim, xq_blocks;
+    int kv_dim, q_dim, xq_blocks, xk_blocks;
     slm_token *tokens;                         /* what the KV cache holds, n_ctx */
     float *x, *xn, *q, *k, *v, *ao, *hb, *hb2; /* [n_batch][width] */
     float *att;                                /* [n_threads][att_rows][n_ctx] attention scores */
@@ -5186,6 +5219,7 @@ struct slm_session {
     float *logits;
     slm__block_q8_0 *xq;           /* [n_batch][xq_blocks] activations quantized for q8_0/q4_0 weights */
     int32_t *xq_sum;               /* [n_batch][xq_blocks] sum of each block's quants, for the _R16 kernels */
+    slm__block_q8_K *xk;           /* [n_batch][xk_blocks] activations for K-quant weights; NULL without them */
     void *key_cache, *value_cache; /* [layer][pos][kv head] rows of kv_head_bytes: head_dim f32, f16 or q8_0 blocks */
     size_t kv_head_bytes;
     float *rope_freq;
@@ -5398,9 +5432,11 @@ static void slm__step_done(slm__worker *w, long n) {
 #define SLM__ROWS_PER_ITEM      16
 
 /* Token t's activations x[0..n) as q8_0 blocks, with each block's sum of
-   quants for the interleaved kernels. */
+   quants for the interleaved kernels; and as q8_K blocks when the model has
+   K-quant matrices (s->xk) and n is a multiple of 256, as theirs are. */
 static void slm__quantize_act(slm_session *s, const float *x, int t, int n) {
     slm__quantize_act_blocks(x, s->xq + (size_t)t * s->xq_blocks, s->xq_sum + (size_t)t * s->xq_blocks, n);
+    if (s->xk && n % SLM__QK_K == 0) slm__quantize_q8_K(x, s->xk + (size_t)t * s->xk_blocks, n);
 }
 
 /* Rows [a, b) of the stacked matrices w[0..count) (each w[i]->ne[1] rows) over the batch. */
@@ -5411,7 +5447,8 @@ static void slm__matmul_stacked(const slm_session *s, const slm__tensor *const *
         int rows = (int)w[i]->ne[1], lo = SLM__MAX(a - off, 0), hi = SLM__MIN(b - off, rows);
         if (lo < hi)
             slm__matmul(w[i], lo, hi, x, x_stride, slm__type_is_quantized(w[i]->type) ? s->xq : NULL, s->xq_sum,
-                        (size_t)s->xq_blocks, n_tok, y[i], (size_t)y_stride[i], accumulate);
+                        (size_t)s->xq_blocks, s->xk, (size_t)s->xk_blocks, n_tok, y[i], (size_t)y_stride[i],
+                        accumulate);
         off += rows;
     }
 }
@@ -5726,6 +5763,7 @@ SLM_API void slm_session_free(slm_session *s) {
     slm__free(a, s->logits);
     slm__free(a, s->xq);
     slm__free(a, s->xq_sum);
+    slm__free(a, s->xk);
     slm__free(a, s->key_cache);
     slm__free(a, s->value_cache);
     slm__free(a, s->rope_freq);
@@ -5776,6 +5814,7 @@ enum {
     SLM__B_LOGITS,
     SLM__B_XQ,
     SLM__B_XQ_SUM,
+    SLM__B_XK,
     SLM__B_KEYS,
     SLM__B_VALUES,
     SLM__B_ROPE_FREQ,
@@ -5788,7 +5827,7 @@ enum {
 
 typedef struct slm__session_plan {
     slm_session_desc d; /* defaults resolved */
-    int n_batch, q_dim, kv_dim, xq_blocks, att_chunks, att_rows, n_steps;
+    int n_batch, q_dim, kv_dim, xq_blocks, xk_blocks, att_chunks, att_rows, n_steps;
     size_t kv_head_bytes;
     uint64_t bytes[SLM__N_BUFFERS], total;
 } slm__session_plan;
@@ -5835,6 +5874,7 @@ static slm_result slm__session_plan_make(const slm_model *m, const slm_session_d
     p->q_dim = in->n_heads * in->head_dim;
     p->kv_dim = in->n_kv_heads * in->head_dim;
     p->xq_blocks = SLM__MAX(SLM__MAX(in->dim, p->q_dim), in->ffn_dim) / SLM__QK + 1;
+    p->xk_blocks = m->has_kquant ? SLM__MAX(SLM__MAX(in->dim, p->q_dim), in->ffn_dim) / SLM__QK_K : 0;
     p->kv_head_bytes = d.kv_type == SLM_TYPE_F32 ? (size_t)in->head_dim * 4
                        : d.kv_type == SLM_TYPE_F16
                            ? (size_t)in->head_dim * 2
@@ -5856,6 +5896,7 @@ static slm_result slm__session_plan_make(const slm_model *m, const slm_session_d
     b[SLM__B_LOGITS] = (uint64_t)in->n_vocab * sizeof(float);
     b[SLM__B_XQ] = nb * (uint64_t)p->xq_blocks * sizeof(slm__block_q8_0);
     b[SLM__B_XQ_SUM] = nb * (uint64_t)p->xq_blocks * sizeof(int32_t);
+    b[SLM__B_XK] = nb * (uint64_t)p->xk_blocks * sizeof(slm__block_q8_K);
     b[SLM__B_KEYS] = b[SLM__B_VALUES] = kv_heads * (uint64_t)p->kv_head_bytes;
     b[SLM__B_ROPE_FREQ] = (uint64_t)(in->head_dim / 2) * sizeof(float);
     b[SLM__B_CAND] = (uint64_t)in->n_vocab * sizeof(slm__cand);
@@ -5922,6 +5963,7 @@ SLM_API slm_result slm_session_new(slm_session **out, const slm_model *m, const 
     s->q_dim = p.q_dim;
     s->kv_dim = p.kv_dim;
     s->xq_blocks = p.xq_blocks;
+    s->xk_blocks = p.xk_blocks;
     s->kv_head_bytes = p.kv_head_bytes;
     s->att_chunks = p.att_chunks;
     s->att_rows = p.att_rows;
@@ -5941,6 +5983,7 @@ SLM_API slm_result slm_session_new(slm_session **out, const slm_model *m, const 
     buf[SLM__B_LOGITS] = (void **)&s->logits;
     buf[SLM__B_XQ] = (void **)&s->xq;
     buf[SLM__B_XQ_SUM] = (void **)&s->xq_sum;
+    buf[SLM__B_XK] = (void **)&s->xk;
     buf[SLM__B_KEYS] = &s->key_cache;
     buf[SLM__B_VALUES] = &s->value_cache;
     buf[SLM__B_ROPE_FREQ] = (void **)&s->rope_freq;

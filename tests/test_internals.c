@@ -1412,22 +1412,25 @@ static void kq_random_row(int type, uint8_t *row, int n, int mode) {
     }
 }
 
-static float kq_dot_ref(int type, const uint8_t *w, const slm__block_q8_0 *x, const int32_t *xsum, int nb) {
+/* q5_0/q5_1 meet q8_0 activations (x, xsum; nb blocks of 32), the K-quants q8_K ones (xk) */
+static float kq_dot_ref(int type, const uint8_t *w, const slm__block_q8_0 *x, const int32_t *xsum,
+                        const slm__block_q8_K *xk, int nb) {
     switch (type) {
     case SLM_TYPE_Q5_0: return slm__dot_q5_0_ref(w, x, xsum, nb);
     case SLM_TYPE_Q5_1: return slm__dot_q5_1_ref(w, x, xsum, nb);
-    case SLM_TYPE_Q4_K: return slm__dot_q4_K_ref(w, x, xsum, nb);
-    case SLM_TYPE_Q5_K: return slm__dot_q5_K_ref(w, x, xsum, nb);
-    default: return slm__dot_q6_K_ref(w, x, xsum, nb);
+    case SLM_TYPE_Q4_K: return slm__dot_q4_K_ref(w, xk, nb / 8);
+    case SLM_TYPE_Q5_K: return slm__dot_q5_K_ref(w, xk, nb / 8);
+    default: return slm__dot_q6_K_ref(w, xk, nb / 8);
     }
 }
-static float kq_dot(int type, const uint8_t *w, const slm__block_q8_0 *x, const int32_t *xsum, int nb) {
+static float kq_dot(int type, const uint8_t *w, const slm__block_q8_0 *x, const int32_t *xsum,
+                    const slm__block_q8_K *xk, int nb) {
     switch (type) {
     case SLM_TYPE_Q5_0: return slm__dot_q5_0(w, x, xsum, nb);
     case SLM_TYPE_Q5_1: return slm__dot_q5_1(w, x, xsum, nb);
-    case SLM_TYPE_Q4_K: return slm__dot_q4_K(w, x, xsum, nb);
-    case SLM_TYPE_Q5_K: return slm__dot_q5_K(w, x, xsum, nb);
-    default: return slm__dot_q6_K(w, x, xsum, nb);
+    case SLM_TYPE_Q4_K: return slm__dot_q4_K(w, xk, nb / 8);
+    case SLM_TYPE_Q5_K: return slm__dot_q5_K(w, xk, nb / 8);
+    default: return slm__dot_q6_K(w, xk, nb / 8);
     }
 }
 
@@ -1439,6 +1442,7 @@ static void test_kernels_kquant(void) {
     uint8_t *row = (uint8_t *)malloc(MAXN * 2), *row2 = (uint8_t *)malloc(MAXN * 2);
     slm__block_q8_0 *xq = (slm__block_q8_0 *)malloc(MAXN / 32 * sizeof(slm__block_q8_0));
     int32_t *xsum = (int32_t *)malloc(MAXN / 32 * sizeof(int32_t));
+    slm__block_q8_K *xk = (slm__block_q8_K *)malloc(MAXN / 256 * sizeof(slm__block_q8_K));
     size_t ti, li;
     int rep, mode, i, n_checked = 0, bad_ref = 0, bad_simd = 0;
     for (ti = 0; ti < sizeof KQ_TYPES / sizeof KQ_TYPES[0]; ti++) {
@@ -1462,13 +1466,17 @@ static void test_kernels_kquant(void) {
                         xsum[b] = v;
                     }
                     CHECK(slm_dequantize_row(type, row, wf, n) == SLM_OK);
-                    slm_dequantize_row(SLM_TYPE_Q8_0, xq, xf, n);
+                    if (slm_type_block_size(type) == 256) {
+                        slm__quantize_q8_K(x, xk, n);
+                        for (i = 0; i < n; i++) xf[i] = xk[i / 256].d * (float)xk[i / 256].qs[i % 256];
+                    } else
+                        slm_dequantize_row(SLM_TYPE_Q8_0, xq, xf, n);
                     for (i = 0; i < n; i++) {
                         exact += (double)wf[i] * xf[i];
                         scale += fabs((double)wf[i] * xf[i]);
                     }
-                    ref = kq_dot_ref(type, row, xq, xsum, nb);
-                    got = kq_dot(type, row, xq, xsum, nb);
+                    ref = kq_dot_ref(type, row, xq, xsum, xk, nb);
+                    got = kq_dot(type, row, xq, xsum, xk, nb);
                     if (!(fabs(ref - exact) <= 1e-5 * scale + 1e-30)) {
                         if (bad_ref++ < 5)
                             CHECKF(0, "%s n=%d mode %d: reference %.9g, dequantized float64 %.9g", slm_type_name(type),
@@ -1508,6 +1516,35 @@ static void test_kernels_kquant(void) {
     }
     CHECKF(bad_ref == 0 && bad_simd == 0, "%d reference and %d %s results out of tolerance", bad_ref, bad_simd,
            SLM__SIMD_NAME);
+    { /* q8_K activations as ggml's quantize_row_q8_K_ref makes them: written out here */
+        int b, j, bad = 0;
+        for (i = 0; i < 512; i++) x[i] = rand_float() * (i < 256 ? 3.0f : 0.001f);
+        x[77] = -4.0f; /* the largest magnitude, negative: d > 0 and its quant -127 */
+        slm__quantize_q8_K(x, xk, 512);
+        for (b = 0; b < 2; b++) {
+            float amax = 0, max = 0, iscale;
+            for (j = 0; j < 256; j++)
+                if (fabsf(x[256 * b + j]) > amax) {
+                    amax = fabsf(x[256 * b + j]);
+                    max = x[256 * b + j];
+                }
+            iscale = -127.0f / max;
+            bad += xk[b].d != 1.0f / iscale;
+            for (j = 0; j < 256; j++) {
+                int q = (int)rintf(iscale * x[256 * b + j]); /* the default rounding mode: to nearest even */
+                bad += xk[b].qs[j] != (q > 127 ? 127 : q);
+            }
+            for (j = 0; j < 16; j++) {
+                int k, sum = 0;
+                for (k = 0; k < 16; k++) sum += xk[b].qs[16 * j + k];
+                bad += xk[b].bsums[j] != sum;
+            }
+        }
+        CHECKF(bad == 0 && xk[0].qs[77] == -127, "%d q8_K values differ from ggml's rule", bad);
+        for (i = 0; i < 256; i++) x[i] = 0.0f;
+        slm__quantize_q8_K(x, xk, 256);
+        CHECK(xk[0].d == 0.0f && xk[0].qs[5] == 0 && xk[0].bsums[3] == 0);
+    }
     /* names and sizes as GGML has them */
     CHECK(!strcmp(slm_type_name(SLM_TYPE_Q4_K), "q4_k") && !strcmp(slm_type_name(SLM_TYPE_Q6_K), "q6_k") &&
           !strcmp(slm_type_name(SLM_TYPE_Q5_1), "q5_1"));
@@ -1523,6 +1560,7 @@ static void test_kernels_kquant(void) {
     free(row2);
     free(xq);
     free(xsum);
+    free(xk);
 }
 
 /* The interleaved (_R16) layout and its kernels: each of the 16 rows of a

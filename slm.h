@@ -786,11 +786,11 @@ int slm__pretok_llama3_family(const char *name);
 #define slm__dot_bf16            slm__dot_bf16_avx512
 #define slm__dotn_q8_0           slm__dotn_q8_0_avx512
 #define slm__dotn_q4_0           slm__dotn_q4_0_avx512
-#define slm__dot_q5_0            slm__dot_q5_0_ref
-#define slm__dot_q5_1            slm__dot_q5_1_ref
-#define slm__dot_q4_K            slm__dot_q4_K_ref
-#define slm__dot_q5_K            slm__dot_q5_K_ref
-#define slm__dot_q6_K            slm__dot_q6_K_ref
+#define slm__dot_q5_0            slm__dot_q5_0_avx512
+#define slm__dot_q5_1            slm__dot_q5_1_avx512
+#define slm__dot_q4_K            slm__dot_q4_K_avx512
+#define slm__dot_q5_K            slm__dot_q5_K_avx512
+#define slm__dot_q6_K            slm__dot_q6_K_avx512
 #define slm__gemm_r16_nt         slm__gemm_r16_nt_avx512
 #define slm__gemm_r16            slm__gemm_r16_pairs
 #define slm__quantize_act_blocks slm__quantize_act_blocks_avx2
@@ -815,11 +815,11 @@ int slm__pretok_llama3_family(const char *name);
 #define slm__dot_bf16            slm__dot_bf16_avx2
 #define slm__dotn_q8_0           slm__dotn_q8_0_avx2
 #define slm__dotn_q4_0           slm__dotn_q4_0_avx2
-#define slm__dot_q5_0            slm__dot_q5_0_ref
-#define slm__dot_q5_1            slm__dot_q5_1_ref
-#define slm__dot_q4_K            slm__dot_q4_K_ref
-#define slm__dot_q5_K            slm__dot_q5_K_ref
-#define slm__dot_q6_K            slm__dot_q6_K_ref
+#define slm__dot_q5_0            slm__dot_q5_0_avx2
+#define slm__dot_q5_1            slm__dot_q5_1_avx2
+#define slm__dot_q4_K            slm__dot_q4_K_avx2
+#define slm__dot_q5_K            slm__dot_q5_K_avx2
+#define slm__dot_q6_K            slm__dot_q6_K_avx2
 #define slm__gemm_r16_nt         slm__gemm_r16_nt_avx2
 #define slm__gemm_r16            slm__gemm_r16_pairs
 #define slm__quantize_act_blocks slm__quantize_act_blocks_avx2
@@ -4347,6 +4347,331 @@ SLM__INLINE void slm__dotn_q4_0_avx2(const slm__block_q4_0 *const *w, int nr, co
         }
     }
     SLM__UNROLL4 for (r = 0; r < nr; r++) out[r] = slm__hsum256(acc[r]);
+}
+#endif
+
+/* ---- q5_0/q5_1 and K-quant kernels, AVX-512 and AVX2 ----
+   One row against one token's activations (q8_0 blocks for q5_0/q5_1, q8_K
+   for the K-quants), each next to its reference above in what it computes:
+   the integer part is exact, so only the order of float additions differs. */
+
+/* The 6-bit scales and mins of a q4_K/q5_K block as 8 + 8 bytes (slm__kq_scale_min for all j at once). */
+SLM__INLINE void slm__kq_unpack_scales(const uint8_t *q, uint8_t *out16) {
+    uint32_t u0, u1, u2, v[4];
+    memcpy(&u0, q, 4);
+    memcpy(&u1, q + 4, 4);
+    memcpy(&u2, q + 8, 4);
+    v[0] = u0 & 0x3f3f3f3fu;                                             /* sc 0..3 */
+    v[1] = (u2 & 0x0f0f0f0fu) | (((u0 >> 6) & 0x03030303u) << 4);        /* sc 4..7 */
+    v[2] = u1 & 0x3f3f3f3fu;                                             /* m 0..3 */
+    v[3] = ((u2 >> 4) & 0x0f0f0f0fu) | (((u1 >> 6) & 0x03030303u) << 4); /* m 4..7 */
+    memcpy(out16, v, 16);
+}
+
+#if defined(SLM__AVX2)
+/* [m0, m0, m1, m1, ... m7, m7] as int16 from 8 bytes: madd with the 16
+   activation sums of 16 gives m_j x (sum of sub-block j) */
+SLM__INLINE __m256i slm__kq_mins_pairs(const uint8_t *m8) {
+    __m128i m = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)m8));
+    return _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_unpacklo_epi16(m, m)), _mm_unpackhi_epi16(m, m), 1);
+}
+#endif
+
+#if defined(SLM__AVX512)
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+/* lanes 0..7 = v[a], lanes 8..15 = v[b] */
+SLM__INLINE __m512i slm__pair_lanes(__m512i v, int a, int b) {
+    return _mm512_permutexvar_epi32(_mm512_set_epi32(b, b, b, b, b, b, b, b, a, a, a, a, a, a, a, a), v);
+}
+
+/* q4_K (qh NULL) and q5_K against q8_K */
+SLM__INLINE float slm__dot_q45k_avx512(const uint8_t *w, const slm__block_q8_K *x, int n_super, int five) {
+    const __m512i low4 = _mm512_set1_epi8(0x0f);
+    __m512 acc = _mm512_setzero_ps();
+    __m256 accm = _mm256_setzero_ps();
+    size_t bb = five ? sizeof(slm__block_q5_K) : sizeof(slm__block_q4_K);
+    int i, c;
+    for (i = 0; i < n_super; i++) {
+        const uint8_t *blk = w + (size_t)i * bb, *qs = blk + (five ? 48 : 16);
+        uint8_t sm[16];
+        uint16_t d16, dmin16;
+        __m512i sc, isum = _mm512_setzero_si512(), qh2 = _mm512_setzero_si512();
+        __m256i mn, bs;
+        float dx = x[i].d;
+        _mm_prefetch((const char *)blk + SLM__PREFETCH, _MM_HINT_T0);
+        memcpy(&d16, blk, 2);
+        memcpy(&dmin16, blk + 2, 2);
+        slm__kq_unpack_scales(blk + 4, sm);
+        sc = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)sm));
+        if (five) qh2 = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(blk + 16)));
+        for (c = 0; c < 2; c++) {
+            __m512i q = _mm512_loadu_si512((const void *)(qs + 64 * c));
+            __m512i lo = _mm512_and_si512(q, low4), hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), low4);
+            /* sub-blocks 4c, 4c+1 and 4c+2, 4c+3: elements 128c.. in order */
+            __m512i wa = _mm512_shuffle_i64x2(lo, hi, 0x44), wb = _mm512_shuffle_i64x2(lo, hi, 0xEE);
+            if (five) {
+                const __m512i sixteen = _mm512_set1_epi8(16);
+                __m512i ma = _mm512_inserti64x4(_mm512_set1_epi8((char)(1 << (4 * c))),
+                                                _mm256_set1_epi8((char)(2 << (4 * c))), 1);
+                __m512i mb = _mm512_inserti64x4(_mm512_set1_epi8((char)(4 << (4 * c))),
+                                                _mm256_set1_epi8((char)(8 << (4 * c))), 1);
+                wa = _mm512_or_si512(wa, _mm512_maskz_mov_epi8(_mm512_test_epi8_mask(qh2, ma), sixteen));
+                wb = _mm512_or_si512(wb, _mm512_maskz_mov_epi8(_mm512_test_epi8_mask(qh2, mb), sixteen));
+            }
+            isum = _mm512_add_epi32(
+                isum, _mm512_mullo_epi32(slm__dot_u8s8_512(wa, _mm512_loadu_si512((const void *)(x[i].qs + 128 * c))),
+                                         slm__pair_lanes(sc, 4 * c, 4 * c + 1)));
+            isum = _mm512_add_epi32(
+                isum,
+                _mm512_mullo_epi32(slm__dot_u8s8_512(wb, _mm512_loadu_si512((const void *)(x[i].qs + 128 * c + 64))),
+                                   slm__pair_lanes(sc, 4 * c + 2, 4 * c + 3)));
+        }
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(slm_fp16_to_fp32(d16) * dx), acc);
+        /* mins: m_j times the sum of sub-block j's 32 activations (two bsums) */
+        mn = slm__kq_mins_pairs(sm + 8);
+        bs = _mm256_loadu_si256((const __m256i *)x[i].bsums);
+        accm = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(bs, mn)),
+                               _mm256_set1_ps(slm_fp16_to_fp32(dmin16) * dx), accm);
+    }
+    return slm__hsum512(acc) - slm__hsum256(accm);
+}
+SLM__MAYBE_UNUSED static float slm__dot_q4_K_avx512(const uint8_t *w, const slm__block_q8_K *x, int n_super) {
+    return slm__dot_q45k_avx512(w, x, n_super, 0);
+}
+SLM__MAYBE_UNUSED static float slm__dot_q5_K_avx512(const uint8_t *w, const slm__block_q8_K *x, int n_super) {
+    return slm__dot_q45k_avx512(w, x, n_super, 1);
+}
+
+/* q6_K against q8_K: quants 0..63 (q + 32) times activations, less 32 x each
+   sub-block's activation sum, times its scale */
+SLM__MAYBE_UNUSED static float slm__dot_q6_K_avx512(const uint8_t *w, const slm__block_q8_K *x, int n_super) {
+    const __m512i low4 = _mm512_set1_epi8(0x0f), three = _mm512_set1_epi8(3);
+    __m256 acc = _mm256_setzero_ps();
+    int i, h;
+    for (i = 0; i < n_super; i++) {
+        const slm__block_q6_K *blk = (const slm__block_q6_K *)w + i;
+        __m512i sc = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)blk->scales)), isum = _mm512_setzero_si512();
+        __m256i s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)blk->scales)), isum8;
+        _mm_prefetch((const char *)blk + SLM__PREFETCH, _MM_HINT_T0);
+        for (h = 0; h < 2; h++) {
+            __m512i l = _mm512_loadu_si512((const void *)(blk->ql + 64 * h));
+            __m256i qh = _mm256_loadu_si256((const __m256i *)(blk->qh + 32 * h));
+            __m512i hh = _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1);
+            __m512i w01 = _mm512_or_si512(_mm512_and_si512(l, low4), _mm512_slli_epi16(_mm512_and_si512(hh, three), 4));
+            __m512i w23 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), low4),
+                                          _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(hh, 4), three), 4));
+            /* lanes of 4 elements: 4 lanes per sub-block of 16 */
+            const __m512i idx0 = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+            __m512i s0 = _mm512_permutexvar_epi32(_mm512_add_epi32(idx0, _mm512_set1_epi32(8 * h)), sc);
+            __m512i s1 = _mm512_permutexvar_epi32(_mm512_add_epi32(idx0, _mm512_set1_epi32(8 * h + 4)), sc);
+            isum = _mm512_add_epi32(
+                isum,
+                _mm512_mullo_epi32(slm__dot_u8s8_512(w01, _mm512_loadu_si512((const void *)(x[i].qs + 128 * h))), s0));
+            isum = _mm512_add_epi32(
+                isum, _mm512_mullo_epi32(
+                          slm__dot_u8s8_512(w23, _mm512_loadu_si512((const void *)(x[i].qs + 128 * h + 64))), s1));
+        }
+        isum8 = _mm256_add_epi32(_mm512_castsi512_si256(isum), _mm512_extracti64x4_epi64(isum, 1));
+        isum8 = _mm256_sub_epi32(
+            isum8, _mm256_slli_epi32(_mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)x[i].bsums), s16), 5));
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum8), _mm256_set1_ps(slm_fp16_to_fp32(blk->d) * x[i].d), acc);
+    }
+    return slm__hsum256(acc);
+}
+
+/* q5_0 (has_m 0) and q5_1 against q8_0, two blocks at a time as q4_0 */
+SLM__INLINE float slm__dot_q5_avx512(const uint8_t *w, const slm__block_q8_0 *x, const int32_t *xsum, int n_blocks,
+                                     int has_m) {
+    const __m256i low4 = _mm256_set1_epi8(0x0f);
+    const __m512i sixteen = _mm512_set1_epi8(16);
+    size_t bb = has_m ? sizeof(slm__block_q5_1) : sizeof(slm__block_q5_0);
+    __m512 acc = _mm512_setzero_ps();
+    float accm = 0.0f, tail = 0.0f;
+    int b;
+    for (b = 0; b + 2 <= n_blocks; b += 2) {
+        const uint8_t *b0 = w + (size_t)b * bb, *b1 = b0 + bb, *q0 = b0 + bb - 16, *q1 = b1 + bb - 16;
+        uint32_t h0, h1;
+        uint16_t d0, d1;
+        __m512i xv = slm__load_2x32(x[b].q, x[b + 1].q);
+        __m256i ab = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)q0)),
+                                             _mm_loadu_si128((const __m128i *)q1), 1);
+        __m256i lo = _mm256_and_si256(ab, low4), hi = _mm256_and_si256(_mm256_srli_epi16(ab, 4), low4);
+        __m512i wv = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_permute2x128_si256(lo, hi, 0x20)),
+                                        _mm256_permute2x128_si256(lo, hi, 0x31), 1);
+        __m512i sumi;
+        float dx0 = slm_fp16_to_fp32(x[b].d), dx1 = slm_fp16_to_fp32(x[b + 1].d), dw0, dw1;
+        _mm_prefetch((const char *)b0 + SLM__PREFETCH, _MM_HINT_T0);
+        memcpy(&h0, q0 - 4, 4);
+        memcpy(&h1, q1 - 4, 4);
+        wv = _mm512_mask_mov_epi8(wv, (__mmask64)h0 | (__mmask64)h1 << 32, _mm512_or_si512(wv, sixteen));
+        memcpy(&d0, b0, 2);
+        memcpy(&d1, b1, 2);
+        dw0 = slm_fp16_to_fp32(d0);
+        dw1 = slm_fp16_to_fp32(d1);
+        sumi = slm__dot_u8s8_512(wv, xv);
+        if (!has_m) sumi = _mm512_sub_epi32(sumi, slm__dot_u8s8_512(sixteen, xv));
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi), slm__pair_scales(dw0 * dx0, dw1 * dx1), acc);
+        if (has_m) {
+            uint16_t m0, m1;
+            memcpy(&m0, b0 + 2, 2);
+            memcpy(&m1, b1 + 2, 2);
+            accm += (float)xsum[b] * (slm_fp16_to_fp32(m0) * dx0) + (float)xsum[b + 1] * (slm_fp16_to_fp32(m1) * dx1);
+        }
+    }
+    if (b < n_blocks)
+        tail = has_m ? slm__dot_q5_1_ref(w + (size_t)b * bb, x + b, xsum + b, n_blocks - b)
+                     : slm__dot_q5_0_ref(w + (size_t)b * bb, x + b, xsum + b, n_blocks - b);
+    return slm__hsum512(acc) + accm + tail;
+}
+SLM__MAYBE_UNUSED static float slm__dot_q5_0_avx512(const uint8_t *w, const slm__block_q8_0 *x, const int32_t *xsum,
+                                                    int n_blocks) {
+    return slm__dot_q5_avx512(w, x, xsum, n_blocks, 0);
+}
+SLM__MAYBE_UNUSED static float slm__dot_q5_1_avx512(const uint8_t *w, const slm__block_q8_0 *x, const int32_t *xsum,
+                                                    int n_blocks) {
+    return slm__dot_q5_avx512(w, x, xsum, n_blocks, 1);
+}
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+#endif
+
+#if defined(SLM__AVX2) && defined(SLM__F16C)
+/* u8 x s8 products summed in groups of four into 8 int32 lanes (pairs fit int16: quants <= 63) */
+SLM__INLINE __m256i slm__dot_u8s8_256(__m256i u, __m256i s) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+}
+
+SLM__INLINE float slm__dot_q45k_avx2(const uint8_t *w, const slm__block_q8_K *x, int n_super, int five) {
+    const __m256i low4 = _mm256_set1_epi8(0x0f), sixteen = _mm256_set1_epi8(16);
+    __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
+    size_t bb = five ? sizeof(slm__block_q5_K) : sizeof(slm__block_q4_K);
+    int i, c;
+    for (i = 0; i < n_super; i++) {
+        const uint8_t *blk = w + (size_t)i * bb, *qs = blk + (five ? 48 : 16);
+        uint8_t sm[16];
+        uint16_t d16, dmin16;
+        __m256i isum = _mm256_setzero_si256(), qh = _mm256_setzero_si256();
+        _mm_prefetch((const char *)blk + SLM__PREFETCH, _MM_HINT_T0);
+        memcpy(&d16, blk, 2);
+        memcpy(&dmin16, blk + 2, 2);
+        slm__kq_unpack_scales(blk + 4, sm);
+        if (five) qh = _mm256_loadu_si256((const __m256i *)(blk + 16));
+        for (c = 0; c < 4; c++) { /* sub-blocks 2c (low nibbles) and 2c+1 (high) */
+            __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
+            __m256i lo = _mm256_and_si256(q, low4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
+            if (five) {
+                __m256i b0 = _mm256_set1_epi8((char)(1 << (2 * c))), b1 = _mm256_set1_epi8((char)(2 << (2 * c)));
+                lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, b0), b0), sixteen));
+                hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, b1), b1), sixteen));
+            }
+            lo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)(x[i].qs + 64 * c))),
+                                   _mm256_set1_epi16(sm[2 * c]));
+            hi = _mm256_madd_epi16(
+                _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(x[i].qs + 64 * c + 32))),
+                _mm256_set1_epi16(sm[2 * c + 1]));
+            isum = _mm256_add_epi32(isum, _mm256_add_epi32(lo, hi));
+        }
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(slm_fp16_to_fp32(d16) * x[i].d), acc);
+        accm = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)x[i].bsums),
+                                                                    slm__kq_mins_pairs(sm + 8))),
+                               _mm256_set1_ps(slm_fp16_to_fp32(dmin16) * x[i].d), accm);
+    }
+    return slm__hsum256(acc) - slm__hsum256(accm);
+}
+SLM__MAYBE_UNUSED static float slm__dot_q4_K_avx2(const uint8_t *w, const slm__block_q8_K *x, int n_super) {
+    return slm__dot_q45k_avx2(w, x, n_super, 0);
+}
+SLM__MAYBE_UNUSED static float slm__dot_q5_K_avx2(const uint8_t *w, const slm__block_q8_K *x, int n_super) {
+    return slm__dot_q45k_avx2(w, x, n_super, 1);
+}
+
+SLM__MAYBE_UNUSED static float slm__dot_q6_K_avx2(const uint8_t *w, const slm__block_q8_K *x, int n_super) {
+    const __m256i low4 = _mm256_set1_epi8(0x0f), m30 = _mm256_set1_epi8(0x30);
+    __m256 acc = _mm256_setzero_ps();
+    int i, h, g;
+    for (i = 0; i < n_super; i++) {
+        const slm__block_q6_K *blk = (const slm__block_q6_K *)w + i;
+        __m256i isum = _mm256_setzero_si256();
+        _mm_prefetch((const char *)blk + SLM__PREFETCH, _MM_HINT_T0);
+        for (h = 0; h < 2; h++) {
+            __m256i la = _mm256_loadu_si256((const __m256i *)(blk->ql + 64 * h)),
+                    lb = _mm256_loadu_si256((const __m256i *)(blk->ql + 64 * h + 32)),
+                    qh = _mm256_loadu_si256((const __m256i *)(blk->qh + 32 * h)), q[4];
+            q[0] = _mm256_or_si256(_mm256_and_si256(la, low4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), m30));
+            q[1] = _mm256_or_si256(_mm256_and_si256(lb, low4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), m30));
+            q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(la, 4), low4), _mm256_and_si256(qh, m30));
+            q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(lb, 4), low4),
+                                   _mm256_and_si256(_mm256_srli_epi16(qh, 2), m30));
+            for (g = 0; g < 4; g++) { /* 32 elements: sub-blocks 8h+2g and 8h+2g+1 */
+                const int8_t *s = blk->scales + 8 * h + 2 * g;
+                __m256i p =
+                    _mm256_maddubs_epi16(q[g], _mm256_loadu_si256((const __m256i *)(x[i].qs + 128 * h + 32 * g)));
+                isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p, _mm256_inserti128_si256(_mm256_set1_epi16(s[0]),
+                                                                                           _mm_set1_epi16(s[1]), 1)));
+            }
+        }
+        /* the +32 of every quant: 32 x scale x the activations' sums of 16 */
+        isum = _mm256_sub_epi32(
+            isum,
+            _mm256_slli_epi32(_mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)x[i].bsums),
+                                                _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)blk->scales))),
+                              5));
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(slm_fp16_to_fp32(blk->d) * x[i].d), acc);
+    }
+    return slm__hsum256(acc);
+}
+
+/* q5_0 (has_m 0) and q5_1 against q8_0, one block at a time */
+SLM__INLINE float slm__dot_q5_avx2(const uint8_t *w, const slm__block_q8_0 *x, const int32_t *xsum, int n_blocks,
+                                   int has_m) {
+    const __m128i low4 = _mm_set1_epi8(0x0f);
+    const __m256i sixteen = _mm256_set1_epi8(16), bit = _mm256_set1_epi64x(0x8040201008040201LL),
+                  spread = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3,
+                                            3, 3, 3, 3, 3, 3, 3);
+    size_t bb = has_m ? sizeof(slm__block_q5_1) : sizeof(slm__block_q5_0);
+    __m256 acc = _mm256_setzero_ps();
+    float accs = 0.0f;
+    int b;
+    for (b = 0; b < n_blocks; b++) {
+        const uint8_t *blk = w + (size_t)b * bb, *qs = blk + bb - 16;
+        uint32_t h;
+        uint16_t d16;
+        float s;
+        __m128i q = _mm_loadu_si128((const __m128i *)qs);
+        __m256i wv = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_and_si128(q, low4)),
+                                             _mm_and_si128(_mm_srli_epi16(q, 4), low4), 1),
+                hb;
+        _mm_prefetch((const char *)blk + SLM__PREFETCH, _MM_HINT_T0);
+        memcpy(&h, qs - 4, 4);
+        /* bit j of qh to byte j: each byte takes its qh byte, then tests its own bit */
+        hb = _mm256_shuffle_epi8(_mm256_set1_epi32((int)h), spread);
+        hb = _mm256_cmpeq_epi8(_mm256_and_si256(hb, bit), bit);
+        wv = _mm256_or_si256(wv, _mm256_and_si256(hb, sixteen));
+        memcpy(&d16, blk, 2);
+        s = slm_fp16_to_fp32(d16) * slm_fp16_to_fp32(x[b].d);
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(slm__dot_u8s8_256(wv, _mm256_loadu_si256((const __m256i *)x[b].q))),
+                              _mm256_set1_ps(s), acc);
+        if (has_m) {
+            uint16_t m16;
+            memcpy(&m16, blk + 2, 2);
+            accs += (float)xsum[b] * (slm_fp16_to_fp32(m16) * slm_fp16_to_fp32(x[b].d));
+        } else
+            accs -= (float)(16 * xsum[b]) * s;
+    }
+    return slm__hsum256(acc) + accs;
+}
+SLM__MAYBE_UNUSED static float slm__dot_q5_0_avx2(const uint8_t *w, const slm__block_q8_0 *x, const int32_t *xsum,
+                                                  int n_blocks) {
+    return slm__dot_q5_avx2(w, x, xsum, n_blocks, 0);
+}
+SLM__MAYBE_UNUSED static float slm__dot_q5_1_avx2(const uint8_t *w, const slm__block_q8_0 *x, const int32_t *xsum,
+                                                  int n_blocks) {
+    return slm__dot_q5_avx2(w, x, xsum, n_blocks, 1);
 }
 #endif
 

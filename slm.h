@@ -786,11 +786,11 @@ int slm__pretok_llama3_family(const char *name);
 #define slm__dot_bf16            slm__dot_bf16_avx512
 #define slm__dotn_q8_0           slm__dotn_q8_0_avx512
 #define slm__dotn_q4_0           slm__dotn_q4_0_avx512
-#define slm__dot_q5_0            slm__dot_q5_0_avx512
-#define slm__dot_q5_1            slm__dot_q5_1_avx512
-#define slm__dot_q4_K            slm__dot_q4_K_avx512
-#define slm__dot_q5_K            slm__dot_q5_K_avx512
-#define slm__dot_q6_K            slm__dot_q6_K_avx512
+#define slm__dotm_q5_0           slm__dotm_q5_0_avx512
+#define slm__dotm_q5_1           slm__dotm_q5_1_avx512
+#define slm__dotm_q4_K           slm__dotm_q4_K_avx512
+#define slm__dotm_q5_K           slm__dotm_q5_K_avx512
+#define slm__dotm_q6_K           slm__dotm_q6_K_avx512
 #define slm__gemm_r16_nt         slm__gemm_r16_nt_avx512
 #define slm__gemm_r16            slm__gemm_r16_pairs
 #define slm__quantize_act_blocks slm__quantize_act_blocks_avx2
@@ -815,11 +815,11 @@ int slm__pretok_llama3_family(const char *name);
 #define slm__dot_bf16            slm__dot_bf16_avx2
 #define slm__dotn_q8_0           slm__dotn_q8_0_avx2
 #define slm__dotn_q4_0           slm__dotn_q4_0_avx2
-#define slm__dot_q5_0            slm__dot_q5_0_avx2
-#define slm__dot_q5_1            slm__dot_q5_1_avx2
-#define slm__dot_q4_K            slm__dot_q4_K_avx2
-#define slm__dot_q5_K            slm__dot_q5_K_avx2
-#define slm__dot_q6_K            slm__dot_q6_K_avx2
+#define slm__dotm_q5_0           slm__dotm_q5_0_avx2
+#define slm__dotm_q5_1           slm__dotm_q5_1_avx2
+#define slm__dotm_q4_K           slm__dotm_q4_K_avx2
+#define slm__dotm_q5_K           slm__dotm_q5_K_avx2
+#define slm__dotm_q6_K           slm__dotm_q6_K_avx2
 #define slm__gemm_r16_nt         slm__gemm_r16_nt_avx2
 #define slm__gemm_r16            slm__gemm_r16_pairs
 #define slm__quantize_act_blocks slm__quantize_act_blocks_avx2
@@ -844,11 +844,11 @@ int slm__pretok_llama3_family(const char *name);
 #define slm__dot_bf16            slm__dot_bf16_neon
 #define slm__dotn_q8_0           slm__dotn_q8_0_neon
 #define slm__dotn_q4_0           slm__dotn_q4_0_neon
-#define slm__dot_q5_0            slm__dot_q5_0_ref
-#define slm__dot_q5_1            slm__dot_q5_1_ref
-#define slm__dot_q4_K            slm__dot_q4_K_ref
-#define slm__dot_q5_K            slm__dot_q5_K_ref
-#define slm__dot_q6_K            slm__dot_q6_K_ref
+#define slm__dotm_q5_0           slm__dotm_q5_0_ref
+#define slm__dotm_q5_1           slm__dotm_q5_1_ref
+#define slm__dotm_q4_K           slm__dotm_q4_K_ref
+#define slm__dotm_q5_K           slm__dotm_q5_K_ref
+#define slm__dotm_q6_K           slm__dotm_q6_K_ref
 #define slm__gemm_r16_nt         slm__gemm_r16_nt_neon
 #define slm__gemm_r16            slm__gemm_r16_pairs
 #define slm__quantize_act_blocks slm__quantize_act_blocks_ref
@@ -869,11 +869,11 @@ int slm__pretok_llama3_family(const char *name);
 #define slm__dot_bf16            slm__dot_bf16_ref
 #define slm__dotn_q8_0           slm__dotn_q8_0_ref
 #define slm__dotn_q4_0           slm__dotn_q4_0_ref
-#define slm__dot_q5_0            slm__dot_q5_0_ref
-#define slm__dot_q5_1            slm__dot_q5_1_ref
-#define slm__dot_q4_K            slm__dot_q4_K_ref
-#define slm__dot_q5_K            slm__dot_q5_K_ref
-#define slm__dot_q6_K            slm__dot_q6_K_ref
+#define slm__dotm_q5_0           slm__dotm_q5_0_ref
+#define slm__dotm_q5_1           slm__dotm_q5_1_ref
+#define slm__dotm_q4_K           slm__dotm_q4_K_ref
+#define slm__dotm_q5_K           slm__dotm_q5_K_ref
+#define slm__dotm_q6_K           slm__dotm_q6_K_ref
 #define slm__gemm_r16            slm__gemm_r16_ref
 #define slm__quantize_act_blocks slm__quantize_act_blocks_ref
 #define slm__axpy_f32            slm__axpy_f32_ref
@@ -4046,6 +4046,35 @@ SLM__MAYBE_UNUSED static float slm__dot_q6_K_ref(const uint8_t *w, const slm__bl
     return sum;
 }
 
+/* One row against nt (1..4) tokens' activations (token t at x + t * xs),
+   out[t]: the form the kernel table gives the SIMD versions, which decode
+   the row once for every token. */
+SLM__MAYBE_UNUSED static void slm__dotm_q5_0_ref(const uint8_t *w, const slm__block_q8_0 *x, const int32_t *xsum,
+                                                 size_t xs, int nt, int n_blocks, float *out) {
+    int t;
+    for (t = 0; t < nt; t++) out[t] = slm__dot_q5_0_ref(w, x + (size_t)t * xs, xsum + (size_t)t * xs, n_blocks);
+}
+SLM__MAYBE_UNUSED static void slm__dotm_q5_1_ref(const uint8_t *w, const slm__block_q8_0 *x, const int32_t *xsum,
+                                                 size_t xs, int nt, int n_blocks, float *out) {
+    int t;
+    for (t = 0; t < nt; t++) out[t] = slm__dot_q5_1_ref(w, x + (size_t)t * xs, xsum + (size_t)t * xs, n_blocks);
+}
+SLM__MAYBE_UNUSED static void slm__dotm_q4_K_ref(const uint8_t *w, const slm__block_q8_K *x, size_t xs, int nt,
+                                                 int n_super, float *out) {
+    int t;
+    for (t = 0; t < nt; t++) out[t] = slm__dot_q4_K_ref(w, x + (size_t)t * xs, n_super);
+}
+SLM__MAYBE_UNUSED static void slm__dotm_q5_K_ref(const uint8_t *w, const slm__block_q8_K *x, size_t xs, int nt,
+                                                 int n_super, float *out) {
+    int t;
+    for (t = 0; t < nt; t++) out[t] = slm__dot_q5_K_ref(w, x + (size_t)t * xs, n_super);
+}
+SLM__MAYBE_UNUSED static void slm__dotm_q6_K_ref(const uint8_t *w, const slm__block_q8_K *x, size_t xs, int nt,
+                                                 int n_super, float *out) {
+    int t;
+    for (t = 0; t < nt; t++) out[t] = slm__dot_q6_K_ref(w, x + (size_t)t * xs, n_super);
+}
+
 /* nr (1..4) rows against one activation vector: the SIMD versions share the
    activations' loads between the rows */
 SLM__INLINE void slm__dotn_q8_0_ref(const slm__block_q8_0 *const *w, int nr, const slm__block_q8_0 *x, int n_blocks,
@@ -4351,9 +4380,12 @@ SLM__INLINE void slm__dotn_q4_0_avx2(const slm__block_q4_0 *const *w, int nr, co
 #endif
 
 /* ---- q5_0/q5_1 and K-quant kernels, AVX-512 and AVX2 ----
-   One row against one token's activations (q8_0 blocks for q5_0/q5_1, q8_K
-   for the K-quants), each next to its reference above in what it computes:
-   the integer part is exact, so only the order of float additions differs. */
+   One weight row against nt (1..4) tokens' activations (q8_0 blocks for
+   q5_0/q5_1, q8_K for the K-quants; token t at x + t * xs), each next to its
+   reference above in what it computes: the row is decoded once for all the
+   tokens (prefill reads it from cache for every group of four). The integer
+   part is exact and each token's float steps are the same whatever nt, so
+   only the order of float additions separates these from the reference. */
 
 /* The 6-bit scales and mins of a q4_K/q5_K block as 8 + 8 bytes (slm__kq_scale_min for all j at once). */
 SLM__INLINE void slm__kq_unpack_scales(const uint8_t *q, uint8_t *out16) {
@@ -4388,152 +4420,186 @@ SLM__INLINE __m512i slm__pair_lanes(__m512i v, int a, int b) {
     return _mm512_permutexvar_epi32(_mm512_set_epi32(b, b, b, b, b, b, b, b, a, a, a, a, a, a, a, a), v);
 }
 
-/* q4_K (qh NULL) and q5_K against q8_K */
-SLM__INLINE float slm__dot_q45k_avx512(const uint8_t *w, const slm__block_q8_K *x, int n_super, int five) {
-    const __m512i low4 = _mm512_set1_epi8(0x0f);
-    __m512 acc = _mm512_setzero_ps();
-    __m256 accm = _mm256_setzero_ps();
+/* q4_K (five 0) and q5_K against q8_K */
+SLM__INLINE void slm__dotm_q45k_avx512(const uint8_t *w, const slm__block_q8_K *x, size_t xs, int nt, int n_super,
+                                       float *out, int five) {
+    const __m512i low4 = _mm512_set1_epi8(0x0f), sixteen = _mm512_set1_epi8(16);
+    __m512 acc[4];
+    __m256 accm[4];
     size_t bb = five ? sizeof(slm__block_q5_K) : sizeof(slm__block_q4_K);
-    int i, c;
+    int i, c, t, k;
+    SLM__UNROLL4 for (t = 0; t < nt; t++) {
+        acc[t] = _mm512_setzero_ps();
+        accm[t] = _mm256_setzero_ps();
+    }
     for (i = 0; i < n_super; i++) {
         const uint8_t *blk = w + (size_t)i * bb, *qs = blk + (five ? 48 : 16);
         uint8_t sm[16];
         uint16_t d16, dmin16;
-        __m512i sc, isum = _mm512_setzero_si512(), qh2 = _mm512_setzero_si512();
-        __m256i mn, bs;
-        float dx = x[i].d;
+        __m512i sc, wv[4], sl[4], qh2 = _mm512_setzero_si512();
+        __m256i mn;
+        float dw, dmw;
         _mm_prefetch((const char *)blk + SLM__PREFETCH, _MM_HINT_T0);
         memcpy(&d16, blk, 2);
         memcpy(&dmin16, blk + 2, 2);
+        dw = slm_fp16_to_fp32(d16);
+        dmw = slm_fp16_to_fp32(dmin16);
         slm__kq_unpack_scales(blk + 4, sm);
         sc = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)sm));
+        mn = slm__kq_mins_pairs(sm + 8);
         if (five) qh2 = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(blk + 16)));
         for (c = 0; c < 2; c++) {
             __m512i q = _mm512_loadu_si512((const void *)(qs + 64 * c));
             __m512i lo = _mm512_and_si512(q, low4), hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), low4);
             /* sub-blocks 4c, 4c+1 and 4c+2, 4c+3: elements 128c.. in order */
-            __m512i wa = _mm512_shuffle_i64x2(lo, hi, 0x44), wb = _mm512_shuffle_i64x2(lo, hi, 0xEE);
-            if (five) {
-                const __m512i sixteen = _mm512_set1_epi8(16);
+            wv[2 * c] = _mm512_shuffle_i64x2(lo, hi, 0x44);
+            wv[2 * c + 1] = _mm512_shuffle_i64x2(lo, hi, 0xEE);
+            if (five) { /* fifth bit of element l: bit l/32 of qh[l % 32] */
                 __m512i ma = _mm512_inserti64x4(_mm512_set1_epi8((char)(1 << (4 * c))),
                                                 _mm256_set1_epi8((char)(2 << (4 * c))), 1);
                 __m512i mb = _mm512_inserti64x4(_mm512_set1_epi8((char)(4 << (4 * c))),
                                                 _mm256_set1_epi8((char)(8 << (4 * c))), 1);
-                wa = _mm512_or_si512(wa, _mm512_maskz_mov_epi8(_mm512_test_epi8_mask(qh2, ma), sixteen));
-                wb = _mm512_or_si512(wb, _mm512_maskz_mov_epi8(_mm512_test_epi8_mask(qh2, mb), sixteen));
+                wv[2 * c] = _mm512_or_si512(wv[2 * c], _mm512_maskz_mov_epi8(_mm512_test_epi8_mask(qh2, ma), sixteen));
+                wv[2 * c + 1] =
+                    _mm512_or_si512(wv[2 * c + 1], _mm512_maskz_mov_epi8(_mm512_test_epi8_mask(qh2, mb), sixteen));
             }
-            isum = _mm512_add_epi32(
-                isum, _mm512_mullo_epi32(slm__dot_u8s8_512(wa, _mm512_loadu_si512((const void *)(x[i].qs + 128 * c))),
-                                         slm__pair_lanes(sc, 4 * c, 4 * c + 1)));
-            isum = _mm512_add_epi32(
-                isum,
-                _mm512_mullo_epi32(slm__dot_u8s8_512(wb, _mm512_loadu_si512((const void *)(x[i].qs + 128 * c + 64))),
-                                   slm__pair_lanes(sc, 4 * c + 2, 4 * c + 3)));
         }
-        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(slm_fp16_to_fp32(d16) * dx), acc);
-        /* mins: m_j times the sum of sub-block j's 32 activations (two bsums) */
-        mn = slm__kq_mins_pairs(sm + 8);
-        bs = _mm256_loadu_si256((const __m256i *)x[i].bsums);
-        accm = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(bs, mn)),
-                               _mm256_set1_ps(slm_fp16_to_fp32(dmin16) * dx), accm);
+        for (k = 0; k < 4; k++) sl[k] = slm__pair_lanes(sc, 2 * k, 2 * k + 1);
+        SLM__UNROLL4 for (t = 0; t < nt; t++) {
+            const slm__block_q8_K *xt = x + (size_t)t * xs + i;
+            __m512i isum = _mm512_setzero_si512();
+            for (k = 0; k < 4; k++)
+                isum = _mm512_add_epi32(
+                    isum, _mm512_mullo_epi32(
+                              slm__dot_u8s8_512(wv[k], _mm512_loadu_si512((const void *)(xt->qs + 64 * k))), sl[k]));
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(dw * xt->d), acc[t]);
+            /* mins: m_j times the sum of sub-block j's 32 activations (two bsums) */
+            accm[t] = _mm256_fmadd_ps(
+                _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)xt->bsums), mn)),
+                _mm256_set1_ps(dmw * xt->d), accm[t]);
+        }
     }
-    return slm__hsum512(acc) - slm__hsum256(accm);
+    SLM__UNROLL4 for (t = 0; t < nt; t++) out[t] = slm__hsum512(acc[t]) - slm__hsum256(accm[t]);
 }
-SLM__MAYBE_UNUSED static float slm__dot_q4_K_avx512(const uint8_t *w, const slm__block_q8_K *x, int n_super) {
-    return slm__dot_q45k_avx512(w, x, n_super, 0);
+SLM__MAYBE_UNUSED static void slm__dotm_q4_K_avx512(const uint8_t *w, const slm__block_q8_K *x, size_t xs, int nt,
+                                                    int n_super, float *out) {
+    slm__dotm_q45k_avx512(w, x, xs, nt, n_super, out, 0);
 }
-SLM__MAYBE_UNUSED static float slm__dot_q5_K_avx512(const uint8_t *w, const slm__block_q8_K *x, int n_super) {
-    return slm__dot_q45k_avx512(w, x, n_super, 1);
+SLM__MAYBE_UNUSED static void slm__dotm_q5_K_avx512(const uint8_t *w, const slm__block_q8_K *x, size_t xs, int nt,
+                                                    int n_super, float *out) {
+    slm__dotm_q45k_avx512(w, x, xs, nt, n_super, out, 1);
 }
 
-/* q6_K against q8_K: quants 0..63 (q + 32) times activations, less 32 x each
-   sub-block's activation sum, times its scale */
-SLM__MAYBE_UNUSED static float slm__dot_q6_K_avx512(const uint8_t *w, const slm__block_q8_K *x, int n_super) {
+/* q6_K against q8_K: quants 0..63 (q + 32) times activations, times the
+   sub-block's scale, less 32 x scale x each sub-block's activation sum */
+SLM__MAYBE_UNUSED static void slm__dotm_q6_K_avx512(const uint8_t *w, const slm__block_q8_K *x, size_t xs, int nt,
+                                                    int n_super, float *out) {
     const __m512i low4 = _mm512_set1_epi8(0x0f), three = _mm512_set1_epi8(3);
-    __m256 acc = _mm256_setzero_ps();
-    int i, h;
+    const __m512i idx0 = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+    __m256 acc[4];
+    int i, h, t, k;
+    SLM__UNROLL4 for (t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();
     for (i = 0; i < n_super; i++) {
         const slm__block_q6_K *blk = (const slm__block_q6_K *)w + i;
-        __m512i sc = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)blk->scales)), isum = _mm512_setzero_si512();
-        __m256i s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)blk->scales)), isum8;
+        __m512i sc = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)blk->scales)), wv[4], sl[4];
+        __m256i s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)blk->scales));
+        float dw = slm_fp16_to_fp32(blk->d);
         _mm_prefetch((const char *)blk + SLM__PREFETCH, _MM_HINT_T0);
         for (h = 0; h < 2; h++) {
             __m512i l = _mm512_loadu_si512((const void *)(blk->ql + 64 * h));
             __m256i qh = _mm256_loadu_si256((const __m256i *)(blk->qh + 32 * h));
             __m512i hh = _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1);
-            __m512i w01 = _mm512_or_si512(_mm512_and_si512(l, low4), _mm512_slli_epi16(_mm512_and_si512(hh, three), 4));
-            __m512i w23 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), low4),
-                                          _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(hh, 4), three), 4));
+            wv[2 * h] = _mm512_or_si512(_mm512_and_si512(l, low4), _mm512_slli_epi16(_mm512_and_si512(hh, three), 4));
+            wv[2 * h + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), low4),
+                                            _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(hh, 4), three), 4));
             /* lanes of 4 elements: 4 lanes per sub-block of 16 */
-            const __m512i idx0 = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
-            __m512i s0 = _mm512_permutexvar_epi32(_mm512_add_epi32(idx0, _mm512_set1_epi32(8 * h)), sc);
-            __m512i s1 = _mm512_permutexvar_epi32(_mm512_add_epi32(idx0, _mm512_set1_epi32(8 * h + 4)), sc);
-            isum = _mm512_add_epi32(
-                isum,
-                _mm512_mullo_epi32(slm__dot_u8s8_512(w01, _mm512_loadu_si512((const void *)(x[i].qs + 128 * h))), s0));
-            isum = _mm512_add_epi32(
-                isum, _mm512_mullo_epi32(
-                          slm__dot_u8s8_512(w23, _mm512_loadu_si512((const void *)(x[i].qs + 128 * h + 64))), s1));
+            sl[2 * h] = _mm512_permutexvar_epi32(_mm512_add_epi32(idx0, _mm512_set1_epi32(8 * h)), sc);
+            sl[2 * h + 1] = _mm512_permutexvar_epi32(_mm512_add_epi32(idx0, _mm512_set1_epi32(8 * h + 4)), sc);
         }
-        isum8 = _mm256_add_epi32(_mm512_castsi512_si256(isum), _mm512_extracti64x4_epi64(isum, 1));
-        isum8 = _mm256_sub_epi32(
-            isum8, _mm256_slli_epi32(_mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)x[i].bsums), s16), 5));
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum8), _mm256_set1_ps(slm_fp16_to_fp32(blk->d) * x[i].d), acc);
+        SLM__UNROLL4 for (t = 0; t < nt; t++) {
+            const slm__block_q8_K *xt = x + (size_t)t * xs + i;
+            __m512i isum = _mm512_setzero_si512();
+            __m256i isum8;
+            for (k = 0; k < 4; k++)
+                isum = _mm512_add_epi32(
+                    isum, _mm512_mullo_epi32(
+                              slm__dot_u8s8_512(wv[k], _mm512_loadu_si512((const void *)(xt->qs + 64 * k))), sl[k]));
+            isum8 = _mm256_add_epi32(_mm512_castsi512_si256(isum), _mm512_extracti64x4_epi64(isum, 1));
+            isum8 = _mm256_sub_epi32(
+                isum8, _mm256_slli_epi32(_mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)xt->bsums), s16), 5));
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum8), _mm256_set1_ps(dw * xt->d), acc[t]);
+        }
     }
-    return slm__hsum256(acc);
+    SLM__UNROLL4 for (t = 0; t < nt; t++) out[t] = slm__hsum256(acc[t]);
 }
 
 /* q5_0 (has_m 0) and q5_1 against q8_0, two blocks at a time as q4_0 */
-SLM__INLINE float slm__dot_q5_avx512(const uint8_t *w, const slm__block_q8_0 *x, const int32_t *xsum, int n_blocks,
-                                     int has_m) {
+SLM__INLINE void slm__dotm_q5_avx512(const uint8_t *w, const slm__block_q8_0 *x, const int32_t *xsum, size_t xs, int nt,
+                                     int n_blocks, float *out, int has_m) {
     const __m256i low4 = _mm256_set1_epi8(0x0f);
     const __m512i sixteen = _mm512_set1_epi8(16);
     size_t bb = has_m ? sizeof(slm__block_q5_1) : sizeof(slm__block_q5_0);
-    __m512 acc = _mm512_setzero_ps();
-    float accm = 0.0f, tail = 0.0f;
-    int b;
+    __m512 acc[4];
+    float accm[4];
+    int b, t;
+    SLM__UNROLL4 for (t = 0; t < nt; t++) {
+        acc[t] = _mm512_setzero_ps();
+        accm[t] = 0.0f;
+    }
     for (b = 0; b + 2 <= n_blocks; b += 2) {
         const uint8_t *b0 = w + (size_t)b * bb, *b1 = b0 + bb, *q0 = b0 + bb - 16, *q1 = b1 + bb - 16;
         uint32_t h0, h1;
-        uint16_t d0, d1;
-        __m512i xv = slm__load_2x32(x[b].q, x[b + 1].q);
+        uint16_t d0, d1, m0 = 0, m1 = 0;
         __m256i ab = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)q0)),
                                              _mm_loadu_si128((const __m128i *)q1), 1);
         __m256i lo = _mm256_and_si256(ab, low4), hi = _mm256_and_si256(_mm256_srli_epi16(ab, 4), low4);
+        /* [b.lo b.hi | b+1.lo b+1.hi]: the elements of two blocks in order */
         __m512i wv = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_permute2x128_si256(lo, hi, 0x20)),
                                         _mm256_permute2x128_si256(lo, hi, 0x31), 1);
-        __m512i sumi;
-        float dx0 = slm_fp16_to_fp32(x[b].d), dx1 = slm_fp16_to_fp32(x[b + 1].d), dw0, dw1;
+        float dw0, dw1, mw0, mw1;
         _mm_prefetch((const char *)b0 + SLM__PREFETCH, _MM_HINT_T0);
         memcpy(&h0, q0 - 4, 4);
         memcpy(&h1, q1 - 4, 4);
         wv = _mm512_mask_mov_epi8(wv, (__mmask64)h0 | (__mmask64)h1 << 32, _mm512_or_si512(wv, sixteen));
         memcpy(&d0, b0, 2);
         memcpy(&d1, b1, 2);
-        dw0 = slm_fp16_to_fp32(d0);
-        dw1 = slm_fp16_to_fp32(d1);
-        sumi = slm__dot_u8s8_512(wv, xv);
-        if (!has_m) sumi = _mm512_sub_epi32(sumi, slm__dot_u8s8_512(sixteen, xv));
-        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi), slm__pair_scales(dw0 * dx0, dw1 * dx1), acc);
         if (has_m) {
-            uint16_t m0, m1;
             memcpy(&m0, b0 + 2, 2);
             memcpy(&m1, b1 + 2, 2);
-            accm += (float)xsum[b] * (slm_fp16_to_fp32(m0) * dx0) + (float)xsum[b + 1] * (slm_fp16_to_fp32(m1) * dx1);
+        }
+        dw0 = slm_fp16_to_fp32(d0);
+        dw1 = slm_fp16_to_fp32(d1);
+        mw0 = slm_fp16_to_fp32(m0);
+        mw1 = slm_fp16_to_fp32(m1);
+        SLM__UNROLL4 for (t = 0; t < nt; t++) {
+            const slm__block_q8_0 *xt = x + (size_t)t * xs + b;
+            __m512i xv = slm__load_2x32(xt[0].q, xt[1].q), sumi = slm__dot_u8s8_512(wv, xv);
+            float dx0 = slm_fp16_to_fp32(xt[0].d), dx1 = slm_fp16_to_fp32(xt[1].d);
+            if (!has_m) sumi = _mm512_sub_epi32(sumi, slm__dot_u8s8_512(sixteen, xv));
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi), slm__pair_scales(dw0 * dx0, dw1 * dx1), acc[t]);
+            if (has_m) {
+                const int32_t *st = xsum + (size_t)t * xs + b;
+                accm[t] += (float)st[0] * (mw0 * dx0) + (float)st[1] * (mw1 * dx1);
+            }
         }
     }
-    if (b < n_blocks)
-        tail = has_m ? slm__dot_q5_1_ref(w + (size_t)b * bb, x + b, xsum + b, n_blocks - b)
-                     : slm__dot_q5_0_ref(w + (size_t)b * bb, x + b, xsum + b, n_blocks - b);
-    return slm__hsum512(acc) + accm + tail;
+    SLM__UNROLL4 for (t = 0; t < nt; t++) {
+        float tail = 0.0f;
+        if (b < n_blocks)
+            tail = has_m ? slm__dot_q5_1_ref(w + (size_t)b * bb, x + (size_t)t * xs + b, xsum + (size_t)t * xs + b,
+                                             n_blocks - b)
+                         : slm__dot_q5_0_ref(w + (size_t)b * bb, x + (size_t)t * xs + b, xsum + (size_t)t * xs + b,
+                                             n_blocks - b);
+        out[t] = slm__hsum512(acc[t]) + accm[t] + tail;
+    }
 }
-SLM__MAYBE_UNUSED static float slm__dot_q5_0_avx512(const uint8_t *w, const slm__block_q8_0 *x, const int32_t *xsum,
-                                                    int n_blocks) {
-    return slm__dot_q5_avx512(w, x, xsum, n_blocks, 0);
+SLM__MAYBE_UNUSED static void slm__dotm_q5_0_avx512(const uint8_t *w, const slm__block_q8_0 *x, const int32_t *xsum,
+                                                    size_t xs, int nt, int n_blocks, float *out) {
+    slm__dotm_q5_avx512(w, x, xsum, xs, nt, n_blocks, out, 0);
 }
-SLM__MAYBE_UNUSED static float slm__dot_q5_1_avx512(const uint8_t *w, const slm__block_q8_0 *x, const int32_t *xsum,
-                                                    int n_blocks) {
-    return slm__dot_q5_avx512(w, x, xsum, n_blocks, 1);
+SLM__MAYBE_UNUSED static void slm__dotm_q5_1_avx512(const uint8_t *w, const slm__block_q8_0 *x, const int32_t *xsum,
+                                                    size_t xs, int nt, int n_blocks, float *out) {
+    slm__dotm_q5_avx512(w, x, xsum, xs, nt, n_blocks, out, 1);
 }
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
@@ -4546,102 +4612,130 @@ SLM__INLINE __m256i slm__dot_u8s8_256(__m256i u, __m256i s) {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
 }
 
-SLM__INLINE float slm__dot_q45k_avx2(const uint8_t *w, const slm__block_q8_K *x, int n_super, int five) {
+SLM__INLINE void slm__dotm_q45k_avx2(const uint8_t *w, const slm__block_q8_K *x, size_t xs, int nt, int n_super,
+                                     float *out, int five) {
     const __m256i low4 = _mm256_set1_epi8(0x0f), sixteen = _mm256_set1_epi8(16);
-    __m256 acc = _mm256_setzero_ps(), accm = _mm256_setzero_ps();
+    __m256 acc[4], accm[4];
     size_t bb = five ? sizeof(slm__block_q5_K) : sizeof(slm__block_q4_K);
-    int i, c;
+    int i, c, t;
+    SLM__UNROLL4 for (t = 0; t < nt; t++) {
+        acc[t] = _mm256_setzero_ps();
+        accm[t] = _mm256_setzero_ps();
+    }
     for (i = 0; i < n_super; i++) {
         const uint8_t *blk = w + (size_t)i * bb, *qs = blk + (five ? 48 : 16);
         uint8_t sm[16];
         uint16_t d16, dmin16;
-        __m256i isum = _mm256_setzero_si256(), qh = _mm256_setzero_si256();
+        __m256i wv[8], qh = _mm256_setzero_si256(), mn;
+        float dw, dmw;
         _mm_prefetch((const char *)blk + SLM__PREFETCH, _MM_HINT_T0);
         memcpy(&d16, blk, 2);
         memcpy(&dmin16, blk + 2, 2);
+        dw = slm_fp16_to_fp32(d16);
+        dmw = slm_fp16_to_fp32(dmin16);
         slm__kq_unpack_scales(blk + 4, sm);
+        mn = slm__kq_mins_pairs(sm + 8);
         if (five) qh = _mm256_loadu_si256((const __m256i *)(blk + 16));
         for (c = 0; c < 4; c++) { /* sub-blocks 2c (low nibbles) and 2c+1 (high) */
             __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
-            __m256i lo = _mm256_and_si256(q, low4), hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
+            wv[2 * c] = _mm256_and_si256(q, low4);
+            wv[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
             if (five) {
                 __m256i b0 = _mm256_set1_epi8((char)(1 << (2 * c))), b1 = _mm256_set1_epi8((char)(2 << (2 * c)));
-                lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, b0), b0), sixteen));
-                hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, b1), b1), sixteen));
+                wv[2 * c] = _mm256_or_si256(wv[2 * c],
+                                            _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, b0), b0), sixteen));
+                wv[2 * c + 1] = _mm256_or_si256(
+                    wv[2 * c + 1], _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, b1), b1), sixteen));
             }
-            lo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)(x[i].qs + 64 * c))),
-                                   _mm256_set1_epi16(sm[2 * c]));
-            hi = _mm256_madd_epi16(
-                _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(x[i].qs + 64 * c + 32))),
-                _mm256_set1_epi16(sm[2 * c + 1]));
-            isum = _mm256_add_epi32(isum, _mm256_add_epi32(lo, hi));
         }
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(slm_fp16_to_fp32(d16) * x[i].d), acc);
-        accm = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)x[i].bsums),
-                                                                    slm__kq_mins_pairs(sm + 8))),
-                               _mm256_set1_ps(slm_fp16_to_fp32(dmin16) * x[i].d), accm);
+        SLM__UNROLL4 for (t = 0; t < nt; t++) {
+            const slm__block_q8_K *xt = x + (size_t)t * xs + i;
+            __m256i isum = _mm256_setzero_si256();
+            int j;
+            for (j = 0; j < 8; j++)
+                isum = _mm256_add_epi32(
+                    isum, _mm256_madd_epi16(
+                              _mm256_maddubs_epi16(wv[j], _mm256_loadu_si256((const __m256i *)(xt->qs + 32 * j))),
+                              _mm256_set1_epi16(sm[j])));
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(dw * xt->d), acc[t]);
+            accm[t] = _mm256_fmadd_ps(
+                _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)xt->bsums), mn)),
+                _mm256_set1_ps(dmw * xt->d), accm[t]);
+        }
     }
-    return slm__hsum256(acc) - slm__hsum256(accm);
+    SLM__UNROLL4 for (t = 0; t < nt; t++) out[t] = slm__hsum256(acc[t]) - slm__hsum256(accm[t]);
 }
-SLM__MAYBE_UNUSED static float slm__dot_q4_K_avx2(const uint8_t *w, const slm__block_q8_K *x, int n_super) {
-    return slm__dot_q45k_avx2(w, x, n_super, 0);
+SLM__MAYBE_UNUSED static void slm__dotm_q4_K_avx2(const uint8_t *w, const slm__block_q8_K *x, size_t xs, int nt,
+                                                  int n_super, float *out) {
+    slm__dotm_q45k_avx2(w, x, xs, nt, n_super, out, 0);
 }
-SLM__MAYBE_UNUSED static float slm__dot_q5_K_avx2(const uint8_t *w, const slm__block_q8_K *x, int n_super) {
-    return slm__dot_q45k_avx2(w, x, n_super, 1);
+SLM__MAYBE_UNUSED static void slm__dotm_q5_K_avx2(const uint8_t *w, const slm__block_q8_K *x, size_t xs, int nt,
+                                                  int n_super, float *out) {
+    slm__dotm_q45k_avx2(w, x, xs, nt, n_super, out, 1);
 }
 
-SLM__MAYBE_UNUSED static float slm__dot_q6_K_avx2(const uint8_t *w, const slm__block_q8_K *x, int n_super) {
+SLM__MAYBE_UNUSED static void slm__dotm_q6_K_avx2(const uint8_t *w, const slm__block_q8_K *x, size_t xs, int nt,
+                                                  int n_super, float *out) {
     const __m256i low4 = _mm256_set1_epi8(0x0f), m30 = _mm256_set1_epi8(0x30);
-    __m256 acc = _mm256_setzero_ps();
-    int i, h, g;
+    __m256 acc[4];
+    int i, h, t, g;
+    SLM__UNROLL4 for (t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();
     for (i = 0; i < n_super; i++) {
         const slm__block_q6_K *blk = (const slm__block_q6_K *)w + i;
-        __m256i isum = _mm256_setzero_si256();
+        __m256i q[8], s[8], s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)blk->scales));
+        float dw = slm_fp16_to_fp32(blk->d);
         _mm_prefetch((const char *)blk + SLM__PREFETCH, _MM_HINT_T0);
         for (h = 0; h < 2; h++) {
             __m256i la = _mm256_loadu_si256((const __m256i *)(blk->ql + 64 * h)),
                     lb = _mm256_loadu_si256((const __m256i *)(blk->ql + 64 * h + 32)),
-                    qh = _mm256_loadu_si256((const __m256i *)(blk->qh + 32 * h)), q[4];
-            q[0] = _mm256_or_si256(_mm256_and_si256(la, low4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), m30));
-            q[1] = _mm256_or_si256(_mm256_and_si256(lb, low4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), m30));
-            q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(la, 4), low4), _mm256_and_si256(qh, m30));
-            q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(lb, 4), low4),
-                                   _mm256_and_si256(_mm256_srli_epi16(qh, 2), m30));
-            for (g = 0; g < 4; g++) { /* 32 elements: sub-blocks 8h+2g and 8h+2g+1 */
-                const int8_t *s = blk->scales + 8 * h + 2 * g;
-                __m256i p =
-                    _mm256_maddubs_epi16(q[g], _mm256_loadu_si256((const __m256i *)(x[i].qs + 128 * h + 32 * g)));
-                isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p, _mm256_inserti128_si256(_mm256_set1_epi16(s[0]),
-                                                                                           _mm_set1_epi16(s[1]), 1)));
-            }
+                    qh = _mm256_loadu_si256((const __m256i *)(blk->qh + 32 * h));
+            /* the two high bits of group g sit at bits 2g of qh; moved to bits 4-5 */
+            q[4 * h] = _mm256_or_si256(_mm256_and_si256(la, low4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), m30));
+            q[4 * h + 1] = _mm256_or_si256(_mm256_and_si256(lb, low4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), m30));
+            q[4 * h + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(la, 4), low4), _mm256_and_si256(qh, m30));
+            q[4 * h + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(lb, 4), low4),
+                                           _mm256_and_si256(_mm256_srli_epi16(qh, 2), m30));
         }
-        /* the +32 of every quant: 32 x scale x the activations' sums of 16 */
-        isum = _mm256_sub_epi32(
-            isum,
-            _mm256_slli_epi32(_mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)x[i].bsums),
-                                                _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)blk->scales))),
-                              5));
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(slm_fp16_to_fp32(blk->d) * x[i].d), acc);
+        for (g = 0; g < 8; g++) /* 32 elements: sub-blocks 2g and 2g+1 */
+            s[g] = _mm256_inserti128_si256(_mm256_set1_epi16(blk->scales[2 * g]),
+                                           _mm_set1_epi16(blk->scales[2 * g + 1]), 1);
+        SLM__UNROLL4 for (t = 0; t < nt; t++) {
+            const slm__block_q8_K *xt = x + (size_t)t * xs + i;
+            __m256i isum = _mm256_setzero_si256();
+            for (g = 0; g < 8; g++)
+                isum = _mm256_add_epi32(
+                    isum,
+                    _mm256_madd_epi16(
+                        _mm256_maddubs_epi16(q[g], _mm256_loadu_si256((const __m256i *)(xt->qs + 32 * g))), s[g]));
+            /* the +32 of every quant: 32 x scale x the activations' sums of 16 */
+            isum = _mm256_sub_epi32(
+                isum, _mm256_slli_epi32(_mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)xt->bsums), s16), 5));
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(dw * xt->d), acc[t]);
+        }
     }
-    return slm__hsum256(acc);
+    SLM__UNROLL4 for (t = 0; t < nt; t++) out[t] = slm__hsum256(acc[t]);
 }
 
 /* q5_0 (has_m 0) and q5_1 against q8_0, one block at a time */
-SLM__INLINE float slm__dot_q5_avx2(const uint8_t *w, const slm__block_q8_0 *x, const int32_t *xsum, int n_blocks,
-                                   int has_m) {
+SLM__INLINE void slm__dotm_q5_avx2(const uint8_t *w, const slm__block_q8_0 *x, const int32_t *xsum, size_t xs, int nt,
+                                   int n_blocks, float *out, int has_m) {
     const __m128i low4 = _mm_set1_epi8(0x0f);
     const __m256i sixteen = _mm256_set1_epi8(16), bit = _mm256_set1_epi64x(0x8040201008040201LL),
                   spread = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3,
                                             3, 3, 3, 3, 3, 3, 3);
     size_t bb = has_m ? sizeof(slm__block_q5_1) : sizeof(slm__block_q5_0);
-    __m256 acc = _mm256_setzero_ps();
-    float accs = 0.0f;
-    int b;
+    __m256 acc[4];
+    float accs[4];
+    int b, t;
+    SLM__UNROLL4 for (t = 0; t < nt; t++) {
+        acc[t] = _mm256_setzero_ps();
+        accs[t] = 0.0f;
+    }
     for (b = 0; b < n_blocks; b++) {
         const uint8_t *blk = w + (size_t)b * bb, *qs = blk + bb - 16;
         uint32_t h;
-        uint16_t d16;
-        float s;
+        uint16_t d16, m16 = 0;
+        float dw, mw;
         __m128i q = _mm_loadu_si128((const __m128i *)qs);
         __m256i wv = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_and_si128(q, low4)),
                                              _mm_and_si128(_mm_srli_epi16(q, 4), low4), 1),
@@ -4653,25 +4747,31 @@ SLM__INLINE float slm__dot_q5_avx2(const uint8_t *w, const slm__block_q8_0 *x, c
         hb = _mm256_cmpeq_epi8(_mm256_and_si256(hb, bit), bit);
         wv = _mm256_or_si256(wv, _mm256_and_si256(hb, sixteen));
         memcpy(&d16, blk, 2);
-        s = slm_fp16_to_fp32(d16) * slm_fp16_to_fp32(x[b].d);
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(slm__dot_u8s8_256(wv, _mm256_loadu_si256((const __m256i *)x[b].q))),
-                              _mm256_set1_ps(s), acc);
-        if (has_m) {
-            uint16_t m16;
-            memcpy(&m16, blk + 2, 2);
-            accs += (float)xsum[b] * (slm_fp16_to_fp32(m16) * slm_fp16_to_fp32(x[b].d));
-        } else
-            accs -= (float)(16 * xsum[b]) * s;
+        if (has_m) memcpy(&m16, blk + 2, 2);
+        dw = slm_fp16_to_fp32(d16);
+        mw = slm_fp16_to_fp32(m16);
+        SLM__UNROLL4 for (t = 0; t < nt; t++) {
+            const slm__block_q8_0 *xt = x + (size_t)t * xs + b;
+            float dx = slm_fp16_to_fp32(xt->d), s = dw * dx;
+            int32_t st = xsum[(size_t)t * xs + b];
+            acc[t] =
+                _mm256_fmadd_ps(_mm256_cvtepi32_ps(slm__dot_u8s8_256(wv, _mm256_loadu_si256((const __m256i *)xt->q))),
+                                _mm256_set1_ps(s), acc[t]);
+            if (has_m)
+                accs[t] += (float)st * (mw * dx);
+            else
+                accs[t] -= (float)(16 * st) * s;
+        }
     }
-    return slm__hsum256(acc) + accs;
+    SLM__UNROLL4 for (t = 0; t < nt; t++) out[t] = slm__hsum256(acc[t]) + accs[t];
 }
-SLM__MAYBE_UNUSED static float slm__dot_q5_0_avx2(const uint8_t *w, const slm__block_q8_0 *x, const int32_t *xsum,
-                                                  int n_blocks) {
-    return slm__dot_q5_avx2(w, x, xsum, n_blocks, 0);
+SLM__MAYBE_UNUSED static void slm__dotm_q5_0_avx2(const uint8_t *w, const slm__block_q8_0 *x, const int32_t *xsum,
+                                                  size_t xs, int nt, int n_blocks, float *out) {
+    slm__dotm_q5_avx2(w, x, xsum, xs, nt, n_blocks, out, 0);
 }
-SLM__MAYBE_UNUSED static float slm__dot_q5_1_avx2(const uint8_t *w, const slm__block_q8_0 *x, const int32_t *xsum,
-                                                  int n_blocks) {
-    return slm__dot_q5_avx2(w, x, xsum, n_blocks, 1);
+SLM__MAYBE_UNUSED static void slm__dotm_q5_1_avx2(const uint8_t *w, const slm__block_q8_0 *x, const int32_t *xsum,
+                                                  size_t xs, int nt, int n_blocks, float *out) {
+    slm__dotm_q5_avx2(w, x, xsum, xs, nt, n_blocks, out, 1);
 }
 #endif
 
@@ -5411,7 +5511,7 @@ static float slm__dot_q4_0(const slm__block_q4_0 *w, const slm__block_q8_0 *x, i
 /* Outputs row..row+nr-1 (nr <= 4) of W x for one token's activations (x, or
    xq for quantized weights). */
 static void slm__rows_dot(const slm__tensor *w, int row, int nr, const float *x, const slm__block_q8_0 *xq,
-                          const int32_t *xsum, const slm__block_q8_K *xk, float *out) {
+                          float *out) {
     const uint8_t *base = (const uint8_t *)w->data + (size_t)row * w->row_size;
     int n = (int)w->ne[0], i;
     if (w->type == SLM_TYPE_Q8_0 || w->type == SLM_TYPE_Q4_0) {
@@ -5436,11 +5536,6 @@ static void slm__rows_dot(const slm__tensor *w, int row, int nr, const float *x,
         case SLM_TYPE_F32: out[i] = slm__dot_f32((const float *)r, x, n); break;
         case SLM_TYPE_F16: out[i] = slm__dot_f16((const uint16_t *)r, x, n); break;
         case SLM_TYPE_BF16: out[i] = slm__dot_bf16((const uint16_t *)r, x, n); break;
-        case SLM_TYPE_Q5_0: out[i] = slm__dot_q5_0(r, xq, xsum, n / SLM__QK); break;
-        case SLM_TYPE_Q5_1: out[i] = slm__dot_q5_1(r, xq, xsum, n / SLM__QK); break;
-        case SLM_TYPE_Q4_K: out[i] = slm__dot_q4_K(r, xk, n / SLM__QK_K); break;
-        case SLM_TYPE_Q5_K: out[i] = slm__dot_q5_K(r, xk, n / SLM__QK_K); break;
-        case SLM_TYPE_Q6_K: out[i] = slm__dot_q6_K(r, xk, n / SLM__QK_K); break;
         default: out[i] = 0.0f; break;
         }
     }
@@ -5482,12 +5577,38 @@ static void slm__matmul(const slm__tensor *w, int r0, int r1, const float *x, si
         }
         return;
     }
+    if (w->type == SLM_TYPE_Q5_0 || w->type == SLM_TYPE_Q5_1 || w->type == SLM_TYPE_Q4_K || w->type == SLM_TYPE_Q5_K ||
+        w->type == SLM_TYPE_Q6_K) {
+        /* one row at a time, decoded once for four tokens */
+        int nb = (int)(w->ne[0] / SLM__QK), n_super = (int)(w->ne[0] / SLM__QK_K);
+        for (r = r0; r < r1; r++) {
+            const uint8_t *row = (const uint8_t *)w->data + (size_t)r * w->row_size;
+            for (t = 0; t < n_tok; t += 4) {
+                float d[4];
+                int nt = SLM__MIN(4, n_tok - t);
+                const slm__block_q8_0 *xt = xq + (size_t)t * xq_stride;
+                const int32_t *st = xsum + (size_t)t * xq_stride;
+                const slm__block_q8_K *kt = xk + (size_t)t * xk_stride;
+                switch (w->type) {
+                case SLM_TYPE_Q5_0: slm__dotm_q5_0(row, xt, st, xq_stride, nt, nb, d); break;
+                case SLM_TYPE_Q5_1: slm__dotm_q5_1(row, xt, st, xq_stride, nt, nb, d); break;
+                case SLM_TYPE_Q4_K: slm__dotm_q4_K(row, kt, xk_stride, nt, n_super, d); break;
+                case SLM_TYPE_Q5_K: slm__dotm_q5_K(row, kt, xk_stride, nt, n_super, d); break;
+                default: slm__dotm_q6_K(row, kt, xk_stride, nt, n_super, d); break;
+                }
+                for (i = 0; i < nt; i++) {
+                    float *yt = y + (size_t)(t + i) * y_stride + r;
+                    *yt = accumulate ? *yt + d[i] : d[i];
+                }
+            }
+        }
+        return;
+    }
     for (r = r0; r < r1; r += 4) {
         int nr = SLM__MIN(4, r1 - r);
         for (t = 0; t < n_tok; t++) {
             float d[4], *yt = y + (size_t)t * y_stride + r;
-            slm__rows_dot(w, r, nr, x + (size_t)t * x_stride, xq ? xq + (size_t)t * xq_stride : NULL,
-                          xq ? xsum + (size_t)t * xq_stride : NULL, xk ? xk + (size_t)t * xk_stride : NULL, d);
+            slm__rows_dot(w, r, nr, x + (size_t)t * x_stride, xq ? xq + (size_t)t * xq_stride : NULL, d);
             if (accumulate)
                 for (i = 0; i < nr; i++) yt[i] += d[i];
             else

@@ -1423,28 +1423,29 @@ static float kq_dot_ref(int type, const uint8_t *w, const slm__block_q8_0 *x, co
     default: return slm__dot_q6_K_ref(w, xk, nb / 8);
     }
 }
-static float kq_dot(int type, const uint8_t *w, const slm__block_q8_0 *x, const int32_t *xsum,
-                    const slm__block_q8_K *xk, int nb) {
+/* the kernel the table picks, for nt tokens whose activations are xs blocks apart */
+static void kq_dotm(int type, const uint8_t *w, const slm__block_q8_0 *x, const int32_t *xsum,
+                    const slm__block_q8_K *xk, size_t xs, size_t xks, int nt, int nb, float *out) {
     switch (type) {
-    case SLM_TYPE_Q5_0: return slm__dot_q5_0(w, x, xsum, nb);
-    case SLM_TYPE_Q5_1: return slm__dot_q5_1(w, x, xsum, nb);
-    case SLM_TYPE_Q4_K: return slm__dot_q4_K(w, xk, nb / 8);
-    case SLM_TYPE_Q5_K: return slm__dot_q5_K(w, xk, nb / 8);
-    default: return slm__dot_q6_K(w, xk, nb / 8);
+    case SLM_TYPE_Q5_0: slm__dotm_q5_0(w, x, xsum, xs, nt, nb, out); break;
+    case SLM_TYPE_Q5_1: slm__dotm_q5_1(w, x, xsum, xs, nt, nb, out); break;
+    case SLM_TYPE_Q4_K: slm__dotm_q4_K(w, xk, xks, nt, nb / 8, out); break;
+    case SLM_TYPE_Q5_K: slm__dotm_q5_K(w, xk, xks, nt, nb / 8, out); break;
+    default: slm__dotm_q6_K(w, xk, xks, nt, nb / 8, out); break;
     }
 }
 
 static void test_kernels_kquant(void) {
-    enum { MAXN = 4864 };
+    enum { MAXN = 4864, NT = 4, XS = MAXN / 32, XKS = MAXN / 256 };
     static const int lengths[] = { 32, 96, 256, 512, 768, 1536, 2816, 4864 };
     float *x = (float *)malloc(MAXN * sizeof(float)), *wf = (float *)malloc(MAXN * sizeof(float)),
           *xf = (float *)malloc(MAXN * sizeof(float)), *back = (float *)malloc(MAXN * sizeof(float));
     uint8_t *row = (uint8_t *)malloc(MAXN * 2), *row2 = (uint8_t *)malloc(MAXN * 2);
-    slm__block_q8_0 *xq = (slm__block_q8_0 *)malloc(MAXN / 32 * sizeof(slm__block_q8_0));
-    int32_t *xsum = (int32_t *)malloc(MAXN / 32 * sizeof(int32_t));
-    slm__block_q8_K *xk = (slm__block_q8_K *)malloc(MAXN / 256 * sizeof(slm__block_q8_K));
+    slm__block_q8_0 *xq = (slm__block_q8_0 *)malloc(NT * XS * sizeof(slm__block_q8_0));
+    int32_t *xsum = (int32_t *)malloc(NT * XS * sizeof(int32_t));
+    slm__block_q8_K *xk = (slm__block_q8_K *)malloc(NT * XKS * sizeof(slm__block_q8_K));
     size_t ti, li;
-    int rep, mode, i, n_checked = 0, bad_ref = 0, bad_simd = 0;
+    int rep, mode, i, n_checked = 0, bad_ref = 0, bad_simd = 0, bad_batch = 0;
     for (ti = 0; ti < sizeof KQ_TYPES / sizeof KQ_TYPES[0]; ti++) {
         int type = KQ_TYPES[ti];
         for (li = 0; li < sizeof lengths / sizeof lengths[0]; li++) {
@@ -1452,42 +1453,51 @@ static void test_kernels_kquant(void) {
             if (n % slm_type_block_size(type)) continue;
             for (rep = 0; rep < 3; rep++)
                 for (mode = 0; mode < 3; mode++) {
-                    double exact = 0, scale = 0;
-                    float ref, got;
-                    int b, j;
+                    double exact = 0, scale[NT] = { 0 };
+                    float ref[NT], got[NT], alone;
+                    int b, j, t, nt;
                     kq_random_row(type, row, n, mode);
-                    for (i = 0; i < n; i++) x[i] = rand_float() * (rep == 2 ? 100.0f : 1.0f);
-                    if (rep == 1)
-                        for (i = 0; i < n; i++) x[i] = i % 2 ? -1.0f : 1.0f; /* -127/127 extremes */
-                    slm_quantize_row(SLM_TYPE_Q8_0, x, xq, n);
-                    for (b = 0; b < nb; b++) {
-                        int v = 0;
-                        for (j = 0; j < 32; j++) v += xq[b].q[j];
-                        xsum[b] = v;
-                    }
                     CHECK(slm_dequantize_row(type, row, wf, n) == SLM_OK);
-                    if (slm_type_block_size(type) == 256) {
-                        slm__quantize_q8_K(x, xk, n);
-                        for (i = 0; i < n; i++) xf[i] = xk[i / 256].d * (float)xk[i / 256].qs[i % 256];
-                    } else
-                        slm_dequantize_row(SLM_TYPE_Q8_0, xq, xf, n);
-                    for (i = 0; i < n; i++) {
-                        exact += (double)wf[i] * xf[i];
-                        scale += fabs((double)wf[i] * xf[i]);
+                    /* token 0 holds the case's activations, tokens 1..3 others */
+                    for (t = 0; t < NT; t++) {
+                        for (i = 0; i < n; i++) x[i] = rand_float() * (rep == 2 && t == 0 ? 100.0f : 1.0f);
+                        if (rep == 1 && t == 0)
+                            for (i = 0; i < n; i++) x[i] = i % 2 ? -1.0f : 1.0f; /* -127/127 extremes */
+                        slm_quantize_row(SLM_TYPE_Q8_0, x, xq + t * XS, n);
+                        for (b = 0; b < nb; b++) {
+                            int v = 0;
+                            for (j = 0; j < 32; j++) v += xq[t * XS + b].q[j];
+                            xsum[t * XS + b] = v;
+                        }
+                        if (slm_type_block_size(type) == 256) {
+                            slm__quantize_q8_K(x, xk + t * XKS, n);
+                            for (i = 0; i < n; i++)
+                                xf[i] = xk[t * XKS + i / 256].d * (float)xk[t * XKS + i / 256].qs[i % 256];
+                        } else
+                            slm_dequantize_row(SLM_TYPE_Q8_0, xq + t * XS, xf, n);
+                        for (i = 0; i < n; i++) {
+                            if (t == 0) exact += (double)wf[i] * xf[i];
+                            scale[t] += fabs((double)wf[i] * xf[i]);
+                        }
+                        ref[t] = kq_dot_ref(type, row, xq + t * XS, xsum + t * XS, xk + t * XKS, nb);
                     }
-                    ref = kq_dot_ref(type, row, xq, xsum, xk, nb);
-                    got = kq_dot(type, row, xq, xsum, xk, nb);
-                    if (!(fabs(ref - exact) <= 1e-5 * scale + 1e-30)) {
+                    if (!(fabs(ref[0] - exact) <= 1e-5 * scale[0] + 1e-30)) {
                         if (bad_ref++ < 5)
                             CHECKF(0, "%s n=%d mode %d: reference %.9g, dequantized float64 %.9g", slm_type_name(type),
-                                   n, mode, ref, exact);
+                                   n, mode, ref[0], exact);
                     }
-                    if (!(fabs(got - ref) <= 1e-5 * scale + 1e-30)) {
-                        if (bad_simd++ < 5)
-                            CHECKF(0, "%s n=%d mode %d: %s kernel %.9g, reference %.9g", slm_type_name(type), n, mode,
-                                   SLM__SIMD_NAME, got, ref);
+                    kq_dotm(type, row, xq, xsum, xk, XS, XKS, 1, nb, &alone);
+                    for (nt = 1; nt <= NT; nt++) {
+                        kq_dotm(type, row, xq, xsum, xk, XS, XKS, nt, nb, got);
+                        bad_batch += memcmp(&got[0], &alone, sizeof alone) != 0;
+                        for (t = 0; t < nt; t++)
+                            if (!(fabs(got[t] - ref[t]) <= 1e-5 * scale[t] + 1e-30)) {
+                                if (bad_simd++ < 5)
+                                    CHECKF(0, "%s n=%d mode %d, %d tokens, token %d: %s kernel %.9g, reference %.9g",
+                                           slm_type_name(type), n, mode, nt, t, SLM__SIMD_NAME, got[t], ref[t]);
+                            }
+                        n_checked += nt;
                     }
-                    n_checked++;
                 }
             /* the quantizer: a round trip within the type's step; zeros stay zeros */
             {
@@ -1516,6 +1526,7 @@ static void test_kernels_kquant(void) {
     }
     CHECKF(bad_ref == 0 && bad_simd == 0, "%d reference and %d %s results out of tolerance", bad_ref, bad_simd,
            SLM__SIMD_NAME);
+    CHECKF(bad_batch == 0, "%d results of a token change with the tokens beside it", bad_batch);
     { /* q8_K activations as ggml's quantize_row_q8_K_ref makes them: written out here */
         int b, j, bad = 0;
         for (i = 0; i < 512; i++) x[i] = rand_float() * (i < 256 ? 3.0f : 0.001f);

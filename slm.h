@@ -844,11 +844,11 @@ int slm__pretok_llama3_family(const char *name);
 #define slm__dot_bf16            slm__dot_bf16_neon
 #define slm__dotn_q8_0           slm__dotn_q8_0_neon
 #define slm__dotn_q4_0           slm__dotn_q4_0_neon
-#define slm__dotm_q5_0           slm__dotm_q5_0_ref
-#define slm__dotm_q5_1           slm__dotm_q5_1_ref
-#define slm__dotm_q4_K           slm__dotm_q4_K_ref
-#define slm__dotm_q5_K           slm__dotm_q5_K_ref
-#define slm__dotm_q6_K           slm__dotm_q6_K_ref
+#define slm__dotm_q5_0           slm__dotm_q5_0_neon
+#define slm__dotm_q5_1           slm__dotm_q5_1_neon
+#define slm__dotm_q4_K           slm__dotm_q4_K_neon
+#define slm__dotm_q5_K           slm__dotm_q5_K_neon
+#define slm__dotm_q6_K           slm__dotm_q6_K_neon
 #define slm__gemm_r16_nt         slm__gemm_r16_nt_neon
 #define slm__gemm_r16            slm__gemm_r16_pairs
 #define slm__quantize_act_blocks slm__quantize_act_blocks_ref
@@ -4862,6 +4862,150 @@ SLM__INLINE void slm__dotn_q4_0_neon(const slm__block_q4_0 *const *w, int nr, co
         }
     }
     SLM__UNROLL4 for (r = 0; r < nr; r++) out[r] = vaddvq_f32(acc[r]);
+}
+#endif
+
+#if defined(SLM__NEON)
+/* q5_0/q5_1 and K-quant kernels for NEON (sdot with the dot product
+   extension, else widening multiplies): each block or super-block is
+   decoded once into signed bytes, then dotted with every token's
+   activations; integer sums per (sub-)block, the float steps of the
+   reference in its order. */
+
+/* 16 bytes of a q5_0/q5_1 block's quants (lo: elements 0..15, else 16..31) with their fifth bits */
+SLM__INLINE uint8x16_t slm__q5_half_neon(uint8x16_t nib, uint32_t qh, int hi) {
+    static const uint8_t bits[16] = { 1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128 };
+    uint8x16_t hb = vcombine_u8(vdup_n_u8((uint8_t)(qh >> (hi ? 16 : 0))), vdup_n_u8((uint8_t)(qh >> (hi ? 24 : 8))));
+    return vorrq_u8(nib, vandq_u8(vtstq_u8(hb, vld1q_u8(bits)), vdupq_n_u8(16)));
+}
+
+SLM__INLINE void slm__dotm_q5_neon(const uint8_t *w, const slm__block_q8_0 *x, const int32_t *xsum, size_t xs, int nt,
+                                   int n_blocks, float *out, int has_m) {
+    size_t bb = has_m ? sizeof(slm__block_q5_1) : sizeof(slm__block_q5_0);
+    float sum[4] = { 0.0f, 0.0f, 0.0f, 0.0f };
+    int b, t;
+    for (b = 0; b < n_blocks; b++) {
+        const uint8_t *blk = w + (size_t)b * bb, *qs = blk + bb - 16;
+        uint32_t qh;
+        uint16_t d16, m16 = 0;
+        uint8x16_t q = vld1q_u8(qs);
+        int8x16_t lo, hi;
+        float dw, mw;
+        memcpy(&qh, qs - 4, 4);
+        memcpy(&d16, blk, 2);
+        if (has_m) memcpy(&m16, blk + 2, 2);
+        dw = slm_fp16_to_fp32(d16);
+        mw = slm_fp16_to_fp32(m16);
+        lo = vreinterpretq_s8_u8(slm__q5_half_neon(vandq_u8(q, vdupq_n_u8(15)), qh, 0));
+        hi = vreinterpretq_s8_u8(slm__q5_half_neon(vshrq_n_u8(q, 4), qh, 1));
+        if (!has_m) {
+            lo = vsubq_s8(lo, vdupq_n_s8(16));
+            hi = vsubq_s8(hi, vdupq_n_s8(16));
+        }
+        for (t = 0; t < nt; t++) {
+            const slm__block_q8_0 *xt = x + (size_t)t * xs + b;
+            int32x4_t s = slm__dot_s8x16(vdupq_n_s32(0), lo, vld1q_s8(xt->q));
+            float dx = slm_fp16_to_fp32(xt->d);
+            s = slm__dot_s8x16(s, hi, vld1q_s8(xt->q + 16));
+            if (has_m)
+                sum[t] += (float)vaddvq_s32(s) * (dw * dx) + (float)xsum[(size_t)t * xs + b] * (mw * dx);
+            else
+                sum[t] += (float)vaddvq_s32(s) * (dw * dx);
+        }
+    }
+    for (t = 0; t < nt; t++) out[t] = sum[t];
+}
+SLM__MAYBE_UNUSED static void slm__dotm_q5_0_neon(const uint8_t *w, const slm__block_q8_0 *x, const int32_t *xsum,
+                                                  size_t xs, int nt, int n_blocks, float *out) {
+    slm__dotm_q5_neon(w, x, xsum, xs, nt, n_blocks, out, 0);
+}
+SLM__MAYBE_UNUSED static void slm__dotm_q5_1_neon(const uint8_t *w, const slm__block_q8_0 *x, const int32_t *xsum,
+                                                  size_t xs, int nt, int n_blocks, float *out) {
+    slm__dotm_q5_neon(w, x, xsum, xs, nt, n_blocks, out, 1);
+}
+
+/* q4_K (five 0) and q5_K against q8_K */
+SLM__INLINE void slm__dotm_q45k_neon(const uint8_t *w, const slm__block_q8_K *x, size_t xs, int nt, int n_super,
+                                     float *out, int five) {
+    size_t bb = five ? sizeof(slm__block_q5_K) : sizeof(slm__block_q4_K);
+    float sum[4] = { 0.0f, 0.0f, 0.0f, 0.0f };
+    int i, c, h, j, t;
+    for (i = 0; i < n_super; i++) {
+        const uint8_t *blk = w + (size_t)i * bb, *qs = blk + (five ? 48 : 16);
+        int8x16_t q[16]; /* elements 16k..16k+15 */
+        uint8_t sm[16];
+        uint16_t d16, dmin16;
+        float dw, dmw;
+        memcpy(&d16, blk, 2);
+        memcpy(&dmin16, blk + 2, 2);
+        dw = slm_fp16_to_fp32(d16);
+        dmw = slm_fp16_to_fp32(dmin16);
+        slm__kq_unpack_scales(blk + 4, sm);
+        for (c = 0; c < 4; c++)
+            for (h = 0; h < 2; h++) {
+                uint8x16_t v = vld1q_u8(qs + 32 * c + 16 * h), lo = vandq_u8(v, vdupq_n_u8(15)), hi = vshrq_n_u8(v, 4);
+                if (five) {
+                    uint8x16_t qh = vld1q_u8(blk + 16 + 16 * h);
+                    lo = vorrq_u8(lo, vandq_u8(vtstq_u8(qh, vdupq_n_u8((uint8_t)(1 << (2 * c)))), vdupq_n_u8(16)));
+                    hi = vorrq_u8(hi, vandq_u8(vtstq_u8(qh, vdupq_n_u8((uint8_t)(2 << (2 * c)))), vdupq_n_u8(16)));
+                }
+                q[4 * c + h] = vreinterpretq_s8_u8(lo);
+                q[4 * c + 2 + h] = vreinterpretq_s8_u8(hi);
+            }
+        for (t = 0; t < nt; t++) {
+            const slm__block_q8_K *xt = x + (size_t)t * xs + i;
+            int sumi = 0, summ = 0;
+            for (j = 0; j < 8; j++) {
+                int32x4_t s = slm__dot_s8x16(vdupq_n_s32(0), q[2 * j], vld1q_s8(xt->qs + 32 * j));
+                s = slm__dot_s8x16(s, q[2 * j + 1], vld1q_s8(xt->qs + 32 * j + 16));
+                sumi += sm[j] * vaddvq_s32(s);
+                summ += sm[8 + j] * (xt->bsums[2 * j] + xt->bsums[2 * j + 1]);
+            }
+            sum[t] += (dw * xt->d) * (float)sumi - (dmw * xt->d) * (float)summ;
+        }
+    }
+    for (t = 0; t < nt; t++) out[t] = sum[t];
+}
+SLM__MAYBE_UNUSED static void slm__dotm_q4_K_neon(const uint8_t *w, const slm__block_q8_K *x, size_t xs, int nt,
+                                                  int n_super, float *out) {
+    slm__dotm_q45k_neon(w, x, xs, nt, n_super, out, 0);
+}
+SLM__MAYBE_UNUSED static void slm__dotm_q5_K_neon(const uint8_t *w, const slm__block_q8_K *x, size_t xs, int nt,
+                                                  int n_super, float *out) {
+    slm__dotm_q45k_neon(w, x, xs, nt, n_super, out, 1);
+}
+
+/* q6_K against q8_K: quants decoded to -32..31 */
+SLM__MAYBE_UNUSED static void slm__dotm_q6_K_neon(const uint8_t *w, const slm__block_q8_K *x, size_t xs, int nt,
+                                                  int n_super, float *out) {
+    float sum[4] = { 0.0f, 0.0f, 0.0f, 0.0f };
+    int i, h, g, k, t;
+    for (i = 0; i < n_super; i++) {
+        const slm__block_q6_K *blk = (const slm__block_q6_K *)w + i;
+        int8x16_t q[16]; /* sub-block k: elements 16k..16k+15 */
+        float dw = slm_fp16_to_fp32(blk->d);
+        for (h = 0; h < 2; h++)
+            for (k = 0; k < 2; k++) { /* bytes 16k.. of each 32-byte row of ql and qh */
+                uint8x16_t la = vld1q_u8(blk->ql + 64 * h + 16 * k), lb = vld1q_u8(blk->ql + 64 * h + 32 + 16 * k),
+                           qh = vld1q_u8(blk->qh + 32 * h + 16 * k), three = vdupq_n_u8(3), low4 = vdupq_n_u8(15);
+                uint8x16_t g0 = vorrq_u8(vandq_u8(la, low4), vshlq_n_u8(vandq_u8(qh, three), 4));
+                uint8x16_t g1 = vorrq_u8(vandq_u8(lb, low4), vshlq_n_u8(vandq_u8(vshrq_n_u8(qh, 2), three), 4));
+                uint8x16_t g2 = vorrq_u8(vshrq_n_u8(la, 4), vshlq_n_u8(vandq_u8(vshrq_n_u8(qh, 4), three), 4));
+                uint8x16_t g3 = vorrq_u8(vshrq_n_u8(lb, 4), vshlq_n_u8(vshrq_n_u8(qh, 6), 4));
+                q[8 * h + k] = vsubq_s8(vreinterpretq_s8_u8(g0), vdupq_n_s8(32));
+                q[8 * h + 2 + k] = vsubq_s8(vreinterpretq_s8_u8(g1), vdupq_n_s8(32));
+                q[8 * h + 4 + k] = vsubq_s8(vreinterpretq_s8_u8(g2), vdupq_n_s8(32));
+                q[8 * h + 6 + k] = vsubq_s8(vreinterpretq_s8_u8(g3), vdupq_n_s8(32));
+            }
+        for (t = 0; t < nt; t++) {
+            const slm__block_q8_K *xt = x + (size_t)t * xs + i;
+            int sumi = 0;
+            for (g = 0; g < 16; g++)
+                sumi += blk->scales[g] * vaddvq_s32(slm__dot_s8x16(vdupq_n_s32(0), q[g], vld1q_s8(xt->qs + 16 * g)));
+            sum[t] += (dw * xt->d) * (float)sumi;
+        }
+    }
+    for (t = 0; t < nt; t++) out[t] = sum[t];
 }
 #endif
 

@@ -1302,6 +1302,18 @@ SLM_API size_t slm_type_row_size(int type, int64_t n) {
     return (size_t)blocks * slm__type_block_bytes(type);
 }
 
+/* The quantizers must round every product and sum as GGML's reference
+   ones, compiled without fused multiply-adds (ggml-base, which llama-quantize
+   runs, is built for plain x86-64), or a few bytes of a model differ from
+   llama-quantize's: no contraction into FMA here (clang's -ffp-contract=fast
+   and -ffast-math override this and may change a few bytes). */
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#elif defined(__GNUC__)
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=off")
+#endif
+
 static void slm__quantize_q8_0(const float *x, slm__block_q8_0 *y, int64_t n) {
     int64_t b;
     int j;
@@ -1757,6 +1769,12 @@ static void slm__quantize_kq(int type, const float *x, uint8_t *y, int64_t n) {
     else
         slm__quantize_q45k(x, y, n, type == SLM_TYPE_Q5_K);
 }
+
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT DEFAULT
+#elif defined(__GNUC__)
+#pragma GCC pop_options
+#endif
 
 SLM_API slm_result slm_quantize_row(int type, const float *src, void *dst, int64_t n) {
     int64_t i;

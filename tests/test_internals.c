@@ -1574,6 +1574,58 @@ static void test_kernels_kquant(void) {
     free(xk);
 }
 
+/* slm_quantize_row gives the bytes of ggml's reference quantizers
+   (quantize_row_q4_K_ref and kin, what llama-quantize runs without an
+   importance matrix) on a fixed tensor: 6 rows of 768 from an LCG, with a
+   zero super-block, a tiny and a large one, a zero sub-block, an outlier and
+   an all-negative super-block. The hashes were recorded from ggml's own
+   functions (llama.cpp of ../shared/tools/llamacpp-setup.sh, libggml-base),
+   quantizing this tensor row by row. */
+#define KQ_ROWS 6
+#define KQ_N    768
+static void kq_fixed_tensor(float *x) {
+    uint64_t st = 0x9e3779b97f4a7c15ull;
+    int i, r;
+    for (i = 0; i < KQ_ROWS * KQ_N; i++) {
+        st = st * 6364136223846793005ull + 1442695040888963407ull;
+        x[i] = (float)(int32_t)(st >> 32) * (1.0f / 2147483648.0f);
+    }
+    for (r = 0; r < KQ_ROWS; r++) {
+        float *row = x + r * KQ_N;
+        for (i = 0; i < 256; i++) row[256 + i] *= r == 1 ? 0.0f : r == 2 ? 1e-3f : r == 3 ? 100.0f : 1.0f;
+        for (i = 0; i < 32; i++) row[512 + i] = 0.0f; /* a zero sub-block */
+        if (r == 4) row[600] = 40.0f;                 /* an outlier */
+        if (r == 5)
+            for (i = 0; i < 256; i++) row[i] = -0.5f - (row[i] < 0 ? -row[i] : row[i]); /* all negative */
+    }
+}
+
+static void test_kquant_reference_bytes(void) {
+    static const struct {
+        int type;
+        uint64_t fnv1a;
+    } want[] = { { SLM_TYPE_Q4_K, 0x1a0fc5834c8de7f1ull },
+                 { SLM_TYPE_Q5_K, 0x21f621cacabbb6c4ull },
+                 { SLM_TYPE_Q6_K, 0xd3f31396510ef9b0ull },
+                 { SLM_TYPE_Q5_0, 0x7ff35c640e5876d6ull },
+                 { SLM_TYPE_Q5_1, 0xd675ab18bf458f43ull } };
+    float *x = (float *)malloc(KQ_ROWS * KQ_N * sizeof(float));
+    uint8_t *y = (uint8_t *)malloc(KQ_ROWS * KQ_N * 2);
+    size_t k;
+    kq_fixed_tensor(x);
+    for (k = 0; k < sizeof want / sizeof want[0]; k++) {
+        size_t rs = slm_type_row_size(want[k].type, KQ_N), i;
+        uint64_t h = 0xcbf29ce484222325ull;
+        int r;
+        for (r = 0; r < KQ_ROWS; r++) CHECK(slm_quantize_row(want[k].type, x + r * KQ_N, y + r * rs, KQ_N) == SLM_OK);
+        for (i = 0; i < rs * KQ_ROWS; i++) h = (h ^ y[i]) * 0x100000001b3ull;
+        CHECKF(h == want[k].fnv1a, "%s: FNV-1a of the bytes 0x%016llx, ggml's 0x%016llx", slm_type_name(want[k].type),
+               (unsigned long long)h, (unsigned long long)want[k].fnv1a);
+    }
+    free(x);
+    free(y);
+}
+
 /* The interleaved (_R16) layout and its kernels: each of the 16 rows of a
    group, against 1 to 4 tokens, agrees with the row-by-row reference dot
    product of the same row before interleaving; the SIMD kernel agrees with
@@ -2740,6 +2792,7 @@ static const test_case INTERNAL_TESTS[] = {
     TEST(kernels_vs_reference),
     TEST(kernels_r16),
     TEST(kernels_kquant),
+    TEST(kquant_reference_bytes),
     TEST(kernels_kv_q8_0),
     TEST(truncated_files),
     TEST(patched_files),

@@ -21,6 +21,8 @@
 #      SLM_FUZZ_SECONDS (default 30) under libFuzzer (clang's runtime:
 #      libclang-rt-14-dev; skipped with the reason when it cannot be installed)
 #   7. every C file as clang-format-14 leaves it (.clang-format)
+#   8. slm-convert --type q4_k/q5_k/q6_k/q4_k_m/q5_k_m against llama-quantize's
+#      bytes, when llama.cpp is already built
 # Each section ends with the line "== section NAME: N s".
 # Installs what it needs with apt-get when missing (skips with the reason when
 # it cannot). Every test_slm build goes through build_test_slm and every
@@ -350,6 +352,21 @@ if command -v clang-format-14 >/dev/null 2>&1; then
 else
     skip "every C file is as clang-format-14 leaves it" "clang-format-14 is not installed and apt-get could not install it"
 fi
+# ---------------------------------------------------------------------------
+# 8. the K-quant converter against llama-quantize, when llama.cpp is built
+#    (../shared/tools/llamacpp-setup.sh; not built here: it takes ~10 minutes)
+# ---------------------------------------------------------------------------
+section "8. llama-quantize"
+LQ=${SLM_LLAMACPP_DIR:-$HOME/.cache/slm/llama.cpp}/build/bin/llama-quantize
+mkdir -p "$BUILD/lq"
+if [ -x "$LQ" ] && make -s slm-convert >/dev/null 2>&1 &&
+    build_test_slm "$BUILD/lq/test_slm" "$BUILD/lq/build.log" "$CC" $CFLAGS -march=native -pthread; then
+    SLM_LLAMA_QUANTIZE=$LQ "$BUILD/lq/test_slm" -k convert_kquant 2>&1 | tee "$BUILD/llama-quantize.log"
+    add_counts "$BUILD/llama-quantize.log" "slm-convert --type q4_k... against llama-quantize"
+else
+    skip "slm-convert --type q4_k... against llama-quantize" "$LQ not built (../shared/tools/llamacpp-setup.sh)"
+fi
+
 section ""
 
 finish tests/extended.sh

@@ -1961,6 +1961,131 @@ static void test_convert_llama2c_limits(void) {
     hostile_free(&H);
 }
 
+/* slm-convert --type q4_k_m / q5_k / q6_k on a model none of whose rows is a
+   multiple of 256 (a_llama_spm_f32: dim 64, ffn 192, 2 layers, untied):
+   every matrix takes llama-quantize's type, its fallbacks written out here
+   from llama-quant.cpp (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0; an output
+   matrix whose rows are not a multiple of 256 -> Q8_0; Q4_K_M's attn_v and
+   ffn_down of the use_more_bits layers -> Q6_K, here layer 1 of 2). */
+static void test_convert_kquant_types(void) {
+    static const struct {
+        const char *type;
+        const char *names[4]; /* tensors whose type is not `other` */
+        int types[4], other;
+    } C[] = { { "q4_k_m",
+                { "output.weight", "blk.1.attn_v.weight", "blk.1.ffn_down.weight", NULL },
+                { SLM_TYPE_Q8_0, SLM_TYPE_Q8_0, SLM_TYPE_Q8_0, 0 },
+                SLM_TYPE_Q5_0 },
+              { "q5_k_m",
+                { "output.weight", "blk.1.attn_v.weight", "blk.1.ffn_down.weight", NULL },
+                { SLM_TYPE_Q8_0, SLM_TYPE_Q8_0, SLM_TYPE_Q8_0, 0 },
+                SLM_TYPE_Q5_1 },
+              { "q5_k", { NULL }, { 0 }, SLM_TYPE_Q5_1 },
+              { "q6_k", { NULL }, { 0 }, SLM_TYPE_Q8_0 } };
+    char *src = pathf("%s/fixtures/a_llama_spm_f32.gguf", g_models_dir);
+    const char *convert = env_or("SLM_CONVERT_BIN", "./slm-convert");
+    size_t ci;
+    if (!file_exists(src) || !file_exists(convert)) {
+        free(src);
+        SKIP("fixtures/a_llama_spm_f32.gguf or %s not found", convert);
+    }
+    for (ci = 0; ci < sizeof C / sizeof C[0]; ci++) {
+        char *out = pathf("%s/kq_types_%s.slm", g_build_dir, C[ci].type), *err = pathf("%s.err", out);
+        char *argv[] = {
+            (char *)convert, (char *)"--type", (char *)C[ci].type, (char *)"--no-interleave", src, out, NULL
+        };
+        slm_model *m;
+        int rc = run_prog(argv, NULL, err, 120), i, k, n_mat = 0;
+        CHECKF(rc == 0, "slm-convert --type %s: exit %d", C[ci].type, rc);
+        m = rc == 0 ? load_model(out) : NULL;
+        for (i = 0; m && i < slm_model_info_get(m)->n_tensors; i++) {
+            slm_tensor_info ti;
+            int want;
+            slm_model_tensor_get(m, i, &ti);
+            if (ti.n_dims == 1) {
+                CHECKF(ti.type == SLM_TYPE_F32, "--type %s: %s is %s", C[ci].type, ti.name, slm_type_name(ti.type));
+                continue;
+            }
+            n_mat++;
+            want = C[ci].other;
+            for (k = 0; k < 4 && C[ci].names[k]; k++)
+                if (!strcmp(ti.name, C[ci].names[k])) want = C[ci].types[k];
+            CHECKF(ti.type == want, "--type %s: %s is %s, llama-quantize makes it %s", C[ci].type, ti.name,
+                   slm_type_name(ti.type), slm_type_name(want));
+        }
+        if (m) {
+            slm_session *s = session_kv(m, 0);
+            slm_token t[4] = { 1, 450, 4996, 17354 };
+            CHECK(n_mat == 16); /* 7 per layer, the embedding, the output */
+            CHECK(s && slm_eval(s, t, 4) == SLM_OK && slm_logits(s));
+            slm_session_free(s);
+            slm_model_free(m);
+        }
+        free(out);
+        free(err);
+    }
+    free(src);
+}
+
+/* The bytes of llama-quantize itself (SLM_LLAMA_QUANTIZE: its path, as
+   tests/extended.sh sets it when ../shared/tools/llamacpp-setup.sh has built
+   llama.cpp). Its own F32 requantization of fixtures2's Q6_K model gives an
+   f32 model whose rows are multiples of 256; that and a_llama_spm_f32 (rows
+   of 64 and 192: every fallback) are quantized by llama-quantize (--pure
+   Q4_K, Q5_K, Q6_K; Q4_K_M, Q5_K_M) and by slm-convert --type: every tensor
+   of each GGUF is in the .slm with the same type and bytes. */
+static void test_convert_kquant_vs_llama_quantize(void) {
+    static const struct {
+        const char *ftype, *ours;
+        int pure;
+    } Q[] = { { "Q4_K", "q4_k", 1 },
+              { "Q5_K", "q5_k", 1 },
+              { "Q6_K", "q6_k", 1 },
+              { "Q4_K_M", "q4_k_m", 0 },
+              { "Q5_K_M", "q5_k_m", 0 } };
+    const char *lq = getenv("SLM_LLAMA_QUANTIZE"), *convert = env_or("SLM_CONVERT_BIN", "./slm-convert");
+    char *src[2], *dir = pathf("%s/kq_vs_lq", g_build_dir);
+    int si, qi, rc;
+    if (!lq || !file_exists(lq) || !file_exists(convert)) {
+        free(dir);
+        SKIP("SLM_LLAMA_QUANTIZE (llama.cpp's llama-quantize) not set (tests/extended.sh sets it)");
+    }
+    mkdir(dir, 0755);
+    src[0] = pathf("%s/f32.gguf", dir);
+    src[1] = pathf("%s/fixtures/a_llama_spm_f32.gguf", g_models_dir);
+    {
+        char *q6 = pathf("%s/fixtures2/j_llama_kq_q6_k.gguf", g_models_dir), *err = pathf("%s/f32.err", dir);
+        char *argv[] = { (char *)lq, (char *)"--allow-requantize", q6, src[0], (char *)"F32", NULL };
+        rc = run_prog(argv, NULL, err, 300);
+        CHECKF(rc == 0, "llama-quantize --allow-requantize %s F32: exit %d (%s)", q6, rc, err);
+        free(q6);
+        free(err);
+    }
+    for (si = 0; si < 2; si++)
+        for (qi = 0; qi < (int)(sizeof Q / sizeof Q[0]); qi++) {
+            char *gg = pathf("%s/s%d_%s.gguf", dir, si, Q[qi].ours), *sl = pathf("%s/s%d_%s.slm", dir, si, Q[qi].ours),
+                 *err = pathf("%s/s%d_%s.err", dir, si, Q[qi].ours), what[64];
+            char *a1[] = { (char *)lq, (char *)"--pure", src[si], gg, (char *)Q[qi].ftype, NULL };
+            char *a2[] = { (char *)lq, src[si], gg, (char *)Q[qi].ftype, NULL };
+            char *a3[] = { (char *)convert, (char *)"--type", (char *)Q[qi].ours, src[si], sl, NULL };
+            slm_model *m;
+            rc = run_prog(Q[qi].pure ? a1 : a2, NULL, err, 300);
+            CHECKF(rc == 0, "llama-quantize %s %s: exit %d", src[si], Q[qi].ftype, rc);
+            if (rc == 0) rc = run_prog(a3, NULL, err, 300);
+            CHECKF(rc == 0, "slm-convert --type %s %s: exit %d", Q[qi].ours, src[si], rc);
+            m = rc == 0 ? load_model(sl) : NULL;
+            snprintf(what, sizeof what, "%s --type %s", si ? "a_llama_spm_f32" : "f32 of j_llama_kq", Q[qi].ours);
+            if (m) check_tensors_bit_for_bit(what, gg, sl, m);
+            slm_model_free(m);
+            free(gg);
+            free(sl);
+            free(err);
+        }
+    free(src[0]);
+    free(src[1]);
+    free(dir);
+}
+
 /* The converter never replaces an input, a link, a FIFO or a read-only file,
    and names a missing or unrecognised single input. */
 static void test_convert_output_path(void) {
@@ -2420,6 +2545,8 @@ static const test_case CHECKPOINT_TESTS[] = {
     TEST(convert_fuzz),
     TEST(convert_llama2c_limits),
     TEST(convert_output_path),
+    TEST(convert_kquant_types),
+    TEST(convert_kquant_vs_llama_quantize),
     TEST(convert_token_ids),
     TEST(convert_nonfinite),
     TEST(convert_negative_values),

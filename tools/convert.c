@@ -227,8 +227,8 @@ char *conv_base_name(const char *path) {
    ====================================================================== */
 
 /* GGML numbers of the block formats the converter decodes but slm.h does
-   not run (q4_1, q8_K): they are dequantized and re-quantized to a type it
-   runs. q5_0, q5_1 and the K-quants it runs: their names are slm.h's. */
+   not run (q4_1, q2_K, q3_K, q8_K): they are dequantized and re-quantized
+   to a type it runs (q8_0 unless --type says otherwise). q5_0, q5_1 and the K-quants it runs: their names are slm.h's. */
 enum {
     GGML_Q4_1 = 3,
     GGML_Q5_0 = SLM_TYPE_Q5_0,
@@ -236,7 +236,9 @@ enum {
     GGML_Q4_K = SLM_TYPE_Q4_K,
     GGML_Q5_K = SLM_TYPE_Q5_K,
     GGML_Q6_K = SLM_TYPE_Q6_K,
-    GGML_Q8_K = 15
+    GGML_Q8_K = 15,
+    GGML_Q2_K = 10,
+    GGML_Q3_K = 11
 };
 
 /* Every GGML type's name, for messages about types we cannot read. */
@@ -303,6 +305,14 @@ int conv_type_layout(int type, int *block, int *bytes) {
         *block = 256;
         *bytes = 292;
         return 1;
+    case GGML_Q2_K:
+        *block = 256;
+        *bytes = 84;
+        return 1;
+    case GGML_Q3_K:
+        *block = 256;
+        *bytes = 110;
+        return 1;
     default: return 0;
     }
 }
@@ -336,6 +346,37 @@ void conv_dequantize_ggml_row(int type, const unsigned char *src, float *y, int6
             }
         }
         break;
+    case GGML_Q2_K: /* u8 scales[16] (scale | min << 4), u8 qs[64] (2 bits), f16 d, f16 dmin */
+        for (b = 0, nb = n / 256; b < nb; b++, src += 84) {
+            float d = f16_at(src + 80), dmin = f16_at(src + 82);
+            const unsigned char *q = src + 16;
+            int is = 0, half, shift;
+            for (half = 0; half < 2; half++, q += 32)
+                for (shift = 0; shift < 8; shift += 2)
+                    for (j = 0; j < 2; j++, is++) {
+                        float dl = d * (float)(src[is] & 0xF), ml = dmin * (float)(src[is] >> 4);
+                        int l;
+                        for (l = 0; l < 16; l++) *y++ = dl * (float)((q[16 * j + l] >> shift) & 3) - ml;
+                    }
+        }
+        break;
+    case GGML_Q3_K: /* u8 hmask[32], u8 qs[64] (2 low bits), u8 scales[12] (6-bit, signed - 32), f16 d */
+        for (b = 0, nb = n / 256; b < nb; b++, src += 110) {
+            float d_all = f16_at(src + 108);
+            const unsigned char *hm = src, *q = src + 32, *sc = src + 96;
+            int is = 0, half, shift, m = 1;
+            for (half = 0; half < 2; half++, q += 32)
+                for (shift = 0; shift < 8; shift += 2, m <<= 1)
+                    for (j = 0; j < 2; j++, is++) {
+                        /* scale is: low 4 bits in sc[is % 8] (high nibble for is >= 8), top 2 at sc[8 + is % 4] */
+                        int low = is < 8 ? sc[is] & 0xF : sc[is - 8] >> 4, top = (sc[8 + is % 4] >> (2 * (is / 4))) & 3;
+                        float dl = d_all * (float)((low | top << 4) - 32);
+                        int l;
+                        for (l = 0; l < 16; l++)
+                            *y++ = dl * (float)(((q[16 * j + l] >> shift) & 3) - ((hm[16 * j + l] & m) ? 0 : 4));
+                    }
+        }
+        break;
     case GGML_Q8_K: /* f32 d, i8 qs[256], i16 bsums[16] */
         for (b = 0, nb = n / 256; b < nb; b++, src += 292) {
             float d = slm__rdf32(src);
@@ -356,7 +397,8 @@ uint64_t conv_count_nonfinite(int type, const unsigned char *src, int64_t n, int
         int type, bytes, at0, at1;
     } blocks[] = { { SLM_TYPE_Q8_0, 34, 0, -1 }, { SLM_TYPE_Q4_0, 18, 0, -1 }, { GGML_Q4_1, 20, 0, 2 },
                    { GGML_Q5_0, 22, 0, -1 },     { GGML_Q5_1, 24, 0, 2 },      { GGML_Q4_K, 144, 0, 2 },
-                   { GGML_Q5_K, 176, 0, 2 },     { GGML_Q6_K, 210, 208, -1 } };
+                   { GGML_Q5_K, 176, 0, 2 },     { GGML_Q6_K, 210, 208, -1 },  { GGML_Q2_K, 84, 80, 82 },
+                   { GGML_Q3_K, 110, 108, -1 } };
     uint64_t bad = 0;
     int64_t i, nb;
     size_t k;
@@ -378,7 +420,9 @@ uint64_t conv_count_nonfinite(int type, const unsigned char *src, int64_t n, int
     default: break;
     }
     for (k = 0; k < sizeof blocks / sizeof blocks[0]; k++) {
-        int block = type == GGML_Q4_K || type == GGML_Q5_K || type == GGML_Q6_K ? 256 : 32;
+        int block =
+            type == GGML_Q4_K || type == GGML_Q5_K || type == GGML_Q6_K || type == GGML_Q2_K || type == GGML_Q3_K ? 256
+                                                                                                                  : 32;
         if (blocks[k].type != type) continue;
         *scales = 1;
         for (i = 0, nb = n / block; i < nb; i++) {

@@ -1302,8 +1302,8 @@ SLM_API size_t slm_type_row_size(int type, int64_t n) {
     return (size_t)blocks * slm__type_block_bytes(type);
 }
 
-/* The quantizers must round every product and sum as GGML's reference
-   ones, compiled without fused multiply-adds (ggml-base, which llama-quantize
+/* The quantizers (and dequantizers) must round every product and sum as
+   GGML's reference ones, compiled without fused multiply-adds (ggml-base, which llama-quantize
    runs, is built for plain x86-64), or a few bytes of a model differ from
    llama-quantize's: no contraction into FMA here (clang's -ffp-contract=fast
    and -ffast-math override this and may change a few bytes). */
@@ -1770,12 +1770,6 @@ static void slm__quantize_kq(int type, const float *x, uint8_t *y, int64_t n) {
         slm__quantize_q45k(x, y, n, type == SLM_TYPE_Q5_K);
 }
 
-#if defined(__clang__)
-#pragma STDC FP_CONTRACT DEFAULT
-#elif defined(__GNUC__)
-#pragma GCC pop_options
-#endif
-
 SLM_API slm_result slm_quantize_row(int type, const float *src, void *dst, int64_t n) {
     int64_t i;
     if (!src || !dst || n < 0 || (n && !slm_type_row_size(type, n))) return SLM_ERR_INVALID_ARG;
@@ -1864,6 +1858,12 @@ SLM_API slm_result slm_dequantize_row(int type, const void *src, float *dst, int
     }
     return SLM_OK;
 }
+
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT DEFAULT
+#elif defined(__GNUC__)
+#pragma GCC pop_options
+#endif
 
 /* The _R16 layout. Rows go in groups of 16; a group of nb blocks per row is
    nb x 16 f16 scales (block b of rows 0..15), then the quants of block b of

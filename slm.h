@@ -219,7 +219,7 @@
 #define SLM_VERSION_PATCH        0
 #define SLM_VERSION_STRING       "0.2.0"
 #define SLM_FORMAT_VERSION_MAJOR 1 /* .slm files this code writes and reads */
-#define SLM_FORMAT_VERSION_MINOR 0
+#define SLM_FORMAT_VERSION_MINOR 1
 
 #include <stddef.h>
 #include <stdint.h>
@@ -252,12 +252,21 @@ typedef enum slm_result {
 /* Tensor types, numbered as in GGML/GGUF. The _R16 types hold the same blocks
    as q4_0/q8_0 with 16 rows interleaved (FORMAT.md), so that one SIMD load
    reaches 16 rows at once: slm-convert writes them for matrices whose row
-   count is a multiple of 16. Their number is 1024 + that of their block type. */
+   count is a multiple of 16. Their number is 1024 + that of their block type.
+   The K-quants (Q4_K, Q5_K, Q6_K: blocks of 256) and Q5_0/Q5_1 (blocks of 32,
+   which llama-quantize's K-quant mixes use for rows that are not a multiple
+   of 256) have GGML's block layouts, so GGUF files import them as a copy
+   (format 1.1). */
 typedef enum slm_type {
     SLM_TYPE_F32 = 0,
     SLM_TYPE_F16 = 1,
     SLM_TYPE_Q4_0 = 2,
+    SLM_TYPE_Q5_0 = 6,
+    SLM_TYPE_Q5_1 = 7,
     SLM_TYPE_Q8_0 = 8,
+    SLM_TYPE_Q4_K = 12,
+    SLM_TYPE_Q5_K = 13,
+    SLM_TYPE_Q6_K = 14,
     SLM_TYPE_BF16 = 30,
     SLM_TYPE_Q4_0_R16 = 1026,
     SLM_TYPE_Q8_0_R16 = 1032
@@ -969,6 +978,11 @@ int slm__pretok_llama3_family(const char *name);
 #define slm__dot_bf16            slm__dot_bf16_avx512
 #define slm__dotn_q8_0           slm__dotn_q8_0_avx512
 #define slm__dotn_q4_0           slm__dotn_q4_0_avx512
+#define slm__dotm_q5_0           slm__dotm_q5_0_avx512
+#define slm__dotm_q5_1           slm__dotm_q5_1_avx512
+#define slm__dotm_q4_K           slm__dotm_q4_K_avx512
+#define slm__dotm_q5_K           slm__dotm_q5_K_avx512
+#define slm__dotm_q6_K           slm__dotm_q6_K_avx512
 #define slm__gemm_r16_nt         slm__gemm_r16_nt_avx512
 #define slm__gemm_r16            slm__gemm_r16_pairs
 #define slm__quantize_act_blocks slm__quantize_act_blocks_avx2
@@ -993,6 +1007,11 @@ int slm__pretok_llama3_family(const char *name);
 #define slm__dot_bf16            slm__dot_bf16_avx2
 #define slm__dotn_q8_0           slm__dotn_q8_0_avx2
 #define slm__dotn_q4_0           slm__dotn_q4_0_avx2
+#define slm__dotm_q5_0           slm__dotm_q5_0_avx2
+#define slm__dotm_q5_1           slm__dotm_q5_1_avx2
+#define slm__dotm_q4_K           slm__dotm_q4_K_avx2
+#define slm__dotm_q5_K           slm__dotm_q5_K_avx2
+#define slm__dotm_q6_K           slm__dotm_q6_K_avx2
 #define slm__gemm_r16_nt         slm__gemm_r16_nt_avx2
 #define slm__gemm_r16            slm__gemm_r16_pairs
 #define slm__quantize_act_blocks slm__quantize_act_blocks_avx2
@@ -1017,6 +1036,11 @@ int slm__pretok_llama3_family(const char *name);
 #define slm__dot_bf16            slm__dot_bf16_neon
 #define slm__dotn_q8_0           slm__dotn_q8_0_neon
 #define slm__dotn_q4_0           slm__dotn_q4_0_neon
+#define slm__dotm_q5_0           slm__dotm_q5_0_neon
+#define slm__dotm_q5_1           slm__dotm_q5_1_neon
+#define slm__dotm_q4_K           slm__dotm_q4_K_neon
+#define slm__dotm_q5_K           slm__dotm_q5_K_neon
+#define slm__dotm_q6_K           slm__dotm_q6_K_neon
 #define slm__gemm_r16_nt         slm__gemm_r16_nt_neon
 #define slm__gemm_r16            slm__gemm_r16_pairs
 #define slm__quantize_act_blocks slm__quantize_act_blocks_ref
@@ -1037,6 +1061,11 @@ int slm__pretok_llama3_family(const char *name);
 #define slm__dot_bf16            slm__dot_bf16_ref
 #define slm__dotn_q8_0           slm__dotn_q8_0_ref
 #define slm__dotn_q4_0           slm__dotn_q4_0_ref
+#define slm__dotm_q5_0           slm__dotm_q5_0_ref
+#define slm__dotm_q5_1           slm__dotm_q5_1_ref
+#define slm__dotm_q4_K           slm__dotm_q4_K_ref
+#define slm__dotm_q5_K           slm__dotm_q5_K_ref
+#define slm__dotm_q6_K           slm__dotm_q6_K_ref
 #define slm__gemm_r16            slm__gemm_r16_ref
 #define slm__quantize_act_blocks slm__quantize_act_blocks_ref
 #define slm__axpy_f32            slm__axpy_f32_ref
@@ -1303,6 +1332,40 @@ typedef struct {
     uint8_t q[SLM__QK / 2];
 } slm__block_q4_0;
 
+/* The K-quants: super-blocks of 256 (QK_K), ggml-common.h's layouts. q4_K
+   and q5_K hold 8 sub-blocks of 32 with 6-bit scales and mins packed in
+   scales[12]: x = d*sc*q - dmin*m (q5_K's fifth bit in qh); q6_K holds 16
+   sub-blocks of 16 with signed 8-bit scales: x = d*sc*(q - 32). q5_0/q5_1
+   are blocks of 32 with the fifth bits in qh: x = (q - 16)*d, x = q*d + m. */
+#define SLM__QK_K 256
+typedef struct {
+    uint16_t d;
+    uint8_t qh[4];
+    uint8_t qs[SLM__QK / 2];
+} slm__block_q5_0;
+typedef struct {
+    uint16_t d, m;
+    uint8_t qh[4];
+    uint8_t qs[SLM__QK / 2];
+} slm__block_q5_1;
+typedef struct {
+    uint16_t d, dmin;
+    uint8_t scales[12];
+    uint8_t qs[SLM__QK_K / 2];
+} slm__block_q4_K;
+typedef struct {
+    uint16_t d, dmin;
+    uint8_t scales[12];
+    uint8_t qh[SLM__QK_K / 8];
+    uint8_t qs[SLM__QK_K / 2];
+} slm__block_q5_K;
+typedef struct {
+    uint8_t ql[SLM__QK_K / 2];
+    uint8_t qh[SLM__QK_K / 4];
+    int8_t scales[SLM__QK_K / 16];
+    uint16_t d;
+} slm__block_q6_K;
+
 static uint32_t slm__f32_bits(float f) {
     uint32_t u;
     memcpy(&u, &f, 4);
@@ -1373,6 +1436,11 @@ SLM_API const char *slm_type_name(int type) {
     case SLM_TYPE_BF16: return "bf16";
     case SLM_TYPE_Q8_0: return "q8_0";
     case SLM_TYPE_Q4_0: return "q4_0";
+    case SLM_TYPE_Q5_0: return "q5_0";
+    case SLM_TYPE_Q5_1: return "q5_1";
+    case SLM_TYPE_Q4_K: return "q4_k";
+    case SLM_TYPE_Q5_K: return "q5_k";
+    case SLM_TYPE_Q6_K: return "q6_k";
     case SLM_TYPE_Q8_0_R16: return "q8_0_r16";
     case SLM_TYPE_Q4_0_R16: return "q4_0_r16";
     }
@@ -1391,7 +1459,12 @@ SLM_API int slm_type_block_size(int type) {
     case SLM_TYPE_F16:
     case SLM_TYPE_BF16: return 1;
     case SLM_TYPE_Q8_0:
-    case SLM_TYPE_Q4_0: return SLM__QK;
+    case SLM_TYPE_Q4_0:
+    case SLM_TYPE_Q5_0:
+    case SLM_TYPE_Q5_1: return SLM__QK;
+    case SLM_TYPE_Q4_K:
+    case SLM_TYPE_Q5_K:
+    case SLM_TYPE_Q6_K: return SLM__QK_K;
     }
     return 0;
 }
@@ -1403,6 +1476,11 @@ static size_t slm__type_block_bytes(int type) {
     case SLM_TYPE_BF16: return 2;
     case SLM_TYPE_Q8_0: return sizeof(slm__block_q8_0);
     case SLM_TYPE_Q4_0: return sizeof(slm__block_q4_0);
+    case SLM_TYPE_Q5_0: return sizeof(slm__block_q5_0);
+    case SLM_TYPE_Q5_1: return sizeof(slm__block_q5_1);
+    case SLM_TYPE_Q4_K: return sizeof(slm__block_q4_K);
+    case SLM_TYPE_Q5_K: return sizeof(slm__block_q5_K);
+    case SLM_TYPE_Q6_K: return sizeof(slm__block_q6_K);
     }
     return 0;
 }
@@ -1415,6 +1493,18 @@ SLM_API size_t slm_type_row_size(int type, int64_t n) {
     if (blocks > (uint64_t)((size_t)-1 / slm__type_block_bytes(type))) return 0;
     return (size_t)blocks * slm__type_block_bytes(type);
 }
+
+/* The quantizers (and dequantizers) must round every product and sum as
+   GGML's reference ones, compiled without fused multiply-adds (ggml-base, which llama-quantize
+   runs, is built for plain x86-64), or a few bytes of a model differ from
+   llama-quantize's: no contraction into FMA here (clang's -ffp-contract=fast
+   and -ffast-math override this and may change a few bytes). */
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#elif defined(__GNUC__)
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=off")
+#endif
 
 static void slm__quantize_q8_0(const float *x, slm__block_q8_0 *y, int64_t n) {
     int64_t b;
@@ -1456,6 +1546,422 @@ static void slm__quantize_q4_0(const float *x, slm__block_q4_0 *y, int64_t n) {
     }
 }
 
+/* As q4_0 with 32 levels: d = max / -16, the fifth bit of element j in bit j of qh. */
+static void slm__quantize_q5_0(const float *x, slm__block_q5_0 *y, int64_t n) {
+    int64_t b;
+    int j;
+    for (b = 0; b < n / SLM__QK; b++) {
+        const float *xb = x + b * SLM__QK;
+        float amax = 0.0f, max = 0.0f, d, id;
+        uint32_t qh = 0;
+        for (j = 0; j < SLM__QK; j++)
+            if (fabsf(xb[j]) > amax) {
+                amax = fabsf(xb[j]);
+                max = xb[j];
+            }
+        d = max / -16.0f;
+        id = d != 0.0f ? 1.0f / d : 0.0f;
+        y[b].d = slm_fp32_to_fp16(d);
+        for (j = 0; j < SLM__QK / 2; j++) {
+            float v0 = xb[j] * id + 16.5f, v1 = xb[j + SLM__QK / 2] * id + 16.5f;
+            int q0 = v0 >= 0.0f ? (v0 < 31.0f ? (int)v0 : 31) : 0; /* NaN reads as 0 */
+            int q1 = v1 >= 0.0f ? (v1 < 31.0f ? (int)v1 : 31) : 0;
+            y[b].qs[j] = (uint8_t)((q0 & 15) | ((q1 & 15) << 4));
+            qh |= (uint32_t)(q0 >> 4) << j | (uint32_t)(q1 >> 4) << (j + SLM__QK / 2);
+        }
+        for (j = 0; j < 4; j++) y[b].qh[j] = (uint8_t)(qh >> (8 * j));
+    }
+}
+
+/* 32 levels from the block's minimum: d = (max - min) / 31, m = min. */
+static void slm__quantize_q5_1(const float *x, slm__block_q5_1 *y, int64_t n) {
+    int64_t b;
+    int j;
+    for (b = 0; b < n / SLM__QK; b++) {
+        const float *xb = x + b * SLM__QK;
+        float min = FLT_MAX, max = -FLT_MAX, d, id;
+        uint32_t qh = 0;
+        for (j = 0; j < SLM__QK; j++) {
+            if (xb[j] < min) min = xb[j];
+            if (xb[j] > max) max = xb[j];
+        }
+        d = (max - min) / 31.0f;
+        id = d != 0.0f ? 1.0f / d : 0.0f;
+        y[b].d = slm_fp32_to_fp16(d);
+        y[b].m = slm_fp32_to_fp16(min);
+        for (j = 0; j < SLM__QK / 2; j++) {
+            float v0 = (xb[j] - min) * id + 0.5f, v1 = (xb[j + SLM__QK / 2] - min) * id + 0.5f;
+            int q0 = v0 >= 0.0f ? (v0 < 31.0f ? (int)v0 : 31) : 0;
+            int q1 = v1 >= 0.0f ? (v1 < 31.0f ? (int)v1 : 31) : 0;
+            y[b].qs[j] = (uint8_t)((q0 & 15) | ((q1 & 15) << 4));
+            qh |= (uint32_t)(q0 >> 4) << j | (uint32_t)(q1 >> 4) << (j + SLM__QK / 2);
+        }
+        for (j = 0; j < 4; j++) y[b].qh[j] = (uint8_t)(qh >> (8 * j));
+    }
+}
+
+/* Scale and min number j (0..7) of a q4_K/q5_K block: 6 bits each, the
+   first four in the low bits of scales[0..7], the last four split between
+   scales[8..11] and the top bits of scales[0..7] (GGML's get_scale_min_k4). */
+SLM__INLINE void slm__kq_scale_min(int j, const uint8_t *q, int *sc, int *mn) {
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *mn = q[j + 4] & 63;
+    } else {
+        *sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+        *mn = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+    }
+}
+
+/* The five bits of element j (0..31) of a q5_0/q5_1 block. */
+SLM__INLINE int slm__q5_at(const uint8_t *qs, const uint8_t *qh, int j) {
+    int nib = j < 16 ? qs[j] & 15 : qs[j - 16] >> 4;
+    return nib | (((qh[j / 8] >> (j % 8)) & 1) << 4);
+}
+/* The quant (0..31) of element l (0..255) of a q4_K (qh NULL) or q5_K block:
+   each 64 elements share 32 bytes of qs, low nibbles then high nibbles. */
+SLM__INLINE int slm__q45k_at(const uint8_t *qs, const uint8_t *qh, int l) {
+    int chunk = l / 64, j = l % 64, byte = qs[chunk * 32 + j % 32], q = j < 32 ? byte & 15 : byte >> 4;
+    if (qh) q |= ((qh[j % 32] >> (l / 32)) & 1) << 4;
+    return q;
+}
+/* The quant (-32..31) of element l (0..255) of a q6_K block, whose scale is scales[l / 16]. */
+SLM__INLINE int slm__q6k_at(const slm__block_q6_K *b, int l) {
+    int half = l / 128, j = l % 128, g = j / 32, i = j % 32;
+    int lo = b->ql[half * 64 + (g & 1) * 32 + i], hi = b->qh[half * 32 + i];
+    return ((g < 2 ? lo & 15 : lo >> 4) | (((hi >> (2 * g)) & 3) << 4)) - 32;
+}
+
+/* K-quant rows to floats, in the arithmetic order of ggml's dequantize_row_*
+   (so the floats are the same): d*sc and dmin*m once per sub-block. */
+static void slm__dequantize_kq(int type, const uint8_t *p, float *y, int64_t n) {
+    int64_t b;
+    int j, l;
+    for (b = 0; b < n / SLM__QK_K; b++, y += SLM__QK_K) {
+        if (type == SLM_TYPE_Q6_K) {
+            const slm__block_q6_K *blk = (const slm__block_q6_K *)p + b;
+            float d = slm_fp16_to_fp32(blk->d);
+            for (l = 0; l < SLM__QK_K; l++) y[l] = d * (float)blk->scales[l / 16] * (float)slm__q6k_at(blk, l);
+        } else {
+            const uint8_t *scales, *qs, *qh = NULL;
+            float d, dmin;
+            if (type == SLM_TYPE_Q4_K) {
+                const slm__block_q4_K *blk = (const slm__block_q4_K *)p + b;
+                d = slm_fp16_to_fp32(blk->d);
+                dmin = slm_fp16_to_fp32(blk->dmin);
+                scales = blk->scales;
+                qs = blk->qs;
+            } else {
+                const slm__block_q5_K *blk = (const slm__block_q5_K *)p + b;
+                d = slm_fp16_to_fp32(blk->d);
+                dmin = slm_fp16_to_fp32(blk->dmin);
+                scales = blk->scales;
+                qs = blk->qs;
+                qh = blk->qh;
+            }
+            for (j = 0; j < 8; j++) {
+                int sc, mn;
+                float d1, m1;
+                slm__kq_scale_min(j, scales, &sc, &mn);
+                d1 = d * (float)sc;
+                m1 = dmin * (float)mn;
+                for (l = 0; l < 32; l++) y[32 * j + l] = d1 * (float)slm__q45k_at(qs, qh, 32 * j + l) - m1;
+            }
+        }
+    }
+}
+
+/* ---- K-quant quantizers: GGML's reference ones (quantize_row_q4_K_ref and
+   its kin, what llama-quantize runs without an importance matrix), step for
+   step in the same float arithmetic, so that the bytes are the same. */
+
+/* Round to nearest, ties to even, by GGML's float trick (|x| < 2^22). */
+static int slm__nearest_int(float f) {
+    float v;
+    int32_t i;
+    if (!(fabsf(f) <= 4194303.0f)) return f > 0.0f ? 4194303 : f < 0.0f ? -4194303 : 0; /* NaN: 0 */
+    v = f + 12582912.0f;
+    memcpy(&i, &v, 4);
+    return (i & 0x007fffff) - 0x00400000;
+}
+
+/* Levels 0..nmax with a scale and a min for n values: the min-max grid, then
+   nstep+1 other grids whose least-squares fit (weighted) may do better
+   (GGML's make_qkx2_quants with use_mad false). Returns the scale; *the_min
+   is minus the offset. */
+static float slm__make_qkx2(int n, int nmax, const float *x, const float *weights, uint8_t *L, float *the_min,
+                            uint8_t *Laux, float rmin, float rdelta, int nstep) {
+    float min = x[0], max = x[0], sum_w = weights[0], sum_x = sum_w * x[0], iscale, scale, best_error = 0.0f;
+    int i, is;
+    for (i = 1; i < n; i++) {
+        if (x[i] < min) min = x[i];
+        if (x[i] > max) max = x[i];
+        sum_w += weights[i];
+        sum_x += weights[i] * x[i];
+    }
+    if (min > 0.0f) min = 0.0f;
+    if (max == min) {
+        for (i = 0; i < n; i++) L[i] = 0;
+        *the_min = -min;
+        return 0.0f;
+    }
+    iscale = (float)nmax / (max - min);
+    scale = 1.0f / iscale;
+    for (i = 0; i < n; i++) {
+        int l = slm__nearest_int(iscale * (x[i] - min));
+        float diff;
+        L[i] = (uint8_t)SLM__MAX(0, SLM__MIN(nmax, l));
+        diff = scale * (float)L[i] + min - x[i];
+        best_error += weights[i] * (diff * diff);
+    }
+    for (is = 0; is <= nstep; is++) {
+        float sum_l = 0.0f, sum_l2 = 0.0f, sum_xl = 0.0f, D;
+        iscale = (rmin + rdelta * (float)is + (float)nmax) / (max - min);
+        for (i = 0; i < n; i++) {
+            int l = slm__nearest_int(iscale * (x[i] - min));
+            float w = weights[i];
+            l = SLM__MAX(0, SLM__MIN(nmax, l));
+            Laux[i] = (uint8_t)l;
+            sum_l += w * (float)l;
+            sum_l2 += w * (float)l * (float)l;
+            sum_xl += w * (float)l * x[i];
+        }
+        D = sum_w * sum_l2 - sum_l * sum_l;
+        if (D > 0.0f) {
+            float this_scale = (sum_w * sum_xl - sum_x * sum_l) / D, this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
+            float cur_error = 0.0f;
+            if (this_min > 0.0f) {
+                this_min = 0.0f;
+                this_scale = sum_xl / sum_l2;
+            }
+            for (i = 0; i < n; i++) {
+                float diff = this_scale * (float)Laux[i] + this_min - x[i];
+                cur_error += weights[i] * (diff * diff);
+            }
+            if (cur_error < best_error) {
+                for (i = 0; i < n; i++) L[i] = Laux[i];
+                best_error = cur_error;
+                scale = this_scale;
+                min = this_min;
+            }
+        }
+    }
+    *the_min = -min;
+    return scale;
+}
+
+/* Signed levels -nmax..nmax-1 (stored + nmax) with one scale for n values,
+   weighted by x^2: the grid of the largest magnitude, then 18 nearby ones
+   (GGML's make_qx_quants with rmse_type 1 and no weights). */
+static float slm__make_qx(int n, int nmax, const float *x, int8_t *L) {
+    float max = 0.0f, amax = 0.0f, iscale, sumlx = 0.0f, suml2 = 0.0f, scale, best;
+    int i, is;
+    for (i = 0; i < n; i++)
+        if (fabsf(x[i]) > amax) {
+            amax = fabsf(x[i]);
+            max = x[i];
+        }
+    if (amax < 1e-15f) {
+        for (i = 0; i < n; i++) L[i] = 0;
+        return 0.0f;
+    }
+    iscale = -(float)nmax / max;
+    for (i = 0; i < n; i++) {
+        int l = slm__nearest_int(iscale * x[i]);
+        float w = x[i] * x[i];
+        l = SLM__MAX(-nmax, SLM__MIN(nmax - 1, l));
+        L[i] = (int8_t)(l + nmax);
+        sumlx += w * x[i] * (float)l;
+        suml2 += w * (float)l * (float)l;
+    }
+    scale = suml2 != 0.0f ? sumlx / suml2 : 0.0f;
+    best = scale * sumlx;
+    for (is = -9; is <= 9; is++) {
+        if (is == 0) continue;
+        iscale = -((float)nmax + 0.1f * (float)is) / max;
+        sumlx = suml2 = 0.0f;
+        for (i = 0; i < n; i++) {
+            int l = slm__nearest_int(iscale * x[i]);
+            float w = x[i] * x[i];
+            l = SLM__MAX(-nmax, SLM__MIN(nmax - 1, l));
+            sumlx += w * x[i] * (float)l;
+            suml2 += w * (float)l * (float)l;
+        }
+        if (suml2 > 0.0f && sumlx * sumlx > best * suml2) {
+            for (i = 0; i < n; i++) {
+                int l = slm__nearest_int(iscale * x[i]);
+                L[i] = (int8_t)(nmax + SLM__MAX(-nmax, SLM__MIN(nmax - 1, l)));
+            }
+            scale = sumlx / suml2;
+            best = scale * sumlx;
+        }
+    }
+    return scale;
+}
+
+/* q4_K (nmax 15) and q5_K (nmax 31): 8 sub-blocks fitted with make_qkx2,
+   their scales and mins quantized to 6 bits against the largest, then every
+   value quantized again with the stored scales. */
+static void slm__quantize_q45k(const float *x, uint8_t *y, int64_t n, int five) {
+    int64_t b;
+    int nmax = five ? 31 : 15, j, l;
+    for (b = 0; b < n / SLM__QK_K; b++, x += SLM__QK_K) {
+        uint8_t L[SLM__QK_K], Laux[32], *scales, *qs, *qh = NULL;
+        float weights[32], mins[8], sc[8], max_scale = 0.0f, max_min = 0.0f, inv_scale, inv_min, d, dmin;
+        uint16_t *pd, *pdmin;
+        if (five) {
+            slm__block_q5_K *blk = (slm__block_q5_K *)y + b;
+            pd = &blk->d;
+            pdmin = &blk->dmin;
+            scales = blk->scales;
+            qs = blk->qs;
+            qh = blk->qh;
+        } else {
+            slm__block_q4_K *blk = (slm__block_q4_K *)y + b;
+            pd = &blk->d;
+            pdmin = &blk->dmin;
+            scales = blk->scales;
+            qs = blk->qs;
+        }
+        for (j = 0; j < 8; j++) {
+            float sum_x2 = 0.0f, av_x;
+            for (l = 0; l < 32; l++) sum_x2 += x[32 * j + l] * x[32 * j + l];
+            av_x = sqrtf(sum_x2 / 32.0f);
+            for (l = 0; l < 32; l++) weights[l] = av_x + fabsf(x[32 * j + l]);
+            sc[j] = five ? slm__make_qkx2(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, -0.5f, 0.1f, 15)
+                         : slm__make_qkx2(32, nmax, x + 32 * j, weights, L + 32 * j, &mins[j], Laux, -1.0f, 0.1f, 20);
+            if (sc[j] > max_scale) max_scale = sc[j];
+            if (mins[j] > max_min) max_min = mins[j];
+        }
+        inv_scale = max_scale > 0.0f ? 63.0f / max_scale : 0.0f;
+        inv_min = max_min > 0.0f ? 63.0f / max_min : 0.0f;
+        for (j = 0; j < 8; j++) {
+            /* GGML stores nearest_int in a uint8_t before clamping: the same for 0..255 */
+            int ls = SLM__MIN(63, slm__nearest_int(inv_scale * sc[j]) & 255),
+                lm = SLM__MIN(63, slm__nearest_int(inv_min * mins[j]) & 255);
+            if (j < 4) {
+                scales[j] = (uint8_t)ls;
+                scales[j + 4] = (uint8_t)lm;
+            } else {
+                scales[j + 4] = (uint8_t)((ls & 0xF) | ((lm & 0xF) << 4));
+                scales[j - 4] |= (uint8_t)((ls >> 4) << 6);
+                scales[j] |= (uint8_t)((lm >> 4) << 6);
+            }
+        }
+        *pd = slm_fp32_to_fp16(max_scale / 63.0f);
+        *pdmin = slm_fp32_to_fp16(max_min / 63.0f);
+        d = slm_fp16_to_fp32(*pd);
+        dmin = slm_fp16_to_fp32(*pdmin);
+        for (j = 0; j < 8; j++) {
+            int s, m;
+            float dj, dm;
+            slm__kq_scale_min(j, scales, &s, &m);
+            dj = d * (float)s;
+            if (dj == 0.0f) continue;
+            dm = dmin * (float)m;
+            for (l = 0; l < 32; l++) {
+                int q = slm__nearest_int((x[32 * j + l] + dm) / dj);
+                L[32 * j + l] = (uint8_t)SLM__MAX(0, SLM__MIN(nmax, q));
+            }
+        }
+        if (qh) memset(qh, 0, SLM__QK_K / 8);
+        for (j = 0; j < SLM__QK_K; j += 64)
+            for (l = 0; l < 32; l++) {
+                int l1 = L[j + l], l2 = L[j + l + 32];
+                if (qh) {
+                    qh[l] |= (uint8_t)(((l1 >> 4) << (j / 32)) | ((l2 >> 4) << (j / 32 + 1)));
+                    l1 &= 15;
+                    l2 &= 15;
+                }
+                qs[j / 2 + l] = (uint8_t)(l1 | (l2 << 4));
+            }
+    }
+}
+
+/* q6_K: 16 sub-blocks of 16 fitted with make_qx (nmax 32), their scales
+   quantized to signed 8 bits against the largest magnitude. */
+static void slm__quantize_q6k(const float *x, slm__block_q6_K *y, int64_t n) {
+    int64_t b;
+    int j, l;
+    for (b = 0; b < n / SLM__QK_K; b++, x += SLM__QK_K) {
+        slm__block_q6_K *blk = y + b;
+        int8_t L[SLM__QK_K];
+        float scales[16], max_scale = 0.0f, max_abs_scale = 0.0f, iscale, d;
+        for (j = 0; j < 16; j++) {
+            scales[j] = slm__make_qx(16, 32, x + 16 * j, L + 16 * j);
+            if (fabsf(scales[j]) > max_abs_scale) {
+                max_abs_scale = fabsf(scales[j]);
+                max_scale = scales[j];
+            }
+        }
+        memset(blk, 0, sizeof *blk);
+        if (max_abs_scale < 1e-15f) continue; /* all zero (or NaN): d = 0 */
+        iscale = -128.0f / max_scale;
+        blk->d = slm_fp32_to_fp16(1.0f / iscale);
+        for (j = 0; j < 16; j++) blk->scales[j] = (int8_t)SLM__MIN(127, slm__nearest_int(iscale * scales[j]));
+        d = slm_fp16_to_fp32(blk->d);
+        for (j = 0; j < 16; j++) {
+            float dj = d * (float)blk->scales[j];
+            if (dj == 0.0f) continue;
+            for (l = 0; l < 16; l++) {
+                int q = slm__nearest_int(x[16 * j + l] / dj);
+                L[16 * j + l] = (int8_t)(SLM__MAX(-32, SLM__MIN(31, q)) + 32);
+            }
+        }
+        for (j = 0; j < SLM__QK_K; j += 128)
+            for (l = 0; l < 32; l++) {
+                int q1 = L[j + l], q2 = L[j + l + 32], q3 = L[j + l + 64], q4 = L[j + l + 96];
+                blk->ql[j / 2 + l] = (uint8_t)((q1 & 0xF) | ((q3 & 0xF) << 4));
+                blk->ql[j / 2 + l + 32] = (uint8_t)((q2 & 0xF) | ((q4 & 0xF) << 4));
+                blk->qh[j / 4 + l] = (uint8_t)((q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) | ((q4 >> 4) << 6));
+            }
+    }
+}
+
+/* Activations for the K-quant kernels, as llama.cpp makes them (q8_K): per
+   256 values an f32 scale d = max / -127 (max: the value of largest
+   magnitude), quants rounded to nearest even and capped at 127, and the sum
+   of every 16 quants, which the K-quants' mins and offsets multiply. With the
+   same activations as llama.cpp, a K-quant model's logits follow llama.cpp's
+   closely; integer sums over a whole super-block need one float step per
+   256 weights. */
+typedef struct {
+    float d;
+    int8_t qs[SLM__QK_K];
+    int16_t bsums[SLM__QK_K / 16];
+} slm__block_q8_K;
+
+static void slm__quantize_q8_K(const float *x, slm__block_q8_K *y, int n) {
+    int b, j;
+    for (b = 0; b < n / SLM__QK_K; b++, x += SLM__QK_K) {
+        float amax = 0.0f, max = 0.0f, iscale;
+        for (j = 0; j < SLM__QK_K; j++)
+            if (fabsf(x[j]) > amax) {
+                amax = fabsf(x[j]);
+                max = x[j];
+            }
+        if (amax == 0.0f) { /* (or NaN) */
+            memset(&y[b], 0, sizeof y[b]);
+            continue;
+        }
+        iscale = -127.0f / max;
+        for (j = 0; j < SLM__QK_K; j++) y[b].qs[j] = (int8_t)SLM__MIN(127, slm__nearest_int(iscale * x[j]));
+        for (j = 0; j < SLM__QK_K / 16; j++) {
+            int k, s = 0;
+            for (k = 0; k < 16; k++) s += y[b].qs[16 * j + k];
+            y[b].bsums[j] = (int16_t)s;
+        }
+        y[b].d = 1.0f / iscale;
+    }
+}
+
+static void slm__quantize_kq(int type, const float *x, uint8_t *y, int64_t n) {
+    if (type == SLM_TYPE_Q6_K)
+        slm__quantize_q6k(x, (slm__block_q6_K *)y, n);
+    else
+        slm__quantize_q45k(x, y, n, type == SLM_TYPE_Q5_K);
+}
+
 SLM_API slm_result slm_quantize_row(int type, const float *src, void *dst, int64_t n) {
     int64_t i;
     if (!src || !dst || n < 0 || (n && !slm_type_row_size(type, n))) return SLM_ERR_INVALID_ARG;
@@ -1475,6 +1981,11 @@ SLM_API slm_result slm_quantize_row(int type, const float *src, void *dst, int64
         break;
     case SLM_TYPE_Q8_0: slm__quantize_q8_0(src, (slm__block_q8_0 *)dst, n); break;
     case SLM_TYPE_Q4_0: slm__quantize_q4_0(src, (slm__block_q4_0 *)dst, n); break;
+    case SLM_TYPE_Q5_0: slm__quantize_q5_0(src, (slm__block_q5_0 *)dst, n); break;
+    case SLM_TYPE_Q5_1: slm__quantize_q5_1(src, (slm__block_q5_1 *)dst, n); break;
+    case SLM_TYPE_Q4_K:
+    case SLM_TYPE_Q5_K:
+    case SLM_TYPE_Q6_K: slm__quantize_kq(type, src, (uint8_t *)dst, n); break;
     default: return SLM_ERR_INVALID_ARG;
     }
     return SLM_OK;
@@ -1518,10 +2029,33 @@ SLM_API slm_result slm_dequantize_row(int type, const void *src, float *dst, int
             }
         }
         break;
+    case SLM_TYPE_Q5_0:
+        for (b = 0; b < n / SLM__QK; b++) {
+            const slm__block_q5_0 *blk = (const slm__block_q5_0 *)p + b;
+            float d = slm_fp16_to_fp32(blk->d);
+            for (j = 0; j < SLM__QK; j++) dst[b * SLM__QK + j] = (float)(slm__q5_at(blk->qs, blk->qh, j) - 16) * d;
+        }
+        break;
+    case SLM_TYPE_Q5_1:
+        for (b = 0; b < n / SLM__QK; b++) {
+            const slm__block_q5_1 *blk = (const slm__block_q5_1 *)p + b;
+            float d = slm_fp16_to_fp32(blk->d), m = slm_fp16_to_fp32(blk->m);
+            for (j = 0; j < SLM__QK; j++) dst[b * SLM__QK + j] = (float)slm__q5_at(blk->qs, blk->qh, j) * d + m;
+        }
+        break;
+    case SLM_TYPE_Q4_K:
+    case SLM_TYPE_Q5_K:
+    case SLM_TYPE_Q6_K: slm__dequantize_kq(type, p, dst, n); break;
     default: return SLM_ERR_INVALID_ARG;
     }
     return SLM_OK;
 }
+
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT DEFAULT
+#elif defined(__GNUC__)
+#pragma GCC pop_options
+#endif
 
 /* The _R16 layout. Rows go in groups of 16; a group of nb blocks per row is
    nb x 16 f16 scales (block b of rows 0..15), then the quants of block b of
@@ -1653,6 +2187,7 @@ struct slm_model {
     int n_tensors;
     slm__layer *layers;
     const slm__tensor *tok_embd, *output_norm, *output;
+    int has_kquant; /* a matrix is q4_K, q5_K or q6_K: sessions quantize activations to q8_K too */
     slm__vocab vocab;
     int n_meta;
     const char **meta; /* key, value, key, value... */
@@ -1902,6 +2437,15 @@ static int slm__tensor_name_cmp(const void *a, const void *b) {
     return strcmp((*(const slm__tensor *const *)a)->name, (*(const slm__tensor *const *)b)->name);
 }
 
+/* GGML's name of a type number, for the message about a type slm.h does not run. */
+static const char *slm__ggml_type_label(uint32_t type) {
+    static const char *const names[] = { "F32",     "F16",    "Q4_0",    "Q4_1",  "Q4_2",   "Q4_3",  "Q5_0",  "Q5_1",
+                                         "Q8_0",    "Q8_1",   "Q2_K",    "Q3_K",  "Q4_K",   "Q5_K",  "Q6_K",  "Q8_K",
+                                         "IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ4_NL", "IQ3_S", "IQ2_S", "IQ4_XS",
+                                         "I8",      "I16",    "I32",     "I64",   "F64",    "IQ1_M", "BF16" };
+    return type < sizeof names / sizeof names[0] ? names[type] : "unknown number";
+}
+
 static slm_result slm__parse_tensors(slm__loader *ld, uint64_t dir_off, uint64_t dir_size, uint32_t n_tensors) {
     slm_model *m = ld->m;
     uint32_t i;
@@ -1927,7 +2471,10 @@ static slm_result slm__parse_tensors(slm__loader *ld, uint64_t dir_off, uint64_t
         t->n_dims = (int)slm__rd32(e + SLM__E_N_DIMS);
         t->offset = slm__rd64(e + SLM__E_OFFSET);
         if (!slm_type_name(t->type))
-            return slm__load_fail(ld, SLM_ERR_UNSUPPORTED, "tensor '%s': unknown type %u", t->name, (unsigned)t->type);
+            return slm__load_fail(ld, SLM_ERR_UNSUPPORTED,
+                                  "tensor '%s' has type %u (GGML's %s), which slm.h %s (format %d.%d) does not run",
+                                  t->name, (unsigned)t->type, slm__ggml_type_label((uint32_t)t->type),
+                                  SLM_VERSION_STRING, SLM_FORMAT_VERSION_MAJOR, SLM_FORMAT_VERSION_MINOR);
         if (slm__rd32(e + SLM__E_N_DIMS) < 1 || slm__rd32(e + SLM__E_N_DIMS) > 4)
             return slm__load_fail(ld, SLM_ERR_FORMAT, "tensor '%s': %u dimensions", t->name,
                                   (unsigned)slm__rd32(e + SLM__E_N_DIMS));
@@ -2290,6 +2837,7 @@ static slm_result slm__parse_file(slm__loader *ld) {
             uint64_t n = (uint64_t)t->ne[0] * (uint64_t)t->ne[1] * (uint64_t)t->ne[2] * (uint64_t)t->ne[3];
             if (!t->used) continue; /* ignored: a newer minor version's tensor */
             in->n_params += n;
+            if (t->type == SLM_TYPE_Q4_K || t->type == SLM_TYPE_Q5_K || t->type == SLM_TYPE_Q6_K) m->has_kquant = 1;
             if (t->ne[1] > 1 && slm__block_type(t->type) <= SLM_TYPE_BF16) by_type[slm__block_type(t->type)] += n;
         }
         for (i = 0; i <= SLM_TYPE_BF16; i++)
@@ -3655,6 +4203,125 @@ SLM__MAYBE_UNUSED static float slm__dot_q4_0_ref(const slm__block_q4_0 *w, const
     return sum;
 }
 
+/* q5_0/q5_1 rows against q8_0 activations (n_blocks blocks of 32), xsum[b]
+   the sum of block b's activation quants, which q5_1's min multiplies:
+   integer sums per block, then one float step per block, as for q4_0. */
+SLM__MAYBE_UNUSED static float slm__dot_q5_0_ref(const uint8_t *w, const slm__block_q8_0 *x, const int32_t *xsum,
+                                                 int n_blocks) {
+    const slm__block_q5_0 *wb = (const slm__block_q5_0 *)w;
+    float sum = 0.0f;
+    int b, j;
+    (void)xsum;
+    for (b = 0; b < n_blocks; b++) {
+        int sumi = 0;
+        for (j = 0; j < SLM__QK; j++) sumi += (slm__q5_at(wb[b].qs, wb[b].qh, j) - 16) * x[b].q[j];
+        sum += (float)sumi * (slm_fp16_to_fp32(wb[b].d) * slm_fp16_to_fp32(x[b].d));
+    }
+    return sum;
+}
+
+SLM__MAYBE_UNUSED static float slm__dot_q5_1_ref(const uint8_t *w, const slm__block_q8_0 *x, const int32_t *xsum,
+                                                 int n_blocks) {
+    const slm__block_q5_1 *wb = (const slm__block_q5_1 *)w;
+    float sum = 0.0f;
+    int b, j;
+    for (b = 0; b < n_blocks; b++) {
+        int sumi = 0;
+        float dx = slm_fp16_to_fp32(x[b].d);
+        for (j = 0; j < SLM__QK; j++) sumi += slm__q5_at(wb[b].qs, wb[b].qh, j) * x[b].q[j];
+        sum += (float)sumi * (slm_fp16_to_fp32(wb[b].d) * dx) + (float)xsum[b] * (slm_fp16_to_fp32(wb[b].m) * dx);
+    }
+    return sum;
+}
+
+/* q4_K (five 0) and q5_K against q8_K activations: per super-block the
+   integer sum of sc_j * (quants . activations) and of m_j * (activation
+   sums), then d and dmin times the activations' scale. */
+SLM__MAYBE_UNUSED static float slm__dot_q45k_ref(const uint8_t *w, const slm__block_q8_K *x, int n_super, int five) {
+    float sum = 0.0f;
+    int i, j, l;
+    for (i = 0; i < n_super; i++) {
+        const uint8_t *scales, *qs, *qh = NULL;
+        float d, dmin;
+        int sumi = 0, summ = 0;
+        if (five) {
+            const slm__block_q5_K *blk = (const slm__block_q5_K *)w + i;
+            d = slm_fp16_to_fp32(blk->d);
+            dmin = slm_fp16_to_fp32(blk->dmin);
+            scales = blk->scales;
+            qs = blk->qs;
+            qh = blk->qh;
+        } else {
+            const slm__block_q4_K *blk = (const slm__block_q4_K *)w + i;
+            d = slm_fp16_to_fp32(blk->d);
+            dmin = slm_fp16_to_fp32(blk->dmin);
+            scales = blk->scales;
+            qs = blk->qs;
+        }
+        for (j = 0; j < 8; j++) {
+            int sc, mn, isum = 0;
+            slm__kq_scale_min(j, scales, &sc, &mn);
+            for (l = 0; l < 32; l++) isum += slm__q45k_at(qs, qh, 32 * j + l) * x[i].qs[32 * j + l];
+            sumi += sc * isum;
+            summ += mn * (x[i].bsums[2 * j] + x[i].bsums[2 * j + 1]);
+        }
+        sum += (d * x[i].d) * (float)sumi - (dmin * x[i].d) * (float)summ;
+    }
+    return sum;
+}
+SLM__MAYBE_UNUSED static float slm__dot_q4_K_ref(const uint8_t *w, const slm__block_q8_K *x, int n_super) {
+    return slm__dot_q45k_ref(w, x, n_super, 0);
+}
+SLM__MAYBE_UNUSED static float slm__dot_q5_K_ref(const uint8_t *w, const slm__block_q8_K *x, int n_super) {
+    return slm__dot_q45k_ref(w, x, n_super, 1);
+}
+
+/* q6_K against q8_K: per sub-block of 16, scale x (quants . activations) */
+SLM__MAYBE_UNUSED static float slm__dot_q6_K_ref(const uint8_t *w, const slm__block_q8_K *x, int n_super) {
+    float sum = 0.0f;
+    int i, j, l;
+    for (i = 0; i < n_super; i++) {
+        const slm__block_q6_K *blk = (const slm__block_q6_K *)w + i;
+        int sumi = 0;
+        for (j = 0; j < 16; j++) {
+            int isum = 0;
+            for (l = 0; l < 16; l++) isum += slm__q6k_at(blk, 16 * j + l) * x[i].qs[16 * j + l];
+            sumi += blk->scales[j] * isum;
+        }
+        sum += (slm_fp16_to_fp32(blk->d) * x[i].d) * (float)sumi;
+    }
+    return sum;
+}
+
+/* One row against nt (1..4) tokens' activations (token t at x + t * xs),
+   out[t]: the form the kernel table gives the SIMD versions, which decode
+   the row once for every token. */
+SLM__MAYBE_UNUSED static void slm__dotm_q5_0_ref(const uint8_t *w, const slm__block_q8_0 *x, const int32_t *xsum,
+                                                 size_t xs, int nt, int n_blocks, float *out) {
+    int t;
+    for (t = 0; t < nt; t++) out[t] = slm__dot_q5_0_ref(w, x + (size_t)t * xs, xsum + (size_t)t * xs, n_blocks);
+}
+SLM__MAYBE_UNUSED static void slm__dotm_q5_1_ref(const uint8_t *w, const slm__block_q8_0 *x, const int32_t *xsum,
+                                                 size_t xs, int nt, int n_blocks, float *out) {
+    int t;
+    for (t = 0; t < nt; t++) out[t] = slm__dot_q5_1_ref(w, x + (size_t)t * xs, xsum + (size_t)t * xs, n_blocks);
+}
+SLM__MAYBE_UNUSED static void slm__dotm_q4_K_ref(const uint8_t *w, const slm__block_q8_K *x, size_t xs, int nt,
+                                                 int n_super, float *out) {
+    int t;
+    for (t = 0; t < nt; t++) out[t] = slm__dot_q4_K_ref(w, x + (size_t)t * xs, n_super);
+}
+SLM__MAYBE_UNUSED static void slm__dotm_q5_K_ref(const uint8_t *w, const slm__block_q8_K *x, size_t xs, int nt,
+                                                 int n_super, float *out) {
+    int t;
+    for (t = 0; t < nt; t++) out[t] = slm__dot_q5_K_ref(w, x + (size_t)t * xs, n_super);
+}
+SLM__MAYBE_UNUSED static void slm__dotm_q6_K_ref(const uint8_t *w, const slm__block_q8_K *x, size_t xs, int nt,
+                                                 int n_super, float *out) {
+    int t;
+    for (t = 0; t < nt; t++) out[t] = slm__dot_q6_K_ref(w, x + (size_t)t * xs, n_super);
+}
+
 /* nr (1..4) rows against one activation vector: the SIMD versions share the
    activations' loads between the rows */
 SLM__INLINE void slm__dotn_q8_0_ref(const slm__block_q8_0 *const *w, int nr, const slm__block_q8_0 *x, int n_blocks,
@@ -3959,6 +4626,402 @@ SLM__INLINE void slm__dotn_q4_0_avx2(const slm__block_q4_0 *const *w, int nr, co
 }
 #endif
 
+/* ---- q5_0/q5_1 and K-quant kernels, AVX-512 and AVX2 ----
+   One weight row against nt (1..4) tokens' activations (q8_0 blocks for
+   q5_0/q5_1, q8_K for the K-quants; token t at x + t * xs), each next to its
+   reference above in what it computes: the row is decoded once for all the
+   tokens (prefill reads it from cache for every group of four). The integer
+   part is exact and each token's float steps are the same whatever nt, so
+   only the order of float additions separates these from the reference. */
+
+/* The 6-bit scales and mins of a q4_K/q5_K block as 8 + 8 bytes (slm__kq_scale_min for all j at once). */
+SLM__INLINE void slm__kq_unpack_scales(const uint8_t *q, uint8_t *out16) {
+    uint32_t u0, u1, u2, v[4];
+    memcpy(&u0, q, 4);
+    memcpy(&u1, q + 4, 4);
+    memcpy(&u2, q + 8, 4);
+    v[0] = u0 & 0x3f3f3f3fu;                                             /* sc 0..3 */
+    v[1] = (u2 & 0x0f0f0f0fu) | (((u0 >> 6) & 0x03030303u) << 4);        /* sc 4..7 */
+    v[2] = u1 & 0x3f3f3f3fu;                                             /* m 0..3 */
+    v[3] = ((u2 >> 4) & 0x0f0f0f0fu) | (((u1 >> 6) & 0x03030303u) << 4); /* m 4..7 */
+    memcpy(out16, v, 16);
+}
+
+#if defined(SLM__AVX2)
+/* [m0, m0, m1, m1, ... m7, m7] as int16 from 8 bytes: madd with the 16
+   activation sums of 16 gives m_j x (sum of sub-block j) */
+SLM__INLINE __m256i slm__kq_mins_pairs(const uint8_t *m8) {
+    __m128i m = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)m8));
+    return _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_unpacklo_epi16(m, m)), _mm_unpackhi_epi16(m, m), 1);
+}
+#endif
+
+#if defined(SLM__AVX512)
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+/* lanes 0..7 = v[a], lanes 8..15 = v[b] */
+SLM__INLINE __m512i slm__pair_lanes(__m512i v, int a, int b) {
+    return _mm512_permutexvar_epi32(_mm512_set_epi32(b, b, b, b, b, b, b, b, a, a, a, a, a, a, a, a), v);
+}
+
+/* q4_K (five 0) and q5_K against q8_K */
+SLM__INLINE void slm__dotm_q45k_avx512(const uint8_t *w, const slm__block_q8_K *x, size_t xs, int nt, int n_super,
+                                       float *out, int five) {
+    const __m512i low4 = _mm512_set1_epi8(0x0f), sixteen = _mm512_set1_epi8(16);
+    __m512 acc[4];
+    __m256 accm[4];
+    size_t bb = five ? sizeof(slm__block_q5_K) : sizeof(slm__block_q4_K);
+    int i, c, t, k;
+    SLM__UNROLL4 for (t = 0; t < nt; t++) {
+        acc[t] = _mm512_setzero_ps();
+        accm[t] = _mm256_setzero_ps();
+    }
+    for (i = 0; i < n_super; i++) {
+        const uint8_t *blk = w + (size_t)i * bb, *qs = blk + (five ? 48 : 16);
+        uint8_t sm[16];
+        uint16_t d16, dmin16;
+        __m512i sc, wv[4], sl[4], qh2 = _mm512_setzero_si512();
+        __m256i mn;
+        float dw, dmw;
+        _mm_prefetch((const char *)blk + SLM__PREFETCH, _MM_HINT_T0);
+        memcpy(&d16, blk, 2);
+        memcpy(&dmin16, blk + 2, 2);
+        dw = slm_fp16_to_fp32(d16);
+        dmw = slm_fp16_to_fp32(dmin16);
+        slm__kq_unpack_scales(blk + 4, sm);
+        sc = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)sm));
+        mn = slm__kq_mins_pairs(sm + 8);
+        if (five) qh2 = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(blk + 16)));
+        for (c = 0; c < 2; c++) {
+            __m512i q = _mm512_loadu_si512((const void *)(qs + 64 * c));
+            __m512i lo = _mm512_and_si512(q, low4), hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), low4);
+            /* sub-blocks 4c, 4c+1 and 4c+2, 4c+3: elements 128c.. in order */
+            wv[2 * c] = _mm512_shuffle_i64x2(lo, hi, 0x44);
+            wv[2 * c + 1] = _mm512_shuffle_i64x2(lo, hi, 0xEE);
+            if (five) { /* fifth bit of element l: bit l/32 of qh[l % 32] */
+                __m512i ma = _mm512_inserti64x4(_mm512_set1_epi8((char)(1 << (4 * c))),
+                                                _mm256_set1_epi8((char)(2 << (4 * c))), 1);
+                __m512i mb = _mm512_inserti64x4(_mm512_set1_epi8((char)(4 << (4 * c))),
+                                                _mm256_set1_epi8((char)(8 << (4 * c))), 1);
+                wv[2 * c] = _mm512_or_si512(wv[2 * c], _mm512_maskz_mov_epi8(_mm512_test_epi8_mask(qh2, ma), sixteen));
+                wv[2 * c + 1] =
+                    _mm512_or_si512(wv[2 * c + 1], _mm512_maskz_mov_epi8(_mm512_test_epi8_mask(qh2, mb), sixteen));
+            }
+        }
+        for (k = 0; k < 4; k++) sl[k] = slm__pair_lanes(sc, 2 * k, 2 * k + 1);
+        SLM__UNROLL4 for (t = 0; t < nt; t++) {
+            const slm__block_q8_K *xt = x + (size_t)t * xs + i;
+            __m512i isum = _mm512_setzero_si512();
+            for (k = 0; k < 4; k++)
+                isum = _mm512_add_epi32(
+                    isum, _mm512_mullo_epi32(
+                              slm__dot_u8s8_512(wv[k], _mm512_loadu_si512((const void *)(xt->qs + 64 * k))), sl[k]));
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(dw * xt->d), acc[t]);
+            /* mins: m_j times the sum of sub-block j's 32 activations (two bsums) */
+            accm[t] = _mm256_fmadd_ps(
+                _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)xt->bsums), mn)),
+                _mm256_set1_ps(dmw * xt->d), accm[t]);
+        }
+    }
+    SLM__UNROLL4 for (t = 0; t < nt; t++) out[t] = slm__hsum512(acc[t]) - slm__hsum256(accm[t]);
+}
+SLM__MAYBE_UNUSED static void slm__dotm_q4_K_avx512(const uint8_t *w, const slm__block_q8_K *x, size_t xs, int nt,
+                                                    int n_super, float *out) {
+    slm__dotm_q45k_avx512(w, x, xs, nt, n_super, out, 0);
+}
+SLM__MAYBE_UNUSED static void slm__dotm_q5_K_avx512(const uint8_t *w, const slm__block_q8_K *x, size_t xs, int nt,
+                                                    int n_super, float *out) {
+    slm__dotm_q45k_avx512(w, x, xs, nt, n_super, out, 1);
+}
+
+/* q6_K against q8_K: quants 0..63 (q + 32) times activations, times the
+   sub-block's scale, less 32 x scale x each sub-block's activation sum */
+SLM__MAYBE_UNUSED static void slm__dotm_q6_K_avx512(const uint8_t *w, const slm__block_q8_K *x, size_t xs, int nt,
+                                                    int n_super, float *out) {
+    const __m512i low4 = _mm512_set1_epi8(0x0f), three = _mm512_set1_epi8(3);
+    const __m512i idx0 = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+    __m256 acc[4];
+    int i, h, t, k;
+    SLM__UNROLL4 for (t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();
+    for (i = 0; i < n_super; i++) {
+        const slm__block_q6_K *blk = (const slm__block_q6_K *)w + i;
+        __m512i sc = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)blk->scales)), wv[4], sl[4];
+        __m256i s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)blk->scales));
+        float dw = slm_fp16_to_fp32(blk->d);
+        _mm_prefetch((const char *)blk + SLM__PREFETCH, _MM_HINT_T0);
+        for (h = 0; h < 2; h++) {
+            __m512i l = _mm512_loadu_si512((const void *)(blk->ql + 64 * h));
+            __m256i qh = _mm256_loadu_si256((const __m256i *)(blk->qh + 32 * h));
+            __m512i hh = _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1);
+            wv[2 * h] = _mm512_or_si512(_mm512_and_si512(l, low4), _mm512_slli_epi16(_mm512_and_si512(hh, three), 4));
+            wv[2 * h + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), low4),
+                                            _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(hh, 4), three), 4));
+            /* lanes of 4 elements: 4 lanes per sub-block of 16 */
+            sl[2 * h] = _mm512_permutexvar_epi32(_mm512_add_epi32(idx0, _mm512_set1_epi32(8 * h)), sc);
+            sl[2 * h + 1] = _mm512_permutexvar_epi32(_mm512_add_epi32(idx0, _mm512_set1_epi32(8 * h + 4)), sc);
+        }
+        SLM__UNROLL4 for (t = 0; t < nt; t++) {
+            const slm__block_q8_K *xt = x + (size_t)t * xs + i;
+            __m512i isum = _mm512_setzero_si512();
+            __m256i isum8;
+            for (k = 0; k < 4; k++)
+                isum = _mm512_add_epi32(
+                    isum, _mm512_mullo_epi32(
+                              slm__dot_u8s8_512(wv[k], _mm512_loadu_si512((const void *)(xt->qs + 64 * k))), sl[k]));
+            isum8 = _mm256_add_epi32(_mm512_castsi512_si256(isum), _mm512_extracti64x4_epi64(isum, 1));
+            isum8 = _mm256_sub_epi32(
+                isum8, _mm256_slli_epi32(_mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)xt->bsums), s16), 5));
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum8), _mm256_set1_ps(dw * xt->d), acc[t]);
+        }
+    }
+    SLM__UNROLL4 for (t = 0; t < nt; t++) out[t] = slm__hsum256(acc[t]);
+}
+
+/* q5_0 (has_m 0) and q5_1 against q8_0, two blocks at a time as q4_0 */
+SLM__INLINE void slm__dotm_q5_avx512(const uint8_t *w, const slm__block_q8_0 *x, const int32_t *xsum, size_t xs, int nt,
+                                     int n_blocks, float *out, int has_m) {
+    const __m256i low4 = _mm256_set1_epi8(0x0f);
+    const __m512i sixteen = _mm512_set1_epi8(16);
+    size_t bb = has_m ? sizeof(slm__block_q5_1) : sizeof(slm__block_q5_0);
+    __m512 acc[4];
+    float accm[4];
+    int b, t;
+    SLM__UNROLL4 for (t = 0; t < nt; t++) {
+        acc[t] = _mm512_setzero_ps();
+        accm[t] = 0.0f;
+    }
+    for (b = 0; b + 2 <= n_blocks; b += 2) {
+        const uint8_t *b0 = w + (size_t)b * bb, *b1 = b0 + bb, *q0 = b0 + bb - 16, *q1 = b1 + bb - 16;
+        uint32_t h0, h1;
+        uint16_t d0, d1, m0 = 0, m1 = 0;
+        __m256i ab = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)q0)),
+                                             _mm_loadu_si128((const __m128i *)q1), 1);
+        __m256i lo = _mm256_and_si256(ab, low4), hi = _mm256_and_si256(_mm256_srli_epi16(ab, 4), low4);
+        /* [b.lo b.hi | b+1.lo b+1.hi]: the elements of two blocks in order */
+        __m512i wv = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_permute2x128_si256(lo, hi, 0x20)),
+                                        _mm256_permute2x128_si256(lo, hi, 0x31), 1);
+        float dw0, dw1, mw0, mw1;
+        _mm_prefetch((const char *)b0 + SLM__PREFETCH, _MM_HINT_T0);
+        memcpy(&h0, q0 - 4, 4);
+        memcpy(&h1, q1 - 4, 4);
+        wv = _mm512_mask_mov_epi8(wv, (__mmask64)h0 | (__mmask64)h1 << 32, _mm512_or_si512(wv, sixteen));
+        memcpy(&d0, b0, 2);
+        memcpy(&d1, b1, 2);
+        if (has_m) {
+            memcpy(&m0, b0 + 2, 2);
+            memcpy(&m1, b1 + 2, 2);
+        }
+        dw0 = slm_fp16_to_fp32(d0);
+        dw1 = slm_fp16_to_fp32(d1);
+        mw0 = slm_fp16_to_fp32(m0);
+        mw1 = slm_fp16_to_fp32(m1);
+        SLM__UNROLL4 for (t = 0; t < nt; t++) {
+            const slm__block_q8_0 *xt = x + (size_t)t * xs + b;
+            __m512i xv = slm__load_2x32(xt[0].q, xt[1].q), sumi = slm__dot_u8s8_512(wv, xv);
+            float dx0 = slm_fp16_to_fp32(xt[0].d), dx1 = slm_fp16_to_fp32(xt[1].d);
+            if (!has_m) sumi = _mm512_sub_epi32(sumi, slm__dot_u8s8_512(sixteen, xv));
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi), slm__pair_scales(dw0 * dx0, dw1 * dx1), acc[t]);
+            if (has_m) {
+                const int32_t *st = xsum + (size_t)t * xs + b;
+                accm[t] += (float)st[0] * (mw0 * dx0) + (float)st[1] * (mw1 * dx1);
+            }
+        }
+    }
+    SLM__UNROLL4 for (t = 0; t < nt; t++) {
+        float tail = 0.0f;
+        if (b < n_blocks)
+            tail = has_m ? slm__dot_q5_1_ref(w + (size_t)b * bb, x + (size_t)t * xs + b, xsum + (size_t)t * xs + b,
+                                             n_blocks - b)
+                         : slm__dot_q5_0_ref(w + (size_t)b * bb, x + (size_t)t * xs + b, xsum + (size_t)t * xs + b,
+                                             n_blocks - b);
+        out[t] = slm__hsum512(acc[t]) + accm[t] + tail;
+    }
+}
+SLM__MAYBE_UNUSED static void slm__dotm_q5_0_avx512(const uint8_t *w, const slm__block_q8_0 *x, const int32_t *xsum,
+                                                    size_t xs, int nt, int n_blocks, float *out) {
+    slm__dotm_q5_avx512(w, x, xsum, xs, nt, n_blocks, out, 0);
+}
+SLM__MAYBE_UNUSED static void slm__dotm_q5_1_avx512(const uint8_t *w, const slm__block_q8_0 *x, const int32_t *xsum,
+                                                    size_t xs, int nt, int n_blocks, float *out) {
+    slm__dotm_q5_avx512(w, x, xsum, xs, nt, n_blocks, out, 1);
+}
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+#endif
+
+#if defined(SLM__AVX2) && defined(SLM__F16C)
+/* u8 x s8 products summed in groups of four into 8 int32 lanes (pairs fit int16: quants <= 63) */
+SLM__INLINE __m256i slm__dot_u8s8_256(__m256i u, __m256i s) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+}
+
+SLM__INLINE void slm__dotm_q45k_avx2(const uint8_t *w, const slm__block_q8_K *x, size_t xs, int nt, int n_super,
+                                     float *out, int five) {
+    const __m256i low4 = _mm256_set1_epi8(0x0f), sixteen = _mm256_set1_epi8(16);
+    __m256 acc[4], accm[4];
+    size_t bb = five ? sizeof(slm__block_q5_K) : sizeof(slm__block_q4_K);
+    int i, c, t;
+    SLM__UNROLL4 for (t = 0; t < nt; t++) {
+        acc[t] = _mm256_setzero_ps();
+        accm[t] = _mm256_setzero_ps();
+    }
+    for (i = 0; i < n_super; i++) {
+        const uint8_t *blk = w + (size_t)i * bb, *qs = blk + (five ? 48 : 16);
+        uint8_t sm[16];
+        uint16_t d16, dmin16;
+        __m256i wv[8], qh = _mm256_setzero_si256(), mn;
+        float dw, dmw;
+        _mm_prefetch((const char *)blk + SLM__PREFETCH, _MM_HINT_T0);
+        memcpy(&d16, blk, 2);
+        memcpy(&dmin16, blk + 2, 2);
+        dw = slm_fp16_to_fp32(d16);
+        dmw = slm_fp16_to_fp32(dmin16);
+        slm__kq_unpack_scales(blk + 4, sm);
+        mn = slm__kq_mins_pairs(sm + 8);
+        if (five) qh = _mm256_loadu_si256((const __m256i *)(blk + 16));
+        for (c = 0; c < 4; c++) { /* sub-blocks 2c (low nibbles) and 2c+1 (high) */
+            __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
+            wv[2 * c] = _mm256_and_si256(q, low4);
+            wv[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(q, 4), low4);
+            if (five) {
+                __m256i b0 = _mm256_set1_epi8((char)(1 << (2 * c))), b1 = _mm256_set1_epi8((char)(2 << (2 * c)));
+                wv[2 * c] = _mm256_or_si256(wv[2 * c],
+                                            _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, b0), b0), sixteen));
+                wv[2 * c + 1] = _mm256_or_si256(
+                    wv[2 * c + 1], _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, b1), b1), sixteen));
+            }
+        }
+        SLM__UNROLL4 for (t = 0; t < nt; t++) {
+            const slm__block_q8_K *xt = x + (size_t)t * xs + i;
+            __m256i isum = _mm256_setzero_si256();
+            int j;
+            for (j = 0; j < 8; j++)
+                isum = _mm256_add_epi32(
+                    isum, _mm256_madd_epi16(
+                              _mm256_maddubs_epi16(wv[j], _mm256_loadu_si256((const __m256i *)(xt->qs + 32 * j))),
+                              _mm256_set1_epi16(sm[j])));
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(dw * xt->d), acc[t]);
+            accm[t] = _mm256_fmadd_ps(
+                _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)xt->bsums), mn)),
+                _mm256_set1_ps(dmw * xt->d), accm[t]);
+        }
+    }
+    SLM__UNROLL4 for (t = 0; t < nt; t++) out[t] = slm__hsum256(acc[t]) - slm__hsum256(accm[t]);
+}
+SLM__MAYBE_UNUSED static void slm__dotm_q4_K_avx2(const uint8_t *w, const slm__block_q8_K *x, size_t xs, int nt,
+                                                  int n_super, float *out) {
+    slm__dotm_q45k_avx2(w, x, xs, nt, n_super, out, 0);
+}
+SLM__MAYBE_UNUSED static void slm__dotm_q5_K_avx2(const uint8_t *w, const slm__block_q8_K *x, size_t xs, int nt,
+                                                  int n_super, float *out) {
+    slm__dotm_q45k_avx2(w, x, xs, nt, n_super, out, 1);
+}
+
+SLM__MAYBE_UNUSED static void slm__dotm_q6_K_avx2(const uint8_t *w, const slm__block_q8_K *x, size_t xs, int nt,
+                                                  int n_super, float *out) {
+    const __m256i low4 = _mm256_set1_epi8(0x0f), m30 = _mm256_set1_epi8(0x30);
+    __m256 acc[4];
+    int i, h, t, g;
+    SLM__UNROLL4 for (t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();
+    for (i = 0; i < n_super; i++) {
+        const slm__block_q6_K *blk = (const slm__block_q6_K *)w + i;
+        __m256i q[8], s[8], s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)blk->scales));
+        float dw = slm_fp16_to_fp32(blk->d);
+        _mm_prefetch((const char *)blk + SLM__PREFETCH, _MM_HINT_T0);
+        for (h = 0; h < 2; h++) {
+            __m256i la = _mm256_loadu_si256((const __m256i *)(blk->ql + 64 * h)),
+                    lb = _mm256_loadu_si256((const __m256i *)(blk->ql + 64 * h + 32)),
+                    qh = _mm256_loadu_si256((const __m256i *)(blk->qh + 32 * h));
+            /* the two high bits of group g sit at bits 2g of qh; moved to bits 4-5 */
+            q[4 * h] = _mm256_or_si256(_mm256_and_si256(la, low4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), m30));
+            q[4 * h + 1] = _mm256_or_si256(_mm256_and_si256(lb, low4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), m30));
+            q[4 * h + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(la, 4), low4), _mm256_and_si256(qh, m30));
+            q[4 * h + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(lb, 4), low4),
+                                           _mm256_and_si256(_mm256_srli_epi16(qh, 2), m30));
+        }
+        for (g = 0; g < 8; g++) /* 32 elements: sub-blocks 2g and 2g+1 */
+            s[g] = _mm256_inserti128_si256(_mm256_set1_epi16(blk->scales[2 * g]),
+                                           _mm_set1_epi16(blk->scales[2 * g + 1]), 1);
+        SLM__UNROLL4 for (t = 0; t < nt; t++) {
+            const slm__block_q8_K *xt = x + (size_t)t * xs + i;
+            __m256i isum = _mm256_setzero_si256();
+            for (g = 0; g < 8; g++)
+                isum = _mm256_add_epi32(
+                    isum,
+                    _mm256_madd_epi16(
+                        _mm256_maddubs_epi16(q[g], _mm256_loadu_si256((const __m256i *)(xt->qs + 32 * g))), s[g]));
+            /* the +32 of every quant: 32 x scale x the activations' sums of 16 */
+            isum = _mm256_sub_epi32(
+                isum, _mm256_slli_epi32(_mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)xt->bsums), s16), 5));
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_set1_ps(dw * xt->d), acc[t]);
+        }
+    }
+    SLM__UNROLL4 for (t = 0; t < nt; t++) out[t] = slm__hsum256(acc[t]);
+}
+
+/* q5_0 (has_m 0) and q5_1 against q8_0, one block at a time */
+SLM__INLINE void slm__dotm_q5_avx2(const uint8_t *w, const slm__block_q8_0 *x, const int32_t *xsum, size_t xs, int nt,
+                                   int n_blocks, float *out, int has_m) {
+    const __m128i low4 = _mm_set1_epi8(0x0f);
+    const __m256i sixteen = _mm256_set1_epi8(16), bit = _mm256_set1_epi64x(0x8040201008040201LL),
+                  spread = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3,
+                                            3, 3, 3, 3, 3, 3, 3);
+    size_t bb = has_m ? sizeof(slm__block_q5_1) : sizeof(slm__block_q5_0);
+    __m256 acc[4];
+    float accs[4];
+    int b, t;
+    SLM__UNROLL4 for (t = 0; t < nt; t++) {
+        acc[t] = _mm256_setzero_ps();
+        accs[t] = 0.0f;
+    }
+    for (b = 0; b < n_blocks; b++) {
+        const uint8_t *blk = w + (size_t)b * bb, *qs = blk + bb - 16;
+        uint32_t h;
+        uint16_t d16, m16 = 0;
+        float dw, mw;
+        __m128i q = _mm_loadu_si128((const __m128i *)qs);
+        __m256i wv = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_and_si128(q, low4)),
+                                             _mm_and_si128(_mm_srli_epi16(q, 4), low4), 1),
+                hb;
+        _mm_prefetch((const char *)blk + SLM__PREFETCH, _MM_HINT_T0);
+        memcpy(&h, qs - 4, 4);
+        /* bit j of qh to byte j: each byte takes its qh byte, then tests its own bit */
+        hb = _mm256_shuffle_epi8(_mm256_set1_epi32((int)h), spread);
+        hb = _mm256_cmpeq_epi8(_mm256_and_si256(hb, bit), bit);
+        wv = _mm256_or_si256(wv, _mm256_and_si256(hb, sixteen));
+        memcpy(&d16, blk, 2);
+        if (has_m) memcpy(&m16, blk + 2, 2);
+        dw = slm_fp16_to_fp32(d16);
+        mw = slm_fp16_to_fp32(m16);
+        SLM__UNROLL4 for (t = 0; t < nt; t++) {
+            const slm__block_q8_0 *xt = x + (size_t)t * xs + b;
+            float dx = slm_fp16_to_fp32(xt->d), s = dw * dx;
+            int32_t st = xsum[(size_t)t * xs + b];
+            acc[t] =
+                _mm256_fmadd_ps(_mm256_cvtepi32_ps(slm__dot_u8s8_256(wv, _mm256_loadu_si256((const __m256i *)xt->q))),
+                                _mm256_set1_ps(s), acc[t]);
+            if (has_m)
+                accs[t] += (float)st * (mw * dx);
+            else
+                accs[t] -= (float)(16 * st) * s;
+        }
+    }
+    SLM__UNROLL4 for (t = 0; t < nt; t++) out[t] = slm__hsum256(acc[t]) + accs[t];
+}
+SLM__MAYBE_UNUSED static void slm__dotm_q5_0_avx2(const uint8_t *w, const slm__block_q8_0 *x, const int32_t *xsum,
+                                                  size_t xs, int nt, int n_blocks, float *out) {
+    slm__dotm_q5_avx2(w, x, xsum, xs, nt, n_blocks, out, 0);
+}
+SLM__MAYBE_UNUSED static void slm__dotm_q5_1_avx2(const uint8_t *w, const slm__block_q8_0 *x, const int32_t *xsum,
+                                                  size_t xs, int nt, int n_blocks, float *out) {
+    slm__dotm_q5_avx2(w, x, xsum, xs, nt, n_blocks, out, 1);
+}
+#endif
+
 #if defined(SLM__NEON)
 static float slm__dot_f32_neon(const float *w, const float *x, int n) {
     float32x4_t acc = vdupq_n_f32(0.0f);
@@ -4046,6 +5109,150 @@ SLM__INLINE void slm__dotn_q4_0_neon(const slm__block_q4_0 *const *w, int nr, co
         }
     }
     SLM__UNROLL4 for (r = 0; r < nr; r++) out[r] = vaddvq_f32(acc[r]);
+}
+#endif
+
+#if defined(SLM__NEON)
+/* q5_0/q5_1 and K-quant kernels for NEON (sdot with the dot product
+   extension, else widening multiplies): each block or super-block is
+   decoded once into signed bytes, then dotted with every token's
+   activations; integer sums per (sub-)block, the float steps of the
+   reference in its order. */
+
+/* 16 bytes of a q5_0/q5_1 block's quants (lo: elements 0..15, else 16..31) with their fifth bits */
+SLM__INLINE uint8x16_t slm__q5_half_neon(uint8x16_t nib, uint32_t qh, int hi) {
+    static const uint8_t bits[16] = { 1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128 };
+    uint8x16_t hb = vcombine_u8(vdup_n_u8((uint8_t)(qh >> (hi ? 16 : 0))), vdup_n_u8((uint8_t)(qh >> (hi ? 24 : 8))));
+    return vorrq_u8(nib, vandq_u8(vtstq_u8(hb, vld1q_u8(bits)), vdupq_n_u8(16)));
+}
+
+SLM__INLINE void slm__dotm_q5_neon(const uint8_t *w, const slm__block_q8_0 *x, const int32_t *xsum, size_t xs, int nt,
+                                   int n_blocks, float *out, int has_m) {
+    size_t bb = has_m ? sizeof(slm__block_q5_1) : sizeof(slm__block_q5_0);
+    float sum[4] = { 0.0f, 0.0f, 0.0f, 0.0f };
+    int b, t;
+    for (b = 0; b < n_blocks; b++) {
+        const uint8_t *blk = w + (size_t)b * bb, *qs = blk + bb - 16;
+        uint32_t qh;
+        uint16_t d16, m16 = 0;
+        uint8x16_t q = vld1q_u8(qs);
+        int8x16_t lo, hi;
+        float dw, mw;
+        memcpy(&qh, qs - 4, 4);
+        memcpy(&d16, blk, 2);
+        if (has_m) memcpy(&m16, blk + 2, 2);
+        dw = slm_fp16_to_fp32(d16);
+        mw = slm_fp16_to_fp32(m16);
+        lo = vreinterpretq_s8_u8(slm__q5_half_neon(vandq_u8(q, vdupq_n_u8(15)), qh, 0));
+        hi = vreinterpretq_s8_u8(slm__q5_half_neon(vshrq_n_u8(q, 4), qh, 1));
+        if (!has_m) {
+            lo = vsubq_s8(lo, vdupq_n_s8(16));
+            hi = vsubq_s8(hi, vdupq_n_s8(16));
+        }
+        for (t = 0; t < nt; t++) {
+            const slm__block_q8_0 *xt = x + (size_t)t * xs + b;
+            int32x4_t s = slm__dot_s8x16(vdupq_n_s32(0), lo, vld1q_s8(xt->q));
+            float dx = slm_fp16_to_fp32(xt->d);
+            s = slm__dot_s8x16(s, hi, vld1q_s8(xt->q + 16));
+            if (has_m)
+                sum[t] += (float)vaddvq_s32(s) * (dw * dx) + (float)xsum[(size_t)t * xs + b] * (mw * dx);
+            else
+                sum[t] += (float)vaddvq_s32(s) * (dw * dx);
+        }
+    }
+    for (t = 0; t < nt; t++) out[t] = sum[t];
+}
+SLM__MAYBE_UNUSED static void slm__dotm_q5_0_neon(const uint8_t *w, const slm__block_q8_0 *x, const int32_t *xsum,
+                                                  size_t xs, int nt, int n_blocks, float *out) {
+    slm__dotm_q5_neon(w, x, xsum, xs, nt, n_blocks, out, 0);
+}
+SLM__MAYBE_UNUSED static void slm__dotm_q5_1_neon(const uint8_t *w, const slm__block_q8_0 *x, const int32_t *xsum,
+                                                  size_t xs, int nt, int n_blocks, float *out) {
+    slm__dotm_q5_neon(w, x, xsum, xs, nt, n_blocks, out, 1);
+}
+
+/* q4_K (five 0) and q5_K against q8_K */
+SLM__INLINE void slm__dotm_q45k_neon(const uint8_t *w, const slm__block_q8_K *x, size_t xs, int nt, int n_super,
+                                     float *out, int five) {
+    size_t bb = five ? sizeof(slm__block_q5_K) : sizeof(slm__block_q4_K);
+    float sum[4] = { 0.0f, 0.0f, 0.0f, 0.0f };
+    int i, c, h, j, t;
+    for (i = 0; i < n_super; i++) {
+        const uint8_t *blk = w + (size_t)i * bb, *qs = blk + (five ? 48 : 16);
+        int8x16_t q[16]; /* elements 16k..16k+15 */
+        uint8_t sm[16];
+        uint16_t d16, dmin16;
+        float dw, dmw;
+        memcpy(&d16, blk, 2);
+        memcpy(&dmin16, blk + 2, 2);
+        dw = slm_fp16_to_fp32(d16);
+        dmw = slm_fp16_to_fp32(dmin16);
+        slm__kq_unpack_scales(blk + 4, sm);
+        for (c = 0; c < 4; c++)
+            for (h = 0; h < 2; h++) {
+                uint8x16_t v = vld1q_u8(qs + 32 * c + 16 * h), lo = vandq_u8(v, vdupq_n_u8(15)), hi = vshrq_n_u8(v, 4);
+                if (five) {
+                    uint8x16_t qh = vld1q_u8(blk + 16 + 16 * h);
+                    lo = vorrq_u8(lo, vandq_u8(vtstq_u8(qh, vdupq_n_u8((uint8_t)(1 << (2 * c)))), vdupq_n_u8(16)));
+                    hi = vorrq_u8(hi, vandq_u8(vtstq_u8(qh, vdupq_n_u8((uint8_t)(2 << (2 * c)))), vdupq_n_u8(16)));
+                }
+                q[4 * c + h] = vreinterpretq_s8_u8(lo);
+                q[4 * c + 2 + h] = vreinterpretq_s8_u8(hi);
+            }
+        for (t = 0; t < nt; t++) {
+            const slm__block_q8_K *xt = x + (size_t)t * xs + i;
+            int sumi = 0, summ = 0;
+            for (j = 0; j < 8; j++) {
+                int32x4_t s = slm__dot_s8x16(vdupq_n_s32(0), q[2 * j], vld1q_s8(xt->qs + 32 * j));
+                s = slm__dot_s8x16(s, q[2 * j + 1], vld1q_s8(xt->qs + 32 * j + 16));
+                sumi += sm[j] * vaddvq_s32(s);
+                summ += sm[8 + j] * (xt->bsums[2 * j] + xt->bsums[2 * j + 1]);
+            }
+            sum[t] += (dw * xt->d) * (float)sumi - (dmw * xt->d) * (float)summ;
+        }
+    }
+    for (t = 0; t < nt; t++) out[t] = sum[t];
+}
+SLM__MAYBE_UNUSED static void slm__dotm_q4_K_neon(const uint8_t *w, const slm__block_q8_K *x, size_t xs, int nt,
+                                                  int n_super, float *out) {
+    slm__dotm_q45k_neon(w, x, xs, nt, n_super, out, 0);
+}
+SLM__MAYBE_UNUSED static void slm__dotm_q5_K_neon(const uint8_t *w, const slm__block_q8_K *x, size_t xs, int nt,
+                                                  int n_super, float *out) {
+    slm__dotm_q45k_neon(w, x, xs, nt, n_super, out, 1);
+}
+
+/* q6_K against q8_K: quants decoded to -32..31 */
+SLM__MAYBE_UNUSED static void slm__dotm_q6_K_neon(const uint8_t *w, const slm__block_q8_K *x, size_t xs, int nt,
+                                                  int n_super, float *out) {
+    float sum[4] = { 0.0f, 0.0f, 0.0f, 0.0f };
+    int i, h, g, k, t;
+    for (i = 0; i < n_super; i++) {
+        const slm__block_q6_K *blk = (const slm__block_q6_K *)w + i;
+        int8x16_t q[16]; /* sub-block k: elements 16k..16k+15 */
+        float dw = slm_fp16_to_fp32(blk->d);
+        for (h = 0; h < 2; h++)
+            for (k = 0; k < 2; k++) { /* bytes 16k.. of each 32-byte row of ql and qh */
+                uint8x16_t la = vld1q_u8(blk->ql + 64 * h + 16 * k), lb = vld1q_u8(blk->ql + 64 * h + 32 + 16 * k),
+                           qh = vld1q_u8(blk->qh + 32 * h + 16 * k), three = vdupq_n_u8(3), low4 = vdupq_n_u8(15);
+                uint8x16_t g0 = vorrq_u8(vandq_u8(la, low4), vshlq_n_u8(vandq_u8(qh, three), 4));
+                uint8x16_t g1 = vorrq_u8(vandq_u8(lb, low4), vshlq_n_u8(vandq_u8(vshrq_n_u8(qh, 2), three), 4));
+                uint8x16_t g2 = vorrq_u8(vshrq_n_u8(la, 4), vshlq_n_u8(vandq_u8(vshrq_n_u8(qh, 4), three), 4));
+                uint8x16_t g3 = vorrq_u8(vshrq_n_u8(lb, 4), vshlq_n_u8(vshrq_n_u8(qh, 6), 4));
+                q[8 * h + k] = vsubq_s8(vreinterpretq_s8_u8(g0), vdupq_n_s8(32));
+                q[8 * h + 2 + k] = vsubq_s8(vreinterpretq_s8_u8(g1), vdupq_n_s8(32));
+                q[8 * h + 4 + k] = vsubq_s8(vreinterpretq_s8_u8(g2), vdupq_n_s8(32));
+                q[8 * h + 6 + k] = vsubq_s8(vreinterpretq_s8_u8(g3), vdupq_n_s8(32));
+            }
+        for (t = 0; t < nt; t++) {
+            const slm__block_q8_K *xt = x + (size_t)t * xs + i;
+            int sumi = 0;
+            for (g = 0; g < 16; g++)
+                sumi += blk->scales[g] * vaddvq_s32(slm__dot_s8x16(vdupq_n_s32(0), q[g], vld1q_s8(xt->qs + 16 * g)));
+            sum[t] += (dw * xt->d) * (float)sumi;
+        }
+    }
+    for (t = 0; t < nt; t++) out[t] = sum[t];
 }
 #endif
 
@@ -4734,15 +5941,15 @@ static void slm__rows_dot(const slm__tensor *w, int row, int nr, const float *x,
 
 static int slm__type_is_quantized(int type) {
     type = slm__block_type(type);
-    return type == SLM_TYPE_Q8_0 || type == SLM_TYPE_Q4_0;
+    return type != SLM_TYPE_F32 && type != SLM_TYPE_F16 && type != SLM_TYPE_BF16;
 }
 
 /* y[t][r] (or += with accumulate) for rows r0..r1 of w and n_tok tokens. Rows
    go in groups of four: each group's weights are read from memory once and
    reused from cache by every token of the batch. */
 static void slm__matmul(const slm__tensor *w, int r0, int r1, const float *x, size_t x_stride,
-                        const slm__block_q8_0 *xq, const int32_t *xsum, size_t xq_stride, int n_tok, float *y,
-                        size_t y_stride, int accumulate) {
+                        const slm__block_q8_0 *xq, const int32_t *xsum, size_t xq_stride, const slm__block_q8_K *xk,
+                        size_t xk_stride, int n_tok, float *y, size_t y_stride, int accumulate) {
     int r, t, i;
     if (slm__type_is_r16(w->type)) {
         /* whole groups of 16 rows, four tokens at a time; a group cut by r0 or
@@ -4763,6 +5970,33 @@ static void slm__matmul(const slm__tensor *w, int r0, int r1, const float *x, si
                         for (i = lo; i < hi; i++) yt[i] += d[tt * SLM__R16 + i];
                     else
                         for (i = lo; i < hi; i++) yt[i] = d[tt * SLM__R16 + i];
+                }
+            }
+        }
+        return;
+    }
+    if (w->type == SLM_TYPE_Q5_0 || w->type == SLM_TYPE_Q5_1 || w->type == SLM_TYPE_Q4_K || w->type == SLM_TYPE_Q5_K ||
+        w->type == SLM_TYPE_Q6_K) {
+        /* one row at a time, decoded once for four tokens */
+        int nb = (int)(w->ne[0] / SLM__QK), n_super = (int)(w->ne[0] / SLM__QK_K);
+        for (r = r0; r < r1; r++) {
+            const uint8_t *row = (const uint8_t *)w->data + (size_t)r * w->row_size;
+            for (t = 0; t < n_tok; t += 4) {
+                float d[4];
+                int nt = SLM__MIN(4, n_tok - t);
+                const slm__block_q8_0 *xt = xq + (size_t)t * xq_stride;
+                const int32_t *st = xsum + (size_t)t * xq_stride;
+                const slm__block_q8_K *kt = xk + (size_t)t * xk_stride;
+                switch (w->type) {
+                case SLM_TYPE_Q5_0: slm__dotm_q5_0(row, xt, st, xq_stride, nt, nb, d); break;
+                case SLM_TYPE_Q5_1: slm__dotm_q5_1(row, xt, st, xq_stride, nt, nb, d); break;
+                case SLM_TYPE_Q4_K: slm__dotm_q4_K(row, kt, xk_stride, nt, n_super, d); break;
+                case SLM_TYPE_Q5_K: slm__dotm_q5_K(row, kt, xk_stride, nt, n_super, d); break;
+                default: slm__dotm_q6_K(row, kt, xk_stride, nt, n_super, d); break;
+                }
+                for (i = 0; i < nt; i++) {
+                    float *yt = y + (size_t)(t + i) * y_stride + r;
+                    *yt = accumulate ? *yt + d[i] : d[i];
                 }
             }
         }
@@ -4838,7 +6072,7 @@ struct slm_session {
     const slm_model *model;
     slm_allocator alloc;
     int n_ctx, n_threads, kv_type, n_past, logits_valid, n_batch;
-    int kv_dim, q_dim, xq_blocks;
+    int kv_dim, q_dim, xq_blocks, xk_blocks;
     slm_token *tokens;                         /* what the KV cache holds, n_ctx */
     float *x, *xn, *q, *k, *v, *ao, *hb, *hb2; /* [n_batch][width] */
     float *att;                                /* [n_threads][att_rows][n_ctx] attention scores */
@@ -4847,6 +6081,7 @@ struct slm_session {
     float *logits;
     slm__block_q8_0 *xq;           /* [n_batch][xq_blocks] activations quantized for q8_0/q4_0 weights */
     int32_t *xq_sum;               /* [n_batch][xq_blocks] sum of each block's quants, for the _R16 kernels */
+    slm__block_q8_K *xk;           /* [n_batch][xk_blocks] activations for K-quant weights; NULL without them */
     void *key_cache, *value_cache; /* [layer][pos][kv head] rows of kv_head_bytes: head_dim f32, f16 or q8_0 blocks */
     size_t kv_head_bytes;
     float *rope_freq;
@@ -5074,9 +6309,11 @@ static void slm__step_done(slm__worker *w, long n) {
 #define SLM__ROWS_PER_ITEM      16
 
 /* Token t's activations x[0..n) as q8_0 blocks, with each block's sum of
-   quants for the interleaved kernels. */
+   quants for the interleaved kernels; and as q8_K blocks when the model has
+   K-quant matrices (s->xk) and n is a multiple of 256, as theirs are. */
 static void slm__quantize_act(slm_session *s, const float *x, int t, int n) {
     slm__quantize_act_blocks(x, s->xq + (size_t)t * s->xq_blocks, s->xq_sum + (size_t)t * s->xq_blocks, n);
+    if (s->xk && n % SLM__QK_K == 0) slm__quantize_q8_K(x, s->xk + (size_t)t * s->xk_blocks, n);
 }
 
 /* Rows [a, b) of the stacked matrices w[0..count) (each w[i]->ne[1] rows) over the batch. */
@@ -5087,7 +6324,8 @@ static void slm__matmul_stacked(const slm_session *s, const slm__tensor *const *
         int rows = (int)w[i]->ne[1], lo = SLM__MAX(a - off, 0), hi = SLM__MIN(b - off, rows);
         if (lo < hi)
             slm__matmul(w[i], lo, hi, x, x_stride, slm__type_is_quantized(w[i]->type) ? s->xq : NULL, s->xq_sum,
-                        (size_t)s->xq_blocks, n_tok, y[i], (size_t)y_stride[i], accumulate);
+                        (size_t)s->xq_blocks, s->xk, (size_t)s->xk_blocks, n_tok, y[i], (size_t)y_stride[i],
+                        accumulate);
         off += rows;
     }
 }
@@ -5238,7 +6476,10 @@ static void slm__forward_worker(slm_session *s, int nth, int slot) {
         SLM__FOR_ITEMS(&w, it, n) {
             float *xn = s->xn + (size_t)it * dim;
             slm__rmsnorm(xn, s->x + (size_t)it * dim, (const float *)L->attn_norm->data, dim, eps);
-            if (slm__type_is_quantized(L->wq->type)) slm__quantize_act(s, xn, (int)it, dim);
+            /* a K-quant mix may hold q, k and v in different types */
+            if (slm__type_is_quantized(L->wq->type) || slm__type_is_quantized(L->wk->type) ||
+                slm__type_is_quantized(L->wv->type))
+                slm__quantize_act(s, xn, (int)it, dim);
         }
         slm__step_done(&w, n);
         n_items = slm__row_items(&w, qd + 2 * kvd, &per);
@@ -5302,7 +6543,8 @@ static void slm__forward_worker(slm_session *s, int nth, int slot) {
         SLM__FOR_ITEMS(&w, it, n) {
             float *xn = s->xn + (size_t)it * dim;
             slm__rmsnorm(xn, s->x + (size_t)it * dim, (const float *)L->ffn_norm->data, dim, eps);
-            if (slm__type_is_quantized(L->w_gate->type)) slm__quantize_act(s, xn, (int)it, dim);
+            if (slm__type_is_quantized(L->w_gate->type) || slm__type_is_quantized(L->w_up->type))
+                slm__quantize_act(s, xn, (int)it, dim);
         }
         slm__step_done(&w, n);
         n_items = slm__row_items(&w, ffn, &per);
@@ -5460,6 +6702,7 @@ SLM_API void slm_session_free(slm_session *s) {
     slm__free(a, s->logits);
     slm__free(a, s->xq);
     slm__free(a, s->xq_sum);
+    slm__free(a, s->xk);
     slm__free(a, s->key_cache);
     slm__free(a, s->value_cache);
     slm__free(a, s->rope_freq);
@@ -5514,6 +6757,7 @@ enum {
     SLM__B_LOGITS,
     SLM__B_XQ,
     SLM__B_XQ_SUM,
+    SLM__B_XK,
     SLM__B_KEYS,
     SLM__B_VALUES,
     SLM__B_ROPE_FREQ,
@@ -5528,7 +6772,7 @@ enum {
 
 typedef struct slm__session_plan {
     slm_session_desc d; /* defaults resolved */
-    int n_batch, q_dim, kv_dim, xq_blocks, att_chunks, att_rows, n_steps;
+    int n_batch, q_dim, kv_dim, xq_blocks, xk_blocks, att_chunks, att_rows, n_steps;
     size_t kv_head_bytes;
     uint64_t bytes[SLM__N_BUFFERS], total;
 } slm__session_plan;
@@ -5576,6 +6820,7 @@ static slm_result slm__session_plan_make(const slm_model *m, const slm_session_d
     p->q_dim = in->n_heads * in->head_dim;
     p->kv_dim = in->n_kv_heads * in->head_dim;
     p->xq_blocks = SLM__MAX(SLM__MAX(in->dim, p->q_dim), in->ffn_dim) / SLM__QK + 1;
+    p->xk_blocks = m->has_kquant ? SLM__MAX(SLM__MAX(in->dim, p->q_dim), in->ffn_dim) / SLM__QK_K : 0;
     p->kv_head_bytes = d.kv_type == SLM_TYPE_F32 ? (size_t)in->head_dim * 4
                        : d.kv_type == SLM_TYPE_F16
                            ? (size_t)in->head_dim * 2
@@ -5597,6 +6842,7 @@ static slm_result slm__session_plan_make(const slm_model *m, const slm_session_d
     b[SLM__B_LOGITS] = (uint64_t)in->n_vocab * sizeof(float);
     b[SLM__B_XQ] = nb * (uint64_t)p->xq_blocks * sizeof(slm__block_q8_0);
     b[SLM__B_XQ_SUM] = nb * (uint64_t)p->xq_blocks * sizeof(int32_t);
+    b[SLM__B_XK] = nb * (uint64_t)p->xk_blocks * sizeof(slm__block_q8_K);
     b[SLM__B_KEYS] = b[SLM__B_VALUES] = kv_heads * (uint64_t)p->kv_head_bytes;
     b[SLM__B_ROPE_FREQ] = (uint64_t)(in->head_dim / 2) * sizeof(float);
     b[SLM__B_CAND] = (uint64_t)in->n_vocab * sizeof(slm__cand);
@@ -5665,6 +6911,7 @@ SLM_API slm_result slm_session_new(slm_session **out, const slm_model *m, const 
     s->q_dim = p.q_dim;
     s->kv_dim = p.kv_dim;
     s->xq_blocks = p.xq_blocks;
+    s->xk_blocks = p.xk_blocks;
     s->kv_head_bytes = p.kv_head_bytes;
     s->att_chunks = p.att_chunks;
     s->att_rows = p.att_rows;
@@ -5686,6 +6933,7 @@ SLM_API slm_result slm_session_new(slm_session **out, const slm_model *m, const 
     buf[SLM__B_LOGITS] = (void **)&s->logits;
     buf[SLM__B_XQ] = (void **)&s->xq;
     buf[SLM__B_XQ_SUM] = (void **)&s->xq_sum;
+    buf[SLM__B_XK] = (void **)&s->xk;
     buf[SLM__B_KEYS] = &s->key_cache;
     buf[SLM__B_VALUES] = &s->value_cache;
     buf[SLM__B_ROPE_FREQ] = (void **)&s->rope_freq;

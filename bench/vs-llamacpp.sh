@@ -43,7 +43,8 @@ options:
   --wait-idle S    before each invocation, wait up to S seconds for other processes to
                    leave the CPUs idle (default 0: just record their load)
   --shapes LIST    comma-separated: smollm2-135m,qwen2.5-0.5b (default both)
-  --types LIST     comma-separated: q8_0,q4_0 (default both)
+  --types LIST     comma-separated: q8_0,q4_0,q4_k_m,q6_k (default q8_0,q4_0; the K-quants are
+                   llama-quantize's mixes, without --pure)
   -t, --threads L  comma-separated thread counts (default 1,2)
   --table DIR      print the tables again from a finished run's directory
   -h, --help       this help
@@ -197,7 +198,7 @@ for s in "${SHAPE_LIST[@]}"; do
     case "$s" in smollm2-135m|qwen2.5-0.5b) ;; *) die "unknown shape '$s' (smollm2-135m, qwen2.5-0.5b)" ;; esac
 done
 for t in "${TYPE_LIST[@]}"; do
-    case "$t" in q8_0|q4_0) ;; *) die "unknown type '$t' (q8_0, q4_0)" ;; esac
+    case "$t" in q8_0|q4_0|q4_k_m|q6_k) ;; *) die "unknown type '$t' (q8_0, q4_0, q4_k_m, q6_k)" ;; esac
 done
 for t in "${THREAD_LIST[@]}"; do
     case "$t" in ''|*[!0-9]*|0) die "bad thread count '$t'" ;; esac
@@ -253,7 +254,10 @@ declare -A SHAPE_VOCAB=([smollm2-135m]=ggml-vocab-starcoder.gguf [qwen2.5-0.5b]=
 # F32 source for the small shape; F16 for the 0.5B one (half the disk, same quantized result
 # up to f16 rounding of the random draws).
 declare -A SHAPE_SRC=([smollm2-135m]=f32 [qwen2.5-0.5b]=f16)
-declare -A TYPE_UPPER=([q8_0]=Q8_0 [q4_0]=Q4_0)
+declare -A TYPE_UPPER=([q8_0]=Q8_0 [q4_0]=Q4_0 [q4_k_m]=Q4_K_M [q6_k]=Q6_K)
+# q8_0 and q4_0 every matrix in that type (--pure); the K-quants as users get them: llama-quantize's
+# mixes with their fallbacks (q5_0 / q8_0 for rows that are not a multiple of 256)
+declare -A TYPE_PURE=([q8_0]=--pure [q4_0]=--pure [q4_k_m]= [q6_k]=)
 
 for shape in "${SHAPE_LIST[@]}"; do
     src=$CACHE/$shape-seed$SEED-$GEN_ID-${SHAPE_SRC[$shape]}.gguf
@@ -266,8 +270,9 @@ for shape in "${SHAPE_LIST[@]}"; do
     for type in "${TYPE_LIST[@]}"; do
         q=$CACHE/$shape-seed$SEED-$GEN_ID-$type.gguf
         if [ ! -s "$q" ]; then
-            log "llama-quantize --pure $(basename "$src") -> ${TYPE_UPPER[$type]}"
-            "$LLAMA_QUANTIZE" --pure "$src" "$q.tmp" "${TYPE_UPPER[$type]}" >"$WORK/quantize.log" 2>&1 \
+            log "llama-quantize ${TYPE_PURE[$type]} $(basename "$src") -> ${TYPE_UPPER[$type]}"
+            # shellcheck disable=SC2086
+            "$LLAMA_QUANTIZE" ${TYPE_PURE[$type]} "$src" "$q.tmp" "${TYPE_UPPER[$type]}" >"$WORK/quantize.log" 2>&1 \
                 || { cat "$WORK/quantize.log" >&2; die "llama-quantize failed"; }
             mv "$q.tmp" "$q"
         fi

@@ -31,6 +31,8 @@
 #      prompt, a streamed reply, Ctrl-C stopping a reply without leaving the
 #      chat (the partial reply kept: reused by the next turn, /undo drops it),
 #      Ctrl-D exiting, the terminal restored (tests/chat_pty.py)
+#  11. slm-convert --type q4_k/q5_k/q6_k/q4_k_m/q5_k_m against llama-quantize's
+#      bytes, when llama.cpp is already built
 # Each section ends with the line "== section NAME: N s".
 # Installs what it needs with apt-get when missing (skips with the reason when
 # it cannot). Every test_slm build goes through build_test_slm and every
@@ -421,6 +423,20 @@ else
         fail "slm chat under a pseudo-terminal: convert the qwen2 fixture" "$(tail -n 3 "$BUILD/pty/chat-convert.log")"
     fi
 fi
+# 11. the K-quant converter against llama-quantize, when llama.cpp is built
+#    (../shared/tools/llamacpp-setup.sh; not built here: it takes ~10 minutes)
+# ---------------------------------------------------------------------------
+section "11. llama-quantize"
+LQ=${SLM_LLAMACPP_DIR:-$HOME/.cache/slm/llama.cpp}/build/bin/llama-quantize
+mkdir -p "$BUILD/lq"
+if [ -x "$LQ" ] && make -s slm-convert >/dev/null 2>&1 &&
+    build_test_slm "$BUILD/lq/test_slm" "$BUILD/lq/build.log" "$CC" $CFLAGS -march=native -pthread; then
+    SLM_LLAMA_QUANTIZE=$LQ "$BUILD/lq/test_slm" -k convert_kquant 2>&1 | tee "$BUILD/llama-quantize.log"
+    add_counts "$BUILD/llama-quantize.log" "slm-convert --type q4_k... against llama-quantize"
+else
+    skip "slm-convert --type q4_k... against llama-quantize" "$LQ not built (../shared/tools/llamacpp-setup.sh)"
+fi
+
 section ""
 
 finish tests/extended.sh

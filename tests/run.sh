@@ -172,6 +172,14 @@ for g in "$FIX"/*.gguf; do
     convert_one "convert fixtures/$(basename "$g")" "$BUILD/fixtures/$(basename "$g" .gguf).slm" "$g"
 done
 [ $n = 0 ] && skip "convert the parity fixtures" "no fixtures/*.gguf in $MODELS (set SLM_MODELS)"
+# the K-quant mixes of the second set (llama-quantize Q4_K_M, Q5_K_M, Q6_K), copied as they are
+n=0
+for g in "$MODELS"/fixtures2/j_llama_kq_*.gguf; do
+    [ -f "$g" ] || continue
+    n=$((n + 1))
+    convert_one "convert fixtures2/$(basename "$g")" "$BUILD/fixtures/$(basename "$g" .gguf).slm" "$g"
+done
+[ $n = 0 ] && skip "convert the K-quant parity fixtures" "no fixtures2/j_llama_kq_*.gguf in $MODELS (set SLM_MODELS)"
 # a vocab GGUF converts to the same file with or without --vocab-only
 g=$VOC/ggml-vocab-llama-spm.gguf
 if [ -f "$g" ] && [ -s "$BUILD/vocab/ggml-vocab-llama-spm.slm" ]; then
@@ -513,7 +521,8 @@ fi
 if [ -x "$SLM" ]; then
     for spec in "d_qwen3_f16|arch: qwen3|tensor_types: f16 [0-9]+ .*f32 [0-9]+|tokenizer: byte-level bpe|chat_template: chatml" \
                 "a_llama_spm_q8_0|arch: llama|tensor_types: q8_0_r16 [0-9]+ .*f32 [0-9]+|tokenizer: sentencepiece|chat_template: none" \
-                "c_qwen2_f16|arch: qwen2|tensor_types: f16 [0-9]+ .*f32 [0-9]+|tokenizer: byte-level bpe|chat_template: chatml"; do
+                "c_qwen2_f16|arch: qwen2|tensor_types: f16 [0-9]+ .*f32 [0-9]+|tokenizer: byte-level bpe|chat_template: chatml" \
+                "j_llama_kq_q4_k_m|arch: llama|tensor_types: f32 [0-9]+ .*q6_k 3 .*q4_k 12|tokenizer: sentencepiece|chat_template: none"; do
         IFS='|' read -r fx want_arch want_types want_tok want_tmpl <<<"$spec"
         M=$BUILD/fixtures/$fx.slm
         if [ ! -f "$M" ]; then

@@ -26,14 +26,14 @@ static char *pathf(const char *fmt, ...) {
 
 /* A one-thread session (these models are tiny: threads would only add
    scheduling noise) with the given KV cache type; NULL (and a failed check) on error. */
-static slm_session *session_kv(slm_model *m, int kv_type) {
+static slm_session *session_kv_threads(slm_model *m, int kv_type, int n_threads) {
     slm_session *s = NULL;
     slm_session_desc sd;
     slm_result rc;
     char err[256] = "";
     memset(&sd, 0, sizeof sd);
     sd.kv_type = kv_type;
-    sd.n_threads = 1;
+    sd.n_threads = n_threads;
     sd.error = err;
     sd.error_cap = sizeof err;
     rc = slm_session_new(&s, m, &sd);
@@ -44,6 +44,7 @@ static slm_session *session_kv(slm_model *m, int kv_type) {
     }
     return s;
 }
+static slm_session *session_kv(slm_model *m, int kv_type) { return session_kv_threads(m, kv_type, 1); }
 
 /* Concatenated pieces of ids (control tokens skipped when skip_control). Returns malloc'd text. */
 static char *decode_ids(const slm_model *m, const int *ids, int n, int skip_control, size_t *len_out) {
@@ -605,10 +606,14 @@ static void check_tensors_bit_for_bit(const char *fixture, const char *gguf_path
     gguf_free(&G);
 }
 
-static void test_fixture_parity(const char *fixture) {
-    char *json_path = pathf("%s/fixtures/%s.json", g_models_dir, fixture);
-    char *bin_path = pathf("%s/fixtures/%s.logits.bin", g_models_dir, fixture);
-    char *gguf_path = pathf("%s/fixtures/%s.gguf", g_models_dir, fixture);
+/* fixture: a name in fixtures/, or "fixtures2/NAME"; its .slm is in the build's fixtures/ either way */
+static void test_fixture_parity(const char *fixture_arg) {
+    const char *fixture = strchr(fixture_arg, '/') ? strchr(fixture_arg, '/') + 1 : fixture_arg;
+    int dir_len = fixture == fixture_arg ? 8 : (int)(fixture - fixture_arg - 1);
+    const char *dir = fixture == fixture_arg ? "fixtures" : fixture_arg;
+    char *json_path = pathf("%s/%.*s/%s.json", g_models_dir, dir_len, dir, fixture);
+    char *bin_path = pathf("%s/%.*s/%s.logits.bin", g_models_dir, dir_len, dir, fixture);
+    char *gguf_path = pathf("%s/%.*s/%s.gguf", g_models_dir, dir_len, dir, fixture);
     char *slm_path = pathf("%s/fixtures/%s.slm", g_build_dir, fixture);
     json_doc J;
     const json_node *tol, *prompts, *probe_ids;
@@ -623,9 +628,10 @@ static void test_fixture_parity(const char *fixture) {
     memset(&J, 0, sizeof J);
     char why[sizeof g_skip_reason] = "";
     if (!file_exists(json_path) || !file_exists(bin_path) || !file_exists(gguf_path))
-        snprintf(why, sizeof why, "fixture %s not found in %s/fixtures (set SLM_MODELS)", fixture, g_models_dir);
+        snprintf(why, sizeof why, "fixture %s not found in %s/%.*s (set SLM_MODELS)", fixture, g_models_dir, dir_len,
+                 dir);
     else if (!file_exists(slm_path))
-        snprintf(why, sizeof why, "%s not found (tests/run.sh converts fixtures/%s.gguf)", slm_path, fixture);
+        snprintf(why, sizeof why, "%s not found (tests/run.sh converts %.*s/%s.gguf)", slm_path, dir_len, dir, fixture);
     if (why[0]) {
         free(json_path);
         free(bin_path);
@@ -672,7 +678,7 @@ static void test_fixture_parity(const char *fixture) {
                         *bin_pos = json_get(&J, P, "bin_positions");
         int ptoks[256], toks[512], gen[64], n_ptok, n_tok, n_gen, i, pos, row0, K;
         slm_token got[512];
-        slm_session *s;
+        slm_session *s, *s2;
         n_ptok = j_ints(&J, json_get(&J, P, "prompt_tokens"), ptoks, 256);
         n_tok = j_ints(&J, json_get(&J, P, "tokens"), toks, 512);
         n_gen = j_ints(&J, json_get(&J, P, "generated"), gen, 64);
@@ -776,18 +782,30 @@ static void test_fixture_parity(const char *fixture) {
             }
         }
         slm_session_free(s);
-        /* 3. batched: the prompt in one call, then the 16 other tokens in one call */
+        /* 3. batched: the prompt in one call, then the 16 other tokens in one
+           call; on 1 thread, and on 2, which must give the same bits */
         s = session_kv(m, SLM_TYPE_F32);
-        if (!s) break;
+        s2 = session_kv_threads(m, SLM_TYPE_F32, 2);
+        if (!s || !s2) {
+            slm_session_free(s);
+            slm_session_free(s2);
+            break;
+        }
         for (i = 0; i < 2; i++) {
             int from = i ? n_ptok : 0, to = i ? n_tok : n_ptok, k, row = -1;
             slm_token seq[512];
-            const float *lg;
+            const float *lg, *lg2;
             for (k = from; k < to; k++) seq[k - from] = toks[k];
             if (slm_eval(s, seq, to - from) != SLM_OK || !(lg = slm_logits(s))) {
                 CHECKF(0, "%s: batched slm_eval: %s", fixture, slm_session_error(s));
                 break;
             }
+            if (slm_eval(s2, seq, to - from) != SLM_OK || !(lg2 = slm_logits(s2))) {
+                CHECKF(0, "%s: batched slm_eval, 2 threads: %s", fixture, slm_session_error(s2));
+                break;
+            }
+            CHECKF(!memcmp(lg, lg2, (size_t)n_vocab * sizeof(float)),
+                   "%s: prompt %d, %d tokens in one call: 2 threads give other logits than 1", fixture, pi, to - from);
             for (k = 0; k < (int)bin_pos->len; k++)
                 if ((int)json_num(json_at(&J, bin_pos, (uint32_t)(k)), -1) == to - 1) row = row0 + k;
             CHECKF(row >= 0, "%s: position %d has no logits.bin row", fixture, to - 1);
@@ -807,6 +825,7 @@ static void test_fixture_parity(const char *fixture) {
             }
         }
         slm_session_free(s);
+        slm_session_free(s2);
         /* 4. greedy generation: llama.cpp's continuation for as many steps K as the
            margin rule makes safe (and before an end-of-text token, where slm stops) */
         for (K = 0; K < n_gen; K++) {
@@ -2053,6 +2072,131 @@ static void test_convert_llama2c_limits(void) {
     hostile_free(&H);
 }
 
+/* slm-convert --type q4_k_m / q5_k / q6_k on a model none of whose rows is a
+   multiple of 256 (a_llama_spm_f32: dim 64, ffn 192, 2 layers, untied):
+   every matrix takes llama-quantize's type, its fallbacks written out here
+   from llama-quant.cpp (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0; an output
+   matrix whose rows are not a multiple of 256 -> Q8_0; Q4_K_M's attn_v and
+   ffn_down of the use_more_bits layers -> Q6_K, here layer 1 of 2). */
+static void test_convert_kquant_types(void) {
+    static const struct {
+        const char *type;
+        const char *names[4]; /* tensors whose type is not `other` */
+        int types[4], other;
+    } C[] = { { "q4_k_m",
+                { "output.weight", "blk.1.attn_v.weight", "blk.1.ffn_down.weight", NULL },
+                { SLM_TYPE_Q8_0, SLM_TYPE_Q8_0, SLM_TYPE_Q8_0, 0 },
+                SLM_TYPE_Q5_0 },
+              { "q5_k_m",
+                { "output.weight", "blk.1.attn_v.weight", "blk.1.ffn_down.weight", NULL },
+                { SLM_TYPE_Q8_0, SLM_TYPE_Q8_0, SLM_TYPE_Q8_0, 0 },
+                SLM_TYPE_Q5_1 },
+              { "q5_k", { NULL }, { 0 }, SLM_TYPE_Q5_1 },
+              { "q6_k", { NULL }, { 0 }, SLM_TYPE_Q8_0 } };
+    char *src = pathf("%s/fixtures/a_llama_spm_f32.gguf", g_models_dir);
+    const char *convert = env_or("SLM_CONVERT_BIN", "./slm-convert");
+    size_t ci;
+    if (!file_exists(src) || !file_exists(convert)) {
+        free(src);
+        SKIP("fixtures/a_llama_spm_f32.gguf or %s not found", convert);
+    }
+    for (ci = 0; ci < sizeof C / sizeof C[0]; ci++) {
+        char *out = pathf("%s/kq_types_%s.slm", g_build_dir, C[ci].type), *err = pathf("%s.err", out);
+        char *argv[] = {
+            (char *)convert, (char *)"--type", (char *)C[ci].type, (char *)"--no-interleave", src, out, NULL
+        };
+        slm_model *m;
+        int rc = run_prog(argv, NULL, err, 120), i, k, n_mat = 0;
+        CHECKF(rc == 0, "slm-convert --type %s: exit %d", C[ci].type, rc);
+        m = rc == 0 ? load_model(out) : NULL;
+        for (i = 0; m && i < slm_model_info_get(m)->n_tensors; i++) {
+            slm_tensor_info ti;
+            int want;
+            slm_model_tensor_get(m, i, &ti);
+            if (ti.n_dims == 1) {
+                CHECKF(ti.type == SLM_TYPE_F32, "--type %s: %s is %s", C[ci].type, ti.name, slm_type_name(ti.type));
+                continue;
+            }
+            n_mat++;
+            want = C[ci].other;
+            for (k = 0; k < 4 && C[ci].names[k]; k++)
+                if (!strcmp(ti.name, C[ci].names[k])) want = C[ci].types[k];
+            CHECKF(ti.type == want, "--type %s: %s is %s, llama-quantize makes it %s", C[ci].type, ti.name,
+                   slm_type_name(ti.type), slm_type_name(want));
+        }
+        if (m) {
+            slm_session *s = session_kv(m, 0);
+            slm_token t[4] = { 1, 450, 4996, 17354 };
+            CHECK(n_mat == 16); /* 7 per layer, the embedding, the output */
+            CHECK(s && slm_eval(s, t, 4) == SLM_OK && slm_logits(s));
+            slm_session_free(s);
+            slm_model_free(m);
+        }
+        free(out);
+        free(err);
+    }
+    free(src);
+}
+
+/* The bytes of llama-quantize itself (SLM_LLAMA_QUANTIZE: its path, as
+   tests/extended.sh sets it when ../shared/tools/llamacpp-setup.sh has built
+   llama.cpp). Its own F32 requantization of fixtures2's Q6_K model gives an
+   f32 model whose rows are multiples of 256; that and a_llama_spm_f32 (rows
+   of 64 and 192: every fallback) are quantized by llama-quantize (--pure
+   Q4_K, Q5_K, Q6_K; Q4_K_M, Q5_K_M) and by slm-convert --type: every tensor
+   of each GGUF is in the .slm with the same type and bytes. */
+static void test_convert_kquant_vs_llama_quantize(void) {
+    static const struct {
+        const char *ftype, *ours;
+        int pure;
+    } Q[] = { { "Q4_K", "q4_k", 1 },
+              { "Q5_K", "q5_k", 1 },
+              { "Q6_K", "q6_k", 1 },
+              { "Q4_K_M", "q4_k_m", 0 },
+              { "Q5_K_M", "q5_k_m", 0 } };
+    const char *lq = getenv("SLM_LLAMA_QUANTIZE"), *convert = env_or("SLM_CONVERT_BIN", "./slm-convert");
+    char *src[2], *dir = pathf("%s/kq_vs_lq", g_build_dir);
+    int si, qi, rc;
+    if (!lq || !file_exists(lq) || !file_exists(convert)) {
+        free(dir);
+        SKIP("SLM_LLAMA_QUANTIZE (llama.cpp's llama-quantize) not set (tests/extended.sh sets it)");
+    }
+    mkdir(dir, 0755);
+    src[0] = pathf("%s/f32.gguf", dir);
+    src[1] = pathf("%s/fixtures/a_llama_spm_f32.gguf", g_models_dir);
+    {
+        char *q6 = pathf("%s/fixtures2/j_llama_kq_q6_k.gguf", g_models_dir), *err = pathf("%s/f32.err", dir);
+        char *argv[] = { (char *)lq, (char *)"--allow-requantize", q6, src[0], (char *)"F32", NULL };
+        rc = run_prog(argv, NULL, err, 300);
+        CHECKF(rc == 0, "llama-quantize --allow-requantize %s F32: exit %d (%s)", q6, rc, err);
+        free(q6);
+        free(err);
+    }
+    for (si = 0; si < 2; si++)
+        for (qi = 0; qi < (int)(sizeof Q / sizeof Q[0]); qi++) {
+            char *gg = pathf("%s/s%d_%s.gguf", dir, si, Q[qi].ours), *sl = pathf("%s/s%d_%s.slm", dir, si, Q[qi].ours),
+                 *err = pathf("%s/s%d_%s.err", dir, si, Q[qi].ours), what[64];
+            char *a1[] = { (char *)lq, (char *)"--pure", src[si], gg, (char *)Q[qi].ftype, NULL };
+            char *a2[] = { (char *)lq, src[si], gg, (char *)Q[qi].ftype, NULL };
+            char *a3[] = { (char *)convert, (char *)"--type", (char *)Q[qi].ours, src[si], sl, NULL };
+            slm_model *m;
+            rc = run_prog(Q[qi].pure ? a1 : a2, NULL, err, 300);
+            CHECKF(rc == 0, "llama-quantize %s %s: exit %d", src[si], Q[qi].ftype, rc);
+            if (rc == 0) rc = run_prog(a3, NULL, err, 300);
+            CHECKF(rc == 0, "slm-convert --type %s %s: exit %d", Q[qi].ours, src[si], rc);
+            m = rc == 0 ? load_model(sl) : NULL;
+            snprintf(what, sizeof what, "%s --type %s", si ? "a_llama_spm_f32" : "f32 of j_llama_kq", Q[qi].ours);
+            if (m) check_tensors_bit_for_bit(what, gg, sl, m);
+            slm_model_free(m);
+            free(gg);
+            free(sl);
+            free(err);
+        }
+    free(src[0]);
+    free(src[1]);
+    free(dir);
+}
+
 /* The converter never replaces an input, a link, a FIFO or a read-only file,
    and names a missing or unrecognised single input. */
 static void test_convert_output_path(void) {
@@ -3286,6 +3430,9 @@ static const test_case CHECKPOINT_TESTS[] = {
     TEST_ARG(fixture_parity, "b_llama_starcoder_q4_0"),
     TEST_ARG(fixture_parity, "c_qwen2_f16"),
     TEST_ARG(fixture_parity, "d_qwen3_f16"),
+    TEST_ARG(fixture_parity, "fixtures2/j_llama_kq_q4_k_m"),
+    TEST_ARG(fixture_parity, "fixtures2/j_llama_kq_q5_k_m"),
+    TEST_ARG(fixture_parity, "fixtures2/j_llama_kq_q6_k"),
     TEST_ARG(kv_q8_0_parity, "a_llama_spm_f32"),
     TEST_ARG(kv_q8_0_parity, "b_llama_starcoder_f32"),
     TEST_ARG(kv_q8_0_parity, "c_qwen2_f16"),
@@ -3301,6 +3448,8 @@ static const test_case CHECKPOINT_TESTS[] = {
     TEST(convert_fuzz),
     TEST(convert_llama2c_limits),
     TEST(convert_output_path),
+    TEST(convert_kquant_types),
+    TEST(convert_kquant_vs_llama_quantize),
     TEST(convert_token_ids),
     TEST(convert_nonfinite),
     TEST(convert_negative_values),

@@ -24,6 +24,9 @@ typedef struct {
     int embd_index, last_index;
 } slm_file;
 
+/* the types of format 1.1 */
+static const int KQ_TYPES[] = { SLM_TYPE_Q5_0, SLM_TYPE_Q5_1, SLM_TYPE_Q4_K, SLM_TYPE_Q5_K, SLM_TYPE_Q6_K };
+
 static uint64_t type_row_bytes(uint32_t type, uint64_t n) {
     switch (type) {
     case 0: return 4 * n;
@@ -31,6 +34,11 @@ static uint64_t type_row_bytes(uint32_t type, uint64_t n) {
     case 30: return 2 * n;
     case 8: return n / 32 * 34;
     case 2: return n / 32 * 18;
+    case 6: return n / 32 * 22;    /* q5_0 */
+    case 7: return n / 32 * 24;    /* q5_1 */
+    case 12: return n / 256 * 144; /* q4_K */
+    case 13: return n / 256 * 176; /* q5_K */
+    case 14: return n / 256 * 210; /* q6_K */
     default: return 0;
     }
 }
@@ -556,7 +564,7 @@ static void test_mutated_files(void) {
 typedef struct {
     uint32_t dim, n_layers, n_heads, n_kv_heads, head_dim, ffn_dim, max_seq;
     uint32_t minor;       /* format version 1.minor */
-    uint32_t wtype;       /* matrices: SLM_TYPE_F32 or SLM_TYPE_Q4_0 */
+    uint32_t wtype;       /* matrices: SLM_TYPE_F32, SLM_TYPE_Q4_0, or another block type (zeros) */
     int share;            /* every tensor at the same offset: one blob for all */
     const char *extra[2]; /* more tensors, [dim] f32, after the model's own */
     int n_extra;
@@ -663,7 +671,7 @@ static unsigned char *hand_build(const slm_file *base, const hand_spec *sp, size
                 memcpy(&u, &x, 4);
                 wr32(b + t[i].off + 4 * k, u);
             }
-        } else {
+        } else if (t[i].type == SLM_TYPE_Q4_0) { /* other block types: zeros, a model that runs */
             for (k = 0; k < t[i].size / 18; k++) {
                 unsigned char *blk = b + t[i].off + 18 * k;
                 int j;
@@ -675,6 +683,69 @@ static unsigned char *hand_build(const slm_file *base, const hand_spec *sp, size
     free(t);
     *size = (size_t)end;
     return b;
+}
+
+/* K-quant tensors in a file: a model of each type loads and runs; a row
+   length that is not a multiple of the block (256) is SLM_ERR_FORMAT naming
+   the type; a type slm.h does not run (GGML's Q2_K) is SLM_ERR_UNSUPPORTED
+   naming it; a file cut inside the last tensor is SLM_ERR_FORMAT. */
+static void test_hostile_kquant(void) {
+    NEED_MODEL("f32", path);
+    {
+        slm_file F;
+        hand_spec sp;
+        unsigned char *b;
+        size_t n = 0, ti;
+        load_outcome o;
+        if (!parse_slm_of(&F, path)) return;
+        memset(&sp, 0, sizeof sp);
+        sp.dim = 256;
+        sp.n_layers = 1;
+        sp.n_heads = 4;
+        sp.n_kv_heads = 2;
+        sp.head_dim = 64;
+        sp.ffn_dim = 512;
+        sp.max_seq = 64;
+        for (ti = 0; ti < sizeof KQ_TYPES / sizeof KQ_TYPES[0]; ti++) {
+            slm_model *m = NULL;
+            slm_model_desc md;
+            sp.wtype = (uint32_t)KQ_TYPES[ti];
+            b = hand_build(&F, &sp, &n);
+            memset(&md, 0, sizeof md);
+            md.data = b;
+            md.size = n;
+            CHECKF(b && slm_model_load(&m, &md) == SLM_OK, "a %s model does not load", slm_type_name(KQ_TYPES[ti]));
+            if (m) {
+                slm_session *s = NULL;
+                slm_token t[3] = { 1, 20, 30 };
+                CHECK(slm_session_new(&s, m, NULL) == SLM_OK && slm_eval(s, t, 3) == SLM_OK && slm_logits(s));
+                slm_session_free(s);
+                slm_model_free(m);
+            }
+            free(b);
+        }
+        sp.wtype = SLM_TYPE_Q4_K;
+        sp.ffn_dim = 320; /* ffn_down's rows: 320 long */
+        b = hand_build(&F, &sp, &n);
+        CHECK_LOAD_EVERY_WAY(b, n, IS_FORMAT, "q4_k rows of 320");
+        o = load_mem(b, n);
+        CHECKF(strstr(o.err, "q4_k") && strstr(o.err, "256") && strstr(o.err, "320"), "message: \"%s\"", o.err);
+        free(b);
+        sp.ffn_dim = 512;
+        b = hand_build(&F, &sp, &n);
+        if (b) {
+            unsigned char *e = b + rd64(b + SLM__H_TENSORS_OFFSET); /* token_embd.weight */
+            CHECK(load_mem(b, n).rc == SLM_OK);
+            CHECK_LOAD_EVERY_WAY(b, n - 100, IS_FORMAT, "a q4_k file cut short");
+            wr32(e + SLM__E_TYPE, 10);
+            CHECK_LOAD_EVERY_WAY(b, n, rc_ == SLM_ERR_UNSUPPORTED, "a q2_K tensor");
+            o = load_mem(b, n);
+            CHECKF(strstr(o.err, "Q2_K") && strstr(o.err, "token_embd.weight"), "message: \"%s\"", o.err);
+            NOTE("%s", o.err);
+        }
+        free(b);
+        free(F.data);
+    }
 }
 
 /* The issue's file: 256 layers with head_dim 4096 and max_seq 2^24 on one
@@ -1292,6 +1363,267 @@ static void test_kernels_vs_reference(void) {
     free(wq8);
     free(xq);
     free(wq4);
+}
+
+/* The q5_0/q5_1 and K-quant types: random blocks (every bit pattern of the
+   quants, scales and mins; all-zero blocks; extreme and subnormal d/dmin),
+   dotted with q8_0 activations. The reference kernel against the float64
+   dot product of the dequantized rows (what the block layout means), the
+   kernel the table picks against the reference; tails of every length the
+   types allow. Then each quantizer's round trip. */
+
+/* Bytes offsets of a block's f16 scales (d, and dmin or m; -1 none), written
+   out here from ggml-common.h rather than taken from slm.h's structs. */
+static void kq_scale_offsets(int type, int *at0, int *at1) {
+    *at1 = -1;
+    *at0 = 0;
+    if (type == SLM_TYPE_Q5_1 || type == SLM_TYPE_Q4_K || type == SLM_TYPE_Q5_K) *at1 = 2;
+    if (type == SLM_TYPE_Q6_K) *at0 = 208;
+}
+
+static float kq_rand_scale(int kind) {
+    switch (kind) {
+    case 0: return 0.0f;                          /* all-zero scale */
+    case 1: return 6e-8f * (1.0f + rand_float()); /* subnormal f16 */
+    case 2: return 60000.0f;                      /* near the f16 maximum */
+    default: return 0.01f * (1.5f + rand_float());
+    }
+}
+
+/* Fills n_blocks blocks of `type` with random bytes and random scales;
+   `mode` 1: every block zero; 2: extreme scales and mins. */
+static void kq_random_row(int type, uint8_t *row, int n, int mode) {
+    size_t rs = slm_type_row_size(type, n), bb = rs / (size_t)(n / slm_type_block_size(type)), i;
+    int at0, at1;
+    kq_scale_offsets(type, &at0, &at1);
+    for (i = 0; i < rs; i++) row[i] = mode == 1 ? 0 : (uint8_t)((rand_float() + 1.0f) * 128.0f);
+    if (mode == 1) return;
+    for (i = 0; i < rs / bb; i++) {
+        uint8_t *b = row + i * bb;
+        int kind = mode == 2 ? (int)(i % 3) : 3;
+        uint16_t h = slm_fp32_to_fp16(kq_rand_scale(kind) * (rand_float() < 0 && type != SLM_TYPE_Q6_K ? -1 : 1));
+        b[at0] = (uint8_t)h;
+        b[at0 + 1] = (uint8_t)(h >> 8);
+        if (at1 >= 0) {
+            h = slm_fp32_to_fp16(kq_rand_scale(mode == 2 ? (int)((i + 1) % 3) : 3) * (rand_float() < 0 ? -1 : 1));
+            b[at1] = (uint8_t)h;
+            b[at1 + 1] = (uint8_t)(h >> 8);
+        }
+    }
+}
+
+/* q5_0/q5_1 meet q8_0 activations (x, xsum; nb blocks of 32), the K-quants q8_K ones (xk) */
+static float kq_dot_ref(int type, const uint8_t *w, const slm__block_q8_0 *x, const int32_t *xsum,
+                        const slm__block_q8_K *xk, int nb) {
+    switch (type) {
+    case SLM_TYPE_Q5_0: return slm__dot_q5_0_ref(w, x, xsum, nb);
+    case SLM_TYPE_Q5_1: return slm__dot_q5_1_ref(w, x, xsum, nb);
+    case SLM_TYPE_Q4_K: return slm__dot_q4_K_ref(w, xk, nb / 8);
+    case SLM_TYPE_Q5_K: return slm__dot_q5_K_ref(w, xk, nb / 8);
+    default: return slm__dot_q6_K_ref(w, xk, nb / 8);
+    }
+}
+/* the kernel the table picks, for nt tokens whose activations are xs blocks apart */
+static void kq_dotm(int type, const uint8_t *w, const slm__block_q8_0 *x, const int32_t *xsum,
+                    const slm__block_q8_K *xk, size_t xs, size_t xks, int nt, int nb, float *out) {
+    switch (type) {
+    case SLM_TYPE_Q5_0: slm__dotm_q5_0(w, x, xsum, xs, nt, nb, out); break;
+    case SLM_TYPE_Q5_1: slm__dotm_q5_1(w, x, xsum, xs, nt, nb, out); break;
+    case SLM_TYPE_Q4_K: slm__dotm_q4_K(w, xk, xks, nt, nb / 8, out); break;
+    case SLM_TYPE_Q5_K: slm__dotm_q5_K(w, xk, xks, nt, nb / 8, out); break;
+    default: slm__dotm_q6_K(w, xk, xks, nt, nb / 8, out); break;
+    }
+}
+
+static void test_kernels_kquant(void) {
+    enum { MAXN = 4864, NT = 4, XS = MAXN / 32, XKS = MAXN / 256 };
+    static const int lengths[] = { 32, 96, 256, 512, 768, 1536, 2816, 4864 };
+    float *x = (float *)malloc(MAXN * sizeof(float)), *wf = (float *)malloc(MAXN * sizeof(float)),
+          *xf = (float *)malloc(MAXN * sizeof(float)), *back = (float *)malloc(MAXN * sizeof(float));
+    uint8_t *row = (uint8_t *)malloc(MAXN * 2), *row2 = (uint8_t *)malloc(MAXN * 2);
+    slm__block_q8_0 *xq = (slm__block_q8_0 *)malloc(NT * XS * sizeof(slm__block_q8_0));
+    int32_t *xsum = (int32_t *)malloc(NT * XS * sizeof(int32_t));
+    slm__block_q8_K *xk = (slm__block_q8_K *)malloc(NT * XKS * sizeof(slm__block_q8_K));
+    size_t ti, li;
+    int rep, mode, i, n_checked = 0, bad_ref = 0, bad_simd = 0, bad_batch = 0;
+    for (ti = 0; ti < sizeof KQ_TYPES / sizeof KQ_TYPES[0]; ti++) {
+        int type = KQ_TYPES[ti];
+        for (li = 0; li < sizeof lengths / sizeof lengths[0]; li++) {
+            int n = lengths[li], nb = n / 32;
+            if (n % slm_type_block_size(type)) continue;
+            for (rep = 0; rep < 3; rep++)
+                for (mode = 0; mode < 3; mode++) {
+                    double exact = 0, scale[NT] = { 0 };
+                    float ref[NT], got[NT], alone;
+                    int b, j, t, nt;
+                    kq_random_row(type, row, n, mode);
+                    CHECK(slm_dequantize_row(type, row, wf, n) == SLM_OK);
+                    /* token 0 holds the case's activations, tokens 1..3 others */
+                    for (t = 0; t < NT; t++) {
+                        for (i = 0; i < n; i++) x[i] = rand_float() * (rep == 2 && t == 0 ? 100.0f : 1.0f);
+                        if (rep == 1 && t == 0)
+                            for (i = 0; i < n; i++) x[i] = i % 2 ? -1.0f : 1.0f; /* -127/127 extremes */
+                        slm_quantize_row(SLM_TYPE_Q8_0, x, xq + t * XS, n);
+                        for (b = 0; b < nb; b++) {
+                            int v = 0;
+                            for (j = 0; j < 32; j++) v += xq[t * XS + b].q[j];
+                            xsum[t * XS + b] = v;
+                        }
+                        if (slm_type_block_size(type) == 256) {
+                            slm__quantize_q8_K(x, xk + t * XKS, n);
+                            for (i = 0; i < n; i++)
+                                xf[i] = xk[t * XKS + i / 256].d * (float)xk[t * XKS + i / 256].qs[i % 256];
+                        } else
+                            slm_dequantize_row(SLM_TYPE_Q8_0, xq + t * XS, xf, n);
+                        for (i = 0; i < n; i++) {
+                            if (t == 0) exact += (double)wf[i] * xf[i];
+                            scale[t] += fabs((double)wf[i] * xf[i]);
+                        }
+                        ref[t] = kq_dot_ref(type, row, xq + t * XS, xsum + t * XS, xk + t * XKS, nb);
+                    }
+                    if (!(fabs(ref[0] - exact) <= 1e-5 * scale[0] + 1e-30)) {
+                        if (bad_ref++ < 5)
+                            CHECKF(0, "%s n=%d mode %d: reference %.9g, dequantized float64 %.9g", slm_type_name(type),
+                                   n, mode, ref[0], exact);
+                    }
+                    kq_dotm(type, row, xq, xsum, xk, XS, XKS, 1, nb, &alone);
+                    for (nt = 1; nt <= NT; nt++) {
+                        kq_dotm(type, row, xq, xsum, xk, XS, XKS, nt, nb, got);
+                        bad_batch += memcmp(&got[0], &alone, sizeof alone) != 0;
+                        for (t = 0; t < nt; t++)
+                            if (!(fabs(got[t] - ref[t]) <= 1e-5 * scale[t] + 1e-30)) {
+                                if (bad_simd++ < 5)
+                                    CHECKF(0, "%s n=%d mode %d, %d tokens, token %d: %s kernel %.9g, reference %.9g",
+                                           slm_type_name(type), n, mode, nt, t, SLM__SIMD_NAME, got[t], ref[t]);
+                            }
+                        n_checked += nt;
+                    }
+                }
+            /* the quantizer: a round trip within the type's step; zeros stay zeros */
+            {
+                double err = 0, norm = 0;
+                size_t rs = slm_type_row_size(type, n);
+                for (i = 0; i < n; i++) x[i] = rand_float();
+                CHECK(slm_quantize_row(type, x, row, n) == SLM_OK);
+                slm_dequantize_row(type, row, back, n);
+                for (i = 0; i < n; i++) {
+                    err += (double)(back[i] - x[i]) * (back[i] - x[i]);
+                    norm += (double)x[i] * x[i];
+                }
+                CHECKF(sqrt(err / norm) < (type == SLM_TYPE_Q6_K   ? 0.02
+                                           : type == SLM_TYPE_Q4_K ? 0.1
+                                                                   : 0.05),
+                       "%s n=%d: relative RMS error %.4f after a round trip", slm_type_name(type), n, sqrt(err / norm));
+                for (i = 0; i < n; i++) x[i] = 0.0f;
+                memset(row2, 0xAB, rs);
+                CHECK(slm_quantize_row(type, x, row2, n) == SLM_OK);
+                slm_dequantize_row(type, row2, back, n);
+                for (i = 0; i < n && back[i] == 0.0f; i++) {}
+                CHECKF(i == n, "%s n=%d: a zero row does not come back as zeros", slm_type_name(type), n);
+            }
+        }
+        CHECK(slm_type_row_size(type, 100) == 0 && slm_quantize_row(type, x, row, 100) == SLM_ERR_INVALID_ARG);
+    }
+    CHECKF(bad_ref == 0 && bad_simd == 0, "%d reference and %d %s results out of tolerance", bad_ref, bad_simd,
+           SLM__SIMD_NAME);
+    CHECKF(bad_batch == 0, "%d results of a token change with the tokens beside it", bad_batch);
+    { /* q8_K activations as ggml's quantize_row_q8_K_ref makes them: written out here */
+        int b, j, bad = 0;
+        for (i = 0; i < 512; i++) x[i] = rand_float() * (i < 256 ? 3.0f : 0.001f);
+        x[77] = -4.0f; /* the largest magnitude, negative: d > 0 and its quant -127 */
+        slm__quantize_q8_K(x, xk, 512);
+        for (b = 0; b < 2; b++) {
+            float amax = 0, max = 0, iscale;
+            for (j = 0; j < 256; j++)
+                if (fabsf(x[256 * b + j]) > amax) {
+                    amax = fabsf(x[256 * b + j]);
+                    max = x[256 * b + j];
+                }
+            iscale = -127.0f / max;
+            bad += xk[b].d != 1.0f / iscale;
+            for (j = 0; j < 256; j++) {
+                int q = (int)rintf(iscale * x[256 * b + j]); /* the default rounding mode: to nearest even */
+                bad += xk[b].qs[j] != (q > 127 ? 127 : q);
+            }
+            for (j = 0; j < 16; j++) {
+                int k, sum = 0;
+                for (k = 0; k < 16; k++) sum += xk[b].qs[16 * j + k];
+                bad += xk[b].bsums[j] != sum;
+            }
+        }
+        CHECKF(bad == 0 && xk[0].qs[77] == -127, "%d q8_K values differ from ggml's rule", bad);
+        for (i = 0; i < 256; i++) x[i] = 0.0f;
+        slm__quantize_q8_K(x, xk, 256);
+        CHECK(xk[0].d == 0.0f && xk[0].qs[5] == 0 && xk[0].bsums[3] == 0);
+    }
+    /* names and sizes as GGML has them */
+    CHECK(!strcmp(slm_type_name(SLM_TYPE_Q4_K), "q4_k") && !strcmp(slm_type_name(SLM_TYPE_Q6_K), "q6_k") &&
+          !strcmp(slm_type_name(SLM_TYPE_Q5_1), "q5_1"));
+    CHECK(slm_type_row_size(SLM_TYPE_Q4_K, 512) == 288 && slm_type_row_size(SLM_TYPE_Q5_K, 256) == 176 &&
+          slm_type_row_size(SLM_TYPE_Q6_K, 768) == 630 && slm_type_row_size(SLM_TYPE_Q5_0, 64) == 44 &&
+          slm_type_row_size(SLM_TYPE_Q5_1, 96) == 72 && slm_type_block_size(SLM_TYPE_Q5_K) == 256);
+    NOTE("%d kernel comparisons (%s)", n_checked, SLM__SIMD_NAME);
+    free(x);
+    free(wf);
+    free(xf);
+    free(back);
+    free(row);
+    free(row2);
+    free(xq);
+    free(xsum);
+    free(xk);
+}
+
+/* slm_quantize_row gives the bytes of ggml's reference quantizers
+   (quantize_row_q4_K_ref and kin, what llama-quantize runs without an
+   importance matrix) on a fixed tensor: 6 rows of 768 from an LCG, with a
+   zero super-block, a tiny and a large one, a zero sub-block, an outlier and
+   an all-negative super-block. The hashes were recorded from ggml's own
+   functions (llama.cpp of ../shared/tools/llamacpp-setup.sh, libggml-base),
+   quantizing this tensor row by row. */
+#define KQ_ROWS 6
+#define KQ_N    768
+static void kq_fixed_tensor(float *x) {
+    uint64_t st = 0x9e3779b97f4a7c15ull;
+    int i, r;
+    for (i = 0; i < KQ_ROWS * KQ_N; i++) {
+        st = st * 6364136223846793005ull + 1442695040888963407ull;
+        x[i] = (float)(int32_t)(st >> 32) * (1.0f / 2147483648.0f);
+    }
+    for (r = 0; r < KQ_ROWS; r++) {
+        float *row = x + r * KQ_N;
+        for (i = 0; i < 256; i++) row[256 + i] *= r == 1 ? 0.0f : r == 2 ? 1e-3f : r == 3 ? 100.0f : 1.0f;
+        for (i = 0; i < 32; i++) row[512 + i] = 0.0f; /* a zero sub-block */
+        if (r == 4) row[600] = 40.0f;                 /* an outlier */
+        if (r == 5)
+            for (i = 0; i < 256; i++) row[i] = -0.5f - (row[i] < 0 ? -row[i] : row[i]); /* all negative */
+    }
+}
+
+static void test_kquant_reference_bytes(void) {
+    static const struct {
+        int type;
+        uint64_t fnv1a;
+    } want[] = { { SLM_TYPE_Q4_K, 0x1a0fc5834c8de7f1ull },
+                 { SLM_TYPE_Q5_K, 0x21f621cacabbb6c4ull },
+                 { SLM_TYPE_Q6_K, 0xd3f31396510ef9b0ull },
+                 { SLM_TYPE_Q5_0, 0x7ff35c640e5876d6ull },
+                 { SLM_TYPE_Q5_1, 0xd675ab18bf458f43ull } };
+    float *x = (float *)malloc(KQ_ROWS * KQ_N * sizeof(float));
+    uint8_t *y = (uint8_t *)malloc(KQ_ROWS * KQ_N * 2);
+    size_t k;
+    kq_fixed_tensor(x);
+    for (k = 0; k < sizeof want / sizeof want[0]; k++) {
+        size_t rs = slm_type_row_size(want[k].type, KQ_N), i;
+        uint64_t h = 0xcbf29ce484222325ull;
+        int r;
+        for (r = 0; r < KQ_ROWS; r++) CHECK(slm_quantize_row(want[k].type, x + r * KQ_N, y + r * rs, KQ_N) == SLM_OK);
+        for (i = 0; i < rs * KQ_ROWS; i++) h = (h ^ y[i]) * 0x100000001b3ull;
+        CHECKF(h == want[k].fnv1a, "%s: FNV-1a of the bytes 0x%016llx, ggml's 0x%016llx", slm_type_name(want[k].type),
+               (unsigned long long)h, (unsigned long long)want[k].fnv1a);
+    }
+    free(x);
+    free(y);
 }
 
 /* The interleaved (_R16) layout and its kernels: each of the 16 rows of a
@@ -2720,6 +3052,8 @@ static void test_fim_prompt(void) {
 static const test_case INTERNAL_TESTS[] = {
     TEST(kernels_vs_reference),
     TEST(kernels_r16),
+    TEST(kernels_kquant),
+    TEST(kquant_reference_bytes),
     TEST(kernels_kv_q8_0),
     TEST(kernels_attn_accumulate),
     TEST(truncated_files),
@@ -2727,6 +3061,7 @@ static const test_case INTERNAL_TESTS[] = {
     TEST(vocab_only_header),
     TEST(mutated_files),
     TEST(hostile_shared_blob),
+    TEST(hostile_kquant),
     TEST(hostile_tensor_names),
     TEST(session_size),
     TEST(session_cap),

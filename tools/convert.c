@@ -233,8 +233,19 @@ char *conv_base_name(const char *path) {
    ====================================================================== */
 
 /* GGML numbers of the block formats the converter decodes but slm.h does
-   not run: they are dequantized and re-quantized to a type it runs. */
-enum { GGML_Q4_1 = 3, GGML_Q5_0 = 6, GGML_Q5_1 = 7, GGML_Q4_K = 12, GGML_Q5_K = 13, GGML_Q6_K = 14, GGML_Q8_K = 15 };
+   not run (q4_1, q2_K, q3_K, q8_K): they are dequantized and re-quantized
+   to a type it runs (q8_0 unless --type says otherwise). q5_0, q5_1 and the K-quants it runs: their names are slm.h's. */
+enum {
+    GGML_Q4_1 = 3,
+    GGML_Q5_0 = SLM_TYPE_Q5_0,
+    GGML_Q5_1 = SLM_TYPE_Q5_1,
+    GGML_Q4_K = SLM_TYPE_Q4_K,
+    GGML_Q5_K = SLM_TYPE_Q5_K,
+    GGML_Q6_K = SLM_TYPE_Q6_K,
+    GGML_Q8_K = 15,
+    GGML_Q2_K = 10,
+    GGML_Q3_K = 11
+};
 
 /* Every GGML type's name, for messages about types we cannot read. */
 const char *conv_ggml_type_name(uint32_t type) {
@@ -300,6 +311,14 @@ int conv_type_layout(int type, int *block, int *bytes) {
         *block = 256;
         *bytes = 292;
         return 1;
+    case GGML_Q2_K:
+        *block = 256;
+        *bytes = 84;
+        return 1;
+    case GGML_Q3_K:
+        *block = 256;
+        *bytes = 110;
+        return 1;
     default: return 0;
     }
 }
@@ -312,31 +331,17 @@ size_t conv_row_size(int type, int64_t n) {
     return (size_t)(n / block) * (size_t)bytes;
 }
 
-/* The types slm.h runs (FORMAT.md); the others are only converted from. */
-int conv_is_slm_type(int type) {
-    return type == SLM_TYPE_F32 || type == SLM_TYPE_F16 || type == SLM_TYPE_BF16 || type == SLM_TYPE_Q8_0 ||
-           type == SLM_TYPE_Q4_0;
-}
+/* The types slm.h runs (FORMAT.md), copied bit for bit; the others are only converted from. */
+int conv_is_slm_type(int type) { return type >= 0 && type < 1024 && slm_type_name(type) != NULL; }
 
 static float f16_at(const unsigned char *p) { return slm_fp16_to_fp32(slm__rd16(p)); }
-
-/* K-quant 6-bit scale and min number j of a 12-byte scales array (GGML's get_scale_min_k4). */
-static void kquant_scale_min(int j, const unsigned char *q, int *sc, int *mn) {
-    if (j < 4) {
-        *sc = q[j] & 63;
-        *mn = q[j + 4] & 63;
-    } else {
-        *sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
-        *mn = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
-    }
-}
 
 /* Decodes n elements (a whole number of blocks) of a GGML block type that
    slm.h does not run. Block layouts as in ggml-common.h; arithmetic in the
    order of ggml-quants.c's dequantize_row_* so the floats are the same. */
 void conv_dequantize_ggml_row(int type, const unsigned char *src, float *y, int64_t n) {
     int64_t b, nb;
-    int j, l;
+    int j;
     switch (type) {
     case GGML_Q4_1: /* f16 d, f16 m, u8 qs[16]: x = q*d + m */
         for (b = 0, nb = n / 32; b < nb; b++, src += 20, y += 32) {
@@ -347,77 +352,35 @@ void conv_dequantize_ggml_row(int type, const unsigned char *src, float *y, int6
             }
         }
         break;
-    case GGML_Q5_0: /* f16 d, u8 qh[4], u8 qs[16]: x = (q - 16)*d */
-    case GGML_Q5_1: /* f16 d, f16 m, u8 qh[4], u8 qs[16]: x = q*d + m */
-        for (b = 0, nb = n / 32; b < nb; b++) {
-            int has_m = type == GGML_Q5_1;
-            float d = f16_at(src), m = has_m ? f16_at(src + 2) : 0.0f;
-            uint32_t qh = slm__rd32(src + (has_m ? 4 : 2));
-            const unsigned char *qs = src + (has_m ? 8 : 6);
-            for (j = 0; j < 16; j++) {
-                int x0 = (qs[j] & 0x0F) | (int)(((qh >> j) << 4) & 0x10);
-                int x1 = (qs[j] >> 4) | (int)((qh >> (j + 12)) & 0x10);
-                if (has_m) {
-                    y[j] = (float)x0 * d + m;
-                    y[j + 16] = (float)x1 * d + m;
-                } else {
-                    y[j] = (float)(x0 - 16) * d;
-                    y[j + 16] = (float)(x1 - 16) * d;
-                }
-            }
-            src += has_m ? 24 : 22;
-            y += 32;
+    case GGML_Q2_K: /* u8 scales[16] (scale | min << 4), u8 qs[64] (2 bits), f16 d, f16 dmin */
+        for (b = 0, nb = n / 256; b < nb; b++, src += 84) {
+            float d = f16_at(src + 80), dmin = f16_at(src + 82);
+            const unsigned char *q = src + 16;
+            int is = 0, half, shift;
+            for (half = 0; half < 2; half++, q += 32)
+                for (shift = 0; shift < 8; shift += 2)
+                    for (j = 0; j < 2; j++, is++) {
+                        float dl = d * (float)(src[is] & 0xF), ml = dmin * (float)(src[is] >> 4);
+                        int l;
+                        for (l = 0; l < 16; l++) *y++ = dl * (float)((q[16 * j + l] >> shift) & 3) - ml;
+                    }
         }
         break;
-    case GGML_Q4_K: /* f16 d, f16 dmin, u8 scales[12], u8 qs[128] */
-    case GGML_Q5_K: /* f16 d, f16 dmin, u8 scales[12], u8 qh[32], u8 qs[128] */
-        for (b = 0, nb = n / 256; b < nb; b++) {
-            int five = type == GGML_Q5_K;
-            float d = f16_at(src), dmin = f16_at(src + 2);
-            const unsigned char *scales = src + 4, *qh = src + 16, *q = src + (five ? 48 : 16);
-            int is = 0, sc, mn;
-            unsigned u1 = 1, u2 = 2;
-            for (j = 0; j < 256; j += 64) {
-                float d1, m1, d2, m2;
-                kquant_scale_min(is, scales, &sc, &mn);
-                d1 = d * (float)sc;
-                m1 = dmin * (float)mn;
-                kquant_scale_min(is + 1, scales, &sc, &mn);
-                d2 = d * (float)sc;
-                m2 = dmin * (float)mn;
-                for (l = 0; l < 32; l++) *y++ = d1 * (float)((q[l] & 0xF) + (five && (qh[l] & u1) ? 16 : 0)) - m1;
-                for (l = 0; l < 32; l++) *y++ = d2 * (float)((q[l] >> 4) + (five && (qh[l] & u2) ? 16 : 0)) - m2;
-                q += 32;
-                is += 2;
-                u1 <<= 2;
-                u2 <<= 2;
-            }
-            src += five ? 176 : 144;
-        }
-        break;
-    case GGML_Q6_K: /* u8 ql[128], u8 qh[64], i8 scales[16], f16 d */
-        for (b = 0, nb = n / 256; b < nb; b++, src += 210) {
-            float d = f16_at(src + 208);
-            const unsigned char *ql = src, *qh = src + 128;
-            const signed char *sc = (const signed char *)(src + 192);
-            int half;
-            for (half = 0; half < 2; half++) {
-                for (l = 0; l < 32; l++) {
-                    int is = l / 16;
-                    int q1 = ((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
-                    int q2 = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
-                    int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
-                    int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
-                    y[l] = d * (float)sc[is] * (float)q1;
-                    y[l + 32] = d * (float)sc[is + 2] * (float)q2;
-                    y[l + 64] = d * (float)sc[is + 4] * (float)q3;
-                    y[l + 96] = d * (float)sc[is + 6] * (float)q4;
-                }
-                y += 128;
-                ql += 64;
-                qh += 32;
-                sc += 8;
-            }
+    case GGML_Q3_K: /* u8 hmask[32], u8 qs[64] (2 low bits), u8 scales[12] (6-bit, signed - 32), f16 d */
+        for (b = 0, nb = n / 256; b < nb; b++, src += 110) {
+            float d_all = f16_at(src + 108);
+            const unsigned char *hm = src, *q = src + 32, *sc = src + 96;
+            int is = 0, half, shift, m = 1;
+            for (half = 0; half < 2; half++, q += 32)
+                for (shift = 0; shift < 8; shift += 2, m <<= 1)
+                    for (j = 0; j < 2; j++, is++) {
+                        /* scale is: low 4 bits in sc[is % 8] (high nibble for is >= 8), top 2 at sc[8 + is % 4] */
+                        int low = is < 8 ? sc[is] & 0xF : sc[is - 8] >> 4, top = (sc[8 + is % 4] >> (2 * (is / 4))) & 3;
+                        float dl = d_all * (float)((low | top << 4) - 32);
+                        int l;
+                        for (l = 0; l < 16; l++)
+                            *y++ = dl * (float)(((q[16 * j + l] >> shift) & 3) - ((hm[16 * j + l] & m) ? 0 : 4));
+                    }
         }
         break;
     case GGML_Q8_K: /* f32 d, i8 qs[256], i16 bsums[16] */
@@ -440,7 +403,8 @@ uint64_t conv_count_nonfinite(int type, const unsigned char *src, int64_t n, int
         int type, bytes, at0, at1;
     } blocks[] = { { SLM_TYPE_Q8_0, 34, 0, -1 }, { SLM_TYPE_Q4_0, 18, 0, -1 }, { GGML_Q4_1, 20, 0, 2 },
                    { GGML_Q5_0, 22, 0, -1 },     { GGML_Q5_1, 24, 0, 2 },      { GGML_Q4_K, 144, 0, 2 },
-                   { GGML_Q5_K, 176, 0, 2 },     { GGML_Q6_K, 210, 208, -1 } };
+                   { GGML_Q5_K, 176, 0, 2 },     { GGML_Q6_K, 210, 208, -1 },  { GGML_Q2_K, 84, 80, 82 },
+                   { GGML_Q3_K, 110, 108, -1 } };
     uint64_t bad = 0;
     int64_t i, nb;
     size_t k;
@@ -462,7 +426,9 @@ uint64_t conv_count_nonfinite(int type, const unsigned char *src, int64_t n, int
     default: break;
     }
     for (k = 0; k < sizeof blocks / sizeof blocks[0]; k++) {
-        int block = type == GGML_Q4_K || type == GGML_Q5_K || type == GGML_Q6_K ? 256 : 32;
+        int block =
+            type == GGML_Q4_K || type == GGML_Q5_K || type == GGML_Q6_K || type == GGML_Q2_K || type == GGML_Q3_K ? 256
+                                                                                                                  : 32;
         if (blocks[k].type != type) continue;
         *scales = 1;
         for (i = 0, nb = n / block; i < nb; i++) {

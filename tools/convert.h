@@ -109,8 +109,13 @@ typedef struct conv_model {
     int vocab_only; /* set by a reader whose input has no weights */
 } conv_model;
 
+/* --type values beside slm_type numbers: llama-quantize's K-quant mixes */
+#define CONV_TYPE_KEEP   (-1)
+#define CONV_TYPE_Q4_K_M (-2)
+#define CONV_TYPE_Q5_K_M (-3)
+
 typedef struct conv_options {
-    int type;         /* target type of 2-D tensors; -1 = keep the source's */
+    int type;         /* target type of 2-D tensors; CONV_TYPE_KEEP = the source's; or a CONV_TYPE_ mix */
     const char *name; /* metadata name; NULL = from the input file name */
     int vocab_only;
     int no_interleave; /* keep q8_0/q4_0 matrices row by row (no _R16 layout) */

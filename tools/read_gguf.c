@@ -409,7 +409,7 @@ static int gguf_parse(gguf_file *g) {
             if (!conv_type_layout((int)t->type, &block, &bytes)) {
                 conv_fail(
                     "%s: %s has type %s (%lu), which slm-convert cannot read (it reads F32, F16, BF16, Q8_0, Q4_0, "
-                    "Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K, Q8_K)",
+                    "Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K)",
                     g->path, what, conv_ggml_type_name(t->type), (unsigned long)t->type);
                 return -1;
             }

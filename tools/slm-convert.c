@@ -77,9 +77,11 @@ static void print_usage(FILE *out) {
                  "\n"
                  "inputs (architectures llama, qwen2, qwen3):\n"
                  "  GGUF         MODEL.gguf   (llama.cpp, GGUF v2/v3). Tensors of type F32, F16,\n"
-                 "               BF16, Q8_0, Q4_0 are copied bit for bit when the target type is\n"
-                 "               the same; Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K, Q8_K are decoded\n"
-                 "               and re-quantized. Tokenizer (SentencePiece \"llama\" or byte-\n"
+                 "               BF16, Q8_0, Q4_0, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K are copied bit for\n"
+                 "               bit when the target type is the same (Q4_K_M, Q5_K_M, Q6_K files\n"
+                 "               run as they are); Q4_1, Q2_K, Q3_K, Q8_K are decoded and\n"
+                 "               re-quantized\n"
+                 "               (to q8_0 by default). Tokenizer (SentencePiece \"llama\" or byte-\n"
                  "               level BPE \"gpt2\") and chat template from the metadata. A GGUF\n"
                  "               without tensors (a vocab file) gives a tokenizer-only .slm.\n"
                  "  Hugging Face MODEL_DIR/   a folder with config.json, model.safetensors (or\n"
@@ -98,11 +100,15 @@ static void print_usage(FILE *out) {
                  "                 A quantized base is decoded, merged and quantized again, with\n"
                  "                 a warning, to its own type (q8_0 for GGML types slm does not\n"
                  "                 run) unless --type says otherwise. `slm info` lists adapters.\n"
-                 "  --type T       type of the 2-D weight matrices: f32, f16, bf16, q8_0, q4_0\n"
-                 "                 (default: keep the source's types, except bf16 -> f16 and\n"
-                 "                 GGML types slm does not run -> q8_0). Norms and biases stay\n"
-                 "                 f32; a matrix whose rows are not a multiple of 32 long becomes\n"
-                 "                 f16 when a quantized type is asked for.\n"
+                 "  --type T       type of the 2-D weight matrices: f32, f16, bf16, q8_0, q4_0,\n"
+                 "                 q5_0, q5_1, q4_k, q5_k, q6_k (GGML's reference quantizers: the\n"
+                 "                 bytes of llama-quantize --pure), or the mixes q4_k_m, q5_k_m\n"
+                 "                 (llama-quantize Q4_K_M / Q5_K_M: q6_k for the output matrix and\n"
+                 "                 some attn_v / ffn_down). Default: keep the source's types,\n"
+                 "                 except bf16 -> f16 and GGML types slm does not run -> q8_0.\n"
+                 "                 Norms and biases stay f32. Rows not a multiple of 256 take\n"
+                 "                 q5_0 / q5_1 / q8_0 for q4_k / q5_k / q6_k, as llama-quantize\n"
+                 "                 does; rows not a multiple of 32 become f16.\n"
                  "  --no-interleave  store q8_0/q4_0 matrices row by row; by default those with\n"
                  "                 a multiple of 16 rows are written with 16 rows interleaved\n"
                  "                 (types q8_0_r16, q4_0_r16: same values, faster kernels)\n"
@@ -123,8 +129,11 @@ static void print_usage(FILE *out) {
 }
 
 static int parse_type(const char *s) {
-    static const int types[] = { SLM_TYPE_F32, SLM_TYPE_F16, SLM_TYPE_BF16, SLM_TYPE_Q8_0, SLM_TYPE_Q4_0 };
-    static const char *const names[] = { "f32", "f16", "bf16", "q8_0", "q4_0" };
+    static const int types[] = { SLM_TYPE_F32,  SLM_TYPE_F16,  SLM_TYPE_BF16,    SLM_TYPE_Q8_0,
+                                 SLM_TYPE_Q4_0, SLM_TYPE_Q5_0, SLM_TYPE_Q5_1,    SLM_TYPE_Q4_K,
+                                 SLM_TYPE_Q5_K, SLM_TYPE_Q6_K, CONV_TYPE_Q4_K_M, CONV_TYPE_Q5_K_M };
+    static const char *const names[] = { "f32",  "f16",  "bf16", "q8_0", "q4_0",   "q5_0",
+                                         "q5_1", "q4_k", "q5_k", "q6_k", "q4_k_m", "q5_k_m" };
     size_t i, k;
     for (i = 0; i < sizeof types / sizeof types[0]; i++) {
         const char *n = names[i];
@@ -258,8 +267,10 @@ int main(int argc, char **argv) {
             const char *v = option_value(argc, argv, &i, "--type");
             if (!v) goto fail;
             opt.type = parse_type(v);
-            if (opt.type < 0) {
-                conv_fail("unknown type '%s' for --type (f32, f16, bf16, q8_0 or q4_0)", v);
+            if (opt.type == CONV_TYPE_KEEP) {
+                conv_fail("unknown type '%s' for --type (f32, f16, bf16, q8_0, q4_0, q5_0, q5_1, q4_k, q5_k, q6_k, "
+                          "q4_k_m or q5_k_m)",
+                          v);
                 goto fail;
             }
         } else if (option_is(a, "--lora")) {

@@ -54,15 +54,49 @@ static int row_type(int type) {
     return type == SLM_TYPE_Q8_0_R16 ? SLM_TYPE_Q8_0 : type == SLM_TYPE_Q4_0_R16 ? SLM_TYPE_Q4_0 : type;
 }
 
+static int is_kquant(int type) { return type == SLM_TYPE_Q4_K || type == SLM_TYPE_Q5_K || type == SLM_TYPE_Q6_K; }
+
+/* llama-quantize's use_more_bits: the first and last eighth of the layers
+   and every third one between get more bits in the _M mixes. */
+static int use_more_bits(int i, int n) { return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2; }
+
+/* The type llama-quantize's Q4_K_M / Q5_K_M mix (without --pure) gives a
+   matrix of a llama-family model: q6_k for the output matrix (the embedding
+   when tied) and for attn_v and ffn_down of the use_more_bits layers, the
+   base type for the rest. */
+static int mix_type(const conv_model *m, const conv_tensor *t, int mix) {
+    int base = mix == CONV_TYPE_Q4_K_M ? SLM_TYPE_Q4_K : SLM_TYPE_Q5_K, layer, i, tied = 1, n = (int)m->hp.n_layers;
+    char rest[64];
+    for (i = 0; i < m->n_tensors; i++)
+        if (!strcmp(m->tensors[i].name, "output.weight")) tied = 0;
+    if (!strcmp(t->name, "output.weight") || (tied && !strcmp(t->name, "token_embd.weight")))
+        return t->ne[0] % 256 ? SLM_TYPE_Q8_0 : SLM_TYPE_Q6_K; /* llama-quantize's own rule for this one */
+    if (sscanf(t->name, "blk.%d.%63s", &layer, rest) == 2 &&
+        (!strcmp(rest, "attn_v.weight") || !strcmp(rest, "ffn_down.weight")) && use_more_bits(layer, n))
+        return SLM_TYPE_Q6_K;
+    return base;
+}
+
+/* What llama-quantize stores when a row is not a whole number of K-quant
+   super-blocks: q5_0 for q4_k, q5_1 for q5_k, q8_0 for q6_k; f16 when not
+   even a block of 32 fits. */
+static int kquant_fallback(int type, int64_t ne0) {
+    if (!is_kquant(type) || ne0 % 256 == 0) return type;
+    type = type == SLM_TYPE_Q4_K ? SLM_TYPE_Q5_0 : type == SLM_TYPE_Q5_K ? SLM_TYPE_Q5_1 : SLM_TYPE_Q8_0;
+    return ne0 % 32 ? SLM_TYPE_F16 : type;
+}
+
 /* 1-D tensors (norms, biases) stay f32: they are tiny and used in float math.
    2-D tensors get the requested type, or keep the source's: bf16 becomes
    f16 (slm's kernels do not run bf16 natively yet) and the GGML block types
-   slm does not run (q4_1, q5_0, q5_1, K-quants) become q8_0. */
+   slm does not run (q4_1, q2_K, q3_K, q8_K) become q8_0. q5_0, q5_1, q4_K,
+   q5_K and q6_K (the K-quant mixes) are copied bit for bit. */
 int conv_choose_types(conv_model *m, const conv_options *opt) {
-    int i, n_bf16 = 0, n_requant = 0;
+    int i, n_bf16 = 0, n_requant = 0, n_fallback = 0;
     for (i = 0; i < m->n_tensors; i++) {
         conv_tensor *t = &m->tensors[i];
         int want = opt->type;
+        if (want == CONV_TYPE_Q4_K_M || want == CONV_TYPE_Q5_K_M) want = t->n_dims > 1 ? mix_type(m, t, want) : -1;
         if (want < 0) { /* the type read, also when a LoRA merge left f32 values to write */
             if (t->orig_type == SLM_TYPE_BF16) {
                 want = SLM_TYPE_F16;
@@ -76,6 +110,12 @@ int conv_choose_types(conv_model *m, const conv_options *opt) {
             t->type = SLM_TYPE_F32;
         } else if (want < 0) {
             t->type = t->orig_type;
+        } else if (is_kquant(want) && t->ne[0] % 256 != 0) {
+            t->type = kquant_fallback(want, t->ne[0]);
+            n_fallback++;
+            if (t->type == SLM_TYPE_F16)
+                conv_warn("%s: row length %lld is not a multiple of 32, stored as f16 instead of %s", t->name,
+                          (long long)t->ne[0], slm_type_name(want));
         } else if (is_block_quant(want) && t->ne[0] % slm_type_block_size(want) != 0) {
             conv_warn("%s: row length %lld is not a multiple of %d, stored as f16 instead of %s", t->name,
                       (long long)t->ne[0], slm_type_block_size(want), slm_type_name(want));
@@ -93,6 +133,10 @@ int conv_choose_types(conv_model *m, const conv_options *opt) {
         }
     }
     if (n_bf16) conv_info("%d bf16 matrices are written as f16 (use --type bf16 to keep bf16)\n", n_bf16);
+    if (n_fallback)
+        conv_info("%d matrices whose rows are not a multiple of 256 take q5_0 / q5_1 / q8_0 instead of q4_k / "
+                  "q5_k / q6_k, as llama-quantize does\n",
+                  n_fallback);
     if (n_requant)
         conv_info("%d matrices of GGML block types slm does not run are re-quantized to q8_0 (see --type)\n",
                   n_requant);
@@ -305,6 +349,11 @@ static int convert_row(const conv_tensor *t, const unsigned char *src, unsigned 
         break;
     case SLM_TYPE_Q8_0:
     case SLM_TYPE_Q4_0:
+    case SLM_TYPE_Q5_0:
+    case SLM_TYPE_Q5_1:
+    case SLM_TYPE_Q4_K:
+    case SLM_TYPE_Q5_K:
+    case SLM_TYPE_Q6_K:
         if (slm_dequantize_row(t->src_type, src, tmp, n) != SLM_OK) {
             conv_fail("%s: cannot decode type %s", t->name, slm_type_name(t->src_type));
             return -1;

@@ -1,4 +1,4 @@
-/* slm.h - v0.2.0 - small language models on the device, in one C header.
+/* slm.h - v0.3.0 - small language models on the device, in one C header.
 
    Runs decoder-only transformers (Llama family, Qwen2/3) of 100M-700M
    parameters from one flat, mmap-able `.slm` file. No dependencies beyond
@@ -179,9 +179,18 @@
      SLM_ERR_UNSUPPORTED (the header compiles everywhere).
 
    REVISION HISTORY
-     0.3.0  (unreleased) API: branch batches (slm_eval_branches,
-            slm_branch_count, slm_branch_keep); slm_gen_stats.n_evaluated and
-            n_passes count every forward pass of a session.
+     0.3.0  Predictive text: slm_suggest (token healing, a search over
+            token paths in branch batches, reuse across keystrokes; see
+            PREDICTIVE TEXT) and slm_word_char. Branch batches:
+            slm_eval_branches, slm_branch_count, slm_branch_keep (the value
+            kernels take an accumulate flag). slm_gen_stats.n_evaluated and
+            n_passes count every pass of a session. Conversations:
+            slm_conversation_new/_get/_free, slm_chat, slm_chat_undo,
+            slm_chat_reset; fill-in-the-middle: slm_fim_tokens, slm_fim and
+            slm_model_info's fim_* ids. Scoring: slm_eval_logprobs,
+            slm_logits_row, slm_score, slm_classify. Types q4_k, q5_k, q6_k,
+            q5_0 and q5_1 (file format 1.1), with kernels for every SIMD set;
+            a 1.0 file still loads.
      0.2.0  API: slm_session_seed() seeds a hand-written slm_sample loop
             (slm_generate calls it with opts.seed: same seed, same text as
             0.1.0); slm_session_size() and slm_session_desc.max_bytes bound a
@@ -215,9 +224,9 @@
 #define SLM_H
 
 #define SLM_VERSION_MAJOR        0
-#define SLM_VERSION_MINOR        2
+#define SLM_VERSION_MINOR        3
 #define SLM_VERSION_PATCH        0
-#define SLM_VERSION_STRING       "0.2.0"
+#define SLM_VERSION_STRING       "0.3.0"
 #define SLM_FORMAT_VERSION_MAJOR 1 /* .slm files this code writes and reads */
 #define SLM_FORMAT_VERSION_MINOR 1
 

@@ -725,8 +725,9 @@ static void on_sigint(int sig) {
     g_interrupted = 1;
 }
 static int interrupted(void) { return g_interrupted != 0; }
+/* on: a new generation starts uninterrupted; off: the flag stays for the caller to read */
 static void catch_sigint(int on) {
-    g_interrupted = 0;
+    if (on) g_interrupted = 0;
     signal(SIGINT, on ? on_sigint : SIG_DFL);
 }
 

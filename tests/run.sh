@@ -582,6 +582,21 @@ cli_prompts_chat() {
     "$SLM" run -m "$M" -p 'a\tb\nc\\d' -e -n 1 --temp 0 --no-echo >/dev/null 2>&1
     a=$("$SLM" run -m "$M" -p 'a\tb\nc\\d' -e -n 1 --temp 0 2>/dev/null | head -c 7 | od -An -tx1 | tr -d ' \n')
     check "slm run -e turns \\n \\t \\\\ into their characters" test "$a" = "6109620a635c64"
+    # Ctrl-C while generating: the text so far, the statistics with "interrupted", exit 0
+    # (the qwen2 fixture's 151936-token softmax makes 4000 tokens last seconds)
+    if [ -s "$Q" ]; then
+        local pid i=0 rc
+        "$SLM" run -m "$Q" -p "Hello" -n 4000 -c 4096 -t 1 >"$BUILD/cli_sigint.out" 2>"$BUILD/cli_sigint.err" &
+        pid=$!
+        while [ ! -s "$BUILD/cli_sigint.out" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+        sleep 0.3
+        kill -INT $pid 2>/dev/null
+        wait $pid
+        rc=$?
+        DETAIL="exit $rc; stderr: $(tail -c 300 "$BUILD/cli_sigint.err")"
+        check "slm run: Ctrl-C (SIGINT) stops the generation, prints the statistics (interrupted), exit 0" eval \
+            'test $rc = 0 && grep -q "tokens generated.*; interrupted$" "$BUILD/cli_sigint.err" && test "$(head -c 5 "$BUILD/cli_sigint.out")" = Hello'
+    fi
     if [ -s "$Q" ]; then
         a=$("$SLM" run -m "$Q" --chat -p Hello -n 8 --temp 0 2>/dev/null; echo x)
         printf '<|im_start|>system\nYou are a helpful assistant<|im_end|>\n<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n' >"$BUILD/cli_chat_prompt.txt"

@@ -3074,6 +3074,175 @@ static int lora_folder(hostile_ctx *H, const char *cfg, int n, const char *const
 #define LORA_CFG(extra) "{\"peft_type\": \"LORA\", \"r\": 4, \"lora_alpha\": 8, \"use_rslora\": false" extra "}"
 
 /* What the converter refuses in an adapter, naming the tensor or the setting, and what it handles and says. */
+/* GGUF writing for the K-quant LoRA test: little-endian fields as GGUF v3 has them. */
+static void gw_u32(FILE *f, uint32_t v) { fwrite(&v, 4, 1, f); }
+static void gw_u64(FILE *f, uint64_t v) { fwrite(&v, 8, 1, f); }
+static void gw_str(FILE *f, const char *s) {
+    gw_u64(f, (uint64_t)strlen(s));
+    fwrite(s, 1, strlen(s), f);
+}
+static void gw_kv_str(FILE *f, const char *k, const char *v) {
+    gw_str(f, k);
+    gw_u32(f, 8); /* GGUF_TYPE_STRING */
+    gw_str(f, v);
+}
+static void gw_pad(FILE *f) {
+    while (ftell(f) % 32) fputc(0, f);
+}
+
+/* A llama.cpp LoRA GGUF for blk.L.attn_q (L < n_layers) of a dim x dim
+   matrix: lora_a (r x dim, ne [dim, r]) from A, lora_b (dim x r, ne
+   [r, dim]) from B, each layer's r*dim floats in turn; 0 on a write error. */
+static int write_lora_gguf(const char *path, int n_layers, int dim, int r, float alpha, const float *A,
+                           const float *B) {
+    FILE *f = fopen(path, "wb");
+    uint64_t off = 0, bytes = (uint64_t)r * (uint64_t)dim * sizeof(float);
+    int l, ab, ok;
+    if (!f) return 0;
+    fwrite("GGUF", 1, 4, f);
+    gw_u32(f, 3);
+    gw_u64(f, (uint64_t)(2 * n_layers));
+    gw_u64(f, 4);
+    gw_kv_str(f, "general.architecture", "llama");
+    gw_kv_str(f, "general.type", "adapter");
+    gw_kv_str(f, "adapter.type", "lora");
+    gw_str(f, "adapter.lora.alpha");
+    gw_u32(f, 6); /* GGUF_TYPE_FLOAT32 */
+    fwrite(&alpha, 4, 1, f);
+    for (l = 0; l < n_layers; l++)
+        for (ab = 0; ab < 2; ab++) {
+            char name[64];
+            snprintf(name, sizeof name, "blk.%d.attn_q.weight.lora_%c", l, ab ? 'b' : 'a');
+            gw_str(f, name);
+            gw_u32(f, 2);
+            gw_u64(f, (uint64_t)(ab ? r : dim));
+            gw_u64(f, (uint64_t)(ab ? dim : r));
+            gw_u32(f, 0); /* F32 */
+            gw_u64(f, off);
+            off += (bytes + 31) / 32 * 32;
+        }
+    gw_pad(f);
+    for (l = 0; l < n_layers; l++)
+        for (ab = 0; ab < 2; ab++) {
+            fwrite((ab ? B : A) + (size_t)l * r * dim, sizeof(float), (size_t)r * (size_t)dim, f);
+            gw_pad(f);
+        }
+    ok = !ferror(f);
+    return fclose(f) == 0 && ok;
+}
+
+/* The dequantized rows of a .slm's tensor `name` into out (rows x cols floats); its type, or -1. */
+static int slm_tensor_floats(const char *path, const char *name, float *out, int rows, int cols) {
+    slm_model *m = load_model(path);
+    size_t n = 0;
+    unsigned char *file = m ? (unsigned char *)read_file(path, &n) : NULL;
+    int i, type = -1;
+    for (i = 0; m && file; i++) {
+        slm_tensor_info ti;
+        int row;
+        if (slm_model_tensor_get(m, i, &ti) != SLM_OK) break;
+        if (strcmp(ti.name, name) != 0) continue;
+        if (ti.ne[0] != cols || ti.ne[1] != rows || ti.offset + ti.size > n) break;
+        for (row = 0; row < rows; row++)
+            if (slm_dequantize_row(ti.type, file + ti.offset + (size_t)row * (ti.size / (size_t)rows),
+                                   out + (size_t)row * cols, cols) != SLM_OK)
+                break;
+        if (row == rows) type = ti.type;
+        break;
+    }
+    free(file);
+    slm_model_free(m);
+    return type;
+}
+
+/* A K-quant base (the Q4_K_M fixture, whose attn_q are q4_k): the merged
+   matrix is quantized again to the base's own type, with a warning naming
+   it, and its values are the base's plus (alpha / r) B.A computed here, up
+   to that quantization. */
+static void test_convert_lora_kquant_base(void) {
+    enum { DIM = 256, R = 4, LAYERS = 2 };
+    char *base = pathf("%s/fixtures2/j_llama_kq_q4_k_m.gguf", g_models_dir), *ada = NULL, *base_slm = NULL, *err;
+    static float A[LAYERS * R * DIM], B[LAYERS * DIM * R], w0[DIM * DIM], w1[DIM * DIM];
+    const float alpha = 8.0f;
+    uint32_t rng = 7u;
+    int i, l, rc;
+    hostile_ctx H;
+    if (!file_exists(base)) {
+        char why[sizeof g_skip_reason];
+        snprintf(why, sizeof why, "%s not found", base);
+        free(base);
+        SKIP("%s", why);
+    }
+    if (!hostile_init(&H)) {
+        free(base);
+        SKIP("%s not found, or no empty folder could be made under %s", env_or("SLM_CONVERT_BIN", "./slm-convert"),
+             g_build_dir);
+    }
+    for (i = 0; i < LAYERS * R * DIM; i++) {
+        rng = rng * 1664525u + 1013904223u;
+        A[i] = ((float)(rng >> 8) / 16777216.0f - 0.5f) * 0.4f;
+        rng = rng * 1664525u + 1013904223u;
+        B[i] = ((float)(rng >> 8) / 16777216.0f - 0.5f) * 0.4f;
+    }
+    ada = pathf("%s/kq_lora.gguf", H.in_dir);
+    base_slm = pathf("%s/base.slm", H.in_dir);
+    CHECK(write_lora_gguf(ada, LAYERS, DIM, R, alpha, A, B));
+    {
+        char *args[] = { "--lora", ada, base, H.out, NULL }, *args0[] = { base, base_slm, NULL };
+        char *err0;
+        rc = conv_run(&H, args0, &err0);
+        CHECKF(rc == 0, "converting the base: exit %d: %.300s", rc, err0);
+        free(err0);
+        rc = conv_run(&H, args, &err);
+        CHECKF(rc == 0 && ci_contains(err, "warning:") && ci_contains(err, "quantized again to q4_k"),
+               "--lora on the Q4_K_M base: exit %d, want 0 and the warning; stderr: %.400s", rc, err);
+        free(err);
+    }
+    for (l = 0; l < LAYERS && rc == 0; l++) {
+        char name[64];
+        int t0, t1, r, c, k;
+        double se = 0, sd = 0, sq = 0;
+        snprintf(name, sizeof name, "blk.%d.attn_q.weight", l);
+        t0 = slm_tensor_floats(base_slm, name, w0, DIM, DIM);
+        t1 = slm_tensor_floats(H.out, name, w1, DIM, DIM);
+        CHECKF(t0 >= 0 && t1 == t0 && strcmp(slm_type_name(t1), "q4_k") == 0, "%s: base %s, merged %s", name,
+               t0 >= 0 ? slm_type_name(t0) : "?", t1 >= 0 ? slm_type_name(t1) : "?");
+        if (t1 < 0) continue;
+        for (r = 0; r < DIM; r++) {
+            static float want[DIM], back[DIM];
+            static unsigned char q[DIM * 2];
+            for (c = 0; c < DIM; c++) {
+                double d = 0;
+                for (k = 0; k < R; k++)
+                    d += (double)B[(size_t)l * DIM * R + (size_t)r * R + k] *
+                         A[(size_t)l * R * DIM + (size_t)k * DIM + c];
+                want[c] = (float)(w0[r * DIM + c] + alpha / R * d);
+                sd += (alpha / R * d) * (alpha / R * d);
+            }
+            /* what the type itself loses on the exact merge (GGML's quantizer:
+               kquant_reference_bytes checks its bytes against llama.cpp's) */
+            if (slm_quantize_row(t1, want, q, DIM) != SLM_OK || slm_dequantize_row(t1, q, back, DIM) != SLM_OK)
+                memcpy(back, want, sizeof back);
+            for (c = 0; c < DIM; c++) {
+                se += (w1[r * DIM + c] - want[c]) * (w1[r * DIM + c] - want[c]);
+                sq += (back[c] - want[c]) * (back[c] - want[c]);
+            }
+        }
+        NOTE("%s: rms of the update %.4g; of the merged matrix against base + (alpha/r) B.A %.4g, the type's own "
+             "error on that %.4g",
+             name, sqrt(sd / (DIM * DIM)), sqrt(se / (DIM * DIM)), sqrt(sq / (DIM * DIM)));
+        CHECKF(se <= 1.05 * sq + 1e-12 && sq < sd,
+               "%s: merged against base + (alpha/r) B.A: rms %.4g; the type's own error %.4g, the update %.4g", name,
+               sqrt(se / (DIM * DIM)), sqrt(sq / (DIM * DIM)), sqrt(sd / (DIM * DIM)));
+    }
+    remove(ada);
+    remove(base_slm);
+    free(ada);
+    free(base_slm);
+    free(base);
+    hostile_free(&H);
+}
+
 static void test_convert_lora_errors(void) {
     static const char *const QA = "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight",
                              *const QB = "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight";
@@ -3456,6 +3625,7 @@ static const test_case CHECKPOINT_TESTS[] = {
     TEST(convert_hf_warnings),
     TEST(convert_lora_merge),
     TEST(convert_lora_errors),
+    TEST(convert_lora_kquant_base),
     TEST(perplexity_method),
     TEST_ARG(perplexity_llama_cpp, "a_llama_spm_q8_0"),
     TEST_ARG(perplexity_llama_cpp, "c_qwen2_f16"),

@@ -89,9 +89,11 @@ static float *decode_matrix(int type, const unsigned char *src, int64_t ne0, int
         case SLM_TYPE_BF16:
             for (i = 0; i < ne0; i++) y[i] = slm_bf16_to_fp32(slm__rd16(s + 2 * i));
             break;
-        case SLM_TYPE_Q8_0:
-        case SLM_TYPE_Q4_0: slm_dequantize_row(type, s, y, ne0); break;
-        default: conv_dequantize_ggml_row(type, s, y, ne0);
+        default: /* the types slm.h runs decode as slm.h reads them; the rest as GGML does */
+            if (conv_is_slm_type(type))
+                slm_dequantize_row(type, s, y, ne0);
+            else
+                conv_dequantize_ggml_row(type, s, y, ne0);
         }
     }
     return out;

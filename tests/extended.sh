@@ -121,7 +121,7 @@ else
         ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=1:abort_on_error=0:detect_stack_use_after_return=1} \
         UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
         CC=$SAN_CC CFLAGS="$SFLAGS" OPENMP= SLM_TEST_BUILD=$SB SLM_BIN=$SB/slm SLM_CONVERT_BIN=$SB/slm-convert \
-        SLM_TEST_SKIP_COMPILE=1 SLM_TEST_TIMEOUT=240 \
+        SLM_TEST_SKIP_COMPILE=1 SLM_TEST_TIMEOUT=240 SLM_TEST_FEWER=1 \
             tests/run.sh 2>&1 | sed -u 's/^/  [asan] /' | tee "$SB/run.log"
         sed -i 's/^  \[asan\] //' "$SB/run.log"
         add_counts "$SB/run.log" "the suite under sanitizers"
@@ -212,7 +212,12 @@ for variant in "${VARIANTS[@]}"; do
     # shellcheck disable=SC2086
     if build_test_slm "$VB/test_slm" "$VB/build.log" "$CC" $vflags $vomp; then
         echo "== test_slm with $variant"
-        SLM_TEST_BUILD=$VB "$VB/test_slm" 2>&1 | sed -u "s/^/  [$variant] /" | tee "$VB/run.log"
+        # slm_suggest's tests are plain C over the branch batches: make test runs
+        # them; the kernel variants run the branch batches in fewer rounds
+        # (SLM_TEST_FEWER), the thread variants in all of them
+        fewer=(SLM_TEST_FEWER=1)
+        case $variant in forced-threads | pthread-pool) fewer=() ;; esac
+        env "${fewer[@]}" SLM_TEST_BUILD=$VB "$VB/test_slm" -x suggest 2>&1 | sed -u "s/^/  [$variant] /" | tee "$VB/run.log"
         sed -i "s/^  \[$variant\] //" "$VB/run.log"
         add_counts "$VB/run.log" "test_slm $variant"
         case $variant in
@@ -315,10 +320,10 @@ if command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 && command -v qemu-aarch64 >
             # is no NEON code, and emulated they cost minutes (the second runs all).
             # Neither runs slm_suggest's tests (its search is plain C over the branch
             # batches that branches_identical checks) nor the branch batches on the
-            # fixtures; SLM_TEST_EMULATED trims branches_identical to one thread.
+            # fixtures; SLM_TEST_FEWER trims branches_identical to one thread.
             skip_opts=(-x suggest -x branches_fixture)
             [ "$march" = armv8-a ] && skip_opts+=(-x qwen -x hf_vs_gguf)
-            SLM_TEST_EMULATED=1 SLM_TEST_BUILD=$AB SLM_TEST_TIMEOUT=600 QEMU_LD_PREFIX=/usr/aarch64-linux-gnu \
+            SLM_TEST_FEWER=1 SLM_TEST_BUILD=$AB SLM_TEST_TIMEOUT=600 QEMU_LD_PREFIX=/usr/aarch64-linux-gnu \
                 qemu-aarch64 "$AB/test_slm" "${skip_opts[@]}" 2>&1 | sed -u "s/^/  [$march] /" | tee "$AB/run.log"
             sed -i "s/^  \[$march\] //" "$AB/run.log"
             add_counts "$AB/run.log" "test_slm aarch64 $march"

@@ -37,8 +37,8 @@
      SLM_TEST_TIMEOUT  seconds per test (default 60)
      SLM_TEST_SLOW   1: also the slow tests, which skip themselves otherwise
                      (tests/extended.sh section 9 runs them)
-     SLM_TEST_EMULATED  set: running under qemu (tests/extended.sh section
-                     5); the costliest tests do fewer rounds
+     SLM_TEST_FEWER  set: the costliest tests (branch batches) do fewer
+                     rounds (tests/extended.sh sets it under sanitizers and qemu)
      SLM_BIN, SLM_CONVERT_BIN  the CLI and the converter that the command-line
                      tests run (default ./slm and ./slm-convert)
    Each test runs in its own process (a crash or a sanitizer report fails that

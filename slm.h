@@ -492,7 +492,7 @@ typedef struct slm_suggestion {
 } slm_suggestion;
 
 typedef struct slm_suggest_opts { /* zero-initialised = one word, no time limit */
-    int n_words;                  /* words per suggestion: 0 or 1 = the current word, more = a phrase */
+    int n_words;                  /* words per suggestion: 0 or 1 = the current word, up to 8 = a phrase */
     float min_prob;               /* leave out suggestions below this (the search looks no lower); 0 = 0.01 */
     int max_ms;                   /* 0 = no limit; else return the best found after about max_ms */
     int (*cancel)(void *user);    /* polled between passes; non-zero: return -SLM_ERR_CANCELLED */

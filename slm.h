@@ -8066,10 +8066,9 @@ static int slm__sug_backoff(const slm_model *m, const slm_token *t, int first, i
     }
     /* then each token a longer token could extend into the text after it */
     while (k > first && healed < SLM__SUG_HEAL_MAX) {
-        const char *p = v->piece + v->piece_off[t[k - 1]], *after = v->piece + v->piece_off[t[k]];
+        const char *p = v->piece + v->piece_off[t[k - 1]];
         size_t plen = v->piece_off[t[k - 1] + 1] - v->piece_off[t[k - 1]];
         int u, found = 0;
-        (void)after;
         for (u = 0; u < v->n_tokens && !found; u++) {
             size_t ulen = v->piece_off[u + 1] - v->piece_off[u], r;
             const char *up = v->piece + v->piece_off[u];
@@ -9044,7 +9043,7 @@ static slm_result slm__conv_build(slm_conversation *c) {
             r = slm__fail(c->s, SLM_ERR_OOM, "slm_chat: cannot render the conversation");
             break;
         }
-        if ((size_t)len < n_covered || memcmp(c->text, covered, n_covered) != 0) {
+        if ((size_t)len < n_covered || (n_covered && memcmp(c->text, covered, n_covered) != 0)) {
             /* the template rewrites earlier text: tokenize it all */
             len = slm__conv_render(c, c->n_msgs, last_user);
             c->n_toks = 0;

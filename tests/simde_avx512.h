@@ -49,6 +49,43 @@ static inline simde__m512 slm_test_mm512_cvtepi32_ps(simde__m512i a) {
 }
 #define _mm512_cvtepi32_ps(a) slm_test_mm512_cvtepi32_ps(a)
 #endif
+#ifndef _mm512_cvtepu8_epi32
+static inline simde__m512i slm_test_mm512_cvtepu8_epi32(__m128i a) {
+    uint8_t u8[16];
+    int32_t i32[16];
+    int i;
+    _mm_storeu_si128((__m128i *)u8, a);
+    for (i = 0; i < 16; i++) i32[i] = u8[i];
+    return simde_mm512_loadu_si512(i32);
+}
+#define _mm512_cvtepu8_epi32(a) slm_test_mm512_cvtepu8_epi32(a)
+#endif
+#ifndef _mm512_cvtepi8_epi32
+static inline simde__m512i slm_test_mm512_cvtepi8_epi32(__m128i a) {
+    int8_t i8[16];
+    int32_t i32[16];
+    int i;
+    _mm_storeu_si128((__m128i *)i8, a);
+    for (i = 0; i < 16; i++) i32[i] = i8[i];
+    return simde_mm512_loadu_si512(i32);
+}
+#define _mm512_cvtepi8_epi32(a) slm_test_mm512_cvtepi8_epi32(a)
+#endif
+#undef _mm512_shuffle_i64x2
+static inline simde__m512i slm_test_mm512_shuffle_i64x2(simde__m512i a, simde__m512i b, int imm) {
+    int64_t x[8], y[8], r[8];
+    int l;
+    simde_mm512_storeu_si512(x, a);
+    simde_mm512_storeu_si512(y, b);
+    for (l = 0; l < 4; l++) { /* 128-bit lanes: two from a, two from b */
+        const int64_t *src = l < 2 ? x : y;
+        int sel = (imm >> (2 * l)) & 3;
+        r[2 * l] = src[2 * sel];
+        r[2 * l + 1] = src[2 * sel + 1];
+    }
+    return simde_mm512_loadu_si512(r);
+}
+#define _mm512_shuffle_i64x2(a, b, imm) slm_test_mm512_shuffle_i64x2(a, b, imm)
 #ifndef _mm512_cvtepu16_epi32
 static inline simde__m512i slm_test_mm512_cvtepu16_epi32(simde__m256i a) {
     uint16_t u16[16];

@@ -172,6 +172,9 @@
      first call and freed with the session. Invalid UTF-8 and bad options
      return -SLM_ERR_INVALID_ARG; a cancel callback -SLM_ERR_CANCELLED.
 
+   GRAMMARS
+     (being written: slm_grammar_new, GBNF, JSON Schema subset, semantics)
+
    LIMITATIONS
      No Jinja: chat templates are the built-in formatters (slm_chat_format),
      chosen by slm-convert from the checkpoint's template text.
@@ -339,6 +342,7 @@ typedef void (*slm_log_fn)(void *user, int level, const char *message);
 
 typedef struct slm_model slm_model;
 typedef struct slm_session slm_session;
+typedef struct slm_grammar slm_grammar;
 
 /* ---- models ------------------------------------------------------------ */
 
@@ -445,6 +449,36 @@ SLM_API int slm_session_n_past(const slm_session *session);        /* tokens in 
 SLM_API int slm_session_n_ctx(const slm_session *session);         /* -1 on NULL */
 SLM_API slm_result slm_session_stats(const slm_session *session, slm_gen_stats *out);
 
+/* ---- grammars ---------------------------------------------------------- */
+
+/* Constrained generation: a grammar in llama.cpp's GBNF, or a JSON Schema
+   (converted to GBNF), compiled once and passed in slm_gen_opts.grammar.
+   See GRAMMARS at the top. */
+typedef struct slm_grammar_desc { /* set one of gbnf and json_schema */
+    const char *gbnf;             /* grammar text in llama.cpp's GBNF ... */
+    const char *json_schema;      /* ... or a JSON Schema (the subset in GRAMMARS) */
+    const char *root;             /* the start rule; NULL = "root" */
+    slm_allocator alloc;          /* zero = SLM_MALLOC / SLM_FREE */
+    char *error;                  /* optional: why it failed, e.g. "line 3, column 7: ..." */
+    size_t error_cap;
+} slm_grammar_desc;
+
+/* Compiles a grammar. If this returns SLM_OK, call slm_grammar_free. A
+   grammar is never changed after this: one may serve any number of sessions
+   and calls at once, on any threads. SLM_ERR_INVALID_ARG (with the message
+   in desc->error) for a grammar or schema that does not parse, a rule that
+   is undefined, can never match or is left-recursive; SLM_ERR_OOM. */
+SLM_API slm_result slm_grammar_new(slm_grammar **out, const slm_grammar_desc *desc);
+SLM_API void slm_grammar_free(slm_grammar *grammar);
+/* The built-in JSON grammar, GBNF text: any JSON value, whitespace bounded. */
+SLM_API const char *slm_grammar_json(void);
+/* A JSON Schema as GBNF text (what slm_grammar_new compiles for
+   desc.json_schema). out and out_len as slm_generate's. SLM_ERR_INVALID_ARG
+   with the reason in error (may be NULL): JSON that does not parse, an
+   unsupported keyword (named), a schema no document satisfies. */
+SLM_API slm_result slm_json_schema_to_gbnf(const char *schema, char *out, size_t out_cap, size_t *out_len, char *error,
+                                           size_t error_cap);
+
 /* ---- generation -------------------------------------------------------- */
 
 /* Every float option must be a finite number: NaN or +-inf is refused
@@ -463,6 +497,7 @@ typedef struct slm_gen_opts { /* zero-initialised = greedy, no limits */
     int n_stop;
     int (*on_token)(void *user, const char *piece, int len); /* non-zero = stop */
     void *user;
+    const slm_grammar *grammar; /* NULL = free text; else only text of its language (GRAMMARS at the top) */
 } slm_gen_opts;
 
 /* Evaluates the prompt (with BOS when the model wants one; control tokens
@@ -7119,6 +7154,57 @@ SLM_API slm_result slm_branch_keep(slm_session *s, int node) {
     s->logits_valid = 0;
     return SLM_OK;
 }
+
+/* ---- grammars --------------------------------------------------------------
+   Owns GBNF text -> slm_grammar: the parser (with line and column in its
+   errors), repetitions rewritten as rules, characters and classes compiled to
+   UTF-8 byte sequences, and the checks (undefined, never-matching and
+   left-recursive rules). The result is rules over bytes, so that tokens,
+   which end where they please (mid-character too), are matched byte by byte.
+   elems holds the rules one after the other, each an alternative after
+   another: its elements, then SLM__GE_ALT when another alternative follows,
+   SLM__GE_END after the last (an empty alternative is just the ALT/END). */
+
+enum { SLM__GE_END = 0, SLM__GE_ALT, SLM__GE_RULE, SLM__GE_BYTES };
+typedef struct slm__gelem {
+    int32_t type;  /* SLM__GE_* */
+    int32_t value; /* RULE: the rule's index; BYTES: the index of its 256-bit set in sets */
+} slm__gelem;
+
+struct slm_grammar {
+    slm_allocator alloc;
+    int n_rules, root;
+    int32_t *rule_first; /* [n_rules] index in elems of the rule's first element */
+    slm__gelem *elems;
+    int32_t n_elems;
+    uint32_t (*sets)[8]; /* byte sets: byte b is in set i when sets[i][b >> 5] >> (b & 31) & 1 */
+    int32_t n_sets;
+    char **rule_names; /* [n_rules] NUL-terminated; generated rules are named after theirs ("x-3") */
+};
+
+SLM_API slm_result slm_grammar_new(slm_grammar **out, const slm_grammar_desc *desc) {
+    (void)desc;
+    if (out) *out = NULL;
+    return SLM_ERR_UNSUPPORTED; /* SKELETON: being built */
+}
+
+SLM_API void slm_grammar_free(slm_grammar *g) { (void)g; }
+
+/* ---- JSON Schema to GBNF ---------------------------------------------------
+   Owns slm_json_schema_to_gbnf and the JSON reader it needs. */
+
+SLM_API slm_result slm_json_schema_to_gbnf(const char *schema, char *out, size_t out_cap, size_t *out_len, char *error,
+                                           size_t error_cap) {
+    (void)schema, (void)out, (void)out_cap, (void)out_len, (void)error, (void)error_cap;
+    return SLM_ERR_UNSUPPORTED; /* SKELETON: being built */
+}
+
+/* ---- grammar matching ------------------------------------------------------
+   Owns the state of a grammar while slm_generate runs: the set of parse
+   stacks after the text so far, and the mask of tokens that keep the text a
+   prefix of the language. */
+
+SLM_API const char *slm_grammar_json(void) { return ""; /* SKELETON: being built */ }
 
 /* ---- sampler ---------------------------------------------------------------
    Owns the choice of the next token from the logits: repetition penalty,

@@ -7597,11 +7597,11 @@ static int slm__g_sequence(slm__gparser *p, int32_t origin, int nested) {
             p->pos += 1 + negated;
             while (t[p->pos] != ']') {
                 uint32_t lo, hi;
+                int32_t range_at = p->pos;
                 if (!t[p->pos]) return slm__g_fail(p, at, SLM_ERR_INVALID_ARG, "unterminated character class");
                 if (!slm__g_char(p, &lo)) return 0;
                 hi = lo;
                 if (t[p->pos] == '-' && t[p->pos + 1] != ']' && t[p->pos + 1]) {
-                    int32_t range_at = p->pos;
                     p->pos++;
                     if (!slm__g_char(p, &hi)) return 0;
                     if (hi < lo)

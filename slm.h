@@ -7372,7 +7372,7 @@ static int32_t slm__g_named_rule(slm__gparser *p, const char *name, int32_t len)
     mask = (uint32_t)(p->hcap - 1);
     for (h = slm__g_hash(name, (size_t)len) & mask; p->htab[h] >= 0; h = (h + 1) & mask) {
         const char *nm = p->names + p->rules[p->htab[h]].name;
-        if (memcmp(nm, name, (size_t)len) == 0 && nm[len] == 0) return p->htab[h];
+        if (strncmp(nm, name, (size_t)len) == 0 && nm[len] == 0) return p->htab[h];
     }
     id = slm__g_new_rule(p, name, len, -1, -1);
     if (id < 0) return -1;

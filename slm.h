@@ -173,7 +173,28 @@
      return -SLM_ERR_INVALID_ARG; a cancel callback -SLM_ERR_CANCELLED.
 
    GRAMMARS
-     (being written: slm_grammar_new, GBNF, JSON Schema subset, semantics)
+     slm_grammar_new compiles llama.cpp's GBNF: rules "name ::= alternatives"
+     (names of a-z A-Z 0-9 -), alternatives by |, sequences, groups ( ),
+     repetitions * + ? {m} {m,} {m,n} (m, n <= 2000; rewritten as
+     right-recursive rules, as llama.cpp does), string literals "...",
+     classes [a-z...], negated [^...], the any character ., escapes \n \r
+     \t \\ \" \[ \] \- \xHH \uHHHH \UHHHHHHHH (code points, U+10FFFF at
+     most, no surrogates), comments # to the end of the line. A rule ends at
+     a newline, except after ::= or | and inside parentheses. Characters are
+     Unicode code points matched as their UTF-8 bytes; . and negated classes
+     match any code point but the excluded ones and the surrogates. Token
+     references (<...>, !<...>) are refused. The start rule is desc.root
+     (default "root"). SLM_ERR_INVALID_ARG, the message "line L, column C:
+     ..." (1-based; the column counts bytes) for: text that does not parse
+     or is not valid UTF-8, a rule used but never defined (at the first
+     use), a rule defined twice (llama.cpp keeps the last definition), a
+     missing start rule, and, on every rule
+     (used from the start rule or not, as llama.cpp checks undefined ones):
+     a rule that matches no finite string and a left-recursive rule, with its
+     cycle ("rule 'expr' is left-recursive: expr -> term -> expr"; groups
+     and repetitions are parts of the rule they are written in). Limits,
+     each an error naming it: 1 MB of text, 200 nested parentheses, 2^20
+     elements, 65536 rules, 65536 distinct byte sets.
 
    LIMITATIONS
      No Jinja: chat templates are the built-in formatters (slm_chat_format),
@@ -7231,6 +7252,7 @@ typedef struct slm__gparser {
     int32_t *stab, scap; /* byte set -> index in sets (open addressing, -1 empty) */
     slm__gseq *seqs;
     int32_t n_seqs, cap_seqs;
+    int64_t merge_budget; /* pairs of sequences compared, in all classes: bounded time for any text */
     slm_grammar *g;
 } slm__gparser;
 
@@ -7826,8 +7848,8 @@ static int slm__g_split(slm__gparser *p, uint32_t lo, uint32_t hi) {
         }
     }
     slm__g_utf8(hi, b);
-    if (!slm__g_grow(p, (void **)&p->seqs, &p->cap_seqs, (int64_t)p->n_seqs + 1, sizeof(slm__gseq), SLM__G_MAX_ELEMS,
-                     "byte sequences"))
+    if (!slm__g_grow(p, (void **)&p->seqs, &p->cap_seqs, (int64_t)p->n_seqs + 1, sizeof(slm__gseq), SLM__G_MAX_SETS,
+                     "UTF-8 byte sequences in a class"))
         return 0;
     s = &p->seqs[p->n_seqs++];
     memset(s, 0, sizeof *s);
@@ -7861,6 +7883,7 @@ static int slm__g_class_seqs(slm__gparser *p, int32_t c) {
             for (j = i + 1; j < p->n_seqs; j++) {
                 slm__gseq *x = &p->seqs[i], *y = &p->seqs[j];
                 int diff = 0, at = 0;
+                if (--p->merge_budget < 0) return 1; /* unmerged is as right, only larger */
                 if (x->len != y->len) continue;
                 for (k = 0; k < x->len && diff < 2; k++)
                     if (memcmp(x->set[k], y->set[k], 32)) diff++, at = k;
@@ -8208,6 +8231,7 @@ SLM_API slm_result slm_grammar_new(slm_grammar **out, const slm_grammar_desc *de
     char *converted = NULL;
     memset(&p, 0, sizeof p);
     p.any_class = -1;
+    p.merge_budget = (int64_t)1 << 24;
     if (out) *out = NULL;
     if (desc) {
         p.error = desc->error;

@@ -8239,9 +8239,10 @@ SLM_API slm_result slm_grammar_new(slm_grammar **out, const slm_grammar_desc *de
     }
     if (p.error && p.error_cap) p.error[0] = 0;
     p.text = "";
-    if (!out || !desc)
-        return (slm_result)slm__g_fail(&p, -1, SLM_ERR_INVALID_ARG, "slm_grammar_new: out and desc are required"),
-               p.code;
+    if (!out || !desc) {
+        slm__g_fail(&p, -1, SLM_ERR_INVALID_ARG, "slm_grammar_new: out and desc are required");
+        return p.code;
+    }
     if ((desc->gbnf != NULL) == (desc->json_schema != NULL)) {
         slm__g_fail(&p, -1, SLM_ERR_INVALID_ARG, "slm_grammar_new: set exactly one of desc.gbnf and desc.json_schema");
         return p.code;
@@ -8262,7 +8263,10 @@ SLM_API slm_result slm_grammar_new(slm_grammar **out, const slm_grammar_desc *de
             return p.code;
         }
         converted = (char *)slm__alloc(&p.a, len + 1);
-        if (!converted) return (slm_result)slm__g_fail(&p, -1, SLM_ERR_OOM, "out of memory"), p.code;
+        if (!converted) {
+            slm__g_fail(&p, -1, SLM_ERR_OOM, "out of memory");
+            return p.code;
+        }
         r = slm_json_schema_to_gbnf(desc->json_schema, converted, len + 1, &len, desc->error, desc->error_cap);
         if (r != SLM_OK) {
             slm__free(&p.a, converted);

@@ -7184,7 +7184,13 @@ SLM_API slm_result slm_branch_keep(slm_session *s, int node) {
    which end where they please (mid-character too), are matched byte by byte.
    elems holds the rules one after the other, each an alternative after
    another: its elements, then SLM__GE_ALT when another alternative follows,
-   SLM__GE_END after the last (an empty alternative is just the ALT/END). */
+   SLM__GE_END after the last (an empty alternative is just the ALT/END).
+   What slm_grammar_new guarantees the matcher: every rule matches some
+   string and none is left-recursive (so expanding first positions ends);
+   an ASCII-only class is one BYTES set, a class with several UTF-8 byte
+   sequences a RULE to a rule generated for it (one alternative per
+   sequence); a BYTES set may be empty (a class that excludes everything)
+   in an alternative that then never matches. */
 
 enum { SLM__GE_END = 0, SLM__GE_ALT, SLM__GE_RULE, SLM__GE_BYTES };
 typedef struct slm__gelem {

@@ -7333,7 +7333,7 @@ SLM_API slm_result slm_session_load(slm_session *s, const void *data, size_t siz
     gen_last = slm__rdi32(p + 64);
     if (kv_type != (uint32_t)s->kv_type)
         return slm__fail(s, SLM_ERR_INVALID_ARG,
-                         "slm_session_load: the state has a %s KV cache, this session %s (kv_type must match)",
+                         "slm_session_load: the state's KV cache is %s, this session's %s (kv_type must match)",
                          slm__kv_type_name((int)kv_type), slm__kv_type_name(s->kv_type));
     if (slm__rd32(p + 36) != (uint32_t)in->n_layers || slm__rd32(p + 40) != (uint32_t)in->n_kv_heads ||
         slm__rd32(p + 44) != (uint32_t)s->kv_head_bytes || slm__rd32(p + 48) != (uint32_t)in->n_vocab ||

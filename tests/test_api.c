@@ -4630,7 +4630,6 @@ static void test_scoring_alloc_failures(void) {
     free(path);
 }
 
-/* This file's tests in the order they run; tests/harness.h says how to add one. */
 /* ======================================================================== */
 /* saved and forked sessions                                                */
 /* ======================================================================== */
@@ -5021,6 +5020,100 @@ done:
     slm_model_free(m2);
 }
 
+/* Every allocation of save_file, load_file, fork and conversation_load
+   refused in turn: SLM_ERR_OOM saying "out of memory", nothing leaked, the
+   session as it was; then the call succeeds. */
+static void test_session_save_alloc_failures(void) {
+    slm_model *m = NULL;
+    slm_session *s = NULL, *t = NULL, *f2 = NULL;
+    slm_conversation *c = NULL, *c2 = NULL;
+    slm_model_desc md;
+    slm_session_desc sd;
+    slm_gen_opts o;
+    failing_alloc f;
+    slm_token other[2] = { 1, 50 };
+    void *conv = NULL;
+    size_t n_conv = 0;
+    char state_path[512];
+    int call, refused = 0;
+    char *path = model_path("f32");
+    if (!file_exists(path)) {
+        free(path);
+        SKIP("stories260K_f32.slm not converted");
+    }
+    snprintf(state_path, sizeof state_path, "%s/session_alloc.state", g_build_dir);
+    failing_init(&f);
+    memset(&md, 0, sizeof md);
+    md.path = path;
+    md.alloc.alloc = failing_alloc_fn;
+    md.alloc.free = failing_free_fn;
+    md.alloc.user = &f;
+    memset(&sd, 0, sizeof sd);
+    sd.n_ctx = 128;
+    sd.n_threads = 1;
+    memset(&o, 0, sizeof o);
+    o.max_tokens = 4;
+    CHECK(slm_model_load(&m, &md) == SLM_OK && slm_session_new(&s, m, &sd) == SLM_OK &&
+          slm_session_new(&t, m, &sd) == SLM_OK);
+    if (!t) goto done;
+    CHECK(slm_conversation_new(&c, s, SLM_CHAT_CHATML, "Be brief.") == SLM_OK);
+    CHECKF(c && slm_chat(c, "Hi", &o, NULL, 0, NULL) == SLM_OK, "%s", slm_session_error(s));
+    CHECK(c && slm_conversation_save(c, NULL, 0, &n_conv) == SLM_OK && (conv = malloc(n_conv)) != NULL);
+    CHECK(conv && slm_conversation_save(c, conv, n_conv, &n_conv) == SLM_OK);
+    CHECK(slm_eval(t, other, 2) == SLM_OK);
+    for (call = 0; conv && call < 4; call++) {
+        long k, before, used;
+        size_t live;
+        slm_result r = SLM_OK;
+        for (k = 0;; k++) {
+            live = f.cnt.live;
+            before = f.attempts;
+            f.fail_at = k ? before + k : 0;
+            switch (call) {
+            case 0: r = slm_session_save_file(s, state_path); break;
+            case 1: r = slm_session_load_file(t, state_path); break;
+            case 2: r = slm_session_fork(&f2, s); break;
+            default: r = slm_conversation_load(&c2, t, conv, n_conv); break;
+            }
+            used = f.attempts - before;
+            f.fail_at = 0;
+            if (r == SLM_OK) {   /* the clean call (and the one after the last refusal) */
+                if (call == 1) { /* back to its own history for the refusals */
+                    slm_rewind(t, 0);
+                    slm_eval(t, other, 2);
+                }
+                slm_session_free(f2);
+                f2 = NULL;
+                slm_conversation_free(c2);
+                c2 = NULL;
+            }
+            if (k == 0) {
+                CHECKF(r == SLM_OK, "call %d: %s", call, slm_session_error(call == 1 || call == 3 ? t : s));
+                continue;
+            }
+            if (k > used) break;
+            refused++;
+            CHECKF(r == SLM_ERR_OOM && f2 == NULL && c2 == NULL &&
+                       strstr(slm_session_error(call == 1 || call == 3 ? t : s), "out of memory"),
+                   "call %d, allocation %ld refused: %s", call, k, slm_result_str(r));
+            CHECKF(f.cnt.live <= live, "call %d, allocation %ld refused: %zu bytes more live", call, k,
+                   f.cnt.live - live);
+            CHECKF(slm_session_n_past(t) == 2, "call %d, allocation %ld: n_past %d", call, k, slm_session_n_past(t));
+        }
+    }
+    remove(state_path);
+done:
+    free(conv);
+    slm_conversation_free(c);
+    slm_session_free(s);
+    slm_session_free(t);
+    slm_model_free(m);
+    CHECKF(f.cnt.live == 0 && f.cnt.n_alloc == f.cnt.n_free, "%zu bytes live after freeing", f.cnt.live);
+    NOTE("%d allocations refused one at a time", refused);
+    free(path);
+}
+
+/* This file's tests in the order they run; tests/harness.h says how to add one. */
 /* clang-format off */
 static const test_case API_TESTS[] = {
     TEST(half_conversions),
@@ -5108,6 +5201,7 @@ static const test_case API_TESTS[] = {
     TEST_ARG(session_fork, "f16"),
     TEST_ARG(session_fork, "fixture:a_llama_spm_q8_0:q8_0"),
     TEST(conversation_save),
+    TEST(session_save_alloc_failures),
 };
 /* clang-format on */
 const test_list api_tests = { API_TESTS, (int)(sizeof API_TESTS / sizeof API_TESTS[0]) };

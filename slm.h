@@ -501,7 +501,9 @@ SLM_API slm_result slm_session_stats(const slm_session *session, slm_gen_stats *
 
 /* Writes the state into buf: *size gets its exact size (what was written, or
    with buf NULL and cap 0, what would be). SLM_ERR_INVALID_ARG when cap is
-   short (*size still says what it needs). */
+   short (*size still says what it needs). The calls that take a const
+   session (save, save_file, fork) still write a failure's detail to its
+   slm_session_error; nothing else of it changes. */
 SLM_API slm_result slm_session_save(const slm_session *session, void *buf, size_t cap, size_t *size);
 /* Restores a state saved from a session on the same model (the same .slm
    bytes: another file, even of the same shape, is SLM_ERR_INVALID_ARG "saved

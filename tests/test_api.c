@@ -4881,6 +4881,30 @@ static void test_session_load_errors(void) {
     CHECK(slm_session_load_file(t, path) == SLM_ERR_IO);
     CHECK(slm_session_save_file(s, g_build_dir) == SLM_ERR_IO); /* a directory */
     CHECK(ss_same_state(t, slm_logits(s), 4, n_vocab));
+    { /* the same model loaded from memory (the same bytes) takes the state */
+        char *mpath = path_join(g_build_dir, "stories260K_f32.slm"), *bytes = NULL;
+        FILE *mf = mpath ? fopen(mpath, "rb") : NULL;
+        long len = 0;
+        slm_model *mm = NULL;
+        slm_session *ms = NULL;
+        slm_model_desc md;
+        if (mf && fseek(mf, 0, SEEK_END) == 0 && (len = ftell(mf)) > 0 && fseek(mf, 0, SEEK_SET) == 0 &&
+            (bytes = (char *)malloc((size_t)len)) != NULL && fread(bytes, 1, (size_t)len, mf) == (size_t)len) {
+            memset(&md, 0, sizeof md);
+            md.data = bytes;
+            md.size = (size_t)len;
+            CHECK(slm_model_load(&mm, &md) == SLM_OK);
+            ms = mm ? ss_session(mm, 64, 1, SLM_TYPE_Q8_0) : NULL;
+            CHECKF(ms && slm_session_load(ms, blob, size) == SLM_OK && ss_same_state(ms, slm_logits(s), 4, n_vocab),
+                   "a model loaded from memory: %s", ms ? slm_session_error(ms) : "no session");
+        } else
+            CHECK(0);
+        if (mf) fclose(mf);
+        slm_session_free(ms);
+        slm_model_free(mm);
+        free(bytes);
+        free(mpath);
+    }
 done:
     free(blob);
     free(bad);

@@ -77,10 +77,10 @@
      values, slm_tensor_info.name, slm_token_piece) belongs to the model and
      stays valid until slm_model_free.
      What a session returns belongs to the session: slm_logits until the next
-     slm_eval, slm_rewind, slm_branch_keep, slm_session_load or slm_generate (slm_eval_branches
-     leaves it alone and writes its logits to the caller's buffer),
-     slm_session_error until the next error on that session, both at most
-     until slm_session_free.
+     slm_eval, slm_rewind, slm_branch_keep, slm_session_load or slm_generate
+     (slm_eval_branches leaves it alone and writes its logits to the caller's
+     buffer), slm_session_error until the next error on that session, both
+     at most until slm_session_free.
      slm_result_str and slm_type_name return static strings.
      Strings passed in (path, prompt, stop strings, text) are read during the
      call only; desc.data must outlive the model.
@@ -98,12 +98,12 @@
      slm_session_new) and slm_conversation_load (as slm_conversation_new); the
      *_free functions release. slm_eval, slm_eval_branches, slm_branch_keep,
      slm_sample, slm_chat_format, slm_session_save and slm_session_load
-     never allocate. When the allocator
-     returns NULL the call fails with SLM_ERR_OOM and a message saying "out
-     of memory" (slm_tokenize: 0, and the message in the log), frees what it
-     had allocated, and leaves the model and the session usable: the same
-     call succeeds once memory is there (tests/test_api.c refuses every
-     allocation of a load, session, tokenize, generate cycle in turn).
+     never allocate. When the allocator returns NULL the call fails with
+     SLM_ERR_OOM and a message saying "out of memory" (slm_tokenize: 0, and
+     the message in the log), frees what it had allocated, and leaves the
+     model and the session usable: the same call succeeds once memory is
+     there (tests/test_api.c refuses every allocation of a load, session,
+     tokenize, generate cycle in turn).
      slm_model_load asks for memory in proportion to the file (a copy of it
      with no_mmap or an unaligned desc.data, tables of at most about twice
      its size) and refuses files whose tensors or sections share bytes. A

@@ -3382,6 +3382,85 @@ static void test_grammar_alloc_sweep(void) {
     }
 }
 
+/* The checks behind the checksum: a state or a conversation whose fields are
+   rewritten (one u32 of the header at a time, values near the real one and
+   extremes, the checksum recomputed) loads only when it still makes sense,
+   never crashes, and a failed load leaves the session as it was. */
+static void ss_reseal(uint8_t *p, size_t n) { slm__wr64(p + n - 8, slm__hash64(p, n - 8, 0)); }
+
+static void test_session_state_fields(void) {
+    static const uint32_t values[] = { 0, 1, 2, 3, 4, 31, 32, 64, 511, 512, 0x7fffffffu, 0x80000000u, 0xffffffffu };
+    slm_model *m = load_build_model("stories260K_f32.slm");
+    slm_session *s = NULL, *t = NULL;
+    slm_conversation *c = NULL, *c2 = NULL;
+    slm_token toks[5] = { 1, 15, 300, 7, 42 }, keep[2] = { 1, 9 };
+    slm_gen_opts o;
+    uint8_t *blob = NULL, *bad = NULL, *conv = NULL, *cbad = NULL;
+    size_t size = 0, n_conv = 0, off;
+    int i, loaded = 0, touched = 0, cloaded = 0;
+    if (!m) SKIP("stories260K_f32.slm not found under %s", g_build_dir);
+    CHECK(slm_session_new(&s, m, NULL) == SLM_OK && slm_session_new(&t, m, NULL) == SLM_OK);
+    if (!s || !t) goto done;
+    CHECK(slm_eval(s, toks, 5) == SLM_OK && slm_eval(t, keep, 2) == SLM_OK);
+    CHECK(slm_session_save(s, NULL, 0, &size) == SLM_OK);
+    blob = (uint8_t *)malloc(size);
+    bad = (uint8_t *)malloc(size);
+    if (!blob || !bad || slm_session_save(s, blob, size, &size) != SLM_OK) goto done;
+    for (off = 0; off + 4 <= SLM__STATE_HEADER + 5 * 4; off += 4)
+        for (i = 0; i < (int)(sizeof values / sizeof values[0]) + 2; i++) {
+            uint32_t v = i < (int)(sizeof values / sizeof values[0]) ? values[i] : slm__rd32(blob + off) + (i & 1 ? 1 : -1);
+            memcpy(bad, blob, size);
+            slm__wr32(bad + off, v);
+            ss_reseal(bad, size);
+            if (slm_session_load(t, bad, size) == SLM_OK) {
+                loaded++;
+                CHECKF(t->n_past == 5 && (off == 28 || off == 56 || off == 60 || off == 64 || off >= SLM__STATE_HEADER ||
+                                          slm__rd32(bad + off) == slm__rd32(blob + off)),
+                       "field at %zu = %u loaded", off, v);
+                slm_rewind(t, 0);
+                slm_eval(t, keep, 2);
+            } else {
+                touched += t->n_past != 2 || !t->logits_valid || t->tokens[1] != 9;
+            }
+        }
+    CHECKF(touched == 0, "%d failed loads changed the session", touched);
+    NOTE("%d rewritten fields loaded (the saved n_ctx, the random state, the tokens)", loaded);
+    /* a conversation: every u32 rewritten, resealed */
+    memset(&o, 0, sizeof o);
+    o.max_tokens = 4;
+    CHECK(slm_conversation_new(&c, s, SLM_CHAT_CHATML, "Be brief.") == SLM_OK);
+    CHECK(c && slm_chat(c, "Hi", &o, NULL, 0, NULL) == SLM_OK);
+    CHECK(c && slm_conversation_save(c, NULL, 0, &n_conv) == SLM_OK);
+    conv = (uint8_t *)malloc(n_conv);
+    cbad = (uint8_t *)malloc(n_conv);
+    if (!c || !conv || !cbad || slm_conversation_save(c, conv, n_conv, &n_conv) != SLM_OK) goto done;
+    for (off = 0; off + 8 < n_conv; off++)
+        for (i = 0; i < (int)(sizeof values / sizeof values[0]); i++) {
+            memcpy(cbad, conv, n_conv);
+            slm__wr32(cbad + off, values[i]);
+            ss_reseal(cbad, n_conv);
+            if (slm_conversation_load(&c2, t, cbad, n_conv) == SLM_OK) {
+                slm_conversation_info ci;
+                cloaded++;
+                CHECK(slm_conversation_get(c2, &ci) == SLM_OK && ci.n_messages >= 1);
+                slm_conversation_free(c2);
+                c2 = NULL;
+            } else {
+                CHECK(c2 == NULL);
+            }
+        }
+    NOTE("%d rewritten conversations loaded", cloaded);
+done:
+    free(blob);
+    free(bad);
+    free(conv);
+    free(cbad);
+    slm_conversation_free(c);
+    slm_session_free(s);
+    slm_session_free(t);
+    slm_model_free(m);
+}
+
 static const test_case INTERNAL_TESTS[] = {
     TEST(kernels_vs_reference),
     TEST(kernels_r16),
@@ -3415,6 +3494,7 @@ static const test_case INTERNAL_TESTS[] = {
     TEST(grammar_errors),
     TEST(grammar_accepts),
     TEST(grammar_alloc_sweep),
+    TEST(session_state_fields),
 };
 /* clang-format on */
 const test_list internal_tests = { INTERNAL_TESTS, (int)(sizeof INTERNAL_TESTS / sizeof INTERNAL_TESTS[0]) };

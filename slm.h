@@ -7257,6 +7257,7 @@ typedef struct slm__json_node {
     int32_t key, key_len; /* a member of an object: its name, in text */
     int32_t str, str_len; /* STRING: the decoded bytes; NUMBER: the text as written (both in text) */
     int32_t at;           /* byte offset in the source: the value's, a member's name's (for messages) */
+    int32_t user;         /* 0, for the reader's user: the converter's marks */
 } slm__json_node;
 
 typedef struct slm__json {
@@ -7332,6 +7333,7 @@ static int32_t slm__json_new_node(slm__json *j, int type) {
     n->first = n->next = -1;
     n->key = n->key_len = n->str = n->str_len = 0;
     n->at = (int32_t)j->pos;
+    n->user = 0;
     return j->n_nodes++;
 }
 
@@ -7687,7 +7689,8 @@ static int32_t slm__json_member(const slm__json *j, int32_t obj, const char *key
 
 /* ---- the converter ---- */
 
-#define SLM__SCHEMA_NAME_MAX  64   /* bytes of a rule name, before a number that makes it unique */
+#define SLM__SCHEMA_NAME_MAX  64 /* bytes of a name made from the schema's names (a suffix may follow) */
+#define SLM__SCHEMA_REF_MAX   (SLM__SCHEMA_NAME_MAX + 48) /* any rule name, with its NUL */
 #define SLM__SCHEMA_MAX_ITEMS 1000 /* minItems / maxItems: GBNF repetitions are expanded into rules */
 
 enum { /* JSON types, as bits */
@@ -7730,7 +7733,9 @@ typedef struct slm__schema {
     int32_t n_defs, cap_defs, next_def;
     int32_t *ints; /* a stack of rule indices (an object's members) */
     int32_t n_ints, cap_ints;
-    int32_t defs_node[2]; /* the root's "$defs" and "definitions", -1 when absent */
+    int32_t defs_node[2];  /* the root's "$defs" and "definitions", -1 when absent */
+    int32_t *def_slots[2]; /* hash sets of their members, by name */
+    uint32_t def_mask[2];
     slm_result result;
     char *error;
     size_t error_cap;
@@ -7865,7 +7870,7 @@ static int slm__schema_reserved(const char *name) {
    rule of that name when its body is the same, else name0, name1, ... body
    NULL reserves a rule whose body comes later. */
 static int32_t slm__schema_add_rule(slm__schema *c, const char *name, const char *body, size_t body_len) {
-    char base[SLM__SCHEMA_NAME_MAX + 2], cand[SLM__SCHEMA_NAME_MAX + 16];
+    char base[SLM__SCHEMA_REF_MAX], cand[SLM__SCHEMA_REF_MAX];
     int32_t r;
     unsigned i;
     if (c->result != SLM_OK) return -1;
@@ -8170,13 +8175,46 @@ static int slm__schema_types(slm__schema *c, const slm__schema_kw *kw, int *type
     return n;
 }
 
+/* A string of a JSON node: a member's name (by_key) or a string value. */
+static const char *slm__schema_str(const slm__schema *c, int32_t m, int by_key, int32_t *n) {
+    *n = by_key ? c->js.nodes[m].key_len : c->js.nodes[m].str_len;
+    return c->js.text + (by_key ? c->js.nodes[m].key : c->js.nodes[m].str);
+}
+
+/* Adds member m to a hash set of members (slots[mask + 1], -1 = free);
+   returns the member already there with the same string, else -1. */
+static int32_t slm__schema_set_put(const slm__schema *c, int32_t *slots, uint32_t mask, int32_t m, int by_key) {
+    int32_t n, k;
+    const char *p = slm__schema_str(c, m, by_key, &n), *q;
+    uint32_t h = slm__json_hash(p, (size_t)n, 0) & mask;
+    for (; slots[h] >= 0; h = (h + 1) & mask) {
+        q = slm__schema_str(c, slots[h], by_key, &k);
+        if (k == n && memcmp(p, q, (size_t)n) == 0) return slots[h];
+    }
+    if (m >= 0) slots[h] = m;
+    return -1;
+}
+
+/* The member in the set whose string is p[0..n), -1 when none. */
+static int32_t slm__schema_set_get(const slm__schema *c, const int32_t *slots, uint32_t mask, const char *p, int32_t n,
+                                   int by_key) {
+    uint32_t h = slm__json_hash(p, (size_t)n, 0) & mask;
+    int32_t k;
+    for (; slots[h] >= 0; h = (h + 1) & mask) {
+        const char *q = slm__schema_str(c, slots[h], by_key, &k);
+        if (k == n && memcmp(p, q, (size_t)n) == 0) return slots[h];
+    }
+    return -1;
+}
+
 /* Finds the $defs entry a "$ref" string names: its member node, or -1. */
 static int32_t slm__schema_resolve(slm__schema *c, int32_t ref) {
     const slm__json_node *r = &c->js.nodes[ref];
     const char *s = c->js.text + r->str, *name;
-    int which, i;
-    int32_t m, len;
+    int which;
+    int32_t i, len, mark = c->scratch.n, found;
     if (r->type != SLM__JSON_STRING) return -1;
+    if (r->user) return r->user - 1; /* resolved before */
     if (strncmp(s, "#/$defs/", 8) == 0)
         which = 0, name = s + 8;
     else if (strncmp(s, "#/definitions/", 14) == 0)
@@ -8184,27 +8222,22 @@ static int32_t slm__schema_resolve(slm__schema *c, int32_t ref) {
     else
         return -1;
     len = r->str_len - (int32_t)(name - s);
-    if (memchr(name, '/', (size_t)len) || c->defs_node[which] < 0) return -1;
-    for (m = c->js.nodes[c->defs_node[which]].first; m >= 0; m = c->js.nodes[m].next) {
-        const char *k = c->js.text + c->js.nodes[m].key;
-        int32_t kn = c->js.nodes[m].key_len, j = 0;
-        /* compare with JSON Pointer's escapes undone (~0 is '~', ~1 is '/') */
-        for (i = 0; i < len && j < kn; i++, j++) {
-            char ch = name[i];
-            if (ch == '~' && i + 1 < len && (name[i + 1] == '0' || name[i + 1] == '1'))
-                ch = name[++i] == '0' ? '~' : '/';
-            if (ch != k[j]) break;
-        }
-        if (i == len && j == kn) return m;
+    if (memchr(name, '/', (size_t)len) || !c->def_slots[which]) return -1;
+    for (i = 0; i < len; i++) { /* JSON Pointer's escapes undone: ~0 is '~', ~1 is '/' */
+        char ch = name[i];
+        if (ch == '~' && i + 1 < len && (name[i + 1] == '0' || name[i + 1] == '1')) ch = name[++i] == '0' ? '~' : '/';
+        if (slm__sbuf_put(c, &c->scratch, &ch, 1)) return -1;
     }
-    return -1;
+    found =
+        slm__schema_set_get(c, c->def_slots[which], c->def_mask[which], c->scratch.p + mark, c->scratch.n - mark, 1);
+    slm__sbuf_cut(&c->scratch, mark);
+    c->js.nodes[ref].user = found + 1;
+    return found;
 }
 
+/* The $defs entry at node target (its index in c->defs, kept in the node's user bits 1-31), -1 for none yet. */
 static int32_t slm__schema_def_of(const slm__schema *c, int32_t target) {
-    int32_t d;
-    for (d = 0; d < c->n_defs; d++)
-        if (c->defs[d].node == target) return d;
-    return -1;
+    return target < 0 ? -1 : (c->js.nodes[target].user >> 1) - 1;
 }
 
 /* Appends the name of the rule of a $ref's target (reserved on first use, its body made from the work list). */
@@ -8234,6 +8267,7 @@ static int slm__schema_ref(slm__schema *c, int32_t ref) {
         c->defs[d].node = target;
         c->defs[d].rule = r;
         c->defs[d].ends = 0;
+        c->js.nodes[target].user |= (d + 1) << 1;
         c->defs[d].path = c->store.n; /* for messages: /$defs/NAME */
         if (c->js.text[c->js.nodes[ref].str + 2] == '$')
             slm__schema_pointer(c, &c->store, "$defs", 5);
@@ -8252,7 +8286,7 @@ static int slm__schema_visit(slm__schema *c, int32_t node, const char *name);
 static int slm__schema_to_rule(slm__schema *c, int32_t mark, const char *name) {
     int32_t i, n = c->scratch.n - mark, r;
     const char *b = c->scratch.p + mark;
-    int bare = n > 0 && n <= SLM__SCHEMA_NAME_MAX + 12;
+    int bare = n > 0 && n < SLM__SCHEMA_REF_MAX;
     if (c->result != SLM_OK) return -1;
     for (i = 0; i < n && bare; i++)
         bare =
@@ -8279,7 +8313,7 @@ static int slm__schema_sub(slm__schema *c, int32_t node, const char *seg1, const
 /* llama.cpp's build_repetition with a separator: item, count in [min, max] (max -1: unbounded). */
 static void slm__schema_repeat(slm__schema *c, const char *item, int min, int max) {
     int inner_min = min ? min - 1 : 0, inner_max = max < 0 ? -1 : max - 1;
-    char buf[SLM__SCHEMA_NAME_MAX + 64];
+    char buf[SLM__SCHEMA_REF_MAX + 32];
     if (max == 0) return;
     if (min == 0 && max == 1) {
         slm__format(buf, sizeof buf, "%s?", item);
@@ -8306,13 +8340,48 @@ static void slm__schema_repeat(slm__schema *c, const char *item, int min, int ma
     if (min == 0) slm__sbuf_str(c, &c->scratch, " )?");
 }
 
-/* Whether the required member named key of an object is required (kw.required). */
-static int slm__schema_is_required(const slm__schema *c, int32_t required, const char *key, int32_t n) {
-    int32_t m;
-    if (required < 0) return 0;
-    for (m = c->js.nodes[required].first; m >= 0; m = c->js.nodes[m].next)
-        if (c->js.nodes[m].str_len == n && memcmp(c->js.text + c->js.nodes[m].str, key, (size_t)n) == 0) return 1;
-    return 0;
+/* Checks "required" (strings, each once, each a property: no other name
+   may appear) and marks the required properties' nodes (user bit 0), with
+   hash sets so that long lists cost linear time. */
+static int slm__schema_mark_required(slm__schema *c, const slm__schema_kw *kw) {
+    int32_t req = kw->required, props = kw->properties, m, *slots = NULL;
+    uint32_t cap = 8, mask;
+    char msg[SLM__MSG_MAX];
+    if (req < 0) return 0;
+    if (c->js.nodes[req].type != SLM__JSON_ARRAY) return slm__schema_fail(c, "'required' must be an array of strings");
+    while (cap < 2 * (uint32_t)c->js.nodes[req].n + 2 * (uint32_t)(props >= 0 ? c->js.nodes[props].n : 0)) cap *= 2;
+    mask = cap / 2 - 1; /* two sets of cap / 2 slots: the names required, the properties */
+    slots = (int32_t *)slm__alloc(&c->alloc, (size_t)cap * sizeof *slots);
+    if (!slots) return slm__schema_oom(c);
+    memset(slots, 0xFF, (size_t)cap * sizeof *slots);
+    for (m = props >= 0 ? c->js.nodes[props].first : -1; m >= 0; m = c->js.nodes[m].next)
+        slm__schema_set_put(c, slots + cap / 2, mask, m, 1);
+    for (m = c->js.nodes[req].first; m >= 0 && c->result == SLM_OK; m = c->js.nodes[m].next) {
+        int32_t prop;
+        if (c->js.nodes[m].type != SLM__JSON_STRING) {
+            slm__schema_fail(c, "'required' must be an array of strings");
+            break;
+        }
+        if (slm__schema_set_put(c, slots, mask, m, 0) >= 0) {
+            slm__format(msg, sizeof msg, "'required' names '%s' twice", c->js.text + c->js.nodes[m].str);
+            slm__schema_fail(c, msg);
+            break;
+        }
+        {
+            int32_t n;
+            const char *p = slm__schema_str(c, m, 0, &n);
+            prop = slm__schema_set_get(c, slots + cap / 2, mask, p, n, 1);
+        }
+        if (prop < 0) {
+            slm__format(msg, sizeof msg, "required property '%s' is not among the properties (no other is allowed)",
+                        c->js.text + c->js.nodes[m].str);
+            slm__schema_fail(c, msg);
+            break;
+        }
+        c->js.nodes[prop].user |= 1;
+    }
+    slm__free(&c->alloc, slots);
+    return c->result == SLM_OK ? 0 : -1;
 }
 
 /* An object: llama.cpp's layout. Required properties first, in the
@@ -8320,39 +8389,16 @@ static int slm__schema_is_required(const slm__schema *c, int32_t required, const
    order, each after a comma (a chain of "-rest" rules). */
 static int slm__schema_object(slm__schema *c, const slm__schema_kw *kw, const char *name) {
     int32_t props = kw->properties, add = kw->additional, m, base = c->n_ints, i, n_opt = 0, n_req = 0;
-    char sub[SLM__SCHEMA_NAME_MAX + 2], msg[SLM__MSG_MAX];
+    char sub[SLM__SCHEMA_REF_MAX];
     slm__schema_primitive(c, "space");
     if (props >= 0 && c->js.nodes[props].type != SLM__JSON_OBJECT)
         return slm__schema_fail(c, "'properties' must be an object");
     if (add >= 0 && c->js.nodes[add].type != SLM__JSON_TRUE && c->js.nodes[add].type != SLM__JSON_FALSE &&
         c->js.nodes[add].type != SLM__JSON_OBJECT)
         return slm__schema_fail(c, "'additionalProperties' must be a boolean or a schema");
-    if (kw->required >= 0) {
-        int32_t req = kw->required, k;
-        if (c->js.nodes[req].type != SLM__JSON_ARRAY)
-            return slm__schema_fail(c, "'required' must be an array of strings");
-        for (m = c->js.nodes[req].first, i = 0; m >= 0; m = c->js.nodes[m].next, i++) {
-            const slm__json_node *r = &c->js.nodes[m];
-            if (r->type != SLM__JSON_STRING) return slm__schema_fail(c, "'required' must be an array of strings");
-            for (k = c->js.nodes[req].first; k != m; k = c->js.nodes[k].next)
-                if (c->js.nodes[k].str_len == r->str_len &&
-                    memcmp(c->js.text + c->js.nodes[k].str, c->js.text + r->str, (size_t)r->str_len) == 0) {
-                    slm__format(msg, sizeof msg, "'required' names '%s' twice", c->js.text + r->str);
-                    return slm__schema_fail(c, msg);
-                }
-            for (k = props >= 0 ? c->js.nodes[props].first : -1; k >= 0; k = c->js.nodes[k].next)
-                if (c->js.nodes[k].key_len == r->str_len &&
-                    memcmp(c->js.text + c->js.nodes[k].key, c->js.text + r->str, (size_t)r->str_len) == 0)
-                    break;
-            if (k < 0) {
-                slm__format(msg, sizeof msg, "required property '%s' is not among the properties (no other is allowed)",
-                            c->js.text + r->str);
-                return slm__schema_fail(c, msg);
-            }
-        }
-    }
+    if (slm__schema_mark_required(c, kw)) return -1;
     if (props < 0 || c->js.nodes[props].n == 0) {
-        char value[SLM__SCHEMA_NAME_MAX + 16], kv[SLM__SCHEMA_NAME_MAX + 64];
+        char value[SLM__SCHEMA_REF_MAX], kv[2 * SLM__SCHEMA_REF_MAX + 64];
         int32_t r;
         /* "properties": {} closes the object as any "properties" does */
         if ((add >= 0 && c->js.nodes[add].type == SLM__JSON_FALSE) || (add < 0 && props >= 0))
@@ -8382,7 +8428,7 @@ static int slm__schema_object(slm__schema *c, const slm__schema_kw *kw, const ch
     for (m = c->js.nodes[props].first; m >= 0; m = c->js.nodes[m].next) {
         const char *key = c->js.text + c->js.nodes[m].key;
         int32_t key_len = c->js.nodes[m].key_len, mark, r;
-        char value[SLM__SCHEMA_NAME_MAX + 16];
+        char value[SLM__SCHEMA_REF_MAX];
         slm__schema_name(sub, name, key, (size_t)key_len);
         if (slm__schema_sub(c, m, "properties", key, (size_t)key_len, sub, value, sizeof value)) return -1;
         mark = c->scratch.n;
@@ -8406,7 +8452,7 @@ static int slm__schema_object(slm__schema *c, const slm__schema_kw *kw, const ch
             return slm__schema_oom(c);
         c->ints[c->n_ints++] = r;
         c->ints[c->n_ints++] = m;
-        c->ints[c->n_ints++] = slm__schema_is_required(c, kw->required, key, key_len);
+        c->ints[c->n_ints++] = c->js.nodes[m].user & 1;
         if (c->ints[c->n_ints - 1])
             n_req++;
         else
@@ -8419,7 +8465,7 @@ static int slm__schema_object(slm__schema *c, const slm__schema_kw *kw, const ch
             int32_t mm = c->ints[k + 1];
             if (c->ints[k + 2]) continue;
             if (prev_kv >= 0) {
-                char body[3 * SLM__SCHEMA_NAME_MAX + 64];
+                char body[2 * SLM__SCHEMA_REF_MAX + 32];
                 slm__format(body, sizeof body, "( \",\" space %s )?%s%s", slm__schema_rule_name(c, prev_kv),
                             next_rest >= 0 ? " " : "", next_rest >= 0 ? slm__schema_rule_name(c, next_rest) : "");
                 slm__schema_name(sub, name, c->js.text + c->js.nodes[mm].key, (size_t)c->js.nodes[mm].key_len);
@@ -8456,7 +8502,7 @@ static int slm__schema_object(slm__schema *c, const slm__schema_kw *kw, const ch
 
 static int slm__schema_array(slm__schema *c, const slm__schema_kw *kw, const char *name) {
     int min = 0, max = -1;
-    char item[SLM__SCHEMA_NAME_MAX + 16], sub[SLM__SCHEMA_NAME_MAX + 2], msg[SLM__MSG_MAX];
+    char item[SLM__SCHEMA_REF_MAX], sub[SLM__SCHEMA_REF_MAX], msg[SLM__MSG_MAX];
     int32_t items = kw->items;
     if (kw->min_items >= 0 && slm__schema_count(c, kw->min_items, "minItems", &min)) return -1;
     if (kw->max_items >= 0 && slm__schema_count(c, kw->max_items, "maxItems", &max)) return -1;
@@ -8572,7 +8618,7 @@ static int slm__schema_visit(slm__schema *c, int32_t node, const char *name) {
         else
             slm__schema_put_primitive(c, slm__jt_names[k]);
         if (n_types > 1) {
-            char sub[SLM__SCHEMA_NAME_MAX + 2];
+            char sub[SLM__SCHEMA_REF_MAX];
             slm__schema_name(sub, name, slm__jt_names[k], strlen(slm__jt_names[k]));
             slm__schema_to_rule(c, mark, sub);
         }
@@ -8609,8 +8655,7 @@ static int slm__schema_ends(slm__schema *c, int32_t node) {
         if (types[i] == SLM__JT_OBJECT) {
             int ok = 1;
             for (m = kw.properties >= 0 ? c->js.nodes[kw.properties].first : -1; m >= 0 && ok; m = c->js.nodes[m].next)
-                if (slm__schema_is_required(c, kw.required, c->js.text + c->js.nodes[m].key, c->js.nodes[m].key_len))
-                    ok = slm__schema_ends(c, m);
+                if (c->js.nodes[m].user & 1) ok = slm__schema_ends(c, m);
             if (ok) return 1;
         } else if (types[i] == SLM__JT_ARRAY) {
             int min = 0;
@@ -8654,6 +8699,21 @@ SLM_API slm_result slm_json_schema_to_gbnf(const char *schema, char *out, size_t
                 slm__format(error, error_cap, "'%s' must be an object", i ? "definitions" : "$defs");
                 r = SLM_ERR_INVALID_ARG;
             }
+        for (i = 0; i < 2 && r == SLM_OK; i++) {
+            uint32_t cap = 8;
+            int32_t m;
+            if (c.defs_node[i] < 0) continue;
+            while (cap < 2 * (uint32_t)c.js.nodes[c.defs_node[i]].n) cap *= 2;
+            c.def_slots[i] = (int32_t *)slm__alloc(&c.alloc, (size_t)cap * sizeof(int32_t));
+            if (!c.def_slots[i]) {
+                r = slm__schema_oom(&c);
+                break;
+            }
+            memset(c.def_slots[i], 0xFF, (size_t)cap * sizeof(int32_t));
+            c.def_mask[i] = cap - 1;
+            for (m = c.js.nodes[c.defs_node[i]].first; m >= 0; m = c.js.nodes[m].next)
+                slm__schema_set_put(&c, c.def_slots[i], c.def_mask[i], m, 1);
+        }
     }
     if (r == SLM_OK) {
         slm__schema_new_rule(&c, "root", NULL, 0);
@@ -8668,7 +8728,7 @@ SLM_API slm_result slm_json_schema_to_gbnf(const char *schema, char *out, size_t
         while (c.result == SLM_OK && c.next_def < c.n_defs) {
             slm__schema_def *d = &c.defs[c.next_def++];
             int32_t rule = d->rule, node = d->node;
-            char name[SLM__SCHEMA_NAME_MAX + 16];
+            char name[SLM__SCHEMA_REF_MAX];
             slm__sbuf_cut(&c.path, 0);
             slm__sbuf_str(&c, &c.path, c.store.p + d->path);
             slm__format(name, sizeof name, "%s", slm__schema_rule_name(&c, rule));
@@ -8683,7 +8743,7 @@ SLM_API slm_result slm_json_schema_to_gbnf(const char *schema, char *out, size_t
             int changed = 1;
             while (changed) {
                 changed = 0;
-                for (i = 0; i < c.n_defs; i++)
+                for (i = c.n_defs - 1; i >= 0; i--) /* last first: a chain of $refs settles in one pass */
                     if (!c.defs[i].ends && slm__schema_ends(&c, c.defs[i].node)) c.defs[i].ends = changed = 1;
             }
             for (i = 0; i < c.n_defs && c.result == SLM_OK; i++)
@@ -8721,6 +8781,8 @@ SLM_API slm_result slm_json_schema_to_gbnf(const char *schema, char *out, size_t
     slm__free(&c.alloc, c.slots);
     slm__free(&c.alloc, c.defs);
     slm__free(&c.alloc, c.ints);
+    slm__free(&c.alloc, c.def_slots[0]);
+    slm__free(&c.alloc, c.def_slots[1]);
     return r;
 }
 

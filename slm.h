@@ -7820,7 +7820,10 @@ static int32_t *slm__schema_slot(slm__schema *c, const char *name, size_t n) {
     return &c->slots[h];
 }
 
-static int32_t slm__schema_find(slm__schema *c, const char *name) { return *slm__schema_slot(c, name, strlen(name)); }
+static int32_t slm__schema_find(slm__schema *c, const char *name) {
+    if (!c->cap_slots) return -1; /* no rule yet: the first one's allocation failed */
+    return *slm__schema_slot(c, name, strlen(name));
+}
 
 /* A new rule named exactly name (not yet in use) with body (NULL: pending). */
 static int32_t slm__schema_new_rule(slm__schema *c, const char *name, const char *body, size_t body_len) {
@@ -8668,10 +8671,11 @@ static int slm__schema_ends(slm__schema *c, int32_t node) {
     return 0;
 }
 
-SLM_API slm_result slm_json_schema_to_gbnf(const char *schema, char *out, size_t out_cap, size_t *out_len, char *error,
-                                           size_t error_cap) {
+/* slm_json_schema_to_gbnf with an allocator (zero: SLM_MALLOC / SLM_FREE),
+   for slm_grammar_new's desc.alloc and the tests' failing allocators. */
+static slm_result slm__json_schema_to_gbnf(slm_allocator alloc, const char *schema, char *out, size_t out_cap,
+                                           size_t *out_len, char *error, size_t error_cap) {
     slm__schema c;
-    slm_allocator none;
     slm_result r;
     size_t total = 0, at = 0;
     int32_t i;
@@ -8679,18 +8683,19 @@ SLM_API slm_result slm_json_schema_to_gbnf(const char *schema, char *out, size_t
     if (error_cap) error[0] = 0;
     if (out_len) *out_len = 0;
     if (out && out_cap) out[0] = 0;
-    if (!schema || (!out && out_cap)) {
+    if (!schema || (!out && out_cap) || !alloc.alloc != !alloc.free) {
         slm__format(error, error_cap, "slm_json_schema_to_gbnf: %s",
-                    !schema ? "schema is NULL" : "out is NULL with out_cap > 0");
+                    !schema                       ? "schema is NULL"
+                    : !alloc.alloc != !alloc.free ? "an allocator with only one of alloc and free"
+                                                  : "out is NULL with out_cap > 0");
         return SLM_ERR_INVALID_ARG;
     }
     memset(&c, 0, sizeof c);
-    memset(&none, 0, sizeof none);
-    c.alloc = slm__allocator_or_default(none);
+    c.alloc = slm__allocator_or_default(alloc);
     c.error = error;
     c.error_cap = error_cap;
     c.defs_node[0] = c.defs_node[1] = -1;
-    r = slm__json_parse(&c.js, schema, strlen(schema), none, error, error_cap);
+    r = slm__json_parse(&c.js, schema, strlen(schema), c.alloc, error, error_cap);
     if (r == SLM_OK && c.js.nodes[0].type == SLM__JSON_OBJECT) {
         c.defs_node[0] = slm__json_member(&c.js, 0, "$defs");
         c.defs_node[1] = slm__json_member(&c.js, 0, "definitions");
@@ -8706,7 +8711,8 @@ SLM_API slm_result slm_json_schema_to_gbnf(const char *schema, char *out, size_t
             while (cap < 2 * (uint32_t)c.js.nodes[c.defs_node[i]].n) cap *= 2;
             c.def_slots[i] = (int32_t *)slm__alloc(&c.alloc, (size_t)cap * sizeof(int32_t));
             if (!c.def_slots[i]) {
-                r = slm__schema_oom(&c);
+                slm__schema_oom(&c);
+                r = c.result;
                 break;
             }
             memset(c.def_slots[i], 0xFF, (size_t)cap * sizeof(int32_t));
@@ -8784,6 +8790,13 @@ SLM_API slm_result slm_json_schema_to_gbnf(const char *schema, char *out, size_t
     slm__free(&c.alloc, c.def_slots[0]);
     slm__free(&c.alloc, c.def_slots[1]);
     return r;
+}
+
+SLM_API slm_result slm_json_schema_to_gbnf(const char *schema, char *out, size_t out_cap, size_t *out_len, char *error,
+                                           size_t error_cap) {
+    slm_allocator none;
+    memset(&none, 0, sizeof none);
+    return slm__json_schema_to_gbnf(none, schema, out, out_cap, out_len, error, error_cap);
 }
 
 /* ---- grammar matching ------------------------------------------------------

@@ -176,36 +176,25 @@
      (being written: slm_grammar_new, GBNF, JSON Schema subset, semantics)
 
    JSON Schema
-     slm_json_schema_to_gbnf (and slm_grammar_desc.json_schema) turn a JSON
-     Schema into GBNF the way llama.cpp's converter does (its rules, its
-     rule names, its layout), so a schema constrains output as it does
-     there. The text must be strict RFC 8259 JSON (no comments or trailing
-     commas, no name twice in an object, valid UTF-8; at most 64 levels
-     deep and 16 MiB); its errors give line and column. Output is compact
-     JSON with llama.cpp's bounded whitespace (rule `space`: nothing, " ",
-     or one or two newlines and up to 20 spaces or tabs) after '{', '[',
-     ',', ':' and a property's name, before '}' and ']', nowhere else, so
-     a document always ends. Supported: "type" (a name or an array of
-     names), "properties" (written in the schema's order, the required ones
-     first, then any in-order subset of the optional ones), "required",
-     "additionalProperties" (beside "properties" it must be absent or
-     false, both meaning no other property, as in llama.cpp; without
-     "properties": absent or true = any object, a schema = any names with
-     values of it, false = only {}), "items" (one schema), "minItems",
-     "maxItems" (up to 1000), "enum" and "const" (the value's compact JSON
-     text, numbers as written), "$ref" to "#/$defs/NAME" or
-     "#/definitions/NAME" of the root (recursive ones too, when they can
-     end) and boolean schemas (true: any JSON value). Without "type",
-     "properties" means an object, "items" an array, nothing any value.
-     Strings: any JSON string with the escapes \" \\ \b \f \n \r \t \uXXXX
-     (not \/, no DEL); numbers: up to 16 integer and 16 fraction digits.
-     description, title, $schema, $id, $comment, default and examples are
-     ignored. Any other keyword is SLM_ERR_INVALID_ARG naming it and its
-     JSON Pointer ("unsupported keyword 'pattern' at /properties/name"), as
-     is a schema no document satisfies: minItems > maxItems, an empty enum,
-     an enum or const value of a type "type" excludes, a required name not
-     among the properties, a $ref to nothing, a $ref cycle that cannot end
-     (an object that requires itself).
+     slm_json_schema_to_gbnf writes llama.cpp's grammar for a schema (its
+     converter's rules and layout): compact JSON whose whitespace is its
+     bounded `space` rule (none, " ", or 1-2 newlines and up to 20 spaces
+     or tabs) after '{' '[' ',' ':' and a name, before '}' ']', so output
+     always ends. Properties come in the schema's order, the required ones
+     first, then any in-order subset of the optional ones. Supported: type
+     (or a list of types), properties, required, additionalProperties
+     (beside properties: absent or false, no other name, as llama.cpp;
+     alone: true/absent any object, a schema any names, false {}), items,
+     minItems, maxItems (<= 1000), enum, const, $ref to the root's
+     #/$defs/NAME or #/definitions/NAME (recursion that can end), boolean
+     schemas; description, title, $schema, $id, $comment, default and
+     examples are ignored. Any other keyword, and a schema nothing
+     satisfies (minItems > maxItems, an empty enum, a value "type"
+     excludes, a required name not in properties, a $ref to nothing or a
+     cycle that cannot end), is SLM_ERR_INVALID_ARG naming it and its
+     JSON Pointer: "unsupported keyword 'pattern' at /properties/name".
+     The JSON is read strictly (RFC 8259, no duplicate names, valid UTF-8,
+     64 levels, 16 MiB), errors with line and column.
 
    LIMITATIONS
      No Jinja: chat templates are the built-in formatters (slm_chat_format),

@@ -4784,6 +4784,47 @@ static void test_schema_to_gbnf(void) {
     }
 }
 
+/* Every schema of the table compiles: its GBNF, and the schema itself
+   through slm_grammar_desc.json_schema. */
+static void test_schema_compiles(void) {
+    size_t i;
+    for (i = 0; i < sizeof schema_cases / sizeof schema_cases[0]; i++) {
+        char out[8192], err[256];
+        slm_grammar *g = NULL;
+        slm_grammar_desc gd;
+        slm_result r;
+        if (slm_json_schema_to_gbnf(schema_cases[i].schema, out, sizeof out, NULL, err, sizeof err) != SLM_OK) continue;
+        memset(&gd, 0, sizeof gd);
+        gd.gbnf = out;
+        gd.error = err;
+        gd.error_cap = sizeof err;
+        r = slm_grammar_new(&g, &gd);
+        if (r == SLM_ERR_UNSUPPORTED) SKIP("slm_grammar_new is not in this build");
+        CHECKF(r == SLM_OK, "case %zu: %s:\n%s", i, err, out);
+        slm_grammar_free(g);
+        memset(&gd, 0, sizeof gd);
+        gd.json_schema = schema_cases[i].schema;
+        gd.error = err;
+        gd.error_cap = sizeof err;
+        g = NULL;
+        CHECKF(slm_grammar_new(&g, &gd) == SLM_OK, "case %zu through json_schema: %s", i, err);
+        slm_grammar_free(g);
+    }
+    {
+        /* a schema error reaches slm_grammar_new's caller */
+        char err[256];
+        slm_grammar *g = NULL;
+        slm_grammar_desc gd;
+        memset(&gd, 0, sizeof gd);
+        gd.json_schema = "{\"type\":\"string\",\"pattern\":\"x\"}";
+        gd.error = err;
+        gd.error_cap = sizeof err;
+        CHECKF(slm_grammar_new(&g, &gd) == SLM_ERR_INVALID_ARG && g == NULL &&
+                   strstr(err, "unsupported keyword 'pattern'"),
+               "%s", err);
+    }
+}
+
 /* Property order: required ones first, each in the schema's order; a
    required property never inside the optional group. */
 static void test_schema_property_order(void) {
@@ -5060,6 +5101,7 @@ static const test_case API_TESTS[] = {
     TEST(scoring_errors),
     TEST(scoring_alloc_failures),
     TEST(schema_to_gbnf),
+    TEST(schema_compiles),
     TEST(schema_property_order),
     TEST(schema_errors),
     TEST(schema_json_reader),

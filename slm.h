@@ -173,7 +173,28 @@
      return -SLM_ERR_INVALID_ARG; a cancel callback -SLM_ERR_CANCELLED.
 
    GRAMMARS
-     (being written: slm_grammar_new, GBNF, JSON Schema subset, semantics)
+     slm_grammar_new compiles llama.cpp's GBNF: rules "name ::= alternatives"
+     (names of a-z A-Z 0-9 -), alternatives by |, sequences, groups ( ),
+     repetitions * + ? {m} {m,} {m,n} (m, n <= 2000; rewritten as
+     right-recursive rules, as llama.cpp does), string literals "...",
+     classes [a-z...], negated [^...], the any character ., escapes \n \r
+     \t \\ \" \[ \] \- \xHH \uHHHH \UHHHHHHHH (code points, U+10FFFF at
+     most, no surrogates), comments # to the end of the line. A rule ends at
+     a newline, except after ::= or | and inside parentheses. Characters are
+     Unicode code points matched as their UTF-8 bytes; . and negated classes
+     match any code point but the excluded ones and the surrogates. Token
+     references (<...>, !<...>) are refused. The start rule is desc.root
+     (default "root"). SLM_ERR_INVALID_ARG, the message "line L, column C:
+     ..." (1-based; the column counts bytes) for: text that does not parse
+     or is not valid UTF-8, a rule used but never defined (at the first
+     use), a rule defined twice (llama.cpp keeps the last definition), a
+     missing start rule, and, on every rule
+     (used from the start rule or not, as llama.cpp checks undefined ones):
+     a rule that matches no finite string and a left-recursive rule, with its
+     cycle ("rule 'expr' is left-recursive: expr -> term -> expr"; groups
+     and repetitions are parts of the rule they are written in). Limits,
+     each an error naming it: 1 MB of text, 200 nested parentheses, 2^20
+     elements, 65536 rules, 65536 distinct byte sets.
 
    JSON Schema
      slm_json_schema_to_gbnf writes llama.cpp's grammar for a schema (its
@@ -7184,7 +7205,13 @@ SLM_API slm_result slm_branch_keep(slm_session *s, int node) {
    which end where they please (mid-character too), are matched byte by byte.
    elems holds the rules one after the other, each an alternative after
    another: its elements, then SLM__GE_ALT when another alternative follows,
-   SLM__GE_END after the last (an empty alternative is just the ALT/END). */
+   SLM__GE_END after the last (an empty alternative is just the ALT/END).
+   What slm_grammar_new guarantees the matcher: every rule matches some
+   string and none is left-recursive (so expanding first positions ends);
+   an ASCII-only class is one BYTES set, a class with several UTF-8 byte
+   sequences a RULE to a rule generated for it (one alternative per
+   sequence); a BYTES set may be empty (a class that excludes everything)
+   in an alternative that then never matches. */
 
 enum { SLM__GE_END = 0, SLM__GE_ALT, SLM__GE_RULE, SLM__GE_BYTES };
 typedef struct slm__gelem {
@@ -7203,13 +7230,1094 @@ struct slm_grammar {
     char **rule_names; /* [n_rules] NUL-terminated; generated rules are named after theirs ("x-3") */
 };
 
-SLM_API slm_result slm_grammar_new(slm_grammar **out, const slm_grammar_desc *desc) {
-    (void)desc;
-    if (out) *out = NULL;
-    return SLM_ERR_UNSUPPORTED; /* SKELETON: being built */
+/* Limits: every input, however hostile, costs bounded time and memory. */
+#define SLM__G_MAX_TEXT   (1 << 20) /* bytes of GBNF text */
+#define SLM__G_MAX_DEPTH  200       /* nested parentheses */
+#define SLM__G_MAX_REPEAT 2000      /* m and n of {m,n} (llama.cpp's MAX_REPETITION_THRESHOLD) */
+#define SLM__G_MAX_ELEMS  (1 << 20) /* elements, before and after compiling */
+#define SLM__G_MAX_RULES  (1 << 16) /* rules, generated ones included */
+#define SLM__G_MAX_SETS   (1 << 16) /* distinct byte sets */
+#define SLM__G_MAX_NAMES  (8 << 20) /* bytes of rule names, generated ones included */
+
+/* Element types used only while parsing: a code point, a character class. */
+enum { SLM__GE_CHAR = 4, SLM__GE_CLASS };
+
+typedef struct slm__grule {
+    int32_t first, count;     /* its elements in body; count -1 until defined */
+    int32_t name;             /* offset of its NUL-terminated name in names */
+    int32_t def_pos, ref_pos; /* byte offsets in the text: definition, first reference (-1 none) */
+    int32_t origin;           /* the rule written in the text that it was generated for (itself if written) */
+    int32_t n_generated;      /* rules generated for it so far: their names are "name-1", "name-2", ... */
+} slm__grule;
+
+typedef struct slm__gseq { /* one way to spell code points in UTF-8: a byte set per byte */
+    int len;
+    uint32_t set[4][8];
+} slm__gseq;
+
+typedef struct slm__gparser {
+    slm_allocator a;
+    const char *text;
+    int32_t len, pos, depth;
+    char *error;
+    size_t error_cap;
+    slm_result code;            /* SLM_OK until the first failure */
+    slm__gelem *scratch, *body; /* the rules being parsed (nested groups stack up); finished rules */
+    int32_t n_scratch, cap_scratch, n_body, cap_body;
+    slm__grule *rules;
+    int32_t n_rules, cap_rules;
+    char *names;
+    int32_t n_names, cap_names;
+    int32_t *htab, hcap, n_named; /* rule names written in the text -> rule (open addressing, -1 empty) */
+    uint32_t (*ranges)[2];        /* the code point ranges of the classes */
+    int32_t n_ranges, cap_ranges;
+    int32_t (*classes)[2]; /* {first range, count} */
+    int32_t n_classes, cap_classes, any_class;
+    /* compiling */
+    slm__gelem *xelems; /* the rules generated for multi-byte classes, appended to elems at the end */
+    int32_t n_xelems, cap_xelems, cap_elems, cap_sets, cap_first;
+    int32_t *stab, scap; /* byte set -> index in sets (open addressing, -1 empty) */
+    slm__gseq *seqs;
+    int32_t n_seqs, cap_seqs;
+    int64_t merge_budget; /* pairs of sequences compared, in all classes: bounded time for any text */
+    slm_grammar *g;
+} slm__gparser;
+
+static void slm__g_line_col(const char *text, int32_t pos, int *line, int *col) {
+    int32_t i, start = 0;
+    *line = 1;
+    for (i = 0; i < pos; i++)
+        if (text[i] == '\n') {
+            ++*line;
+            start = i + 1;
+        }
+    *col = (int)(pos - start) + 1;
 }
 
-SLM_API void slm_grammar_free(slm_grammar *g) { (void)g; }
+/* Keeps the first failure: "line L, column C: message" (pos < 0: no position). */
+static int slm__g_fail(slm__gparser *p, int32_t pos, slm_result code, const char *fmt, ...) {
+    char msg[SLM__MSG_MAX];
+    va_list ap;
+    if (p->code != SLM_OK) return 0;
+    p->code = code;
+    va_start(ap, fmt);
+    slm__vformat(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (p->error && p->error_cap) {
+        if (pos >= 0) {
+            int line, col;
+            slm__g_line_col(p->text, pos, &line, &col);
+            slm__format(p->error, p->error_cap, "line %d, column %d: %s", line, col, msg);
+        } else {
+            slm__format(p->error, p->error_cap, "%s", msg);
+        }
+    }
+    return 0;
+}
+
+/* Makes room for need items in *ptr (doubling). 1 on success; 0 after a
+   failure: more than limit items (an error naming what), or out of memory. */
+static int slm__g_grow(slm__gparser *p, void **ptr, int32_t *cap, int64_t need, size_t item, int32_t limit,
+                       const char *what) {
+    int64_t n;
+    void *q;
+    if (p->code != SLM_OK) return 0;
+    if (need <= *cap) return 1;
+    if (need > limit)
+        return slm__g_fail(p, -1, SLM_ERR_INVALID_ARG, "grammar too large: more than %d %s", (int)limit, what);
+    n = *cap ? (int64_t)*cap * 2 : 64;
+    while (n < need) n *= 2;
+    if (n > limit) n = limit;
+    q = slm__alloc(&p->a, (size_t)n * item);
+    if (!q) return slm__g_fail(p, -1, SLM_ERR_OOM, "out of memory");
+    if (*cap) memcpy(q, *ptr, (size_t)*cap * item);
+    slm__free(&p->a, *ptr);
+    *ptr = q;
+    *cap = (int32_t)n;
+    return 1;
+}
+
+static int slm__g_push(slm__gparser *p, int32_t type, int32_t value) {
+    if (!slm__g_grow(p, (void **)&p->scratch, &p->cap_scratch, (int64_t)p->n_scratch + 1, sizeof(slm__gelem),
+                     SLM__G_MAX_ELEMS, "elements"))
+        return 0;
+    p->scratch[p->n_scratch].type = type;
+    p->scratch[p->n_scratch++].value = value;
+    return 1;
+}
+
+static uint32_t slm__g_hash(const void *data, size_t n) { /* FNV-1a */
+    const uint8_t *b = (const uint8_t *)data;
+    uint32_t h = 2166136261u;
+    size_t i;
+    for (i = 0; i < n; i++) h = (h ^ b[i]) * 16777619u;
+    return h;
+}
+
+/* A new rule named name (len bytes), or "origin-N" for a rule generated for
+   origin (name NULL). Returns its index, -1 after a failure. */
+static int32_t slm__g_new_rule(slm__gparser *p, const char *name, int32_t len, int32_t origin, int32_t pos) {
+    char digits[16];
+    int32_t id = p->n_rules, n, nd = 0, from = -1, k;
+    slm__grule *r;
+    if (!name) {
+        slm__grule *o = &p->rules[origin];
+        k = ++o->n_generated;
+        do digits[nd++] = (char)('0' + k % 10);
+        while ((k /= 10) != 0);
+        from = o->name;
+        len = (int32_t)strlen(p->names + from);
+    }
+    n = len + (nd ? nd + 1 : 0) + 1;
+    if (!slm__g_grow(p, (void **)&p->rules, &p->cap_rules, (int64_t)id + 1, sizeof(slm__grule), SLM__G_MAX_RULES,
+                     "rules") ||
+        !slm__g_grow(p, (void **)&p->names, &p->cap_names, (int64_t)p->n_names + n, 1, SLM__G_MAX_NAMES,
+                     "bytes of rule names"))
+        return -1;
+    if (from >= 0) name = p->names + from; /* after the growth: names may have moved */
+    r = &p->rules[id];
+    r->name = p->n_names;
+    memcpy(p->names + p->n_names, name, (size_t)len);
+    k = p->n_names + len;
+    if (nd) {
+        p->names[k++] = '-';
+        while (nd) p->names[k++] = digits[--nd];
+    }
+    p->names[k] = 0;
+    p->n_names += n;
+    r->first = 0;
+    r->count = -1;
+    r->def_pos = pos;
+    r->ref_pos = -1;
+    r->origin = origin < 0 ? id : origin;
+    r->n_generated = 0;
+    p->n_rules++;
+    return id;
+}
+
+/* The rule named in the text (len bytes at name), created at its first
+   mention. -1 after a failure. */
+static int32_t slm__g_named_rule(slm__gparser *p, const char *name, int32_t len) {
+    uint32_t h, mask;
+    int32_t id, i;
+    if (2 * (p->n_named + 1) > p->hcap) { /* rebuild, twice as large */
+        int32_t cap = p->hcap ? p->hcap * 2 : 64, *t;
+        t = (int32_t *)slm__alloc(&p->a, (size_t)cap * sizeof(int32_t));
+        if (!t) return slm__g_fail(p, -1, SLM_ERR_OOM, "out of memory"), -1;
+        for (i = 0; i < cap; i++) t[i] = -1;
+        for (i = 0; i < p->hcap; i++) {
+            if (p->htab[i] < 0) continue;
+            {
+                const char *nm = p->names + p->rules[p->htab[i]].name;
+                h = slm__g_hash(nm, strlen(nm)) & (uint32_t)(cap - 1);
+                while (t[h] >= 0) h = (h + 1) & (uint32_t)(cap - 1);
+                t[h] = p->htab[i];
+            }
+        }
+        slm__free(&p->a, p->htab);
+        p->htab = t;
+        p->hcap = cap;
+    }
+    mask = (uint32_t)(p->hcap - 1);
+    for (h = slm__g_hash(name, (size_t)len) & mask; p->htab[h] >= 0; h = (h + 1) & mask) {
+        const char *nm = p->names + p->rules[p->htab[h]].name;
+        if (strncmp(nm, name, (size_t)len) == 0 && nm[len] == 0) return p->htab[h];
+    }
+    id = slm__g_new_rule(p, name, len, -1, -1);
+    if (id < 0) return -1;
+    p->htab[h] = id;
+    p->n_named++;
+    return id;
+}
+
+static int slm__g_word_char(char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-';
+}
+
+/* Spaces, tabs and comments; newlines too when newline_ok (inside
+   parentheses, after ::= and |): outside them a newline ends the rule. */
+static void slm__g_space(slm__gparser *p, int newline_ok) {
+    const char *t = p->text;
+    for (;;) {
+        char c = t[p->pos];
+        if (c == ' ' || c == '\t' || (newline_ok && (c == '\r' || c == '\n')))
+            p->pos++;
+        else if (c == '#')
+            while (t[p->pos] && t[p->pos] != '\r' && t[p->pos] != '\n') p->pos++;
+        else
+            return;
+    }
+}
+
+/* One character of a literal or class: an escape or a UTF-8 code point
+   (the text was checked to be valid UTF-8). 1 on success. */
+static int slm__g_char(slm__gparser *p, uint32_t *cp) {
+    const uint8_t *t = (const uint8_t *)p->text + p->pos;
+    int32_t at = p->pos;
+    if (t[0] == '\\') {
+        int digits = 0, i;
+        uint32_t v = 0;
+        switch (t[1]) {
+        case 'x': digits = 2; break;
+        case 'u': digits = 4; break;
+        case 'U': digits = 8; break;
+        case 'n': *cp = '\n'; break;
+        case 'r': *cp = '\r'; break;
+        case 't': *cp = '\t'; break;
+        case '\\':
+        case '"':
+        case '[':
+        case ']':
+        case '-': *cp = t[1]; break;
+        case 0: return slm__g_fail(p, at, SLM_ERR_INVALID_ARG, "unexpected end of the text after '\\'");
+        default:
+            if (t[1] >= 0x20 && t[1] < 0x7f)
+                return slm__g_fail(p, at, SLM_ERR_INVALID_ARG, "unknown escape '\\%c'", (char)t[1]);
+            return slm__g_fail(p, at, SLM_ERR_INVALID_ARG, "unknown escape (byte 0x%x after '\\')", (unsigned)t[1]);
+        }
+        if (!digits) {
+            p->pos += 2;
+            return 1;
+        }
+        for (i = 0; i < digits; i++) {
+            uint8_t c = t[2 + i];
+            if (c >= '0' && c <= '9')
+                v = v * 16 + (c - '0');
+            else if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f')
+                v = v * 16 + ((c | 0x20) - 'a' + 10);
+            else
+                return slm__g_fail(p, at, SLM_ERR_INVALID_ARG, "bad escape: '\\%c' needs %d hex digits", (char)t[1],
+                                   digits);
+        }
+        if (v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF))
+            return slm__g_fail(p, at, SLM_ERR_INVALID_ARG, "bad escape: U+%x is not a Unicode scalar value", v);
+        *cp = v;
+        p->pos += 2 + digits;
+        return 1;
+    }
+    if (t[0] < 0x80) {
+        *cp = t[0];
+        p->pos += 1;
+    } else if (t[0] < 0xE0) {
+        *cp = ((uint32_t)(t[0] & 0x1F) << 6) | (t[1] & 0x3F);
+        p->pos += 2;
+    } else if (t[0] < 0xF0) {
+        *cp = ((uint32_t)(t[0] & 0x0F) << 12) | ((uint32_t)(t[1] & 0x3F) << 6) | (t[2] & 0x3F);
+        p->pos += 3;
+    } else {
+        *cp = ((uint32_t)(t[0] & 0x07) << 18) | ((uint32_t)(t[1] & 0x3F) << 12) | ((uint32_t)(t[2] & 0x3F) << 6) |
+              (t[3] & 0x3F);
+        p->pos += 4;
+    }
+    return 1;
+}
+
+static int slm__g_cmp_range(const void *a, const void *b) {
+    const uint32_t *x = (const uint32_t *)a, *y = (const uint32_t *)b;
+    return x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : x[1] < y[1] ? -1 : x[1] > y[1];
+}
+
+static int slm__g_add_range(slm__gparser *p, uint32_t lo, uint32_t hi) {
+    if (!slm__g_grow(p, (void **)&p->ranges, &p->cap_ranges, (int64_t)p->n_ranges + 1, sizeof p->ranges[0],
+                     SLM__G_MAX_ELEMS, "class ranges"))
+        return 0;
+    p->ranges[p->n_ranges][0] = lo;
+    p->ranges[p->n_ranges++][1] = hi;
+    return 1;
+}
+
+/* The ranges from first on, sorted and merged, complemented when negated,
+   surrogates removed, become class n_classes. Returns its index, -1 after a
+   failure. */
+static int32_t slm__g_end_class(slm__gparser *p, int32_t first, int negated) {
+    int32_t n = p->n_ranges - first, m = 0, i, out, end;
+    uint32_t cur = 0;
+    if (n > 1) qsort(p->ranges + first, (size_t)n, sizeof p->ranges[0], slm__g_cmp_range);
+    for (i = 0; i < n; i++) { /* merge overlapping and adjacent ranges */
+        uint32_t *r = p->ranges[first + i], *last = p->ranges[first + m - 1];
+        if (m && r[0] <= last[1] + 1) {
+            if (r[1] > last[1]) last[1] = r[1];
+        } else {
+            p->ranges[first + m][0] = r[0];
+            p->ranges[first + m++][1] = r[1];
+        }
+    }
+    p->n_ranges = first + m;
+    out = p->n_ranges;
+    if (negated) {
+        for (i = 0; i < m; i++) {
+            uint32_t lo = p->ranges[first + i][0], hi = p->ranges[first + i][1];
+            if (lo > cur && !slm__g_add_range(p, cur, lo - 1)) return -1;
+            cur = hi + 1;
+        }
+        if (cur <= 0x10FFFF && !slm__g_add_range(p, cur, 0x10FFFF)) return -1;
+    } else {
+        for (i = 0; i < m; i++)
+            if (!slm__g_add_range(p, p->ranges[first + i][0], p->ranges[first + i][1])) return -1;
+    }
+    end = p->n_ranges;
+    p->n_ranges = first;
+    for (i = out; i < end; i++) { /* copy down, without the surrogates */
+        uint32_t lo = p->ranges[i][0], hi = p->ranges[i][1];
+        if (lo < 0xD800 && !slm__g_add_range(p, lo, hi < 0xD800 ? hi : 0xD7FF)) return -1;
+        if (hi > 0xDFFF && !slm__g_add_range(p, lo > 0xDFFF ? lo : 0xE000, hi)) return -1;
+    }
+    if (!slm__g_grow(p, (void **)&p->classes, &p->cap_classes, (int64_t)p->n_classes + 1, sizeof p->classes[0],
+                     SLM__G_MAX_ELEMS, "character classes"))
+        return -1;
+    p->classes[p->n_classes][0] = first;
+    p->classes[p->n_classes][1] = p->n_ranges - first;
+    return p->n_classes++;
+}
+
+/* Parses a number of {m,n}; values past the limit saturate (reported by the caller). */
+static int slm__g_int(slm__gparser *p, uint32_t *v) {
+    const char *t = p->text;
+    if (t[p->pos] < '0' || t[p->pos] > '9')
+        return slm__g_fail(p, p->pos, SLM_ERR_INVALID_ARG, "expected a number in '{...}'");
+    *v = 0;
+    while (t[p->pos] >= '0' && t[p->pos] <= '9') {
+        *v = *v * 10 + (uint32_t)(t[p->pos++] - '0');
+        if (*v > 100000000u) *v = 100000000u;
+    }
+    return 1;
+}
+
+/* x{min,max} (max < 0: unbounded) on the element(s) scratch[last..], as
+   llama.cpp rewrites it, right-recursive:
+     x{m,n} -> x .. x (m times) x'(n-m), x'(k) ::= x x'(k-1) | , x'(1) ::= x |
+     x{m,}  -> x .. x (m times) x',      x'    ::= x x' | */
+static int slm__g_repeat(slm__gparser *p, int32_t last, int32_t origin, int64_t min, int64_t max, int32_t at) {
+    int32_t n = p->n_scratch - last, prev_rule = -1, n_opt, i, k;
+    if (n <= 0) return slm__g_fail(p, at, SLM_ERR_INVALID_ARG, "nothing before '%c' to repeat", p->text[at]);
+    n_opt = max < 0 ? 1 : (int32_t)(max - min);
+    for (i = 0; i < n_opt; i++) {
+        int32_t id = slm__g_new_rule(p, NULL, 0, origin, p->rules[origin].def_pos), extra = i > 0 || max < 0;
+        if (id < 0 || !slm__g_grow(p, (void **)&p->body, &p->cap_body, (int64_t)p->n_body + n + extra + 2,
+                                   sizeof(slm__gelem), SLM__G_MAX_ELEMS, "elements"))
+            return 0;
+        p->rules[id].first = p->n_body;
+        memcpy(p->body + p->n_body, p->scratch + last, (size_t)n * sizeof(slm__gelem));
+        p->n_body += n;
+        if (extra) {
+            p->body[p->n_body].type = SLM__GE_RULE;
+            p->body[p->n_body++].value = max < 0 ? id : prev_rule;
+        }
+        p->body[p->n_body].type = SLM__GE_ALT;
+        p->body[p->n_body++].value = 0;
+        p->body[p->n_body].type = SLM__GE_END;
+        p->body[p->n_body++].value = 0;
+        p->rules[id].count = p->n_body - p->rules[id].first;
+        prev_rule = id;
+    }
+    if (min == 0)
+        p->n_scratch = last;
+    else if (!slm__g_grow(p, (void **)&p->scratch, &p->cap_scratch, (int64_t)p->n_scratch + (min - 1) * n + 1,
+                          sizeof(slm__gelem), SLM__G_MAX_ELEMS, "elements"))
+        return 0;
+    for (k = 1; k < min; k++) {
+        memcpy(p->scratch + p->n_scratch, p->scratch + last, (size_t)n * sizeof(slm__gelem));
+        p->n_scratch += n;
+    }
+    return n_opt > 0 ? slm__g_push(p, SLM__GE_RULE, prev_rule) : 1;
+}
+
+static int slm__g_alternates(slm__gparser *p, int32_t rule, int32_t origin, int nested);
+
+/* A sequence of elements, each maybe followed by repetitions, onto scratch. */
+static int slm__g_sequence(slm__gparser *p, int32_t origin, int nested) {
+    const char *t = p->text;
+    int32_t last = p->n_scratch;
+    while (p->code == SLM_OK) {
+        char c = t[p->pos];
+        int32_t at = p->pos;
+        if (c == '"') {
+            uint32_t cp;
+            p->pos++;
+            last = p->n_scratch;
+            while (t[p->pos] != '"') {
+                if (!t[p->pos]) return slm__g_fail(p, at, SLM_ERR_INVALID_ARG, "unterminated string literal");
+                if (!slm__g_char(p, &cp) || !slm__g_push(p, SLM__GE_CHAR, (int32_t)cp)) return 0;
+            }
+            p->pos++;
+        } else if (c == '[') {
+            int negated = t[p->pos + 1] == '^';
+            int32_t first = p->n_ranges, cls;
+            p->pos += 1 + negated;
+            while (t[p->pos] != ']') {
+                uint32_t lo, hi;
+                int32_t range_at = p->pos;
+                if (!t[p->pos]) return slm__g_fail(p, at, SLM_ERR_INVALID_ARG, "unterminated character class");
+                if (!slm__g_char(p, &lo)) return 0;
+                hi = lo;
+                if (t[p->pos] == '-' && t[p->pos + 1] != ']' && t[p->pos + 1]) {
+                    p->pos++;
+                    if (!slm__g_char(p, &hi)) return 0;
+                    if (hi < lo)
+                        return slm__g_fail(p, range_at, SLM_ERR_INVALID_ARG,
+                                           "character range ends (U+%x) before it starts (U+%x)", hi, lo);
+                }
+                if (!slm__g_add_range(p, lo, hi)) return 0;
+            }
+            if (p->n_ranges == first) return slm__g_fail(p, at, SLM_ERR_INVALID_ARG, "empty character class");
+            p->pos++;
+            cls = slm__g_end_class(p, first, negated);
+            last = p->n_scratch;
+            if (cls < 0 || !slm__g_push(p, SLM__GE_CLASS, cls)) return 0;
+        } else if (c == '<' || c == '!') {
+            return slm__g_fail(p, at, SLM_ERR_INVALID_ARG, "token references (<...>, !<...>) are not supported");
+        } else if (slm__g_word_char(c)) {
+            int32_t id;
+            while (slm__g_word_char(t[p->pos])) p->pos++;
+            id = slm__g_named_rule(p, t + at, p->pos - at);
+            if (id < 0) return 0;
+            if (p->rules[id].ref_pos < 0) p->rules[id].ref_pos = at;
+            last = p->n_scratch;
+            if (!slm__g_push(p, SLM__GE_RULE, id)) return 0;
+        } else if (c == '(') {
+            int32_t id;
+            if (p->depth >= SLM__G_MAX_DEPTH)
+                return slm__g_fail(p, at, SLM_ERR_INVALID_ARG, "parentheses nested deeper than %d", SLM__G_MAX_DEPTH);
+            p->pos++;
+            slm__g_space(p, 1);
+            id = slm__g_new_rule(p, NULL, 0, origin, p->rules[origin].def_pos);
+            if (id < 0) return 0;
+            p->depth++;
+            if (!slm__g_alternates(p, id, origin, 1)) return 0;
+            p->depth--;
+            if (t[p->pos] != ')') {
+                int line, col;
+                slm__g_line_col(t, at, &line, &col);
+                return slm__g_fail(p, p->pos, SLM_ERR_INVALID_ARG,
+                                   "expected ')' to close the '(' of line %d, column %d", line, col);
+            }
+            p->pos++;
+            last = p->n_scratch;
+            if (!slm__g_push(p, SLM__GE_RULE, id)) return 0;
+        } else if (c == '.') {
+            p->pos++;
+            if (p->any_class < 0) {
+                p->any_class = slm__g_end_class(p, p->n_ranges, 1);
+                if (p->any_class < 0) return 0;
+            }
+            last = p->n_scratch;
+            if (!slm__g_push(p, SLM__GE_CLASS, p->any_class)) return 0;
+        } else if (c == '*' || c == '+' || c == '?') {
+            p->pos++;
+            slm__g_space(p, nested);
+            if (!slm__g_repeat(p, last, origin, c == '+', c == '?' ? 1 : -1, at)) return 0;
+            continue;
+        } else if (c == '{') {
+            uint32_t min, max;
+            int64_t max_times;
+            p->pos++;
+            slm__g_space(p, nested);
+            if (!slm__g_int(p, &min)) return 0;
+            slm__g_space(p, nested);
+            max = min;
+            max_times = min;
+            if (t[p->pos] == ',') {
+                p->pos++;
+                slm__g_space(p, nested);
+                max_times = -1;
+                if (t[p->pos] >= '0' && t[p->pos] <= '9') {
+                    if (!slm__g_int(p, &max)) return 0;
+                    max_times = max;
+                    slm__g_space(p, nested);
+                }
+            }
+            if (t[p->pos] != '}') return slm__g_fail(p, p->pos, SLM_ERR_INVALID_ARG, "expected '}' or ',' in '{...}'");
+            p->pos++;
+            slm__g_space(p, nested);
+            if (min > SLM__G_MAX_REPEAT || (max_times >= 0 && max > SLM__G_MAX_REPEAT))
+                return slm__g_fail(p, at, SLM_ERR_INVALID_ARG, "repetition count above the limit of %d",
+                                   SLM__G_MAX_REPEAT);
+            if (max_times >= 0 && max < min)
+                return slm__g_fail(p, at, SLM_ERR_INVALID_ARG, "repetition {%u,%u}: the maximum is below the minimum",
+                                   min, max);
+            if (!slm__g_repeat(p, last, origin, min, max_times, at)) return 0;
+            continue;
+        } else {
+            break;
+        }
+        slm__g_space(p, nested);
+    }
+    return p->code == SLM_OK;
+}
+
+/* Alternatives separated by '|', the body of rule. */
+static int slm__g_alternates(slm__gparser *p, int32_t rule, int32_t origin, int nested) {
+    int32_t start = p->n_scratch, n;
+    if (!slm__g_sequence(p, origin, nested)) return 0;
+    while (p->text[p->pos] == '|') {
+        if (!slm__g_push(p, SLM__GE_ALT, 0)) return 0;
+        p->pos++;
+        slm__g_space(p, 1);
+        if (!slm__g_sequence(p, origin, nested)) return 0;
+    }
+    if (!slm__g_push(p, SLM__GE_END, 0)) return 0;
+    n = p->n_scratch - start;
+    if (!slm__g_grow(p, (void **)&p->body, &p->cap_body, (int64_t)p->n_body + n, sizeof(slm__gelem), SLM__G_MAX_ELEMS,
+                     "elements"))
+        return 0;
+    memcpy(p->body + p->n_body, p->scratch + start, (size_t)n * sizeof(slm__gelem));
+    p->rules[rule].first = p->n_body;
+    p->rules[rule].count = n;
+    p->n_body += n;
+    p->n_scratch = start;
+    return 1;
+}
+
+/* name ::= alternatives, ended by a newline or the end of the text. */
+static int slm__g_rule(slm__gparser *p) {
+    const char *t = p->text;
+    int32_t at = p->pos, id;
+    if (!slm__g_word_char(t[at])) {
+        if (t[at] == '|')
+            return slm__g_fail(p, at, SLM_ERR_INVALID_ARG,
+                               "expected a rule name, found '|' (a rule's alternatives continue on the next line "
+                               "only after a '|' that ends the line, or inside parentheses)");
+        return slm__g_fail(p, at, SLM_ERR_INVALID_ARG, "expected a rule name");
+    }
+    while (slm__g_word_char(t[p->pos])) p->pos++;
+    id = slm__g_named_rule(p, t + at, p->pos - at);
+    if (id < 0) return 0;
+    if (p->rules[id].count >= 0) {
+        int line, col;
+        slm__g_line_col(t, p->rules[id].def_pos, &line, &col);
+        return slm__g_fail(p, at, SLM_ERR_INVALID_ARG, "rule '%s' is defined twice (first at line %d, column %d)",
+                           p->names + p->rules[id].name, line, col);
+    }
+    p->rules[id].def_pos = at;
+    slm__g_space(p, 0);
+    if (!(t[p->pos] == ':' && t[p->pos + 1] == ':' && t[p->pos + 2] == '='))
+        return slm__g_fail(p, p->pos, SLM_ERR_INVALID_ARG, "expected '::=' after the rule name '%s'",
+                           p->names + p->rules[id].name);
+    p->pos += 3;
+    slm__g_space(p, 1);
+    if (!slm__g_alternates(p, id, id, 0)) return 0;
+    if (t[p->pos] == '\r')
+        p->pos += t[p->pos + 1] == '\n' ? 2 : 1;
+    else if (t[p->pos] == '\n')
+        p->pos++;
+    else if (t[p->pos]) {
+        if (t[p->pos] == ')') return slm__g_fail(p, p->pos, SLM_ERR_INVALID_ARG, "unmatched ')'");
+        return slm__g_fail(p, p->pos, SLM_ERR_INVALID_ARG,
+                           "unexpected '%c' (expected an element, '|' or the end of the line)", t[p->pos]);
+    }
+    slm__g_space(p, 1);
+    return 1;
+}
+
+/* ---- compiling: code points to UTF-8 byte sets ---- */
+
+static int32_t slm__g_set(slm__gparser *p, const uint32_t set[8]) {
+    slm_grammar *g = p->g;
+    uint32_t h, mask;
+    int32_t i;
+    if (2 * (g->n_sets + 1) > p->scap) {
+        int32_t cap = p->scap ? p->scap * 2 : 256, *t;
+        t = (int32_t *)slm__alloc(&p->a, (size_t)cap * sizeof(int32_t));
+        if (!t) return slm__g_fail(p, -1, SLM_ERR_OOM, "out of memory"), -1;
+        for (i = 0; i < cap; i++) t[i] = -1;
+        for (i = 0; i < g->n_sets; i++) {
+            h = slm__g_hash(g->sets[i], 32) & (uint32_t)(cap - 1);
+            while (t[h] >= 0) h = (h + 1) & (uint32_t)(cap - 1);
+            t[h] = i;
+        }
+        slm__free(&p->a, p->stab);
+        p->stab = t;
+        p->scap = cap;
+    }
+    mask = (uint32_t)(p->scap - 1);
+    for (h = slm__g_hash(set, 32) & mask; p->stab[h] >= 0; h = (h + 1) & mask)
+        if (memcmp(g->sets[p->stab[h]], set, 32) == 0) return p->stab[h];
+    if (!slm__g_grow(p, (void **)&g->sets, &p->cap_sets, (int64_t)g->n_sets + 1, 32, SLM__G_MAX_SETS, "byte sets"))
+        return -1;
+    memcpy(g->sets[g->n_sets], set, 32);
+    p->stab[h] = g->n_sets;
+    return g->n_sets++;
+}
+
+static void slm__g_set_range(uint32_t set[8], uint32_t lo, uint32_t hi) {
+    uint32_t b;
+    for (b = lo; b <= hi; b++) set[b >> 5] |= 1u << (b & 31);
+}
+
+static int slm__g_utf8(uint32_t cp, uint8_t *b) {
+    if (cp < 0x80) return b[0] = (uint8_t)cp, 1;
+    if (cp < 0x800) return b[0] = (uint8_t)(0xC0 | cp >> 6), b[1] = (uint8_t)(0x80 | (cp & 0x3F)), 2;
+    if (cp < 0x10000)
+        return b[0] = (uint8_t)(0xE0 | cp >> 12), b[1] = (uint8_t)(0x80 | (cp >> 6 & 0x3F)),
+               b[2] = (uint8_t)(0x80 | (cp & 0x3F)), 3;
+    b[0] = (uint8_t)(0xF0 | cp >> 18), b[1] = (uint8_t)(0x80 | (cp >> 12 & 0x3F));
+    b[2] = (uint8_t)(0x80 | (cp >> 6 & 0x3F)), b[3] = (uint8_t)(0x80 | (cp & 0x3F));
+    return 4;
+}
+
+/* The classic split of a code point range into byte-range sequences (as
+   RE2 and utf8-ranges do): ranges whose code points all have the same
+   UTF-8 length and whose bytes vary independently. */
+static int slm__g_split(slm__gparser *p, uint32_t lo, uint32_t hi) {
+    static const uint32_t bounds[3] = { 0x7F, 0x7FF, 0xFFFF };
+    uint8_t a[4], b[4];
+    int i, n;
+    slm__gseq *s;
+    for (i = 0; i < 3; i++)
+        if (lo <= bounds[i] && hi > bounds[i])
+            return slm__g_split(p, lo, bounds[i]) && slm__g_split(p, bounds[i] + 1, hi);
+    n = slm__g_utf8(lo, a);
+    for (i = 1; i < n; i++) {
+        uint32_t m = (1u << (6 * i)) - 1;
+        if ((lo & ~m) != (hi & ~m)) {
+            if (lo & m) return slm__g_split(p, lo, lo | m) && slm__g_split(p, (lo | m) + 1, hi);
+            if ((hi & m) != m) return slm__g_split(p, lo, (hi & ~m) - 1) && slm__g_split(p, hi & ~m, hi);
+        }
+    }
+    slm__g_utf8(hi, b);
+    if (!slm__g_grow(p, (void **)&p->seqs, &p->cap_seqs, (int64_t)p->n_seqs + 1, sizeof(slm__gseq), SLM__G_MAX_SETS,
+                     "UTF-8 byte sequences in a class"))
+        return 0;
+    s = &p->seqs[p->n_seqs++];
+    memset(s, 0, sizeof *s);
+    s->len = n;
+    for (i = 0; i < n; i++) slm__g_set_range(s->set[i], a[i], b[i]);
+    return 1;
+}
+
+/* Class c as byte-set sequences in p->seqs: every one-byte sequence in one,
+   then (for a few) sequences that differ in one byte only merged. */
+static int slm__g_class_seqs(slm__gparser *p, int32_t c) {
+    int32_t i, j, k, first = p->classes[c][0], n = p->classes[c][1], one = -1, changed = 1;
+    p->n_seqs = 0;
+    for (i = 0; i < n; i++)
+        if (!slm__g_split(p, p->ranges[first + i][0], p->ranges[first + i][1])) return 0;
+    for (i = 0; i < p->n_seqs; i++) { /* the one-byte sequences come first (ranges are sorted) */
+        if (p->seqs[i].len != 1) continue;
+        if (one < 0)
+            one = i;
+        else
+            for (k = 0; k < 8; k++) p->seqs[one].set[0][k] |= p->seqs[i].set[0][k];
+        p->seqs[i].len = 0;
+        if (one == i) p->seqs[i].len = 1;
+    }
+    for (i = j = 0; i < p->n_seqs; i++)
+        if (p->seqs[i].len) p->seqs[j++] = p->seqs[i];
+    p->n_seqs = j;
+    while (changed && p->n_seqs <= 256) {
+        changed = 0;
+        for (i = 0; i < p->n_seqs; i++)
+            for (j = i + 1; j < p->n_seqs; j++) {
+                slm__gseq *x = &p->seqs[i], *y = &p->seqs[j];
+                int diff = 0, at = 0;
+                if (--p->merge_budget < 0) return 1; /* unmerged is as right, only larger */
+                if (x->len != y->len) continue;
+                for (k = 0; k < x->len && diff < 2; k++)
+                    if (memcmp(x->set[k], y->set[k], 32)) diff++, at = k;
+                if (diff > 1) continue;
+                for (k = 0; k < 8; k++) x->set[at][k] |= y->set[at][k];
+                *y = p->seqs[--p->n_seqs];
+                changed = 1;
+                j--;
+            }
+    }
+    return 1;
+}
+
+static int slm__g_emit(slm__gparser *p, slm__gelem **arr, int32_t *n, int32_t *cap, int32_t type, int32_t value) {
+    if (!slm__g_grow(p, (void **)arr, cap, (int64_t)*n + 1, sizeof(slm__gelem), SLM__G_MAX_ELEMS, "compiled elements"))
+        return 0;
+    (*arr)[*n].type = type;
+    (*arr)[*n].value = value;
+    ++*n;
+    return 1;
+}
+
+/* ---- the checks ---- */
+
+/* Rules that match some string (what = 0) or the empty string (what = 1),
+   by a worklist over the alternatives: an alternative is done when every
+   element is; its rule then is. Linear in the elements. */
+static int slm__g_fixpoint(slm__gparser *p, int what, uint8_t *done) {
+    slm_grammar *g = p->g;
+    int32_t n_alts = 0, i, e, *alt_rule, *need, *occ_first, *occ, *queue, nq = 0, head = 0, a;
+    int ok = 0;
+    for (e = 0; e < g->n_elems; e++) n_alts += g->elems[e].type <= SLM__GE_ALT;
+    alt_rule = (int32_t *)slm__calloc(&p->a, (size_t)n_alts + 1, sizeof(int32_t));
+    need = (int32_t *)slm__calloc(&p->a, (size_t)n_alts + 1, sizeof(int32_t));
+    occ_first = (int32_t *)slm__calloc(&p->a, (size_t)g->n_rules + 1, sizeof(int32_t));
+    occ = (int32_t *)slm__calloc(&p->a, (size_t)g->n_elems + 1, sizeof(int32_t));
+    queue = (int32_t *)slm__calloc(&p->a, (size_t)g->n_rules + (size_t)n_alts + 1, sizeof(int32_t));
+    if (!alt_rule || !need || !occ_first || !occ || !queue) {
+        slm__g_fail(p, -1, SLM_ERR_OOM, "out of memory");
+        goto out;
+    }
+    memset(done, 0, (size_t)g->n_rules);
+    for (i = 0, a = 0; i < g->n_rules; i++)
+        for (e = g->rule_first[i];; e++) {
+            const slm__gelem *x = &g->elems[e];
+            if (x->type <= SLM__GE_ALT) {
+                alt_rule[a] = i;
+                if (need[a] == 0) queue[nq++] = ~a; /* negative: an alternative done */
+                a++;
+                if (x->type == SLM__GE_END) break;
+            } else if (x->type == SLM__GE_RULE) {
+                need[a]++;
+                occ_first[x->value + 1]++;
+            } else if (what == 1) {
+                need[a] = INT32_MAX / 2; /* a byte: never empty */
+            } else {
+                int k, empty = 1;
+                for (k = 0; k < 8; k++) empty &= g->sets[x->value][k] == 0;
+                if (empty) need[a] = INT32_MAX / 2;
+            }
+        }
+    for (i = 0; i < g->n_rules; i++) occ_first[i + 1] += occ_first[i];
+    for (i = 0, a = 0; i < g->n_rules; i++) /* the alternatives that mention each rule */
+        for (e = g->rule_first[i];; e++) {
+            const slm__gelem *x = &g->elems[e];
+            if (x->type == SLM__GE_RULE) occ[occ_first[x->value]++] = a;
+            if (x->type <= SLM__GE_ALT && (a++, x->type == SLM__GE_END)) break;
+        }
+    for (i = g->n_rules; i > 0; i--) occ_first[i] = occ_first[i - 1]; /* back to the starts */
+    occ_first[0] = 0;
+    while (head < nq) {
+        int32_t item = queue[head++], r;
+        if (item < 0) {
+            r = alt_rule[~item];
+            if (done[r]) continue;
+            done[r] = 1;
+            queue[nq++] = r;
+        } else {
+            for (i = occ_first[item]; i < occ_first[item + 1]; i++)
+                if (--need[occ[i]] == 0) queue[nq++] = ~occ[i];
+        }
+    }
+    ok = 1;
+out:
+    slm__free(&p->a, alt_rule);
+    slm__free(&p->a, need);
+    slm__free(&p->a, occ_first);
+    slm__free(&p->a, occ);
+    slm__free(&p->a, queue);
+    return ok;
+}
+
+/* Appends " -> name" of rule r (generated rules by the name written in the
+   text) unless the chain already ends with it. */
+static size_t slm__g_chain(slm__gparser *p, char *buf, size_t cap, size_t n, int32_t r, int32_t *last) {
+    int32_t o = p->rules[r].origin;
+    if (o == *last) return n;
+    *last = o;
+    if (n < cap) slm__format(buf + n, cap - n, "%s%s", n ? " -> " : "", p->names + p->rules[o].name);
+    while (n < cap && buf[n]) n++;
+    return n;
+}
+
+/* A rule that reaches itself through first positions (every element before
+   the reference can match the empty string): an error naming the cycle. */
+static int slm__g_left_recursion(slm__gparser *p, const uint8_t *nullable) {
+    typedef struct {
+        int32_t rule, e, prefix_empty;
+    } frame;
+    slm_grammar *g = p->g;
+    uint8_t *color = (uint8_t *)slm__calloc(&p->a, (size_t)g->n_rules, 1); /* 0 new, 1 on the stack, 2 done */
+    frame *stack = (frame *)slm__calloc(&p->a, (size_t)g->n_rules, sizeof(frame));
+    int32_t root, sp, i, ok = 0;
+    if (!color || !stack) {
+        slm__g_fail(p, -1, SLM_ERR_OOM, "out of memory");
+        goto out;
+    }
+    for (root = 0; root < g->n_rules; root++) {
+        if (color[root]) continue;
+        sp = 0;
+        stack[sp].rule = root, stack[sp].e = g->rule_first[root], stack[sp++].prefix_empty = 1;
+        color[root] = 1;
+        while (sp) {
+            frame *f = &stack[sp - 1];
+            const slm__gelem *x = &g->elems[f->e++];
+            int32_t to;
+            if (x->type <= SLM__GE_ALT) {
+                f->prefix_empty = 1;
+                if (x->type == SLM__GE_END) {
+                    color[f->rule] = 2;
+                    sp--;
+                }
+                continue;
+            }
+            if (x->type == SLM__GE_BYTES || !f->prefix_empty) {
+                f->prefix_empty = 0;
+                continue;
+            }
+            to = x->value;
+            f->prefix_empty = nullable[to];
+            if (color[to] == 2) continue;
+            if (color[to] == 1) {
+                char chain[SLM__MSG_MAX];
+                size_t n = 0;
+                int32_t last = -1, start = 0;
+                while (stack[start].rule != to) start++;
+                for (i = start; i < sp; i++) n = slm__g_chain(p, chain, sizeof chain, n, stack[i].rule, &last);
+                last = -1;
+                n = slm__g_chain(p, chain, sizeof chain, n, to, &last);
+                slm__g_fail(p, p->rules[p->rules[to].origin].def_pos, SLM_ERR_INVALID_ARG,
+                            "rule '%s' is left-recursive: %s", p->names + p->rules[p->rules[to].origin].name, chain);
+                goto out;
+            }
+            color[to] = 1;
+            stack[sp].rule = to, stack[sp].e = g->rule_first[to], stack[sp++].prefix_empty = 1;
+        }
+    }
+    ok = 1;
+out:
+    slm__free(&p->a, color);
+    slm__free(&p->a, stack);
+    return ok;
+}
+
+static void slm__g_parser_free(slm__gparser *p) {
+    slm__free(&p->a, p->scratch);
+    slm__free(&p->a, p->body);
+    slm__free(&p->a, p->rules);
+    slm__free(&p->a, p->names);
+    slm__free(&p->a, p->htab);
+    slm__free(&p->a, p->ranges);
+    slm__free(&p->a, p->classes);
+    slm__free(&p->a, p->xelems);
+    slm__free(&p->a, p->stab);
+    slm__free(&p->a, p->seqs);
+}
+
+SLM_API void slm_grammar_free(slm_grammar *g) {
+    if (!g) return;
+    slm__free(&g->alloc, g->rule_first);
+    slm__free(&g->alloc, g->elems);
+    slm__free(&g->alloc, g->sets);
+    slm__free(&g->alloc, g->rule_names);
+    slm__free(&g->alloc, g);
+}
+
+/* Parses, compiles and checks GBNF text into p->g. */
+static int slm__g_compile(slm__gparser *p, const char *root) {
+    slm_grammar *g = p->g;
+    int32_t i, e, n_parsed, first_bad, (*cache)[5] = NULL; /* per class: {count, set indices} or {-1, rule} */
+    uint8_t *flags = NULL;
+    const uint8_t *u = (const uint8_t *)p->text;
+    /* the text: bounded, valid UTF-8 */
+    for (i = 0; u[i]; i++) {
+        int n = u[i] < 0x80                   ? 1
+                : u[i] >= 0xC2 && u[i] < 0xE0 ? 2
+                : u[i] >= 0xE0 && u[i] < 0xF0 ? 3
+                : u[i] >= 0xF0 && u[i] < 0xF5 ? 4
+                                              : 0,
+            k;
+        if (i >= SLM__G_MAX_TEXT)
+            return slm__g_fail(p, -1, SLM_ERR_INVALID_ARG, "grammar text longer than %d bytes", SLM__G_MAX_TEXT);
+        for (k = 1; k < n; k++)
+            if ((u[i + k] & 0xC0) != 0x80) n = 0;
+        if (n == 3 && ((u[i] == 0xE0 && u[i + 1] < 0xA0) || (u[i] == 0xED && u[i + 1] > 0x9F))) n = 0;
+        if (n == 4 && ((u[i] == 0xF0 && u[i + 1] < 0x90) || (u[i] == 0xF4 && u[i + 1] > 0x8F))) n = 0;
+        if (!n) return slm__g_fail(p, i, SLM_ERR_INVALID_ARG, "invalid UTF-8 (byte 0x%x)", (unsigned)u[i]);
+        i += n - 1;
+    }
+    p->len = i;
+    slm__g_space(p, 1);
+    while (p->text[p->pos])
+        if (!slm__g_rule(p)) return 0;
+    /* every rule defined, the root among them */
+    for (i = 0; i < p->n_rules; i++)
+        if (p->rules[i].count < 0)
+            return slm__g_fail(p, p->rules[i].ref_pos, SLM_ERR_INVALID_ARG, "rule '%s' is used but never defined",
+                               p->names + p->rules[i].name);
+    for (i = 0; i < p->n_rules; i++)
+        if (p->rules[i].origin == i && strcmp(p->names + p->rules[i].name, root) == 0) break;
+    if (i == p->n_rules) return slm__g_fail(p, -1, SLM_ERR_INVALID_ARG, "the start rule '%s' is not defined", root);
+    g->root = i;
+
+    /* compile: code points to bytes; a class with several byte sequences becomes a rule of its own */
+    n_parsed = p->n_rules;
+    cache = (int32_t(*)[5])slm__calloc(&p->a, (size_t)p->n_classes + 1, sizeof *cache);
+    if (!cache) return slm__g_fail(p, -1, SLM_ERR_OOM, "out of memory");
+    for (i = 0; i < p->n_classes; i++) cache[i][0] = -2; /* not compiled yet */
+    if (!slm__g_grow(p, (void **)&g->rule_first, &p->cap_first, n_parsed, sizeof(int32_t), SLM__G_MAX_RULES, "rules"))
+        goto fail;
+    for (i = 0; i < n_parsed; i++) {
+        g->rule_first[i] = g->n_elems;
+        for (e = p->rules[i].first; e < p->rules[i].first + p->rules[i].count; e++) {
+            slm__gelem x = p->body[e];
+            if (x.type == SLM__GE_CHAR) {
+                uint8_t b[4];
+                int k, n = slm__g_utf8((uint32_t)x.value, b);
+                for (k = 0; k < n; k++) {
+                    uint32_t set[8] = { 0 };
+                    int32_t s;
+                    set[b[k] >> 5] = 1u << (b[k] & 31);
+                    if ((s = slm__g_set(p, set)) < 0 ||
+                        !slm__g_emit(p, &g->elems, &g->n_elems, &p->cap_elems, SLM__GE_BYTES, s))
+                        goto fail;
+                }
+            } else if (x.type == SLM__GE_CLASS) {
+                int32_t *c = cache[x.value], k;
+                if (c[0] == -2) {
+                    if (!slm__g_class_seqs(p, x.value)) goto fail;
+                    if (p->n_seqs <= 1) {
+                        static const uint32_t empty[8] = { 0 };
+                        c[0] = p->n_seqs ? p->seqs[0].len : 1;
+                        for (k = 0; k < c[0]; k++)
+                            if ((c[1 + k] = slm__g_set(p, p->n_seqs ? p->seqs[0].set[k] : empty)) < 0) goto fail;
+                    } else {
+                        int32_t r = slm__g_new_rule(p, NULL, 0, i, p->rules[i].def_pos), q;
+                        if (r < 0) goto fail;
+                        p->rules[r].first = p->n_xelems;
+                        for (q = 0; q < p->n_seqs; q++) {
+                            for (k = 0; k < p->seqs[q].len; k++) {
+                                int32_t s = slm__g_set(p, p->seqs[q].set[k]);
+                                if (s < 0 ||
+                                    !slm__g_emit(p, &p->xelems, &p->n_xelems, &p->cap_xelems, SLM__GE_BYTES, s))
+                                    goto fail;
+                            }
+                            if (!slm__g_emit(p, &p->xelems, &p->n_xelems, &p->cap_xelems,
+                                             q + 1 < p->n_seqs ? SLM__GE_ALT : SLM__GE_END, 0))
+                                goto fail;
+                        }
+                        c[0] = -1;
+                        c[1] = r;
+                    }
+                }
+                if (c[0] == -1) {
+                    if (!slm__g_emit(p, &g->elems, &g->n_elems, &p->cap_elems, SLM__GE_RULE, c[1])) goto fail;
+                } else {
+                    for (k = 0; k < c[0]; k++)
+                        if (!slm__g_emit(p, &g->elems, &g->n_elems, &p->cap_elems, SLM__GE_BYTES, c[1 + k])) goto fail;
+                }
+            } else if (!slm__g_emit(p, &g->elems, &g->n_elems, &p->cap_elems, x.type, x.value)) {
+                goto fail;
+            }
+        }
+    }
+    if (!slm__g_grow(p, (void **)&g->rule_first, &p->cap_first, p->n_rules, sizeof(int32_t), SLM__G_MAX_RULES, "rules"))
+        goto fail;
+    for (i = n_parsed; i < p->n_rules; i++) g->rule_first[i] = g->n_elems + p->rules[i].first;
+    for (i = 0; i < p->n_xelems; i++)
+        if (!slm__g_emit(p, &g->elems, &g->n_elems, &p->cap_elems, p->xelems[i].type, p->xelems[i].value)) goto fail;
+    g->n_rules = p->n_rules;
+
+    /* the checks, on every rule (reachable from the root or not, as llama.cpp checks for undefined ones) */
+    flags = (uint8_t *)slm__calloc(&p->a, (size_t)g->n_rules, 1);
+    if (!flags) {
+        slm__g_fail(p, -1, SLM_ERR_OOM, "out of memory");
+        goto fail;
+    }
+    if (!slm__g_fixpoint(p, 0, flags)) goto fail;
+    for (i = 0, first_bad = -1; i < g->n_rules; i++) {
+        /* name the rule at fault: one that needs no other never-matching rule (root ::= a, a ::= "x" a: 'a') */
+        int blame = !flags[i];
+        for (e = g->rule_first[i]; blame && g->elems[e].type != SLM__GE_END; e++)
+            if (g->elems[e].type == SLM__GE_RULE && g->elems[e].value != i && !flags[g->elems[e].value]) blame = 0;
+        if (!flags[i] && first_bad < 0) first_bad = i;
+        if (blame) break;
+    }
+    if (first_bad >= 0) {
+        if (i == g->n_rules) i = first_bad;
+        {
+            int32_t o = p->rules[i].origin;
+            if (o == i)
+                slm__g_fail(p, p->rules[i].def_pos, SLM_ERR_INVALID_ARG, "rule '%s' can never match (no finite string)",
+                            p->names + p->rules[i].name);
+            else
+                slm__g_fail(p, p->rules[i].def_pos, SLM_ERR_INVALID_ARG,
+                            "rule '%s' (part of rule '%s') can never match (no finite string)",
+                            p->names + p->rules[i].name, p->names + p->rules[o].name);
+            goto fail;
+        }
+    }
+    if (!slm__g_fixpoint(p, 1, flags) || !slm__g_left_recursion(p, flags)) goto fail;
+
+    /* the names: one block, the pointers then the characters */
+    g->rule_names = (char **)slm__alloc(&p->a, (size_t)g->n_rules * sizeof(char *) + (size_t)p->n_names);
+    if (!g->rule_names) {
+        slm__g_fail(p, -1, SLM_ERR_OOM, "out of memory");
+        goto fail;
+    }
+    {
+        char *chars = (char *)(g->rule_names + g->n_rules);
+        memcpy(chars, p->names, (size_t)p->n_names);
+        for (i = 0; i < g->n_rules; i++) g->rule_names[i] = chars + p->rules[i].name;
+    }
+    slm__free(&p->a, cache);
+    slm__free(&p->a, flags);
+    return 1;
+fail:
+    slm__free(&p->a, cache);
+    slm__free(&p->a, flags);
+    return 0;
+}
+
+SLM_API slm_result slm_grammar_new(slm_grammar **out, const slm_grammar_desc *desc) {
+    slm__gparser p;
+    char *converted = NULL;
+    memset(&p, 0, sizeof p);
+    p.any_class = -1;
+    p.merge_budget = (int64_t)1 << 24;
+    if (out) *out = NULL;
+    if (desc) {
+        p.error = desc->error;
+        p.error_cap = desc->error_cap;
+    }
+    if (p.error && p.error_cap) p.error[0] = 0;
+    p.text = "";
+    if (!out || !desc) {
+        slm__g_fail(&p, -1, SLM_ERR_INVALID_ARG, "slm_grammar_new: out and desc are required");
+        return p.code;
+    }
+    if ((desc->gbnf != NULL) == (desc->json_schema != NULL)) {
+        slm__g_fail(&p, -1, SLM_ERR_INVALID_ARG, "slm_grammar_new: set exactly one of desc.gbnf and desc.json_schema");
+        return p.code;
+    }
+    if ((desc->alloc.alloc != NULL) != (desc->alloc.free != NULL)) {
+        slm__g_fail(&p, -1, SLM_ERR_INVALID_ARG, "slm_grammar_new: desc.alloc.%s is set, desc.alloc.%s is not",
+                    desc->alloc.alloc ? "alloc" : "free", desc->alloc.alloc ? "free" : "alloc");
+        return p.code;
+    }
+    p.a = slm__allocator_or_default(desc->alloc);
+    p.text = desc->gbnf;
+    if (desc->json_schema) {
+        size_t len = 0;
+        slm_result r = slm_json_schema_to_gbnf(desc->json_schema, NULL, 0, &len, desc->error, desc->error_cap);
+        if (r != SLM_OK) return r;
+        if (len >= SLM__G_MAX_TEXT) {
+            slm__g_fail(&p, -1, SLM_ERR_INVALID_ARG, "the schema's grammar is longer than %d bytes", SLM__G_MAX_TEXT);
+            return p.code;
+        }
+        converted = (char *)slm__alloc(&p.a, len + 1);
+        if (!converted) {
+            slm__g_fail(&p, -1, SLM_ERR_OOM, "out of memory");
+            return p.code;
+        }
+        r = slm_json_schema_to_gbnf(desc->json_schema, converted, len + 1, &len, desc->error, desc->error_cap);
+        if (r != SLM_OK) {
+            slm__free(&p.a, converted);
+            return r;
+        }
+        converted[len] = 0;
+        p.text = converted;
+    }
+    p.g = (slm_grammar *)slm__calloc(&p.a, 1, sizeof(slm_grammar));
+    if (!p.g) {
+        slm__g_fail(&p, -1, SLM_ERR_OOM, "out of memory");
+    } else {
+        p.g->alloc = p.a;
+        slm__g_compile(&p, desc->root ? desc->root : "root");
+    }
+    slm__g_parser_free(&p);
+    slm__free(&p.a, converted);
+    if (p.code != SLM_OK) {
+        slm_grammar_free(p.g);
+        return p.code;
+    }
+    *out = p.g;
+    return SLM_OK;
+}
 
 /* ---- JSON Schema to GBNF ---------------------------------------------------
    Owns slm_json_schema_to_gbnf and the JSON reader it needs.

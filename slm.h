@@ -9607,7 +9607,7 @@ static int slm__schema_array(slm__schema *c, const slm__schema_kw *kw, const cha
     if (kw->min_items >= 0 && slm__schema_count(c, kw->min_items, "minItems", &min)) return -1;
     if (kw->max_items >= 0 && slm__schema_count(c, kw->max_items, "maxItems", &max)) return -1;
     if (max >= 0 && min > max) {
-        slm__format(msg, sizeof msg, "'minItems' %d is more than 'maxItems' %d: no array has both", min, max);
+        slm__format(msg, sizeof msg, "'minItems' %d is more than 'maxItems' %d (no array has both)", min, max);
         return slm__schema_fail(c, msg);
     }
     if (items >= 0 && c->js.nodes[items].type == SLM__JSON_ARRAY)

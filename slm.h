@@ -8670,6 +8670,10 @@ fail:
     return 0;
 }
 
+/* The next section's converter, with slm_grammar_new's allocator. */
+static slm_result slm__json_schema_to_gbnf(slm_allocator alloc, const char *schema, char *out, size_t out_cap,
+                                           size_t *out_len, char *error, size_t error_cap);
+
 SLM_API slm_result slm_grammar_new(slm_grammar **out, const slm_grammar_desc *desc) {
     slm__gparser p;
     char *converted = NULL;
@@ -8700,7 +8704,8 @@ SLM_API slm_result slm_grammar_new(slm_grammar **out, const slm_grammar_desc *de
     p.text = desc->gbnf;
     if (desc->json_schema) {
         size_t len = 0;
-        slm_result r = slm_json_schema_to_gbnf(desc->json_schema, NULL, 0, &len, desc->error, desc->error_cap);
+        slm_result r =
+            slm__json_schema_to_gbnf(desc->alloc, desc->json_schema, NULL, 0, &len, desc->error, desc->error_cap);
         if (r != SLM_OK) return r;
         if (len >= SLM__G_MAX_TEXT) {
             slm__g_fail(&p, -1, SLM_ERR_INVALID_ARG, "the schema's grammar is longer than %d bytes", SLM__G_MAX_TEXT);
@@ -8711,7 +8716,8 @@ SLM_API slm_result slm_grammar_new(slm_grammar **out, const slm_grammar_desc *de
             slm__g_fail(&p, -1, SLM_ERR_OOM, "out of memory");
             return p.code;
         }
-        r = slm_json_schema_to_gbnf(desc->json_schema, converted, len + 1, &len, desc->error, desc->error_cap);
+        r = slm__json_schema_to_gbnf(desc->alloc, desc->json_schema, converted, len + 1, &len, desc->error,
+                                     desc->error_cap);
         if (r != SLM_OK) {
             slm__free(&p.a, converted);
             return r;

@@ -6157,6 +6157,7 @@ struct slm_session {
 #endif
     slm__cand *cand;
     struct slm__suggest *suggest; /* slm_suggest's state (predictive text), made by its first call */
+    struct slm__gm_trie *gtrie;   /* the vocabulary as a trie for grammars, made by the first call with one */
     uint64_t rng;
     slm_gen_stats stats;
     slm_token gen_last; /* the last token the generation loop sampled (not evaluated), -1 when none */
@@ -6164,6 +6165,7 @@ struct slm_session {
 };
 
 static void slm__sug_free(const slm_allocator *a, struct slm__suggest *g);
+static void slm__gm_trie_free(const slm_allocator *a, struct slm__gm_trie *t);
 
 static slm_result slm__fail(slm_session *s, slm_result code, const char *fmt, ...) {
     va_list ap;
@@ -6756,6 +6758,7 @@ SLM_API void slm_session_free(slm_session *s) {
     slm__free(a, s->runs);
     slm__free(a, s->kept_logits);
     slm__sug_free(a, s->suggest);
+    slm__gm_trie_free(a, s->gtrie);
     a->free(s, a->user);
 }
 
@@ -7202,9 +7205,599 @@ SLM_API slm_result slm_json_schema_to_gbnf(const char *schema, char *out, size_t
 /* ---- grammar matching ------------------------------------------------------
    Owns the state of a grammar while slm_generate runs: the set of parse
    stacks after the text so far, and the mask of tokens that keep the text a
-   prefix of the language. */
+   prefix of the language.
+   llama.cpp's algorithm over bytes: a stack is the list of grammar positions
+   still to match, its top a BYTES element (rule references are expanded into
+   one stack per alternative as soon as they reach the top; a finished rule
+   pops); the empty stack means the text is a whole sentence. Stacks are
+   hash-consed as (position, parent stack) into ids (0 = the empty stack),
+   and sets of stacks (sorted ids) into state ids (0 = the dead, empty set),
+   so that the transition state x byte -> state is a table lookup once seen.
+   The mask of a state walks the session's token trie (every token's piece,
+   in DFS order) with those transitions, skipping the subtree of a dead
+   prefix at once, and is cached per state: JSON comes back to the same
+   states again and again. Caches are flushed past SLM__GM_CACHE_MAX bytes. */
 
-SLM_API const char *slm_grammar_json(void) { return ""; /* SKELETON: being built */ }
+#define SLM__GM_MAX_SET    4096      /* stacks in one state: more is an ambiguous grammar, an error */
+#define SLM__GM_MAX_STACKS (1 << 22) /* stacks in all (32 MB): more is an error */
+#define SLM__GM_CACHE_MAX  (48u << 20)
+
+typedef struct slm__gm_stack {
+    int32_t pos, parent; /* pos: a RULE or BYTES element of the grammar; parent: a stack id */
+} slm__gm_stack;
+
+/* The tokens of a vocabulary as a trie in DFS order: node i spells the bytes
+   of its ancestors then byte[i]; its subtree is [i, end[i]). End-of-text,
+   control, unknown, unused and empty-piece tokens are left out. Tokens are
+   sorted by piece, so the tokens of one piece sit side by side. */
+typedef struct slm__gm_trie {
+    int32_t n_nodes, max_depth;
+    uint8_t *byte;
+    uint16_t *depth; /* 1 for a child of the root */
+    int32_t *end, *tok_first, *toks;
+    uint16_t *n_toks; /* node i's tokens: toks[tok_first[i] .. + n_toks[i]) */
+} slm__gm_trie;
+
+typedef struct slm__gmatch {
+    const slm_grammar *g;
+    const slm_allocator *a;
+    int32_t *alt_first; /* the alternatives' first elements, rule by rule: alt_first[alt_off[r] .. alt_off[r + 1]) */
+    int32_t *alt_off;
+    slm__gm_stack *stacks;
+    int32_t n_stacks, cap_stacks;
+    int32_t *stack_hash; /* open addressing: stack id, -1 empty */
+    uint32_t stack_mask;
+    uint32_t *seen; /* [cap_stacks] stamp of the last advance that met the stack */
+    uint32_t stamp;
+    int32_t *items; /* the states' stacks, state after state */
+    size_t n_items, cap_items;
+    int32_t *state_off; /* [n_states + 1] */
+    int32_t n_states, cap_states;
+    int32_t *state_hash;
+    uint32_t state_mask;
+    int32_t **rows;   /* [cap_states] 256 transitions each (-1 not known yet), NULL until needed */
+    uint32_t **masks; /* [cap_states] n_vocab bits each, NULL until needed */
+    int32_t *mask_count;
+    size_t cache_bytes;
+    int32_t *todo, *set; /* scratch of an advance */
+    int32_t n_todo, cap_todo, n_set, cap_set;
+    int32_t *walk; /* [trie max_depth + 1] states along the trie path */
+    int n_vocab, mask_words;
+    int failed; /* SLM_ERR_OOM or SLM_ERR_INVALID_ARG (too many stacks) once it happened */
+} slm__gmatch;
+
+static int slm__gm_grow(const slm_allocator *a, void **p, size_t elem, int32_t *cap, int32_t need) {
+    int32_t nc = *cap ? *cap : 64;
+    void *np;
+    if (need <= *cap) return 1;
+    while (nc < need) nc *= 2;
+    np = slm__alloc(a, (size_t)nc * elem);
+    if (!np) return 0;
+    if (*p) memcpy(np, *p, (size_t)*cap * elem);
+    slm__free(a, *p);
+    *p = np;
+    *cap = nc;
+    return 1;
+}
+
+static uint32_t slm__gm_hash2(uint32_t x, uint32_t y) {
+    uint64_t h = ((uint64_t)x << 32 | y) * 0x9E3779B97F4A7C15ull;
+    return (uint32_t)(h >> 29);
+}
+
+static void slm__gm_rehash_stacks(slm__gmatch *m) {
+    int32_t i;
+    for (i = 0; i <= (int32_t)m->stack_mask; i++) m->stack_hash[i] = -1;
+    for (i = 1; i < m->n_stacks; i++) {
+        uint32_t h = slm__gm_hash2((uint32_t)m->stacks[i].pos, (uint32_t)m->stacks[i].parent) & m->stack_mask;
+        while (m->stack_hash[h] >= 0) h = (h + 1) & m->stack_mask;
+        m->stack_hash[h] = i;
+    }
+}
+
+/* The stack (pos, parent) with pos's element on top; a position at the end
+   of an alternative is a finished rule: the parent goes on. -1 on failure. */
+static int32_t slm__gm_push(slm__gmatch *m, int32_t pos, int32_t parent) {
+    uint32_t h;
+    int32_t t = m->g->elems[pos].type, id;
+    if (t == SLM__GE_END || t == SLM__GE_ALT) return parent;
+    h = slm__gm_hash2((uint32_t)pos, (uint32_t)parent) & m->stack_mask;
+    for (; (id = m->stack_hash[h]) >= 0; h = (h + 1) & m->stack_mask)
+        if (m->stacks[id].pos == pos && m->stacks[id].parent == parent) return id;
+    if (m->n_stacks >= SLM__GM_MAX_STACKS) {
+        m->failed = SLM_ERR_INVALID_ARG;
+        return -1;
+    }
+    if (m->n_stacks + 1 > m->cap_stacks) {
+        int32_t cap = m->cap_stacks;
+        uint32_t *seen;
+        if (!slm__gm_grow(m->a, (void **)&m->stacks, sizeof *m->stacks, &m->cap_stacks, m->n_stacks + 1)) {
+            m->failed = SLM_ERR_OOM;
+            return -1;
+        }
+        seen = (uint32_t *)slm__alloc(m->a, (size_t)m->cap_stacks * sizeof *seen);
+        if (!seen) {
+            m->failed = SLM_ERR_OOM;
+            return -1;
+        }
+        memcpy(seen, m->seen, (size_t)cap * sizeof *seen);
+        memset(seen + cap, 0, (size_t)(m->cap_stacks - cap) * sizeof *seen);
+        slm__free(m->a, m->seen);
+        m->seen = seen;
+    }
+    if ((uint32_t)(m->n_stacks + 1) * 2 > m->stack_mask + 1) {
+        int32_t *nh = (int32_t *)slm__alloc(m->a, (size_t)(m->stack_mask + 1) * 2 * sizeof *nh);
+        if (!nh) {
+            m->failed = SLM_ERR_OOM;
+            return -1;
+        }
+        slm__free(m->a, m->stack_hash);
+        m->stack_hash = nh;
+        m->stack_mask = m->stack_mask * 2 + 1;
+        slm__gm_rehash_stacks(m);
+        h = slm__gm_hash2((uint32_t)pos, (uint32_t)parent) & m->stack_mask;
+        while (m->stack_hash[h] >= 0) h = (h + 1) & m->stack_mask;
+    }
+    id = m->n_stacks++;
+    m->stacks[id].pos = pos;
+    m->stacks[id].parent = parent;
+    m->seen[id] = 0;
+    m->stack_hash[h] = id;
+    return id;
+}
+
+static void slm__gm_todo(slm__gmatch *m, int32_t id) {
+    if (id < 0 || m->seen[id] == m->stamp) return;
+    m->seen[id] = m->stamp;
+    if (!slm__gm_grow(m->a, (void **)&m->todo, sizeof *m->todo, &m->cap_todo, m->n_todo + 1)) {
+        m->failed = SLM_ERR_OOM;
+        return;
+    }
+    m->todo[m->n_todo++] = id;
+}
+
+/* Expands the queued stacks until each has a BYTES element on top (or is
+   empty) into m->set, sorted, without repeats. The stamp makes a stack met
+   twice in one advance expand once: an ambiguous grammar costs its distinct
+   stacks, never their paths. */
+static void slm__gm_advance(slm__gmatch *m) {
+    const slm__gelem *e = m->g->elems;
+    m->n_set = 0;
+    while (m->n_todo > 0 && !m->failed) {
+        int32_t id = m->todo[--m->n_todo], k;
+        if (id == 0 || e[m->stacks[id].pos].type == SLM__GE_BYTES) {
+            if (m->n_set >= SLM__GM_MAX_SET) {
+                m->failed = SLM_ERR_INVALID_ARG;
+                break;
+            }
+            if (!slm__gm_grow(m->a, (void **)&m->set, sizeof *m->set, &m->cap_set, m->n_set + 1)) {
+                m->failed = SLM_ERR_OOM;
+                break;
+            }
+            m->set[m->n_set++] = id;
+        } else { /* a rule reference: one stack per alternative, over what follows the reference */
+            int32_t r = e[m->stacks[id].pos].value, cont = slm__gm_push(m, m->stacks[id].pos + 1, m->stacks[id].parent);
+            for (k = m->alt_off[r]; k < m->alt_off[r + 1] && cont >= 0; k++)
+                slm__gm_todo(m, slm__gm_push(m, m->alt_first[k], cont));
+        }
+    }
+    m->n_todo = 0;
+    if (m->n_set > 1) { /* insertion sort: sets are small */
+        int32_t i, j, x;
+        for (i = 1; i < m->n_set; i++) {
+            x = m->set[i];
+            for (j = i; j > 0 && m->set[j - 1] > x; j--) m->set[j] = m->set[j - 1];
+            m->set[j] = x;
+        }
+    }
+}
+
+static uint32_t slm__gm_set_hash(const int32_t *s, int32_t n) {
+    uint32_t h = 2166136261u;
+    int32_t i;
+    for (i = 0; i < n; i++) h = (h ^ (uint32_t)s[i]) * 16777619u;
+    return h;
+}
+
+static void slm__gm_rehash_states(slm__gmatch *m) {
+    int32_t i;
+    for (i = 0; i <= (int32_t)m->state_mask; i++) m->state_hash[i] = -1;
+    for (i = 1; i < m->n_states; i++) {
+        uint32_t h =
+            slm__gm_set_hash(m->items + m->state_off[i], m->state_off[i + 1] - m->state_off[i]) & m->state_mask;
+        while (m->state_hash[h] >= 0) h = (h + 1) & m->state_mask;
+        m->state_hash[h] = i;
+    }
+}
+
+/* The id of the state m->set; 0 for the empty set, -1 on failure. */
+static int32_t slm__gm_intern(slm__gmatch *m) {
+    uint32_t h;
+    int32_t id, n = m->n_set;
+    if (m->failed) return -1;
+    if (n == 0) return 0;
+    h = slm__gm_set_hash(m->set, n) & m->state_mask;
+    for (; (id = m->state_hash[h]) >= 0; h = (h + 1) & m->state_mask)
+        if (m->state_off[id + 1] - m->state_off[id] == n &&
+            memcmp(m->items + m->state_off[id], m->set, (size_t)n * sizeof *m->set) == 0)
+            return id;
+    if (m->n_items + (size_t)n > (size_t)SLM__GM_MAX_STACKS) {
+        m->failed = SLM_ERR_INVALID_ARG;
+        return -1;
+    }
+    if (m->n_items + (size_t)n > m->cap_items) {
+        size_t cap = m->cap_items * 2;
+        int32_t *ni;
+        while (cap < m->n_items + (size_t)n) cap *= 2;
+        if (!(ni = (int32_t *)slm__alloc(m->a, cap * sizeof *ni))) {
+            m->failed = SLM_ERR_OOM;
+            return -1;
+        }
+        memcpy(ni, m->items, m->n_items * sizeof *ni);
+        slm__free(m->a, m->items);
+        m->items = ni;
+        m->cap_items = cap;
+    }
+    if (m->n_states + 2 > m->cap_states) {
+        int32_t c1 = m->cap_states, c2 = m->cap_states, c3 = m->cap_states, c4 = m->cap_states;
+        if (!slm__gm_grow(m->a, (void **)&m->state_off, sizeof *m->state_off, &c1, m->n_states + 2) ||
+            !slm__gm_grow(m->a, (void **)&m->rows, sizeof *m->rows, &c2, m->n_states + 2) ||
+            !slm__gm_grow(m->a, (void **)&m->masks, sizeof *m->masks, &c3, m->n_states + 2) ||
+            !slm__gm_grow(m->a, (void **)&m->mask_count, sizeof *m->mask_count, &c4, m->n_states + 2)) {
+            m->failed = SLM_ERR_OOM;
+            return -1;
+        }
+        /* all four grew to the same size (the same start, the same doubling) */
+        m->cap_states = c1;
+    }
+    if ((uint32_t)(m->n_states + 1) * 2 > m->state_mask + 1) {
+        int32_t *nh = (int32_t *)slm__alloc(m->a, (size_t)(m->state_mask + 1) * 2 * sizeof *nh);
+        if (!nh) {
+            m->failed = SLM_ERR_OOM;
+            return -1;
+        }
+        slm__free(m->a, m->state_hash);
+        m->state_hash = nh;
+        m->state_mask = m->state_mask * 2 + 1;
+        slm__gm_rehash_states(m);
+        h = slm__gm_set_hash(m->set, n) & m->state_mask;
+        while (m->state_hash[h] >= 0) h = (h + 1) & m->state_mask;
+    }
+    id = m->n_states++;
+    memcpy(m->items + m->n_items, m->set, (size_t)n * sizeof *m->set);
+    m->n_items += (size_t)n;
+    m->state_off[id + 1] = (int32_t)m->n_items;
+    m->rows[id] = NULL;
+    m->masks[id] = NULL;
+    m->state_hash[h] = id;
+    return id;
+}
+
+/* The state after byte b from state st, without the cache: 0 dead, -1 failed. */
+static int32_t slm__gm_step_plain(slm__gmatch *m, int32_t st, int b) {
+    const slm__gelem *e = m->g->elems;
+    int32_t i;
+    if (st <= 0) return st;
+    m->stamp++;
+    m->n_todo = 0;
+    for (i = m->state_off[st]; i < m->state_off[st + 1]; i++) {
+        int32_t id = m->items[i];
+        const uint32_t *set;
+        if (id == 0) continue;
+        set = m->g->sets[e[m->stacks[id].pos].value];
+        if (set[b >> 5] >> (b & 31) & 1) slm__gm_todo(m, slm__gm_push(m, m->stacks[id].pos + 1, m->stacks[id].parent));
+    }
+    slm__gm_advance(m);
+    return slm__gm_intern(m);
+}
+
+/* The same through the transition cache. */
+static int32_t slm__gm_step(slm__gmatch *m, int32_t st, int b) {
+    int32_t *row, next;
+    if (st <= 0) return st;
+    row = m->rows[st];
+    if (!row) {
+        if (!(row = (int32_t *)slm__alloc(m->a, 256 * sizeof *row))) {
+            m->failed = SLM_ERR_OOM;
+            return -1;
+        }
+        memset(row, 0xFF, 256 * sizeof *row);
+        m->rows[st] = row;
+        m->cache_bytes += 256 * sizeof *row;
+    }
+    if (row[b] >= 0) return row[b];
+    next = slm__gm_step_plain(m, st, b);
+    if (next >= 0) m->rows[st][b] = next; /* rows[st] is still row: rows only move, their blocks stay */
+    return next;
+}
+
+/* 1 when the text of state st is a sentence; 2 when, also, no byte can follow. */
+static int slm__gm_accepting(const slm__gmatch *m, int32_t st) {
+    if (st <= 0 || m->items[m->state_off[st]] != 0) return 0; /* sorted: the empty stack comes first */
+    return m->state_off[st + 1] - m->state_off[st] == 1 ? 2 : 1;
+}
+
+static void slm__gm_flush(slm__gmatch *m) {
+    int32_t i;
+    for (i = 0; i < m->n_states; i++) {
+        slm__free(m->a, m->rows[i]);
+        slm__free(m->a, m->masks[i]);
+        m->rows[i] = NULL;
+        m->masks[i] = NULL;
+    }
+    m->cache_bytes = 0;
+}
+
+static void slm__gm_free(slm__gmatch *m) {
+    if (!m->a) return;
+    if (m->rows) slm__gm_flush(m);
+    slm__free(m->a, m->alt_first);
+    slm__free(m->a, m->alt_off);
+    slm__free(m->a, m->stacks);
+    slm__free(m->a, m->stack_hash);
+    slm__free(m->a, m->seen);
+    slm__free(m->a, m->items);
+    slm__free(m->a, m->state_off);
+    slm__free(m->a, m->state_hash);
+    slm__free(m->a, m->rows);
+    slm__free(m->a, m->masks);
+    slm__free(m->a, m->mask_count);
+    slm__free(m->a, m->todo);
+    slm__free(m->a, m->set);
+    slm__free(m->a, m->walk);
+    memset(m, 0, sizeof *m);
+}
+
+/* A matcher at the start of the text; *start gets its state (never 0 for a
+   grammar that compiled: the compiler refuses rules that never match).
+   SLM_ERR_INVALID_ARG for a grammar object that is not one (no rules, a
+   root out of range). */
+static slm_result slm__gm_init(slm__gmatch *m, const slm_grammar *g, const slm_allocator *a, int n_vocab, int max_depth,
+                               int32_t *start) {
+    int32_t r, p, n_alts = 0, k;
+    memset(m, 0, sizeof *m);
+    m->a = a;
+    m->g = g;
+    if (!g || g->n_rules <= 0 || g->root < 0 || g->root >= g->n_rules || !g->elems || !g->rule_first)
+        return SLM_ERR_INVALID_ARG;
+    for (p = 0; p < g->n_elems; p++) n_alts += g->elems[p].type == SLM__GE_END || g->elems[p].type == SLM__GE_ALT;
+    m->alt_first = (int32_t *)slm__alloc(a, (size_t)(n_alts + 1) * sizeof(int32_t));
+    m->alt_off = (int32_t *)slm__alloc(a, (size_t)(g->n_rules + 1) * sizeof(int32_t));
+    m->stack_mask = 1023;
+    m->stack_hash = (int32_t *)slm__alloc(a, (m->stack_mask + 1) * sizeof(int32_t));
+    m->state_mask = 1023;
+    m->state_hash = (int32_t *)slm__alloc(a, (m->state_mask + 1) * sizeof(int32_t));
+    m->cap_items = 1024;
+    m->items = (int32_t *)slm__alloc(a, m->cap_items * sizeof(int32_t));
+    m->walk = (int32_t *)slm__alloc(a, (size_t)(max_depth + 2) * sizeof(int32_t));
+    m->n_vocab = n_vocab;
+    m->mask_words = (n_vocab + 31) / 32;
+    if (!m->alt_first || !m->alt_off || !m->stack_hash || !m->state_hash || !m->items || !m->walk) {
+        slm__gm_free(m);
+        return SLM_ERR_OOM;
+    }
+    for (k = 0, r = 0; r < g->n_rules; r++) {
+        m->alt_off[r] = k;
+        p = g->rule_first[r];
+        m->alt_first[k++] = p;
+        for (; p < g->n_elems && g->elems[p].type != SLM__GE_END; p++)
+            if (g->elems[p].type == SLM__GE_ALT) m->alt_first[k++] = p + 1;
+    }
+    m->alt_off[g->n_rules] = k;
+    m->n_stacks = 1; /* the empty stack */
+    m->stamp = 1;
+    slm__gm_rehash_stacks(m);
+    m->n_states = 1; /* the dead state */
+    slm__gm_rehash_states(m);
+    if (!slm__gm_grow(a, (void **)&m->stacks, sizeof *m->stacks, &m->cap_stacks, 1024) ||
+        !(m->seen = (uint32_t *)slm__alloc(a, 1024 * sizeof(uint32_t)))) {
+        slm__gm_free(m);
+        return SLM_ERR_OOM;
+    }
+    memset(m->seen, 0, 1024 * sizeof(uint32_t));
+    m->stacks[0].pos = m->stacks[0].parent = -1;
+    {
+        int32_t c1 = 0, c2 = 0, c3 = 0, c4 = 0;
+        if (!slm__gm_grow(a, (void **)&m->state_off, sizeof *m->state_off, &c1, 64) ||
+            !slm__gm_grow(a, (void **)&m->rows, sizeof *m->rows, &c2, 64) ||
+            !slm__gm_grow(a, (void **)&m->masks, sizeof *m->masks, &c3, 64) ||
+            !slm__gm_grow(a, (void **)&m->mask_count, sizeof *m->mask_count, &c4, 64)) {
+            slm__gm_free(m);
+            return SLM_ERR_OOM;
+        }
+        m->cap_states = c1;
+    }
+    m->state_off[0] = m->state_off[1] = 0;
+    m->rows[0] = NULL;
+    m->masks[0] = NULL;
+    m->stamp++;
+    for (k = m->alt_off[g->root]; k < m->alt_off[g->root + 1]; k++)
+        slm__gm_todo(m, slm__gm_push(m, m->alt_first[k], 0));
+    slm__gm_advance(m);
+    *start = slm__gm_intern(m);
+    if (*start < 0) {
+        slm_result r2 = (slm_result)m->failed;
+        slm__gm_free(m);
+        return r2;
+    }
+    return SLM_OK;
+}
+
+static void slm__gm_trie_free(const slm_allocator *a, slm__gm_trie *t) {
+    if (!t) return;
+    slm__free(a, t->byte);
+    slm__free(a, t->depth);
+    slm__free(a, t->end);
+    slm__free(a, t->tok_first);
+    slm__free(a, t->toks);
+    slm__free(a, t->n_toks);
+    slm__free(a, t);
+}
+
+/* Whether a token may be matched as text at all (the trie's tokens). */
+static int slm__gm_text_token(const slm_model *mdl, slm_token t) {
+    const slm__vocab *v = &mdl->vocab;
+    int type = slm_token_type(mdl, t), k;
+    if (type == SLM_TOKEN_CONTROL || type == SLM_TOKEN_UNKNOWN || type == SLM_TOKEN_UNUSED || t == v->unk) return 0;
+    if (v->piece_off[t + 1] == v->piece_off[t]) return 0;
+    for (k = 0; k < v->n_eog; k++)
+        if (v->eog[k] == t) return 0;
+    return 1;
+}
+
+/* Sorts tokens by piece: a merge sort (qsort's comparator has no context
+   argument, and a global would race between sessions on two threads). */
+static void slm__gm_sort_tokens(const slm__vocab *v, slm_token *t, slm_token *tmp, int n) {
+    int w, i;
+    for (w = 1; w < n; w *= 2) {
+        for (i = 0; i < n; i += 2 * w) {
+            int lo = i, mid = SLM__MIN(i + w, n), hi = SLM__MIN(i + 2 * w, n), x = lo, y = mid, o = lo;
+            while (x < mid && y < hi) {
+                slm_token a = t[x], b = t[y];
+                uint32_t la = v->piece_off[a + 1] - v->piece_off[a], lb = v->piece_off[b + 1] - v->piece_off[b];
+                int c = memcmp(v->piece + v->piece_off[a], v->piece + v->piece_off[b], la < lb ? la : lb);
+                if (c == 0) c = la < lb ? -1 : la > lb ? 1 : a < b ? -1 : 1;
+                tmp[o++] = c <= 0 ? t[x++] : t[y++];
+            }
+            while (x < mid) tmp[o++] = t[x++];
+            while (y < hi) tmp[o++] = t[y++];
+        }
+        memcpy(t, tmp, (size_t)n * sizeof *t);
+    }
+}
+
+static slm__gm_trie *slm__gm_trie_new(const slm_model *mdl, const slm_allocator *a) {
+    const slm__vocab *v = &mdl->vocab;
+    int n_vocab = mdl->info.n_vocab, n = 0, i, j;
+    size_t total = 0;
+    slm_token *toks = (slm_token *)slm__alloc(a, (size_t)(n_vocab + 1) * sizeof *toks);
+    slm_token *tmp = (slm_token *)slm__alloc(a, (size_t)(n_vocab + 1) * sizeof *tmp);
+    int32_t *path = (int32_t *)slm__alloc(a, (size_t)(v->max_piece_len + 2) * sizeof *path);
+    slm__gm_trie *t = (slm__gm_trie *)slm__alloc(a, sizeof *t);
+    if (t) memset(t, 0, sizeof *t);
+    if (!toks || !tmp || !path || !t) goto oom;
+    for (i = 0; i < n_vocab && i < v->n_tokens; i++)
+        if (slm__gm_text_token(mdl, i)) {
+            toks[n++] = i;
+            total += v->piece_off[i + 1] - v->piece_off[i];
+        }
+    slm__gm_sort_tokens(v, toks, tmp, n);
+    t->byte = (uint8_t *)slm__alloc(a, total + 1);
+    t->depth = (uint16_t *)slm__alloc(a, (total + 1) * sizeof *t->depth);
+    t->end = (int32_t *)slm__alloc(a, (total + 1) * sizeof *t->end);
+    t->tok_first = (int32_t *)slm__alloc(a, (total + 1) * sizeof *t->tok_first);
+    t->n_toks = (uint16_t *)slm__alloc(a, (total + 1) * sizeof *t->n_toks);
+    t->toks = toks;
+    toks = NULL;
+    if (!t->byte || !t->depth || !t->end || !t->tok_first || !t->n_toks) goto oom;
+    {
+        /* node by node in DFS order: a token adds the bytes past what it shares with the one before */
+        const char *prev = "";
+        int prev_len = 0, depth = 0, k;
+        for (i = 0; i < n; i++) {
+            slm_token tk = t->toks[i];
+            const char *p = v->piece + v->piece_off[tk];
+            int len = (int)(v->piece_off[tk + 1] - v->piece_off[tk]), common = 0;
+            while (common < len && common < prev_len && p[common] == prev[common]) common++;
+            for (k = common; k < depth; k++) t->end[path[k]] = t->n_nodes; /* the subtrees left behind end here */
+            if (common == len) { /* the piece of the token before (sorted: a prefix comes first, so equal) */
+                t->n_toks[path[len - 1]]++;
+            }
+            for (k = common; k < len; k++) {
+                j = t->n_nodes++;
+                t->byte[j] = (uint8_t)p[k];
+                t->depth[j] = (uint16_t)(k + 1);
+                t->tok_first[j] = i;
+                t->n_toks[j] = k + 1 == len;
+                path[k] = j;
+            }
+            depth = len;
+            if (len > t->max_depth) t->max_depth = len;
+            prev = p;
+            prev_len = len;
+        }
+        for (k = 0; k < depth; k++) t->end[path[k]] = t->n_nodes;
+    }
+    slm__free(a, tmp);
+    slm__free(a, path);
+    return t;
+oom:
+    slm__free(a, toks);
+    slm__free(a, tmp);
+    slm__free(a, path);
+    slm__gm_trie_free(a, t);
+    return NULL;
+}
+
+/* The state after the bytes p[0..n) from st: 0 when they leave the language, -1 on failure. */
+static int32_t slm__gm_walk(slm__gmatch *m, int32_t st, const char *p, int n) {
+    int i;
+    for (i = 0; i < n && st > 0; i++) st = slm__gm_step(m, st, (uint8_t)p[i]);
+    return st;
+}
+
+/* The tokens whose piece continues the text of state st, as n_vocab bits
+   (end tokens are never in it: the caller adds them), cached per state;
+   *count gets how many. NULL on failure (m->failed says why). */
+static const uint32_t *slm__gm_mask(slm__gmatch *m, const slm__gm_trie *t, int32_t st, int32_t *count) {
+    uint32_t *mask;
+    int32_t i, c = 0, k;
+    if (m->masks[st]) {
+        *count = m->mask_count[st];
+        return m->masks[st];
+    }
+    if (!(mask = (uint32_t *)slm__alloc(m->a, (size_t)m->mask_words * sizeof *mask))) {
+        m->failed = SLM_ERR_OOM;
+        return NULL;
+    }
+    memset(mask, 0, (size_t)m->mask_words * sizeof *mask);
+    m->walk[0] = st;
+    for (i = 0; i < t->n_nodes;) {
+        int32_t next = slm__gm_step(m, m->walk[t->depth[i] - 1], t->byte[i]);
+        if (next <= 0) {
+            if (next < 0) {
+                slm__free(m->a, mask);
+                return NULL;
+            }
+            i = t->end[i]; /* no token through this prefix */
+            continue;
+        }
+        m->walk[t->depth[i]] = next;
+        for (k = 0; k < t->n_toks[i]; k++) {
+            slm_token tok = t->toks[t->tok_first[i] + k];
+            mask[tok >> 5] |= 1u << (tok & 31);
+        }
+        c += t->n_toks[i];
+        i++;
+    }
+    m->masks[st] = mask;
+    m->mask_count[st] = c;
+    m->cache_bytes += (size_t)m->mask_words * sizeof *mask;
+    *count = c;
+    return mask;
+}
+
+/* Why m failed, for "%s: grammar: %s". */
+static const char *slm__gm_failure(const slm__gmatch *m) {
+    return m->failed == SLM_ERR_OOM ? "out of memory"
+                                    : "more than 4096 parse stacks at once, or 4194304 in all (the grammar is too "
+                                      "ambiguous)";
+}
+
+/* The built-in JSON grammar: any JSON value; whitespace after each token
+   as llama.cpp's grammars/json.gbnf bounds it (a newline and at most 20
+   spaces or tabs), numbers of at most 16 digits per part, so that a
+   value always ends. */
+SLM_API const char *slm_grammar_json(void) {
+    return "root   ::= value\n"
+           "value  ::= object | array | string | number | (\"true\" | \"false\" | \"null\") ws\n"
+           "object ::= \"{\" ws ( string \":\" ws value (\",\" ws string \":\" ws value)* )? \"}\" ws\n"
+           "array  ::= \"[\" ws ( value (\",\" ws value)* )? \"]\" ws\n"
+           "string ::= \"\\\"\" ( [^\"\\\\\\x7F\\x00-\\x1F] | \"\\\\\" ([\"\\\\/bfnrt] | \"u\" [0-9a-fA-F]{4}) )* "
+           "\"\\\"\" ws\n"
+           "number ::= \"-\"? (\"0\" | [1-9] [0-9]{0,15}) (\".\" [0-9]{1,16})? ([eE] [-+]? [0-9]{1,3})? ws\n"
+           "ws     ::= | \" \" | \"\\n\" [ \\t]{0,20}\n";
+}
 
 /* ---- sampler ---------------------------------------------------------------
    Owns the choice of the next token from the logits: repetition penalty,
@@ -7277,8 +7870,10 @@ static int slm__opts_valid(const slm_gen_opts *o) {
 
 /* The sampler proper, options already checked: SLM_OK and *out, or
    SLM_ERR_FORMAT when no logit is finite (the model computed NaN or inf:
-   broken weights), with nothing written to the session's error. */
-static slm_result slm__sample(slm_session *s, const slm_gen_opts *o, slm_token *out) {
+   broken weights), with nothing written to the session's error. mask (NULL:
+   none) holds n_vocab bits, a grammar's allowed tokens: the others are no
+   candidates, before any filter looks at the logits. */
+static slm_result slm__sample(slm_session *s, const slm_gen_opts *o, const uint32_t *mask, slm_token *out) {
     slm__cand *c = s->cand;
     int n = s->model->info.n_vocab, n_all = n, i, k;
     float penalty = o->repeat_penalty, temp = o->temperature;
@@ -7302,8 +7897,13 @@ static slm_result slm__sample(slm_session *s, const slm_gen_opts *o, slm_token *
         }
     }
     /* only finite logits are candidates; ids stay in increasing order */
-    for (i = 0, k = 0; i < n_all; i++)
-        if (slm__finite(c[i].logit)) c[k++] = c[i];
+    if (mask) {
+        for (i = 0, k = 0; i < n_all; i++)
+            if ((mask[i >> 5] >> (i & 31) & 1) && slm__finite(c[i].logit)) c[k++] = c[i];
+    } else {
+        for (i = 0, k = 0; i < n_all; i++)
+            if (slm__finite(c[i].logit)) c[k++] = c[i];
+    }
     n = k;
     if (n == 0) return SLM_ERR_FORMAT;
     if (!(temp >= SLM__GREEDY_TEMP)) {
@@ -7386,7 +7986,13 @@ SLM_API slm_token slm_sample(slm_session *s, const slm_gen_opts *opts) {
                   o.top_k, (double)o.top_p, (double)o.min_p, (double)o.temperature, (double)o.repeat_penalty);
         return -1;
     }
-    if (slm__sample(s, &o, &tok) != SLM_OK) {
+    if (o.grammar) {
+        slm__fail(s, SLM_ERR_INVALID_ARG,
+                  "slm_sample: grammars apply in slm_generate (and slm_chat, slm_fim), which keep the parse state; "
+                  "set opts->grammar to NULL here");
+        return -1;
+    }
+    if (slm__sample(s, &o, NULL, &tok) != SLM_OK) {
         slm__fail(s, SLM_ERR_FORMAT,
                   "slm_sample: non-finite logits: no finite logit among the %d (NaN or inf weights?)",
                   s->model->info.n_vocab);
@@ -7472,6 +8078,85 @@ static int slm__stream_push(slm__stream *st, const char *p, size_t n) {
     return 0;
 }
 
+/* A grammar while the loop runs: the matcher, the state of the text so far,
+   the mask handed to the sampler. */
+typedef struct slm__gen_grammar {
+    slm__gmatch m;
+    int32_t state;
+    uint32_t *mask;
+} slm__gen_grammar;
+
+static int slm__is_end_token(const slm__vocab *v, slm_token t, const slm_token *extra_stop, int n_extra_stop) {
+    int k;
+    for (k = 0; k < v->n_eog; k++)
+        if (v->eog[k] == t) return 1;
+    for (k = 0; k < n_extra_stop; k++)
+        if (extra_stop[k] == t) return 1;
+    return 0;
+}
+
+/* The state after token t's piece as the loop delivers it (strip_space:
+   without its leading space): 0 when t may not follow, -1 on failure. An
+   end token continues (returns the state) only a whole sentence. */
+static int32_t slm__gen_grammar_token(slm_session *s, slm__gen_grammar *gg, slm_token t, int strip_space,
+                                      const slm_token *extra_stop, int n_extra_stop) {
+    const slm__vocab *v = &s->model->vocab;
+    const char *p = v->piece + v->piece_off[t];
+    int len = (int)(v->piece_off[t + 1] - v->piece_off[t]);
+    if (slm__is_end_token(v, t, extra_stop, n_extra_stop)) return slm__gm_accepting(&gg->m, gg->state) ? gg->state : 0;
+    if (!slm__gm_text_token(s->model, t)) return 0;
+    if (strip_space && len > 0 && p[0] == ' ') p++, len--;
+    return len > 0 ? slm__gm_walk(&gg->m, gg->state, p, len) : 0;
+}
+
+/* The next token under a grammar; errors as slm__sample's, plus
+   SLM_ERR_INVALID_ARG when no token may follow and SLM_ERR_OOM, with the
+   message written. */
+static slm_result slm__gen_grammar_sample(slm_session *s, slm__gen_grammar *gg, const slm_gen_opts *o, int strip_space,
+                                          const slm_token *extra_stop, int n_extra_stop, slm_token *out,
+                                          const char *fn) {
+    const slm__vocab *v = &s->model->vocab;
+    int n_vocab = s->model->info.n_vocab, k, accepting = slm__gm_accepting(&gg->m, gg->state);
+    int32_t count = 0, next;
+    slm_token t;
+    if (gg->m.cache_bytes > SLM__GM_CACHE_MAX) slm__gm_flush(&gg->m);
+    if (!(o->temperature >= SLM__GREEDY_TEMP)) {
+        /* greedy: the best token is the best allowed one when it is allowed, and then no mask is needed */
+        if (slm__sample(s, o, NULL, out) != SLM_OK) return SLM_ERR_FORMAT;
+        if ((next = slm__gen_grammar_token(s, gg, *out, strip_space, extra_stop, n_extra_stop)) > 0) return SLM_OK;
+        if (next < 0) goto failed;
+    }
+    if (strip_space) { /* the first token only: its piece is matched without its space, token by token */
+        memset(gg->mask, 0, (size_t)gg->m.mask_words * sizeof *gg->mask);
+        for (t = 0; t < n_vocab && t < v->n_tokens; t++) {
+            if ((next = slm__gen_grammar_token(s, gg, t, 1, NULL, 0)) < 0) goto failed;
+            if (next > 0) {
+                gg->mask[t >> 5] |= 1u << (t & 31);
+                count++;
+            }
+        }
+    } else {
+        const uint32_t *mask = slm__gm_mask(&gg->m, s->gtrie, gg->state, &count);
+        if (!mask) goto failed;
+        memcpy(gg->mask, mask, (size_t)gg->m.mask_words * sizeof *gg->mask);
+    }
+    for (k = 0; k < v->n_eog + n_extra_stop; k++) {
+        t = k < v->n_eog ? v->eog[k] : extra_stop[k - v->n_eog];
+        if (t < 0 || t >= n_vocab) continue;
+        if (accepting) {
+            count += !(gg->mask[t >> 5] >> (t & 31) & 1);
+            gg->mask[t >> 5] |= 1u << (t & 31);
+        }
+    }
+    if (count == 0)
+        return slm__fail(s, SLM_ERR_INVALID_ARG,
+                         "%s: grammar: no token of the vocabulary continues the text after %d tokens", fn,
+                         s->stats.n_generated);
+    return slm__sample(s, o, gg->mask, out);
+failed:
+    return slm__fail(s, (slm_result)gg->m.failed, "%s: grammar: %s", fn, slm__gm_failure(&gg->m));
+}
+
 /* The generation loop behind slm_generate, slm_chat and slm_fim: evaluates
    the n prompt tokens past what the cache already holds of them, then
    samples. extra_stop: tokens that end the text as end-of-text does.
@@ -7483,6 +8168,7 @@ static slm_result slm__generate_tokens(slm_session *s, const slm_token *toks, in
     const slm__vocab *v = &m->vocab;
     slm_gen_opts o = *opts;
     slm__stream st;
+    slm__gen_grammar gg;
     slm_token tok;
     int common, k, is_end;
     slm_result r = SLM_OK;
@@ -7506,6 +8192,18 @@ static slm_result slm__generate_tokens(slm_session *s, const slm_token *toks, in
     }
     if (r != SLM_OK) return r;
 
+    memset(&gg, 0, sizeof gg);
+    if (o.grammar) {
+        if (!s->gtrie && !(s->gtrie = slm__gm_trie_new(m, &s->alloc)))
+            return slm__fail(s, SLM_ERR_OOM, "%s: out of memory", fn);
+        r = slm__gm_init(&gg.m, o.grammar, &s->alloc, m->info.n_vocab, s->gtrie->max_depth, &gg.state);
+        if (r == SLM_OK && !(gg.mask = (uint32_t *)slm__alloc(&s->alloc, (size_t)gg.m.mask_words * sizeof(uint32_t))))
+            r = SLM_ERR_OOM;
+        if (r != SLM_OK) {
+            slm__gm_free(&gg.m);
+            return slm__fail(s, r, r == SLM_ERR_OOM ? "%s: out of memory" : "%s: opts->grammar is not a grammar", fn);
+        }
+    }
     memset(&st, 0, sizeof st);
     st.o = &o;
     st.out = out;
@@ -7515,14 +8213,24 @@ static slm_result slm__generate_tokens(slm_session *s, const slm_token *toks, in
     /* what stays held (a stop string's start, or <= 3 bytes of a character) plus one piece */
     st.hold_cap = st.max_stop + (size_t)v->max_piece_len + 8;
     st.hold = (char *)slm__alloc(&s->alloc, st.hold_cap);
-    if (!st.hold) return slm__fail(s, SLM_ERR_OOM, "%s: out of memory", fn);
+    if (!st.hold) {
+        slm__gm_free(&gg.m);
+        slm__free(&s->alloc, gg.mask);
+        return slm__fail(s, SLM_ERR_OOM, "%s: out of memory", fn);
+    }
     slm_session_seed(s, o.seed);
 
     s->stats.stop_reason = SLM_STOP_NONE;
     while (s->stats.stop_reason == SLM_STOP_NONE) {
         const char *piece;
         int piece_len;
-        if (slm__sample(s, &o, &tok) != SLM_OK) {
+        r = o.grammar ? slm__gen_grammar_sample(s, &gg, &o, strip_space, extra_stop, n_extra_stop, &tok, fn)
+                      : slm__sample(s, &o, NULL, &tok);
+        if (r != SLM_OK && r != SLM_ERR_FORMAT) {
+            s->stats.stop_reason = SLM_STOP_ERROR;
+            break;
+        }
+        if (r != SLM_OK) {
             r = slm__fail(s, SLM_ERR_FORMAT,
                           "%s: non-finite logits after %d generated tokens: the model computed no finite "
                           "logit (NaN or inf weights?)",
@@ -7539,6 +8247,16 @@ static slm_result slm__generate_tokens(slm_session *s, const slm_token *toks, in
             break;
         }
         s->stats.n_generated++;
+        if (o.grammar) {
+            int32_t next = slm__gen_grammar_token(s, &gg, tok, strip_space, extra_stop, n_extra_stop);
+            if (next <= 0) { /* the sampler drew from the mask, so only a failure gets here */
+                r = slm__fail(s, next < 0 ? (slm_result)gg.m.failed : SLM_ERR_INVALID_ARG, "%s: grammar: %s", fn,
+                              next < 0 ? slm__gm_failure(&gg.m) : "a token outside the mask");
+                s->stats.stop_reason = SLM_STOP_ERROR;
+                break;
+            }
+            gg.state = next;
+        }
         if (slm_token_type(m, tok) != SLM_TOKEN_CONTROL && (piece = slm_token_piece(m, tok, &piece_len)) != NULL) {
             if (strip_space && piece_len > 0 && piece[0] == ' ') {
                 piece++;
@@ -7553,6 +8271,10 @@ static slm_result slm__generate_tokens(slm_session *s, const slm_token *toks, in
             }
         }
         if (s->stats.stop_reason != SLM_STOP_NONE) break;
+        if (o.grammar && slm__gm_accepting(&gg.m, gg.state) == 2) { /* a whole sentence that nothing can extend */
+            s->stats.stop_reason = SLM_STOP_END_OF_TEXT;
+            break;
+        }
         if (o.max_tokens > 0 && s->stats.n_generated >= o.max_tokens) {
             s->stats.stop_reason = SLM_STOP_MAX_TOKENS;
             break;
@@ -7574,6 +8296,8 @@ static slm_result slm__generate_tokens(slm_session *s, const slm_token *toks, in
     if (r == SLM_ERR_CANCELLED)
         slm__format(s->error, sizeof s->error, "%s: cancelled by on_token after %d tokens", fn, s->stats.n_generated);
     slm__free(&s->alloc, st.hold);
+    slm__gm_free(&gg.m);
+    slm__free(&s->alloc, gg.mask);
     if (out && out_cap) out[st.out_len < out_cap ? st.out_len : out_cap - 1] = 0;
     if (out_len) *out_len = st.out_len;
     return r;

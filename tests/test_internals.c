@@ -3292,7 +3292,7 @@ static void test_grammar_generate(void) {
     slm_session_desc sd;
     test_grammar *yn = tg_yes_no(), *word = tg_word(), *dig = tg_digits(), *uml = tg_umlaut(), *lit;
     gm_run run;
-    int seed, n_end_token = 0, n_cut = 0;
+    int seed, n_end_token = 0, n_cut = 0, n_space_first = 0;
     if (!m) {
         free(yn), free(word), free(dig), free(uml);
         SKIP("stories260K not converted (make demo)");
@@ -3309,12 +3309,11 @@ static void test_grammar_generate(void) {
                seed, run.r, run.out);
         CHECKF(run.st.stop_reason == SLM_STOP_END_OF_TEXT && run.st.n_generated <= 3, "seed %d: stop %d after %d", seed,
                run.st.stop_reason, run.st.n_generated);
-        CHECK(s->gen_last >= 0 && s->gen_last != m->info.eos);
+        CHECK(s->gen_last >= 0 && s->gen_last != m->info.eos && s->gen_last != m->info.eot);
         /* [a-z]{3,5}: after 3 letters an end token may come, after 5 nothing else */
         gm_generate(s, "Once upon a time, there was a", &word->g, temp, (uint64_t)seed, 0, NULL, &run);
         CHECKF(run.r == SLM_OK && re_word(run.out, run.len), "seed %d: %d \"%s\"", seed, run.r, run.out);
         CHECKF(run.st.stop_reason == SLM_STOP_END_OF_TEXT, "seed %d: stop %d", seed, run.st.stop_reason);
-        n_end_token += s->gen_last == m->info.eos;
         /* digits: unbounded, cut by max_tokens (a prefix) or ended by the end token (whole) */
         gm_generate(s, "Tom counted", &dig->g, temp, (uint64_t)seed, 24, NULL, &run);
         CHECKF(run.r == SLM_OK && run.len > 0, "seed %d: %d", seed, run.r);
@@ -3333,8 +3332,27 @@ static void test_grammar_generate(void) {
         /* strip_space: no prompt, the first piece's space is not output, so not matched either */
         gm_generate(s, "", &word->g, temp, (uint64_t)seed, 0, NULL, &run);
         CHECKF(run.r == SLM_OK && re_word(run.out, run.len), "seed %d, no prompt: %d \"%s\"", seed, run.r, run.out);
+        if (run.st.n_generated > 1 && s->n_past > 1) { /* the first token, evaluated after BOS */
+            int len;
+            const char *p = slm_token_piece(m, s->tokens[1], &len);
+            n_space_first += len > 1 && p[0] == ' ';
+        }
     }
+    CHECKF(n_space_first > 0, "no first token with a space (strip_space untested)");
     CHECKF(n_cut > 0, "max_tokens never cut the digits");
+    /* the end token where the text is whole and the only other token is one the model never saw */
+    lit = tg_new();
+    tg_rule(lit), tg_lit(lit, "a"), tg_ref(lit, 1), tg_done(lit);
+    tg_rule(lit), tg_lit(lit, "\x01"), tg_alt(lit), tg_done(lit);
+    for (seed = 0; seed < 4; seed++) {
+        gm_generate(s, "Once upon a time", &lit->g, seed ? 1.0f : 0.0f, (uint64_t)seed, 0, NULL, &run);
+        CHECKF(run.r == SLM_OK && run.st.stop_reason == SLM_STOP_END_OF_TEXT &&
+                   (strcmp(run.out, "a") == 0 || strcmp(run.out, "a\x01") == 0),
+               "%d stop %d \"%s\"", run.r, run.st.stop_reason, run.out);
+        n_end_token += (s->gen_last == m->info.eos || s->gen_last == m->info.eot) && strcmp(run.out, "a") == 0;
+    }
+    free(lit);
+    CHECKF(n_end_token > 0, "no text ended by the end token");
     /* a stop string mid-grammar ends the text there */
     lit = tg_literal("abcdef");
     gm_generate(s, "Once", &lit->g, 0.0f, 0, 0, "cd", &run);
@@ -3357,6 +3375,23 @@ static void test_grammar_generate(void) {
                strstr(slm_session_error(s), "grammar: no token of the vocabulary continues the text after 0 tokens"),
            "%d stop %d: %s", run.r, run.st.stop_reason, slm_session_error(s));
     free(lit);
+    /* slm_chat goes through the same loop: a reply under the grammar, its turn end only when it is whole */
+    {
+        slm_conversation *c = NULL;
+        slm_gen_opts o;
+        char reply[256];
+        size_t n = 0;
+        memset(&o, 0, sizeof o);
+        o.grammar = &word->g;
+        CHECK(slm_conversation_new(&c, s, SLM_CHAT_PHI3, "Be brief.") == SLM_OK);
+        for (seed = 0; seed < 4 && c; seed++) {
+            o.temperature = seed ? 1.0f : 0.0f;
+            o.seed = (uint64_t)seed;
+            CHECK(slm_chat(c, "Name an animal.", &o, reply, sizeof reply, &n) == SLM_OK);
+            CHECKF(re_word(reply, n), "slm_chat, seed %d: \"%s\"", seed, reply);
+        }
+        slm_conversation_free(c);
+    }
     /* slm_sample refuses a grammar */
     {
         slm_gen_opts o;

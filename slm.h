@@ -209,7 +209,7 @@
      rest by the end of the call, caches emptied whenever they pass 48 MB.
      bench/grammar.sh, a SmolLM2-135M-shaped q4_0 model, 256 tokens at
      temperature 1 on 2 threads: SEE-BENCH. A grammar so ambiguous that more
-     than 4096 parse stacks live at once (or 4M in a call) fails the call
+     than 4096 parse stacks live at once (or a million for one token) fails the call
      with SLM_ERR_INVALID_ARG ("too ambiguous") instead of running away.
      A slm_grammar is never written after slm_grammar_new: any number of
      sessions on any threads may use one at once.
@@ -7269,7 +7269,7 @@ SLM_API slm_result slm_json_schema_to_gbnf(const char *schema, char *out, size_t
    states again and again. Caches are flushed past SLM__GM_CACHE_MAX bytes. */
 
 #define SLM__GM_MAX_SET    4096      /* stacks in one state: more is an ambiguous grammar, an error */
-#define SLM__GM_MAX_STACKS (1 << 22) /* stacks in all (32 MB): more is an error */
+#define SLM__GM_MAX_STACKS (1 << 20) /* stacks (and stack ids in states) in all: at half, a restart */
 #define SLM__GM_CACHE_MAX  (48u << 20)
 
 typedef struct slm__gm_stack {
@@ -7546,6 +7546,7 @@ static int32_t slm__gm_step(slm__gmatch *m, int32_t st, int b) {
     int32_t *row, next;
     if (st <= 0) return st;
     row = m->rows[st];
+    if (!row && m->cache_bytes > SLM__GM_CACHE_MAX) return slm__gm_step_plain(m, st, b); /* full: no more rows */
     if (!row) {
         if (!(row = (int32_t *)slm__alloc(m->a, 256 * sizeof *row))) {
             m->failed = SLM_ERR_OOM;
@@ -7576,6 +7577,51 @@ static void slm__gm_flush(slm__gmatch *m) {
         m->masks[i] = NULL;
     }
     m->cache_bytes = 0;
+}
+
+/* Forgets every stack and state but those of state st, which it numbers
+   anew: a long generation keeps its tables within bounds, whatever it met
+   before. Returns st's new id, -1 on failure. */
+static int32_t slm__gm_restart(slm__gmatch *m, int32_t st) {
+    int32_t n = m->state_off[st + 1] - m->state_off[st], i, k, total = 0, *chains, id;
+    for (i = 0; i < n; i++)
+        for (id = m->items[m->state_off[st] + i]; id > 0; id = m->stacks[id].parent) total++;
+    /* each stack as its length and its positions from the top down */
+    if (!(chains = (int32_t *)slm__alloc(m->a, (size_t)(total + n + 1) * sizeof *chains))) {
+        m->failed = SLM_ERR_OOM;
+        return -1;
+    }
+    for (k = 0, i = 0; i < n; i++) {
+        int32_t len = 0, at = k++;
+        for (id = m->items[m->state_off[st] + i]; id > 0; id = m->stacks[id].parent)
+            chains[k++] = m->stacks[id].pos, len++;
+        chains[at] = len;
+    }
+    slm__gm_flush(m);
+    m->n_stacks = 1;
+    slm__gm_rehash_stacks(m);
+    m->n_states = 1;
+    m->n_items = 0;
+    slm__gm_rehash_states(m);
+    m->n_set = 0;
+    for (k = 0, i = 0; i < n; i++) {
+        int32_t len = chains[k++], j;
+        for (id = 0, j = len - 1; j >= 0 && id >= 0; j--) id = slm__gm_push(m, chains[k + j], id);
+        k += len;
+        if (id < 0) break;
+        m->set[m->n_set++] = id; /* set holds n or more: it held this state once */
+    }
+    slm__free(m->a, chains);
+    if (m->failed) return -1;
+    {
+        int32_t a, b, x;
+        for (a = 1; a < m->n_set; a++) {
+            x = m->set[a];
+            for (b = a; b > 0 && m->set[b - 1] > x; b--) m->set[b] = m->set[b - 1];
+            m->set[b] = x;
+        }
+    }
+    return slm__gm_intern(m);
 }
 
 static void slm__gm_free(slm__gmatch *m) {
@@ -7830,8 +7876,8 @@ static const uint32_t *slm__gm_mask(slm__gmatch *m, const slm__gm_trie *t, int32
 /* Why m failed, for "%s: grammar: %s". */
 static const char *slm__gm_failure(const slm__gmatch *m) {
     return m->failed == SLM_ERR_OOM ? "out of memory"
-                                    : "more than 4096 parse stacks at once, or 4194304 in all (the grammar is too "
-                                      "ambiguous)";
+                                    : "more than 4096 parse stacks at once, or 1048576 for one token (the "
+                                      "grammar is too ambiguous)";
 }
 
 /* The built-in JSON grammar: any JSON value; whitespace after each token
@@ -8169,7 +8215,12 @@ static slm_result slm__gen_grammar_sample(slm_session *s, slm__gen_grammar *gg, 
     int n_vocab = s->model->info.n_vocab, k, accepting = slm__gm_accepting(&gg->m, gg->state);
     int32_t count = 0, next;
     slm_token t;
-    if (gg->m.cache_bytes > SLM__GM_CACHE_MAX) slm__gm_flush(&gg->m);
+    if (gg->m.n_stacks > SLM__GM_MAX_STACKS / 2 || gg->m.n_items > (size_t)SLM__GM_MAX_STACKS / 2) {
+        if ((gg->state = slm__gm_restart(&gg->m, gg->state)) < 0) goto failed;
+        accepting = slm__gm_accepting(&gg->m, gg->state);
+    } else if (gg->m.cache_bytes > SLM__GM_CACHE_MAX) {
+        slm__gm_flush(&gg->m);
+    }
     if (!(o->temperature >= SLM__GREEDY_TEMP)) {
         /* greedy: the best token is the best allowed one when it is allowed, and then no mask is needed */
         if (slm__sample(s, o, NULL, out) != SLM_OK) return SLM_ERR_FORMAT;

@@ -3238,6 +3238,7 @@ static void test_grammar_mask_brute(void) {
                     const char *p = slm_token_piece(m, pick, &len);
                     st = slm__gm_walk(&gm, st, p, len);
                     st_ref = slm__gm_walk(&ref, st_ref, p, len);
+                    if (step % 7 == 6 && st > 0) st = slm__gm_restart(&gm, st); /* as a long generation does */
                     CHECK(st > 0 && st_ref > 0);
                 }
             }
@@ -3246,6 +3247,19 @@ static void test_grammar_mask_brute(void) {
         }
     }
     CHECKF(n_checked > 50, "%d states checked", n_checked);
+    { /* root ::= "a" root "b" | "a" root "c" | : after n a's, 2^n stacks wait for the b's and c's */
+        test_grammar *amb = tg_new();
+        slm__gmatch gm;
+        int32_t st = 0;
+        tg_rule(amb), tg_lit(amb, "a"), tg_ref(amb, 0), tg_lit(amb, "b"), tg_alt(amb);
+        tg_lit(amb, "a"), tg_ref(amb, 0), tg_lit(amb, "c"), tg_alt(amb), tg_done(amb);
+        CHECK(slm__gm_init(&gm, &amb->g, &a, m->info.n_vocab, 8, &st) == SLM_OK);
+        CHECK(slm__gm_walk(&gm, st, "aaaaaaaaaa", 10) > 0); /* 3 x 1024 stacks */
+        CHECK(slm__gm_walk(&gm, st, "aaaaaaaaaaaaa", 13) == -1 && gm.failed == SLM_ERR_INVALID_ARG);
+        CHECK(strstr(slm__gm_failure(&gm), "too ambiguous") != NULL);
+        slm__gm_free(&gm);
+        free(amb);
+    }
     if (getenv("GM_DEBUG")) fprintf(stderr, "%d states checked, trie %d nodes\n", n_checked, trie ? trie->n_nodes : 0);
     (void)rng;
     for (gi = 0; gi < 5; gi++) free(gs[gi]);

@@ -7626,7 +7626,7 @@ static int32_t slm__gm_restart(slm__gmatch *m, int32_t st) {
 
 static void slm__gm_free(slm__gmatch *m) {
     if (!m->a) return;
-    if (m->rows) slm__gm_flush(m);
+    if (m->rows && m->masks) slm__gm_flush(m);
     slm__free(m->a, m->alt_first);
     slm__free(m->a, m->alt_off);
     slm__free(m->a, m->stacks);
@@ -7683,8 +7683,6 @@ static slm_result slm__gm_init(slm__gmatch *m, const slm_grammar *g, const slm_a
     m->n_stacks = 1; /* the empty stack */
     m->stamp = 1;
     slm__gm_rehash_stacks(m);
-    m->n_states = 1; /* the dead state */
-    slm__gm_rehash_states(m);
     if (!slm__gm_grow(a, (void **)&m->stacks, sizeof *m->stacks, &m->cap_stacks, 1024) ||
         !(m->seen = (uint32_t *)slm__alloc(a, 1024 * sizeof(uint32_t)))) {
         slm__gm_free(m);
@@ -7706,6 +7704,8 @@ static slm_result slm__gm_init(slm__gmatch *m, const slm_grammar *g, const slm_a
     m->state_off[0] = m->state_off[1] = 0;
     m->rows[0] = NULL;
     m->masks[0] = NULL;
+    m->n_states = 1; /* the dead state */
+    slm__gm_rehash_states(m);
     m->stamp++;
     for (k = m->alt_off[g->root]; k < m->alt_off[g->root + 1]; k++)
         slm__gm_todo(m, slm__gm_push(m, m->alt_first[k], 0));

@@ -3420,6 +3420,78 @@ static void test_grammar_generate(void) {
     slm_model_free(m);
 }
 
+typedef struct gm_failing {
+    long attempts, fail_at, live;
+} gm_failing;
+static void *gm_failing_alloc(size_t size, void *user) {
+    gm_failing *f = (gm_failing *)user;
+    void *p;
+    if (++f->attempts == f->fail_at) return NULL;
+    if ((p = malloc(size)) != NULL) f->live++;
+    return p;
+}
+static void gm_failing_free(void *p, void *user) {
+    gm_failing *f = (gm_failing *)user;
+    if (p) f->live--;
+    free(p);
+}
+
+/* Each allocation of a generation under a grammar (the trie, the matcher,
+   its tables and caches) refused in turn: SLM_ERR_OOM, "out of memory", no
+   leak, and the same call on the same session then gives the clean text. */
+static void test_grammar_oom(void) {
+    gm_failing f;
+    slm_model *m = NULL;
+    slm_model_desc md;
+    slm_session_desc sd;
+    test_grammar *g = tg_lists();
+    char want[512];
+    long k, used = 0;
+    int refused = 0;
+    memset(&f, 0, sizeof f);
+    memset(&md, 0, sizeof md);
+    md.path = "models/stories260K.slm";
+    md.alloc.alloc = gm_failing_alloc;
+    md.alloc.free = gm_failing_free;
+    md.alloc.user = &f;
+    if (!file_exists(md.path) || slm_model_load(&m, &md) != SLM_OK) {
+        free(g);
+        SKIP("models/stories260K.slm not built (make demo)");
+    }
+    memset(&sd, 0, sizeof sd);
+    sd.n_ctx = 128;
+    sd.n_threads = 1;
+    for (k = 0;; k++) { /* k = 0: the clean call, then refuse its k-th allocation */
+        slm_session *s = NULL;
+        gm_run run;
+        long live = f.live, before;
+        CHECK(slm_session_new(&s, m, &sd) == SLM_OK);
+        if (!s) break;
+        before = f.attempts;
+        f.fail_at = k ? before + k : 0;
+        gm_generate(s, "Once upon a time", &g->g, 1.0f, 3, 40, NULL, &run);
+        f.fail_at = 0;
+        if (k == 0) {
+            used = f.attempts - before;
+            CHECKF(run.r == SLM_OK, "%s", slm_session_error(s));
+            snprintf(want, sizeof want, "%s", run.out);
+        } else {
+            refused++;
+            CHECKF(run.r == SLM_ERR_OOM && strstr(slm_session_error(s), "out of memory"),
+                   "allocation %ld refused: %d (%s)", k, run.r, slm_session_error(s));
+            gm_generate(s, "Once upon a time", &g->g, 1.0f, 3, 40, NULL, &run);
+            CHECKF(run.r == SLM_OK && strcmp(run.out, want) == 0, "allocation %ld refused, then: \"%s\", want \"%s\"",
+                   k, run.out, want);
+        }
+        slm_session_free(s);
+        CHECKF(f.live == live, "allocation %ld refused: %ld blocks leaked", k, f.live - live);
+        if (k >= used) break;
+    }
+    CHECKF(refused > 10, "%d allocations refused", refused);
+    slm_model_free(m);
+    free(g);
+}
+
 typedef struct gm_thread_arg {
     const slm_model *m;
     const slm_grammar *g;
@@ -3510,6 +3582,7 @@ static const test_case INTERNAL_TESTS[] = {
     TEST(grammar_mask_brute),
     TEST(grammar_generate),
     TEST(grammar_threads),
+    TEST(grammar_oom),
 };
 /* clang-format on */
 const test_list internal_tests = { INTERNAL_TESTS, (int)(sizeof INTERNAL_TESTS / sizeof INTERNAL_TESTS[0]) };

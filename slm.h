@@ -8197,8 +8197,11 @@ static int slm__is_end_token(const slm__vocab *v, slm_token t, const slm_token *
 static int32_t slm__gen_grammar_token(slm_session *s, slm__gen_grammar *gg, slm_token t, int strip_space,
                                       const slm_token *extra_stop, int n_extra_stop) {
     const slm__vocab *v = &s->model->vocab;
-    const char *p = v->piece + v->piece_off[t];
-    int len = (int)(v->piece_off[t + 1] - v->piece_off[t]);
+    const char *p;
+    int len;
+    if (t < 0 || t >= v->n_tokens) return 0; /* rows of the output matrix past the vocabulary */
+    p = v->piece + v->piece_off[t];
+    len = (int)(v->piece_off[t + 1] - v->piece_off[t]);
     if (slm__is_end_token(v, t, extra_stop, n_extra_stop)) return slm__gm_accepting(&gg->m, gg->state) ? gg->state : 0;
     if (!slm__gm_text_token(s->model, t)) return 0;
     if (strip_space && len > 0 && p[0] == ' ') p++, len--;

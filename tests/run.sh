@@ -637,7 +637,7 @@ cli_prompts_chat() {
         rc=$?
         DETAIL="exit $rc; stderr: $(tail -c 300 "$BUILD/cli_sigint.err")"
         check "slm run: Ctrl-C (SIGINT) stops the generation, prints the statistics (interrupted), exit 0" eval \
-            'test $rc = 0 && grep -q "tokens generated.*; interrupted$" "$BUILD/cli_sigint.err" && test "$(head -c 5 "$BUILD/cli_sigint.out")" = Hello'
+            'test $rc = 0 && grep -q "tokens generated.*; interrupted; stop: cancelled$" "$BUILD/cli_sigint.err" && test "$(head -c 5 "$BUILD/cli_sigint.out")" = Hello'
     fi
     if [ -s "$Q" ]; then
         a=$("$SLM" run -m "$Q" --chat -p Hello -n 8 --temp 0 2>/dev/null; echo x)

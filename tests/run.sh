@@ -393,7 +393,7 @@ cli_scoring() {
 
 # slm run --grammar-file / --json / --json-schema on model $1
 cli_grammar() {
-    local m=$1 seed ended=0 bad=
+    local m=$1 seed ended=0 json_bad=
     run_cmd "$O" "$E" "$SLM" run -m "$m" -p "Once" --grammar-file "$BUILD/no-such-grammar.gbnf"
     DETAIL="exit status $RC, stderr: $(head -c 200 "$E")"
     check "slm run --grammar-file on a missing file: exit 1, names it" eval 'test $RC = 1 && grep -q "no-such-grammar.gbnf" "$E"'
@@ -411,14 +411,14 @@ cli_grammar() {
     # --json: a text that ended parses (Python's json); one cut by -n is not checked here
     for seed in 1 2 3 4 5 6; do
         run_cmd "$O" "$E" "$SLM" run -m "$m" -p "The data:" -n 150 --no-echo --temp 1 --seed $seed --json
-        if [ $RC != 0 ]; then bad="seed $seed: exit $RC, $(head -c 200 "$E")"; break; fi
+        if [ $RC != 0 ]; then json_bad="seed $seed: exit $RC, $(head -c 200 "$E")"; break; fi
         if grep -q "; stop: end$" "$E"; then
             ended=$((ended + 1))
-            /usr/bin/python3 -m json.tool "$O" >/dev/null 2>&1 || { bad="seed $seed: not JSON: $(head -c 200 "$O")"; break; }
+            /usr/bin/python3 -m json.tool "$O" >/dev/null 2>&1 || { json_bad="seed $seed: not JSON: $(head -c 200 "$O")"; break; }
         fi
     done
-    DETAIL="${bad:-no run ended}"
-    check "slm run --json: every text that ended parses as JSON" test -z "$bad" -a $ended -gt 0
+    DETAIL="${json_bad:-no run ended}"
+    check "slm run --json: every text that ended parses as JSON" test -z "$json_bad" -a $ended -gt 0
     printf '{"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"], "additionalProperties": false}' >"$BUILD/schema.json"
     run_cmd "$O" "$E" "$SLM" run -m "$m" -p "Once" -n 100 --no-echo --temp 0 --json-schema "$BUILD/schema.json"
     DETAIL="exit status $RC, stdout '$(head -c 100 "$O")', stderr: $(head -c 300 "$E")"

@@ -252,10 +252,11 @@
      rest by the end of the call, caches emptied whenever they pass 48 MB.
      bench/grammar.sh (a SmolLM2-135M-shaped q4_0 model with random
      weights, 256 tokens at temperature 1, 2 threads, 2 vCPUs of an AMD EPYC
-     beside other jobs, load average 4-5), medians of 8 alternating runs:
-     48.4 tok/s free, 51.3 under the JSON grammar (a random model writes
-     one long string), 0.94x: noise, perf puts matching and masks under 1%
-     of the CPU time. The slowest mask to
+     beside other jobs, load average 4-9): a constrained token cost 0.94x,
+     0.94x and 1.06x a free one in three runs of the script (medians of 6
+     to 8 alternating runs, e.g. 48.4 tok/s free, 51.3 under the JSON
+     grammar, where a random model writes one long string): noise; perf
+     puts matching and masks under 1% of the CPU time. The slowest mask to
      make, inside a JSON string (47816 of the 49152 tokens allowed), takes
      1 ms, a twentieth of a token, once per state; the trie 55 ms, once per
      session. A grammar so ambiguous that more than 4096 parse stacks live

@@ -231,9 +231,10 @@
      of 2 GiB or more (open's EOVERFLOW); slm_session_size gives SLM_ERR_OOM
      beyond 2 GiB. The file is mapped whole (a 2 GiB file maps under
      qemu-i386, a 3 GiB one does not: SLM_ERR_IO, "not enough address
-     space") and a session comes on top of it, so the largest model is about
-     1.5 GiB: a 700M-parameter one in q8_0 or q4_k, a 360M one in f16 (less
-     on a 32-bit kernel, whose processes have 3 GiB). On 32-bit x86, build with
+     space") and a session comes on top of it: a model of about 1.5 GiB (a
+     700M-parameter one in q8_0 or q4_k, a 360M one in f16) is the largest
+     that leaves a session room (less on a 32-bit kernel, whose processes
+     have 3 GiB; not measured on real hardware). On 32-bit x86, build with
      SSE2 float math (-msse2 -mfpmath=sse, which -march=native does not
      imply there): on the x87 unit (the default of -m32) results are right
      to float precision but not the same bit for bit across kernels and

@@ -296,7 +296,23 @@
      No Jinja: chat templates are the built-in formatters (slm_chat_format),
      chosen by slm-convert from the checkpoint's template text.
      Little-endian hosts only: on a big-endian one slm_model_load returns
-     SLM_ERR_UNSUPPORTED (the header compiles everywhere).
+     SLM_ERR_UNSUPPORTED (the header compiles everywhere), for a file, a
+     tokenizer-only file or desc.data alike, and slm-convert refuses to run.
+     32-bit hosts (i386: tested under qemu-i386) run what fits in their
+     address space: slm_model_load refuses a file larger than it
+     (SLM_ERR_UNSUPPORTED, "too large for this address space"), and so does
+     a build without large-file support (_FILE_OFFSET_BITS=64) for any file
+     of 2 GiB or more (open's EOVERFLOW); slm_session_size gives SLM_ERR_OOM
+     beyond 2 GiB. The file is mapped whole (a 2 GiB file maps under
+     qemu-i386, a 3 GiB one does not: SLM_ERR_IO, "not enough address
+     space") and a session comes on top of it: a model of about 1.5 GiB (a
+     700M-parameter one in q8_0 or q4_k, a 360M one in f16) is the largest
+     that leaves a session room (less on a 32-bit kernel, whose processes
+     have 3 GiB; not measured on real hardware). On 32-bit x86, build with
+     SSE2 float math (-msse2 -mfpmath=sse, which -march=native does not
+     imply there): on the x87 unit (the default of -m32) results are right
+     to float precision but not the same bit for bit across kernels and
+     thread counts, as the tests expect.
 
    REVISION HISTORY
      0.4.0  Sessions: slm_session_save/_load and _save_file/_load_file keep a
@@ -1148,6 +1164,7 @@ int slm__pretok_llama3_family(const char *name);
 #include <sys/mman.h>
 #include <sched.h>
 #include <sys/stat.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <unistd.h>
 #define SLM__MMAP_POSIX 1
@@ -2482,6 +2499,11 @@ static int slm__host_is_little_endian(void) {
 }
 
 #ifndef SLM_NO_STDIO
+/* A 32-bit build without large-file support cannot even open a file of 2 GiB
+   or more; with it (or on 64 bits), a file beyond the address space is
+   refused by its size below. */
+#define SLM__LARGE_FILE_MSG \
+    "'%s' is 2 GiB or more, too large for this build's 32-bit file offsets (build with -D_FILE_OFFSET_BITS=64)"
 static slm_result slm__map_file(slm__loader *ld, const char *path, int no_mmap) {
     slm_model *m = ld->m;
 #if defined(SLM__MMAP_POSIX)
@@ -2490,10 +2512,19 @@ static slm_result slm__map_file(slm__loader *ld, const char *path, int no_mmap) 
        paths, mapped or read, use this descriptor. */
     struct stat st;
     int fd = open(path, O_RDONLY | O_NONBLOCK);
+    /* EOVERFLOW: a file over 2 GiB in a build whose off_t has 32 bits */
+    if (fd < 0 && errno == EOVERFLOW) return slm__load_fail(ld, SLM_ERR_UNSUPPORTED, SLM__LARGE_FILE_MSG, path);
     if (fd < 0) return slm__load_fail(ld, SLM_ERR_IO, "cannot open '%s'", path);
     if (fstat(fd, &st) != 0) {
+        int too_large = errno == EOVERFLOW;
         close(fd);
+        if (too_large) return slm__load_fail(ld, SLM_ERR_UNSUPPORTED, SLM__LARGE_FILE_MSG, path);
         return slm__load_fail(ld, SLM_ERR_IO, "cannot stat '%s'", path);
+    }
+    if ((uint64_t)st.st_size > (uint64_t)(size_t)-1 - SLM__ALIGN) { /* read or mapped, it would not fit */
+        close(fd);
+        return slm__load_fail(ld, SLM_ERR_UNSUPPORTED, "'%s' (%llu bytes) is too large for this address space", path,
+                              (unsigned long long)st.st_size);
     }
     if (!S_ISREG(st.st_mode)) {
         close(fd);
@@ -2506,13 +2537,14 @@ static slm_result slm__map_file(slm__loader *ld, const char *path, int no_mmap) 
             return slm__load_fail(ld, SLM_ERR_FORMAT, "'%s' is %llu bytes, smaller than the %d-byte .slm header", path,
                                   (unsigned long long)st.st_size, SLM__HEADER_SIZE);
         }
-        if ((uint64_t)st.st_size > (uint64_t)(size_t)-1) {
-            close(fd);
-            return slm__load_fail(ld, SLM_ERR_UNSUPPORTED, "'%s' is too large for this address space", path);
-        }
         addr = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (addr == MAP_FAILED) {
+            int no_room = errno == ENOMEM; /* a 32-bit process: no free range that large */
+            close(fd);
+            return slm__load_fail(ld, SLM_ERR_IO, "cannot map '%s' (%llu bytes)%s", path,
+                                  (unsigned long long)st.st_size, no_room ? ": not enough address space" : "");
+        }
         close(fd);
-        if (addr == MAP_FAILED) return slm__load_fail(ld, SLM_ERR_IO, "cannot map '%s'", path);
         m->map_addr = addr;
         m->map_len = (size_t)st.st_size;
         m->file = (const uint8_t *)addr;
@@ -2919,7 +2951,7 @@ static slm_result slm__parse_fim_meta(slm__loader *ld) {
         if (!t) continue;
         if (!*t) return slm__load_fail(ld, SLM_ERR_FORMAT, "metadata %s is empty", keys[k]);
         for (; *t; t++) {
-            if (*t < '0' || *t > '9' || id > SLM__MAX_TOKENS)
+            if (*t < '0' || *t > '9' || id > (long)SLM__MAX_TOKENS)
                 return slm__load_fail(ld, SLM_ERR_FORMAT, "metadata %s is not a token id", keys[k]);
             id = id * 10 + (*t - '0');
         }
@@ -3163,7 +3195,8 @@ SLM_API slm_result slm_model_load(slm_model **out, const slm_model_desc *desc) {
             m->file = (const uint8_t *)desc->data;
         } else {
             /* tensors are read in place as floats: give them their alignment */
-            uint8_t *buf = (uint8_t *)slm__alloc(&a, desc->size + SLM__ALIGN);
+            uint8_t *buf = desc->size <= (size_t)-1 - SLM__ALIGN ? (uint8_t *)slm__alloc(&a, desc->size + SLM__ALIGN)
+                                                                 : NULL; /* the size would wrap */
             if (!buf) {
                 slm_model_free(m);
                 return slm__load_fail(&ld, SLM_ERR_OOM, "out of memory copying the %zu-byte model", desc->size);

@@ -1410,6 +1410,7 @@ static int cmd_chat(int argc, char **argv) {
         t_end = now_seconds();
         if (!st.got_piece) st.t_first = t_end;
         slm_session_stats(session, &gs);
+        memset(&ci, 0, sizeof ci);
         slm_conversation_get(conv, &ci);
         if (tty || st.got_piece || r == SLM_OK || r == SLM_ERR_CANCELLED || gs.stop_reason == SLM_STOP_CONTEXT_FULL)
             stream_write(&st, "\n", 1);

@@ -33,6 +33,13 @@
 #      Ctrl-D exiting, the terminal restored (tests/chat_pty.py)
 #  11. slm-convert --type q4_k/q5_k/q6_k/q4_k_m/q5_k_m against llama-quantize's
 #      bytes, when llama.cpp is already built
+#  12. 32-bit and big-endian: test_slm built for i386 (-m32 -mfpmath=sse,
+#      AVX2 kernels where they run, else -msse2), natively or under qemu-i386, the tests 32 bits change
+#      (I386_TESTS) with SLM_TEST_FEWER; the
+#      i386 builds of the header (plain -m32, -march=native), slm and
+#      slm-convert compile warning-free, and refuse files beyond 4 GiB with
+#      the reason; on s390x under qemu (big-endian) the loads are refused
+#      (test_slm -k byte_order) and slm-convert refuses to run
 # Each section ends with the line "== section NAME: N s".
 # Installs what it needs with apt-get when missing (skips with the reason when
 # it cannot). Every test_slm build goes through build_test_slm and every
@@ -451,6 +458,159 @@ if [ -x "$LQ" ] && make -s slm-convert >/dev/null 2>&1 &&
     add_counts "$BUILD/llama-quantize.log" "slm-convert --type q4_k... against llama-quantize"
 else
     skip "slm-convert --type q4_k... against llama-quantize" "$LQ not built (../shared/tools/llamacpp-setup.sh)"
+fi
+
+# ---------------------------------------------------------------------------
+# 12. 32-bit and big-endian
+# ---------------------------------------------------------------------------
+section "12. 32-bit and big-endian"
+M32B=$BUILD/i386
+mkdir -p "$M32B"
+# -m32 needs the i386 C library and libgcc. Not gcc-multilib: on Debian it
+# conflicts with gcc-aarch64-linux-gnu (section 5) and would remove it; without
+# it <asm/...> is missing for -m32, and the x86-64 copy (the same headers for
+# both) serves.
+m32_flags() {
+    local f
+    for f in "" "-idirafter /usr/include/$(gcc -dumpmachine 2>/dev/null)"; do
+        # shellcheck disable=SC2086
+        printf '#include <errno.h>\n#include <pthread.h>\n#include <math.h>\nint main(void){return errno;}\n' |
+            gcc -m32 $f -x c -o "$M32B/probe" - -lm -pthread >/dev/null 2>&1 && { echo "-m32 $f"; return 0; }
+    done
+    return 1
+}
+M32=$(m32_flags) || {
+    echo "== installing the i386 C library for gcc -m32"
+    apt_install libc6-dev-i386 "lib32gcc-$(gcc -dumpversion 2>/dev/null | cut -d. -f1)-dev" || true
+    M32=$(m32_flags)
+}
+if ! command -v gcc >/dev/null 2>&1 || [ -z "$M32" ]; then
+    skip "the i386 build" "gcc -m32 cannot link here (libc6-dev-i386 and lib32gcc-N-dev missing, apt-get could not install them)"
+else
+    # a 32-bit program runs natively, or under qemu-i386 (a kernel without IA-32 emulation)
+    M32RUN=
+    if ! "$M32B/probe" >/dev/null 2>&1; then
+        command -v qemu-i386 >/dev/null 2>&1 || apt_install qemu-user || true
+        M32RUN=qemu-i386
+        command -v qemu-i386 >/dev/null 2>&1 || M32RUN=none
+    fi
+    # compiles warning-free: the header without SIMD (plain -m32: i686, x87)
+    # and with the host's (-march=native); the command-line programs
+    for isa in "" "-march=native"; do
+        log=$M32B/compile${isa//[^a-z]/_}.log
+        # shellcheck disable=SC2086
+        if gcc $M32 $isa -std=c99 -pedantic -Wall -Wextra -Werror -O2 -I. -c -o "$M32B/a.o" tests/compile_a.c >"$log" 2>&1 &&
+           gcc $M32 $isa -std=c99 -pedantic -Wall -Wextra -Werror -O2 -I. -c -o "$M32B/b.o" tests/compile_b.c >>"$log" 2>&1; then
+            pass "gcc -m32 ${isa:-(no -march: x87, scalar kernels)} compiles slm.h warning-free"
+        else
+            fail "gcc -m32 ${isa:-(no -march: x87, scalar kernels)} compiles slm.h warning-free" "$(head -n 8 "$log")"
+        fi
+    done
+    # slm with large-file support (a file from 2 to 4 GiB can map), slm-convert without
+    # shellcheck disable=SC2086
+    if gcc $M32 -O2 -Wall -Wextra -Werror -D_FILE_OFFSET_BITS=64 -I. -o "$M32B/slm" examples/slm.c -lm -pthread >"$M32B/slm.build.log" 2>&1 &&
+       gcc $M32 -O2 -Wall -Wextra -Werror -I. -o "$M32B/slm-convert" $CONVERT_SRC -lm >"$M32B/convert.build.log" 2>&1; then
+        pass "gcc -m32 builds slm and slm-convert warning-free"
+        if [ "$M32RUN" != none ]; then
+            # beyond 4 GiB: a sparse file (no disk) refused with the reason, not a wrapped size
+            rm -f "$M32B/big.slm"
+            if cp "$BUILD/stories260K_f32.slm" "$M32B/big.slm" 2>/dev/null && truncate -s 5G "$M32B/big.slm" 2>/dev/null; then
+                $M32RUN "$M32B/slm" info -m "$M32B/big.slm" >"$M32B/big.out" 2>"$M32B/big.err"
+                DETAIL="exit $?: $(head -c 300 "$M32B/big.err")"
+                check "i386 slm info on a 5 GiB file: refused, the address space named" grep -q "too large for this address space" "$M32B/big.err"
+            else
+                skip "i386 slm info on a 5 GiB file" "cannot make a sparse file in $M32B (or $BUILD/stories260K_f32.slm is missing)"
+            fi
+            rm -f "$M32B/big.slm" "$M32B/big.gguf" "$M32B/big-out.slm"
+            if printf 'GGUF\003\000\000\000' >"$M32B/big.gguf" && truncate -s 5G "$M32B/big.gguf" 2>/dev/null; then
+                $M32RUN "$M32B/slm-convert" "$M32B/big.gguf" "$M32B/big-out.slm" >"$M32B/big.out" 2>"$M32B/big.err"
+                DETAIL="exit $?: $(head -c 300 "$M32B/big.err")"
+                check "i386 slm-convert on a 5 GiB GGUF: refused as too large" grep -q "too large" "$M32B/big.err"
+            else
+                skip "i386 slm-convert on a 5 GiB GGUF" "cannot make a sparse file in $M32B"
+            fi
+            rm -f "$M32B/big.gguf" "$M32B/big-out.slm"
+        fi
+    else
+        fail "gcc -m32 builds slm and slm-convert warning-free" "$(head -n 8 "$M32B/slm.build.log" "$M32B/convert.build.log")"
+    fi
+    # The suite with SSE2 float math: x87 (plain -m32, or -march=native
+    # without -mfpmath=sse) rounds on register spills, so the kernels that
+    # must agree bit for bit would not (LIMITATIONS in slm.h). Its own
+    # large-file check is the one without large-file support (open's EOVERFLOW).
+    if [ "$M32RUN" = none ]; then
+        skip "test_slm for i386" "32-bit programs do not run here and qemu-i386 is missing"
+    else
+        link_models "$M32B"
+        # the AVX2 kernels where they can run (qemu-i386 has them), against
+        # the scalar ones (kernels_vs_reference) and the references
+        m32isa="-msse2"
+        if [ -n "$M32RUN" ] || { grep -qw avx2 /proc/cpuinfo && grep -qw fma /proc/cpuinfo && grep -qw f16c /proc/cpuinfo; }; then
+            m32isa="-mavx2 -mfma -mf16c"
+        fi
+        # shellcheck disable=SC2086
+        if build_test_slm "$M32B/test_slm" "$M32B/build.log" gcc $M32 $m32isa -mfpmath=sse -O2 -g -pthread; then
+            if grep -q warning "$M32B/build.log"; then
+                fail "test_slm for i386 builds warning-free" "$(grep -m 4 -A 2 warning "$M32B/build.log")"
+            fi
+            echo "== test_slm for i386${M32RUN:+ under $M32RUN}"
+            # What 32 bits change (sizes, offsets, pointers): the loader on
+            # hostile and large files, session and scoring sizes, saved
+            # sessions, the tokenizer tables, and the forward pass against
+            # llama2.c and llama.cpp; the kernels (SSE2 math: bit for bit as
+            # on x86-64). Not the rest: under qemu it would take ten minutes.
+            # Not the converter's tests: they run the host's ./slm-convert
+            # (and this build's readdir, without large-file support, fails
+            # with EOVERFLOW on 64-bit inode numbers).
+            I386_TESTS=(-k kernel -k _files -k vocab_only -k byte_order -k hostile_ -k session_size -k session_cap
+                        -k kv_untouched -k greedy -k session_save_identical/f32 -k session_load_errors
+                        -k session_fork/f16 -k conversation_save -k scoring_ -k logprobs_reference/f32
+                        -k score_reference/f32 -k fixture_parity/a_llama_spm_q8_0 -k vocab_conformance/llama-spm
+                        -k vocab_conformance/gpt-2 -k format_md -k writer_roundtrip -k out_buffer -k tokenize
+                        -x suggest -x mutated -x convert_)
+            SLM_TEST_FEWER=1 SLM_TEST_BUILD=$M32B SLM_TEST_TIMEOUT=600 $M32RUN "$M32B/test_slm" "${I386_TESTS[@]}" 2>&1 |
+                sed -u 's/^/  [i386] /' | tee "$M32B/run.log"
+            sed -i 's/^  \[i386\] //' "$M32B/run.log"
+            add_counts "$M32B/run.log" "test_slm i386"
+            case $m32isa in -mavx2*) kernels_picked "$M32B/run.log" avx2 "test_slm i386" ;; esac
+        else
+            fail "build test_slm for i386" "$(head -n 8 "$M32B/build.log")"
+        fi
+    fi
+fi
+
+# big-endian: s390x under qemu. slm.h refuses every model there (LIMITATIONS)
+BEB=$BUILD/s390x
+mkdir -p "$BEB"
+if ! command -v s390x-linux-gnu-gcc >/dev/null 2>&1 || ! command -v qemu-s390x >/dev/null 2>&1; then
+    echo "== installing the s390x cross compiler and qemu-user"
+    apt_install gcc-s390x-linux-gnu qemu-user || true
+fi
+if command -v s390x-linux-gnu-gcc >/dev/null 2>&1 && command -v qemu-s390x >/dev/null 2>&1; then
+    link_models "$BEB"
+    # shellcheck disable=SC2086
+    if build_test_slm "$BEB/test_slm" "$BEB/build.log" s390x-linux-gnu-gcc -O1 -pthread &&
+       s390x-linux-gnu-gcc -O1 -Wall -Wextra -I. -o "$BEB/slm-convert" $CONVERT_SRC -lm >"$BEB/convert.build.log" 2>&1; then
+        echo "== test_slm -k byte_order for s390x under qemu"
+        SLM_TEST_BUILD=$BEB QEMU_LD_PREFIX=/usr/s390x-linux-gnu qemu-s390x "$BEB/test_slm" -k byte_order 2>&1 |
+            sed -u 's/^/  [s390x] /' | tee "$BEB/run.log"
+        sed -i 's/^  \[s390x\] //' "$BEB/run.log"
+        add_counts "$BEB/run.log" "test_slm s390x"
+        DETAIL="$(grep -m 1 'host is' "$BEB/run.log")"
+        check "test_slm on s390x ran on a big-endian host" grep -q "this host is big-endian" "$BEB/run.log"
+        SRC=${SLM_MODELS:-../shared/models}/stories260K
+        rm -f "$BEB/out.slm"
+        QEMU_LD_PREFIX=/usr/s390x-linux-gnu qemu-s390x "$BEB/slm-convert" "$SRC/stories260K.bin" "$SRC/tok512.bin" \
+            "$BEB/out.slm" >"$BEB/convert.out" 2>"$BEB/convert.err"
+        rc=$?
+        DETAIL="exit $rc: $(head -c 300 "$BEB/convert.err")"
+        check "slm-convert on s390x: refused (exit 1, big-endian named), no file written" \
+            eval 'test $rc = 1 && grep -q big-endian "$BEB/convert.err" && test ! -e "$BEB/out.slm"'
+    else
+        fail "build test_slm and slm-convert for s390x" "$(head -n 8 "$BEB/build.log" "$BEB/convert.build.log")"
+    fi
+else
+    skip "the big-endian (s390x) checks" "s390x-linux-gnu-gcc or qemu-s390x is missing and apt-get could not install them"
 fi
 
 section ""

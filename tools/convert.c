@@ -171,6 +171,10 @@ unsigned char *conv_read_file(const char *path, size_t *size_out) {
     int extra;
 
     if (stat(path, &st) != 0) {
+        if (errno == EOVERFLOW) { /* 2 GiB or more, and a 32-bit off_t */
+            conv_fail("'%s' is too large to read on this machine (2 GiB or more in a 32-bit build)", path);
+            return NULL;
+        }
         conv_fail("cannot open '%s': %s", path, strerror(errno));
         return NULL;
     }

@@ -300,6 +300,16 @@ int main(int argc, char **argv) {
                   n_pos == 0 ? "no input and output given" : "missing the output path after the input");
         goto fail;
     }
+    {
+        /* The readers and quantizers take the inputs' floats as the host's:
+           on a big-endian host they would write a wrong file without a word. */
+        const uint16_t one = 1;
+        if (*(const unsigned char *)&one != 1) {
+            conv_fail("big-endian hosts are not supported (GGUF, safetensors, llama2.c and .slm files are "
+                      "little-endian)");
+            goto fail;
+        }
+    }
     out_path = pos[n_pos - 1];
     if (n_loras && opt.vocab_only) {
         conv_fail("--lora merges into the weights: it cannot go with --vocab-only");

@@ -241,29 +241,18 @@
      continues the text after N tokens", the text so far delivered.
      slm_sample refuses a grammar (-1 and a message): the parse state lives
      in the generating calls.
-     Cost: the parse state is llama.cpp's set of stacks, over bytes; stacks
-     and sets of them are numbered as they appear, so that each (state,
-     byte) step is worked out once per call. The mask of a state walks a
-     trie of the vocabulary's pieces, leaving a dead prefix's tokens at
-     once, and is kept per state (JSON comes back to the same states); a
-     greedy draw checks the likeliest token alone and needs no mask when it
-     is allowed. The trie is made by the first call with a grammar and freed
-     by slm_session_free (about 1.6 MB for a 49152-token vocabulary); the
-     rest by the end of the call, caches emptied whenever they pass 48 MB.
-     bench/grammar.sh (a SmolLM2-135M-shaped q4_0 model with random
-     weights, 256 tokens at temperature 1, 2 threads, 2 vCPUs of an AMD EPYC
-     beside other jobs, load average 4-9): a constrained token cost 0.94x,
-     0.94x and 1.06x a free one in three runs of the script (medians of 6
-     to 8 alternating runs, e.g. 48.4 tok/s free, 51.3 under the JSON
-     grammar, where a random model writes one long string): noise; perf
-     puts matching and masks under 1% of the CPU time. The slowest mask to
-     make, inside a JSON string (47816 of the 49152 tokens allowed), takes
-     1 ms, a twentieth of a token, once per state; the trie 55 ms, once per
-     session. A grammar so ambiguous that more than 4096 parse stacks live
-     at once (or a million within one token) fails the call with
-     SLM_ERR_INVALID_ARG ("too ambiguous") instead of running away; a long
-     generation renumbers its stacks and states as it goes, so its tables
-     stay bounded too.
+     Cost: the parse state is llama.cpp's set of stacks, over bytes; each
+     (state, byte) step is worked out once per call, and a state's token
+     mask (a walk of a trie of the vocabulary's pieces that leaves a dead
+     prefix at once) is kept per state, since JSON comes back to the same
+     states; a greedy draw whose likeliest token is allowed needs no mask.
+     The trie is made by a session's first call with a grammar and freed
+     with the session (about 1.6 MB for 49152 tokens); the rest lives for
+     the call, its caches emptied whenever they pass 48 MB. README.md has
+     the measured cost (bench/grammar.sh): within the noise of a free token.
+     A grammar so ambiguous that more than 4096 parse stacks live at once
+     (or a million within one token) fails the call with
+     SLM_ERR_INVALID_ARG ("too ambiguous") instead of running away.
      A slm_grammar is never written after slm_grammar_new: any number of
      sessions on any threads may use one at once.
      slm_grammar_json() is GBNF for any JSON value with whitespace bounded as

@@ -15,6 +15,9 @@
 #      SLM_FREE (and the reverse) must stop at slm.h's #error
 #   5. runs every example (examples/NAME.c, built by make as ./NAME), and
 #      builds README.md's C program (examples/simple.c) in a folder of its own
+#   6. grammars: llama.cpp's example grammars, JSON Schema cases, --json,
+#      --stop and -n under a grammar, outputs checked by tests/grammar_check.py
+#      and tests/schema_check.py (python3, standard library only)
 # and ends with the line "N passed, N failed, N skipped" (test_slm's tests
 # count one by one; tests/lib.sh has the counters and the build of test_slm).
 # Exit status 1 when anything failed. Installs nothing; tests whose assets are missing
@@ -962,6 +965,214 @@ examples_readme "$M" "$X" $have
 # ---------------------------------------------------------------------------
 
 # ---------------------------------------------------------------------------
+# 3b. grammars (issue 14): llama.cpp's example grammars (tests/data/grammars)
+#     on stories260K and a byte-level BPE fixture (qwen2), greedy and with 20
+#     seeds; every output is checked by tests/grammar_check.py, a GBNF
+#     recognizer of its own (a full sentence when the run says "stop: end",
+#     a prefix of one when "stop: max-tokens"); json.gbnf outputs also by
+#     Python's json module. JSON Schema cases (tests/data/schemas) are
+#     generated with --json-schema and validated by tests/schema_check.py;
+#     --json, --stop and -n under a grammar. One test line per group of runs.
+# ---------------------------------------------------------------------------
+GRAMMARS="json arithmetic list c chess japanese"
+GRAMMAR_SEEDS=20
+
+# grammar_stop ERRFILE: the stop reason of a run's stats line ("end",
+# "max-tokens", ...), or nothing
+grammar_stop() { sed -n 's/.*; stop: \([a-z-]*\)$/\1/p' "$1" | tail -n 1; }
+
+# grammar_runs OUT_PREFIX MODEL PROMPT ARGS...: the greedy run
+# (OUT_PREFIX.greedy.{out,err,rc}) and the seeded ones (OUT_PREFIX.sN.*),
+# two at a time (the runs are short; loading the model is most of them)
+grammar_runs() {
+    local pre=$1 m=$2 prompt=$3 s running=0
+    shift 3
+    for s in greedy $(seq 1 $GRAMMAR_SEEDS); do
+        (
+            if [ "$s" = greedy ]; then set -- "$@" --temp 0; else set -- "$@" --temp 1 --top-p 1 --seed "$s"; fi
+            $TO "$SLM" run -m "$m" -p "$prompt" --no-echo -t 1 "$@" </dev/null >"$pre.$s.out" 2>"$pre.$s.err"
+            echo $? >"$pre.$s.rc"
+        ) &
+        running=$((running + 1))
+        if [ $running -ge 2 ]; then
+            wait -n
+            running=$((running - 1))
+        fi
+    done
+    wait
+}
+
+# grammar_list OUT_PREFIX GRAMMAR LIST [json]: appends the checks of the runs'
+# outputs to LIST (full or prefix by the stop reason; "json" adds json.loads
+# of the complete ones); sets G_BAD (runs that failed or stopped otherwise),
+# G_FULL, G_PREFIX, G_BYTES
+grammar_list() {
+    local pre=$1 g=$2 list=$3 json=${4:-} f s rc stop
+    G_BAD='' G_FULL=0 G_PREFIX=0 G_BYTES=0
+    for f in "$pre".*.rc; do
+        s=${f%.rc}
+        rc=$(cat "$f")
+        stop=$(grammar_stop "$s.err")
+        G_BYTES=$((G_BYTES + $(wc -c <"$s.out")))
+        if [ "$rc" != 0 ]; then
+            G_BAD="$G_BAD [$s: exit status $rc: $(tail -n 2 "$s.err" | tr '\n' ' ' | head -c 300)]"
+        elif [ "$stop" = end ]; then
+            G_FULL=$((G_FULL + 1))
+            printf 'full\t%s\t%s\n' "$g" "$s.out" >>"$list"
+            [ -n "$json" ] && printf 'json\t-\t%s\n' "$s.out" >>"$list"
+        elif [ "$stop" = max-tokens ]; then
+            G_PREFIX=$((G_PREFIX + 1))
+            printf 'prefix\t%s\t%s\n' "$g" "$s.out" >>"$list"
+        else
+            G_BAD="$G_BAD [$s: stop reason '$stop', not end or max-tokens: $(tail -n 1 "$s.err" | head -c 300)]"
+        fi
+    done
+}
+
+# grammar_batch LIST: runs the checks; sets G_CHECK (the failures) and RC
+grammar_batch() {
+    G_CHECK=$(python3 tests/grammar_check.py --batch "$1" 2>&1)
+    RC=$?
+}
+
+section_grammars() {
+echo "== grammars (tests/data/grammars, tests/data/schemas; checked by tests/grammar_check.py)"
+local GD=$BUILD/grammar M name g label models=() t0=$SECONDS
+if ! command -v python3 >/dev/null 2>&1; then
+    skip "grammars" "python3 not found (tests/grammar_check.py needs it)"
+    return
+fi
+local st
+st=$(python3 tests/grammar_check.py --self-test 2>&1; python3 tests/schema_check.py --self-test 2>&1)
+DETAIL=$(grep -v '^[a-z_]* self-test: ' <<<"$st" | head -n 10)
+check "grammar_check.py and schema_check.py self-tests ($(grep -o '[0-9]* cases' <<<"$st" | tr '\n' ' '| sed 's/ $//'))" \
+    test -z "$(grep -v '^[a-z_]* self-test: .*, 0 failed$' <<<"$st")"
+if [ ! -x "$SLM" ]; then
+    fail "grammars: ./slm built" "$SLM missing"
+    return
+fi
+rm -rf "$GD" && mkdir -p "$GD"
+if [ $HAVE_MODEL = 0 ]; then
+    skip "grammar runs on stories260K" "$NO_MODEL_REASON"
+elif [ -z "${CONVERTED[f32]:-}" ]; then
+    fail "grammar runs on stories260K" "no converted model ($BUILD/stories260K_f32.slm)"
+else
+    models+=("stories260K|$BUILD/stories260K_f32.slm")
+fi
+M=$BUILD/fixtures/c_qwen2_f16.slm
+if [ -f "$M" ]; then
+    models+=("qwen2|$M")
+else
+    skip "grammar runs on the qwen2 fixture (byte-level BPE)" "$M not converted (fixtures missing in $MODELS/fixtures?)"
+fi
+local entry list
+for entry in "${models[@]}"; do
+    label=${entry%%|*} M=${entry#*|}
+    # each example grammar: greedy + 20 seeds, 48 tokens
+    for name in $GRAMMARS; do
+        g=tests/data/grammars/$name.gbnf
+        list=$GD/$label.$name.list
+        : >"$list"
+        grammar_runs "$GD/$label.$name" "$M" "Once upon a time" --grammar-file "$g" -n 48
+        grammar_list "$GD/$label.$name" "$g" "$list" "$([ $name = json ] && echo json)"
+        grammar_batch "$list"
+        DETAIL="runs:$G_BAD; checks: $(grep -v '^[0-9]* checked' <<<"$G_CHECK" | head -n 5)"
+        check "$name.gbnf on $label: greedy + $GRAMMAR_SEEDS seeds accepted by the recognizer ($G_FULL complete, $G_PREFIX cut by -n 48, $G_BYTES bytes)" \
+            test -z "$G_BAD" -a $RC = 0
+    done
+
+    # the built-in JSON grammar: complete outputs parse, cut ones are a prefix
+    # of RFC 8259 JSON with any whitespace (a superset of the bounded one)
+    printf '%s\n' 'root ::= ws value ws' \
+        'value ::= object | array | string | number | "true" | "false" | "null"' \
+        'object ::= "{" ws ( string ws ":" ws value ws ( "," ws string ws ":" ws value ws )* )? "}"' \
+        'array ::= "[" ws ( value ws ( "," ws value ws )* )? "]"' \
+        'string ::= "\"" ( [^"\\\x00-\x1F] | "\\" ( ["\\/bfnrt] | "u" [0-9a-fA-F]{4} ) )* "\""' \
+        'number ::= "-"? ( "0" | [1-9] [0-9]* ) ( "." [0-9]+ )? ( [eE] [-+]? [0-9]+ )?' \
+        'ws ::= [ \t\n\r]*' >"$GD/any_json.gbnf"
+    list=$GD/$label.json-flag.list
+    : >"$list"
+    grammar_runs "$GD/$label.json-flag" "$M" "Once upon a time" --json -n 64
+    grammar_list "$GD/$label.json-flag" "$GD/any_json.gbnf" "$list" json
+    grammar_batch "$list"
+    DETAIL="runs:$G_BAD; checks: $(grep -v '^[0-9]* checked' <<<"$G_CHECK" | head -n 5)"
+    check "--json on $label: greedy + $GRAMMAR_SEEDS seeds parse as JSON ($G_FULL complete, $G_PREFIX cut by -n 64, $G_BYTES bytes)" \
+        test -z "$G_BAD" -a $RC = 0
+
+    # JSON Schema cases: every output parses and validates (cut outputs are
+    # counted, not checked: the schema's grammar is the library's)
+    list=$GD/$label.schemas.list
+    : >"$list"
+    local bad='' n_cut=0 n_ok=0 sc f rc stop
+    for sc in tests/data/schemas/*.json; do
+        case $(basename "$sc") in bad_*) continue ;; esac
+        name=$(basename "$sc" .json)
+        for s in greedy 1 2 3; do
+            f=$GD/$label.schema.$name.$s
+            if [ $s = greedy ]; then set -- --temp 0; else set -- --temp 1 --top-p 1 --seed $s; fi
+            $TO "$SLM" run -m "$M" -p "Once upon a time" --no-echo -t 1 --json-schema "$sc" -n 256 "$@" </dev/null >"$f.out" 2>"$f.err"
+            rc=$?
+            stop=$(grammar_stop "$f.err")
+            if [ $rc != 0 ]; then
+                bad="$bad [$f: exit status $rc: $(tail -n 2 "$f.err" | tr '\n' ' ' | head -c 300)]"
+            elif [ "$stop" = end ]; then
+                n_ok=$((n_ok + 1))
+                printf 'schema\t%s\t%s\n' "$sc" "$f.out" >>"$list"
+            elif [ "$stop" = max-tokens ]; then
+                n_cut=$((n_cut + 1))
+            else
+                bad="$bad [$f: stop reason '$stop']"
+            fi
+        done
+    done
+    grammar_batch "$list"
+    DETAIL="runs:$bad; checks: $(grep -v '^[0-9]* checked' <<<"$G_CHECK" | head -n 5)"
+    check "--json-schema on $label: $(ls tests/data/schemas/[!b]*.json | wc -l) schemas x (greedy + 3 seeds) valid documents ($n_ok complete, $n_cut cut by -n 256)" \
+        test -z "$bad" -a $RC = 0 -a $n_ok -gt 0
+    [ $n_cut -le $((n_ok / 2)) ] || echo "    note: $n_cut of $((n_ok + n_cut)) schema outputs on $label were cut by -n 256 and not validated"
+
+    # -n 5 under a grammar: a prefix, five tokens
+    f=$GD/$label.n5
+    $TO "$SLM" run -m "$M" -p "Once upon a time" --no-echo -t 1 --grammar-file tests/data/grammars/json.gbnf -n 5 --temp 0 </dev/null >"$f.out" 2>"$f.err"
+    rc=$?
+    G_CHECK=$(python3 tests/grammar_check.py tests/data/grammars/json.gbnf --prefix <"$f.out" 2>&1)
+    RC=$?
+    DETAIL="exit status $rc, stop '$(grammar_stop "$f.err")', $G_CHECK; stdout: $(head -c 200 "$f.out"); stderr: $(tail -n 2 "$f.err" | head -c 300)"
+    check "-n 5 with json.gbnf on $label: stops at max-tokens after 5 tokens, a prefix" \
+        eval 'test $rc = 0 -a $RC = 0 && [ "$(grammar_stop "$f.err")" = max-tokens ] && grep -q "^5 tokens generated" "$f.err"'
+
+    # --stop under a grammar: chess.gbnf forces "\n" after the first two
+    # moves, so --stop "\n" cuts mid-grammar; the text is the greedy text
+    # before the first "\n", a prefix, not a sentence
+    f=$GD/$label.stop
+    g=tests/data/grammars/chess.gbnf
+    $TO "$SLM" run -m "$M" -p "Once upon a time" --no-echo -t 1 --grammar-file "$g" -n 48 --temp 0 </dev/null >"$f.whole" 2>/dev/null
+    $TO "$SLM" run -m "$M" -p "Once upon a time" --no-echo -t 1 --grammar-file "$g" -n 48 --temp 0 --stop $'\n' </dev/null >"$f.out" 2>"$f.err"
+    rc=$?
+    printf '%s' "$(head -n 1 "$f.whole")" >"$f.expected"
+    python3 tests/grammar_check.py "$g" --prefix <"$f.out" >/dev/null 2>&1
+    RC=$?
+    python3 tests/grammar_check.py "$g" <"$f.out" >/dev/null 2>&1
+    local rc_full=$?
+    DETAIL="exit status $rc, stop '$(grammar_stop "$f.err")', prefix check $RC (0 = a prefix), full check $rc_full (1 = not a sentence); stdout: $(head -c 200 "$f.out" | od -c | head -n 3 | tr '\n' ' '); without --stop: $(head -c 100 "$f.whole" | od -c | head -n 3 | tr '\n' ' ')"
+    check "--stop \"\\n\" with chess.gbnf on $label: stop-string, the text before it, a prefix, not a sentence" \
+        eval 'test $rc = 0 -a $RC = 0 -a $rc_full = 1 && [ "$(grammar_stop "$f.err")" = stop-string ] && cmp -s "$f.out" "$f.expected" && [ $(wc -l <"$f.whole") -ge 1 ]'
+done
+
+# bad schemas: exit status 1 and the expected words in the message
+local want
+while IFS=$'\t' read -r name want; do
+    [ -n "$name" ] || continue
+    f=$GD/$name
+    $TO "$SLM" run -m "${models[0]#*|}" -p "x" --json-schema "tests/data/schemas/$name" -n 5 </dev/null >"$f.out" 2>"$f.err"
+    rc=$?
+    DETAIL="exit status $rc, stderr: $(head -c 300 "$f.err")"
+    check "--json-schema $name: exit 1, the message names '$want'" eval 'test $rc = 1 && grep -qF -- "$want" "$f.err"'
+done <tests/data/schemas/bad_errors.tsv
+echo "    grammars: $((SECONDS - t0)) s"
+}
+
+# ---------------------------------------------------------------------------
 # 4. compile matrix
 # ---------------------------------------------------------------------------
 section_matrix() {
@@ -1048,6 +1259,7 @@ if [ "$ONLY_COMPILE" != 1 ]; then
     section_ctests
     section_cli
     section_examples
+    section_grammars
 fi
 section_matrix
 

@@ -1031,7 +1031,7 @@ grammar_list() {
 
 # grammar_batch LIST: runs the checks; sets G_CHECK (the failures) and RC
 grammar_batch() {
-    G_CHECK=$(python3 tests/grammar_check.py --batch "$1" 2>&1)
+    G_CHECK=$("$PY3" tests/grammar_check.py --batch "$1" 2>&1)
     RC=$?
 }
 
@@ -1042,8 +1042,11 @@ if ! command -v python3 >/dev/null 2>&1; then
     skip "grammars" "python3 not found (tests/grammar_check.py needs it)"
     return
 fi
+# the interpreter itself, once: a version manager's shim costs a second a call under load
+PY3=$(python3 -c 'import sys; print(sys.executable)' 2>/dev/null)
+[ -x "$PY3" ] || PY3=python3
 local st
-st=$(python3 tests/grammar_check.py --self-test 2>&1; python3 tests/schema_check.py --self-test 2>&1)
+st=$("$PY3" tests/grammar_check.py --self-test 2>&1; "$PY3" tests/schema_check.py --self-test 2>&1)
 DETAIL=$(grep -v '^[a-z_]* self-test: ' <<<"$st" | head -n 10)
 check "grammar_check.py and schema_check.py self-tests ($(grep -o '[0-9]* cases' <<<"$st" | tr '\n' ' '| sed 's/ $//'))" \
     test -z "$(grep -v '^[a-z_]* self-test: .*, 0 failed$' <<<"$st")"
@@ -1135,7 +1138,7 @@ for entry in "${models[@]}"; do
     f=$GD/$label.n5
     $TO "$SLM" run -m "$M" -p "Once upon a time" --no-echo -t 1 --grammar-file tests/data/grammars/json.gbnf -n 5 --temp 0 </dev/null >"$f.out" 2>"$f.err"
     rc=$?
-    G_CHECK=$(python3 tests/grammar_check.py tests/data/grammars/json.gbnf --prefix <"$f.out" 2>&1)
+    G_CHECK=$("$PY3" tests/grammar_check.py tests/data/grammars/json.gbnf --prefix <"$f.out" 2>&1)
     RC=$?
     DETAIL="exit status $rc, stop '$(grammar_stop "$f.err")', $G_CHECK; stdout: $(head -c 200 "$f.out"); stderr: $(tail -n 2 "$f.err" | head -c 300)"
     check "-n 5 with json.gbnf on $label: stops at max-tokens after 5 tokens, a prefix" \
@@ -1150,9 +1153,9 @@ for entry in "${models[@]}"; do
     $TO "$SLM" run -m "$M" -p "Once upon a time" --no-echo -t 1 --grammar-file "$g" -n 48 --temp 0 --stop $'\n' </dev/null >"$f.out" 2>"$f.err"
     rc=$?
     printf '%s' "$(head -n 1 "$f.whole")" >"$f.expected"
-    python3 tests/grammar_check.py "$g" --prefix <"$f.out" >/dev/null 2>&1
+    "$PY3" tests/grammar_check.py "$g" --prefix <"$f.out" >/dev/null 2>&1
     RC=$?
-    python3 tests/grammar_check.py "$g" <"$f.out" >/dev/null 2>&1
+    "$PY3" tests/grammar_check.py "$g" <"$f.out" >/dev/null 2>&1
     local rc_full=$?
     DETAIL="exit status $rc, stop '$(grammar_stop "$f.err")', prefix check $RC (0 = a prefix), full check $rc_full (1 = not a sentence); stdout: $(head -c 200 "$f.out" | od -c | head -n 3 | tr '\n' ' '); without --stop: $(head -c 100 "$f.whole" | od -c | head -n 3 | tr '\n' ' ')"
     check "--stop \"\\n\" with chess.gbnf on $label: stop-string, the text before it, a prefix, not a sentence" \

@@ -982,12 +982,13 @@ GRAMMAR_SEEDS=20
 grammar_stop() { sed -n 's/.*; stop: \([a-z-]*\)$/\1/p' "$1" | tail -n 1; }
 
 # grammar_runs OUT_PREFIX MODEL PROMPT ARGS...: the greedy run
-# (OUT_PREFIX.greedy.{out,err,rc}) and the seeded ones (OUT_PREFIX.sN.*),
-# two at a time (the runs are short; loading the model is most of them)
+# (OUT_PREFIX.greedy.{out,err,rc}) and the seeded ones (OUT_PREFIX.N.*; the
+# seeds 1 to $GRAMMAR_SEEDS, or those in G_SEEDS), two at a time (the runs are
+# short; loading the model is most of them)
 grammar_runs() {
     local pre=$1 m=$2 prompt=$3 s running=0
     shift 3
-    for s in greedy $(seq 1 $GRAMMAR_SEEDS); do
+    for s in greedy ${G_SEEDS:-$(seq 1 $GRAMMAR_SEEDS)}; do
         (
             if [ "$s" = greedy ]; then set -- "$@" --temp 0; else set -- "$@" --temp 1 --top-p 1 --seed "$s"; fi
             $TO "$SLM" run -m "$m" -p "$prompt" --no-echo -t 1 "$@" </dev/null >"$pre.$s.out" 2>"$pre.$s.err"
@@ -1103,36 +1104,30 @@ for entry in "${models[@]}"; do
         test -z "$G_BAD" -a $RC = 0
 
     # JSON Schema cases: every output parses and validates (cut outputs are
-    # counted, not checked: the schema's grammar is the library's)
+    # counted, not checked: the schema's grammar is the library's); on the
+    # qwen2 fixture, whose random weights rarely close a string, greedy only
+    local sc bad='' n_cut=0 n_ok=0 n_schemas=0
     list=$GD/$label.schemas.list
     : >"$list"
-    local bad='' n_cut=0 n_ok=0 sc f rc stop
     for sc in tests/data/schemas/*.json; do
         case $(basename "$sc") in bad_*) continue ;; esac
+        n_schemas=$((n_schemas + 1))
         name=$(basename "$sc" .json)
-        for s in greedy 1 2 3; do
-            f=$GD/$label.schema.$name.$s
-            if [ $s = greedy ]; then set -- --temp 0; else set -- --temp 1 --top-p 1 --seed $s; fi
-            $TO "$SLM" run -m "$M" -p "Once upon a time" --no-echo -t 1 --json-schema "$sc" -n 256 "$@" </dev/null >"$f.out" 2>"$f.err"
-            rc=$?
-            stop=$(grammar_stop "$f.err")
-            if [ $rc != 0 ]; then
-                bad="$bad [$f: exit status $rc: $(tail -n 2 "$f.err" | tr '\n' ' ' | head -c 300)]"
-            elif [ "$stop" = end ]; then
-                n_ok=$((n_ok + 1))
-                printf 'schema\t%s\t%s\n' "$sc" "$f.out" >>"$list"
-            elif [ "$stop" = max-tokens ]; then
-                n_cut=$((n_cut + 1))
-            else
-                bad="$bad [$f: stop reason '$stop']"
-            fi
-        done
+        G_SEEDS="1 2 3"
+        [ "$label" = stories260K ] || G_SEEDS=" "
+        grammar_runs "$GD/$label.schema.$name" "$M" "Once upon a time" --json-schema "$sc" -n 256
+        G_SEEDS=
+        grammar_list "$GD/$label.schema.$name" "$sc" "$GD/$label.schema.$name.list"
+        bad="$bad$G_BAD"
+        n_ok=$((n_ok + G_FULL)) n_cut=$((n_cut + G_PREFIX))
+        # the complete ones: a schema check (grammar_list wrote "full SCHEMA FILE")
+        sed -n 's/^full\t/schema\t/p' "$GD/$label.schema.$name.list" >>"$list"
     done
     grammar_batch "$list"
     DETAIL="runs:$bad; checks: $(grep -v '^[0-9]* checked' <<<"$G_CHECK" | head -n 5)"
-    check "--json-schema on $label: $(ls tests/data/schemas/[!b]*.json | wc -l) schemas x (greedy + 3 seeds) valid documents ($n_ok complete, $n_cut cut by -n 256)" \
+    check "--json-schema on $label: $n_schemas schemas, each output parses and validates ($n_ok complete, $n_cut cut by -n 256)" \
         test -z "$bad" -a $RC = 0 -a $n_ok -gt 0
-    [ $n_cut -le $((n_ok / 2)) ] || echo "    note: $n_cut of $((n_ok + n_cut)) schema outputs on $label were cut by -n 256 and not validated"
+    [ $n_cut -le $n_ok ] || echo "    note: $n_cut of $((n_ok + n_cut)) schema outputs on $label were cut by -n 256 and not validated"
 
     # -n 5 under a grammar: a prefix, five tokens
     f=$GD/$label.n5

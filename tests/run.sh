@@ -1129,6 +1129,20 @@ for entry in "${models[@]}"; do
         test -z "$bad" -a $RC = 0 -a $n_ok -gt 0
     [ $n_cut -le $n_ok ] || echo "    note: $n_cut of $((n_ok + n_cut)) schema outputs on $label were cut by -n 256 and not validated"
 
+    # a finite language: generation ends once the text is complete and the
+    # grammar admits nothing more (stop: end, well before -n 48)
+    printf '%s\n' 'root ::= ("yes" | "no" | "maybe") "."' >"$GD/finite.gbnf"
+    list=$GD/$label.finite.list
+    : >"$list"
+    G_SEEDS="1 2 3"
+    grammar_runs "$GD/$label.finite" "$M" "Once upon a time" --grammar-file "$GD/finite.gbnf" -n 48
+    G_SEEDS=
+    grammar_list "$GD/$label.finite" "$GD/finite.gbnf" "$list"
+    grammar_batch "$list"
+    DETAIL="runs:$G_BAD; checks: $(grep -v '^[0-9]* checked' <<<"$G_CHECK" | head -n 5)"
+    check "a finite grammar on $label: greedy + 3 seeds end complete (stop: end) with the text" \
+        test -z "$G_BAD" -a $RC = 0 -a $G_FULL = 4
+
     # -n 5 under a grammar: a prefix, five tokens
     f=$GD/$label.n5
     $TO "$SLM" run -m "$M" -p "Once upon a time" --no-echo -t 1 --grammar-file tests/data/grammars/json.gbnf -n 5 --temp 0 </dev/null >"$f.out" 2>"$f.err"

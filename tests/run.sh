@@ -979,7 +979,7 @@ GRAMMAR_SEEDS=20
 
 # grammar_stop ERRFILE: the stop reason of a run's stats line ("end",
 # "max-tokens", ...), or nothing
-grammar_stop() { sed -n 's/.*; stop: \([a-z-]*\)$/\1/p' "$1" | tail -n 1; }
+grammar_stop() { sed -n 's/.*; stop: \([a-z-]*\).*/\1/p' "$1" | tail -n 1; }
 
 # grammar_runs OUT_PREFIX MODEL PROMPT ARGS...: the greedy run
 # (OUT_PREFIX.greedy.{out,err,rc}) and the seeded ones (OUT_PREFIX.N.*; the

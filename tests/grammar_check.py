@@ -18,7 +18,8 @@ backtracking, each rule's set of end positions memoized per start position.
         json   -        TEXTFILE   one JSON document (strict: no NaN/Infinity)
         schema SCHEMA   TEXTFILE   a JSON document valid under the schema
                                    (tests/schema_check.py's subset)
-      prints one line per failed check and "N checked, N failed"; exit 1 when
+      prints one line per failed check and "N checked (N texts, N bytes), N
+      failed"; exit 1 when
       any failed.
   grammar_check.py --self-test
       the table of strings that must and must not match, per construct.
@@ -697,7 +698,12 @@ def batch(list_path):
         if not ok:
             failed += 1
             print("FAIL %s [%s %s %s]: %s; text: %r" % (label, mode, arg, path, reason, data[:300]))
-    print("%d checked, %d failed" % (checked, failed))
+    sizes = {}
+    for line in lines:
+        fields = line.split('\t')
+        if len(fields) >= 3 and fields[2] not in sizes and os.path.exists(fields[2]):
+            sizes[fields[2]] = os.path.getsize(fields[2])
+    print("%d checked (%d texts, %d bytes), %d failed" % (checked, len(sizes), sum(sizes.values()), failed))
     return 1 if failed else 0
 
 

@@ -18,6 +18,9 @@ backtracking, each rule's set of end positions memoized per start position.
         json   -        TEXTFILE   one JSON document (strict: no NaN/Infinity)
         schema SCHEMA   TEXTFILE   a JSON document valid under the schema
                                    (tests/schema_check.py's subset)
+        jsonws -        TEXTFILE   JSON text, complete or cut: whitespace
+                                   outside strings in gaps as llama.cpp
+                                   bounds them (" " or "\n"{1,2} [ \t]{0,20})
       prints one line per failed check and "N checked (N texts, N bytes), N
       failed"; exit 1 when
       any failed.
@@ -33,6 +36,7 @@ those bytes continues it. Python standard library only.
 
 import json
 import os
+import re
 import sys
 
 sys.setrecursionlimit(20000)
@@ -651,6 +655,46 @@ def parse_json_strict(data):
     return json.loads(text, parse_constant=reject_constant)
 
 
+JSON_GAP = re.compile(r'( |\n{1,2}[ \t]{0,20})?')
+
+
+def check_json_gaps(data):
+    """(ok, reason): every run of whitespace outside the strings of a JSON
+    text (complete or cut) is one gap as llama.cpp's grammars bound it: a
+    space, or one or two newlines and at most 20 spaces or tabs."""
+    try:
+        text = data.decode('utf-8', errors='strict')
+    except UnicodeDecodeError as e:
+        return False, "not UTF-8 at byte %d" % e.start
+    in_string = escaped = False
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if in_string:
+            if escaped:
+                escaped = False
+            elif c == '\\':
+                escaped = True
+            elif c == '"':
+                in_string = False
+            i += 1
+            continue
+        if c == '"':
+            in_string = True
+            i += 1
+            continue
+        if c in ' \t\n\r':
+            j = i
+            while j < len(text) and text[j] in ' \t\n\r':
+                j += 1
+            if not JSON_GAP.fullmatch(text[i:j]):
+                return False, "whitespace %r at code point %d is not one bounded gap" % (text[i:j][:40], i)
+            i = j
+            continue
+        i += 1
+    return True, "bounded whitespace"
+
+
 def check_one(mode, arg, data):
     if mode in ('full', 'prefix'):
         return check_text(load_grammar(arg), data, mode == 'prefix')
@@ -660,6 +704,8 @@ def check_one(mode, arg, data):
         except ValueError as e:
             return False, "not JSON: %s" % e
         return True, "JSON"
+    if mode == 'jsonws':
+        return check_json_gaps(data)
     if mode == 'schema':
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
         import schema_check
@@ -822,6 +868,14 @@ def self_test():
             if ok != bool(want):
                 bad += 1
                 print("FAIL %r on %r (%s): got %s (%s)" % (gtext, data, 'prefix' if mode == 'p' else 'full', ok, reason))
+    for text, want in [('{"a": 1}', 1), ('{\n\n\t"a" :\n  1 }', 1), ('{"a  b": 1}', 1), ('{\n\n\n"a": 1}', 0),
+                       ('{  "a": 1}', 0), ('[1,\n' + ' ' * 20 + '2]', 1), ('[1,\n' + ' ' * 21 + '2]', 0),
+                       ('{"a\\"  ": 1}', 1), ('{"a":\n', 1), ('{"a":\n\t\t', 1), ('{"a": \n', 0), ('{\r\n}', 0), ('{ \n}', 0)]:
+        n += 1
+        ok, reason = check_json_gaps(text.encode('utf-8'))
+        if ok != bool(want):
+            bad += 1
+            print("FAIL JSON gaps on %r: got %s (%s)" % (text, ok, reason))
     # the example grammars of llama.cpp, when they are beside this file
     here = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data', 'grammars')
     examples = {

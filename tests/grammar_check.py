@@ -19,8 +19,9 @@ backtracking, each rule's set of end positions memoized per start position.
         schema SCHEMA   TEXTFILE   a JSON document valid under the schema
                                    (tests/schema_check.py's subset)
         jsonws -        TEXTFILE   JSON text, complete or cut: whitespace
-                                   outside strings in gaps as llama.cpp
-                                   bounds them (" " or "\n"{1,2} [ \t]{0,20})
+                                   outside strings in at most two gaps as
+                                   llama.cpp bounds them (" " or
+                                   "\n"{1,2} [ \t]{0,20})
       prints one line per failed check and "N checked (N texts, N bytes), N
       failed"; exit 1 when
       any failed.
@@ -655,17 +656,22 @@ def parse_json_strict(data):
     return json.loads(text, parse_constant=reject_constant)
 
 
-JSON_GAP = re.compile(r'( |\n{1,2}[ \t]{0,20})?')
+# llama.cpp's "space" of its JSON Schema converter (common/json-schema-to-
+# grammar.cpp), at most twice in a row: an empty array or object is
+# "[" space space "]" there
+JSON_GAP = re.compile(r'(?: |\n{1,2}[ \t]{0,20})?(?: |\n{1,2}[ \t]{0,20})?')
 
 
 def check_json_gaps(data):
     """(ok, reason): every run of whitespace outside the strings of a JSON
-    text (complete or cut) is one gap as llama.cpp's grammars bound it: a
-    space, or one or two newlines and at most 20 spaces or tabs."""
+    text (complete or cut, maybe inside a character) is at most two gaps as
+    llama.cpp's grammars bound them: a space, or one or two newlines and at
+    most 20 spaces or tabs."""
     try:
-        text = data.decode('utf-8', errors='strict')
-    except UnicodeDecodeError as e:
-        return False, "not UTF-8 at byte %d" % e.start
+        cps, _ = split_utf8(data)
+    except ValueError as e:
+        return False, str(e)
+    text = ''.join(chr(c) for c in cps)
     in_string = escaped = False
     i = 0
     while i < len(text):
@@ -868,11 +874,12 @@ def self_test():
             if ok != bool(want):
                 bad += 1
                 print("FAIL %r on %r (%s): got %s (%s)" % (gtext, data, 'prefix' if mode == 'p' else 'full', ok, reason))
-    for text, want in [('{"a": 1}', 1), ('{\n\n\t"a" :\n  1 }', 1), ('{"a  b": 1}', 1), ('{\n\n\n"a": 1}', 0),
-                       ('{  "a": 1}', 0), ('[1,\n' + ' ' * 20 + '2]', 1), ('[1,\n' + ' ' * 21 + '2]', 0),
-                       ('{"a\\"  ": 1}', 1), ('{"a":\n', 1), ('{"a":\n\t\t', 1), ('{"a": \n', 0), ('{\r\n}', 0), ('{ \n}', 0)]:
+    for text, want in [('{"a": 1}', 1), ('{\n\n\t"a" :\n  1 }', 1), ('{"a  b": 1}', 1), ('{\n\n\n"a": 1}', 1), ('{\n\n\n\n\n"a": 1}', 0),
+                       ('{   "a": 1}', 0), ('[1,\n' + ' ' * 20 + '2]', 1), ('[1,\n' + ' ' * 21 + '2]', 1), ('[1,\n' + ' ' * 22 + '2]', 0), ('[ \n\n' + ' ' * 20 + ']', 1),
+                       ('[ \n\n' + ' ' * 20 + ' ]', 0), ('[\n\n\t\n\t]', 1), ('[\n \n \n]', 0), (b'["\xe6\x97', 1),
+                       ('{"a\\"  ": 1}', 1), ('{"a":\n', 1), ('{"a":\n\t\t', 1), ('{"a": \n', 1), ('{\r\n}', 0), ('{ \n \n}', 0)]:
         n += 1
-        ok, reason = check_json_gaps(text.encode('utf-8'))
+        ok, reason = check_json_gaps(text if isinstance(text, bytes) else text.encode('utf-8'))
         if ok != bool(want):
             bad += 1
             print("FAIL JSON gaps on %r: got %s (%s)" % (text, ok, reason))

@@ -1104,11 +1104,13 @@ for entry in "${models[@]}"; do
         'ws ::= [ \t\n\r]*' >"$GD/any_json.gbnf"
     list=$GD/$label.json-flag.list
     : >"$list"
+    G_SEEDS="1 2 3 4 5"
     grammar_runs "$GD/$label.json-flag" "$M" "Once upon a time" --json -n 64
+    G_SEEDS=
     grammar_list "$GD/$label.json-flag" "$GD/any_json.gbnf" "$list" json
     grammar_batch "$list"
     DETAIL="runs:$G_BAD; checks: $(grep -v '^[0-9]* checked' <<<"$G_CHECK" | head -n 5)"
-    check "--json on $label: greedy + $GRAMMAR_SEEDS seeds parse as JSON, whitespace bounded ($G_FULL complete, $G_PREFIX cut by -n 64, $G_BYTES bytes)" \
+    check "--json on $label: greedy + 5 seeds parse as JSON, whitespace bounded ($G_FULL complete, $G_PREFIX cut by -n 64, $G_BYTES bytes)" \
         test -z "$G_BAD" -a $RC = 0
 
     # JSON Schema cases: every output parses and validates (cut outputs are

@@ -1027,7 +1027,7 @@ done:
 /* ======================================================================== */
 
 static const char chat_usage[] =
-    "usage: slm chat -m MODEL [--system TEXT | --system-file F] [options]\n"
+    "usage: slm chat -m MODEL [--system TEXT | --system-file F] [--load F] [--save F] [options]\n"
     "\n"
     "A conversation in the model's chat template. Each turn evaluates only its new\n"
     "tokens: the conversation stays in the KV cache. Commands: /reset (new\n"
@@ -1037,9 +1037,19 @@ static const char chat_usage[] =
     "only the replies, each followed by a newline. When the context fills, the\n"
     "oldest exchanges are dropped (the system prompt stays), with a note on stderr.\n"
     "\n"
+    "--save F writes the conversation at the end (end of input, /exit, Ctrl-D) to\n"
+    "F, --load F continues one from F without evaluating it again: the same replies\n"
+    "as if the chat had never stopped. F holds \"SLMCHAT1\", the byte sizes of the\n"
+    "two parts (u64 little-endian each), the session's state (slm_session_save:\n"
+    "tokens, KV cache, logits) and the messages (slm_conversation_save). It is tied\n"
+    "to the model file and needs the same --kv-type and a -c that holds it; the\n"
+    "system prompt and template come from F. The same F may be given to both.\n"
+    "\n"
     "options:\n"
     "      --system TEXT        the system prompt\n"
     "      --system-file F      the system prompt, read from F verbatim\n"
+    "      --load F             continue the conversation saved in F\n"
+    "      --save F             save the conversation to F at the end\n"
     "      --template NAME      chatml, llama2, llama3, phi3, gemma or zephyr instead of\n"
     "                           the model's own\n"
     "  -n, --n-predict N        most tokens per reply (default 256; 0 = until the end\n"
@@ -1047,7 +1057,7 @@ static const char chat_usage[] =
 
 typedef struct chat_opts {
     run_opts gen;
-    const char *system, *system_file;
+    const char *system, *system_file, *load, *save;
 } chat_opts;
 
 static int parse_chat_args(int argc, char **argv, chat_opts *o, int *exit_code) {
@@ -1070,6 +1080,10 @@ static int parse_chat_args(int argc, char **argv, chat_opts *o, int *exit_code) 
             if (!(o->system = args_value(&a))) return 0;
         } else if (args_opt(&a, NULL, "--system-file")) {
             if (!(o->system_file = args_value(&a))) return 0;
+        } else if (args_opt(&a, NULL, "--load")) {
+            if (!(o->load = args_value(&a))) return 0;
+        } else if (args_opt(&a, NULL, "--save")) {
+            if (!(o->save = args_value(&a))) return 0;
         } else if (args_opt(&a, NULL, "--template")) {
             if (!args_template(&a, &o->gen.tmpl)) return 0;
         } else {
@@ -1079,6 +1093,8 @@ static int parse_chat_args(int argc, char **argv, chat_opts *o, int *exit_code) 
     }
     if (!o->gen.model.path) return usage_error("chat", "missing -m MODEL"), 0;
     if (o->system && o->system_file) return usage_error("chat", "--system and --system-file both give it: use one"), 0;
+    if (o->load && (o->system || o->system_file || o->gen.tmpl))
+        return usage_error("chat", "--load restores the system prompt and the template: drop --system/--template"), 0;
     if (!o->gen.seed_given) o->gen.seed = seed_from_clock();
     return 1;
 }
@@ -1174,6 +1190,85 @@ static void print_chat_stats(const slm_gen_stats *gs, double t_start, double t_f
     fputs(gs->stop_reason == SLM_STOP_CANCELLED ? "; interrupted]\n" : "]\n", stderr);
 }
 
+#define CHAT_FILE_MAGIC "SLMCHAT1"
+
+static void put_u64(unsigned char *p, uint64_t v) {
+    int i;
+    for (i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+static uint64_t get_u64(const unsigned char *p) {
+    uint64_t v = 0;
+    int i;
+    for (i = 7; i >= 0; i--) v = v << 8 | p[i];
+    return v;
+}
+
+/* --load: the session's state and the conversation from path; 0 after printing why not. */
+static int chat_load(const char *path, slm_session *session, slm_conversation **conv) {
+    char *data = NULL;
+    size_t size = 0;
+    uint64_t n_state, n_conv;
+    slm_result r;
+    int ok = 0;
+    if (!read_file("chat", path, &data, &size)) return 0;
+    if (size < 24 || memcmp(data, CHAT_FILE_MAGIC, 8) != 0) {
+        fprintf(stderr, "slm chat: '%s' is not a saved chat (slm chat --save)\n", path);
+        goto done;
+    }
+    n_state = get_u64((const unsigned char *)data + 8);
+    n_conv = get_u64((const unsigned char *)data + 16);
+    if (n_state > size - 24 || n_conv != size - 24 - n_state) {
+        fprintf(stderr, "slm chat: '%s' is truncated or corrupted (%zu bytes, its parts %llu + %llu)\n", path, size,
+                (unsigned long long)n_state, (unsigned long long)n_conv);
+        goto done;
+    }
+    if ((r = slm_session_load(session, data + 24, (size_t)n_state)) != SLM_OK ||
+        (r = slm_conversation_load(conv, session, data + 24 + n_state, (size_t)n_conv)) != SLM_OK) {
+        fprintf(stderr, "slm chat: cannot load '%s': %s: %s\n", path, slm_result_str(r), slm_session_error(session));
+        goto done;
+    }
+    ok = 1;
+done:
+    free(data);
+    return ok;
+}
+
+/* --save: the state and the conversation to path; 0 after printing why not. */
+static int chat_save(const char *path, slm_session *session, const slm_conversation *conv) {
+    size_t n_state = 0, n_conv = 0;
+    unsigned char *buf = NULL;
+    FILE *f = NULL;
+    slm_result r;
+    int ok = 0;
+    if ((r = slm_session_save(session, NULL, 0, &n_state)) != SLM_OK ||
+        (r = slm_conversation_save(conv, NULL, 0, &n_conv)) != SLM_OK)
+        goto fail;
+    if (!(buf = (unsigned char *)malloc(24 + n_state + n_conv))) {
+        fprintf(stderr, "slm chat: out of memory saving to '%s'\n", path);
+        return 0;
+    }
+    memcpy(buf, CHAT_FILE_MAGIC, 8);
+    put_u64(buf + 8, n_state);
+    put_u64(buf + 16, n_conv);
+    if ((r = slm_session_save(session, buf + 24, n_state, &n_state)) != SLM_OK ||
+        (r = slm_conversation_save(conv, buf + 24 + n_state, n_conv, &n_conv)) != SLM_OK)
+        goto fail;
+    if (!(f = fopen(path, "wb")) || fwrite(buf, 1, 24 + n_state + n_conv, f) != 24 + n_state + n_conv) {
+        fprintf(stderr, "slm chat: cannot write '%s': %s\n", path, strerror(errno));
+        if (f) fclose(f);
+        free(buf);
+        return 0;
+    }
+    ok = fclose(f) == 0;
+    if (!ok) fprintf(stderr, "slm chat: cannot write '%s': %s\n", path, strerror(errno));
+    free(buf);
+    return ok;
+fail:
+    fprintf(stderr, "slm chat: cannot save: %s: %s\n", slm_result_str(r), slm_session_error(session));
+    free(buf);
+    return 0;
+}
+
 static int cmd_chat(int argc, char **argv) {
     chat_opts o;
     slm_model *model = NULL;
@@ -1191,7 +1286,12 @@ static int cmd_chat(int argc, char **argv) {
     if (o.system_file && !read_file("chat", o.system_file, &system, &system_len)) goto done;
     if (!(model = load_model("chat", &o.gen.model))) goto done;
     if (!(session = new_session("chat", &o.gen, model))) goto done;
-    r = slm_conversation_new(&conv, session, o.gen.tmpl, system ? system : o.system);
+    if (o.load) {
+        if (!chat_load(o.load, session, &conv)) goto done;
+        r = SLM_OK;
+    } else {
+        r = slm_conversation_new(&conv, session, o.gen.tmpl, system ? system : o.system);
+    }
     if (r != SLM_OK) {
         fprintf(stderr, "slm chat: %s%s\n", slm_session_error(session),
                 r == SLM_ERR_UNSUPPORTED ? "; --template NAME chooses a built-in one" : "");
@@ -1256,6 +1356,7 @@ static int cmd_chat(int argc, char **argv) {
         }
         print_chat_stats(&gs, t_start, st.t_first, t_end);
     }
+    if (o.save && !chat_save(o.save, session, conv)) goto done;
     exit_code = 0;
 
 done:

@@ -171,6 +171,15 @@ kernels_picked() {
 # every pass on several threads (SLM__WORK_PER_THREAD=1 turns off the
 # heuristic that keeps tiny models on one thread)
 VARIANTS=("-DSLM_NO_SIMD" "portable" "forced-threads" "pthread-pool")
+# What a kernel set changes: the tests that run forward passes of slm.h built
+# that way and compare them with references (llama2.c, llama.cpp, the scalar
+# kernels, one token alone). The rest (tokenizers, files, converter, CLI,
+# scoring and grammar bookkeeping) is the same C on every set: make test and
+# the sanitizer run check it. The thread variants run everything.
+KERNEL_TESTS=(-k kernel -k kquant_reference -k greedy_lowlevel -k batched_eval -k generate_greedy -k variant/
+              -k layouts -k threads_and_batches -k branches_identical -k branches_reference -k fixture_parity
+              -k kv_q8_0 -k logprobs_reference -k score_reference -k session_save_identical -k sampling
+              -k nan_weight -k kv_poisoned)
 # on an AVX-512 host the native build never runs the AVX2 kernels: build them too
 if echo | $CC $CFLAGS -dM -E - 2>/dev/null | grep -q __AVX512F__ && grep -qw avx2 /proc/cpuinfo 2>/dev/null; then
     VARIANTS+=("avx2")
@@ -216,8 +225,9 @@ for variant in "${VARIANTS[@]}"; do
         # them; the kernel variants run the branch batches in fewer rounds
         # (SLM_TEST_FEWER), the thread variants in all of them
         fewer=(SLM_TEST_FEWER=1)
-        case $variant in forced-threads | pthread-pool) fewer=() ;; esac
-        env "${fewer[@]}" SLM_TEST_BUILD=$VB "$VB/test_slm" -x suggest 2>&1 | sed -u "s/^/  [$variant] /" | tee "$VB/run.log"
+        only=("${KERNEL_TESTS[@]}")
+        case $variant in forced-threads | pthread-pool) fewer=(); only=() ;; esac
+        env "${fewer[@]}" SLM_TEST_BUILD=$VB "$VB/test_slm" "${only[@]}" -x suggest 2>&1 | sed -u "s/^/  [$variant] /" | tee "$VB/run.log"
         sed -i "s/^  \[$variant\] //" "$VB/run.log"
         add_counts "$VB/run.log" "test_slm $variant"
         case $variant in
@@ -316,13 +326,14 @@ if command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 && command -v qemu-aarch64 >
         link_models "$AB"
         if build_test_slm "$AB/test_slm" "$AB/build.log" aarch64-linux-gnu-gcc -O2 -march=$march -pthread; then
             echo "== test_slm for aarch64 ($march) under qemu"
-            # the first build skips the 150k-token Qwen vocabularies: their tokenizer
-            # is no NEON code, and emulated they cost minutes (the second runs all).
             # Neither runs slm_suggest's tests (its search is plain C over the branch
             # batches that branches_identical checks) nor the branch batches on the
-            # fixtures; SLM_TEST_FEWER trims branches_identical to one thread.
+            # fixtures; SLM_TEST_FEWER trims branches_identical to one thread. The
+            # first runs only the kernel tests (KERNEL_TESTS) and skips the 150k-token
+            # Qwen vocabularies (no NEON code, minutes emulated); the second runs
+            # everything else too (plain C, but built for this target).
             skip_opts=(-x suggest -x branches_fixture)
-            [ "$march" = armv8-a ] && skip_opts+=(-x qwen -x hf_vs_gguf)
+            [ "$march" = armv8-a ] && skip_opts+=("${KERNEL_TESTS[@]}" -x qwen)
             SLM_TEST_FEWER=1 SLM_TEST_BUILD=$AB SLM_TEST_TIMEOUT=600 QEMU_LD_PREFIX=/usr/aarch64-linux-gnu \
                 qemu-aarch64 "$AB/test_slm" "${skip_opts[@]}" 2>&1 | sed -u "s/^/  [$march] /" | tee "$AB/run.log"
             sed -i "s/^  \[$march\] //" "$AB/run.log"

@@ -371,13 +371,13 @@ static int run_one(const test_case *t) {
 }
 
 int main(int argc, char **argv) {
-    const char *filter = NULL, *exclude[8];
-    int use_fork = 1, list = 0, i, passed = 0, failed = 0, skipped = 0, n_exclude = 0;
+    const char *filter[32], *exclude[8];
+    int use_fork = 1, list = 0, i, passed = 0, failed = 0, skipped = 0, n_filter = 0, n_exclude = 0;
     int timeout = 60;
     size_t si;
     for (i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "-k") && i + 1 < argc)
-            filter = argv[++i];
+        if (!strcmp(argv[i], "-k") && i + 1 < argc && n_filter < 32)
+            filter[n_filter++] = argv[++i];
         else if (!strcmp(argv[i], "-x") && i + 1 < argc && n_exclude < 8)
             exclude[n_exclude++] = argv[++i];
         else if (!strcmp(argv[i], "--no-fork"))
@@ -385,7 +385,8 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--list"))
             list = 1;
         else {
-            fprintf(stderr, "usage: %s [-k SUBSTRING] [-x SUBSTRING]... [--no-fork] [--list]\n", argv[0]);
+            /* a test runs when its name holds one of the -k strings (or there is none) and no -x string */
+            fprintf(stderr, "usage: %s [-k SUBSTRING]... [-x SUBSTRING]... [--no-fork] [--list]\n", argv[0]);
             return 2;
         }
     }
@@ -399,10 +400,11 @@ int main(int argc, char **argv) {
             char name[256];
             int res;
             double t0 = now_sec();
-            int j, excluded = 0;
+            int j, excluded = 0, selected = n_filter == 0;
             full_name(t, name, sizeof name);
             for (j = 0; j < n_exclude; j++) excluded |= strstr(name, exclude[j]) != NULL;
-            if ((filter && !strstr(name, filter)) || excluded) continue;
+            for (j = 0; j < n_filter; j++) selected |= strstr(name, filter[j]) != NULL;
+            if (!selected || excluded) continue;
             if (list) {
                 printf("%s\n", name);
                 continue;

@@ -21,10 +21,11 @@
         `TEST_ARG(NAME, "arg")` row per argument.
    A test's name is its function's without `test_`, then `/ARG` for a row
    with an argument (e.g. fixture_parity/a_llama_spm_f32); `-k`/`-x` match
-   substrings of that name. A new test file defines its own `const test_list`
+   substrings of that name (a test runs when it holds any -k string, or
+   there is none, and no -x string). A new test file defines its own `const test_list`
    and goes into SUITES in harness.c and into tests/lib.sh.
 
-   Usage: test_slm [-k SUBSTRING] [-x SUBSTRING]... [--no-fork] [--list]
+   Usage: test_slm [-k SUBSTRING]... [-x SUBSTRING]... [--no-fork] [--list]
    Environment:
      SLM_MODELS      test assets (default ../shared/models); references come
                      from stories260K/reference.json and reference_greedy.txt,

@@ -622,7 +622,31 @@ cli_prompts_chat() {
         "$SLM" complete -m "$BUILD/fixtures/b_llama_starcoder_f32.slm" --prefix-file "$BUILD/cli_pre.py" -n 4 --temp 0 >/dev/null 2>&1
         check "slm complete on the StarCoder fixture" test $? = 0
     fi
-    if [ -s "$Q" ]; then cli_chat_system_ctx "$Q"; fi
+    if [ -s "$Q" ]; then cli_chat_system_ctx "$Q"; cli_chat_save_load "$Q" "$M"; fi
+}
+
+# slm chat --save then --load through pipes: the replies of the two halves are
+# those of one uninterrupted chat (greedy), and the restored half evaluates
+# only its new tokens; another model or a truncated file is a clear error.
+cli_chat_save_load() {
+    local Q=$1 M=$2 F=$BUILD/cli_chat.state full a b r3 r1
+    rm -f "$F"
+    full=$(printf 'Hello there\nHow are you?\nTell me more.\nAnd then?\n' | $TO "$SLM" chat -m "$Q" -n 10 --temp 0 2>"$BUILD/cli_save0.err"; echo x)
+    a=$(printf 'Hello there\nHow are you?\n' | $TO "$SLM" chat -m "$Q" -n 10 --temp 0 --save "$F" 2>/dev/null; echo x)
+    b=$(printf 'Tell me more.\nAnd then?\n' | $TO "$SLM" chat -m "$Q" -n 10 --temp 0 --load "$F" --save "$F" 2>"$BUILD/cli_save1.err"; echo x)
+    r3=$(sed -n 3p "$BUILD/cli_save0.err" | grep -o "[0-9]* reused")
+    r1=$(sed -n 1p "$BUILD/cli_save1.err" | grep -o "[0-9]* reused")
+    DETAIL="full '$full'; halves '${a%x}' '$b'; third turn $r3, first after --load $r1"
+    check "slm chat --save then --load: the same replies as one chat, the restored turn reuses the cache" eval \
+        'test -s "$F" && test "${a%x}$b" = "$full" && test -n "$r3" && test "$r3" = "$r1" && test "$r1" != "0 reused"'
+    "$SLM" chat -m "$M" --load "$F" </dev/null >/dev/null 2>"$BUILD/cli_save2.err"
+    RC=$?
+    check "slm chat --load of another model's chat: exit 1 and a clear error" eval 'test $RC = 1 && grep -q "another model" "$BUILD/cli_save2.err"'
+    head -c 4000 "$F" >"$F.cut"
+    "$SLM" chat -m "$Q" --load "$F.cut" </dev/null >/dev/null 2>"$BUILD/cli_save2.err"
+    RC=$?
+    check "slm chat --load of a truncated file: exit 1 and a clear error" eval 'test $RC = 1 && grep -q "truncated" "$BUILD/cli_save2.err"'
+    rm -f "$F" "$F.cut"
 }
 
 # slm chat --system / --system-file, trimming a full context, and -c/--ctx

@@ -2707,7 +2707,9 @@ static void test_branches_fixture(const char *fixture) {
     if (!m) SKIP("build/%s not found (tests/run.sh converts it)", rel);
     n_vocab = slm_model_info_get(m)->n_vocab;
     rows = (float *)malloc((size_t)64 * (size_t)n_vocab * sizeof(float));
-    for (ki = 0; ki < 3 && rows; ki++)
+    /* under sanitizers and qemu (SLM_TEST_FEWER) the f16 cache on one thread:
+       branches_identical covers every KV type there */
+    for (ki = getenv("SLM_TEST_FEWER") ? 1 : 0; ki < (getenv("SLM_TEST_FEWER") ? 2 : 3) && rows; ki++)
         for (threads = 1; threads <= (getenv("SLM_TEST_FEWER") ? 1 : 2); threads++) {
             slm_session *s = br_session(m, 256, threads, kv_types[ki]), *ref = br_session(m, 256, 1, kv_types[ki]);
             br_tree t;
@@ -2728,7 +2730,8 @@ static void test_branches_fixture(const char *fixture) {
             slm_session_free(ref);
         }
     CHECKF(bad == 0, "%s: %d of %d nodes differ from slm_eval of their paths", fixture, bad, n_checked);
-    NOTE("%s: %d nodes (KV f32/f16/q8_0, 1-2 threads) compared with slm_eval of their paths", fixture, n_checked);
+    NOTE("%s: %d nodes (KV %s) compared with slm_eval of their paths", fixture, n_checked,
+         getenv("SLM_TEST_FEWER") ? "f16, 1 thread" : "f32/f16/q8_0, 1-2 threads");
     free(rows);
     slm_model_free(m);
 }
@@ -3633,6 +3636,7 @@ static void test_suggest_reference_selfcheck(void) {
                   { "Once upon a time, there was a little girl. She ", 0, 1 },
                   { "Once upon a time,", 1, 0 },
                   { "", 0, 1 } };
+    if (getenv("SLM_TEST_FEWER")) SKIP("SLM_TEST_FEWER (sanitizers, qemu): it checks test code, which make test runs");
     NEED_MODEL("f32", path);
     {
         sug_env e;
@@ -4626,6 +4630,513 @@ static void test_scoring_alloc_failures(void) {
     free(path);
 }
 
+/* ======================================================================== */
+/* saved and forked sessions                                                */
+/* ======================================================================== */
+
+/* "f32"/"f16"/"q8_0": stories260K f32 with that KV cache; "fixture:NAME:KV": a converted fixture */
+static slm_model *ss_model(const char *arg, int *kv_type) {
+    char rel[128], kv[16] = "";
+    const char *colon;
+    if (strncmp(arg, "fixture:", 8) == 0 && (colon = strchr(arg + 8, ':')) != NULL) {
+        snprintf(rel, sizeof rel, "fixtures/%.*s.slm", (int)(colon - arg - 8), arg + 8);
+        snprintf(kv, sizeof kv, "%s", colon + 1);
+    } else {
+        snprintf(rel, sizeof rel, "stories260K_f32.slm");
+        snprintf(kv, sizeof kv, "%s", arg);
+    }
+    *kv_type = !strcmp(kv, "f16") ? SLM_TYPE_F16 : !strcmp(kv, "q8_0") ? SLM_TYPE_Q8_0 : SLM_TYPE_F32;
+    return load_build_model(rel);
+}
+
+static slm_session *ss_session(slm_model *m, int n_ctx, int n_threads, int kv_type) {
+    slm_session *s = NULL;
+    slm_session_desc sd;
+    memset(&sd, 0, sizeof sd);
+    sd.n_ctx = n_ctx;
+    sd.n_threads = n_threads;
+    sd.kv_type = kv_type;
+    CHECKF(slm_session_new(&s, m, &sd) == SLM_OK, "n_ctx %d, kv_type %d", n_ctx, kv_type);
+    return s;
+}
+
+/* n steps of sample, compare the logits with want (when given), evaluate the
+   token; the tokens go to toks, the logits of each step to rows. 0 on an error. */
+static int ss_steps(slm_session *s, const slm_gen_opts *o, int n, slm_token *toks, float *rows, int n_vocab) {
+    int i;
+    for (i = 0; i < n; i++) {
+        const float *l = slm_logits(s);
+        if (!l) return 0;
+        memcpy(rows + (size_t)i * (size_t)n_vocab, l, (size_t)n_vocab * sizeof(float));
+        toks[i] = slm_sample(s, o);
+        if (toks[i] < 0 || slm_eval(s, &toks[i], 1) != SLM_OK) return 0;
+    }
+    return 1;
+}
+
+/* Save -> load into a new session (other thread count, larger n_ctx) ->
+   continue: the same tokens and the same logits, bit for bit, as the session
+   that went on uninterrupted; mid-generation, after slm_rewind (no logits
+   saved), and for slm_generate's prefix reuse. */
+static void test_session_save_identical(const char *arg) {
+    enum { N1 = 12, N2 = 20 };
+    int kv_type, n_vocab, n_prompt, rewound, same_toks = 1, same_rows = 1;
+    slm_model *m = ss_model(arg, &kv_type);
+    slm_session *ref = NULL, *a = NULL, *b = NULL;
+    slm_token prompt[8] = { 1, 15, 300, 7, 42, 99, 5, 64 }, t_ref[N2], t_b[N2], dummy[N1];
+    float *r_ref = NULL, *r_b = NULL;
+    void *blob = NULL;
+    size_t size = 0, size2 = 0;
+    slm_gen_opts o;
+    if (!m) SKIP("%s: model not found under %s (tests/run.sh converts it)", arg, g_build_dir);
+    n_vocab = slm_model_info_get(m)->n_vocab;
+    n_prompt = 8;
+    memset(&o, 0, sizeof o);
+    o.temperature = 0.9f;
+    o.top_k = 40;
+    o.repeat_penalty = 1.1f;
+    r_ref = (float *)malloc((size_t)N2 * (size_t)n_vocab * sizeof(float));
+    r_b = (float *)malloc((size_t)N2 * (size_t)n_vocab * sizeof(float));
+    for (rewound = 0; rewound <= 1 && r_ref && r_b; rewound++) {
+        ref = ss_session(m, 96, 1, kv_type);
+        a = ss_session(m, 96, 2, kv_type);
+        b = ss_session(m, 128, 1, kv_type);
+        if (!ref || !a || !b) break;
+        slm_session_seed(ref, 1234);
+        slm_session_seed(a, 1234);
+        /* the same history on both: prompt, N1 sampled steps (and a rewind of 3) */
+        CHECK(slm_eval(ref, prompt, n_prompt) == SLM_OK && slm_eval(a, prompt, n_prompt) == SLM_OK);
+        CHECK(ss_steps(ref, &o, N1, dummy, r_ref, n_vocab) && ss_steps(a, &o, N1, dummy, r_b, n_vocab));
+        if (rewound) {
+            CHECK(slm_rewind(ref, n_prompt + N1 - 3) == SLM_OK && slm_rewind(a, n_prompt + N1 - 3) == SLM_OK);
+            CHECK(slm_logits(a) == NULL);
+        }
+        CHECK(slm_session_save(a, NULL, 0, &size) == SLM_OK && size > 0);
+        blob = malloc(size);
+        CHECK(blob && slm_session_save(a, blob, size, &size2) == SLM_OK && size2 == size);
+        slm_session_free(a);
+        a = NULL;
+        /* b had a history of its own, which the load replaces */
+        CHECK(slm_eval(b, prompt + 3, 4) == SLM_OK);
+        CHECKF(slm_session_load(b, blob, size) == SLM_OK, "%s: %s", arg, slm_session_error(b));
+        CHECK(slm_session_n_past(b) == slm_session_n_past(ref));
+        CHECK((slm_logits(b) == NULL) == (slm_logits(ref) == NULL));
+        if (rewound) { /* both evaluate the same token after the rewind */
+            slm_token t = 77;
+            CHECK(slm_eval(ref, &t, 1) == SLM_OK && slm_eval(b, &t, 1) == SLM_OK);
+        }
+        CHECK(ss_steps(ref, &o, N2, t_ref, r_ref, n_vocab) && ss_steps(b, &o, N2, t_b, r_b, n_vocab));
+        same_toks &= memcmp(t_ref, t_b, sizeof t_ref) == 0;
+        same_rows &= memcmp(r_ref, r_b, (size_t)N2 * (size_t)n_vocab * sizeof(float)) == 0;
+        free(blob);
+        blob = NULL;
+        slm_session_free(ref);
+        slm_session_free(b);
+        ref = b = NULL;
+    }
+    CHECKF(same_toks, "%s: the tokens after a load differ from the uninterrupted session's", arg);
+    CHECKF(same_rows, "%s: the logits after a load differ from the uninterrupted session's", arg);
+    /* slm_generate: the second call reuses the loaded cache as it would the original's */
+    if (!strncmp(arg, "f32", 3) || !strncmp(arg, "fixture:", 8)) {
+        slm_gen_stats st_ref, st_b;
+        char *x = NULL, *y = NULL, *z = NULL;
+        const char *p1 = "Once upon a time", *p2;
+        char buf[2048];
+        o.max_tokens = 24;
+        o.seed = 5;
+        ref = ss_session(m, 128, 1, kv_type);
+        b = ss_session(m, 128, 2, kv_type);
+        if (ref && b && (x = gen_text(ref, p1, &o, NULL, NULL)) != NULL) {
+            snprintf(buf, sizeof buf, "%s%s and then", p1, x);
+            p2 = buf;
+            CHECK(slm_session_save(ref, NULL, 0, &size) == SLM_OK && (blob = malloc(size)) != NULL);
+            CHECK(blob && slm_session_save(ref, blob, size, &size) == SLM_OK);
+            CHECK(blob && slm_session_load(b, blob, size) == SLM_OK);
+            y = gen_text(ref, p2, &o, NULL, NULL);
+            z = gen_text(b, p2, &o, NULL, NULL);
+            slm_session_stats(ref, &st_ref);
+            slm_session_stats(b, &st_b);
+            CHECKF(y && z && !strcmp(y, z), "%s: generate after a load: '%s' vs '%s'", arg, y ? y : "", z ? z : "");
+            CHECKF(st_b.n_cached == st_ref.n_cached && st_b.n_cached > 0, "%s: reused %d vs %d prompt tokens", arg,
+                   st_b.n_cached, st_ref.n_cached);
+        } else
+            CHECK(0);
+        free(x);
+        free(y);
+        free(z);
+        free(blob);
+        slm_session_free(ref);
+        slm_session_free(b);
+    }
+    free(r_ref);
+    free(r_b);
+    slm_model_free(m);
+}
+
+static int ss_same_state(slm_session *s, const float *logits, int n_past, int n_vocab) {
+    const float *l = slm_logits(s);
+    return slm_session_n_past(s) == n_past && l && memcmp(l, logits, (size_t)n_vocab * sizeof(float)) == 0;
+}
+
+/* Hostile states: every truncation, random byte flips, another model, another
+   KV type, a context too small, a newer version: each a clear error, the
+   session untouched (and still continuing as before); never a crash. */
+static void test_session_load_errors(void) {
+    slm_model *m = load_build_model("stories260K_f32.slm"), *m16 = load_build_model("stories260K_f16.slm");
+    slm_session *s = NULL, *t = NULL, *o16 = NULL, *q8 = NULL, *small = NULL;
+    slm_token prompt[4] = { 1, 15, 300, 7 }, other[3] = { 1, 9, 10 };
+    uint8_t *blob = NULL, *bad = NULL;
+    float *logits = NULL;
+    size_t size = 0, k;
+    int n_vocab, wrong_code = 0, touched = 0, ok_after = 0;
+    uint32_t rng = 12345u;
+    slm_result r;
+    char path[512];
+    if (!m || !m16) {
+        slm_model_free(m);
+        slm_model_free(m16);
+        SKIP("stories260K_f32/f16.slm not found under %s", g_build_dir);
+    }
+    n_vocab = slm_model_info_get(m)->n_vocab;
+    s = ss_session(m, 64, 1, SLM_TYPE_Q8_0);
+    t = ss_session(m, 64, 1, SLM_TYPE_Q8_0);
+    o16 = ss_session(m16, 64, 1, SLM_TYPE_Q8_0);
+    q8 = ss_session(m, 64, 1, SLM_TYPE_F16);
+    small = ss_session(m, 3, 1, SLM_TYPE_Q8_0);
+    logits = (float *)malloc((size_t)n_vocab * sizeof(float));
+    if (!s || !t || !o16 || !q8 || !small || !logits) goto done;
+    CHECK(slm_eval(s, prompt, 4) == SLM_OK && slm_eval(t, other, 3) == SLM_OK);
+    CHECK(slm_session_save(s, NULL, 0, &size) == SLM_OK);
+    blob = (uint8_t *)malloc(size);
+    bad = (uint8_t *)malloc(size + 1);
+    if (!blob || !bad) goto done;
+    CHECK(slm_session_save(s, blob, size - 1, &k) == SLM_ERR_INVALID_ARG && k == size);
+    CHECK(strstr(slm_session_error(s), "bytes") != NULL);
+    CHECK(slm_session_save(s, blob, size, &k) == SLM_OK && k == size);
+    CHECK(slm_session_save(NULL, blob, size, &k) == SLM_ERR_INVALID_ARG);
+    CHECK(slm_session_load(NULL, blob, size) == SLM_ERR_INVALID_ARG);
+    CHECK(slm_session_load(t, NULL, 5) == SLM_ERR_INVALID_ARG);
+    memcpy(logits, slm_logits(t), (size_t)n_vocab * sizeof(float));
+    /* every truncation, and one byte more */
+    for (k = 0; k <= size + 1; k++) {
+        if (k == size) continue;
+        memcpy(bad, blob, size);
+        bad[size] = 0;
+        r = slm_session_load(t, bad, k);
+        wrong_code += r != SLM_ERR_FORMAT;
+        touched += !ss_same_state(t, logits, 3, n_vocab);
+    }
+    CHECKF(wrong_code == 0, "%d truncations were not SLM_ERR_FORMAT", wrong_code);
+    CHECK(strstr(slm_session_error(t), "extra bytes") != NULL);
+    CHECK(slm_session_load(t, blob, size - 5) == SLM_ERR_FORMAT && strstr(slm_session_error(t), "truncated"));
+    /* random flips of one to four bytes: the checksum catches every one */
+    wrong_code = 0;
+    for (k = 0; k < 3000; k++) {
+        int j, n_flips = 1 + (int)(k % 4);
+        memcpy(bad, blob, size);
+        for (j = 0; j < n_flips; j++) {
+            rng = rng * 1664525u + 1013904223u;
+            bad[(rng >> 8) % size] ^= (uint8_t)(1u + ((rng >> 3) % 255u));
+        }
+        r = slm_session_load(t, bad, size);
+        wrong_code += r == SLM_OK;
+        touched += !ss_same_state(t, logits, 3, n_vocab);
+    }
+    CHECKF(wrong_code == 0, "%d corrupted states loaded", wrong_code);
+    CHECKF(touched == 0, "%d failed loads changed the session", touched);
+    /* the checks past the checksum */
+    CHECK(slm_session_load(o16, blob, size) == SLM_ERR_INVALID_ARG &&
+          strstr(slm_session_error(o16), "another model") != NULL);
+    CHECK(slm_session_n_past(o16) == 0);
+    CHECK(slm_session_load(q8, blob, size) == SLM_ERR_INVALID_ARG && strstr(slm_session_error(q8), "q8_0") != NULL &&
+          strstr(slm_session_error(q8), "f16") != NULL);
+    CHECK(slm_session_load(small, blob, size) == SLM_ERR_CONTEXT_FULL &&
+          strstr(slm_session_error(small), "n_ctx") != NULL);
+    memcpy(bad, blob, size);
+    bad[4] = 2;
+    CHECK(slm_session_load(t, bad, size) == SLM_ERR_UNSUPPORTED && strstr(slm_session_error(t), "2.0") != NULL);
+    memcpy(bad, blob, size);
+    bad[0] = 'X';
+    CHECK(slm_session_load(t, bad, size) == SLM_ERR_FORMAT);
+    CHECK(ss_same_state(t, logits, 3, n_vocab));
+    /* the session still works, and the state still loads */
+    ok_after = slm_eval(t, prompt, 1) == SLM_OK && slm_session_load(t, blob, size) == SLM_OK &&
+               ss_same_state(t, slm_logits(s), 4, n_vocab);
+    CHECK(ok_after);
+    /* through a file */
+    snprintf(path, sizeof path, "%s/session_test.state", g_build_dir);
+    CHECK(slm_session_save_file(s, path) == SLM_OK);
+    CHECK(slm_eval(t, other, 2) == SLM_OK);
+    CHECKF(slm_session_load_file(t, path) == SLM_OK, "%s", slm_session_error(t));
+    CHECK(ss_same_state(t, slm_logits(s), 4, n_vocab));
+    {
+        FILE *f = fopen(path, "wb");
+        if (f) {
+            fwrite(blob, 1, size / 2, f);
+            fclose(f);
+        }
+    }
+    CHECK(slm_session_load_file(t, path) == SLM_ERR_FORMAT && strstr(slm_session_error(t), "truncated") != NULL);
+    remove(path);
+    CHECK(slm_session_load_file(t, path) == SLM_ERR_IO);
+    CHECK(slm_session_save_file(s, g_build_dir) == SLM_ERR_IO); /* a directory */
+    CHECK(ss_same_state(t, slm_logits(s), 4, n_vocab));
+    { /* the same model loaded from memory (the same bytes) takes the state */
+        char *mpath = path_join(g_build_dir, "stories260K_f32.slm"), *bytes = NULL;
+        FILE *mf = mpath ? fopen(mpath, "rb") : NULL;
+        long len = 0;
+        slm_model *mm = NULL;
+        slm_session *ms = NULL;
+        slm_model_desc md;
+        if (mf && fseek(mf, 0, SEEK_END) == 0 && (len = ftell(mf)) > 0 && fseek(mf, 0, SEEK_SET) == 0 &&
+            (bytes = (char *)malloc((size_t)len)) != NULL && fread(bytes, 1, (size_t)len, mf) == (size_t)len) {
+            memset(&md, 0, sizeof md);
+            md.data = bytes;
+            md.size = (size_t)len;
+            CHECK(slm_model_load(&mm, &md) == SLM_OK);
+            ms = mm ? ss_session(mm, 64, 1, SLM_TYPE_Q8_0) : NULL;
+            CHECKF(ms && slm_session_load(ms, blob, size) == SLM_OK && ss_same_state(ms, slm_logits(s), 4, n_vocab),
+                   "a model loaded from memory: %s", ms ? slm_session_error(ms) : "no session");
+        } else
+            CHECK(0);
+        if (mf) fclose(mf);
+        slm_session_free(ms);
+        slm_model_free(mm);
+        free(bytes);
+        free(mpath);
+    }
+done:
+    free(blob);
+    free(bad);
+    free(logits);
+    slm_session_free(s);
+    slm_session_free(t);
+    slm_session_free(o16);
+    slm_session_free(q8);
+    slm_session_free(small);
+    slm_model_free(m);
+    slm_model_free(m16);
+}
+
+/* A fork, then two different continuations: each branch gives exactly what a
+   fresh session fed the same tokens gives, and the original is unaffected. */
+static void test_session_fork(const char *arg) {
+    int kv_type, n_vocab, i, same = 1;
+    slm_model *m = ss_model(arg, &kv_type);
+    slm_session *a = NULL, *f = NULL, *fresh = NULL;
+    slm_token prefix[6] = { 1, 15, 300, 7, 42, 9 }, x[3] = { 10, 11, 12 }, y[3] = { 200, 3, 64 }, ta, tf, tfresh;
+    slm_gen_opts o;
+    if (!m) SKIP("%s: model not found under %s", arg, g_build_dir);
+    n_vocab = slm_model_info_get(m)->n_vocab;
+    memset(&o, 0, sizeof o);
+    o.temperature = 1.0f;
+    CHECK(slm_session_fork(NULL, NULL) == SLM_ERR_INVALID_ARG);
+    a = ss_session(m, 64, 2, kv_type);
+    if (a && slm_eval(a, prefix, 6) == SLM_OK) {
+        slm_session_seed(a, 77);
+        CHECKF(slm_session_fork(&f, a) == SLM_OK, "%s", slm_session_error(a));
+    }
+    if (f) {
+        CHECK(slm_session_n_past(f) == 6 && slm_session_n_ctx(f) == 64);
+        ta = slm_sample(a, &o);
+        tf = slm_sample(f, &o);
+        CHECK(ta == tf && ta >= 0); /* the same random state */
+        CHECK(slm_eval(a, x, 3) == SLM_OK && slm_eval(f, y, 3) == SLM_OK);
+        for (i = 0; i < 2; i++) {
+            const slm_token *path = i ? y : x;
+            slm_session *branch = i ? f : a;
+            fresh = ss_session(m, 64, 1, kv_type);
+            if (!fresh) break;
+            slm_session_seed(fresh, 77);
+            CHECK(slm_eval(fresh, prefix, 6) == SLM_OK);
+            tfresh = slm_sample(fresh, &o);
+            CHECK(tfresh == ta);
+            CHECK(slm_eval(fresh, path, 3) == SLM_OK);
+            same &= memcmp(slm_logits(fresh), slm_logits(branch), (size_t)n_vocab * sizeof(float)) == 0;
+            same &= slm_sample(fresh, &o) == slm_sample(branch, &o);
+            slm_session_free(fresh);
+        }
+        CHECKF(same, "%s: a branch differs from a fresh session", arg);
+    }
+    slm_session_free(a);
+    slm_session_free(f);
+    slm_model_free(m);
+}
+
+/* A conversation saved with its session and loaded on a restored one: the
+   next turn reuses the whole cache and replies as the uninterrupted one does. */
+static void test_conversation_save(void) {
+    slm_model *m = load_build_model("fixtures/c_qwen2_f16.slm"), *m2 = load_build_model("stories260K_f32.slm");
+    slm_session *a = NULL, *b = NULL, *c2 = NULL;
+    slm_conversation *ca = NULL, *cb = NULL, *cx = NULL;
+    slm_gen_opts o;
+    slm_gen_stats sa, sb;
+    slm_conversation_info ia, ib;
+    void *state = NULL, *conv = NULL;
+    size_t n_state = 0, n_conv = 0, k;
+    char ra[1024], rb[1024];
+    int i, wrong = 0;
+    if (!m) {
+        slm_model_free(m2);
+        SKIP("fixtures/c_qwen2_f16.slm not found under %s", g_build_dir);
+    }
+    memset(&o, 0, sizeof o);
+    o.max_tokens = 8;
+    a = ss_session(m, 256, 1, 0);
+    b = ss_session(m, 256, 2, 0);
+    if (!a || !b) goto done;
+    CHECK(slm_conversation_new(&ca, a, 0, "Be brief.") == SLM_OK);
+    CHECK(ca && slm_chat(ca, "Hello there", &o, NULL, 0, NULL) == SLM_OK);
+    CHECK(ca && slm_chat(ca, "How are you?", &o, NULL, 0, NULL) == SLM_OK);
+    if (!ca) goto done;
+    CHECK(slm_session_save(a, NULL, 0, &n_state) == SLM_OK && (state = malloc(n_state)) != NULL);
+    CHECK(slm_conversation_save(ca, NULL, 0, &n_conv) == SLM_OK && (conv = malloc(n_conv)) != NULL);
+    if (!state || !conv) goto done;
+    CHECK(slm_session_save(a, state, n_state, &n_state) == SLM_OK);
+    CHECK(slm_conversation_save(ca, conv, n_conv, &n_conv) == SLM_OK);
+    CHECK(slm_session_load(b, state, n_state) == SLM_OK);
+    CHECKF(slm_conversation_load(&cb, b, conv, n_conv) == SLM_OK, "%s", slm_session_error(b));
+    if (!cb) goto done;
+    slm_conversation_get(ca, &ia);
+    slm_conversation_get(cb, &ib);
+    CHECK(ia.n_messages == ib.n_messages && ia.n_tokens == ib.n_tokens);
+    for (i = 0; i < ia.n_messages && i < ib.n_messages; i++)
+        CHECK(!strcmp(ia.messages[i].role, ib.messages[i].role) &&
+              !strcmp(ia.messages[i].content, ib.messages[i].content));
+    CHECK(slm_chat(ca, "Tell me more.", &o, ra, sizeof ra, NULL) == SLM_OK);
+    CHECK(slm_chat(cb, "Tell me more.", &o, rb, sizeof rb, NULL) == SLM_OK);
+    slm_session_stats(a, &sa);
+    slm_session_stats(b, &sb);
+    CHECKF(!strcmp(ra, rb), "reply after a load '%s', uninterrupted '%s'", rb, ra);
+    CHECKF(sb.n_cached == sa.n_cached && sb.n_cached > 0, "reused %d vs %d", sb.n_cached, sa.n_cached);
+    CHECK(slm_chat_undo(cb) == SLM_OK && slm_chat_undo(ca) == SLM_OK);
+    CHECK(slm_session_n_past(a) == slm_session_n_past(b));
+    /* hostile conversations: truncations and flips are errors, never a crash */
+    {
+        uint8_t *bad = (uint8_t *)malloc(n_conv);
+        uint32_t rng = 7u;
+        for (k = 0; bad && k < n_conv; k++) {
+            memcpy(bad, conv, n_conv);
+            wrong += slm_conversation_load(&cx, b, bad, k) != SLM_ERR_FORMAT || cx != NULL;
+        }
+        for (k = 0; bad && k < 500; k++) {
+            memcpy(bad, conv, n_conv);
+            rng = rng * 1664525u + 1013904223u;
+            bad[(rng >> 8) % n_conv] ^= (uint8_t)(1u + ((rng >> 3) % 255u));
+            wrong += slm_conversation_load(&cx, b, bad, n_conv) == SLM_OK;
+            slm_conversation_free(cx);
+            cx = NULL;
+        }
+        free(bad);
+        CHECKF(wrong == 0, "%d bad conversations loaded", wrong);
+    }
+    if (m2 && (c2 = ss_session(m2, 64, 1, 0)) != NULL)
+        CHECK(slm_conversation_load(&cx, c2, conv, n_conv) == SLM_ERR_INVALID_ARG && cx == NULL);
+done:
+    free(state);
+    free(conv);
+    slm_conversation_free(ca);
+    slm_conversation_free(cb);
+    slm_session_free(a);
+    slm_session_free(b);
+    slm_session_free(c2);
+    slm_model_free(m);
+    slm_model_free(m2);
+}
+
+/* Every allocation of save_file, load_file, fork and conversation_load
+   refused in turn: SLM_ERR_OOM saying "out of memory", nothing leaked, the
+   session as it was; then the call succeeds. */
+static void test_session_save_alloc_failures(void) {
+    slm_model *m = NULL;
+    slm_session *s = NULL, *t = NULL, *f2 = NULL;
+    slm_conversation *c = NULL, *c2 = NULL;
+    slm_model_desc md;
+    slm_session_desc sd;
+    slm_gen_opts o;
+    failing_alloc f;
+    slm_token other[2] = { 1, 50 };
+    void *conv = NULL;
+    size_t n_conv = 0;
+    char state_path[512];
+    int call, refused = 0;
+    char *path = model_path("f32");
+    if (!file_exists(path)) {
+        free(path);
+        SKIP("stories260K_f32.slm not converted");
+    }
+    snprintf(state_path, sizeof state_path, "%s/session_alloc.state", g_build_dir);
+    failing_init(&f);
+    memset(&md, 0, sizeof md);
+    md.path = path;
+    md.alloc.alloc = failing_alloc_fn;
+    md.alloc.free = failing_free_fn;
+    md.alloc.user = &f;
+    memset(&sd, 0, sizeof sd);
+    sd.n_ctx = 128;
+    sd.n_threads = 1;
+    memset(&o, 0, sizeof o);
+    o.max_tokens = 4;
+    CHECK(slm_model_load(&m, &md) == SLM_OK && slm_session_new(&s, m, &sd) == SLM_OK &&
+          slm_session_new(&t, m, &sd) == SLM_OK);
+    if (!t) goto done;
+    CHECK(slm_conversation_new(&c, s, SLM_CHAT_CHATML, "Be brief.") == SLM_OK);
+    CHECKF(c && slm_chat(c, "Hi", &o, NULL, 0, NULL) == SLM_OK, "%s", slm_session_error(s));
+    CHECK(c && slm_conversation_save(c, NULL, 0, &n_conv) == SLM_OK && (conv = malloc(n_conv)) != NULL);
+    CHECK(conv && slm_conversation_save(c, conv, n_conv, &n_conv) == SLM_OK);
+    CHECK(slm_eval(t, other, 2) == SLM_OK);
+    for (call = 0; conv && call < 4; call++) {
+        long k, before, used;
+        size_t live;
+        slm_result r = SLM_OK;
+        for (k = 0;; k++) {
+            live = f.cnt.live;
+            before = f.attempts;
+            f.fail_at = k ? before + k : 0;
+            switch (call) {
+            case 0: r = slm_session_save_file(s, state_path); break;
+            case 1: r = slm_session_load_file(t, state_path); break;
+            case 2: r = slm_session_fork(&f2, s); break;
+            default: r = slm_conversation_load(&c2, t, conv, n_conv); break;
+            }
+            used = f.attempts - before;
+            f.fail_at = 0;
+            if (r == SLM_OK) {   /* the clean call (and the one after the last refusal) */
+                if (call == 1) { /* back to its own history for the refusals */
+                    slm_rewind(t, 0);
+                    slm_eval(t, other, 2);
+                }
+                slm_session_free(f2);
+                f2 = NULL;
+                slm_conversation_free(c2);
+                c2 = NULL;
+            }
+            if (k == 0) {
+                CHECKF(r == SLM_OK, "call %d: %s", call, slm_session_error(call == 1 || call == 3 ? t : s));
+                continue;
+            }
+            if (k > used) break;
+            refused++;
+            CHECKF(r == SLM_ERR_OOM && f2 == NULL && c2 == NULL &&
+                       strstr(slm_session_error(call == 1 || call == 3 ? t : s), "out of memory"),
+                   "call %d, allocation %ld refused: %s", call, k, slm_result_str(r));
+            CHECKF(f.cnt.live <= live, "call %d, allocation %ld refused: %zu bytes more live", call, k,
+                   f.cnt.live - live);
+            CHECKF(slm_session_n_past(t) == 2, "call %d, allocation %ld: n_past %d", call, k, slm_session_n_past(t));
+        }
+    }
+    remove(state_path);
+done:
+    free(conv);
+    slm_conversation_free(c);
+    slm_session_free(s);
+    slm_session_free(t);
+    slm_model_free(m);
+    CHECKF(f.cnt.live == 0 && f.cnt.n_alloc == f.cnt.n_free, "%zu bytes live after freeing", f.cnt.live);
+    NOTE("%d allocations refused one at a time", refused);
+    free(path);
+}
+
 /* This file's tests in the order they run; tests/harness.h says how to add one. */
 /* clang-format off */
 static const test_case API_TESTS[] = {
@@ -4706,6 +5217,15 @@ static const test_case API_TESTS[] = {
     TEST(scoring_max_bytes),
     TEST(scoring_errors),
     TEST(scoring_alloc_failures),
+    TEST_ARG(session_save_identical, "f32"),
+    TEST_ARG(session_save_identical, "f16"),
+    TEST_ARG(session_save_identical, "q8_0"),
+    TEST_ARG(session_save_identical, "fixture:c_qwen2_f16:q8_0"),
+    TEST(session_load_errors),
+    TEST_ARG(session_fork, "f16"),
+    TEST_ARG(session_fork, "fixture:a_llama_spm_q8_0:q8_0"),
+    TEST(conversation_save),
+    TEST(session_save_alloc_failures),
 };
 /* clang-format on */
 const test_list api_tests = { API_TESTS, (int)(sizeof API_TESTS / sizeof API_TESTS[0]) };

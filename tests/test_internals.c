@@ -3049,6 +3049,418 @@ static void test_fim_prompt(void) {
     slm_model_free(plain);
 }
 
+/* ======================================================================== */
+/* grammars: the GBNF parser and compiler (slm_grammar_new)                 */
+/* ======================================================================== */
+
+static const char *const GRAMMAR_FILES[] = { "json", "arithmetic", "list", "c", "chess", "japanese" };
+
+/* The compiled layout's invariants: every reference in range, every rule
+   ended by END, root in range. */
+static int grammar_layout_ok(const slm_grammar *g, char *why, size_t cap) {
+    int r;
+    if (g->root < 0 || g->root >= g->n_rules) return snprintf(why, cap, "root %d of %d rules", g->root, g->n_rules), 0;
+    for (r = 0; r < g->n_rules; r++) {
+        int32_t e = g->rule_first[r];
+        for (;; e++) {
+            if (e < 0 || e >= g->n_elems) return snprintf(why, cap, "rule %d runs past the elements", r), 0;
+            if (g->elems[e].type == SLM__GE_END) break;
+            if (g->elems[e].type == SLM__GE_RULE && (g->elems[e].value < 0 || g->elems[e].value >= g->n_rules))
+                return snprintf(why, cap, "rule %d refers to rule %d", r, g->elems[e].value), 0;
+            if (g->elems[e].type == SLM__GE_BYTES && (g->elems[e].value < 0 || g->elems[e].value >= g->n_sets))
+                return snprintf(why, cap, "rule %d uses set %d", r, g->elems[e].value), 0;
+            if (g->elems[e].type < SLM__GE_END || g->elems[e].type > SLM__GE_BYTES)
+                return snprintf(why, cap, "rule %d has element type %d", r, g->elems[e].type), 0;
+        }
+        if (!g->rule_names[r] || !g->rule_names[r][0]) return snprintf(why, cap, "rule %d has no name", r), 0;
+    }
+    return 1;
+}
+
+static slm_result grammar_compile(slm_grammar **g, const char *text, const char *root, char *err, size_t cap) {
+    slm_grammar_desc d;
+    memset(&d, 0, sizeof d);
+    d.gbnf = text;
+    d.root = root;
+    d.error = err;
+    d.error_cap = cap;
+    return slm_grammar_new(g, &d);
+}
+
+static void test_grammar_examples(void) {
+    size_t i;
+    for (i = 0; i < sizeof GRAMMAR_FILES / sizeof GRAMMAR_FILES[0]; i++) {
+        char path[256], err[512], why[256];
+        slm_grammar *g = NULL;
+        unsigned char *text;
+        size_t text_size = 0;
+        snprintf(path, sizeof path, "tests/data/grammars/%s.gbnf", GRAMMAR_FILES[i]);
+        text = read_file(path, &text_size);
+        CHECKF(text != NULL, "%s missing", path);
+        if (!text) continue;
+        CHECKF(grammar_compile(&g, (const char *)text, NULL, err, sizeof err) == SLM_OK, "%s: %s", path, err);
+        if (g) {
+            CHECKF(grammar_layout_ok(g, why, sizeof why), "%s: %s", path, why);
+            CHECKF(strcmp(g->rule_names[g->root], "root") == 0, "%s: root is '%s'", path, g->rule_names[g->root]);
+            NOTE("%-10s %4d rules, %5d elements, %3d byte sets", GRAMMAR_FILES[i], g->n_rules, (int)g->n_elems,
+                 (int)g->n_sets);
+        }
+        slm_grammar_free(g);
+        free(text);
+    }
+}
+
+static void test_grammar_errors(void) {
+    /* { grammar, root (NULL: "root"), the message (a substring of it) } */
+    static const char *const cases[][3] = {
+        { "root ::= \"abc", NULL, "line 1, column 10: unterminated string literal" },
+        { "root ::= [a-z", NULL, "line 1, column 10: unterminated character class" },
+        { "root ::= \"\\q\"", NULL, "line 1, column 11: unknown escape '\\q'" },
+        { "root ::= \"\\x4\"", NULL, "line 1, column 11: bad escape: '\\x' needs 2 hex digits" },
+        { "root ::= \"\\uD800\"", NULL, "line 1, column 11: bad escape: U+d800 is not a Unicode scalar value" },
+        { "root ::= \"\\U00110000\"", NULL, "line 1, column 11: bad escape: U+110000" },
+        { "# comment\nroot \"a\"", NULL, "line 2, column 6: expected '::=' after the rule name 'root'" },
+        { "root ::= a\n", NULL, "line 1, column 10: rule 'a' is used but never defined" },
+        { "root ::= \"x\"\nb ::= \"y\" c\n", NULL, "line 2, column 11: rule 'c' is used but never defined" },
+        { "root ::= \"a\"\nroot ::= \"b\"", NULL, "line 2, column 1: rule 'root' is defined twice (first at line 1, column 1)" },
+        { "foo ::= \"a\"", NULL, "the start rule 'root' is not defined" },
+        { "root ::= \"a\"", "start", "the start rule 'start' is not defined" },
+        { "", NULL, "the start rule 'root' is not defined" },
+        { "root ::= a\na ::= \"x\" a", NULL, "line 2, column 1: rule 'a' can never match (no finite string)" },
+        { "root ::= \"a\" | b\nb ::= \"(\" b \")\"", NULL, "line 2, column 1: rule 'b' can never match" },
+        { "root ::= expr\nexpr ::= expr \"+\" term | term\nterm ::= [0-9]", NULL,
+          "line 2, column 1: rule 'expr' is left-recursive: expr -> expr" },
+        { "root ::= expr\nexpr ::= term \"+\" | \"1\"\nterm ::= \"-\"? ( expr )", NULL,
+          "line 2, column 1: rule 'expr' is left-recursive: expr -> term -> expr" },
+        { "root ::= a\na ::= b \"x\" | \"z\"\nb ::= \"y\"? a", NULL,
+          "line 2, column 1: rule 'a' is left-recursive: a -> b -> a" },
+        { "root ::= (\"a\"?)*", NULL, "rule 'root' is left-recursive" },
+        { "root ::= \"a\"{3,2}", NULL, "line 1, column 13: repetition {3,2}: the maximum is below the minimum" },
+        { "root ::= \"a\"{2001}", NULL, "line 1, column 13: repetition count above the limit of 2000" },
+        { "root ::= \"a\"{1,99999999999999}", NULL, "repetition count above the limit of 2000" },
+        { "root ::= \"ab\"{2000}{2000}", NULL, "grammar too large: more than 1048576 elements" },
+        { "root ::= \"a\"{1,", NULL, "line 1, column 16: expected '}' or ',' in '{...}'" },
+        { "root ::= *", NULL, "line 1, column 10: nothing before '*' to repeat" },
+        { "root ::= <[12]>", NULL, "line 1, column 10: token references (<...>, !<...>) are not supported" },
+        { "root ::= \"a\" !<think>", NULL, "line 1, column 14: token references" },
+        { "root ::= \"\xff\"", NULL, "line 1, column 11: invalid UTF-8 (byte 0xff)" },
+        { "root ::= \"\xc3\"", NULL, "line 1, column 11: invalid UTF-8" },
+        { "root ::= \"\xed\xa0\x80\"", NULL, "line 1, column 11: invalid UTF-8" }, /* an encoded surrogate */
+        { "root ::= \"\xc0\xaf\"", NULL, "line 1, column 11: invalid UTF-8" },     /* overlong */
+        { "root ::= (\"a\"", NULL, "line 1, column 14: expected ')' to close the '(' of line 1, column 10" },
+        { "root ::= \"a\")", NULL, "line 1, column 13: unmatched ')'" },
+        { "root ::= \"a\"\n  | \"b\"", NULL, "line 2, column 3: expected a rule name, found '|'" },
+        { "root ::= []", NULL, "line 1, column 10: empty character class" },
+        { "root ::= [z-a]", NULL, "line 1, column 11: character range ends (U+61) before it starts (U+7a)" },
+        { "root ::= \"a\" ; \"b\"", NULL, "line 1, column 14: unexpected ';'" },
+        { "root ::= \"a\" ([^\\x00-\\U0010FFFF])", NULL, "rule 'root-1' (part of rule 'root') can never match" },
+    };
+    char deep[1024];
+    size_t i;
+    for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char err[512] = "";
+        slm_grammar *g = (slm_grammar *)&err; /* must become NULL */
+        slm_result r = grammar_compile(&g, cases[i][0], cases[i][1], err, sizeof err);
+        CHECKF(r == SLM_ERR_INVALID_ARG && g == NULL, "case %d: result %d", (int)i, (int)r);
+        CHECKF(strstr(err, cases[i][2]) != NULL, "case %d: \"%s\", want \"%s\"", (int)i, err, cases[i][2]);
+    }
+    /* nesting: 200 levels are fine, 201 are not */
+    for (i = 0; i < 2; i++) {
+        int depth = 200 + (int)i, k, n = 0;
+        char err[512] = "";
+        slm_grammar *g = NULL;
+        n += snprintf(deep + n, sizeof deep - n, "root ::= ");
+        for (k = 0; k < depth; k++) deep[n++] = '(';
+        deep[n++] = '"', deep[n++] = 'a', deep[n++] = '"';
+        for (k = 0; k < depth; k++) deep[n++] = ')';
+        deep[n] = 0;
+        if (i == 0) {
+            CHECKF(grammar_compile(&g, deep, NULL, err, sizeof err) == SLM_OK, "200 levels: %s", err);
+        } else {
+            CHECK(grammar_compile(&g, deep, NULL, err, sizeof err) == SLM_ERR_INVALID_ARG);
+            CHECKF(strstr(err, "line 1, column 210: parentheses nested deeper than 200") != NULL, "%s", err);
+        }
+        slm_grammar_free(g);
+    }
+    /* the arguments */
+    {
+        slm_grammar_desc d;
+        slm_grammar *g = NULL;
+        char err[512];
+        size_t len = 0;
+        slm_result r1;
+        counter c;
+        memset(&c, 0, sizeof c);
+        memset(&d, 0, sizeof d);
+        d.error = err;
+        d.error_cap = sizeof err;
+        CHECK(slm_grammar_new(&g, NULL) == SLM_ERR_INVALID_ARG);
+        CHECK(slm_grammar_new(NULL, &d) == SLM_ERR_INVALID_ARG);
+        CHECK(slm_grammar_new(&g, &d) == SLM_ERR_INVALID_ARG && strstr(err, "set exactly one of") != NULL);
+        d.gbnf = "root ::= \"a\"";
+        d.json_schema = "{}";
+        CHECK(slm_grammar_new(&g, &d) == SLM_ERR_INVALID_ARG && strstr(err, "set exactly one of") != NULL);
+        d.json_schema = NULL;
+        d.alloc = counting_allocator(&c);
+        d.alloc.free = NULL;
+        CHECK(slm_grammar_new(&g, &d) == SLM_ERR_INVALID_ARG && strstr(err, "desc.alloc.alloc is set") != NULL);
+        CHECK(g == NULL);
+        slm_grammar_free(NULL);
+        /* a schema: whatever the converter says, passed through */
+        memset(&d, 0, sizeof d);
+        d.json_schema = "{\"type\": \"string\"}";
+        r1 = slm_json_schema_to_gbnf(d.json_schema, NULL, 0, &len, NULL, 0);
+        CHECKF(slm_grammar_new(&g, &d) == (r1 == SLM_OK ? SLM_OK : r1), "schema: converter %d", (int)r1);
+        slm_grammar_free(g);
+    }
+}
+
+/* ---- an independent recognizer over the compiled layout: backtracking with
+   continuations (test-only; the library's matcher is the incremental one) */
+typedef struct grammar_cont {
+    int32_t e;
+    const struct grammar_cont *next;
+} grammar_cont;
+
+static int grammar_match_at(const slm_grammar *g, int32_t e, const grammar_cont *k, const unsigned char *s, size_t n,
+                            size_t pos, int depth) {
+    const slm__gelem *x = &g->elems[e];
+    if (depth > 20000) return 0;
+    if (x->type == SLM__GE_END || x->type == SLM__GE_ALT)
+        return k ? grammar_match_at(g, k->e, k->next, s, n, pos, depth + 1) : pos == n;
+    if (x->type == SLM__GE_BYTES)
+        return pos < n && (g->sets[x->value][s[pos] >> 5] >> (s[pos] & 31) & 1) &&
+               grammar_match_at(g, e + 1, k, s, n, pos + 1, depth + 1);
+    {
+        grammar_cont c;
+        int32_t a = g->rule_first[x->value];
+        c.e = e + 1;
+        c.next = k;
+        for (;;) {
+            int32_t end = a;
+            if (grammar_match_at(g, a, &c, s, n, pos, depth + 1)) return 1;
+            while (g->elems[end].type != SLM__GE_ALT && g->elems[end].type != SLM__GE_END) end++;
+            if (g->elems[end].type == SLM__GE_END) return 0;
+            a = end + 1;
+        }
+    }
+}
+
+/* Whether the whole of s is a sentence of the grammar: the root's alternatives, nothing after. */
+static int grammar_matches(const slm_grammar *g, const char *s) {
+    int32_t a = g->rule_first[g->root];
+    size_t n = strlen(s);
+    for (;;) {
+        int32_t end = a;
+        if (grammar_match_at(g, a, NULL, (const unsigned char *)s, n, 0, 0)) return 1;
+        while (g->elems[end].type != SLM__GE_ALT && g->elems[end].type != SLM__GE_END) end++;
+        if (g->elems[end].type == SLM__GE_END) return 0;
+        a = end + 1;
+    }
+}
+
+static void test_grammar_accepts(void) {
+    /* { grammar, strings it matches ("|"-free, separated by \1), strings it does not } */
+    static const char *const cases[][3] = {
+        { "root ::= \"abc\"", "abc", "\1ab\1abcd\1abd" },
+        { "root ::= \"a\\n\\t\\\\\\\"\\x41\\u00e9\\U0001F600\\[\\]\\-\"", "a\n\t\\\"A\xc3\xa9\xf0\x9f\x98\x80[]-",
+          "a\n\t\\\"A\xc3\xa9\xf0\x9f\x98\x80[]" },
+        { "root ::= [a-c0-9_]", "a\1c\0019\001_", "\1d\1A\1ab\1-" },
+        { "root ::= [α-ω]", "α\1ο\1ω", "\1a\1Α\1ϊ\1\xce\xb1\xce\xb1\1\xce" },
+        { "root ::= [^a]", "b\1\xc3\xa9\1\xe2\x82\xac\1\xf0\x9f\x98\x80\1\xf4\x8f\xbf\xbf\1\x7f",
+          "\1a\1bb\1\xed\xa0\x80\1\xc0\xaf\1\xf4\x90\x80\x80\1\x80\1\xc3" },
+        { "root ::= [^\"\\\\]", "a\1'\1\xd7\xa9", "\"\1\\\1\xff" },
+        { "root ::= .", "a\1\xc3\xa9\1\xef\xbf\xbf\1\xee\x80\x80\1\xf0\x90\x80\x80",
+          "\1ab\1\xed\xbf\xbf\1\xe0\x9f\xbf\1\xf8\x88\x80\x80\x80\1\xfe" },
+        { "root ::= [a-zé]+", "a\1é\1abcé\1zzz", "\1A\1é!" },
+        { "root ::= \"a\"{3}", "aaa", "\1aa\1aaaa" },
+        { "root ::= \"ab\"{2,}", "abab\1ababab\1abababababab", "\1ab\1aba" },
+        { "root ::= [0-9]{1,3} \"x\"", "1x\00112x\001123x", "x\0011234x\00112" },
+        { "root ::= \"a\"{0,2} \"b\"", "b\1ab\1aab", "aaab\1a" },
+        { "root ::= \"a\"{0} \"b\"", "b", "ab" },
+        { "root ::= \"x\" (\"a\" | \"b\")* \"y\"", "xy\1xay\1xbaby", "x\1xcy\1xya" },
+        { "root ::= \"x\"? (\"a\"+ | ) \"y\"", "y\1xy\1xaaay\1ay", "\1xx\1axy" },
+        { "root ::= item (\",\" item)*\nitem ::= [0-9]+ | \"\" # empty item\n", "1,2\1\1,\1,,3\0012", "a\0011,a" },
+        { "root ::= (\n  \"a\" # a comment\n  | \"b\"\n)\n", "a\1b", "\1ab" },
+        { "root ::= \"a\" |\n  \"b\"", "a\1b", "\1ab" },
+    };
+    size_t i;
+    for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char err[512] = "", buf[256];
+        slm_grammar *g = NULL;
+        int want;
+        CHECKF(grammar_compile(&g, cases[i][0], NULL, err, sizeof err) == SLM_OK, "case %d: %s", (int)i, err);
+        if (!g) continue;
+        for (want = 1; want >= 0; want--) {
+            const char *s = cases[i][want ? 1 : 2];
+            for (;;) {
+                size_t n = strcspn(s, "\1");
+                memcpy(buf, s, n);
+                buf[n] = 0;
+                CHECKF(grammar_matches(g, buf) == want, "case %d (%s): \"%s\" should %smatch", (int)i, cases[i][0], buf,
+                       want ? "" : "not ");
+                if (!s[n]) break;
+                s += n + 1;
+            }
+        }
+        slm_grammar_free(g);
+    }
+    /* an example grammar accepts its kind of text */
+    {
+        size_t text_size = 0;
+        unsigned char *text = read_file("tests/data/grammars/arithmetic.gbnf", &text_size);
+        slm_grammar *g = NULL;
+        char err[512];
+        if (text && grammar_compile(&g, (const char *)text, NULL, err, sizeof err) == SLM_OK) {
+            CHECK(grammar_matches(g, "1+2*(x-3)/4 = 5\n(a) = b\n"));
+            CHECK(!grammar_matches(g, "1+*2=3\n") && !grammar_matches(g, "1+2*(x-3)/4 = 5"));
+        }
+        CHECK(g != NULL);
+        slm_grammar_free(g);
+        free(text);
+    }
+}
+
+/* An allocator that refuses its fail_at-th request (1-based). */
+typedef struct {
+    counter c;
+    slm_allocator inner;
+    long attempts, fail_at;
+} grammar_failing;
+static void *grammar_failing_alloc(size_t size, void *user) {
+    grammar_failing *f = (grammar_failing *)user;
+    if (++f->attempts == f->fail_at) return NULL;
+    return f->inner.alloc(size, f->inner.user);
+}
+static void grammar_failing_free(void *p, void *user) {
+    grammar_failing *f = (grammar_failing *)user;
+    f->inner.free(p, f->inner.user);
+}
+
+static void test_grammar_alloc_sweep(void) {
+    static const char *const files[] = { "json", "japanese" };
+    size_t i;
+    for (i = 0; i < sizeof files / sizeof files[0]; i++) {
+        char path[256], err[512];
+        unsigned char *text;
+        size_t text_size = 0;
+        long k, total = 0;
+        snprintf(path, sizeof path, "tests/data/grammars/%s.gbnf", files[i]);
+        text = read_file(path, &text_size);
+        CHECK(text != NULL);
+        if (!text) continue;
+        for (k = 1;; k++) {
+            grammar_failing f;
+            slm_grammar_desc d;
+            slm_grammar *g = NULL;
+            slm_result r;
+            memset(&f, 0, sizeof f);
+            f.inner = counting_allocator(&f.c);
+            f.fail_at = k;
+            memset(&d, 0, sizeof d);
+            d.gbnf = (const char *)text;
+            d.alloc.alloc = grammar_failing_alloc;
+            d.alloc.free = grammar_failing_free;
+            d.alloc.user = &f;
+            d.error = err;
+            d.error_cap = sizeof err;
+            r = slm_grammar_new(&g, &d);
+            if (f.attempts < k) { /* every allocation succeeded */
+                CHECKF(r == SLM_OK, "%s: %s", files[i], err);
+                total = f.attempts;
+            } else {
+                CHECKF(r == SLM_ERR_OOM && g == NULL && strstr(err, "out of memory"), "%s, allocation %ld: %d %s",
+                       files[i], k, (int)r, err);
+            }
+            slm_grammar_free(g);
+            CHECKF(f.c.live == 0 && f.c.n_alloc == f.c.n_free, "%s, allocation %ld refused: %zu bytes leak", files[i],
+                   k, f.c.live);
+            if (f.attempts < k || k > 100000) break;
+        }
+        NOTE("%s: %ld allocation points swept", files[i], total);
+        free(text);
+    }
+}
+
+/* The checks behind the checksum: a state or a conversation whose fields are
+   rewritten (one u32 of the header at a time, values near the real one and
+   extremes, the checksum recomputed) loads only when it still makes sense,
+   never crashes, and a failed load leaves the session as it was. */
+static void ss_reseal(uint8_t *p, size_t n) { slm__wr64(p + n - 8, slm__hash64(p, n - 8, 0)); }
+
+static void test_session_state_fields(void) {
+    static const uint32_t values[] = { 0, 1, 2, 3, 4, 31, 32, 64, 511, 512, 0x7fffffffu, 0x80000000u, 0xffffffffu };
+    slm_model *m = load_build_model("stories260K_f32.slm");
+    slm_session *s = NULL, *t = NULL;
+    slm_conversation *c = NULL, *c2 = NULL;
+    slm_token toks[5] = { 1, 15, 300, 7, 42 }, keep[2] = { 1, 9 };
+    slm_gen_opts o;
+    uint8_t *blob = NULL, *bad = NULL, *conv = NULL, *cbad = NULL;
+    size_t size = 0, n_conv = 0, off;
+    int i, loaded = 0, touched = 0, cloaded = 0;
+    if (!m) SKIP("stories260K_f32.slm not found under %s", g_build_dir);
+    CHECK(slm_session_new(&s, m, NULL) == SLM_OK && slm_session_new(&t, m, NULL) == SLM_OK);
+    if (!s || !t) goto done;
+    CHECK(slm_eval(s, toks, 5) == SLM_OK && slm_eval(t, keep, 2) == SLM_OK);
+    CHECK(slm_session_save(s, NULL, 0, &size) == SLM_OK);
+    blob = (uint8_t *)malloc(size);
+    bad = (uint8_t *)malloc(size);
+    if (!blob || !bad || slm_session_save(s, blob, size, &size) != SLM_OK) goto done;
+    for (off = 0; off + 4 <= SLM__STATE_HEADER + 5 * 4; off += 4)
+        for (i = 0; i < (int)(sizeof values / sizeof values[0]) + 2; i++) {
+            uint32_t v = i < (int)(sizeof values / sizeof values[0]) ? values[i] : slm__rd32(blob + off) + (i & 1 ? 1 : -1);
+            memcpy(bad, blob, size);
+            slm__wr32(bad + off, v);
+            ss_reseal(bad, size);
+            if (slm_session_load(t, bad, size) == SLM_OK) {
+                loaded++;
+                CHECKF(t->n_past == 5 && (off == 28 || off == 56 || off == 60 || off == 64 || off >= SLM__STATE_HEADER ||
+                                          slm__rd32(bad + off) == slm__rd32(blob + off)),
+                       "field at %zu = %u loaded", off, v);
+                slm_rewind(t, 0);
+                slm_eval(t, keep, 2);
+            } else {
+                touched += t->n_past != 2 || !t->logits_valid || t->tokens[1] != 9;
+            }
+        }
+    CHECKF(touched == 0, "%d failed loads changed the session", touched);
+    NOTE("%d rewritten fields loaded (the saved n_ctx, the random state, the tokens)", loaded);
+    /* a conversation: every u32 rewritten, resealed */
+    memset(&o, 0, sizeof o);
+    o.max_tokens = 4;
+    CHECK(slm_conversation_new(&c, s, SLM_CHAT_CHATML, "Be brief.") == SLM_OK);
+    CHECK(c && slm_chat(c, "Hi", &o, NULL, 0, NULL) == SLM_OK);
+    CHECK(c && slm_conversation_save(c, NULL, 0, &n_conv) == SLM_OK);
+    conv = (uint8_t *)malloc(n_conv);
+    cbad = (uint8_t *)malloc(n_conv);
+    if (!c || !conv || !cbad || slm_conversation_save(c, conv, n_conv, &n_conv) != SLM_OK) goto done;
+    for (off = 0; off + 8 < n_conv; off++)
+        for (i = 0; i < (int)(sizeof values / sizeof values[0]); i++) {
+            memcpy(cbad, conv, n_conv);
+            slm__wr32(cbad + off, values[i]);
+            ss_reseal(cbad, n_conv);
+            if (slm_conversation_load(&c2, t, cbad, n_conv) == SLM_OK) {
+                slm_conversation_info ci;
+                cloaded++;
+                CHECK(slm_conversation_get(c2, &ci) == SLM_OK && ci.n_messages >= 1);
+                slm_conversation_free(c2);
+                c2 = NULL;
+            } else {
+                CHECK(c2 == NULL);
+            }
+        }
+    NOTE("%d rewritten conversations loaded", cloaded);
+done:
+    free(blob);
+    free(bad);
+    free(conv);
+    free(cbad);
+    slm_conversation_free(c);
+    slm_session_free(s);
+    slm_session_free(t);
+    slm_model_free(m);
+}
+
 static const test_case INTERNAL_TESTS[] = {
     TEST(kernels_vs_reference),
     TEST(kernels_r16),
@@ -3078,6 +3490,11 @@ static const test_case INTERNAL_TESTS[] = {
     TEST(fim_prompt),
     TEST(threads_default_pool),
     TEST(threads_wait_sleeps),
+    TEST(grammar_examples),
+    TEST(grammar_errors),
+    TEST(grammar_accepts),
+    TEST(grammar_alloc_sweep),
+    TEST(session_state_fields),
 };
 /* clang-format on */
 const test_list internal_tests = { INTERNAL_TESTS, (int)(sizeof INTERNAL_TESTS / sizeof INTERNAL_TESTS[0]) };

@@ -10,6 +10,7 @@
                       tokenizer.json split from one input, FUZZ_SEP between them)
      fuzz_llama2c.c   the llama2.c reader (checkpoint, FUZZ_SEP, tokenizer.bin)
      fuzz_chat.c      slm_chat_format with arbitrary messages, roles and templates
+     fuzz_grammar.c   slm_grammar_new on arbitrary bytes as GBNF (the compiled layout's invariants)
 
    Built with clang -fsanitize=fuzzer,address,undefined -DSLM_FUZZ_LIBFUZZER
    they are libFuzzer programs. Built without SLM_FUZZ_LIBFUZZER (any C

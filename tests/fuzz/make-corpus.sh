@@ -21,8 +21,26 @@ W=$(mktemp -d)
 trap 'rm -rf "$W"' EXIT
 C=tests/fuzz/corpus
 # repro-*: reproducers of bugs the fuzzers found, kept as they are
-mkdir -p "$C"/{load,tokenize,gguf,hf,llama2c,chat}
+mkdir -p "$C"/{load,tokenize,gguf,hf,llama2c,chat,grammar}
 find "$C" -type f ! -name 'repro-*' -delete
+
+# fuzz_grammar.c: a flag byte (bit 0: start at the first rule), then GBNF text: the example grammars and a few by hand
+for f in tests/data/grammars/*.gbnf; do
+    { printf '\000'; cat "$f"; } >"$C/grammar/$(basename "$f" .gbnf)"
+done
+g() { { printf "\\$(printf '%03o' "$1")"; printf '%s' "$3"; } >"$C/grammar/$2"; }
+g 0 classes 'root ::= [^"\\] [α-ω]+ [^a]? . "\x41\u00e9\U0001F600\n\t\[\]\-" [a-z0-9_-]{2,5}'
+g 1 start-expr 'expr ::= term ("+" term)*
+term ::= [0-9]+ | "(" expr ")"   # comment'
+g 0 repeats 'root ::= ("ab"{3} | "c"{2,} | ("d" | )? "e"{1,4})* x
+x ::= (
+  "y" |
+  "z"
+)'
+g 0 left-recursive 'root ::= a
+a ::= b "x" | "z"
+b ::= "y"? a'
+g 0 errors 'root ::= <[12]> "\q" {3,2} ((((x'
 
 # ---- models ----
 "$PY" tests/fuzz/gen_seeds.py --out "$W/s"

@@ -23,7 +23,7 @@ set -u
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 . tests/lib.sh
 
-ALL_TARGETS=(load tokenize gguf hf llama2c chat)
+ALL_TARGETS=(load tokenize gguf hf llama2c chat grammar)
 FB=build/fuzz
 mkdir -p "$FB"
 
@@ -33,7 +33,7 @@ TOOLS=(tools/convert.c tools/read_llama2c.c tools/read_gguf.c tools/read_hf.c to
 deps_of() {
     case $1 in
         load | tokenize) echo tests/fuzz/slm_impl.c ;;
-        chat) ;; # holds the implementation (calls static internals)
+        chat | grammar) ;; # holds the implementation (calls static internals)
         *) echo tests/fuzz/slm_impl.c "${TOOLS[@]}" ;;
     esac
 }

@@ -989,14 +989,15 @@ examples_readme "$M" "$X" $have
 # ---------------------------------------------------------------------------
 
 # ---------------------------------------------------------------------------
-# 3b. grammars (issue 14): llama.cpp's example grammars (tests/data/grammars)
+# 6. grammars (issue 14): llama.cpp's example grammars (tests/data/grammars)
 #     on stories260K and a byte-level BPE fixture (qwen2), greedy and with 20
 #     seeds; every output is checked by tests/grammar_check.py, a GBNF
 #     recognizer of its own (a full sentence when the run says "stop: end",
 #     a prefix of one when "stop: max-tokens"); json.gbnf outputs also by
 #     Python's json module. JSON Schema cases (tests/data/schemas) are
 #     generated with --json-schema and validated by tests/schema_check.py;
-#     --json, --stop and -n under a grammar. One test line per group of runs.
+#     --json, --stop, -n and a finite language under a grammar. One test
+#     line per group of runs.
 # ---------------------------------------------------------------------------
 GRAMMARS="json arithmetic list c chess japanese"
 GRAMMAR_SEEDS=20
@@ -1030,8 +1031,8 @@ grammar_runs() {
 # grammar_list OUT_PREFIX GRAMMAR LIST [json]: appends the checks of the runs'
 # outputs to LIST (full or prefix by the stop reason; "json" adds json.loads
 # of the complete ones and the bound on whitespace of all); sets G_BAD (runs
-# that failed or stopped otherwise),
-# G_FULL, G_PREFIX. Bash builtins only: a fork costs under load.
+# that failed or stopped otherwise), G_FULL and G_PREFIX. Bash builtins
+# only: a fork costs under load.
 grammar_list() {
     local pre=$1 g=$2 list=$3 json=${4:-} f s rc stop line
     G_BAD='' G_FULL=0 G_PREFIX=0

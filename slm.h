@@ -218,6 +218,27 @@
      each an error naming it: 1 MB of text, 200 nested parentheses, 2^20
      elements, 65536 rules, 65536 distinct byte sets.
 
+   JSON Schema
+     slm_json_schema_to_gbnf writes llama.cpp's grammar for a schema (its
+     converter's rules and layout): compact JSON whose whitespace is its
+     bounded `space` rule (none, " ", or 1-2 newlines and up to 20 spaces
+     or tabs) after '{' '[' ',' ':' and a name, before '}' ']', so output
+     always ends. Properties come in the schema's order, the required ones
+     first, then any in-order subset of the optional ones. Supported: type
+     (or a list of types), properties, required, additionalProperties
+     (beside properties: absent or false, no other name, as llama.cpp;
+     alone: true/absent any object, a schema any names, false {}), items,
+     minItems, maxItems (<= 1000), enum, const, $ref to the root's
+     #/$defs/NAME or #/definitions/NAME (recursion that can end), boolean
+     schemas; description, title, $schema, $id, $comment, default and
+     examples are ignored. Any other keyword, and a schema nothing
+     satisfies (minItems > maxItems, an empty enum, a value "type"
+     excludes, a required name not in properties, a $ref to nothing or a
+     cycle that cannot end), is SLM_ERR_INVALID_ARG naming it and its
+     JSON Pointer: "unsupported keyword 'pattern' at /properties/name".
+     The JSON is read strictly (RFC 8259, no duplicate names, valid UTF-8,
+     64 levels, 16 MiB), errors with line and column.
+
    LIMITATIONS
      No Jinja: chat templates are the built-in formatters (slm_chat_format),
      chosen by slm-convert from the checkpoint's template text.
@@ -8649,6 +8670,10 @@ fail:
     return 0;
 }
 
+/* The next section's converter, with slm_grammar_new's allocator. */
+static slm_result slm__json_schema_to_gbnf(slm_allocator alloc, const char *schema, char *out, size_t out_cap,
+                                           size_t *out_len, char *error, size_t error_cap);
+
 SLM_API slm_result slm_grammar_new(slm_grammar **out, const slm_grammar_desc *desc) {
     slm__gparser p;
     char *converted = NULL;
@@ -8679,7 +8704,8 @@ SLM_API slm_result slm_grammar_new(slm_grammar **out, const slm_grammar_desc *de
     p.text = desc->gbnf;
     if (desc->json_schema) {
         size_t len = 0;
-        slm_result r = slm_json_schema_to_gbnf(desc->json_schema, NULL, 0, &len, desc->error, desc->error_cap);
+        slm_result r =
+            slm__json_schema_to_gbnf(desc->alloc, desc->json_schema, NULL, 0, &len, desc->error, desc->error_cap);
         if (r != SLM_OK) return r;
         if (len >= SLM__G_MAX_TEXT) {
             slm__g_fail(&p, -1, SLM_ERR_INVALID_ARG, "the schema's grammar is longer than %d bytes", SLM__G_MAX_TEXT);
@@ -8690,7 +8716,8 @@ SLM_API slm_result slm_grammar_new(slm_grammar **out, const slm_grammar_desc *de
             slm__g_fail(&p, -1, SLM_ERR_OOM, "out of memory");
             return p.code;
         }
-        r = slm_json_schema_to_gbnf(desc->json_schema, converted, len + 1, &len, desc->error, desc->error_cap);
+        r = slm__json_schema_to_gbnf(desc->alloc, desc->json_schema, converted, len + 1, &len, desc->error,
+                                     desc->error_cap);
         if (r != SLM_OK) {
             slm__free(&p.a, converted);
             return r;
@@ -8716,12 +8743,1580 @@ SLM_API slm_result slm_grammar_new(slm_grammar **out, const slm_grammar_desc *de
 }
 
 /* ---- JSON Schema to GBNF ---------------------------------------------------
-   Owns slm_json_schema_to_gbnf and the JSON reader it needs. */
+   Owns slm_json_schema_to_gbnf and the JSON reader it needs.
+   The reader (slm__json_*) is strict RFC 8259: no comments, no trailing
+   commas, no duplicate names in an object, valid UTF-8, \u escapes with
+   their surrogate pairs; a leading UTF-8 byte order mark is skipped. It
+   recurses once per nesting level and refuses more than SLM__JSON_MAX_DEPTH,
+   and texts over SLM__JSON_MAX_BYTES. Numbers stay text (as written): a
+   schema's numbers are only compared or copied, and a huge one is no error.
+   The converter follows llama.cpp's (common/json-schema-to-grammar.cpp):
+   its rule bodies, its `space` rule, its rule names and its object layout,
+   so that a schema gives the output an app gets from llama.cpp. It visits
+   the schema once, then each $defs entry a $ref reaches (a work list, so
+   that recursion stays within the schema's depth), then checks that every
+   such entry can end (a fixpoint over the entries). */
+
+#define SLM__JSON_MAX_BYTES (16u << 20) /* a schema is a few kilobytes */
+#define SLM__JSON_MAX_DEPTH 64          /* arrays and objects inside each other */
+
+enum {
+    SLM__JSON_NULL,
+    SLM__JSON_FALSE,
+    SLM__JSON_TRUE,
+    SLM__JSON_NUMBER,
+    SLM__JSON_STRING,
+    SLM__JSON_ARRAY,
+    SLM__JSON_OBJECT
+};
+
+typedef struct slm__json_node {
+    int32_t type;
+    int32_t n;            /* ARRAY, OBJECT: members */
+    int32_t first, next;  /* the first member, the next sibling; -1 = none */
+    int32_t key, key_len; /* a member of an object: its name, in text */
+    int32_t str, str_len; /* STRING: the decoded bytes; NUMBER: the text as written (both in text) */
+    int32_t at;           /* byte offset in the source: the value's, a member's name's (for messages) */
+    int32_t user;         /* 0, for the reader's user: the converter's marks */
+} slm__json_node;
+
+typedef struct slm__json {
+    slm_allocator alloc;
+    slm__json_node *nodes; /* nodes[0] is the document's value */
+    int32_t n_nodes, cap_nodes;
+    char *text; /* names, strings and numbers, each followed by a NUL (a string may hold NULs too) */
+    int32_t n_text, cap_text;
+    const char *src;
+    size_t len, pos;
+    int depth;
+    slm_result result;
+    char *error;
+    size_t error_cap;
+} slm__json;
+
+/* Makes room for need elements of elem bytes in *p (capacity *cap). */
+static int slm__json_grow(const slm_allocator *a, void **p, int32_t *cap, int64_t need, size_t elem) {
+    int64_t n = *cap ? *cap : 16;
+    void *q;
+    if (need <= *cap) return 0;
+    while (n < need) n *= 2;
+    if (n > INT32_MAX) return -1;
+    q = slm__alloc(a, (size_t)n * elem);
+    if (!q) return -1;
+    if (*p) memcpy(q, *p, (size_t)*cap * elem);
+    slm__free(a, *p);
+    *p = q;
+    *cap = (int32_t)n;
+    return 0;
+}
+
+/* Line and column (1-based; the column counts characters) of byte at. */
+static int slm__json_fail(slm__json *j, size_t at, const char *what) {
+    size_t i;
+    int line = 1, col = 1;
+    if (j->result != SLM_OK) return -1;
+    for (i = 0; i < at && i < j->len; i++) {
+        if (j->src[i] == '\n') {
+            line++;
+            col = 1;
+        } else if (((unsigned char)j->src[i] & 0xC0) != 0x80) {
+            col++;
+        }
+    }
+    slm__format(j->error, j->error_cap, "JSON line %d, column %d: %s", line, col, what);
+    j->result = SLM_ERR_INVALID_ARG;
+    return -1;
+}
+
+static int slm__json_oom(slm__json *j) {
+    if (j->result == SLM_OK) slm__format(j->error, j->error_cap, "out of memory reading the JSON text");
+    j->result = SLM_ERR_OOM;
+    return -1;
+}
+
+static int slm__json_put(slm__json *j, const char *p, size_t n) {
+    if ((int64_t)j->n_text + (int64_t)n + 1 > INT32_MAX ||
+        slm__json_grow(&j->alloc, (void **)&j->text, &j->cap_text, (int64_t)j->n_text + (int64_t)n + 1, 1))
+        return slm__json_oom(j);
+    memcpy(j->text + j->n_text, p, n);
+    j->n_text += (int32_t)n;
+    return 0;
+}
+
+static int32_t slm__json_new_node(slm__json *j, int type) {
+    slm__json_node *n;
+    if (slm__json_grow(&j->alloc, (void **)&j->nodes, &j->cap_nodes, (int64_t)j->n_nodes + 1, sizeof *j->nodes))
+        return slm__json_oom(j);
+    n = &j->nodes[j->n_nodes];
+    n->type = type;
+    n->n = 0;
+    n->first = n->next = -1;
+    n->key = n->key_len = n->str = n->str_len = 0;
+    n->at = (int32_t)j->pos;
+    n->user = 0;
+    return j->n_nodes++;
+}
+
+static void slm__json_skip_space(slm__json *j) {
+    while (j->pos < j->len) {
+        char c = j->src[j->pos];
+        if (c != ' ' && c != '\t' && c != '\n' && c != '\r') break;
+        j->pos++;
+    }
+}
+
+static int slm__json_hex4(const char *p, size_t avail) {
+    int v = 0, i;
+    if (avail < 4) return -1;
+    for (i = 0; i < 4; i++) {
+        char c = p[i];
+        v <<= 4;
+        if (c >= '0' && c <= '9')
+            v |= c - '0';
+        else if (c >= 'a' && c <= 'f')
+            v |= c - 'a' + 10;
+        else if (c >= 'A' && c <= 'F')
+            v |= c - 'A' + 10;
+        else
+            return -1;
+    }
+    return v;
+}
+
+/* Length of the valid UTF-8 character at p (at most n bytes), 0 if invalid. */
+static int slm__json_utf8_len(const unsigned char *p, size_t n) {
+    unsigned c = p[0];
+    if (c < 0x80) return 1;
+    if (c >= 0xC2 && c <= 0xDF) return n >= 2 && (p[1] & 0xC0) == 0x80 ? 2 : 0;
+    if (c >= 0xE0 && c <= 0xEF) {
+        unsigned lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF; /* no overlongs, no surrogates */
+        return n >= 3 && p[1] >= lo && p[1] <= hi && (p[2] & 0xC0) == 0x80 ? 3 : 0;
+    }
+    if (c >= 0xF0 && c <= 0xF4) {
+        unsigned lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF; /* up to U+10FFFF */
+        return n >= 4 && p[1] >= lo && p[1] <= hi && (p[2] & 0xC0) == 0x80 && (p[3] & 0xC0) == 0x80 ? 4 : 0;
+    }
+    return 0;
+}
+
+/* Reads the string at pos (at its quote) into text: *off and *len. */
+static int slm__json_string(slm__json *j, int32_t *off, int32_t *len) {
+    size_t start = j->pos;
+    char msg[96];
+    j->pos++;
+    *off = j->n_text;
+    for (;;) {
+        unsigned char c;
+        size_t run = j->pos;
+        /* copy plain runs at once */
+        while (run < j->len && (unsigned char)j->src[run] >= 0x20 && (unsigned char)j->src[run] < 0x80 &&
+               j->src[run] != '"' && j->src[run] != '\\')
+            run++;
+        if (run > j->pos && slm__json_put(j, j->src + j->pos, run - j->pos)) return -1;
+        j->pos = run;
+        if (j->pos >= j->len) return slm__json_fail(j, start, "a string that never ends (no closing quote)");
+        c = (unsigned char)j->src[j->pos];
+        if (c == '"') break;
+        if (c < 0x20) {
+            slm__format(msg, sizeof msg, "control character U+%x in a string (write it as an escape)", (unsigned)c);
+            return slm__json_fail(j, j->pos, msg);
+        }
+        if (c >= 0x80) {
+            int n = slm__json_utf8_len((const unsigned char *)j->src + j->pos, j->len - j->pos);
+            if (!n) return slm__json_fail(j, j->pos, "invalid UTF-8 in a string");
+            if (slm__json_put(j, j->src + j->pos, (size_t)n)) return -1;
+            j->pos += (size_t)n;
+            continue;
+        }
+        /* an escape */
+        if (j->pos + 1 >= j->len) return slm__json_fail(j, start, "a string that never ends (no closing quote)");
+        {
+            char e = j->src[j->pos + 1], b[4];
+            const char *simple = strchr("\"\\/bfnrt", e);
+            int cp, n;
+            if (e && simple) {
+                static const char decoded[] = "\"\\/\b\f\n\r\t";
+                if (slm__json_put(j, &decoded[simple - "\"\\/bfnrt"], 1)) return -1;
+                j->pos += 2;
+                continue;
+            }
+            if (e != 'u')
+                return slm__json_fail(j, j->pos,
+                                      "unknown escape in a string (\\\" \\\\ \\/ \\b \\f \\n \\r \\t \\uXXXX)");
+            cp = slm__json_hex4(j->src + j->pos + 2, j->len - j->pos - 2);
+            if (cp < 0) return slm__json_fail(j, j->pos, "\\u needs four hexadecimal digits");
+            if (cp >= 0xDC00 && cp <= 0xDFFF)
+                return slm__json_fail(j, j->pos, "a low surrogate (\\uDC00-\\uDFFF) without its high one");
+            if (cp >= 0xD800 && cp <= 0xDBFF) {
+                int lo = -1;
+                if (j->pos + 7 < j->len && j->src[j->pos + 6] == '\\' && j->src[j->pos + 7] == 'u')
+                    lo = slm__json_hex4(j->src + j->pos + 8, j->len - j->pos - 8);
+                if (lo < 0xDC00 || lo > 0xDFFF)
+                    return slm__json_fail(j, j->pos, "a high surrogate (\\uD800-\\uDBFF) not followed by a low one");
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                j->pos += 6;
+            }
+            j->pos += 6;
+            if (cp < 0x80) {
+                b[0] = (char)cp;
+                n = 1;
+            } else if (cp < 0x800) {
+                b[0] = (char)(0xC0 | cp >> 6);
+                b[1] = (char)(0x80 | (cp & 63));
+                n = 2;
+            } else if (cp < 0x10000) {
+                b[0] = (char)(0xE0 | cp >> 12);
+                b[1] = (char)(0x80 | (cp >> 6 & 63));
+                b[2] = (char)(0x80 | (cp & 63));
+                n = 3;
+            } else {
+                b[0] = (char)(0xF0 | cp >> 18);
+                b[1] = (char)(0x80 | (cp >> 12 & 63));
+                b[2] = (char)(0x80 | (cp >> 6 & 63));
+                b[3] = (char)(0x80 | (cp & 63));
+                n = 4;
+            }
+            if (slm__json_put(j, b, (size_t)n)) return -1;
+        }
+    }
+    j->pos++;
+    *len = j->n_text - *off;
+    return slm__json_put(j, "", 1);
+}
+
+static int32_t slm__json_value(slm__json *j);
+
+/* Arrays and objects: members linked in order; an object's member has its name. */
+static int32_t slm__json_container(slm__json *j, int object) {
+    int32_t node, last = -1;
+    char close = object ? '}' : ']';
+    if (++j->depth > SLM__JSON_MAX_DEPTH) {
+        char msg[96];
+        slm__format(msg, sizeof msg, "nesting deeper than %d levels", SLM__JSON_MAX_DEPTH);
+        return slm__json_fail(j, j->pos, msg);
+    }
+    node = slm__json_new_node(j, object ? SLM__JSON_OBJECT : SLM__JSON_ARRAY);
+    if (node < 0) return -1;
+    j->pos++;
+    slm__json_skip_space(j);
+    if (j->pos < j->len && j->src[j->pos] == close) {
+        j->pos++;
+        j->depth--;
+        return node;
+    }
+    for (;;) {
+        int32_t key = 0, key_len = 0, member, key_at = (int32_t)j->pos;
+        if (object) {
+            if (j->pos >= j->len || j->src[j->pos] != '"')
+                return slm__json_fail(j, j->pos, "expected a member name in double quotes");
+            if (slm__json_string(j, &key, &key_len)) return -1;
+            slm__json_skip_space(j);
+            if (j->pos >= j->len || j->src[j->pos] != ':')
+                return slm__json_fail(j, j->pos, "expected ':' after a member name");
+            j->pos++;
+        }
+        member = slm__json_value(j);
+        if (member < 0) return -1;
+        j->nodes[member].key = key;
+        j->nodes[member].key_len = key_len;
+        if (object) j->nodes[member].at = key_at;
+        if (last < 0)
+            j->nodes[node].first = member;
+        else
+            j->nodes[last].next = member;
+        last = member;
+        j->nodes[node].n++;
+        slm__json_skip_space(j);
+        if (j->pos < j->len && j->src[j->pos] == ',') {
+            j->pos++;
+            slm__json_skip_space(j);
+            if (j->pos < j->len && j->src[j->pos] == close) return slm__json_fail(j, j->pos, "a trailing comma");
+            continue;
+        }
+        if (j->pos < j->len && j->src[j->pos] == close) break;
+        return slm__json_fail(j, j->pos,
+                              object ? "expected ',' or '}' in an object" : "expected ',' or ']' in an array");
+    }
+    j->pos++;
+    j->depth--;
+    return node;
+}
+
+static int32_t slm__json_number(slm__json *j) {
+    size_t start = j->pos, p = j->pos;
+    const char *s = j->src;
+    int32_t node;
+    if (p < j->len && s[p] == '-') p++;
+    if (p >= j->len || s[p] < '0' || s[p] > '9') return slm__json_fail(j, p, "a number needs a digit here");
+    if (s[p] == '0') {
+        p++;
+        if (p < j->len && s[p] >= '0' && s[p] <= '9') return slm__json_fail(j, start, "a number with a leading zero");
+    } else {
+        while (p < j->len && s[p] >= '0' && s[p] <= '9') p++;
+    }
+    if (p < j->len && s[p] == '.') {
+        p++;
+        if (p >= j->len || s[p] < '0' || s[p] > '9')
+            return slm__json_fail(j, p, "a digit must follow the decimal point");
+        while (p < j->len && s[p] >= '0' && s[p] <= '9') p++;
+    }
+    if (p < j->len && (s[p] == 'e' || s[p] == 'E')) {
+        p++;
+        if (p < j->len && (s[p] == '+' || s[p] == '-')) p++;
+        if (p >= j->len || s[p] < '0' || s[p] > '9') return slm__json_fail(j, p, "an exponent needs a digit");
+        while (p < j->len && s[p] >= '0' && s[p] <= '9') p++;
+    }
+    node = slm__json_new_node(j, SLM__JSON_NUMBER);
+    if (node < 0) return -1;
+    j->nodes[node].str = j->n_text;
+    j->nodes[node].str_len = (int32_t)(p - start);
+    if (slm__json_put(j, s + start, p - start) || slm__json_put(j, "", 1)) return -1;
+    j->pos = p;
+    return node;
+}
+
+static int32_t slm__json_value(slm__json *j) {
+    char c;
+    slm__json_skip_space(j);
+    if (j->pos >= j->len) return slm__json_fail(j, j->pos, "expected a value, found the end of the text");
+    c = j->src[j->pos];
+    if (c == '{' || c == '[') return slm__json_container(j, c == '{');
+    if (c == '"') {
+        int32_t node = slm__json_new_node(j, SLM__JSON_STRING), off, len;
+        if (node < 0 || slm__json_string(j, &off, &len)) return -1;
+        j->nodes[node].str = off;
+        j->nodes[node].str_len = len;
+        return node;
+    }
+    if (c == '-' || (c >= '0' && c <= '9')) return slm__json_number(j);
+    {
+        static const char *const words[3] = { "null", "false", "true" };
+        int w;
+        for (w = 0; w < 3; w++) {
+            size_t n = strlen(words[w]);
+            if (j->len - j->pos >= n && memcmp(j->src + j->pos, words[w], n) == 0) {
+                j->pos += n;
+                return slm__json_new_node(j, w == 0 ? SLM__JSON_NULL : w == 1 ? SLM__JSON_FALSE : SLM__JSON_TRUE);
+            }
+        }
+    }
+    {
+        char msg[96];
+        if ((unsigned char)c >= 0x20 && (unsigned char)c < 0x7F)
+            slm__format(msg, sizeof msg, "unexpected '%c' (not a JSON value)", c);
+        else
+            slm__format(msg, sizeof msg, "unexpected byte 0x%x (not a JSON value)", (unsigned)(unsigned char)c);
+        return slm__json_fail(j, j->pos, msg);
+    }
+}
+
+static uint32_t slm__json_hash(const char *p, size_t n, uint32_t seed) {
+    uint32_t h = 2166136261u ^ seed;
+    size_t i;
+    for (i = 0; i < n; i++) h = (h ^ (unsigned char)p[i]) * 16777619u;
+    return h;
+}
+
+/* RFC 8259 leaves duplicate names to the reader: a schema with two "type"s
+   means nothing clear, so they are refused, with one hash table over every
+   member of every object (linear time whatever the input). */
+static int slm__json_check_duplicates(slm__json *j) {
+    int64_t members = 0;
+    uint32_t cap = 16, mask, h;
+    int32_t *slot, *owner, o, m;
+    for (o = 0; o < j->n_nodes; o++)
+        if (j->nodes[o].type == SLM__JSON_OBJECT) members += j->nodes[o].n;
+    if (members < 2) return 0;
+    while ((int64_t)cap < members * 2) cap *= 2;
+    mask = cap - 1;
+    slot = (int32_t *)slm__alloc(&j->alloc, (size_t)cap * sizeof *slot);
+    owner = (int32_t *)slm__alloc(&j->alloc, (size_t)cap * sizeof *owner);
+    if (!slot || !owner) {
+        slm__free(&j->alloc, slot);
+        slm__free(&j->alloc, owner);
+        return slm__json_oom(j);
+    }
+    memset(slot, 0xFF, (size_t)cap * sizeof *slot);
+    for (o = 0; o < j->n_nodes && j->result == SLM_OK; o++) {
+        if (j->nodes[o].type != SLM__JSON_OBJECT) continue;
+        for (m = j->nodes[o].first; m >= 0; m = j->nodes[m].next) {
+            const slm__json_node *mn = &j->nodes[m];
+            h = slm__json_hash(j->text + mn->key, (size_t)mn->key_len, (uint32_t)o * 2654435761u) & mask;
+            while (slot[h] >= 0) {
+                const slm__json_node *other = &j->nodes[slot[h]];
+                if (owner[h] == o && other->key_len == mn->key_len &&
+                    memcmp(j->text + other->key, j->text + mn->key, (size_t)mn->key_len) == 0) {
+                    char msg[160];
+                    slm__format(msg, sizeof msg, "the name \"%s\" appears twice in one object", j->text + mn->key);
+                    slm__json_fail(j, (size_t)mn->at, msg);
+                    break;
+                }
+                h = (h + 1) & mask;
+            }
+            if (j->result != SLM_OK) break;
+            slot[h] = m;
+            owner[h] = o;
+        }
+    }
+    slm__free(&j->alloc, slot);
+    slm__free(&j->alloc, owner);
+    return j->result == SLM_OK ? 0 : -1;
+}
+
+static void slm__json_free(slm__json *j) {
+    slm__free(&j->alloc, j->nodes);
+    slm__free(&j->alloc, j->text);
+    j->nodes = NULL;
+    j->text = NULL;
+}
+
+/* Parses src[0..len) into j (nodes[0] the value). On failure the message,
+   with line and column, is in error; call slm__json_free in every case. */
+static slm_result slm__json_parse(slm__json *j, const char *src, size_t len, slm_allocator alloc, char *error,
+                                  size_t error_cap) {
+    memset(j, 0, sizeof *j);
+    j->alloc = slm__allocator_or_default(alloc);
+    j->src = src;
+    j->len = len;
+    j->error = error;
+    j->error_cap = error_cap;
+    if (len > SLM__JSON_MAX_BYTES) {
+        char msg[96];
+        slm__format(msg, sizeof msg, "longer than %u bytes", (unsigned)SLM__JSON_MAX_BYTES);
+        slm__json_fail(j, 0, msg);
+        return j->result;
+    }
+    if (len >= 3 && memcmp(src, "\xEF\xBB\xBF", 3) == 0) j->pos = 3;
+    if (slm__json_value(j) < 0) return j->result;
+    slm__json_skip_space(j);
+    if (j->pos < j->len) {
+        slm__json_fail(j, j->pos, "more text after the JSON value");
+        return j->result;
+    }
+    slm__json_check_duplicates(j);
+    return j->result;
+}
+
+/* The member of object obj named key (NUL-terminated), -1 when absent. */
+static int32_t slm__json_member(const slm__json *j, int32_t obj, const char *key) {
+    int32_t m;
+    size_t n = strlen(key);
+    if (obj < 0 || j->nodes[obj].type != SLM__JSON_OBJECT) return -1;
+    for (m = j->nodes[obj].first; m >= 0; m = j->nodes[m].next)
+        if ((size_t)j->nodes[m].key_len == n && memcmp(j->text + j->nodes[m].key, key, n) == 0) return m;
+    return -1;
+}
+
+/* ---- the converter ---- */
+
+#define SLM__SCHEMA_NAME_MAX  64 /* bytes of a name made from the schema's names (a suffix may follow) */
+#define SLM__SCHEMA_REF_MAX   (SLM__SCHEMA_NAME_MAX + 48) /* any rule name, with its NUL */
+#define SLM__SCHEMA_MAX_ITEMS 1000 /* minItems / maxItems: GBNF repetitions are expanded into rules */
+
+enum { /* JSON types, as bits */
+       SLM__JT_OBJECT = 1,
+       SLM__JT_ARRAY = 2,
+       SLM__JT_STRING = 4,
+       SLM__JT_NUMBER = 8,
+       SLM__JT_INTEGER = 16,
+       SLM__JT_BOOLEAN = 32,
+       SLM__JT_NULL = 64
+};
+static const char *const slm__jt_names[7] = { "object", "array", "string", "number", "integer", "boolean", "null" };
+
+typedef struct slm__sbuf {
+    char *p;
+    int32_t n, cap;
+} slm__sbuf;
+
+typedef struct slm__schema_rule {
+    int32_t name, name_len; /* in store */
+    int32_t body, body_len; /* in store; body_len -1 while its $defs entry waits in the work list */
+} slm__schema_rule;
+
+typedef struct slm__schema_def { /* a $defs entry some $ref reaches */
+    int32_t node, rule, ends;
+    int32_t path; /* its JSON pointer, in store */
+} slm__schema_def;
+
+typedef struct slm__schema {
+    slm_allocator alloc;
+    slm__json js;
+    slm__sbuf store;   /* rule names and bodies, def paths */
+    slm__sbuf scratch; /* bodies being written, a stack: each visit appends and its caller takes it */
+    slm__sbuf path;    /* the JSON pointer of the schema being visited, for messages */
+    slm__schema_rule *rules;
+    int32_t n_rules, cap_rules;
+    int32_t *slots; /* open addressing over rule names: rule index or -1 */
+    int32_t cap_slots;
+    slm__schema_def *defs;
+    int32_t n_defs, cap_defs, next_def;
+    int32_t *ints; /* a stack of rule indices (an object's members) */
+    int32_t n_ints, cap_ints;
+    int32_t defs_node[2];  /* the root's "$defs" and "definitions", -1 when absent */
+    int32_t *def_slots[2]; /* hash sets of their members, by name */
+    uint32_t def_mask[2];
+    slm_result result;
+    char *error;
+    size_t error_cap;
+} slm__schema;
+
+static int slm__schema_oom(slm__schema *c) {
+    if (c->result == SLM_OK) slm__format(c->error, c->error_cap, "out of memory converting the schema");
+    c->result = SLM_ERR_OOM;
+    return -1;
+}
+
+/* An error about the schema at the current path: "what at /path". */
+static int slm__schema_fail(slm__schema *c, const char *what) {
+    if (c->result != SLM_OK) return -1;
+    slm__format(c->error, c->error_cap, "%s at %s", what, c->path.n ? c->path.p : "the root");
+    c->result = SLM_ERR_INVALID_ARG;
+    return -1;
+}
+
+static int slm__sbuf_put(slm__schema *c, slm__sbuf *b, const char *p, size_t n) {
+    if (c->result != SLM_OK) return -1;
+    if ((int64_t)b->n + (int64_t)n + 1 > INT32_MAX ||
+        slm__json_grow(&c->alloc, (void **)&b->p, &b->cap, (int64_t)b->n + (int64_t)n + 1, 1))
+        return slm__schema_oom(c);
+    memcpy(b->p + b->n, p, n);
+    b->n += (int32_t)n;
+    b->p[b->n] = 0; /* always a C string */
+    return 0;
+}
+static int slm__sbuf_str(slm__schema *c, slm__sbuf *b, const char *s) { return slm__sbuf_put(c, b, s, strlen(s)); }
+static void slm__sbuf_cut(slm__sbuf *b, int32_t n) {
+    b->n = n;
+    if (b->p) b->p[n] = 0;
+}
+
+/* Appends "/" and a name with JSON Pointer's ~0 and ~1 to b. */
+static void slm__schema_pointer(slm__schema *c, slm__sbuf *b, const char *seg, size_t n) {
+    size_t i;
+    slm__sbuf_put(c, b, "/", 1);
+    for (i = 0; i < n; i++) {
+        if (seg[i] == '~')
+            slm__sbuf_put(c, b, "~0", 2);
+        else if (seg[i] == '/')
+            slm__sbuf_put(c, b, "~1", 2);
+        else
+            slm__sbuf_put(c, b, seg + i, 1);
+    }
+}
+static int32_t slm__schema_push(slm__schema *c, const char *seg, size_t n) {
+    int32_t mark = c->path.n;
+    slm__schema_pointer(c, &c->path, seg, n);
+    return mark;
+}
+
+/* A name made of [a-zA-Z0-9-]: llama.cpp's rule names (other runs become '-'). */
+static void slm__schema_name(char *dst, const char *prefix, const char *seg, size_t n) {
+    size_t len = strlen(prefix), i;
+    if (len > SLM__SCHEMA_NAME_MAX) len = SLM__SCHEMA_NAME_MAX;
+    memmove(dst, prefix, len);
+    if (len && len < SLM__SCHEMA_NAME_MAX) dst[len++] = '-';
+    for (i = 0; i < n && len < SLM__SCHEMA_NAME_MAX; i++) {
+        char ch = seg[i];
+        int ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '-';
+        if (ok)
+            dst[len++] = ch;
+        else if (!len || dst[len - 1] != '-')
+            dst[len++] = '-';
+    }
+    if (!len) dst[len++] = 'x';
+    dst[len] = 0;
+}
+
+static const char *slm__schema_rule_name(const slm__schema *c, int32_t r) { return c->store.p + c->rules[r].name; }
+
+static int32_t *slm__schema_slot(slm__schema *c, const char *name, size_t n) {
+    uint32_t mask = (uint32_t)c->cap_slots - 1, h = slm__json_hash(name, n, 0) & mask;
+    while (c->slots[h] >= 0) {
+        const slm__schema_rule *r = &c->rules[c->slots[h]];
+        if ((size_t)r->name_len == n && memcmp(c->store.p + r->name, name, n) == 0) break;
+        h = (h + 1) & mask;
+    }
+    return &c->slots[h];
+}
+
+static int32_t slm__schema_find(slm__schema *c, const char *name) {
+    if (!c->cap_slots) return -1; /* no rule yet: the first one's allocation failed */
+    return *slm__schema_slot(c, name, strlen(name));
+}
+
+/* A new rule named exactly name (not yet in use) with body (NULL: pending). */
+static int32_t slm__schema_new_rule(slm__schema *c, const char *name, const char *body, size_t body_len) {
+    int32_t r, *slot;
+    size_t n = strlen(name);
+    if (c->result != SLM_OK) return -1;
+    if ((int64_t)(c->n_rules + 1) * 2 > c->cap_slots) { /* rehash at half full */
+        int32_t cap = c->cap_slots ? c->cap_slots * 2 : 64, i;
+        int32_t *slots = (int32_t *)slm__alloc(&c->alloc, (size_t)cap * sizeof *slots);
+        if (!slots) return slm__schema_oom(c);
+        memset(slots, 0xFF, (size_t)cap * sizeof *slots);
+        slm__free(&c->alloc, c->slots);
+        c->slots = slots;
+        c->cap_slots = cap;
+        for (i = 0; i < c->n_rules; i++)
+            *slm__schema_slot(c, slm__schema_rule_name(c, i), (size_t)c->rules[i].name_len) = i;
+    }
+    if (slm__json_grow(&c->alloc, (void **)&c->rules, &c->cap_rules, (int64_t)c->n_rules + 1, sizeof *c->rules))
+        return slm__schema_oom(c);
+    r = c->n_rules;
+    c->rules[r].name = c->store.n;
+    c->rules[r].name_len = (int32_t)n;
+    if (slm__sbuf_put(c, &c->store, name, n + 1)) return -1;
+    c->rules[r].body = c->store.n;
+    c->rules[r].body_len = -1;
+    if (body) {
+        if (slm__sbuf_put(c, &c->store, body, body_len)) return -1;
+        c->rules[r].body_len = (int32_t)body_len;
+    }
+    slot = slm__schema_slot(c, name, n);
+    *slot = r;
+    c->n_rules++;
+    return r;
+}
+
+static int slm__schema_reserved(const char *name) {
+    static const char *const reserved[] = { "root",         "space",  "boolean", "null", "integral-part",
+                                            "decimal-part", "number", "integer", "char", "string",
+                                            "value",        "object", "array" };
+    size_t i;
+    for (i = 0; i < sizeof reserved / sizeof *reserved; i++)
+        if (strcmp(name, reserved[i]) == 0) return 1;
+    return 0;
+}
+
+/* llama.cpp's _add_rule: the name (plus '-' when a built-in has it), or the
+   rule of that name when its body is the same, else name0, name1, ... body
+   NULL reserves a rule whose body comes later. */
+static int32_t slm__schema_add_rule(slm__schema *c, const char *name, const char *body, size_t body_len) {
+    char base[SLM__SCHEMA_REF_MAX], cand[SLM__SCHEMA_REF_MAX];
+    int32_t r;
+    unsigned i;
+    if (c->result != SLM_OK) return -1;
+    slm__format(base, sizeof base, "%s%s", name, slm__schema_reserved(name) ? "-" : "");
+    slm__format(cand, sizeof cand, "%s", base);
+    for (i = 0;; i++) {
+        r = slm__schema_find(c, cand);
+        if (r < 0) return slm__schema_new_rule(c, cand, body, body_len);
+        if (body && c->rules[r].body_len == (int32_t)body_len &&
+            memcmp(c->store.p + c->rules[r].body, body, body_len) == 0)
+            return r;
+        slm__format(cand, sizeof cand, "%s%u", base, i);
+    }
+}
+
+/* The built-in rules, llama.cpp's PRIMITIVE_RULES (added on first use with what they use). */
+static int32_t slm__schema_primitive(slm__schema *c, const char *name) {
+    static const char *const prim[][3] = {
+        { "space", "| \" \" | \"\\n\"{1,2} [ \\t]{0,20}", "" },
+        { "boolean", "(\"true\" | \"false\")", "" },
+        { "null", "\"null\"", "" },
+        { "integral-part", "[0] | [1-9] [0-9]{0,15}", "" },
+        { "decimal-part", "[0-9]{1,16}", "" },
+        { "number", "(\"-\"? integral-part) (\".\" decimal-part)? ([eE] [-+]? integral-part)?",
+          "integral-part decimal-part" },
+        { "integer", "(\"-\"? integral-part)", "integral-part" },
+        { "char", "[^\"\\\\\\x7F\\x00-\\x1F] | [\\\\] ([\"\\\\bfnrt] | \"u\" [0-9a-fA-F]{4})", "" },
+        { "string", "\"\\\"\" char* \"\\\"\"", "char" },
+        { "value", "object | array | string | number | boolean | null", "object array string number boolean null" },
+        { "object", "\"{\" space ( string \":\" space value (\",\" space string \":\" space value)* )? space \"}\"",
+          "space string value" },
+        { "array", "\"[\" space ( value (\",\" space value)* )? space \"]\"", "space value" },
+    };
+    size_t i;
+    int32_t r = slm__schema_find(c, name);
+    if (r >= 0 || c->result != SLM_OK) return r;
+    for (i = 0; i < sizeof prim / sizeof *prim; i++) {
+        const char *dep;
+        if (strcmp(prim[i][0], name) != 0) continue;
+        r = slm__schema_new_rule(c, name, prim[i][1], strlen(prim[i][1]));
+        for (dep = prim[i][2]; *dep;) { /* dependencies, space-separated */
+            char d[32];
+            size_t n = strcspn(dep, " ");
+            memcpy(d, dep, n);
+            d[n] = 0;
+            slm__schema_primitive(c, d);
+            dep += n + (dep[n] == ' ');
+        }
+        return r;
+    }
+    return -1;
+}
+
+/* Appends the name of a built-in rule to scratch. */
+static int slm__schema_put_primitive(slm__schema *c, const char *name) {
+    if (slm__schema_primitive(c, name) < 0) return -1;
+    return slm__sbuf_str(c, &c->scratch, name);
+}
+
+/* Appends to scratch a GBNF string literal of n bytes at c->scratch.p + from
+   (valid UTF-8): quotes, backslashes, and control bytes escaped. */
+static int slm__schema_literal_of(slm__schema *c, int32_t from, int32_t n) {
+    int32_t i;
+    char esc[8];
+    if (slm__sbuf_put(c, &c->scratch, "\"", 1)) return -1;
+    for (i = 0; i < n && c->result == SLM_OK; i++) {
+        unsigned char ch = (unsigned char)c->scratch.p[from + i];
+        if (ch == '"' || ch == '\\')
+            slm__format(esc, sizeof esc, "\\%c", ch);
+        else if (ch == '\n')
+            slm__format(esc, sizeof esc, "\\n");
+        else if (ch == '\r')
+            slm__format(esc, sizeof esc, "\\r");
+        else if (ch == '\t')
+            slm__format(esc, sizeof esc, "\\t");
+        else if (ch < 0x20 || ch == 0x7F)
+            slm__format(esc, sizeof esc, "\\x%c%c", "0123456789ABCDEF"[ch >> 4], "0123456789ABCDEF"[ch & 15]);
+        else {
+            esc[0] = (char)ch;
+            esc[1] = 0;
+        }
+        slm__sbuf_str(c, &c->scratch, esc);
+    }
+    return slm__sbuf_put(c, &c->scratch, "\"", 1);
+}
+
+/* Appends to scratch a JSON string (quoted, escaped as compact JSON writers do). */
+static int slm__schema_json_string(slm__schema *c, const char *s, int32_t n) {
+    int32_t i;
+    slm__sbuf_put(c, &c->scratch, "\"", 1);
+    for (i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        char esc[8];
+        if (ch == '"' || ch == '\\')
+            slm__format(esc, sizeof esc, "\\%c", ch);
+        else if (ch == '\b')
+            slm__format(esc, sizeof esc, "\\b");
+        else if (ch == '\f')
+            slm__format(esc, sizeof esc, "\\f");
+        else if (ch == '\n')
+            slm__format(esc, sizeof esc, "\\n");
+        else if (ch == '\r')
+            slm__format(esc, sizeof esc, "\\r");
+        else if (ch == '\t')
+            slm__format(esc, sizeof esc, "\\t");
+        else if (ch < 0x20)
+            slm__format(esc, sizeof esc, "\\u00%c%c", "0123456789abcdef"[ch >> 4], "0123456789abcdef"[ch & 15]);
+        else {
+            esc[0] = (char)ch;
+            esc[1] = 0;
+        }
+        slm__sbuf_str(c, &c->scratch, esc);
+    }
+    return slm__sbuf_put(c, &c->scratch, "\"", 1);
+}
+
+/* Appends to scratch the compact JSON text of a value (numbers as written). */
+static int slm__schema_dump(slm__schema *c, int32_t v) {
+    const slm__json_node *n = &c->js.nodes[v];
+    int32_t m;
+    switch (n->type) {
+    case SLM__JSON_NULL: return slm__sbuf_str(c, &c->scratch, "null");
+    case SLM__JSON_FALSE: return slm__sbuf_str(c, &c->scratch, "false");
+    case SLM__JSON_TRUE: return slm__sbuf_str(c, &c->scratch, "true");
+    case SLM__JSON_NUMBER: return slm__sbuf_put(c, &c->scratch, c->js.text + n->str, (size_t)n->str_len);
+    case SLM__JSON_STRING: return slm__schema_json_string(c, c->js.text + n->str, n->str_len);
+    default: break;
+    }
+    slm__sbuf_str(c, &c->scratch, n->type == SLM__JSON_ARRAY ? "[" : "{");
+    for (m = n->first; m >= 0; m = c->js.nodes[m].next) {
+        if (m != n->first) slm__sbuf_str(c, &c->scratch, ",");
+        if (n->type == SLM__JSON_OBJECT) {
+            slm__schema_json_string(c, c->js.text + c->js.nodes[m].key, c->js.nodes[m].key_len);
+            slm__sbuf_str(c, &c->scratch, ":");
+        }
+        slm__schema_dump(c, m);
+    }
+    return slm__sbuf_str(c, &c->scratch, n->type == SLM__JSON_ARRAY ? "]" : "}");
+}
+
+/* Appends the GBNF literal matching exactly the compact JSON text of v. */
+static int slm__schema_const(slm__schema *c, int32_t v) {
+    int32_t mark = c->scratch.n, n, lit;
+    if (slm__schema_dump(c, v)) return -1;
+    n = c->scratch.n - mark;
+    lit = c->scratch.n;
+    if (slm__schema_literal_of(c, mark, n)) return -1;
+    memmove(c->scratch.p + mark, c->scratch.p + lit, (size_t)(c->scratch.n - lit));
+    slm__sbuf_cut(&c->scratch, mark + (c->scratch.n - lit));
+    return 0;
+}
+
+/* Whether a JSON number (its text) is an integer: "2", "2.0", "2e3", "0e-5", not "2.5" or "25e-1":
+   every digit the exponent leaves right of the point is a zero. */
+static int slm__schema_integral(const char *s, int32_t n) {
+    int32_t i = 0, n_int = 0, k = 0;
+    long long exp = 0, point;
+    int neg = 0;
+    if (s[0] == '-') i++;
+    while (i + n_int < n && s[i + n_int] >= '0' && s[i + n_int] <= '9') n_int++;
+    {
+        const char *e = (const char *)memchr(s, 'e', (size_t)n);
+        if (!e) e = (const char *)memchr(s, 'E', (size_t)n);
+        if (e) {
+            e++;
+            if (*e == '+' || *e == '-') neg = *e++ == '-';
+            for (; e < s + n; e++)
+                if (exp < 100000000) exp = exp * 10 + (*e - '0');
+        }
+    }
+    point = n_int + (neg ? -exp : exp);
+    for (; i < n && s[i] != 'e' && s[i] != 'E'; i++) {
+        if (s[i] == '.') continue;
+        if (k >= point && s[i] != '0') return 0;
+        k++;
+    }
+    return 1;
+}
+
+static int slm__schema_type_of(const slm__schema *c, int32_t v) {
+    const slm__json_node *n = &c->js.nodes[v];
+    switch (n->type) {
+    case SLM__JSON_NULL: return SLM__JT_NULL;
+    case SLM__JSON_FALSE:
+    case SLM__JSON_TRUE: return SLM__JT_BOOLEAN;
+    case SLM__JSON_NUMBER:
+        return SLM__JT_NUMBER | (slm__schema_integral(c->js.text + n->str, n->str_len) ? SLM__JT_INTEGER : 0);
+    case SLM__JSON_STRING: return SLM__JT_STRING;
+    case SLM__JSON_ARRAY: return SLM__JT_ARRAY;
+    default: return SLM__JT_OBJECT;
+    }
+}
+
+/* A count keyword's value: a non-negative integer up to SLM__SCHEMA_MAX_ITEMS. */
+static int slm__schema_count(slm__schema *c, int32_t v, const char *kw, int *out) {
+    const slm__json_node *n = &c->js.nodes[v];
+    const char *s = c->js.text + n->str;
+    char msg[160];
+    long long value;
+    if (n->type != SLM__JSON_NUMBER || !(slm__schema_type_of(c, v) & SLM__JT_INTEGER) || s[0] == '-') {
+        slm__format(msg, sizeof msg, "'%s' must be a non-negative integer", kw);
+        return slm__schema_fail(c, msg);
+    }
+    {
+        double d = strtod(s, NULL); /* an integer, possibly written 2.0 or 1e2 */
+        value = d > SLM__SCHEMA_MAX_ITEMS ? SLM__SCHEMA_MAX_ITEMS + 1 : (long long)d;
+    }
+    if (value > SLM__SCHEMA_MAX_ITEMS) {
+        slm__format(msg, sizeof msg, "'%s' %s is more than this converter supports (%d)", kw, s, SLM__SCHEMA_MAX_ITEMS);
+        return slm__schema_fail(c, msg);
+    }
+    *out = (int)value;
+    return 0;
+}
+
+/* The keywords of one schema object (member nodes, -1 when absent). */
+typedef struct slm__schema_kw {
+    int32_t type, properties, required, additional, items, min_items, max_items, enum_, const_, ref;
+} slm__schema_kw;
+
+static int slm__schema_key_is(const slm__schema *c, int32_t m, const char *kw) {
+    size_t n = strlen(kw);
+    return (size_t)c->js.nodes[m].key_len == n && memcmp(c->js.text + c->js.nodes[m].key, kw, n) == 0;
+}
+
+/* Sorts the members of schema object node into kw; complains about the rest. */
+static int slm__schema_keywords(slm__schema *c, int32_t node, slm__schema_kw *kw) {
+    static const char *const ignored[] = {
+        "description", "title", "$schema", "$id", "default", "examples", "$comment"
+    };
+    int32_t m;
+    kw->type = kw->properties = kw->required = kw->additional = kw->items = -1;
+    kw->min_items = kw->max_items = kw->enum_ = kw->const_ = kw->ref = -1;
+    for (m = c->js.nodes[node].first; m >= 0; m = c->js.nodes[m].next) {
+        size_t i;
+        int known = 0;
+        char msg[160];
+        for (i = 0; i < sizeof ignored / sizeof *ignored; i++) known |= slm__schema_key_is(c, m, ignored[i]);
+        if (known) continue;
+        if (slm__schema_key_is(c, m, "type"))
+            kw->type = m;
+        else if (slm__schema_key_is(c, m, "properties"))
+            kw->properties = m;
+        else if (slm__schema_key_is(c, m, "required"))
+            kw->required = m;
+        else if (slm__schema_key_is(c, m, "additionalProperties"))
+            kw->additional = m;
+        else if (slm__schema_key_is(c, m, "items"))
+            kw->items = m;
+        else if (slm__schema_key_is(c, m, "minItems"))
+            kw->min_items = m;
+        else if (slm__schema_key_is(c, m, "maxItems"))
+            kw->max_items = m;
+        else if (slm__schema_key_is(c, m, "enum"))
+            kw->enum_ = m;
+        else if (slm__schema_key_is(c, m, "const"))
+            kw->const_ = m;
+        else if (slm__schema_key_is(c, m, "$ref"))
+            kw->ref = m;
+        else if (slm__schema_key_is(c, m, "$defs") || slm__schema_key_is(c, m, "definitions")) {
+            if (node != 0) {
+                slm__format(msg, sizeof msg, "'%s' is supported at the root only", c->js.text + c->js.nodes[m].key);
+                return slm__schema_fail(c, msg);
+            }
+        } else {
+            slm__format(msg, sizeof msg, "unsupported keyword '%s'", c->js.text + c->js.nodes[m].key);
+            return slm__schema_fail(c, msg);
+        }
+    }
+    return 0;
+}
+
+/* The types of kw.type in order (count returned), or -1 after an error. */
+static int slm__schema_types(slm__schema *c, const slm__schema_kw *kw, int *types) {
+    int n = 0, mask = 0, k;
+    int32_t v, first;
+    char msg[160];
+    if (kw->type < 0) return 0;
+    v = kw->type;
+    first = c->js.nodes[v].type == SLM__JSON_ARRAY ? c->js.nodes[v].first : v;
+    if (c->js.nodes[v].type == SLM__JSON_ARRAY && first < 0)
+        return slm__schema_fail(c, "'type' is an empty array (no value has no type)");
+    for (v = first; v >= 0; v = c->js.nodes[v].next) {
+        const slm__json_node *t = &c->js.nodes[v];
+        if (t->type != SLM__JSON_STRING) return slm__schema_fail(c, "'type' must be a string or an array of strings");
+        for (k = 0; k < 7; k++)
+            if ((size_t)t->str_len == strlen(slm__jt_names[k]) &&
+                memcmp(c->js.text + t->str, slm__jt_names[k], (size_t)t->str_len) == 0)
+                break;
+        if (k == 7) {
+            slm__format(msg, sizeof msg, "unknown type '%s'", c->js.text + t->str);
+            return slm__schema_fail(c, msg);
+        }
+        if (mask & (1 << k)) {
+            slm__format(msg, sizeof msg, "type '%s' appears twice in 'type'", slm__jt_names[k]);
+            return slm__schema_fail(c, msg);
+        }
+        mask |= 1 << k;
+        types[n++] = 1 << k;
+        if (c->js.nodes[kw->type].type != SLM__JSON_ARRAY) break;
+    }
+    return n;
+}
+
+/* A string of a JSON node: a member's name (by_key) or a string value. */
+static const char *slm__schema_str(const slm__schema *c, int32_t m, int by_key, int32_t *n) {
+    *n = by_key ? c->js.nodes[m].key_len : c->js.nodes[m].str_len;
+    return c->js.text + (by_key ? c->js.nodes[m].key : c->js.nodes[m].str);
+}
+
+/* Adds member m to a hash set of members (slots[mask + 1], -1 = free);
+   returns the member already there with the same string, else -1. */
+static int32_t slm__schema_set_put(const slm__schema *c, int32_t *slots, uint32_t mask, int32_t m, int by_key) {
+    int32_t n, k;
+    const char *p = slm__schema_str(c, m, by_key, &n), *q;
+    uint32_t h = slm__json_hash(p, (size_t)n, 0) & mask;
+    for (; slots[h] >= 0; h = (h + 1) & mask) {
+        q = slm__schema_str(c, slots[h], by_key, &k);
+        if (k == n && memcmp(p, q, (size_t)n) == 0) return slots[h];
+    }
+    if (m >= 0) slots[h] = m;
+    return -1;
+}
+
+/* The member in the set whose string is p[0..n), -1 when none. */
+static int32_t slm__schema_set_get(const slm__schema *c, const int32_t *slots, uint32_t mask, const char *p, int32_t n,
+                                   int by_key) {
+    uint32_t h = slm__json_hash(p, (size_t)n, 0) & mask;
+    int32_t k;
+    for (; slots[h] >= 0; h = (h + 1) & mask) {
+        const char *q = slm__schema_str(c, slots[h], by_key, &k);
+        if (k == n && memcmp(p, q, (size_t)n) == 0) return slots[h];
+    }
+    return -1;
+}
+
+/* Finds the $defs entry a "$ref" string names: its member node, or -1. */
+static int32_t slm__schema_resolve(slm__schema *c, int32_t ref) {
+    const slm__json_node *r = &c->js.nodes[ref];
+    const char *s = c->js.text + r->str, *name;
+    int which;
+    int32_t i, len, mark = c->scratch.n, found;
+    if (r->type != SLM__JSON_STRING) return -1;
+    if (r->user) return r->user - 1; /* resolved before */
+    if (strncmp(s, "#/$defs/", 8) == 0)
+        which = 0, name = s + 8;
+    else if (strncmp(s, "#/definitions/", 14) == 0)
+        which = 1, name = s + 14;
+    else
+        return -1;
+    len = r->str_len - (int32_t)(name - s);
+    if (memchr(name, '/', (size_t)len) || !c->def_slots[which]) return -1;
+    for (i = 0; i < len; i++) { /* JSON Pointer's escapes undone: ~0 is '~', ~1 is '/' */
+        char ch = name[i];
+        if (ch == '~' && i + 1 < len && (name[i + 1] == '0' || name[i + 1] == '1')) ch = name[++i] == '0' ? '~' : '/';
+        if (slm__sbuf_put(c, &c->scratch, &ch, 1)) return -1;
+    }
+    found =
+        slm__schema_set_get(c, c->def_slots[which], c->def_mask[which], c->scratch.p + mark, c->scratch.n - mark, 1);
+    slm__sbuf_cut(&c->scratch, mark);
+    c->js.nodes[ref].user = found + 1;
+    return found;
+}
+
+/* The $defs entry at node target (its index in c->defs, kept in the node's user bits 1-31), -1 for none yet. */
+static int32_t slm__schema_def_of(const slm__schema *c, int32_t target) {
+    return target < 0 ? -1 : (c->js.nodes[target].user >> 1) - 1;
+}
+
+/* Appends the name of the rule of a $ref's target (reserved on first use, its body made from the work list). */
+static int slm__schema_ref(slm__schema *c, int32_t ref) {
+    int32_t target = slm__schema_resolve(c, ref), d;
+    char msg[SLM__MSG_MAX];
+    if (c->js.nodes[ref].type != SLM__JSON_STRING) return slm__schema_fail(c, "'$ref' must be a string");
+    if (target < 0) {
+        const char *s = c->js.text + c->js.nodes[ref].str;
+        if (strncmp(s, "#/$defs/", 8) == 0 || strncmp(s, "#/definitions/", 14) == 0)
+            slm__format(msg, sizeof msg, "$ref '%s' points to nothing", s);
+        else
+            slm__format(msg, sizeof msg, "unsupported $ref '%s' (only #/$defs/NAME and #/definitions/NAME)", s);
+        return slm__schema_fail(c, msg);
+    }
+    d = slm__schema_def_of(c, target);
+    if (d < 0) {
+        char name[SLM__SCHEMA_NAME_MAX + 2];
+        int32_t r;
+        const slm__json_node *t = &c->js.nodes[target];
+        slm__schema_name(name, "", c->js.text + t->key, (size_t)t->key_len);
+        r = slm__schema_add_rule(c, name, NULL, 0);
+        if (r < 0 ||
+            slm__json_grow(&c->alloc, (void **)&c->defs, &c->cap_defs, (int64_t)c->n_defs + 1, sizeof *c->defs))
+            return slm__schema_oom(c);
+        d = c->n_defs++;
+        c->defs[d].node = target;
+        c->defs[d].rule = r;
+        c->defs[d].ends = 0;
+        c->js.nodes[target].user |= (d + 1) << 1;
+        c->defs[d].path = c->store.n; /* for messages: /$defs/NAME */
+        if (c->js.text[c->js.nodes[ref].str + 2] == '$')
+            slm__schema_pointer(c, &c->store, "$defs", 5);
+        else
+            slm__schema_pointer(c, &c->store, "definitions", 11);
+        slm__schema_pointer(c, &c->store, c->js.text + t->key, (size_t)t->key_len);
+        slm__sbuf_put(c, &c->store, "", 1);
+    }
+    return slm__sbuf_str(c, &c->scratch, slm__schema_rule_name(c, c->defs[d].rule));
+}
+
+static int slm__schema_visit(slm__schema *c, int32_t node, const char *name);
+
+/* Turns the body at scratch[mark..] into a reference: kept when it is one
+   rule's name already, else a rule named after name. */
+static int slm__schema_to_rule(slm__schema *c, int32_t mark, const char *name) {
+    int32_t i, n = c->scratch.n - mark, r;
+    const char *b = c->scratch.p + mark;
+    int bare = n > 0 && n < SLM__SCHEMA_REF_MAX;
+    if (c->result != SLM_OK) return -1;
+    for (i = 0; i < n && bare; i++)
+        bare =
+            (b[i] >= 'a' && b[i] <= 'z') || (b[i] >= 'A' && b[i] <= 'Z') || (b[i] >= '0' && b[i] <= '9') || b[i] == '-';
+    if (bare) return 0;
+    r = slm__schema_add_rule(c, name, b, (size_t)n);
+    if (r < 0) return -1;
+    slm__sbuf_cut(&c->scratch, mark);
+    return slm__sbuf_str(c, &c->scratch, slm__schema_rule_name(c, r));
+}
+
+/* The reference for the schema at node (at path + seg), copied to ref. */
+static int slm__schema_sub(slm__schema *c, int32_t node, const char *seg1, const char *seg2, size_t seg2_len,
+                           const char *name, char *ref, size_t ref_cap) {
+    int32_t mark = c->scratch.n, pmark = slm__schema_push(c, seg1, strlen(seg1));
+    if (seg2) slm__schema_pointer(c, &c->path, seg2, seg2_len);
+    if (slm__schema_visit(c, node, name) || slm__schema_to_rule(c, mark, name)) return -1;
+    slm__format(ref, ref_cap, "%s", c->scratch.p + mark);
+    slm__sbuf_cut(&c->scratch, mark);
+    slm__sbuf_cut(&c->path, pmark);
+    return 0;
+}
+
+/* llama.cpp's build_repetition with a separator: item, count in [min, max] (max -1: unbounded). */
+static void slm__schema_repeat(slm__schema *c, const char *item, int min, int max) {
+    int inner_min = min ? min - 1 : 0, inner_max = max < 0 ? -1 : max - 1;
+    char buf[SLM__SCHEMA_REF_MAX + 32];
+    if (max == 0) return;
+    if (min == 0 && max == 1) {
+        slm__format(buf, sizeof buf, "%s?", item);
+        slm__sbuf_str(c, &c->scratch, buf);
+        return;
+    }
+    slm__format(buf, sizeof buf, "%s%s", min == 0 ? "( " : "", item);
+    slm__sbuf_str(c, &c->scratch, buf);
+    if (inner_max != 0) {
+        slm__format(buf, sizeof buf, " (\",\" space %s)", item);
+        slm__sbuf_str(c, &c->scratch, buf);
+        if (inner_min == 0 && inner_max == 1)
+            slm__format(buf, sizeof buf, "?");
+        else if (inner_min == 1 && inner_max < 0)
+            slm__format(buf, sizeof buf, "+");
+        else if (inner_min == 0 && inner_max < 0)
+            slm__format(buf, sizeof buf, "*");
+        else if (inner_max < 0)
+            slm__format(buf, sizeof buf, "{%d,}", inner_min);
+        else
+            slm__format(buf, sizeof buf, "{%d,%d}", inner_min, inner_max);
+        slm__sbuf_str(c, &c->scratch, buf);
+    }
+    if (min == 0) slm__sbuf_str(c, &c->scratch, " )?");
+}
+
+/* Checks "required" (strings, each once, each a property: no other name
+   may appear) and marks the required properties' nodes (user bit 0), with
+   hash sets so that long lists cost linear time. */
+static int slm__schema_mark_required(slm__schema *c, const slm__schema_kw *kw) {
+    int32_t req = kw->required, props = kw->properties, m, *slots = NULL;
+    uint32_t cap = 8, mask;
+    char msg[SLM__MSG_MAX];
+    if (req < 0) return 0;
+    if (c->js.nodes[req].type != SLM__JSON_ARRAY) return slm__schema_fail(c, "'required' must be an array of strings");
+    while (cap < 2 * (uint32_t)c->js.nodes[req].n + 2 * (uint32_t)(props >= 0 ? c->js.nodes[props].n : 0)) cap *= 2;
+    mask = cap / 2 - 1; /* two sets of cap / 2 slots: the names required, the properties */
+    slots = (int32_t *)slm__alloc(&c->alloc, (size_t)cap * sizeof *slots);
+    if (!slots) return slm__schema_oom(c);
+    memset(slots, 0xFF, (size_t)cap * sizeof *slots);
+    for (m = props >= 0 ? c->js.nodes[props].first : -1; m >= 0; m = c->js.nodes[m].next)
+        slm__schema_set_put(c, slots + cap / 2, mask, m, 1);
+    for (m = c->js.nodes[req].first; m >= 0 && c->result == SLM_OK; m = c->js.nodes[m].next) {
+        int32_t prop;
+        if (c->js.nodes[m].type != SLM__JSON_STRING) {
+            slm__schema_fail(c, "'required' must be an array of strings");
+            break;
+        }
+        if (slm__schema_set_put(c, slots, mask, m, 0) >= 0) {
+            slm__format(msg, sizeof msg, "'required' names '%s' twice", c->js.text + c->js.nodes[m].str);
+            slm__schema_fail(c, msg);
+            break;
+        }
+        {
+            int32_t n;
+            const char *p = slm__schema_str(c, m, 0, &n);
+            prop = slm__schema_set_get(c, slots + cap / 2, mask, p, n, 1);
+        }
+        if (prop < 0) {
+            slm__format(msg, sizeof msg, "required property '%s' is not among the properties (no other is allowed)",
+                        c->js.text + c->js.nodes[m].str);
+            slm__schema_fail(c, msg);
+            break;
+        }
+        c->js.nodes[prop].user |= 1;
+    }
+    slm__free(&c->alloc, slots);
+    return c->result == SLM_OK ? 0 : -1;
+}
+
+/* An object: llama.cpp's layout. Required properties first, in the
+   schema's order, then the optional ones in theirs: any subset of them, in
+   order, each after a comma (a chain of "-rest" rules). */
+static int slm__schema_object(slm__schema *c, const slm__schema_kw *kw, const char *name) {
+    int32_t props = kw->properties, add = kw->additional, m, base = c->n_ints, i, n_opt = 0, n_req = 0;
+    char sub[SLM__SCHEMA_REF_MAX];
+    slm__schema_primitive(c, "space");
+    if (props >= 0 && c->js.nodes[props].type != SLM__JSON_OBJECT)
+        return slm__schema_fail(c, "'properties' must be an object");
+    if (add >= 0 && c->js.nodes[add].type != SLM__JSON_TRUE && c->js.nodes[add].type != SLM__JSON_FALSE &&
+        c->js.nodes[add].type != SLM__JSON_OBJECT)
+        return slm__schema_fail(c, "'additionalProperties' must be a boolean or a schema");
+    if (slm__schema_mark_required(c, kw)) return -1;
+    if (props < 0 || c->js.nodes[props].n == 0) {
+        char value[SLM__SCHEMA_REF_MAX], kv[2 * SLM__SCHEMA_REF_MAX + 64];
+        int32_t r;
+        /* "properties": {} closes the object as any "properties" does */
+        if ((add >= 0 && c->js.nodes[add].type == SLM__JSON_FALSE) || (add < 0 && props >= 0))
+            return slm__sbuf_str(c, &c->scratch, "\"{\" space \"}\"");
+        if (add < 0 || c->js.nodes[add].type == SLM__JSON_TRUE || c->js.nodes[add].n == 0)
+            return slm__schema_put_primitive(c, "object");
+        /* a map: any names, each value of the additionalProperties schema */
+        slm__schema_name(sub, name, "additional-value", 16);
+        if (slm__schema_sub(c, add, "additionalProperties", NULL, 0, sub, value, sizeof value)) return -1;
+        slm__schema_primitive(c, "string");
+        slm__format(kv, sizeof kv, "string \":\" space %s", value);
+        slm__schema_name(sub, name, "additional-kv", 13);
+        r = slm__schema_add_rule(c, sub, kv, strlen(kv));
+        if (r < 0) return -1;
+        slm__format(kv, sizeof kv, "\"{\" space ( %s ( \",\" space %s )* )? space \"}\"", slm__schema_rule_name(c, r),
+                    slm__schema_rule_name(c, r));
+        return slm__sbuf_str(c, &c->scratch, kv);
+    }
+    if (add >= 0 && c->js.nodes[add].type != SLM__JSON_FALSE) {
+        int32_t pmark = slm__schema_push(c, "additionalProperties", 20);
+        slm__schema_fail(c, "additionalProperties other than false beside properties are not supported (the names "
+                            "of the additional ones would have to exclude the properties')");
+        slm__sbuf_cut(&c->path, pmark);
+        return -1;
+    }
+    /* each property: its value's rule, then its "-kv" rule; kept on the ints stack (rule, member, required) */
+    for (m = c->js.nodes[props].first; m >= 0; m = c->js.nodes[m].next) {
+        const char *key = c->js.text + c->js.nodes[m].key;
+        int32_t key_len = c->js.nodes[m].key_len, mark, r;
+        char value[SLM__SCHEMA_REF_MAX];
+        slm__schema_name(sub, name, key, (size_t)key_len);
+        if (slm__schema_sub(c, m, "properties", key, (size_t)key_len, sub, value, sizeof value)) return -1;
+        mark = c->scratch.n;
+        slm__schema_json_string(c, key, key_len);
+        {
+            int32_t lit = c->scratch.n;
+            slm__schema_literal_of(c, mark, lit - mark);
+            if (c->result != SLM_OK) return -1;
+            memmove(c->scratch.p + mark, c->scratch.p + lit, (size_t)(c->scratch.n - lit));
+            slm__sbuf_cut(&c->scratch, mark + (c->scratch.n - lit));
+        }
+        slm__sbuf_str(c, &c->scratch, " space \":\" space ");
+        slm__sbuf_str(c, &c->scratch, value);
+        slm__schema_name(sub, name, key, (size_t)key_len);
+        slm__format(sub + strlen(sub), sizeof sub - strlen(sub), "-kv");
+        if (c->result != SLM_OK) return -1;
+        r = slm__schema_add_rule(c, sub, c->scratch.p + mark, (size_t)(c->scratch.n - mark));
+        slm__sbuf_cut(&c->scratch, mark);
+        if (r < 0 ||
+            slm__json_grow(&c->alloc, (void **)&c->ints, &c->cap_ints, (int64_t)c->n_ints + 3, sizeof *c->ints))
+            return slm__schema_oom(c);
+        c->ints[c->n_ints++] = r;
+        c->ints[c->n_ints++] = m;
+        c->ints[c->n_ints++] = c->js.nodes[m].user & 1;
+        if (c->ints[c->n_ints - 1])
+            n_req++;
+        else
+            n_opt++;
+    }
+    /* the "-rest" rules, last first: rest(i) = ( "," space kv(i+1) )? rest(i+1) over the optional ones */
+    {
+        int32_t next_rest = -1, prev_kv = -1, k;
+        for (k = c->n_ints - 3; k >= base; k -= 3) {
+            int32_t mm = c->ints[k + 1];
+            if (c->ints[k + 2]) continue;
+            if (prev_kv >= 0) {
+                char body[2 * SLM__SCHEMA_REF_MAX + 32];
+                slm__format(body, sizeof body, "( \",\" space %s )?%s%s", slm__schema_rule_name(c, prev_kv),
+                            next_rest >= 0 ? " " : "", next_rest >= 0 ? slm__schema_rule_name(c, next_rest) : "");
+                slm__schema_name(sub, name, c->js.text + c->js.nodes[mm].key, (size_t)c->js.nodes[mm].key_len);
+                slm__format(sub + strlen(sub), sizeof sub - strlen(sub), "-rest");
+                next_rest = slm__schema_add_rule(c, sub, body, strlen(body));
+                if (next_rest < 0) return -1;
+            }
+            c->ints[k + 1] = next_rest; /* the member is no longer needed: its rest rule instead */
+            prev_kv = c->ints[k];
+        }
+    }
+    slm__sbuf_str(c, &c->scratch, "\"{\" space");
+    for (i = base, m = 0; i < c->n_ints; i += 3) {
+        if (!c->ints[i + 2]) continue;
+        slm__sbuf_str(c, &c->scratch, m++ ? " \",\" space " : " ");
+        slm__sbuf_str(c, &c->scratch, slm__schema_rule_name(c, c->ints[i]));
+    }
+    if (n_opt) {
+        slm__sbuf_str(c, &c->scratch, n_req ? " ( \",\" space ( " : " ( ");
+        for (i = base, m = 0; i < c->n_ints; i += 3) {
+            if (c->ints[i + 2]) continue;
+            if (m++) slm__sbuf_str(c, &c->scratch, " | ");
+            slm__sbuf_str(c, &c->scratch, slm__schema_rule_name(c, c->ints[i]));
+            if (c->ints[i + 1] >= 0) {
+                slm__sbuf_str(c, &c->scratch, " ");
+                slm__sbuf_str(c, &c->scratch, slm__schema_rule_name(c, c->ints[i + 1]));
+            }
+        }
+        slm__sbuf_str(c, &c->scratch, n_req ? " ) )?" : " )?");
+    }
+    c->n_ints = base;
+    return slm__sbuf_str(c, &c->scratch, " space \"}\"");
+}
+
+static int slm__schema_array(slm__schema *c, const slm__schema_kw *kw, const char *name) {
+    int min = 0, max = -1;
+    char item[SLM__SCHEMA_REF_MAX], sub[SLM__SCHEMA_REF_MAX], msg[SLM__MSG_MAX];
+    int32_t items = kw->items;
+    if (kw->min_items >= 0 && slm__schema_count(c, kw->min_items, "minItems", &min)) return -1;
+    if (kw->max_items >= 0 && slm__schema_count(c, kw->max_items, "maxItems", &max)) return -1;
+    if (max >= 0 && min > max) {
+        slm__format(msg, sizeof msg, "'minItems' %d is more than 'maxItems' %d (no array has both)", min, max);
+        return slm__schema_fail(c, msg);
+    }
+    if (items >= 0 && c->js.nodes[items].type == SLM__JSON_ARRAY)
+        return slm__schema_fail(c, "'items' as an array (a tuple) is not supported");
+    if (items >= 0 && c->js.nodes[items].type != SLM__JSON_OBJECT && c->js.nodes[items].type != SLM__JSON_TRUE &&
+        c->js.nodes[items].type != SLM__JSON_FALSE)
+        return slm__schema_fail(c, "'items' must be a schema");
+    if ((items < 0 || c->js.nodes[items].type == SLM__JSON_TRUE) && min == 0 && max < 0)
+        return slm__schema_put_primitive(c, "array");
+    slm__schema_primitive(c, "space");
+    if (items < 0) {
+        slm__schema_primitive(c, "value");
+        slm__format(item, sizeof item, "value");
+    } else {
+        slm__schema_name(sub, name, "item", 4);
+        if (slm__schema_sub(c, items, "items", NULL, 0, sub, item, sizeof item)) return -1;
+    }
+    slm__sbuf_str(c, &c->scratch, "\"[\" space ");
+    slm__schema_repeat(c, item, min, max);
+    return slm__sbuf_str(c, &c->scratch, " space \"]\"");
+}
+
+/* Appends to scratch the body of the rule for the schema at node; name is
+   what the rules made for its parts are named after. */
+static int slm__schema_visit(slm__schema *c, int32_t node, const char *name) {
+    const slm__json_node *n = &c->js.nodes[node];
+    slm__schema_kw kw;
+    int types[7], n_types, i, obj_kw, arr_kw;
+    char msg[SLM__MSG_MAX];
+    if (c->result != SLM_OK) return -1;
+    if (n->type == SLM__JSON_TRUE) return slm__schema_put_primitive(c, "value");
+    if (n->type == SLM__JSON_FALSE) return slm__schema_fail(c, "the schema false admits no value");
+    if (n->type != SLM__JSON_OBJECT) return slm__schema_fail(c, "a schema must be an object or a boolean");
+    if (slm__schema_keywords(c, node, &kw)) return -1;
+    if (kw.ref >= 0) {
+        int32_t others[9] = { kw.type,      kw.properties, kw.required, kw.additional, kw.items,
+                              kw.min_items, kw.max_items,  kw.enum_,    kw.const_ };
+        for (i = 0; i < 9; i++)
+            if (others[i] >= 0) {
+                slm__format(msg, sizeof msg, "'%s' beside '$ref' is not supported (only annotations are)",
+                            c->js.text + c->js.nodes[others[i]].key);
+                return slm__schema_fail(c, msg);
+            }
+        return slm__schema_ref(c, kw.ref);
+    }
+    n_types = slm__schema_types(c, &kw, types);
+    if (n_types < 0) return -1;
+    obj_kw = kw.properties >= 0 ? kw.properties : kw.required >= 0 ? kw.required : kw.additional;
+    arr_kw = kw.items >= 0 ? kw.items : kw.min_items >= 0 ? kw.min_items : kw.max_items;
+    if (kw.enum_ >= 0 || kw.const_ >= 0) {
+        int32_t v, first, idx;
+        int mask = 0;
+        if (kw.enum_ >= 0 && kw.const_ >= 0)
+            return slm__schema_fail(c, "'const' and 'enum' together are not supported");
+        if (obj_kw >= 0 || arr_kw >= 0) {
+            slm__format(msg, sizeof msg, "'%s' beside '%s' is not supported",
+                        c->js.text + c->js.nodes[obj_kw >= 0 ? obj_kw : arr_kw].key, kw.enum_ >= 0 ? "enum" : "const");
+            return slm__schema_fail(c, msg);
+        }
+        for (i = 0; i < n_types; i++) mask |= types[i];
+        if (kw.enum_ >= 0 && (c->js.nodes[kw.enum_].type != SLM__JSON_ARRAY || c->js.nodes[kw.enum_].n == 0))
+            return slm__schema_fail(c, "'enum' must be a non-empty array (an empty one admits no value)");
+        first = kw.enum_ >= 0 ? c->js.nodes[kw.enum_].first : kw.const_;
+        if (kw.enum_ >= 0) slm__sbuf_str(c, &c->scratch, "(");
+        for (v = first, idx = 0; v >= 0; v = kw.enum_ >= 0 ? c->js.nodes[v].next : -1, idx++) {
+            int t = slm__schema_type_of(c, v);
+            if (mask && !(t & mask)) {
+                int32_t pmark = slm__schema_push(c, kw.enum_ >= 0 ? "enum" : "const", kw.enum_ >= 0 ? 4 : 5);
+                if (kw.enum_ >= 0) {
+                    char num[16];
+                    slm__format(num, sizeof num, "%d", idx);
+                    slm__schema_pointer(c, &c->path, num, strlen(num));
+                }
+                slm__schema_fail(c, "a value that contradicts 'type'");
+                slm__sbuf_cut(&c->path, pmark);
+                return -1;
+            }
+            if (idx) slm__sbuf_str(c, &c->scratch, " | ");
+            if (slm__schema_const(c, v)) return -1;
+        }
+        return kw.enum_ >= 0 ? slm__sbuf_str(c, &c->scratch, ")") : 0;
+    }
+    if (n_types == 0) {
+        if (obj_kw >= 0 && arr_kw >= 0)
+            return slm__schema_fail(c, "keywords of objects and of arrays without a 'type' saying which");
+        if (obj_kw < 0 && arr_kw < 0) return slm__schema_put_primitive(c, "value");
+        types[n_types++] = obj_kw >= 0 ? SLM__JT_OBJECT : SLM__JT_ARRAY;
+    } else {
+        int mask = 0;
+        for (i = 0; i < n_types; i++) mask |= types[i];
+        if ((obj_kw >= 0 && !(mask & SLM__JT_OBJECT)) || (arr_kw >= 0 && !(mask & SLM__JT_ARRAY))) {
+            int o = obj_kw >= 0 && !(mask & SLM__JT_OBJECT);
+            slm__format(msg, sizeof msg, "'%s' applies to %s, which 'type' does not allow",
+                        c->js.text + c->js.nodes[o ? obj_kw : arr_kw].key, o ? "objects" : "arrays");
+            return slm__schema_fail(c, msg);
+        }
+    }
+    for (i = 0; i < n_types; i++) {
+        int32_t mark;
+        int k;
+        if (i) slm__sbuf_str(c, &c->scratch, " | ");
+        mark = c->scratch.n;
+        for (k = 0; (1 << k) != types[i]; k++) {}
+        if (types[i] == SLM__JT_OBJECT)
+            slm__schema_object(c, &kw, name);
+        else if (types[i] == SLM__JT_ARRAY)
+            slm__schema_array(c, &kw, name);
+        else
+            slm__schema_put_primitive(c, slm__jt_names[k]);
+        if (n_types > 1) {
+            char sub[SLM__SCHEMA_REF_MAX];
+            slm__schema_name(sub, name, slm__jt_names[k], strlen(slm__jt_names[k]));
+            slm__schema_to_rule(c, mark, sub);
+        }
+        if (c->result != SLM_OK) return -1;
+    }
+    return 0;
+}
+
+/* Whether some document of the schema at node is finite, given which
+   $defs entries are known to have one (c->defs[].ends). Schemas were
+   checked by the visit: this only reads them. */
+static int slm__schema_ends(slm__schema *c, int32_t node) {
+    slm__schema_kw kw;
+    int types[7], n_types, i;
+    int32_t m;
+    if (c->js.nodes[node].type != SLM__JSON_OBJECT) return c->js.nodes[node].type == SLM__JSON_TRUE;
+    if (slm__schema_keywords(c, node, &kw)) return 0;
+    if (kw.ref >= 0) {
+        int32_t d = slm__schema_def_of(c, slm__schema_resolve(c, kw.ref));
+        return d >= 0 && c->defs[d].ends;
+    }
+    if (kw.enum_ >= 0 || kw.const_ >= 0) return 1;
+    n_types = slm__schema_types(c, &kw, types);
+    if (n_types <= 0) {
+        if (kw.properties >= 0 || kw.required >= 0)
+            types[0] = SLM__JT_OBJECT;
+        else if (kw.items >= 0 || kw.min_items >= 0)
+            types[0] = SLM__JT_ARRAY;
+        else
+            return 1;
+        n_types = 1;
+    }
+    for (i = 0; i < n_types; i++) {
+        if (types[i] == SLM__JT_OBJECT) {
+            int ok = 1;
+            for (m = kw.properties >= 0 ? c->js.nodes[kw.properties].first : -1; m >= 0 && ok; m = c->js.nodes[m].next)
+                if (c->js.nodes[m].user & 1) ok = slm__schema_ends(c, m);
+            if (ok) return 1;
+        } else if (types[i] == SLM__JT_ARRAY) {
+            int min = 0;
+            if (kw.min_items >= 0) slm__schema_count(c, kw.min_items, "minItems", &min);
+            if (min == 0 || kw.items < 0 || slm__schema_ends(c, kw.items)) return 1;
+        } else {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* slm_json_schema_to_gbnf with an allocator (zero: SLM_MALLOC / SLM_FREE),
+   for slm_grammar_new's desc.alloc and the tests' failing allocators. */
+static slm_result slm__json_schema_to_gbnf(slm_allocator alloc, const char *schema, char *out, size_t out_cap,
+                                           size_t *out_len, char *error, size_t error_cap) {
+    slm__schema c;
+    slm_result r;
+    size_t total = 0, at = 0;
+    int32_t i;
+    if (!error) error_cap = 0;
+    if (error_cap) error[0] = 0;
+    if (out_len) *out_len = 0;
+    if (out && out_cap) out[0] = 0;
+    if (!schema || (!out && out_cap) || !alloc.alloc != !alloc.free) {
+        slm__format(error, error_cap, "slm_json_schema_to_gbnf: %s",
+                    !schema                       ? "schema is NULL"
+                    : !alloc.alloc != !alloc.free ? "an allocator with only one of alloc and free"
+                                                  : "out is NULL with out_cap > 0");
+        return SLM_ERR_INVALID_ARG;
+    }
+    memset(&c, 0, sizeof c);
+    c.alloc = slm__allocator_or_default(alloc);
+    c.error = error;
+    c.error_cap = error_cap;
+    c.defs_node[0] = c.defs_node[1] = -1;
+    r = slm__json_parse(&c.js, schema, strlen(schema), c.alloc, error, error_cap);
+    if (r == SLM_OK && c.js.nodes[0].type == SLM__JSON_OBJECT) {
+        c.defs_node[0] = slm__json_member(&c.js, 0, "$defs");
+        c.defs_node[1] = slm__json_member(&c.js, 0, "definitions");
+        for (i = 0; i < 2; i++)
+            if (c.defs_node[i] >= 0 && c.js.nodes[c.defs_node[i]].type != SLM__JSON_OBJECT) {
+                slm__format(error, error_cap, "'%s' must be an object", i ? "definitions" : "$defs");
+                r = SLM_ERR_INVALID_ARG;
+            }
+        for (i = 0; i < 2 && r == SLM_OK; i++) {
+            uint32_t cap = 8;
+            int32_t m;
+            if (c.defs_node[i] < 0) continue;
+            while (cap < 2 * (uint32_t)c.js.nodes[c.defs_node[i]].n) cap *= 2;
+            c.def_slots[i] = (int32_t *)slm__alloc(&c.alloc, (size_t)cap * sizeof(int32_t));
+            if (!c.def_slots[i]) {
+                slm__schema_oom(&c);
+                r = c.result;
+                break;
+            }
+            memset(c.def_slots[i], 0xFF, (size_t)cap * sizeof(int32_t));
+            c.def_mask[i] = cap - 1;
+            for (m = c.js.nodes[c.defs_node[i]].first; m >= 0; m = c.js.nodes[m].next)
+                slm__schema_set_put(&c, c.def_slots[i], c.def_mask[i], m, 1);
+        }
+    }
+    if (r == SLM_OK) {
+        slm__schema_new_rule(&c, "root", NULL, 0);
+        slm__schema_primitive(&c, "space");
+        if (slm__schema_visit(&c, 0, "") == 0) {
+            c.rules[0].body = c.store.n;
+            c.rules[0].body_len = c.scratch.n;
+            slm__sbuf_put(&c, &c.store, c.scratch.p, (size_t)c.scratch.n);
+            slm__sbuf_cut(&c.scratch, 0);
+        }
+        /* the $defs entries the $refs reached, in the order they were reached */
+        while (c.result == SLM_OK && c.next_def < c.n_defs) {
+            slm__schema_def *d = &c.defs[c.next_def++];
+            int32_t rule = d->rule, node = d->node;
+            char name[SLM__SCHEMA_REF_MAX];
+            slm__sbuf_cut(&c.path, 0);
+            slm__sbuf_str(&c, &c.path, c.store.p + d->path);
+            slm__format(name, sizeof name, "%s", slm__schema_rule_name(&c, rule));
+            if (slm__schema_visit(&c, node, name)) break;
+            c.rules[rule].body = c.store.n;
+            c.rules[rule].body_len = c.scratch.n;
+            slm__sbuf_put(&c, &c.store, c.scratch.p, (size_t)c.scratch.n);
+            slm__sbuf_cut(&c.scratch, 0);
+        }
+        /* every reached entry must have a finite document: a fixpoint */
+        if (c.result == SLM_OK) {
+            int changed = 1;
+            while (changed) {
+                changed = 0;
+                for (i = c.n_defs - 1; i >= 0; i--) /* last first: a chain of $refs settles in one pass */
+                    if (!c.defs[i].ends && slm__schema_ends(&c, c.defs[i].node)) c.defs[i].ends = changed = 1;
+            }
+            for (i = 0; i < c.n_defs && c.result == SLM_OK; i++)
+                if (!c.defs[i].ends) {
+                    slm__sbuf_cut(&c.path, 0);
+                    slm__sbuf_str(&c, &c.path, c.store.p + c.defs[i].path);
+                    slm__schema_fail(&c, "a $ref cycle that can never end (each value requires another one)");
+                }
+        }
+        r = c.result;
+    }
+    if (r == SLM_OK) {
+        for (i = 0; i < c.n_rules; i++) total += (size_t)c.rules[i].name_len + 5 + (size_t)c.rules[i].body_len + 1;
+        for (i = 0; i < c.n_rules && out_cap; i++) {
+            const char *parts[4];
+            size_t lens[4], k;
+            parts[0] = slm__schema_rule_name(&c, i), lens[0] = (size_t)c.rules[i].name_len;
+            parts[1] = " ::= ", lens[1] = 5;
+            parts[2] = c.store.p + c.rules[i].body, lens[2] = (size_t)c.rules[i].body_len;
+            parts[3] = "\n", lens[3] = 1;
+            for (k = 0; k < 4; k++) {
+                size_t n = lens[k] < out_cap - 1 - at ? lens[k] : out_cap - 1 - at;
+                memcpy(out + at, parts[k], n);
+                at += n;
+            }
+        }
+        if (out_cap) out[at] = 0;
+        if (out_len) *out_len = total;
+    }
+    slm__json_free(&c.js);
+    slm__free(&c.alloc, c.store.p);
+    slm__free(&c.alloc, c.scratch.p);
+    slm__free(&c.alloc, c.path.p);
+    slm__free(&c.alloc, c.rules);
+    slm__free(&c.alloc, c.slots);
+    slm__free(&c.alloc, c.defs);
+    slm__free(&c.alloc, c.ints);
+    slm__free(&c.alloc, c.def_slots[0]);
+    slm__free(&c.alloc, c.def_slots[1]);
+    return r;
+}
 
 SLM_API slm_result slm_json_schema_to_gbnf(const char *schema, char *out, size_t out_cap, size_t *out_len, char *error,
                                            size_t error_cap) {
-    (void)schema, (void)out, (void)out_cap, (void)out_len, (void)error, (void)error_cap;
-    return SLM_ERR_UNSUPPORTED; /* SKELETON: being built */
+    slm_allocator none;
+    memset(&none, 0, sizeof none);
+    return slm__json_schema_to_gbnf(none, schema, out, out_cap, out_len, error, error_cap);
 }
 
 /* ---- grammar matching ------------------------------------------------------

@@ -5137,6 +5137,400 @@ done:
     free(path);
 }
 
+/* ---- JSON Schema to GBNF ----
+   Expected rules come from llama.cpp's converter (common/json-schema-to-
+   grammar.cpp, run on the same schema); they are compared with every space
+   removed, as llama.cpp's spacing inside rules differs in places. The well-
+   formedness check below is the test's own small scanner of GBNF. */
+
+/* s without its ' ' characters, into buf. */
+static const char *schema_squeeze(const char *s, char *buf, size_t cap) {
+    size_t n = 0;
+    for (; *s && n + 1 < cap; s++)
+        if (*s != ' ') buf[n++] = *s;
+    buf[n] = 0;
+    return buf;
+}
+
+/* Whether the GBNF has the line (spaces ignored). */
+static int schema_has_line(const char *gbnf, const char *line) {
+    char want[1024], got[1024];
+    const char *p = gbnf;
+    schema_squeeze(line, want, sizeof want);
+    while (*p) {
+        const char *e = strchr(p, '\n');
+        size_t n = e ? (size_t)(e - p) : strlen(p);
+        char one[1024];
+        if (n < sizeof one) {
+            memcpy(one, p, n);
+            one[n] = 0;
+            if (!strcmp(schema_squeeze(one, got, sizeof got), want)) return 1;
+        }
+        p += n + (e != NULL);
+    }
+    return 0;
+}
+
+/* One rule a line, "NAME ::= BODY", names of [a-zA-Z0-9-] defined once,
+   root first, every name a body uses defined; NULL or what is wrong. */
+static const char *schema_gbnf_problem(const char *g) {
+    static char why[256];
+    char names[256][80];
+    int n = 0, i;
+    const char *p;
+    for (p = g; *p;) { /* the heads */
+        const char *e = strchr(p, '\n'), *d = strstr(p, " ::= ");
+        size_t k;
+        if (!e) return "the last line has no newline";
+        if (!d || d > e || d == p) return "a line that is not NAME ::= BODY";
+        if ((size_t)(d - p) >= sizeof names[0] || n == 256) return "a name too long or too many rules";
+        for (k = 0; p + k < d; k++)
+            if (!isalnum((unsigned char)p[k]) && p[k] != '-') return "a rule name outside [a-zA-Z0-9-]";
+        memcpy(names[n], p, (size_t)(d - p));
+        names[n][d - p] = 0;
+        for (i = 0; i < n; i++)
+            if (!strcmp(names[i], names[n])) return "a rule defined twice";
+        n++;
+        p = e + 1;
+    }
+    if (n == 0 || strcmp(names[0], "root")) return "root is not the first rule";
+    for (p = g; *p;) { /* the names the bodies use */
+        const char *e = strchr(p, '\n'), *q = strstr(p, " ::= ") + 5;
+        while (q < e) {
+            if (*q == '"') { /* a literal: up to the unescaped quote */
+                for (q++; q < e && *q != '"'; q++)
+                    if (*q == '\\') q++;
+                q++;
+            } else if (*q == '[') {
+                for (q++; q < e && *q != ']'; q++)
+                    if (*q == '\\') q++;
+                q++;
+            } else if (*q == '{') {
+                while (q < e && *q != '}') q++;
+            } else if (isalnum((unsigned char)*q) || *q == '-') {
+                const char *s = q;
+                while (q < e && (isalnum((unsigned char)*q) || *q == '-')) q++;
+                for (i = 0; i < n; i++)
+                    if (strlen(names[i]) == (size_t)(q - s) && !memcmp(names[i], s, (size_t)(q - s))) break;
+                if (i == n) {
+                    snprintf(why, sizeof why, "'%.*s' is used and not defined", (int)(q - s), s);
+                    return why;
+                }
+            } else {
+                q++;
+            }
+        }
+        p = e + 1;
+    }
+    return NULL;
+}
+
+static const struct {
+    const char *schema;
+    const char *lines[8]; /* from llama.cpp's converter (but: our $defs rules are named NAME, not ref-defs-NAME) */
+} schema_cases[] = {
+    { "{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\"},\"age\":{\"type\":\"integer\"},\"email\":"
+      "{\"type\":\"string\"},\"admin\":{\"type\":\"boolean\"}},\"required\":[\"age\",\"name\"],"
+      "\"additionalProperties\":false}",
+      { "root ::= \"{\" space name-kv \",\" space age-kv ( \",\" space ( email-kv email-rest | admin-kv ) )? space "
+        "\"}\"",
+        "name-kv ::= \"\\\"name\\\"\" space \":\" space string", "age-kv ::= \"\\\"age\\\"\" space \":\" space integer",
+        "email-rest ::= ( \",\" space admin-kv )?", "admin-kv ::= \"\\\"admin\\\"\" space \":\" space boolean",
+        "space ::= | \" \" | \"\\n\"{1,2} [ \\t]{0,20}", "integral-part ::= [0] | [1-9] [0-9]{0,15}" } },
+    { "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"number\"},\"b\":{\"type\":[\"string\",\"null\"]},\"c\":"
+      "{\"type\":\"array\",\"items\":{\"type\":\"integer\"},\"minItems\":1,\"maxItems\":3}}}",
+      { "root ::= \"{\" space  (a-kv a-rest | b-kv b-rest | c-kv )? space \"}\"",
+        "a-rest ::= ( \",\" space b-kv )? b-rest", "b ::= string | null", "b-rest ::= ( \",\" space c-kv )?",
+        "c ::= \"[\" space integer (\",\" space integer){0,2} space \"]\"",
+        "number ::= (\"-\"? integral-part) (\".\" decimal-part)? ([eE] [-+]? integral-part)?",
+        "char ::= [^\"\\\\\\x7F\\x00-\\x1F] | [\\\\] ([\"\\\\bfnrt] | \"u\" [0-9a-fA-F]{4})" } },
+    { "{\"type\":\"array\",\"items\":{\"type\":\"string\"},\"minItems\":2}",
+      { "root ::= \"[\" space string (\",\" space string)+ space \"]\"", "string ::= \"\\\"\" char* \"\\\"\"" } },
+    { "{\"type\":\"array\",\"items\":{\"type\":\"boolean\"},\"maxItems\":2}",
+      { "root ::= \"[\" space (boolean (\",\" space boolean)?)? space \"]\"", "boolean ::= (\"true\" | \"false\")" } },
+    { "{\"type\":\"object\",\"properties\":{\"address\":{\"type\":\"object\",\"properties\":{\"street\":{\"type\":"
+      "\"string\"},\"city\":{\"type\":\"string\"}},\"required\":[\"city\"]}},\"required\":[\"address\"]}",
+      { "root ::= \"{\" space address-kv space \"}\"",
+        "address ::= \"{\" space address-city-kv ( \",\" space ( address-street-kv ) )? space \"}\"",
+        "address-kv ::= \"\\\"address\\\"\" space \":\" space address" } },
+    { "{\"enum\":[\"red\",1,null,true,{\"k\":[1,2]}]}",
+      { "root ::= (\"\\\"red\\\"\" | \"1\" | \"null\" | \"true\" | \"{\\\"k\\\":[1,2]}\")" } },
+    { "{\"const\":\"a\\\"b\\\\c\"}", { "root ::= \"\\\"a\\\\\\\"b\\\\\\\\c\\\"\"" } },
+    { "{\"$defs\":{\"node\":{\"type\":\"object\",\"properties\":{\"value\":{\"type\":\"integer\"},\"children\":"
+      "{\"type\":\"array\",\"items\":{\"$ref\":\"#/$defs/node\"}}},\"required\":[\"value\"]}},\"$ref\":\"#/$defs/"
+      "node\"}",
+      { "root ::= node", "node ::= \"{\" space node-value-kv ( \",\" space ( node-children-kv ) )? space \"}\"",
+        "node-children ::= \"[\" space (node (\",\" space node)*)? space \"]\"" } },
+    { "{\"type\":\"object\",\"additionalProperties\":{\"type\":\"integer\"}}",
+      { "root ::= \"{\" space  (additional-kv ( \",\" space additional-kv )* )? space \"}\"",
+        "additional-kv ::= string \":\" space integer" } },
+    { "{\"type\":\"object\",\"properties\":{}}", { "root ::= \"{\" space \"}\"" } },
+    { "{\"type\":\"object\",\"properties\":{\"x\":{\"$ref\":\"#/definitions/p\"}},\"definitions\":{\"p\":{\"type\":"
+      "\"array\",\"items\":{\"type\":\"number\"},\"minItems\":2,\"maxItems\":2}},\"title\":\"t\",\"description\":"
+      "\"d\",\"$schema\":\"https://json-schema.org/draft/2020-12/schema\",\"$id\":\"x\",\"default\":{},"
+      "\"examples\":[]}",
+      { "root ::= \"{\" space  (x-kv )? space \"}\"", "x-kv ::= \"\\\"x\\\"\" space \":\" space p",
+        "p ::= \"[\" space number (\",\" space number){1,1} space \"]\"" } },
+    { "{}", { "root ::= value", "value ::= object | array | string | number | boolean | null" } },
+    { "{\"properties\":{\"a b\":{\"type\":\"string\"},\"a_b\":{\"type\":\"null\"}}}", /* no type: an object */
+      { "root ::= \"{\" space  (a-b-kv a-b-rest | a-b-kv0 )? space \"}\"",
+        "a-b-kv ::= \"\\\"a b\\\"\" space \":\" space string", "a-b-kv0 ::= \"\\\"a_b\\\"\" space \":\" space null",
+        "a-b-rest ::= ( \",\" space a-b-kv0 )?" } },
+};
+
+static void test_schema_to_gbnf(void) {
+    size_t i, k;
+    for (i = 0; i < sizeof schema_cases / sizeof schema_cases[0]; i++) {
+        char out[8192], err[256];
+        size_t len = 0;
+        const char *problem;
+        slm_result r = slm_json_schema_to_gbnf(schema_cases[i].schema, out, sizeof out, &len, err, sizeof err);
+        CHECKF(r == SLM_OK && len == strlen(out) && err[0] == 0, "case %zu: %s: %s", i, slm_result_str(r), err);
+        if (r != SLM_OK) continue;
+        for (k = 0; k < 8 && schema_cases[i].lines[k]; k++)
+            CHECKF(schema_has_line(out, schema_cases[i].lines[k]), "case %zu lacks the line\n%s\nin\n%s", i,
+                   schema_cases[i].lines[k], out);
+        problem = schema_gbnf_problem(out);
+        CHECKF(!problem, "case %zu: %s in\n%s", i, problem, out);
+    }
+}
+
+/* Every schema of the table compiles: its GBNF, and the schema itself
+   through slm_grammar_desc.json_schema. */
+static void test_schema_compiles(void) {
+    size_t i;
+    for (i = 0; i < sizeof schema_cases / sizeof schema_cases[0]; i++) {
+        char out[8192], err[256];
+        slm_grammar *g = NULL;
+        slm_grammar_desc gd;
+        slm_result r;
+        if (slm_json_schema_to_gbnf(schema_cases[i].schema, out, sizeof out, NULL, err, sizeof err) != SLM_OK) continue;
+        memset(&gd, 0, sizeof gd);
+        gd.gbnf = out;
+        gd.error = err;
+        gd.error_cap = sizeof err;
+        r = slm_grammar_new(&g, &gd);
+        if (r == SLM_ERR_UNSUPPORTED) SKIP("slm_grammar_new is not in this build");
+        CHECKF(r == SLM_OK, "case %zu: %s:\n%s", i, err, out);
+        slm_grammar_free(g);
+        memset(&gd, 0, sizeof gd);
+        gd.json_schema = schema_cases[i].schema;
+        gd.error = err;
+        gd.error_cap = sizeof err;
+        g = NULL;
+        CHECKF(slm_grammar_new(&g, &gd) == SLM_OK, "case %zu through json_schema: %s", i, err);
+        slm_grammar_free(g);
+    }
+    {
+        /* a schema error reaches slm_grammar_new's caller */
+        char err[256];
+        slm_grammar *g = NULL;
+        slm_grammar_desc gd;
+        memset(&gd, 0, sizeof gd);
+        gd.json_schema = "{\"type\":\"string\",\"pattern\":\"x\"}";
+        gd.error = err;
+        gd.error_cap = sizeof err;
+        CHECKF(slm_grammar_new(&g, &gd) == SLM_ERR_INVALID_ARG && g == NULL &&
+                   strstr(err, "unsupported keyword 'pattern'"),
+               "%s", err);
+    }
+}
+
+/* Property order: required ones first, each in the schema's order; a
+   required property never inside the optional group. */
+static void test_schema_property_order(void) {
+    const char *schema = "{\"type\":\"object\",\"properties\":{\"z\":{\"type\":\"string\"},\"y\":{\"type\":\"string\"},"
+                         "\"x\":{\"type\":\"string\"},\"w\":{\"type\":\"string\"}},\"required\":[\"w\",\"y\"]}";
+    char out[4096], *root_end;
+    const char *y, *w, *opt, *z, *x;
+    CHECK(slm_json_schema_to_gbnf(schema, out, sizeof out, NULL, NULL, 0) == SLM_OK);
+    root_end = strchr(out, '\n');
+    CHECK(root_end != NULL);
+    if (!root_end) return;
+    *root_end = 0;
+    y = strstr(out, "y-kv"), w = strstr(out, "w-kv"), opt = strstr(out, "( \",\" space ("), z = strstr(out, "z-kv"),
+    x = strstr(out, "x-kv");
+    CHECKF(y && w && opt && z && x && y < w && w < opt && opt < z && z < x, "root: %s", out);
+}
+
+static const struct {
+    const char *schema, *want[2]; /* substrings of the message */
+} schema_errors[] = {
+    { "{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\",\"pattern\":\"^a\"}}}",
+      { "unsupported keyword 'pattern'", "at /properties/name" } },
+    { "{\"type\":\"string\",\"format\":\"date\"}", { "unsupported keyword 'format'", "at the root" } },
+    { "{\"type\":\"string\",\"minLength\":1}", { "unsupported keyword 'minLength'", "" } },
+    { "{\"anyOf\":[{\"type\":\"string\"}]}", { "unsupported keyword 'anyOf'", "" } },
+    { "{\"type\":\"array\",\"items\":{\"oneOf\":[]}}", { "unsupported keyword 'oneOf'", "at /items" } },
+    { "{\"type\":\"object\",\"properties\":{\"a/b~c\":{\"allOf\":[]}}}", { "'allOf'", "at /properties/a~1b~0c" } },
+    { "{\"type\":\"integer\",\"minimum\":0}", { "unsupported keyword 'minimum'", "" } },
+    { "{\"type\":\"array\",\"minItems\":3,\"maxItems\":2}", { "'minItems' 3 is more than 'maxItems' 2", "" } },
+    { "{\"enum\":[]}", { "'enum' must be a non-empty array", "" } },
+    { "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"string\"}},\"required\":[\"b\"]}",
+      { "required property 'b' is not among the properties", "" } },
+    { "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"string\"}},\"required\":[\"b\"],"
+      "\"additionalProperties\":false}",
+      { "required property 'b'", "" } },
+    { "{\"type\":\"string\",\"const\":3}", { "contradicts 'type'", "at /const" } },
+    { "{\"type\":[\"integer\",\"null\"],\"enum\":[1,null,1.5]}", { "contradicts 'type'", "at /enum/2" } },
+    { "{\"$ref\":\"#/$defs/nothing\"}", { "$ref '#/$defs/nothing' points to nothing", "" } },
+    { "{\"$ref\":\"http://example.com/s.json\"}", { "unsupported $ref", "" } },
+    { "{\"$defs\":{\"n\":{\"type\":\"object\",\"properties\":{\"next\":{\"$ref\":\"#/$defs/n\"}},\"required\":"
+      "[\"next\"]}},\"$ref\":\"#/$defs/n\"}",
+      { "cycle that can never end", "at /$defs/n" } },
+    { "{\"$defs\":{\"a\":{\"$ref\":\"#/$defs/b\"},\"b\":{\"$ref\":\"#/$defs/a\"}},\"$ref\":\"#/$defs/a\"}",
+      { "can never end", "" } },
+    { "{\"$defs\":{\"n\":{\"type\":\"array\",\"items\":{\"$ref\":\"#/$defs/n\"},\"minItems\":1}},"
+      "\"type\":\"object\",\"properties\":{\"opt\":{\"$ref\":\"#/$defs/n\"}}}",
+      { "can never end", "at /$defs/n" } },
+    { "{\"type\":\"object\",\"properties\":{\"a\":{}},\"additionalProperties\":true}",
+      { "additionalProperties other than false", "at /additionalProperties" } },
+    { "{\"type\":\"string\",\"items\":{}}", { "'items' applies to arrays", "" } },
+    { "{\"type\":\"strin\"}", { "unknown type 'strin'", "" } },
+    { "{\"type\":[]}", { "'type' is an empty array", "" } },
+    { "{\"$ref\":\"#/$defs/a\",\"type\":\"string\",\"$defs\":{\"a\":{}}}", { "'type' beside '$ref'", "" } },
+    { "{\"type\":\"array\",\"maxItems\":-1}", { "'maxItems' must be a non-negative integer", "" } },
+    { "{\"type\":\"array\",\"maxItems\":1.5}", { "'maxItems' must be a non-negative integer", "" } },
+    { "{\"type\":\"array\",\"maxItems\":100000}", { "'maxItems' 100000 is more than", "" } },
+    { "{\"type\":\"object\",\"properties\":{\"a\":false},\"required\":[\"a\"]}",
+      { "the schema false", "at /properties/a" } },
+    { "{\"properties\":{\"a\":{\"$defs\":{}}}}", { "'$defs' is supported at the root only", "/properties/a" } },
+    { "[]", { "a schema must be an object or a boolean", "" } },
+};
+
+static void test_schema_errors(void) {
+    size_t i;
+    for (i = 0; i < sizeof schema_errors / sizeof schema_errors[0]; i++) {
+        char out[64] = "x", err[256];
+        size_t len = 7;
+        slm_result r = slm_json_schema_to_gbnf(schema_errors[i].schema, out, sizeof out, &len, err, sizeof err);
+        CHECKF(r == SLM_ERR_INVALID_ARG && len == 0 && out[0] == 0, "case %zu (%s): %s, length %zu", i,
+               schema_errors[i].schema, slm_result_str(r), len);
+        CHECKF(strstr(err, schema_errors[i].want[0]) && strstr(err, schema_errors[i].want[1]),
+               "case %zu (%s): the message is '%s'", i, schema_errors[i].schema, err);
+    }
+}
+
+/* The JSON reader's strictness, through the converter: each text is refused
+   with line, column and reason, or accepted as noted. */
+static void test_schema_json_reader(void) {
+    static const struct {
+        const char *text, *want; /* NULL want: accepted */
+    } cases[] = {
+        { "", "line 1, column 1: expected a value" },
+        { "  \n ", "line 2, column 2: expected a value" },
+        { "{\"type\":\"string\",}", "line 1, column 18: a trailing comma" },
+        { "{\"enum\":[1,2,]}", "line 1, column 14: a trailing comma" },
+        { "{\"type\":\"string\"} // c", "line 1, column 19: more text after the JSON value" },
+        { "/* c */ {}", "line 1, column 1: unexpected '/'" },
+        { "{'type':'string'}", "expected a member name in double quotes" },
+        { "{\"type\" \"string\"}", "expected ':'" },
+        { "{\"a\":1 \"b\":2}", "expected ',' or '}'" },
+        { "{\"const\":[1 2]}", "expected ',' or ']'" },
+        { "{\"const\":\"\\u12\"}", "four hexadecimal digits" },
+        { "{\"const\":\"\\x41\"}", "unknown escape" },
+        { "{\"const\":\"\\ud800\"}", "line 1, column 11: a high surrogate" },
+        { "{\"const\":\"\\ud800\\u0041\"}", "a high surrogate" },
+        { "{\"const\":\"\\udc00\"}", "a low surrogate" },
+        { "{\"const\":\"\\ud83d\\ude00\"}", NULL },
+        { "{\"const\":\"a\tb\"}", "control character" },
+        { "{\"const\":\"\xc3\x28\"}", "invalid UTF-8" },
+        { "{\"const\":\"\xe0\x80\xaf\"}", "invalid UTF-8" },     /* overlong */
+        { "{\"const\":\"\xed\xa0\x80\"}", "invalid UTF-8" },     /* a surrogate in UTF-8 */
+        { "{\"const\":\"\xf4\x90\x80\x80\"}", "invalid UTF-8" }, /* above U+10FFFF */
+        { "{\"const\":\"\xf0\x9f\x98\x80 \xc3\xa9\"}", NULL },
+        { "{\"const\":\"abc", "line 1, column 10: a string that never ends" },
+        { "{\"const\":01}", "leading zero" },
+        { "{\"const\":1.}", "decimal point" },
+        { "{\"const\":.5}", "unexpected '.'" },
+        { "{\"const\":1e}", "exponent" },
+        { "{\"const\":-}", "a digit" },
+        { "{\"const\":+1}", "unexpected '+'" },
+        { "{\"const\":NaN}", "unexpected 'N'" },
+        { "{\"const\":tru}", "unexpected 't'" },
+        { "{\"type\":\"string\",\n \"type\":\"integer\"}", "line 2, column 2: the name \"type\" appears twice" },
+        { "\xef\xbb\xbf{}", NULL }, /* a byte order mark is skipped */
+        { "{\"const\":[1, \"\xc3\xa9\",\n\n  x]}", "line 3, column 3: unexpected 'x'" },
+    };
+    size_t i;
+    for (i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char out[4096], err[256];
+        slm_result r = slm_json_schema_to_gbnf(cases[i].text, out, sizeof out, NULL, err, sizeof err);
+        if (!cases[i].want)
+            CHECKF(r == SLM_OK, "case %zu: %s", i, err);
+        else
+            CHECKF(r == SLM_ERR_INVALID_ARG && strstr(err, cases[i].want), "case %zu: %s, '%s' (wanted '%s')", i,
+                   slm_result_str(r), err, cases[i].want);
+    }
+}
+
+/* Nesting: 64 levels are read, 65 refused without recursing further;
+   numbers are kept as written, however large. */
+static void test_schema_json_limits(void) {
+    char text[512], out[4096], err[256];
+    int depth, i, n;
+    for (depth = 63; depth <= 64; depth++) { /* the schema object is one more level */
+        n = snprintf(text, sizeof text, "{\"const\":");
+        for (i = 0; i < depth; i++) text[n++] = '[';
+        for (i = 0; i < depth; i++) text[n++] = ']';
+        snprintf(text + n, sizeof text - (size_t)n, "}");
+        if (depth == 63)
+            CHECKF(slm_json_schema_to_gbnf(text, out, sizeof out, NULL, err, sizeof err) == SLM_OK, "64 levels: %s",
+                   err);
+        else
+            CHECKF(slm_json_schema_to_gbnf(text, out, sizeof out, NULL, err, sizeof err) == SLM_ERR_INVALID_ARG &&
+                       strstr(err, "nesting deeper than 64 levels") && strstr(err, "column 73"),
+                   "65 levels: %s", err);
+    }
+    {
+        /* a huge document of deep nesting: refused at the limit, not by the stack */
+        size_t big = 1u << 20;
+        char *deep = (char *)malloc(big + 1);
+        CHECK(deep != NULL);
+        if (deep) {
+            memset(deep, '[', big);
+            deep[big] = 0;
+            CHECK(slm_json_schema_to_gbnf(deep, out, sizeof out, NULL, err, sizeof err) == SLM_ERR_INVALID_ARG &&
+                  strstr(err, "nesting deeper"));
+            free(deep);
+        }
+    }
+    CHECK(slm_json_schema_to_gbnf("{\"enum\":[1e400,-123456789012345678901234567890.5e-999999999999,0.0]}", out,
+                                  sizeof out, NULL, err, sizeof err) == SLM_OK);
+    CHECKF(strstr(out, "(\"1e400\" | \"-123456789012345678901234567890.5e-999999999999\" | \"0.0\")"), "%s", out);
+    /* integer-valued numbers are integers (2.0, 1e2), others are not */
+    CHECK(slm_json_schema_to_gbnf("{\"type\":\"integer\",\"enum\":[2.0,1e2,-0,12.50e1]}", out, sizeof out, NULL, err,
+                                  sizeof err) == SLM_OK);
+    CHECKF(slm_json_schema_to_gbnf("{\"type\":\"integer\",\"enum\":[1.25e1]}", out, sizeof out, NULL, err,
+                                   sizeof err) == SLM_ERR_INVALID_ARG &&
+               strstr(err, "contradicts"),
+           "%s", err);
+    CHECK(slm_json_schema_to_gbnf("{\"type\":\"array\",\"maxItems\":1e2,\"minItems\":2.0}", out, sizeof out, NULL, err,
+                                  sizeof err) == SLM_OK);
+}
+
+/* out and out_len as slm_generate's: a short buffer gets a prefix, the
+   length is the full one; bad arguments. */
+static void test_schema_out_cap(void) {
+    const char *schema = "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"string\"}},\"required\":[\"a\"]}";
+    char full[4096], small[32], err[8];
+    size_t len = 0, len2 = 0, cap;
+    CHECK(slm_json_schema_to_gbnf(schema, full, sizeof full, &len, NULL, 0) == SLM_OK && len == strlen(full));
+    CHECK(slm_json_schema_to_gbnf(schema, NULL, 0, &len2, NULL, 0) == SLM_OK && len2 == len);
+    for (cap = 1; cap <= sizeof small; cap++) {
+        memset(small, 'x', sizeof small);
+        len2 = 0;
+        CHECKF(slm_json_schema_to_gbnf(schema, small, cap, &len2, NULL, 0) == SLM_OK && len2 == len &&
+                   strlen(small) == cap - 1 && !memcmp(small, full, cap - 1),
+               "cap %zu", cap);
+    }
+    CHECK(slm_json_schema_to_gbnf(NULL, full, sizeof full, &len, err, sizeof err) == SLM_ERR_INVALID_ARG && len == 0 &&
+          strlen(err) == sizeof err - 1);
+    CHECK(slm_json_schema_to_gbnf(schema, NULL, 8, &len, NULL, 0) == SLM_ERR_INVALID_ARG);
+    CHECK(slm_json_schema_to_gbnf("{\"pattern\":1}", full, sizeof full, &len, err, sizeof err) == SLM_ERR_INVALID_ARG &&
+          strlen(err) == sizeof err - 1 && full[0] == 0); /* a cut message */
+}
+
 /* This file's tests in the order they run; tests/harness.h says how to add one. */
 /* clang-format off */
 static const test_case API_TESTS[] = {
@@ -5226,6 +5620,13 @@ static const test_case API_TESTS[] = {
     TEST_ARG(session_fork, "fixture:a_llama_spm_q8_0:q8_0"),
     TEST(conversation_save),
     TEST(session_save_alloc_failures),
+    TEST(schema_to_gbnf),
+    TEST(schema_compiles),
+    TEST(schema_property_order),
+    TEST(schema_errors),
+    TEST(schema_json_reader),
+    TEST(schema_json_limits),
+    TEST(schema_out_cap),
 };
 /* clang-format on */
 const test_list api_tests = { API_TESTS, (int)(sizeof API_TESTS / sizeof API_TESTS[0]) };

@@ -3049,6 +3049,76 @@ static void test_fim_prompt(void) {
     slm_model_free(plain);
 }
 
+/* slm__json_schema_to_gbnf with each of its allocations refused in turn:
+   SLM_ERR_OOM with "out of memory", nothing left allocated; then the
+   same text as the call with every allocation granted. */
+typedef struct {
+    long n, refuse; /* allocations so far; the one to refuse (-1 none) */
+    long live;
+} schema_oom_state;
+static void *schema_oom_alloc(size_t size, void *user) {
+    schema_oom_state *st = (schema_oom_state *)user;
+    void *p;
+    if (st->n++ == st->refuse) return NULL;
+    p = malloc(size);
+    if (p) st->live++;
+    return p;
+}
+static void schema_oom_free(void *p, void *user) {
+    schema_oom_state *st = (schema_oom_state *)user;
+    if (p) st->live--;
+    free(p);
+}
+
+static void test_schema_alloc_failures(void) {
+    static const char *const schemas[] = {
+        "{\"$defs\":{\"node\":{\"type\":\"object\",\"properties\":{\"value\":{\"type\":\"integer\"},\"children\":"
+        "{\"type\":\"array\",\"items\":{\"$ref\":\"#/$defs/node\"}},\"tag\":{\"enum\":[\"a\",\"b\",null]}},"
+        "\"required\":[\"value\"]}},\"type\":\"object\",\"properties\":{\"root\":{\"$ref\":\"#/$defs/node\"},"
+        "\"map\":{\"type\":\"object\",\"additionalProperties\":{\"type\":[\"string\",\"null\"]}},\"list\":{\"type\":"
+        "\"array\",\"items\":{\"type\":\"number\"},\"minItems\":1,\"maxItems\":4}},\"required\":[\"root\",\"list\"]}",
+        "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"string\"}},\"required\":[\"a\",\"b\"]}", /* an error */
+    };
+    size_t i;
+    int refused = 0;
+    for (i = 0; i < sizeof schemas / sizeof schemas[0]; i++) {
+        static char want[8192], got[8192];
+        char err_want[256], err[256];
+        schema_oom_state st = { 0, -1, 0 };
+        slm_allocator a;
+        slm_result r_want, r;
+        long k, used;
+        a.alloc = schema_oom_alloc;
+        a.free = schema_oom_free;
+        a.user = &st;
+        r_want = slm__json_schema_to_gbnf(a, schemas[i], want, sizeof want, NULL, err_want, sizeof err_want);
+        used = st.n;
+        CHECKF(st.live == 0 && used > 0, "schema %zu: %ld allocations, %ld live", i, used, st.live);
+        for (k = 0; k < used; k++) {
+            st.n = 0;
+            st.refuse = k;
+            r = slm__json_schema_to_gbnf(a, schemas[i], got, sizeof got, NULL, err, sizeof err);
+            CHECKF(r == SLM_ERR_OOM && strstr(err, "out of memory") && st.live == 0,
+                   "schema %zu, allocation %ld refused: %s (%s), %ld live", i, k, slm_result_str(r), err, st.live);
+            refused++;
+        }
+        st.n = 0;
+        st.refuse = -1;
+        r = slm__json_schema_to_gbnf(a, schemas[i], got, sizeof got, NULL, err, sizeof err);
+        CHECKF(r == r_want && !strcmp(got, want) && !strcmp(err, err_want) && st.live == 0, "schema %zu again: %s",
+               i, err);
+    }
+    {
+        slm_allocator half;
+        char err[128];
+        memset(&half, 0, sizeof half);
+        half.alloc = schema_oom_alloc;
+        CHECK(slm__json_schema_to_gbnf(half, "{}", NULL, 0, NULL, err, sizeof err) == SLM_ERR_INVALID_ARG &&
+              strstr(err, "only one of alloc and free"));
+    }
+    NOTE("%d allocations refused one at a time", refused);
+}
+
 /* ======================================================================== */
 /* grammars: the GBNF parser and compiler (slm_grammar_new)                 */
 /* ======================================================================== */
@@ -3495,6 +3565,7 @@ static const test_case INTERNAL_TESTS[] = {
     TEST(grammar_accepts),
     TEST(grammar_alloc_sweep),
     TEST(session_state_fields),
+    TEST(schema_alloc_failures),
 };
 /* clang-format on */
 const test_list internal_tests = { INTERNAL_TESTS, (int)(sizeof INTERNAL_TESTS / sizeof INTERNAL_TESTS[0]) };

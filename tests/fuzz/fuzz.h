@@ -11,6 +11,8 @@
      fuzz_llama2c.c   the llama2.c reader (checkpoint, FUZZ_SEP, tokenizer.bin)
      fuzz_chat.c      slm_chat_format with arbitrary messages, roles and templates
      fuzz_grammar.c   slm_grammar_new on arbitrary bytes as GBNF (the compiled layout's invariants)
+     fuzz_schema.c    slm_json_schema_to_gbnf (the JSON reader and the converter)
+                      on any bytes; what it writes must compile (slm_grammar_new)
 
    Built with clang -fsanitize=fuzzer,address,undefined -DSLM_FUZZ_LIBFUZZER
    they are libFuzzer programs. Built without SLM_FUZZ_LIBFUZZER (any C

@@ -21,7 +21,7 @@ W=$(mktemp -d)
 trap 'rm -rf "$W"' EXIT
 C=tests/fuzz/corpus
 # repro-*: reproducers of bugs the fuzzers found, kept as they are
-mkdir -p "$C"/{load,tokenize,gguf,hf,llama2c,chat,grammar}
+mkdir -p "$C"/{load,tokenize,gguf,hf,llama2c,chat,grammar,schema}
 find "$C" -type f ! -name 'repro-*' -delete
 
 # fuzz_grammar.c: a flag byte (bit 0: start at the first rule), then GBNF text: the example grammars and a few by hand
@@ -119,5 +119,63 @@ for t in range(9):
 put('chat', 'roles', chat(1, 0, '\x02', 'a', '\x03', 'b', '\x05', 'c', 'weird role', 'd', '', 'e'))
 put('chat', 'default_system', chat(1, 2, 'user', 'x', "{% set system_message = 'Be brief.\\n' %}",
                                    "<|im_start|>system\\nYou are Qwen.<|im_end|>"))
+EOF
+# fuzz_schema.c: JSON Schemas (the supported subset, each keyword and some
+# errors) and JSON texts the reader must refuse; one file each
+"$PY" - "$C/schema" <<'EOF'
+import json, os, sys
+out = sys.argv[1]
+def obj(props, req=None, **kw):
+    s = dict(type='object', properties=props, **kw)
+    if req: s['required'] = req
+    return s
+S, I, N, B = {'type': 'string'}, {'type': 'integer'}, {'type': 'number'}, {'type': 'boolean'}
+schemas = {
+    'string': S, 'integer': I, 'number': N, 'boolean': B, 'null': {'type': 'null'}, 'any': {}, 'true': True,
+    'object_any': {'type': 'object'}, 'array_any': {'type': 'array'},
+    'person': obj({'name': S, 'age': I, 'email': S, 'admin': B}, ['name', 'age'], additionalProperties=False),
+    'optional_only': obj({'a': S, 'b': N, 'c': {'type': ['string', 'null']}}),
+    'nested': obj({'address': obj({'street': S, 'city': S, 'zip': {'type': 'string'}}, ['city']),
+                   'tags': {'type': 'array', 'items': S, 'minItems': 1, 'maxItems': 4}}, ['address']),
+    'arrays': obj({'a': {'type': 'array', 'items': I, 'maxItems': 1}, 'b': {'type': 'array', 'items': N, 'minItems': 2},
+                   'c': {'type': 'array', 'items': B, 'minItems': 3, 'maxItems': 3}, 'd': {'items': S}}),
+    'enum_const': obj({'color': {'enum': ['red', 'green', 'blue']}, 'v': {'const': 2},
+                       'mixed': {'enum': [1, 'one', None, True, {'k': [1, 2]}, 2.5e3]}}, ['color', 'v']),
+    'typed_enum': {'type': ['string', 'integer'], 'enum': ['x', 3, 4.0]},
+    'map': {'type': 'object', 'additionalProperties': {'type': 'array', 'items': I}},
+    'closed_empty': {'type': 'object', 'additionalProperties': False},
+    'defs_tree': {'$defs': {'node': obj({'value': I, 'children': {'type': 'array', 'items': {'$ref': '#/$defs/node'}}},
+                                        ['value'])}, '$ref': '#/$defs/node'},
+    'definitions_list': {'definitions': {'cell': obj({'v': S, 'next': {'$ref': '#/definitions/cell'}}, ['v'])},
+                         'type': 'object', 'properties': {'head': {'$ref': '#/definitions/cell'}}},
+    'annotations': {'$schema': 'https://json-schema.org/draft/2020-12/schema', '$id': 'urn:x', 'title': 't',
+                    'description': 'd', 'type': 'object', '$comment': 'c',
+                    'properties': {'q': {'type': 'string', 'default': 'a', 'examples': ['b']}}},
+    'names': obj({'a b': S, 'a_b': I, '\u00e9t\u00e9': N, '': B, 'root': S, 'string': I, 'x/y~z': S,
+                  'quote"back\\slash\n': S}),
+    'err_pattern': obj({'name': {'type': 'string', 'pattern': '^a+$'}}),
+    'err_anyof': {'anyOf': [S, I]},
+    'err_items_order': {'type': 'array', 'minItems': 3, 'maxItems': 1},
+    'err_required': obj({'a': S}, ['a', 'b']),
+    'err_enum_type': {'type': 'string', 'enum': ['a', 1]},
+    'err_cycle': {'$defs': {'n': obj({'next': {'$ref': '#/$defs/n'}}, ['next'])}, '$ref': '#/$defs/n'},
+    'err_ref': {'$ref': '#/$defs/missing'},
+    'err_empty_enum': {'enum': []},
+}
+for name, s in schemas.items():
+    open(os.path.join(out, name + '.json'), 'w', encoding='utf-8').write(json.dumps(s, ensure_ascii=False, indent=1))
+raw = {
+    'json_escapes': b'{"const": "\\u0041\\u00e9\\ud83d\\ude00\\n\\t\\"\\\\\\/\\b\\f\\r"}',
+    'json_numbers': b'{"enum": [0, -0, 1e400, -1.5E-7, 123456789012345678901234567890, 0.000]}',
+    'json_trailing_comma': b'{"type": "string",}',
+    'json_comment': b'{"type": "string"} // no',
+    'json_lone_surrogate': b'{"const": "\\udc00"}',
+    'json_bad_utf8': b'{"const": "\xc3\x28"}',
+    'json_deep': b'[' * 70 + b']' * 70,
+    'json_duplicate': b'{"type": "string", "type": "integer"}',
+    'json_bom': b'\xef\xbb\xbf{"type": "null"}',
+}
+for name, data in raw.items():
+    open(os.path.join(out, name), 'wb').write(data)
 EOF
 du -sh "$C" "$C"/*

@@ -23,7 +23,7 @@ set -u
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 . tests/lib.sh
 
-ALL_TARGETS=(load tokenize gguf hf llama2c chat grammar)
+ALL_TARGETS=(load tokenize gguf hf llama2c chat grammar schema)
 FB=build/fuzz
 mkdir -p "$FB"
 
@@ -32,7 +32,7 @@ mkdir -p "$FB"
 TOOLS=(tools/convert.c tools/read_llama2c.c tools/read_gguf.c tools/read_hf.c tools/json.c tools/lora.c tools/write_slm.c)
 deps_of() {
     case $1 in
-        load | tokenize) echo tests/fuzz/slm_impl.c ;;
+        load | tokenize | schema) echo tests/fuzz/slm_impl.c ;;
         chat | grammar) ;; # holds the implementation (calls static internals)
         *) echo tests/fuzz/slm_impl.c "${TOOLS[@]}" ;;
     esac

@@ -625,18 +625,21 @@ static const char *yes_no(int b) { return b ? "yes" : "no"; }
 /* slm run                                                                   */
 /* ======================================================================== */
 
-#define GEN_OPTS_USAGE                                                                    \
-    "      --temp T             sampling temperature (default 0.8; 0 = greedy)\n"         \
-    "      --top-k K            sample among the K likeliest tokens (default 0 = off)\n"  \
-    "      --top-p P            nucleus sampling threshold (default 0.95; 1 = off)\n"     \
-    "      --min-p P            drop tokens below P x the likeliest (default 0 = off)\n"  \
-    "      --repeat-penalty R   penalise recent tokens (default 1 = off)\n"               \
-    "      --repeat-last-n N    tokens the penalty looks back (default 64)\n"             \
-    "      --stop TEXT          stop before TEXT; may be repeated\n"                      \
-    "      --seed S             random seed (default: from the clock, shown on stderr)\n" \
-    "  -t, --threads N          threads (default 0 = all processors)\n"                   \
-    "  -c, --ctx N              context length (default 0 = min(model max_seq, 4096))\n"  \
-    "      --kv-type TYPE       KV cache: f32, f16 or q8_0 (default f16 for quantized\n"  \
+#define GEN_OPTS_USAGE                                                                     \
+    "      --temp T             sampling temperature (default 0.8; 0 = greedy)\n"          \
+    "      --top-k K            sample among the K likeliest tokens (default 0 = off)\n"   \
+    "      --top-p P            nucleus sampling threshold (default 0.95; 1 = off)\n"      \
+    "      --min-p P            drop tokens below P x the likeliest (default 0 = off)\n"   \
+    "      --repeat-penalty R   penalise recent tokens (default 1 = off)\n"                \
+    "      --repeat-last-n N    tokens the penalty looks back (default 64)\n"              \
+    "      --stop TEXT          stop before TEXT; may be repeated\n"                       \
+    "      --seed S             random seed (default: from the clock, shown on stderr)\n"  \
+    "      --grammar-file F     only text of the GBNF grammar in F (llama.cpp's syntax)\n" \
+    "      --json               only JSON (the built-in grammar: any value)\n"             \
+    "      --json-schema F      only JSON valid under the JSON Schema in F\n"              \
+    "  -t, --threads N          threads (default 0 = all processors)\n"                    \
+    "  -c, --ctx N              context length (default 0 = min(model max_seq, 4096))\n"   \
+    "      --kv-type TYPE       KV cache: f32, f16 or q8_0 (default f16 for quantized\n"   \
     "                           weights, f32 for float ones)\n"
 
 static const char run_usage[] =
@@ -672,6 +675,9 @@ typedef struct run_opts {
     const char *stop[MAX_STOP_STRINGS];
     int n_stop;
     int n_threads, n_ctx, kv_type;
+    const char *grammar_file, *json_schema_file;
+    int json;
+    slm_grammar *grammar; /* compiled by load_grammar */
 } run_opts;
 
 /* What the token callback needs to stream the text and time the phases. */
@@ -774,10 +780,73 @@ static int parse_gen_opt(args *a, run_opts *o) {
         o->seed_given = 1;
         return OPT_OK;
     }
+    if (args_opt(a, NULL, "--grammar-file")) return (o->grammar_file = args_value(a)) != NULL ? OPT_OK : OPT_ERROR;
+    if (args_opt(a, NULL, "--json-schema")) return (o->json_schema_file = args_value(a)) != NULL ? OPT_OK : OPT_ERROR;
+    if (args_flag(a, NULL, "--json")) {
+        o->json = 1;
+        return OPT_OK;
+    }
     if (args_opt(a, "-t", "--threads")) return args_int(a, 0, 4096, &o->n_threads) ? OPT_OK : OPT_ERROR;
     if (args_opt(a, "-c", "--ctx")) return args_int(a, 0, INT_MAX, &o->n_ctx) ? OPT_OK : OPT_ERROR;
     if (args_opt(a, NULL, "--kv-type")) return args_kv_type(a, &o->kv_type) ? OPT_OK : OPT_ERROR;
     return OPT_NO_MATCH;
+}
+
+/* --grammar-file, --json-schema or --json compiled into o->grammar (before
+   the model loads: a grammar error costs no load); 0 after printing why not. */
+static int load_grammar(const char *cmd, run_opts *o) {
+    slm_grammar_desc gd;
+    char error[512], *text = NULL;
+    const char *path = o->grammar_file ? o->grammar_file : o->json_schema_file;
+    size_t len = 0;
+    slm_result r;
+    if (!!o->grammar_file + !!o->json_schema_file + !!o->json > 1) {
+        fprintf(stderr, "slm %s: --grammar-file, --json-schema and --json each give the grammar: use one\n", cmd);
+        return 0;
+    }
+    memset(&gd, 0, sizeof gd);
+    error[0] = '\0';
+    gd.error = error;
+    gd.error_cap = sizeof error;
+    if (o->json) {
+        gd.gbnf = slm_grammar_json();
+    } else if (path) {
+        if (!read_file(cmd, path, &text, &len)) return 0;
+        if (strlen(text) != len) {
+            fprintf(stderr, "slm %s: '%s' holds a NUL byte\n", cmd, path);
+            free(text);
+            return 0;
+        }
+        if (o->grammar_file)
+            gd.gbnf = text;
+        else
+            gd.json_schema = text;
+    } else {
+        return 1;
+    }
+    r = slm_grammar_new(&o->grammar, &gd);
+    free(text);
+    if (r != SLM_OK) {
+        if (o->json)
+            fprintf(stderr, "slm %s: the built-in JSON grammar: %s\n", cmd, error[0] ? error : slm_result_str(r));
+        else
+            fprintf(stderr, "slm %s: %s '%s': %s\n", cmd, o->grammar_file ? "grammar" : "JSON Schema", path,
+                    error[0] ? error : slm_result_str(r));
+        o->grammar = NULL;
+        return 0;
+    }
+    return 1;
+}
+
+static const char *stop_name(int stop_reason) {
+    switch (stop_reason) {
+    case SLM_STOP_END_OF_TEXT: return "end";
+    case SLM_STOP_MAX_TOKENS: return "max-tokens";
+    case SLM_STOP_STRING: return "stop-string";
+    case SLM_STOP_CANCELLED: return "cancelled";
+    case SLM_STOP_CONTEXT_FULL: return "context-full";
+    default: return "error";
+    }
 }
 
 /* --template NAME: an SLM_CHAT_* id, or 0 after printing the error. */
@@ -873,6 +942,7 @@ static void fill_gen_opts(const run_opts *o, stream_state *st, slm_gen_opts *g) 
     g->n_stop = o->n_stop;
     g->on_token = stream_piece;
     g->user = st;
+    g->grammar = o->grammar;
 }
 
 static void print_rate(const char *what, int n, double seconds) {
@@ -894,7 +964,7 @@ static void print_run_stats(const run_opts *o, const slm_gen_stats *gs, double t
     print_rate("generation", gs->n_generated - 1, t_end - t_first);
     if (o->temperature > 0) fprintf(stderr, "; seed %llu", (unsigned long long)o->seed);
     if (gs->stop_reason == SLM_STOP_CANCELLED) fputs("; interrupted", stderr);
-    fputc('\n', stderr);
+    fprintf(stderr, "; stop: %s\n", stop_name(gs->stop_reason));
 }
 
 /* A session with the options' n_ctx, threads and KV type; NULL after printing why not. */
@@ -969,6 +1039,7 @@ static int cmd_run(int argc, char **argv) {
         memcpy(text, o.prompt, text_len + 1);
     }
     if (o.escapes) process_escapes(text);
+    if (!load_grammar("run", &o)) goto done;
 
     if (!(model = load_model("run", &o.model))) goto done;
     prompt = text;
@@ -1009,6 +1080,7 @@ static int cmd_run(int argc, char **argv) {
         const char *why = slm_session_error(session);
         fprintf(stderr, "slm run: generation failed: %s%s%s%s\n", slm_result_str(r), why[0] ? ": " : "", why,
                 r == SLM_ERR_CONTEXT_FULL ? " (see -c)" : "");
+        if (gs.n_generated > 0) print_run_stats(&o, &gs, t_start, st.t_first, t_end);
         goto done;
     }
     print_run_stats(&o, &gs, t_start, st.t_first, t_end);
@@ -1017,6 +1089,7 @@ static int cmd_run(int argc, char **argv) {
 done:
     slm_session_free(session);
     slm_model_free(model);
+    slm_grammar_free(o.grammar);
     free(text);
     free(rendered);
     return exit_code;
@@ -1187,7 +1260,8 @@ static void print_chat_stats(const slm_gen_stats *gs, double t_start, double t_f
     print_rate("prompt", gs->n_prompt - gs->n_cached, t_first - t_start);
     fputs(", ", stderr);
     print_rate("generation", gs->n_generated - 1, t_end - t_first);
-    fputs(gs->stop_reason == SLM_STOP_CANCELLED ? "; interrupted]\n" : "]\n", stderr);
+    fprintf(stderr, "%s; stop: %s]\n", gs->stop_reason == SLM_STOP_CANCELLED ? "; interrupted" : "",
+            stop_name(gs->stop_reason));
 }
 
 #define CHAT_FILE_MAGIC "SLMCHAT1"
@@ -1284,6 +1358,7 @@ static int cmd_chat(int argc, char **argv) {
     if (!parse_chat_args(argc, argv, &o, &exit_code)) return exit_code;
     exit_code = 1;
     if (o.system_file && !read_file("chat", o.system_file, &system, &system_len)) goto done;
+    if (!load_grammar("chat", &o.gen)) goto done;
     if (!(model = load_model("chat", &o.gen.model))) goto done;
     if (!(session = new_session("chat", &o.gen, model))) goto done;
     if (o.load) {
@@ -1364,6 +1439,7 @@ done:
     slm_conversation_free(conv);
     slm_session_free(session);
     slm_model_free(model);
+    slm_grammar_free(o.gen.grammar);
     free(system);
     free(line);
     return exit_code;
@@ -1426,6 +1502,7 @@ static int cmd_complete(int argc, char **argv) {
 
     if (!read_file("complete", prefix_file, &prefix, &prefix_len)) goto done;
     if (suffix_file && !read_file("complete", suffix_file, &suffix, &suffix_len)) goto done;
+    if (!load_grammar("complete", &o)) goto done;
     if (!(model = load_model("complete", &o.model))) goto done;
     if (!(session = new_session("complete", &o, model))) goto done;
     memset(&st, 0, sizeof st);
@@ -1457,6 +1534,7 @@ static int cmd_complete(int argc, char **argv) {
 done:
     slm_session_free(session);
     slm_model_free(model);
+    slm_grammar_free(o.grammar);
     free(prefix);
     free(suffix);
     return exit_code;

@@ -27,7 +27,7 @@ import time
 from pty_common import Demo, raw_mode_on, result, summary
 
 PROMPT = rb"\r?\n?> "
-# "[K tokens; prompt N new, R reused; ...; interrupted]" (print_chat_stats)
+# "[K tokens; prompt N new, R reused; ...; interrupted; stop: cancelled]" (print_chat_stats)
 STATS = rb"\[(\d+) tokens; prompt (\d+) new, (\d+) reused; [^\]\n]*\]"
 
 
@@ -41,7 +41,7 @@ def stop_reply(d, name, line, mark):
     d.pump(0.01)
     d.send(b"\x03")
     s = d.wait_for(STATS, mark)
-    ok = s is not None and s.group(0).endswith(b"interrupted]")
+    ok = s is not None and s.group(0).endswith(b"interrupted; stop: cancelled]")
     ok_prompt = ok and d.wait_for(PROMPT + rb"$", s.end()) is not None and d.proc.poll() is None
     result(f"{name}: Ctrl-C stops the reply, the next prompt appears, the chat goes on", ok and ok_prompt,
            f"stats: {s.group(0) if s else None}; running: {d.proc.poll() is None}; output: {d.tail()}")

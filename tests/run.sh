@@ -394,6 +394,47 @@ cli_scoring() {
     check "slm perplexity without -f: exit 1" test $RC = 1 -a -s "$E"
 }
 
+# slm run --grammar-file / --json / --json-schema on model $1
+cli_grammar() {
+    local m=$1 seed ended=0 json_bad=
+    run_cmd "$O" "$E" "$SLM" run -m "$m" -p "Once" --grammar-file "$BUILD/no-such-grammar.gbnf"
+    DETAIL="exit status $RC, stderr: $(head -c 200 "$E")"
+    check "slm run --grammar-file on a missing file: exit 1, names it" eval 'test $RC = 1 && grep -q "no-such-grammar.gbnf" "$E"'
+    printf 'root ::= "yes" | "no"\nbad ::= "x\n' >"$BUILD/bad.gbnf"
+    run_cmd "$O" "$E" "$SLM" run -m "$m" -p "Once" --grammar-file "$BUILD/bad.gbnf"
+    DETAIL="exit status $RC, stderr: $(head -c 200 "$E")"
+    check "slm run --grammar-file with a bad grammar: exit 1, line and column" eval 'test $RC = 1 && grep -q "line 2, column" "$E" && ! [ -s "$O" ]'
+    printf 'root ::= "yes" | "no"\n' >"$BUILD/yesno.gbnf"
+    run_cmd "$O" "$E" "$SLM" run -m "$m" -p "Once upon a time" --no-echo --temp 1 --seed 5 --grammar-file "$BUILD/yesno.gbnf"
+    DETAIL="exit status $RC, stdout '$(head -c 100 "$O")', stderr: $(head -c 300 "$E")"
+    check "slm run --grammar-file: yes or no, then 'stop: end'" eval 'test $RC = 0 && grep -Eqx "yes|no" "$O" && grep -q "; stop: end$" "$E"'
+    run_cmd "$O" "$E" "$SLM" run -m "$m" -p "Once" -n 3 --temp 0
+    DETAIL="stderr: $(head -c 300 "$E")"
+    check "slm run's stats line ends with '; stop: max-tokens'" grep -q "; stop: max-tokens$" "$E"
+    # --json: a text that ended parses (Python's json); one cut by -n is not checked here
+    for seed in 1 2 3 4 5 6; do
+        run_cmd "$O" "$E" "$SLM" run -m "$m" -p "The data:" -n 150 --no-echo --temp 1 --seed $seed --json
+        if [ $RC != 0 ]; then json_bad="seed $seed: exit $RC, $(head -c 200 "$E")"; break; fi
+        if grep -q "; stop: end$" "$E"; then
+            ended=$((ended + 1))
+            /usr/bin/python3 -m json.tool "$O" >/dev/null 2>&1 || { json_bad="seed $seed: not JSON: $(head -c 200 "$O")"; break; }
+        fi
+    done
+    DETAIL="${json_bad:-no run ended}"
+    check "slm run --json: every text that ended parses as JSON" test -z "$json_bad" -a $ended -gt 0
+    printf '{"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"], "additionalProperties": false}' >"$BUILD/schema.json"
+    run_cmd "$O" "$E" "$SLM" run -m "$m" -p "Once" -n 100 --no-echo --temp 0 --json-schema "$BUILD/schema.json"
+    DETAIL="exit status $RC, stdout '$(head -c 100 "$O")', stderr: $(head -c 300 "$E")"
+    check "slm run --json-schema: {\"ok\": true|false} (or, before the converter, its error)" eval '{ test $RC = 0 && /usr/bin/python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert list(d)==[\"ok\"] and isinstance(d[\"ok\"], bool)" "$O"; } || { test $RC = 1 && grep -q "JSON Schema .*schema.json" "$E"; }'
+    printf '{"type": ' >"$BUILD/bad_schema.json"
+    run_cmd "$O" "$E" "$SLM" run -m "$m" -p "Once" --json-schema "$BUILD/bad_schema.json"
+    DETAIL="exit status $RC, stderr: $(head -c 200 "$E")"
+    check "slm run --json-schema with bad JSON: exit 1, a message" eval 'test $RC = 1 && grep -q "JSON Schema" "$E"'
+    run_cmd "$O" "$E" "$SLM" run -m "$m" -p "Once" --json --grammar-file "$BUILD/yesno.gbnf"
+    DETAIL="exit status $RC, stderr: $(head -c 200 "$E")"
+    check "slm run --json --grammar-file: exit 1, use one" eval 'test $RC = 1 && grep -q "use one" "$E"'
+}
+
 section_cli() {
 echo "== command line ($SLM, $CONVERT)"
 # run_cmd OUTFILE ERRFILE CMD...: sets RC
@@ -517,6 +558,7 @@ else
         check "slm run -n notanumber: exit 1" test $RC = 1 -a -s "$E"
         cli_suggest "$M"
         cli_scoring "$M"
+        cli_grammar "$M"
     fi
 fi
 
@@ -598,7 +640,7 @@ cli_prompts_chat() {
         rc=$?
         DETAIL="exit $rc; stderr: $(tail -c 300 "$BUILD/cli_sigint.err")"
         check "slm run: Ctrl-C (SIGINT) stops the generation, prints the statistics (interrupted), exit 0" eval \
-            'test $rc = 0 && grep -q "tokens generated.*; interrupted$" "$BUILD/cli_sigint.err" && test "$(head -c 5 "$BUILD/cli_sigint.out")" = Hello'
+            'test $rc = 0 && grep -q "tokens generated.*; interrupted; stop: cancelled$" "$BUILD/cli_sigint.err" && test "$(head -c 5 "$BUILD/cli_sigint.out")" = Hello'
     fi
     if [ -s "$Q" ]; then
         a=$("$SLM" run -m "$Q" --chat -p Hello -n 8 --temp 0 2>/dev/null; echo x)

@@ -4631,6 +4631,187 @@ static void test_scoring_alloc_failures(void) {
 }
 
 /* ======================================================================== */
+/* grammars: the built-in JSON grammar                                      */
+/* ======================================================================== */
+
+/* A JSON reader of its own (RFC 8259): 0 not JSON, 1 a whole value, 2 the
+   text ended inside one (a prefix). */
+typedef struct jr {
+    const char *s;
+    size_t n, i;
+    size_t max_ws; /* the longest run of whitespace met */
+} jr;
+#define JR_END(p) ((p)->i >= (p)->n)
+static void jr_ws(jr *p) {
+    size_t k = 0;
+    while (!JR_END(p) && (p->s[p->i] == ' ' || p->s[p->i] == '\t' || p->s[p->i] == '\n' || p->s[p->i] == '\r'))
+        p->i++, k++;
+    if (k > p->max_ws) p->max_ws = k;
+}
+static int jr_digits(jr *p) { /* at least one */
+    size_t start = p->i;
+    while (!JR_END(p) && p->s[p->i] >= '0' && p->s[p->i] <= '9') p->i++;
+    return JR_END(p) && p->i == start ? 2 : p->i > start;
+}
+static int jr_value(jr *p, int depth);
+static int jr_string(jr *p) {
+    p->i++; /* the quote */
+    for (;;) {
+        unsigned char c;
+        if (JR_END(p)) return 2;
+        c = (unsigned char)p->s[p->i++];
+        if (c == '"') return 1;
+        if (c < 0x20) return 0;
+        if (c == '\\') {
+            if (JR_END(p)) return 2;
+            c = (unsigned char)p->s[p->i++];
+            if (c == 'u') {
+                int k;
+                for (k = 0; k < 4; k++) {
+                    if (JR_END(p)) return 2;
+                    if (!isxdigit((unsigned char)p->s[p->i++])) return 0;
+                }
+            } else if (!strchr("\"\\/bfnrt", c) || c == 0) {
+                return 0;
+            }
+        }
+    }
+}
+static int jr_number(jr *p) {
+    int r;
+    if (p->s[p->i] == '-') p->i++;
+    if (JR_END(p)) return 2;
+    if (p->s[p->i] == '0')
+        p->i++;
+    else if ((r = jr_digits(p)) != 1)
+        return r;
+    if (!JR_END(p) && p->s[p->i] == '.') {
+        p->i++;
+        if ((r = jr_digits(p)) != 1) return r;
+    }
+    if (!JR_END(p) && (p->s[p->i] == 'e' || p->s[p->i] == 'E')) {
+        p->i++;
+        if (!JR_END(p) && (p->s[p->i] == '+' || p->s[p->i] == '-')) p->i++;
+        if ((r = jr_digits(p)) != 1) return r;
+    }
+    return 1;
+}
+static int jr_items(jr *p, int depth, char close, int keyed) {
+    int r;
+    p->i++; /* the bracket */
+    jr_ws(p);
+    if (JR_END(p)) return 2;
+    if (p->s[p->i] == close) return p->i++, 1;
+    for (;;) {
+        if (keyed) {
+            if (p->s[p->i] != '"') return 0;
+            if ((r = jr_string(p)) != 1) return r;
+            jr_ws(p);
+            if (JR_END(p)) return 2;
+            if (p->s[p->i++] != ':') return 0;
+            jr_ws(p);
+        }
+        if ((r = jr_value(p, depth + 1)) != 1) return r;
+        jr_ws(p);
+        if (JR_END(p)) return 2;
+        if (p->s[p->i] == close) return p->i++, 1;
+        if (p->s[p->i++] != ',') return 0;
+        jr_ws(p);
+        if (JR_END(p)) return 2;
+    }
+}
+static int jr_value(jr *p, int depth) {
+    static const char *const words[] = { "true", "false", "null" };
+    int k;
+    if (depth > 500) return 0;
+    if (JR_END(p)) return 2;
+    switch (p->s[p->i]) {
+    case '{': return jr_items(p, depth, '}', 1);
+    case '[': return jr_items(p, depth, ']', 0);
+    case '"': return jr_string(p);
+    default: break;
+    }
+    if (p->s[p->i] == '-' || (p->s[p->i] >= '0' && p->s[p->i] <= '9')) return jr_number(p);
+    for (k = 0; k < 3; k++)
+        if (p->s[p->i] == words[k][0]) {
+            const char *w = words[k];
+            for (; *w; w++, p->i++) {
+                if (JR_END(p)) return 2;
+                if (p->s[p->i] != *w) return 0;
+            }
+            return 1;
+        }
+    return 0;
+}
+static int jr_text(const char *s, size_t n, size_t *max_ws) {
+    jr p;
+    int r;
+    memset(&p, 0, sizeof p);
+    p.s = s;
+    p.n = n;
+    r = jr_value(&p, 0);
+    if (r == 1) {
+        jr_ws(&p);
+        if (!JR_END(&p)) r = 0;
+    }
+    *max_ws = p.max_ws;
+    return r;
+}
+
+/* The built-in JSON grammar on stories260K and the StarCoder-vocabulary
+   fixture, greedy and 20 seeds: every text that ended parses (the reader
+   above), every text cut by max_tokens is a prefix of JSON, and whitespace
+   never runs past a newline and 20 spaces or tabs. */
+static void test_grammar_json(const char *arg) {
+    slm_model *m = sc_model(arg);
+    slm_session *s;
+    slm_grammar *g = NULL;
+    slm_grammar_desc gd;
+    char err[256], out[2048];
+    int seed, n_whole = 0;
+    if (!m) SKIP("model %s not converted (tests/run.sh converts it)", arg);
+    memset(&gd, 0, sizeof gd);
+    gd.gbnf = slm_grammar_json();
+    gd.error = err;
+    gd.error_cap = sizeof err;
+    err[0] = 0;
+    if (slm_grammar_new(&g, &gd) == SLM_ERR_UNSUPPORTED) {
+        slm_model_free(m);
+        SKIP("slm_grammar_new: no GBNF compiler in this build yet");
+    }
+    CHECKF(g != NULL, "slm_grammar_json() does not compile: %s", err);
+    s = sc_session(m, 512, 1, 0);
+    for (seed = 0; g && s && seed <= 20; seed++) {
+        slm_gen_opts o;
+        slm_gen_stats st;
+        size_t n = 0, max_ws = 0;
+        int r;
+        memset(&o, 0, sizeof o);
+        o.grammar = g;
+        o.temperature = seed ? 1.0f : 0.0f;
+        o.seed = (uint64_t)seed;
+        o.max_tokens = 200;
+        CHECKF(slm_generate(s, seed % 2 ? "The data as JSON:" : "Once upon a time", &o, out, sizeof out, &n) == SLM_OK,
+               "seed %d: %s", seed, slm_session_error(s));
+        slm_session_stats(s, &st);
+        r = jr_text(out, n, &max_ws);
+        if (st.stop_reason == SLM_STOP_END_OF_TEXT) {
+            n_whole++;
+            CHECKF(r == 1, "seed %d: the text ended but is not JSON: \"%s\"", seed, out);
+        } else {
+            CHECKF(st.stop_reason == SLM_STOP_MAX_TOKENS && r >= 1, "seed %d: stop %d, not a prefix: \"%s\"", seed,
+                   st.stop_reason, out);
+        }
+        CHECKF(max_ws <= 21, "seed %d: %zu whitespace bytes in a row", seed, max_ws);
+    }
+    CHECKF(n_whole > 0, "no JSON text ended within 200 tokens");
+    NOTE("%d of 21 texts ended (the others were cut at 200 tokens)", n_whole);
+    slm_session_free(s);
+    slm_grammar_free(g);
+    slm_model_free(m);
+}
+
+/* ======================================================================== */
 /* saved and forked sessions                                                */
 /* ======================================================================== */
 
@@ -5611,6 +5792,8 @@ static const test_case API_TESTS[] = {
     TEST(scoring_max_bytes),
     TEST(scoring_errors),
     TEST(scoring_alloc_failures),
+    TEST_ARG(grammar_json, "f32"),
+    TEST_ARG(grammar_json, "fixture:b_llama_starcoder_q4_0"),
     TEST_ARG(session_save_identical, "f32"),
     TEST_ARG(session_save_identical, "f16"),
     TEST_ARG(session_save_identical, "q8_0"),

@@ -1042,7 +1042,12 @@ examples_readme "$M" "$X" $have
 #     line per group of runs.
 # ---------------------------------------------------------------------------
 GRAMMARS="json arithmetic list c chess japanese"
-GRAMMAR_SEEDS=20
+# seeds of the example grammars, --json and the schemas on stories260K;
+# SLM_TEST_FEWER (the sanitizer run of tests/extended.sh) takes fewer
+GRAMMAR_SEEDS=20 GRAMMAR_JSON_SEEDS="1 2 3 4 5" GRAMMAR_SCHEMA_SEEDS="1 2 3"
+if [ "${SLM_TEST_FEWER:-0}" = 1 ]; then
+    GRAMMAR_SEEDS=3 GRAMMAR_JSON_SEEDS="1 2" GRAMMAR_SCHEMA_SEEDS=" "
+fi
 
 # grammar_stop ERRFILE: the stop reason of a run's stats line ("end",
 # "max-tokens", ...), or nothing
@@ -1081,7 +1086,7 @@ grammar_list() {
     for f in "$pre".*.rc; do
         s=${f%.rc}
         read -r rc <"$f"
-        stop= line=
+        stop='' line=''
         while IFS= read -r line; do
             [[ $line =~ \;\ stop:\ ([a-z-]+) ]] && stop=${BASH_REMATCH[1]}
         done <"$s.err"
@@ -1106,7 +1111,7 @@ grammar_list() {
 grammar_batch() {
     G_CHECK=$("$PY3" tests/grammar_check.py --batch "$1" 2>&1)
     RC=$?
-    G_BYTES=?
+    G_BYTES='?'
     [[ $G_CHECK =~ ([0-9]+)\ bytes\) ]] && G_BYTES=${BASH_REMATCH[1]}
 }
 
@@ -1171,13 +1176,13 @@ for entry in "${models[@]}"; do
         'ws ::= [ \t\n\r]*' >"$GD/any_json.gbnf"
     list=$GD/$label.json-flag.list
     : >"$list"
-    G_SEEDS="1 2 3 4 5"
+    G_SEEDS=$GRAMMAR_JSON_SEEDS
     grammar_runs "$GD/$label.json-flag" "$M" "Once upon a time" --json -n 64
     G_SEEDS=
     grammar_list "$GD/$label.json-flag" "$GD/any_json.gbnf" "$list" json
     grammar_batch "$list"
     DETAIL="runs:$G_BAD; checks: $(grep -v '^[0-9]* checked' <<<"$G_CHECK" | head -n 5)"
-    check "--json on $label: greedy + 5 seeds parse as JSON, whitespace bounded ($G_FULL complete, $G_PREFIX cut by -n 64, $G_BYTES bytes)" \
+    check "--json on $label: greedy + $(wc -w <<<"$GRAMMAR_JSON_SEEDS") seeds parse as JSON, whitespace bounded ($G_FULL complete, $G_PREFIX cut by -n 64, $G_BYTES bytes)" \
         test -z "$G_BAD" -a $RC = 0
 
     # JSON Schema cases: every output parses and validates (cut outputs are
@@ -1191,7 +1196,7 @@ for entry in "${models[@]}"; do
         case $(basename "$sc") in bad_*) continue ;; esac
         n_schemas=$((n_schemas + 1))
         name=$(basename "$sc" .json)
-        G_SEEDS="1 2 3"
+        G_SEEDS=$GRAMMAR_SCHEMA_SEEDS
         [ "$label" = stories260K ] || G_SEEDS=" "
         grammar_runs "$GD/$label.schema.$name" "$M" "Once upon a time" --json-schema "$sc" -n 256
         G_SEEDS=

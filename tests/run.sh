@@ -15,6 +15,9 @@
 #      SLM_FREE (and the reverse) must stop at slm.h's #error
 #   5. runs every example (examples/NAME.c, built by make as ./NAME), and
 #      builds README.md's C program (examples/simple.c) in a folder of its own
+#   6. grammars: llama.cpp's example grammars, JSON Schema cases, --json,
+#      --stop and -n under a grammar, outputs checked by tests/grammar_check.py
+#      and tests/schema_check.py (python3, standard library only)
 # and ends with the line "N passed, N failed, N skipped" (test_slm's tests
 # count one by one; tests/lib.sh has the counters and the build of test_slm).
 # Exit status 1 when anything failed. Installs nothing; tests whose assets are missing
@@ -1028,6 +1031,250 @@ examples_readme "$M" "$X" $have
 # ---------------------------------------------------------------------------
 
 # ---------------------------------------------------------------------------
+# 6. grammars (issue 14): llama.cpp's example grammars (tests/data/grammars)
+#     on stories260K and a byte-level BPE fixture (qwen2), greedy and with 20
+#     seeds; every output is checked by tests/grammar_check.py, a GBNF
+#     recognizer of its own (a full sentence when the run says "stop: end",
+#     a prefix of one when "stop: max-tokens"); json.gbnf outputs also by
+#     Python's json module. JSON Schema cases (tests/data/schemas) are
+#     generated with --json-schema and validated by tests/schema_check.py;
+#     --json, --stop, -n and a finite language under a grammar. One test
+#     line per group of runs.
+# ---------------------------------------------------------------------------
+GRAMMARS="json arithmetic list c chess japanese"
+# seeds of the example grammars, --json and the schemas on stories260K;
+# SLM_TEST_FEWER (the sanitizer run of tests/extended.sh) takes fewer
+GRAMMAR_SEEDS=20 GRAMMAR_JSON_SEEDS="1 2 3 4 5" GRAMMAR_SCHEMA_SEEDS="1 2 3"
+if [ "${SLM_TEST_FEWER:-0}" = 1 ]; then
+    GRAMMAR_SEEDS=3 GRAMMAR_JSON_SEEDS="1 2" GRAMMAR_SCHEMA_SEEDS=" "
+fi
+
+# grammar_stop ERRFILE: the stop reason of a run's stats line ("end",
+# "max-tokens", ...), or nothing
+grammar_stop() { sed -n 's/.*; stop: \([a-z-]*\).*/\1/p' "$1" | tail -n 1; }
+
+# grammar_runs OUT_PREFIX MODEL PROMPT ARGS...: the greedy run
+# (OUT_PREFIX.greedy.{out,err,rc}) and the seeded ones (OUT_PREFIX.N.*; the
+# seeds 1 to $GRAMMAR_SEEDS, or those in G_SEEDS), two at a time (the runs are
+# short; loading the model is most of them)
+grammar_runs() {
+    local pre=$1 m=$2 prompt=$3 s running=0
+    shift 3
+    for s in greedy ${G_SEEDS:-$(seq 1 $GRAMMAR_SEEDS)}; do
+        (
+            if [ "$s" = greedy ]; then set -- "$@" --temp 0; else set -- "$@" --temp 1 --top-p 1 --seed "$s"; fi
+            $TO "$SLM" run -m "$m" -p "$prompt" --no-echo -t 1 "$@" </dev/null >"$pre.$s.out" 2>"$pre.$s.err"
+            echo $? >"$pre.$s.rc"
+        ) &
+        running=$((running + 1))
+        if [ $running -ge 2 ]; then
+            wait -n
+            running=$((running - 1))
+        fi
+    done
+    wait
+}
+
+# grammar_list OUT_PREFIX GRAMMAR LIST [json]: appends the checks of the runs'
+# outputs to LIST (full or prefix by the stop reason; "json" adds json.loads
+# of the complete ones and the bound on whitespace of all); sets G_BAD (runs
+# that failed or stopped otherwise), G_FULL and G_PREFIX. Bash builtins
+# only: a fork costs under load.
+grammar_list() {
+    local pre=$1 g=$2 list=$3 json=${4:-} f s rc stop line
+    G_BAD='' G_FULL=0 G_PREFIX=0
+    for f in "$pre".*.rc; do
+        s=${f%.rc}
+        read -r rc <"$f"
+        stop='' line=''
+        while IFS= read -r line; do
+            [[ $line =~ \;\ stop:\ ([a-z-]+) ]] && stop=${BASH_REMATCH[1]}
+        done <"$s.err"
+        if [ "$rc" != 0 ]; then
+            G_BAD="$G_BAD [$s: exit status $rc: $(tail -n 2 "$s.err" | tr '\n' ' ' | head -c 300)]"
+        elif [ "$stop" = end ]; then
+            G_FULL=$((G_FULL + 1))
+            printf 'full\t%s\t%s\n' "$g" "$s.out" >>"$list"
+            [ -n "$json" ] && printf 'json\t-\t%s\njsonws\t-\t%s\n' "$s.out" "$s.out" >>"$list"
+        elif [ "$stop" = max-tokens ]; then
+            G_PREFIX=$((G_PREFIX + 1))
+            printf 'prefix\t%s\t%s\n' "$g" "$s.out" >>"$list"
+            [ -n "$json" ] && printf 'jsonws\t-\t%s\n' "$s.out" >>"$list"
+        else
+            G_BAD="$G_BAD [$s: stop reason '$stop', not end or max-tokens: $(tail -n 1 "$s.err" | head -c 300)]"
+        fi
+    done
+}
+
+# grammar_batch LIST: runs the checks; sets G_CHECK (the failures), G_BYTES
+# (the bytes of the texts checked) and RC
+grammar_batch() {
+    G_CHECK=$("$PY3" tests/grammar_check.py --batch "$1" 2>&1)
+    RC=$?
+    G_BYTES='?'
+    [[ $G_CHECK =~ ([0-9]+)\ bytes\) ]] && G_BYTES=${BASH_REMATCH[1]}
+}
+
+section_grammars() {
+echo "== grammars (tests/data/grammars, tests/data/schemas; checked by tests/grammar_check.py)"
+local GD=$BUILD/grammar M name g label models=() t0=$SECONDS
+if ! command -v python3 >/dev/null 2>&1; then
+    skip "grammars" "python3 not found (tests/grammar_check.py needs it)"
+    return
+fi
+# the interpreter itself, once: a version manager's shim costs a second a call under load
+PY3=$(python3 -c 'import sys; print(sys.executable)' 2>/dev/null)
+[ -x "$PY3" ] || PY3=python3
+local st
+st=$("$PY3" tests/grammar_check.py --self-test 2>&1; "$PY3" tests/schema_check.py --self-test 2>&1)
+DETAIL=$(grep -v '^[a-z_]* self-test: ' <<<"$st" | head -n 10)
+check "grammar_check.py and schema_check.py self-tests ($(grep -o '^[a-z_]* self-test: [0-9]* cases' <<<"$st" | sed 's/ self-test://' | paste -sd, - | sed 's/,/, /'))" \
+    test -z "$(grep -v '^[a-z_]* self-test: .*, 0 failed$' <<<"$st")"
+if [ ! -x "$SLM" ]; then
+    fail "grammars: ./slm built" "$SLM missing"
+    return
+fi
+rm -rf "$GD" && mkdir -p "$GD"
+if [ $HAVE_MODEL = 0 ]; then
+    skip "grammar runs on stories260K" "$NO_MODEL_REASON"
+elif [ -z "${CONVERTED[f32]:-}" ]; then
+    fail "grammar runs on stories260K" "no converted model ($BUILD/stories260K_f32.slm)"
+else
+    models+=("stories260K|$BUILD/stories260K_f32.slm")
+fi
+M=$BUILD/fixtures/c_qwen2_f16.slm
+if [ -f "$M" ]; then
+    models+=("qwen2|$M")
+else
+    skip "grammar runs on the qwen2 fixture (byte-level BPE)" "$M not converted (fixtures missing in $MODELS/fixtures?)"
+fi
+local entry list
+for entry in "${models[@]}"; do
+    label=${entry%%|*} M=${entry#*|}
+    # each example grammar: greedy + 20 seeds, 48 tokens
+    for name in $GRAMMARS; do
+        g=tests/data/grammars/$name.gbnf
+        list=$GD/$label.$name.list
+        : >"$list"
+        grammar_runs "$GD/$label.$name" "$M" "Once upon a time" --grammar-file "$g" -n 48
+        grammar_list "$GD/$label.$name" "$g" "$list" "$([ $name = json ] && echo json)"
+        grammar_batch "$list"
+        DETAIL="runs:$G_BAD; checks: $(grep -v '^[0-9]* checked' <<<"$G_CHECK" | head -n 5)"
+        check "$name.gbnf on $label: greedy + $GRAMMAR_SEEDS seeds accepted by the recognizer ($G_FULL complete, $G_PREFIX cut by -n 48, $G_BYTES bytes)" \
+            test -z "$G_BAD" -a $RC = 0
+    done
+
+    # the built-in JSON grammar: complete outputs parse, cut ones are a prefix
+    # of RFC 8259 JSON with any whitespace (a superset of the bounded one);
+    # in both, whitespace comes in gaps as llama.cpp bounds them
+    printf '%s\n' 'root ::= ws value ws' \
+        'value ::= object | array | string | number | "true" | "false" | "null"' \
+        'object ::= "{" ws ( string ws ":" ws value ws ( "," ws string ws ":" ws value ws )* )? "}"' \
+        'array ::= "[" ws ( value ws ( "," ws value ws )* )? "]"' \
+        'string ::= "\"" ( [^"\\\x00-\x1F] | "\\" ( ["\\/bfnrt] | "u" [0-9a-fA-F]{4} ) )* "\""' \
+        'number ::= "-"? ( "0" | [1-9] [0-9]* ) ( "." [0-9]+ )? ( [eE] [-+]? [0-9]+ )?' \
+        'ws ::= [ \t\n\r]*' >"$GD/any_json.gbnf"
+    list=$GD/$label.json-flag.list
+    : >"$list"
+    G_SEEDS=$GRAMMAR_JSON_SEEDS
+    grammar_runs "$GD/$label.json-flag" "$M" "Once upon a time" --json -n 64
+    G_SEEDS=
+    grammar_list "$GD/$label.json-flag" "$GD/any_json.gbnf" "$list" json
+    grammar_batch "$list"
+    DETAIL="runs:$G_BAD; checks: $(grep -v '^[0-9]* checked' <<<"$G_CHECK" | head -n 5)"
+    check "--json on $label: greedy + $(wc -w <<<"$GRAMMAR_JSON_SEEDS") seeds parse as JSON, whitespace bounded ($G_FULL complete, $G_PREFIX cut by -n 64, $G_BYTES bytes)" \
+        test -z "$G_BAD" -a $RC = 0
+
+    # JSON Schema cases: every output parses and validates (cut outputs are
+    # only checked for bounded whitespace: the schema's grammar is the
+    # library's); on the qwen2 fixture, whose random weights rarely close a
+    # string, greedy only
+    local sc bad='' n_cut=0 n_ok=0 n_schemas=0
+    list=$GD/$label.schemas.list
+    : >"$list"
+    for sc in tests/data/schemas/*.json; do
+        case $(basename "$sc") in bad_*) continue ;; esac
+        n_schemas=$((n_schemas + 1))
+        name=$(basename "$sc" .json)
+        G_SEEDS=$GRAMMAR_SCHEMA_SEEDS
+        [ "$label" = stories260K ] || G_SEEDS=" "
+        grammar_runs "$GD/$label.schema.$name" "$M" "Once upon a time" --json-schema "$sc" -n 256
+        G_SEEDS=
+        grammar_list "$GD/$label.schema.$name" "$sc" "$GD/$label.schema.$name.list" json
+        bad="$bad$G_BAD"
+        n_ok=$((n_ok + G_FULL)) n_cut=$((n_cut + G_PREFIX))
+        # the complete ones: the schema check (for "full SCHEMA FILE"); all:
+        # the bound on whitespace
+        sed -n -e 's/^full\t/schema\t/p' -e '/^jsonws\t/p' "$GD/$label.schema.$name.list" >>"$list"
+    done
+    grammar_batch "$list"
+    DETAIL="runs:$bad; checks: $(grep -v '^[0-9]* checked' <<<"$G_CHECK" | head -n 5)"
+    check "--json-schema on $label: $n_schemas schemas, each output parses and validates, whitespace bounded ($n_ok complete, $n_cut cut by -n 256)" \
+        test -z "$bad" -a $RC = 0 -a $n_ok -gt 0
+    [ $n_cut -le $n_ok ] || echo "    note: $n_cut of $((n_ok + n_cut)) schema outputs on $label were cut by -n 256 and not validated"
+
+    # a finite language: generation ends once the text is complete and the
+    # grammar admits nothing more (stop: end, well before -n 48)
+    printf '%s\n' 'root ::= ("yes" | "no" | "maybe") "."' >"$GD/finite.gbnf"
+    list=$GD/$label.finite.list
+    : >"$list"
+    G_SEEDS="1 2 3"
+    grammar_runs "$GD/$label.finite" "$M" "Once upon a time" --grammar-file "$GD/finite.gbnf" -n 48
+    G_SEEDS=
+    grammar_list "$GD/$label.finite" "$GD/finite.gbnf" "$list"
+    grammar_batch "$list"
+    DETAIL="runs:$G_BAD; checks: $(grep -v '^[0-9]* checked' <<<"$G_CHECK" | head -n 5)"
+    check "a finite grammar on $label: greedy + 3 seeds end complete (stop: end) with the text" \
+        test -z "$G_BAD" -a $RC = 0 -a $G_FULL = 4
+
+    # -n 5 under a grammar whose sentences are 60 characters (a token holds
+    # one or two of them): cut at max-tokens after 5 tokens, a prefix
+    printf '%s\n' 'root ::= ([a-z] " "){30}' >"$GD/long.gbnf"
+    f=$GD/$label.n5
+    $TO "$SLM" run -m "$M" -p "Once upon a time" --no-echo -t 1 --grammar-file "$GD/long.gbnf" -n 5 --temp 0 </dev/null >"$f.out" 2>"$f.err"
+    rc=$?
+    G_CHECK=$("$PY3" tests/grammar_check.py "$GD/long.gbnf" --prefix <"$f.out" 2>&1)
+    RC=$?
+    DETAIL="exit status $rc, stop '$(grammar_stop "$f.err")', $G_CHECK; stdout: $(head -c 200 "$f.out"); stderr: $(tail -n 2 "$f.err" | head -c 300)"
+    check "-n 5 under a grammar on $label: stops at max-tokens after 5 tokens, a prefix" \
+        eval 'test $rc = 0 -a $RC = 0 && [ "$(grammar_stop "$f.err")" = max-tokens ] && grep -q "^5 tokens generated" "$f.err"'
+
+    # --stop under a grammar: chess.gbnf forces "\n" after the first two
+    # moves, so --stop "\n" cuts mid-grammar; the text is the greedy text
+    # before the first "\n", a prefix, not a sentence
+    f=$GD/$label.stop
+    g=tests/data/grammars/chess.gbnf
+    $TO "$SLM" run -m "$M" -p "Once upon a time" --no-echo -t 1 --grammar-file "$g" -n 48 --temp 0 </dev/null >"$f.whole" 2>/dev/null
+    $TO "$SLM" run -m "$M" -p "Once upon a time" --no-echo -t 1 --grammar-file "$g" -n 48 --temp 0 --stop $'\n' </dev/null >"$f.out" 2>"$f.err"
+    rc=$?
+    printf '%s' "$(head -n 1 "$f.whole")" >"$f.expected"
+    "$PY3" tests/grammar_check.py "$g" --prefix <"$f.out" >/dev/null 2>&1
+    RC=$?
+    "$PY3" tests/grammar_check.py "$g" <"$f.out" >/dev/null 2>&1
+    local rc_full=$?
+    DETAIL="exit status $rc, stop '$(grammar_stop "$f.err")', prefix check $RC (0 = a prefix), full check $rc_full (1 = not a sentence); stdout: $(head -c 200 "$f.out" | od -c | head -n 3 | tr '\n' ' '); without --stop: $(head -c 100 "$f.whole" | od -c | head -n 3 | tr '\n' ' ')"
+    check "--stop \"\\n\" with chess.gbnf on $label: stop-string, the text before it, a prefix, not a sentence" \
+        eval 'test $rc = 0 -a $RC = 0 -a $rc_full = 1 && [ "$(grammar_stop "$f.err")" = stop-string ] && cmp -s "$f.out" "$f.expected" && [ $(wc -l <"$f.whole") -ge 1 ]'
+done
+
+# bad schemas: exit status 1 and the expected words in the message
+local want
+if [ ${#models[@]} = 0 ]; then
+    echo "    grammars: $((SECONDS - t0)) s"
+    return
+fi
+while IFS=$'\t' read -r name want; do
+    [ -n "$name" ] || continue
+    f=$GD/$name
+    $TO "$SLM" run -m "${models[0]#*|}" -p "x" --json-schema "tests/data/schemas/$name" -n 5 </dev/null >"$f.out" 2>"$f.err"
+    rc=$?
+    DETAIL="exit status $rc, stderr: $(head -c 300 "$f.err")"
+    check "--json-schema $name: exit 1, the message names '$want'" eval 'test $rc = 1 && grep -qF -- "$want" "$f.err"'
+done <tests/data/schemas/bad_errors.tsv
+echo "    grammars: $((SECONDS - t0)) s"
+}
+
+# ---------------------------------------------------------------------------
 # 4. compile matrix
 # ---------------------------------------------------------------------------
 section_matrix() {
@@ -1114,6 +1361,7 @@ if [ "$ONLY_COMPILE" != 1 ]; then
     section_ctests
     section_cli
     section_examples
+    section_grammars
 fi
 section_matrix
 

@@ -1277,7 +1277,25 @@ echo "    grammars: $((SECONDS - t0)) s"
 # ---------------------------------------------------------------------------
 # 4. compile matrix
 # ---------------------------------------------------------------------------
+# matrix_build DRIVER FLAGS VARIANT OUT: one cell of the compile matrix, its
+# log in OUT.log and its exit status in OUT.status (0 = built, linked, ran)
+matrix_build() {
+    local drv=$1 flags=$2 variant=$3 out=$4 rc=0
+    # shellcheck disable=SC2086
+    if [ "$variant" = -DSLM_STATIC ]; then
+        # SLM_STATIC: one translation unit that uses part of the API
+        $drv $flags -DCOMPILE_SINGLE -o "$out" tests/compile_a.c -lm >"$out.log" 2>&1 && "$out" >>"$out.log" 2>&1 || rc=1
+    else
+        $drv $flags -c -o "$out.a.o" tests/compile_a.c >"$out.log" 2>&1 &&
+            $drv $flags -c -o "$out.b.o" tests/compile_b.c >>"$out.log" 2>&1 &&
+            $drv $variant -o "$out" "$out.a.o" "$out.b.o" -lm >>"$out.log" 2>&1 &&
+            "$out" >>"$out.log" 2>&1 || rc=1
+    fi
+    echo $rc >"$out.status"
+}
+
 section_matrix() {
+MATRIX_JOBS=${SLM_TEST_JOBS:-2} MATRIX_NAMES=() MATRIX_TAGS=()
 if [ "${SLM_TEST_SKIP_COMPILE:-0}" = 1 ]; then
     echo "== compile matrix: skipped (SLM_TEST_SKIP_COMPILE=1)"
 else
@@ -1304,26 +1322,11 @@ else
                 fi
                 tag=$(echo "$cc-$lang$variant" | tr -c 'A-Za-z0-9_\n-' '_')
                 flags="$lflags -Wall -Wextra -Werror -O2 $ARCHF -I. $variant"
-                log=$CB/$tag.log
-                if [ "$variant" = -DSLM_STATIC ]; then
-                    # SLM_STATIC: one translation unit that uses part of the API
-                    # shellcheck disable=SC2086
-                    if $drv $flags -DCOMPILE_SINGLE -o "$CB/$tag" tests/compile_a.c -lm >"$log" 2>&1 && "$CB/$tag" >>"$log" 2>&1; then
-                        pass "$name (one translation unit)"
-                    else
-                        fail "$name (one translation unit)" "$(head -n 8 "$log")"
-                    fi
-                    continue
-                fi
-                # shellcheck disable=SC2086
-                if $drv $flags -c -o "$CB/$tag.a.o" tests/compile_a.c >"$log" 2>&1 &&
-                   $drv $flags -c -o "$CB/$tag.b.o" tests/compile_b.c >>"$log" 2>&1 &&
-                   $drv $variant -o "$CB/$tag" "$CB/$tag.a.o" "$CB/$tag.b.o" -lm >>"$log" 2>&1 &&
-                   "$CB/$tag" >>"$log" 2>&1; then
-                    pass "$name (two translation units, linked and run)"
-                else
-                    fail "$name (two translation units, linked and run)" "$(head -n 8 "$log")"
-                fi
+                # two builds at a time (the machine has at least two CPUs); the
+                # results are reported below, in order
+                while [ "$(jobs -rp | wc -l)" -ge "$MATRIX_JOBS" ]; do wait -n 2>/dev/null || sleep 0.2; done
+                matrix_build "$drv" "$flags" "$variant" "$CB/$tag" &
+                MATRIX_NAMES+=("$name") MATRIX_TAGS+=("$CB/$tag")
             done
         done
         # SLM_MALLOC and SLM_FREE come in a pair: one alone is an #error naming the other
@@ -1345,6 +1348,12 @@ else
         else
             fail "$cc -DSLM_MALLOC -DSLM_FREE compiles warning-free" "$(head -n 4 "$log")"
         fi
+    done
+    wait
+    for i in "${!MATRIX_TAGS[@]}"; do
+        tag=${MATRIX_TAGS[$i]} name=${MATRIX_NAMES[$i]}
+        case $name in *-DSLM_STATIC) what="$name (one translation unit)" ;; *) what="$name (two translation units, linked and run)" ;; esac
+        if [ "$(cat "$tag.status" 2>/dev/null)" = 0 ]; then pass "$what"; else fail "$what" "$(head -n 8 "$tag.log")"; fi
     done
 fi
 

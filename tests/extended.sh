@@ -271,6 +271,7 @@ fi
 echo "== AVX-512 builds compile"
 AB=$BUILD/avx512-compile
 mkdir -p "$AB"
+AVX512_CELLS=()
 for cc in gcc clang; do
     case $cc in gcc) cxx=g++ ;; clang) cxx=clang++ ;; esac
     if ! command -v "$cc" >/dev/null 2>&1 || ! command -v "$cxx" >/dev/null 2>&1; then
@@ -286,16 +287,21 @@ for cc in gcc clang; do
                "-mavx512f -mavx512bw -mavx512vl -mfma -mf16c -mavx512vnni" "-mavx512f -mavx512bw -mavx512vl -mfma"; do
         for lang in c99 c++11; do
             if [ $lang = c99 ]; then drv=$cc; lflags="-x c -std=c99 -pedantic"; else drv=$cxx; lflags="-x c++ -std=c++11 -pedantic"; fi
-            log=$AB/$(echo "$cc-$lang$isa" | tr -c 'A-Za-z0-9_\n-' '_').log
+            out=$AB/$(echo "$cc-$lang$isa" | tr -c 'A-Za-z0-9_\n-' '_')
+            # two at a time; reported below, in order
+            while [ "$(jobs -rp | wc -l)" -ge 2 ]; do wait -n 2>/dev/null || sleep 0.2; done
             # shellcheck disable=SC2086
-            if $drv $lflags -Wall -Wextra -Werror -O2 $isa -I. -c -o "$AB/a.o" tests/compile_a.c >"$log" 2>&1 &&
-               $drv $lflags -Wall -Wextra -Werror -O2 $isa -I. -c -o "$AB/b.o" tests/compile_b.c >>"$log" 2>&1; then
-                pass "$cc $lang $isa compiles"
-            else
-                fail "$cc $lang $isa compiles" "$(head -n 8 "$log")"
-            fi
+            ( $drv $lflags -Wall -Wextra -Werror -O2 $isa -I. -c -o "$out.a.o" tests/compile_a.c >"$out.log" 2>&1 &&
+              $drv $lflags -Wall -Wextra -Werror -O2 $isa -I. -c -o "$out.b.o" tests/compile_b.c >>"$out.log" 2>&1
+              echo $? >"$out.status" ) &
+            AVX512_CELLS+=("$out|$cc $lang $isa")
         done
     done
+done
+wait
+for cell in "${AVX512_CELLS[@]}"; do
+    out=${cell%%|*} name=${cell#*|}
+    if [ "$(cat "$out.status" 2>/dev/null)" = 0 ]; then pass "$name compiles"; else fail "$name compiles" "$(head -n 8 "$out.log")"; fi
 done
 
 # ---------------------------------------------------------------------------

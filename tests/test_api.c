@@ -2702,6 +2702,8 @@ static void test_branches_fixture(const char *fixture) {
     float *rows;
     int n_vocab, ki, threads, n_checked = 0, bad = 0;
     uint32_t rng = 99u;
+    if (getenv("SLM_TEST_FEWER") && strstr(fixture, "qwen"))
+        SKIP("SLM_TEST_FEWER (sanitizers, qemu): the llama fixtures cover the code; make test runs the Qwen ones");
     snprintf(rel, sizeof rel, "fixtures/%s.slm", fixture);
     m = load_build_model(rel);
     if (!m) SKIP("build/%s not found (tests/run.sh converts it)", rel);
@@ -4781,7 +4783,8 @@ static void test_grammar_json(const char *arg) {
     }
     CHECKF(g != NULL, "slm_grammar_json() does not compile: %s", err);
     s = sc_session(m, 512, 1, 0);
-    for (seed = 0; g && s && seed <= 20; seed++) {
+    /* greedy and 20 seeds; 3 under sanitizers and qemu (SLM_TEST_FEWER) */
+    for (seed = 0; g && s && seed <= (getenv("SLM_TEST_FEWER") ? 3 : 20); seed++) {
         slm_gen_opts o;
         slm_gen_stats st;
         size_t n = 0, max_ws = 0;
@@ -4804,8 +4807,9 @@ static void test_grammar_json(const char *arg) {
         }
         CHECKF(max_ws <= 21, "seed %d: %zu whitespace bytes in a row", seed, max_ws);
     }
-    CHECKF(n_whole > 0, "no JSON text ended within 200 tokens");
-    NOTE("%d of 21 texts ended (the others were cut at 200 tokens)", n_whole);
+    /* a few seeds may all be cut: make test's 21 must not */
+    CHECKF(n_whole > 0 || getenv("SLM_TEST_FEWER"), "no JSON text ended within 200 tokens");
+    NOTE("%d of %d texts ended (the others were cut at 200 tokens)", n_whole, seed);
     slm_session_free(s);
     slm_grammar_free(g);
     slm_model_free(m);
@@ -4870,6 +4874,10 @@ static void test_session_save_identical(const char *arg) {
     size_t size = 0, size2 = 0;
     slm_gen_opts o;
     if (!m) SKIP("%s: model not found under %s (tests/run.sh converts it)", arg, g_build_dir);
+    if (getenv("SLM_TEST_FEWER") && !strncmp(arg, "fixture:", 8)) {
+        slm_model_free(m);
+        SKIP("SLM_TEST_FEWER (sanitizers, qemu): stories260K's rows cover the code; make test runs this one");
+    }
     n_vocab = slm_model_info_get(m)->n_vocab;
     n_prompt = 8;
     memset(&o, 0, sizeof o);

@@ -314,7 +314,9 @@
             JSON Schema subset (slm_json_schema_to_gbnf), slm_grammar_json
             is the built-in JSON grammar, slm_gen_opts.grammar constrains
             slm_generate, slm_chat and slm_fim (see GRAMMARS); slm_sample
-            refuses a grammar. File format unchanged.
+            refuses a grammar. 32-bit builds: a file beyond the address
+            space is SLM_ERR_UNSUPPORTED with the reason, not an I/O error or
+            an allocation storm (see LIMITATIONS). File format unchanged.
      0.3.0  Predictive text: slm_suggest (token healing, a search over
             token paths in branch batches, reuse across keystrokes; see
             PREDICTIVE TEXT) and slm_word_char. Branch batches:

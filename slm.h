@@ -612,9 +612,11 @@ SLM_API slm_result slm_session_stats(const slm_session *session, slm_gen_stats *
    session (save, save_file, fork) still write a failure's detail to its
    slm_session_error; nothing else of it changes. */
 SLM_API slm_result slm_session_save(const slm_session *session, void *buf, size_t cap, size_t *size);
-/* Restores a state saved from a session on the same model (the same .slm
-   bytes: another file, even of the same shape, is SLM_ERR_INVALID_ARG "saved
-   from another model") with the same kv_type, into a session whose n_ctx
+/* Restores a state saved from a session on the same model (told by a hash
+   of the .slm file's header and tensor directory: another shape, metadata or
+   tensor layout is SLM_ERR_INVALID_ARG "saved from another model"; two files
+   that differ in their weights only are not told apart) with the same
+   kv_type, into a session whose n_ctx
    holds its n_past tokens (n_ctx itself may differ: results do not depend on
    it, nor on n_threads). What was in the session is replaced: slm_logits,
    slm_sample and slm_generate then continue exactly as the saved session

@@ -4834,17 +4834,6 @@ static slm_model *ss_model(const char *arg, int *kv_type) {
     return load_build_model(rel);
 }
 
-static slm_session *ss_session(slm_model *m, int n_ctx, int n_threads, int kv_type) {
-    slm_session *s = NULL;
-    slm_session_desc sd;
-    memset(&sd, 0, sizeof sd);
-    sd.n_ctx = n_ctx;
-    sd.n_threads = n_threads;
-    sd.kv_type = kv_type;
-    CHECKF(slm_session_new(&s, m, &sd) == SLM_OK, "n_ctx %d, kv_type %d", n_ctx, kv_type);
-    return s;
-}
-
 /* n steps of sample, compare the logits with want (when given), evaluate the
    token; the tokens go to toks, the logits of each step to rows. 0 on an error. */
 static int ss_steps(slm_session *s, const slm_gen_opts *o, int n, slm_token *toks, float *rows, int n_vocab) {
@@ -4887,9 +4876,9 @@ static void test_session_save_identical(const char *arg) {
     r_ref = (float *)malloc((size_t)N2 * (size_t)n_vocab * sizeof(float));
     r_b = (float *)malloc((size_t)N2 * (size_t)n_vocab * sizeof(float));
     for (rewound = 0; rewound <= 1 && r_ref && r_b; rewound++) {
-        ref = ss_session(m, 96, 1, kv_type);
-        a = ss_session(m, 96, 2, kv_type);
-        b = ss_session(m, 128, 1, kv_type);
+        ref = br_session(m, 96, 1, kv_type);
+        a = br_session(m, 96, 2, kv_type);
+        b = br_session(m, 128, 1, kv_type);
         if (!ref || !a || !b) break;
         slm_session_seed(ref, 1234);
         slm_session_seed(a, 1234);
@@ -4933,8 +4922,8 @@ static void test_session_save_identical(const char *arg) {
         char buf[2048];
         o.max_tokens = 24;
         o.seed = 5;
-        ref = ss_session(m, 128, 1, kv_type);
-        b = ss_session(m, 128, 2, kv_type);
+        ref = br_session(m, 128, 1, kv_type);
+        b = br_session(m, 128, 2, kv_type);
         if (ref && b && (x = gen_text(ref, p1, &o, NULL, NULL)) != NULL) {
             snprintf(buf, sizeof buf, "%s%s and then", p1, x);
             p2 = buf;
@@ -4987,11 +4976,11 @@ static void test_session_load_errors(void) {
         SKIP("stories260K_f32/f16.slm not found under %s", g_build_dir);
     }
     n_vocab = slm_model_info_get(m)->n_vocab;
-    s = ss_session(m, 64, 1, SLM_TYPE_Q8_0);
-    t = ss_session(m, 64, 1, SLM_TYPE_Q8_0);
-    o16 = ss_session(m16, 64, 1, SLM_TYPE_Q8_0);
-    q8 = ss_session(m, 64, 1, SLM_TYPE_F16);
-    small = ss_session(m, 3, 1, SLM_TYPE_Q8_0);
+    s = br_session(m, 64, 1, SLM_TYPE_Q8_0);
+    t = br_session(m, 64, 1, SLM_TYPE_Q8_0);
+    o16 = br_session(m16, 64, 1, SLM_TYPE_Q8_0);
+    q8 = br_session(m, 64, 1, SLM_TYPE_F16);
+    small = br_session(m, 3, 1, SLM_TYPE_Q8_0);
     logits = (float *)malloc((size_t)n_vocab * sizeof(float));
     if (!s || !t || !o16 || !q8 || !small || !logits) goto done;
     CHECK(slm_eval(s, prompt, 4) == SLM_OK && slm_eval(t, other, 3) == SLM_OK);
@@ -5083,7 +5072,7 @@ static void test_session_load_errors(void) {
             md.data = bytes;
             md.size = (size_t)len;
             CHECK(slm_model_load(&mm, &md) == SLM_OK);
-            ms = mm ? ss_session(mm, 64, 1, SLM_TYPE_Q8_0) : NULL;
+            ms = mm ? br_session(mm, 64, 1, SLM_TYPE_Q8_0) : NULL;
             CHECKF(ms && slm_session_load(ms, blob, size) == SLM_OK && ss_same_state(ms, slm_logits(s), 4, n_vocab),
                    "a model loaded from memory: %s", ms ? slm_session_error(ms) : "no session");
         } else
@@ -5120,7 +5109,7 @@ static void test_session_fork(const char *arg) {
     memset(&o, 0, sizeof o);
     o.temperature = 1.0f;
     CHECK(slm_session_fork(NULL, NULL) == SLM_ERR_INVALID_ARG);
-    a = ss_session(m, 64, 2, kv_type);
+    a = br_session(m, 64, 2, kv_type);
     if (a && slm_eval(a, prefix, 6) == SLM_OK) {
         slm_session_seed(a, 77);
         CHECKF(slm_session_fork(&f, a) == SLM_OK, "%s", slm_session_error(a));
@@ -5134,7 +5123,7 @@ static void test_session_fork(const char *arg) {
         for (i = 0; i < 2; i++) {
             const slm_token *path = i ? y : x;
             slm_session *branch = i ? f : a;
-            fresh = ss_session(m, 64, 1, kv_type);
+            fresh = br_session(m, 64, 1, kv_type);
             if (!fresh) break;
             slm_session_seed(fresh, 77);
             CHECK(slm_eval(fresh, prefix, 6) == SLM_OK);
@@ -5171,8 +5160,8 @@ static void test_conversation_save(void) {
     }
     memset(&o, 0, sizeof o);
     o.max_tokens = 8;
-    a = ss_session(m, 256, 1, 0);
-    b = ss_session(m, 256, 2, 0);
+    a = br_session(m, 256, 1, 0);
+    b = br_session(m, 256, 2, 0);
     if (!a || !b) goto done;
     CHECK(slm_conversation_new(&ca, a, 0, "Be brief.") == SLM_OK);
     CHECK(ca && slm_chat(ca, "Hello there", &o, NULL, 0, NULL) == SLM_OK);
@@ -5219,7 +5208,7 @@ static void test_conversation_save(void) {
         free(bad);
         CHECKF(wrong == 0, "%d bad conversations loaded", wrong);
     }
-    if (m2 && (c2 = ss_session(m2, 64, 1, 0)) != NULL)
+    if (m2 && (c2 = br_session(m2, 64, 1, 0)) != NULL)
         CHECK(slm_conversation_load(&cx, c2, conv, n_conv) == SLM_ERR_INVALID_ARG && cx == NULL);
 done:
     free(state);

@@ -11430,7 +11430,7 @@ static slm_result slm__generate_tokens(slm_session *s, const slm_token *toks, in
     slm__stream st;
     slm__gen_grammar gg;
     slm_token tok;
-    int common, k, is_end;
+    int common, k;
     slm_result r = SLM_OK;
     s->gen_last = -1;
     s->stats.n_prompt = n;
@@ -11499,10 +11499,7 @@ static slm_result slm__generate_tokens(slm_session *s, const slm_token *toks, in
             break;
         }
         s->gen_last = tok;
-        is_end = 0;
-        for (k = 0; k < v->n_eog; k++) is_end |= v->eog[k] == tok;
-        for (k = 0; k < n_extra_stop; k++) is_end |= extra_stop[k] == tok;
-        if (is_end) {
+        if (slm__is_end_token(v, tok, extra_stop, n_extra_stop)) {
             s->stats.stop_reason = SLM_STOP_END_OF_TEXT;
             break;
         }

@@ -208,11 +208,10 @@ if grep -qw avx2 /proc/cpuinfo 2>/dev/null && grep -qw f16c /proc/cpuinfo && gre
 else
     skip "test_slm with the AVX-512 kernels on SIMDe" "needs an x86-64 host with AVX2, FMA and F16C"
 fi
-for variant in "${VARIANTS[@]}"; do
-    VB=$BUILD/variant_${variant//[^A-Za-z0-9]/_}
-    mkdir -p "$VB"
+# variant_flags VARIANT: sets vflags and vomp, the compiler flags of that build
+variant_flags() {
     vomp=$OPENMP
-    case $variant in
+    case $1 in
         portable) vflags="-O2 -g" ;;
         avx2) vflags="-O2 -g -mavx2 -mfma -mf16c" ;;
         simde-avx512) vflags="-O2 -g -mavx2 -mfma -mf16c -Wno-psabi -include tests/simde_avx512.h" ;;
@@ -222,11 +221,26 @@ for variant in "${VARIANTS[@]}"; do
             vflags="$CFLAGS -DSLM__WORK_PER_THREAD=1u"
             case " $vomp " in *" -fopenmp "*) vflags="$vflags -DSLM_USE_OPENMP" ;; esac ;;
         pthread-pool) vflags="$CFLAGS -DSLM__WORK_PER_THREAD=1u"; vomp="-pthread" ;;
-        *) vflags="$CFLAGS $variant" ;;
+        *) vflags="$CFLAGS $1" ;;
     esac
+}
+variant_dir() { echo "$BUILD/variant_${1//[^A-Za-z0-9]/_}"; }
+# The builds first, two at a time (each is one compiler process for ~40 s),
+# then the runs one after the other (they use both CPUs themselves).
+for variant in "${VARIANTS[@]}"; do
+    VB=$(variant_dir "$variant")
+    mkdir -p "$VB"
+    rm -f "$VB/build.ok"
     link_models "$VB"
+    variant_flags "$variant"
+    while [ "$(jobs -rp | wc -l)" -ge "${SLM_TEST_JOBS:-2}" ]; do wait -n 2>/dev/null || sleep 0.2; done
     # shellcheck disable=SC2086
-    if build_test_slm "$VB/test_slm" "$VB/build.log" "$CC" $vflags $vomp; then
+    (build_test_slm "$VB/test_slm" "$VB/build.log" "$CC" $vflags $vomp && touch "$VB/build.ok") &
+done
+wait
+for variant in "${VARIANTS[@]}"; do
+    VB=$(variant_dir "$variant")
+    if [ -f "$VB/build.ok" ]; then
         echo "== test_slm with $variant"
         # slm_suggest's tests are plain C over the branch batches: make test runs
         # them; the kernel variants run the branch batches in fewer rounds

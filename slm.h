@@ -6305,6 +6305,25 @@ SLM__INLINE void slm__attn_block_q8_0_neon(float *o, const float *a, const slm__
 SLM__ATTN_VALUES_Q8_0_BLOCKS(slm__attn_values_q8_0_blocks, slm__attn_block_q8_0)
 #endif
 
+/* The best set for a CPU, from CPUID leaf 1's ECX, leaf 7's EBX and ECX and
+   XCR0 (XGETBV; 0 when the OS has not enabled XSAVE): an index into
+   slm__kernel_sets (0 plain C, 1 AVX2, 2 AVX-512 VNNI). A pure function, in
+   every build, so the tests can fake any CPU. A set
+   needs both the instructions and the OS saving their registers (XCR0: the
+   ymm state for AVX2, also the opmask and zmm states for AVX-512), else its
+   first instruction faults. AVX-512 without VNNI (Skylake-X, Cascade Lake
+   has VNNI) runs the AVX2 set: the one AVX-512 set compiled here needs it. */
+SLM__MAYBE_UNUSED static int slm__kernel_set_for_cpu(uint32_t leaf1_ecx, uint32_t leaf7_ebx, uint32_t leaf7_ecx,
+                                                     uint64_t xcr0) {
+    int fma = (leaf1_ecx >> 12) & 1, osxsave = (leaf1_ecx >> 27) & 1, avx = (leaf1_ecx >> 28) & 1;
+    int f16c = (leaf1_ecx >> 29) & 1, avx2 = (leaf7_ebx >> 5) & 1, avx512f = (leaf7_ebx >> 16) & 1;
+    int avx512bw = (leaf7_ebx >> 30) & 1, avx512vl = (leaf7_ebx >> 31) & 1, vnni = (leaf7_ecx >> 11) & 1;
+    int ymm_saved = osxsave && (xcr0 & 0x6) == 0x6, zmm_saved = osxsave && (xcr0 & 0xe6) == 0xe6;
+    if (!(ymm_saved && avx && avx2 && fma && f16c)) return 0;
+    if (zmm_saved && avx512f && avx512bw && avx512vl && vnni) return 2;
+    return 1;
+}
+
 #if defined(SLM__DISPATCH)
 /* ---- kernel sets (SLM_DISPATCH) --------------------------------------------
    An SLM_DISPATCH build holds three kernel sets, each the kernel table of the
@@ -6434,23 +6453,6 @@ static const slm__kernel_set slm__kernel_sets[3] = {
       slm__dot_q8_0_group_avx2,
       slm__attn_values_q8_0_blocks_avx512 },
 };
-
-/* The best set for a CPU, from CPUID leaf 1's ECX, leaf 7's EBX and ECX and
-   XCR0 (XGETBV; 0 when the OS has not enabled XSAVE): an index into
-   slm__kernel_sets. A pure function, so the tests can fake any CPU. A set
-   needs both the instructions and the OS saving their registers (XCR0: the
-   ymm state for AVX2, also the opmask and zmm states for AVX-512), else its
-   first instruction faults. AVX-512 without VNNI (Skylake-X, Cascade Lake
-   has VNNI) runs the AVX2 set: the one AVX-512 set compiled here needs it. */
-static int slm__kernel_set_for_cpu(uint32_t leaf1_ecx, uint32_t leaf7_ebx, uint32_t leaf7_ecx, uint64_t xcr0) {
-    int fma = (leaf1_ecx >> 12) & 1, osxsave = (leaf1_ecx >> 27) & 1, avx = (leaf1_ecx >> 28) & 1;
-    int f16c = (leaf1_ecx >> 29) & 1, avx2 = (leaf7_ebx >> 5) & 1, avx512f = (leaf7_ebx >> 16) & 1;
-    int avx512bw = (leaf7_ebx >> 30) & 1, avx512vl = (leaf7_ebx >> 31) & 1, vnni = (leaf7_ecx >> 11) & 1;
-    int ymm_saved = osxsave && (xcr0 & 0x6) == 0x6, zmm_saved = osxsave && (xcr0 & 0xe6) == 0xe6;
-    if (!(ymm_saved && avx && avx2 && fma && f16c)) return 0;
-    if (zmm_saved && avx512f && avx512bw && avx512vl && vnni) return 2;
-    return 1;
-}
 
 static int slm__kernel_set_of_this_cpu(void) {
     unsigned a, b, c, d, leaf1_ecx = 0, leaf7_ebx = 0, leaf7_ecx = 0;

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# bench/dist.sh - `make dist`'s portable binary (SLM_DISPATCH, -march=x86-64)
+# against the native builds, on the benchmark models:
+#   native   ./slm (make: -march=native)     vs  dist/slm (its best set)
+#   avx2     an -march=x86-64-v3 build       vs  dist/slm --kernels avx2
+# `slm bench -p 512 -n 128 --ttft 0 -r 1` per invocation, the four binaries one
+# after the other in each round (alternating, so drift and other jobs hit all
+# alike), ROUNDS rounds; prints the medians over the rounds and the ratios.
+#   bench/dist.sh [-t THREADS] [-r ROUNDS] [MODEL.slm...]
+# Default models: SmolLM2-135M q8_0 (interleaved rows) and q4_k_m from
+# ~/.cache/slm/bench (the q8_0 one converted from its GGUF when missing, as
+# bench/vs-llamacpp.sh leaves them).
+set -eu
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+THREADS=1 ROUNDS=6
+while getopts t:r: o; do
+    case $o in
+    t) THREADS=$OPTARG ;;
+    r) ROUNDS=$OPTARG ;;
+    *) exit 1 ;;
+    esac
+done
+shift $((OPTIND - 1))
+B=${SLM_BENCH_DIR:-$HOME/.cache/slm/bench}
+W=build/bench-dist
+mkdir -p "$W"
+if [ $# = 0 ]; then
+    q8=$B/smollm2-135m-seed1-46af4f00-q8_0.slm
+    [ -s "$q8" ] || ./slm-convert "$B/smollm2-135m-seed1-46af4f00-q8_0.gguf" "$q8" >/dev/null
+    set -- "$q8" "$B/smollm2-135m-seed1-a0958c57-q4_k_m.slm"
+fi
+make -s slm dist >/dev/null
+cc -O2 -g -march=x86-64-v3 -Wall -Wextra -fopenmp -I. -o "$W/slm-v3" examples/slm.c -lm -lpthread
+echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'); $THREADS thread(s); $ROUNDS rounds"
+echo "load: $(cut -d' ' -f1-3 /proc/loadavg) (other jobs share the machine: figures are noisy)"
+for m in "$@"; do
+    for r in $(seq 1 "$ROUNDS"); do
+        ./slm bench -m "$m" -t "$THREADS" -r 1 --ttft 0 --json >"$W/native.$r.json" 2>/dev/null
+        dist/slm bench -m "$m" -t "$THREADS" -r 1 --ttft 0 --json >"$W/dist.$r.json" 2>/dev/null
+        "$W/slm-v3" bench -m "$m" -t "$THREADS" -r 1 --ttft 0 --json >"$W/v3.$r.json" 2>/dev/null
+        dist/slm bench --kernels avx2 -m "$m" -t "$THREADS" -r 1 --ttft 0 --json >"$W/dist-avx2.$r.json" 2>/dev/null
+    done
+    W=$W ROUNDS=$ROUNDS M=$m python3 - <<'PY'
+import json, os, statistics as st
+W, R, M = os.environ["W"], int(os.environ["ROUNDS"]), os.environ["M"]
+def med(b, k):
+    xs = [json.load(open(f"{W}/{b}.{r}.json"))[0][k]["samples"][0] for r in range(1, R + 1)]
+    return st.median(xs), min(xs), max(xs)
+name = lambda b: json.load(open(f"{W}/{b}.1.json"))[0]["kernels"]
+print(f"\n{os.path.basename(M)}")
+print("| build | kernels | pp512 tok/s (min-max) | tg128 tok/s (min-max) |")
+print("|---|---|---|---|")
+for b in ("native", "dist", "v3", "dist-avx2"):
+    pp, tg = med(b, "pp_tps"), med(b, "tg_tps")
+    print(f"| {b} | {name(b)} | {pp[0]:.1f} ({pp[1]:.1f}-{pp[2]:.1f}) | {tg[0]:.1f} ({tg[1]:.1f}-{tg[2]:.1f}) |")
+for a, b in (("dist", "native"), ("dist-avx2", "v3")):
+    print(f"{a}/{b}: pp512 {med(a, 'pp_tps')[0] / med(b, 'pp_tps')[0]:.3f}, "
+          f"tg128 {med(a, 'tg_tps')[0] / med(b, 'tg_tps')[0]:.3f}")
+PY
+done

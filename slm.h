@@ -59,11 +59,23 @@
      SLM_STATIC         make every function static to the including file
 
    SIMD
-     Kernels are chosen at compile time from the compiler's predefined macros,
-     never at run time: AVX-512 F+BW+VL (+VNNI), else AVX2+FMA+F16C on x86;
-     NEON (+ the int8 dot product with __ARM_FEATURE_DOTPROD) on aarch64.
-     A plain x86 build (no -march or -m flags) runs the scalar kernels: build
-     with -march=native, or the flags of the CPUs you ship to.
+     Kernels are chosen at compile time from the compiler's predefined macros
+     by default: AVX-512 F+BW+VL (+VNNI), else AVX2+FMA+F16C on x86; NEON (+
+     the int8 dot product with __ARM_FEATURE_DOTPROD) on aarch64. A plain x86
+     build (no -march or -m flags) runs the scalar kernels: build with
+     -march=native, or the flags of the CPUs you ship to.
+     SLM_DISPATCH (x86-64, gcc or clang; define it before the implementation
+     include) builds a binary for every x86-64 CPU: with the baseline flags it
+     also compiles the AVX2+FMA+F16C and AVX-512 F+BW+VL+VNNI kernels (under
+     function targets, no -m flags needed) and slm_model_load picks the best
+     the CPU and OS run, from CPUID and XCR0 (`make dist` builds slm and
+     slm-convert so). slm_model_desc.kernels forces a set ("scalar", "avx2",
+     "avx512-vnni"), slm_model_info.kernels names the one a model runs. A
+     forced set computes the logits of the native build of that set bit for
+     bit when both build with -ffp-contract=off; with the compilers' default
+     contraction the native build also fuses a*b+c in the plain C parts of
+     the pass (norms, RoPE, softmax) and the last bits differ. Elsewhere
+     (aarch64, MSVC) SLM_DISPATCH is ignored: the compile-time choice.
 
    ERRORS
      Functions returning slm_result give SLM_ERR_INVALID_ARG for NULL or
@@ -304,7 +316,11 @@
      thread counts, as the tests expect.
 
    REVISION HISTORY
-     0.4.0  Sessions: slm_session_save/_load and _save_file/_load_file keep a
+     0.4.0  SLM_DISPATCH: one x86-64 build with the plain C, AVX2 and AVX-512
+            VNNI kernels, chosen at slm_model_load from CPUID (see SIMD);
+            slm_model_desc.kernels forces one, slm_model_info.kernels names
+            it. `make dist`.
+            Sessions: slm_session_save/_load and _save_file/_load_file keep a
             session's state (tokens, KV rows, last logits, random state) in a
             versioned, checksummed blob tied to the model's header and tensor
             directory; slm_session_fork copies a session; slm_conversation_save

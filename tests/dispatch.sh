@@ -41,6 +41,25 @@ else
         DETAIL="$(head -n 5 "$D/build_$b.log")"
         check "dump_logits builds ($b)" test -x "$D/dump_$b"
     done
+    # warning-free as C99 and C++11 (the compile matrix of tests/run.sh has
+    # the other builds; two cells here, one per compiler, for CI's time)
+    for cell in "gcc -x c -std=c99" "clang++ -x c++ -std=c++11"; do
+        read -r -a drv <<<"$cell"
+        if command -v "${drv[0]}" >/dev/null 2>&1; then
+            "${drv[@]}" -pedantic -Wall -Wextra -Werror -O2 -march=x86-64 -DSLM_DISPATCH -I. -c -o /dev/null \
+                tests/compile_a.c >"$D/compile_${drv[0]}.log" 2>&1 &
+        fi
+    done
+    wait
+    for cell in "gcc -x c -std=c99" "clang++ -x c++ -std=c++11"; do
+        read -r -a drv <<<"$cell"
+        if command -v "${drv[0]}" >/dev/null 2>&1; then
+            DETAIL="$(head -n 6 "$D/compile_${drv[0]}.log")"
+            check "$cell -pedantic -Wall -Wextra -Werror -DSLM_DISPATCH compiles" test ! -s "$D/compile_${drv[0]}.log"
+        else
+            skip "$cell -DSLM_DISPATCH" "${drv[0]} not installed"
+        fi
+    done
     # the models (small: the fixtures and stories260K in each type)
     S=$MODELS/stories260K F=$MODELS/fixtures F2=$MODELS/fixtures2
     conv() { # OUT ARGS...: converts unless done

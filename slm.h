@@ -1206,7 +1206,7 @@ int slm__pretok_llama3_family(const char *name);
    AVX-512 F+BW+VL+VNNI, each region of SIMD kernels under a function target
    (SLM__TARGET_AVX2_BEGIN ... SLM__TARGET_END), while everything else keeps
    the build's flags (-march=x86-64 for a binary that runs anywhere). The set
-   runs is chosen at slm_model_load from CPUID (see "kernel sets" in the
+   that runs is chosen at slm_model_load from CPUID (see "kernel sets" in the
    kernels section). Elsewhere SLM_DISPATCH is ignored: the compile-time
    choice below, as without it. */
 #if defined(SLM_DISPATCH) && !defined(SLM_NO_SIMD) && (defined(__x86_64__) || defined(_M_X64)) && \

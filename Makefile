@@ -7,6 +7,8 @@
 #   make fuzz-replay      the fuzz seed corpora through the replay programs (any compiler)
 #   make ARCH=            portable build (no -march=native)
 #   make OPENMP=          build without -fopenmp (slm.h runs its own thread pool either way)
+#   make dist             dist/slm and dist/slm-convert for any x86-64 CPU: -march=x86-64 and
+#                         -DSLM_DISPATCH (kernels for AVX2 and AVX-512 too, chosen at run time)
 
 CC ?= cc
 CXX ?= c++
@@ -36,7 +38,7 @@ EXAMPLES := $(filter-out slm,$(basename $(notdir $(wildcard examples/*.c))))
 
 FUZZ_SECONDS ?= 60
 
-.PHONY: all demo test test-extended fuzz fuzz-replay clean
+.PHONY: all demo test test-extended fuzz fuzz-replay clean dist
 
 all: slm slm-convert $(EXAMPLES)
 
@@ -54,6 +56,20 @@ CONVERT_HDR = tools/convert.h tools/json.h
 
 slm-convert: $(CONVERT_SRC) $(CONVERT_HDR) slm.h
 	$(CC) $(CFLAGS) $(WARNINGS) $(OPENMP) -I. -o $@ $(CONVERT_SRC) $(LDFLAGS) $(LDLIBS)
+
+# portable binaries: the baseline x86-64 flags, every kernel set compiled in
+# (SLM_DISPATCH in slm.h), the best one for the CPU chosen at load; elsewhere
+# (aarch64...) SLM_DISPATCH changes nothing and these are the ARCH= build
+DIST_CFLAGS ?= -O2 -g $(if $(filter x86_64 amd64,$(shell uname -m)),-march=x86-64) -DSLM_DISPATCH
+dist: dist/slm dist/slm-convert
+
+dist/slm: examples/slm.c examples/term.h slm.h
+	@mkdir -p dist
+	$(CC) $(DIST_CFLAGS) $(WARNINGS) $(OPENMP) -I. -o $@ examples/slm.c $(LDFLAGS) $(LDLIBS)
+
+dist/slm-convert: $(CONVERT_SRC) $(CONVERT_HDR) slm.h
+	@mkdir -p dist
+	$(CC) $(DIST_CFLAGS) $(WARNINGS) $(OPENMP) -I. -o $@ $(CONVERT_SRC) $(LDFLAGS) $(LDLIBS)
 
 models/stories260K.slm: | slm-convert
 	tools/fetch-stories260K.sh models
@@ -82,4 +98,4 @@ fuzz-replay:
 	CC="$(CC)" tests/fuzz/run.sh replay
 
 clean:
-	rm -rf slm slm-convert $(EXAMPLES) build
+	rm -rf slm slm-convert $(EXAMPLES) build dist

@@ -59,11 +59,23 @@
      SLM_STATIC         make every function static to the including file
 
    SIMD
-     Kernels are chosen at compile time from the compiler's predefined macros,
-     never at run time: AVX-512 F+BW+VL (+VNNI), else AVX2+FMA+F16C on x86;
-     NEON (+ the int8 dot product with __ARM_FEATURE_DOTPROD) on aarch64.
-     A plain x86 build (no -march or -m flags) runs the scalar kernels: build
-     with -march=native, or the flags of the CPUs you ship to.
+     Kernels are chosen at compile time from the compiler's predefined macros
+     by default: AVX-512 F+BW+VL (+VNNI), else AVX2+FMA+F16C on x86; NEON (+
+     the int8 dot product with __ARM_FEATURE_DOTPROD) on aarch64. A plain x86
+     build (no -march or -m flags) runs the scalar kernels: build with
+     -march=native, or the flags of the CPUs you ship to.
+     SLM_DISPATCH (x86-64, gcc or clang; define it before the implementation
+     include) builds a binary for every x86-64 CPU: with the baseline flags it
+     also compiles the AVX2+FMA+F16C and AVX-512 F+BW+VL+VNNI kernels (under
+     function targets, no -m flags needed) and slm_model_load picks the best
+     the CPU and OS run, from CPUID and XCR0 (`make dist` builds slm and
+     slm-convert so). slm_model_desc.kernels forces a set ("scalar", "avx2",
+     "avx512-vnni"), slm_model_info.kernels names the one a model runs. A
+     forced set computes the logits of the native build of that set bit for
+     bit when both build with -ffp-contract=off; with the compilers' default
+     contraction the native build also fuses a*b+c in the plain C parts of
+     the pass (norms, RoPE, softmax) and the last bits differ. Elsewhere
+     (aarch64, MSVC) SLM_DISPATCH is ignored: the compile-time choice.
 
    ERRORS
      Functions returning slm_result give SLM_ERR_INVALID_ARG for NULL or
@@ -304,7 +316,11 @@
      thread counts, as the tests expect.
 
    REVISION HISTORY
-     0.4.0  Sessions: slm_session_save/_load and _save_file/_load_file keep a
+     0.4.0  SLM_DISPATCH: one x86-64 build with the plain C, AVX2 and AVX-512
+            VNNI kernels, chosen at slm_model_load from CPUID (see SIMD);
+            slm_model_desc.kernels forces one, slm_model_info.kernels names
+            it. `make dist`.
+            Sessions: slm_session_save/_load and _save_file/_load_file keep a
             session's state (tokens, KV rows, last logits, random state) in a
             versioned, checksummed blob tied to the model's header and tensor
             directory; slm_session_fork copies a session; slm_conversation_save
@@ -492,6 +508,12 @@ typedef struct slm_model_desc {
     void *log_user;
     char *error; /* optional: why a load failed, NUL-terminated      */
     size_t error_cap;
+    /* The kernel set to run (see SIMD at the top): NULL or "" for the best
+       this build has for this CPU. A build with SLM_DISPATCH has "scalar",
+       "avx2" and "avx512-vnni" and refuses (SLM_ERR_UNSUPPORTED) one the CPU
+       cannot run; any other build has only its own (slm_model_info.kernels).
+       For tests and benchmarks: nothing else reads an environment variable. */
+    const char *kernels;
 } slm_model_desc;
 
 typedef struct slm_model_info {
@@ -516,6 +538,7 @@ typedef struct slm_model_info {
     /* fill-in-the-middle control tokens (slm_fim), -1 when absent: prefix,
        suffix, middle, padding, repository name, file separator */
     slm_token fim_pre, fim_suf, fim_mid, fim_pad, fim_rep, fim_sep;
+    const char *kernels; /* the kernel set this model runs: "avx2", "neon-dotprod", "scalar"... */
 } slm_model_info;
 
 typedef struct slm_tensor_info {
@@ -1176,8 +1199,26 @@ int slm__pretok_llama3_family(const char *name);
      SLM__NEON_DOTPROD  -march=armv8.2-a+dotprod, armv8.4-a and later, -mcpu=apple-m1
      SLM__ARM_FP16      aarch64's __fp16 storage type: half conversion in one instruction
    Each means that the kernels written for it can be compiled (an AVX-512 build
-   also has the AVX2 ones); which kernels run is the kernel table below. */
-#if !defined(SLM_NO_SIMD) && (defined(__x86_64__) || defined(_M_X64) || defined(__i386__))
+   also has the AVX2 ones); which kernels run is the kernel table below.
+
+   SLM_DISPATCH (x86-64 with gcc or clang) instead compiles three kernel sets
+   in this one file whatever the -m flags: the plain C one, AVX2+FMA+F16C and
+   AVX-512 F+BW+VL+VNNI, each region of SIMD kernels under a function target
+   (SLM__TARGET_AVX2_BEGIN ... SLM__TARGET_END), while everything else keeps
+   the build's flags (-march=x86-64 for a binary that runs anywhere). The set
+   that runs is chosen at slm_model_load from CPUID (see "kernel sets" in the
+   kernels section). Elsewhere SLM_DISPATCH is ignored: the compile-time
+   choice below, as without it. */
+#if defined(SLM_DISPATCH) && !defined(SLM_NO_SIMD) && (defined(__x86_64__) || defined(_M_X64)) && \
+    (defined(__GNUC__) || defined(__clang__))
+#define SLM__DISPATCH    1
+#define SLM__F16C        1
+#define SLM__AVX2        1
+#define SLM__AVX512      1
+#define SLM__AVX512_VNNI 1
+#include <immintrin.h>
+#include <cpuid.h>
+#elif !defined(SLM_NO_SIMD) && (defined(__x86_64__) || defined(_M_X64) || defined(__i386__))
 #if defined(__F16C__)
 #define SLM__F16C 1
 #endif
@@ -1212,8 +1253,43 @@ int slm__pretok_llama3_family(const char *name);
    reference; _generic: any instruction set, built on the row kernels;
    _blocks, _pairs: one loop for every instruction set around a per-set
    block kernel). Chosen by the preprocessor, so the hot loops make direct
-   calls that inline. SLM__SIMD_NAME names the choice (tests, slm info). */
-#if defined(SLM__AVX512)
+   calls that inline. SLM__SIMD_NAME names the choice (tests, slm info).
+   An SLM_DISPATCH build calls the operations through the running thread's
+   kernel set instead (slm__kernel_set, filled per set in the kernels
+   section: a kernel added to a set here is added there too, one line per
+   set). */
+#if defined(SLM__DISPATCH)
+#define SLM__SIMD_NAME           (SLM__K->name)
+#define slm__dot_f32             (SLM__K->dot_f32)
+#define slm__dot_f16             (SLM__K->dot_f16)
+#define slm__dot_bf16            (SLM__K->dot_bf16)
+#define slm__dotn_q8_0           (SLM__K->dotn_q8_0)
+#define slm__dotn_q4_0           (SLM__K->dotn_q4_0)
+#define slm__dotm_q5_0           (SLM__K->dotm_q5_0)
+#define slm__dotm_q5_1           (SLM__K->dotm_q5_1)
+#define slm__dotm_q4_K           (SLM__K->dotm_q4_K)
+#define slm__dotm_q5_K           (SLM__K->dotm_q5_K)
+#define slm__dotm_q6_K           (SLM__K->dotm_q6_K)
+#define slm__gemm_r16            (SLM__K->gemm_r16)
+#define slm__quantize_act_blocks (SLM__K->quantize_act_blocks)
+#define slm__axpy_f32            (SLM__K->axpy_f32)
+#define slm__axpy_f16            (SLM__K->axpy_f16)
+#define slm__dot_f16_group       (SLM__K->dot_f16_group)
+#define slm__dot_f32_group       (SLM__K->dot_f32_group)
+#define slm__attn_values_f16     (SLM__K->attn_values_f16)
+#define slm__attn_values_f32     (SLM__K->attn_values_f32)
+#define slm__dot_q8_0_group      (SLM__K->dot_q8_0_group)
+#define slm__attn_values_q8_0    (SLM__K->attn_values_q8_0)
+typedef struct slm__kernel_set slm__kernel_set;
+static const slm__kernel_set *slm__kernels_best(void);
+/* the set of the pass this thread is running, put there by
+   slm__forward_worker from the session's model (per thread, so models with
+   different sets run side by side); a call outside a pass (the tests') runs
+   the best set */
+static __thread const slm__kernel_set *slm__kernels_here;
+#define SLM__K (slm__kernels_here ? slm__kernels_here : slm__kernels_best())
+
+#elif defined(SLM__AVX512)
 #if defined(SLM__AVX512_VNNI)
 #define SLM__SIMD_NAME "avx512-vnni"
 #else
@@ -1324,8 +1400,11 @@ int slm__pretok_llama3_family(const char *name);
 #define slm__attn_values_q8_0    slm__attn_values_q8_0_ref
 #endif
 
-/* half to float (slm_fp16_to_fp32): exact in every version */
-#if defined(SLM__F16C)
+/* half to float (slm_fp16_to_fp32): exact in every version. An SLM_DISPATCH
+   build converts with F16C inside its AVX2 and AVX-512 regions only. */
+#if defined(SLM__DISPATCH)
+#define slm__fp16_to_fp32 slm__fp16_to_fp32_ref
+#elif defined(SLM__F16C)
 #define slm__fp16_to_fp32 slm__fp16_to_fp32_f16c
 #elif defined(SLM__ARM_FP16)
 #define slm__fp16_to_fp32 slm__fp16_to_fp32_arm
@@ -1368,6 +1447,25 @@ int slm__pretok_llama3_family(const char *name);
 #define SLM__INLINE static __forceinline
 #else
 #define SLM__INLINE static
+#endif
+/* The function target of a region of SIMD kernels in an SLM_DISPATCH build
+   (nothing otherwise: the -m flags decide). Inside one, slm_fp16_to_fp32 is
+   the F16C instruction (the regions redefine it), outside the plain C. */
+#if defined(SLM__DISPATCH) && defined(__clang__)
+/* clang-format off */
+#define SLM__TARGET_AVX2_BEGIN _Pragma("clang attribute push(__attribute__((target(\"avx2,fma,f16c\"))), apply_to = function)")
+#define SLM__TARGET_AVX512_BEGIN _Pragma("clang attribute push(__attribute__((target(\"avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni\"))), apply_to = function)")
+/* clang-format on */
+#define SLM__TARGET_END _Pragma("clang attribute pop")
+#elif defined(SLM__DISPATCH)
+#define SLM__TARGET_AVX2_BEGIN _Pragma("GCC push_options") _Pragma("GCC target(\"avx2,fma,f16c\")")
+#define SLM__TARGET_AVX512_BEGIN \
+    _Pragma("GCC push_options") _Pragma("GCC target(\"avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni\")")
+#define SLM__TARGET_END _Pragma("GCC pop_options")
+#else
+#define SLM__TARGET_AVX2_BEGIN
+#define SLM__TARGET_AVX512_BEGIN
+#define SLM__TARGET_END
 #endif
 /* Unrolled loops over registers: an array of vectors indexed in a loop that
    is not unrolled lives in memory. */
@@ -1634,7 +1732,15 @@ SLM__INLINE float slm__fp16_to_fp32_ref(uint16_t h) {
     return slm__bits_f32(sign | ((exp + 112u) << 23) | (man << 13));
 }
 #if defined(SLM__F16C)
+SLM__TARGET_AVX2_BEGIN
 SLM__INLINE float slm__fp16_to_fp32_f16c(uint16_t h) { return _cvtsh_ss(h); }
+SLM__TARGET_END
+#endif
+/* what the SIMD regions of the kernels convert with (SLM__TARGET_AVX2_BEGIN) */
+#if defined(SLM__DISPATCH)
+#define SLM__FP16_TO_FP32_SIMD slm__fp16_to_fp32_f16c
+#else
+#define SLM__FP16_TO_FP32_SIMD slm__fp16_to_fp32
 #endif
 #if defined(SLM__ARM_FP16)
 SLM__INLINE float slm__fp16_to_fp32_arm(uint16_t h) {
@@ -2436,8 +2542,10 @@ struct slm_model {
     int has_kquant; /* a matrix is q4_K, q5_K or q6_K: sessions quantize activations to q8_K too */
     slm__vocab vocab;
     int n_meta;
-    const char **meta; /* key, value, key, value... */
+    const char **meta;   /* key, value, key, value... */
+    const void *kernels; /* SLM_DISPATCH: the slm__kernel_set its passes run */
 };
+static int slm__kernels_choose(const char *want, const char **name, const void **set);
 
 typedef struct slm__loader {
     slm_model *m;
@@ -3218,6 +3326,22 @@ SLM_API slm_result slm_model_load(slm_model **out, const slm_model_desc *desc) {
         slm_model_free(m);
         return r;
     }
+    switch (slm__kernels_choose(desc->kernels, &m->info.kernels, &m->kernels)) {
+    case 0: break;
+    case 1: slm_model_free(m);
+#if defined(SLM__DISPATCH)
+        return slm__load_fail(&ld, SLM_ERR_UNSUPPORTED,
+                              "no kernel set '%s' in this build: it has scalar, avx2 and avx512-vnni", desc->kernels);
+#else
+        return slm__load_fail(&ld, SLM_ERR_UNSUPPORTED,
+                              "no kernel set '%s' in this build: it has only %s (chosen when it was compiled; "
+                              "SLM_DISPATCH builds have several)",
+                              desc->kernels, SLM__SIMD_NAME);
+#endif
+    default:
+        slm_model_free(m);
+        return slm__load_fail(&ld, SLM_ERR_UNSUPPORTED, "this CPU cannot run the '%s' kernels", desc->kernels);
+    }
     slm__log(m->log, m->log_user, SLM_LOG_INFO, "loaded %s model: %d layers, dim %d, %d tokens", m->info.arch_name,
              m->info.n_layers, m->info.dim, m->info.n_vocab);
     *out = m;
@@ -3904,7 +4028,7 @@ static const uint32_t slm__uclass_table[SLM__UCLASS_COUNT] = {
     0x7ba2d, 0x7ba70, 0x7ba85, 0x7ba90, 0x7ba95, 0x7baa8, 0x7baad, 0x7baf0, 0x7c402, 0x7c434, 0x7efc2, 0x7efe8, 0x80001,
     0xa9b80, 0xa9c01, 0xadce4, 0xadd01, 0xae078, 0xae081, 0xb3a88, 0xb3ac1, 0xbaf84, 0xbe001, 0xbe878, 0xc0001, 0xc4d2c,
 };
-/* clang-format on */
+// clang-format on
 /* END GENERATED UNICODE TABLE */
 
 enum { SLM__CL_OTHER = 0, SLM__CL_LETTER = 1, SLM__CL_NUMBER = 2, SLM__CL_SPACE = 3, SLM__CL_END = 4 };
@@ -4663,15 +4787,21 @@ SLM__MAYBE_UNUSED static void slm__gemm_r16_ref(int type, const uint8_t *group, 
 #endif
 
 #if defined(SLM__AVX2)
+SLM__TARGET_AVX2_BEGIN
+#define slm_fp16_to_fp32 SLM__FP16_TO_FP32_SIMD
 SLM__MAYBE_UNUSED static float slm__hsum256(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
 }
+#undef slm_fp16_to_fp32
+SLM__TARGET_END
 #endif
 
 #if defined(SLM__AVX512)
+SLM__TARGET_AVX512_BEGIN
+#define slm_fp16_to_fp32 SLM__FP16_TO_FP32_SIMD
 #if defined(__GNUC__) && !defined(__clang__)
 /* g++ 12 (C++) reports casts inside its own AVX-512 headers as uninitialised: a false positive */
 #pragma GCC diagnostic push
@@ -4799,11 +4929,15 @@ SLM__INLINE void slm__dotn_q4_0_avx512(const slm__block_q4_0 *const *w, int nr, 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
 #endif
+#undef slm_fp16_to_fp32
+SLM__TARGET_END
 #endif
 
 /* the AVX2 kernel set (F16C's conversions in its f16 kernels); an AVX-512
    build compiles it too, with only some of it in the table */
 #if defined(SLM__AVX2) && defined(SLM__F16C)
+SLM__TARGET_AVX2_BEGIN
+#define slm_fp16_to_fp32 SLM__FP16_TO_FP32_SIMD
 SLM__MAYBE_UNUSED static float slm__dot_f32_avx2(const float *w, const float *x, int n) {
     __m256 acc = _mm256_setzero_ps();
     int j = 0;
@@ -4886,6 +5020,8 @@ SLM__INLINE void slm__dotn_q4_0_avx2(const slm__block_q4_0 *const *w, int nr, co
     }
     SLM__UNROLL4 for (r = 0; r < nr; r++) out[r] = slm__hsum256(acc[r]);
 }
+#undef slm_fp16_to_fp32
+SLM__TARGET_END
 #endif
 
 /* ---- q5_0/q5_1 and K-quant kernels, AVX-512 and AVX2 ----
@@ -4910,15 +5046,21 @@ SLM__INLINE void slm__kq_unpack_scales(const uint8_t *q, uint8_t *out16) {
 }
 
 #if defined(SLM__AVX2)
+SLM__TARGET_AVX2_BEGIN
+#define slm_fp16_to_fp32 SLM__FP16_TO_FP32_SIMD
 /* [m0, m0, m1, m1, ... m7, m7] as int16 from 8 bytes: madd with the 16
    activation sums of 16 gives m_j x (sum of sub-block j) */
 SLM__INLINE __m256i slm__kq_mins_pairs(const uint8_t *m8) {
     __m128i m = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)m8));
     return _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_unpacklo_epi16(m, m)), _mm_unpackhi_epi16(m, m), 1);
 }
+#undef slm_fp16_to_fp32
+SLM__TARGET_END
 #endif
 
 #if defined(SLM__AVX512)
+SLM__TARGET_AVX512_BEGIN
+#define slm_fp16_to_fp32 SLM__FP16_TO_FP32_SIMD
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -5113,9 +5255,13 @@ SLM__MAYBE_UNUSED static void slm__dotm_q5_1_avx512(const uint8_t *w, const slm_
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
 #endif
+#undef slm_fp16_to_fp32
+SLM__TARGET_END
 #endif
 
 #if defined(SLM__AVX2) && defined(SLM__F16C)
+SLM__TARGET_AVX2_BEGIN
+#define slm_fp16_to_fp32 SLM__FP16_TO_FP32_SIMD
 /* u8 x s8 products summed in groups of four into 8 int32 lanes (pairs fit int16: quants <= 63) */
 SLM__INLINE __m256i slm__dot_u8s8_256(__m256i u, __m256i s) {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
@@ -5282,6 +5428,8 @@ SLM__MAYBE_UNUSED static void slm__dotm_q5_1_avx2(const uint8_t *w, const slm__b
                                                   size_t xs, int nt, int n_blocks, float *out) {
     slm__dotm_q5_avx2(w, x, xsum, xs, nt, n_blocks, out, 1);
 }
+#undef slm_fp16_to_fp32
+SLM__TARGET_END
 #endif
 
 #if defined(SLM__NEON)
@@ -5525,6 +5673,8 @@ SLM__MAYBE_UNUSED static void slm__dotm_q6_K_neon(const uint8_t *w, const slm__b
    with AVX2, two. Before them, the activation quantizer and the value-cache
    axpy, whose AVX2 versions the AVX-512 builds share. */
 #if defined(SLM__AVX2)
+SLM__TARGET_AVX2_BEGIN
+#define slm_fp16_to_fp32 SLM__FP16_TO_FP32_SIMD
 SLM__MAYBE_UNUSED static void slm__axpy_f32_avx2(float *out, float a, const float *v, int n) {
     __m256 va = _mm256_set1_ps(a);
     int i = 0;
@@ -5583,9 +5733,13 @@ SLM__MAYBE_UNUSED static void slm__quantize_act_blocks_avx2(const float *x, slm_
         }
     }
 }
+#undef slm_fp16_to_fp32
+SLM__TARGET_END
 #endif
 
 #if defined(SLM__AVX512)
+SLM__TARGET_AVX512_BEGIN
+#define slm_fp16_to_fp32 SLM__FP16_TO_FP32_SIMD
 #if defined(__GNUC__) && !defined(__clang__)
 /* g++ 12's false positive in its own AVX-512 headers, as above */
 #pragma GCC diagnostic push
@@ -5680,9 +5834,13 @@ SLM__INLINE void slm__gemm_r16_nt_avx512(int type, const uint8_t *group, int nb,
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
 #endif
+#undef slm_fp16_to_fp32
+SLM__TARGET_END
 #endif
 
 #if defined(SLM__AVX2) && defined(SLM__F16C)
+SLM__TARGET_AVX2_BEGIN
+#define slm_fp16_to_fp32 SLM__FP16_TO_FP32_SIMD
 /* the 16 f16 scales of one block as two vectors of 8 rows */
 SLM__INLINE void slm__r16_scales_f32(const uint8_t *sc, __m256 *lo, __m256 *hi) {
     *lo = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)sc));
@@ -5753,6 +5911,8 @@ SLM__INLINE void slm__gemm_r16_nt_avx2(int type, const uint8_t *group, int nb, c
         _mm256_storeu_ps(y + t * ys + 8, acc[t][1]);
     }
 }
+#undef slm_fp16_to_fp32
+SLM__TARGET_END
 #endif
 
 #if defined(SLM__NEON)
@@ -5851,14 +6011,16 @@ SLM__INLINE void slm__gemm_r16_nt_neon(int type, const uint8_t *group, int nb, c
 
 #endif
 
-#if defined(slm__gemm_r16_nt)
 /* two tokens per pass over the group: what the registers hold */
-static void slm__gemm_r16_pairs(int type, const uint8_t *group, int nb, const slm__block_q8_0 *x, const int32_t *xsum,
-                                size_t xs, int nt, float *y, size_t ys) {
-    for (; nt >= 2; nt -= 2, x += 2 * xs, xsum += 2 * xs, y += 2 * ys)
-        slm__gemm_r16_nt(type, group, nb, x, xsum, xs, 2, y, ys);
-    if (nt) slm__gemm_r16_nt(type, group, nb, x, xsum, xs, 1, y, ys);
-}
+#define SLM__GEMM_R16_PAIRS(name, gemm_nt)                                                                             \
+    static void name(int type, const uint8_t *group, int nb, const slm__block_q8_0 *x, const int32_t *xsum, size_t xs, \
+                     int nt, float *y, size_t ys) {                                                                    \
+        for (; nt >= 2; nt -= 2, x += 2 * xs, xsum += 2 * xs, y += 2 * ys)                                             \
+            gemm_nt(type, group, nb, x, xsum, xs, 2, y, ys);                                                           \
+        if (nt) gemm_nt(type, group, nb, x, xsum, xs, 1, y, ys);                                                       \
+    }
+#if defined(slm__gemm_r16_nt) && !defined(SLM__DISPATCH)
+SLM__GEMM_R16_PAIRS(slm__gemm_r16_pairs, slm__gemm_r16_nt)
 #endif
 
 /* Attention for the query heads that share one KV head: each key row is
@@ -5867,41 +6029,36 @@ static void slm__gemm_r16_pairs(int type, const uint8_t *group, int nb, const sl
    registers. Every head's arithmetic is that of slm__dot_* and of one
    slm__axpy_* per position, bit for bit, so neither changes a result. */
 #define SLM__GROUP 8
-/* any instruction set: one head at a time over the row kernels */
-SLM__MAYBE_UNUSED static void slm__dot_f16_group_generic(const uint16_t *k, const float *q, size_t stride, int nq,
-                                                         int n, float *out) {
-    int i;
-    for (i = 0; i < nq; i++) out[i] = slm__dot_f16(k, q + i * stride, n);
-}
-SLM__MAYBE_UNUSED static void slm__dot_f32_group_generic(const float *k, const float *q, size_t stride, int nq, int n,
-                                                         float *out) {
-    int i;
-    for (i = 0; i < nq; i++) out[i] = slm__dot_f32(k, q + i * stride, n);
-}
+/* any instruction set: one head at a time over the row kernels (macros
+   because an SLM_DISPATCH build makes one for each kernel set) */
+#define SLM__DOT_GROUP_GENERIC(name, K, dot)                                                                   \
+    SLM__MAYBE_UNUSED static void name(const K *k, const float *q, size_t stride, int nq, int n, float *out) { \
+        int i;                                                                                                 \
+        for (i = 0; i < nq; i++) out[i] = dot(k, q + i * stride, n);                                           \
+    }
 /* out[h] = sum over positions p of att[h][p] * v[p], one axpy per position.
    With accumulate the sum goes on from the values already in out: calls over
    consecutive runs of positions then make the same chain of roundings as one
    call over them all (a branch token's prefix, then its ancestors' slots). */
-SLM__MAYBE_UNUSED static void slm__attn_values_f16_generic(float *out, size_t out_stride, const float *att,
-                                                           size_t att_stride, const uint16_t *v, size_t v_stride,
-                                                           int n_pos, int nq, int n, int accumulate) {
-    int h, p;
-    for (h = 0; h < nq; h++) {
-        if (!accumulate) memset(out + h * out_stride, 0, (size_t)n * sizeof(float));
-        for (p = 0; p < n_pos; p++) slm__axpy_f16(out + h * out_stride, att[h * att_stride + p], v + p * v_stride, n);
+#define SLM__ATTN_VALUES_GENERIC(name, V, axpy)                                                                        \
+    SLM__MAYBE_UNUSED static void name(float *out, size_t out_stride, const float *att, size_t att_stride, const V *v, \
+                                       size_t v_stride, int n_pos, int nq, int n, int accumulate) {                    \
+        int h, p;                                                                                                      \
+        for (h = 0; h < nq; h++) {                                                                                     \
+            if (!accumulate) memset(out + h * out_stride, 0, (size_t)n * sizeof(float));                               \
+            for (p = 0; p < n_pos; p++) axpy(out + h * out_stride, att[h * att_stride + p], v + p * v_stride, n);      \
+        }                                                                                                              \
     }
-}
-SLM__MAYBE_UNUSED static void slm__attn_values_f32_generic(float *out, size_t out_stride, const float *att,
-                                                           size_t att_stride, const float *v, size_t v_stride,
-                                                           int n_pos, int nq, int n, int accumulate) {
-    int h, p;
-    for (h = 0; h < nq; h++) {
-        if (!accumulate) memset(out + h * out_stride, 0, (size_t)n * sizeof(float));
-        for (p = 0; p < n_pos; p++) slm__axpy_f32(out + h * out_stride, att[h * att_stride + p], v + p * v_stride, n);
-    }
-}
+#if !defined(SLM__DISPATCH)
+SLM__DOT_GROUP_GENERIC(slm__dot_f16_group_generic, uint16_t, slm__dot_f16)
+SLM__DOT_GROUP_GENERIC(slm__dot_f32_group_generic, float, slm__dot_f32)
+SLM__ATTN_VALUES_GENERIC(slm__attn_values_f16_generic, uint16_t, slm__axpy_f16)
+SLM__ATTN_VALUES_GENERIC(slm__attn_values_f32_generic, float, slm__axpy_f32)
+#endif
 
 #if defined(SLM__AVX2) && defined(SLM__F16C)
+SLM__TARGET_AVX2_BEGIN
+#define slm_fp16_to_fp32 SLM__FP16_TO_FP32_SIMD
 /* nq is a constant at each call below, so the accumulators stay in registers */
 SLM__INLINE void slm__dot_group_nq(const uint16_t *k16, const float *k32, const float *q, size_t stride, const int nq,
                                    int n, float *out) {
@@ -5983,6 +6140,8 @@ SLM__MAYBE_UNUSED static void slm__dot_f32_group_avx2(const float *k, const floa
 #define SLM__AS_FLOAT(x)  (x)
 SLM__ATTN_VALUES(slm__attn_values_f16_avx2, uint16_t, SLM__LOAD8_F16, slm_fp16_to_fp32)
 SLM__ATTN_VALUES(slm__attn_values_f32_avx2, float, SLM__LOAD8_F32, SLM__AS_FLOAT)
+#undef slm_fp16_to_fp32
+SLM__TARGET_END
 #endif
 
 /* The q8_0 KV cache: a head's keys or values as q8_0 blocks of their own
@@ -6033,6 +6192,8 @@ SLM__MAYBE_UNUSED static void slm__attn_values_q8_0_ref(float *out, size_t out_s
 }
 
 #if defined(SLM__AVX2)
+SLM__TARGET_AVX2_BEGIN
+#define slm_fp16_to_fp32 SLM__FP16_TO_FP32_SIMD
 SLM__INLINE __m256 slm__load8_q8(const slm__block_q8_0 *b, int j, __m256 d) {
     return _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(b->q + j)))));
 }
@@ -6085,6 +6246,8 @@ SLM__INLINE void slm__attn_block_q8_0_avx2(float *o, const float *a, const slm__
     }
     SLM__UNROLL for (i = 0; i < 4; i++) _mm256_storeu_ps(o + 8 * i, acc[i]);
 }
+#undef slm_fp16_to_fp32
+SLM__TARGET_END
 #endif
 #if defined(SLM__NEON)
 /* eight quants of a block times its scale, as two vectors of four floats */
@@ -6133,29 +6296,231 @@ SLM__INLINE void slm__attn_block_q8_0_neon(float *o, const float *a, const slm__
     SLM__UNROLL for (i = 0; i < 8; i++) vst1q_f32(o + 4 * i, acc[i]);
 }
 #endif
-#if defined(slm__attn_block_q8_0)
 /* the block kernel over a head's full blocks (accumulate: as slm__attn_values_q8_0_ref) */
-static void slm__attn_values_q8_0_blocks(float *out, size_t out_stride, const float *att, size_t att_stride,
-                                         const slm__block_q8_0 *v, size_t v_stride, int n_pos, int nq, int n,
-                                         int accumulate) {
-    int h, b, p, j;
-    for (h = 0; h < nq; h++) {
-        const float *a = att + h * att_stride;
-        float *o = out + h * out_stride;
-        for (b = 0; b * SLM__QK < n; b++) {
-            int len = SLM__MIN(SLM__QK, n - b * SLM__QK);
-            if (len == SLM__QK)
-                slm__attn_block_q8_0(o + b * SLM__QK, a, v + b, v_stride, n_pos, accumulate);
-            else /* the partial last block of a head_dim that is not a multiple of 32 */
-                for (j = 0; j < len; j++) {
-                    float sum = accumulate ? o[b * SLM__QK + j] : 0.0f;
-                    for (p = 0; p < n_pos; p++) sum += a[p] * slm__q8_0_at(v + p * v_stride, b * SLM__QK + j);
-                    o[b * SLM__QK + j] = sum;
-                }
-        }
+#define SLM__ATTN_VALUES_Q8_0_BLOCKS(name, block)                                                                  \
+    static void name(float *out, size_t out_stride, const float *att, size_t att_stride, const slm__block_q8_0 *v, \
+                     size_t v_stride, int n_pos, int nq, int n, int accumulate) {                                  \
+        int h, b, p, j;                                                                                            \
+        for (h = 0; h < nq; h++) {                                                                                 \
+            const float *a = att + h * att_stride;                                                                 \
+            float *o = out + h * out_stride;                                                                       \
+            for (b = 0; b * SLM__QK < n; b++) {                                                                    \
+                int len = SLM__MIN(SLM__QK, n - b * SLM__QK);                                                      \
+                if (len == SLM__QK)                                                                                \
+                    block(o + b * SLM__QK, a, v + b, v_stride, n_pos, accumulate);                                 \
+                else /* the partial last block of a head_dim that is not a multiple of 32 */                       \
+                    for (j = 0; j < len; j++) {                                                                    \
+                        float sum = accumulate ? o[b * SLM__QK + j] : 0.0f;                                        \
+                        for (p = 0; p < n_pos; p++) sum += a[p] * slm__q8_0_at(v + p * v_stride, b * SLM__QK + j); \
+                        o[b * SLM__QK + j] = sum;                                                                  \
+                    }                                                                                              \
+            }                                                                                                      \
+        }                                                                                                          \
     }
+#if defined(slm__attn_block_q8_0) && !defined(SLM__DISPATCH)
+SLM__ATTN_VALUES_Q8_0_BLOCKS(slm__attn_values_q8_0_blocks, slm__attn_block_q8_0)
+#endif
+
+/* The best set for a CPU, from CPUID leaf 1's ECX, leaf 7's EBX and ECX and
+   XCR0 (XGETBV; 0 when the OS has not enabled XSAVE): an index into
+   slm__kernel_sets (0 plain C, 1 AVX2, 2 AVX-512 VNNI). A pure function, in
+   every build, so the tests can fake any CPU. A set
+   needs both the instructions and the OS saving their registers (XCR0: the
+   ymm state for AVX2, also the opmask and zmm states for AVX-512), else its
+   first instruction faults. AVX-512 without VNNI (Skylake-X, Cascade Lake
+   has VNNI) runs the AVX2 set: the one AVX-512 set compiled here needs it. */
+SLM__MAYBE_UNUSED static int slm__kernel_set_for_cpu(uint32_t leaf1_ecx, uint32_t leaf7_ebx, uint32_t leaf7_ecx,
+                                                     uint64_t xcr0) {
+    int fma = (leaf1_ecx >> 12) & 1, osxsave = (leaf1_ecx >> 27) & 1, avx = (leaf1_ecx >> 28) & 1;
+    int f16c = (leaf1_ecx >> 29) & 1, avx2 = (leaf7_ebx >> 5) & 1, avx512f = (leaf7_ebx >> 16) & 1;
+    int avx512bw = (leaf7_ebx >> 30) & 1, avx512vl = (leaf7_ebx >> 31) & 1, vnni = (leaf7_ecx >> 11) & 1;
+    int ymm_saved = osxsave && (xcr0 & 0x6) == 0x6, zmm_saved = osxsave && (xcr0 & 0xe6) == 0xe6;
+    if (!(ymm_saved && avx && avx2 && fma && f16c)) return 0;
+    if (zmm_saved && avx512f && avx512bw && avx512vl && vnni) return 2;
+    return 1;
+}
+
+#if defined(SLM__DISPATCH)
+/* ---- kernel sets (SLM_DISPATCH) --------------------------------------------
+   An SLM_DISPATCH build holds three kernel sets, each the kernel table of the
+   build with those -m flags, function for function, so that a forced set
+   computes what that native build computes. The few functions built on
+   other kernels (the generic attention loops, the _R16 pairs, the q8_0 value
+   blocks) get a copy per set under that set's target, so their inner calls
+   stay direct (and inline): the block kernels they call (gemm_r16_nt,
+   attn_block_q8_0) are no fields here. A pass runs its model's set: slm__forward_worker
+   puts it in slm__kernels_here, per thread; the calls through it are per row
+   group, per head or per position run, never per element.
+   Adding a kernel to the table: a field here and one line in each set. */
+struct slm__kernel_set {
+    const char *name; /* as SLM__SIMD_NAME of the native build */
+    float (*dot_f32)(const float *w, const float *x, int n);
+    float (*dot_f16)(const uint16_t *w, const float *x, int n);
+    float (*dot_bf16)(const uint16_t *w, const float *x, int n);
+    void (*dotn_q8_0)(const slm__block_q8_0 *const *w, int nr, const slm__block_q8_0 *x, int n_blocks, float *out);
+    void (*dotn_q4_0)(const slm__block_q4_0 *const *w, int nr, const slm__block_q8_0 *x, int n_blocks, float *out);
+    void (*dotm_q5_0)(const uint8_t *w, const slm__block_q8_0 *x, const int32_t *xsum, size_t xs, int nt, int n_blocks,
+                      float *out);
+    void (*dotm_q5_1)(const uint8_t *w, const slm__block_q8_0 *x, const int32_t *xsum, size_t xs, int nt, int n_blocks,
+                      float *out);
+    void (*dotm_q4_K)(const uint8_t *w, const slm__block_q8_K *x, size_t xs, int nt, int n_super, float *out);
+    void (*dotm_q5_K)(const uint8_t *w, const slm__block_q8_K *x, size_t xs, int nt, int n_super, float *out);
+    void (*dotm_q6_K)(const uint8_t *w, const slm__block_q8_K *x, size_t xs, int nt, int n_super, float *out);
+    void (*gemm_r16)(int type, const uint8_t *group, int nb, const slm__block_q8_0 *x, const int32_t *xsum,
+                     size_t x_stride, int nt, float *y, size_t y_stride);
+    void (*quantize_act_blocks)(const float *x, slm__block_q8_0 *q, int32_t *sum, int n);
+    void (*axpy_f32)(float *out, float a, const float *v, int n);
+    void (*axpy_f16)(float *out, float a, const uint16_t *v, int n);
+    void (*dot_f16_group)(const uint16_t *k, const float *q, size_t stride, int nq, int n, float *out);
+    void (*dot_f32_group)(const float *k, const float *q, size_t stride, int nq, int n, float *out);
+    void (*attn_values_f16)(float *out, size_t out_stride, const float *att, size_t att_stride, const uint16_t *v,
+                            size_t v_stride, int n_pos, int nq, int n, int accumulate);
+    void (*attn_values_f32)(float *out, size_t out_stride, const float *att, size_t att_stride, const float *v,
+                            size_t v_stride, int n_pos, int nq, int n, int accumulate);
+    void (*dot_q8_0_group)(const slm__block_q8_0 *k, const float *q, size_t stride, int nq, int n, float *out);
+    void (*attn_values_q8_0)(float *out, size_t out_stride, const float *att, size_t att_stride,
+                             const slm__block_q8_0 *v, size_t v_stride, int n_pos, int nq, int n, int accumulate);
+};
+
+SLM__DOT_GROUP_GENERIC(slm__dot_f16_group_scalar, uint16_t, slm__dot_f16_ref)
+SLM__DOT_GROUP_GENERIC(slm__dot_f32_group_scalar, float, slm__dot_f32_ref)
+SLM__ATTN_VALUES_GENERIC(slm__attn_values_f16_scalar, uint16_t, slm__axpy_f16_ref)
+SLM__ATTN_VALUES_GENERIC(slm__attn_values_f32_scalar, float, slm__axpy_f32_ref)
+SLM__TARGET_AVX2_BEGIN
+#define slm_fp16_to_fp32 SLM__FP16_TO_FP32_SIMD
+SLM__GEMM_R16_PAIRS(slm__gemm_r16_pairs_avx2, slm__gemm_r16_nt_avx2)
+SLM__ATTN_VALUES_Q8_0_BLOCKS(slm__attn_values_q8_0_blocks_avx2, slm__attn_block_q8_0_avx2)
+#undef slm_fp16_to_fp32
+SLM__TARGET_END
+SLM__TARGET_AVX512_BEGIN
+#define slm_fp16_to_fp32 SLM__FP16_TO_FP32_SIMD
+SLM__DOT_GROUP_GENERIC(slm__dot_f16_group_avx512, uint16_t, slm__dot_f16_avx512)
+SLM__DOT_GROUP_GENERIC(slm__dot_f32_group_avx512, float, slm__dot_f32_avx512)
+SLM__ATTN_VALUES_GENERIC(slm__attn_values_f16_avx512, uint16_t, slm__axpy_f16_avx2)
+SLM__ATTN_VALUES_GENERIC(slm__attn_values_f32_avx512, float, slm__axpy_f32_avx2)
+SLM__GEMM_R16_PAIRS(slm__gemm_r16_pairs_avx512, slm__gemm_r16_nt_avx512)
+SLM__ATTN_VALUES_Q8_0_BLOCKS(slm__attn_values_q8_0_blocks_avx512, slm__attn_block_q8_0_avx2)
+#undef slm_fp16_to_fp32
+SLM__TARGET_END
+
+/* in the order of the table in "config and platform"; best last */
+static const slm__kernel_set slm__kernel_sets[3] = {
+    { "scalar",
+      slm__dot_f32_ref,
+      slm__dot_f16_ref,
+      slm__dot_bf16_ref,
+      slm__dotn_q8_0_ref,
+      slm__dotn_q4_0_ref,
+      slm__dotm_q5_0_ref,
+      slm__dotm_q5_1_ref,
+      slm__dotm_q4_K_ref,
+      slm__dotm_q5_K_ref,
+      slm__dotm_q6_K_ref,
+      slm__gemm_r16_ref,
+      slm__quantize_act_blocks_ref,
+      slm__axpy_f32_ref,
+      slm__axpy_f16_ref,
+      slm__dot_f16_group_scalar,
+      slm__dot_f32_group_scalar,
+      slm__attn_values_f16_scalar,
+      slm__attn_values_f32_scalar,
+      slm__dot_q8_0_group_ref,
+      slm__attn_values_q8_0_ref },
+    { "avx2",
+      slm__dot_f32_avx2,
+      slm__dot_f16_avx2,
+      slm__dot_bf16_avx2,
+      slm__dotn_q8_0_avx2,
+      slm__dotn_q4_0_avx2,
+      slm__dotm_q5_0_avx2,
+      slm__dotm_q5_1_avx2,
+      slm__dotm_q4_K_avx2,
+      slm__dotm_q5_K_avx2,
+      slm__dotm_q6_K_avx2,
+      slm__gemm_r16_pairs_avx2,
+      slm__quantize_act_blocks_avx2,
+      slm__axpy_f32_avx2,
+      slm__axpy_f16_avx2,
+      slm__dot_f16_group_avx2,
+      slm__dot_f32_group_avx2,
+      slm__attn_values_f16_avx2,
+      slm__attn_values_f32_avx2,
+      slm__dot_q8_0_group_avx2,
+      slm__attn_values_q8_0_blocks_avx2 },
+    { "avx512-vnni",
+      slm__dot_f32_avx512,
+      slm__dot_f16_avx512,
+      slm__dot_bf16_avx512,
+      slm__dotn_q8_0_avx512,
+      slm__dotn_q4_0_avx512,
+      slm__dotm_q5_0_avx512,
+      slm__dotm_q5_1_avx512,
+      slm__dotm_q4_K_avx512,
+      slm__dotm_q5_K_avx512,
+      slm__dotm_q6_K_avx512,
+      slm__gemm_r16_pairs_avx512,
+      slm__quantize_act_blocks_avx2,
+      slm__axpy_f32_avx2,
+      slm__axpy_f16_avx2,
+      slm__dot_f16_group_avx512,
+      slm__dot_f32_group_avx512,
+      slm__attn_values_f16_avx512,
+      slm__attn_values_f32_avx512,
+      slm__dot_q8_0_group_avx2,
+      slm__attn_values_q8_0_blocks_avx512 },
+};
+
+static int slm__kernel_set_of_this_cpu(void) {
+    unsigned a, b, c, d, leaf1_ecx = 0, leaf7_ebx = 0, leaf7_ecx = 0;
+    uint64_t xcr0 = 0;
+    if (__get_cpuid(1, &a, &b, &c, &d)) leaf1_ecx = c;
+    if (__get_cpuid_count(7, 0, &a, &b, &c, &d)) {
+        leaf7_ebx = b;
+        leaf7_ecx = c;
+    }
+    if ((leaf1_ecx >> 27) & 1) { /* OSXSAVE: XGETBV may run */
+        unsigned lo, hi;
+        __asm__ __volatile__("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+        xcr0 = ((uint64_t)hi << 32) | lo;
+    }
+    return slm__kernel_set_for_cpu(leaf1_ecx, leaf7_ebx, leaf7_ecx, xcr0);
+}
+
+/* Computed once per process; racing first calls compute the same value. */
+static const slm__kernel_set *slm__kernels_best(void) {
+    static int best = -1;
+    int i = __atomic_load_n(&best, __ATOMIC_RELAXED);
+    if (i < 0) {
+        i = slm__kernel_set_of_this_cpu();
+        __atomic_store_n(&best, i, __ATOMIC_RELAXED);
+    }
+    return &slm__kernel_sets[i];
 }
 #endif
+
+/* The kernels a model loaded with desc.kernels = want runs (slm_model_load):
+   0 with *name set, 1 for a name this build does not have, 2 for a set this
+   CPU cannot run. */
+static int slm__kernels_choose(const char *want, const char **name, const void **set) {
+#if defined(SLM__DISPATCH)
+    int i, best = (int)(slm__kernels_best() - slm__kernel_sets);
+    if (!want || !*want)
+        i = best;
+    else {
+        for (i = 0; i < 3; i++)
+            if (!strcmp(want, slm__kernel_sets[i].name)) break;
+        if (i == 3) return 1;
+        if (i > best) return 2;
+    }
+    *name = slm__kernel_sets[i].name;
+    *set = &slm__kernel_sets[i];
+    return 0;
+#else
+    *name = SLM__SIMD_NAME;
+    *set = NULL;
+    return want && *want && strcmp(want, SLM__SIMD_NAME) ? 1 : 0;
+#endif
+}
 
 static float slm__dot_q8_0(const slm__block_q8_0 *w, const slm__block_q8_0 *x, int n_blocks) {
     float out;
@@ -6691,6 +7056,9 @@ static long slm__row_items(const slm__worker *w, long rows, int *per) {
 /* One thread's part of the pass s->pass. */
 static void slm__forward_worker(slm_session *s, int nth, int slot) {
     const slm_model *m = s->model;
+#if defined(SLM__DISPATCH)
+    slm__kernels_here = (const slm__kernel_set *)m->kernels;
+#endif
     const slm_model_info *in = &m->info;
     const slm_token *tokens = s->pass.tokens;
     int dim = in->dim, hd = in->head_dim, ffn = in->ffn_dim, qd = s->q_dim, kvd = s->kv_dim;

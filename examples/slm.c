@@ -335,12 +335,15 @@ typedef struct model_opts {
     const char *path;
     int no_mmap;
     int verbose;
+    const char *kernels; /* slm_model_desc.kernels */
 } model_opts;
 
-#define MODEL_OPTS_USAGE                                                      \
-    "  -m, --model FILE    the .slm model (required)\n"                       \
-    "      --no-mmap       read the file into memory instead of mapping it\n" \
-    "  -v, --verbose       show the library's log messages\n"                 \
+#define MODEL_OPTS_USAGE                                                           \
+    "  -m, --model FILE    the .slm model (required)\n"                            \
+    "      --no-mmap       read the file into memory instead of mapping it\n"      \
+    "      --kernels SET   force a kernel set (make dist's build: scalar, avx2,\n" \
+    "                      avx512-vnni; others have one, named by slm info)\n"     \
+    "  -v, --verbose       show the library's log messages\n"                      \
     "  -h, --help          show this help\n"
 
 enum { OPT_NO_MATCH, OPT_OK, OPT_ERROR };
@@ -357,6 +360,10 @@ static int parse_model_opt(args *a, model_opts *mo) {
     if (args_flag(a, "-v", "--verbose")) {
         mo->verbose = 1;
         return OPT_OK;
+    }
+    if (args_opt(a, NULL, "--kernels")) {
+        mo->kernels = args_value(a);
+        return mo->kernels ? OPT_OK : OPT_ERROR;
     }
     return OPT_NO_MATCH;
 }
@@ -395,6 +402,7 @@ static slm_model *load_model(const char *cmd, const model_opts *mo) {
     memset(&desc, 0, sizeof desc);
     desc.path = mo->path;
     desc.no_mmap = mo->no_mmap;
+    desc.kernels = mo->kernels;
     desc.error = detail;
     desc.error_cap = sizeof detail;
     g_log.verbose = mo->verbose;
@@ -1681,7 +1689,7 @@ static void print_model_info(const slm_model *model, const char *path) {
     print_special_token(model, "fim_rep", mi->fim_rep);
     print_special_token(model, "fim_sep", mi->fim_sep);
     printf("chat_template: %s\n", chat_template_name(mi->chat_template, b1, sizeof b1));
-    printf("kernels: %s\n", SLM__SIMD_NAME); /* this build's, chosen when it was compiled */
+    printf("kernels: %s\n", mi->kernels); /* chosen when the build was compiled, or at load (SLM_DISPATCH) */
 }
 
 static int cmd_info(int argc, char **argv) {
@@ -2589,7 +2597,7 @@ static void print_bench_table(const bench_opts *o, const slm_model *model, const
     printf("file: %s; weights read per token: %s; load: %s ms%s\n", human_bytes(mi->file_size, b1, sizeof b1),
            human_bytes(bytes_per_token, b3, sizeof b3), b4, o->model.no_mmap ? " (--no-mmap)" : " (mmap)");
     printf("context %d, KV cache %s, %s kernels, %d rep%s after 1 warm-up; median (min-max)\n\n", n_ctx,
-           o->kv_type ? slm_type_name(o->kv_type) : "default type", SLM__SIMD_NAME, o->reps, o->reps == 1 ? "" : "s");
+           o->kv_type ? slm_type_name(o->kv_type) : "default type", mi->kernels, o->reps, o->reps == 1 ? "" : "s");
 
     snprintf(cells[0][n_cols++], BENCH_CELL, "threads");
     if (o->n_prompt) snprintf(cells[0][n_cols++], BENCH_CELL, "pp%d tok/s", o->n_prompt);
@@ -2650,7 +2658,7 @@ static void print_bench_json(const bench_opts *o, const slm_model *model, const 
                (unsigned long long)mi->n_params, (unsigned long long)mi->file_size,
                (unsigned long long)bytes_per_token);
         printf(", \"kv_type\": \"%s\", \"kernels\": \"%s\"", o->kv_type ? slm_type_name(o->kv_type) : "default",
-               SLM__SIMD_NAME);
+               mi->kernels);
         printf(", \"n_vocab\": %d, \"n_ctx\": %d, \"mmap\": %s, \"n_threads\": %d, \"reps\": %d"
                ", \"n_prompt\": %d, \"n_gen\": %d, ",
                mi->n_vocab, n_ctx, o->model.no_mmap ? "false" : "true", r->n_threads, o->reps, o->n_prompt, o->n_gen);

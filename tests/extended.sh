@@ -40,6 +40,9 @@
 #      slm-convert compile warning-free, and refuse files beyond 4 GiB with
 #      the reason; on s390x under qemu (big-endian) the loads are refused
 #      (test_slm -k byte_order) and slm-convert refuses to run
+#  13. SLM_DISPATCH (tests/dispatch.sh): every kernel set this CPU runs, forced
+#      in one -march=x86-64 -DSLM_DISPATCH build, writes the logits of its
+#      native build byte for byte, on each weight type and KV type
 # Each section ends with the line "== section NAME: N s".
 # Installs what it needs with apt-get when missing (skips with the reason when
 # it cannot). Every test_slm build goes through build_test_slm and every
@@ -652,6 +655,12 @@ if command -v s390x-linux-gnu-gcc >/dev/null 2>&1 && command -v qemu-s390x >/dev
 else
     skip "the big-endian (s390x) checks" "s390x-linux-gnu-gcc or qemu-s390x is missing and apt-get could not install them"
 fi
+
+# ---------------------------------------------------------------------------
+# 13. runtime dispatch
+# ---------------------------------------------------------------------------
+section "13. dispatch"
+BUILD=$BUILD . tests/dispatch.sh
 
 section ""
 

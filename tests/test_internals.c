@@ -4174,6 +4174,113 @@ done:
     slm_model_free(m);
 }
 
+/* The choice of kernel set from CPUID bits (slm__kernel_set_for_cpu, what an
+   SLM_DISPATCH build runs at slm_model_load) on made-up CPUs: each set needs
+   all its instructions and the OS saving their registers (XCR0). Then this
+   CPU: the choice from its real CPUID against the flags Linux lists in
+   /proc/cpuinfo (which leave out what the kernel does not enable). */
+static void test_kernel_set_cpuid(void) {
+    /* leaf 1 ECX: FMA 12, OSXSAVE 27, AVX 28, F16C 29; leaf 7 EBX: AVX2 5,
+       AVX512F 16, AVX512BW 30, AVX512VL 31; leaf 7 ECX: AVX512_VNNI 11 */
+    const uint32_t l1 = (1u << 12) | (1u << 27) | (1u << 28) | (1u << 29), l7b_avx2 = 1u << 5;
+    const uint32_t l7b_512 = l7b_avx2 | (1u << 16) | (1u << 30) | (1u << 31), vnni = 1u << 11;
+    struct {
+        const char *cpu;
+        uint32_t l1, l7b, l7c;
+        uint64_t xcr0;
+        int want;
+    } cases[] = {
+        { "nothing", 0, 0, 0, 0, 0 },
+        { "SSE only (x86-64 baseline)", 0, 0, 0, 0x3, 0 },
+        { "Haswell", l1, l7b_avx2, 0, 0x7, 1 },
+        { "Haswell, OS without XSAVE", l1 & ~(1u << 27), l7b_avx2, 0, 0, 0 },
+        { "Haswell, OS not saving ymm", l1, l7b_avx2, 0, 0x3, 0 },
+        { "AVX2 without FMA", l1 & ~(1u << 12), l7b_avx2, 0, 0x7, 0 },
+        { "AVX2 without F16C", l1 & ~(1u << 29), l7b_avx2, 0, 0x7, 0 },
+        { "AVX without AVX2 (Sandy Bridge)", l1 & ~(1u << 12), 0, 0, 0x7, 0 },
+        { "Ice Lake / Zen 4", l1, l7b_512, vnni, 0xe7, 2 },
+        { "Ice Lake, OS not saving zmm", l1, l7b_512, vnni, 0x7, 1 },
+        { "Ice Lake, OS without the opmask state", l1, l7b_512, vnni, 0xc7, 1 },
+        { "Skylake-X (AVX-512 without VNNI)", l1, l7b_512, 0, 0xe7, 1 },
+        { "AVX-512 without BW", l1, l7b_512 & ~(1u << 30), vnni, 0xe7, 1 },
+        { "AVX-512 without VL", l1, l7b_512 & ~(1u << 31), vnni, 0xe7, 1 },
+        { "AVX-512 VNNI without FMA", l1 & ~(1u << 12), l7b_512, vnni, 0xe7, 0 },
+    };
+    int i;
+    for (i = 0; i < (int)(sizeof cases / sizeof cases[0]); i++) {
+        int got = slm__kernel_set_for_cpu(cases[i].l1, cases[i].l7b, cases[i].l7c, cases[i].xcr0);
+        CHECKF(got == cases[i].want, "%s: set %d, want %d", cases[i].cpu, got, cases[i].want);
+    }
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && defined(__linux__)
+    {
+        unsigned a, d, l1c = 0, l7b = 0, l7c = 0, lo = 0, hi = 0;
+        char line[8192];
+        int want = 0, got;
+        FILE *f = fopen("/proc/cpuinfo", "r");
+        if (!f) SKIP("no /proc/cpuinfo");
+        while (fgets(line, sizeof line, f))
+            if (!strncmp(line, "flags", 5)) {
+#define HAS(flag) (strstr(line, " " flag " ") || strstr(line, " " flag "\n"))
+                if (HAS("avx2") && HAS("fma") && HAS("f16c")) want = 1;
+                if (want && HAS("avx512f") && HAS("avx512bw") && HAS("avx512vl") && HAS("avx512_vnni")) want = 2;
+#undef HAS
+                break;
+            }
+        fclose(f);
+        __asm__ __volatile__("cpuid" : "=a"(a), "=b"(d), "=c"(l1c), "=d"(d) : "a"(1), "c"(0));
+        __asm__ __volatile__("cpuid" : "=a"(a), "=b"(l7b), "=c"(l7c), "=d"(d) : "a"(7), "c"(0));
+        if ((l1c >> 27) & 1) __asm__ __volatile__("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+        (void)a;
+        got = slm__kernel_set_for_cpu(l1c, l7b, l7c, ((uint64_t)hi << 32) | lo);
+        CHECKF(got == want, "this CPU: set %d from CPUID, /proc/cpuinfo's flags say %d", got, want);
+        NOTE("this CPU runs kernel set %d (0 plain C, 1 AVX2, 2 AVX-512 VNNI) in an SLM_DISPATCH build", got);
+    }
+#endif
+}
+
+/* slm_model_desc.kernels: NULL is the build's best, its own name is taken,
+   any other name is refused with the reason (an SLM_DISPATCH build has three
+   sets: each one this CPU runs is taken and named in slm_model_info). */
+static void test_model_kernels(void) {
+    slm_model *m = NULL;
+    slm_model_desc md;
+    char err[256];
+    slm_result r;
+    NEED_MODEL("f32", path);
+    memset(&md, 0, sizeof md);
+    md.path = path;
+    md.error = err;
+    md.error_cap = sizeof err;
+    CHECK(slm_model_load(&m, &md) == SLM_OK);
+    if (m) CHECKF(!strcmp(slm_model_info_get(m)->kernels, SLM__SIMD_NAME), "kernels %s", slm_model_info_get(m)->kernels);
+    slm_model_free(m);
+    m = NULL;
+    md.kernels = SLM__SIMD_NAME;
+    CHECKF(slm_model_load(&m, &md) == SLM_OK, "%s: %s", SLM__SIMD_NAME, err);
+    slm_model_free(m);
+    m = NULL;
+    md.kernels = "avx3";
+    r = slm_model_load(&m, &md);
+    CHECKF(r == SLM_ERR_UNSUPPORTED && !m && strstr(err, "no kernel set 'avx3'"), "result %d: %s", (int)r, err);
+#if defined(SLM__DISPATCH)
+    {
+        static const char *const names[] = { "scalar", "avx2", "avx512-vnni" };
+        int i, best = slm__kernel_set_of_this_cpu();
+        for (i = 0; i < 3; i++) {
+            m = NULL;
+            md.kernels = names[i];
+            r = slm_model_load(&m, &md);
+            if (i <= best)
+                CHECKF(r == SLM_OK && !strcmp(slm_model_info_get(m)->kernels, names[i]), "%s: %s", names[i], err);
+            else
+                CHECKF(r == SLM_ERR_UNSUPPORTED && strstr(err, "this CPU cannot run"), "%s: %s", names[i], err);
+            slm_model_free(m);
+        }
+    }
+#endif
+    free(path);
+}
+
 static const test_case INTERNAL_TESTS[] = {
     TEST(kernels_vs_reference),
     TEST(kernels_r16),
@@ -4215,6 +4322,8 @@ static const test_case INTERNAL_TESTS[] = {
     TEST(grammar_alloc_sweep),
     TEST(session_state_fields),
     TEST(schema_alloc_failures),
+    TEST(kernel_set_cpuid),
+    TEST(model_kernels),
 };
 /* clang-format on */
 const test_list internal_tests = { INTERNAL_TESTS, (int)(sizeof INTERNAL_TESTS / sizeof INTERNAL_TESTS[0]) };

@@ -6355,6 +6355,12 @@ SLM__MAYBE_UNUSED static void slm__rmsnorm_avx2(float *o, const float *x, const 
 #endif
 
 #if defined(SLM__AVX512)
+#if defined(__GNUC__) && !defined(__clang__)
+/* g++ 12's false positive in its own AVX-512 headers, as above */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
 SLM__INLINE __m512 slm__expf_avx512(__m512 x) {
     __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
     __m512 t, k, r, p;
@@ -6439,6 +6445,9 @@ SLM__MAYBE_UNUSED static void slm__rmsnorm_avx512(float *o, const float *x, cons
             _mm512_mul_ps(_mm512_maskz_loadu_ps(m, weight + j), _mm512_mul_ps(vs, _mm512_maskz_loadu_ps(m, x + j))));
     }
 }
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 #endif
 
 #if defined(SLM__NEON)

@@ -1280,6 +1280,9 @@ int slm__pretok_llama3_family(const char *name);
 #define slm__attn_values_f32     (SLM__K->attn_values_f32)
 #define slm__dot_q8_0_group      (SLM__K->dot_q8_0_group)
 #define slm__attn_values_q8_0    (SLM__K->attn_values_q8_0)
+#define slm__softmax             (SLM__K->softmax)
+#define slm__silu_mul            (SLM__K->silu_mul)
+#define slm__rmsnorm             (SLM__K->rmsnorm)
 typedef struct slm__kernel_set slm__kernel_set;
 static const slm__kernel_set *slm__kernels_best(void);
 /* the set of the pass this thread is running, put there by
@@ -1316,6 +1319,9 @@ static __thread const slm__kernel_set *slm__kernels_here;
 #define slm__dot_q8_0_group      slm__dot_q8_0_group_avx2
 #define slm__attn_block_q8_0     slm__attn_block_q8_0_avx2
 #define slm__attn_values_q8_0    slm__attn_values_q8_0_blocks
+#define slm__softmax             slm__softmax_avx512
+#define slm__silu_mul            slm__silu_mul_avx512
+#define slm__rmsnorm             slm__rmsnorm_avx512
 #if defined(SLM__F16C) /* not implied by -mavx512f */
 #define slm__axpy_f16 slm__axpy_f16_avx2
 #else
@@ -1346,6 +1352,9 @@ static __thread const slm__kernel_set *slm__kernels_here;
 #define slm__dot_q8_0_group      slm__dot_q8_0_group_avx2
 #define slm__attn_block_q8_0     slm__attn_block_q8_0_avx2
 #define slm__attn_values_q8_0    slm__attn_values_q8_0_blocks
+#define slm__softmax             slm__softmax_avx2
+#define slm__silu_mul            slm__silu_mul_avx2
+#define slm__rmsnorm             slm__rmsnorm_avx2
 
 #elif defined(SLM__NEON)
 #if defined(SLM__NEON_DOTPROD)
@@ -1375,6 +1384,9 @@ static __thread const slm__kernel_set *slm__kernels_here;
 #define slm__dot_q8_0_group      slm__dot_q8_0_group_neon
 #define slm__attn_block_q8_0     slm__attn_block_q8_0_neon
 #define slm__attn_values_q8_0    slm__attn_values_q8_0_blocks
+#define slm__softmax             slm__softmax_neon
+#define slm__silu_mul            slm__silu_mul_neon
+#define slm__rmsnorm             slm__rmsnorm_neon
 
 #else
 #define SLM__SIMD_NAME           "scalar"
@@ -1398,6 +1410,9 @@ static __thread const slm__kernel_set *slm__kernels_here;
 #define slm__attn_values_f32     slm__attn_values_f32_generic
 #define slm__dot_q8_0_group      slm__dot_q8_0_group_ref
 #define slm__attn_values_q8_0    slm__attn_values_q8_0_ref
+#define slm__softmax             slm__softmax_ref
+#define slm__silu_mul            slm__silu_mul_ref
+#define slm__rmsnorm             slm__rmsnorm_ref
 #endif
 
 /* half to float (slm_fp16_to_fp32): exact in every version. An SLM_DISPATCH
@@ -6340,6 +6355,376 @@ SLM__MAYBE_UNUSED static int slm__kernel_set_for_cpu(uint32_t leaf1_ecx, uint32_
     return 1;
 }
 
+/* ---- exp, softmax, SiLU and RMSNorm ----
+   The float parts of a layer. slm__expf is e^x as a polynomial that every
+   instruction set evaluates with the same operations in the same order, each
+   rounded the same (fused multiply-adds written as fmaf in the reference), so
+   the vector versions give the reference's results bit for bit, and libm's
+   expf (a call per element, and not the same function on every libc) is out
+   of the hot loops. Range reduction: x = k ln2 + r with k the integer nearest
+   x / ln2 and |r| <= ln2 / 2, ln2 in two parts (hi + lo) so that k ln2 is
+   exact enough; e^r by Cephes' expf polynomial (1 + r + r^2 P(r), degree 5);
+   2^k as two normal powers of two 2^k1 2^k2, so that the results just below
+   the overflow (k = 128) and the subnormal ones (k down to -150) need no
+   special case and the last multiply rounds once. Inputs are clamped to
+   [-104, 89] first: below, e^x rounds to 0 (so exp(-inf) = 0, which masked
+   softmax scores rely on); above, to +inf. NaN stays NaN. Error against a
+   double-precision exp: at most 1.013 ulp over every float of [-104, 89]
+   (tests/test_internals.c: expf, expf_all_floats; the bound tested is 1.5).
+   Softmax and RMSNorm sum in 16 lanes (element i into lane i % 16, then a
+   fixed tree), the way a 512-bit register does, so that these too are the
+   same bit for bit on every instruction set. */
+#define SLM__EXPF_LO      -104.0f
+#define SLM__EXPF_HI      89.0f
+#define SLM__EXPF_LOG2E   1.44269502f     /* 0x1.715476p+0 (no hex floats in C++11) */
+#define SLM__EXPF_LN2_HI  0.693147182f    /* 0x1.62e430p-1, ln2 rounded */
+#define SLM__EXPF_LN2_LO  -1.90465430e-9f /* -0x1.05c610p-29, ln2 - SLM__EXPF_LN2_HI */
+#define SLM__EXPF_SHIFTER 12582912.0f     /* 1.5 * 2^23: adding it rounds a float of magnitude < 2^22 to an integer */
+#define SLM__EXPF_P0      1.9875691500e-4f
+#define SLM__EXPF_P1      1.3981999507e-3f
+#define SLM__EXPF_P2      8.3334519073e-3f
+#define SLM__EXPF_P3      4.1665795894e-2f
+#define SLM__EXPF_P4      1.6666665459e-1f
+#define SLM__EXPF_P5      5.0000001201e-1f
+
+SLM__MAYBE_UNUSED static float slm__expf_ref(float x) {
+    float t, k, r, p;
+    int ki, k1;
+    if (x != x) return x + x;
+    x = x < SLM__EXPF_LO ? SLM__EXPF_LO : x;
+    x = x > SLM__EXPF_HI ? SLM__EXPF_HI : x;
+    t = fmaf(x, SLM__EXPF_LOG2E, SLM__EXPF_SHIFTER);
+    k = t - SLM__EXPF_SHIFTER;
+    r = fmaf(k, -SLM__EXPF_LN2_HI, x);
+    r = fmaf(k, -SLM__EXPF_LN2_LO, r);
+    p = fmaf(SLM__EXPF_P0, r, SLM__EXPF_P1);
+    p = fmaf(p, r, SLM__EXPF_P2);
+    p = fmaf(p, r, SLM__EXPF_P3);
+    p = fmaf(p, r, SLM__EXPF_P4);
+    p = fmaf(p, r, SLM__EXPF_P5);
+    p = fmaf(p, r * r, r) + 1.0f;
+    ki = (int)k;
+    k1 = (ki + 256) / 2 - 128; /* floor(k / 2), as an arithmetic shift */
+    return p * slm__bits_f32((uint32_t)(k1 + 127) << 23) * slm__bits_f32((uint32_t)(ki - k1 + 127) << 23);
+}
+
+/* the 16 lanes' sums added as a 512-bit register's halves are: lane j + lane j + 8, then + 4, + 2, + 1 */
+static float slm__sum16(float *acc) {
+    int w, j;
+    for (w = 8; w >= 1; w /= 2)
+        for (j = 0; j < w; j++) acc[j] += acc[j + w];
+    return acc[0];
+}
+
+/* x[0..n) = softmax(x / div): attention scores are divided by sqrt(head_dim)
+   here, in the same pass. The division (rather than a multiply by 1 / div)
+   keeps what the scores were. */
+SLM__MAYBE_UNUSED static void slm__softmax_ref(float *x, int n, float div) {
+    float max, sum, acc[16] = { 0 };
+    int i;
+    if (n <= 0) return;
+    max = x[0];
+    for (i = 1; i < n; i++)
+        if (x[i] > max) max = x[i];
+    max /= div; /* dividing by div > 0 keeps the order: the max of the quotients */
+    for (i = 0; i < n; i++) {
+        x[i] = slm__expf_ref(x[i] / div - max);
+        acc[i & 15] += x[i];
+    }
+    sum = slm__sum16(acc);
+    for (i = 0; i < n; i++) x[i] /= sum;
+}
+
+/* g[i] = SiLU(g[i]) u[i], the gated feed-forward's product: g / (1 + e^-g) u */
+SLM__MAYBE_UNUSED static void slm__silu_mul_ref(float *g, const float *u, int n) {
+    int i;
+    for (i = 0; i < n; i++) g[i] = g[i] / (1.0f + slm__expf_ref(-g[i])) * u[i];
+}
+
+/* o = x / sqrt(mean(x^2) + eps) * weight (o may be x) */
+SLM__MAYBE_UNUSED static void slm__rmsnorm_ref(float *o, const float *x, const float *weight, int n, float eps) {
+    float ss, acc[16] = { 0 };
+    int j;
+    for (j = 0; j < n; j++) acc[j & 15] = fmaf(x[j], x[j], acc[j & 15]);
+    ss = 1.0f / sqrtf(slm__sum16(acc) / (float)n + eps);
+    for (j = 0; j < n; j++) o[j] = weight[j] * (ss * x[j]);
+}
+
+#if defined(SLM__AVX2)
+SLM__TARGET_AVX2_BEGIN
+#define slm_fp16_to_fp32 SLM__FP16_TO_FP32_SIMD
+SLM__INLINE __m256 slm__expf_avx2(__m256 x) {
+    __m256 nan = _mm256_cmp_ps(x, x, _CMP_UNORD_Q), t, k, r, p;
+    __m256i ki, k1;
+    /* max/min return the constant for a NaN lane, which the blend below puts back */
+    __m256 xc = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(SLM__EXPF_LO)), _mm256_set1_ps(SLM__EXPF_HI));
+    t = _mm256_fmadd_ps(xc, _mm256_set1_ps(SLM__EXPF_LOG2E), _mm256_set1_ps(SLM__EXPF_SHIFTER));
+    k = _mm256_sub_ps(t, _mm256_set1_ps(SLM__EXPF_SHIFTER));
+    r = _mm256_fmadd_ps(k, _mm256_set1_ps(-SLM__EXPF_LN2_HI), xc);
+    r = _mm256_fmadd_ps(k, _mm256_set1_ps(-SLM__EXPF_LN2_LO), r);
+    p = _mm256_fmadd_ps(_mm256_set1_ps(SLM__EXPF_P0), r, _mm256_set1_ps(SLM__EXPF_P1));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(SLM__EXPF_P2));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(SLM__EXPF_P3));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(SLM__EXPF_P4));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(SLM__EXPF_P5));
+    p = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0f));
+    ki = _mm256_cvtps_epi32(k);
+    k1 = _mm256_srai_epi32(ki, 1);
+    p = _mm256_mul_ps(p, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(k1, _mm256_set1_epi32(127)), 23)));
+    p = _mm256_mul_ps(p, _mm256_castsi256_ps(_mm256_slli_epi32(
+                             _mm256_add_epi32(_mm256_sub_epi32(ki, k1), _mm256_set1_epi32(127)), 23)));
+    return _mm256_blendv_ps(p, _mm256_add_ps(x, x), nan);
+}
+
+SLM__MAYBE_UNUSED static void slm__softmax_avx2(float *x, int n, float div) {
+    __m256 vmax = _mm256_set1_ps(-INFINITY), vdiv = _mm256_set1_ps(div), vm, a0, a1, vs;
+    __m128 m4;
+    float max, sum, acc[16];
+    int i = 0;
+    if (n <= 0) return;
+    for (; i + 8 <= n; i += 8) vmax = _mm256_max_ps(vmax, _mm256_loadu_ps(x + i));
+    m4 = _mm_max_ps(_mm256_castps256_ps128(vmax), _mm256_extractf128_ps(vmax, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    max = _mm_cvtss_f32(m4);
+    for (; i < n; i++)
+        if (x[i] > max) max = x[i];
+    max /= div;
+    vm = _mm256_set1_ps(max);
+    a0 = a1 = _mm256_setzero_ps();
+    for (i = 0; i + 16 <= n; i += 16) {
+        __m256 e0 = slm__expf_avx2(_mm256_sub_ps(_mm256_div_ps(_mm256_loadu_ps(x + i), vdiv), vm));
+        __m256 e1 = slm__expf_avx2(_mm256_sub_ps(_mm256_div_ps(_mm256_loadu_ps(x + i + 8), vdiv), vm));
+        _mm256_storeu_ps(x + i, e0);
+        _mm256_storeu_ps(x + i + 8, e1);
+        a0 = _mm256_add_ps(a0, e0);
+        a1 = _mm256_add_ps(a1, e1);
+    }
+    _mm256_storeu_ps(acc, a0);
+    _mm256_storeu_ps(acc + 8, a1);
+    for (; i < n; i++) {
+        x[i] = slm__expf_ref(x[i] / div - max);
+        acc[i & 15] += x[i];
+    }
+    sum = slm__sum16(acc);
+    vs = _mm256_set1_ps(sum);
+    for (i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_div_ps(_mm256_loadu_ps(x + i), vs));
+    for (; i < n; i++) x[i] /= sum;
+}
+
+SLM__MAYBE_UNUSED static void slm__silu_mul_avx2(float *g, const float *u, int n) {
+    const __m256 one = _mm256_set1_ps(1.0f), sign = _mm256_set1_ps(-0.0f);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(g + i), e = slm__expf_avx2(_mm256_xor_ps(v, sign));
+        _mm256_storeu_ps(g + i, _mm256_mul_ps(_mm256_div_ps(v, _mm256_add_ps(one, e)), _mm256_loadu_ps(u + i)));
+    }
+    for (; i < n; i++) g[i] = g[i] / (1.0f + slm__expf_ref(-g[i])) * u[i];
+}
+
+SLM__MAYBE_UNUSED static void slm__rmsnorm_avx2(float *o, const float *x, const float *weight, int n, float eps) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), vs;
+    float ss, acc[16];
+    int j = 0;
+    for (; j + 16 <= n; j += 16) {
+        __m256 v0 = _mm256_loadu_ps(x + j), v1 = _mm256_loadu_ps(x + j + 8);
+        a0 = _mm256_fmadd_ps(v0, v0, a0);
+        a1 = _mm256_fmadd_ps(v1, v1, a1);
+    }
+    _mm256_storeu_ps(acc, a0);
+    _mm256_storeu_ps(acc + 8, a1);
+    for (; j < n; j++) acc[j & 15] = fmaf(x[j], x[j], acc[j & 15]);
+    ss = 1.0f / sqrtf(slm__sum16(acc) / (float)n + eps);
+    vs = _mm256_set1_ps(ss);
+    for (j = 0; j + 8 <= n; j += 8)
+        _mm256_storeu_ps(o + j, _mm256_mul_ps(_mm256_loadu_ps(weight + j), _mm256_mul_ps(vs, _mm256_loadu_ps(x + j))));
+    for (; j < n; j++) o[j] = weight[j] * (ss * x[j]);
+}
+#undef slm_fp16_to_fp32
+SLM__TARGET_END
+#endif
+
+#if defined(SLM__AVX512)
+SLM__TARGET_AVX512_BEGIN
+#define slm_fp16_to_fp32 SLM__FP16_TO_FP32_SIMD
+#if defined(__GNUC__) && !defined(__clang__)
+/* g++ 12's false positive in its own AVX-512 headers, as above */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+SLM__INLINE __m512 slm__expf_avx512(__m512 x) {
+    __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+    __m512 t, k, r, p;
+    __m512i ki, k1;
+    __m512 xc = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(SLM__EXPF_LO)), _mm512_set1_ps(SLM__EXPF_HI));
+    t = _mm512_fmadd_ps(xc, _mm512_set1_ps(SLM__EXPF_LOG2E), _mm512_set1_ps(SLM__EXPF_SHIFTER));
+    k = _mm512_sub_ps(t, _mm512_set1_ps(SLM__EXPF_SHIFTER));
+    r = _mm512_fmadd_ps(k, _mm512_set1_ps(-SLM__EXPF_LN2_HI), xc);
+    r = _mm512_fmadd_ps(k, _mm512_set1_ps(-SLM__EXPF_LN2_LO), r);
+    p = _mm512_fmadd_ps(_mm512_set1_ps(SLM__EXPF_P0), r, _mm512_set1_ps(SLM__EXPF_P1));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(SLM__EXPF_P2));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(SLM__EXPF_P3));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(SLM__EXPF_P4));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(SLM__EXPF_P5));
+    p = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), _mm512_set1_ps(1.0f));
+    ki = _mm512_cvtps_epi32(k);
+    k1 = _mm512_srai_epi32(ki, 1);
+    p = _mm512_mul_ps(p, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(k1, _mm512_set1_epi32(127)), 23)));
+    p = _mm512_mul_ps(p, _mm512_castsi512_ps(_mm512_slli_epi32(
+                             _mm512_add_epi32(_mm512_sub_epi32(ki, k1), _mm512_set1_epi32(127)), 23)));
+    return _mm512_mask_add_ps(p, nan, x, x);
+}
+
+SLM__MAYBE_UNUSED static void slm__softmax_avx512(float *x, int n, float div) {
+    const __m512 vdiv = _mm512_set1_ps(div);
+    __m512 vmax = _mm512_set1_ps(-INFINITY), vm, a = _mm512_setzero_ps(), vs;
+    __mmask16 tail = (__mmask16)((1u << (n & 15)) - 1);
+    float max, sum, acc[16];
+    int i;
+    if (n <= 0) return;
+    for (i = 0; i + 16 <= n; i += 16) vmax = _mm512_max_ps(vmax, _mm512_loadu_ps(x + i));
+    if (tail) vmax = _mm512_max_ps(vmax, _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), tail, x + i));
+    max = _mm512_reduce_max_ps(vmax) / div;
+    vm = _mm512_set1_ps(max);
+    for (i = 0; i + 16 <= n; i += 16) {
+        __m512 e = slm__expf_avx512(_mm512_sub_ps(_mm512_div_ps(_mm512_loadu_ps(x + i), vdiv), vm));
+        _mm512_storeu_ps(x + i, e);
+        a = _mm512_add_ps(a, e);
+    }
+    if (tail) {
+        __m512 e = slm__expf_avx512(_mm512_sub_ps(_mm512_div_ps(_mm512_maskz_loadu_ps(tail, x + i), vdiv), vm));
+        _mm512_mask_storeu_ps(x + i, tail, e);
+        a = _mm512_mask_add_ps(a, tail, a, e);
+    }
+    _mm512_storeu_ps(acc, a);
+    sum = slm__sum16(acc);
+    vs = _mm512_set1_ps(sum);
+    for (i = 0; i + 16 <= n; i += 16) _mm512_storeu_ps(x + i, _mm512_div_ps(_mm512_loadu_ps(x + i), vs));
+    if (tail) _mm512_mask_storeu_ps(x + i, tail, _mm512_div_ps(_mm512_maskz_loadu_ps(tail, x + i), vs));
+}
+
+SLM__MAYBE_UNUSED static void slm__silu_mul_avx512(float *g, const float *u, int n) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    const __m512i sign =
+        _mm512_set1_epi32((int)0x80000000u); /* -g by its sign bit, as the reference (no AVX512DQ xor_ps) */
+    int i = 0;
+    for (; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        __m512 v = _mm512_maskz_loadu_ps(m, g + i),
+               e = slm__expf_avx512(_mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(v), sign)));
+        _mm512_mask_storeu_ps(g + i, m,
+                              _mm512_mul_ps(_mm512_div_ps(v, _mm512_add_ps(one, e)), _mm512_maskz_loadu_ps(m, u + i)));
+    }
+}
+
+SLM__MAYBE_UNUSED static void slm__rmsnorm_avx512(float *o, const float *x, const float *weight, int n, float eps) {
+    __m512 a = _mm512_setzero_ps(), vs;
+    float ss, acc[16];
+    int j;
+    for (j = 0; j < n; j += 16) {
+        __mmask16 m = n - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - j)) - 1);
+        __m512 v = _mm512_maskz_loadu_ps(m, x + j);
+        a = _mm512_mask3_fmadd_ps(v, v, a, m);
+    }
+    _mm512_storeu_ps(acc, a);
+    ss = 1.0f / sqrtf(slm__sum16(acc) / (float)n + eps);
+    vs = _mm512_set1_ps(ss);
+    for (j = 0; j < n; j += 16) {
+        __mmask16 m = n - j >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - j)) - 1);
+        _mm512_mask_storeu_ps(
+            o + j, m,
+            _mm512_mul_ps(_mm512_maskz_loadu_ps(m, weight + j), _mm512_mul_ps(vs, _mm512_maskz_loadu_ps(m, x + j))));
+    }
+}
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+#undef slm_fp16_to_fp32
+SLM__TARGET_END
+#endif
+
+#if defined(SLM__NEON)
+SLM__INLINE float32x4_t slm__expf_neon(float32x4_t x) {
+    uint32x4_t num = vceqq_f32(x, x); /* all ones where x is not NaN */
+    float32x4_t xc = vminq_f32(vmaxq_f32(x, vdupq_n_f32(SLM__EXPF_LO)), vdupq_n_f32(SLM__EXPF_HI)), t, k, r, p;
+    int32x4_t ki, k1;
+    xc = vbslq_f32(num, xc, vdupq_n_f32(0.0f)); /* NEON's max/min pass a NaN on: keep the lane finite */
+    t = vfmaq_f32(vdupq_n_f32(SLM__EXPF_SHIFTER), xc, vdupq_n_f32(SLM__EXPF_LOG2E));
+    k = vsubq_f32(t, vdupq_n_f32(SLM__EXPF_SHIFTER));
+    r = vfmaq_f32(xc, k, vdupq_n_f32(-SLM__EXPF_LN2_HI));
+    r = vfmaq_f32(r, k, vdupq_n_f32(-SLM__EXPF_LN2_LO));
+    p = vfmaq_f32(vdupq_n_f32(SLM__EXPF_P1), vdupq_n_f32(SLM__EXPF_P0), r);
+    p = vfmaq_f32(vdupq_n_f32(SLM__EXPF_P2), p, r);
+    p = vfmaq_f32(vdupq_n_f32(SLM__EXPF_P3), p, r);
+    p = vfmaq_f32(vdupq_n_f32(SLM__EXPF_P4), p, r);
+    p = vfmaq_f32(vdupq_n_f32(SLM__EXPF_P5), p, r);
+    p = vaddq_f32(vfmaq_f32(r, p, vmulq_f32(r, r)), vdupq_n_f32(1.0f));
+    ki = vcvtnq_s32_f32(k);
+    k1 = vshrq_n_s32(ki, 1);
+    p = vmulq_f32(p, vreinterpretq_f32_s32(vshlq_n_s32(vaddq_s32(k1, vdupq_n_s32(127)), 23)));
+    p = vmulq_f32(p, vreinterpretq_f32_s32(vshlq_n_s32(vaddq_s32(vsubq_s32(ki, k1), vdupq_n_s32(127)), 23)));
+    return vbslq_f32(num, p, vaddq_f32(x, x));
+}
+
+SLM__MAYBE_UNUSED static void slm__softmax_neon(float *x, int n, float div) {
+    float32x4_t vmax = vdupq_n_f32(-INFINITY), vdiv = vdupq_n_f32(div), vm, a[4], vs;
+    float max, sum, acc[16];
+    int i = 0, j;
+    if (n <= 0) return;
+    for (; i + 4 <= n; i += 4) vmax = vmaxq_f32(vmax, vld1q_f32(x + i));
+    max = vmaxvq_f32(vmax);
+    for (; i < n; i++)
+        if (x[i] > max) max = x[i];
+    max /= div;
+    vm = vdupq_n_f32(max);
+    for (j = 0; j < 4; j++) a[j] = vdupq_n_f32(0.0f);
+    for (i = 0; i + 16 <= n; i += 16)
+        for (j = 0; j < 4; j++) {
+            float32x4_t e = slm__expf_neon(vsubq_f32(vdivq_f32(vld1q_f32(x + i + 4 * j), vdiv), vm));
+            vst1q_f32(x + i + 4 * j, e);
+            a[j] = vaddq_f32(a[j], e);
+        }
+    for (j = 0; j < 4; j++) vst1q_f32(acc + 4 * j, a[j]);
+    for (; i < n; i++) {
+        x[i] = slm__expf_ref(x[i] / div - max);
+        acc[i & 15] += x[i];
+    }
+    sum = slm__sum16(acc);
+    vs = vdupq_n_f32(sum);
+    for (i = 0; i + 4 <= n; i += 4) vst1q_f32(x + i, vdivq_f32(vld1q_f32(x + i), vs));
+    for (; i < n; i++) x[i] /= sum;
+}
+
+SLM__MAYBE_UNUSED static void slm__silu_mul_neon(float *g, const float *u, int n) {
+    const float32x4_t one = vdupq_n_f32(1.0f);
+    int i = 0;
+    for (; i + 4 <= n; i += 4) {
+        float32x4_t v = vld1q_f32(g + i), e = slm__expf_neon(vnegq_f32(v));
+        vst1q_f32(g + i, vmulq_f32(vdivq_f32(v, vaddq_f32(one, e)), vld1q_f32(u + i)));
+    }
+    for (; i < n; i++) g[i] = g[i] / (1.0f + slm__expf_ref(-g[i])) * u[i];
+}
+
+SLM__MAYBE_UNUSED static void slm__rmsnorm_neon(float *o, const float *x, const float *weight, int n, float eps) {
+    float32x4_t a[4], vs;
+    float ss, acc[16];
+    int j = 0, l;
+    for (l = 0; l < 4; l++) a[l] = vdupq_n_f32(0.0f);
+    for (; j + 16 <= n; j += 16)
+        for (l = 0; l < 4; l++) {
+            float32x4_t v = vld1q_f32(x + j + 4 * l);
+            a[l] = vfmaq_f32(a[l], v, v);
+        }
+    for (l = 0; l < 4; l++) vst1q_f32(acc + 4 * l, a[l]);
+    for (; j < n; j++) acc[j & 15] = fmaf(x[j], x[j], acc[j & 15]);
+    ss = 1.0f / sqrtf(slm__sum16(acc) / (float)n + eps);
+    vs = vdupq_n_f32(ss);
+    for (j = 0; j + 4 <= n; j += 4) vst1q_f32(o + j, vmulq_f32(vld1q_f32(weight + j), vmulq_f32(vs, vld1q_f32(x + j))));
+    for (; j < n; j++) o[j] = weight[j] * (ss * x[j]);
+}
+#endif
+
 #if defined(SLM__DISPATCH)
 /* ---- kernel sets (SLM_DISPATCH) --------------------------------------------
    An SLM_DISPATCH build holds three kernel sets, each the kernel table of the
@@ -6380,6 +6765,9 @@ struct slm__kernel_set {
     void (*dot_q8_0_group)(const slm__block_q8_0 *k, const float *q, size_t stride, int nq, int n, float *out);
     void (*attn_values_q8_0)(float *out, size_t out_stride, const float *att, size_t att_stride,
                              const slm__block_q8_0 *v, size_t v_stride, int n_pos, int nq, int n, int accumulate);
+    void (*softmax)(float *x, int n, float div);
+    void (*silu_mul)(float *g, const float *u, int n);
+    void (*rmsnorm)(float *o, const float *x, const float *weight, int n, float eps);
 };
 
 SLM__DOT_GROUP_GENERIC(slm__dot_f16_group_scalar, uint16_t, slm__dot_f16_ref)
@@ -6425,7 +6813,10 @@ static const slm__kernel_set slm__kernel_sets[3] = {
       slm__attn_values_f16_scalar,
       slm__attn_values_f32_scalar,
       slm__dot_q8_0_group_ref,
-      slm__attn_values_q8_0_ref },
+      slm__attn_values_q8_0_ref,
+      slm__softmax_ref,
+      slm__silu_mul_ref,
+      slm__rmsnorm_ref },
     { "avx2",
       slm__dot_f32_avx2,
       slm__dot_f16_avx2,
@@ -6446,7 +6837,10 @@ static const slm__kernel_set slm__kernel_sets[3] = {
       slm__attn_values_f16_avx2,
       slm__attn_values_f32_avx2,
       slm__dot_q8_0_group_avx2,
-      slm__attn_values_q8_0_blocks_avx2 },
+      slm__attn_values_q8_0_blocks_avx2,
+      slm__softmax_avx2,
+      slm__silu_mul_avx2,
+      slm__rmsnorm_avx2 },
     { "avx512-vnni",
       slm__dot_f32_avx512,
       slm__dot_f16_avx512,
@@ -6467,7 +6861,10 @@ static const slm__kernel_set slm__kernel_sets[3] = {
       slm__attn_values_f16_avx512,
       slm__attn_values_f32_avx512,
       slm__dot_q8_0_group_avx2,
-      slm__attn_values_q8_0_blocks_avx512 },
+      slm__attn_values_q8_0_blocks_avx512,
+      slm__softmax_avx512,
+      slm__silu_mul_avx512,
+      slm__rmsnorm_avx512 },
 };
 
 static int slm__kernel_set_of_this_cpu(void) {
@@ -6759,28 +7156,6 @@ static slm_result slm__fail(slm_session *s, slm_result code, const char *fmt, ..
     return code;
 }
 
-static void slm__rmsnorm(float *o, const float *x, const float *weight, int n, float eps) {
-    float ss = 0.0f;
-    int j;
-    for (j = 0; j < n; j++) ss += x[j] * x[j];
-    ss /= (float)n;
-    ss += eps;
-    ss = 1.0f / sqrtf(ss);
-    for (j = 0; j < n; j++) o[j] = weight[j] * (ss * x[j]);
-}
-
-static void slm__softmax(float *x, int n) {
-    float max = x[0], sum = 0.0f;
-    int i;
-    for (i = 1; i < n; i++)
-        if (x[i] > max) max = x[i];
-    for (i = 0; i < n; i++) {
-        x[i] = expf(x[i] - max);
-        sum += x[i];
-    }
-    for (i = 0; i < n; i++) x[i] /= sum;
-}
-
 static void slm__add_bias(float *x, const slm__tensor *b, int offset, int n) {
     const float *bias = (const float *)b->data + offset;
     int i;
@@ -7019,9 +7394,9 @@ static void slm__attend(slm_session *s, int layer, int t, int h0, int nh, float 
                 slm__dot_f16_group((const uint16_t *)key, q, (size_t)hd, nh, hd, sc);
             else
                 slm__dot_q8_0_group((const slm__block_q8_0 *)key, q, (size_t)hd, nh, hd, sc);
-            for (h = 0; h < nh; h++) att[(size_t)h * s->n_ctx + n_att] = sc[h] / scale;
+            for (h = 0; h < nh; h++) att[(size_t)h * s->n_ctx + n_att] = sc[h]; /* / scale in the softmax */
         }
-    for (h = 0; h < nh; h++) slm__softmax(att + (size_t)h * s->n_ctx, n_att);
+    for (h = 0; h < nh; h++) slm__softmax(att + (size_t)h * s->n_ctx, n_att, scale);
     for (r = 0, n_att = 0; r < n_runs; n_att += runs[r].len, r++) {
         const uint8_t *values = (const uint8_t *)slm__kv_at(s, s->value_cache, layer, runs[r].start, kh);
         if (s->kv_type == SLM_TYPE_F32)
@@ -7184,14 +7559,7 @@ static void slm__forward_worker(slm_session *s, int nth, int slot) {
             int a = (int)it * per, b = SLM__MIN(a + per, ffn);
             slm__matmul_stacked(s, &L->w_gate, &s->hb, &ffn, 1, a, b, s->xn, (size_t)dim, n, 0);
             slm__matmul_stacked(s, &L->w_up, &s->hb2, &ffn, 1, a, b, s->xn, (size_t)dim, n, 0);
-            for (t = 0; t < n; t++) {
-                float *g = s->hb + (size_t)t * ffn, *u = s->hb2 + (size_t)t * ffn;
-                for (i = a; i < b; i++) {
-                    float val = g[i];
-                    val *= (1.0f / (1.0f + expf(-val))); /* SiLU */
-                    g[i] = val * u[i];
-                }
-            }
+            for (t = 0; t < n; t++) slm__silu_mul(s->hb + (size_t)t * ffn + a, s->hb2 + (size_t)t * ffn + a, b - a);
         }
         slm__step_done(&w, n_items);
         if (slm__type_is_quantized(L->w_down->type)) {

@@ -4,6 +4,7 @@
    patched by hand at FORMAT.md's offsets. This file compiles the library
    (SLM_IMPLEMENTATION) for the whole test binary. */
 #include "harness.h" /* first: it sets _POSIX_C_SOURCE before any system header */
+#include <float.h>
 
 #define SLM_INTERNAL /* the .slm layout constants; the slm__ helpers tools/ link against */
 #define SLM_IMPLEMENTATION
@@ -1878,6 +1879,189 @@ static void test_kernels_r16(void) {
    token's prefix, then its ancestors' slots). Every kernel in this build and
    the reference, head widths that take every path (the 64-column and the
    8-column SIMD loops, the scalar tail, full and partial q8_0 blocks). */
+/* The error of slm__expf_ref: ulps of the float result against exp in
+   double precision (the ulp of the correctly rounded result's binade; 2^-149
+   for subnormals), over every float of [-104, 89] whose bit pattern is a
+   multiple of stride apart from the ends (1: all of them, ~2.2e9 values). */
+static double expf_ulp_error(float x) {
+    double ref = exp((double)x), got = (double)slm__expf_ref(x);
+    int e;
+    if (ref > (double)FLT_MAX) return isinf(got) ? 0.0 : 1e9;
+    e = ilogb(ref);
+    if (e < -126) e = -126;
+    return fabs(got - ref) / ldexp(1.0, e - 23);
+}
+#define SLM_TEST_EXPF_MAX_ULP 1.5 /* slm.h's comment's bound: every float of [-104, 89] is within 1.013 */
+static double expf_sweep(uint32_t stride, double *worst_x) {
+    static const float ends[2][2] = { { 0.0f, 89.0f }, { -0.0f, -104.0f } }; /* from 0 outwards, each sign */
+    double worst = 0;
+    int sgn;
+    for (sgn = 0; sgn < 2; sgn++) {
+        uint32_t u, hi = slm__f32_bits(ends[sgn][1]);
+        for (u = slm__f32_bits(ends[sgn][0]); u <= hi; u += stride) {
+            float x = slm__bits_f32(u);
+            double err = expf_ulp_error(x);
+            if (err > worst) {
+                worst = err;
+                *worst_x = x;
+            }
+            if (hi - u < stride) break;
+        }
+    }
+    return worst;
+}
+
+/* Each instruction set's vector expf against the reference, bit for bit, over floats with
+   bit patterns `stride` apart across the whole float line (NaNs, infinities, subnormals too) */
+static int expf_vector_mismatches(uint32_t stride) {
+    int bad = 0;
+    uint64_t u;
+    float in[16], out[16], ref;
+    int i, k;
+    for (u = 0; u < 0x100000000ull; u += 16ull * stride) {
+        for (i = 0; i < 16; i++) in[i] = slm__bits_f32((uint32_t)(u + (uint64_t)i * stride));
+#if defined(SLM__AVX512)
+        _mm512_storeu_ps(out, slm__expf_avx512(_mm512_loadu_ps(in)));
+        for (i = 0; i < 16; i++) {
+            ref = slm__expf_ref(in[i]);
+            bad += memcmp(&ref, &out[i], 4) != 0 && !(isnan(ref) && isnan(out[i]));
+        }
+#endif
+#if defined(SLM__AVX2)
+        for (k = 0; k < 16; k += 8) _mm256_storeu_ps(out + k, slm__expf_avx2(_mm256_loadu_ps(in + k)));
+        for (i = 0; i < 16; i++) {
+            ref = slm__expf_ref(in[i]);
+            bad += memcmp(&ref, &out[i], 4) != 0 && !(isnan(ref) && isnan(out[i]));
+        }
+#endif
+#if defined(SLM__NEON)
+        for (k = 0; k < 16; k += 4) vst1q_f32(out + k, slm__expf_neon(vld1q_f32(in + k)));
+        for (i = 0; i < 16; i++) {
+            ref = slm__expf_ref(in[i]);
+            bad += memcmp(&ref, &out[i], 4) != 0 && !(isnan(ref) && isnan(out[i]));
+        }
+#endif
+        (void)k;
+        (void)ref;
+        (void)out;
+    }
+    return bad;
+}
+
+static void test_expf(void) {
+    static const float specials[] = { 0.0f,     -0.0f,   1.0f,       -1.0f,     88.72283f, 88.72284f,
+                                      89.0f,    100.0f,  -87.33654f, -87.3366f, -103.9f,   -103.97208f,
+                                      -103.98f, -104.0f, -200.0f,    1e-30f,    -1e-30f };
+    float nan_in = slm__bits_f32(0x7fc00000u), got, libm;
+    double worst_x = 0, worst;
+    size_t i;
+    CHECK(slm__expf_ref(-INFINITY) == 0.0f && !signbit(slm__expf_ref(-INFINITY)));
+    CHECK(isinf(slm__expf_ref(INFINITY)) && slm__expf_ref(INFINITY) > 0);
+    CHECK(isnan(slm__expf_ref(nan_in)));
+    CHECK(slm__expf_ref(0.0f) == 1.0f && slm__expf_ref(-0.0f) == 1.0f);
+    for (i = 0; i < sizeof specials / sizeof specials[0]; i++) {
+        got = slm__expf_ref(specials[i]);
+        libm = (float)exp((double)specials[i]);
+        CHECKF(isinf(got) == isinf(libm) && (got == 0.0f) == (libm == 0.0f) &&
+                   expf_ulp_error(specials[i]) <= SLM_TEST_EXPF_MAX_ULP,
+               "expf(%.9g) = %.9g, double-precision exp %.9g", specials[i], got, libm);
+    }
+    /* a prime stride: every residue of the mantissa's low bits, ~3.6M values */
+    worst = expf_sweep(601, &worst_x);
+    NOTE("expf: max error %.3f ulp (at %.9g) over [-104, 89], every 601st float", worst, worst_x);
+    CHECKF(worst <= SLM_TEST_EXPF_MAX_ULP, "expf: %.3f ulp at %.9g", worst, worst_x);
+    CHECKF(expf_vector_mismatches(4099) == 0, "the %s expf differs from slm__expf_ref", SLM__SIMD_NAME);
+}
+
+/* Every float of [-104, 89] (2.2e9): about a minute of one core, too long for CI
+   even among the slow tests, so only with SLM_TEST_EXPF_ALL=1 (after a change to slm__expf) */
+static void test_expf_all_floats(void) {
+    double worst_x = 0, worst;
+    if (atoi(getenv("SLM_TEST_EXPF_ALL") ? getenv("SLM_TEST_EXPF_ALL") : "0") <= 0) {
+        SKIP("every float of [-104, 89]: a minute, SLM_TEST_EXPF_ALL=1 runs it");
+    }
+    worst = expf_sweep(1, &worst_x);
+    NOTE("expf: max error %.3f ulp (at %.9g) over every float of [-104, 89]", worst, worst_x);
+    CHECKF(worst <= SLM_TEST_EXPF_MAX_ULP, "expf: %.3f ulp at %.9g", worst, worst_x);
+}
+
+/* softmax, SiLU and RMSNorm: the kernel table's versions (and on AVX-512 also the AVX2 ones) bit for bit
+   as the references, at lengths around the 4/8/16-lane edges, with -inf scores and extreme values */
+static void test_float_kernels(void) {
+    enum { MAXN = 700 };
+    static float x[MAXN], a[MAXN], b[MAXN], u[MAXN], w[MAXN];
+    static const int lengths[] = { 1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100, 576, 700 };
+    size_t li;
+    int i, k, bad_sm = 0, bad_silu = 0, bad_rms = 0;
+    float sum;
+    for (li = 0; li < sizeof lengths / sizeof lengths[0]; li++) {
+        int n = lengths[li];
+        for (k = 0; k < 4; k++) {
+            for (i = 0; i < n; i++) {
+                x[i] = rand_float() * (k == 0 ? 3.0f : k == 1 ? 40.0f : k == 2 ? 300.0f : 1e-3f);
+                u[i] = rand_float() * 2;
+                w[i] = rand_float() + 1.0f;
+            }
+            if (k == 2 && n > 3) x[1] = x[n - 1] = -INFINITY; /* masked scores */
+            if (k == 3) x[n - 1] = 1e30f;
+            /* softmax */
+            memcpy(a, x, (size_t)n * sizeof(float));
+            memcpy(b, x, (size_t)n * sizeof(float));
+            slm__softmax_ref(a, n, 8.0f);
+            slm__softmax(b, n, 8.0f);
+            bad_sm += memcmp(a, b, (size_t)n * sizeof(float)) != 0;
+#if defined(SLM__AVX2)
+            memcpy(b, x, (size_t)n * sizeof(float));
+            slm__softmax_avx2(b, n, 8.0f);
+            bad_sm += memcmp(a, b, (size_t)n * sizeof(float)) != 0;
+#endif
+            for (i = 0, sum = 0; i < n; i++) sum += a[i];
+            CHECKF(fabsf(sum - 1.0f) < 1e-5f, "softmax n=%d k=%d sums to %.9g", n, k, sum);
+            if (k == 2 && n > 3) CHECKF(a[1] == 0.0f && a[n - 1] == 0.0f, "softmax of -inf n=%d", n);
+            if (k == 2 && n > 3) x[1] = x[n - 1] = -250.0f; /* finite again for the rest */
+            /* SiLU(g) u, against the formula with double-precision exp */
+            memcpy(a, x, (size_t)n * sizeof(float));
+            memcpy(b, x, (size_t)n * sizeof(float));
+            slm__silu_mul_ref(a, u, n);
+            slm__silu_mul(b, u, n);
+            bad_silu += memcmp(a, b, (size_t)n * sizeof(float)) != 0;
+#if defined(SLM__AVX2)
+            memcpy(b, x, (size_t)n * sizeof(float));
+            slm__silu_mul_avx2(b, u, n);
+            bad_silu += memcmp(a, b, (size_t)n * sizeof(float)) != 0;
+#endif
+            for (i = 0; i < n; i++) {
+                double g = x[i], want = g / (1.0 + exp(-g)) * u[i];
+                /* g < -89: e^-g overflows and the product is 0, as libm's did, within 1e-36 of it */
+                CHECKF(fabs(a[i] - want) <= 4e-7 * fabs(want) + 1e-36, "silu(%.9g) * %.9g = %.9g, want %.9g", x[i],
+                       u[i], a[i], want);
+            }
+            /* RMSNorm, also in place */
+            slm__rmsnorm_ref(a, x, w, n, 1e-5f);
+            slm__rmsnorm(b, x, w, n, 1e-5f);
+            bad_rms += memcmp(a, b, (size_t)n * sizeof(float)) != 0;
+            memcpy(b, x, (size_t)n * sizeof(float));
+            slm__rmsnorm(b, b, w, n, 1e-5f);
+            bad_rms += memcmp(a, b, (size_t)n * sizeof(float)) != 0;
+#if defined(SLM__AVX2)
+            slm__rmsnorm_avx2(b, x, w, n, 1e-5f);
+            bad_rms += memcmp(a, b, (size_t)n * sizeof(float)) != 0;
+#endif
+            if (k < 3) {
+                double ss = 0;
+                for (i = 0; i < n; i++) ss += (double)x[i] * x[i];
+                ss = 1.0 / sqrt(ss / n + 1e-5);
+                for (i = 0; i < n; i++)
+                    CHECKF(fabs(a[i] - x[i] * ss * w[i]) <= 1e-6 * fabs(x[i] * ss * w[i]) + 1e-30,
+                           "rmsnorm n=%d [%d] %.9g, want %.9g", n, i, a[i], x[i] * ss * w[i]);
+            }
+        }
+    }
+    CHECKF(bad_sm == 0 && bad_silu == 0 && bad_rms == 0,
+           "%s: %d softmax, %d SiLU and %d RMSNorm rows differ from the references", SLM__SIMD_NAME, bad_sm, bad_silu,
+           bad_rms);
+}
+
 static void test_kernels_attn_accumulate(void) {
     static const int dims[] = { 8, 12, 32, 40, 64, 72, 100, 128, 136 };
     enum { MAXD = 136, P = 23, NQ = 3, NB = (MAXD + 31) / 32 };
@@ -4288,6 +4472,9 @@ static const test_case INTERNAL_TESTS[] = {
     TEST(kquant_reference_bytes),
     TEST(kernels_kv_q8_0),
     TEST(kernels_attn_accumulate),
+    TEST(expf),
+    TEST(expf_all_floats),
+    TEST(float_kernels),
     TEST(truncated_files),
     TEST(patched_files),
     TEST(vocab_only_header),

@@ -60,10 +60,11 @@
 
    SIMD
      Kernels are chosen at compile time from the compiler's predefined macros
-     by default: AVX-512 F+BW+VL (+VNNI), else AVX2+FMA+F16C on x86; NEON (+
-     the int8 dot product with __ARM_FEATURE_DOTPROD) on aarch64. A plain x86
-     build (no -march or -m flags) runs the scalar kernels: build with
-     -march=native, or the flags of the CPUs you ship to.
+     by default: AVX-512 F+BW+VL (+VNNI), else AVX2+FMA+F16C (+AVX-VNNI) on
+     x86; NEON (+ the int8 dot product with __ARM_FEATURE_DOTPROD) on aarch64.
+     A plain x86 build (no -march or -m flags) runs the scalar kernels: build
+     with -march=native, or the flags of the CPUs you ship to (for Intel
+     laptops since Alder Lake: -march=x86-64-v3 -mavxvnni).
      SLM_DISPATCH (x86-64, gcc or clang; define it before the implementation
      include) builds a binary for every x86-64 CPU: with the baseline flags it
      also compiles the AVX2+FMA+F16C and AVX-512 F+BW+VL+VNNI kernels (under
@@ -1195,6 +1196,8 @@ int slm__pretok_llama3_family(const char *name);
      SLM__AVX2          -mavx2 -mfma (x86-64-v3); its kernel set also needs F16C
      SLM__AVX512        -mavx512f -mavx512bw -mavx512vl -mfma (x86-64-v4, skylake-avx512)
      SLM__AVX512_VNNI   that and -mavx512vnni (icelake-client, znver4, sapphirerapids)
+     SLM__AVXVNNI       SLM__AVX2 and -mavxvnni, without AVX-512 (alderlake and later
+                        Intel client CPUs): the 256-bit VEX vpdpbusd in the AVX2 kernels
      SLM__NEON          any aarch64 (armv8-a)
      SLM__NEON_DOTPROD  -march=armv8.2-a+dotprod, armv8.4-a and later, -mcpu=apple-m1
      SLM__ARM_FP16      aarch64's __fp16 storage type: half conversion in one instruction
@@ -1230,6 +1233,9 @@ int slm__pretok_llama3_family(const char *name);
 #if defined(__AVX512VNNI__)
 #define SLM__AVX512_VNNI 1
 #endif
+#endif
+#if defined(SLM__AVX2) && defined(__AVXVNNI__) && !defined(SLM__AVX512)
+#define SLM__AVXVNNI 1
 #endif
 #if defined(SLM__F16C) || defined(SLM__AVX2) || defined(SLM__AVX512)
 #include <immintrin.h>
@@ -1329,7 +1335,13 @@ static __thread const slm__kernel_set *slm__kernels_here;
 #endif
 
 #elif defined(SLM__AVX2) && defined(SLM__F16C)
-#define SLM__SIMD_NAME           "avx2"
+#if defined(SLM__AVXVNNI)
+#define SLM__SIMD_NAME   "avx2-vnni"
+#define slm__gemm_r16_nt slm__gemm_r16_nt_avxvnni
+#else
+#define SLM__SIMD_NAME   "avx2"
+#define slm__gemm_r16_nt slm__gemm_r16_nt_avx2
+#endif
 #define slm__dot_f32             slm__dot_f32_avx2
 #define slm__dot_f16             slm__dot_f16_avx2
 #define slm__dot_bf16            slm__dot_bf16_avx2
@@ -1340,7 +1352,6 @@ static __thread const slm__kernel_set *slm__kernels_here;
 #define slm__dotm_q4_K           slm__dotm_q4_K_avx2
 #define slm__dotm_q5_K           slm__dotm_q5_K_avx2
 #define slm__dotm_q6_K           slm__dotm_q6_K_avx2
-#define slm__gemm_r16_nt         slm__gemm_r16_nt_avx2
 #define slm__gemm_r16            slm__gemm_r16_pairs
 #define slm__quantize_act_blocks slm__quantize_act_blocks_avx2
 #define slm__axpy_f32            slm__axpy_f32_avx2
@@ -4987,10 +4998,16 @@ SLM__MAYBE_UNUSED static float slm__dot_bf16_avx2(const uint16_t *w, const float
     return sum;
 }
 
-/* signed x signed bytes summed in groups of four into 8 int32 lanes */
+/* signed x signed bytes summed in groups of four into 8 int32 lanes: |x|
+   times w with x's sign, whose pairs fit vpmaddubsw's int16, so AVX-VNNI's
+   vpdpbusd (no int16 step) gives the same sums */
 SLM__INLINE __m256i slm__dot_s8s8_256(__m256i w, __m256i x) {
+#if defined(SLM__AVXVNNI)
+    return _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), _mm256_sign_epi8(x, x), _mm256_sign_epi8(w, x));
+#else
     __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(w, x));
     return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+#endif
 }
 
 /* nr (1..4) rows against one activation vector; per-row arithmetic independent of nr */
@@ -5279,7 +5296,11 @@ SLM__TARGET_AVX2_BEGIN
 #define slm_fp16_to_fp32 SLM__FP16_TO_FP32_SIMD
 /* u8 x s8 products summed in groups of four into 8 int32 lanes (pairs fit int16: quants <= 63) */
 SLM__INLINE __m256i slm__dot_u8s8_256(__m256i u, __m256i s) {
+#if defined(SLM__AVXVNNI)
+    return _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), u, s);
+#else
     return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+#endif
 }
 
 SLM__INLINE void slm__dotm_q45k_avx2(const uint8_t *w, const slm__block_q8_K *x, size_t xs, int nt, int n_super,
@@ -5926,6 +5947,64 @@ SLM__INLINE void slm__gemm_r16_nt_avx2(int type, const uint8_t *group, int nb, c
         _mm256_storeu_ps(y + t * ys + 8, acc[t][1]);
     }
 }
+
+#if defined(SLM__AVXVNNI)
+/* The AVX2 kernel with AVX-VNNI's vpdpbusd, one instruction per token where
+   AVX2 takes three or four, as slm__gemm_r16_nt_avx512 with VNNI: the same
+   integer sums (exact), then the float steps of the AVX2 kernel, so the
+   two give the same bits. */
+SLM__INLINE void slm__gemm_r16_nt_avxvnni(int type, const uint8_t *group, int nb, const slm__block_q8_0 *x,
+                                          const int32_t *xsum, size_t xs, const int nt, float *y, size_t ys) {
+    const int is_q8 = type == SLM_TYPE_Q8_0_R16;
+    const size_t line = 4 * SLM__R16, qbytes = is_q8 ? 8 * line : 4 * line;
+    const uint8_t *q = group + (size_t)nb * SLM__R16 * 2;
+    const __m256i low4 = _mm256_set1_epi8(0x0f), bias = _mm256_set1_epi8((char)0x80);
+    __m256 acc[2][2];
+    int b, k, t, h;
+    SLM__UNROLL for (t = 0; t < nt; t++) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+    for (b = 0; b < nb; b++, q += qbytes) {
+        __m256 dw[2];
+        __m256i isum[2][2];
+        slm__r16_scales_f32(slm__r16_scales(group, b), &dw[0], &dw[1]);
+        for (k = 0; k < (int)qbytes; k += 64) _mm_prefetch((const char *)q + SLM__PREFETCH + k, _MM_HINT_T0);
+        SLM__UNROLL for (t = 0; t < nt; t++) isum[t][0] = isum[t][1] = _mm256_setzero_si256();
+        if (is_q8) {
+            /* vpdpbusd wants one side unsigned: w + 128 (the sign bit flipped) is,
+               and the extra 128 x (the sum of the block's activations) comes off after */
+            for (k = 0; k < 8; k++) SLM__UNROLL for (h = 0; h < 2; h++) {
+                    __m256i uw = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(q + k * line + 32 * h)), bias);
+                    SLM__UNROLL for (t = 0; t < nt; t++) isum[t][h] =
+                        _mm256_dpbusd_avx_epi32(isum[t][h], uw, slm__bcast4_256(x[t * xs + b].q + 4 * k));
+                }
+            SLM__UNROLL for (t = 0; t < nt; t++) SLM__UNROLL for (h = 0; h < 2; h++) isum[t][h] =
+                _mm256_sub_epi32(isum[t][h], _mm256_set1_epi32(128 * xsum[t * xs + b]));
+        } else {
+            /* nibbles 0..15 are the unsigned side as they are; their offset of 8 comes off once per block */
+            for (k = 0; k < 4; k++) SLM__UNROLL for (h = 0; h < 2; h++) {
+                    __m256i wv = _mm256_loadu_si256((const __m256i *)(q + k * line + 32 * h));
+                    __m256i lo = _mm256_and_si256(wv, low4), hi = _mm256_and_si256(_mm256_srli_epi16(wv, 4), low4);
+                    SLM__UNROLL for (t = 0; t < nt; t++) {
+                        const int8_t *xq = x[t * xs + b].q;
+                        isum[t][h] = _mm256_dpbusd_avx_epi32(
+                            _mm256_dpbusd_avx_epi32(isum[t][h], lo, slm__bcast4_256(xq + 4 * k)), hi,
+                            slm__bcast4_256(xq + SLM__QK / 2 + 4 * k));
+                    }
+                }
+            SLM__UNROLL for (t = 0; t < nt; t++) SLM__UNROLL for (h = 0; h < 2; h++) isum[t][h] =
+                _mm256_sub_epi32(isum[t][h], _mm256_set1_epi32(8 * xsum[t * xs + b]));
+        }
+        SLM__UNROLL for (t = 0; t < nt; t++) {
+            __m256 dx = _mm256_set1_ps(slm_fp16_to_fp32(x[t * xs + b].d));
+            SLM__UNROLL for (h = 0; h < 2; h++) acc[t][h] =
+                _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t][h]), _mm256_mul_ps(dw[h], dx), acc[t][h]);
+        }
+    }
+    SLM__UNROLL for (t = 0; t < nt; t++) {
+        _mm256_storeu_ps(y + t * ys, acc[t][0]);
+        _mm256_storeu_ps(y + t * ys + 8, acc[t][1]);
+    }
+}
+#endif
 #undef slm_fp16_to_fp32
 SLM__TARGET_END
 #endif

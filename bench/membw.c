@@ -17,8 +17,8 @@
    unpacking, eight independent accumulators), so a kernel cannot beat them:
    AVX2 q8_0 = sign, maddubs, madd (by ones), add per 32 multiply-adds, as
    GGML and slm do without VNNI; q4_0 = maddubs and a 16-bit add (slm sums a
-   block's nibble products in int16); AVX-512 VNNI and NEON dot product: one
-   dpbusd / sdot per 64 / 16 multiply-adds for both.
+   block's nibble products in int16); AVX-512 VNNI, AVX-VNNI and NEON dot
+   product: one dpbusd / dpbusd / sdot per 64 / 32 / 16 multiply-adds for both.
 */
 #if !defined(_WIN32) && !defined(__APPLE__) && !defined(_POSIX_C_SOURCE)
 #define _POSIX_C_SOURCE 200809L
@@ -114,6 +114,21 @@ static double int8_rate(int q4, long n) {
     sink = _mm512_reduce_add_epi32(acc[0]);
     (void)sink;
     return (double)n * 8 * 64 / (now() - t0);
+#elif defined(__AVXVNNI__)
+    __m256i x = _mm256_set1_epi8(3), w[8], acc[8];
+    (void)q4;
+    for (i = 0; i < 8; i++) {
+        w[i] = _mm256_set1_epi8((char)(i + 1));
+        acc[i] = _mm256_setzero_si256();
+    }
+    for (r = 0; r < n; r++) {
+        for (i = 0; i < 8; i++) acc[i] = _mm256_dpbusd_avx_epi32(acc[i], w[i], x);
+        __asm__ volatile("" : "+x"(x));
+    }
+    for (i = 1; i < 8; i++) acc[0] = _mm256_add_epi32(acc[0], acc[i]);
+    sink = _mm256_extract_epi32(acc[0], 0);
+    (void)sink;
+    return (double)n * 8 * 32 / (now() - t0);
 #elif defined(__AVX2__)
     __m256i x = _mm256_set1_epi8(3), ones = _mm256_set1_epi16(1), w[8], acc[8];
     for (i = 0; i < 8; i++) {
@@ -178,6 +193,8 @@ int main(int argc, char **argv) {
         int k;
 #if defined(__AVX512VNNI__)
         isa = "avx512vnni";
+#elif defined(__AVXVNNI__)
+        isa = "avx-vnni";
 #elif defined(__AVX2__)
         isa = "avx2";
 #elif defined(__ARM_FEATURE_DOTPROD)

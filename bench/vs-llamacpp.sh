@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # bench/vs-llamacpp.sh - slm against llama.cpp on the same weights, same machine.
 #
-#   bench/vs-llamacpp.sh [--quick] [-r REPS] [--rounds K] [--shapes LIST] [--types LIST] [-t LIST]
+#   bench/vs-llamacpp.sh [--quick] [-r REPS] [--rounds K] [--shapes LIST] [--types LIST] [-t LIST] [--isa ISA]
 #
 # 1. builds ./slm and ./slm-convert (make) and llama.cpp (../shared/tools/llamacpp-setup.sh;
-#    ~10 minutes the first time on 2 cores, cached after);
+#    ~10 minutes the first time on 2 cores, cached after); with --isa, both sides again for
+#    that instruction set (slm into the run directory, llama.cpp into build-ISA of its checkout);
 # 2. writes deterministic random-weight GGUF models at the SmolLM2-135M and Qwen2.5-0.5B
 #    shapes with real vocabularies, with llama.cpp's own gguf-py (bench/make-random-gguf.py),
 #    quantizes them with `llama-quantize --pure` to Q8_0 and Q4_0 (every matrix, embeddings
@@ -46,6 +47,10 @@ options:
   --types LIST     comma-separated: q8_0,q4_0,q4_k_m,q6_k (default q8_0,q4_0; the K-quants are
                    llama-quantize's mixes, without --pure)
   -t, --threads L  comma-separated thread counts (default 1,2)
+  --isa ISA        native (default: -march=native, llama.cpp GGML_NATIVE=ON), or an x86 class forced on
+                   a host that has it, both sides built for it (llama.cpp: GGML_NATIVE=OFF, AVX2/FMA/F16C/
+                   BMI2 ON, GGML_AVX512=OFF): avx2 (slm -march=x86-64-v3; GGML_AVX_VNNI=OFF) or avxvnni
+                   (slm -march=x86-64-v3 -mavxvnni, kernels avx2-vnni; GGML_AVX_VNNI=ON)
   --table DIR      print the tables again from a finished run's directory
   -h, --help       this help
 environment: SLM_BENCH_DIR (model cache), SLM_LLAMACPP_DIR (llama.cpp checkout, see
@@ -107,10 +112,12 @@ def rng(v): return f"{f(med(v))} ({f(min(v))}–{f(max(v))})" if v else "n/a"
 
 rows, details = [], []
 worst_load = 0.0
+kernels = set()
 for shape in shapes:
     for typ in types:
         for t in threads:
             L, S, m = pool(shape, typ, t)
+            kernels.add(m.get("kernels", "?"))
             loads = [float(x) for x in open(f"{work}/load.{shape}.{typ}.{t}").read().split()]
             worst_load = max([worst_load] + loads)
             bpt = m["weight_bytes_per_token"]
@@ -138,6 +145,8 @@ print(f"Machine: {E['CPU']}, {E['NPROC']} vCPUs; load average {E['LOAD_BEFORE']}
       f"Random-weight GGUF models at the real shapes, `llama-quantize --pure`, the same files "
       f"converted bit for bit with `slm-convert`. Medians of {n} runs "
       f"({reps} per invocation x {E['ROUNDS']} round(s), llama-bench and slm bench alternating).\n")
+print(f"Instruction sets (--isa {E.get('ISA', 'native')}): slm built with {E.get('ISA_CFLAGS', '-march=native')}, "
+      f"{' / '.join(sorted(kernels))} kernels; llama.cpp built with {E.get('LLAMA_ISA', 'GGML_NATIVE=ON')}.\n")
 print("Memory read bandwidth (bench/membw.c: sum of a 1 GiB buffer, median of 9 passes, measured before "
       "and after the runs; % of read BW uses the higher): " + "; ".join(
     "%d thread%s %.1f / %.1f GB/s" % (t, "" if t == 1 else "s", bw_runs[t][0]["gbs_median"],
@@ -173,6 +182,7 @@ TYPES="q8_0,q4_0"
 THREADS="1,2"
 QUICK=0
 WAIT_IDLE=0
+ISA=native
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1; SHAPES="smollm2-135m"; REPS=2 ;;
@@ -182,6 +192,7 @@ while [ $# -gt 0 ]; do
         --shapes) SHAPES=${2:?--shapes needs a value}; shift ;;
         --types) TYPES=${2:?--types needs a value}; shift ;;
         -t|--threads) THREADS=${2:?-t needs a value}; shift ;;
+        --isa) ISA=${2:?--isa needs a value}; shift ;;
         -h|--help) usage; exit 0 ;;
         --table) render_table "${2:?--table needs a run directory}"; exit ;;
         *) usage >&2; die "unknown argument '$1'" ;;
@@ -203,6 +214,18 @@ done
 for t in "${THREAD_LIST[@]}"; do
     case "$t" in ''|*[!0-9]*|0) die "bad thread count '$t'" ;; esac
 done
+# ISA_CFLAGS: slm's (and membw's) compiler flags; ISA_KERNELS: the kernel set slm must report;
+# ISA_CMAKE: llama.cpp's instruction-set options; ISA_CPUFLAG: what /proc/cpuinfo must list
+case "$ISA" in
+    native) ISA_CFLAGS=-march=native ;;
+    avx2) ISA_CFLAGS="-march=x86-64-v3" ISA_KERNELS=avx2 ISA_CPUFLAG=avx2 ISA_CMAKE="-DGGML_AVX_VNNI=OFF" ;;
+    avxvnni) ISA_CFLAGS="-march=x86-64-v3 -mavxvnni" ISA_KERNELS=avx2-vnni ISA_CPUFLAG=avx_vnni ISA_CMAKE="-DGGML_AVX_VNNI=ON" ;;
+    *) die "unknown --isa '$ISA' (native, avx2, avxvnni)" ;;
+esac
+if [ "$ISA" != native ]; then
+    grep -qw "$ISA_CPUFLAG" /proc/cpuinfo 2>/dev/null || die "--isa $ISA: this CPU has no $ISA_CPUFLAG"
+    ISA_CMAKE="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON $ISA_CMAKE -DGGML_AVX512=OFF"
+fi
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SHARED=${SLM_SHARED:-$ROOT/../shared}
@@ -226,6 +249,25 @@ LLAMA_BENCH=$LLAMACPP/build/bin/llama-bench
 LLAMA_QUANTIZE=$LLAMACPP/build/bin/llama-quantize
 [ -x "$LLAMA_BENCH" ] && [ -x "$LLAMA_QUANTIZE" ] || die "llama-bench / llama-quantize missing under $LLAMACPP/build/bin"
 LLAMA_COMMIT=$(git -C "$LLAMACPP" rev-parse --short HEAD 2>/dev/null || echo "?")
+LLAMA_ISA="GGML_NATIVE=ON"
+if [ "$ISA" != native ]; then
+    # the checkout's own build stays native (and quantizes the models); this one runs them
+    LLAMA_BENCH=$LLAMACPP/build-$ISA/bin/llama-bench
+    if [ ! -x "$LLAMA_BENCH" ]; then
+        log "llama.cpp for --isa $ISA into $LLAMACPP/build-$ISA (about 10 minutes)"
+        # shellcheck disable=SC2086
+        cmake -S "$LLAMACPP" -B "$LLAMACPP/build-$ISA" -DCMAKE_BUILD_TYPE=Release $ISA_CMAKE \
+            -DLLAMA_CURL=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TESTS=OFF >&2 || die "cmake failed"
+        cmake --build "$LLAMACPP/build-$ISA" -j"$(nproc)" --target llama-bench >&2 || die "llama.cpp build failed"
+    fi
+    LLAMA_ISA=$(echo "$ISA_CMAKE" | sed 's/-D//g; s/ /, /g')
+    log "slm for --isa $ISA: $ISA_CFLAGS"
+    SLM=$WORK/slm-$ISA
+    omp=$(printf 'int main(void){return 0;}' | ${CC:-cc} -fopenmp -x c - -o /dev/null >/dev/null 2>&1 && echo -fopenmp || true)
+    # shellcheck disable=SC2086
+    ${CC:-cc} -O2 -g $ISA_CFLAGS $omp -Wall -Wextra -I"$ROOT" -o "$SLM" "$ROOT/examples/slm.c" -lm -lpthread >&2 \
+        || die "cannot build slm with $ISA_CFLAGS"
+fi
 
 # gguf-py needs numpy (and yaml, imported by gguf.metadata) for /usr/bin/python3.
 PY=/usr/bin/python3
@@ -284,7 +326,8 @@ done
 
 # ---- memory bandwidth ------------------------------------------------------------
 log "memory read bandwidth (bench/membw.c, 1 GiB, 9 passes)"
-cc -O3 -march=native -fopenmp -o "$WORK/membw" "$ROOT/bench/membw.c" 2>"$WORK/cc.log" \
+# shellcheck disable=SC2086
+cc -O3 $ISA_CFLAGS -fopenmp -o "$WORK/membw" "$ROOT/bench/membw.c" 2>"$WORK/cc.log" \
     || cc -O3 -fopenmp -o "$WORK/membw" "$ROOT/bench/membw.c" 2>"$WORK/cc.log" \
     || { cat "$WORK/cc.log" >&2; die "cannot build bench/membw.c"; }
 membw() {   # $1 = before|after
@@ -340,6 +383,8 @@ for shape in "${SHAPE_LIST[@]}"; do
                 "$SLM" bench -m "${q%.gguf}.slm" -p 512 -n 128 --ttft 8 -t "$t" -r "$REPS" --json \
                     >"$WORK/slm.$tag.json" 2>"$WORK/slm.$tag.err" \
                     || { tail -n 20 "$WORK/slm.$tag.err" >&2; die "slm bench failed on ${q%.gguf}.slm"; }
+                [ -z "${ISA_KERNELS:-}" ] || grep -q "\"kernels\": \"$ISA_KERNELS\"" "$WORK/slm.$tag.json" \
+                    || die "--isa $ISA: slm did not run the $ISA_KERNELS kernels (see $WORK/slm.$tag.json)"
             done
         done
     done
@@ -358,7 +403,8 @@ git -C "$ROOT" diff --quiet HEAD -- slm.h examples tools 2>/dev/null || SLM_COMM
 
 NPROC=$(nproc 2>/dev/null || echo "?")
 DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
-for v in SHAPES TYPES THREADS REPS ROUNDS CPU LOAD_BEFORE LOAD_AFTER SLM_COMMIT LLAMA_COMMIT QUICK NPROC DATE; do
+for v in SHAPES TYPES THREADS REPS ROUNDS CPU LOAD_BEFORE LOAD_AFTER SLM_COMMIT LLAMA_COMMIT QUICK NPROC DATE ISA ISA_CFLAGS \
+    LLAMA_ISA; do
     printf '%s=%q\n' "$v" "${!v}"
 done >"$WORK/meta.env"
 render_table "$WORK" | tee "$WORK/table.md"

@@ -194,6 +194,12 @@ KERNEL_TESTS=(-k kernel -k kquant_reference -k greedy_lowlevel -k batched_eval -
 if echo | $CC $CFLAGS -dM -E - 2>/dev/null | grep -q __AVX512F__ && grep -qw avx2 /proc/cpuinfo 2>/dev/null; then
     VARIANTS+=("avx2")
 fi
+# the AVX-VNNI kernels (avx2-vnni) where the CPU has them: an AVX-512 host's
+# native build, and the avx2 variant, never run them
+if grep -qw avx_vnni /proc/cpuinfo 2>/dev/null && echo | $CC $CFLAGS -dM -E - 2>/dev/null | grep -q __AVX512F__ &&
+   echo | $CC -march=x86-64-v3 -mavxvnni -dM -E - 2>/dev/null | grep -q __AVXVNNI__; then
+    VARIANTS+=("avxvnni")
+fi
 # the AVX-512 kernels on any AVX2 host, SIMDe emulating the 512-bit
 # intrinsics (tests/simde_avx512.h), with and without VNNI
 if grep -qw avx2 /proc/cpuinfo 2>/dev/null && grep -qw f16c /proc/cpuinfo && grep -qw fma /proc/cpuinfo &&
@@ -217,6 +223,7 @@ variant_flags() {
     case $1 in
         portable) vflags="-O2 -g" ;;
         avx2) vflags="-O2 -g -mavx2 -mfma -mf16c" ;;
+        avxvnni) vflags="-O2 -g -march=x86-64-v3 -mavxvnni" ;;
         simde-avx512) vflags="-O2 -g -mavx2 -mfma -mf16c -Wno-psabi -include tests/simde_avx512.h" ;;
         simde-avx512-vnni) vflags="-O2 -g -mavx2 -mfma -mf16c -Wno-psabi -include tests/simde_avx512.h -DSLM_TEST_VNNI" ;;
         forced-threads)
@@ -257,6 +264,7 @@ for variant in "${VARIANTS[@]}"; do
         case $variant in
             -DSLM_NO_SIMD) kernels_picked "$VB/run.log" scalar "test_slm $variant" ;;
             avx2) kernels_picked "$VB/run.log" avx2 "test_slm $variant" ;;
+            avxvnni) kernels_picked "$VB/run.log" avx2-vnni "test_slm $variant" ;;
             simde-avx512) kernels_picked "$VB/run.log" avx512 "test_slm $variant" ;;
             simde-avx512-vnni) kernels_picked "$VB/run.log" avx512-vnni "test_slm $variant" ;;
         esac

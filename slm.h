@@ -1229,8 +1229,6 @@ int slm__pretok_llama3_family(const char *name);
 #define slm__dotm_q4_K           slm__dotm_q4_K_avx512
 #define slm__dotm_q5_K           slm__dotm_q5_K_avx512
 #define slm__dotm_q6_K           slm__dotm_q6_K_avx512
-#define slm__gemm_r16_nt         slm__gemm_r16_nt_avx512
-#define slm__gemm_r16            slm__gemm_r16_pairs
 #define slm__quantize_act_blocks slm__quantize_act_blocks_avx2
 #define slm__axpy_f32            slm__axpy_f32_avx2
 #define slm__dot_f16_group       slm__dot_f16_group_generic /* not _avx2: each head rounds as slm__dot_f16 */
@@ -1240,6 +1238,13 @@ int slm__pretok_llama3_family(const char *name);
 #define slm__dot_q8_0_group      slm__dot_q8_0_group_avx2
 #define slm__attn_block_q8_0     slm__attn_block_q8_0_avx2
 #define slm__attn_values_q8_0    slm__attn_values_q8_0_blocks
+#if defined(SLM__AVX512_VNNI)
+#define slm__gemm_r16 slm__gemm_r16_avx512vnni
+#define SLM__R16_TILE 8 /* tokens per slm__gemm_r16 call in slm__matmul */
+#else
+#define slm__gemm_r16_nt slm__gemm_r16_nt_avx512
+#define slm__gemm_r16    slm__gemm_r16_pairs
+#endif
 #if defined(SLM__F16C) /* not implied by -mavx512f */
 #define slm__axpy_f16 slm__axpy_f16_avx2
 #else
@@ -1322,6 +1327,10 @@ int slm__pretok_llama3_family(const char *name);
 #define slm__attn_values_f32     slm__attn_values_f32_generic
 #define slm__dot_q8_0_group      slm__dot_q8_0_group_ref
 #define slm__attn_values_q8_0    slm__attn_values_q8_0_ref
+#endif
+
+#ifndef SLM__R16_TILE
+#define SLM__R16_TILE 4
 #endif
 
 /* half to float (slm_fp16_to_fp32): exact in every version */
@@ -4555,7 +4564,7 @@ SLM__MAYBE_UNUSED static float slm__dot_q6_K_ref(const uint8_t *w, const slm__bl
     return sum;
 }
 
-/* One row against nt (1..4) tokens' activations (token t at x + t * xs),
+/* One row against nt tokens' activations (token t at x + t * xs),
    out[t]: the form the kernel table gives the SIMD versions, which decode
    the row once for every token. */
 SLM__MAYBE_UNUSED static void slm__dotm_q5_0_ref(const uint8_t *w, const slm__block_q8_0 *x, const int32_t *xsum,
@@ -4620,7 +4629,7 @@ SLM__MAYBE_UNUSED static void slm__quantize_act_blocks_ref(const float *x, slm__
 }
 
 /* The interleaved kernels: rows 0..15 of one _R16 group (nb blocks per row)
-   against nt (1..4) tokens' activations, token t at x + t * x_stride with its
+   against nt tokens' activations, token t at x + t * x_stride with its
    per-block sums of quants at xsum + t * x_stride; y[t * y_stride + r]. Each
    row sums its blocks in order, as the row kernels above do, and the integer
    part is exact, so only float rounding separates SIMD from reference. */
@@ -4889,7 +4898,7 @@ SLM__INLINE void slm__dotn_q4_0_avx2(const slm__block_q4_0 *const *w, int nr, co
 #endif
 
 /* ---- q5_0/q5_1 and K-quant kernels, AVX-512 and AVX2 ----
-   One weight row against nt (1..4) tokens' activations (q8_0 blocks for
+   One weight row against nt tokens' activations (q8_0 blocks for
    q5_0/q5_1, q8_K for the K-quants; token t at x + t * xs), each next to its
    reference above in what it computes: the row is decoded once for all the
    tokens (prefill reads it from cache for every group of four). The integer
@@ -5677,6 +5686,72 @@ SLM__INLINE void slm__gemm_r16_nt_avx512(int type, const uint8_t *group, int nb,
     }
     SLM__UNROLL for (t = 0; t < nt; t++) _mm512_storeu_ps(y + t * ys, acc[t]);
 }
+
+#if defined(SLM__AVX512_VNNI)
+/* Up to SLM__R16_TILE (8) tokens per pass over the group: nt is a constant
+   at each call, and 8 tokens' integer and float sums take 16 of the 32
+   registers, so each weight line is loaded, and made unsigned, once for
+   eight tokens instead of two. vpdpbusd wants its first operand unsigned:
+   q8_0's w + 128 (the sign bit flipped) is, as q4_0's nibbles are with
+   their offset of 8; that offset times the block's sum of activations
+   (xsum) is where each token's integer sum starts, so the correction costs
+   no instruction of its own. The integer sums are exact and the float steps
+   those of the kernels above: a token's result has the same bits whatever
+   the tile it is in. */
+SLM__INLINE void slm__gemm_r16_nt_avx512vnni(int type, const uint8_t *group, int nb, const slm__block_q8_0 *x,
+                                             const int32_t *xsum, size_t xs, const int nt, float *y, size_t ys) {
+    const int is_q8 = type == SLM_TYPE_Q8_0_R16, offset = is_q8 ? -128 : -8;
+    const size_t line = 4 * SLM__R16, qbytes = is_q8 ? 8 * line : 4 * line;
+    const uint8_t *q = group + (size_t)nb * SLM__R16 * 2;
+    const __m512i low4 = _mm512_set1_epi8(0x0f), bias = _mm512_set1_epi8((char)0x80);
+    __m512 acc[SLM__R16_TILE];
+    int b, k, t;
+    SLM__UNROLL for (t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps();
+    for (b = 0; b < nb; b++, q += qbytes) {
+        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)slm__r16_scales(group, b)));
+        __m512i isum[SLM__R16_TILE];
+        for (k = 0; k < (int)qbytes; k += 64) _mm_prefetch((const char *)q + SLM__PREFETCH + k, _MM_HINT_T0);
+        SLM__UNROLL for (t = 0; t < nt; t++) isum[t] = _mm512_set1_epi32(offset * xsum[t * xs + b]);
+        if (is_q8) {
+            SLM__UNROLL for (k = 0; k < 8; k++) {
+                __m512i uw = _mm512_xor_si512(_mm512_loadu_si512((const void *)(q + k * line)), bias);
+                SLM__UNROLL for (t = 0; t < nt; t++) isum[t] =
+                    _mm512_dpbusd_epi32(isum[t], uw, slm__bcast4_512(x[t * xs + b].q + 4 * k));
+            }
+        } else {
+            SLM__UNROLL for (k = 0; k < 4; k++) {
+                __m512i wv = _mm512_loadu_si512((const void *)(q + k * line));
+                __m512i lo = _mm512_and_si512(wv, low4), hi = _mm512_and_si512(_mm512_srli_epi16(wv, 4), low4);
+                SLM__UNROLL for (t = 0; t < nt; t++) {
+                    const int8_t *xq = x[t * xs + b].q;
+                    isum[t] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(isum[t], lo, slm__bcast4_512(xq + 4 * k)), hi,
+                                                  slm__bcast4_512(xq + SLM__QK / 2 + 4 * k));
+                }
+            }
+        }
+        SLM__UNROLL for (t = 0; t < nt; t++) acc[t] = _mm512_fmadd_ps(
+            _mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(dw, _mm512_set1_ps(slm_fp16_to_fp32(x[t * xs + b].d))), acc[t]);
+    }
+    SLM__UNROLL for (t = 0; t < nt; t++) _mm512_storeu_ps(y + t * ys, acc[t]);
+}
+
+/* any number of tokens, eight per pass; the rest in one pass of its size */
+static void slm__gemm_r16_avx512vnni(int type, const uint8_t *group, int nb, const slm__block_q8_0 *x,
+                                     const int32_t *xsum, size_t xs, int nt, float *y, size_t ys) {
+    for (; nt >= 8; nt -= 8, x += 8 * xs, xsum += 8 * xs, y += 8 * ys)
+        slm__gemm_r16_nt_avx512vnni(type, group, nb, x, xsum, xs, 8, y, ys);
+    switch (nt) {
+    case 1: slm__gemm_r16_nt_avx512vnni(type, group, nb, x, xsum, xs, 1, y, ys); break;
+    case 2: slm__gemm_r16_nt_avx512vnni(type, group, nb, x, xsum, xs, 2, y, ys); break;
+    case 3: slm__gemm_r16_nt_avx512vnni(type, group, nb, x, xsum, xs, 3, y, ys); break;
+    case 4: slm__gemm_r16_nt_avx512vnni(type, group, nb, x, xsum, xs, 4, y, ys); break;
+    case 5: slm__gemm_r16_nt_avx512vnni(type, group, nb, x, xsum, xs, 5, y, ys); break;
+    case 6: slm__gemm_r16_nt_avx512vnni(type, group, nb, x, xsum, xs, 6, y, ys); break;
+    case 7: slm__gemm_r16_nt_avx512vnni(type, group, nb, x, xsum, xs, 7, y, ys); break;
+    default: break;
+    }
+}
+#endif
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
 #endif
@@ -6214,16 +6289,17 @@ static void slm__matmul(const slm__tensor *w, int r0, int r1, const float *x, si
                         size_t xk_stride, int n_tok, float *y, size_t y_stride, int accumulate) {
     int r, t, i;
     if (slm__type_is_r16(w->type)) {
-        /* whole groups of 16 rows, four tokens at a time; a group cut by r0 or
-           r1 (a stack of matrices whose sizes are not multiples of 16) is
-           computed whole and stored in part */
+        /* whole groups of 16 rows, SLM__R16_TILE tokens at a time (what the
+           kernel table's slm__gemm_r16 takes in one pass, or more); a group
+           cut by r0 or r1 (a stack of matrices whose sizes are not multiples
+           of 16) is computed whole and stored in part */
         int nb = (int)(w->ne[0] / SLM__QK), g;
         for (g = r0 / SLM__R16; g * SLM__R16 < r1; g++) {
             const uint8_t *group = (const uint8_t *)w->data + (size_t)g * SLM__R16 * w->row_size;
             int lo = SLM__MAX(r0 - g * SLM__R16, 0), hi = SLM__MIN(r1 - g * SLM__R16, SLM__R16);
-            for (t = 0; t < n_tok; t += 4) {
-                float d[4 * SLM__R16];
-                int nt = SLM__MIN(4, n_tok - t), tt;
+            for (t = 0; t < n_tok; t += SLM__R16_TILE) {
+                float d[SLM__R16_TILE * SLM__R16];
+                int nt = SLM__MIN(SLM__R16_TILE, n_tok - t), tt;
                 slm__gemm_r16(w->type, group, nb, xq + (size_t)t * xq_stride, xsum + (size_t)t * xq_stride, xq_stride,
                               nt, d, SLM__R16);
                 for (tt = 0; tt < nt; tt++) {

@@ -1231,10 +1231,9 @@ int slm__pretok_llama3_family(const char *name);
 #define slm__dotm_q6_K           slm__dotm_q6_K_avx512
 #define slm__quantize_act_blocks slm__quantize_act_blocks_avx2
 #define slm__axpy_f32            slm__axpy_f32_avx2
-#define slm__dot_f16_group       slm__dot_f16_group_generic /* not _avx2: each head rounds as slm__dot_f16 */
-#define slm__dot_f32_group       slm__dot_f32_group_generic
-#define slm__attn_values_f16     slm__attn_values_f16_generic
-#define slm__attn_values_f32     slm__attn_values_f32_generic
+#define slm__dot_f16_group       slm__dot_f16_group_avx512 /* not _avx2: each head rounds as slm__dot_f16 */
+#define slm__dot_f32_group       slm__dot_f32_group_avx512
+#define slm__attn_values_f32     slm__attn_values_f32_avx512
 #define slm__dot_q8_0_group      slm__dot_q8_0_group_avx2
 #define slm__attn_block_q8_0     slm__attn_block_q8_0_avx2
 #define slm__attn_values_q8_0    slm__attn_values_q8_0_blocks
@@ -1246,9 +1245,11 @@ int slm__pretok_llama3_family(const char *name);
 #define slm__gemm_r16    slm__gemm_r16_pairs
 #endif
 #if defined(SLM__F16C) /* not implied by -mavx512f */
-#define slm__axpy_f16 slm__axpy_f16_avx2
+#define slm__axpy_f16        slm__axpy_f16_avx2
+#define slm__attn_values_f16 slm__attn_values_f16_avx512 /* fused, as slm__axpy_f16_avx2 */
 #else
-#define slm__axpy_f16 slm__axpy_f16_ref
+#define slm__axpy_f16        slm__axpy_f16_ref
+#define slm__attn_values_f16 slm__attn_values_f16_generic
 #endif
 
 #elif defined(SLM__AVX2) && defined(SLM__F16C)
@@ -6058,6 +6059,96 @@ SLM__MAYBE_UNUSED static void slm__dot_f32_group_avx2(const float *k, const floa
 #define SLM__AS_FLOAT(x)  (x)
 SLM__ATTN_VALUES(slm__attn_values_f16_avx2, uint16_t, SLM__LOAD8_F16, slm_fp16_to_fp32)
 SLM__ATTN_VALUES(slm__attn_values_f32_avx2, float, SLM__LOAD8_F32, SLM__AS_FLOAT)
+#endif
+
+#if defined(SLM__AVX512)
+#if defined(__GNUC__) && !defined(__clang__)
+/* g++ 12's false positive in its own AVX-512 headers, as above */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+/* The grouped kernels of AVX-512 builds, whose one-head kernels are
+   slm__dot_f16_avx512 / slm__dot_f32_avx512: each head's sum runs in 16
+   lanes, its tail masked, and ends in the same reduction, as there (the
+   AVX2 group kernels round as the AVX2 row kernels, not these). */
+SLM__INLINE void slm__dot_group_nq_avx512(const uint16_t *k16, const float *k32, const float *q, size_t stride,
+                                          const int nq, int n, float *out) {
+    __m512 acc[SLM__GROUP];
+    int i, j = 0;
+    SLM__UNROLL for (i = 0; i < nq; i++) acc[i] = _mm512_setzero_ps();
+    for (; j + 16 <= n; j += 16) {
+        __m512 kv = k16 ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(k16 + j))) : _mm512_loadu_ps(k32 + j);
+        SLM__UNROLL for (i = 0; i < nq; i++) acc[i] = _mm512_fmadd_ps(kv, _mm512_loadu_ps(q + i * stride + j), acc[i]);
+    }
+    if (j < n) {
+        __mmask16 m = (__mmask16)((1u << (n - j)) - 1);
+        __m512 kv = k16 ? _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, k16 + j)) : _mm512_maskz_loadu_ps(m, k32 + j);
+        SLM__UNROLL for (i = 0; i < nq; i++) acc[i] =
+            _mm512_fmadd_ps(kv, _mm512_maskz_loadu_ps(m, q + i * stride + j), acc[i]);
+    }
+    SLM__UNROLL for (i = 0; i < nq; i++) out[i] = slm__hsum512(acc[i]);
+}
+static void slm__dot_group_avx512(const uint16_t *k16, const float *k32, const float *q, size_t stride, int nq, int n,
+                                  float *out) {
+    switch (nq) {
+    case 1: slm__dot_group_nq_avx512(k16, k32, q, stride, 1, n, out); break;
+    case 2: slm__dot_group_nq_avx512(k16, k32, q, stride, 2, n, out); break;
+    case 3: slm__dot_group_nq_avx512(k16, k32, q, stride, 3, n, out); break;
+    case 4: slm__dot_group_nq_avx512(k16, k32, q, stride, 4, n, out); break;
+    case 5: slm__dot_group_nq_avx512(k16, k32, q, stride, 5, n, out); break;
+    case 6: slm__dot_group_nq_avx512(k16, k32, q, stride, 6, n, out); break;
+    case 7: slm__dot_group_nq_avx512(k16, k32, q, stride, 7, n, out); break;
+    default: slm__dot_group_nq_avx512(k16, k32, q, stride, 8, n, out); break;
+    }
+}
+SLM__MAYBE_UNUSED static void slm__dot_f16_group_avx512(const uint16_t *k, const float *q, size_t stride, int nq, int n,
+                                                        float *out) {
+    slm__dot_group_avx512(k, NULL, q, stride, nq, n, out);
+}
+SLM__MAYBE_UNUSED static void slm__dot_f32_group_avx512(const float *k, const float *q, size_t stride, int nq, int n,
+                                                        float *out) {
+    slm__dot_group_avx512(NULL, k, q, stride, nq, n, out);
+}
+/* 64 columns of one head's output in four registers over all positions, the
+   tail masked: each element gets the fused multiply-adds of slm__axpy_*,
+   whatever the vector width, so this and the AVX2 version agree bit for bit */
+#define SLM__ATTN_VALUES512(NAME, T, LOAD16, MASKLOAD16)                                                               \
+    SLM__MAYBE_UNUSED static void NAME(float *out, size_t out_stride, const float *att, size_t att_stride, const T *v, \
+                                       size_t v_stride, int n_pos, int nq, int n, int accumulate) {                    \
+        int h, j, p, i;                                                                                                \
+        for (h = 0; h < nq; h++) {                                                                                     \
+            const float *a = att + h * att_stride;                                                                     \
+            float *o = out + h * out_stride;                                                                           \
+            for (j = 0; j + 64 <= n; j += 64) {                                                                        \
+                __m512 acc[4];                                                                                         \
+                SLM__UNROLL for (i = 0; i < 4; i++) acc[i] =                                                           \
+                    accumulate ? _mm512_loadu_ps(o + j + 16 * i) : _mm512_setzero_ps();                                \
+                for (p = 0; p < n_pos; p++) {                                                                          \
+                    const T *vp = v + p * v_stride + j;                                                                \
+                    __m512 ap = _mm512_set1_ps(a[p]);                                                                  \
+                    SLM__UNROLL for (i = 0; i < 4; i++) acc[i] = _mm512_fmadd_ps(ap, LOAD16(vp + 16 * i), acc[i]);     \
+                }                                                                                                      \
+                SLM__UNROLL for (i = 0; i < 4; i++) _mm512_storeu_ps(o + j + 16 * i, acc[i]);                          \
+            }                                                                                                          \
+            for (; j < n; j += 16) {                                                                                   \
+                __mmask16 m = (__mmask16)(n - j >= 16 ? 0xffffu : (1u << (n - j)) - 1);                                \
+                __m512 acc = accumulate ? _mm512_maskz_loadu_ps(m, o + j) : _mm512_setzero_ps();                       \
+                for (p = 0; p < n_pos; p++)                                                                            \
+                    acc = _mm512_fmadd_ps(_mm512_set1_ps(a[p]), MASKLOAD16(m, v + p * v_stride + j), acc);             \
+                _mm512_mask_storeu_ps(o + j, m, acc);                                                                  \
+            }                                                                                                          \
+        }                                                                                                              \
+    }
+#define SLM__LOAD16_F16(p)        _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p)))
+#define SLM__LOAD16_F32(p)        _mm512_loadu_ps(p)
+#define SLM__MASKLOAD16_F16(m, p) _mm512_cvtph_ps(_mm256_maskz_loadu_epi16((m), (p)))
+#define SLM__MASKLOAD16_F32(m, p) _mm512_maskz_loadu_ps((m), (p))
+SLM__ATTN_VALUES512(slm__attn_values_f16_avx512, uint16_t, SLM__LOAD16_F16, SLM__MASKLOAD16_F16)
+SLM__ATTN_VALUES512(slm__attn_values_f32_avx512, float, SLM__LOAD16_F32, SLM__MASKLOAD16_F32)
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 #endif
 
 /* The q8_0 KV cache: a head's keys or values as q8_0 blocks of their own

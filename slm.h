@@ -5710,26 +5710,37 @@ SLM__INLINE void slm__gemm_r16_nt_avx512vnni(int type, const uint8_t *group, int
     SLM__UNROLL for (t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps();
     for (b = 0; b < nb; b++, q += qbytes) {
         const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)slm__r16_scales(group, b)));
-        __m512i isum[SLM__R16_TILE];
+        __m512i isum[SLM__R16_TILE], isum2[SLM__R16_TILE];
         for (k = 0; k < (int)qbytes; k += 64) _mm_prefetch((const char *)q + SLM__PREFETCH + k, _MM_HINT_T0);
-        SLM__UNROLL for (t = 0; t < nt; t++) isum[t] = _mm512_set1_epi32(offset * xsum[t * xs + b]);
+        SLM__UNROLL for (t = 0; t < nt; t++) {
+            isum[t] = _mm512_set1_epi32(offset * xsum[t * xs + b]);
+            isum2[t] = _mm512_setzero_si512();
+        }
+        /* two chains of sums per token, so that eight tokens keep vpdpbusd
+           busy through its latency; the line loops are not unrolled: g++ 12
+           would then hoist all the tokens' broadcasts and spill them */
         if (is_q8) {
-            SLM__UNROLL for (k = 0; k < 8; k++) {
+            for (k = 0; k < 8; k += 2) {
                 __m512i uw = _mm512_xor_si512(_mm512_loadu_si512((const void *)(q + k * line)), bias);
-                SLM__UNROLL for (t = 0; t < nt; t++) isum[t] =
-                    _mm512_dpbusd_epi32(isum[t], uw, slm__bcast4_512(x[t * xs + b].q + 4 * k));
+                __m512i uw2 = _mm512_xor_si512(_mm512_loadu_si512((const void *)(q + (k + 1) * line)), bias);
+                SLM__UNROLL for (t = 0; t < nt; t++) {
+                    const int8_t *xq = x[t * xs + b].q;
+                    isum[t] = _mm512_dpbusd_epi32(isum[t], uw, slm__bcast4_512(xq + 4 * k));
+                    isum2[t] = _mm512_dpbusd_epi32(isum2[t], uw2, slm__bcast4_512(xq + 4 * k + 4));
+                }
             }
         } else {
-            SLM__UNROLL for (k = 0; k < 4; k++) {
+            for (k = 0; k < 4; k++) {
                 __m512i wv = _mm512_loadu_si512((const void *)(q + k * line));
                 __m512i lo = _mm512_and_si512(wv, low4), hi = _mm512_and_si512(_mm512_srli_epi16(wv, 4), low4);
                 SLM__UNROLL for (t = 0; t < nt; t++) {
                     const int8_t *xq = x[t * xs + b].q;
-                    isum[t] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(isum[t], lo, slm__bcast4_512(xq + 4 * k)), hi,
-                                                  slm__bcast4_512(xq + SLM__QK / 2 + 4 * k));
+                    isum[t] = _mm512_dpbusd_epi32(isum[t], lo, slm__bcast4_512(xq + 4 * k));
+                    isum2[t] = _mm512_dpbusd_epi32(isum2[t], hi, slm__bcast4_512(xq + SLM__QK / 2 + 4 * k));
                 }
             }
         }
+        SLM__UNROLL for (t = 0; t < nt; t++) isum[t] = _mm512_add_epi32(isum[t], isum2[t]);
         SLM__UNROLL for (t = 0; t < nt; t++) acc[t] = _mm512_fmadd_ps(
             _mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(dw, _mm512_set1_ps(slm_fp16_to_fp32(x[t * xs + b].d))), acc[t]);
     }

@@ -1266,6 +1266,7 @@ int slm__pretok_llama3_family(const char *name);
    set). */
 #if defined(SLM__DISPATCH)
 #define SLM__SIMD_NAME           (SLM__K->name)
+#define SLM__R16_TILE            8 /* the AVX-512 VNNI set's; the others' slm__gemm_r16 take any count */
 #define slm__dot_f32             (SLM__K->dot_f32)
 #define slm__dot_f16             (SLM__K->dot_f16)
 #define slm__dot_bf16            (SLM__K->dot_bf16)
@@ -1314,24 +1315,30 @@ static __thread const slm__kernel_set *slm__kernels_here;
 #define slm__dotm_q4_K           slm__dotm_q4_K_avx512
 #define slm__dotm_q5_K           slm__dotm_q5_K_avx512
 #define slm__dotm_q6_K           slm__dotm_q6_K_avx512
-#define slm__gemm_r16_nt         slm__gemm_r16_nt_avx512
-#define slm__gemm_r16            slm__gemm_r16_pairs
 #define slm__quantize_act_blocks slm__quantize_act_blocks_avx2
 #define slm__axpy_f32            slm__axpy_f32_avx2
-#define slm__dot_f16_group       slm__dot_f16_group_generic /* not _avx2: each head rounds as slm__dot_f16 */
-#define slm__dot_f32_group       slm__dot_f32_group_generic
-#define slm__attn_values_f16     slm__attn_values_f16_generic
-#define slm__attn_values_f32     slm__attn_values_f32_generic
+#define slm__dot_f16_group       slm__dot_f16_group_avx512 /* not _avx2: each head rounds as slm__dot_f16 */
+#define slm__dot_f32_group       slm__dot_f32_group_avx512
+#define slm__attn_values_f32     slm__attn_values_f32_avx512
 #define slm__dot_q8_0_group      slm__dot_q8_0_group_avx2
 #define slm__attn_block_q8_0     slm__attn_block_q8_0_avx2
 #define slm__attn_values_q8_0    slm__attn_values_q8_0_blocks
 #define slm__softmax             slm__softmax_avx512
 #define slm__silu_mul            slm__silu_mul_avx512
 #define slm__rmsnorm             slm__rmsnorm_avx512
-#if defined(SLM__F16C) /* not implied by -mavx512f */
-#define slm__axpy_f16 slm__axpy_f16_avx2
+#if defined(SLM__AVX512_VNNI)
+#define slm__gemm_r16 slm__gemm_r16_avx512vnni
+#define SLM__R16_TILE 8 /* tokens per slm__gemm_r16 call in slm__matmul */
 #else
-#define slm__axpy_f16 slm__axpy_f16_ref
+#define slm__gemm_r16_nt slm__gemm_r16_nt_avx512
+#define slm__gemm_r16    slm__gemm_r16_pairs
+#endif
+#if defined(SLM__F16C) /* not implied by -mavx512f */
+#define slm__axpy_f16        slm__axpy_f16_avx2
+#define slm__attn_values_f16 slm__attn_values_f16_avx512 /* fused, as slm__axpy_f16_avx2 */
+#else
+#define slm__axpy_f16        slm__axpy_f16_ref
+#define slm__attn_values_f16 slm__attn_values_f16_generic
 #endif
 
 #elif defined(SLM__AVX2) && defined(SLM__F16C)
@@ -1424,6 +1431,10 @@ static __thread const slm__kernel_set *slm__kernels_here;
 #define slm__softmax             slm__softmax_ref
 #define slm__silu_mul            slm__silu_mul_ref
 #define slm__rmsnorm             slm__rmsnorm_ref
+#endif
+
+#ifndef SLM__R16_TILE
+#define SLM__R16_TILE 4
 #endif
 
 /* half to float (slm_fp16_to_fp32): exact in every version. An SLM_DISPATCH
@@ -4705,7 +4716,7 @@ SLM__MAYBE_UNUSED static float slm__dot_q6_K_ref(const uint8_t *w, const slm__bl
     return sum;
 }
 
-/* One row against nt (1..4) tokens' activations (token t at x + t * xs),
+/* One row against nt tokens' activations (token t at x + t * xs),
    out[t]: the form the kernel table gives the SIMD versions, which decode
    the row once for every token. */
 SLM__MAYBE_UNUSED static void slm__dotm_q5_0_ref(const uint8_t *w, const slm__block_q8_0 *x, const int32_t *xsum,
@@ -4770,7 +4781,7 @@ SLM__MAYBE_UNUSED static void slm__quantize_act_blocks_ref(const float *x, slm__
 }
 
 /* The interleaved kernels: rows 0..15 of one _R16 group (nb blocks per row)
-   against nt (1..4) tokens' activations, token t at x + t * x_stride with its
+   against nt tokens' activations, token t at x + t * x_stride with its
    per-block sums of quants at xsum + t * x_stride; y[t * y_stride + r]. Each
    row sums its blocks in order, as the row kernels above do, and the integer
    part is exact, so only float rounding separates SIMD from reference. */
@@ -5057,7 +5068,7 @@ SLM__TARGET_END
 #endif
 
 /* ---- q5_0/q5_1 and K-quant kernels, AVX-512 and AVX2 ----
-   One weight row against nt (1..4) tokens' activations (q8_0 blocks for
+   One weight row against nt tokens' activations (q8_0 blocks for
    q5_0/q5_1, q8_K for the K-quants; token t at x + t * xs), each next to its
    reference above in what it computes: the row is decoded once for all the
    tokens (prefill reads it from cache for every group of four). The integer
@@ -5867,6 +5878,83 @@ SLM__INLINE void slm__gemm_r16_nt_avx512(int type, const uint8_t *group, int nb,
     }
     SLM__UNROLL for (t = 0; t < nt; t++) _mm512_storeu_ps(y + t * ys, acc[t]);
 }
+
+#if defined(SLM__AVX512_VNNI)
+/* Up to 8 tokens (SLM__R16_TILE) per pass over the group: nt is a constant
+   at each call, and 8 tokens' integer and float sums take 16 of the 32
+   registers, so each weight line is loaded, and made unsigned, once for
+   eight tokens instead of two. vpdpbusd wants its first operand unsigned:
+   q8_0's w + 128 (the sign bit flipped) is, as q4_0's nibbles are with
+   their offset of 8; that offset times the block's sum of activations
+   (xsum) is where each token's integer sum starts, so the correction costs
+   no instruction of its own. The integer sums are exact and the float steps
+   those of the kernels above: a token's result has the same bits whatever
+   the tile it is in. */
+SLM__INLINE void slm__gemm_r16_nt_avx512vnni(int type, const uint8_t *group, int nb, const slm__block_q8_0 *x,
+                                             const int32_t *xsum, size_t xs, const int nt, float *y, size_t ys) {
+    const int is_q8 = type == SLM_TYPE_Q8_0_R16, offset = is_q8 ? -128 : -8;
+    const size_t line = 4 * SLM__R16, qbytes = is_q8 ? 8 * line : 4 * line;
+    const uint8_t *q = group + (size_t)nb * SLM__R16 * 2;
+    const __m512i low4 = _mm512_set1_epi8(0x0f), bias = _mm512_set1_epi8((char)0x80);
+    __m512 acc[8];
+    int b, k, t;
+    SLM__UNROLL for (t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps();
+    for (b = 0; b < nb; b++, q += qbytes) {
+        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)slm__r16_scales(group, b)));
+        __m512i isum[8], isum2[8];
+        for (k = 0; k < (int)qbytes; k += 64) _mm_prefetch((const char *)q + SLM__PREFETCH + k, _MM_HINT_T0);
+        SLM__UNROLL for (t = 0; t < nt; t++) {
+            isum[t] = _mm512_set1_epi32(offset * xsum[t * xs + b]);
+            isum2[t] = _mm512_setzero_si512();
+        }
+        /* two chains of sums per token, so that eight tokens keep vpdpbusd
+           busy through its latency; the line loops are not unrolled: g++ 12
+           would then hoist all the tokens' broadcasts and spill them */
+        if (is_q8) {
+            for (k = 0; k < 8; k += 2) {
+                __m512i uw = _mm512_xor_si512(_mm512_loadu_si512((const void *)(q + k * line)), bias);
+                __m512i uw2 = _mm512_xor_si512(_mm512_loadu_si512((const void *)(q + (k + 1) * line)), bias);
+                SLM__UNROLL for (t = 0; t < nt; t++) {
+                    const int8_t *xq = x[t * xs + b].q;
+                    isum[t] = _mm512_dpbusd_epi32(isum[t], uw, slm__bcast4_512(xq + 4 * k));
+                    isum2[t] = _mm512_dpbusd_epi32(isum2[t], uw2, slm__bcast4_512(xq + 4 * k + 4));
+                }
+            }
+        } else {
+            for (k = 0; k < 4; k++) {
+                __m512i wv = _mm512_loadu_si512((const void *)(q + k * line));
+                __m512i lo = _mm512_and_si512(wv, low4), hi = _mm512_and_si512(_mm512_srli_epi16(wv, 4), low4);
+                SLM__UNROLL for (t = 0; t < nt; t++) {
+                    const int8_t *xq = x[t * xs + b].q;
+                    isum[t] = _mm512_dpbusd_epi32(isum[t], lo, slm__bcast4_512(xq + 4 * k));
+                    isum2[t] = _mm512_dpbusd_epi32(isum2[t], hi, slm__bcast4_512(xq + SLM__QK / 2 + 4 * k));
+                }
+            }
+        }
+        SLM__UNROLL for (t = 0; t < nt; t++) isum[t] = _mm512_add_epi32(isum[t], isum2[t]);
+        SLM__UNROLL for (t = 0; t < nt; t++) acc[t] = _mm512_fmadd_ps(
+            _mm512_cvtepi32_ps(isum[t]), _mm512_mul_ps(dw, _mm512_set1_ps(slm_fp16_to_fp32(x[t * xs + b].d))), acc[t]);
+    }
+    SLM__UNROLL for (t = 0; t < nt; t++) _mm512_storeu_ps(y + t * ys, acc[t]);
+}
+
+/* any number of tokens, eight per pass; the rest in one pass of its size */
+static void slm__gemm_r16_avx512vnni(int type, const uint8_t *group, int nb, const slm__block_q8_0 *x,
+                                     const int32_t *xsum, size_t xs, int nt, float *y, size_t ys) {
+    for (; nt >= 8; nt -= 8, x += 8 * xs, xsum += 8 * xs, y += 8 * ys)
+        slm__gemm_r16_nt_avx512vnni(type, group, nb, x, xsum, xs, 8, y, ys);
+    switch (nt) {
+    case 1: slm__gemm_r16_nt_avx512vnni(type, group, nb, x, xsum, xs, 1, y, ys); break;
+    case 2: slm__gemm_r16_nt_avx512vnni(type, group, nb, x, xsum, xs, 2, y, ys); break;
+    case 3: slm__gemm_r16_nt_avx512vnni(type, group, nb, x, xsum, xs, 3, y, ys); break;
+    case 4: slm__gemm_r16_nt_avx512vnni(type, group, nb, x, xsum, xs, 4, y, ys); break;
+    case 5: slm__gemm_r16_nt_avx512vnni(type, group, nb, x, xsum, xs, 5, y, ys); break;
+    case 6: slm__gemm_r16_nt_avx512vnni(type, group, nb, x, xsum, xs, 6, y, ys); break;
+    case 7: slm__gemm_r16_nt_avx512vnni(type, group, nb, x, xsum, xs, 7, y, ys); break;
+    default: break;
+    }
+}
+#endif
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
 #endif
@@ -6234,6 +6322,100 @@ SLM__MAYBE_UNUSED static void slm__dot_f32_group_avx2(const float *k, const floa
 #define SLM__AS_FLOAT(x)  (x)
 SLM__ATTN_VALUES(slm__attn_values_f16_avx2, uint16_t, SLM__LOAD8_F16, slm_fp16_to_fp32)
 SLM__ATTN_VALUES(slm__attn_values_f32_avx2, float, SLM__LOAD8_F32, SLM__AS_FLOAT)
+#undef slm_fp16_to_fp32
+SLM__TARGET_END
+#endif
+
+#if defined(SLM__AVX512)
+SLM__TARGET_AVX512_BEGIN
+#define slm_fp16_to_fp32 SLM__FP16_TO_FP32_SIMD
+#if defined(__GNUC__) && !defined(__clang__)
+/* g++ 12's false positive in its own AVX-512 headers, as above */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+/* The grouped kernels of AVX-512 builds, whose one-head kernels are
+   slm__dot_f16_avx512 / slm__dot_f32_avx512: each head's sum runs in 16
+   lanes, its tail masked, and ends in the same reduction, as there (the
+   AVX2 group kernels round as the AVX2 row kernels, not these). */
+SLM__INLINE void slm__dot_group_nq_avx512(const uint16_t *k16, const float *k32, const float *q, size_t stride,
+                                          const int nq, int n, float *out) {
+    __m512 acc[SLM__GROUP];
+    int i, j = 0;
+    SLM__UNROLL for (i = 0; i < nq; i++) acc[i] = _mm512_setzero_ps();
+    for (; j + 16 <= n; j += 16) {
+        __m512 kv = k16 ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(k16 + j))) : _mm512_loadu_ps(k32 + j);
+        SLM__UNROLL for (i = 0; i < nq; i++) acc[i] = _mm512_fmadd_ps(kv, _mm512_loadu_ps(q + i * stride + j), acc[i]);
+    }
+    if (j < n) {
+        __mmask16 m = (__mmask16)((1u << (n - j)) - 1);
+        __m512 kv = k16 ? _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, k16 + j)) : _mm512_maskz_loadu_ps(m, k32 + j);
+        SLM__UNROLL for (i = 0; i < nq; i++) acc[i] =
+            _mm512_fmadd_ps(kv, _mm512_maskz_loadu_ps(m, q + i * stride + j), acc[i]);
+    }
+    SLM__UNROLL for (i = 0; i < nq; i++) out[i] = slm__hsum512(acc[i]);
+}
+static void slm__dot_group_avx512(const uint16_t *k16, const float *k32, const float *q, size_t stride, int nq, int n,
+                                  float *out) {
+    switch (nq) {
+    case 1: slm__dot_group_nq_avx512(k16, k32, q, stride, 1, n, out); break;
+    case 2: slm__dot_group_nq_avx512(k16, k32, q, stride, 2, n, out); break;
+    case 3: slm__dot_group_nq_avx512(k16, k32, q, stride, 3, n, out); break;
+    case 4: slm__dot_group_nq_avx512(k16, k32, q, stride, 4, n, out); break;
+    case 5: slm__dot_group_nq_avx512(k16, k32, q, stride, 5, n, out); break;
+    case 6: slm__dot_group_nq_avx512(k16, k32, q, stride, 6, n, out); break;
+    case 7: slm__dot_group_nq_avx512(k16, k32, q, stride, 7, n, out); break;
+    default: slm__dot_group_nq_avx512(k16, k32, q, stride, 8, n, out); break;
+    }
+}
+SLM__MAYBE_UNUSED static void slm__dot_f16_group_avx512(const uint16_t *k, const float *q, size_t stride, int nq, int n,
+                                                        float *out) {
+    slm__dot_group_avx512(k, NULL, q, stride, nq, n, out);
+}
+SLM__MAYBE_UNUSED static void slm__dot_f32_group_avx512(const float *k, const float *q, size_t stride, int nq, int n,
+                                                        float *out) {
+    slm__dot_group_avx512(NULL, k, q, stride, nq, n, out);
+}
+/* 64 columns of one head's output in four registers over all positions, the
+   tail masked: each element gets the fused multiply-adds of slm__axpy_*,
+   whatever the vector width, so this and the AVX2 version agree bit for bit */
+#define SLM__ATTN_VALUES512(NAME, T, LOAD16, MASKLOAD16)                                                               \
+    SLM__MAYBE_UNUSED static void NAME(float *out, size_t out_stride, const float *att, size_t att_stride, const T *v, \
+                                       size_t v_stride, int n_pos, int nq, int n, int accumulate) {                    \
+        int h, j, p, i;                                                                                                \
+        for (h = 0; h < nq; h++) {                                                                                     \
+            const float *a = att + h * att_stride;                                                                     \
+            float *o = out + h * out_stride;                                                                           \
+            for (j = 0; j + 64 <= n; j += 64) {                                                                        \
+                __m512 acc[4];                                                                                         \
+                SLM__UNROLL for (i = 0; i < 4; i++) acc[i] =                                                           \
+                    accumulate ? _mm512_loadu_ps(o + j + 16 * i) : _mm512_setzero_ps();                                \
+                for (p = 0; p < n_pos; p++) {                                                                          \
+                    const T *vp = v + p * v_stride + j;                                                                \
+                    __m512 ap = _mm512_set1_ps(a[p]);                                                                  \
+                    SLM__UNROLL for (i = 0; i < 4; i++) acc[i] = _mm512_fmadd_ps(ap, LOAD16(vp + 16 * i), acc[i]);     \
+                }                                                                                                      \
+                SLM__UNROLL for (i = 0; i < 4; i++) _mm512_storeu_ps(o + j + 16 * i, acc[i]);                          \
+            }                                                                                                          \
+            for (; j < n; j += 16) {                                                                                   \
+                __mmask16 m = (__mmask16)(n - j >= 16 ? 0xffffu : (1u << (n - j)) - 1);                                \
+                __m512 acc = accumulate ? _mm512_maskz_loadu_ps(m, o + j) : _mm512_setzero_ps();                       \
+                for (p = 0; p < n_pos; p++)                                                                            \
+                    acc = _mm512_fmadd_ps(_mm512_set1_ps(a[p]), MASKLOAD16(m, v + p * v_stride + j), acc);             \
+                _mm512_mask_storeu_ps(o + j, m, acc);                                                                  \
+            }                                                                                                          \
+        }                                                                                                              \
+    }
+#define SLM__LOAD16_F16(p)        _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p)))
+#define SLM__LOAD16_F32(p)        _mm512_loadu_ps(p)
+#define SLM__MASKLOAD16_F16(m, p) _mm512_cvtph_ps(_mm256_maskz_loadu_epi16((m), (p)))
+#define SLM__MASKLOAD16_F32(m, p) _mm512_maskz_loadu_ps((m), (p))
+SLM__ATTN_VALUES512(slm__attn_values_f16_avx512, uint16_t, SLM__LOAD16_F16, SLM__MASKLOAD16_F16)
+SLM__ATTN_VALUES512(slm__attn_values_f32_avx512, float, SLM__LOAD16_F32, SLM__MASKLOAD16_F32)
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 #undef slm_fp16_to_fp32
 SLM__TARGET_END
 #endif
@@ -6861,11 +7043,6 @@ SLM__ATTN_VALUES_Q8_0_BLOCKS(slm__attn_values_q8_0_blocks_avx2, slm__attn_block_
 SLM__TARGET_END
 SLM__TARGET_AVX512_BEGIN
 #define slm_fp16_to_fp32 SLM__FP16_TO_FP32_SIMD
-SLM__DOT_GROUP_GENERIC(slm__dot_f16_group_avx512, uint16_t, slm__dot_f16_avx512)
-SLM__DOT_GROUP_GENERIC(slm__dot_f32_group_avx512, float, slm__dot_f32_avx512)
-SLM__ATTN_VALUES_GENERIC(slm__attn_values_f16_avx512, uint16_t, slm__axpy_f16_avx2)
-SLM__ATTN_VALUES_GENERIC(slm__attn_values_f32_avx512, float, slm__axpy_f32_avx2)
-SLM__GEMM_R16_PAIRS(slm__gemm_r16_pairs_avx512, slm__gemm_r16_nt_avx512)
 SLM__ATTN_VALUES_Q8_0_BLOCKS(slm__attn_values_q8_0_blocks_avx512, slm__attn_block_q8_0_avx2)
 #undef slm_fp16_to_fp32
 SLM__TARGET_END
@@ -6931,7 +7108,7 @@ static const slm__kernel_set slm__kernel_sets[3] = {
       slm__dotm_q4_K_avx512,
       slm__dotm_q5_K_avx512,
       slm__dotm_q6_K_avx512,
-      slm__gemm_r16_pairs_avx512,
+      slm__gemm_r16_avx512vnni,
       slm__quantize_act_blocks_avx2,
       slm__axpy_f32_avx2,
       slm__axpy_f16_avx2,
@@ -7055,16 +7232,17 @@ static void slm__matmul(const slm__tensor *w, int r0, int r1, const float *x, si
                         size_t xk_stride, int n_tok, float *y, size_t y_stride, int accumulate) {
     int r, t, i;
     if (slm__type_is_r16(w->type)) {
-        /* whole groups of 16 rows, four tokens at a time; a group cut by r0 or
-           r1 (a stack of matrices whose sizes are not multiples of 16) is
-           computed whole and stored in part */
+        /* whole groups of 16 rows, SLM__R16_TILE tokens at a time (what the
+           kernel table's slm__gemm_r16 takes in one pass, or more); a group
+           cut by r0 or r1 (a stack of matrices whose sizes are not multiples
+           of 16) is computed whole and stored in part */
         int nb = (int)(w->ne[0] / SLM__QK), g;
         for (g = r0 / SLM__R16; g * SLM__R16 < r1; g++) {
             const uint8_t *group = (const uint8_t *)w->data + (size_t)g * SLM__R16 * w->row_size;
             int lo = SLM__MAX(r0 - g * SLM__R16, 0), hi = SLM__MIN(r1 - g * SLM__R16, SLM__R16);
-            for (t = 0; t < n_tok; t += 4) {
-                float d[4 * SLM__R16];
-                int nt = SLM__MIN(4, n_tok - t), tt;
+            for (t = 0; t < n_tok; t += SLM__R16_TILE) {
+                float d[SLM__R16_TILE * SLM__R16];
+                int nt = SLM__MIN(SLM__R16_TILE, n_tok - t), tt;
                 slm__gemm_r16(w->type, group, nb, xq + (size_t)t * xq_stride, xsum + (size_t)t * xq_stride, xq_stride,
                               nt, d, SLM__R16);
                 for (tt = 0; tt < nt; tt++) {

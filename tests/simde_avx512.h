@@ -118,6 +118,16 @@ static inline simde__m512 slm_test_mm512_maskz_loadu_ps(simde__mmask16 k, const 
 }
 #define _mm512_maskz_loadu_ps(k, p) slm_test_mm512_maskz_loadu_ps(k, p)
 #endif
+#ifndef _mm512_mask_storeu_ps
+static inline void slm_test_mm512_mask_storeu_ps(void *p, simde__mmask16 k, simde__m512 a) {
+    float f[16];
+    int i;
+    simde_mm512_storeu_ps(f, a);
+    for (i = 0; i < 16; i++)
+        if ((k >> i) & 1) ((float *)p)[i] = f[i];
+}
+#define _mm512_mask_storeu_ps(p, k, a) slm_test_mm512_mask_storeu_ps(p, k, a)
+#endif
 #ifndef _mm256_maskz_loadu_epi16
 static inline simde__m256i slm_test_mm256_maskz_loadu_epi16(simde__mmask16 k, const void *p) {
     int16_t v[16];

@@ -1760,13 +1760,16 @@ static void test_kquant_reference_bytes(void) {
 }
 
 /* The interleaved (_R16) layout and its kernels: each of the 16 rows of a
-   group, against 1 to 4 tokens, agrees with the row-by-row reference dot
-   product of the same row before interleaving; the SIMD kernel agrees with
-   the _R16 reference; a row read back from the layout is the row put in. */
+   group, against 1 to 9 tokens (past the widest tile, SLM__R16_TILE = 8,
+   and its tails), agrees with the row-by-row reference dot product of the
+   same row before interleaving; the SIMD kernel agrees with the _R16
+   reference, and gives a token the same bits alone as in any tile (batched
+   and single-token evaluations rely on it); a row read back from the layout
+   is the row put in. */
 static void test_kernels_r16(void) {
     static const int blocks[] = { 1, 2, 3, 18, 28, 152 };
     static const int types[] = { SLM_TYPE_Q8_0_R16, SLM_TYPE_Q4_0_R16 };
-    enum { ROWS = 16, NT = 4, MAXB = 152 };
+    enum { ROWS = 16, NT = 9, MAXB = 152 };
     float *w = (float *)malloc((size_t)ROWS * MAXB * 32 * sizeof(float)),
           *x = (float *)malloc(MAXB * 32 * sizeof(float));
     float *back = (float *)malloc(MAXB * 32 * sizeof(float)), *plain_f = (float *)malloc(MAXB * 32 * sizeof(float));
@@ -1774,10 +1777,10 @@ static void test_kernels_r16(void) {
     uint8_t *group = (uint8_t *)malloc((size_t)ROWS * MAXB * sizeof(slm__block_q8_0));
     slm__block_q8_0 *xq = (slm__block_q8_0 *)malloc((size_t)NT * MAXB * sizeof(slm__block_q8_0));
     int32_t *xsum = (int32_t *)malloc((size_t)NT * MAXB * sizeof(int32_t));
-    float ref[NT * ROWS], got[NT * ROWS];
+    float ref[NT * ROWS], got[NT * ROWS], alone[NT * ROWS];
     size_t bi, ti;
-    int rep, i, r, t, n_checked = 0, bad_layout = 0, bad_back = 0, bad_vnni = 0;
-    for (rep = 0; rep < 4; rep++)
+    int rep, i, r, t, n_checked = 0, bad_layout = 0, bad_back = 0, bad_vnni = 0, bad_tile = 0;
+    for (rep = 0; rep < 5; rep++)
         for (ti = 0; ti < 2; ti++)
             for (bi = 0; bi < sizeof blocks / sizeof blocks[0]; bi++) {
                 int type = types[ti], plain = ti == 0 ? SLM_TYPE_Q8_0 : SLM_TYPE_Q4_0, nb = blocks[bi], n = nb * 32, nt;
@@ -1786,6 +1789,8 @@ static void test_kernels_r16(void) {
                 for (i = 0; i < ROWS * n; i++) w[i] = rand_float() * 3;
                 if (rep == 0)
                     for (i = 0; i < n; i++) w[3 * n + i] = 0; /* a zero row */
+                if (rep == 4) /* every quant at its extremes: q8_0 -127/127, q4_0 -8/7 and -7/7 */
+                    for (i = 0; i < ROWS * n; i++) w[i] = (i / 32 + i) % 2 ? -3.0f : i % 3 ? 3.0f : 2.6f;
                 for (r = 0; r < ROWS; r++) slm_quantize_row(plain, w + (size_t)r * n, rows + (size_t)r * rs, n);
                 if (rep == 2 && type == SLM_TYPE_Q8_0_R16) /* -128, which no quantizer writes but a file may hold */
                     for (i = 0; i < nb; i++) memset(((slm__block_q8_0 *)(rows + 5 * rs))[i].q, 0x80, 32);
@@ -1796,8 +1801,12 @@ static void test_kernels_r16(void) {
                         x[i] = rand_float() * 2;
                         scale[t] += 3 * fabsf(x[i]);
                     }
-                    if (rep == 1 && t == 0)
+                    if ((rep == 1 && t == 0) || (rep == 4 && t % 2))
                         for (i = 0; i < n; i++) x[i] = i % 2 ? -2.0f : 2.0f; /* -127/127 extremes */
+                    if (rep == 4 && t == 2)
+                        for (i = 0; i < n; i++) x[i] = 2.0f; /* all 127: the largest activation sums */
+                    if (rep == 2 && t == 5)
+                        for (i = 0; i < n; i++) x[i] = 0.0f; /* a zero token */
                     slm_quantize_row(SLM_TYPE_Q8_0, x, xq + (size_t)t * nb, n);
                     for (b = 0; b < nb; b++) {
                         int v = 0;
@@ -1810,6 +1819,9 @@ static void test_kernels_r16(void) {
                     slm_dequantize_row(plain, rows + (size_t)r * rs, plain_f, n);
                     bad_back += memcmp(back, plain_f, (size_t)n * sizeof(float)) != 0;
                 }
+                for (t = 0; t < NT; t++)
+                    slm__gemm_r16(type, group, nb, xq + (size_t)t * nb, xsum + (size_t)t * nb, (size_t)nb, 1,
+                                  alone + t * ROWS, ROWS);
                 for (nt = 1; nt <= NT; nt++) {
                     slm__gemm_r16_ref(type, group, nb, xq, xsum, (size_t)nb, nt, ref, ROWS);
                     slm__gemm_r16(type, group, nb, xq, xsum, (size_t)nb, nt, got, ROWS);
@@ -1822,6 +1834,7 @@ static void test_kernels_r16(void) {
                         bad_vnni += memcmp(avx2, got + t * ROWS, sizeof avx2) != 0;
                     }
 #endif
+                    bad_tile += memcmp(got, alone, (size_t)nt * ROWS * sizeof(float)) != 0;
                     for (t = 0; t < nt; t++)
                         for (r = 0; r < ROWS; r++) {
                             const uint8_t *row = rows + (size_t)r * rs;
@@ -1840,6 +1853,7 @@ static void test_kernels_r16(void) {
     CHECKF(bad_layout == 0, "%d outputs of the _R16 reference differ from the row-by-row reference", bad_layout);
     CHECKF(bad_back == 0, "%d rows read back from the _R16 layout differ from the rows put in", bad_back);
     CHECKF(bad_vnni == 0, "%d AVX-VNNI outputs differ from the AVX2 kernel's bits", bad_vnni);
+    CHECKF(bad_tile == 0, "%d batches of the _R16 kernel differ from their tokens computed alone", bad_tile);
     /* arguments */
     CHECK(slm_interleave_rows(SLM_TYPE_Q8_0, rows, group, 32, 16) == SLM_ERR_INVALID_ARG);
     CHECK(slm_interleave_rows(SLM_TYPE_Q8_0_R16, rows, group, 32, 15) == SLM_ERR_INVALID_ARG);

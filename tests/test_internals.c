@@ -1764,8 +1764,8 @@ static void test_kquant_reference_bytes(void) {
    the _R16 reference; a row read back from the layout is the row put in. */
 static void test_kernels_r16(void) {
     static const int blocks[] = { 1, 2, 3, 18, 28, 152 };
-    static const int types[] = { SLM_TYPE_Q8_0_R16, SLM_TYPE_Q4_0_R16 };
-    enum { ROWS = 16, NT = 4, MAXB = 152 };
+    static const int types[] = { SLM_TYPE_Q8_0_R16, SLM_TYPE_Q4_0_R16, SLM_TYPE_Q5_0_R16 };
+    enum { ROWS = 16, NT = 9, MAXB = 152 };
     float *w = (float *)malloc((size_t)ROWS * MAXB * 32 * sizeof(float)),
           *x = (float *)malloc(MAXB * 32 * sizeof(float));
     float *back = (float *)malloc(MAXB * 32 * sizeof(float)), *plain_f = (float *)malloc(MAXB * 32 * sizeof(float));
@@ -1777,9 +1777,9 @@ static void test_kernels_r16(void) {
     size_t bi, ti;
     int rep, i, r, t, n_checked = 0, bad_layout = 0, bad_back = 0;
     for (rep = 0; rep < 4; rep++)
-        for (ti = 0; ti < 2; ti++)
+        for (ti = 0; ti < sizeof types / sizeof types[0]; ti++)
             for (bi = 0; bi < sizeof blocks / sizeof blocks[0]; bi++) {
-                int type = types[ti], plain = ti == 0 ? SLM_TYPE_Q8_0 : SLM_TYPE_Q4_0, nb = blocks[bi], n = nb * 32, nt;
+                int type = types[ti], plain = type - 1024, nb = blocks[bi], n = nb * 32, nt;
                 size_t rs = slm_type_row_size(plain, n);
                 float scale[NT] = { 0 };
                 for (i = 0; i < ROWS * n; i++) w[i] = rand_float() * 3;
@@ -1816,7 +1816,9 @@ static void test_kernels_r16(void) {
                             float by_row =
                                 type == SLM_TYPE_Q8_0_R16
                                     ? slm__dot_q8_0_ref((const slm__block_q8_0 *)row, xq + (size_t)t * nb, nb)
-                                    : slm__dot_q4_0_ref((const slm__block_q4_0 *)row, xq + (size_t)t * nb, nb);
+                                : type == SLM_TYPE_Q4_0_R16
+                                    ? slm__dot_q4_0_ref((const slm__block_q4_0 *)row, xq + (size_t)t * nb, nb)
+                                    : slm__dot_q5_0_ref(row, xq + (size_t)t * nb, xsum + (size_t)t * nb, nb);
                             bad_layout += ref[t * ROWS + r] != by_row;
                             CHECKF(fabsf(ref[t * ROWS + r] - got[t * ROWS + r]) <= 1e-5f * scale[t] + 1e-6f,
                                    "%s %d blocks, %d tokens, token %d row %d: ref %.9g simd %.9g", slm_type_name(type),
@@ -1836,6 +1838,7 @@ static void test_kernels_r16(void) {
     CHECK(slm_quantize_row(SLM_TYPE_Q8_0_R16, x, group, 32) == SLM_ERR_INVALID_ARG);
     CHECK(slm_dequantize_row(SLM_TYPE_Q4_0_R16, group, x, 32) == SLM_ERR_INVALID_ARG);
     CHECK(strcmp(slm_type_name(SLM_TYPE_Q4_0_R16), "q4_0_r16") == 0 && slm_type_row_size(SLM_TYPE_Q8_0_R16, 64) == 68);
+    CHECK(strcmp(slm_type_name(SLM_TYPE_Q5_0_R16), "q5_0_r16") == 0 && slm_type_row_size(SLM_TYPE_Q5_0_R16, 64) == 44);
     { /* activation quantizer: the same scales; quants equal but for ties, which SIMD rounds to even */
         static float xa[MAXB * 32];
         static slm__block_q8_0 qr[MAXB], qs[MAXB];

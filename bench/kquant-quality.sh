@@ -56,7 +56,8 @@ for m in "${MODEL_LIST[@]}"; do
                 echo "kquant-quality: $LQ not found: j_llama_kq skipped" >&2
             fi ;;
         smollm2-135m|qwen2.5-0.5b|pure1024)
-            src=$(ls "$CACHE/$m"-seed1-*-f32.gguf "$CACHE/$m"-seed1-*-f16.gguf 2>/dev/null | head -n 1 || true)
+            src=
+            for f in "$CACHE/$m"-seed1-*-f32.gguf "$CACHE/$m"-seed1-*-f16.gguf; do [ -s "$f" ] && { src=$f; break; }; done
             [ -n "$src" ] || { echo "kquant-quality: no $m source in $CACHE: run bench/vs-llamacpp.sh --shapes $m first" >&2; exit 1; }
             NAMES+=("$m"); SRCS+=("$src") ;;
         *) echo "kquant-quality: unknown model '$m'" >&2; exit 2 ;;

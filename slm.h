@@ -414,7 +414,7 @@ typedef enum slm_result {
 } slm_result;
 
 /* Tensor types, numbered as in GGML/GGUF. The _R16 types hold the same blocks
-   as q4_0/q8_0 with 16 rows interleaved (FORMAT.md), so that one SIMD load
+   as q4_0/q5_0/q8_0 with 16 rows interleaved (FORMAT.md), so that one SIMD load
    reaches 16 rows at once: slm-convert writes them for matrices whose row
    count is a multiple of 16. Their number is 1024 + that of their block type.
    The K-quants (Q4_K, Q5_K, Q6_K: blocks of 256) and Q5_0/Q5_1 (blocks of 32,
@@ -433,6 +433,7 @@ typedef enum slm_type {
     SLM_TYPE_Q6_K = 14,
     SLM_TYPE_BF16 = 30,
     SLM_TYPE_Q4_0_R16 = 1026,
+    SLM_TYPE_Q5_0_R16 = 1030,
     SLM_TYPE_Q8_0_R16 = 1032
 } slm_type;
 
@@ -998,8 +999,8 @@ SLM_API size_t slm_type_row_size(int type, int64_t n);
    _R16 types, whose rows are not contiguous: see slm_interleave_rows. */
 SLM_API slm_result slm_quantize_row(int type, const float *src, void *dst, int64_t n);
 SLM_API slm_result slm_dequantize_row(int type, const void *src, float *dst, int64_t n);
-/* Rewrites n_rows rows of n q4_0 (or q8_0) elements into the SLM_TYPE_Q4_0_R16
-   (or Q8_0_R16) layout, given as type; n_rows a multiple of 16. dst and src
+/* Rewrites n_rows rows of n q4_0 (or q5_0, q8_0) elements into the SLM_TYPE_Q4_0_R16
+   (or Q5_0_R16, Q8_0_R16) layout, given as type; n_rows a multiple of 16. dst and src
    have the same size and must not overlap. */
 SLM_API slm_result slm_interleave_rows(int type, const void *src, void *dst, int64_t n, int64_t n_rows);
 /* The split rule of a llama.cpp pre-tokenizer name ("gpt-2", "llama-bpe", "qwen2",
@@ -1315,6 +1316,7 @@ static __thread const slm__kernel_set *slm__kernels_here;
 #define slm__dotm_q4_K           slm__dotm_q4_K_avx512
 #define slm__dotm_q5_K           slm__dotm_q5_K_avx512
 #define slm__dotm_q6_K           slm__dotm_q6_K_avx512
+#define slm__gemm_r16_q5_nt      slm__gemm_r16_q5_nt_avx512
 #define slm__quantize_act_blocks slm__quantize_act_blocks_avx2
 #define slm__axpy_f32            slm__axpy_f32_avx2
 #define slm__dot_f16_group       slm__dot_f16_group_avx512 /* not _avx2: each head rounds as slm__dot_f16 */
@@ -1359,6 +1361,7 @@ static __thread const slm__kernel_set *slm__kernels_here;
 #define slm__dotm_q4_K           slm__dotm_q4_K_avx2
 #define slm__dotm_q5_K           slm__dotm_q5_K_avx2
 #define slm__dotm_q6_K           slm__dotm_q6_K_avx2
+#define slm__gemm_r16_q5_nt      slm__gemm_r16_q5_nt_avx2
 #define slm__gemm_r16            slm__gemm_r16_pairs
 #define slm__quantize_act_blocks slm__quantize_act_blocks_avx2
 #define slm__axpy_f32            slm__axpy_f32_avx2
@@ -1391,6 +1394,7 @@ static __thread const slm__kernel_set *slm__kernels_here;
 #define slm__dotm_q5_K           slm__dotm_q5_K_neon
 #define slm__dotm_q6_K           slm__dotm_q6_K_neon
 #define slm__gemm_r16_nt         slm__gemm_r16_nt_neon
+#define slm__gemm_r16_q5_nt      slm__gemm_r16_q5_nt_neon
 #define slm__gemm_r16            slm__gemm_r16_pairs
 #define slm__quantize_act_blocks slm__quantize_act_blocks_ref
 #define slm__axpy_f32            slm__axpy_f32_neon
@@ -1832,15 +1836,18 @@ SLM_API const char *slm_type_name(int type) {
     case SLM_TYPE_Q6_K: return "q6_k";
     case SLM_TYPE_Q8_0_R16: return "q8_0_r16";
     case SLM_TYPE_Q4_0_R16: return "q4_0_r16";
+    case SLM_TYPE_Q5_0_R16: return "q5_0_r16";
     }
     return NULL;
 }
 
 /* The block type of an interleaved type, the type itself otherwise. */
 static int slm__block_type(int type) {
-    return type == SLM_TYPE_Q8_0_R16 ? SLM_TYPE_Q8_0 : type == SLM_TYPE_Q4_0_R16 ? SLM_TYPE_Q4_0 : type;
+    return type == SLM_TYPE_Q8_0_R16 || type == SLM_TYPE_Q4_0_R16 || type == SLM_TYPE_Q5_0_R16 ? type - 1024 : type;
 }
-static int slm__type_is_r16(int type) { return type == SLM_TYPE_Q8_0_R16 || type == SLM_TYPE_Q4_0_R16; }
+static int slm__type_is_r16(int type) {
+    return type == SLM_TYPE_Q8_0_R16 || type == SLM_TYPE_Q4_0_R16 || type == SLM_TYPE_Q5_0_R16;
+}
 
 SLM_API int slm_type_block_size(int type) {
     switch (slm__block_type(type)) {
@@ -2450,14 +2457,24 @@ SLM_API slm_result slm_dequantize_row(int type, const void *src, float *dst, int
    nb x 16 f16 scales (block b of rows 0..15), then the quants of block b of
    the 16 rows for b = 0..nb-1: four bytes of row 0, the same four of row 1,
    ... row 15, then the next four bytes of each row (q8_0: 8 such 64-byte
-   lines per block; q4_0: 4 lines of the packed nibbles). One 64-byte line
+   lines per block; q4_0: 4 lines of the packed nibbles; q5_0: the 16 rows'
+   32-bit masks of fifth bits, then 4 lines of nibbles). One 64-byte line
    holds the same 4 elements of 16 rows: the lanes of one int8 dot-product
    instruction. */
 #define SLM__R16 16
 
 /* Byte offsets inside a group of an interleaved tensor. */
-static size_t slm__r16_quant_bytes(int type) { return slm__block_type(type) == SLM_TYPE_Q8_0 ? SLM__QK : SLM__QK / 2; }
+static size_t slm__r16_quant_bytes(int type) { return slm__type_block_bytes(slm__block_type(type)) - 2; }
 static const uint8_t *slm__r16_scales(const uint8_t *group, int b) { return group + (size_t)b * SLM__R16 * 2; }
+/* q5_0_r16 four tokens a pass, then the rest in one (inside an _R16 GEMM
+   whose arguments are group, nb, x, xsum, xs, nt, y, ys) */
+#define SLM__GEMM_R16_Q5_PASSES(q5_nt)                                                                              \
+    do {                                                                                                            \
+        for (; nt >= 4; nt -= 4, x += 4 * xs, xsum += 4 * xs, y += 4 * ys) q5_nt(group, nb, x, xsum, xs, 4, y, ys); \
+        if (nt == 3) q5_nt(group, nb, x, xsum, xs, 3, y, ys);                                                       \
+        if (nt == 2) q5_nt(group, nb, x, xsum, xs, 2, y, ys);                                                       \
+        if (nt == 1) q5_nt(group, nb, x, xsum, xs, 1, y, ys);                                                       \
+    } while (0)
 static const uint8_t *slm__r16_quants(int type, const uint8_t *group, int nb, int b) {
     return group + (size_t)nb * SLM__R16 * 2 + (size_t)b * SLM__R16 * slm__r16_quant_bytes(type);
 }
@@ -4802,6 +4819,14 @@ SLM__MAYBE_UNUSED static void slm__gemm_r16_ref(int type, const uint8_t *group, 
                 if (type == SLM_TYPE_Q8_0_R16) {
                     for (j = 0; j < SLM__QK; j++)
                         sumi += (int8_t)q[(j / 4) * 4 * SLM__R16 + 4 * r + j % 4] * xt[b].q[j];
+                } else if (type == SLM_TYPE_Q5_0_R16) { /* line 0: qh, then the nibbles as q4_0 */
+                    uint32_t qh = (uint32_t)q[4 * r] | (uint32_t)q[4 * r + 1] << 8 | (uint32_t)q[4 * r + 2] << 16 |
+                                  (uint32_t)q[4 * r + 3] << 24;
+                    for (j = 0; j < SLM__QK; j++) {
+                        int byte = q[(1 + (j % 16) / 4) * 4 * SLM__R16 + 4 * r + j % 4];
+                        int v = (j < 16 ? byte & 0x0f : byte >> 4) | (int)((qh >> j) & 1u) << 4;
+                        sumi += (v - 16) * xt[b].q[j];
+                    }
                 } else {
                     for (j = 0; j < SLM__QK / 2; j++) {
                         int byte = q[(j / 4) * 4 * SLM__R16 + 4 * r + j % 4];
@@ -5114,6 +5139,18 @@ SLM__INLINE __m512i slm__pair_lanes(__m512i v, int a, int b) {
     return _mm512_permutexvar_epi32(_mm512_set_epi32(b, b, b, b, b, b, b, b, a, a, a, a, a, a, a, a), v);
 }
 
+/* acc + the u8 x s8 products of w and x summed in pairs (each pair within
+   int16: quants <= 63), times the int16 scales s16 (each in both words of a
+   lane), summed into 16 int32 lanes: one instruction fewer than a dot product
+   then a 32-bit multiply */
+SLM__INLINE __m512i slm__dot_scaled_512(__m512i acc, __m512i w, __m512i x, __m512i s16) {
+#if defined(SLM__AVX512_VNNI)
+    return _mm512_dpwssd_epi32(acc, _mm512_maddubs_epi16(w, x), s16);
+#else
+    return _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_maddubs_epi16(w, x), s16));
+#endif
+}
+
 /* q4_K (five 0) and q5_K against q8_K */
 SLM__INLINE void slm__dotm_q45k_avx512(const uint8_t *w, const slm__block_q8_K *x, size_t xs, int nt, int n_super,
                                        float *out, int five) {
@@ -5158,14 +5195,15 @@ SLM__INLINE void slm__dotm_q45k_avx512(const uint8_t *w, const slm__block_q8_K *
                     _mm512_or_si512(wv[2 * c + 1], _mm512_maskz_mov_epi8(_mm512_test_epi8_mask(qh2, mb), sixteen));
             }
         }
-        for (k = 0; k < 4; k++) sl[k] = slm__pair_lanes(sc, 2 * k, 2 * k + 1);
+        for (k = 0; k < 4; k++) {
+            sl[k] = slm__pair_lanes(sc, 2 * k, 2 * k + 1);
+            sl[k] = _mm512_or_si512(sl[k], _mm512_slli_epi32(sl[k], 16));
+        }
         SLM__UNROLL4 for (t = 0; t < nt; t++) {
             const slm__block_q8_K *xt = x + (size_t)t * xs + i;
             __m512i isum = _mm512_setzero_si512();
             for (k = 0; k < 4; k++)
-                isum = _mm512_add_epi32(
-                    isum, _mm512_mullo_epi32(
-                              slm__dot_u8s8_512(wv[k], _mm512_loadu_si512((const void *)(xt->qs + 64 * k))), sl[k]));
+                isum = slm__dot_scaled_512(isum, wv[k], _mm512_loadu_si512((const void *)(xt->qs + 64 * k)), sl[k]);
             acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(dw * xt->d), acc[t]);
             /* mins: m_j times the sum of sub-block j's 32 activations (two bsums) */
             accm[t] = _mm256_fmadd_ps(
@@ -5210,14 +5248,14 @@ SLM__MAYBE_UNUSED static void slm__dotm_q6_K_avx512(const uint8_t *w, const slm_
             sl[2 * h] = _mm512_permutexvar_epi32(_mm512_add_epi32(idx0, _mm512_set1_epi32(8 * h)), sc);
             sl[2 * h + 1] = _mm512_permutexvar_epi32(_mm512_add_epi32(idx0, _mm512_set1_epi32(8 * h + 4)), sc);
         }
+        for (k = 0; k < 4; k++) /* the scales (signed) in both int16 halves of a lane */
+            sl[k] = _mm512_or_si512(_mm512_and_si512(sl[k], _mm512_set1_epi32(0xffff)), _mm512_slli_epi32(sl[k], 16));
         SLM__UNROLL4 for (t = 0; t < nt; t++) {
             const slm__block_q8_K *xt = x + (size_t)t * xs + i;
             __m512i isum = _mm512_setzero_si512();
             __m256i isum8;
             for (k = 0; k < 4; k++)
-                isum = _mm512_add_epi32(
-                    isum, _mm512_mullo_epi32(
-                              slm__dot_u8s8_512(wv[k], _mm512_loadu_si512((const void *)(xt->qs + 64 * k))), sl[k]));
+                isum = slm__dot_scaled_512(isum, wv[k], _mm512_loadu_si512((const void *)(xt->qs + 64 * k)), sl[k]);
             isum8 = _mm256_add_epi32(_mm512_castsi512_si256(isum), _mm512_extracti64x4_epi64(isum, 1));
             isum8 = _mm256_sub_epi32(
                 isum8, _mm256_slli_epi32(_mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)xt->bsums), s16), 5));
@@ -5879,6 +5917,64 @@ SLM__INLINE void slm__gemm_r16_nt_avx512(int type, const uint8_t *group, int nb,
     SLM__UNROLL for (t = 0; t < nt; t++) _mm512_storeu_ps(y + t * ys, acc[t]);
 }
 
+/* q5_0_R16, nt (1..4) a constant at each call: each line of nibbles gets its
+   fifth bits from the block's qh line (row r's 32-bit mask in lane r: byte c
+   of it copied to the lane's four bytes, then each byte tests its own bit),
+   as unsigned 0..31; the offset of 16 comes off once per block. */
+SLM__INLINE void slm__gemm_r16_q5_nt_avx512(const uint8_t *group, int nb, const slm__block_q8_0 *x, const int32_t *xsum,
+                                            size_t xs, const int nt, float *y, size_t ys) {
+    const size_t line = 4 * SLM__R16, qbytes = 5 * line;
+    const uint8_t *q = group + (size_t)nb * SLM__R16 * 2;
+    const __m512i low4 = _mm512_set1_epi8(0x0f), sixteen = _mm512_set1_epi8(16);
+    const __m512i spread = _mm512_broadcast_i32x4(_mm_setr_epi32(0, 0x04040404, 0x08080808, 0x0c0c0c0c));
+    const __m512i bits_even = _mm512_set1_epi32(0x08040201), bits_odd = _mm512_set1_epi32((int)0x80402010u);
+#if !defined(SLM__AVX512_VNNI)
+    const __m512i ones = _mm512_set1_epi16(1);
+#endif
+    __m512 acc[4];
+    int b, k, t;
+    SLM__UNROLL for (t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps();
+    for (b = 0; b < nb; b++, q += qbytes) {
+        const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)slm__r16_scales(group, b)));
+        const __m512i qh = _mm512_loadu_si512((const void *)q);
+        __m512i isum[4];
+        for (k = 0; k < (int)qbytes; k += 64) _mm_prefetch((const char *)q + SLM__PREFETCH + k, _MM_HINT_T0);
+        SLM__UNROLL for (t = 0; t < nt; t++) isum[t] = _mm512_setzero_si512();
+        for (k = 0; k < 4; k++) {
+            /* elements 4k..4k+3 (low nibbles) have bits 4k.. of qh, in its byte k / 2; the high ones byte 2 + k / 2 */
+            const __m512i bits = (k & 1) ? bits_odd : bits_even;
+            __mmask64 hlo = _mm512_test_epi8_mask(
+                _mm512_shuffle_epi8(qh, _mm512_add_epi8(spread, _mm512_set1_epi8((char)(k >> 1)))), bits);
+            __mmask64 hhi = _mm512_test_epi8_mask(
+                _mm512_shuffle_epi8(qh, _mm512_add_epi8(spread, _mm512_set1_epi8((char)(2 + (k >> 1))))), bits);
+            __m512i wv = _mm512_loadu_si512((const void *)(q + (1 + k) * line));
+            __m512i lo = _mm512_and_si512(wv, low4), hi = _mm512_and_si512(_mm512_srli_epi16(wv, 4), low4);
+            lo = _mm512_mask_add_epi8(lo, hlo, lo, sixteen);
+            hi = _mm512_mask_add_epi8(hi, hhi, hi, sixteen);
+            SLM__UNROLL for (t = 0; t < nt; t++) {
+                const int8_t *xq = x[t * xs + b].q;
+#if defined(SLM__AVX512_VNNI)
+                isum[t] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(isum[t], lo, slm__bcast4_512(xq + 4 * k)), hi,
+                                              slm__bcast4_512(xq + SLM__QK / 2 + 4 * k));
+#else
+                /* a pair of 0..31 x s8 products stays below 2^13: two pairs fit int16 */
+                isum[t] = _mm512_add_epi32(
+                    isum[t], _mm512_madd_epi16(
+                                 _mm512_add_epi16(_mm512_maddubs_epi16(lo, slm__bcast4_512(xq + 4 * k)),
+                                                  _mm512_maddubs_epi16(hi, slm__bcast4_512(xq + SLM__QK / 2 + 4 * k))),
+                                 ones));
+#endif
+            }
+        }
+        SLM__UNROLL for (t = 0; t < nt; t++) {
+            isum[t] = _mm512_sub_epi32(isum[t], _mm512_set1_epi32(16 * xsum[t * xs + b]));
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[t]),
+                                     _mm512_mul_ps(dw, _mm512_set1_ps(slm_fp16_to_fp32(x[t * xs + b].d))), acc[t]);
+        }
+    }
+    SLM__UNROLL for (t = 0; t < nt; t++) _mm512_storeu_ps(y + t * ys, acc[t]);
+}
+
 #if defined(SLM__AVX512_VNNI)
 /* Up to 8 tokens (SLM__R16_TILE) per pass over the group: nt is a constant
    at each call, and 8 tokens' integer and float sums take 16 of the 32
@@ -5938,9 +6034,13 @@ SLM__INLINE void slm__gemm_r16_nt_avx512vnni(int type, const uint8_t *group, int
     SLM__UNROLL for (t = 0; t < nt; t++) _mm512_storeu_ps(y + t * ys, acc[t]);
 }
 
-/* any number of tokens, eight per pass; the rest in one pass of its size */
+/* any number of tokens, eight per pass; the rest in one pass of its size (q5_0: four, as the other sets) */
 static void slm__gemm_r16_avx512vnni(int type, const uint8_t *group, int nb, const slm__block_q8_0 *x,
                                      const int32_t *xsum, size_t xs, int nt, float *y, size_t ys) {
+    if (type == SLM_TYPE_Q5_0_R16) {
+        SLM__GEMM_R16_Q5_PASSES(slm__gemm_r16_q5_nt_avx512);
+        return;
+    }
     for (; nt >= 8; nt -= 8, x += 8 * xs, xsum += 8 * xs, y += 8 * ys)
         slm__gemm_r16_nt_avx512vnni(type, group, nb, x, xsum, xs, 8, y, ys);
     switch (nt) {
@@ -6028,6 +6128,62 @@ SLM__INLINE void slm__gemm_r16_nt_avx2(int type, const uint8_t *group, int nb, c
             __m256 dx = _mm256_set1_ps(slm_fp16_to_fp32(x[t * xs + b].d));
             SLM__UNROLL for (h = 0; h < 2; h++) acc[t][h] =
                 _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t][h]), _mm256_mul_ps(dw[h], dx), acc[t][h]);
+        }
+    }
+    SLM__UNROLL for (t = 0; t < nt; t++) {
+        _mm256_storeu_ps(y + t * ys, acc[t][0]);
+        _mm256_storeu_ps(y + t * ys + 8, acc[t][1]);
+    }
+}
+
+/* q5_0_R16 (nt 1..4 a constant at each call), as the AVX-512 kernel: fifth
+   bits from the qh line by a byte shuffle and a compare */
+SLM__INLINE void slm__gemm_r16_q5_nt_avx2(const uint8_t *group, int nb, const slm__block_q8_0 *x, const int32_t *xsum,
+                                          size_t xs, const int nt, float *y, size_t ys) {
+    const size_t line = 4 * SLM__R16, qbytes = 5 * line;
+    const uint8_t *q = group + (size_t)nb * SLM__R16 * 2;
+    const __m256i low4 = _mm256_set1_epi8(0x0f), sixteen = _mm256_set1_epi8(16), ones = _mm256_set1_epi16(1);
+    const __m256i spread =
+        _mm256_setr_epi32(0, 0x04040404, 0x08080808, 0x0c0c0c0c, 0, 0x04040404, 0x08080808, 0x0c0c0c0c);
+    const __m256i bits_even = _mm256_set1_epi32(0x08040201), bits_odd = _mm256_set1_epi32((int)0x80402010u);
+    __m256 acc[4][2];
+    int b, k, t, h;
+    SLM__UNROLL for (t = 0; t < nt; t++) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+    for (b = 0; b < nb; b++, q += qbytes) {
+        __m256 dw[2];
+        __m256i isum[4][2];
+        slm__r16_scales_f32(slm__r16_scales(group, b), &dw[0], &dw[1]);
+        for (k = 0; k < (int)qbytes; k += 64) _mm_prefetch((const char *)q + SLM__PREFETCH + k, _MM_HINT_T0);
+        SLM__UNROLL for (t = 0; t < nt; t++) isum[t][0] = isum[t][1] = _mm256_setzero_si256();
+        for (h = 0; h < 2; h++) {
+            const __m256i qh = _mm256_loadu_si256((const __m256i *)(q + 32 * h));
+            for (k = 0; k < 4; k++) {
+                const __m256i bits = (k & 1) ? bits_odd : bits_even;
+                __m256i hlo = _mm256_shuffle_epi8(qh, _mm256_add_epi8(spread, _mm256_set1_epi8((char)(k >> 1))));
+                __m256i hhi = _mm256_shuffle_epi8(qh, _mm256_add_epi8(spread, _mm256_set1_epi8((char)(2 + (k >> 1)))));
+                __m256i wv = _mm256_loadu_si256((const __m256i *)(q + (1 + k) * line + 32 * h));
+                __m256i lo = _mm256_and_si256(wv, low4), hi = _mm256_and_si256(_mm256_srli_epi16(wv, 4), low4);
+                lo = _mm256_or_si256(lo,
+                                     _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hlo, bits), bits), sixteen));
+                hi = _mm256_or_si256(hi,
+                                     _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hhi, bits), bits), sixteen));
+                SLM__UNROLL for (t = 0; t < nt; t++) {
+                    const int8_t *xq = x[t * xs + b].q;
+                    /* a pair of 0..31 x s8 products stays below 2^13: two pairs fit int16 */
+                    isum[t][h] = _mm256_add_epi32(
+                        isum[t][h],
+                        _mm256_madd_epi16(
+                            _mm256_add_epi16(_mm256_maddubs_epi16(lo, slm__bcast4_256(xq + 4 * k)),
+                                             _mm256_maddubs_epi16(hi, slm__bcast4_256(xq + SLM__QK / 2 + 4 * k))),
+                            ones));
+                }
+            }
+        }
+        SLM__UNROLL for (t = 0; t < nt; t++) {
+            __m256 dx = _mm256_set1_ps(slm_fp16_to_fp32(x[t * xs + b].d));
+            SLM__UNROLL for (h = 0; h < 2; h++) acc[t][h] = _mm256_fmadd_ps(
+                _mm256_cvtepi32_ps(_mm256_sub_epi32(isum[t][h], _mm256_set1_epi32(16 * xsum[t * xs + b]))),
+                _mm256_mul_ps(dw[h], dx), acc[t][h]);
         }
     }
     SLM__UNROLL for (t = 0; t < nt; t++) {
@@ -6191,18 +6347,79 @@ SLM__INLINE void slm__gemm_r16_nt_neon(int type, const uint8_t *group, int nb, c
     SLM__UNROLL for (t = 0; t < nt; t++) SLM__UNROLL for (h = 0; h < 4; h++) vst1q_f32(y + t * ys + 4 * h, acc[t][h]);
 }
 
+/* q5_0_R16 (nt 1..4 a constant at each call): fifth bits from the qh line by a
+   table lookup (byte c of each row's mask to the row's four bytes) and a bit test */
+SLM__INLINE void slm__gemm_r16_q5_nt_neon(const uint8_t *group, int nb, const slm__block_q8_0 *x, const int32_t *xsum,
+                                          size_t xs, const int nt, float *y, size_t ys) {
+    static const uint8_t spread_bytes[16] = { 0, 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12, 12, 12, 12 };
+    const size_t line = 4 * SLM__R16, qbytes = 5 * line;
+    const uint8_t *q = group + (size_t)nb * SLM__R16 * 2;
+    const uint8x16_t spread = vld1q_u8(spread_bytes), low4 = vdupq_n_u8(0x0f), sixteen = vdupq_n_u8(16);
+    float32x4_t acc[4][4];
+    int b, t, h, k;
+    SLM__UNROLL for (t = 0; t < nt; t++) SLM__UNROLL for (h = 0; h < 4; h++) acc[t][h] = vdupq_n_f32(0.0f);
+    for (b = 0; b < nb; b++, q += qbytes) {
+        const uint16_t *sc = (const uint16_t *)slm__r16_scales(group, b);
+        int32x4_t isum[4][4];
+        int8x16_t xlo[4], xhi[4];
+        __builtin_prefetch(q + SLM__PREFETCH);
+        __builtin_prefetch(q + SLM__PREFETCH + 128);
+        __builtin_prefetch(q + SLM__PREFETCH + 256);
+        SLM__UNROLL for (t = 0; t < nt; t++) {
+            xlo[t] = vld1q_s8(x[t * xs + b].q);
+            xhi[t] = vld1q_s8(x[t * xs + b].q + 16);
+            SLM__UNROLL for (h = 0; h < 4; h++) isum[t][h] = vdupq_n_s32(0);
+        }
+        SLM__UNROLL for (h = 0; h < 4; h++) {
+            const uint8x16_t qh = vld1q_u8(q + 16 * h);
+            SLM__UNROLL for (k = 0; k < 4; k++) {
+                /* elements 4k.. (low nibbles): bits 4k.. of qh, in its byte k / 2; the high ones byte 2 + k / 2 */
+                const uint8x16_t bits = vreinterpretq_u8_u32(vdupq_n_u32(k & 1 ? 0x80402010u : 0x08040201u));
+                uint8x16_t wv = vld1q_u8(q + (1 + k) * line + 16 * h);
+                uint8x16_t hlo = vtstq_u8(vqtbl1q_u8(qh, vaddq_u8(spread, vdupq_n_u8((uint8_t)(k >> 1)))), bits);
+                uint8x16_t hhi = vtstq_u8(vqtbl1q_u8(qh, vaddq_u8(spread, vdupq_n_u8((uint8_t)(2 + (k >> 1))))), bits);
+                int8x16_t lo = vreinterpretq_s8_u8(vorrq_u8(vandq_u8(wv, low4), vandq_u8(hlo, sixteen)));
+                int8x16_t hi = vreinterpretq_s8_u8(vorrq_u8(vshrq_n_u8(wv, 4), vandq_u8(hhi, sixteen)));
+                SLM__UNROLL for (t = 0; t < nt; t++) {
+                    switch (k) { /* the lane of a dot product is an immediate */
+                    case 0: isum[t][h] = SLM__DOT_LANE(SLM__DOT_LANE(isum[t][h], lo, xlo[t], 0), hi, xhi[t], 0); break;
+                    case 1: isum[t][h] = SLM__DOT_LANE(SLM__DOT_LANE(isum[t][h], lo, xlo[t], 1), hi, xhi[t], 1); break;
+                    case 2: isum[t][h] = SLM__DOT_LANE(SLM__DOT_LANE(isum[t][h], lo, xlo[t], 2), hi, xhi[t], 2); break;
+                    default: isum[t][h] = SLM__DOT_LANE(SLM__DOT_LANE(isum[t][h], lo, xlo[t], 3), hi, xhi[t], 3); break;
+                    }
+                }
+            }
+        }
+        SLM__UNROLL for (t = 0; t < nt; t++) {
+            float dx = slm_fp16_to_fp32(x[t * xs + b].d);
+            SLM__UNROLL for (h = 0; h < 4; h++) {
+                float32x4_t dw = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(sc + 4 * h)));
+                acc[t][h] =
+                    vfmaq_f32(acc[t][h], vcvtq_f32_s32(vsubq_s32(isum[t][h], vdupq_n_s32(16 * xsum[t * xs + b]))),
+                              vmulq_n_f32(dw, dx));
+            }
+        }
+    }
+    SLM__UNROLL for (t = 0; t < nt; t++) SLM__UNROLL for (h = 0; h < 4; h++) vst1q_f32(y + t * ys + 4 * h, acc[t][h]);
+}
+
 #endif
 
-/* two tokens per pass over the group: what the registers hold */
-#define SLM__GEMM_R16_PAIRS(name, gemm_nt)                                                                             \
+/* two tokens per pass over the group (q5_0_r16: four, its weights cost more
+   to unpack): what the registers hold */
+#define SLM__GEMM_R16_PAIRS(name, gemm_nt, gemm_q5_nt)                                                                 \
     static void name(int type, const uint8_t *group, int nb, const slm__block_q8_0 *x, const int32_t *xsum, size_t xs, \
                      int nt, float *y, size_t ys) {                                                                    \
+        if (type == SLM_TYPE_Q5_0_R16) {                                                                               \
+            SLM__GEMM_R16_Q5_PASSES(gemm_q5_nt);                                                                       \
+            return;                                                                                                    \
+        }                                                                                                              \
         for (; nt >= 2; nt -= 2, x += 2 * xs, xsum += 2 * xs, y += 2 * ys)                                             \
             gemm_nt(type, group, nb, x, xsum, xs, 2, y, ys);                                                           \
         if (nt) gemm_nt(type, group, nb, x, xsum, xs, 1, y, ys);                                                       \
     }
 #if defined(slm__gemm_r16_nt) && !defined(SLM__DISPATCH)
-SLM__GEMM_R16_PAIRS(slm__gemm_r16_pairs, slm__gemm_r16_nt)
+SLM__GEMM_R16_PAIRS(slm__gemm_r16_pairs, slm__gemm_r16_nt, slm__gemm_r16_q5_nt)
 #endif
 
 /* Attention for the query heads that share one KV head: each key row is
@@ -7037,7 +7254,7 @@ SLM__ATTN_VALUES_GENERIC(slm__attn_values_f16_scalar, uint16_t, slm__axpy_f16_re
 SLM__ATTN_VALUES_GENERIC(slm__attn_values_f32_scalar, float, slm__axpy_f32_ref)
 SLM__TARGET_AVX2_BEGIN
 #define slm_fp16_to_fp32 SLM__FP16_TO_FP32_SIMD
-SLM__GEMM_R16_PAIRS(slm__gemm_r16_pairs_avx2, slm__gemm_r16_nt_avx2)
+SLM__GEMM_R16_PAIRS(slm__gemm_r16_pairs_avx2, slm__gemm_r16_nt_avx2, slm__gemm_r16_q5_nt_avx2)
 SLM__ATTN_VALUES_Q8_0_BLOCKS(slm__attn_values_q8_0_blocks_avx2, slm__attn_block_q8_0_avx2)
 #undef slm_fp16_to_fp32
 SLM__TARGET_END

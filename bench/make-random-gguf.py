@@ -31,6 +31,9 @@ SHAPES = {
                          ffn=1536, ctx=2048, rope_theta=100000.0, eps=1e-5, tied=True, qkv_bias=False),
     "qwen2.5-0.5b": dict(arch="qwen2", dim=896, layers=24, heads=14, kv_heads=2, head_dim=64,
                          ffn=4864, ctx=4096, rope_theta=1000000.0, eps=1e-6, tied=True, qkv_bias=True),
+    # no real model: every width a multiple of 256, so --pure K-quants take every matrix
+    "pure1024": dict(arch="llama", dim=1024, layers=24, heads=16, kv_heads=4, head_dim=64,
+                     ffn=2816, ctx=2048, rope_theta=10000.0, eps=1e-5, tied=True, qkv_bias=False),
 }
 
 

@@ -43,9 +43,12 @@ options:
   --rounds K       run each A/B pair K times, pooling the samples (default 1)
   --wait-idle S    before each invocation, wait up to S seconds for other processes to
                    leave the CPUs idle (default 0: just record their load)
-  --shapes LIST    comma-separated: smollm2-135m,qwen2.5-0.5b (default both)
-  --types LIST     comma-separated: q8_0,q4_0,q4_k_m,q6_k (default q8_0,q4_0; the K-quants are
-                   llama-quantize's mixes, without --pure)
+  --shapes LIST    comma-separated: smollm2-135m,qwen2.5-0.5b,pure1024 (default the first two;
+                   pure1024 is no real model: dim 1024, ffn 2816, 24 layers, every width a
+                   multiple of 256)
+  --types LIST     comma-separated: q8_0,q4_0,q4_k_m,q6_k,q4_k_pure,q6_k_pure (default q8_0,q4_0;
+                   q4_k_m and q6_k are llama-quantize's mixes, without --pure; the _pure ones
+                   every matrix in Q4_K / Q6_K, which needs pure1024's widths)
   -t, --threads L  comma-separated thread counts (default 1,2)
   --isa ISA        native (default: -march=native, llama.cpp GGML_NATIVE=ON), or an x86 class forced on
                    a host that has it, both sides built for it (llama.cpp: GGML_NATIVE=OFF, AVX2/FMA/F16C/
@@ -76,7 +79,7 @@ E = os.environ
 work, reps, rounds = E["WORK"], int(E["REPS"]), int(E["ROUNDS"])
 shapes, types = E["SHAPES"].split(","), E["TYPES"].split(",")
 threads = [int(t) for t in E["THREADS"].split(",")]
-label = {"smollm2-135m": "SmolLM2-135M", "qwen2.5-0.5b": "Qwen2.5-0.5B"}
+label = {"smollm2-135m": "SmolLM2-135M", "qwen2.5-0.5b": "Qwen2.5-0.5B", "pure1024": "dim 1024, ffn 2816, 24 layers"}
 int8 = json.load(open(f"{work}/int8.json")) if os.path.exists(f"{work}/int8.json") else None   # runs before it existed
 bw_runs = {t: [json.load(open(f"{work}/membw-{t}-{w}.json")) for w in ("before", "after")] for t in threads}
 # the ceiling: the better of the two measurements (before and after the runs)
@@ -142,7 +145,7 @@ print(f"### slm vs llama.cpp — {E['DATE']}{' (--quick)' if E['QUICK'] == '1' e
 print(f"Machine: {E['CPU']}, {E['NPROC']} vCPUs; load average {E['LOAD_BEFORE']} before, "
       f"{E['LOAD_AFTER']} after. slm {E['SLM_COMMIT']}, llama.cpp {E['LLAMA_COMMIT']} "
       f"(llama-bench defaults: f16 KV cache, flash attention auto, n_batch 2048, n_ubatch 512). "
-      f"Random-weight GGUF models at the real shapes, `llama-quantize --pure`, the same files "
+      f"Random-weight GGUF models at the real shapes, `llama-quantize` (`--pure` for q8_0, q4_0 and the _pure types; the K-quant mixes without), the same files "
       f"converted bit for bit with `slm-convert`. Medians of {n} runs "
       f"({reps} per invocation x {E['ROUNDS']} round(s), llama-bench and slm bench alternating).\n")
 print(f"Instruction sets (--isa {E.get('ISA', 'native')}): slm built with {E.get('ISA_CFLAGS', '-march=native')}, "
@@ -206,10 +209,10 @@ IFS=, read -r -a SHAPE_LIST <<<"$SHAPES"
 IFS=, read -r -a TYPE_LIST <<<"$TYPES"
 IFS=, read -r -a THREAD_LIST <<<"$THREADS"
 for s in "${SHAPE_LIST[@]}"; do
-    case "$s" in smollm2-135m|qwen2.5-0.5b) ;; *) die "unknown shape '$s' (smollm2-135m, qwen2.5-0.5b)" ;; esac
+    case "$s" in smollm2-135m|qwen2.5-0.5b|pure1024) ;; *) die "unknown shape '$s' (smollm2-135m, qwen2.5-0.5b, pure1024)" ;; esac
 done
 for t in "${TYPE_LIST[@]}"; do
-    case "$t" in q8_0|q4_0|q4_k_m|q6_k) ;; *) die "unknown type '$t' (q8_0, q4_0, q4_k_m, q6_k)" ;; esac
+    case "$t" in q8_0|q4_0|q4_k_m|q6_k|q4_k_pure|q6_k_pure) ;; *) die "unknown type '$t' (q8_0, q4_0, q4_k_m, q6_k, q4_k_pure, q6_k_pure)" ;; esac
 done
 for t in "${THREAD_LIST[@]}"; do
     case "$t" in ''|*[!0-9]*|0) die "bad thread count '$t'" ;; esac
@@ -292,14 +295,15 @@ fi
 GEN=$ROOT/bench/make-random-gguf.py
 GEN_ID=$(sha256sum "$GEN" | cut -c1-8)   # a changed generator writes new files
 SEED=1
-declare -A SHAPE_VOCAB=([smollm2-135m]=ggml-vocab-starcoder.gguf [qwen2.5-0.5b]=ggml-vocab-qwen2.gguf)
+declare -A SHAPE_VOCAB=([smollm2-135m]=ggml-vocab-starcoder.gguf [qwen2.5-0.5b]=ggml-vocab-qwen2.gguf
+    [pure1024]=ggml-vocab-starcoder.gguf)
 # F32 source for the small shape; F16 for the 0.5B one (half the disk, same quantized result
 # up to f16 rounding of the random draws).
-declare -A SHAPE_SRC=([smollm2-135m]=f32 [qwen2.5-0.5b]=f16)
-declare -A TYPE_UPPER=([q8_0]=Q8_0 [q4_0]=Q4_0 [q4_k_m]=Q4_K_M [q6_k]=Q6_K)
+declare -A SHAPE_SRC=([smollm2-135m]=f32 [qwen2.5-0.5b]=f16 [pure1024]=f16)
+declare -A TYPE_UPPER=([q8_0]=Q8_0 [q4_0]=Q4_0 [q4_k_m]=Q4_K_M [q6_k]=Q6_K [q4_k_pure]=Q4_K_M [q6_k_pure]=Q6_K)
 # q8_0 and q4_0 every matrix in that type (--pure); the K-quants as users get them: llama-quantize's
 # mixes with their fallbacks (q5_0 / q8_0 for rows that are not a multiple of 256)
-declare -A TYPE_PURE=([q8_0]=--pure [q4_0]=--pure [q4_k_m]= [q6_k]=)
+declare -A TYPE_PURE=([q8_0]=--pure [q4_0]=--pure [q4_k_m]= [q6_k]= [q4_k_pure]=--pure [q6_k_pure]=--pure)
 
 for shape in "${SHAPE_LIST[@]}"; do
     src=$CACHE/$shape-seed$SEED-$GEN_ID-${SHAPE_SRC[$shape]}.gguf

@@ -575,9 +575,10 @@ static void check_tensors_bit_for_bit(const char *fixture, const char *gguf_path
         for (j = 0; j < mi->n_tensors; j++) {
             if (slm_model_tensor_get(m, j, &ti) != SLM_OK || !ti.name || strcmp(ti.name, t->name)) continue;
             found = 1;
-            /* q8_0/q4_0 matrices may be stored with 16 rows interleaved: the same bytes, reordered */
+            /* q8_0/q4_0/q5_0 matrices may be stored with 16 rows interleaved: the same bytes, reordered */
             int interleaved = (ti.type == SLM_TYPE_Q8_0_R16 && t->type == SLM_TYPE_Q8_0) ||
-                              (ti.type == SLM_TYPE_Q4_0_R16 && t->type == SLM_TYPE_Q4_0);
+                              (ti.type == SLM_TYPE_Q4_0_R16 && t->type == SLM_TYPE_Q4_0) ||
+                              (ti.type == SLM_TYPE_Q5_0_R16 && t->type == SLM_TYPE_Q5_0);
             CHECKF(ti.type == (int)t->type || interleaved, "%s: %s: type %d in the .slm, %u in the GGUF", fixture,
                    t->name, ti.type, t->type);
             CHECKF((uint64_t)ti.ne[0] == t->ne[0] && (uint64_t)ti.ne[1] == t->ne[1],
@@ -2138,6 +2139,83 @@ static void test_convert_kquant_types(void) {
     free(src);
 }
 
+/* q5_0 matrices interleaved (q5_0_r16, slm-convert's default): the Q4_K_M
+   mix of a_llama_spm_f32 (every matrix but three is q5_0) gives the logits
+   of the same file with rows kept (--no-interleave, the row kernels) up to
+   float rounding, and logits bit-identical whether the 9 tokens go in one
+   batch or one at a time, on 1 or 2 threads. */
+static void test_convert_q5_0_interleaved(void) {
+    static const slm_token toks[9] = { 1, 450, 4996, 17354, 29871, 13, 1576, 338, 263 };
+    char *src = pathf("%s/fixtures/a_llama_spm_f32.gguf", g_models_dir);
+    const char *convert = env_or("SLM_CONVERT_BIN", "./slm-convert");
+    char *path[2], *err = pathf("%s/kq_r16.err", g_build_dir);
+    slm_model *m[2] = { NULL, NULL };
+    float *lg[4] = { NULL, NULL, NULL, NULL };
+    int k, i, n_vocab = 0, n_r16 = 0;
+    if (!file_exists(src) || !file_exists(convert)) {
+        free(src);
+        free(err);
+        SKIP("fixtures/a_llama_spm_f32.gguf or %s not found", convert);
+    }
+    for (k = 0; k < 2; k++) {
+        char *argv[] = {
+            (char *)convert, (char *)"--type", (char *)"q4_k_m", (char *)"--no-interleave", src, NULL, NULL
+        };
+        int rc;
+        path[k] = pathf("%s/kq_r16_%d.slm", g_build_dir, k);
+        if (k == 0) { /* interleaved: drop --no-interleave */
+            argv[3] = src;
+            argv[4] = path[k];
+        } else
+            argv[5] = path[k];
+        rc = run_prog(argv, NULL, err, 120);
+        CHECKF(rc == 0, "slm-convert --type q4_k_m%s: exit %d", k ? " --no-interleave" : "", rc);
+        m[k] = rc == 0 ? load_model(path[k]) : NULL;
+    }
+    for (i = 0; m[0] && i < slm_model_info_get(m[0])->n_tensors; i++) {
+        slm_tensor_info ti;
+        if (slm_model_tensor_get(m[0], i, &ti) == SLM_OK && ti.type == SLM_TYPE_Q5_0_R16) n_r16++;
+    }
+    CHECKF(n_r16 >= 10, "%d q5_0_r16 matrices in the interleaved Q4_K_M model", n_r16);
+    if (m[0] && m[1]) {
+        double d2 = 0, n2 = 0;
+        int run;
+        n_vocab = slm_model_info_get(m[0])->n_vocab;
+        for (run = 0; run < 4; run++) { /* 0: batch, 1 thread; 1: one at a time; 2: batch, 2 threads; 3: rows */
+            slm_session *s = session_kv_threads(m[run == 3], 0, run == 2 ? 2 : 1);
+            int ok = s != NULL;
+            if (run == 1)
+                for (i = 0; ok && i < 9; i++) ok = slm_eval(s, toks + i, 1) == SLM_OK;
+            else
+                ok = ok && slm_eval(s, toks, 9) == SLM_OK;
+            CHECKF(ok && slm_logits(s), "run %d: eval failed", run);
+            if (ok && slm_logits(s)) {
+                lg[run] = (float *)malloc((size_t)n_vocab * sizeof(float));
+                memcpy(lg[run], slm_logits(s), (size_t)n_vocab * sizeof(float));
+            }
+            slm_session_free(s);
+        }
+        if (lg[0] && lg[1] && lg[2] && lg[3]) {
+            CHECKF(!memcmp(lg[0], lg[1], (size_t)n_vocab * sizeof(float)),
+                   "q5_0_r16: logits of a batch differ from one token at a time");
+            CHECKF(!memcmp(lg[0], lg[2], (size_t)n_vocab * sizeof(float)), "q5_0_r16: logits differ on 2 threads");
+            for (i = 0; i < n_vocab; i++) {
+                d2 += ((double)lg[0][i] - lg[3][i]) * ((double)lg[0][i] - lg[3][i]);
+                n2 += (double)lg[3][i] * lg[3][i];
+            }
+            CHECKF(n2 > 0 && sqrt(d2 / n2) < 1e-4, "q5_0_r16 vs rows: relative L2 difference %.3g", sqrt(d2 / n2));
+            NOTE("q5_0_r16: %d matrices; logits vs the row kernels: relative L2 %.2g", n_r16, sqrt(d2 / n2));
+        }
+    }
+    for (k = 0; k < 4; k++) free(lg[k]);
+    for (k = 0; k < 2; k++) {
+        slm_model_free(m[k]);
+        free(path[k]);
+    }
+    free(src);
+    free(err);
+}
+
 /* The bytes of llama-quantize itself (SLM_LLAMA_QUANTIZE: its path, as
    tests/extended.sh sets it when ../shared/tools/llamacpp-setup.sh has built
    llama.cpp). Its own F32 requantization of fixtures2's Q6_K model gives an
@@ -3622,6 +3700,7 @@ static const test_case CHECKPOINT_TESTS[] = {
     TEST(convert_llama2c_limits),
     TEST(convert_output_path),
     TEST(convert_kquant_types),
+    TEST(convert_q5_0_interleaved),
     TEST(convert_kquant_vs_llama_quantize),
     TEST(convert_token_ids),
     TEST(convert_nonfinite),

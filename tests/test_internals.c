@@ -1768,7 +1768,7 @@ static void test_kquant_reference_bytes(void) {
    is the row put in. */
 static void test_kernels_r16(void) {
     static const int blocks[] = { 1, 2, 3, 18, 28, 152 };
-    static const int types[] = { SLM_TYPE_Q8_0_R16, SLM_TYPE_Q4_0_R16 };
+    static const int types[] = { SLM_TYPE_Q8_0_R16, SLM_TYPE_Q4_0_R16, SLM_TYPE_Q5_0_R16 };
     enum { ROWS = 16, NT = 9, MAXB = 152 };
     float *w = (float *)malloc((size_t)ROWS * MAXB * 32 * sizeof(float)),
           *x = (float *)malloc(MAXB * 32 * sizeof(float));
@@ -1781,9 +1781,9 @@ static void test_kernels_r16(void) {
     size_t bi, ti;
     int rep, i, r, t, n_checked = 0, bad_layout = 0, bad_back = 0, bad_vnni = 0, bad_tile = 0;
     for (rep = 0; rep < 5; rep++)
-        for (ti = 0; ti < 2; ti++)
+        for (ti = 0; ti < sizeof types / sizeof types[0]; ti++)
             for (bi = 0; bi < sizeof blocks / sizeof blocks[0]; bi++) {
-                int type = types[ti], plain = ti == 0 ? SLM_TYPE_Q8_0 : SLM_TYPE_Q4_0, nb = blocks[bi], n = nb * 32, nt;
+                int type = types[ti], plain = type - 1024, nb = blocks[bi], n = nb * 32, nt;
                 size_t rs = slm_type_row_size(plain, n);
                 float scale[NT] = { 0 };
                 for (i = 0; i < ROWS * n; i++) w[i] = rand_float() * 3;
@@ -1827,7 +1827,7 @@ static void test_kernels_r16(void) {
                     slm__gemm_r16(type, group, nb, xq, xsum, (size_t)nb, nt, got, ROWS);
 #if defined(SLM__AVXVNNI)
                     /* vpdpbusd gives the integer sums of the AVX2 kernel, then the same float steps */
-                    for (t = 0; t < nt; t++) {
+                    for (t = 0; t < nt && type != SLM_TYPE_Q5_0_R16; t++) {
                         float avx2[ROWS];
                         slm__gemm_r16_nt_avx2(type, group, nb, xq + (size_t)t * nb, xsum + (size_t)t * nb, (size_t)nb,
                                               1, avx2, ROWS);
@@ -1841,7 +1841,9 @@ static void test_kernels_r16(void) {
                             float by_row =
                                 type == SLM_TYPE_Q8_0_R16
                                     ? slm__dot_q8_0_ref((const slm__block_q8_0 *)row, xq + (size_t)t * nb, nb)
-                                    : slm__dot_q4_0_ref((const slm__block_q4_0 *)row, xq + (size_t)t * nb, nb);
+                                : type == SLM_TYPE_Q4_0_R16
+                                    ? slm__dot_q4_0_ref((const slm__block_q4_0 *)row, xq + (size_t)t * nb, nb)
+                                    : slm__dot_q5_0_ref(row, xq + (size_t)t * nb, xsum + (size_t)t * nb, nb);
                             bad_layout += ref[t * ROWS + r] != by_row;
                             CHECKF(fabsf(ref[t * ROWS + r] - got[t * ROWS + r]) <= 1e-5f * scale[t] + 1e-6f,
                                    "%s %d blocks, %d tokens, token %d row %d: ref %.9g simd %.9g", slm_type_name(type),
@@ -1863,6 +1865,7 @@ static void test_kernels_r16(void) {
     CHECK(slm_quantize_row(SLM_TYPE_Q8_0_R16, x, group, 32) == SLM_ERR_INVALID_ARG);
     CHECK(slm_dequantize_row(SLM_TYPE_Q4_0_R16, group, x, 32) == SLM_ERR_INVALID_ARG);
     CHECK(strcmp(slm_type_name(SLM_TYPE_Q4_0_R16), "q4_0_r16") == 0 && slm_type_row_size(SLM_TYPE_Q8_0_R16, 64) == 68);
+    CHECK(strcmp(slm_type_name(SLM_TYPE_Q5_0_R16), "q5_0_r16") == 0 && slm_type_row_size(SLM_TYPE_Q5_0_R16, 64) == 44);
     { /* activation quantizer: the same scales; quants equal but for ties, which SIMD rounds to even */
         static float xa[MAXB * 32];
         static slm__block_q8_0 qr[MAXB], qs[MAXB];

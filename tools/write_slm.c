@@ -48,11 +48,11 @@ static void put_f32(unsigned char *p, float f) {
 /* ---- choosing the output types ---- */
 
 static int is_block_quant(int type) { return type == SLM_TYPE_Q8_0 || type == SLM_TYPE_Q4_0; }
-static int is_interleaved(int type) { return type == SLM_TYPE_Q8_0_R16 || type == SLM_TYPE_Q4_0_R16; }
-/* the type of one row before interleaving */
-static int row_type(int type) {
-    return type == SLM_TYPE_Q8_0_R16 ? SLM_TYPE_Q8_0 : type == SLM_TYPE_Q4_0_R16 ? SLM_TYPE_Q4_0 : type;
+static int is_interleaved(int type) {
+    return type == SLM_TYPE_Q8_0_R16 || type == SLM_TYPE_Q4_0_R16 || type == SLM_TYPE_Q5_0_R16;
 }
+/* the type of one row before interleaving */
+static int row_type(int type) { return is_interleaved(type) ? type - 1024 : type; }
 
 static int is_kquant(int type) { return type == SLM_TYPE_Q4_K || type == SLM_TYPE_Q5_K || type == SLM_TYPE_Q6_K; }
 
@@ -124,8 +124,9 @@ int conv_choose_types(conv_model *m, const conv_options *opt) {
             t->type = want;
         }
         /* the decode kernels read 16 rows per load from the _R16 layout: same bytes, reordered */
-        if (!opt->no_interleave && is_block_quant(t->type) && t->n_dims == 2 && conv_tensor_rows(t) % 16 == 0)
-            t->type = t->type == SLM_TYPE_Q8_0 ? SLM_TYPE_Q8_0_R16 : SLM_TYPE_Q4_0_R16;
+        if (!opt->no_interleave && (is_block_quant(t->type) || t->type == SLM_TYPE_Q5_0) && t->n_dims == 2 &&
+            conv_tensor_rows(t) % 16 == 0)
+            t->type += 1024; /* q4_0_r16, q5_0_r16, q8_0_r16 */
         if (slm_type_row_size(t->type, t->ne[0]) == 0 || conv_row_size(t->src_type, t->ne[0]) == 0) {
             conv_fail("%s: cannot store a row of %lld elements as %s", t->name, (long long)t->ne[0],
                       slm_type_name(t->type) ? slm_type_name(t->type) : "this type");

@@ -104,6 +104,7 @@ static void use_binary_stdio(void) {
 #ifdef _WIN32
     _setmode(_fileno(stdout), _O_BINARY);
     _setmode(_fileno(stdin), _O_BINARY);
+    _setmode(_fileno(stderr), _O_BINARY); /* the statistics' lines end as on every other system */
     /* the text is UTF-8: a console shows it as such only in code page 65001 */
     if (_isatty(_fileno(stdout)) && (g_console_cp = GetConsoleOutputCP()) != CP_UTF8 && SetConsoleOutputCP(CP_UTF8))
         atexit(restore_console_cp);

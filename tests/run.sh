@@ -49,24 +49,30 @@ CONVERT=${SLM_CONVERT_BIN:-./slm-convert}
 SECTIONS=" ${SLM_TEST_SECTIONS:-models checkpoints ctests cli examples grammars matrix} "
 # Another system's programs run through a wrapper script each in
 # $BUILD/runner/, so that every "$SLM" ... below runs them unchanged. The
-# wrapper execs the runner (its pid is the one a test signals).
+# wrapper of slm and slm-convert execs the runner (its pid is the one a test
+# signals): they write bytes, "\n" as "\n", on every system. The examples
+# write text: on Windows a line ends "\r\n", which their wrappers turn
+# into "\n" (a CR anywhere else is left, as any other difference).
 if [ -n "${SLM_EXE_RUNNER:-}" ]; then
     mkdir -p "$BUILD/runner"
-    wrap_exe() { # PROGRAM (without the suffix) -> the wrapper's path on stdout
+    wrap_exe() { # PROGRAM (without the suffix) [text] -> the wrapper's path on stdout
         local exe=$1${SLM_EXE_SUFFIX:-} w=$BUILD/runner/$(basename "$1")
         case $exe in /*) ;; *) exe=$PWD/$exe ;; esac
         rm -f "$w"
-        if [ -f "$exe" ]; then
+        if [ -f "$exe" ] && [ -z "${2:-}" ]; then
             printf '#!/bin/sh\nexec %s "%s" "$@"\n' "$SLM_EXE_RUNNER" "$exe" >"$w"
-            chmod +x "$w"
+        elif [ -f "$exe" ]; then
+            printf '#!/usr/bin/env bash\nset -o pipefail\n{ %s "%s" "$@" 2>&1 >&3 3>&- | sed "s/\\r\$//" >&2 3>&-; } 3>&1 | sed "s/\\r\$//"\n' \
+                "$SLM_EXE_RUNNER" "$exe" >"$w"
         fi
+        [ -f "$w" ] && chmod +x "$w"
         echo "$w"
     }
     SLM=$(wrap_exe "$SLM")
     CONVERT=$(wrap_exe "$CONVERT")
     for src in examples/*.c; do
         name=$(basename "$src" .c)
-        [ "$name" = slm ] || wrap_exe "$SLM_EXAMPLES_DIR/$name" >/dev/null
+        [ "$name" = slm ] || wrap_exe "$SLM_EXAMPLES_DIR/$name" text >/dev/null
     done
     SLM_EXAMPLES_DIR=$BUILD/runner
 fi

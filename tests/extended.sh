@@ -706,7 +706,7 @@ else
         echo "== test_slm.exe under Wine"
         SLM_TEST_FEWER=1 SLM_TEST_BUILD=$WINB "$WINE" "$WINB/test_slm.exe" 2>&1 |
             sed -u 's/^/  [wine] /' | tee "$WINB/run.log"
-        sed -i 's/^  \[wine\] //' "$WINB/run.log"
+        sed -i 's/^  \[wine\] //; s/\r$//' "$WINB/run.log" # its stdout is text: "\r\n"
         add_counts "$WINB/run.log" "test_slm.exe under Wine"
         kernels_picked "$WINB/run.log" avx2 "test_slm.exe under Wine"
         # the command-line contract on the .exe files; the examples' "\r\n"

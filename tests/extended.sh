@@ -699,7 +699,6 @@ else
             echo "== creating the Wine prefix $WINEPREFIX"
             "$WINE" wineboot -i >/dev/null 2>&1
         fi
-        "$WINE" wineserver -p >/dev/null 2>&1 || true # kept running between the programs
         link_models "$WINB"
         # Without fork, test_slm.exe runs every test in its own process's
         # memory, one after the other, with no time limit.

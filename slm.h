@@ -1170,13 +1170,21 @@ int slm__pretok_llama3_family(const char *name);
 
 #include <time.h> /* slm_suggest's time budget */
 
-#ifndef SLM_NO_STDIO
-#include <stdio.h>
+/* Windows: the system's API only (kernel32), for mapping, paths, threads and
+   the clock; nothing from winpthreads or a POSIX layer. */
 #if defined(_WIN32)
 #ifndef WIN32_LEAN_AND_MEAN
 #define WIN32_LEAN_AND_MEAN
 #endif
+#ifndef NOMINMAX
+#define NOMINMAX /* no min and max macros in the includer's C++ */
+#endif
 #include <windows.h>
+#endif
+
+#ifndef SLM_NO_STDIO
+#include <stdio.h>
+#if defined(_WIN32)
 #define SLM__MMAP_WIN32 1
 #elif defined(__unix__) || defined(__APPLE__)
 #include <sys/mman.h>
@@ -1459,7 +1467,9 @@ static __thread const slm__kernel_set *slm__kernels_here;
    of the whole process (OMP_WAIT_POLICY, GOMP_SPINCOUNT), and its spinning
    threads made 2 threads slower than 1 on a busy 2-core machine (figures in
    THREADS at the top). OpenMP when asked for (SLM_USE_OPENMP), or where
-   there are no pthreads (MSVC with /openmp). */
+   there are no threads the pool knows (a compiler without the atomics below).
+   On Windows the pool runs on Win32 threads (SRWLOCK, CONDITION_VARIABLE),
+   not on winpthreads: MinGW-w64 and MSVC builds need nothing but the system. */
 #if defined(SLM_USE_OPENMP) && !defined(_OPENMP) && !defined(SLM_NO_THREADS)
 #error "slm.h: SLM_USE_OPENMP needs a build with OpenMP (-fopenmp)"
 #endif
@@ -1469,11 +1479,54 @@ static __thread const slm__kernel_set *slm__kernels_here;
 #include <sched.h>
 #include <unistd.h>
 #define SLM__PTHREADS 1
+#elif defined(_WIN32) && (defined(__GNUC__) || defined(__clang__) || defined(_MSC_VER)) && !defined(SLM_USE_OPENMP)
+#include <process.h> /* _beginthreadex: the C runtime's per-thread state is set up */
+#define SLM__WIN32_THREADS 1
 #elif defined(_OPENMP)
 #include <omp.h>
 #define SLM__OPENMP 1
 #endif
-#if defined(SLM__OPENMP) || defined(SLM__PTHREADS)
+#if defined(SLM__PTHREADS) || defined(SLM__WIN32_THREADS)
+#define SLM__POOL 1 /* the library's own pool */
+#endif
+/* The pool's few system calls, the same on both: a mutex and a condition
+   variable only to sleep, threads started once per session. Win32's SRW
+   lock and condition variable cannot fail to initialise and need no
+   destruction. */
+#if defined(SLM__PTHREADS)
+typedef pthread_t slm__thread;
+typedef pthread_mutex_t slm__mutex;
+typedef pthread_cond_t slm__cond;
+#define SLM__THREAD_FN(name, arg)     static void *name(void *arg)
+#define SLM__THREAD_RETURN            return NULL
+#define slm__thread_start(t, fn, arg) (pthread_create((t), NULL, (fn), (arg)) == 0)
+#define slm__thread_join(t)           pthread_join((t), NULL)
+#define slm__mutex_init(mu)           (pthread_mutex_init((mu), NULL) == 0)
+#define slm__mutex_destroy(mu)        pthread_mutex_destroy(mu)
+#define slm__mutex_lock(mu)           pthread_mutex_lock(mu)
+#define slm__mutex_unlock(mu)         pthread_mutex_unlock(mu)
+#define slm__cond_init(cv)            (pthread_cond_init((cv), NULL) == 0)
+#define slm__cond_destroy(cv)         pthread_cond_destroy(cv)
+#define slm__cond_wait(cv, mu)        pthread_cond_wait((cv), (mu))
+#define slm__cond_broadcast(cv)       pthread_cond_broadcast(cv)
+#elif defined(SLM__WIN32_THREADS)
+typedef HANDLE slm__thread;
+typedef SRWLOCK slm__mutex;
+typedef CONDITION_VARIABLE slm__cond;
+#define SLM__THREAD_FN(name, arg)     static unsigned __stdcall name(void *arg)
+#define SLM__THREAD_RETURN            return 0
+#define slm__thread_start(t, fn, arg) ((*(t) = (HANDLE)_beginthreadex(NULL, 0, (fn), (arg), 0, NULL)) != 0)
+#define slm__thread_join(t)           (WaitForSingleObject((t), INFINITE), CloseHandle(t))
+#define slm__mutex_init(mu)           (InitializeSRWLock(mu), 1)
+#define slm__mutex_destroy(mu)        ((void)(mu))
+#define slm__mutex_lock(mu)           AcquireSRWLockExclusive(mu)
+#define slm__mutex_unlock(mu)         ReleaseSRWLockExclusive(mu)
+#define slm__cond_init(cv)            (InitializeConditionVariable(cv), 1)
+#define slm__cond_destroy(cv)         ((void)(cv))
+#define slm__cond_wait(cv, mu)        SleepConditionVariableSRW((cv), (mu), INFINITE, 0)
+#define slm__cond_broadcast(cv)       WakeAllConditionVariable(cv)
+#endif
+#if defined(SLM__OPENMP) || defined(SLM__POOL)
 #define SLM__THREADS 1
 #endif
 
@@ -2659,6 +2712,43 @@ static int slm__host_is_little_endian(void) {
    refused by its size below. */
 #define SLM__LARGE_FILE_MSG \
     "'%s' is 2 GiB or more, too large for this build's 32-bit file offsets (build with -D_FILE_OFFSET_BITS=64)"
+#if defined(SLM__MMAP_WIN32)
+/* Paths are UTF-8, as everywhere in the API. The ANSI calls (fopen,
+   CreateFileA) would read them in the system's code page, so they go
+   through the wide-character calls. A path that is not valid UTF-8 is taken
+   to be in that code page (what argv holds in a program built without a
+   UTF-8 manifest). *oom: the allocator said no. */
+static HANDLE slm__open_utf8(const slm_allocator *a, const char *path, int write, int *oom) {
+    DWORD access = write ? GENERIC_WRITE : GENERIC_READ, share = write ? 0 : FILE_SHARE_READ;
+    DWORD how = write ? CREATE_ALWAYS : OPEN_EXISTING;
+    int n = MultiByteToWideChar(CP_UTF8, MB_ERR_INVALID_CHARS, path, -1, NULL, 0);
+    wchar_t *wide;
+    HANDLE h;
+    *oom = 0;
+    if (n <= 0) return CreateFileA(path, access, share, NULL, how, FILE_ATTRIBUTE_NORMAL, NULL);
+    if (!(wide = (wchar_t *)slm__alloc(a, (size_t)n * sizeof(wchar_t)))) {
+        *oom = 1;
+        return INVALID_HANDLE_VALUE;
+    }
+    MultiByteToWideChar(CP_UTF8, MB_ERR_INVALID_CHARS, path, -1, wide, n);
+    h = CreateFileW(wide, access, share, NULL, how, FILE_ATTRIBUTE_NORMAL, NULL);
+    slm__free(a, wide);
+    return h;
+}
+
+/* ReadFile takes at most 4 GiB - 1 at once: a larger read is a loop. */
+static int slm__read_all(HANDLE h, uint8_t *buf, size_t n, size_t *got) {
+    *got = 0;
+    while (*got < n) {
+        DWORD chunk = (DWORD)SLM__MIN(n - *got, (size_t)1 << 30), r = 0;
+        if (!ReadFile(h, buf + *got, chunk, &r, NULL)) return 0;
+        if (r == 0) break;
+        *got += r;
+    }
+    return 1;
+}
+#endif
+
 static slm_result slm__map_file(slm__loader *ld, const char *path, int no_mmap) {
     slm_model *m = ld->m;
 #if defined(SLM__MMAP_POSIX)
@@ -2707,32 +2797,41 @@ static slm_result slm__map_file(slm__loader *ld, const char *path, int no_mmap) 
         return SLM_OK;
     }
 #elif defined(SLM__MMAP_WIN32)
+    /* As POSIX above: one handle, checked, then mapped or read. */
+    LARGE_INTEGER sz;
+    int oom;
+    HANDLE f = slm__open_utf8(&m->alloc, path, 0, &oom);
+    if (oom) return slm__load_fail(ld, SLM_ERR_OOM, "out of memory opening '%s'", path);
+    if (f == INVALID_HANDLE_VALUE) return slm__load_fail(ld, SLM_ERR_IO, "cannot open '%s'", path);
+    if (!GetFileSizeEx(f, &sz)) {
+        CloseHandle(f);
+        return slm__load_fail(ld, SLM_ERR_IO, "cannot stat '%s'", path);
+    }
+    if (GetFileType(f) != FILE_TYPE_DISK) { /* a pipe, the console, NUL */
+        CloseHandle(f);
+        return slm__load_fail(ld, SLM_ERR_IO, "'%s' is not a regular file (a directory, a FIFO or a device)", path);
+    }
+    if ((uint64_t)sz.QuadPart > (uint64_t)(size_t)-1 - SLM__ALIGN) {
+        CloseHandle(f);
+        return slm__load_fail(ld, SLM_ERR_UNSUPPORTED, "'%s' (%llu bytes) is too large for this address space", path,
+                              (unsigned long long)sz.QuadPart);
+    }
     if (!no_mmap) {
-        LARGE_INTEGER sz;
-        HANDLE f = CreateFileA(path, GENERIC_READ, FILE_SHARE_READ, NULL, OPEN_EXISTING, FILE_ATTRIBUTE_NORMAL, NULL);
         HANDLE map;
         void *addr;
-        if (f == INVALID_HANDLE_VALUE) return slm__load_fail(ld, SLM_ERR_IO, "cannot open '%s'", path);
-        if (!GetFileSizeEx(f, &sz)) {
-            CloseHandle(f);
-            return slm__load_fail(ld, SLM_ERR_IO, "cannot stat '%s'", path);
-        }
         if (sz.QuadPart < SLM__HEADER_SIZE) {
             CloseHandle(f);
             return slm__load_fail(ld, SLM_ERR_FORMAT, "'%s' is %llu bytes, smaller than the %d-byte .slm header", path,
                                   (unsigned long long)sz.QuadPart, SLM__HEADER_SIZE);
         }
-        if ((uint64_t)sz.QuadPart > (uint64_t)(size_t)-1) {
-            CloseHandle(f);
-            return slm__load_fail(ld, SLM_ERR_UNSUPPORTED, "'%s' is too large for this address space", path);
-        }
-        map = CreateFileMappingA(f, NULL, PAGE_READONLY, 0, 0, NULL);
-        CloseHandle(f);
+        map = CreateFileMappingW(f, NULL, PAGE_READONLY, 0, 0, NULL);
+        CloseHandle(f); /* the mapping keeps the file open */
         if (!map) return slm__load_fail(ld, SLM_ERR_IO, "cannot map '%s'", path);
         addr = MapViewOfFile(map, FILE_MAP_READ, 0, 0, 0);
         if (!addr) {
             CloseHandle(map);
-            return slm__load_fail(ld, SLM_ERR_IO, "cannot map '%s'", path);
+            return slm__load_fail(ld, SLM_ERR_IO, "cannot map '%s' (%llu bytes): not enough address space?", path,
+                                  (unsigned long long)sz.QuadPart);
         }
         m->map_handle = map;
         m->map_addr = addr;
@@ -2746,9 +2845,11 @@ static slm_result slm__map_file(slm__loader *ld, const char *path, int no_mmap) 
         /* Read into a 64-byte aligned buffer, growing as we go: no ftell, so
            files over 2 GiB on 32-bit longs work too. POSIX reads the
            descriptor opened and checked above (no second open that could
-           meet a FIFO); elsewhere stdio. */
+           meet a FIFO), Windows its handle; elsewhere stdio. */
 #if defined(SLM__MMAP_POSIX)
 #define SLM__READ_CLOSE() close(fd)
+#elif defined(SLM__MMAP_WIN32)
+#define SLM__READ_CLOSE() CloseHandle(f)
 #else
         FILE *f = fopen(path, "rb");
 #define SLM__READ_CLOSE() fclose(f)
@@ -2757,14 +2858,17 @@ static slm_result slm__map_file(slm__loader *ld, const char *path, int no_mmap) 
         uint8_t *buf = NULL;
         int read_error = 0;
         (void)no_mmap;
-#if !defined(SLM__MMAP_POSIX)
-        if (!f) return slm__load_fail(ld, SLM_ERR_IO, "cannot open '%s'", path);
-#else
+#if defined(SLM__MMAP_POSIX)
         /* The regular file's size (fstat above) sizes the buffer: one byte
            more than the file so that the read ends without growing it, and no
            request larger than the file (doubling would ask for up to twice). */
         if (st.st_size >= 0 && (uint64_t)st.st_size < (uint64_t)((size_t)-1 / 2 - SLM__ALIGN))
             cap = (size_t)st.st_size + 1;
+#elif defined(SLM__MMAP_WIN32)
+        if (sz.QuadPart >= 0 && (uint64_t)sz.QuadPart < (uint64_t)((size_t)-1 / 2 - SLM__ALIGN))
+            cap = (size_t)sz.QuadPart + 1;
+#else
+        if (!f) return slm__load_fail(ld, SLM_ERR_IO, "cannot open '%s'", path);
 #endif
         for (;;) {
             size_t got;
@@ -2796,6 +2900,8 @@ static slm_result slm__map_file(slm__loader *ld, const char *path, int no_mmap) 
                 if (r < 0) read_error = 1;
                 got = r > 0 ? (size_t)r : 0;
             }
+#elif defined(SLM__MMAP_WIN32)
+            if (!slm__read_all(f, buf + len, cap - len, &got)) read_error = 1;
 #else
             got = fread(buf + len, 1, cap - len, f);
             if (got == 0 && ferror(f)) read_error = 1;
@@ -2970,7 +3076,7 @@ static int slm__extent_cmp(const void *a, const void *b) {
 static slm_result slm__check_extents(slm__loader *ld, uint64_t header_size, uint64_t tok_off, uint64_t tok_size,
                                      uint64_t meta_off, uint64_t meta_size, uint64_t dir_off, uint64_t dir_size) {
     slm_model *m = ld->m;
-    size_t n = 0, i, far = 0;
+    size_t n = 0, i, furthest = 0;
     slm__extent *e = (slm__extent *)slm__alloc(&m->alloc, ((size_t)m->n_tensors + 4) * sizeof(slm__extent));
     if (!e) return slm__load_fail(ld, SLM_ERR_OOM, "out of memory checking %d tensors", m->n_tensors);
 #define SLM__EXTENT(b, size, w, nm) \
@@ -2992,18 +3098,19 @@ static slm_result slm__check_extents(slm__loader *ld, uint64_t header_size, uint
 #undef SLM__EXTENT
     qsort(e, n, sizeof *e, slm__extent_cmp);
     for (i = 1; i < n; i++) {
-        if (e[i].begin < e[far].end) {
+        if (e[i].begin < e[furthest].end) {
             char a[SLM__TENSOR_NAME_MAX + 16], b[SLM__TENSOR_NAME_MAX + 16];
             slm_result r;
-            slm__format(a, sizeof a, e[far].name ? "tensor '%s'" : "%s", e[far].name ? e[far].name : e[far].what);
+            slm__format(a, sizeof a, e[furthest].name ? "tensor '%s'" : "%s",
+                        e[furthest].name ? e[furthest].name : e[furthest].what);
             slm__format(b, sizeof b, e[i].name ? "tensor '%s'" : "%s", e[i].name ? e[i].name : e[i].what);
             r = slm__load_fail(ld, SLM_ERR_FORMAT, "%s (bytes %llu..%llu) overlaps %s (bytes %llu..%llu)", b,
                                (unsigned long long)e[i].begin, (unsigned long long)e[i].end, a,
-                               (unsigned long long)e[far].begin, (unsigned long long)e[far].end);
+                               (unsigned long long)e[furthest].begin, (unsigned long long)e[furthest].end);
             slm__free(&m->alloc, e);
             return r;
         }
-        if (e[i].end > e[far].end) far = i;
+        if (e[i].end > e[furthest].end) furthest = i;
     }
     slm__free(&m->alloc, e);
     return SLM_OK;
@@ -7598,12 +7705,12 @@ struct slm_session {
     size_t bytes, max_bytes;                  /* what slm_session_new allocated, desc.max_bytes (0: no cap) */
     float *kept_logits;                       /* slm_eval_logprobs' keep_logits: n_kept rows of n_vocab */
     int n_kept;
-#ifdef SLM__PTHREADS
-    pthread_t *pool; /* n_threads - 1 threads; the caller is the first of the team */
+#ifdef SLM__POOL
+    slm__thread *pool; /* n_threads - 1 threads; the caller is the first of the team */
     struct slm__pool_member *pool_members;
     int pool_size, pool_sync_ok;
-    pthread_mutex_t pool_mu; /* only to sleep: every condition below is an atomic */
-    pthread_cond_t pool_cv;  /* one for all waits (pass start, step end, pass end): few threads sleep at once */
+    slm__mutex pool_mu; /* only to sleep: every condition below is an atomic */
+    slm__cond pool_cv;  /* one for all waits (pass start, step end, pass end): few threads sleep at once */
     /* atomics: pass number << 10 | team size, in one word so that a thread
        outside the team never reads a team size being written for the next pass */
     unsigned pool_job;
@@ -7664,14 +7771,20 @@ static void *slm__kv_at(const slm_session *s, void *cache, int layer, int pos, i
    counter and the thread that adds to it then reads the number of sleepers
    must not both miss the other's write (slm__pool_wait). */
 #if defined(__GNUC__) || defined(__clang__)
-#define SLM__ATOMIC_ADD(p, v) __atomic_fetch_add((p), (v), __ATOMIC_SEQ_CST)
-#define SLM__ATOMIC_LOAD(p)   __atomic_load_n((p), __ATOMIC_SEQ_CST)
+#define SLM__ATOMIC_ADD(p, v)   __atomic_fetch_add((p), (v), __ATOMIC_SEQ_CST)
+#define SLM__ATOMIC_SUB(p, v)   __atomic_sub_fetch((p), (v), __ATOMIC_SEQ_CST) /* the new value */
+#define SLM__ATOMIC_LOAD(p)     __atomic_load_n((p), __ATOMIC_SEQ_CST)
+#define SLM__ATOMIC_STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_SEQ_CST)
 #elif defined(_MSC_VER)
+/* long, int and unsigned have 32 bits on Windows: every atomic here is one of them */
 #include <intrin.h>
-#define SLM__ATOMIC_ADD(p, v) _InterlockedExchangeAdd((volatile long *)(p), (long)(v))
-#define SLM__ATOMIC_LOAD(p)   _InterlockedOr((volatile long *)(p), 0)
+#define SLM__ATOMIC_ADD(p, v)   _InterlockedExchangeAdd((volatile long *)(p), (long)(v))
+#define SLM__ATOMIC_SUB(p, v)   (_InterlockedExchangeAdd((volatile long *)(p), -(long)(v)) - (long)(v))
+#define SLM__ATOMIC_LOAD(p)     _InterlockedOr((volatile long *)(p), 0)
+#define SLM__ATOMIC_STORE(p, v) ((void)_InterlockedExchange((volatile long *)(p), (long)(v)))
 #else
 #undef SLM__THREADS /* no atomics known for this compiler: one thread */
+#undef SLM__POOL
 #endif
 
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
@@ -7684,7 +7797,7 @@ static void *slm__kv_at(const slm_session *s, void *cache, int layer, int pos, i
 #define SLM__CPU_RELAX() ((void)0)
 #endif
 
-#ifdef SLM__PTHREADS
+#ifdef SLM__POOL
 /* The pool's waiting policy. A waiting thread spins for SLM__SPINS pauses
    (about 70 us on a Zen 5 core at 67 ns a pause, less on cores with a shorter
    pause), long enough for a partner that runs to finish its item, then
@@ -7706,20 +7819,20 @@ static void slm__pool_wait(slm_session *s, slm__pool_ready_fn ready, const void 
         if (ready(s, p, v)) return;
         SLM__CPU_RELAX();
     }
-    pthread_mutex_lock(&s->pool_mu);
-    __atomic_add_fetch(&s->pool_sleepers, 1, __ATOMIC_SEQ_CST);
-    while (!ready(s, p, v)) pthread_cond_wait(&s->pool_cv, &s->pool_mu);
-    __atomic_sub_fetch(&s->pool_sleepers, 1, __ATOMIC_SEQ_CST);
-    pthread_mutex_unlock(&s->pool_mu);
+    slm__mutex_lock(&s->pool_mu);
+    SLM__ATOMIC_ADD(&s->pool_sleepers, 1);
+    while (!ready(s, p, v)) slm__cond_wait(&s->pool_cv, &s->pool_mu);
+    SLM__ATOMIC_SUB(&s->pool_sleepers, 1);
+    slm__mutex_unlock(&s->pool_mu);
 }
 
 /* Called after a sequentially consistent write that may have made a
    sleeper's condition true; costs a shared read when nobody sleeps. */
 static void slm__pool_wake(slm_session *s) {
-    if (__atomic_load_n(&s->pool_sleepers, __ATOMIC_SEQ_CST)) {
-        pthread_mutex_lock(&s->pool_mu);
-        pthread_cond_broadcast(&s->pool_cv);
-        pthread_mutex_unlock(&s->pool_mu);
+    if (SLM__ATOMIC_LOAD(&s->pool_sleepers)) {
+        slm__mutex_lock(&s->pool_mu);
+        slm__cond_broadcast(&s->pool_cv);
+        slm__mutex_unlock(&s->pool_mu);
     }
 }
 #endif
@@ -7743,7 +7856,7 @@ static long slm__next_item(slm__worker *w, long n) {
     return i;
 }
 
-#ifdef SLM__PTHREADS
+#ifdef SLM__POOL
 static int slm__pool_step_ready(const slm_session *s, const void *done, long n) {
     (void)s;
     return SLM__ATOMIC_LOAD((const long *)done) >= n;
@@ -7752,7 +7865,7 @@ static int slm__pool_step_ready(const slm_session *s, const void *done, long n) 
 
 /* Ends a step of n items: returns once all of them are done, by any thread. */
 static void slm__step_done(slm__worker *w, long n) {
-#ifdef SLM__PTHREADS
+#ifdef SLM__POOL
     if (w->nth > 1) {
         slm__step *st = &w->s->steps[w->step];
         if (w->claimed && SLM__ATOMIC_ADD(&st->done, w->claimed) + w->claimed >= n) slm__pool_wake(w->s);
@@ -8060,7 +8173,7 @@ static void slm__forward_worker(slm_session *s, int nth, int slot) {
     slm__matmul_item(s, it, per, &m->output, &s->pass.logits, &in->n_vocab, 1, s->xn, (size_t)dim, n_out, 0);
 }
 
-#ifdef SLM__PTHREADS
+#ifdef SLM__POOL
 typedef struct slm__pool_member {
     slm_session *s;
     int slot;
@@ -8070,40 +8183,39 @@ typedef struct slm__pool_member {
 
 static int slm__pool_job_ready(const slm_session *s, const void *seen, long v) {
     (void)v;
-    return __atomic_load_n(&s->pool_job, __ATOMIC_SEQ_CST) != *(const unsigned *)seen ||
-           __atomic_load_n(&s->pool_quit, __ATOMIC_SEQ_CST);
+    return (unsigned)SLM__ATOMIC_LOAD(&s->pool_job) != *(const unsigned *)seen || SLM__ATOMIC_LOAD(&s->pool_quit);
 }
 static int slm__pool_idle(const slm_session *s, const void *p, long v) {
     (void)p;
     (void)v;
-    return __atomic_load_n(&s->pool_running, __ATOMIC_SEQ_CST) == 0;
+    return SLM__ATOMIC_LOAD(&s->pool_running) == 0;
 }
 
 /* A pool thread: waits for a pass, takes part when its slot is in the team. */
-static void *slm__pool_main(void *arg) {
+SLM__THREAD_FN(slm__pool_main, arg) {
     slm__pool_member *me = (slm__pool_member *)arg;
     slm_session *s = me->s;
     unsigned seen = 0;
     for (;;) {
         int nth;
         slm__pool_wait(s, slm__pool_job_ready, &seen, 0);
-        if (__atomic_load_n(&s->pool_quit, __ATOMIC_SEQ_CST)) break;
-        seen = __atomic_load_n(&s->pool_job, __ATOMIC_SEQ_CST);
+        if (SLM__ATOMIC_LOAD(&s->pool_quit)) break;
+        seen = (unsigned)SLM__ATOMIC_LOAD(&s->pool_job);
         nth = (int)(seen & ((1u << SLM__POOL_TEAM_BITS) - 1));
         if (me->slot < nth) {
             slm__forward_worker(s, nth, me->slot);
-            if (__atomic_sub_fetch(&s->pool_running, 1, __ATOMIC_SEQ_CST) == 0) slm__pool_wake(s);
+            if (SLM__ATOMIC_SUB(&s->pool_running, 1) == 0) slm__pool_wake(s);
         }
     }
-    return NULL;
+    SLM__THREAD_RETURN;
 }
 
 /* Runs a pass on nth threads: the caller and pool slots 1..nth-1. */
 static void slm__pool_run(slm_session *s, int nth) {
-    unsigned job = __atomic_load_n(&s->pool_job, __ATOMIC_SEQ_CST);
-    __atomic_store_n(&s->pool_running, nth - 1, __ATOMIC_SEQ_CST);
+    unsigned job = (unsigned)SLM__ATOMIC_LOAD(&s->pool_job);
+    SLM__ATOMIC_STORE(&s->pool_running, nth - 1);
     job = ((job >> SLM__POOL_TEAM_BITS) + 1u) << SLM__POOL_TEAM_BITS | (unsigned)nth;
-    __atomic_store_n(&s->pool_job, job, __ATOMIC_SEQ_CST);
+    SLM__ATOMIC_STORE(&s->pool_job, job);
     slm__pool_wake(s);
     slm__forward_worker(s, nth, 0);
     slm__pool_wait(s, slm__pool_idle, NULL, 0);
@@ -8150,14 +8262,14 @@ SLM_API void slm_session_free(slm_session *s) {
     const slm_allocator *a;
     if (!s) return;
     a = &s->alloc;
-#ifdef SLM__PTHREADS
+#ifdef SLM__POOL
     if (s->pool_sync_ok) {
         int i;
-        __atomic_store_n(&s->pool_quit, 1, __ATOMIC_SEQ_CST);
+        SLM__ATOMIC_STORE(&s->pool_quit, 1);
         slm__pool_wake(s);
-        for (i = 0; i < s->pool_size; i++) pthread_join(s->pool[i], NULL);
-        pthread_mutex_destroy(&s->pool_mu);
-        pthread_cond_destroy(&s->pool_cv);
+        for (i = 0; i < s->pool_size; i++) slm__thread_join(s->pool[i]);
+        slm__mutex_destroy(&s->pool_mu);
+        slm__cond_destroy(&s->pool_cv);
     }
     slm__free(a, s->pool);
     slm__free(a, s->pool_members);
@@ -8284,6 +8396,12 @@ static slm_result slm__session_plan_make(const slm_model *m, const slm_session_d
     if (d.n_threads == 0) d.n_threads = omp_get_max_threads();
 #elif defined(SLM__PTHREADS)
     if (d.n_threads == 0) d.n_threads = (int)SLM__MAX(1L, sysconf(_SC_NPROCESSORS_ONLN));
+#elif defined(SLM__WIN32_THREADS)
+    if (d.n_threads == 0) {
+        SYSTEM_INFO si; /* the CPUs of the process's processor group (at most 64) */
+        GetSystemInfo(&si);
+        d.n_threads = (int)SLM__MAX(1u, si.dwNumberOfProcessors);
+    }
 #else
     d.n_threads = 1;
 #endif
@@ -8324,9 +8442,9 @@ static slm_result slm__session_plan_make(const slm_model *m, const slm_session_d
     b[SLM__B_STEPS] = (uint64_t)p->n_steps * sizeof(slm__step);
     b[SLM__B_NODES] = 3 * (uint64_t)d.n_ctx * sizeof(int); /* node_parent, node_depth, node_run */
     b[SLM__B_RUNS] = (uint64_t)d.n_threads * ((uint64_t)d.n_ctx + 1) * sizeof(slm__run);
-#ifdef SLM__PTHREADS
+#ifdef SLM__POOL
     if (d.n_threads > 1) {
-        b[SLM__B_POOL] = (uint64_t)(d.n_threads - 1) * sizeof(pthread_t);
+        b[SLM__B_POOL] = (uint64_t)(d.n_threads - 1) * sizeof(slm__thread);
         b[SLM__B_POOL_MEMBERS] = (uint64_t)(d.n_threads - 1) * sizeof(slm__pool_member);
     }
 #endif
@@ -8416,7 +8534,7 @@ SLM_API slm_result slm_session_new(slm_session **out, const slm_model *m, const 
     buf[SLM__B_STEPS] = (void **)&s->steps;
     buf[SLM__B_NODES] = (void **)&s->node_parent;
     buf[SLM__B_RUNS] = (void **)&s->runs;
-#ifdef SLM__PTHREADS
+#ifdef SLM__POOL
     buf[SLM__B_POOL] = (void **)&s->pool;
     buf[SLM__B_POOL_MEMBERS] = (void **)&s->pool_members;
 #endif
@@ -8440,18 +8558,18 @@ SLM_API slm_result slm_session_new(slm_session **out, const slm_model *m, const 
     for (i = 0; i < in->head_dim / 2; i++)
         s->rope_freq[i] = 1.0f / powf(in->rope_theta, (float)(2 * i) / (float)in->head_dim);
     slm_session_seed(s, 0);
-#ifdef SLM__PTHREADS
+#ifdef SLM__POOL
     if (s->n_threads > 1) {
-        if (pthread_mutex_init(&s->pool_mu, NULL) == 0) {
-            if (pthread_cond_init(&s->pool_cv, NULL) == 0)
+        if (slm__mutex_init(&s->pool_mu)) {
+            if (slm__cond_init(&s->pool_cv))
                 s->pool_sync_ok = 1;
             else
-                pthread_mutex_destroy(&s->pool_mu);
+                slm__mutex_destroy(&s->pool_mu);
         }
         for (i = 0; s->pool_sync_ok && i < s->n_threads - 1; i++) {
             s->pool_members[i].s = s;
             s->pool_members[i].slot = i + 1;
-            if (pthread_create(&s->pool[i], NULL, slm__pool_main, &s->pool_members[i]) != 0) break;
+            if (!slm__thread_start(&s->pool[i], slm__pool_main, &s->pool_members[i])) break;
             s->pool_size++;
         }
         if (s->pool_size < s->n_threads - 1) /* run with the threads the system gave */
@@ -8743,6 +8861,48 @@ SLM_API slm_result slm_session_load(slm_session *s, const void *data, size_t siz
     return SLM_OK;
 }
 
+#ifndef SLM_NO_STDIO
+/* fopen of a UTF-8 path (Windows: _wfopen, as slm__open_utf8 says why);
+   NULL with *oom set when the allocator said no. */
+static FILE *slm__fopen_utf8(const slm_allocator *a, const char *path, const char *mode, int *oom) {
+#if defined(_WIN32)
+    wchar_t wmode[8];
+    int n = MultiByteToWideChar(CP_UTF8, MB_ERR_INVALID_CHARS, path, -1, NULL, 0), i;
+    wchar_t *wide;
+    FILE *f;
+    *oom = 0;
+    if (n <= 0) return fopen(path, mode);
+    for (i = 0; mode[i] && i < 7; i++) wmode[i] = (wchar_t)(unsigned char)mode[i];
+    wmode[i] = 0;
+    if (!(wide = (wchar_t *)slm__alloc(a, (size_t)n * sizeof(wchar_t)))) {
+        *oom = 1;
+        return NULL;
+    }
+    MultiByteToWideChar(CP_UTF8, MB_ERR_INVALID_CHARS, path, -1, wide, n);
+    f = _wfopen(wide, wmode);
+    slm__free(a, wide);
+    return f;
+#else
+    (void)a;
+    *oom = 0;
+    return fopen(path, mode);
+#endif
+}
+
+/* A file's size through stdio, or -1: 64-bit even where long has 32 bits (Windows). */
+static int64_t slm__fsize(FILE *f) {
+#if defined(_WIN32)
+    int64_t n;
+    if (_fseeki64(f, 0, SEEK_END) != 0 || (n = _ftelli64(f)) < 0 || _fseeki64(f, 0, SEEK_SET) != 0) return -1;
+    return n;
+#else
+    long n;
+    if (fseek(f, 0, SEEK_END) != 0 || (n = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) return -1;
+    return (int64_t)n;
+#endif
+}
+#endif
+
 SLM_API slm_result slm_session_save_file(const slm_session *cs, const char *path) {
     slm_session *s = (slm_session *)cs;
 #ifdef SLM_NO_STDIO
@@ -8753,7 +8913,7 @@ SLM_API slm_result slm_session_save_file(const slm_session *cs, const char *path
     size_t n = 0;
     void *buf;
     FILE *f;
-    int ok;
+    int ok, oom;
     slm_result r;
     if (!s) return SLM_ERR_INVALID_ARG;
     if (!path) return slm__fail(s, SLM_ERR_INVALID_ARG, "slm_session_save_file: path is NULL");
@@ -8762,8 +8922,9 @@ SLM_API slm_result slm_session_save_file(const slm_session *cs, const char *path
         return slm__fail(s, SLM_ERR_OOM, "slm_session_save_file: out of memory for %llu bytes", (unsigned long long)n);
     r = slm_session_save(s, buf, n, &n);
     if (r == SLM_OK) {
-        if (!(f = fopen(path, "wb"))) {
-            r = slm__fail(s, SLM_ERR_IO, "slm_session_save_file: cannot open '%s' for writing", path);
+        if (!(f = slm__fopen_utf8(&s->alloc, path, "wb", &oom))) {
+            r = oom ? slm__fail(s, SLM_ERR_OOM, "slm_session_save_file: out of memory opening '%s'", path)
+                    : slm__fail(s, SLM_ERR_IO, "slm_session_save_file: cannot open '%s' for writing", path);
         } else {
             ok = fwrite(buf, 1, n, f) == n;
             ok &= fclose(f) == 0;
@@ -8782,19 +8943,27 @@ SLM_API slm_result slm_session_load_file(slm_session *s, const char *path) {
              : SLM_ERR_INVALID_ARG;
 #else
     FILE *f;
-    long len;
+    int64_t len;
+    int oom;
     void *buf = NULL;
     slm_result r;
     if (!s) return SLM_ERR_INVALID_ARG;
     if (!path) return slm__fail(s, SLM_ERR_INVALID_ARG, "slm_session_load_file: path is NULL");
-    if (!(f = fopen(path, "rb"))) return slm__fail(s, SLM_ERR_IO, "slm_session_load_file: cannot open '%s'", path);
-    if (fseek(f, 0, SEEK_END) != 0 || (len = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) {
+    if (!(f = slm__fopen_utf8(&s->alloc, path, "rb", &oom)))
+        return oom ? slm__fail(s, SLM_ERR_OOM, "slm_session_load_file: out of memory opening '%s'", path)
+                   : slm__fail(s, SLM_ERR_IO, "slm_session_load_file: cannot open '%s'", path);
+    if ((len = slm__fsize(f)) < 0) {
         fclose(f);
         return slm__fail(s, SLM_ERR_IO, "slm_session_load_file: cannot read '%s' (not a regular file?)", path);
     }
+    if ((uint64_t)len > (uint64_t)((size_t)-1 / 2)) {
+        fclose(f);
+        return slm__fail(s, SLM_ERR_UNSUPPORTED, "slm_session_load_file: '%s' (%lld bytes) is too large to read", path,
+                         (long long)len);
+    }
     if (len > 0 && !(buf = slm__alloc(&s->alloc, (size_t)len))) {
         fclose(f);
-        return slm__fail(s, SLM_ERR_OOM, "slm_session_load_file: out of memory for %ld bytes", len);
+        return slm__fail(s, SLM_ERR_OOM, "slm_session_load_file: out of memory for %lld bytes", (long long)len);
     }
     if (len > 0 && fread(buf, 1, (size_t)len, f) != (size_t)len)
         r = slm__fail(s, SLM_ERR_IO, "slm_session_load_file: cannot read '%s'", path);
@@ -12948,8 +13117,11 @@ static int slm__sug_reserve(const slm_allocator *a, void **p, int *cap, size_t n
 
 /* A monotonic clock in milliseconds, for the time budget. */
 static double slm__now_ms(void) {
-#if defined(_WIN32) && defined(SLM__MMAP_WIN32)
-    return (double)GetTickCount64();
+#if defined(_WIN32)
+    LARGE_INTEGER freq, count; /* GetTickCount64 moves in steps of 15.6 ms */
+    QueryPerformanceFrequency(&freq);
+    QueryPerformanceCounter(&count);
+    return (double)count.QuadPart * 1e3 / (double)freq.QuadPart;
 #elif defined(CLOCK_MONOTONIC)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

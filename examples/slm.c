@@ -49,8 +49,12 @@
 #define WIN32_LEAN_AND_MEAN
 #endif
 #include <windows.h>
+#include <shellapi.h> /* CommandLineToArgvW (shell32: MinGW links it by default) */
 #include <fcntl.h>
 #include <io.h>
+#ifdef _MSC_VER
+#pragma comment(lib, "shell32.lib")
+#endif
 #else
 #include <sys/resource.h>
 #include <unistd.h>
@@ -92,10 +96,60 @@ static int is_terminal(FILE *f) {
 
 /* Windows would turn "\n" into "\r\n" and stop reading at ^Z; outputs are
    byte for byte and -f - must read every byte. */
+#ifdef _WIN32
+static UINT g_console_cp; /* the console's output code page before ours, put back at exit */
+static void restore_console_cp(void) { SetConsoleOutputCP(g_console_cp); }
+#endif
 static void use_binary_stdio(void) {
 #ifdef _WIN32
     _setmode(_fileno(stdout), _O_BINARY);
     _setmode(_fileno(stdin), _O_BINARY);
+    _setmode(_fileno(stderr), _O_BINARY); /* the statistics' lines end as on every other system */
+    /* the text is UTF-8: a console shows it as such only in code page 65001 */
+    if (_isatty(_fileno(stdout)) && (g_console_cp = GetConsoleOutputCP()) != CP_UTF8 && SetConsoleOutputCP(CP_UTF8))
+        atexit(restore_console_cp);
+#endif
+}
+
+/* Paths and texts are UTF-8 for slm.h. On Windows the C runtime's argv is in
+   the ANSI code page, which cannot hold every character: the arguments are
+   taken from the wide-character command line instead, and files are opened
+   by their wide names. */
+#ifdef _WIN32
+static char *utf8_from_wide(const wchar_t *w) {
+    int n = WideCharToMultiByte(CP_UTF8, 0, w, -1, NULL, 0, NULL, NULL);
+    char *s = n > 0 ? (char *)malloc((size_t)n) : NULL;
+    if (s) WideCharToMultiByte(CP_UTF8, 0, w, -1, s, n, NULL, NULL);
+    return s;
+}
+/* argv in UTF-8 (kept until exit), or the runtime's when that fails */
+static char **utf8_argv(int *argc, char **argv) {
+    int n = 0, i;
+    wchar_t **w = CommandLineToArgvW(GetCommandLineW(), &n);
+    char **out = w ? (char **)calloc((size_t)n + 1, sizeof *out) : NULL;
+    for (i = 0; out && i < n; i++)
+        if (!(out[i] = utf8_from_wide(w[i]))) out = NULL; /* out of memory: the runtime's argv */
+    if (w) LocalFree(w);
+    if (!out) return argv;
+    *argc = n;
+    return out;
+}
+#endif
+static FILE *open_file(const char *path, const char *mode) {
+#ifdef _WIN32
+    wchar_t wmode[8], *wpath;
+    int n = MultiByteToWideChar(CP_UTF8, MB_ERR_INVALID_CHARS, path, -1, NULL, 0), i;
+    FILE *f;
+    if (n <= 0) return fopen(path, mode); /* not UTF-8: the ANSI code page */
+    if (!(wpath = (wchar_t *)malloc((size_t)n * sizeof *wpath))) return NULL;
+    MultiByteToWideChar(CP_UTF8, MB_ERR_INVALID_CHARS, path, -1, wpath, n);
+    for (i = 0; mode[i] && i < 7; i++) wmode[i] = (wchar_t)mode[i];
+    wmode[i] = 0;
+    f = _wfopen(wpath, wmode);
+    free(wpath);
+    return f;
+#else
+    return fopen(path, mode);
 #endif
 }
 
@@ -500,7 +554,7 @@ static void write_escaped(FILE *f, const char *text, int len, int escape_space) 
 /* Reads a whole file ("-" = stdin) as bytes into a malloc'd buffer, with a
    NUL after the data for convenience; returns 0 after printing why not. */
 static int read_file(const char *cmd, const char *path, char **data, size_t *size) {
-    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
+    FILE *f = strcmp(path, "-") == 0 ? stdin : open_file(path, "rb");
     char *buf = NULL;
     size_t len = 0, cap = 0;
     int ok = 1;
@@ -734,15 +788,28 @@ static int stream_piece(void *user, const char *piece, int len) {
 /* Ctrl-C while generating (slm run, slm complete; slm chat reads it as a key
    on a terminal): stop the text there, keep the statistics. */
 static volatile sig_atomic_t g_interrupted;
+#ifdef _WIN32
+/* The console's Ctrl-C (and Ctrl-Break), on a thread of its own */
+static BOOL WINAPI on_console_ctrl(DWORD event) {
+    if (event != CTRL_C_EVENT && event != CTRL_BREAK_EVENT) return FALSE; /* closing: the default */
+    g_interrupted = 1;
+    return TRUE;
+}
+#else
 static void on_sigint(int sig) {
     (void)sig;
     g_interrupted = 1;
 }
+#endif
 static int interrupted(void) { return g_interrupted != 0; }
 /* on: a new generation starts uninterrupted; off: the flag stays for the caller to read */
 static void catch_sigint(int on) {
     if (on) g_interrupted = 0;
+#ifdef _WIN32
+    SetConsoleCtrlHandler(on_console_ctrl, on ? TRUE : FALSE);
+#else
     signal(SIGINT, on ? on_sigint : SIG_DFL);
+#endif
 }
 
 /* A run without --seed should differ from the last one; mixing the wall
@@ -1335,7 +1402,7 @@ static int chat_save(const char *path, slm_session *session, const slm_conversat
     if ((r = slm_session_save(session, buf + 24, n_state, &n_state)) != SLM_OK ||
         (r = slm_conversation_save(conv, buf + 24 + n_state, n_conv, &n_conv)) != SLM_OK)
         goto fail;
-    if (!(f = fopen(path, "wb")) || fwrite(buf, 1, 24 + n_state + n_conv, f) != 24 + n_state + n_conv) {
+    if (!(f = open_file(path, "wb")) || fwrite(buf, 1, 24 + n_state + n_conv, f) != 24 + n_state + n_conv) {
         fprintf(stderr, "slm chat: cannot write '%s': %s\n", path, strerror(errno));
         if (f) fclose(f);
         free(buf);
@@ -2841,6 +2908,9 @@ int main(int argc, char **argv) {
     int exit_code;
 
     use_binary_stdio();
+#ifdef _WIN32
+    argv = utf8_argv(&argc, argv);
+#endif
     if (argc < 2) {
         print_usage(stderr);
         return 1;

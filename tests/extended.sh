@@ -43,6 +43,12 @@
 #  13. SLM_DISPATCH (tests/dispatch.sh): every kernel set this CPU runs, forced
 #      in one -march=x86-64 -DSLM_DISPATCH build, writes the logits of its
 #      native build byte for byte, on each weight type and KV type
+#  14. Windows: slm.h (C99, plain and -march=x86-64-v3), slm, slm-convert,
+#      the examples and test_slm built with MinGW-w64 (x86_64-w64-mingw32-gcc,
+#      no winpthreads: the library's pool runs on Win32 threads) warning-free;
+#      under Wine (wine64, WINEDEBUG=-all) test_slm with SLM_TEST_FEWER and
+#      tests/run.sh's models, cli and examples sections on the .exe files
+#      (SLM_EXE_RUNNER; the pty tests need a POSIX terminal: not run)
 # Each section ends with the line "== section NAME: N s".
 # Installs what it needs with apt-get when missing (skips with the reason when
 # it cannot). Every test_slm build goes through build_test_slm and every
@@ -669,6 +675,110 @@ fi
 # ---------------------------------------------------------------------------
 section "13. dispatch"
 BUILD=$BUILD . tests/dispatch.sh
+# ---------------------------------------------------------------------------
+# 14. Windows (MinGW-w64 + Wine)
+# ---------------------------------------------------------------------------
+section "14. Windows (MinGW-w64 + Wine)"
+WINB=$BUILD/win
+WCC=x86_64-w64-mingw32-gcc
+mkdir -p "$WINB"
+find_wine() { command -v wine64 2>/dev/null || { [ -x /usr/lib/wine/wine64 ] && echo /usr/lib/wine/wine64; }; }
+if ! command -v "$WCC" >/dev/null 2>&1 || [ -z "$(find_wine)" ]; then
+    echo "== installing MinGW-w64 and Wine"
+    apt_install gcc-mingw-w64-x86-64 wine wine64 || true
+fi
+if ! command -v "$WCC" >/dev/null 2>&1; then
+    skip "the Windows build" "$WCC is missing and apt-get could not install gcc-mingw-w64-x86-64"
+else
+    # GCC does not realign the stack to 32 bytes for AVX values on Win64
+    # (GCC bug 54412): an aligned move of a spilled vector could fault. The
+    # assembler's unaligned moves rule it out (README: Windows).
+    # -Wno-maybe-uninitialized: GCC 12's false positives on the AVX2 kernels'
+    # accumulators (indexed below nt <= 4), the same with Linux's gcc and
+    # -march=x86-64-v3.
+    WV3="-march=x86-64-v3 -Wa,-muse-unaligned-vector-move -Wno-maybe-uninitialized"
+    for isa in "" "$WV3"; do
+        log=$WINB/compile${isa:+_v3}.log
+        # shellcheck disable=SC2086
+        if $WCC $isa -std=c99 -pedantic -Wall -Wextra -Werror -O2 -I. -c -o "$WINB/a.o" tests/compile_a.c >"$log" 2>&1 &&
+           $WCC $isa -std=c99 -pedantic -Wall -Wextra -Werror -O2 -I. -c -o "$WINB/b.o" tests/compile_b.c >>"$log" 2>&1 &&
+           $WCC $isa -O2 -o "$WINB/compile.exe" "$WINB/a.o" "$WINB/b.o" >>"$log" 2>&1; then
+            pass "$WCC ${isa:+-march=x86-64-v3 }compiles slm.h warning-free (C99)"
+        else
+            fail "$WCC ${isa:+-march=x86-64-v3 }compiles slm.h warning-free (C99)" "$(head -n 8 "$log")"
+        fi
+    done
+    # clang on the same headers (no MSVC here: clang cannot take MinGW's headers as MSVC)
+    if command -v clang-14 >/dev/null 2>&1; then
+        # shellcheck disable=SC2086
+        if clang-14 --target=x86_64-w64-mingw32 -march=x86-64-v3 -std=c99 -pedantic -Wall -Wextra -Werror \
+            -fsyntax-only -I. tests/compile_a.c >"$WINB/clang.log" 2>&1; then
+            pass "clang-14 --target=x86_64-w64-mingw32 -march=x86-64-v3 compiles slm.h warning-free"
+        else
+            fail "clang-14 --target=x86_64-w64-mingw32 -march=x86-64-v3 compiles slm.h warning-free" "$(head -n 8 "$WINB/clang.log")"
+        fi
+    fi
+    # the programs, as the Makefile builds them (no -lpthread: nothing needs
+    # winpthreads), and test_slm: two compilers at a time
+    rm -f "$WINB"/*.failed "$WINB"/*.exe
+    wjob() { # NAME LOG COMMAND...: runs in the background, NAME.failed when it fails
+        local name=$1 log=$2
+        shift 2
+        while [ "$(jobs -rp | wc -l)" -ge "${SLM_TEST_JOBS:-2}" ]; do wait -n 2>/dev/null || sleep 0.2; done
+        ("$@" >"$log" 2>&1 || touch "$WINB/$name.failed") &
+    }
+    # shellcheck disable=SC2086
+    wjob test_slm "$WINB/test_slm.job.log" build_test_slm "$WINB/test_slm.exe" "$WINB/test_slm.build.log" $WCC -O2 $WV3
+    # shellcheck disable=SC2086
+    wjob slm "$WINB/build_slm.log" $WCC -O2 $WV3 -Wall -Wextra -Werror -I. -o "$WINB/slm.exe" examples/slm.c
+    # shellcheck disable=SC2086
+    wjob slm-convert "$WINB/build_slm-convert.log" $WCC -O2 $WV3 -Wall -Wextra -Werror -I. -o "$WINB/slm-convert.exe" $CONVERT_SRC
+    for src in examples/*.c; do
+        name=$(basename "$src" .c)
+        [ "$name" = slm ] && continue
+        # shellcheck disable=SC2086
+        wjob "$name" "$WINB/build_$name.log" $WCC -O2 $WV3 -Wall -Wextra -Werror -I. -o "$WINB/$name.exe" "$src"
+    done
+    wait
+    wbad=
+    for f in "$WINB"/*.failed; do [ -e "$f" ] && [ "$(basename "$f")" != test_slm.failed ] && wbad="$wbad $(basename "$f" .failed)"; done
+    DETAIL="failed:$wbad; $(cat "$WINB"/build_*.log | grep -m 4 -E 'error|warning')"
+    check "$WCC builds slm, slm-convert and the examples warning-free" test -z "$wbad"
+    if [ ! -e "$WINB/test_slm.failed" ]; then
+        DETAIL="$(grep -m 4 -A 2 warning "$WINB/test_slm.build.log")"
+        check "test_slm for Windows builds warning-free" eval '! grep -q warning "$WINB/test_slm.build.log"'
+    else
+        fail "build test_slm for Windows" "$(head -n 8 "$WINB/test_slm.build.log")"
+    fi
+    WINE=$(find_wine)
+    if [ -z "$WINE" ]; then
+        skip "the Windows programs under Wine" "wine64 is missing and apt-get could not install wine and wine64"
+    elif [ -f "$WINB/test_slm.exe" ]; then
+        # one prefix, made once (about 30 s); Wine's own messages off
+        export WINEDEBUG=-all WINEPREFIX=${SLM_WINEPREFIX:-$HOME/.cache/slm-wine}
+        if [ ! -f "$WINEPREFIX/system.reg" ]; then
+            echo "== creating the Wine prefix $WINEPREFIX"
+            "$WINE" wineboot -i >/dev/null 2>&1
+        fi
+        link_models "$WINB"
+        # Without fork, test_slm.exe runs every test in its own process's
+        # memory, one after the other, with no time limit.
+        echo "== test_slm.exe under Wine"
+        SLM_TEST_FEWER=1 SLM_TEST_BUILD=$WINB "$WINE" "$WINB/test_slm.exe" 2>&1 |
+            sed -u 's/^/  [wine] /' | tee "$WINB/run.log"
+        sed -i 's/^  \[wine\] //; s/\r$//' "$WINB/run.log" # its stdout is text: "\r\n"
+        add_counts "$WINB/run.log" "test_slm.exe under Wine"
+        kernels_picked "$WINB/run.log" avx2 "test_slm.exe under Wine"
+        # the command-line contract on the .exe files; the examples' "\r\n"
+        # line ends are taken as "\n" (tests/run.sh, SLM_EXE_RUNNER)
+        echo "== tests/run.sh (models, cli, examples) on the Windows programs under Wine"
+        SLM_TEST_BUILD=$WINB SLM_BIN=$WINB/slm SLM_CONVERT_BIN=$WINB/slm-convert SLM_EXAMPLES_DIR=$WINB \
+            SLM_EXE_RUNNER="$WINE" SLM_EXE_SUFFIX=.exe SLM_TEST_SECTIONS="models cli examples" tests/run.sh 2>&1 |
+            sed -u 's/^/  [wine] /' | tee "$WINB/cli.log"
+        sed -i 's/^  \[wine\] //' "$WINB/cli.log"
+        add_counts "$WINB/cli.log" "tests/run.sh under Wine"
+    fi
+fi
 
 section ""
 

@@ -1,6 +1,11 @@
 /* harness.c - the runner of build/test_slm and the helpers its test files
    share; tests/harness.h says how the tests are laid out and how to add one. */
 #include "harness.h"
+#ifdef _WIN32
+#define WIN32_LEAN_AND_MEAN
+#define NOMINMAX
+#include <windows.h>
+#endif
 
 /* The order tests run in: fast white-box checks first, the converter last. */
 static const test_list *const SUITES[] = { &internal_tests, &api_tests, &checkpoint_tests };
@@ -35,7 +40,12 @@ void check_failed(const char *file, int line, const char *expr, const char *fmt,
 }
 
 double now_sec(void) {
-#if defined(CLOCK_MONOTONIC)
+#if defined(_WIN32) /* MinGW's clock_gettime is winpthreads' */
+    LARGE_INTEGER freq, count;
+    QueryPerformanceFrequency(&freq);
+    QueryPerformanceCounter(&count);
+    return (double)count.QuadPart / (double)freq.QuadPart;
+#elif defined(CLOCK_MONOTONIC)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
@@ -66,6 +76,19 @@ int file_exists(const char *path) {
     return f != NULL;
 }
 
+/* 64-byte aligned where posix_memalign exists (what slm_model_load maps
+   without a copy); on Windows malloc's 16 bytes, because the callers free
+   with free() and _aligned_malloc's blocks need _aligned_free: a model
+   loaded from such a buffer is copied (tests that need zero-copy say so). */
+static void *test_aligned_alloc(size_t n) {
+#ifdef _WIN32
+    return malloc(n);
+#else
+    void *p = NULL;
+    return posix_memalign(&p, 64, n) == 0 ? p : NULL;
+#endif
+}
+
 /* Reads a whole file into a 64-byte aligned buffer of exactly its size. */
 unsigned char *read_file(const char *path, size_t *size) {
     FILE *f = fopen(path, "rb");
@@ -76,7 +99,7 @@ unsigned char *read_file(const char *path, size_t *size) {
         fclose(f);
         return NULL;
     }
-    if (posix_memalign((void **)&buf, 64, (size_t)n + 1) != 0) {
+    if (!(buf = (unsigned char *)test_aligned_alloc((size_t)n + 1))) {
         fclose(f);
         return NULL;
     }
@@ -94,7 +117,7 @@ unsigned char *read_file(const char *path, size_t *size) {
 /* A copy in a buffer of exactly n bytes (so ASan sees any read past n). */
 unsigned char *exact_copy(const unsigned char *src, size_t n) {
     void *p = NULL;
-    if (posix_memalign(&p, 64, n ? n : 1) != 0) return NULL;
+    if (!(p = test_aligned_alloc(n ? n : 1))) return NULL;
     if (n) memcpy(p, src, n);
     return (unsigned char *)p;
 }
@@ -455,6 +478,7 @@ int main(int argc, char **argv) {
         }
     if (list) return 0;
     (void)use_fork;
+    (void)timeout; /* no fork (Windows): no time limit either */
     json_free(&R.doc);
     free(R.greedy_txt);
     printf("%d passed, %d failed, %d skipped\n", passed, failed, skipped);

@@ -28,7 +28,12 @@
 # ./slm-convert), SLM_EXAMPLES_DIR (where make put the examples, default .),
 # SLM_TEST_SKIP_COMPILE=1 (no compile matrix),
 # SLM_TEST_COMPILERS ("gcc clang" by default; those not installed are skipped),
-# SLM_TEST_ONLY_COMPILE=1 (just the compile matrix).
+# SLM_TEST_ONLY_COMPILE=1 (just the compile matrix),
+# SLM_TEST_SECTIONS (some of "models checkpoints ctests cli examples grammars
+# matrix"; default all; the sections need what models and checkpoints wrote),
+# SLM_EXE_RUNNER and SLM_EXE_SUFFIX (programs built for another system: the
+# CLI, the converter and the examples are NAME$SLM_EXE_SUFFIX run by
+# $SLM_EXE_RUNNER, e.g. "wine64" and ".exe"; tests/extended.sh section 13).
 set -u
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -41,6 +46,36 @@ MODELS=${SLM_MODELS:-../shared/models}
 SLM=${SLM_BIN:-./slm}
 SLM_EXAMPLES_DIR=${SLM_EXAMPLES_DIR:-.}
 CONVERT=${SLM_CONVERT_BIN:-./slm-convert}
+SECTIONS=" ${SLM_TEST_SECTIONS:-models checkpoints ctests cli examples grammars matrix} "
+# Another system's programs run through a wrapper script each in
+# $BUILD/runner/, so that every "$SLM" ... below runs them unchanged. The
+# wrapper of slm and slm-convert execs the runner (its pid is the one a test
+# signals): they write bytes, "\n" as "\n", on every system. The examples
+# write text: on Windows a line ends "\r\n", which their wrappers turn
+# into "\n" (a CR anywhere else is left, as any other difference).
+if [ -n "${SLM_EXE_RUNNER:-}" ]; then
+    mkdir -p "$BUILD/runner"
+    wrap_exe() { # PROGRAM (without the suffix) [text] -> the wrapper's path on stdout
+        local exe=$1${SLM_EXE_SUFFIX:-} w=$BUILD/runner/$(basename "$1")
+        case $exe in /*) ;; *) exe=$PWD/$exe ;; esac
+        rm -f "$w"
+        if [ -f "$exe" ] && [ -z "${2:-}" ]; then
+            printf '#!/bin/sh\nexec %s "%s" "$@"\n' "$SLM_EXE_RUNNER" "$exe" >"$w"
+        elif [ -f "$exe" ]; then
+            printf '#!/usr/bin/env bash\nset -o pipefail\n{ %s "%s" "$@" 2>&1 >&3 3>&- | sed "s/\\r\$//" >&2 3>&-; } 3>&1 | sed "s/\\r\$//"\n' \
+                "$SLM_EXE_RUNNER" "$exe" >"$w"
+        fi
+        [ -f "$w" ] && chmod +x "$w"
+        echo "$w"
+    }
+    SLM=$(wrap_exe "$SLM")
+    CONVERT=$(wrap_exe "$CONVERT")
+    for src in examples/*.c; do
+        name=$(basename "$src" .c)
+        [ "$name" = slm ] || wrap_exe "$SLM_EXAMPLES_DIR/$name" text >/dev/null
+    done
+    SLM_EXAMPLES_DIR=$BUILD/runner
+fi
 export SLM_MODELS="$MODELS" SLM_TEST_BUILD="$BUILD" SLM_BIN="$SLM" SLM_CONVERT_BIN="$CONVERT"
 mkdir -p "$BUILD"
 . tests/lib.sh
@@ -1368,13 +1403,10 @@ if [ -n "${SLM_BUILD_STATUS:-}" ]; then
     check "make all builds ./slm and ./slm-convert" test "$SLM_BUILD_STATUS" = 0
 fi
 if [ "$ONLY_COMPILE" != 1 ]; then
-    section_models
-    section_checkpoints
-    section_ctests
-    section_cli
-    section_examples
-    section_grammars
+    for sec in models checkpoints ctests cli examples grammars; do
+        case $SECTIONS in *" $sec "*) "section_$sec" ;; esac
+    done
 fi
-section_matrix
+case $SECTIONS in *" matrix "*) section_matrix ;; esac
 
 finish tests/run.sh

@@ -169,12 +169,12 @@ static void clear_dir(const char *dir) {
 }
 #endif
 
+#ifdef HAVE_FORK
 /* Did a sanitizer (ASan/UBSan/LSan) report something in this text? */
 static int sanitizer_report(const char *text) {
     return text && (strstr(text, "Sanitizer") || strstr(text, "runtime error:"));
 }
 
-#ifdef HAVE_FORK
 /* slm tokenize and slm run on text the vocabulary cannot encode (stories260K
    with its byte tokens demoted and no unknown token): exit 1 and the reason
    on stderr, where tokenize printed what was left and exited 0. */
@@ -2712,6 +2712,7 @@ static void test_convert_hf_warnings(void) {
    (JSON header, f32 data) and computes factor * B·A in double; the
    converter's merges are compared with it through logits and values. */
 
+#ifdef HAVE_FORK /* the converter runs as a child process */
 typedef struct {
     char target[64]; /* the .slm tensor name */
     int64_t n_out, n_in;
@@ -2884,7 +2885,6 @@ static double logits_max_diff(slm_model *a, slm_model *b, const slm_token *toks,
     return worst;
 }
 
-#ifdef HAVE_FORK
 /* Converts with args (after the program name) into H->out and loads it; NULL (the failure checked) when it fails. */
 static slm_model *lora_convert(hostile_ctx *H, char *const *args, const char *what) {
     char *err;

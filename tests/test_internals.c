@@ -932,6 +932,15 @@ static void test_large_files(void) {
             return;
         }
         if (write_file(tmp, F.data, F.size)) {
+#ifdef _WIN32
+            { /* a file's end moved past its data: a sparse file where the file system has them */
+                HANDLE h = CreateFileA(tmp, GENERIC_WRITE, 0, NULL, OPEN_EXISTING, FILE_ATTRIBUTE_NORMAL, NULL);
+                LARGE_INTEGER at;
+                at.QuadPart = (LONGLONG)big;
+                made = h != INVALID_HANDLE_VALUE && SetFilePointerEx(h, at, NULL, FILE_BEGIN) && SetEndOfFile(h);
+                if (h != INVALID_HANDLE_VALUE) CloseHandle(h);
+            }
+#else
             if (sizeof(off_t) >= 8) {
                 made = truncate(tmp, (off_t)big) == 0;
             } else { /* a 32-bit off_t cannot say 5 GiB: the shell's truncate can */
@@ -939,6 +948,7 @@ static void test_large_files(void) {
                 snprintf(cmd, sizeof cmd, "truncate -s %llu '%s' 2>/dev/null", (unsigned long long)big, tmp);
                 made = system(cmd) == 0;
             }
+#endif
         }
         if (!made) {
             remove(tmp);
@@ -3070,15 +3080,16 @@ static void test_special_tokens_match(void) {
 /* threads: the back end and its waiting policy                             */
 /* ======================================================================== */
 
-/* A POSIX build runs the library's own pool even with -fopenmp (as this
-   binary is built by tests/run.sh): libgomp's waits are not the library's. */
+/* A POSIX or Windows build runs the library's own pool even with -fopenmp
+   (as this binary is built by tests/run.sh): libgomp's waits are not the
+   library's. */
 static void test_threads_default_pool(void) {
 #if defined(SLM_NO_THREADS)
     SKIP("an SLM_NO_THREADS build runs one thread");
 #elif defined(SLM_USE_OPENMP)
     SKIP("built with SLM_USE_OPENMP: OpenMP was asked for");
-#elif !((defined(__unix__) || defined(__APPLE__)) && (defined(__GNUC__) || defined(__clang__)))
-    SKIP("no pthreads on this platform: OpenMP or one thread");
+#elif !((defined(__unix__) || defined(__APPLE__)) && (defined(__GNUC__) || defined(__clang__))) && !defined(_WIN32)
+    SKIP("neither pthreads nor Win32 threads on this platform: OpenMP or one thread");
 #else
     NEED_MODEL("f32", path);
     {
@@ -3088,7 +3099,7 @@ static void test_threads_default_pool(void) {
         if (!m) return;
         s = new_session(m, 64, 3);
         CHECK(s != NULL);
-#ifdef SLM__PTHREADS
+#ifdef SLM__POOL
         if (s) CHECKF(s->pool_size == 2, "a 3-thread session started %d pool threads", s->pool_size);
 #else
         CHECKF(0, "the build%s does not run the library's thread pool",
@@ -3105,11 +3116,19 @@ static void test_threads_default_pool(void) {
 #endif
 }
 
-#ifdef SLM__PTHREADS
+#ifdef SLM__POOL
 static double thread_cpu_ms(void) {
+#ifdef _WIN32
+    FILETIME created, exited, kernel, user; /* 100 ns units */
+    GetThreadTimes(GetCurrentThread(), &created, &exited, &kernel, &user);
+    return ((double)kernel.dwLowDateTime + (double)kernel.dwHighDateTime * 4294967296.0 + (double)user.dwLowDateTime +
+            (double)user.dwHighDateTime * 4294967296.0) *
+           1e-4;
+#else
     struct timespec t;
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
     return (double)t.tv_sec * 1e3 + (double)t.tv_nsec * 1e-6;
+#endif
 }
 
 typedef struct {
@@ -3119,19 +3138,23 @@ typedef struct {
 
 /* The second thread of a team, preempted while it held an item: it ends its
    part of step 0 after delay_ms. */
-static void *finish_late(void *arg) {
+SLM__THREAD_FN(finish_late, arg) {
     late_item *li = (late_item *)arg;
-    struct timespec ts;
     slm__worker w;
+#ifdef _WIN32
+    Sleep((DWORD)li->delay_ms);
+#else
+    struct timespec ts;
     ts.tv_sec = 0;
     ts.tv_nsec = (long)li->delay_ms * 1000000L;
     nanosleep(&ts, NULL);
+#endif
     memset(&w, 0, sizeof w);
     w.s = li->s;
     w.nth = 2;
     w.claimed = 1;
     slm__step_done(&w, 2);
-    return NULL;
+    SLM__THREAD_RETURN;
 }
 #endif
 
@@ -3140,7 +3163,7 @@ static void *finish_late(void *arg) {
    the OS can move there) or to other processes, instead of spinning or
    yielding in a loop for as long as the other thread is set aside. */
 static void test_threads_wait_sleeps(void) {
-#ifndef SLM__PTHREADS
+#ifndef SLM__POOL
     SKIP("not the library's thread pool (SLM_NO_THREADS or SLM_USE_OPENMP)");
 #else
     NEED_MODEL("f32", path);
@@ -3153,7 +3176,7 @@ static void test_threads_wait_sleeps(void) {
         CHECK(s != NULL);
         if (s) {
             late_item li;
-            pthread_t th;
+            slm__thread th;
             slm__worker w;
             double t0, cpu0, wall_ms, cpu_ms;
             memset(s->steps, 0, (size_t)s->n_steps * sizeof(slm__step));
@@ -3165,11 +3188,11 @@ static void test_threads_wait_sleeps(void) {
             w.claimed = 1; /* this thread did one of the step's two items */
             t0 = now_sec();
             cpu0 = thread_cpu_ms();
-            CHECK(pthread_create(&th, NULL, finish_late, &li) == 0);
+            CHECK(slm__thread_start(&th, finish_late, &li));
             slm__step_done(&w, 2);
             cpu_ms = thread_cpu_ms() - cpu0;
             wall_ms = (now_sec() - t0) * 1e3;
-            pthread_join(th, NULL);
+            slm__thread_join(th);
             CHECKF(wall_ms >= 150, "the step ended after %.1f ms, before the late item (200 ms)", wall_ms);
             CHECKF(SLM__ATOMIC_LOAD(&s->steps[0].done) == 2, "step 0 done %ld, not 2", s->steps[0].done);
             /* a waiter that spins or yields burns most of the 200 ms (50 ms on a machine
@@ -3853,7 +3876,23 @@ typedef struct gm_thread_arg {
     char out[4][640];
 } gm_thread_arg;
 
-static void *gm_thread(void *p) {
+/* the application's threads: pthreads, or Win32's */
+#ifdef _WIN32
+#include <process.h>
+typedef HANDLE app_thread;
+#define APP_THREAD_FN(name, arg)     static unsigned __stdcall name(void *arg)
+#define APP_THREAD_RETURN            return 0
+#define app_thread_start(t, fn, arg) ((*(t) = (HANDLE)_beginthreadex(NULL, 0, (fn), (arg), 0, NULL)) != 0)
+#define app_thread_join(t)           (WaitForSingleObject((t), INFINITE), CloseHandle(t))
+#else
+typedef pthread_t app_thread;
+#define APP_THREAD_FN(name, arg)     static void *name(void *arg)
+#define APP_THREAD_RETURN            return NULL
+#define app_thread_start(t, fn, arg) (pthread_create((t), NULL, (fn), (arg)) == 0)
+#define app_thread_join(t)           pthread_join((t), NULL)
+#endif
+
+APP_THREAD_FN(gm_thread, p) {
     gm_thread_arg *a = (gm_thread_arg *)p;
     slm_session *s = NULL;
     slm_session_desc sd;
@@ -3862,13 +3901,13 @@ static void *gm_thread(void *p) {
     memset(&sd, 0, sizeof sd);
     sd.n_ctx = 256;
     sd.n_threads = a->n_threads;
-    if (slm_session_new(&s, a->m, &sd) != SLM_OK) return NULL;
+    if (slm_session_new(&s, a->m, &sd) != SLM_OK) APP_THREAD_RETURN;
     for (i = 0; i < 4; i++) {
         gm_generate(s, "Once upon a time", a->g, 1.0f, (uint64_t)i + 1, 60, NULL, &run);
         snprintf(a->out[i], sizeof a->out[i], "%d %d %s", run.r, run.st.stop_reason, run.out);
     }
     slm_session_free(s);
-    return NULL;
+    APP_THREAD_RETURN;
 }
 
 /* One grammar serves two sessions on two threads at once (TSan in the
@@ -3878,7 +3917,7 @@ static void test_grammar_threads(void) {
     slm_model *m = gm_model();
     test_grammar *g = tg_lists();
     gm_thread_arg a[3];
-    pthread_t th[2];
+    app_thread th[2];
     int i, k;
     if (!m) {
         free(g);
@@ -3891,8 +3930,8 @@ static void test_grammar_threads(void) {
         a[i].n_threads = i == 2 ? 2 : 1;
     }
     gm_thread(&a[2]); /* 2 threads, alone */
-    for (i = 0; i < 2; i++) CHECK(pthread_create(&th[i], NULL, gm_thread, &a[i]) == 0);
-    for (i = 0; i < 2; i++) pthread_join(th[i], NULL);
+    for (i = 0; i < 2; i++) CHECK(app_thread_start(&th[i], gm_thread, &a[i]));
+    for (i = 0; i < 2; i++) app_thread_join(th[i]);
     for (k = 0; k < 4; k++) {
         CHECKF(strncmp(a[0].out[k], "0 ", 2) == 0 && a[0].out[k][3] == ' ', "run %d: %s", k, a[0].out[k]);
         CHECKF(strcmp(a[0].out[k], a[1].out[k]) == 0, "run %d: \"%s\" vs \"%s\"", k, a[0].out[k], a[1].out[k]);

@@ -501,8 +501,13 @@ static void test_variant(const char *type) {
 }
 
 /* The 16-row interleaved layout computes what the row-by-row layout does:
-   the same integer block sums, scaled in the same order, so the logits agree
-   to float rounding and every argmax is the same. arg: q8_0 or q4_0 */
+   the same integer block sums, scaled in the same order. The scalar kernels
+   give the same bits; the SIMD ones sum the floats in other orders, and where
+   such a last-bit difference moves a hidden value across a rounding boundary
+   of the int8 activations (q8_0, once per matrix), the logits move by up to
+   ~2% of their range from there on (the cache carries it): so the scalar
+   build must give the same bits, any other within 5% of the largest logit
+   and nearly every argmax the same. arg: q8_0 or q4_0 */
 static void test_layouts(const char *type) {
     char rows_name[32];
     char *path_r16 = model_path(type), *path_rows;
@@ -510,6 +515,11 @@ static void test_layouts(const char *type) {
     float *a = NULL, *b = NULL;
     snprintf(rows_name, sizeof rows_name, "%s_rows", type);
     path_rows = model_path(rows_name);
+    if (!load_reference()) { /* the teacher-forced tokens */
+        free(path_r16);
+        free(path_rows);
+        SKIP("stories260K reference not found under %s (set SLM_MODELS)", g_models_dir);
+    }
     if (!file_exists(path_r16) || !file_exists(path_rows)) {
         free(path_r16);
         free(path_rows);
@@ -534,19 +544,28 @@ static void test_layouts(const char *type) {
         a = teacher_forced(mr);
         b = teacher_forced(mp);
         if (a && b) {
+            int n_close = 0, n_identical = 0;
+            for (pos = 0; pos < N_SEQ; pos++)
+                for (i = 0; i < N_VOCAB; i++)
+                    if (fabs(b[(size_t)pos * N_VOCAB + i]) > maxabs) maxabs = fabs(b[(size_t)pos * N_VOCAB + i]);
             for (pos = 0; pos < N_SEQ; pos++) {
                 const float *p = a + (size_t)pos * N_VOCAB, *q = b + (size_t)pos * N_VOCAB;
+                double d = 0;
                 same_argmax += argmax(p, N_VOCAB) == argmax(q, N_VOCAB);
-                for (i = 0; i < N_VOCAB; i++) {
-                    if (fabs(q[i]) > maxabs) maxabs = fabs(q[i]);
-                    if (!(fabs(p[i] - q[i]) <= maxdiff)) maxdiff = fabs(p[i] - q[i]);
-                }
+                for (i = 0; i < N_VOCAB; i++)
+                    if (!(fabs(p[i] - q[i]) <= d)) d = fabs(p[i] - q[i]);
+                n_close += d <= 1e-4 * maxabs;
+                n_identical += memcmp(p, q, N_VOCAB * sizeof(float)) == 0;
+                if (d > maxdiff) maxdiff = d;
             }
-            NOTE("%s: %d interleaved tensors; logits vs row by row over %d positions: max |diff| %.3g (max |logit| "
-                 "%.3g), same argmax at %d",
-                 type, n_r16, N_SEQ, maxdiff, maxabs, same_argmax);
-            CHECKF(maxdiff <= 1e-3 * maxabs, "max |diff| %g", maxdiff);
-            CHECK(same_argmax == N_SEQ);
+            NOTE("%s (%s kernels): %d interleaved tensors; logits vs row by row over %d positions: %d identical, %d "
+                 "within 1e-4 of max |logit| %.3g, max |diff| %.3g, same argmax at %d",
+                 type, slm_model_info_get(mr)->kernels, n_r16, N_SEQ, n_identical, n_close, maxabs, maxdiff,
+                 same_argmax);
+            if (!strcmp(slm_model_info_get(mr)->kernels, "scalar"))
+                CHECKF(n_identical == N_SEQ, "%d of %d positions differ", N_SEQ - n_identical, N_SEQ);
+            CHECKF(maxdiff <= 0.05 * maxabs, "max |diff| %g", maxdiff);
+            CHECKF(same_argmax >= N_SEQ - 5, "same argmax at %d of %d positions", same_argmax, N_SEQ);
         } else
             CHECK(a && b);
     }

@@ -1,4 +1,4 @@
-/* slm.h - v0.4.0 - small language models on the device, in one C header.
+/* slm.h - v0.5.0 - small language models on the device, in one C header.
 
    Runs decoder-only transformers (Llama family, Qwen2/3) of 100M-700M
    parameters from one flat, mmap-able `.slm` file. No dependencies beyond
@@ -317,11 +317,21 @@
      thread counts, as the tests expect.
 
    REVISION HISTORY
-     0.4.0  SLM_DISPATCH: one x86-64 build with the plain C, AVX2 and AVX-512
+     0.5.0  SLM_DISPATCH: one x86-64 build with the plain C, AVX2 and AVX-512
             VNNI kernels, chosen at slm_model_load from CPUID (see SIMD);
             slm_model_desc.kernels forces one, slm_model_info.kernels names
-            it. `make dist`.
-            Sessions: slm_session_save/_load and _save_file/_load_file keep a
+            it. `make dist`. Windows: builds with MinGW-w64 (Win32 threads,
+            UTF-8 paths through the wide API, the console for the typing
+            demo and chat). AVX-VNNI kernels (avx2-vnni: -mavxvnni without
+            AVX-512); AVX-512 VNNI's _R16 GEMM takes 8 tokens a pass, and
+            AVX-512 builds have grouped attention kernels. e^x is a
+            polynomial of slm.h's own (the same bits on every instruction
+            set), and softmax, SiLU and RMSNorm are vectorised on it: logits
+            move in their last bits against 0.4.0. New tensor type q5_0_r16
+            (1030): slm-convert interleaves q5_0 matrices (the fallback
+            rows of Q4_K_M mixes) by default; the file format stays 1.1, and
+            a 0.4.0 reader refuses such a file naming the type.
+     0.4.0  Sessions: slm_session_save/_load and _save_file/_load_file keep a
             session's state (tokens, KV rows, last logits, random state) in a
             versioned, checksummed blob tied to the model's header and tensor
             directory; slm_session_fork copies a session; slm_conversation_save
@@ -379,9 +389,9 @@
 #define SLM_H
 
 #define SLM_VERSION_MAJOR        0
-#define SLM_VERSION_MINOR        4
+#define SLM_VERSION_MINOR        5
 #define SLM_VERSION_PATCH        0
-#define SLM_VERSION_STRING       "0.4.0"
+#define SLM_VERSION_STRING       "0.5.0"
 #define SLM_FORMAT_VERSION_MAJOR 1 /* .slm files this code writes and reads */
 #define SLM_FORMAT_VERSION_MINOR 1
 

@@ -27,6 +27,8 @@
    would otherwise compile its AVX-512 intrinsics without the target option);
    SIMDe's aliases below then replace them */
 #include <immintrin.h>
+#include <math.h>
+#include <stdint.h>
 
 #define SIMDE_ENABLE_NATIVE_ALIASES
 #include <simde/x86/avx512.h>
@@ -136,6 +138,71 @@ static inline simde__m256i slm_test_mm256_maskz_loadu_epi16(simde__mmask16 k, co
     return simde_mm256_loadu_si256(v);
 }
 #define _mm256_maskz_loadu_epi16(k, p) slm_test_mm256_maskz_loadu_epi16(k, p)
+#endif
+#ifndef _mm512_cvtps_epi32
+/* to nearest, ties to even (the default rounding); NaN and out of range give
+   INT32_MIN, as the instruction does */
+static inline simde__m512i slm_test_mm512_cvtps_epi32(simde__m512 a) {
+    float f[16];
+    int32_t r[16];
+    int i;
+    simde_mm512_storeu_ps(f, a);
+    for (i = 0; i < 16; i++)
+        r[i] = f[i] >= -2147483648.0f && f[i] < 2147483648.0f ? (int32_t)nearbyintf(f[i]) : INT32_MIN;
+    return simde_mm512_loadu_si512(r);
+}
+#define _mm512_cvtps_epi32(a) slm_test_mm512_cvtps_epi32(a)
+#endif
+#ifndef _mm512_srai_epi32
+/* counts above 31 fill with the sign bit */
+static inline simde__m512i slm_test_mm512_srai_epi32(simde__m512i a, unsigned count) {
+    int32_t v[16];
+    int i;
+    simde_mm512_storeu_si512(v, a);
+    for (i = 0; i < 16; i++)
+        v[i] = v[i] < 0 ? ~(~v[i] >> (count > 31 ? 31 : count)) : v[i] >> (count > 31 ? 31 : count);
+    return simde_mm512_loadu_si512(v);
+}
+#define _mm512_srai_epi32(a, count) slm_test_mm512_srai_epi32(a, count)
+#endif
+#ifndef _mm512_mask_loadu_ps
+static inline simde__m512 slm_test_mm512_mask_loadu_ps(simde__m512 src, simde__mmask16 k, const void *p) {
+    float f[16];
+    int i;
+    simde_mm512_storeu_ps(f, src);
+    for (i = 0; i < 16; i++)
+        if ((k >> i) & 1) f[i] = ((const float *)p)[i];
+    return simde_mm512_loadu_ps(f);
+}
+#define _mm512_mask_loadu_ps(src, k, p) slm_test_mm512_mask_loadu_ps(src, k, p)
+#endif
+#ifndef _mm512_reduce_max_ps
+/* the order of gcc's header, each step maxps(x, y) = x > y ? x : y */
+static inline float slm_test_maxps(float x, float y) { return x > y ? x : y; }
+static inline float slm_test_mm512_reduce_max_ps(simde__m512 a) {
+    float v[16], h[8], q[4], e[4];
+    int i;
+    simde_mm512_storeu_ps(v, a);
+    for (i = 0; i < 8; i++) h[i] = slm_test_maxps(v[8 + i], v[i]);
+    for (i = 0; i < 4; i++) q[i] = slm_test_maxps(h[4 + i], h[i]);
+    for (i = 0; i < 4; i++) e[i] = slm_test_maxps(q[i], q[i ^ 2]);
+    return slm_test_maxps(e[0], e[1]);
+}
+#define _mm512_reduce_max_ps(a) slm_test_mm512_reduce_max_ps(a)
+#endif
+#ifndef _mm512_mask3_fmadd_ps
+/* a * b + c rounded once where k is set, c elsewhere */
+static inline simde__m512 slm_test_mm512_mask3_fmadd_ps(simde__m512 a, simde__m512 b, simde__m512 c, simde__mmask16 k) {
+    float fa[16], fb[16], fc[16];
+    int i;
+    simde_mm512_storeu_ps(fa, a);
+    simde_mm512_storeu_ps(fb, b);
+    simde_mm512_storeu_ps(fc, c);
+    for (i = 0; i < 16; i++)
+        if ((k >> i) & 1) fc[i] = fmaf(fa[i], fb[i], fc[i]);
+    return simde_mm512_loadu_ps(fc);
+}
+#define _mm512_mask3_fmadd_ps(a, b, c, k) slm_test_mm512_mask3_fmadd_ps(a, b, c, k)
 #endif
 #ifndef _mm512_reduce_add_ps
 /* the order of gcc's header: halves of 256, of 128, then pairs */

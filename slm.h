@@ -5956,16 +5956,15 @@ SLM__INLINE __m512i slm__bcast4_512(const int8_t *p) {
 
 /* nt (1 or 2) is a constant at each call, so the token loops unroll into
    registers. Each row's lane sees the integer sum of the reference, exactly,
-   and then the float steps of the AVX2 kernel: the two give the same bits. */
+   and then the float steps of the AVX2 kernel: the two give the same bits. For AVX-512
+   without VNNI (Skylake-X): VNNI builds run slm__gemm_r16_nt_avx512vnni. */
 SLM__INLINE void slm__gemm_r16_nt_avx512(int type, const uint8_t *group, int nb, const slm__block_q8_0 *x,
                                          const int32_t *xsum, size_t xs, const int nt, float *y, size_t ys) {
     const int is_q8 = type == SLM_TYPE_Q8_0_R16;
     const size_t line = 4 * SLM__R16, qbytes = is_q8 ? 8 * line : 4 * line;
     const uint8_t *q = group + (size_t)nb * SLM__R16 * 2;
     const __m512i low4 = _mm512_set1_epi8(0x0f);
-#if !defined(SLM__AVX512_VNNI)
     const __m512i ones = _mm512_set1_epi16(1);
-#endif
     __m512 acc[2];
     int b, k, t;
     SLM__UNROLL for (t = 0; t < nt; t++) acc[t] = _mm512_setzero_ps();
@@ -5975,18 +5974,6 @@ SLM__INLINE void slm__gemm_r16_nt_avx512(int type, const uint8_t *group, int nb,
         for (k = 0; k < (int)qbytes; k += 64) _mm_prefetch((const char *)q + SLM__PREFETCH + k, _MM_HINT_T0);
         SLM__UNROLL for (t = 0; t < nt; t++) isum[t] = _mm512_setzero_si512();
         if (is_q8) {
-#if defined(SLM__AVX512_VNNI)
-            /* vpdpbusd wants one side unsigned: w + 128 (the sign bit flipped) is,
-               and the extra 128 * (sum of the block's activations) comes off after */
-            const __m512i bias = _mm512_set1_epi8((char)0x80);
-            for (k = 0; k < 8; k++) {
-                __m512i uw = _mm512_xor_si512(_mm512_loadu_si512((const void *)(q + k * line)), bias);
-                SLM__UNROLL for (t = 0; t < nt; t++) isum[t] =
-                    _mm512_dpbusd_epi32(isum[t], uw, slm__bcast4_512(x[t * xs + b].q + 4 * k));
-            }
-            SLM__UNROLL for (t = 0; t < nt; t++) isum[t] =
-                _mm512_sub_epi32(isum[t], _mm512_set1_epi32(128 * xsum[t * xs + b]));
-#else
             /* (w + 128) * x pairs would saturate vpmaddubsw's int16: |w| times x
                with w's sign instead, as the AVX2 kernel */
             for (k = 0; k < 8; k++) {
@@ -5998,33 +5985,23 @@ SLM__INLINE void slm__gemm_r16_nt_avx512(int type, const uint8_t *group, int nb,
                     isum[t] = _mm512_add_epi32(isum[t], _mm512_madd_epi16(p, ones));
                 }
             }
-#endif
         } else {
             /* nibbles 0..15 are the unsigned side as they are; their offset of 8
-               comes off once per block. Without VNNI the block's nibble x s8
-               pairs (each below 2 * 15 * 127, eight of them below 2^15) add up in int16. */
-#if !defined(SLM__AVX512_VNNI)
+               comes off once per block. The block's nibble x s8 pairs (each below
+               2 * 15 * 127, eight of them below 2^15) add up in int16. */
             __m512i p16[2];
             SLM__UNROLL for (t = 0; t < nt; t++) p16[t] = _mm512_setzero_si512();
-#endif
             for (k = 0; k < 4; k++) {
                 __m512i wv = _mm512_loadu_si512((const void *)(q + k * line));
                 __m512i lo = _mm512_and_si512(wv, low4), hi = _mm512_and_si512(_mm512_srli_epi16(wv, 4), low4);
                 SLM__UNROLL for (t = 0; t < nt; t++) {
                     const int8_t *xq = x[t * xs + b].q;
-#if defined(SLM__AVX512_VNNI)
-                    isum[t] = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(isum[t], lo, slm__bcast4_512(xq + 4 * k)), hi,
-                                                  slm__bcast4_512(xq + SLM__QK / 2 + 4 * k));
-#else
                     p16[t] = _mm512_add_epi16(
                         p16[t], _mm512_add_epi16(_mm512_maddubs_epi16(lo, slm__bcast4_512(xq + 4 * k)),
                                                  _mm512_maddubs_epi16(hi, slm__bcast4_512(xq + SLM__QK / 2 + 4 * k))));
-#endif
                 }
             }
-#if !defined(SLM__AVX512_VNNI)
             SLM__UNROLL for (t = 0; t < nt; t++) isum[t] = _mm512_madd_epi16(p16[t], ones);
-#endif
             SLM__UNROLL for (t = 0; t < nt; t++) isum[t] =
                 _mm512_sub_epi32(isum[t], _mm512_set1_epi32(8 * xsum[t * xs + b]));
         }
@@ -6311,7 +6288,7 @@ SLM__INLINE void slm__gemm_r16_q5_nt_avx2(const uint8_t *group, int nb, const sl
 
 #if defined(SLM__AVXVNNI)
 /* The AVX2 kernel with AVX-VNNI's vpdpbusd, one instruction per token where
-   AVX2 takes three or four, as slm__gemm_r16_nt_avx512 with VNNI: the same
+   AVX2 takes three or four, as slm__gemm_r16_nt_avx512vnni: the same
    integer sums (exact), then the float steps of the AVX2 kernel, so the
    two give the same bits. */
 SLM__INLINE void slm__gemm_r16_nt_avxvnni(int type, const uint8_t *group, int nb, const slm__block_q8_0 *x,

@@ -4959,11 +4959,33 @@ SLM__MAYBE_UNUSED static void slm__gemm_r16_ref(int type, const uint8_t *group, 
 
 /* Bytes ahead in each weight row that the kernels prefetch: the hardware
    prefetcher alone leaves decode at a third of the memory bandwidth; 2048
-   measured best on Zen 4. Internal, overridden with -D to tune another CPU
-   (bench/); no test sets it, and any value gives the same results. */
+   measured best on Zen 4. The x86 kernels of the interleaved (_R16) layouts,
+   which prefetch every line of a group, look further ahead: on Zen 5 one
+   thread's decode ran 1.05-1.3x faster at 4096 (and non-temporal, below)
+   than at 2048, SmolLM2 and Qwen2.5 shapes, q8_0 and q4_0; 8192 was slower
+   on Qwen2.5; prefill and two threads unchanged (bench/: medians of 6
+   alternating runs). Internal, overridden with -D to tune another CPU
+   (bench/); no test sets them, and any value gives the same results. */
 #ifndef SLM__PREFETCH
 #define SLM__PREFETCH 2048
 #endif
+#ifndef SLM__PREFETCH_R16
+#define SLM__PREFETCH_R16 4096
+#endif
+/* A block's lines of an interleaved group, SLM__PREFETCH_R16 bytes ahead:
+   non-temporal for a lone token (decode reads each line once; the L2 keeps
+   the KV cache and activations), into every cache level for a tile of tokens
+   (prefill reads the group again for the next tile). */
+#define SLM__PREFETCH_GROUP(q, nbytes, nt)                                               \
+    do {                                                                                 \
+        int pf_;                                                                         \
+        for (pf_ = 0; pf_ < (int)(nbytes); pf_ += 64) {                                  \
+            if ((nt) == 1)                                                               \
+                _mm_prefetch((const char *)(q) + SLM__PREFETCH_R16 + pf_, _MM_HINT_NTA); \
+            else                                                                         \
+                _mm_prefetch((const char *)(q) + SLM__PREFETCH_R16 + pf_, _MM_HINT_T0);  \
+        }                                                                                \
+    } while (0)
 
 #if defined(SLM__AVX2)
 SLM__TARGET_AVX2_BEGIN
@@ -5971,7 +5993,7 @@ SLM__INLINE void slm__gemm_r16_nt_avx512(int type, const uint8_t *group, int nb,
     for (b = 0; b < nb; b++, q += qbytes) {
         const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)slm__r16_scales(group, b)));
         __m512i isum[2];
-        for (k = 0; k < (int)qbytes; k += 64) _mm_prefetch((const char *)q + SLM__PREFETCH + k, _MM_HINT_T0);
+        SLM__PREFETCH_GROUP(q, qbytes, nt);
         SLM__UNROLL for (t = 0; t < nt; t++) isum[t] = _mm512_setzero_si512();
         if (is_q8) {
             /* (w + 128) * x pairs would saturate vpmaddubsw's int16: |w| times x
@@ -6032,7 +6054,7 @@ SLM__INLINE void slm__gemm_r16_q5_nt_avx512(const uint8_t *group, int nb, const 
         const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)slm__r16_scales(group, b)));
         const __m512i qh = _mm512_loadu_si512((const void *)q);
         __m512i isum[4];
-        for (k = 0; k < (int)qbytes; k += 64) _mm_prefetch((const char *)q + SLM__PREFETCH + k, _MM_HINT_T0);
+        SLM__PREFETCH_GROUP(q, qbytes, nt);
         SLM__UNROLL for (t = 0; t < nt; t++) isum[t] = _mm512_setzero_si512();
         for (k = 0; k < 4; k++) {
             /* elements 4k..4k+3 (low nibbles) have bits 4k.. of qh, in its byte k / 2; the high ones byte 2 + k / 2 */
@@ -6092,7 +6114,7 @@ SLM__INLINE void slm__gemm_r16_nt_avx512vnni(int type, const uint8_t *group, int
     for (b = 0; b < nb; b++, q += qbytes) {
         const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)slm__r16_scales(group, b)));
         __m512i isum[8], isum2[8];
-        for (k = 0; k < (int)qbytes; k += 64) _mm_prefetch((const char *)q + SLM__PREFETCH + k, _MM_HINT_T0);
+        SLM__PREFETCH_GROUP(q, qbytes, nt);
         SLM__UNROLL for (t = 0; t < nt; t++) {
             isum[t] = _mm512_set1_epi32(offset * xsum[t * xs + b]);
             isum2[t] = _mm512_setzero_si512();
@@ -6185,7 +6207,7 @@ SLM__INLINE void slm__gemm_r16_nt_avx2(int type, const uint8_t *group, int nb, c
         __m256 dw[2];
         __m256i isum[2][2];
         slm__r16_scales_f32(slm__r16_scales(group, b), &dw[0], &dw[1]);
-        for (k = 0; k < (int)qbytes; k += 64) _mm_prefetch((const char *)q + SLM__PREFETCH + k, _MM_HINT_T0);
+        SLM__PREFETCH_GROUP(q, qbytes, nt);
         if (is_q8) {
             SLM__UNROLL for (t = 0; t < nt; t++) isum[t][0] = isum[t][1] = _mm256_setzero_si256();
             for (k = 0; k < 8; k++) SLM__UNROLL for (h = 0; h < 2; h++) {
@@ -6247,7 +6269,7 @@ SLM__INLINE void slm__gemm_r16_q5_nt_avx2(const uint8_t *group, int nb, const sl
         __m256 dw[2];
         __m256i isum[4][2];
         slm__r16_scales_f32(slm__r16_scales(group, b), &dw[0], &dw[1]);
-        for (k = 0; k < (int)qbytes; k += 64) _mm_prefetch((const char *)q + SLM__PREFETCH + k, _MM_HINT_T0);
+        SLM__PREFETCH_GROUP(q, qbytes, nt);
         SLM__UNROLL for (t = 0; t < nt; t++) isum[t][0] = isum[t][1] = _mm256_setzero_si256();
         for (h = 0; h < 2; h++) {
             const __m256i qh = _mm256_loadu_si256((const __m256i *)(q + 32 * h));
@@ -6304,7 +6326,7 @@ SLM__INLINE void slm__gemm_r16_nt_avxvnni(int type, const uint8_t *group, int nb
         __m256 dw[2];
         __m256i isum[2][2];
         slm__r16_scales_f32(slm__r16_scales(group, b), &dw[0], &dw[1]);
-        for (k = 0; k < (int)qbytes; k += 64) _mm_prefetch((const char *)q + SLM__PREFETCH + k, _MM_HINT_T0);
+        SLM__PREFETCH_GROUP(q, qbytes, nt);
         SLM__UNROLL for (t = 0; t < nt; t++) isum[t][0] = isum[t][1] = _mm256_setzero_si256();
         if (is_q8) {
             /* vpdpbusd wants one side unsigned: w + 128 (the sign bit flipped) is,

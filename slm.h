@@ -7961,6 +7961,20 @@ static int slm__node_runs(const slm_session *s, int node, slm__run *runs) {
     return n;
 }
 
+/* Positions ahead whose keys slm__attend fetches while scoring one, and the
+   most tokens a pass has for it to do so. */
+#define SLM__KV_AHEAD 8
+
+static void slm__prefetch_bytes(const void *p, size_t n) {
+#if defined(__GNUC__) || defined(__clang__)
+    size_t i;
+    for (i = 0; i < n; i += 64) __builtin_prefetch((const char *)p + i);
+#else
+    (void)p;
+    (void)n;
+#endif
+}
+
 /* Token t's attention for query heads h0..h0+nh-1 (nh <= SLM__GROUP), which
    share one KV head; att holds nh rows of n_ctx scores, runs room for a
    node's runs. The scores of the attended slots sit side by side in att and
@@ -7974,6 +7988,7 @@ static void slm__attend(slm_session *s, int layer, int t, int h0, int nh, float 
     float *out = s->ao + (size_t)t * s->q_dim + (size_t)h0 * hd, scale = sqrtf((float)hd), sc[SLM__GROUP];
     int kh = h0 / (in->n_heads / in->n_kv_heads);
     size_t kv_stride = (size_t)in->n_kv_heads * s->kv_head_bytes; /* bytes from one position to the next */
+    int prefetch_kv = s->pass.n <= SLM__KV_AHEAD;
     if (s->pass.node0 < 0) {
         runs[0].start = 0; /* a plain pass: every slot up to the token's own */
         runs[0].len = s->n_past + t + 1;
@@ -7984,6 +7999,17 @@ static void slm__attend(slm_session *s, int layer, int t, int h0, int nh, float 
     for (r = 0; r < n_runs; r++)
         for (p = runs[r].start; p < runs[r].start + runs[r].len; p++, n_att++) {
             const void *key = slm__kv_at(s, s->key_cache, layer, p, kh);
+            /* a pass of a few tokens (decode) finds a layer's KV rows, lines
+               scattered by the heads between them, pushed out of the caches
+               by the weights streaming by: the keys a few positions on and
+               this position's values (for the sums below) are fetched while
+               the scores are computed (1.04-1.15x decode on Zen 5; a long
+               prompt reads them again for each token, from the caches) */
+            if (prefetch_kv) {
+                if (p + SLM__KV_AHEAD < runs[r].start + runs[r].len)
+                    slm__prefetch_bytes(slm__kv_at(s, s->key_cache, layer, p + SLM__KV_AHEAD, kh), s->kv_head_bytes);
+                slm__prefetch_bytes(slm__kv_at(s, s->value_cache, layer, p, kh), s->kv_head_bytes);
+            }
             if (s->kv_type == SLM_TYPE_F32)
                 slm__dot_f32_group((const float *)key, q, (size_t)hd, nh, hd, sc);
             else if (s->kv_type == SLM_TYPE_F16)

@@ -1432,7 +1432,7 @@ static __thread const slm__kernel_set *slm__kernels_here;
 #define slm__silu_mul            slm__silu_mul_neon
 #define slm__rmsnorm             slm__rmsnorm_neon
 #if defined(SLM__NEON_I8MM)
-#define slm__gemm_r16 slm__gemm_r16_i8mm /* its single tokens and q5_0_r16: the NEON kernels */
+#define slm__gemm_r16 slm__gemm_r16_i8mm /* its single tokens: the NEON kernels' */
 #else
 #define slm__gemm_r16_nt    slm__gemm_r16_nt_neon
 #define slm__gemm_r16_q5_nt slm__gemm_r16_q5_nt_neon
@@ -6511,24 +6511,31 @@ SLM__INLINE void slm__gemm_r16_q5_nt_neon(const uint8_t *group, int nb, const sl
 #if defined(SLM__NEON_I8MM)
 /* smmla multiplies two 2x8 int8 matrices into a 2x2 int32 tile: here two
    rows' 8 weights against two tokens' same 8 activations, twice the products
-   of a dot-product instruction. The _R16 lines hold 4 bytes per row; two
-   lines zipped by 32-bit elements give rows 0, 1 (zip1) and 2, 3 (zip2) of a
-   16-byte vector as 8-byte runs, elements 8c..8c+7 for lines 2c, 2c+1 of
-   q8_0 (q4_0: bytes 8c..8c+7, whose nibbles are elements 8c.. and
-   16 + 8c..). A zip per weight vector,
-   shared by the tokens of the pass, keeps the file's layout; the tokens'
-   8-byte runs are two zips of each pair's blocks. A tile's lanes are
-   (row r, token t): r0t0 r0t1 r1t0 r1t1. The integer sums are exact and
-   each lane's float steps are those of slm__gemm_r16_nt_neon (float(sum)
-   times dw * dx, fused into the sum of blocks), so a token has the same bits
-   in a pair as alone in the NEON kernel. np (1 or 2 token pairs) is a
-   constant at each call. */
+   of a dot-product instruction. The _R16 lines hold 4 bytes per row; lines
+   2c and 2c + 1 zipped by 32-bit elements give rows 0, 1 (zip1) and 2, 3
+   (zip2) of a 16-byte vector as 8-byte runs: q8_0's elements 8c..8c+7;
+   q4_0's and q5_0's bytes 8c..8c+7, whose nibbles are elements 8c.. and
+   16 + 8c.. (q5_0: their fifth bits are bytes c and 2 + c of the row's qh,
+   spread over the run by a table lookup and a bit test). Zipping at run
+   time keeps the file's layout, and each zip serves every token of the
+   pass; the tokens' 8-byte runs are two zips of each pair's blocks. A
+   tile's lanes are (row r, token t): r0t0 r0t1 r1t0 r1t1. The integer sums
+   are exact and each lane's float steps are those of the NEON kernels
+   (float(sum - offset) times dw * dx, fused into the sum of blocks), so a
+   token has the same bits in a pair as alone in slm__gemm_r16_nt_neon or
+   slm__gemm_r16_q5_nt_neon. np (1 or 2 token pairs) is a constant at each
+   call. */
 SLM__INLINE void slm__gemm_r16_nt_i8mm(int type, const uint8_t *group, int nb, const slm__block_q8_0 *x,
                                        const int32_t *xsum, size_t xs, const int np, float *y, size_t ys) {
-    const int is_q8 = type == SLM_TYPE_Q8_0_R16;
-    const size_t line = 4 * SLM__R16, qbytes = is_q8 ? 8 * line : 4 * line;
+    /* byte i of a row's run: bit i of its qh byte, taken from byte 4r + c of the qh vector (rows r, r + 1) */
+    static const uint8_t run_bits[16] = { 1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128 };
+    static const uint8_t run_rows[2][16] = { { 0, 0, 0, 0, 0, 0, 0, 0, 4, 4, 4, 4, 4, 4, 4, 4 },
+                                             { 8, 8, 8, 8, 8, 8, 8, 8, 12, 12, 12, 12, 12, 12, 12, 12 } };
+    const int is_q8 = type == SLM_TYPE_Q8_0_R16, is_q5 = type == SLM_TYPE_Q5_0_R16;
+    const size_t line = 4 * SLM__R16, qbytes = is_q8 ? 8 * line : is_q5 ? 5 * line : 4 * line;
     const uint8_t *q = group + (size_t)nb * SLM__R16 * 2;
-    const uint8x16_t low4 = vdupq_n_u8(0x0f);
+    const uint8x16_t low4 = vdupq_n_u8(0x0f), sixteen = vdupq_n_u8(16), bits = vld1q_u8(run_bits);
+    const int32_t nibble_offset = is_q5 ? 16 : 8;
     float32x4_t acc[2][8]; /* [token pair][row pair] */
     int b, p, h, j, c;
     SLM__UNROLL for (p = 0; p < np; p++) SLM__UNROLL for (j = 0; j < 8; j++) acc[p][j] = vdupq_n_f32(0.0f);
@@ -6536,9 +6543,10 @@ SLM__INLINE void slm__gemm_r16_nt_i8mm(int type, const uint8_t *group, int nb, c
         const uint16_t *sc = (const uint16_t *)slm__r16_scales(group, b);
         int8x16_t xk[2][4];  /* [token pair][run c]: elements 8c..8c+7 of both tokens */
         float32x4_t dx[2];   /* the tokens' scales in a tile's lanes */
-        int32x4_t offset[2]; /* q4_0: 8 * each token's sum of quants, in a tile's lanes */
+        int32x4_t offset[2]; /* q4_0, q5_0: 8 or 16 times each token's sum of quants, in a tile's lanes */
         __builtin_prefetch(q + SLM__PREFETCH);
         __builtin_prefetch(q + SLM__PREFETCH + 128);
+        if (is_q5) __builtin_prefetch(q + SLM__PREFETCH + 256);
         if (is_q8) {
             __builtin_prefetch(q + SLM__PREFETCH + 256);
             __builtin_prefetch(q + SLM__PREFETCH + 384);
@@ -6548,7 +6556,8 @@ SLM__INLINE void slm__gemm_r16_nt_i8mm(int type, const uint8_t *group, int nb, c
             int64x2_t lo0 = vreinterpretq_s64_s8(vld1q_s8(x0->q)), hi0 = vreinterpretq_s64_s8(vld1q_s8(x0->q + 16));
             int64x2_t lo1 = vreinterpretq_s64_s8(vld1q_s8(x1->q)), hi1 = vreinterpretq_s64_s8(vld1q_s8(x1->q + 16));
             float d0 = slm_fp16_to_fp32(x0->d), d1 = slm_fp16_to_fp32(x1->d);
-            int32_t o0 = 8 * xsum[(size_t)(2 * p) * xs + b], o1 = 8 * xsum[(size_t)(2 * p + 1) * xs + b];
+            int32_t o0 = nibble_offset * xsum[(size_t)(2 * p) * xs + b];
+            int32_t o1 = nibble_offset * xsum[(size_t)(2 * p + 1) * xs + b];
             xk[p][0] = vreinterpretq_s8_s64(vzip1q_s64(lo0, lo1));
             xk[p][1] = vreinterpretq_s8_s64(vzip2q_s64(lo0, lo1));
             xk[p][2] = vreinterpretq_s8_s64(vzip1q_s64(hi0, hi1));
@@ -6556,8 +6565,10 @@ SLM__INLINE void slm__gemm_r16_nt_i8mm(int type, const uint8_t *group, int nb, c
             dx[p] = vzip1q_f32(vdupq_n_f32(d0), vdupq_n_f32(d1));
             offset[p] = vzip1q_s32(vdupq_n_s32(o0), vdupq_n_s32(o1));
         }
-        for (h = 0; h < 4; h++) { /* rows 4h..4h+3: row pairs 2h, 2h + 1 */
-            int8x16_t wk[2][4];   /* [row pair][run c] */
+        /* rows 4h..4h+3: row pairs 2h, 2h + 1; unrolled, so that the sums stay
+           in registers (a loop would index them, and g++ 12 keep them in memory) */
+        SLM__UNROLL for (h = 0; h < 4; h++) {
+            int8x16_t wk[2][4]; /* [row pair][run c] */
             float32x4_t dw = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(sc + 4 * h))), dwp[2];
             dwp[0] = vzip1q_f32(dw, dw);
             dwp[1] = vzip2q_f32(dw, dw);
@@ -6568,16 +6579,26 @@ SLM__INLINE void slm__gemm_r16_nt_i8mm(int type, const uint8_t *group, int nb, c
                     wk[0][c] = vreinterpretq_s8_s32(vzip1q_s32(l0, l1));
                     wk[1][c] = vreinterpretq_s8_s32(vzip2q_s32(l0, l1));
                 }
-            } else { /* nibbles 0..15 as they are; the offset of 8 comes off once per block */
+            } else { /* nibbles 0..15 (q5_0: 0..31) as they are; the offset comes off once per block */
+                const uint8_t *nibbles = is_q5 ? q + line : q;
                 SLM__UNROLL for (c = 0; c < 2; c++) {
-                    int32x4_t l0 = vld1q_s32((const int32_t *)(q + (size_t)(2 * c) * line + 16 * h));
-                    int32x4_t l1 = vld1q_s32((const int32_t *)(q + (size_t)(2 * c + 1) * line + 16 * h));
+                    int32x4_t l0 = vld1q_s32((const int32_t *)(nibbles + (size_t)(2 * c) * line + 16 * h));
+                    int32x4_t l1 = vld1q_s32((const int32_t *)(nibbles + (size_t)(2 * c + 1) * line + 16 * h));
                     uint8x16_t z[2];
                     z[0] = vreinterpretq_u8_s32(vzip1q_s32(l0, l1));
                     z[1] = vreinterpretq_u8_s32(vzip2q_s32(l0, l1));
                     SLM__UNROLL for (j = 0; j < 2; j++) {
-                        wk[j][c] = vreinterpretq_s8_u8(vandq_u8(z[j], low4));
-                        wk[j][c + 2] = vreinterpretq_s8_u8(vshrq_n_u8(z[j], 4));
+                        uint8x16_t lo = vandq_u8(z[j], low4), hi = vshrq_n_u8(z[j], 4);
+                        if (is_q5) {
+                            const uint8x16_t qh = vld1q_u8(q + 16 * h), rows = vld1q_u8(run_rows[j]);
+                            uint8x16_t hlo = vtstq_u8(vqtbl1q_u8(qh, vaddq_u8(rows, vdupq_n_u8((uint8_t)c))), bits);
+                            uint8x16_t hhi =
+                                vtstq_u8(vqtbl1q_u8(qh, vaddq_u8(rows, vdupq_n_u8((uint8_t)(2 + c)))), bits);
+                            lo = vorrq_u8(lo, vandq_u8(hlo, sixteen));
+                            hi = vorrq_u8(hi, vandq_u8(hhi, sixteen));
+                        }
+                        wk[j][c] = vreinterpretq_s8_u8(lo);
+                        wk[j][c + 2] = vreinterpretq_s8_u8(hi);
                     }
                 }
             }
@@ -6598,20 +6619,19 @@ SLM__INLINE void slm__gemm_r16_nt_i8mm(int type, const uint8_t *group, int nb, c
 }
 
 /* any number of tokens: four per pass, then a pair; a last single token
-   (decode) runs the dot-product kernel, whose bits a pair's are */
+   (decode) runs the NEON kernel, whose bits a pair's are */
 static void slm__gemm_r16_i8mm(int type, const uint8_t *group, int nb, const slm__block_q8_0 *x, const int32_t *xsum,
                                size_t xs, int nt, float *y, size_t ys) {
-    if (type == SLM_TYPE_Q5_0_R16) {
-        SLM__GEMM_R16_Q5_PASSES(slm__gemm_r16_q5_nt_neon);
-        return;
-    }
     for (; nt >= 4; nt -= 4, x += 4 * xs, xsum += 4 * xs, y += 4 * ys)
         slm__gemm_r16_nt_i8mm(type, group, nb, x, xsum, xs, 2, y, ys);
     if (nt >= 2) {
         slm__gemm_r16_nt_i8mm(type, group, nb, x, xsum, xs, 1, y, ys);
         nt -= 2, x += 2 * xs, xsum += 2 * xs, y += 2 * ys;
     }
-    if (nt) slm__gemm_r16_nt_neon(type, group, nb, x, xsum, xs, 1, y, ys);
+    if (nt && type == SLM_TYPE_Q5_0_R16)
+        slm__gemm_r16_q5_nt_neon(group, nb, x, xsum, xs, 1, y, ys);
+    else if (nt)
+        slm__gemm_r16_nt_neon(type, group, nb, x, xsum, xs, 1, y, ys);
 }
 #endif
 

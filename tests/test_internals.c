@@ -1846,10 +1846,14 @@ static void test_kernels_r16(void) {
 #endif
 #if defined(SLM__NEON_I8MM)
                     /* smmla gives the integer sums of the dot-product kernel, then the same float steps */
-                    for (t = 0; t < nt && type != SLM_TYPE_Q5_0_R16; t++) {
+                    for (t = 0; t < nt; t++) {
+                        const slm__block_q8_0 *xt = xq + (size_t)t * nb;
                         float neon[ROWS];
-                        slm__gemm_r16_nt_neon(type, group, nb, xq + (size_t)t * nb, xsum + (size_t)t * nb, (size_t)nb,
-                                              1, neon, ROWS);
+                        if (type == SLM_TYPE_Q5_0_R16)
+                            slm__gemm_r16_q5_nt_neon(group, nb, xt, xsum + (size_t)t * nb, (size_t)nb, 1, neon, ROWS);
+                        else
+                            slm__gemm_r16_nt_neon(type, group, nb, xt, xsum + (size_t)t * nb, (size_t)nb, 1, neon,
+                                                  ROWS);
                         bad_i8mm += memcmp(neon, got + t * ROWS, sizeof neon) != 0;
                     }
 #endif

@@ -6535,7 +6535,7 @@ SLM__INLINE void slm__gemm_r16_nt_i8mm(int type, const uint8_t *group, int nb, c
     const size_t line = 4 * SLM__R16, qbytes = is_q8 ? 8 * line : is_q5 ? 5 * line : 4 * line;
     const uint8_t *q = group + (size_t)nb * SLM__R16 * 2;
     const uint8x16_t low4 = vdupq_n_u8(0x0f), sixteen = vdupq_n_u8(16), bits = vld1q_u8(run_bits);
-    const int32_t nibble_offset = is_q5 ? 16 : 8;
+    const int32_t nibble_offset = is_q8 ? 0 : is_q5 ? -16 : -8;
     float32x4_t acc[2][8]; /* [token pair][row pair] */
     int b, p, h, j, c;
     SLM__UNROLL for (p = 0; p < np; p++) SLM__UNROLL for (j = 0; j < 8; j++) acc[p][j] = vdupq_n_f32(0.0f);
@@ -6543,7 +6543,7 @@ SLM__INLINE void slm__gemm_r16_nt_i8mm(int type, const uint8_t *group, int nb, c
         const uint16_t *sc = (const uint16_t *)slm__r16_scales(group, b);
         int8x16_t xk[2][4];  /* [token pair][run c]: elements 8c..8c+7 of both tokens */
         float32x4_t dx[2];   /* the tokens' scales in a tile's lanes */
-        int32x4_t offset[2]; /* q4_0, q5_0: 8 or 16 times each token's sum of quants, in a tile's lanes */
+        int32x4_t offset[2]; /* q4_0, q5_0: -8 or -16 times each token's sum of quants, in a tile's lanes */
         __builtin_prefetch(q + SLM__PREFETCH);
         __builtin_prefetch(q + SLM__PREFETCH + 128);
         if (is_q5) __builtin_prefetch(q + SLM__PREFETCH + 256);
@@ -6603,11 +6603,10 @@ SLM__INLINE void slm__gemm_r16_nt_i8mm(int type, const uint8_t *group, int nb, c
                 }
             }
             SLM__UNROLL for (p = 0; p < np; p++) SLM__UNROLL for (j = 0; j < 2; j++) {
-                int32x4_t isum = vmmlaq_s32(vdupq_n_s32(0), wk[j][0], xk[p][0]);
+                int32x4_t isum = vmmlaq_s32(offset[p], wk[j][0], xk[p][0]); /* the offset: no instruction of its own */
                 isum = vmmlaq_s32(isum, wk[j][1], xk[p][1]);
                 isum = vmmlaq_s32(isum, wk[j][2], xk[p][2]);
                 isum = vmmlaq_s32(isum, wk[j][3], xk[p][3]);
-                if (!is_q8) isum = vsubq_s32(isum, offset[p]);
                 acc[p][2 * h + j] = vfmaq_f32(acc[p][2 * h + j], vcvtq_f32_s32(isum), vmulq_f32(dwp[j], dx[p]));
             }
         }

@@ -1220,7 +1220,7 @@ int slm__pretok_llama3_family(const char *name);
                         Intel client CPUs): the 256-bit VEX vpdpbusd in the AVX2 kernels
      SLM__NEON          any aarch64 (armv8-a)
      SLM__NEON_DOTPROD  -march=armv8.2-a+dotprod, armv8.4-a and later, -mcpu=apple-m1
-     SLM__NEON_I8MM     -march=armv8.6-a, armv8.2-a+dotprod+i8mm, -mcpu=apple-m2: smmla (prefill)
+     SLM__NEON_I8MM     -march=armv8.6-a, armv8.2-a+dotprod+i8mm, -mcpu=neoverse-v1: smmla (prefill)
      SLM__ARM_FP16      aarch64's __fp16 storage type: half conversion in one instruction
    Each means that the kernels written for it can be compiled (an AVX-512 build
    also has the AVX2 ones); which kernels run is the kernel table below.

@@ -1845,7 +1845,7 @@ static void test_kernels_r16(void) {
                     }
 #endif
 #if defined(SLM__NEON_I8MM)
-                    /* smmla gives the integer sums of the dot-product kernel, then the same float steps */
+                    /* smmla gives the integer sums of the NEON kernels, then the same float steps */
                     for (t = 0; t < nt; t++) {
                         const slm__block_q8_0 *xt = xq + (size_t)t * nb;
                         float neon[ROWS];

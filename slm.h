@@ -6565,8 +6565,9 @@ SLM__INLINE void slm__gemm_r16_nt_i8mm(int type, const uint8_t *group, int nb, c
             dx[p] = vzip1q_f32(vdupq_n_f32(d0), vdupq_n_f32(d1));
             offset[p] = vzip1q_s32(vdupq_n_s32(o0), vdupq_n_s32(o1));
         }
-        /* rows 4h..4h+3: row pairs 2h, 2h + 1; unrolled, so that the sums stay
-           in registers (a loop would index them, and g++ 12 keep them in memory) */
+        /* rows 4h..4h+3: row pairs 2h, 2h + 1; unrolled: as a loop it indexes
+           the sums, and g++ 12 kept them all in memory (unrolled, two token
+           pairs still spill some: 32 registers are just short) */
         SLM__UNROLL for (h = 0; h < 4; h++) {
             int8x16_t wk[2][4]; /* [row pair][run c] */
             float32x4_t dw = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(sc + 4 * h))), dwp[2];

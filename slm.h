@@ -61,7 +61,8 @@
    SIMD
      Kernels are chosen at compile time from the compiler's predefined macros
      by default: AVX-512 F+BW+VL (+VNNI), else AVX2+FMA+F16C (+AVX-VNNI) on
-     x86; NEON (+ the int8 dot product with __ARM_FEATURE_DOTPROD) on aarch64.
+     x86; NEON (+ the int8 dot product with __ARM_FEATURE_DOTPROD, + the int8
+     matrix multiply with __ARM_FEATURE_MATMUL_INT8 for prefill) on aarch64.
      A plain x86 build (no -march or -m flags) runs the scalar kernels: build
      with -march=native, or the flags of the CPUs you ship to (for Intel
      laptops since Alder Lake: -march=x86-64-v3 -mavxvnni).
@@ -550,7 +551,7 @@ typedef struct slm_model_info {
     /* fill-in-the-middle control tokens (slm_fim), -1 when absent: prefix,
        suffix, middle, padding, repository name, file separator */
     slm_token fim_pre, fim_suf, fim_mid, fim_pad, fim_rep, fim_sep;
-    const char *kernels; /* the kernel set this model runs: "avx2", "neon-dotprod", "scalar"... */
+    const char *kernels; /* the kernel set this model runs: "avx2", "neon-dotprod", "neon-i8mm", "scalar"... */
 } slm_model_info;
 
 typedef struct slm_tensor_info {
@@ -1219,6 +1220,7 @@ int slm__pretok_llama3_family(const char *name);
                         Intel client CPUs): the 256-bit VEX vpdpbusd in the AVX2 kernels
      SLM__NEON          any aarch64 (armv8-a)
      SLM__NEON_DOTPROD  -march=armv8.2-a+dotprod, armv8.4-a and later, -mcpu=apple-m1
+     SLM__NEON_I8MM     -march=armv8.6-a, armv8.2-a+dotprod+i8mm, -mcpu=neoverse-v1: smmla (prefill)
      SLM__ARM_FP16      aarch64's __fp16 storage type: half conversion in one instruction
    Each means that the kernels written for it can be compiled (an AVX-512 build
    also has the AVX2 ones); which kernels run is the kernel table below.
@@ -1268,6 +1270,9 @@ int slm__pretok_llama3_family(const char *name);
 #include <arm_neon.h>
 #if defined(__ARM_FEATURE_DOTPROD)
 #define SLM__NEON_DOTPROD 1
+#endif
+#if defined(__ARM_FEATURE_MATMUL_INT8)
+#define SLM__NEON_I8MM 1
 #endif
 #endif
 #endif
@@ -1396,7 +1401,9 @@ static __thread const slm__kernel_set *slm__kernels_here;
 #define slm__rmsnorm             slm__rmsnorm_avx2
 
 #elif defined(SLM__NEON)
-#if defined(SLM__NEON_DOTPROD)
+#if defined(SLM__NEON_I8MM)
+#define SLM__SIMD_NAME "neon-i8mm"
+#elif defined(SLM__NEON_DOTPROD)
 #define SLM__SIMD_NAME "neon-dotprod"
 #else
 #define SLM__SIMD_NAME "neon"
@@ -1411,9 +1418,6 @@ static __thread const slm__kernel_set *slm__kernels_here;
 #define slm__dotm_q4_K           slm__dotm_q4_K_neon
 #define slm__dotm_q5_K           slm__dotm_q5_K_neon
 #define slm__dotm_q6_K           slm__dotm_q6_K_neon
-#define slm__gemm_r16_nt         slm__gemm_r16_nt_neon
-#define slm__gemm_r16_q5_nt      slm__gemm_r16_q5_nt_neon
-#define slm__gemm_r16            slm__gemm_r16_pairs
 #define slm__quantize_act_blocks slm__quantize_act_blocks_ref
 #define slm__axpy_f32            slm__axpy_f32_neon
 #define slm__axpy_f16            slm__axpy_f16_neon
@@ -1427,6 +1431,13 @@ static __thread const slm__kernel_set *slm__kernels_here;
 #define slm__softmax             slm__softmax_neon
 #define slm__silu_mul            slm__silu_mul_neon
 #define slm__rmsnorm             slm__rmsnorm_neon
+#if defined(SLM__NEON_I8MM)
+#define slm__gemm_r16 slm__gemm_r16_i8mm /* its single tokens: the NEON kernels' */
+#else
+#define slm__gemm_r16_nt    slm__gemm_r16_nt_neon
+#define slm__gemm_r16_q5_nt slm__gemm_r16_q5_nt_neon
+#define slm__gemm_r16       slm__gemm_r16_pairs
+#endif
 
 #else
 #define SLM__SIMD_NAME           "scalar"
@@ -6518,6 +6529,133 @@ SLM__INLINE void slm__gemm_r16_q5_nt_neon(const uint8_t *group, int nb, const sl
     }
     SLM__UNROLL for (t = 0; t < nt; t++) SLM__UNROLL for (h = 0; h < 4; h++) vst1q_f32(y + t * ys + 4 * h, acc[t][h]);
 }
+
+#if defined(SLM__NEON_I8MM)
+/* smmla multiplies two 2x8 int8 matrices into a 2x2 int32 tile: here two
+   rows' 8 weights against two tokens' same 8 activations, twice the products
+   of a dot-product instruction. The _R16 lines hold 4 bytes per row; lines
+   2c and 2c + 1 zipped by 32-bit elements give rows 0, 1 (zip1) and 2, 3
+   (zip2) of a 16-byte vector as 8-byte runs: q8_0's elements 8c..8c+7;
+   q4_0's and q5_0's bytes 8c..8c+7, whose nibbles are elements 8c.. and
+   16 + 8c.. (q5_0: their fifth bits are bytes c and 2 + c of the row's qh,
+   spread over the run by a table lookup and a bit test). Zipping at run
+   time keeps the file's layout, and each zip serves every token of the
+   pass; the tokens' 8-byte runs are two zips of each pair's blocks. A
+   tile's lanes are (row r, token t): r0t0 r0t1 r1t0 r1t1. The integer sums
+   are exact and each lane's float steps are those of the NEON kernels
+   (float(sum - offset) times dw * dx, fused into the sum of blocks), so a
+   token has the same bits in a pair as alone in slm__gemm_r16_nt_neon or
+   slm__gemm_r16_q5_nt_neon. np (1 or 2 token pairs) is a constant at each
+   call. */
+SLM__INLINE void slm__gemm_r16_nt_i8mm(int type, const uint8_t *group, int nb, const slm__block_q8_0 *x,
+                                       const int32_t *xsum, size_t xs, const int np, float *y, size_t ys) {
+    /* byte i of a row's run: bit i of its qh byte, taken from byte 4r + c of the qh vector (rows r, r + 1) */
+    static const uint8_t run_bits[16] = { 1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128 };
+    static const uint8_t run_rows[2][16] = { { 0, 0, 0, 0, 0, 0, 0, 0, 4, 4, 4, 4, 4, 4, 4, 4 },
+                                             { 8, 8, 8, 8, 8, 8, 8, 8, 12, 12, 12, 12, 12, 12, 12, 12 } };
+    const int is_q8 = type == SLM_TYPE_Q8_0_R16, is_q5 = type == SLM_TYPE_Q5_0_R16;
+    const size_t line = 4 * SLM__R16, qbytes = is_q8 ? 8 * line : is_q5 ? 5 * line : 4 * line;
+    const uint8_t *q = group + (size_t)nb * SLM__R16 * 2;
+    const uint8x16_t low4 = vdupq_n_u8(0x0f), sixteen = vdupq_n_u8(16), bits = vld1q_u8(run_bits);
+    const int32_t nibble_offset = is_q8 ? 0 : is_q5 ? -16 : -8;
+    float32x4_t acc[2][8]; /* [token pair][row pair] */
+    int b, p, h, j, c;
+    SLM__UNROLL for (p = 0; p < np; p++) SLM__UNROLL for (j = 0; j < 8; j++) acc[p][j] = vdupq_n_f32(0.0f);
+    for (b = 0; b < nb; b++, q += qbytes) {
+        const uint16_t *sc = (const uint16_t *)slm__r16_scales(group, b);
+        int8x16_t xk[2][4];  /* [token pair][run c]: elements 8c..8c+7 of both tokens */
+        float32x4_t dx[2];   /* the tokens' scales in a tile's lanes */
+        int32x4_t offset[2]; /* q4_0, q5_0: -8 or -16 times each token's sum of quants, in a tile's lanes */
+        __builtin_prefetch(q + SLM__PREFETCH);
+        __builtin_prefetch(q + SLM__PREFETCH + 128);
+        if (is_q5) __builtin_prefetch(q + SLM__PREFETCH + 256);
+        if (is_q8) {
+            __builtin_prefetch(q + SLM__PREFETCH + 256);
+            __builtin_prefetch(q + SLM__PREFETCH + 384);
+        }
+        SLM__UNROLL for (p = 0; p < np; p++) {
+            const slm__block_q8_0 *x0 = x + (size_t)(2 * p) * xs + b, *x1 = x + (size_t)(2 * p + 1) * xs + b;
+            int64x2_t lo0 = vreinterpretq_s64_s8(vld1q_s8(x0->q)), hi0 = vreinterpretq_s64_s8(vld1q_s8(x0->q + 16));
+            int64x2_t lo1 = vreinterpretq_s64_s8(vld1q_s8(x1->q)), hi1 = vreinterpretq_s64_s8(vld1q_s8(x1->q + 16));
+            float d0 = slm_fp16_to_fp32(x0->d), d1 = slm_fp16_to_fp32(x1->d);
+            int32_t o0 = nibble_offset * xsum[(size_t)(2 * p) * xs + b];
+            int32_t o1 = nibble_offset * xsum[(size_t)(2 * p + 1) * xs + b];
+            xk[p][0] = vreinterpretq_s8_s64(vzip1q_s64(lo0, lo1));
+            xk[p][1] = vreinterpretq_s8_s64(vzip2q_s64(lo0, lo1));
+            xk[p][2] = vreinterpretq_s8_s64(vzip1q_s64(hi0, hi1));
+            xk[p][3] = vreinterpretq_s8_s64(vzip2q_s64(hi0, hi1));
+            dx[p] = vzip1q_f32(vdupq_n_f32(d0), vdupq_n_f32(d1));
+            offset[p] = vzip1q_s32(vdupq_n_s32(o0), vdupq_n_s32(o1));
+        }
+        /* rows 4h..4h+3: row pairs 2h, 2h + 1; unrolled: as a loop it indexes
+           the sums, and g++ 12 kept them all in memory (unrolled, two token
+           pairs still spill some: 32 registers are just short) */
+        SLM__UNROLL for (h = 0; h < 4; h++) {
+            int8x16_t wk[2][4]; /* [row pair][run c] */
+            float32x4_t dw = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(sc + 4 * h))), dwp[2];
+            dwp[0] = vzip1q_f32(dw, dw);
+            dwp[1] = vzip2q_f32(dw, dw);
+            if (is_q8) {
+                SLM__UNROLL for (c = 0; c < 4; c++) {
+                    int32x4_t l0 = vld1q_s32((const int32_t *)(q + (size_t)(2 * c) * line + 16 * h));
+                    int32x4_t l1 = vld1q_s32((const int32_t *)(q + (size_t)(2 * c + 1) * line + 16 * h));
+                    wk[0][c] = vreinterpretq_s8_s32(vzip1q_s32(l0, l1));
+                    wk[1][c] = vreinterpretq_s8_s32(vzip2q_s32(l0, l1));
+                }
+            } else { /* nibbles 0..15 (q5_0: 0..31) as they are; the offset comes off once per block */
+                const uint8_t *nibbles = is_q5 ? q + line : q;
+                SLM__UNROLL for (c = 0; c < 2; c++) {
+                    int32x4_t l0 = vld1q_s32((const int32_t *)(nibbles + (size_t)(2 * c) * line + 16 * h));
+                    int32x4_t l1 = vld1q_s32((const int32_t *)(nibbles + (size_t)(2 * c + 1) * line + 16 * h));
+                    uint8x16_t z[2];
+                    z[0] = vreinterpretq_u8_s32(vzip1q_s32(l0, l1));
+                    z[1] = vreinterpretq_u8_s32(vzip2q_s32(l0, l1));
+                    SLM__UNROLL for (j = 0; j < 2; j++) {
+                        uint8x16_t lo = vandq_u8(z[j], low4), hi = vshrq_n_u8(z[j], 4);
+                        if (is_q5) {
+                            const uint8x16_t qh = vld1q_u8(q + 16 * h), rows = vld1q_u8(run_rows[j]);
+                            uint8x16_t hlo = vtstq_u8(vqtbl1q_u8(qh, vaddq_u8(rows, vdupq_n_u8((uint8_t)c))), bits);
+                            uint8x16_t hhi =
+                                vtstq_u8(vqtbl1q_u8(qh, vaddq_u8(rows, vdupq_n_u8((uint8_t)(2 + c)))), bits);
+                            lo = vorrq_u8(lo, vandq_u8(hlo, sixteen));
+                            hi = vorrq_u8(hi, vandq_u8(hhi, sixteen));
+                        }
+                        wk[j][c] = vreinterpretq_s8_u8(lo);
+                        wk[j][c + 2] = vreinterpretq_s8_u8(hi);
+                    }
+                }
+            }
+            SLM__UNROLL for (p = 0; p < np; p++) SLM__UNROLL for (j = 0; j < 2; j++) {
+                int32x4_t isum = vmmlaq_s32(offset[p], wk[j][0], xk[p][0]); /* the offset: no instruction of its own */
+                isum = vmmlaq_s32(isum, wk[j][1], xk[p][1]);
+                isum = vmmlaq_s32(isum, wk[j][2], xk[p][2]);
+                isum = vmmlaq_s32(isum, wk[j][3], xk[p][3]);
+                acc[p][2 * h + j] = vfmaq_f32(acc[p][2 * h + j], vcvtq_f32_s32(isum), vmulq_f32(dwp[j], dx[p]));
+            }
+        }
+    }
+    SLM__UNROLL for (p = 0; p < np; p++) SLM__UNROLL for (h = 0; h < 4; h++) {
+        vst1q_f32(y + (size_t)(2 * p) * ys + 4 * h, vuzp1q_f32(acc[p][2 * h], acc[p][2 * h + 1]));
+        vst1q_f32(y + (size_t)(2 * p + 1) * ys + 4 * h, vuzp2q_f32(acc[p][2 * h], acc[p][2 * h + 1]));
+    }
+}
+
+/* any number of tokens: four per pass, then a pair; a last single token
+   (decode) runs the NEON kernel, whose bits a pair's are */
+static void slm__gemm_r16_i8mm(int type, const uint8_t *group, int nb, const slm__block_q8_0 *x, const int32_t *xsum,
+                               size_t xs, int nt, float *y, size_t ys) {
+    for (; nt >= 4; nt -= 4, x += 4 * xs, xsum += 4 * xs, y += 4 * ys)
+        slm__gemm_r16_nt_i8mm(type, group, nb, x, xsum, xs, 2, y, ys);
+    if (nt >= 2) {
+        slm__gemm_r16_nt_i8mm(type, group, nb, x, xsum, xs, 1, y, ys);
+        nt -= 2, x += 2 * xs, xsum += 2 * xs, y += 2 * ys;
+    }
+    if (nt && type == SLM_TYPE_Q5_0_R16)
+        slm__gemm_r16_q5_nt_neon(group, nb, x, xsum, xs, 1, y, ys);
+    else if (nt)
+        slm__gemm_r16_nt_neon(type, group, nb, x, xsum, xs, 1, y, ys);
+}
+#endif
 
 #endif
 

@@ -364,9 +364,11 @@ if ! command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || ! command -v qemu-aarch
     apt_install gcc-aarch64-linux-gnu qemu-user || true
 fi
 if command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 && command -v qemu-aarch64 >/dev/null 2>&1; then
-    # Both builds, then both runs, side by side (qemu runs one guest thread per
-    # host thread; the two runs take ~3 and ~6 minutes one after the other).
-    AMARCHS=(armv8-a armv8.2-a+dotprod)
+    # The builds, then the runs, side by side (qemu runs one guest thread per
+    # host thread; the first two runs take ~3 and ~6 minutes one after the
+    # other). armv8.6-a has the int8 matrix multiply (i8mm: smmla), which
+    # qemu's -cpu max emulates.
+    AMARCHS=(armv8-a armv8.2-a+dotprod armv8.6-a)
     for march in "${AMARCHS[@]}"; do
         AB=$BUILD/aarch64_${march//[^A-Za-z0-9]/_}
         mkdir -p "$AB"
@@ -387,14 +389,22 @@ if command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 && command -v qemu-aarch64 >
         # everything else too (plain C, but built for this target: char is
         # unsigned there), less three costly runs of fixtures through code the
         # others already cover (grammars, the bf16 shards, the qwen2 session).
+        # i8mm changes only the _R16 GEMM of batches of two or more tokens, so
+        # the third runs only its kernel test (against the scalar reference
+        # and the NEON kernels' bits) and the tests that batch tokens through
+        # it (q8_0, q4_0, q5_0 _R16 models) and compare them with one token at
+        # a time and other thread counts: ~35 s of CPU.
         skip_opts=(-x suggest -x branches_fixture)
         if [ "$march" = armv8-a ]; then
             skip_opts+=("${KERNEL_TESTS[@]}" -x qwen)
+        elif [ "$march" = armv8.6-a ]; then
+            skip_opts=(-k kernels_vs -k kernels_r16 -k layouts -k batched_eval -k threads_and_batches
+                       -k branches_identical/q -k convert_q5_0_interleaved -x _rows)
         else
             skip_opts+=(-x grammar_json/fixture -x hf_vs_gguf/qwen2_bf16 -x session_save_identical/fixture:c_qwen2)
         fi
         SLM_TEST_FEWER=1 SLM_TEST_BUILD=$AB SLM_TEST_TIMEOUT=600 QEMU_LD_PREFIX=/usr/aarch64-linux-gnu \
-            qemu-aarch64 "$AB/test_slm" "${skip_opts[@]}" >"$AB/run.log" 2>&1 &
+            qemu-aarch64 -cpu max "$AB/test_slm" "${skip_opts[@]}" >"$AB/run.log" 2>&1 &
     done
     wait
     for march in "${AMARCHS[@]}"; do
@@ -402,7 +412,7 @@ if command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 && command -v qemu-aarch64 >
         if [ -f "$AB/build.ok" ]; then
             sed "s/^/  [$march] /" "$AB/run.log"
             add_counts "$AB/run.log" "test_slm aarch64 $march"
-            if [ "$march" = armv8-a ]; then want=neon; else want=neon-dotprod; fi
+            case $march in armv8-a) want=neon ;; armv8.6-a) want=neon-i8mm ;; *) want=neon-dotprod ;; esac
             kernels_picked "$AB/run.log" $want "test_slm aarch64 $march"
         else
             fail "build test_slm for aarch64 ($march)" "$(head -n 8 "$AB/build.log")"

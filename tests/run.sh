@@ -577,7 +577,7 @@ else
 
         run_cmd "$O" "$E" "$SLM" info -m "$M"
         DETAIL="exit status $RC, stdout: $(head -c 300 "$O")"
-        check "slm info prints the model and its kernels" eval 'test $RC = 0 && grep -q 512 "$O" && grep -qi llama "$O" && grep -Eq "^kernels: (avx512-vnni|avx512|avx2-vnni|avx2|neon-dotprod|neon|scalar)$" "$O"'
+        check "slm info prints the model and its kernels" eval 'test $RC = 0 && grep -q 512 "$O" && grep -qi llama "$O" && grep -Eq "^kernels: (avx512-vnni|avx512|avx2-vnni|avx2|neon-i8mm|neon-dotprod|neon|scalar)$" "$O"'
         check "slm info prints the default session's size" grep -Eq '^session_size: [1-9][0-9]* \(.* at n_ctx 512\)$' "$O"
         # a tokenizer-only file tokenizes the same and cannot run
         rm -f "$BUILD/vocab.slm"

@@ -1789,7 +1789,7 @@ static void test_kernels_r16(void) {
     int32_t *xsum = (int32_t *)malloc((size_t)NT * MAXB * sizeof(int32_t));
     float ref[NT * ROWS], got[NT * ROWS], alone[NT * ROWS];
     size_t bi, ti;
-    int rep, i, r, t, n_checked = 0, bad_layout = 0, bad_back = 0, bad_vnni = 0, bad_tile = 0;
+    int rep, i, r, t, n_checked = 0, bad_layout = 0, bad_back = 0, bad_vnni = 0, bad_i8mm = 0, bad_tile = 0;
     for (rep = 0; rep < 5; rep++)
         for (ti = 0; ti < sizeof types / sizeof types[0]; ti++)
             for (bi = 0; bi < sizeof blocks / sizeof blocks[0]; bi++) {
@@ -1844,6 +1844,19 @@ static void test_kernels_r16(void) {
                         bad_vnni += memcmp(avx2, got + t * ROWS, sizeof avx2) != 0;
                     }
 #endif
+#if defined(SLM__NEON_I8MM)
+                    /* smmla gives the integer sums of the NEON kernels, then the same float steps */
+                    for (t = 0; t < nt; t++) {
+                        const slm__block_q8_0 *xt = xq + (size_t)t * nb;
+                        float neon[ROWS];
+                        if (type == SLM_TYPE_Q5_0_R16)
+                            slm__gemm_r16_q5_nt_neon(group, nb, xt, xsum + (size_t)t * nb, (size_t)nb, 1, neon, ROWS);
+                        else
+                            slm__gemm_r16_nt_neon(type, group, nb, xt, xsum + (size_t)t * nb, (size_t)nb, 1, neon,
+                                                  ROWS);
+                        bad_i8mm += memcmp(neon, got + t * ROWS, sizeof neon) != 0;
+                    }
+#endif
                     bad_tile += memcmp(got, alone, (size_t)nt * ROWS * sizeof(float)) != 0;
                     for (t = 0; t < nt; t++)
                         for (r = 0; r < ROWS; r++) {
@@ -1865,6 +1878,7 @@ static void test_kernels_r16(void) {
     CHECKF(bad_layout == 0, "%d outputs of the _R16 reference differ from the row-by-row reference", bad_layout);
     CHECKF(bad_back == 0, "%d rows read back from the _R16 layout differ from the rows put in", bad_back);
     CHECKF(bad_vnni == 0, "%d AVX-VNNI outputs differ from the AVX2 kernel's bits", bad_vnni);
+    CHECKF(bad_i8mm == 0, "%d i8mm outputs differ from the NEON kernel's bits", bad_i8mm);
     CHECKF(bad_tile == 0, "%d batches of the _R16 kernel differ from their tokens computed alone", bad_tile);
     /* arguments */
     CHECK(slm_interleave_rows(SLM_TYPE_Q8_0, rows, group, 32, 16) == SLM_ERR_INVALID_ARG);

@@ -4972,30 +4972,33 @@ SLM__MAYBE_UNUSED static void slm__gemm_r16_ref(int type, const uint8_t *group, 
    prefetcher alone leaves decode at a third of the memory bandwidth; 2048
    measured best on Zen 4. The x86 kernels of the interleaved (_R16) layouts,
    which prefetch every line of a group, look further ahead: on Zen 5 one
-   thread's decode ran 1.05-1.3x faster at 4096 (and non-temporal, below)
-   than at 2048, SmolLM2 and Qwen2.5 shapes, q8_0 and q4_0; 8192 was slower
-   on Qwen2.5; prefill and two threads unchanged (bench/: medians of 6
-   alternating runs). Internal, overridden with -D to tune another CPU
-   (bench/); no test sets them, and any value gives the same results. */
+   thread's decode ran 1.05-1.3x faster with q8_0 4096 bytes ahead (and
+   non-temporal, below) than 2048, and q4_0 another 1.08-1.18x faster 8192
+   ahead (SmolLM2 and Qwen2.5 shapes; q8_0 at 8192 was slower on Qwen2.5);
+   prefill and two threads unchanged (medians of 6 alternating runs).
+   Internal, overridden with -D to tune another CPU (bench/); no test sets
+   them, and any value gives the same results. */
 #ifndef SLM__PREFETCH
 #define SLM__PREFETCH 2048
 #endif
 #ifndef SLM__PREFETCH_R16
 #define SLM__PREFETCH_R16 4096
 #endif
-/* A block's lines of an interleaved group, SLM__PREFETCH_R16 bytes ahead:
-   non-temporal for a lone token (decode reads each line once; the L2 keeps
-   the KV cache and activations), into every cache level for a tile of tokens
-   (prefill reads the group again for the next tile). */
-#define SLM__PREFETCH_GROUP(q, nbytes, nt)                                               \
-    do {                                                                                 \
-        int pf_;                                                                         \
-        for (pf_ = 0; pf_ < (int)(nbytes); pf_ += 64) {                                  \
-            if ((nt) == 1)                                                               \
-                _mm_prefetch((const char *)(q) + SLM__PREFETCH_R16 + pf_, _MM_HINT_NTA); \
-            else                                                                         \
-                _mm_prefetch((const char *)(q) + SLM__PREFETCH_R16 + pf_, _MM_HINT_T0);  \
-        }                                                                                \
+/* A block's nbytes of quants in an interleaved group, SLM__PREFETCH_R16
+   bytes ahead for q8_0's 512, twice that for the 4- and 5-bit types' 256 and
+   320: non-temporal for a lone token (decode reads each line once; the L2
+   keeps the KV cache and activations), into every cache level for a tile of
+   tokens (prefill reads the group again for the next tile). */
+#define SLM__PREFETCH_GROUP(q, nbytes, nt)                                                      \
+    do {                                                                                        \
+        const char *pf_at_ = (const char *)(q) + ((nbytes) >= 512 ? 1 : 2) * SLM__PREFETCH_R16; \
+        int pf_;                                                                                \
+        for (pf_ = 0; pf_ < (int)(nbytes); pf_ += 64) {                                         \
+            if ((nt) == 1)                                                                      \
+                _mm_prefetch(pf_at_ + pf_, _MM_HINT_NTA);                                       \
+            else                                                                                \
+                _mm_prefetch(pf_at_ + pf_, _MM_HINT_T0);                                        \
+        }                                                                                       \
     } while (0)
 
 #if defined(SLM__AVX2)

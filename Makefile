@@ -8,7 +8,8 @@
 #   make ARCH=            portable build (no -march=native)
 #   make OPENMP=          build without -fopenmp (slm.h runs its own thread pool either way)
 #   make dist             dist/slm and dist/slm-convert for any x86-64 CPU: -march=x86-64 and
-#                         -DSLM_DISPATCH (kernels for AVX2 and AVX-512 too, chosen at run time)
+#                         -DSLM_DISPATCH (kernels for AVX2 and AVX-512 too, chosen at run time);
+#                         on aarch64 -march=armv8-a (NEON with and without the dot product)
 
 CC ?= cc
 CXX ?= c++
@@ -57,10 +58,14 @@ CONVERT_HDR = tools/convert.h tools/json.h
 slm-convert: $(CONVERT_SRC) $(CONVERT_HDR) slm.h
 	$(CC) $(CFLAGS) $(WARNINGS) $(OPENMP) -I. -o $@ $(CONVERT_SRC) $(LDFLAGS) $(LDLIBS)
 
-# portable binaries: the baseline x86-64 flags, every kernel set compiled in
-# (SLM_DISPATCH in slm.h), the best one for the CPU chosen at load; elsewhere
-# (aarch64...) SLM_DISPATCH changes nothing and these are the ARCH= build
-DIST_CFLAGS ?= -O2 -g $(if $(filter x86_64 amd64,$(shell uname -m)),-march=x86-64) -DSLM_DISPATCH
+# portable binaries: the baseline flags of x86-64 or aarch64, every kernel
+# set compiled in (SLM_DISPATCH in slm.h), the best one for the CPU chosen at
+# load; elsewhere SLM_DISPATCH changes nothing and these are the ARCH= build
+DIST_ARCH_x86_64 := -march=x86-64
+DIST_ARCH_amd64 := -march=x86-64
+DIST_ARCH_aarch64 := -march=armv8-a
+DIST_ARCH_arm64 := -march=armv8-a
+DIST_CFLAGS ?= -O2 -g $(DIST_ARCH_$(shell uname -m)) -DSLM_DISPATCH
 dist: dist/slm dist/slm-convert
 
 dist/slm: examples/slm.c examples/term.h slm.h

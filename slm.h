@@ -76,8 +76,11 @@
      forced set computes the logits of the native build of that set bit for
      bit when both build with -ffp-contract=off; with the compilers' default
      contraction the native build also fuses a*b+c in the plain C parts of
-     the pass (norms, RoPE, softmax) and the last bits differ. Elsewhere
-     (aarch64, MSVC) SLM_DISPATCH is ignored: the compile-time choice.
+     the pass (norms, RoPE, softmax) and the last bits differ. On aarch64
+     (gcc or clang, -march=armv8-a) it builds "neon" and "neon-dotprod" (the
+     int8 dot product under a function target), chosen from the OS's hwcaps
+     (Linux, Android: getauxval; Apple: sysctl; elsewhere "neon"). Elsewhere
+     (MSVC, 32-bit) SLM_DISPATCH is ignored: the compile-time choice.
 
    ERRORS
      Functions returning slm_result give SLM_ERR_INVALID_ARG for NULL or
@@ -319,11 +322,12 @@
 
    REVISION HISTORY
      0.5.0  SLM_DISPATCH: one x86-64 build with the plain C, AVX2 and AVX-512
-            VNNI kernels, chosen at slm_model_load from CPUID (see SIMD);
-            slm_model_desc.kernels forces one, slm_model_info.kernels names
-            it. `make dist`. Windows: builds with MinGW-w64 (Win32 threads,
-            UTF-8 paths through the wide API, the console for the typing
-            demo and chat). AVX-VNNI kernels (avx2-vnni: -mavxvnni without
+            VNNI kernels, chosen at slm_model_load from CPUID (see SIMD), and
+            one aarch64 build with NEON with and without the dot product,
+            from the hwcaps; slm_model_desc.kernels forces one,
+            slm_model_info.kernels names it. `make dist`. Windows: builds
+            with MinGW-w64 (Win32 threads, UTF-8 paths through the wide
+            API, the console for the typing demo and chat). AVX-VNNI kernels (avx2-vnni: -mavxvnni without
             AVX-512); AVX-512 VNNI's _R16 GEMM takes 8 tokens a pass, and
             AVX-512 builds have grouped attention kernels. e^x is a
             polynomial of slm.h's own (the same bits on every instruction
@@ -523,8 +527,9 @@ typedef struct slm_model_desc {
     size_t error_cap;
     /* The kernel set to run (see SIMD at the top): NULL or "" for the best
        this build has for this CPU. A build with SLM_DISPATCH has "scalar",
-       "avx2" and "avx512-vnni" and refuses (SLM_ERR_UNSUPPORTED) one the CPU
-       cannot run; any other build has only its own (slm_model_info.kernels).
+       "avx2" and "avx512-vnni" (x86-64) or "neon" and "neon-dotprod"
+       (aarch64) and refuses (SLM_ERR_UNSUPPORTED) one the CPU cannot run;
+       any other build has only its own (slm_model_info.kernels).
        For tests and benchmarks: nothing else reads an environment variable. */
     const char *kernels;
 } slm_model_desc;
@@ -1231,15 +1236,18 @@ int slm__pretok_llama3_family(const char *name);
    (SLM__TARGET_AVX2_BEGIN ... SLM__TARGET_END), while everything else keeps
    the build's flags (-march=x86-64 for a binary that runs anywhere). The set
    that runs is chosen at slm_model_load from CPUID (see "kernel sets" in the
-   kernels section). Elsewhere SLM_DISPATCH is ignored: the compile-time
-   choice below, as without it. */
+   kernels section). On aarch64 (gcc or clang) it compiles two: NEON, and
+   NEON with the int8 dot product, whose kernels sit under
+   SLM__TARGET_DOTPROD_BEGIN, chosen from the OS's hwcaps. Elsewhere
+   SLM_DISPATCH is ignored: the compile-time choice below, as without it. */
 #if defined(SLM_DISPATCH) && !defined(SLM_NO_SIMD) && (defined(__x86_64__) || defined(_M_X64)) && \
     (defined(__GNUC__) || defined(__clang__))
-#define SLM__DISPATCH    1
-#define SLM__F16C        1
-#define SLM__AVX2        1
-#define SLM__AVX512      1
-#define SLM__AVX512_VNNI 1
+#define SLM__DISPATCH         1
+#define SLM__F16C             1
+#define SLM__AVX2             1
+#define SLM__AVX512           1
+#define SLM__AVX512_VNNI      1
+#define SLM__KERNEL_SET_NAMES "scalar, avx2 and avx512-vnni" /* for messages */
 #include <immintrin.h>
 #include <cpuid.h>
 #elif !defined(SLM_NO_SIMD) && (defined(__x86_64__) || defined(_M_X64) || defined(__i386__))
@@ -1268,10 +1276,19 @@ int slm__pretok_llama3_family(const char *name);
 #if defined(__ARM_NEON)
 #define SLM__NEON 1
 #include <arm_neon.h>
-#if defined(__ARM_FEATURE_DOTPROD)
+#if defined(SLM_DISPATCH) && (defined(__GNUC__) || defined(__clang__))
+#define SLM__DISPATCH         1
+#define SLM__NEON_DOTPROD     1
+#define SLM__KERNEL_SET_NAMES "neon and neon-dotprod"
+#if defined(__linux__)
+#include <sys/auxv.h>
+#elif defined(__APPLE__)
+#include <sys/sysctl.h>
+#endif
+#elif defined(__ARM_FEATURE_DOTPROD)
 #define SLM__NEON_DOTPROD 1
 #endif
-#if defined(__ARM_FEATURE_MATMUL_INT8)
+#if defined(__ARM_FEATURE_MATMUL_INT8) && !defined(SLM__DISPATCH) /* no third set yet */
 #define SLM__NEON_I8MM 1
 #endif
 #endif
@@ -1289,8 +1306,10 @@ int slm__pretok_llama3_family(const char *name);
    section: a kernel added to a set here is added there too, one line per
    set). */
 #if defined(SLM__DISPATCH)
-#define SLM__SIMD_NAME           (SLM__K->name)
-#define SLM__R16_TILE            8 /* the AVX-512 VNNI set's; the others' slm__gemm_r16 take any count */
+#define SLM__SIMD_NAME (SLM__K->name)
+#if defined(SLM__AVX512_VNNI)
+#define SLM__R16_TILE 8 /* the AVX-512 VNNI set's; the others' slm__gemm_r16 take any count */
+#endif
 #define slm__dot_f32             (SLM__K->dot_f32)
 #define slm__dot_f16             (SLM__K->dot_f16)
 #define slm__dot_bf16            (SLM__K->dot_bf16)
@@ -1408,16 +1427,30 @@ static __thread const slm__kernel_set *slm__kernels_here;
 #else
 #define SLM__SIMD_NAME "neon"
 #endif
+#if defined(SLM__NEON_DOTPROD) /* the integer kernels with sdot */
+#define slm__dotn_q8_0      slm__dotn_q8_0_dotprod
+#define slm__dotn_q4_0      slm__dotn_q4_0_dotprod
+#define slm__dotm_q5_0      slm__dotm_q5_0_dotprod
+#define slm__dotm_q5_1      slm__dotm_q5_1_dotprod
+#define slm__dotm_q4_K      slm__dotm_q4_K_dotprod
+#define slm__dotm_q5_K      slm__dotm_q5_K_dotprod
+#define slm__dotm_q6_K      slm__dotm_q6_K_dotprod
+#define slm__gemm_r16_nt    slm__gemm_r16_nt_dotprod
+#define slm__gemm_r16_q5_nt slm__gemm_r16_q5_nt_dotprod
+#else /* with widening multiplies */
+#define slm__dotn_q8_0      slm__dotn_q8_0_neon
+#define slm__dotn_q4_0      slm__dotn_q4_0_neon
+#define slm__dotm_q5_0      slm__dotm_q5_0_neon
+#define slm__dotm_q5_1      slm__dotm_q5_1_neon
+#define slm__dotm_q4_K      slm__dotm_q4_K_neon
+#define slm__dotm_q5_K      slm__dotm_q5_K_neon
+#define slm__dotm_q6_K      slm__dotm_q6_K_neon
+#define slm__gemm_r16_nt    slm__gemm_r16_nt_neon
+#define slm__gemm_r16_q5_nt slm__gemm_r16_q5_nt_neon
+#endif
 #define slm__dot_f32             slm__dot_f32_neon
 #define slm__dot_f16             slm__dot_f16_neon
 #define slm__dot_bf16            slm__dot_bf16_neon
-#define slm__dotn_q8_0           slm__dotn_q8_0_neon
-#define slm__dotn_q4_0           slm__dotn_q4_0_neon
-#define slm__dotm_q5_0           slm__dotm_q5_0_neon
-#define slm__dotm_q5_1           slm__dotm_q5_1_neon
-#define slm__dotm_q4_K           slm__dotm_q4_K_neon
-#define slm__dotm_q5_K           slm__dotm_q5_K_neon
-#define slm__dotm_q6_K           slm__dotm_q6_K_neon
 #define slm__quantize_act_blocks slm__quantize_act_blocks_ref
 #define slm__axpy_f32            slm__axpy_f32_neon
 #define slm__axpy_f16            slm__axpy_f16_neon
@@ -1432,11 +1465,9 @@ static __thread const slm__kernel_set *slm__kernels_here;
 #define slm__silu_mul            slm__silu_mul_neon
 #define slm__rmsnorm             slm__rmsnorm_neon
 #if defined(SLM__NEON_I8MM)
-#define slm__gemm_r16 slm__gemm_r16_i8mm /* its single tokens: the NEON kernels' */
+#define slm__gemm_r16 slm__gemm_r16_i8mm /* its single tokens: slm__gemm_r16_nt's */
 #else
-#define slm__gemm_r16_nt    slm__gemm_r16_nt_neon
-#define slm__gemm_r16_q5_nt slm__gemm_r16_q5_nt_neon
-#define slm__gemm_r16       slm__gemm_r16_pairs
+#define slm__gemm_r16 slm__gemm_r16_pairs
 #endif
 
 #else
@@ -1470,9 +1501,10 @@ static __thread const slm__kernel_set *slm__kernels_here;
 #define SLM__R16_TILE 4
 #endif
 
-/* half to float (slm_fp16_to_fp32): exact in every version. An SLM_DISPATCH
-   build converts with F16C inside its AVX2 and AVX-512 regions only. */
-#if defined(SLM__DISPATCH)
+/* half to float (slm_fp16_to_fp32): exact in every version. An x86
+   SLM_DISPATCH build converts with F16C inside its AVX2 and AVX-512 regions
+   only (aarch64's conversion is in its baseline). */
+#if defined(SLM__DISPATCH) && defined(SLM__F16C)
 #define slm__fp16_to_fp32 slm__fp16_to_fp32_ref
 #elif defined(SLM__F16C)
 #define slm__fp16_to_fp32 slm__fp16_to_fp32_f16c
@@ -1564,9 +1596,23 @@ typedef CONDITION_VARIABLE slm__cond;
 #define SLM__INLINE static
 #endif
 /* The function target of a region of SIMD kernels in an SLM_DISPATCH build
-   (nothing otherwise: the -m flags decide). Inside one, slm_fp16_to_fp32 is
-   the F16C instruction (the regions redefine it), outside the plain C. */
-#if defined(SLM__DISPATCH) && defined(__clang__)
+   (nothing otherwise: the -m flags decide). Inside an x86 one,
+   slm_fp16_to_fp32 is the F16C instruction (the regions redefine it),
+   outside the plain C. gcc 12's arm_neon.h declares the dot product
+   intrinsics under "arch=armv8.2-a+dotprod", and a function that inlines
+   them needs all of it ("+dotprod" alone is refused); clang's target is the
+   feature. */
+#if defined(SLM__DISPATCH) && defined(SLM__NEON) && defined(__ARM_FEATURE_DOTPROD)
+#define SLM__TARGET_DOTPROD_BEGIN /* the -march has it (an armv8.2-a+dotprod region would take the rest away) */
+#define SLM__TARGET_END
+#elif defined(SLM__DISPATCH) && defined(SLM__NEON) && defined(__clang__)
+#define SLM__TARGET_DOTPROD_BEGIN \
+    _Pragma("clang attribute push(__attribute__((target(\"dotprod\"))), apply_to = function)")
+#define SLM__TARGET_END _Pragma("clang attribute pop")
+#elif defined(SLM__DISPATCH) && defined(SLM__NEON)
+#define SLM__TARGET_DOTPROD_BEGIN _Pragma("GCC push_options") _Pragma("GCC target(\"arch=armv8.2-a+dotprod\")")
+#define SLM__TARGET_END           _Pragma("GCC pop_options")
+#elif defined(SLM__DISPATCH) && defined(__clang__)
 /* clang-format off */
 #define SLM__TARGET_AVX2_BEGIN _Pragma("clang attribute push(__attribute__((target(\"avx2,fma,f16c\"))), apply_to = function)")
 #define SLM__TARGET_AVX512_BEGIN _Pragma("clang attribute push(__attribute__((target(\"avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni\"))), apply_to = function)")
@@ -1580,6 +1626,7 @@ typedef CONDITION_VARIABLE slm__cond;
 #else
 #define SLM__TARGET_AVX2_BEGIN
 #define SLM__TARGET_AVX512_BEGIN
+#define SLM__TARGET_DOTPROD_BEGIN
 #define SLM__TARGET_END
 #endif
 /* Unrolled loops over registers: an array of vectors indexed in a loop that
@@ -1852,7 +1899,7 @@ SLM__INLINE float slm__fp16_to_fp32_f16c(uint16_t h) { return _cvtsh_ss(h); }
 SLM__TARGET_END
 #endif
 /* what the SIMD regions of the kernels convert with (SLM__TARGET_AVX2_BEGIN) */
-#if defined(SLM__DISPATCH)
+#if defined(SLM__DISPATCH) && defined(SLM__F16C)
 #define SLM__FP16_TO_FP32_SIMD slm__fp16_to_fp32_f16c
 #else
 #define SLM__FP16_TO_FP32_SIMD slm__fp16_to_fp32
@@ -3513,7 +3560,7 @@ SLM_API slm_result slm_model_load(slm_model **out, const slm_model_desc *desc) {
     case 1: slm_model_free(m);
 #if defined(SLM__DISPATCH)
         return slm__load_fail(&ld, SLM_ERR_UNSUPPORTED,
-                              "no kernel set '%s' in this build: it has scalar, avx2 and avx512-vnni", desc->kernels);
+                              "no kernel set '%s' in this build: it has " SLM__KERNEL_SET_NAMES, desc->kernels);
 #else
         return slm__load_fail(&ld, SLM_ERR_UNSUPPORTED,
                               "no kernel set '%s' in this build: it has only %s (chosen when it was compiled; "
@@ -5703,20 +5750,60 @@ static float slm__dot_bf16_neon(const uint16_t *w, const float *x, int n) {
     return sum;
 }
 
-/* sum of a[i] * b[i] over 16 signed bytes, in four int32 lanes */
-SLM__INLINE int32x4_t slm__dot_s8x16(int32x4_t acc, int8x16_t a, int8x16_t b) {
+/* The integer kernels of the two NEON sets are one text: each _neon_any
+   body takes dotprod, a constant at each call, and its _neon and _dotprod
+   kernels are the calls with 0 and 1, the latter under the dot product's
+   function target in an SLM_DISPATCH build (which has both sets). Integer
+   sums are exact, so both give the same results. The sdot helpers are not
+   forced inline: a body compiled for plain NEON names them, and only a
+   _dotprod kernel, which has their target, inlines them. */
 #if defined(SLM__NEON_DOTPROD)
-    return vdotq_s32(acc, a, b);
+SLM__TARGET_DOTPROD_BEGIN
+/* acc + sums of four products of a's and b's bytes in each int32 lane */
+static inline int32x4_t slm__sdot_s8x16(int32x4_t acc, int8x16_t a, int8x16_t b) {
+#if defined(__clang__) && !defined(__ARM_FEATURE_DOTPROD)
+    /* clang 14's arm_neon.h declares vdotq_s32 only for a dot product build; 34: int32x4_t */
+    return (int32x4_t)__builtin_neon_vdotq_v((int8x16_t)acc, a, b, 34);
 #else
-    int16x8_t p = vmull_s8(vget_low_s8(a), vget_low_s8(b));
+    return vdotq_s32(acc, a, b);
+#endif
+}
+/* the same with lane `lane` of b in every lane (b's bytes 4 lane..4 lane+3) */
+static inline int32x4_t slm__sdot_lane_s8x16(int32x4_t acc, int8x16_t a, int8x16_t b, int lane) {
+    switch (lane) { /* the lane of an instruction is an immediate */
+#if defined(__clang__) && !defined(__ARM_FEATURE_DOTPROD)
+    case 0: return slm__sdot_s8x16(acc, a, vreinterpretq_s8_s32(vdupq_laneq_s32(vreinterpretq_s32_s8(b), 0)));
+    case 1: return slm__sdot_s8x16(acc, a, vreinterpretq_s8_s32(vdupq_laneq_s32(vreinterpretq_s32_s8(b), 1)));
+    case 2: return slm__sdot_s8x16(acc, a, vreinterpretq_s8_s32(vdupq_laneq_s32(vreinterpretq_s32_s8(b), 2)));
+    default: return slm__sdot_s8x16(acc, a, vreinterpretq_s8_s32(vdupq_laneq_s32(vreinterpretq_s32_s8(b), 3)));
+#else
+    case 0: return vdotq_laneq_s32(acc, a, b, 0);
+    case 1: return vdotq_laneq_s32(acc, a, b, 1);
+    case 2: return vdotq_laneq_s32(acc, a, b, 2);
+    default: return vdotq_laneq_s32(acc, a, b, 3);
+#endif
+    }
+}
+SLM__TARGET_END
+#define SLM__SDOT(acc, a, b)            slm__sdot_s8x16((acc), (a), (b))
+#define SLM__SDOT_LANE(acc, a, b, lane) slm__sdot_lane_s8x16((acc), (a), (b), (lane))
+#else /* never called: dotprod is 0 in every body's call */
+#define SLM__SDOT(acc, a, b)            (acc)
+#define SLM__SDOT_LANE(acc, a, b, lane) (acc)
+#endif
+
+/* sum of a[i] * b[i] over 16 signed bytes, in four int32 lanes */
+SLM__INLINE int32x4_t slm__dot_s8x16(int32x4_t acc, int8x16_t a, int8x16_t b, const int dotprod) {
+    int16x8_t p;
+    if (dotprod) return SLM__SDOT(acc, a, b);
+    p = vmull_s8(vget_low_s8(a), vget_low_s8(b));
     p = vmlal_s8(p, vget_high_s8(a), vget_high_s8(b)); /* |sum of two| <= 2 * 127 * 128: fits */
     return vpadalq_s16(acc, p);
-#endif
 }
 
 /* nr (1..4) rows against one activation vector; per-row arithmetic independent of nr */
-SLM__INLINE void slm__dotn_q8_0_neon(const slm__block_q8_0 *const *w, int nr, const slm__block_q8_0 *x, int n_blocks,
-                                     float *out) {
+SLM__INLINE void slm__dotn_q8_0_neon_any(const slm__block_q8_0 *const *w, int nr, const slm__block_q8_0 *x,
+                                         int n_blocks, float *out, const int dotprod) {
     float32x4_t acc[4];
     int b, r;
     SLM__UNROLL4 for (r = 0; r < nr; r++) acc[r] = vdupq_n_f32(0.0f);
@@ -5726,16 +5813,16 @@ SLM__INLINE void slm__dotn_q8_0_neon(const slm__block_q8_0 *const *w, int nr, co
         SLM__UNROLL4 for (r = 0; r < nr; r++) {
             int32x4_t sumi;
             __builtin_prefetch((const char *)(w[r] + b) + SLM__PREFETCH);
-            sumi =
-                slm__dot_s8x16(slm__dot_s8x16(vdupq_n_s32(0), vld1q_s8(w[r][b].q), x0), vld1q_s8(w[r][b].q + 16), x1);
+            sumi = slm__dot_s8x16(slm__dot_s8x16(vdupq_n_s32(0), vld1q_s8(w[r][b].q), x0, dotprod),
+                                  vld1q_s8(w[r][b].q + 16), x1, dotprod);
             acc[r] = vfmaq_n_f32(acc[r], vcvtq_f32_s32(sumi), slm_fp16_to_fp32(w[r][b].d) * dx);
         }
     }
     SLM__UNROLL4 for (r = 0; r < nr; r++) out[r] = vaddvq_f32(acc[r]);
 }
 
-SLM__INLINE void slm__dotn_q4_0_neon(const slm__block_q4_0 *const *w, int nr, const slm__block_q8_0 *x, int n_blocks,
-                                     float *out) {
+SLM__INLINE void slm__dotn_q4_0_neon_any(const slm__block_q4_0 *const *w, int nr, const slm__block_q8_0 *x,
+                                         int n_blocks, float *out, const int dotprod) {
     float32x4_t acc[4];
     const uint8x16_t low4 = vdupq_n_u8(0x0f);
     const int8x16_t eight = vdupq_n_s8(8);
@@ -5752,12 +5839,32 @@ SLM__INLINE void slm__dotn_q4_0_neon(const slm__block_q4_0 *const *w, int nr, co
             q = vld1q_u8(w[r][b].q);
             lo = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(q, low4)), eight);
             hi = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(q, 4)), eight);
-            sumi = slm__dot_s8x16(slm__dot_s8x16(vdupq_n_s32(0), lo, x0), hi, x1);
+            sumi = slm__dot_s8x16(slm__dot_s8x16(vdupq_n_s32(0), lo, x0, dotprod), hi, x1, dotprod);
             acc[r] = vfmaq_n_f32(acc[r], vcvtq_f32_s32(sumi), slm_fp16_to_fp32(w[r][b].d) * dx);
         }
     }
     SLM__UNROLL4 for (r = 0; r < nr; r++) out[r] = vaddvq_f32(acc[r]);
 }
+SLM__INLINE void slm__dotn_q8_0_neon(const slm__block_q8_0 *const *w, int nr, const slm__block_q8_0 *x, int n_blocks,
+                                     float *out) {
+    slm__dotn_q8_0_neon_any(w, nr, x, n_blocks, out, 0);
+}
+SLM__INLINE void slm__dotn_q4_0_neon(const slm__block_q4_0 *const *w, int nr, const slm__block_q8_0 *x, int n_blocks,
+                                     float *out) {
+    slm__dotn_q4_0_neon_any(w, nr, x, n_blocks, out, 0);
+}
+#if defined(SLM__NEON_DOTPROD)
+SLM__TARGET_DOTPROD_BEGIN
+SLM__INLINE void slm__dotn_q8_0_dotprod(const slm__block_q8_0 *const *w, int nr, const slm__block_q8_0 *x, int n_blocks,
+                                        float *out) {
+    slm__dotn_q8_0_neon_any(w, nr, x, n_blocks, out, 1);
+}
+SLM__INLINE void slm__dotn_q4_0_dotprod(const slm__block_q4_0 *const *w, int nr, const slm__block_q8_0 *x, int n_blocks,
+                                        float *out) {
+    slm__dotn_q4_0_neon_any(w, nr, x, n_blocks, out, 1);
+}
+SLM__TARGET_END
+#endif
 #endif
 
 #if defined(SLM__NEON)
@@ -5775,7 +5882,7 @@ SLM__INLINE uint8x16_t slm__q5_half_neon(uint8x16_t nib, uint32_t qh, int hi) {
 }
 
 SLM__INLINE void slm__dotm_q5_neon(const uint8_t *w, const slm__block_q8_0 *x, const int32_t *xsum, size_t xs, int nt,
-                                   int n_blocks, float *out, int has_m) {
+                                   int n_blocks, float *out, int has_m, const int dotprod) {
     size_t bb = has_m ? sizeof(slm__block_q5_1) : sizeof(slm__block_q5_0);
     float sum[4] = { 0.0f, 0.0f, 0.0f, 0.0f };
     int b, t;
@@ -5799,9 +5906,9 @@ SLM__INLINE void slm__dotm_q5_neon(const uint8_t *w, const slm__block_q8_0 *x, c
         }
         for (t = 0; t < nt; t++) {
             const slm__block_q8_0 *xt = x + (size_t)t * xs + b;
-            int32x4_t s = slm__dot_s8x16(vdupq_n_s32(0), lo, vld1q_s8(xt->q));
+            int32x4_t s = slm__dot_s8x16(vdupq_n_s32(0), lo, vld1q_s8(xt->q), dotprod);
             float dx = slm_fp16_to_fp32(xt->d);
-            s = slm__dot_s8x16(s, hi, vld1q_s8(xt->q + 16));
+            s = slm__dot_s8x16(s, hi, vld1q_s8(xt->q + 16), dotprod);
             if (has_m)
                 sum[t] += (float)vaddvq_s32(s) * (dw * dx) + (float)xsum[(size_t)t * xs + b] * (mw * dx);
             else
@@ -5812,16 +5919,16 @@ SLM__INLINE void slm__dotm_q5_neon(const uint8_t *w, const slm__block_q8_0 *x, c
 }
 SLM__MAYBE_UNUSED static void slm__dotm_q5_0_neon(const uint8_t *w, const slm__block_q8_0 *x, const int32_t *xsum,
                                                   size_t xs, int nt, int n_blocks, float *out) {
-    slm__dotm_q5_neon(w, x, xsum, xs, nt, n_blocks, out, 0);
+    slm__dotm_q5_neon(w, x, xsum, xs, nt, n_blocks, out, 0, 0);
 }
 SLM__MAYBE_UNUSED static void slm__dotm_q5_1_neon(const uint8_t *w, const slm__block_q8_0 *x, const int32_t *xsum,
                                                   size_t xs, int nt, int n_blocks, float *out) {
-    slm__dotm_q5_neon(w, x, xsum, xs, nt, n_blocks, out, 1);
+    slm__dotm_q5_neon(w, x, xsum, xs, nt, n_blocks, out, 1, 0);
 }
 
 /* q4_K (five 0) and q5_K against q8_K */
 SLM__INLINE void slm__dotm_q45k_neon(const uint8_t *w, const slm__block_q8_K *x, size_t xs, int nt, int n_super,
-                                     float *out, int five) {
+                                     float *out, int five, const int dotprod) {
     size_t bb = five ? sizeof(slm__block_q5_K) : sizeof(slm__block_q4_K);
     float sum[4] = { 0.0f, 0.0f, 0.0f, 0.0f };
     int i, c, h, j, t;
@@ -5851,8 +5958,8 @@ SLM__INLINE void slm__dotm_q45k_neon(const uint8_t *w, const slm__block_q8_K *x,
             const slm__block_q8_K *xt = x + (size_t)t * xs + i;
             int sumi = 0, summ = 0;
             for (j = 0; j < 8; j++) {
-                int32x4_t s = slm__dot_s8x16(vdupq_n_s32(0), q[2 * j], vld1q_s8(xt->qs + 32 * j));
-                s = slm__dot_s8x16(s, q[2 * j + 1], vld1q_s8(xt->qs + 32 * j + 16));
+                int32x4_t s = slm__dot_s8x16(vdupq_n_s32(0), q[2 * j], vld1q_s8(xt->qs + 32 * j), dotprod);
+                s = slm__dot_s8x16(s, q[2 * j + 1], vld1q_s8(xt->qs + 32 * j + 16), dotprod);
                 sumi += sm[j] * vaddvq_s32(s);
                 summ += sm[8 + j] * (xt->bsums[2 * j] + xt->bsums[2 * j + 1]);
             }
@@ -5863,16 +5970,16 @@ SLM__INLINE void slm__dotm_q45k_neon(const uint8_t *w, const slm__block_q8_K *x,
 }
 SLM__MAYBE_UNUSED static void slm__dotm_q4_K_neon(const uint8_t *w, const slm__block_q8_K *x, size_t xs, int nt,
                                                   int n_super, float *out) {
-    slm__dotm_q45k_neon(w, x, xs, nt, n_super, out, 0);
+    slm__dotm_q45k_neon(w, x, xs, nt, n_super, out, 0, 0);
 }
 SLM__MAYBE_UNUSED static void slm__dotm_q5_K_neon(const uint8_t *w, const slm__block_q8_K *x, size_t xs, int nt,
                                                   int n_super, float *out) {
-    slm__dotm_q45k_neon(w, x, xs, nt, n_super, out, 1);
+    slm__dotm_q45k_neon(w, x, xs, nt, n_super, out, 1, 0);
 }
 
 /* q6_K against q8_K: quants decoded to -32..31 */
-SLM__MAYBE_UNUSED static void slm__dotm_q6_K_neon(const uint8_t *w, const slm__block_q8_K *x, size_t xs, int nt,
-                                                  int n_super, float *out) {
+SLM__INLINE void slm__dotm_q6_K_neon_any(const uint8_t *w, const slm__block_q8_K *x, size_t xs, int nt, int n_super,
+                                         float *out, const int dotprod) {
     float sum[4] = { 0.0f, 0.0f, 0.0f, 0.0f };
     int i, h, g, k, t;
     for (i = 0; i < n_super; i++) {
@@ -5896,12 +6003,41 @@ SLM__MAYBE_UNUSED static void slm__dotm_q6_K_neon(const uint8_t *w, const slm__b
             const slm__block_q8_K *xt = x + (size_t)t * xs + i;
             int sumi = 0;
             for (g = 0; g < 16; g++)
-                sumi += blk->scales[g] * vaddvq_s32(slm__dot_s8x16(vdupq_n_s32(0), q[g], vld1q_s8(xt->qs + 16 * g)));
+                sumi += blk->scales[g] *
+                        vaddvq_s32(slm__dot_s8x16(vdupq_n_s32(0), q[g], vld1q_s8(xt->qs + 16 * g), dotprod));
             sum[t] += (dw * xt->d) * (float)sumi;
         }
     }
     for (t = 0; t < nt; t++) out[t] = sum[t];
 }
+SLM__MAYBE_UNUSED static void slm__dotm_q6_K_neon(const uint8_t *w, const slm__block_q8_K *x, size_t xs, int nt,
+                                                  int n_super, float *out) {
+    slm__dotm_q6_K_neon_any(w, x, xs, nt, n_super, out, 0);
+}
+#if defined(SLM__NEON_DOTPROD)
+SLM__TARGET_DOTPROD_BEGIN
+SLM__MAYBE_UNUSED static void slm__dotm_q5_0_dotprod(const uint8_t *w, const slm__block_q8_0 *x, const int32_t *xsum,
+                                                     size_t xs, int nt, int n_blocks, float *out) {
+    slm__dotm_q5_neon(w, x, xsum, xs, nt, n_blocks, out, 0, 1);
+}
+SLM__MAYBE_UNUSED static void slm__dotm_q5_1_dotprod(const uint8_t *w, const slm__block_q8_0 *x, const int32_t *xsum,
+                                                     size_t xs, int nt, int n_blocks, float *out) {
+    slm__dotm_q5_neon(w, x, xsum, xs, nt, n_blocks, out, 1, 1);
+}
+SLM__MAYBE_UNUSED static void slm__dotm_q4_K_dotprod(const uint8_t *w, const slm__block_q8_K *x, size_t xs, int nt,
+                                                     int n_super, float *out) {
+    slm__dotm_q45k_neon(w, x, xs, nt, n_super, out, 0, 1);
+}
+SLM__MAYBE_UNUSED static void slm__dotm_q5_K_dotprod(const uint8_t *w, const slm__block_q8_K *x, size_t xs, int nt,
+                                                     int n_super, float *out) {
+    slm__dotm_q45k_neon(w, x, xs, nt, n_super, out, 1, 1);
+}
+SLM__MAYBE_UNUSED static void slm__dotm_q6_K_dotprod(const uint8_t *w, const slm__block_q8_K *x, size_t xs, int nt,
+                                                     int n_super, float *out) {
+    slm__dotm_q6_K_neon_any(w, x, xs, nt, n_super, out, 1);
+}
+SLM__TARGET_END
+#endif
 #endif
 
 /* The _R16 kernels. One 64-byte line of a group holds 4 elements of 16 rows:
@@ -6396,22 +6532,21 @@ SLM__MAYBE_UNUSED static void slm__axpy_f16_neon(float *out, float a, const uint
     for (; i < n; i++) out[i] += a * slm_fp16_to_fp32(v[i]);
 }
 
-/* acc + 4-byte dot products of w's four rows with lane `lane` of x, broadcast */
-#if defined(SLM__NEON_DOTPROD)
-#define SLM__DOT_LANE(acc, w, x, lane) vdotq_laneq_s32((acc), (w), (x), (lane))
-#else
-/* lane j gets bytes 4j..4j+3, as vdotq does (slm__dot_s8x16 only keeps the total right) */
+/* lane j gets bytes 4j..4j+3, as sdot does (slm__dot_s8x16 only keeps the total right) */
 SLM__INLINE int32x4_t slm__dot4_s8x16(int32x4_t acc, int8x16_t a, int8x16_t b) {
     int16x8_t lo = vmull_s8(vget_low_s8(a), vget_low_s8(b)), hi = vmull_high_s8(a, b);
     return vpadalq_s16(acc, vpaddq_s16(lo, hi)); /* pairs of products: |sum| <= 2 * 128 * 127 */
 }
-#define SLM__DOT_LANE(acc, w, x, lane) \
-    slm__dot4_s8x16((acc), (w), vreinterpretq_s8_s32(vdupq_laneq_s32(vreinterpretq_s32_s8(x), (lane))))
-#endif
+/* acc + 4-byte dot products of w's four rows with lane `lane` of x, broadcast
+   (a macro: the lane is an immediate) */
+#define SLM__DOT_LANE(acc, w, x, lane, dotprod)          \
+    ((dotprod) ? SLM__SDOT_LANE((acc), (w), (x), (lane)) \
+               : slm__dot4_s8x16((acc), (w), vreinterpretq_s8_s32(vdupq_laneq_s32(vreinterpretq_s32_s8(x), (lane)))))
 
 /* nt (1 or 2) is a constant at each call, so the token loops unroll into registers */
-SLM__INLINE void slm__gemm_r16_nt_neon(int type, const uint8_t *group, int nb, const slm__block_q8_0 *x,
-                                       const int32_t *xsum, size_t xs, const int nt, float *y, size_t ys) {
+SLM__INLINE void slm__gemm_r16_nt_neon_any(int type, const uint8_t *group, int nb, const slm__block_q8_0 *x,
+                                           const int32_t *xsum, size_t xs, const int nt, float *y, size_t ys,
+                                           const int dotprod) {
     const int is_q8 = type == SLM_TYPE_Q8_0_R16;
     const size_t line = 4 * SLM__R16, qbytes = is_q8 ? 8 * line : 4 * line;
     const uint8_t *q = group + (size_t)nb * SLM__R16 * 2;
@@ -6434,10 +6569,10 @@ SLM__INLINE void slm__gemm_r16_nt_neon(int type, const uint8_t *group, int nb, c
             SLM__UNROLL for (h = 0; h < 4; h++) isum[t][h] = vdupq_n_s32(0);
         }
         if (is_q8) {
-#define SLM__R16_Q8_LINE(k, xv, lane)                                                                 \
-    SLM__UNROLL for (h = 0; h < 4; h++) {                                                             \
-        int8x16_t wv = vld1q_s8((const int8_t *)q + (k)*line + 16 * h);                               \
-        SLM__UNROLL for (t = 0; t < nt; t++) isum[t][h] = SLM__DOT_LANE(isum[t][h], wv, xv[t], lane); \
+#define SLM__R16_Q8_LINE(k, xv, lane)                                                                          \
+    SLM__UNROLL for (h = 0; h < 4; h++) {                                                                      \
+        int8x16_t wv = vld1q_s8((const int8_t *)q + (k)*line + 16 * h);                                        \
+        SLM__UNROLL for (t = 0; t < nt; t++) isum[t][h] = SLM__DOT_LANE(isum[t][h], wv, xv[t], lane, dotprod); \
     }
             SLM__R16_Q8_LINE(0, xlo, 0);
             SLM__R16_Q8_LINE(1, xlo, 1);
@@ -6450,13 +6585,13 @@ SLM__INLINE void slm__gemm_r16_nt_neon(int type, const uint8_t *group, int nb, c
 #undef SLM__R16_Q8_LINE
         } else {
             /* nibbles 0..15 as they are; the offset of 8 comes off once per block */
-#define SLM__R16_Q4_LINE(k)                                                         \
-    SLM__UNROLL for (h = 0; h < 4; h++) {                                           \
-        uint8x16_t wv = vld1q_u8(q + (k)*line + 16 * h);                            \
-        int8x16_t lo = vreinterpretq_s8_u8(vandq_u8(wv, vdupq_n_u8(0x0f)));         \
-        int8x16_t hi = vreinterpretq_s8_u8(vshrq_n_u8(wv, 4));                      \
-        SLM__UNROLL for (t = 0; t < nt; t++) isum[t][h] =                           \
-            SLM__DOT_LANE(SLM__DOT_LANE(isum[t][h], lo, xlo[t], k), hi, xhi[t], k); \
+#define SLM__R16_Q4_LINE(k)                                                                           \
+    SLM__UNROLL for (h = 0; h < 4; h++) {                                                             \
+        uint8x16_t wv = vld1q_u8(q + (k)*line + 16 * h);                                              \
+        int8x16_t lo = vreinterpretq_s8_u8(vandq_u8(wv, vdupq_n_u8(0x0f)));                           \
+        int8x16_t hi = vreinterpretq_s8_u8(vshrq_n_u8(wv, 4));                                        \
+        SLM__UNROLL for (t = 0; t < nt; t++) isum[t][h] =                                             \
+            SLM__DOT_LANE(SLM__DOT_LANE(isum[t][h], lo, xlo[t], k, dotprod), hi, xhi[t], k, dotprod); \
     }
             SLM__R16_Q4_LINE(0);
             SLM__R16_Q4_LINE(1);
@@ -6479,8 +6614,9 @@ SLM__INLINE void slm__gemm_r16_nt_neon(int type, const uint8_t *group, int nb, c
 
 /* q5_0_R16 (nt 1..4 a constant at each call): fifth bits from the qh line by a
    table lookup (byte c of each row's mask to the row's four bytes) and a bit test */
-SLM__INLINE void slm__gemm_r16_q5_nt_neon(const uint8_t *group, int nb, const slm__block_q8_0 *x, const int32_t *xsum,
-                                          size_t xs, const int nt, float *y, size_t ys) {
+SLM__INLINE void slm__gemm_r16_q5_nt_neon_any(const uint8_t *group, int nb, const slm__block_q8_0 *x,
+                                              const int32_t *xsum, size_t xs, const int nt, float *y, size_t ys,
+                                              const int dotprod) {
     static const uint8_t spread_bytes[16] = { 0, 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12, 12, 12, 12 };
     const size_t line = 4 * SLM__R16, qbytes = 5 * line;
     const uint8_t *q = group + (size_t)nb * SLM__R16 * 2;
@@ -6512,10 +6648,13 @@ SLM__INLINE void slm__gemm_r16_q5_nt_neon(const uint8_t *group, int nb, const sl
                 int8x16_t hi = vreinterpretq_s8_u8(vorrq_u8(vshrq_n_u8(wv, 4), vandq_u8(hhi, sixteen)));
                 SLM__UNROLL for (t = 0; t < nt; t++) {
                     switch (k) { /* the lane of a dot product is an immediate */
-                    case 0: isum[t][h] = SLM__DOT_LANE(SLM__DOT_LANE(isum[t][h], lo, xlo[t], 0), hi, xhi[t], 0); break;
-                    case 1: isum[t][h] = SLM__DOT_LANE(SLM__DOT_LANE(isum[t][h], lo, xlo[t], 1), hi, xhi[t], 1); break;
-                    case 2: isum[t][h] = SLM__DOT_LANE(SLM__DOT_LANE(isum[t][h], lo, xlo[t], 2), hi, xhi[t], 2); break;
-                    default: isum[t][h] = SLM__DOT_LANE(SLM__DOT_LANE(isum[t][h], lo, xlo[t], 3), hi, xhi[t], 3); break;
+#define SLM__Q5_LANE(lane) \
+    isum[t][h] = SLM__DOT_LANE(SLM__DOT_LANE(isum[t][h], lo, xlo[t], lane, dotprod), hi, xhi[t], lane, dotprod)
+                    case 0: SLM__Q5_LANE(0); break;
+                    case 1: SLM__Q5_LANE(1); break;
+                    case 2: SLM__Q5_LANE(2); break;
+                    default: SLM__Q5_LANE(3); break;
+#undef SLM__Q5_LANE
                     }
                 }
             }
@@ -6532,6 +6671,27 @@ SLM__INLINE void slm__gemm_r16_q5_nt_neon(const uint8_t *group, int nb, const sl
     }
     SLM__UNROLL for (t = 0; t < nt; t++) SLM__UNROLL for (h = 0; h < 4; h++) vst1q_f32(y + t * ys + 4 * h, acc[t][h]);
 }
+#undef SLM__DOT_LANE
+SLM__INLINE void slm__gemm_r16_nt_neon(int type, const uint8_t *group, int nb, const slm__block_q8_0 *x,
+                                       const int32_t *xsum, size_t xs, const int nt, float *y, size_t ys) {
+    slm__gemm_r16_nt_neon_any(type, group, nb, x, xsum, xs, nt, y, ys, 0);
+}
+SLM__INLINE void slm__gemm_r16_q5_nt_neon(const uint8_t *group, int nb, const slm__block_q8_0 *x, const int32_t *xsum,
+                                          size_t xs, const int nt, float *y, size_t ys) {
+    slm__gemm_r16_q5_nt_neon_any(group, nb, x, xsum, xs, nt, y, ys, 0);
+}
+#if defined(SLM__NEON_DOTPROD)
+SLM__TARGET_DOTPROD_BEGIN
+SLM__INLINE void slm__gemm_r16_nt_dotprod(int type, const uint8_t *group, int nb, const slm__block_q8_0 *x,
+                                          const int32_t *xsum, size_t xs, const int nt, float *y, size_t ys) {
+    slm__gemm_r16_nt_neon_any(type, group, nb, x, xsum, xs, nt, y, ys, 1);
+}
+SLM__INLINE void slm__gemm_r16_q5_nt_dotprod(const uint8_t *group, int nb, const slm__block_q8_0 *x,
+                                             const int32_t *xsum, size_t xs, const int nt, float *y, size_t ys) {
+    slm__gemm_r16_q5_nt_neon_any(group, nb, x, xsum, xs, nt, y, ys, 1);
+}
+SLM__TARGET_END
+#endif
 
 #if defined(SLM__NEON_I8MM)
 /* smmla multiplies two 2x8 int8 matrices into a 2x2 int32 tile: here two
@@ -6644,7 +6804,7 @@ SLM__INLINE void slm__gemm_r16_nt_i8mm(int type, const uint8_t *group, int nb, c
 }
 
 /* any number of tokens: four per pass, then a pair; a last single token
-   (decode) runs the NEON kernel, whose bits a pair's are */
+   (decode) runs slm__gemm_r16_nt (sdot or not), whose bits a pair's are */
 static void slm__gemm_r16_i8mm(int type, const uint8_t *group, int nb, const slm__block_q8_0 *x, const int32_t *xsum,
                                size_t xs, int nt, float *y, size_t ys) {
     for (; nt >= 4; nt -= 4, x += 4 * xs, xsum += 4 * xs, y += 4 * ys)
@@ -6654,9 +6814,9 @@ static void slm__gemm_r16_i8mm(int type, const uint8_t *group, int nb, const slm
         nt -= 2, x += 2 * xs, xsum += 2 * xs, y += 2 * ys;
     }
     if (nt && type == SLM_TYPE_Q5_0_R16)
-        slm__gemm_r16_q5_nt_neon(group, nb, x, xsum, xs, 1, y, ys);
+        slm__gemm_r16_q5_nt(group, nb, x, xsum, xs, 1, y, ys);
     else if (nt)
-        slm__gemm_r16_nt_neon(type, group, nb, x, xsum, xs, 1, y, ys);
+        slm__gemm_r16_nt(type, group, nb, x, xsum, xs, 1, y, ys);
 }
 #endif
 
@@ -6675,7 +6835,7 @@ static void slm__gemm_r16_i8mm(int type, const uint8_t *group, int nb, const slm
             gemm_nt(type, group, nb, x, xsum, xs, 2, y, ys);                                                           \
         if (nt) gemm_nt(type, group, nb, x, xsum, xs, 1, y, ys);                                                       \
     }
-#if defined(slm__gemm_r16_nt) && !defined(SLM__DISPATCH)
+#if defined(slm__gemm_r16_nt) && !defined(SLM__DISPATCH) && !defined(SLM__NEON_I8MM)
 SLM__GEMM_R16_PAIRS(slm__gemm_r16_pairs, slm__gemm_r16_nt, slm__gemm_r16_q5_nt)
 #endif
 
@@ -7090,6 +7250,17 @@ SLM__MAYBE_UNUSED static int slm__kernel_set_for_cpu(uint32_t leaf1_ecx, uint32_
     return 1;
 }
 
+/* The best set for an aarch64 Linux (or Android) system, from its hwcaps
+   (getauxval(AT_HWCAP)): an index into slm__kernel_sets (0 NEON, 1 NEON
+   with the dot product). The kernel lists a feature in them only when it
+   lets programs use it. A pure function, in every build, so the tests can
+   fake any system. */
+#define SLM__HWCAP_ASIMD   (1ull << 1)  /* Linux's HWCAP_ASIMD: NEON */
+#define SLM__HWCAP_ASIMDDP (1ull << 20) /* HWCAP_ASIMDDP: sdot/udot, which older libc headers lack */
+SLM__MAYBE_UNUSED static int slm__kernel_set_for_hwcap(uint64_t hwcap) {
+    return (hwcap & SLM__HWCAP_ASIMD) && (hwcap & SLM__HWCAP_ASIMDDP) ? 1 : 0;
+}
+
 /* ---- exp, softmax, SiLU and RMSNorm ----
    The float parts of a layer. slm__expf is e^x as a polynomial that every
    instruction set evaluates with the same operations in the same order, each
@@ -7462,13 +7633,15 @@ SLM__MAYBE_UNUSED static void slm__rmsnorm_neon(float *o, const float *x, const 
 
 #if defined(SLM__DISPATCH)
 /* ---- kernel sets (SLM_DISPATCH) --------------------------------------------
-   An SLM_DISPATCH build holds three kernel sets, each the kernel table of the
-   build with those -m flags, function for function, so that a forced set
-   computes what that native build computes. The few functions built on
-   other kernels (the generic attention loops, the _R16 pairs, the q8_0 value
-   blocks) get a copy per set under that set's target, so their inner calls
-   stay direct (and inline): the block kernels they call (gemm_r16_nt,
-   attn_block_q8_0) are no fields here. A pass runs its model's set: slm__forward_worker
+   An SLM_DISPATCH build holds three kernel sets on x86-64 (plain C, AVX2,
+   AVX-512 VNNI) and two on aarch64 (NEON, NEON with the dot product), each
+   the kernel table of the build with those -m flags, function for function,
+   so that a forced set computes what that native build computes. The few
+   functions built on other kernels (the generic attention loops, the _R16
+   pairs, the q8_0 value blocks) get a copy per set under that set's target
+   (the two NEON sets share those without integer dot products), so their
+   inner calls stay direct (and inline): the block kernels they call
+   (gemm_r16_nt, attn_block_q8_0) are no fields here. A pass runs its model's set: slm__forward_worker
    puts it in slm__kernels_here, per thread; the calls through it are per row
    group, per head or per position run, never per element.
    Adding a kernel to the table: a field here and one line in each set. */
@@ -7505,6 +7678,7 @@ struct slm__kernel_set {
     void (*rmsnorm)(float *o, const float *x, const float *weight, int n, float eps);
 };
 
+#if defined(SLM__AVX2)
 SLM__DOT_GROUP_GENERIC(slm__dot_f16_group_scalar, uint16_t, slm__dot_f16_ref)
 SLM__DOT_GROUP_GENERIC(slm__dot_f32_group_scalar, float, slm__dot_f32_ref)
 SLM__ATTN_VALUES_GENERIC(slm__attn_values_f16_scalar, uint16_t, slm__axpy_f16_ref)
@@ -7613,6 +7787,87 @@ static int slm__kernel_set_of_this_cpu(void) {
     return slm__kernel_set_for_cpu(leaf1_ecx, leaf7_ebx, leaf7_ecx, xcr0);
 }
 
+#else /* aarch64 */
+/* the float kernels are the same in both sets (no dot products in them) */
+SLM__DOT_GROUP_GENERIC(slm__dot_f16_group_neon, uint16_t, slm__dot_f16_neon)
+SLM__DOT_GROUP_GENERIC(slm__dot_f32_group_neon, float, slm__dot_f32_neon)
+SLM__ATTN_VALUES_GENERIC(slm__attn_values_f16_neon, uint16_t, slm__axpy_f16_neon)
+SLM__ATTN_VALUES_GENERIC(slm__attn_values_f32_neon, float, slm__axpy_f32_neon)
+SLM__ATTN_VALUES_Q8_0_BLOCKS(slm__attn_values_q8_0_blocks_neon, slm__attn_block_q8_0_neon)
+SLM__GEMM_R16_PAIRS(slm__gemm_r16_pairs_neon, slm__gemm_r16_nt_neon, slm__gemm_r16_q5_nt_neon)
+SLM__TARGET_DOTPROD_BEGIN
+SLM__GEMM_R16_PAIRS(slm__gemm_r16_pairs_dotprod, slm__gemm_r16_nt_dotprod, slm__gemm_r16_q5_nt_dotprod)
+SLM__TARGET_END
+
+/* in the order of the table in "config and platform"; best last */
+static const slm__kernel_set slm__kernel_sets[2] = {
+    { "neon",
+      slm__dot_f32_neon,
+      slm__dot_f16_neon,
+      slm__dot_bf16_neon,
+      slm__dotn_q8_0_neon,
+      slm__dotn_q4_0_neon,
+      slm__dotm_q5_0_neon,
+      slm__dotm_q5_1_neon,
+      slm__dotm_q4_K_neon,
+      slm__dotm_q5_K_neon,
+      slm__dotm_q6_K_neon,
+      slm__gemm_r16_pairs_neon,
+      slm__quantize_act_blocks_ref,
+      slm__axpy_f32_neon,
+      slm__axpy_f16_neon,
+      slm__dot_f16_group_neon,
+      slm__dot_f32_group_neon,
+      slm__attn_values_f16_neon,
+      slm__attn_values_f32_neon,
+      slm__dot_q8_0_group_neon,
+      slm__attn_values_q8_0_blocks_neon,
+      slm__softmax_neon,
+      slm__silu_mul_neon,
+      slm__rmsnorm_neon },
+    { "neon-dotprod",
+      slm__dot_f32_neon,
+      slm__dot_f16_neon,
+      slm__dot_bf16_neon,
+      slm__dotn_q8_0_dotprod,
+      slm__dotn_q4_0_dotprod,
+      slm__dotm_q5_0_dotprod,
+      slm__dotm_q5_1_dotprod,
+      slm__dotm_q4_K_dotprod,
+      slm__dotm_q5_K_dotprod,
+      slm__dotm_q6_K_dotprod,
+      slm__gemm_r16_pairs_dotprod,
+      slm__quantize_act_blocks_ref,
+      slm__axpy_f32_neon,
+      slm__axpy_f16_neon,
+      slm__dot_f16_group_neon,
+      slm__dot_f32_group_neon,
+      slm__attn_values_f16_neon,
+      slm__attn_values_f32_neon,
+      slm__dot_q8_0_group_neon,
+      slm__attn_values_q8_0_blocks_neon,
+      slm__softmax_neon,
+      slm__silu_mul_neon,
+      slm__rmsnorm_neon },
+};
+
+/* Linux and Android: the kernel's hwcaps; Apple: the dot product is a
+   feature sysctl reports (every Apple arm64 CPU so far has it); elsewhere
+   NEON only, as nothing this library can ask says more. */
+static int slm__kernel_set_of_this_cpu(void) {
+#if defined(__linux__)
+    return slm__kernel_set_for_hwcap((uint64_t)getauxval(AT_HWCAP));
+#elif defined(__APPLE__)
+    int has = 0;
+    size_t size = sizeof has;
+    return sysctlbyname("hw.optional.arm.FEAT_DotProd", &has, &size, NULL, 0) == 0 && has ? 1 : 0;
+#else
+    return 0;
+#endif
+}
+#endif
+#define SLM__KERNEL_SETS (int)(sizeof slm__kernel_sets / sizeof slm__kernel_sets[0])
+
 /* Computed once per process; racing first calls compute the same value. */
 static const slm__kernel_set *slm__kernels_best(void) {
     static int best = -1;
@@ -7634,9 +7889,9 @@ static int slm__kernels_choose(const char *want, const char **name, const void *
     if (!want || !*want)
         i = best;
     else {
-        for (i = 0; i < 3; i++)
+        for (i = 0; i < SLM__KERNEL_SETS; i++)
             if (!strcmp(want, slm__kernel_sets[i].name)) break;
-        if (i == 3) return 1;
+        if (i == SLM__KERNEL_SETS) return 1;
         if (i > best) return 2;
     }
     *name = slm__kernel_sets[i].name;

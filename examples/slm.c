@@ -396,7 +396,8 @@ typedef struct model_opts {
     "  -m, --model FILE    the .slm model (required)\n"                            \
     "      --no-mmap       read the file into memory instead of mapping it\n"      \
     "      --kernels SET   force a kernel set (make dist's build: scalar, avx2,\n" \
-    "                      avx512-vnni; others have one, named by slm info)\n"     \
+    "                      avx512-vnni; on aarch64 neon, neon-dotprod; others\n"   \
+    "                      have one, named by slm info)\n"                         \
     "  -v, --verbose       show the library's log messages\n"                      \
     "  -h, --help          show this help\n"
 

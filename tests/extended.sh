@@ -42,7 +42,10 @@
 #      (test_slm -k byte_order) and slm-convert refuses to run
 #  13. SLM_DISPATCH (tests/dispatch.sh): every kernel set this CPU runs, forced
 #      in one -march=x86-64 -DSLM_DISPATCH build, writes the logits of its
-#      native build byte for byte, on each weight type and KV type
+#      native build byte for byte, on each weight type and KV type; the same
+#      for the two NEON sets of a -march=armv8-a build under qemu-aarch64
+#      (-cpu max), on the integer kernels' weight types, and the set it picks
+#      on a CPU with (max) and without (cortex-a57) the dot product
 #  14. Windows: slm.h (C99, plain and -march=x86-64-v3), slm, slm-convert,
 #      the examples and test_slm built with MinGW-w64 (x86_64-w64-mingw32-gcc,
 #      no winpthreads: the library's pool runs on Win32 threads) warning-free;

@@ -4505,9 +4505,54 @@ static void test_kernel_set_cpuid(void) {
 #endif
 }
 
+/* The choice of kernel set on aarch64 Linux from made-up hwcaps
+   (slm__kernel_set_for_hwcap): the dot product set needs HWCAP_ASIMDDP (bit
+   20 in the kernel's uapi/asm/hwcap.h) along with NEON (HWCAP_ASIMD, bit 1);
+   no other bit matters. Then, on an aarch64 Linux system, the choice from
+   its real hwcaps against the features /proc/cpuinfo lists (qemu-user shows
+   the host's file: skipped when it has no "Features" line). */
+static void test_kernel_set_hwcap(void) {
+    const uint64_t fp = 1u << 0, asimd = 1u << 1, asimddp = 1u << 20, others = 0x7ffffffcull & ~asimddp;
+    struct {
+        const char *system;
+        uint64_t hwcap;
+        int want;
+    } cases[] = {
+        { "nothing", 0, 0 },
+        { "Cortex-A53/A57/A72 (armv8.0)", fp | asimd | (1u << 3) | (1u << 4) | (1u << 7), 0 },
+        { "every other bit, no dot product", fp | asimd | others, 0 },
+        { "Cortex-A55/A76, Neoverse N1 (armv8.2 + dot product)", fp | asimd | asimddp | (1u << 8), 1 },
+        { "the dot product bit alone (no NEON)", asimddp, 0 },
+        { "every bit", ~0ull, 1 },
+    };
+    int i;
+    for (i = 0; i < (int)(sizeof cases / sizeof cases[0]); i++) {
+        int got = slm__kernel_set_for_hwcap(cases[i].hwcap);
+        CHECKF(got == cases[i].want, "%s: set %d, want %d", cases[i].system, got, cases[i].want);
+    }
+#if defined(__aarch64__) && defined(__linux__) && defined(SLM__DISPATCH)
+    {
+        char line[8192];
+        int want = -1, got;
+        FILE *f = fopen("/proc/cpuinfo", "r");
+        if (!f) SKIP("no /proc/cpuinfo");
+        while (fgets(line, sizeof line, f))
+            if (!strncmp(line, "Features", 8)) {
+                want = strstr(line, " asimddp") && strstr(line, " asimd ") ? 1 : 0;
+                break;
+            }
+        fclose(f);
+        if (want < 0) SKIP("/proc/cpuinfo lists no Features (qemu-user shows the host's)");
+        got = slm__kernel_set_of_this_cpu();
+        CHECKF(got == want, "this system: set %d from its hwcaps, /proc/cpuinfo's features say %d", got, want);
+    }
+#endif
+}
+
 /* slm_model_desc.kernels: NULL is the build's best, its own name is taken,
    any other name is refused with the reason (an SLM_DISPATCH build has three
-   sets: each one this CPU runs is taken and named in slm_model_info). */
+   sets on x86-64, two on aarch64: each one this CPU runs is taken and named
+   in slm_model_info). */
 static void test_model_kernels(void) {
     slm_model *m = NULL;
     slm_model_desc md;
@@ -4531,9 +4576,14 @@ static void test_model_kernels(void) {
     CHECKF(r == SLM_ERR_UNSUPPORTED && !m && strstr(err, "no kernel set 'avx3'"), "result %d: %s", (int)r, err);
 #if defined(SLM__DISPATCH)
     {
+#if defined(__aarch64__)
+        static const char *const names[] = { "neon", "neon-dotprod" };
+#else
         static const char *const names[] = { "scalar", "avx2", "avx512-vnni" };
+#endif
         int i, best = slm__kernel_set_of_this_cpu();
-        for (i = 0; i < 3; i++) {
+        CHECK(SLM__KERNEL_SETS == (int)(sizeof names / sizeof names[0]));
+        for (i = 0; i < SLM__KERNEL_SETS; i++) {
             m = NULL;
             md.kernels = names[i];
             r = slm_model_load(&m, &md);
@@ -4593,6 +4643,7 @@ static const test_case INTERNAL_TESTS[] = {
     TEST(session_state_fields),
     TEST(schema_alloc_failures),
     TEST(kernel_set_cpuid),
+    TEST(kernel_set_hwcap),
     TEST(model_kernels),
 };
 /* clang-format on */

@@ -1320,6 +1320,9 @@ int slm__pretok_llama3_family(const char *name);
 #define slm__dotm_q4_K           (SLM__K->dotm_q4_K)
 #define slm__dotm_q5_K           (SLM__K->dotm_q5_K)
 #define slm__dotm_q6_K           (SLM__K->dotm_q6_K)
+#define slm__dotr_q4_K           (SLM__K->dotr_q4_K)
+#define slm__dotr_q6_K           (SLM__K->dotr_q6_K)
+#define SLM__DOTR_K              (SLM__K->dotr_q4_K != NULL) /* NULL in the sets without them */
 #define slm__gemm_r16            (SLM__K->gemm_r16)
 #define slm__quantize_act_blocks (SLM__K->quantize_act_blocks)
 #define slm__axpy_f32            (SLM__K->axpy_f32)
@@ -1371,8 +1374,11 @@ static __thread const slm__kernel_set *slm__kernels_here;
 #define slm__silu_mul            slm__silu_mul_avx512
 #define slm__rmsnorm             slm__rmsnorm_avx512
 #if defined(SLM__AVX512_VNNI)
-#define slm__gemm_r16 slm__gemm_r16_avx512vnni
-#define SLM__R16_TILE 8 /* tokens per slm__gemm_r16 call in slm__matmul */
+#define slm__gemm_r16  slm__gemm_r16_avx512vnni
+#define SLM__R16_TILE  8 /* tokens per slm__gemm_r16 call in slm__matmul */
+#define slm__dotr_q4_K slm__dotr_q4_K_avx512vnni
+#define slm__dotr_q6_K slm__dotr_q6_K_avx512vnni
+#define SLM__DOTR_K    1
 #else
 #define slm__gemm_r16_nt slm__gemm_r16_nt_avx512
 #define slm__gemm_r16    slm__gemm_r16_pairs
@@ -5465,6 +5471,153 @@ SLM__MAYBE_UNUSED static void slm__dotm_q6_K_avx512(const uint8_t *w, const slm_
     SLM__UNROLL4 for (t = 0; t < nt; t++) out[t] = slm__hsum256(acc[t]);
 }
 
+#if defined(SLM__AVX512_VNNI)
+/* q4_K's 12 bytes of scales and mins at q (16 bytes readable) as bytes
+   [sc0..sc7, m0..m7], as slm__kq_unpack_scales but in a register: its four
+   4-byte stores read back as one 16-byte load defeat store forwarding, a
+   stall per block that decode with one token cannot hide */
+SLM__INLINE __m128i slm__kq_unpack_scales_128(const uint8_t *q) {
+    __m128i u = _mm_loadu_si128((const __m128i *)q);
+    __m128i a = _mm_shuffle_epi32(u, _MM_SHUFFLE(2, 1, 2, 0)); /* u0 u2 u1 u2 */
+    __m128i b = _mm_shuffle_epi32(u, _MM_SHUFFLE(1, 1, 0, 0)); /* u0 u0 u1 u1: their top bits */
+    __m128i lo = _mm_and_si128(_mm_srlv_epi32(a, _mm_set_epi32(4, 0, 0, 0)),
+                               _mm_set_epi32(0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f));
+    __m128i hi = _mm_and_si128(_mm_srli_epi32(b, 2), _mm_set_epi32(0x30303030, 0, 0x30303030, 0));
+    return _mm_or_si128(lo, hi);
+}
+
+/* nr rows (row_size bytes apart) against nt tokens, out[4 * r + t], both
+   counts constants where this inlines so that the nr x nt accumulators stay
+   in registers. A row's super-block is decoded once for every token; each
+   (row, token) sum takes the same steps whatever nr and nt, so results do
+   not depend on how rows are grouped (by thread count). */
+SLM__INLINE void slm__dotr_q4_K_group(const uint8_t *w, size_t row_size, const slm__block_q8_K *x, size_t xs, int nr,
+                                      int nt, int n_super, float *out) {
+    const __m512i low4 = _mm512_set1_epi8(0x0f);
+    __m256 acc[4][4];
+    int i, r, t, k;
+    SLM__UNROLL4 for (r = 0; r < nr; r++) SLM__UNROLL4 for (t = 0; t < nt; t++) acc[r][t] = _mm256_setzero_ps();
+    for (i = 0; i < n_super; i++) {
+        SLM__UNROLL4 for (r = 0; r < nr; r++) {
+            const uint8_t *blk = w + (size_t)r * row_size + (size_t)i * sizeof(slm__block_q4_K), *qs = blk + 16;
+            __m512i q0 = _mm512_loadu_si512((const void *)qs), q1 = _mm512_loadu_si512((const void *)(qs + 64));
+            __m512i lo0 = _mm512_and_si512(q0, low4), hi0 = _mm512_and_si512(_mm512_srli_epi16(q0, 4), low4);
+            __m512i lo1 = _mm512_and_si512(q1, low4), hi1 = _mm512_and_si512(_mm512_srli_epi16(q1, 4), low4);
+            __m512i wv[4], sl[4], sc;
+            __m256i mn;
+            uint16_t d16, dmin16;
+            float dw, dmw;
+            /* every cache line of the block, not one per block (2.25 lines) */
+            _mm_prefetch((const char *)blk + SLM__PREFETCH, _MM_HINT_T0);
+            _mm_prefetch((const char *)blk + SLM__PREFETCH + 64, _MM_HINT_T0);
+            _mm_prefetch((const char *)blk + SLM__PREFETCH + 128, _MM_HINT_T0);
+            /* elements in order: sub-blocks 2k, 2k+1 in wv[k] */
+            wv[0] = _mm512_shuffle_i64x2(lo0, hi0, 0x44);
+            wv[1] = _mm512_shuffle_i64x2(lo0, hi0, 0xEE);
+            wv[2] = _mm512_shuffle_i64x2(lo1, hi1, 0x44);
+            wv[3] = _mm512_shuffle_i64x2(lo1, hi1, 0xEE);
+            /* scales then mins, each in both int16 halves of a lane */
+            sc = _mm512_cvtepu8_epi32(slm__kq_unpack_scales_128(blk + 4));
+            sc = _mm512_or_si512(sc, _mm512_slli_epi32(sc, 16));
+            SLM__UNROLL4 for (k = 0; k < 4; k++) sl[k] = slm__pair_lanes(sc, 2 * k, 2 * k + 1);
+            mn = _mm512_extracti64x4_epi64(sc, 1); /* [m0, m0, m1, m1, ...] as int16 */
+            memcpy(&d16, blk, 2);
+            memcpy(&dmin16, blk + 2, 2);
+            dw = slm_fp16_to_fp32(d16);
+            dmw = slm_fp16_to_fp32(dmin16);
+            SLM__UNROLL4 for (t = 0; t < nt; t++) {
+                const slm__block_q8_K *xt = x + (size_t)t * xs + i;
+                __m512i isum = _mm512_setzero_si512();
+                __m256i isum8, summ;
+                SLM__UNROLL4 for (k = 0; k < 4; k++) isum = _mm512_dpwssd_epi32(
+                    isum, _mm512_maddubs_epi16(wv[k], _mm512_loadu_si512((const void *)(xt->qs + 64 * k))), sl[k]);
+                isum8 = _mm256_add_epi32(_mm512_castsi512_si256(isum), _mm512_extracti64x4_epi64(isum, 1));
+                summ = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)xt->bsums), mn);
+                acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum8), _mm256_set1_ps(dw * xt->d), acc[r][t]);
+                acc[r][t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(summ), _mm256_set1_ps(dmw * xt->d), acc[r][t]);
+            }
+        }
+    }
+    SLM__UNROLL4 for (r = 0; r < nr; r++) SLM__UNROLL4 for (t = 0; t < nt; t++) out[4 * r + t] =
+        slm__hsum256(acc[r][t]);
+}
+
+/* q6_K as slm__dotm_q6_K_avx512, in the row groups of slm__dotr_q4_K_group */
+SLM__INLINE void slm__dotr_q6_K_group(const uint8_t *w, size_t row_size, const slm__block_q8_K *x, size_t xs, int nr,
+                                      int nt, int n_super, float *out) {
+    const __m512i low4 = _mm512_set1_epi8(0x0f), three = _mm512_set1_epi8(3);
+    const __m512i idx0 = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+    __m256 acc[4][4];
+    int i, r, t, h, k;
+    SLM__UNROLL4 for (r = 0; r < nr; r++) SLM__UNROLL4 for (t = 0; t < nt; t++) acc[r][t] = _mm256_setzero_ps();
+    for (i = 0; i < n_super; i++) {
+        SLM__UNROLL4 for (r = 0; r < nr; r++) {
+            const slm__block_q6_K *blk = (const slm__block_q6_K *)(w + (size_t)r * row_size) + i;
+            __m128i s8 = _mm_loadu_si128((const __m128i *)blk->scales);
+            __m512i sc = _mm512_cvtepi8_epi32(s8), wv[4], sl[4];
+            __m256i s16 = _mm256_cvtepi8_epi16(s8);
+            float dw = slm_fp16_to_fp32(blk->d);
+            _mm_prefetch((const char *)blk + SLM__PREFETCH, _MM_HINT_T0); /* the block's 3.3 cache lines */
+            _mm_prefetch((const char *)blk + SLM__PREFETCH + 64, _MM_HINT_T0);
+            _mm_prefetch((const char *)blk + SLM__PREFETCH + 128, _MM_HINT_T0);
+            _mm_prefetch((const char *)blk + SLM__PREFETCH + 192, _MM_HINT_T0);
+            /* the scales (signed) in both int16 halves of a lane */
+            sc = _mm512_or_si512(_mm512_and_si512(sc, _mm512_set1_epi32(0xffff)), _mm512_slli_epi32(sc, 16));
+            SLM__UNROLL4 for (h = 0; h < 2; h++) {
+                __m512i l = _mm512_loadu_si512((const void *)(blk->ql + 64 * h));
+                __m256i qh = _mm256_loadu_si256((const __m256i *)(blk->qh + 32 * h));
+                __m512i hh = _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1);
+                wv[2 * h] =
+                    _mm512_or_si512(_mm512_and_si512(l, low4), _mm512_slli_epi16(_mm512_and_si512(hh, three), 4));
+                wv[2 * h + 1] =
+                    _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), low4),
+                                    _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(hh, 4), three), 4));
+                /* lanes of 4 elements: 4 lanes per sub-block of 16 */
+                sl[2 * h] = _mm512_permutexvar_epi32(_mm512_add_epi32(idx0, _mm512_set1_epi32(8 * h)), sc);
+                sl[2 * h + 1] = _mm512_permutexvar_epi32(_mm512_add_epi32(idx0, _mm512_set1_epi32(8 * h + 4)), sc);
+            }
+            SLM__UNROLL4 for (t = 0; t < nt; t++) {
+                const slm__block_q8_K *xt = x + (size_t)t * xs + i;
+                __m512i isum = _mm512_setzero_si512();
+                __m256i isum8;
+                SLM__UNROLL4 for (k = 0; k < 4; k++) isum = _mm512_dpwssd_epi32(
+                    isum, _mm512_maddubs_epi16(wv[k], _mm512_loadu_si512((const void *)(xt->qs + 64 * k))), sl[k]);
+                isum8 = _mm256_add_epi32(_mm512_castsi512_si256(isum), _mm512_extracti64x4_epi64(isum, 1));
+                isum8 = _mm256_sub_epi32(
+                    isum8,
+                    _mm256_slli_epi32(_mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)xt->bsums), s16), 5));
+                acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum8), _mm256_set1_ps(dw * xt->d), acc[r][t]);
+            }
+        }
+    }
+    SLM__UNROLL4 for (r = 0; r < nr; r++) SLM__UNROLL4 for (t = 0; t < nt; t++) out[4 * r + t] =
+        slm__hsum256(acc[r][t]);
+}
+
+/* The kernel table's slm__dotr_q4_K / slm__dotr_q6_K: nr (1..4) rows
+   against nt (1..4) tokens, out[4 * r + t]; groups of four rows, the rest
+   one by one, each count a constant in its copy of the loop */
+#define SLM__DOTR_K_AVX512VNNI(name, group)                                                                            \
+    SLM__MAYBE_UNUSED static void name(const uint8_t *w, size_t row_size, int nr, const slm__block_q8_K *x, size_t xs, \
+                                       int nt, int n_super, float *out) {                                              \
+        int r = 0;                                                                                                     \
+        for (; r + 4 <= nr; r += 4) switch (nt) {                                                                      \
+            case 1: group(w, row_size, x, xs, 4, 1, n_super, out); break;                                              \
+            case 2: group(w, row_size, x, xs, 4, 2, n_super, out); break;                                              \
+            case 3: group(w, row_size, x, xs, 4, 3, n_super, out); break;                                              \
+            default: group(w, row_size, x, xs, 4, 4, n_super, out); break;                                             \
+            }                                                                                                          \
+        for (; r < nr; r++) switch (nt) {                                                                              \
+            case 1: group(w + (size_t)r * row_size, row_size, x, xs, 1, 1, n_super, out + 4 * r); break;               \
+            case 2: group(w + (size_t)r * row_size, row_size, x, xs, 1, 2, n_super, out + 4 * r); break;               \
+            case 3: group(w + (size_t)r * row_size, row_size, x, xs, 1, 3, n_super, out + 4 * r); break;               \
+            default: group(w + (size_t)r * row_size, row_size, x, xs, 1, 4, n_super, out + 4 * r); break;              \
+            }                                                                                                          \
+    }
+SLM__DOTR_K_AVX512VNNI(slm__dotr_q4_K_avx512vnni, slm__dotr_q4_K_group)
+SLM__DOTR_K_AVX512VNNI(slm__dotr_q6_K_avx512vnni, slm__dotr_q6_K_group)
+#endif
+
 /* q5_0 (has_m 0) and q5_1 against q8_0, two blocks at a time as q4_0 */
 SLM__INLINE void slm__dotm_q5_avx512(const uint8_t *w, const slm__block_q8_0 *x, const int32_t *xsum, size_t xs, int nt,
                                      int n_blocks, float *out, int has_m) {
@@ -7659,6 +7812,11 @@ struct slm__kernel_set {
     void (*dotm_q4_K)(const uint8_t *w, const slm__block_q8_K *x, size_t xs, int nt, int n_super, float *out);
     void (*dotm_q5_K)(const uint8_t *w, const slm__block_q8_K *x, size_t xs, int nt, int n_super, float *out);
     void (*dotm_q6_K)(const uint8_t *w, const slm__block_q8_K *x, size_t xs, int nt, int n_super, float *out);
+    /* NULL where the set has none: slm__matmul then calls dotm per row */
+    void (*dotr_q4_K)(const uint8_t *w, size_t row_size, int nr, const slm__block_q8_K *x, size_t xs, int nt,
+                      int n_super, float *out);
+    void (*dotr_q6_K)(const uint8_t *w, size_t row_size, int nr, const slm__block_q8_K *x, size_t xs, int nt,
+                      int n_super, float *out);
     void (*gemm_r16)(int type, const uint8_t *group, int nb, const slm__block_q8_0 *x, const int32_t *xsum,
                      size_t x_stride, int nt, float *y, size_t y_stride);
     void (*quantize_act_blocks)(const float *x, slm__block_q8_0 *q, int32_t *sum, int n);
@@ -7708,6 +7866,8 @@ static const slm__kernel_set slm__kernel_sets[3] = {
       slm__dotm_q4_K_ref,
       slm__dotm_q5_K_ref,
       slm__dotm_q6_K_ref,
+      NULL,
+      NULL,
       slm__gemm_r16_ref,
       slm__quantize_act_blocks_ref,
       slm__axpy_f32_ref,
@@ -7732,6 +7892,8 @@ static const slm__kernel_set slm__kernel_sets[3] = {
       slm__dotm_q4_K_avx2,
       slm__dotm_q5_K_avx2,
       slm__dotm_q6_K_avx2,
+      NULL,
+      NULL,
       slm__gemm_r16_pairs_avx2,
       slm__quantize_act_blocks_avx2,
       slm__axpy_f32_avx2,
@@ -7756,6 +7918,8 @@ static const slm__kernel_set slm__kernel_sets[3] = {
       slm__dotm_q4_K_avx512,
       slm__dotm_q5_K_avx512,
       slm__dotm_q6_K_avx512,
+      slm__dotr_q4_K_avx512vnni,
+      slm__dotr_q6_K_avx512vnni,
       slm__gemm_r16_avx512vnni,
       slm__quantize_act_blocks_avx2,
       slm__axpy_f32_avx2,
@@ -7985,6 +8149,31 @@ static void slm__matmul(const slm__tensor *w, int r0, int r1, const float *x, si
         }
         return;
     }
+#if defined(slm__dotr_q4_K)
+    if ((w->type == SLM_TYPE_Q4_K || w->type == SLM_TYPE_Q6_K) && SLM__DOTR_K) {
+        /* four rows at a time against four tokens at a time: the rows' sums
+           are reduced once per group, not per row */
+        int n_super = (int)(w->ne[0] / SLM__QK_K), rr;
+        for (r = r0; r < r1; r += 4) {
+            const uint8_t *rows = (const uint8_t *)w->data + (size_t)r * w->row_size;
+            int nr = SLM__MIN(4, r1 - r);
+            for (t = 0; t < n_tok; t += 4) {
+                float d[16];
+                int nt = SLM__MIN(4, n_tok - t);
+                const slm__block_q8_K *kt = xk + (size_t)t * xk_stride;
+                if (w->type == SLM_TYPE_Q4_K)
+                    slm__dotr_q4_K(rows, w->row_size, nr, kt, xk_stride, nt, n_super, d);
+                else
+                    slm__dotr_q6_K(rows, w->row_size, nr, kt, xk_stride, nt, n_super, d);
+                for (i = 0; i < nt; i++) {
+                    float *yt = y + (size_t)(t + i) * y_stride + r;
+                    for (rr = 0; rr < nr; rr++) yt[rr] = accumulate ? yt[rr] + d[4 * rr + i] : d[4 * rr + i];
+                }
+            }
+        }
+        return;
+    }
+#endif
     if (w->type == SLM_TYPE_Q5_0 || w->type == SLM_TYPE_Q5_1 || w->type == SLM_TYPE_Q4_K || w->type == SLM_TYPE_Q5_K ||
         w->type == SLM_TYPE_Q6_K) {
         /* one row at a time, decoded once for four tokens */

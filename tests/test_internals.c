@@ -1743,6 +1743,94 @@ static void kq_fixed_tensor(float *x) {
     }
 }
 
+/* The row-group K-quant kernels (slm__dotr_*, where the kernel table has
+   them): nr rows against nt tokens, each (row, token) against the scalar
+   reference, and bitwise the same whatever the group it was computed in
+   (threads split rows at different places) */
+static void test_kernels_kquant_rows(void) {
+#if defined(slm__dotr_q4_K)
+    enum { NR = 4, NT = 4, MAXN = 2816, XKS = MAXN / 256 };
+    static const int types[] = { SLM_TYPE_Q4_K, SLM_TYPE_Q6_K };
+    static const int lengths[] = { 256, 512, 1024, 2816 };
+    float *x = (float *)malloc(MAXN * sizeof(float)), *wf = (float *)malloc(MAXN * sizeof(float));
+    size_t max_rs = slm_type_row_size(SLM_TYPE_Q6_K, MAXN);
+    uint8_t *rows = (uint8_t *)malloc(NR * max_rs);
+    slm__block_q8_K *xk = (slm__block_q8_K *)malloc(NT * XKS * sizeof(slm__block_q8_K));
+    size_t ti, li;
+    int rep, i, r, t, nr, nt, n_checked = 0, bad = 0, bad_group = 0;
+    if (!SLM__DOTR_K) {
+        free(x), free(wf), free(rows), free(xk);
+        return;
+    }
+    for (ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        int type = types[ti];
+        for (li = 0; li < sizeof lengths / sizeof lengths[0]; li++) {
+            int n = lengths[li], n_super = n / 256;
+            size_t rs = slm_type_row_size(type, n);
+            for (rep = 0; rep < 4; rep++) {
+                float ref[NR][NT], alone[NR][NT], got[NR * NT];
+                double scales[NR][NT];
+                /* rows of every mode mixed: random, all zero, extreme scales and mins */
+                for (r = 0; r < NR; r++) kq_random_row(type, rows + r * rs, n, (rep + r) % 3);
+                for (t = 0; t < NT; t++) {
+                    for (i = 0; i < n; i++) x[i] = rand_float() * (t == 1 ? 100.0f : 1.0f);
+                    if (t == 2 && rep % 2)
+                        for (i = 0; i < n; i++) x[i] = i % 2 ? -1.0f : 1.0f; /* -127/127 extremes */
+                    if (t == 3 && rep == 3)
+                        for (i = 0; i < n; i++) x[i] = 0.0f;
+                    slm__quantize_q8_K(x, xk + t * XKS, n);
+                }
+                for (r = 0; r < NR; r++)
+                    for (t = 0; t < NT; t++) {
+                        const uint8_t *w = rows + r * rs;
+                        float one[NR * NT];
+                        ref[r][t] = type == SLM_TYPE_Q4_K ? slm__dot_q4_K_ref(w, xk + t * XKS, n_super)
+                                                          : slm__dot_q6_K_ref(w, xk + t * XKS, n_super);
+                        if (type == SLM_TYPE_Q4_K)
+                            slm__dotr_q4_K(w, rs, 1, xk + t * XKS, XKS, 1, n_super, one);
+                        else
+                            slm__dotr_q6_K(w, rs, 1, xk + t * XKS, XKS, 1, n_super, one);
+                        alone[r][t] = one[0];
+                        /* the sum of |products|, the scale of the float steps' error */
+                        slm_dequantize_row(type, w, wf, n);
+                        scales[r][t] = 0;
+                        for (i = 0; i < n; i++)
+                            scales[r][t] +=
+                                fabs((double)wf[i] * xk[t * XKS + i / 256].d * xk[t * XKS + i / 256].qs[i % 256]);
+                    }
+                for (nr = 1; nr <= NR; nr++)
+                    for (nt = 1; nt <= NT; nt++) {
+                        /* rows NR - nr.. against tokens NT - nt..: every position of a group */
+                        int r0 = NR - nr, t0 = NT - nt;
+                        if (type == SLM_TYPE_Q4_K)
+                            slm__dotr_q4_K(rows + r0 * rs, rs, nr, xk + t0 * XKS, XKS, nt, n_super, got);
+                        else
+                            slm__dotr_q6_K(rows + r0 * rs, rs, nr, xk + t0 * XKS, XKS, nt, n_super, got);
+                        for (r = 0; r < nr; r++)
+                            for (t = 0; t < nt; t++) {
+                                float g = got[4 * r + t], e = ref[r0 + r][t0 + t];
+                                double scale = scales[r0 + r][t0 + t];
+                                if (!(fabs(g - e) <= 1e-5 * scale + 1e-30) && bad++ < 5)
+                                    CHECKF(0,
+                                           "%s n=%d rep %d, %d rows x %d tokens, row %d token %d: %.9g, reference %.9g",
+                                           slm_type_name(type), n, rep, nr, nt, r, t, g, e);
+                                if (memcmp(&g, &alone[r0 + r][t0 + t], sizeof g) != 0 && bad_group++ < 5)
+                                    CHECKF(0, "%s n=%d, %d rows x %d tokens, row %d token %d: %.9g, alone %.9g",
+                                           slm_type_name(type), n, nr, nt, r, t, g, alone[r0 + r][t0 + t]);
+                                n_checked++;
+                            }
+                    }
+            }
+        }
+    }
+    CHECKF(n_checked > 1000, "%d (row, token) sums checked", n_checked);
+    free(x);
+    free(wf);
+    free(rows);
+    free(xk);
+#endif
+}
+
 static void test_kquant_reference_bytes(void) {
     static const struct {
         int type;
@@ -4602,6 +4690,7 @@ static const test_case INTERNAL_TESTS[] = {
     TEST(kernels_vs_reference),
     TEST(kernels_r16),
     TEST(kernels_kquant),
+    TEST(kernels_kquant_rows),
     TEST(kquant_reference_bytes),
     TEST(kernels_kv_q8_0),
     TEST(kernels_attn_accumulate),

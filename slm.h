@@ -5022,17 +5022,19 @@ SLM__MAYBE_UNUSED static void slm__gemm_r16_ref(int type, const uint8_t *group, 
 }
 
 /* Bytes ahead in each weight row that the kernels prefetch: the hardware
-   prefetcher alone leaves decode at a third of the memory bandwidth; 2048
-   measured best on Zen 4. The x86 kernels of the interleaved (_R16) layouts,
-   which prefetch every line of a group, look further ahead: on Zen 5 one
-   thread's decode ran 1.05-1.3x faster with q8_0 4096 bytes ahead (and
-   non-temporal, below) than 2048, and q4_0 another 1.08-1.18x faster 8192
-   ahead (SmolLM2 and Qwen2.5 shapes; q8_0 at 8192 was slower on Qwen2.5);
-   prefill and two threads unchanged (medians of 6 alternating runs).
-   Internal, overridden with -D to tune another CPU (bench/); no test sets
-   them, and any value gives the same results. */
+   prefetcher alone leaves decode at a third of the memory bandwidth. 2048
+   measured best on Zen 4 with kernels that prefetched one line per block;
+   on Zen 5, with the K-quant row groups prefetching every line, 8192 made
+   one thread's decode of pure q4_K / q6_K files 1.36x / 1.62x faster than
+   2048 (16384 slower), the K-quant mixes 1.0-1.05x, prefill unchanged. The
+   x86 kernels of the interleaved (_R16) layouts look 4096 bytes ahead for
+   q8_0 (non-temporal, below: 1.05-1.3x faster than 2048; 8192 was slower on
+   Qwen2.5) and 8192 for q4_0 (another 1.08-1.18x). Medians of 4-6
+   alternating runs, SmolLM2, Qwen2.5 and dim-1024 shapes. Internal,
+   overridden with -D to tune another CPU (bench/); no test sets them, and
+   any value gives the same results. */
 #ifndef SLM__PREFETCH
-#define SLM__PREFETCH 2048
+#define SLM__PREFETCH 8192
 #endif
 #ifndef SLM__PREFETCH_R16
 #define SLM__PREFETCH_R16 4096

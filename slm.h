@@ -1,4 +1,4 @@
-/* slm.h - v0.5.0 - small language models on the device, in one C header.
+/* slm.h - v0.6.0 - small language models on the device, in one C header.
 
    Runs decoder-only transformers (Llama family, Qwen2/3) of 100M-700M
    parameters from one flat, mmap-able `.slm` file. No dependencies beyond
@@ -321,13 +321,22 @@
      thread counts, as the tests expect.
 
    REVISION HISTORY
+     0.6.0  SLM_DISPATCH on aarch64: the NEON kernels with and without the
+            dot product in one build, chosen from the OS's hwcaps (Linux
+            getauxval, Apple sysctl); `make dist` there too. aarch64 i8mm:
+            an smmla GEMM for the _R16 types' prefill (neon-i8mm, with
+            __ARM_FEATURE_MATMUL_INT8; correct under qemu, speed unmeasured).
+            AVX-512 VNNI: q4_K and q6_K matrices in groups of four rows
+            (each row's blocks decoded once for every token, every line
+            prefetched). Prefetch distances retuned on Zen 5 (decode 1.1-1.6x
+            on one thread), and attention prefetches the KV rows of a short
+            pass. Same results, same file format.
      0.5.0  SLM_DISPATCH: one x86-64 build with the plain C, AVX2 and AVX-512
-            VNNI kernels, chosen at slm_model_load from CPUID (see SIMD), and
-            one aarch64 build with NEON with and without the dot product,
-            from the hwcaps; slm_model_desc.kernels forces one,
-            slm_model_info.kernels names it. `make dist`. Windows: builds
-            with MinGW-w64 (Win32 threads, UTF-8 paths through the wide
-            API, the console for the typing demo and chat). AVX-VNNI kernels (avx2-vnni: -mavxvnni without
+            VNNI kernels, chosen at slm_model_load from CPUID (see SIMD);
+            slm_model_desc.kernels forces one, slm_model_info.kernels names
+            it. `make dist`. Windows: builds with MinGW-w64 (Win32 threads,
+            UTF-8 paths through the wide API, the console for the typing
+            demo and chat). AVX-VNNI kernels (avx2-vnni: -mavxvnni without
             AVX-512); AVX-512 VNNI's _R16 GEMM takes 8 tokens a pass, and
             AVX-512 builds have grouped attention kernels. e^x is a
             polynomial of slm.h's own (the same bits on every instruction
@@ -394,9 +403,9 @@
 #define SLM_H
 
 #define SLM_VERSION_MAJOR        0
-#define SLM_VERSION_MINOR        5
+#define SLM_VERSION_MINOR        6
 #define SLM_VERSION_PATCH        0
-#define SLM_VERSION_STRING       "0.5.0"
+#define SLM_VERSION_STRING       "0.6.0"
 #define SLM_FORMAT_VERSION_MAJOR 1 /* .slm files this code writes and reads */
 #define SLM_FORMAT_VERSION_MINOR 1
 

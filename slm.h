@@ -5540,8 +5540,8 @@ SLM__INLINE void slm__dotr_q4_K_group(const uint8_t *w, size_t row_size, const s
                 const slm__block_q8_K *xt = x + (size_t)t * xs + i;
                 __m512i isum = _mm512_setzero_si512();
                 __m256i isum8, summ;
-                SLM__UNROLL4 for (k = 0; k < 4; k++) isum = _mm512_dpwssd_epi32(
-                    isum, _mm512_maddubs_epi16(wv[k], _mm512_loadu_si512((const void *)(xt->qs + 64 * k))), sl[k]);
+                SLM__UNROLL4 for (k = 0; k < 4; k++) isum =
+                    slm__dot_scaled_512(isum, wv[k], _mm512_loadu_si512((const void *)(xt->qs + 64 * k)), sl[k]);
                 isum8 = _mm256_add_epi32(_mm512_castsi512_si256(isum), _mm512_extracti64x4_epi64(isum, 1));
                 summ = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)xt->bsums), mn);
                 acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum8), _mm256_set1_ps(dw * xt->d), acc[r][t]);
@@ -5591,8 +5591,8 @@ SLM__INLINE void slm__dotr_q6_K_group(const uint8_t *w, size_t row_size, const s
                 const slm__block_q8_K *xt = x + (size_t)t * xs + i;
                 __m512i isum = _mm512_setzero_si512();
                 __m256i isum8;
-                SLM__UNROLL4 for (k = 0; k < 4; k++) isum = _mm512_dpwssd_epi32(
-                    isum, _mm512_maddubs_epi16(wv[k], _mm512_loadu_si512((const void *)(xt->qs + 64 * k))), sl[k]);
+                SLM__UNROLL4 for (k = 0; k < 4; k++) isum =
+                    slm__dot_scaled_512(isum, wv[k], _mm512_loadu_si512((const void *)(xt->qs + 64 * k)), sl[k]);
                 isum8 = _mm256_add_epi32(_mm512_castsi512_si256(isum), _mm512_extracti64x4_epi64(isum, 1));
                 isum8 = _mm256_sub_epi32(
                     isum8,
@@ -5606,19 +5606,22 @@ SLM__INLINE void slm__dotr_q6_K_group(const uint8_t *w, size_t row_size, const s
 }
 
 /* The kernel table's slm__dotr_q4_K / slm__dotr_q6_K: nr (1..4) rows
-   against nt (1..4) tokens, out[4 * r + t]; groups of four rows, the rest
+   against nt (1..4) tokens, out[4 * r + t]; four rows in one group, fewer
    one by one, each count a constant in its copy of the loop */
 #define SLM__DOTR_K_AVX512VNNI(name, group)                                                                            \
     SLM__MAYBE_UNUSED static void name(const uint8_t *w, size_t row_size, int nr, const slm__block_q8_K *x, size_t xs, \
                                        int nt, int n_super, float *out) {                                              \
-        int r = 0;                                                                                                     \
-        for (; r + 4 <= nr; r += 4) switch (nt) {                                                                      \
+        int r;                                                                                                         \
+        if (nr == 4) {                                                                                                 \
+            switch (nt) {                                                                                              \
             case 1: group(w, row_size, x, xs, 4, 1, n_super, out); break;                                              \
             case 2: group(w, row_size, x, xs, 4, 2, n_super, out); break;                                              \
             case 3: group(w, row_size, x, xs, 4, 3, n_super, out); break;                                              \
             default: group(w, row_size, x, xs, 4, 4, n_super, out); break;                                             \
             }                                                                                                          \
-        for (; r < nr; r++) switch (nt) {                                                                              \
+            return;                                                                                                    \
+        }                                                                                                              \
+        for (r = 0; r < nr; r++) switch (nt) {                                                                         \
             case 1: group(w + (size_t)r * row_size, row_size, x, xs, 1, 1, n_super, out + 4 * r); break;               \
             case 2: group(w + (size_t)r * row_size, row_size, x, xs, 1, 2, n_super, out + 4 * r); break;               \
             case 3: group(w + (size_t)r * row_size, row_size, x, xs, 1, 3, n_super, out + 4 * r); break;               \

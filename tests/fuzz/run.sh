@@ -6,7 +6,8 @@
 #                                               through the replay programs: $FUZZ_REPLAY_CC
 #                                               (default $CC, else cc) with ASan+UBSan when it
 #                                               has them, without otherwise
-#   tests/fuzz/run.sh fuzz SECONDS [TARGET...]  each target under libFuzzer for SECONDS
+#   tests/fuzz/run.sh fuzz SECONDS [TARGET...]  each target under libFuzzer for SECONDS, two at a
+#                                               time (SLM_TEST_JOBS)
 #                                               (clang -fsanitize=fuzzer,address,undefined)
 #
 # libFuzzer reads the seeds and writes what it finds to build/fuzz/corpus/TARGET/
@@ -68,6 +69,23 @@ build() {
     $CCX ${MODE_LDFLAGS[@]} -o "$dir/fuzz_$t" "${objs[@]}" -lm >>"$dir/build.log" 2>&1
 }
 
+# prebuild MODE: compiles every object the targets need, two compilers at a
+# time (build then finds them up to date; a failure shows there, in order)
+prebuild() {
+    local dir=$FB/$1 s t seen=" "
+    mkdir -p "$dir"
+    if [ "$(cat "$dir/flags" 2>/dev/null)" != "$CCX ${MODE_CFLAGS[*]}" ]; then echo "$CCX ${MODE_CFLAGS[*]}" >"$dir/flags"; fi
+    for t in "${TARGETS[@]}"; do
+        for s in tests/fuzz/fuzz_$t.c $(deps_of "$t"); do
+            case $seen in *" $s "*) continue ;; esac
+            seen="$seen$s "
+            while [ "$(jobs -rp | wc -l)" -ge "${SLM_TEST_JOBS:-2}" ]; do wait -n 2>/dev/null || sleep 0.2; done
+            (compile "$dir" "$s" "${MODE_CFLAGS[@]}" >/dev/null) &
+        done
+    done
+    wait
+}
+
 # the tokenizer and chat targets need a vocabulary (fuzz.h, fuzz_load_vocabs)
 no_vocab() {
     [ "$1" = tokenize ] || [ "$1" = chat ] || return 1
@@ -103,6 +121,7 @@ if [ "$mode" = replay ]; then
     echo "== fuzz corpora replayed by $CCX ${san:+with ASan+UBSan}"
     mkdir -p "$FB/replay"
     : >"$FB/replay/build.log"
+    prebuild replay
     for t in "${TARGETS[@]}"; do
         if no_vocab "$t"; then
             skip "fuzz_$t replays its corpus" "$NO_VOCAB_REASON"
@@ -137,7 +156,9 @@ read -r -a MODE_CFLAGS <<<"$BASE_CFLAGS -DSLM_FUZZ_LIBFUZZER -fsanitize=fuzzer-n
 MODE_LDFLAGS=(-fsanitize=fuzzer,address,undefined)
 mkdir -p "$FB/libfuzzer" "$FB/artifacts"
 : >"$FB/libfuzzer/build.log"
-echo "== fuzzing, ${SECONDS_EACH} s a target ($CCX, libFuzzer + ASan + UBSan)"
+echo "== fuzzing, ${SECONDS_EACH} s a target, two at a time ($CCX, libFuzzer + ASan + UBSan)"
+prebuild libfuzzer
+ready=()
 for t in "${TARGETS[@]}"; do
     if no_vocab "$t"; then
         skip "fuzz_$t under libFuzzer" "$NO_VOCAB_REASON"
@@ -147,24 +168,36 @@ for t in "${TARGETS[@]}"; do
         fail "build fuzz_$t (libFuzzer)" "$(tail -n 8 "$FB/libfuzzer/build.log")"
         continue
     fi
+    ready+=("$t")
+done
+# each libFuzzer process uses one core: SLM_TEST_JOBS (2) run side by side
+for t in "${ready[@]}"; do
+    while [ "$(jobs -rp | wc -l)" -ge "${SLM_TEST_JOBS:-2}" ]; do wait -n 2>/dev/null || sleep 0.2; done
     mkdir -p "$FB/corpus/$t"
-    log=$FB/libfuzzer/$t.log
+    rm -f "$FB/libfuzzer/$t.rc"
     # -rss_limit_mb / -malloc_limit_mb: a small input must not make the
     # library use gigabytes; -close_fd_mask=1: the targets print nothing useful on stdout
     # shellcheck disable=SC2086
-    ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
-        "$FB/libfuzzer/fuzz_$t" -max_total_time="$SECONDS_EACH" -timeout=20 -rss_limit_mb=2048 -malloc_limit_mb=1024 \
-        -close_fd_mask=1 -print_final_stats=1 -artifact_prefix="$FB/artifacts/$t-" \
-        ${FUZZ_ARGS:-} \
-        "$FB/corpus/$t" "tests/fuzz/corpus/$t" >"$log" 2>&1
-    rc=$?
+    (
+        ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
+            "$FB/libfuzzer/fuzz_$t" -max_total_time="$SECONDS_EACH" -timeout=20 -rss_limit_mb=2048 -malloc_limit_mb=1024 \
+            -close_fd_mask=1 -print_final_stats=1 -artifact_prefix="$FB/artifacts/$t-" \
+            ${FUZZ_ARGS:-} \
+            "$FB/corpus/$t" "tests/fuzz/corpus/$t" >"$FB/libfuzzer/$t.log" 2>&1
+        echo $? >"$FB/libfuzzer/$t.rc"
+    ) &
+done
+wait
+for t in "${ready[@]}"; do
+    log=$FB/libfuzzer/$t.log
+    rc=$(cat "$FB/libfuzzer/$t.rc" 2>/dev/null || echo "?")
     stats=$(grep -E '^#[0-9]+' "$log" | tail -n 1)
     runs=$(grep -m 1 'stat::number_of_executed_units' "$log" | awk '{print $2}')
     eps=$(grep -m 1 'stat::average_exec_per_sec' "$log" | awk '{print $2}')
     cov=$(echo "$stats" | grep -oE 'cov: [0-9]+' | head -n 1)
     ft=$(echo "$stats" | grep -oE 'ft: [0-9]+' | head -n 1)
     summary="${runs:-?} runs, ${eps:-?} exec/s, $cov, $ft"
-    if [ $rc = 0 ]; then
+    if [ "$rc" = 0 ]; then
         pass "fuzz_$t for ${SECONDS_EACH} s: $summary"
     else
         fail "fuzz_$t for ${SECONDS_EACH} s (exit status $rc): $summary" \

@@ -5814,6 +5814,20 @@ SLM__MAYBE_UNUSED static void slm__gemm_q4_K_avx512vnni(const uint8_t *w, size_t
     for (i0 = 0; i0 < n_super; i0 += SLM__KQ_CHUNK) {
         int ns = SLM__MIN(SLM__KQ_CHUNK, n_super - i0);
         for (i = 0; i < ns; i++) slm__q4k_repack16(w, row_size, i0 + i, &s[i]);
+        {
+            /* the next chunk (of these rows, else of the next 16: most
+               often this thread's next call) comes from memory while the
+               tiles below run: the repack's loads otherwise wait for it */
+            int n0 = i0 + SLM__KQ_CHUNK, r;
+            const uint8_t *next = n0 < n_super ? w + (size_t)n0 * sizeof(slm__block_q4_K) : w + 16 * row_size;
+            size_t len =
+                (size_t)SLM__MIN(SLM__KQ_CHUNK, n0 < n_super ? n_super - n0 : n_super) * sizeof(slm__block_q4_K);
+            for (r = 0; r < 16; r++) {
+                size_t o;
+                for (o = 0; o < len + 63; o += 64)
+                    _mm_prefetch((const char *)next + (size_t)r * row_size + o, _MM_HINT_T0);
+            }
+        }
         for (t = 0; t < nt; t += 8) {
             const slm__block_q8_K *xt = x + (size_t)t * xs + i0;
             float *o = out + 16 * t;

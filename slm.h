@@ -1336,6 +1336,7 @@ int slm__pretok_llama3_family(const char *name);
 #define SLM__GEMM_Q4_K           (SLM__K->gemm_q4_K != NULL)
 #define slm__gemm_r16            (SLM__K->gemm_r16)
 #define slm__quantize_act_blocks (SLM__K->quantize_act_blocks)
+#define slm__quantize_act_q8_K   (SLM__K->quantize_act_q8_K)
 #define slm__axpy_f32            (SLM__K->axpy_f32)
 #define slm__axpy_f16            (SLM__K->axpy_f16)
 #define slm__dot_f16_group       (SLM__K->dot_f16_group)
@@ -1374,6 +1375,7 @@ static __thread const slm__kernel_set *slm__kernels_here;
 #define slm__dotm_q6_K           slm__dotm_q6_K_avx512
 #define slm__gemm_r16_q5_nt      slm__gemm_r16_q5_nt_avx512
 #define slm__quantize_act_blocks slm__quantize_act_blocks_avx2
+#define slm__quantize_act_q8_K   slm__quantize_q8_K_avx512
 #define slm__axpy_f32            slm__axpy_f32_avx2
 #define slm__dot_f16_group       slm__dot_f16_group_avx512 /* not _avx2: each head rounds as slm__dot_f16 */
 #define slm__dot_f32_group       slm__dot_f32_group_avx512
@@ -1519,6 +1521,9 @@ static __thread const slm__kernel_set *slm__kernels_here;
 #define SLM__KQ_GEMM_TOK 64 /* tokens per slm__gemm_q4_K call: slm__matmul's batch */
 #ifndef SLM__KQ_GEMM_MIN
 #define SLM__KQ_GEMM_MIN 2 /* fewer tokens (decode) take slm__dotr_q4_K */
+#endif
+#ifndef slm__quantize_act_q8_K
+#define slm__quantize_act_q8_K slm__quantize_q8_K
 #endif
 #ifndef SLM__R16_TILE
 #define SLM__R16_TILE 4
@@ -2471,7 +2476,7 @@ typedef struct {
     int16_t bsums[SLM__QK_K / 16];
 } slm__block_q8_K;
 
-static void slm__quantize_q8_K(const float *x, slm__block_q8_K *y, int n) {
+SLM__MAYBE_UNUSED static void slm__quantize_q8_K(const float *x, slm__block_q8_K *y, int n) {
     int b, j;
     for (b = 0; b < n / SLM__QK_K; b++, x += SLM__QK_K) {
         float amax = 0.0f, max = 0.0f, iscale;
@@ -5490,6 +5495,52 @@ SLM__MAYBE_UNUSED static void slm__dotm_q6_K_avx512(const uint8_t *w, const slm_
     SLM__UNROLL4 for (t = 0; t < nt; t++) out[t] = slm__hsum256(acc[t]);
 }
 
+/* slm__quantize_q8_K on 16 lanes: the same amax and max (the first element
+   of the largest magnitude, NaN ignored), d and quants, rounding the
+   product iscale x to the nearest (even) integer as ggml's AVX version of
+   quantize_row_q8_K does; the scalar one's iscale x + 1.5 x 2^23 can be
+   fused by the compiler, which rounds the exact product instead (a quant
+   one apart when the product lies within a rounding of a half). */
+SLM__MAYBE_UNUSED static void slm__quantize_q8_K_avx512(const float *x, slm__block_q8_K *y, int n) {
+    int b, j;
+    for (b = 0; b < n / SLM__QK_K; b++, x += SLM__QK_K) {
+        __m512 v[16], am = _mm512_setzero_ps(), amv, iv;
+        float amax, max = 0.0f, iscale;
+        SLM__UNROLL for (j = 0; j < 16; j++) {
+            v[j] = _mm512_loadu_ps(x + 16 * j);
+            am = _mm512_max_ps(_mm512_abs_ps(v[j]), am); /* a NaN lane keeps am */
+        }
+        amax = _mm512_reduce_max_ps(am);
+        if (amax == 0.0f) {
+            memset(&y[b], 0, sizeof y[b]);
+            continue;
+        }
+        amv = _mm512_set1_ps(amax);
+        for (j = 0; j < 16; j++) {
+            __mmask16 k = _mm512_cmp_ps_mask(_mm512_abs_ps(v[j]), amv, _CMP_EQ_OQ);
+            if (k) {
+                int l = 0;
+                while (!((k >> l) & 1)) l++;
+                max = x[16 * j + l];
+                break;
+            }
+        }
+        iscale = -127.0f / max;
+        iv = _mm512_set1_ps(iscale);
+        SLM__UNROLL for (j = 0; j < 16; j++) {
+            __m512 f = _mm512_mul_ps(iv, v[j]);
+            /* slm__nearest_int's range (an infinite iscale: subnormal
+               blocks), NaN 0, then the int8 cast of min(127, ..) */
+            __m512 fc = _mm512_min_ps(_mm512_max_ps(f, _mm512_set1_ps(-4194303.0f)), _mm512_set1_ps(4194303.0f));
+            __m512i q = _mm512_min_epi32(_mm512_cvtps_epi32(fc), _mm512_set1_epi32(127));
+            q = _mm512_maskz_mov_epi32(_mm512_cmp_ps_mask(f, f, _CMP_ORD_Q), q);
+            _mm_storeu_si128((__m128i *)(y[b].qs + 16 * j), _mm512_cvtepi32_epi8(q));
+            y[b].bsums[j] = (int16_t)_mm512_reduce_add_epi32(q);
+        }
+        y[b].d = 1.0f / iscale;
+    }
+}
+
 #if defined(SLM__AVX512_VNNI)
 /* q4_K's 12 bytes of scales and mins at q (16 bytes readable) as bytes
    [sc0..sc7, m0..m7], as slm__kq_unpack_scales but in a register: its four
@@ -8050,6 +8101,7 @@ struct slm__kernel_set {
     void (*gemm_r16)(int type, const uint8_t *group, int nb, const slm__block_q8_0 *x, const int32_t *xsum,
                      size_t x_stride, int nt, float *y, size_t y_stride);
     void (*quantize_act_blocks)(const float *x, slm__block_q8_0 *q, int32_t *sum, int n);
+    void (*quantize_act_q8_K)(const float *x, slm__block_q8_K *y, int n);
     void (*axpy_f32)(float *out, float a, const float *v, int n);
     void (*axpy_f16)(float *out, float a, const uint16_t *v, int n);
     void (*dot_f16_group)(const uint16_t *k, const float *q, size_t stride, int nq, int n, float *out);
@@ -8101,6 +8153,7 @@ static const slm__kernel_set slm__kernel_sets[3] = {
       NULL,
       slm__gemm_r16_ref,
       slm__quantize_act_blocks_ref,
+      slm__quantize_q8_K,
       slm__axpy_f32_ref,
       slm__axpy_f16_ref,
       slm__dot_f16_group_scalar,
@@ -8128,6 +8181,7 @@ static const slm__kernel_set slm__kernel_sets[3] = {
       NULL,
       slm__gemm_r16_pairs_avx2,
       slm__quantize_act_blocks_avx2,
+      slm__quantize_q8_K,
       slm__axpy_f32_avx2,
       slm__axpy_f16_avx2,
       slm__dot_f16_group_avx2,
@@ -8155,6 +8209,7 @@ static const slm__kernel_set slm__kernel_sets[3] = {
       slm__gemm_q4_K_avx512vnni,
       slm__gemm_r16_avx512vnni,
       slm__quantize_act_blocks_avx2,
+      slm__quantize_q8_K_avx512,
       slm__axpy_f32_avx2,
       slm__axpy_f16_avx2,
       slm__dot_f16_group_avx512,
@@ -8214,6 +8269,7 @@ static const slm__kernel_set slm__kernel_sets[2] = {
       NULL,
       slm__gemm_r16_pairs_neon,
       slm__quantize_act_blocks_ref,
+      slm__quantize_q8_K,
       slm__axpy_f32_neon,
       slm__axpy_f16_neon,
       slm__dot_f16_group_neon,
@@ -8241,6 +8297,7 @@ static const slm__kernel_set slm__kernel_sets[2] = {
       NULL,
       slm__gemm_r16_pairs_dotprod,
       slm__quantize_act_blocks_ref,
+      slm__quantize_q8_K,
       slm__axpy_f32_neon,
       slm__axpy_f16_neon,
       slm__dot_f16_group_neon,
@@ -8762,7 +8819,7 @@ static void slm__step_done(slm__worker *w, long n) {
    K-quant matrices (s->xk) and n is a multiple of 256, as theirs are. */
 static void slm__quantize_act(slm_session *s, const float *x, int t, int n) {
     slm__quantize_act_blocks(x, s->xq + (size_t)t * s->xq_blocks, s->xq_sum + (size_t)t * s->xq_blocks, n);
-    if (s->xk && n % SLM__QK_K == 0) slm__quantize_q8_K(x, s->xk + (size_t)t * s->xk_blocks, n);
+    if (s->xk && n % SLM__QK_K == 0) slm__quantize_act_q8_K(x, s->xk + (size_t)t * s->xk_blocks, n);
 }
 
 /* Rows [a, b) of the stacked matrices w[0..count) (each w[i]->ne[1] rows) over the batch. */

@@ -1911,6 +1911,55 @@ static void test_kernels_kquant_gemm(void) {
     free(xk);
 }
 
+/* The activations' q8_K quantizer the kernel table picks (slm__quantize_act_q8_K)
+   against the scalar one (ggml's quantize_row_q8_K_ref): the same scale,
+   quants at most one apart (the scalar one's rounding can be fused into an
+   FMA by the compiler, rounding the exact product) and the sums of its own
+   quants; on blocks with zeros, NaNs, ties of +-max, subnormals, large values */
+static void test_kernels_quantize_q8_K(void) {
+    enum { N = 256 * 12 };
+    float *x = (float *)malloc(N * sizeof(float));
+    slm__block_q8_K *a = (slm__block_q8_K *)malloc(N / 256 * sizeof(slm__block_q8_K));
+    slm__block_q8_K *b = (slm__block_q8_K *)malloc(N / 256 * sizeof(slm__block_q8_K));
+    int rep, i, j, k, n_same = 0, n_off = 0, bad = 0;
+    for (rep = 0; rep < 20; rep++) {
+        for (i = 0; i < N; i++) x[i] = rand_float() * (rep % 3 == 1 ? 1e4f : 1.0f);
+        for (i = 0; i < 256; i++) x[i] = 0.0f;                       /* block 0: zero */
+        x[256 + 17] = 5.0f, x[256 + 200] = -5.0f;                    /* block 1: a tie, the first one wins */
+        x[2 * 256 + 3] = NAN;                                        /* block 2: a NaN */
+        for (i = 0; i < 256; i++) x[3 * 256 + i] = i == 9 ? NAN : 0; /* block 3: NaN and zeros */
+        for (i = 0; i < 256; i++) x[4 * 256 + i] *= 1e-40f;          /* block 4: subnormal */
+        for (i = 0; i < 256; i++) x[5 * 256 + i] = (float)((i * 37) % 255 - 127) * 0.5f; /* block 5: halves */
+        x[6 * 256 + 100] = 3e38f;                                                        /* block 6: huge */
+        slm__quantize_q8_K(x, a, N);
+        slm__quantize_act_q8_K(x, b, N);
+        for (j = 0; j < N / 256; j++) {
+            if (memcmp(&a[j].d, &b[j].d, sizeof a[j].d) != 0 && bad++ < 5)
+                CHECKF(0, "rep %d block %d: d %.9g, scalar %.9g", rep, j, b[j].d, a[j].d);
+            for (i = 0; i < 256; i++) {
+                int da = a[j].qs[i] - b[j].qs[i];
+                if (da == 0)
+                    n_same++;
+                else if (da == 1 || da == -1)
+                    n_off++;
+                else if (bad++ < 5)
+                    CHECKF(0, "rep %d block %d quant %d: %d, scalar %d", rep, j, i, b[j].qs[i], a[j].qs[i]);
+            }
+            for (i = 0; i < 16; i++) {
+                int s = 0;
+                for (k = 0; k < 16; k++) s += b[j].qs[16 * i + k];
+                if (s != b[j].bsums[i] && bad++ < 5)
+                    CHECKF(0, "rep %d block %d: bsums[%d] %d, sum %d", rep, j, i, b[j].bsums[i], s);
+            }
+        }
+    }
+    CHECKF(n_off * 1000 < n_same, "%d quants one apart, %d the same", n_off, n_same);
+    NOTE("%d quants the same, %d one apart (%s)", n_same, n_off, SLM__SIMD_NAME);
+    free(x);
+    free(a);
+    free(b);
+}
+
 static void test_kquant_reference_bytes(void) {
     static const struct {
         int type;
@@ -4772,6 +4821,7 @@ static const test_case INTERNAL_TESTS[] = {
     TEST(kernels_kquant),
     TEST(kernels_kquant_rows),
     TEST(kernels_kquant_gemm),
+    TEST(kernels_quantize_q8_K),
     TEST(kquant_reference_bytes),
     TEST(kernels_kv_q8_0),
     TEST(kernels_attn_accumulate),

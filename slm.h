@@ -328,7 +328,10 @@
             __ARM_FEATURE_MATMUL_INT8; correct under qemu, speed unmeasured).
             AVX-512 VNNI: q4_K and q6_K matrices in groups of four rows
             (each row's blocks decoded once for every token, every line
-            prefetched). Prefetch distances retuned on Zen 5 (decode 1.1-1.6x
+            prefetched); q4_K prefill by a 16-row GEMM (super-blocks
+            repacked rows-in-lanes once per batch, vpdpbusd on tiles of 8
+            tokens; a token's logits have the same bits alone or in a
+            batch), q8_K activations quantized in AVX-512. Prefetch distances retuned on Zen 5 (decode 1.1-1.6x
             on one thread), and attention prefetches the KV rows of a short
             pass. Same results, same file format.
      0.5.0  SLM_DISPATCH: one x86-64 build with the plain C, AVX2 and AVX-512

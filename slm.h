@@ -328,7 +328,10 @@
             __ARM_FEATURE_MATMUL_INT8; correct under qemu, speed unmeasured).
             AVX-512 VNNI: q4_K and q6_K matrices in groups of four rows
             (each row's blocks decoded once for every token, every line
-            prefetched). Prefetch distances retuned on Zen 5 (decode 1.1-1.6x
+            prefetched); q4_K prefill by a 16-row GEMM (super-blocks
+            repacked rows-in-lanes once per batch, vpdpbusd on tiles of 8
+            tokens; a token's logits have the same bits alone or in a
+            batch), q8_K activations quantized in AVX-512. Prefetch distances retuned on Zen 5 (decode 1.1-1.6x
             on one thread), and attention prefetches the KV rows of a short
             pass. Same results, same file format.
      0.5.0  SLM_DISPATCH: one x86-64 build with the plain C, AVX2 and AVX-512
@@ -1332,8 +1335,11 @@ int slm__pretok_llama3_family(const char *name);
 #define slm__dotr_q4_K           (SLM__K->dotr_q4_K)
 #define slm__dotr_q6_K           (SLM__K->dotr_q6_K)
 #define SLM__DOTR_K              (SLM__K->dotr_q4_K != NULL) /* NULL in the sets without them */
+#define slm__gemm_q4_K           (SLM__K->gemm_q4_K)
+#define SLM__GEMM_Q4_K           (SLM__K->gemm_q4_K != NULL)
 #define slm__gemm_r16            (SLM__K->gemm_r16)
 #define slm__quantize_act_blocks (SLM__K->quantize_act_blocks)
+#define slm__quantize_act_q8_K   (SLM__K->quantize_act_q8_K)
 #define slm__axpy_f32            (SLM__K->axpy_f32)
 #define slm__axpy_f16            (SLM__K->axpy_f16)
 #define slm__dot_f16_group       (SLM__K->dot_f16_group)
@@ -1372,6 +1378,7 @@ static __thread const slm__kernel_set *slm__kernels_here;
 #define slm__dotm_q6_K           slm__dotm_q6_K_avx512
 #define slm__gemm_r16_q5_nt      slm__gemm_r16_q5_nt_avx512
 #define slm__quantize_act_blocks slm__quantize_act_blocks_avx2
+#define slm__quantize_act_q8_K   slm__quantize_q8_K_avx512
 #define slm__axpy_f32            slm__axpy_f32_avx2
 #define slm__dot_f16_group       slm__dot_f16_group_avx512 /* not _avx2: each head rounds as slm__dot_f16 */
 #define slm__dot_f32_group       slm__dot_f32_group_avx512
@@ -1388,6 +1395,8 @@ static __thread const slm__kernel_set *slm__kernels_here;
 #define slm__dotr_q4_K slm__dotr_q4_K_avx512vnni
 #define slm__dotr_q6_K slm__dotr_q6_K_avx512vnni
 #define SLM__DOTR_K    1
+#define slm__gemm_q4_K slm__gemm_q4_K_avx512vnni
+#define SLM__GEMM_Q4_K 1
 #else
 #define slm__gemm_r16_nt slm__gemm_r16_nt_avx512
 #define slm__gemm_r16    slm__gemm_r16_pairs
@@ -1512,6 +1521,13 @@ static __thread const slm__kernel_set *slm__kernels_here;
 #define slm__rmsnorm             slm__rmsnorm_ref
 #endif
 
+#define SLM__KQ_GEMM_TOK 64 /* tokens per slm__gemm_q4_K call: slm__matmul's batch */
+#ifndef SLM__KQ_GEMM_MIN
+#define SLM__KQ_GEMM_MIN 2 /* fewer tokens (decode) take slm__dotr_q4_K */
+#endif
+#ifndef slm__quantize_act_q8_K
+#define slm__quantize_act_q8_K slm__quantize_q8_K
+#endif
 #ifndef SLM__R16_TILE
 #define SLM__R16_TILE 4
 #endif
@@ -2463,7 +2479,7 @@ typedef struct {
     int16_t bsums[SLM__QK_K / 16];
 } slm__block_q8_K;
 
-static void slm__quantize_q8_K(const float *x, slm__block_q8_K *y, int n) {
+SLM__MAYBE_UNUSED static void slm__quantize_q8_K(const float *x, slm__block_q8_K *y, int n) {
     int b, j;
     for (b = 0; b < n / SLM__QK_K; b++, x += SLM__QK_K) {
         float amax = 0.0f, max = 0.0f, iscale;
@@ -5482,6 +5498,52 @@ SLM__MAYBE_UNUSED static void slm__dotm_q6_K_avx512(const uint8_t *w, const slm_
     SLM__UNROLL4 for (t = 0; t < nt; t++) out[t] = slm__hsum256(acc[t]);
 }
 
+/* slm__quantize_q8_K on 16 lanes: the same amax and max (the first element
+   of the largest magnitude, NaN ignored), d and quants, rounding the
+   product iscale x to the nearest (even) integer as ggml's AVX version of
+   quantize_row_q8_K does; the scalar one's iscale x + 1.5 x 2^23 can be
+   fused by the compiler, which rounds the exact product instead (a quant
+   one apart when the product lies within a rounding of a half). */
+SLM__MAYBE_UNUSED static void slm__quantize_q8_K_avx512(const float *x, slm__block_q8_K *y, int n) {
+    int b, j;
+    for (b = 0; b < n / SLM__QK_K; b++, x += SLM__QK_K) {
+        __m512 v[16], am = _mm512_setzero_ps(), amv, iv;
+        float amax, max = 0.0f, iscale;
+        SLM__UNROLL for (j = 0; j < 16; j++) {
+            v[j] = _mm512_loadu_ps(x + 16 * j);
+            am = _mm512_max_ps(_mm512_abs_ps(v[j]), am); /* a NaN lane keeps am */
+        }
+        amax = _mm512_reduce_max_ps(am);
+        if (amax == 0.0f) {
+            memset(&y[b], 0, sizeof y[b]);
+            continue;
+        }
+        amv = _mm512_set1_ps(amax);
+        for (j = 0; j < 16; j++) {
+            __mmask16 k = _mm512_cmp_ps_mask(_mm512_abs_ps(v[j]), amv, _CMP_EQ_OQ);
+            if (k) {
+                int l = 0;
+                while (!((k >> l) & 1)) l++;
+                max = x[16 * j + l];
+                break;
+            }
+        }
+        iscale = -127.0f / max;
+        iv = _mm512_set1_ps(iscale);
+        SLM__UNROLL for (j = 0; j < 16; j++) {
+            __m512 f = _mm512_mul_ps(iv, v[j]);
+            /* slm__nearest_int's range (an infinite iscale: subnormal
+               blocks), NaN 0, then the int8 cast of min(127, ..) */
+            __m512 fc = _mm512_min_ps(_mm512_max_ps(f, _mm512_set1_ps(-4194303.0f)), _mm512_set1_ps(4194303.0f));
+            __m512i q = _mm512_min_epi32(_mm512_cvtps_epi32(fc), _mm512_set1_epi32(127));
+            q = _mm512_maskz_mov_epi32(_mm512_cmp_ps_mask(f, f, _CMP_ORD_Q), q);
+            _mm_storeu_si128((__m128i *)(y[b].qs + 16 * j), _mm512_cvtepi32_epi8(q));
+            y[b].bsums[j] = (int16_t)_mm512_reduce_add_epi32(q);
+        }
+        y[b].d = 1.0f / iscale;
+    }
+}
+
 #if defined(SLM__AVX512_VNNI)
 /* q4_K's 12 bytes of scales and mins at q (16 bytes readable) as bytes
    [sc0..sc7, m0..m7], as slm__kq_unpack_scales but in a register: its four
@@ -5499,16 +5561,27 @@ SLM__INLINE __m128i slm__kq_unpack_scales_128(const uint8_t *q) {
 
 /* nr rows (row_size bytes apart) against nt tokens, out[4 * r + t], both
    counts constants where this inlines so that the nr x nt accumulators stay
-   in registers. A row's super-block is decoded once for every token; each
-   (row, token) sum takes the same steps whatever nr and nt, so results do
-   not depend on how rows are grouped (by thread count). */
+   in registers. A row's super-block is decoded once for every token. Each
+   (row, token) takes the steps of slm__gemm_q4_K_avx512vnni, whatever nr
+   and nt: per super-block the exact integers sum_j sc_j x (quants .
+   activations of sub-block j) and sum_j m_j x (activation sums of sub-block
+   j), then acc += d dx sumi, acc -= dmin dx summ as two fused multiply-adds,
+   so that results do not depend on how rows and tokens are grouped (thread
+   count, batch). The nr rows' integers are reduced together, into the
+   lanes of one vector per token. */
 SLM__INLINE void slm__dotr_q4_K_group(const uint8_t *w, size_t row_size, const slm__block_q8_K *x, size_t xs, int nr,
                                       int nt, int n_super, float *out) {
     const __m512i low4 = _mm512_set1_epi8(0x0f);
-    __m256 acc[4][4];
+    __m128 acc[4];
+    float lanes[4];
     int i, r, t, k;
-    SLM__UNROLL4 for (r = 0; r < nr; r++) SLM__UNROLL4 for (t = 0; t < nt; t++) acc[r][t] = _mm256_setzero_ps();
+    SLM__UNROLL4 for (t = 0; t < nt; t++) acc[t] = _mm_setzero_ps();
     for (i = 0; i < n_super; i++) {
+        /* row r, token t: the 8 int32 lanes of the scaled dot products, then the 8 of the min terms */
+        __m512i z[4][4];
+        uint32_t head[4] = { 0, 0, 0, 0 }; /* d | dmin << 16 */
+        __m128i dd;
+        __m128 dv, dmv;
         SLM__UNROLL4 for (r = 0; r < nr; r++) {
             const uint8_t *blk = w + (size_t)r * row_size + (size_t)i * sizeof(slm__block_q4_K), *qs = blk + 16;
             __m512i q0 = _mm512_loadu_si512((const void *)qs), q1 = _mm512_loadu_si512((const void *)(qs + 64));
@@ -5516,8 +5589,6 @@ SLM__INLINE void slm__dotr_q4_K_group(const uint8_t *w, size_t row_size, const s
             __m512i lo1 = _mm512_and_si512(q1, low4), hi1 = _mm512_and_si512(_mm512_srli_epi16(q1, 4), low4);
             __m512i wv[4], sl[4], sc;
             __m256i mn;
-            uint16_t d16, dmin16;
-            float dw, dmw;
             /* every cache line of the block, not one per block (2.25 lines) */
             _mm_prefetch((const char *)blk + SLM__PREFETCH, _MM_HINT_T0);
             _mm_prefetch((const char *)blk + SLM__PREFETCH + 64, _MM_HINT_T0);
@@ -5532,10 +5603,7 @@ SLM__INLINE void slm__dotr_q4_K_group(const uint8_t *w, size_t row_size, const s
             sc = _mm512_or_si512(sc, _mm512_slli_epi32(sc, 16));
             SLM__UNROLL4 for (k = 0; k < 4; k++) sl[k] = slm__pair_lanes(sc, 2 * k, 2 * k + 1);
             mn = _mm512_extracti64x4_epi64(sc, 1); /* [m0, m0, m1, m1, ...] as int16 */
-            memcpy(&d16, blk, 2);
-            memcpy(&dmin16, blk + 2, 2);
-            dw = slm_fp16_to_fp32(d16);
-            dmw = slm_fp16_to_fp32(dmin16);
+            memcpy(&head[r], blk, 4);
             SLM__UNROLL4 for (t = 0; t < nt; t++) {
                 const slm__block_q8_K *xt = x + (size_t)t * xs + i;
                 __m512i isum = _mm512_setzero_si512();
@@ -5544,13 +5612,31 @@ SLM__INLINE void slm__dotr_q4_K_group(const uint8_t *w, size_t row_size, const s
                     slm__dot_scaled_512(isum, wv[k], _mm512_loadu_si512((const void *)(xt->qs + 64 * k)), sl[k]);
                 isum8 = _mm256_add_epi32(_mm512_castsi512_si256(isum), _mm512_extracti64x4_epi64(isum, 1));
                 summ = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)xt->bsums), mn);
-                acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum8), _mm256_set1_ps(dw * xt->d), acc[r][t]);
-                acc[r][t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(summ), _mm256_set1_ps(dmw * xt->d), acc[r][t]);
+                z[r][t] = _mm512_inserti64x4(_mm512_castsi256_si512(isum8), summ, 1);
             }
         }
+        SLM__UNROLL4 for (r = nr; r < 4; r++) SLM__UNROLL4 for (t = 0; t < nt; t++) z[r][t] = _mm512_setzero_si512();
+        dd = _mm_setr_epi32((int)head[0], (int)head[1], (int)head[2], (int)head[3]);
+        dv = _mm_cvtph_ps(_mm_cvtepi32_epi16(dd));
+        dmv = _mm_cvtph_ps(_mm_cvtepi32_epi16(_mm_srli_epi32(dd, 16)));
+        SLM__UNROLL4 for (t = 0; t < nt; t++) {
+            const slm__block_q8_K *xt = x + (size_t)t * xs + i;
+            /* 128-bit quarter q of u: rows 0..3 in its lanes, quarters 0, 1 the dot products, 2, 3 the mins */
+            __m512i t01 =
+                _mm512_add_epi32(_mm512_unpacklo_epi32(z[0][t], z[1][t]), _mm512_unpackhi_epi32(z[0][t], z[1][t]));
+            __m512i t23 =
+                _mm512_add_epi32(_mm512_unpacklo_epi32(z[2][t], z[3][t]), _mm512_unpackhi_epi32(z[2][t], z[3][t]));
+            __m512i u = _mm512_add_epi32(_mm512_unpacklo_epi64(t01, t23), _mm512_unpackhi_epi64(t01, t23));
+            __m128 dx = _mm_set1_ps(xt->d);
+            u = _mm512_add_epi32(u, _mm512_shuffle_i64x2(u, u, _MM_SHUFFLE(2, 3, 0, 1)));
+            acc[t] = _mm_fmadd_ps(_mm_cvtepi32_ps(_mm512_castsi512_si128(u)), _mm_mul_ps(dv, dx), acc[t]);
+            acc[t] = _mm_fnmadd_ps(_mm_cvtepi32_ps(_mm512_extracti32x4_epi32(u, 2)), _mm_mul_ps(dmv, dx), acc[t]);
+        }
     }
-    SLM__UNROLL4 for (r = 0; r < nr; r++) SLM__UNROLL4 for (t = 0; t < nt; t++) out[4 * r + t] =
-        slm__hsum256(acc[r][t]);
+    SLM__UNROLL4 for (t = 0; t < nt; t++) {
+        _mm_storeu_ps(lanes, acc[t]);
+        SLM__UNROLL4 for (r = 0; r < nr; r++) out[4 * r + t] = lanes[r];
+    }
 }
 
 /* q6_K as slm__dotm_q6_K_avx512, in the row groups of slm__dotr_q4_K_group */
@@ -5630,6 +5716,188 @@ SLM__INLINE void slm__dotr_q6_K_group(const uint8_t *w, size_t row_size, const s
     }
 SLM__DOTR_K_AVX512VNNI(slm__dotr_q4_K_avx512vnni, slm__dotr_q4_K_group)
 SLM__DOTR_K_AVX512VNNI(slm__dotr_q6_K_avx512vnni, slm__dotr_q6_K_group)
+
+/* q4_K prefill: 16 rows against up to SLM__KQ_GEMM_TOK tokens, out[16 * t
+   + r]. The rows' super-blocks are decoded once for the whole batch, into
+   a scratch with the 16 rows in the lanes of a vector (SLM__KQ_CHUNK
+   super-blocks at a time, about 20 KB, to stay in L1), then tiles of 8
+   tokens: vpdpbusd of 4 quants (0..15) of each row by 4 activations
+   broadcast, 8 per sub-block, times the sub-block's scale per lane, and
+   the mins by vpdpwssd against the activation sums. The integers are those
+   of slm__dotr_q4_K_group, and so are the float steps of each (row, token):
+   results are bitwise the same as one token alone. */
+#define SLM__KQ_CHUNK 4
+
+typedef struct slm__q4k_r16 { /* one super-block of 16 rows, row r in lane r */
+    __m512i q[64];            /* q[8j + k]: quants 32j + 4k .. + 3 (sub-block j) */
+    __m512i sc[8];            /* sub-block j's scale */
+    __m512i mn[8];            /* its min in both int16 halves */
+    __m512 d, dmin;
+} slm__q4k_r16;
+
+/* m[r] lane c becomes m[c] lane r (16 x 16 int32) */
+SLM__INLINE void slm__transpose16_epi32(__m512i *m) {
+    __m512i t[16], u[16];
+    int i, c;
+    SLM__UNROLL for (i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_epi32(m[2 * i], m[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_epi32(m[2 * i], m[2 * i + 1]);
+    }
+    SLM__UNROLL4 for (i = 0; i < 4; i++) {
+        u[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+        u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+        u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+        u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+    }
+    /* u[4i + c], 128-bit lane L: column 4L + c of rows 4i .. 4i + 3 */
+    SLM__UNROLL4 for (c = 0; c < 4; c++) {
+        __m512i a0 = _mm512_shuffle_i32x4(u[c], u[4 + c], 0x88), a1 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0x88);
+        __m512i b0 = _mm512_shuffle_i32x4(u[c], u[4 + c], 0xDD), b1 = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0xDD);
+        m[c] = _mm512_shuffle_i32x4(a0, a1, 0x88);
+        m[8 + c] = _mm512_shuffle_i32x4(a0, a1, 0xDD);
+        m[4 + c] = _mm512_shuffle_i32x4(b0, b1, 0x88);
+        m[12 + c] = _mm512_shuffle_i32x4(b0, b1, 0xDD);
+    }
+}
+
+/* super-block i of the 16 rows at w into o */
+SLM__INLINE void slm__q4k_repack16(const uint8_t *w, size_t row_size, int i, slm__q4k_r16 *o) {
+    const __m512i low4 = _mm512_set1_epi8(0x0f), m3f = _mm512_set1_epi32(0x3f3f3f3f);
+    const __m512i m0f = _mm512_set1_epi32(0x0f0f0f0f), m03 = _mm512_set1_epi32(0x03030303),
+                  mff = _mm512_set1_epi32(0xff);
+    const __m512i by_col = _mm512_set_epi32(15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12, 8, 4, 0);
+    const uint8_t *b0 = w + (size_t)i * sizeof(slm__block_q4_K);
+    __m512i m[16], hd[4], p[4], col[4], sc03, sc47, mn03, mn47;
+    int r, h, c, j;
+    /* the first 16 bytes of each block (d | dmin, then the 12 bytes of
+       scales as dwords u0 u1 u2): hd[g], 128-bit lane L = row 4g + L; as
+       columns, col[c] lane r = row r's dword c */
+    SLM__UNROLL4 for (r = 0; r < 4; r++) {
+        hd[r] = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(b0 + (size_t)(4 * r) * row_size)));
+        hd[r] = _mm512_inserti32x4(hd[r], _mm_loadu_si128((const __m128i *)(b0 + (size_t)(4 * r + 1) * row_size)), 1);
+        hd[r] = _mm512_inserti32x4(hd[r], _mm_loadu_si128((const __m128i *)(b0 + (size_t)(4 * r + 2) * row_size)), 2);
+        hd[r] = _mm512_inserti32x4(hd[r], _mm_loadu_si128((const __m128i *)(b0 + (size_t)(4 * r + 3) * row_size)), 3);
+        p[r] = _mm512_permutexvar_epi32(by_col, hd[r]); /* 128-bit lane c: dword c of its 4 rows */
+    }
+    {
+        __m512i a = _mm512_shuffle_i32x4(p[0], p[1], 0x44), b = _mm512_shuffle_i32x4(p[2], p[3], 0x44);
+        __m512i a2 = _mm512_shuffle_i32x4(p[0], p[1], 0xEE), b2 = _mm512_shuffle_i32x4(p[2], p[3], 0xEE);
+        col[0] = _mm512_shuffle_i32x4(a, b, 0x88);
+        col[1] = _mm512_shuffle_i32x4(a, b, 0xDD);
+        col[2] = _mm512_shuffle_i32x4(a2, b2, 0x88);
+        col[3] = _mm512_shuffle_i32x4(a2, b2, 0xDD);
+    }
+    o->d = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(col[0]));
+    o->dmin = _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_srli_epi32(col[0], 16)));
+    /* slm__kq_unpack_scales on every lane */
+    sc03 = _mm512_and_si512(col[1], m3f);
+    sc47 = _mm512_or_si512(_mm512_and_si512(col[3], m0f),
+                           _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(col[1], 6), m03), 4));
+    mn03 = _mm512_and_si512(col[2], m3f);
+    mn47 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(col[3], 4), m0f),
+                           _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(col[2], 6), m03), 4));
+    SLM__UNROLL4 for (j = 0; j < 4; j++) {
+        __m512i mlo = _mm512_and_si512(_mm512_srli_epi32(mn03, 8 * j), mff);
+        __m512i mhi = _mm512_and_si512(_mm512_srli_epi32(mn47, 8 * j), mff);
+        o->sc[j] = _mm512_and_si512(_mm512_srli_epi32(sc03, 8 * j), mff);
+        o->sc[4 + j] = _mm512_and_si512(_mm512_srli_epi32(sc47, 8 * j), mff);
+        o->mn[j] = _mm512_or_si512(mlo, _mm512_slli_epi32(mlo, 16));
+        o->mn[4 + j] = _mm512_or_si512(mhi, _mm512_slli_epi32(mhi, 16));
+    }
+    /* qs dword 16h + c (bytes 64h + 4c ..) holds in its low nibbles
+       elements 128h + 64(c / 8) + 4(c % 8) .., sub-block 4h + 2(c / 8), in
+       its high nibbles those of the next sub-block */
+    for (h = 0; h < 2; h++) {
+        SLM__UNROLL for (r = 0; r < 16; r++) m[r] =
+            _mm512_loadu_si512((const void *)(b0 + (size_t)r * row_size + 16 + 64 * h));
+        slm__transpose16_epi32(m);
+        SLM__UNROLL for (c = 0; c < 16; c++) {
+            int v = 32 * h + 16 * (c / 8) + c % 8;
+            o->q[v] = _mm512_and_si512(m[c], low4);
+            o->q[v + 8] = _mm512_and_si512(_mm512_srli_epi16(m[c], 4), low4);
+        }
+    }
+}
+
+/* ns super-blocks of s against nt (a constant where this inlines, 1..8)
+   tokens x (token t at x + t * xs), acc[16 * t + r] += */
+SLM__INLINE void slm__gemm_q4_K_tile(const slm__q4k_r16 *s, int ns, const slm__block_q8_K *x, size_t xs, int nt,
+                                     float *accp) {
+    __m512 acc[8];
+    int i, j, k, t;
+    SLM__UNROLL for (t = 0; t < nt; t++) acc[t] = _mm512_loadu_ps(accp + 16 * t);
+    for (i = 0; i < ns; i++) {
+        __m512i sumi[8];
+        SLM__UNROLL for (t = 0; t < nt; t++) sumi[t] = _mm512_setzero_si512();
+        for (j = 0; j < 8; j++) {
+            __m512i isum[8], scj = s[i].sc[j];
+            SLM__UNROLL for (t = 0; t < nt; t++) isum[t] = _mm512_setzero_si512();
+            SLM__UNROLL for (k = 0; k < 8; k++) {
+                __m512i wq = s[i].q[8 * j + k];
+                SLM__UNROLL for (t = 0; t < nt; t++) {
+                    int32_t a;
+                    memcpy(&a, x[(size_t)t * xs + i].qs + 32 * j + 4 * k, 4);
+                    isum[t] = _mm512_dpbusd_epi32(isum[t], wq, _mm512_set1_epi32(a));
+                }
+            }
+            SLM__UNROLL for (t = 0; t < nt; t++) sumi[t] = _mm512_add_epi32(sumi[t], _mm512_mullo_epi32(isum[t], scj));
+        }
+        SLM__UNROLL for (t = 0; t < nt; t++) {
+            const slm__block_q8_K *xt = x + (size_t)t * xs + i;
+            __m512 dx = _mm512_set1_ps(xt->d);
+            __m512i summ = _mm512_setzero_si512();
+            SLM__UNROLL for (j = 0; j < 8; j++) {
+                int32_t b;
+                memcpy(&b, xt->bsums + 2 * j, 4);
+                summ = _mm512_dpwssd_epi32(summ, s[i].mn[j], _mm512_set1_epi32(b));
+            }
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi[t]), _mm512_mul_ps(s[i].d, dx), acc[t]);
+            acc[t] = _mm512_fnmadd_ps(_mm512_cvtepi32_ps(summ), _mm512_mul_ps(s[i].dmin, dx), acc[t]);
+        }
+    }
+    SLM__UNROLL for (t = 0; t < nt; t++) _mm512_storeu_ps(accp + 16 * t, acc[t]);
+}
+
+/* The kernel table's slm__gemm_q4_K: 16 rows (row_size bytes apart) against
+   nt (1..SLM__KQ_GEMM_TOK) tokens, out[16 * t + r] */
+SLM__MAYBE_UNUSED static void slm__gemm_q4_K_avx512vnni(const uint8_t *w, size_t row_size, int n_super,
+                                                        const slm__block_q8_K *x, size_t xs, int nt, float *out) {
+    slm__q4k_r16 s[SLM__KQ_CHUNK];
+    int i0, i, t;
+    memset(out, 0, (size_t)nt * 16 * sizeof(float));
+    for (i0 = 0; i0 < n_super; i0 += SLM__KQ_CHUNK) {
+        int ns = SLM__MIN(SLM__KQ_CHUNK, n_super - i0);
+        for (i = 0; i < ns; i++) slm__q4k_repack16(w, row_size, i0 + i, &s[i]);
+        {
+            /* the next chunk (of these rows, else of the next 16: most
+               often this thread's next call) comes from memory while the
+               tiles below run: the repack's loads otherwise wait for it */
+            int n0 = i0 + SLM__KQ_CHUNK, r;
+            const uint8_t *next = n0 < n_super ? w + (size_t)n0 * sizeof(slm__block_q4_K) : w + 16 * row_size;
+            size_t len =
+                (size_t)SLM__MIN(SLM__KQ_CHUNK, n0 < n_super ? n_super - n0 : n_super) * sizeof(slm__block_q4_K);
+            for (r = 0; r < 16; r++) {
+                size_t o;
+                for (o = 0; o < len + 63; o += 64)
+                    _mm_prefetch((const char *)next + (size_t)r * row_size + o, _MM_HINT_T0);
+            }
+        }
+        for (t = 0; t < nt; t += 8) {
+            const slm__block_q8_K *xt = x + (size_t)t * xs + i0;
+            float *o = out + 16 * t;
+            switch (SLM__MIN(8, nt - t)) {
+            case 1: slm__gemm_q4_K_tile(s, ns, xt, xs, 1, o); break;
+            case 2: slm__gemm_q4_K_tile(s, ns, xt, xs, 2, o); break;
+            case 3: slm__gemm_q4_K_tile(s, ns, xt, xs, 3, o); break;
+            case 4: slm__gemm_q4_K_tile(s, ns, xt, xs, 4, o); break;
+            case 5: slm__gemm_q4_K_tile(s, ns, xt, xs, 5, o); break;
+            case 6: slm__gemm_q4_K_tile(s, ns, xt, xs, 6, o); break;
+            case 7: slm__gemm_q4_K_tile(s, ns, xt, xs, 7, o); break;
+            default: slm__gemm_q4_K_tile(s, ns, xt, xs, 8, o); break;
+            }
+        }
+    }
+}
 #endif
 
 /* q5_0 (has_m 0) and q5_1 against q8_0, two blocks at a time as q4_0 */
@@ -7831,9 +8099,12 @@ struct slm__kernel_set {
                       int n_super, float *out);
     void (*dotr_q6_K)(const uint8_t *w, size_t row_size, int nr, const slm__block_q8_K *x, size_t xs, int nt,
                       int n_super, float *out);
+    void (*gemm_q4_K)(const uint8_t *w, size_t row_size, int n_super, const slm__block_q8_K *x, size_t xs, int nt,
+                      float *out); /* NULL where the set has none */
     void (*gemm_r16)(int type, const uint8_t *group, int nb, const slm__block_q8_0 *x, const int32_t *xsum,
                      size_t x_stride, int nt, float *y, size_t y_stride);
     void (*quantize_act_blocks)(const float *x, slm__block_q8_0 *q, int32_t *sum, int n);
+    void (*quantize_act_q8_K)(const float *x, slm__block_q8_K *y, int n);
     void (*axpy_f32)(float *out, float a, const float *v, int n);
     void (*axpy_f16)(float *out, float a, const uint16_t *v, int n);
     void (*dot_f16_group)(const uint16_t *k, const float *q, size_t stride, int nq, int n, float *out);
@@ -7882,8 +8153,10 @@ static const slm__kernel_set slm__kernel_sets[3] = {
       slm__dotm_q6_K_ref,
       NULL,
       NULL,
+      NULL,
       slm__gemm_r16_ref,
       slm__quantize_act_blocks_ref,
+      slm__quantize_q8_K,
       slm__axpy_f32_ref,
       slm__axpy_f16_ref,
       slm__dot_f16_group_scalar,
@@ -7908,8 +8181,10 @@ static const slm__kernel_set slm__kernel_sets[3] = {
       slm__dotm_q6_K_avx2,
       NULL,
       NULL,
+      NULL,
       slm__gemm_r16_pairs_avx2,
       slm__quantize_act_blocks_avx2,
+      slm__quantize_q8_K,
       slm__axpy_f32_avx2,
       slm__axpy_f16_avx2,
       slm__dot_f16_group_avx2,
@@ -7934,8 +8209,10 @@ static const slm__kernel_set slm__kernel_sets[3] = {
       slm__dotm_q6_K_avx512,
       slm__dotr_q4_K_avx512vnni,
       slm__dotr_q6_K_avx512vnni,
+      slm__gemm_q4_K_avx512vnni,
       slm__gemm_r16_avx512vnni,
       slm__quantize_act_blocks_avx2,
+      slm__quantize_q8_K_avx512,
       slm__axpy_f32_avx2,
       slm__axpy_f16_avx2,
       slm__dot_f16_group_avx512,
@@ -7992,8 +8269,10 @@ static const slm__kernel_set slm__kernel_sets[2] = {
       slm__dotm_q6_K_neon,
       NULL,
       NULL,
+      NULL,
       slm__gemm_r16_pairs_neon,
       slm__quantize_act_blocks_ref,
+      slm__quantize_q8_K,
       slm__axpy_f32_neon,
       slm__axpy_f16_neon,
       slm__dot_f16_group_neon,
@@ -8018,8 +8297,10 @@ static const slm__kernel_set slm__kernel_sets[2] = {
       slm__dotm_q6_K_dotprod,
       NULL,
       NULL,
+      NULL,
       slm__gemm_r16_pairs_dotprod,
       slm__quantize_act_blocks_ref,
+      slm__quantize_q8_K,
       slm__axpy_f32_neon,
       slm__axpy_f16_neon,
       slm__dot_f16_group_neon,
@@ -8167,6 +8448,31 @@ static void slm__matmul(const slm__tensor *w, int r0, int r1, const float *x, si
         }
         return;
     }
+#if defined(slm__gemm_q4_K)
+    if (w->type == SLM_TYPE_Q4_K && SLM__GEMM_Q4_K && n_tok >= SLM__KQ_GEMM_MIN) {
+        /* groups of 16 rows against the batch; rows after the last whole
+           group (a stack of matrices whose sizes are not multiples of 16)
+           go to the row groups below, whose sums have the same bits */
+        int n_super = (int)(w->ne[0] / SLM__QK_K);
+        for (r = r0; r + 16 <= r1; r += 16) {
+            const uint8_t *rows = (const uint8_t *)w->data + (size_t)r * w->row_size;
+            for (t = 0; t < n_tok; t += SLM__KQ_GEMM_TOK) {
+                float d[SLM__KQ_GEMM_TOK * 16];
+                int nt = SLM__MIN(SLM__KQ_GEMM_TOK, n_tok - t), tt;
+                slm__gemm_q4_K(rows, w->row_size, n_super, xk + (size_t)t * xk_stride, xk_stride, nt, d);
+                for (tt = 0; tt < nt; tt++) {
+                    float *yt = y + (size_t)(t + tt) * y_stride + r;
+                    if (accumulate)
+                        for (i = 0; i < 16; i++) yt[i] += d[16 * tt + i];
+                    else
+                        for (i = 0; i < 16; i++) yt[i] = d[16 * tt + i];
+                }
+            }
+        }
+        r0 = r;
+        if (r0 >= r1) return;
+    }
+#endif
 #if defined(slm__dotr_q4_K)
     if ((w->type == SLM_TYPE_Q4_K || w->type == SLM_TYPE_Q6_K) && SLM__DOTR_K) {
         /* four rows at a time against four tokens at a time: the rows' sums
@@ -8516,7 +8822,7 @@ static void slm__step_done(slm__worker *w, long n) {
    K-quant matrices (s->xk) and n is a multiple of 256, as theirs are. */
 static void slm__quantize_act(slm_session *s, const float *x, int t, int n) {
     slm__quantize_act_blocks(x, s->xq + (size_t)t * s->xq_blocks, s->xq_sum + (size_t)t * s->xq_blocks, n);
-    if (s->xk && n % SLM__QK_K == 0) slm__quantize_q8_K(x, s->xk + (size_t)t * s->xk_blocks, n);
+    if (s->xk && n % SLM__QK_K == 0) slm__quantize_act_q8_K(x, s->xk + (size_t)t * s->xk_blocks, n);
 }
 
 /* Rows [a, b) of the stacked matrices w[0..count) (each w[i]->ne[1] rows) over the batch. */

@@ -933,6 +933,53 @@ done:
    (relative L2 <= 0.05 per stored row, top-1 agreement >= 0.9, and equal
    argmax where llama.cpp's margin is > 0.5). d_qwen3 has head_dim 32 (whole
    blocks), the others 16 (one partial block per head). */
+/* A K-quant model (the q4_K_M fixture: its q4_K matrices take the 16-row
+   GEMM in a batch where the kernel table has one, the row groups alone)
+   gives the same logits, bit for bit, for a prompt evaluated in one batch,
+   token by token, and on 1..3 threads */
+static void test_kquant_batch_alone_identical(void) {
+    enum { N = 40 };
+    char *path = pathf("%s/fixtures/j_llama_kq_q4_k_m.slm", g_build_dir);
+    slm_model *m;
+    slm_token seq[N];
+    float *first = NULL;
+    int n_vocab, threads, batched, i, mismatches = 0;
+    if (!file_exists(path)) {
+        free(path);
+        SKIP("build/fixtures/j_llama_kq_q4_k_m.slm not found (tests/run.sh converts fixtures2/j_llama_kq_q4_k_m.gguf)");
+    }
+    m = load_model(path);
+    free(path);
+    if (!m) return;
+    n_vocab = slm_model_info_get(m)->n_vocab;
+    for (i = 0; i < N; i++) seq[i] = (slm_token)(1 + (i * 7919) % (n_vocab - 1));
+    first = (float *)malloc((size_t)n_vocab * sizeof(float));
+    for (threads = 1; threads <= 3; threads++)
+        for (batched = 0; batched <= 1; batched++) {
+            slm_session *s = NULL;
+            slm_session_desc sd;
+            const float *lg;
+            memset(&sd, 0, sizeof sd);
+            sd.n_threads = threads;
+            CHECK(slm_session_new(&s, m, &sd) == SLM_OK);
+            if (!s) break;
+            if (batched)
+                CHECK(slm_eval(s, seq, N) == SLM_OK);
+            else
+                for (i = 0; i < N; i++) CHECK(slm_eval(s, seq + i, 1) == SLM_OK);
+            lg = slm_logits(s);
+            CHECK(lg != NULL);
+            if (lg && threads == 1 && !batched)
+                memcpy(first, lg, (size_t)n_vocab * sizeof(float));
+            else if (lg && memcmp(first, lg, (size_t)n_vocab * sizeof(float)) != 0 && mismatches++ < 3)
+                CHECKF(0, "%d threads, %s: logits differ from 1 thread token by token", threads,
+                       batched ? "one batch" : "token by token");
+            slm_session_free(s);
+        }
+    free(first);
+    slm_model_free(m);
+}
+
 static void test_kv_q8_0_parity(const char *fixture) {
     char *json_path = pathf("%s/fixtures/%s.json", g_models_dir, fixture);
     char *bin_path = pathf("%s/fixtures/%s.logits.bin", g_models_dir, fixture);
@@ -3684,6 +3731,7 @@ static const test_case CHECKPOINT_TESTS[] = {
     TEST_ARG(fixture_parity, "fixtures2/j_llama_kq_q4_k_m"),
     TEST_ARG(fixture_parity, "fixtures2/j_llama_kq_q5_k_m"),
     TEST_ARG(fixture_parity, "fixtures2/j_llama_kq_q6_k"),
+    TEST(kquant_batch_alone_identical),
     TEST_ARG(kv_q8_0_parity, "a_llama_spm_f32"),
     TEST_ARG(kv_q8_0_parity, "b_llama_starcoder_f32"),
     TEST_ARG(kv_q8_0_parity, "c_qwen2_f16"),

@@ -1831,6 +1831,135 @@ static void test_kernels_kquant_rows(void) {
 #endif
 }
 
+/* slm__matmul on q4_K (the 16-row GEMM for batches where the kernel table
+   has one, slm__gemm_q4_K): every (row, token) against the scalar
+   reference, and bitwise the same as that row and token alone (decode's
+   path), for row ranges that cut 16-row groups and batches of 1..65 tokens */
+static void test_kernels_kquant_gemm(void) {
+    enum { NROWS = 48, NTOK = 65, MAXN = 2816, XKS = MAXN / 256 };
+    static const int lengths[] = { 256, 1024, 2816 };
+    static const int ranges[][2] = { { 0, 16 }, { 0, 17 }, { 0, 31 }, { 0, 48 }, { 16, 48 }, { 5, 37 } };
+    static const int batches[] = { 1, 2, 3, 7, 8, 9, 16, 33, 64, 65 };
+    size_t max_rs = slm_type_row_size(SLM_TYPE_Q4_K, MAXN), li, ri, bi;
+    uint8_t *rows = (uint8_t *)malloc(NROWS * max_rs);
+    float *x = (float *)malloc(MAXN * sizeof(float)), *wf = (float *)malloc(MAXN * sizeof(float));
+    float *y = (float *)malloc(NTOK * NROWS * sizeof(float)), *alone = (float *)malloc(NTOK * NROWS * sizeof(float));
+    double *scale = (double *)malloc(NTOK * NROWS * sizeof(double));
+    slm__block_q8_K *xk = (slm__block_q8_K *)malloc(NTOK * XKS * sizeof(slm__block_q8_K));
+    int i, r, t, n_checked = 0, bad_ref = 0, bad_alone = 0;
+    for (li = 0; li < sizeof lengths / sizeof lengths[0]; li++) {
+        int n = lengths[li], n_super = n / 256;
+        size_t rs = slm_type_row_size(SLM_TYPE_Q4_K, n);
+        slm__tensor w;
+        memset(&w, 0, sizeof w);
+        w.type = SLM_TYPE_Q4_K;
+        w.n_dims = 2;
+        w.ne[0] = n;
+        w.ne[1] = NROWS;
+        w.row_size = rs;
+        w.data = rows;
+        /* rows of every mode: random, all zero, extreme scales and mins */
+        for (r = 0; r < NROWS; r++) kq_random_row(SLM_TYPE_Q4_K, rows + r * rs, n, r % 5 == 3 ? 1 : r % 3 == 2 ? 2 : 0);
+        for (t = 0; t < NTOK; t++) {
+            for (i = 0; i < n; i++) x[i] = rand_float() * (t % 7 == 1 ? 100.0f : 1.0f);
+            if (t % 9 == 4)
+                for (i = 0; i < n; i++) x[i] = i % 2 ? -1.0f : 1.0f; /* -127/127 extremes */
+            if (t % 11 == 6)
+                for (i = 0; i < n; i++) x[i] = 0.0f;
+            slm__quantize_q8_K(x, xk + t * XKS, n);
+        }
+        for (r = 0; r < NROWS; r++) {
+            slm_dequantize_row(SLM_TYPE_Q4_K, rows + r * rs, wf, n);
+            for (t = 0; t < NTOK; t++) {
+                double s = 0;
+                for (i = 0; i < n; i++)
+                    s += fabs((double)wf[i] * xk[t * XKS + i / 256].d * xk[t * XKS + i / 256].qs[i % 256]);
+                scale[t * NROWS + r] = s;
+                /* one row, one token: the decode path */
+                slm__matmul(&w, r, r + 1, NULL, 0, NULL, NULL, 0, xk + t * XKS, XKS, 1, alone + t * NROWS, NROWS, 0);
+            }
+        }
+        for (ri = 0; ri < sizeof ranges / sizeof ranges[0]; ri++)
+            for (bi = 0; bi < sizeof batches / sizeof batches[0]; bi++) {
+                int r0 = ranges[ri][0], r1 = ranges[ri][1], nt = batches[bi], acc = (int)(bi % 2);
+                for (i = 0; i < NTOK * NROWS; i++) y[i] = acc ? 0.0f : -1e30f;
+                slm__matmul(&w, r0, r1, NULL, 0, NULL, NULL, 0, xk, XKS, nt, y, NROWS, acc);
+                for (t = 0; t < nt; t++)
+                    for (r = r0; r < r1; r++) {
+                        float g = y[t * NROWS + r], a = alone[t * NROWS + r];
+                        float e = slm__dot_q4_K_ref(rows + r * rs, xk + t * XKS, n_super);
+                        if (!(fabs(g - e) <= 1e-5 * scale[t * NROWS + r] + 1e-30) && bad_ref++ < 5)
+                            CHECKF(0, "n=%d rows %d..%d, %d tokens, row %d token %d: %.9g, reference %.9g", n, r0, r1,
+                                   nt, r, t, g, e);
+                        if (memcmp(&g, &a, sizeof g) != 0 && bad_alone++ < 5)
+                            CHECKF(0, "n=%d rows %d..%d, %d tokens, row %d token %d: %.9g, alone %.9g", n, r0, r1, nt,
+                                   r, t, g, a);
+                        n_checked++;
+                    }
+                /* rows outside the range untouched */
+                if (!acc && r1 < NROWS) CHECK(y[r1] == -1e30f);
+            }
+    }
+    CHECKF(n_checked > 10000, "%d (row, token) sums checked", n_checked);
+    NOTE("%d sums checked (%s)", n_checked, SLM__SIMD_NAME);
+    free(rows);
+    free(x);
+    free(wf);
+    free(y);
+    free(alone);
+    free(scale);
+    free(xk);
+}
+
+/* The activations' q8_K quantizer the kernel table picks (slm__quantize_act_q8_K)
+   against the scalar one (ggml's quantize_row_q8_K_ref): the same scale,
+   quants at most one apart (the scalar one's rounding can be fused into an
+   FMA by the compiler, rounding the exact product) and the sums of its own
+   quants; on blocks with zeros, NaNs, ties of +-max, subnormals, large values */
+static void test_kernels_quantize_q8_K(void) {
+    enum { N = 256 * 12 };
+    float *x = (float *)malloc(N * sizeof(float));
+    slm__block_q8_K *a = (slm__block_q8_K *)malloc(N / 256 * sizeof(slm__block_q8_K));
+    slm__block_q8_K *b = (slm__block_q8_K *)malloc(N / 256 * sizeof(slm__block_q8_K));
+    int rep, i, j, k, n_same = 0, n_off = 0, bad = 0;
+    for (rep = 0; rep < 20; rep++) {
+        for (i = 0; i < N; i++) x[i] = rand_float() * (rep % 3 == 1 ? 1e4f : 1.0f);
+        for (i = 0; i < 256; i++) x[i] = 0.0f;                       /* block 0: zero */
+        x[256 + 17] = 5.0f, x[256 + 200] = -5.0f;                    /* block 1: a tie, the first one wins */
+        x[2 * 256 + 3] = NAN;                                        /* block 2: a NaN */
+        for (i = 0; i < 256; i++) x[3 * 256 + i] = i == 9 ? NAN : 0; /* block 3: NaN and zeros */
+        for (i = 0; i < 256; i++) x[4 * 256 + i] *= 1e-40f;          /* block 4: subnormal */
+        for (i = 0; i < 256; i++) x[5 * 256 + i] = (float)((i * 37) % 255 - 127) * 0.5f; /* block 5: halves */
+        x[6 * 256 + 100] = 3e38f;                                                        /* block 6: huge */
+        slm__quantize_q8_K(x, a, N);
+        slm__quantize_act_q8_K(x, b, N);
+        for (j = 0; j < N / 256; j++) {
+            if (memcmp(&a[j].d, &b[j].d, sizeof a[j].d) != 0 && bad++ < 5)
+                CHECKF(0, "rep %d block %d: d %.9g, scalar %.9g", rep, j, b[j].d, a[j].d);
+            for (i = 0; i < 256; i++) {
+                int da = a[j].qs[i] - b[j].qs[i];
+                if (da == 0)
+                    n_same++;
+                else if (da == 1 || da == -1)
+                    n_off++;
+                else if (bad++ < 5)
+                    CHECKF(0, "rep %d block %d quant %d: %d, scalar %d", rep, j, i, b[j].qs[i], a[j].qs[i]);
+            }
+            for (i = 0; i < 16; i++) {
+                int s = 0;
+                for (k = 0; k < 16; k++) s += b[j].qs[16 * i + k];
+                if (s != b[j].bsums[i] && bad++ < 5)
+                    CHECKF(0, "rep %d block %d: bsums[%d] %d, sum %d", rep, j, i, b[j].bsums[i], s);
+            }
+        }
+    }
+    CHECKF(n_off * 1000 < n_same, "%d quants one apart, %d the same", n_off, n_same);
+    NOTE("%d quants the same, %d one apart (%s)", n_same, n_off, SLM__SIMD_NAME);
+    free(x);
+    free(a);
+    free(b);
+}
+
 static void test_kquant_reference_bytes(void) {
     static const struct {
         int type;
@@ -4691,6 +4820,8 @@ static const test_case INTERNAL_TESTS[] = {
     TEST(kernels_r16),
     TEST(kernels_kquant),
     TEST(kernels_kquant_rows),
+    TEST(kernels_kquant_gemm),
+    TEST(kernels_quantize_q8_K),
     TEST(kquant_reference_bytes),
     TEST(kernels_kv_q8_0),
     TEST(kernels_attn_accumulate),

@@ -1951,6 +1951,13 @@ SLM_API uint16_t slm_fp32_to_fp16(float f) {
     }
 }
 
+/* n floats to halves (the KV cache's f16 stores), as slm_fp32_to_fp16 each */
+SLM__MAYBE_UNUSED static void slm__fp32_to_fp16_row_ref(const float *x, uint16_t *y, int n) {
+    int i;
+    for (i = 0; i < n; i++) y[i] = slm_fp32_to_fp16(x[i]);
+}
+#define slm__fp32_to_fp16_row slm__fp32_to_fp16_row_ref
+
 SLM_API float slm_bf16_to_fp32(uint16_t h) { return slm__bits_f32((uint32_t)h << 16); }
 SLM_API uint16_t slm_fp32_to_bf16(float f) {
     uint32_t x = slm__f32_bits(f);
@@ -8653,6 +8660,40 @@ static long slm__row_items(const slm__worker *w, long rows, int *per) {
     return (rows + *per - 1) / *per;
 }
 
+/* Head h of the pass's q (h < n_heads), k (next n_kv_heads) or v (last
+   n_kv_heads) for every token: its rows of the matrix, then bias, norm and
+   RoPE, and k and v into the KV cache. */
+static void slm__qkv_head(slm_session *s, const slm__layer *L, int layer, int h) {
+    const slm_model_info *in = &s->model->info;
+    int hd = in->head_dim, dim = in->dim, n = s->pass.n,
+        kind = h < in->n_heads                    ? 0
+               : h < in->n_heads + in->n_kv_heads ? 1
+                                                  : 2;
+    int head = kind == 0 ? h : kind == 1 ? h - in->n_heads : h - in->n_heads - in->n_kv_heads, t;
+    const slm__tensor *w = kind == 0 ? L->wq : kind == 1 ? L->wk : L->wv;
+    const slm__tensor *bias = kind == 0 ? L->bq : kind == 1 ? L->bk : L->bv;
+    const slm__tensor *norm = kind == 0 ? L->q_norm : kind == 1 ? L->k_norm : NULL;
+    float *y = kind == 0 ? s->q : kind == 1 ? s->k : s->v;
+    int y_stride = kind == 0 ? s->q_dim : s->kv_dim;
+    slm__matmul(w, head * hd, head * hd + hd, s->xn, (size_t)dim, slm__type_is_quantized(w->type) ? s->xq : NULL,
+                s->xq_sum, (size_t)s->xq_blocks, s->xk, (size_t)s->xk_blocks, n, y, (size_t)y_stride, 0);
+    for (t = 0; t < n; t++) {
+        float *v = y + (size_t)t * y_stride + (size_t)head * hd;
+        if (bias) slm__add_bias(v, bias, head * hd, hd);
+        if (norm) slm__rmsnorm(v, v, (const float *)norm->data, hd, in->norm_eps);
+        if (kind != 2) slm__rope_head(s, v, s->rope_cs + (size_t)t * hd);
+        if (kind != 0) {
+            void *c = slm__kv_at(s, kind == 1 ? s->key_cache : s->value_cache, layer, slm__pass_slot(s, t), head);
+            if (s->kv_type == SLM_TYPE_F32)
+                memcpy(c, v, (size_t)hd * sizeof(float));
+            else if (s->kv_type == SLM_TYPE_F16)
+                slm__fp32_to_fp16_row(v, (uint16_t *)c, hd);
+            else
+                slm__quantize_kv_q8_0(v, (slm__block_q8_0 *)c, hd);
+        }
+    }
+}
+
 /* One thread's part of the pass s->pass. */
 static void slm__forward_worker(slm_session *s, int nth, int slot) {
     const slm_model *m = s->model;
@@ -8661,7 +8702,7 @@ static void slm__forward_worker(slm_session *s, int nth, int slot) {
 #endif
     const slm_model_info *in = &m->info;
     const slm_token *tokens = s->pass.tokens;
-    int dim = in->dim, hd = in->head_dim, ffn = in->ffn_dim, qd = s->q_dim, kvd = s->kv_dim;
+    int dim = in->dim, hd = in->head_dim, ffn = in->ffn_dim, qd = s->q_dim;
     int n_heads = in->n_heads, n_kv = in->n_kv_heads, n = s->pass.n, n_out = s->pass.n_logits, l, t, i;
     float eps = in->norm_eps, *att = s->att + (size_t)slot * s->att_rows * s->n_ctx; /* this thread's score rows */
     slm__run *runs = s->runs + (size_t)slot * (size_t)(s->n_ctx + 1);
@@ -8691,18 +8732,6 @@ static void slm__forward_worker(slm_session *s, int nth, int slot) {
     slm__step_done(&w, n);
     for (l = 0; l < in->n_layers; l++) {
         const slm__layer *L = &m->layers[l];
-        const slm__tensor *qkv_w[3];
-        float *qkv_y[3];
-        int qkv_stride[3];
-        qkv_w[0] = L->wq;
-        qkv_w[1] = L->wk;
-        qkv_w[2] = L->wv;
-        qkv_y[0] = s->q;
-        qkv_y[1] = s->k;
-        qkv_y[2] = s->v;
-        qkv_stride[0] = qd;
-        qkv_stride[1] = kvd;
-        qkv_stride[2] = kvd;
 
         /* attention block */
         SLM__FOR_ITEMS(&w, it, n) {
@@ -8714,44 +8743,12 @@ static void slm__forward_worker(slm_session *s, int nth, int slot) {
                 slm__quantize_act(s, xn, (int)it, dim);
         }
         slm__step_done(&w, n);
-        n_items = slm__row_items(&w, qd + 2 * kvd, &per);
-        SLM__FOR_ITEMS(&w, it, n_items)
-        slm__matmul_item(s, it, per, qkv_w, qkv_y, qkv_stride, 3, s->xn, (size_t)dim, n, 0);
-        slm__step_done(&w, n_items);
-        n_items = (long)n * (n_heads + n_kv);
-        SLM__FOR_ITEMS(&w, it, n_items) {
-            int tt = (int)(it / (n_heads + n_kv)), h = (int)(it % (n_heads + n_kv));
-            const float *cs = s->rope_cs + (size_t)tt * hd;
-            if (h < n_heads) {
-                float *q = s->q + (size_t)tt * qd + (size_t)h * hd;
-                if (L->bq) slm__add_bias(q, L->bq, h * hd, hd);
-                if (L->q_norm) slm__rmsnorm(q, q, (const float *)L->q_norm->data, hd, eps);
-                slm__rope_head(s, q, cs);
-            } else {
-                int j, kh = h - n_heads;
-                float *k = s->k + (size_t)tt * kvd + (size_t)kh * hd, *v = s->v + (size_t)tt * kvd + (size_t)kh * hd;
-                void *kc = slm__kv_at(s, s->key_cache, l, slm__pass_slot(s, tt), kh),
-                     *vc = slm__kv_at(s, s->value_cache, l, slm__pass_slot(s, tt), kh);
-                if (L->bk) {
-                    slm__add_bias(k, L->bk, kh * hd, hd);
-                    slm__add_bias(v, L->bv, kh * hd, hd);
-                }
-                if (L->k_norm) slm__rmsnorm(k, k, (const float *)L->k_norm->data, hd, eps);
-                slm__rope_head(s, k, cs);
-                if (s->kv_type == SLM_TYPE_F32) {
-                    memcpy(kc, k, (size_t)hd * sizeof(float));
-                    memcpy(vc, v, (size_t)hd * sizeof(float));
-                } else if (s->kv_type == SLM_TYPE_F16) {
-                    for (j = 0; j < hd; j++) {
-                        ((uint16_t *)kc)[j] = slm_fp32_to_fp16(k[j]);
-                        ((uint16_t *)vc)[j] = slm_fp32_to_fp16(v[j]);
-                    }
-                } else {
-                    slm__quantize_kv_q8_0(k, (slm__block_q8_0 *)kc, hd);
-                    slm__quantize_kv_q8_0(v, (slm__block_q8_0 *)vc, hd);
-                }
-            }
-        }
+        /* items: the heads of q, k and v, each matrix step and what needs the
+           head whole (bias, norm, RoPE, the KV store) by one thread while the
+           rows are in its cache: no step between, nor rows written by one
+           core and read by the other (1.x pp512 on two Zen 5 cores) */
+        n_items = n_heads + 2 * n_kv;
+        SLM__FOR_ITEMS(&w, it, n_items) slm__qkv_head(s, L, l, (int)it);
         slm__step_done(&w, n_items);
         /* items: a token's query heads that share a KV head, SLM__GROUP at most */
         n_items = (long)n * n_kv * s->att_chunks;
@@ -9058,7 +9055,7 @@ static slm_result slm__session_plan_make(const slm_model *m, const slm_session_d
                            : (size_t)(in->head_dim + SLM__QK - 1) / SLM__QK * sizeof(slm__block_q8_0);
     p->att_chunks = (in->n_heads / in->n_kv_heads + SLM__GROUP - 1) / SLM__GROUP;
     p->att_rows = SLM__MIN(SLM__GROUP, in->n_heads / in->n_kv_heads);
-    p->n_steps = 10 * in->n_layers + 4; /* slm__forward_worker: 10 steps a layer, embedding, output norm, logits */
+    p->n_steps = 9 * in->n_layers + 4; /* slm__forward_worker: 9 steps a layer, embedding, output norm, logits */
     /* the loader's bounds keep every product below 2^62 */
     nb = (uint64_t)p->n_batch;
     kv_heads = (uint64_t)in->n_layers * (uint64_t)d.n_ctx * (uint64_t)in->n_kv_heads;

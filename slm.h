@@ -8694,6 +8694,31 @@ static void slm__qkv_head(slm_session *s, const slm__layer *L, int layer, int h)
     }
 }
 
+/* Rows the SwiGLU step takes at a time: the up projection of that many rows
+   for a whole batch fits a thread's stack and L1 cache. */
+#define SLM__FFN_CHUNK 64
+
+/* Rows [a, b) of the feed-forward block's hidden vector for the pass's
+   tokens: hb = silu(gate x) * (up x). The up rows never leave this thread
+   (a chunk of them at a time on its stack): only hb goes on to the next
+   step, so no other core's cache holds lines this one writes (1.01-1.02x
+   pp512 on two Zen 5 cores). */
+static void slm__ffn_gate_up(slm_session *s, const slm__layer *L, int a, int b) {
+    int dim = s->model->info.dim, ffn = s->model->info.ffn_dim, n = s->pass.n, c, t;
+    float up[SLM__BATCH * SLM__FFN_CHUNK];
+    for (c = a; c < b; c += SLM__FFN_CHUNK) {
+        int rows = SLM__MIN(SLM__FFN_CHUNK, b - c);
+        slm__tensor up_rows = *L->w_up; /* rows [c, c + rows): c is a multiple of 16, a whole r16 group */
+        up_rows.data = (const uint8_t *)L->w_up->data + (size_t)c * L->w_up->row_size;
+        up_rows.ne[1] = rows;
+        slm__matmul(L->w_gate, c, c + rows, s->xn, (size_t)dim, slm__type_is_quantized(L->w_gate->type) ? s->xq : NULL,
+                    s->xq_sum, (size_t)s->xq_blocks, s->xk, (size_t)s->xk_blocks, n, s->hb, (size_t)ffn, 0);
+        slm__matmul(&up_rows, 0, rows, s->xn, (size_t)dim, slm__type_is_quantized(up_rows.type) ? s->xq : NULL,
+                    s->xq_sum, (size_t)s->xq_blocks, s->xk, (size_t)s->xk_blocks, n, up, SLM__FFN_CHUNK, 0);
+        for (t = 0; t < n; t++) slm__silu_mul(s->hb + (size_t)t * ffn + c, up + (size_t)t * SLM__FFN_CHUNK, rows);
+    }
+}
+
 /* One thread's part of the pass s->pass. */
 static void slm__forward_worker(slm_session *s, int nth, int slot) {
     const slm_model *m = s->model;
@@ -8703,7 +8728,7 @@ static void slm__forward_worker(slm_session *s, int nth, int slot) {
     const slm_model_info *in = &m->info;
     const slm_token *tokens = s->pass.tokens;
     int dim = in->dim, hd = in->head_dim, ffn = in->ffn_dim, qd = s->q_dim;
-    int n_heads = in->n_heads, n_kv = in->n_kv_heads, n = s->pass.n, n_out = s->pass.n_logits, l, t, i;
+    int n_heads = in->n_heads, n_kv = in->n_kv_heads, n = s->pass.n, n_out = s->pass.n_logits, l, i;
     float eps = in->norm_eps, *att = s->att + (size_t)slot * s->att_rows * s->n_ctx; /* this thread's score rows */
     slm__run *runs = s->runs + (size_t)slot * (size_t)(s->n_ctx + 1);
     long it, n_items;
@@ -8746,7 +8771,7 @@ static void slm__forward_worker(slm_session *s, int nth, int slot) {
         /* items: the heads of q, k and v, each matrix step and what needs the
            head whole (bias, norm, RoPE, the KV store) by one thread while the
            rows are in its cache: no step between, nor rows written by one
-           core and read by the other (1.x pp512 on two Zen 5 cores) */
+           core and read by the other (1.02x pp512 on two Zen 5 cores) */
         n_items = n_heads + 2 * n_kv;
         SLM__FOR_ITEMS(&w, it, n_items) slm__qkv_head(s, L, l, (int)it);
         slm__step_done(&w, n_items);
@@ -8777,12 +8802,7 @@ static void slm__forward_worker(slm_session *s, int nth, int slot) {
         }
         slm__step_done(&w, n);
         n_items = slm__row_items(&w, ffn, &per);
-        SLM__FOR_ITEMS(&w, it, n_items) {
-            int a = (int)it * per, b = SLM__MIN(a + per, ffn);
-            slm__matmul_stacked(s, &L->w_gate, &s->hb, &ffn, 1, a, b, s->xn, (size_t)dim, n, 0);
-            slm__matmul_stacked(s, &L->w_up, &s->hb2, &ffn, 1, a, b, s->xn, (size_t)dim, n, 0);
-            for (t = 0; t < n; t++) slm__silu_mul(s->hb + (size_t)t * ffn + a, s->hb2 + (size_t)t * ffn + a, b - a);
-        }
+        SLM__FOR_ITEMS(&w, it, n_items) slm__ffn_gate_up(s, L, (int)it * per, SLM__MIN((int)it * per + per, ffn));
         slm__step_done(&w, n_items);
         if (slm__type_is_quantized(L->w_down->type)) {
             SLM__FOR_ITEMS(&w, it, n) slm__quantize_act(s, s->hb + (size_t)it * ffn, (int)it, ffn);

@@ -1345,6 +1345,7 @@ int slm__pretok_llama3_family(const char *name);
 #define slm__softmax             (SLM__K->softmax)
 #define slm__silu_mul            (SLM__K->silu_mul)
 #define slm__rmsnorm             (SLM__K->rmsnorm)
+#define slm__fp32_to_fp16_row    (SLM__K->fp32_to_fp16_row)
 typedef struct slm__kernel_set slm__kernel_set;
 static const slm__kernel_set *slm__kernels_best(void);
 /* the set of the pass this thread is running, put there by
@@ -1382,6 +1383,7 @@ static __thread const slm__kernel_set *slm__kernels_here;
 #define slm__softmax             slm__softmax_avx512
 #define slm__silu_mul            slm__silu_mul_avx512
 #define slm__rmsnorm             slm__rmsnorm_avx512
+#define slm__fp32_to_fp16_row    slm__fp32_to_fp16_row_avx512
 #if defined(SLM__AVX512_VNNI)
 #define slm__gemm_r16  slm__gemm_r16_avx512vnni
 #define SLM__R16_TILE  8 /* tokens per slm__gemm_r16 call in slm__matmul */
@@ -1433,6 +1435,7 @@ static __thread const slm__kernel_set *slm__kernels_here;
 #define slm__softmax             slm__softmax_avx2
 #define slm__silu_mul            slm__silu_mul_avx2
 #define slm__rmsnorm             slm__rmsnorm_avx2
+#define slm__fp32_to_fp16_row    slm__fp32_to_fp16_row_avx2
 
 #elif defined(SLM__NEON)
 #if defined(SLM__NEON_I8MM)
@@ -1479,6 +1482,7 @@ static __thread const slm__kernel_set *slm__kernels_here;
 #define slm__softmax             slm__softmax_neon
 #define slm__silu_mul            slm__silu_mul_neon
 #define slm__rmsnorm             slm__rmsnorm_neon
+#define slm__fp32_to_fp16_row    slm__fp32_to_fp16_row_neon
 #if defined(SLM__NEON_I8MM)
 #define slm__gemm_r16 slm__gemm_r16_i8mm /* its single tokens: slm__gemm_r16_nt's */
 #else
@@ -1510,6 +1514,7 @@ static __thread const slm__kernel_set *slm__kernels_here;
 #define slm__softmax             slm__softmax_ref
 #define slm__silu_mul            slm__silu_mul_ref
 #define slm__rmsnorm             slm__rmsnorm_ref
+#define slm__fp32_to_fp16_row    slm__fp32_to_fp16_row_ref
 #endif
 
 #ifndef SLM__R16_TILE
@@ -1950,13 +1955,6 @@ SLM_API uint16_t slm_fp32_to_fp16(float f) {
         return (uint16_t)(sign | r);
     }
 }
-
-/* n floats to halves (the KV cache's f16 stores), as slm_fp32_to_fp16 each */
-SLM__MAYBE_UNUSED static void slm__fp32_to_fp16_row_ref(const float *x, uint16_t *y, int n) {
-    int i;
-    for (i = 0; i < n; i++) y[i] = slm_fp32_to_fp16(x[i]);
-}
-#define slm__fp32_to_fp16_row slm__fp32_to_fp16_row_ref
 
 SLM_API float slm_bf16_to_fp32(uint16_t h) { return slm__bits_f32((uint32_t)h << 16); }
 SLM_API uint16_t slm_fp32_to_bf16(float f) {
@@ -7530,6 +7528,16 @@ SLM__MAYBE_UNUSED static void slm__rmsnorm_ref(float *o, const float *x, const f
     for (j = 0; j < n; j++) o[j] = weight[j] * (ss * x[j]);
 }
 
+/* y[i] = slm_fp32_to_fp16(x[i]): the KV cache's f16 stores. The SIMD
+   versions convert in one instruction, which rounds as the reference (to
+   nearest even, subnormals and overflow to inf too) but keeps a NaN's
+   payload where the reference gives the quiet NaN of its sign: the NaN lanes
+   are redone by the reference. */
+SLM__MAYBE_UNUSED static void slm__fp32_to_fp16_row_ref(const float *x, uint16_t *y, int n) {
+    int i;
+    for (i = 0; i < n; i++) y[i] = slm_fp32_to_fp16(x[i]);
+}
+
 #if defined(SLM__AVX2)
 SLM__TARGET_AVX2_BEGIN
 #define slm_fp16_to_fp32 SLM__FP16_TO_FP32_SIMD
@@ -7620,6 +7628,21 @@ SLM__MAYBE_UNUSED static void slm__rmsnorm_avx2(float *o, const float *x, const 
         _mm256_storeu_ps(o + j, _mm256_mul_ps(_mm256_loadu_ps(weight + j), _mm256_mul_ps(vs, _mm256_loadu_ps(x + j))));
     for (; j < n; j++) o[j] = weight[j] * (ss * x[j]);
 }
+
+#if defined(SLM__F16C)
+SLM__MAYBE_UNUSED static void slm__fp32_to_fp16_row_avx2(const float *x, uint16_t *y, int n) {
+    int i = 0, j;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(x + i);
+        int nan = _mm256_movemask_ps(_mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+        _mm_storeu_si128((__m128i *)(y + i), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+        if (nan)
+            for (j = 0; j < 8; j++)
+                if ((nan >> j) & 1) y[i + j] = slm_fp32_to_fp16(x[i + j]);
+    }
+    for (; i < n; i++) y[i] = slm_fp32_to_fp16(x[i]);
+}
+#endif
 #undef slm_fp16_to_fp32
 SLM__TARGET_END
 #endif
@@ -7717,6 +7740,18 @@ SLM__MAYBE_UNUSED static void slm__rmsnorm_avx512(float *o, const float *x, cons
             _mm512_mul_ps(_mm512_maskz_loadu_ps(m, weight + j), _mm512_mul_ps(vs, _mm512_maskz_loadu_ps(m, x + j))));
     }
 }
+SLM__MAYBE_UNUSED static void slm__fp32_to_fp16_row_avx512(const float *x, uint16_t *y, int n) {
+    int i, j;
+    for (i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        __m512 v = _mm512_maskz_loadu_ps(m, x + i);
+        __mmask16 nan = _mm512_mask_cmp_ps_mask(m, v, v, _CMP_UNORD_Q);
+        _mm256_mask_storeu_epi16(y + i, m, _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+        if (nan)
+            for (j = 0; j < 16; j++)
+                if ((nan >> j) & 1) y[i + j] = slm_fp32_to_fp16(x[i + j]);
+    }
+}
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic pop
 #endif
@@ -7784,6 +7819,19 @@ SLM__MAYBE_UNUSED static void slm__silu_mul_neon(float *g, const float *u, int n
         vst1q_f32(g + i, vmulq_f32(vdivq_f32(v, vaddq_f32(one, e)), vld1q_f32(u + i)));
     }
     for (; i < n; i++) g[i] = g[i] / (1.0f + slm__expf_ref(-g[i])) * u[i];
+}
+
+SLM__MAYBE_UNUSED static void slm__fp32_to_fp16_row_neon(const float *x, uint16_t *y, int n) {
+    int i = 0, j;
+    for (; i + 4 <= n; i += 4) {
+        float32x4_t v = vld1q_f32(x + i);
+        uint32x4_t num = vceqq_f32(v, v); /* all ones where v is not NaN */
+        vst1_u16(y + i, vreinterpret_u16_f16(vcvt_f16_f32(v)));
+        if (vminvq_u32(num) == 0)
+            for (j = 0; j < 4; j++)
+                if (x[i + j] != x[i + j]) y[i + j] = slm_fp32_to_fp16(x[i + j]);
+    }
+    for (; i < n; i++) y[i] = slm_fp32_to_fp16(x[i]);
 }
 
 SLM__MAYBE_UNUSED static void slm__rmsnorm_neon(float *o, const float *x, const float *weight, int n, float eps) {
@@ -7855,6 +7903,7 @@ struct slm__kernel_set {
     void (*softmax)(float *x, int n, float div);
     void (*silu_mul)(float *g, const float *u, int n);
     void (*rmsnorm)(float *o, const float *x, const float *weight, int n, float eps);
+    void (*fp32_to_fp16_row)(const float *x, uint16_t *y, int n);
 };
 
 #if defined(SLM__AVX2)
@@ -7901,7 +7950,8 @@ static const slm__kernel_set slm__kernel_sets[3] = {
       slm__attn_values_q8_0_ref,
       slm__softmax_ref,
       slm__silu_mul_ref,
-      slm__rmsnorm_ref },
+      slm__rmsnorm_ref,
+      slm__fp32_to_fp16_row_ref },
     { "avx2",
       slm__dot_f32_avx2,
       slm__dot_f16_avx2,
@@ -7927,7 +7977,8 @@ static const slm__kernel_set slm__kernel_sets[3] = {
       slm__attn_values_q8_0_blocks_avx2,
       slm__softmax_avx2,
       slm__silu_mul_avx2,
-      slm__rmsnorm_avx2 },
+      slm__rmsnorm_avx2,
+      slm__fp32_to_fp16_row_avx2 },
     { "avx512-vnni",
       slm__dot_f32_avx512,
       slm__dot_f16_avx512,
@@ -7953,7 +8004,8 @@ static const slm__kernel_set slm__kernel_sets[3] = {
       slm__attn_values_q8_0_blocks_avx512,
       slm__softmax_avx512,
       slm__silu_mul_avx512,
-      slm__rmsnorm_avx512 },
+      slm__rmsnorm_avx512,
+      slm__fp32_to_fp16_row_avx512 },
 };
 
 static int slm__kernel_set_of_this_cpu(void) {
@@ -8011,7 +8063,8 @@ static const slm__kernel_set slm__kernel_sets[2] = {
       slm__attn_values_q8_0_blocks_neon,
       slm__softmax_neon,
       slm__silu_mul_neon,
-      slm__rmsnorm_neon },
+      slm__rmsnorm_neon,
+      slm__fp32_to_fp16_row_neon },
     { "neon-dotprod",
       slm__dot_f32_neon,
       slm__dot_f16_neon,
@@ -8037,7 +8090,8 @@ static const slm__kernel_set slm__kernel_sets[2] = {
       slm__attn_values_q8_0_blocks_neon,
       slm__softmax_neon,
       slm__silu_mul_neon,
-      slm__rmsnorm_neon },
+      slm__rmsnorm_neon,
+      slm__fp32_to_fp16_row_neon },
 };
 
 /* Linux and Android: the kernel's hwcaps; Apple: the dot product is a

@@ -2333,6 +2333,57 @@ static void test_float_kernels(void) {
            bad_rms);
 }
 
+/* float to half rows (the KV cache's f16 stores): the kernel table's version (and on x86 the F16C and
+   AVX-512 ones) bit for bit as slm_fp32_to_fp16, the scalar reference, on every pattern of the top 20
+   bits of a float (sign, exponent, the mantissa down to where halves round, so every NaN payload class,
+   infinity, the subnormal and overflow edges) with low bits that make exact ties and the values either
+   side of them, at lengths around the 4/8/16-lane edges; nothing written past the end */
+static void test_fp32_to_fp16_rows(void) {
+    enum { ROW = 64, N_LOW = 6 };
+    static const uint32_t low[N_LOW] = { 0x000, 0x001, 0x7ff, 0x800, 0x801, 0xfff };
+    static float x[ROW];
+    static uint16_t ref[ROW + 1], got[ROW + 1];
+    uint32_t hi;
+    int i, k, len, bad = 0, n_checked = 0;
+    for (hi = 0; hi < (1u << 20); hi += ROW / N_LOW) { /* a row: ten top patterns and their low bits */
+        for (i = 0; i < ROW; i++) {
+            uint32_t bits = (((hi + (uint32_t)i / N_LOW) & 0xfffffu) << 12) | low[i % N_LOW];
+            memcpy(&x[i], &bits, 4);
+            ref[i] = slm_fp32_to_fp16(x[i]);
+        }
+        for (len = 0; len < 2; len++) { /* the whole row, then a length 1..64 in turn */
+            int n = len == 0 ? ROW : 1 + (int)(hi / (ROW / N_LOW) % ROW);
+            for (k = 0; k < 3; k++) {
+                got[n] = 0x5555;
+                if (k == 0) slm__fp32_to_fp16_row(x, got, n);
+                if (k == 1) {
+#if defined(SLM__AVX2) && defined(SLM__F16C)
+                    slm__fp32_to_fp16_row_avx2(x, got, n);
+#else
+                    continue;
+#endif
+                }
+                if (k == 2) {
+#if defined(SLM__AVX512)
+                    slm__fp32_to_fp16_row_avx512(x, got, n);
+#else
+                    continue;
+#endif
+                }
+                for (i = 0; i < n; i++) {
+                    if (got[i] != ref[i] && bad++ < 5)
+                        fprintf(stderr, "  kernel %d: %08x -> %04x, reference %04x\n", k, (unsigned)slm__f32_bits(x[i]),
+                                got[i], ref[i]);
+                    n_checked++;
+                }
+                bad += got[n] != 0x5555;
+            }
+        }
+    }
+    CHECKF(bad == 0, "%d of %d halves differ from slm_fp32_to_fp16 (or written past the end)", bad, n_checked);
+    NOTE("%d conversions (the %s kernels' and the x86 ones built here) as slm_fp32_to_fp16", n_checked, SLM__SIMD_NAME);
+}
+
 static void test_kernels_attn_accumulate(void) {
     static const int dims[] = { 8, 12, 32, 40, 64, 72, 100, 128, 136 };
     enum { MAXD = 136, P = 23, NQ = 3, NB = (MAXD + 31) / 32 };
@@ -4824,6 +4875,7 @@ static const test_case INTERNAL_TESTS[] = {
     TEST(kernels_quantize_q8_K),
     TEST(kquant_reference_bytes),
     TEST(kernels_kv_q8_0),
+    TEST(fp32_to_fp16_rows),
     TEST(kernels_attn_accumulate),
     TEST(expf),
     TEST(expf_all_floats),

@@ -8658,7 +8658,7 @@ struct slm_session {
     int n_ctx, n_threads, kv_type, n_past, logits_valid, n_batch;
     int kv_dim, q_dim, xq_blocks, xk_blocks;
     slm_token *tokens;                         /* what the KV cache holds, n_ctx */
-    float *x, *xn, *q, *k, *v, *ao, *hb, *hb2; /* [n_batch][width] */
+    float *x, *xn, *q, *k, *v, *ao, *hb; /* [n_batch][width] */
     float *att;                                /* [n_threads][att_rows][n_ctx] attention scores */
     int att_chunks, att_rows;                  /* chunks of <= SLM__GROUP query heads per KV head, heads per chunk */
     float *rope_cs;                            /* [n_batch][head_dim/2][2] cos, sin */
@@ -9297,7 +9297,6 @@ SLM_API void slm_session_free(slm_session *s) {
     slm__free(a, s->v);
     slm__free(a, s->ao);
     slm__free(a, s->hb);
-    slm__free(a, s->hb2);
     slm__free(a, s->att);
     slm__free(a, s->rope_cs);
     slm__free(a, s->logits);
@@ -9353,7 +9352,6 @@ enum {
     SLM__B_V,
     SLM__B_AO,
     SLM__B_HB,
-    SLM__B_HB2,
     SLM__B_ATT,
     SLM__B_ROPE_CS,
     SLM__B_LOGITS,
@@ -9444,7 +9442,7 @@ static slm_result slm__session_plan_make(const slm_model *m, const slm_session_d
     b[SLM__B_X] = b[SLM__B_XN] = nb * (uint64_t)in->dim * sizeof(float);
     b[SLM__B_Q] = b[SLM__B_AO] = nb * (uint64_t)p->q_dim * sizeof(float);
     b[SLM__B_K] = b[SLM__B_V] = nb * (uint64_t)p->kv_dim * sizeof(float);
-    b[SLM__B_HB] = b[SLM__B_HB2] = nb * (uint64_t)in->ffn_dim * sizeof(float);
+    b[SLM__B_HB] = nb * (uint64_t)in->ffn_dim * sizeof(float);
     b[SLM__B_ATT] = (uint64_t)d.n_threads * (uint64_t)p->att_rows * (uint64_t)d.n_ctx * sizeof(float);
     b[SLM__B_ROPE_CS] = nb * (uint64_t)in->head_dim * sizeof(float);
     b[SLM__B_LOGITS] = (uint64_t)in->n_vocab * sizeof(float);
@@ -9535,7 +9533,6 @@ SLM_API slm_result slm_session_new(slm_session **out, const slm_model *m, const 
     buf[SLM__B_V] = (void **)&s->v;
     buf[SLM__B_AO] = (void **)&s->ao;
     buf[SLM__B_HB] = (void **)&s->hb;
-    buf[SLM__B_HB2] = (void **)&s->hb2;
     buf[SLM__B_ATT] = (void **)&s->att;
     buf[SLM__B_ROPE_CS] = (void **)&s->rope_cs;
     buf[SLM__B_LOGITS] = (void **)&s->logits;

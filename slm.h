@@ -1342,6 +1342,9 @@ int slm__pretok_llama3_family(const char *name);
 #define slm__attn_values_f32     (SLM__K->attn_values_f32)
 #define slm__dot_q8_0_group      (SLM__K->dot_q8_0_group)
 #define slm__attn_values_q8_0    (SLM__K->attn_values_q8_0)
+#define slm__attn_scores_f16     (SLM__K->attn_scores_f16)
+#define slm__attn_scores_f32     (SLM__K->attn_scores_f32)
+#define slm__attn_scores_q8_0    (SLM__K->attn_scores_q8_0)
 #define slm__softmax             (SLM__K->softmax)
 #define slm__silu_mul            (SLM__K->silu_mul)
 #define slm__rmsnorm             (SLM__K->rmsnorm)
@@ -1379,6 +1382,8 @@ static __thread const slm__kernel_set *slm__kernels_here;
 #define slm__dot_q8_0_group      slm__dot_q8_0_group_avx2
 #define slm__attn_block_q8_0     slm__attn_block_q8_0_avx2
 #define slm__attn_values_q8_0    slm__attn_values_q8_0_blocks
+#define slm__attn_scores_f16     slm__attn_scores_f16_avx512
+#define slm__attn_scores_f32     slm__attn_scores_f32_avx512
 #define slm__softmax             slm__softmax_avx512
 #define slm__silu_mul            slm__silu_mul_avx512
 #define slm__rmsnorm             slm__rmsnorm_avx512
@@ -1393,11 +1398,13 @@ static __thread const slm__kernel_set *slm__kernels_here;
 #define slm__gemm_r16    slm__gemm_r16_pairs
 #endif
 #if defined(SLM__F16C) /* not implied by -mavx512f */
-#define slm__axpy_f16        slm__axpy_f16_avx2
-#define slm__attn_values_f16 slm__attn_values_f16_avx512 /* fused, as slm__axpy_f16_avx2 */
+#define slm__axpy_f16         slm__axpy_f16_avx2
+#define slm__attn_values_f16  slm__attn_values_f16_avx512 /* fused, as slm__axpy_f16_avx2 */
+#define slm__attn_scores_q8_0 slm__attn_scores_q8_0_avx2
 #else
-#define slm__axpy_f16        slm__axpy_f16_ref
-#define slm__attn_values_f16 slm__attn_values_f16_generic
+#define slm__axpy_f16         slm__axpy_f16_ref
+#define slm__attn_values_f16  slm__attn_values_f16_generic
+#define slm__attn_scores_q8_0 slm__attn_scores_q8_0_generic
 #endif
 
 #elif defined(SLM__AVX2) && defined(SLM__F16C)
@@ -1430,6 +1437,9 @@ static __thread const slm__kernel_set *slm__kernels_here;
 #define slm__dot_q8_0_group      slm__dot_q8_0_group_avx2
 #define slm__attn_block_q8_0     slm__attn_block_q8_0_avx2
 #define slm__attn_values_q8_0    slm__attn_values_q8_0_blocks
+#define slm__attn_scores_f16     slm__attn_scores_f16_avx2
+#define slm__attn_scores_f32     slm__attn_scores_f32_avx2
+#define slm__attn_scores_q8_0    slm__attn_scores_q8_0_avx2
 #define slm__softmax             slm__softmax_avx2
 #define slm__silu_mul            slm__silu_mul_avx2
 #define slm__rmsnorm             slm__rmsnorm_avx2
@@ -1476,6 +1486,9 @@ static __thread const slm__kernel_set *slm__kernels_here;
 #define slm__dot_q8_0_group      slm__dot_q8_0_group_neon
 #define slm__attn_block_q8_0     slm__attn_block_q8_0_neon
 #define slm__attn_values_q8_0    slm__attn_values_q8_0_blocks
+#define slm__attn_scores_f16     slm__attn_scores_f16_generic
+#define slm__attn_scores_f32     slm__attn_scores_f32_generic
+#define slm__attn_scores_q8_0    slm__attn_scores_q8_0_generic
 #define slm__softmax             slm__softmax_neon
 #define slm__silu_mul            slm__silu_mul_neon
 #define slm__rmsnorm             slm__rmsnorm_neon
@@ -1507,6 +1520,9 @@ static __thread const slm__kernel_set *slm__kernels_here;
 #define slm__attn_values_f32     slm__attn_values_f32_generic
 #define slm__dot_q8_0_group      slm__dot_q8_0_group_ref
 #define slm__attn_values_q8_0    slm__attn_values_q8_0_ref
+#define slm__attn_scores_f16     slm__attn_scores_f16_generic
+#define slm__attn_scores_f32     slm__attn_scores_f32_generic
+#define slm__attn_scores_q8_0    slm__attn_scores_q8_0_generic
 #define slm__softmax             slm__softmax_ref
 #define slm__silu_mul            slm__silu_mul_ref
 #define slm__rmsnorm             slm__rmsnorm_ref
@@ -7398,6 +7414,223 @@ SLM__INLINE void slm__attn_block_q8_0_neon(float *o, const float *a, const slm__
 SLM__ATTN_VALUES_Q8_0_BLOCKS(slm__attn_values_q8_0_blocks, slm__attn_block_q8_0)
 #endif
 
+/* Scores of n_pos consecutive positions for the nq query heads of one KV
+   head: out[h * out_stride + p] = the dot product of the key at k + p *
+   k_stride with the query at q + h * q_stride, each exactly as the group
+   kernel above computes it for that one position (so any tile of positions
+   gives the same scores, decode's included). The SIMD versions below get
+   there without a horizontal sum per (head, position): the vectors of 16
+   (8) positions are summed together by a transpose-reduce whose tree for
+   every lane is that of slm__hsum512 (slm__hsum256). */
+#define SLM__ATTN_SCORES_GENERIC(name, K, group)                                                              \
+    SLM__MAYBE_UNUSED static void name(float *out, size_t out_stride, const K *k, size_t k_stride, int n_pos, \
+                                       const float *q, size_t q_stride, int nq, int n) {                      \
+        float sc[SLM__GROUP];                                                                                 \
+        int p, h;                                                                                             \
+        for (p = 0; p < n_pos; p++) {                                                                         \
+            group(k + p * k_stride, q, q_stride, nq, n, sc);                                                  \
+            for (h = 0; h < nq; h++) out[h * out_stride + p] = sc[h];                                         \
+        }                                                                                                     \
+    }
+#if !defined(SLM__DISPATCH)
+SLM__ATTN_SCORES_GENERIC(slm__attn_scores_f16_generic, uint16_t, slm__dot_f16_group)
+SLM__ATTN_SCORES_GENERIC(slm__attn_scores_f32_generic, float, slm__dot_f32_group)
+SLM__ATTN_SCORES_GENERIC(slm__attn_scores_q8_0_generic, slm__block_q8_0, slm__dot_q8_0_group)
+#endif
+
+#if defined(SLM__AVX2) && defined(SLM__F16C)
+SLM__TARGET_AVX2_BEGIN
+#define slm_fp16_to_fp32 SLM__FP16_TO_FP32_SIMD
+SLM__ATTN_SCORES_GENERIC(slm__attn_scores_generic_f16_avx2, uint16_t, slm__dot_f16_group_avx2)
+SLM__ATTN_SCORES_GENERIC(slm__attn_scores_generic_f32_avx2, float, slm__dot_f32_group_avx2)
+SLM__ATTN_SCORES_GENERIC(slm__attn_scores_generic_q8_0_avx2, slm__block_q8_0, slm__dot_q8_0_group_avx2)
+/* The sums of eight vectors, v[s]'s in lane s / 2 (s even) or 4 + s / 2
+   (s odd); each lane by slm__hsum256's tree: halves, then pairs, then the
+   last two. */
+SLM__INLINE __m256 slm__hsum8x8(const __m256 *v) {
+    __m256 a[4], z0, z1;
+    int i;
+    SLM__UNROLL for (i = 0; i < 4; i++) a[i] = _mm256_add_ps(_mm256_permute2f128_ps(v[2 * i], v[2 * i + 1], 0x20),
+                                                             _mm256_permute2f128_ps(v[2 * i], v[2 * i + 1], 0x31));
+    z0 = _mm256_add_ps(_mm256_castpd_ps(_mm256_unpacklo_pd(_mm256_castps_pd(a[0]), _mm256_castps_pd(a[1]))),
+                       _mm256_castpd_ps(_mm256_unpackhi_pd(_mm256_castps_pd(a[0]), _mm256_castps_pd(a[1]))));
+    z1 = _mm256_add_ps(_mm256_castpd_ps(_mm256_unpacklo_pd(_mm256_castps_pd(a[2]), _mm256_castps_pd(a[3]))),
+                       _mm256_castpd_ps(_mm256_unpackhi_pd(_mm256_castps_pd(a[2]), _mm256_castps_pd(a[3]))));
+    return _mm256_add_ps(_mm256_shuffle_ps(z0, z1, 0x88), _mm256_shuffle_ps(z0, z1, 0xdd));
+}
+/* One key row as floats, each value as the group kernels take it (a q8_0
+   value: its scale times its quant, rounded once) */
+SLM__INLINE void slm__key_row_avx2(float *kf, const uint16_t *k16, const float *k32, const slm__block_q8_0 *k8, int n) {
+    int j;
+    for (j = 0; j + 8 <= n; j += 8)
+        if (k16)
+            _mm256_storeu_ps(kf + j, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(k16 + j))));
+        else if (k32)
+            _mm256_storeu_ps(kf + j, _mm256_loadu_ps(k32 + j));
+        else
+            _mm256_storeu_ps(kf + j, slm__load8_q8(k8 + j / SLM__QK, j % SLM__QK,
+                                                   _mm256_set1_ps(slm_fp16_to_fp32(k8[j / SLM__QK].d))));
+    for (; j < n; j++) kf[j] = k16 ? slm_fp16_to_fp32(k16[j]) : k32 ? k32[j] : slm__q8_0_at(k8, j);
+}
+/* the longest head slm__attn_scores_avx2 converts a key of into its buffer */
+#define SLM__SCORES_MAX_DIM 512
+static void slm__attn_scores_avx2(float *out, size_t out_stride, const uint16_t *k16, const float *k32,
+                                  const slm__block_q8_0 *k8, size_t k_stride, int n_pos, const float *q,
+                                  size_t q_stride, int nq, int n) {
+    float kf[SLM__SCORES_MAX_DIM];
+    __m256 part[SLM__GROUP][8];
+    int p0, i, h, j, n8 = n / 8 * 8;
+    for (p0 = 0; p0 < n_pos; p0 += 8) {
+        int cnt = SLM__MIN(8, n_pos - p0);
+        for (i = 0; i < cnt; i++) {
+            size_t at = (size_t)(p0 + i) * k_stride;
+            int slot = i < 4 ? 2 * i : 2 * (i - 4) + 1; /* position i's lane of slm__hsum8x8 */
+            slm__key_row_avx2(kf, k16 ? k16 + at : NULL, k32 ? k32 + at : NULL, k8 ? k8 + at : NULL, n);
+            for (h = 0; h < nq; h++) {
+                const float *x = q + h * q_stride;
+                __m256 acc = _mm256_setzero_ps();
+                for (j = 0; j < n8; j += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(kf + j), _mm256_loadu_ps(x + j), acc);
+                part[h][slot] = acc;
+            }
+        }
+        for (h = 0; h < nq; h++) {
+            float sums[8];
+            for (i = cnt; i < 8; i++) part[h][i < 4 ? 2 * i : 2 * (i - 4) + 1] = _mm256_setzero_ps();
+            _mm256_storeu_ps(sums, slm__hsum8x8(part[h]));
+            for (i = 0; i < cnt; i++) out[h * out_stride + p0 + i] = sums[i];
+        }
+        if (n8 < n) /* the tails after the sums, as the group kernels add them */
+            for (i = 0; i < cnt; i++) {
+                size_t at = (size_t)(p0 + i) * k_stride;
+                for (h = 0; h < nq; h++) {
+                    const float *x = q + h * q_stride;
+                    float sum = out[h * out_stride + p0 + i];
+                    if (k16)
+                        for (j = n8; j < n; j++) sum += slm_fp16_to_fp32(k16[at + j]) * x[j];
+                    else if (k32)
+                        for (j = n8; j < n; j++) sum += k32[at + j] * x[j];
+                    else
+                        for (j = n8; j < n; j++) sum += slm__q8_0_at(k8 + at, j) * x[j];
+                    out[h * out_stride + p0 + i] = sum;
+                }
+            }
+    }
+}
+SLM__MAYBE_UNUSED static void slm__attn_scores_f16_avx2(float *out, size_t out_stride, const uint16_t *k,
+                                                        size_t k_stride, int n_pos, const float *q, size_t q_stride,
+                                                        int nq, int n) {
+    if (n > SLM__SCORES_MAX_DIM)
+        slm__attn_scores_generic_f16_avx2(out, out_stride, k, k_stride, n_pos, q, q_stride, nq, n);
+    else
+        slm__attn_scores_avx2(out, out_stride, k, NULL, NULL, k_stride, n_pos, q, q_stride, nq, n);
+}
+SLM__MAYBE_UNUSED static void slm__attn_scores_f32_avx2(float *out, size_t out_stride, const float *k, size_t k_stride,
+                                                        int n_pos, const float *q, size_t q_stride, int nq, int n) {
+    if (n > SLM__SCORES_MAX_DIM)
+        slm__attn_scores_generic_f32_avx2(out, out_stride, k, k_stride, n_pos, q, q_stride, nq, n);
+    else
+        slm__attn_scores_avx2(out, out_stride, NULL, k, NULL, k_stride, n_pos, q, q_stride, nq, n);
+}
+SLM__MAYBE_UNUSED static void slm__attn_scores_q8_0_avx2(float *out, size_t out_stride, const slm__block_q8_0 *k,
+                                                         size_t k_stride, int n_pos, const float *q, size_t q_stride,
+                                                         int nq, int n) {
+    if (n > SLM__SCORES_MAX_DIM)
+        slm__attn_scores_generic_q8_0_avx2(out, out_stride, k, k_stride, n_pos, q, q_stride, nq, n);
+    else
+        slm__attn_scores_avx2(out, out_stride, NULL, NULL, k, k_stride, n_pos, q, q_stride, nq, n);
+}
+#undef slm_fp16_to_fp32
+SLM__TARGET_END
+#endif
+
+#if defined(SLM__AVX512)
+SLM__TARGET_AVX512_BEGIN
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+SLM__ATTN_SCORES_GENERIC(slm__attn_scores_generic_f16_avx512, uint16_t, slm__dot_f16_group_avx512)
+SLM__ATTN_SCORES_GENERIC(slm__attn_scores_generic_f32_avx512, float, slm__dot_f32_group_avx512)
+/* The sums of sixteen vectors, v[s]'s in lane 4 (s % 4) + s / 4; each lane
+   by slm__hsum512's tree (_mm512_reduce_add_ps: halves, quarters, then
+   the two pairs, then the last two), with ~15 shuffles for all sixteen. */
+SLM__INLINE __m512 slm__hsum16x16(const __m512 *v) {
+    __m512 a[8], b[4], c0, c1, c2, c3;
+    int i;
+    SLM__UNROLL for (i = 0; i < 8; i++) a[i] = _mm512_add_ps(_mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], 0x44),
+                                                             _mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], 0xee));
+    SLM__UNROLL for (i = 0; i < 4; i++) b[i] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0x88),
+                                                             _mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0xdd));
+    c0 = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(b[0]), _mm512_castps_pd(b[1])));
+    c1 = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(b[0]), _mm512_castps_pd(b[1])));
+    c2 = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(b[2]), _mm512_castps_pd(b[3])));
+    c3 = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(b[2]), _mm512_castps_pd(b[3])));
+    c0 = _mm512_add_ps(c0, c1);
+    c2 = _mm512_add_ps(c2, c3);
+    return _mm512_add_ps(_mm512_shuffle_ps(c0, c2, 0x88), _mm512_shuffle_ps(c0, c2, 0xdd));
+}
+/* nv (the key's vectors of 16, the last one masked by tail) is a constant
+   at the calls for head_dim 64 and 128, so the key stays in registers */
+SLM__INLINE void slm__attn_scores_nv_avx512(float *out, size_t out_stride, const uint16_t *k16, const float *k32,
+                                            size_t k_stride, int n_pos, const float *q, size_t q_stride, int nq,
+                                            const int nv, __mmask16 tail) {
+    __m512 part[SLM__GROUP][16], kv[8];
+    int p0, i, h, j;
+    for (p0 = 0; p0 < n_pos; p0 += 16) {
+        int cnt = SLM__MIN(16, n_pos - p0);
+        for (i = 0; i < cnt; i++) {
+            size_t at = (size_t)(p0 + i) * k_stride;
+            SLM__UNROLL for (j = 0; j < nv; j++) {
+                __mmask16 m = j == nv - 1 ? tail : (__mmask16)0xffff;
+                kv[j] = k16 ? _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, k16 + at + 16 * j))
+                            : _mm512_maskz_loadu_ps(m, k32 + at + 16 * j);
+            }
+            for (h = 0; h < nq; h++) {
+                const float *x = q + h * q_stride;
+                __m512 acc = _mm512_setzero_ps();
+                SLM__UNROLL for (j = 0; j < nv; j++) acc = _mm512_fmadd_ps(
+                    kv[j], _mm512_maskz_loadu_ps(j == nv - 1 ? tail : (__mmask16)0xffff, x + 16 * j), acc);
+                part[h][4 * (i % 4) + i / 4] = acc; /* position i's lane of slm__hsum16x16 */
+            }
+        }
+        for (h = 0; h < nq; h++) {
+            for (i = cnt; i < 16; i++) part[h][4 * (i % 4) + i / 4] = _mm512_setzero_ps();
+            _mm512_mask_storeu_ps(out + h * out_stride + p0, (__mmask16)((1u << cnt) - 1), slm__hsum16x16(part[h]));
+        }
+    }
+}
+static void slm__attn_scores_avx512(float *out, size_t out_stride, const uint16_t *k16, const float *k32,
+                                    size_t k_stride, int n_pos, const float *q, size_t q_stride, int nq, int n) {
+    int nv = (n + 15) / 16;
+    __mmask16 tail = (__mmask16)(n % 16 ? (1u << (n % 16)) - 1 : 0xffffu);
+    if (n == 64)
+        slm__attn_scores_nv_avx512(out, out_stride, k16, k32, k_stride, n_pos, q, q_stride, nq, 4, tail);
+    else if (n == 128)
+        slm__attn_scores_nv_avx512(out, out_stride, k16, k32, k_stride, n_pos, q, q_stride, nq, 8, tail);
+    else if (nv <= 8)
+        slm__attn_scores_nv_avx512(out, out_stride, k16, k32, k_stride, n_pos, q, q_stride, nq, nv, tail);
+    else if (k16)
+        slm__attn_scores_generic_f16_avx512(out, out_stride, k16, k_stride, n_pos, q, q_stride, nq, n);
+    else
+        slm__attn_scores_generic_f32_avx512(out, out_stride, k32, k_stride, n_pos, q, q_stride, nq, n);
+}
+SLM__MAYBE_UNUSED static void slm__attn_scores_f16_avx512(float *out, size_t out_stride, const uint16_t *k,
+                                                          size_t k_stride, int n_pos, const float *q, size_t q_stride,
+                                                          int nq, int n) {
+    slm__attn_scores_avx512(out, out_stride, k, NULL, k_stride, n_pos, q, q_stride, nq, n);
+}
+SLM__MAYBE_UNUSED static void slm__attn_scores_f32_avx512(float *out, size_t out_stride, const float *k,
+                                                          size_t k_stride, int n_pos, const float *q, size_t q_stride,
+                                                          int nq, int n) {
+    slm__attn_scores_avx512(out, out_stride, NULL, k, k_stride, n_pos, q, q_stride, nq, n);
+}
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+SLM__TARGET_END
+#endif
+
 /* The best set for a CPU, from CPUID leaf 1's ECX, leaf 7's EBX and ECX and
    XCR0 (XGETBV; 0 when the OS has not enabled XSAVE): an index into
    slm__kernel_sets (0 plain C, 1 AVX2, 2 AVX-512 VNNI). A pure function, in
@@ -7845,6 +8078,12 @@ struct slm__kernel_set {
     void (*dot_q8_0_group)(const slm__block_q8_0 *k, const float *q, size_t stride, int nq, int n, float *out);
     void (*attn_values_q8_0)(float *out, size_t out_stride, const float *att, size_t att_stride,
                              const slm__block_q8_0 *v, size_t v_stride, int n_pos, int nq, int n, int accumulate);
+    void (*attn_scores_f16)(float *out, size_t out_stride, const uint16_t *k, size_t k_stride, int n_pos,
+                            const float *q, size_t q_stride, int nq, int n);
+    void (*attn_scores_f32)(float *out, size_t out_stride, const float *k, size_t k_stride, int n_pos, const float *q,
+                            size_t q_stride, int nq, int n);
+    void (*attn_scores_q8_0)(float *out, size_t out_stride, const slm__block_q8_0 *k, size_t k_stride, int n_pos,
+                             const float *q, size_t q_stride, int nq, int n);
     void (*softmax)(float *x, int n, float div);
     void (*silu_mul)(float *g, const float *u, int n);
     void (*rmsnorm)(float *o, const float *x, const float *weight, int n, float eps);
@@ -7855,6 +8094,9 @@ SLM__DOT_GROUP_GENERIC(slm__dot_f16_group_scalar, uint16_t, slm__dot_f16_ref)
 SLM__DOT_GROUP_GENERIC(slm__dot_f32_group_scalar, float, slm__dot_f32_ref)
 SLM__ATTN_VALUES_GENERIC(slm__attn_values_f16_scalar, uint16_t, slm__axpy_f16_ref)
 SLM__ATTN_VALUES_GENERIC(slm__attn_values_f32_scalar, float, slm__axpy_f32_ref)
+SLM__ATTN_SCORES_GENERIC(slm__attn_scores_f16_scalar, uint16_t, slm__dot_f16_group_scalar)
+SLM__ATTN_SCORES_GENERIC(slm__attn_scores_f32_scalar, float, slm__dot_f32_group_scalar)
+SLM__ATTN_SCORES_GENERIC(slm__attn_scores_q8_0_scalar, slm__block_q8_0, slm__dot_q8_0_group_ref)
 SLM__TARGET_AVX2_BEGIN
 #define slm_fp16_to_fp32 SLM__FP16_TO_FP32_SIMD
 SLM__GEMM_R16_PAIRS(slm__gemm_r16_pairs_avx2, slm__gemm_r16_nt_avx2, slm__gemm_r16_q5_nt_avx2)
@@ -7892,6 +8134,9 @@ static const slm__kernel_set slm__kernel_sets[3] = {
       slm__attn_values_f32_scalar,
       slm__dot_q8_0_group_ref,
       slm__attn_values_q8_0_ref,
+      slm__attn_scores_f16_scalar,
+      slm__attn_scores_f32_scalar,
+      slm__attn_scores_q8_0_scalar,
       slm__softmax_ref,
       slm__silu_mul_ref,
       slm__rmsnorm_ref },
@@ -7918,6 +8163,9 @@ static const slm__kernel_set slm__kernel_sets[3] = {
       slm__attn_values_f32_avx2,
       slm__dot_q8_0_group_avx2,
       slm__attn_values_q8_0_blocks_avx2,
+      slm__attn_scores_f16_avx2,
+      slm__attn_scores_f32_avx2,
+      slm__attn_scores_q8_0_avx2,
       slm__softmax_avx2,
       slm__silu_mul_avx2,
       slm__rmsnorm_avx2 },
@@ -7944,6 +8192,9 @@ static const slm__kernel_set slm__kernel_sets[3] = {
       slm__attn_values_f32_avx512,
       slm__dot_q8_0_group_avx2,
       slm__attn_values_q8_0_blocks_avx512,
+      slm__attn_scores_f16_avx512,
+      slm__attn_scores_f32_avx512,
+      slm__attn_scores_q8_0_avx2,
       slm__softmax_avx512,
       slm__silu_mul_avx512,
       slm__rmsnorm_avx512 },
@@ -7971,6 +8222,9 @@ SLM__DOT_GROUP_GENERIC(slm__dot_f16_group_neon, uint16_t, slm__dot_f16_neon)
 SLM__DOT_GROUP_GENERIC(slm__dot_f32_group_neon, float, slm__dot_f32_neon)
 SLM__ATTN_VALUES_GENERIC(slm__attn_values_f16_neon, uint16_t, slm__axpy_f16_neon)
 SLM__ATTN_VALUES_GENERIC(slm__attn_values_f32_neon, float, slm__axpy_f32_neon)
+SLM__ATTN_SCORES_GENERIC(slm__attn_scores_f16_neon, uint16_t, slm__dot_f16_group_neon)
+SLM__ATTN_SCORES_GENERIC(slm__attn_scores_f32_neon, float, slm__dot_f32_group_neon)
+SLM__ATTN_SCORES_GENERIC(slm__attn_scores_q8_0_neon, slm__block_q8_0, slm__dot_q8_0_group_neon)
 SLM__ATTN_VALUES_Q8_0_BLOCKS(slm__attn_values_q8_0_blocks_neon, slm__attn_block_q8_0_neon)
 SLM__GEMM_R16_PAIRS(slm__gemm_r16_pairs_neon, slm__gemm_r16_nt_neon, slm__gemm_r16_q5_nt_neon)
 SLM__TARGET_DOTPROD_BEGIN
@@ -8002,6 +8256,9 @@ static const slm__kernel_set slm__kernel_sets[2] = {
       slm__attn_values_f32_neon,
       slm__dot_q8_0_group_neon,
       slm__attn_values_q8_0_blocks_neon,
+      slm__attn_scores_f16_neon,
+      slm__attn_scores_f32_neon,
+      slm__attn_scores_q8_0_neon,
       slm__softmax_neon,
       slm__silu_mul_neon,
       slm__rmsnorm_neon },
@@ -8028,6 +8285,9 @@ static const slm__kernel_set slm__kernel_sets[2] = {
       slm__attn_values_f32_neon,
       slm__dot_q8_0_group_neon,
       slm__attn_values_q8_0_blocks_neon,
+      slm__attn_scores_f16_neon,
+      slm__attn_scores_f32_neon,
+      slm__attn_scores_q8_0_neon,
       slm__softmax_neon,
       slm__silu_mul_neon,
       slm__rmsnorm_neon },
@@ -8564,9 +8824,10 @@ static int slm__node_runs(const slm_session *s, int node, slm__run *runs) {
     return n;
 }
 
-/* Positions ahead whose keys slm__attend fetches while scoring one, and the
-   most tokens a pass has for it to do so. */
-#define SLM__KV_AHEAD 8
+/* The most tokens a pass has for slm__attend to fetch the KV rows ahead,
+   and the positions it scores per kernel call (and fetches ahead). */
+#define SLM__KV_AHEAD    8
+#define SLM__SCORES_TILE 16
 
 static void slm__prefetch_bytes(const void *p, size_t n) {
 #if defined(__GNUC__) || defined(__clang__)
@@ -8588,10 +8849,10 @@ static void slm__attend(slm_session *s, int layer, int t, int h0, int nh, float 
     const slm_model_info *in = &s->model->info;
     int hd = in->head_dim, p, h, r, n_runs, n_att = 0;
     const float *q = s->q + (size_t)t * s->q_dim + (size_t)h0 * hd;
-    float *out = s->ao + (size_t)t * s->q_dim + (size_t)h0 * hd, scale = sqrtf((float)hd), sc[SLM__GROUP];
+    float *out = s->ao + (size_t)t * s->q_dim + (size_t)h0 * hd, scale = sqrtf((float)hd);
     int kh = h0 / (in->n_heads / in->n_kv_heads);
     size_t kv_stride = (size_t)in->n_kv_heads * s->kv_head_bytes; /* bytes from one position to the next */
-    int prefetch_kv = s->pass.n <= SLM__KV_AHEAD;
+    int prefetch_kv = s->pass.n <= SLM__KV_AHEAD, tile = prefetch_kv ? SLM__SCORES_TILE : s->n_ctx;
     if (s->pass.node0 < 0) {
         runs[0].start = 0; /* a plain pass: every slot up to the token's own */
         runs[0].len = s->n_past + t + 1;
@@ -8599,27 +8860,37 @@ static void slm__attend(slm_session *s, int layer, int t, int h0, int nh, float 
     } else {
         n_runs = slm__node_runs(s, s->pass.node0 + t, runs);
     }
+    /* the scores of each run, in one call or (fetching ahead)
+       SLM__SCORES_TILE positions per call: the kernels score positions
+       together, each as it would be alone */
     for (r = 0; r < n_runs; r++)
-        for (p = runs[r].start; p < runs[r].start + runs[r].len; p++, n_att++) {
+        for (p = runs[r].start; p < runs[r].start + runs[r].len; p += tile) {
+            int cnt = SLM__MIN(tile, runs[r].start + runs[r].len - p);
             const void *key = slm__kv_at(s, s->key_cache, layer, p, kh);
+            float *sc = att + n_att; /* / scale in the softmax */
             /* a pass of a few tokens (decode) finds a layer's KV rows, lines
                scattered by the heads between them, pushed out of the caches
-               by the weights streaming by: the keys a few positions on and
-               this position's values (for the sums below) are fetched while
-               the scores are computed (1.04-1.15x decode on Zen 5; a long
+               by the weights streaming by: the next tile's keys and this
+               tile's values (for the sums below) are fetched while the
+               scores are computed (1.04-1.15x decode on Zen 5; a long
                prompt reads them again for each token, from the caches) */
             if (prefetch_kv) {
-                if (p + SLM__KV_AHEAD < runs[r].start + runs[r].len)
-                    slm__prefetch_bytes(slm__kv_at(s, s->key_cache, layer, p + SLM__KV_AHEAD, kh), s->kv_head_bytes);
-                slm__prefetch_bytes(slm__kv_at(s, s->value_cache, layer, p, kh), s->kv_head_bytes);
+                int i, end = SLM__MIN(runs[r].start + runs[r].len, p + cnt + SLM__SCORES_TILE);
+                for (i = p + cnt; i < end; i++)
+                    slm__prefetch_bytes(slm__kv_at(s, s->key_cache, layer, i, kh), s->kv_head_bytes);
+                for (i = p; i < p + cnt; i++)
+                    slm__prefetch_bytes(slm__kv_at(s, s->value_cache, layer, i, kh), s->kv_head_bytes);
             }
             if (s->kv_type == SLM_TYPE_F32)
-                slm__dot_f32_group((const float *)key, q, (size_t)hd, nh, hd, sc);
+                slm__attn_scores_f32(sc, (size_t)s->n_ctx, (const float *)key, kv_stride / sizeof(float), cnt, q,
+                                     (size_t)hd, nh, hd);
             else if (s->kv_type == SLM_TYPE_F16)
-                slm__dot_f16_group((const uint16_t *)key, q, (size_t)hd, nh, hd, sc);
+                slm__attn_scores_f16(sc, (size_t)s->n_ctx, (const uint16_t *)key, kv_stride / sizeof(uint16_t), cnt, q,
+                                     (size_t)hd, nh, hd);
             else
-                slm__dot_q8_0_group((const slm__block_q8_0 *)key, q, (size_t)hd, nh, hd, sc);
-            for (h = 0; h < nh; h++) att[(size_t)h * s->n_ctx + n_att] = sc[h]; /* / scale in the softmax */
+                slm__attn_scores_q8_0(sc, (size_t)s->n_ctx, (const slm__block_q8_0 *)key,
+                                      kv_stride / sizeof(slm__block_q8_0), cnt, q, (size_t)hd, nh, hd);
+            n_att += cnt;
         }
     for (h = 0; h < nh; h++) slm__softmax(att + (size_t)h * s->n_ctx, n_att, scale);
     for (r = 0, n_att = 0; r < n_runs; n_att += runs[r].len, r++) {

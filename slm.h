@@ -7194,28 +7194,48 @@ SLM__MAYBE_UNUSED static void slm__dot_f32_group_avx512(const float *k, const fl
                                                         float *out) {
     slm__dot_group_avx512(NULL, k, q, stride, nq, n, out);
 }
-/* 64 columns of one head's output in four registers over all positions, the
-   tail masked: each element gets the fused multiply-adds of slm__axpy_*,
-   whatever the vector width, so this and the AVX2 version agree bit for bit */
+/* 64 columns of the outputs of up to four heads in sixteen registers over
+   all positions, each value vector loaded (converted) once for them all;
+   then the tail columns masked, head by head: each element gets the fused
+   multiply-adds of slm__axpy_*, whatever the vector width or the heads
+   together, so this and the AVX2 version agree bit for bit. */
 #define SLM__ATTN_VALUES512(NAME, T, LOAD16, MASKLOAD16)                                                               \
+    SLM__INLINE void NAME##_64(float *out, size_t out_stride, const float *att, size_t att_stride, const T *v,         \
+                               size_t v_stride, int n_pos, const int nh, int j, int accumulate) {                      \
+        __m512 acc[4][4];                                                                                              \
+        int h, p, i;                                                                                                   \
+        SLM__UNROLL for (h = 0; h < nh; h++) SLM__UNROLL for (i = 0; i < 4; i++) acc[h][i] =                           \
+            accumulate ? _mm512_loadu_ps(out + h * out_stride + j + 16 * i) : _mm512_setzero_ps();                     \
+        for (p = 0; p < n_pos; p++) {                                                                                  \
+            const T *vp = v + p * v_stride + j;                                                                        \
+            __m512 vv[4];                                                                                              \
+            SLM__UNROLL for (i = 0; i < 4; i++) vv[i] = LOAD16(vp + 16 * i);                                           \
+            SLM__UNROLL for (h = 0; h < nh; h++) {                                                                     \
+                __m512 ap = _mm512_set1_ps(att[h * att_stride + p]);                                                   \
+                SLM__UNROLL for (i = 0; i < 4; i++) acc[h][i] = _mm512_fmadd_ps(ap, vv[i], acc[h][i]);                 \
+            }                                                                                                          \
+        }                                                                                                              \
+        SLM__UNROLL for (h = 0; h < nh; h++) SLM__UNROLL for (i = 0; i < 4; i++)                                       \
+            _mm512_storeu_ps(out + h * out_stride + j + 16 * i, acc[h][i]);                                            \
+    }                                                                                                                  \
     SLM__MAYBE_UNUSED static void NAME(float *out, size_t out_stride, const float *att, size_t att_stride, const T *v, \
                                        size_t v_stride, int n_pos, int nq, int n, int accumulate) {                    \
-        int h, j, p, i;                                                                                                \
+        int h, j, p, h0;                                                                                               \
+        for (j = 0; j + 64 <= n; j += 64)                                                                              \
+            for (h0 = 0; h0 < nq; h0 += 4) {                                                                           \
+                float *o = out + h0 * out_stride;                                                                      \
+                const float *a = att + h0 * att_stride;                                                                \
+                switch (SLM__MIN(4, nq - h0)) {                                                                        \
+                case 1: NAME##_64(o, out_stride, a, att_stride, v, v_stride, n_pos, 1, j, accumulate); break;          \
+                case 2: NAME##_64(o, out_stride, a, att_stride, v, v_stride, n_pos, 2, j, accumulate); break;          \
+                case 3: NAME##_64(o, out_stride, a, att_stride, v, v_stride, n_pos, 3, j, accumulate); break;          \
+                default: NAME##_64(o, out_stride, a, att_stride, v, v_stride, n_pos, 4, j, accumulate); break;         \
+                }                                                                                                      \
+            }                                                                                                          \
         for (h = 0; h < nq; h++) {                                                                                     \
             const float *a = att + h * att_stride;                                                                     \
             float *o = out + h * out_stride;                                                                           \
-            for (j = 0; j + 64 <= n; j += 64) {                                                                        \
-                __m512 acc[4];                                                                                         \
-                SLM__UNROLL for (i = 0; i < 4; i++) acc[i] =                                                           \
-                    accumulate ? _mm512_loadu_ps(o + j + 16 * i) : _mm512_setzero_ps();                                \
-                for (p = 0; p < n_pos; p++) {                                                                          \
-                    const T *vp = v + p * v_stride + j;                                                                \
-                    __m512 ap = _mm512_set1_ps(a[p]);                                                                  \
-                    SLM__UNROLL for (i = 0; i < 4; i++) acc[i] = _mm512_fmadd_ps(ap, LOAD16(vp + 16 * i), acc[i]);     \
-                }                                                                                                      \
-                SLM__UNROLL for (i = 0; i < 4; i++) _mm512_storeu_ps(o + j + 16 * i, acc[i]);                          \
-            }                                                                                                          \
-            for (; j < n; j += 16) {                                                                                   \
+            for (j = n / 64 * 64; j < n; j += 16) {                                                                    \
                 __mmask16 m = (__mmask16)(n - j >= 16 ? 0xffffu : (1u << (n - j)) - 1);                                \
                 __m512 acc = accumulate ? _mm512_maskz_loadu_ps(m, o + j) : _mm512_setzero_ps();                       \
                 for (p = 0; p < n_pos; p++)                                                                            \
@@ -7571,7 +7591,7 @@ SLM__INLINE __m512 slm__hsum16x16(const __m512 *v) {
     return _mm512_add_ps(_mm512_shuffle_ps(c0, c2, 0x88), _mm512_shuffle_ps(c0, c2, 0xdd));
 }
 /* nv (the key's vectors of 16, the last one masked by tail) is a constant
-   at the calls for head_dim 64 and 128, so the key stays in registers */
+   at each call below, so the key stays in registers */
 SLM__INLINE void slm__attn_scores_nv_avx512(float *out, size_t out_stride, const uint16_t *k16, const float *k32,
                                             size_t k_stride, int n_pos, const float *q, size_t q_stride, int nq,
                                             const int nv, __mmask16 tail) {
@@ -7602,18 +7622,25 @@ SLM__INLINE void slm__attn_scores_nv_avx512(float *out, size_t out_stride, const
 }
 static void slm__attn_scores_avx512(float *out, size_t out_stride, const uint16_t *k16, const float *k32,
                                     size_t k_stride, int n_pos, const float *q, size_t q_stride, int nq, int n) {
-    int nv = (n + 15) / 16;
     __mmask16 tail = (__mmask16)(n % 16 ? (1u << (n % 16)) - 1 : 0xffffu);
-    if (n == 64)
-        slm__attn_scores_nv_avx512(out, out_stride, k16, k32, k_stride, n_pos, q, q_stride, nq, 4, tail);
-    else if (n == 128)
-        slm__attn_scores_nv_avx512(out, out_stride, k16, k32, k_stride, n_pos, q, q_stride, nq, 8, tail);
-    else if (nv <= 8)
-        slm__attn_scores_nv_avx512(out, out_stride, k16, k32, k_stride, n_pos, q, q_stride, nq, nv, tail);
-    else if (k16)
-        slm__attn_scores_generic_f16_avx512(out, out_stride, k16, k_stride, n_pos, q, q_stride, nq, n);
-    else
-        slm__attn_scores_generic_f32_avx512(out, out_stride, k32, k_stride, n_pos, q, q_stride, nq, n);
+    switch ((n + 15) / 16) {
+#define SLM__SCORES_NV(nv) \
+    case nv: slm__attn_scores_nv_avx512(out, out_stride, k16, k32, k_stride, n_pos, q, q_stride, nq, nv, tail); break;
+        SLM__SCORES_NV(1)
+        SLM__SCORES_NV(2)
+        SLM__SCORES_NV(3)
+        SLM__SCORES_NV(4)
+        SLM__SCORES_NV(5)
+        SLM__SCORES_NV(6)
+        SLM__SCORES_NV(7)
+        SLM__SCORES_NV(8)
+#undef SLM__SCORES_NV
+    default: /* longer heads: position by position */
+        if (k16)
+            slm__attn_scores_generic_f16_avx512(out, out_stride, k16, k_stride, n_pos, q, q_stride, nq, n);
+        else
+            slm__attn_scores_generic_f32_avx512(out, out_stride, k32, k_stride, n_pos, q, q_stride, nq, n);
+    }
 }
 SLM__MAYBE_UNUSED static void slm__attn_scores_f16_avx512(float *out, size_t out_stride, const uint16_t *k,
                                                           size_t k_stride, int n_pos, const float *q, size_t q_stride,

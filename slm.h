@@ -7100,28 +7100,46 @@ SLM__MAYBE_UNUSED static void slm__dot_f32_group_avx2(const float *k, const floa
                                                       float *out) {
     slm__dot_group(NULL, k, q, stride, nq, n, out);
 }
-/* 64 columns of one head's output in eight registers over all positions:
-   the same fused multiply-adds, in the same order, as slm__axpy_* per position
-   (from zero, or from out's values with accumulate) */
+/* 32 columns of the outputs of two heads in eight registers over all
+   positions, each value vector loaded (converted) once for both; then the
+   tail columns head by head: the same fused multiply-adds, in the same
+   order, as slm__axpy_* per position (from zero, or from out's values with
+   accumulate) */
 #define SLM__ATTN_VALUES(NAME, T, LOAD8, SCALAR)                                                                       \
+    SLM__INLINE void NAME##_32(float *out, size_t out_stride, const float *att, size_t att_stride, const T *v,         \
+                               size_t v_stride, int n_pos, const int nh, int j, int accumulate) {                      \
+        __m256 acc[2][4];                                                                                              \
+        int h, p, i;                                                                                                   \
+        SLM__UNROLL for (h = 0; h < nh; h++) SLM__UNROLL for (i = 0; i < 4; i++) acc[h][i] =                           \
+            accumulate ? _mm256_loadu_ps(out + h * out_stride + j + 8 * i) : _mm256_setzero_ps();                      \
+        for (p = 0; p < n_pos; p++) {                                                                                  \
+            const T *vp = v + p * v_stride + j;                                                                        \
+            __m256 vv[4];                                                                                              \
+            SLM__UNROLL for (i = 0; i < 4; i++) vv[i] = LOAD8(vp + 8 * i);                                             \
+            SLM__UNROLL for (h = 0; h < nh; h++) {                                                                     \
+                __m256 ap = _mm256_set1_ps(att[h * att_stride + p]);                                                   \
+                SLM__UNROLL for (i = 0; i < 4; i++) acc[h][i] = _mm256_fmadd_ps(ap, vv[i], acc[h][i]);                 \
+            }                                                                                                          \
+        }                                                                                                              \
+        SLM__UNROLL for (h = 0; h < nh; h++) SLM__UNROLL for (i = 0; i < 4; i++)                                       \
+            _mm256_storeu_ps(out + h * out_stride + j + 8 * i, acc[h][i]);                                             \
+    }                                                                                                                  \
     SLM__MAYBE_UNUSED static void NAME(float *out, size_t out_stride, const float *att, size_t att_stride, const T *v, \
                                        size_t v_stride, int n_pos, int nq, int n, int accumulate) {                    \
-        int h, j, p, i;                                                                                                \
+        int h, j, p, h0;                                                                                               \
+        for (j = 0; j + 32 <= n; j += 32)                                                                              \
+            for (h0 = 0; h0 < nq; h0 += 2) {                                                                           \
+                if (nq - h0 >= 2)                                                                                      \
+                    NAME##_32(out + h0 * out_stride, out_stride, att + h0 * att_stride, att_stride, v, v_stride,       \
+                              n_pos, 2, j, accumulate);                                                                \
+                else                                                                                                   \
+                    NAME##_32(out + h0 * out_stride, out_stride, att + h0 * att_stride, att_stride, v, v_stride,       \
+                              n_pos, 1, j, accumulate);                                                                \
+            }                                                                                                          \
         for (h = 0; h < nq; h++) {                                                                                     \
             const float *a = att + h * att_stride;                                                                     \
             float *o = out + h * out_stride;                                                                           \
-            for (j = 0; j + 64 <= n; j += 64) {                                                                        \
-                __m256 acc[8];                                                                                         \
-                SLM__UNROLL for (i = 0; i < 8; i++) acc[i] =                                                           \
-                    accumulate ? _mm256_loadu_ps(o + j + 8 * i) : _mm256_setzero_ps();                                 \
-                for (p = 0; p < n_pos; p++) {                                                                          \
-                    const T *vp = v + p * v_stride + j;                                                                \
-                    __m256 ap = _mm256_set1_ps(a[p]);                                                                  \
-                    SLM__UNROLL for (i = 0; i < 8; i++) acc[i] = _mm256_fmadd_ps(ap, LOAD8(vp + 8 * i), acc[i]);       \
-                }                                                                                                      \
-                SLM__UNROLL for (i = 0; i < 8; i++) _mm256_storeu_ps(o + j + 8 * i, acc[i]);                           \
-            }                                                                                                          \
-            for (; j + 8 <= n; j += 8) {                                                                               \
+            for (j = n / 32 * 32; j + 8 <= n; j += 8) {                                                                \
                 __m256 acc = accumulate ? _mm256_loadu_ps(o + j) : _mm256_setzero_ps();                                \
                 for (p = 0; p < n_pos; p++)                                                                            \
                     acc = _mm256_fmadd_ps(_mm256_set1_ps(a[p]), LOAD8(v + p * v_stride + j), acc);                     \
@@ -7461,9 +7479,6 @@ SLM__ATTN_SCORES_GENERIC(slm__attn_scores_q8_0_generic, slm__block_q8_0, slm__do
 #if defined(SLM__AVX2) && defined(SLM__F16C)
 SLM__TARGET_AVX2_BEGIN
 #define slm_fp16_to_fp32 SLM__FP16_TO_FP32_SIMD
-SLM__ATTN_SCORES_GENERIC(slm__attn_scores_generic_f16_avx2, uint16_t, slm__dot_f16_group_avx2)
-SLM__ATTN_SCORES_GENERIC(slm__attn_scores_generic_f32_avx2, float, slm__dot_f32_group_avx2)
-SLM__ATTN_SCORES_GENERIC(slm__attn_scores_generic_q8_0_avx2, slm__block_q8_0, slm__dot_q8_0_group_avx2)
 /* The sums of eight vectors, v[s]'s in lane s / 2 (s even) or 4 + s / 2
    (s odd); each lane by slm__hsum256's tree: halves, then pairs, then the
    last two. */
@@ -7478,40 +7493,41 @@ SLM__INLINE __m256 slm__hsum8x8(const __m256 *v) {
                        _mm256_castpd_ps(_mm256_unpackhi_pd(_mm256_castps_pd(a[2]), _mm256_castps_pd(a[3]))));
     return _mm256_add_ps(_mm256_shuffle_ps(z0, z1, 0x88), _mm256_shuffle_ps(z0, z1, 0xdd));
 }
-/* One key row as floats, each value as the group kernels take it (a q8_0
-   value: its scale times its quant, rounded once) */
-SLM__INLINE void slm__key_row_avx2(float *kf, const uint16_t *k16, const float *k32, const slm__block_q8_0 *k8, int n) {
-    int j;
-    for (j = 0; j + 8 <= n; j += 8)
-        if (k16)
-            _mm256_storeu_ps(kf + j, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(k16 + j))));
-        else if (k32)
-            _mm256_storeu_ps(kf + j, _mm256_loadu_ps(k32 + j));
-        else
-            _mm256_storeu_ps(kf + j, slm__load8_q8(k8 + j / SLM__QK, j % SLM__QK,
-                                                   _mm256_set1_ps(slm_fp16_to_fp32(k8[j / SLM__QK].d))));
-    for (; j < n; j++) kf[j] = k16 ? slm_fp16_to_fp32(k16[j]) : k32 ? k32[j] : slm__q8_0_at(k8, j);
-}
-/* the longest head slm__attn_scores_avx2 converts a key of into its buffer */
-#define SLM__SCORES_MAX_DIM 512
-static void slm__attn_scores_avx2(float *out, size_t out_stride, const uint16_t *k16, const float *k32,
-                                  const slm__block_q8_0 *k8, size_t k_stride, int n_pos, const float *q,
-                                  size_t q_stride, int nq, int n) {
-    float kf[SLM__SCORES_MAX_DIM];
+/* nq is a constant at each call below, so the accumulators stay in
+   registers: each position's key converted once for the nq heads, as in
+   slm__dot_group_nq / slm__dot_q8_0_group_nq */
+SLM__INLINE void slm__attn_scores_nq_avx2(float *out, size_t out_stride, const uint16_t *k16, const float *k32,
+                                          const slm__block_q8_0 *k8, size_t k_stride, int n_pos, const float *q,
+                                          size_t q_stride, const int nq, int n) {
     __m256 part[SLM__GROUP][8];
-    int p0, i, h, j, n8 = n / 8 * 8;
+    int p0, i, h, j, b, n8 = n / 8 * 8;
     for (p0 = 0; p0 < n_pos; p0 += 8) {
         int cnt = SLM__MIN(8, n_pos - p0);
         for (i = 0; i < cnt; i++) {
             size_t at = (size_t)(p0 + i) * k_stride;
             int slot = i < 4 ? 2 * i : 2 * (i - 4) + 1; /* position i's lane of slm__hsum8x8 */
-            slm__key_row_avx2(kf, k16 ? k16 + at : NULL, k32 ? k32 + at : NULL, k8 ? k8 + at : NULL, n);
-            for (h = 0; h < nq; h++) {
-                const float *x = q + h * q_stride;
-                __m256 acc = _mm256_setzero_ps();
-                for (j = 0; j < n8; j += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(kf + j), _mm256_loadu_ps(x + j), acc);
-                part[h][slot] = acc;
+            __m256 acc[SLM__GROUP];
+            SLM__UNROLL for (h = 0; h < nq; h++) acc[h] = _mm256_setzero_ps();
+            if (k8) {
+                const slm__block_q8_0 *kb = k8 + at;
+                for (b = 0; b * SLM__QK < n8; b++) {
+                    int len = SLM__MIN(SLM__QK, n8 - b * SLM__QK);
+                    __m256 d = _mm256_set1_ps(slm_fp16_to_fp32(kb[b].d));
+                    for (j = 0; j < len; j += 8) {
+                        __m256 kv = slm__load8_q8(kb + b, j, d);
+                        SLM__UNROLL for (h = 0; h < nq; h++) acc[h] =
+                            _mm256_fmadd_ps(kv, _mm256_loadu_ps(q + h * q_stride + b * SLM__QK + j), acc[h]);
+                    }
+                }
+            } else {
+                for (j = 0; j < n8; j += 8) {
+                    __m256 kv = k16 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(k16 + at + j)))
+                                    : _mm256_loadu_ps(k32 + at + j);
+                    SLM__UNROLL for (h = 0; h < nq; h++) acc[h] =
+                        _mm256_fmadd_ps(kv, _mm256_loadu_ps(q + h * q_stride + j), acc[h]);
+                }
             }
+            SLM__UNROLL for (h = 0; h < nq; h++) part[h][slot] = acc[h];
         }
         for (h = 0; h < nq; h++) {
             float sums[8];
@@ -7536,28 +7552,36 @@ static void slm__attn_scores_avx2(float *out, size_t out_stride, const uint16_t 
             }
     }
 }
+static void slm__attn_scores_avx2(float *out, size_t out_stride, const uint16_t *k16, const float *k32,
+                                  const slm__block_q8_0 *k8, size_t k_stride, int n_pos, const float *q,
+                                  size_t q_stride, int nq, int n) {
+    switch (nq) {
+#define SLM__SCORES_NQ(c) \
+    case c: slm__attn_scores_nq_avx2(out, out_stride, k16, k32, k8, k_stride, n_pos, q, q_stride, c, n); break;
+        SLM__SCORES_NQ(1)
+        SLM__SCORES_NQ(2)
+        SLM__SCORES_NQ(3)
+        SLM__SCORES_NQ(4)
+        SLM__SCORES_NQ(5)
+        SLM__SCORES_NQ(6)
+        SLM__SCORES_NQ(7)
+#undef SLM__SCORES_NQ
+    default: slm__attn_scores_nq_avx2(out, out_stride, k16, k32, k8, k_stride, n_pos, q, q_stride, 8, n); break;
+    }
+}
 SLM__MAYBE_UNUSED static void slm__attn_scores_f16_avx2(float *out, size_t out_stride, const uint16_t *k,
                                                         size_t k_stride, int n_pos, const float *q, size_t q_stride,
                                                         int nq, int n) {
-    if (n > SLM__SCORES_MAX_DIM)
-        slm__attn_scores_generic_f16_avx2(out, out_stride, k, k_stride, n_pos, q, q_stride, nq, n);
-    else
-        slm__attn_scores_avx2(out, out_stride, k, NULL, NULL, k_stride, n_pos, q, q_stride, nq, n);
+    slm__attn_scores_avx2(out, out_stride, k, NULL, NULL, k_stride, n_pos, q, q_stride, nq, n);
 }
 SLM__MAYBE_UNUSED static void slm__attn_scores_f32_avx2(float *out, size_t out_stride, const float *k, size_t k_stride,
                                                         int n_pos, const float *q, size_t q_stride, int nq, int n) {
-    if (n > SLM__SCORES_MAX_DIM)
-        slm__attn_scores_generic_f32_avx2(out, out_stride, k, k_stride, n_pos, q, q_stride, nq, n);
-    else
-        slm__attn_scores_avx2(out, out_stride, NULL, k, NULL, k_stride, n_pos, q, q_stride, nq, n);
+    slm__attn_scores_avx2(out, out_stride, NULL, k, NULL, k_stride, n_pos, q, q_stride, nq, n);
 }
 SLM__MAYBE_UNUSED static void slm__attn_scores_q8_0_avx2(float *out, size_t out_stride, const slm__block_q8_0 *k,
                                                          size_t k_stride, int n_pos, const float *q, size_t q_stride,
                                                          int nq, int n) {
-    if (n > SLM__SCORES_MAX_DIM)
-        slm__attn_scores_generic_q8_0_avx2(out, out_stride, k, k_stride, n_pos, q, q_stride, nq, n);
-    else
-        slm__attn_scores_avx2(out, out_stride, NULL, NULL, k, k_stride, n_pos, q, q_stride, nq, n);
+    slm__attn_scores_avx2(out, out_stride, NULL, NULL, k, k_stride, n_pos, q, q_stride, nq, n);
 }
 #undef slm_fp16_to_fp32
 SLM__TARGET_END

@@ -1348,6 +1348,9 @@ int slm__pretok_llama3_family(const char *name);
 #define slm__attn_values_f32     (SLM__K->attn_values_f32)
 #define slm__dot_q8_0_group      (SLM__K->dot_q8_0_group)
 #define slm__attn_values_q8_0    (SLM__K->attn_values_q8_0)
+#define slm__attn_scores_f16     (SLM__K->attn_scores_f16)
+#define slm__attn_scores_f32     (SLM__K->attn_scores_f32)
+#define slm__attn_scores_q8_0    (SLM__K->attn_scores_q8_0)
 #define slm__softmax             (SLM__K->softmax)
 #define slm__silu_mul            (SLM__K->silu_mul)
 #define slm__rmsnorm             (SLM__K->rmsnorm)
@@ -1387,6 +1390,8 @@ static __thread const slm__kernel_set *slm__kernels_here;
 #define slm__dot_q8_0_group      slm__dot_q8_0_group_avx2
 #define slm__attn_block_q8_0     slm__attn_block_q8_0_avx2
 #define slm__attn_values_q8_0    slm__attn_values_q8_0_blocks
+#define slm__attn_scores_f16     slm__attn_scores_f16_avx512
+#define slm__attn_scores_f32     slm__attn_scores_f32_avx512
 #define slm__softmax             slm__softmax_avx512
 #define slm__silu_mul            slm__silu_mul_avx512
 #define slm__rmsnorm             slm__rmsnorm_avx512
@@ -1404,11 +1409,13 @@ static __thread const slm__kernel_set *slm__kernels_here;
 #define slm__gemm_r16    slm__gemm_r16_pairs
 #endif
 #if defined(SLM__F16C) /* not implied by -mavx512f */
-#define slm__axpy_f16        slm__axpy_f16_avx2
-#define slm__attn_values_f16 slm__attn_values_f16_avx512 /* fused, as slm__axpy_f16_avx2 */
+#define slm__axpy_f16         slm__axpy_f16_avx2
+#define slm__attn_values_f16  slm__attn_values_f16_avx512 /* fused, as slm__axpy_f16_avx2 */
+#define slm__attn_scores_q8_0 slm__attn_scores_q8_0_avx2
 #else
-#define slm__axpy_f16        slm__axpy_f16_ref
-#define slm__attn_values_f16 slm__attn_values_f16_generic
+#define slm__axpy_f16         slm__axpy_f16_ref
+#define slm__attn_values_f16  slm__attn_values_f16_generic
+#define slm__attn_scores_q8_0 slm__attn_scores_q8_0_generic
 #endif
 
 #elif defined(SLM__AVX2) && defined(SLM__F16C)
@@ -1441,6 +1448,9 @@ static __thread const slm__kernel_set *slm__kernels_here;
 #define slm__dot_q8_0_group      slm__dot_q8_0_group_avx2
 #define slm__attn_block_q8_0     slm__attn_block_q8_0_avx2
 #define slm__attn_values_q8_0    slm__attn_values_q8_0_blocks
+#define slm__attn_scores_f16     slm__attn_scores_f16_avx2
+#define slm__attn_scores_f32     slm__attn_scores_f32_avx2
+#define slm__attn_scores_q8_0    slm__attn_scores_q8_0_avx2
 #define slm__softmax             slm__softmax_avx2
 #define slm__silu_mul            slm__silu_mul_avx2
 #define slm__rmsnorm             slm__rmsnorm_avx2
@@ -1488,6 +1498,9 @@ static __thread const slm__kernel_set *slm__kernels_here;
 #define slm__dot_q8_0_group      slm__dot_q8_0_group_neon
 #define slm__attn_block_q8_0     slm__attn_block_q8_0_neon
 #define slm__attn_values_q8_0    slm__attn_values_q8_0_blocks
+#define slm__attn_scores_f16     slm__attn_scores_f16_generic
+#define slm__attn_scores_f32     slm__attn_scores_f32_generic
+#define slm__attn_scores_q8_0    slm__attn_scores_q8_0_generic
 #define slm__softmax             slm__softmax_neon
 #define slm__silu_mul            slm__silu_mul_neon
 #define slm__rmsnorm             slm__rmsnorm_neon
@@ -1520,6 +1533,9 @@ static __thread const slm__kernel_set *slm__kernels_here;
 #define slm__attn_values_f32     slm__attn_values_f32_generic
 #define slm__dot_q8_0_group      slm__dot_q8_0_group_ref
 #define slm__attn_values_q8_0    slm__attn_values_q8_0_ref
+#define slm__attn_scores_f16     slm__attn_scores_f16_generic
+#define slm__attn_scores_f32     slm__attn_scores_f32_generic
+#define slm__attn_scores_q8_0    slm__attn_scores_q8_0_generic
 #define slm__softmax             slm__softmax_ref
 #define slm__silu_mul            slm__silu_mul_ref
 #define slm__rmsnorm             slm__rmsnorm_ref
@@ -7357,28 +7373,46 @@ SLM__MAYBE_UNUSED static void slm__dot_f32_group_avx2(const float *k, const floa
                                                       float *out) {
     slm__dot_group(NULL, k, q, stride, nq, n, out);
 }
-/* 64 columns of one head's output in eight registers over all positions:
-   the same fused multiply-adds, in the same order, as slm__axpy_* per position
-   (from zero, or from out's values with accumulate) */
+/* 32 columns of the outputs of two heads in eight registers over all
+   positions, each value vector loaded (converted) once for both; then the
+   tail columns head by head: the same fused multiply-adds, in the same
+   order, as slm__axpy_* per position (from zero, or from out's values with
+   accumulate) */
 #define SLM__ATTN_VALUES(NAME, T, LOAD8, SCALAR)                                                                       \
+    SLM__INLINE void NAME##_32(float *out, size_t out_stride, const float *att, size_t att_stride, const T *v,         \
+                               size_t v_stride, int n_pos, const int nh, int j, int accumulate) {                      \
+        __m256 acc[2][4];                                                                                              \
+        int h, p, i;                                                                                                   \
+        SLM__UNROLL for (h = 0; h < nh; h++) SLM__UNROLL for (i = 0; i < 4; i++) acc[h][i] =                           \
+            accumulate ? _mm256_loadu_ps(out + h * out_stride + j + 8 * i) : _mm256_setzero_ps();                      \
+        for (p = 0; p < n_pos; p++) {                                                                                  \
+            const T *vp = v + p * v_stride + j;                                                                        \
+            __m256 vv[4];                                                                                              \
+            SLM__UNROLL for (i = 0; i < 4; i++) vv[i] = LOAD8(vp + 8 * i);                                             \
+            SLM__UNROLL for (h = 0; h < nh; h++) {                                                                     \
+                __m256 ap = _mm256_set1_ps(att[h * att_stride + p]);                                                   \
+                SLM__UNROLL for (i = 0; i < 4; i++) acc[h][i] = _mm256_fmadd_ps(ap, vv[i], acc[h][i]);                 \
+            }                                                                                                          \
+        }                                                                                                              \
+        SLM__UNROLL for (h = 0; h < nh; h++) SLM__UNROLL for (i = 0; i < 4; i++)                                       \
+            _mm256_storeu_ps(out + h * out_stride + j + 8 * i, acc[h][i]);                                             \
+    }                                                                                                                  \
     SLM__MAYBE_UNUSED static void NAME(float *out, size_t out_stride, const float *att, size_t att_stride, const T *v, \
                                        size_t v_stride, int n_pos, int nq, int n, int accumulate) {                    \
-        int h, j, p, i;                                                                                                \
+        int h, j, p, h0;                                                                                               \
+        for (j = 0; j + 32 <= n; j += 32)                                                                              \
+            for (h0 = 0; h0 < nq; h0 += 2) {                                                                           \
+                if (nq - h0 >= 2)                                                                                      \
+                    NAME##_32(out + h0 * out_stride, out_stride, att + h0 * att_stride, att_stride, v, v_stride,       \
+                              n_pos, 2, j, accumulate);                                                                \
+                else                                                                                                   \
+                    NAME##_32(out + h0 * out_stride, out_stride, att + h0 * att_stride, att_stride, v, v_stride,       \
+                              n_pos, 1, j, accumulate);                                                                \
+            }                                                                                                          \
         for (h = 0; h < nq; h++) {                                                                                     \
             const float *a = att + h * att_stride;                                                                     \
             float *o = out + h * out_stride;                                                                           \
-            for (j = 0; j + 64 <= n; j += 64) {                                                                        \
-                __m256 acc[8];                                                                                         \
-                SLM__UNROLL for (i = 0; i < 8; i++) acc[i] =                                                           \
-                    accumulate ? _mm256_loadu_ps(o + j + 8 * i) : _mm256_setzero_ps();                                 \
-                for (p = 0; p < n_pos; p++) {                                                                          \
-                    const T *vp = v + p * v_stride + j;                                                                \
-                    __m256 ap = _mm256_set1_ps(a[p]);                                                                  \
-                    SLM__UNROLL for (i = 0; i < 8; i++) acc[i] = _mm256_fmadd_ps(ap, LOAD8(vp + 8 * i), acc[i]);       \
-                }                                                                                                      \
-                SLM__UNROLL for (i = 0; i < 8; i++) _mm256_storeu_ps(o + j + 8 * i, acc[i]);                           \
-            }                                                                                                          \
-            for (; j + 8 <= n; j += 8) {                                                                               \
+            for (j = n / 32 * 32; j + 8 <= n; j += 8) {                                                                \
                 __m256 acc = accumulate ? _mm256_loadu_ps(o + j) : _mm256_setzero_ps();                                \
                 for (p = 0; p < n_pos; p++)                                                                            \
                     acc = _mm256_fmadd_ps(_mm256_set1_ps(a[p]), LOAD8(v + p * v_stride + j), acc);                     \
@@ -7451,28 +7485,48 @@ SLM__MAYBE_UNUSED static void slm__dot_f32_group_avx512(const float *k, const fl
                                                         float *out) {
     slm__dot_group_avx512(NULL, k, q, stride, nq, n, out);
 }
-/* 64 columns of one head's output in four registers over all positions, the
-   tail masked: each element gets the fused multiply-adds of slm__axpy_*,
-   whatever the vector width, so this and the AVX2 version agree bit for bit */
+/* 64 columns of the outputs of up to four heads in sixteen registers over
+   all positions, each value vector loaded (converted) once for them all;
+   then the tail columns masked, head by head: each element gets the fused
+   multiply-adds of slm__axpy_*, whatever the vector width or the heads
+   together, so this and the AVX2 version agree bit for bit. */
 #define SLM__ATTN_VALUES512(NAME, T, LOAD16, MASKLOAD16)                                                               \
+    SLM__INLINE void NAME##_64(float *out, size_t out_stride, const float *att, size_t att_stride, const T *v,         \
+                               size_t v_stride, int n_pos, const int nh, int j, int accumulate) {                      \
+        __m512 acc[4][4];                                                                                              \
+        int h, p, i;                                                                                                   \
+        SLM__UNROLL for (h = 0; h < nh; h++) SLM__UNROLL for (i = 0; i < 4; i++) acc[h][i] =                           \
+            accumulate ? _mm512_loadu_ps(out + h * out_stride + j + 16 * i) : _mm512_setzero_ps();                     \
+        for (p = 0; p < n_pos; p++) {                                                                                  \
+            const T *vp = v + p * v_stride + j;                                                                        \
+            __m512 vv[4];                                                                                              \
+            SLM__UNROLL for (i = 0; i < 4; i++) vv[i] = LOAD16(vp + 16 * i);                                           \
+            SLM__UNROLL for (h = 0; h < nh; h++) {                                                                     \
+                __m512 ap = _mm512_set1_ps(att[h * att_stride + p]);                                                   \
+                SLM__UNROLL for (i = 0; i < 4; i++) acc[h][i] = _mm512_fmadd_ps(ap, vv[i], acc[h][i]);                 \
+            }                                                                                                          \
+        }                                                                                                              \
+        SLM__UNROLL for (h = 0; h < nh; h++) SLM__UNROLL for (i = 0; i < 4; i++)                                       \
+            _mm512_storeu_ps(out + h * out_stride + j + 16 * i, acc[h][i]);                                            \
+    }                                                                                                                  \
     SLM__MAYBE_UNUSED static void NAME(float *out, size_t out_stride, const float *att, size_t att_stride, const T *v, \
                                        size_t v_stride, int n_pos, int nq, int n, int accumulate) {                    \
-        int h, j, p, i;                                                                                                \
+        int h, j, p, h0;                                                                                               \
+        for (j = 0; j + 64 <= n; j += 64)                                                                              \
+            for (h0 = 0; h0 < nq; h0 += 4) {                                                                           \
+                float *o = out + h0 * out_stride;                                                                      \
+                const float *a = att + h0 * att_stride;                                                                \
+                switch (SLM__MIN(4, nq - h0)) {                                                                        \
+                case 1: NAME##_64(o, out_stride, a, att_stride, v, v_stride, n_pos, 1, j, accumulate); break;          \
+                case 2: NAME##_64(o, out_stride, a, att_stride, v, v_stride, n_pos, 2, j, accumulate); break;          \
+                case 3: NAME##_64(o, out_stride, a, att_stride, v, v_stride, n_pos, 3, j, accumulate); break;          \
+                default: NAME##_64(o, out_stride, a, att_stride, v, v_stride, n_pos, 4, j, accumulate); break;         \
+                }                                                                                                      \
+            }                                                                                                          \
         for (h = 0; h < nq; h++) {                                                                                     \
             const float *a = att + h * att_stride;                                                                     \
             float *o = out + h * out_stride;                                                                           \
-            for (j = 0; j + 64 <= n; j += 64) {                                                                        \
-                __m512 acc[4];                                                                                         \
-                SLM__UNROLL for (i = 0; i < 4; i++) acc[i] =                                                           \
-                    accumulate ? _mm512_loadu_ps(o + j + 16 * i) : _mm512_setzero_ps();                                \
-                for (p = 0; p < n_pos; p++) {                                                                          \
-                    const T *vp = v + p * v_stride + j;                                                                \
-                    __m512 ap = _mm512_set1_ps(a[p]);                                                                  \
-                    SLM__UNROLL for (i = 0; i < 4; i++) acc[i] = _mm512_fmadd_ps(ap, LOAD16(vp + 16 * i), acc[i]);     \
-                }                                                                                                      \
-                SLM__UNROLL for (i = 0; i < 4; i++) _mm512_storeu_ps(o + j + 16 * i, acc[i]);                          \
-            }                                                                                                          \
-            for (; j < n; j += 16) {                                                                                   \
+            for (j = n / 64 * 64; j < n; j += 16) {                                                                    \
                 __mmask16 m = (__mmask16)(n - j >= 16 ? 0xffffu : (1u << (n - j)) - 1);                                \
                 __m512 acc = accumulate ? _mm512_maskz_loadu_ps(m, o + j) : _mm512_setzero_ps();                       \
                 for (p = 0; p < n_pos; p++)                                                                            \
@@ -7669,6 +7723,236 @@ SLM__INLINE void slm__attn_block_q8_0_neon(float *o, const float *a, const slm__
     }
 #if defined(slm__attn_block_q8_0) && !defined(SLM__DISPATCH)
 SLM__ATTN_VALUES_Q8_0_BLOCKS(slm__attn_values_q8_0_blocks, slm__attn_block_q8_0)
+#endif
+
+/* Scores of n_pos consecutive positions for the nq query heads of one KV
+   head: out[h * out_stride + p] = the dot product of the key at k + p *
+   k_stride with the query at q + h * q_stride, each exactly as the group
+   kernel above computes it for that one position (so any tile of positions
+   gives the same scores, decode's included). The SIMD versions below get
+   there without a horizontal sum per (head, position): the vectors of 16
+   (8) positions are summed together by a transpose-reduce whose tree for
+   every lane is that of slm__hsum512 (slm__hsum256). */
+#define SLM__ATTN_SCORES_GENERIC(name, K, group)                                                              \
+    SLM__MAYBE_UNUSED static void name(float *out, size_t out_stride, const K *k, size_t k_stride, int n_pos, \
+                                       const float *q, size_t q_stride, int nq, int n) {                      \
+        float sc[SLM__GROUP];                                                                                 \
+        int p, h;                                                                                             \
+        for (p = 0; p < n_pos; p++) {                                                                         \
+            group(k + p * k_stride, q, q_stride, nq, n, sc);                                                  \
+            for (h = 0; h < nq; h++) out[h * out_stride + p] = sc[h];                                         \
+        }                                                                                                     \
+    }
+#if !defined(SLM__DISPATCH)
+SLM__ATTN_SCORES_GENERIC(slm__attn_scores_f16_generic, uint16_t, slm__dot_f16_group)
+SLM__ATTN_SCORES_GENERIC(slm__attn_scores_f32_generic, float, slm__dot_f32_group)
+SLM__ATTN_SCORES_GENERIC(slm__attn_scores_q8_0_generic, slm__block_q8_0, slm__dot_q8_0_group)
+#endif
+
+#if defined(SLM__AVX2) && defined(SLM__F16C)
+SLM__TARGET_AVX2_BEGIN
+#define slm_fp16_to_fp32 SLM__FP16_TO_FP32_SIMD
+/* The sums of eight vectors, v[s]'s in lane s / 2 (s even) or 4 + s / 2
+   (s odd); each lane by slm__hsum256's tree: halves, then pairs, then the
+   last two. */
+SLM__INLINE __m256 slm__hsum8x8(const __m256 *v) {
+    __m256 a[4], z0, z1;
+    int i;
+    SLM__UNROLL for (i = 0; i < 4; i++) a[i] = _mm256_add_ps(_mm256_permute2f128_ps(v[2 * i], v[2 * i + 1], 0x20),
+                                                             _mm256_permute2f128_ps(v[2 * i], v[2 * i + 1], 0x31));
+    z0 = _mm256_add_ps(_mm256_castpd_ps(_mm256_unpacklo_pd(_mm256_castps_pd(a[0]), _mm256_castps_pd(a[1]))),
+                       _mm256_castpd_ps(_mm256_unpackhi_pd(_mm256_castps_pd(a[0]), _mm256_castps_pd(a[1]))));
+    z1 = _mm256_add_ps(_mm256_castpd_ps(_mm256_unpacklo_pd(_mm256_castps_pd(a[2]), _mm256_castps_pd(a[3]))),
+                       _mm256_castpd_ps(_mm256_unpackhi_pd(_mm256_castps_pd(a[2]), _mm256_castps_pd(a[3]))));
+    return _mm256_add_ps(_mm256_shuffle_ps(z0, z1, 0x88), _mm256_shuffle_ps(z0, z1, 0xdd));
+}
+/* nq is a constant at each call below, so the accumulators stay in
+   registers: each position's key converted once for the nq heads, as in
+   slm__dot_group_nq / slm__dot_q8_0_group_nq */
+SLM__INLINE void slm__attn_scores_nq_avx2(float *out, size_t out_stride, const uint16_t *k16, const float *k32,
+                                          const slm__block_q8_0 *k8, size_t k_stride, int n_pos, const float *q,
+                                          size_t q_stride, const int nq, int n) {
+    __m256 part[SLM__GROUP][8];
+    int p0, i, h, j, b, n8 = n / 8 * 8;
+    for (p0 = 0; p0 < n_pos; p0 += 8) {
+        int cnt = SLM__MIN(8, n_pos - p0);
+        for (i = 0; i < cnt; i++) {
+            size_t at = (size_t)(p0 + i) * k_stride;
+            int slot = i < 4 ? 2 * i : 2 * (i - 4) + 1; /* position i's lane of slm__hsum8x8 */
+            __m256 acc[SLM__GROUP];
+            SLM__UNROLL for (h = 0; h < nq; h++) acc[h] = _mm256_setzero_ps();
+            if (k8) {
+                const slm__block_q8_0 *kb = k8 + at;
+                for (b = 0; b * SLM__QK < n8; b++) {
+                    int len = SLM__MIN(SLM__QK, n8 - b * SLM__QK);
+                    __m256 d = _mm256_set1_ps(slm_fp16_to_fp32(kb[b].d));
+                    for (j = 0; j < len; j += 8) {
+                        __m256 kv = slm__load8_q8(kb + b, j, d);
+                        SLM__UNROLL for (h = 0; h < nq; h++) acc[h] =
+                            _mm256_fmadd_ps(kv, _mm256_loadu_ps(q + h * q_stride + b * SLM__QK + j), acc[h]);
+                    }
+                }
+            } else {
+                for (j = 0; j < n8; j += 8) {
+                    __m256 kv = k16 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(k16 + at + j)))
+                                    : _mm256_loadu_ps(k32 + at + j);
+                    SLM__UNROLL for (h = 0; h < nq; h++) acc[h] =
+                        _mm256_fmadd_ps(kv, _mm256_loadu_ps(q + h * q_stride + j), acc[h]);
+                }
+            }
+            SLM__UNROLL for (h = 0; h < nq; h++) part[h][slot] = acc[h];
+        }
+        for (h = 0; h < nq; h++) {
+            float sums[8];
+            for (i = cnt; i < 8; i++) part[h][i < 4 ? 2 * i : 2 * (i - 4) + 1] = _mm256_setzero_ps();
+            _mm256_storeu_ps(sums, slm__hsum8x8(part[h]));
+            for (i = 0; i < cnt; i++) out[h * out_stride + p0 + i] = sums[i];
+        }
+        if (n8 < n) /* the tails after the sums, as the group kernels add them */
+            for (i = 0; i < cnt; i++) {
+                size_t at = (size_t)(p0 + i) * k_stride;
+                for (h = 0; h < nq; h++) {
+                    const float *x = q + h * q_stride;
+                    float sum = out[h * out_stride + p0 + i];
+                    if (k16)
+                        for (j = n8; j < n; j++) sum += slm_fp16_to_fp32(k16[at + j]) * x[j];
+                    else if (k32)
+                        for (j = n8; j < n; j++) sum += k32[at + j] * x[j];
+                    else
+                        for (j = n8; j < n; j++) sum += slm__q8_0_at(k8 + at, j) * x[j];
+                    out[h * out_stride + p0 + i] = sum;
+                }
+            }
+    }
+}
+static void slm__attn_scores_avx2(float *out, size_t out_stride, const uint16_t *k16, const float *k32,
+                                  const slm__block_q8_0 *k8, size_t k_stride, int n_pos, const float *q,
+                                  size_t q_stride, int nq, int n) {
+    switch (nq) {
+#define SLM__SCORES_NQ(c) \
+    case c: slm__attn_scores_nq_avx2(out, out_stride, k16, k32, k8, k_stride, n_pos, q, q_stride, c, n); break;
+        SLM__SCORES_NQ(1)
+        SLM__SCORES_NQ(2)
+        SLM__SCORES_NQ(3)
+        SLM__SCORES_NQ(4)
+        SLM__SCORES_NQ(5)
+        SLM__SCORES_NQ(6)
+        SLM__SCORES_NQ(7)
+#undef SLM__SCORES_NQ
+    default: slm__attn_scores_nq_avx2(out, out_stride, k16, k32, k8, k_stride, n_pos, q, q_stride, 8, n); break;
+    }
+}
+SLM__MAYBE_UNUSED static void slm__attn_scores_f16_avx2(float *out, size_t out_stride, const uint16_t *k,
+                                                        size_t k_stride, int n_pos, const float *q, size_t q_stride,
+                                                        int nq, int n) {
+    slm__attn_scores_avx2(out, out_stride, k, NULL, NULL, k_stride, n_pos, q, q_stride, nq, n);
+}
+SLM__MAYBE_UNUSED static void slm__attn_scores_f32_avx2(float *out, size_t out_stride, const float *k, size_t k_stride,
+                                                        int n_pos, const float *q, size_t q_stride, int nq, int n) {
+    slm__attn_scores_avx2(out, out_stride, NULL, k, NULL, k_stride, n_pos, q, q_stride, nq, n);
+}
+SLM__MAYBE_UNUSED static void slm__attn_scores_q8_0_avx2(float *out, size_t out_stride, const slm__block_q8_0 *k,
+                                                         size_t k_stride, int n_pos, const float *q, size_t q_stride,
+                                                         int nq, int n) {
+    slm__attn_scores_avx2(out, out_stride, NULL, NULL, k, k_stride, n_pos, q, q_stride, nq, n);
+}
+#undef slm_fp16_to_fp32
+SLM__TARGET_END
+#endif
+
+#if defined(SLM__AVX512)
+SLM__TARGET_AVX512_BEGIN
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#endif
+SLM__ATTN_SCORES_GENERIC(slm__attn_scores_generic_f16_avx512, uint16_t, slm__dot_f16_group_avx512)
+SLM__ATTN_SCORES_GENERIC(slm__attn_scores_generic_f32_avx512, float, slm__dot_f32_group_avx512)
+/* The sums of sixteen vectors, v[s]'s in lane 4 (s % 4) + s / 4; each lane
+   by slm__hsum512's tree (_mm512_reduce_add_ps: halves, quarters, then
+   the two pairs, then the last two), with ~15 shuffles for all sixteen. */
+SLM__INLINE __m512 slm__hsum16x16(const __m512 *v) {
+    __m512 a[8], b[4], c0, c1, c2, c3;
+    int i;
+    SLM__UNROLL for (i = 0; i < 8; i++) a[i] = _mm512_add_ps(_mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], 0x44),
+                                                             _mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], 0xee));
+    SLM__UNROLL for (i = 0; i < 4; i++) b[i] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0x88),
+                                                             _mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0xdd));
+    c0 = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(b[0]), _mm512_castps_pd(b[1])));
+    c1 = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(b[0]), _mm512_castps_pd(b[1])));
+    c2 = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(b[2]), _mm512_castps_pd(b[3])));
+    c3 = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(b[2]), _mm512_castps_pd(b[3])));
+    c0 = _mm512_add_ps(c0, c1);
+    c2 = _mm512_add_ps(c2, c3);
+    return _mm512_add_ps(_mm512_shuffle_ps(c0, c2, 0x88), _mm512_shuffle_ps(c0, c2, 0xdd));
+}
+/* nv (the key's vectors of 16, the last one masked by tail) is a constant
+   at each call below, so the key stays in registers */
+SLM__INLINE void slm__attn_scores_nv_avx512(float *out, size_t out_stride, const uint16_t *k16, const float *k32,
+                                            size_t k_stride, int n_pos, const float *q, size_t q_stride, int nq,
+                                            const int nv, __mmask16 tail) {
+    __m512 part[SLM__GROUP][16], kv[8];
+    int p0, i, h, j;
+    for (p0 = 0; p0 < n_pos; p0 += 16) {
+        int cnt = SLM__MIN(16, n_pos - p0);
+        for (i = 0; i < cnt; i++) {
+            size_t at = (size_t)(p0 + i) * k_stride;
+            SLM__UNROLL for (j = 0; j < nv; j++) {
+                __mmask16 m = j == nv - 1 ? tail : (__mmask16)0xffff;
+                kv[j] = k16 ? _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, k16 + at + 16 * j))
+                            : _mm512_maskz_loadu_ps(m, k32 + at + 16 * j);
+            }
+            for (h = 0; h < nq; h++) {
+                const float *x = q + h * q_stride;
+                __m512 acc = _mm512_setzero_ps();
+                SLM__UNROLL for (j = 0; j < nv; j++) acc = _mm512_fmadd_ps(
+                    kv[j], _mm512_maskz_loadu_ps(j == nv - 1 ? tail : (__mmask16)0xffff, x + 16 * j), acc);
+                part[h][4 * (i % 4) + i / 4] = acc; /* position i's lane of slm__hsum16x16 */
+            }
+        }
+        for (h = 0; h < nq; h++) {
+            for (i = cnt; i < 16; i++) part[h][4 * (i % 4) + i / 4] = _mm512_setzero_ps();
+            _mm512_mask_storeu_ps(out + h * out_stride + p0, (__mmask16)((1u << cnt) - 1), slm__hsum16x16(part[h]));
+        }
+    }
+}
+static void slm__attn_scores_avx512(float *out, size_t out_stride, const uint16_t *k16, const float *k32,
+                                    size_t k_stride, int n_pos, const float *q, size_t q_stride, int nq, int n) {
+    __mmask16 tail = (__mmask16)(n % 16 ? (1u << (n % 16)) - 1 : 0xffffu);
+    switch ((n + 15) / 16) {
+#define SLM__SCORES_NV(nv) \
+    case nv: slm__attn_scores_nv_avx512(out, out_stride, k16, k32, k_stride, n_pos, q, q_stride, nq, nv, tail); break;
+        SLM__SCORES_NV(1)
+        SLM__SCORES_NV(2)
+        SLM__SCORES_NV(3)
+        SLM__SCORES_NV(4)
+        SLM__SCORES_NV(5)
+        SLM__SCORES_NV(6)
+        SLM__SCORES_NV(7)
+        SLM__SCORES_NV(8)
+#undef SLM__SCORES_NV
+    default: /* longer heads: position by position */
+        if (k16)
+            slm__attn_scores_generic_f16_avx512(out, out_stride, k16, k_stride, n_pos, q, q_stride, nq, n);
+        else
+            slm__attn_scores_generic_f32_avx512(out, out_stride, k32, k_stride, n_pos, q, q_stride, nq, n);
+    }
+}
+SLM__MAYBE_UNUSED static void slm__attn_scores_f16_avx512(float *out, size_t out_stride, const uint16_t *k,
+                                                          size_t k_stride, int n_pos, const float *q, size_t q_stride,
+                                                          int nq, int n) {
+    slm__attn_scores_avx512(out, out_stride, k, NULL, k_stride, n_pos, q, q_stride, nq, n);
+}
+SLM__MAYBE_UNUSED static void slm__attn_scores_f32_avx512(float *out, size_t out_stride, const float *k,
+                                                          size_t k_stride, int n_pos, const float *q, size_t q_stride,
+                                                          int nq, int n) {
+    slm__attn_scores_avx512(out, out_stride, NULL, k, k_stride, n_pos, q, q_stride, nq, n);
+}
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+SLM__TARGET_END
 #endif
 
 /* The best set for a CPU, from CPUID leaf 1's ECX, leaf 7's EBX and ECX and
@@ -8171,6 +8455,12 @@ struct slm__kernel_set {
     void (*dot_q8_0_group)(const slm__block_q8_0 *k, const float *q, size_t stride, int nq, int n, float *out);
     void (*attn_values_q8_0)(float *out, size_t out_stride, const float *att, size_t att_stride,
                              const slm__block_q8_0 *v, size_t v_stride, int n_pos, int nq, int n, int accumulate);
+    void (*attn_scores_f16)(float *out, size_t out_stride, const uint16_t *k, size_t k_stride, int n_pos,
+                            const float *q, size_t q_stride, int nq, int n);
+    void (*attn_scores_f32)(float *out, size_t out_stride, const float *k, size_t k_stride, int n_pos, const float *q,
+                            size_t q_stride, int nq, int n);
+    void (*attn_scores_q8_0)(float *out, size_t out_stride, const slm__block_q8_0 *k, size_t k_stride, int n_pos,
+                             const float *q, size_t q_stride, int nq, int n);
     void (*softmax)(float *x, int n, float div);
     void (*silu_mul)(float *g, const float *u, int n);
     void (*rmsnorm)(float *o, const float *x, const float *weight, int n, float eps);
@@ -8182,6 +8472,9 @@ SLM__DOT_GROUP_GENERIC(slm__dot_f16_group_scalar, uint16_t, slm__dot_f16_ref)
 SLM__DOT_GROUP_GENERIC(slm__dot_f32_group_scalar, float, slm__dot_f32_ref)
 SLM__ATTN_VALUES_GENERIC(slm__attn_values_f16_scalar, uint16_t, slm__axpy_f16_ref)
 SLM__ATTN_VALUES_GENERIC(slm__attn_values_f32_scalar, float, slm__axpy_f32_ref)
+SLM__ATTN_SCORES_GENERIC(slm__attn_scores_f16_scalar, uint16_t, slm__dot_f16_group_scalar)
+SLM__ATTN_SCORES_GENERIC(slm__attn_scores_f32_scalar, float, slm__dot_f32_group_scalar)
+SLM__ATTN_SCORES_GENERIC(slm__attn_scores_q8_0_scalar, slm__block_q8_0, slm__dot_q8_0_group_ref)
 SLM__TARGET_AVX2_BEGIN
 #define slm_fp16_to_fp32 SLM__FP16_TO_FP32_SIMD
 SLM__GEMM_R16_PAIRS(slm__gemm_r16_pairs_avx2, slm__gemm_r16_nt_avx2, slm__gemm_r16_q5_nt_avx2)
@@ -8221,6 +8514,9 @@ static const slm__kernel_set slm__kernel_sets[3] = {
       slm__attn_values_f32_scalar,
       slm__dot_q8_0_group_ref,
       slm__attn_values_q8_0_ref,
+      slm__attn_scores_f16_scalar,
+      slm__attn_scores_f32_scalar,
+      slm__attn_scores_q8_0_scalar,
       slm__softmax_ref,
       slm__silu_mul_ref,
       slm__rmsnorm_ref,
@@ -8250,6 +8546,9 @@ static const slm__kernel_set slm__kernel_sets[3] = {
       slm__attn_values_f32_avx2,
       slm__dot_q8_0_group_avx2,
       slm__attn_values_q8_0_blocks_avx2,
+      slm__attn_scores_f16_avx2,
+      slm__attn_scores_f32_avx2,
+      slm__attn_scores_q8_0_avx2,
       slm__softmax_avx2,
       slm__silu_mul_avx2,
       slm__rmsnorm_avx2,
@@ -8279,6 +8578,9 @@ static const slm__kernel_set slm__kernel_sets[3] = {
       slm__attn_values_f32_avx512,
       slm__dot_q8_0_group_avx2,
       slm__attn_values_q8_0_blocks_avx512,
+      slm__attn_scores_f16_avx512,
+      slm__attn_scores_f32_avx512,
+      slm__attn_scores_q8_0_avx2,
       slm__softmax_avx512,
       slm__silu_mul_avx512,
       slm__rmsnorm_avx512,
@@ -8307,6 +8609,9 @@ SLM__DOT_GROUP_GENERIC(slm__dot_f16_group_neon, uint16_t, slm__dot_f16_neon)
 SLM__DOT_GROUP_GENERIC(slm__dot_f32_group_neon, float, slm__dot_f32_neon)
 SLM__ATTN_VALUES_GENERIC(slm__attn_values_f16_neon, uint16_t, slm__axpy_f16_neon)
 SLM__ATTN_VALUES_GENERIC(slm__attn_values_f32_neon, float, slm__axpy_f32_neon)
+SLM__ATTN_SCORES_GENERIC(slm__attn_scores_f16_neon, uint16_t, slm__dot_f16_group_neon)
+SLM__ATTN_SCORES_GENERIC(slm__attn_scores_f32_neon, float, slm__dot_f32_group_neon)
+SLM__ATTN_SCORES_GENERIC(slm__attn_scores_q8_0_neon, slm__block_q8_0, slm__dot_q8_0_group_neon)
 SLM__ATTN_VALUES_Q8_0_BLOCKS(slm__attn_values_q8_0_blocks_neon, slm__attn_block_q8_0_neon)
 SLM__GEMM_R16_PAIRS(slm__gemm_r16_pairs_neon, slm__gemm_r16_nt_neon, slm__gemm_r16_q5_nt_neon)
 SLM__TARGET_DOTPROD_BEGIN
@@ -8340,6 +8645,9 @@ static const slm__kernel_set slm__kernel_sets[2] = {
       slm__attn_values_f32_neon,
       slm__dot_q8_0_group_neon,
       slm__attn_values_q8_0_blocks_neon,
+      slm__attn_scores_f16_neon,
+      slm__attn_scores_f32_neon,
+      slm__attn_scores_q8_0_neon,
       slm__softmax_neon,
       slm__silu_mul_neon,
       slm__rmsnorm_neon,
@@ -8369,6 +8677,9 @@ static const slm__kernel_set slm__kernel_sets[2] = {
       slm__attn_values_f32_neon,
       slm__dot_q8_0_group_neon,
       slm__attn_values_q8_0_blocks_neon,
+      slm__attn_scores_f16_neon,
+      slm__attn_scores_f32_neon,
+      slm__attn_scores_q8_0_neon,
       slm__softmax_neon,
       slm__silu_mul_neon,
       slm__rmsnorm_neon,
@@ -8931,9 +9242,10 @@ static int slm__node_runs(const slm_session *s, int node, slm__run *runs) {
     return n;
 }
 
-/* Positions ahead whose keys slm__attend fetches while scoring one, and the
-   most tokens a pass has for it to do so. */
-#define SLM__KV_AHEAD 8
+/* The most tokens a pass has for slm__attend to fetch the KV rows ahead,
+   and the positions it scores per kernel call (and fetches ahead). */
+#define SLM__KV_AHEAD    8
+#define SLM__SCORES_TILE 16
 
 static void slm__prefetch_bytes(const void *p, size_t n) {
 #if defined(__GNUC__) || defined(__clang__)
@@ -8955,10 +9267,10 @@ static void slm__attend(slm_session *s, int layer, int t, int h0, int nh, float 
     const slm_model_info *in = &s->model->info;
     int hd = in->head_dim, p, h, r, n_runs, n_att = 0;
     const float *q = s->q + (size_t)t * s->q_dim + (size_t)h0 * hd;
-    float *out = s->ao + (size_t)t * s->q_dim + (size_t)h0 * hd, scale = sqrtf((float)hd), sc[SLM__GROUP];
+    float *out = s->ao + (size_t)t * s->q_dim + (size_t)h0 * hd, scale = sqrtf((float)hd);
     int kh = h0 / (in->n_heads / in->n_kv_heads);
     size_t kv_stride = (size_t)in->n_kv_heads * s->kv_head_bytes; /* bytes from one position to the next */
-    int prefetch_kv = s->pass.n <= SLM__KV_AHEAD;
+    int prefetch_kv = s->pass.n <= SLM__KV_AHEAD, tile = prefetch_kv ? SLM__SCORES_TILE : s->n_ctx;
     if (s->pass.node0 < 0) {
         runs[0].start = 0; /* a plain pass: every slot up to the token's own */
         runs[0].len = s->n_past + t + 1;
@@ -8966,27 +9278,37 @@ static void slm__attend(slm_session *s, int layer, int t, int h0, int nh, float 
     } else {
         n_runs = slm__node_runs(s, s->pass.node0 + t, runs);
     }
+    /* the scores of each run, in one call or (fetching ahead)
+       SLM__SCORES_TILE positions per call: the kernels score positions
+       together, each as it would be alone */
     for (r = 0; r < n_runs; r++)
-        for (p = runs[r].start; p < runs[r].start + runs[r].len; p++, n_att++) {
+        for (p = runs[r].start; p < runs[r].start + runs[r].len; p += tile) {
+            int cnt = SLM__MIN(tile, runs[r].start + runs[r].len - p);
             const void *key = slm__kv_at(s, s->key_cache, layer, p, kh);
+            float *sc = att + n_att; /* / scale in the softmax */
             /* a pass of a few tokens (decode) finds a layer's KV rows, lines
                scattered by the heads between them, pushed out of the caches
-               by the weights streaming by: the keys a few positions on and
-               this position's values (for the sums below) are fetched while
-               the scores are computed (1.04-1.15x decode on Zen 5; a long
+               by the weights streaming by: the next tile's keys and this
+               tile's values (for the sums below) are fetched while the
+               scores are computed (1.04-1.15x decode on Zen 5; a long
                prompt reads them again for each token, from the caches) */
             if (prefetch_kv) {
-                if (p + SLM__KV_AHEAD < runs[r].start + runs[r].len)
-                    slm__prefetch_bytes(slm__kv_at(s, s->key_cache, layer, p + SLM__KV_AHEAD, kh), s->kv_head_bytes);
-                slm__prefetch_bytes(slm__kv_at(s, s->value_cache, layer, p, kh), s->kv_head_bytes);
+                int i, end = SLM__MIN(runs[r].start + runs[r].len, p + cnt + SLM__SCORES_TILE);
+                for (i = p + cnt; i < end; i++)
+                    slm__prefetch_bytes(slm__kv_at(s, s->key_cache, layer, i, kh), s->kv_head_bytes);
+                for (i = p; i < p + cnt; i++)
+                    slm__prefetch_bytes(slm__kv_at(s, s->value_cache, layer, i, kh), s->kv_head_bytes);
             }
             if (s->kv_type == SLM_TYPE_F32)
-                slm__dot_f32_group((const float *)key, q, (size_t)hd, nh, hd, sc);
+                slm__attn_scores_f32(sc, (size_t)s->n_ctx, (const float *)key, kv_stride / sizeof(float), cnt, q,
+                                     (size_t)hd, nh, hd);
             else if (s->kv_type == SLM_TYPE_F16)
-                slm__dot_f16_group((const uint16_t *)key, q, (size_t)hd, nh, hd, sc);
+                slm__attn_scores_f16(sc, (size_t)s->n_ctx, (const uint16_t *)key, kv_stride / sizeof(uint16_t), cnt, q,
+                                     (size_t)hd, nh, hd);
             else
-                slm__dot_q8_0_group((const slm__block_q8_0 *)key, q, (size_t)hd, nh, hd, sc);
-            for (h = 0; h < nh; h++) att[(size_t)h * s->n_ctx + n_att] = sc[h]; /* / scale in the softmax */
+                slm__attn_scores_q8_0(sc, (size_t)s->n_ctx, (const slm__block_q8_0 *)key,
+                                      kv_stride / sizeof(slm__block_q8_0), cnt, q, (size_t)hd, nh, hd);
+            n_att += cnt;
         }
     for (h = 0; h < nh; h++) slm__softmax(att + (size_t)h * s->n_ctx, n_att, scale);
     for (r = 0, n_att = 0; r < n_runs; n_att += runs[r].len, r++) {

@@ -2431,6 +2431,80 @@ static void test_kernels_attn_accumulate(void) {
          n_checked, defined_simde());
 }
 
+/* The scores of many positions at once (slm__attn_scores_*: transposed sums
+   in the SIMD sets) against the group kernels position by position, bit for
+   bit, whatever the number of positions and where a call starts (tails of
+   the 16- and 8-position tiles, head_dims with vector tails); and against
+   a double-precision sum. Keys interleaved with another head's (k_stride >
+   head_dim), score rows of n_ctx > positions; some rows extreme (near the
+   f16 maximum, tiny, zero, products overflowing to inf). */
+static void test_kernels_attn_scores(void) {
+    static const int dims[] = { 2, 6, 8, 14, 16, 24, 32, 40, 64, 72, 100, 128, 136 };
+    enum { MAXD = 136, P = 40, NQ = SLM__GROUP, NB = (MAXD + 31) / 32, CTX = 45 };
+    static float kf[P][2 * MAXD], q[NQ][MAXD], got[NQ][CTX], one[NQ];
+    static uint16_t kh[P][2 * MAXD];
+    static slm__block_q8_0 kq[P][2 * NB];
+    static const int calls[][2] = { { 0, 1 }, { 0, 16 }, { 3, 17 }, { 0, 40 }, { 7, 33 }, { 39, 1 }, { 1, 15 } };
+    size_t di, ci;
+    int i, j, p, t, nq, bad = 0, far = 0, n_checked = 0;
+    for (di = 0; di < sizeof dims / sizeof dims[0]; di++) {
+        int n = dims[di], nb = (n + 31) / 32;
+        for (p = 0; p < P; p++) {
+            for (j = 0; j < 2 * MAXD; j++) kf[p][j] = rand_float() * 4;
+            if (p == 5)
+                for (j = 0; j < n; j++) kf[p][j] = j % 3 ? 65504.0f : -65504.0f; /* the f16 maximum */
+            if (p == 6)
+                for (j = 0; j < n; j++) kf[p][j] = j % 2 ? 1e-7f : -0.0f;
+            if (p == 7)
+                for (j = 0; j < n; j++) kf[p][j] = 0.0f;
+            for (j = 0; j < 2 * MAXD; j++) kh[p][j] = slm_fp32_to_fp16(kf[p][j]);
+            slm__quantize_kv_q8_0(kf[p], kq[p], n);
+            slm__quantize_kv_q8_0(kf[p] + MAXD, kq[p] + NB, n);
+        }
+        for (i = 0; i < NQ; i++)
+            for (j = 0; j < n; j++) q[i][j] = i == 3 ? 3e34f * (j % 2 ? 1 : -1) : rand_float() * 2;
+        for (t = 0; t < 3; t++)
+            for (nq = 1; nq <= NQ; nq++)
+                for (ci = 0; ci < sizeof calls / sizeof calls[0]; ci++) {
+                    int p0 = calls[ci][0], cnt = calls[ci][1];
+                    for (i = 0; i < NQ; i++)
+                        for (j = 0; j < CTX; j++) got[i][j] = 12345.0f;
+                    if (t == 0)
+                        slm__attn_scores_f32(got[0] + 2, CTX, kf[p0], 2 * MAXD, cnt, q[0], MAXD, nq, n);
+                    else if (t == 1)
+                        slm__attn_scores_f16(got[0] + 2, CTX, kh[p0], 2 * MAXD, cnt, q[0], MAXD, nq, n);
+                    else
+                        slm__attn_scores_q8_0(got[0] + 2, CTX, kq[p0], 2 * NB, cnt, q[0], MAXD, nq, n);
+                    for (p = 0; p < cnt; p++) {
+                        if (t == 0) slm__dot_f32_group(kf[p0 + p], q[0], MAXD, nq, n, one);
+                        if (t == 1) slm__dot_f16_group(kh[p0 + p], q[0], MAXD, nq, n, one);
+                        if (t == 2) slm__dot_q8_0_group(kq[p0 + p], q[0], MAXD, nq, n, one);
+                        for (i = 0; i < nq; i++) {
+                            double exact = 0, scale = 0;
+                            bad += memcmp(&got[i][2 + p], &one[i], sizeof(float)) != 0;
+                            for (j = 0; j < n; j++) {
+                                double kv = t == 0   ? (double)kf[p0 + p][j]
+                                            : t == 1 ? (double)slm_fp16_to_fp32(kh[p0 + p][j])
+                                                     : (double)slm_fp16_to_fp32(kq[p0 + p][j / 32].d) *
+                                                           kq[p0 + p][j / 32].q[j % 32];
+                                exact += kv * q[i][j];
+                                scale += fabs(kv * q[i][j]);
+                            }
+                            if (scale < 1e38) far += !(fabs(got[i][2 + p] - exact) <= 3e-5 * scale + 1e-30);
+                            n_checked++;
+                        }
+                    }
+                    for (i = 0; i < NQ; i++) /* nothing written outside the rows' positions */
+                        for (j = 0; j < CTX; j++)
+                            if (i >= nq || j < 2 || j >= 2 + cnt) bad += got[i][j] != 12345.0f;
+                }
+        (void)nb;
+    }
+    CHECKF(bad == 0, "%s: %d scores differ from the group kernels' (or were written outside)", SLM__SIMD_NAME, bad);
+    CHECKF(far == 0, "%s: %d scores far from the double-precision sums", SLM__SIMD_NAME, far);
+    NOTE("%d attention scores compared", n_checked);
+}
+
 static void test_kernels_kv_q8_0(void) {
     static const int dims[] = { 8, 12, 16, 20, 32, 40, 44, 64, 72, 128 };
     static const int positions[] = { 1, 7, 40 };
@@ -4876,6 +4950,7 @@ static const test_case INTERNAL_TESTS[] = {
     TEST(kquant_reference_bytes),
     TEST(kernels_kv_q8_0),
     TEST(fp32_to_fp16_rows),
+    TEST(kernels_attn_scores),
     TEST(kernels_attn_accumulate),
     TEST(expf),
     TEST(expf_all_floats),

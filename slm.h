@@ -5638,8 +5638,9 @@ SLM__INLINE void slm__dotr_q4_K_group(const uint8_t *w, size_t row_size, const s
         }
         SLM__UNROLL4 for (r = nr; r < 4; r++) SLM__UNROLL4 for (t = 0; t < nt; t++) z[r][t] = _mm512_setzero_si512();
         dd = _mm_setr_epi32((int)head[0], (int)head[1], (int)head[2], (int)head[3]);
-        dv = _mm_cvtph_ps(_mm_cvtepi32_epi16(dd));
-        dmv = _mm_cvtph_ps(_mm_cvtepi32_epi16(_mm_srli_epi32(dd, 16)));
+        /* each lane's two halves, packed (exactly: both fit 16 bits) for the conversion */
+        dv = _mm_cvtph_ps(_mm_packus_epi32(_mm_and_si128(dd, _mm_set1_epi32(0xffff)), _mm_setzero_si128()));
+        dmv = _mm_cvtph_ps(_mm_packus_epi32(_mm_srli_epi32(dd, 16), _mm_setzero_si128()));
         SLM__UNROLL4 for (t = 0; t < nt; t++) {
             const slm__block_q8_K *xt = x + (size_t)t * xs + i;
             /* 128-bit quarter q of u: rows 0..3 in its lanes, quarters 0, 1 the dot products, 2, 3 the mins */

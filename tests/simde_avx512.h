@@ -88,6 +88,11 @@ static inline simde__m512i slm_test_mm512_shuffle_i64x2(simde__m512i a, simde__m
     return simde_mm512_loadu_si512(r);
 }
 #define _mm512_shuffle_i64x2(a, b, imm) slm_test_mm512_shuffle_i64x2(a, b, imm)
+#ifndef _mm512_shuffle_f32x4
+/* 128-bit lanes: two from a, two from b (SIMDe 0.7.4 has no alias for it) */
+#define _mm512_shuffle_f32x4(a, b, imm) \
+    simde_mm512_castsi512_ps(slm_test_mm512_shuffle_i64x2(simde_mm512_castps_si512(a), simde_mm512_castps_si512(b), imm))
+#endif
 #ifndef _mm512_cvtepu16_epi32
 static inline simde__m512i slm_test_mm512_cvtepu16_epi32(simde__m256i a) {
     uint16_t u16[16];
@@ -98,6 +103,17 @@ static inline simde__m512i slm_test_mm512_cvtepu16_epi32(simde__m256i a) {
     return simde_mm512_loadu_si512(i32);
 }
 #define _mm512_cvtepu16_epi32(a) slm_test_mm512_cvtepu16_epi32(a)
+#endif
+#ifndef _mm512_cvtepi32_epi16
+static inline __m256i slm_test_mm512_cvtepi32_epi16(simde__m512i a) { /* truncates, as vpmovdw */
+    int32_t i32[16];
+    int16_t i16[16];
+    int i;
+    simde_mm512_storeu_si512(i32, a);
+    for (i = 0; i < 16; i++) i16[i] = (int16_t)(uint16_t)((uint32_t)i32[i] & 0xffffu);
+    return _mm256_loadu_si256((const __m256i *)i16);
+}
+#define _mm512_cvtepi32_epi16(a) slm_test_mm512_cvtepi32_epi16(a)
 #endif
 #ifndef _mm512_cvtph_ps
 /* with the build's own F16C, 8 at a time */
@@ -217,6 +233,62 @@ static inline float slm_test_mm512_reduce_add_ps(simde__m512 a) {
 #define _mm512_reduce_add_ps(a) slm_test_mm512_reduce_add_ps(a)
 #endif
 
+#ifndef _mm512_reduce_add_epi32
+static inline int slm_test_mm512_reduce_add_epi32(simde__m512i a) { /* wraps, as the instruction */
+    int32_t v[16];
+    uint32_t sum = 0;
+    int i;
+    simde_mm512_storeu_si512(v, a);
+    for (i = 0; i < 16; i++) sum += (uint32_t)v[i];
+    return (int)sum;
+}
+#define _mm512_reduce_add_epi32(a) slm_test_mm512_reduce_add_epi32(a)
+#endif
+#ifndef _mm512_cvtepi32_epi8
+static inline __m128i slm_test_mm512_cvtepi32_epi8(simde__m512i a) { /* truncates, as vpmovdb */
+    int32_t i32[16];
+    int8_t i8[16];
+    int i;
+    simde_mm512_storeu_si512(i32, a);
+    for (i = 0; i < 16; i++) i8[i] = (int8_t)(uint8_t)((uint32_t)i32[i] & 0xffu);
+    return _mm_loadu_si128((const __m128i *)i8);
+}
+#define _mm512_cvtepi32_epi8(a) slm_test_mm512_cvtepi32_epi8(a)
+#endif
+#ifndef _mm512_mask_cmp_ps_mask
+/* the one predicate slm.h uses with a mask: _CMP_UNORD_Q (either is NaN) */
+static inline simde__mmask16 slm_test_mm512_mask_cmp_unord_ps(simde__mmask16 k, simde__m512 a, simde__m512 b) {
+    float fa[16], fb[16];
+    simde__mmask16 r = 0;
+    int i;
+    simde_mm512_storeu_ps(fa, a);
+    simde_mm512_storeu_ps(fb, b);
+    for (i = 0; i < 16; i++)
+        if (((k >> i) & 1) && (isnan(fa[i]) || isnan(fb[i]))) r |= (simde__mmask16)(1u << i);
+    return r;
+}
+#define _mm512_mask_cmp_ps_mask(k, a, b, p) slm_test_mm512_mask_cmp_unord_ps(k, a, b)
+#endif
+#ifndef _mm512_cvtps_ph
+/* with the build's own F16C, 8 at a time */
+static inline __m256i slm_test_mm512_cvtps_ph(simde__m512 a) {
+    float f[16];
+    simde_mm512_storeu_ps(f, a);
+    return _mm256_setr_m128i(_mm256_cvtps_ph(_mm256_loadu_ps(f), _MM_FROUND_TO_NEAREST_INT),
+                             _mm256_cvtps_ph(_mm256_loadu_ps(f + 8), _MM_FROUND_TO_NEAREST_INT));
+}
+#define _mm512_cvtps_ph(a, r) slm_test_mm512_cvtps_ph(a)
+#endif
+#ifndef _mm256_mask_storeu_epi16
+static inline void slm_test_mm256_mask_storeu_epi16(void *p, simde__mmask16 k, __m256i a) {
+    uint16_t h[16];
+    int i;
+    _mm256_storeu_si256((__m256i *)h, a);
+    for (i = 0; i < 16; i++)
+        if ((k >> i) & 1) ((uint16_t *)p)[i] = h[i];
+}
+#define _mm256_mask_storeu_epi16(p, k, a) slm_test_mm256_mask_storeu_epi16(p, k, a)
+#endif
 #define __AVX512F__  1
 #define __AVX512BW__ 1
 #define __AVX512VL__ 1

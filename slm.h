@@ -5476,47 +5476,84 @@ SLM__MAYBE_UNUSED static void slm__dotm_q5_K_avx512(const uint8_t *w, const slm_
     slm__dotm_q45k_avx512(w, x, xs, nt, n_super, out, 1);
 }
 
-/* q6_K against q8_K: quants 0..63 (q + 32) times activations, times the
-   sub-block's scale, less 32 x scale x each sub-block's activation sum */
-SLM__MAYBE_UNUSED static void slm__dotm_q6_K_avx512(const uint8_t *w, const slm__block_q8_K *x, size_t xs, int nt,
-                                                    int n_super, float *out) {
-    const __m512i low4 = _mm512_set1_epi8(0x0f), three = _mm512_set1_epi8(3);
-    const __m512i idx0 = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
-    __m256 acc[4];
-    int i, h, t, k;
-    SLM__UNROLL4 for (t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();
+/* q6_K against q8_K: nr (1..4) rows (row_size bytes apart) against nt
+   (1..4) tokens, out[4 * r + t]; both counts constants where this inlines so
+   that the nr x nt accumulators stay in registers, and a row's super-block is
+   decoded once for every token. Quants 0..63 (q + 32) times activations, times
+   the sub-block's scale; the -32 enters as -32 x scale x each sub-block's
+   activation sum (bsums) in the same int32 lanes, so a block's sum is exact
+   until one convert and one multiply-add per (row, token): each (row, token)
+   takes the same steps whatever nr and nt, so results do not depend on how
+   rows and tokens are grouped (by thread count, batch size). The kernel
+   table's slm__dotm_q6_K (one row) on AVX-512, slm__dotr_q6_K (row groups)
+   with VNNI. */
+SLM__INLINE void slm__dotr_q6_K_group(const uint8_t *w, size_t row_size, const slm__block_q8_K *x, size_t xs, int nr,
+                                      int nt, int n_super, float *out) {
+    const __m512i low4 = _mm512_set1_epi8(0x0f), bits45 = _mm512_set1_epi8(0x30);
+    /* qh's 32 bytes in both halves, the upper half shifted down 2: sub-blocks
+       of 32 elements 0, 1 (bits 0-1, 2-3) at bits 0-1, 2, 3 (bits 4-5, 6-7) at 4-5 */
+    const __m512i qh_shift = _mm512_set_epi64(0x0002000200020002LL, 0x0002000200020002LL, 0x0002000200020002LL,
+                                              0x0002000200020002LL, 0, 0, 0, 0);
+    /* int16 scale s[j] into both words of the 4 int32 lanes of sub-block j */
+    const __m512i sc_idx =
+        _mm512_set_epi32(0x00030003, 0x00030003, 0x00030003, 0x00030003, 0x00020002, 0x00020002, 0x00020002, 0x00020002,
+                         0x00010001, 0x00010001, 0x00010001, 0x00010001, 0, 0, 0, 0);
+    __m512 acc[4][4];
+    int i, r, t, h, k;
+    SLM__UNROLL4 for (r = 0; r < nr; r++) SLM__UNROLL4 for (t = 0; t < nt; t++) acc[r][t] = _mm512_setzero_ps();
     for (i = 0; i < n_super; i++) {
-        const slm__block_q6_K *blk = (const slm__block_q6_K *)w + i;
-        __m512i sc = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)blk->scales)), wv[4], sl[4];
-        __m256i s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)blk->scales));
-        float dw = slm_fp16_to_fp32(blk->d);
-        _mm_prefetch((const char *)blk + SLM__PREFETCH, _MM_HINT_T0);
-        for (h = 0; h < 2; h++) {
-            __m512i l = _mm512_loadu_si512((const void *)(blk->ql + 64 * h));
-            __m256i qh = _mm256_loadu_si256((const __m256i *)(blk->qh + 32 * h));
-            __m512i hh = _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1);
-            wv[2 * h] = _mm512_or_si512(_mm512_and_si512(l, low4), _mm512_slli_epi16(_mm512_and_si512(hh, three), 4));
-            wv[2 * h + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), low4),
-                                            _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(hh, 4), three), 4));
-            /* lanes of 4 elements: 4 lanes per sub-block of 16 */
-            sl[2 * h] = _mm512_permutexvar_epi32(_mm512_add_epi32(idx0, _mm512_set1_epi32(8 * h)), sc);
-            sl[2 * h + 1] = _mm512_permutexvar_epi32(_mm512_add_epi32(idx0, _mm512_set1_epi32(8 * h + 4)), sc);
-        }
-        for (k = 0; k < 4; k++) /* the scales (signed) in both int16 halves of a lane */
-            sl[k] = _mm512_or_si512(_mm512_and_si512(sl[k], _mm512_set1_epi32(0xffff)), _mm512_slli_epi32(sl[k], 16));
-        SLM__UNROLL4 for (t = 0; t < nt; t++) {
-            const slm__block_q8_K *xt = x + (size_t)t * xs + i;
-            __m512i isum = _mm512_setzero_si512();
-            __m256i isum8;
-            for (k = 0; k < 4; k++)
-                isum = slm__dot_scaled_512(isum, wv[k], _mm512_loadu_si512((const void *)(xt->qs + 64 * k)), sl[k]);
-            isum8 = _mm256_add_epi32(_mm512_castsi512_si256(isum), _mm512_extracti64x4_epi64(isum, 1));
-            isum8 = _mm256_sub_epi32(
-                isum8, _mm256_slli_epi32(_mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)xt->bsums), s16), 5));
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum8), _mm256_set1_ps(dw * xt->d), acc[t]);
+        SLM__UNROLL4 for (r = 0; r < nr; r++) {
+            const slm__block_q6_K *blk = (const slm__block_q6_K *)(w + (size_t)r * row_size) + i;
+            __m256i s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)blk->scales));
+            __m512i s512 = _mm512_castsi256_si512(s16), wv[4], sl[4];
+            /* -32 x the scales against the 16 bsums, in the low 8 lanes */
+            __m512i m32 = _mm512_inserti64x4(_mm512_setzero_si512(),
+                                             _mm256_slli_epi16(_mm256_sub_epi16(_mm256_setzero_si256(), s16), 5), 0);
+            __m512 dw = _mm512_set1_ps(slm_fp16_to_fp32(blk->d));
+            /* the block's 3.3 cache lines; a lone token (decode) reads them once */
+            for (k = 0; k < 256; k += 64) {
+                if (nt == 1)
+                    _mm_prefetch((const char *)blk + SLM__PREFETCH + k, _MM_HINT_NTA);
+                else
+                    _mm_prefetch((const char *)blk + SLM__PREFETCH + k, _MM_HINT_T0);
+            }
+            SLM__UNROLL4 for (h = 0; h < 2; h++) {
+                __m512i l = _mm512_loadu_si512((const void *)(blk->ql + 64 * h));
+                __m512i hh = _mm512_srlv_epi16(
+                    _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(blk->qh + 32 * h))), qh_shift);
+                /* elements 64h .. 64h+63 from the low nibbles, the next 64 from the high */
+                wv[2 * h] =
+                    _mm512_or_si512(_mm512_and_si512(l, low4), _mm512_and_si512(_mm512_slli_epi16(hh, 4), bits45));
+                wv[2 * h + 1] =
+                    _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), low4), _mm512_and_si512(hh, bits45));
+            }
+            SLM__UNROLL4 for (k = 0; k < 4; k++) sl[k] =
+                _mm512_permutexvar_epi16(_mm512_add_epi16(sc_idx, _mm512_set1_epi16((short)(4 * k))), s512);
+            SLM__UNROLL4 for (t = 0; t < nt; t++) {
+                const slm__block_q8_K *xt = x + (size_t)t * xs + i;
+                __m512i isum = _mm512_madd_epi16(
+                    _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_loadu_si256((const __m256i *)xt->bsums), 0), m32);
+                SLM__UNROLL4 for (k = 0; k < 4; k++) isum =
+                    slm__dot_scaled_512(isum, wv[k], _mm512_loadu_si512((const void *)(xt->qs + 64 * k)), sl[k]);
+                acc[r][t] =
+                    _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_mul_ps(dw, _mm512_set1_ps(xt->d)), acc[r][t]);
+            }
         }
     }
-    SLM__UNROLL4 for (t = 0; t < nt; t++) out[t] = slm__hsum256(acc[t]);
+    SLM__UNROLL4 for (r = 0; r < nr; r++) SLM__UNROLL4 for (t = 0; t < nt; t++) out[4 * r + t] =
+        slm__hsum512(acc[r][t]);
+}
+SLM__MAYBE_UNUSED static void slm__dotm_q6_K_avx512(const uint8_t *w, const slm__block_q8_K *x, size_t xs, int nt,
+                                                    int n_super, float *out) {
+    float o[4];
+    int t;
+    switch (nt) {
+    case 1: slm__dotr_q6_K_group(w, 0, x, xs, 1, 1, n_super, o); break;
+    case 2: slm__dotr_q6_K_group(w, 0, x, xs, 1, 2, n_super, o); break;
+    case 3: slm__dotr_q6_K_group(w, 0, x, xs, 1, 3, n_super, o); break;
+    default: slm__dotr_q6_K_group(w, 0, x, xs, 1, 4, n_super, o); break;
+    }
+    for (t = 0; t < nt; t++) out[t] = o[t];
 }
 
 /* slm__quantize_q8_K on 16 lanes: the same amax and max (the first element
@@ -5661,58 +5698,6 @@ SLM__INLINE void slm__dotr_q4_K_group(const uint8_t *w, size_t row_size, const s
     }
 }
 
-/* q6_K as slm__dotm_q6_K_avx512, in the row groups of slm__dotr_q4_K_group */
-SLM__INLINE void slm__dotr_q6_K_group(const uint8_t *w, size_t row_size, const slm__block_q8_K *x, size_t xs, int nr,
-                                      int nt, int n_super, float *out) {
-    const __m512i low4 = _mm512_set1_epi8(0x0f), three = _mm512_set1_epi8(3);
-    const __m512i idx0 = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
-    __m256 acc[4][4];
-    int i, r, t, h, k;
-    SLM__UNROLL4 for (r = 0; r < nr; r++) SLM__UNROLL4 for (t = 0; t < nt; t++) acc[r][t] = _mm256_setzero_ps();
-    for (i = 0; i < n_super; i++) {
-        SLM__UNROLL4 for (r = 0; r < nr; r++) {
-            const slm__block_q6_K *blk = (const slm__block_q6_K *)(w + (size_t)r * row_size) + i;
-            __m128i s8 = _mm_loadu_si128((const __m128i *)blk->scales);
-            __m512i sc = _mm512_cvtepi8_epi32(s8), wv[4], sl[4];
-            __m256i s16 = _mm256_cvtepi8_epi16(s8);
-            float dw = slm_fp16_to_fp32(blk->d);
-            _mm_prefetch((const char *)blk + SLM__PREFETCH, _MM_HINT_T0); /* the block's 3.3 cache lines */
-            _mm_prefetch((const char *)blk + SLM__PREFETCH + 64, _MM_HINT_T0);
-            _mm_prefetch((const char *)blk + SLM__PREFETCH + 128, _MM_HINT_T0);
-            _mm_prefetch((const char *)blk + SLM__PREFETCH + 192, _MM_HINT_T0);
-            /* the scales (signed) in both int16 halves of a lane */
-            sc = _mm512_or_si512(_mm512_and_si512(sc, _mm512_set1_epi32(0xffff)), _mm512_slli_epi32(sc, 16));
-            SLM__UNROLL4 for (h = 0; h < 2; h++) {
-                __m512i l = _mm512_loadu_si512((const void *)(blk->ql + 64 * h));
-                __m256i qh = _mm256_loadu_si256((const __m256i *)(blk->qh + 32 * h));
-                __m512i hh = _mm512_inserti64x4(_mm512_castsi256_si512(qh), _mm256_srli_epi16(qh, 2), 1);
-                wv[2 * h] =
-                    _mm512_or_si512(_mm512_and_si512(l, low4), _mm512_slli_epi16(_mm512_and_si512(hh, three), 4));
-                wv[2 * h + 1] =
-                    _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), low4),
-                                    _mm512_slli_epi16(_mm512_and_si512(_mm512_srli_epi16(hh, 4), three), 4));
-                /* lanes of 4 elements: 4 lanes per sub-block of 16 */
-                sl[2 * h] = _mm512_permutexvar_epi32(_mm512_add_epi32(idx0, _mm512_set1_epi32(8 * h)), sc);
-                sl[2 * h + 1] = _mm512_permutexvar_epi32(_mm512_add_epi32(idx0, _mm512_set1_epi32(8 * h + 4)), sc);
-            }
-            SLM__UNROLL4 for (t = 0; t < nt; t++) {
-                const slm__block_q8_K *xt = x + (size_t)t * xs + i;
-                __m512i isum = _mm512_setzero_si512();
-                __m256i isum8;
-                SLM__UNROLL4 for (k = 0; k < 4; k++) isum =
-                    slm__dot_scaled_512(isum, wv[k], _mm512_loadu_si512((const void *)(xt->qs + 64 * k)), sl[k]);
-                isum8 = _mm256_add_epi32(_mm512_castsi512_si256(isum), _mm512_extracti64x4_epi64(isum, 1));
-                isum8 = _mm256_sub_epi32(
-                    isum8,
-                    _mm256_slli_epi32(_mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)xt->bsums), s16), 5));
-                acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum8), _mm256_set1_ps(dw * xt->d), acc[r][t]);
-            }
-        }
-    }
-    SLM__UNROLL4 for (r = 0; r < nr; r++) SLM__UNROLL4 for (t = 0; t < nt; t++) out[4 * r + t] =
-        slm__hsum256(acc[r][t]);
-}
-
 /* The kernel table's slm__dotr_q4_K / slm__dotr_q6_K: nr (1..4) rows
    against nt (1..4) tokens, out[4 * r + t]; four rows in one group, fewer
    one by one, each count a constant in its copy of the loop */
@@ -5737,7 +5722,23 @@ SLM__INLINE void slm__dotr_q6_K_group(const uint8_t *w, size_t row_size, const s
             }                                                                                                          \
     }
 SLM__DOTR_K_AVX512VNNI(slm__dotr_q4_K_avx512vnni, slm__dotr_q4_K_group)
-SLM__DOTR_K_AVX512VNNI(slm__dotr_q6_K_avx512vnni, slm__dotr_q6_K_group)
+SLM__DOTR_K_AVX512VNNI(slm__dotr_q6_K_rows, slm__dotr_q6_K_group)
+/* q6_K's: as those, but a lone token (decode) takes the rows one by one,
+   reading the matrix in order: four rows' interleaved streams defeat the
+   hardware prefetcher (a 256 MiB matrix of 1024 columns on Zen 5: 24 GB/s
+   in groups of four, 32 one by one, the memory read bandwidth; a row group
+   saves nothing for one token) */
+SLM__MAYBE_UNUSED static void slm__dotr_q6_K_avx512vnni(const uint8_t *w, size_t row_size, int nr,
+                                                        const slm__block_q8_K *x, size_t xs, int nt, int n_super,
+                                                        float *out) {
+    int r;
+    if (nt == 1) {
+        for (r = 0; r < nr; r++)
+            slm__dotr_q6_K_group(w + (size_t)r * row_size, row_size, x, xs, 1, 1, n_super, out + 4 * r);
+        return;
+    }
+    slm__dotr_q6_K_rows(w, row_size, nr, x, xs, nt, n_super, out);
+}
 
 /* q4_K prefill: 16 rows against up to SLM__KQ_GEMM_TOK tokens, out[16 * t
    + r]. The rows' super-blocks are decoded once for the whole batch, into
@@ -8969,11 +8970,11 @@ struct slm_session {
     slm_allocator alloc;
     int n_ctx, n_threads, kv_type, n_past, logits_valid, n_batch;
     int kv_dim, q_dim, xq_blocks, xk_blocks;
-    slm_token *tokens;                         /* what the KV cache holds, n_ctx */
+    slm_token *tokens;                   /* what the KV cache holds, n_ctx */
     float *x, *xn, *q, *k, *v, *ao, *hb; /* [n_batch][width] */
-    float *att;                                /* [n_threads][att_rows][n_ctx] attention scores */
-    int att_chunks, att_rows;                  /* chunks of <= SLM__GROUP query heads per KV head, heads per chunk */
-    float *rope_cs;                            /* [n_batch][head_dim/2][2] cos, sin */
+    float *att;                          /* [n_threads][att_rows][n_ctx] attention scores */
+    int att_chunks, att_rows;            /* chunks of <= SLM__GROUP query heads per KV head, heads per chunk */
+    float *rope_cs;                      /* [n_batch][head_dim/2][2] cos, sin */
     float *logits;
     slm__block_q8_0 *xq;           /* [n_batch][xq_blocks] activations quantized for q8_0/q4_0 weights */
     int32_t *xq_sum;               /* [n_batch][xq_blocks] sum of each block's quants, for the _R16 kernels */

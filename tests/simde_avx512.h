@@ -91,7 +91,8 @@ static inline simde__m512i slm_test_mm512_shuffle_i64x2(simde__m512i a, simde__m
 #ifndef _mm512_shuffle_f32x4
 /* 128-bit lanes: two from a, two from b (SIMDe 0.7.4 has no alias for it) */
 #define _mm512_shuffle_f32x4(a, b, imm) \
-    simde_mm512_castsi512_ps(slm_test_mm512_shuffle_i64x2(simde_mm512_castps_si512(a), simde_mm512_castps_si512(b), imm))
+    simde_mm512_castsi512_ps(           \
+        slm_test_mm512_shuffle_i64x2(simde_mm512_castps_si512(a), simde_mm512_castps_si512(b), imm))
 #endif
 #ifndef _mm512_cvtepu16_epi32
 static inline simde__m512i slm_test_mm512_cvtepu16_epi32(simde__m256i a) {

@@ -1960,6 +1960,90 @@ static void test_kernels_quantize_q8_K(void) {
     free(b);
 }
 
+/* The K-quant matrices through slm__matmul, the path a forward pass takes
+   (row groups where the kernel table has them, one row at a time where not):
+   1..5 rows starting anywhere against 1..9 tokens, rows random, all zero or
+   with extreme scales, activations random, large, -127/127 and zero; each
+   (row, token) against the scalar reference, and bitwise the same as the
+   row alone against the token alone (a token's logits do not depend on the
+   batch it is in, nor the rows on how threads split them). */
+static void test_kernels_kquant_matmul(void) {
+    enum { NROWS = 9, NTOK = 9, MAXN = 768, XKS = MAXN / 256 };
+    static const int types[] = { SLM_TYPE_Q4_K, SLM_TYPE_Q5_K, SLM_TYPE_Q6_K };
+    static const int lengths[] = { 256, 768 };
+    float *x = (float *)malloc(MAXN * sizeof(float)), *wf = (float *)malloc(MAXN * sizeof(float));
+    float *y = (float *)malloc(NTOK * NROWS * sizeof(float));
+    static float ref[NROWS][NTOK], alone[NROWS][NTOK];
+    static double scales[NROWS][NTOK];
+    uint8_t *rows = (uint8_t *)malloc(NROWS * slm_type_row_size(SLM_TYPE_Q6_K, MAXN));
+    slm__block_q8_K *xk = (slm__block_q8_K *)malloc(NTOK * XKS * sizeof(slm__block_q8_K));
+    size_t ti, li;
+    int i, r, t, r0, nr, nt, n_checked = 0, bad = 0, bad_alone = 0;
+    for (ti = 0; ti < sizeof types / sizeof types[0]; ti++)
+        for (li = 0; li < sizeof lengths / sizeof lengths[0]; li++) {
+            int type = types[ti], n = lengths[li];
+            size_t rs = slm_type_row_size(type, n);
+            slm__tensor w;
+            memset(&w, 0, sizeof w);
+            w.type = type;
+            w.n_dims = 2;
+            w.ne[0] = n;
+            w.ne[1] = NROWS;
+            w.row_size = rs;
+            w.data = rows;
+            for (r = 0; r < NROWS; r++) kq_random_row(type, rows + r * rs, n, r % 3);
+            for (t = 0; t < NTOK; t++) {
+                for (i = 0; i < n; i++)
+                    x[i] = t == 2 ? (i % 2 ? -1.0f : 1.0f) : t == 5 ? 0.0f : rand_float() * (t == 1 ? 100.0f : 1.0f);
+                slm__quantize_q8_K(x, xk + t * XKS, n);
+            }
+            for (r = 0; r < NROWS; r++) {
+                slm_dequantize_row(type, rows + r * rs, wf, n);
+                for (t = 0; t < NTOK; t++) {
+                    const slm__block_q8_K *xt = xk + t * XKS;
+                    ref[r][t] = kq_dot_ref(type, rows + r * rs, NULL, NULL, xt, n / 32);
+                    scales[r][t] = 0;
+                    for (i = 0; i < n; i++)
+                        scales[r][t] += fabs((double)wf[i] * xt[i / 256].d * xt[i / 256].qs[i % 256]);
+                    slm__matmul(&w, r, r + 1, NULL, 0, NULL, NULL, 0, xt, XKS, 1, y, NROWS, 0);
+                    alone[r][t] = y[r];
+                }
+            }
+            for (nt = 1; nt <= NTOK; nt++)
+                for (nr = 1; nr <= 5; nr++)
+                    for (r0 = 0; r0 + nr <= NROWS; r0 += 2) {
+                        int t0 = NTOK - nt; /* the last nt tokens */
+                        for (i = 0; i < NTOK * NROWS; i++) y[i] = -1.0f;
+                        slm__matmul(&w, r0, r0 + nr, NULL, 0, NULL, NULL, 0, xk + t0 * XKS, XKS, nt, y, NROWS, 0);
+                        for (t = 0; t < nt; t++)
+                            for (r = r0; r < r0 + nr; r++) {
+                                float g = y[t * NROWS + r], e = ref[r][t0 + t];
+                                if (!(fabs(g - e) <= 1e-5 * scales[r][t0 + t] + 1e-30) && bad++ < 5)
+                                    CHECKF(0, "%s n=%d rows %d..%d x %d tokens, row %d token %d: %.9g, reference %.9g",
+                                           slm_type_name(type), n, r0, r0 + nr - 1, nt, r, t0 + t, g, e);
+                                if (memcmp(&g, &alone[r][t0 + t], sizeof g) != 0 && bad_alone++ < 5)
+                                    CHECKF(0, "%s n=%d rows %d..%d x %d tokens, row %d token %d: %.9g, alone %.9g",
+                                           slm_type_name(type), n, r0, r0 + nr - 1, nt, r, t0 + t, g, alone[r][t0 + t]);
+                                n_checked++;
+                            }
+                        /* rows outside r0..r0+nr-1 stay as they were */
+                        for (t = 0; t < nt; t++)
+                            for (r = 0; r < NROWS; r++)
+                                if ((r < r0 || r >= r0 + nr) && y[t * NROWS + r] != -1.0f && bad++ < 5)
+                                    CHECKF(0, "%s n=%d rows %d..%d: row %d written", slm_type_name(type), n, r0,
+                                           r0 + nr - 1, r);
+                    }
+        }
+    CHECKF(bad == 0 && bad_alone == 0, "%d results out of tolerance, %d differ from the row and token alone (%s)", bad,
+           bad_alone, SLM__SIMD_NAME);
+    NOTE("%d (row, token) sums checked (%s)", n_checked, SLM__SIMD_NAME);
+    free(x);
+    free(wf);
+    free(y);
+    free(rows);
+    free(xk);
+}
+
 static void test_kquant_reference_bytes(void) {
     static const struct {
         int type;
@@ -4947,6 +5031,7 @@ static const test_case INTERNAL_TESTS[] = {
     TEST(kernels_kquant_rows),
     TEST(kernels_kquant_gemm),
     TEST(kernels_quantize_q8_K),
+    TEST(kernels_kquant_matmul),
     TEST(kquant_reference_bytes),
     TEST(kernels_kv_q8_0),
     TEST(fp32_to_fp16_rows),

@@ -1,4 +1,4 @@
-/* slm.h - v0.6.0 - small language models on the device, in one C header.
+/* slm.h - v0.7.0 - small language models on the device, in one C header.
 
    Runs decoder-only transformers (Llama family, Qwen2/3) of 100M-700M
    parameters from one flat, mmap-able `.slm` file. No dependencies beyond
@@ -321,6 +321,19 @@
      thread counts, as the tests expect.
 
    REVISION HISTORY
+     0.7.0  AVX-512 VNNI: q4_K prefill by a 16-row GEMM (super-blocks
+            repacked rows-in-lanes once per batch, vpdpbusd on tiles of 8
+            tokens; the row-group kernel sums the same exact integers, so a
+            token's logits have the same bits alone or in a batch); q8_K
+            activations quantized in AVX-512; q6_K in one kernel body, its
+            decode reading rows in order. Attention scores 16 (AVX2: 8)
+            positions per call, reduced together (same bits as before);
+            AVX-512 value sums for up to four heads at once. A pass computes
+            q, k and v by heads with their bias, norm, RoPE and KV store in
+            one step; the SwiGLU up projection in chunks on the thread's stack
+            (the session's hb2 buffer is gone); KV f16 stores vectorised
+            (F16C, AVX-512, NEON; NaN lanes by the scalar conversion, so the
+            same bits). Same file format.
      0.6.0  SLM_DISPATCH on aarch64: the NEON kernels with and without the
             dot product in one build, chosen from the OS's hwcaps (Linux
             getauxval, Apple sysctl); `make dist` there too. aarch64 i8mm:
@@ -328,10 +341,7 @@
             __ARM_FEATURE_MATMUL_INT8; correct under qemu, speed unmeasured).
             AVX-512 VNNI: q4_K and q6_K matrices in groups of four rows
             (each row's blocks decoded once for every token, every line
-            prefetched); q4_K prefill by a 16-row GEMM (super-blocks
-            repacked rows-in-lanes once per batch, vpdpbusd on tiles of 8
-            tokens; a token's logits have the same bits alone or in a
-            batch), q8_K activations quantized in AVX-512. Prefetch distances retuned on Zen 5 (decode 1.1-1.6x
+            prefetched). Prefetch distances retuned on Zen 5 (decode 1.1-1.6x
             on one thread), and attention prefetches the KV rows of a short
             pass. Same results, same file format.
      0.5.0  SLM_DISPATCH: one x86-64 build with the plain C, AVX2 and AVX-512
@@ -406,9 +416,9 @@
 #define SLM_H
 
 #define SLM_VERSION_MAJOR        0
-#define SLM_VERSION_MINOR        6
+#define SLM_VERSION_MINOR        7
 #define SLM_VERSION_PATCH        0
-#define SLM_VERSION_STRING       "0.6.0"
+#define SLM_VERSION_STRING       "0.7.0"
 #define SLM_FORMAT_VERSION_MAJOR 1 /* .slm files this code writes and reads */
 #define SLM_FORMAT_VERSION_MINOR 1
 

@@ -927,12 +927,6 @@ done:
     free(slm_path);
 }
 
-/* A q8_0 KV cache against llama.cpp's logits (made with an f32 cache) on the
-   float fixtures: q8_0 keys and values add noise of the size that q8_0
-   weights add, so the quantized fixtures' rule applies, with their bounds
-   (relative L2 <= 0.05 per stored row, top-1 agreement >= 0.9, and equal
-   argmax where llama.cpp's margin is > 0.5). d_qwen3 has head_dim 32 (whole
-   blocks), the others 16 (one partial block per head). */
 /* A K-quant model (the q4_K_M fixture: its q4_K matrices take the 16-row
    GEMM in a batch where the kernel table has one, the row groups alone)
    gives the same logits, bit for bit, for a prompt evaluated in one batch,
@@ -980,6 +974,12 @@ static void test_kquant_batch_alone_identical(void) {
     slm_model_free(m);
 }
 
+/* A q8_0 KV cache against llama.cpp's logits (made with an f32 cache) on the
+   float fixtures: q8_0 keys and values add noise of the size that q8_0
+   weights add, so the quantized fixtures' rule applies, with their bounds
+   (relative L2 <= 0.05 per stored row, top-1 agreement >= 0.9, and equal
+   argmax where llama.cpp's margin is > 0.5). d_qwen3 has head_dim 32 (whole
+   blocks), the others 16 (one partial block per head). */
 static void test_kv_q8_0_parity(const char *fixture) {
     char *json_path = pathf("%s/fixtures/%s.json", g_models_dir, fixture);
     char *bin_path = pathf("%s/fixtures/%s.logits.bin", g_models_dir, fixture);

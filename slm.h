@@ -8891,9 +8891,10 @@ static void slm__matmul(const slm__tensor *w, int r0, int r1, const float *x, si
             for (t = 0; t < n_tok; t += 4) {
                 float d[4];
                 int nt = SLM__MIN(4, n_tok - t);
-                const slm__block_q8_0 *xt = xq + (size_t)t * xq_stride;
-                const int32_t *st = xsum + (size_t)t * xq_stride;
-                const slm__block_q8_K *kt = xk + (size_t)t * xk_stride;
+                /* a pass quantizes only what its matrices' types read: the others are NULL */
+                const slm__block_q8_0 *xt = xq ? xq + (size_t)t * xq_stride : NULL;
+                const int32_t *st = xsum ? xsum + (size_t)t * xq_stride : NULL;
+                const slm__block_q8_K *kt = xk ? xk + (size_t)t * xk_stride : NULL;
                 switch (w->type) {
                 case SLM_TYPE_Q5_0: slm__dotm_q5_0(row, xt, st, xq_stride, nt, nb, d); break;
                 case SLM_TYPE_Q5_1: slm__dotm_q5_1(row, xt, st, xq_stride, nt, nb, d); break;

@@ -1831,6 +1831,19 @@ static void test_kernels_kquant_rows(void) {
 #endif
 }
 
+/* An n_rows x n matrix of type over data, as the loader would describe it */
+static slm__tensor kq_matrix(int type, int n, int n_rows, void *data) {
+    slm__tensor w;
+    memset(&w, 0, sizeof w);
+    w.type = type;
+    w.n_dims = 2;
+    w.ne[0] = n;
+    w.ne[1] = n_rows;
+    w.row_size = slm_type_row_size(type, n);
+    w.data = data;
+    return w;
+}
+
 /* slm__matmul on q4_K (the 16-row GEMM for batches where the kernel table
    has one, slm__gemm_q4_K): every (row, token) against the scalar
    reference, and bitwise the same as that row and token alone (decode's
@@ -1850,14 +1863,7 @@ static void test_kernels_kquant_gemm(void) {
     for (li = 0; li < sizeof lengths / sizeof lengths[0]; li++) {
         int n = lengths[li], n_super = n / 256;
         size_t rs = slm_type_row_size(SLM_TYPE_Q4_K, n);
-        slm__tensor w;
-        memset(&w, 0, sizeof w);
-        w.type = SLM_TYPE_Q4_K;
-        w.n_dims = 2;
-        w.ne[0] = n;
-        w.ne[1] = NROWS;
-        w.row_size = rs;
-        w.data = rows;
+        slm__tensor w = kq_matrix(SLM_TYPE_Q4_K, n, NROWS, rows);
         /* rows of every mode: random, all zero, extreme scales and mins */
         for (r = 0; r < NROWS; r++) kq_random_row(SLM_TYPE_Q4_K, rows + r * rs, n, r % 5 == 3 ? 1 : r % 3 == 2 ? 2 : 0);
         for (t = 0; t < NTOK; t++) {
@@ -1983,14 +1989,7 @@ static void test_kernels_kquant_matmul(void) {
         for (li = 0; li < sizeof lengths / sizeof lengths[0]; li++) {
             int type = types[ti], n = lengths[li];
             size_t rs = slm_type_row_size(type, n);
-            slm__tensor w;
-            memset(&w, 0, sizeof w);
-            w.type = type;
-            w.n_dims = 2;
-            w.ne[0] = n;
-            w.ne[1] = NROWS;
-            w.row_size = rs;
-            w.data = rows;
+            slm__tensor w = kq_matrix(type, n, NROWS, rows);
             for (r = 0; r < NROWS; r++) kq_random_row(type, rows + r * rs, n, r % 3);
             for (t = 0; t < NTOK; t++) {
                 for (i = 0; i < n; i++)

@@ -2529,7 +2529,7 @@ static void test_kernels_attn_scores(void) {
     static slm__block_q8_0 kq[P][2 * NB];
     static const int calls[][2] = { { 0, 1 }, { 0, 16 }, { 3, 17 }, { 0, 40 }, { 7, 33 }, { 39, 1 }, { 1, 15 } };
     size_t di, ci;
-    int i, j, p, t, nq, bad = 0, far = 0, n_checked = 0;
+    int i, j, p, t, nq, bad = 0, n_far = 0, n_checked = 0;
     for (di = 0; di < sizeof dims / sizeof dims[0]; di++) {
         int n = dims[di], nb = (n + 31) / 32;
         for (p = 0; p < P; p++) {
@@ -2573,7 +2573,7 @@ static void test_kernels_attn_scores(void) {
                                 exact += kv * q[i][j];
                                 scale += fabs(kv * q[i][j]);
                             }
-                            if (scale < 1e38) far += !(fabs(got[i][2 + p] - exact) <= 3e-5 * scale + 1e-30);
+                            if (scale < 1e38) n_far += !(fabs(got[i][2 + p] - exact) <= 3e-5 * scale + 1e-30);
                             n_checked++;
                         }
                     }
@@ -2584,7 +2584,7 @@ static void test_kernels_attn_scores(void) {
         (void)nb;
     }
     CHECKF(bad == 0, "%s: %d scores differ from the group kernels' (or were written outside)", SLM__SIMD_NAME, bad);
-    CHECKF(far == 0, "%s: %d scores far from the double-precision sums", SLM__SIMD_NAME, far);
+    CHECKF(n_far == 0, "%s: %d scores far from the double-precision sums", SLM__SIMD_NAME, n_far);
     NOTE("%d attention scores compared", n_checked);
 }
 

@@ -3,14 +3,16 @@
 #
 #   1. the whole suite (tests/run.sh: conversions, test_slm, CLI checks) with
 #      ./slm, ./slm-convert and test_slm built under AddressSanitizer +
-#      UndefinedBehaviorSanitizer (gcc, else clang), no recovery; then
-#      SLM_TEST_FUZZ_ITERS (default 500) random mutations per input kind of
-#      GGUF, safetensors and JSON files fed to the sanitized slm-convert
+#      UndefinedBehaviorSanitizer (gcc, else clang), no recovery; beside it
+#      (or after it, without make test's build) SLM_TEST_FUZZ_ITERS (default
+#      500) random mutations per input kind of GGUF, safetensors and JSON
+#      files fed to the sanitized slm-convert
 #   2. test_slm with the scalar kernels (-DSLM_NO_SIMD), a portable build,
 #      with every pass split across threads even on the tiny test models
 #      (OpenMP with SLM_USE_OPENMP, and the library's own pthread pool), and on an AVX-512 host
-#      with the AVX2 kernels; the AVX-512 kernels, with and without VNNI, on
-#      an AVX2 host with SIMDe emulating the 512-bit instructions
+#      with the AVX2 kernels (and the AVX-512 kernels without VNNI, when the
+#      native build has the VNNI ones); the AVX-512 kernels, with and without
+#      VNNI, on an AVX2 host with SIMDe emulating the 512-bit instructions
 #   3. the compile matrix with clang when `make test` could not run it, and
 #      the AVX-512 builds (gcc, clang; C99, C++11; with and without VNNI)
 #   4. the thread tests under ThreadSanitizer (pthread pool)
@@ -102,6 +104,13 @@ if [ -n "${SLM_BUILD_STATUS:-}" ] && [ "$SLM_BUILD_STATUS" != 0 ]; then
     fail "make all builds ./slm and ./slm-convert" "exit status $SLM_BUILD_STATUS"
 fi
 
+# the Hugging Face folders of tests/run.sh and the fuzz inputs below are
+# written by a numpy script (make test installs nothing and skips them)
+if ! "${SLM_TEST_PYTHON:-/usr/bin/python3}" -c 'import numpy' >/dev/null 2>&1; then
+    echo "== installing numpy for ${SLM_TEST_PYTHON:-/usr/bin/python3} (the Hugging Face test folders)"
+    apt_install python3-numpy || echo "    could not install python3-numpy: the Hugging Face conversions are skipped"
+fi
+
 # ---------------------------------------------------------------------------
 # 1. sanitizers
 # ---------------------------------------------------------------------------
@@ -136,6 +145,31 @@ else
         fi
     done
     if [ $ok = 1 ]; then
+        # Many more random mutations of GGUF / safetensors / JSON inputs than
+        # make test runs, converted by the sanitized slm-convert. test_slm only
+        # drives it: make test's build serves (when fresh), running beside the
+        # suite, whose test_slm keeps one CPU busy and leaves the other mostly
+        # idle; else the suite's own build, after it. Its Hugging Face inputs:
+        # a folder of tests/gen_hf_fixture.py (run.sh's llama_f32) of its own.
+        FZ=$SB/fuzz-inputs
+        fuzz_run() { # TEST_SLM
+            ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=1:abort_on_error=0} \
+            UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
+            SLM_TEST_BUILD=$FZ SLM_CONVERT_BIN=$SB/slm-convert SLM_BIN=$SB/slm \
+            SLM_TEST_FUZZ_ITERS=${SLM_TEST_FUZZ_ITERS:-500} SLM_TEST_TIMEOUT=1200 \
+                "$1" -k convert_fuzz >"$SB/fuzz.log" 2>&1
+        }
+        rm -rf "$FZ" "$SB/fuzz.log"
+        mkdir -p "$FZ/hf/llama_f32"
+        SLM_MODELS=${SLM_MODELS:-../shared/models} "${SLM_TEST_PYTHON:-/usr/bin/python3}" tests/gen_hf_fixture.py \
+            --out "$FZ/hf/llama_f32" --arch llama --dtype f32 --dim 32 --heads 4 --kv-heads 2 --ffn 64 \
+            >"$FZ/gen.log" 2>&1 || echo "    no Hugging Face folder for the mutations: $(tail -n 1 "$FZ/gen.log")"
+        fuzz_pid=
+        if [ -x "$BUILD/test_slm" ] && [ "$BUILD/test_slm" -nt tests/test_checkpoints.c ]; then
+            echo "== randomized hostile inputs to slm-convert under ASan + UBSan: beside the suite ($BUILD/test_slm)"
+            fuzz_run "$BUILD/test_slm" &
+            fuzz_pid=$!
+        fi
         # no -fopenmp here: libgomp's thread pool would be reported as leaks
         ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=1:abort_on_error=0:detect_stack_use_after_return=1} \
         UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
@@ -144,19 +178,17 @@ else
             tests/run.sh 2>&1 | sed -u 's/^/  [asan] /' | tee "$SB/run.log"
         sed -i 's/^  \[asan\] //' "$SB/run.log"
         add_counts "$SB/run.log" "the suite under sanitizers"
-        # many more random mutations of GGUF / safetensors / JSON inputs than
-        # make test runs, converted by the sanitized slm-convert
-        if [ -x "$SB/test_slm" ]; then
+        if [ -n "$fuzz_pid" ]; then
+            wait "$fuzz_pid"
+        elif [ -x "$SB/test_slm" ]; then
             echo "== randomized hostile inputs to slm-convert under ASan + UBSan"
-            ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=1:abort_on_error=0} \
-            UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
-            SLM_TEST_BUILD=$SB SLM_CONVERT_BIN=$SB/slm-convert SLM_BIN=$SB/slm \
-            SLM_TEST_FUZZ_ITERS=${SLM_TEST_FUZZ_ITERS:-500} SLM_TEST_TIMEOUT=1200 \
-                "$SB/test_slm" -k convert_fuzz 2>&1 | sed -u 's/^/  [fuzz] /' | tee "$SB/fuzz.log"
-            sed -i 's/^  \[fuzz\] //' "$SB/fuzz.log"
+            fuzz_run "$SB/test_slm"
+        fi
+        if [ -f "$SB/fuzz.log" ]; then
+            sed 's/^/  [fuzz] /' "$SB/fuzz.log"
             add_counts "$SB/fuzz.log" "randomized hostile inputs"
         else
-            fail "randomized hostile inputs" "$SB/test_slm was not built by the sanitized suite"
+            fail "randomized hostile inputs" "neither make test's build/test_slm nor the sanitized suite's was there to run them"
         fi
     fi
 fi
@@ -209,9 +241,15 @@ if grep -qw avx_vnni /proc/cpuinfo 2>/dev/null && echo | $CC $CFLAGS -dM -E - 2>
    echo | $CC -march=x86-64-v3 -mavxvnni -dM -E - 2>/dev/null | grep -q __AVXVNNI__; then
     VARIANTS+=("avxvnni")
 fi
-# the AVX-512 kernels on any AVX2 host, SIMDe emulating the 512-bit
-# intrinsics (tests/simde_avx512.h), with and without VNNI
-if grep -qw avx2 /proc/cpuinfo 2>/dev/null && grep -qw f16c /proc/cpuinfo && grep -qw fma /proc/cpuinfo &&
+# the AVX-512 kernels without VNNI: natively where the CPU has AVX-512 and the
+# native build runs the VNNI ones (an emulated build is several times slower)
+if grep -qw avx512vl /proc/cpuinfo 2>/dev/null && grep -qw avx512bw /proc/cpuinfo &&
+   echo | $CC $CFLAGS -dM -E - 2>/dev/null | grep -q __AVX512VNNI__; then
+    VARIANTS+=("avx512")
+    skip "test_slm with the AVX-512 kernels on SIMDe" "this CPU runs them natively (the avx512 variant) and the VNNI ones (make test)"
+# else on any AVX2 host, SIMDe emulating the 512-bit intrinsics
+# (tests/simde_avx512.h), with and without VNNI
+elif grep -qw avx2 /proc/cpuinfo 2>/dev/null && grep -qw f16c /proc/cpuinfo && grep -qw fma /proc/cpuinfo &&
    echo | $CC -dM -E - 2>/dev/null | grep -q __x86_64__; then
     simde_ok() { printf '#include <simde/x86/avx512.h>\n' | $CC -mavx2 -mfma -mf16c -E -x c - >/dev/null 2>&1; }
     if ! simde_ok; then
@@ -239,6 +277,7 @@ variant_flags() {
         portable) vflags="-O2 -g" ;;
         avx2) vflags="-O2 -g -mavx2 -mfma -mf16c" ;;
         avxvnni) vflags="-O2 -g -march=x86-64-v3 -mavxvnni" ;;
+        avx512) vflags="-O2 -g -mavx512f -mavx512bw -mavx512vl -mfma -mf16c" ;;
         simde-avx512) vflags="-O2 -g -mavx2 -mfma -mf16c -Wno-psabi -include tests/simde_avx512.h" ;;
         simde-avx512-vnni) vflags="-O2 -g -mavx2 -mfma -mf16c -Wno-psabi -include tests/simde_avx512.h -DSLM_TEST_VNNI" ;;
         forced-threads)
@@ -280,6 +319,7 @@ for variant in "${VARIANTS[@]}"; do
             -DSLM_NO_SIMD) kernels_picked "$VB/run.log" scalar "test_slm $variant" ;;
             avx2) kernels_picked "$VB/run.log" avx2 "test_slm $variant" ;;
             avxvnni) kernels_picked "$VB/run.log" avx2-vnni "test_slm $variant" ;;
+            avx512) kernels_picked "$VB/run.log" avx512 "test_slm $variant" ;;
             simde-avx512) kernels_picked "$VB/run.log" avx512 "test_slm $variant" ;;
             simde-avx512-vnni) kernels_picked "$VB/run.log" avx512-vnni "test_slm $variant" ;;
         esac

@@ -361,6 +361,47 @@ slm_session *new_session(slm_model *m, int n_ctx, int n_threads) {
     return s;
 }
 
+/* Evaluates seq[0, n) on 1..3 threads, token by token and in one batch, each
+   in a fresh session with KV type kv_type (0: the default); every run's last
+   logits must have the bits of the first (1 thread, token by token). Returns
+   the number of runs that differ (each reported as a failed check). */
+int logits_same_any_threads_batch(slm_model *m, const slm_token *seq, int n, int kv_type, const char *what) {
+    int n_vocab = slm_model_info_get(m)->n_vocab, threads, batched, i, mismatches = 0;
+    float *first = (float *)malloc((size_t)n_vocab * sizeof(float));
+    if (!first) {
+        CHECKF(0, "%s: out of memory", what);
+        return 1;
+    }
+    for (threads = 1; threads <= 3; threads++)
+        for (batched = 0; batched <= 1; batched++) {
+            slm_session *s = NULL;
+            slm_session_desc sd;
+            const float *lg;
+            memset(&sd, 0, sizeof sd);
+            sd.n_threads = threads;
+            sd.kv_type = kv_type;
+            CHECK(slm_session_new(&s, m, &sd) == SLM_OK);
+            if (!s) {
+                free(first);
+                return mismatches + 1;
+            }
+            if (batched)
+                CHECK(slm_eval(s, seq, n) == SLM_OK);
+            else
+                for (i = 0; i < n; i++) CHECK(slm_eval(s, seq + i, 1) == SLM_OK);
+            lg = slm_logits(s);
+            CHECK(lg != NULL);
+            if (lg && threads == 1 && !batched)
+                memcpy(first, lg, (size_t)n_vocab * sizeof(float));
+            else if (lg && memcmp(first, lg, (size_t)n_vocab * sizeof(float)) != 0 && mismatches++ < 3)
+                CHECKF(0, "%s: %d threads, %s: logits differ from 1 thread token by token", what, threads,
+                       batched ? "one batch" : "token by token");
+            slm_session_free(s);
+        }
+    free(first);
+    return mismatches;
+}
+
 enum { RES_PASS, RES_FAIL, RES_SKIP };
 
 /* NAME, or NAME/ARG for a row with an argument: what -k and -x match. */

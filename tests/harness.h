@@ -204,5 +204,6 @@ char *model_path(const char *type);
 
 slm_model *load_model(const char *path);
 slm_session *new_session(slm_model *m, int n_ctx, int n_threads);
+int logits_same_any_threads_batch(slm_model *m, const slm_token *seq, int n, int kv_type, const char *what);
 
 #endif

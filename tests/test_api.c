@@ -1441,8 +1441,7 @@ static void test_threads_and_batches_identical(void) {
         char *path;
         slm_model *m;
         slm_token seq[N_SEQ];
-        float *first = NULL;
-        int threads, i, mismatches = 0;
+        int i, mismatches;
         path = model_path(types[ti]);
         if (!load_reference()) {
             free(path);
@@ -1453,37 +1452,9 @@ static void test_threads_and_batches_identical(void) {
         free(path);
         if (!m) return;
         for (i = 0; i < N_SEQ; i++) seq[i] = i < 5 ? R.prompt_ids[i] : R.gen_ids[i - 5];
-        first = (float *)malloc((size_t)N_VOCAB * sizeof(float));
-        for (threads = 1; threads <= 3; threads++) {
-            int batched;
-            for (batched = 0; batched <= 1; batched++) {
-                slm_session *s = NULL;
-                slm_session_desc sd;
-                const float *lg;
-                memset(&sd, 0, sizeof sd);
-                sd.n_threads = threads;
-                sd.kv_type = kv_types[ti];
-                CHECK(slm_session_new(&s, m, &sd) == SLM_OK);
-                if (!s) break;
-                if (batched)
-                    CHECK(slm_eval(s, seq, 150) == SLM_OK);
-                else
-                    for (i = 0; i < 150; i++) CHECK(slm_eval(s, seq + i, 1) == SLM_OK);
-                lg = slm_logits(s);
-                CHECK(lg != NULL);
-                if (lg && threads == 1 && !batched)
-                    memcpy(first, lg, (size_t)N_VOCAB * sizeof(float));
-                else if (lg && memcmp(first, lg, (size_t)N_VOCAB * sizeof(float)) != 0) {
-                    mismatches++;
-                    CHECKF(0, "%s: %d threads, %s: logits differ from 1 thread one at a time", types[ti], threads,
-                           batched ? "batched" : "one at a time");
-                }
-                slm_session_free(s);
-            }
-        }
+        mismatches = logits_same_any_threads_batch(m, seq, 150, kv_types[ti], types[ti]);
         NOTE("%s%s: 1-3 threads x batched/one-by-one over 150 positions: %s", types[ti],
              kv_types[ti] ? ", q8_0 KV cache" : "", mismatches ? "DIFFERENT" : "bit-identical");
-        free(first);
         slm_model_free(m);
     }
 }

@@ -936,8 +936,7 @@ static void test_kquant_batch_alone_identical(void) {
     char *path = pathf("%s/fixtures/j_llama_kq_q4_k_m.slm", g_build_dir);
     slm_model *m;
     slm_token seq[N];
-    float *first = NULL;
-    int n_vocab, threads, batched, i, mismatches = 0;
+    int n_vocab, i;
     if (!file_exists(path)) {
         free(path);
         SKIP("build/fixtures/j_llama_kq_q4_k_m.slm not found (tests/run.sh converts fixtures2/j_llama_kq_q4_k_m.gguf)");
@@ -947,30 +946,7 @@ static void test_kquant_batch_alone_identical(void) {
     if (!m) return;
     n_vocab = slm_model_info_get(m)->n_vocab;
     for (i = 0; i < N; i++) seq[i] = (slm_token)(1 + (i * 7919) % (n_vocab - 1));
-    first = (float *)malloc((size_t)n_vocab * sizeof(float));
-    for (threads = 1; threads <= 3; threads++)
-        for (batched = 0; batched <= 1; batched++) {
-            slm_session *s = NULL;
-            slm_session_desc sd;
-            const float *lg;
-            memset(&sd, 0, sizeof sd);
-            sd.n_threads = threads;
-            CHECK(slm_session_new(&s, m, &sd) == SLM_OK);
-            if (!s) break;
-            if (batched)
-                CHECK(slm_eval(s, seq, N) == SLM_OK);
-            else
-                for (i = 0; i < N; i++) CHECK(slm_eval(s, seq + i, 1) == SLM_OK);
-            lg = slm_logits(s);
-            CHECK(lg != NULL);
-            if (lg && threads == 1 && !batched)
-                memcpy(first, lg, (size_t)n_vocab * sizeof(float));
-            else if (lg && memcmp(first, lg, (size_t)n_vocab * sizeof(float)) != 0 && mismatches++ < 3)
-                CHECKF(0, "%d threads, %s: logits differ from 1 thread token by token", threads,
-                       batched ? "one batch" : "token by token");
-            slm_session_free(s);
-        }
-    free(first);
+    logits_same_any_threads_batch(m, seq, N, 0, "j_llama_kq_q4_k_m");
     slm_model_free(m);
 }
 

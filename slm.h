@@ -1,4 +1,4 @@
-/* slm.h - v0.7.0 - small language models on the device, in one C header.
+/* slm.h - v0.7.1 - small language models on the device, in one C header.
 
    Runs decoder-only transformers (Llama family, Qwen2/3) of 100M-700M
    parameters from one flat, mmap-able `.slm` file. No dependencies beyond
@@ -321,6 +321,10 @@
      thread counts, as the tests expect.
 
    REVISION HISTORY
+     0.7.1  x86 decode prefetches weights with the T0 hint, not
+            non-temporal: 1.5-3x faster one- and two-thread decode of q8_0,
+            q4_0, q6_K and the K-quant mixes on an Intel Xeon (model 207).
+            Same results.
      0.7.0  AVX-512 VNNI: q4_K prefill by a 16-row GEMM (super-blocks
             repacked rows-in-lanes once per batch, vpdpbusd on tiles of 8
             tokens; the row-group kernel sums the same exact integers, so a
@@ -417,8 +421,8 @@
 
 #define SLM_VERSION_MAJOR        0
 #define SLM_VERSION_MINOR        7
-#define SLM_VERSION_PATCH        0
-#define SLM_VERSION_STRING       "0.7.0"
+#define SLM_VERSION_PATCH        1
+#define SLM_VERSION_STRING       "0.7.1"
 #define SLM_FORMAT_VERSION_MAJOR 1 /* .slm files this code writes and reads */
 #define SLM_FORMAT_VERSION_MINOR 1
 
@@ -5084,7 +5088,7 @@ SLM__MAYBE_UNUSED static void slm__gemm_r16_ref(int type, const uint8_t *group, 
    one thread's decode of pure q4_K / q6_K files 1.36x / 1.62x faster than
    2048 (16384 slower), the K-quant mixes 1.0-1.05x, prefill unchanged. The
    x86 kernels of the interleaved (_R16) layouts look 4096 bytes ahead for
-   q8_0 (non-temporal, below: 1.05-1.3x faster than 2048; 8192 was slower on
+   q8_0 (then non-temporal: 1.05-1.3x faster than 2048; 8192 was slower on
    Qwen2.5) and 8192 for q4_0 (another 1.08-1.18x). Medians of 4-6
    alternating runs, SmolLM2, Qwen2.5 and dim-1024 shapes. Internal,
    overridden with -D to tune another CPU (bench/); no test sets them, and
@@ -5095,18 +5099,29 @@ SLM__MAYBE_UNUSED static void slm__gemm_r16_ref(int type, const uint8_t *group, 
 #ifndef SLM__PREFETCH_R16
 #define SLM__PREFETCH_R16 4096
 #endif
+/* The hint of decode's prefetches (a lone token reads each weight line once).
+   _MM_HINT_T0, as prefill's: non-temporal prefetches (_MM_HINT_NTA, the
+   default from 0.6 to 0.7.0) left one thread's decode at 5.6 GB/s on an Intel
+   Xeon (model 207) that streams 12 GB/s: they fill the L1 only, without the L2
+   streamer behind them, and the big L3 never keeps the weights for the next
+   token; T0 there ran decode 1.5-3x faster (SmolLM2 and Qwen2.5 shapes, q8_0
+   and q4_0, one and two threads). NTA had come with a longer distance on Zen 5
+   (1.05-1.3x together); on its own it was never measured there: set it with -D
+   to try. Internal, like the distances. */
+#ifndef SLM__PREFETCH_HINT_LONE
+#define SLM__PREFETCH_HINT_LONE _MM_HINT_T0
+#endif
 /* A block's nbytes of quants in an interleaved group, SLM__PREFETCH_R16
    bytes ahead for q8_0's 512, twice that for the 4- and 5-bit types' 256 and
-   320: non-temporal for a lone token (decode reads each line once; the L2
-   keeps the KV cache and activations), into every cache level for a tile of
-   tokens (prefill reads the group again for the next tile). */
+   320; for a lone token with SLM__PREFETCH_HINT_LONE, else into every cache
+   level (prefill reads the group again for the next tile). */
 #define SLM__PREFETCH_GROUP(q, nbytes, nt)                                                      \
     do {                                                                                        \
         const char *pf_at_ = (const char *)(q) + ((nbytes) >= 512 ? 1 : 2) * SLM__PREFETCH_R16; \
         int pf_;                                                                                \
         for (pf_ = 0; pf_ < (int)(nbytes); pf_ += 64) {                                         \
             if ((nt) == 1)                                                                      \
-                _mm_prefetch(pf_at_ + pf_, _MM_HINT_NTA);                                       \
+                _mm_prefetch(pf_at_ + pf_, SLM__PREFETCH_HINT_LONE);                            \
             else                                                                                \
                 _mm_prefetch(pf_at_ + pf_, _MM_HINT_T0);                                        \
         }                                                                                       \
@@ -5523,7 +5538,7 @@ SLM__INLINE void slm__dotr_q6_K_group(const uint8_t *w, size_t row_size, const s
             /* the block's 3.3 cache lines; a lone token (decode) reads them once */
             for (k = 0; k < 256; k += 64) {
                 if (nt == 1)
-                    _mm_prefetch((const char *)blk + SLM__PREFETCH + k, _MM_HINT_NTA);
+                    _mm_prefetch((const char *)blk + SLM__PREFETCH + k, SLM__PREFETCH_HINT_LONE);
                 else
                     _mm_prefetch((const char *)blk + SLM__PREFETCH + k, _MM_HINT_T0);
             }

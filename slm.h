@@ -5101,13 +5101,13 @@ SLM__MAYBE_UNUSED static void slm__gemm_r16_ref(int type, const uint8_t *group, 
 #endif
 /* The hint of decode's prefetches (a lone token reads each weight line once).
    _MM_HINT_T0, as prefill's: non-temporal prefetches (_MM_HINT_NTA, the
-   default from 0.6 to 0.7.0) left one thread's decode at 5.6 GB/s on an Intel
-   Xeon (model 207) that streams 12 GB/s: they fill the L1 only, without the L2
-   streamer behind them, and the big L3 never keeps the weights for the next
-   token; T0 there ran decode 1.5-3x faster (SmolLM2 and Qwen2.5 shapes, q8_0
-   and q4_0, one and two threads). NTA had come with a longer distance on Zen 5
-   (1.05-1.3x together); on its own it was never measured there: set it with -D
-   to try. Internal, like the distances. */
+   default from 0.6.0 to 0.7.0) left one thread's decode at 5.6 GB/s on an
+   Intel Xeon (model 207) that streams 12 GB/s: they fill the L1 only,
+   without the L2 streamer behind them, and the big L3 never keeps the
+   weights for the next token; T0 there ran decode 1.5-3x faster (SmolLM2
+   and Qwen2.5 shapes, q8_0 and q4_0, one and two threads). NTA had come with
+   a longer distance on Zen 5 (1.05-1.3x together); on its own it was never
+   measured there: set it with -D to try. Internal, like the distances. */
 #ifndef SLM__PREFETCH_HINT_LONE
 #define SLM__PREFETCH_HINT_LONE _MM_HINT_T0
 #endif

@@ -12581,8 +12581,9 @@ static int32_t slm__schema_resolve(slm__schema *c, int32_t ref) {
         if (ch == '~' && i + 1 < len && (name[i + 1] == '0' || name[i + 1] == '1')) ch = name[++i] == '0' ? '~' : '/';
         if (slm__sbuf_put(c, &c->scratch, &ch, 1)) return -1;
     }
-    found =
-        slm__schema_set_get(c, c->def_slots[which], c->def_mask[which], c->scratch.p + mark, c->scratch.n - mark, 1);
+    /* an empty name ("#/$defs/") put nothing: scratch may still have no buffer */
+    found = slm__schema_set_get(c, c->def_slots[which], c->def_mask[which], c->scratch.p ? c->scratch.p + mark : "",
+                                c->scratch.n - mark, 1);
     slm__sbuf_cut(&c->scratch, mark);
     c->js.nodes[ref].user = found + 1;
     return found;
@@ -12638,7 +12639,7 @@ static int slm__schema_visit(slm__schema *c, int32_t node, const char *name);
    rule's name already, else a rule named after name. */
 static int slm__schema_to_rule(slm__schema *c, int32_t mark, const char *name) {
     int32_t i, n = c->scratch.n - mark, r;
-    const char *b = c->scratch.p + mark;
+    const char *b = c->scratch.p ? c->scratch.p + mark : ""; /* nothing written yet: maybe no buffer */
     int bare = n > 0 && n < SLM__SCHEMA_REF_MAX;
     if (c->result != SLM_OK) return -1;
     for (i = 0; i < n && bare; i++)

@@ -5543,6 +5543,9 @@ static const struct {
     { "{\"type\":[\"integer\",\"null\"],\"enum\":[1,null,1.5]}", { "contradicts 'type'", "at /enum/2" } },
     { "{\"$ref\":\"#/$defs/nothing\"}", { "$ref '#/$defs/nothing' points to nothing", "" } },
     { "{\"$ref\":\"http://example.com/s.json\"}", { "unsupported $ref", "" } },
+    /* an empty name: nothing copied to look it up (fuzz_schema, clang UBSan: NULL + 0) */
+    { "{\"definitions\":{\"a\":{}},\"type\":\"object\",\"properties\":{\"h\":{\"$ref\":\"#/definitions/\"}}}",
+      { "$ref '#/definitions/' points to nothing", "" } },
     { "{\"$defs\":{\"n\":{\"type\":\"object\",\"properties\":{\"next\":{\"$ref\":\"#/$defs/n\"}},\"required\":"
       "[\"next\"]}},\"$ref\":\"#/$defs/n\"}",
       { "cycle that can never end", "at /$defs/n" } },

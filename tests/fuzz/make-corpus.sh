@@ -160,6 +160,7 @@ schemas = {
     'err_enum_type': {'type': 'string', 'enum': ['a', 1]},
     'err_cycle': {'$defs': {'n': obj({'next': {'$ref': '#/$defs/n'}}, ['next'])}, '$ref': '#/$defs/n'},
     'err_ref': {'$ref': '#/$defs/missing'},
+    'err_ref_empty_name': {'definitions': {'a': {}}, 'type': 'object', 'properties': {'h': {'$ref': '#/definitions/'}}},
     'err_empty_enum': {'enum': []},
 }
 for name, s in schemas.items():

@@ -5111,20 +5111,24 @@ SLM__MAYBE_UNUSED static void slm__gemm_r16_ref(int type, const uint8_t *group, 
 #ifndef SLM__PREFETCH_HINT_LONE
 #define SLM__PREFETCH_HINT_LONE _MM_HINT_T0
 #endif
+/* One weight line for a pass of nt tokens: a lone token's with
+   SLM__PREFETCH_HINT_LONE, else into every cache level (prefill reads the
+   line again for the next tile of tokens). The hint must be a constant. */
+#define SLM__PREFETCH_LINE(p, nt)                                     \
+    do {                                                              \
+        if ((nt) == 1)                                                \
+            _mm_prefetch((const char *)(p), SLM__PREFETCH_HINT_LONE); \
+        else                                                          \
+            _mm_prefetch((const char *)(p), _MM_HINT_T0);             \
+    } while (0)
 /* A block's nbytes of quants in an interleaved group, SLM__PREFETCH_R16
    bytes ahead for q8_0's 512, twice that for the 4- and 5-bit types' 256 and
-   320; for a lone token with SLM__PREFETCH_HINT_LONE, else into every cache
-   level (prefill reads the group again for the next tile). */
+   320. */
 #define SLM__PREFETCH_GROUP(q, nbytes, nt)                                                      \
     do {                                                                                        \
         const char *pf_at_ = (const char *)(q) + ((nbytes) >= 512 ? 1 : 2) * SLM__PREFETCH_R16; \
         int pf_;                                                                                \
-        for (pf_ = 0; pf_ < (int)(nbytes); pf_ += 64) {                                         \
-            if ((nt) == 1)                                                                      \
-                _mm_prefetch(pf_at_ + pf_, SLM__PREFETCH_HINT_LONE);                            \
-            else                                                                                \
-                _mm_prefetch(pf_at_ + pf_, _MM_HINT_T0);                                        \
-        }                                                                                       \
+        for (pf_ = 0; pf_ < (int)(nbytes); pf_ += 64) SLM__PREFETCH_LINE(pf_at_ + pf_, nt);     \
     } while (0)
 
 #if defined(SLM__AVX2)
@@ -5536,12 +5540,7 @@ SLM__INLINE void slm__dotr_q6_K_group(const uint8_t *w, size_t row_size, const s
                                              _mm256_slli_epi16(_mm256_sub_epi16(_mm256_setzero_si256(), s16), 5), 0);
             __m512 dw = _mm512_set1_ps(slm_fp16_to_fp32(blk->d));
             /* the block's 3.3 cache lines; a lone token (decode) reads them once */
-            for (k = 0; k < 256; k += 64) {
-                if (nt == 1)
-                    _mm_prefetch((const char *)blk + SLM__PREFETCH + k, SLM__PREFETCH_HINT_LONE);
-                else
-                    _mm_prefetch((const char *)blk + SLM__PREFETCH + k, _MM_HINT_T0);
-            }
+            for (k = 0; k < 256; k += 64) SLM__PREFETCH_LINE((const char *)blk + SLM__PREFETCH + k, nt);
             SLM__UNROLL4 for (h = 0; h < 2; h++) {
                 __m512i l = _mm512_loadu_si512((const void *)(blk->ql + 64 * h));
                 __m512i hh = _mm512_srlv_epi16(
@@ -12581,9 +12580,8 @@ static int32_t slm__schema_resolve(slm__schema *c, int32_t ref) {
         if (ch == '~' && i + 1 < len && (name[i + 1] == '0' || name[i + 1] == '1')) ch = name[++i] == '0' ? '~' : '/';
         if (slm__sbuf_put(c, &c->scratch, &ch, 1)) return -1;
     }
-    /* an empty name ("#/$defs/") put nothing: scratch may still have no buffer */
-    found = slm__schema_set_get(c, c->def_slots[which], c->def_mask[which], c->scratch.p ? c->scratch.p + mark : "",
-                                c->scratch.n - mark, 1);
+    found =
+        slm__schema_set_get(c, c->def_slots[which], c->def_mask[which], c->scratch.p + mark, c->scratch.n - mark, 1);
     slm__sbuf_cut(&c->scratch, mark);
     c->js.nodes[ref].user = found + 1;
     return found;
@@ -12639,7 +12637,7 @@ static int slm__schema_visit(slm__schema *c, int32_t node, const char *name);
    rule's name already, else a rule named after name. */
 static int slm__schema_to_rule(slm__schema *c, int32_t mark, const char *name) {
     int32_t i, n = c->scratch.n - mark, r;
-    const char *b = c->scratch.p ? c->scratch.p + mark : ""; /* nothing written yet: maybe no buffer */
+    const char *b = c->scratch.p + mark;
     int bare = n > 0 && n < SLM__SCHEMA_REF_MAX;
     if (c->result != SLM_OK) return -1;
     for (i = 0; i < n && bare; i++)
@@ -13047,6 +13045,11 @@ static slm_result slm__json_schema_to_gbnf(slm_allocator alloc, const char *sche
     c.error_cap = error_cap;
     c.defs_node[0] = c.defs_node[1] = -1;
     r = slm__json_parse(&c.js, schema, strlen(schema), c.alloc, error, error_cap);
+    /* every buffer has memory from the start, so that p + n is a pointer even
+       before the first put (a $ref to an empty name puts nothing) */
+    if (r == SLM_OK && (slm__sbuf_put(&c, &c.scratch, "", 0) || slm__sbuf_put(&c, &c.store, "", 0) ||
+                        slm__sbuf_put(&c, &c.path, "", 0)))
+        r = c.result;
     if (r == SLM_OK && c.js.nodes[0].type == SLM__JSON_OBJECT) {
         c.defs_node[0] = slm__json_member(&c.js, 0, "$defs");
         c.defs_node[1] = slm__json_member(&c.js, 0, "definitions");

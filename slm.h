@@ -1,4 +1,4 @@
-/* slm.h - v0.7.1 - small language models on the device, in one C header.
+/* slm.h - v0.7.2 - small language models on the device, in one C header.
 
    Runs decoder-only transformers (Llama family, Qwen2/3) of 100M-700M
    parameters from one flat, mmap-able `.slm` file. No dependencies beyond
@@ -175,12 +175,16 @@
                      rest of w and a non-word character)
                    / P(what follows starts with the typed tail),
      summed over every token path (opts.n_words > 1: a phrase of that many
-     words). The search expands the likeliest paths first, four per forward
+     words). The search expands the likeliest paths first, eight per forward
      pass (slm_eval_branches), and leaves out paths that can neither enter
      the top n nor change a reported probability by more than about 1e-4 of
      it; a node keeps its 512 likeliest children (the mass of the others
      still counts in the denominator); candidates below min_prob (0: 0.01)
-     are not looked for; one call makes at most 64 passes. The session keeps
+     are not looked for, nor paths that could only reach the n-th place (or
+     min_prob) if their word ended likelier than any word end the session's
+     searches have seen so far (after 32 evaluated nodes; a trained model
+     soon sees one near 1, a flat distribution is spared many passes); one
+     call makes at most 64 passes. The session keeps
      its tokens and the search tree: a keystroke that extends the text
      evaluates only the tokens that changed and the nodes the longer word
      needs; one that ends a word whose node was evaluated moves that node
@@ -188,7 +192,7 @@
      counts the tokens and passes (n_evaluated, n_passes). A text whose
      tokens do not fit in n_ctx (with a quarter of it left for the search)
      is read from its last n_ctx / 2 tokens; later calls keep that start
-     while the text fits. The state (about 21 rows of n_vocab floats, 4 MB
+     while the text fits. The state (about 26 rows of n_vocab floats, 5 MB
      for a 49152-token vocabulary, and the tree) is allocated by the
      first call and freed with the session. Invalid UTF-8 and bad options
      return -SLM_ERR_INVALID_ARG; a cancel callback -SLM_ERR_CANCELLED.
@@ -321,6 +325,14 @@
      thread counts, as the tests expect.
 
    REVISION HISTORY
+     0.7.2  slm_suggest: eight nodes per pass, the spare places taken by
+            prefixes of the nodes taken; a word that could reach the bar
+            only by ending likelier than any word end the session has seen
+            is not looked for; a node's children selected through a
+            histogram and normalised by the vectorised softmax. SmolLM2-135M
+            shape (random weights), q8_0: 0.58 passes a keystroke (was
+            0.86), latency p50 1.09x and p99 4.26x a decode step (were 1.54x
+            and 9.63x); stories260K's keystroke savings unchanged.
      0.7.1  x86 decode prefetches weights with the T0 hint, not
             non-temporal: 1.5-3x faster one- and two-thread decode of q8_0,
             q4_0, q6_K and the K-quant mixes on an Intel Xeon (model 207).
@@ -421,8 +433,8 @@
 
 #define SLM_VERSION_MAJOR        0
 #define SLM_VERSION_MINOR        7
-#define SLM_VERSION_PATCH        1
-#define SLM_VERSION_STRING       "0.7.1"
+#define SLM_VERSION_PATCH        2
+#define SLM_VERSION_STRING       "0.7.2"
 #define SLM_FORMAT_VERSION_MAJOR 1 /* .slm files this code writes and reads */
 #define SLM_FORMAT_VERSION_MINOR 1
 
@@ -14385,7 +14397,7 @@ SLM_API slm_result slm_generate(slm_session *s, const char *prompt, const slm_ge
    word evaluate nothing. */
 
 #ifndef SLM__SUG_BATCH
-#define SLM__SUG_BATCH 4 /* nodes per pass: about 1.6 single-token passes on one core (AVX-512, 135M q8_0) */
+#define SLM__SUG_BATCH 8 /* nodes per pass: about 1.8 single-token passes on one core (AVX-512 VNNI, 135M q8_0) */
 #endif
 #define SLM__SUG_MAX_NODES 32768 /* tree size at which the search stops growing it */
 #define SLM__SUG_MAX_WORDS 8     /* slm_suggest_opts.n_words */
@@ -14399,6 +14411,7 @@ SLM_API slm_result slm_generate(slm_session *s, const char *prompt, const slm_ge
    is always explored. */
 #define SLM__SUG_REL_EPS    2e-5
 #define SLM__SUG_MAX_PASSES 64 /* a call without a time budget still ends */
+#define SLM__SUG_END_EVIDENCE 32 /* evaluated nodes before the likeliest word end seen is trusted as a bound */
 #ifndef SLM__SUG_MIN_PROB
 #define SLM__SUG_MIN_PROB 1e-2 /* min_prob 0: a keyboard seldom shows a word this unlikely */
 #endif
@@ -14427,9 +14440,12 @@ typedef struct slm__suggest {
     slm_token *ctx;
     int n_ctx_tokens, ctx_cap;
     float *root_logits; /* n_vocab */
+    float *probs;       /* n_vocab: scratch of slm__sug_expand */
     int root_valid, root_cover_tail;
-    double end_max; /* the largest P(the word ends in the next token | node) seen in the tree */
-    int end_seen;   /* end_max holds one */
+    /* the largest P(the word ends in the next token | node) this session's
+       searches have seen, and over how many evaluated nodes */
+    double end_max;
+    int end_seen;
     double root_cover;
     /* the tree and the tail it was grown for */
     slm__sug_node *nodes;
@@ -14455,6 +14471,7 @@ static void slm__sug_free(const slm_allocator *a, slm__suggest *g) {
     slm__free(a, g->text_tokens);
     slm__free(a, g->ctx);
     slm__free(a, g->root_logits);
+    slm__free(a, g->probs);
     slm__free(a, g->nodes);
     slm__free(a, g->text);
     slm__free(a, g->tail);
@@ -14608,6 +14625,23 @@ static int slm__sug_add(slm_session *s, slm__suggest *g, int p, slm_token t, dou
     return 1;
 }
 
+/* Keeps, in c[0..returned), the candidates at or above a threshold that
+   leaves at least k of the n (logits in [lo, hi]): a histogram of the
+   logits finds it in two passes, so that quickselect sorts out a few
+   hundred candidates rather than a whole vocabulary. */
+static int slm__sug_above(slm__cand *c, int n, int k, float lo, float hi) {
+    enum { BINS = 256 };
+    int count[BINS] = { 0 }, i, b, m = 0, have = 0;
+    float scale = hi > lo ? (float)(BINS - 1) / (hi - lo) : 0.0f;
+#define SLM__SUG_BIN(x) SLM__MIN(SLM__MAX((int)(((x) - lo) * scale), 0), BINS - 1)
+    for (i = 0; i < n; i++) count[SLM__SUG_BIN(c[i].logit)]++;
+    for (b = BINS - 1; b > 0 && have + count[b] < k; b--) have += count[b];
+    for (i = 0; i < n; i++)
+        if (SLM__SUG_BIN(c[i].logit) >= b) c[m++] = c[i];
+#undef SLM__SUG_BIN
+    return m;
+}
+
 /* The children of node p (-1: the root) from its logits: the
    SLM__SUG_CHILDREN likeliest tokens a keyboard path can take, above
    SLM__SUG_CHILD_MIN. A child that first reaches past the tail counts in the
@@ -14616,18 +14650,26 @@ static int slm__sug_add(slm_session *s, slm__suggest *g, int p, slm_token t, dou
    tail it was made for. */
 static int slm__sug_expand(slm_session *s, slm__suggest *g, int p, const float *logits) {
     const slm__vocab *v = &s->model->vocab;
-    int n_vocab = s->model->info.n_vocab, t, n_c = 0, i;
+    int n_vocab = s->model->info.n_vocab, t, n_c = 0, i, all_finite = 1, arg = 0;
     size_t base_len = p >= 0 ? g->nodes[p].text_len : 0, rem = 0;
     double base = p >= 0 ? g->nodes[p].logp : 0.0, sum = 0.0, lse, cover = 0.0, ends = 0.0;
     float max = -FLT_MAX, cut;
     slm__cand *c = s->cand;
-    for (t = 0; t < n_vocab; t++)
-        if (slm__finite(logits[t]) && logits[t] > max) max = logits[t];
+    for (t = 0; t < n_vocab; t++) {
+        if (!slm__finite(logits[t])) all_finite = 0;
+        else if (logits[t] > max) max = logits[t], arg = t;
+    }
     if (p >= 0) g->nodes[p].expanded = 1;
     if (max == -FLT_MAX) return 1; /* no finite logit: nothing follows */
-    for (t = 0; t < n_vocab; t++)
-        if (slm__finite(logits[t])) sum += (double)expf(logits[t] - max);
-    lse = (double)max + log(sum);
+    if (all_finite) { /* the vectorised softmax: its top probability is 1 / the sum */
+        memcpy(g->probs, logits, (size_t)n_vocab * sizeof(float));
+        slm__softmax(g->probs, n_vocab, 1.0f);
+        lse = (double)max - log((double)g->probs[arg]);
+    } else {
+        for (t = 0; t < n_vocab; t++)
+            if (slm__finite(logits[t])) sum += (double)expf(logits[t] - max);
+        lse = (double)max + log(sum);
+    }
     cut = (float)(lse + SLM__SUG_CHILD_MIN);
     if (base_len < (size_t)g->tail_len) rem = (size_t)g->tail_len - base_len; /* tail still to spell */
     for (t = 0; t < n_vocab; t++) {
@@ -14644,6 +14686,7 @@ static int slm__sug_expand(slm_session *s, slm__suggest *g, int p, const float *
         c[n_c++].id = (slm_token)t;
     }
     if (n_c > SLM__SUG_CHILDREN) {
+        n_c = slm__sug_above(c, n_c, SLM__SUG_CHILDREN, cut, max);
         slm__select_top(c, n_c, SLM__SUG_CHILDREN);
         n_c = SLM__SUG_CHILDREN;
     }
@@ -14657,7 +14700,7 @@ static int slm__sug_expand(slm_session *s, slm__suggest *g, int p, const float *
     }
     if (p >= 0 && g->nodes[p].state == SLM__SUG_OPEN) {
         g->end_max = SLM__MAX(g->end_max, ends);
-        g->end_seen = 1;
+        if (g->end_seen < INT_MAX) g->end_seen++;
     }
     if (p >= 0) {
         g->nodes[p].cover = cover;
@@ -14759,17 +14802,22 @@ static int slm__sug_before(const slm__suggest *g, int a, int b) {
     return g->nodes[a].logp > g->nodes[b].logp || (g->nodes[a].logp == g->nodes[b].logp && a < b);
 }
 
-/* Nodes worth a forward pass, most probable first, into g->order; returns
-   how many. A node is worth it while fewer than n candidates are known and
-   it is above min_prob; when it could still add to a reported candidate
-   more than SLM__SUG_REL_EPS of its probability; and when it could take the
-   n-th place if its word ended as likely as the likeliest word end seen in
-   the tree so far (a trained model ends most whole words with a probability
-   near 1, so this seldom prunes; a flat distribution is spared a pass for
-   every word that ties with the n-th). */
+/* Nodes for the next pass, most probable first, into g->order; returns
+   how many (at most SLM__SUG_BATCH). A node is wanted when it could still
+   add to a reported candidate more than SLM__SUG_REL_EPS of its
+   probability, or when its word could reach the bar (the n-th candidate,
+   or min_prob while fewer are known) if it ended as likely as the likeliest
+   word end this session has seen (after SLM__SUG_END_EVIDENCE nodes; until
+   then as likely as 1). A trained model ends whole words with a
+   probability near 1, so that estimate seldom prunes; a flat distribution
+   is spared a pass for every word that could only tie with the bar. A pass
+   with room left takes the likeliest nodes whose text is a prefix of a
+   wanted one's ("T" for "Than"): once the longer one is a candidate, they
+   are wanted for the mass they add to it, one pass later. */
 static int slm__sug_frontier(slm__suggest *g, const slm_suggest_opts *o, int n, const slm__sug_result *r) {
-    int i, j, m = 0;
-    double bar = r->n_top == n ? r->cands[n - 1].mass : (double)o->min_prob;
+    int i, j, k, m = 0;
+    double bar = r->n_top == n ? r->cands[n - 1].mass : (double)o->min_prob,
+           end = g->end_seen >= SLM__SUG_END_EVIDENCE ? g->end_max : 1.0;
     for (i = 0; i < g->n_nodes; i++) {
         const slm__sug_node *nd = &g->nodes[i];
         double p;
@@ -14779,7 +14827,7 @@ static int slm__sug_frontier(slm__suggest *g, const slm_suggest_opts *o, int n, 
             want = nd->state == SLM__SUG_TYPING; /* nothing covers the tail yet */
         } else {
             p = exp(nd->logp) / r->denom;
-            want = p * (r->n_top == n && g->end_seen ? g->end_max : 1.0) >= bar * (1.0 - 1e-6) && p > 0;
+            want = p * end >= bar * (1.0 - 1e-6) && p > 0;
             for (j = 0; !want && j < r->n_top; j++)
                 want = p >= SLM__SUG_REL_EPS * r->cands[j].mass &&
                        (nd->state == SLM__SUG_TYPING || slm__sug_compatible(g, nd, &r->cands[j]));
@@ -14795,7 +14843,24 @@ static int slm__sug_frontier(slm__suggest *g, const slm_suggest_opts *o, int n, 
         g->order[i] = g->order[best];
         g->order[best] = x;
     }
-    return m;
+    if (m == 0 || m >= SLM__SUG_BATCH) return SLM__MIN(m, SLM__SUG_BATCH);
+    for (i = 0, k = m; i < g->n_nodes; i++) { /* order[m..k): the prefixes, likeliest first */
+        const slm__sug_node *nd = &g->nodes[i];
+        int x;
+        if (nd->expanded || (nd->state != SLM__SUG_OPEN && nd->state != SLM__SUG_TYPING)) continue;
+        if (k == SLM__SUG_BATCH && !slm__sug_before(g, i, g->order[k - 1])) continue;
+        for (j = 0; j < m && g->order[j] != i; j++) {}
+        if (j < m) continue;
+        for (j = 0; j < m; j++) {
+            const slm__sug_node *w = &g->nodes[g->order[j]];
+            if (w->text_len > nd->text_len && !memcmp(slm__sug_text(g, w), slm__sug_text(g, nd), nd->text_len)) break;
+        }
+        if (j == m) continue;
+        if (k < SLM__SUG_BATCH) k++;
+        for (x = k - 1; x > m && slm__sug_before(g, i, g->order[x - 1]); x--) g->order[x] = g->order[x - 1];
+        g->order[x] = i;
+    }
+    return k;
 }
 
 /* Keeps node x's logits in place of the least likely kept row, if x is likelier. */
@@ -14985,9 +15050,10 @@ SLM_API int slm_suggest(slm_session *s, const char *text, slm_suggestion *out, i
         if (!s->suggest) return slm__sug_fail(s, SLM_ERR_OOM, "slm_suggest: out of memory%s", "");
         memset(s->suggest, 0, sizeof(slm__suggest));
         s->suggest->root_logits = (float *)slm__alloc(&s->alloc, (size_t)m->info.n_vocab * sizeof(float));
+        s->suggest->probs = (float *)slm__alloc(&s->alloc, (size_t)m->info.n_vocab * sizeof(float));
         s->suggest->logits = (float *)slm__alloc(&s->alloc, (size_t)m->info.n_vocab * SLM__SUG_BATCH * sizeof(float));
         s->suggest->rows = (float *)slm__alloc(&s->alloc, (size_t)m->info.n_vocab * SLM__SUG_ROWS * sizeof(float));
-        if (!s->suggest->root_logits || !s->suggest->logits || !s->suggest->rows) {
+        if (!s->suggest->root_logits || !s->suggest->probs || !s->suggest->logits || !s->suggest->rows) {
             slm__sug_free(&s->alloc, s->suggest);
             s->suggest = NULL;
             return slm__sug_fail(s, SLM_ERR_OOM, "slm_suggest: out of memory%s", "");
@@ -15098,8 +15164,6 @@ SLM_API int slm_suggest(slm_session *s, const char *text, slm_suggestion *out, i
         g->n_nodes = 0;
         g->text_len = 0;
         g->n_branches = 0;
-        g->end_max = 0.0;
-        g->end_seen = 0;
         for (i = 0; i < SLM__SUG_ROWS; i++) g->row_node[i] = -1;
         if (r != SLM_OK) return -(int)r;
         if (!slm__sug_expand(s, g, -1, g->root_logits))
@@ -15119,7 +15183,7 @@ SLM_API int slm_suggest(slm_session *s, const char *text, slm_suggestion *out, i
         slm__sug_score(g, &o, n, &res);
         want = slm__sug_frontier(g, &o, n, &res);
         room = s->n_ctx - s->n_past - slm_branch_count(s);
-        want = SLM__MIN(SLM__MIN(want, SLM__SUG_BATCH), room);
+        want = SLM__MIN(want, room);
         if (want <= 0 || passes >= SLM__SUG_MAX_PASSES || g->n_nodes >= SLM__SUG_MAX_NODES) break;
         if (o.max_ms > 0 && slm__now_ms() - t0 >= (double)o.max_ms) break;
         if (o.cancel && o.cancel(o.user)) {

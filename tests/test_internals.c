@@ -3175,6 +3175,55 @@ static void test_sampler_total(void) {
     CHECK(n_none > 100 && n_greedy > 1000 && n_drawn > 1000);
 }
 
+/* slm_suggest keeps a node's 512 likeliest children: the histogram that
+   narrows a vocabulary's candidates first (slm__sug_above) must leave the
+   same 512 for quickselect as the whole list gives, ties and spreads of
+   every kind included. */
+static void test_suggest_children(void) {
+    static const int sizes[] = { 513, 600, 4096, 49152 };
+    int iter, k = 512;
+    for (iter = 0; iter < 400; iter++) {
+        int n = sizes[smp_rand(4)], style = (int)smp_rand(5), i, m, same = 1;
+        slm__cand *all = (slm__cand *)malloc(sizeof *all * (size_t)n), *cut = (slm__cand *)malloc(sizeof *cut * (size_t)n);
+        float lo = FLT_MAX, hi = -FLT_MAX;
+        unsigned char *in = (unsigned char *)calloc((size_t)n, 1);
+        if (!all || !cut || !in) {
+            CHECK(0);
+            free(all);
+            free(cut);
+            free(in);
+            return;
+        }
+        for (i = 0; i < n; i++) {
+            float x;
+            switch (style) {
+            case 0: x = (float)smp_rand(1u << 20) / 65536.0f; break;                 /* spread over 16 */
+            case 1: x = (float)smp_rand(4); break;                                    /* four values, many ties */
+            case 2: x = 3.0f; break;                                                  /* all tied */
+            case 3: x = smp_rand(64) ? -(float)smp_rand(1000) / 1000.0f : 20.0f; break; /* a few far above */
+            default: x = -20.7f + (float)smp_rand(1000) * 1e-6f; break;              /* all near the cut */
+            }
+            all[i].logit = x;
+            all[i].id = (slm_token)i;
+            lo = x < lo ? x : lo;
+            hi = x > hi ? x : hi;
+        }
+        memcpy(cut, all, sizeof *all * (size_t)n);
+        slm__select_top(all, n, k);
+        m = slm__sug_above(cut, n, k, lo, hi);
+        CHECKF(m >= k && m <= n, "iteration %d (style %d, n %d): %d candidates left", iter, style, n, m);
+        if (m < k || m > n) break;
+        slm__select_top(cut, m, k);
+        for (i = 0; i < k; i++) in[all[i].id] = 1;
+        for (i = 0; i < k; i++) same &= in[cut[i].id];
+        CHECKF(same, "iteration %d (style %d, n %d): not the same %d children", iter, style, n, k);
+        free(all);
+        free(cut);
+        free(in);
+        if (g_checks_failed > 5) break;
+    }
+}
+
 /* The degenerate vectors one by one, each under greedy and under sampling
    with every filter. */
 static void test_sampler_patterns(void) {
@@ -5057,6 +5106,7 @@ static const test_case INTERNAL_TESTS[] = {
     TEST(sampler_total),
     TEST(sampler_patterns),
     TEST(sampler_options),
+    TEST(suggest_children),
     TEST(special_tokens_cost),
     TEST(special_tokens_match),
     TEST(chat_conversation),

@@ -14393,8 +14393,8 @@ SLM_API slm_result slm_generate(slm_session *s, const char *prompt, const slm_ge
    SLM__SUG_BATCH of them, each attending to the context and its ancestors.
    The tree only depends on the context and the tail it was grown for; a
    keystroke that extends the tail keeps it (every node consistent with the
-   longer tail was made for the shorter one), so most keystrokes inside a
-   word evaluate nothing. */
+   longer tail was made for the shorter one) and evaluates only the nodes
+   that the narrower tail brings above the bar. */
 
 #ifndef SLM__SUG_BATCH
 #define SLM__SUG_BATCH 8 /* nodes per pass: about 1.8 single-token passes on one core (AVX-512 VNNI, 135M q8_0) */

@@ -14409,8 +14409,8 @@ SLM_API slm_result slm_generate(slm_session *s, const char *prompt, const slm_ge
    paths left unexplored (each unexplored node below it; few are compatible
    with one word), and a node that could beat the n-th candidate on its own
    is always explored. */
-#define SLM__SUG_REL_EPS    2e-5
-#define SLM__SUG_MAX_PASSES 64 /* a call without a time budget still ends */
+#define SLM__SUG_REL_EPS      2e-5
+#define SLM__SUG_MAX_PASSES   64 /* a call without a time budget still ends */
 #define SLM__SUG_END_EVIDENCE 32 /* evaluated nodes before the likeliest word end seen is trusted as a bound */
 #ifndef SLM__SUG_MIN_PROB
 #define SLM__SUG_MIN_PROB 1e-2 /* min_prob 0: a keyboard seldom shows a word this unlikely */
@@ -14629,16 +14629,18 @@ static int slm__sug_add(slm_session *s, slm__suggest *g, int p, slm_token t, dou
    leaves at least k of the n (logits in [lo, hi]): a histogram of the
    logits finds it in two passes, so that quickselect sorts out a few
    hundred candidates rather than a whole vocabulary. */
+#define SLM__SUG_BINS 256
+static int slm__sug_bin(float x, float lo, float scale) {
+    int b = (int)((x - lo) * scale);
+    return SLM__MIN(SLM__MAX(b, 0), SLM__SUG_BINS - 1);
+}
 static int slm__sug_above(slm__cand *c, int n, int k, float lo, float hi) {
-    enum { BINS = 256 };
-    int count[BINS] = { 0 }, i, b, m = 0, have = 0;
-    float scale = hi > lo ? (float)(BINS - 1) / (hi - lo) : 0.0f;
-#define SLM__SUG_BIN(x) SLM__MIN(SLM__MAX((int)(((x) - lo) * scale), 0), BINS - 1)
-    for (i = 0; i < n; i++) count[SLM__SUG_BIN(c[i].logit)]++;
-    for (b = BINS - 1; b > 0 && have + count[b] < k; b--) have += count[b];
+    int count[SLM__SUG_BINS] = { 0 }, i, b, m = 0, have = 0;
+    float scale = hi > lo ? (float)(SLM__SUG_BINS - 1) / (hi - lo) : 0.0f;
+    for (i = 0; i < n; i++) count[slm__sug_bin(c[i].logit, lo, scale)]++;
+    for (b = SLM__SUG_BINS - 1; b > 0 && have + count[b] < k; b--) have += count[b];
     for (i = 0; i < n; i++)
-        if (SLM__SUG_BIN(c[i].logit) >= b) c[m++] = c[i];
-#undef SLM__SUG_BIN
+        if (slm__sug_bin(c[i].logit, lo, scale) >= b) c[m++] = c[i];
     return m;
 }
 
@@ -14656,12 +14658,17 @@ static int slm__sug_expand(slm_session *s, slm__suggest *g, int p, const float *
     float max = -FLT_MAX, cut;
     slm__cand *c = s->cand;
     for (t = 0; t < n_vocab; t++) {
-        if (!slm__finite(logits[t])) all_finite = 0;
-        else if (logits[t] > max) max = logits[t], arg = t;
+        if (!slm__finite(logits[t])) {
+            all_finite = 0;
+        } else if (logits[t] > max) {
+            max = logits[t];
+            arg = t;
+        }
     }
     if (p >= 0) g->nodes[p].expanded = 1;
     if (max == -FLT_MAX) return 1; /* no finite logit: nothing follows */
-    if (all_finite) { /* the vectorised softmax: its top probability is 1 / the sum */
+    if (all_finite) {
+        /* the vectorised softmax: its top probability is 1 / the sum */
         memcpy(g->probs, logits, (size_t)n_vocab * sizeof(float));
         slm__softmax(g->probs, n_vocab, 1.0f);
         lse = (double)max - log((double)g->probs[arg]);

@@ -3184,7 +3184,8 @@ static void test_suggest_children(void) {
     int iter, k = 512;
     for (iter = 0; iter < 400; iter++) {
         int n = sizes[smp_rand(4)], style = (int)smp_rand(5), i, m, same = 1;
-        slm__cand *all = (slm__cand *)malloc(sizeof *all * (size_t)n), *cut = (slm__cand *)malloc(sizeof *cut * (size_t)n);
+        slm__cand *all = (slm__cand *)malloc(sizeof *all * (size_t)n),
+                  *cut = (slm__cand *)malloc(sizeof *cut * (size_t)n);
         float lo = FLT_MAX, hi = -FLT_MAX;
         unsigned char *in = (unsigned char *)calloc((size_t)n, 1);
         if (!all || !cut || !in) {
@@ -3197,11 +3198,11 @@ static void test_suggest_children(void) {
         for (i = 0; i < n; i++) {
             float x;
             switch (style) {
-            case 0: x = (float)smp_rand(1u << 20) / 65536.0f; break;                 /* spread over 16 */
-            case 1: x = (float)smp_rand(4); break;                                    /* four values, many ties */
-            case 2: x = 3.0f; break;                                                  /* all tied */
+            case 0: x = (float)smp_rand(1u << 20) / 65536.0f; break;                    /* spread over 16 */
+            case 1: x = (float)smp_rand(4); break;                                      /* four values, many ties */
+            case 2: x = 3.0f; break;                                                    /* all tied */
             case 3: x = smp_rand(64) ? -(float)smp_rand(1000) / 1000.0f : 20.0f; break; /* a few far above */
-            default: x = -20.7f + (float)smp_rand(1000) * 1e-6f; break;              /* all near the cut */
+            default: x = -20.7f + (float)smp_rand(1000) * 1e-6f; break;                 /* all near the cut */
             }
             all[i].logit = x;
             all[i].id = (slm_token)i;

@@ -32,6 +32,11 @@
        forward passes / tokens evaluated per keystroke
                            slm_session_stats' n_passes / n_evaluated over the
                            replay, divided by the keystrokes typed
+       calls without a forward pass
+                           the share of slm_suggest calls that ran none, in
+                           all and by where the call sits in its word: at its
+                           start (the word before it joins the context), after
+                           its first character, after a later one
    --skip-tokens N types the longest start of FILE that tokenizes to at most
    N tokens (cut back to a word start) before the replay, in one
    slm_suggest call that no figure counts: the figures are those of a user
@@ -538,31 +543,47 @@ static size_t skip_start(const slm_model *model, const char *text, const decoded
     return lo;
 }
 
+/* Where a call sits in its word: before the first character (the finished
+   word joins the context), after the first, after a later one. */
+enum { AT_WORD_START, AT_FIRST_CHAR, AT_LATER_CHAR, AT_KINDS };
+
 typedef struct replay_counts {
     long chars, keystrokes, words, top1, top3, calls;
-    double *latency; /* ms per slm_suggest call */
+    long calls_at[AT_KINDS], pass_free_at[AT_KINDS]; /* counted calls, and those that ran no forward pass */
+    double *latency;                                 /* ms per slm_suggest call */
 } replay_counts;
 
-/* slm_suggest on the first `end` bytes of text, timed; the count, or -1
-   after printing why it failed. */
-static int suggest_at(slm_session *s, char *text, size_t end, slm_suggestion *sug, replay_counts *c, int counted) {
+/* slm_suggest on the first `end` bytes of text, timed (a counted call is
+   one at place `at` of its word); the count, or -1 after printing why it
+   failed. */
+static int suggest_at(slm_session *s, char *text, size_t end, slm_suggestion *sug, replay_counts *c, int counted,
+                      int at) {
     slm_suggest_opts opts;
+    slm_gen_stats before, after;
     char saved = text[end];
     double t0, t1;
     int r;
     memset(&opts, 0, sizeof opts);
+    memset(&before, 0, sizeof before);
+    memset(&after, 0, sizeof after);
+    slm_session_stats(s, &before);
     text[end] = '\0';
     t0 = now_ms();
     r = slm_suggest(s, text, sug, N_SHOWN, &opts);
     t1 = now_ms();
     text[end] = saved;
+    slm_session_stats(s, &after);
     if (r < 0) {
         const char *why = slm_session_error(s);
         fprintf(stderr, "predict: slm_suggest failed after %lu bytes of the text: %s%s%s\n", (unsigned long)end,
                 slm_result_str((slm_result)-r), why[0] ? ": " : "", why);
         return -1;
     }
-    if (counted) c->latency[c->calls++] = t1 - t0;
+    if (counted) {
+        c->latency[c->calls++] = t1 - t0;
+        c->calls_at[at]++;
+        c->pass_free_at[at] += after.n_passes == before.n_passes;
+    }
     return r;
 }
 
@@ -631,7 +652,7 @@ static int run_replay(const slm_model *model, slm_session *session, const option
         goto done;
     }
     start = skip_start(model, text, &d, o->skip_tokens);
-    if (start > 0 && suggest_at(session, text, d.off[start], sug, &c, 0) < 0) goto done;
+    if (start > 0 && suggest_at(session, text, d.off[start], sug, &c, 0, AT_WORD_START) < 0) goto done;
     memset(&before, 0, sizeof before);
     slm_session_stats(session, &before);
 
@@ -645,7 +666,10 @@ static int run_replay(const slm_model *model, slm_session *session, const option
         while (end < d.n && slm_word_char(d.cp[end])) end++;
         c.words++;
         for (p = i; p < end; p++) {
-            int n = suggest_at(session, text, d.off[p], sug, &c, 1);
+            int n = suggest_at(session, text, d.off[p], sug, &c, 1,
+                               p == i       ? AT_WORD_START
+                               : p == i + 1 ? AT_FIRST_CHAR
+                                            : AT_LATER_CHAR);
             int hit;
             if (n < 0) goto done;
             hit = find_word(sug, n, text, d.off[i], d.off[end]);
@@ -675,6 +699,14 @@ static int run_replay(const slm_model *model, slm_session *session, const option
     printf("forward passes per keystroke: %.2f  tokens evaluated per keystroke: %.2f\n",
            c.keystrokes ? (double)(after.n_passes - before.n_passes) / (double)c.keystrokes : 0.0,
            c.keystrokes ? (double)(after.n_evaluated - before.n_evaluated) / (double)c.keystrokes : 0.0);
+    printf(
+        "calls without a forward pass: %.1f%%  at word starts %.1f%%, after a word's first character %.1f%%, "
+        "after a later one %.1f%%\n",
+        percent((double)(c.pass_free_at[AT_WORD_START] + c.pass_free_at[AT_FIRST_CHAR] + c.pass_free_at[AT_LATER_CHAR]),
+                (double)c.calls),
+        percent((double)c.pass_free_at[AT_WORD_START], (double)c.calls_at[AT_WORD_START]),
+        percent((double)c.pass_free_at[AT_FIRST_CHAR], (double)c.calls_at[AT_FIRST_CHAR]),
+        percent((double)c.pass_free_at[AT_LATER_CHAR], (double)c.calls_at[AT_LATER_CHAR]));
     if (decode >= 0)
         printf("decode ms per token: %.2f (median of 32 at %d tokens)  latency / decode: p50 %.2f  p99 %.2f\n", decode,
                decode_at, decode > 0 ? p50 / decode : 0.0, decode > 0 ? p99 / decode : 0.0);

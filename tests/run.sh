@@ -953,6 +953,14 @@ examples_predict() {
         [ "$9" = "$(wc -m <"$T")" ] || bad="$bad [$9 characters, the file has $(wc -m <"$T")]"
         awk -v k="$1" -v c="$9" -v n="${10}" 'BEGIN { d = 100 * (1 - n / c) - k; exit !(d < 0.051 && d > -0.051) }' || bad="$bad [KSR $1% is not 1 - ${10}/$9]"
         awk -v k="$1" 'BEGIN { exit !(k > 0) }' || bad="$bad [no keystroke saved on a story in the model's own style]"
+        # a call that ran a forward pass ran at least one: (100 - all)% of the calls <= passes
+        awk -v p="$7" -v n="${10}" '
+            /^replay: / { calls = $8 }
+            /^calls without a forward pass: [0-9.]+%  at word starts [0-9.]+%, after a word.s first character [0-9.]+%, after a later one [0-9.]+%$/ {
+                ok = 1; for (i = 6; i <= 21; i += 1) if ($i ~ /%/) { v = $i; gsub(/[%,]/, "", v); if (v + 0 < 0 || v + 0 > 100) ok = 0 }
+                free = $6; sub(/%/, "", free) }
+            END { exit !(ok && calls > 0 && (100 - free) / 100 * calls <= p * n + 0.01 * n + 1) }' "$O" \
+            || bad="$bad [calls without a forward pass: $(grep "^calls without" "$O")]"
     fi
     DETAIL="$bad; stdout: $(tail -n 5 "$O" | tr '\n' '|'); stderr: $(head -c 300 "$E")"
     check "predict --replay $T: ends with the three lines, figures consistent" test -z "$bad"

@@ -3839,6 +3839,102 @@ done:
     slm_session_free(s);
 }
 
+/* A long text is tokenized from a cut (a space between two letters) once
+   it is past the context, so that a keystroke's cost does not grow with it:
+   at every keystroke the window the model sees must be the whole text's
+   tokens, as slm_tokenize gives them; the cut must move with the text and
+   stay within a bounded distance of its end. SentencePiece (stories260K)
+   and byte-level BPE (the StarCoder fixture). */
+static void suggest_cut_on(slm_model *m, const char *name) {
+    static const char *const words[] = { "the", "little", "cat", "sat", "on", "a", "mat", "and", "then",
+                                         "went", "home", "to", "see", "her", "friend", "Tom", "happy" };
+    enum { LEN = 9000 };
+    char *text = (char *)malloc(LEN + 64);
+    slm_token *whole = (slm_token *)malloc(sizeof *whole * (LEN + 8));
+    slm_session *s = NULL;
+    slm_session_desc sd;
+    slm_suggestion out[3];
+    size_t len = 0, at, most = 0;
+    int cuts = 0, bad_window = 0, bad_cut = 0, fails = 0;
+    if (!text || !whole) {
+        CHECK(0);
+        free(text);
+        free(whole);
+        return;
+    }
+    while (len < LEN) {
+        const char *w = words[smp_rand(sizeof words / sizeof words[0])];
+        memcpy(text + len, w, strlen(w));
+        len += strlen(w);
+        if (smp_rand(9) == 0) text[len++] = smp_rand(2) ? ',' : '.';
+        text[len++] = smp_rand(13) == 0 ? '\n' : ' ';
+    }
+    text[len] = 0;
+    memset(&sd, 0, sizeof sd);
+    sd.n_ctx = 64;
+    sd.n_threads = 1;
+    CHECK(slm_session_new(&s, m, &sd) == SLM_OK);
+    if (!s) {
+        free(text);
+        free(whole);
+        return;
+    }
+    /* typing forward in steps, with a backspace now and then */
+    for (at = 300; at <= len; at += 1 + smp_rand(97)) {
+        size_t end = smp_rand(5) == 0 && at > 400 ? at - 1 - smp_rand(300) : at, far;
+        char keep = text[end];
+        const slm__suggest *g;
+        int nw, n_win;
+        text[end] = 0;
+        fails += slm_suggest(s, text, out, 3, NULL) < 0;
+        nw = slm_tokenize(m, text, end, 0, whole, LEN + 8);
+        text[end] = keep;
+        g = s->suggest;
+        if (!g || nw <= 0) {
+            fails++;
+            continue;
+        }
+        if (g->cut) {
+            cuts++;
+            bad_cut += !slm__sug_cut_at(text, end, g->cut);
+            far = end - g->cut;
+            if (far > most) most = far;
+        }
+        /* the window's tokens: the last of the whole text's */
+        n_win = g->n_text_tokens - g->window;
+        if (n_win < 0 || n_win > nw ||
+            memcmp(g->text_tokens + g->window, whole + nw - n_win, sizeof *whole * (size_t)n_win))
+            bad_window++;
+    }
+    if (fails || bad_window || bad_cut || !cuts || most > 3 * SLM__SUG_CUT_BYTES(sd.n_ctx))
+        fprintf(stderr, "    %s: %d failed calls, %d windows not the text's tokens, %d bad cuts, %d calls with a cut, "
+                "furthest %zu bytes from the end (bound %zu)\n", name, fails, bad_window, bad_cut, cuts, most,
+                3 * SLM__SUG_CUT_BYTES(sd.n_ctx));
+    CHECK(fails == 0 && bad_window == 0 && bad_cut == 0);
+    CHECK(cuts > 0 && most <= 3 * SLM__SUG_CUT_BYTES(sd.n_ctx));
+    slm_session_free(s);
+    free(text);
+    free(whole);
+}
+
+static void test_suggest_cut(void) {
+    slm_model *m = load_build_model("stories260K_f32.slm"), *bpe = load_build_model("fixtures/b_llama_starcoder_f32.slm");
+    if (!m) {
+        slm_model_free(bpe);
+        SKIP("stories260K_f32.slm not converted (tests/run.sh)");
+    }
+    CHECK(slm__sug_cuttable(&m->vocab));
+    suggest_cut_on(m, "stories260K");
+    if (bpe) {
+        CHECK(slm__sug_cuttable(&bpe->vocab));
+        suggest_cut_on(bpe, "StarCoder vocabulary");
+    } else {
+        fprintf(stderr, "    fixtures/b_llama_starcoder_f32.slm not converted: SentencePiece only\n");
+    }
+    slm_model_free(m);
+    slm_model_free(bpe);
+}
+
 static void test_chat_conversation(void) {
     slm_model *m = load_build_model("fixtures/c_qwen2_f16.slm"), *plain = load_build_model("stories260K_f32.slm");
     slm_session *s = NULL;
@@ -5109,6 +5205,7 @@ static const test_case INTERNAL_TESTS[] = {
     TEST(sampler_patterns),
     TEST(sampler_options),
     TEST(suggest_children),
+    TEST(suggest_cut),
     TEST(special_tokens_cost),
     TEST(special_tokens_match),
     TEST(chat_conversation),

@@ -3848,7 +3848,7 @@ done:
 static void suggest_cut_on(slm_model *m, const char *name) {
     static const char *const words[] = { "the", "little", "cat", "sat", "on", "a", "mat", "and", "then",
                                          "went", "home", "to", "see", "her", "friend", "Tom", "happy" };
-    enum { LEN = 9000 };
+    enum { LEN = 4000 };
     char *text = (char *)malloc(LEN + 64);
     slm_token *whole = (slm_token *)malloc(sizeof *whole * (LEN + 8));
     slm_session *s = NULL;
@@ -3880,7 +3880,7 @@ static void suggest_cut_on(slm_model *m, const char *name) {
         return;
     }
     /* typing forward in steps, with a backspace now and then */
-    for (at = 300; at <= len; at += 1 + smp_rand(97)) {
+    for (at = 300; at <= len; at += 1 + smp_rand(120)) {
         size_t end = smp_rand(5) == 0 && at > 400 ? at - 1 - smp_rand(300) : at, far;
         char keep = text[end];
         const slm__suggest *g;

@@ -3918,21 +3918,23 @@ static void suggest_cut_on(slm_model *m, const char *name) {
 }
 
 static void test_suggest_cut(void) {
-    slm_model *m = load_build_model("stories260K_f32.slm"), *bpe = load_build_model("fixtures/b_llama_starcoder_f32.slm");
-    if (!m) {
-        slm_model_free(bpe);
-        SKIP("stories260K_f32.slm not converted (tests/run.sh)");
-    }
+    static const char *const bpe[][2] = { { "fixtures/b_llama_starcoder_f32.slm", "StarCoder pre-tokenizer" },
+                                          { "fixtures/c_qwen2_f16.slm", "Qwen2 pre-tokenizer" } };
+    slm_model *m = load_build_model("stories260K_f32.slm");
+    size_t i;
+    if (!m) SKIP("stories260K_f32.slm not converted (tests/run.sh)");
     CHECK(slm__sug_cuttable(&m->vocab));
     suggest_cut_on(m, "stories260K");
-    if (bpe) {
-        CHECK(slm__sug_cuttable(&bpe->vocab));
-        suggest_cut_on(bpe, "StarCoder vocabulary");
-    } else {
-        fprintf(stderr, "    fixtures/b_llama_starcoder_f32.slm not converted: SentencePiece only\n");
-    }
     slm_model_free(m);
-    slm_model_free(bpe);
+    for (i = 0; i < sizeof bpe / sizeof bpe[0]; i++) {
+        if (!(m = load_build_model(bpe[i][0]))) {
+            fprintf(stderr, "    %s not converted: not tried\n", bpe[i][0]);
+            continue;
+        }
+        CHECK(slm__sug_cuttable(&m->vocab));
+        suggest_cut_on(m, bpe[i][1]);
+        slm_model_free(m);
+    }
 }
 
 static void test_chat_conversation(void) {

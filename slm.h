@@ -196,9 +196,9 @@
      after a space between two letters some 8 x n_ctx bytes before its end
      (moved when the window moves), whose tokens are the whole text's there
      (slm__sug_cuttable says for which tokenizers; others tokenize it all),
-     so a keystroke's cost does not grow with the text. The state (about 26 rows of n_vocab floats, 5 MB
-     for a 49152-token vocabulary, and the tree) is allocated by the
-     first call and freed with the session. Invalid UTF-8 and bad options
+     so a keystroke's cost does not grow with the text. The state (about
+     26 rows of n_vocab floats, 5 MB for a 49152-token vocabulary, and the
+     tree) is allocated by the first call and freed with the session. Invalid UTF-8 and bad options
      return -SLM_ERR_INVALID_ARG; a cancel callback -SLM_ERR_CANCELLED.
 
    SAVED SESSIONS
@@ -15032,6 +15032,21 @@ static int slm__sug_cuttable(const slm__vocab *v) {
     return 1;
 }
 
+/* The first of tokens t[first..n) that starts the text's second word (a
+   piece that starts with a space after a byte that is not one), or n: from
+   there on, tokens of a text from a cut are the whole text's. */
+static int slm__sug_second_word(const slm__vocab *v, const slm_token *t, int first, int n) {
+    int i;
+    char last = ' ';
+    for (i = first; i < n; i++) {
+        uint32_t a = v->piece_off[t[i]], b = v->piece_off[t[i] + 1];
+        if (b == a) continue;
+        if (i > first && v->piece[a] == ' ' && last != ' ') return i;
+        last = v->piece[b - 1];
+    }
+    return n;
+}
+
 /* The tokens of text[0..len) after BOS (when first is 1) into a new array
    with room for as many more and one (the caller's context goes there). */
 static slm_result slm__sug_tokens(slm_session *s, const char *text, size_t len, int first, slm_token **out, int *n) {
@@ -15089,7 +15104,7 @@ SLM_API int slm_suggest(slm_session *s, const char *text, slm_suggestion *out, i
     slm_token *toks = NULL, *ctx = NULL;
     size_t len, word_at, word_len, piece_len;
     long bad;
-    int nt, first, window, k, i, n_ctx_toks, tail_len, word_start, reuse, passes = 0, ret;
+    int nt, first, window, slid, k, i, n_ctx_toks, tail_len, word_start, reuse, passes = 0, ret;
     double t0 = slm__now_ms();
     slm_result r = SLM_OK;
     if (!s) return -(int)SLM_ERR_INVALID_ARG;
@@ -15151,21 +15166,25 @@ SLM_API int slm_suggest(slm_session *s, const char *text, slm_suggestion *out, i
     first = (v->flags & SLM__TOKFLAG_ADD_BOS) && v->bos >= 0;
     if (g->cut && !slm__sug_cut_at(text, len, g->cut)) g->cut = 0;
     if ((r = slm__sug_tokens(s, text + g->cut, len - g->cut, first, &toks, &nt)) != SLM_OK) return -(int)r;
-    if (g->cut && nt - first < s->n_ctx) {
+
+    /* the window: kept from the last call while its tokens are the same and
+       the text still fits with room for the search, else the last n_ctx / 2;
+       one that would hold the first word after the cut (a long backspace)
+       takes the whole text's tokens again */
+    for (;;) {
+        window = first;
+        if (g->window > first && g->window <= nt && g->window <= g->n_text_tokens &&
+            !memcmp(g->text_tokens, toks, (size_t)g->window * sizeof *toks))
+            window = g->window;
+        slid = first + (nt - window) > s->n_ctx - s->n_ctx / 4;
+        if (slid) window = SLM__MAX(first, nt - s->n_ctx / 2);
+        if (!g->cut || window >= slm__sug_second_word(v, toks, first, nt)) break;
         slm__free(&s->alloc, toks);
         g->cut = 0;
         if ((r = slm__sug_tokens(s, text, len, first, &toks, &nt)) != SLM_OK) return -(int)r;
     }
-
-    /* the window: kept from the last call while its tokens are the same and
-       the text still fits with room for the search, else the last n_ctx / 2 */
-    window = first;
-    if (g->window > first && g->window <= nt && g->window <= g->n_text_tokens &&
-        !memcmp(g->text_tokens, toks, (size_t)g->window * sizeof *toks))
-        window = g->window;
-    if (first + (nt - window) > s->n_ctx - s->n_ctx / 4) {
-        window = SLM__MAX(first, nt - s->n_ctx / 2);
-        /* the window moves, and the context with it: the time to move the
+    if (slid) {
+        /* the window moved, and the context with it: the time to move the
            cut up to SLM__SUG_CUT_BYTES before the end, where its tokens still
            hold the window */
         if (!g->cuttable) g->cuttable = slm__sug_cuttable(v) ? 1 : -1;

@@ -3881,7 +3881,7 @@ static void suggest_cut_on(slm_model *m, const char *name, uint32_t step) {
     }
     /* typing forward in steps, with a backspace now and then */
     for (at = 300; at <= len; at += 1 + smp_rand(step)) {
-        size_t end = smp_rand(5) == 0 && at > 400 ? at - 1 - smp_rand(300) : at, far;
+        size_t end = smp_rand(5) == 0 && at > 800 ? at - 1 - smp_rand(700) : at, far;
         char keep = text[end];
         const slm__suggest *g;
         int nw, n_win;

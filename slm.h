@@ -330,9 +330,9 @@
 
    REVISION HISTORY
      0.7.3  slm_suggest tokenizes a text past the context from a cut near
-            its end, not whole (stories260K, n_ctx 512: 3.5 ms a keystroke
-            at 20 and 60 KB of text, was 7.4 and 19.9 ms); suggestions
-            unchanged.
+            its end, not whole (stories260K, n_ctx 512: 3.5-4.2 ms a
+            keystroke at 20 and 60 KB of text, was 7.4 and 19.9 ms);
+            suggestions unchanged.
      0.7.2  slm_suggest: eight nodes per pass, the spare places taken by
             prefixes of the nodes taken; a word that could reach the bar
             only by ending likelier than any word end the session has seen

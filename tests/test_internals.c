@@ -3881,7 +3881,7 @@ static void suggest_cut_on(slm_model *m, const char *name, uint32_t step) {
     }
     /* typing forward in steps, with a backspace now and then */
     for (at = 300; at <= len; at += 1 + smp_rand(step)) {
-        size_t end = smp_rand(5) == 0 && at > 800 ? at - 1 - smp_rand(700) : at, far;
+        size_t end = smp_rand(5) == 0 && at > 800 ? at - 1 - smp_rand(700) : at, dist;
         char keep = text[end];
         const slm__suggest *g;
         int nw, n_win;
@@ -3897,8 +3897,8 @@ static void suggest_cut_on(slm_model *m, const char *name, uint32_t step) {
         if (g->cut) {
             cuts++;
             bad_cut += !slm__sug_cut_at(text, end, g->cut);
-            far = end - g->cut;
-            if (far > most) most = far;
+            dist = end - g->cut;
+            if (dist > most) most = dist;
         }
         /* the window's tokens: the last of the whole text's */
         n_win = g->n_text_tokens - g->window;

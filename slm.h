@@ -15197,7 +15197,7 @@ SLM_API int slm_suggest(slm_session *s, const char *text, slm_suggestion *out, i
                     slm__free(&s->alloc, toks);
                     return -(int)r;
                 }
-                if (n2 - first >= s->n_ctx) {
+                if (n2 - first >= s->n_ctx && n2 - s->n_ctx / 2 >= slm__sug_second_word(v, t2, first, n2)) {
                     slm__free(&s->alloc, toks);
                     toks = t2;
                     nt = n2;

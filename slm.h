@@ -15161,8 +15161,7 @@ SLM_API int slm_suggest(slm_session *s, const char *text, slm_suggestion *out, i
     word_len = len - word_at;
 
     /* the tokens of the text from g->cut on, BOS first when the model wants
-       one; a cut that the text no longer allows, or that leaves fewer than
-       n_ctx tokens after it (a long backspace), goes */
+       one; a cut that the text no longer allows goes */
     first = (v->flags & SLM__TOKFLAG_ADD_BOS) && v->bos >= 0;
     if (g->cut && !slm__sug_cut_at(text, len, g->cut)) g->cut = 0;
     if ((r = slm__sug_tokens(s, text + g->cut, len - g->cut, first, &toks, &nt)) != SLM_OK) return -(int)r;

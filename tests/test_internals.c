@@ -3844,7 +3844,7 @@ done:
    at every keystroke the window the model sees must be the whole text's
    tokens, as slm_tokenize gives them; the cut must move with the text and
    stay within a bounded distance of its end. SentencePiece (stories260K)
-   and byte-level BPE (the StarCoder fixture). */
+   and byte-level BPE (the StarCoder and Qwen2 fixtures). */
 static void suggest_cut_on(slm_model *m, const char *name, uint32_t step) {
     static const char *const words[] = { "the", "little", "cat", "sat", "on", "a", "mat", "and", "then",
                                          "went", "home", "to", "see", "her", "friend", "Tom", "happy" };

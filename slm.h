@@ -332,7 +332,8 @@
      0.7.3  slm_suggest tokenizes a text past the context from a cut near
             its end, not whole (stories260K, n_ctx 512: 3.5-4.2 ms a
             keystroke at 20 and 60 KB of text, was 7.4 and 19.9 ms);
-            suggestions unchanged.
+            suggestions unchanged. A first call with an empty text on a
+            model without BOS no longer passes memcpy a null pointer.
      0.7.2  slm_suggest: eight nodes per pass, the spare places taken by
             prefixes of the nodes taken; a word that could reach the bar
             only by ending likelier than any word end the session has seen
@@ -14343,24 +14344,26 @@ static slm_result slm__gen_begin(slm_session *s, const slm_gen_opts *opts, slm_g
 }
 
 /* Tokenizes text (flags of slm_tokenize) into a new array of the session's
-   allocator; *n gets the count. */
-static slm_result slm__tokenize_alloc(slm_session *s, const char *text, size_t len, int flags, slm_token **out, int *n,
-                                      const char *fn) {
+   allocator, after the token lead unless it is negative; *n gets the count,
+   lead included (0 with *out NULL when there is none). */
+static slm_result slm__tokenize_alloc(slm_session *s, const char *text, size_t len, int flags, slm_token lead,
+                                      slm_token **out, int *n, const char *fn) {
     slm__tok_status ts;
-    int k = slm__tokenize(s->model, text, len, flags, NULL, 0, &ts);
+    int k = slm__tokenize(s->model, text, len, flags, NULL, 0, &ts), first = lead >= 0;
     *out = NULL;
     *n = 0;
     if (ts.rc != SLM_OK) return slm__fail(s, ts.rc, "%s: %s", fn, ts.msg);
     if (k < 0) k = -k;
-    if (k == 0) return SLM_OK;
-    *out = (slm_token *)slm__alloc(&s->alloc, (size_t)k * sizeof(slm_token));
+    if (k + first == 0) return SLM_OK;
+    *out = (slm_token *)slm__alloc(&s->alloc, (size_t)(k + first) * sizeof(slm_token));
     if (!*out) return slm__fail(s, SLM_ERR_OOM, "%s: out of memory", fn);
-    if (slm__tokenize(s->model, text, len, flags, *out, k, &ts) != k) {
+    if (first) (*out)[0] = lead;
+    if (slm__tokenize(s->model, text, len, flags, *out + first, k, &ts) != k) {
         slm__free(&s->alloc, *out);
         *out = NULL;
         return slm__fail(s, ts.rc != SLM_OK ? ts.rc : SLM_ERR_OOM, "%s: %s", fn, ts.msg);
     }
-    *n = k;
+    *n = k + first;
     return SLM_OK;
 }
 
@@ -14377,7 +14380,7 @@ SLM_API slm_result slm_generate(slm_session *s, const char *prompt, const slm_ge
     }
     if ((r = slm__gen_begin(s, opts, &o, out, out_cap, out_len, "slm_generate")) != SLM_OK) return r;
     if (!prompt) return slm__fail(s, SLM_ERR_INVALID_ARG, "slm_generate: prompt is NULL");
-    r = slm__tokenize_alloc(s, prompt, strlen(prompt), SLM_TOK_BOS | SLM_TOK_SPECIAL, &toks, &n, "slm_generate");
+    r = slm__tokenize_alloc(s, prompt, strlen(prompt), SLM_TOK_BOS | SLM_TOK_SPECIAL, -1, &toks, &n, "slm_generate");
     if (r != SLM_OK) return r;
     /* SentencePiece's dummy space belongs to the prompt's first word; with no
        prompt text it would lead the output, so drop it as llama2.c does */
@@ -14449,8 +14452,9 @@ typedef struct slm__suggest {
     /* the context: what the session's prefix holds for the tree */
     slm_token *ctx;
     int n_ctx_tokens, ctx_cap;
-    float *root_logits; /* n_vocab */
-    float *probs;       /* n_vocab: scratch of slm__sug_expand */
+    slm_token *next_ctx; /* n_ctx + 1: a call's context while ctx holds the last one's */
+    float *root_logits;  /* n_vocab */
+    float *probs;        /* n_vocab: scratch of slm__sug_expand */
     int root_valid, root_cover_tail;
     /* the largest P(the word ends in the next token | node) this session's
        searches have seen, and over how many evaluated nodes */
@@ -14480,6 +14484,7 @@ static void slm__sug_free(const slm_allocator *a, slm__suggest *g) {
     if (!g) return;
     slm__free(a, g->text_tokens);
     slm__free(a, g->ctx);
+    slm__free(a, g->next_ctx);
     slm__free(a, g->root_logits);
     slm__free(a, g->probs);
     slm__free(a, g->nodes);
@@ -15047,27 +15052,6 @@ static int slm__sug_second_word(const slm__vocab *v, const slm_token *t, int fir
     return n;
 }
 
-/* The tokens of text[0..len) after BOS (when first is 1) into a new array
-   with room for as many more and one (the caller's context goes there). */
-static slm_result slm__sug_tokens(slm_session *s, const char *text, size_t len, int first, slm_token **out, int *n) {
-    slm__tok_status ts;
-    slm_token *toks;
-    int nt = slm__tokenize(s->model, text, len, 0, NULL, 0, &ts);
-    *out = NULL;
-    if (ts.rc != SLM_OK) return slm__fail(s, ts.rc, "slm_suggest: %s", ts.msg);
-    nt = (nt < 0 ? -nt : nt) + first;
-    toks = (slm_token *)slm__alloc(&s->alloc, (size_t)(nt + 1) * 2 * sizeof(slm_token));
-    if (!toks) return slm__fail(s, SLM_ERR_OOM, "slm_suggest: out of memory");
-    if (first) toks[0] = s->model->vocab.bos;
-    if (slm__tokenize(s->model, text, len, 0, toks + first, nt - first, &ts) != nt - first) {
-        slm__free(&s->alloc, toks);
-        return slm__fail(s, ts.rc != SLM_OK ? ts.rc : SLM_ERR_OOM, "slm_suggest: %s", ts.msg);
-    }
-    *out = toks;
-    *n = nt;
-    return SLM_OK;
-}
-
 static int slm__sug_fail(slm_session *s, slm_result r, const char *fmt, const char *detail) {
     slm__fail(s, r, fmt, detail);
     return -(int)r;
@@ -15101,7 +15085,7 @@ SLM_API int slm_suggest(slm_session *s, const char *text, slm_suggestion *out, i
     slm__suggest *g;
     slm_suggest_opts o;
     slm__sug_result res;
-    slm_token *toks = NULL, *ctx = NULL;
+    slm_token *toks = NULL, *ctx = NULL, lead;
     size_t len, word_at, word_len, piece_len;
     long bad;
     int nt, first, window, slid, k, i, n_ctx_toks, tail_len, word_start, reuse, passes = 0, ret;
@@ -15141,7 +15125,9 @@ SLM_API int slm_suggest(slm_session *s, const char *text, slm_suggestion *out, i
         s->suggest->probs = (float *)slm__alloc(&s->alloc, (size_t)m->info.n_vocab * sizeof(float));
         s->suggest->logits = (float *)slm__alloc(&s->alloc, (size_t)m->info.n_vocab * SLM__SUG_BATCH * sizeof(float));
         s->suggest->rows = (float *)slm__alloc(&s->alloc, (size_t)m->info.n_vocab * SLM__SUG_ROWS * sizeof(float));
-        if (!s->suggest->root_logits || !s->suggest->probs || !s->suggest->logits || !s->suggest->rows) {
+        s->suggest->next_ctx = (slm_token *)slm__alloc(&s->alloc, ((size_t)s->n_ctx + 1) * sizeof(slm_token));
+        if (!s->suggest->root_logits || !s->suggest->probs || !s->suggest->logits || !s->suggest->rows ||
+            !s->suggest->next_ctx) {
             slm__sug_free(&s->alloc, s->suggest);
             s->suggest = NULL;
             return slm__sug_fail(s, SLM_ERR_OOM, "slm_suggest: out of memory%s", "");
@@ -15163,8 +15149,10 @@ SLM_API int slm_suggest(slm_session *s, const char *text, slm_suggestion *out, i
     /* the tokens of the text from g->cut on, BOS first when the model wants
        one; a cut that the text no longer allows goes */
     first = (v->flags & SLM__TOKFLAG_ADD_BOS) && v->bos >= 0;
+    lead = first ? v->bos : -1;
     if (g->cut && !slm__sug_cut_at(text, len, g->cut)) g->cut = 0;
-    if ((r = slm__sug_tokens(s, text + g->cut, len - g->cut, first, &toks, &nt)) != SLM_OK) return -(int)r;
+    if ((r = slm__tokenize_alloc(s, text + g->cut, len - g->cut, 0, lead, &toks, &nt, "slm_suggest")) != SLM_OK)
+        return -(int)r;
 
     /* the window: kept from the last call while its tokens are the same and
        the text still fits with room for the search, else the last n_ctx / 2;
@@ -15180,7 +15168,7 @@ SLM_API int slm_suggest(slm_session *s, const char *text, slm_suggestion *out, i
         if (!g->cut || window >= slm__sug_second_word(v, toks, first, nt)) break;
         slm__free(&s->alloc, toks);
         g->cut = 0;
-        if ((r = slm__sug_tokens(s, text, len, first, &toks, &nt)) != SLM_OK) return -(int)r;
+        if ((r = slm__tokenize_alloc(s, text, len, 0, lead, &toks, &nt, "slm_suggest")) != SLM_OK) return -(int)r;
     }
     if (slid) {
         /* the window moved, and the context with it: the time to move the
@@ -15192,7 +15180,7 @@ SLM_API int slm_suggest(slm_session *s, const char *text, slm_suggestion *out, i
             slm_token *t2;
             int n2;
             if (c > g->cut) {
-                if ((r = slm__sug_tokens(s, text + c, len - c, first, &t2, &n2)) != SLM_OK) {
+                if ((r = slm__tokenize_alloc(s, text + c, len - c, 0, lead, &t2, &n2, "slm_suggest")) != SLM_OK) {
                     slm__free(&s->alloc, toks);
                     return -(int)r;
                 }
@@ -15208,12 +15196,12 @@ SLM_API int slm_suggest(slm_session *s, const char *text, slm_suggestion *out, i
             }
         }
     }
-    ctx = toks + nt + 1;
+    ctx = g->next_ctx; /* the window's rule keeps it under n_ctx - n_ctx / 4 tokens */
     if (!slm__sug_reserve(&s->alloc, (void **)&g->text_tokens, &g->text_tokens_cap, (size_t)nt, sizeof *toks)) {
         slm__free(&s->alloc, toks);
         return slm__sug_fail(s, SLM_ERR_OOM, "slm_suggest: out of memory%s", "");
     }
-    memcpy(g->text_tokens, toks, (size_t)nt * sizeof *toks);
+    if (nt) memcpy(g->text_tokens, toks, (size_t)nt * sizeof *toks);
     g->n_text_tokens = nt;
     g->window = window;
 
@@ -15599,8 +15587,6 @@ done:
 
 SLM_API slm_result slm_classify(slm_session *s, const char *prompt, const char *const *labels, int n, float *probs,
                                 double *log_likelihoods) {
-    const slm_model *m;
-    slm__tok_status ts;
     slm_token *p_toks = NULL, **toks = NULL;
     const slm_token **conts = NULL;
     int *n_toks = NULL, *shared = NULL, *lengths = NULL;
@@ -15622,7 +15608,6 @@ SLM_API slm_result slm_classify(slm_session *s, const char *prompt, const char *
                                  labels[i]);
         if (strlen(labels[i]) > longest_label) longest_label = strlen(labels[i]);
     }
-    m = s->model;
     plen = strlen(prompt);
     /* pointers and counts in one block, then each tokenization on its own */
     toks =
@@ -15649,22 +15634,7 @@ SLM_API slm_result slm_classify(slm_session *s, const char *prompt, const char *
             memcpy(text + plen, labels[i], ll_len);
             len += ll_len;
         }
-        cnt = slm__tokenize(m, text, len, flags, NULL, 0, &ts);
-        if (ts.rc != SLM_OK) {
-            res = slm__fail(s, ts.rc, "slm_classify: %s", ts.msg);
-            goto done;
-        }
-        cnt = cnt < 0 ? -cnt : cnt;
-        t = (slm_token *)slm__alloc(&s->alloc, (size_t)(cnt > 0 ? cnt : 1) * sizeof(slm_token));
-        if (!t) {
-            res = slm__fail(s, SLM_ERR_OOM, "slm_classify: out of memory");
-            goto done;
-        }
-        if (slm__tokenize(m, text, len, flags, t, cnt, &ts) != cnt) {
-            slm__free(&s->alloc, t);
-            res = slm__fail(s, ts.rc != SLM_OK ? ts.rc : SLM_ERR_OOM, "slm_classify: %s", ts.msg);
-            goto done;
-        }
+        if ((res = slm__tokenize_alloc(s, text, len, flags, -1, &t, &cnt, "slm_classify")) != SLM_OK) goto done;
         if (i < 0) {
             p_toks = t;
             n_p = cnt;
@@ -16012,7 +15982,8 @@ static slm_result slm__conv_append(slm_conversation *c, const slm_token *t, int 
 static slm_result slm__conv_append_text(slm_conversation *c, const char *text, size_t len, int flags) {
     slm_token *t;
     int n;
-    slm_result r = slm__tokenize_alloc(c->s, text, len, flags | (c->n_toks == 0 ? SLM_TOK_BOS : 0), &t, &n, "slm_chat");
+    slm_result r =
+        slm__tokenize_alloc(c->s, text, len, flags | (c->n_toks == 0 ? SLM_TOK_BOS : 0), -1, &t, &n, "slm_chat");
     if (r != SLM_OK) return r;
     r = slm__conv_append(c, t, n);
     slm__free(&c->s->alloc, t);
@@ -16265,7 +16236,7 @@ SLM_API slm_result slm_chat(slm_conversation *c, const char *user, const slm_gen
             /* a stop string or a control token: the reply is its text */
             slm__free(&s->alloc, ids);
             ids = NULL;
-            r2 = slm__tokenize_alloc(s, m->content, c->reply_len, 0, &ids, &n_ids, "slm_chat");
+            r2 = slm__tokenize_alloc(s, m->content, c->reply_len, 0, -1, &ids, &n_ids, "slm_chat");
             if (r2 != SLM_OK) return r2;
             if (!ids) { /* an empty reply still marks the message as a reply */
                 ids = (slm_token *)slm__alloc(&s->alloc, sizeof(slm_token));

@@ -4622,6 +4622,81 @@ static void test_scoring_alloc_failures(void) {
     free(path);
 }
 
+/* Each allocation of a run of slm_suggest calls over a text longer than
+   the context (the first call's state, the tokens from the cut, the tree)
+   refused in turn: SLM_ERR_OOM with the message, the next call answers,
+   nothing leaked once the session is freed. */
+static void test_suggest_alloc_failures(void) {
+    static const size_t ends[] = { 0, 41, 700, 1000, 0 }; /* 0 last: the whole text less two bytes */
+    slm_model *m = NULL;
+    slm_model_desc md;
+    slm_session_desc sd;
+    failing_alloc f;
+    slm_suggestion out[3];
+    char text[sizeof KSR_TEXT + sizeof SC_TEXT + sizeof TYPING_TEXT];
+    long k, used = 0;
+    int refused = 0, tried = 0, step = getenv("SLM_TEST_FEWER") ? 4 : 1; /* sanitizers, qemu: every 4th */
+    char *path = model_path("f32");
+    if (!file_exists(path)) {
+        free(path);
+        SKIP("stories260K_f32.slm not converted");
+    }
+    snprintf(text, sizeof text, "%s %s %s", KSR_TEXT, SC_TEXT, TYPING_TEXT);
+    failing_init(&f);
+    memset(&md, 0, sizeof md);
+    md.path = path;
+    md.alloc.alloc = failing_alloc_fn;
+    md.alloc.free = failing_free_fn;
+    md.alloc.user = &f;
+    memset(&sd, 0, sizeof sd);
+    sd.n_ctx = 32; /* the window slides and the cut moves (8 x 32 bytes) */
+    sd.n_threads = 1;
+    CHECK(slm_model_load(&m, &md) == SLM_OK);
+    for (k = 0; m; k += k ? step : 1) { /* k = 0: the clean run, then refuse its k-th allocation */
+        slm_session *s = NULL;
+        size_t live = f.cnt.live, c;
+        long before;
+        int failed_at = -1;
+        if (slm_session_new(&s, m, &sd) != SLM_OK) {
+            CHECKF(0, "slm_session_new: %s", f.log);
+            break;
+        }
+        before = f.attempts;
+        f.fail_at = k ? before + k : 0;
+        for (c = 0; c < sizeof ends / sizeof ends[0]; c++) {
+            char saved;
+            size_t end = ends[c] ? ends[c] : strlen(text) - 2;
+            int rc;
+            saved = text[end];
+            text[end] = 0;
+            rc = slm_suggest(s, text, out, 3, NULL);
+            if (rc < 0 && failed_at < 0 && k) {
+                failed_at = (int)c;
+                CHECKF(rc == -(int)SLM_ERR_OOM && strstr(slm_session_error(s), "out of memory"),
+                       "allocation %ld refused in call %d: %d (%s)", k, (int)c, rc, slm_session_error(s));
+                rc = slm_suggest(s, text, out, 3, NULL); /* the same call again */
+            }
+            CHECKF(rc >= 0, "allocation %ld refused, call %d: %d (%s)", k, (int)c, rc, slm_session_error(s));
+            text[end] = saved;
+        }
+        if (k == 0) used = f.attempts - before;
+        f.fail_at = 0;
+        slm_session_free(s);
+        CHECKF(f.cnt.live == live, "allocation %ld refused: %zu bytes left after slm_session_free", k,
+               f.cnt.live - live);
+        if (k > 0) {
+            if (k > used) break;
+            tried++;
+            refused += failed_at >= 0;
+        }
+    }
+    slm_model_free(m);
+    CHECKF(f.cnt.live == 0 && f.cnt.n_alloc == f.cnt.n_free, "%zu bytes live after freeing", f.cnt.live);
+    CHECKF(refused > 0 && refused == tried, "%d of %d allocations refused", refused, tried);
+    NOTE("%d of the %ld allocations of five slm_suggest calls refused one at a time", refused, used);
+    free(path);
+}
+
 /* ======================================================================== */
 /* grammars: the built-in JSON grammar                                      */
 /* ======================================================================== */
@@ -5782,6 +5857,7 @@ static const test_case API_TESTS[] = {
     TEST(scoring_max_bytes),
     TEST(scoring_errors),
     TEST(scoring_alloc_failures),
+    TEST(suggest_alloc_failures),
     TEST_ARG(grammar_json, "f32"),
     TEST_ARG(grammar_json, "fixture:b_llama_starcoder_q4_0"),
     TEST_ARG(session_save_identical, "f32"),

@@ -3879,7 +3879,9 @@ static void suggest_cut_on(slm_model *m, const char *name, uint32_t step) {
         free(whole);
         return;
     }
-    /* typing forward in steps, with a backspace now and then */
+    /* an empty text first (a model without BOS has no token at all), then
+       typing forward in steps, with a backspace now and then */
+    fails += slm_suggest(s, "", out, 3, NULL) < 0;
     for (at = 300; at <= len; at += 1 + smp_rand(step)) {
         size_t end = smp_rand(5) == 0 && at > 800 ? at - 1 - smp_rand(700) : at, dist;
         char keep = text[end];
@@ -3906,6 +3908,9 @@ static void suggest_cut_on(slm_model *m, const char *name, uint32_t step) {
             memcmp(g->text_tokens + g->window, whole + nw - n_win, sizeof *whole * (size_t)n_win))
             bad_window++;
     }
+    /* all of it deleted: the cut goes, and a model without BOS has no token */
+    fails += slm_suggest(s, "", out, 3, NULL) < 0;
+    if (s->suggest && (s->suggest->cut || s->suggest->window != s->suggest->n_text_tokens)) bad_cut++;
     if (fails || bad_window || bad_cut || !cuts || most > 3 * SLM__SUG_CUT_BYTES(sd.n_ctx))
         fprintf(stderr, "    %s: %d failed calls, %d windows not the text's tokens, %d bad cuts, %d calls with a cut, "
                 "furthest %zu bytes from the end (bound %zu)\n", name, fails, bad_window, bad_cut, cuts, most,

@@ -5,8 +5,16 @@
 
 passed=0 failed=0 skipped=0
 T0=$(date +%s)
+# the names of what failed, repeated by finish: CI's log may keep only its end
+failed_names=
 pass() { passed=$((passed + 1)); echo "[ PASS ] $1"; }
-fail() { failed=$((failed + 1)); echo "[ FAIL ] $1"; shift; for l in "$@"; do echo "    $l"; done; }
+fail() {
+    failed=$((failed + 1))
+    failed_names="$failed_names  $1"$'\n'
+    echo "[ FAIL ] $1"
+    shift
+    for l in "$@"; do echo "    $l"; done
+}
 skip() { skipped=$((skipped + 1)); echo "[ SKIP ] $1: $2"; }
 # check NAME CONDITION-COMMAND... : pass when the command succeeds (DETAIL: why it failed)
 check() { local name=$1; shift; if "$@"; then pass "$name"; else fail "$name" "${DETAIL:-}"; fi; DETAIL=; }
@@ -22,6 +30,12 @@ add_counts() {
         passed=$((passed + BASH_REMATCH[1]))
         failed=$((failed + BASH_REMATCH[2]))
         skipped=$((skipped + ${BASH_REMATCH[4]:-0}))
+        # its own list of what failed when it has one, else its FAIL lines
+        if [ "${BASH_REMATCH[2]}" != 0 ] && grep -q '^== what failed:$' "$1"; then
+            failed_names="$failed_names$(sed -n "/^== what failed:\$/,\$ s/^  \(.*\)/  $2: \1/p" "$1")"$'\n'
+        elif [ "${BASH_REMATCH[2]}" != 0 ]; then
+            failed_names="$failed_names$(sed -n "s/^ *\[ FAIL \] \(.*\)/  $2: \1/p" "$1")"$'\n'
+        fi
     else
         fail "$2 finished" "its last line was: $line"
     fi
@@ -31,6 +45,7 @@ add_counts() {
 # line; returns 1 when anything failed
 finish() {
     echo "== $1: $(($(date +%s) - T0)) s"
+    [ -z "$failed_names" ] || printf '== what failed:\n%s' "$failed_names"
     if [ $skipped -gt 0 ]; then
         echo "$passed passed, $failed failed, $skipped skipped"
     else

@@ -2160,6 +2160,15 @@ static void failing_init(failing_alloc *f) {
     memset(f, 0, sizeof *f);
     f->inner = counting_allocator(&f->cnt);
 }
+/* f made fresh, and md zero but for path and f's allocator */
+static void failing_model_desc(failing_alloc *f, slm_model_desc *md, const char *path) {
+    failing_init(f);
+    memset(md, 0, sizeof *md);
+    md->path = path;
+    md->alloc.alloc = failing_alloc_fn;
+    md->alloc.free = failing_free_fn;
+    md->alloc.user = f;
+}
 
 enum { PH_LOAD, PH_SESSION, PH_TOKENIZE, PH_GENERATE, PH_CHAT, PH_GENERATE_CHAT, PH_N };
 static const char *const PHASE_NAMES[PH_N] = { "slm_model_load", "slm_session_new", "slm_tokenize",
@@ -4557,12 +4566,7 @@ static void test_scoring_alloc_failures(void) {
         free(path);
         SKIP("stories260K_f32.slm not converted");
     }
-    failing_init(&f);
-    memset(&md, 0, sizeof md);
-    md.path = path;
-    md.alloc.alloc = failing_alloc_fn;
-    md.alloc.free = failing_free_fn;
-    md.alloc.user = &f;
+    failing_model_desc(&f, &md, path);
     memset(&sd, 0, sizeof sd);
     sd.n_ctx = 256;
     sd.n_threads = 1;
@@ -4642,12 +4646,7 @@ static void test_suggest_alloc_failures(void) {
         SKIP("stories260K_f32.slm not converted");
     }
     snprintf(text, sizeof text, "%s %s %s", KSR_TEXT, SC_TEXT, TYPING_TEXT);
-    failing_init(&f);
-    memset(&md, 0, sizeof md);
-    md.path = path;
-    md.alloc.alloc = failing_alloc_fn;
-    md.alloc.free = failing_free_fn;
-    md.alloc.user = &f;
+    failing_model_desc(&f, &md, path);
     memset(&sd, 0, sizeof sd);
     sd.n_ctx = 32; /* the window slides and the cut moves (8 x 32 bytes) */
     sd.n_threads = 1;
@@ -4658,7 +4657,7 @@ static void test_suggest_alloc_failures(void) {
         long before;
         int failed_at = -1;
         if (slm_session_new(&s, m, &sd) != SLM_OK) {
-            CHECKF(0, "slm_session_new: %s", f.log);
+            CHECKF(0, "slm_session_new failed before allocation %ld was refused", k);
             break;
         }
         before = f.attempts;
@@ -5309,12 +5308,7 @@ static void test_session_save_alloc_failures(void) {
         SKIP("stories260K_f32.slm not converted");
     }
     snprintf(state_path, sizeof state_path, "%s/session_alloc.state", g_build_dir);
-    failing_init(&f);
-    memset(&md, 0, sizeof md);
-    md.path = path;
-    md.alloc.alloc = failing_alloc_fn;
-    md.alloc.free = failing_free_fn;
-    md.alloc.user = &f;
+    failing_model_desc(&f, &md, path);
     memset(&sd, 0, sizeof sd);
     sd.n_ctx = 128;
     sd.n_threads = 1;
